@@ -1,0 +1,82 @@
+//! The library's one error type.
+//!
+//! Errors are for input that cannot be run (malformed or impossible scenarios,
+//! missing files, refused sizes) and for failures of the machinery itself. A
+//! loss that turns NaN is not an error: it is an [`crate::Outcome`].
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong before or around a run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The scenario file is not valid TOML or does not fit the format.
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        col: usize,
+        /// What was expected.
+        message: String,
+    },
+    /// The scenario parses but asks for something impossible.
+    #[error("{location}: invalid `{key}`: {message}")]
+    Invalid {
+        /// `FILE:LINE:COL`, or the file or scenario name when the key has no line.
+        location: String,
+        /// Dotted key path, e.g. `optimizer.lr`.
+        key: String,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+    /// The run would need more memory than allowed; nothing was allocated.
+    #[error("refused: {what} needs about {need_mb} MiB, over the limit of {limit_mb} MiB (raise `train.memory_limit_mb` to allow it)")]
+    TooLarge {
+        /// What was measured.
+        what: String,
+        /// Estimated need.
+        need_mb: u64,
+        /// The limit in force.
+        limit_mb: u64,
+    },
+    /// A CUDA device was asked for in a build without the `cuda` feature.
+    #[error("device `{0}` needs CUDA, but nanhunt was not compiled with CUDA: rebuild with `cargo build --release -p nanhunt --features cuda`")]
+    CudaNotCompiled(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A data CSV could not be read.
+    #[error("{path}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
+    /// Candle failed (a bug in a scenario's shapes that validation missed, or a device error).
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Serialising output failed.
+    #[error("serialise: {0}")]
+    Serialise(String),
+    /// A run panicked; the panic message is kept.
+    #[error("panic during run: {0}")]
+    Panic(String),
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

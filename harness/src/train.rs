@@ -1,0 +1,382 @@
+//! The runner: trains a scenario, watching every value, and says where the
+//! first non-finite one appeared.
+//!
+//! `run(&Scenario) -> Outcome` is deterministic: data, initialisation and
+//! shuffling come from seeded streams, parameters are kept in a `Vec` in layer
+//! order, and nothing iterates a hash map. The watch checks each layer output,
+//! the loss, each gradient and each updated parameter, in that order, so the
+//! first non-finite value found is the first one computed.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::data::{self, Dataset, Split, Table};
+use crate::error::{Error, Result};
+use crate::model::{self, Model};
+use crate::optim::{self, Optimizer};
+use crate::outcome::{Kind, Location, Outcome, Phase, Stagnation, Status};
+use crate::scenario::{DTypeName, Scenario};
+use crate::stats::stats;
+use crate::trace::{Trace, TraceRow};
+
+/// RNG stream base for initialisation (one per fold).
+pub const INIT_STREAM: u64 = 1 << 16;
+/// RNG stream base for shuffling (one per fold).
+pub const SHUFFLE_STREAM: u64 = 1 << 24;
+
+/// How to run: the watch, how far past the first non-finite value to go, and progress.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Check every layer output, gradient and parameter (otherwise only the loss).
+    pub watch: bool,
+    /// Steps to keep training after the first non-finite value.
+    pub continue_steps: usize,
+    /// Called after every step with (steps done, total steps planned).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions { watch: true, continue_steps: 0, progress: None }
+    }
+}
+
+/// Runs a scenario with the watch on and default options.
+pub fn run(s: &Scenario) -> Outcome {
+    run_with(s, &RunOptions::default())
+}
+
+/// Runs a scenario; errors and panics become an `error` outcome.
+pub fn run_with(s: &Scenario, opts: &RunOptions) -> Outcome {
+    let start = Instant::now();
+    let mut out = match catch_unwind(AssertUnwindSafe(|| try_run(s, opts))) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::error(&s.name, e.to_string()),
+        Err(panic) => Outcome::error(&s.name, Error::Panic(panic_message(&*panic)).to_string()),
+    };
+    out.seconds = start.elapsed().as_secs_f64();
+    out
+}
+
+/// The text of a caught panic.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The candle dtype of a scenario dtype.
+pub fn dtype(d: DTypeName) -> DType {
+    match d {
+        DTypeName::F32 => DType::F32,
+        DTypeName::F64 => DType::F64,
+        DTypeName::F16 => DType::F16,
+        DTypeName::Bf16 => DType::BF16,
+    }
+}
+
+/// Runs a scenario, returning `Err` only when it cannot be run at all.
+pub fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    crate::validate::check_memory(s)?;
+    let dev = crate::device::open(&s.train.device)?;
+    let data = data::build(s)?;
+    let plan = model::plan(&s.model, data.shape)
+        .map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+    if plan.out_width != data.targets {
+        let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
+        return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
+    }
+    let mut r = Runner {
+        s,
+        opts,
+        dev,
+        dtype: dtype(s.train.dtype),
+        trace: Trace { layers: plan.layer_names.clone(), rows: Vec::new() },
+        first: None,
+        first_at: None,
+        stagnation: None,
+        steps: 0,
+        total: planned_steps(s, &data),
+        last_loss: None,
+        last_finite: None,
+    };
+    r.check_data(&data);
+    for (f, fold) in data.folds.iter().enumerate() {
+        if r.done() {
+            break;
+        }
+        let mut init = data::stream(s.seed, INIT_STREAM + f as u64);
+        let model = Model::new(&s.model, plan.clone(), &mut init, r.dtype, &r.dev)?;
+        r.train_fold(f, fold, &model)?;
+    }
+    Ok(Outcome {
+        scenario: s.name.clone(),
+        outcome: if r.first.is_some() { Status::Nonfinite } else { Status::Finite },
+        first_nonfinite: r.first,
+        steps: r.steps,
+        final_loss: r.last_loss,
+        last_finite_loss: r.last_finite,
+        stagnation: r.stagnation,
+        error: None,
+        dtype: format!("{:?}", s.train.dtype).to_lowercase(),
+        device: s.train.device.clone(),
+        threads: candle_core::utils::get_num_threads(),
+        seconds: 0.0,
+        trace: r.trace,
+    })
+}
+
+fn batches_per_epoch(s: &Scenario, rows: usize) -> usize {
+    rows.div_ceil(s.train.batch_size.unwrap_or(rows).max(1))
+}
+
+fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
+    d.folds
+        .iter()
+        .map(|f| {
+            let n = s.train.epochs * batches_per_epoch(s, f.train.x.rows);
+            s.train.max_steps.map_or(n, |m| n.min(m))
+        })
+        .sum()
+}
+
+struct Runner<'a> {
+    s: &'a Scenario,
+    opts: &'a RunOptions<'a>,
+    dev: Device,
+    dtype: DType,
+    trace: Trace,
+    first: Option<Location>,
+    /// Steps taken (over all folds) when the first non-finite value was seen.
+    first_at: Option<usize>,
+    stagnation: Option<Stagnation>,
+    steps: usize,
+    total: usize,
+    last_loss: Option<f64>,
+    last_finite: Option<f64>,
+}
+
+/// Where the runner is, for naming a location.
+#[derive(Clone, Copy)]
+struct At {
+    step: usize,
+    epoch: usize,
+    fold: usize,
+}
+
+impl Runner<'_> {
+    /// True once the first non-finite value is `continue_steps` steps behind.
+    fn done(&self) -> bool {
+        self.first_at.is_some_and(|g| self.steps >= g + self.opts.continue_steps)
+    }
+
+    /// Records the first non-finite value; later ones are ignored.
+    fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, index: usize, value: f64) {
+        if self.first.is_none() {
+            let kind = Kind::of(value).unwrap_or(Kind::Nan);
+            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index });
+            self.first_at = Some(self.steps);
+        }
+    }
+
+    /// Checks a tensor and returns its stats; flags it if non-finite.
+    fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<crate::stats::Stats> {
+        let st = stats(t)?;
+        if let Some((i, v)) = st.first_bad {
+            self.flag(at, phase, name, i, v);
+        }
+        Ok(st)
+    }
+
+    fn check_data(&mut self, d: &Dataset) {
+        let at = |fold| At { step: 0, epoch: 0, fold };
+        for (f, fold) in d.folds.iter().enumerate() {
+            let splits = [("train", Some(&fold.train)), ("validation", fold.val.as_ref())];
+            for (name, split) in splits.into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
+                for (what, t) in [("inputs", &split.x), ("targets", &split.y)] {
+                    if let Some((r, c, v)) = t.first_nonfinite() {
+                        self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), r * t.cols + c, v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn tensors(&self, split: &Split, seq: Option<usize>) -> Result<(Tensor, Tensor)> {
+        let to = |t: &Table, shape: Vec<usize>| -> Result<Tensor> {
+            Ok(Tensor::from_slice(&t.values, shape, &self.dev)?.to_dtype(self.dtype)?)
+        };
+        let xs = match seq {
+            Some(seq) => vec![split.x.rows, seq, split.x.cols / seq],
+            None => vec![split.x.rows, split.x.cols],
+        };
+        Ok((to(&split.x, xs)?, to(&split.y, vec![split.y.rows, split.y.cols])?))
+    }
+
+    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model) -> Result<()> {
+        let s = self.s;
+        let seq = s.data.seq_len;
+        let (x, y) = self.tensors(&data.train, seq)?;
+        let val = data.val.as_ref().map(|v| self.tensors(v, seq)).transpose()?;
+        let n = data.train.x.rows;
+        let batch = s.train.batch_size.unwrap_or(n).min(n);
+        let mut opt = Optimizer::new(&s.optimizer, model.params.len());
+        let mut shuffle = data::stream(s.seed, SHUFFLE_STREAM + fold as u64);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut step = 0;
+        for epoch in 1..=s.train.epochs {
+            if s.train.shuffle {
+                fisher_yates(&mut order, &mut shuffle);
+            }
+            for start in (0..n).step_by(batch) {
+                if self.done() || s.train.max_steps.is_some_and(|m| step >= m) {
+                    return Ok(());
+                }
+                step += 1;
+                self.steps += 1;
+                let len = batch.min(n - start);
+                let (xb, yb) = if s.train.shuffle {
+                    let idx = Tensor::from_slice(&order[start..start + len], len, &self.dev)?;
+                    (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?)
+                } else {
+                    (x.narrow(0, start, len)?, y.narrow(0, start, len)?)
+                };
+                let at = At { step, epoch, fold };
+                self.step(at, model, &mut opt, &xb, &yb)?;
+                if let Some(p) = self.opts.progress {
+                    p(self.steps, self.total);
+                }
+            }
+            if let Some((vx, vy)) = &val {
+                if !self.done() {
+                    let at = At { step, epoch, fold };
+                    self.validate(at, model, vx, vy)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor) -> Result<()> {
+        let s = self.s;
+        let watch = self.opts.watch;
+        let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
+        let outs = model.forward(x)?;
+        if watch {
+            for (i, o) in outs.iter().enumerate() {
+                let name = format!("{}.output", model.plan.layer_names[i]);
+                row.max_abs.push(self.watch(at, Phase::Forward, &name, o)?.max_abs);
+            }
+        }
+        let pred = outs.last().unwrap_or(x);
+        let loss = crate::loss::loss(&s.loss, pred, y)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        row.train_loss = value;
+        self.last_loss = Some(value);
+        if value.is_finite() {
+            self.last_finite = Some(value);
+        } else {
+            self.flag(at, Phase::Loss, "loss", 0, value);
+        }
+        if self.done() || model.params.is_empty() {
+            self.trace.rows.push(row);
+            return Ok(());
+        }
+        let store = loss.backward()?;
+        let mut grads = Vec::with_capacity(model.params.len());
+        let mut sum_sq = 0.0;
+        for p in &model.params {
+            let g = match store.get(p.var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => p.var.as_tensor().zeros_like()?,
+            };
+            if watch {
+                sum_sq += self.watch(at, Phase::Backward, &format!("{}.grad", p.name), &g)?.sum_sq;
+            }
+            grads.push(g);
+        }
+        if let Some(max) = s.optimizer.clip_grad_norm {
+            if !watch {
+                sum_sq = grads.iter().map(|g| stats(g).map(|st| st.sum_sq)).sum::<Result<f64>>()?;
+            }
+            optim::clip_norm(&mut grads, sum_sq.sqrt(), max)?;
+        }
+        if watch || s.optimizer.clip_grad_norm.is_some() {
+            row.grad_norm = Some(sum_sq.sqrt());
+        }
+        if self.done() {
+            self.trace.rows.push(row);
+            return Ok(());
+        }
+        if let Some(max) = s.optimizer.clip_grad_value {
+            optim::clip_value(&mut grads, max)?;
+        }
+        let current: Vec<&Tensor> = model.params.iter().map(|p| p.var.as_tensor()).collect();
+        let updated = opt.step(&current, &grads)?;
+        let mut p_sq = 0.0;
+        for (p, new) in model.params.iter().zip(&updated) {
+            if watch {
+                p_sq += self.watch(at, Phase::Update, &p.name, new)?.sum_sq;
+            }
+            p.var.set(new)?;
+        }
+        if watch {
+            row.param_norm = Some(p_sq.sqrt());
+        }
+        self.trace.rows.push(row);
+        self.check_stagnation(at);
+        Ok(())
+    }
+
+    fn validate(&mut self, at: At, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
+        let outs = model.forward(x)?;
+        if self.opts.watch {
+            for (i, o) in outs.iter().enumerate() {
+                let name = format!("validation.{}.output", model.plan.layer_names[i]);
+                self.watch(at, Phase::Validation, &name, o)?;
+            }
+        }
+        let loss = crate::loss::loss(&self.s.loss, outs.last().unwrap_or(x), y)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            self.flag(at, Phase::Validation, "validation.loss", 0, value);
+        }
+        if let Some(row) = self.trace.rows.last_mut() {
+            row.val_loss = Some(value);
+        }
+        Ok(())
+    }
+
+    /// Flags a vanishing gradient, or a loss whose mean over the last window
+    /// improved by less than `rel_tol` on the window before.
+    fn check_stagnation(&mut self, at: At) {
+        let st = &self.s.train.stagnation;
+        if self.stagnation.is_some() || self.first.is_some() {
+            return;
+        }
+        let row = self.trace.rows.last().expect("a row was just pushed");
+        if let Some(g) = row.grad_norm.filter(|g| *g < st.grad_norm_floor) {
+            let detail = format!("global gradient norm {g:e} < {:e}", st.grad_norm_floor);
+            self.stagnation = Some(Stagnation { step: at.step, reason: "vanishing_gradient".into(), detail });
+            return;
+        }
+        let rows: Vec<f64> = self.trace.rows.iter().rev().take_while(|r| r.fold == at.fold).take(2 * st.window).map(|r| r.train_loss).collect();
+        if rows.len() == 2 * st.window && at.step % st.window == 0 {
+            let recent = rows[..st.window].iter().sum::<f64>() / st.window as f64;
+            let before = rows[st.window..].iter().sum::<f64>() / st.window as f64;
+            let improvement = (before - recent) / before.abs().max(f64::MIN_POSITIVE);
+            if improvement < st.rel_tol {
+                let detail = format!("mean loss {before:e} → {recent:e} over {} steps: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
+                self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
+            }
+        }
+    }
+}
+
+/// Shuffles in place with the given stream (the same permutation on every machine).
+fn fisher_yates(v: &mut [u32], rng: &mut rand_chacha::ChaCha8Rng) {
+    use rand::Rng;
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.random_range(0..=i));
+    }
+}

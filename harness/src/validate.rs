@@ -1,0 +1,392 @@
+//! Checks of values that parse but cannot train, and the memory estimate that
+//! refuses oversized runs before anything is allocated.
+//!
+//! Each problem names its dotted key (`optimizer.lr`), so the loader can point
+//! at the line that holds it.
+
+use crate::model::{plan, InShape};
+use crate::scenario::*;
+
+/// One thing wrong with a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted key, e.g. `train.batch_size`.
+    pub key: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { key: key.into(), message: message.into() }
+}
+
+/// Every problem found, in file order; empty means the scenario can run.
+pub fn validate(s: &Scenario) -> Vec<Problem> {
+    let mut out = Vec::new();
+    data(&s.data, &mut out);
+    let input = input_shape(&s.data);
+    if let Some(input) = input {
+        match plan(&s.model, input) {
+            Err((i, m)) => out.push(problem(format!("model.layers.{i}"), m)),
+            Ok(p) => {
+                if let Some(t) = target_width(&s.data) {
+                    if p.out_width != t {
+                        out.push(problem(
+                            "model.layers",
+                            format!("the model outputs {} column(s) but the targets have {t}: the last layer's width must match", p.out_width),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    loss(&s.loss, target_width(&s.data), &mut out);
+    optimizer(&s.optimizer, &mut out);
+    train(&s.train, &mut out);
+    if let Some(e) = &s.expect {
+        if e.outcome == ExpectedOutcome::Finite && (e.phase.is_some() || e.tensor.is_some() || e.within_steps.is_some()) {
+            out.push(problem("expect.outcome", "`phase`, `tensor` and `within_steps` only apply to `outcome = \"nonfinite\"`"));
+        }
+    }
+    out
+}
+
+/// The row shape of the inputs, when it is known without reading files.
+pub fn input_shape(d: &DataSpec) -> Option<InShape> {
+    let row = match &d.inputs {
+        InputSpec::Values { rows } => rows.first().map(Vec::len),
+        InputSpec::Csv { .. } => return None,
+        _ => None,
+    };
+    let features = d.features.or(row.map(|r| r / d.seq_len.unwrap_or(1)))?;
+    Some(InShape { features, seq_len: d.seq_len })
+}
+
+/// The number of target columns, when known without reading files.
+pub fn target_width(d: &DataSpec) -> Option<usize> {
+    match &d.inputs {
+        InputSpec::Csv { targets, .. } => Some(targets.len()),
+        _ => d.targets.as_ref().and_then(target_spec_width),
+    }
+}
+
+fn target_spec_width(t: &TargetSpec) -> Option<usize> {
+    Some(match t {
+        TargetSpec::Binary | TargetSpec::Linear { .. } => 1,
+        TargetSpec::Classes { k } => *k,
+        TargetSpec::Uniform { outputs, .. } | TargetSpec::Normal { outputs, .. } => *outputs,
+        TargetSpec::Values { values } => match values.first()? {
+            TargetRow::One(_) => 1,
+            TargetRow::Many(v) => v.len(),
+        },
+    })
+}
+
+fn positive(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !(v > 0.0 && v.is_finite()) {
+        out.push(problem(key, format!("must be a positive finite number, got {v}")));
+    }
+}
+
+fn unit_interval(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !(0.0..1.0).contains(&v) {
+        out.push(problem(key, format!("must be in [0, 1), got {v}")));
+    }
+}
+
+fn data(d: &DataSpec, out: &mut Vec<Problem>) {
+    let synthetic = matches!(d.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
+    if synthetic {
+        match d.n {
+            None | Some(0) => out.push(problem("data.n", "synthetic inputs need `n` ≥ 1 rows")),
+            _ => {}
+        }
+        if d.features.unwrap_or(0) == 0 {
+            out.push(problem("data.features", "synthetic inputs need `features` ≥ 1"));
+        }
+    }
+    if d.seq_len == Some(0) {
+        out.push(problem("data.seq_len", "must be at least 1"));
+    }
+    inputs("data.inputs", &d.inputs, d, out);
+    match (&d.inputs, &d.targets) {
+        (InputSpec::Csv { targets, .. }, t) => {
+            if t.is_some() {
+                out.push(problem("data.targets", "CSV inputs carry their own targets: remove `data.targets`"));
+            }
+            if targets.is_empty() {
+                out.push(problem("data.inputs", "name at least one target column"));
+            }
+        }
+        (_, None) => out.push(problem("data.targets", "missing: say how targets are made")),
+        (_, Some(t)) => targets("data.targets", t, rows_of(&d.inputs).or(d.n), out),
+    }
+    let features = input_shape(d).map(|s| s.features);
+    if !d.scale.is_empty() && Some(d.scale.len()) != features {
+        out.push(problem("data.scale", format!("has {} entries but there are {:?} features", d.scale.len(), features)));
+    }
+    for g in &d.scale_groups {
+        if features.is_some_and(|f| g.start + g.first > f) {
+            out.push(problem("data.scale_groups", format!("group {}..{} is past the last feature", g.start, g.start + g.first)));
+        }
+    }
+    if let Some(v) = &d.validation {
+        validation(v, d, out);
+    }
+    for inj in &d.inject {
+        if let Some(f) = inj.fraction {
+            if !(0.0..=1.0).contains(&f) {
+                out.push(problem("data.inject", format!("fraction must be in [0, 1], got {f}")));
+            }
+        } else if inj.rows.is_empty() && inj.columns.is_empty() {
+            out.push(problem("data.inject", "give a `fraction`, or `rows` and/or `columns`"));
+        }
+    }
+}
+
+fn rows_of(i: &InputSpec) -> Option<usize> {
+    match i {
+        InputSpec::Values { rows } => Some(rows.len()),
+        _ => None,
+    }
+}
+
+fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
+    match i {
+        InputSpec::Normal { std, .. } if !(*std >= 0.0) => out.push(problem(key, format!("std must be ≥ 0, got {std}"))),
+        InputSpec::Uniform { low, high } if !(low < high) => out.push(problem(key, format!("need low < high, got [{low}, {high})"))),
+        InputSpec::Values { rows } => {
+            let want = d.features.map(|f| f * d.seq_len.unwrap_or(1)).or(rows.first().map(Vec::len));
+            if rows.is_empty() {
+                out.push(problem(key, "needs at least one row"));
+            } else if let Some(bad) = rows.iter().position(|r| Some(r.len()) != want || r.is_empty()) {
+                out.push(problem(key, format!("row {bad} has {} values, expected {}", rows[bad].len(), want.unwrap_or(0))));
+            }
+            if d.n.is_some_and(|n| n != rows.len()) && key == "data.inputs" {
+                out.push(problem("data.n", format!("says {} rows but {} are given", d.n.unwrap_or(0), rows.len())));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn targets(key: &str, t: &TargetSpec, rows: Option<usize>, out: &mut Vec<Problem>) {
+    match t {
+        TargetSpec::Classes { k } if *k < 2 => out.push(problem(key, "`k` must be at least 2 classes")),
+        TargetSpec::Uniform { low, high, .. } if !(low < high) => out.push(problem(key, "need low < high")),
+        TargetSpec::Uniform { outputs: 0, .. } | TargetSpec::Normal { outputs: 0, .. } => {
+            out.push(problem(key, "`outputs` must be at least 1"))
+        }
+        TargetSpec::Values { values } => {
+            let width = target_spec_width(t).unwrap_or(0);
+            let widths_ok = values.iter().all(|v| match v {
+                TargetRow::One(_) => width == 1,
+                TargetRow::Many(r) => r.len() == width && width > 0,
+            });
+            if !widths_ok {
+                out.push(problem(key, "every target row must have the same number of values"));
+            }
+            if rows.is_some_and(|r| r != values.len()) {
+                out.push(problem(key, format!("{} targets for {} input rows", values.len(), rows.unwrap_or(0))));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validation(v: &ValidationSpec, d: &DataSpec, out: &mut Vec<Problem>) {
+    let modes = [v.fraction.is_some(), v.kfold.is_some(), v.n.is_some(), v.inputs.is_some()];
+    if modes.iter().filter(|m| **m).count() != 1 {
+        out.push(problem("data.validation", "give exactly one of `fraction`, `kfold`, `n` or `inputs`"));
+        return;
+    }
+    let rows = rows_of(&d.inputs).or(d.n);
+    if let Some(f) = v.fraction {
+        if !(f > 0.0 && f < 1.0) {
+            out.push(problem("data.validation.fraction", format!("must be in (0, 1), got {f}")));
+        } else if rows.is_some_and(|n| held_out(n, f) == 0 || held_out(n, f) >= n) {
+            out.push(problem("data.validation.fraction", "leaves no training or no validation rows"));
+        }
+    }
+    if let Some(k) = v.kfold {
+        if k < 2 || rows.is_some_and(|n| k > n) {
+            out.push(problem("data.validation.kfold", format!("needs 2 ≤ k ≤ rows, got {k}")));
+        }
+    }
+    if v.n == Some(0) {
+        out.push(problem("data.validation.n", "must be at least 1"));
+    }
+    if let Some(i) = &v.inputs {
+        inputs("data.validation.inputs", i, d, out);
+        match &v.targets {
+            Some(t) => targets("data.validation.targets", t, rows_of(i), out),
+            None => out.push(problem("data.validation.targets", "explicit validation inputs need explicit targets")),
+        }
+    }
+}
+
+/// Rows held out for a validation fraction (Keras rounds down, at least one).
+pub fn held_out(n: usize, fraction: f64) -> usize {
+    ((n as f64 * fraction).floor() as usize).max(1)
+}
+
+fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
+    if l.kind == LossKind::Huber {
+        match l.delta {
+            Some(d) => positive(out, "loss.delta", d),
+            None => out.push(problem("loss.delta", "huber needs `delta`")),
+        }
+    } else if l.delta.is_some() {
+        out.push(problem("loss.delta", "only huber takes `delta`"));
+    }
+    if let Some(c) = l.clamp {
+        if !(c > 0.0 && c < 0.5) {
+            out.push(problem("loss.clamp", format!("must be in (0, 0.5), got {c}")));
+        }
+    }
+    if let Some(e) = l.epsilon {
+        if !(e >= 0.0 && e.is_finite()) {
+            out.push(problem("loss.epsilon", format!("must be ≥ 0, got {e}")));
+        }
+    }
+    let probabilistic = matches!(l.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy);
+    if l.clamp.is_some() && !probabilistic {
+        out.push(problem("loss.clamp", "only bce, bce_torch and naive_cross_entropy take probabilities to clamp"));
+    }
+    if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
+        out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
+    }
+}
+
+fn optimizer(o: &OptimizerSpec, out: &mut Vec<Problem>) {
+    positive(out, "optimizer.lr", o.lr);
+    unit_interval(out, "optimizer.momentum", o.momentum);
+    unit_interval(out, "optimizer.beta1", o.beta1);
+    unit_interval(out, "optimizer.beta2", o.beta2);
+    unit_interval(out, "optimizer.alpha", o.alpha);
+    if !(o.eps >= 0.0) {
+        out.push(problem("optimizer.eps", "must be ≥ 0"));
+    }
+    if !(o.weight_decay >= 0.0) {
+        out.push(problem("optimizer.weight_decay", "must be ≥ 0"));
+    }
+    if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum == 0.0) {
+        out.push(problem("optimizer.nesterov", "needs kind = \"sgd\" and momentum > 0"));
+    }
+    if let Some(c) = o.clip_grad_norm {
+        positive(out, "optimizer.clip_grad_norm", c);
+    }
+    if let Some(c) = o.clip_grad_value {
+        positive(out, "optimizer.clip_grad_value", c);
+    }
+}
+
+fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
+    if t.epochs == 0 {
+        out.push(problem("train.epochs", "must be at least 1"));
+    }
+    if t.batch_size == Some(0) {
+        out.push(problem("train.batch_size", "must be at least 1 (leave it out for full batch)"));
+    }
+    if t.max_steps == Some(0) {
+        out.push(problem("train.max_steps", "must be at least 1"));
+    }
+    if let Err(m) = crate::device::parse(&t.device) {
+        out.push(problem("train.device", m));
+    }
+    if t.memory_limit_mb == 0 {
+        out.push(problem("train.memory_limit_mb", "must be at least 1"));
+    }
+    if t.stagnation.window < 2 {
+        out.push(problem("train.stagnation.window", "must be at least 2 steps"));
+    }
+}
+
+/// Estimated peak bytes of a run: host data, parameters with gradients and
+/// optimizer state, and one batch of activations kept for the backward pass.
+/// `None` when the shapes are not known without reading files.
+pub fn memory_estimate(s: &Scenario) -> Option<u128> {
+    let shape = input_shape(&s.data)?;
+    let plan = plan(&s.model, shape).ok()?;
+    let row = (shape.features * shape.seq_len.unwrap_or(1)) as u128;
+    let t = target_width(&s.data).unwrap_or(1) as u128;
+    let v = s.data.validation.as_ref();
+    let rows = s.data.n.or(rows_of(&s.data.inputs)).unwrap_or(0) as u128
+        + v.and_then(|v| v.n.or(v.inputs.as_ref().and_then(rows_of))).unwrap_or(0) as u128;
+    let elem = match s.train.dtype {
+        DTypeName::F64 => 8,
+        DTypeName::F32 => 4,
+        DTypeName::F16 | DTypeName::Bf16 => 2,
+    };
+    // Host data in f64, plus its device copy.
+    let data = rows * (row + t) * (8 + elem);
+    let params: u128 = plan.params.iter().map(|p| p.shape.iter().product::<usize>() as u128).sum();
+    // Parameter, gradient, two optimizer moments, and the update's temporaries.
+    let state = params * elem * 6;
+    let batch = s.train.batch_size.map_or(rows, |b| b as u128).min(rows.max(1));
+    let steps = shape.seq_len.unwrap_or(1) as u128;
+    let widths: u128 = plan.widths.iter().map(|w| *w as u128).sum::<u128>() + row;
+    // Forward outputs and their gradients, per time step for recurrent layers.
+    let acts = batch * widths * steps * elem * 4;
+    Some(data + state + acts)
+}
+
+/// Refuses a scenario whose estimate is over its `memory_limit_mb`, before anything is allocated.
+pub fn check_memory(s: &Scenario) -> crate::Result<()> {
+    let limit = s.train.memory_limit_mb;
+    match memory_estimate(s) {
+        Some(bytes) if bytes > limit as u128 * 1024 * 1024 => Err(crate::Error::TooLarge {
+            what: format!("scenario `{}`", s.name),
+            need_mb: u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX),
+            limit_mb: limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::parse_str;
+
+    fn base() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml")).unwrap()
+    }
+
+    fn keys(src: &str) -> Vec<String> {
+        validate(&parse_str(src, "t").unwrap()).into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn bundled_base_is_valid() {
+        assert!(keys(&base()).is_empty());
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        assert_eq!(keys(&base().replace("lr = 0.01", "lr = -0.01")), ["optimizer.lr"]);
+        assert_eq!(keys(&base().replace("epochs = 10", "epochs = 10\nbatch_size = 0")), ["train.batch_size"]);
+        assert_eq!(keys(&base().replace("device = \"cpu\"", "device = \"tpu\"")), ["train.device"]);
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_allocation() {
+        let s = parse_str(&base().replace("[train]", "[train]\nmemory_limit_mb = 1").replace("rows = [", "rows = ["), "t").unwrap();
+        assert!(check_memory(&s).is_ok(), "three rows fit in 1 MiB");
+        let big = base()
+            .replace("inputs = { kind = \"values\", rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]] }", "n = 100000000\ninputs = { kind = \"normal\" }")
+            .replace("targets = { kind = \"values\", values = [10.0, 20.0, 30.0] }", "targets = { kind = \"uniform\" }");
+        let s = parse_str(&big, "t").unwrap();
+        let err = check_memory(&s).unwrap_err().to_string();
+        assert!(err.starts_with("refused:") && err.contains("over the limit of 2048 MiB"), "{err}");
+    }
+
+    #[test]
+    fn output_width_must_match_targets() {
+        // Seed 000 ex1 as written: Linear(100, 2) + sigmoid against a 1-column BCE target.
+        let src = base().replace("{ type = \"linear\", out = 1 }", "{ type = \"linear\", out = 2 }");
+        let p = validate(&parse_str(&src, "t").unwrap());
+        assert_eq!(p[0].key, "model.layers");
+        assert!(p[0].message.contains("outputs 2 column(s) but the targets have 1"), "{}", p[0].message);
+    }
+}
