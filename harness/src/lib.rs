@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod expect;
 pub mod load;
 pub mod loss;
 pub mod model;

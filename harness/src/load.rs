@@ -143,7 +143,7 @@ lr = 0.1
     fn unknown_key_points_at_line_and_suggests() {
         let src = GOOD.replace("lr = 0.1", "lr = 0.1\nmomentun = 0.9");
         let err = from_str(&src, "f.toml").unwrap_err().to_string();
-        assert!(err.starts_with("f.toml:16:1: unknown field `momentun`"), "{err}");
+        assert!(err.starts_with("f.toml:15:1: unknown field `momentun`"), "{err}");
         assert!(err.contains("did you mean `momentum`?"), "{err}");
     }
 
@@ -159,14 +159,14 @@ lr = 0.1
     fn wrong_type_is_reported_with_location() {
         let src = GOOD.replace("lr = 0.1", "lr = \"fast\"");
         let err = from_str(&src, "f.toml").unwrap_err().to_string();
-        assert!(err.starts_with("f.toml:15:6:"), "{err}");
+        assert!(err.starts_with("f.toml:14:6:"), "{err}");
     }
 
     #[test]
     fn invalid_value_points_at_its_key() {
         let src = GOOD.replace("lr = 0.1", "lr = -0.1");
         let err = from_str(&src, "f.toml").unwrap_err().to_string();
-        assert!(err.starts_with("f.toml:15:1: invalid `optimizer.lr`"), "{err}");
+        assert!(err.starts_with("f.toml:14:1: invalid `optimizer.lr`"), "{err}");
     }
 
     #[test]

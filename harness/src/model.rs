@@ -51,6 +51,8 @@ pub struct ParamSpec {
     pub fan_in: usize,
     /// Fan-out of the layer.
     pub fan_out: usize,
+    /// PyTorch's default init draws from `U(±1/sqrt(torch_fan))`: fan-in for linear, hidden size for RNN.
+    pub torch_fan: usize,
     /// The initialisation in force for it.
     pub init: Init,
 }
@@ -100,9 +102,13 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
     let mut sequence = input.seq_len.is_some();
     for (i, layer) in spec.layers.iter().enumerate() {
         let name = format!("layers.{i}.{}", layer_type(layer));
+        let torch_fan = match layer {
+            Layer::Rnn { hidden, .. } => *hidden,
+            _ => width,
+        };
         let mut add = |p: &str, shape: Vec<usize>, role, fan_in, fan_out, init: Option<Init>| {
             let init = init.unwrap_or(spec.init);
-            params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, init });
+            params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, torch_fan, init });
         };
         match layer {
             Layer::Linear { out, init } => {
@@ -265,7 +271,7 @@ fn init_values(p: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f64> {
         (Role::Gain, _) => vec![1.0; n],
         (Role::Shift, _) => vec![0.0; n],
         // torch: kaiming_uniform(a = sqrt(5)) gives bound 1/sqrt(fan_in); nn.RNN uses 1/sqrt(hidden).
-        (_, Init::Torch) => uniform(rng, 1.0 / (p.fan_in as f64).sqrt()),
+        (_, Init::Torch) => uniform(rng, 1.0 / (p.torch_fan as f64).sqrt()),
         (Role::Bias, _) => vec![0.0; n],
         (Role::Weight, Init::Keras) => uniform(rng, (6.0 / (p.fan_in + p.fan_out) as f64).sqrt()),
         (Role::Recurrent, Init::Keras) => orthogonal(p.shape[0], rng),

@@ -185,7 +185,7 @@ pub enum TargetRow {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSpec {
-    /// Hold out this fraction of the rows (the last rows after a seeded shuffle).
+    /// Hold out this fraction of the rows: the last rows, unshuffled (Keras's `validation_split`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
     /// K-fold cross-validation: train `kfold` models, each validated on one fold.
@@ -197,7 +197,7 @@ pub struct ValidationSpec {
     /// A separate, explicit validation set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<InputSpec>,
-    /// Targets for an explicit or separately drawn validation set.
+    /// Targets for an explicit validation set (`inputs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<TargetSpec>,
 }
@@ -574,10 +574,11 @@ pub enum DTypeName {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StagnationSpec {
-    /// Steps over which the loss must improve.
+    /// Points of the loss curve over which the loss must improve: steps for
+    /// full-batch training, epoch means otherwise (so minibatch noise is averaged out).
     #[serde(default = "stag_window")]
     pub window: usize,
-    /// Minimum relative improvement of the loss over `window` steps.
+    /// Minimum relative improvement of the loss over `window` points.
     #[serde(default = "stag_tol")]
     pub rel_tol: f64,
     /// A global gradient norm below this is a vanishing gradient.
@@ -661,7 +662,7 @@ fn mem_limit() -> u64 {
     2048
 }
 fn stag_window() -> usize {
-    50
+    20
 }
 fn stag_tol() -> f64 {
     1e-4

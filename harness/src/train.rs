@@ -224,7 +224,10 @@ impl Runner<'_> {
         let mut shuffle = data::stream(s.seed, SHUFFLE_STREAM + fold as u64);
         let mut order: Vec<u32> = (0..n as u32).collect();
         let mut step = 0;
+        let full_batch = batch == n;
+        let mut curve = Vec::new();
         for epoch in 1..=s.train.epochs {
+            let (mut sum, mut count) = (0.0, 0);
             if s.train.shuffle {
                 fisher_yates(&mut order, &mut shuffle);
             }
@@ -243,9 +246,19 @@ impl Runner<'_> {
                 };
                 let at = At { step, epoch, fold };
                 self.step(at, model, &mut opt, &xb, &yb)?;
+                let loss = self.trace.rows.last().map_or(f64::NAN, |r| r.train_loss);
+                (sum, count) = (sum + loss, count + 1);
+                if full_batch {
+                    curve.push(loss);
+                    self.check_plateau(at, &curve);
+                }
                 if let Some(p) = self.opts.progress {
                     p(self.steps, self.total);
                 }
+            }
+            if !full_batch && count > 0 {
+                curve.push(sum / count as f64);
+                self.check_plateau(At { step, epoch, fold }, &curve);
             }
             if let Some((vx, vy)) = &val {
                 if !self.done() {
@@ -323,8 +336,8 @@ impl Runner<'_> {
         if watch {
             row.param_norm = Some(p_sq.sqrt());
         }
+        self.check_vanishing(at, row.grad_norm);
         self.trace.rows.push(row);
-        self.check_stagnation(at);
         Ok(())
     }
 
@@ -347,28 +360,27 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Flags a vanishing gradient, or a loss whose mean over the last window
-    /// improved by less than `rel_tol` on the window before.
-    fn check_stagnation(&mut self, at: At) {
-        let st = &self.s.train.stagnation;
-        if self.stagnation.is_some() || self.first.is_some() {
-            return;
-        }
-        let row = self.trace.rows.last().expect("a row was just pushed");
-        if let Some(g) = row.grad_norm.filter(|g| *g < st.grad_norm_floor) {
-            let detail = format!("global gradient norm {g:e} < {:e}", st.grad_norm_floor);
+    /// Flags a vanishing gradient: a global gradient norm under the floor.
+    fn check_vanishing(&mut self, at: At, grad_norm: Option<f64>) {
+        let floor = self.s.train.stagnation.grad_norm_floor;
+        if let Some(g) = grad_norm.filter(|g| *g < floor && self.stagnation.is_none() && self.first.is_none()) {
+            let detail = format!("global gradient norm {g:e} < {floor:e}");
             self.stagnation = Some(Stagnation { step: at.step, reason: "vanishing_gradient".into(), detail });
+        }
+    }
+
+    /// Flags a loss curve (`curve`: per-step losses for full batch, epoch means
+    /// otherwise) that improved by less than `rel_tol` over the last `window` points.
+    fn check_plateau(&mut self, at: At, curve: &[f64]) {
+        let st = &self.s.train.stagnation;
+        if self.stagnation.is_some() || self.first.is_some() || curve.len() <= st.window {
             return;
         }
-        let rows: Vec<f64> = self.trace.rows.iter().rev().take_while(|r| r.fold == at.fold).take(2 * st.window).map(|r| r.train_loss).collect();
-        if rows.len() == 2 * st.window && at.step % st.window == 0 {
-            let recent = rows[..st.window].iter().sum::<f64>() / st.window as f64;
-            let before = rows[st.window..].iter().sum::<f64>() / st.window as f64;
-            let improvement = (before - recent) / before.abs().max(f64::MIN_POSITIVE);
-            if improvement < st.rel_tol {
-                let detail = format!("mean loss {before:e} → {recent:e} over {} steps: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
-                self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
-            }
+        let (then, now) = (curve[curve.len() - 1 - st.window], curve[curve.len() - 1]);
+        let improvement = (then - now) / then.abs().max(f64::MIN_POSITIVE);
+        if improvement < st.rel_tol {
+            let detail = format!("loss {then:e} → {now:e} over {} points: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
+            self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
         }
     }
 }

@@ -213,6 +213,9 @@ fn validation(v: &ValidationSpec, d: &DataSpec, out: &mut Vec<Problem>) {
             out.push(problem("data.validation.kfold", format!("needs 2 ≤ k ≤ rows, got {k}")));
         }
     }
+    if v.targets.is_some() && v.inputs.is_none() {
+        out.push(problem("data.validation.targets", "only explicit validation `inputs` take their own targets"));
+    }
     if v.n == Some(0) {
         out.push(problem("data.validation.n", "must be at least 1"));
     }
@@ -248,6 +251,10 @@ fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
         if !(e >= 0.0 && e.is_finite()) {
             out.push(problem("loss.epsilon", format!("must be ≥ 0, got {e}")));
         }
+    }
+    let takes_eps = matches!(l.kind, LossKind::Bce | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio);
+    if l.epsilon.is_some() && !takes_eps {
+        out.push(problem("loss.epsilon", "only bce, naive_cross_entropy and mean_abs_ratio take an epsilon"));
     }
     let probabilistic = matches!(l.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy);
     if l.clamp.is_some() && !probabilistic {
@@ -371,10 +378,10 @@ mod tests {
 
     #[test]
     fn oversized_request_is_refused_before_allocation() {
-        let s = parse_str(&base().replace("[train]", "[train]\nmemory_limit_mb = 1").replace("rows = [", "rows = ["), "t").unwrap();
+        let s = parse_str(&base().replace("[train]", "[train]\nmemory_limit_mb = 1"), "t").unwrap();
         assert!(check_memory(&s).is_ok(), "three rows fit in 1 MiB");
         let big = base()
-            .replace("inputs = { kind = \"values\", rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]] }", "n = 100000000\ninputs = { kind = \"normal\" }")
+            .replace("inputs = { kind = \"values\", rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]] }", "n = 100000000\nfeatures = 2\ninputs = { kind = \"normal\" }")
             .replace("targets = { kind = \"values\", values = [10.0, 20.0, 30.0] }", "targets = { kind = \"uniform\" }");
         let s = parse_str(&big, "t").unwrap();
         let err = check_memory(&s).unwrap_err().to_string();

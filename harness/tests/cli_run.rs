@@ -1,0 +1,87 @@
+//! End-to-end tests of `nanhunt run`: exit codes, JSON, traces, errors, threads.
+
+mod common;
+use common::*;
+
+#[test]
+fn nonfinite_run_exits_1_with_json_location() {
+    let path = seed("s002_ex1_linreg_sgd");
+    let out = nanhunt(&["run", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["scenario"], "s002_ex1_linreg_sgd");
+    assert_eq!(v["outcome"], "nonfinite");
+    for key in ["step", "epoch", "fold", "phase", "tensor", "kind"] {
+        assert!(!v["first_nonfinite"][key].is_null(), "missing first_nonfinite.{key}");
+    }
+    assert!(v["stagnation"].is_null() && v["error"].is_null());
+    assert_eq!(v["steps"], v["first_nonfinite"]["step"]);
+}
+
+#[test]
+fn finite_run_exits_0_and_writes_a_trace() {
+    let dir = tempdir();
+    let trace = dir.path().join("t.csv");
+    let path = seed("s002_ex1_linreg_sgd_fix_lower_lr");
+    let out = nanhunt(&["run", path.to_str().unwrap(), "--trace", trace.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("outcome     finite"));
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr"));
+    assert_eq!(lines.count(), 10, "ten full-batch epochs of three rows");
+}
+
+#[test]
+fn malformed_scenario_exits_2_with_file_line_col() {
+    let dir = tempdir();
+    let src = std::fs::read_to_string(seed("s002_ex1_linreg_sgd")).unwrap().replace("lr = 0.01", "learning_rate = 0.01");
+    let p = write(dir.path(), "bad.toml", &src);
+    let out = nanhunt(&["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let line = src.lines().position(|l| l.starts_with("learning_rate")).unwrap() + 1;
+    let err = stderr(&out);
+    assert!(err.contains(&format!("bad.toml:{line}:1: unknown field `learning_rate`")), "{err}");
+}
+
+#[test]
+fn json_error_outcome_for_cuda_without_feature() {
+    let dir = tempdir();
+    let src = std::fs::read_to_string(seed("s002_ex1_linreg_sgd")).unwrap().replace("device = \"cpu\"", "device = \"cuda:0\"");
+    let p = write(dir.path(), "gpu.toml", &src);
+    let out = nanhunt(&["run", p.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["outcome"], "error");
+    if cfg!(not(feature = "cuda")) {
+        assert!(v["error"].as_str().unwrap().contains("--features cuda"), "{v}");
+    }
+}
+
+#[test]
+fn continue_steps_runs_past_the_first_nonfinite_value() {
+    let path = seed("s002_ex1_linreg_sgd");
+    let out = nanhunt(&["run", path.to_str().unwrap(), "--json", "--continue-steps", "2"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let first = v["first_nonfinite"]["step"].as_u64().unwrap();
+    assert_eq!(v["steps"].as_u64().unwrap(), first + 2);
+}
+
+#[test]
+fn trace_is_bit_identical_at_one_and_two_threads() {
+    // The wide MLP exercises multi-threaded gemm; the RNN, many small matmuls.
+    for name in ["s003_ex1_wide_mlp_adam", "s004_ex1_simple_rnn_adam"] {
+        let dir = tempdir();
+        let mut traces = Vec::new();
+        for threads in ["1", "2"] {
+            let t = dir.path().join(format!("{threads}.csv"));
+            let path = seed(name);
+            let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap(), "--json"]);
+            let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+            assert_eq!(v["threads"].as_u64().unwrap().to_string(), threads, "thread count is recorded");
+            traces.push(std::fs::read(&t).unwrap());
+        }
+        assert!(traces[0].len() > 100);
+        assert_eq!(traces[0], traces[1], "{name}: trace differs between 1 and 2 threads");
+    }
+}
