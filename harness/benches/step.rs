@@ -36,11 +36,11 @@ fn main() {
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
-    let cases = [("s000_ex1_bce_mlp", "mlp_small (10-100-1, batch 32, Adam)", 100, 2100), ("s003_ex1_wide_mlp_adam", "mlp_wide (10-1024-1024-1, batch 100, Adam)", 5, 45)];
+    let cases = [("s000_ex1_bce_mlp", "mlp_small (10-100-1, batch 32, Adam)", 200, 4200), ("s003_ex1_wide_mlp_adam", "mlp_wide (10-1024-1024-1, batch 100, Adam)", 5, 45)];
     for (name, label, short, long) in cases {
         let s = load(name);
-        let on = us_per_step(&s, true, short, long, 5);
-        let off = us_per_step(&s, false, short, long, 5);
+        let on = us_per_step(&s, true, short, long, 7);
+        let off = us_per_step(&s, false, short, long, 7);
         println!("nanhunt {label:<45} watch_off_us_per_step={off:>10.1}  watch_on_us_per_step={on:>10.1}  watch_cost={:>5.1}%", (on / off - 1.0) * 100.0);
     }
 }

@@ -26,7 +26,8 @@ pub struct InShape {
 /// What a parameter is, which decides its initial values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// A weight matrix `(out, in)`.
+    /// A weight matrix, stored `(in, out)` like a Keras kernel (PyTorch's `weight` is its transpose),
+    /// so the forward pass needs no transpose and its gradient arrives contiguous.
     Weight,
     /// A recurrent weight matrix `(hidden, hidden)`.
     Recurrent,
@@ -118,7 +119,7 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
                 if *out == 0 {
                     return Err((i, "`out` must be at least 1".into()));
                 }
-                add("weight", vec![*out, width], Role::Weight, width, *out, *init);
+                add("weight", vec![width, *out], Role::Weight, width, *out, *init);
                 add("bias", vec![*out], Role::Bias, width, *out, *init);
                 width = *out;
             }
@@ -130,7 +131,7 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
                     return Err((i, "`hidden` must be at least 1".into()));
                 }
                 let h = *hidden;
-                add("weight_ih", vec![h, width], Role::Weight, width, h, *init);
+                add("weight_ih", vec![width, h], Role::Weight, width, h, *init);
                 add("weight_hh", vec![h, h], Role::Recurrent, h, h, *init);
                 add("bias_ih", vec![h], Role::Bias, h, h, *init);
                 add("bias_hh", vec![h], Role::Bias, h, h, *init);
@@ -212,7 +213,7 @@ impl Model {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Linear { .. } => h.matmul(&p(0).t()?)?.broadcast_add(p(1))?,
+        Layer::Linear { .. } => h.matmul(p(0))?.broadcast_add(p(1))?,
         Layer::Rnn { hidden, .. } => rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::Relu => h.relu()?,
         Layer::Sigmoid => candle_nn::ops::sigmoid(h)?,
@@ -247,16 +248,15 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
     })
 }
 
-/// Elman RNN over `(batch, seq, features)`: `h = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`, last `h` out.
+/// Elman RNN over `(batch, seq, features)`: `h = tanh(x W_ih + b_ih + h W_hh + b_hh)`, last `h` out.
 fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor, hidden: usize) -> Result<Tensor> {
     let (b, seq, f) = x.dims3()?;
     // The input projection of every time step at once.
-    let xw = x.reshape((b * seq, f))?.matmul(&w_ih.t()?)?.broadcast_add(b_ih)?.broadcast_add(b_hh)?;
+    let xw = x.reshape((b * seq, f))?.matmul(w_ih)?.broadcast_add(b_ih)?.broadcast_add(b_hh)?;
     let xw = xw.reshape((b, seq, hidden))?;
-    let w_hh_t = w_hh.t()?;
     let mut h = xw.narrow(1, 0, 1)?.squeeze(1)?.tanh()?;
     for t in 1..seq {
-        h = (xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(&w_hh_t)?)?.tanh()?;
+        h = (xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(w_hh)?)?.tanh()?;
     }
     Ok(h)
 }
@@ -349,7 +349,7 @@ mod tests {
         let p = plan(&s, InShape { features: 3, seq_len: None }).unwrap();
         let names: Vec<_> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["layers.0.linear.weight", "layers.0.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"]);
-        assert_eq!(p.params[0].shape, vec![4, 3]);
+        assert_eq!(p.params[0].shape, vec![3, 4]);
         assert_eq!(p.widths, vec![4, 4, 1]);
     }
 

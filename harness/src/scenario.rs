@@ -364,7 +364,7 @@ pub enum Init {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Layer {
-    /// Fully connected: `x W^T + b`, `W` of shape `(out, in)`.
+    /// Fully connected: `x W + b`, with `W` stored `(in, out)` like a Keras kernel.
     Linear {
         /// Output width.
         out: usize,

@@ -8,6 +8,7 @@
 //! first non-finite value found is the first one computed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -86,8 +87,14 @@ pub fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
     }
+    let names = Rc::new(Names {
+        outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
+        validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
+        grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
+    });
     let mut r = Runner {
         s,
+        names,
         opts,
         dev,
         dtype: dtype(s.train.dtype),
@@ -140,8 +147,16 @@ fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
         .sum()
 }
 
+/// Tensor names, made once rather than every step.
+struct Names {
+    outputs: Vec<String>,
+    validation: Vec<String>,
+    grads: Vec<String>,
+}
+
 struct Runner<'a> {
     s: &'a Scenario,
+    names: Rc<Names>,
     opts: &'a RunOptions<'a>,
     dev: Device,
     dtype: DType,
@@ -276,9 +291,9 @@ impl Runner<'_> {
         let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
         let outs = model.forward(x)?;
         if watch {
-            for (i, o) in outs.iter().enumerate() {
-                let name = format!("{}.output", model.plan.layer_names[i]);
-                row.max_abs.push(self.watch(at, Phase::Forward, &name, o)?.max_abs);
+            let names = self.names.clone();
+            for (o, name) in outs.iter().zip(&names.outputs) {
+                row.max_abs.push(self.watch(at, Phase::Forward, name, o)?.max_abs);
             }
         }
         let pred = outs.last().unwrap_or(x);
@@ -298,13 +313,14 @@ impl Runner<'_> {
         let store = loss.backward()?;
         let mut grads = Vec::with_capacity(model.params.len());
         let mut sum_sq = 0.0;
-        for p in &model.params {
+        let names = self.names.clone();
+        for (p, name) in model.params.iter().zip(&names.grads) {
             let g = match store.get(p.var.as_tensor()) {
                 Some(g) => g.clone(),
                 None => p.var.as_tensor().zeros_like()?,
             };
             if watch {
-                sum_sq += self.watch(at, Phase::Backward, &format!("{}.grad", p.name), &g)?.sum_sq;
+                sum_sq += self.watch(at, Phase::Backward, name, &g)?.sum_sq;
             }
             grads.push(g);
         }
@@ -344,9 +360,9 @@ impl Runner<'_> {
     fn validate(&mut self, at: At, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
         let outs = model.forward(x)?;
         if self.opts.watch {
-            for (i, o) in outs.iter().enumerate() {
-                let name = format!("validation.{}.output", model.plan.layer_names[i]);
-                self.watch(at, Phase::Validation, &name, o)?;
+            let names = self.names.clone();
+            for (o, name) in outs.iter().zip(&names.validation) {
+                self.watch(at, Phase::Validation, name, o)?;
             }
         }
         let loss = crate::loss::loss(&self.s.loss, outs.last().unwrap_or(x), y)?;
