@@ -233,6 +233,16 @@ impl Runner<'_> {
         let seq = s.data.seq_len;
         let (x, y) = self.tensors(&data.train, seq)?;
         let val = data.val.as_ref().map(|v| self.tensors(v, seq)).transpose()?;
+        // Data that is finite in f64 can still overflow the compute dtype (1e5 in f16).
+        let at = At { step: 0, epoch: 0, fold };
+        let splits = [("train", Some((&x, &y))), ("validation", val.as_ref().map(|(a, b)| (a, b)))];
+        for (name, (tx, ty)) in splits.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
+            self.watch(at, Phase::Data, &format!("data.{name}.inputs"), tx)?;
+            self.watch(at, Phase::Data, &format!("data.{name}.targets"), ty)?;
+        }
+        if self.done() {
+            return Ok(());
+        }
         let n = data.train.x.rows;
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params.len());
@@ -408,3 +418,6 @@ fn fisher_yates(v: &mut [u32], rng: &mut rand_chacha::ChaCha8Rng) {
         v.swap(i, rng.random_range(0..=i));
     }
 }
+
+#[cfg(test)]
+mod tests;
