@@ -3,7 +3,7 @@
 //! Exit codes are for CI: 0 finite, 1 non-finite, 2 error (bad input, refused
 //! run, or a failure of the run itself).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -67,7 +67,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn run(path: &PathBuf, trace: Option<PathBuf>, json: bool, continue_steps: usize, watch: bool) -> anyhow::Result<i32> {
+fn run(path: &Path, trace: Option<PathBuf>, json: bool, continue_steps: usize, watch: bool) -> anyhow::Result<i32> {
     let scenario = nanhunt::load(path)?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{spinner} {msg} [{bar:30}] step {pos}/{len} {per_sec} eta {eta}")

@@ -100,6 +100,12 @@ fn with_hint(message: &str) -> String {
         return message.trim_end().to_string();
     }
     let wrong = ticked[0];
+    // Names other frameworks use for the same knob.
+    const ALIASES: [(&str, &str); 6] =
+        [("learning_rate", "lr"), ("num_epochs", "epochs"), ("batch", "batch_size"), ("epsilon", "eps"), ("loss_fn", "loss"), ("activation", "type")];
+    if let Some((_, to)) = ALIASES.iter().find(|(from, to)| *from == wrong && ticked[1..].contains(to)) {
+        return format!("{}; did you mean `{to}`?", message.trim_end());
+    }
     let best = ticked[1..]
         .iter()
         .map(|c| (strsim::damerau_levenshtein(wrong, c), *c))
@@ -145,6 +151,12 @@ lr = 0.1
         let err = from_str(&src, "f.toml").unwrap_err().to_string();
         assert!(err.starts_with("f.toml:15:1: unknown field `momentun`"), "{err}");
         assert!(err.contains("did you mean `momentum`?"), "{err}");
+    }
+
+    #[test]
+    fn other_frameworks_names_are_recognised() {
+        let err = from_str(&GOOD.replace("lr = 0.1", "learning_rate = 0.1"), "f.toml").unwrap_err().to_string();
+        assert!(err.ends_with("did you mean `lr`?"), "{err}");
     }
 
     #[test]

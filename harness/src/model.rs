@@ -139,7 +139,7 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
                 sequence = false;
             }
             Layer::LayerNorm { eps } => {
-                if !(*eps > 0.0) {
+                if !(eps.is_finite() && *eps > 0.0) {
                     return Err((i, "layer norm `eps` must be positive".into()));
                 }
                 add("weight", vec![width], Role::Gain, width, width, None);

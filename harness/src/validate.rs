@@ -4,6 +4,9 @@
 //! Each problem names its dotted key (`optimizer.lr`), so the loader can point
 //! at the line that holds it.
 
+// `!(x > 0.0)` is deliberate throughout: it rejects NaN, which `x <= 0.0` would let through.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
 use crate::model::{plan, InShape};
 use crate::scenario::*;
 

@@ -232,7 +232,7 @@ mod tests {
                 pb = pb.broadcast_add(&pa).unwrap().contiguous().unwrap();
                 for _ in 0..4 {
                     let g = draw(&mut rng);
-                    pa = a.step(&[&pa], &[g.clone()]).unwrap().remove(0);
+                    pa = a.step(&[&pa], std::slice::from_ref(&g)).unwrap().remove(0);
                     pb = b.step(&[&pb], &[g]).unwrap().remove(0);
                     let bits = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&pa), bits(&pb), "{:?} {dtype:?}", spec.kind);
