@@ -195,6 +195,10 @@ fn make(
         (None, Some(t)) => make_targets(t, &x, rng, s.seed),
         (None, None) => return Err(invalid(s, "data.targets", "missing")),
     };
+    let mut y = y;
+    if d.target_scale != 1.0 {
+        y.values.iter_mut().for_each(|v| *v *= d.target_scale);
+    }
     if y.rows != x.rows {
         return Err(invalid(s, "data.targets", format!("{} targets for {} rows", y.rows, x.rows)));
     }

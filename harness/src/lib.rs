@@ -6,6 +6,7 @@
 //! and reports are built around it.
 
 pub mod atomic;
+pub mod check;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -13,9 +14,15 @@ pub mod expect;
 pub mod load;
 pub mod loss;
 pub mod model;
+pub mod mutation;
 pub mod optim;
 pub mod outcome;
+pub mod plot;
+pub mod replay;
+pub mod report;
+pub mod summary;
 pub mod scenario;
+pub mod space;
 pub mod stats;
 pub mod trace;
 pub mod train;

@@ -182,7 +182,10 @@ impl Model {
     pub fn new(spec: &ModelSpec, plan: Plan, rng: &mut ChaCha8Rng, dtype: DType, dev: &Device) -> Result<Self> {
         let mut params = Vec::with_capacity(plan.params.len());
         for p in &plan.params {
-            let values = init_values(p, rng);
+            let mut values = init_values(p, rng);
+            if spec.init_scale != 1.0 && !matches!(p.role, Role::Gain | Role::Shift) {
+                values.iter_mut().for_each(|v| *v *= spec.init_scale);
+            }
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
@@ -352,7 +355,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
-        ModelSpec { init: Init::Torch, layers }
+        ModelSpec { init: Init::Torch, layers, init_scale: 1.0 }
     }
 
     #[test]
@@ -387,7 +390,7 @@ mod tests {
     #[test]
     fn rnn_matches_hand_computation() {
         // One hidden unit, weights 0.5: h1 = tanh(0.5*1 + 0 + 0) ; h2 = tanh(0.5*2 + 0.5*h1).
-        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn { hidden: 1, init: None }] };
+        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn { hidden: 1, init: None }], init_scale: 1.0 };
         let shape = InShape { features: 1, seq_len: Some(2) };
         let m = Model::new(&s, plan(&s, shape).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::new(&[[[1.0f64], [2.0]]], &Device::Cpu).unwrap();

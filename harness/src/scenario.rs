@@ -34,6 +34,9 @@ pub struct Scenario {
     /// What `nanhunt check` expects of this scenario.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Expect>,
+    /// Which knobs a hunt may move, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
     /// Directory of the file this was read from, for relative data paths.
     #[serde(skip)]
     pub dir: Option<std::path::PathBuf>,
@@ -72,6 +75,9 @@ pub struct DataSpec {
     /// Preprocessing steps, fitted on the training split, applied in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preprocess: Vec<Preprocess>,
+    /// Multiplies every target after it is made (before injection and preprocessing).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub target_scale: f64,
 }
 
 /// A contiguous group of features sharing one scale factor.
@@ -229,7 +235,7 @@ pub struct Injection {
 }
 
 /// The value an injection writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 pub enum InjectValue {
     /// Not a number.
@@ -245,7 +251,7 @@ pub enum InjectValue {
 }
 
 /// Which split an injection or preprocessing step touches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitSel {
     /// Training rows only.
@@ -258,7 +264,7 @@ pub enum SplitSel {
 }
 
 /// Inputs or targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 pub enum InjectInto {
     /// The input features.
@@ -332,6 +338,9 @@ pub struct ModelSpec {
     /// The layers; an empty stack passes the inputs through as predictions.
     #[serde(default)]
     pub layers: Vec<Layer>,
+    /// Multiplies every initial weight and bias (not layer-norm gains and shifts).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub init_scale: f64,
 }
 
 /// Weight initialisation.
@@ -512,7 +521,7 @@ pub struct OptimizerSpec {
 }
 
 /// The supported update rules (PyTorch's formulas).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     /// Stochastic gradient descent, optional (Nesterov) momentum.
@@ -556,7 +565,7 @@ pub struct TrainSpec {
 }
 
 /// The compute dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 pub enum DTypeName {
     /// 32-bit float.
@@ -584,6 +593,49 @@ pub struct StagnationSpec {
     /// A global gradient norm below this is a vanishing gradient.
     #[serde(default = "stag_floor")]
     pub grad_norm_floor: f64,
+}
+
+/// The `[search]` table: which knobs a hunt may move, and how far. Without it
+/// every applicable knob moves within `decades` of its base value.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    /// Knob names that may move (`optimizer.lr`, `data.scale`, `train.dtype`, ...); empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knobs: Vec<String>,
+    /// How many decades log-scaled knobs move around their base (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decades: Option<f64>,
+    /// Learning-rate range `[low, high]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<[f64; 2]>,
+    /// Range of `model.init_scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_scale: Option<[f64; 2]>,
+    /// Range of input scale factors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_scale: Option<[f64; 2]>,
+    /// Range of `data.target_scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_scale: Option<[f64; 2]>,
+    /// Range of batch sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<[u32; 2]>,
+    /// Range of epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<[u32; 2]>,
+    /// Range of injected cell fractions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_fraction: Option<[f64; 2]>,
+    /// Dtypes to try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtypes: Option<Vec<DTypeName>>,
+    /// Optimizers to try.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizers: Option<Vec<OptimizerKind>>,
+    /// Most mutations combined in one candidate (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mutations: Option<usize>,
 }
 
 /// What a regression check expects.
@@ -633,6 +685,9 @@ impl Default for LossSpec {
 
 fn one() -> f64 {
     1.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 fn one_usize() -> usize {
     1

@@ -43,6 +43,9 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
             }
         }
     }
+    if !s.model.init_scale.is_finite() {
+        out.push(problem("model.init_scale", "must be finite"));
+    }
     loss(&s.loss, target_width(&s.data), &mut out);
     optimizer(&s.optimizer, &mut out);
     train(&s.train, &mut out);
@@ -107,6 +110,9 @@ fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         if d.features.unwrap_or(0) == 0 {
             out.push(problem("data.features", "synthetic inputs need `features` ≥ 1"));
         }
+    }
+    if !d.target_scale.is_finite() {
+        out.push(problem("data.target_scale", "must be finite"));
     }
     if d.seq_len == Some(0) {
         out.push(problem("data.seq_len", "must be at least 1"));

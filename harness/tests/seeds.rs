@@ -1,42 +1,10 @@
-//! The bundled scenarios: every one meets its `[expect]`, runs are
-//! deterministic, and seed 002 ex1 goes non-finite where PyTorch does.
+//! The bundled scenarios: runs are deterministic, seed 002 ex1 goes
+//! non-finite where PyTorch does, and stagnation is flagged. (That every one
+//! meets its `[expect]` is checked through `nanhunt check` in cli_report.rs.)
 
-use nanhunt::{expect::verdict, outcome::Phase, run, Status};
-use std::path::PathBuf;
+use nanhunt::{outcome::Phase, run, Status};
 
 mod common;
-
-fn scenario_files() -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut dirs = vec![common::repo().join("scenarios")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "toml") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-#[test]
-fn every_bundled_scenario_meets_its_expectation() {
-    let files = scenario_files();
-    assert!(files.len() >= 16, "expected the seed scenarios, found {}", files.len());
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|f| {
-            let s = nanhunt::load(f).unwrap_or_else(|e| panic!("{e}"));
-            let e = s.expect.clone().unwrap_or_else(|| panic!("{} has no [expect]", f.display()));
-            verdict(&e, &run(&s)).err().map(|m| format!("{}: {m}", f.display()))
-        })
-        .collect();
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
 
 #[test]
 fn same_scenario_same_trace_bits() {

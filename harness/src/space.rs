@@ -1,0 +1,253 @@
+//! The search space around a base scenario, and the proptest strategies that
+//! draw [`Mutation`]s from it.
+//!
+//! A [`Space`] is made from the scenario's `[search]` table, or by default
+//! from the knobs that apply to it, each within `decades` of its base value.
+//! Generation lives here (proptest `Strategy`), running lives in
+//! [`crate::train`], and shrinking in [`crate::minimize`], as proptest keeps
+//! `Strategy`, `ValueTree` and `TestRunner` apart.
+
+use proptest::prelude::*;
+use proptest::strategy::{BoxedStrategy, Union};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+use crate::mutation::Mutation;
+use crate::scenario::*;
+use crate::validate::input_shape;
+
+/// The knobs a search may move, with their ranges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Space {
+    /// Learning-rate range.
+    pub lr: Option<(f64, f64)>,
+    /// Initial-weight scale range.
+    pub init_scale: Option<(f64, f64)>,
+    /// Input scale-factor range, and the number of features.
+    pub input_scale: Option<(f64, f64, usize)>,
+    /// Input mean range (synthetic inputs).
+    pub input_mean: Option<(f64, f64)>,
+    /// Input spread range (synthetic inputs).
+    pub input_std: Option<(f64, f64)>,
+    /// Target scale range.
+    pub target_scale: Option<(f64, f64)>,
+    /// Batch-size range.
+    pub batch_size: Option<(u32, u32)>,
+    /// Epoch range.
+    pub epochs: Option<(u32, u32)>,
+    /// Injected-fraction range, and whether there is a validation split.
+    pub inject: Option<(f64, f64, bool)>,
+    /// Other dtypes to try.
+    pub dtypes: Vec<DTypeName>,
+    /// Other optimizers to try.
+    pub optimizers: Vec<OptimizerKind>,
+    /// Whether gradient clipping may be switched on or off.
+    pub clip: bool,
+    /// Whether the loss's epsilon / clamp may change.
+    pub loss_eps: bool,
+    /// Most mutations in one candidate.
+    pub max_mutations: usize,
+}
+
+fn around(base: f64, decades: f64) -> (f64, f64) {
+    let f = 10f64.powf(decades);
+    (base / f, base * f)
+}
+
+impl Space {
+    /// The space of a scenario: its `[search]` table, or the default around its base values.
+    pub fn of(base: &Scenario) -> Space {
+        let spec = base.search.clone().unwrap_or_default();
+        let decades = spec.decades.unwrap_or(3.0);
+        let allowed = |knob: &str| spec.knobs.is_empty() || spec.knobs.iter().any(|k| k == knob);
+        let range = |k: &str, given: Option<[f64; 2]>, default: (f64, f64)| allowed(k).then(|| given.map_or(default, |[a, b]| (a, b)));
+        let features = input_shape(&base.data).map(|s| s.features);
+        let rows = base.data.n.or(match &base.data.inputs {
+            InputSpec::Values { rows } => Some(rows.len()),
+            _ => None,
+        });
+        let synthetic = matches!(base.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
+        let spread = |m: Mutation| m.base_value(base).filter(|v| *v > 0.0);
+        let loss_takes_eps = matches!(base.loss.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio);
+        Space {
+            lr: range("optimizer.lr", spec.lr, around(base.optimizer.lr, decades)),
+            init_scale: range("model.init_scale", spec.init_scale, around(base.model.init_scale.abs().max(1e-3), decades.min(2.0))),
+            input_scale: features.and_then(|f| range("data.scale", spec.input_scale, around(1.0, decades)).map(|(a, b)| (a, b, f))),
+            input_mean: if synthetic { range("data.inputs.mean", None, (-10f64.powf(decades.min(2.0)), 10f64.powf(decades.min(2.0)))) } else { None },
+            input_std: spread(Mutation::InputStd { value: 1.0 }).and_then(|s| range("data.inputs.std", None, around(s, decades))),
+            target_scale: range("data.target_scale", spec.target_scale, around(base.data.target_scale.abs().max(1e-3), decades)),
+            batch_size: rows.filter(|_| allowed("train.batch_size")).map(|n| spec.batch_size.map_or((1, n as u32), |[a, b]| (a, b))),
+            epochs: allowed("train.epochs").then(|| spec.epochs.map_or((1, (base.train.epochs * 4) as u32), |[a, b]| (a, b))),
+            inject: range("data.inject", spec.inject_fraction, (1e-4, 0.1)).map(|(a, b)| (a, b, base.data.validation.is_some())),
+            dtypes: if allowed("train.dtype") {
+                spec.dtypes.unwrap_or(vec![DTypeName::F32, DTypeName::F16, DTypeName::Bf16]).into_iter().filter(|d| *d != base.train.dtype).collect()
+            } else {
+                vec![]
+            },
+            optimizers: if allowed("optimizer.kind") {
+                let all = vec![OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw, OptimizerKind::Rmsprop];
+                spec.optimizers.unwrap_or(all).into_iter().filter(|o| *o != base.optimizer.kind).collect()
+            } else {
+                vec![]
+            },
+            clip: allowed("optimizer.clip_grad_norm"),
+            loss_eps: loss_takes_eps && (allowed("loss.epsilon") || allowed("loss.clamp")),
+            max_mutations: spec.max_mutations.unwrap_or(3).max(1),
+        }
+    }
+
+    /// The same space with every log range narrowed to `decades` around its centre (for neighbourhoods).
+    pub fn narrowed(&self, decades: f64) -> Space {
+        let narrow = |r: Option<(f64, f64)>| r.map(|(a, b)| around((a * b).sqrt(), decades.min((b / a).log10() / 2.0)));
+        let mut s = self.clone();
+        s.lr = narrow(s.lr);
+        s.init_scale = narrow(s.init_scale);
+        s.input_scale = s.input_scale.map(|(a, b, f)| {
+            let (a, b) = narrow(Some((a, b))).unwrap_or((a, b));
+            (a, b, f)
+        });
+        s.target_scale = narrow(s.target_scale);
+        s.input_std = narrow(s.input_std);
+        s.input_mean = s.input_mean.map(|(a, b)| (a / 10f64.powf(decades), b / 10f64.powf(decades)));
+        s.max_mutations = 2;
+        s
+    }
+
+    /// A strategy for one mutation anywhere in the space.
+    pub fn mutation(&self) -> BoxedStrategy<Mutation> {
+        let log = |(a, b): (f64, f64)| (a.ln()..=b.ln()).prop_map(f64::exp);
+        let mut arms: Vec<BoxedStrategy<Mutation>> = Vec::new();
+        if let Some(r) = self.lr {
+            arms.push(log(r).prop_map(|value| Mutation::Lr { value }).boxed());
+        }
+        if let Some(r) = self.init_scale {
+            arms.push(log(r).prop_map(|value| Mutation::InitScale { value }).boxed());
+        }
+        if let Some((a, b, f)) = self.input_scale {
+            let feature = prop_oneof![Just(None), (0..f as u16).prop_map(Some)];
+            arms.push((feature, log((a, b))).prop_map(|(feature, value)| Mutation::InputScale { feature, value }).boxed());
+        }
+        if let Some((a, b)) = self.input_mean {
+            arms.push((a..=b).prop_map(|value| Mutation::InputMean { value }).boxed());
+        }
+        if let Some(r) = self.input_std {
+            arms.push(log(r).prop_map(|value| Mutation::InputStd { value }).boxed());
+        }
+        if let Some(r) = self.target_scale {
+            arms.push(log(r).prop_map(|value| Mutation::TargetScale { value }).boxed());
+        }
+        if let Some((a, b)) = self.batch_size {
+            arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::BatchSize { value }).boxed());
+        }
+        if let Some((a, b)) = self.epochs {
+            arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::Epochs { value }).boxed());
+        }
+        if let Some((a, b, validation)) = self.inject {
+            let what = prop_oneof![Just(InjectValue::Nan), Just(InjectValue::Inf), Just(InjectValue::Zero), Just(InjectValue::Outlier)];
+            let split = if validation { prop_oneof![Just(SplitSel::Train), Just(SplitSel::Validation)].boxed() } else { Just(SplitSel::Train).boxed() };
+            arms.push((what, split, log((a, b))).prop_map(|(what, split, value)| Mutation::Inject { what, split, value }).boxed());
+        }
+        if !self.dtypes.is_empty() {
+            arms.push(proptest::sample::select(self.dtypes.clone()).prop_map(|value| Mutation::Dtype { value }).boxed());
+        }
+        if !self.optimizers.is_empty() {
+            arms.push(proptest::sample::select(self.optimizers.clone()).prop_map(|value| Mutation::Optimizer { value }).boxed());
+        }
+        if self.clip {
+            arms.push(proptest::sample::select(vec![None, Some(1.0), Some(10.0)]).prop_map(|value| Mutation::ClipNorm { value }).boxed());
+        }
+        if self.loss_eps {
+            let v = proptest::sample::select(vec![None, Some(1e-7), Some(1e-4)]);
+            arms.push(prop_oneof![v.clone().prop_map(|value| Mutation::LossEpsilon { value }), v.prop_map(|value| Mutation::LossClamp { value })].boxed());
+        }
+        if arms.is_empty() {
+            return Just(Mutation::Lr { value: f64::NAN }).boxed();
+        }
+        Union::new(arms).boxed()
+    }
+
+    /// A strategy for a candidate: one to `max_mutations` mutations.
+    pub fn candidate(&self) -> BoxedStrategy<Vec<Mutation>> {
+        proptest::collection::vec(self.mutation(), 1..=self.max_mutations).boxed()
+    }
+}
+
+/// A proptest runner whose draws depend only on `seed`.
+pub fn seeded_runner(seed: u64) -> TestRunner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    TestRunner::new_with_rng(Config { failure_persistence: None, ..Config::default() }, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
+}
+
+/// Draws one value of a strategy from a runner.
+pub fn draw<T: std::fmt::Debug>(strategy: &BoxedStrategy<T>, runner: &mut TestRunner) -> T {
+    use proptest::strategy::ValueTree;
+    strategy.new_tree(runner).expect("strategies here never reject").current()
+}
+
+/// `n` seeded mutants around a scenario for fix verification: first every
+/// other dtype alone, then random one- or two-knob moves within one decade.
+pub fn neighbourhood(base: &Scenario, n: usize, seed: u64) -> Vec<Vec<Mutation>> {
+    let space = Space::of(base).narrowed(1.0);
+    let mut out: Vec<Vec<Mutation>> = space.dtypes.iter().map(|d| vec![Mutation::Dtype { value: *d }]).collect();
+    let mut runner = seeded_runner(seed);
+    let strategy = space.candidate();
+    let mut tries = 0;
+    while out.len() < n && tries < n * 20 {
+        tries += 1;
+        let c = draw(&strategy, &mut runner);
+        if crate::mutation::mutate(base, &c).is_some() && !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Scenario {
+        crate::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap()
+    }
+
+    #[test]
+    fn draws_stay_inside_the_space() {
+        let b = base();
+        let space = Space::of(&b);
+        let mut runner = seeded_runner(1);
+        let strategy = space.mutation();
+        for _ in 0..300 {
+            match draw(&strategy, &mut runner) {
+                Mutation::Lr { value } => assert!((1e-6..=1.0 + 1e-12).contains(&value), "{value}"),
+                Mutation::Dtype { value } => assert_ne!(value, b.train.dtype),
+                Mutation::Inject { split, .. } => assert_eq!(split, SplitSel::Train, "no validation split in this scenario"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn search_table_limits_the_knobs() {
+        let mut b = base();
+        b.search = Some(SearchSpec { knobs: vec!["optimizer.lr".into()], lr: Some([0.5, 2.0]), ..Default::default() });
+        let space = Space::of(&b);
+        let mut runner = seeded_runner(2);
+        let strategy = space.mutation();
+        for _ in 0..50 {
+            let Mutation::Lr { value } = draw(&strategy, &mut runner) else { panic!("only lr may move") };
+            assert!((0.5..=2.0 + 1e-12).contains(&value));
+        }
+    }
+
+    #[test]
+    fn neighbourhood_is_seeded_and_starts_with_dtypes() {
+        let b = base();
+        let a = neighbourhood(&b, 8, 7);
+        assert_eq!(a, neighbourhood(&b, 8, 7));
+        assert_ne!(a, neighbourhood(&b, 8, 8));
+        assert_eq!(a.len(), 8);
+        assert_eq!(a[0], vec![Mutation::Dtype { value: DTypeName::F16 }]);
+        assert_eq!(a[1], vec![Mutation::Dtype { value: DTypeName::Bf16 }]);
+    }
+}
