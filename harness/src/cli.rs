@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use nanhunt::hunt::{Engine, HuntOptions, Progress};
+use nanhunt::minimize::Target;
 use nanhunt::report::{ReportInput, RunSettings};
 use nanhunt::{Outcome, RunOptions, Status};
 
@@ -44,6 +46,56 @@ enum Command {
         #[arg(long, num_args = 0..=1, default_missing_value = "reports")]
         report: Option<PathBuf>,
     },
+    /// Search a scenario's neighbourhood for mutants that go non-finite; shrink and report each (exit 1 if any found).
+    Hunt {
+        /// The base scenario.
+        scenario: PathBuf,
+        /// Search time, e.g. `60s`, `10m`, `2h`.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        time: std::time::Duration,
+        /// Parallel workers (Candle stays single-threaded in each).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// Seed of the search.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// What counts as a finding.
+        #[arg(long, value_enum, default_value = "nonfinite")]
+        target: TargetArg,
+        /// Candidate generator: score-guided corpus, or independent proptest draws (uniform random search).
+        #[arg(long, value_enum, default_value = "guided")]
+        engine: EngineArg,
+        /// Reports and findings.jsonl go here.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Keep the campaign state here (written atomically as it goes).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Continue the campaign saved in --corpus.
+        #[arg(long, requires = "corpus")]
+        resume: bool,
+        /// This machine's part of a sharded search, `i/n` (0-based).
+        #[arg(long, value_parser = parse_shard, default_value = "0/1")]
+        shard: (u64, u64),
+        /// Stop after this many candidate runs.
+        #[arg(long)]
+        max_runs: Option<u64>,
+        /// Stop at the first finding.
+        #[arg(long)]
+        first: bool,
+        /// Print the findings as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Merge the findings of several (sharded) hunts into one directory, one per signature.
+    Merge {
+        /// Hunt output directories (each with findings.jsonl).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged findings and reports go.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Re-run a report's repro and check the trace is bit-identical (0 identical, 1 divergent, 2 error).
     Replay {
         /// The report directory.
@@ -78,6 +130,23 @@ pub fn main() -> i32 {
     std::env::set_var("RAYON_NUM_THREADS", &threads);
     std::env::set_var("CANDLE_NUM_THREADS", &threads);
     let result = match cli.command {
+        Command::Hunt { scenario, time, jobs, seed, target, engine, out, corpus, resume, shard, max_runs, first, json } => {
+            let opts = HuntOptions {
+                budget: time,
+                max_runs,
+                jobs,
+                seed,
+                target: target.into(),
+                engine: engine.into(),
+                shard,
+                corpus,
+                out: Some(out),
+                first,
+                ..HuntOptions::default()
+            };
+            hunt(&scenario, opts, resume, json)
+        }
+        Command::Merge { dirs, out } => merge(&dirs, &out),
         Command::Replay { report } => replay(&report),
         Command::Check { paths, junit, jobs, neighbourhood, seed } => check(&paths, junit.as_deref(), jobs, neighbourhood, seed),
         Command::Run { scenario, trace, json, continue_steps, no_watch, report } => {
@@ -124,11 +193,130 @@ fn run(path: &Path, trace: Option<PathBuf>, json: bool, continue_steps: usize, w
         print!("{}", summary(&outcome));
     }
     if let Some(parent) = report {
-        let input = ReportInput { repro: &scenario, base: &scenario, outcome: &outcome, thresholds: vec![], settings: RunSettings { watch, continue_steps } };
+        let input = ReportInput { repro: &scenario, base: &scenario, outcome: &outcome, thresholds: vec![], settings: RunSettings { watch, continue_steps }, reductions: vec![], knob_repro: None, signature: None };
         let dir = nanhunt::report::write(parent, &input).context("writing the report")?;
         eprintln!("report: {}", dir.display());
     }
     Ok(outcome.outcome.exit_code())
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Nan,
+    Inf,
+    Nonfinite,
+}
+
+impl From<TargetArg> for Target {
+    fn from(t: TargetArg) -> Target {
+        match t {
+            TargetArg::Nan => Target::Nan,
+            TargetArg::Inf => Target::Inf,
+            TargetArg::Nonfinite => Target::Nonfinite,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Guided,
+    Property,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(e: EngineArg) -> Engine {
+        match e {
+            EngineArg::Guided => Engine::Guided,
+            EngineArg::Property => Engine::Property,
+        }
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(u64, u64), String> {
+    let (i, n) = s.split_once('/').ok_or("expected i/n, e.g. 0/4")?;
+    let (i, n): (u64, u64) = (i.parse().map_err(|_| "i is not a number")?, n.parse().map_err(|_| "n is not a number")?);
+    if n == 0 || i >= n {
+        return Err(format!("need 0 ≤ i < n, got {i}/{n}"));
+    }
+    Ok((i, n))
+}
+
+fn hunt(path: &Path, mut opts: HuntOptions, resume: bool, json: bool) -> anyhow::Result<i32> {
+    let base = nanhunt::load(path)?;
+    if let Some(dir) = &opts.corpus {
+        if dir.join("state.json").exists() && !resume {
+            anyhow::bail!("{} holds a campaign already: pass --resume to continue it, or choose another --corpus", dir.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let stop = opts.stop.clone();
+    ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+    let budget = opts.budget.as_secs_f64();
+    let bar = ProgressBar::new(opts.budget.as_secs().max(1)).with_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:25}] {elapsed} / remaining {eta}").expect("valid template").progress_chars("=> "),
+    );
+    let show = |p: &Progress| {
+        bar.set_position(p.elapsed.min(budget) as u64);
+        bar.set_message(format!("{} runs ({:.1}/s), {} finding(s), best score {:.3}, {} error(s)", p.runs, p.runs as f64 / p.elapsed.max(1e-9), p.findings, p.best_score, p.errors));
+    };
+    opts.jobs = opts.jobs.max(1);
+    let result = nanhunt::hunt::hunt(&base, &opts, &show)?;
+    bar.finish_and_clear();
+    let p = &result.progress;
+    if json {
+        for f in &result.findings {
+            println!("{}", serde_json::to_string(f)?);
+        }
+    } else {
+        println!("hunted `{}` for {:.2} s: {} runs ({:.1}/s), {} error(s), {} finding(s)", base.name, p.elapsed, p.runs, p.runs as f64 / p.elapsed.max(1e-9), p.errors, result.findings.len());
+        for f in &result.findings {
+            let changes = nanhunt::check::describe_mutants(&f.mutations);
+            println!("  {} ×{}  {} in {} ({}) at step {}  ← {}", f.signature, f.count, f.location.kind, f.location.tensor, f.location.phase, f.location.step, changes);
+            for t in &f.thresholds {
+                let dir = if t.flips_at >= t.base { "≥" } else { "≤" };
+                println!("      flips at {} {dir} {:.3e} (base {:.3e}, finite at {:.4e})", t.knob, t.flips_at, t.base, t.stays_finite_at);
+            }
+            if let Some(r) = &f.report {
+                println!("      report: {}", r.display());
+            }
+        }
+    }
+    Ok(i32::from(!result.findings.is_empty()))
+}
+
+fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<i32> {
+    let mut all = Vec::new();
+    for d in dirs {
+        all.extend(nanhunt::corpus::read_findings(&d.join("findings.jsonl"))?);
+    }
+    let total = all.len();
+    let mut merged = nanhunt::corpus::merge(all);
+    std::fs::create_dir_all(out)?;
+    for f in &mut merged {
+        if let Some(src) = f.report.take() {
+            let dst = out.join(src.file_name().unwrap_or_default());
+            if src.is_dir() && src != dst {
+                copy_dir(&src, &dst)?;
+            }
+            f.report = Some(dst);
+        }
+    }
+    nanhunt::corpus::write_findings(&out.join("findings.jsonl"), &merged)?;
+    println!("merged {total} finding(s) from {} director(ies) into {} distinct, in {}", dirs.len(), merged.len(), out.display());
+    Ok(0)
+}
+
+fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    let tmp = dst.with_extension("tmp-merge");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        std::fs::copy(e.path(), tmp.join(e.file_name()))?;
+    }
+    let _ = std::fs::remove_dir_all(dst);
+    std::fs::rename(&tmp, dst)?;
+    Ok(())
 }
 
 fn replay(dir: &Path) -> anyhow::Result<i32> {

@@ -7,12 +7,15 @@
 
 pub mod atomic;
 pub mod check;
+pub mod corpus;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod expect;
+pub mod hunt;
 pub mod load;
 pub mod loss;
+pub mod minimize;
 pub mod model;
 pub mod mutation;
 pub mod optim;
@@ -22,6 +25,7 @@ pub mod replay;
 pub mod report;
 pub mod summary;
 pub mod scenario;
+pub mod score;
 pub mod space;
 pub mod stats;
 pub mod trace;

@@ -172,7 +172,7 @@ impl Mutation {
                 _ => return None,
             },
             Mutation::TargetScale { .. } => base.data.target_scale,
-            Mutation::BatchSize { .. } => base.train.batch_size.or(base.data.n)? as f64,
+            Mutation::BatchSize { .. } => base.train.batch_size.or(rows(base))? as f64,
             Mutation::Epochs { .. } => base.train.epochs as f64,
             Mutation::ClipNorm { .. } => base.optimizer.clip_grad_norm?,
             Mutation::LossEpsilon { .. } => base.loss.epsilon?,
@@ -251,6 +251,15 @@ impl Mutation {
             }
         }
         true
+    }
+}
+
+/// Rows of the training data as written (generated or explicit), when known without reading files.
+pub fn rows(s: &Scenario) -> Option<usize> {
+    match &s.data.inputs {
+        InputSpec::Values { rows } => Some(rows.len()),
+        InputSpec::Csv { .. } => None,
+        _ => s.data.n,
     }
 }
 

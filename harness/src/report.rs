@@ -25,8 +25,10 @@ pub struct Threshold {
     pub knob: String,
     /// The base scenario's value.
     pub base: f64,
-    /// The value nearest the base at which the run still flips.
+    /// The value nearest the base at which the run still flips (3 significant digits).
     pub flips_at: f64,
+    /// The nearest value on the base's side found to stay finite.
+    pub stays_finite_at: f64,
 }
 
 /// One difference between the base scenario and the repro.
@@ -108,6 +110,9 @@ pub struct Summary {
     pub environment: Environment,
     /// How it ran.
     pub settings: RunSettings,
+    /// Reductions beyond knob changes (rows, features, steps cut).
+    #[serde(default)]
+    pub reductions: Vec<String>,
     /// The command that replays it.
     pub replay: String,
 }
@@ -155,6 +160,12 @@ pub struct ReportInput<'a> {
     pub thresholds: Vec<Threshold>,
     /// How the run was made.
     pub settings: RunSettings,
+    /// Reductions beyond knob changes (rows, features, steps cut), in words.
+    pub reductions: Vec<String>,
+    /// The knob-level repro the diff is taken against (the repro itself if none).
+    pub knob_repro: Option<&'a Scenario>,
+    /// A signature computed by the caller (a hunt's), instead of one from the diff.
+    pub signature: Option<String>,
 }
 
 /// FNV-1a, 64 bits: a stable hash for signatures (std's hasher may change between releases).
@@ -198,9 +209,9 @@ pub fn changes(base: &Scenario, repro: &Scenario) -> Vec<Change> {
 /// Writes a report under `parent` and returns its directory.
 pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let o = input.outcome;
-    let changes = changes(input.base, input.repro);
+    let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
     let knobs: Vec<String> = changes.iter().map(|c| c.key.clone()).collect();
-    let signature = signature(o.first_nonfinite.as_ref(), &o.dtype, &knobs);
+    let signature = input.signature.clone().unwrap_or_else(|| signature(o.first_nonfinite.as_ref(), &o.dtype, &knobs));
     let dir = parent.join(format!("{}-{signature}", input.repro.name));
     let tmp = parent.join(format!(".{}-{signature}.tmp{}", input.repro.name, std::process::id()));
     let io = |p: &Path| {
@@ -232,6 +243,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         thresholds: input.thresholds.clone(),
         environment: Environment::of(o),
         settings: input.settings,
+        reductions: input.reductions.clone(),
         replay,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Serialise(e.to_string()))?;

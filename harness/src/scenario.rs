@@ -627,6 +627,9 @@ pub struct SearchSpec {
     /// Range of injected cell fractions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_fraction: Option<[f64; 2]>,
+    /// Values injections may write (default `zero` and `outlier`; `nan` and `inf` flip trivially).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_values: Option<Vec<InjectValue>>,
     /// Dtypes to try.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtypes: Option<Vec<DTypeName>>,

@@ -36,6 +36,8 @@ pub struct Space {
     pub epochs: Option<(u32, u32)>,
     /// Injected-fraction range, and whether there is a validation split.
     pub inject: Option<(f64, f64, bool)>,
+    /// Values injections may write.
+    pub inject_values: Vec<InjectValue>,
     /// Other dtypes to try.
     pub dtypes: Vec<DTypeName>,
     /// Other optimizers to try.
@@ -61,10 +63,7 @@ impl Space {
         let allowed = |knob: &str| spec.knobs.is_empty() || spec.knobs.iter().any(|k| k == knob);
         let range = |k: &str, given: Option<[f64; 2]>, default: (f64, f64)| allowed(k).then(|| given.map_or(default, |[a, b]| (a, b)));
         let features = input_shape(&base.data).map(|s| s.features);
-        let rows = base.data.n.or(match &base.data.inputs {
-            InputSpec::Values { rows } => Some(rows.len()),
-            _ => None,
-        });
+        let rows = crate::mutation::rows(base);
         let synthetic = matches!(base.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
         let spread = |m: Mutation| m.base_value(base).filter(|v| *v > 0.0);
         let loss_takes_eps = matches!(base.loss.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio);
@@ -78,6 +77,7 @@ impl Space {
             batch_size: rows.filter(|_| allowed("train.batch_size")).map(|n| spec.batch_size.map_or((1, n as u32), |[a, b]| (a, b))),
             epochs: allowed("train.epochs").then(|| spec.epochs.map_or((1, (base.train.epochs * 4) as u32), |[a, b]| (a, b))),
             inject: range("data.inject", spec.inject_fraction, (1e-4, 0.1)).map(|(a, b)| (a, b, base.data.validation.is_some())),
+            inject_values: spec.inject_values.clone().unwrap_or(vec![InjectValue::Zero, InjectValue::Outlier]),
             dtypes: if allowed("train.dtype") {
                 spec.dtypes.unwrap_or(vec![DTypeName::F32, DTypeName::F16, DTypeName::Bf16]).into_iter().filter(|d| *d != base.train.dtype).collect()
             } else {
@@ -141,8 +141,8 @@ impl Space {
         if let Some((a, b)) = self.epochs {
             arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::Epochs { value }).boxed());
         }
-        if let Some((a, b, validation)) = self.inject {
-            let what = prop_oneof![Just(InjectValue::Nan), Just(InjectValue::Inf), Just(InjectValue::Zero), Just(InjectValue::Outlier)];
+        if let Some((a, b, validation)) = self.inject.filter(|_| !self.inject_values.is_empty()) {
+            let what = proptest::sample::select(self.inject_values.clone());
             let split = if validation { prop_oneof![Just(SplitSel::Train), Just(SplitSel::Validation)].boxed() } else { Just(SplitSel::Train).boxed() };
             arms.push((what, split, log((a, b))).prop_map(|(what, split, value)| Mutation::Inject { what, split, value }).boxed());
         }

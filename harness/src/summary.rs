@@ -51,6 +51,9 @@ pub fn markdown(s: &Summary) -> String {
             m += &format!("| `{}` | {} | {} | {flip} |\n", c.key, or_dash(&c.base), or_dash(&c.repro));
         }
     }
+    for r in &s.reductions {
+        m += &format!("- {r}\n");
+    }
     let e = &s.environment;
     m += &format!(
         "\n## Environment\n\nnanhunt {} · candle {} · {} · {} thread(s) · {} · {} · {}\n",

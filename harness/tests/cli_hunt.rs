@@ -1,0 +1,113 @@
+//! End-to-end tests of `nanhunt hunt` and `merge`: findings on seed scenarios
+//! with independently checked thresholds, resuming a killed campaign, merging shards.
+
+mod common;
+use common::*;
+use nanhunt::minimize::Target;
+use nanhunt::mutation::{mutate, Mutation};
+
+fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn property_engine_finds_and_shrinks_flips_on_three_seeds() {
+    let mut checked = 0;
+    for name in ["s002_ex1_linreg_sgd_fix_standardize", "s004_ex1_simple_rnn_adam", "s001_ex2_reciprocal_preprocessing_fix_guarded_reciprocal"] {
+        let dir = tempdir();
+        let path = seed(name);
+        let out = nanhunt(&["hunt", path.to_str().unwrap(), "--engine", "property", "--time", "60s", "--first", "--json", "--out", dir.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: nothing found\n{}", stderr(&out));
+        let base = nanhunt::load(&path).unwrap();
+        for f in findings(&out) {
+            let muts: Vec<Mutation> = serde_json::from_value(f["mutations"].clone()).unwrap();
+            assert!(!muts.is_empty() && muts.len() <= 3, "{name}: {muts:?}");
+            // The minimal mutations flip the base by themselves.
+            assert!(Target::Nonfinite.hits(&nanhunt::run(&mutate(&base, &muts).unwrap())), "{name}");
+            // Each threshold, re-run independently: at it, it flips; just below, it stays finite.
+            for t in f["thresholds"].as_array().unwrap() {
+                let knob = t["knob"].as_str().unwrap();
+                let at = |v: f64| {
+                    let m: Vec<Mutation> = muts.iter().map(|m| if m.knob() == knob { m.with_value(v) } else { m.clone() }).collect();
+                    Target::Nonfinite.hits(&nanhunt::run(&mutate(&base, &m).unwrap()))
+                };
+                assert!(at(t["flips_at"].as_f64().unwrap()), "{name}: {knob} at threshold");
+                assert!(!at(t["stays_finite_at"].as_f64().unwrap()), "{name}: {knob} just below threshold");
+                checked += 1;
+            }
+            // A report was written, and it replays.
+            let report = f["report"].as_str().unwrap();
+            assert_eq!(nanhunt(&["replay", report]).status.code(), Some(0), "{name}: replay");
+        }
+    }
+    assert!(checked >= 2, "at least two thresholds were checked, got {checked}");
+}
+
+#[test]
+fn resume_after_kill_loses_no_finding() {
+    let tmp = tempdir();
+    let corpus = tmp.path().join("corpus");
+    let out_dir = tmp.path().join("out");
+    let path = seed("s004_ex1_simple_rnn_adam");
+    let args = |extra: &[&str]| {
+        let mut a = vec!["hunt", path.to_str().unwrap(), "--corpus", corpus.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--json"];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nanhunt")).args(args(&["--time", "120s"])).stdout(std::process::Stdio::null()).spawn().unwrap();
+    // Wait for the first finding to be saved, then kill without warning.
+    let state = corpus.join("state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(100);
+    let saved = loop {
+        let s: Option<serde_json::Value> = std::fs::read_to_string(&state).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(s) = s.filter(|s| !s["findings"].as_array().unwrap().is_empty()) {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "no finding saved in time");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before: Vec<String> = saved["findings"].as_array().unwrap().iter().map(|f| f["signature"].as_str().unwrap().to_string()).collect();
+    // Without --resume the campaign is not overwritten.
+    let refused = nanhunt(&args(&["--time", "1s"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(refused.status.code(), Some(2));
+    let out = nanhunt(&args(&["--time", "2s", "--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let after: Vec<String> = findings(&out).iter().map(|f| f["signature"].as_str().unwrap().to_string()).collect();
+    for sig in &before {
+        assert!(after.contains(sig), "{sig} lost after resume: {after:?}");
+    }
+    let resumed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(resumed["next"].as_u64() > saved["next"].as_u64(), "the resumed campaign continues numbering");
+}
+
+#[test]
+fn shards_merge_into_one_finding_per_signature() {
+    let tmp = tempdir();
+    let path = seed("s002_ex1_linreg_sgd_fix_standardize");
+    let mut dirs = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let d = tmp.path().join(shard.replace('/', "of"));
+        let out = nanhunt(&["hunt", path.to_str().unwrap(), "--shard", shard, "--max-runs", "150", "--time", "60s", "--out", d.to_str().unwrap()]);
+        assert!(out.status.code().unwrap() <= 1, "{}", stderr(&out));
+        if d.join("findings.jsonl").exists() {
+            dirs.push(d);
+        }
+    }
+    assert!(!dirs.is_empty(), "the shards found something");
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge".to_string()];
+    args.extend(dirs.iter().map(|d| d.display().to_string()));
+    args.extend(["--out".to_string(), merged.display().to_string()]);
+    let out = nanhunt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(merged.join("findings.jsonl")).unwrap();
+    let sigs: Vec<String> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["signature"].as_str().unwrap().to_string()).collect();
+    let mut unique = sigs.clone();
+    unique.dedup();
+    assert_eq!(sigs, unique, "one line per signature");
+    for l in text.lines() {
+        let f: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert!(std::path::Path::new(f["report"].as_str().unwrap()).join("repro.toml").exists());
+    }
+}
