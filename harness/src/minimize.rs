@@ -165,8 +165,8 @@ impl<'a> Minimizer<'a> {
         let mut features = None;
         if let Some((s, n, f)) = materialize(&repro) {
             if let Some(o) = self.flips(&s) {
-                let (s, kept) = self.ddmin(&s, n, |s, keep| select_rows(s, keep));
-                let (s, kept_f) = self.ddmin(&s, f, |s, keep| select_features(s, keep));
+                let (s, kept) = self.ddmin(&s, n, select_rows);
+                let (s, kept_f) = self.ddmin(&s, f, select_features);
                 (repro, outcome, rows, features) = (s, o, Some((n, kept)), Some((f, kept_f)));
                 outcome = self.flips(&repro).unwrap_or(outcome);
             }

@@ -7,7 +7,7 @@ use crate::load::from_str;
 /// row's error is its feature sum. A "hot" row has |error| 1.8e38: one is finite in f32, but
 /// two overflow the sum inside the mean (f32 max ≈ 3.4e38). The flip needs any two hot rows.
 fn two_hot_rows() -> Scenario {
-    let mut rows = vec!["[0.5, 0.5]"; 12];
+    let mut rows = ["[0.5, 0.5]"; 12];
     for i in [2, 6, 9] {
         rows[i] = "[1.8e38, 0.0]";
     }
@@ -15,7 +15,7 @@ fn two_hot_rows() -> Scenario {
         &format!(
             "name = \"hot\"\n[data]\ninputs = {{ kind = \"values\", rows = [{}] }}\ntargets = {{ kind = \"values\", values = [{}] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mae\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01",
             rows.join(", "),
-            vec!["0.0"; 12].join(", ")
+            ["0.0"; 12].join(", ")
         ),
         "hot.toml",
     )
