@@ -96,6 +96,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Shrink a cargo-fuzz crash input of the `mutations` target and write its report.
+    FuzzShrink {
+        /// The saved input (fuzz/artifacts/mutations/crash-...).
+        artifact: PathBuf,
+        /// Where the report goes.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+    },
     /// Re-run a report's repro and check the trace is bit-identical (0 identical, 1 divergent, 2 error).
     Replay {
         /// The report directory.
@@ -147,6 +155,7 @@ pub fn main() -> i32 {
             hunt(&scenario, opts, resume, json)
         }
         Command::Merge { dirs, out } => merge(&dirs, &out),
+        Command::FuzzShrink { artifact, out } => fuzz_shrink(&artifact, &out),
         Command::Replay { report } => replay(&report),
         Command::Check { paths, junit, jobs, neighbourhood, seed } => check(&paths, junit.as_deref(), jobs, neighbourhood, seed),
         Command::Run { scenario, trace, json, continue_steps, no_watch, report } => {
@@ -282,6 +291,32 @@ fn hunt(path: &Path, mut opts: HuntOptions, resume: bool, json: bool) -> anyhow:
         }
     }
     Ok(i32::from(!result.findings.is_empty()))
+}
+
+fn fuzz_shrink(artifact: &Path, out: &Path) -> anyhow::Result<i32> {
+    use nanhunt::fuzzing::{bundled, decode};
+    let bytes = std::fs::read(artifact).with_context(|| format!("reading {}", artifact.display()))?;
+    let base = bundled();
+    let candidate = decode(&bytes);
+    println!("decoded: {}", nanhunt::check::describe_mutants(&candidate));
+    let Some(m) = nanhunt::minimize::Minimizer::new(&base, Target::Nonfinite, None).minimize(&candidate) else {
+        println!("this input does not go non-finite");
+        return Ok(0);
+    };
+    println!("minimal: {}", nanhunt::check::describe_mutants(&m.mutations));
+    let input = ReportInput {
+        repro: &m.repro,
+        base: &base,
+        outcome: &m.outcome,
+        thresholds: m.thresholds.clone(),
+        settings: RunSettings { watch: true, continue_steps: 0 },
+        reductions: m.reductions(),
+        knob_repro: Some(&m.knob_repro),
+        signature: None,
+    };
+    let dir = nanhunt::report::write(out, &input)?;
+    println!("report: {}", dir.display());
+    Ok(1)
 }
 
 fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<i32> {

@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod expect;
+pub mod fuzzing;
 pub mod hunt;
 pub mod load;
 pub mod loss;

@@ -1,0 +1,9 @@
+//! The scenario reader must answer any text with a scenario or a located
+//! error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    nanhunt::fuzzing::parse_bytes(data);
+});
