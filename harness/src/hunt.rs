@@ -5,8 +5,9 @@
 //! Engines only produce candidates: `property` draws each candidate afresh
 //! from the proptest strategy of the space (uniform random search) and shrinks
 //! a failure with proptest's own shrinking before the domain minimizer;
-//! `guided` keeps a corpus ranked by the instability score and mostly mutates
-//! its best mutants. Candidate `k` of
+//! `guided` first screens every knob alone at the unstable corners of its range,
+//! then keeps a corpus ranked by the instability score and mostly mutates its
+//! best mutants. Candidate `k` of
 //! shard `i/n` is the global candidate `i + n·k`, and its random draws depend
 //! only on the seed and that number, so shards never overlap.
 
@@ -158,12 +159,12 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, progress: &(dyn Fn(&Progress) +
     };
     let worker = || -> Result<()> {
         // Strategies are not `Send`: each worker builds its own from the shared space.
-        let (strategy, one) = (space.candidate(), space.mutation());
+        let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
         let mut last_save = Instant::now();
         while !finished(&shared) {
             let k = shared.next.fetch_add(1, Ordering::Relaxed);
             let index = global_index(k, opts.shard);
-            let (candidate, mut tree) = generate(opts, index, &strategy, &one, &shared);
+            let (candidate, mut tree) = generate(opts, index, &strategy, &one, &corners, &shared);
             let Some(s) = mutate(base, &candidate) else { continue };
             let o = run(&s);
             shared.runs.fetch_add(1, Ordering::Relaxed);
@@ -236,7 +237,7 @@ fn proptest_shrink(base: &Scenario, target: Target, tree: &mut Tree, mut best: V
 }
 
 /// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
-fn generate(opts: &HuntOptions, index: u64, strategy: &BoxedStrategy<Vec<Mutation>>, one: &BoxedStrategy<Mutation>, shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
+fn generate(opts: &HuntOptions, index: u64, strategy: &BoxedStrategy<Vec<Mutation>>, one: &BoxedStrategy<Mutation>, corners: &[Vec<Mutation>], shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
     let seed = fnv1a(format!("{}:{index}", opts.seed).as_bytes());
     let mut runner = seeded_runner(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -246,6 +247,9 @@ fn generate(opts: &HuntOptions, index: u64, strategy: &BoxedStrategy<Vec<Mutatio
             return (tree.current(), Some(tree));
         }
         Engine::Guided => {
+            if let Some(c) = usize::try_from(index).ok().and_then(|i| corners.get(i)) {
+                return (c.clone(), None);
+            }
             let st = shared.state.lock().expect("state lock");
             // Explore one time in five, else a tournament of two among the best mutants.
             (!st.corpus.is_empty() && rng.random_range(0..5) != 0).then(|| {
@@ -395,12 +399,18 @@ mod tests {
     fn candidates_depend_only_on_seed_and_index() {
         let base = crate::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap();
         let space = Space::of(&base);
-        let (strategy, one) = (space.candidate(), space.mutation());
+        let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
         let shared = Shared { state: Mutex::new(State::default()), next: AtomicU64::new(0), runs: AtomicU64::new(0), errors: AtomicU64::new(0), best: Mutex::new(0.0), seen: Mutex::new(vec![]) };
         let opts = HuntOptions { engine: Engine::Property, seed: 9, ..HuntOptions::default() };
-        let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &shared).0).collect();
-        let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &shared).0).collect();
+        let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &[], &shared).0).collect();
+        let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &[], &shared).0).collect();
         assert_eq!(a, b);
         assert!(a.windows(2).any(|w| w[0] != w[1]), "different indices draw different candidates");
+        // The guided engine starts with the corner sweep, one knob at a time.
+        let guided = HuntOptions { engine: Engine::Guided, ..opts };
+        for (i, c) in corners.iter().enumerate() {
+            assert_eq!(&generate(&guided, i as u64, &strategy, &one, &corners, &shared).0, c);
+            assert_eq!(c.len(), 1);
+        }
     }
 }

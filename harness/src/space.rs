@@ -165,6 +165,42 @@ impl Space {
         Union::new(arms).boxed()
     }
 
+    /// Every knob alone at the unstable corners of its range, most likely flips first:
+    /// the high ends of numeric knobs, then each other dtype and optimizer, then the low
+    /// ends and the switches. A screening sweep the guided engine starts from.
+    pub fn corners(&self) -> Vec<Vec<Mutation>> {
+        let mut hi = Vec::new();
+        let mut other = Vec::new();
+        let mut lo = Vec::new();
+        let mut both = |r: Option<(f64, f64)>, make: &dyn Fn(f64) -> Mutation| {
+            if let Some((a, b)) = r {
+                hi.push(make(b));
+                lo.push(make(a));
+            }
+        };
+        both(self.lr, &|value| Mutation::Lr { value });
+        both(self.init_scale, &|value| Mutation::InitScale { value });
+        both(self.input_scale.map(|(a, b, _)| (a, b)), &|value| Mutation::InputScale { feature: None, value });
+        both(self.target_scale, &|value| Mutation::TargetScale { value });
+        both(self.input_std, &|value| Mutation::InputStd { value });
+        both(self.input_mean, &|value| Mutation::InputMean { value });
+        both(self.epochs.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::Epochs { value: v as u32 });
+        both(self.batch_size.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::BatchSize { value: v as u32 });
+        other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
+        other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));
+        if let Some((_, b, _)) = self.inject {
+            other.extend(self.inject_values.iter().map(|&what| Mutation::Inject { what, split: SplitSel::Train, value: b }));
+        }
+        if self.clip {
+            lo.push(Mutation::ClipNorm { value: Some(1.0) });
+        }
+        if self.loss_eps {
+            lo.push(Mutation::LossClamp { value: None });
+            lo.push(Mutation::LossEpsilon { value: None });
+        }
+        hi.into_iter().chain(other).chain(lo).map(|m| vec![m]).collect()
+    }
+
     /// A strategy for a candidate: one to `max_mutations` mutations.
     pub fn candidate(&self) -> BoxedStrategy<Vec<Mutation>> {
         proptest::collection::vec(self.mutation(), 1..=self.max_mutations).boxed()
