@@ -99,12 +99,15 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
     let d = &s.data;
     let mut rng = stream(s.seed, DATA_STREAM);
     let (all, features) = make(d, &d.inputs, d.targets.as_ref(), d.n, s, &mut rng)?;
+    if all.x.rows == 0 {
+        return Err(invalid(s, "data.inputs", "there are no data rows"));
+    }
     let shape = InShape { features, seq_len: d.seq_len };
     let targets = all.y.cols;
     let v = d.validation.clone().unwrap_or_default();
     let mut folds = match (v.fraction, v.kfold, v.n, &v.inputs) {
         (Some(f), ..) => {
-            let cut = all.x.rows - held_out(all.x.rows, f);
+            let cut = all.x.rows.saturating_sub(held_out(all.x.rows, f));
             vec![Fold { train: rows(&all, 0..cut), val: Some(rows(&all, cut..all.x.rows)) }]
         }
         (_, Some(k), ..) => kfold(&all, k),
@@ -490,6 +493,8 @@ mod tests {
         assert_eq!(d.folds[0].train.y.values, vec![10.0, 30.0]);
         assert_eq!(d.folds[0].train.x.values[..3], [1.0, 2.0, 3.0]);
         assert!(d.folds[0].train.x.values[3].is_nan(), "an empty cell reads as NaN");
+        std::fs::write(dir.path().join("d.csv"), "a,y\n").unwrap();
+        assert!(build(&s).unwrap_err().to_string().contains("no data rows"), "a header alone is an error, not a panic");
         std::fs::write(dir.path().join("d.csv"), "a,y\n1,x\n").unwrap();
         let err = build(&s).unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("`x` is not a number"), "{err}");

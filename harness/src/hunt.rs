@@ -164,7 +164,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, progress: &(dyn Fn(&Progress) +
         while !finished(&shared) {
             let k = shared.next.fetch_add(1, Ordering::Relaxed);
             let index = global_index(k, opts.shard);
-            let (candidate, mut tree) = generate(opts, index, &strategy, &one, &corners, &shared);
+            let (candidate, mut tree) = generate(opts, index, &space, (&strategy, &one, &corners), &shared);
             let Some(s) = mutate(base, &candidate) else { continue };
             let o = run(&s);
             shared.runs.fetch_add(1, Ordering::Relaxed);
@@ -237,7 +237,7 @@ fn proptest_shrink(base: &Scenario, target: Target, tree: &mut Tree, mut best: V
 }
 
 /// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
-fn generate(opts: &HuntOptions, index: u64, strategy: &BoxedStrategy<Vec<Mutation>>, one: &BoxedStrategy<Mutation>, corners: &[Vec<Mutation>], shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
+fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]), shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
     let seed = fnv1a(format!("{}:{index}", opts.seed).as_bytes());
     let mut runner = seeded_runner(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -271,7 +271,7 @@ fn generate(opts: &HuntOptions, index: u64, strategy: &BoxedStrategy<Vec<Mutatio
                     Scale::Log | Scale::Integer => if up { v * f } else { v / f },
                     Scale::Linear => v + if up { f } else { -f } * v.abs().max(1.0),
                 };
-                muts[i] = muts[i].with_value(nv);
+                muts[i] = space.clamp(muts[i].with_value(nv));
             } else {
                 muts.push(draw(one, &mut runner));
             }
@@ -402,14 +402,14 @@ mod tests {
         let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
         let shared = Shared { state: Mutex::new(State::default()), next: AtomicU64::new(0), runs: AtomicU64::new(0), errors: AtomicU64::new(0), best: Mutex::new(0.0), seen: Mutex::new(vec![]) };
         let opts = HuntOptions { engine: Engine::Property, seed: 9, ..HuntOptions::default() };
-        let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &[], &shared).0).collect();
-        let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &strategy, &one, &[], &shared).0).collect();
+        let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
+        let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
         assert_eq!(a, b);
         assert!(a.windows(2).any(|w| w[0] != w[1]), "different indices draw different candidates");
         // The guided engine starts with the corner sweep, one knob at a time.
         let guided = HuntOptions { engine: Engine::Guided, ..opts };
         for (i, c) in corners.iter().enumerate() {
-            assert_eq!(&generate(&guided, i as u64, &strategy, &one, &corners, &shared).0, c);
+            assert_eq!(&generate(&guided, i as u64, &space, (&strategy, &one, &corners), &shared).0, c);
             assert_eq!(c.len(), 1);
         }
     }

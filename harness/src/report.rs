@@ -212,8 +212,11 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
     let knobs: Vec<String> = changes.iter().map(|c| c.key.clone()).collect();
     let signature = input.signature.clone().unwrap_or_else(|| signature(o.first_nonfinite.as_ref(), &o.dtype, &knobs));
-    let dir = parent.join(format!("{}-{signature}", input.repro.name));
-    let tmp = parent.join(format!(".{}-{signature}.tmp{}", input.repro.name, std::process::id()));
+    // The name becomes a directory name: keep it to safe characters.
+    let name: String = input.repro.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let name = name.trim_start_matches('.');
+    let dir = parent.join(format!("{name}-{signature}"));
+    let tmp = parent.join(format!(".{name}-{signature}.tmp{}", std::process::id()));
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
@@ -254,7 +257,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     std::fs::write(tmp.join("trace.svg"), crate::plot::svg(&title, &o.trace, mark)?).map_err(io(&tmp))?;
     crate::plot::png(&tmp.join("trace.png"), &title, &o.trace, mark)?;
     // Swap the finished directory into place.
-    let old = parent.join(format!(".{}-{}.old{}", input.repro.name, summary.signature, std::process::id()));
+    let old = parent.join(format!(".{name}-{}.old{}", summary.signature, std::process::id()));
     if dir.exists() {
         std::fs::rename(&dir, &old).map_err(io(&dir))?;
     }

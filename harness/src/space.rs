@@ -112,6 +112,25 @@ impl Space {
         s
     }
 
+    /// Brings a mutation's value back inside the space (the guided engine's moves can leave it).
+    pub fn clamp(&self, m: Mutation) -> Mutation {
+        let into = |v: f64, r: Option<(f64, f64)>| r.map_or(v, |(a, b)| v.clamp(a.min(b), b.max(a)));
+        let Some((v, _)) = m.numeric() else { return m };
+        let range = match &m {
+            Mutation::Lr { .. } => self.lr,
+            Mutation::InitScale { .. } => self.init_scale,
+            Mutation::InputScale { .. } => self.input_scale.map(|(a, b, _)| (a, b)),
+            Mutation::InputMean { .. } => self.input_mean,
+            Mutation::InputStd { .. } => self.input_std,
+            Mutation::TargetScale { .. } => self.target_scale,
+            Mutation::BatchSize { .. } => self.batch_size.map(|(a, b)| (f64::from(a), f64::from(b))),
+            Mutation::Epochs { .. } => self.epochs.map(|(a, b)| (f64::from(a), f64::from(b))),
+            Mutation::Inject { .. } => self.inject.map(|(a, b, _)| (a, b)),
+            _ => None,
+        };
+        m.with_value(into(v, range))
+    }
+
     /// A strategy for one mutation anywhere in the space.
     pub fn mutation(&self) -> BoxedStrategy<Mutation> {
         let log = |(a, b): (f64, f64)| (a.ln()..=b.ln()).prop_map(f64::exp);
@@ -274,6 +293,15 @@ mod tests {
             let Mutation::Lr { value } = draw(&strategy, &mut runner) else { panic!("only lr may move") };
             assert!((0.5..=2.0 + 1e-12).contains(&value));
         }
+    }
+
+    #[test]
+    fn clamp_keeps_guided_moves_inside_the_space() {
+        let b = base();
+        let space = Space::of(&b);
+        assert_eq!(space.clamp(Mutation::Epochs { value: u32::MAX }), Mutation::Epochs { value: 400 }, "4 × the base's 100 epochs");
+        assert_eq!(space.clamp(Mutation::Lr { value: 1e9 }), Mutation::Lr { value: 1e-3 * 1e3 });
+        assert_eq!(space.clamp(Mutation::Dtype { value: DTypeName::F16 }), Mutation::Dtype { value: DTypeName::F16 });
     }
 
     #[test]
