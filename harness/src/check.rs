@@ -70,6 +70,8 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<Entry>> {
             out.push(Entry::Report(p.clone()));
         } else if p.is_dir() {
             let mut children: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| Error::io(p, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            // Symlinks are not followed, so a link loop cannot recurse forever.
+            children.retain(|c| !c.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()));
             children.retain(|c| c.is_dir() || c.extension().is_some_and(|x| x == "toml"));
             children.retain(|c| !c.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
             out.extend(collect(&children)?);

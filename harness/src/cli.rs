@@ -328,13 +328,15 @@ fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<i32> {
     let mut merged = nanhunt::corpus::merge(all);
     std::fs::create_dir_all(out)?;
     for f in &mut merged {
-        if let Some(src) = f.report.take() {
-            let dst = out.join(src.file_name().unwrap_or_default());
-            if src.is_dir() && src != dst {
-                copy_dir(&src, &dst)?;
-            }
-            f.report = Some(dst);
+        let Some(recorded) = f.report.take() else { continue };
+        // Reports move with their hunt directory: find them by name beside its findings.jsonl.
+        let Some(name) = recorded.file_name().filter(|n| !n.is_empty() && *n != "..") else { continue };
+        let Some(src) = dirs.iter().map(|d| d.join(name)).find(|p| p.join("repro.toml").is_file()) else { continue };
+        let dst = out.join(name);
+        if src != dst {
+            copy_dir(&src, &dst)?;
         }
+        f.report = Some(dst);
     }
     nanhunt::corpus::write_findings(&out.join("findings.jsonl"), &merged)?;
     println!("merged {total} finding(s) from {} director(ies) into {} distinct, in {}", dirs.len(), merged.len(), out.display());

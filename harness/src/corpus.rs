@@ -71,7 +71,11 @@ impl State {
     pub fn load(dir: &Path) -> Result<State> {
         let p = dir.join(STATE);
         match std::fs::read_to_string(&p) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Csv { path: p, message: format!("corrupt campaign state: {e}") }),
+            Ok(text) => {
+                let mut st: State = serde_json::from_str(&text).map_err(|e| Error::Csv { path: p, message: format!("corrupt campaign state: {e}") })?;
+                st.corpus.retain(|m| !m.mutations.is_empty());
+                Ok(st)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(Error::io(p, e)),
         }

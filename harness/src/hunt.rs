@@ -143,6 +143,9 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, progress: &(dyn Fn(&Progress) +
         state: Mutex::new(state),
     };
     let space = Space::of(base);
+    if space.is_empty() {
+        return Err(crate::Error::Invalid { location: base.name.clone(), key: "search".into(), message: "no knob can move: check `[search].knobs`".into() });
+    }
     let start = Instant::now();
     let snapshot = |shared: &Shared| Progress {
         elapsed: start.elapsed().as_secs_f64(),
@@ -165,7 +168,12 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, progress: &(dyn Fn(&Progress) +
             let k = shared.next.fetch_add(1, Ordering::Relaxed);
             let index = global_index(k, opts.shard);
             let (candidate, mut tree) = generate(opts, index, &space, (&strategy, &one, &corners), &shared);
-            let Some(s) = mutate(base, &candidate) else { continue };
+            let Some(s) = mutate(base, &candidate) else {
+                // Invalid candidates count towards the run limit, so a bad space cannot spin forever.
+                shared.runs.fetch_add(1, Ordering::Relaxed);
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
             let o = run(&s);
             shared.runs.fetch_add(1, Ordering::Relaxed);
             if o.error.is_some() {
@@ -259,7 +267,7 @@ fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corne
             })
         }
     };
-    let Some(mut muts) = parent else { return (draw(strategy, &mut runner), None) };
+    let Some(mut muts) = parent.filter(|m| !m.is_empty()) else { return (draw(strategy, &mut runner), None) };
     match rng.random_range(0..4) {
         // Push a numeric knob further: ×10^U(0, 1) on a log scale, or a step on a linear one.
         0 | 1 => {
@@ -316,7 +324,9 @@ fn found(base: &Scenario, opts: &HuntOptions, shared: &Shared, candidate: Vec<Mu
     let runs_to_find = shared.runs.load(Ordering::Relaxed) as usize;
     let seconds_to_find = start.elapsed().as_secs_f64();
     let shrink_start = Instant::now();
-    let deadline = shrink_start + Duration::from_secs_f64((2.0 * seconds_to_find).max(10.0));
+    // Shrinking may take twice the time to find (at least 10 s), but not past the campaign's budget.
+    let budget_end = start + opts.budget;
+    let deadline = (shrink_start + Duration::from_secs_f64((2.0 * seconds_to_find).max(10.0))).min(budget_end.max(shrink_start + Duration::from_secs(10)));
     let minimal = if opts.minimize { Minimizer::new(base, opts.target, Some(deadline)).minimize(&candidate) } else { None };
     let (mutations, repro, knob_repro, outcome, thresholds, rows, shrink_runs, reductions) = match &minimal {
         Some(m) => (m.mutations.clone(), m.repro.clone(), m.knob_repro.clone(), m.outcome.clone(), m.thresholds.clone(), m.rows, m.runs, m.reductions()),

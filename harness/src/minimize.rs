@@ -59,6 +59,8 @@ pub struct Minimal {
     pub rows: Option<(usize, usize)>,
     /// Features before and after delta debugging, if it applied.
     pub features: Option<(usize, usize)>,
+    /// Whether delta debugging ran to the end (the row set is 1-minimal).
+    pub one_minimal: bool,
     /// Runs spent minimizing.
     pub runs: usize,
 }
@@ -68,7 +70,8 @@ impl Minimal {
     pub fn reductions(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some((a, b)) = self.rows {
-            out.push(format!("data rows: {a} → {b} (1-minimal: removing any one un-flips it)"));
+            let how = if self.one_minimal { " (1-minimal: removing any one un-flips it)" } else { " (time ran out before 1-minimality)" };
+            out.push(format!("data rows: {a} → {b}{how}"));
         }
         if let Some((a, b)) = self.features {
             out.push(format!("input features: {a} → {b}"));
@@ -127,14 +130,22 @@ impl<'a> Minimizer<'a> {
         }
         // 2. Each numeric knob back towards its base, to its threshold.
         let mut thresholds = Vec::new();
-        for i in 0..muts.len() {
-            if self.out_of_time() {
-                break;
+        let mut i = 0;
+        while i < muts.len() && !self.out_of_time() {
+            // A knob whose base value still flips (given the others) is not needed after all.
+            if let Some(b) = muts[i].base_value(self.base) {
+                let mut at_base = muts.clone();
+                at_base[i] = muts[i].with_value(b);
+                if self.flips_with(&at_base).is_some() && muts.len() > 1 {
+                    muts.remove(i);
+                    continue;
+                }
             }
             if let Some((m, t)) = self.threshold(&muts, i) {
                 muts[i] = m;
                 thresholds.extend(t);
             }
+            i += 1;
         }
         // Re-check each threshold with the other knobs at their final values; re-bisect any
         // knob whose "stays finite" value now flips (the knobs interact).
@@ -163,11 +174,13 @@ impl<'a> Minimizer<'a> {
         // 3. Fewest rows, then fewest features.
         let mut rows = None;
         let mut features = None;
+        let mut one_minimal = false;
         if let Some((s, n, f)) = materialize(&repro) {
             if let Some(o) = self.flips(&s) {
                 let (s, kept) = self.ddmin(&s, n, select_rows);
                 let (s, kept_f) = self.ddmin(&s, f, select_features);
                 (repro, outcome, rows, features) = (s, o, Some((n, kept)), Some((f, kept_f)));
+                one_minimal = !self.out_of_time();
                 outcome = self.flips(&repro).unwrap_or(outcome);
             }
         }
@@ -180,15 +193,20 @@ impl<'a> Minimizer<'a> {
                 (repro, outcome) = (cut, o);
             }
         }
-        Some(Minimal { mutations: muts, knob_repro, repro, outcome, thresholds, rows, features, runs: self.runs })
+        Some(Minimal { mutations: muts, knob_repro, repro, outcome, thresholds, rows, features, one_minimal, runs: self.runs })
     }
 
     /// Bisects mutation `i` between its base value and its value, keeping the flip.
     fn threshold(&mut self, muts: &[Mutation], i: usize) -> Option<(Mutation, Option<Threshold>)> {
         let m = &muts[i];
         let (v, scale) = m.numeric()?;
-        // Knobs with no base (an injection) shrink towards a millionth of their value.
-        let b = m.base_value(self.base).unwrap_or(v * 1e-6);
+        // An injection has no base: its fraction shrinks towards a millionth. Switching clipping
+        // or an epsilon on has no value to shrink towards: those are kept as they are.
+        let b = match (m.base_value(self.base), m) {
+            (Some(b), _) => b,
+            (None, Mutation::Inject { .. }) => v * 1e-6,
+            (None, _) => return None,
+        };
         if b == v {
             return None;
         }

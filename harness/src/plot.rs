@@ -52,7 +52,10 @@ where
     let lines = series(trace);
     let ys = lines.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| (a.min(y), b.max(y)));
-    let (lo, hi) = if lo <= hi { (lo / 2.0, hi * 2.0) } else { (1e-3, 1e3) };
+    // Keep the axis finite and positive: plotters' log axis loops forever on an infinite range.
+    // At most 80 decades are shown; smaller values are clipped.
+    let (lo, hi) = if lo <= hi { ((lo / 2.0).max(f64::MIN_POSITIVE), (hi * 2.0).min(f64::MAX / 2.0)) } else { (1e-3, 1e3) };
+    let lo = lo.max(hi * 1e-80);
     let steps = trace.rows.len().max(mark.unwrap_or(0)).max(2) as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FONT, 20))
@@ -101,4 +104,17 @@ pub fn svg(title: &str, trace: &Trace, mark: Option<usize>) -> Result<String> {
 pub fn png(path: &Path, title: &str, trace: &Trace, mark: Option<usize>) -> Result<()> {
     font()?;
     draw(BitMapBackend::new(path, (800, 480)).into_drawing_area(), title, trace, mark)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::trace::{Trace, TraceRow};
+
+    #[test]
+    fn extreme_values_still_plot() {
+        // A finite 1e308 once doubled to an infinite axis, on which plotters' log scale never ends.
+        let rows = vec![TraceRow { step: 1, train_loss: 1e308, grad_norm: Some(5e-324), ..Default::default() }];
+        let svg = super::svg("t", &Trace { layers: vec![], rows }, Some(1)).unwrap();
+        assert!(svg.contains("<svg"));
+    }
 }

@@ -44,8 +44,10 @@ pub struct Space {
     pub optimizers: Vec<OptimizerKind>,
     /// Whether gradient clipping may be switched on or off.
     pub clip: bool,
-    /// Whether the loss's epsilon / clamp may change.
+    /// Whether the loss's epsilon may change.
     pub loss_eps: bool,
+    /// Whether the loss's probability clamp may change.
+    pub loss_clamp: bool,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -66,7 +68,8 @@ impl Space {
         let rows = crate::mutation::rows(base);
         let synthetic = matches!(base.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
         let spread = |m: Mutation| m.base_value(base).filter(|v| *v > 0.0);
-        let loss_takes_eps = matches!(base.loss.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio);
+        let takes_eps = matches!(base.loss.kind, LossKind::Bce | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio);
+        let takes_clamp = matches!(base.loss.kind, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy);
         Space {
             lr: range("optimizer.lr", spec.lr, around(base.optimizer.lr, decades)),
             init_scale: range("model.init_scale", spec.init_scale, around(base.model.init_scale.abs().max(1e-3), decades.min(2.0))),
@@ -90,7 +93,8 @@ impl Space {
                 vec![]
             },
             clip: allowed("optimizer.clip_grad_norm"),
-            loss_eps: loss_takes_eps && (allowed("loss.epsilon") || allowed("loss.clamp")),
+            loss_eps: takes_eps && allowed("loss.epsilon"),
+            loss_clamp: takes_clamp && allowed("loss.clamp"),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -131,6 +135,11 @@ impl Space {
         m.with_value(into(v, range))
     }
 
+    /// Whether any knob can move at all.
+    pub fn is_empty(&self) -> bool {
+        self.corners().is_empty()
+    }
+
     /// A strategy for one mutation anywhere in the space.
     pub fn mutation(&self) -> BoxedStrategy<Mutation> {
         let log = |(a, b): (f64, f64)| (a.ln()..=b.ln()).prop_map(f64::exp);
@@ -142,7 +151,8 @@ impl Space {
             arms.push(log(r).prop_map(|value| Mutation::InitScale { value }).boxed());
         }
         if let Some((a, b, f)) = self.input_scale {
-            let feature = prop_oneof![Just(None), (0..f as u16).prop_map(Some)];
+            let f = f.clamp(1, usize::from(u16::MAX)) as u16;
+            let feature = prop_oneof![Just(None), (0..f).prop_map(Some)];
             arms.push((feature, log((a, b))).prop_map(|(feature, value)| Mutation::InputScale { feature, value }).boxed());
         }
         if let Some((a, b)) = self.input_mean {
@@ -174,9 +184,12 @@ impl Space {
         if self.clip {
             arms.push(proptest::sample::select(vec![None, Some(1.0), Some(10.0)]).prop_map(|value| Mutation::ClipNorm { value }).boxed());
         }
+        let eps = || proptest::sample::select(vec![None, Some(1e-7), Some(1e-4)]);
         if self.loss_eps {
-            let v = proptest::sample::select(vec![None, Some(1e-7), Some(1e-4)]);
-            arms.push(prop_oneof![v.clone().prop_map(|value| Mutation::LossEpsilon { value }), v.prop_map(|value| Mutation::LossClamp { value })].boxed());
+            arms.push(eps().prop_map(|value| Mutation::LossEpsilon { value }).boxed());
+        }
+        if self.loss_clamp {
+            arms.push(eps().prop_map(|value| Mutation::LossClamp { value }).boxed());
         }
         if arms.is_empty() {
             return Just(Mutation::Lr { value: f64::NAN }).boxed();
@@ -213,8 +226,10 @@ impl Space {
         if self.clip {
             lo.push(Mutation::ClipNorm { value: Some(1.0) });
         }
-        if self.loss_eps {
+        if self.loss_clamp {
             lo.push(Mutation::LossClamp { value: None });
+        }
+        if self.loss_eps {
             lo.push(Mutation::LossEpsilon { value: None });
         }
         hi.into_iter().chain(other).chain(lo).map(|m| vec![m]).collect()

@@ -44,7 +44,8 @@ pub fn markdown(s: &Summary) -> String {
     } else {
         m += "| key | base | repro | flips at |\n|---|---|---|---|\n";
         for c in &s.changes {
-            let flip = s.thresholds.iter().find(|t| t.knob == c.key).map_or(String::new(), |t| {
+            // A knob such as `data.scale[3]` belongs to the key `data.scale`.
+            let flip = s.thresholds.iter().find(|t| t.knob == c.key || t.knob.starts_with(&format!("{}[", c.key)) || t.knob.starts_with(&format!("{}.", c.key))).map_or(String::new(), |t| {
                 let dir = if t.flips_at >= t.base { "≥" } else { "≤" };
                 format!("{dir} {:.3e}", t.flips_at)
             });

@@ -83,6 +83,7 @@ pub fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let data = data::build(s)?;
     let plan = model::plan(&s.model, data.shape)
         .map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+    crate::validate::within_limit(s, crate::validate::built_estimate(s, &data, &plan))?;
     if plan.out_width != data.targets {
         let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
@@ -141,7 +142,7 @@ fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
     d.folds
         .iter()
         .map(|f| {
-            let n = s.train.epochs * batches_per_epoch(s, f.train.x.rows);
+            let n = s.train.epochs.saturating_mul(batches_per_epoch(s, f.train.x.rows));
             s.train.max_steps.map_or(n, |m| n.min(m))
         })
         .sum()
@@ -182,7 +183,7 @@ struct At {
 impl Runner<'_> {
     /// True once the first non-finite value is `continue_steps` steps behind.
     fn done(&self) -> bool {
-        self.first_at.is_some_and(|g| self.steps >= g + self.opts.continue_steps)
+        self.first_at.is_some_and(|g| self.steps >= g.saturating_add(self.opts.continue_steps))
     }
 
     /// Records the first non-finite value; later ones are ignored.

@@ -49,6 +49,9 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     loss(&s.loss, target_width(&s.data), &mut out);
     optimizer(&s.optimizer, &mut out);
     train(&s.train, &mut out);
+    if let Some(search) = &s.search {
+        search_table(search, &mut out);
+    }
     if let Some(e) = &s.expect {
         if e.outcome == ExpectedOutcome::Finite && (e.phase.is_some() || e.tensor.is_some() || e.within_steps.is_some()) {
             out.push(problem("expect.outcome", "`phase`, `tensor` and `within_steps` only apply to `outcome = \"nonfinite\"`"));
@@ -64,7 +67,7 @@ pub fn input_shape(d: &DataSpec) -> Option<InShape> {
         InputSpec::Csv { .. } => return None,
         _ => None,
     };
-    let features = d.features.or(row.map(|r| r / d.seq_len.unwrap_or(1)))?;
+    let features = d.features.or(row.map(|r| r / d.seq_len.filter(|s| *s > 0).unwrap_or(1)))?;
     Some(InShape { features, seq_len: d.seq_len })
 }
 
@@ -126,6 +129,9 @@ fn data(d: &DataSpec, out: &mut Vec<Problem>) {
             if targets.is_empty() {
                 out.push(problem("data.inputs", "name at least one target column"));
             }
+            if targets.iter().enumerate().any(|(i, t)| targets[..i].contains(t)) {
+                out.push(problem("data.inputs", "a target column is named twice"));
+            }
         }
         (_, None) => out.push(problem("data.targets", "missing: say how targets are made")),
         (_, Some(t)) => targets("data.targets", t, rows_of(&d.inputs).or(d.n), out),
@@ -135,7 +141,7 @@ fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         out.push(problem("data.scale", format!("has {} entries but there are {:?} features", d.scale.len(), features)));
     }
     for g in &d.scale_groups {
-        if features.is_some_and(|f| g.start + g.first > f) {
+        if features.is_some_and(|f| g.start.saturating_add(g.first) > f) {
             out.push(problem("data.scale_groups", format!("group {}..{} is past the last feature", g.start, g.start + g.first)));
         }
     }
@@ -165,7 +171,7 @@ fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
         InputSpec::Normal { std, .. } if !(*std >= 0.0) => out.push(problem(key, format!("std must be ≥ 0, got {std}"))),
         InputSpec::Uniform { low, high } if !(low < high) => out.push(problem(key, format!("need low < high, got [{low}, {high})"))),
         InputSpec::Values { rows } => {
-            let want = d.features.map(|f| f * d.seq_len.unwrap_or(1)).or(rows.first().map(Vec::len));
+            let want = d.features.map(|f| f.saturating_mul(d.seq_len.unwrap_or(1))).or(rows.first().map(Vec::len));
             if rows.is_empty() {
                 out.push(problem(key, "needs at least one row"));
             } else if let Some(bad) = rows.iter().position(|r| Some(r.len()) != want || r.is_empty()) {
@@ -297,6 +303,58 @@ fn optimizer(o: &OptimizerSpec, out: &mut Vec<Problem>) {
     }
 }
 
+/// Knob names a `[search]` table may list.
+pub const KNOBS: [&str; 14] = [
+    "optimizer.lr",
+    "model.init_scale",
+    "data.scale",
+    "data.inputs.mean",
+    "data.inputs.std",
+    "data.target_scale",
+    "train.batch_size",
+    "train.epochs",
+    "data.inject",
+    "train.dtype",
+    "optimizer.kind",
+    "optimizer.clip_grad_norm",
+    "loss.epsilon",
+    "loss.clamp",
+];
+
+fn search_table(s: &SearchSpec, out: &mut Vec<Problem>) {
+    for k in &s.knobs {
+        if !KNOBS.contains(&k.as_str()) {
+            out.push(problem("search.knobs", format!("unknown knob `{k}`; knobs are {}", KNOBS.join(", "))));
+        }
+    }
+    if let Some(d) = s.decades {
+        if !(d.is_finite() && d > 0.0 && d <= 30.0) {
+            out.push(problem("search.decades", format!("must be in (0, 30], got {d}")));
+        }
+    }
+    let ranges = [("search.lr", s.lr), ("search.init_scale", s.init_scale), ("search.input_scale", s.input_scale), ("search.target_scale", s.target_scale), ("search.inject_fraction", s.inject_fraction)];
+    for (key, r) in ranges {
+        if let Some([a, b]) = r {
+            if !(a.is_finite() && b.is_finite() && a > 0.0 && a < b) {
+                out.push(problem(key, format!("needs finite 0 < low < high, got [{a}, {b}]")));
+            }
+        }
+    }
+    if s.inject_fraction.is_some_and(|[_, b]| b > 1.0) {
+        out.push(problem("search.inject_fraction", "a fraction cannot exceed 1"));
+    }
+    for (key, r) in [("search.batch_size", s.batch_size), ("search.epochs", s.epochs)] {
+        if let Some([a, b]) = r {
+            if !(1 <= a && a <= b) {
+                out.push(problem(key, format!("needs 1 ≤ low ≤ high, got [{a}, {b}]")));
+            }
+        }
+    }
+    if s.max_mutations.is_some_and(|m| !(1..=16).contains(&m)) {
+        out.push(problem("search.max_mutations", "must be between 1 and 16"));
+    }
+}
+
 fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
     if t.epochs == 0 {
         out.push(problem("train.epochs", "must be at least 1"));
@@ -324,19 +382,21 @@ fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
 pub fn memory_estimate(s: &Scenario) -> Option<u128> {
     let shape = input_shape(&s.data)?;
     let plan = plan(&s.model, shape).ok()?;
-    let row = (shape.features * shape.seq_len.unwrap_or(1)) as u128;
+    let row = shape.features as u128 * shape.seq_len.unwrap_or(1) as u128;
     let t = target_width(&s.data).unwrap_or(1) as u128;
     let v = s.data.validation.as_ref();
     let rows = s.data.n.or(rows_of(&s.data.inputs)).unwrap_or(0) as u128
         + v.and_then(|v| v.n.or(v.inputs.as_ref().and_then(rows_of))).unwrap_or(0) as u128;
+    // Every fold of a k-fold split holds its own copy of the rows.
+    let copies = v.and_then(|v| v.kfold).unwrap_or(1).max(1) as u128;
     let elem = match s.train.dtype {
         DTypeName::F64 => 8,
         DTypeName::F32 => 4,
         DTypeName::F16 | DTypeName::Bf16 => 2,
     };
     // Host data in f64, plus its device copy.
-    let data = rows * (row + t) * (8 + elem);
-    let params: u128 = plan.params.iter().map(|p| p.shape.iter().product::<usize>() as u128).sum();
+    let data = rows * (row + t) * (3 * 8 + elem) * copies;
+    let params: u128 = plan.params.iter().map(|p| p.shape.iter().map(|d| *d as u128).product::<u128>()).sum();
     // Parameter, gradient, two optimizer moments, and the update's temporaries.
     let state = params * elem * 6;
     let batch = s.train.batch_size.map_or(rows, |b| b as u128).min(rows.max(1));
@@ -349,15 +409,36 @@ pub fn memory_estimate(s: &Scenario) -> Option<u128> {
 
 /// Refuses a scenario whose estimate is over its `memory_limit_mb`, before anything is allocated.
 pub fn check_memory(s: &Scenario) -> crate::Result<()> {
+    memory_estimate(s).map_or(Ok(()), |bytes| within_limit(s, bytes))
+}
+
+/// Refuses `bytes` if over the scenario's limit.
+pub fn within_limit(s: &Scenario, bytes: u128) -> crate::Result<()> {
     let limit = s.train.memory_limit_mb;
-    match memory_estimate(s) {
-        Some(bytes) if bytes > limit as u128 * 1024 * 1024 => Err(crate::Error::TooLarge {
+    if bytes > limit as u128 * 1024 * 1024 {
+        return Err(crate::Error::TooLarge {
             what: format!("scenario `{}`", s.name),
             need_mb: u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX),
             limit_mb: limit,
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
+}
+
+/// The estimate once the data is built (CSV inputs have no estimate before):
+/// device copies of every fold's cells, parameters with state, one batch of activations.
+pub fn built_estimate(s: &Scenario, data: &crate::data::Dataset, plan: &crate::model::Plan) -> u128 {
+    let elem: u128 = match s.train.dtype {
+        DTypeName::F64 => 8,
+        DTypeName::F32 => 4,
+        DTypeName::F16 | DTypeName::Bf16 => 2,
+    };
+    let cells: u128 = data.folds.iter().flat_map(|f| std::iter::once(&f.train).chain(f.val.as_ref())).map(|sp| (sp.x.values.len() + sp.y.values.len()) as u128).sum();
+    let params: u128 = plan.params.iter().map(|p| p.shape.iter().map(|d| *d as u128).product::<u128>()).sum();
+    let rows = data.folds.iter().map(|f| f.train.x.rows).max().unwrap_or(0) as u128;
+    let batch = s.train.batch_size.map_or(rows, |b| b as u128).min(rows);
+    let widths: u128 = plan.widths.iter().map(|w| *w as u128).sum::<u128>() + data.shape.features as u128;
+    cells * elem + params * elem * 6 + batch * widths * data.shape.seq_len.unwrap_or(1) as u128 * elem * 4
 }
 
 #[cfg(test)]
@@ -395,6 +476,18 @@ mod tests {
         let s = parse_str(&big, "t").unwrap();
         let err = check_memory(&s).unwrap_err().to_string();
         assert!(err.starts_with("refused:") && err.contains("over the limit of 2048 MiB"), "{err}");
+    }
+
+    #[test]
+    fn review_found_inputs_are_errors_not_panics() {
+        // seq_len = 0 with explicit rows used to divide by zero while inferring the features.
+        let seq0 = base().replace("[data]", "[data]\nseq_len = 0");
+        assert!(keys(&seq0).contains(&"data.seq_len".to_string()));
+        // A bad [search] table used to panic inside proptest during a hunt.
+        for bad in ["lr = [0.0, 1.0]", "lr = [1.0, 0.1]", "batch_size = [8, 2]", "decades = 0", "max_mutations = 1000000", "knobs = [\"lr\"]"] {
+            let src = format!("{}\n[search]\n{bad}\n", base());
+            assert!(keys(&src).iter().any(|k| k.starts_with("search.")), "{bad}");
+        }
     }
 
     #[test]
