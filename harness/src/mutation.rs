@@ -291,7 +291,7 @@ mod tests {
     fn knobs_apply_and_report_their_base() {
         let b = base();
         let m = Mutation::Lr { value: 0.5 };
-        let s = mutate(&b, &[m.clone()]).unwrap();
+        let s = mutate(&b, std::slice::from_ref(&m)).unwrap();
         assert_eq!((s.optimizer.lr, m.base_value(&b)), (0.5, Some(1e-3)));
         let s = mutate(&b, &[Mutation::InputScale { feature: Some(3), value: 100.0 }]).unwrap();
         assert_eq!(s.data.scale, vec![1.0, 1.0, 1.0, 100.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
