@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use nanhunt::hunt::{hunt, Engine, HuntOptions};
+use nanhunt::search::{hunt, Engine, HuntOptions};
 use nanhunt::scenario::ExpectedOutcome;
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
         let mut runs = Vec::new();
         for engine in [Engine::Guided, Engine::Property] {
             let opts = HuntOptions { budget: Duration::from_secs(budget), engine, first: true, seed: 1, ..HuntOptions::default() };
-            let r = hunt(&base, &opts, &|_| {}).unwrap();
+            let r = hunt(&base, &opts, None, &|_| {}).unwrap();
             let name = if engine == Engine::Guided { "guided" } else { "random" };
             match r.findings.first() {
                 None => {
@@ -43,7 +43,7 @@ fn main() {
                         .iter()
                         .map(|m| match (m.numeric(), m.base_value(&base)) {
                             (Some((v, _)), Some(b)) if v > 0.0 && b > 0.0 => format!("{} {:+.2}", m.knob(), (v / b).log10()),
-                            _ => m.knob(),
+                            _ => m.knob().to_string(),
                         })
                         .collect();
                     let rows = f.rows.map_or("-".into(), |(a, b)| format!("{a}→{b}"));

@@ -50,22 +50,69 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
-    /// A data CSV could not be read.
-    #[error("{path}: {message}")]
+    /// A CSV file (data or trace) could not be read or written.
+    #[error("{path}: {source}")]
     Csv {
         /// The file.
         path: PathBuf,
         /// The cause.
+        #[source]
+        source: csv::Error,
+    },
+    /// A data CSV reads as CSV but its contents do not fit (a missing column, a cell that is not a number).
+    #[error("{path}: {message}")]
+    CsvData {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line and column.
         message: String,
     },
+    /// A JSON file (campaign state, findings, a report summary) could not be read or written.
+    #[error("{path}: {what}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the file was expected to be.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A scenario could not be written back as TOML.
+    #[error("{path}: cannot write the scenario as TOML: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: toml::ser::Error,
+    },
+    /// A plot could not be drawn.
+    #[error("{path}: cannot draw the plot: {source}")]
+    Plot {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The JUnit XML of a check could not be written.
+    #[error("cannot write JUnit XML: {0}")]
+    Junit(#[source] quick_junit::SerializeError),
     /// Candle failed (a bug in a scenario's shapes that validation missed, or a device error).
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// Serialising output failed.
-    #[error("serialise: {0}")]
-    Serialise(String),
+    /// A report's repro could not be run again.
+    #[error("{dir}: the repro could not be replayed: {message}")]
+    Replay {
+        /// The report directory.
+        dir: PathBuf,
+        /// Why the run failed.
+        message: String,
+    },
     /// A run panicked; the panic message is kept.
     #[error("panic during run: {0}")]
     Panic(String),

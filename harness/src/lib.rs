@@ -1,40 +1,35 @@
 //! nanhunt: find, shrink and replay the training runs whose loss turns NaN.
 //!
-//! The centre is one dataflow: a [`Scenario`] (read by [`load`]) goes through
-//! the runner ([`run`]) to an [`Outcome`], which says whether every value stayed
-//! finite and, if not, where the first non-finite one appeared. Search engines
-//! and reports are built around it.
+//! The crate is one dataflow, one folder per stage, each depending only on the
+//! stages before it:
+//!
+//! - [`scenario`]: the TOML file format, loading with `FILE:LINE:COL` errors,
+//!   validation, static shapes and the memory estimate;
+//! - [`run`]: the Candle runner, `run(&Scenario) -> Outcome`, deterministic for a
+//!   scenario and seed, watching every tensor;
+//! - [`search`]: mutations, the hunt's engines, the minimizer, campaign state and
+//!   fuzzing, which only produce and shrink scenarios;
+//! - [`report`]: report directories, replay and the regression check, which only
+//!   serialise scenarios and outcomes.
+//!
+//! The most used items are re-exported here.
 
-pub mod atomic;
-pub mod check;
-pub mod corpus;
-pub mod data;
-pub mod device;
-pub mod error;
-pub mod expect;
-pub mod fuzzing;
-pub mod hunt;
-pub mod load;
-pub mod loss;
-pub mod minimize;
-pub mod model;
-pub mod mutation;
-pub mod optim;
-pub mod outcome;
-pub mod plot;
-pub mod replay;
+#![deny(missing_docs)]
+
+mod atomic;
+mod error;
 pub mod report;
-pub mod summary;
+pub mod run;
 pub mod scenario;
-pub mod score;
-pub mod space;
-pub mod stats;
-pub mod trace;
-pub mod train;
-pub mod validate;
+pub mod search;
 
 pub use error::{Error, Result};
-pub use load::load;
-pub use outcome::{Location, Outcome, Phase, Status};
-pub use scenario::Scenario;
-pub use train::{run, run_with, RunOptions};
+pub use report::{check_all, replay, write as write_report, ReportInput, Reports};
+pub use run::{run, run_with, Location, Outcome, RunOptions, Status};
+pub use scenario::{load, Phase, Scenario};
+pub use search::{fuzzing, hunt, HuntOptions};
+
+/// Writes `bytes` to `path` atomically (temp file + fsync + rename).
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    atomic::write(path, bytes)
+}

@@ -1,7 +1,9 @@
 //! The `nanhunt` command line. See `nanhunt --help`.
 
+use std::process::ExitCode;
+
 mod cli;
 
-fn main() {
-    std::process::exit(cli::main());
+fn main() -> ExitCode {
+    cli::main()
 }

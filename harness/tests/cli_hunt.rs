@@ -3,8 +3,7 @@
 
 mod common;
 use common::*;
-use nanhunt::minimize::Target;
-use nanhunt::mutation::{mutate, Mutation};
+use nanhunt::search::{mutate, Mutation, Target};
 
 fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
     stdout(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -28,7 +27,7 @@ fn property_engine_finds_and_shrinks_flips_on_three_seeds() {
             for t in f["thresholds"].as_array().unwrap() {
                 let knob = t["knob"].as_str().unwrap();
                 let at = |v: f64| {
-                    let m: Vec<Mutation> = muts.iter().map(|m| if m.knob() == knob { m.with_value(v) } else { m.clone() }).collect();
+                    let m: Vec<Mutation> = muts.iter().map(|m| if m.knob().to_string() == knob { m.with_value(v) } else { m.clone() }).collect();
                     Target::Nonfinite.hits(&nanhunt::run(&mutate(&base, &m).unwrap()))
                 };
                 assert!(at(t["flips_at"].as_f64().unwrap()), "{name}: {knob} at threshold");

@@ -1,8 +1,8 @@
 //! Inputs saved by the cargo-fuzz targets, each a named regression test.
 
 use nanhunt::fuzzing::{bundled, decode, run_bytes};
-use nanhunt::minimize::{Minimizer, Target};
-use nanhunt::mutation::Mutation;
+use nanhunt::scenario::Knob;
+use nanhunt::search::{Minimizer, Mutation, Target};
 
 fn input(name: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions").join(name)).unwrap()
@@ -19,7 +19,7 @@ fn mutations_lr_1e281_shrinks_to_the_lr_threshold() {
     let base = bundled();
     let min = Minimizer::new(&base, Target::Nonfinite, None).minimize(&decoded).unwrap();
     let t = &min.thresholds[0];
-    assert_eq!(t.knob, "optimizer.lr");
+    assert_eq!(t.knob, Knob::Lr);
     // A threshold above the base lr of 0.01, and hundreds of decades under the fuzzer's value.
     assert!(t.flips_at > 1.0 && t.flips_at < 1e3, "{t:?}");
 }

@@ -2,7 +2,7 @@
 //! non-finite where PyTorch does, and stagnation is flagged. (That every one
 //! meets its `[expect]` is checked through `nanhunt check` in cli_report.rs.)
 
-use nanhunt::{outcome::Phase, run, Status};
+use nanhunt::{run, Phase, Status};
 
 mod common;
 

@@ -1,0 +1,57 @@
+//! `nanhunt merge`: combine the findings of several (sharded) hunts into one
+//! directory, one per signature, with their reports.
+
+use std::path::{Path, PathBuf};
+
+/// Merge the findings of several (sharded) hunts into one directory.
+#[derive(clap::Args)]
+pub(crate) struct Merge {
+    /// Hunt output directories (each with findings.jsonl).
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Where the merged findings and reports go.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl Merge {
+    /// Merges and copies each kept finding's report beside the merged `findings.jsonl`.
+    pub(crate) fn exec(self) -> anyhow::Result<u8> {
+        let (dirs, out) = (&self.dirs, &self.out);
+        let mut all = Vec::new();
+        for d in dirs {
+            all.extend(nanhunt::search::read_findings(&d.join("findings.jsonl"))?);
+        }
+        let total = all.len();
+        let mut merged = nanhunt::search::merge(all);
+        std::fs::create_dir_all(out)?;
+        for f in &mut merged {
+            let Some(recorded) = f.report.take() else { continue };
+            // Reports move with their hunt directory: find them by name beside its findings.jsonl.
+            let Some(name) = recorded.file_name().filter(|n| !n.is_empty() && *n != "..") else { continue };
+            let Some(src) = dirs.iter().map(|d| d.join(name)).find(|p| p.join("repro.toml").is_file()) else { continue };
+            let dst = out.join(name);
+            if src != dst {
+                copy_dir(&src, &dst)?;
+            }
+            f.report = Some(dst);
+        }
+        nanhunt::search::write_findings(&out.join("findings.jsonl"), &merged)?;
+        println!("merged {total} finding(s) from {} director(ies) into {} distinct, in {}", dirs.len(), merged.len(), out.display());
+        Ok(0)
+    }
+}
+
+/// Copies a report directory's files through a temporary directory, then renames it into place.
+fn copy_dir(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    let tmp = dst.with_extension("tmp-merge");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        std::fs::copy(e.path(), tmp.join(e.file_name()))?;
+    }
+    let _ = std::fs::remove_dir_all(dst);
+    std::fs::rename(&tmp, dst)?;
+    Ok(())
+}

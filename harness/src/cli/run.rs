@@ -1,0 +1,98 @@
+//! `nanhunt run`: train one scenario and print where it first went non-finite.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use nanhunt::report::{ReportInput, RunSettings};
+use nanhunt::{Outcome, RunOptions, Status};
+
+use super::progress;
+
+/// Train one scenario and report where it first went non-finite.
+#[derive(clap::Args)]
+pub(crate) struct Run {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// Write the per-step trace as CSV here.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Print the outcome as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Keep training this many steps after the first non-finite value.
+    #[arg(long, default_value_t = 0)]
+    continue_steps: usize,
+    /// Check only the loss, not every layer output, gradient and parameter.
+    #[arg(long)]
+    no_watch: bool,
+    /// Write a report (repro, trace, summary, plots) under this directory.
+    #[arg(long, num_args = 0..=1, default_missing_value = "reports")]
+    report: Option<PathBuf>,
+}
+
+impl Run {
+    /// Runs it; with `--json`, an error is also printed as an error outcome on stdout.
+    pub(crate) fn exec(self) -> anyhow::Result<u8> {
+        let (json, scenario) = (self.json, self.scenario.clone());
+        self.train().or_else(|e| {
+            if json {
+                let o = Outcome::error(&scenario.display().to_string(), super::chain(&e));
+                println!("{}", serde_json::to_string(&o).unwrap_or_default());
+            }
+            Err(e)
+        })
+    }
+
+    fn train(self) -> anyhow::Result<u8> {
+        let scenario = nanhunt::load(&self.scenario)?;
+        let watch = !self.no_watch;
+        let bar = progress::steps(&scenario.name);
+        let progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress) };
+        let outcome = nanhunt::run_with(&scenario, &opts);
+        bar.finish_and_clear();
+        if let Some(t) = &self.trace {
+            outcome.trace.write_csv(t).with_context(|| format!("writing trace to {}", t.display()))?;
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(&outcome)?);
+        } else {
+            print!("{}", summary(&outcome));
+        }
+        if let Some(parent) = &self.report {
+            let settings = RunSettings { watch, continue_steps: self.continue_steps };
+            let input = ReportInput { repro: &scenario, base: &scenario, outcome: &outcome, thresholds: vec![], settings, reductions: vec![], knob_repro: None, signature: None };
+            let dir = nanhunt::write_report(parent, &input).context("writing the report")?;
+            eprintln!("report: {}", dir.display());
+        }
+        Ok(outcome.outcome.exit_code())
+    }
+}
+
+/// The one-screen summary of an outcome.
+fn summary(o: &Outcome) -> String {
+    let g = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6e}"));
+    let verdict = match o.outcome {
+        Status::Finite => "finite",
+        Status::Nonfinite => "NON-FINITE",
+        Status::Error => "ERROR",
+    };
+    let mut s = format!("scenario    {}\noutcome     {verdict}\n", o.scenario);
+    if let Some(f) = &o.first_nonfinite {
+        s += &format!("first       {} in `{}` (element {})\n", f.kind, f.tensor, f.index);
+        s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
+    }
+    if let Some(e) = &o.error {
+        s += &format!("error       {e}\n");
+    }
+    s += &format!("steps       {}\n", o.steps);
+    s += &format!("loss        final {}, last finite {}\n", g(o.final_loss), g(o.last_finite_loss));
+    if let Some(st) = &o.stagnation {
+        s += &format!("stagnation  {} at step {}: {}\n", st.reason, st.step, st.detail);
+    }
+    s += &format!("run         {} on {}, {} thread(s), {:.3} s\n", o.dtype, o.device, o.threads, o.seconds);
+    s
+}

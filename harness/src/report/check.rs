@@ -1,0 +1,167 @@
+//! The regression suite: run every scenario that has an `[expect]` (and every
+//! report, which expects its recorded failure) and say which pass.
+//!
+//! `--neighbourhood N` is fix verification: a fixed scenario passes only if it
+//! and N seeded mutants around it all meet `expect = "finite"`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use super::summary::read_summary;
+use super::verdict::verdict;
+use crate::error::{Error, Result};
+use crate::run::{run, Outcome};
+use crate::scenario::{Expect, ExpectedOutcome, Scenario};
+use crate::search::{describe, mutate, neighbourhood};
+
+/// One thing to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A scenario file.
+    Scenario(PathBuf),
+    /// A report directory (holding `repro.toml` and `summary.json`).
+    Report(PathBuf),
+}
+
+impl Entry {
+    /// The path it was found at.
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Scenario(p) | Entry::Report(p) => p,
+        }
+    }
+}
+
+/// How one check ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// It met its expectation.
+    Pass,
+    /// It did not; says how.
+    Fail(String),
+    /// It has no `[expect]`.
+    Skip,
+    /// It could not be run (malformed, missing files).
+    Error(String),
+}
+
+/// The result of checking one entry.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// Scenario name (or the path, if it did not load).
+    pub name: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Pass, fail, skip or error.
+    pub verdict: Verdict,
+    /// What the run found, summarised in a few words.
+    pub detail: String,
+    /// Wall-clock time.
+    pub time: Duration,
+}
+
+/// Finds scenario files and report directories under the given paths, sorted.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.join("repro.toml").is_file() && p.join("summary.json").is_file() {
+            out.push(Entry::Report(p.clone()));
+        } else if p.is_dir() {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(p).map_err(|e| Error::io(p, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            // Symlinks are not followed, so a link loop cannot recurse forever.
+            children.retain(|c| !c.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()));
+            children.retain(|c| c.is_dir() || c.extension().is_some_and(|x| x == "toml"));
+            children.retain(|c| !c.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')));
+            out.extend(collect(&children)?);
+        } else if p.is_file() {
+            out.push(Entry::Scenario(p.clone()));
+        } else {
+            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+        }
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out.dedup();
+    Ok(out)
+}
+
+/// What a run found, in a few words.
+fn in_words(o: &Outcome) -> String {
+    match (&o.first_nonfinite, &o.error) {
+        (Some(f), _) => format!("{} in {} ({}) at step {}", f.kind, f.tensor, f.phase, f.step),
+        (None, Some(e)) => e.clone(),
+        (None, None) => format!("finite after {} steps", o.steps),
+    }
+}
+
+/// Checks one entry; with `neighbourhood > 0`, also that many seeded mutants (finite expectations only).
+pub fn check(entry: &Entry, neighbourhood: usize, seed: u64) -> CheckResult {
+    let start = std::time::Instant::now();
+    let loaded = load(entry);
+    let (name, verdict, detail) = match loaded {
+        Err(e) => (entry.path().display().to_string(), Verdict::Error(e.to_string()), String::new()),
+        Ok((s, None)) => (s.name.clone(), Verdict::Skip, "no [expect]".into()),
+        Ok((s, Some(e))) => {
+            let o = run(&s);
+            let detail = in_words(&o);
+            let v = match verdict(&e, &o) {
+                Err(m) => Verdict::Fail(m),
+                Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => neighbours(&s, &e, neighbourhood, seed),
+                Ok(()) => Verdict::Pass,
+            };
+            (s.name.clone(), v, detail)
+        }
+    };
+    CheckResult { name, path: entry.path().to_path_buf(), verdict, detail, time: start.elapsed() }
+}
+
+/// Runs the mutants; the first one that does not stay finite fails the check, and is named.
+fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> Verdict {
+    for (i, muts) in neighbourhood(base, n, seed).iter().enumerate() {
+        let Some(s) = mutate(base, muts) else { continue };
+        let o = run(&s);
+        if let Err(m) = verdict(e, &o) {
+            return Verdict::Fail(format!("mutant {} of {n} [{}]: {m}", i + 1, describe(muts)));
+        }
+    }
+    Verdict::Pass
+}
+
+/// Loads an entry and its expectation (a report expects its recorded failure).
+fn load(entry: &Entry) -> Result<(Scenario, Option<Expect>)> {
+    match entry {
+        Entry::Scenario(p) => {
+            let s = crate::scenario::load(p)?;
+            let e = s.expect.clone();
+            Ok((s, e))
+        }
+        Entry::Report(dir) => {
+            let s = crate::scenario::load(&dir.join("repro.toml"))?;
+            let summary = read_summary(dir)?;
+            let e = summary.outcome.first_nonfinite.map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor), within_steps: None });
+            Ok((s, e.or(Some(Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None }))))
+        }
+    }
+}
+
+/// Checks every entry on `jobs` worker threads; `done` is called as each finishes.
+pub fn check_all(entries: &[Entry], jobs: usize, neighbourhood: usize, seed: u64, done: &(dyn Fn(&CheckResult) + Sync)) -> Vec<CheckResult> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().expect("thread pool");
+    pool.install(|| {
+        entries
+            .par_iter()
+            .map(|e| {
+                let r = check(e, neighbourhood, seed);
+                done(&r);
+                r
+            })
+            .collect()
+    })
+}
+
+/// Counts of passed, failed (failures and errors) and skipped results.
+pub fn tally(results: &[CheckResult]) -> (usize, usize, usize) {
+    let count = |f: &dyn Fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.verdict)).count();
+    (count(&|v| *v == Verdict::Pass), count(&|v| matches!(v, Verdict::Fail(_) | Verdict::Error(_))), count(&|v| *v == Verdict::Skip))
+}

@@ -1,0 +1,69 @@
+//! `summary.md`: the part of a report that pastes into a GitHub issue. It fits
+//! on one screen: what went non-finite and where, the signals leading up to
+//! it, how the repro differs from the base, the environment, and the one
+//! command that replays it.
+
+use super::summary::Summary;
+use crate::run::Status;
+
+/// Renders a summary as Markdown.
+pub fn markdown(s: &Summary) -> String {
+    let o = &s.outcome;
+    let mut m = String::new();
+    let verdict = match o.outcome {
+        Status::Finite => "stays finite",
+        Status::Nonfinite => "goes non-finite",
+        Status::Error => "fails to run",
+    };
+    m += &format!("# nanhunt: `{}` {verdict}\n\n", s.scenario);
+    match (&o.first_nonfinite, &o.error) {
+        (Some(f), _) => {
+            m += &format!(
+                "**{}** in `{}` (element {}) during the **{}** phase of step {} (epoch {}, fold {}).\n",
+                f.kind, f.tensor, f.index, f.phase, f.step, f.epoch, f.fold
+            );
+            if let Some(l) = o.last_finite_loss {
+                m += &format!("Last finite training loss: {l:e}.\n");
+            }
+        }
+        (None, Some(e)) => m += &format!("Error: {e}\n"),
+        (None, None) => m += &format!("Every value stayed finite over {} steps.\n", o.steps),
+    }
+    if let Some(st) = &o.stagnation {
+        m += &format!("Stagnation: {} at step {} ({}).\n", st.reason, st.step, st.detail);
+    }
+    if !s.leading_up.is_empty() {
+        m += "\n## Leading up to it\n\n| step | epoch | fold | train loss | grad norm | max \\|activation\\| |\n|---:|---:|---:|---:|---:|---:|\n";
+        for r in &s.leading_up {
+            m += &format!("| {} | {} | {} | {} | {} | {} |\n", r.step, r.epoch, r.fold, r.train_loss, r.grad_norm, r.max_abs);
+        }
+    }
+    m += "\n## Difference from the base scenario\n\n";
+    if s.changes.is_empty() {
+        m += "None: this is the base scenario as written.\n";
+    } else {
+        m += "| key | base | repro | flips at |\n|---|---|---|---|\n";
+        for c in &s.changes {
+            let flip = s.thresholds.iter().find(|t| t.knob.sets_key(&c.key)).map_or(String::new(), |t| format!("{} {:.3e}", t.direction(), t.flips_at));
+            m += &format!("| `{}` | {} | {} | {flip} |\n", c.key, or_dash(&c.base), or_dash(&c.repro));
+        }
+    }
+    for r in &s.reductions {
+        m += &format!("- {r}\n");
+    }
+    let e = &s.environment;
+    m += &format!(
+        "\n## Environment\n\nnanhunt {} · candle {} · {} · {} thread(s) · {} · {} · {}\n",
+        e.nanhunt, e.candle, e.cpu, e.threads, e.dtype, e.device, e.os
+    );
+    m += &format!("\n## Replay\n\n```sh\n{}\n```\n\n![trace](trace.svg)\n", s.replay);
+    m
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "—"
+    } else {
+        s
+    }
+}

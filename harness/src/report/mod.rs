@@ -1,0 +1,21 @@
+//! Reports, the last stage of the dataflow: they only serialise scenarios and
+//! outcomes. A report directory (`write`) holds the repro, the trace, a
+//! one-screen `summary.md` (`markdown`), a versioned `summary.json`
+//! (`summary`) and plots (`plot`); `replay` re-runs one bit for bit; `check`
+//! is the regression suite over scenarios and reports (`verdict`, `junit`).
+
+mod check;
+mod junit;
+mod markdown;
+mod plot;
+mod replay;
+mod summary;
+mod verdict;
+mod write;
+
+pub use check::{check, check_all, collect, tally, CheckResult, Entry, Verdict};
+pub use junit::junit;
+pub use replay::{compare, replay, Divergence};
+pub use summary::{changes, read_summary, Change, Environment, RunSettings, SignalRow, Summary, SCHEMA_VERSION};
+pub use verdict::verdict;
+pub use write::{write, ReportInput, Reports};

@@ -1,0 +1,145 @@
+//! Writing a report: one directory per finding that pastes into a bug report
+//! and replays bit for bit.
+//!
+//! `reports/<scenario>-<signature>/` holds `repro.toml` (self-contained),
+//! `trace.csv`, `summary.md` (one screen), `summary.json` (versioned),
+//! `trace.svg` and `trace.png`. The directory is built under a temporary name
+//! and renamed into place, so it is never half-written. [`Reports`] plugs this
+//! into a hunt as its [`Reporter`].
+
+use std::path::{Path, PathBuf};
+
+use super::markdown::markdown;
+use super::plot;
+use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
+use crate::error::{Error, Result};
+use crate::run::Outcome;
+use crate::scenario::{InputSpec, Scenario};
+use crate::search::{signature, Minimal, Reporter, Threshold};
+
+/// Everything a report is made from.
+pub struct ReportInput<'a> {
+    /// The scenario that reproduces the finding.
+    pub repro: &'a Scenario,
+    /// The scenario it was derived from (the repro itself for `run --report`).
+    pub base: &'a Scenario,
+    /// The repro's outcome.
+    pub outcome: &'a Outcome,
+    /// Flip thresholds, if a minimizer found them.
+    pub thresholds: Vec<Threshold>,
+    /// How the run was made.
+    pub settings: RunSettings,
+    /// Reductions beyond knob changes (rows, features, steps cut), in words.
+    pub reductions: Vec<String>,
+    /// The knob-level repro the diff is taken against (the repro itself if none).
+    pub knob_repro: Option<&'a Scenario>,
+    /// A signature computed by the caller (a hunt's), instead of one from the diff.
+    pub signature: Option<String>,
+}
+
+/// Writes a report under `parent` and returns its directory.
+pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
+    let o = input.outcome;
+    let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
+    let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+    let signature = input.signature.clone().unwrap_or_else(|| signature(o.first_nonfinite.as_ref(), &o.dtype, &keys));
+    // The name becomes a directory name: keep it to safe characters.
+    let name: String = input.repro.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    let name = name.trim_start_matches('.');
+    let dir = parent.join(format!("{name}-{signature}"));
+    let tmp = parent.join(format!(".{name}-{signature}.tmp{}", std::process::id()));
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| Error::io(p, e)
+    };
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut repro = input.repro.clone();
+    if let InputSpec::Csv { path, .. } = &mut repro.data.inputs {
+        // Self-contained: the data travels with the repro.
+        let src = input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(&*path);
+        std::fs::copy(&src, tmp.join("data.csv")).map_err(io(&src))?;
+        *path = "data.csv".into();
+    }
+    let replay = format!("nanhunt replay {}", dir.display());
+    let toml_text = toml::to_string(&repro).map_err(|source| Error::Toml { path: dir.join("repro.toml"), source })?;
+    let header = format!("# nanhunt repro of `{}`.\n# Replay: {replay}\n# Run:    nanhunt run repro.toml\n\n", input.base.name);
+    std::fs::write(tmp.join("repro.toml"), header + &toml_text).map_err(io(&tmp))?;
+    std::fs::write(tmp.join("trace.csv"), o.trace.to_csv()?).map_err(io(&tmp))?;
+    let leading_up = leading_up(o);
+    let summary = Summary {
+        schema_version: SCHEMA_VERSION,
+        scenario: input.repro.name.clone(),
+        signature,
+        outcome: o.clone(),
+        leading_up,
+        changes,
+        thresholds: input.thresholds.clone(),
+        environment: Environment::of(o),
+        settings: input.settings,
+        reductions: input.reductions.clone(),
+        replay,
+    };
+    let json = serde_json::to_string_pretty(&summary).map_err(|source| Error::Json { path: dir.join("summary.json"), what: "report summary", source })?;
+    std::fs::write(tmp.join("summary.json"), json).map_err(io(&tmp))?;
+    std::fs::write(tmp.join("summary.md"), markdown(&summary)).map_err(io(&tmp))?;
+    let mark = mark(o);
+    let title = format!("{}: {}", summary.scenario, o.first_nonfinite.as_ref().map_or("finite".into(), |f| format!("{} in {} at step {}", f.kind, f.tensor, f.step)));
+    std::fs::write(tmp.join("trace.svg"), plot::svg(&title, &o.trace, mark)?).map_err(io(&tmp))?;
+    plot::png(&tmp.join("trace.png"), &title, &o.trace, mark)?;
+    // Swap the finished directory into place.
+    let old = parent.join(format!(".{name}-{}.old{}", summary.signature, std::process::id()));
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(dir)
+}
+
+impl<'a> ReportInput<'a> {
+    /// The report of a minimized finding of `base`, as a hunt or `fuzz-shrink` writes it.
+    pub fn of_minimal(base: &'a Scenario, m: &'a Minimal, signature: Option<String>) -> Self {
+        ReportInput {
+            repro: &m.repro,
+            base,
+            outcome: &m.outcome,
+            thresholds: m.thresholds.clone(),
+            settings: RunSettings { watch: true, continue_steps: 0 },
+            reductions: m.reductions(),
+            knob_repro: Some(&m.knob_repro),
+            signature,
+        }
+    }
+}
+
+/// A hunt's [`Reporter`] that writes each finding's report under one directory.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    /// The directory reports go under.
+    pub dir: PathBuf,
+}
+
+impl Reporter for Reports {
+    fn report(&self, base: &Scenario, finding: &Minimal, signature: &str) -> Result<PathBuf> {
+        write(&self.dir, &ReportInput::of_minimal(base, finding, Some(signature.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_seed_scenario_round_trips_through_repro_toml() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds"));
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let mut s = crate::scenario::load(&p).unwrap();
+            s.dir = None;
+            let text = toml::to_string(&s).unwrap();
+            let back = crate::scenario::from_str(&text, "repro.toml").unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()));
+            // Compared as text: a scenario may hold NaN, which is not equal to itself.
+            assert_eq!(toml::to_string(&back).unwrap(), text, "{}", p.display());
+            assert_eq!(format!("{back:?}"), format!("{s:?}"));
+        }
+    }
+}

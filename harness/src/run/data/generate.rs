@@ -1,0 +1,113 @@
+//! Making rows: synthetic inputs drawn from the data stream, explicit rows,
+//! or a CSV file; per-feature scales; and targets made from the inputs.
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{invalid, Split, Table};
+use crate::error::Result;
+use crate::run::rng::{normal, stream, LINEAR_STREAM};
+use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
+
+/// Makes rows from an input spec and a target spec; returns them and the feature count.
+pub(super) fn make(
+    d: &DataSpec,
+    inputs: &InputSpec,
+    targets: Option<&TargetSpec>,
+    n: Option<usize>,
+    s: &Scenario,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Split, usize)> {
+    let seq = d.seq_len.unwrap_or(1);
+    let (mut x, csv_y) = match inputs {
+        InputSpec::Normal { mean, std } => (draw(n, d, rng, |r| mean + std * normal(r)), None),
+        InputSpec::Uniform { low, high } => (draw(n, d, rng, |r| low + (high - low) * r.random::<f64>()), None),
+        InputSpec::Values { rows } => (Table::from_rows(rows, rows[0].len()), None),
+        InputSpec::Csv { path, targets } => {
+            let (x, y) = super::csv::read_csv(s, path, targets)?;
+            (x, Some(y))
+        }
+    };
+    let features = x.cols / seq;
+    if x.cols % seq != 0 {
+        return Err(invalid(s, "data.seq_len", format!("rows of {} values do not split into {seq} steps", x.cols)));
+    }
+    scale(d, &mut x, features).map_err(|m| invalid(s, "data.scale", m))?;
+    let y = match (csv_y, targets) {
+        (Some(y), _) => y,
+        (None, Some(t)) => make_targets(t, &x, rng, s.seed),
+        (None, None) => return Err(invalid(s, "data.targets", "missing")),
+    };
+    let mut y = y;
+    if d.target_scale != 1.0 {
+        y.values.iter_mut().for_each(|v| *v *= d.target_scale);
+    }
+    if y.rows != x.rows {
+        return Err(invalid(s, "data.targets", format!("{} targets for {} rows", y.rows, x.rows)));
+    }
+    Ok((Split { x, y }, features))
+}
+
+fn draw(n: Option<usize>, d: &DataSpec, rng: &mut ChaCha8Rng, mut f: impl FnMut(&mut ChaCha8Rng) -> f64) -> Table {
+    let (rows, cols) = (n.unwrap_or(0), d.features.unwrap_or(0) * d.seq_len.unwrap_or(1));
+    Table { rows, cols, values: (0..rows * cols).map(|_| f(rng)).collect() }
+}
+
+fn scale(d: &DataSpec, x: &mut Table, features: usize) -> std::result::Result<(), String> {
+    let mut factor = vec![1.0; features];
+    for (f, s) in factor.iter_mut().zip(&d.scale) {
+        *f *= s;
+    }
+    for g in &d.scale_groups {
+        let r = g.start..g.start + g.first;
+        factor.get_mut(r.clone()).ok_or(format!("group {r:?} is past the last feature"))?.iter_mut().for_each(|f| *f *= g.factor);
+    }
+    if factor.iter().any(|f| *f != 1.0) {
+        for (i, v) in x.values.iter_mut().enumerate() {
+            *v *= factor[i % x.cols % features];
+        }
+    }
+    Ok(())
+}
+
+fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> Table {
+    let n = x.rows;
+    let fill = |cols: usize, rng: &mut ChaCha8Rng, f: &dyn Fn(&mut ChaCha8Rng) -> f64| Table {
+        rows: n,
+        cols,
+        values: (0..n * cols).map(|_| f(rng)).collect(),
+    };
+    match t {
+        TargetSpec::Binary => fill(1, rng, &|r| f64::from(r.random_range(0..2u8))),
+        TargetSpec::Classes { k } => {
+            let mut values = vec![0.0; n * k];
+            for row in 0..n {
+                values[row * k + rng.random_range(0..*k)] = 1.0;
+            }
+            Table { rows: n, cols: *k, values }
+        }
+        TargetSpec::Uniform { low, high, outputs } => fill(*outputs, rng, &|r| low + (high - low) * r.random::<f64>()),
+        TargetSpec::Normal { mean, std, outputs } => fill(*outputs, rng, &|r| mean + std * normal(r)),
+        TargetSpec::Linear { noise } => {
+            // The weights come from a stream of their own, so a separate validation set shares them.
+            let mut wrng = stream(seed, LINEAR_STREAM);
+            let w: Vec<f64> = (0..x.cols).map(|_| normal(&mut wrng)).collect();
+            let values = (0..n)
+                .map(|r| x.row(r).iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + noise * normal(rng))
+                .collect();
+            Table { rows: n, cols: 1, values }
+        }
+        TargetSpec::Values { values } => {
+            let rows: Vec<Vec<f64>> = values
+                .iter()
+                .map(|v| match v {
+                    TargetRow::One(a) => vec![*a],
+                    TargetRow::Many(r) => r.clone(),
+                })
+                .collect();
+            let cols = rows.first().map_or(1, Vec::len);
+            Table::from_rows(&rows, cols)
+        }
+    }
+}
+

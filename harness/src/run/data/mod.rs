@@ -1,0 +1,152 @@
+//! Data: the rows a run trains and validates on, built from the `[data]`
+//! table in a fixed order: make rows (`generate`, `csv`) → split (`split`:
+//! fraction, k-fold or a separate set) → inject per split (`inject`) →
+//! preprocess (`preprocess`, fitted on the training split, applied to both).
+//!
+//! Everything here is plain `f64` on the host and driven by seeded streams, so
+//! a scenario's data is the same on every machine.
+
+use crate::error::{Error, Result};
+use crate::run::rng::{stream, DATA_STREAM, INJECT_STREAM};
+use crate::scenario::{held_out, Footprint, InShape, Plan, Scenario, SplitSel};
+
+mod csv;
+mod generate;
+mod inject;
+mod preprocess;
+mod split;
+
+/// A row-major matrix of `rows × cols` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Number of rows.
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+    /// Row-major values.
+    pub values: Vec<f64>,
+}
+
+impl Table {
+    pub(crate) fn from_rows(rows: &[Vec<f64>], cols: usize) -> Self {
+        Table { rows: rows.len(), cols, values: rows.concat() }
+    }
+
+    /// The values of row `r`.
+    pub fn row(&self, r: usize) -> &[f64] {
+        &self.values[r * self.cols..(r + 1) * self.cols]
+    }
+
+    pub(crate) fn select(&self, rows: impl Iterator<Item = usize>) -> Self {
+        let mut values = Vec::new();
+        let mut n = 0;
+        for r in rows {
+            values.extend_from_slice(self.row(r));
+            n += 1;
+        }
+        Table { rows: n, cols: self.cols, values }
+    }
+
+    /// Row and column of the first non-finite value, with the value.
+    pub fn first_nonfinite(&self) -> Option<(usize, usize, f64)> {
+        let i = self.values.iter().position(|v| !v.is_finite())?;
+        Some((i / self.cols, i % self.cols, self.values[i]))
+    }
+}
+
+/// Inputs and targets of one split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Inputs, one row per example (`seq_len × features` values for sequences).
+    pub x: Table,
+    /// Targets, one row per example.
+    pub y: Table,
+}
+
+/// One training run's data: a training split and maybe a validation split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fold {
+    /// Rows to train on.
+    pub train: Split,
+    /// Rows to validate on after each epoch.
+    pub val: Option<Split>,
+}
+
+/// All the data of a scenario: one fold, or k for cross-validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Row shape of the inputs.
+    pub shape: InShape,
+    /// Number of target columns.
+    pub targets: usize,
+    /// The folds (one unless `kfold`).
+    pub folds: Vec<Fold>,
+}
+
+
+impl Dataset {
+    /// What this data, trained by the model `plan` describes, holds in memory.
+    pub(crate) fn footprint(&self, s: &Scenario, plan: &Plan) -> Footprint {
+        let splits = self.folds.iter().flat_map(|f| std::iter::once(&f.train).chain(f.val.as_ref()));
+        let cells: u128 = splits.map(|sp| (sp.x.values.len() + sp.y.values.len()) as u128).sum();
+        let rows = self.folds.iter().map(|f| f.train.x.rows).max().unwrap_or(0) as u128;
+        Footprint::of(s, plan, cells, rows, self.shape.features, self.shape.seq_len)
+    }
+}
+
+/// Builds a scenario's data.
+pub fn build(s: &Scenario) -> Result<Dataset> {
+    let d = &s.data;
+    let mut rng = stream(s.seed, DATA_STREAM);
+    let (all, features) = generate::make(d, &d.inputs, d.targets.as_ref(), d.n, s, &mut rng)?;
+    if all.x.rows == 0 {
+        return Err(invalid(s, "data.inputs", "there are no data rows"));
+    }
+    let shape = InShape { features, seq_len: d.seq_len };
+    let targets = all.y.cols;
+    let v = d.validation.clone().unwrap_or_default();
+    let mut folds = match (v.fraction, v.kfold, v.n, &v.inputs) {
+        (Some(f), ..) => {
+            let cut = all.x.rows.saturating_sub(held_out(all.x.rows, f));
+            vec![Fold { train: split::rows(&all, 0..cut), val: Some(split::rows(&all, cut..all.x.rows)) }]
+        }
+        (_, Some(k), ..) => split::kfold(&all, k),
+        (_, _, Some(n), _) => {
+            let (val, _) = generate::make(d, &d.inputs, d.targets.as_ref(), Some(n), s, &mut rng)?;
+            vec![Fold { train: all, val: Some(val) }]
+        }
+        (_, _, _, Some(inputs)) => {
+            let (val, f) = generate::make(d, inputs, v.targets.as_ref(), None, s, &mut rng)?;
+            if f != features || val.y.cols != targets {
+                return Err(invalid(s, "data.validation", "validation rows must have the training rows' width"));
+            }
+            vec![Fold { train: all, val: Some(val) }]
+        }
+        _ => vec![Fold { train: all, val: None }],
+    };
+    for (i, fold) in folds.iter_mut().enumerate() {
+        let mut inj = stream(s.seed, INJECT_STREAM + i as u64);
+        for injection in &d.inject {
+            for (sel, split) in [(SplitSel::Train, Some(&mut fold.train)), (SplitSel::Validation, fold.val.as_mut())] {
+                if let Some(split) = split.filter(|_| injection.split == sel || injection.split == SplitSel::Both) {
+                    inject::inject(injection, split, &mut inj).map_err(|m| invalid(s, "data.inject", m))?;
+                }
+            }
+        }
+        for step in &d.preprocess {
+            preprocess::preprocess(step, fold, features).map_err(|m| invalid(s, "data.preprocess", m))?;
+        }
+        if fold.train.x.rows == 0 {
+            return Err(invalid(s, "data.preprocess", "no training rows are left"));
+        }
+    }
+    Ok(Dataset { shape, targets, folds })
+}
+
+fn invalid(s: &Scenario, key: &str, message: impl Into<String>) -> Error {
+    Error::Invalid { location: s.name.clone(), key: key.into(), message: message.into() }
+}
+
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! Data building: splits, injections, preprocessing, CSV and scales, against hand-computed values.
+use super::*;
+use crate::scenario::parse_str;
+
+fn scenario(data: &str) -> Scenario {
+    let src = format!("name = \"t\"\nseed = 5\n[data]\n{data}\n[model]\nlayers = []\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n");
+    parse_str(&src, "t").unwrap()
+}
+
+fn rows(n: usize) -> String {
+    let r: Vec<String> = (0..n).map(|i| format!("[{i}.0]")).collect();
+    let t: Vec<String> = (0..n).map(|i| format!("{i}.0")).collect();
+    format!("inputs = {{ kind = \"values\", rows = [{}] }}\ntargets = {{ kind = \"values\", values = [{}] }}", r.join(", "), t.join(", "))
+}
+
+#[test]
+fn kfold_matches_sklearn_sizes_and_covers_every_row_once() {
+    let d = build(&scenario(&format!("{}\nvalidation = {{ kfold = 3 }}", rows(10)))).unwrap();
+    let sizes: Vec<_> = d.folds.iter().map(|f| (f.train.x.rows, f.val.as_ref().unwrap().x.rows)).collect();
+    assert_eq!(sizes, [(6, 4), (7, 3), (7, 3)]);
+    let mut seen: Vec<f64> = d.folds.iter().flat_map(|f| f.val.as_ref().unwrap().x.values.clone()).collect();
+    seen.sort_by(f64::total_cmp);
+    assert_eq!(seen, (0..10).map(f64::from).collect::<Vec<_>>());
+}
+
+#[test]
+fn fraction_holds_out_the_last_rows() {
+    let d = build(&scenario(&format!("{}\nvalidation = {{ fraction = 0.2 }}", rows(10)))).unwrap();
+    assert_eq!(d.folds[0].val.as_ref().unwrap().x.values, vec![8.0, 9.0]);
+    assert_eq!(d.folds[0].train.x.rows, 8);
+}
+
+#[test]
+fn injection_fraction_and_cells_are_exact() {
+    let s = scenario("n = 50\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }\n[[data.inject]]\nvalue = \"nan\"\nfraction = 0.05\n[[data.inject]]\nvalue = \"zero\"\ninto = \"targets\"\nrows = [3, 7]");
+    let d = build(&s).unwrap();
+    let f = &d.folds[0].train;
+    assert_eq!(f.x.values.iter().filter(|v| v.is_nan()).count(), 5, "5% of 100 cells");
+    assert_eq!((f.y.values[3], f.y.values[7]), (0.0, 0.0));
+    // Injections draw from their own stream: the clean cells equal an uninjected build.
+    let clean = build(&scenario("n = 50\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }")).unwrap();
+    let x0 = &clean.folds[0].train.x.values;
+    assert!(f.x.values.iter().zip(x0).all(|(a, b)| a.is_nan() || a == b));
+}
+
+#[test]
+fn standardize_uses_training_statistics() {
+    // Train column [0, 1, 2, 3]: mean 1.5, population std sqrt(1.25); validation row 4 → (4 − 1.5)/sqrt(1.25).
+    let s = scenario(&format!("{}\nvalidation = {{ fraction = 0.2 }}\n[[data.preprocess]]\nop = \"standardize\"", rows(5)));
+    let d = build(&s).unwrap();
+    let sd = 1.25f64.sqrt();
+    assert_eq!(d.folds[0].train.x.values, vec![-1.5 / sd, -0.5 / sd, 0.5 / sd, 1.5 / sd]);
+    assert_eq!(d.folds[0].val.as_ref().unwrap().x.values, vec![2.5 / sd]);
+}
+
+#[test]
+fn reciprocal_with_and_without_guard() {
+    // Seed 001 ex2: 1 / [1, 2, 0, 4, 5], and np.where(data == 0, 1e-6, 1 / data).
+    let data = "inputs = { kind = \"values\", rows = [[1.0], [2.0], [0.0], [4.0], [5.0]] }\ntargets = { kind = \"uniform\" }";
+    let raw = build(&scenario(&format!("{data}\n[[data.preprocess]]\nop = \"reciprocal\""))).unwrap();
+    assert_eq!(raw.folds[0].train.x.first_nonfinite(), Some((2, 0, f64::INFINITY)));
+    let guarded = build(&scenario(&format!("{data}\n[[data.preprocess]]\nop = \"reciprocal\"\nguard = 1e-6"))).unwrap();
+    assert_eq!(guarded.folds[0].train.x.values, vec![1.0, 0.5, 1e-6, 0.25, 0.2]);
+}
+
+#[test]
+fn impute_and_drop_handle_missing_values() {
+    let data = "inputs = { kind = \"values\", rows = [[1.0], [nan], [3.0]] }\ntargets = { kind = \"values\", values = [1.0, 2.0, 3.0] }";
+    let imputed = build(&scenario(&format!("{data}\n[[data.preprocess]]\nop = \"impute_mean\""))).unwrap();
+    assert_eq!(imputed.folds[0].train.x.values, vec![1.0, 2.0, 3.0]);
+    let dropped = build(&scenario(&format!("{data}\n[[data.preprocess]]\nop = \"drop_nonfinite\""))).unwrap();
+    assert_eq!(dropped.folds[0].train.y.values, vec![1.0, 3.0]);
+}
+
+#[test]
+fn csv_inputs_with_named_targets_and_missing_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), "a,y,b\n1,10,2\n3,30,\n").unwrap();
+    let mut s = scenario("inputs = { kind = \"csv\", path = \"d.csv\", targets = [\"y\"] }");
+    s.dir = Some(dir.path().to_path_buf());
+    let d = build(&s).unwrap();
+    assert_eq!(d.shape.features, 2);
+    assert_eq!(d.folds[0].train.y.values, vec![10.0, 30.0]);
+    assert_eq!(d.folds[0].train.x.values[..3], [1.0, 2.0, 3.0]);
+    assert!(d.folds[0].train.x.values[3].is_nan(), "an empty cell reads as NaN");
+    std::fs::write(dir.path().join("d.csv"), "a,y\n").unwrap();
+    assert!(build(&s).unwrap_err().to_string().contains("no data rows"), "a header alone is an error, not a panic");
+    std::fs::write(dir.path().join("d.csv"), "a,y\n1,x\n").unwrap();
+    let err = build(&s).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("`x` is not a number"), "{err}");
+}
+
+#[test]
+fn scale_groups_and_classes() {
+    let s = scenario("n = 4\nfeatures = 3\ninputs = { kind = \"uniform\", low = 1.0, high = 2.0 }\nscale_groups = [{ first = 2, factor = 100.0 }]\ntargets = { kind = \"classes\", k = 3 }");
+    let d = build(&s).unwrap();
+    let x = &d.folds[0].train.x;
+    for r in 0..4 {
+        let row = x.row(r);
+        assert!(row[0] >= 100.0 && row[1] >= 100.0 && row[2] < 2.0, "{row:?}");
+    }
+    let y = &d.folds[0].train.y;
+    assert_eq!(y.cols, 3);
+    assert!((0..4).all(|r| y.row(r).iter().sum::<f64>() == 1.0), "one-hot rows");
+}

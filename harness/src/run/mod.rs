@@ -1,0 +1,100 @@
+//! The runner, the second stage of the dataflow: `run(&Scenario) -> Outcome`.
+//!
+//! It builds the data (`data`), the model (`model`, one file per layer
+//! family), the loss and the optimizer, then trains with the watch on
+//! (`train`, reading tensors through `watch`) and records a per-step
+//! [`Trace`]. A NaN loss is an [`Outcome`], never an `Err`.
+//!
+//! A run is deterministic: data, initialisation and shuffling come from our
+//! own seeded streams (`rng`; Candle's CPU RNG cannot be seeded), so the same
+//! scenario and seed give a bit-identical trace.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use candle_core::DType;
+
+use crate::error::{Error, Result};
+use crate::scenario::{check_memory, plan, within_limit, DTypeName, Scenario};
+
+pub(crate) mod data;
+mod device;
+mod loss;
+pub(crate) mod model;
+mod optim;
+mod outcome;
+pub(crate) mod rng;
+mod trace;
+mod train;
+mod watch;
+
+pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
+pub use trace::{fmt, Trace, TraceRow};
+
+/// How to run: the watch, how far past the first non-finite value to go, and progress.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'a> {
+    /// Check every layer output, gradient and parameter (otherwise only the loss).
+    pub watch: bool,
+    /// Steps to keep training after the first non-finite value.
+    pub continue_steps: usize,
+    /// Called after every step with (steps done, total steps planned).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions { watch: true, continue_steps: 0, progress: None }
+    }
+}
+
+/// Runs a scenario with the watch on and default options.
+pub fn run(s: &Scenario) -> Outcome {
+    run_with(s, &RunOptions::default())
+}
+
+/// Runs a scenario; errors and panics become an `error` outcome.
+pub fn run_with(s: &Scenario, opts: &RunOptions) -> Outcome {
+    let start = Instant::now();
+    let mut out = match catch_unwind(AssertUnwindSafe(|| try_run(s, opts))) {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::error(&s.name, e.to_string()),
+        Err(panic) => Outcome::error(&s.name, Error::Panic(panic_message(&*panic)).to_string()),
+    };
+    out.seconds = start.elapsed().as_secs_f64();
+    out
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The candle dtype of a scenario dtype.
+pub(crate) fn dtype(d: DTypeName) -> DType {
+    match d {
+        DTypeName::F32 => DType::F32,
+        DTypeName::F64 => DType::F64,
+        DTypeName::F16 => DType::F16,
+        DTypeName::Bf16 => DType::BF16,
+    }
+}
+
+
+/// Runs a scenario, returning `Err` only when it cannot be run at all.
+pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    check_memory(s)?;
+    let dev = device::open(&s.train.device)?;
+    let data = data::build(s)?;
+    let plan = plan(&s.model, data.shape)
+        .map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+    within_limit(s, data.footprint(s, &plan).bytes())?;
+    if plan.out_width != data.targets {
+        let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
+        return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
+    }
+    train::train(s, opts, dev, &data, &plan)
+}
+
+#[cfg(test)]
+mod tests;

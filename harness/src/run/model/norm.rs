@@ -1,0 +1,30 @@
+//! Normalisation layers: layer norm over the last dimension with a learnable
+//! gain and shift (PyTorch's `nn.LayerNorm`, biased variance).
+
+use candle_core::{Tensor, D};
+
+use crate::error::Result;
+
+/// `(h − mean) / sqrt(var + eps) · gain + shift` over the last dimension.
+pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = h.mean_keepdim(D::Minus1)?;
+    let centred = h.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(gain)?.broadcast_add(shift)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn layer_norm_by_hand() {
+        // Row [1, 3]: mean 2, biased variance 1, so (±1)/sqrt(1 + 0) = ±1; gain 2, shift 0.5 → [-1.5, 2.5].
+        let d = Device::Cpu;
+        let h = Tensor::new(&[[1.0f64, 3.0]], &d).unwrap();
+        let out = layer_norm(&h, &Tensor::new(&[2.0f64, 2.0], &d).unwrap(), &Tensor::new(&[0.5f64, 0.5], &d).unwrap(), 0.0).unwrap();
+        assert_eq!(out.to_vec2::<f64>().unwrap(), vec![vec![-1.5, 2.5]]);
+    }
+}

@@ -1,0 +1,175 @@
+//! What a run ends in: finite, non-finite (and where first), or an error.
+//!
+//! A NaN loss is a value of this type, never an `Err`: it is what nanhunt is
+//! looking for. The JSON form of [`Outcome`] is what `nanhunt run --json`
+//! prints and what reports store.
+
+use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
+
+use super::trace::Trace;
+use crate::scenario::Phase;
+
+/// Which non-finite value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Kind {
+    /// Not a number.
+    Nan,
+    /// +∞.
+    PosInf,
+    /// −∞.
+    NegInf,
+}
+
+impl Kind {
+    /// Classifies a non-finite value (`None` for a finite one).
+    pub fn of(v: f64) -> Option<Kind> {
+        match v {
+            v if v.is_nan() => Some(Kind::Nan),
+            v if v == f64::INFINITY => Some(Kind::PosInf),
+            v if v == f64::NEG_INFINITY => Some(Kind::NegInf),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Nan => "NaN",
+            Kind::PosInf => "+Inf",
+            Kind::NegInf => "-Inf",
+        })
+    }
+}
+
+/// The first non-finite value of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Optimizer step (1-based; 0 for the data, before any step).
+    pub step: usize,
+    /// Epoch (1-based; 0 for the data).
+    pub epoch: usize,
+    /// Cross-validation fold (0 without k-fold).
+    pub fold: usize,
+    /// Phase of the step.
+    pub phase: Phase,
+    /// Stable tensor name, e.g. `layers.2.linear.weight.grad`.
+    pub tensor: String,
+    /// NaN, +Inf or −Inf.
+    pub kind: Kind,
+    /// Flat index of the first bad element in the tensor.
+    pub index: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} in `{}`[{}] during {} at step {} (epoch {}, fold {})", self.kind, self.tensor, self.index, self.phase, self.step, self.epoch, self.fold)
+    }
+}
+
+/// Why a run was flagged as stagnating (seed 003 ex2: vanishing gradients).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stagnation {
+    /// Step at which it was first seen.
+    pub step: usize,
+    /// `vanishing_gradient` or `loss_plateau`.
+    pub reason: String,
+    /// The numbers behind it.
+    pub detail: String,
+}
+
+/// The three ways a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Status {
+    /// Every watched value stayed finite.
+    Finite,
+    /// Something went NaN or infinite.
+    Nonfinite,
+    /// The run could not be carried out.
+    Error,
+}
+
+impl Status {
+    /// The CLI exit code: 0 finite, 1 non-finite, 2 error.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Finite => 0,
+            Status::Nonfinite => 1,
+            Status::Error => 2,
+        }
+    }
+}
+
+/// Everything a run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The scenario's name.
+    pub scenario: String,
+    /// Finite, non-finite or error.
+    pub outcome: Status,
+    /// The first non-finite value, if any.
+    pub first_nonfinite: Option<Location>,
+    /// Optimizer steps taken (summed over folds).
+    pub steps: usize,
+    /// The last training loss computed.
+    pub final_loss: Option<f64>,
+    /// The last finite training loss.
+    pub last_finite_loss: Option<f64>,
+    /// Set when the loss stopped improving or the gradient vanished.
+    pub stagnation: Option<Stagnation>,
+    /// The error, for `outcome = "error"`.
+    pub error: Option<String>,
+    /// Compute dtype.
+    pub dtype: String,
+    /// Device.
+    pub device: String,
+    /// CPU threads Candle used.
+    pub threads: usize,
+    /// Wall-clock time of the run in seconds (not part of determinism).
+    pub seconds: f64,
+    /// The per-step trace (written as CSV, not in the JSON).
+    #[serde(skip)]
+    pub trace: Trace,
+}
+
+impl Outcome {
+    /// An outcome for a run that could not be carried out.
+    pub fn error(scenario: &str, message: String) -> Self {
+        Outcome {
+            scenario: scenario.to_string(),
+            outcome: Status::Error,
+            first_nonfinite: None,
+            steps: 0,
+            final_loss: None,
+            last_finite_loss: None,
+            stagnation: None,
+            error: Some(message),
+            dtype: String::new(),
+            device: String::new(),
+            threads: candle_core::utils::get_num_threads(),
+            seconds: 0.0,
+            trace: Trace::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Named;
+
+    #[test]
+    fn kind_and_status_names_are_their_json_names() {
+        for k in Kind::VARIANTS {
+            assert_eq!(serde_json::to_value(k).unwrap().as_str(), Some(k.name()));
+        }
+        for s in Status::VARIANTS {
+            assert_eq!(serde_json::to_value(s).unwrap().as_str(), Some(s.name()));
+        }
+    }
+}

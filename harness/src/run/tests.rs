@@ -1,0 +1,108 @@
+//! The runner's watch: each phase reports its own first non-finite value, with
+//! hand-made scenarios whose failure point is known in closed form.
+
+use crate::run::{run, run_with, Kind, RunOptions, Status};
+use crate::scenario::{from_str, Phase};
+
+fn scenario(body: &str) -> crate::Scenario {
+    from_str(&format!("name = \"t\"\n{body}"), "t.toml").unwrap()
+}
+
+const ONE_ROW: &str = "[data]\ninputs = { kind = \"values\", rows = [[1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n";
+
+#[test]
+fn forward_phase_names_the_layer() {
+    // sqrt(−1) = NaN in the first layer's output.
+    let s = scenario("[data]\ninputs = { kind = \"values\", rows = [[-1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[model]\nlayers = [{ type = \"sqrt\" }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1");
+    let f = run(&s).first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (1, Phase::Forward, "layers.0.sqrt.output", Kind::Nan));
+}
+
+#[test]
+fn backward_phase_names_the_gradient() {
+    // w = 0: forward sqrt(0·1) = 0 is finite, but d sqrt/du at 0 is +inf, so dL/dw = inf·… is not.
+    let s = scenario(&format!("{ONE_ROW}[model]\nlayers = [{{ type = \"linear\", out = 1, init = {{ kind = \"constant\", value = 0.0 }} }}, {{ type = \"sqrt\" }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1"));
+    let o = run(&s);
+    let f = o.first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase), (1, Phase::Backward));
+    assert!(f.tensor.starts_with("layers.0.linear.") && f.tensor.ends_with(".grad"), "{}", f.tensor);
+    assert_eq!(o.last_finite_loss, Some(0.0));
+}
+
+#[test]
+fn update_phase_names_the_parameter() {
+    // w = 1, x = 1, y = 0: dL/dw = 2(w·x − y)·x = 2; w − 3e38·2 overflows f32 to −inf.
+    let s = scenario(&format!("{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38"));
+    let f = run(&s).first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (1, Phase::Update, "layers.0.linear.weight", Kind::NegInf));
+}
+
+#[test]
+fn validation_phase_while_training_stays_finite() {
+    // Seed 004's pattern: training is fine, the validation rows overflow: (1e30 − 0)² = inf in f32.
+    let s = scenario(&format!("{ONE_ROW}validation = {{ inputs = {{ kind = \"values\", rows = [[1e30]] }}, targets = {{ kind = \"values\", values = [0.0] }} }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 3"));
+    let o = run(&s);
+    let f = o.first_nonfinite.unwrap();
+    assert_eq!((f.step, f.epoch, f.phase, f.tensor.as_str()), (1, 1, Phase::Validation, "validation.loss"));
+    assert!(o.trace.rows[0].train_loss.is_finite());
+}
+
+#[test]
+fn data_that_overflows_the_dtype_is_caught_as_data() {
+    // Seed 002 ex1's 1e5 features are finite in f64 but exceed f16's largest value, 65504.
+    let mut s = crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml"))).unwrap();
+    s.train.dtype = crate::scenario::DTypeName::F16;
+    let f = run(&s).first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (0, Phase::Data, "data.train.inputs", Kind::PosInf));
+    assert_eq!(f.index, 1, "row 0, column 1: 1e5 is the first value over 65504");
+}
+
+fn small_adam(dtype: &str, eps: f64) -> crate::Scenario {
+    scenario(&format!("[data]\nn = 64\nfeatures = 4\ninputs = {{ kind = \"normal\" }}\ntargets = {{ kind = \"binary\" }}\n[model]\nlayers = [{{ type = \"linear\", out = 8 }}, {{ type = \"gelu\" }}, {{ type = \"layer_norm\" }}, {{ type = \"linear\", out = 1 }}, {{ type = \"sigmoid\" }}]\n[loss]\nkind = \"bce\"\nclamp = 0.001\n[optimizer]\nkind = \"adam\"\nlr = 0.01\neps = {eps}\n[train]\nepochs = 3\nbatch_size = 16\ndtype = \"{dtype}\""))
+}
+
+#[test]
+fn half_precision_dtypes_train() {
+    // Adam's eps must be representable: 1e-4 is the usual choice for half precision.
+    for dtype in ["f16", "bf16", "f64"] {
+        let o = run(&small_adam(dtype, 1e-4));
+        assert_eq!(o.outcome, Status::Finite, "{dtype}: {:?} {:?}", o.first_nonfinite, o.error);
+        assert_eq!((o.steps, o.dtype.as_str()), (12, dtype));
+    }
+}
+
+#[test]
+fn adam_default_eps_underflows_in_f16() {
+    // 1e-8 rounds to 0 in f16 (smallest subnormal ≈ 6e-8): a gradient element whose square
+    // underflows leaves denom = 0, and m / 0 is infinite in the update.
+    let o = run(&small_adam("f16", 1e-8));
+    assert_eq!(o.first_nonfinite.map(|f| f.phase), Some(Phase::Update));
+    assert_eq!(run(&small_adam("f32", 1e-8)).outcome, Status::Finite);
+}
+
+#[test]
+fn kfold_trains_a_model_per_fold() {
+    let s = scenario("[data]\nn = 30\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"linear\", noise = 0.1 }\nvalidation = { kfold = 3 }\n[model]\nlayers = [{ type = \"linear\", out = 1 }]\n[loss]\nkind = \"huber\"\ndelta = 1.0\n[optimizer]\nkind = \"rmsprop\"\nlr = 0.01\n[train]\nepochs = 2\nbatch_size = 10");
+    let o = run(&s);
+    assert_eq!(o.steps, 3 * 2 * 2, "3 folds × 2 epochs × 20 rows / 10");
+    let folds: Vec<usize> = o.trace.rows.iter().map(|r| r.fold).collect();
+    assert_eq!(folds, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+    assert!(o.trace.rows.iter().filter(|r| r.val_loss.is_some()).count() == 6, "validation after every epoch of every fold");
+}
+
+#[test]
+fn no_watch_checks_the_loss_only() {
+    // The NaN of sqrt(−1) reaches the loss: without the watch it is found there.
+    let s = scenario("[data]\ninputs = { kind = \"values\", rows = [[-1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[model]\nlayers = [{ type = \"sqrt\" }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1");
+    let o = run_with(&s, &RunOptions { watch: false, ..RunOptions::default() });
+    assert_eq!(o.first_nonfinite.unwrap().phase, Phase::Loss);
+    assert!(o.trace.rows[0].max_abs.is_empty());
+}
+
+#[test]
+fn oversized_run_is_an_error_outcome_not_a_panic() {
+    let s = scenario("[data]\nn = 2000000000\nfeatures = 1000\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }\n[model]\nlayers = [{ type = \"linear\", out = 1 }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1");
+    let o = run(&s);
+    assert_eq!(o.outcome, Status::Error);
+    assert!(o.error.unwrap().starts_with("refused:"));
+}

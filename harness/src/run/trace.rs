@@ -1,0 +1,101 @@
+//! The per-step trace: one row per optimizer step with the numeric signals the
+//! search engines steer by (loss, gradient norm, activation magnitudes).
+//!
+//! Values are written in Rust's shortest round-trip exponent form (`1.5e-3`,
+//! `NaN`, `inf`), so a trace read back compares bit for bit.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TraceRow {
+    /// Step within the fold (1-based).
+    pub step: usize,
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Fold (0 without k-fold).
+    pub fold: usize,
+    /// Training loss of the step's batch.
+    pub train_loss: f64,
+    /// Validation loss, on the last step of an epoch with validation data.
+    pub val_loss: Option<f64>,
+    /// Global L2 norm of the gradients before clipping (watch on).
+    pub grad_norm: Option<f64>,
+    /// Global L2 norm of the parameters after the update (watch on).
+    pub param_norm: Option<f64>,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Largest |value| of each layer's output (watch on; empty otherwise).
+    pub max_abs: Vec<f64>,
+}
+
+/// All steps of a run, with the layer names that head the activation columns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Trace {
+    /// `layers.{i}.{type}` for each activation column.
+    pub layers: Vec<String>,
+    /// The rows, in order.
+    pub rows: Vec<TraceRow>,
+}
+
+const FIXED: [&str; 8] = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr"];
+
+/// Formats a float in shortest round-trip form.
+pub fn fmt(v: f64) -> String {
+    format!("{v:e}")
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(fmt).unwrap_or_default()
+}
+
+impl Trace {
+    /// The CSV header.
+    pub fn header(&self) -> Vec<String> {
+        FIXED.iter().map(|s| s.to_string()).chain(self.layers.iter().map(|l| format!("max_abs.{l}"))).collect()
+    }
+
+    /// The trace as CSV text.
+    pub fn to_csv(&self) -> Result<Vec<u8>> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let ser = |source: csv::Error| Error::Csv { path: "trace.csv".into(), source };
+        w.write_record(self.header()).map_err(ser)?;
+        for r in &self.rows {
+            let mut rec = vec![r.step.to_string(), r.epoch.to_string(), r.fold.to_string(), fmt(r.train_loss), opt(r.val_loss), opt(r.grad_norm), opt(r.param_norm), fmt(r.lr)];
+            rec.extend((0..self.layers.len()).map(|i| opt(r.max_abs.get(i).copied())));
+            w.write_record(rec).map_err(ser)?;
+        }
+        w.into_inner().map_err(|e| ser(csv::Error::from(e.into_error())))
+    }
+
+    /// Writes the trace as CSV, atomically.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        crate::atomic::write(path, &self.to_csv()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_round_trip_through_text() {
+        for v in [0.1, 1e-7, 3.4028234663852886e38, f64::MIN_POSITIVE, -0.0, 123456.789] {
+            assert_eq!(fmt(v).parse::<f64>().unwrap().to_bits(), v.to_bits(), "{v}");
+        }
+        assert_eq!(fmt(f64::NAN), "NaN");
+        assert_eq!(fmt(f64::INFINITY).parse::<f64>().unwrap(), f64::INFINITY);
+    }
+
+    #[test]
+    fn csv_has_a_column_per_layer() {
+        let t = Trace {
+            layers: vec!["layers.0.linear".into()],
+            rows: vec![TraceRow { step: 1, epoch: 1, train_loss: 0.5, lr: 0.01, max_abs: vec![2.0], ..Default::default() }],
+        };
+        let text = String::from_utf8(t.to_csv().unwrap()).unwrap();
+        assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,2e0\n");
+    }
+}

@@ -1,0 +1,356 @@
+//! The training loop with its watch: trains every fold of a built dataset
+//! and records where the first non-finite value appeared.
+//!
+//! The watch checks each layer output, the loss, each gradient and each
+//! updated parameter, in that order, so the first non-finite value found is
+//! the first one computed. Parameters are kept in a `Vec` in layer order and
+//! nothing iterates a hash map, so a run is the same on every machine.
+
+use std::rc::Rc;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::data::{self, Dataset, Split, Table};
+use super::model::Model;
+use super::optim::{self, Optimizer};
+use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
+use super::rng::{stream, INIT_STREAM, SHUFFLE_STREAM};
+use super::trace::{Trace, TraceRow};
+use super::watch::{stats, Stats};
+use super::{dtype, RunOptions};
+use crate::error::Result;
+use crate::scenario::{Named, Phase, Plan, Scenario};
+
+/// Trains every fold of `data` with the model `plan` describes, on `dev`.
+pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
+    let names = Rc::new(Names {
+        outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
+        validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
+        grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
+    });
+    let mut r = Runner {
+        s,
+        names,
+        opts,
+        dev,
+        dtype: dtype(s.train.dtype),
+        trace: Trace { layers: plan.layer_names.clone(), rows: Vec::new() },
+        first: None,
+        first_at: None,
+        stagnation: None,
+        steps: 0,
+        total: planned_steps(s, data),
+        last_loss: None,
+        last_finite: None,
+    };
+    r.check_data(data);
+    for (f, fold) in data.folds.iter().enumerate() {
+        if r.done() {
+            break;
+        }
+        let mut init = stream(s.seed, INIT_STREAM + f as u64);
+        let model = Model::new(&s.model, plan, &mut init, r.dtype, &r.dev)?;
+        r.train_fold(f, fold, &model)?;
+    }
+    Ok(Outcome {
+        scenario: s.name.clone(),
+        outcome: if r.first.is_some() { Status::Nonfinite } else { Status::Finite },
+        first_nonfinite: r.first,
+        steps: r.steps,
+        final_loss: r.last_loss,
+        last_finite_loss: r.last_finite,
+        stagnation: r.stagnation,
+        error: None,
+        dtype: s.train.dtype.name().to_string(),
+        device: s.train.device.clone(),
+        threads: candle_core::utils::get_num_threads(),
+        seconds: 0.0,
+        trace: r.trace,
+    })
+}
+
+fn batches_per_epoch(s: &Scenario, rows: usize) -> usize {
+    rows.div_ceil(s.train.batch_size.unwrap_or(rows).max(1))
+}
+
+fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
+    d.folds
+        .iter()
+        .map(|f| {
+            let n = s.train.epochs.saturating_mul(batches_per_epoch(s, f.train.x.rows));
+            s.train.max_steps.map_or(n, |m| n.min(m))
+        })
+        .sum()
+}
+
+/// Tensor names, made once rather than every step.
+struct Names {
+    outputs: Vec<String>,
+    validation: Vec<String>,
+    grads: Vec<String>,
+}
+
+struct Runner<'a> {
+    s: &'a Scenario,
+    names: Rc<Names>,
+    opts: &'a RunOptions<'a>,
+    dev: Device,
+    dtype: DType,
+    trace: Trace,
+    first: Option<Location>,
+    /// Steps taken (over all folds) when the first non-finite value was seen.
+    first_at: Option<usize>,
+    stagnation: Option<Stagnation>,
+    steps: usize,
+    total: usize,
+    last_loss: Option<f64>,
+    last_finite: Option<f64>,
+}
+
+/// Where the runner is, for naming a location.
+#[derive(Clone, Copy)]
+struct At {
+    step: usize,
+    epoch: usize,
+    fold: usize,
+}
+
+impl Runner<'_> {
+    /// True once the first non-finite value is `continue_steps` steps behind.
+    fn done(&self) -> bool {
+        self.first_at.is_some_and(|g| self.steps >= g.saturating_add(self.opts.continue_steps))
+    }
+
+    /// Records the first non-finite value; later ones are ignored.
+    fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, index: usize, value: f64) {
+        if self.first.is_none() {
+            let kind = Kind::of(value).unwrap_or(Kind::Nan);
+            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index });
+            self.first_at = Some(self.steps);
+        }
+    }
+
+    /// Checks a tensor and returns its stats; flags it if non-finite.
+    fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
+        let st = stats(t)?;
+        if let Some((i, v)) = st.first_bad {
+            self.flag(at, phase, name, i, v);
+        }
+        Ok(st)
+    }
+
+    fn check_data(&mut self, d: &Dataset) {
+        let at = |fold| At { step: 0, epoch: 0, fold };
+        for (f, fold) in d.folds.iter().enumerate() {
+            let splits = [("train", Some(&fold.train)), ("validation", fold.val.as_ref())];
+            for (name, split) in splits.into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
+                for (what, t) in [("inputs", &split.x), ("targets", &split.y)] {
+                    if let Some((r, c, v)) = t.first_nonfinite() {
+                        self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), r * t.cols + c, v);
+                    }
+                }
+            }
+        }
+    }
+
+    fn tensors(&self, split: &Split, seq: Option<usize>) -> Result<(Tensor, Tensor)> {
+        let to = |t: &Table, shape: Vec<usize>| -> Result<Tensor> {
+            Ok(Tensor::from_slice(&t.values, shape, &self.dev)?.to_dtype(self.dtype)?)
+        };
+        let xs = match seq {
+            Some(seq) => vec![split.x.rows, seq, split.x.cols / seq],
+            None => vec![split.x.rows, split.x.cols],
+        };
+        Ok((to(&split.x, xs)?, to(&split.y, vec![split.y.rows, split.y.cols])?))
+    }
+
+    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model) -> Result<()> {
+        let s = self.s;
+        let seq = s.data.seq_len;
+        let (x, y) = self.tensors(&data.train, seq)?;
+        let val = data.val.as_ref().map(|v| self.tensors(v, seq)).transpose()?;
+        // Data that is finite in f64 can still overflow the compute dtype (1e5 in f16).
+        let at = At { step: 0, epoch: 0, fold };
+        let splits = [("train", Some((&x, &y))), ("validation", val.as_ref().map(|(a, b)| (a, b)))];
+        for (name, (tx, ty)) in splits.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
+            self.watch(at, Phase::Data, &format!("data.{name}.inputs"), tx)?;
+            self.watch(at, Phase::Data, &format!("data.{name}.targets"), ty)?;
+        }
+        if self.done() {
+            return Ok(());
+        }
+        let n = data.train.x.rows;
+        let batch = s.train.batch_size.unwrap_or(n).min(n);
+        let mut opt = Optimizer::new(&s.optimizer, model.params.len());
+        let mut shuffle = stream(s.seed, SHUFFLE_STREAM + fold as u64);
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut step = 0;
+        let full_batch = batch == n;
+        let mut curve = Vec::new();
+        for epoch in 1..=s.train.epochs {
+            let (mut sum, mut count) = (0.0, 0);
+            if s.train.shuffle {
+                fisher_yates(&mut order, &mut shuffle);
+            }
+            for start in (0..n).step_by(batch) {
+                if self.done() || s.train.max_steps.is_some_and(|m| step >= m) {
+                    return Ok(());
+                }
+                step += 1;
+                self.steps += 1;
+                let len = batch.min(n - start);
+                let (xb, yb) = if s.train.shuffle {
+                    let idx = Tensor::from_slice(&order[start..start + len], len, &self.dev)?;
+                    (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?)
+                } else {
+                    (x.narrow(0, start, len)?, y.narrow(0, start, len)?)
+                };
+                let at = At { step, epoch, fold };
+                self.step(at, model, &mut opt, &xb, &yb)?;
+                let loss = self.trace.rows.last().map_or(f64::NAN, |r| r.train_loss);
+                (sum, count) = (sum + loss, count + 1);
+                if full_batch {
+                    curve.push(loss);
+                    self.check_plateau(at, &curve);
+                }
+                if let Some(p) = self.opts.progress {
+                    p(self.steps, self.total);
+                }
+            }
+            if !full_batch && count > 0 {
+                curve.push(sum / count as f64);
+                self.check_plateau(At { step, epoch, fold }, &curve);
+            }
+            if let Some((vx, vy)) = &val {
+                if !self.done() {
+                    let at = At { step, epoch, fold };
+                    self.validate(at, model, vx, vy)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor) -> Result<()> {
+        let s = self.s;
+        let watch = self.opts.watch;
+        let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
+        let outs = model.forward(x)?;
+        if watch {
+            let names = self.names.clone();
+            for (o, name) in outs.iter().zip(&names.outputs) {
+                row.max_abs.push(self.watch(at, Phase::Forward, name, o)?.max_abs);
+            }
+        }
+        let pred = outs.last().unwrap_or(x);
+        let loss = super::loss::loss(&s.loss, pred, y)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        row.train_loss = value;
+        self.last_loss = Some(value);
+        if value.is_finite() {
+            self.last_finite = Some(value);
+        } else {
+            self.flag(at, Phase::Loss, "loss", 0, value);
+        }
+        if self.done() || model.params.is_empty() {
+            self.trace.rows.push(row);
+            return Ok(());
+        }
+        let store = loss.backward()?;
+        let mut grads = Vec::with_capacity(model.params.len());
+        let mut sum_sq = 0.0;
+        let names = self.names.clone();
+        for (p, name) in model.params.iter().zip(&names.grads) {
+            let g = match store.get(p.var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => p.var.as_tensor().zeros_like()?,
+            };
+            if watch {
+                sum_sq += self.watch(at, Phase::Backward, name, &g)?.sum_sq;
+            }
+            grads.push(g);
+        }
+        if let Some(max) = s.optimizer.clip_grad_norm {
+            if !watch {
+                sum_sq = grads.iter().map(|g| stats(g).map(|st| st.sum_sq)).sum::<Result<f64>>()?;
+            }
+            optim::clip_norm(&mut grads, sum_sq.sqrt(), max)?;
+        }
+        if watch || s.optimizer.clip_grad_norm.is_some() {
+            row.grad_norm = Some(sum_sq.sqrt());
+        }
+        if self.done() {
+            self.trace.rows.push(row);
+            return Ok(());
+        }
+        if let Some(max) = s.optimizer.clip_grad_value {
+            optim::clip_value(&mut grads, max)?;
+        }
+        let current: Vec<&Tensor> = model.params.iter().map(|p| p.var.as_tensor()).collect();
+        let updated = opt.step(&current, &grads)?;
+        let mut p_sq = 0.0;
+        for (p, new) in model.params.iter().zip(&updated) {
+            if watch {
+                p_sq += self.watch(at, Phase::Update, &p.name, new)?.sum_sq;
+            }
+            p.var.set(new)?;
+        }
+        if watch {
+            row.param_norm = Some(p_sq.sqrt());
+        }
+        self.check_vanishing(at, row.grad_norm);
+        self.trace.rows.push(row);
+        Ok(())
+    }
+
+    fn validate(&mut self, at: At, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
+        let outs = model.forward(x)?;
+        if self.opts.watch {
+            let names = self.names.clone();
+            for (o, name) in outs.iter().zip(&names.validation) {
+                self.watch(at, Phase::Validation, name, o)?;
+            }
+        }
+        let loss = super::loss::loss(&self.s.loss, outs.last().unwrap_or(x), y)?;
+        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            self.flag(at, Phase::Validation, "validation.loss", 0, value);
+        }
+        if let Some(row) = self.trace.rows.last_mut() {
+            row.val_loss = Some(value);
+        }
+        Ok(())
+    }
+
+    /// Flags a vanishing gradient: a global gradient norm under the floor.
+    fn check_vanishing(&mut self, at: At, grad_norm: Option<f64>) {
+        let floor = self.s.train.stagnation.grad_norm_floor;
+        if let Some(g) = grad_norm.filter(|g| *g < floor && self.stagnation.is_none() && self.first.is_none()) {
+            let detail = format!("global gradient norm {g:e} < {floor:e}");
+            self.stagnation = Some(Stagnation { step: at.step, reason: "vanishing_gradient".into(), detail });
+        }
+    }
+
+    /// Flags a loss curve (`curve`: per-step losses for full batch, epoch means
+    /// otherwise) that improved by less than `rel_tol` over the last `window` points.
+    fn check_plateau(&mut self, at: At, curve: &[f64]) {
+        let st = &self.s.train.stagnation;
+        if self.stagnation.is_some() || self.first.is_some() || curve.len() <= st.window {
+            return;
+        }
+        let (then, now) = (curve[curve.len() - 1 - st.window], curve[curve.len() - 1]);
+        let improvement = (then - now) / then.abs().max(f64::MIN_POSITIVE);
+        if improvement < st.rel_tol {
+            let detail = format!("loss {then:e} → {now:e} over {} points: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
+            self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
+        }
+    }
+}
+
+/// Shuffles in place with the given stream (the same permutation on every machine).
+fn fisher_yates(v: &mut [u32], rng: &mut rand_chacha::ChaCha8Rng) {
+    use rand::Rng;
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.random_range(0..=i));
+    }
+}

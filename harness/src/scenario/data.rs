@@ -1,0 +1,302 @@
+//! The `[data]` table: where the rows come from (generated, explicit or CSV),
+//! how targets are made, the validation split, injected corruptions and
+//! preprocessing. The runner builds the rows from these in `run::data`.
+
+use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
+
+use super::{is_one, one, one_usize};
+
+/// Where the rows come from and what happens to them before training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Number of rows to generate (synthetic inputs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Number of input features per row (or per time step, for sequences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<usize>,
+    /// Sequence length: inputs become `(n, seq_len, features)` for recurrent models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    /// How the inputs are made.
+    pub inputs: InputSpec,
+    /// Per-feature multipliers applied after generation (one per feature).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<f64>,
+    /// Groups of features multiplied by a factor, e.g. `{ first = 5, factor = 100.0 }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale_groups: Vec<ScaleGroup>,
+    /// How the targets are made (absent for CSV inputs, which carry their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetSpec>,
+    /// Validation split or k-fold cross-validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSpec>,
+    /// Corruptions injected into a split after it is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inject: Vec<Injection>,
+    /// Preprocessing steps, fitted on the training split, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preprocess: Vec<Preprocess>,
+    /// Multiplies every target after it is made (before injection and preprocessing).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub target_scale: f64,
+}
+
+/// A contiguous group of features sharing one scale factor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleGroup {
+    /// Index of the first feature in the group (default 0).
+    #[serde(default)]
+    pub start: usize,
+    /// Number of features in the group.
+    pub first: usize,
+    /// Multiplier for those features.
+    pub factor: f64,
+}
+
+/// The source of input rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InputSpec {
+    /// Independent normal draws.
+    Normal {
+        /// Mean of every feature.
+        #[serde(default)]
+        mean: f64,
+        /// Standard deviation of every feature.
+        #[serde(default = "one")]
+        std: f64,
+    },
+    /// Independent uniform draws in `[low, high)`.
+    Uniform {
+        /// Lower bound.
+        #[serde(default)]
+        low: f64,
+        /// Upper bound.
+        #[serde(default = "one")]
+        high: f64,
+    },
+    /// Explicit rows, each `features` (× `seq_len`) values long.
+    Values {
+        /// The rows.
+        rows: Vec<Vec<f64>>,
+    },
+    /// A CSV file with a header; `targets` names the target columns, the rest are features.
+    Csv {
+        /// Path, relative to the scenario file.
+        path: String,
+        /// Target column names.
+        targets: Vec<String>,
+    },
+}
+
+/// How targets are made from the inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TargetSpec {
+    /// 0/1 labels, one column (like `torch.randint(0, 2, (n,))`).
+    Binary,
+    /// One of `k` classes, one-hot encoded in `k` columns.
+    Classes {
+        /// Number of classes.
+        k: usize,
+    },
+    /// Uniform regression targets in `[low, high)`.
+    Uniform {
+        /// Lower bound.
+        #[serde(default)]
+        low: f64,
+        /// Upper bound.
+        #[serde(default = "one")]
+        high: f64,
+        /// Number of target columns.
+        #[serde(default = "one_usize")]
+        outputs: usize,
+    },
+    /// Normal regression targets.
+    Normal {
+        /// Mean.
+        #[serde(default)]
+        mean: f64,
+        /// Standard deviation.
+        #[serde(default = "one")]
+        std: f64,
+        /// Number of target columns.
+        #[serde(default = "one_usize")]
+        outputs: usize,
+    },
+    /// `y = x · w + noise`, with `w` drawn from a standard normal (one column).
+    Linear {
+        /// Standard deviation of the added noise.
+        #[serde(default)]
+        noise: f64,
+    },
+    /// Explicit targets: one value per row, or one row of values per row.
+    Values {
+        /// The targets, one entry per input row.
+        values: Vec<TargetRow>,
+    },
+}
+
+/// One row of explicit targets: a bare number or a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetRow {
+    /// A single target column.
+    One(f64),
+    /// Several target columns.
+    Many(Vec<f64>),
+}
+
+/// The validation data: a held-out fraction, k folds, or a separate set.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Hold out this fraction of the rows: the last rows, unshuffled (Keras's `validation_split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// K-fold cross-validation: train `kfold` models, each validated on one fold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kfold: Option<usize>,
+    /// A separate validation set of this many rows, drawn like the training inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// A separate, explicit validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<InputSpec>,
+    /// Targets for an explicit validation set (`inputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetSpec>,
+}
+
+/// A corruption of some cells of one split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Injection {
+    /// What to write into the chosen cells.
+    pub value: InjectValue,
+    /// Which split: `train`, `validation` or `both`.
+    #[serde(default)]
+    pub split: SplitSel,
+    /// Inputs or targets.
+    #[serde(default)]
+    pub into: InjectInto,
+    /// Fraction of cells to corrupt, chosen by the seeded injection stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// Explicit rows (with `columns`, the cells are their product).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<usize>,
+    /// Explicit columns (all columns if empty and `rows` is given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<usize>,
+    /// Magnitude of `outlier` values (sign is drawn).
+    #[serde(default = "outlier_default")]
+    pub magnitude: f64,
+}
+
+/// The value an injection writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum InjectValue {
+    /// Not a number.
+    Nan,
+    /// Positive infinity.
+    Inf,
+    /// Negative infinity.
+    NegInf,
+    /// Exact zero.
+    Zero,
+    /// ± `magnitude`.
+    Outlier,
+}
+
+/// Which split an injection or preprocessing step touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum SplitSel {
+    /// Training rows only.
+    #[default]
+    Train,
+    /// Validation rows only.
+    Validation,
+    /// Both.
+    Both,
+}
+
+/// Inputs or targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum InjectInto {
+    /// The input features.
+    #[default]
+    Inputs,
+    /// The targets.
+    Targets,
+}
+
+/// One preprocessing step. Statistics are fitted on the training split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Preprocess {
+    /// `(x - mean) / std` per column (sklearn's StandardScaler: population std, std 0 → 1).
+    Standardize {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+    },
+    /// `(x - min) / (max - min)` per column (sklearn's MinMaxScaler: range 0 → 1).
+    MinMax {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+    },
+    /// `1 / x`; with `guard`, exact zeros become `guard` instead (seed 001's `np.where`).
+    Reciprocal {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+        /// Value written where `x == 0`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard: Option<f64>,
+    },
+    /// Natural log; with `epsilon`, `log(x + epsilon)`.
+    Log {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+        /// Added before the log.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epsilon: Option<f64>,
+    },
+    /// Clamp into `[min, max]`.
+    Clip {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+        /// Lower bound.
+        min: f64,
+        /// Upper bound.
+        max: f64,
+    },
+    /// Replace non-finite cells by the column's mean over finite training cells.
+    ImputeMean {
+        /// Columns (all if empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        columns: Vec<usize>,
+    },
+    /// Drop every row with a non-finite input or target.
+    DropNonfinite,
+}
+
+
+fn outlier_default() -> f64 {
+    1e6
+}

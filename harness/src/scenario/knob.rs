@@ -1,0 +1,127 @@
+//! Knobs: the settings of a scenario a hunt may move, as one typed enum.
+//!
+//! A knob is named by its dotted key (`optimizer.lr`) in `[search] knobs`, in
+//! mutations, thresholds and summaries alike, and this file is the one place
+//! that decides which knobs apply to a scenario. Adding a knob means adding a
+//! variant here; the compiler then lists every `match` that must handle it.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use strum::{IntoStaticStr, VariantArray, VariantNames};
+
+use super::{input_shape, InputSpec, Named, Scenario};
+
+/// A setting of a scenario that a search may move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, IntoStaticStr, VariantArray, VariantNames)]
+pub enum Knob {
+    /// `optimizer.lr`.
+    #[strum(serialize = "optimizer.lr")]
+    Lr,
+    /// `model.init_scale`.
+    #[strum(serialize = "model.init_scale")]
+    InitScale,
+    /// `data.scale`: per-feature input multipliers.
+    #[strum(serialize = "data.scale")]
+    InputScale,
+    /// `data.inputs.mean` of synthetic inputs.
+    #[strum(serialize = "data.inputs.mean")]
+    InputMean,
+    /// `data.inputs.std` of synthetic inputs.
+    #[strum(serialize = "data.inputs.std")]
+    InputStd,
+    /// `data.target_scale`.
+    #[strum(serialize = "data.target_scale")]
+    TargetScale,
+    /// `train.batch_size`.
+    #[strum(serialize = "train.batch_size")]
+    BatchSize,
+    /// `train.epochs`.
+    #[strum(serialize = "train.epochs")]
+    Epochs,
+    /// `data.inject`: an added injection into one split.
+    #[strum(serialize = "data.inject")]
+    Inject,
+    /// `train.dtype`.
+    #[strum(serialize = "train.dtype")]
+    Dtype,
+    /// `optimizer.kind`.
+    #[strum(serialize = "optimizer.kind")]
+    Optimizer,
+    /// `optimizer.clip_grad_norm`.
+    #[strum(serialize = "optimizer.clip_grad_norm")]
+    ClipNorm,
+    /// `loss.epsilon`.
+    #[strum(serialize = "loss.epsilon")]
+    LossEpsilon,
+    /// `loss.clamp`.
+    #[strum(serialize = "loss.clamp")]
+    LossClamp,
+}
+
+impl Knob {
+    /// Whether this knob means anything for `s`: input scales need a known
+    /// feature count, the input mean and spread need synthetic inputs, and
+    /// only some losses take an epsilon or a clamp.
+    pub fn applies(self, s: &Scenario) -> bool {
+        let synthetic = matches!(s.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
+        match self {
+            Knob::InputScale => input_shape(&s.data).is_some(),
+            Knob::InputMean | Knob::InputStd => synthetic,
+            Knob::LossEpsilon => s.loss.kind.takes_epsilon(),
+            Knob::LossClamp => s.loss.kind.takes_clamp(),
+            Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
+        }
+    }
+
+    /// Whether a dotted key of the scenario file (as in a report's diff) is set by this knob.
+    pub fn sets_key(self, key: &str) -> bool {
+        let name = self.name();
+        name == key || name.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+impl std::fmt::Display for Knob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Knob {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Knob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        <Knob as VariantArray>::VARIANTS
+            .iter()
+            .find(|k| k.name() == text)
+            .copied()
+            .ok_or_else(|| serde::de::Error::unknown_variant(&text, <Knob as VariantNames>::VARIANTS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_knobs() {
+        for k in <Knob as VariantArray>::VARIANTS {
+            let json = serde_json::to_string(k).unwrap();
+            assert_eq!(serde_json::from_str::<Knob>(&json).unwrap(), *k);
+        }
+        assert_eq!(serde_json::to_string(&Knob::Lr).unwrap(), "\"optimizer.lr\"");
+        let err = serde_json::from_str::<Knob>("\"lr\"").unwrap_err().to_string();
+        assert!(err.contains("unknown variant `lr`") && err.contains("`optimizer.lr`"), "{err}");
+    }
+
+    #[test]
+    fn a_knob_sets_its_own_key_and_no_other() {
+        assert!(Knob::Lr.sets_key("optimizer.lr"));
+        assert!(!Knob::Lr.sets_key("optimizer.lr_decay"));
+        assert!(Knob::InputMean.sets_key("data.inputs"), "a whole-table change covers the knob");
+        assert!(!Knob::InputScale.sets_key("data.scale_groups"));
+    }
+}

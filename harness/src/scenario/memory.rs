@@ -1,0 +1,112 @@
+//! The memory estimate that refuses oversized runs before anything is
+//! allocated: one formula, fed from the scenario's static shapes before the
+//! data is built, and again from the built data (CSV rows are only known then).
+
+use super::shape::rows_of;
+use super::{input_shape, plan, target_width, Plan, Scenario};
+use crate::error::{Error, Result};
+
+/// What a run holds in memory at its peak, counted in elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    /// Data cells (inputs and targets, every split of every fold).
+    pub cells: u128,
+    /// Parameter elements.
+    pub params: u128,
+    /// Rows of the largest batch.
+    pub batch: u128,
+    /// Activation width of one row summed over the input and every layer output.
+    pub widths: u128,
+    /// Time steps per row (1 without sequences).
+    pub steps: u128,
+    /// Bytes per element of the compute dtype.
+    pub elem: u128,
+}
+
+impl Footprint {
+    /// Estimated peak bytes: each data cell in f64 on the host (three copies
+    /// while splits are made) plus its device copy; each parameter with its
+    /// gradient, two optimizer moments and the update's temporaries; and one
+    /// batch of activations and their gradients for the backward pass.
+    pub fn bytes(&self) -> u128 {
+        let data = self.cells * (3 * 8 + self.elem);
+        let state = self.params * self.elem * 6;
+        let acts = self.batch * self.widths * self.steps * self.elem * 4;
+        data + state + acts
+    }
+
+    /// The footprint of a scenario whose shapes are `plan`, with `cells` data cells and `rows` training rows.
+    pub fn of(s: &Scenario, plan: &Plan, cells: u128, rows: u128, features: usize, seq_len: Option<usize>) -> Footprint {
+        let steps = seq_len.unwrap_or(1) as u128;
+        Footprint {
+            cells,
+            params: plan.params.iter().map(|p| p.shape.iter().map(|d| *d as u128).product::<u128>()).sum(),
+            batch: s.train.batch_size.map_or(rows, |b| b as u128).min(rows),
+            widths: plan.widths.iter().map(|w| *w as u128).sum::<u128>() + features as u128 * steps,
+            steps,
+            elem: s.train.dtype.bytes(),
+        }
+    }
+}
+
+/// The estimate from the scenario alone; `None` when the shapes are not known without reading files.
+pub fn memory_estimate(s: &Scenario) -> Option<u128> {
+    let shape = input_shape(&s.data)?;
+    let plan = plan(&s.model, shape).ok()?;
+    let row = shape.features as u128 * shape.seq_len.unwrap_or(1) as u128;
+    let targets = target_width(&s.data).unwrap_or(1) as u128;
+    let v = s.data.validation.as_ref();
+    let train = s.data.n.or(rows_of(&s.data.inputs)).unwrap_or(0) as u128;
+    let held = v.and_then(|v| v.n.or(v.inputs.as_ref().and_then(rows_of))).unwrap_or(0) as u128;
+    // Every fold of a k-fold split holds its own copy of the rows.
+    let copies = v.and_then(|v| v.kfold).unwrap_or(1).max(1) as u128;
+    let cells = (train + held) * (row + targets) * copies;
+    Some(Footprint::of(s, &plan, cells, train, shape.features, shape.seq_len).bytes())
+}
+
+/// Refuses a scenario whose estimate is over its `memory_limit_mb`, before anything is allocated.
+pub fn check_memory(s: &Scenario) -> Result<()> {
+    memory_estimate(s).map_or(Ok(()), |bytes| within_limit(s, bytes))
+}
+
+/// Refuses `bytes` if over the scenario's limit.
+pub(crate) fn within_limit(s: &Scenario, bytes: u128) -> Result<()> {
+    let limit = s.train.memory_limit_mb;
+    if bytes > limit as u128 * 1024 * 1024 {
+        return Err(Error::TooLarge {
+            what: format!("scenario `{}`", s.name),
+            need_mb: u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX),
+            limit_mb: limit,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_str;
+
+    fn base() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml")).unwrap()
+    }
+
+    #[test]
+    fn oversized_request_is_refused_before_allocation() {
+        let s = parse_str(&base().replace("[train]", "[train]\nmemory_limit_mb = 1"), "t").unwrap();
+        assert!(check_memory(&s).is_ok(), "three rows fit in 1 MiB");
+        let big = base()
+            .replace("inputs = { kind = \"values\", rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]] }", "n = 100000000\nfeatures = 2\ninputs = { kind = \"normal\" }")
+            .replace("targets = { kind = \"values\", values = [10.0, 20.0, 30.0] }", "targets = { kind = \"uniform\" }");
+        let s = parse_str(&big, "t").unwrap();
+        let err = check_memory(&s).unwrap_err().to_string();
+        assert!(err.starts_with("refused:") && err.contains("over the limit of 2048 MiB"), "{err}");
+    }
+
+    #[test]
+    fn footprint_counts_by_hand() {
+        // 10 cells: 10·(24 + 4) = 280; 3 params: 3·4·6 = 72; batch 2 × width 5 × 1 step × 4 bytes × 4 = 160.
+        let f = Footprint { cells: 10, params: 3, batch: 2, widths: 5, steps: 1, elem: 4 };
+        assert_eq!(f.bytes(), 280 + 72 + 160);
+    }
+}

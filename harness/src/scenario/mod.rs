@@ -1,0 +1,128 @@
+//! The scenario: a declarative training setup, as read from a TOML file. The
+//! first stage of the dataflow (Scenario → Runner → Outcome → Search → Report);
+//! nothing here depends on a later stage.
+//!
+//! The serde types are the file format, one file per part of it ([`data`],
+//! [`model`], [`training`], [`expect`], [`search`]). Every table rejects
+//! unknown keys, so a typo is a `FILE:LINE:COL` error ([`load`]) rather than a
+//! silent default. Values that parse but cannot train (a negative learning
+//! rate, a zero batch size, shapes that do not fit) are caught by `validate`
+//! before any tensor is allocated, using the static shapes worked out in
+//! `shape` and the memory estimate in `memory`.
+
+use serde::{Deserialize, Serialize};
+
+mod data;
+mod expect;
+mod knob;
+mod load;
+mod memory;
+mod model;
+mod search;
+mod shape;
+mod training;
+mod validate;
+
+pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
+pub use expect::{Expect, ExpectedOutcome, Phase};
+pub use knob::Knob;
+pub use load::{from_str, load, parse_str};
+pub use memory::{check_memory, memory_estimate, Footprint};
+pub(crate) use memory::within_limit;
+pub use model::{Init, Layer, ModelSpec};
+pub use search::SearchSpec;
+pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, ParamSpec, Plan, Role};
+pub use training::{DTypeName, DeviceName, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
+pub use validate::{validate, Problem};
+
+/// One training setup: data, model, loss, optimizer and schedule, plus what a check expects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports and trace file names.
+    pub name: String,
+    /// What the scenario reproduces, and where it comes from.
+    #[serde(default)]
+    pub description: String,
+    /// The one seed behind data, initialisation, shuffling and injection.
+    #[serde(default)]
+    pub seed: u64,
+    /// Inputs, targets, injections, preprocessing and splits.
+    pub data: DataSpec,
+    /// The layer stack.
+    pub model: ModelSpec,
+    /// The training loss.
+    pub loss: LossSpec,
+    /// The optimizer and gradient clipping.
+    pub optimizer: OptimizerSpec,
+    /// Epochs, batches, dtype, device and limits.
+    #[serde(default)]
+    pub train: TrainSpec,
+    /// What `nanhunt check` expects of this scenario.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// Which knobs a hunt may move, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSpec>,
+    /// Directory of the file this was read from, for relative data paths.
+    #[serde(skip)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The `snake_case` name of an enum value, exactly as written in scenario files.
+///
+/// Derived once per enum (strum's `IntoStaticStr` beside serde's
+/// `rename_all = "snake_case"`); a test holds the two to the same names.
+pub trait Named {
+    /// The name, e.g. `"bce_torch"` or `"f16"`.
+    fn name(&self) -> &'static str;
+}
+
+impl<T> Named for T
+where
+    for<'a> &'a T: Into<&'static str>,
+{
+    fn name(&self) -> &'static str {
+        self.into()
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+fn one_usize() -> usize {
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray;
+
+    /// strum's name and serde's name of every value agree.
+    fn agree<T: Serialize + Named + VariantArray>() {
+        for v in T::VARIANTS {
+            let serde_name = serde_json::to_value(v).unwrap();
+            assert_eq!(serde_name.as_str(), Some(v.name()), "{serde_name}");
+        }
+    }
+
+    #[test]
+    fn names_are_the_file_format_names() {
+        agree::<DTypeName>();
+        agree::<LossKind>();
+        agree::<OptimizerKind>();
+        agree::<Reduction>();
+        agree::<InjectValue>();
+        agree::<SplitSel>();
+        agree::<InjectInto>();
+        agree::<Phase>();
+        agree::<ExpectedOutcome>();
+        agree::<Knob>();
+        assert_eq!(Layer::LayerNorm { eps: 1e-5 }.name(), "layer_norm");
+        assert_eq!(Layer::FlawedSquare.name(), "flawed_square");
+    }
+}

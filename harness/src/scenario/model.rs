@@ -1,0 +1,114 @@
+//! The `[model]` table: a stack of layers and their initialisation. The
+//! runner builds it in `run::model`; its static shapes are worked out in
+//! `shape`.
+
+use serde::{Deserialize, Serialize};
+use strum::IntoStaticStr;
+
+use super::{is_one, one};
+
+/// The model: a stack of layers applied in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Default initialisation for every parameterised layer.
+    #[serde(default)]
+    pub init: Init,
+    /// The layers; an empty stack passes the inputs through as predictions.
+    #[serde(default)]
+    pub layers: Vec<Layer>,
+    /// Multiplies every initial weight and bias (not layer-norm gains and shifts).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub init_scale: f64,
+}
+
+/// Weight initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Init {
+    /// PyTorch's default: kaiming-uniform weights and `U(±1/sqrt(fan_in))` biases.
+    #[default]
+    Torch,
+    /// Keras's default: glorot-uniform kernels, orthogonal recurrent kernels, zero biases.
+    Keras,
+    /// Normal weights with this std, zero biases.
+    Normal {
+        /// Standard deviation.
+        std: f64,
+    },
+    /// Uniform weights in `±bound`, zero biases.
+    Uniform {
+        /// Bound.
+        bound: f64,
+    },
+    /// A constant weight, zero biases (closed-form tests).
+    Constant {
+        /// The weight value.
+        value: f64,
+    },
+}
+
+/// One layer of the stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
+pub enum Layer {
+    /// Fully connected: `x W + b`, with `W` stored `(in, out)` like a Keras kernel.
+    Linear {
+        /// Output width.
+        out: usize,
+        /// Override of the model's init.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<Init>,
+    },
+    /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
+    Rnn {
+        /// Hidden size.
+        hidden: usize,
+        /// Override of the model's init.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<Init>,
+    },
+    /// `max(x, 0)`.
+    Relu,
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// GELU (erf form, PyTorch's default).
+    Gelu,
+    /// `log(1 + exp(x))`, linear above 20 as in PyTorch.
+    Softplus,
+    /// No-op.
+    Identity,
+    /// Layer normalisation over the last dimension with learnable scale and shift.
+    LayerNorm {
+        /// Variance epsilon.
+        #[serde(default = "ln_eps")]
+        eps: f64,
+    },
+    /// Softmax over the last dimension (max-subtracted).
+    Softmax,
+    /// Elementwise square root (infinite gradient at 0).
+    Sqrt,
+    /// Elementwise natural log (−inf at 0).
+    Log,
+    /// Elementwise `1/x`.
+    Reciprocal,
+    /// Elementwise `|x|`.
+    Abs,
+    /// Elementwise `exp(x)`.
+    Exp,
+    /// Elementwise `x^exponent`.
+    Pow {
+        /// The exponent.
+        exponent: f64,
+    },
+    /// `x²` whose hand-written backward divides by zero (seed 002 ex3's flawed custom layer).
+    FlawedSquare,
+}
+
+
+fn ln_eps() -> f64 {
+    1e-5
+}

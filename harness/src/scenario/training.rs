@@ -1,0 +1,285 @@
+//! The `[loss]`, `[optimizer]` and `[train]` tables: what is minimised, by
+//! which update rule, and on what schedule, dtype and device.
+
+use serde::{Deserialize, Serialize};
+use strum::{IntoStaticStr, VariantArray};
+
+use super::one_usize;
+
+/// The loss function and its stabilisers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    /// Which loss.
+    pub kind: LossKind,
+    /// Huber threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// Clamp probabilities into `[clamp, 1 - clamp]` before the log (the seeds' fix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<f64>,
+    /// Added inside logs (`log(p + eps)`) or to ratio denominators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// Mean (default) or sum over elements.
+    #[serde(default)]
+    pub reduction: Reduction,
+}
+
+/// The supported losses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum LossKind {
+    /// Mean squared error.
+    Mse,
+    /// Mean absolute error.
+    Mae,
+    /// Huber loss with `delta`.
+    Huber,
+    /// `−(y log p + (1−y) log(1−p))` exactly, no clamping.
+    Bce,
+    /// PyTorch's `binary_cross_entropy`: logs clamped at −100.
+    BceTorch,
+    /// `binary_cross_entropy_with_logits` (stable).
+    BceLogits,
+    /// Cross-entropy through log-softmax (stable), one-hot targets.
+    CrossEntropy,
+    /// Softmax, then log: unstable cross-entropy.
+    NaiveCrossEntropy,
+    /// `|y − p| / |y|` (seed 003's custom loss).
+    MeanAbsRatio,
+}
+
+/// How a loss is reduced over elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Reduction {
+    /// Average.
+    #[default]
+    Mean,
+    /// Sum (as in the seeds' NumPy losses).
+    Sum,
+}
+
+/// The optimizer, its hyperparameters, and gradient clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// Which update rule.
+    pub kind: OptimizerKind,
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum (SGD, RMSprop).
+    #[serde(default)]
+    pub momentum: f64,
+    /// Nesterov momentum (SGD).
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Adam's β₁.
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    /// Adam's β₂.
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    /// RMSprop's smoothing constant α.
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    /// Denominator epsilon (Adam, RMSprop); PyTorch's 1e-8 by default, Keras uses 1e-7.
+    #[serde(default = "adam_eps")]
+    pub eps: f64,
+    /// L2 penalty (coupled for SGD/Adam/RMSprop, decoupled for AdamW).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm (`clip_grad_norm_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// Clip each gradient element into `±clip_grad_value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_value: Option<f64>,
+}
+
+/// The supported update rules (PyTorch's formulas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent, optional (Nesterov) momentum.
+    Sgd,
+    /// Adam.
+    Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+    /// RMSprop.
+    Rmsprop,
+}
+
+
+/// The schedule, numeric type, device and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Passes over the training rows.
+    #[serde(default = "one_usize")]
+    pub epochs: usize,
+    /// Rows per step; absent means the whole training split (full batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Reshuffle the training rows every epoch.
+    #[serde(default)]
+    pub shuffle: bool,
+    /// Stop after this many optimizer steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    /// Compute dtype: `f32`, `f64`, `f16` or `bf16`.
+    #[serde(default)]
+    pub dtype: DTypeName,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Refuse runs whose tensors would exceed this many MiB.
+    #[serde(default = "mem_limit")]
+    pub memory_limit_mb: u64,
+    /// When to flag a run as stagnating (vanishing gradients, flat loss).
+    #[serde(default)]
+    pub stagnation: StagnationSpec,
+}
+
+/// The compute dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum DTypeName {
+    /// 32-bit float.
+    #[default]
+    F32,
+    /// 64-bit float.
+    F64,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Stagnation thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagnationSpec {
+    /// Points of the loss curve over which the loss must improve: steps for
+    /// full-batch training, epoch means otherwise (so minibatch noise is averaged out).
+    #[serde(default = "stag_window")]
+    pub window: usize,
+    /// Minimum relative improvement of the loss over `window` points.
+    #[serde(default = "stag_tol")]
+    pub rel_tol: f64,
+    /// A global gradient norm below this is a vanishing gradient.
+    #[serde(default = "stag_floor")]
+    pub grad_norm_floor: f64,
+}
+
+
+impl LossKind {
+    /// Whether the loss takes `epsilon` (inside its log, or in a ratio's denominator).
+    pub fn takes_epsilon(self) -> bool {
+        matches!(self, LossKind::Bce | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio)
+    }
+
+    /// Whether the loss takes probabilities that `clamp` can keep away from 0 and 1.
+    pub fn takes_clamp(self) -> bool {
+        matches!(self, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy)
+    }
+}
+
+impl DTypeName {
+    /// Bytes per element.
+    pub fn bytes(self) -> u128 {
+        match self {
+            DTypeName::F64 => 8,
+            DTypeName::F32 => 4,
+            DTypeName::F16 | DTypeName::Bf16 => 2,
+        }
+    }
+}
+
+/// A device as written in a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceName {
+    /// The CPU.
+    Cpu,
+    /// CUDA device with this ordinal.
+    Cuda(usize),
+}
+
+impl DeviceName {
+    /// Parses `cpu`, `cuda` or `cuda:N`.
+    pub fn parse(s: &str) -> std::result::Result<DeviceName, String> {
+        match s {
+            "cpu" => Ok(DeviceName::Cpu),
+            "cuda" => Ok(DeviceName::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceName::Cuda)
+                .ok_or_else(|| format!("expected `cpu` or `cuda:N`, got `{s}`")),
+        }
+    }
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        toml::from_str("").expect("every TrainSpec field has a default")
+    }
+}
+
+impl Default for StagnationSpec {
+    fn default() -> Self {
+        StagnationSpec { window: stag_window(), rel_tol: stag_tol(), grad_norm_floor: stag_floor() }
+    }
+}
+
+impl Default for LossSpec {
+    fn default() -> Self {
+        LossSpec { kind: LossKind::Mse, delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean }
+    }
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn alpha() -> f64 {
+    0.99
+}
+fn adam_eps() -> f64 {
+    1e-8
+}
+fn cpu() -> String {
+    "cpu".to_string()
+}
+fn mem_limit() -> u64 {
+    2048
+}
+fn stag_window() -> usize {
+    20
+}
+fn stag_tol() -> f64 {
+    1e-4
+}
+fn stag_floor() -> f64 {
+    1e-7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!(DeviceName::parse("cpu"), Ok(DeviceName::Cpu));
+        assert_eq!(DeviceName::parse("cuda:1"), Ok(DeviceName::Cuda(1)));
+        assert!(DeviceName::parse("cuda:x").is_err());
+    }
+}

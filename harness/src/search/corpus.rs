@@ -1,0 +1,139 @@
+//! What a campaign keeps on disk: the ranked corpus of mutants, the findings,
+//! and the next candidate index, each written atomically so a killed run
+//! resumes with nothing lost; and merging the findings of sharded campaigns.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::finding::Finding;
+use super::mutation::Mutation;
+use crate::error::{Error, Result};
+
+/// A scored mutant kept for the guided engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mutant {
+    /// Its mutations.
+    pub mutations: Vec<Mutation>,
+    /// Its instability score.
+    pub score: f64,
+}
+
+/// A campaign's saved state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Next candidate counter (within this shard).
+    pub next: u64,
+    /// Runs made so far.
+    pub runs: u64,
+    /// The best-scored mutants.
+    pub corpus: Vec<Mutant>,
+    /// Findings so far.
+    pub findings: Vec<Finding>,
+}
+
+const STATE: &str = "state.json";
+
+impl State {
+    /// Loads a saved state (empty if the directory has none).
+    pub fn load(dir: &Path) -> Result<State> {
+        let p = dir.join(STATE);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => {
+                let mut st: State = serde_json::from_str(&text).map_err(|source| Error::Json { path: p, what: "corrupt campaign state", source })?;
+                st.corpus.retain(|m| !m.mutations.is_empty());
+                Ok(st)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Error::io(p, e)),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(STATE);
+        let json = serde_json::to_vec(self).map_err(|source| Error::Json { path: path.clone(), what: "campaign state", source })?;
+        crate::atomic::write(&path, &json)
+    }
+}
+
+/// Writes findings as JSON lines, atomically.
+pub fn write_findings(path: &Path, findings: &[Finding]) -> Result<()> {
+    let mut text = String::new();
+    for f in findings {
+        text += &serde_json::to_string(f).map_err(|source| Error::Json { path: path.to_path_buf(), what: "findings", source })?;
+        text.push('\n');
+    }
+    crate::atomic::write(path, text.as_bytes())
+}
+
+/// Reads a `findings.jsonl`.
+pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).map_err(|source| Error::Json { path: path.to_path_buf(), what: "not a nanhunt findings file", source }))
+        .collect()
+}
+
+/// Merges findings from several campaign outputs: one per signature, counts summed, earliest kept.
+pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for f in all {
+        match out.iter_mut().find(|g| g.signature == f.signature && g.scenario == f.scenario) {
+            Some(g) => {
+                g.count += f.count;
+                if f.seconds_to_find < g.seconds_to_find {
+                    let count = g.count;
+                    *g = Finding { count, ..f };
+                }
+            }
+            None => out.push(f),
+        }
+    }
+    out.sort_by(|a, b| (&a.scenario, &a.signature).cmp(&(&b.scenario, &b.signature)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Kind, Location};
+    use crate::scenario::Phase;
+
+    fn finding(sig: &str, count: usize, secs: f64) -> Finding {
+        Finding {
+            scenario: "s".into(),
+            signature: sig.into(),
+            location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0 },
+            mutations: vec![],
+            found: vec![],
+            thresholds: vec![],
+            count,
+            runs_to_find: 1,
+            seconds_to_find: secs,
+            seconds_to_shrink: 0.0,
+            shrink_runs: 0,
+            rows: None,
+            report: None,
+        }
+    }
+
+    #[test]
+    fn merge_dedups_by_signature_and_sums_counts() {
+        let m = merge(vec![finding("b", 2, 5.0), finding("a", 1, 1.0), finding("b", 3, 2.0)]);
+        assert_eq!(m.iter().map(|f| (f.signature.as_str(), f.count, f.seconds_to_find)).collect::<Vec<_>>(), [("a", 1, 1.0), ("b", 5, 2.0)]);
+    }
+
+    #[test]
+    fn state_round_trips_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(State::load(dir.path()).unwrap(), State::default());
+        let s = State { next: 7, runs: 9, corpus: vec![Mutant { mutations: vec![Mutation::Lr { value: 0.5 }], score: 0.3 }], findings: vec![finding("a", 1, 1.0)] };
+        s.save(dir.path()).unwrap();
+        assert_eq!(State::load(dir.path()).unwrap(), s);
+        let p = dir.path().join("f.jsonl");
+        write_findings(&p, &s.findings).unwrap();
+        assert_eq!(read_findings(&p).unwrap(), s.findings);
+    }
+}

@@ -1,0 +1,152 @@
+//! The two engines, which only produce candidates: `property` draws each
+//! candidate afresh from the space's proptest strategy (uniform random search)
+//! and shrinks a failure with proptest's own shrinking; `guided` first screens
+//! every knob alone at the unstable corners of its range, then mostly mutates
+//! the best-scored mutants of a ranked corpus. A candidate's random draws
+//! depend only on the campaign seed and its global index.
+
+use proptest::strategy::{BoxedStrategy, Strategy, ValueTree};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{HuntOptions, Shared};
+use crate::run::{run, Outcome};
+use crate::scenario::Scenario;
+use crate::search::corpus::Mutant;
+use crate::search::finding::{fnv1a, Target};
+use crate::search::mutation::{mutate, Mutation, Scale};
+use crate::search::space::{draw, seeded_runner, Space};
+use std::sync::atomic::Ordering;
+
+/// Which engine produces candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// Score-guided mutation of a ranked corpus.
+    #[default]
+    Guided,
+    /// Independent proptest draws from the space, shrunk by proptest first (the baseline).
+    Property,
+}
+
+/// Most mutants the guided engine's corpus keeps.
+const CORPUS_SIZE: usize = 64;
+
+/// A proptest value tree of a candidate, kept for shrinking.
+pub(super) type Tree = Box<dyn ValueTree<Value = Vec<Mutation>>>;
+
+/// Proptest's own shrinking of a failing draw: simplify while it keeps failing, bounded.
+pub(super) fn proptest_shrink(base: &Scenario, target: Target, tree: &mut Tree, mut best: Vec<Mutation>, mut outcome: Outcome, shared: &Shared) -> (Vec<Mutation>, Outcome) {
+    let mut budget = 32;
+    let fails = |c: &[Mutation]| {
+        shared.runs.fetch_add(1, Ordering::Relaxed);
+        mutate(base, c).map(|s| run(&s)).filter(|o| target.hits(o))
+    };
+    while budget > 0 && tree.simplify() {
+        budget -= 1;
+        match fails(&tree.current()) {
+            Some(o) => (best, outcome) = (tree.current(), o),
+            None => {
+                // Too simple: step back until it fails again.
+                while budget > 0 && tree.complicate() {
+                    budget -= 1;
+                    if let Some(o) = fails(&tree.current()) {
+                        (best, outcome) = (tree.current(), o);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    (best, outcome)
+}
+
+/// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
+pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]), shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
+    let seed = fnv1a(format!("{}:{index}", opts.seed).as_bytes());
+    let mut runner = seeded_runner(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let parent = match opts.engine {
+        Engine::Property => {
+            let tree = strategy.new_tree(&mut runner).expect("strategies here never reject");
+            return (tree.current(), Some(tree));
+        }
+        Engine::Guided => {
+            if let Some(c) = usize::try_from(index).ok().and_then(|i| corners.get(i)) {
+                return (c.clone(), None);
+            }
+            let st = shared.state.lock().expect("state lock");
+            // Explore one time in five, else a tournament of two among the best mutants.
+            (!st.corpus.is_empty() && rng.random_range(0..5) != 0).then(|| {
+                let a = &st.corpus[rng.random_range(0..st.corpus.len())];
+                let b = &st.corpus[rng.random_range(0..st.corpus.len())];
+                if a.score >= b.score { a.mutations.clone() } else { b.mutations.clone() }
+            })
+        }
+    };
+    let Some(mut muts) = parent.filter(|m| !m.is_empty()) else { return (draw(strategy, &mut runner), None) };
+    match rng.random_range(0..4) {
+        // Push a numeric knob further: ×10^U(0, 1) on a log scale, or a step on a linear one.
+        0 | 1 => {
+            let i = rng.random_range(0..muts.len());
+            if let Some((v, scale)) = muts[i].numeric() {
+                let f = 10f64.powf(rng.random_range(0.0..1.0));
+                let up = rng.random_range(0..4) != 0;
+                let nv = match scale {
+                    Scale::Log | Scale::Integer => if up { v * f } else { v / f },
+                    Scale::Linear => v + if up { f } else { -f } * v.abs().max(1.0),
+                };
+                muts[i] = space.clamp(muts[i].with_value(nv));
+            } else {
+                muts.push(draw(one, &mut runner));
+            }
+        }
+        2 => muts.push(draw(one, &mut runner)),
+        _ if muts.len() > 1 => {
+            muts.remove(rng.random_range(0..muts.len()));
+        }
+        _ => muts = draw(strategy, &mut runner),
+    }
+    (muts, None)
+}
+
+/// Keeps a finite mutant in the ranked corpus (best scores first, at most `CORPUS_SIZE`).
+pub(super) fn remember(shared: &Shared, m: Mutant) {
+    {
+        let mut best = shared.best.lock().expect("best lock");
+        *best = best.max(m.score);
+    }
+    let mut st = shared.state.lock().expect("state lock");
+    if st.corpus.iter().any(|c| c.mutations == m.mutations) {
+        return;
+    }
+    st.corpus.push(m);
+    st.corpus.sort_by(|a, b| b.score.total_cmp(&a.score));
+    st.corpus.truncate(CORPUS_SIZE);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::corpus::State;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
+
+    #[test]
+    fn candidates_depend_only_on_seed_and_index() {
+        let base = crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap();
+        let space = Space::of(&base);
+        let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
+        let shared = Shared { state: Mutex::new(State::default()), next: AtomicU64::new(0), runs: AtomicU64::new(0), errors: AtomicU64::new(0), best: Mutex::new(0.0), seen: Mutex::new(vec![]) };
+        let opts = HuntOptions { engine: Engine::Property, seed: 9, ..HuntOptions::default() };
+        let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
+        let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
+        assert_eq!(a, b);
+        assert!(a.windows(2).any(|w| w[0] != w[1]), "different indices draw different candidates");
+        // The guided engine starts with the corner sweep, one knob at a time.
+        let guided = HuntOptions { engine: Engine::Guided, ..opts };
+        for (i, c) in corners.iter().enumerate() {
+            assert_eq!(&generate(&guided, i as u64, &space, (&strategy, &one, &corners), &shared).0, c);
+            assert_eq!(c.len(), 1);
+        }
+    }
+}

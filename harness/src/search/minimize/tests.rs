@@ -1,0 +1,72 @@
+//! The minimizer on scenarios whose minimal form is known in closed form.
+
+use super::*;
+use crate::scenario::{from_str, Knob};
+
+/// One step of linear regression with weights fixed at 1 and targets 0 under MAE, so each
+/// row's error is its feature sum. A "hot" row has |error| 1.8e38: one is finite in f32, but
+/// two overflow the sum inside the mean (f32 max ≈ 3.4e38). The flip needs any two hot rows.
+fn two_hot_rows() -> Scenario {
+    let mut rows = ["[0.5, 0.5]"; 12];
+    for i in [2, 6, 9] {
+        rows[i] = "[1.8e38, 0.0]";
+    }
+    from_str(
+        &format!(
+            "name = \"hot\"\n[data]\ninputs = {{ kind = \"values\", rows = [{}] }}\ntargets = {{ kind = \"values\", values = [{}] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mae\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01",
+            rows.join(", "),
+            ["0.0"; 12].join(", ")
+        ),
+        "hot.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn ddmin_returns_a_one_minimal_row_set() {
+    let base = two_hot_rows();
+    let mut m = Minimizer::new(&base, Target::Nonfinite, None);
+    let min = m.minimize(&[]).expect("the base flips");
+    assert_eq!(min.rows, Some((12, 2)), "two hot rows are needed and enough");
+    assert_eq!(min.features, Some((2, 1)), "the second feature does not matter");
+    let InputSpec::Values { rows } = &min.repro.data.inputs else { panic!("materialized") };
+    assert!(rows.iter().all(|r| r == &vec![1.8e38]), "{rows:?}");
+    // 1-minimal, checked by running: removing any one row un-flips it.
+    for drop in 0..rows.len() {
+        let keep: Vec<usize> = (0..rows.len()).filter(|r| *r != drop).collect();
+        assert!(!Target::Nonfinite.hits(&run(&select_rows(&min.repro, &keep))));
+    }
+    // And the schedule is cut to the first non-finite step.
+    assert_eq!((min.repro.train.epochs, min.repro.train.max_steps), (1, Some(1)));
+    assert!(Target::Nonfinite.hits(&run(&min.repro)));
+}
+
+#[test]
+fn unneeded_mutations_are_dropped_and_lr_bisected_to_its_threshold() {
+    // Seed 002 ex1 standardized is finite at lr 0.01; a large lr (plus an irrelevant dtype
+    // change and more epochs) flips it. Only lr is needed; its threshold is bisected.
+    let base = crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd_fix_standardize.toml"))).unwrap();
+    let candidate = [Mutation::Epochs { value: 40 }, Mutation::Lr { value: 50.0 }, Mutation::ClipNorm { value: None }];
+    let mut m = Minimizer::new(&base, Target::Nonfinite, None);
+    let min = m.minimize(&candidate).expect("flips");
+    let knobs: Vec<Knob> = min.mutations.iter().map(Mutation::knob).collect();
+    assert!(knobs.contains(&Knob::Lr) && !knobs.contains(&Knob::ClipNorm), "{knobs:?}");
+    let t = min.thresholds.iter().find(|t| t.knob == Knob::Lr).expect("lr threshold");
+    assert!(t.flips_at > t.stays_finite_at && t.flips_at / t.stays_finite_at < 1.002, "{t:?}");
+    // 3 significant digits.
+    let digits = t.flips_at / 10f64.powi(t.flips_at.log10().floor() as i32 - 2);
+    assert!((digits - digits.round()).abs() < 1e-6, "{}", t.flips_at);
+    // Checked independently: at the threshold it flips, just below it stays finite.
+    let at = |v: f64| {
+        let muts: Vec<Mutation> = min.mutations.iter().map(|m| if m.knob() == Knob::Lr { m.with_value(v) } else { m.clone() }).collect();
+        Target::Nonfinite.hits(&run(&mutate(&base, &muts).unwrap()))
+    };
+    assert!(at(t.flips_at) && !at(t.stays_finite_at));
+}
+
+#[test]
+fn rounding_goes_away_from_the_base() {
+    assert_eq!(round3_away(0.037213, 0.01), 0.0373);
+    assert_eq!(round3_away(0.037213, 0.1), 0.0372);
+    assert_eq!(round3_away(12345.0, 1.0), 12400.0);
+}

@@ -1,0 +1,26 @@
+//! Search, the third stage of the dataflow: engines that produce scenarios
+//! from a base and shrink the ones that flip. They never look inside a run;
+//! they only read its [`crate::run::Outcome`].
+//!
+//! As proptest keeps `Strategy`, `ValueTree` and `TestRunner` apart, here
+//! generation (`space`: proptest strategies over typed [`Mutation`]s), running
+//! ([`crate::run::run`]) and shrinking ([`Minimizer`]) are separate. The same
+//! [`Mutation`] type feeds the strategies, the hunt's engines and the cargo-fuzz
+//! targets ([`fuzzing`]). A campaign ([`hunt`]) keeps its state in a corpus
+//! on disk and names each finding by a stable [`signature`].
+
+mod corpus;
+mod finding;
+pub mod fuzzing;
+mod hunt;
+mod minimize;
+mod mutation;
+mod score;
+mod space;
+
+pub use corpus::{merge, read_findings, write_findings};
+pub use finding::{signature, Finding, Target, Threshold};
+pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter};
+pub use minimize::{Minimal, Minimizer};
+pub use mutation::{describe, mutate, Mutation, Scale};
+pub(crate) use space::neighbourhood;

@@ -1,0 +1,365 @@
+//! Mutations: the typed moves every search engine makes on a scenario.
+//!
+//! A [`Mutation`] sets one [`Knob`] (learning rate, a scale, the dtype, an
+//! injection, ...). The proptest strategies in `space` produce them,
+//! the fuzz targets build them from raw bytes through `arbitrary`, and the
+//! minimizer moves their values back towards the base. Applying a mutation
+//! never panics: it either changes the scenario or reports that the knob does
+//! not apply; values out of range are caught by validation afterwards.
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::*;
+
+/// One change to one knob of a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[serde(tag = "knob")]
+pub enum Mutation {
+    /// Set `optimizer.lr`.
+    #[serde(rename = "optimizer.lr")]
+    Lr {
+        /// New learning rate.
+        value: f64,
+    },
+    /// Set `model.init_scale`.
+    #[serde(rename = "model.init_scale")]
+    InitScale {
+        /// New scale of the initial weights.
+        value: f64,
+    },
+    /// Multiply one input feature (or every feature) by a factor.
+    #[serde(rename = "data.scale")]
+    InputScale {
+        /// Feature index, or all features.
+        feature: Option<u16>,
+        /// Factor relative to the base scale.
+        value: f64,
+    },
+    /// Set the mean of synthetic inputs (the centre, for uniform inputs).
+    #[serde(rename = "data.inputs.mean")]
+    InputMean {
+        /// New mean.
+        value: f64,
+    },
+    /// Set the spread of synthetic inputs (std; uniform inputs keep the same std).
+    #[serde(rename = "data.inputs.std")]
+    InputStd {
+        /// New standard deviation.
+        value: f64,
+    },
+    /// Set `data.target_scale`.
+    #[serde(rename = "data.target_scale")]
+    TargetScale {
+        /// New target multiplier.
+        value: f64,
+    },
+    /// Set `train.batch_size`.
+    #[serde(rename = "train.batch_size")]
+    BatchSize {
+        /// New batch size.
+        value: u32,
+    },
+    /// Set `train.epochs`.
+    #[serde(rename = "train.epochs")]
+    Epochs {
+        /// New number of epochs.
+        value: u32,
+    },
+    /// Add an injection of a fraction of one split's input cells.
+    #[serde(rename = "data.inject")]
+    Inject {
+        /// What to write.
+        what: InjectValue,
+        /// Which split.
+        split: SplitSel,
+        /// Fraction of cells.
+        value: f64,
+    },
+    /// Set `train.dtype`.
+    #[serde(rename = "train.dtype")]
+    Dtype {
+        /// New dtype.
+        value: DTypeName,
+    },
+    /// Set `optimizer.kind`.
+    #[serde(rename = "optimizer.kind")]
+    Optimizer {
+        /// New update rule.
+        value: OptimizerKind,
+    },
+    /// Set or remove `optimizer.clip_grad_norm`.
+    #[serde(rename = "optimizer.clip_grad_norm")]
+    ClipNorm {
+        /// New clipping norm, or none.
+        value: Option<f64>,
+    },
+    /// Set or remove `loss.epsilon`.
+    #[serde(rename = "loss.epsilon")]
+    LossEpsilon {
+        /// New epsilon, or none.
+        value: Option<f64>,
+    },
+    /// Set or remove `loss.clamp`.
+    #[serde(rename = "loss.clamp")]
+    LossClamp {
+        /// New clamp, or none.
+        value: Option<f64>,
+    },
+}
+
+/// How a numeric knob is searched and bisected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Multiplicative (bisect on a log scale).
+    Log,
+    /// Additive.
+    Linear,
+    /// Whole numbers.
+    Integer,
+}
+
+impl Mutation {
+    /// The knob this mutation sets.
+    pub fn knob(&self) -> Knob {
+        match self {
+            Mutation::Lr { .. } => Knob::Lr,
+            Mutation::InitScale { .. } => Knob::InitScale,
+            Mutation::InputScale { .. } => Knob::InputScale,
+            Mutation::InputMean { .. } => Knob::InputMean,
+            Mutation::InputStd { .. } => Knob::InputStd,
+            Mutation::TargetScale { .. } => Knob::TargetScale,
+            Mutation::BatchSize { .. } => Knob::BatchSize,
+            Mutation::Epochs { .. } => Knob::Epochs,
+            Mutation::Inject { .. } => Knob::Inject,
+            Mutation::Dtype { .. } => Knob::Dtype,
+            Mutation::Optimizer { .. } => Knob::Optimizer,
+            Mutation::ClipNorm { .. } => Knob::ClipNorm,
+            Mutation::LossEpsilon { .. } => Knob::LossEpsilon,
+            Mutation::LossClamp { .. } => Knob::LossClamp,
+        }
+    }
+
+    /// The numeric value and its scale, for numeric knobs.
+    pub fn numeric(&self) -> Option<(f64, Scale)> {
+        match *self {
+            Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => Some((value, Scale::Log)),
+            Mutation::InputScale { value, .. } | Mutation::InputStd { value } => Some((value, Scale::Log)),
+            Mutation::Inject { value, .. } => Some((value, Scale::Log)),
+            Mutation::InputMean { value } => Some((value, Scale::Linear)),
+            Mutation::BatchSize { value } | Mutation::Epochs { value } => Some((f64::from(value), Scale::Integer)),
+            Mutation::ClipNorm { value: Some(v) } | Mutation::LossEpsilon { value: Some(v) } | Mutation::LossClamp { value: Some(v) } => Some((v, Scale::Log)),
+            _ => None,
+        }
+    }
+
+    /// The same mutation with a new numeric value (integers are rounded).
+    pub fn with_value(&self, v: f64) -> Mutation {
+        let mut m = self.clone();
+        let int = v.round().clamp(1.0, f64::from(u32::MAX)) as u32;
+        match &mut m {
+            Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => *value = v,
+            Mutation::InputScale { value, .. } | Mutation::InputStd { value } | Mutation::InputMean { value } => *value = v,
+            Mutation::Inject { value, .. } => *value = v,
+            Mutation::BatchSize { value } | Mutation::Epochs { value } => *value = int,
+            Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value } => *value = Some(v),
+            Mutation::Dtype { .. } | Mutation::Optimizer { .. } => {}
+        }
+        m
+    }
+
+    /// The knob's value in the base scenario, where the minimizer bisects back to.
+    pub fn base_value(&self, base: &Scenario) -> Option<f64> {
+        Some(match self {
+            Mutation::Lr { .. } => base.optimizer.lr,
+            Mutation::InitScale { .. } => base.model.init_scale,
+            Mutation::InputScale { .. } => 1.0,
+            Mutation::InputMean { .. } => match base.data.inputs {
+                InputSpec::Normal { mean, .. } => mean,
+                InputSpec::Uniform { low, high } => (low + high) / 2.0,
+                _ => return None,
+            },
+            Mutation::InputStd { .. } => match base.data.inputs {
+                InputSpec::Normal { std, .. } => std,
+                InputSpec::Uniform { low, high } => (high - low) / 12f64.sqrt(),
+                _ => return None,
+            },
+            Mutation::TargetScale { .. } => base.data.target_scale,
+            Mutation::BatchSize { .. } => base.train.batch_size.or(rows(base))? as f64,
+            Mutation::Epochs { .. } => base.train.epochs as f64,
+            Mutation::ClipNorm { .. } => base.optimizer.clip_grad_norm?,
+            Mutation::LossEpsilon { .. } => base.loss.epsilon?,
+            Mutation::LossClamp { .. } => base.loss.clamp?,
+            // An injection's base is "none": bisect its fraction towards zero.
+            Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } => return None,
+        })
+    }
+
+    /// Applies the mutation; returns false (and leaves `s` alone) where the knob does not apply.
+    pub fn apply(&self, s: &mut Scenario) -> bool {
+        if !self.knob().applies(s) {
+            return false;
+        }
+        match *self {
+            Mutation::Lr { value } => s.optimizer.lr = value,
+            Mutation::InitScale { value } => s.model.init_scale = value,
+            Mutation::InputScale { feature, value } => {
+                let Some(features) = input_shape(&s.data).map(|i| i.features) else { return false };
+                if feature.is_some_and(|f| usize::from(f) >= features) {
+                    return false;
+                }
+                if s.data.scale.len() != features {
+                    s.data.scale = vec![1.0; features];
+                }
+                for (i, sc) in s.data.scale.iter_mut().enumerate() {
+                    if feature.is_none_or(|f| usize::from(f) == i) {
+                        *sc *= value;
+                    }
+                }
+            }
+            Mutation::InputMean { value } => match &mut s.data.inputs {
+                InputSpec::Normal { mean, .. } => *mean = value,
+                InputSpec::Uniform { low, high } => {
+                    let half = (*high - *low) / 2.0;
+                    (*low, *high) = (value - half, value + half);
+                }
+                _ => return false,
+            },
+            Mutation::InputStd { value } => match &mut s.data.inputs {
+                InputSpec::Normal { std, .. } => *std = value,
+                InputSpec::Uniform { low, high } => {
+                    let (mid, half) = ((*low + *high) / 2.0, value * 3f64.sqrt());
+                    (*low, *high) = (mid - half, mid + half);
+                }
+                _ => return false,
+            },
+            Mutation::TargetScale { value } => s.data.target_scale = value,
+            Mutation::BatchSize { value } => s.train.batch_size = Some(value as usize),
+            Mutation::Epochs { value } => s.train.epochs = value as usize,
+            Mutation::Inject { what, split, value } => {
+                if split != SplitSel::Train && s.data.validation.is_none() {
+                    return false;
+                }
+                s.data.inject.push(Injection {
+                    value: what,
+                    split,
+                    into: InjectInto::Inputs,
+                    fraction: Some(value),
+                    rows: vec![],
+                    columns: vec![],
+                    magnitude: 1e6,
+                });
+            }
+            Mutation::Dtype { value } => s.train.dtype = value,
+            Mutation::Optimizer { value } => s.optimizer.kind = value,
+            Mutation::ClipNorm { value } => s.optimizer.clip_grad_norm = value,
+            Mutation::LossEpsilon { value } => s.loss.epsilon = value,
+            Mutation::LossClamp { value } => s.loss.clamp = value,
+        }
+        true
+    }
+}
+
+/// A scenario with mutations applied, if every one applies and the result validates.
+pub fn mutate(base: &Scenario, mutations: &[Mutation]) -> Option<Scenario> {
+    let mut s = base.clone();
+    for m in mutations {
+        if !m.apply(&mut s) {
+            return None;
+        }
+    }
+    validate(&s).is_empty().then_some(s)
+}
+
+impl std::fmt::Display for Mutation {
+    /// `optimizer.lr = 1.000e-2`, `data.scale[3] = 1.000e2`, `data.inject.nan.train = 1.000e-3`, `train.dtype = f16`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.knob())?;
+        match self {
+            Mutation::InputScale { feature: Some(i), .. } => write!(f, "[{i}]")?,
+            Mutation::Inject { what, split, .. } => write!(f, ".{}.{}", what.name(), split.name())?,
+            _ => {}
+        }
+        let off = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v}"));
+        match (self.numeric(), self) {
+            (Some((v, _)), _) => write!(f, " = {v:.3e}"),
+            (None, Mutation::Dtype { value }) => write!(f, " = {}", value.name()),
+            (None, Mutation::Optimizer { value }) => write!(f, " = {}", value.name()),
+            (None, Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value }) => write!(f, " = {}", off(*value)),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+/// `optimizer.lr = 1.000e-2, train.dtype = f16`: a candidate in a line.
+pub fn describe(muts: &[Mutation]) -> String {
+    muts.iter().map(Mutation::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Scenario {
+        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap()
+    }
+
+    #[test]
+    fn knobs_apply_and_report_their_base() {
+        let b = base();
+        let m = Mutation::Lr { value: 0.5 };
+        let s = mutate(&b, std::slice::from_ref(&m)).unwrap();
+        assert_eq!((s.optimizer.lr, m.base_value(&b)), (0.5, Some(1e-3)));
+        let s = mutate(&b, &[Mutation::InputScale { feature: Some(3), value: 100.0 }]).unwrap();
+        assert_eq!(s.data.scale, vec![1.0, 1.0, 1.0, 100.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(Mutation::InputScale { feature: Some(3), value: 2.0 }.knob(), Knob::InputScale);
+        assert_eq!(Mutation::InputScale { feature: Some(3), value: 2.0 }.to_string(), "data.scale[3] = 2.000e0");
+        assert_eq!(Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Train, value: 0.1 }.to_string(), "data.inject.nan.train = 1.000e-1");
+        assert_eq!(describe(&[Mutation::Dtype { value: DTypeName::F16 }, Mutation::ClipNorm { value: None }]), "train.dtype = f16, optimizer.clip_grad_norm = null");
+    }
+
+    #[test]
+    fn inapplicable_or_invalid_mutations_are_refused() {
+        let b = base();
+        assert!(mutate(&b, &[Mutation::InputScale { feature: Some(99), value: 2.0 }]).is_none(), "no feature 99");
+        assert!(mutate(&b, &[Mutation::Lr { value: -1.0 }]).is_none(), "negative lr fails validation");
+        assert!(mutate(&b, &[Mutation::Lr { value: f64::NAN }]).is_none());
+        assert!(mutate(&b, &[Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Validation, value: 0.1 }]).is_none(), "no validation split");
+    }
+
+    #[test]
+    fn serde_tags_are_knob_names() {
+        let all = [
+            Mutation::Lr { value: 1.0 },
+            Mutation::InitScale { value: 1.0 },
+            Mutation::InputScale { feature: None, value: 1.0 },
+            Mutation::InputMean { value: 1.0 },
+            Mutation::InputStd { value: 1.0 },
+            Mutation::TargetScale { value: 1.0 },
+            Mutation::BatchSize { value: 1 },
+            Mutation::Epochs { value: 1 },
+            Mutation::Inject { what: InjectValue::Zero, split: SplitSel::Train, value: 0.1 },
+            Mutation::Dtype { value: DTypeName::F16 },
+            Mutation::Optimizer { value: OptimizerKind::Adam },
+            Mutation::ClipNorm { value: None },
+            Mutation::LossEpsilon { value: None },
+            Mutation::LossClamp { value: None },
+        ];
+        for m in all {
+            let json = serde_json::to_value(&m).unwrap();
+            assert_eq!(json["knob"].as_str(), Some(m.knob().name()), "{json}");
+            assert_eq!(serde_json::from_value::<Mutation>(json).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        use arbitrary::{Arbitrary, Unstructured};
+        let b = base();
+        for seed in 0..500u32 {
+            let bytes: Vec<u8> = (0..64).map(|i| (seed.wrapping_mul(2654435761).rotate_left(i) & 0xff) as u8).collect();
+            if let Ok(ms) = Vec::<Mutation>::arbitrary(&mut Unstructured::new(&bytes)) {
+                let _ = mutate(&b, &ms);
+            }
+        }
+    }
+}
