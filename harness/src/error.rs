@@ -41,6 +41,20 @@ pub enum Error {
         /// The limit in force.
         limit_mb: u64,
     },
+    /// A file is over the size read for its kind; nothing was read.
+    #[error("{path}: refused: {what} of {bytes} bytes is over the limit of {limit} bytes; {hint}")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What the file is, e.g. `a scenario file`.
+        what: String,
+        /// Its size.
+        bytes: u64,
+        /// The limit in force.
+        limit: u64,
+        /// How to get past the limit.
+        hint: String,
+    },
     /// A CUDA device was asked for in a build without the `cuda` feature.
     #[error("device `{0}` needs CUDA, but nanhunt was not compiled with CUDA: rebuild with `cargo build --release -p nanhunt --features cuda`")]
     CudaNotCompiled(String),

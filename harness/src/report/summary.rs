@@ -189,8 +189,7 @@ mod tests {
 
     #[test]
     fn changes_name_the_differing_keys() {
-        let p = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml"));
-        let base = crate::scenario::load(p).unwrap();
+        let base = crate::scenario::seed("s002_ex1_linreg_sgd");
         let mut repro = base.clone();
         repro.optimizer.lr = 0.5;
         repro.train.dtype = crate::scenario::DTypeName::F16;

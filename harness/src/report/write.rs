@@ -130,8 +130,7 @@ impl Reporter for Reports {
 mod tests {
     #[test]
     fn every_seed_scenario_round_trips_through_repro_toml() {
-        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds"));
-        for e in std::fs::read_dir(dir).unwrap() {
+        for e in std::fs::read_dir(crate::scenario::seeds_dir()).unwrap() {
             let p = e.unwrap().path();
             let mut s = crate::scenario::load(&p).unwrap();
             s.dir = None;

@@ -50,7 +50,7 @@ fn validation_phase_while_training_stays_finite() {
 #[test]
 fn data_that_overflows_the_dtype_is_caught_as_data() {
     // Seed 002 ex1's 1e5 features are finite in f64 but exceed f16's largest value, 65504.
-    let mut s = crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml"))).unwrap();
+    let mut s = crate::scenario::seed("s002_ex1_linreg_sgd");
     s.train.dtype = crate::scenario::DTypeName::F16;
     let f = run(&s).first_nonfinite.unwrap();
     assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (0, Phase::Data, "data.train.inputs", Kind::PosInf));

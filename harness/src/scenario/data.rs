@@ -292,8 +292,8 @@ pub enum Preprocess {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         columns: Vec<usize>,
     },
-    /// Drop every row with a non-finite input or target.
-    DropNonfinite,
+    /// Drop every row with a non-finite input or target. (A struct variant, so an unknown key such as `columns` is an error.)
+    DropNonfinite {},
 }
 
 

@@ -5,18 +5,89 @@
 //! that parse but cannot run live in `validate`. This module joins them and
 //! turns byte spans into lines and columns, adding "did you mean" hints.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{validate, Problem, Scenario};
+use super::{validate, InputSpec, Problem, Scenario};
 use crate::error::{Error, Result};
 
-/// Reads, parses and validates a scenario file.
+/// Limits on what loading reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Largest scenario file read, in bytes. Parsing costs about 30× the file's
+    /// size in memory, so large data belongs in a CSV file.
+    pub max_bytes: u64,
+    /// Let a CSV path point outside the scenario's folder.
+    pub allow_outside_paths: bool,
+}
+
+/// Default largest scenario file: 16 MiB.
+pub const DEFAULT_MAX_SCENARIO_BYTES: u64 = 16 << 20;
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { max_bytes: DEFAULT_MAX_SCENARIO_BYTES, allow_outside_paths: false }
+    }
+}
+
+/// Reads, parses and validates a scenario file with the default limits.
 pub fn load(path: &Path) -> Result<Scenario> {
-    let src = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut scenario = parse_str(&src, &path.display().to_string())?;
+    load_with(path, &LoadOptions::default())
+}
+
+/// Reads, parses and validates a scenario file. Only a regular file within
+/// `opts.max_bytes` is read (a FIFO or device would block or never end).
+pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Scenario> {
+    let bytes = read_regular(path, opts.max_bytes, "a scenario file", "write large data as a CSV file (`inputs = { kind = \"csv\", ... }`), or raise the limit with `--max-scenario-mb`")?;
+    let origin = path.display().to_string();
+    let src = String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+        let (line, col) = line_col(&text, valid);
+        Error::Parse { path: origin.clone(), line, col, message: "this is not UTF-8 text: a scenario is a TOML file".into() }
+    })?;
+    let mut scenario = parse_str(&src, &origin)?;
     scenario.dir = path.parent().map(Path::to_path_buf);
-    check(&scenario, &src, &path.display().to_string())?;
+    check(&scenario, &src, &origin)?;
+    if let InputSpec::Csv { path: csv, .. } = &scenario.data.inputs {
+        let dir = scenario.dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+        if let Err(message) = inside(&dir, csv, opts.allow_outside_paths) {
+            let location = locate_key(&src, "data.inputs").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
+            return Err(Error::Invalid { location, key: "data.inputs".into(), message });
+        }
+    }
     Ok(scenario)
+}
+
+/// Reads a file that must be a regular file of at most `max` bytes.
+pub(crate) fn read_regular(path: &Path, max: u64, what: &str, hint: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::io(path, std::io::Error::other(format!("{what} must be a regular file, not a directory, pipe or device"))));
+    }
+    if meta.len() > max {
+        return Err(Error::FileTooLarge { path: path.to_path_buf(), what: what.to_string(), bytes: meta.len(), limit: max, hint: hint.to_string() });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    use std::io::Read;
+    std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::FileTooLarge { path: path.to_path_buf(), what: what.to_string(), bytes: bytes.len() as u64, limit: max, hint: hint.to_string() });
+    }
+    Ok(bytes)
+}
+
+/// Checks that `file`, relative to `dir`, is a regular file inside `dir` (unless `outside` allows any).
+fn inside(dir: &Path, file: &str, outside: bool) -> std::result::Result<(), String> {
+    let full = dir.join(file);
+    let real = full.canonicalize().map_err(|e| format!("cannot open the CSV file `{}`: {e}", full.display()))?;
+    if !real.is_file() {
+        return Err(format!("the CSV path `{file}` is not a regular file"));
+    }
+    let home = dir.canonicalize().map_err(|e| format!("cannot open the scenario's folder `{}`: {e}", dir.display()))?;
+    if !outside && !real.starts_with(&home) {
+        return Err(format!("the CSV path `{file}` leads outside the scenario's folder; move the file beside the scenario, or pass `--allow-outside-paths`"));
+    }
+    Ok(())
 }
 
 /// Parses scenario text; `origin` names it in errors. Does not validate values.
@@ -59,39 +130,46 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Finds where a dotted key such as `optimizer.lr` or `model.layers.2` is written.
+/// Finds where a dotted key such as `optimizer.lr`, `model.layers.2` or
+/// `data.preprocess.1.min` is written.
 ///
-/// A best-effort text search: the table header (`[optimizer]`), then the key
-/// within it. Array indices point at the n-th inline table of the array.
+/// A best-effort text search: the deepest table header (`[optimizer]`) or
+/// array-of-tables entry (the second `[[data.preprocess]]`) the key starts
+/// with, then the key within it. Where the key itself is not written (a value
+/// inside an inline table), the nearest enclosing line found is given.
 pub(crate) fn locate_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
     let parts: Vec<&str> = dotted.split('.').collect();
     let lines: Vec<&str> = src.lines().collect();
-    // Find the deepest table header that is a prefix of the key.
+    let col = |l: &str| l.len() - l.trim_start().len() + 1;
     let mut start = 0;
     let mut consumed = 0;
-    for depth in (1..parts.len()).rev() {
-        let header = format!("[{}]", parts[..depth].join("."));
-        if let Some(i) = lines.iter().position(|l| l.trim_start().starts_with(&header)) {
-            start = i + 1;
-            consumed = depth;
-            break;
-        }
-    }
-    let key = parts.get(consumed)?;
-    for (i, l) in lines.iter().enumerate().skip(start) {
-        let t = l.trim_start();
-        if consumed > 0 && t.starts_with('[') {
-            break;
-        }
-        let rest = t.strip_prefix(key).map(str::trim_start);
-        if let Some(rest) = rest {
-            if rest.starts_with('=') {
-                let col = l.len() - t.len() + 1;
-                return Some((i + 1, col));
+    let mut found = None;
+    for depth in (1..=parts.len()).rev() {
+        let name = parts[..depth].join(".");
+        if let Some(index) = parts.get(depth).and_then(|p| p.parse::<usize>().ok()) {
+            let entries: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.trim() == format!("[[{name}]]")).map(|(i, _)| i).collect();
+            if let Some(&h) = entries.get(index) {
+                (start, consumed, found) = (h + 1, depth + 1, Some((h + 1, col(lines[h]))));
+                break;
             }
         }
+        let header = format!("[{name}]");
+        if let Some(h) = lines.iter().position(|l| l.trim_start().starts_with(&header)) {
+            (start, consumed, found) = (h + 1, depth, Some((h + 1, col(lines[h]))));
+            break;
+        }
     }
-    None
+    let Some(key) = parts.get(consumed) else { return found };
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if t.strip_prefix(key).map(str::trim_start).is_some_and(|rest| rest.starts_with('=')) {
+            return Some((i + 1, col(l)));
+        }
+    }
+    found
 }
 
 /// Adds "did you mean" to serde's unknown-field and unknown-variant messages.
@@ -181,6 +259,60 @@ lr = 0.1
         let src = GOOD.replace("lr = 0.1", "lr = -0.1");
         let err = from_str(&src, "f.toml").unwrap_err().to_string();
         assert!(err.starts_with("f.toml:14:1: invalid `optimizer.lr`"), "{err}");
+    }
+
+    #[test]
+    fn a_step_without_options_rejects_unknown_keys() {
+        let src = format!("{GOOD}[[data.preprocess]]\nop = \"drop_nonfinite\"\ncolumns = [0]\n");
+        let err = from_str(&src, "f.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown field `columns`"), "{err}");
+    }
+
+    #[test]
+    fn keys_in_arrays_of_tables_are_located() {
+        let src = "name = \"t\"\n[data]\nn = 1\n[[data.preprocess]]\nop = \"log\"\n[[data.preprocess]]\nop = \"clip\"\nmin = 1.0\nmax = 0.0\n[model]\nlayers = []\n";
+        assert_eq!(locate_key(src, "data.preprocess.1.min"), Some((8, 1)));
+        assert_eq!(locate_key(src, "data.preprocess.1"), Some((6, 1)), "the entry's header");
+        assert_eq!(locate_key(src, "data.preprocess.0.epsilon"), Some((4, 1)), "not written: its entry");
+        assert_eq!(locate_key(src, "name"), Some((1, 1)));
+        assert_eq!(locate_key(src, "data.n"), Some((3, 1)));
+    }
+
+    #[test]
+    fn binary_input_gets_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bin.toml");
+        std::fs::write(&p, b"name = \"t\"\nseed = \xff\xfe\n").unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(err.contains("bin.toml:2:8: this is not UTF-8 text"), "{err}");
+    }
+
+    #[test]
+    fn oversized_files_and_non_files_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.toml");
+        std::fs::write(&p, vec![b'#'; 2048]).unwrap();
+        let err = load_with(&p, &LoadOptions { max_bytes: 1024, ..LoadOptions::default() }).unwrap_err().to_string();
+        assert!(err.contains("2048 bytes") && err.contains("1024") && err.contains("CSV"), "{err}");
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("must be a regular file"), "{err}");
+    }
+
+    #[test]
+    fn csv_paths_stay_inside_the_scenario_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let sub = root.path().join("s");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(root.path().join("outside.csv"), "a,y\n1,2\n").unwrap();
+        std::fs::write(sub.join("in.csv"), "a,y\n1,2\n").unwrap();
+        let scenario = |path: &str| GOOD.replace("n = 4\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }", &format!("inputs = {{ kind = \"csv\", path = \"{path}\", targets = [\"y\"] }}"));
+        let p = sub.join("t.toml");
+        std::fs::write(&p, scenario("in.csv")).unwrap();
+        load(&p).unwrap();
+        std::fs::write(&p, scenario("../outside.csv")).unwrap();
+        let err = load(&p).unwrap_err().to_string();
+        assert!(err.contains("outside the scenario's folder") && err.contains("--allow-outside-paths"), "{err}");
+        load_with(&p, &LoadOptions { allow_outside_paths: true, ..LoadOptions::default() }).unwrap();
     }
 
     #[test]

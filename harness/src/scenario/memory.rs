@@ -88,7 +88,7 @@ mod tests {
     use crate::scenario::parse_str;
 
     fn base() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s002_ex1_linreg_sgd.toml")).unwrap()
+        crate::scenario::seed_text("s002_ex1_linreg_sgd")
     }
 
     #[test]

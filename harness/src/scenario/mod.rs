@@ -26,14 +26,15 @@ mod validate;
 pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, Phase};
 pub use knob::Knob;
-pub use load::{from_str, load, parse_str};
+pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
+pub(crate) use load::read_regular;
 pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
 pub use model::{Init, Layer, ModelSpec};
 pub use search::SearchSpec;
 pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, ParamSpec, Plan, Role};
 pub use training::{DTypeName, DeviceName, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
-pub use validate::{validate, Problem};
+pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 
 /// One training setup: data, model, loss, optimizer and schedule, plus what a check expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +86,24 @@ where
     fn name(&self) -> &'static str {
         self.into()
     }
+}
+
+/// The bundled seed scenarios' folder.
+#[cfg(test)]
+pub(crate) fn seeds_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seeds")
+}
+
+/// A bundled seed scenario's text, by file stem (for tests).
+#[cfg(test)]
+pub(crate) fn seed_text(stem: &str) -> String {
+    std::fs::read_to_string(seeds_dir().join(format!("{stem}.toml"))).expect("bundled seed scenario")
+}
+
+/// A bundled seed scenario, loaded, by file stem (for tests).
+#[cfg(test)]
+pub(crate) fn seed(stem: &str) -> Scenario {
+    load(&seeds_dir().join(format!("{stem}.toml"))).expect("bundled seed scenario is valid")
 }
 
 fn one() -> f64 {

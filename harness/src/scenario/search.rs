@@ -9,9 +9,9 @@ use super::{DTypeName, InjectValue, Knob, OptimizerKind};
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSpec {
-    /// Knob names that may move (`optimizer.lr`, `data.scale`, `train.dtype`, ...); empty means all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub knobs: Vec<Knob>,
+    /// Knob names that may move (`optimizer.lr`, `data.scale`, `train.dtype`, ...); absent means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<Vec<Knob>>,
     /// How many decades log-scaled knobs move around their base (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decades: Option<f64>,

@@ -111,7 +111,7 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
             }
             Layer::LayerNorm { eps } => {
                 if !(eps.is_finite() && *eps > 0.0) {
-                    return Err((i, "layer norm `eps` must be positive".into()));
+                    return Err((i, format!("layer norm `eps` must be a positive finite number, got {eps}")));
                 }
                 add("weight", vec![width], Role::Gain, width, width, None);
                 add("bias", vec![width], Role::Shift, width, width, None);

@@ -300,7 +300,7 @@ mod tests {
     use super::*;
 
     fn base() -> Scenario {
-        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap()
+        crate::scenario::seed("s000_ex1_bce_mlp")
     }
 
     #[test]

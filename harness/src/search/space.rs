@@ -62,7 +62,7 @@ impl Space {
         let spec = base.search.clone().unwrap_or_default();
         let decades = spec.decades.unwrap_or(3.0);
         // A knob moves if the `[search]` table lets it and it means something for this scenario.
-        let on = |k: Knob| (spec.knobs.is_empty() || spec.knobs.contains(&k)) && k.applies(base);
+        let on = |k: Knob| spec.knobs.as_ref().is_none_or(|ks| ks.contains(&k)) && k.applies(base);
         let range = |k: Knob, given: Option<[f64; 2]>, default: (f64, f64)| on(k).then(|| given.map_or(default, |[a, b]| (a, b)));
         let features = input_shape(&base.data).map(|s| s.features);
         let spread = |m: Mutation| m.base_value(base).filter(|v| *v > 0.0);
@@ -274,7 +274,7 @@ mod tests {
     use super::*;
 
     fn base() -> Scenario {
-        crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap()
+        crate::scenario::seed("s000_ex1_bce_mlp")
     }
 
     #[test]
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn search_table_limits_the_knobs() {
         let mut b = base();
-        b.search = Some(SearchSpec { knobs: vec![Knob::Lr], lr: Some([0.5, 2.0]), ..Default::default() });
+        b.search = Some(SearchSpec { knobs: Some(vec![Knob::Lr]), lr: Some([0.5, 2.0]), ..Default::default() });
         let space = Space::of(&b);
         let mut runner = seeded_runner(2);
         let strategy = space.mutation();

@@ -32,7 +32,7 @@ pub(super) fn make(
     if x.cols % seq != 0 {
         return Err(invalid(s, "data.seq_len", format!("rows of {} values do not split into {seq} steps", x.cols)));
     }
-    scale(d, &mut x, features).map_err(|m| invalid(s, "data.scale", m))?;
+    scale(d, &mut x, features).map_err(|(key, m)| invalid(s, &key, m))?;
     let y = match (csv_y, targets) {
         (Some(y), _) => y,
         (None, Some(t)) => make_targets(t, &x, rng, s.seed),
@@ -53,14 +53,19 @@ fn draw(n: Option<usize>, d: &DataSpec, rng: &mut ChaCha8Rng, mut f: impl FnMut(
     Table { rows, cols, values: (0..rows * cols).map(|_| f(rng)).collect() }
 }
 
-fn scale(d: &DataSpec, x: &mut Table, features: usize) -> std::result::Result<(), String> {
+/// Multiplies each feature by its `scale` entry and its groups' factors; an error names its key.
+fn scale(d: &DataSpec, x: &mut Table, features: usize) -> std::result::Result<(), (String, String)> {
+    if !d.scale.is_empty() && d.scale.len() != features {
+        return Err(("data.scale".into(), format!("has {} entries but there are {features} features", d.scale.len())));
+    }
     let mut factor = vec![1.0; features];
     for (f, s) in factor.iter_mut().zip(&d.scale) {
         *f *= s;
     }
-    for g in &d.scale_groups {
-        let r = g.start..g.start + g.first;
-        factor.get_mut(r.clone()).ok_or(format!("group {r:?} is past the last feature"))?.iter_mut().for_each(|f| *f *= g.factor);
+    for (i, g) in d.scale_groups.iter().enumerate() {
+        let past = || (format!("data.scale_groups.{i}"), format!("features {} to {} are past the last of the {features} features", g.start, g.start.saturating_add(g.first.saturating_sub(1))));
+        let end = g.start.checked_add(g.first).ok_or_else(past)?;
+        factor.get_mut(g.start..end).ok_or_else(past)?.iter_mut().for_each(|f| *f *= g.factor);
     }
     if factor.iter().any(|f| *f != 1.0) {
         for (i, v) in x.values.iter_mut().enumerate() {

@@ -102,13 +102,24 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
     if all.x.rows == 0 {
         return Err(invalid(s, "data.inputs", "there are no data rows"));
     }
+    if features == 0 {
+        return Err(invalid(s, "data.inputs", "there are no feature columns: every column is a target"));
+    }
     let shape = InShape { features, seq_len: d.seq_len };
     let targets = all.y.cols;
     let v = d.validation.clone().unwrap_or_default();
     let mut folds = match (v.fraction, v.kfold, v.n, &v.inputs) {
         (Some(f), ..) => {
-            let cut = all.x.rows.saturating_sub(held_out(all.x.rows, f));
+            let held = held_out(all.x.rows, f);
+            if held >= all.x.rows {
+                let message = format!("holds out {held} of the {} rows, leaving none to train on", all.x.rows);
+                return Err(invalid(s, "data.validation.fraction", message));
+            }
+            let cut = all.x.rows - held;
             vec![Fold { train: split::rows(&all, 0..cut), val: Some(split::rows(&all, cut..all.x.rows)) }]
+        }
+        (_, Some(k), ..) if k > all.x.rows => {
+            return Err(invalid(s, "data.validation.kfold", format!("{k} folds need at least {k} rows, and there are {}", all.x.rows)));
         }
         (_, Some(k), ..) => split::kfold(&all, k),
         (_, _, Some(n), _) => {
@@ -126,15 +137,15 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
     };
     for (i, fold) in folds.iter_mut().enumerate() {
         let mut inj = stream(s.seed, INJECT_STREAM + i as u64);
-        for injection in &d.inject {
+        for (j, injection) in d.inject.iter().enumerate() {
             for (sel, split) in [(SplitSel::Train, Some(&mut fold.train)), (SplitSel::Validation, fold.val.as_mut())] {
                 if let Some(split) = split.filter(|_| injection.split == sel || injection.split == SplitSel::Both) {
-                    inject::inject(injection, split, &mut inj).map_err(|m| invalid(s, "data.inject", m))?;
+                    inject::inject(injection, split, &mut inj).map_err(|m| invalid(s, &format!("data.inject.{j}"), m))?;
                 }
             }
         }
-        for step in &d.preprocess {
-            preprocess::preprocess(step, fold, features).map_err(|m| invalid(s, "data.preprocess", m))?;
+        for (j, step) in d.preprocess.iter().enumerate() {
+            preprocess::preprocess(step, fold, features).map_err(|m| invalid(s, &format!("data.preprocess.{j}"), m))?;
         }
         if fold.train.x.rows == 0 {
             return Err(invalid(s, "data.preprocess", "no training rows are left"));

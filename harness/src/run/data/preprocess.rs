@@ -60,7 +60,7 @@ pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) ->
             let st: Vec<_> = (0..features).map(|c| stats(c, &train, true)).collect();
             map_cols(columns, &|c, v| if v.is_finite() { v } else { st[c].0 })
         }
-        Preprocess::DropNonfinite => {
+        Preprocess::DropNonfinite {} => {
             for split in std::iter::once(&mut fold.train).chain(fold.val.as_mut()) {
                 let keep: Vec<usize> = (0..split.x.rows)
                     .filter(|r| split.x.row(*r).iter().chain(split.y.row(*r)).all(|v| v.is_finite()))

@@ -87,7 +87,42 @@ fn csv_inputs_with_named_targets_and_missing_cells() {
     assert!(build(&s).unwrap_err().to_string().contains("no data rows"), "a header alone is an error, not a panic");
     std::fs::write(dir.path().join("d.csv"), "a,y\n1,x\n").unwrap();
     let err = build(&s).unwrap_err().to_string();
-    assert!(err.contains("line 2") && err.contains("`x` is not a number"), "{err}");
+    assert!(err.contains("line 2, column 2: not a number") && !err.contains("`x`"), "names the cell, never echoes it: {err}");
+}
+
+#[test]
+fn csv_shapes_that_cannot_train_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let with = |csv: &str, extra: &str| {
+        std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+        let mut s = scenario(&format!("inputs = {{ kind = \"csv\", path = \"d.csv\", targets = [\"y\"] }}\n{extra}"));
+        s.dir = Some(dir.path().to_path_buf());
+        build(&s).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let kfold = with("a,y\n1,2\n3,4\n", "validation = { kfold = 5 }").unwrap_err();
+    assert!(kfold.contains("data.validation.kfold") && kfold.contains("5 folds need at least 5 rows, and there are 2"), "{kfold}");
+    let no_features = with("y\n1\n2\n", "").unwrap_err();
+    assert!(no_features.contains("no feature columns"), "{no_features}");
+    let fraction = with("a,y\n1,2\n", "validation = { fraction = 0.5 }").unwrap_err();
+    assert!(fraction.contains("leaving none to train on"), "{fraction}");
+    let header = with("root:x:0:0,y\n1,2\n", "").map(|_| "built");
+    assert_eq!(header, Ok("built"));
+    let missing = with("secret,z\n1,2\n", "").unwrap_err();
+    assert!(missing.contains("no column named `y`") && !missing.contains("secret"), "{missing}");
+}
+
+#[test]
+fn csv_reads_only_regular_files_within_the_memory_limit() {
+    let mut s = scenario("inputs = { kind = \"csv\", path = \"/dev/zero\", targets = [\"y\"] }");
+    let err = build(&s).unwrap_err().to_string();
+    assert!(err.contains("must be a regular file"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), format!("a,y\n{}", "1,2\n".repeat(300_000))).unwrap();
+    s.data.inputs = crate::scenario::InputSpec::Csv { path: "d.csv".into(), targets: vec!["y".into()] };
+    s.dir = Some(dir.path().to_path_buf());
+    s.train.memory_limit_mb = 1;
+    let err = build(&s).unwrap_err().to_string();
+    assert!(err.contains("refused") && err.contains("memory_limit_mb"), "{err}");
 }
 
 #[test]

@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn candidates_depend_only_on_seed_and_index() {
-        let base = crate::scenario::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/seeds/s000_ex1_bce_mlp.toml"))).unwrap();
+        let base = crate::scenario::seed("s000_ex1_bce_mlp");
         let space = Space::of(&base);
         let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
         let shared = Shared { state: Mutex::new(State::default()), next: AtomicU64::new(0), runs: AtomicU64::new(0), errors: AtomicU64::new(0), best: Mutex::new(0.0), seen: Mutex::new(vec![]) };

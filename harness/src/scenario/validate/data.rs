@@ -1,0 +1,233 @@
+//! Checks of the `[data]` table: row sources, targets, scales, the validation
+//! split, injections and preprocessing steps. What can only be known once a
+//! CSV is read (its width and row count) is checked again when the data is
+//! built.
+
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+use super::super::shape::{rows_of, target_spec_width};
+use super::{finite, non_negative, positive, problem, Problem};
+use crate::scenario::*;
+
+pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
+    let synthetic = matches!(d.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
+    if synthetic {
+        if d.n.unwrap_or(0) == 0 {
+            out.push(problem("data.n", "synthetic inputs need `n` ≥ 1 rows"));
+        }
+        if d.features.unwrap_or(0) == 0 {
+            out.push(problem("data.features", "synthetic inputs need `features` ≥ 1"));
+        }
+    }
+    if d.features == Some(0) && !synthetic {
+        out.push(problem("data.features", "must be at least 1"));
+    }
+    finite(out, "data.target_scale", d.target_scale);
+    if d.seq_len == Some(0) {
+        out.push(problem("data.seq_len", "must be at least 1"));
+    }
+    inputs("data.inputs", &d.inputs, d, out);
+    match (&d.inputs, &d.targets) {
+        (InputSpec::Csv { targets, .. }, t) => {
+            if t.is_some() {
+                out.push(problem("data.targets", "CSV inputs carry their own targets: remove `data.targets`"));
+            }
+            if targets.is_empty() {
+                out.push(problem("data.inputs", "name at least one target column"));
+            }
+            if targets.iter().enumerate().any(|(i, t)| targets[..i].contains(t)) {
+                out.push(problem("data.inputs", "a target column is named twice"));
+            }
+            if d.n.is_some() {
+                out.push(problem("data.n", "CSV inputs take their rows from the file: remove `n`"));
+            }
+            if d.features.is_some() {
+                out.push(problem("data.features", "CSV inputs take their width from the file (every column not named a target is a feature): remove `features`"));
+            }
+        }
+        (_, None) => out.push(problem("data.targets", "missing: say how targets are made")),
+        (_, Some(t)) => targets("data.targets", t, rows_of(&d.inputs).or(d.n), out),
+    }
+    scales(d, out);
+    if let Some(v) = &d.validation {
+        validation(v, d, out);
+    }
+    for (i, inj) in d.inject.iter().enumerate() {
+        inject(&format!("data.inject.{i}"), inj, d, out);
+    }
+    for (i, step) in d.preprocess.iter().enumerate() {
+        preprocess(&format!("data.preprocess.{i}"), step, out);
+    }
+}
+
+fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
+    match i {
+        InputSpec::Normal { mean, std } => {
+            finite(out, &format!("{key}.mean"), *mean);
+            non_negative(out, &format!("{key}.std"), *std);
+        }
+        InputSpec::Uniform { low, high } => {
+            finite(out, &format!("{key}.low"), *low);
+            finite(out, &format!("{key}.high"), *high);
+            if low.is_finite() && high.is_finite() && !(low < high) {
+                out.push(problem(key, format!("need low < high, got [{low}, {high})")));
+            }
+        }
+        InputSpec::Values { rows } => {
+            let want = d.features.map(|f| f.saturating_mul(d.seq_len.unwrap_or(1))).or(rows.first().map(Vec::len));
+            if rows.is_empty() {
+                out.push(problem(key, "needs at least one row"));
+            } else if rows[0].is_empty() {
+                out.push(problem(key, "row 0 is empty: every row needs at least one value"));
+            } else if let Some(bad) = rows.iter().position(|r| Some(r.len()) != want) {
+                out.push(problem(key, format!("row {bad} has {} values, expected {} like the others", rows[bad].len(), want.unwrap_or(0))));
+            }
+            if d.n.is_some_and(|n| n != rows.len()) && key == "data.inputs" {
+                out.push(problem("data.n", format!("says {} rows but {} are given", d.n.unwrap_or(0), rows.len())));
+            }
+        }
+        InputSpec::Csv { .. } => {}
+    }
+}
+
+fn targets(key: &str, t: &TargetSpec, rows: Option<usize>, out: &mut Vec<Problem>) {
+    match t {
+        TargetSpec::Binary => {}
+        TargetSpec::Classes { k } => {
+            if *k < 2 {
+                out.push(problem(key, "`k` must be at least 2 classes"));
+            }
+        }
+        TargetSpec::Uniform { low, high, outputs } => {
+            finite(out, &format!("{key}.low"), *low);
+            finite(out, &format!("{key}.high"), *high);
+            if low.is_finite() && high.is_finite() && !(low < high) {
+                out.push(problem(key, format!("need low < high, got [{low}, {high})")));
+            }
+            if *outputs == 0 {
+                out.push(problem(key, "`outputs` must be at least 1"));
+            }
+        }
+        TargetSpec::Normal { mean, std, outputs } => {
+            finite(out, &format!("{key}.mean"), *mean);
+            non_negative(out, &format!("{key}.std"), *std);
+            if *outputs == 0 {
+                out.push(problem(key, "`outputs` must be at least 1"));
+            }
+        }
+        TargetSpec::Linear { noise } => non_negative(out, &format!("{key}.noise"), *noise),
+        TargetSpec::Values { values } => {
+            let width = target_spec_width(t).unwrap_or(0);
+            let widths_ok = values.iter().all(|v| match v {
+                TargetRow::One(_) => width == 1,
+                TargetRow::Many(r) => r.len() == width && width > 0,
+            });
+            if !widths_ok {
+                out.push(problem(key, "every target row must have the same number of values"));
+            }
+            if rows.is_some_and(|r| r != values.len()) {
+                out.push(problem(key, format!("{} targets for {} input rows", values.len(), rows.unwrap_or(0))));
+            }
+        }
+    }
+}
+
+fn scales(d: &DataSpec, out: &mut Vec<Problem>) {
+    let features = input_shape(d).map(|s| s.features);
+    match features {
+        Some(f) if !d.scale.is_empty() && d.scale.len() != f => {
+            out.push(problem("data.scale", format!("has {} entries but there are {f} features: give one factor per feature", d.scale.len())));
+        }
+        None if !d.scale.is_empty() && matches!(d.inputs, InputSpec::Csv { .. }) => {
+            out.push(problem("data.scale", "per-feature factors need a known feature count; CSV inputs have theirs only once read: use `scale_groups`"));
+        }
+        _ => {}
+    }
+    if let Some(bad) = d.scale.iter().find(|v| !v.is_finite()) {
+        out.push(problem("data.scale", format!("every factor must be finite, got {bad}")));
+    }
+    for (i, g) in d.scale_groups.iter().enumerate() {
+        let key = format!("data.scale_groups.{i}");
+        finite(out, &format!("{key}.factor"), g.factor);
+        if g.first == 0 {
+            out.push(problem(format!("{key}.first"), "a group needs at least 1 feature"));
+        } else if let Some(f) = features.filter(|f| g.start.checked_add(g.first).is_none_or(|end| end > *f)) {
+            out.push(problem(key, format!("features {} to {} are past the last of the {f} features", g.start, g.start.saturating_add(g.first - 1))));
+        }
+    }
+}
+
+fn validation(v: &ValidationSpec, d: &DataSpec, out: &mut Vec<Problem>) {
+    let modes = [v.fraction.is_some(), v.kfold.is_some(), v.n.is_some(), v.inputs.is_some()];
+    if modes.iter().filter(|m| **m).count() != 1 {
+        out.push(problem("data.validation", "give exactly one of `fraction`, `kfold`, `n` or `inputs`"));
+        return;
+    }
+    let rows = rows_of(&d.inputs).or(d.n);
+    if let Some(f) = v.fraction {
+        if !(f > 0.0 && f < 1.0) {
+            out.push(problem("data.validation.fraction", format!("must be in (0, 1), got {f}")));
+        } else if rows.is_some_and(|n| held_out(n, f) == 0 || held_out(n, f) >= n) {
+            out.push(problem("data.validation.fraction", "leaves no training or no validation rows"));
+        }
+    }
+    if let Some(k) = v.kfold {
+        if k < 2 || rows.is_some_and(|n| k > n) {
+            out.push(problem("data.validation.kfold", format!("needs 2 ≤ k ≤ rows, got {k}")));
+        }
+    }
+    if v.targets.is_some() && v.inputs.is_none() {
+        out.push(problem("data.validation.targets", "only explicit validation `inputs` take their own targets"));
+    }
+    if let Some(n) = v.n {
+        if n == 0 {
+            out.push(problem("data.validation.n", "must be at least 1"));
+        }
+        if !matches!(d.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. }) {
+            out.push(problem("data.validation.n", "a separate set of `n` rows is drawn like synthetic inputs; explicit and CSV inputs cannot draw more: use `fraction`, `kfold` or explicit validation `inputs`"));
+        }
+    }
+    if let Some(i) = &v.inputs {
+        inputs("data.validation.inputs", i, d, out);
+        if matches!(i, InputSpec::Csv { .. }) {
+            out.push(problem("data.validation.inputs", "explicit validation inputs are `values` rows (or synthetic draws), not CSV"));
+        }
+        match &v.targets {
+            Some(t) => targets("data.validation.targets", t, rows_of(i), out),
+            None => out.push(problem("data.validation.targets", "explicit validation inputs need explicit targets")),
+        }
+    }
+}
+
+fn inject(key: &str, inj: &Injection, d: &DataSpec, out: &mut Vec<Problem>) {
+    let explicit = !inj.rows.is_empty() || !inj.columns.is_empty();
+    match (inj.fraction, explicit) {
+        (Some(_), true) => out.push(problem(key, "give either a `fraction` of cells or explicit `rows`/`columns`, not both")),
+        (Some(f), false) if !(0.0..=1.0).contains(&f) => out.push(problem(format!("{key}.fraction"), format!("must be in [0, 1], got {f}"))),
+        (None, false) => out.push(problem(key, "give a `fraction`, or `rows` and/or `columns`")),
+        _ => {}
+    }
+    positive(out, &format!("{key}.magnitude"), inj.magnitude);
+    if inj.split != SplitSel::Train && d.validation.is_none() {
+        out.push(problem(format!("{key}.split"), "there is no validation split to inject into: add `data.validation`, or use split = \"train\""));
+    }
+}
+
+fn preprocess(key: &str, step: &Preprocess, out: &mut Vec<Problem>) {
+    match step {
+        Preprocess::Clip { min, max, .. } => {
+            if min.is_nan() {
+                out.push(problem(format!("{key}.min"), "must be a number, got NaN"));
+            }
+            if max.is_nan() {
+                out.push(problem(format!("{key}.max"), "must be a number, got NaN"));
+            }
+            if min > max {
+                out.push(problem(format!("{key}.min"), format!("must not exceed `max`: got min = {min}, max = {max}")));
+            }
+        }
+        Preprocess::Reciprocal { guard: Some(g), .. } => finite(out, &format!("{key}.guard"), *g),
+        Preprocess::Log { epsilon: Some(e), .. } => non_negative(out, &format!("{key}.epsilon"), *e),
+        _ => {}
+    }
+}

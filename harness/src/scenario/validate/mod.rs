@@ -1,0 +1,202 @@
+//! Checks of values that parse but cannot train, run before any tensor is
+//! allocated (the memory estimate is in `memory`).
+//!
+//! Every number in a scenario has a stated domain (see `scenarios/README.md`),
+//! checked here: a NaN learning rate or an infinite init bound can only
+//! produce a false finding, and non-finite values enter a run only through
+//! explicit data or `[[data.inject]]`, never by accident. Each problem names
+//! its dotted key (`optimizer.lr`, `data.preprocess.1.min`), so the loader can
+//! point at the line that holds it. The `[data]` table is checked in `data`,
+//! `[expect]` and `[search]` in `tables`.
+
+// `!(x > 0.0)` is deliberate throughout: it rejects NaN, which `x <= 0.0` would let through.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+use super::*;
+
+mod data;
+mod tables;
+
+/// One thing wrong with a scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Dotted key, e.g. `train.batch_size`.
+    pub key: String,
+    /// What is wrong and what is accepted.
+    pub message: String,
+}
+
+/// Most characters in a scenario name (it becomes part of a directory name).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// Largest `train.memory_limit_mb` accepted: 1 TiB.
+pub const MAX_MEMORY_LIMIT_MB: u64 = 1 << 20;
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { key: key.into(), message: message.into() }
+}
+
+/// Every problem found, in file order; empty means the scenario can run.
+pub fn validate(s: &Scenario) -> Vec<Problem> {
+    let mut out = Vec::new();
+    name(&s.name, &mut out);
+    data::data(&s.data, &mut out);
+    let plan = input_shape(&s.data).map(|input| plan(&s.model, input));
+    match &plan {
+        Some(Err((i, m))) => out.push(problem(format!("model.layers.{i}"), m.clone())),
+        Some(Ok(p)) => {
+            if let Some(t) = target_width(&s.data) {
+                if p.out_width != t {
+                    out.push(problem(
+                        "model.layers",
+                        format!("the model outputs {} column(s) but the targets have {t}: the last layer's width must match", p.out_width),
+                    ));
+                }
+            }
+        }
+        None => {}
+    }
+    model(&s.model, &mut out);
+    loss(&s.loss, target_width(&s.data), &mut out);
+    optimizer(&s.optimizer, &mut out);
+    train(&s.train, &mut out);
+    if let Some(search) = &s.search {
+        tables::search(search, &mut out);
+    }
+    if let Some(e) = &s.expect {
+        tables::expect(e, plan.as_ref().and_then(|p| p.as_ref().ok()), s, &mut out);
+    }
+    out
+}
+
+fn name(name: &str, out: &mut Vec<Problem>) {
+    if name.trim().is_empty() {
+        out.push(problem("name", "must not be empty"));
+    } else if name.chars().any(char::is_control) {
+        out.push(problem("name", "must be printable: it has a control character"));
+    } else if name.chars().count() > MAX_NAME_CHARS {
+        out.push(problem("name", format!("is {} characters long; at most {MAX_NAME_CHARS} (it names report directories)", name.chars().count())));
+    }
+}
+
+/// A finite number.
+fn finite(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !v.is_finite() {
+        out.push(problem(key, format!("must be a finite number, got {v}")));
+    }
+}
+
+/// A finite number > 0.
+fn positive(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !(v > 0.0 && v.is_finite()) {
+        out.push(problem(key, format!("must be a positive finite number, got {v}")));
+    }
+}
+
+/// A finite number ≥ 0.
+fn non_negative(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !(v >= 0.0 && v.is_finite()) {
+        out.push(problem(key, format!("must be a finite number ≥ 0, got {v}")));
+    }
+}
+
+/// A number in [0, 1).
+fn unit_interval(out: &mut Vec<Problem>, key: &str, v: f64) {
+    if !(0.0..1.0).contains(&v) {
+        out.push(problem(key, format!("must be in [0, 1), got {v}")));
+    }
+}
+
+fn init(key: &str, i: &Init, out: &mut Vec<Problem>) {
+    match *i {
+        Init::Torch | Init::Keras => {}
+        Init::Normal { std } => non_negative(out, &format!("{key}.std"), std),
+        Init::Uniform { bound } => non_negative(out, &format!("{key}.bound"), bound),
+        Init::Constant { value } => finite(out, &format!("{key}.value"), value),
+    }
+}
+
+fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
+    finite(out, "model.init_scale", m.init_scale);
+    init("model.init", &m.init, out);
+    for (i, layer) in m.layers.iter().enumerate() {
+        match layer {
+            Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&format!("model.layers.{i}.init"), it, out),
+            Layer::Pow { exponent } => finite(out, &format!("model.layers.{i}.exponent"), *exponent),
+            _ => {}
+        }
+    }
+}
+
+fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
+    if l.kind == LossKind::Huber {
+        match l.delta {
+            Some(d) => positive(out, "loss.delta", d),
+            None => out.push(problem("loss.delta", "huber needs `delta`")),
+        }
+    } else if l.delta.is_some() {
+        out.push(problem("loss.delta", "only huber takes `delta`"));
+    }
+    if let Some(c) = l.clamp {
+        if !(c > 0.0 && c < 0.5) {
+            out.push(problem("loss.clamp", format!("must be in (0, 0.5), got {c}")));
+        }
+    }
+    if let Some(e) = l.epsilon {
+        non_negative(out, "loss.epsilon", e);
+    }
+    if l.epsilon.is_some() && !l.kind.takes_epsilon() {
+        out.push(problem("loss.epsilon", "only bce, naive_cross_entropy and mean_abs_ratio take an epsilon"));
+    }
+    if l.clamp.is_some() && !l.kind.takes_clamp() {
+        out.push(problem("loss.clamp", "only bce, bce_torch and naive_cross_entropy take probabilities to clamp"));
+    }
+    if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
+        out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
+    }
+}
+
+fn optimizer(o: &OptimizerSpec, out: &mut Vec<Problem>) {
+    positive(out, "optimizer.lr", o.lr);
+    unit_interval(out, "optimizer.momentum", o.momentum);
+    unit_interval(out, "optimizer.beta1", o.beta1);
+    unit_interval(out, "optimizer.beta2", o.beta2);
+    unit_interval(out, "optimizer.alpha", o.alpha);
+    non_negative(out, "optimizer.eps", o.eps);
+    non_negative(out, "optimizer.weight_decay", o.weight_decay);
+    if o.nesterov && (o.kind != OptimizerKind::Sgd || o.momentum == 0.0) {
+        out.push(problem("optimizer.nesterov", "needs kind = \"sgd\" and momentum > 0"));
+    }
+    if let Some(c) = o.clip_grad_norm {
+        positive(out, "optimizer.clip_grad_norm", c);
+    }
+    if let Some(c) = o.clip_grad_value {
+        positive(out, "optimizer.clip_grad_value", c);
+    }
+}
+
+fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
+    if t.epochs == 0 {
+        out.push(problem("train.epochs", "must be at least 1"));
+    }
+    if t.batch_size == Some(0) {
+        out.push(problem("train.batch_size", "must be at least 1 (leave it out for full batch)"));
+    }
+    if t.max_steps == Some(0) {
+        out.push(problem("train.max_steps", "must be at least 1"));
+    }
+    if let Err(m) = DeviceName::parse(&t.device) {
+        out.push(problem("train.device", m));
+    }
+    if !(1..=MAX_MEMORY_LIMIT_MB).contains(&t.memory_limit_mb) {
+        out.push(problem("train.memory_limit_mb", format!("must be between 1 and {MAX_MEMORY_LIMIT_MB} (1 TiB), got {}", t.memory_limit_mb)));
+    }
+    if t.stagnation.window < 2 {
+        out.push(problem("train.stagnation.window", "must be at least 2 steps"));
+    }
+    finite(out, "train.stagnation.rel_tol", t.stagnation.rel_tol);
+    non_negative(out, "train.stagnation.grad_norm_floor", t.stagnation.grad_norm_floor);
+}
+
+#[cfg(test)]
+mod tests;

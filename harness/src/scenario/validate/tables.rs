@@ -1,0 +1,104 @@
+//! Checks of the `[search]` and `[expect]` tables. An expectation that no run
+//! can meet (a data-phase failure in an update tensor, a tensor the model does
+//! not have) is rejected when the file is read, not reported as a failed check.
+
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
+
+use super::{problem, Problem};
+use crate::scenario::*;
+
+pub(super) fn search(s: &SearchSpec, out: &mut Vec<Problem>) {
+    if s.knobs.as_ref().is_some_and(Vec::is_empty) {
+        out.push(problem("search.knobs", "is empty, so nothing could move: name at least one knob, or leave `knobs` out to move every knob"));
+    }
+    if let Some(d) = s.decades {
+        if !(d.is_finite() && d > 0.0 && d <= 30.0) {
+            out.push(problem("search.decades", format!("must be in (0, 30], got {d}")));
+        }
+    }
+    let ranges = [("search.lr", s.lr), ("search.init_scale", s.init_scale), ("search.input_scale", s.input_scale), ("search.target_scale", s.target_scale), ("search.inject_fraction", s.inject_fraction)];
+    for (key, r) in ranges {
+        if let Some([a, b]) = r {
+            if !(a.is_finite() && b.is_finite() && a > 0.0 && a < b) {
+                out.push(problem(key, format!("needs finite 0 < low < high, got [{a}, {b}]")));
+            }
+        }
+    }
+    if s.inject_fraction.is_some_and(|[_, b]| b > 1.0) {
+        out.push(problem("search.inject_fraction", "a fraction cannot exceed 1"));
+    }
+    for (key, r) in [("search.batch_size", s.batch_size), ("search.epochs", s.epochs)] {
+        if let Some([a, b]) = r {
+            if !(1 <= a && a <= b) {
+                out.push(problem(key, format!("needs 1 ≤ low ≤ high, got [{a}, {b}]")));
+            }
+        }
+    }
+    if s.max_mutations.is_some_and(|m| !(1..=16).contains(&m)) {
+        out.push(problem("search.max_mutations", "must be between 1 and 16"));
+    }
+}
+
+pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Vec<Problem>) {
+    if e.outcome == ExpectedOutcome::Finite {
+        if e.phase.is_some() || e.tensor.is_some() || e.within_steps.is_some() {
+            out.push(problem("expect.outcome", "`phase`, `tensor` and `within_steps` only apply to `outcome = \"nonfinite\"`"));
+        }
+        return;
+    }
+    if e.within_steps == Some(0) && e.phase.is_some_and(|p| p != Phase::Data) {
+        out.push(problem("expect.within_steps", format!("0 steps means the data itself (phase `data`), but `phase` is `{}`", e.phase.map_or("", |p| p.name()))));
+    }
+    let Some(tensor) = &e.tensor else { return };
+    if let Some(p) = e.phase.filter(|p| !fits(*p, tensor)) {
+        out.push(problem("expect.tensor", format!("`{tensor}` is not a tensor of the `{p}` phase ({})", phase_names(p))));
+        return;
+    }
+    if let Some(plan) = plan {
+        let names = tensors(plan, s.data.validation.is_some());
+        if !names.iter().any(|n| n == tensor) {
+            let shown: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
+            let more = if names.len() > 12 { ", ..." } else { "" };
+            out.push(problem("expect.tensor", format!("`{tensor}` is not a tensor of this model; it has {}{more}", shown.join(", "))));
+        }
+    }
+}
+
+/// Whether a tensor name can belong to a phase (by the watch's naming scheme).
+fn fits(p: Phase, t: &str) -> bool {
+    match p {
+        Phase::Data => t.starts_with("data."),
+        Phase::Forward => t.starts_with("layers.") && t.ends_with(".output"),
+        Phase::Loss => t == "loss",
+        Phase::Backward => t.starts_with("layers.") && t.ends_with(".grad"),
+        Phase::Update => t.starts_with("layers.") && !t.ends_with(".grad") && !t.ends_with(".output"),
+        Phase::Validation => t.starts_with("validation."),
+    }
+}
+
+fn phase_names(p: Phase) -> &'static str {
+    match p {
+        Phase::Data => "`data.train.inputs`, `data.validation.targets`, ...",
+        Phase::Forward => "layer outputs such as `layers.0.linear.output`",
+        Phase::Loss => "only `loss`",
+        Phase::Backward => "gradients such as `layers.0.linear.weight.grad`",
+        Phase::Update => "parameters such as `layers.0.linear.weight`",
+        Phase::Validation => "`validation.loss` and `validation.layers.N.TYPE.output`",
+    }
+}
+
+/// Every tensor name the watch can report for a model.
+fn tensors(plan: &Plan, validation: bool) -> Vec<String> {
+    let mut t: Vec<String> = ["data.train.inputs", "data.train.targets"].map(String::from).to_vec();
+    if validation {
+        t.extend(["data.validation.inputs", "data.validation.targets", "validation.loss"].map(String::from));
+    }
+    t.extend(plan.layer_names.iter().map(|l| format!("{l}.output")));
+    t.push("loss".into());
+    t.extend(plan.params.iter().map(|p| format!("{}.grad", p.name)));
+    t.extend(plan.params.iter().map(|p| p.name.clone()));
+    if validation {
+        t.extend(plan.layer_names.iter().map(|l| format!("validation.{l}.output")));
+    }
+    t
+}

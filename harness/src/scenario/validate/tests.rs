@@ -1,0 +1,148 @@
+//! Validation: every problem is named by its key, on seed 002 ex1 with one value broken at a time.
+
+use super::*;
+use crate::scenario::parse_str;
+
+fn base() -> String {
+    crate::scenario::seed_text("s002_ex1_linreg_sgd")
+}
+
+fn keys(src: &str) -> Vec<String> {
+    validate(&parse_str(src, "t").unwrap()).into_iter().map(|p| p.key).collect()
+}
+
+/// The keys of the problems of the base with `from` replaced by `to`.
+fn broken(from: &str, to: &str) -> Vec<String> {
+    let src = base();
+    assert!(src.contains(from), "the base has `{from}`");
+    keys(&src.replace(from, to))
+}
+
+#[test]
+fn bundled_base_is_valid() {
+    assert!(keys(&base()).is_empty());
+}
+
+#[test]
+fn impossible_values_are_named() {
+    assert_eq!(keys(&base().replace("lr = 0.01", "lr = -0.01")), ["optimizer.lr"]);
+    assert_eq!(keys(&base().replace("epochs = 10", "epochs = 10\nbatch_size = 0")), ["train.batch_size"]);
+    assert_eq!(keys(&base().replace("device = \"cpu\"", "device = \"tpu\"")), ["train.device"]);
+}
+
+#[test]
+fn review_found_inputs_are_errors_not_panics() {
+    // seq_len = 0 with explicit rows used to divide by zero while inferring the features.
+    let seq0 = base().replace("[data]", "[data]\nseq_len = 0");
+    assert!(keys(&seq0).contains(&"data.seq_len".to_string()));
+    // A bad [search] table used to panic inside proptest during a hunt.
+    for bad in ["lr = [0.0, 1.0]", "lr = [1.0, 0.1]", "batch_size = [8, 2]", "decades = 0", "max_mutations = 1000000", "knobs = []"] {
+        let src = format!("{}\n[search]\n{bad}\n", base());
+        assert!(keys(&src).iter().any(|k| k.starts_with("search.")), "{bad}");
+    }
+    // An unknown knob name is a located parse error, with the nearest knob suggested.
+    let src = format!("{}\n[search]\nknobs = [\"lr\"]\n", base());
+    let err = parse_str(&src, "t").unwrap_err().to_string();
+    assert!(err.starts_with("t:") && err.contains("unknown variant `lr`"), "{err}");
+}
+
+#[test]
+fn output_width_must_match_targets() {
+    // Seed 000 ex1 as written: Linear(100, 2) + sigmoid against a 1-column BCE target.
+    let src = base().replace("{ type = \"linear\", out = 1 }", "{ type = \"linear\", out = 2 }");
+    let p = validate(&parse_str(&src, "t").unwrap());
+    assert_eq!(p[0].key, "model.layers");
+    assert!(p[0].message.contains("outputs 2 column(s) but the targets have 1"), "{}", p[0].message);
+}
+
+#[test]
+fn every_number_has_a_domain() {
+    let layer = "{ type = \"linear\", out = 1 }";
+    let cases: [(&str, &str, &str); 9] = [
+        (layer, "{ type = \"linear\", out = 1, init = { kind = \"constant\", value = nan } }", "model.layers.0.init.value"),
+        (layer, "{ type = \"linear\", out = 1, init = { kind = \"uniform\", bound = inf } }", "model.layers.0.init.bound"),
+        (layer, "{ type = \"linear\", out = 1, init = { kind = \"normal\", std = -1.0 } }", "model.layers.0.init.std"),
+        (layer, "{ type = \"linear\", out = 1 }, { type = \"pow\", exponent = nan }", "model.layers.1.exponent"),
+        ("epochs = 10", "epochs = 10\nstagnation = { rel_tol = nan }", "train.stagnation.rel_tol"),
+        ("epochs = 10", "epochs = 10\nstagnation = { grad_norm_floor = -inf }", "train.stagnation.grad_norm_floor"),
+        ("epochs = 10", "epochs = 10\nmemory_limit_mb = 9223372036854775807", "train.memory_limit_mb"),
+        ("lr = 0.01", "lr = 0.01\neps = inf", "optimizer.eps"),
+        ("name = \"s002_ex1_linreg_sgd\"", "name = \"\"", "name"),
+    ];
+    for (from, to, key) in cases {
+        assert_eq!(broken(from, to), [key], "{to}");
+    }
+}
+
+/// A synthetic-data variant of the base, so input and target distributions can be broken.
+fn synthetic(data: &str) -> Vec<String> {
+    let src = base();
+    let start = src.find("[data]").unwrap();
+    let end = src.find("[model]").unwrap();
+    keys(&format!("{}[data]\n{data}\n{}", &src[..start], &src[end..]))
+}
+
+#[test]
+fn data_values_have_domains() {
+    let ok = "n = 8\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"uniform\" }";
+    assert!(synthetic(ok).is_empty(), "{:?}", synthetic(ok));
+    let cases = [
+        ("inputs = { kind = \"normal\" }", "inputs = { kind = \"normal\", std = inf }", "data.inputs.std"),
+        ("inputs = { kind = \"normal\" }", "inputs = { kind = \"normal\", mean = nan }", "data.inputs.mean"),
+        ("inputs = { kind = \"normal\" }", "inputs = { kind = \"uniform\", low = -inf }", "data.inputs.low"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"normal\", std = -2.0 }", "data.targets.std"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"linear\", noise = nan }", "data.targets.noise"),
+        ("features = 2", "features = 2\nscale_groups = [{ first = 1, factor = nan }]", "data.scale_groups.0.factor"),
+        ("features = 2", "features = 2\nscale = [1.0, inf]", "data.scale"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"uniform\" }\n[[data.inject]]\nvalue = \"outlier\"\nfraction = 0.1\nmagnitude = nan", "data.inject.0.magnitude"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"uniform\" }\n[[data.preprocess]]\nop = \"reciprocal\"\nguard = nan", "data.preprocess.0.guard"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"uniform\" }\n[[data.preprocess]]\nop = \"log\"\nepsilon = -1.0", "data.preprocess.0.epsilon"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"uniform\" }\n[[data.preprocess]]\nop = \"clip\"\nmin = 1.0\nmax = 0.0", "data.preprocess.0.min"),
+        ("targets = { kind = \"uniform\" }", "targets = { kind = \"uniform\" }\n[[data.preprocess]]\nop = \"clip\"\nmin = nan\nmax = 0.0", "data.preprocess.0.min"),
+    ];
+    for (from, to, key) in cases {
+        assert_eq!(synthetic(&ok.replace(from, to)), [key], "{to}");
+    }
+}
+
+#[test]
+fn contradictions_in_data_are_errors() {
+    let ok = "n = 8\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"uniform\" }";
+    let inject = |body: &str| synthetic(&format!("{ok}\n[[data.inject]]\nvalue = \"nan\"\n{body}"));
+    assert_eq!(inject("fraction = 0.1\nrows = [1]"), ["data.inject.0"], "rows and fraction together");
+    assert_eq!(inject("fraction = 0.1\nsplit = \"validation\""), ["data.inject.0.split"], "no validation split");
+    assert!(inject("fraction = 0.1\nsplit = \"validation\"\n[data.validation]\nfraction = 0.25").is_empty());
+    // A group far past the features names its range without wrapping around.
+    let far = synthetic(&format!("{ok}\nscale_groups = [{{ start = 18446744073709551615, first = 2, factor = 2.0 }}]"));
+    assert_eq!(far, ["data.scale_groups.0"]);
+    // A separate validation set is drawn like synthetic inputs: explicit rows cannot do that.
+    assert_eq!(keys(&base().replace("[train]", "[data.validation]\nn = 3\n\n[train]")), ["data.validation.n"]);
+}
+
+#[test]
+fn messages_say_what_a_person_can_act_on() {
+    let msg = |src: &str| validate(&parse_str(src, "t").unwrap()).into_iter().map(|p| p.message).collect::<Vec<_>>().join("; ");
+    let src = base().replace("[data]", "[data]\nscale = [1.0, 2.0, 3.0, 4.0]");
+    let m = msg(&src);
+    assert!(m.contains("has 4 entries but there are 2 features") && !m.contains("Some("), "{m}");
+    let far = base().replace("[data]", "[data]\nscale_groups = [{ start = 18446744073709551615, first = 2, factor = 2.0 }]");
+    let m = msg(&far);
+    assert!(m.contains("features 18446744073709551615 to 18446744073709551615 are past the last of the 2 features") && !m.contains(".."), "{m}");
+    let empty_row = base().replace("rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]]", "rows = [[], [], []]");
+    assert!(msg(&empty_row).contains("row 0 is empty"), "{}", msg(&empty_row));
+    let ln = base().replace("{ type = \"linear\", out = 1 }", "{ type = \"layer_norm\", eps = inf }, { type = \"linear\", out = 1 }");
+    assert!(msg(&ln).contains("positive finite number, got inf"), "{}", msg(&ln));
+}
+
+#[test]
+fn expectations_no_run_can_meet_are_rejected() {
+    let src = base();
+    assert!(src.contains("[expect]"), "the base has an [expect] table");
+    let expect_at = src.find("[expect]").unwrap();
+    let with_expect = |body: &str| keys(&format!("{}[expect]\noutcome = \"nonfinite\"\n{body}\n", &src[..expect_at]));
+    assert!(with_expect("phase = \"loss\"\ntensor = \"loss\"").is_empty());
+    assert_eq!(with_expect("phase = \"data\"\ntensor = \"layers.0.linear.weight\""), ["expect.tensor"]);
+    assert_eq!(with_expect("phase = \"update\"\nwithin_steps = 0"), ["expect.within_steps"]);
+    assert_eq!(with_expect("phase = \"forward\"\ntensor = \"layers.7.relu.output\""), ["expect.tensor"], "no layer 7");
+    assert!(with_expect("phase = \"update\"\ntensor = \"layers.0.linear.weight\"").is_empty());
+}
