@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong before or around a run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The scenario file is not valid TOML or does not fit the format.
+    /// A text file (a scenario, a findings line) does not parse or does not fit its format.
     #[error("{path}:{line}:{col}: {message}")]
     Parse {
         /// The file.
@@ -32,7 +32,7 @@ pub enum Error {
         message: String,
     },
     /// The run would need more memory than allowed; nothing was allocated.
-    #[error("refused: {what} needs about {need_mb} MiB, over the limit of {limit_mb} MiB (raise `train.memory_limit_mb` to allow it)")]
+    #[error("refused: {what} needs about {need_mb} MiB, over the limit of {limit_mb} MiB ({hint})")]
     TooLarge {
         /// What was measured.
         what: String,
@@ -40,6 +40,8 @@ pub enum Error {
         need_mb: u64,
         /// The limit in force.
         limit_mb: u64,
+        /// How to get past the limit.
+        hint: &'static str,
     },
     /// A file is over the size read for its kind; nothing was read.
     #[error("{path}: refused: {what} of {bytes} bytes is over the limit of {limit} bytes; {hint}")]
@@ -119,6 +121,14 @@ pub enum Error {
     /// Candle failed (a bug in a scenario's shapes that validation missed, or a device error).
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A saved file (a report's trace) is not whole: truncated, emptied or not what it should be.
+    #[error("{path}: corrupt: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A report's repro could not be run again.
     #[error("{dir}: the repro could not be replayed: {message}")]
     Replay {

@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
-use nanhunt::report::{check_all, collect, junit, tally, Verdict};
+use anyhow::Context as _;
+use nanhunt::report::{check_all, collect, junit, tally, CheckOptions, Verdict};
 
-use super::progress;
+use super::{progress, Context};
 
 /// Run every scenario with an [expect] and every report; print a pass/fail table.
 #[derive(clap::Args)]
@@ -26,14 +27,22 @@ pub(crate) struct Check {
     /// Seed of the neighbourhood's mutants.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Pass when the paths hold nothing to check (otherwise that is an error: a CI job with a wrong path must not go green).
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 impl Check {
     /// Checks every entry and prints the table.
-    pub(crate) fn exec(self) -> anyhow::Result<u8> {
+    pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
         let entries = collect(&self.paths)?;
+        if entries.is_empty() && !self.allow_empty {
+            let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+            anyhow::bail!("nothing to check in {}: no scenario files (*.toml) or report directories; pass --allow-empty if that is expected", paths.join(", "));
+        }
         let bar = progress::entries(entries.len());
-        let results = check_all(&entries, self.jobs, self.neighbourhood, self.seed, &|r| {
+        let opts = CheckOptions { jobs: self.jobs, neighbourhood: self.neighbourhood, seed: self.seed, load: ctx.load.clone() };
+        let results = check_all(&entries, &opts, &|r| {
             bar.set_message(r.name.clone());
             bar.inc(1);
         });
@@ -49,7 +58,7 @@ impl Check {
             println!("{tag:<5} {:<width$} {:>7.2}s  {why}", r.name, r.time.as_secs_f64());
         }
         if let Some(path) = &self.junit {
-            nanhunt::write_atomic(path, junit(&results)?.as_bytes())?;
+            nanhunt::write_atomic(path, junit(&results)?.as_bytes()).with_context(|| format!("writing JUnit XML to {}", path.display()))?;
         }
         let (pass, fail, skip) = tally(&results);
         println!("check: {pass} passed, {fail} failed, {skip} skipped");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nanhunt::fuzzing::{bundled, decode};
-use nanhunt::search::{describe, Minimizer, Target};
+use nanhunt::search::{describe, try_mutate, Minimizer, Target};
 use nanhunt::ReportInput;
 
 /// Shrink a cargo-fuzz crash input of the `mutations` target and write its report.
@@ -25,6 +25,10 @@ impl FuzzShrink {
         let base = bundled();
         let candidate = decode(&bytes);
         println!("decoded: {}", describe(&candidate));
+        if let Err(why) = try_mutate(&base, &candidate) {
+            println!("invalid candidate: {why}");
+            return Ok(0);
+        }
         let Some(m) = Minimizer::new(&base, Target::Nonfinite, None).minimize(&candidate) else {
             println!("this input does not go non-finite");
             return Ok(0);

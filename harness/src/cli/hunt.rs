@@ -95,8 +95,13 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 
 impl Hunt {
     /// Runs the campaign and prints its findings.
-    pub(crate) fn exec(self) -> anyhow::Result<u8> {
-        let base = nanhunt::load(&self.scenario)?;
+    pub(crate) fn exec(self, ctx: &super::Context) -> anyhow::Result<u8> {
+        let base = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
+        // Check that reports can be written before any search time is spent.
+        std::fs::create_dir_all(&self.out).with_context(|| format!("creating the output directory {}", self.out.display()))?;
+        let probe = self.out.join(".nanhunt-write-test");
+        nanhunt::write_atomic(&probe, b"").with_context(|| format!("the output directory {} is not writable", self.out.display()))?;
+        let _ = std::fs::remove_file(&probe);
         if let Some(dir) = &self.corpus {
             if dir.join("state.json").exists() && !self.resume {
                 anyhow::bail!("{} holds a campaign already: pass --resume to continue it, or choose another --corpus", dir.display());

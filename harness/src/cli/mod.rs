@@ -7,6 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use nanhunt::scenario::{LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 
 mod check;
 mod fuzz_shrink;
@@ -20,11 +21,26 @@ mod run;
 #[derive(Parser)]
 #[command(name = "nanhunt", version, about)]
 struct Cli {
-    /// CPU threads for Candle's kernels (recorded in the outcome).
-    #[arg(long, global = true, default_value_t = 1)]
-    threads: usize,
+    /// CPU threads for Candle's kernels, 1 to 1024 (recorded in the outcome).
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_THREADS))]
+    threads: u16,
+    /// Largest scenario file read, in MiB (parsing takes about 30× the file's size in memory).
+    #[arg(long, global = true, default_value_t = DEFAULT_MAX_SCENARIO_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_scenario_mb: u64,
+    /// Let a scenario's CSV path point outside the scenario's folder.
+    #[arg(long, global = true)]
+    allow_outside_paths: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Most CPU threads `--threads` accepts.
+const MAX_THREADS: i64 = 1024;
+
+/// What every subcommand needs from the global options.
+pub(crate) struct Context {
+    /// Limits on reading scenario files.
+    pub(crate) load: LoadOptions,
 }
 
 #[derive(Subcommand)]
@@ -48,16 +64,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Candle reads its thread count from the environment once, on first use:
     // set it before anything touches a tensor.
-    let threads = cli.threads.max(1).to_string();
+    let threads = cli.threads.to_string();
     std::env::set_var("RAYON_NUM_THREADS", &threads);
     std::env::set_var("CANDLE_NUM_THREADS", &threads);
+    let ctx = Context { load: LoadOptions { max_bytes: cli.max_scenario_mb << 20, allow_outside_paths: cli.allow_outside_paths } };
     let result = match cli.command {
-        Command::Run(c) => c.exec(),
-        Command::Hunt(c) => c.exec(),
+        Command::Run(c) => c.exec(&ctx),
+        Command::Hunt(c) => c.exec(&ctx),
         Command::Merge(c) => c.exec(),
         Command::FuzzShrink(c) => c.exec(),
-        Command::Replay(c) => c.exec(),
-        Command::Check(c) => c.exec(),
+        Command::Replay(c) => c.exec(&ctx),
+        Command::Check(c) => c.exec(&ctx),
     };
     ExitCode::from(result.unwrap_or_else(|e| {
         eprintln!("error: {}", chain(&e));

@@ -12,8 +12,8 @@ pub(crate) struct Replay {
 
 impl Replay {
     /// Replays and prints `identical` or the first divergence.
-    pub(crate) fn exec(self) -> anyhow::Result<u8> {
-        let (outcome, divergence) = nanhunt::replay(&self.report)?;
+    pub(crate) fn exec(self, ctx: &super::Context) -> anyhow::Result<u8> {
+        let (outcome, divergence) = nanhunt::replay(&self.report, &ctx.load)?;
         Ok(match divergence {
             None => {
                 println!("identical: {} trace rows replay bit for bit ({})", outcome.trace.rows.len(), outcome.first_nonfinite.map_or("finite".into(), |f| f.to_string()));

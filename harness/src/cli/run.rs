@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use nanhunt::report::{ReportInput, RunSettings};
 use nanhunt::{Outcome, RunOptions, Status};
 
-use super::progress;
+use super::{progress, Context};
 
 /// Train one scenario and report where it first went non-finite.
 #[derive(clap::Args)]
@@ -32,9 +32,9 @@ pub(crate) struct Run {
 
 impl Run {
     /// Runs it; with `--json`, an error is also printed as an error outcome on stdout.
-    pub(crate) fn exec(self) -> anyhow::Result<u8> {
+    pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
         let (json, scenario) = (self.json, self.scenario.clone());
-        self.train().or_else(|e| {
+        self.train(ctx).or_else(|e| {
             if json {
                 let o = Outcome::error(&scenario.display().to_string(), super::chain(&e));
                 println!("{}", serde_json::to_string(&o).unwrap_or_default());
@@ -43,8 +43,8 @@ impl Run {
         })
     }
 
-    fn train(self) -> anyhow::Result<u8> {
-        let scenario = nanhunt::load(&self.scenario)?;
+    fn train(self, ctx: &Context) -> anyhow::Result<u8> {
+        let scenario = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
         let watch = !self.no_watch;
         let bar = progress::steps(&scenario.name);
         let progress = |done: usize, total: usize| {
@@ -54,6 +54,14 @@ impl Run {
         let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress) };
         let outcome = nanhunt::run_with(&scenario, &opts);
         bar.finish_and_clear();
+        if let Some(e) = outcome.error.as_ref().filter(|_| outcome.outcome == Status::Error) {
+            // A run that could not be carried out: the message goes to stderr; stdout has only the JSON outcome.
+            if self.json {
+                println!("{}", serde_json::to_string(&outcome)?);
+            }
+            eprintln!("error: {e}");
+            return Ok(outcome.outcome.exit_code());
+        }
         if let Some(t) = &self.trace {
             outcome.trace.write_csv(t).with_context(|| format!("writing trace to {}", t.display()))?;
         }

@@ -13,7 +13,7 @@ use super::summary::read_summary;
 use super::verdict::verdict;
 use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
-use crate::scenario::{Expect, ExpectedOutcome, Scenario};
+use crate::scenario::{load_with, Expect, ExpectedOutcome, LoadOptions, Scenario};
 use crate::search::{describe, mutate, neighbourhood};
 
 /// One thing to check.
@@ -95,10 +95,24 @@ fn in_words(o: &Outcome) -> String {
     }
 }
 
+/// How to check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Entries checked in parallel.
+    pub jobs: usize,
+    /// Seeded mutants run around each finite expectation (0: none).
+    pub neighbourhood: usize,
+    /// Seed of the mutants.
+    pub seed: u64,
+    /// Limits on reading scenario files.
+    pub load: LoadOptions,
+}
+
 /// Checks one entry; with `neighbourhood > 0`, also that many seeded mutants (finite expectations only).
-pub fn check(entry: &Entry, neighbourhood: usize, seed: u64) -> CheckResult {
+pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
+    let (neighbourhood, seed) = (opts.neighbourhood, opts.seed);
     let start = std::time::Instant::now();
-    let loaded = load(entry);
+    let loaded = load(entry, &opts.load);
     let (name, verdict, detail) = match loaded {
         Err(e) => (entry.path().display().to_string(), Verdict::Error(e.to_string()), String::new()),
         Ok((s, None)) => (s.name.clone(), Verdict::Skip, "no [expect]".into()),
@@ -129,15 +143,15 @@ fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> Verdict {
 }
 
 /// Loads an entry and its expectation (a report expects its recorded failure).
-fn load(entry: &Entry) -> Result<(Scenario, Option<Expect>)> {
+fn load(entry: &Entry, opts: &LoadOptions) -> Result<(Scenario, Option<Expect>)> {
     match entry {
         Entry::Scenario(p) => {
-            let s = crate::scenario::load(p)?;
+            let s = load_with(p, opts)?;
             let e = s.expect.clone();
             Ok((s, e))
         }
         Entry::Report(dir) => {
-            let s = crate::scenario::load(&dir.join("repro.toml"))?;
+            let s = load_with(&dir.join("repro.toml"), opts)?;
             let summary = read_summary(dir)?;
             let e = summary.outcome.first_nonfinite.map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor), within_steps: None });
             Ok((s, e.or(Some(Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None }))))
@@ -146,13 +160,13 @@ fn load(entry: &Entry) -> Result<(Scenario, Option<Expect>)> {
 }
 
 /// Checks every entry on `jobs` worker threads; `done` is called as each finishes.
-pub fn check_all(entries: &[Entry], jobs: usize, neighbourhood: usize, seed: u64, done: &(dyn Fn(&CheckResult) + Sync)) -> Vec<CheckResult> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().expect("thread pool");
+pub fn check_all(entries: &[Entry], opts: &CheckOptions, done: &(dyn Fn(&CheckResult) + Sync)) -> Vec<CheckResult> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build().expect("thread pool");
     pool.install(|| {
         entries
             .par_iter()
             .map(|e| {
-                let r = check(e, neighbourhood, seed);
+                let r = check(e, opts);
                 done(&r);
                 r
             })

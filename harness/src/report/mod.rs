@@ -13,7 +13,7 @@ mod summary;
 mod verdict;
 mod write;
 
-pub use check::{check, check_all, collect, tally, CheckResult, Entry, Verdict};
+pub use check::{check, check_all, collect, tally, CheckOptions, CheckResult, Entry, Verdict};
 pub use junit::junit;
 pub use replay::{compare, replay, Divergence};
 pub use summary::{changes, read_summary, Change, Environment, RunSettings, SignalRow, Summary, SCHEMA_VERSION};

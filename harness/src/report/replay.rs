@@ -6,8 +6,8 @@ use std::path::Path;
 
 use super::summary::read_summary;
 use crate::error::{Error, Result};
-use crate::run::{run_with, Outcome, RunOptions};
-use crate::scenario::load;
+use crate::run::{kept_rows, run_with, Outcome, RunOptions};
+use crate::scenario::{load_with, LoadOptions};
 
 /// The first place two traces differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +53,38 @@ pub fn compare(recorded: &str, replayed: &str) -> Option<Divergence> {
     None
 }
 
+/// Checks that a recorded trace is whole: a trace header, `rows` rows of its
+/// width, and a final newline. A truncated or emptied file is corrupt, not divergent.
+fn well_formed(text: &str, rows: usize) -> std::result::Result<(), String> {
+    let mut lines = text.lines();
+    let header = lines.next().ok_or("it is empty")?;
+    if !header.starts_with("step,epoch,fold,train_loss") {
+        return Err("its first line is not a trace header".into());
+    }
+    let width = header.split(',').count();
+    let mut n = 0;
+    for (i, line) in lines.enumerate() {
+        if line.split(',').count() != width {
+            return Err(format!("row {} has {} fields, the header {width}", i + 1, line.split(',').count()));
+        }
+        n += 1;
+    }
+    if !text.ends_with('\n') {
+        return Err("it ends in the middle of a line".into());
+    }
+    if n != rows {
+        return Err(format!("it has {n} rows, but the report's run took {rows} recorded steps"));
+    }
+    Ok(())
+}
+
 /// Re-runs a report and compares; returns the new outcome and the first divergence.
-pub fn replay(dir: &Path) -> Result<(Outcome, Option<Divergence>)> {
+pub fn replay(dir: &Path, load: &LoadOptions) -> Result<(Outcome, Option<Divergence>)> {
     let summary = read_summary(dir)?;
-    let scenario = load(&dir.join("repro.toml"))?;
+    let scenario = load_with(&dir.join("repro.toml"), load)?;
     let recorded_path = dir.join("trace.csv");
     let recorded = std::fs::read_to_string(&recorded_path).map_err(|e| Error::io(&recorded_path, e))?;
+    well_formed(&recorded, kept_rows(summary.outcome.steps)).map_err(|message| Error::Corrupt { path: recorded_path.clone(), message })?;
     let opts = RunOptions { watch: summary.settings.watch, continue_steps: summary.settings.continue_steps, progress: None };
     let outcome = run_with(&scenario, &opts);
     if let Some(e) = &outcome.error {
@@ -72,6 +98,16 @@ pub fn replay(dir: &Path) -> Result<(Outcome, Option<Divergence>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_or_empty_traces_are_corrupt() {
+        let whole = "step,epoch,fold,train_loss\n1,1,0,2e0\n2,1,0,3e0\n";
+        assert_eq!(well_formed(whole, 2), Ok(()));
+        assert!(well_formed("", 2).unwrap_err().contains("empty"));
+        assert!(well_formed(&whole[..whole.len() - 3], 2).is_err(), "cut inside the last row");
+        assert!(well_formed("step,epoch,fold,train_loss\n1,1,0,2e0\n", 2).unwrap_err().contains("1 rows"), "cut after a row");
+        assert!(well_formed("garbage\n", 0).is_err());
+    }
 
     #[test]
     fn identical_traces_do_not_diverge() {

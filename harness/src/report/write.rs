@@ -14,8 +14,8 @@ use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::run::Outcome;
-use crate::scenario::{InputSpec, Scenario};
-use crate::search::{signature, Minimal, Reporter, Threshold};
+use crate::scenario::{InputSpec, Scenario, MAX_NAME_CHARS};
+use crate::search::{fnv1a, signature, Minimal, Reporter, Threshold};
 
 /// Everything a report is made from.
 pub struct ReportInput<'a> {
@@ -43,26 +43,33 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
     let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
     let signature = input.signature.clone().unwrap_or_else(|| signature(o.first_nonfinite.as_ref(), &o.dtype, &keys));
-    // The name becomes a directory name: keep it to safe characters.
-    let name: String = input.repro.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    let name = name.trim_start_matches('.');
-    let dir = parent.join(format!("{name}-{signature}"));
-    let tmp = parent.join(format!(".{name}-{signature}.tmp{}", std::process::id()));
+    let mut repro = input.repro.clone();
+    let csv = match &mut repro.data.inputs {
+        InputSpec::Csv { path, .. } => Some(input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(std::mem::replace(path, "data.csv".into()))),
+        _ => None,
+    };
+    // The name becomes a directory name: safe characters, bounded length, and a hash of the
+    // whole repro, so two scenarios of one name failing at one place do not share a report.
+    let name: String = input.repro.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(MAX_NAME_CHARS).collect();
+    let name = match name.trim_start_matches(['.', '-']) {
+        "" => "scenario",
+        n => n,
+    };
+    let toml_text = toml::to_string(&repro).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?;
+    let id = format!("{signature}-{:08x}", fnv1a(toml_text.as_bytes()) as u32);
+    let dir = parent.join(format!("{name}-{id}"));
+    let tmp = parent.join(format!(".{name}-{id}.tmp{}", std::process::id()));
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| Error::io(p, e)
     };
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let mut repro = input.repro.clone();
-    if let InputSpec::Csv { path, .. } = &mut repro.data.inputs {
+    if let Some(src) = csv {
         // Self-contained: the data travels with the repro.
-        let src = input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(&*path);
         std::fs::copy(&src, tmp.join("data.csv")).map_err(io(&src))?;
-        *path = "data.csv".into();
     }
     let replay = format!("nanhunt replay {}", dir.display());
-    let toml_text = toml::to_string(&repro).map_err(|source| Error::Toml { path: dir.join("repro.toml"), source })?;
     let header = format!("# nanhunt repro of `{}`.\n# Replay: {replay}\n# Run:    nanhunt run repro.toml\n\n", input.base.name);
     std::fs::write(tmp.join("repro.toml"), header + &toml_text).map_err(io(&tmp))?;
     std::fs::write(tmp.join("trace.csv"), o.trace.to_csv()?).map_err(io(&tmp))?;
@@ -88,7 +95,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     std::fs::write(tmp.join("trace.svg"), plot::svg(&title, &o.trace, mark)?).map_err(io(&tmp))?;
     plot::png(&tmp.join("trace.png"), &title, &o.trace, mark)?;
     // Swap the finished directory into place.
-    let old = parent.join(format!(".{name}-{}.old{}", summary.signature, std::process::id()));
+    let old = parent.join(format!(".{name}-{id}.old{}", std::process::id()));
     if dir.exists() {
         std::fs::rename(&dir, &old).map_err(io(&dir))?;
     }

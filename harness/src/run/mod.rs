@@ -29,7 +29,7 @@ mod train;
 mod watch;
 
 pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
-pub use trace::{fmt, Trace, TraceRow};
+pub use trace::{fmt, kept_rows, Trace, TraceRow, TRACE_HEAD, TRACE_TAIL};
 
 /// How to run: the watch, how far past the first non-finite value to go, and progress.
 #[derive(Clone, Copy)]
@@ -88,7 +88,8 @@ pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
     let data = data::build(s)?;
     let plan = plan(&s.model, data.shape)
         .map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
-    within_limit(s, data.footprint(s, &plan).bytes())?;
+    // The data as built (CSV rows are known only now), and the bounded trace.
+    within_limit(s, data.footprint(s, &plan).bytes() + Trace::max_bytes(plan.layer_names.len()))?;
     if plan.out_width != data.targets {
         let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });

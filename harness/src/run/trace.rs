@@ -31,13 +31,35 @@ pub struct TraceRow {
     pub max_abs: Vec<f64>,
 }
 
-/// All steps of a run, with the layer names that head the activation columns.
+/// The steps of a run, with the layer names that head the activation columns.
+///
+/// A run of millions of steps keeps a bounded trace: the first [`TRACE_HEAD`]
+/// rows and at least the last [`TRACE_TAIL`] (the steps leading up to the
+/// first non-finite value, where a run stops), at most `TRACE_HEAD + 2 ×
+/// TRACE_TAIL` rows in all. `dropped` counts the rows left out between them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trace {
     /// `layers.{i}.{type}` for each activation column.
     pub layers: Vec<String>,
-    /// The rows, in order.
+    /// The rows kept, in order.
     pub rows: Vec<TraceRow>,
+    /// Rows left out between the head and the tail.
+    pub dropped: usize,
+}
+
+/// Rows kept from the start of a long run.
+pub const TRACE_HEAD: usize = 10_000;
+/// Rows kept (at least) from the end of a long run.
+pub const TRACE_TAIL: usize = 10_000;
+
+/// How many rows a trace of `steps` steps keeps.
+pub fn kept_rows(steps: usize) -> usize {
+    let full = TRACE_HEAD + 2 * TRACE_TAIL;
+    if steps <= full {
+        steps
+    } else {
+        TRACE_HEAD + TRACE_TAIL + (steps - full - 1) % TRACE_TAIL + 1
+    }
 }
 
 const FIXED: [&str; 8] = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr"];
@@ -52,6 +74,23 @@ fn opt(v: Option<f64>) -> String {
 }
 
 impl Trace {
+    /// Appends a row; past `TRACE_HEAD + 2 × TRACE_TAIL` rows, the oldest
+    /// `TRACE_TAIL` rows after the head are dropped (one move per `TRACE_TAIL`
+    /// rows, so appending stays cheap).
+    pub(crate) fn push(&mut self, row: TraceRow) {
+        if self.rows.len() == TRACE_HEAD + 2 * TRACE_TAIL {
+            self.rows.drain(TRACE_HEAD..TRACE_HEAD + TRACE_TAIL);
+            self.dropped += TRACE_TAIL;
+        }
+        self.rows.push(row);
+    }
+
+    /// Bytes the kept rows of a run with `layers` layers can take at most, for the memory estimate.
+    pub(crate) fn max_bytes(layers: usize) -> u128 {
+        let row = std::mem::size_of::<TraceRow>() + 8 * layers;
+        ((TRACE_HEAD + 2 * TRACE_TAIL) * row) as u128
+    }
+
     /// The CSV header.
     pub fn header(&self) -> Vec<String> {
         FIXED.iter().map(|s| s.to_string()).chain(self.layers.iter().map(|l| format!("max_abs.{l}"))).collect()
@@ -90,10 +129,27 @@ mod tests {
     }
 
     #[test]
+    fn long_runs_keep_a_bounded_head_and_tail() {
+        let mut t = Trace::default();
+        let n = TRACE_HEAD + 5 * TRACE_TAIL + 7;
+        for step in 1..=n {
+            t.push(TraceRow { step, ..Default::default() });
+        }
+        assert!(t.rows.len() <= TRACE_HEAD + 2 * TRACE_TAIL);
+        assert_eq!(t.rows.len() + t.dropped, n, "every row is kept or counted");
+        assert_eq!(t.rows.len(), kept_rows(n));
+        assert_eq!(kept_rows(5), 5);
+        assert!(t.rows[..TRACE_HEAD].iter().enumerate().all(|(i, r)| r.step == i + 1), "the head is the first steps");
+        let tail = &t.rows[t.rows.len() - TRACE_TAIL..];
+        assert!(tail.iter().enumerate().all(|(i, r)| r.step == n - TRACE_TAIL + 1 + i), "the tail is the last steps");
+    }
+
+    #[test]
     fn csv_has_a_column_per_layer() {
         let t = Trace {
             layers: vec!["layers.0.linear".into()],
             rows: vec![TraceRow { step: 1, epoch: 1, train_loss: 0.5, lr: 0.01, max_abs: vec![2.0], ..Default::default() }],
+            dropped: 0,
         };
         let text = String::from_utf8(t.to_csv().unwrap()).unwrap();
         assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,2e0\n");

@@ -6,6 +6,7 @@
 //! the first one computed. Parameters are kept in a `Vec` in layer order and
 //! nothing iterates a hash map, so a run is the same on every machine.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use candle_core::{DType, Device, Tensor};
@@ -34,7 +35,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         opts,
         dev,
         dtype: dtype(s.train.dtype),
-        trace: Trace { layers: plan.layer_names.clone(), rows: Vec::new() },
+        trace: Trace { layers: plan.layer_names.clone(), ..Trace::default() },
         first: None,
         first_at: None,
         stagnation: None,
@@ -186,7 +187,8 @@ impl Runner<'_> {
         let mut order: Vec<u32> = (0..n as u32).collect();
         let mut step = 0;
         let full_batch = batch == n;
-        let mut curve = Vec::new();
+        // Only the last `window + 1` points of the loss curve are ever read.
+        let mut curve = VecDeque::with_capacity(s.train.stagnation.window + 2);
         for epoch in 1..=s.train.epochs {
             let (mut sum, mut count) = (0.0, 0);
             if s.train.shuffle {
@@ -210,7 +212,7 @@ impl Runner<'_> {
                 let loss = self.trace.rows.last().map_or(f64::NAN, |r| r.train_loss);
                 (sum, count) = (sum + loss, count + 1);
                 if full_batch {
-                    curve.push(loss);
+                    push_bounded(&mut curve, loss, s.train.stagnation.window + 1);
                     self.check_plateau(at, &curve);
                 }
                 if let Some(p) = self.opts.progress {
@@ -218,7 +220,7 @@ impl Runner<'_> {
                 }
             }
             if !full_batch && count > 0 {
-                curve.push(sum / count as f64);
+                push_bounded(&mut curve, sum / count as f64, s.train.stagnation.window + 1);
                 self.check_plateau(At { step, epoch, fold }, &curve);
             }
             if let Some((vx, vy)) = &val {
@@ -253,7 +255,7 @@ impl Runner<'_> {
             self.flag(at, Phase::Loss, "loss", 0, value);
         }
         if self.done() || model.params.is_empty() {
-            self.trace.rows.push(row);
+            self.trace.push(row);
             return Ok(());
         }
         let store = loss.backward()?;
@@ -280,7 +282,7 @@ impl Runner<'_> {
             row.grad_norm = Some(sum_sq.sqrt());
         }
         if self.done() {
-            self.trace.rows.push(row);
+            self.trace.push(row);
             return Ok(());
         }
         if let Some(max) = s.optimizer.clip_grad_value {
@@ -299,7 +301,7 @@ impl Runner<'_> {
             row.param_norm = Some(p_sq.sqrt());
         }
         self.check_vanishing(at, row.grad_norm);
-        self.trace.rows.push(row);
+        self.trace.push(row);
         Ok(())
     }
 
@@ -333,7 +335,7 @@ impl Runner<'_> {
 
     /// Flags a loss curve (`curve`: per-step losses for full batch, epoch means
     /// otherwise) that improved by less than `rel_tol` over the last `window` points.
-    fn check_plateau(&mut self, at: At, curve: &[f64]) {
+    fn check_plateau(&mut self, at: At, curve: &VecDeque<f64>) {
         let st = &self.s.train.stagnation;
         if self.stagnation.is_some() || self.first.is_some() || curve.len() <= st.window {
             return;
@@ -345,6 +347,14 @@ impl Runner<'_> {
             self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
         }
     }
+}
+
+/// Appends to a curve that keeps its last `cap` points.
+fn push_bounded(curve: &mut VecDeque<f64>, v: f64, cap: usize) {
+    if curve.len() == cap {
+        curve.pop_front();
+    }
+    curve.push_back(v);
 }
 
 /// Shuffles in place with the given stream (the same permutation on every machine).

@@ -69,17 +69,25 @@ pub fn check_memory(s: &Scenario) -> Result<()> {
     memory_estimate(s).map_or(Ok(()), |bytes| within_limit(s, bytes))
 }
 
-/// Refuses `bytes` if over the scenario's limit.
+/// Refuses `bytes` if over the scenario's limit, or over this machine's memory.
 pub(crate) fn within_limit(s: &Scenario, bytes: u128) -> Result<()> {
+    let need_mb = u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX);
     let limit = s.train.memory_limit_mb;
     if bytes > limit as u128 * 1024 * 1024 {
-        return Err(Error::TooLarge {
-            what: format!("scenario `{}`", s.name),
-            need_mb: u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX),
-            limit_mb: limit,
-        });
+        return Err(Error::TooLarge { what: format!("scenario `{}`", s.name), need_mb, limit_mb: limit, hint: "raise `train.memory_limit_mb` to allow it" });
+    }
+    if let Some(machine) = physical_memory().filter(|m| bytes > *m) {
+        let machine_mb = u64::try_from(machine / (1024 * 1024)).unwrap_or(u64::MAX);
+        return Err(Error::TooLarge { what: format!("scenario `{}`", s.name), need_mb, limit_mb: machine_mb, hint: "the memory of this machine" });
     }
     Ok(())
+}
+
+/// Total memory of this machine (Linux's `MemTotal`), if known.
+fn physical_memory() -> Option<u128> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u128 = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 #[cfg(test)]
@@ -101,6 +109,18 @@ mod tests {
         let s = parse_str(&big, "t").unwrap();
         let err = check_memory(&s).unwrap_err().to_string();
         assert!(err.starts_with("refused:") && err.contains("over the limit of 2048 MiB"), "{err}");
+    }
+
+    #[test]
+    fn a_limit_above_the_machine_does_not_let_a_run_through() {
+        // A limit of 1 TiB passes validation, but a 900 GiB request is still refused on a smaller machine.
+        let mut s = parse_str(&base(), "t").unwrap();
+        s.train.memory_limit_mb = 1 << 20;
+        let need = 900u128 << 30;
+        match physical_memory() {
+            Some(m) if m < need => assert!(within_limit(&s, need).unwrap_err().to_string().contains("the memory of this machine"), "refused"),
+            _ => assert!(within_limit(&s, need).is_ok()),
+        }
     }
 
     #[test]

@@ -67,12 +67,20 @@ pub fn write_findings(path: &Path, findings: &[Finding]) -> Result<()> {
     crate::atomic::write(path, text.as_bytes())
 }
 
-/// Reads a `findings.jsonl`.
+/// Reads a `findings.jsonl`; a bad line is named by its own line number.
 pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(|source| Error::Json { path: path.to_path_buf(), what: "not a nanhunt findings file", source }))
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                // serde_json counts lines within the one line it was given: keep its message, not its position.
+                let text = e.to_string();
+                let message = text.rsplit_once(" at line ").map_or(text.as_str(), |(m, _)| m);
+                Error::Parse { path: path.display().to_string(), line: i + 1, col: e.column(), message: format!("not a nanhunt finding: {message}") }
+            })
+        })
         .collect()
 }
 
@@ -135,5 +143,10 @@ mod tests {
         let p = dir.path().join("f.jsonl");
         write_findings(&p, &s.findings).unwrap();
         assert_eq!(read_findings(&p).unwrap(), s.findings);
+        // A bad second line is reported on line 2.
+        let text = std::fs::read_to_string(&p).unwrap() + "{\"scenario\": 1}\n";
+        std::fs::write(&p, text).unwrap();
+        let err = read_findings(&p).unwrap_err().to_string();
+        assert!(err.contains("f.jsonl:2:") && err.contains("not a nanhunt finding") && !err.contains("at line 1"), "{err}");
     }
 }

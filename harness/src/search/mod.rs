@@ -19,8 +19,8 @@ mod score;
 mod space;
 
 pub use corpus::{merge, read_findings, write_findings};
-pub use finding::{signature, Finding, Target, Threshold};
+pub use finding::{fnv1a, signature, Finding, Target, Threshold};
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter};
 pub use minimize::{Minimal, Minimizer};
-pub use mutation::{describe, mutate, Mutation, Scale};
+pub use mutation::{describe, mutate, try_mutate, Mutation, Scale};
 pub(crate) use space::neighbourhood;

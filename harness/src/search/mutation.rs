@@ -261,13 +261,22 @@ impl Mutation {
 
 /// A scenario with mutations applied, if every one applies and the result validates.
 pub fn mutate(base: &Scenario, mutations: &[Mutation]) -> Option<Scenario> {
+    try_mutate(base, mutations).ok()
+}
+
+/// A scenario with mutations applied, or why not: the mutation that does not
+/// apply, or the first validation problem of the result.
+pub fn try_mutate(base: &Scenario, mutations: &[Mutation]) -> std::result::Result<Scenario, String> {
     let mut s = base.clone();
     for m in mutations {
         if !m.apply(&mut s) {
-            return None;
+            return Err(format!("`{m}` does not apply to this scenario"));
         }
     }
-    validate(&s).is_empty().then_some(s)
+    match validate(&s).into_iter().next() {
+        None => Ok(s),
+        Some(p) => Err(format!("invalid `{}`: {}", p.key, p.message)),
+    }
 }
 
 impl std::fmt::Display for Mutation {
@@ -323,6 +332,7 @@ mod tests {
         assert!(mutate(&b, &[Mutation::InputScale { feature: Some(99), value: 2.0 }]).is_none(), "no feature 99");
         assert!(mutate(&b, &[Mutation::Lr { value: -1.0 }]).is_none(), "negative lr fails validation");
         assert!(mutate(&b, &[Mutation::Lr { value: f64::NAN }]).is_none());
+        assert_eq!(try_mutate(&b, &[Mutation::Lr { value: -1.0 }]).unwrap_err(), "invalid `optimizer.lr`: must be a positive finite number, got -1");
         assert!(mutate(&b, &[Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Validation, value: 0.1 }]).is_none(), "no validation split");
     }
 

@@ -191,8 +191,8 @@ fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
     if !(1..=MAX_MEMORY_LIMIT_MB).contains(&t.memory_limit_mb) {
         out.push(problem("train.memory_limit_mb", format!("must be between 1 and {MAX_MEMORY_LIMIT_MB} (1 TiB), got {}", t.memory_limit_mb)));
     }
-    if t.stagnation.window < 2 {
-        out.push(problem("train.stagnation.window", "must be at least 2 steps"));
+    if !(2..=1_000_000).contains(&t.stagnation.window) {
+        out.push(problem("train.stagnation.window", format!("must be between 2 and 1000000 points, got {}", t.stagnation.window)));
     }
     finite(out, "train.stagnation.rel_tol", t.stagnation.rel_tol);
     non_negative(out, "train.stagnation.grad_norm_floor", t.stagnation.grad_norm_floor);
