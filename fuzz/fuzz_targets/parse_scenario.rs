@@ -1,5 +1,6 @@
 //! The scenario reader must answer any text with a scenario or a located
-//! error, never a panic.
+//! error, never a panic; text that parses goes on through validation, the
+//! model plan, the data build and model initialisation.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -12,10 +12,10 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
-use crate::scenario::{check_memory, plan, within_limit, DTypeName, Scenario};
+use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenario};
 
 pub(crate) mod data;
 mod device;
@@ -83,6 +83,13 @@ pub(crate) fn dtype(d: DTypeName) -> DType {
 
 /// Runs a scenario, returning `Err` only when it cannot be run at all.
 pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    let (dev, data, plan) = prepare(s)?;
+    train::train(s, opts, dev, &data, &plan)
+}
+
+/// Everything a run does before its first step: the memory check, the
+/// device, the data and the model's plan, checked against each other.
+fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan)> {
     check_memory(s)?;
     let dev = device::open(&s.train.device)?;
     let data = data::build(s)?;
@@ -94,7 +101,16 @@ pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
         let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
     }
-    train::train(s, opts, dev, &data, &plan)
+    Ok((dev, data, plan))
+}
+
+/// Prepares a run and builds its first model without training: what the
+/// fuzz targets call, so a panic anywhere before training is found.
+pub(crate) fn dry_run(s: &Scenario) -> Result<()> {
+    let (dev, _, plan) = prepare(s)?;
+    let mut init = rng::stream(s.seed, rng::INIT_STREAM);
+    model::Model::new(&s.model, &plan, &mut init, dtype(s.train.dtype), &dev)?;
+    Ok(())
 }
 
 #[cfg(test)]

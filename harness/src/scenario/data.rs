@@ -8,7 +8,7 @@ use strum::{IntoStaticStr, VariantArray};
 use super::{is_one, one, one_usize};
 
 /// Where the rows come from and what happens to them before training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// Number of rows to generate (synthetic inputs only).
@@ -46,7 +46,7 @@ pub struct DataSpec {
 }
 
 /// A contiguous group of features sharing one scale factor.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleGroup {
     /// Index of the first feature in the group (default 0).
@@ -59,7 +59,7 @@ pub struct ScaleGroup {
 }
 
 /// The source of input rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InputSpec {
     /// Independent normal draws.
@@ -95,7 +95,7 @@ pub enum InputSpec {
 }
 
 /// How targets are made from the inputs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TargetSpec {
     /// 0/1 labels, one column (like `torch.randint(0, 2, (n,))`).
@@ -143,7 +143,7 @@ pub enum TargetSpec {
 }
 
 /// One row of explicit targets: a bare number or a list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(untagged)]
 pub enum TargetRow {
     /// A single target column.
@@ -153,7 +153,7 @@ pub enum TargetRow {
 }
 
 /// The validation data: a held-out fraction, k folds, or a separate set.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSpec {
     /// Hold out this fraction of the rows: the last rows, unshuffled (Keras's `validation_split`).
@@ -174,7 +174,7 @@ pub struct ValidationSpec {
 }
 
 /// A corruption of some cells of one split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct Injection {
     /// What to write into the chosen cells.
@@ -243,7 +243,7 @@ pub enum InjectInto {
 }
 
 /// One preprocessing step. Statistics are fitted on the training split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Preprocess {
     /// `(x - mean) / std` per column (sklearn's StandardScaler: population std, std 0 → 1).

@@ -7,7 +7,7 @@ use strum::{IntoStaticStr, VariantArray};
 use super::Named;
 
 /// What a regression check expects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// `finite` or `nonfinite`.
@@ -24,7 +24,7 @@ pub struct Expect {
 }
 
 /// The expected outcome of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ExpectedOutcome {
@@ -37,7 +37,7 @@ pub enum ExpectedOutcome {
 
 /// Where in a training step a value was computed. Part of the file format
 /// (`[expect] phase`) and of every run's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Phase {

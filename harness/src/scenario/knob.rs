@@ -11,7 +11,7 @@ use strum::{IntoStaticStr, VariantArray, VariantNames};
 use super::{input_shape, InputSpec, Named, Scenario};
 
 /// A setting of a scenario that a search may move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, IntoStaticStr, VariantArray, VariantNames)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, IntoStaticStr, VariantArray, VariantNames, arbitrary::Arbitrary)]
 pub enum Knob {
     /// `optimizer.lr`.
     #[strum(serialize = "optimizer.lr")]

@@ -28,11 +28,13 @@ impl Footprint {
     /// while splits are made) plus its device copy; each parameter with its
     /// gradient, two optimizer moments and the update's temporaries; and one
     /// batch of activations and their gradients for the backward pass.
+    ///
+    /// Saturating: a request too large to count is `u128::MAX`, and refused.
     pub fn bytes(&self) -> u128 {
-        let data = self.cells * (3 * 8 + self.elem);
-        let state = self.params * self.elem * 6;
-        let acts = self.batch * self.widths * self.steps * self.elem * 4;
-        data + state + acts
+        let data = self.cells.saturating_mul(3 * 8 + self.elem);
+        let state = self.params.saturating_mul(self.elem * 6);
+        let acts = product(&[self.batch, self.widths, self.steps, self.elem * 4]);
+        data.saturating_add(state).saturating_add(acts)
     }
 
     /// The footprint of a scenario whose shapes are `plan`, with `cells` data cells and `rows` training rows.
@@ -40,27 +42,32 @@ impl Footprint {
         let steps = seq_len.unwrap_or(1) as u128;
         Footprint {
             cells,
-            params: plan.params.iter().map(|p| p.shape.iter().map(|d| *d as u128).product::<u128>()).sum(),
+            params: plan.params.iter().map(|p| product(&p.shape.iter().map(|d| *d as u128).collect::<Vec<_>>())).fold(0, u128::saturating_add),
             batch: s.train.batch_size.map_or(rows, |b| b as u128).min(rows),
-            widths: plan.widths.iter().map(|w| *w as u128).sum::<u128>() + features as u128 * steps,
+            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add((features as u128).saturating_mul(steps)),
             steps,
             elem: s.train.dtype.bytes(),
         }
     }
 }
 
+/// A saturating product.
+fn product(factors: &[u128]) -> u128 {
+    factors.iter().fold(1, |a, b| a.saturating_mul(*b))
+}
+
 /// The estimate from the scenario alone; `None` when the shapes are not known without reading files.
 pub fn memory_estimate(s: &Scenario) -> Option<u128> {
     let shape = input_shape(&s.data)?;
     let plan = plan(&s.model, shape).ok()?;
-    let row = shape.features as u128 * shape.seq_len.unwrap_or(1) as u128;
+    let row = (shape.features as u128).saturating_mul(shape.seq_len.unwrap_or(1) as u128);
     let targets = target_width(&s.data).unwrap_or(1) as u128;
     let v = s.data.validation.as_ref();
     let train = s.data.n.or(rows_of(&s.data.inputs)).unwrap_or(0) as u128;
     let held = v.and_then(|v| v.n.or(v.inputs.as_ref().and_then(rows_of))).unwrap_or(0) as u128;
     // Every fold of a k-fold split holds its own copy of the rows.
     let copies = v.and_then(|v| v.kfold).unwrap_or(1).max(1) as u128;
-    let cells = (train + held) * (row + targets) * copies;
+    let cells = product(&[train.saturating_add(held), row.saturating_add(targets), copies]);
     Some(Footprint::of(s, &plan, cells, train, shape.features, shape.seq_len).bytes())
 }
 
@@ -128,5 +135,8 @@ mod tests {
         // 10 cells: 10·(24 + 4) = 280; 3 params: 3·4·6 = 72; batch 2 × width 5 × 1 step × 4 bytes × 4 = 160.
         let f = Footprint { cells: 10, params: 3, batch: 2, widths: 5, steps: 1, elem: 4 };
         assert_eq!(f.bytes(), 280 + 72 + 160);
+        // Found by the `scenario` fuzz target: sizes whose product overflows saturate, and are refused.
+        let huge = Footprint { cells: u128::MAX / 3, batch: u128::MAX / 2, widths: 3, ..f };
+        assert_eq!(huge.bytes(), u128::MAX);
     }
 }

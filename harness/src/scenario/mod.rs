@@ -37,7 +37,7 @@ pub use training::{DTypeName, DeviceName, LossKind, LossSpec, OptimizerKind, Opt
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 
 /// One training setup: data, model, loss, optimizer and schedule, plus what a check expects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Short name, used in reports and trace file names.
@@ -67,6 +67,7 @@ pub struct Scenario {
     pub search: Option<SearchSpec>,
     /// Directory of the file this was read from, for relative data paths.
     #[serde(skip)]
+    #[arbitrary(default)]
     pub dir: Option<std::path::PathBuf>,
 }
 

@@ -8,7 +8,7 @@ use strum::IntoStaticStr;
 use super::{is_one, one};
 
 /// The model: a stack of layers applied in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Default initialisation for every parameterised layer.
@@ -23,7 +23,7 @@ pub struct ModelSpec {
 }
 
 /// Weight initialisation.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Init {
     /// PyTorch's default: kaiming-uniform weights and `U(±1/sqrt(fan_in))` biases.
@@ -49,7 +49,7 @@ pub enum Init {
 }
 
 /// One layer of the stack.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[strum(serialize_all = "snake_case")]
 pub enum Layer {

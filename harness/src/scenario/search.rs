@@ -6,7 +6,7 @@ use super::{DTypeName, InjectValue, Knob, OptimizerKind};
 
 /// The `[search]` table: which knobs a hunt may move, and how far. Without it
 /// every applicable knob moves within `decades` of its base value.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSpec {
     /// Knob names that may move (`optimizer.lr`, `data.scale`, `train.dtype`, ...); absent means all.

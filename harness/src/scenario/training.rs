@@ -7,7 +7,7 @@ use strum::{IntoStaticStr, VariantArray};
 use super::one_usize;
 
 /// The loss function and its stabilisers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct LossSpec {
     /// Which loss.
@@ -27,7 +27,7 @@ pub struct LossSpec {
 }
 
 /// The supported losses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum LossKind {
@@ -52,7 +52,7 @@ pub enum LossKind {
 }
 
 /// How a loss is reduced over elements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Reduction {
@@ -64,7 +64,7 @@ pub enum Reduction {
 }
 
 /// The optimizer, its hyperparameters, and gradient clipping.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSpec {
     /// Which update rule.
@@ -117,7 +117,7 @@ pub enum OptimizerKind {
 
 
 /// The schedule, numeric type, device and limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
     /// Passes over the training rows.
@@ -163,7 +163,7 @@ pub enum DTypeName {
 }
 
 /// Stagnation thresholds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct StagnationSpec {
     /// Points of the loss curve over which the loss must improve: steps for

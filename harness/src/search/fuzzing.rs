@@ -1,13 +1,13 @@
 //! The library side of the cargo-fuzz targets in `fuzz/`: turning fuzzer
 //! bytes into mutations of a bundled scenario (shared by `nanhunt fuzz-shrink`,
-//! so a saved crash input decodes to the same candidate), and feeding bytes to
-//! the scenario reader.
+//! so a saved crash input decodes to the same candidate), and feeding text or
+//! structured scenarios (`arbitrary`) through everything before training.
 
 use arbitrary::{Arbitrary, Unstructured};
 
 use super::finding::Target;
 use super::mutation::{mutate, Mutation};
-use crate::scenario::{from_str, memory_estimate, Scenario};
+use crate::scenario::{from_str, memory_estimate, parse_str, validate, InputSpec, Scenario};
 
 /// The scenario the `mutations` target mutates: seed 002 ex1 with its standardization fix (finite, fast).
 pub const BUNDLED: &str = include_str!("../../../scenarios/seeds/s002_ex1_linreg_sgd_fix_standardize.toml");
@@ -42,12 +42,28 @@ pub fn run_bytes(data: &[u8]) -> Option<String> {
     Target::Nonfinite.hits(&o).then(|| o.first_nonfinite.map(|f| f.to_string()).unwrap_or_default())
 }
 
-/// Feeds bytes to the scenario reader and validator; any panic is a bug.
+/// Largest estimated run the fuzz targets prepare (data built, model initialised).
+pub const MAX_PREPARED_BYTES: u128 = 4 << 20;
+
+/// Feeds bytes to the scenario reader; text that parses goes on to [`check_scenario`]. Any panic is a bug.
 pub fn parse_bytes(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(s) = from_str(text, "fuzz.toml") {
-            let _ = memory_estimate(&s);
+        if let Ok(s) = parse_str(text, "fuzz.toml") {
+            check_scenario(&s);
         }
+    }
+}
+
+/// Validates a scenario (validation works out the model's plan); if it is
+/// valid, small and reads no file, also builds its data and first model,
+/// everything a run does before training. Any panic is a bug.
+pub fn check_scenario(s: &Scenario) {
+    let _ = memory_estimate(s);
+    if !validate(s).is_empty() || matches!(s.data.inputs, InputSpec::Csv { .. }) {
+        return;
+    }
+    if memory_estimate(s).is_some_and(|b| b <= MAX_PREPARED_BYTES) {
+        let _ = crate::run::dry_run(s);
     }
 }
 
@@ -62,6 +78,19 @@ mod tests {
         assert!(decode(&bytes).len() <= 4);
         assert!(decode(&[]).is_empty());
         assert!(decode(&bytes).iter().all(|m| !matches!(m, Mutation::Epochs { value } if *value > MAX_EPOCHS)));
+    }
+
+    #[test]
+    fn structured_scenarios_never_panic_before_training() {
+        use arbitrary::{Arbitrary, Unstructured};
+        for seed in 0..300u32 {
+            let bytes: Vec<u8> = (0..512).map(|i| (seed.wrapping_mul(2654435761).rotate_left(i % 32) ^ i) as u8).collect();
+            if let Ok(s) = Scenario::arbitrary(&mut Unstructured::new(&bytes)) {
+                check_scenario(&s);
+            }
+        }
+        // And the bundled scenario goes all the way through.
+        check_scenario(&bundled());
     }
 
     #[test]
