@@ -38,7 +38,8 @@ fn main() {
                     runs.push(f64::INFINITY);
                 }
                 Some(f) => {
-                    let distance: Vec<String> = f
+                    let t = f.nearest().expect("a root cause has a trigger");
+                    let distance: Vec<String> = t
                         .mutations
                         .iter()
                         .map(|m| match (m.numeric(), m.base_value(&base)) {
@@ -46,10 +47,10 @@ fn main() {
                             _ => m.knob().to_string(),
                         })
                         .collect();
-                    let rows = f.rows.map_or("-".into(), |(a, b)| format!("{a}→{b}"));
+                    let rows = t.rows.as_ref().map_or("-".into(), |c| format!("{}→{}", c.total, c.kept.len()));
                     println!(
                         "| {} | {name} | {:.1} | {} | {:.1} | {} | {rows} | {} | {} in {} |",
-                        base.name, f.seconds_to_find, f.runs_to_find, f.seconds_to_shrink, f.mutations.len(), distance.join(", "), f.location.kind, f.location.tensor
+                        base.name, f.seconds_to_find, f.runs_to_find, f.seconds_to_shrink, t.mutations.len(), distance.join(", "), f.location.kind, f.location.tensor
                     );
                     runs.push(f.runs_to_find as f64);
                 }

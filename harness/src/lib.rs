@@ -18,12 +18,14 @@
 
 mod atomic;
 mod error;
+mod number;
 pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod search;
 
 pub use error::{Error, Result};
+pub use number::human;
 pub use report::{check_all, replay, write as write_report, ReportInput, Reports};
 pub use run::{run, run_with, Location, Outcome, RunOptions, Status};
 pub use scenario::{load, Phase, Scenario};

@@ -185,7 +185,7 @@ fn merge_refuses_missing_reports_and_the_same_directory_twice() {
     let dir = tempdir();
     let hunt = dir.path().join("h");
     std::fs::create_dir(&hunt).unwrap();
-    let finding = r#"{"scenario":"s","signature":"abcd1234","location":{"step":1,"epoch":1,"fold":0,"phase":"loss","tensor":"loss","kind":"nan","index":0},"mutations":[],"found":[],"thresholds":[],"count":1,"runs_to_find":1,"seconds_to_find":0.1,"seconds_to_shrink":0.0,"shrink_runs":0,"rows":null,"report":"gone/s-abcd1234"}"#;
+    let finding = r#"{"scenario":"s","signature":"abcd1234","location":{"step":1,"epoch":1,"fold":0,"phase":"loss","tensor":"loss","kind":"nan","index":0},"dtype":"f32","triggers":[],"count":1,"runs_to_find":1,"seconds_to_find":0.1,"seconds_to_shrink":0.0,"shrink_runs":0,"report":"gone/s-abcd1234"}"#;
     write(&hunt, "findings.jsonl", &format!("{finding}\n"));
     let out_dir = dir.path().join("merged");
     let out = nanhunt(&["merge", hunt.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);

@@ -19,20 +19,30 @@ fn property_engine_finds_and_shrinks_flips_on_three_seeds() {
         assert_eq!(out.status.code(), Some(1), "{name}: nothing found\n{}", stderr(&out));
         let base = nanhunt::load(&path).unwrap();
         for f in findings(&out) {
-            let muts: Vec<Mutation> = serde_json::from_value(f["mutations"].clone()).unwrap();
-            assert!(!muts.is_empty() && muts.len() <= 3, "{name}: {muts:?}");
-            // The minimal mutations flip the base by themselves.
-            assert!(Target::Nonfinite.hits(&nanhunt::run(&mutate(&base, &muts).unwrap())), "{name}");
-            // Each threshold, re-run independently: at it, it flips; just below, it stays finite.
-            for t in f["thresholds"].as_array().unwrap() {
-                let knob = t["knob"].as_str().unwrap();
-                let at = |v: f64| {
-                    let m: Vec<Mutation> = muts.iter().map(|m| if m.knob().to_string() == knob { m.with_value(v) } else { m.clone() }).collect();
-                    Target::Nonfinite.hits(&nanhunt::run(&mutate(&base, &m).unwrap()))
-                };
-                assert!(at(t["flips_at"].as_f64().unwrap()), "{name}: {knob} at threshold");
-                assert!(!at(t["stays_finite_at"].as_f64().unwrap()), "{name}: {knob} just below threshold");
-                checked += 1;
+            let triggers = f["triggers"].as_array().unwrap();
+            assert!(!triggers.is_empty(), "{name}: a root cause has a trigger");
+            for trig in triggers {
+                let muts: Vec<Mutation> = serde_json::from_value(trig["mutations"].clone()).unwrap();
+                assert!(!muts.is_empty() && muts.len() <= 3, "{name}: {muts:?}");
+                // The minimal mutations flip the base by themselves, and each one is needed (1-minimal).
+                let flips = |m: &[Mutation]| mutate(&base, m).is_some_and(|s| Target::Nonfinite.hits(&nanhunt::run(&s)));
+                assert!(flips(&muts), "{name}");
+                for i in 0..muts.len() {
+                    let mut without = muts.clone();
+                    without.remove(i);
+                    assert!(!flips(&without), "{name}: {:?} is not needed", muts[i]);
+                }
+                // Each threshold, re-run independently: at it, it flips; just below, it stays finite.
+                for t in trig["thresholds"].as_array().unwrap() {
+                    let knob = t["knob"].as_str().unwrap();
+                    let at = |v: f64| {
+                        let m: Vec<Mutation> = muts.iter().map(|m| if m.knob().to_string() == knob { m.with_value(v) } else { m.clone() }).collect();
+                        flips(&m)
+                    };
+                    assert!(at(t["flips_at"].as_f64().unwrap()), "{name}: {knob} at threshold");
+                    assert!(!at(t["stays_finite_at"].as_f64().unwrap()), "{name}: {knob} just below threshold");
+                    checked += 1;
+                }
             }
             // A report was written, and it replays.
             let report = f["report"].as_str().unwrap();

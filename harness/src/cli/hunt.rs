@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::Context;
-use nanhunt::search::{describe, Engine, HuntOptions, Progress, Target};
-use nanhunt::Reports;
+use nanhunt::search::{describe, round3_away, Engine, HuntOptions, HuntResult, Progress, Stage, Target};
+use nanhunt::{human, Reports};
 
 use super::progress;
 
@@ -14,12 +16,21 @@ use super::progress;
 pub(crate) struct Hunt {
     /// The base scenario.
     scenario: PathBuf,
-    /// Search time, e.g. `60s`, `10m`, `2h`.
+    /// Search time, e.g. `60s`, `10m`, `2h`. The hunt ends by `--time` plus `--shrink-time`.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    time: std::time::Duration,
-    /// Parallel workers (Candle stays single-threaded in each).
-    #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    time: Duration,
+    /// Time after the search for finishing minimizations [default: a quarter of --time, 5 s to 5 min].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    shrink_time: Option<Duration>,
+    /// Wall-time limit of one candidate run; a run over it counts as a timeout [default: 20 × the base run, at least 1 s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    run_timeout: Option<Duration>,
+    /// Parallel workers (Candle stays single-threaded in each); at most 8 per CPU core.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+    /// Keep every data row when minimizing (repros then have the user's data, and its step numbers).
+    #[arg(long)]
+    keep_data: bool,
     /// Seed of the search.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -94,7 +105,7 @@ fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 }
 
 impl Hunt {
-    /// Runs the campaign and prints its findings.
+    /// Runs the campaign and prints one line per root cause.
     pub(crate) fn exec(self, ctx: &super::Context) -> anyhow::Result<u8> {
         let base = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
         // Check that reports can be written before any search time is spent.
@@ -108,10 +119,17 @@ impl Hunt {
             }
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let jobs = usize::from(self.jobs).min(8 * cores);
+        if jobs < usize::from(self.jobs) {
+            eprintln!("note: --jobs {} capped at {jobs} (8 workers per CPU core on this {cores}-core machine)", self.jobs);
+        }
         let opts = HuntOptions {
             budget: self.time,
+            shrink_budget: self.shrink_time.unwrap_or_else(|| HuntOptions::default_shrink_budget(self.time)),
+            run_timeout: self.run_timeout,
             max_runs: self.max_runs,
-            jobs: self.jobs.max(1),
+            jobs,
             seed: self.seed,
             target: self.target.into(),
             engine: self.engine.into(),
@@ -119,37 +137,88 @@ impl Hunt {
             corpus: self.corpus.clone(),
             out: Some(self.out.clone()),
             first: self.first,
+            keep_data: self.keep_data,
             ..HuntOptions::default()
         };
         let stop = opts.stop.clone();
+        // Ctrl-C and SIGTERM stop alike: running candidates are cut off, the state is saved, the summary printed.
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-        let budget = opts.budget.as_secs_f64();
-        let bar = progress::budget(opts.budget.as_secs());
+        let total = (opts.budget + opts.shrink_budget).as_secs_f64();
+        let bar = progress::budget(total.ceil() as u64);
         let show = |p: &Progress| {
-            bar.set_position(p.elapsed.min(budget) as u64);
-            bar.set_message(format!("{} runs ({:.1}/s), {} finding(s), best score {:.3}, {} error(s)", p.runs, p.runs as f64 / p.elapsed.max(1e-9), p.findings, p.best_score, p.errors));
+            bar.set_position(p.elapsed.min(total) as u64);
+            bar.set_message(status_line(p));
         };
         let reports = Reports { dir: self.out.clone() };
         let result = nanhunt::hunt(&base, &opts, Some(&reports), &show)?;
         bar.finish_and_clear();
-        let p = &result.progress;
         if self.json {
             for f in &result.findings {
                 println!("{}", serde_json::to_string(f)?);
             }
         } else {
-            println!("hunted `{}` for {:.2} s: {} runs ({:.1}/s), {} error(s), {} finding(s)", base.name, p.elapsed, p.runs, p.runs as f64 / p.elapsed.max(1e-9), p.errors, result.findings.len());
-            for f in &result.findings {
-                let l = &f.location;
-                println!("  {} ×{}  {} in {} ({}) at step {}  ← {}", f.signature, f.count, l.kind, l.tensor, l.phase, l.step, describe(&f.mutations));
-                for t in &f.thresholds {
-                    println!("      flips at {} {} {:.3e} (base {:.3e}, finite at {:.4e})", t.knob, t.direction(), t.flips_at, t.base, t.stays_finite_at);
-                }
-                if let Some(r) = &f.report {
-                    println!("      report: {}", r.display());
-                }
-            }
+            print!("{}", summary(&base.name, &result, opts.budget + opts.shrink_budget));
         }
         Ok(u8::from(!result.findings.is_empty()))
     }
+}
+
+/// The progress bar's message: what runs, and what was found, in words.
+fn status_line(p: &Progress) -> String {
+    let stage = match p.stage {
+        Stage::Base => "running the base",
+        Stage::Search => "searching",
+        Stage::Shrink => "finishing minimizations",
+    };
+    let rate = p.runs as f64 / p.elapsed.max(1e-9);
+    format!(
+        "{stage}: {} runs ({rate:.1}/s), {} root cause(s) with {} trigger(s), {} shrinking, {} shrink runs, {} error(s), {} timeout(s)",
+        p.runs, p.root_causes, p.triggers, p.pending, p.shrink_runs, p.errors, p.timeouts
+    )
+}
+
+/// The end-of-hunt summary: one line per root cause with its nearest trigger and threshold.
+fn summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
+    let p = &r.progress;
+    let mut s = format!(
+        "hunted `{name}` for {} s (allowed {} s): {} runs ({:.1}/s), {} shrink runs, {} error(s), {} timeout(s) over {} s\n",
+        human(p.elapsed),
+        human(allowed.as_secs_f64()),
+        p.runs,
+        p.runs as f64 / p.elapsed.max(1e-9),
+        p.shrink_runs,
+        p.errors,
+        p.timeouts,
+        human(r.run_timeout.as_secs_f64())
+    );
+    if p.errors * 2 > p.runs && p.runs > 0 {
+        s += &format!("warning: {} of {} candidates errored or were invalid: the search space may not fit this scenario\n", p.errors, p.runs);
+    }
+    if let Some(at) = &r.base_failure {
+        s += &format!("the base scenario itself goes non-finite: {at}\n");
+    }
+    s += &format!("{} root cause(s):\n", r.findings.len());
+    for f in r.findings.iter().take(20) {
+        let l = &f.location;
+        let nearest = f.nearest().map_or(String::new(), |t| if t.mutations.is_empty() { "the base itself".into() } else { describe(&t.mutations) });
+        let more = f.triggers.len().saturating_sub(1);
+        let more = if more > 0 { format!(" (+{more} more trigger(s))") } else { String::new() };
+        s += &format!("  {} ×{:<4} {} in {} ({}, {}) ← {nearest}{more}\n", f.signature, f.count, l.kind, l.tensor, l.phase, f.dtype);
+        if let Some(note) = &f.note {
+            s += &format!("      {note}\n");
+        }
+        for t in f.nearest().map_or(&[][..], |t| &t.thresholds[..]) {
+            s += &format!("      flips at {} {} {} (base {}, finite at {})\n", t.knob, t.direction(), human(t.flips_at), human(t.base), human(round3_away(t.stays_finite_at, t.flips_at)));
+        }
+    }
+    if r.findings.len() > 20 {
+        s += &format!("  ... {} more in findings.jsonl\n", r.findings.len() - 20);
+    }
+    if let Some(dir) = r.findings.iter().find_map(|f| f.report.as_ref()).and_then(|d| d.parent()) {
+        s += &format!("reports: {}/<scenario>-<signature>-<hash>/ (one per root cause)\n", dir.display());
+    }
+    if !r.pending.is_empty() {
+        s += &format!("{} flip(s) not yet minimal (time ran out): kept in the corpus, finished by --resume\n", r.pending.len());
+    }
+    s
 }

@@ -51,7 +51,11 @@ impl Run {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         };
-        let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress) };
+        // Ctrl-C or SIGTERM cuts the run off at the next step, and the outcome says so.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+        let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress), stop: Some(&stop), ..RunOptions::default() };
         let outcome = nanhunt::run_with(&scenario, &opts);
         bar.finish_and_clear();
         if let Some(e) = outcome.error.as_ref().filter(|_| outcome.outcome == Status::Error) {
@@ -72,7 +76,7 @@ impl Run {
         }
         if let Some(parent) = &self.report {
             let settings = RunSettings { watch, continue_steps: self.continue_steps };
-            let input = ReportInput { repro: &scenario, base: &scenario, outcome: &outcome, thresholds: vec![], settings, reductions: vec![], knob_repro: None, signature: None };
+            let input = ReportInput::of_run(&scenario, &outcome, settings);
             let dir = nanhunt::write_report(parent, &input).context("writing the report")?;
             eprintln!("report: {}", dir.display());
         }
@@ -87,6 +91,7 @@ fn summary(o: &Outcome) -> String {
         Status::Finite => "finite",
         Status::Nonfinite => "NON-FINITE",
         Status::Error => "ERROR",
+        Status::Timeout => "CUT OFF",
     };
     let mut s = format!("scenario    {}\noutcome     {verdict}\n", o.scenario);
     if let Some(f) = &o.first_nonfinite {
@@ -94,7 +99,8 @@ fn summary(o: &Outcome) -> String {
         s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
     }
     if let Some(e) = &o.error {
-        s += &format!("error       {e}\n");
+        let what = if o.outcome == Status::Timeout { "cut off" } else { "error" };
+        s += &format!("{what:<11} {e}\n");
     }
     s += &format!("steps       {}\n", o.steps);
     s += &format!("loss        final {}, last finite {}\n", g(o.final_loss), g(o.last_finite_loss));

@@ -4,7 +4,9 @@
 //! command that replays it.
 
 use super::summary::Summary;
+use crate::human;
 use crate::run::Status;
+use crate::search::describe;
 
 /// Renders a summary as Markdown.
 pub fn markdown(s: &Summary) -> String {
@@ -14,16 +16,19 @@ pub fn markdown(s: &Summary) -> String {
         Status::Finite => "stays finite",
         Status::Nonfinite => "goes non-finite",
         Status::Error => "fails to run",
+        Status::Timeout => "was cut off",
     };
     m += &format!("# nanhunt: `{}` {verdict}\n\n", s.scenario);
     match (&o.first_nonfinite, &o.error) {
         (Some(f), _) => {
+            // A repro with fewer rows counts its own steps: say so beside the step.
+            let rows = s.reductions.iter().find(|r| r.starts_with("data rows")).map_or(String::new(), |r| format!(" ({r})"));
             m += &format!(
-                "**{}** in `{}` (element {}) during the **{}** phase of step {} (epoch {}, fold {}).\n",
+                "**{}** in `{}` (element {}) during the **{}** phase of step {}{rows} (epoch {}, fold {}).\n",
                 f.kind, f.tensor, f.index, f.phase, f.step, f.epoch, f.fold
             );
             if let Some(l) = o.last_finite_loss {
-                m += &format!("Last finite training loss: {l:e}.\n");
+                m += &format!("Last finite training loss: {}.\n", human(l));
             }
         }
         (None, Some(e)) => m += &format!("Error: {e}\n"),
@@ -32,10 +37,25 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(st) = &o.stagnation {
         m += &format!("Stagnation: {} at step {} ({}).\n", st.reason, st.step, st.detail);
     }
+    if let Some(note) = &s.note {
+        m += &format!("\n> {note}\n");
+    }
+    if s.triggers.len() > 1 {
+        m += &format!("\n## Triggers ({}, nearest to the base first; the repro is the first)\n\n| # | knobs (each at its threshold) | flips at | distance | hits |\n|---:|---|---|---:|---:|\n", s.triggers.len());
+        for (i, t) in s.triggers.iter().take(12).enumerate() {
+            let knobs = if t.mutations.is_empty() { "none: the base itself".to_string() } else { describe(&t.mutations) };
+            let flips: Vec<String> = t.thresholds.iter().map(|h| format!("`{}` {} {}", h.knob, h.direction(), human(h.flips_at))).collect();
+            m += &format!("| {} | {knobs} | {} | {} | {} |\n", i + 1, flips.join(", "), human(t.distance), t.count);
+        }
+        if s.triggers.len() > 12 {
+            m += &format!("\n{} more in `summary.json`.\n", s.triggers.len() - 12);
+        }
+    }
     if !s.leading_up.is_empty() {
         m += "\n## Leading up to it\n\n| step | epoch | fold | train loss | grad norm | max \\|activation\\| |\n|---:|---:|---:|---:|---:|---:|\n";
         for r in &s.leading_up {
-            m += &format!("| {} | {} | {} | {} | {} | {} |\n", r.step, r.epoch, r.fold, r.train_loss, r.grad_norm, r.max_abs);
+            let num = |v: Option<f64>| v.map_or("—".to_string(), human);
+            m += &format!("| {} | {} | {} | {} | {} | {} |\n", r.step, r.epoch, r.fold, num(r.train_loss), num(r.grad_norm), num(r.max_abs));
         }
     }
     m += "\n## Difference from the base scenario\n\n";
@@ -44,7 +64,7 @@ pub fn markdown(s: &Summary) -> String {
     } else {
         m += "| key | base | repro | flips at |\n|---|---|---|---|\n";
         for c in &s.changes {
-            let flip = s.thresholds.iter().find(|t| t.knob.sets_key(&c.key)).map_or(String::new(), |t| format!("{} {:.3e}", t.direction(), t.flips_at));
+            let flip = s.thresholds.iter().find(|t| t.knob.sets_key(&c.key)).map_or(String::new(), |t| format!("{} {}", t.direction(), human(t.flips_at)));
             m += &format!("| `{}` | {} | {} | {flip} |\n", c.key, or_dash(&c.base), or_dash(&c.repro));
         }
     }

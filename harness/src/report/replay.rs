@@ -85,7 +85,7 @@ pub fn replay(dir: &Path, load: &LoadOptions) -> Result<(Outcome, Option<Diverge
     let recorded_path = dir.join("trace.csv");
     let recorded = std::fs::read_to_string(&recorded_path).map_err(|e| Error::io(&recorded_path, e))?;
     well_formed(&recorded, kept_rows(summary.outcome.steps)).map_err(|message| Error::Corrupt { path: recorded_path.clone(), message })?;
-    let opts = RunOptions { watch: summary.settings.watch, continue_steps: summary.settings.continue_steps, progress: None };
+    let opts = RunOptions { watch: summary.settings.watch, continue_steps: summary.settings.continue_steps, ..RunOptions::default() };
     let outcome = run_with(&scenario, &opts);
     if let Some(e) = &outcome.error {
         return Err(Error::Replay { dir: dir.to_path_buf(), message: e.clone() });

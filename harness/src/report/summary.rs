@@ -8,9 +8,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::run::{fmt, Outcome, TraceRow};
+use crate::run::{Outcome, TraceRow};
 use crate::scenario::Scenario;
-use crate::search::Threshold;
+use crate::search::{Threshold, Trigger};
 
 /// Version of `summary.json`'s layout.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -99,9 +99,17 @@ pub struct Summary {
     pub reductions: Vec<String>,
     /// The command that replays it.
     pub replay: String,
+    /// For a hunt's root cause: what the site means, where nanhunt can say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// For a hunt's root cause: every minimal trigger that reaches it, nearest to the base first (the repro is the first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
 }
 
-/// One trace row as text, for the summary tables.
+/// One trace row's signals, for the summary tables. In `summary.json` they
+/// are JSON numbers (`null` where absent or non-finite: JSON has no NaN);
+/// reports of schema 1 that wrote them as text still read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SignalRow {
     /// Step.
@@ -111,27 +119,36 @@ pub struct SignalRow {
     /// Fold.
     pub fold: usize,
     /// Training loss.
-    pub train_loss: String,
+    #[serde(deserialize_with = "number")]
+    pub train_loss: Option<f64>,
     /// Global gradient norm.
-    pub grad_norm: String,
+    #[serde(deserialize_with = "number")]
+    pub grad_norm: Option<f64>,
     /// Largest |activation| over layers.
-    pub max_abs: String,
+    #[serde(deserialize_with = "number")]
+    pub max_abs: Option<f64>,
 }
 
 impl SignalRow {
     pub(crate) fn of(r: &TraceRow) -> Self {
-        let opt = |v: Option<f64>| v.map(fmt).unwrap_or_default();
-        SignalRow {
-            step: r.step,
-            epoch: r.epoch,
-            fold: r.fold,
-            train_loss: fmt(r.train_loss),
-            grad_norm: opt(r.grad_norm),
-            max_abs: opt(r.max_abs.iter().copied().reduce(f64::max)),
-        }
+        SignalRow { step: r.step, epoch: r.epoch, fold: r.fold, train_loss: Some(r.train_loss), grad_norm: r.grad_norm, max_abs: r.max_abs.iter().copied().reduce(f64::max) }
     }
 }
 
+/// A number written as a JSON number, as text (schema 1), or absent.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(f64),
+        Text(String),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        Some(Either::Number(v)) => Some(v),
+        Some(Either::Text(t)) => t.parse().ok(),
+        None => None,
+    })
+}
 
 /// Keys whose values differ between two scenarios, as TOML text.
 pub fn changes(base: &Scenario, repro: &Scenario) -> Vec<Change> {
@@ -186,6 +203,14 @@ pub fn read_summary(dir: &Path) -> Result<Summary> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_rows_read_as_numbers_or_as_schema_1_text() {
+        let new: SignalRow = serde_json::from_str(r#"{"step":3,"epoch":1,"fold":0,"train_loss":2.5,"grad_norm":null,"max_abs":1e30}"#).unwrap();
+        let old: SignalRow = serde_json::from_str(r#"{"step":3,"epoch":1,"fold":0,"train_loss":"2.5e0","grad_norm":"","max_abs":"1e30"}"#).unwrap();
+        assert_eq!(new, old);
+        assert_eq!((new.train_loss, new.grad_norm), (Some(2.5), None));
+    }
 
     #[test]
     fn changes_name_the_differing_keys() {

@@ -10,6 +10,7 @@ pub fn verdict(e: &Expect, o: &Outcome) -> Result<(), String> {
     let first = o.first_nonfinite.as_ref();
     match (e.outcome, o.outcome) {
         (_, Status::Error) => Err(format!("run failed: {}", o.error.as_deref().unwrap_or("unknown error"))),
+        (_, Status::Timeout) => Err(format!("run was {}", o.error.as_deref().unwrap_or("cut off"))),
         (ExpectedOutcome::Finite, Status::Finite) => Ok(()),
         (ExpectedOutcome::Finite, _) => Err(format!("expected finite, got {}", first.map_or("non-finite".into(), |f| f.to_string()))),
         (ExpectedOutcome::Nonfinite, Status::Finite) => Err(format!("expected non-finite, stayed finite for {} steps", o.steps)),

@@ -14,8 +14,8 @@ use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::run::Outcome;
-use crate::scenario::{InputSpec, Scenario, MAX_NAME_CHARS};
-use crate::search::{fnv1a, signature, Minimal, Reporter, Threshold};
+use crate::scenario::{Expect, ExpectedOutcome, InputSpec, Scenario, MAX_NAME_CHARS};
+use crate::search::{fnv1a, rebuild, signature, Finding, Minimal, Reporter, Threshold, Trigger};
 
 /// Everything a report is made from.
 pub struct ReportInput<'a> {
@@ -35,6 +35,10 @@ pub struct ReportInput<'a> {
     pub knob_repro: Option<&'a Scenario>,
     /// A signature computed by the caller (a hunt's), instead of one from the diff.
     pub signature: Option<String>,
+    /// For a hunt's root cause: what the site means.
+    pub note: Option<String>,
+    /// For a hunt's root cause: all its triggers, nearest first.
+    pub triggers: Vec<Trigger>,
 }
 
 /// Writes a report under `parent` and returns its directory.
@@ -49,14 +53,16 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         _ => None,
     };
     // The name becomes a directory name: safe characters, bounded length, and a hash of the
-    // whole repro, so two scenarios of one name failing at one place do not share a report.
+    // whole base scenario, so two scenarios of one name failing at one place do not share a report.
     let name: String = input.repro.name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).take(MAX_NAME_CHARS).collect();
     let name = match name.trim_start_matches(['.', '-']) {
         "" => "scenario",
         n => n,
     };
     let toml_text = toml::to_string(&repro).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?;
-    let id = format!("{signature}-{:08x}", fnv1a(toml_text.as_bytes()) as u32);
+    // The hash is of the base, so a root cause keeps its directory as its nearest trigger changes.
+    let base_text = toml::to_string(input.base).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?;
+    let id = format!("{signature}-{:08x}", fnv1a(base_text.as_bytes()) as u32);
     let dir = parent.join(format!("{name}-{id}"));
     let tmp = parent.join(format!(".{name}-{id}.tmp{}", std::process::id()));
     let io = |p: &Path| {
@@ -86,6 +92,8 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         settings: input.settings,
         reductions: input.reductions.clone(),
         replay,
+        note: input.note.clone(),
+        triggers: input.triggers.clone(),
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|source| Error::Json { path: dir.join("summary.json"), what: "report summary", source })?;
     std::fs::write(tmp.join("summary.json"), json).map_err(io(&tmp))?;
@@ -105,7 +113,12 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
 }
 
 impl<'a> ReportInput<'a> {
-    /// The report of a minimized finding of `base`, as a hunt or `fuzz-shrink` writes it.
+    /// The report of a scenario as written: its own base, no thresholds.
+    pub fn of_run(scenario: &'a Scenario, outcome: &'a Outcome, settings: RunSettings) -> Self {
+        ReportInput { repro: scenario, base: scenario, outcome, thresholds: vec![], settings, reductions: vec![], knob_repro: None, signature: None, note: None, triggers: vec![] }
+    }
+
+    /// The report of a minimized finding of `base`, as `fuzz-shrink` writes it.
     pub fn of_minimal(base: &'a Scenario, m: &'a Minimal, signature: Option<String>) -> Self {
         ReportInput {
             repro: &m.repro,
@@ -116,11 +129,14 @@ impl<'a> ReportInput<'a> {
             reductions: m.reductions(),
             knob_repro: Some(&m.knob_repro),
             signature,
+            note: None,
+            triggers: vec![],
         }
     }
 }
 
-/// A hunt's [`Reporter`] that writes each finding's report under one directory.
+/// A hunt's [`Reporter`] that writes each root cause's report under one directory:
+/// the nearest trigger's repro, made again from the campaign's record, and every trigger in the summary.
 #[derive(Debug, Clone)]
 pub struct Reports {
     /// The directory reports go under.
@@ -128,8 +144,32 @@ pub struct Reports {
 }
 
 impl Reporter for Reports {
-    fn report(&self, base: &Scenario, finding: &Minimal, signature: &str) -> Result<PathBuf> {
-        write(&self.dir, &ReportInput::of_minimal(base, finding, Some(signature.to_string())))
+    fn report(&self, base: &Scenario, finding: &Finding) -> Result<PathBuf> {
+        let nearest = finding.nearest().ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("root cause {} has no trigger", finding.signature) })?;
+        let (knob_repro, mut repro, outcome) = rebuild(base, &nearest.mutations, nearest.rows.as_ref())
+            .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?;
+        repro.expect = outcome.first_nonfinite.as_ref().map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor.clone()), within_steps: None });
+        let mut reductions = Vec::new();
+        if let Some(cut) = &nearest.rows {
+            let step = nearest.full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
+            reductions.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
+        }
+        if repro.train.max_steps.is_some() && repro.train.max_steps != knob_repro.train.max_steps {
+            reductions.push(format!("schedule cut to {} epoch(s), {} step(s): the first non-finite step", repro.train.epochs, repro.train.max_steps.unwrap_or(0)));
+        }
+        let input = ReportInput {
+            repro: &repro,
+            base,
+            outcome: &outcome,
+            thresholds: nearest.thresholds.clone(),
+            settings: RunSettings { watch: true, continue_steps: 0 },
+            reductions,
+            knob_repro: Some(&knob_repro),
+            signature: Some(finding.signature.clone()),
+            note: finding.note.clone(),
+            triggers: finding.triggers.clone(),
+        };
+        write(&self.dir, &input)
     }
 }
 

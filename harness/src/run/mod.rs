@@ -10,6 +10,7 @@
 //! scenario and seed give a bit-identical trace.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -40,11 +41,15 @@ pub struct RunOptions<'a> {
     pub continue_steps: usize,
     /// Called after every step with (steps done, total steps planned).
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// Cut the run off (status `timeout`) once this instant has passed; checked every step.
+    pub deadline: Option<Instant>,
+    /// Cut the run off (status `timeout`) once this is set, e.g. by Ctrl-C; checked every step.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { watch: true, continue_steps: 0, progress: None }
+        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None }
     }
 }
 

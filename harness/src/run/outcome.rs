@@ -92,6 +92,8 @@ pub enum Status {
     Nonfinite,
     /// The run could not be carried out.
     Error,
+    /// The run was cut off (its time limit, or a stop request) before it ended or went non-finite.
+    Timeout,
 }
 
 impl Status {
@@ -100,7 +102,7 @@ impl Status {
         match self {
             Status::Finite => 0,
             Status::Nonfinite => 1,
-            Status::Error => 2,
+            Status::Error | Status::Timeout => 2,
         }
     }
 }
@@ -122,7 +124,7 @@ pub struct Outcome {
     pub last_finite_loss: Option<f64>,
     /// Set when the loss stopped improving or the gradient vanished.
     pub stagnation: Option<Stagnation>,
-    /// The error, for `outcome = "error"`.
+    /// The error, for `outcome = "error"`; why it was cut off, for `outcome = "timeout"`.
     pub error: Option<String>,
     /// Compute dtype.
     pub dtype: String,

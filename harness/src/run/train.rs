@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -43,6 +45,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         total: planned_steps(s, data),
         last_loss: None,
         last_finite: None,
+        cut: None,
     };
     r.check_data(data);
     for (f, fold) in data.folds.iter().enumerate() {
@@ -53,15 +56,20 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         let model = Model::new(&s.model, plan, &mut init, r.dtype, &r.dev)?;
         r.train_fold(f, fold, &model)?;
     }
+    let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
-        outcome: if r.first.is_some() { Status::Nonfinite } else { Status::Finite },
+        outcome: match (&r.first, &error) {
+            (Some(_), _) => Status::Nonfinite,
+            (None, Some(_)) => Status::Timeout,
+            (None, None) => Status::Finite,
+        },
         first_nonfinite: r.first,
         steps: r.steps,
         final_loss: r.last_loss,
         last_finite_loss: r.last_finite,
         stagnation: r.stagnation,
-        error: None,
+        error,
         dtype: s.train.dtype.name().to_string(),
         device: s.train.device.clone(),
         threads: candle_core::utils::get_num_threads(),
@@ -106,6 +114,8 @@ struct Runner<'a> {
     total: usize,
     last_loss: Option<f64>,
     last_finite: Option<f64>,
+    /// Why the run was cut off before its end, if it was.
+    cut: Option<String>,
 }
 
 /// Where the runner is, for naming a location.
@@ -117,9 +127,21 @@ struct At {
 }
 
 impl Runner<'_> {
-    /// True once the first non-finite value is `continue_steps` steps behind.
+    /// True once the first non-finite value is `continue_steps` steps behind, or the run was cut off.
     fn done(&self) -> bool {
-        self.first_at.is_some_and(|g| self.steps >= g.saturating_add(self.opts.continue_steps))
+        self.cut.is_some() || self.first_at.is_some_and(|g| self.steps >= g.saturating_add(self.opts.continue_steps))
+    }
+
+    /// Cuts the run off if its deadline has passed or it was asked to stop.
+    fn cut_now(&mut self) -> bool {
+        if self.cut.is_none() {
+            if self.opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                self.cut = Some(format!("stopped after {} steps", self.steps));
+            } else if self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.cut = Some(format!("cut off at its time limit after {} steps", self.steps));
+            }
+        }
+        self.cut.is_some()
     }
 
     /// Records the first non-finite value; later ones are ignored.
@@ -195,7 +217,7 @@ impl Runner<'_> {
                 fisher_yates(&mut order, &mut shuffle);
             }
             for start in (0..n).step_by(batch) {
-                if self.done() || s.train.max_steps.is_some_and(|m| step >= m) {
+                if self.done() || self.cut_now() || s.train.max_steps.is_some_and(|m| step >= m) {
                     return Ok(());
                 }
                 step += 1;

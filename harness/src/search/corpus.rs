@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::finding::Finding;
-use super::mutation::Mutation;
+use super::finding::{Finding, Pending};
+use super::mutation::{slot, Mutation};
 use crate::error::{Error, Result};
 
 /// A scored mutant kept for the guided engine.
@@ -22,14 +22,26 @@ pub struct Mutant {
 /// A campaign's saved state.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct State {
+    /// Hash of the base scenario the campaign belongs to (a corpus is refused for any other).
+    #[serde(default)]
+    pub scenario: String,
     /// Next candidate counter (within this shard).
     pub next: u64,
-    /// Runs made so far.
+    /// Candidate runs made so far.
     pub runs: u64,
+    /// Candidates that were invalid, errored or panicked.
+    #[serde(default)]
+    pub errors: u64,
+    /// Candidates cut off at their time limit.
+    #[serde(default)]
+    pub timeouts: u64,
     /// The best-scored mutants.
     pub corpus: Vec<Mutant>,
-    /// Findings so far.
+    /// Root causes so far.
     pub findings: Vec<Finding>,
+    /// Flips whose minimization has not finished.
+    #[serde(default)]
+    pub pending: Vec<Pending>,
 }
 
 const STATE: &str = "state.json";
@@ -84,45 +96,63 @@ pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
         .collect()
 }
 
-/// Merges findings from several campaign outputs: one per signature, counts summed, earliest kept.
+/// Merges root causes from several campaign outputs: one per scenario and
+/// signature, triggers united (counts summed for the same knob set, nearest
+/// first), the earliest discovery kept.
 pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
     for f in all {
-        match out.iter_mut().find(|g| g.signature == f.signature && g.scenario == f.scenario) {
-            Some(g) => {
-                g.count += f.count;
-                if f.seconds_to_find < g.seconds_to_find {
-                    let count = g.count;
-                    *g = Finding { count, ..f };
-                }
+        let Some(g) = out.iter_mut().find(|g| g.signature == f.signature && g.scenario == f.scenario) else {
+            out.push(f);
+            continue;
+        };
+        g.count += f.count;
+        g.shrink_runs += f.shrink_runs;
+        g.seconds_to_shrink += f.seconds_to_shrink;
+        if f.seconds_to_find < g.seconds_to_find {
+            (g.seconds_to_find, g.runs_to_find) = (f.seconds_to_find, f.runs_to_find);
+        }
+        for t in f.triggers {
+            match g.triggers.iter_mut().find(|u| same_knobs(&u.mutations, &t.mutations)) {
+                Some(u) => u.count += t.count,
+                None => g.triggers.push(t),
             }
-            None => out.push(f),
+        }
+        g.triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        if f.report.is_some() && g.report.is_none() {
+            g.report = f.report;
         }
     }
     out.sort_by(|a, b| (&a.scenario, &a.signature).cmp(&(&b.scenario, &b.signature)));
     out
 }
 
+/// Whether two normalized candidates set the same knobs (their values are thresholds, found independently).
+pub fn same_knobs(a: &[Mutation], b: &[Mutation]) -> bool {
+    a.len() == b.len() && a.iter().all(|m| b.iter().any(|n| slot(m) == slot(n)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::run::{Kind, Location};
-    use crate::scenario::Phase;
+    use crate::scenario::{Named, Phase};
+    use crate::search::finding::Trigger;
 
     fn finding(sig: &str, count: usize, secs: f64) -> Finding {
+        let trigger = Trigger { mutations: vec![Mutation::Lr { value: 0.5 }], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None };
         Finding {
             scenario: "s".into(),
             signature: sig.into(),
             location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0 },
-            mutations: vec![],
-            found: vec![],
-            thresholds: vec![],
+            dtype: "f32".into(),
+            note: None,
+            triggers: vec![trigger],
             count,
             runs_to_find: 1,
             seconds_to_find: secs,
             seconds_to_shrink: 0.0,
             shrink_runs: 0,
-            rows: None,
             report: None,
         }
     }
@@ -131,13 +161,21 @@ mod tests {
     fn merge_dedups_by_signature_and_sums_counts() {
         let m = merge(vec![finding("b", 2, 5.0), finding("a", 1, 1.0), finding("b", 3, 2.0)]);
         assert_eq!(m.iter().map(|f| (f.signature.as_str(), f.count, f.seconds_to_find)).collect::<Vec<_>>(), [("a", 1, 1.0), ("b", 5, 2.0)]);
+        // The same knob set is one trigger with its counts summed; another knob set is another trigger.
+        assert_eq!(m[1].triggers.len(), 1);
+        assert_eq!(m[1].triggers[0].count, 5);
+        let mut other = finding("b", 1, 9.0);
+        other.triggers[0].mutations = vec![Mutation::Epochs { value: 9 }];
+        other.triggers[0].distance = 0.5;
+        let m = merge(vec![finding("b", 2, 5.0), other]);
+        assert_eq!(m[0].triggers.iter().map(|t| t.mutations[0].knob().name()).collect::<Vec<_>>(), ["train.epochs", "optimizer.lr"], "nearest first");
     }
 
     #[test]
     fn state_round_trips_atomically() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), State::default());
-        let s = State { next: 7, runs: 9, corpus: vec![Mutant { mutations: vec![Mutation::Lr { value: 0.5 }], score: 0.3 }], findings: vec![finding("a", 1, 1.0)] };
+        let s = State { next: 7, runs: 9, corpus: vec![Mutant { mutations: vec![Mutation::Lr { value: 0.5 }], score: 0.3 }], findings: vec![finding("a", 1, 1.0)], ..State::default() };
         s.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), s);
         let p = dir.path().join("f.jsonl");

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::mutation::Mutation;
+use super::minimize::RowCut;
+use super::mutation::{Mutation, Scale};
 use crate::run::{Kind, Location, Outcome, Status};
-use crate::scenario::{Knob, Named};
+use crate::scenario::{Knob, Named, Scenario};
 
 /// Which non-finite values count as a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,35 +60,104 @@ impl Threshold {
     }
 }
 
-/// One distinct finding, after minimization.
+/// One root cause: a failure site (phase, tensor, kind of non-finite value,
+/// compute dtype) and every trigger found to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Scenario the hunt started from.
     pub scenario: String,
-    /// Signature: phase, tensor, kind, dtype and the set of changed knobs.
+    /// Signature of the site: phase, tensor, kind and dtype.
     pub signature: String,
-    /// Where the minimal repro first goes non-finite.
+    /// Where the nearest trigger's repro first goes non-finite.
     pub location: Location,
-    /// The minimal mutations (each at its threshold).
+    /// Compute dtype of the site.
+    pub dtype: String,
+    /// What the site means, where nanhunt can say (e.g. data not representable in the dtype).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Minimal knob sets that reach the site, nearest to the base first. An empty set is the base itself.
+    pub triggers: Vec<Trigger>,
+    /// Candidate runs that reached the site, over all triggers.
+    pub count: usize,
+    /// Candidate runs before the site was first reached.
+    pub runs_to_find: usize,
+    /// Seconds before the site was first reached.
+    pub seconds_to_find: f64,
+    /// Seconds spent minimizing its triggers.
+    pub seconds_to_shrink: f64,
+    /// Runs spent minimizing its triggers.
+    pub shrink_runs: usize,
+    /// Report directory, if one was written.
+    pub report: Option<PathBuf>,
+}
+
+/// One way to reach a root cause: a 1-minimal set of mutations, each numeric one at its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trigger {
+    /// The minimal mutations.
     pub mutations: Vec<Mutation>,
     /// The candidate as first found.
     pub found: Vec<Mutation>,
     /// Flip thresholds of the numeric knobs.
     pub thresholds: Vec<Threshold>,
-    /// Times this signature was hit.
+    /// How far it is from the base (see [`distance`]).
+    pub distance: f64,
+    /// Candidate runs that minimized to this trigger.
     pub count: usize,
-    /// Candidate runs before it was first found.
-    pub runs_to_find: usize,
-    /// Seconds before it was first found.
+    /// The training rows its repro keeps, if rows were cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowCut>,
+    /// The first non-finite step with all rows, when rows were cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_step: Option<usize>,
+}
+
+impl Pending {
+    /// Its root cause's site.
+    pub fn site(&self) -> crate::search::minimize::Site {
+        crate::search::minimize::Site::of_location(&self.location, &self.dtype)
+    }
+}
+
+impl Finding {
+    /// The trigger nearest to the base.
+    pub fn nearest(&self) -> Option<&Trigger> {
+        self.triggers.first()
+    }
+}
+
+/// A flipping candidate whose minimization has not finished: kept in the
+/// campaign state, finished in the shrink phase or on `--resume`, never reported as minimal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Its site and knob set, as the campaign deduplicates flips.
+    pub key: String,
+    /// The candidate as found.
+    pub found: Vec<Mutation>,
+    /// Where it went non-finite as found: its root cause's site.
+    pub location: Location,
+    /// The compute dtype it ran in.
+    #[serde(default)]
+    pub dtype: String,
+    /// Candidate runs that reached it.
+    pub count: usize,
+    /// Seconds into the campaign when it was found.
     pub seconds_to_find: f64,
-    /// Seconds spent minimizing it.
-    pub seconds_to_shrink: f64,
-    /// Runs spent minimizing it.
-    pub shrink_runs: usize,
-    /// Rows before and after delta debugging.
-    pub rows: Option<(usize, usize)>,
-    /// Report directory, if one was written.
-    pub report: Option<PathBuf>,
+    /// Candidate runs before it was found.
+    pub runs_to_find: usize,
+}
+
+/// How far a candidate is from the base: for each numeric mutation the decades
+/// (log knobs) or base-relative units (linear knobs) it moves its knob, and 1
+/// for a categorical change or a new injection.
+pub fn distance(base: &Scenario, muts: &[Mutation]) -> f64 {
+    muts.iter()
+        .map(|m| match (m.numeric(), m.base_value(base)) {
+            (Some((v, Scale::Log | Scale::Integer)), Some(b)) if v > 0.0 && b > 0.0 => (v / b).log10().abs(),
+            (Some((v, _)), Some(b)) => (v - b).abs() / b.abs().max(1.0),
+            _ => 1.0,
+        })
+        .sum()
 }
 
 /// FNV-1a, 64 bits: a stable hash for signatures (std's hasher may change between releases).
@@ -110,6 +180,11 @@ pub fn signature(first: Option<&Location>, dtype: &str, keys: &[&str]) -> String
 /// The knobs a candidate changes, for its signature.
 pub fn knob_names(muts: &[Mutation]) -> Vec<&'static str> {
     muts.iter().map(|m| m.knob().name()).collect()
+}
+
+/// The signature of a root cause: its failure site alone.
+pub fn site_signature(at: &Location, dtype: &str) -> String {
+    signature(Some(at), dtype, &[])
 }
 
 #[cfg(test)]
@@ -137,6 +212,15 @@ mod tests {
         assert_eq!(signature(None, "f32", &[]), "6988c89f");
         // Key order does not matter; repeated keys count once.
         assert_eq!(signature(Some(&at), "f16", &["optimizer.lr", "train.dtype", "optimizer.lr"]), signature(Some(&at), "f16", &["train.dtype", "optimizer.lr"]));
+    }
+
+    #[test]
+    fn distance_counts_decades_and_changes() {
+        let base = crate::scenario::seed("s000_ex1_bce_mlp");
+        // lr 1e-3 → 1e-1 is 2 decades; a dtype change counts 1.
+        let d = distance(&base, &[Mutation::Lr { value: 0.1 }, Mutation::Dtype { value: crate::scenario::DTypeName::F16 }]);
+        assert!((d - 3.0).abs() < 1e-12, "{d}");
+        assert_eq!(distance(&base, &[]), 0.0);
     }
 
     #[test]

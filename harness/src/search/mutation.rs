@@ -259,6 +259,25 @@ impl Mutation {
     }
 }
 
+/// The setting a mutation writes: its knob, and for injections what they write where
+/// (several injections can be added; every other knob has one value).
+pub(crate) fn slot(m: &Mutation) -> (Knob, Option<(InjectValue, SplitSel)>) {
+    match m {
+        Mutation::Inject { what, split, .. } => (Knob::Inject, Some((*what, *split))),
+        _ => (m.knob(), None),
+    }
+}
+
+/// The candidate with no knob set twice: for each setting, only its last mutation is kept.
+pub fn normalize(muts: &[Mutation]) -> Vec<Mutation> {
+    let mut out: Vec<Mutation> = Vec::with_capacity(muts.len());
+    for m in muts {
+        out.retain(|o| slot(o) != slot(m));
+        out.push(m.clone());
+    }
+    out
+}
+
 /// A scenario with mutations applied, if every one applies and the result validates.
 pub fn mutate(base: &Scenario, mutations: &[Mutation]) -> Option<Scenario> {
     try_mutate(base, mutations).ok()
@@ -280,7 +299,7 @@ pub fn try_mutate(base: &Scenario, mutations: &[Mutation]) -> std::result::Resul
 }
 
 impl std::fmt::Display for Mutation {
-    /// `optimizer.lr = 1.000e-2`, `data.scale[3] = 1.000e2`, `data.inject.nan.train = 1.000e-3`, `train.dtype = f16`.
+    /// `optimizer.lr = 0.01`, `data.scale[3] = 100`, `data.inject.nan.train = 0.001`, `train.dtype = f16` (3 significant digits).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.knob())?;
         match self {
@@ -288,9 +307,9 @@ impl std::fmt::Display for Mutation {
             Mutation::Inject { what, split, .. } => write!(f, ".{}.{}", what.name(), split.name())?,
             _ => {}
         }
-        let off = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v}"));
+        let off = |v: Option<f64>| v.map_or("null".to_string(), crate::human);
         match (self.numeric(), self) {
-            (Some((v, _)), _) => write!(f, " = {v:.3e}"),
+            (Some((v, _)), _) => write!(f, " = {}", crate::human(v)),
             (None, Mutation::Dtype { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::Optimizer { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value }) => write!(f, " = {}", off(*value)),
@@ -299,7 +318,7 @@ impl std::fmt::Display for Mutation {
     }
 }
 
-/// `optimizer.lr = 1.000e-2, train.dtype = f16`: a candidate in a line.
+/// `optimizer.lr = 0.01, train.dtype = f16`: a candidate in a line.
 pub fn describe(muts: &[Mutation]) -> String {
     muts.iter().map(Mutation::to_string).collect::<Vec<_>>().join(", ")
 }
@@ -321,8 +340,8 @@ mod tests {
         let s = mutate(&b, &[Mutation::InputScale { feature: Some(3), value: 100.0 }]).unwrap();
         assert_eq!(s.data.scale, vec![1.0, 1.0, 1.0, 100.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
         assert_eq!(Mutation::InputScale { feature: Some(3), value: 2.0 }.knob(), Knob::InputScale);
-        assert_eq!(Mutation::InputScale { feature: Some(3), value: 2.0 }.to_string(), "data.scale[3] = 2.000e0");
-        assert_eq!(Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Train, value: 0.1 }.to_string(), "data.inject.nan.train = 1.000e-1");
+        assert_eq!(Mutation::InputScale { feature: Some(3), value: 2.0 }.to_string(), "data.scale[3] = 2");
+        assert_eq!(Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Train, value: 0.1 }.to_string(), "data.inject.nan.train = 0.1");
         assert_eq!(describe(&[Mutation::Dtype { value: DTypeName::F16 }, Mutation::ClipNorm { value: None }]), "train.dtype = f16, optimizer.clip_grad_norm = null");
     }
 
@@ -334,6 +353,19 @@ mod tests {
         assert!(mutate(&b, &[Mutation::Lr { value: f64::NAN }]).is_none());
         assert_eq!(try_mutate(&b, &[Mutation::Lr { value: -1.0 }]).unwrap_err(), "invalid `optimizer.lr`: must be a positive finite number, got -1");
         assert!(mutate(&b, &[Mutation::Inject { what: InjectValue::Nan, split: SplitSel::Validation, value: 0.1 }]).is_none(), "no validation split");
+    }
+
+    #[test]
+    fn normalized_candidates_set_each_knob_once() {
+        let m = normalize(&[
+            Mutation::InputScale { feature: None, value: 2.0 },
+            Mutation::Lr { value: 0.1 },
+            Mutation::InputScale { feature: Some(1), value: 5.0 },
+            Mutation::Inject { what: InjectValue::Zero, split: SplitSel::Train, value: 0.1 },
+            Mutation::Inject { what: InjectValue::Outlier, split: SplitSel::Train, value: 0.1 },
+        ]);
+        assert_eq!(m.iter().map(|m| m.knob()).collect::<Vec<_>>(), [Knob::Lr, Knob::InputScale, Knob::Inject, Knob::Inject]);
+        assert_eq!(m[1], Mutation::InputScale { feature: Some(1), value: 5.0 }, "the last setting wins");
     }
 
     #[test]

@@ -9,14 +9,13 @@ use proptest::strategy::{BoxedStrategy, Strategy, ValueTree};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{HuntOptions, Shared};
-use crate::run::{run, Outcome};
+use super::campaign::Campaign;
+use super::{Clock, HuntOptions};
+use crate::run::{run_with, Outcome, RunOptions};
 use crate::scenario::Scenario;
-use crate::search::corpus::Mutant;
-use crate::search::finding::{fnv1a, Target};
-use crate::search::mutation::{mutate, Mutation, Scale};
+use crate::search::finding::fnv1a;
+use crate::search::mutation::{mutate, normalize, Mutation, Scale};
 use crate::search::space::{draw, seeded_runner, Space};
-use std::sync::atomic::Ordering;
 
 /// Which engine produces candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,18 +27,16 @@ pub enum Engine {
     Property,
 }
 
-/// Most mutants the guided engine's corpus keeps.
-const CORPUS_SIZE: usize = 64;
-
 /// A proptest value tree of a candidate, kept for shrinking.
 pub(super) type Tree = Box<dyn ValueTree<Value = Vec<Mutation>>>;
 
 /// Proptest's own shrinking of a failing draw: simplify while it keeps failing, bounded.
-pub(super) fn proptest_shrink(base: &Scenario, target: Target, tree: &mut Tree, mut best: Vec<Mutation>, mut outcome: Outcome, shared: &Shared) -> (Vec<Mutation>, Outcome) {
+pub(super) fn proptest_shrink(base: &Scenario, opts: &HuntOptions, clock: &Clock, tree: &mut Tree, mut best: Vec<Mutation>, mut outcome: Outcome, campaign: &Campaign) -> (Vec<Mutation>, Outcome) {
     let mut budget = 32;
     let fails = |c: &[Mutation]| {
-        shared.runs.fetch_add(1, Ordering::Relaxed);
-        mutate(base, c).map(|s| run(&s)).filter(|o| target.hits(o))
+        campaign.shrunk(1);
+        let run_opts = RunOptions { deadline: Some(clock.run_deadline()), stop: Some(&opts.stop), ..RunOptions::default() };
+        mutate(base, &normalize(c)).map(|s| run_with(&s, &run_opts)).filter(|o| opts.target.hits(o))
     };
     while budget > 0 && tree.simplify() {
         budget -= 1;
@@ -61,7 +58,7 @@ pub(super) fn proptest_shrink(base: &Scenario, target: Target, tree: &mut Tree, 
 }
 
 /// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
-pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]), shared: &Shared) -> (Vec<Mutation>, Option<Tree>) {
+pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]), campaign: &Campaign) -> (Vec<Mutation>, Option<Tree>) {
     let seed = fnv1a(format!("{}:{index}", opts.seed).as_bytes());
     let mut runner = seeded_runner(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -74,13 +71,7 @@ pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy,
             if let Some(c) = usize::try_from(index).ok().and_then(|i| corners.get(i)) {
                 return (c.clone(), None);
             }
-            let st = shared.state.lock().expect("state lock");
-            // Explore one time in five, else a tournament of two among the best mutants.
-            (!st.corpus.is_empty() && rng.random_range(0..5) != 0).then(|| {
-                let a = &st.corpus[rng.random_range(0..st.corpus.len())];
-                let b = &st.corpus[rng.random_range(0..st.corpus.len())];
-                if a.score >= b.score { a.mutations.clone() } else { b.mutations.clone() }
-            })
+            campaign.pick_parent(&mut rng)
         }
     };
     let Some(mut muts) = parent.filter(|m| !m.is_empty()) else { return (draw(strategy, &mut runner), None) };
@@ -106,37 +97,20 @@ pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy,
         }
         _ => muts = draw(strategy, &mut runner),
     }
-    (muts, None)
-}
-
-/// Keeps a finite mutant in the ranked corpus (best scores first, at most `CORPUS_SIZE`).
-pub(super) fn remember(shared: &Shared, m: Mutant) {
-    {
-        let mut best = shared.best.lock().expect("best lock");
-        *best = best.max(m.score);
-    }
-    let mut st = shared.state.lock().expect("state lock");
-    if st.corpus.iter().any(|c| c.mutations == m.mutations) {
-        return;
-    }
-    st.corpus.push(m);
-    st.corpus.sort_by(|a, b| b.score.total_cmp(&a.score));
-    st.corpus.truncate(CORPUS_SIZE);
+    (normalize(&muts), None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::corpus::State;
-    use std::sync::atomic::AtomicU64;
-    use std::sync::Mutex;
 
     #[test]
     fn candidates_depend_only_on_seed_and_index() {
         let base = crate::scenario::seed("s000_ex1_bce_mlp");
         let space = Space::of(&base);
         let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
-        let shared = Shared { state: Mutex::new(State::default()), next: AtomicU64::new(0), runs: AtomicU64::new(0), errors: AtomicU64::new(0), best: Mutex::new(0.0), seen: Mutex::new(vec![]) };
+        let shared = Campaign::new(State::default());
         let opts = HuntOptions { engine: Engine::Property, seed: 9, ..HuntOptions::default() };
         let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
         let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();

@@ -1,79 +1,84 @@
-//! A flipping candidate becomes a finding: counted as a repeat if its
-//! signature was seen, else minimized, reported through a [`Reporter`] and
-//! persisted. Reports are written by the report layer, which implements
-//! [`Reporter`]; the search only hands it scenarios and outcomes.
+//! A flipping candidate becomes a trigger of a root cause: counted as a repeat
+//! if its site and knob set were seen, else minimized (no lock held) and
+//! registered, or parked as pending when its minimization did not finish.
+//! Reports are written by the report layer, which implements [`Reporter`];
+//! the search only hands it scenarios and findings.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{HuntOptions, Shared};
+use super::campaign::{raw_key, Campaign};
+use super::writer::{Msg, Waker};
+use super::{Clock, HuntOptions};
 use crate::error::Result;
 use crate::run::Outcome;
-use crate::scenario::{Expect, ExpectedOutcome, Scenario};
-use crate::search::corpus::write_findings;
-use crate::search::finding::{knob_names, signature, Finding};
-use crate::search::minimize::{Minimal, Minimizer};
-use crate::search::mutation::{mutate, Mutation};
+use crate::scenario::Scenario;
+use crate::search::finding::{distance, Finding, Pending};
+use crate::search::minimize::Minimizer;
+use crate::search::mutation::Mutation;
 
-/// Writes the report of a new finding. The report layer implements it, so the
+/// Writes the report of a root cause. The report layer implements it, so the
 /// search never depends on what a report looks like.
 pub trait Reporter: Sync {
-    /// Writes the report of `finding`, derived from `base`, named by `signature`; returns its directory.
-    fn report(&self, base: &Scenario, finding: &Minimal, signature: &str) -> Result<PathBuf>;
+    /// Writes (or rewrites) the report of `finding`, a root cause found on `base`; returns its directory.
+    fn report(&self, base: &Scenario, finding: &Finding) -> Result<PathBuf>;
 }
 
-/// Handles a flipping candidate: count a repeat, or minimize, report and persist a new finding.
-pub(super) fn found(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>, shared: &Shared, candidate: Vec<Mutation>, o: &Outcome, start: Instant) -> Result<()> {
-    let raw = signature(o.first_nonfinite.as_ref(), &o.dtype, &knob_names(&candidate));
-    if let Some((_, i)) = shared.seen.lock().expect("seen lock").iter().find(|(s, _)| *s == raw) {
-        shared.state.lock().expect("state lock").findings[*i].count += 1;
-        return Ok(());
+/// What handling a flip needs.
+pub(super) struct Ctx<'a> {
+    pub(super) base: &'a Scenario,
+    pub(super) opts: &'a HuntOptions,
+    pub(super) campaign: &'a Campaign,
+    pub(super) clock: &'a Clock,
+    pub(super) wake: Waker,
+}
+
+/// Handles a flipping candidate and its outcome.
+pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome) {
+    let key = raw_key(o, &candidate);
+    if !ctx.campaign.hit(&key) {
+        return;
     }
-    let runs_to_find = shared.runs.load(Ordering::Relaxed) as usize;
-    let seconds_to_find = start.elapsed().as_secs_f64();
-    let shrink_start = Instant::now();
-    // Shrinking may take twice the time to find (at least 10 s), but not past the campaign's budget.
-    let budget_end = start + opts.budget;
-    let deadline = (shrink_start + Duration::from_secs_f64((2.0 * seconds_to_find).max(10.0))).min(budget_end.max(shrink_start + Duration::from_secs(10)));
-    let minimal = if opts.minimize { Minimizer::new(base, opts.target, Some(deadline)).minimize(&candidate) } else { None };
-    let mut minimal = match minimal {
-        Some(m) => m,
-        None => {
-            let s = mutate(base, &candidate).expect("it just ran");
-            Minimal { mutations: candidate.clone(), knob_repro: s.clone(), repro: s, outcome: o.clone(), thresholds: vec![], rows: None, features: None, one_minimal: false, runs: 0 }
+    let Some(location) = o.first_nonfinite.clone() else { return };
+    let found_at = (ctx.clock.start.elapsed().as_secs_f64(), ctx.campaign.counts().runs as usize);
+    // Shrinking may take twice the time to find (at least 10 s), but never past the hard end.
+    let deadline = (Instant::now() + Duration::from_secs_f64((2.0 * found_at.0).max(10.0))).min(ctx.clock.hard_end);
+    let pending = Pending { key: key.clone(), found: candidate, location, dtype: o.dtype.clone(), count: 1, seconds_to_find: found_at.0, runs_to_find: found_at.1 };
+    finish(ctx, pending, deadline);
+}
+
+/// Minimizes a flip (new, or parked before) until `deadline`: registers it if
+/// the minimization completes, parks it otherwise.
+pub(super) fn finish(ctx: &Ctx, p: Pending, deadline: Instant) {
+    let started = Instant::now();
+    let mut minimizer = Minimizer::new(ctx.base, ctx.opts.target, Some(deadline))
+        .keep_data(ctx.opts.keep_data)
+        .limits(Some(ctx.clock.run_timeout), Some(&ctx.opts.stop))
+        .same_site(Some(p.site()));
+    let minimal = minimizer.minimize(&p.found);
+    ctx.campaign.shrunk(minimizer.runs);
+    match minimal {
+        Some(m) if m.complete => {
+            let d = distance(ctx.base, &m.mutations);
+            ctx.campaign.register(&p, &ctx.base.name, &m, d, started.elapsed().as_secs_f64());
         }
-    };
-    let location = minimal.outcome.first_nonfinite.clone().expect("a finding is non-finite");
-    let sig = signature(Some(&location), &minimal.outcome.dtype, &knob_names(&minimal.mutations));
-    let mut st = shared.state.lock().expect("state lock");
-    if let Some(i) = st.findings.iter().position(|f| f.signature == sig) {
-        st.findings[i].count += 1;
-        shared.seen.lock().expect("seen lock").push((raw, i));
-        return Ok(());
+        _ => ctx.campaign.park(&p.key.clone(), p),
     }
-    minimal.repro.expect = Some(Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(location.phase), tensor: Some(location.tensor.clone()), within_steps: None });
-    let report = reporter.map(|r| r.report(base, &minimal, &sig)).transpose()?;
-    let finding = Finding {
-        scenario: base.name.clone(),
-        signature: sig,
-        location,
-        mutations: minimal.mutations,
-        found: candidate,
-        thresholds: minimal.thresholds,
-        count: 1,
-        runs_to_find,
-        seconds_to_find,
-        seconds_to_shrink: shrink_start.elapsed().as_secs_f64(),
-        shrink_runs: minimal.runs,
-        rows: minimal.rows,
-        report,
-    };
-    st.findings.push(finding);
-    shared.seen.lock().expect("seen lock").push((raw, st.findings.len() - 1));
-    if let Some(dir) = &opts.out {
-        write_findings(&dir.join("findings.jsonl"), &st.findings)?;
+    let _ = ctx.wake.send(Msg::Wake);
+}
+
+/// The shrink phase: finishes parked flips until the hard end.
+pub(super) fn shrink_pending(ctx: &Ctx, taken: &std::sync::Mutex<BTreeSet<String>>) {
+    loop {
+        if Instant::now() >= ctx.clock.hard_end || ctx.opts.stopped() {
+            return;
+        }
+        let next = {
+            let mut t = taken.lock().unwrap_or_else(|e| e.into_inner());
+            ctx.campaign.take_pending(&mut t)
+        };
+        let Some(p) = next else { return };
+        finish(ctx, p, ctx.clock.hard_end);
     }
-    drop(st);
-    super::save(opts, shared)
 }

@@ -1,39 +1,54 @@
 //! The hunt: a campaign that searches a scenario's neighbourhood for mutants
-//! that flip the loss to NaN, minimizes each distinct finding, and keeps its
-//! state on disk so it can be killed, resumed, sharded and merged.
+//! that flip the loss to NaN, groups them by root cause (the failure site:
+//! phase, tensor, kind, dtype), minimizes each trigger, and keeps its state on
+//! disk so it can be killed, resumed, sharded and merged.
 //!
-//! This file holds the campaign loop and its shared state; candidates come
-//! from the engines in `engine`, and flips become findings in `found`.
-//! Candidate `k` of shard `i/n` is the global candidate `i + n·k`, and its
-//! random draws depend only on the seed and that number, so shards never
-//! overlap.
+//! A campaign runs the base first (a base that cannot run is an error; a base
+//! that already fails is the first root cause), then searches until `budget`,
+//! then finishes unfinished minimizations until `budget + shrink_budget`: the
+//! hard end it never passes by more than one step of a run. State has one
+//! owner (`campaign`, one mutex, never held across a run or I/O) and files one
+//! writer (`writer`). Candidates come from the engines in `engine`; flips
+//! become triggers in `found`. Candidate `k` of shard `i/n` is the global
+//! candidate `i + n·k`, and its random draws depend only on the seed and that
+//! number, so shards never overlap.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::run::run;
+use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::Scenario;
 use crate::search::corpus::{Mutant, State};
-use crate::search::finding::{Finding, Target};
-use crate::search::mutation::mutate;
+use crate::search::finding::{fnv1a, Finding, Pending, Target};
+use crate::search::mutation::{normalize, try_mutate};
 use crate::search::score::score;
 use crate::search::space::Space;
 
+mod campaign;
 mod engine;
 mod found;
+mod writer;
 
 pub use engine::Engine;
 pub use found::Reporter;
 
+use campaign::Campaign;
+
 /// How to run a campaign.
 #[derive(Debug, Clone)]
 pub struct HuntOptions {
-    /// Search time (minimization of findings comes on top).
+    /// Search time.
     pub budget: Duration,
-    /// Stop after this many candidate runs.
+    /// Time after the search for finishing minimizations; the hunt ends by `budget + shrink_budget`.
+    pub shrink_budget: Duration,
+    /// Wall-time limit of one candidate run (a run over it counts as a timeout);
+    /// `None`: 20 × the base run's time, at least 1 s.
+    pub run_timeout: Option<Duration>,
+    /// Stop after this many candidate runs (exact at any `jobs`).
     pub max_runs: Option<u64>,
     /// Parallel workers.
     pub jobs: usize,
@@ -49,11 +64,11 @@ pub struct HuntOptions {
     pub corpus: Option<PathBuf>,
     /// Where `findings.jsonl` goes (reports go where the [`Reporter`] puts them).
     pub out: Option<PathBuf>,
-    /// Stop at the first finding.
+    /// Stop at the first root cause.
     pub first: bool,
-    /// Minimize findings (off: keep them as found).
-    pub minimize: bool,
-    /// Set from outside (Ctrl-C) to stop cleanly.
+    /// Keep every data row when minimizing (no delta debugging of rows).
+    pub keep_data: bool,
+    /// Set from outside (Ctrl-C, SIGTERM) to stop: running candidates are cut off at their next step.
     pub stop: Arc<AtomicBool>,
 }
 
@@ -61,6 +76,8 @@ impl Default for HuntOptions {
     fn default() -> Self {
         HuntOptions {
             budget: Duration::from_secs(60),
+            shrink_budget: Duration::from_secs(15),
+            run_timeout: None,
             max_runs: None,
             jobs: 1,
             seed: 0,
@@ -70,23 +87,57 @@ impl Default for HuntOptions {
             corpus: None,
             out: None,
             first: false,
-            minimize: true,
+            keep_data: false,
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
 
+impl HuntOptions {
+    /// Whether a stop was asked for.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// The default shrink allowance for a search budget: a quarter of it, between 5 s and 5 min.
+    pub fn default_shrink_budget(budget: Duration) -> Duration {
+        (budget / 4).clamp(Duration::from_secs(5), Duration::from_secs(300))
+    }
+}
+
+/// Which part of a campaign is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stage {
+    /// Running the base scenario.
+    #[default]
+    Base,
+    /// Searching for flips.
+    Search,
+    /// Finishing minimizations after the search.
+    Shrink,
+}
+
 /// Live numbers of a campaign, for the progress bar.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
-    /// Seconds searched.
+    /// What is running.
+    pub stage: Stage,
+    /// Seconds since the campaign started.
     pub elapsed: f64,
     /// Candidate runs.
     pub runs: u64,
-    /// Runs that errored or panicked (not findings).
+    /// Candidates that were invalid, errored or panicked (not findings).
     pub errors: u64,
-    /// Distinct findings.
-    pub findings: usize,
+    /// Candidates cut off at their time limit.
+    pub timeouts: u64,
+    /// Runs spent minimizing.
+    pub shrink_runs: u64,
+    /// Root causes.
+    pub root_causes: usize,
+    /// Minimal triggers over all root causes.
+    pub triggers: usize,
+    /// Flips being minimized now, or parked unfinished.
+    pub pending: usize,
     /// Highest instability score among finite runs.
     pub best_score: f64,
 }
@@ -94,22 +145,31 @@ pub struct Progress {
 /// What a campaign ends with.
 #[derive(Debug, Clone)]
 pub struct HuntResult {
-    /// Distinct findings, minimized.
+    /// Root causes, each with its minimal triggers.
     pub findings: Vec<Finding>,
+    /// Flips whose minimization did not finish (kept for `--resume`; never shown as minimal).
+    pub pending: Vec<Pending>,
+    /// Where the base scenario itself goes non-finite, if it does.
+    pub base_failure: Option<Location>,
+    /// The per-candidate time limit used.
+    pub run_timeout: Duration,
     /// Final numbers.
     pub progress: Progress,
 }
 
+/// The campaign's clock: when it started, when the search ends, when everything ends.
+pub(super) struct Clock {
+    pub(super) start: Instant,
+    pub(super) search_end: Instant,
+    pub(super) hard_end: Instant,
+    pub(super) run_timeout: Duration,
+}
 
-/// What the workers of a campaign share.
-struct Shared {
-    state: Mutex<State>,
-    next: AtomicU64,
-    runs: AtomicU64,
-    errors: AtomicU64,
-    best: Mutex<f64>,
-    /// Pre-minimization signatures already seen (found candidate → finding index).
-    seen: Mutex<Vec<(String, usize)>>,
+impl Clock {
+    /// When a run started now must be cut off.
+    pub(super) fn run_deadline(&self) -> Instant {
+        (Instant::now() + self.run_timeout).min(self.hard_end)
+    }
 }
 
 /// The global number of this shard's `k`-th candidate.
@@ -117,102 +177,125 @@ pub(crate) fn global_index(k: u64, shard: (u64, u64)) -> u64 {
     shard.0 + shard.1.max(1) * k
 }
 
-
-/// Saves the campaign state, if it has a corpus directory.
-fn save(opts: &HuntOptions, shared: &Shared) -> Result<()> {
-    let Some(dir) = &opts.corpus else { return Ok(()) };
-    let mut st = shared.state.lock().expect("state lock");
-    st.next = shared.next.load(Ordering::Relaxed);
-    st.runs = shared.runs.load(Ordering::Relaxed);
-    st.save(dir)
+/// The hash that ties a campaign state to its base scenario.
+fn scenario_hash(base: &Scenario) -> String {
+    format!("{:016x}", fnv1a(toml::to_string(base).unwrap_or_default().as_bytes()))
 }
 
-/// Runs a campaign on `base`; each new finding's report is written through `reporter`.
+/// Runs a campaign on `base`; each root cause's report is written through `reporter`.
 pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>, progress: &(dyn Fn(&Progress) + Sync)) -> Result<HuntResult> {
-    let state = match (&opts.corpus, opts.corpus.as_ref().map(|d| d.join("state.json").exists())) {
-        (Some(dir), Some(true)) => State::load(dir)?,
-        _ => State::default(),
-    };
-    let shared = Shared {
-        next: AtomicU64::new(state.next),
-        runs: AtomicU64::new(state.runs),
-        errors: AtomicU64::new(0),
-        best: Mutex::new(state.corpus.iter().map(|m| m.score).fold(0.0, f64::max)),
-        seen: Mutex::new(Vec::new()),
-        state: Mutex::new(state),
-    };
     let space = Space::of(base);
     if space.is_empty() {
         return Err(Error::Invalid { location: base.name.clone(), key: "search".into(), message: "no knob can move: check `[search].knobs`".into() });
     }
+    let mut state = match &opts.corpus {
+        Some(dir) => State::load(dir)?,
+        None => State::default(),
+    };
+    let hash = scenario_hash(base);
+    if !state.scenario.is_empty() && state.scenario != hash {
+        let location = opts.corpus.as_ref().map_or(String::new(), |d| d.display().to_string());
+        return Err(Error::Invalid { location, key: "corpus".into(), message: format!("this campaign belongs to another scenario than `{}`: use a fresh --corpus", base.name) });
+    }
+    state.scenario = hash;
     let start = Instant::now();
-    let snapshot = |shared: &Shared| Progress {
-        elapsed: start.elapsed().as_secs_f64(),
-        runs: shared.runs.load(Ordering::Relaxed),
-        errors: shared.errors.load(Ordering::Relaxed),
-        findings: shared.state.lock().expect("state lock").findings.len(),
-        best_score: *shared.best.lock().expect("best lock"),
-    };
-    let finished = |shared: &Shared| {
-        opts.stop.load(Ordering::Relaxed)
-            || start.elapsed() >= opts.budget
-            || opts.max_runs.is_some_and(|m| shared.runs.load(Ordering::Relaxed) >= m)
-            || (opts.first && !shared.state.lock().expect("state lock").findings.is_empty())
-    };
-    let worker = || -> Result<()> {
-        // Strategies are not `Send`: each worker builds its own from the shared space.
-        let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
-        let mut last_save = Instant::now();
-        while !finished(&shared) {
-            let k = shared.next.fetch_add(1, Ordering::Relaxed);
-            let index = global_index(k, opts.shard);
-            let (candidate, mut tree) = engine::generate(opts, index, &space, (&strategy, &one, &corners), &shared);
-            let Some(s) = mutate(base, &candidate) else {
-                // Invalid candidates count towards the run limit, so a bad space cannot spin forever.
-                shared.runs.fetch_add(1, Ordering::Relaxed);
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let o = run(&s);
-            shared.runs.fetch_add(1, Ordering::Relaxed);
-            if o.error.is_some() {
-                shared.errors.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if opts.target.hits(&o) {
-                let (candidate, o) = match tree.as_mut() {
-                    Some(tree) if opts.minimize => engine::proptest_shrink(base, opts.target, tree, candidate, o, &shared),
-                    _ => (candidate, o),
-                };
-                found::found(base, opts, reporter, &shared, candidate, &o, start)?;
-            } else {
-                let score = score(&o, s.train.dtype);
-                engine::remember(&shared, Mutant { mutations: candidate, score });
-            }
-            progress(&snapshot(&shared));
-            if last_save.elapsed() > Duration::from_secs(2) {
-                save(opts, &shared)?;
-                last_save = Instant::now();
-            }
+    progress(&Progress::default());
+    // The base first: if it cannot run, nothing a mutant does means anything.
+    let base_run = run_with(base, &RunOptions { stop: Some(&opts.stop), deadline: Some(start + opts.budget + opts.shrink_budget), ..RunOptions::default() });
+    let why = base_run.error.as_deref().unwrap_or("unknown error");
+    match base_run.outcome {
+        Status::Error => {
+            let message = format!("the base scenario cannot run, so no mutant of it can: {why}");
+            return Err(Error::Invalid { location: base.name.clone(), key: "scenario".into(), message });
         }
-        Ok(())
-    };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build().expect("thread pool");
-    let results = Mutex::new(Vec::new());
-    pool.scope(|scope| {
-        for _ in 0..opts.jobs.max(1) {
-            scope.spawn(|_| {
-                let r = worker();
-                results.lock().expect("results lock").push(r);
-            });
+        Status::Timeout => {
+            let message = format!("the base scenario alone outlasts the hunt's time ({why}): give more --time");
+            return Err(Error::Invalid { location: base.name.clone(), key: "scenario".into(), message });
         }
+        _ => {}
+    }
+    let run_timeout = opts.run_timeout.unwrap_or_else(|| Duration::from_secs_f64((20.0 * base_run.seconds).max(1.0)));
+    let search_end = start + opts.budget;
+    let clock = Clock { start, search_end, hard_end: search_end + opts.shrink_budget, run_timeout };
+    let campaign = Campaign::new(state);
+    let (tx, rx) = mpsc::channel();
+    let targets = writer::Targets { corpus: opts.corpus.clone(), out: opts.out.clone(), reporter };
+    let base_failure = opts.target.hits(&base_run).then(|| base_run.first_nonfinite.clone()).flatten();
+    let stage = Mutex::new(Stage::Search);
+    let snapshot = || {
+        let c = campaign.counts();
+        Progress {
+            stage: *stage.lock().unwrap_or_else(|e| e.into_inner()),
+            elapsed: start.elapsed().as_secs_f64(),
+            runs: c.runs,
+            errors: c.errors,
+            timeouts: c.timeouts,
+            shrink_runs: c.shrink_runs,
+            root_causes: c.root_causes,
+            triggers: c.triggers,
+            pending: c.pending + c.shrinking,
+            best_score: c.best,
+        }
+    };
+    let written = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| writer::run(&campaign, base, &targets, rx));
+        let ctx = found::Ctx { base, opts, campaign: &campaign, clock: &clock, wake: tx.clone() };
+        if base_failure.is_some() {
+            // The base's own failure is the first root cause, with the empty trigger.
+            found::flip(&ctx, vec![], &base_run);
+        }
+        let workers = opts.jobs.max(1);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| search(&ctx, &space, &snapshot, progress));
+            }
+        });
+        *stage.lock().unwrap_or_else(|e| e.into_inner()) = Stage::Shrink;
+        progress(&snapshot());
+        let taken = Mutex::new(BTreeSet::new());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| found::shrink_pending(&ctx, &taken));
+            }
+        });
+        let _ = tx.send(writer::Msg::Finish);
+        writer.join().unwrap_or_else(|_| Err(Error::Panic("the campaign's writer panicked".into())))
     });
-    let results = results.into_inner().expect("results lock");
-    results.into_iter().collect::<Result<Vec<()>>>()?;
-    save(opts, &shared)?;
-    let progress = snapshot(&shared);
-    let findings = shared.state.into_inner().expect("state lock").findings;
-    Ok(HuntResult { findings, progress })
+    written?;
+    let state = campaign.snapshot();
+    Ok(HuntResult { findings: state.findings, pending: state.pending, base_failure, run_timeout, progress: snapshot() })
+}
+
+/// One worker of the search: candidates until the search ends, the run limit is reached or a stop is asked for.
+fn search(ctx: &found::Ctx, space: &Space, snapshot: &(dyn Fn() -> Progress + Sync), progress: &(dyn Fn(&Progress) + Sync)) {
+    let opts = ctx.opts;
+    // Strategies are not `Send`: each worker builds its own from the shared space.
+    let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
+    while Instant::now() < ctx.clock.search_end && !opts.stopped() {
+        let Some(k) = ctx.campaign.reserve(opts.max_runs, opts.first) else { break };
+        let index = global_index(k, opts.shard);
+        let (drawn, mut tree) = engine::generate(opts, index, space, (&strategy, &one, &corners), ctx.campaign);
+        let candidate = normalize(&drawn);
+        let Ok(s) = try_mutate(ctx.base, &candidate) else {
+            ctx.campaign.failed(false);
+            continue;
+        };
+        let deadline = (Instant::now() + ctx.clock.run_timeout).min(ctx.clock.search_end);
+        let o = run_with(&s, &RunOptions { deadline: Some(deadline), stop: Some(&opts.stop), ..RunOptions::default() });
+        match o.outcome {
+            Status::Error => ctx.campaign.failed(false),
+            Status::Timeout => ctx.campaign.failed(true),
+            _ if opts.target.hits(&o) => {
+                let (candidate, o): (Vec<_>, Outcome) = match tree.as_mut() {
+                    Some(tree) => engine::proptest_shrink(ctx.base, opts, ctx.clock, tree, candidate, o, ctx.campaign),
+                    None => (candidate, o),
+                };
+                found::flip(ctx, normalize(&candidate), &o);
+            }
+            _ => ctx.campaign.remember(Mutant { mutations: candidate, score: score(&o, s.train.dtype) }),
+        }
+        progress(&snapshot());
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +308,12 @@ mod tests {
         let mut all: Vec<u64> = (0..n).flat_map(|i| (0..100).map(move |k| global_index(k, (i, n)))).collect();
         all.sort();
         assert_eq!(all, (0..300).collect::<Vec<u64>>(), "each global candidate in exactly one shard");
+    }
+
+    #[test]
+    fn the_shrink_allowance_is_bounded() {
+        assert_eq!(HuntOptions::default_shrink_budget(Duration::from_secs(2)), Duration::from_secs(5));
+        assert_eq!(HuntOptions::default_shrink_budget(Duration::from_secs(60)), Duration::from_secs(15));
+        assert_eq!(HuntOptions::default_shrink_budget(Duration::from_secs(86_400)), Duration::from_secs(300));
     }
 }

@@ -3,17 +3,25 @@
 //!
 //! A stock shrinker moves values towards zero or the edge of the space; here
 //! "minimal" means closest to the user's own scenario. In order: drop every
-//! mutation the flip does not need (fewest knobs); bisect each numeric knob
-//! back towards its base value to the flip threshold (3 significant digits);
-//! delta-debug the data rows, then the features, to a 1-minimal set; and cut
-//! the schedule to the first non-finite step.
+//! mutation the flip does not need, until removing any one un-flips it
+//! (1-minimal in knobs); bisect each numeric knob back towards its base value
+//! to the flip threshold (3 significant digits); then, unless the data is to
+//! be kept, delta-debug the training rows to a 1-minimal set (`rows`); and cut
+//! the schedule to the first non-finite step. A minimization that runs out of
+//! time says so ([`Minimal::complete`]): its result is never presented as minimal.
 
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use super::finding::{Target, Threshold};
-use super::mutation::{mutate, Mutation, Scale};
-use crate::run::{data, run, Outcome};
-use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
+use super::mutation::{mutate, normalize, Mutation, Scale};
+use crate::run::{run_with, Outcome, RunOptions};
+use crate::scenario::Scenario;
+
+mod rows;
+
+pub use rows::{materialize, rebuild, RowCut};
+use rows::{cut_schedule, ddmin, select_rows};
 
 /// What the minimizer found.
 #[derive(Debug, Clone)]
@@ -22,18 +30,18 @@ pub struct Minimal {
     pub mutations: Vec<Mutation>,
     /// The base with those mutations: what the report's diff is taken against.
     pub knob_repro: Scenario,
-    /// The final repro: fewer rows and features, schedule cut.
+    /// The final repro: fewer rows, schedule cut.
     pub repro: Scenario,
     /// The repro's outcome.
     pub outcome: Outcome,
     /// Flip thresholds of the numeric knobs.
     pub thresholds: Vec<Threshold>,
-    /// Rows before and after delta debugging, if it applied.
-    pub rows: Option<(usize, usize)>,
-    /// Features before and after delta debugging, if it applied.
-    pub features: Option<(usize, usize)>,
-    /// Whether delta debugging ran to the end (the row set is 1-minimal).
-    pub one_minimal: bool,
+    /// The training rows kept, if rows were cut.
+    pub rows: Option<RowCut>,
+    /// The first non-finite step with all the rows, when rows were cut (the repro's step counts its own rows).
+    pub full_step: Option<usize>,
+    /// Every step ran to the end: 1-minimal in knobs, thresholds bisected, rows 1-minimal.
+    pub complete: bool,
     /// Runs spent minimizing.
     pub runs: usize,
 }
@@ -42,12 +50,9 @@ impl Minimal {
     /// The reductions beyond knob changes, in words for the report.
     pub fn reductions(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some((a, b)) = self.rows {
-            let how = if self.one_minimal { " (1-minimal: removing any one un-flips it)" } else { " (time ran out before 1-minimality)" };
-            out.push(format!("data rows: {a} → {b}{how}"));
-        }
-        if let Some((a, b)) = self.features {
-            out.push(format!("input features: {a} → {b}"));
+        if let Some(cut) = &self.rows {
+            let step = self.full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
+            out.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
         }
         if let Some(m) = self.repro.train.max_steps.filter(|_| self.repro.train.max_steps != self.knob_repro.train.max_steps) {
             out.push(format!("schedule cut to {} epoch(s), {m} step(s): the first non-finite step", self.repro.train.epochs));
@@ -61,25 +66,77 @@ pub struct Minimizer<'a> {
     base: &'a Scenario,
     target: Target,
     deadline: Option<Instant>,
+    keep_data: bool,
+    run_timeout: Option<Duration>,
+    stop: Option<&'a AtomicBool>,
+    site: Option<Site>,
     /// Runs made so far.
     pub runs: usize,
+}
+
+/// A failure site: phase, tensor and kind of the first non-finite value, and the compute dtype.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// `phase|tensor|kind`.
+    at: String,
+    /// The compute dtype.
+    dtype: String,
+}
+
+impl Site {
+    /// The site of a non-finite outcome.
+    pub fn of(o: &Outcome) -> Option<Site> {
+        Some(Site::of_location(o.first_nonfinite.as_ref()?, &o.dtype))
+    }
+
+    /// The site of a first non-finite value in a dtype.
+    pub fn of_location(f: &crate::run::Location, dtype: &str) -> Site {
+        Site { at: format!("{}|{}|{}", f.phase, f.tensor, f.kind), dtype: dtype.to_string() }
+    }
 }
 
 impl<'a> Minimizer<'a> {
     /// A minimizer for findings on `base`; with a deadline, it stops refining when time is up.
     pub fn new(base: &'a Scenario, target: Target, deadline: Option<Instant>) -> Self {
-        Minimizer { base, target, deadline, runs: 0 }
+        Minimizer { base, target, deadline, keep_data: false, run_timeout: None, stop: None, site: None, runs: 0 }
+    }
+
+    /// Accepts only reductions that still fail at `site`, so a trigger stays with its root cause.
+    pub fn same_site(mut self, site: Option<Site>) -> Self {
+        self.site = site;
+        self
+    }
+
+    /// Whether an outcome counts: it hits the target, at the site if one is set.
+    fn counts(&self, o: &Outcome) -> bool {
+        self.target.hits(o) && self.site.as_ref().is_none_or(|s| Site::of(o).as_ref() == Some(s))
+    }
+
+    /// Keeps every data row (no delta debugging of rows).
+    pub fn keep_data(mut self, keep: bool) -> Self {
+        self.keep_data = keep;
+        self
+    }
+
+    /// Cuts each run off after `run_timeout`, and every run once `stop` is set.
+    pub fn limits(mut self, run_timeout: Option<Duration>, stop: Option<&'a AtomicBool>) -> Self {
+        (self.run_timeout, self.stop) = (run_timeout, stop);
+        self
     }
 
     fn out_of_time(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline.is_some_and(|d| Instant::now() >= d) || self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Runs a scenario; `Some(outcome)` if it hits the target.
     pub fn flips(&mut self, s: &Scenario) -> Option<Outcome> {
         self.runs += 1;
-        let o = run(s);
-        self.target.hits(&o).then_some(o)
+        let deadline = match (self.run_timeout.map(|t| Instant::now() + t), self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let o = run_with(s, &RunOptions { deadline, stop: self.stop, ..RunOptions::default() });
+        self.counts(&o).then_some(o)
     }
 
     fn flips_with(&mut self, muts: &[Mutation]) -> Option<Outcome> {
@@ -87,34 +144,40 @@ impl<'a> Minimizer<'a> {
         self.flips(&s)
     }
 
-    /// Minimizes a flipping candidate; `None` if it does not flip to begin with.
-    pub fn minimize(&mut self, candidate: &[Mutation]) -> Option<Minimal> {
-        self.flips_with(candidate)?;
-        // 1. Fewest knobs: drop each mutation the flip does not need (later ones override earlier).
-        let mut muts = candidate.to_vec();
-        let mut i = muts.len();
-        while i > 0 {
-            i -= 1;
-            let mut without = muts.clone();
-            without.remove(i);
-            if self.flips_with(&without).is_some() {
-                muts = without;
-            }
-        }
-        // 2. Each numeric knob back towards its base, to its threshold. Thresholds are kept
-        // with the index of their mutation, which no later step moves.
-        let mut thresholds: Vec<(usize, Threshold)> = Vec::new();
-        let mut i = 0;
-        while i < muts.len() && !self.out_of_time() {
-            // A knob whose base value still flips (given the others) is not needed after all.
-            if let Some(b) = muts[i].base_value(self.base) {
-                let mut at_base = muts.clone();
-                at_base[i] = muts[i].with_value(b);
-                if self.flips_with(&at_base).is_some() && muts.len() > 1 {
-                    muts.remove(i);
-                    continue;
+    /// Drops mutations the flip does not need until removing any one un-flips it.
+    fn drop_unneeded(&mut self, muts: &mut Vec<Mutation>, thresholds: &mut Vec<(usize, Threshold)>) {
+        loop {
+            let mut dropped = false;
+            let mut i = muts.len();
+            while i > 0 && !self.out_of_time() {
+                i -= 1;
+                let mut without = muts.clone();
+                without.remove(i);
+                if self.flips_with(&without).is_some() {
+                    *muts = without;
+                    thresholds.retain(|(j, _)| *j != i);
+                    thresholds.iter_mut().filter(|(j, _)| *j > i).for_each(|(j, _)| *j -= 1);
+                    dropped = true;
                 }
             }
+            if !dropped || self.out_of_time() {
+                return;
+            }
+        }
+    }
+
+    /// Minimizes a flipping candidate; `None` if it does not flip to begin with.
+    pub fn minimize(&mut self, candidate: &[Mutation]) -> Option<Minimal> {
+        let candidate = normalize(candidate);
+        self.flips_with(&candidate)?;
+        // 1. Fewest knobs (later mutations override earlier ones).
+        let mut muts = candidate.clone();
+        let mut thresholds: Vec<(usize, Threshold)> = Vec::new();
+        self.drop_unneeded(&mut muts, &mut thresholds);
+        // 2. Each numeric knob back towards its base, to its threshold. Thresholds are kept
+        // with the index of their mutation.
+        let mut i = 0;
+        while i < muts.len() && !self.out_of_time() {
             if let Some((m, t)) = self.threshold(&muts, i) {
                 muts[i] = m;
                 thresholds.extend(t.map(|t| (i, t)));
@@ -141,33 +204,52 @@ impl<'a> Minimizer<'a> {
                 break;
             }
         }
+        // At their thresholds, a knob may have become unneeded: 1-minimal once more.
+        self.drop_unneeded(&mut muts, &mut thresholds);
+        let knob_complete = !self.out_of_time();
         let knob_repro = mutate(self.base, &muts)?;
         let mut outcome = self.flips(&knob_repro)?;
         let mut repro = knob_repro.clone();
-        // 3. Fewest rows, then fewest features.
-        let mut rows = None;
-        let mut features = None;
-        let mut one_minimal = false;
-        if let Some((s, n, f)) = materialize(&repro) {
+        // 3. Fewest rows.
+        let (mut rows, mut full_step, mut rows_complete) = (None, None, true);
+        if let Some((s, n)) = materialize(&repro).filter(|_| !self.keep_data) {
             if let Some(o) = self.flips(&s) {
-                let (s, kept) = self.ddmin(&s, n, select_rows);
-                let (s, kept_f) = self.ddmin(&s, f, select_features);
-                (repro, outcome, rows, features) = (s, o, Some((n, kept)), Some((f, kept_f)));
-                one_minimal = !self.out_of_time();
-                outcome = self.flips(&repro).unwrap_or(outcome);
+                let step = o.first_nonfinite.as_ref().map(|f| f.step);
+                let deadline = self.deadline;
+                let mut test = |keep: &[usize]| {
+                    let o = self.run_limited(&select_rows(&s, keep));
+                    self.counts(&o)
+                };
+                let (kept, done) = ddmin(n, &mut test, &|| deadline.is_some_and(|d| Instant::now() >= d));
+                rows_complete = done;
+                let cut = select_rows(&s, &kept);
+                if let Some(o) = self.flips(&cut) {
+                    (repro, outcome, full_step) = (cut, o, step);
+                    rows = (kept.len() < n).then_some(RowCut { total: n, kept });
+                }
             }
         }
+        if rows.is_none() {
+            full_step = None;
+            repro = knob_repro.clone();
+            outcome = self.flips(&repro).unwrap_or(outcome);
+        }
         // 4. Cut the schedule to the first non-finite step.
-        if let Some(f) = outcome.first_nonfinite.clone() {
-            let mut cut = repro.clone();
-            cut.train.epochs = f.epoch.max(1);
-            cut.train.max_steps = Some(f.step.max(1));
+        if let Some(cut) = cut_schedule(&repro, &outcome) {
             if let Some(o) = self.flips(&cut) {
                 (repro, outcome) = (cut, o);
             }
         }
+        let complete = knob_complete && rows_complete && !self.out_of_time();
         let thresholds = thresholds.into_iter().map(|(_, t)| t).collect();
-        Some(Minimal { mutations: muts, knob_repro, repro, outcome, thresholds, rows, features, one_minimal, runs: self.runs })
+        Some(Minimal { mutations: muts, knob_repro, repro, outcome, thresholds, rows, full_step, complete, runs: self.runs })
+    }
+
+    /// One run under the minimizer's limits, counted.
+    fn run_limited(&mut self, s: &Scenario) -> Outcome {
+        self.runs += 1;
+        let deadline = self.run_timeout.map(|t| Instant::now() + t);
+        run_with(s, &RunOptions { deadline, stop: self.stop, ..RunOptions::default() })
     }
 
     /// Bisects mutation `i` between its base value and its value, keeping the flip.
@@ -216,42 +298,6 @@ impl<'a> Minimizer<'a> {
         let threshold = m.base_value(self.base).map(|base| Threshold { knob: m.knob(), base, flips_at, stays_finite_at: back(lo) });
         Some((m.with_value(flips_at), threshold))
     }
-
-    /// Delta debugging (Zeller's ddmin) over `n` items; returns the reduced scenario and the count kept.
-    fn ddmin(&mut self, s: &Scenario, n: usize, select: impl Fn(&Scenario, &[usize]) -> Scenario) -> (Scenario, usize) {
-        let mut keep: Vec<usize> = (0..n).collect();
-        let mut granularity = 2;
-        while keep.len() >= 2 && !self.out_of_time() {
-            let chunk = keep.len().div_ceil(granularity);
-            let parts: Vec<Vec<usize>> = keep.chunks(chunk).map(<[usize]>::to_vec).collect();
-            let mut reduced = false;
-            for (j, part) in parts.iter().enumerate() {
-                // A subset alone, then its complement.
-                let complement: Vec<usize> = parts.iter().enumerate().filter(|(k, _)| *k != j).flat_map(|(_, p)| p.clone()).collect();
-                for (cand, coarser) in [(part.clone(), true), (complement, false)] {
-                    if cand.is_empty() || cand.len() == keep.len() {
-                        continue;
-                    }
-                    if self.flips(&select(s, &cand)).is_some() {
-                        keep = cand;
-                        granularity = if coarser { 2 } else { (granularity - 1).max(2) };
-                        reduced = true;
-                        break;
-                    }
-                }
-                if reduced {
-                    break;
-                }
-            }
-            if !reduced {
-                if granularity >= keep.len() {
-                    break;
-                }
-                granularity = (granularity * 2).min(keep.len());
-            }
-        }
-        (select(s, &keep), keep.len())
-    }
 }
 
 /// Rounds `x` to 3 significant digits, away from `toward_base`'s side.
@@ -264,52 +310,6 @@ pub fn round3_away(x: f64, toward_base: f64) -> f64 {
     let r = if x > toward_base { q.ceil() } else { q.floor() };
     // Through decimal text, so 372e-4 becomes the double nearest 0.0372.
     format!("{r}e{exp}").parse().unwrap_or(x)
-}
-
-/// The scenario with its training rows written out as explicit values, with
-/// the row and feature counts; `None` where rows cannot be cut without changing
-/// what the scenario means (validation splits, injections, CSV).
-pub fn materialize(s: &Scenario) -> Option<(Scenario, usize, usize)> {
-    let d = &s.data;
-    if d.validation.is_some() || !d.inject.is_empty() || matches!(d.inputs, InputSpec::Csv { .. }) {
-        return None;
-    }
-    let built = data::build(&Scenario { data: DataSpec { preprocess: vec![], ..d.clone() }, ..s.clone() }).ok()?;
-    let split = &built.folds.first()?.train;
-    let mut m = s.clone();
-    m.data.n = None;
-    m.data.features = Some(built.shape.features);
-    m.data.scale = vec![];
-    m.data.scale_groups = vec![];
-    m.data.target_scale = 1.0;
-    m.data.inputs = InputSpec::Values { rows: (0..split.x.rows).map(|r| split.x.row(r).to_vec()).collect() };
-    m.data.targets = Some(TargetSpec::Values { values: (0..split.y.rows).map(|r| TargetRow::Many(split.y.row(r).to_vec())).collect() });
-    m.train.batch_size = m.train.batch_size.or(Some(split.x.rows));
-    Some((m, split.x.rows, built.shape.features))
-}
-
-fn select_rows(s: &Scenario, keep: &[usize]) -> Scenario {
-    let mut m = s.clone();
-    if let InputSpec::Values { rows } = &mut m.data.inputs {
-        *rows = keep.iter().map(|&r| rows[r].clone()).collect();
-    }
-    if let Some(TargetSpec::Values { values }) = &mut m.data.targets {
-        *values = keep.iter().map(|&r| values[r].clone()).collect();
-    }
-    m.train.batch_size = m.train.batch_size.map(|b| b.min(keep.len()));
-    m
-}
-
-fn select_features(s: &Scenario, keep: &[usize]) -> Scenario {
-    let mut m = s.clone();
-    let f = m.data.features.unwrap_or(1);
-    if let InputSpec::Values { rows } = &mut m.data.inputs {
-        for row in rows.iter_mut() {
-            *row = row.iter().enumerate().filter(|(i, _)| keep.contains(&(i % f))).map(|(_, v)| *v).collect();
-        }
-    }
-    m.data.features = Some(keep.len());
-    m
 }
 
 #[cfg(test)]

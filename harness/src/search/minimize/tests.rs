@@ -1,7 +1,8 @@
 //! The minimizer on scenarios whose minimal form is known in closed form.
 
 use super::*;
-use crate::scenario::{from_str, Knob};
+use crate::run::run;
+use crate::scenario::{from_str, InputSpec, Knob};
 
 /// One step of linear regression with weights fixed at 1 and targets 0 under MAE, so each
 /// row's error is its feature sum. A "hot" row has |error| 1.8e38: one is finite in f32, but
@@ -27,14 +28,20 @@ fn ddmin_returns_a_one_minimal_row_set() {
     let base = two_hot_rows();
     let mut m = Minimizer::new(&base, Target::Nonfinite, None);
     let min = m.minimize(&[]).expect("the base flips");
-    assert_eq!(min.rows, Some((12, 2)), "two hot rows are needed and enough");
-    assert_eq!(min.features, Some((2, 1)), "the second feature does not matter");
+    let cut = min.rows.clone().expect("rows were cut");
+    assert_eq!((cut.total, cut.kept.len()), (12, 2), "two hot rows are needed and enough");
+    assert!(cut.kept.iter().all(|r| [2, 6, 9].contains(r)), "{:?}", cut.kept);
+    assert!(min.complete);
     let InputSpec::Values { rows } = &min.repro.data.inputs else { panic!("materialized") };
-    assert!(rows.iter().all(|r| r == &vec![1.8e38]), "{rows:?}");
+    assert!(rows.iter().all(|r| r == &vec![1.8e38, 0.0]), "features are never dropped: {rows:?}");
+    // The kept rows rebuild the same repro, for reports made later.
+    let (_, rebuilt, o) = rebuild(&base, &min.mutations, min.rows.as_ref()).unwrap();
+    assert_eq!(format!("{rebuilt:?}"), format!("{:?}", min.repro));
+    assert!(Target::Nonfinite.hits(&o));
     // 1-minimal, checked by running: removing any one row un-flips it.
     for drop in 0..rows.len() {
         let keep: Vec<usize> = (0..rows.len()).filter(|r| *r != drop).collect();
-        assert!(!Target::Nonfinite.hits(&run(&select_rows(&min.repro, &keep))));
+        assert!(!Target::Nonfinite.hits(&run(&rows::select_rows(&min.repro, &keep))));
     }
     // And the schedule is cut to the first non-finite step.
     assert_eq!((min.repro.train.epochs, min.repro.train.max_steps), (1, Some(1)));

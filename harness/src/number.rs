@@ -1,0 +1,52 @@
+//! Numbers for people: three significant digits, integers as integers. Machine
+//! outputs (JSON, traces) keep full precision; everything a person reads (the
+//! terminal, `summary.md`, plots) goes through [`human`].
+
+/// `v` to three significant digits: `0.155`, `26.4`, `1.55e-5`, `3.4e38`; whole numbers as integers (`37`).
+pub fn human(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v == v.trunc() && v.abs() < 1e9 {
+        return format!("{v:.0}");
+    }
+    let exp = v.abs().log10().floor() as i32;
+    let text = if (-3..3).contains(&exp) {
+        let decimals = (2 - exp).max(0) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.2e}")
+    };
+    trim_zeros(&text)
+}
+
+/// Drops trailing zeros of a mantissa (`1.50e-5` → `1.5e-5`, `0.250` → `0.25`).
+fn trim_zeros(text: &str) -> String {
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, Some(e)),
+        None => (text, None),
+    };
+    let mantissa = if mantissa.contains('.') { mantissa.trim_end_matches('0').trim_end_matches('.') } else { mantissa };
+    match exp {
+        Some(e) => format!("{mantissa}e{e}"),
+        None => mantissa.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn three_significant_digits_and_whole_numbers() {
+        assert_eq!(human(0.15483), "0.155");
+        assert_eq!(human(26.43), "26.4");
+        assert_eq!(human(37.0), "37");
+        assert_eq!(human(1.5e-5), "1.5e-5");
+        assert_eq!(human(3.4028e38), "3.4e38");
+        assert_eq!(human(0.25), "0.25");
+        assert_eq!(human(12345.6), "1.23e4");
+        assert_eq!(human(-0.001234), "-0.00123");
+        assert_eq!(human(f64::INFINITY), "inf");
+    }
+}

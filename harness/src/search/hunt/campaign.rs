@@ -1,0 +1,291 @@
+//! The one owner of a campaign's mutable state: counters, the ranked corpus,
+//! root causes with their triggers, and flips still being minimized, behind a
+//! single mutex. Every method takes the lock for a few field updates and
+//! returns; nothing here runs a candidate, minimizes or touches a file, so no
+//! worker ever waits on another's slow work. The writer thread
+//! (`writer`) takes snapshots and does the I/O.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::run::{Location, Outcome};
+use crate::scenario::{Named, Phase};
+use crate::search::corpus::{same_knobs, Mutant, State};
+use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
+use crate::search::minimize::Minimal;
+use crate::search::mutation::Mutation;
+
+/// Most mutants the guided engine's corpus keeps.
+const CORPUS_SIZE: usize = 64;
+
+/// Where a raw flip (its site and knob set) went.
+#[derive(Debug, Clone)]
+enum Seen {
+    /// Being minimized; repeats counted meanwhile.
+    Shrinking(usize),
+    /// Minimized to this root cause, into the trigger that sets these knobs.
+    Done(usize, Vec<Mutation>),
+    /// Parked unfinished at this index of `pending`.
+    Pending,
+}
+
+/// Counters for the progress bar and the summary.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Counts {
+    pub(super) runs: u64,
+    pub(super) errors: u64,
+    pub(super) timeouts: u64,
+    pub(super) shrink_runs: u64,
+    pub(super) root_causes: usize,
+    pub(super) triggers: usize,
+    pub(super) pending: usize,
+    pub(super) shrinking: usize,
+    pub(super) best: f64,
+}
+
+struct Inner {
+    state: State,
+    seen: HashMap<String, Seen>,
+    /// Root causes whose report must be (re)written.
+    dirty: BTreeSet<usize>,
+    shrink_runs: u64,
+    best: f64,
+}
+
+/// The shared state of a campaign.
+pub(super) struct Campaign {
+    inner: Mutex<Inner>,
+}
+
+/// The key of a raw flip: its failure site and the knobs it sets.
+pub(super) fn raw_key(o: &Outcome, candidate: &[Mutation]) -> String {
+    let f = o.first_nonfinite.as_ref();
+    let site = f.map_or(String::new(), |f| format!("{}|{}|{}", f.phase.name(), f.tensor, f.kind.name()));
+    let mut knobs = knob_names(candidate);
+    knobs.sort_unstable();
+    format!("{site}|{}|{}", o.dtype, knobs.join(","))
+}
+
+impl Campaign {
+    /// A campaign continuing `state`.
+    pub(super) fn new(state: State) -> Self {
+        let best = state.corpus.iter().map(|m| m.score).fold(0.0, f64::max);
+        let mut seen = HashMap::new();
+        for p in &state.pending {
+            seen.insert(p.key.clone(), Seen::Pending);
+        }
+        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), shrink_runs: 0, best }) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A worker that panicked while holding the lock left the state consistent
+        // (every method completes its updates before it can panic): carry on.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the next candidate index, counting it as a run; `None` once `max_runs` are taken.
+    pub(super) fn reserve(&self, max_runs: Option<u64>, first: bool) -> Option<u64> {
+        let mut g = self.lock();
+        if max_runs.is_some_and(|m| g.state.runs >= m) || (first && !g.state.findings.is_empty()) {
+            return None;
+        }
+        let k = g.state.next;
+        g.state.next += 1;
+        g.state.runs += 1;
+        Some(k)
+    }
+
+    /// Counts a candidate that was invalid, errored or panicked, or (`timeout`) was cut off.
+    pub(super) fn failed(&self, timeout: bool) {
+        let mut g = self.lock();
+        if timeout {
+            g.state.timeouts += 1;
+        } else {
+            g.state.errors += 1;
+        }
+    }
+
+    /// Counts runs spent minimizing.
+    pub(super) fn shrunk(&self, runs: usize) {
+        self.lock().shrink_runs += runs as u64;
+    }
+
+    /// Keeps a finite mutant in the ranked corpus.
+    pub(super) fn remember(&self, m: Mutant) {
+        let mut g = self.lock();
+        g.best = g.best.max(m.score);
+        if g.state.corpus.iter().any(|c| c.mutations == m.mutations) {
+            return;
+        }
+        g.state.corpus.push(m);
+        g.state.corpus.sort_by(|a, b| b.score.total_cmp(&a.score));
+        g.state.corpus.truncate(CORPUS_SIZE);
+    }
+
+    /// The guided engine's parent: none one time in five (explore), else a tournament of two among the kept mutants.
+    pub(super) fn pick_parent(&self, rng: &mut ChaCha8Rng) -> Option<Vec<Mutation>> {
+        let g = self.lock();
+        let c = &g.state.corpus;
+        if c.is_empty() || rng.random_range(0..5) == 0 {
+            return None;
+        }
+        let (a, b) = (&c[rng.random_range(0..c.len())], &c[rng.random_range(0..c.len())]);
+        Some(if a.score >= b.score { a.mutations.clone() } else { b.mutations.clone() })
+    }
+
+    /// Records a raw flip; true if it is new and should be minimized, false if it was counted as a repeat.
+    pub(super) fn hit(&self, key: &str) -> bool {
+        let mut g = self.lock();
+        match g.seen.get(key).cloned() {
+            None => {
+                g.seen.insert(key.to_string(), Seen::Shrinking(0));
+                true
+            }
+            Some(Seen::Shrinking(n)) => {
+                g.seen.insert(key.to_string(), Seen::Shrinking(n + 1));
+                false
+            }
+            Some(Seen::Done(f, knobs)) => {
+                let finding = &mut g.state.findings[f];
+                finding.count += 1;
+                if let Some(t) = finding.triggers.iter_mut().find(|t| same_knobs(&t.mutations, &knobs)) {
+                    t.count += 1;
+                }
+                false
+            }
+            Some(Seen::Pending) => {
+                if let Some(p) = g.state.pending.iter_mut().find(|p| p.key == key) {
+                    p.count += 1;
+                }
+                false
+            }
+        }
+    }
+
+    /// Repeats of a raw flip counted while it was being minimized.
+    fn repeats(g: &mut Inner, key: &str) -> usize {
+        match g.seen.get(key) {
+            Some(Seen::Shrinking(n)) => *n,
+            _ => 0,
+        }
+    }
+
+    /// Adds a complete minimization as a trigger of its root cause (a new one if its site is new).
+    /// The root cause is the flip's own site: the minimizer keeps to it, and a hit is counted
+    /// where it happened, so the root causes and counts do not depend on which flip came first.
+    pub(super) fn register(&self, p: &Pending, base_name: &str, m: &Minimal, distance: f64, seconds_to_shrink: f64) {
+        let (key, found, found_at) = (p.key.as_str(), p.found.clone(), (p.seconds_to_find, p.runs_to_find));
+        let mut g = self.lock();
+        let count = 1 + Self::repeats(&mut g, key) + g.state.pending.iter().find(|q| q.key == key).map_or(0, |q| q.count.saturating_sub(1));
+        g.state.pending.retain(|q| q.key != key);
+        let at = m.outcome.first_nonfinite.clone().unwrap_or_else(|| p.location.clone());
+        let sig = site_signature(&p.location, &p.dtype);
+        let fi = match g.state.findings.iter().position(|f| f.signature == sig && f.scenario == base_name) {
+            Some(i) => i,
+            None => {
+                g.state.findings.push(Finding {
+                    scenario: base_name.to_string(),
+                    signature: sig,
+                    location: at.clone(),
+                    dtype: p.dtype.clone(),
+                    note: note(&p.location, &p.dtype),
+                    triggers: vec![],
+                    count: 0,
+                    runs_to_find: found_at.1,
+                    seconds_to_find: found_at.0,
+                    seconds_to_shrink: 0.0,
+                    shrink_runs: 0,
+                    report: None,
+                });
+                g.state.findings.len() - 1
+            }
+        };
+        let f = &mut g.state.findings[fi];
+        f.count += count;
+        f.seconds_to_shrink += seconds_to_shrink;
+        f.shrink_runs += m.runs;
+        match f.triggers.iter_mut().find(|t| same_knobs(&t.mutations, &m.mutations)) {
+            Some(t) => t.count += count,
+            None => {
+                let t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step };
+                f.triggers.push(t);
+                f.triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+                if f.triggers[0].mutations == m.mutations {
+                    f.location = at;
+                }
+            }
+        }
+        g.seen.insert(key.to_string(), Seen::Done(fi, m.mutations.clone()));
+        g.dirty.insert(fi);
+    }
+
+    /// Parks a flip whose minimization did not finish.
+    pub(super) fn park(&self, key: &str, mut p: Pending) {
+        let mut g = self.lock();
+        // A flip parked before has been counting its repeats in the state meanwhile.
+        if let Some(live) = g.state.pending.iter().find(|q| q.key == key) {
+            p.count = live.count;
+        }
+        p.count += Self::repeats(&mut g, key);
+        g.state.pending.retain(|q| q.key != key);
+        g.state.pending.push(p);
+        g.seen.insert(key.to_string(), Seen::Pending);
+    }
+
+    /// Takes a parked flip to finish (the shrink phase); it stays in the state until registered or parked again.
+    pub(super) fn take_pending(&self, taken: &mut BTreeSet<String>) -> Option<Pending> {
+        let g = self.lock();
+        let p = g.state.pending.iter().find(|p| !taken.contains(&p.key))?.clone();
+        taken.insert(p.key.clone());
+        Some(p)
+    }
+
+    /// The root causes whose reports are stale, taken out of the dirty set.
+    pub(super) fn take_dirty(&self) -> Vec<(usize, Finding)> {
+        let mut g = self.lock();
+        let dirty = std::mem::take(&mut g.dirty);
+        dirty.into_iter().map(|i| (i, g.state.findings[i].clone())).collect()
+    }
+
+    /// Records where a root cause's report was written.
+    pub(super) fn set_report(&self, i: usize, dir: std::path::PathBuf) {
+        if let Some(f) = self.lock().state.findings.get_mut(i) {
+            f.report = Some(dir);
+        }
+    }
+
+    /// A copy of the state to persist.
+    pub(super) fn snapshot(&self) -> State {
+        self.lock().state.clone()
+    }
+
+    /// The numbers of the campaign so far.
+    pub(super) fn counts(&self) -> Counts {
+        let g = self.lock();
+        let s = &g.state;
+        Counts {
+            runs: s.runs,
+            errors: s.errors,
+            timeouts: s.timeouts,
+            shrink_runs: g.shrink_runs,
+            root_causes: s.findings.len(),
+            triggers: s.findings.iter().map(|f| f.triggers.len()).sum(),
+            pending: s.pending.len(),
+            shrinking: g.seen.values().filter(|v| matches!(v, Seen::Shrinking(_))).count(),
+            best: g.best,
+        }
+    }
+}
+
+/// What a failure site means, where nanhunt can say: a non-finite value in the
+/// data itself is the data's problem (an outlier past the dtype's range, a NaN
+/// cell), not the model's.
+fn note(at: &Location, dtype: &str) -> Option<String> {
+    (at.phase == Phase::Data).then(|| match at.kind {
+        crate::run::Kind::Nan => format!("the data itself holds NaN in `{}`: not a model failure", at.tensor),
+        _ => format!("the data itself is not representable in {dtype}: a value in `{}` is beyond its range, not a model failure", at.tensor),
+    })
+}

@@ -1,0 +1,88 @@
+//! The campaign's one writer: a thread that owns every file a hunt writes.
+//! Workers only wake it; it takes a snapshot of the campaign (a short lock),
+//! writes the reports of root causes that changed, then `state.json` and
+//! `findings.jsonl`, each atomically, with the counts as they are now. Writes
+//! are coalesced (at most one flush per `FLUSH`), and the last flush happens
+//! when the campaign ends, so the files always hold true counts.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use super::campaign::Campaign;
+use super::Reporter;
+use crate::error::{Error, Result};
+use crate::scenario::Scenario;
+use crate::search::corpus::write_findings;
+
+/// Shortest time between two flushes.
+const FLUSH: Duration = Duration::from_secs(2);
+
+/// What the writer is told.
+pub(super) enum Msg {
+    /// Something changed: flush soon.
+    Wake,
+    /// The campaign is over: flush now and stop.
+    Finish,
+}
+
+/// Where the writer writes.
+pub(super) struct Targets<'a> {
+    /// The campaign state's directory (`state.json`).
+    pub(super) corpus: Option<PathBuf>,
+    /// The output directory (`findings.jsonl`).
+    pub(super) out: Option<PathBuf>,
+    /// Writes root causes' reports.
+    pub(super) reporter: Option<&'a dyn Reporter>,
+}
+
+/// A handle to wake the writer.
+pub(super) type Waker = Sender<Msg>;
+
+/// Runs the writer until `Finish`; returns the first error it met (after trying every write).
+pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, rx: Receiver<Msg>) -> Result<()> {
+    let mut first_error: Option<Error> = None;
+    let mut last = Instant::now() - FLUSH;
+    let mut pending = false;
+    loop {
+        let wait = if pending { FLUSH.saturating_sub(last.elapsed()) } else { FLUSH };
+        let finish = match rx.recv_timeout(wait) {
+            Ok(Msg::Wake) => {
+                pending = true;
+                false
+            }
+            Ok(Msg::Finish) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        if finish || (pending && last.elapsed() >= FLUSH) {
+            if let Err(e) = flush(campaign, base, to) {
+                first_error.get_or_insert(e);
+            }
+            (last, pending) = (Instant::now(), false);
+        }
+        if finish {
+            return first_error.map_or(Ok(()), Err);
+        }
+    }
+}
+
+/// Writes stale reports, then the state and the findings.
+fn flush(campaign: &Campaign, base: &Scenario, to: &Targets) -> Result<()> {
+    let mut result = Ok(());
+    if let Some(r) = to.reporter {
+        for (i, f) in campaign.take_dirty() {
+            match r.report(base, &f) {
+                Ok(dir) => campaign.set_report(i, dir),
+                Err(e) => result = result.and(Err(e)),
+            }
+        }
+    }
+    let state = campaign.snapshot();
+    if let Some(dir) = &to.corpus {
+        state.save(dir)?;
+    }
+    if let Some(dir) = &to.out {
+        write_findings(&dir.join("findings.jsonl"), &state.findings)?;
+    }
+    result
+}

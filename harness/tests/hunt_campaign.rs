@@ -1,0 +1,199 @@
+//! A nightly job can trust a hunt: it never hangs, ends within `--time` plus
+//! `--shrink-time`, stops cleanly on a signal, refuses a base that cannot run,
+//! keeps true counts, groups flips by root cause, and shards and merges into
+//! the same root causes as one campaign.
+
+mod common;
+use common::*;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `nanhunt` with arguments, output captured.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nanhunt")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// Waits for a child at most `limit`, draining its output meanwhile (a full pipe would block it);
+/// kills it and fails the test if it is still running (a hang).
+fn within(mut child: Child, limit: Duration, what: &str) -> (std::process::Output, Duration) {
+    use std::io::Read;
+    let start = Instant::now();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?} (a hang)\n{}", String::from_utf8_lossy(&err.join().unwrap()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = start.elapsed();
+    (std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }, took)
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn count(findings: &[serde_json::Value]) -> u64 {
+    findings.iter().map(|f| f["count"].as_u64().unwrap()).sum()
+}
+
+#[test]
+fn four_workers_on_many_repeated_flips_never_hang() {
+    // Seed 004 ex3 flips in many ways at once: thousands of repeats from four workers (more than this machine's cores).
+    let path = seed("s004_ex3_bce_validation");
+    for s in ["1", "2", "3"] {
+        let dir = tempdir();
+        let child = spawn(&["hunt", path.to_str().unwrap(), "--jobs", "4", "--time", "3s", "--shrink-time", "3s", "--seed", s, "--json", "--out", dir.path().to_str().unwrap()]);
+        let (out, _) = within(child, Duration::from_secs(90), &format!("seed {s}"));
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let found = json_lines(&stdout(&out));
+        assert!(count(&found) > found.len() as u64, "repeats are counted, not listed: {} hits in {} root causes", count(&found), found.len());
+        // The file holds the final counts, equal to what was printed.
+        let saved = json_lines(&std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap());
+        assert_eq!(count(&saved), count(&found), "findings.jsonl counts are true");
+    }
+}
+
+#[test]
+fn a_hunt_ends_within_its_time_and_shrink_allowance() {
+    // The wide MLP makes every run and every minimization slow.
+    let path = seed("s003_ex1_wide_mlp_adam");
+    let dir = tempdir();
+    let child = spawn(&["hunt", path.to_str().unwrap(), "--time", "3s", "--shrink-time", "2s", "--out", dir.path().to_str().unwrap()]);
+    let (out, took) = within(child, Duration::from_secs(60), "time budget");
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    // 5 s allowed; the slack is process start-up and one training step past the deadline.
+    assert!(took < Duration::from_secs(8), "took {took:?} for 3 s + 2 s");
+    assert!(stdout(&out).contains("allowed 5 s"), "{}", stdout(&out));
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_saves_the_campaign() {
+    let path = seed("s004_ex1_simple_rnn_adam");
+    let dir = tempdir();
+    let corpus = dir.path().join("corpus");
+    let child = spawn(&["hunt", path.to_str().unwrap(), "--time", "300s", "--corpus", corpus.to_str().unwrap(), "--out", dir.path().join("out").to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let (out, took) = within(child, Duration::from_secs(30), "SIGTERM");
+    assert!(took < Duration::from_secs(20), "stopped in {took:?}");
+    assert!(stdout(&out).contains("hunted `s004_ex1_simple_rnn_adam`"), "the summary is printed: {}", stdout(&out));
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(corpus.join("state.json")).unwrap()).unwrap();
+    assert!(state["runs"].as_u64().unwrap() > 0, "the state is saved");
+}
+
+#[test]
+fn a_base_that_cannot_run_is_an_error_not_nothing_found() {
+    // An injection into row 500 of a 100-row split fails when the data is built, not when read.
+    let text = std::fs::read_to_string(seed("s000_ex1_bce_mlp")).unwrap().replace("[model]", "[[data.inject]]\nvalue = \"zero\"\nrows = [100000]\n\n[model]");
+    let dir = tempdir();
+    let p = write(dir.path(), "broken.toml", &text);
+    let child = spawn(&["hunt", p.to_str().unwrap(), "--time", "60s", "--out", dir.path().join("out").to_str().unwrap()]);
+    let (out, took) = within(child, Duration::from_secs(30), "invalid base");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("the base scenario cannot run") && stderr(&out).contains("row 100000"), "{}", stderr(&out));
+    assert!(took < Duration::from_secs(20), "no search time spent: {took:?}");
+}
+
+#[test]
+fn a_failing_base_is_the_first_root_cause_not_a_pile_of_findings() {
+    let path = seed("s002_ex1_linreg_sgd");
+    let dir = tempdir();
+    let out = nanhunt(&["hunt", path.to_str().unwrap(), "--time", "3s", "--shrink-time", "3s", "--json", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let found = json_lines(&stdout(&out));
+    let base = found.iter().find(|f| f["triggers"].as_array().unwrap().iter().any(|t| t["mutations"].as_array().unwrap().is_empty()));
+    let base = base.expect("the base's own failure is a root cause with the empty trigger");
+    assert_eq!(base["location"]["tensor"], "loss");
+    // Candidates that only add knobs to the base's failure count as its repeats.
+    assert!(base["count"].as_u64().unwrap() > 1, "{base}");
+    let text = nanhunt(&["hunt", path.to_str().unwrap(), "--time", "2s", "--shrink-time", "2s", "--out", dir.path().join("t").to_str().unwrap()]);
+    assert!(stdout(&text).contains("the base scenario itself goes non-finite"), "{}", stdout(&text));
+}
+
+#[test]
+fn max_runs_is_exact_at_any_jobs_and_zero_jobs_is_an_error() {
+    let path = seed("s002_ex1_linreg_sgd_fix_standardize");
+    let dir = tempdir();
+    let corpus = dir.path().join("c");
+    let out = nanhunt(&["hunt", path.to_str().unwrap(), "--jobs", "8", "--max-runs", "37", "--time", "60s", "--corpus", corpus.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", stderr(&out));
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(corpus.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["runs"], 37);
+    assert_eq!(nanhunt(&["hunt", path.to_str().unwrap(), "--jobs", "0"]).status.code(), Some(2));
+    // A corpus belongs to its scenario: resuming it with another is refused.
+    let other = seed("s000_ex1_bce_mlp");
+    let out = nanhunt(&["hunt", other.to_str().unwrap(), "--resume", "--corpus", corpus.to_str().unwrap(), "--time", "1s", "--out", dir.path().join("o").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("belongs to another scenario"), "{}", stderr(&out));
+}
+
+#[test]
+fn four_shards_merge_into_the_root_causes_of_one_campaign() {
+    // The property engine draws candidate k from the seed and k alone, so four shards of 100
+    // runs cover exactly the candidates 0..400 of one campaign.
+    let path = seed("s004_ex3_bce_validation");
+    let tmp = tempdir();
+    let common = ["--engine", "property", "--seed", "5", "--time", "120s", "--shrink-time", "120s", "--keep-data"];
+    let run = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec!["hunt", path.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let o = nanhunt(&args);
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+    };
+    let one = tmp.path().join("one");
+    run(&["--max-runs", "400"], &one);
+    let mut dirs = Vec::new();
+    for i in 0..4 {
+        let d = tmp.path().join(format!("s{i}"));
+        run(&["--max-runs", "100", "--shard", &format!("{i}/4")], &d);
+        dirs.push(d.display().to_string());
+    }
+    let merged = tmp.path().join("merged");
+    let mut args = vec!["merge".to_string()];
+    args.extend(dirs);
+    args.extend(["--out".into(), merged.display().to_string()]);
+    let out = nanhunt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let read = |d: &std::path::Path| json_lines(&std::fs::read_to_string(d.join("findings.jsonl")).unwrap_or_default());
+    let (a, b) = (read(&one), read(&merged));
+    let sigs = |f: &[serde_json::Value]| {
+        let mut s: Vec<String> = f.iter().map(|f| f["signature"].as_str().unwrap().to_string()).collect();
+        s.sort();
+        s
+    };
+    assert!(!a.is_empty(), "the campaign found something");
+    assert_eq!(sigs(&a), sigs(&b), "the same root causes");
+    assert_eq!(count(&a), count(&b), "the same hits, summed over shards");
+}
+
+#[test]
+fn keep_data_keeps_every_row() {
+    // Seed 002 ex1 fails as written; its three rows shrink to fewer unless the data is kept.
+    let path = seed("s002_ex1_linreg_sgd");
+    let rows_cut = |extra: &[&str]| {
+        let dir = tempdir();
+        let mut args = vec!["hunt", path.to_str().unwrap(), "--time", "2s", "--shrink-time", "4s", "--json", "--out", dir.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = nanhunt(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        json_lines(&stdout(&out)).iter().flat_map(|f| f["triggers"].as_array().unwrap().clone()).filter(|t| t.get("rows").is_some()).count()
+    };
+    assert!(rows_cut(&[]) > 0, "rows are cut by default");
+    assert_eq!(rows_cut(&["--keep-data"]), 0, "and kept with --keep-data");
+}
