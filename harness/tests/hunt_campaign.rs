@@ -197,3 +197,26 @@ fn keep_data_keeps_every_row() {
     assert!(rows_cut(&[]) > 0, "rows are cut by default");
     assert_eq!(rows_cut(&["--keep-data"]), 0, "and kept with --keep-data");
 }
+
+#[test]
+fn check_names_reports_by_directory_and_states_its_confidence() {
+    let dir = tempdir();
+    let reports = dir.path().join("reports");
+    let base = std::fs::read_to_string(seed("s002_ex1_linreg_sgd")).unwrap();
+    for lr in ["0.01", "0.02"] {
+        let p = write(dir.path(), "s.toml", &base.replace("lr = 0.01", &format!("lr = {lr}")));
+        assert_eq!(nanhunt(&["run", p.to_str().unwrap(), "--report", reports.to_str().unwrap()]).status.code(), Some(1));
+    }
+    let out = nanhunt(&["check", reports.to_str().unwrap()]);
+    for d in std::fs::read_dir(&reports).unwrap() {
+        let name = d.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(stdout(&out).contains(&name), "the table names {name}: {}", stdout(&out));
+    }
+    // A clean neighbourhood lists its mutants and says what it proves.
+    let junit = dir.path().join("j.xml");
+    let out = nanhunt(&["check", seed("s002_ex1_linreg_sgd_fix_standardize").to_str().unwrap(), "--neighbourhood", "6", "--junit", junit.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("neighbourhood: train.dtype = f16") && stdout(&out).contains("rule of three"), "{}", stdout(&out));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("neighbourhood.confidence"), "{xml}");
+}

@@ -56,6 +56,12 @@ impl Check {
                 Verdict::Error(m) => ("ERROR", m.clone()),
             };
             println!("{tag:<5} {:<width$} {:>7.2}s  {why}", r.name, r.time.as_secs_f64());
+            if !r.mutants.is_empty() {
+                println!("      neighbourhood: {}", r.mutants.join(" | "));
+            }
+            if let Some(c) = &r.confidence {
+                println!("      {c}");
+            }
         }
         if let Some(path) = &self.junit {
             nanhunt::write_atomic(path, junit(&results)?.as_bytes()).with_context(|| format!("writing JUnit XML to {}", path.display()))?;

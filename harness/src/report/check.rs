@@ -14,7 +14,7 @@ use super::verdict::verdict;
 use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
 use crate::scenario::{load_with, Expect, ExpectedOutcome, LoadOptions, Scenario};
-use crate::search::{describe, mutate, neighbourhood};
+use crate::search::{describe, mutate, neighbourhood, Mutation};
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,11 @@ pub struct CheckResult {
     pub detail: String,
     /// Wall-clock time.
     pub time: Duration,
+    /// The neighbourhood's mutants that were run, in words (`--neighbourhood`).
+    pub mutants: Vec<String>,
+    /// What a clean neighbourhood says: with 0 failures in N random draws, the failure
+    /// rate there is below 3/N at 95% confidence (the rule of three).
+    pub confidence: Option<String>,
 }
 
 /// Finds scenario files and report directories under the given paths, sorted.
@@ -113,6 +118,7 @@ pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
     let (neighbourhood, seed) = (opts.neighbourhood, opts.seed);
     let start = std::time::Instant::now();
     let loaded = load(entry, &opts.load);
+    let (mut mutants, mut confidence) = (vec![], None);
     let (name, verdict, detail) = match loaded {
         Err(e) => (entry.path().display().to_string(), Verdict::Error(e.to_string()), String::new()),
         Ok((s, None)) => (s.name.clone(), Verdict::Skip, "no [expect]".into()),
@@ -121,25 +127,45 @@ pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
             let detail = in_words(&o);
             let v = match verdict(&e, &o) {
                 Err(m) => Verdict::Fail(m),
-                Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => neighbours(&s, &e, neighbourhood, seed),
+                Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => {
+                    let (v, ran, c) = neighbours(&s, &e, neighbourhood, seed);
+                    (mutants, confidence) = (ran, c);
+                    v
+                }
                 Ok(()) => Verdict::Pass,
             };
             (s.name.clone(), v, detail)
         }
     };
-    CheckResult { name, path: entry.path().to_path_buf(), verdict, detail, time: start.elapsed() }
+    // A report is named by its directory: many reports share a scenario name.
+    let name = match entry {
+        Entry::Report(dir) => dir.file_name().map_or(name, |n| n.to_string_lossy().into_owned()),
+        Entry::Scenario(_) => name,
+    };
+    CheckResult { name, path: entry.path().to_path_buf(), verdict, detail, time: start.elapsed(), mutants, confidence }
 }
 
 /// Runs the mutants; the first one that does not stay finite fails the check, and is named.
-fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> Verdict {
+fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> (Verdict, Vec<String>, Option<String>) {
+    let mut ran = Vec::new();
+    let mut random = 0;
     for (i, muts) in neighbourhood(base, n, seed).iter().enumerate() {
         let Some(s) = mutate(base, muts) else { continue };
+        ran.push(describe(muts));
+        random += usize::from(!matches!(muts.as_slice(), [Mutation::Dtype { .. }]));
         let o = run(&s);
         if let Err(m) = verdict(e, &o) {
-            return Verdict::Fail(format!("mutant {} of {n} [{}]: {m}", i + 1, describe(muts)));
+            return (Verdict::Fail(format!("mutant {} of {n} [{}]: {m}", i + 1, describe(muts))), ran, None);
         }
     }
-    Verdict::Pass
+    let confidence = (random > 0).then(|| rule_of_three(random));
+    (Verdict::Pass, ran, confidence)
+}
+
+/// The rule of three: 0 failures in `n` independent draws bound the failure rate below 3/n at 95%.
+pub fn rule_of_three(n: usize) -> String {
+    let bound = (3.0 / n as f64).min(1.0);
+    format!("0 failures in {n} random draws: the failure rate in this neighbourhood is below {}% at 95% confidence (rule of three, 3/{n})", crate::human(100.0 * bound))
 }
 
 /// Loads an entry and its expectation (a report expects its recorded failure).
@@ -178,4 +204,16 @@ pub fn check_all(entries: &[Entry], opts: &CheckOptions, done: &(dyn Fn(&CheckRe
 pub fn tally(results: &[CheckResult]) -> (usize, usize, usize) {
     let count = |f: &dyn Fn(&Verdict) -> bool| results.iter().filter(|r| f(&r.verdict)).count();
     (count(&|v| *v == Verdict::Pass), count(&|v| matches!(v, Verdict::Fail(_) | Verdict::Error(_))), count(&|v| *v == Verdict::Skip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_of_three_bounds_the_failure_rate() {
+        // 3/30 = 10%; 3/2 caps at 100%.
+        assert!(rule_of_three(30).contains("below 10% at 95% confidence"), "{}", rule_of_three(30));
+        assert!(rule_of_three(2).contains("below 100%"));
+    }
 }

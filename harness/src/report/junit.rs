@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 
 /// The results as JUnit XML.
 pub fn junit(results: &[CheckResult]) -> Result<String> {
-    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
     let mut suite = TestSuite::new("nanhunt check");
     for r in results {
         let status = match &r.verdict {
@@ -22,6 +22,12 @@ pub fn junit(results: &[CheckResult]) -> Result<String> {
         case.set_classname(r.path.display().to_string());
         case.set_time(r.time);
         case.set_system_out(r.detail.clone());
+        if !r.mutants.is_empty() {
+            case.properties.push(Property::new("neighbourhood.mutants", r.mutants.join("; ")));
+        }
+        if let Some(c) = &r.confidence {
+            case.properties.push(Property::new("neighbourhood.confidence", c.clone()));
+        }
         suite.add_test_case(case);
     }
     let mut report = Report::new("nanhunt");

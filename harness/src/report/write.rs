@@ -59,7 +59,16 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         "" => "scenario",
         n => n,
     };
-    let toml_text = toml::to_string(&repro).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?;
+    if !changes.is_empty() || !input.reductions.is_empty() {
+        // The description must be true of the repro: say how it was derived.
+        let diff: Vec<String> = changes.iter().map(|c| format!("{} {} → {}", c.key, or_none(&c.base), or_none(&c.repro))).collect();
+        let mut what = diff.join(", ");
+        for r in &input.reductions {
+            what += &format!("{}{r}", if what.is_empty() { "" } else { "; " });
+        }
+        repro.description = format!("Derived by nanhunt from `{}`: {what}. The base: {}", input.base.name, input.base.description);
+    }
+    let toml_text = readable_floats(&toml::to_string(&repro).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?);
     // The hash is of the base, so a root cause keeps its directory as its nearest trigger changes.
     let base_text = toml::to_string(input.base).map_err(|source| Error::Toml { path: parent.join("repro.toml"), source })?;
     let id = format!("{signature}-{:08x}", fnv1a(base_text.as_bytes()) as u32);
@@ -110,6 +119,55 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(dir)
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() {
+        "(none)"
+    } else {
+        s
+    }
+}
+
+/// Rewrites float literals of TOML text in shortest exponent form where that is
+/// at least 3 characters shorter (`0.00000001` → `1e-8`, `100000.0` → `1e5`;
+/// `0.001` stays), outside strings and comments, keeping every value's bits.
+fn readable_floats(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut in_comment, mut escaped) = (false, false, false);
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_comment || in_string {
+            out.push(c);
+            match c {
+                '\n' => in_comment = false,
+                '\\' if in_string => escaped = !escaped,
+                '"' if in_string && !escaped => in_string = false,
+                _ => escaped = false,
+            }
+            i += 1;
+            continue;
+        }
+        let starts_number = (c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))) && (i == 0 || " [,=".contains(chars[i - 1]));
+        if starts_number {
+            let end = (i + 1..chars.len()).find(|&j| !(chars[j].is_ascii_digit() || ".eE+-_".contains(chars[j]))).unwrap_or(chars.len());
+            let token: String = chars[i..end].iter().collect();
+            let shorter = token.parse::<f64>().ok().filter(|_| token.contains('.') && !token.contains(['e', 'E'])).map(|v| format!("{v:e}")).filter(|s| s.len() + 3 <= token.len() && s.parse::<f64>().ok() == token.parse::<f64>().ok());
+            out += shorter.as_deref().unwrap_or(&token);
+            i = end;
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '#' => in_comment = true,
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 impl<'a> ReportInput<'a> {
@@ -175,6 +233,17 @@ impl Reporter for Reports {
 
 #[cfg(test)]
 mod tests {
+    use super::readable_floats;
+
+    #[test]
+    fn floats_are_written_readably_and_keep_their_bits() {
+        let text = "name = \"0.00000001 stays\"\neps = 0.00000001\nbeta1 = 0.9\nrows = [[1.0, 100000.0], [-0.0001, 2.5]]\n# 0.00000001\nseed = 10\n";
+        let out = readable_floats(text);
+        assert_eq!(out, "name = \"0.00000001 stays\"\neps = 1e-8\nbeta1 = 0.9\nrows = [[1.0, 1e5], [-0.0001, 2.5]]\n# 0.00000001\nseed = 10\n");
+        let (a, b): (toml::Value, toml::Value) = (toml::from_str(text).unwrap(), toml::from_str(&out).unwrap());
+        assert_eq!(a, b, "the same values");
+    }
+
     #[test]
     fn every_seed_scenario_round_trips_through_repro_toml() {
         for e in std::fs::read_dir(crate::scenario::seeds_dir()).unwrap() {

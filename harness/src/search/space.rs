@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, Union};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use super::mutation::{mutate, Mutation};
+use super::mutation::{mutate, normalize, Mutation};
 use crate::scenario::*;
 
 /// The knobs a search may move, with their ranges.
@@ -260,7 +260,7 @@ pub fn neighbourhood(base: &Scenario, n: usize, seed: u64) -> Vec<Vec<Mutation>>
     let mut tries = 0;
     while out.len() < n && tries < n * 20 {
         tries += 1;
-        let c = draw(&strategy, &mut runner);
+        let c = normalize(&draw(&strategy, &mut runner));
         if mutate(base, &c).is_some() && !out.contains(&c) {
             out.push(c);
         }
