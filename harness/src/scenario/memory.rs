@@ -135,8 +135,19 @@ mod tests {
         // 10 cells: 10·(24 + 4) = 280; 3 params: 3·4·6 = 72; batch 2 × width 5 × 1 step × 4 bytes × 4 = 160.
         let f = Footprint { cells: 10, params: 3, batch: 2, widths: 5, steps: 1, elem: 4 };
         assert_eq!(f.bytes(), 280 + 72 + 160);
-        // Found by the `scenario` fuzz target: sizes whose product overflows saturate, and are refused.
-        let huge = Footprint { cells: u128::MAX / 3, batch: u128::MAX / 2, widths: 3, ..f };
+    }
+
+    #[test]
+    fn fuzz_scenario_target_overflowing_estimate_saturates() {
+        // Found by the structured `scenario` fuzz target: shapes whose product overflows u128
+        // panicked (debug) or wrapped to a small estimate that let the run through (release).
+        let huge = Footprint { cells: u128::MAX / 3, params: 1, batch: u128::MAX / 2, widths: 3, steps: 1, elem: 4 };
         assert_eq!(huge.bytes(), u128::MAX);
+        let mut s = parse_str(&base(), "t").unwrap();
+        s.data.inputs = crate::scenario::InputSpec::Normal { mean: 0.0, std: 1.0 };
+        s.data.targets = Some(crate::scenario::TargetSpec::Uniform { low: 0.0, high: 1.0, outputs: 1 });
+        (s.data.n, s.data.features) = (Some(usize::MAX), Some(usize::MAX));
+        assert_eq!(memory_estimate(&s), Some(u128::MAX));
+        assert!(check_memory(&s).is_err(), "refused, not wrapped");
     }
 }
