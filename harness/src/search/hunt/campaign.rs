@@ -16,7 +16,7 @@ use crate::scenario::{Named, Phase};
 use crate::search::corpus::{same_knobs, Mutant, State};
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
 use crate::search::minimize::Minimal;
-use crate::search::mutation::Mutation;
+use crate::search::mutation::{slot, Mutation};
 
 /// Most mutants the guided engine's corpus keeps.
 const CORPUS_SIZE: usize = 64;
@@ -207,18 +207,35 @@ impl Campaign {
         f.count += count;
         f.seconds_to_shrink += seconds_to_shrink;
         f.shrink_runs += m.runs;
-        match f.triggers.iter_mut().find(|t| same_knobs(&t.mutations, &m.mutations)) {
-            Some(t) => t.count += count,
+        // A trigger that sets every knob of another (and more) adds nothing: the smaller
+        // one reaches the root cause already. Its hits count for the smaller one.
+        let kept = match f.triggers.iter_mut().find(|t| covers(&m.mutations, &t.mutations)) {
+            Some(t) => {
+                t.count += count;
+                t.mutations.clone()
+            }
             None => {
-                let t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step };
+                let mut t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step };
+                let (covered, rest): (Vec<Trigger>, Vec<Trigger>) = std::mem::take(&mut f.triggers).into_iter().partition(|u| covers(&u.mutations, &m.mutations));
+                t.count += covered.iter().map(|u| u.count).sum::<usize>();
+                f.triggers = rest;
                 f.triggers.push(t);
                 f.triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
                 if f.triggers[0].mutations == m.mutations {
                     f.location = at;
                 }
+                m.mutations.clone()
+            }
+        };
+        // Raw flips that went to a dropped trigger now count for the one that covers it.
+        for s in g.seen.values_mut() {
+            if let Seen::Done(x, knobs) = s {
+                if *x == fi && covers(knobs, &kept) {
+                    *knobs = kept.clone();
+                }
             }
         }
-        g.seen.insert(key.to_string(), Seen::Done(fi, m.mutations.clone()));
+        g.seen.insert(key.to_string(), Seen::Done(fi, kept));
         g.dirty.insert(fi);
     }
 
@@ -280,6 +297,11 @@ impl Campaign {
     }
 }
 
+/// Whether `big` sets every knob `small` sets (so `small` reaches the site with no more knobs).
+fn covers(big: &[Mutation], small: &[Mutation]) -> bool {
+    small.iter().all(|m| big.iter().any(|b| slot(b) == slot(m)))
+}
+
 /// What a failure site means, where nanhunt can say: a non-finite value in the
 /// data itself is the data's problem (an outlier past the dtype's range, a NaN
 /// cell), not the model's.
@@ -288,4 +310,49 @@ fn note(at: &Location, dtype: &str) -> Option<String> {
         crate::run::Kind::Nan => format!("the data itself holds NaN in `{}`: not a model failure", at.tensor),
         _ => format!("the data itself is not representable in {dtype}: a value in `{}` is beyond its range, not a model failure", at.tensor),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Kind, Status};
+    use crate::scenario::DTypeName;
+
+    fn minimal(muts: Vec<Mutation>) -> (Minimal, Pending) {
+        let s = crate::scenario::seed("s000_ex1_bce_mlp");
+        let mut o = Outcome::error("t", String::new());
+        let at = Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0 };
+        (o.outcome, o.error, o.first_nonfinite, o.dtype) = (Status::Nonfinite, None, Some(at.clone()), "f32".into());
+        let key = raw_key(&o, &muts);
+        let p = Pending { key, found: muts.clone(), location: at, dtype: "f32".into(), count: 1, seconds_to_find: 0.0, runs_to_find: 1 };
+        let m = Minimal { mutations: muts, knob_repro: s.clone(), repro: s, outcome: o, thresholds: vec![], rows: None, full_step: None, complete: true, runs: 1 };
+        (m, p)
+    }
+
+    #[test]
+    fn triggers_that_add_knobs_to_another_count_for_it() {
+        let c = Campaign::new(State::default());
+        let lr = Mutation::Lr { value: 1.0 };
+        let f16 = Mutation::Dtype { value: DTypeName::F16 };
+        for muts in [vec![lr.clone(), f16.clone()], vec![lr.clone()], vec![f16.clone()]] {
+            let (m, p) = minimal(muts);
+            assert!(c.hit(&p.key));
+            c.register(&p, "s000_ex1_bce_mlp", &m, 1.0, 0.0);
+        }
+        let f = &c.snapshot().findings[0];
+        let sets: Vec<(usize, usize)> = f.triggers.iter().map(|t| (t.mutations.len(), t.count)).collect();
+        assert_eq!(sets, [(1, 2), (1, 1)], "{{lr, f16}} folded into {{lr}}; {{f16}} stands alone");
+        assert_eq!(f.count, 3);
+        // The empty trigger (the base itself) covers every other.
+        let (m, p) = minimal(vec![]);
+        assert!(c.hit(&p.key));
+        c.register(&p, "s000_ex1_bce_mlp", &m, 0.0, 0.0);
+        let f = &c.snapshot().findings[0];
+        assert_eq!(f.triggers.len(), 1);
+        assert_eq!((f.triggers[0].mutations.len(), f.triggers[0].count, f.count), (0, 4, 4));
+        // A repeat of a folded raw flip now counts for the trigger that absorbed it.
+        let (_, p) = minimal(vec![lr, f16]);
+        assert!(!c.hit(&p.key));
+        assert_eq!(c.snapshot().findings[0].triggers[0].count, 5);
+    }
 }

@@ -131,11 +131,7 @@ impl<'a> Minimizer<'a> {
     /// Runs a scenario; `Some(outcome)` if it hits the target.
     pub fn flips(&mut self, s: &Scenario) -> Option<Outcome> {
         self.runs += 1;
-        let deadline = match (self.run_timeout.map(|t| Instant::now() + t), self.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let o = run_with(s, &RunOptions { deadline, stop: self.stop, ..RunOptions::default() });
+        let o = run_with(s, &RunOptions { deadline: self.run_deadline(), stop: self.stop, ..RunOptions::default() });
         self.counts(&o).then_some(o)
     }
 
@@ -248,8 +244,15 @@ impl<'a> Minimizer<'a> {
     /// One run under the minimizer's limits, counted.
     fn run_limited(&mut self, s: &Scenario) -> Outcome {
         self.runs += 1;
-        let deadline = self.run_timeout.map(|t| Instant::now() + t);
-        run_with(s, &RunOptions { deadline, stop: self.stop, ..RunOptions::default() })
+        run_with(s, &RunOptions { deadline: self.run_deadline(), stop: self.stop, ..RunOptions::default() })
+    }
+
+    /// When a run started now must be cut off: its own limit, and never past the minimizer's deadline.
+    fn run_deadline(&self) -> Option<Instant> {
+        match (self.run_timeout.map(|t| Instant::now() + t), self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Bisects mutation `i` between its base value and its value, keeping the flip.
