@@ -207,8 +207,14 @@ fn summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
         if let Some(note) = &f.note {
             s += &format!("      {note}\n");
         }
-        for t in f.nearest().map_or(&[][..], |t| &t.thresholds[..]) {
-            s += &format!("      flips at {} {} {} (base {}, finite at {})\n", t.knob, t.direction(), human(t.flips_at), human(t.base), human(round3_away(t.stays_finite_at, t.flips_at)));
+        let thresholds: Vec<String> = f
+            .nearest()
+            .map_or(&[][..], |t| &t.thresholds[..])
+            .iter()
+            .map(|t| format!("{} {} {} (base {}, finite at {})", t.knob, t.direction(), human(t.flips_at), human(t.base), human(round3_away(t.stays_finite_at, t.flips_at))))
+            .collect();
+        if !thresholds.is_empty() {
+            s += &format!("      flips at {}\n", thresholds.join("; "));
         }
     }
     if r.findings.len() > 20 {

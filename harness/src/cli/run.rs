@@ -34,12 +34,11 @@ impl Run {
     /// Runs it; with `--json`, an error is also printed as an error outcome on stdout.
     pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
         let (json, scenario) = (self.json, self.scenario.clone());
-        self.train(ctx).map_err(|e| {
+        self.train(ctx).inspect_err(|e| {
             if json {
-                let o = Outcome::error(&scenario.display().to_string(), super::chain(&e));
+                let o = Outcome::error(&scenario.display().to_string(), super::chain(e));
                 println!("{}", serde_json::to_string(&o).unwrap_or_default());
             }
-            e
         })
     }
 

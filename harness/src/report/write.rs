@@ -8,14 +8,15 @@
 //! into a hunt as its [`Reporter`].
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::markdown::markdown;
 use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
 use crate::error::{Error, Result};
-use crate::run::Outcome;
+use crate::run::{Outcome, RunOptions};
 use crate::scenario::{Expect, ExpectedOutcome, InputSpec, Scenario, MAX_NAME_CHARS};
-use crate::search::{fnv1a, rebuild, signature, Finding, Minimal, Reporter, Threshold, Trigger};
+use crate::search::{fnv1a, rebuild, reductions, signature, Built, Finding, Minimal, Reporter, Threshold, Trigger};
 
 /// Everything a report is made from.
 pub struct ReportInput<'a> {
@@ -134,20 +135,29 @@ fn or_none(s: &str) -> &str {
 /// `0.001` stays), outside strings and comments, keeping every value's bits.
 fn readable_floats(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut in_comment, mut escaped) = (false, false, false);
     let chars: Vec<char> = text.chars().collect();
+    let starts = |i: usize, s: &str| s.chars().enumerate().all(|(k, c)| chars.get(i + k) == Some(&c));
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if in_comment || in_string {
-            out.push(c);
-            match c {
-                '\n' => in_comment = false,
-                '\\' if in_string => escaped = !escaped,
-                '"' if in_string && !escaped => in_string = false,
-                _ => escaped = false,
+        // Strings (basic, literal, and their multi-line forms) and comments are copied as they are.
+        let close = match c {
+            '"' if starts(i, "\"\"\"") => Some(("\"\"\"", true)),
+            '\'' if starts(i, "\'\'\'") => Some(("\'\'\'", false)),
+            '"' => Some(("\"", true)),
+            '\'' => Some(("\'", false)),
+            '#' => Some(("\n", false)),
+            _ => None,
+        };
+        if let Some((end, escapes)) = close {
+            let open = if end == "\n" { 1 } else { end.chars().count() };
+            let mut j = i + open;
+            while j < chars.len() && !starts(j, end) {
+                j += if escapes && chars[j] == '\\' { 2 } else { 1 };
             }
-            i += 1;
+            let j = (j + if end == "\n" { 0 } else { end.chars().count() }).min(chars.len());
+            out.extend(&chars[i..j]);
+            i = j;
             continue;
         }
         let starts_number = (c.is_ascii_digit() || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))) && (i == 0 || " [,=".contains(chars[i - 1]));
@@ -158,11 +168,6 @@ fn readable_floats(text: &str) -> String {
             out += shorter.as_deref().unwrap_or(&token);
             i = end;
             continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '#' => in_comment = true,
-            _ => {}
         }
         out.push(c);
         i += 1;
@@ -202,19 +207,17 @@ pub struct Reports {
 }
 
 impl Reporter for Reports {
-    fn report(&self, base: &Scenario, finding: &Finding) -> Result<PathBuf> {
+    fn report(&self, base: &Scenario, finding: &Finding, run_limit: Duration) -> Result<PathBuf> {
         let nearest = finding.nearest().ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("root cause {} has no trigger", finding.signature) })?;
-        let (knob_repro, mut repro, outcome) = rebuild(base, &nearest.mutations, nearest.rows.as_ref())
-            .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?;
+        // The repro made at minimization; after a resume, made again, each run within the limit.
+        let built = match &nearest.built {
+            Some(b) => b.as_ref().clone(),
+            None => rebuild(base, &nearest.mutations, nearest.rows.as_ref(), &RunOptions { deadline: Some(Instant::now() + run_limit), ..RunOptions::default() })
+                .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?,
+        };
+        let Built { knob_repro, mut repro, outcome } = built;
         repro.expect = outcome.first_nonfinite.as_ref().map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor.clone()), within_steps: None });
-        let mut reductions = Vec::new();
-        if let Some(cut) = &nearest.rows {
-            let step = nearest.full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
-            reductions.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
-        }
-        if repro.train.max_steps.is_some() && repro.train.max_steps != knob_repro.train.max_steps {
-            reductions.push(format!("schedule cut to {} epoch(s), {} step(s): the first non-finite step", repro.train.epochs, repro.train.max_steps.unwrap_or(0)));
-        }
+        let reductions = reductions(&knob_repro, &repro, nearest.rows.as_ref(), nearest.full_step);
         let input = ReportInput {
             repro: &repro,
             base,
@@ -237,9 +240,10 @@ mod tests {
 
     #[test]
     fn floats_are_written_readably_and_keep_their_bits() {
-        let text = "name = \"0.00000001 stays\"\neps = 0.00000001\nbeta1 = 0.9\nrows = [[1.0, 100000.0], [-0.0001, 2.5]]\n# 0.00000001\nseed = 10\n";
+        let text = "name = \"0.00000001 \\\" stays\"\nd = 'a \" 0.00000001 # b'\ne = \"\"\"\n0.00000001 \" x\n\"\"\"\neps = 0.00000001\nbeta1 = 0.9\nrows = [[1.0, 100000.0], [-0.0001, 2.5]]\n# 0.00000001\nseed = 10\n";
         let out = readable_floats(text);
-        assert_eq!(out, "name = \"0.00000001 stays\"\neps = 1e-8\nbeta1 = 0.9\nrows = [[1.0, 1e5], [-0.0001, 2.5]]\n# 0.00000001\nseed = 10\n");
+        let want = text.replace("eps = 0.00000001", "eps = 1e-8").replace("100000.0]", "1e5]");
+        assert_eq!(out, want, "strings of every kind and comments are left alone");
         let (a, b): (toml::Value, toml::Value) = (toml::from_str(text).unwrap(), toml::from_str(&out).unwrap());
         assert_eq!(a, b, "the same values");
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::finding::{Finding, Pending};
+use super::finding::{Finding, Pending, Trigger};
 use super::mutation::{slot, Mutation};
 use crate::error::{Error, Result};
 
@@ -112,13 +112,14 @@ pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
         if f.seconds_to_find < g.seconds_to_find {
             (g.seconds_to_find, g.runs_to_find) = (f.seconds_to_find, f.runs_to_find);
         }
+        let nearest = g.nearest().map(|t| t.mutations.clone());
         for t in f.triggers {
-            match g.triggers.iter_mut().find(|u| same_knobs(&u.mutations, &t.mutations)) {
-                Some(u) => u.count += t.count,
-                None => g.triggers.push(t),
-            }
+            fold(&mut g.triggers, t);
         }
-        g.triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        if g.nearest().map(|t| &t.mutations) != nearest.as_ref() {
+            // The other campaign's nearest trigger is now this root cause's repro.
+            g.location = f.location.clone();
+        }
         if f.report.is_some() && g.report.is_none() {
             g.report = f.report;
         }
@@ -129,7 +130,29 @@ pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
 
 /// Whether two normalized candidates set the same knobs (their values are thresholds, found independently).
 pub fn same_knobs(a: &[Mutation], b: &[Mutation]) -> bool {
-    a.len() == b.len() && a.iter().all(|m| b.iter().any(|n| slot(m) == slot(n)))
+    a.len() == b.len() && covers(a, b)
+}
+
+/// Whether `big` sets every knob `small` sets (so `small` reaches the site with no more knobs).
+pub fn covers(big: &[Mutation], small: &[Mutation]) -> bool {
+    small.iter().all(|m| big.iter().any(|b| slot(b) == slot(m)))
+}
+
+/// Adds a trigger to a root cause's triggers: a trigger that sets every knob of
+/// another counts for that one; triggers it covers are folded into it; nearest
+/// first. Returns the knobs of the trigger that now holds its hits.
+pub fn fold(triggers: &mut Vec<Trigger>, mut t: Trigger) -> Vec<Mutation> {
+    if let Some(u) = triggers.iter_mut().find(|u| covers(&t.mutations, &u.mutations)) {
+        u.count += t.count;
+        return u.mutations.clone();
+    }
+    let (covered, rest): (Vec<Trigger>, Vec<Trigger>) = std::mem::take(triggers).into_iter().partition(|u| covers(&u.mutations, &t.mutations));
+    t.count += covered.iter().map(|u| u.count).sum::<usize>();
+    let kept = t.mutations.clone();
+    *triggers = rest;
+    triggers.push(t);
+    triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+    kept
 }
 
 #[cfg(test)]
@@ -137,10 +160,9 @@ mod tests {
     use super::*;
     use crate::run::{Kind, Location};
     use crate::scenario::{Named, Phase};
-    use crate::search::finding::Trigger;
 
     fn finding(sig: &str, count: usize, secs: f64) -> Finding {
-        let trigger = Trigger { mutations: vec![Mutation::Lr { value: 0.5 }], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None };
+        let trigger = Trigger { mutations: vec![Mutation::Lr { value: 0.5 }], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, built: None };
         Finding {
             scenario: "s".into(),
             signature: sig.into(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::minimize::RowCut;
+use super::minimize::{Built, RowCut};
 use super::mutation::{Mutation, Scale};
 use crate::run::{Kind, Location, Outcome, Status};
 use crate::scenario::{Knob, Named, Scenario};
@@ -110,6 +110,9 @@ pub struct Trigger {
     /// The first non-finite step with all rows, when rows were cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_step: Option<usize>,
+    /// The repro made when it was minimized (not saved: made again from this record after a resume).
+    #[serde(skip)]
+    pub built: Option<std::sync::Arc<Built>>,
 }
 
 impl Pending {

@@ -22,13 +22,15 @@ pub(super) fn read_csv(s: &Scenario, path: &str, targets: &[String]) -> Result<(
         .map(|t| header.iter().position(|h| h == t).ok_or_else(|| data_err(format!("the header has no column named `{t}` (it has {} columns)", header.len()))))
         .collect::<Result<_>>()?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    for (line, record) in reader.records().enumerate() {
+    for record in reader.records() {
         let record = record.map_err(csv_err)?;
+        // The record's own line in the file (blank lines and quoted line breaks included).
+        let line = record.position().map_or(0, |p| p.line() as usize);
         for (c, cell) in record.iter().enumerate() {
             let cell = cell.trim();
             // An empty cell is a missing value: NaN, as pandas reads it.
             let v = if cell.is_empty() { f64::NAN } else {
-                cell.parse::<f64>().map_err(|_| data_err(format!("line {}, column {}: not a number", line + 2, c + 1)))?
+                cell.parse::<f64>().map_err(|_| data_err(format!("line {line}, column {}: not a number", c + 1)))?
             };
             if target_idx.contains(&c) { y.push(v) } else { x.push(v) }
         }

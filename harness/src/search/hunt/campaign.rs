@@ -13,10 +13,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::run::{Location, Outcome};
 use crate::scenario::{Named, Phase};
-use crate::search::corpus::{same_knobs, Mutant, State};
+use crate::search::corpus::{covers, fold, same_knobs, Mutant, State};
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
-use crate::search::minimize::Minimal;
-use crate::search::mutation::{slot, Mutation};
+use crate::search::minimize::{Built, Minimal};
+use crate::search::mutation::Mutation;
 
 /// Most mutants the guided engine's corpus keeps.
 const CORPUS_SIZE: usize = 64;
@@ -51,6 +51,8 @@ struct Inner {
     seen: HashMap<String, Seen>,
     /// Root causes whose report must be (re)written.
     dirty: BTreeSet<usize>,
+    /// Root causes whose counts changed since their report: rewritten at the end.
+    recount: BTreeSet<usize>,
     shrink_runs: u64,
     best: f64,
 }
@@ -62,28 +64,42 @@ pub(super) struct Campaign {
 
 /// The key of a raw flip: its failure site and the knobs it sets.
 pub(super) fn raw_key(o: &Outcome, candidate: &[Mutation]) -> String {
-    let f = o.first_nonfinite.as_ref();
-    let site = f.map_or(String::new(), |f| format!("{}|{}|{}", f.phase.name(), f.tensor, f.kind.name()));
+    o.first_nonfinite.as_ref().map_or(String::new(), |at| key_of(at, &o.dtype, candidate))
+}
+
+/// The key of a flip at `at` in `dtype` by a candidate setting these knobs.
+fn key_of(at: &Location, dtype: &str, candidate: &[Mutation]) -> String {
     let mut knobs = knob_names(candidate);
     knobs.sort_unstable();
-    format!("{site}|{}|{}", o.dtype, knobs.join(","))
+    format!("{}|{}|{}|{dtype}|{}", at.phase.name(), at.tensor, at.kind.name(), knobs.join(","))
 }
 
 impl Campaign {
-    /// A campaign continuing `state`.
+    /// A campaign continuing `state`: flips it already minimized or parked are known again, so a
+    /// resumed campaign counts their repeats instead of minimizing them anew.
     pub(super) fn new(state: State) -> Self {
         let best = state.corpus.iter().map(|m| m.score).fold(0.0, f64::max);
         let mut seen = HashMap::new();
+        for (i, f) in state.findings.iter().enumerate() {
+            for t in &f.triggers {
+                seen.insert(key_of(&f.location, &f.dtype, &t.found), Seen::Done(i, t.mutations.clone()));
+            }
+        }
         for p in &state.pending {
             seen.insert(p.key.clone(), Seen::Pending);
         }
-        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), shrink_runs: 0, best }) }
+        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A worker that panicked while holding the lock left the state consistent
         // (every method completes its updates before it can panic): carry on.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the base's own failure (the empty trigger) is a root cause already.
+    pub(super) fn has_base_trigger(&self) -> bool {
+        self.lock().state.findings.iter().any(|f| f.triggers.iter().any(|t| t.mutations.is_empty()))
     }
 
     /// Takes the next candidate index, counting it as a run; `None` once `max_runs` are taken.
@@ -149,6 +165,7 @@ impl Campaign {
                 false
             }
             Some(Seen::Done(f, knobs)) => {
+                g.recount.insert(f);
                 let finding = &mut g.state.findings[f];
                 finding.count += 1;
                 if let Some(t) = finding.triggers.iter_mut().find(|t| same_knobs(&t.mutations, &knobs)) {
@@ -209,24 +226,12 @@ impl Campaign {
         f.shrink_runs += m.runs;
         // A trigger that sets every knob of another (and more) adds nothing: the smaller
         // one reaches the root cause already. Its hits count for the smaller one.
-        let kept = match f.triggers.iter_mut().find(|t| covers(&m.mutations, &t.mutations)) {
-            Some(t) => {
-                t.count += count;
-                t.mutations.clone()
-            }
-            None => {
-                let mut t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step };
-                let (covered, rest): (Vec<Trigger>, Vec<Trigger>) = std::mem::take(&mut f.triggers).into_iter().partition(|u| covers(&u.mutations, &m.mutations));
-                t.count += covered.iter().map(|u| u.count).sum::<usize>();
-                f.triggers = rest;
-                f.triggers.push(t);
-                f.triggers.sort_by(|a, b| a.distance.total_cmp(&b.distance));
-                if f.triggers[0].mutations == m.mutations {
-                    f.location = at;
-                }
-                m.mutations.clone()
-            }
-        };
+        let built = Built { knob_repro: m.knob_repro.clone(), repro: m.repro.clone(), outcome: m.outcome.clone() };
+        let t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step, built: Some(std::sync::Arc::new(built)) };
+        let kept = fold(&mut f.triggers, t);
+        if f.triggers[0].mutations == kept && kept == m.mutations {
+            f.location = at;
+        }
         // Raw flips that went to a dropped trigger now count for the one that covers it.
         for s in g.seen.values_mut() {
             if let Seen::Done(x, knobs) = s {
@@ -260,11 +265,20 @@ impl Campaign {
         Some(p)
     }
 
-    /// The root causes whose reports are stale, taken out of the dirty set.
-    pub(super) fn take_dirty(&self) -> Vec<(usize, Finding)> {
+    /// The root causes whose reports are stale, taken out of the dirty set; with
+    /// `last`, also those whose counts changed, so the final reports hold true counts.
+    pub(super) fn take_dirty(&self, last: bool) -> Vec<(usize, Finding)> {
         let mut g = self.lock();
-        let dirty = std::mem::take(&mut g.dirty);
+        let mut dirty = std::mem::take(&mut g.dirty);
+        if last {
+            dirty.extend(std::mem::take(&mut g.recount));
+        }
         dirty.into_iter().map(|i| (i, g.state.findings[i].clone())).collect()
+    }
+
+    /// Asks for a root cause's report to be written again.
+    pub(super) fn mark_dirty(&self, i: usize) {
+        self.lock().dirty.insert(i);
     }
 
     /// Records where a root cause's report was written.
@@ -295,11 +309,6 @@ impl Campaign {
             best: g.best,
         }
     }
-}
-
-/// Whether `big` sets every knob `small` sets (so `small` reaches the site with no more knobs).
-fn covers(big: &[Mutation], small: &[Mutation]) -> bool {
-    small.iter().all(|m| big.iter().any(|b| slot(b) == slot(m)))
 }
 
 /// What a failure site means, where nanhunt can say: a non-finite value in the

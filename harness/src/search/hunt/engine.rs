@@ -14,6 +14,7 @@ use super::{Clock, HuntOptions};
 use crate::run::{run_with, Outcome, RunOptions};
 use crate::scenario::Scenario;
 use crate::search::finding::fnv1a;
+use crate::search::minimize::Site;
 use crate::search::mutation::{mutate, normalize, Mutation, Scale};
 use crate::search::space::{draw, seeded_runner, Space};
 
@@ -33,10 +34,12 @@ pub(super) type Tree = Box<dyn ValueTree<Value = Vec<Mutation>>>;
 /// Proptest's own shrinking of a failing draw: simplify while it keeps failing, bounded.
 pub(super) fn proptest_shrink(base: &Scenario, opts: &HuntOptions, clock: &Clock, tree: &mut Tree, mut best: Vec<Mutation>, mut outcome: Outcome, campaign: &Campaign) -> (Vec<Mutation>, Outcome) {
     let mut budget = 32;
+    // Only simplifications that fail at the same site: the flip's root cause is where it failed.
+    let site = Site::of(&outcome);
     let fails = |c: &[Mutation]| {
         campaign.shrunk(1);
         let run_opts = RunOptions { deadline: Some(clock.run_deadline()), stop: Some(&opts.stop), ..RunOptions::default() };
-        mutate(base, &normalize(c)).map(|s| run_with(&s, &run_opts)).filter(|o| opts.target.hits(o))
+        mutate(base, &normalize(c)).map(|s| run_with(&s, &run_opts)).filter(|o| opts.target.hits(o) && Site::of(o) == site)
     };
     while budget > 0 && tree.simplify() {
         budget -= 1;

@@ -21,8 +21,9 @@ use crate::search::mutation::Mutation;
 /// Writes the report of a root cause. The report layer implements it, so the
 /// search never depends on what a report looks like.
 pub trait Reporter: Sync {
-    /// Writes (or rewrites) the report of `finding`, a root cause found on `base`; returns its directory.
-    fn report(&self, base: &Scenario, finding: &Finding) -> Result<PathBuf>;
+    /// Writes (or rewrites) the report of `finding`, a root cause found on `base`; returns its
+    /// directory. Any run it makes must stop within `run_limit`.
+    fn report(&self, base: &Scenario, finding: &Finding, run_limit: Duration) -> Result<PathBuf>;
 }
 
 /// What handling a flip needs.

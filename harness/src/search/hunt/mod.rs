@@ -208,6 +208,9 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
             let message = format!("the base scenario cannot run, so no mutant of it can: {why}");
             return Err(Error::Invalid { location: base.name.clone(), key: "scenario".into(), message });
         }
+        Status::Timeout if opts.stopped() => {
+            return Err(Error::Invalid { location: base.name.clone(), key: "scenario".into(), message: "stopped while the base scenario ran, before any search".into() });
+        }
         Status::Timeout => {
             let message = format!("the base scenario alone outlasts the hunt's time ({why}): give more --time");
             return Err(Error::Invalid { location: base.name.clone(), key: "scenario".into(), message });
@@ -238,10 +241,12 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
         }
     };
     let written = std::thread::scope(|scope| {
-        let writer = scope.spawn(|| writer::run(&campaign, base, &targets, rx));
+        let writer = scope.spawn(|| writer::run(&campaign, base, &targets, run_timeout, rx));
+        // However this scope ends, a panic included, the writer is told to finish, so it is never waited for forever.
+        let _finish = writer::FinishOnDrop(tx.clone());
         let ctx = found::Ctx { base, opts, campaign: &campaign, clock: &clock, wake: tx.clone() };
-        if base_failure.is_some() {
-            // The base's own failure is the first root cause, with the empty trigger.
+        if base_failure.is_some() && !campaign.has_base_trigger() {
+            // The base's own failure is the first root cause, with the empty trigger (once, not per session).
             found::flip(&ctx, vec![], &base_run);
         }
         let workers = opts.jobs.max(1);
@@ -258,7 +263,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
                 s.spawn(|| found::shrink_pending(&ctx, &taken));
             }
         });
-        let _ = tx.send(writer::Msg::Finish);
+        drop(_finish);
         writer.join().unwrap_or_else(|_| Err(Error::Panic("the campaign's writer panicked".into())))
     });
     written?;
@@ -284,6 +289,8 @@ fn search(ctx: &found::Ctx, space: &Space, snapshot: &(dyn Fn() -> Progress + Sy
         let o = run_with(&s, &RunOptions { deadline: Some(deadline), stop: Some(&opts.stop), ..RunOptions::default() });
         match o.outcome {
             Status::Error => ctx.campaign.failed(false),
+            // A run cut because the search ended or a stop was asked for is not over its own limit.
+            Status::Timeout if Instant::now() >= ctx.clock.search_end || opts.stopped() => {}
             Status::Timeout => ctx.campaign.failed(true),
             _ if opts.target.hits(&o) => {
                 let (candidate, o): (Vec<_>, Outcome) = match tree.as_mut() {

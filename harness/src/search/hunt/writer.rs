@@ -39,8 +39,17 @@ pub(super) struct Targets<'a> {
 /// A handle to wake the writer.
 pub(super) type Waker = Sender<Msg>;
 
+/// Tells the writer to finish when dropped.
+pub(super) struct FinishOnDrop(pub(super) Waker);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Msg::Finish);
+    }
+}
+
 /// Runs the writer until `Finish`; returns the first error it met (after trying every write).
-pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, rx: Receiver<Msg>) -> Result<()> {
+pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, run_limit: Duration, rx: Receiver<Msg>) -> Result<()> {
     let mut first_error: Option<Error> = None;
     let mut last = Instant::now() - FLUSH;
     let mut pending = false;
@@ -55,7 +64,7 @@ pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, rx: Receiv
             Err(RecvTimeoutError::Timeout) => false,
         };
         if finish || (pending && last.elapsed() >= FLUSH) {
-            if let Err(e) = flush(campaign, base, to) {
+            if let Err(e) = flush(campaign, base, to, run_limit, finish) {
                 first_error.get_or_insert(e);
             }
             (last, pending) = (Instant::now(), false);
@@ -66,23 +75,28 @@ pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, rx: Receiv
     }
 }
 
-/// Writes stale reports, then the state and the findings.
-fn flush(campaign: &Campaign, base: &Scenario, to: &Targets) -> Result<()> {
-    let mut result = Ok(());
+/// Writes stale reports (at the end, also those whose counts changed), then the
+/// state and the findings; every write is tried, the first error returned.
+fn flush(campaign: &Campaign, base: &Scenario, to: &Targets, run_limit: Duration, last: bool) -> Result<()> {
+    let mut errors = Vec::new();
     if let Some(r) = to.reporter {
-        for (i, f) in campaign.take_dirty() {
-            match r.report(base, &f) {
+        for (i, f) in campaign.take_dirty(last) {
+            match r.report(base, &f, run_limit) {
                 Ok(dir) => campaign.set_report(i, dir),
-                Err(e) => result = result.and(Err(e)),
+                Err(e) => {
+                    // Tried again at the next flush.
+                    campaign.mark_dirty(i);
+                    errors.push(e);
+                }
             }
         }
     }
     let state = campaign.snapshot();
     if let Some(dir) = &to.corpus {
-        state.save(dir)?;
+        errors.extend(state.save(dir).err());
     }
     if let Some(dir) = &to.out {
-        write_findings(&dir.join("findings.jsonl"), &state.findings)?;
+        errors.extend(write_findings(&dir.join("findings.jsonl"), &state.findings).err());
     }
-    result
+    errors.into_iter().next().map_or(Ok(()), Err)
 }

@@ -20,7 +20,7 @@ use crate::scenario::Scenario;
 
 mod rows;
 
-pub use rows::{materialize, rebuild, RowCut};
+pub use rows::{materialize, rebuild, Built, RowCut};
 use rows::{cut_schedule, ddmin, select_rows};
 
 /// What the minimizer found.
@@ -49,16 +49,21 @@ pub struct Minimal {
 impl Minimal {
     /// The reductions beyond knob changes, in words for the report.
     pub fn reductions(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let Some(cut) = &self.rows {
-            let step = self.full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
-            out.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
-        }
-        if let Some(m) = self.repro.train.max_steps.filter(|_| self.repro.train.max_steps != self.knob_repro.train.max_steps) {
-            out.push(format!("schedule cut to {} epoch(s), {m} step(s): the first non-finite step", self.repro.train.epochs));
-        }
-        out
+        reductions(&self.knob_repro, &self.repro, self.rows.as_ref(), self.full_step)
     }
+}
+
+/// How a repro was cut down from its knob-level scenario (rows, schedule), in words for a report.
+pub fn reductions(knob_repro: &Scenario, repro: &Scenario, rows: Option<&RowCut>, full_step: Option<usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(cut) = rows {
+        let step = full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
+        out.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
+    }
+    if let Some(m) = repro.train.max_steps.filter(|_| repro.train.max_steps != knob_repro.train.max_steps) {
+        out.push(format!("schedule cut to {} epoch(s), {m} step(s): the first non-finite step", repro.train.epochs));
+    }
+    out
 }
 
 /// Runs candidates against a target, counting runs and respecting a deadline.
@@ -181,27 +186,33 @@ impl<'a> Minimizer<'a> {
             i += 1;
         }
         // Re-check each threshold with the other knobs at their final values; re-bisect any
-        // knob whose "stays finite" value now flips (the knobs interact).
-        for _ in 0..2 {
-            let mut settled = true;
-            for (i, t) in thresholds.clone() {
-                let mut below = muts.clone();
-                below[i] = muts[i].with_value(t.stays_finite_at);
-                if self.flips_with(&below).is_some() && !self.out_of_time() {
-                    settled = false;
-                    thresholds.retain(|(j, _)| *j != i);
-                    if let Some((m, t)) = self.threshold(&muts, i) {
-                        muts[i] = m;
-                        thresholds.extend(t.map(|t| (i, t)));
+        // knob whose "stays finite" value now flips (the knobs interact). At their thresholds
+        // a knob may have become unneeded: drop it, and re-check the rest without it.
+        for _ in 0..3 {
+            for _ in 0..2 {
+                let mut settled = true;
+                for (i, t) in thresholds.clone() {
+                    let mut below = muts.clone();
+                    below[i] = muts[i].with_value(t.stays_finite_at);
+                    if self.flips_with(&below).is_some() && !self.out_of_time() {
+                        settled = false;
+                        thresholds.retain(|(j, _)| *j != i);
+                        if let Some((m, t)) = self.threshold(&muts, i) {
+                            muts[i] = m;
+                            thresholds.extend(t.map(|t| (i, t)));
+                        }
                     }
                 }
+                if settled {
+                    break;
+                }
             }
-            if settled {
+            let before = muts.len();
+            self.drop_unneeded(&mut muts, &mut thresholds);
+            if muts.len() == before || self.out_of_time() {
                 break;
             }
         }
-        // At their thresholds, a knob may have become unneeded: 1-minimal once more.
-        self.drop_unneeded(&mut muts, &mut thresholds);
         let knob_complete = !self.out_of_time();
         let knob_repro = mutate(self.base, &muts)?;
         let mut outcome = self.flips(&knob_repro)?;
@@ -211,12 +222,12 @@ impl<'a> Minimizer<'a> {
         if let Some((s, n)) = materialize(&repro).filter(|_| !self.keep_data) {
             if let Some(o) = self.flips(&s) {
                 let step = o.first_nonfinite.as_ref().map(|f| f.step);
-                let deadline = self.deadline;
+                let (deadline, stop) = (self.deadline, self.stop);
                 let mut test = |keep: &[usize]| {
                     let o = self.run_limited(&select_rows(&s, keep));
                     self.counts(&o)
                 };
-                let (kept, done) = ddmin(n, &mut test, &|| deadline.is_some_and(|d| Instant::now() >= d));
+                let (kept, done) = ddmin(n, &mut test, &|| deadline.is_some_and(|d| Instant::now() >= d) || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)));
                 rows_complete = done;
                 let cut = select_rows(&s, &kept);
                 if let Some(o) = self.flips(&cut) {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::super::mutation::{mutate, Mutation};
-use crate::run::{data, run, Outcome};
+use crate::run::{data, run_with, Outcome, RunOptions};
 use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
 
 /// Which training rows a repro keeps, of how many.
@@ -105,20 +105,32 @@ pub(super) fn cut_schedule(s: &Scenario, o: &Outcome) -> Option<Scenario> {
     Some(cut)
 }
 
-/// A trigger's knob-level repro and final repro with its outcome, made again
-/// from its mutations and kept rows: `None` if the mutations no longer apply.
-pub fn rebuild(base: &Scenario, mutations: &[Mutation], rows: Option<&RowCut>) -> Option<(Scenario, Scenario, Outcome)> {
+/// A trigger's repro as made: what a report shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Built {
+    /// The base with the trigger's mutations: what the report's diff is taken against.
+    pub knob_repro: Scenario,
+    /// The final repro: fewer rows, schedule cut.
+    pub repro: Scenario,
+    /// The repro's outcome.
+    pub outcome: Outcome,
+}
+
+/// A trigger's repro made again from its mutations and kept rows (after a
+/// resume, when the one made at minimization is gone), with runs limited by
+/// `opts`: `None` if the mutations no longer apply.
+pub fn rebuild(base: &Scenario, mutations: &[Mutation], rows: Option<&RowCut>, opts: &RunOptions) -> Option<Built> {
     let knob_repro = mutate(base, mutations)?;
     let mut repro = match rows {
         Some(cut) => select_rows(&materialize(&knob_repro)?.0, &cut.kept),
         None => knob_repro.clone(),
     };
-    let mut outcome = run(&repro);
+    let mut outcome = run_with(&repro, opts);
     if let Some(cut) = cut_schedule(&repro, &outcome) {
-        let o = run(&cut);
+        let o = run_with(&cut, opts);
         if o.first_nonfinite.is_some() {
             (repro, outcome) = (cut, o);
         }
     }
-    Some((knob_repro, repro, outcome))
+    Some(Built { knob_repro, repro, outcome })
 }
