@@ -125,8 +125,15 @@ fn reads_are_bounded_and_stay_where_they_belong() {
     refused(&base().replace("epochs = 10", "epochs = 10\nmemory_limit_mb = 9223372036854775807"), "train.memory_limit_mb");
     // A device or a path outside the scenario's folder is not read; nothing of it is echoed.
     let csv = |path: &str| synthetic(&format!("inputs = {{ kind = \"csv\", path = \"{path}\", targets = [\"y\"] }}"));
-    let (code, _, err) = run_text(dir.path(), &csv("/dev/zero"), &[]);
+    let (code, _, err) = run_text(dir.path(), &csv("/dev/zero"), &["--allow-outside-paths"]);
     assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    // A FIFO would block a reader forever: it is refused without being opened.
+    if std::process::Command::new("mkfifo").arg(dir.path().join("pipe.csv")).status().is_ok_and(|s| s.success()) {
+        let (code, _, err) = run_text(dir.path(), &csv("pipe.csv"), &[]);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
     let outside = tempdir();
     write(outside.path(), "secret.csv", "topsecret,y\n1,2\n");
     let path = outside.path().join("secret.csv");

@@ -123,6 +123,7 @@ fn a_failing_base_is_the_first_root_cause_not_a_pile_of_findings() {
     assert!(base["count"].as_u64().unwrap() > 1, "{base}");
     let text = nanhunt(&["hunt", path.to_str().unwrap(), "--time", "2s", "--shrink-time", "2s", "--out", dir.path().join("t").to_str().unwrap()]);
     assert!(stdout(&text).contains("the base scenario itself goes non-finite"), "{}", stdout(&text));
+    assert!(stderr(&text).contains("the base scenario itself goes non-finite"), "said before the search ends: {}", stderr(&text));
 }
 
 #[test]

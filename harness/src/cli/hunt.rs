@@ -145,7 +145,11 @@ impl Hunt {
         ctrlc::set_handler(move || stop.store(true, std::sync::atomic::Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
         let total = (opts.budget + opts.shrink_budget).as_secs_f64();
         let bar = progress::budget(total.ceil() as u64);
+        let said = std::sync::atomic::AtomicBool::new(false);
         let show = |p: &Progress| {
+            if let Some(at) = p.base_failure.as_ref().filter(|_| !said.swap(true, std::sync::atomic::Ordering::Relaxed)) {
+                bar.suspend(|| eprintln!("the base scenario itself goes non-finite ({at}): it is the first root cause; searching for others"));
+            }
             bar.set_position(p.elapsed.min(total) as u64);
             bar.set_message(status_line(p));
         };

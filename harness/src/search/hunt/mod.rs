@@ -140,6 +140,8 @@ pub struct Progress {
     pub pending: usize,
     /// Highest instability score among finite runs.
     pub best_score: f64,
+    /// Where the base scenario itself goes non-finite, known once it has run.
+    pub base_failure: Option<Location>,
 }
 
 /// What a campaign ends with.
@@ -238,6 +240,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
             triggers: c.triggers,
             pending: c.pending + c.shrinking,
             best_score: c.best,
+            base_failure: base_failure.clone(),
         }
     };
     let written = std::thread::scope(|scope| {
@@ -268,7 +271,8 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     });
     written?;
     let state = campaign.snapshot();
-    Ok(HuntResult { findings: state.findings, pending: state.pending, base_failure, run_timeout, progress: snapshot() })
+    let progress = snapshot();
+    Ok(HuntResult { findings: state.findings, pending: state.pending, base_failure, run_timeout, progress })
 }
 
 /// One worker of the search: candidates until the search ends, the run limit is reached or a stop is asked for.
