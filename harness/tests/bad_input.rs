@@ -235,3 +235,28 @@ fn fuzz_shrink_says_invalid_candidate() {
     let out = nanhunt(&["fuzz-shrink", p.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()]);
     assert!(stdout(&out).contains("invalid candidate"), "{}{}", stdout(&out), stderr(&out));
 }
+
+#[test]
+fn messages_name_what_to_fix_without_internals() {
+    let dir = tempdir();
+    let err_of = |text: &str| run_text(dir.path(), text, &[]).2;
+    let scale = err_of(&base().replace("[data]", "[data]\nscale = [1.0, 2.0, 3.0, 4.0]"));
+    assert!(scale.contains("has 4 entries but there are 2 features") && !scale.contains("Some("), "{scale}");
+    let far = err_of(&base().replace("[data]", "[data]\nscale_groups = [{ start = 18446744073709551615, first = 2, factor = 2.0 }]"));
+    assert!(far.contains("`data.scale_groups.0`") && !far.contains(".."), "names its own key, no wrapped range: {far}");
+    let empty = err_of(&base().replace("rows = [[1.0, 100000.0], [2.0, 200000.0], [3.0, 300000.0]]", "rows = [[], [], []]"));
+    assert!(empty.contains("row 0 is empty") && !empty.contains("expected 0"), "{empty}");
+    let eps = err_of(&base().replace("{ type = \"linear\", out = 1 }", "{ type = \"layer_norm\", eps = inf }, { type = \"linear\", out = 1 }"));
+    assert!(eps.contains("positive finite number, got inf"), "{eps}");
+    // Binary input gets a position.
+    let p = dir.path().join("bin.toml");
+    std::fs::write(&p, b"name = \"t\"\nseed = \xff\n").unwrap();
+    let out = nanhunt(&["run", p.to_str().unwrap()]);
+    assert!(stderr(&out).contains("bin.toml:2:8: this is not UTF-8 text"), "{}", stderr(&out));
+    // A bad line of findings.jsonl is named by its own line number.
+    let hunt = dir.path().join("h");
+    std::fs::create_dir(&hunt).unwrap();
+    std::fs::write(hunt.join("findings.jsonl"), "\n{\"scenario\": 1}\n").unwrap();
+    let out = nanhunt(&["merge", hunt.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
+    assert!(stderr(&out).contains("findings.jsonl:2:") && !stderr(&out).contains("line 1 column"), "{}", stderr(&out));
+}
