@@ -221,3 +221,25 @@ fn check_names_reports_by_directory_and_states_its_confidence() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains("neighbourhood.confidence"), "{xml}");
 }
+
+#[test]
+fn margins_name_the_fix_of_a_failing_run() {
+    // Seed 002 ex1 fails at step 3 of 10 epochs: cutting the epochs to 2 keeps it finite, and
+    // Adam, which normalises the huge gradients, fixes it (both checked by running them here).
+    let path = seed("s002_ex1_linreg_sgd");
+    let out = nanhunt(&["margins", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a failing base: {}", stderr(&out));
+    let m: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(m["base_outcome"], "nonfinite");
+    let epochs = m["knobs"].as_array().unwrap().iter().find(|k| k["knob"] == "train.epochs").unwrap();
+    assert_eq!(epochs["lower"]["changes_at"], 2.0);
+    assert_eq!(epochs["lower"]["verified"], true);
+    let base = nanhunt::load(&path).unwrap();
+    let finite = |m: nanhunt::search::Mutation| nanhunt::run(&nanhunt::search::mutate(&base, &[m]).unwrap()).outcome == nanhunt::Status::Finite;
+    assert!(finite(nanhunt::search::Mutation::Epochs { value: 2 }) && !finite(nanhunt::search::Mutation::Epochs { value: 3 }));
+    let adam = m["categorical"].as_array().unwrap().iter().find(|c| c["value"] == "adam").unwrap();
+    assert_eq!(adam["changes"], true);
+    assert!(finite(nanhunt::search::Mutation::Optimizer { value: nanhunt::scenario::OptimizerKind::Adam }));
+    let text = nanhunt(&["margins", path.to_str().unwrap()]);
+    assert!(stdout(&text).contains("fixed at ≤ 2"), "{}", stdout(&text));
+}

@@ -12,6 +12,7 @@ use nanhunt::scenario::{LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 mod check;
 mod fuzz_shrink;
 mod hunt;
+mod margins;
 mod merge;
 mod progress;
 mod replay;
@@ -49,6 +50,8 @@ enum Command {
     Run(run::Run),
     /// Search a scenario's neighbourhood for mutants that go non-finite; shrink and report each (exit 1 if any found).
     Hunt(hunt::Hunt),
+    /// How far each knob can move alone before the run goes non-finite; for a failing run, how far it must move to be fixed.
+    Margins(margins::MarginsCmd),
     /// Merge the findings of several (sharded) hunts into one directory, one per signature.
     Merge(merge::Merge),
     /// Shrink a cargo-fuzz crash input of the `mutations` target and write its report.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(c) => c.exec(&ctx),
         Command::Hunt(c) => c.exec(&ctx),
+        Command::Margins(c) => c.exec(&ctx),
         Command::Merge(c) => c.exec(),
         Command::FuzzShrink(c) => c.exec(),
         Command::Replay(c) => c.exec(&ctx),

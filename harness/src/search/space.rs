@@ -131,6 +131,28 @@ impl Space {
         m.with_value(into(v, range))
     }
 
+    /// Each numeric knob of the space, alone, as a mutation template with its range.
+    pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
+        let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
+        let all: [(Mutation, Option<(f64, f64)>); 8] = [
+            (Mutation::Lr { value: 1.0 }, self.lr),
+            (Mutation::InitScale { value: 1.0 }, self.init_scale),
+            (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
+            (Mutation::InputMean { value: 0.0 }, self.input_mean),
+            (Mutation::InputStd { value: 1.0 }, self.input_std),
+            (Mutation::TargetScale { value: 1.0 }, self.target_scale),
+            (Mutation::BatchSize { value: 1 }, int(self.batch_size)),
+            (Mutation::Epochs { value: 1 }, int(self.epochs)),
+        ];
+        all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
+    }
+
+    /// Each other value of the space's categorical knobs (dtype, optimizer), alone.
+    pub fn categorical(&self) -> Vec<Mutation> {
+        let dtypes = self.dtypes.iter().map(|&value| Mutation::Dtype { value });
+        dtypes.chain(self.optimizers.iter().map(|&value| Mutation::Optimizer { value })).collect()
+    }
+
     /// Whether any knob can move at all.
     pub fn is_empty(&self) -> bool {
         self.corners().is_empty()

@@ -1,0 +1,76 @@
+//! `nanhunt margins`: how far each knob can move alone before the run flips,
+//! or for a failing run, how far it must move to be fixed.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nanhunt::human;
+use nanhunt::run::Status;
+use nanhunt::search::{margins, Bound, MarginOptions, Margins};
+
+/// How far is this configuration from NaN (or, failing, from a fix)?
+#[derive(clap::Args)]
+pub(crate) struct MarginsCmd {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+    /// Stop refining thresholds after this long (unfinished ones are marked unverified).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    time: Duration,
+    /// Wall-time limit of one run.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    run_timeout: Duration,
+    /// Print the margins as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+impl MarginsCmd {
+    /// Prints the margins; exit 0 for a finite base, 1 for a failing one.
+    pub(crate) fn exec(self, ctx: &super::Context) -> anyhow::Result<u8> {
+        let base = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
+        let opts = MarginOptions { deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), ..MarginOptions::default() };
+        let m = margins(&base, &opts);
+        if m.base_outcome == Status::Error {
+            anyhow::bail!("the base scenario cannot run, so it has no margins");
+        }
+        if self.json {
+            println!("{}", serde_json::to_string(&m)?);
+        } else {
+            print!("{}", table(&m));
+        }
+        Ok(u8::from(m.base_outcome == Status::Nonfinite))
+    }
+}
+
+/// One side of a knob, in words.
+fn side(b: Option<&Bound>, failing: bool, below: bool, log: bool) -> String {
+    let Some(b) = b else { return "none within range".into() };
+    let dir = if below { "≤" } else { "≥" };
+    let what = if failing { "fixed at" } else { "flips at" };
+    let margin = if log { format!("×{}", human(b.margin)) } else { format!("±{}", human(b.margin)) };
+    let check = if b.verified { "" } else { " (unverified)" };
+    format!("{what} {dir} {} ({margin}){check}", human(b.changes_at))
+}
+
+/// The margins as a table that fits on a screen.
+fn table(m: &Margins) -> String {
+    let failing = m.base_outcome == Status::Nonfinite;
+    let mut s = match &m.base_location {
+        Some(at) => format!("`{}` goes non-finite as written ({at}); each knob alone, the nearest value that fixes it:\n", m.scenario),
+        None => format!("`{}` stays finite as written; each knob alone, the nearest value that flips it:\n", m.scenario),
+    };
+    s += &format!("  {:<22} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
+    for k in &m.knobs {
+        let log = k.lower.as_ref().or(k.upper.as_ref()).is_none_or(|b| b.changes_at > 0.0 && k.base > 0.0 && k.knob != nanhunt::scenario::Knob::InputMean);
+        s += &format!("  {:<22} {:>10}  {:<34} {}\n", k.knob.to_string(), human(k.base), side(k.lower.as_ref(), failing, true, log), side(k.upper.as_ref(), failing, false, log));
+    }
+    for c in &m.categorical {
+        let effect = match (c.changes, failing) {
+            (true, false) => format!("flips: {}", c.location.as_ref().map_or(String::new(), |l| l.to_string())),
+            (true, true) => "fixes it".to_string(),
+            (false, _) => "no change".to_string(),
+        };
+        s += &format!("  {} = {}: {effect}\n", c.knob, c.value);
+    }
+    s
+}
