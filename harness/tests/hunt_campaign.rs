@@ -241,5 +241,24 @@ fn margins_name_the_fix_of_a_failing_run() {
     assert_eq!(adam["changes"], true);
     assert!(finite(nanhunt::search::Mutation::Optimizer { value: nanhunt::scenario::OptimizerKind::Adam }));
     let text = nanhunt(&["margins", path.to_str().unwrap()]);
-    assert!(stdout(&text).contains("fixed at ≤ 2"), "{}", stdout(&text));
+    assert!(stdout(&text).contains("fixed at ≤ 2 (÷5)"), "{}", stdout(&text));
+}
+
+#[test]
+fn check_holds_a_minimum_stability_margin() {
+    // Seed 002 ex1 standardized flips only at lr ≳ 26 (the fuzz regression's threshold), a
+    // margin of about 2,600× over its lr of 0.01: 100× holds, 100,000× does not.
+    let dir = tempdir();
+    let text = std::fs::read_to_string(seed("s002_ex1_linreg_sgd_fix_standardize")).unwrap();
+    let with = |min: &str| {
+        let t = text.replace("[expect]\noutcome = \"finite\"", &format!("[search]\nknobs = [\"optimizer.lr\"]\nlr = [1e-4, 1e3]\n\n[expect]\noutcome = \"finite\"\nmin_margin = {{ \"optimizer.lr\" = {min} }}"));
+        assert!(t.contains("min_margin"), "the seed ends with its [expect] table");
+        let p = write(dir.path(), "m.toml", &t);
+        nanhunt(&["check", p.to_str().unwrap()])
+    };
+    let ok = with("100.0");
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    let too_much = with("100000.0");
+    assert_eq!(too_much.status.code(), Some(1), "{}", stdout(&too_much));
+    assert!(stdout(&too_much).contains("margin of `optimizer.lr` above its base 0.01"), "{}", stdout(&too_much));
 }

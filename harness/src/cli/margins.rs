@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use nanhunt::human;
 use nanhunt::run::Status;
 use nanhunt::search::{margins, Bound, MarginOptions, Margins};
@@ -16,22 +17,36 @@ pub(crate) struct MarginsCmd {
     /// Stop refining thresholds after this long (unfinished ones are marked unverified).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     time: Duration,
+    /// How many decades log-scaled knobs may move from their base, unless the scenario's `[search]` says.
+    #[arg(long, default_value_t = 10.0)]
+    decades: f64,
     /// Wall-time limit of one run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     run_timeout: Duration,
     /// Print the margins as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Draw the margins (one bar per knob, decades either side of the base) as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 impl MarginsCmd {
     /// Prints the margins; exit 0 for a finite base, 1 for a failing one.
     pub(crate) fn exec(self, ctx: &super::Context) -> anyhow::Result<u8> {
-        let base = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
+        let mut base = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
+        if !(self.decades.is_finite() && self.decades > 0.0 && self.decades <= 30.0) {
+            anyhow::bail!("--decades must be in (0, 30], got {}", self.decades);
+        }
+        let search = base.search.get_or_insert_with(Default::default);
+        search.decades = search.decades.or(Some(self.decades));
         let opts = MarginOptions { deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), ..MarginOptions::default() };
         let m = margins(&base, &opts);
         if m.base_outcome == Status::Error {
             anyhow::bail!("the base scenario cannot run, so it has no margins");
+        }
+        if let Some(p) = &self.plot {
+            nanhunt::write_atomic(p, nanhunt::report::margins_svg(&m)?.as_bytes()).with_context(|| format!("writing the plot to {}", p.display()))?;
         }
         if self.json {
             println!("{}", serde_json::to_string(&m)?);
@@ -47,7 +62,11 @@ fn side(b: Option<&Bound>, failing: bool, below: bool, log: bool) -> String {
     let Some(b) = b else { return "none within range".into() };
     let dir = if below { "≤" } else { "≥" };
     let what = if failing { "fixed at" } else { "flips at" };
-    let margin = if log { format!("×{}", human(b.margin)) } else { format!("±{}", human(b.margin)) };
+    let margin = match (log, b.margin < 1.0) {
+        (true, false) => format!("×{}", human(b.margin)),
+        (true, true) => format!("÷{}", human(1.0 / b.margin)),
+        (false, _) => format!("±{}", human(b.margin)),
+    };
     let check = if b.verified { "" } else { " (unverified)" };
     format!("{what} {dir} {} ({margin}){check}", human(b.changes_at))
 }

@@ -13,8 +13,10 @@ use super::summary::read_summary;
 use super::verdict::verdict;
 use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
-use crate::scenario::{load_with, Expect, ExpectedOutcome, LoadOptions, Scenario};
-use crate::search::{describe, mutate, neighbourhood, Mutation};
+use std::collections::BTreeMap;
+
+use crate::scenario::{load_with, Expect, ExpectedOutcome, Knob, LoadOptions, Scenario, SearchSpec};
+use crate::search::{describe, margins, mutate, neighbourhood, MarginOptions, Mutation};
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +129,7 @@ pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
             let detail = in_words(&o);
             let v = match verdict(&e, &o) {
                 Err(m) => Verdict::Fail(m),
+                Ok(()) if !e.min_margin.is_empty() => margins_hold(&s, &e.min_margin),
                 Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => {
                     let (v, ran, c) = neighbours(&s, &e, neighbourhood, seed);
                     (mutants, confidence) = (ran, c);
@@ -162,6 +165,25 @@ fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> (Verdict, Vec
     (Verdict::Pass, ran, confidence)
 }
 
+/// Measures the margins of the knobs `[expect] min_margin` lists; the first one under its minimum fails the check.
+fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Verdict {
+    let mut only = s.clone();
+    only.search = Some(SearchSpec { knobs: Some(min.keys().copied().collect()), ..s.search.clone().unwrap_or_default() });
+    let m = margins(&only, &MarginOptions::default());
+    for k in &m.knobs {
+        let Some(&want) = min.get(&k.knob) else { continue };
+        for (side, b) in [("below", &k.lower), ("above", &k.upper)] {
+            let Some(b) = b else { continue };
+            // A factor either way (a lower threshold gives a margin under 1), or a distance.
+            let got = if b.changes_at > 0.0 && k.base > 0.0 && k.knob != Knob::InputMean { b.margin.max(1.0 / b.margin) } else { b.margin };
+            if got < want {
+                return Verdict::Fail(format!("margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required", k.knob, crate::human(k.base), crate::human(got), crate::human(b.changes_at), crate::human(want)));
+            }
+        }
+    }
+    Verdict::Pass
+}
+
 /// The rule of three: 0 failures in `n` independent draws bound the failure rate below 3/n at 95%.
 pub fn rule_of_three(n: usize) -> String {
     let bound = (3.0 / n as f64).min(1.0);
@@ -179,8 +201,8 @@ fn load(entry: &Entry, opts: &LoadOptions) -> Result<(Scenario, Option<Expect>)>
         Entry::Report(dir) => {
             let s = load_with(&dir.join("repro.toml"), opts)?;
             let summary = read_summary(dir)?;
-            let e = summary.outcome.first_nonfinite.map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor), within_steps: None });
-            Ok((s, e.or(Some(Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None }))))
+            let e = summary.outcome.first_nonfinite.map(|f| Expect::nonfinite_at(f.phase, &f.tensor));
+            Ok((s, e.or(Some(Expect::finite()))))
         }
     }
 }

@@ -7,6 +7,7 @@
 mod check;
 mod junit;
 mod markdown;
+mod margins_plot;
 mod plot;
 mod replay;
 mod summary;
@@ -15,6 +16,7 @@ mod write;
 
 pub use check::{check, check_all, collect, tally, CheckOptions, CheckResult, Entry, Verdict};
 pub use junit::junit;
+pub use margins_plot::margins_svg;
 pub use replay::{compare, replay, Divergence};
 pub use summary::{changes, read_summary, Change, Environment, RunSettings, SignalRow, Summary, SCHEMA_VERSION};
 pub use verdict::verdict;

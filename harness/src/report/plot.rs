@@ -13,10 +13,10 @@ use plotters::prelude::*;
 use crate::error::{Error, Result};
 use crate::run::Trace;
 
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 static REGISTER: Once = Once::new();
 
-fn font(path: &Path) -> Result<()> {
+pub(super) fn font(path: &Path) -> Result<()> {
     let mut result = Ok(());
     REGISTER.call_once(|| {
         result = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())

@@ -45,7 +45,7 @@ mod tests {
     }
 
     fn expect(outcome: ExpectedOutcome) -> Expect {
-        Expect { outcome, phase: None, tensor: None, within_steps: None }
+        Expect { outcome, ..Expect::finite() }
     }
 
     #[test]

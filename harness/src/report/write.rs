@@ -15,7 +15,7 @@ use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::run::{Outcome, RunOptions};
-use crate::scenario::{Expect, ExpectedOutcome, InputSpec, Scenario, MAX_NAME_CHARS};
+use crate::scenario::{Expect, InputSpec, Scenario, MAX_NAME_CHARS};
 use crate::search::{fnv1a, rebuild, reductions, signature, Built, Finding, Minimal, Reporter, Threshold, Trigger};
 
 /// Everything a report is made from.
@@ -216,7 +216,7 @@ impl Reporter for Reports {
                 .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?,
         };
         let Built { knob_repro, mut repro, outcome } = built;
-        repro.expect = outcome.first_nonfinite.as_ref().map(|f| Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(f.phase), tensor: Some(f.tensor.clone()), within_steps: None });
+        repro.expect = outcome.first_nonfinite.as_ref().map(|f| Expect::nonfinite_at(f.phase, &f.tensor));
         let reductions = reductions(&knob_repro, &repro, nearest.rows.as_ref(), nearest.full_step);
         let input = ReportInput {
             repro: &repro,

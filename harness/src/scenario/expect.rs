@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
-use super::Named;
+use std::collections::BTreeMap;
+
+use super::{Knob, Named};
 
 /// What a regression check expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -21,6 +23,23 @@ pub struct Expect {
     /// The first non-finite value must appear at or before this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_steps: Option<usize>,
+    /// With `outcome = "finite"`: each listed knob, moved alone, must stay finite over at least
+    /// this factor from its base in both directions (linear knobs: this distance), as
+    /// `nanhunt margins` measures it; e.g. `{ "optimizer.lr" = 10.0 }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_margin: BTreeMap<Knob, f64>,
+}
+
+impl Expect {
+    /// Every value stays finite.
+    pub fn finite() -> Self {
+        Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None, min_margin: BTreeMap::new() }
+    }
+
+    /// The first non-finite value is in `tensor` during `phase`.
+    pub fn nonfinite_at(phase: Phase, tensor: &str) -> Self {
+        Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.to_string()), within_steps: None, min_margin: BTreeMap::new() }
+    }
 }
 
 /// The expected outcome of a check.

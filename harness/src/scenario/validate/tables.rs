@@ -40,11 +40,19 @@ pub(super) fn search(s: &SearchSpec, out: &mut Vec<Problem>) {
 }
 
 pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Vec<Problem>) {
+    for (k, v) in &e.min_margin {
+        if !(v.is_finite() && *v > 0.0) {
+            out.push(problem("expect.min_margin", format!("the margin of `{k}` must be a positive finite number, got {v}")));
+        }
+    }
     if e.outcome == ExpectedOutcome::Finite {
         if e.phase.is_some() || e.tensor.is_some() || e.within_steps.is_some() {
             out.push(problem("expect.outcome", "`phase`, `tensor` and `within_steps` only apply to `outcome = \"nonfinite\"`"));
         }
         return;
+    }
+    if !e.min_margin.is_empty() {
+        out.push(problem("expect.min_margin", "margins are distances from a finite run: `min_margin` applies to `outcome = \"finite\"`"));
     }
     if e.within_steps == Some(0) && e.phase.is_some_and(|p| p != Phase::Data) {
         out.push(problem("expect.within_steps", format!("0 steps means the data itself (phase `data`), but `phase` is `{}`", e.phase.map_or("", |p| p.name()))));
