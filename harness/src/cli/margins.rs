@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nanhunt::human;
 use nanhunt::run::Status;
-use nanhunt::search::{margins, Bound, MarginOptions, Margins};
+use nanhunt::search::{margins, Bound, MarginOptions, Margins, Target};
 
 /// How far is this configuration from NaN (or, failing, from a fix)?
 #[derive(clap::Args)]
@@ -23,6 +23,9 @@ pub(crate) struct MarginsCmd {
     /// Wall-time limit of one run.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     run_timeout: Duration,
+    /// What counts as a flip: a non-finite value, or also a finite run that diverges.
+    #[arg(long, value_enum, default_value = "nonfinite")]
+    target: MarginTarget,
     /// Print the margins as one JSON object.
     #[arg(long)]
     json: bool,
@@ -40,7 +43,11 @@ impl MarginsCmd {
         }
         let search = base.search.get_or_insert_with(Default::default);
         search.decades = search.decades.or(Some(self.decades));
-        let opts = MarginOptions { deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), ..MarginOptions::default() };
+        let target = match self.target {
+            MarginTarget::Nonfinite => Target::Nonfinite,
+            MarginTarget::Diverge => Target::Diverge,
+        };
+        let opts = MarginOptions { target, deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout) };
         let m = margins(&base, &opts);
         if m.base_outcome == Status::Error {
             anyhow::bail!("the base scenario cannot run, so it has no margins");
@@ -55,6 +62,12 @@ impl MarginsCmd {
         }
         Ok(u8::from(m.base_outcome == Status::Nonfinite))
     }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MarginTarget {
+    Nonfinite,
+    Diverge,
 }
 
 /// One side of a knob, in words.

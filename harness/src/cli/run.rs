@@ -106,6 +106,9 @@ fn summary(o: &Outcome) -> String {
     if let Some(st) = &o.stagnation {
         s += &format!("stagnation  {} at step {}: {}\n", st.reason, st.step, st.detail);
     }
+    if let Some(d) = &o.divergence {
+        s += &format!("divergence  {} at step {}: {}\n", d.reason, d.step, d.detail);
+    }
     s += &format!("run         {} on {}, {} thread(s), {:.3} s\n", o.dtype, o.device, o.threads, o.seconds);
     s
 }

@@ -37,6 +37,9 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(st) = &o.stagnation {
         m += &format!("Stagnation: {} at step {} ({}).\n", st.reason, st.step, st.detail);
     }
+    if let Some(d) = &o.divergence {
+        m += &format!("Divergence: {} at step {} ({}): finite so far, but growing without bound.\n", d.reason, d.step, d.detail);
+    }
     if let Some(note) = &s.note {
         m += &format!("\n> {note}\n");
     }

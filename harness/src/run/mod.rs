@@ -20,6 +20,7 @@ use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenari
 
 pub(crate) mod data;
 mod device;
+mod divergence;
 mod loss;
 pub(crate) mod model;
 mod optim;

@@ -124,6 +124,9 @@ pub struct Outcome {
     pub last_finite_loss: Option<f64>,
     /// Set when the loss stopped improving or the gradient vanished.
     pub stagnation: Option<Stagnation>,
+    /// Set when a finite run diverges: its loss or its parameters grow without bound (`loss_growth`, `param_growth`).
+    #[serde(default)]
+    pub divergence: Option<Stagnation>,
     /// The error, for `outcome = "error"`; why it was cut off, for `outcome = "timeout"`.
     pub error: Option<String>,
     /// Compute dtype.
@@ -150,6 +153,7 @@ impl Outcome {
             final_loss: None,
             last_finite_loss: None,
             stagnation: None,
+            divergence: None,
             error: Some(message),
             dtype: String::new(),
             device: String::new(),

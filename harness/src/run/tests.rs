@@ -106,3 +106,18 @@ fn oversized_run_is_an_error_outcome_not_a_panic() {
     assert_eq!(o.outcome, Status::Error);
     assert!(o.error.unwrap().starts_with("refused:"));
 }
+
+#[test]
+fn divergence_is_flagged_where_closed_form_says() {
+    // One row x = 1, y = 0, weight 1 and bias 0, MSE, SGD at lr 1: s = w + b starts at 1 and
+    // each step makes it s·(1 − 4·lr) = −3s, so the loss s² is 9^(k−1) at step k (hand
+    // computation). With 6 decades allowed over the running minimum 1, step 8 (9^7 ≈ 4.8e6)
+    // is the first over; every value stays finite (9^9 ≈ 3.9e8 at step 10).
+    let s = scenario(&format!("{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 1.0\n[train]\nepochs = 10"));
+    let o = run(&s);
+    assert_eq!(o.outcome, Status::Finite);
+    let losses: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
+    assert_eq!(&losses[..3], &[1.0, 9.0, 81.0], "the hand-computed losses");
+    let d = o.divergence.clone().expect("diverging");
+    assert_eq!((d.step, d.reason.as_str()), (8, "loss_growth"));
+}

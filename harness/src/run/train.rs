@@ -14,6 +14,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::data::{self, Dataset, Split, Table};
+use super::divergence::DivergenceWatch;
 use super::model::Model;
 use super::optim::{self, Optimizer};
 use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
@@ -41,6 +42,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         first: None,
         first_at: None,
         stagnation: None,
+        divergence: None,
+        diverging: DivergenceWatch::new(&s.train.divergence),
         steps: 0,
         total: planned_steps(s, data),
         last_loss: None,
@@ -69,6 +72,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         final_loss: r.last_loss,
         last_finite_loss: r.last_finite,
         stagnation: r.stagnation,
+        divergence: r.divergence,
         error,
         dtype: s.train.dtype.name().to_string(),
         device: s.train.device.clone(),
@@ -110,6 +114,9 @@ struct Runner<'a> {
     /// Steps taken (over all folds) when the first non-finite value was seen.
     first_at: Option<usize>,
     stagnation: Option<Stagnation>,
+    divergence: Option<Stagnation>,
+    /// The current fold's divergence watch.
+    diverging: DivergenceWatch,
     steps: usize,
     total: usize,
     last_loss: Option<f64>,
@@ -189,6 +196,7 @@ impl Runner<'_> {
 
     fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model) -> Result<()> {
         let s = self.s;
+        self.diverging = DivergenceWatch::new(&s.train.divergence);
         let seq = s.data.seq_len;
         let (x, y) = self.tensors(&data.train, seq)?;
         let val = data.val.as_ref().map(|v| self.tensors(v, seq)).transpose()?;
@@ -323,6 +331,9 @@ impl Runner<'_> {
             row.param_norm = Some(p_sq.sqrt());
         }
         self.check_vanishing(at, row.grad_norm);
+        if self.divergence.is_none() && self.first.is_none() {
+            self.divergence = self.diverging.check(at.step, row.train_loss, row.param_norm);
+        }
         self.trace.push(row);
         Ok(())
     }

@@ -33,7 +33,7 @@ pub(crate) use memory::within_limit;
 pub use model::{Init, Layer, ModelSpec};
 pub use search::SearchSpec;
 pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, ParamSpec, Plan, Role};
-pub use training::{DTypeName, DeviceName, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
+pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 
 /// One training setup: data, model, loss, optimizer and schedule, plus what a check expects.

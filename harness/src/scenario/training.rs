@@ -144,6 +144,9 @@ pub struct TrainSpec {
     /// When to flag a run as stagnating (vanishing gradients, flat loss).
     #[serde(default)]
     pub stagnation: StagnationSpec,
+    /// When to flag a finite run as diverging (loss or parameters growing without bound).
+    #[serde(default)]
+    pub divergence: DivergenceSpec,
 }
 
 /// The compute dtype.
@@ -178,6 +181,30 @@ pub struct StagnationSpec {
     pub grad_norm_floor: f64,
 }
 
+/// Divergence thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[serde(deny_unknown_fields)]
+pub struct DivergenceSpec {
+    /// Decades the training loss may rise above its running minimum.
+    #[serde(default = "div_loss_decades")]
+    pub loss_decades: f64,
+    /// Factor the parameter norm may grow by over its value after the first step.
+    #[serde(default = "div_param_growth")]
+    pub param_growth: f64,
+}
+
+impl Default for DivergenceSpec {
+    fn default() -> Self {
+        DivergenceSpec { loss_decades: div_loss_decades(), param_growth: div_param_growth() }
+    }
+}
+
+fn div_loss_decades() -> f64 {
+    6.0
+}
+fn div_param_growth() -> f64 {
+    1e6
+}
 
 impl LossKind {
     /// Whether the loss takes `epsilon` (inside its log, or in a ratio's denominator).

@@ -22,14 +22,19 @@ pub enum Target {
     /// Either.
     #[default]
     Nonfinite,
+    /// A non-finite value, or a finite run that diverges (its loss or parameters grow without bound).
+    Diverge,
 }
 
 impl Target {
     /// Does this outcome count?
     pub fn hits(self, o: &Outcome) -> bool {
+        if self == Target::Diverge && o.outcome == Status::Finite && o.divergence.is_some() {
+            return true;
+        }
         let Some(f) = o.first_nonfinite.as_ref().filter(|_| o.outcome == Status::Nonfinite) else { return false };
         match self {
-            Target::Nonfinite => true,
+            Target::Nonfinite | Target::Diverge => true,
             Target::Nan => f.kind == Kind::Nan,
             Target::Inf => f.kind != Kind::Nan,
         }
@@ -224,6 +229,15 @@ mod tests {
         let d = distance(&base, &[Mutation::Lr { value: 0.1 }, Mutation::Dtype { value: crate::scenario::DTypeName::F16 }]);
         assert!((d - 3.0).abs() < 1e-12, "{d}");
         assert_eq!(distance(&base, &[]), 0.0);
+    }
+
+    #[test]
+    fn a_diverging_finite_run_counts_only_for_the_diverge_target() {
+        let mut o = Outcome::error("t", String::new());
+        (o.outcome, o.error) = (Status::Finite, None);
+        assert!(!Target::Diverge.hits(&o));
+        o.divergence = Some(crate::run::Stagnation { step: 8, reason: "loss_growth".into(), detail: String::new() });
+        assert!(Target::Diverge.hits(&o) && !Target::Nonfinite.hits(&o));
     }
 
     #[test]

@@ -195,6 +195,10 @@ fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
         out.push(problem("train.stagnation.window", format!("must be between 2 and 1000000 points, got {}", t.stagnation.window)));
     }
     finite(out, "train.stagnation.rel_tol", t.stagnation.rel_tol);
+    positive(out, "train.divergence.loss_decades", t.divergence.loss_decades);
+    if !(t.divergence.param_growth > 1.0 && t.divergence.param_growth.is_finite()) {
+        out.push(problem("train.divergence.param_growth", format!("must be a finite factor over 1, got {}", t.divergence.param_growth)));
+    }
     non_negative(out, "train.stagnation.grad_norm_floor", t.stagnation.grad_norm_floor);
 }
 

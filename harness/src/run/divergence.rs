@@ -1,0 +1,60 @@
+//! Divergence is not stability: a run whose loss climbs ten decades while
+//! every value stays finite will overflow with a few more epochs. This flags
+//! it as an outcome field next to stagnation: the training loss rising more
+//! than `loss_decades` decades above its running minimum, or the parameter
+//! norm growing more than `param_growth` times its value after the first step.
+
+use crate::run::Stagnation;
+use crate::scenario::DivergenceSpec;
+
+/// Follows one fold's loss and parameter norm.
+pub(crate) struct DivergenceWatch {
+    spec: DivergenceSpec,
+    min_loss: f64,
+    first_param_norm: Option<f64>,
+}
+
+impl DivergenceWatch {
+    /// A fresh watch (one per fold).
+    pub(crate) fn new(spec: &DivergenceSpec) -> Self {
+        DivergenceWatch { spec: spec.clone(), min_loss: f64::INFINITY, first_param_norm: None }
+    }
+
+    /// Takes one step's training loss and parameter norm (after the update); the first step that diverges is flagged.
+    pub(crate) fn check(&mut self, step: usize, loss: f64, param_norm: Option<f64>) -> Option<Stagnation> {
+        if loss.is_finite() {
+            let min = self.min_loss;
+            self.min_loss = min.min(loss.abs());
+            // A minimum of exactly 0 has no decades to rise from.
+            if min > 0.0 && min.is_finite() && (loss.abs() / min).log10() > self.spec.loss_decades {
+                let detail = format!("training loss {loss:e} is {:.1} decades above its running minimum {min:e} (limit {})", (loss.abs() / min).log10(), self.spec.loss_decades);
+                return Some(Stagnation { step, reason: "loss_growth".into(), detail });
+            }
+        }
+        let p = param_norm.filter(|p| p.is_finite())?;
+        let p0 = *self.first_param_norm.get_or_insert(p);
+        (p0 > 0.0 && p / p0 > self.spec.param_growth).then(|| {
+            let detail = format!("parameter norm {p:e} is {:.3e} times its {p0:e} after the first step (limit {:e})", p / p0, self.spec.param_growth);
+            Stagnation { step, reason: "param_growth".into(), detail }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_rising_past_its_decades_is_flagged_once_over() {
+        let mut w = DivergenceWatch::new(&DivergenceSpec { loss_decades: 2.0, param_growth: 1e9 });
+        // Losses 1, 0.5, 10, 49, 51: 51 / 0.5 = 102, just over 2 decades.
+        for (step, loss) in [(1, 1.0), (2, 0.5), (3, 10.0), (4, 49.0)] {
+            assert!(w.check(step, loss, None).is_none(), "step {step}");
+        }
+        let d = w.check(5, 51.0, None).expect("over 2 decades");
+        assert_eq!((d.step, d.reason.as_str()), (5, "loss_growth"));
+        let mut p = DivergenceWatch::new(&DivergenceSpec { loss_decades: 100.0, param_growth: 10.0 });
+        assert!(p.check(1, 1.0, Some(2.0)).is_none() && p.check(2, 1.0, Some(20.0)).is_none());
+        assert_eq!(p.check(3, 1.0, Some(20.5)).map(|d| d.reason), Some("param_growth".into()));
+    }
+}
