@@ -262,3 +262,33 @@ fn check_holds_a_minimum_stability_margin() {
     assert_eq!(too_much.status.code(), Some(1), "{}", stdout(&too_much));
     assert!(stdout(&too_much).contains("margin of `optimizer.lr` above its base 0.01"), "{}", stdout(&too_much));
 }
+
+#[test]
+fn seed_sweeps_give_a_failure_rate_that_check_can_bound() {
+    // Inputs drawn N(0, 30000²) in f16: a seed fails when one of its two draws is beyond
+    // f16's 65504 (|z| > 2.18, about 2.9% per draw, so about 5.8% per seed); the MAE loss and
+    // its gradient stay in range otherwise. Seed 0 is finite.
+    let dir = tempdir();
+    let scenario = |expect: &str| {
+        let text = format!("name = \"seedy\"\nseed = 0\n[data]\nn = 2\nfeatures = 1\ninputs = {{ kind = \"normal\", std = 30000.0 }}\ntargets = {{ kind = \"uniform\" }}\n[model]\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mae\"\n[optimizer]\nkind = \"sgd\"\nlr = 1e-12\n[train]\ndtype = \"f16\"\n{expect}");
+        write(dir.path(), "seedy.toml", &text)
+    };
+    let p = scenario("");
+    let out = nanhunt(&["run", p.to_str().unwrap(), "--seeds", "0..200", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let w: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let k = w["failures"].as_array().unwrap().len() as f64;
+    assert!((2.0..=25.0).contains(&k), "about 5.8% of 200 seeds: {k}");
+    assert_eq!(w["rate"].as_f64().unwrap(), k / 200.0);
+    // The interval, recomputed here from the Wilson formula.
+    let (n, p_hat, z) = (200.0f64, k / 200.0, 1.959964f64);
+    let (d, c) = (1.0 + z * z / n, (p_hat + z * z / (2.0 * n)) / (1.0 + z * z / n));
+    let h = z * (p_hat * (1.0 - p_hat) / n + z * z / (4.0 * n * n)).sqrt() / d;
+    assert!((w["interval"][0].as_f64().unwrap() - (c - h)).abs() < 1e-12 && (w["interval"][1].as_f64().unwrap() - (c + h)).abs() < 1e-12);
+    // check holds the rate: 20% allowed passes, 0.5% does not.
+    let pass = nanhunt(&["check", scenario("[expect]\noutcome = \"finite\"\nmax_failure_rate = { seeds = 200, rate = 0.2 }").to_str().unwrap()]);
+    assert_eq!(pass.status.code(), Some(0), "{}", stdout(&pass));
+    let fail = nanhunt(&["check", scenario("[expect]\noutcome = \"finite\"\nmax_failure_rate = { seeds = 200, rate = 0.005 }").to_str().unwrap()]);
+    assert_eq!(fail.status.code(), Some(1), "{}", stdout(&fail));
+    assert!(stdout(&fail).contains(&format!("{} of 200 seeds go non-finite", k as u64)), "{}", stdout(&fail));
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nanhunt::report::{ReportInput, RunSettings};
-use nanhunt::{Outcome, RunOptions, Status};
+use nanhunt::{human, Outcome, RunOptions, Status};
 
 use super::{progress, Context};
 
@@ -28,6 +28,18 @@ pub(crate) struct Run {
     /// Write a report (repro, trace, summary, plots) under this directory.
     #[arg(long, num_args = 0..=1, default_missing_value = "reports")]
     report: Option<PathBuf>,
+    /// Run once per seed of `A..B` instead, and print the failure rate with its 95% interval (exit 1 if any seed fails).
+    #[arg(long, value_parser = parse_seeds, conflicts_with_all = ["trace", "report", "continue_steps"])]
+    seeds: Option<std::ops::Range<u64>>,
+}
+
+fn parse_seeds(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s.split_once("..").ok_or("expected A..B, e.g. 0..200")?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| "A is not a number")?, b.parse().map_err(|_| "B is not a number")?);
+    if a >= b || b - a > 1_000_000 {
+        return Err(format!("need A < B and at most 1000000 seeds, got {a}..{b}"));
+    }
+    Ok(a..b)
 }
 
 impl Run {
@@ -44,6 +56,19 @@ impl Run {
 
     fn train(self, ctx: &Context) -> anyhow::Result<u8> {
         let scenario = nanhunt::scenario::load_with(&self.scenario, &ctx.load)?;
+        if let Some(seeds) = self.seeds.clone() {
+            let w = nanhunt::search::sweep(&scenario, seeds, nanhunt::search::Target::Nonfinite);
+            if self.json {
+                println!("{}", serde_json::to_string(&w)?);
+            } else {
+                let (lo, hi) = w.interval;
+                println!("{}: {} of {} seeds go non-finite: rate {}, 95% interval [{}, {}] (Wilson)", w.scenario, w.failures.len(), w.runs, human(w.rate), human(lo), human(hi));
+                for (seed, at) in w.failures.iter().take(10) {
+                    println!("  seed {seed}: {}", at.as_ref().map_or("non-finite".into(), |a| a.to_string()));
+                }
+            }
+            return Ok(u8::from(!w.failures.is_empty()));
+        }
         let watch = !self.no_watch;
         let bar = progress::steps(&scenario.name);
         let progress = |done: usize, total: usize| {

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
 use std::collections::BTreeMap;
 
-use crate::scenario::{load_with, Expect, ExpectedOutcome, Knob, LoadOptions, Scenario, SearchSpec};
-use crate::search::{describe, margins, mutate, neighbourhood, MarginOptions, Mutation};
+use crate::scenario::{load_with, Expect, ExpectedOutcome, FailureRate, Knob, LoadOptions, Scenario, SearchSpec};
+use crate::search::{describe, margins, mutate, neighbourhood, sweep, MarginOptions, Mutation, Target};
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,13 @@ pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
             let detail = in_words(&o);
             let v = match verdict(&e, &o) {
                 Err(m) => Verdict::Fail(m),
-                Ok(()) if !e.min_margin.is_empty() => margins_hold(&s, &e.min_margin),
+                Ok(()) if !e.min_margin.is_empty() || e.max_failure_rate.is_some() => {
+                    let v = if e.min_margin.is_empty() { Verdict::Pass } else { margins_hold(&s, &e.min_margin) };
+                    match (v, e.max_failure_rate) {
+                        (Verdict::Pass, Some(f)) => rate_holds(&s, f),
+                        (v, _) => v,
+                    }
+                }
                 Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => {
                     let (v, ran, c) = neighbours(&s, &e, neighbourhood, seed);
                     (mutants, confidence) = (ran, c);
@@ -182,6 +188,17 @@ fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Verdict {
         }
     }
     Verdict::Pass
+}
+
+/// Sweeps the seeds `[expect] max_failure_rate` asks for; more failures than its rate fail the check.
+fn rate_holds(s: &Scenario, f: FailureRate) -> Verdict {
+    let w = sweep(s, s.seed..s.seed.saturating_add(f.seeds), Target::Nonfinite);
+    if w.rate <= f.rate {
+        return Verdict::Pass;
+    }
+    let (lo, hi) = w.interval;
+    let first: Vec<String> = w.failures.iter().take(3).map(|(seed, _)| seed.to_string()).collect();
+    Verdict::Fail(format!("{} of {} seeds go non-finite (rate {}, 95% interval [{}, {}]), over the {} allowed; first: seeds {}", w.failures.len(), w.runs, crate::human(w.rate), crate::human(lo), crate::human(hi), crate::human(f.rate), first.join(", ")))
 }
 
 /// The rule of three: 0 failures in `n` independent draws bound the failure rate below 3/n at 95%.

@@ -28,17 +28,31 @@ pub struct Expect {
     /// `nanhunt margins` measures it; e.g. `{ "optimizer.lr" = 10.0 }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_margin: BTreeMap<Knob, f64>,
+    /// With `outcome = "finite"`: over this many seeds from the scenario's own, at most this
+    /// fraction may go non-finite; e.g. `{ seeds = 200, rate = 0.01 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_rate: Option<FailureRate>,
+}
+
+/// A bound on the failure rate over a sweep of seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[serde(deny_unknown_fields)]
+pub struct FailureRate {
+    /// Seeds to run, from the scenario's `seed` on.
+    pub seeds: u64,
+    /// Largest fraction of them that may go non-finite.
+    pub rate: f64,
 }
 
 impl Expect {
     /// Every value stays finite.
     pub fn finite() -> Self {
-        Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None, min_margin: BTreeMap::new() }
+        Expect { outcome: ExpectedOutcome::Finite, phase: None, tensor: None, within_steps: None, min_margin: BTreeMap::new(), max_failure_rate: None }
     }
 
     /// The first non-finite value is in `tensor` during `phase`.
     pub fn nonfinite_at(phase: Phase, tensor: &str) -> Self {
-        Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.to_string()), within_steps: None, min_margin: BTreeMap::new() }
+        Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.to_string()), within_steps: None, min_margin: BTreeMap::new(), max_failure_rate: None }
     }
 }
 

@@ -24,7 +24,7 @@ mod training;
 mod validate;
 
 pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
-pub use expect::{Expect, ExpectedOutcome, Phase};
+pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use load::read_regular;

@@ -18,6 +18,7 @@ mod minimize;
 mod mutation;
 mod score;
 mod space;
+mod sweep;
 
 pub use corpus::{merge, read_findings, write_findings};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Target, Threshold, Trigger};
@@ -26,3 +27,4 @@ pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage}
 pub use minimize::{materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, Site};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
 pub(crate) use space::neighbourhood;
+pub use sweep::{sweep, wilson, Sweep};

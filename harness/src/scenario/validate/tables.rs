@@ -45,6 +45,17 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
             out.push(problem("expect.min_margin", format!("the margin of `{k}` must be a positive finite number, got {v}")));
         }
     }
+    if let Some(f) = &e.max_failure_rate {
+        if !(1..=100_000).contains(&f.seeds) {
+            out.push(problem("expect.max_failure_rate", format!("`seeds` must be between 1 and 100000, got {}", f.seeds)));
+        }
+        if !(0.0..=1.0).contains(&f.rate) {
+            out.push(problem("expect.max_failure_rate", format!("`rate` must be in [0, 1], got {}", f.rate)));
+        }
+        if e.outcome != ExpectedOutcome::Finite {
+            out.push(problem("expect.max_failure_rate", "a failure rate bounds a finite run: it applies to `outcome = \"finite\"`"));
+        }
+    }
     if e.outcome == ExpectedOutcome::Finite {
         if e.phase.is_some() || e.tensor.is_some() || e.within_steps.is_some() {
             out.push(problem("expect.outcome", "`phase`, `tensor` and `within_steps` only apply to `outcome = \"nonfinite\"`"));
