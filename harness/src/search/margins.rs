@@ -214,6 +214,25 @@ mod tests {
     }
 
     #[test]
+    fn the_f16_clamp_threshold_is_two_to_the_minus_12() {
+        // Seed 001 ex3's clamp fix in f16 with SGD at 1e-3 and clamp 1e-3 stays finite. f16 has
+        // 10 mantissa bits, so just below 1 its spacing is 2⁻¹¹: 1 − c rounds to 1 once c ≤ 2⁻¹²
+        // (half a spacing, ties to even) = 2.44140625e-4. Then a saturated p = 1 is not clipped
+        // and (1 − y)·log(1 − p) is 0·(−∞) = NaN. Rounded to 3 digits away from the base: 2.44e-4.
+        let mut s = crate::scenario::seed("s001_ex3_bce_saturated_fix_eps_clamp");
+        s.train.dtype = crate::scenario::DTypeName::F16;
+        (s.optimizer.kind, s.optimizer.lr, s.loss.clamp) = (crate::scenario::OptimizerKind::Sgd, 1e-3, Some(1e-3));
+        s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::LossClamp]), ..Default::default() });
+        let m = margins(&s, &MarginOptions::default());
+        assert_eq!(m.base_outcome, Status::Finite);
+        let clamp = m.knobs.iter().find(|k| k.knob == Knob::LossClamp).expect("clamp is a value knob");
+        let lower = clamp.lower.as_ref().expect("a smaller clamp flips");
+        assert_eq!(lower.changes_at, 2.44e-4, "{lower:?}");
+        assert!(lower.verified && lower.like_base_at > 2f64.powi(-12), "{lower:?}");
+        assert_eq!(lower.location.as_ref().map(|l| (l.phase, l.kind, l.step)), Some((crate::scenario::Phase::Loss, crate::run::Kind::Nan, 1)));
+    }
+
+    #[test]
     fn a_failing_base_gets_its_fix() {
         // Seed 002 ex1 as written overflows at lr 0.01 (unscaled features, 1e5): its curvature
         // (2/n)·XᵀX is about 9e10, so only a learning rate many decades smaller stays finite

@@ -43,10 +43,10 @@ pub struct Space {
     pub optimizers: Vec<OptimizerKind>,
     /// Whether gradient clipping may be switched on or off.
     pub clip: bool,
-    /// Whether the loss's epsilon may change.
-    pub loss_eps: bool,
-    /// Whether the loss's probability clamp may change.
-    pub loss_clamp: bool,
+    /// Range of the loss's epsilon (a value searched like any other, when the scenario sets one).
+    pub loss_eps: Option<(f64, f64)>,
+    /// Range of the loss's probability clamp (below 0.5), when the scenario sets one.
+    pub loss_clamp: Option<(f64, f64)>,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -89,8 +89,11 @@ impl Space {
                 vec![]
             },
             clip: on(Knob::ClipNorm),
-            loss_eps: on(Knob::LossEpsilon),
-            loss_clamp: on(Knob::LossClamp),
+            loss_eps: base.loss.epsilon.filter(|e| *e > 0.0 && on(Knob::LossEpsilon)).map(|e| around(e, decades)),
+            loss_clamp: base.loss.clamp.filter(|c| *c > 0.0 && on(Knob::LossClamp)).map(|c| {
+                let (a, b) = around(c, decades);
+                (a, b.min(0.49))
+            }),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -106,6 +109,8 @@ impl Space {
             (a, b, f)
         });
         s.target_scale = narrow(s.target_scale);
+        s.loss_eps = narrow(s.loss_eps);
+        s.loss_clamp = narrow(s.loss_clamp);
         s.input_std = narrow(s.input_std);
         s.input_mean = s.input_mean.map(|(a, b)| (a / 10f64.powf(decades), b / 10f64.powf(decades)));
         s.max_mutations = 2;
@@ -126,6 +131,8 @@ impl Space {
             Mutation::BatchSize { .. } => self.batch_size.map(|(a, b)| (f64::from(a), f64::from(b))),
             Mutation::Epochs { .. } => self.epochs.map(|(a, b)| (f64::from(a), f64::from(b))),
             Mutation::Inject { .. } => self.inject.map(|(a, b, _)| (a, b)),
+            Mutation::LossEpsilon { .. } => self.loss_eps,
+            Mutation::LossClamp { .. } => self.loss_clamp,
             _ => None,
         };
         m.with_value(into(v, range))
@@ -134,7 +141,7 @@ impl Space {
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
-        let all: [(Mutation, Option<(f64, f64)>); 8] = [
+        let all: [(Mutation, Option<(f64, f64)>); 10] = [
             (Mutation::Lr { value: 1.0 }, self.lr),
             (Mutation::InitScale { value: 1.0 }, self.init_scale),
             (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
@@ -143,6 +150,8 @@ impl Space {
             (Mutation::TargetScale { value: 1.0 }, self.target_scale),
             (Mutation::BatchSize { value: 1 }, int(self.batch_size)),
             (Mutation::Epochs { value: 1 }, int(self.epochs)),
+            (Mutation::LossClamp { value: Some(1e-3) }, self.loss_clamp),
+            (Mutation::LossEpsilon { value: Some(1e-7) }, self.loss_eps),
         ];
         all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
     }
@@ -202,12 +211,12 @@ impl Space {
         if self.clip {
             arms.push(proptest::sample::select(vec![None, Some(1.0), Some(10.0)]).prop_map(|value| Mutation::ClipNorm { value }).boxed());
         }
-        let eps = || proptest::sample::select(vec![None, Some(1e-7), Some(1e-4)]);
-        if self.loss_eps {
-            arms.push(eps().prop_map(|value| Mutation::LossEpsilon { value }).boxed());
+        // Eps-like knobs are values on a log scale, not switches.
+        if let Some(r) = self.loss_eps {
+            arms.push(log(r).prop_map(|v| Mutation::LossEpsilon { value: Some(v) }).boxed());
         }
-        if self.loss_clamp {
-            arms.push(eps().prop_map(|value| Mutation::LossClamp { value }).boxed());
+        if let Some(r) = self.loss_clamp {
+            arms.push(log(r).prop_map(|v| Mutation::LossClamp { value: Some(v) }).boxed());
         }
         if arms.is_empty() {
             return Just(Mutation::Lr { value: f64::NAN }).boxed();
@@ -236,6 +245,8 @@ impl Space {
         both(self.input_mean, &|value| Mutation::InputMean { value });
         both(self.epochs.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::Epochs { value: v as u32 });
         both(self.batch_size.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::BatchSize { value: v as u32 });
+        both(self.loss_clamp, &|v| Mutation::LossClamp { value: Some(v) });
+        both(self.loss_eps, &|v| Mutation::LossEpsilon { value: Some(v) });
         other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
         other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));
         if let Some((_, b, _)) = self.inject {
@@ -243,12 +254,6 @@ impl Space {
         }
         if self.clip {
             lo.push(Mutation::ClipNorm { value: Some(1.0) });
-        }
-        if self.loss_clamp {
-            lo.push(Mutation::LossClamp { value: None });
-        }
-        if self.loss_eps {
-            lo.push(Mutation::LossEpsilon { value: None });
         }
         hi.into_iter().chain(other).chain(lo).map(|m| vec![m]).collect()
     }
