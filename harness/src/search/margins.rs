@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::finding::Target;
-use super::minimize::round3_away;
+use super::minimize::bisect;
 use super::mutation::{mutate, Mutation, Scale};
 use super::space::Space;
 use crate::run::{run_with, Location, RunOptions, Status};
@@ -140,50 +140,32 @@ impl Searcher<'_> {
     /// outcome differs from the base's, bisected back towards the last one that does not.
     fn bound(&self, m: &Mutation, b: f64, end: f64, failing: bool) -> Option<Bound> {
         let scale = m.numeric().map_or(Scale::Log, |(_, s)| s);
-        let log = scale != Scale::Linear && b > 0.0 && end > 0.0;
-        let (to, back) = (|x: f64, log: bool| if log { x.ln() } else { x }, |x: f64, log: bool| if log { x.exp() } else { x });
-        let changed = |x: f64| {
-            let v = if scale == Scale::Integer { back(x, log).round() } else { back(x, log) };
-            let (hit, o) = self.run(&[m.with_value(v)]);
+        let whole = |v: f64| if scale == Scale::Integer { v.round() } else { v };
+        let changed = |v: f64| {
+            let (hit, o) = self.run(&[m.with_value(whole(v))]);
             (hit != failing, o)
         };
-        // Scan outwards: geometric steps on a log knob, even ones on a linear knob.
-        let (tb, te) = (to(b, log), to(end, log));
-        let mut prev = tb;
+        // Scan outwards, denser near the base: geometric steps on a log or integer knob, even ones on a linear one.
+        let log = scale != Scale::Linear && b > 0.0 && end > 0.0;
+        let (to, back) = (|x: f64| if log { x.ln() } else { x }, |x: f64| if log { x.exp() } else { x });
+        let mut prev = b;
         let mut found = None;
         for k in 1..=SCAN {
             if self.out_of_time() {
                 return None;
             }
-            let x = tb + (te - tb) * (k as f64 / SCAN as f64).powi(2);
-            if changed(x).0 {
-                found = Some(x);
+            let v = whole(back(to(b) + (to(end) - to(b)) * (k as f64 / SCAN as f64).powi(2)));
+            if changed(v).0 {
+                found = Some(v);
                 break;
             }
-            prev = x;
+            prev = v;
         }
-        let (mut lo, mut hi) = (prev, found?);
-        let done = |lo: f64, hi: f64| match scale {
-            Scale::Integer => (back(hi, log) - back(lo, log)).abs() <= 1.0,
-            _ if log => (hi - lo).abs() < 4e-4,
-            _ => (hi - lo).abs() <= 4e-4 * back(hi, log).abs().max(1e-12),
-        };
-        while !done(lo, hi) && !self.out_of_time() {
-            let mid = (lo + hi) / 2.0;
-            if changed(mid).0 {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        let exact = if scale == Scale::Integer { back(hi, log).round() } else { back(hi, log) };
-        let rounded = round3_away(exact, back(lo, log));
-        let changes_at = if scale != Scale::Integer && rounded != exact && changed(to(rounded, log)).0 { rounded } else { exact };
-        let like_base_at = if scale == Scale::Integer { back(lo, log).round() } else { back(lo, log) };
+        let (like_base_at, changes_at) = bisect(prev, found?, scale, &mut |v| changed(v).0, &|| self.out_of_time());
         // Verified independently: changed at the threshold, unchanged 1% of the way back.
-        let (at, o) = changed(to(changes_at, log));
+        let (at, o) = changed(changes_at);
         let towards = if scale == Scale::Integer { like_base_at } else { changes_at - 0.01 * (changes_at - b) };
-        let (back_changed, back_o) = changed(to(towards, log));
+        let (back_changed, back_o) = changed(towards);
         let margin = if log { changes_at / b } else { (changes_at - b).abs() };
         let location = if failing { back_o.first_nonfinite } else { o.first_nonfinite };
         Some(Bound { changes_at, like_base_at, margin, location, verified: at && !back_changed })

@@ -14,12 +14,14 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use super::finding::{Target, Threshold};
-use super::mutation::{mutate, normalize, Mutation, Scale};
+use super::mutation::{mutate, normalize, Mutation};
 use crate::run::{run_with, Outcome, RunOptions};
 use crate::scenario::Scenario;
 
+mod bisect;
 mod rows;
 
+pub(crate) use bisect::bisect;
 pub use rows::{materialize, rebuild, Built, RowCut};
 use rows::{cut_schedule, ddmin, select_rows};
 
@@ -64,6 +66,11 @@ pub fn reductions(knob_repro: &Scenario, repro: &Scenario, rows: Option<&RowCut>
         out.push(format!("schedule cut to {} epoch(s), {m} step(s): the first non-finite step", repro.train.epochs));
     }
     out
+}
+
+/// Whether a deadline has passed or a stop was asked for.
+fn expired(deadline: Option<Instant>, stop: Option<&AtomicBool>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d) || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Runs candidates against a target, counting runs and respecting a deadline.
@@ -130,7 +137,7 @@ impl<'a> Minimizer<'a> {
     }
 
     fn out_of_time(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d) || self.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        expired(self.deadline, self.stop)
     }
 
     /// Runs a scenario; `Some(outcome)` if it hits the target.
@@ -227,7 +234,7 @@ impl<'a> Minimizer<'a> {
                     let o = self.run_limited(&select_rows(&s, keep));
                     self.counts(&o)
                 };
-                let (kept, done) = ddmin(n, &mut test, &|| deadline.is_some_and(|d| Instant::now() >= d) || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)));
+                let (kept, done) = ddmin(n, &mut test, &|| expired(deadline, stop));
                 rows_complete = done;
                 let cut = select_rows(&s, &kept);
                 if let Some(o) = self.flips(&cut) {
@@ -280,36 +287,17 @@ impl<'a> Minimizer<'a> {
         if b == v {
             return None;
         }
-        let log = scale == Scale::Log && b > 0.0 && v > 0.0;
-        let to = |x: f64| if log { x.ln() } else { x };
-        let back = |x: f64| if log { x.exp() } else { x };
         let with = |x: f64| {
             let mut c = muts.to_vec();
-            c[i] = m.with_value(back(x));
+            c[i] = m.with_value(x);
             c
         };
-        let (mut lo, mut hi) = (to(b), to(v));
-        if self.flips_with(&with(lo)).is_some() {
+        if self.flips_with(&with(b)).is_some() {
             return None; // the base value flips with the other knobs: nothing to bisect
         }
-        let done = |lo: f64, hi: f64| match scale {
-            Scale::Integer => (back(hi) - back(lo)).abs() <= 1.0,
-            _ if log => (hi - lo).abs() < 4e-4,
-            _ => (hi - lo).abs() <= 4e-4 * back(hi).abs().max(1e-12),
-        };
-        while !done(lo, hi) && !self.out_of_time() {
-            let mid = if scale == Scale::Integer { to((back(lo) + back(hi)) / 2.0).round() } else { (lo + hi) / 2.0 };
-            if self.flips_with(&with(mid)).is_some() {
-                hi = mid;
-            } else {
-                lo = mid;
-            }
-        }
-        // Report 3 significant digits, rounded away from the base so the rounded value still flips.
-        let exact = back(hi);
-        let rounded = round3_away(exact, back(lo));
-        let flips_at = if scale != Scale::Integer && rounded != exact && self.flips_with(&with(to(rounded))).is_some() { rounded } else { exact };
-        let threshold = m.base_value(self.base).map(|base| Threshold { knob: m.knob(), base, flips_at, stays_finite_at: back(lo) });
+        let (deadline, stop) = (self.deadline, self.stop);
+        let (stays_finite_at, flips_at) = bisect(b, v, scale, &mut |x| self.flips_with(&with(x)).is_some(), &|| expired(deadline, stop));
+        let threshold = m.base_value(self.base).map(|base| Threshold { knob: m.knob(), base, flips_at, stays_finite_at });
         Some((m.with_value(flips_at), threshold))
     }
 }
