@@ -25,7 +25,7 @@ pub mod scenario;
 pub mod search;
 
 pub use error::{Error, Result};
-pub use number::human;
+pub use number::{human, human_near_one};
 pub use report::{check_all, replay, write as write_report, ReportInput, Reports};
 pub use run::{run, run_with, Location, Outcome, RunOptions, Status};
 pub use scenario::{load, Phase, Scenario};

@@ -20,6 +20,17 @@ pub fn human(v: f64) -> String {
     trim_zeros(&text)
 }
 
+/// A value just under 1 (`β₂`, momentum) with three significant digits of its distance to 1:
+/// `0.99963` (1 − 3.7e-4), `0.9`; values away from (0.5, 1) as [`human`] prints them.
+pub fn human_near_one(v: f64) -> String {
+    let d = 1.0 - v;
+    if !(v > 0.5 && d > 0.0 && d.is_finite()) {
+        return human(v);
+    }
+    let decimals = (2 - d.log10().floor() as i32).clamp(1, 17) as usize;
+    trim_zeros(&format!("{v:.decimals$}"))
+}
+
 /// Drops trailing zeros of a mantissa (`1.50e-5` → `1.5e-5`, `0.250` → `0.25`).
 fn trim_zeros(text: &str) -> String {
     let (mantissa, exp) = match text.split_once('e') {
@@ -35,7 +46,16 @@ fn trim_zeros(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{human, human_near_one};
+
+    #[test]
+    fn near_one_keeps_three_digits_of_the_distance() {
+        assert_eq!(human_near_one(0.99963), "0.99963");
+        assert_eq!(human_near_one(0.999), "0.999");
+        assert_eq!(human_near_one(0.9), "0.9");
+        assert_eq!(human_near_one(1.0 - 1.234e-7), "0.999999877");
+        assert_eq!(human_near_one(0.0), "0");
+    }
 
     #[test]
     fn three_significant_digits_and_whole_numbers() {

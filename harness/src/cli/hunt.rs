@@ -65,9 +65,14 @@ pub(crate) struct Hunt {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum TargetArg {
+    /// A NaN anywhere.
     Nan,
+    /// A ±Inf anywhere.
     Inf,
+    /// A NaN or ±Inf anywhere.
     Nonfinite,
+    /// A non-finite value, or a finite run that diverges (`[train.divergence]`).
+    Diverge,
 }
 
 impl From<TargetArg> for Target {
@@ -76,6 +81,7 @@ impl From<TargetArg> for Target {
             TargetArg::Nan => Target::Nan,
             TargetArg::Inf => Target::Inf,
             TargetArg::Nonfinite => Target::Nonfinite,
+            TargetArg::Diverge => Target::Diverge,
         }
     }
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nanhunt::human;
+use nanhunt::{human, human_near_one};
 use nanhunt::run::Status;
-use nanhunt::search::{margins, Bound, MarginOptions, Margins, Target};
+use nanhunt::search::{margins, Bound, KnobMargin, MarginOptions, Margins, Scale, Target};
 
 /// How far is this configuration from NaN (or, failing, from a fix)?
 #[derive(clap::Args)]
@@ -26,6 +26,9 @@ pub(crate) struct MarginsCmd {
     /// What counts as a flip: a non-finite value, or also a finite run that diverges.
     #[arg(long, value_enum, default_value = "nonfinite")]
     target: MarginTarget,
+    /// Knob sides searched at once (Candle stays single-threaded in each); the margins do not depend on it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    jobs: u16,
     /// Print the margins as one JSON object.
     #[arg(long)]
     json: bool,
@@ -47,7 +50,7 @@ impl MarginsCmd {
             MarginTarget::Nonfinite => Target::Nonfinite,
             MarginTarget::Diverge => Target::Diverge,
         };
-        let opts = MarginOptions { target, deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout) };
+        let opts = MarginOptions { target, deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), jobs: usize::from(self.jobs) };
         let m = margins(&base, &opts);
         if m.base_outcome == Status::Error {
             anyhow::bail!("the base scenario cannot run, so it has no margins");
@@ -71,17 +74,22 @@ enum MarginTarget {
 }
 
 /// One side of a knob, in words.
-fn side(b: Option<&Bound>, failing: bool, below: bool, log: bool) -> String {
+fn side(k: &KnobMargin, b: Option<&Bound>, failing: bool, below: bool) -> String {
     let Some(b) = b else { return "none within range".into() };
+    let log = k.is_factor();
     let dir = if below { "≤" } else { "≥" };
     let what = if failing { "fixed at" } else { "flips at" };
     let margin = match (log, b.margin < 1.0) {
+        (true, false) if k.scale == Scale::Complement => format!("1 − v ÷{}", human(b.margin)),
+        (true, true) if k.scale == Scale::Complement => format!("1 − v ×{}", human(1.0 / b.margin)),
         (true, false) => format!("×{}", human(b.margin)),
         (true, true) => format!("÷{}", human(1.0 / b.margin)),
         (false, _) => format!("±{}", human(b.margin)),
     };
     let check = if b.verified { "" } else { " (unverified)" };
-    format!("{what} {dir} {} ({margin}){check}", human(b.changes_at))
+    let at = KnobMargin::threshold(b, failing);
+    let at = if k.scale == Scale::Complement { human_near_one(at) } else { human(at) };
+    format!("{what} {dir} {at} ({margin}){check}")
 }
 
 /// The margins as a table that fits on a screen.
@@ -93,11 +101,11 @@ fn table(m: &Margins) -> String {
     };
     s += &format!("  {:<22} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
-        let log = k.lower.as_ref().or(k.upper.as_ref()).is_none_or(|b| b.changes_at > 0.0 && k.base > 0.0 && k.knob != nanhunt::scenario::Knob::InputMean);
-        s += &format!("  {:<22} {:>10}  {:<34} {}\n", k.knob.to_string(), human(k.base), side(k.lower.as_ref(), failing, true, log), side(k.upper.as_ref(), failing, false, log));
+        let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
+        s += &format!("  {:<22} {:>10}  {:<34} {}\n", k.knob.to_string(), base, side(k, k.lower.as_ref(), failing, true), side(k, k.upper.as_ref(), failing, false));
     }
     for c in &m.categorical {
-        let effect = match (c.changes, failing) {
+        let effect = match (c.flips != failing, failing) {
             (true, false) => format!("flips: {}", c.location.as_ref().map_or(String::new(), |l| l.to_string())),
             (true, true) => "fixes it".to_string(),
             (false, _) => "no change".to_string(),

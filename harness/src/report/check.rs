@@ -95,7 +95,7 @@ pub fn collect(paths: &[PathBuf]) -> Result<Vec<Entry>> {
 
 /// What a run found, in a few words.
 fn in_words(o: &Outcome) -> String {
-    match (&o.first_nonfinite, &o.error) {
+    match (o.failure_site(), &o.error) {
         (Some(f), _) => format!("{} in {} ({}) at step {}", f.kind, f.tensor, f.phase, f.step),
         (None, Some(e)) => e.clone(),
         (None, None) => format!("finite after {} steps", o.steps),
@@ -181,9 +181,9 @@ fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Verdict {
         for (side, b) in [("below", &k.lower), ("above", &k.upper)] {
             let Some(b) = b else { continue };
             // A factor either way (a lower threshold gives a margin under 1), or a distance.
-            let got = if b.changes_at > 0.0 && k.base > 0.0 && k.knob != Knob::InputMean { b.margin.max(1.0 / b.margin) } else { b.margin };
+            let got = k.size(b);
             if got < want {
-                return Verdict::Fail(format!("margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required", k.knob, crate::human(k.base), crate::human(got), crate::human(b.changes_at), crate::human(want)));
+                return Verdict::Fail(format!("margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required", k.knob, crate::human(k.base), crate::human(got), crate::human(b.flips_at), crate::human(want)));
             }
         }
     }
@@ -218,7 +218,7 @@ fn load(entry: &Entry, opts: &LoadOptions) -> Result<(Scenario, Option<Expect>)>
         Entry::Report(dir) => {
             let s = load_with(&dir.join("repro.toml"), opts)?;
             let summary = read_summary(dir)?;
-            let e = summary.outcome.first_nonfinite.map(|f| Expect::nonfinite_at(f.phase, &f.tensor));
+            let e = summary.outcome.failure_site().as_ref().map(super::verdict::expect_at);
             Ok((s, e.or(Some(Expect::finite()))))
         }
     }

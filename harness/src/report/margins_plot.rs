@@ -18,8 +18,8 @@ pub fn margins_svg(m: &Margins) -> Result<String> {
     font(path)?;
     let err = |e: DrawingAreaErrorKind<std::io::Error>| Error::Plot { path: path.to_path_buf(), source: Box::new(e) };
     // Decades on each side: log10 of the factor for log knobs, of the distance for linear ones.
-    let decades = |b: &Option<crate::search::Bound>| b.as_ref().map(|b| b.margin.max(1.0 / b.margin).log10().abs().min(30.0));
-    let rows: Vec<(String, Option<f64>, Option<f64>)> = m.knobs.iter().map(|k| (k.knob.to_string(), decades(&k.lower), decades(&k.upper))).collect();
+    let decades = |k: &crate::search::KnobMargin, b: &Option<crate::search::Bound>| b.as_ref().map(|b| k.size(b).log10().abs().min(30.0));
+    let rows: Vec<(String, Option<f64>, Option<f64>)> = m.knobs.iter().map(|k| (k.knob.to_string(), decades(k, &k.lower), decades(k, &k.upper))).collect();
     let span = rows.iter().flat_map(|(_, a, b)| [*a, *b]).flatten().fold(1.0f64, f64::max).ceil();
     let mut out = String::new();
     {
@@ -57,16 +57,16 @@ mod tests {
     use super::*;
     use crate::run::Status;
     use crate::scenario::Knob;
-    use crate::search::{Bound, KnobMargin};
+    use crate::search::{Bound, KnobMargin, Scale};
 
     #[test]
     fn one_bar_per_side_with_a_threshold() {
-        let bound = |margin: f64| Some(Bound { changes_at: margin, like_base_at: margin, margin, location: None, verified: true });
+        let bound = |margin: f64| Some(Bound { flips_at: margin, stays_finite_at: margin, margin, location: None, verified: true });
         let m = Margins {
             scenario: "t".into(),
             base_outcome: Status::Finite,
             base_location: None,
-            knobs: vec![KnobMargin { knob: Knob::Lr, base: 1.0, lower: bound(0.01), upper: bound(100.0) }, KnobMargin { knob: Knob::InitScale, base: 1.0, lower: None, upper: bound(10.0) }],
+            knobs: vec![KnobMargin { knob: Knob::Lr, scale: Scale::Log, base: 1.0, lower: bound(0.01), upper: bound(100.0) }, KnobMargin { knob: Knob::InitScale, scale: Scale::Log, base: 1.0, lower: None, upper: bound(10.0) }],
             categorical: vec![],
         };
         let svg = margins_svg(&m).unwrap();

@@ -13,6 +13,7 @@ pub fn markdown(s: &Summary) -> String {
     let o = &s.outcome;
     let mut m = String::new();
     let verdict = match o.outcome {
+        Status::Finite if o.divergence.is_some() => "stays finite but diverges",
         Status::Finite => "stays finite",
         Status::Nonfinite => "goes non-finite",
         Status::Error => "fails to run",

@@ -180,7 +180,7 @@ pub fn changes(base: &Scenario, repro: &Scenario) -> Vec<Change> {
 
 /// The 1-based trace row of the first non-finite step, for the plot's marker.
 pub(crate) fn mark(o: &Outcome) -> Option<usize> {
-    let f = o.first_nonfinite.as_ref()?;
+    let f = o.failure_site()?;
     let i = o.trace.rows.iter().position(|r| r.fold == f.fold && r.step == f.step);
     Some(i.map_or(1, |i| i + 1))
 }

@@ -15,7 +15,8 @@ use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
 use crate::error::{Error, Result};
 use crate::run::{Outcome, RunOptions};
-use crate::scenario::{Expect, InputSpec, Scenario, MAX_NAME_CHARS};
+use super::verdict::expect_at;
+use crate::scenario::{InputSpec, Scenario, MAX_NAME_CHARS};
 use crate::search::{fnv1a, rebuild, reductions, signature, Built, Finding, Minimal, Reporter, Threshold, Trigger};
 
 /// Everything a report is made from.
@@ -47,7 +48,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let o = input.outcome;
     let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
     let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
-    let signature = input.signature.clone().unwrap_or_else(|| signature(o.first_nonfinite.as_ref(), &o.dtype, &keys));
+    let signature = input.signature.clone().unwrap_or_else(|| signature(o.failure_site().as_ref(), &o.dtype, &keys));
     let mut repro = input.repro.clone();
     let csv = match &mut repro.data.inputs {
         InputSpec::Csv { path, .. } => Some(input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(std::mem::replace(path, "data.csv".into()))),
@@ -109,7 +110,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     std::fs::write(tmp.join("summary.json"), json).map_err(io(&tmp))?;
     std::fs::write(tmp.join("summary.md"), markdown(&summary)).map_err(io(&tmp))?;
     let mark = mark(o);
-    let title = format!("{}: {}", summary.scenario, o.first_nonfinite.as_ref().map_or("finite".into(), |f| format!("{} in {} at step {}", f.kind, f.tensor, f.step)));
+    let title = format!("{}: {}", summary.scenario, o.failure_site().map_or("finite".into(), |f| format!("{} in {} at step {}", f.kind, f.tensor, f.step)));
     std::fs::write(tmp.join("trace.svg"), plot::svg(&title, &o.trace, mark)?).map_err(io(&tmp))?;
     plot::png(&tmp.join("trace.png"), &title, &o.trace, mark)?;
     // Swap the finished directory into place.
@@ -216,7 +217,7 @@ impl Reporter for Reports {
                 .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?,
         };
         let Built { knob_repro, mut repro, outcome } = built;
-        repro.expect = outcome.first_nonfinite.as_ref().map(|f| Expect::nonfinite_at(f.phase, &f.tensor));
+        repro.expect = outcome.failure_site().as_ref().map(expect_at);
         let reductions = reductions(&knob_repro, &repro, nearest.rows.as_ref(), nearest.full_step);
         let input = ReportInput {
             repro: &repro,

@@ -28,14 +28,14 @@ impl DivergenceWatch {
             // A minimum of exactly 0 has no decades to rise from.
             if min > 0.0 && min.is_finite() && (loss.abs() / min).log10() > self.spec.loss_decades {
                 let detail = format!("training loss {loss:e} is {:.1} decades above its running minimum {min:e} (limit {})", (loss.abs() / min).log10(), self.spec.loss_decades);
-                return Some(Stagnation { step, reason: "loss_growth".into(), detail });
+                return Some(Stagnation { step, reason: "loss_growth".into(), detail, ..Stagnation::default() });
             }
         }
         let p = param_norm.filter(|p| p.is_finite())?;
         let p0 = *self.first_param_norm.get_or_insert(p);
         (p0 > 0.0 && p / p0 > self.spec.param_growth).then(|| {
             let detail = format!("parameter norm {p:e} is {:.3e} times its {p0:e} after the first step (limit {:e})", p / p0, self.spec.param_growth);
-            Stagnation { step, reason: "param_growth".into(), detail }
+            Stagnation { step, reason: "param_growth".into(), detail, ..Stagnation::default() }
         })
     }
 }

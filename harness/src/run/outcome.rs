@@ -21,6 +21,8 @@ pub enum Kind {
     PosInf,
     /// −∞.
     NegInf,
+    /// Not a value: a finite run that diverges (the site of a `--target diverge` finding).
+    Diverge,
 }
 
 impl Kind {
@@ -41,6 +43,7 @@ impl std::fmt::Display for Kind {
             Kind::Nan => "NaN",
             Kind::PosInf => "+Inf",
             Kind::NegInf => "-Inf",
+            Kind::Diverge => "divergence",
         })
     }
 }
@@ -71,10 +74,16 @@ impl std::fmt::Display for Location {
 }
 
 /// Why a run was flagged as stagnating (seed 003 ex2: vanishing gradients).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stagnation {
     /// Step at which it was first seen.
     pub step: usize,
+    /// Its epoch (1-based; 0 where not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: usize,
+    /// Its cross-validation fold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fold: usize,
     /// `vanishing_gradient` or `loss_plateau`.
     pub reason: String,
     /// The numbers behind it.
@@ -142,7 +151,27 @@ pub struct Outcome {
     pub trace: Trace,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl Outcome {
+    /// Where a finite run diverged, as a site: the `loss` (in phase `loss`) or the `parameters`
+    /// (in phase `update`), of kind [`Kind::Diverge`]; `None` unless finite and diverging.
+    pub fn divergence_site(&self) -> Option<Location> {
+        let d = self.divergence.as_ref().filter(|_| self.outcome == Status::Finite)?;
+        let (phase, tensor) = if d.reason == "param_growth" { (Phase::Update, "parameters") } else { (Phase::Loss, "loss") };
+        Some(Location { step: d.step, epoch: d.epoch, fold: d.fold, phase, tensor: tensor.into(), kind: Kind::Diverge, index: 0 })
+    }
+
+    /// Where the run failed: its first non-finite value, or for a finite diverging run its divergence site.
+    pub fn failure_site(&self) -> Option<Location> {
+        match self.outcome {
+            Status::Nonfinite => self.first_nonfinite.clone(),
+            _ => self.divergence_site(),
+        }
+    }
+
     /// An outcome for a run that could not be carried out.
     pub fn error(scenario: &str, message: String) -> Self {
         Outcome {

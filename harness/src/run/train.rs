@@ -332,7 +332,7 @@ impl Runner<'_> {
         }
         self.check_vanishing(at, row.grad_norm);
         if self.divergence.is_none() && self.first.is_none() {
-            self.divergence = self.diverging.check(at.step, row.train_loss, row.param_norm);
+            self.divergence = self.diverging.check(at.step, row.train_loss, row.param_norm).map(|d| Stagnation { epoch: at.epoch, fold: at.fold, ..d });
         }
         self.trace.push(row);
         Ok(())
@@ -362,7 +362,7 @@ impl Runner<'_> {
         let floor = self.s.train.stagnation.grad_norm_floor;
         if let Some(g) = grad_norm.filter(|g| *g < floor && self.stagnation.is_none() && self.first.is_none()) {
             let detail = format!("global gradient norm {g:e} < {floor:e}");
-            self.stagnation = Some(Stagnation { step: at.step, reason: "vanishing_gradient".into(), detail });
+            self.stagnation = Some(Stagnation { step: at.step, epoch: at.epoch, fold: at.fold, reason: "vanishing_gradient".into(), detail });
         }
     }
 
@@ -377,7 +377,7 @@ impl Runner<'_> {
         let improvement = (then - now) / then.abs().max(f64::MIN_POSITIVE);
         if improvement < st.rel_tol {
             let detail = format!("loss {then:e} → {now:e} over {} points: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
-            self.stagnation = Some(Stagnation { step: at.step, reason: "loss_plateau".into(), detail });
+            self.stagnation = Some(Stagnation { step: at.step, epoch: at.epoch, fold: at.fold, reason: "loss_plateau".into(), detail });
         }
     }
 }

@@ -54,6 +54,11 @@ impl Expect {
     pub fn nonfinite_at(phase: Phase, tensor: &str) -> Self {
         Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.to_string()), within_steps: None, min_margin: BTreeMap::new(), max_failure_rate: None }
     }
+
+    /// A finite run expected to diverge in this phase (`loss` or `update`), named by its tensor (`loss`, `parameters`).
+    pub fn diverges_at(phase: Phase, tensor: &str) -> Self {
+        Expect { outcome: ExpectedOutcome::Diverges, ..Expect::nonfinite_at(phase, tensor) }
+    }
 }
 
 /// The expected outcome of a check.
@@ -65,6 +70,9 @@ pub enum ExpectedOutcome {
     Finite,
     /// Something goes NaN or infinite.
     Nonfinite,
+    /// Every value stays finite, but the run diverges (`[train.divergence]`); `phase` and
+    /// `tensor` then name where: `loss` (phase `loss`) or `parameters` (phase `update`).
+    Diverges,
 }
 
 

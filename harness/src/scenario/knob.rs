@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use strum::{IntoStaticStr, VariantArray, VariantNames};
 
-use super::{input_shape, InputSpec, Named, Scenario};
+use super::{input_shape, InputSpec, Layer, Named, Scenario};
 
 /// A setting of a scenario that a search may move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, IntoStaticStr, VariantArray, VariantNames, arbitrary::Arbitrary)]
@@ -55,12 +55,28 @@ pub enum Knob {
     /// `loss.clamp`.
     #[strum(serialize = "loss.clamp")]
     LossClamp,
+    /// `optimizer.eps`: the update's denominator epsilon (Adam, AdamW, RMSprop).
+    #[strum(serialize = "optimizer.eps")]
+    OptimizerEps,
+    /// `optimizer.beta2`: Adam's second-moment decay (searched on `1 − β₂`).
+    #[strum(serialize = "optimizer.beta2")]
+    Beta2,
+    /// `optimizer.momentum` (SGD, RMSprop; searched on `1 − momentum`).
+    #[strum(serialize = "optimizer.momentum")]
+    Momentum,
+    /// `eps` of every `layer_norm` layer.
+    #[strum(serialize = "model.layer_norm.eps")]
+    NormEps,
+    /// `seed`: the scenario's random streams (moved only when `[search] knobs` lists it).
+    #[strum(serialize = "seed")]
+    Seed,
 }
 
 impl Knob {
     /// Whether this knob means anything for `s`: input scales need a known
-    /// feature count, the input mean and spread need synthetic inputs, and
-    /// only some losses take an epsilon or a clamp.
+    /// feature count, the input mean and spread need synthetic inputs, only
+    /// some losses take an epsilon or a clamp, only some optimizers an eps,
+    /// a β₂ or a momentum, and a norm eps needs a `layer_norm` layer.
     pub fn applies(self, s: &Scenario) -> bool {
         let synthetic = matches!(s.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
         match self {
@@ -68,8 +84,19 @@ impl Knob {
             Knob::InputMean | Knob::InputStd => synthetic,
             Knob::LossEpsilon => s.loss.kind.takes_epsilon(),
             Knob::LossClamp => s.loss.kind.takes_clamp(),
-            Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
+            Knob::OptimizerEps => s.optimizer.kind.takes_eps(),
+            Knob::Beta2 => s.optimizer.kind.takes_beta2(),
+            Knob::Momentum => s.optimizer.kind.takes_momentum(),
+            Knob::NormEps => s.model.layers.iter().any(|l| matches!(l, Layer::LayerNorm { .. })),
+            Knob::Seed
+            | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
         }
+    }
+
+    /// Whether an absent `[search] knobs` (all knobs) includes this one: all but the seed,
+    /// which only moves when asked for, as a finding that needs another seed is a different question.
+    pub fn by_default(self) -> bool {
+        self != Knob::Seed
     }
 
     /// Whether a dotted key of the scenario file (as in a report's diff) is set by this knob.

@@ -115,6 +115,23 @@ pub enum OptimizerKind {
     Rmsprop,
 }
 
+impl OptimizerKind {
+    /// Whether the update divides by `sqrt(v) + eps` (Adam, AdamW, RMSprop).
+    pub fn takes_eps(self) -> bool {
+        self != OptimizerKind::Sgd
+    }
+
+    /// Whether it keeps Adam's second moment with decay β₂.
+    pub fn takes_beta2(self) -> bool {
+        matches!(self, OptimizerKind::Adam | OptimizerKind::Adamw)
+    }
+
+    /// Whether it takes a momentum (SGD, RMSprop).
+    pub fn takes_momentum(self) -> bool {
+        matches!(self, OptimizerKind::Sgd | OptimizerKind::Rmsprop)
+    }
+}
+
 
 /// The schedule, numeric type, device and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]

@@ -27,7 +27,13 @@ pub enum Target {
 }
 
 impl Target {
-    /// Does this outcome count?
+    /// Where an outcome this target counts failed: its first non-finite value, or for a finite
+    /// diverging run its divergence site (`loss` or `parameters`); `None` if it does not count.
+    pub fn site(self, o: &Outcome) -> Option<Location> {
+        self.hits(o).then(|| o.failure_site()).flatten()
+    }
+
+    /// Whether an outcome is what this target looks for.
     pub fn hits(self, o: &Outcome) -> bool {
         if self == Target::Diverge && o.outcome == Status::Finite && o.divergence.is_some() {
             return true;
@@ -162,6 +168,7 @@ pub fn distance(base: &Scenario, muts: &[Mutation]) -> f64 {
     muts.iter()
         .map(|m| match (m.numeric(), m.base_value(base)) {
             (Some((v, Scale::Log | Scale::Integer)), Some(b)) if v > 0.0 && b > 0.0 => (v / b).log10().abs(),
+            (Some((v, Scale::Complement)), Some(b)) if v < 1.0 && b < 1.0 => ((1.0 - v) / (1.0 - b)).log10().abs(),
             (Some((v, _)), Some(b)) => (v - b).abs() / b.abs().max(1.0),
             _ => 1.0,
         })
@@ -236,7 +243,7 @@ mod tests {
         let mut o = Outcome::error("t", String::new());
         (o.outcome, o.error) = (Status::Finite, None);
         assert!(!Target::Diverge.hits(&o));
-        o.divergence = Some(crate::run::Stagnation { step: 8, reason: "loss_growth".into(), detail: String::new() });
+        o.divergence = Some(crate::run::Stagnation { step: 8, reason: "loss_growth".into(), ..Default::default() });
         assert!(Target::Diverge.hits(&o) && !Target::Nonfinite.hits(&o));
     }
 

@@ -12,13 +12,14 @@
 
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::finding::Target;
 use super::minimize::bisect;
 use super::mutation::{mutate, Mutation, Scale};
 use super::space::Space;
-use crate::run::{run_with, Location, RunOptions, Status};
+use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::{Knob, Scenario};
 
 /// Points of the outward scan on each side of the base.
@@ -33,20 +34,24 @@ pub struct MarginOptions {
     pub deadline: Option<Instant>,
     /// Wall-time limit of one run.
     pub run_timeout: Option<Duration>,
+    /// Knob sides searched at once (0 or 1: one after the other). The result does not depend on it.
+    pub jobs: usize,
 }
 
-/// The threshold on one side of a knob's base value.
+/// The threshold on one side of a knob's base value. `flips_at` and `stays_finite_at` straddle
+/// it: for a finite base the first is the threshold, for a failing base the second (the fix).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bound {
-    /// The value nearest the base at which the outcome changes (flips, or for a failing base, is fixed).
-    pub changes_at: f64,
-    /// The nearest value on the base's side with the base's outcome.
-    pub like_base_at: f64,
-    /// How far the threshold is: the factor from the base (log knobs) or the distance (linear knobs).
+    /// The value on the flipping side nearest the threshold (non-finite, or diverging under `--target diverge`).
+    pub flips_at: f64,
+    /// The value on the other side nearest it, where the run stays finite.
+    pub stays_finite_at: f64,
+    /// How far the threshold is from the base: a factor for multiplicative knobs (below 1 downwards;
+    /// on `1 − v` for complement ones, above 1 towards 1), a distance for linear ones.
     pub margin: f64,
-    /// Where the run first goes non-finite at the threshold (for a finite base) or at the base side (for a failing one).
+    /// Where the run first goes wrong on the flipping side.
     pub location: Option<Location>,
-    /// Checked by running both sides: at `changes_at` the outcome changed, 1% back towards the base it did not.
+    /// Checked by running both sides: at the threshold the outcome changed, 1% back towards the base it did not.
     pub verified: bool,
 }
 
@@ -55,12 +60,43 @@ pub struct Bound {
 pub struct KnobMargin {
     /// The knob.
     pub knob: Knob,
+    /// How it moves: `log`, `complement` (log of `1 − v`), `linear` or `integer`.
+    pub scale: Scale,
     /// Its base value.
     pub base: f64,
     /// The threshold below the base, or none within the space's range.
     pub lower: Option<Bound>,
     /// The threshold above the base, or none within the space's range.
     pub upper: Option<Bound>,
+}
+
+impl KnobMargin {
+    /// The threshold of a bound: where a finite base flips, or where a failing one is fixed.
+    pub fn threshold(b: &Bound, failing: bool) -> f64 {
+        if failing {
+            b.stays_finite_at
+        } else {
+            b.flips_at
+        }
+    }
+
+    /// A bound's margin as a size: the factor either way (at least 1) for multiplicative knobs, the distance for others.
+    pub fn size(&self, b: &Bound) -> f64 {
+        if self.is_factor() {
+            b.margin.max(1.0 / b.margin)
+        } else {
+            b.margin
+        }
+    }
+
+    /// Whether margins are factors (log and complement knobs, and integer ones on positive values) rather than distances.
+    pub fn is_factor(&self) -> bool {
+        match self.scale {
+            Scale::Log | Scale::Complement => true,
+            Scale::Integer => self.base > 0.0,
+            Scale::Linear => false,
+        }
+    }
 }
 
 /// One value of a categorical knob, tried alone.
@@ -70,8 +106,8 @@ pub struct Categorical {
     pub knob: Knob,
     /// The value tried.
     pub value: String,
-    /// Whether the outcome differs from the base's (flips a finite base, fixes a failing one).
-    pub changes: bool,
+    /// Whether the run at this value flips (goes non-finite, or diverges under `--target diverge`).
+    pub flips: bool,
     /// Where the run first goes non-finite, if it does.
     pub location: Option<Location>,
 }
@@ -91,31 +127,54 @@ pub struct Margins {
     pub categorical: Vec<Categorical>,
 }
 
+impl Margins {
+    /// Whether the base fails, so thresholds are fixes.
+    pub fn failing(&self) -> bool {
+        self.base_location.is_some()
+    }
+}
+
 /// The margins of `base` within its search space.
 pub fn margins(base: &Scenario, opts: &MarginOptions) -> Margins {
     let s = Searcher { base, opts };
     let base_run = s.run(&[]);
-    let failing = opts.target.hits(&base_run.1);
+    let failing = base_run.0;
     let space = Space::of(base);
-    let knobs = space
+    // Every side of every numeric knob is one independent search.
+    let numeric: Vec<(Mutation, Scale, f64, [f64; 2])> = space
         .numeric()
         .into_iter()
         .filter_map(|(m, (lo, hi))| {
             let b = m.base_value(base)?;
-            let side = |end: f64| (end != b).then(|| s.bound(&m, b, end, failing)).flatten();
-            Some(KnobMargin { knob: m.knob(), base: b, lower: side(lo.min(b)), upper: side(hi.max(b)) })
+            let scale = m.numeric().map_or(Scale::Log, |(_, s)| s);
+            Some((m, scale, b, [lo.min(b), hi.max(b)]))
         })
         .collect();
-    let categorical = space
-        .categorical()
+    let sides: Vec<(usize, f64)> = (0..numeric.len()).flat_map(|i| numeric[i].3.map(|end| (i, end))).collect();
+    let bound = |&(i, end): &(usize, f64)| {
+        let (m, _, b, _) = &numeric[i];
+        (end != *b).then(|| s.bound(m, *b, end, failing)).flatten()
+    };
+    let categorical_muts = space.categorical();
+    let category = |m: &Mutation| {
+        let (flips, o) = s.run(std::slice::from_ref(m));
+        let value = m.to_string().split(" = ").nth(1).unwrap_or_default().to_string();
+        Categorical { knob: m.knob(), value, flips, location: o.first_nonfinite }
+    };
+    let (bounds, categorical): (Vec<Option<Bound>>, Vec<Categorical>) = if opts.jobs > 1 {
+        match rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build() {
+            Ok(pool) => pool.install(|| (sides.par_iter().map(bound).collect(), categorical_muts.par_iter().map(category).collect())),
+            Err(_) => (sides.iter().map(bound).collect(), categorical_muts.iter().map(category).collect()),
+        }
+    } else {
+        (sides.iter().map(bound).collect(), categorical_muts.iter().map(category).collect())
+    };
+    let mut bounds = bounds.into_iter();
+    let knobs = numeric
         .into_iter()
-        .map(|m| {
-            let (flips, o) = s.run(std::slice::from_ref(&m));
-            let value = m.to_string().split(" = ").nth(1).unwrap_or_default().to_string();
-            Categorical { knob: m.knob(), value, changes: flips != failing, location: o.first_nonfinite }
-        })
+        .map(|(m, scale, base, _)| KnobMargin { knob: m.knob(), scale, base, lower: bounds.next().flatten(), upper: bounds.next().flatten() })
         .collect();
-    Margins { scenario: base.name.clone(), base_outcome: base_run.1.outcome, base_location: base_run.1.first_nonfinite, knobs, categorical }
+    Margins { scenario: base.name.clone(), base_outcome: base_run.1.outcome, base_location: failing.then_some(base_run.1.first_nonfinite).flatten(), knobs, categorical }
 }
 
 struct Searcher<'a> {
@@ -125,8 +184,8 @@ struct Searcher<'a> {
 
 impl Searcher<'_> {
     /// Runs the base with mutations; whether it hits the target, and the outcome.
-    fn run(&self, muts: &[Mutation]) -> (bool, crate::run::Outcome) {
-        let Some(s) = mutate(self.base, muts) else { return (false, crate::run::Outcome::error(&self.base.name, "invalid mutation".into())) };
+    fn run(&self, muts: &[Mutation]) -> (bool, Outcome) {
+        let Some(s) = mutate(self.base, muts) else { return (false, Outcome::error(&self.base.name, "invalid mutation".into())) };
         let deadline = self.opts.run_timeout.map(|t| Instant::now() + t);
         let o = run_with(&s, &RunOptions { deadline, ..RunOptions::default() });
         (self.opts.target.hits(&o), o)
@@ -145,9 +204,11 @@ impl Searcher<'_> {
             let (hit, o) = self.run(&[m.with_value(whole(v))]);
             (hit != failing, o)
         };
-        // Scan outwards, denser near the base: geometric steps on a log or integer knob, even ones on a linear one.
-        let log = scale != Scale::Linear && b > 0.0 && end > 0.0;
-        let (to, back) = (|x: f64| if log { x.ln() } else { x }, |x: f64| if log { x.exp() } else { x });
+        // Scan outwards, denser near the base: geometric steps on a log, complement or (positive)
+        // integer knob, even ones on a linear one.
+        let scan = if scale == Scale::Integer { Scale::Log } else { scale };
+        let scan = if scan.coord(b).is_some() && scan.coord(end).is_some() { scan } else { Scale::Linear };
+        let (to, back) = (|x: f64| scan.coord(x).unwrap_or(x), |x: f64| scan.value(x));
         let mut prev = b;
         let mut found = None;
         for k in 1..=SCAN {
@@ -164,11 +225,21 @@ impl Searcher<'_> {
         let (like_base_at, changes_at) = bisect(prev, found?, scale, &mut |v| changed(v).0, &|| self.out_of_time());
         // Verified independently: changed at the threshold, unchanged 1% of the way back.
         let (at, o) = changed(changes_at);
-        let towards = if scale == Scale::Integer { like_base_at } else { changes_at - 0.01 * (changes_at - b) };
+        // 1% of the value's distance back (of `1 − v`'s, on a complement knob).
+        let towards = match scale {
+            Scale::Integer => like_base_at,
+            Scale::Complement => 1.0 - ((1.0 - changes_at) - 0.01 * ((1.0 - changes_at) - (1.0 - b))),
+            Scale::Log | Scale::Linear => changes_at - 0.01 * (changes_at - b),
+        };
         let (back_changed, back_o) = changed(towards);
-        let margin = if log { changes_at / b } else { (changes_at - b).abs() };
-        let location = if failing { back_o.first_nonfinite } else { o.first_nonfinite };
-        Some(Bound { changes_at, like_base_at, margin, location, verified: at && !back_changed })
+        let margin = match scan {
+            Scale::Log => changes_at / b,
+            Scale::Complement => (1.0 - b) / (1.0 - changes_at),
+            Scale::Linear | Scale::Integer => (changes_at - b).abs(),
+        };
+        let (flips_at, stays_finite_at, location) =
+            if failing { (like_base_at, changes_at, back_o.first_nonfinite) } else { (changes_at, like_base_at, o.first_nonfinite) };
+        Some(Bound { flips_at, stays_finite_at, margin, location, verified: at && !back_changed })
     }
 }
 
@@ -187,11 +258,11 @@ mod tests {
         assert_eq!(m.base_outcome, Status::Finite);
         let lr = m.knobs.iter().find(|k| k.knob == Knob::Lr).expect("lr");
         let up = lr.upper.as_ref().expect("lr flips within range");
-        assert!(up.verified && up.changes_at > 1.0 && up.changes_at < 1e3, "{up:?}");
-        assert!((up.margin - up.changes_at / 0.01).abs() < 1e-9 * up.margin);
+        assert!(up.verified && up.flips_at > 1.0 && up.flips_at < 1e3, "{up:?}");
+        assert!((up.margin - up.flips_at / 0.01).abs() < 1e-9 * up.margin);
         // Checked again here by running both sides.
         let flips = |v: f64| Target::Nonfinite.hits(&crate::run::run(&mutate(&base, &[Mutation::Lr { value: v }]).unwrap()));
-        assert!(flips(up.changes_at) && !flips(up.like_base_at));
+        assert!(flips(up.flips_at) && !flips(up.stays_finite_at));
         assert!(lr.lower.is_none(), "smaller learning rates stay finite");
     }
 
@@ -209,8 +280,8 @@ mod tests {
         assert_eq!(m.base_outcome, Status::Finite);
         let clamp = m.knobs.iter().find(|k| k.knob == Knob::LossClamp).expect("clamp is a value knob");
         let lower = clamp.lower.as_ref().expect("a smaller clamp flips");
-        assert_eq!(lower.changes_at, 2.44e-4, "{lower:?}");
-        assert!(lower.verified && lower.like_base_at > 2f64.powi(-12), "{lower:?}");
+        assert_eq!(lower.flips_at, 2.44e-4, "{lower:?}");
+        assert!(lower.verified && lower.stays_finite_at > 2f64.powi(-12), "{lower:?}");
         assert_eq!(lower.location.as_ref().map(|l| (l.phase, l.kind, l.step)), Some((crate::scenario::Phase::Loss, crate::run::Kind::Nan, 1)));
     }
 
@@ -224,8 +295,70 @@ mod tests {
         let m = margins(&base, &MarginOptions::default());
         assert_eq!(m.base_outcome, Status::Nonfinite);
         let fix = m.knobs[0].lower.as_ref().expect("a smaller lr fixes it");
-        assert!(fix.verified && fix.changes_at < 1e-6 && fix.changes_at > 2e-11, "between 1e-6 and the 2/λ bound 2e-11: {fix:?}");
+        assert!(fix.verified && fix.stays_finite_at < 1e-6 && fix.stays_finite_at > 2e-11, "between 1e-6 and the 2/λ bound 2e-11: {fix:?}");
         let finite = |v: f64| crate::run::run(&mutate(&base, &[Mutation::Lr { value: v }]).unwrap()).outcome == Status::Finite;
-        assert!(finite(fix.changes_at) && !finite(fix.like_base_at), "{fix:?}");
+        assert!(finite(fix.stays_finite_at) && !finite(fix.flips_at), "{fix:?}");
+    }
+
+    /// A two-layer net in f16 whose first layer starts at exactly 0, so its ReLU units are dead:
+    /// their gradients, Adam's moments and (with a constant-row layer norm) the variance are exactly 0.
+    fn dead_units_in_f16(extra_layers: &str, eps: f64) -> Scenario {
+        let text = format!(
+            "name = \"dead\"\nseed = 1\n[data]\nn = 32\nfeatures = 3\ninputs = {{ kind = \"normal\" }}\ntargets = {{ kind = \"normal\" }}\n\
+             [model]\nlayers = [{{ type = \"linear\", out = 4, init = {{ kind = \"constant\", value = 0.0 }} }}, {extra_layers}{{ type = \"linear\", out = 1 }}]\n\
+             [loss]\nkind = \"mse\"\n[optimizer]\nkind = \"adam\"\nlr = 1e-3\neps = {eps:e}\n[train]\nepochs = 1\ndtype = \"f16\"\n"
+        );
+        crate::scenario::from_str(&text, "dead.toml").unwrap()
+    }
+
+    #[test]
+    fn adam_eps_flips_where_f16_rounds_it_to_zero() {
+        // f16's smallest subnormal is 2⁻²⁴; eps ≤ 2⁻²⁵ = 2.98023e-8 (half of it, ties to even)
+        // rounds to 0. A dead unit has m = v = 0, so its update is 0 / (√0 + 0) = NaN; any eps that
+        // survives the rounding gives 0 / eps = 0. Rounded to 3 digits away from the base: 2.98e-8.
+        let mut s = dead_units_in_f16("{ type = \"relu\" }, ", 1e-4);
+        s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::OptimizerEps]), decades: Some(6.0), ..Default::default() });
+        let m = margins(&s, &MarginOptions { jobs: 2, ..Default::default() });
+        assert_eq!(m.base_outcome, Status::Finite);
+        let eps = &m.knobs[0];
+        assert_eq!((eps.knob, eps.scale), (Knob::OptimizerEps, Scale::Log));
+        let lower = eps.lower.as_ref().expect("a small enough eps flips");
+        assert_eq!(lower.flips_at, 2.98e-8, "{lower:?}");
+        assert!(lower.verified && lower.stays_finite_at > 2f64.powi(-25), "{lower:?}");
+        let at = lower.location.as_ref().expect("located");
+        assert_eq!((at.phase, at.kind, at.step), (crate::scenario::Phase::Update, crate::run::Kind::Nan, 1));
+        assert!(["layers.0.linear.weight", "layers.2.linear.weight"].contains(&at.tensor.as_str()), "a dead unit's weight: {at:?}");
+        assert!(eps.upper.is_none(), "a larger eps only damps the update");
+    }
+
+    #[test]
+    fn layer_norm_eps_flips_where_f16_rounds_it_to_zero() {
+        // A layer norm over rows whose values are all equal (the dead layer's output, 0): its variance
+        // is exactly 0, so it divides 0 by √(0 + eps). In f16 eps rounds to 0 at ≤ 2⁻²⁵, and 0 / 0 is NaN.
+        let mut s = dead_units_in_f16("{ type = \"layer_norm\", eps = 1e-5 }, ", 1e-3);
+        s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::NormEps]), decades: Some(6.0), ..Default::default() });
+        let m = margins(&s, &MarginOptions::default());
+        assert_eq!(m.base_outcome, Status::Finite);
+        let lower = m.knobs[0].lower.as_ref().expect("a small enough eps flips");
+        assert_eq!((m.knobs[0].knob, lower.flips_at), (Knob::NormEps, 2.98e-8), "{lower:?}");
+        assert!(lower.verified, "{lower:?}");
+    }
+
+    #[test]
+    fn beta2_and_momentum_move_on_their_distance_to_one() {
+        let mut s = dead_units_in_f16("", 1e-3);
+        s.optimizer.beta2 = 0.999;
+        let space = Space::of(&s);
+        let (lo, hi) = space.beta2.expect("Adam has a β₂");
+        // 3 decades either side of 1 − 0.999 = 1e-3: from 1 (clamped to β₂ = 0) to 1e-6.
+        assert!(lo == 0.0 && (1.0 - hi - 1e-6).abs() < 1e-15, "{lo} {hi}");
+        assert!(space.momentum.is_none(), "Adam takes no momentum");
+        s.optimizer.kind = crate::scenario::OptimizerKind::Sgd;
+        let (lo, hi) = Space::of(&s).momentum.expect("SGD takes a momentum");
+        assert!(lo == 0.0 && (1.0 - hi - 1e-3).abs() < 1e-15, "from no momentum up to 0.999: {lo} {hi}");
+        assert!(Space::of(&s).opt_eps.is_none() && Space::of(&s).beta2.is_none(), "SGD has no eps or β₂");
+        assert!(!Space::of(&s).seed, "the seed moves only when asked for");
+        s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Seed]), ..Default::default() });
+        assert!(Space::of(&s).seed && !Space::of(&s).is_empty());
     }
 }

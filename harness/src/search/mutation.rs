@@ -105,10 +105,41 @@ pub enum Mutation {
         /// New clamp, or none.
         value: Option<f64>,
     },
+    /// Set `optimizer.eps`.
+    #[serde(rename = "optimizer.eps")]
+    OptimizerEps {
+        /// New denominator epsilon.
+        value: f64,
+    },
+    /// Set `optimizer.beta2`.
+    #[serde(rename = "optimizer.beta2")]
+    Beta2 {
+        /// New second-moment decay.
+        value: f64,
+    },
+    /// Set `optimizer.momentum`.
+    #[serde(rename = "optimizer.momentum")]
+    Momentum {
+        /// New momentum.
+        value: f64,
+    },
+    /// Set the `eps` of every `layer_norm` layer.
+    #[serde(rename = "model.layer_norm.eps")]
+    NormEps {
+        /// New variance epsilon.
+        value: f64,
+    },
+    /// Set the scenario's `seed`.
+    #[serde(rename = "seed")]
+    Seed {
+        /// New seed.
+        value: u64,
+    },
 }
 
 /// How a numeric knob is searched and bisected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scale {
     /// Multiplicative (bisect on a log scale).
     Log,
@@ -116,6 +147,34 @@ pub enum Scale {
     Linear,
     /// Whole numbers.
     Integer,
+    /// Multiplicative in the distance to 1 (`β₂`, momentum: 0.999 → 0.9999 is a step like 0.99 → 0.999).
+    Complement,
+}
+
+impl Scale {
+    /// The coordinate a scan or bisection moves in: `ln v` (log), `ln(1 − v)` (complement),
+    /// `v` itself (linear, integer); `None` where it is not defined.
+    pub fn coord(self, v: f64) -> Option<f64> {
+        match self {
+            Scale::Log => (v > 0.0).then(|| v.ln()),
+            Scale::Complement => (v < 1.0).then(|| (1.0 - v).ln()),
+            Scale::Linear | Scale::Integer => Some(v),
+        }
+    }
+
+    /// The value at a coordinate (the inverse of [`Scale::coord`]).
+    pub fn value(self, x: f64) -> f64 {
+        match self {
+            Scale::Log => x.exp(),
+            Scale::Complement => 1.0 - x.exp(),
+            Scale::Linear | Scale::Integer => x,
+        }
+    }
+
+    /// Whether steps on this scale are factors (log, complement) rather than differences.
+    pub fn is_multiplicative(self) -> bool {
+        matches!(self, Scale::Log | Scale::Complement)
+    }
 }
 
 impl Mutation {
@@ -136,6 +195,11 @@ impl Mutation {
             Mutation::ClipNorm { .. } => Knob::ClipNorm,
             Mutation::LossEpsilon { .. } => Knob::LossEpsilon,
             Mutation::LossClamp { .. } => Knob::LossClamp,
+            Mutation::OptimizerEps { .. } => Knob::OptimizerEps,
+            Mutation::Beta2 { .. } => Knob::Beta2,
+            Mutation::Momentum { .. } => Knob::Momentum,
+            Mutation::NormEps { .. } => Knob::NormEps,
+            Mutation::Seed { .. } => Knob::Seed,
         }
     }
 
@@ -148,6 +212,8 @@ impl Mutation {
             Mutation::InputMean { value } => Some((value, Scale::Linear)),
             Mutation::BatchSize { value } | Mutation::Epochs { value } => Some((f64::from(value), Scale::Integer)),
             Mutation::ClipNorm { value: Some(v) } | Mutation::LossEpsilon { value: Some(v) } | Mutation::LossClamp { value: Some(v) } => Some((v, Scale::Log)),
+            Mutation::OptimizerEps { value } | Mutation::NormEps { value } => Some((value, Scale::Log)),
+            Mutation::Beta2 { value } | Mutation::Momentum { value } => Some((value, Scale::Complement)),
             _ => None,
         }
     }
@@ -162,7 +228,8 @@ impl Mutation {
             Mutation::Inject { value, .. } => *value = v,
             Mutation::BatchSize { value } | Mutation::Epochs { value } => *value = int,
             Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value } => *value = Some(v),
-            Mutation::Dtype { .. } | Mutation::Optimizer { .. } => {}
+            Mutation::OptimizerEps { value } | Mutation::NormEps { value } | Mutation::Beta2 { value } | Mutation::Momentum { value } => *value = v,
+            Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => {}
         }
         m
     }
@@ -189,8 +256,15 @@ impl Mutation {
             Mutation::ClipNorm { .. } => base.optimizer.clip_grad_norm?,
             Mutation::LossEpsilon { .. } => base.loss.epsilon?,
             Mutation::LossClamp { .. } => base.loss.clamp?,
-            // An injection's base is "none": bisect its fraction towards zero.
-            Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } => return None,
+            Mutation::OptimizerEps { .. } => base.optimizer.eps,
+            Mutation::Beta2 { .. } => base.optimizer.beta2,
+            Mutation::Momentum { .. } => base.optimizer.momentum,
+            Mutation::NormEps { .. } => base.model.layers.iter().find_map(|l| match l {
+                Layer::LayerNorm { eps } => Some(*eps),
+                _ => None,
+            })?,
+            // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
+            Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => return None,
         })
     }
 
@@ -254,6 +328,17 @@ impl Mutation {
             Mutation::ClipNorm { value } => s.optimizer.clip_grad_norm = value,
             Mutation::LossEpsilon { value } => s.loss.epsilon = value,
             Mutation::LossClamp { value } => s.loss.clamp = value,
+            Mutation::OptimizerEps { value } => s.optimizer.eps = value,
+            Mutation::Beta2 { value } => s.optimizer.beta2 = value,
+            Mutation::Momentum { value } => s.optimizer.momentum = value,
+            Mutation::NormEps { value } => {
+                for l in &mut s.model.layers {
+                    if let Layer::LayerNorm { eps } = l {
+                        *eps = value;
+                    }
+                }
+            }
+            Mutation::Seed { value } => s.seed = value,
         }
         true
     }
@@ -309,7 +394,9 @@ impl std::fmt::Display for Mutation {
         }
         let off = |v: Option<f64>| v.map_or("null".to_string(), crate::human);
         match (self.numeric(), self) {
+            (Some((v, Scale::Complement)), _) => write!(f, " = {}", crate::human_near_one(v)),
             (Some((v, _)), _) => write!(f, " = {}", crate::human(v)),
+            (None, Mutation::Seed { value }) => write!(f, " = {value}"),
             (None, Mutation::Dtype { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::Optimizer { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value }) => write!(f, " = {}", off(*value)),
@@ -385,6 +472,11 @@ mod tests {
             Mutation::ClipNorm { value: None },
             Mutation::LossEpsilon { value: None },
             Mutation::LossClamp { value: None },
+            Mutation::OptimizerEps { value: 1e-8 },
+            Mutation::Beta2 { value: 0.999 },
+            Mutation::Momentum { value: 0.9 },
+            Mutation::NormEps { value: 1e-5 },
+            Mutation::Seed { value: 7 },
         ];
         for m in all {
             let json = serde_json::to_value(&m).unwrap();

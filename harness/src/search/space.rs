@@ -47,6 +47,16 @@ pub struct Space {
     pub loss_eps: Option<(f64, f64)>,
     /// Range of the loss's probability clamp (below 0.5), when the scenario sets one.
     pub loss_clamp: Option<(f64, f64)>,
+    /// Range of `optimizer.eps` (Adam, AdamW, RMSprop).
+    pub opt_eps: Option<(f64, f64)>,
+    /// Range of `optimizer.beta2` (Adam, AdamW), `decades` either side on `1 − β₂`.
+    pub beta2: Option<(f64, f64)>,
+    /// Range of `optimizer.momentum` (SGD, RMSprop), on `1 − momentum`.
+    pub momentum: Option<(f64, f64)>,
+    /// Range of the `layer_norm` eps.
+    pub norm_eps: Option<(f64, f64)>,
+    /// Whether the seed may move (only when `[search] knobs` lists it).
+    pub seed: bool,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -56,21 +66,29 @@ fn around(base: f64, decades: f64) -> (f64, f64) {
     (base / f, base * f)
 }
 
+/// `decades` either side of `base` on `1 − v`, kept in [0, 1).
+fn around_one(base: f64, decades: f64) -> (f64, f64) {
+    let (a, b) = around(1.0 - base, decades);
+    ((1.0 - b).max(0.0), 1.0 - a)
+}
+
 impl Space {
     /// The space of a scenario: its `[search]` table, or the default around its base values.
     pub fn of(base: &Scenario) -> Space {
         let spec = base.search.clone().unwrap_or_default();
         let decades = spec.decades.unwrap_or(3.0);
         // A knob moves if the `[search]` table lets it and it means something for this scenario.
-        let on = |k: Knob| spec.knobs.as_ref().is_none_or(|ks| ks.contains(&k)) && k.applies(base);
+        let on = |k: Knob| spec.knobs.as_ref().map_or(k.by_default(), |ks| ks.contains(&k)) && k.applies(base);
+        // Unless `[search] decades` says, the initial scale and the input mean move less: 100× is already extreme.
+        let narrow = spec.decades.unwrap_or(2.0);
         let range = |k: Knob, given: Option<[f64; 2]>, default: (f64, f64)| on(k).then(|| given.map_or(default, |[a, b]| (a, b)));
         let features = input_shape(&base.data).map(|s| s.features);
         let spread = |m: Mutation| m.base_value(base).filter(|v| *v > 0.0);
         Space {
             lr: range(Knob::Lr, spec.lr, around(base.optimizer.lr, decades)),
-            init_scale: range(Knob::InitScale, spec.init_scale, around(base.model.init_scale.abs().max(1e-3), decades.min(2.0))),
+            init_scale: range(Knob::InitScale, spec.init_scale, around(base.model.init_scale.abs().max(1e-3), narrow)),
             input_scale: features.and_then(|f| range(Knob::InputScale, spec.input_scale, around(1.0, decades)).map(|(a, b)| (a, b, f))),
-            input_mean: range(Knob::InputMean, None, (-10f64.powf(decades.min(2.0)), 10f64.powf(decades.min(2.0)))),
+            input_mean: range(Knob::InputMean, None, (-10f64.powf(narrow), 10f64.powf(narrow))),
             input_std: spread(Mutation::InputStd { value: 1.0 }).and_then(|s| range(Knob::InputStd, None, around(s, decades))),
             target_scale: range(Knob::TargetScale, spec.target_scale, around(base.data.target_scale.abs().max(1e-3), decades)),
             batch_size: rows(base).filter(|_| on(Knob::BatchSize)).map(|n| spec.batch_size.map_or((1, n as u32), |[a, b]| (a, b))),
@@ -94,6 +112,11 @@ impl Space {
                 let (a, b) = around(c, decades);
                 (a, b.min(0.49))
             }),
+            opt_eps: (base.optimizer.eps > 0.0 && on(Knob::OptimizerEps)).then(|| around(base.optimizer.eps, decades)),
+            beta2: on(Knob::Beta2).then(|| around_one(base.optimizer.beta2, decades)),
+            momentum: on(Knob::Momentum).then(|| around_one(base.optimizer.momentum, decades)),
+            norm_eps: Mutation::NormEps { value: 0.0 }.base_value(base).filter(|e| *e > 0.0 && on(Knob::NormEps)).map(|e| around(e, decades)),
+            seed: on(Knob::Seed),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -112,6 +135,11 @@ impl Space {
         s.loss_eps = narrow(s.loss_eps);
         s.loss_clamp = narrow(s.loss_clamp);
         s.input_std = narrow(s.input_std);
+        s.opt_eps = narrow(s.opt_eps);
+        s.norm_eps = narrow(s.norm_eps);
+        let narrow_one = |r: Option<(f64, f64)>| r.map(|(a, b)| narrow(Some((1.0 - b, 1.0 - a))).map_or((a, b), |(x, y)| ((1.0 - y).max(0.0), 1.0 - x)));
+        s.beta2 = narrow_one(s.beta2);
+        s.momentum = narrow_one(s.momentum);
         s.input_mean = s.input_mean.map(|(a, b)| (a / 10f64.powf(decades), b / 10f64.powf(decades)));
         s.max_mutations = 2;
         s
@@ -133,6 +161,10 @@ impl Space {
             Mutation::Inject { .. } => self.inject.map(|(a, b, _)| (a, b)),
             Mutation::LossEpsilon { .. } => self.loss_eps,
             Mutation::LossClamp { .. } => self.loss_clamp,
+            Mutation::OptimizerEps { .. } => self.opt_eps,
+            Mutation::Beta2 { .. } => self.beta2,
+            Mutation::Momentum { .. } => self.momentum,
+            Mutation::NormEps { .. } => self.norm_eps,
             _ => None,
         };
         m.with_value(into(v, range))
@@ -141,7 +173,7 @@ impl Space {
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
-        let all: [(Mutation, Option<(f64, f64)>); 10] = [
+        let all: [(Mutation, Option<(f64, f64)>); 14] = [
             (Mutation::Lr { value: 1.0 }, self.lr),
             (Mutation::InitScale { value: 1.0 }, self.init_scale),
             (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
@@ -152,6 +184,10 @@ impl Space {
             (Mutation::Epochs { value: 1 }, int(self.epochs)),
             (Mutation::LossClamp { value: Some(1e-3) }, self.loss_clamp),
             (Mutation::LossEpsilon { value: Some(1e-7) }, self.loss_eps),
+            (Mutation::OptimizerEps { value: 1e-8 }, self.opt_eps),
+            (Mutation::Beta2 { value: 0.999 }, self.beta2),
+            (Mutation::Momentum { value: 0.9 }, self.momentum),
+            (Mutation::NormEps { value: 1e-5 }, self.norm_eps),
         ];
         all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
     }
@@ -164,7 +200,7 @@ impl Space {
 
     /// Whether any knob can move at all.
     pub fn is_empty(&self) -> bool {
-        self.corners().is_empty()
+        self.corners().is_empty() && !self.seed
     }
 
     /// A strategy for one mutation anywhere in the space.
@@ -218,6 +254,23 @@ impl Space {
         if let Some(r) = self.loss_clamp {
             arms.push(log(r).prop_map(|v| Mutation::LossClamp { value: Some(v) }).boxed());
         }
+        if let Some(r) = self.opt_eps {
+            arms.push(log(r).prop_map(|value| Mutation::OptimizerEps { value }).boxed());
+        }
+        if let Some(r) = self.norm_eps {
+            arms.push(log(r).prop_map(|value| Mutation::NormEps { value }).boxed());
+        }
+        // β₂ and momentum: log-uniform in their distance to 1.
+        let near_one = |(a, b): (f64, f64)| log(((1.0 - b).max(1e-300), (1.0 - a).max(1e-300))).prop_map(|d| 1.0 - d);
+        if let Some(r) = self.beta2 {
+            arms.push(near_one(r).prop_map(|value| Mutation::Beta2 { value }).boxed());
+        }
+        if let Some(r) = self.momentum {
+            arms.push(near_one(r).prop_map(|value| Mutation::Momentum { value }).boxed());
+        }
+        if self.seed {
+            arms.push((0..=u64::from(u32::MAX)).prop_map(|value| Mutation::Seed { value }).boxed());
+        }
         if arms.is_empty() {
             return Just(Mutation::Lr { value: f64::NAN }).boxed();
         }
@@ -247,6 +300,10 @@ impl Space {
         both(self.batch_size.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::BatchSize { value: v as u32 });
         both(self.loss_clamp, &|v| Mutation::LossClamp { value: Some(v) });
         both(self.loss_eps, &|v| Mutation::LossEpsilon { value: Some(v) });
+        both(self.opt_eps, &|value| Mutation::OptimizerEps { value });
+        both(self.norm_eps, &|value| Mutation::NormEps { value });
+        both(self.beta2, &|value| Mutation::Beta2 { value });
+        both(self.momentum, &|value| Mutation::Momentum { value });
         other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
         other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));
         if let Some((_, b, _)) = self.inject {

@@ -65,6 +65,17 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
     if !e.min_margin.is_empty() {
         out.push(problem("expect.min_margin", "margins are distances from a finite run: `min_margin` applies to `outcome = \"finite\"`"));
     }
+    if e.outcome == ExpectedOutcome::Diverges {
+        let site = |p: Phase, t: &str| matches!((p, t), (Phase::Loss, "loss") | (Phase::Update, "parameters"));
+        if e.phase.is_some_and(|p| !matches!(p, Phase::Loss | Phase::Update)) || e.tensor.as_deref().is_some_and(|t| t != "loss" && t != "parameters") {
+            out.push(problem("expect.tensor", "a divergence is in the `loss` (phase `loss`) or the `parameters` (phase `update`)"));
+        } else if let (Some(p), Some(t)) = (e.phase, e.tensor.as_deref()) {
+            if !site(p, t) {
+                out.push(problem("expect.tensor", format!("a divergence of the `{t}` is not in phase `{p}`")));
+            }
+        }
+        return;
+    }
     if e.within_steps == Some(0) && e.phase.is_some_and(|p| p != Phase::Data) {
         out.push(problem("expect.within_steps", format!("0 steps means the data itself (phase `data`), but `phase` is `{}`", e.phase.map_or("", |p| p.name()))));
     }

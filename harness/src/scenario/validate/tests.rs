@@ -145,4 +145,10 @@ fn expectations_no_run_can_meet_are_rejected() {
     assert_eq!(with_expect("phase = \"update\"\nwithin_steps = 0"), ["expect.within_steps"]);
     assert_eq!(with_expect("phase = \"forward\"\ntensor = \"layers.7.relu.output\""), ["expect.tensor"], "no layer 7");
     assert!(with_expect("phase = \"update\"\ntensor = \"layers.0.linear.weight\"").is_empty());
+    // A divergence is of the loss (phase loss) or the parameters (phase update).
+    let diverges = |body: &str| keys(&format!("{}[expect]\noutcome = \"diverges\"\n{body}\n", &src[..expect_at]));
+    assert!(diverges("phase = \"update\"\ntensor = \"parameters\"").is_empty());
+    assert!(diverges("phase = \"loss\"").is_empty());
+    assert_eq!(diverges("phase = \"loss\"\ntensor = \"parameters\""), ["expect.tensor"]);
+    assert_eq!(diverges("tensor = \"layers.0.linear.weight\""), ["expect.tensor"]);
 }

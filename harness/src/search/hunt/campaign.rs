@@ -64,7 +64,7 @@ pub(super) struct Campaign {
 
 /// The key of a raw flip: its failure site and the knobs it sets.
 pub(super) fn raw_key(o: &Outcome, candidate: &[Mutation]) -> String {
-    o.first_nonfinite.as_ref().map_or(String::new(), |at| key_of(at, &o.dtype, candidate))
+    o.failure_site().map_or(String::new(), |at| key_of(&at, &o.dtype, candidate))
 }
 
 /// The key of a flip at `at` in `dtype` by a candidate setting these knobs.
@@ -198,7 +198,7 @@ impl Campaign {
         let mut g = self.lock();
         let count = 1 + Self::repeats(&mut g, key) + g.state.pending.iter().find(|q| q.key == key).map_or(0, |q| q.count.saturating_sub(1));
         g.state.pending.retain(|q| q.key != key);
-        let at = m.outcome.first_nonfinite.clone().unwrap_or_else(|| p.location.clone());
+        let at = m.outcome.failure_site().unwrap_or_else(|| p.location.clone());
         let sig = site_signature(&p.location, &p.dtype);
         let fi = match g.state.findings.iter().position(|f| f.signature == sig && f.scenario == base_name) {
             Some(i) => i,

@@ -87,6 +87,8 @@ pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy,
                 let up = rng.random_range(0..4) != 0;
                 let nv = match scale {
                     Scale::Log | Scale::Integer => if up { v * f } else { v / f },
+                    // Towards 1 is "up" for β₂ and momentum.
+                    Scale::Complement => 1.0 - if up { (1.0 - v) / f } else { (1.0 - v) * f },
                     Scale::Linear => v + if up { f } else { -f } * v.abs().max(1.0),
                 };
                 muts[i] = space.clamp(muts[i].with_value(nv));

@@ -41,7 +41,7 @@ pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome) {
     if !ctx.campaign.hit(&key) {
         return;
     }
-    let Some(location) = o.first_nonfinite.clone() else { return };
+    let Some(location) = o.failure_site() else { return };
     let found_at = (ctx.clock.start.elapsed().as_secs_f64(), ctx.campaign.counts().runs as usize);
     // Shrinking may take twice the time to find (at least 10 s), but never past the hard end.
     let deadline = (Instant::now() + Duration::from_secs_f64((2.0 * found_at.0).max(10.0))).min(ctx.clock.hard_end);

@@ -225,7 +225,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     let campaign = Campaign::new(state);
     let (tx, rx) = mpsc::channel();
     let targets = writer::Targets { corpus: opts.corpus.clone(), out: opts.out.clone(), reporter };
-    let base_failure = opts.target.hits(&base_run).then(|| base_run.first_nonfinite.clone()).flatten();
+    let base_failure = opts.target.site(&base_run);
     let stage = Mutex::new(Stage::Search);
     let snapshot = || {
         let c = campaign.counts();

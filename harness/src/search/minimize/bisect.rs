@@ -10,17 +10,21 @@ use crate::search::mutation::Scale;
 /// 3 significant digits or `out_of_time`; returns the last value like the base and the threshold,
 /// rounded to 3 digits away from the base when the rounded value still changes.
 pub(crate) fn bisect(like: f64, changed_at: f64, scale: Scale, changed: &mut dyn FnMut(f64) -> bool, out_of_time: &dyn Fn() -> bool) -> (f64, f64) {
-    let log = scale == Scale::Log && like > 0.0 && changed_at > 0.0;
-    let to = |x: f64| if log { x.ln() } else { x };
-    let back = |x: f64| if log { x.exp() } else { x };
+    // Multiplicative scales bisect in their coordinate where both ends have one, else linearly.
+    let on = match (scale.coord(like), scale.coord(changed_at)) {
+        (Some(_), Some(_)) => scale,
+        _ => Scale::Linear,
+    };
+    let to = |x: f64| on.coord(x).unwrap_or(x);
+    let back = |x: f64| on.value(x);
     let (mut lo, mut hi) = (to(like), to(changed_at));
-    let done = |lo: f64, hi: f64| match scale {
+    let done = |lo: f64, hi: f64| match on {
         Scale::Integer => (back(hi) - back(lo)).abs() <= 1.0,
-        _ if log => (hi - lo).abs() < 4e-4,
-        _ => (hi - lo).abs() <= 4e-4 * back(hi).abs().max(1e-12),
+        Scale::Log | Scale::Complement => (hi - lo).abs() < 4e-4,
+        Scale::Linear => (hi - lo).abs() <= 4e-4 * back(hi).abs().max(1e-12),
     };
     while !done(lo, hi) && !out_of_time() {
-        let mid = if scale == Scale::Integer { ((lo + hi) / 2.0).round() } else { (lo + hi) / 2.0 };
+        let mid = if on == Scale::Integer { ((lo + hi) / 2.0).round() } else { (lo + hi) / 2.0 };
         if changed(back(mid)) {
             hi = mid;
         } else {
@@ -28,8 +32,18 @@ pub(crate) fn bisect(like: f64, changed_at: f64, scale: Scale, changed: &mut dyn
         }
     }
     let exact = back(hi);
-    let rounded = round3_away(exact, back(lo));
-    let at = if scale != Scale::Integer && rounded != exact && changed(rounded) { rounded } else { exact };
+    // Three digits of the value (of its distance to 1, on a complement scale): the nearest 3-digit
+    // value if it still changes, else the one rounded away from the base.
+    let nearest3 = |x: f64| format!("{x:.2e}").parse().unwrap_or(x);
+    let (nearest, away) = match on {
+        Scale::Complement => (1.0 - nearest3(1.0 - exact), 1.0 - round3_away(1.0 - exact, 1.0 - back(lo))),
+        _ => (nearest3(exact), round3_away(exact, back(lo))),
+    };
+    let at = if on == Scale::Integer {
+        exact
+    } else {
+        [nearest, away].into_iter().find(|&r| r == exact || changed(r)).unwrap_or(exact)
+    };
     (back(lo), at)
 }
 
@@ -49,5 +63,9 @@ mod tests {
         // Downwards, linear: a step at -16.5 from 0.5.
         let (like, at) = bisect(0.5, -100.0, Scale::Linear, &mut |x| x <= -16.5, &|| false);
         assert!((at == -16.5 || at == -16.6) && like > -16.5, "{at} {like}");
+        // Towards 1 on 1 − v: a step at 0.99963 from 0.9 is found to 3 digits of 1 − v (3.7e-4).
+        let (like, at) = bisect(0.9, 1.0 - 1e-9, Scale::Complement, &mut |x| x >= 0.99963, &|| false);
+        assert!((1.0 - at - 3.7e-4).abs() < 1e-12 || (1.0 - at - 3.6e-4).abs() < 1e-12, "{at}");
+        assert!(like < 0.99963 && 1.0 - like < 3.7e-4 * (1.0 + 4e-4), "{like}");
     }
 }

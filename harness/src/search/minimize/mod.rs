@@ -98,7 +98,7 @@ pub struct Site {
 impl Site {
     /// The site of a non-finite outcome.
     pub fn of(o: &Outcome) -> Option<Site> {
-        Some(Site::of_location(o.first_nonfinite.as_ref()?, &o.dtype))
+        Some(Site::of_location(&o.failure_site()?, &o.dtype))
     }
 
     /// The site of a first non-finite value in a dtype.
@@ -228,7 +228,7 @@ impl<'a> Minimizer<'a> {
         let (mut rows, mut full_step, mut rows_complete) = (None, None, true);
         if let Some((s, n)) = materialize(&repro).filter(|_| !self.keep_data) {
             if let Some(o) = self.flips(&s) {
-                let step = o.first_nonfinite.as_ref().map(|f| f.step);
+                let step = o.failure_site().map(|f| f.step);
                 let (deadline, stop) = (self.deadline, self.stop);
                 let mut test = |keep: &[usize]| {
                     let o = self.run_limited(&select_rows(&s, keep));
@@ -309,7 +309,14 @@ pub fn round3_away(x: f64, toward_base: f64) -> f64 {
     }
     let exp = x.abs().log10().floor() as i32 - 2;
     let q = x / 10f64.powi(exp);
-    let r = if x > toward_base { q.ceil() } else { q.floor() };
+    // A value already at 3 digits stays (2.98e-8 / 1e-10 is 297.99999999999997, not 298).
+    let r = if (q - q.round()).abs() < 1e-9 * q.abs() {
+        q.round()
+    } else if x > toward_base {
+        q.ceil()
+    } else {
+        q.floor()
+    };
     // Through decimal text, so 372e-4 becomes the double nearest 0.0372.
     format!("{r}e{exp}").parse().unwrap_or(x)
 }

@@ -98,7 +98,7 @@ pub(super) fn ddmin(n: usize, flips: &mut dyn FnMut(&[usize]) -> bool, out_of_ti
 
 /// The scenario with its schedule cut to the step of `first` (an epoch count and a step limit).
 pub(super) fn cut_schedule(s: &Scenario, o: &Outcome) -> Option<Scenario> {
-    let f = o.first_nonfinite.as_ref()?;
+    let f = o.failure_site()?;
     let mut cut = s.clone();
     cut.train.epochs = f.epoch.max(1);
     cut.train.max_steps = Some(f.step.max(1));
@@ -128,7 +128,7 @@ pub fn rebuild(base: &Scenario, mutations: &[Mutation], rows: Option<&RowCut>, o
     let mut outcome = run_with(&repro, opts);
     if let Some(cut) = cut_schedule(&repro, &outcome) {
         let o = run_with(&cut, opts);
-        if o.first_nonfinite.is_some() {
+        if o.outcome == outcome.outcome && o.failure_site().is_some() {
             (repro, outcome) = (cut, o);
         }
     }
