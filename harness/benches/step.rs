@@ -1,46 +1,116 @@
-//! µs per training step, single-threaded, with the watch on and off.
+//! Runner speed, single-threaded: µs per training step with the watch on and
+//! off beside PyTorch eager, and candidate runs per second of a hunt.
 //!
-//! `cargo bench -p nanhunt --bench step` prints one line per model and mode.
-//! Setup (data, init) is cancelled out by timing a short and a long run and
-//! dividing the difference by the extra steps. Compare with
-//! `python3 bench/torch_step.py` for the PyTorch side.
+//! `cargo bench -p nanhunt --bench step` prints a Markdown table. Step times
+//! cancel setup out: a short and a long run are timed and the difference is
+//! divided by the extra steps; watch-on and watch-off runs alternate, so a
+//! noisy neighbour slows both alike, and the median of the repetitions is
+//! kept. With `NANHUNT_TORCH_PYTHON=/path/to/python` (an interpreter that has
+//! `torch`), the table gets PyTorch's figures from `bench/torch_step.py`
+//! beside nanhunt's; without it, those columns say `-`. PyTorch is never a
+//! dependency of the build or the tests.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use nanhunt::search::{hunt, HuntOptions};
 use nanhunt::{run_with, RunOptions, Scenario};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn load(name: &str) -> Scenario {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seeds").join(format!("{name}.toml"));
     nanhunt::load(&p).expect("bundled scenario")
 }
 
-/// Median over `reps` of (time(long) − time(short)) / (long − short) steps, in µs.
-fn us_per_step(s: &Scenario, watch: bool, short: usize, long: usize, reps: usize) -> f64 {
-    let time = |steps: usize| {
-        let mut s = s.clone();
-        s.train.max_steps = Some(steps);
-        s.train.epochs = steps; // enough epochs for every scenario to reach max_steps
-        s.optimizer.lr = 1e-3; // the cost of a step does not depend on lr; stay finite throughout
-        let opts = RunOptions { watch, ..RunOptions::default() };
-        let t = Instant::now();
-        let o = run_with(&s, &opts);
-        assert_eq!(o.steps, steps, "{}: {:?}", s.name, o.error);
-        t.elapsed().as_secs_f64()
-    };
-    let mut v: Vec<f64> = (0..reps).map(|_| (time(long) - time(short)) / (long - short) as f64 * 1e6).collect();
+/// Seconds to run `steps` steps of `s`.
+fn time(s: &Scenario, watch: bool, steps: usize) -> f64 {
+    let mut s = s.clone();
+    s.train.max_steps = Some(steps);
+    s.train.epochs = steps; // enough epochs for every scenario to reach max_steps
+    s.optimizer.lr = 1e-3; // the cost of a step does not depend on lr; stay finite throughout
+    let opts = RunOptions { watch, ..RunOptions::default() };
+    let t = Instant::now();
+    let o = run_with(&s, &opts);
+    assert_eq!(o.steps, steps, "{}: {:?}", s.name, o.error);
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[reps / 2]
+    v[v.len() / 2]
+}
+
+/// Median µs per step (watch off, watch on) over `reps` alternating repetitions.
+fn us_per_step(s: &Scenario, short: usize, long: usize, reps: usize) -> (f64, f64) {
+    let per_step = |watch| (time(s, watch, long) - time(s, watch, short)) / (long - short) as f64 * 1e6;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        off.push(per_step(false));
+        on.push(per_step(true));
+    }
+    (median(off), median(on))
+}
+
+/// Candidate runs per second of a hunt of `s` (one worker, its default space, shrinking included), over `secs`.
+fn hunt_rate(s: &Scenario, secs: u64) -> f64 {
+    let opts = HuntOptions { budget: Duration::from_secs(secs), shrink_budget: Duration::from_secs(2), seed: 1, ..HuntOptions::default() };
+    let t = Instant::now();
+    let r = hunt(s, &opts, None, &|_| {}).expect("the seed base runs");
+    (r.progress.runs + r.progress.shrink_runs) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Median milliseconds of a whole run of `s` as written, and of its setup (a run cut to one step).
+fn run_ms(s: &Scenario) -> (f64, f64) {
+    let whole = |s: &Scenario| {
+        let t = Instant::now();
+        run_with(s, &RunOptions::default());
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut one = s.clone();
+    one.train.max_steps = Some(1);
+    (median((0..9).map(|_| whole(s)).collect()), median((0..9).map(|_| whole(&one)).collect()))
+}
+
+/// PyTorch's µs per step for each model, if `NANHUNT_TORCH_PYTHON` names an interpreter with torch.
+fn torch() -> Option<(f64, f64)> {
+    let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_step.py");
+    let out = std::process::Command::new(python).arg(script).output().ok().filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |model: &str| text.lines().find(|l| l.contains(model))?.split("us_per_step=").nth(1)?.trim().parse::<f64>().ok();
+    Some((field("mlp_small")?, field("mlp_wide")?))
 }
 
 fn main() {
+    // As the binary does (`main.rs`): mimalloc keeps freed pages (`purge_decommits` = 0, `purge_delay` = -1).
+    // SAFETY: setting an option only changes when and how mimalloc purges.
+    unsafe {
+        libmimalloc_sys::mi_option_set(5, 0);
+        libmimalloc_sys::mi_option_set(15, -1);
+    }
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
-    let cases = [("s000_ex1_bce_mlp", "mlp_small (10-100-1, batch 32, Adam)", 200, 4200), ("s003_ex1_wide_mlp_adam", "mlp_wide (10-1024-1024-1, batch 100, Adam)", 5, 45)];
-    for (name, label, short, long) in cases {
+    let torch = torch();
+    let cases = [
+        ("s000_ex1_bce_mlp", "MLP 10-100-1, batch 32, Adam", 200, 4200, torch.map(|t| t.0)),
+        ("s003_ex1_wide_mlp_adam", "MLP 10-1024-1024-1, batch 100, Adam", 5, 45, torch.map(|t| t.1)),
+    ];
+    println!("| model | PyTorch eager | nanhunt watch off | nanhunt watch on | watch cost | watch on vs PyTorch |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") };
+    for (name, label, short, long, torch) in cases {
+        let (off, on) = us_per_step(&load(name), short, long, 9);
+        let (t, ratio) = torch.map_or(("-".into(), "-".into()), |t| (us(t), format!("{:.2}×", t / on)));
+        println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
+    }
+    println!();
+    println!("| hunt (1 worker, 10 s) | runs per second | one run | its setup (1 step) |");
+    println!("|---|---:|---:|---:|");
+    for name in ["s002_ex1_linreg_sgd_fix_standardize", "s000_ex1_bce_mlp"] {
         let s = load(name);
-        let on = us_per_step(&s, true, short, long, 7);
-        let off = us_per_step(&s, false, short, long, 7);
-        println!("nanhunt {label:<45} watch_off_us_per_step={off:>10.1}  watch_on_us_per_step={on:>10.1}  watch_cost={:>5.1}%", (on / off - 1.0) * 100.0);
+        let (run, setup) = run_ms(&s);
+        println!("| {name} | {:.0} | {run:.3} ms | {setup:.3} ms |", hunt_rate(&s, 10));
     }
 }

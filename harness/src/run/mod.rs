@@ -46,11 +46,15 @@ pub struct RunOptions<'a> {
     pub deadline: Option<Instant>,
     /// Cut the run off (status `timeout`) once this is set, e.g. by Ctrl-C; checked every step.
     pub stop: Option<&'a AtomicBool>,
+    /// Update f32/f64 CPU parameters in one pass that also gathers the watch's stats of each
+    /// gradient and parameter (the default); off, every tensor is updated and checked on its own.
+    /// Both give the same outcome and trace, bit for bit (a test holds them to it).
+    pub fused: bool,
 }
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None }
+        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None, fused: true }
     }
 }
 

@@ -2,7 +2,7 @@
 //! hand-made scenarios whose failure point is known in closed form.
 
 use crate::run::{run, run_with, Kind, RunOptions, Status};
-use crate::scenario::{from_str, Phase};
+use crate::scenario::{from_str, Named, Phase};
 
 fn scenario(body: &str) -> crate::Scenario {
     from_str(&format!("name = \"t\"\n{body}"), "t.toml").unwrap()
@@ -120,4 +120,36 @@ fn divergence_is_flagged_where_closed_form_says() {
     assert_eq!(&losses[..3], &[1.0, 9.0, 81.0], "the hand-computed losses");
     let d = o.divergence.clone().expect("diverging");
     assert_eq!((d.step, d.reason.as_str()), (8, "loss_growth"));
+}
+
+#[test]
+fn the_fused_watch_names_what_the_unfused_one_does() {
+    // The fused update gathers the watch's stats of gradients and parameters in its own pass, and
+    // layer outputs get an integer-max pass; checking every tensor on its own must give the same
+    // first non-finite value (phase, tensor, element) and the same trace bits, in every phase.
+    let phases = [
+        ("[data]\ninputs = { kind = \"values\", rows = [[-1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[model]\nlayers = [{ type = \"sqrt\" }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1".to_string(), Phase::Forward),
+        (format!("{ONE_ROW}[model]\nlayers = [{{ type = \"linear\", out = 1, init = {{ kind = \"constant\", value = 0.0 }} }}, {{ type = \"sqrt\" }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"adam\"\nlr = 0.1"), Phase::Backward),
+        (format!("{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38"), Phase::Update),
+        (format!("{ONE_ROW}validation = {{ inputs = {{ kind = \"values\", rows = [[1e30]] }}, targets = {{ kind = \"values\", values = [0.0] }} }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01"), Phase::Validation),
+    ];
+    let mut all: Vec<(crate::Scenario, Option<Phase>)> = phases.iter().map(|(body, p)| (scenario(body), Some(*p))).collect();
+    let seeds = std::fs::read_dir(crate::scenario::seeds_dir()).unwrap();
+    let mut names: Vec<String> = seeds.map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned()).collect();
+    names.sort();
+    all.extend(names.iter().map(|n| (crate::scenario::seed(n), None)));
+    let mut phases_seen = std::collections::BTreeSet::new();
+    for (s, phase) in &all {
+        let run = |fused| run_with(s, &RunOptions { fused, ..RunOptions::default() });
+        let (a, b) = (run(true), run(false));
+        assert_eq!((&a.first_nonfinite, a.outcome, a.steps), (&b.first_nonfinite, b.outcome, b.steps), "{}", s.name);
+        assert_eq!(format!("{:?}", a.trace.rows), format!("{:?}", b.trace.rows), "{}", s.name);
+        if let Some(f) = &a.first_nonfinite {
+            phases_seen.insert(f.phase.name());
+            assert!(phase.is_none_or(|p| p == f.phase), "{}: {f}", s.name);
+        }
+    }
+    for p in [Phase::Data, Phase::Forward, Phase::Loss, Phase::Backward, Phase::Update, Phase::Validation] {
+        assert!(phases_seen.contains(p.name()), "no scenario fails in phase {p}: {phases_seen:?}");
+    }
 }

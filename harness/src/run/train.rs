@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::data::{self, Dataset, Split, Table};
 use super::divergence::DivergenceWatch;
@@ -20,7 +20,7 @@ use super::optim::{self, Optimizer};
 use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
 use super::rng::{stream, INIT_STREAM, SHUFFLE_STREAM};
 use super::trace::{Trace, TraceRow};
-use super::watch::{stats, Stats};
+use super::watch::{extent, stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
 use crate::scenario::{Named, Phase, Plan, Scenario};
@@ -162,11 +162,15 @@ impl Runner<'_> {
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
-        let st = stats(t)?;
+        Ok(self.check(at, phase, name, stats(t)?))
+    }
+
+    /// Flags a tensor whose stats hold a non-finite value; returns the stats.
+    fn check(&mut self, at: At, phase: Phase, name: &str, st: Stats) -> Stats {
         if let Some((i, v)) = st.first_bad {
             self.flag(at, phase, name, i, v);
         }
-        Ok(st)
+        st
     }
 
     fn check_data(&mut self, d: &Dataset) {
@@ -213,6 +217,7 @@ impl Runner<'_> {
         let n = data.train.x.rows;
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params.len());
+        opt.fused = self.opts.fused;
         let mut shuffle = stream(s.seed, SHUFFLE_STREAM + fold as u64);
         let mut order: Vec<u32> = (0..n as u32).collect();
         let mut step = 0;
@@ -271,7 +276,8 @@ impl Runner<'_> {
         if watch {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.outputs) {
-                row.max_abs.push(self.watch(at, Phase::Forward, name, o)?.max_abs);
+                let st = extent(o)?;
+                row.max_abs.push(self.check(at, Phase::Forward, name, st).max_abs);
             }
         }
         let pred = outs.last().unwrap_or(x);
@@ -290,17 +296,31 @@ impl Runner<'_> {
         }
         let store = loss.backward()?;
         let mut grads = Vec::with_capacity(model.params.len());
-        let mut sum_sq = 0.0;
-        let names = self.names.clone();
-        for (p, name) in model.params.iter().zip(&names.grads) {
-            let g = match store.get(p.var.as_tensor()) {
+        for p in &model.params {
+            grads.push(match store.get(p.var.as_tensor()) {
                 Some(g) => g.clone(),
                 None => p.var.as_tensor().zeros_like()?,
-            };
-            if watch {
-                sum_sq += self.watch(at, Phase::Backward, name, &g)?.sum_sq;
+            });
+        }
+        drop(store);
+        let clipping = s.optimizer.clip_grad_norm.is_some() || s.optimizer.clip_grad_value.is_some();
+        let names = self.names.clone();
+        let vars: Vec<&Var> = model.params.iter().map(|p| &p.var).collect();
+        // Without clipping, the update runs first: the fused optimizer reads every gradient and
+        // writes every parameter in place, and gathers the watch's stats of both on the way. The
+        // checks still come in the same order (every gradient, then every parameter), so the
+        // first value flagged is the same; a step whose gradients are not finite ends the run
+        // (or, with `continue_steps`, is applied as before), so updating first changes nothing.
+        let fused = if watch && !clipping { Some(opt.step_watched(&vars, &grads)?) } else { None };
+        let mut sum_sq = 0.0;
+        if watch {
+            for (i, (g, name)) in grads.iter().zip(&names.grads).enumerate() {
+                let st = match fused.as_ref().and_then(|u| u[i]) {
+                    Some([gs, _]) => gs,
+                    None => stats(g)?,
+                };
+                sum_sq += self.check(at, Phase::Backward, name, st).sum_sq;
             }
-            grads.push(g);
         }
         if let Some(max) = s.optimizer.clip_grad_norm {
             if !watch {
@@ -318,14 +338,22 @@ impl Runner<'_> {
         if let Some(max) = s.optimizer.clip_grad_value {
             optim::clip_value(&mut grads, max)?;
         }
-        let current: Vec<&Tensor> = model.params.iter().map(|p| p.var.as_tensor()).collect();
-        let updated = opt.step(&current, &grads)?;
-        let mut p_sq = 0.0;
-        for (p, new) in model.params.iter().zip(&updated) {
-            if watch {
-                p_sq += self.watch(at, Phase::Update, &p.name, new)?.sum_sq;
+        let fused = match fused {
+            Some(f) => f,
+            None => {
+                opt.step(&vars, &grads)?;
+                vec![None; vars.len()]
             }
-            p.var.set(new)?;
+        };
+        let mut p_sq = 0.0;
+        if watch {
+            for (p, st) in model.params.iter().zip(&fused) {
+                let st = match st {
+                    Some([_, ps]) => *ps,
+                    None => stats(p.var.as_tensor())?,
+                };
+                p_sq += self.check(at, Phase::Update, &p.name, st).sum_sq;
+            }
         }
         if watch {
             row.param_norm = Some(p_sq.sqrt());

@@ -42,39 +42,146 @@ pub fn stats(t: &Tensor) -> Result<Stats> {
     Ok(of_slice(&v, |x| x).expect("f64 slice"))
 }
 
-/// Stats of a slice, converting each element to f64.
-///
-/// Eight independent accumulators let the loop vectorise; the order of the
-/// additions is fixed, so the result is the same on every run.
-pub fn of_slice<T: Copy>(v: &[T], f: impl Fn(T) -> f64) -> Option<Stats> {
-    const LANES: usize = 8;
-    let (mut sq, mut mx) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let chunks = v.chunks_exact(LANES);
+/// The largest finite |value| of a tensor and its first non-finite element:
+/// [`stats`] without the sum of squares, for layer outputs, whose norm the
+/// trace does not keep. On a contiguous f32 CPU tensor it is one pass of
+/// integer maxima over the magnitudes' bits (for non-negative floats the bit
+/// order is the numeric order, and NaN and ±Inf sort above every finite value),
+/// read again only when something is not finite.
+pub fn extent(t: &Tensor) -> Result<Stats> {
+    if t.dtype() == candle_core::DType::F32 && t.is_contiguous() {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            let v = &v[start..end];
+            let top = max_magnitude_bits(v);
+            if top < f32::INFINITY.to_bits() {
+                return Ok(Stats { max_abs: f64::from(f32::from_bits(top)), sum_sq: f64::NAN, first_bad: None });
+            }
+            return Ok(of_slice(v, f64::from).expect("a slice always has stats"));
+        }
+    }
+    stats(t)
+}
+
+/// The largest `bits & 0x7fff_ffff` of a slice (0 if empty), over independent lanes so it
+/// vectorises (with AVX2 where the CPU has it; a maximum does not depend on the order).
+fn max_magnitude_bits(v: &[f32]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { max_magnitude_bits_avx2(v) };
+    }
+    max_magnitude_bits_any(v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_magnitude_bits_avx2(v: &[f32]) -> u32 {
+    max_magnitude_bits_any(v)
+}
+
+#[inline(always)]
+fn max_magnitude_bits_any(v: &[f32]) -> u32 {
+    const L: usize = 16;
+    let mut m = [0u32; L];
+    let chunks = v.chunks_exact(L);
     let tail = chunks.remainder();
     for c in chunks {
-        for k in 0..LANES {
-            let a = f(c[k]);
+        for (mk, x) in m.iter_mut().zip(c) {
+            *mk = (*mk).max(x.to_bits() & 0x7fff_ffff);
+        }
+    }
+    tail.iter().map(|x| x.to_bits() & 0x7fff_ffff).chain(m).max().unwrap_or(0)
+}
+
+/// Stats of a slice, converting each element to f64.
+pub fn of_slice<T: Copy>(v: &[T], f: impl Fn(T) -> f64 + Copy) -> Option<Stats> {
+    let mut acc = Acc::default();
+    acc.add(v, f);
+    Some(acc.finish(v, f))
+}
+
+/// `f64::max` for a running maximum that is never NaN: a NaN `x` leaves it
+/// (infinities are found in `finish`), and unlike `max` it compiles to one
+/// vector compare-and-select.
+#[inline(always)]
+fn larger(m: f64, x: f64) -> f64 {
+    if x > m {
+        x
+    } else {
+        m
+    }
+}
+
+/// Lanes of the running sums.
+const LANES: usize = 8;
+
+/// [`Stats`] accumulated over a slice read in order, in blocks whose lengths
+/// are multiples of [`LANES`] (all but the last), so a pass that already reads
+/// the values (the fused optimizer) can gather them on the way.
+///
+/// Element `i` always goes to lane `i % 8`, and each lane adds in index
+/// order: eight independent accumulators let the loop vectorise, and the
+/// result has the same bits however the slice is split into blocks.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Acc {
+    sq: [f64; LANES],
+    mx: [f64; LANES],
+}
+
+impl Acc {
+    /// Adds the next block of the slice (with AVX2 where the CPU has it: the same operations in
+    /// the same order on wider registers, so the same bits).
+    pub(crate) fn add<T: Copy>(&mut self, v: &[T], f: impl Fn(T) -> f64) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.add_avx2(v, f) };
+        }
+        self.add_any(v, f);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_avx2<T: Copy>(&mut self, v: &[T], f: impl Fn(T) -> f64) {
+        self.add_any(v, f);
+    }
+
+    #[inline(always)]
+    fn add_any<T: Copy>(&mut self, v: &[T], f: impl Fn(T) -> f64) {
+        // Local copies, so the sums stay in registers across the loop.
+        let (mut sq, mut mx) = (self.sq, self.mx);
+        let chunks = v.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            let a: [f64; LANES] = std::array::from_fn(|k| f(c[k]));
+            for k in 0..LANES {
+                sq[k] += a[k] * a[k];
+                mx[k] = larger(mx[k], a[k].abs());
+            }
+        }
+        for (k, x) in tail.iter().enumerate() {
+            let a = f(*x);
             sq[k] += a * a;
-            // `max` ignores NaN; infinities are found below.
-            mx[k] = mx[k].max(a.abs());
+            mx[k] = larger(mx[k], a.abs());
         }
+        (self.sq, self.mx) = (sq, mx);
     }
-    for (k, x) in tail.iter().enumerate() {
-        let a = f(*x);
-        sq[k] += a * a;
-        mx[k] = mx[k].max(a.abs());
-    }
-    let mut sum_sq = sq.iter().sum::<f64>();
-    let mut max_abs = mx.iter().copied().fold(0.0, f64::max);
-    let mut first_bad = None;
-    if !sum_sq.is_finite() {
-        first_bad = v.iter().map(|x| f(*x)).enumerate().find(|(_, a)| !a.is_finite());
-        if first_bad.is_some() {
-            max_abs = v.iter().map(|x| f(*x).abs()).filter(|a| a.is_finite()).fold(0.0, f64::max);
-            sum_sq = f64::NAN;
+
+    /// The stats of `whole`, the slice every block came from (read again only if it holds a non-finite value).
+    pub(crate) fn finish<T: Copy>(self, whole: &[T], f: impl Fn(T) -> f64) -> Stats {
+        let mut sum_sq = self.sq.iter().sum::<f64>();
+        let mut max_abs = self.mx.iter().copied().fold(0.0, f64::max);
+        let mut first_bad = None;
+        if !sum_sq.is_finite() {
+            first_bad = whole.iter().map(|x| f(*x)).enumerate().find(|(_, a)| !a.is_finite());
+            if first_bad.is_some() {
+                max_abs = whole.iter().map(|x| f(*x).abs()).filter(|a| a.is_finite()).fold(0.0, f64::max);
+                sum_sq = f64::NAN;
+            }
         }
+        Stats { max_abs, sum_sq, first_bad }
     }
-    Some(Stats { max_abs, sum_sq, first_bad })
 }
 
 #[cfg(test)]
@@ -98,6 +205,28 @@ mod tests {
             assert_eq!((s.sum_sq, s.max_abs, s.first_bad), (25.0, 4.0, None), "{dt:?}");
             // A strided view takes the copying path and must agree.
             assert_eq!(stats(&t.t().unwrap()).unwrap().sum_sq, 25.0);
+        }
+    }
+
+    #[test]
+    fn blocks_give_the_bits_of_one_pass() {
+        let v: Vec<f32> = (0..1003).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-3).collect();
+        let whole = of_slice(&v, |x| x as f64).unwrap();
+        let mut acc = Acc::default();
+        for block in v.chunks(64) {
+            acc.add(block, |x| x as f64);
+        }
+        let blocked = acc.finish(&v, |x| x as f64);
+        assert_eq!((whole.sum_sq.to_bits(), whole.max_abs.to_bits()), (blocked.sum_sq.to_bits(), blocked.max_abs.to_bits()));
+    }
+
+    #[test]
+    fn extent_agrees_with_stats() {
+        let cases: [&[f32]; 5] = [&[], &[-0.0, 0.0], &[1.5, -3.25, 2.0, f32::MAX, -1e-40], &[1.0, f32::NEG_INFINITY, f32::NAN, -7.0], &[3.0; 37]];
+        for v in cases {
+            let t = Tensor::new(v, &Device::Cpu).unwrap();
+            let (e, s) = (extent(&t).unwrap(), stats(&t).unwrap());
+            assert_eq!((e.max_abs, e.first_bad.map(|b| b.0)), (s.max_abs, s.first_bad.map(|b| b.0)), "{v:?}");
         }
     }
 

@@ -1,26 +1,31 @@
-//! The one-pass CPU update for f32 and f64 parameters.
+//! The one-pass CPU update for f32 and f64 parameters, in place.
 //!
 //! The tensor path in `mod.rs` costs a dozen Candle operations per parameter,
 //! each allocating a full-size tensor; here one loop reads parameter, gradient
-//! and state once. It performs exactly the tensor path's operations, in the
-//! same order and the same precision (`x·mul + add` for each affine, as Candle
-//! does), so both give the same bits; a test holds them to it.
+//! and state once and writes the parameter and state where they are (no new
+//! tensors, no copy into the variable), gathering the watch's stats of the
+//! gradient and the new parameter on the way. It performs exactly the tensor
+//! path's operations, in the same order and the same precision (`x·mul + add`
+//! for each affine, as Candle does), so both give the same bits; a test holds
+//! them to it.
 
-use candle_core::{CpuStorage, Device, Storage, Tensor};
+use std::cell::{Cell, RefCell};
 
-use super::{bias_corrections, Updated};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Storage, Tensor};
+
+use super::bias_corrections;
 use crate::error::Result;
+use crate::run::watch::{Acc, Stats};
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
 /// The arithmetic the update needs, for f32 and f64.
-trait Real: candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> {
+trait Real: candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::SubAssign {
     fn of(v: f64) -> Self;
     fn sqrt(self) -> Self;
-    fn slice(s: &CpuStorage) -> Option<&[Self]>;
 }
 
 macro_rules! real {
-    ($t:ty, $variant:ident) => {
+    ($t:ty) => {
         impl Real for $t {
             fn of(v: f64) -> Self {
                 v as $t
@@ -28,60 +33,128 @@ macro_rules! real {
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
-            fn slice(s: &CpuStorage) -> Option<&[Self]> {
-                match s {
-                    CpuStorage::$variant(v) => Some(v),
-                    _ => None,
-                }
-            }
         }
     };
 }
-real!(f32, F32);
-real!(f64, F64);
+real!(f32);
+real!(f64);
 
-/// The fused update, or `None` where it does not apply (other devices, dtypes or layouts).
-pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Tensor>, v: Option<&Tensor>) -> Result<Option<Updated>> {
-    Ok(match p.dtype() {
-        candle_core::DType::F32 => typed::<f32>(o, step, p, g, m, v)?,
-        candle_core::DType::F64 => typed::<f64>(o, step, p, g, m, v)?,
-        _ => None,
-    })
+/// One parameter's optimizer state for the fused update: the first moment (or
+/// momentum buffer) and second moment, each empty where the rule keeps none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buffers {
+    /// f32 state.
+    F32(Vec<f32>, Vec<f32>),
+    /// f64 state.
+    F64(Vec<f64>, Vec<f64>),
 }
 
-fn typed<T: Real>(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Tensor>, v: Option<&Tensor>) -> Result<Option<Updated>> {
-    let tensors = [Some(p), Some(g), m, v];
-    let guards: Vec<_> = tensors.iter().flatten().map(|t| t.storage_and_layout()).collect();
-    let mut slices: Vec<&[T]> = Vec::with_capacity(4);
-    for (storage, layout) in &guards {
-        let (Storage::Cpu(cpu), Some((a, b))) = (&**storage, layout.contiguous_offsets()) else { return Ok(None) };
-        let Some(s) = T::slice(cpu) else { return Ok(None) };
-        slices.push(&s[a..b]);
+impl Buffers {
+    /// The state as tensors of `p`'s shape, for the tensor path (`None` where the rule keeps none).
+    pub fn to_tensors(&self, p: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let t = |v: &dyn Fn() -> Result<Tensor>, empty: bool| if empty { Ok(None) } else { v().map(Some) };
+        let dev = p.device();
+        Ok(match self {
+            Buffers::F32(m, v) => (t(&|| Ok(Tensor::from_slice(m, p.shape(), dev)?), m.is_empty())?, t(&|| Ok(Tensor::from_slice(v, p.shape(), dev)?), v.is_empty())?),
+            Buffers::F64(m, v) => (t(&|| Ok(Tensor::from_slice(m, p.shape(), dev)?), m.is_empty())?, t(&|| Ok(Tensor::from_slice(v, p.shape(), dev)?), v.is_empty())?),
+        })
     }
-    let (ps, gs) = (slices[0], slices[1]);
-    let ms = m.map(|_| slices[2]);
-    let vs = v.map(|_| slices[2 + usize::from(m.is_some())]);
-    let (new_p, new_m, new_v) = compute(o, step, ps, gs, ms, vs);
-    let shape = p.shape();
-    let wrap = |v: Vec<T>| Tensor::from_vec(v, shape.clone(), &Device::Cpu);
-    Ok(Some((wrap(new_p)?, new_m.map(wrap).transpose()?, new_v.map(wrap).transpose()?)))
 }
 
-/// The update itself. A missing state is read as zeros, which gives the same
-/// bits as the tensor path's first step (`0·β + x = x`, signed zeros included,
-/// since `x` is itself `y·c + 0`). Every loop is a plain zip over slices so
-/// that it vectorises.
-#[allow(clippy::type_complexity)]
-fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &[T], g: &[T], m: Option<&[T]>, v: Option<&[T]>) -> (Vec<T>, Option<Vec<T>>, Option<Vec<T>>) {
+/// Updates `p` in place from `g`, with `state` made on the first step (zeros). Returns `false`,
+/// touching nothing, where the fused update does not apply (other devices, dtypes or layouts, or a
+/// state the tensor path made); otherwise the watch's stats of the gradient and the new parameter
+/// are in `stats` when `watch` is set.
+pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mut Option<Buffers>, watch: bool, stats: &mut Option<[Stats; 2]>) -> Result<bool> {
+    let cpu = |t: &Tensor| matches!(&*t.storage_and_layout().0, Storage::Cpu(_)) && t.is_contiguous();
+    if p.dtype() != g.dtype() || p.elem_count() != g.elem_count() || !cpu(p) || !cpu(g) {
+        return Ok(false);
+    }
+    let (uses_m, uses_v) = kept(o);
+    let n = p.elem_count();
+    let fresh = |n: usize, used: bool| if used { n } else { 0 };
+    let buffers = match (state.take(), p.dtype()) {
+        (Some(b @ Buffers::F32(..)), candle_core::DType::F32) | (Some(b @ Buffers::F64(..)), candle_core::DType::F64) => b,
+        (None, candle_core::DType::F32) => Buffers::F32(vec![0.0; fresh(n, uses_m)], vec![0.0; fresh(n, uses_v)]),
+        (None, candle_core::DType::F64) => Buffers::F64(vec![0.0; fresh(n, uses_m)], vec![0.0; fresh(n, uses_v)]),
+        (other, _) => {
+            *state = other;
+            return Ok(false);
+        }
+    };
+    let op = InPlace { o, step, watch, buffers: RefCell::new(buffers), stats: Cell::new(None) };
+    p.inplace_op2(g, &op)?;
+    *state = Some(op.buffers.into_inner());
+    *stats = op.stats.get();
+    Ok(true)
+}
+
+/// Which states the update keeps: (first moment or momentum buffer, second moment).
+fn kept(o: &OptimizerSpec) -> (bool, bool) {
+    match o.kind {
+        OptimizerKind::Sgd => (o.momentum != 0.0, false),
+        OptimizerKind::Adam | OptimizerKind::Adamw => (true, true),
+        OptimizerKind::Rmsprop => (o.momentum != 0.0, true),
+    }
+}
+
+/// The update as a Candle in-place op on the parameter, reading the gradient.
+struct InPlace<'a> {
+    o: &'a OptimizerSpec,
+    step: usize,
+    watch: bool,
+    buffers: RefCell<Buffers>,
+    stats: Cell<Option<[Stats; 2]>>,
+}
+
+impl InplaceOp2 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "nanhunt-fused-update"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, src: &CpuStorage, src_l: &Layout) -> candle_core::Result<()> {
+        let (Some((a, b)), Some((c, d))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else {
+            candle_core::bail!("the fused update needs contiguous tensors")
+        };
+        let stats = match (dst, src, &mut *self.buffers.borrow_mut()) {
+            (CpuStorage::F32(p), CpuStorage::F32(g), Buffers::F32(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),
+            (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),
+            _ => candle_core::bail!("the fused update needs f32 or f64 parameter, gradient and state alike"),
+        };
+        self.stats.set(stats);
+        Ok(())
+    }
+}
+
+/// Elements updated between two reads of the watch's sums: small enough that
+/// the block's gradient and new values are still in L1 when they are summed.
+const BLOCK: usize = 1024;
+
+/// The update over blocks, with the watch's stats of the gradient and of the new parameter.
+fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<[Stats; 2]> {
+    let n = p.len();
+    let (mut g_acc, mut p_acc) = (Acc::default(), Acc::default());
+    let to64 = |x: T| <T as candle_core::WithDType>::to_f64(x);
+    for start in (0..n).step_by(BLOCK) {
+        let r = start..(start + BLOCK).min(n);
+        let (mb, vb) = (if m.is_empty() { &mut [][..] } else { &mut m[r.clone()] }, if v.is_empty() { &mut [][..] } else { &mut v[r.clone()] });
+        compute(o, step, &mut p[r.clone()], &g[r.clone()], mb, vb);
+        if watch {
+            g_acc.add(&g[r.clone()], to64);
+            p_acc.add(&p[r], to64);
+        }
+    }
+    watch.then(|| [g_acc.finish(g, to64), p_acc.finish(p, to64)])
+}
+
+/// The update of one block, written into `new_p` and the new states (empty
+/// where [`state`] says the kind keeps none). A missing
+/// state is read as zeros, which gives the same bits as the tensor path's first
+/// step (`0·β + x = x`, signed zeros included, since `x` is itself `y·c + 0`).
+/// Every loop is a plain loop over slices so that it vectorises.
+fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
     let n = p.len();
     let zero = T::of(0.0);
-    let zeros;
-    let (m, v) = if m.is_none() || v.is_none() {
-        zeros = vec![zero; n];
-        (m.unwrap_or(&zeros), v.unwrap_or(&zeros))
-    } else {
-        (m.unwrap_or_default(), v.unwrap_or_default())
-    };
     let (lr, wd, mom) = (T::of(o.lr), T::of(o.weight_decay), T::of(o.momentum));
     // Coupled L2 (SGD, Adam, RMSprop): g ← g + (p·wd + 0).
     let coupled;
@@ -91,24 +164,20 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &[T], g: &[T], m: Option<
     } else {
         g
     };
-    let mut new_p = vec![zero; n];
     match o.kind {
         OptimizerKind::Sgd if o.momentum != 0.0 => {
-            let mut buf = vec![zero; n];
             for i in 0..n {
                 // buf ← (m·mom + 0) + g; on the first step the tensor path takes g itself.
                 let b = if step == 1 { g[i] } else { (m[i] * mom + zero) + g[i] };
                 let d = if o.nesterov { g[i] + (b * mom + zero) } else { b };
-                new_p[i] = p[i] - (d * lr + zero);
-                buf[i] = b;
+                p[i] -= d * lr + zero;
+                m[i] = b;
             }
-            (new_p, Some(buf), None)
         }
         OptimizerKind::Sgd => {
-            for ((np, &p), &g) in new_p.iter_mut().zip(p).zip(g) {
-                *np = p - (g * lr + zero);
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p -= g * lr + zero;
             }
-            (new_p, None, None)
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
             let decay = T::of(1.0 - o.lr * o.weight_decay);
@@ -116,38 +185,34 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &[T], g: &[T], m: Option<
             let (b1, c1, b2, c2) = (T::of(o.beta1), T::of(1.0 - o.beta1), T::of(o.beta2), T::of(1.0 - o.beta2));
             let (bc1, bc2) = bias_corrections(o, step);
             let (inv_sqrt_bc2, eps, step_size) = (T::of(1.0 / bc2.sqrt()), T::of(o.eps), T::of(o.lr / bc1));
-            let (mut nm, mut nv) = (vec![zero; n], vec![zero; n]);
             for i in 0..n {
                 let gi = g[i];
                 let pi = if decoupled { p[i] * decay + zero } else { p[i] };
                 let mi = (m[i] * b1 + zero) + (gi * c1 + zero);
                 let vi = (v[i] * b2 + zero) + ((gi * gi) * c2 + zero);
                 let denom = vi.sqrt() * inv_sqrt_bc2 + eps;
-                new_p[i] = pi - ((mi / denom) * step_size + zero);
-                nm[i] = mi;
-                nv[i] = vi;
+                p[i] = pi - ((mi / denom) * step_size + zero);
+                m[i] = mi;
+                v[i] = vi;
             }
-            (new_p, Some(nm), Some(nv))
         }
         OptimizerKind::Rmsprop => {
             let (a, c, eps, one) = (T::of(o.alpha), T::of(1.0 - o.alpha), T::of(o.eps), T::of(1.0));
             let momentum = o.momentum != 0.0;
-            let (mut nm, mut nv) = (vec![zero; if momentum { n } else { 0 }], vec![zero; n]);
             for i in 0..n {
                 let gi = g[i];
                 let vi = (v[i] * a + zero) + ((gi * gi) * c + zero);
                 let d = gi / (vi.sqrt() * one + eps);
-                nv[i] = vi;
+                v[i] = vi;
                 let d = if momentum {
                     let b = if step == 1 { d } else { (m[i] * mom + zero) + d };
-                    nm[i] = b;
+                    m[i] = b;
                     b
                 } else {
                     d
                 };
-                new_p[i] = p[i] - (d * lr + zero);
+                p[i] -= d * lr + zero;
             }
-            (new_p, momentum.then_some(nm), Some(nv))
         }
     }
 }
@@ -155,18 +220,22 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &[T], g: &[T], m: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
+    use candle_core::{DType, Device};
 
     #[test]
     fn applies_to_cpu_f32_f64_only() {
         let spec: OptimizerSpec = toml::from_str("kind = \"adam\"\nlr = 0.1").unwrap();
         for (dt, applies) in [(DType::F32, true), (DType::F64, true), (DType::F16, false), (DType::BF16, false)] {
             let p = Tensor::new(&[1.0f64, 2.0], &Device::Cpu).unwrap().to_dtype(dt).unwrap();
-            let r = update(&spec, 1, &p, &p, None, None).unwrap();
-            assert_eq!(r.is_some(), applies, "{dt:?}");
+            let g = p.clone().copy().unwrap();
+            let (mut state, mut stats) = (None, None);
+            assert_eq!(update(&spec, 1, &p, &g, &mut state, true, &mut stats).unwrap(), applies, "{dt:?}");
+            assert_eq!((state.is_some(), stats.is_some()), (applies, applies), "{dt:?}");
         }
-        // A strided (transposed) parameter falls back to the tensor path.
+        // A strided (transposed) parameter is left to the tensor path, untouched.
         let p = Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap().t().unwrap();
-        assert!(update(&spec, 1, &p, &p, None, None).unwrap().is_none());
+        let g = p.contiguous().unwrap();
+        assert!(!update(&spec, 1, &p, &g, &mut None, false, &mut None).unwrap());
+        assert_eq!(p.to_vec2::<f32>().unwrap(), [[1.0, 3.0], [2.0, 4.0]]);
     }
 }

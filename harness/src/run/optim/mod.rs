@@ -4,8 +4,9 @@
 //! with coupled L2, no RMSprop and no momentum SGD, and so that every formula
 //! here can be checked by hand (see the tests).
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 
+use super::watch::Stats;
 use crate::error::Result;
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
@@ -16,33 +17,51 @@ mod fused;
 pub struct Optimizer {
     spec: OptimizerSpec,
     step: usize,
-    /// First moment (Adam) or momentum buffer (SGD, RMSprop).
+    /// Per parameter: the tensor path's first moment (or momentum buffer) and second moment.
     m: Vec<Option<Tensor>>,
-    /// Second moment (Adam, RMSprop).
     v: Vec<Option<Tensor>>,
-    /// Use the one-pass CPU update where it applies (f32/f64 on the CPU).
+    /// Per parameter: the fused update's state, once it has run.
+    buffers: Vec<Option<fused::Buffers>>,
+    /// Use the one-pass in-place CPU update where it applies (f32/f64 on the CPU).
     pub fused: bool,
 }
 
 impl Optimizer {
     /// A fresh optimizer for `n` parameters.
     pub fn new(spec: &OptimizerSpec, n: usize) -> Self {
-        Optimizer { spec: spec.clone(), step: 0, m: vec![None; n], v: vec![None; n], fused: true }
+        Optimizer { spec: spec.clone(), step: 0, m: vec![None; n], v: vec![None; n], buffers: vec![None; n], fused: true }
     }
 
-    /// Returns the updated value of each parameter (the caller checks and stores them).
-    pub fn step(&mut self, params: &[&Tensor], grads: &[Tensor]) -> Result<Vec<Tensor>> {
+    /// Updates each variable from its gradient.
+    pub fn step(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<()> {
+        self.update(params, grads, false).map(|_| ())
+    }
+
+    /// Like [`Optimizer::step`], with the watch's stats of each gradient and updated
+    /// parameter where the fused update read them on the way (`None` on the tensor path).
+    pub fn step_watched(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<Vec<Option<[Stats; 2]>>> {
+        self.update(params, grads, true)
+    }
+
+    fn update(&mut self, params: &[&Var], grads: &[Tensor], watch: bool) -> Result<Vec<Option<[Stats; 2]>>> {
         self.step += 1;
         let mut out = Vec::with_capacity(params.len());
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            let mut stats = None;
+            let fresh = self.m[i].is_none() && self.v[i].is_none();
+            if self.fused && fresh && fused::update(&self.spec, self.step, p.as_tensor(), g, &mut self.buffers[i], watch, &mut stats)? {
+                out.push(stats);
+                continue;
+            }
+            // The tensor path, taking over the fused state if it ran before.
+            if let Some(b) = self.buffers[i].take() {
+                (self.m[i], self.v[i]) = b.to_tensors(p.as_tensor())?;
+            }
             let (m, v) = (self.m[i].take(), self.v[i].take());
-            let fused = if self.fused { fused::update(&self.spec, self.step, p, g, m.as_ref(), v.as_ref())? } else { None };
-            let (new, m, v) = match fused {
-                Some(r) => r,
-                None => update(&self.spec, self.step, p, g, m.as_ref(), v.as_ref())?,
-            };
+            let (new, m, v) = update(&self.spec, self.step, p.as_tensor(), g, m.as_ref(), v.as_ref())?;
+            p.set(&new)?;
             (self.m[i], self.v[i]) = (m, v);
-            out.push(new);
+            out.push(None);
         }
         Ok(out)
     }
@@ -153,9 +172,9 @@ mod tests {
     fn run_path(spec: OptimizerSpec, p0: [f64; 2], grads: &[[f64; 2]], fused: bool) -> Vec<f64> {
         let mut o = Optimizer::new(&spec, 1);
         o.fused = fused;
-        let mut p = Tensor::new(&p0, &Device::Cpu).unwrap();
+        let p = Var::new(&p0, &Device::Cpu).unwrap();
         for g in grads {
-            p = o.step(&[&p], &[Tensor::new(g, &Device::Cpu).unwrap()]).unwrap().remove(0);
+            o.step(&[&p], &[Tensor::new(g, &Device::Cpu).unwrap()]).unwrap();
         }
         p.to_vec1().unwrap()
     }
@@ -224,12 +243,12 @@ mod tests {
                 };
                 let (mut a, mut b) = (Optimizer::new(spec, 1), Optimizer::new(spec, 1));
                 b.fused = false;
-                let (mut pa, mut pb) = (draw(&mut rng), Tensor::zeros(1, dtype, &Device::Cpu).unwrap());
-                pb = pb.broadcast_add(&pa).unwrap().contiguous().unwrap();
+                let p0 = draw(&mut rng);
+                let (pa, pb) = (Var::from_tensor(&p0).unwrap(), Var::from_tensor(&p0).unwrap());
                 for _ in 0..4 {
                     let g = draw(&mut rng);
-                    pa = a.step(&[&pa], std::slice::from_ref(&g)).unwrap().remove(0);
-                    pb = b.step(&[&pb], &[g]).unwrap().remove(0);
+                    a.step(&[&pa], std::slice::from_ref(&g)).unwrap();
+                    b.step(&[&pb], &[g]).unwrap();
                     let bits = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&pa), bits(&pb), "{:?} {dtype:?}", spec.kind);
                 }
