@@ -30,7 +30,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let log_q = p.affine(-1.0, 1.0 + eps)?.log()?;
             (y.mul(&log_p)? + y.affine(-1.0, 1.0)?.mul(&log_q)?)?.neg()?
         }
-        LossKind::BceTorch => bce_torch(&clamp(spec, p)?, y)?,
+        LossKind::BceTorch => super::bce_torch::bce_torch(&clamp(spec, p)?, y)?,
         LossKind::BceLogits => {
             // max(x, 0) − x·y + log(1 + exp(−|x|)), PyTorch's stable form.
             let soft = p.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
@@ -69,21 +69,6 @@ fn reduce(r: Reduction, elems: &Tensor) -> Result<Tensor> {
 /// Cross-entropies sum over classes, then reduce over rows.
 fn reduce_rows(spec: &LossSpec, per_class: &Tensor) -> Result<Tensor> {
     reduce(spec.reduction, &per_class.sum(D::Minus1)?)
-}
-
-/// PyTorch's BCE: value with logs clamped at −100, gradient `(p − y) / max(p(1 − p), 1e-12)`.
-///
-/// The value is computed without autograd; the gradient is attached by adding
-/// `g·p − stop_grad(g·p)`, which is exactly zero in value, so the loss equals
-/// PyTorch's bit for bit in each element while its derivative is `g`.
-fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
-    let pd = p.detach();
-    let log_p = pd.log()?.maximum(-100.0)?;
-    let log_q = pd.affine(-1.0, 1.0)?.log()?.maximum(-100.0)?;
-    let value = (y.mul(&log_p)? + y.affine(-1.0, 1.0)?.mul(&log_q)?)?.neg()?;
-    let g = (&pd - y)?.div(&pd.mul(&pd.affine(-1.0, 1.0)?)?.maximum(1e-12)?)?;
-    let gp = g.mul(p)?;
-    Ok((value + (&gp - gp.detach())?)?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use candle_core::{DType, Device};
 use crate::error::{Error, Result};
 use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenario};
 
+mod bce_torch;
 pub(crate) mod data;
 mod device;
 mod divergence;

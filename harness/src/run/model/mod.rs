@@ -18,6 +18,7 @@ mod dense;
 mod init;
 mod norm;
 mod recurrent;
+mod relu;
 
 /// A named trainable tensor.
 #[derive(Debug, Clone)]
@@ -81,7 +82,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
-        Layer::Relu => h.relu()?,
+        Layer::Relu => relu::relu(h)?,
         Layer::Sigmoid => candle_nn::ops::sigmoid(h)?,
         Layer::Tanh => h.tanh()?,
         Layer::Gelu => h.gelu_erf()?,
