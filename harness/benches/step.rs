@@ -95,13 +95,13 @@ fn main() {
     let torch = torch();
     let cases = [
         ("s000_ex1_bce_mlp", "MLP 10-100-1, batch 32, Adam", 200, 4200, torch.map(|t| t.0)),
-        ("s003_ex1_wide_mlp_adam", "MLP 10-1024-1024-1, batch 100, Adam", 5, 45, torch.map(|t| t.1)),
+        ("s003_ex1_wide_mlp_adam", "MLP 10-1024-1024-1, batch 100, Adam", 5, 85, torch.map(|t| t.1)),
     ];
     println!("| model | PyTorch eager | nanhunt watch off | nanhunt watch on | watch cost | watch on vs PyTorch |");
     println!("|---|---:|---:|---:|---:|---:|");
     let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") };
     for (name, label, short, long, torch) in cases {
-        let (off, on) = us_per_step(&load(name), short, long, 9);
+        let (off, on) = us_per_step(&load(name), short, long, 11);
         let (t, ratio) = torch.map_or(("-".into(), "-".into()), |t| (us(t), format!("{:.2}×", t / on)));
         println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
     }

@@ -13,7 +13,7 @@ use crate::error::Result;
 /// What the watch needs to know of one tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stats {
-    /// Largest |value| among finite elements (0 for an empty tensor).
+    /// Largest |value| among finite elements (0 for an empty tensor; NaN where not gathered).
     pub max_abs: f64,
     /// Sum of squares in f64 (non-finite if any element is).
     pub sum_sq: f64,
@@ -96,7 +96,7 @@ fn max_magnitude_bits_any(v: &[f32]) -> u32 {
 
 /// Stats of a slice, converting each element to f64.
 pub fn of_slice<T: Copy>(v: &[T], f: impl Fn(T) -> f64 + Copy) -> Option<Stats> {
-    let mut acc = Acc::default();
+    let mut acc = Acc::<true>::default();
     acc.add(v, f);
     Some(acc.finish(v, f))
 }
@@ -122,14 +122,22 @@ const LANES: usize = 8;
 ///
 /// Element `i` always goes to lane `i % 8`, and each lane adds in index
 /// order: eight independent accumulators let the loop vectorise, and the
-/// result has the same bits however the slice is split into blocks.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Acc {
+/// result has the same bits however the slice is split into blocks. With
+/// `MAX = false` the largest magnitude is not gathered (`max_abs` is NaN),
+/// for gradients and parameters, whose norms are all the trace keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Acc<const MAX: bool = true> {
     sq: [f64; LANES],
     mx: [f64; LANES],
 }
 
-impl Acc {
+impl<const MAX: bool> Default for Acc<MAX> {
+    fn default() -> Self {
+        Acc { sq: [0.0; LANES], mx: [0.0; LANES] }
+    }
+}
+
+impl<const MAX: bool> Acc<MAX> {
     /// Adds the next block of the slice (with AVX2 where the CPU has it: the same operations in
     /// the same order on wider registers, so the same bits).
     pub(crate) fn add<T: Copy>(&mut self, v: &[T], f: impl Fn(T) -> f64) {
@@ -157,13 +165,17 @@ impl Acc {
             let a: [f64; LANES] = std::array::from_fn(|k| f(c[k]));
             for k in 0..LANES {
                 sq[k] += a[k] * a[k];
-                mx[k] = larger(mx[k], a[k].abs());
+                if MAX {
+                    mx[k] = larger(mx[k], a[k].abs());
+                }
             }
         }
         for (k, x) in tail.iter().enumerate() {
             let a = f(*x);
             sq[k] += a * a;
-            mx[k] = larger(mx[k], a.abs());
+            if MAX {
+                mx[k] = larger(mx[k], a.abs());
+            }
         }
         (self.sq, self.mx) = (sq, mx);
     }
@@ -171,7 +183,7 @@ impl Acc {
     /// The stats of `whole`, the slice every block came from (read again only if it holds a non-finite value).
     pub(crate) fn finish<T: Copy>(self, whole: &[T], f: impl Fn(T) -> f64) -> Stats {
         let mut sum_sq = self.sq.iter().sum::<f64>();
-        let mut max_abs = self.mx.iter().copied().fold(0.0, f64::max);
+        let mut max_abs = if MAX { self.mx.iter().copied().fold(0.0, f64::max) } else { f64::NAN };
         let mut first_bad = None;
         if !sum_sq.is_finite() {
             first_bad = whole.iter().map(|x| f(*x)).enumerate().find(|(_, a)| !a.is_finite());
@@ -212,7 +224,7 @@ mod tests {
     fn blocks_give_the_bits_of_one_pass() {
         let v: Vec<f32> = (0..1003).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1.37e-3).collect();
         let whole = of_slice(&v, |x| x as f64).unwrap();
-        let mut acc = Acc::default();
+        let mut acc = Acc::<true>::default();
         for block in v.chunks(64) {
             acc.add(block, |x| x as f64);
         }

@@ -133,7 +133,8 @@ const BLOCK: usize = 1024;
 /// The update over blocks, with the watch's stats of the gradient and of the new parameter.
 fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<[Stats; 2]> {
     let n = p.len();
-    let (mut g_acc, mut p_acc) = (Acc::default(), Acc::default());
+    // Only the sums of squares: the trace keeps the gradient's and the parameters' norms.
+    let (mut g_acc, mut p_acc) = (Acc::<false>::default(), Acc::<false>::default());
     let to64 = |x: T| <T as candle_core::WithDType>::to_f64(x);
     for start in (0..n).step_by(BLOCK) {
         let r = start..(start + BLOCK).min(n);
