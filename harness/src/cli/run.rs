@@ -119,7 +119,14 @@ fn summary(o: &Outcome) -> String {
     };
     let mut s = format!("scenario    {}\noutcome     {verdict}\n", o.scenario);
     if let Some(f) = &o.first_nonfinite {
-        s += &format!("first       {} in `{}` (element {})\n", f.kind, f.tensor, f.index);
+        // A scalar (the loss) is named alone; a tensor with its element, shape and how much of it is bad.
+        let element = if f.shape.is_empty() {
+            String::new()
+        } else {
+            let count = if f.count > 1 { format!("; {} of its {} elements are not finite", f.count, f.shape.iter().product::<usize>()) } else { String::new() };
+            format!("{} (shape {:?}{count})", f.element(), f.shape)
+        };
+        s += &format!("first       {} in `{}`{element}\n", f.kind, f.tensor);
         s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
     }
     if let Some(e) = &o.error {

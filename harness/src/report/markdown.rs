@@ -25,9 +25,12 @@ pub fn markdown(s: &Summary) -> String {
             // A repro with fewer rows counts its own steps: say so beside the step.
             let rows = s.reductions.iter().find(|r| r.starts_with("data rows")).map_or(String::new(), |r| format!(" ({r})"));
             m += &format!(
-                "**{}** in `{}` (element {}) during the **{}** phase of step {}{rows} (epoch {}, fold {}).\n",
-                f.kind, f.tensor, f.index, f.phase, f.step, f.epoch, f.fold
+                "**{}** in `{}`{} during the **{}** phase of step {}{rows} (epoch {}, fold {}).\n",
+                f.kind, f.tensor, f.element(), f.phase, f.step, f.epoch, f.fold
             );
+            if f.count > 1 {
+                m += &format!("{} of the tensor's {} elements (shape {:?}) are not finite.\n", f.count, f.shape.iter().product::<usize>(), f.shape);
+            }
             if let Some(l) = o.last_finite_loss {
                 m += &format!("Last finite training loss: {}.\n", human(l));
             }

@@ -54,7 +54,7 @@ mod tests {
         let mut o = Outcome::error("t", String::new());
         o.outcome = Status::Nonfinite;
         o.error = None;
-        o.first_nonfinite = Some(Location { step, epoch: 1, fold: 0, phase, tensor: "loss".into(), kind: Kind::Nan, index: 0 });
+        o.first_nonfinite = Some(Location { step, epoch: 1, fold: 0, phase, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() });
         o
     }
 

@@ -11,11 +11,12 @@ use super::trace::Trace;
 use crate::scenario::Phase;
 
 /// Which non-finite value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Kind {
     /// Not a number.
+    #[default]
     Nan,
     /// +∞.
     PosInf,
@@ -49,7 +50,7 @@ impl std::fmt::Display for Kind {
 }
 
 /// The first non-finite value of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     /// Optimizer step (1-based; 0 for the data, before any step).
     pub step: usize,
@@ -65,11 +66,49 @@ pub struct Location {
     pub kind: Kind,
     /// Flat index of the first bad element in the tensor.
     pub index: usize,
+    /// The tensor's shape (empty for a scalar such as the loss).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shape: Vec<usize>,
+    /// The first bad element's coordinates in that shape (row, unit / row, column, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coords: Vec<usize>,
+    /// How many elements of the tensor are not finite (0 where not counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: usize,
+}
+
+impl Location {
+    /// The element as `[i]` for a scalar or a vector, `[row, column]` and so on otherwise.
+    pub fn element(&self) -> String {
+        if self.coords.len() > 1 {
+            format!("[{}]", self.coords.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
+        } else {
+            format!("[{}]", self.index)
+        }
+    }
+}
+
+/// Coordinates of flat index `i` in a row-major `shape`.
+pub(crate) fn coords(i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut rest = i;
+    let mut out = vec![0; shape.len()];
+    for (c, &d) in out.iter_mut().zip(shape).rev() {
+        if d > 0 {
+            *c = rest % d;
+            rest /= d;
+        }
+    }
+    out
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} in `{}`[{}] during {} at step {} (epoch {}, fold {})", self.kind, self.tensor, self.index, self.phase, self.step, self.epoch, self.fold)
+        write!(f, "{} in `{}`{} during {} at step {} (epoch {}, fold {})", self.kind, self.tensor, self.element(), self.phase, self.step, self.epoch, self.fold)?;
+        if self.count > 1 {
+            let total: usize = self.shape.iter().product();
+            write!(f, "; {} of its {total} elements are not finite", self.count)?;
+        }
+        Ok(())
     }
 }
 
@@ -161,7 +200,7 @@ impl Outcome {
     pub fn divergence_site(&self) -> Option<Location> {
         let d = self.divergence.as_ref().filter(|_| self.outcome == Status::Finite)?;
         let (phase, tensor) = if d.reason == "param_growth" { (Phase::Update, "parameters") } else { (Phase::Loss, "loss") };
-        Some(Location { step: d.step, epoch: d.epoch, fold: d.fold, phase, tensor: tensor.into(), kind: Kind::Diverge, index: 0 })
+        Some(Location { step: d.step, epoch: d.epoch, fold: d.fold, phase, tensor: tensor.into(), kind: Kind::Diverge, index: 0, ..Location::default() })
     }
 
     /// Where the run failed: its first non-finite value, or for a finite diverging run its divergence site.
@@ -197,6 +236,15 @@ impl Outcome {
 mod tests {
     use super::*;
     use crate::scenario::Named;
+
+    #[test]
+    fn coordinates_of_a_flat_index_are_row_major() {
+        // 2 × 3 × 4: index 23 is the last element; 13 = 1·12 + 0·4 + 1.
+        assert_eq!(coords(23, &[2, 3, 4]), [1, 2, 3]);
+        assert_eq!(coords(13, &[2, 3, 4]), [1, 0, 1]);
+        assert_eq!(coords(7, &[10]), [7]);
+        assert!(coords(0, &[]).is_empty());
+    }
 
     #[test]
     fn kind_and_status_names_are_their_json_names() {

@@ -152,23 +152,24 @@ impl Runner<'_> {
     }
 
     /// Records the first non-finite value; later ones are ignored.
-    fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, index: usize, value: f64) {
+    fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, (index, value): (usize, f64), shape: &[usize], count: usize) {
         if self.first.is_none() {
             let kind = Kind::of(value).unwrap_or(Kind::Nan);
-            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index });
+            let coords = super::outcome::coords(index, shape);
+            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count });
             self.first_at = Some(self.steps);
         }
     }
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
-        Ok(self.check(at, phase, name, stats(t)?))
+        Ok(self.check(at, phase, name, stats(t)?, t.dims()))
     }
 
     /// Flags a tensor whose stats hold a non-finite value; returns the stats.
-    fn check(&mut self, at: At, phase: Phase, name: &str, st: Stats) -> Stats {
-        if let Some((i, v)) = st.first_bad {
-            self.flag(at, phase, name, i, v);
+    fn check(&mut self, at: At, phase: Phase, name: &str, st: Stats, dims: &[usize]) -> Stats {
+        if let Some(bad) = st.first_bad {
+            self.flag(at, phase, name, bad, dims, st.bad);
         }
         st
     }
@@ -180,7 +181,8 @@ impl Runner<'_> {
             for (name, split) in splits.into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
                 for (what, t) in [("inputs", &split.x), ("targets", &split.y)] {
                     if let Some((r, c, v)) = t.first_nonfinite() {
-                        self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), r * t.cols + c, v);
+                        let count = t.values.iter().filter(|v| !v.is_finite()).count();
+                        self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), (r * t.cols + c, v), &[t.values.len() / t.cols.max(1), t.cols], count);
                     }
                 }
             }
@@ -277,7 +279,7 @@ impl Runner<'_> {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.outputs) {
                 let st = extent(o)?;
-                row.max_abs.push(self.check(at, Phase::Forward, name, st).max_abs);
+                row.max_abs.push(self.check(at, Phase::Forward, name, st, o.dims()).max_abs);
             }
         }
         let pred = outs.last().unwrap_or(x);
@@ -288,7 +290,7 @@ impl Runner<'_> {
         if value.is_finite() {
             self.last_finite = Some(value);
         } else {
-            self.flag(at, Phase::Loss, "loss", 0, value);
+            self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
         }
         if self.done() || model.params.is_empty() {
             self.trace.push(row);
@@ -314,12 +316,18 @@ impl Runner<'_> {
         let fused = if watch && !clipping { Some(opt.step_watched(&vars, &grads)?) } else { None };
         let mut sum_sq = 0.0;
         if watch {
-            for (i, (g, name)) in grads.iter().zip(&names.grads).enumerate() {
+            // The norm adds the parameters' sums in parameter order, as always.
+            let mut g_stats = Vec::with_capacity(grads.len());
+            for (i, g) in grads.iter().enumerate() {
                 let st = match fused.as_ref().and_then(|u| u[i]) {
                     Some([gs, _]) => gs,
                     None => stats(g)?,
                 };
-                sum_sq += self.check(at, Phase::Backward, name, st).sum_sq;
+                sum_sq += st.sum_sq;
+                g_stats.push(st);
+            }
+            for (i, st) in g_stats.into_iter().enumerate() {
+                self.check(at, Phase::Backward, &names.grads[i], st, grads[i].dims());
             }
         }
         if let Some(max) = s.optimizer.clip_grad_norm {
@@ -352,7 +360,7 @@ impl Runner<'_> {
                     Some([_, ps]) => *ps,
                     None => stats(p.var.as_tensor())?,
                 };
-                p_sq += self.check(at, Phase::Update, &p.name, st).sum_sq;
+                p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
             }
         }
         if watch {
@@ -377,7 +385,7 @@ impl Runner<'_> {
         let loss = super::loss::loss(&self.s.loss, outs.last().unwrap_or(x), y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
-            self.flag(at, Phase::Validation, "validation.loss", 0, value);
+            self.flag(at, Phase::Validation, "validation.loss", (0, value), &[], 1);
         }
         if let Some(row) = self.trace.rows.last_mut() {
             row.val_loss = Some(value);

@@ -19,6 +19,8 @@ pub struct Stats {
     pub sum_sq: f64,
     /// Flat index and value of the first non-finite element.
     pub first_bad: Option<(usize, f64)>,
+    /// How many elements are not finite.
+    pub bad: usize,
 }
 
 /// Computes [`Stats`] of a tensor on any device.
@@ -55,7 +57,7 @@ pub fn extent(t: &Tensor) -> Result<Stats> {
             let v = &v[start..end];
             let top = max_magnitude_bits(v);
             if top < f32::INFINITY.to_bits() {
-                return Ok(Stats { max_abs: f64::from(f32::from_bits(top)), sum_sq: f64::NAN, first_bad: None });
+                return Ok(Stats { max_abs: f64::from(f32::from_bits(top)), sum_sq: f64::NAN, first_bad: None, bad: 0 });
             }
             return Ok(of_slice(v, f64::from).expect("a slice always has stats"));
         }
@@ -184,15 +186,16 @@ impl<const MAX: bool> Acc<MAX> {
     pub(crate) fn finish<T: Copy>(self, whole: &[T], f: impl Fn(T) -> f64) -> Stats {
         let mut sum_sq = self.sq.iter().sum::<f64>();
         let mut max_abs = if MAX { self.mx.iter().copied().fold(0.0, f64::max) } else { f64::NAN };
-        let mut first_bad = None;
+        let (mut first_bad, mut bad) = (None, 0);
         if !sum_sq.is_finite() {
             first_bad = whole.iter().map(|x| f(*x)).enumerate().find(|(_, a)| !a.is_finite());
+            bad = whole.iter().filter(|x| !f(**x).is_finite()).count();
             if first_bad.is_some() {
                 max_abs = whole.iter().map(|x| f(*x).abs()).filter(|a| a.is_finite()).fold(0.0, f64::max);
                 sum_sq = f64::NAN;
             }
         }
-        Stats { max_abs, sum_sq, first_bad }
+        Stats { max_abs, sum_sq, first_bad, bad }
     }
 }
 

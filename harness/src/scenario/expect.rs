@@ -78,11 +78,12 @@ pub enum ExpectedOutcome {
 
 /// Where in a training step a value was computed. Part of the file format
 /// (`[expect] phase`) and of every run's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Phase {
     /// The data, after injection and preprocessing, before any step.
+    #[default]
     Data,
     /// A layer's output in the training forward pass.
     Forward,

@@ -166,7 +166,7 @@ mod tests {
         Finding {
             scenario: "s".into(),
             signature: sig.into(),
-            location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0 },
+            location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() },
             dtype: "f32".into(),
             note: None,
             triggers: vec![trigger],

@@ -330,7 +330,7 @@ mod tests {
     fn minimal(muts: Vec<Mutation>) -> (Minimal, Pending) {
         let s = crate::scenario::seed("s000_ex1_bce_mlp");
         let mut o = Outcome::error("t", String::new());
-        let at = Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0 };
+        let at = Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() };
         (o.outcome, o.error, o.first_nonfinite, o.dtype) = (Status::Nonfinite, None, Some(at.clone()), "f32".into());
         let key = raw_key(&o, &muts);
         let p = Pending { key, found: muts.clone(), location: at, dtype: "f32".into(), count: 1, seconds_to_find: 0.0, runs_to_find: 1 };
