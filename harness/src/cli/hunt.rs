@@ -217,6 +217,9 @@ fn summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
         if let Some(note) = &f.note {
             s += &format!("      {note}\n");
         }
+        if let Some(c) = &f.cause {
+            s += &format!("      why: {c}\n");
+        }
         let thresholds: Vec<String> = f
             .nearest()
             .map_or(&[][..], |t| &t.thresholds[..])

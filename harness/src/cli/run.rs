@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use nanhunt::report::{ReportInput, RunSettings};
+use nanhunt::scenario::Named as _;
 use nanhunt::{human, Outcome, RunOptions, Status};
 
 use super::{progress, Context};
@@ -128,6 +129,9 @@ fn summary(o: &Outcome) -> String {
         };
         s += &format!("first       {} in `{}`{element}\n", f.kind, f.tensor);
         s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
+        if let Some(c) = &o.cause {
+            s += &format!("why         {c} [{}]\n", c.rule.name());
+        }
     }
     if let Some(e) = &o.error {
         let what = if o.outcome == Status::Timeout { "cut off" } else { "error" };

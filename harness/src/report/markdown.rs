@@ -44,6 +44,16 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(d) = &o.divergence {
         m += &format!("Divergence: {} at step {} ({}): finite so far, but growing without bound.\n", d.reason, d.step, d.detail);
     }
+    if let Some(c) = &o.cause {
+        m += &format!("\n## Why\n\n**{}** (`{}`): {}.\n", c.op, <&str>::from(c.rule), c.reason);
+        if !c.inputs.is_empty() {
+            m += "\n| input | at the element | min | max | smallest \\|x\\| | zeros | subnormals | ±Inf | NaN |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+            for i in &c.inputs {
+                let at = i.at.map_or("—".to_string(), human);
+                m += &format!("| {} | {at} | {} | {} | {} | {} | {} | {} | {} |\n", i.name, human(i.min), human(i.max), human(i.min_abs), i.zeros, i.subnormals, i.infinite, i.nan);
+            }
+        }
+    }
     if let Some(note) = &s.note {
         m += &format!("\n> {note}\n");
     }

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenario};
 
 mod bce_torch;
+mod cause;
 pub(crate) mod data;
 mod device;
 mod divergence;
@@ -31,6 +32,7 @@ mod trace;
 mod train;
 mod watch;
 
+pub use cause::{Cause, Operand, Rule};
 pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
 pub use trace::{fmt, kept_rows, Trace, TraceRow, TRACE_HEAD, TRACE_TAIL};
 

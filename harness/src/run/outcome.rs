@@ -164,6 +164,9 @@ pub struct Outcome {
     pub outcome: Status,
     /// The first non-finite value, if any.
     pub first_nonfinite: Option<Location>,
+    /// Why it appeared: the operation, its inputs and a diagnosis (where a rule explains it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<super::cause::Cause>,
     /// Optimizer steps taken (summed over folds).
     pub steps: usize,
     /// The last training loss computed.
@@ -217,6 +220,7 @@ impl Outcome {
             scenario: scenario.to_string(),
             outcome: Status::Error,
             first_nonfinite: None,
+            cause: None,
             steps: 0,
             final_loss: None,
             last_finite_loss: None,

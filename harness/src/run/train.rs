@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use super::cause::{self, Cause};
 use super::data::{self, Dataset, Split, Table};
 use super::divergence::DivergenceWatch;
 use super::model::Model;
@@ -23,7 +24,7 @@ use super::trace::{Trace, TraceRow};
 use super::watch::{extent, stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
-use crate::scenario::{Named, Phase, Plan, Scenario};
+use crate::scenario::{Layer, Named, Phase, Plan, Scenario};
 
 /// Trains every fold of `data` with the model `plan` describes, on `dev`.
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
@@ -41,6 +42,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         trace: Trace { layers: plan.layer_names.clone(), ..Trace::default() },
         first: None,
         first_at: None,
+        cause: None,
+        train_rows: Vec::new(),
         stagnation: None,
         divergence: None,
         diverging: DivergenceWatch::new(&s.train.divergence),
@@ -51,6 +54,9 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         cut: None,
     };
     r.check_data(data);
+    if r.first.is_some() {
+        r.cause = Some(r.data_cause());
+    }
     for (f, fold) in data.folds.iter().enumerate() {
         if r.done() {
             break;
@@ -68,6 +74,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
             (None, None) => Status::Finite,
         },
         first_nonfinite: r.first,
+        cause: r.cause,
         steps: r.steps,
         final_loss: r.last_loss,
         last_finite_loss: r.last_finite,
@@ -105,6 +112,10 @@ struct Names {
 
 struct Runner<'a> {
     s: &'a Scenario,
+    /// Why the first non-finite value appeared, once it has.
+    cause: Option<Cause>,
+    /// The current fold's training inputs, kept only where a stability bound can be computed.
+    train_rows: Vec<Vec<f64>>,
     names: Rc<Names>,
     opts: &'a RunOptions<'a>,
     dev: Device,
@@ -161,6 +172,68 @@ impl Runner<'_> {
         }
     }
 
+    /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
+    /// cause yet. A diagnosis that fails is no diagnosis: it never changes the run.
+    fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self) -> Result<Option<Cause>>) {
+        let fresh = self.first.as_ref().is_some_and(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase));
+        if fresh && self.cause.is_none() {
+            self.cause = why(self).ok().flatten();
+        }
+    }
+
+    /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
+    /// stability bound on the learning rate that can be computed from the data.
+    fn linear_sgd_mse(&self) -> bool {
+        let (s, o) = (self.s, &self.s.optimizer);
+        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }]) && s.loss.kind == crate::scenario::LossKind::Mse && o.kind == crate::scenario::OptimizerKind::Sgd && o.momentum == 0.0 && o.weight_decay == 0.0 && s.data.seq_len.is_none()
+    }
+
+    /// The cause of a forward value: the layer that made it, from what it read.
+    fn forward_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
+        let f = self.first.as_ref().expect("flagged");
+        let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
+        let input = if l == 0 { x } else { &outs[l - 1] };
+        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
+    }
+
+    /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.
+    fn loss_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
+        let s = self.s;
+        if !self.train_rows.is_empty() {
+            if let Some(c) = cause::stability(s.optimizer.lr, &self.train_rows, s.loss.reduction == crate::scenario::Reduction::Mean, s.train.dtype) {
+                return Ok(Some(c));
+            }
+        }
+        let pred = outs.last().unwrap_or(x);
+        let n = model.layers().len();
+        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| if n >= 2 { &outs[n - 2] } else { x });
+        cause::loss(&s.loss, pred, y, logits, s.train.dtype)
+    }
+
+    /// Data that is finite in f64 but overflows the compute dtype.
+    fn data_overflow(&self) -> Option<Cause> {
+        let f = self.first.as_ref()?;
+        (f.phase == Phase::Data).then(|| {
+            let d = self.s.train.dtype;
+            let dt: &str = d.into();
+            let reason = format!("`{}` holds values beyond {dt}'s largest value {}: they are finite in the data and infinite once converted", f.tensor, crate::human(cause::Limits::of(d).max));
+            Cause { rule: cause::Rule::Overflow, op: format!("conversion to {dt}"), reason, inputs: vec![] }
+        })
+    }
+
+    /// Where non-finite data came from: the rows themselves, or the first preprocessing step after which they appear.
+    fn data_cause(&self) -> Cause {
+        let f = self.first.as_ref().expect("flagged");
+        let steps = &self.s.data.preprocess;
+        let bad_after = |k: usize| -> bool {
+            let mut s = self.s.clone();
+            s.data.preprocess.truncate(k);
+            super::data::build(&s).map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some()))).unwrap_or(false)
+        };
+        let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].name())) };
+        cause::data(&f.tensor, first)
+    }
+
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
         Ok(self.check(at, phase, name, stats(t)?, t.dims()))
@@ -213,10 +286,14 @@ impl Runner<'_> {
             self.watch(at, Phase::Data, &format!("data.{name}.inputs"), tx)?;
             self.watch(at, Phase::Data, &format!("data.{name}.targets"), ty)?;
         }
+        if self.first.is_some() && self.cause.is_none() {
+            self.cause = self.data_overflow();
+        }
         if self.done() {
             return Ok(());
         }
         let n = data.train.x.rows;
+        self.train_rows = if self.linear_sgd_mse() { (0..n).map(|r| data.train.x.row(r).to_vec()).collect() } else { Vec::new() };
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params.len());
         opt.fused = self.opts.fused;
@@ -282,6 +359,9 @@ impl Runner<'_> {
                 row.max_abs.push(self.check(at, Phase::Forward, name, st, o.dims()).max_abs);
             }
         }
+        if watch {
+            self.explain(at, Phase::Forward, &|r| r.forward_cause(model, x, &outs));
+        }
         let pred = outs.last().unwrap_or(x);
         let loss = super::loss::loss(&s.loss, pred, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -291,6 +371,7 @@ impl Runner<'_> {
             self.last_finite = Some(value);
         } else {
             self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
+            self.explain(at, Phase::Loss, &|r| r.loss_cause(model, x, &outs, y));
         }
         if self.done() || model.params.is_empty() {
             self.trace.push(row);
@@ -329,6 +410,10 @@ impl Runner<'_> {
             for (i, st) in g_stats.into_iter().enumerate() {
                 self.check(at, Phase::Backward, &names.grads[i], st, grads[i].dims());
             }
+            self.explain(at, Phase::Backward, &|r| {
+                let inputs: Vec<&Tensor> = std::iter::once(x).chain(outs.iter()).collect();
+                cause::backward(model.layers(), &r.names.outputs, &inputs, s.train.dtype)
+            });
         }
         if let Some(max) = s.optimizer.clip_grad_norm {
             if !watch {
@@ -362,6 +447,12 @@ impl Runner<'_> {
                 };
                 p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
             }
+            self.explain(at, Phase::Update, &|r| {
+                let f = r.first.as_ref().expect("flagged");
+                let Some(i) = model.params.iter().position(|p| p.name == f.tensor) else { return Ok(None) };
+                let (m, v) = opt.moments_at(i, f.index)?;
+                cause::update(&s.optimizer, &f.tensor, &grads[i], f.index, m, v, s.train.dtype)
+            });
         }
         if watch {
             row.param_norm = Some(p_sq.sqrt());

@@ -243,8 +243,9 @@ pub enum InjectInto {
 }
 
 /// One preprocessing step. Statistics are fitted on the training split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary, strum::IntoStaticStr)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
 pub enum Preprocess {
     /// `(x - mean) / std` per column (sklearn's StandardScaler: population std, std 0 → 1).
     Standardize {

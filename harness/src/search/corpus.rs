@@ -176,6 +176,7 @@ mod tests {
             seconds_to_shrink: 0.0,
             shrink_runs: 0,
             report: None,
+            cause: None,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct Finding {
     pub shrink_runs: usize,
     /// Report directory, if one was written.
     pub report: Option<PathBuf>,
+    /// Why the nearest trigger's repro went non-finite (its diagnosis), where a rule explains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::run::Cause>,
 }
 
 /// One way to reach a root cause: a 1-minimal set of mutations, each numeric one at its threshold.

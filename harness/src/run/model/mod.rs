@@ -64,6 +64,11 @@ impl Model {
         Ok(Model { layers: spec.layers.clone(), first_param, params })
     }
 
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
     /// Runs the stack and returns every layer's output, in order.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());

@@ -43,6 +43,21 @@ impl Optimizer {
         self.update(params, grads, true)
     }
 
+    /// Parameter `i`'s first and second moments at flat index `at` (for a diagnosis).
+    pub fn moments_at(&self, i: usize, at: usize) -> Result<(Option<f64>, Option<f64>)> {
+        let pick = |t: &Option<Tensor>| -> Result<Option<f64>> {
+            Ok(match t {
+                Some(t) => t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?.get(at).copied(),
+                None => None,
+            })
+        };
+        Ok(match &self.buffers[i] {
+            Some(fused::Buffers::F32(m, v)) => (m.get(at).map(|x| f64::from(*x)), v.get(at).map(|x| f64::from(*x))),
+            Some(fused::Buffers::F64(m, v)) => (m.get(at).copied(), v.get(at).copied()),
+            None => (pick(&self.m[i])?, pick(&self.v[i])?),
+        })
+    }
+
     fn update(&mut self, params: &[&Var], grads: &[Tensor], watch: bool) -> Result<Vec<Option<[Stats; 2]>>> {
         self.step += 1;
         let mut out = Vec::with_capacity(params.len());

@@ -216,6 +216,7 @@ impl Campaign {
                     seconds_to_shrink: 0.0,
                     shrink_runs: 0,
                     report: None,
+                    cause: m.outcome.cause.clone(),
                 });
                 g.state.findings.len() - 1
             }
@@ -231,6 +232,7 @@ impl Campaign {
         let kept = fold(&mut f.triggers, t);
         if f.triggers[0].mutations == kept && kept == m.mutations {
             f.location = at;
+            f.cause = m.outcome.cause.clone();
         }
         // Raw flips that went to a dropped trigger now count for the one that covers it.
         for s in g.seen.values_mut() {

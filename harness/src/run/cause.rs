@@ -1,0 +1,360 @@
+//! Why the first non-finite value appeared: the operation that produced it,
+//! the facts about its inputs at that element and over the tensor, and a
+//! diagnosis in plain words from rules over those facts.
+//!
+//! The runner calls these functions once, when it flags the first bad value,
+//! with the tensors of that step at hand; nothing here runs on a healthy step.
+//! Each rule is checked by a scenario that triggers it (`run/tests.rs`).
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use strum::IntoStaticStr;
+
+use crate::error::Result;
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimizerKind, OptimizerSpec};
+
+/// The diagnosis: which rule explains the value, the operation, and why, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cause {
+    /// The rule that matched.
+    pub rule: Rule,
+    /// The operation that produced the value (`layers.1.exp`, `loss (bce)`, `adam update`, ...).
+    pub op: String,
+    /// The explanation, in plain words with the numbers behind it.
+    pub reason: String,
+    /// Facts about the operation's inputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<Operand>,
+}
+
+/// The rules a diagnosis comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Rule {
+    /// A finite computation exceeded the dtype's largest value.
+    Overflow,
+    /// `log` of exactly 0 (a probability of exactly 0 or 1).
+    LogOfZero,
+    /// A division by exactly 0.
+    DivisionByZero,
+    /// An epsilon that rounds to 0 in the compute dtype, leaving a division by 0.
+    EpsRoundsToZero,
+    /// `1 − ε` rounds to 1 in the compute dtype, so a clamp does not clamp.
+    OneMinusEpsRoundsToOne,
+    /// The derivative of `sqrt`, `log` or `1/x` at exactly 0.
+    DerivativeAtZero,
+    /// A function outside its domain (`log` or `sqrt` of a negative number).
+    OutsideDomain,
+    /// Non-finite values already in the data, before any step.
+    DataNotFinite,
+    /// A learning rate above the stability bound `2/λ` of a linear model on this data.
+    LrAboveStabilityBound,
+}
+
+/// Facts about one input of the operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operand {
+    /// What it is (`input`, `p`, `y`, `grad`, `exp_avg_sq`, ...).
+    pub name: String,
+    /// Its value at the bad element, where one corresponds.
+    pub at: Option<f64>,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Smallest magnitude.
+    pub min_abs: f64,
+    /// Exact zeros.
+    pub zeros: usize,
+    /// Subnormal values in the compute dtype.
+    pub subnormals: usize,
+    /// ±Inf values.
+    pub infinite: usize,
+    /// NaN values.
+    pub nan: usize,
+}
+
+/// The limits of a compute dtype.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest finite value.
+    pub max: f64,
+    /// Smallest positive normal value.
+    pub min_normal: f64,
+    /// Smallest positive subnormal value.
+    pub min_subnormal: f64,
+}
+
+impl Limits {
+    /// The limits of `d`.
+    pub(crate) fn of(d: DTypeName) -> Limits {
+        match d {
+            DTypeName::F32 => Limits { max: f32::MAX as f64, min_normal: f32::MIN_POSITIVE as f64, min_subnormal: 2f64.powi(-149) },
+            DTypeName::F64 => Limits { max: f64::MAX, min_normal: f64::MIN_POSITIVE, min_subnormal: 2f64.powi(-1074) },
+            DTypeName::F16 => Limits { max: 65504.0, min_normal: 2f64.powi(-14), min_subnormal: 2f64.powi(-24) },
+            DTypeName::Bf16 => Limits { max: half::bf16::MAX.to_f64(), min_normal: 2f64.powi(-126), min_subnormal: 2f64.powi(-133) },
+        }
+    }
+}
+
+/// `v` as the compute dtype stores it.
+pub(crate) fn round(v: f64, d: DTypeName) -> f64 {
+    match d {
+        DTypeName::F32 => v as f32 as f64,
+        DTypeName::F64 => v,
+        DTypeName::F16 => half::f16::from_f64(v).to_f64(),
+        DTypeName::Bf16 => half::bf16::from_f64(v).to_f64(),
+    }
+}
+
+/// Facts about a tensor, with its value at flat index `at`.
+pub(crate) fn operand(name: &str, t: &Tensor, at: Option<usize>, d: DTypeName) -> Result<Operand> {
+    let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+    let finite = || v.iter().copied().filter(|x| x.is_finite());
+    let min_normal = Limits::of(d).min_normal;
+    Ok(Operand {
+        name: name.to_string(),
+        at: at.and_then(|i| v.get(i).copied()),
+        min: finite().fold(f64::INFINITY, f64::min),
+        max: finite().fold(f64::NEG_INFINITY, f64::max),
+        min_abs: finite().map(f64::abs).fold(f64::INFINITY, f64::min),
+        zeros: v.iter().filter(|x| **x == 0.0).count(),
+        subnormals: v.iter().filter(|x| x.is_finite() && **x != 0.0 && x.abs() < min_normal).count(),
+        infinite: v.iter().filter(|x| x.is_infinite()).count(),
+        nan: v.iter().filter(|x| x.is_nan()).count(),
+    })
+}
+
+fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>) -> Cause {
+    Cause { rule, op: op.into(), reason, inputs }
+}
+
+/// A layer's output went non-finite in the forward pass; `input` is what it read.
+pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+    let lim = Limits::of(d);
+    let cols = input.dims().last().copied().unwrap_or(1).max(1);
+    let row = index / cols;
+    let x = operand("input", input, Some(index), d)?;
+    let dt: &str = d.into();
+    let at = x.at.unwrap_or(f64::NAN);
+    let found = match layer {
+        Layer::Exp if at > lim.max.ln() => Some((Rule::Overflow, format!("exp({}) overflows {dt}: the input is above ln(max) = {}", crate::human(at), crate::human(lim.max.ln())))),
+        Layer::Log | Layer::Sqrt if at < 0.0 => Some((Rule::OutsideDomain, format!("{} of a negative number ({}) is NaN", layer_name(layer), crate::human(at)))),
+        Layer::Log if at == 0.0 => Some((Rule::LogOfZero, "log of exactly 0 is −Inf".to_string())),
+        Layer::Reciprocal if at == 0.0 => Some((Rule::DivisionByZero, "1/x at exactly x = 0".to_string())),
+        Layer::Pow { exponent } if at.is_finite() && at.abs().powf(*exponent) > lim.max => {
+            Some((Rule::Overflow, format!("{}^{} exceeds {dt}'s largest value {}", crate::human(at), crate::human(*exponent), crate::human(lim.max))))
+        }
+        Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
+            let m = x.max.abs().max(x.min.abs());
+            Some((Rule::Overflow, format!("a matrix product overflows {dt} in row {row}: inputs up to {} times weights, summed over {cols} inputs, exceed its largest value {}", crate::human(m), crate::human(lim.max))))
+        }
+        _ => None,
+    };
+    Ok(found.map(|(rule, reason)| cause(rule, layer_op(name), reason, vec![x])))
+}
+
+fn layer_name(l: &Layer) -> &'static str {
+    l.into()
+}
+
+/// `layers.1.exp` from the output's name `layers.1.exp.output`.
+fn layer_op(output: &str) -> &str {
+    output.strip_suffix(".output").unwrap_or(output)
+}
+
+/// The loss went non-finite. `p` and `y` are predictions and targets; `logits` is what the
+/// layer before the predictions read (the sigmoid's input), if there is one.
+pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tensor>, d: DTypeName) -> Result<Option<Cause>> {
+    let pv = p.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+    let yv = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+    let dt: &str = d.into();
+    let op = format!("loss ({})", <&str>::from(spec.kind));
+    let lim = Limits::of(d);
+    let inputs = |i: usize| -> Result<Vec<Operand>> { Ok(vec![operand("p", p, Some(i), d)?, operand("y", y, Some(i), d)?]) };
+    match spec.kind {
+        LossKind::Bce | LossKind::NaiveCrossEntropy => {
+            // The clamp as the compute dtype applies it: p into [c, 1 − c].
+            let c = spec.clamp.unwrap_or(0.0);
+            let (lo, hi) = (round(c, d), round(1.0 - c, d));
+            let eps = round(spec.epsilon.unwrap_or(0.0), d);
+            let clamped = |p: f64| if spec.clamp.is_some() { p.clamp(lo, hi) } else { p };
+            let Some(i) = pv.iter().position(|&p| round(clamped(p) + eps, d) == 0.0 || round(1.0 - clamped(p) + eps, d) == 0.0) else { return Ok(None) };
+            let pc = clamped(pv[i]);
+            let side = if round(pc + eps, d) == 0.0 { "p = 0" } else { "1 − p = 0" };
+            let weight = if side == "p = 0" { yv.get(i).copied().unwrap_or(0.0) } else { 1.0 - yv.get(i).copied().unwrap_or(0.0) };
+            let product = if weight == 0.0 { ", and its weight is 0, so 0·(−∞) = NaN".to_string() } else { String::new() };
+            let saturated = match logits {
+                Some(l) => {
+                    let z = l.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?.get(i).copied();
+                    z.map_or(String::new(), |z| format!("; the sigmoid before it saturated at logit {} in {dt}", crate::human(z)))
+                }
+                None => String::new(),
+            };
+            if spec.clamp.is_some() && hi == 1.0 && side == "1 − p = 0" {
+                let reason = format!("the clamp does not clamp: 1 − {} rounds to 1 in {dt}, so p = 1 in row {i} reaches log(1 − p) = log 0{product}{saturated}", crate::human(c));
+                return Ok(Some(cause(Rule::OneMinusEpsRoundsToOne, op, reason, inputs(i)?)));
+            }
+            let reason = format!("log of exactly 0 in row {i} ({side}){product}{saturated}");
+            Ok(Some(cause(Rule::LogOfZero, op, reason, inputs(i)?)))
+        }
+        LossKind::MeanAbsRatio => {
+            let eps = round(spec.epsilon.unwrap_or(0.0), d);
+            let Some(i) = yv.iter().position(|&y| round(y.abs() + eps, d) == 0.0) else { return Ok(None) };
+            let rule = if spec.epsilon.is_some_and(|e| e > 0.0) { Rule::EpsRoundsToZero } else { Rule::DivisionByZero };
+            let reason = format!("|p − y| / |y| divides by exactly 0: the target in row {i} is 0");
+            Ok(Some(cause(rule, op, reason, inputs(i)?)))
+        }
+        LossKind::Mse | LossKind::Huber => {
+            let Some(i) = pv.iter().zip(&yv).position(|(p, y)| p.is_finite() && (p - y).abs() > lim.max.sqrt()) else { return Ok(None) };
+            let reason = format!("(p − y)² overflows {dt} in row {i}: |p − y| = {} is above √max = {}", crate::human((pv[i] - yv[i]).abs()), crate::human(lim.max.sqrt()));
+            Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A parameter went non-finite in the update. `grad`, `m` and `v` are its gradient and the
+/// optimizer's moments (after the step) at the bad element.
+pub(crate) fn update(spec: &OptimizerSpec, name: &str, grad: &Tensor, index: usize, m: Option<f64>, v: Option<f64>, d: DTypeName) -> Result<Option<Cause>> {
+    let g = operand("grad", grad, Some(index), d)?;
+    let dt: &str = d.into();
+    let lim = Limits::of(d);
+    let op = format!("{} update of `{name}`", <&str>::from(spec.kind));
+    if spec.kind != OptimizerKind::Sgd {
+        let eps = round(spec.eps, d);
+        if let (Some(v), true) = (v, eps == 0.0) {
+            if v == 0.0 || round(v.sqrt(), d) == 0.0 {
+                let what = if m == Some(0.0) { "0 / 0 = NaN" } else { "m / 0 = ±Inf" };
+                let reason = format!(
+                    "eps = {} rounds to 0 in {dt} (its smallest subnormal is {}), and this element's second moment is {}, so the update divides by 0: {what}",
+                    crate::human(spec.eps),
+                    crate::human(lim.min_subnormal),
+                    crate::human(v)
+                );
+                return Ok(Some(cause(Rule::EpsRoundsToZero, op, reason, vec![g])));
+            }
+        }
+        return Ok(None);
+    }
+    let step = (spec.lr * g.at.unwrap_or(f64::NAN)).abs();
+    if step > lim.max || g.infinite > 0 {
+        let reason = format!("lr · grad = {} · {} overflows {dt}'s largest value {}", crate::human(spec.lr), crate::human(g.at.unwrap_or(f64::NAN)), crate::human(lim.max));
+        return Ok(Some(cause(Rule::Overflow, op, reason, vec![g])));
+    }
+    let reason = format!("the update p − lr · grad leaves {dt}'s range (lr · grad = {})", crate::human(step));
+    Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
+}
+
+/// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
+/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
+pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
+    for (l, layer) in layers.iter().enumerate().rev() {
+        let Some(x) = inputs.get(l) else { continue };
+        let derivative = match layer {
+            Layer::Sqrt => "d√x/dx = 1/(2√x)",
+            Layer::Log => "d log x/dx = 1/x",
+            Layer::Reciprocal => "d(1/x)/dx = −1/x²",
+            Layer::Pow { exponent } if *exponent < 1.0 => "d xᵃ/dx = a·xᵃ⁻¹ with a < 1",
+            Layer::FlawedSquare => "",
+            _ => continue,
+        };
+        let op = operand("input", x, None, d)?;
+        if matches!(layer, Layer::FlawedSquare) {
+            let reason = "its hand-written backward divides the upstream gradient by exactly 0".to_string();
+            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+        }
+        if op.zeros > 0 {
+            let reason = format!("{derivative} is infinite at 0, and {} of the {} values this layer reads are exactly 0", op.zeros, x.elem_count());
+            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+        }
+    }
+    Ok(None)
+}
+
+/// Non-finite values in the data, and the step that made them: `first_step` is the index of
+/// the first preprocessing step after which they appear (`None`: already in the rows themselves).
+pub(crate) fn data(tensor: &str, first_step: Option<(usize, &str)>) -> Cause {
+    let (op, reason) = match first_step {
+        None => ("data".to_string(), format!("`{tensor}` holds non-finite values before any preprocessing: they are in the rows themselves (file, generator or injection)")),
+        Some((k, step)) => (format!("data.preprocess.{k} ({step})"), format!("`{tensor}` is finite until preprocessing step {k} (`{step}`), which makes it non-finite")),
+    };
+    cause(Rule::DataNotFinite, op, reason, vec![])
+}
+
+/// A linear model trained by plain SGD on the MSE diverges when `lr` is above `2/λ`, where λ is
+/// the largest eigenvalue of the loss's Hessian `c·[X 1]ᵀ[X 1]` (`c` = 2/n for a mean, 2 for a sum).
+pub(crate) fn stability(lr: f64, rows: &[Vec<f64>], mean: bool, d: DTypeName) -> Option<Cause> {
+    let n = rows.len();
+    let k = rows.first()?.len() + 1;
+    let c = if mean { 2.0 / n as f64 } else { 2.0 };
+    // Power iteration on H = c·AᵀA, A = [X 1], in f64.
+    let apply = |v: &[f64]| -> Vec<f64> {
+        let mut out = vec![0.0; k];
+        for r in rows {
+            let dot: f64 = r.iter().zip(v).map(|(a, b)| a * b).sum::<f64>() + v[k - 1];
+            for (o, a) in out.iter_mut().zip(r.iter().chain([1.0].iter())) {
+                *o += c * dot * a;
+            }
+        }
+        out
+    };
+    let mut v = vec![1.0; k];
+    let mut lambda = 0.0;
+    for _ in 0..200 {
+        let w = apply(&v);
+        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return None;
+        }
+        lambda = norm / v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v = w.iter().map(|x| x / norm).collect();
+    }
+    let bound = 2.0 / lambda;
+    (lr > bound).then(|| {
+        let factor = (1.0 - lr * lambda).abs();
+        let dt: &str = d.into();
+        let reason = format!(
+            "lr {} is above this linear model's stability bound 2/λ = {} (λ = {}, the largest curvature of the MSE on these features): each step multiplies the error along that direction by |1 − lr·λ| = {}, until it overflows {dt}",
+            crate::human(lr),
+            crate::human(bound),
+            crate::human(lambda),
+            crate::human(factor)
+        );
+        cause(Rule::LrAboveStabilityBound, "sgd on mse", reason, vec![])
+    })
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.op, self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_rounding_by_hand() {
+        // f16: 65504 and 2⁻²⁴; 1e-8 rounds to 0 there, 1 − 2⁻¹² rounds to 1 (ties to even).
+        assert_eq!((Limits::of(DTypeName::F16).max, Limits::of(DTypeName::F16).min_subnormal), (65504.0, 2f64.powi(-24)));
+        assert_eq!(round(1e-8, DTypeName::F16), 0.0);
+        assert_eq!(round(1.0 - 2f64.powi(-12), DTypeName::F16), 1.0);
+        assert_ne!(round(1.0 - 2f64.powi(-11), DTypeName::F16), 1.0);
+        assert_eq!(round(1e-8, DTypeName::F32), 1e-8f32 as f64);
+    }
+
+    #[test]
+    fn the_stability_bound_of_a_one_feature_regression() {
+        // x = (1, 2, 3) with the bias column, mean MSE: H = (2/3)·[[14, 6], [6, 3]], whose
+        // eigenvalues are (2/3)·(17 ± √(11² + 4·6²))/2 = (17 ± √265)/3; λ = 11.0931..., 2/λ = 0.18029...
+        let rows = vec![vec![1.0], vec![2.0], vec![3.0]];
+        let lambda = (17.0 + 265f64.sqrt()) / 3.0;
+        assert!(stability(0.180, &rows, true, DTypeName::F32).is_none(), "below the bound");
+        let c = stability(0.181, &rows, true, DTypeName::F32).expect("above the bound");
+        assert_eq!(c.rule, Rule::LrAboveStabilityBound);
+        assert!(c.reason.contains(&crate::human(2.0 / lambda)) && c.reason.contains(&crate::human(lambda)), "{}", c.reason);
+    }
+}

@@ -1,0 +1,63 @@
+//! Every diagnosis rule, on a scenario that triggers it, and every bundled seed that goes
+//! non-finite: the rule, the operation and the facts the reason states. Expected numbers
+//! come from the scenarios' headers (IEEE limits, hand arithmetic).
+
+use nanhunt::run::Rule;
+use nanhunt::{run, Status};
+
+mod common;
+
+fn diagnose(path: &std::path::Path) -> nanhunt::run::Cause {
+    let o = run(&nanhunt::load(path).unwrap());
+    assert_eq!(o.outcome, Status::Nonfinite, "{}", path.display());
+    o.cause.unwrap_or_else(|| panic!("{}: no diagnosis for {:?}", path.display(), o.first_nonfinite))
+}
+
+fn scenario(name: &str) -> std::path::PathBuf {
+    common::repo().join("scenarios/diagnosis").join(format!("{name}.toml"))
+}
+
+fn check(c: &nanhunt::run::Cause, rule: Rule, op: &str, facts: &[&str]) {
+    assert_eq!(c.rule, rule, "{c}");
+    assert!(c.op.contains(op), "op `{}` should name `{op}`", c.op);
+    for f in facts {
+        assert!(c.reason.contains(f), "reason should say `{f}`: {}", c.reason);
+    }
+}
+
+#[test]
+fn each_rule_on_the_scenario_that_triggers_it() {
+    // f16's smallest subnormal is 2⁻²⁴ = 5.96e-8; 1e-8 rounds to 0.
+    check(&diagnose(&scenario("adam_eps_f16")), Rule::EpsRoundsToZero, "adam update of `layers.0.linear.weight`", &["eps = 1e-8 rounds to 0 in f16", "5.96e-8", "0 / 0"]);
+    // 1 − 1e-4 rounds to 1 in f16 (spacing below 1 is 2⁻¹¹).
+    check(&diagnose(&scenario("clamp_f16")), Rule::OneMinusEpsRoundsToOne, "loss (bce)", &["1 − 1e-4 rounds to 1 in f16", "log(1 − p) = log 0", "sigmoid before it saturated"]);
+    check(&diagnose(&scenario("sqrt_at_zero")), Rule::DerivativeAtZero, "layers.1.sqrt (backward)", &["1/(2√x) is infinite at 0", "1 of the 1 values"]);
+    // ln(f32::MAX) = 88.72.
+    check(&diagnose(&scenario("exp_overflow")), Rule::Overflow, "layers.1.exp", &["exp(100) overflows f32", "88.7"]);
+    check(&diagnose(&scenario("log_negative")), Rule::OutsideDomain, "layers.0.log", &["log of a negative number (-1)"]);
+    // √(f32::MAX) = 1.84e19.
+    check(&diagnose(&scenario("mse_overflow")), Rule::Overflow, "loss (mse)", &["|p − y| = 1e20", "1.84e19"]);
+}
+
+#[test]
+fn each_failing_seed_gets_its_diagnosis() {
+    let seed = |n: &str| diagnose(&common::seed(n));
+    // x = [1, 2, 3, 0, 5] through 1/x: the 0 in row 3 becomes +Inf at preprocessing step 0.
+    check(&seed("s001_ex2_reciprocal_preprocessing"), Rule::DataNotFinite, "data.preprocess.0 (reciprocal)", &["finite until preprocessing step 0"]);
+    check(&seed("s001_ex3_bce_saturated"), Rule::LogOfZero, "loss (bce)", &["log of exactly 0", "0·(−∞) = NaN", "sigmoid before it saturated"]);
+    // (2/3)·XᵀX for X = [[1, 1e5], [2, 2e5], [3, 3e5]] (with the bias column): λ ≈ (2/3)·14·(1 + 1e10) = 9.33e10.
+    check(&seed("s002_ex1_linreg_sgd"), Rule::LrAboveStabilityBound, "sgd on mse", &["lr 0.01", "2/λ = 2.14e-11", "λ = 9.33e10"]);
+    check(&seed("s002_ex2_log_loss_zero"), Rule::LogOfZero, "loss (bce)", &["log of exactly 0 in row 0 (p = 0)"]);
+    check(&seed("s002_ex3_flawed_backward"), Rule::DivisionByZero, "layers.1.flawed_square (backward)", &["divides the upstream gradient by exactly 0"]);
+    check(&seed("s003_ex3_ratio_loss_zero_target"), Rule::DivisionByZero, "loss (mean_abs_ratio)", &["the target in row 3 is 0"]);
+    check(&seed("s004_ex2_nan_validation"), Rule::DataNotFinite, "data", &["`data.validation.inputs`", "before any preprocessing"]);
+}
+
+#[test]
+fn data_beyond_the_dtype_is_an_overflow_of_the_conversion() {
+    // Seed 002 ex1's 1e5 features exceed f16's largest value 65504.
+    let mut s = nanhunt::load(&common::seed("s002_ex1_linreg_sgd")).unwrap();
+    s.train.dtype = nanhunt::scenario::DTypeName::F16;
+    let c = run(&s).cause.expect("diagnosed");
+    check(&c, Rule::Overflow, "conversion to f16", &["65504"]);
+}
