@@ -247,6 +247,30 @@ pub(crate) fn update(spec: &OptimizerSpec, name: &str, grad: &Tensor, index: usi
     Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
 }
 
+/// An optimizer state went non-finite (`exp_avg_sq` and the like), from the gradient it folds in.
+pub(crate) fn state(spec: &OptimizerSpec, name: &str, state: &str, grad: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+    let g = operand("grad", grad, Some(index), d)?;
+    let dt: &str = d.into();
+    let lim = Limits::of(d);
+    let at = g.at.unwrap_or(f64::NAN);
+    let op = format!("{} state `{name}`", <&str>::from(spec.kind));
+    let squared = matches!(state, "exp_avg_sq" | "square_avg");
+    if squared && at.is_finite() && at.abs() > lim.max.sqrt() {
+        let reason = format!(
+            "the second moment folds in grad² and grad = {} squares past {dt}'s largest value {} (|grad| > √max = {}): it is +Inf, so every later update of this element divides by ∞ and is 0",
+            crate::human(at),
+            crate::human(lim.max),
+            crate::human(lim.max.sqrt())
+        );
+        return Ok(Some(cause(Rule::Overflow, op, reason, vec![g])));
+    }
+    if g.infinite + g.nan > 0 {
+        return Ok(None);
+    }
+    let reason = format!("`{state}` grew past {dt}'s largest value {} from finite gradients (up to {})", crate::human(lim.max), crate::human(g.max.abs().max(g.min.abs())));
+    Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
+}
+
 /// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
 /// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
 pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {

@@ -134,6 +134,7 @@ fn the_fused_watch_names_what_the_unfused_one_does() {
         ("[data]\ninputs = { kind = \"values\", rows = [[-1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[model]\nlayers = [{ type = \"sqrt\" }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1".to_string(), Phase::Forward),
         (format!("{ONE_ROW}[model]\nlayers = [{{ type = \"linear\", out = 1, init = {{ kind = \"constant\", value = 0.0 }} }}, {{ type = \"sqrt\" }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"adam\"\nlr = 0.1"), Phase::Backward),
         (format!("{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38"), Phase::Update),
+        ("[data]\ninputs = { kind = \"values\", rows = [[1e10]] }\ntargets = { kind = \"values\", values = [1e10] }\n[model]\nlayers = [{ type = \"linear\", out = 1, init = { kind = \"constant\", value = 0.0 } }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"adam\"\nlr = 1e-3".to_string(), Phase::Update),
         (format!("{ONE_ROW}validation = {{ inputs = {{ kind = \"values\", rows = [[1e30]] }}, targets = {{ kind = \"values\", values = [0.0] }} }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01"), Phase::Validation),
     ];
     let mut all: Vec<(crate::Scenario, Option<Phase>)> = phases.iter().map(|(body, p)| (scenario(body), Some(*p))).collect();
@@ -155,4 +156,7 @@ fn the_fused_watch_names_what_the_unfused_one_does() {
     for p in [Phase::Data, Phase::Forward, Phase::Loss, Phase::Backward, Phase::Update, Phase::Validation] {
         assert!(phases_seen.contains(p.name()), "no scenario fails in phase {p}: {phases_seen:?}");
     }
+    // Adam's second moment in f32: grad = 2·(0 − 1e10)·1e10 = −2e20 squares past 3.4e38, named by the fused pass too.
+    let v = run(&all[3].0).first_nonfinite.unwrap();
+    assert_eq!((v.tensor.as_str(), v.kind), ("optim.layers.0.linear.weight.exp_avg_sq", Kind::PosInf));
 }

@@ -30,6 +30,8 @@ use crate::scenario::{Layer, Named, Phase, Plan, Scenario};
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
     let names = Rc::new(Names {
         outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
+        m_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).0.map(|n| format!("optim.{}.{n}", p.name))).collect(),
+        v_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).1.map(|n| format!("optim.{}.{n}", p.name))).collect(),
         validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
         grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
     });
@@ -106,6 +108,9 @@ fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
 /// Tensor names, made once rather than every step.
 struct Names {
     outputs: Vec<String>,
+    /// `optim.<param>.exp_avg` and the like, where the rule keeps that state.
+    m_states: Vec<Option<String>>,
+    v_states: Vec<Option<String>>,
     validation: Vec<String>,
     grads: Vec<String>,
 }
@@ -400,8 +405,8 @@ impl Runner<'_> {
             // The norm adds the parameters' sums in parameter order, as always.
             let mut g_stats = Vec::with_capacity(grads.len());
             for (i, g) in grads.iter().enumerate() {
-                let st = match fused.as_ref().and_then(|u| u[i]) {
-                    Some([gs, _]) => gs,
+                let st = match fused.as_ref().and_then(|u| u[i].grad) {
+                    Some(gs) => gs,
                     None => stats(g)?,
                 };
                 sum_sq += st.sum_sq;
@@ -433,23 +438,36 @@ impl Runner<'_> {
         }
         let fused = match fused {
             Some(f) => f,
+            None if watch => opt.step_watched(&vars, &grads)?,
             None => {
                 opt.step(&vars, &grads)?;
-                vec![None; vars.len()]
+                Vec::new()
             }
         };
         let mut p_sq = 0.0;
         if watch {
-            for (p, st) in model.params.iter().zip(&fused) {
-                let st = match st {
-                    Some([_, ps]) => *ps,
+            // Each parameter's new state, then its new value: the state is computed first, so a
+            // second moment that overflows (and zeroes the update) is named before anything else.
+            for (i, (p, w)) in model.params.iter().zip(&fused).enumerate() {
+                for (st, name) in [(w.m, &names.m_states[i]), (w.v, &names.v_states[i])] {
+                    if let (Some(st), Some(name)) = (st, name) {
+                        self.check(at, Phase::Update, name, st, p.var.dims());
+                    }
+                }
+                let st = match w.param {
+                    Some(ps) => ps,
                     None => stats(p.var.as_tensor())?,
                 };
                 p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
             }
             self.explain(at, Phase::Update, &|r| {
                 let f = r.first.as_ref().expect("flagged");
-                let Some(i) = model.params.iter().position(|p| p.name == f.tensor) else { return Ok(None) };
+                // A parameter, or one of its states (`optim.<param>.<state>`).
+                let owner = |p: &super::model::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
+                let Some(i) = model.params.iter().position(owner) else { return Ok(None) };
+                if let Some(state) = f.tensor.rsplit('.').next().filter(|_| f.tensor.starts_with("optim.")) {
+                    return cause::state(&s.optimizer, &f.tensor, state, &grads[i], f.index, s.train.dtype);
+                }
                 let (m, v) = opt.moments_at(i, f.index)?;
                 cause::update(&s.optimizer, &f.tensor, &grads[i], f.index, m, v, s.train.dtype)
             });

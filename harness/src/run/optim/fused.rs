@@ -13,15 +13,16 @@ use std::cell::{Cell, RefCell};
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Storage, Tensor};
 
-use super::bias_corrections;
+use super::{bias_corrections, Watched};
 use crate::error::Result;
-use crate::run::watch::{Acc, Stats};
+use crate::run::watch::Acc;
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
 /// The arithmetic the update needs, for f32 and f64.
-trait Real: candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::SubAssign {
+trait Real: candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::SubAssign + Default {
     fn of(v: f64) -> Self;
     fn sqrt(self) -> Self;
+    fn finite(self) -> bool;
 }
 
 macro_rules! real {
@@ -32,6 +33,9 @@ macro_rules! real {
             }
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            fn finite(self) -> bool {
+                <$t>::is_finite(self)
             }
         }
     };
@@ -65,7 +69,7 @@ impl Buffers {
 /// touching nothing, where the fused update does not apply (other devices, dtypes or layouts, or a
 /// state the tensor path made); otherwise the watch's stats of the gradient and the new parameter
 /// are in `stats` when `watch` is set.
-pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mut Option<Buffers>, watch: bool, stats: &mut Option<[Stats; 2]>) -> Result<bool> {
+pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mut Option<Buffers>, watch: bool, stats: &mut Option<Watched>) -> Result<bool> {
     let cpu = |t: &Tensor| matches!(&*t.storage_and_layout().0, Storage::Cpu(_)) && t.is_contiguous();
     if p.dtype() != g.dtype() || p.elem_count() != g.elem_count() || !cpu(p) || !cpu(g) {
         return Ok(false);
@@ -89,6 +93,16 @@ pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mu
     Ok(true)
 }
 
+/// The watch's stats of a state: none to gather while the update found every value of the
+/// state finite (`bad` false), else the first non-finite element and their count.
+fn state_stats<T: Real>(s: &[T], bad: bool, f: impl Fn(T) -> f64 + Copy) -> crate::run::watch::Stats {
+    let clean = crate::run::watch::Stats { max_abs: f64::NAN, sum_sq: f64::NAN, first_bad: None, bad: 0 };
+    if !bad {
+        return clean;
+    }
+    crate::run::watch::of_slice(s, f).unwrap_or(clean)
+}
+
 /// Which states the update keeps: (first moment or momentum buffer, second moment).
 fn kept(o: &OptimizerSpec) -> (bool, bool) {
     match o.kind {
@@ -104,7 +118,7 @@ struct InPlace<'a> {
     step: usize,
     watch: bool,
     buffers: RefCell<Buffers>,
-    stats: Cell<Option<[Stats; 2]>>,
+    stats: Cell<Option<Watched>>,
 }
 
 impl InplaceOp2 for InPlace<'_> {
@@ -131,21 +145,29 @@ impl InplaceOp2 for InPlace<'_> {
 const BLOCK: usize = 1024;
 
 /// The update over blocks, with the watch's stats of the gradient and of the new parameter.
-fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<[Stats; 2]> {
+fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<Watched> {
     let n = p.len();
     // Only the sums of squares: the trace keeps the gradient's and the parameters' norms.
     let (mut g_acc, mut p_acc) = (Acc::<false>::default(), Acc::<false>::default());
+    // The state only needs checking (its norm is not kept): `compute` says whether it is finite.
+    let mut state = false;
     let to64 = |x: T| <T as candle_core::WithDType>::to_f64(x);
     for start in (0..n).step_by(BLOCK) {
         let r = start..(start + BLOCK).min(n);
         let (mb, vb) = (if m.is_empty() { &mut [][..] } else { &mut m[r.clone()] }, if v.is_empty() { &mut [][..] } else { &mut v[r.clone()] });
-        compute(o, step, &mut p[r.clone()], &g[r.clone()], mb, vb);
+        state |= compute(o, step, &mut p[r.clone()], &g[r.clone()], mb, vb);
         if watch {
             g_acc.add(&g[r.clone()], to64);
-            p_acc.add(&p[r], to64);
+            p_acc.add(&p[r.clone()], to64);
+
         }
     }
-    watch.then(|| [g_acc.finish(g, to64), p_acc.finish(p, to64)])
+    watch.then(|| Watched {
+        grad: Some(g_acc.finish(g, to64)),
+        param: Some(p_acc.finish(p, to64)),
+        m: (!m.is_empty()).then(|| state_stats(m, state, to64)),
+        v: (!v.is_empty()).then(|| state_stats(v, state, to64)),
+    })
 }
 
 /// The update of one block, written into `new_p` and the new states (empty
@@ -153,8 +175,11 @@ fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &m
 /// state is read as zeros, which gives the same bits as the tensor path's first
 /// step (`0·β + x = x`, signed zeros included, since `x` is itself `y·c + 0`).
 /// Every loop is a plain loop over slices so that it vectorises.
-fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
     let n = p.len();
+    // Whether the new state holds a non-finite value, folded into the update's own loop: an OR
+    // of booleans, which (unlike a float sum) still vectorises.
+    let mut bad = false;
     let zero = T::of(0.0);
     let (lr, wd, mom) = (T::of(o.lr), T::of(o.weight_decay), T::of(o.momentum));
     // Coupled L2 (SGD, Adam, RMSprop): g ← g + (p·wd + 0).
@@ -173,6 +198,7 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
                 let d = if o.nesterov { g[i] + (b * mom + zero) } else { b };
                 p[i] -= d * lr + zero;
                 m[i] = b;
+                bad |= !b.finite();
             }
         }
         OptimizerKind::Sgd => {
@@ -195,6 +221,7 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
                 p[i] = pi - ((mi / denom) * step_size + zero);
                 m[i] = mi;
                 v[i] = vi;
+                bad |= !mi.finite() | !vi.finite();
             }
         }
         OptimizerKind::Rmsprop => {
@@ -213,9 +240,11 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
                     d
                 };
                 p[i] -= d * lr + zero;
+                bad |= !vi.finite() | !d.finite();
             }
         }
     }
+    bad
 }
 
 #[cfg(test)]

@@ -37,11 +37,13 @@ impl Optimizer {
         self.update(params, grads, false).map(|_| ())
     }
 
-    /// Like [`Optimizer::step`], with the watch's stats of each gradient and updated
-    /// parameter where the fused update read them on the way (`None` on the tensor path).
-    pub fn step_watched(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<Vec<Option<[Stats; 2]>>> {
+    /// Like [`Optimizer::step`], with the watch's stats of each parameter's update: of its
+    /// gradient and new value where the fused update read them on the way, and of its new state.
+    pub fn step_watched(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<Vec<Watched>> {
         self.update(params, grads, true)
     }
+
+
 
     /// Parameter `i`'s first and second moments at flat index `at` (for a diagnosis).
     pub fn moments_at(&self, i: usize, at: usize) -> Result<(Option<f64>, Option<f64>)> {
@@ -58,14 +60,14 @@ impl Optimizer {
         })
     }
 
-    fn update(&mut self, params: &[&Var], grads: &[Tensor], watch: bool) -> Result<Vec<Option<[Stats; 2]>>> {
+    fn update(&mut self, params: &[&Var], grads: &[Tensor], watch: bool) -> Result<Vec<Watched>> {
         self.step += 1;
         let mut out = Vec::with_capacity(params.len());
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             let mut stats = None;
             let fresh = self.m[i].is_none() && self.v[i].is_none();
             if self.fused && fresh && fused::update(&self.spec, self.step, p.as_tensor(), g, &mut self.buffers[i], watch, &mut stats)? {
-                out.push(stats);
+                out.push(stats.unwrap_or_default());
                 continue;
             }
             // The tensor path, taking over the fused state if it ran before.
@@ -75,11 +77,34 @@ impl Optimizer {
             let (m, v) = (self.m[i].take(), self.v[i].take());
             let (new, m, v) = update(&self.spec, self.step, p.as_tensor(), g, m.as_ref(), v.as_ref())?;
             p.set(&new)?;
+            let state = |t: &Option<Tensor>| t.as_ref().filter(|_| watch).map(super::watch::stats).transpose();
+            out.push(Watched { grad: None, param: None, m: state(&m)?, v: state(&v)? });
             (self.m[i], self.v[i]) = (m, v);
-            out.push(None);
         }
         Ok(out)
     }
+}
+
+/// The names PyTorch gives an update rule's state: (first moment or momentum buffer, second moment).
+pub fn state_names(o: &OptimizerSpec) -> (Option<&'static str>, Option<&'static str>) {
+    match o.kind {
+        OptimizerKind::Sgd => ((o.momentum != 0.0).then_some("momentum_buffer"), None),
+        OptimizerKind::Adam | OptimizerKind::Adamw => (Some("exp_avg"), Some("exp_avg_sq")),
+        OptimizerKind::Rmsprop => ((o.momentum != 0.0).then_some("momentum_buffer"), Some("square_avg")),
+    }
+}
+
+/// The watch's stats of one parameter's update (`None` where not gathered: the runner reads them itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    /// The gradient (gathered by the fused update).
+    pub grad: Option<Stats>,
+    /// The new value (gathered by the fused update).
+    pub param: Option<Stats>,
+    /// The new first moment or momentum buffer.
+    pub m: Option<Stats>,
+    /// The new second moment.
+    pub v: Option<Stats>,
 }
 
 /// New parameter, first-moment (or momentum) and second-moment state of one parameter.

@@ -101,7 +101,7 @@ fn fits(p: Phase, t: &str) -> bool {
         Phase::Forward => t.starts_with("layers.") && t.ends_with(".output"),
         Phase::Loss => t == "loss",
         Phase::Backward => t.starts_with("layers.") && t.ends_with(".grad"),
-        Phase::Update => t.starts_with("layers.") && !t.ends_with(".grad") && !t.ends_with(".output"),
+        Phase::Update => (t.starts_with("layers.") || t.starts_with("optim.layers.")) && !t.ends_with(".grad") && !t.ends_with(".output"),
         Phase::Validation => t.starts_with("validation."),
     }
 }
@@ -112,7 +112,7 @@ fn phase_names(p: Phase) -> &'static str {
         Phase::Forward => "layer outputs such as `layers.0.linear.output`",
         Phase::Loss => "only `loss`",
         Phase::Backward => "gradients such as `layers.0.linear.weight.grad`",
-        Phase::Update => "parameters such as `layers.0.linear.weight`",
+        Phase::Update => "parameters such as `layers.0.linear.weight`, and optimizer state such as `optim.layers.0.linear.weight.exp_avg_sq`",
         Phase::Validation => "`validation.loss` and `validation.layers.N.TYPE.output`",
     }
 }
@@ -127,6 +127,10 @@ fn tensors(plan: &Plan, validation: bool) -> Vec<String> {
     t.push("loss".into());
     t.extend(plan.params.iter().map(|p| format!("{}.grad", p.name)));
     t.extend(plan.params.iter().map(|p| p.name.clone()));
+    // Every state name any rule keeps (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, `square_avg`).
+    for state in ["exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg"] {
+        t.extend(plan.params.iter().map(|p| format!("optim.{}.{state}", p.name)));
+    }
     if validation {
         t.extend(plan.layer_names.iter().map(|l| format!("validation.{l}.output")));
     }
