@@ -83,12 +83,6 @@ fn torch() -> Option<(f64, f64)> {
 }
 
 fn main() {
-    // As the binary does (`main.rs`): mimalloc keeps freed pages (`purge_decommits` = 0, `purge_delay` = -1).
-    // SAFETY: setting an option only changes when and how mimalloc purges.
-    unsafe {
-        libmimalloc_sys::mi_option_set(5, 0);
-        libmimalloc_sys::mi_option_set(15, -1);
-    }
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
