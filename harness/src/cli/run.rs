@@ -125,7 +125,8 @@ fn summary(o: &Outcome) -> String {
             String::new()
         } else {
             let count = if f.count > 1 { format!("; {} of its {} elements are not finite", f.count, f.shape.iter().product::<usize>()) } else { String::new() };
-            format!("{} (shape {:?}{count})", f.element(), f.shape)
+            let rows = if f.rows.is_empty() { String::new() } else { format!("; rows {:?}", f.rows) };
+            format!("{} (shape {:?}{count}{rows})", f.element(), f.shape)
         };
         s += &format!("first       {} in `{}`{element}\n", f.kind, f.tensor);
         s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
@@ -141,6 +142,9 @@ fn summary(o: &Outcome) -> String {
     s += &format!("loss        final {}, last finite {}\n", g(o.final_loss), g(o.last_finite_loss));
     if let Some(st) = &o.stagnation {
         s += &format!("stagnation  {} at step {}: {}\n", st.reason, st.step, st.detail);
+    }
+    for w in &o.warnings {
+        s += &format!("warning     {w}\n");
     }
     if let Some(d) = &o.divergence {
         s += &format!("divergence  {} at step {}: {}\n", d.reason, d.step, d.detail);

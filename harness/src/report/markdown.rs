@@ -44,6 +44,9 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(d) = &o.divergence {
         m += &format!("Divergence: {} at step {} ({}): finite so far, but growing without bound.\n", d.reason, d.step, d.detail);
     }
+    for w in &o.warnings {
+        m += &format!("\n> Warning: {w}.\n");
+    }
     if let Some(c) = &o.cause {
         m += &format!("\n## Why\n\n**{}** (`{}`): {}.\n", c.op, <&str>::from(c.rule), c.reason);
         if !c.inputs.is_empty() {

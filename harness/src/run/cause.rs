@@ -130,6 +130,35 @@ fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>
     Cause { rule, op: op.into(), reason, inputs }
 }
 
+/// The scenario's settings that the compute dtype cannot represent as meant: an optimizer,
+/// loss or layer-norm epsilon that rounds to 0, and a clamp `c` whose `1 − c` rounds to 1.
+pub fn precursors(s: &crate::Scenario) -> Vec<String> {
+    let d = s.train.dtype;
+    let dt: &str = d.into();
+    let tiny = Limits::of(d).min_subnormal;
+    let mut out = Vec::new();
+    let mut zero = |key: &str, v: f64| {
+        if v > 0.0 && round(v, d) == 0.0 {
+            out.push(format!("{key} = {} rounds to 0 in {dt} (its smallest subnormal is {}): it no longer guards a division", crate::human(v), crate::human(tiny)));
+        }
+    };
+    if s.optimizer.kind.takes_eps() {
+        zero("optimizer.eps", s.optimizer.eps);
+    }
+    if let Some(e) = s.loss.epsilon {
+        zero("loss.epsilon", e);
+    }
+    for (i, l) in s.model.layers.iter().enumerate() {
+        if let Layer::LayerNorm { eps } = l {
+            zero(&format!("model.layers.{i}.eps"), *eps);
+        }
+    }
+    if let Some(c) = s.loss.clamp.filter(|c| *c > 0.0 && round(1.0 - c, d) == 1.0) {
+        out.push(format!("loss.clamp = {}: 1 − {} rounds to 1 in {dt}, so probabilities of 1 are not clamped", crate::human(c), crate::human(c)));
+    }
+    out
+}
+
 /// A layer's output went non-finite in the forward pass; `input` is what it read.
 pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let lim = Limits::of(d);
@@ -368,6 +397,21 @@ mod tests {
         assert_eq!(round(1.0 - 2f64.powi(-12), DTypeName::F16), 1.0);
         assert_ne!(round(1.0 - 2f64.powi(-11), DTypeName::F16), 1.0);
         assert_eq!(round(1e-8, DTypeName::F32), 1e-8f32 as f64);
+    }
+
+    #[test]
+    fn precursors_name_settings_the_dtype_cannot_hold() {
+        // Seed 000 ex1 (Adam, eps 1e-8): fine in f32; in f16 eps is below 2⁻²⁴ and rounds to 0.
+        let mut s = crate::scenario::seed("s000_ex1_bce_mlp");
+        assert!(precursors(&s).is_empty());
+        s.train.dtype = DTypeName::F16;
+        let w = precursors(&s);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("optimizer.eps = 1e-8 rounds to 0 in f16"), "{w:?}");
+        // A clamp of 1e-4 in f16: 1 − 1e-4 rounds to 1 (2⁻¹² = 2.44e-4 is the largest that does).
+        s.loss.kind = LossKind::Bce;
+        s.loss.clamp = Some(1e-4);
+        assert!(precursors(&s).iter().any(|w| w.starts_with("loss.clamp = 1e-4: 1 − 1e-4 rounds to 1 in f16")));
     }
 
     #[test]

@@ -75,6 +75,10 @@ pub struct Location {
     /// How many elements of the tensor are not finite (0 where not counted).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub count: usize,
+    /// For a tensor with one row per example (data, layer outputs): the rows that hold
+    /// non-finite values, in order (at most 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<usize>,
 }
 
 impl Location {
@@ -178,6 +182,10 @@ pub struct Outcome {
     /// Set when a finite run diverges: its loss or its parameters grow without bound (`loss_growth`, `param_growth`).
     #[serde(default)]
     pub divergence: Option<Stagnation>,
+    /// Settings that cannot work as written in the compute dtype (an epsilon that rounds to 0, a
+    /// clamp whose `1 − c` rounds to 1): precursors, reported whether or not the run fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The error, for `outcome = "error"`; why it was cut off, for `outcome = "timeout"`.
     pub error: Option<String>,
     /// Compute dtype.
@@ -226,6 +234,7 @@ impl Outcome {
             last_finite_loss: None,
             stagnation: None,
             divergence: None,
+            warnings: Vec::new(),
             error: Some(message),
             dtype: String::new(),
             device: String::new(),

@@ -57,6 +57,7 @@ fn data_that_overflows_the_dtype_is_caught_as_data() {
     assert_eq!(f.index, 1, "row 0, column 1: 1e5 is the first value over 65504");
     // Rows [1, 1e5], [2, 2e5], [3, 3e5]: the three second-column values overflow.
     assert_eq!((f.shape.as_slice(), f.coords.as_slice(), f.count), ([3, 2].as_slice(), [0, 1].as_slice(), 3));
+    assert_eq!(f.rows, [0, 1, 2], "every row holds one");
     assert!(f.to_string().contains("`data.train.inputs`[0, 1]") && f.to_string().contains("3 of its 6 elements"), "{f}");
 }
 

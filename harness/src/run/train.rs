@@ -82,6 +82,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         last_finite_loss: r.last_finite,
         stagnation: r.stagnation,
         divergence: r.divergence,
+        warnings: cause::precursors(s),
         error,
         dtype: s.train.dtype.name().to_string(),
         device: s.train.device.clone(),
@@ -172,7 +173,7 @@ impl Runner<'_> {
         if self.first.is_none() {
             let kind = Kind::of(value).unwrap_or(Kind::Nan);
             let coords = super::outcome::coords(index, shape);
-            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count });
+            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count, rows: Vec::new() });
             self.first_at = Some(self.steps);
         }
     }
@@ -241,7 +242,19 @@ impl Runner<'_> {
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
-        Ok(self.check(at, phase, name, stats(t)?, t.dims()))
+        let st = self.check(at, phase, name, stats(t)?, t.dims());
+        self.note_rows(name, t)?;
+        Ok(st)
+    }
+
+    /// Records which rows of a per-example tensor hold the non-finite values, if it was just flagged.
+    fn note_rows(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        let Some(f) = self.first.as_mut().filter(|f| f.tensor == name && f.rows.is_empty() && f.count > 0) else { return Ok(()) };
+        let Some(&n) = t.dims().first() else { return Ok(()) };
+        let per = t.elem_count() / n.max(1);
+        let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        f.rows = (0..n).filter(|r| v[r * per..(r + 1) * per].iter().any(|x| !x.is_finite())).take(20).collect();
+        Ok(())
     }
 
     /// Flags a tensor whose stats hold a non-finite value; returns the stats.
@@ -261,6 +274,9 @@ impl Runner<'_> {
                     if let Some((r, c, v)) = t.first_nonfinite() {
                         let count = t.values.iter().filter(|v| !v.is_finite()).count();
                         self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), (r * t.cols + c, v), &[t.values.len() / t.cols.max(1), t.cols], count);
+                        if let Some(first) = self.first.as_mut().filter(|l| l.rows.is_empty()) {
+                            first.rows = (0..t.rows).filter(|&r| t.row(r).iter().any(|x| !x.is_finite())).take(20).collect();
+                        }
                     }
                 }
             }
@@ -362,6 +378,7 @@ impl Runner<'_> {
             for (o, name) in outs.iter().zip(&names.outputs) {
                 let st = extent(o)?;
                 row.max_abs.push(self.check(at, Phase::Forward, name, st, o.dims()).max_abs);
+                self.note_rows(name, o)?;
             }
         }
         if watch {
