@@ -336,6 +336,13 @@ pub(crate) fn data(tensor: &str, first_step: Option<(usize, &str)>) -> Cause {
     cause(Rule::DataNotFinite, op, reason, vec![])
 }
 
+/// Data that is finite in f64 but beyond the compute dtype's range once converted.
+pub(crate) fn conversion(tensor: &str, d: DTypeName) -> Cause {
+    let dt: &str = d.into();
+    let reason = format!("`{tensor}` holds values beyond {dt}'s largest value {}: they are finite in the data and infinite once converted", crate::human(Limits::of(d).max));
+    cause(Rule::Overflow, format!("conversion to {dt}"), reason, vec![])
+}
+
 /// A linear model trained by plain SGD on the MSE diverges when `lr` is above `2/λ`, where λ is
 /// the largest eigenvalue of the loss's Hessian `c·[X 1]ᵀ[X 1]` (`c` = 2/n for a mean, 2 for a sum).
 pub(crate) fn stability(lr: f64, rows: &[Vec<f64>], mean: bool, d: DTypeName) -> Option<Cause> {

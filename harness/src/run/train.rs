@@ -56,8 +56,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         cut: None,
     };
     r.check_data(data);
-    if r.first.is_some() {
-        r.cause = Some(r.data_cause());
+    if let Some(f) = &r.first {
+        r.cause = Some(r.data_cause(f));
     }
     for (f, fold) in data.folds.iter().enumerate() {
         if r.done() {
@@ -180,11 +180,9 @@ impl Runner<'_> {
 
     /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
     /// cause yet. A diagnosis that fails is no diagnosis: it never changes the run.
-    fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self) -> Result<Option<Cause>>) {
-        let fresh = self.first.as_ref().is_some_and(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase));
-        if fresh && self.cause.is_none() {
-            self.cause = why(self).ok().flatten();
-        }
+    fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self, &Location) -> Result<Option<Cause>>) {
+        let Some(f) = self.first.as_ref().filter(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase) && self.cause.is_none()) else { return };
+        self.cause = why(self, f).ok().flatten();
     }
 
     /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
@@ -195,8 +193,7 @@ impl Runner<'_> {
     }
 
     /// The cause of a forward value: the layer that made it, from what it read.
-    fn forward_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
-        let f = self.first.as_ref().expect("flagged");
+    fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
         let input = if l == 0 { x } else { &outs[l - 1] };
         cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
@@ -219,17 +216,11 @@ impl Runner<'_> {
     /// Data that is finite in f64 but overflows the compute dtype.
     fn data_overflow(&self) -> Option<Cause> {
         let f = self.first.as_ref()?;
-        (f.phase == Phase::Data).then(|| {
-            let d = self.s.train.dtype;
-            let dt: &str = d.into();
-            let reason = format!("`{}` holds values beyond {dt}'s largest value {}: they are finite in the data and infinite once converted", f.tensor, crate::human(cause::Limits::of(d).max));
-            Cause { rule: cause::Rule::Overflow, op: format!("conversion to {dt}"), reason, inputs: vec![] }
-        })
+        (f.phase == Phase::Data).then(|| cause::conversion(&f.tensor, self.s.train.dtype))
     }
 
     /// Where non-finite data came from: the rows themselves, or the first preprocessing step after which they appear.
-    fn data_cause(&self) -> Cause {
-        let f = self.first.as_ref().expect("flagged");
+    fn data_cause(&self, f: &Location) -> Cause {
         let steps = &self.s.data.preprocess;
         let bad_after = |k: usize| -> bool {
             let mut s = self.s.clone();
@@ -382,7 +373,7 @@ impl Runner<'_> {
             }
         }
         if watch {
-            self.explain(at, Phase::Forward, &|r| r.forward_cause(model, x, &outs));
+            self.explain(at, Phase::Forward, &|r, f| r.forward_cause(f, model, x, &outs));
         }
         let pred = outs.last().unwrap_or(x);
         let loss = super::loss::loss(&s.loss, pred, y)?;
@@ -393,7 +384,7 @@ impl Runner<'_> {
             self.last_finite = Some(value);
         } else {
             self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
-            self.explain(at, Phase::Loss, &|r| r.loss_cause(model, x, &outs, y));
+            self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
         }
         if self.done() || model.params.is_empty() {
             self.trace.push(row);
@@ -432,7 +423,7 @@ impl Runner<'_> {
             for (i, st) in g_stats.into_iter().enumerate() {
                 self.check(at, Phase::Backward, &names.grads[i], st, grads[i].dims());
             }
-            self.explain(at, Phase::Backward, &|r| {
+            self.explain(at, Phase::Backward, &|r, _| {
                 let inputs: Vec<&Tensor> = std::iter::once(x).chain(outs.iter()).collect();
                 cause::backward(model.layers(), &r.names.outputs, &inputs, s.train.dtype)
             });
@@ -477,8 +468,7 @@ impl Runner<'_> {
                 };
                 p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
             }
-            self.explain(at, Phase::Update, &|r| {
-                let f = r.first.as_ref().expect("flagged");
+            self.explain(at, Phase::Update, &|_, f| {
                 // A parameter, or one of its states (`optim.<param>.<state>`).
                 let owner = |p: &super::model::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
                 let Some(i) = model.params.iter().position(owner) else { return Ok(None) };

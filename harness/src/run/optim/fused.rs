@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use candle_core::{CpuStorage, InplaceOp2, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
 use super::{bias_corrections, Watched};
 use crate::error::Result;
@@ -56,12 +56,13 @@ pub enum Buffers {
 impl Buffers {
     /// The state as tensors of `p`'s shape, for the tensor path (`None` where the rule keeps none).
     pub fn to_tensors(&self, p: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let t = |v: &dyn Fn() -> Result<Tensor>, empty: bool| if empty { Ok(None) } else { v().map(Some) };
-        let dev = p.device();
-        Ok(match self {
-            Buffers::F32(m, v) => (t(&|| Ok(Tensor::from_slice(m, p.shape(), dev)?), m.is_empty())?, t(&|| Ok(Tensor::from_slice(v, p.shape(), dev)?), v.is_empty())?),
-            Buffers::F64(m, v) => (t(&|| Ok(Tensor::from_slice(m, p.shape(), dev)?), m.is_empty())?, t(&|| Ok(Tensor::from_slice(v, p.shape(), dev)?), v.is_empty())?),
-        })
+        fn one<T: candle_core::WithDType>(v: &[T], p: &Tensor) -> Result<Option<Tensor>> {
+            Ok(if v.is_empty() { None } else { Some(Tensor::from_slice(v, p.shape(), p.device())?) })
+        }
+        match self {
+            Buffers::F32(m, v) => Ok((one(m, p)?, one(v, p)?)),
+            Buffers::F64(m, v) => Ok((one(m, p)?, one(v, p)?)),
+        }
     }
 }
 
@@ -70,7 +71,7 @@ impl Buffers {
 /// state the tensor path made); otherwise the watch's stats of the gradient and the new parameter
 /// are in `stats` when `watch` is set.
 pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mut Option<Buffers>, watch: bool, stats: &mut Option<Watched>) -> Result<bool> {
-    let cpu = |t: &Tensor| matches!(&*t.storage_and_layout().0, Storage::Cpu(_)) && t.is_contiguous();
+    let cpu = |t: &Tensor| t.device().is_cpu() && t.is_contiguous();
     if p.dtype() != g.dtype() || p.elem_count() != g.elem_count() || !cpu(p) || !cpu(g) {
         return Ok(false);
     }
