@@ -31,7 +31,12 @@ fn each_rule_on_the_scenario_that_triggers_it() {
     check(&diagnose(&scenario("adam_eps_f16")), Rule::EpsRoundsToZero, "adam update of `layers.0.linear.weight`", &["eps = 1e-8 rounds to 0 in f16", "5.96e-8", "0 / 0"]);
     // 1 − 1e-4 rounds to 1 in f16 (spacing below 1 is 2⁻¹¹).
     check(&diagnose(&scenario("clamp_f16")), Rule::OneMinusEpsRoundsToOne, "loss (bce)", &["1 − 1e-4 rounds to 1 in f16", "log(1 − p) = log 0", "sigmoid before it saturated"]);
-    check(&diagnose(&scenario("sqrt_at_zero")), Rule::DerivativeAtZero, "layers.1.sqrt (backward)", &["1/(2√x) is infinite at 0", "1 of the 1 values"]);
+    // sqrt(0) with target 1: the MSE's gradient 2(0 − 1) = −2 arrives at an infinite derivative.
+    check(&diagnose(&scenario("sqrt_at_zero")), Rule::DerivativeAtZero, "layers.1.sqrt (backward)", &["1/(2√x) is infinite at x = 0", "gradient arriving here (-2)"]);
+    // The same with target 0: the gradient arriving is 2(0 − 0) = 0, and 0 · ∞ = NaN.
+    check(&diagnose(&scenario("zero_times_inf")), Rule::ZeroTimesInf, "layers.1.sqrt (backward)", &["exactly 0", "0 · ∞ is NaN"]);
+    // −log(1e-39) = 89.8 is finite; its derivative 1/1e-39 is past f32's 3.40e38 (1/max = 2.94e-39).
+    check(&diagnose(&scenario("loss_backward_overflow")), Rule::Overflow, "loss (bce) (backward)", &["log(p)", "p = 1e-39", "2.94e-39"]);
     // ln(f32::MAX) = 88.72.
     check(&diagnose(&scenario("exp_overflow")), Rule::Overflow, "layers.1.exp", &["exp(100) overflows f32", "88.7"]);
     check(&diagnose(&scenario("log_negative")), Rule::OutsideDomain, "layers.0.log", &["log of a negative number (-1)"]);
@@ -51,6 +56,9 @@ fn each_failing_seed_gets_its_diagnosis() {
     check(&seed("s002_ex1_linreg_sgd"), Rule::LrAboveStabilityBound, "sgd on mse", &["lr 0.01", "2/λ = 2.14e-11", "λ = 9.33e10"]);
     check(&seed("s002_ex2_log_loss_zero"), Rule::LogOfZero, "loss (bce)", &["log of exactly 0 in row 0 (p = 0)"]);
     check(&seed("s002_ex3_flawed_backward"), Rule::DivisionByZero, "layers.1.flawed_square (backward)", &["divides the upstream gradient by exactly 0"]);
+    // ... and it is named where it is born: the gradient of the layer below the flawed square.
+    let o = run(&nanhunt::load(&common::seed("s002_ex3_flawed_backward")).unwrap());
+    assert_eq!(o.first_nonfinite.unwrap().tensor, "layers.0.linear.output.grad");
     check(&seed("s003_ex3_ratio_loss_zero_target"), Rule::DivisionByZero, "loss (mean_abs_ratio)", &["the target in row 3 is 0"]);
     check(&seed("s004_ex2_nan_validation"), Rule::DataNotFinite, "data", &["`data.validation.inputs`", "before any preprocessing"]);
 }
@@ -62,4 +70,19 @@ fn data_beyond_the_dtype_is_an_overflow_of_the_conversion() {
     s.train.dtype = nanhunt::scenario::DTypeName::F16;
     let c = run(&s).cause.expect("diagnosed");
     check(&c, Rule::Overflow, "conversion to f16", &["65504"]);
+}
+
+#[test]
+fn a_gradient_is_named_where_it_is_born() {
+    // Each scenario's first non-finite value is a layer output's gradient, found by the tapped
+    // re-run; without it the watch would name `layers.0.linear.weight.grad`. Two runs agree
+    // on the location and the trace.
+    for name in ["sqrt_at_zero", "zero_times_inf", "loss_backward_overflow"] {
+        let s = nanhunt::load(&scenario(name)).unwrap();
+        let (a, b) = (run(&s), run(&s));
+        let f = a.first_nonfinite.clone().unwrap();
+        assert_eq!((f.tensor.as_str(), f.phase, f.step), ("layers.0.linear.output.grad", nanhunt::Phase::Backward, 1), "{name}");
+        assert_eq!(a.first_nonfinite, b.first_nonfinite, "{name}");
+        assert_eq!(a.trace.to_csv().unwrap(), b.trace.to_csv().unwrap(), "{name}: the same trace, bit for bit");
+    }
 }

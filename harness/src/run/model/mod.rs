@@ -19,6 +19,9 @@ mod init;
 mod norm;
 mod recurrent;
 mod relu;
+mod tap;
+
+pub(crate) use tap::{recorded, Slot};
 
 /// A named trainable tensor.
 #[derive(Debug, Clone)]
@@ -69,13 +72,39 @@ impl Model {
         &self.layers
     }
 
+    /// The indices in `params` of layer `l`'s parameters.
+    pub(crate) fn params_of(&self, l: usize) -> std::ops::Range<usize> {
+        let end = self.first_param.get(l + 1).copied().unwrap_or(self.params.len());
+        self.first_param[l]..end
+    }
+
     /// Runs the stack and returns every layer's output, in order.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_with(x, None)
+    }
+
+    /// Runs the stack with a tap on every layer output, so that backward leaves each output's
+    /// gradient in its slot (see `tap`); the values are those of [`Model::forward`], bit for bit.
+    pub(crate) fn forward_tapped(&self, x: &Tensor) -> Result<(Vec<Tensor>, Vec<Slot>)> {
+        let mut slots = Vec::with_capacity(self.layers.len());
+        let outs = self.forward_with(x, Some(&mut slots))?;
+        Ok((outs, slots))
+    }
+
+    fn forward_with(&self, x: &Tensor, mut taps: Option<&mut Vec<Slot>>) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let h = outs.last().unwrap_or(x);
             let p = |k: usize| self.params[self.first_param[i] + k].var.as_tensor();
-            outs.push(apply(layer, h, &p)?);
+            let out = apply(layer, h, &p)?;
+            outs.push(match taps.as_deref_mut() {
+                Some(slots) => {
+                    let (t, slot) = tap::tap(&out)?;
+                    slots.push(slot);
+                    t
+                }
+                None => out,
+            });
         }
         Ok(outs)
     }

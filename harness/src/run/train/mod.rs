@@ -24,48 +24,17 @@ use super::trace::{Trace, TraceRow};
 use super::watch::{extent, stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
-use crate::scenario::{Layer, Named, Phase, Plan, Scenario};
+use crate::scenario::{Named, Phase, Plan, Scenario};
+
+mod birth;
+mod explain;
 
 /// Trains every fold of `data` with the model `plan` describes, on `dev`.
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
-    let names = Rc::new(Names {
-        outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
-        m_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).0.map(|n| format!("optim.{}.{n}", p.name))).collect(),
-        v_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).1.map(|n| format!("optim.{}.{n}", p.name))).collect(),
-        validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
-        grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
-    });
-    let mut r = Runner {
-        s,
-        names,
-        opts,
-        dev,
-        dtype: dtype(s.train.dtype),
-        trace: Trace { layers: plan.layer_names.clone(), ..Trace::default() },
-        first: None,
-        first_at: None,
-        cause: None,
-        train_rows: Vec::new(),
-        stagnation: None,
-        divergence: None,
-        diverging: DivergenceWatch::new(&s.train.divergence),
-        steps: 0,
-        total: planned_steps(s, data),
-        last_loss: None,
-        last_finite: None,
-        cut: None,
-    };
-    r.check_data(data);
-    if let Some(f) = &r.first {
-        r.cause = Some(r.data_cause(f));
-    }
-    for (f, fold) in data.folds.iter().enumerate() {
-        if r.done() {
-            break;
-        }
-        let mut init = stream(s.seed, INIT_STREAM + f as u64);
-        let model = Model::new(&s.model, plan, &mut init, r.dtype, &r.dev)?;
-        r.train_fold(f, fold, &model)?;
+    let mut r = Runner::new(s, opts, dev.clone(), data, plan);
+    r.run(data, plan)?;
+    if opts.watch {
+        r.trace_birth(data, plan)?;
     }
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
@@ -90,6 +59,56 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         seconds: 0.0,
         trace: r.trace,
     })
+}
+
+impl<'a> Runner<'a> {
+    fn new(s: &'a Scenario, opts: &'a RunOptions<'a>, dev: Device, data: &Dataset, plan: &Plan) -> Self {
+        let names = Rc::new(Names {
+            outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
+            m_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).0.map(|n| format!("optim.{}.{n}", p.name))).collect(),
+            v_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).1.map(|n| format!("optim.{}.{n}", p.name))).collect(),
+            validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
+            grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
+        });
+        Runner {
+            s,
+            names,
+            opts,
+            dev,
+            dtype: dtype(s.train.dtype),
+            trace: Trace { layers: plan.layer_names.clone(), ..Trace::default() },
+            first: None,
+            first_at: None,
+            cause: None,
+            train_rows: Vec::new(),
+            stagnation: None,
+            divergence: None,
+            diverging: DivergenceWatch::new(&s.train.divergence),
+            steps: 0,
+            total: planned_steps(s, data),
+            last_loss: None,
+            last_finite: None,
+            cut: None,
+            tap_at: None,
+        }
+    }
+
+    /// Checks the data, then trains fold after fold until done.
+    fn run(&mut self, data: &Dataset, plan: &Plan) -> Result<()> {
+        self.check_data(data);
+        if let Some(f) = &self.first {
+            self.cause = Some(self.data_cause(f));
+        }
+        for (f, fold) in data.folds.iter().enumerate() {
+            if self.done() {
+                break;
+            }
+            let mut init = stream(self.s.seed, INIT_STREAM + f as u64);
+            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?;
+            self.train_fold(f, fold, &model)?;
+        }
+        Ok(())
+    }
 }
 
 fn batches_per_epoch(s: &Scenario, rows: usize) -> usize {
@@ -140,6 +159,9 @@ struct Runner<'a> {
     last_finite: Option<f64>,
     /// Why the run was cut off before its end, if it was.
     cut: Option<String>,
+    /// The (fold, step) whose layer outputs get taps, on the re-run that finds where a
+    /// non-finite gradient was born (`birth`).
+    tap_at: Option<(usize, usize)>,
 }
 
 /// Where the runner is, for naming a location.
@@ -178,58 +200,6 @@ impl Runner<'_> {
         }
     }
 
-    /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
-    /// cause yet. A diagnosis that fails is no diagnosis: it never changes the run.
-    fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self, &Location) -> Result<Option<Cause>>) {
-        let Some(f) = self.first.as_ref().filter(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase) && self.cause.is_none()) else { return };
-        self.cause = why(self, f).ok().flatten();
-    }
-
-    /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
-    /// stability bound on the learning rate that can be computed from the data.
-    fn linear_sgd_mse(&self) -> bool {
-        let (s, o) = (self.s, &self.s.optimizer);
-        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }]) && s.loss.kind == crate::scenario::LossKind::Mse && o.kind == crate::scenario::OptimizerKind::Sgd && o.momentum == 0.0 && o.weight_decay == 0.0 && s.data.seq_len.is_none()
-    }
-
-    /// The cause of a forward value: the layer that made it, from what it read.
-    fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
-        let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
-        let input = if l == 0 { x } else { &outs[l - 1] };
-        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
-    }
-
-    /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.
-    fn loss_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
-        let s = self.s;
-        if !self.train_rows.is_empty() {
-            if let Some(c) = cause::stability(s.optimizer.lr, &self.train_rows, s.loss.reduction == crate::scenario::Reduction::Mean, s.train.dtype) {
-                return Ok(Some(c));
-            }
-        }
-        let pred = outs.last().unwrap_or(x);
-        let n = model.layers().len();
-        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| if n >= 2 { &outs[n - 2] } else { x });
-        cause::loss(&s.loss, pred, y, logits, s.train.dtype)
-    }
-
-    /// Data that is finite in f64 but overflows the compute dtype.
-    fn data_overflow(&self) -> Option<Cause> {
-        let f = self.first.as_ref()?;
-        (f.phase == Phase::Data).then(|| cause::conversion(&f.tensor, self.s.train.dtype))
-    }
-
-    /// Where non-finite data came from: the rows themselves, or the first preprocessing step after which they appear.
-    fn data_cause(&self, f: &Location) -> Cause {
-        let steps = &self.s.data.preprocess;
-        let bad_after = |k: usize| -> bool {
-            let mut s = self.s.clone();
-            s.data.preprocess.truncate(k);
-            super::data::build(&s).map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some()))).unwrap_or(false)
-        };
-        let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].name())) };
-        cause::data(&f.tensor, first)
-    }
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
@@ -363,7 +333,8 @@ impl Runner<'_> {
         let s = self.s;
         let watch = self.opts.watch;
         let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
-        let outs = model.forward(x)?;
+        let tapping = self.tap_at == Some((at.fold, at.step));
+        let (outs, slots) = if tapping { model.forward_tapped(x)? } else { (model.forward(x)?, Vec::new()) };
         if watch {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.outputs) {
@@ -399,6 +370,11 @@ impl Runner<'_> {
             });
         }
         drop(store);
+        if tapping {
+            self.find_birth(at, model, &outs, y, &slots, &grads)?;
+            self.cut = Some("stopped where a non-finite gradient was born".into());
+            return Ok(());
+        }
         let clipping = s.optimizer.clip_grad_norm.is_some() || s.optimizer.clip_grad_value.is_some();
         let names = self.names.clone();
         let vars: Vec<&Var> = model.params.iter().map(|p| &p.var).collect();

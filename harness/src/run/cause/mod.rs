@@ -13,6 +13,10 @@ use strum::IntoStaticStr;
 use crate::error::Result;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimizerKind, OptimizerSpec};
 
+mod backward;
+
+pub(crate) use backward::{backward, born};
+
 /// The diagnosis: which rule explains the value, the operation, and why, in words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cause {
@@ -46,6 +50,8 @@ pub enum Rule {
     DerivativeAtZero,
     /// A function outside its domain (`log` or `sqrt` of a negative number).
     OutsideDomain,
+    /// `0 · ∞` in the chain rule: an upstream gradient of exactly 0 times an infinite derivative.
+    ZeroTimesInf,
     /// Non-finite values already in the data, before any step.
     DataNotFinite,
     /// A learning rate above the stability bound `2/λ` of a linear model on this data.
@@ -126,7 +132,7 @@ pub(crate) fn operand(name: &str, t: &Tensor, at: Option<usize>, d: DTypeName) -
     })
 }
 
-fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>) -> Cause {
+pub(super) fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>) -> Cause {
     Cause { rule, op: op.into(), reason, inputs }
 }
 
@@ -189,7 +195,7 @@ fn layer_name(l: &Layer) -> &'static str {
 }
 
 /// `layers.1.exp` from the output's name `layers.1.exp.output`.
-fn layer_op(output: &str) -> &str {
+pub(super) fn layer_op(output: &str) -> &str {
     output.strip_suffix(".output").unwrap_or(output)
 }
 
@@ -298,32 +304,6 @@ pub(crate) fn state(spec: &OptimizerSpec, name: &str, state: &str, grad: &Tensor
     }
     let reason = format!("`{state}` grew past {dt}'s largest value {} from finite gradients (up to {})", crate::human(lim.max), crate::human(g.max.abs().max(g.min.abs())));
     Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
-}
-
-/// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
-/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
-pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
-    for (l, layer) in layers.iter().enumerate().rev() {
-        let Some(x) = inputs.get(l) else { continue };
-        let derivative = match layer {
-            Layer::Sqrt => "d√x/dx = 1/(2√x)",
-            Layer::Log => "d log x/dx = 1/x",
-            Layer::Reciprocal => "d(1/x)/dx = −1/x²",
-            Layer::Pow { exponent } if *exponent < 1.0 => "d xᵃ/dx = a·xᵃ⁻¹ with a < 1",
-            Layer::FlawedSquare => "",
-            _ => continue,
-        };
-        let op = operand("input", x, None, d)?;
-        if matches!(layer, Layer::FlawedSquare) {
-            let reason = "its hand-written backward divides the upstream gradient by exactly 0".to_string();
-            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
-        }
-        if op.zeros > 0 {
-            let reason = format!("{derivative} is infinite at 0, and {} of the {} values this layer reads are exactly 0", op.zeros, x.elem_count());
-            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
-        }
-    }
-    Ok(None)
 }
 
 /// Non-finite values in the data, and the step that made them: `first_step` is the index of

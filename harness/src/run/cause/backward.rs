@@ -1,0 +1,122 @@
+//! Why a gradient went non-finite: the backward pass of the layer (or loss)
+//! that made it, from the gradient that arrived and the values the layer read.
+//! `born` explains a layer output's gradient found by the tapped re-run;
+//! `backward` is the fallback for a parameter's gradient.
+
+use candle_core::Tensor;
+
+use super::{cause, layer_op, operand, Cause, Limits, Operand, Rule};
+use crate::error::Result;
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
+
+/// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
+/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
+pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
+    for (l, layer) in layers.iter().enumerate().rev() {
+        let Some(x) = inputs.get(l) else { continue };
+        let derivative = match layer {
+            Layer::FlawedSquare => "",
+            l => match infinite_at_zero(l) {
+                Some(d) => d,
+                None => continue,
+            },
+        };
+        let op = operand("input", x, None, d)?;
+        if matches!(layer, Layer::FlawedSquare) {
+            let reason = "its hand-written backward divides the upstream gradient by exactly 0".to_string();
+            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+        }
+        if op.zeros > 0 {
+            let reason = format!("{derivative} is infinite at 0, and {} of the {} values this layer reads are exactly 0", op.zeros, x.elem_count());
+            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+        }
+    }
+    Ok(None)
+}
+
+
+/// The derivative of an elementwise layer that is infinite at exactly 0, in words.
+fn infinite_at_zero(layer: &Layer) -> Option<&'static str> {
+    Some(match layer {
+        Layer::Sqrt => "d√x/dx = 1/(2√x)",
+        Layer::Log => "d log x/dx = 1/x",
+        Layer::Reciprocal => "d(1/x)/dx = −1/x²",
+        Layer::Pow { exponent } if *exponent < 1.0 => "d xᵃ/dx = a·xᵃ⁻¹ with a < 1",
+        _ => return None,
+    })
+}
+
+/// The values of a tensor as f64, flattened.
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// Where a non-finite gradient was born: the gradient of layer `l`'s output went non-finite at
+/// flat index `i` while the gradient above it was finite, so the backward pass that made it is
+/// layer `l + 1`'s, or the loss's for the last layer. `outs` are the layers' outputs, `upstream`
+/// the finite gradient of layer `l + 1`'s output (`None` for the last layer), `y` the targets.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn born(layers: &[Layer], names: &[String], l: usize, i: usize, outs: &[Tensor], upstream: Option<&Tensor>, spec: &LossSpec, y: &Tensor, d: DTypeName) -> Result<Option<Cause>> {
+    let (Some(h), dt) = (outs.get(l), <&str>::from(d)) else { return Ok(None) };
+    let lim = Limits::of(d);
+    let Some(g) = upstream else { return loss_backward(spec, h, y, i, d) };
+    let (Some(layer), Some(name)) = (layers.get(l + 1), names.get(l + 1)) else { return Ok(None) };
+    let op = format!("{} (backward)", layer_op(name));
+    let input = operand("input", h, Some(i), d)?;
+    let grad = operand("upstream gradient", g, Some(i), d)?;
+    let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
+    let found = match layer {
+        Layer::FlawedSquare => Some((Rule::DivisionByZero, "its hand-written backward divides the upstream gradient by exactly 0".to_string())),
+        l if x == 0.0 && infinite_at_zero(l).is_some() => {
+            let der = infinite_at_zero(l).unwrap_or_default();
+            Some(if gi == 0.0 {
+                (Rule::ZeroTimesInf, format!("the gradient arriving here is exactly 0 and {der} is infinite at x = 0: the chain rule's product 0 · ∞ is NaN"))
+            } else {
+                (Rule::DerivativeAtZero, format!("{der} is infinite at x = 0, so the gradient arriving here ({}) becomes ±∞", crate::human(gi)))
+            })
+        }
+        Layer::Exp if gi.is_finite() && (gi * x.exp()).abs() > lim.max => {
+            let reason = format!("g · exp(x) = {} · exp({}) overflows {dt}'s largest value {}", crate::human(gi), crate::human(x), crate::human(lim.max));
+            Some((if gi == 0.0 { Rule::ZeroTimesInf } else { Rule::Overflow }, reason))
+        }
+        Layer::Linear { .. } | Layer::Rnn { .. } if grad.infinite + grad.nan == 0 => {
+            let m = grad.max.abs().max(grad.min.abs());
+            Some((Rule::Overflow, format!("the backward matrix product (gradient × weights) overflows {dt}: gradients up to {} times the weights exceed its largest value {}", crate::human(m), crate::human(lim.max))))
+        }
+        _ => None,
+    };
+    Ok(found.map(|(rule, reason)| cause(rule, op, reason, vec![input, grad])))
+}
+
+/// The loss's backward made the predictions' gradient non-finite at flat index `i`.
+fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName) -> Result<Option<Cause>> {
+    let (pv, yv) = (values(p)?, values(y)?);
+    let (Some(&pi), Some(&yi)) = (pv.get(i), yv.get(i)) else { return Ok(None) };
+    let (dt, lim) = (<&str>::from(d), Limits::of(d));
+    let op = format!("loss ({}) (backward)", <&str>::from(spec.kind));
+    let inputs = || -> Result<Vec<Operand>> { Ok(vec![operand("p", p, Some(i), d)?, operand("y", y, Some(i), d)?]) };
+    let eps = super::round(spec.epsilon.unwrap_or(0.0), d);
+    let found = match spec.kind {
+        LossKind::Bce | LossKind::NaiveCrossEntropy => {
+            let (qp, qq) = (super::round(pi + eps, d).abs(), super::round(1.0 - pi + eps, d).abs());
+            let (side, q) = if qp <= qq { ("p", qp) } else { ("1 − p", qq) };
+            (1.0 / q > lim.max).then(|| {
+                let reason = format!("the derivative of log({side}) is 1/({side}), and {side} = {} is below 1/max = {}: the gradient overflows {dt}'s largest value {}", crate::human(q), crate::human(1.0 / lim.max), crate::human(lim.max));
+                (Rule::Overflow, reason)
+            })
+        }
+        LossKind::BceTorch => {
+            let floor = super::round(1e-12, d);
+            let denom = super::round(pi * (1.0 - pi), d).max(floor);
+            if denom == 0.0 {
+                Some((Rule::EpsRoundsToZero, format!("the gradient (p − y) / max(p(1 − p), 1e-12) divides by 0: p = {} and 1e-12 rounds to 0 in {dt}", crate::human(pi))))
+            } else {
+                ((pi - yi).abs() / denom > lim.max).then(|| (Rule::Overflow, format!("the gradient (p − y) / max(p(1 − p), 1e-12) = {} / {} overflows {dt}", crate::human(pi - yi), crate::human(denom))))
+            }
+        }
+        LossKind::Mse | LossKind::Huber => (2.0 * (pi - yi).abs() > lim.max).then(|| (Rule::Overflow, format!("the gradient 2(p − y) = {} overflows {dt}", crate::human(2.0 * (pi - yi))))),
+        LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0).then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
+        _ => None,
+    };
+    found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()
+}

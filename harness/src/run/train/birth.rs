@@ -1,0 +1,74 @@
+//! Where a non-finite gradient was born, not where it shows.
+//!
+//! The watch sees parameters' gradients only: Candle drops every other
+//! gradient once it has propagated it. When the first non-finite value is a
+//! parameter's gradient, the run is repeated (it is deterministic) up to that
+//! step with a tap on each layer output (`model::tap`), and the gradients are
+//! checked in the order backward makes them: the last layer's output, that
+//! layer's parameters, the layer below's output, and so on. The first bad one
+//! is where the value was born: in the loss's backward if it is the last
+//! output's, in layer `l + 1`'s backward if it is layer `l`'s output's.
+//! This costs a second run, and only for runs that fail in backward.
+
+use candle_core::Tensor;
+
+use super::{At, Runner};
+use crate::error::Result;
+use crate::run::cause;
+use crate::run::data::Dataset;
+use crate::run::model::{recorded, Model, Slot};
+use crate::run::watch::stats;
+use crate::run::RunOptions;
+use crate::scenario::{Phase, Plan};
+
+impl Runner<'_> {
+    /// If the first non-finite value is a parameter's gradient, re-runs up to its step with taps
+    /// and, if a layer output's gradient went bad first, names that one instead, with its cause.
+    pub(super) fn trace_birth(&mut self, data: &Dataset, plan: &Plan) -> Result<()> {
+        let Some(f) = self.first.as_ref().filter(|f| f.phase == Phase::Backward && !f.tensor.ends_with(".output.grad")) else { return Ok(()) };
+        if !self.dev.is_cpu() {
+            return Ok(());
+        }
+        let opts = RunOptions { progress: None, continue_steps: 0, ..*self.opts };
+        let mut again = Runner::new(self.s, &opts, self.dev.clone(), data, plan);
+        again.tap_at = Some((f.fold, f.step));
+        again.run(data, plan)?;
+        let same_step = |b: &&crate::run::Location| (b.fold, b.step, b.phase) == (f.fold, f.step, Phase::Backward);
+        if let Some(born) = again.first.as_ref().filter(same_step).filter(|b| b.tensor.ends_with(".output.grad")) {
+            self.first = Some(born.clone());
+            if again.cause.is_some() {
+                self.cause = again.cause;
+            }
+        }
+        Ok(())
+    }
+
+    /// On the tapped step: flags the first non-finite gradient in the order backward makes
+    /// them, and explains it if it is a layer output's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn find_birth(&mut self, at: At, model: &Model, outs: &[Tensor], y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
+        let names = self.names.clone();
+        for l in (0..model.layers().len()).rev() {
+            if let Some(g) = slots.get(l).and_then(recorded) {
+                let st = stats(&g)?;
+                if let Some(bad) = st.first_bad {
+                    let name = format!("{}.grad", names.outputs[l]);
+                    self.flag(at, Phase::Backward, &name, bad, g.dims(), st.bad);
+                    self.note_rows(&name, &g)?;
+                    let upstream = slots.get(l + 1).and_then(recorded);
+                    let s = self.s;
+                    self.cause = cause::born(model.layers(), &names.outputs, l, bad.0, outs, upstream.as_ref(), &s.loss, y, s.train.dtype).ok().flatten();
+                    return Ok(());
+                }
+            }
+            for i in model.params_of(l) {
+                let st = stats(&grads[i])?;
+                if let Some(bad) = st.first_bad {
+                    self.flag(at, Phase::Backward, &names.grads[i], bad, grads[i].dims(), st.bad);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! The diagnosis's side of the runner: with the step's tensors at hand, asks
+//! `cause` why the first non-finite value appeared, at the phase it was flagged
+//! in (data, forward, loss), and where data went non-finite.
+
+use candle_core::Tensor;
+
+use super::{At, Runner};
+use crate::error::Result;
+use crate::run::cause::{self, Cause};
+use crate::run::model::Model;
+use crate::run::outcome::Location;
+use crate::scenario::{Layer, Named, Phase};
+
+impl Runner<'_> {
+    /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
+    /// cause yet. A diagnosis that fails is no diagnosis: it never changes the run.
+    pub(super) fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self, &Location) -> Result<Option<Cause>>) {
+        let Some(f) = self.first.as_ref().filter(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase) && self.cause.is_none()) else { return };
+        self.cause = why(self, f).ok().flatten();
+    }
+
+    /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
+    /// stability bound on the learning rate that can be computed from the data.
+    pub(super) fn linear_sgd_mse(&self) -> bool {
+        let (s, o) = (self.s, &self.s.optimizer);
+        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }]) && s.loss.kind == crate::scenario::LossKind::Mse && o.kind == crate::scenario::OptimizerKind::Sgd && o.momentum == 0.0 && o.weight_decay == 0.0 && s.data.seq_len.is_none()
+    }
+
+    /// The cause of a forward value: the layer that made it, from what it read.
+    pub(super) fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
+        let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
+        let input = if l == 0 { x } else { &outs[l - 1] };
+        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
+    }
+
+    /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.
+    pub(super) fn loss_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
+        let s = self.s;
+        if !self.train_rows.is_empty() {
+            if let Some(c) = cause::stability(s.optimizer.lr, &self.train_rows, s.loss.reduction == crate::scenario::Reduction::Mean, s.train.dtype) {
+                return Ok(Some(c));
+            }
+        }
+        let pred = outs.last().unwrap_or(x);
+        let n = model.layers().len();
+        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| if n >= 2 { &outs[n - 2] } else { x });
+        cause::loss(&s.loss, pred, y, logits, s.train.dtype)
+    }
+
+    /// Data that is finite in f64 but overflows the compute dtype.
+    pub(super) fn data_overflow(&self) -> Option<Cause> {
+        let f = self.first.as_ref()?;
+        (f.phase == Phase::Data).then(|| cause::conversion(&f.tensor, self.s.train.dtype))
+    }
+
+    /// Where non-finite data came from: the rows themselves, or the first preprocessing step after which they appear.
+    pub(super) fn data_cause(&self, f: &Location) -> Cause {
+        let steps = &self.s.data.preprocess;
+        let bad_after = |k: usize| -> bool {
+            let mut s = self.s.clone();
+            s.data.preprocess.truncate(k);
+            crate::run::data::build(&s).map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some()))).unwrap_or(false)
+        };
+        let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].name())) };
+        cause::data(&f.tensor, first)
+    }
+}
