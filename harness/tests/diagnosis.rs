@@ -86,3 +86,25 @@ fn a_gradient_is_named_where_it_is_born() {
         assert_eq!(a.trace.to_csv().unwrap(), b.trace.to_csv().unwrap(), "{name}: the same trace, bit for bit");
     }
 }
+
+#[test]
+fn a_finite_run_warns_of_low_headroom_and_subnormal_gradients() {
+    // 30000 in f16 against its largest value 65504: log2(65504 / 30000) bits, at every step.
+    let o = run(&nanhunt::load(&scenario("low_headroom_f16")).unwrap());
+    assert_eq!(o.outcome, Status::Finite);
+    let bits = (65504f64 / 30000.0).log2();
+    assert!(o.trace.rows.iter().all(|r| r.headroom == Some(bits)), "{:?}", o.trace.rows);
+    assert!(o.warnings.iter().any(|w| w.starts_with("headroom fell to 1.1 bits at step 1") && w.contains("30000") && w.contains("65504")), "{:?}", o.warnings);
+    // The weight's gradient 2·(0 − 0.01)·0.001 = −2e-5 is below f16's smallest normal 2⁻¹⁴ = 6.1e-5;
+    // the bias's −0.02 is not: 1 of 2 gradient values.
+    let o = run(&nanhunt::load(&scenario("subnormal_grads_f16")).unwrap());
+    assert_eq!(o.outcome, Status::Finite);
+    assert_eq!(o.trace.rows[0].grad_subnormal, Some(0.5));
+    assert!(o.warnings.iter().any(|w| w.starts_with("50.0% of the gradient values were subnormal in f16 at step 1")), "{:?}", o.warnings);
+    // Neither warns in f32, whose range holds both with room to spare.
+    for name in ["low_headroom_f16", "subnormal_grads_f16"] {
+        let mut s = nanhunt::load(&scenario(name)).unwrap();
+        s.train.dtype = nanhunt::scenario::DTypeName::F32;
+        assert!(run(&s).warnings.is_empty(), "{name}");
+    }
+}

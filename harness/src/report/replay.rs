@@ -31,22 +31,26 @@ impl std::fmt::Display for Divergence {
     }
 }
 
-/// Compares two CSV traces; `None` if identical.
+/// Compares two CSV traces column by column, by name; `None` if identical. A column the
+/// replay adds (a newer nanhunt's trace) is not compared, so older reports still replay; a
+/// recorded column the replay lacks is a divergence.
 pub fn compare(recorded: &str, replayed: &str) -> Option<Divergence> {
     let split = |t: &str| t.lines().map(|l| l.split(',').map(str::to_string).collect::<Vec<_>>()).collect::<Vec<_>>();
     let (a, b) = (split(recorded), split(replayed));
-    let header = a.first().cloned().unwrap_or_default();
-    for i in 0..a.len().max(b.len()) {
+    let (ha, hb) = (a.first().cloned().unwrap_or_default(), b.first().cloned().unwrap_or_default());
+    let columns: Vec<(usize, Option<usize>)> = ha.iter().enumerate().map(|(c, name)| (c, hb.iter().position(|n| n == name))).collect();
+    let missing = |v: Option<&str>| v.map_or("<missing>".to_string(), str::to_string);
+    if let Some((c, _)) = columns.iter().find(|(_, m)| m.is_none()) {
+        return Some(Divergence { row: 0, step: None, column: ha[*c].clone(), recorded: ha[*c].clone(), replayed: missing(None) });
+    }
+    for i in 1..a.len().max(b.len()) {
         let (ra, rb) = (a.get(i), b.get(i));
-        let width = ra.map_or(0, Vec::len).max(rb.map_or(0, Vec::len));
-        for c in 0..width.max(1) {
+        for &(c, m) in &columns {
             let va = ra.and_then(|r| r.get(c)).map(String::as_str);
-            let vb = rb.and_then(|r| r.get(c)).map(String::as_str);
+            let vb = rb.and_then(|r| m.and_then(|m| r.get(m))).map(String::as_str);
             if va != vb {
-                let column = header.get(c).cloned().unwrap_or_else(|| format!("#{c}"));
-                let step = ra.or(rb).and_then(|r| r.first()).cloned().filter(|_| i > 0);
-                let missing = |v: Option<&str>| v.map_or("<missing>".to_string(), str::to_string);
-                return Some(Divergence { row: i, step, column, recorded: missing(va), replayed: missing(vb) });
+                let step = ra.or(rb).and_then(|r| r.first()).cloned();
+                return Some(Divergence { row: i, step, column: ha[c].clone(), recorded: missing(va), replayed: missing(vb) });
             }
         }
     }
@@ -120,5 +124,16 @@ mod tests {
         assert_eq!((d.row, d.step.as_deref(), d.column.as_str()), (2, Some("2"), "g"));
         let short = compare("step,loss\n1,2e0\n2,3e0\n", "step,loss\n1,2e0\n").unwrap();
         assert_eq!((short.row, short.replayed.as_str()), (2, "<missing>"));
+    }
+
+    #[test]
+    fn columns_are_matched_by_name() {
+        // A report recorded before the headroom column existed still replays...
+        assert_eq!(compare("step,loss,g\n1,2e0,1e0\n", "step,loss,headroom,g\n1,2e0,5e0,1e0\n"), None);
+        // ...but every recorded column must be there, and equal.
+        let gone = compare("step,loss,g\n1,2e0,1e0\n", "step,loss\n1,2e0\n").unwrap();
+        assert_eq!((gone.row, gone.column.as_str(), gone.replayed.as_str()), (0, "g", "<missing>"));
+        let d = compare("step,loss,g\n1,2e0,1e0\n", "step,headroom,loss,g\n1,5e0,2e0,2e0\n").unwrap();
+        assert_eq!((d.row, d.column.as_str(), d.recorded.as_str(), d.replayed.as_str()), (1, "g", "1e0", "2e0"));
     }
 }

@@ -27,6 +27,7 @@ mod loss;
 pub(crate) mod model;
 mod optim;
 mod outcome;
+mod profile;
 pub(crate) mod rng;
 mod trace;
 mod train;

@@ -27,6 +27,10 @@ pub struct TraceRow {
     pub param_norm: Option<f64>,
     /// Learning rate used.
     pub lr: f64,
+    /// `log2(dtype max / largest |value|)` over the step's layer outputs and gradients (watch on).
+    pub headroom: Option<f64>,
+    /// Fraction of the step's gradient values that are subnormal in the dtype (watch on).
+    pub grad_subnormal: Option<f64>,
     /// Largest |value| of each layer's output (watch on; empty otherwise).
     pub max_abs: Vec<f64>,
 }
@@ -62,7 +66,7 @@ pub fn kept_rows(steps: usize) -> usize {
     }
 }
 
-const FIXED: [&str; 8] = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr"];
+const FIXED: [&str; 10] = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr", "headroom", "grad_subnormal"];
 
 /// Formats a float in shortest round-trip form.
 pub fn fmt(v: f64) -> String {
@@ -102,7 +106,7 @@ impl Trace {
         let ser = |source: csv::Error| Error::Csv { path: "trace.csv".into(), source };
         w.write_record(self.header()).map_err(ser)?;
         for r in &self.rows {
-            let mut rec = vec![r.step.to_string(), r.epoch.to_string(), r.fold.to_string(), fmt(r.train_loss), opt(r.val_loss), opt(r.grad_norm), opt(r.param_norm), fmt(r.lr)];
+            let mut rec = vec![r.step.to_string(), r.epoch.to_string(), r.fold.to_string(), fmt(r.train_loss), opt(r.val_loss), opt(r.grad_norm), opt(r.param_norm), fmt(r.lr), opt(r.headroom), opt(r.grad_subnormal)];
             rec.extend((0..self.layers.len()).map(|i| opt(r.max_abs.get(i).copied())));
             w.write_record(rec).map_err(ser)?;
         }
@@ -152,6 +156,6 @@ mod tests {
             dropped: 0,
         };
         let text = String::from_utf8(t.to_csv().unwrap()).unwrap();
-        assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,2e0\n");
+        assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,2e0\n");
     }
 }

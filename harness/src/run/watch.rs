@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, Storage, Tensor};
 use half::{bf16, f16};
 
+use super::profile::{profile, Profile};
 use crate::error::Result;
 
 /// What the watch needs to know of one tensor.
@@ -21,6 +22,9 @@ pub struct Stats {
     pub first_bad: Option<(usize, f64)>,
     /// How many elements are not finite.
     pub bad: usize,
+    /// How many elements are subnormal (nonzero, below the dtype's smallest normal); gathered
+    /// for gradients, 0 where not.
+    pub tiny: usize,
 }
 
 /// Computes [`Stats`] of a tensor on any device.
@@ -28,11 +32,12 @@ pub fn stats(t: &Tensor) -> Result<Stats> {
     if t.is_contiguous() {
         let (storage, layout) = t.storage_and_layout();
         if let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets()) {
+            let with_tiny = |s: Option<Stats>, p: Profile| s.map(|s| Stats { tiny: p.tiny, ..s });
             let s = match cpu {
-                CpuStorage::F32(v) => of_slice(&v[start..end], |x| x as f64),
-                CpuStorage::F64(v) => of_slice(&v[start..end], |x| x),
-                CpuStorage::F16(v) => of_slice(&v[start..end], f16::to_f64),
-                CpuStorage::BF16(v) => of_slice(&v[start..end], bf16::to_f64),
+                CpuStorage::F32(v) => with_tiny(of_slice(&v[start..end], |x| x as f64), profile(&v[start..end])),
+                CpuStorage::F64(v) => with_tiny(of_slice(&v[start..end], |x| x), profile(&v[start..end])),
+                CpuStorage::F16(v) => with_tiny(of_slice(&v[start..end], f16::to_f64), profile(&v[start..end])),
+                CpuStorage::BF16(v) => with_tiny(of_slice(&v[start..end], bf16::to_f64), profile(&v[start..end])),
                 _ => None,
             };
             if let Some(s) = s {
@@ -57,7 +62,7 @@ pub fn extent(t: &Tensor) -> Result<Stats> {
             let v = &v[start..end];
             let top = max_magnitude_bits(v);
             if top < f32::INFINITY.to_bits() {
-                return Ok(Stats { max_abs: f64::from(f32::from_bits(top)), sum_sq: f64::NAN, first_bad: None, bad: 0 });
+                return Ok(Stats { max_abs: f64::from(f32::from_bits(top)), sum_sq: f64::NAN, first_bad: None, bad: 0, tiny: 0 });
             }
             return Ok(of_slice(v, f64::from).expect("a slice always has stats"));
         }
@@ -195,7 +200,7 @@ impl<const MAX: bool> Acc<MAX> {
                 sum_sq = f64::NAN;
             }
         }
-        Stats { max_abs, sum_sq, first_bad, bad }
+        Stats { max_abs, sum_sq, first_bad, bad, tiny: 0 }
     }
 }
 

@@ -28,6 +28,7 @@ use crate::scenario::{Named, Phase, Plan, Scenario};
 
 mod birth;
 mod explain;
+mod headroom;
 
 /// Trains every fold of `data` with the model `plan` describes, on `dev`.
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
@@ -36,6 +37,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
     if opts.watch {
         r.trace_birth(data, plan)?;
     }
+    let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
@@ -51,7 +53,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         last_finite_loss: r.last_finite,
         stagnation: r.stagnation,
         divergence: r.divergence,
-        warnings: cause::precursors(s),
+        warnings,
         error,
         dtype: s.train.dtype.name().to_string(),
         device: s.train.device.clone(),
@@ -90,6 +92,7 @@ impl<'a> Runner<'a> {
             last_finite: None,
             cut: None,
             tap_at: None,
+            worst: headroom::Worst::default(),
         }
     }
 
@@ -162,10 +165,12 @@ struct Runner<'a> {
     /// The (fold, step) whose layer outputs get taps, on the re-run that finds where a
     /// non-finite gradient was born (`birth`).
     tap_at: Option<(usize, usize)>,
+    /// The lowest headroom and most subnormal gradients seen while everything was finite.
+    worst: headroom::Worst,
 }
 
 /// Where the runner is, for naming a location.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct At {
     step: usize,
     epoch: usize,
@@ -396,9 +401,10 @@ impl Runner<'_> {
                 sum_sq += st.sum_sq;
                 g_stats.push(st);
             }
-            for (i, st) in g_stats.into_iter().enumerate() {
-                self.check(at, Phase::Backward, &names.grads[i], st, grads[i].dims());
+            for (i, st) in g_stats.iter().enumerate() {
+                self.check(at, Phase::Backward, &names.grads[i], *st, grads[i].dims());
             }
+            self.note_margins(at, &mut row, &g_stats, &grads);
             self.explain(at, Phase::Backward, &|r, _| {
                 let inputs: Vec<&Tensor> = std::iter::once(x).chain(outs.iter()).collect();
                 cause::backward(model.layers(), &r.names.outputs, &inputs, s.train.dtype)

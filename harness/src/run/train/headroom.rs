@@ -1,0 +1,80 @@
+//! Precursors in the trace: how close a step's values came to the dtype's
+//! largest value (headroom, in bits) and how many of its gradient values
+//! were subnormal (on their way to being flushed to zero), with a warning in
+//! the outcome when either crossed its threshold before anything went
+//! non-finite.
+
+use candle_core::Tensor;
+
+use super::{At, Runner};
+use crate::run::cause::Limits;
+use crate::run::trace::TraceRow;
+use crate::run::watch::Stats;
+
+/// Headroom, in bits, under which a run gets a warning.
+pub(crate) const LOW_HEADROOM_BITS: f64 = 4.0;
+/// Fraction of subnormal gradient values over which a run gets a warning.
+pub(crate) const MANY_SUBNORMALS: f64 = 0.01;
+
+/// The worst a run came to either threshold, and where.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Worst {
+    /// Lowest headroom, the largest magnitude behind it, and where.
+    headroom: Option<(f64, f64, At)>,
+    /// Largest fraction of subnormal gradient values, and where.
+    subnormal: Option<(f64, At)>,
+}
+
+/// `log2(max / largest)`: how many doublings the largest value could take before overflowing.
+pub(crate) fn headroom(max: f64, largest: f64) -> f64 {
+    (max / largest).log2()
+}
+
+impl Runner<'_> {
+    /// Fills the row's headroom (over layer outputs and gradients) and subnormal fraction (of
+    /// gradient values), and keeps the worst of each while everything is still finite.
+    pub(super) fn note_margins(&mut self, at: At, row: &mut TraceRow, g_stats: &[Stats], grads: &[Tensor]) {
+        let finite = |m: f64| if m.is_finite() { m } else { 0.0 };
+        let largest = row.max_abs.iter().chain(g_stats.iter().map(|s| &s.max_abs)).fold(0.0, |a: f64, &m| a.max(finite(m)));
+        let len: usize = grads.iter().map(Tensor::elem_count).sum();
+        let tiny: usize = g_stats.iter().map(|s| s.tiny).sum();
+        let (room, share) = (headroom(Limits::of(self.s.train.dtype).max, largest), tiny as f64 / len.max(1) as f64);
+        (row.headroom, row.grad_subnormal) = (Some(room), Some(share));
+        if self.first.is_some() {
+            return;
+        }
+        if self.worst.headroom.is_none_or(|(h, _, _)| room < h) {
+            self.worst.headroom = Some((room, largest, at));
+        }
+        if self.worst.subnormal.is_none_or(|(f, _)| share > f) {
+            self.worst.subnormal = Some((share, at));
+        }
+    }
+
+    /// Warnings for thresholds crossed before anything went non-finite.
+    pub(super) fn margin_warnings(&self) -> Vec<String> {
+        let d = self.s.train.dtype;
+        let (dt, lim) = (<&str>::from(d), Limits::of(d));
+        let mut out = Vec::new();
+        if let Some((h, largest, at)) = self.worst.headroom.filter(|(h, _, _)| *h < LOW_HEADROOM_BITS) {
+            out.push(format!(
+                "headroom fell to {h:.1} bits at step {} (fold {}): a value of magnitude {} against {dt}'s largest {}",
+                at.step,
+                at.fold,
+                crate::human(largest),
+                crate::human(lim.max)
+            ));
+        }
+        if let Some((f, at)) = self.worst.subnormal.filter(|(f, _)| *f > MANY_SUBNORMALS) {
+            out.push(format!(
+                "{:.1}% of the gradient values were subnormal in {dt} at step {} (fold {}): below {} they lose precision, and below {} they flush to 0",
+                f * 100.0,
+                at.step,
+                at.fold,
+                crate::human(lim.min_normal),
+                crate::human(lim.min_subnormal)
+            ));
+        }
+        out
+    }
+}
