@@ -16,7 +16,7 @@ use nanhunt::search::{hunt, HuntOptions};
 use nanhunt::{run_with, RunOptions, Scenario};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nanhunt::alloc::Allocator = nanhunt::alloc::Allocator;
 
 fn load(name: &str) -> Scenario {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seeds").join(format!("{name}.toml"));
@@ -72,6 +72,22 @@ fn run_ms(s: &Scenario) -> (f64, f64) {
     (median((0..9).map(|_| whole(s)).collect()), median((0..9).map(|_| whole(&one)).collect()))
 }
 
+/// Median milliseconds of a failing run with the watch off (the loss alone is checked, nothing
+/// is diagnosed) and on (the first bad tensor is named and diagnosed, which for a gradient born
+/// in backward means a second, tapped run up to the failing step).
+fn diagnosis_ms(s: &Scenario) -> (f64, f64, String) {
+    let once = |watch| {
+        let t = Instant::now();
+        let o = run_with(s, &RunOptions { watch, ..RunOptions::default() });
+        (t.elapsed().as_secs_f64() * 1e3, o)
+    };
+    let off = median((0..21).map(|_| once(false).0).collect());
+    let on = median((0..21).map(|_| once(true).0).collect());
+    let o = once(true).1;
+    let named = o.first_nonfinite.map(|f| format!("`{}` ({})", f.tensor, o.cause.map_or("no rule".into(), |c| <&str>::from(c.rule).to_string()))).unwrap_or_default();
+    (off, on, named)
+}
+
 /// PyTorch's µs per step for each model, if `NANHUNT_TORCH_PYTHON` names an interpreter with torch.
 fn torch() -> Option<(f64, f64)> {
     let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
@@ -98,6 +114,13 @@ fn main() {
         let (off, on) = us_per_step(&load(name), short, long, 11);
         let (t, ratio) = torch.map_or(("-".into(), "-".into()), |t| (us(t), format!("{:.2}×", t / on)));
         println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
+    }
+    println!();
+    println!("| failing run | watch off | watch on, diagnosed | named |");
+    println!("|---|---:|---:|---|");
+    for name in ["s002_ex3_flawed_backward", "s001_ex3_bce_saturated", "s002_ex1_linreg_sgd"] {
+        let (off, on, named) = diagnosis_ms(&load(name));
+        println!("| {name} | {off:.3} ms | {on:.3} ms | {named} |");
     }
     println!();
     println!("| hunt (1 worker, 10 s) | runs per second | one run | its setup (1 step) |");

@@ -16,6 +16,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
+pub mod alloc;
 mod atomic;
 mod error;
 mod number;

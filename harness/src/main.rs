@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 mod cli;
 
-/// mimalloc: a step allocates and frees dozens of small tensors, which glibc's malloc made a quarter of a small model's step.
+/// mimalloc for the dozens of small tensors a step makes, the system allocator for large blocks (see `nanhunt::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nanhunt::alloc::Allocator = nanhunt::alloc::Allocator;
 
 fn main() -> ExitCode {
     cli::main()
