@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::profile::{profile, Profile};
+use super::profile::{profile, Magnitude, Profile};
 use crate::error::Result;
 
 /// What the watch needs to know of one tensor.
@@ -117,6 +117,73 @@ fn larger(m: f64, x: f64) -> f64 {
         x
     } else {
         m
+    }
+}
+
+impl Acc<false> {
+    /// [`Acc::add`] of an f32 block (the same sums, bit for bit) that also adds the block's
+    /// magnitude profile to `p`, reading each value once: the fused update's gradient pass.
+    pub(crate) fn add_profiled(&mut self, v: &[f32], p: &mut Profile) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.add_f32_avx2::<true>(v, p) };
+        }
+        self.add(v, f64::from);
+        f32::profile(v, p);
+    }
+
+    /// [`Acc::add`] of an f32 block, the same sums bit for bit: the fused update's parameter
+    /// pass (in intrinsics, a third faster than the generic loop, perf).
+    pub(crate) fn add_f32(&mut self, v: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.add_f32_avx2::<false>(v, &mut Profile::default()) };
+        }
+        self.add(v, f64::from);
+    }
+
+    /// Lanes 0–3 and 4–7 of the sums in two registers, `sq += a·a` as a multiply then an add
+    /// (as the plain loop computes it), and with `PROFILE` the profile's integer compares on
+    /// the same load.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_f32_avx2<const PROFILE: bool>(&mut self, v: &[f32], p: &mut Profile) {
+        use std::arch::x86_64::*;
+        let lanes = v.chunks_exact(LANES);
+        let tail = lanes.remainder();
+        let (mut lo, mut hi) = (_mm256_loadu_pd(self.sq.as_ptr()), _mm256_loadu_pd(self.sq.as_ptr().add(4)));
+        let (abs, minus1, below) = (_mm256_set1_epi32(0x7fff_ffff), _mm256_set1_epi32(-1), _mm256_set1_epi32(0x007f_fffe));
+        let (mut top, mut tiny) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        for c in lanes {
+            // SAFETY: `c` holds 8 f32, 32 bytes; the loads are unaligned.
+            let x = _mm256_loadu_ps(c.as_ptr());
+            let (a, b) = (_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+            lo = _mm256_add_pd(lo, _mm256_mul_pd(a, a));
+            hi = _mm256_add_pd(hi, _mm256_mul_pd(b, b));
+            if PROFILE {
+                let m = _mm256_and_si256(_mm256_castps_si256(x), abs);
+                top = _mm256_max_epu32(top, m);
+                // 0 < m < smallest normal ⇔ m − 1 ≤ 0x7ffffe (unsigned) ⇔ min(m − 1, 0x7ffffe) = m − 1.
+                let d = _mm256_add_epi32(m, minus1);
+                tiny = _mm256_sub_epi32(tiny, _mm256_cmpeq_epi32(_mm256_min_epu32(d, below), d));
+            }
+        }
+        _mm256_storeu_pd(self.sq.as_mut_ptr(), lo);
+        _mm256_storeu_pd(self.sq.as_mut_ptr().add(4), hi);
+        for (k, x) in tail.iter().enumerate() {
+            let a = f64::from(*x);
+            self.sq[k] += a * a;
+        }
+        if PROFILE {
+            let (mut t, mut n) = ([0u32; 8], [0u32; 8]);
+            _mm256_storeu_si256(t.as_mut_ptr().cast(), top);
+            _mm256_storeu_si256(n.as_mut_ptr().cast(), tiny);
+            let top = f32::from_bits(t.into_iter().max().unwrap_or(0)) as f64;
+            p.merge(top, n.iter().map(|&x| x as usize).sum(), v.len() - tail.len());
+            f32::profile(tail, p);
+        }
     }
 }
 
@@ -238,6 +305,19 @@ mod tests {
         }
         let blocked = acc.finish(&v, |x| x as f64);
         assert_eq!((whole.sum_sq.to_bits(), whole.max_abs.to_bits()), (blocked.sum_sq.to_bits(), blocked.max_abs.to_bits()));
+        // The profiled pass gives the same sums, and the profile of the whole slice.
+        let mut w: Vec<f32> = v.clone();
+        w[5] = 1e-40;
+        w[1000] = -3e-39;
+        let (mut plain, mut acc, mut fast, mut prof) = (Acc::<false>::default(), Acc::<false>::default(), Acc::<false>::default(), Profile::default());
+        for block in w.chunks(64) {
+            plain.add(block, f64::from);
+            acc.add_profiled(block, &mut prof);
+            fast.add_f32(block);
+        }
+        let bits = |a: Acc<false>| a.finish(&w, f64::from).sum_sq.to_bits();
+        assert_eq!((bits(acc), bits(fast)), (bits(plain.clone()), bits(plain)));
+        assert_eq!((prof, prof.tiny), (profile(&w), 2));
     }
 
     #[test]
