@@ -56,6 +56,9 @@ pub fn markdown(s: &Summary) -> String {
                 m += &format!("| {} | {at} | {} | {} | {} | {} | {} | {} | {} |\n", i.name, human(i.min), human(i.max), human(i.min_abs), i.zeros, i.subnormals, i.infinite, i.nan);
             }
         }
+        if let Some(l) = crate::run::limits(&o.dtype) {
+            m += &format!("\n{}'s limits: largest {}, smallest normal {}, smallest subnormal {}.\n", o.dtype, human(l.max), human(l.min_normal), human(l.min_subnormal));
+        }
     }
     if let Some(note) = &s.note {
         m += &format!("\n> {note}\n");
@@ -72,10 +75,11 @@ pub fn markdown(s: &Summary) -> String {
         }
     }
     if !s.leading_up.is_empty() {
-        m += "\n## Leading up to it\n\n| step | epoch | fold | train loss | grad norm | max \\|activation\\| |\n|---:|---:|---:|---:|---:|---:|\n";
+        m += "\n## Leading up to it\n\n| step | epoch | fold | train loss | grad norm | max \\|activation\\| | headroom (bits) |\n|---:|---:|---:|---:|---:|---:|---:|\n";
         for r in &s.leading_up {
             let num = |v: Option<f64>| v.map_or("—".to_string(), human);
-            m += &format!("| {} | {} | {} | {} | {} | {} |\n", r.step, r.epoch, r.fold, num(r.train_loss), num(r.grad_norm), num(r.max_abs));
+            let bits = r.headroom.filter(|h| h.is_finite()).map_or("—".to_string(), |h| format!("{h:.1}"));
+            m += &format!("| {} | {} | {} | {} | {} | {} | {bits} |\n", r.step, r.epoch, r.fold, num(r.train_loss), num(r.grad_norm), num(r.max_abs));
         }
     }
     m += "\n## Difference from the base scenario\n\n";

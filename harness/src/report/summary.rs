@@ -127,11 +127,14 @@ pub struct SignalRow {
     /// Largest |activation| over layers.
     #[serde(deserialize_with = "number")]
     pub max_abs: Option<f64>,
+    /// Bits between the step's largest |value| and the dtype's largest value (absent in older reports).
+    #[serde(default, deserialize_with = "number")]
+    pub headroom: Option<f64>,
 }
 
 impl SignalRow {
     pub(crate) fn of(r: &TraceRow) -> Self {
-        SignalRow { step: r.step, epoch: r.epoch, fold: r.fold, train_loss: Some(r.train_loss), grad_norm: r.grad_norm, max_abs: r.max_abs.iter().copied().reduce(f64::max) }
+        SignalRow { step: r.step, epoch: r.epoch, fold: r.fold, train_loss: Some(r.train_loss), grad_norm: r.grad_norm, max_abs: r.max_abs.iter().copied().reduce(f64::max), headroom: r.headroom }
     }
 }
 
