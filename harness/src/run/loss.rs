@@ -15,7 +15,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let eps = spec.epsilon.unwrap_or(0.0);
     let elems = match spec.kind {
         LossKind::Mse => (p - y)?.sqr()?,
-        LossKind::Mae => (p - y)?.abs()?,
+        LossKind::Mae => super::elementwise::abs(&(p - y)?)?,
         LossKind::Huber => {
             let delta = spec.delta.unwrap_or(1.0);
             let d = (p - y)?;
@@ -47,14 +47,14 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let probs = clamp(spec, &e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)?;
             return reduce_rows(spec, &probs.affine(1.0, eps)?.log()?.mul(y)?.neg()?);
         }
-        LossKind::MeanAbsRatio => (p - y)?.abs()?.div(&y.abs()?.affine(1.0, eps)?)?,
+        LossKind::MeanAbsRatio => super::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
     };
     reduce(spec.reduction, &elems)
 }
 
 fn clamp(spec: &LossSpec, p: &Tensor) -> Result<Tensor> {
     Ok(match spec.clamp {
-        Some(c) => p.clamp(c, 1.0 - c)?,
+        Some(c) => super::elementwise::clamp(p, c, 1.0 - c)?,
         None => p.clone(),
     })
 }

@@ -23,6 +23,7 @@ mod cause;
 pub(crate) mod data;
 mod device;
 mod divergence;
+mod elementwise;
 mod loss;
 pub(crate) mod model;
 mod optim;

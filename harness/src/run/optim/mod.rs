@@ -186,7 +186,7 @@ pub fn clip_norm(grads: &mut [Tensor], total: f64, max: f64) -> Result<()> {
 /// Clamps every gradient element into `±max` (`clip_grad_value_`).
 pub fn clip_value(grads: &mut [Tensor], max: f64) -> Result<()> {
     for g in grads.iter_mut() {
-        *g = g.clamp(-max, max)?;
+        *g = crate::run::elementwise::clamp(g, -max, max)?;
     }
     Ok(())
 }
