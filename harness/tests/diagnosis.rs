@@ -42,8 +42,8 @@ fn each_rule_on_the_scenario_that_triggers_it() {
     check(&diagnose(&scenario("log_negative")), Rule::OutsideDomain, "layers.0.log", &["log of a negative number (-1)"]);
     // √(f32::MAX) = 1.84e19.
     check(&diagnose(&scenario("mse_overflow")), Rule::Overflow, "loss (mse)", &["|p − y| = 1e20", "1.84e19"]);
-    // grad = 2·(0 − 100)·10 = −2000; √65504 = 256.
-    check(&diagnose(&scenario("adam_v_overflow_f16")), Rule::Overflow, "adam state `optim.layers.0.linear.weight.exp_avg_sq`", &["grad = -2000", "√max = 256"]);
+    // grad = 2·(0 − 100)·100 = −20000, 0.001 · 20000² = 4e5 > 65504; √(65504 / 0.001) = 8093.
+    check(&diagnose(&scenario("adam_v_overflow_f16")), Rule::Overflow, "adam state `optim.layers.0.linear.weight.exp_avg_sq`", &["0.001 · (-20000)²", "|grad| > 8.09e3"]);
 }
 
 #[test]

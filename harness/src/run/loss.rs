@@ -39,12 +39,12 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
         LossKind::CrossEntropy => {
             let max = p.max_keepdim(D::Minus1)?.detach();
             let shifted = p.broadcast_sub(&max)?;
-            let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+            let log_sum = super::opmath::in_f32(&shifted.exp()?, |e| Ok(e.sum_keepdim(D::Minus1)?))?.log()?;
             return reduce_rows(spec, &shifted.broadcast_sub(&log_sum)?.mul(y)?.neg()?);
         }
         LossKind::NaiveCrossEntropy => {
             let e = p.exp()?;
-            let probs = clamp(spec, &e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)?;
+            let probs = clamp(spec, &e.broadcast_div(&super::opmath::in_f32(&e, |e| Ok(e.sum_keepdim(D::Minus1)?))?)?)?;
             return reduce_rows(spec, &probs.affine(1.0, eps)?.log()?.mul(y)?.neg()?);
         }
         LossKind::MeanAbsRatio => super::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
@@ -59,16 +59,19 @@ fn clamp(spec: &LossSpec, p: &Tensor) -> Result<Tensor> {
     })
 }
 
+/// The reduction, accumulated in f32 for f16 and bf16 as PyTorch does.
 fn reduce(r: Reduction, elems: &Tensor) -> Result<Tensor> {
-    Ok(match r {
-        Reduction::Mean => elems.mean_all()?,
-        Reduction::Sum => elems.sum_all()?,
+    super::opmath::in_f32(elems, |e| {
+        Ok(match r {
+            Reduction::Mean => e.mean_all()?,
+            Reduction::Sum => e.sum_all()?,
+        })
     })
 }
 
 /// Cross-entropies sum over classes, then reduce over rows.
 fn reduce_rows(spec: &LossSpec, per_class: &Tensor) -> Result<Tensor> {
-    reduce(spec.reduction, &per_class.sum(D::Minus1)?)
+    reduce(spec.reduction, &super::opmath::in_f32(per_class, |t| Ok(t.sum(D::Minus1)?))?)
 }
 
 #[cfg(test)]

@@ -27,11 +27,12 @@ mod elementwise;
 mod loss;
 pub(crate) mod model;
 mod optim;
+mod opmath;
 mod outcome;
 mod profile;
 pub(crate) mod rng;
 mod trace;
-mod train;
+pub(crate) mod train;
 mod watch;
 
 pub use cause::{Cause, Operand, Rule};

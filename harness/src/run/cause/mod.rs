@@ -136,8 +136,8 @@ pub(super) fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: V
     Cause { rule, op: op.into(), reason, inputs }
 }
 
-/// The scenario's settings that the compute dtype cannot represent as meant: an optimizer,
-/// loss or layer-norm epsilon that rounds to 0, and a clamp `c` whose `1 − c` rounds to 1.
+/// The scenario's settings that the compute dtype cannot represent as meant: an optimizer or
+/// loss epsilon that rounds to 0, and a clamp `c` whose `1 − c` rounds to 1.
 pub fn precursors(s: &crate::Scenario) -> Vec<String> {
     let d = s.train.dtype;
     let dt: &str = d.into();
@@ -154,11 +154,7 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
     if let Some(e) = s.loss.epsilon {
         zero("loss.epsilon", e);
     }
-    for (i, l) in s.model.layers.iter().enumerate() {
-        if let Layer::LayerNorm { eps } = l {
-            zero(&format!("model.layers.{i}.eps"), *eps);
-        }
-    }
+    // A layer norm's eps is not here: PyTorch's kernel (and nanhunt's) applies it in f32.
     if let Some(c) = s.loss.clamp.filter(|c| *c > 0.0 && round(1.0 - c, d) == 1.0) {
         out.push(format!("loss.clamp = {}: 1 − {} rounds to 1 in {dt}, so probabilities of 1 are not clamped", crate::human(c), crate::human(c)));
     }
@@ -290,12 +286,18 @@ pub(crate) fn state(spec: &OptimizerSpec, name: &str, state: &str, grad: &Tensor
     let at = g.at.unwrap_or(f64::NAN);
     let op = format!("{} state `{name}`", <&str>::from(spec.kind));
     let squared = matches!(state, "exp_avg_sq" | "square_avg");
-    if squared && at.is_finite() && at.abs() > lim.max.sqrt() {
+    // The second moment adds (1 − β)·grad²; f16 and bf16 compute that in f32 (PyTorch's
+    // `addcmul_`), so it overflows once it is past max, not once grad² is. Wider dtypes square
+    // first.
+    let keep = if spec.kind == OptimizerKind::Rmsprop { 1.0 - spec.alpha } else { 1.0 - spec.beta2 };
+    let half = matches!(d, DTypeName::F16 | DTypeName::Bf16);
+    let (added, limit) = if half { (keep * at * at, (lim.max / keep).sqrt()) } else { (at * at, lim.max.sqrt()) };
+    if squared && at.is_finite() && added > lim.max {
+        let what = if half { format!("(1 − β)·grad² = {} · ({})²", crate::human(keep), crate::human(at)) } else { format!("grad² = ({})²", crate::human(at)) };
         let reason = format!(
-            "the second moment folds in grad² and grad = {} squares past {dt}'s largest value {} (|grad| > √max = {}): it is +Inf, so every later update of this element divides by ∞ and is 0",
-            crate::human(at),
+            "the second moment adds {what}, past {dt}'s largest value {} (|grad| > {}): it is +Inf, so every later update of this element divides by ∞ and is 0",
             crate::human(lim.max),
-            crate::human(lim.max.sqrt())
+            crate::human(limit)
         );
         return Ok(Some(cause(Rule::Overflow, op, reason, vec![g])));
     }

@@ -17,9 +17,12 @@ pub(super) fn softplus(h: &Tensor) -> Result<Tensor> {
 
 /// Softmax over the last dimension, with the row maximum subtracted first.
 pub(super) fn softmax(h: &Tensor) -> Result<Tensor> {
-    let max = h.max_keepdim(D::Minus1)?.detach();
-    let e = h.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    // As `torch.softmax`: an f16 or bf16 input is computed in f32 and rounded once.
+    crate::run::opmath::in_f32(h, |h| {
+        let max = h.max_keepdim(D::Minus1)?.detach();
+        let e = h.broadcast_sub(&max)?.exp()?;
+        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    })
 }
 
 #[cfg(test)]

@@ -7,11 +7,14 @@ use crate::error::Result;
 
 /// `(h − mean) / sqrt(var + eps) · gain + shift` over the last dimension.
 pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean = h.mean_keepdim(D::Minus1)?;
-    let centred = h.broadcast_sub(&mean)?;
+    // PyTorch's kernel computes an f16 or bf16 layer norm in f32 and rounds once.
+    let w = crate::run::opmath::widen;
+    let (x, g, b) = (w(h)?, w(gain)?, w(shift)?);
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
     let normed = centred.broadcast_div(&var.affine(1.0, eps)?.sqrt()?)?;
-    Ok(normed.broadcast_mul(gain)?.broadcast_add(shift)?)
+    Ok(normed.broadcast_mul(&g)?.broadcast_add(&b)?.to_dtype(h.dtype())?)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
 mod fused;
+mod half;
 
 /// An optimizer's state across steps.
 #[derive(Debug)]
@@ -115,6 +116,9 @@ pub type Updated = (Tensor, Option<Tensor>, Option<Tensor>);
 /// [`fused::update`] performs the same operations in the same order on the
 /// CPU; keep the two in step (a test compares them bit for bit).
 fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Tensor>, v: Option<&Tensor>) -> Result<Updated> {
+    if matches!(p.dtype(), candle_core::DType::F16 | candle_core::DType::BF16) && p.device().is_cpu() {
+        return half::update(o, step, p, g, m, v);
+    }
     let lr = o.lr;
     // Coupled L2 (SGD, Adam, RMSprop): g ← g + wd·p.
     let g = if o.weight_decay != 0.0 && o.kind != OptimizerKind::Adamw { (g + p.affine(o.weight_decay, 0.0)?)? } else { g.clone() };

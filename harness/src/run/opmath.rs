@@ -1,0 +1,41 @@
+//! PyTorch's "opmath" for f16 and bf16: reductions accumulate in f32, and its
+//! fused kernels (softmax, layer norm) compute in f32 and round once to the
+//! tensor's dtype. Without it, a mean of two f16 squares of 60000 and 9952
+//! overflows in the sum (69952 > 65504) where PyTorch returns 34976; `nanhunt
+//! confirm` found that one on a hunt's f16 finding. Other dtypes pass through.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::Result;
+
+/// Whether a dtype computes through f32 in PyTorch's CPU kernels.
+fn reduced(d: DType) -> bool {
+    matches!(d, DType::F16 | DType::BF16)
+}
+
+/// `f(t)` computed in f32 when `t` is f16 or bf16, the result rounded back once.
+pub(crate) fn in_f32(t: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    if !reduced(t.dtype()) {
+        return f(t);
+    }
+    Ok(f(&t.to_dtype(DType::F32)?)?.to_dtype(t.dtype())?)
+}
+
+/// `t` in f32 if it is f16 or bf16 (for a kernel with several inputs), else itself.
+pub(crate) fn widen(t: &Tensor) -> Result<Tensor> {
+    Ok(if reduced(t.dtype()) { t.to_dtype(DType::F32)? } else { t.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_mean_accumulates_in_f32() {
+        // PyTorch 2.15: torch.tensor([60000., 9952.], dtype=torch.float16).mean() = 34976.
+        let t = Tensor::new(&[60000f32, 9952.0], &candle_core::Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+        assert!(t.mean_all().unwrap().to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap().is_infinite(), "Candle's f16 sum overflows");
+        let m = in_f32(&t, |t| Ok(t.mean_all()?)).unwrap();
+        assert_eq!((m.dtype(), m.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()), (DType::F16, 34976.0));
+    }
+}
