@@ -140,6 +140,14 @@ pub enum Error {
     /// A run panicked; the panic message is kept.
     #[error("panic during run: {0}")]
     Panic(String),
+    /// The PyTorch side of a confirmation could not run: no interpreter, no torch, a crash.
+    #[error("{python}: {message}")]
+    Torch {
+        /// The interpreter.
+        python: PathBuf,
+        /// What went wrong, and what is missing.
+        message: String,
+    },
 }
 
 /// The library's result type.

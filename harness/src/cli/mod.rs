@@ -17,6 +17,7 @@ mod merge;
 mod progress;
 mod replay;
 mod run;
+mod torch;
 
 /// Find, shrink and replay the training runs whose loss turns NaN.
 #[derive(Parser)]
@@ -60,6 +61,10 @@ enum Command {
     Replay(replay::Replay),
     /// Run every scenario with an [expect] and every report; print a pass/fail table (0 all pass, 1 any fail, 2 error).
     Check(check::Check),
+    /// Write a scenario or report as a plain PyTorch script, with its initial weights and data.
+    ExportTorch(torch::ExportTorch),
+    /// Run a scenario or report in PyTorch too and compare (0 agree, 1 disagree, 2 error).
+    Confirm(torch::Confirm),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -79,6 +84,8 @@ pub fn main() -> ExitCode {
         Command::FuzzShrink(c) => c.exec(),
         Command::Replay(c) => c.exec(&ctx),
         Command::Check(c) => c.exec(&ctx),
+        Command::ExportTorch(c) => c.exec(&ctx),
+        Command::Confirm(c) => c.exec(&ctx),
     };
     ExitCode::from(result.unwrap_or_else(|e| {
         eprintln!("error: {}", chain(&e));

@@ -2,7 +2,8 @@
 //! outcomes. A report directory (`write`) holds the repro, the trace, a
 //! one-screen `summary.md` (`markdown`), a versioned `summary.json`
 //! (`summary`) and plots (`plot`); `replay` re-runs one bit for bit; `check`
-//! is the regression suite over scenarios and reports (`verdict`, `junit`).
+//! is the regression suite over scenarios and reports (`verdict`, `junit`);
+//! `torch` exports a scenario as a PyTorch script and confirms a finding there.
 
 mod check;
 mod junit;
@@ -11,6 +12,7 @@ mod margins_plot;
 mod plot;
 mod replay;
 mod summary;
+pub mod torch;
 mod verdict;
 mod write;
 

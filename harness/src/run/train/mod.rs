@@ -284,8 +284,7 @@ impl Runner<'_> {
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params.len());
         opt.fused = self.opts.fused;
-        let mut shuffle = stream(s.seed, SHUFFLE_STREAM + fold as u64);
-        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut orders = Orders::new(s, fold, n);
         let mut step = 0;
         let full_batch = batch == n;
         // Only the last `window + 1` points of the loss curve are ever read.
@@ -293,8 +292,9 @@ impl Runner<'_> {
         for epoch in 1..=s.train.epochs {
             let (mut sum, mut count) = (0.0, 0);
             if s.train.shuffle {
-                fisher_yates(&mut order, &mut shuffle);
+                orders.shuffle();
             }
+            let order = &orders.order;
             for start in (0..n).step_by(batch) {
                 if self.done() || self.cut_now() || s.train.max_steps.is_some_and(|m| step >= m) {
                     return Ok(());
@@ -524,10 +524,25 @@ fn push_bounded(curve: &mut VecDeque<f64>, v: f64, cap: usize) {
     curve.push_back(v);
 }
 
-/// Shuffles in place with the given stream (the same permutation on every machine).
-fn fisher_yates(v: &mut [u32], rng: &mut rand_chacha::ChaCha8Rng) {
-    use rand::Rng;
-    for i in (1..v.len()).rev() {
-        v.swap(i, rng.random_range(0..=i));
+/// A fold's batch order: the rows in order, shuffled again in place at the start of every
+/// epoch (with `train.shuffle`) from the fold's own stream, the same on every machine.
+pub(crate) struct Orders {
+    /// The current epoch's order.
+    pub(crate) order: Vec<u32>,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Orders {
+    /// The order of fold `fold`'s `n` training rows before any shuffle.
+    pub(crate) fn new(s: &Scenario, fold: usize, n: usize) -> Self {
+        Orders { order: (0..n as u32).collect(), rng: stream(s.seed, SHUFFLE_STREAM + fold as u64) }
+    }
+
+    /// Shuffles the order in place (Fisher–Yates), for the next epoch.
+    pub(crate) fn shuffle(&mut self) {
+        use rand::Rng;
+        for i in (1..self.order.len()).rev() {
+            self.order.swap(i, self.rng.random_range(0..=i));
+        }
     }
 }

@@ -1,0 +1,163 @@
+//! A scenario as a plain PyTorch script, for bug reports and for confirming a
+//! finding in the framework people file them against.
+//!
+//! `export` writes three files: `repro.py` (the template beside this file,
+//! with the scenario's model, loss, optimizer and training settings filled in
+//! as JSON), `init.safetensors` (each fold's initial parameters, in the run's
+//! dtype and PyTorch's layout: nanhunt keeps a linear weight as `(in, out)`,
+//! PyTorch as `(out, in)`) and `data.safetensors` (each fold's training and
+//! validation tensors after injection and preprocessing, in f64, and each
+//! epoch's shuffle order). nanhunt owns the weights and the data, so PyTorch
+//! runs the same computation. `confirm` runs the script and compares.
+
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::run::data::{self, Table};
+use crate::run::model::Model;
+use crate::run::rng::{stream, INIT_STREAM};
+use crate::run::train::Orders;
+use crate::scenario::{plan, DTypeName, Layer, Named, Scenario};
+
+mod confirm;
+
+pub use confirm::{confirm, scratch, tolerance, Confirmation, TorchFirst, TorchVerdict};
+
+/// The script's template; `@SCENARIO@` becomes the scenario as JSON.
+const TEMPLATE: &str = include_str!("repro.py");
+
+/// Most shuffle-order entries written (epochs × rows over all folds); more is refused.
+const MAX_ORDER_CELLS: usize = 50_000_000;
+
+/// One tensor for a safetensors file: its dtype, shape and little-endian bytes.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Raw {
+    fn f64s(shape: Vec<usize>, v: &[f64]) -> Raw {
+        Raw { dtype: Dtype::F64, shape, bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect() }
+    }
+
+    fn table(t: &Table) -> Raw {
+        Raw::f64s(vec![t.rows, t.cols], &t.values)
+    }
+}
+
+/// Serialises named tensors as safetensors bytes.
+fn safetensors(tensors: &[(String, Raw)]) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(n, r)| TensorView::new(r.dtype, r.shape.clone(), &r.bytes).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Invalid { location: "export".into(), key: "tensors".into(), message: e.to_string() })?;
+    safetensors::tensor::serialize(views, None).map_err(|e| Error::Invalid { location: "export".into(), key: "tensors".into(), message: e.to_string() })
+}
+
+/// Each fold's initial parameters in the run's dtype, 2-D weights transposed to PyTorch's `(out, in)`.
+fn init_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>> {
+    let plan = plan(&s.model, data.shape).map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+    let dt = crate::run::dtype(s.train.dtype);
+    let mut out = Vec::new();
+    for f in 0..data.folds.len() {
+        let mut init = stream(s.seed, INIT_STREAM + f as u64);
+        let model = Model::new(&s.model, &plan, &mut init, dt, &candle_core::Device::Cpu)?;
+        for p in &model.params {
+            let t = p.var.as_tensor();
+            let t = if t.rank() == 2 { t.t()?.contiguous()? } else { t.clone() };
+            let shape = t.dims().to_vec();
+            let flat = t.flatten_all()?;
+            let (dtype, bytes): (Dtype, Vec<u8>) = match s.train.dtype {
+                DTypeName::F32 => (Dtype::F32, flat.to_vec1::<f32>()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                DTypeName::F64 => (Dtype::F64, flat.to_vec1::<f64>()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                DTypeName::F16 => (Dtype::F16, flat.to_vec1::<half::f16>()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                DTypeName::Bf16 => (Dtype::BF16, flat.to_vec1::<half::bf16>()?.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            };
+            out.push((format!("fold{f}.{}", p.name), Raw { dtype, shape, bytes }));
+        }
+    }
+    Ok(out)
+}
+
+/// Each fold's data and, with `train.shuffle`, each epoch's order (as many epochs as run).
+fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>> {
+    let mut out = Vec::new();
+    let mut cells = 0usize;
+    for (f, fold) in data.folds.iter().enumerate() {
+        out.push((format!("fold{f}.train.inputs"), Raw::table(&fold.train.x)));
+        out.push((format!("fold{f}.train.targets"), Raw::table(&fold.train.y)));
+        if let Some(v) = &fold.val {
+            out.push((format!("fold{f}.validation.inputs"), Raw::table(&v.x)));
+            out.push((format!("fold{f}.validation.targets"), Raw::table(&v.y)));
+        }
+        if s.train.shuffle {
+            let n = fold.train.x.rows;
+            let per_epoch = n.div_ceil(s.train.batch_size.unwrap_or(n).clamp(1, n.max(1)));
+            let epochs = s.train.max_steps.map_or(s.train.epochs, |m| s.train.epochs.min(m.div_ceil(per_epoch.max(1))));
+            cells = cells.saturating_add(epochs.saturating_mul(n));
+            if cells > MAX_ORDER_CELLS {
+                let message = format!("{epochs} epochs of {n} rows is more shuffle order than an export holds ({MAX_ORDER_CELLS} entries); lower train.epochs or set train.max_steps");
+                return Err(Error::Invalid { location: s.name.clone(), key: "train.epochs".into(), message });
+            }
+            let mut orders = Orders::new(s, f, n);
+            let mut bytes = Vec::with_capacity(epochs * n * 8);
+            for _ in 0..epochs {
+                orders.shuffle();
+                bytes.extend(orders.order.iter().flat_map(|&i| i64::from(i).to_le_bytes()));
+            }
+            out.push((format!("fold{f}.order"), Raw { dtype: Dtype::I64, shape: vec![epochs, n], bytes }));
+        }
+    }
+    Ok(out)
+}
+
+/// What the script needs to know of the scenario, as JSON.
+fn settings(s: &Scenario, folds: usize) -> serde_json::Value {
+    let layers: Vec<serde_json::Value> = s
+        .model
+        .layers
+        .iter()
+        .map(|l| {
+            let mut v = json!({ "type": l.name() });
+            match l {
+                Layer::Linear { out, .. } => v["out"] = json!(out),
+                Layer::Rnn { hidden, .. } => v["hidden"] = json!(hidden),
+                Layer::LayerNorm { eps } => v["eps"] = json!(eps),
+                Layer::Pow { exponent } => v["exponent"] = json!(exponent),
+                _ => {}
+            }
+            v
+        })
+        .collect();
+    let t = &s.train;
+    json!({
+        "name": s.name,
+        "dtype": s.train.dtype.name(),
+        "seq_len": s.data.seq_len,
+        "folds": folds,
+        "layers": layers,
+        "loss": s.loss,
+        "optimizer": s.optimizer,
+        "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps },
+    })
+}
+
+/// Writes `repro.py`, `init.safetensors` and `data.safetensors` for `s` into `dir` (created if
+/// needed), each atomically.
+pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
+    crate::scenario::check_memory(s)?;
+    let data = data::build(s)?;
+    let init = safetensors(&init_tensors(s, &data)?)?;
+    let tensors = safetensors(&data_tensors(s, &data)?)?;
+    let pretty = serde_json::to_string_pretty(&settings(s, data.folds.len())).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
+    let script = TEMPLATE.replace("@SCENARIO@", &pretty);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::atomic::write(&dir.join("init.safetensors"), &init)?;
+    crate::atomic::write(&dir.join("data.safetensors"), &tensors)?;
+    crate::atomic::write(&dir.join("repro.py"), script.as_bytes())
+}

@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+# nanhunt repro, written by `nanhunt export-torch`: the same model, initial weights, data,
+# batches, loss and optimizer as the nanhunt run, in plain PyTorch, watched as nanhunt
+# watches it. Needs only torch (the .safetensors files are read below, without the
+# safetensors package). Run it beside init.safetensors and data.safetensors:
+#
+#     python repro.py            # prints the first non-finite value, writes trace.torch.csv
+#
+# It trains fold by fold and checks, in nanhunt's order, the data, every layer output, the
+# loss, every gradient (where a gradient's non-finite values were born: in the loss's or a
+# layer's backward), every optimizer state and every updated parameter, and the validation
+# pass after each epoch. The names are nanhunt's: `layers.0.linear.weight.grad`,
+# `optim.layers.0.linear.weight.exp_avg_sq`, `layers.1.sigmoid.output`, ...
+import csv
+import json
+import math
+import struct
+import sys
+
+import torch
+from torch import nn
+
+SCENARIO = json.loads(r"""@SCENARIO@""")
+
+DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16}
+DTYPE = DTYPES[SCENARIO["dtype"]]
+
+
+def read_safetensors(path):
+    """The tensors of a .safetensors file: an 8-byte header length, a JSON header, raw data."""
+    kinds = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    body = data[8 + n :]
+    out = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = meta["data_offsets"]
+        t = torch.frombuffer(bytearray(body[a:b]), dtype=kinds[meta["dtype"]]) if b > a else torch.empty(0, dtype=kinds[meta["dtype"]])
+        out[name] = t.reshape(meta["shape"]).clone()
+    return out
+
+
+class FlawedSquare(torch.autograd.Function):
+    """x² forward; a hand-written backward that divides the incoming gradient by 0 (seed 002 ex3)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g / torch.zeros_like(g)
+
+
+class Rnn(nn.Module):
+    """An Elman RNN returning its last hidden state: h = tanh(x W_ihᵀ + b_ih + b_hh + h W_hhᵀ), h₀ = 0."""
+
+    def __init__(self, inputs, hidden):
+        super().__init__()
+        self.weight_ih = nn.Parameter(torch.empty(hidden, inputs))
+        self.weight_hh = nn.Parameter(torch.empty(hidden, hidden))
+        self.bias_ih = nn.Parameter(torch.empty(hidden))
+        self.bias_hh = nn.Parameter(torch.empty(hidden))
+
+    def forward(self, x):
+        xw = x @ self.weight_ih.T + self.bias_ih + self.bias_hh
+        h = torch.tanh(xw[:, 0])
+        for t in range(1, x.shape[1]):
+            h = torch.tanh(xw[:, t] + h @ self.weight_hh.T)
+        return h
+
+
+class Fn(nn.Module):
+    """An elementwise function as a layer."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def softplus(x):
+    # log(1 + exp(x)), and x itself above 20 (torch.nn.Softplus's threshold).
+    return torch.where(x > 20, x, torch.log(torch.exp(torch.clamp(x, max=20.0)) + 1.0))
+
+
+def layer(spec, width):
+    """One nanhunt layer as a module, and the width it outputs."""
+    kind = spec["type"]
+    if kind == "linear":
+        return nn.Linear(width, spec["out"]), spec["out"]
+    if kind == "rnn":
+        return Rnn(width, spec["hidden"]), spec["hidden"]
+    if kind == "layer_norm":
+        return nn.LayerNorm(width, eps=spec["eps"]), width
+    functions = {
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "gelu": lambda x: torch.nn.functional.gelu(x),
+        "softplus": softplus,
+        "softmax": lambda x: torch.softmax(x, dim=-1),
+        "identity": lambda x: x,
+        "sqrt": torch.sqrt,
+        "log": torch.log,
+        "reciprocal": torch.reciprocal,
+        "abs": torch.abs,
+        "exp": torch.exp,
+        "pow": lambda x: torch.pow(x, spec.get("exponent", 2.0)),
+        "flawed_square": FlawedSquare.apply,
+    }
+    return Fn(functions[kind]), width
+
+
+class Model(nn.Module):
+    """The layer stack; `layers.{i}.{type}` holds layer i, so parameter names are nanhunt's."""
+
+    def __init__(self, layers, features):
+        super().__init__()
+        blocks, width = [], features
+        for spec in layers:
+            module, width = layer(spec, width)
+            blocks.append(nn.ModuleDict({spec["type"]: module}))
+        self.layers = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        outs = []
+        for block in self.layers:
+            (module,) = block.values()
+            x = module(outs[-1] if outs else x)
+            outs.append(x)
+        return outs
+
+
+def loss_fn(spec, p, y):
+    """The loss as nanhunt computes it (the naive forms are the formulas, on purpose)."""
+    kind, eps, c = spec["kind"], spec.get("epsilon") or 0.0, spec.get("clamp")
+    clamp = (lambda t: torch.clamp(t, c, 1.0 - c)) if c is not None else (lambda t: t)
+    rows = False
+    if kind == "mse":
+        e = (p - y) ** 2
+    elif kind == "mae":
+        e = (p - y).abs()
+    elif kind == "huber":
+        delta = spec.get("delta") or 1.0
+        d = p - y
+        a = d.abs()
+        e = torch.where(a < delta, 0.5 * d * d, delta * a - 0.5 * delta * delta)
+    elif kind == "bce":
+        q = clamp(p)
+        e = -(y * torch.log(q + eps) + (1.0 - y) * torch.log(-q + (1.0 + eps)))
+    elif kind == "bce_torch":
+        return nn.functional.binary_cross_entropy(clamp(p), y, reduction=spec["reduction"])
+    elif kind == "bce_logits":
+        e = torch.relu(p) - p * y + torch.log(torch.exp(-p.abs()) + 1.0)
+    elif kind == "cross_entropy":
+        shifted = p - p.max(dim=-1, keepdim=True).values.detach()
+        log_sum = torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))
+        e, rows = -((shifted - log_sum) * y), True
+    elif kind == "naive_cross_entropy":
+        ex = torch.exp(p)
+        probs = clamp(ex / ex.sum(dim=-1, keepdim=True))
+        e, rows = -(torch.log(probs + eps) * y), True
+    elif kind == "mean_abs_ratio":
+        e = (p - y).abs() / (y.abs() + eps)
+    else:
+        raise SystemExit(f"repro.py: unknown loss {kind}")
+    if rows:
+        e = e.sum(dim=-1)
+    return e.mean() if spec["reduction"] == "mean" else e.sum()
+
+
+def optimizer(spec, params):
+    kind, lr, wd = spec["kind"], spec["lr"], spec.get("weight_decay", 0.0)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=spec.get("momentum", 0.0), nesterov=spec.get("nesterov", False), weight_decay=wd)
+    betas = (spec.get("beta1", 0.9), spec.get("beta2", 0.999))
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=spec["eps"], weight_decay=wd)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=spec["eps"], weight_decay=wd)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=spec.get("alpha", 0.99), eps=spec["eps"], weight_decay=wd, momentum=spec.get("momentum", 0.0))
+    raise SystemExit(f"repro.py: unknown optimizer {kind}")
+
+
+STATES = {"sgd": ("momentum_buffer", None), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq"), "rmsprop": ("momentum_buffer", "square_avg")}
+
+
+class Watch:
+    """The first non-finite value, and the per-step trace."""
+
+    def __init__(self, layer_names):
+        self.first, self.rows, self.layer_names = None, [], layer_names
+
+    def check(self, where, phase, name, t):
+        if self.first is None and not bool(torch.isfinite(t).all()):
+            bad = (~torch.isfinite(t)).flatten().nonzero()[0].item()
+            v = float(t.flatten()[bad])
+            kind = "nan" if math.isnan(v) else ("pos_inf" if v > 0 else "neg_inf")
+            self.first = dict(where, phase=phase, tensor=name, kind=kind, index=bad, shape=list(t.shape))
+        return self.first is not None
+
+
+def largest(ts):
+    m = 0.0
+    for t in ts:
+        a = t.detach().abs()
+        a = a[torch.isfinite(a)]
+        if a.numel():
+            m = max(m, float(a.max()))
+    return m
+
+
+def main():
+    init = read_safetensors("init.safetensors")
+    data = read_safetensors("data.safetensors")
+    sc, tr = SCENARIO, SCENARIO["train"]
+    names = [f"layers.{i}.{l['type']}" for i, l in enumerate(sc["layers"])]
+    watch = Watch(names)
+    finfo = torch.finfo(DTYPE)
+    # Data, as built (after injection and preprocessing), in f64, then in the compute dtype.
+    for f in range(sc["folds"]):
+        for split in ("train", "validation"):
+            for what in ("inputs", "targets"):
+                key = f"fold{f}.{split}.{what}"
+                if key in data and watch.check(dict(step=0, epoch=0, fold=f), "data", f"data.{split}.{what}", data[key]):
+                    return finish(watch)
+    steps = 0
+    for f in range(sc["folds"]):
+        x, y = data[f"fold{f}.train.inputs"], data[f"fold{f}.train.targets"]
+        val = (data[f"fold{f}.validation.inputs"], data[f"fold{f}.validation.targets"]) if f"fold{f}.validation.inputs" in data else None
+        seq = sc.get("seq_len")
+        shape = lambda t: t.reshape(t.shape[0], seq, t.shape[1] // seq) if seq else t
+        x, y = shape(x).to(DTYPE), y.to(DTYPE)
+        val = (shape(val[0]).to(DTYPE), val[1].to(DTYPE)) if val else None
+        at = dict(step=0, epoch=0, fold=f)
+        for split, pair in (("train", (x, y)), ("validation", val)):
+            if pair and (watch.check(at, "data", f"data.{split}.inputs", pair[0]) or watch.check(at, "data", f"data.{split}.targets", pair[1])):
+                return finish(watch)
+        model = Model(sc["layers"], x.shape[-1]).to(DTYPE)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(init[f"fold{f}.{name}"])
+        params = list(model.named_parameters())
+        opt = optimizer(sc["optimizer"], [p for _, p in params]) if params else None
+        n = x.shape[0]
+        batch = min(tr["batch_size"] or n, n)
+        step, capped = 0, False
+        for epoch in range(1, tr["epochs"] + 1):
+            order = data[f"fold{f}.order"][epoch - 1] if tr["shuffle"] else None
+            for start in range(0, n, batch):
+                # Like nanhunt, the fold ends as soon as max_steps is reached (no validation after).
+                capped = tr["max_steps"] is not None and step >= tr["max_steps"]
+                if capped:
+                    break
+                step += 1
+                steps += 1
+                idx = order[start : start + batch] if order is not None else slice(start, start + batch)
+                if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, x[idx], y[idx], sc, finfo):
+                    return finish(watch)
+            if capped:
+                break
+            if val and validate(watch, dict(step=step, epoch=epoch, fold=f), model, val, sc):
+                return finish(watch)
+    return finish(watch)
+
+
+def train_step(watch, at, model, params, opt, x, y, sc, finfo):
+    row = dict(step=at["step"], epoch=at["epoch"], fold=at["fold"], lr=sc["optimizer"]["lr"])
+    watch.rows.append(row)
+    outs = model(x)
+    for o in outs:
+        if o.requires_grad:
+            o.retain_grad()
+    row["max_abs"] = [largest([o]) for o in outs]
+    for name, o in zip(watch.layer_names, outs):
+        if watch.check(at, "forward", f"{name}.output", o):
+            break
+    loss = loss_fn(sc["loss"], outs[-1] if outs else x, y)
+    row["train_loss"] = float(loss)
+    if watch.first is None and not math.isfinite(float(loss)):
+        watch.first = dict(at, phase="loss", tensor="loss", kind="nan" if math.isnan(float(loss)) else ("pos_inf" if float(loss) > 0 else "neg_inf"), index=0, shape=[])
+    if watch.first is not None or not params:
+        return watch.first is not None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+    row["grad_norm"] = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    row["headroom"] = math.log2(finfo.max / largest(outs + grads)) if largest(outs + grads) > 0 else math.inf
+    tiny = sum(int(((g != 0) & (g.abs() < finfo.tiny)).sum()) for g in grads)
+    row["grad_subnormal"] = tiny / max(1, sum(g.numel() for g in grads))
+    if not all(bool(torch.isfinite(g).all()) for g in grads):
+        born = birth(model, outs, params, grads)
+        if born is not None:
+            watch.check(at, "backward", born[0], born[1])
+        for (name, _), g in zip(params, grads):
+            watch.check(at, "backward", f"{name}.grad", g)
+        return True
+    clip = sc["optimizer"]
+    if clip.get("clip_grad_norm") is not None:
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], clip["clip_grad_norm"])
+    if clip.get("clip_grad_value") is not None:
+        torch.nn.utils.clip_grad_value_([p for _, p in params], clip["clip_grad_value"])
+    opt.step()
+    m_name, v_name = STATES[sc["optimizer"]["kind"]]
+    for name, p in params:
+        state = opt.state.get(p, {})
+        for s in (m_name, v_name):
+            if s and s in state and watch.check(at, "update", f"optim.{name}.{s}", state[s]):
+                return True
+        if watch.check(at, "update", name, p.detach()):
+            return True
+    row["param_norm"] = math.sqrt(sum(float((p.detach().double() ** 2).sum()) for _, p in params))
+    return False
+
+
+def birth(model, outs, params, grads):
+    """The first non-finite gradient in the order backward makes them: each layer's output
+    (from the last layer down), then that layer's parameters. Only a layer output is returned:
+    otherwise the parameters are checked in their own order, as nanhunt does."""
+    index = {name: i for i, (name, _) in enumerate(params)}
+    for l in range(len(outs) - 1, -1, -1):
+        g = outs[l].grad
+        if g is not None and not bool(torch.isfinite(g).all()):
+            return (f"layers.{l}.{list(model.layers[l].keys())[0]}.output.grad", g)
+        prefix = f"layers.{l}."
+        if any(not bool(torch.isfinite(grads[i]).all()) for n, i in index.items() if n.startswith(prefix)):
+            return None
+    return None
+
+
+def validate(watch, at, model, val, sc):
+    with torch.no_grad():
+        outs = model(val[0])
+        for name, o in zip(watch.layer_names, outs):
+            if watch.check(at, "validation", f"validation.{name}.output", o):
+                break
+        v = float(loss_fn(sc["loss"], outs[-1] if outs else val[0], val[1]))
+    if watch.rows:
+        watch.rows[-1]["val_loss"] = v
+    if watch.first is None and not math.isfinite(v):
+        watch.first = dict(at, phase="validation", tensor="validation.loss", kind="nan" if math.isnan(v) else ("pos_inf" if v > 0 else "neg_inf"), index=0, shape=[])
+    return watch.first is not None
+
+
+def finish(watch):
+    fixed = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr", "headroom", "grad_subnormal"]
+    with open("trace.torch.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(fixed + [f"max_abs.{n}" for n in watch.layer_names])
+        for r in watch.rows:
+            w.writerow([repr(r[k]) if isinstance(r.get(k), float) else ("" if r.get(k) is None else r[k]) for k in fixed] + [repr(v) for v in r.get("max_abs", [])])
+    f = watch.first
+    if f:
+        print(f"first       {f['kind']} in `{f['tensor']}` (index {f['index']}, shape {f['shape']})")
+        print(f"where       step {f['step']}, epoch {f['epoch']}, fold {f['fold']}, phase {f['phase']}")
+    else:
+        print("outcome     finite")
+    print("torch       " + torch.__version__)
+    print("NANHUNT " + json.dumps({"torch": torch.__version__, "outcome": "nonfinite" if f else "finite", "first": f, "steps": len(watch.rows)}))
+    return 1 if f else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
