@@ -17,12 +17,15 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
         LossKind::Mse => (p - y)?.sqr()?,
         LossKind::Mae => super::elementwise::abs(&(p - y)?)?,
         LossKind::Huber => {
+            // PyTorch's kernel: z = |x − y|, then 0.5·z·z below delta and delta·(z − 0.5·delta)
+            // above, in f32 for f16 and bf16 inputs, rounded once.
             let delta = spec.delta.unwrap_or(1.0);
-            let d = (p - y)?;
+            let (pw, yw) = (super::opmath::widen(p)?, super::opmath::widen(y)?);
+            let d = (pw - yw)?;
             let a = d.abs()?;
-            let quad = d.sqr()?.affine(0.5, 0.0)?;
-            let lin = a.affine(delta, -0.5 * delta * delta)?;
-            a.lt(delta)?.where_cond(&quad, &lin)?
+            let quad = d.affine(0.5, 0.0)?.mul(&d)?;
+            let lin = a.affine(1.0, -0.5 * delta)?.affine(delta, 0.0)?;
+            a.lt(delta)?.where_cond(&quad, &lin)?.to_dtype(p.dtype())?
         }
         LossKind::Bce => {
             let p = clamp(spec, p)?;

@@ -139,7 +139,8 @@ class Model(nn.Module):
 
 
 def loss_fn(spec, p, y):
-    """The loss as nanhunt computes it (the naive forms are the formulas, on purpose)."""
+    """The loss as nanhunt computes it: PyTorch's own functions where nanhunt follows them
+    (huber, bce_torch, bce_logits), the formulas where the formula is the point (the naive BCE)."""
     kind, eps, c = spec["kind"], spec.get("epsilon") or 0.0, spec.get("clamp")
     clamp = (lambda t: torch.clamp(t, c, 1.0 - c)) if c is not None else (lambda t: t)
     rows = False
@@ -148,17 +149,14 @@ def loss_fn(spec, p, y):
     elif kind == "mae":
         e = (p - y).abs()
     elif kind == "huber":
-        delta = spec.get("delta") or 1.0
-        d = p - y
-        a = d.abs()
-        e = torch.where(a < delta, 0.5 * d * d, delta * a - 0.5 * delta * delta)
+        return nn.functional.huber_loss(p, y, reduction=spec["reduction"], delta=spec.get("delta") or 1.0)
     elif kind == "bce":
         q = clamp(p)
         e = -(y * torch.log(q + eps) + (1.0 - y) * torch.log(-q + (1.0 + eps)))
     elif kind == "bce_torch":
         return nn.functional.binary_cross_entropy(clamp(p), y, reduction=spec["reduction"])
     elif kind == "bce_logits":
-        e = torch.relu(p) - p * y + torch.log(torch.exp(-p.abs()) + 1.0)
+        return nn.functional.binary_cross_entropy_with_logits(p, y, reduction=spec["reduction"])
     elif kind == "cross_entropy":
         shifted = p - p.max(dim=-1, keepdim=True).values.detach()
         log_sum = torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))
@@ -254,6 +252,8 @@ def main():
         batch = min(tr["batch_size"] or n, n)
         step, capped = 0, False
         for epoch in range(1, tr["epochs"] + 1):
+            if tr["max_steps"] is not None and step >= tr["max_steps"]:
+                break
             order = data[f"fold{f}.order"][epoch - 1] if tr["shuffle"] else None
             for start in range(0, n, batch):
                 # Like nanhunt, the fold ends as soon as max_steps is reached (no validation after).

@@ -102,6 +102,27 @@ pub(super) fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: 
     Ok((back(p)?, keep_m.then(|| back(m)).transpose()?, keep_v.then(|| back(v)).transpose()?))
 }
 
+/// `clip_grad_norm_` on f16/bf16 gradients as PyTorch computes it: each gradient's norm and the
+/// total norm are tensors of the gradients' dtype (accumulated in f32, rounded once), and so are
+/// `max / (total + 1e-6)` and its clamp at 1; every gradient is then multiplied by it. A total
+/// past the dtype's largest value is +Inf, the coefficient 0, and every gradient becomes 0.
+pub(super) fn clip_norm(grads: &mut [Tensor], max: f64) -> Result<()> {
+    let Some(dt) = grads.first().map(Tensor::dtype) else { return Ok(()) };
+    let r = rounder(dt);
+    let mut sum = 0f32;
+    for g in grads.iter() {
+        let norm = r(values(g)?.iter().map(|x| x * x).sum::<f32>().sqrt());
+        sum += norm * norm;
+    }
+    let total = r(sum.sqrt());
+    let coef = r(max as f32 / r(total + 1e-6)).min(1.0);
+    for g in grads.iter_mut() {
+        let scaled: Vec<f32> = values(g)?.iter().map(|x| r(x * coef)).collect();
+        *g = Tensor::from_vec(scaled, g.shape().clone(), &candle_core::Device::Cpu)?.to_dtype(dt)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +143,21 @@ mod tests {
         assert_eq!(get(v.unwrap()), 4000.0);
         assert_eq!(get(m.unwrap()), 200.0);
         assert_eq!(get(p), half::f16::from_f32(0.999).to_f32());
+    }
+
+    #[test]
+    fn clipping_an_f16_norm_past_max_zeroes_the_gradients() {
+        // PyTorch 2.15, f16: grads [60000] and [60000]; the total norm 84853 is +Inf in f16, so
+        // clip_coef = 1 / (inf + 1e-6) = 0 and clip_grad_norm_(params, 1.0) leaves [0] and [0].
+        let mut g = vec![f16(&[60000.0]), f16(&[60000.0])];
+        clip_norm(&mut g, 1.0).unwrap();
+        let v: Vec<f32> = g.iter().map(|t| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[0]).collect();
+        assert_eq!(v, [0.0, 0.0]);
+        // A norm in range: [3] and [4] have total 5 and coefficient 0.2 (0.19995 in f16); PyTorch
+        // gives [0.5996, 0.7998], the f16 values 0.599609375 and 0.7998046875.
+        let mut g = vec![f16(&[3.0]), f16(&[4.0])];
+        clip_norm(&mut g, 1.0).unwrap();
+        let v: Vec<f32> = g.iter().map(|t| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[0]).collect();
+        assert_eq!(v, [0.599609375, 0.7998046875]);
     }
 }

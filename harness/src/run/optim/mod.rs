@@ -176,8 +176,12 @@ fn ema(prev: Option<&Tensor>, x: &Tensor, beta: f64) -> Result<Tensor> {
     })
 }
 
-/// Scales gradients to a global norm of at most `max` (PyTorch's `clip_grad_norm_`, given the norm).
+/// Scales gradients to a global norm of at most `max` (PyTorch's `clip_grad_norm_`, given the
+/// norm). f16 and bf16 gradients follow PyTorch's arithmetic instead (see [`half::clip_norm`]).
 pub fn clip_norm(grads: &mut [Tensor], total: f64, max: f64) -> Result<()> {
+    if grads.first().is_some_and(|g| matches!(g.dtype(), candle_core::DType::F16 | candle_core::DType::BF16) && g.device().is_cpu()) {
+        return half::clip_norm(grads, max);
+    }
     let coef = (max / (total + 1e-6)).min(1.0);
     if coef < 1.0 {
         for g in grads.iter_mut() {

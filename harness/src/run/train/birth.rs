@@ -35,10 +35,9 @@ impl Runner<'_> {
         again.run(data, plan)?;
         let same_step = |b: &&crate::run::Location| (b.fold, b.step, b.phase) == (f.fold, f.step, Phase::Backward);
         if let Some(born) = again.first.as_ref().filter(same_step).filter(|b| b.tensor.ends_with(".output.grad")) {
+            // The cause goes with the tensor: none if no rule explains the birth.
             self.first = Some(born.clone());
-            if again.cause.is_some() {
-                self.cause = again.cause;
-            }
+            self.cause = again.cause;
         }
         Ok(())
     }
