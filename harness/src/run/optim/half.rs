@@ -154,10 +154,10 @@ mod tests {
         let v: Vec<f32> = g.iter().map(|t| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[0]).collect();
         assert_eq!(v, [0.0, 0.0]);
         // A norm in range: [3] and [4] have total 5 and coefficient 0.2 (0.19995 in f16); PyTorch
-        // gives [0.5996, 0.7998], the f16 values 0.599609375 and 0.7998046875.
+        // gives [0.5996, 0.7998], the f16 values 1228/2048 and 1638/2048.
         let mut g = vec![f16(&[3.0]), f16(&[4.0])];
         clip_norm(&mut g, 1.0).unwrap();
         let v: Vec<f32> = g.iter().map(|t| t.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()[0]).collect();
-        assert_eq!(v, [0.599609375, 0.7998046875]);
+        assert_eq!(v, [1228.0 / 2048.0, 1638.0 / 2048.0]);
     }
 }
