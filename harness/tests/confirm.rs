@@ -130,10 +130,11 @@ fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
 }
 
 #[test]
-fn every_diagnosis_scenario_is_confirmed() {
-    // One per rule, each failing (or warning) in closed form: sqrt, log, exp, flawed backward,
-    // Adam in f16, clamp in f16, the loss's backward.
-    for entry in std::fs::read_dir(common::repo().join("scenarios/diagnosis")).unwrap() {
+fn every_diagnosis_and_real_report_scenario_is_confirmed() {
+    // One per diagnosis rule, each failing (or warning) in closed form: sqrt, log, exp, flawed
+    // backward, Adam in f16, clamp in f16, the loss's backward; and the public reports.
+    let dirs = ["scenarios/diagnosis", "scenarios/real"].map(|d| std::fs::read_dir(common::repo().join(d)).unwrap());
+    for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
         let c = confirmed(&path);
         assert!(c.verdict.agrees(), "{}: {c}", path.display());
