@@ -32,8 +32,8 @@ pub(crate) fn abs(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(Abs)?)
 }
 
-/// Maps a contiguous storage element by element in its own dtype.
-fn map(s: &CpuStorage, l: &Layout, what: &str, f: &dyn Fn(f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
+/// Maps a contiguous storage element by element (in f64, rounded to its own dtype).
+pub(crate) fn map(s: &CpuStorage, l: &Layout, what: &str, f: &dyn Fn(f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
     fn each<T: WithDType>(v: &[T], (a, b): (usize, usize), f: &dyn Fn(f64) -> f64) -> Vec<T> {
         v[a..b].iter().map(|x| T::from_f64(f(x.to_f64()))).collect()
     }
@@ -49,7 +49,7 @@ fn map(s: &CpuStorage, l: &Layout, what: &str, f: &dyn Fn(f64) -> f64) -> candle
 }
 
 /// Combines two contiguous storages of one dtype element by element.
-fn zip(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, what: &str, f: &dyn Fn(f64, f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
+pub(crate) fn zip(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, what: &str, f: &dyn Fn(f64, f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
     fn each<T: WithDType>(a: &[T], (i, j): (usize, usize), b: &[T], (k, l): (usize, usize), f: &dyn Fn(f64, f64) -> f64) -> Vec<T> {
         a[i..j].iter().zip(&b[k..l]).map(|(x, y)| T::from_f64(f(x.to_f64(), y.to_f64()))).collect()
     }

@@ -106,6 +106,31 @@ pub enum Layer {
     },
     /// `x²` whose hand-written backward divides by zero (seed 002 ex3's flawed custom layer).
     FlawedSquare,
+    /// `x · sigmoid(x)` (`torch.nn.SiLU`).
+    Silu,
+    /// `x` above 0, `alpha · (exp(x) − 1)` at and below (`torch.nn.ELU`).
+    Elu {
+        /// The negative branch's scale.
+        #[serde(default = "one")]
+        alpha: f64,
+    },
+    /// `x` above 0, `negative_slope · x` at and below (`torch.nn.LeakyReLU`).
+    LeakyRelu {
+        /// The slope below 0.
+        #[serde(default = "leaky_slope")]
+        negative_slope: f64,
+    },
+    /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
+    /// `x / sqrt(mean(x²) + eps) · weight`.
+    RmsNorm {
+        /// Epsilon; by default the dtype's machine epsilon, as PyTorch's `eps=None`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eps: Option<f64>,
+    },
+}
+
+fn leaky_slope() -> f64 {
+    0.01
 }
 
 

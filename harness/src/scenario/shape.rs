@@ -109,6 +109,12 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
                 width = h;
                 sequence = false;
             }
+            Layer::RmsNorm { eps } => {
+                if eps.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
+                    return Err((i, format!("rms norm `eps` must be a positive finite number, got {}", eps.unwrap_or_default())));
+                }
+                add("weight", vec![width], Role::Gain, width, width, None);
+            }
             Layer::LayerNorm { eps } => {
                 if !(eps.is_finite() && *eps > 0.0) {
                     return Err((i, format!("layer norm `eps` must be a positive finite number, got {eps}")));

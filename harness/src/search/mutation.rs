@@ -260,7 +260,7 @@ impl Mutation {
             Mutation::Beta2 { .. } => base.optimizer.beta2,
             Mutation::Momentum { .. } => base.optimizer.momentum,
             Mutation::NormEps { .. } => base.model.layers.iter().find_map(|l| match l {
-                Layer::LayerNorm { eps } => Some(*eps),
+                Layer::LayerNorm { eps } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
                 _ => None,
             })?,
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
@@ -333,8 +333,10 @@ impl Mutation {
             Mutation::Momentum { value } => s.optimizer.momentum = value,
             Mutation::NormEps { value } => {
                 for l in &mut s.model.layers {
-                    if let Layer::LayerNorm { eps } = l {
-                        *eps = value;
+                    match l {
+                        Layer::LayerNorm { eps } => *eps = value,
+                        Layer::RmsNorm { eps } => *eps = Some(value),
+                        _ => {}
                     }
                 }
             }

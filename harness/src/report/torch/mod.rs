@@ -128,6 +128,9 @@ fn settings(s: &Scenario, folds: usize) -> serde_json::Value {
                 Layer::Linear { out, .. } => v["out"] = json!(out),
                 Layer::Rnn { hidden, .. } => v["hidden"] = json!(hidden),
                 Layer::LayerNorm { eps } => v["eps"] = json!(eps),
+                Layer::RmsNorm { eps } => v["eps"] = json!(eps),
+                Layer::Elu { alpha } => v["alpha"] = json!(alpha),
+                Layer::LeakyRelu { negative_slope } => v["negative_slope"] = json!(negative_slope),
                 Layer::Pow { exponent } => v["exponent"] = json!(exponent),
                 _ => {}
             }

@@ -99,6 +99,14 @@ def layer(spec, width):
         return Rnn(width, spec["hidden"]), spec["hidden"]
     if kind == "layer_norm":
         return nn.LayerNorm(width, eps=spec["eps"]), width
+    if kind == "rms_norm":
+        return nn.RMSNorm(width, eps=spec.get("eps")), width
+    if kind == "silu":
+        return nn.SiLU(), width
+    if kind == "elu":
+        return nn.ELU(alpha=spec["alpha"]), width
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(negative_slope=spec["negative_slope"]), width
     functions = {
         "relu": torch.relu,
         "sigmoid": torch.sigmoid,

@@ -17,6 +17,7 @@ mod custom;
 mod dense;
 mod init;
 mod norm;
+mod pointwise;
 mod recurrent;
 mod relu;
 mod tap;
@@ -60,6 +61,7 @@ impl Model {
             first_param.push(next);
             next += match layer {
                 Layer::Linear { .. } | Layer::LayerNorm { .. } => 2,
+                Layer::RmsNorm { .. } => 1,
                 Layer::Rnn { .. } => 4,
                 _ => 0,
             };
@@ -130,5 +132,9 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Exp => h.exp()?,
         Layer::Pow { exponent } => h.powf(*exponent)?,
         Layer::FlawedSquare => custom::flawed_square(h)?,
+        Layer::Silu => pointwise::silu(h)?,
+        Layer::Elu { alpha } => pointwise::elu(h, *alpha)?,
+        Layer::LeakyRelu { negative_slope } => pointwise::leaky_relu(h, *negative_slope)?,
+        Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
     })
 }

@@ -123,6 +123,9 @@ fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
         match layer {
             Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&format!("model.layers.{i}.init"), it, out),
             Layer::Pow { exponent } => finite(out, &format!("model.layers.{i}.exponent"), *exponent),
+            Layer::Elu { alpha } => finite(out, &format!("model.layers.{i}.alpha"), *alpha),
+            Layer::LeakyRelu { negative_slope } => finite(out, &format!("model.layers.{i}.negative_slope"), *negative_slope),
+            Layer::RmsNorm { eps: Some(e) } => positive(out, &format!("model.layers.{i}.eps"), *e),
             _ => {}
         }
     }
