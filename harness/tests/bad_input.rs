@@ -66,6 +66,10 @@ fn values_that_could_only_produce_a_finding_are_errors() {
         (synthetic(&format!("{NORMAL}\n[[data.preprocess]]\nop = \"reciprocal\"\nguard = nan")), "data.preprocess.0.guard"),
         (synthetic(&format!("{NORMAL}\n[[data.preprocess]]\nop = \"log\"\nepsilon = -1.0")), "data.preprocess.0.epsilon"),
         (base().replace(linear, "{ type = \"linear\", out = 1 }, { type = \"pow\", exponent = nan }"), "model.layers.1.exponent"),
+        (base().replace(linear, "{ type = \"linear\", out = 1 }, { type = \"elu\", alpha = inf }"), "model.layers.1.alpha"),
+        (base().replace(linear, "{ type = \"linear\", out = 1 }, { type = \"leaky_relu\", negative_slope = nan }"), "model.layers.1.negative_slope"),
+        (base().replace(linear, "{ type = \"linear\", out = 1 }, { type = \"rms_norm\", eps = 0.0 }"), "model.layers.1.eps"),
+        (base().replace(linear, "{ type = \"linear\", out = 1 }, { type = \"batch_norm\", momentum = 1.5 }"), "model.layers.1.momentum"),
         (base().replace("epochs = 10", "epochs = 10\nstagnation = { rel_tol = nan }"), "train.stagnation.rel_tol"),
         (base().replace("epochs = 10", "epochs = 10\nstagnation = { grad_norm_floor = -inf }"), "train.stagnation.grad_norm_floor"),
     ];

@@ -104,7 +104,7 @@ dtype = "{dtype}"
 fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
     // Two folds, shuffled mini-batches and validation, through every smooth layer, with each
     // optimizer and clipping; f32 losses agree within 1e-4 at every step of both folds.
-    let dense = r#"{ type = "linear", out = 8 }, { type = "gelu" }, { type = "layer_norm", eps = 1e-5 }, { type = "linear", out = 8 }, { type = "softplus" }, { type = "tanh" }, { type = "linear", out = 4 }, { type = "softmax" }, { type = "pow", exponent = 2.0 }, { type = "sigmoid" }, { type = "abs" }, { type = "exp" }, { type = "identity" }, { type = "linear", out = 6 }, { type = "silu" }, { type = "rms_norm" }, { type = "elu", alpha = 1.5 }, { type = "rms_norm", eps = 1e-5 }, { type = "leaky_relu", negative_slope = 0.1 }, { type = "linear", out = 1 }"#;
+    let dense = r#"{ type = "linear", out = 8 }, { type = "batch_norm", momentum = 0.2 }, { type = "gelu" }, { type = "layer_norm", eps = 1e-5 }, { type = "linear", out = 8 }, { type = "softplus" }, { type = "tanh" }, { type = "linear", out = 4 }, { type = "softmax" }, { type = "pow", exponent = 2.0 }, { type = "sigmoid" }, { type = "abs" }, { type = "exp" }, { type = "identity" }, { type = "linear", out = 6 }, { type = "silu" }, { type = "rms_norm" }, { type = "elu", alpha = 1.5 }, { type = "rms_norm", eps = 1e-5 }, { type = "leaky_relu", negative_slope = 0.1 }, { type = "linear", out = 1 }"#;
     let optimizers = [
         "kind = \"adamw\"\nlr = 1e-2\nweight_decay = 0.1\nclip_grad_norm = 0.5",
         "kind = \"rmsprop\"\nlr = 1e-3\nmomentum = 0.9\nweight_decay = 1e-3",

@@ -127,6 +127,20 @@ pub enum Layer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         eps: Option<f64>,
     },
+    /// Batch normalisation over the batch (`torch.nn.BatchNorm1d`): batch statistics while
+    /// training, running statistics in validation; the running variance is unbiased.
+    BatchNorm {
+        /// Variance epsilon.
+        #[serde(default = "ln_eps")]
+        eps: f64,
+        /// Weight of each batch in the running statistics.
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+    },
+}
+
+fn bn_momentum() -> f64 {
+    0.1
 }
 
 fn leaky_slope() -> f64 {

@@ -109,10 +109,14 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usiz
                 width = h;
                 sequence = false;
             }
-            Layer::RmsNorm { eps } => {
-                if eps.is_some_and(|e| !(e.is_finite() && e > 0.0)) {
-                    return Err((i, format!("rms norm `eps` must be a positive finite number, got {}", eps.unwrap_or_default())));
+            Layer::BatchNorm { .. } => {
+                if sequence {
+                    return Err((i, "a batch_norm layer cannot take sequence input: put an rnn layer first".into()));
                 }
+                add("weight", vec![width], Role::Gain, width, width, None);
+                add("bias", vec![width], Role::Shift, width, width, None);
+            }
+            Layer::RmsNorm { .. } => {
                 add("weight", vec![width], Role::Gain, width, width, None);
             }
             Layer::LayerNorm { eps } => {

@@ -129,6 +129,10 @@ fn settings(s: &Scenario, folds: usize) -> serde_json::Value {
                 Layer::Rnn { hidden, .. } => v["hidden"] = json!(hidden),
                 Layer::LayerNorm { eps } => v["eps"] = json!(eps),
                 Layer::RmsNorm { eps } => v["eps"] = json!(eps),
+                Layer::BatchNorm { eps, momentum } => {
+                    v["eps"] = json!(eps);
+                    v["momentum"] = json!(momentum);
+                }
                 Layer::Elu { alpha } => v["alpha"] = json!(alpha),
                 Layer::LeakyRelu { negative_slope } => v["negative_slope"] = json!(negative_slope),
                 Layer::Pow { exponent } => v["exponent"] = json!(exponent),

@@ -74,6 +74,23 @@ class Rnn(nn.Module):
         return h
 
 
+class BatchNorm(nn.Module):
+    """nn.BatchNorm1d's computation through torch.batch_norm, which (unlike the module, which
+    raises since PyTorch 0.3) also trains on a batch of one row: its running variance is then
+    0 / 0 = NaN, as pytorch/pytorch#1381 reported."""
+
+    def __init__(self, width, eps, momentum):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("running_mean", torch.zeros(width))
+        self.register_buffer("running_var", torch.ones(width))
+        self.eps, self.momentum = eps, momentum
+
+    def forward(self, x):
+        return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training, self.momentum, self.eps, False)
+
+
 class Fn(nn.Module):
     """An elementwise function as a layer."""
 
@@ -99,6 +116,8 @@ def layer(spec, width):
         return Rnn(width, spec["hidden"]), spec["hidden"]
     if kind == "layer_norm":
         return nn.LayerNorm(width, eps=spec["eps"]), width
+    if kind == "batch_norm":
+        return BatchNorm(width, spec["eps"], spec["momentum"]), width
     if kind == "rms_norm":
         return nn.RMSNorm(width, eps=spec.get("eps")), width
     if kind == "silu":
@@ -345,8 +364,11 @@ def birth(model, outs, params, grads):
 
 
 def validate(watch, at, model, val, sc):
+    model.eval()
     with torch.no_grad():
         outs = model(val[0])
+    model.train()
+    with torch.no_grad():
         for name, o in zip(watch.layer_names, outs):
             if watch.check(at, "validation", f"validation.{name}.output", o):
                 break

@@ -37,6 +37,8 @@ pub struct Param {
 #[derive(Debug)]
 pub struct Model {
     layers: Vec<Layer>,
+    /// Each batch-norm layer's running mean and variance (updated by training forwards).
+    running: Vec<Option<std::cell::RefCell<norm::Running>>>,
     /// Index of each layer's first parameter in `params`.
     first_param: Vec<usize>,
     /// The parameters, in plan order.
@@ -60,13 +62,14 @@ impl Model {
         for layer in &spec.layers {
             first_param.push(next);
             next += match layer {
-                Layer::Linear { .. } | Layer::LayerNorm { .. } => 2,
+                Layer::Linear { .. } | Layer::LayerNorm { .. } | Layer::BatchNorm { .. } => 2,
                 Layer::RmsNorm { .. } => 1,
                 Layer::Rnn { .. } => 4,
                 _ => 0,
             };
         }
-        Ok(Model { layers: spec.layers.clone(), first_param, params })
+        let running = spec.layers.iter().zip(&plan.widths).map(|(l, &w)| matches!(l, Layer::BatchNorm { .. }).then(|| norm::Running::new(w, dtype, dev).map(std::cell::RefCell::new)).transpose()).collect::<Result<_>>()?;
+        Ok(Model { layers: spec.layers.clone(), running, first_param, params })
     }
 
     /// The layers, in order.
@@ -82,23 +85,31 @@ impl Model {
 
     /// Runs the stack and returns every layer's output, in order.
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        self.forward_with(x, None)
+        self.forward_with(x, None, true)
+    }
+
+    /// Runs the stack in evaluation mode (batch norm uses its running statistics), for validation.
+    pub fn forward_eval(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_with(x, None, false)
     }
 
     /// Runs the stack with a tap on every layer output, so that backward leaves each output's
     /// gradient in its slot (see `tap`); the values are those of [`Model::forward`], bit for bit.
     pub(crate) fn forward_tapped(&self, x: &Tensor) -> Result<(Vec<Tensor>, Vec<Slot>)> {
         let mut slots = Vec::with_capacity(self.layers.len());
-        let outs = self.forward_with(x, Some(&mut slots))?;
+        let outs = self.forward_with(x, Some(&mut slots), true)?;
         Ok((outs, slots))
     }
 
-    fn forward_with(&self, x: &Tensor, mut taps: Option<&mut Vec<Slot>>) -> Result<Vec<Tensor>> {
+    fn forward_with(&self, x: &Tensor, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             let h = outs.last().unwrap_or(x);
             let p = |k: usize| self.params[self.first_param[i] + k].var.as_tensor();
-            let out = apply(layer, h, &p)?;
+            let out = match (layer, &self.running[i]) {
+                (Layer::BatchNorm { eps, momentum }, Some(r)) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
+                _ => apply(layer, h, &p)?,
+            };
             outs.push(match taps.as_deref_mut() {
                 Some(slots) => {
                     let (t, slot) = tap::tap(&out)?;
@@ -136,5 +147,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Elu { alpha } => pointwise::elu(h, *alpha)?,
         Layer::LeakyRelu { negative_slope } => pointwise::leaky_relu(h, *negative_slope)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
+        // Applied in `forward_with`, which holds the running statistics.
+        Layer::BatchNorm { .. } => return Err(candle_core::Error::Msg("batch norm is applied with its running statistics".into()).into()),
     })
 }

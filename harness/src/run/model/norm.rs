@@ -34,6 +34,46 @@ pub(super) fn rms_norm(h: &Tensor, weight: &Tensor, eps: Option<f64>) -> Result<
     Ok(x.broadcast_mul(&rms)?.broadcast_mul(&g)?.to_dtype(h.dtype())?)
 }
 
+/// A batch-norm layer's running mean and variance (PyTorch's buffers), in the model's dtype.
+#[derive(Debug)]
+pub(super) struct Running {
+    mean: Tensor,
+    var: Tensor,
+}
+
+impl Running {
+    /// PyTorch's start: mean 0, variance 1.
+    pub(super) fn new(width: usize, dtype: candle_core::DType, dev: &candle_core::Device) -> Result<Self> {
+        Ok(Running { mean: Tensor::zeros(width, dtype, dev)?, var: Tensor::ones(width, dtype, dev)? })
+    }
+}
+
+/// Batch normalisation as PyTorch's CPU kernel computes it. Training: the batch's mean and
+/// biased variance normalise, and the running statistics move by `momentum` towards the mean
+/// and the *unbiased* variance `Σ(x − mean)² / (n − 1)`, which for a batch of one row is
+/// 0 / 0 = NaN (pytorch/pytorch#1381). Evaluation: the running statistics normalise. Either way
+/// `y = x·α + β` with `α = w / sqrt(var + eps)` and `β = b − mean·α`, in f32 for half dtypes.
+pub(super) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
+    let w = crate::run::opmath::widen;
+    let (x, g, b) = (w(h)?, w(weight)?, w(bias)?);
+    let (mean, var) = if training {
+        let n = x.dims()[0];
+        let mean = x.mean_keepdim(0)?;
+        let var_sum = x.broadcast_sub(&mean)?.sqr()?.sum_keepdim(0)?;
+        let unbiased = (var_sum.detach() / (n as f64 - 1.0))?.squeeze(0)?;
+        let keep = 1.0 - momentum;
+        let step = |old: &Tensor, new: &Tensor| -> Result<Tensor> { Ok((new.affine(momentum, 0.0)? + w(old)?.affine(keep, 0.0)?)?.to_dtype(old.dtype())?) };
+        running.mean = step(&running.mean, &mean.detach().squeeze(0)?)?;
+        running.var = step(&running.var, &unbiased)?;
+        (mean, (var_sum / n as f64)?)
+    } else {
+        (w(&running.mean)?.unsqueeze(0)?, w(&running.var)?.unsqueeze(0)?)
+    };
+    let alpha = var.affine(1.0, eps)?.sqrt()?.recip()?.broadcast_mul(&g)?;
+    let beta = b.broadcast_sub(&mean.mul(&alpha)?)?;
+    Ok(x.broadcast_mul(&alpha)?.broadcast_add(&beta)?.to_dtype(h.dtype())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +86,38 @@ mod tests {
         let h = Tensor::new(&[[1.0f64, 3.0]], &d).unwrap();
         let out = layer_norm(&h, &Tensor::new(&[2.0f64, 2.0], &d).unwrap(), &Tensor::new(&[0.5f64, 0.5], &d).unwrap(), 0.0).unwrap();
         assert_eq!(out.to_vec2::<f64>().unwrap(), vec![vec![-1.5, 2.5]]);
+    }
+
+    #[test]
+    fn batch_norm_as_pytorch_computes_it() {
+        // PyTorch 2.15, f64: x = [[1, -2], [3, 0.5], [-1, 4]], w = [1.5, 0.5], b = [0.1, -0.2],
+        // running 0 and 1; y = torch.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, False);
+        // (y * [[1, 0], [2, -1], [0.5, 3]]).sum().backward()
+        let d = Device::Cpu;
+        let x = candle_core::Var::new(&[[1.0f64, -2.0], [3.0, 0.5], [-1.0, 4.0]], &d).unwrap();
+        let w = candle_core::Var::new(&[1.5f64, 0.5], &d).unwrap();
+        let b = candle_core::Var::new(&[0.1f64, -0.2], &d).unwrap();
+        let mut r = Running::new(2, candle_core::DType::F64, &d).unwrap();
+        let y = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, true).unwrap();
+        let up = Tensor::new(&[[1.0f64, 0.0], [2.0, -1.0], [0.5, 3.0]], &d).unwrap();
+        let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let close = |a: Vec<f64>, b: &[f64]| assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-13), "{a:?} vs {b:?}");
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        close(flat(&y), &[0.09999999999999998, -0.7756921669148471, 1.937113862502121, -0.2677284902252761, -1.7371138625021207, 0.4434206571401232]);
+        close(flat(g.get(x.as_tensor()).unwrap()), &[-0.1530928218751768, 0.17615569622554123, 0.07654899436926942, -0.30198213622331077, 0.07654382750590717, 0.12582643999776966]);
+        close(flat(g.get(w.as_tensor()).unwrap()), &[1.8371138625021208, 3.9959809232912917]);
+        close(flat(g.get(b.as_tensor()).unwrap()), &[3.5, 2.0]);
+        // Running statistics: mean 0.1·[1, 0.8333], unbiased variance 0.9 + 0.1·[4, 9.0833].
+        close(flat(&r.mean), &[0.1, 0.08333333333333334]);
+        close(flat(&r.var), &[1.3, 1.8083333333333331]);
+        // Evaluation with them: [[1.2840237721356618, -0.9746193157231444], ...].
+        let e = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, false).unwrap();
+        close(flat(&e), &[1.2840237721356618, -0.9746193157231444, 3.9151877102149104, -0.045076136855371124, -1.3471401659435867, 1.2562843135595114]);
+        // One row: the output is finite, the running variance 0 / 0 = NaN (pytorch/pytorch#1381).
+        let one = Tensor::new(&[[1.0f64, -2.0]], &d).unwrap();
+        let mut r = Running::new(2, candle_core::DType::F64, &d).unwrap();
+        let y = batch_norm(&one, w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, true).unwrap();
+        assert!(flat(&y).iter().all(|v| v.is_finite()) && flat(&r.var).iter().all(|v| v.is_nan()));
     }
 
     #[test]

@@ -473,7 +473,7 @@ impl Runner<'_> {
     }
 
     fn validate(&mut self, at: At, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
-        let outs = model.forward(x)?;
+        let outs = model.forward_eval(x)?;
         if self.opts.watch {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.validation) {

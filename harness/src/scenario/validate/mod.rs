@@ -126,6 +126,12 @@ fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
             Layer::Elu { alpha } => finite(out, &format!("model.layers.{i}.alpha"), *alpha),
             Layer::LeakyRelu { negative_slope } => finite(out, &format!("model.layers.{i}.negative_slope"), *negative_slope),
             Layer::RmsNorm { eps: Some(e) } => positive(out, &format!("model.layers.{i}.eps"), *e),
+            Layer::BatchNorm { eps, momentum } => {
+                positive(out, &format!("model.layers.{i}.eps"), *eps);
+                if !(0.0..=1.0).contains(momentum) {
+                    out.push(problem(format!("model.layers.{i}.momentum"), format!("must be in [0, 1], got {momentum}")));
+                }
+            }
             _ => {}
         }
     }
