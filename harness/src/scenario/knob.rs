@@ -64,7 +64,7 @@ pub enum Knob {
     /// `optimizer.momentum` (SGD, RMSprop; searched on `1 − momentum`).
     #[strum(serialize = "optimizer.momentum")]
     Momentum,
-    /// `eps` of every `layer_norm` and `rms_norm` layer.
+    /// `eps` of every norm layer (`layer_norm`, `rms_norm`, `batch_norm`).
     #[strum(serialize = "model.layer_norm.eps")]
     NormEps,
     /// `seed`: the scenario's random streams (moved only when `[search] knobs` lists it).
@@ -87,7 +87,7 @@ impl Knob {
             Knob::OptimizerEps => s.optimizer.kind.takes_eps(),
             Knob::Beta2 => s.optimizer.kind.takes_beta2(),
             Knob::Momentum => s.optimizer.kind.takes_momentum(),
-            Knob::NormEps => s.model.layers.iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. })),
+            Knob::NormEps => s.model.layers.iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
             Knob::Seed
             | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
         }

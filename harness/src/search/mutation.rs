@@ -260,7 +260,7 @@ impl Mutation {
             Mutation::Beta2 { .. } => base.optimizer.beta2,
             Mutation::Momentum { .. } => base.optimizer.momentum,
             Mutation::NormEps { .. } => base.model.layers.iter().find_map(|l| match l {
-                Layer::LayerNorm { eps } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
+                Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
                 _ => None,
             })?,
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
@@ -334,7 +334,7 @@ impl Mutation {
             Mutation::NormEps { value } => {
                 for l in &mut s.model.layers {
                     match l {
-                        Layer::LayerNorm { eps } => *eps = value,
+                        Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } => *eps = value,
                         Layer::RmsNorm { eps } => *eps = Some(value),
                         _ => {}
                     }
