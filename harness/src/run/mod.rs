@@ -117,11 +117,10 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan)> {
     let dev = device::open(&s.train.device)?;
     let data = data::build(s)?;
     let plan = plan(&s.model, data.shape)
-        .map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+        .map_err(|(k, m)| Error::Invalid { location: s.name.clone(), key: format!("model.{k}"), message: m })?;
     // The data as built (CSV rows are known only now), and the bounded trace.
     within_limit(s, data.footprint(s, &plan).bytes() + Trace::max_bytes(plan.layer_names.len()))?;
-    if plan.out_width != data.targets {
-        let message = format!("the model outputs {} column(s) but the targets have {}", plan.out_width, data.targets);
+    if let Some(message) = plan.target_mismatch(data.targets) {
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
     }
     Ok((dev, data, plan))

@@ -17,6 +17,8 @@ pub(crate) const INJECT_STREAM: u64 = 1 << 8;
 pub(crate) const INIT_STREAM: u64 = 1 << 16;
 /// Stream base for shuffling (one per fold).
 pub(crate) const SHUFFLE_STREAM: u64 = 1 << 24;
+/// Stream for padding lengths (the next one for a separate validation set).
+pub(crate) const PADDING_STREAM: u64 = 3;
 
 /// A seeded ChaCha stream: one seed, independent streams per purpose.
 pub(crate) fn stream(seed: u64, stream: u64) -> ChaCha8Rng {

@@ -43,6 +43,22 @@ pub struct DataSpec {
     /// Multiplies every target after it is made (before injection and preprocessing).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub target_scale: f64,
+    /// Per-row sequence lengths: positions past a row's length are padding, masked by attention and pooling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<PaddingSpec>,
+}
+
+/// Padding at the end of each sequence: drawn lengths or explicit ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[serde(deny_unknown_fields)]
+pub struct PaddingSpec {
+    /// Each row pads a uniformly drawn number of positions in `0..=floor(max_fraction · seq_len)`;
+    /// at 1 a row can be fully padded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fraction: Option<f64>,
+    /// Explicit unpadded lengths, one per training row (0 pads the whole row).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lengths: Vec<usize>,
 }
 
 /// A contiguous group of features sharing one scale factor.
@@ -92,6 +108,15 @@ pub enum InputSpec {
         /// Target column names.
         targets: Vec<String>,
     },
+    /// Token ids in `0..vocab`, `seq_len` per row: explicit `rows`, or synthetic sequences that
+    /// count up from a random start by a per-row step of 1 to 3 (mod `vocab`), so they can be learned.
+    Tokens {
+        /// Vocabulary size.
+        vocab: usize,
+        /// Explicit rows of ids (one more than `seq_len` with `next_token` targets).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rows: Vec<Vec<u32>>,
+    },
 }
 
 /// How targets are made from the inputs.
@@ -140,6 +165,9 @@ pub enum TargetSpec {
         /// The targets, one entry per input row.
         values: Vec<TargetRow>,
     },
+    /// Language modelling on token inputs: the target at each position is the next token,
+    /// one-hot over the vocabulary, so predictions are `(batch, seq, vocab)`.
+    NextToken,
 }
 
 /// One row of explicit targets: a bare number or a list.

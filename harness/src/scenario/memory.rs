@@ -3,7 +3,7 @@
 //! data is built, and again from the built data (CSV rows are only known then).
 
 use super::shape::rows_of;
-use super::{input_shape, plan, target_width, Plan, Scenario};
+use super::{input_shape, plan, target_width, Part, Plan, Scenario};
 use crate::error::{Error, Result};
 
 /// What a run holds in memory at its peak, counted in elements.
@@ -44,11 +44,19 @@ impl Footprint {
             cells,
             params: plan.params.iter().map(|p| product(&p.shape.iter().map(|d| *d as u128).collect::<Vec<_>>())).fold(0, u128::saturating_add),
             batch: s.train.batch_size.map_or(rows, |b| b as u128).min(rows),
-            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add((features as u128).saturating_mul(steps)),
+            // Each layer's width at every step; attention's `(heads, seq, seq)` scores and probabilities
+            // and its projections are per row, so they are spread over the steps.
+            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add((features as u128).saturating_mul(steps)).saturating_add(attention(plan).div_ceil(steps)),
             steps,
             elem: s.train.dtype.bytes(),
         }
     }
+}
+
+/// Attention's values per row: scores, probabilities and projections.
+fn attention(plan: &Plan) -> u128 {
+    let scores = plan.nodes.iter().filter(|n| matches!(n.part, Part::Scores | Part::Probs)).map(|n| n.shape.cols() as u128);
+    scores.fold(plan.attention_cells as u128, u128::saturating_add)
 }
 
 /// A saturating product.
@@ -60,7 +68,7 @@ fn product(factors: &[u128]) -> u128 {
 pub fn memory_estimate(s: &Scenario) -> Option<u128> {
     let shape = input_shape(&s.data)?;
     let plan = plan(&s.model, shape).ok()?;
-    let row = (shape.features as u128).saturating_mul(shape.seq_len.unwrap_or(1) as u128);
+    let row = shape.shape().cols() as u128;
     let targets = target_width(&s.data).unwrap_or(1) as u128;
     let v = s.data.validation.as_ref();
     let train = s.data.n.or(rows_of(&s.data.inputs)).unwrap_or(0) as u128;

@@ -23,16 +23,16 @@ mod shape;
 mod training;
 mod validate;
 
-pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
+pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use load::read_regular;
 pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
-pub use model::{Init, Layer, ModelSpec};
+pub use model::{Init, Layer, MaskFill, ModelSpec, SoftmaxKind, MAX_NESTING};
 pub use search::SearchSpec;
-pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, ParamSpec, Plan, Role};
+pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, Node, ParamSpec, Part, Plan, PlanError, Role, Shape};
 pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 

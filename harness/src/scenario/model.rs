@@ -137,7 +137,67 @@ pub enum Layer {
         #[serde(default = "bn_momentum")]
         momentum: f64,
     },
+    /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
+    Residual {
+        /// The layers of `f`.
+        layers: Vec<Layer>,
+    },
+    /// Multi-head scaled dot-product self-attention over `(batch, seq, width)`, with separate
+    /// `q`, `k`, `v` and `o` projections; keys past a row's length (`data.padding`) are masked.
+    Attention {
+        /// Number of heads; must divide the width.
+        heads: usize,
+        /// Mask future positions (each query sees itself and earlier keys).
+        #[serde(default)]
+        causal: bool,
+        /// What masked scores are set to before the softmax.
+        #[serde(default)]
+        mask_fill: MaskFill,
+        /// Which softmax turns scores into probabilities.
+        #[serde(default)]
+        softmax: SoftmaxKind,
+    },
+    /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
+    Embedding {
+        /// Vector width.
+        dim: usize,
+    },
+    /// A learned vector per position added to `(batch, seq, width)` (GPT-2's `wpe`, init N(0, 1)).
+    PositionalEmbedding,
+    /// Mean over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
+    MeanPool,
+    /// Maximum over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
+    MaxPool,
+    /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
+    Last,
 }
+
+/// What attention writes into masked scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum MaskFill {
+    /// `-inf`, as `masked_fill(mask, float("-inf"))`: a fully masked row's softmax is 0/0.
+    #[default]
+    NegInf,
+    /// The dtype's most negative finite value (`torch.finfo(dtype).min`), as Hugging Face does.
+    FiniteMin,
+}
+
+/// The softmax over attention scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum SoftmaxKind {
+    /// `exp(x − max) / sum`: NaN on a row whose scores are all `-inf`.
+    #[default]
+    Plain,
+    /// `torch._safe_softmax`: as plain, but a row whose scores are all `-inf` gives zeros.
+    Safe,
+}
+
+/// Deepest nesting of residual blocks accepted.
+pub const MAX_NESTING: usize = 8;
 
 fn bn_momentum() -> f64 {
     0.1

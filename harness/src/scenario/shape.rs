@@ -6,15 +6,77 @@
 //! width; parameter names are stable and ordered by layer
 //! (`layers.0.linear.weight`, `layers.2.rnn.weight_hh`, ...).
 
-use super::{DataSpec, Init, InputSpec, Layer, ModelSpec, Named, Scenario, TargetRow, TargetSpec};
+use super::{DataSpec, Init, InputSpec, Layer, ModelSpec, Named, Scenario, TargetRow, TargetSpec, MAX_NESTING};
 
-/// The shape of one input row: `features` wide, optionally a sequence.
+/// The shape of one input row: `features` wide, optionally a sequence, optionally token ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InShape {
-    /// Features per row (per time step for sequences).
+    /// Features per row (per time step for sequences; 1 for token ids).
     pub features: usize,
-    /// Sequence length, for recurrent inputs.
+    /// Sequence length, for sequence inputs.
     pub seq_len: Option<usize>,
+    /// Vocabulary size, when the inputs are token ids.
+    pub vocab: Option<usize>,
+}
+
+impl InShape {
+    /// The shape of one example as the first layer sees it.
+    pub fn shape(&self) -> Shape {
+        match (self.vocab, self.seq_len) {
+            (Some(vocab), len) => Shape::Tokens { len: len.unwrap_or(1), vocab },
+            (None, Some(len)) => Shape::Seq { len, width: self.features },
+            (None, None) => Shape::Flat(self.features),
+        }
+    }
+}
+
+/// The shape of one example between layers (the batch dimension left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A vector of this width.
+    Flat(usize),
+    /// A sequence of `len` vectors of `width`.
+    Seq {
+        /// Positions.
+        len: usize,
+        /// Width per position.
+        width: usize,
+    },
+    /// `len` token ids in `0..vocab`.
+    Tokens {
+        /// Positions.
+        len: usize,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+}
+
+impl Shape {
+    /// Width of the last dimension (1 for token ids).
+    pub fn width(&self) -> usize {
+        match *self {
+            Shape::Flat(w) | Shape::Seq { width: w, .. } => w,
+            Shape::Tokens { .. } => 1,
+        }
+    }
+
+    /// Values per example.
+    pub fn cols(&self) -> usize {
+        match *self {
+            Shape::Flat(w) => w,
+            Shape::Seq { len, width } => len.saturating_mul(width),
+            Shape::Tokens { len, .. } => len,
+        }
+    }
+
+    /// In words, for error messages.
+    pub fn describe(&self) -> String {
+        match *self {
+            Shape::Flat(w) => format!("(batch, {w})"),
+            Shape::Seq { len, width } => format!("(batch, {len}, {width})"),
+            Shape::Tokens { len, vocab } => format!("(batch, {len}) token ids below {vocab}"),
+        }
+    }
 }
 
 /// What a parameter is, which decides its initial values.
@@ -31,6 +93,13 @@ pub enum Role {
     Gain,
     /// A layer-norm shift (starts at zero).
     Shift,
+    /// An attention `q`, `k` or `v` projection: `nn.MultiheadAttention` draws the three as one
+    /// `(3w, w)` matrix, xavier-uniform, so the bound is `sqrt(6 / (w + 3w))`.
+    InProj,
+    /// A bias that starts at zero in PyTorch too (attention's projections).
+    ZeroBias,
+    /// An embedding table, `N(0, 1)` as `nn.Embedding`.
+    Embedding,
 }
 
 /// Name, shape and initialisation of one parameter.
@@ -52,89 +121,268 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
+/// One step of the model's dataflow: a layer applied to an earlier node's output, the sum
+/// that closes a residual block, or one of attention's three steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Dotted name, e.g. `layers.2.residual.layers.1.attention`.
+    pub name: String,
+    /// The layer (a residual block's node is the addition that closes it).
+    pub layer: Layer,
+    /// Which part of the layer this node computes.
+    pub part: Part,
+    /// The node whose output this one reads (`None`: the model's input).
+    pub input: Option<usize>,
+    /// A second input: a residual block's input (added to its last layer's output), or the
+    /// input attention projects its values from.
+    pub other: Option<Option<usize>>,
+    /// Shape of the output.
+    pub shape: Shape,
+    /// Its parameters' indices in [`Plan::params`].
+    pub params: std::ops::Range<usize>,
+}
+
+/// What a node computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The whole layer.
+    Whole,
+    /// A residual block's `x + f(x)`.
+    Sum,
+    /// Attention's scaled scores `q kᵀ / sqrt(d)`, `(batch, heads, seq, seq)`, before masking.
+    Scores,
+    /// Attention's probabilities: the masked scores through the softmax.
+    Probs,
+    /// Attention's output: the probabilities times the values, through the output projection.
+    Mix,
+}
+
 /// The static shape of a model: its parameters, layer names and widths.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Parameters in layer order.
     pub params: Vec<ParamSpec>,
-    /// `layers.{i}.{type}` for each layer.
+    /// The dataflow, in execution order (a residual block's layers, then its sum).
+    pub nodes: Vec<Node>,
+    /// Each node's name, in order.
     pub layer_names: Vec<String>,
-    /// Last-dimension width of each layer's output.
+    /// Last-dimension width of each node's output.
     pub widths: Vec<usize>,
-    /// Width of the model's output (the input width for an empty stack).
+    /// Shape of the model's output.
+    pub out: Shape,
+    /// Values per example of the model's output (its width, or `seq × width` for sequences).
     pub out_width: usize,
+    /// Attention's values per example that are not node outputs (`q`, `k`, `v` and the heads'
+    /// mix), for the memory estimate.
+    pub attention_cells: usize,
 }
 
-/// Works out parameter shapes and layer widths, or says which layer does not fit (`(index, message)`).
-pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, (usize, String)> {
-    let mut params = Vec::new();
-    let mut layer_names = Vec::new();
-    let mut widths = Vec::new();
-    let mut width = input.features;
-    let mut sequence = input.seq_len.is_some();
-    for (i, layer) in spec.layers.iter().enumerate() {
-        let name = format!("layers.{i}.{}", layer.name());
+/// Where a layer does not fit: the dotted key under `model` (`layers.2.layers.1`) and why.
+pub type PlanError = (String, String);
+
+/// Works out parameter shapes and node shapes, or says which layer does not fit.
+pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
+    let mut b = Builder { spec, params: Vec::new(), nodes: Vec::new(), attention_cells: 0 };
+    let (_, out) = b.block(&spec.layers, "layers", "layers", None, input.shape(), 0)?;
+    if let Shape::Tokens { .. } = out {
+        return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
+    }
+    let Builder { params, nodes, attention_cells, .. } = b;
+    Ok(Plan {
+        layer_names: nodes.iter().map(|n| n.name.clone()).collect(),
+        widths: nodes.iter().map(|n| n.shape.width()).collect(),
+        out_width: out.cols(),
+        out,
+        params,
+        nodes,
+        attention_cells,
+    })
+}
+
+impl Plan {
+    /// Why the model's output does not fit targets of `targets` columns per row, if it does not.
+    pub fn target_mismatch(&self, targets: usize) -> Option<String> {
+        (self.out_width != targets).then(|| match self.out {
+            Shape::Seq { .. } => format!(
+                "the model outputs a sequence {} ({} values per row) but the targets have {targets}: bring it down with mean_pool, max_pool, last or an rnn layer, or end in vocab-wide logits for next_token targets",
+                self.out.describe(),
+                self.out_width
+            ),
+            _ => format!("the model outputs {} column(s) but the targets have {targets}: the last layer's width must match", self.out_width),
+        })
+    }
+}
+
+struct Builder<'a> {
+    spec: &'a ModelSpec,
+    params: Vec<ParamSpec>,
+    nodes: Vec<Node>,
+    attention_cells: usize,
+}
+
+impl Builder<'_> {
+    /// Plans `layers` reading node `input` of shape `shape`; returns the last node and its shape.
+    fn block(&mut self, layers: &[Layer], names: &str, keys: &str, mut input: Option<usize>, mut shape: Shape, depth: usize) -> std::result::Result<(Option<usize>, Shape), PlanError> {
+        for (i, layer) in layers.iter().enumerate() {
+            let (name, key) = (format!("{names}.{i}.{}", layer.name()), format!("{keys}.{i}"));
+            let first = self.params.len();
+            let out = if let Layer::Residual { layers: inner } = layer {
+                if depth >= MAX_NESTING {
+                    return Err((key, format!("residual blocks nest deeper than {MAX_NESTING} levels")));
+                }
+                let (last, inner_shape) = self.block(inner, &format!("{name}.layers"), &format!("{key}.layers"), input, shape, depth + 1)?;
+                if inner_shape != shape {
+                    return Err((key, format!("a residual block must keep its input's shape: it takes {} and its layers make {}", shape.describe(), inner_shape.describe())));
+                }
+                self.push(name, Layer::Residual { layers: Vec::new() }, Part::Sum, last, Some(input), shape, first);
+                input = Some(self.nodes.len() - 1);
+                continue;
+            } else if let Layer::Attention { heads, .. } = layer {
+                self.attention(layer, *heads, &name, input, shape).map_err(|m| (key, m))?;
+                input = Some(self.nodes.len() - 1);
+                continue;
+            } else {
+                self.layer(layer, &name, shape).map_err(|m| (key, m))?
+            };
+            self.push(name, layer.clone(), Part::Whole, input, None, out, first);
+            input = Some(self.nodes.len() - 1);
+            shape = out;
+        }
+        Ok((input, shape))
+    }
+
+    /// Adds a node whose parameters start at index `first` and run to the last one added.
+    #[allow(clippy::too_many_arguments)]
+    fn push(&mut self, name: String, layer: Layer, part: Part, input: Option<usize>, other: Option<Option<usize>>, shape: Shape, first: usize) {
+        self.nodes.push(Node { name, layer, part, input, other, shape, params: first..self.params.len() });
+    }
+
+    /// Attention as three nodes, so the watch sees its scores and probabilities by name:
+    /// scores (with `q`, `k`), probabilities, then the output (with `v`, `o`), which reads the
+    /// probabilities and the attention's input.
+    fn attention(&mut self, layer: &Layer, heads: usize, name: &str, input: Option<usize>, shape: Shape) -> std::result::Result<(), String> {
+        let Shape::Seq { len, width: w } = shape else {
+            return Err(format!("an attention layer needs sequence input (batch, seq, width), and gets {}", shape.describe()));
+        };
+        if heads == 0 || w % heads != 0 {
+            return Err(format!("`heads` = {heads} must divide the width {w} (each head gets width / heads)"));
+        }
+        let scores = Shape::Seq { len: heads.saturating_mul(len), width: len };
+        let init = self.spec.init;
+        let param = |b: &mut Self, p: &str, role: Role, fan_out: usize| {
+            let n = if role == Role::ZeroBias { vec![w] } else { vec![w, w] };
+            b.params.push(ParamSpec { name: format!("{name}.{p}"), shape: n, role, fan_in: w, fan_out, torch_fan: w, init });
+        };
+        let first = self.params.len();
+        for p in ["q", "k"] {
+            param(self, &format!("{p}.weight"), Role::InProj, 3 * w);
+            param(self, &format!("{p}.bias"), Role::ZeroBias, w);
+        }
+        self.push(format!("{name}.scores"), layer.clone(), Part::Scores, input, None, scores, first);
+        let probs = self.nodes.len() - 1;
+        self.push(format!("{name}.probs"), layer.clone(), Part::Probs, Some(probs), None, scores, self.params.len());
+        let first = self.params.len();
+        param(self, "v.weight", Role::InProj, 3 * w);
+        param(self, "v.bias", Role::ZeroBias, w);
+        param(self, "o.weight", Role::Weight, w);
+        param(self, "o.bias", Role::ZeroBias, w);
+        self.push(name.to_string(), layer.clone(), Part::Mix, Some(probs + 1), Some(input), shape, first);
+        // Scores and probabilities are counted as nodes; q, k, v and the heads' mix are not.
+        self.attention_cells = self.attention_cells.saturating_add(len.saturating_mul(w).saturating_mul(4));
+        Ok(())
+    }
+
+    /// Adds one layer's parameters; returns its output shape.
+    fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
+        let width = shape.width();
         let torch_fan = match layer {
             Layer::Rnn { hidden, .. } => *hidden,
             _ => width,
         };
+        let default = self.spec.init;
         let mut add = |p: &str, shape: Vec<usize>, role, fan_in, fan_out, init: Option<Init>| {
-            let init = init.unwrap_or(spec.init);
-            params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, torch_fan, init });
+            let init = init.unwrap_or(default);
+            self.params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, torch_fan, init });
         };
-        match layer {
+        let kind = layer.name();
+        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding { .. }) {
+            return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
+        }
+        let sequence = |what: &str| -> std::result::Result<(usize, usize), String> {
+            match shape {
+                Shape::Seq { len, width } => Ok((len, width)),
+                _ => Err(format!("a {kind} layer needs sequence input (batch, seq, width), and {what} {}", shape.describe())),
+            }
+        };
+        Ok(match layer {
             Layer::Linear { out, init } => {
-                if sequence {
-                    return Err((i, "a linear layer cannot take sequence input: put an rnn layer first".into()));
-                }
                 if *out == 0 {
-                    return Err((i, "`out` must be at least 1".into()));
+                    return Err("`out` must be at least 1".into());
                 }
                 add("weight", vec![width, *out], Role::Weight, width, *out, *init);
                 add("bias", vec![*out], Role::Bias, width, *out, *init);
-                width = *out;
+                with_width(shape, *out)
             }
             Layer::Rnn { hidden, init } => {
-                if !sequence {
-                    return Err((i, "an rnn layer needs sequence input: set `data.seq_len`".into()));
-                }
+                sequence("gets")?;
                 if *hidden == 0 {
-                    return Err((i, "`hidden` must be at least 1".into()));
+                    return Err("`hidden` must be at least 1".into());
                 }
                 let h = *hidden;
                 add("weight_ih", vec![width, h], Role::Weight, width, h, *init);
                 add("weight_hh", vec![h, h], Role::Recurrent, h, h, *init);
                 add("bias_ih", vec![h], Role::Bias, h, h, *init);
                 add("bias_hh", vec![h], Role::Bias, h, h, *init);
-                width = h;
-                sequence = false;
+                Shape::Flat(h)
             }
             Layer::BatchNorm { .. } => {
-                if sequence {
-                    return Err((i, "a batch_norm layer cannot take sequence input: put an rnn layer first".into()));
+                if !matches!(shape, Shape::Flat(_)) {
+                    return Err(format!("a batch_norm layer normalises (batch, features) and gets {}: pool the sequence first", shape.describe()));
                 }
                 add("weight", vec![width], Role::Gain, width, width, None);
                 add("bias", vec![width], Role::Shift, width, width, None);
+                shape
             }
             Layer::RmsNorm { .. } => {
                 add("weight", vec![width], Role::Gain, width, width, None);
+                shape
             }
             Layer::LayerNorm { eps } => {
                 if !(eps.is_finite() && *eps > 0.0) {
-                    return Err((i, format!("layer norm `eps` must be a positive finite number, got {eps}")));
+                    return Err(format!("layer norm `eps` must be a positive finite number, got {eps}"));
                 }
                 add("weight", vec![width], Role::Gain, width, width, None);
                 add("bias", vec![width], Role::Shift, width, width, None);
+                shape
             }
-            _ => {}
-        }
-        layer_names.push(name);
-        widths.push(width);
+            Layer::Embedding { dim } => {
+                let Shape::Tokens { len, vocab } = shape else {
+                    return Err(format!("an embedding layer reads token ids (inputs = {{ kind = \"tokens\", vocab = ... }}) and gets {}", shape.describe()));
+                };
+                if *dim == 0 {
+                    return Err("`dim` must be at least 1".into());
+                }
+                add("weight", vec![vocab, *dim], Role::Embedding, vocab, *dim, None);
+                Shape::Seq { len, width: *dim }
+            }
+            Layer::PositionalEmbedding => {
+                let (len, w) = sequence("gets")?;
+                add("weight", vec![len, w], Role::Embedding, len, w, None);
+                shape
+            }
+            Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
+            Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
+            _ => shape,
+        })
     }
-    if sequence {
-        return Err((spec.layers.len(), "the model's output is still a sequence: add an rnn layer".into()));
+}
+
+/// `shape` with its last dimension replaced.
+fn with_width(shape: Shape, width: usize) -> Shape {
+    match shape {
+        Shape::Seq { len, .. } => Shape::Seq { len, width },
+        _ => Shape::Flat(width),
     }
-    Ok(Plan { params, layer_names, widths, out_width: width })
 }
 
 /// The row shape of the inputs, when it is known without reading files.
@@ -142,16 +390,18 @@ pub fn input_shape(d: &DataSpec) -> Option<InShape> {
     let row = match &d.inputs {
         InputSpec::Values { rows } => rows.first().map(Vec::len),
         InputSpec::Csv { .. } => return None,
+        InputSpec::Tokens { vocab, .. } => return Some(InShape { features: 1, seq_len: Some(d.seq_len?), vocab: Some(*vocab) }),
         _ => None,
     };
     let features = d.features.or(row.map(|r| r / d.seq_len.filter(|s| *s > 0).unwrap_or(1)))?;
-    Some(InShape { features, seq_len: d.seq_len })
+    Some(InShape { features, seq_len: d.seq_len, vocab: None })
 }
 
 /// The number of target columns, when known without reading files.
 pub fn target_width(d: &DataSpec) -> Option<usize> {
     match &d.inputs {
         InputSpec::Csv { targets, .. } => Some(targets.len()),
+        InputSpec::Tokens { vocab, .. } if d.targets == Some(TargetSpec::NextToken) => Some(d.seq_len?.saturating_mul(*vocab)),
         _ => d.targets.as_ref().and_then(target_spec_width),
     }
 }
@@ -166,6 +416,7 @@ pub(crate) fn target_spec_width(t: &TargetSpec) -> Option<usize> {
             TargetRow::One(_) => 1,
             TargetRow::Many(v) => v.len(),
         },
+        TargetSpec::NextToken => return None,
     })
 }
 
@@ -181,6 +432,7 @@ pub fn rows(s: &Scenario) -> Option<usize> {
 pub(crate) fn rows_of(i: &InputSpec) -> Option<usize> {
     match i {
         InputSpec::Values { rows } => Some(rows.len()),
+        InputSpec::Tokens { rows, .. } if !rows.is_empty() => Some(rows.len()),
         _ => None,
     }
 }
@@ -201,7 +453,7 @@ mod tests {
     #[test]
     fn plan_names_and_shapes() {
         let s = spec(vec![Layer::Linear { out: 4, init: None }, Layer::Relu, Layer::Linear { out: 1, init: None }]);
-        let p = plan(&s, InShape { features: 3, seq_len: None }).unwrap();
+        let p = plan(&s, InShape { features: 3, seq_len: None, vocab: None }).unwrap();
         let names: Vec<_> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["layers.0.linear.weight", "layers.0.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"]);
         assert_eq!(p.params[0].shape, vec![3, 4]);
@@ -210,9 +462,41 @@ mod tests {
 
     #[test]
     fn plan_rejects_misplaced_layers() {
-        let seq = InShape { features: 1, seq_len: Some(5) };
-        assert!(plan(&spec(vec![Layer::Linear { out: 1, init: None }]), seq).is_err());
-        assert!(plan(&spec(vec![Layer::Rnn { hidden: 2, init: None }]), InShape { features: 1, seq_len: None }).is_err());
-        assert!(plan(&spec(vec![Layer::Tanh]), seq).is_err());
+        let seq = InShape { features: 1, seq_len: Some(5), vocab: None };
+        let flat = InShape { features: 4, seq_len: None, vocab: None };
+        let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10) };
+        let err = |layers, input| plan(&spec(layers), input).unwrap_err();
+        assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
+        assert!(err(vec![Layer::Linear { out: 1, init: None }], tokens).1.contains("embedding layer first"));
+        assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq }).1.contains("must divide the width 4"));
+        assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
+        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity, Layer::Linear { out: 2, init: None }] }], flat);
+        assert_eq!(key, "layers.0");
+        assert!(m.contains("keep its input's shape"), "{m}");
+        let mut deep = Layer::Identity;
+        for _ in 0..=MAX_NESTING {
+            deep = Layer::Residual { layers: vec![deep] };
+        }
+        assert!(err(vec![deep], flat).1.contains("nest deeper"));
+        // Linear applies per position, as torch.nn.Linear does; pooling brings the sequence down.
+        let p = plan(&spec(vec![Layer::Linear { out: 3, init: None }, Layer::MeanPool]), seq).unwrap();
+        assert_eq!(p.nodes[0].shape, Shape::Seq { len: 5, width: 3 });
+        assert_eq!(p.out, Shape::Flat(3));
+    }
+
+    #[test]
+    fn residual_blocks_nest_names_and_read_their_input() {
+        let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear { out: 4, init: None }] };
+        let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7) };
+        let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
+        let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["layers.0.embedding", "layers.1.residual.layers.0.layer_norm", "layers.1.residual.layers.1.linear", "layers.1.residual"]);
+        assert_eq!(p.params[0].shape, vec![7, 4]);
+        assert_eq!(p.params.last().unwrap().name, "layers.1.residual.layers.1.linear.bias");
+        // The sum reads the block's last layer and adds the block's input (the embedding).
+        assert_eq!((p.nodes[3].input, p.nodes[3].other), (Some(2), Some(Some(0))));
+        assert_eq!(p.nodes[1].input, Some(0));
+        assert_eq!(p.out, Shape::Seq { len: 3, width: 4 });
+        assert_eq!(p.out_width, 12);
     }
 }

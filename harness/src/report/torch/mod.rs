@@ -20,7 +20,7 @@ use crate::run::data::{self, Table};
 use crate::run::model::Model;
 use crate::run::rng::{stream, INIT_STREAM};
 use crate::run::train::Orders;
-use crate::scenario::{plan, DTypeName, Layer, Named, Scenario};
+use crate::scenario::{plan, DTypeName, Named, Plan, Role, Scenario};
 
 mod confirm;
 
@@ -59,17 +59,23 @@ fn safetensors(tensors: &[(String, Raw)]) -> Result<Vec<u8>> {
     safetensors::tensor::serialize(views, None).map_err(|e| Error::Invalid { location: "export".into(), key: "tensors".into(), message: e.to_string() })
 }
 
-/// Each fold's initial parameters in the run's dtype, 2-D weights transposed to PyTorch's `(out, in)`.
+/// The scenario's plan, or its error under the scenario's name.
+fn plan_of(s: &Scenario, data: &data::Dataset) -> Result<Plan> {
+    plan(&s.model, data.shape).map_err(|(k, m)| Error::Invalid { location: s.name.clone(), key: format!("model.{k}"), message: m })
+}
+
+/// Each fold's initial parameters in the run's dtype, weight matrices transposed to PyTorch's
+/// `(out, in)` (embedding tables are `(vocab, dim)` in both).
 fn init_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>> {
-    let plan = plan(&s.model, data.shape).map_err(|(i, m)| Error::Invalid { location: s.name.clone(), key: format!("model.layers.{i}"), message: m })?;
+    let plan = plan_of(s, data)?;
     let dt = crate::run::dtype(s.train.dtype);
     let mut out = Vec::new();
     for f in 0..data.folds.len() {
         let mut init = stream(s.seed, INIT_STREAM + f as u64);
         let model = Model::new(&s.model, &plan, &mut init, dt, &candle_core::Device::Cpu)?;
-        for p in &model.params {
+        for (p, spec) in model.params.iter().zip(&plan.params) {
             let t = p.var.as_tensor();
-            let t = if t.rank() == 2 { t.t()?.contiguous()? } else { t.clone() };
+            let t = if matches!(spec.role, Role::Weight | Role::Recurrent | Role::InProj) { t.t()?.contiguous()? } else { t.clone() };
             let shape = t.dims().to_vec();
             let flat = t.flatten_all()?;
             let (dtype, bytes): (Dtype, Vec<u8>) = match s.train.dtype {
@@ -89,11 +95,13 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
     let mut out = Vec::new();
     let mut cells = 0usize;
     for (f, fold) in data.folds.iter().enumerate() {
-        out.push((format!("fold{f}.train.inputs"), Raw::table(&fold.train.x)));
-        out.push((format!("fold{f}.train.targets"), Raw::table(&fold.train.y)));
-        if let Some(v) = &fold.val {
-            out.push((format!("fold{f}.validation.inputs"), Raw::table(&v.x)));
-            out.push((format!("fold{f}.validation.targets"), Raw::table(&v.y)));
+        for (split, sp) in [("train", Some(&fold.train)), ("validation", fold.val.as_ref())] {
+            let Some(sp) = sp else { continue };
+            out.push((format!("fold{f}.{split}.inputs"), Raw::table(&sp.x)));
+            out.push((format!("fold{f}.{split}.targets"), Raw::table(&sp.y)));
+            if let Some(m) = &sp.mask {
+                out.push((format!("fold{f}.{split}.mask"), Raw::table(m)));
+            }
         }
         if s.train.shuffle {
             let n = fold.train.x.rows;
@@ -116,42 +124,25 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
     Ok(out)
 }
 
-/// What the script needs to know of the scenario, as JSON.
-fn settings(s: &Scenario, folds: usize) -> serde_json::Value {
-    let layers: Vec<serde_json::Value> = s
-        .model
-        .layers
-        .iter()
-        .map(|l| {
-            let mut v = json!({ "type": l.name() });
-            match l {
-                Layer::Linear { out, .. } => v["out"] = json!(out),
-                Layer::Rnn { hidden, .. } => v["hidden"] = json!(hidden),
-                Layer::LayerNorm { eps } => v["eps"] = json!(eps),
-                Layer::RmsNorm { eps } => v["eps"] = json!(eps),
-                Layer::BatchNorm { eps, momentum } => {
-                    v["eps"] = json!(eps);
-                    v["momentum"] = json!(momentum);
-                }
-                Layer::Elu { alpha } => v["alpha"] = json!(alpha),
-                Layer::LeakyRelu { negative_slope } => v["negative_slope"] = json!(negative_slope),
-                Layer::Pow { exponent } => v["exponent"] = json!(exponent),
-                _ => {}
-            }
-            v
-        })
-        .collect();
+/// What the script needs to know of the scenario, as JSON: the layers as written (with their
+/// defaults), and the plan's nodes (names and parameters, in nanhunt's watch order).
+fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
+    let plan = plan_of(s, data)?;
+    let nodes: Vec<serde_json::Value> = plan.nodes.iter().map(|n| json!({ "name": n.name, "params": plan.params[n.params.clone()].iter().map(|p| &p.name).collect::<Vec<_>>() })).collect();
     let t = &s.train;
-    json!({
+    Ok(json!({
         "name": s.name,
         "dtype": s.train.dtype.name(),
         "seq_len": s.data.seq_len,
-        "folds": folds,
-        "layers": layers,
+        "vocab": data.shape.vocab,
+        "next_token": s.data.targets == Some(crate::scenario::TargetSpec::NextToken),
+        "folds": data.folds.len(),
+        "layers": s.model.layers,
+        "nodes": nodes,
         "loss": s.loss,
         "optimizer": s.optimizer,
         "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps },
-    })
+    }))
 }
 
 /// Writes `repro.py`, `init.safetensors` and `data.safetensors` for `s` into `dir` (created if
@@ -161,7 +152,7 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     let data = data::build(s)?;
     let init = safetensors(&init_tensors(s, &data)?)?;
     let tensors = safetensors(&data_tensors(s, &data)?)?;
-    let pretty = serde_json::to_string_pretty(&settings(s, data.folds.len())).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
+    let pretty = serde_json::to_string_pretty(&settings(s, &data)?).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
     let script = TEMPLATE.replace("@SCENARIO@", &pretty);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::atomic::write(&dir.join("init.safetensors"), &init)?;

@@ -107,9 +107,119 @@ def softplus(x):
     return torch.where(x > 20, x, torch.log(torch.exp(torch.clamp(x, max=20.0)) + 1.0))
 
 
-def layer(spec, width):
+class Residual(nn.Module):
+    """x + f(x); its layers are `layers.{i}.{type}` inside it, so names nest as nanhunt's."""
+
+    def __init__(self, specs, width, seq):
+        super().__init__()
+        self.layers, _ = build(specs, width, seq)
+
+    def forward(self, x, mask, outs):
+        out = x + run(self.layers, x, mask, outs)
+        outs.append(out)
+        return out
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention written out as nanoGPT's manual path: scores, masked_fill,
+    softmax (or torch._safe_softmax), @ v, output projection. Appends scores, probabilities
+    and output, nanhunt's three watched steps."""
+
+    def __init__(self, width, spec):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.heads, self.causal, self.spec = spec["heads"], spec.get("causal", False), spec
+
+    def forward(self, x, mask, outs):
+        b, s, w = x.shape
+        d = w // self.heads
+        split = lambda t: t.reshape(b, s, self.heads, d).transpose(1, 2)
+        scores = (split(self.q(x)) @ split(self.k(x)).transpose(-2, -1)) * (1.0 / math.sqrt(d))
+        outs.append(scores)
+        masked = torch.ones(s, s, dtype=torch.bool).triu(1) if self.causal else None
+        if mask is not None:
+            pad = (mask == 0).reshape(b, 1, 1, s)
+            masked = pad if masked is None else (masked | pad)
+        if masked is not None:
+            fill = float("-inf") if self.spec.get("mask_fill", "neg_inf") == "neg_inf" else torch.finfo(scores.dtype).min
+            scores = scores.masked_fill(masked, fill)
+        probs = torch._safe_softmax(scores, -1) if self.spec.get("softmax", "plain") == "safe" else torch.softmax(scores, dim=-1)
+        outs.append(probs)
+        out = self.o((probs @ split(self.v(x))).transpose(1, 2).reshape(b, s, w))
+        outs.append(out)
+        return out
+
+
+class PositionalEmbedding(nn.Module):
+    """A learned vector per position, added (GPT-2's wpe)."""
+
+    def __init__(self, seq, width):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(seq, width))
+
+    def forward(self, x):
+        return x + self.weight
+
+
+def pool(kind):
+    """Pooling over positions, leaving padding out with masked_fill as people write it."""
+
+    def f(h, mask):
+        if kind == "last":
+            return h[:, -1]
+        if mask is None:
+            return h.mean(1) if kind == "mean_pool" else h.max(1).values
+        keep = (mask != 0).unsqueeze(-1)
+        if kind == "mean_pool":
+            return h.masked_fill(~keep, 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return h.masked_fill(~keep, float("-inf")).max(1).values
+
+    return f
+
+
+class Pool(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.f = pool(kind)
+
+    def forward(self, x, mask):
+        return self.f(x, mask)
+
+
+def build(specs, width, seq):
+    """Layer specs as `ModuleList[ModuleDict{type: module}]`, and the width they output."""
+    blocks = []
+    for spec in specs:
+        module, width = layer(spec, width, seq)
+        blocks.append(nn.ModuleDict({spec["type"]: module}))
+    return nn.ModuleList(blocks), width
+
+
+def run(blocks, x, mask, outs):
+    """Runs layers in order, appending each output (blocks append their own, in nanhunt's order)."""
+    for block in blocks:
+        (m,) = block.values()
+        if isinstance(m, (Residual, Attention)):
+            x = m(x, mask, outs)
+        else:
+            x = m(x, mask) if isinstance(m, Pool) else m(x)
+            outs.append(x)
+    return x
+
+
+def layer(spec, width, seq):
     """One nanhunt layer as a module, and the width it outputs."""
     kind = spec["type"]
+    if kind == "residual":
+        return Residual(spec["layers"], width, seq), width
+    if kind == "attention":
+        return Attention(width, spec), width
+    if kind == "embedding":
+        return nn.Embedding(SCENARIO["vocab"], spec["dim"]), spec["dim"]
+    if kind == "positional_embedding":
+        return PositionalEmbedding(seq, width), width
+    if kind in ("mean_pool", "max_pool", "last"):
+        return Pool(kind), width
     if kind == "linear":
         return nn.Linear(width, spec["out"]), spec["out"]
     if kind == "rnn":
@@ -148,20 +258,13 @@ def layer(spec, width):
 class Model(nn.Module):
     """The layer stack; `layers.{i}.{type}` holds layer i, so parameter names are nanhunt's."""
 
-    def __init__(self, layers, features):
+    def __init__(self, layers, features, seq):
         super().__init__()
-        blocks, width = [], features
-        for spec in layers:
-            module, width = layer(spec, width)
-            blocks.append(nn.ModuleDict({spec["type"]: module}))
-        self.layers = nn.ModuleList(blocks)
+        self.layers, _ = build(layers, features, seq)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         outs = []
-        for block in self.layers:
-            (module,) = block.values()
-            x = module(outs[-1] if outs else x)
-            outs.append(x)
+        run(self.layers, x, mask, outs)
         return outs
 
 
@@ -247,7 +350,7 @@ def main():
     init = read_safetensors("init.safetensors")
     data = read_safetensors("data.safetensors")
     sc, tr = SCENARIO, SCENARIO["train"]
-    names = [f"layers.{i}.{l['type']}" for i, l in enumerate(sc["layers"])]
+    names = [n["name"] for n in sc["nodes"]]
     watch = Watch(names)
     finfo = torch.finfo(DTYPE)
     # Data, as built (after injection and preprocessing), in f64, then in the compute dtype.
@@ -259,17 +362,22 @@ def main():
                     return finish(watch)
     steps = 0
     for f in range(sc["folds"]):
-        x, y = data[f"fold{f}.train.inputs"], data[f"fold{f}.train.targets"]
-        val = (data[f"fold{f}.validation.inputs"], data[f"fold{f}.validation.targets"]) if f"fold{f}.validation.inputs" in data else None
-        seq = sc.get("seq_len")
-        shape = lambda t: t.reshape(t.shape[0], seq, t.shape[1] // seq) if seq else t
-        x, y = shape(x).to(DTYPE), y.to(DTYPE)
-        val = (shape(val[0]).to(DTYPE), val[1].to(DTYPE)) if val else None
+        seq, tokens = sc.get("seq_len"), sc.get("vocab") is not None
+        def split_of(name):
+            if f"fold{f}.{name}.inputs" not in data:
+                return None
+            x, y, m = data[f"fold{f}.{name}.inputs"], data[f"fold{f}.{name}.targets"], data.get(f"fold{f}.{name}.mask")
+            # Token ids as int64 (nn.Embedding's index type); features as sequences or rows.
+            x = x.long() if tokens else (x.reshape(x.shape[0], seq, x.shape[1] // seq) if seq else x).to(DTYPE)
+            y = (y.reshape(y.shape[0], seq, y.shape[1] // seq) if sc.get("next_token") else y).to(DTYPE)
+            return (x, y, None if m is None else m.to(DTYPE))
+        x, y, mask = split_of("train")
+        val = split_of("validation")
         at = dict(step=0, epoch=0, fold=f)
         for split, pair in (("train", (x, y)), ("validation", val)):
-            if pair and (watch.check(at, "data", f"data.{split}.inputs", pair[0]) or watch.check(at, "data", f"data.{split}.targets", pair[1])):
+            if pair and ((not tokens and watch.check(at, "data", f"data.{split}.inputs", pair[0])) or watch.check(at, "data", f"data.{split}.targets", pair[1])):
                 return finish(watch)
-        model = Model(sc["layers"], x.shape[-1]).to(DTYPE)
+        model = Model(sc["layers"], 1 if tokens else x.shape[-1], seq).to(DTYPE)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(init[f"fold{f}.{name}"])
@@ -290,7 +398,7 @@ def main():
                 step += 1
                 steps += 1
                 idx = order[start : start + batch] if order is not None else slice(start, start + batch)
-                if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, x[idx], y[idx], sc, finfo):
+                if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, (x[idx], y[idx], None if mask is None else mask[idx]), sc, finfo):
                     return finish(watch)
             if capped:
                 break
@@ -299,10 +407,11 @@ def main():
     return finish(watch)
 
 
-def train_step(watch, at, model, params, opt, x, y, sc, finfo):
+def train_step(watch, at, model, params, opt, batch, sc, finfo):
+    x, y, mask = batch
     row = dict(step=at["step"], epoch=at["epoch"], fold=at["fold"], lr=sc["optimizer"]["lr"])
     watch.rows.append(row)
-    outs = model(x)
+    outs = model(x, mask)
     for o in outs:
         if o.requires_grad:
             o.retain_grad()
@@ -324,7 +433,7 @@ def train_step(watch, at, model, params, opt, x, y, sc, finfo):
     tiny = sum(int(((g != 0) & (g.abs() < finfo.tiny)).sum()) for g in grads)
     row["grad_subnormal"] = tiny / max(1, sum(g.numel() for g in grads))
     if not all(bool(torch.isfinite(g).all()) for g in grads):
-        born = birth(model, outs, params, grads)
+        born = birth(sc["nodes"], outs, params, grads)
         if born is not None:
             watch.check(at, "backward", born[0], born[1])
         for (name, _), g in zip(params, grads):
@@ -348,17 +457,16 @@ def train_step(watch, at, model, params, opt, x, y, sc, finfo):
     return False
 
 
-def birth(model, outs, params, grads):
-    """The first non-finite gradient in the order backward makes them: each layer's output
-    (from the last layer down), then that layer's parameters. Only a layer output is returned:
+def birth(nodes, outs, params, grads):
+    """The first non-finite gradient in the order backward makes them: each node's output
+    (from the last node down), then that node's parameters. Only a node output is returned:
     otherwise the parameters are checked in their own order, as nanhunt does."""
     index = {name: i for i, (name, _) in enumerate(params)}
     for l in range(len(outs) - 1, -1, -1):
         g = outs[l].grad
         if g is not None and not bool(torch.isfinite(g).all()):
-            return (f"layers.{l}.{list(model.layers[l].keys())[0]}.output.grad", g)
-        prefix = f"layers.{l}."
-        if any(not bool(torch.isfinite(grads[i]).all()) for n, i in index.items() if n.startswith(prefix)):
+            return (f"{nodes[l]['name']}.output.grad", g)
+        if any(not bool(torch.isfinite(grads[index[n]]).all()) for n in nodes[l]["params"]):
             return None
     return None
 
@@ -366,7 +474,7 @@ def birth(model, outs, params, grads):
 def validate(watch, at, model, val, sc):
     model.eval()
     with torch.no_grad():
-        outs = model(val[0])
+        outs = model(val[0], val[2])
     model.train()
     with torch.no_grad():
         for name, o in zip(watch.layer_names, outs):

@@ -51,16 +51,17 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
 }
 
-/// Where a non-finite gradient was born: the gradient of layer `l`'s output went non-finite at
+/// Where a non-finite gradient was born: the gradient of node `l`'s output went non-finite at
 /// flat index `i` while the gradient above it was finite, so the backward pass that made it is
-/// layer `l + 1`'s, or the loss's for the last layer. `outs` are the layers' outputs, `upstream`
-/// the finite gradient of layer `l + 1`'s output (`None` for the last layer), `y` the targets.
+/// that of `reader`, the node that reads `l`'s output, or the loss's if none does. `outs` are
+/// the nodes' outputs, `upstream` the finite gradient of the reader's output, `y` the targets.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn born(layers: &[Layer], names: &[String], l: usize, i: usize, outs: &[Tensor], upstream: Option<&Tensor>, spec: &LossSpec, y: &Tensor, d: DTypeName) -> Result<Option<Cause>> {
+pub(crate) fn born(layers: &[Layer], names: &[String], (l, reader): (usize, Option<usize>), i: usize, outs: &[Tensor], upstream: Option<&Tensor>, spec: &LossSpec, y: &Tensor, d: DTypeName) -> Result<Option<Cause>> {
     let (Some(h), dt) = (outs.get(l), <&str>::from(d)) else { return Ok(None) };
     let lim = Limits::of(d);
-    let Some(g) = upstream else { return loss_backward(spec, h, y, i, d) };
-    let (Some(layer), Some(name)) = (layers.get(l + 1), names.get(l + 1)) else { return Ok(None) };
+    let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
+    let Some(g) = upstream else { return Ok(None) };
+    let (Some(layer), Some(name)) = (layers.get(r), names.get(r)) else { return Ok(None) };
     let op = format!("{} (backward)", layer_op(name));
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use crate::error::Result;
-use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimizerKind, OptimizerSpec};
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimizerKind, OptimizerSpec, SoftmaxKind};
 
 mod backward;
 
@@ -56,6 +56,8 @@ pub enum Rule {
     DataNotFinite,
     /// A learning rate above the stability bound `2/λ` of a linear model on this data.
     LrAboveStabilityBound,
+    /// Attention with every key of a query masked: the plain softmax of a row of `-inf` is `0/0`.
+    FullyMaskedRow,
 }
 
 /// Facts about one input of the operation.
@@ -180,6 +182,16 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
         Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
             let m = x.max.abs().max(x.min.abs());
             Some((Rule::Overflow, format!("a matrix product overflows {dt} in row {row}: inputs up to {} times weights, summed over {cols} inputs, exceed its largest value {}", crate::human(m), crate::human(lim.max))))
+        }
+        // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the
+        // NaN is a row whose every key was set to -inf.
+        Layer::Attention { softmax: SoftmaxKind::Plain, mask_fill: MaskFill::NegInf, causal, .. } if name.ends_with(".probs.output") && at.is_finite() => {
+            let (b, h, q) = (index / (cols * cols * input.dims().get(1).copied().unwrap_or(1).max(1)), (index / (cols * cols)) % input.dims().get(1).copied().unwrap_or(1).max(1), row % cols);
+            let hidden = if *causal { "padding (past the row's length) or causality (after the query)" } else { "padding (past the row's length)" };
+            Some((
+                Rule::FullyMaskedRow,
+                format!("query {q} of row {b} (head {h}) has every key masked by {hidden}: its scores are all −inf and the plain softmax computes exp(−inf − (−inf)) = NaN, whose gradient is NaN even where the loss ignores the row. softmax = \"safe\" (torch._safe_softmax) gives zeros there; mask_fill = \"finite_min\" gives a uniform row"),
+            ))
         }
         _ => None,
     };

@@ -27,6 +27,10 @@ pub(super) fn make(
             let (x, y) = super::csv::read_csv(s, path, targets)?;
             (x, Some(y))
         }
+        InputSpec::Tokens { vocab, rows } => {
+            let (x, y) = tokens(*vocab, rows, n, seq, targets == Some(&TargetSpec::NextToken), rng).map_err(|(k, m)| invalid(s, &k, m))?;
+            (x, y)
+        }
     };
     let features = x.cols / seq;
     if x.cols % seq != 0 {
@@ -35,6 +39,7 @@ pub(super) fn make(
     scale(d, &mut x, features).map_err(|(key, m)| invalid(s, &key, m))?;
     let y = match (csv_y, targets) {
         (Some(y), _) => y,
+        (None, Some(TargetSpec::NextToken)) => return Err(invalid(s, "data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })")),
         (None, Some(t)) => make_targets(t, &x, rng, s.seed),
         (None, None) => return Err(invalid(s, "data.targets", "missing")),
     };
@@ -45,7 +50,43 @@ pub(super) fn make(
     if y.rows != x.rows {
         return Err(invalid(s, "data.targets", format!("{} targets for {} rows", y.rows, x.rows)));
     }
-    Ok((Split { x, y }, features))
+    Ok((Split { x, y, mask: None }, features))
+}
+
+/// Token rows as ids, with their next-token targets (one-hot, `seq × vocab` per row) when asked.
+/// Synthetic rows count up from a random start by a per-row step of 1 to 3, mod `vocab`.
+fn tokens(vocab: usize, rows: &[Vec<u32>], n: Option<usize>, seq: usize, next: bool, rng: &mut ChaCha8Rng) -> std::result::Result<(Table, Option<Table>), (String, String)> {
+    let len = seq + usize::from(next);
+    let ids: Vec<Vec<usize>> = if rows.is_empty() {
+        (0..n.unwrap_or(0))
+            .map(|_| {
+                let (start, step) = (rng.random_range(0..vocab.max(1)), rng.random_range(1..=3usize));
+                (0..len).map(|t| (start + t * step) % vocab.max(1)).collect()
+            })
+            .collect()
+    } else {
+        rows.iter().map(|r| r.iter().map(|&t| t as usize).collect()).collect()
+    };
+    for (i, r) in ids.iter().enumerate() {
+        if r.len() != len {
+            let why = if next { format!("{seq} inputs and the last one's next token") } else { "one per position".into() };
+            return Err((format!("data.inputs.rows.{i}"), format!("has {} ids; rows need {len} ({why})", r.len())));
+        }
+        if let Some(j) = r.iter().position(|&t| t >= vocab) {
+            return Err((format!("data.inputs.rows.{i}.{j}"), format!("token id {} is outside the vocabulary 0..{vocab}", r[j])));
+        }
+    }
+    let x = Table { rows: ids.len(), cols: seq, values: ids.iter().flat_map(|r| r[..seq].iter().map(|&t| t as f64)).collect() };
+    let y = next.then(|| {
+        let mut values = vec![0.0; ids.len() * seq * vocab];
+        for (i, r) in ids.iter().enumerate() {
+            for (t, &id) in r[1..].iter().enumerate() {
+                values[(i * seq + t) * vocab + id] = 1.0;
+            }
+        }
+        Table { rows: ids.len(), cols: seq * vocab, values }
+    });
+    Ok((x, y))
 }
 
 fn draw(n: Option<usize>, d: &DataSpec, rng: &mut ChaCha8Rng, mut f: impl FnMut(&mut ChaCha8Rng) -> f64) -> Table {
@@ -102,6 +143,7 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> T
                 .collect();
             Table { rows: n, cols: 1, values }
         }
+        TargetSpec::NextToken => unreachable!("made with the token rows"),
         TargetSpec::Values { values } => {
             let rows: Vec<Vec<f64>> = values
                 .iter()

@@ -7,12 +7,13 @@
 //! a scenario's data is the same on every machine.
 
 use crate::error::{Error, Result};
-use crate::run::rng::{stream, DATA_STREAM, INJECT_STREAM};
+use crate::run::rng::{stream, DATA_STREAM, INJECT_STREAM, PADDING_STREAM};
 use crate::scenario::{held_out, Footprint, InShape, Plan, Scenario, SplitSel};
 
 mod csv;
 mod generate;
 mod inject;
+mod padding;
 mod preprocess;
 mod split;
 
@@ -61,6 +62,16 @@ pub struct Split {
     pub x: Table,
     /// Targets, one row per example.
     pub y: Table,
+    /// With `data.padding`: one row of `seq_len` values per example, 1 where a position holds
+    /// data and 0 where it is padding.
+    pub mask: Option<Table>,
+}
+
+impl Split {
+    /// The chosen rows of inputs, targets and mask.
+    pub(crate) fn select(&self, rows: impl Iterator<Item = usize> + Clone) -> Split {
+        Split { x: self.x.select(rows.clone()), y: self.y.select(rows.clone()), mask: self.mask.as_ref().map(|m| m.select(rows)) }
+    }
 }
 
 /// One training run's data: a training split and maybe a validation split.
@@ -105,7 +116,15 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
     if features == 0 {
         return Err(invalid(s, "data.inputs", "there are no feature columns: every column is a target"));
     }
-    let shape = InShape { features, seq_len: d.seq_len };
+    let vocab = match d.inputs {
+        crate::scenario::InputSpec::Tokens { vocab, .. } => Some(vocab),
+        _ => None,
+    };
+    let shape = InShape { features, seq_len: d.seq_len, vocab };
+    let mut all = all;
+    if let Some(p) = &d.padding {
+        all.mask = Some(padding::train_mask(p, &mut all.x, d.seq_len.unwrap_or(1), features, &mut stream(s.seed, PADDING_STREAM)).map_err(|(k, m)| invalid(s, &k, m))?);
+    }
     let targets = all.y.cols;
     let v = d.validation.clone().unwrap_or_default();
     let mut folds = match (v.fraction, v.kfold, v.n, &v.inputs) {
@@ -123,11 +142,13 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
         }
         (_, Some(k), ..) => split::kfold(&all, k),
         (_, _, Some(n), _) => {
-            let (val, _) = generate::make(d, &d.inputs, d.targets.as_ref(), Some(n), s, &mut rng)?;
+            let (mut val, _) = generate::make(d, &d.inputs, d.targets.as_ref(), Some(n), s, &mut rng)?;
+            padding::drawn(d, &mut val, features, &mut stream(s.seed, PADDING_STREAM + 1));
             vec![Fold { train: all, val: Some(val) }]
         }
         (_, _, _, Some(inputs)) => {
-            let (val, f) = generate::make(d, inputs, v.targets.as_ref(), None, s, &mut rng)?;
+            let (mut val, f) = generate::make(d, inputs, v.targets.as_ref(), None, s, &mut rng)?;
+            padding::drawn(d, &mut val, features, &mut stream(s.seed, PADDING_STREAM + 1));
             if f != features || val.y.cols != targets {
                 return Err(invalid(s, "data.validation", "validation rows must have the training rows' width"));
             }

@@ -1,7 +1,7 @@
 //! Preprocessing steps, each fitted on the training split and applied to both
 //! splits, with sklearn's conventions (population std, a zero range scales by 1).
 
-use super::{Fold, Split, Table};
+use super::{Fold, Table};
 use crate::scenario::Preprocess;
 
 /// Applies one preprocessing step to both splits of a fold, fitting on the training split.
@@ -65,7 +65,7 @@ pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) ->
                 let keep: Vec<usize> = (0..split.x.rows)
                     .filter(|r| split.x.row(*r).iter().chain(split.y.row(*r)).all(|v| v.is_finite()))
                     .collect();
-                *split = Split { x: split.x.select(keep.iter().copied()), y: split.y.select(keep.iter().copied()) };
+                *split = split.select(keep.iter().copied());
             }
             Ok(())
         }

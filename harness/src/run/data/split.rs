@@ -5,7 +5,7 @@ use super::{Fold, Split};
 
 /// Rows `r` of a split.
 pub(super) fn rows(all: &Split, r: std::ops::Range<usize>) -> Split {
-    Split { x: all.x.select(r.clone()), y: all.y.select(r) }
+    all.select(r)
 }
 
 /// sklearn's `KFold` without shuffling: the first `n % k` folds get one extra row.
@@ -19,7 +19,7 @@ pub(super) fn kfold(all: &Split, k: usize) -> Vec<Fold> {
             start += len;
             let keep = |r: &usize| !val.contains(r);
             Fold {
-                train: Split { x: all.x.select((0..n).filter(keep)), y: all.y.select((0..n).filter(keep)) },
+                train: all.select((0..n).filter(keep)),
                 val: Some(rows(all, val.clone())),
             }
         })

@@ -10,6 +10,14 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok((x.matmul(w)? + add_bias(x, b)?)?)
 }
 
+/// `x W + b` per position: `x` is `(rows, in)` or `(batch, seq, in)`, as `torch.nn.Linear`.
+pub(super) fn linear_any(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match *x.dims() {
+        [batch, seq, width] => Ok(linear(&x.reshape((batch * seq, width))?, w, b)?.reshape((batch, seq, w.dims()[1]))?),
+        _ => linear(x, w, b),
+    }
+}
+
 /// The bias broadcast over the rows of `h`, as the product `ones(rows, 1) · bias(1, out)`.
 ///
 /// Equal to a broadcast add, but its backward pass is a small matrix product

@@ -16,10 +16,15 @@ pub(super) fn init_values(p: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f64> {
     };
     match (p.role, p.init) {
         (Role::Gain, _) => vec![1.0; n],
-        (Role::Shift, _) => vec![0.0; n],
+        (Role::Shift, _) | (Role::ZeroBias, Init::Torch | Init::Keras) => vec![0.0; n],
+        // nn.MultiheadAttention: xavier_uniform_ over the joint (3w, w) in-projection.
+        (Role::InProj, Init::Torch | Init::Keras) => uniform(rng, (6.0 / (p.fan_in + p.fan_out) as f64).sqrt()),
+        (Role::Embedding, Init::Torch) => (0..n).map(|_| normal(rng)).collect(),
+        // Keras's Embedding: uniform in ±0.05.
+        (Role::Embedding, Init::Keras) => uniform(rng, 0.05),
         // torch: kaiming_uniform(a = sqrt(5)) gives bound 1/sqrt(fan_in); nn.RNN uses 1/sqrt(hidden).
         (_, Init::Torch) => uniform(rng, 1.0 / (p.torch_fan as f64).sqrt()),
-        (Role::Bias, _) => vec![0.0; n],
+        (Role::Bias | Role::ZeroBias, _) => vec![0.0; n],
         (Role::Weight, Init::Keras) => uniform(rng, (6.0 / (p.fan_in + p.fan_out) as f64).sqrt()),
         (Role::Recurrent, Init::Keras) => orthogonal(p.shape[0], rng),
         (_, Init::Normal { std }) => (0..n).map(|_| normal(rng) * std).collect(),

@@ -3,16 +3,21 @@
 //! seeded). One file per layer family, as candle-nn has: `dense`, `recurrent`,
 //! `norm`, `activation`, and `custom` for hand-written backward passes.
 //!
-//! Parameter names, shapes and order come from the scenario's static
-//! [`Plan`], so iteration never depends on a hash map.
+//! Parameter names, shapes and order, and the dataflow between nodes
+//! (residual sums, attention's steps), come from the scenario's static
+//! [`Plan`], so iteration never depends on a hash map. `attention` and
+//! `sequence` hold the sequence layers.
+
+use std::cell::RefCell;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
-use crate::scenario::{Layer, ModelSpec, Plan, Role};
+use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
 mod activation;
+mod attention;
 mod custom;
 mod dense;
 mod init;
@@ -20,6 +25,7 @@ mod norm;
 mod pointwise;
 mod recurrent;
 mod relu;
+mod sequence;
 mod tap;
 
 pub(crate) use tap::{recorded, Slot};
@@ -33,14 +39,13 @@ pub struct Param {
     pub var: Var,
 }
 
-/// A built model: layers plus their parameters.
+/// A built model: the plan's dataflow plus its parameters.
 #[derive(Debug)]
 pub struct Model {
+    nodes: Vec<Node>,
     layers: Vec<Layer>,
-    /// Each batch-norm layer's running mean and variance (updated by training forwards).
-    running: Vec<Option<std::cell::RefCell<norm::Running>>>,
-    /// Index of each layer's first parameter in `params`.
-    first_param: Vec<usize>,
+    /// Each batch-norm node's running mean and variance (updated by training forwards).
+    running: Vec<Option<RefCell<norm::Running>>>,
     /// The parameters, in plan order.
     pub params: Vec<Param>,
 }
@@ -57,58 +62,67 @@ impl Model {
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
-        let mut first_param = Vec::with_capacity(spec.layers.len());
-        let mut next = 0;
-        for layer in &spec.layers {
-            first_param.push(next);
-            next += match layer {
-                Layer::Linear { .. } | Layer::LayerNorm { .. } | Layer::BatchNorm { .. } => 2,
-                Layer::RmsNorm { .. } => 1,
-                Layer::Rnn { .. } => 4,
-                _ => 0,
-            };
-        }
-        let running = spec.layers.iter().zip(&plan.widths).map(|(l, &w)| matches!(l, Layer::BatchNorm { .. }).then(|| norm::Running::new(w, dtype, dev).map(std::cell::RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { layers: spec.layers.clone(), running, first_param, params })
+        let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(n.shape.width(), dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
+        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, params })
     }
 
-    /// The layers, in order.
+    /// Each node's layer, in order.
     pub fn layers(&self) -> &[Layer] {
         &self.layers
     }
 
-    /// The indices in `params` of layer `l`'s parameters.
+    /// The indices in `params` of node `l`'s parameters.
     pub(crate) fn params_of(&self, l: usize) -> std::ops::Range<usize> {
-        let end = self.first_param.get(l + 1).copied().unwrap_or(self.params.len());
-        self.first_param[l]..end
+        self.nodes[l].params.clone()
     }
 
-    /// Runs the stack and returns every layer's output, in order.
-    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        self.forward_with(x, None, true)
+    /// What node `l` reads, given the model's input `x` and the outputs so far.
+    pub(crate) fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
+        self.nodes[l].input.map_or(x, |i| &outs[i])
     }
 
-    /// Runs the stack in evaluation mode (batch norm uses its running statistics), for validation.
-    pub fn forward_eval(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        self.forward_with(x, None, false)
+    /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
+    pub(crate) fn reader_of(&self, l: usize) -> Option<usize> {
+        (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input == Some(l))
     }
 
-    /// Runs the stack with a tap on every layer output, so that backward leaves each output's
+    /// Runs the model and returns every node's output, in order. `mask` is `(batch, seq)`, 1
+    /// where a position holds data (`data.padding`).
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.forward_with(x, mask, None, true)
+    }
+
+    /// Runs the model in evaluation mode (batch norm uses its running statistics), for validation.
+    pub fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.forward_with(x, mask, None, false)
+    }
+
+    /// Runs the model with a tap on every node output, so that backward leaves each output's
     /// gradient in its slot (see `tap`); the values are those of [`Model::forward`], bit for bit.
-    pub(crate) fn forward_tapped(&self, x: &Tensor) -> Result<(Vec<Tensor>, Vec<Slot>)> {
-        let mut slots = Vec::with_capacity(self.layers.len());
-        let outs = self.forward_with(x, Some(&mut slots), true)?;
+    pub(crate) fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)> {
+        let mut slots = Vec::with_capacity(self.nodes.len());
+        let outs = self.forward_with(x, mask, Some(&mut slots), true)?;
         Ok((outs, slots))
     }
 
-    fn forward_with(&self, x: &Tensor, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
-        let mut outs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let h = outs.last().unwrap_or(x);
-            let p = |k: usize| self.params[self.first_param[i] + k].var.as_tensor();
-            let out = match (layer, &self.running[i]) {
-                (Layer::BatchNorm { eps, momentum }, Some(r)) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
-                _ => apply(layer, h, &p)?,
+    fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
+        let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            let h = self.input_of(i, x, &outs);
+            let p = |k: usize| self.params[node.params.start + k].var.as_tensor();
+            let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
+            let out = match (&node.layer, node.part) {
+                (_, Part::Sum) => other().map_or_else(|| Ok(h.clone()), |skip| skip + h)?,
+                (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads)?,
+                (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
+                (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads)?,
+                (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
+                    Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
+                    None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
+                },
+                (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
+                (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
+                (layer, _) => apply(layer, h, &p)?,
             };
             outs.push(match taps.as_deref_mut() {
                 Some(slots) => {
@@ -123,10 +137,9 @@ impl Model {
     }
 }
 
-
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
+        Layer::Linear { .. } => dense::linear_any(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
         Layer::Relu => relu::relu(h)?,
@@ -147,7 +160,12 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Elu { alpha } => pointwise::elu(h, *alpha)?,
         Layer::LeakyRelu { negative_slope } => pointwise::leaky_relu(h, *negative_slope)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
-        // Applied in `forward_with`, which holds the running statistics.
-        Layer::BatchNorm { .. } => return Err(candle_core::Error::Msg("batch norm is applied with its running statistics".into()).into()),
+        Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
+        Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
+        Layer::Last => sequence::last(h)?,
+        // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
+        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool => {
+            return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
+        }
     })
 }

@@ -34,10 +34,10 @@ mod tests {
     fn rnn_matches_hand_computation() {
         // One hidden unit, weights 0.5: h1 = tanh(0.5*1 + 0 + 0) ; h2 = tanh(0.5*2 + 0.5*h1).
         let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn { hidden: 1, init: None }], init_scale: 1.0 };
-        let shape = InShape { features: 1, seq_len: Some(2) };
+        let shape = InShape { features: 1, seq_len: Some(2), vocab: None };
         let m = Model::new(&s, &plan(&s, shape).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::new(&[[[1.0f64], [2.0]]], &Device::Cpu).unwrap();
-        let out = m.forward(&x).unwrap()[0].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let out = m.forward(&x, None).unwrap()[0].flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let h1 = 0.5f64.tanh();
         assert!((out[0] - (1.0 + 0.5 * h1).tanh()).abs() < 1e-15);
     }

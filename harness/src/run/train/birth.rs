@@ -54,9 +54,11 @@ impl Runner<'_> {
                     let name = format!("{}.grad", names.outputs[l]);
                     self.flag(at, Phase::Backward, &name, bad, g.dims(), st.bad);
                     self.note_rows(&name, &g)?;
-                    let upstream = slots.get(l + 1).and_then(recorded);
+                    // The gradient comes from the node that reads this output (none: the loss).
+                    let reader = model.reader_of(l);
+                    let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
-                    self.cause = cause::born(model.layers(), &names.outputs, l, bad.0, outs, upstream.as_ref(), &s.loss, y, s.train.dtype).ok().flatten();
+                    self.cause = cause::born(model.layers(), &names.outputs, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, s.train.dtype).ok().flatten();
                     return Ok(());
                 }
             }

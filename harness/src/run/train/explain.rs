@@ -29,7 +29,7 @@ impl Runner<'_> {
     /// The cause of a forward value: the layer that made it, from what it read.
     pub(super) fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
-        let input = if l == 0 { x } else { &outs[l - 1] };
+        let input = model.input_of(l, x, outs);
         cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
     }
 
@@ -43,7 +43,7 @@ impl Runner<'_> {
         }
         let pred = outs.last().unwrap_or(x);
         let n = model.layers().len();
-        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| if n >= 2 { &outs[n - 2] } else { x });
+        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| model.input_of(n - 1, x, outs));
         cause::loss(&s.loss, pred, y, logits, s.train.dtype)
     }
 

@@ -24,7 +24,7 @@ use super::trace::{Trace, TraceRow};
 use super::watch::{extent, stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
-use crate::scenario::{Named, Phase, Plan, Scenario};
+use crate::scenario::{InShape, Named, Phase, Plan, Scenario, Shape};
 
 mod birth;
 mod explain;
@@ -108,7 +108,7 @@ impl<'a> Runner<'a> {
             }
             let mut init = stream(self.s.seed, INIT_STREAM + f as u64);
             let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?;
-            self.train_fold(f, fold, &model)?;
+            self.train_fold(f, fold, &model, data.shape, plan.out)?;
         }
         Ok(())
     }
@@ -249,29 +249,36 @@ impl Runner<'_> {
         }
     }
 
-    fn tensors(&self, split: &Split, seq: Option<usize>) -> Result<(Tensor, Tensor)> {
-        let to = |t: &Table, shape: Vec<usize>| -> Result<Tensor> {
-            Ok(Tensor::from_slice(&t.values, shape, &self.dev)?.to_dtype(self.dtype)?)
+    /// A split's inputs (token ids as u32), targets shaped as the model's output, and padding mask.
+    fn tensors(&self, split: &Split, shape: InShape, out: Shape) -> Result<Batch> {
+        let to = |t: &Table, dims: Vec<usize>, dtype: DType| -> Result<Tensor> { Ok(Tensor::from_slice(&t.values, dims, &self.dev)?.to_dtype(dtype)?) };
+        let n = split.x.rows;
+        let x = match (shape.vocab, shape.seq_len) {
+            (Some(_), _) => to(&split.x, vec![n, split.x.cols], DType::U32)?,
+            (None, Some(seq)) => to(&split.x, vec![n, seq, split.x.cols / seq], self.dtype)?,
+            (None, None) => to(&split.x, vec![n, split.x.cols], self.dtype)?,
         };
-        let xs = match seq {
-            Some(seq) => vec![split.x.rows, seq, split.x.cols / seq],
-            None => vec![split.x.rows, split.x.cols],
+        let ys = match out {
+            Shape::Seq { len, width } => vec![n, len, width],
+            _ => vec![n, split.y.cols],
         };
-        Ok((to(&split.x, xs)?, to(&split.y, vec![split.y.rows, split.y.cols])?))
+        let mask = split.mask.as_ref().map(|m| to(m, vec![n, m.cols], self.dtype)).transpose()?;
+        Ok(Batch { x, y: to(&split.y, ys, self.dtype)?, mask })
     }
 
-    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model) -> Result<()> {
+    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model, shape: InShape, out: Shape) -> Result<()> {
         let s = self.s;
         self.diverging = DivergenceWatch::new(&s.train.divergence);
-        let seq = s.data.seq_len;
-        let (x, y) = self.tensors(&data.train, seq)?;
-        let val = data.val.as_ref().map(|v| self.tensors(v, seq)).transpose()?;
+        let train = self.tensors(&data.train, shape, out)?;
+        let val = data.val.as_ref().map(|v| self.tensors(v, shape, out)).transpose()?;
         // Data that is finite in f64 can still overflow the compute dtype (1e5 in f16).
         let at = At { step: 0, epoch: 0, fold };
-        let splits = [("train", Some((&x, &y))), ("validation", val.as_ref().map(|(a, b)| (a, b)))];
-        for (name, (tx, ty)) in splits.into_iter().filter_map(|(n, t)| t.map(|t| (n, t))) {
-            self.watch(at, Phase::Data, &format!("data.{name}.inputs"), tx)?;
-            self.watch(at, Phase::Data, &format!("data.{name}.targets"), ty)?;
+        for (name, b) in [("train", Some(&train)), ("validation", val.as_ref())].into_iter().filter_map(|(n, b)| b.map(|b| (n, b))) {
+            // Token ids are integers, checked against the vocabulary when the data is built.
+            if shape.vocab.is_none() {
+                self.watch(at, Phase::Data, &format!("data.{name}.inputs"), &b.x)?;
+            }
+            self.watch(at, Phase::Data, &format!("data.{name}.targets"), &b.y)?;
         }
         if self.first.is_some() && self.cause.is_none() {
             self.cause = self.data_overflow();
@@ -302,14 +309,13 @@ impl Runner<'_> {
                 step += 1;
                 self.steps += 1;
                 let len = batch.min(n - start);
-                let (xb, yb) = if s.train.shuffle {
-                    let idx = Tensor::from_slice(&order[start..start + len], len, &self.dev)?;
-                    (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?)
+                let b = if s.train.shuffle {
+                    train.select(&Tensor::from_slice(&order[start..start + len], len, &self.dev)?)?
                 } else {
-                    (x.narrow(0, start, len)?, y.narrow(0, start, len)?)
+                    train.narrow(start, len)?
                 };
                 let at = At { step, epoch, fold };
-                self.step(at, model, &mut opt, &xb, &yb)?;
+                self.step(at, model, &mut opt, &b)?;
                 let loss = self.trace.rows.last().map_or(f64::NAN, |r| r.train_loss);
                 (sum, count) = (sum + loss, count + 1);
                 if full_batch {
@@ -324,22 +330,22 @@ impl Runner<'_> {
                 push_bounded(&mut curve, sum / count as f64, s.train.stagnation.window + 1);
                 self.check_plateau(At { step, epoch, fold }, &curve);
             }
-            if let Some((vx, vy)) = &val {
+            if let Some(v) = &val {
                 if !self.done() {
                     let at = At { step, epoch, fold };
-                    self.validate(at, model, vx, vy)?;
+                    self.validate(at, model, v)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, x: &Tensor, y: &Tensor) -> Result<()> {
-        let s = self.s;
+    fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, b: &Batch) -> Result<()> {
+        let (s, x, y) = (self.s, &b.x, &b.y);
         let watch = self.opts.watch;
         let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
         let tapping = self.tap_at == Some((at.fold, at.step));
-        let (outs, slots) = if tapping { model.forward_tapped(x)? } else { (model.forward(x)?, Vec::new()) };
+        let (outs, slots) = if tapping { model.forward_tapped(x, b.mask.as_ref())? } else { (model.forward(x, b.mask.as_ref())?, Vec::new()) };
         if watch {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.outputs) {
@@ -406,7 +412,7 @@ impl Runner<'_> {
             }
             self.note_margins(at, &mut row, &g_stats, &grads);
             self.explain(at, Phase::Backward, &|r, _| {
-                let inputs: Vec<&Tensor> = std::iter::once(x).chain(outs.iter()).collect();
+                let inputs: Vec<&Tensor> = (0..outs.len()).map(|l| model.input_of(l, x, &outs)).collect();
                 cause::backward(model.layers(), &r.names.outputs, &inputs, s.train.dtype)
             });
         }
@@ -472,8 +478,9 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn validate(&mut self, at: At, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
-        let outs = model.forward_eval(x)?;
+    fn validate(&mut self, at: At, model: &Model, b: &Batch) -> Result<()> {
+        let (x, y) = (&b.x, &b.y);
+        let outs = model.forward_eval(x, b.mask.as_ref())?;
         if self.opts.watch {
             let names = self.names.clone();
             for (o, name) in outs.iter().zip(&names.validation) {
@@ -513,6 +520,25 @@ impl Runner<'_> {
             let detail = format!("loss {then:e} → {now:e} over {} points: relative improvement {improvement:e} < {:e}", st.window, st.rel_tol);
             self.stagnation = Some(Stagnation { step: at.step, epoch: at.epoch, fold: at.fold, reason: "loss_plateau".into(), detail });
         }
+    }
+}
+
+/// A split's tensors, or one batch of them.
+struct Batch {
+    x: Tensor,
+    y: Tensor,
+    mask: Option<Tensor>,
+}
+
+impl Batch {
+    /// The rows `idx`, in that order.
+    fn select(&self, idx: &Tensor) -> Result<Batch> {
+        Ok(Batch { x: self.x.index_select(idx, 0)?, y: self.y.index_select(idx, 0)?, mask: self.mask.as_ref().map(|m| m.index_select(idx, 0)).transpose()? })
+    }
+
+    /// Rows `start..start + len`.
+    fn narrow(&self, start: usize, len: usize) -> Result<Batch> {
+        Ok(Batch { x: self.x.narrow(0, start, len)?, y: self.y.narrow(0, start, len)?, mask: self.mask.as_ref().map(|m| m.narrow(0, start, len)).transpose()? })
     }
 }
 

@@ -48,6 +48,10 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         (_, None) => out.push(problem("data.targets", "missing: say how targets are made")),
         (_, Some(t)) => targets("data.targets", t, rows_of(&d.inputs).or(d.n), out),
     }
+    if d.targets == Some(TargetSpec::NextToken) && !matches!(d.inputs, InputSpec::Tokens { .. }) {
+        out.push(problem("data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })"));
+    }
+    padding(d, out);
     scales(d, out);
     if let Some(v) = &d.validation {
         validation(v, d, out);
@@ -87,12 +91,68 @@ fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
             }
         }
         InputSpec::Csv { .. } => {}
+        InputSpec::Tokens { vocab, rows } => {
+            if *vocab == 0 {
+                out.push(problem(format!("{key}.vocab"), "must be at least 1"));
+            }
+            if d.seq_len.is_none() {
+                out.push(problem("data.seq_len", "token inputs need `seq_len`, the positions per row"));
+            }
+            if d.features.is_some() {
+                out.push(problem("data.features", "token inputs have one id per position: remove `features`"));
+            }
+            if rows.is_empty() && d.n.unwrap_or(0) == 0 && key == "data.inputs" {
+                out.push(problem("data.n", "synthetic token rows need `n` ≥ 1 rows"));
+            }
+            let next = d.targets == Some(TargetSpec::NextToken);
+            let want = d.seq_len.map(|s| s + usize::from(next));
+            for (i, r) in rows.iter().enumerate() {
+                if want.is_some_and(|w| w != r.len()) {
+                    let why = if next { " (seq_len inputs and the last one's next token)" } else { "" };
+                    out.push(problem(format!("{key}.rows.{i}"), format!("has {} ids, expected {}{why}", r.len(), want.unwrap_or(0))));
+                }
+                if let Some(j) = r.iter().position(|t| *t as usize >= *vocab) {
+                    out.push(problem(format!("{key}.rows.{i}.{j}"), format!("token id {} is outside the vocabulary 0..{vocab}", r[j])));
+                }
+            }
+            if d.n.is_some_and(|n| !rows.is_empty() && n != rows.len()) && key == "data.inputs" {
+                out.push(problem("data.n", format!("says {} rows but {} are given", d.n.unwrap_or(0), rows.len())));
+            }
+            for (what, bad) in [("scale", !d.scale.is_empty() || !d.scale_groups.is_empty()), ("preprocess", !d.preprocess.is_empty())] {
+                if bad {
+                    out.push(problem(format!("data.{what}"), "token ids are not numbers to scale or preprocess: remove it"));
+                }
+            }
+            if let Some(i) = d.inject.iter().position(|j| j.into == InjectInto::Inputs) {
+                out.push(problem(format!("data.inject.{i}.into"), "token ids cannot hold NaN or outliers: inject into the targets, or use feature inputs"));
+            }
+        }
+    }
+}
+
+/// `data.padding`: lengths or a fraction, over sequences.
+pub(super) fn padding(d: &DataSpec, out: &mut Vec<Problem>) {
+    let Some(p) = &d.padding else { return };
+    let Some(seq) = d.seq_len else {
+        return out.push(problem("data.padding", "padding needs sequences: set `data.seq_len`"));
+    };
+    match (p.max_fraction, p.lengths.is_empty()) {
+        (Some(_), false) => out.push(problem("data.padding", "give `max_fraction` or `lengths`, not both")),
+        (None, true) => out.push(problem("data.padding", "give `max_fraction` (drawn lengths) or `lengths` (one per row)")),
+        (Some(f), true) if !(0.0..=1.0).contains(&f) => out.push(problem("data.padding.max_fraction", format!("must be in [0, 1], got {f}"))),
+        _ => {}
+    }
+    if let Some(i) = p.lengths.iter().position(|l| *l > seq) {
+        out.push(problem(format!("data.padding.lengths.{i}"), format!("length {} is longer than the sequence ({seq} positions)", p.lengths[i])));
+    }
+    if let Some(n) = rows_of(&d.inputs).or(d.n).filter(|n| !p.lengths.is_empty() && *n != p.lengths.len()) {
+        out.push(problem("data.padding.lengths", format!("has {} lengths for {n} rows: give one per row", p.lengths.len())));
     }
 }
 
 fn targets(key: &str, t: &TargetSpec, rows: Option<usize>, out: &mut Vec<Problem>) {
     match t {
-        TargetSpec::Binary => {}
+        TargetSpec::Binary | TargetSpec::NextToken => {}
         TargetSpec::Classes { k } => {
             if *k < 2 {
                 out.push(problem(key, "`k` must be at least 2 classes"));

@@ -43,14 +43,11 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     data::data(&s.data, &mut out);
     let plan = input_shape(&s.data).map(|input| plan(&s.model, input));
     match &plan {
-        Some(Err((i, m))) => out.push(problem(format!("model.layers.{i}"), m.clone())),
+        Some(Err((k, m))) => out.push(problem(format!("model.{k}"), m.clone())),
         Some(Ok(p)) => {
             if let Some(t) = target_width(&s.data) {
-                if p.out_width != t {
-                    out.push(problem(
-                        "model.layers",
-                        format!("the model outputs {} column(s) but the targets have {t}: the last layer's width must match", p.out_width),
-                    ));
+                if let Some(m) = p.target_mismatch(t) {
+                    out.push(problem("model.layers", m));
                 }
             }
         }
@@ -119,19 +116,28 @@ fn init(key: &str, i: &Init, out: &mut Vec<Problem>) {
 fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
     finite(out, "model.init_scale", m.init_scale);
     init("model.init", &m.init, out);
-    for (i, layer) in m.layers.iter().enumerate() {
+    layers("model.layers", &m.layers, 0, out);
+}
+
+/// Each layer's numbers, residual blocks' layers included (deeper than [`MAX_NESTING`] is the plan's error).
+fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
+    for (i, layer) in ls.iter().enumerate() {
+        let k = |field: &str| format!("{key}.{i}.{field}");
         match layer {
-            Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&format!("model.layers.{i}.init"), it, out),
-            Layer::Pow { exponent } => finite(out, &format!("model.layers.{i}.exponent"), *exponent),
-            Layer::Elu { alpha } => finite(out, &format!("model.layers.{i}.alpha"), *alpha),
-            Layer::LeakyRelu { negative_slope } => finite(out, &format!("model.layers.{i}.negative_slope"), *negative_slope),
-            Layer::RmsNorm { eps: Some(e) } => positive(out, &format!("model.layers.{i}.eps"), *e),
+            Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
+            Layer::Pow { exponent } => finite(out, &k("exponent"), *exponent),
+            Layer::Elu { alpha } => finite(out, &k("alpha"), *alpha),
+            Layer::LeakyRelu { negative_slope } => finite(out, &k("negative_slope"), *negative_slope),
+            Layer::RmsNorm { eps: Some(e) } => positive(out, &k("eps"), *e),
             Layer::BatchNorm { eps, momentum } => {
-                positive(out, &format!("model.layers.{i}.eps"), *eps);
+                positive(out, &k("eps"), *eps);
                 if !(0.0..=1.0).contains(momentum) {
-                    out.push(problem(format!("model.layers.{i}.momentum"), format!("must be in [0, 1], got {momentum}")));
+                    out.push(problem(k("momentum"), format!("must be in [0, 1], got {momentum}")));
                 }
             }
+            Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
+            Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),
+            Layer::Residual { layers: inner } if depth < MAX_NESTING => layers(&k("layers"), inner, depth + 1, out),
             _ => {}
         }
     }

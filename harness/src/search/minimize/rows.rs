@@ -26,7 +26,7 @@ pub struct RowCut {
 /// scenario means (validation splits, injections, CSV).
 pub fn materialize(s: &Scenario) -> Option<(Scenario, usize)> {
     let d = &s.data;
-    if d.validation.is_some() || !d.inject.is_empty() || matches!(d.inputs, InputSpec::Csv { .. }) {
+    if d.validation.is_some() || !d.inject.is_empty() || d.padding.is_some() || matches!(d.inputs, InputSpec::Csv { .. } | InputSpec::Tokens { .. }) {
         return None;
     }
     let built = data::build(&Scenario { data: DataSpec { preprocess: vec![], ..d.clone() }, ..s.clone() }).ok()?;
