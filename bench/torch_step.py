@@ -12,20 +12,64 @@ step) on one CPU thread, for the two model shapes used in the seed scenarios:
              (scenarios/seeds/s000_ex1_bce_mlp.toml)
   mlp_wide   10-1024-1024-1 ReLU MLP, nn.MSELoss, batch 100, Adam lr 0.1
              (scenarios/seeds/s003_ex1_wide_mlp_adam.toml)
+  tiny_gpt   2 pre-norm blocks, width 64, 4 heads, causal, sequence 32, vocab 64,
+             cross-entropy over next tokens, batch 16, AdamW lr 3e-4
+             (scenarios/real/tiny_gpt.toml; attention written out as nanoGPT's
+             manual path, as nanhunt computes it)
 
 Each model runs some warm-up steps, then a timed loop on one fixed batch. The
 script prints one line per model:
 
   torch mlp_small  us_per_step=123.4
 
-Usage: python3 bench/torch_step.py [--steps-small 2000] [--steps-wide 200] [--warmup 50]
+Usage: python3 bench/torch_step.py [--steps-small 2000] [--steps-wide 200] [--steps-gpt 200] [--warmup 50]
 """
 
 import argparse
+import math
 import time
 
 import torch
 import torch.nn as nn
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention: separate q, k, v, o projections, masked_fill, softmax."""
+
+    def __init__(self, width, heads):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.heads = heads
+
+    def forward(self, x):
+        b, s, w = x.shape
+        d = w // self.heads
+        split = lambda t: t.reshape(b, s, self.heads, d).transpose(1, 2)
+        att = (split(self.q(x)) @ split(self.k(x)).transpose(-2, -1)) * (1.0 / math.sqrt(d))
+        att = att.masked_fill(torch.ones(s, s, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        return self.o((att @ split(self.v(x))).transpose(1, 2).reshape(b, s, w))
+
+
+class Block(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(width), Attention(width, heads), nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGpt(nn.Module):
+    def __init__(self, vocab=64, width=64, heads=4, seq=32, blocks=2):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, width), nn.Parameter(torch.randn(seq, width))
+        self.blocks = nn.Sequential(*(Block(width, heads) for _ in range(blocks)))
+        self.ln, self.head = nn.LayerNorm(width), nn.Linear(width, vocab)
+
+    def forward(self, ids):
+        return self.head(self.ln(self.blocks(self.wte(ids) + self.wpe)))
 
 
 def bench(model, loss_fn, opt, x, y, warmup, steps):
@@ -51,6 +95,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps-small", type=int, default=2000, help="timed steps for mlp_small")
     ap.add_argument("--steps-wide", type=int, default=200, help="timed steps for mlp_wide")
+    ap.add_argument("--steps-gpt", type=int, default=200, help="timed steps for tiny_gpt")
     ap.add_argument("--warmup", type=int, default=50, help="untimed warm-up steps per model")
     args = ap.parse_args()
 
@@ -70,6 +115,13 @@ def main():
     y = torch.rand(100, 1) * 10
     us = bench(wide, nn.MSELoss(), torch.optim.Adam(wide.parameters(), lr=0.1), x, y, args.warmup, args.steps_wide)
     print(f"torch mlp_wide   us_per_step={us:.1f}", flush=True)
+
+    # (3) The tiny GPT: batch 16 of 32 tokens, cross-entropy over the vocabulary, AdamW 3e-4.
+    gpt = TinyGpt()
+    ids = torch.randint(0, 64, (16, 33))
+    ce = lambda logits, y: nn.functional.cross_entropy(logits.reshape(-1, 64), y.reshape(-1))
+    us = bench(gpt, ce, torch.optim.AdamW(gpt.parameters(), lr=3e-4), ids[:, :32], ids[:, 1:], args.warmup, args.steps_gpt)
+    print(f"torch tiny_gpt   us_per_step={us:.1f}", flush=True)
 
 
 if __name__ == "__main__":

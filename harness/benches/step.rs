@@ -19,7 +19,8 @@ use nanhunt::{run_with, RunOptions, Scenario};
 static GLOBAL: nanhunt::alloc::Allocator = nanhunt::alloc::Allocator;
 
 fn load(name: &str) -> Scenario {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/seeds").join(format!("{name}.toml"));
+    let dir = if name.starts_with('s') && name.as_bytes().get(1).is_some_and(u8::is_ascii_digit) { "seeds" } else { "real" };
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(dir).join(format!("{name}.toml"));
     nanhunt::load(&p).expect("bundled scenario")
 }
 
@@ -89,13 +90,13 @@ fn diagnosis_ms(s: &Scenario) -> (f64, f64, String) {
 }
 
 /// PyTorch's µs per step for each model, if `NANHUNT_TORCH_PYTHON` names an interpreter with torch.
-fn torch() -> Option<(f64, f64)> {
+fn torch() -> Option<(f64, f64, f64)> {
     let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_step.py");
     let out = std::process::Command::new(python).arg(script).output().ok().filter(|o| o.status.success())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |model: &str| text.lines().find(|l| l.contains(model))?.split("us_per_step=").nth(1)?.trim().parse::<f64>().ok();
-    Some((field("mlp_small")?, field("mlp_wide")?))
+    Some((field("mlp_small")?, field("mlp_wide")?, field("tiny_gpt")?))
 }
 
 fn main() {
@@ -106,6 +107,7 @@ fn main() {
     let cases = [
         ("s000_ex1_bce_mlp", "MLP 10-100-1, batch 32, Adam", 200, 4200, torch.map(|t| t.0)),
         ("s003_ex1_wide_mlp_adam", "MLP 10-1024-1024-1, batch 100, Adam", 5, 85, torch.map(|t| t.1)),
+        ("tiny_gpt", "tiny GPT (2 blocks, width 64, seq 32), batch 16, AdamW", 4, 44, torch.map(|t| t.2)),
     ];
     println!("| model | PyTorch eager | nanhunt watch off | nanhunt watch on | watch cost | watch on vs PyTorch |");
     println!("|---|---:|---:|---:|---:|---:|");

@@ -70,6 +70,12 @@ pub enum Knob {
     /// `seed`: the scenario's random streams (moved only when `[search] knobs` lists it).
     #[strum(serialize = "seed")]
     Seed,
+    /// `data.padding.max_fraction`: how much of each sequence may be padding (1: whole rows).
+    #[strum(serialize = "data.padding.max_fraction")]
+    PaddingFraction,
+    /// `data.seq_len` of generated sequences.
+    #[strum(serialize = "data.seq_len")]
+    SeqLen,
 }
 
 impl Knob {
@@ -79,17 +85,22 @@ impl Knob {
     /// a β₂ or a momentum, and a norm eps needs a `layer_norm` layer.
     pub fn applies(self, s: &Scenario) -> bool {
         let synthetic = matches!(s.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
+        let tokens = matches!(s.data.inputs, InputSpec::Tokens { .. });
+        let explicit_lengths = s.data.padding.as_ref().is_some_and(|p| !p.lengths.is_empty());
         match self {
-            Knob::InputScale => input_shape(&s.data).is_some(),
+            Knob::InputScale => input_shape(&s.data).is_some() && !tokens,
+            Knob::Inject => !tokens,
+            // Padding is masked by attention and pooling; explicit lengths are not a fraction.
+            Knob::PaddingFraction => s.data.seq_len.is_some() && !explicit_lengths && s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool)),
+            Knob::SeqLen => s.data.seq_len.is_some() && !explicit_lengths && (synthetic || matches!(&s.data.inputs, InputSpec::Tokens { rows, .. } if rows.is_empty())),
             Knob::InputMean | Knob::InputStd => synthetic,
             Knob::LossEpsilon => s.loss.kind.takes_epsilon(),
             Knob::LossClamp => s.loss.kind.takes_clamp(),
             Knob::OptimizerEps => s.optimizer.kind.takes_eps(),
             Knob::Beta2 => s.optimizer.kind.takes_beta2(),
             Knob::Momentum => s.optimizer.kind.takes_momentum(),
-            Knob::NormEps => s.model.layers.iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
-            Knob::Seed
-            | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
+            Knob::NormEps => s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
+            Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
         }
     }
 

@@ -22,6 +22,36 @@ pub struct ModelSpec {
     pub init_scale: f64,
 }
 
+impl ModelSpec {
+    /// Every layer in file order, residual blocks' layers included.
+    pub fn all_layers(&self) -> Vec<&Layer> {
+        fn walk<'a>(ls: &'a [Layer], out: &mut Vec<&'a Layer>) {
+            for l in ls {
+                out.push(l);
+                if let Layer::Residual { layers } = l {
+                    walk(layers, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.layers, &mut out);
+        out
+    }
+
+    /// Applies `f` to every layer, residual blocks' layers included.
+    pub fn for_each_layer_mut(&mut self, f: &mut dyn FnMut(&mut Layer)) {
+        fn walk(ls: &mut [Layer], f: &mut dyn FnMut(&mut Layer)) {
+            for l in ls {
+                f(l);
+                if let Layer::Residual { layers } = l {
+                    walk(layers, f);
+                }
+            }
+        }
+        walk(&mut self.layers, f);
+    }
+}
+
 /// Weight initialisation.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

@@ -123,7 +123,7 @@ pub enum Mutation {
         /// New momentum.
         value: f64,
     },
-    /// Set the `eps` of every `layer_norm` layer.
+    /// Set the `eps` of every norm layer (`layer_norm`, `rms_norm`, `batch_norm`), nested ones included.
     #[serde(rename = "model.layer_norm.eps")]
     NormEps {
         /// New variance epsilon.
@@ -134,6 +134,18 @@ pub enum Mutation {
     Seed {
         /// New seed.
         value: u64,
+    },
+    /// Pad each sequence by up to this fraction (`data.padding.max_fraction`).
+    #[serde(rename = "data.padding.max_fraction")]
+    PaddingFraction {
+        /// New largest padded fraction, in [0, 1].
+        value: f64,
+    },
+    /// Set `data.seq_len` of generated sequences.
+    #[serde(rename = "data.seq_len")]
+    SeqLen {
+        /// New sequence length.
+        value: u32,
     },
 }
 
@@ -200,6 +212,8 @@ impl Mutation {
             Mutation::Momentum { .. } => Knob::Momentum,
             Mutation::NormEps { .. } => Knob::NormEps,
             Mutation::Seed { .. } => Knob::Seed,
+            Mutation::PaddingFraction { .. } => Knob::PaddingFraction,
+            Mutation::SeqLen { .. } => Knob::SeqLen,
         }
     }
 
@@ -209,8 +223,8 @@ impl Mutation {
             Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => Some((value, Scale::Log)),
             Mutation::InputScale { value, .. } | Mutation::InputStd { value } => Some((value, Scale::Log)),
             Mutation::Inject { value, .. } => Some((value, Scale::Log)),
-            Mutation::InputMean { value } => Some((value, Scale::Linear)),
-            Mutation::BatchSize { value } | Mutation::Epochs { value } => Some((f64::from(value), Scale::Integer)),
+            Mutation::InputMean { value } | Mutation::PaddingFraction { value } => Some((value, Scale::Linear)),
+            Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => Some((f64::from(value), Scale::Integer)),
             Mutation::ClipNorm { value: Some(v) } | Mutation::LossEpsilon { value: Some(v) } | Mutation::LossClamp { value: Some(v) } => Some((v, Scale::Log)),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } => Some((value, Scale::Log)),
             Mutation::Beta2 { value } | Mutation::Momentum { value } => Some((value, Scale::Complement)),
@@ -226,7 +240,8 @@ impl Mutation {
             Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => *value = v,
             Mutation::InputScale { value, .. } | Mutation::InputStd { value } | Mutation::InputMean { value } => *value = v,
             Mutation::Inject { value, .. } => *value = v,
-            Mutation::BatchSize { value } | Mutation::Epochs { value } => *value = int,
+            Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => *value = int,
+            Mutation::PaddingFraction { value } => *value = v.clamp(0.0, 1.0),
             Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value } => *value = Some(v),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } | Mutation::Beta2 { value } | Mutation::Momentum { value } => *value = v,
             Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => {}
@@ -259,10 +274,12 @@ impl Mutation {
             Mutation::OptimizerEps { .. } => base.optimizer.eps,
             Mutation::Beta2 { .. } => base.optimizer.beta2,
             Mutation::Momentum { .. } => base.optimizer.momentum,
-            Mutation::NormEps { .. } => base.model.layers.iter().find_map(|l| match l {
+            Mutation::NormEps { .. } => base.model.all_layers().into_iter().find_map(|l| match l {
                 Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
                 _ => None,
             })?,
+            Mutation::PaddingFraction { .. } => base.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0),
+            Mutation::SeqLen { .. } => base.data.seq_len? as f64,
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
             Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => return None,
         })
@@ -331,16 +348,14 @@ impl Mutation {
             Mutation::OptimizerEps { value } => s.optimizer.eps = value,
             Mutation::Beta2 { value } => s.optimizer.beta2 = value,
             Mutation::Momentum { value } => s.optimizer.momentum = value,
-            Mutation::NormEps { value } => {
-                for l in &mut s.model.layers {
-                    match l {
-                        Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } => *eps = value,
-                        Layer::RmsNorm { eps } => *eps = Some(value),
-                        _ => {}
-                    }
-                }
-            }
+            Mutation::NormEps { value } => s.model.for_each_layer_mut(&mut |l| match l {
+                Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } => *eps = value,
+                Layer::RmsNorm { eps } => *eps = Some(value),
+                _ => {}
+            }),
             Mutation::Seed { value } => s.seed = value,
+            Mutation::PaddingFraction { value } => s.data.padding = Some(PaddingSpec { max_fraction: Some(value), lengths: vec![] }),
+            Mutation::SeqLen { value } => s.data.seq_len = Some(value as usize),
         }
         true
     }

@@ -57,6 +57,10 @@ pub struct Space {
     pub norm_eps: Option<(f64, f64)>,
     /// Whether the seed may move (only when `[search] knobs` lists it).
     pub seed: bool,
+    /// Range of `data.padding.max_fraction`.
+    pub padding: Option<(f64, f64)>,
+    /// Range of `data.seq_len`.
+    pub seq_len: Option<(u32, u32)>,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -117,6 +121,8 @@ impl Space {
             momentum: on(Knob::Momentum).then(|| around_one(base.optimizer.momentum, decades)),
             norm_eps: Mutation::NormEps { value: 0.0 }.base_value(base).filter(|e| *e > 0.0 && on(Knob::NormEps)).map(|e| around(e, decades)),
             seed: on(Knob::Seed),
+            padding: on(Knob::PaddingFraction).then_some((0.0, 1.0)),
+            seq_len: base.data.seq_len.filter(|_| on(Knob::SeqLen)).map(|l| (1, (l as u32).saturating_mul(4))),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -165,6 +171,8 @@ impl Space {
             Mutation::Beta2 { .. } => self.beta2,
             Mutation::Momentum { .. } => self.momentum,
             Mutation::NormEps { .. } => self.norm_eps,
+            Mutation::PaddingFraction { .. } => self.padding,
+            Mutation::SeqLen { .. } => self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))),
             _ => None,
         };
         m.with_value(into(v, range))
@@ -173,7 +181,7 @@ impl Space {
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
-        let all: [(Mutation, Option<(f64, f64)>); 14] = [
+        let all: [(Mutation, Option<(f64, f64)>); 16] = [
             (Mutation::Lr { value: 1.0 }, self.lr),
             (Mutation::InitScale { value: 1.0 }, self.init_scale),
             (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
@@ -188,6 +196,8 @@ impl Space {
             (Mutation::Beta2 { value: 0.999 }, self.beta2),
             (Mutation::Momentum { value: 0.9 }, self.momentum),
             (Mutation::NormEps { value: 1e-5 }, self.norm_eps),
+            (Mutation::PaddingFraction { value: 0.0 }, self.padding),
+            (Mutation::SeqLen { value: 1 }, int(self.seq_len)),
         ];
         all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
     }
@@ -268,6 +278,12 @@ impl Space {
         if let Some(r) = self.momentum {
             arms.push(near_one(r).prop_map(|value| Mutation::Momentum { value }).boxed());
         }
+        if let Some((a, b)) = self.padding {
+            arms.push((a..=b).prop_map(|value| Mutation::PaddingFraction { value }).boxed());
+        }
+        if let Some((a, b)) = self.seq_len {
+            arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::SeqLen { value }).boxed());
+        }
         if self.seed {
             arms.push((0..=u64::from(u32::MAX)).prop_map(|value| Mutation::Seed { value }).boxed());
         }
@@ -304,6 +320,8 @@ impl Space {
         both(self.norm_eps, &|value| Mutation::NormEps { value });
         both(self.beta2, &|value| Mutation::Beta2 { value });
         both(self.momentum, &|value| Mutation::Momentum { value });
+        both(self.padding, &|value| Mutation::PaddingFraction { value });
+        both(self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::SeqLen { value: v as u32 });
         other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
         other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));
         if let Some((_, b, _)) = self.inject {
