@@ -69,13 +69,14 @@ fn continue_steps_runs_past_the_first_nonfinite_value() {
 
 #[test]
 fn trace_is_bit_identical_at_one_and_two_threads() {
-    // The wide MLP exercises multi-threaded gemm; the RNN, many small matmuls.
-    for name in ["s003_ex1_wide_mlp_adam", "s004_ex1_simple_rnn_adam"] {
+    // The wide MLP exercises multi-threaded gemm; the RNN, many small matmuls; the tiny GPT,
+    // batched attention products, reductions over the sequence and the embedding's backward.
+    let gpt = repo().join("scenarios/real/tiny_gpt.toml");
+    for (name, path) in [("s003_ex1_wide_mlp_adam", seed("s003_ex1_wide_mlp_adam")), ("s004_ex1_simple_rnn_adam", seed("s004_ex1_simple_rnn_adam")), ("tiny_gpt", gpt)] {
         let dir = tempdir();
         let mut traces = Vec::new();
         for threads in ["1", "2"] {
             let t = dir.path().join(format!("{threads}.csv"));
-            let path = seed(name);
             let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap(), "--json"]);
             let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
             assert_eq!(v["threads"].as_u64().unwrap().to_string(), threads, "thread count is recorded");

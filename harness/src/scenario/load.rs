@@ -130,14 +130,44 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// Finds where a dotted key such as `optimizer.lr`, `model.layers.2` or
-/// `data.preprocess.1.min` is written.
-///
+/// Finds where a dotted key such as `optimizer.lr`, `model.layers.2.layers.1.heads` or
+/// `data.inputs.rows.3.5` is written: from the parsed document's spans, so keys inside
+/// inline tables and array elements are found exactly; the text search below is the
+/// fallback for a key the document does not hold (a default the user never wrote).
+pub(crate) fn locate_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
+    spanned_key(src, dotted).map(|offset| line_col(src, offset)).or_else(|| search_key(src, dotted))
+}
+
+/// The byte offset of a dotted key in the parsed document (of the key itself in a table, of
+/// the element in an array), or of its deepest written parent.
+fn spanned_key(src: &str, dotted: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(src).ok()?;
+    let mut value: &DeValue = &DeValue::Table(root.get_ref().clone());
+    let mut at = None;
+    for part in dotted.split('.') {
+        match value {
+            DeValue::Table(t) => {
+                let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+                at = Some(k.span().start);
+                value = v.get_ref();
+            }
+            DeValue::Array(a) => {
+                let v = a.get(part.parse::<usize>().ok()?)?;
+                at = Some(v.span().start);
+                value = v.get_ref();
+            }
+            _ => break,
+        }
+    }
+    at
+}
+
 /// A best-effort text search: the deepest table header (`[optimizer]`) or
 /// array-of-tables entry (the second `[[data.preprocess]]`) the key starts
 /// with, then the key within it. Where the key itself is not written (a value
 /// inside an inline table), the nearest enclosing line found is given.
-pub(crate) fn locate_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
+fn search_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
     let parts: Vec<&str> = dotted.split('.').collect();
     let lines: Vec<&str> = src.lines().collect();
     let col = |l: &str| l.len() - l.trim_start().len() + 1;

@@ -158,4 +158,21 @@ mod tests {
         assert_eq!(memory_estimate(&s), Some(u128::MAX));
         assert!(check_memory(&s).is_err(), "refused, not wrapped");
     }
+
+    #[test]
+    fn attention_scores_count_per_row_and_refuse_long_sequences() {
+        // 64 rows of 2048 tokens, batch 64, one 8-head attention: its scores and probabilities
+        // alone are 64 · 2 · 8 · 2048² · 4 bytes · 4 = 64 GiB, refused before anything is built;
+        // at 64 tokens the same model fits.
+        let text = |seq: usize| {
+            format!(
+                "name = \"t\"\n[data]\nn = 64\nseq_len = {seq}\ninputs = {{ kind = \"tokens\", vocab = 16 }}\ntargets = {{ kind = \"next_token\" }}\n[model]\nlayers = [{{ type = \"embedding\", dim = 16 }}, {{ type = \"attention\", heads = 8 }}, {{ type = \"linear\", out = 16 }}]\n[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adam\"\nlr = 0.001\n[train]\nepochs = 1\n"
+            )
+        };
+        let long = parse_str(&text(2048), "t").unwrap();
+        let scores = 64u128 * 2 * 8 * 2048 * 2048 * 4 * 4;
+        assert!(memory_estimate(&long).unwrap() >= scores);
+        assert!(check_memory(&long).unwrap_err().to_string().starts_with("refused:"));
+        assert!(check_memory(&parse_str(&text(64), "t").unwrap()).is_ok());
+    }
 }

@@ -90,3 +90,78 @@ pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tenso
     let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, w))?;
     Ok(linear(&y, wo, bo)?.reshape((b, s, w))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use crate::run::model::Model;
+    use crate::scenario::{plan, InShape, Init, Layer, MaskFill, ModelSpec, SoftmaxKind};
+
+    const B: usize = 2;
+    const S: usize = 3;
+    const W: usize = 4;
+
+    /// A two-head attention of width 4 with the weights of the PyTorch snippet below, run on
+    /// its input with `mask`; returns the output and the gradients of `sum(out²) / 2`.
+    fn run(causal: bool, softmax: SoftmaxKind, mask: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
+        let dev = Device::Cpu;
+        let spec = ModelSpec { init: Init::Constant { value: 0.0 }, layers: vec![Layer::Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax }], init_scale: 1.0 };
+        let p = plan(&spec, InShape { features: W, seq_len: Some(S), vocab: None }).unwrap();
+        let m = Model::new(&spec, &p, &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
+        for (k, param) in m.params.iter().enumerate() {
+            let phase = (k / 2 + 1) as f64;
+            let v: Vec<f64> = if k % 2 == 0 { (0..W * W).map(|i| 0.5 * (phase + i as f64).sin()).collect() } else { (0..W).map(|j| 0.1 * (phase + j as f64).cos()).collect() };
+            param.var.set(&Tensor::from_vec(v, param.var.dims(), &dev).unwrap()).unwrap();
+        }
+        let x: Vec<f64> = (0..B * S * W).map(|i| ((i / (S * W)) as f64 * 12.0 + ((i / W) % S) as f64 * 4.0 + (i % W) as f64 + 0.5).sin()).collect();
+        let x = Tensor::from_vec(x, (B, S, W), &dev).unwrap();
+        let mask = Tensor::from_vec(mask.to_vec(), (B, S), &dev).unwrap();
+        let out = m.forward(&x, Some(&mask)).unwrap().pop().unwrap();
+        let grads = (out.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
+        let g = |k: usize| grads.get(m.params[k].var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        (out.flatten_all().unwrap().to_vec1().unwrap(), vec![g(0), g(3), g(6)])
+    }
+
+    fn close(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-14, "[{i}]: {a} vs PyTorch {b}");
+        }
+    }
+
+    /// PyTorch 2.15, f64: `x[b][t][f] = sin(12b + 4t + f + 0.5)`; weights (nanhunt's `(in, out)`
+    /// layout) `0.5 sin(p + 4i + j)` and biases `0.1 cos(p + j)` with p = 1, 2, 3, 4 for q, k, v, o;
+    /// `split = reshape(B, S, 2, 2).transpose(1, 2)`; `scores = (q @ kᵀ) / sqrt(2)`, masked_fill
+    /// (causal | padding, -inf), `torch.softmax` (or `torch._safe_softmax`), `(p @ v)` merged,
+    /// `@ wo + bo`; loss `(out ** 2).sum() / 2`; `out.flatten()`, `wq.grad`, `bk.grad`, `wo.grad`.
+    #[test]
+    fn causal_padded_attention_matches_pytorch() {
+        let (out, g) = run(true, SoftmaxKind::Plain, &[1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+        close(&out[..8], &[-0.04754374994044295, 0.10215946959428603, 0.15793774391656065, 0.06850878484917292, -0.08182858326193927, 0.038031347220372505, 0.12292543245881754, 0.09480244199430227]);
+        close(&out[20..], &[-0.09106383146303634, 0.023573517061242555, 0.11653748271425891, 0.10235742419992258]);
+        close(&g[0][..6], &[0.0003506569782420728, 0.0007662203129393351, -0.00040910201310139036, 0.0007545425631407992, -0.003977666115951021, -0.00035630226370835785]);
+        // Adding the same key bias to every score of a row leaves the softmax unchanged: 0 (to rounding).
+        assert!(g[1].iter().all(|v| v.abs() < 1e-15), "{:?}", g[1]);
+        close(&g[2][12..], &[-0.07794316685848963, 0.06133208000871656, 0.14421889536328722, 0.09451152342036354]);
+    }
+
+    #[test]
+    fn a_fully_masked_row_is_nan_with_the_plain_softmax_and_zero_with_the_safe_one() {
+        let mask = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+        let (out, g) = run(false, SoftmaxKind::Plain, &mask);
+        assert!(out[..12].iter().all(|v| v.is_finite()) && out[12..].iter().all(|v| v.is_nan()));
+        // As in PyTorch 2.15 (same snippet, plain softmax): masked_fill's backward zeroes the
+        // masked scores' gradient, so q's weights stay finite; the NaN probabilities reach the
+        // values and the output projection (0 · NaN = NaN), which PyTorch also gives.
+        assert!(g[0].iter().all(|v| v.is_finite()), "{:?}", g[0]);
+        assert!(g[2].iter().all(|v| v.is_nan()), "{:?}", g[2]);
+        let (out, g) = run(false, SoftmaxKind::Safe, &mask);
+        // The masked row's probabilities are 0, so its output is the output bias: 0.1 cos(4 + j).
+        close(&out[12..16], &[-0.06536436208636119, 0.028366218546322625, 0.0960170286650366, 0.07539022543433047]);
+        close(&out[..4], &[-0.08117878155900267, 0.040927100098139366, 0.1254047946700444, 0.0945858993561518]);
+        close(&g[0][..4], &[0.0007322211664378439, -0.00011858697579995059, 0.0009373998524359322, 0.0008837539275125558]);
+    }
+}

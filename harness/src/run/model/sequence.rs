@@ -56,3 +56,58 @@ pub(super) fn last(h: &Tensor) -> Result<Tensor> {
     let s = h.dim(1)?;
     Ok(h.narrow(1, s - 1, 1)?.squeeze(1)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    use super::*;
+
+    fn t(v: &[f64], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn embedding_rows_and_their_summed_gradient_by_hand() {
+        // Ids [2, 0, 2] pick rows 2, 0, 2; d sum / d table counts each row's uses: 1, 0, 2.
+        let table = Var::from_tensor(&t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2])).unwrap();
+        let ids = Tensor::new(&[[2u32, 0, 2]], &Device::Cpu).unwrap();
+        let out = embedding(&ids, table.as_tensor()).unwrap();
+        assert_eq!(out.dims(), [1, 3, 2]);
+        assert_eq!(flat(&out), [5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
+        let g = out.sum_all().unwrap().backward().unwrap();
+        assert_eq!(flat(g.get(table.as_tensor()).unwrap()), [1.0, 1.0, 0.0, 0.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn pooling_leaves_padding_out_forward_and_backward() {
+        // Row 0 holds two positions and a NaN in its padding; row 1 is fully padded.
+        let h = Var::from_tensor(&t(&[1.0, 5.0, 3.0, 4.0, f64::NAN, f64::NAN, 7.0, 7.0, 8.0, 8.0, 9.0, 9.0], &[2, 3, 2])).unwrap();
+        let mask = t(&[1.0, 1.0, 0.0, 0.0, 0.0, 0.0], &[2, 3]);
+        let mean = mean_pool(h.as_tensor(), Some(&mask)).unwrap();
+        // (1 + 3) / 2, (5 + 4) / 2; the empty row divides 0 by max(0, 1).
+        assert_eq!(flat(&mean), [2.0, 4.5, 0.0, 0.0]);
+        let g = mean.sum_all().unwrap().backward().unwrap();
+        assert_eq!(flat(g.get(h.as_tensor()).unwrap()), [0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let max = flat(&max_pool(h.as_tensor(), Some(&mask)).unwrap());
+        assert_eq!(max[..2], [3.0, 5.0]);
+        assert!(max[2..].iter().all(|v| *v == f64::NEG_INFINITY), "a fully padded row's max is -inf, as masked_fill(-inf).max");
+        assert_eq!(flat(&mean_pool(h.as_tensor(), None).unwrap())[2..], [8.0, 8.0]);
+        let last = flat(&last(h.as_tensor()).unwrap());
+        assert!(last[0].is_nan() && last[1].is_nan() && last[2..] == [9.0, 9.0], "the last position, padded or not: {last:?}");
+    }
+
+    #[test]
+    fn positional_embedding_adds_one_vector_per_position() {
+        let pos = Var::from_tensor(&t(&[10.0, 20.0, 30.0], &[3, 1])).unwrap();
+        let out = positional(&t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3, 1]), pos.as_tensor()).unwrap();
+        assert_eq!(flat(&out), [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        // Each position's vector is used by both rows.
+        let g = out.sum_all().unwrap().backward().unwrap();
+        assert_eq!(flat(g.get(pos.as_tensor()).unwrap()), [2.0, 2.0, 2.0]);
+    }
+}

@@ -152,3 +152,42 @@ fn expectations_no_run_can_meet_are_rejected() {
     assert_eq!(diverges("phase = \"loss\"\ntensor = \"parameters\""), ["expect.tensor"]);
     assert_eq!(diverges("tensor = \"layers.0.linear.weight\""), ["expect.tensor"]);
 }
+
+/// A small transformer scenario in the vocabulary of issue 12, broken one value at a time.
+fn transformer(model: &str, data: &str) -> String {
+    format!(
+        "name = \"t\"\n[data]\nn = 4\nseq_len = 3\n{data}\ntargets = {{ kind = \"next_token\" }}\n\n[model]\nlayers = [\n{model}\n]\n\n[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adamw\"\nlr = 1e-3\n[train]\nepochs = 1\n"
+    )
+}
+
+/// The error of scenario text, as the loader reports it (`t:LINE:COL`).
+fn located(src: &str) -> String {
+    crate::scenario::from_str(src, "t").unwrap_err().to_string()
+}
+
+#[test]
+fn sequence_layers_get_precise_errors_at_their_keys() {
+    let tokens = "inputs = { kind = \"tokens\", vocab = 5 }";
+    let ok = "{ type = \"embedding\", dim = 4 },\n{ type = \"residual\", layers = [{ type = \"layer_norm\" }, { type = \"attention\", heads = 2 }] },\n{ type = \"linear\", out = 5 },";
+    assert!(crate::scenario::from_str(&transformer(ok, tokens), "t").is_ok());
+    // Lines: 5 is the inputs, 9 `layers = [`, 10 the first layer, 11 the residual block.
+    // heads that do not divide the width: the nested attention's inline table (column 57).
+    let e = located(&transformer(&ok.replace("heads = 2", "heads = 3"), tokens));
+    assert!(e.contains("t:11:57") && e.contains("model.layers.1.layers.1") && e.contains("must divide the width 4"), "{e}");
+    // A token id outside the vocabulary: the id itself.
+    let rows = "inputs = { kind = \"tokens\", vocab = 5, rows = [[0, 1, 2, 3], [4, 7, 0, 1], [1, 2, 3, 4], [0, 0, 0, 0]] }";
+    let e = located(&transformer(ok, rows));
+    assert!(e.contains("t:5:66") && e.contains("data.inputs.rows.1.1") && e.contains("token id 7 is outside the vocabulary 0..5"), "{e}");
+    // A linear layer fed token ids.
+    let e = located(&transformer("{ type = \"linear\", out = 5 },", tokens));
+    assert!(e.contains("t:10:1") && e.contains("put an embedding layer first"), "{e}");
+    // Nesting deeper than the limit.
+    let deep = (0..=MAX_NESTING).fold("{ type = \"identity\" }".to_string(), |inner, _| format!("{{ type = \"residual\", layers = [{inner}] }}"));
+    let e = located(&transformer(&format!("{{ type = \"embedding\", dim = 5 }},\n{deep},"), tokens));
+    assert!(e.contains("nest deeper than 8 levels"), "{e}");
+    // Padding that is not a fraction, and next_token targets without tokens.
+    let e = located(&transformer(ok, &format!("{tokens}\npadding = {{ max_fraction = 1.5 }}")));
+    assert!(e.contains("t:6:13") && e.contains("data.padding.max_fraction") && e.contains("[0, 1]"), "{e}");
+    let e = located(&transformer(ok, "features = 2\ninputs = { kind = \"normal\" }"));
+    assert!(e.contains("next_token targets need token inputs"), "{e}");
+}
