@@ -20,6 +20,12 @@ pub(crate) const SHUFFLE_STREAM: u64 = 1 << 24;
 /// Stream for padding lengths (the next one for a separate validation set).
 pub(crate) const PADDING_STREAM: u64 = 3;
 
+/// The stream of one training step's dropout masks: one per (fold, step), so a step's masks
+/// do not depend on what ran before it (an export draws them again without training).
+pub(crate) fn dropout_stream(seed: u64, fold: usize, step: usize) -> ChaCha8Rng {
+    stream(seed, (1 << 40) | ((fold as u64) << 32) | step as u64)
+}
+
 /// A seeded ChaCha stream: one seed, independent streams per purpose.
 pub(crate) fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

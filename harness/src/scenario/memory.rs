@@ -3,7 +3,7 @@
 //! data is built, and again from the built data (CSV rows are only known then).
 
 use super::shape::rows_of;
-use super::{input_shape, plan, target_width, Part, Plan, Scenario};
+use super::{input_shape, plan, target_width, Layer, Part, Plan, Scenario};
 use crate::error::{Error, Result};
 
 /// What a run holds in memory at its peak, counted in elements.
@@ -44,13 +44,24 @@ impl Footprint {
             cells,
             params: plan.params.iter().map(|p| product(&p.shape.iter().map(|d| *d as u128).collect::<Vec<_>>())).fold(0, u128::saturating_add),
             batch: s.train.batch_size.map_or(rows, |b| b as u128).min(rows),
-            // Each layer's width at every step; attention's `(heads, seq, seq)` scores and probabilities
-            // and its projections are per row, so they are spread over the steps.
-            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add((features as u128).saturating_mul(steps)).saturating_add(attention(plan).div_ceil(steps)),
+            // The input and each layer's width at every step, a gated RNN's gates and their
+            // temporaries (three per gate) too; attention's `(heads, seq, seq)` scores and
+            // probabilities and its projections are per row, so they are spread over the steps.
+            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add(features as u128).saturating_add(gates(plan)).saturating_add(attention(plan).div_ceil(steps)),
             steps,
             elem: s.train.dtype.bytes(),
         }
     }
+}
+
+/// A gated RNN's values per step beyond its output: three temporaries per gate.
+fn gates(plan: &Plan) -> u128 {
+    let per = |n: &crate::scenario::Node| match n.layer {
+        Layer::Lstm { hidden, .. } => 12 * (hidden as u128),
+        Layer::Gru { hidden, .. } => 9 * (hidden as u128),
+        _ => 0,
+    };
+    plan.nodes.iter().map(per).fold(0, u128::saturating_add)
 }
 
 /// Attention's values per row: scores, probabilities and projections.

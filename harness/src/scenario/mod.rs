@@ -30,7 +30,7 @@ pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SC
 pub(crate) use load::read_regular;
 pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
-pub use model::{Init, Layer, MaskFill, ModelSpec, SoftmaxKind, MAX_NESTING};
+pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
 pub use search::SearchSpec;
 pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, Node, ParamSpec, Part, Plan, PlanError, Role, Shape};
 pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};

@@ -200,6 +200,62 @@ pub enum Layer {
     MaxPool,
     /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
     Last,
+    /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
+    Lstm {
+        /// Hidden size.
+        hidden: usize,
+        /// Return `(batch, seq, hidden)` instead of the last state.
+        #[serde(default)]
+        return_sequences: bool,
+        /// The cell's activation (Keras's `activation`; PyTorch's LSTM is tanh).
+        #[serde(default)]
+        activation: RnnActivation,
+        /// Keras's `recurrent_dropout`: one mask per sequence on the state fed back, scaled by `1/(1 − p)`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        recurrent_dropout: f64,
+        /// Override of the model's init.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<Init>,
+    },
+    /// GRU with PyTorch's gates (`r, z, n`, the reset applied after the recurrent product) and init.
+    Gru {
+        /// Hidden size.
+        hidden: usize,
+        /// Return `(batch, seq, hidden)` instead of the last state.
+        #[serde(default)]
+        return_sequences: bool,
+        /// The candidate's activation (Keras's `activation`; PyTorch's GRU is tanh).
+        #[serde(default)]
+        activation: RnnActivation,
+        /// Keras's `recurrent_dropout`, as for `lstm`.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        recurrent_dropout: f64,
+        /// Override of the model's init.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init: Option<Init>,
+    },
+    /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
+    /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
+    Dropout {
+        /// Probability of zeroing a value.
+        p: f64,
+    },
+}
+
+/// The activation of a gated RNN's candidate (and, for LSTM, of its cell output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RnnActivation {
+    /// `tanh`, as PyTorch and Keras's default.
+    #[default]
+    Tanh,
+    /// `max(x, 0)`: unbounded, as keras-team/keras#13221 used it.
+    Relu,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// What attention writes into masked scores.

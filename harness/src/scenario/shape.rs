@@ -100,6 +100,8 @@ pub enum Role {
     ZeroBias,
     /// An embedding table, `N(0, 1)` as `nn.Embedding`.
     Embedding,
+    /// An LSTM's input bias: Keras's `unit_forget_bias` starts the forget gate's quarter at 1.
+    ForgetBias,
 }
 
 /// Name, shape and initialisation of one parameter.
@@ -275,14 +277,14 @@ impl Builder<'_> {
         };
         let first = self.params.len();
         for p in ["q", "k"] {
-            param(self, &format!("{p}.weight"), Role::InProj, 3 * w);
+            param(self, &format!("{p}.weight"), Role::InProj, w.saturating_mul(3));
             param(self, &format!("{p}.bias"), Role::ZeroBias, w);
         }
         self.push(format!("{name}.scores"), layer.clone(), Part::Scores, input, None, scores, first);
         let probs = self.nodes.len() - 1;
         self.push(format!("{name}.probs"), layer.clone(), Part::Probs, Some(probs), None, scores, self.params.len());
         let first = self.params.len();
-        param(self, "v.weight", Role::InProj, 3 * w);
+        param(self, "v.weight", Role::InProj, w.saturating_mul(3));
         param(self, "v.bias", Role::ZeroBias, w);
         param(self, "o.weight", Role::Weight, w);
         param(self, "o.bias", Role::ZeroBias, w);
@@ -296,7 +298,7 @@ impl Builder<'_> {
     fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
         let width = shape.width();
         let torch_fan = match layer {
-            Layer::Rnn { hidden, .. } => *hidden,
+            Layer::Rnn { hidden, .. } | Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. } => *hidden,
             _ => width,
         };
         let default = self.spec.init;
@@ -334,6 +336,21 @@ impl Builder<'_> {
                 add("bias_ih", vec![h], Role::Bias, h, h, *init);
                 add("bias_hh", vec![h], Role::Bias, h, h, *init);
                 Shape::Flat(h)
+            }
+            Layer::Lstm { hidden, return_sequences, init, .. } | Layer::Gru { hidden, return_sequences, init, .. } => {
+                let (len, _) = sequence("gets")?;
+                if *hidden == 0 {
+                    return Err("`hidden` must be at least 1".into());
+                }
+                let (h, gates) = (*hidden, if matches!(layer, Layer::Lstm { .. }) { 4 } else { 3 });
+                // Saturating: an absurd size is refused by the memory estimate, not an overflow.
+                let gh = h.saturating_mul(gates);
+                add("weight_ih", vec![width, gh], Role::Weight, width, gh, *init);
+                add("weight_hh", vec![h, gh], Role::Recurrent, h, gh, *init);
+                let forget = if gates == 4 { Role::ForgetBias } else { Role::Bias };
+                add("bias_ih", vec![gh], forget, h, gh, *init);
+                add("bias_hh", vec![gh], Role::Bias, h, gh, *init);
+                if *return_sequences { Shape::Seq { len, width: h } } else { Shape::Flat(h) }
             }
             Layer::BatchNorm { .. } => {
                 if !matches!(shape, Shape::Flat(_)) {

@@ -147,6 +147,12 @@ pub enum Mutation {
         /// New sequence length.
         value: u32,
     },
+    /// Set `p` of every dropout layer and every recurrent dropout that is on.
+    #[serde(rename = "model.dropout.p")]
+    DropoutP {
+        /// New dropout probability, in [0, 1).
+        value: f64,
+    },
 }
 
 /// How a numeric knob is searched and bisected.
@@ -214,6 +220,7 @@ impl Mutation {
             Mutation::Seed { .. } => Knob::Seed,
             Mutation::PaddingFraction { .. } => Knob::PaddingFraction,
             Mutation::SeqLen { .. } => Knob::SeqLen,
+            Mutation::DropoutP { .. } => Knob::DropoutP,
         }
     }
 
@@ -223,7 +230,7 @@ impl Mutation {
             Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => Some((value, Scale::Log)),
             Mutation::InputScale { value, .. } | Mutation::InputStd { value } => Some((value, Scale::Log)),
             Mutation::Inject { value, .. } => Some((value, Scale::Log)),
-            Mutation::InputMean { value } | Mutation::PaddingFraction { value } => Some((value, Scale::Linear)),
+            Mutation::InputMean { value } | Mutation::PaddingFraction { value } | Mutation::DropoutP { value } => Some((value, Scale::Linear)),
             Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => Some((f64::from(value), Scale::Integer)),
             Mutation::ClipNorm { value: Some(v) } | Mutation::LossEpsilon { value: Some(v) } | Mutation::LossClamp { value: Some(v) } => Some((v, Scale::Log)),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } => Some((value, Scale::Log)),
@@ -242,6 +249,7 @@ impl Mutation {
             Mutation::Inject { value, .. } => *value = v,
             Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => *value = int,
             Mutation::PaddingFraction { value } => *value = v.clamp(0.0, 1.0),
+            Mutation::DropoutP { value } => *value = v.clamp(0.0, 0.99),
             Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value } => *value = Some(v),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } | Mutation::Beta2 { value } | Mutation::Momentum { value } => *value = v,
             Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => {}
@@ -280,6 +288,7 @@ impl Mutation {
             })?,
             Mutation::PaddingFraction { .. } => base.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0),
             Mutation::SeqLen { .. } => base.data.seq_len? as f64,
+            Mutation::DropoutP { .. } => base.model.all_layers().into_iter().map(crate::run::model::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0),
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
             Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => return None,
         })
@@ -356,6 +365,11 @@ impl Mutation {
             Mutation::Seed { value } => s.seed = value,
             Mutation::PaddingFraction { value } => s.data.padding = Some(PaddingSpec { max_fraction: Some(value), lengths: vec![] }),
             Mutation::SeqLen { value } => s.data.seq_len = Some(value as usize),
+            Mutation::DropoutP { value } => s.model.for_each_layer_mut(&mut |l| match l {
+                Layer::Dropout { p } => *p = value,
+                Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
+                _ => {}
+            }),
         }
         true
     }

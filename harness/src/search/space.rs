@@ -61,6 +61,8 @@ pub struct Space {
     pub padding: Option<(f64, f64)>,
     /// Range of `data.seq_len`.
     pub seq_len: Option<(u32, u32)>,
+    /// Range of `model.dropout.p`.
+    pub dropout: Option<(f64, f64)>,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -123,6 +125,7 @@ impl Space {
             seed: on(Knob::Seed),
             padding: on(Knob::PaddingFraction).then_some((0.0, 1.0)),
             seq_len: base.data.seq_len.filter(|_| on(Knob::SeqLen)).map(|l| (1, (l as u32).saturating_mul(4))),
+            dropout: on(Knob::DropoutP).then_some((0.0, 0.9)),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -172,6 +175,7 @@ impl Space {
             Mutation::Momentum { .. } => self.momentum,
             Mutation::NormEps { .. } => self.norm_eps,
             Mutation::PaddingFraction { .. } => self.padding,
+            Mutation::DropoutP { .. } => self.dropout,
             Mutation::SeqLen { .. } => self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))),
             _ => None,
         };
@@ -181,7 +185,7 @@ impl Space {
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
-        let all: [(Mutation, Option<(f64, f64)>); 16] = [
+        let all: [(Mutation, Option<(f64, f64)>); 17] = [
             (Mutation::Lr { value: 1.0 }, self.lr),
             (Mutation::InitScale { value: 1.0 }, self.init_scale),
             (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
@@ -198,6 +202,7 @@ impl Space {
             (Mutation::NormEps { value: 1e-5 }, self.norm_eps),
             (Mutation::PaddingFraction { value: 0.0 }, self.padding),
             (Mutation::SeqLen { value: 1 }, int(self.seq_len)),
+            (Mutation::DropoutP { value: 0.0 }, self.dropout),
         ];
         all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
     }
@@ -281,6 +286,9 @@ impl Space {
         if let Some((a, b)) = self.padding {
             arms.push((a..=b).prop_map(|value| Mutation::PaddingFraction { value }).boxed());
         }
+        if let Some((a, b)) = self.dropout {
+            arms.push((a..=b).prop_map(|value| Mutation::DropoutP { value }).boxed());
+        }
         if let Some((a, b)) = self.seq_len {
             arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::SeqLen { value }).boxed());
         }
@@ -321,6 +329,7 @@ impl Space {
         both(self.beta2, &|value| Mutation::Beta2 { value });
         both(self.momentum, &|value| Mutation::Momentum { value });
         both(self.padding, &|value| Mutation::PaddingFraction { value });
+        both(self.dropout, &|value| Mutation::DropoutP { value });
         both(self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::SeqLen { value: v as u32 });
         other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
         other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));

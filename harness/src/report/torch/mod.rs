@@ -7,8 +7,9 @@
 //! dtype and PyTorch's layout: nanhunt keeps a linear weight as `(in, out)`,
 //! PyTorch as `(out, in)`) and `data.safetensors` (each fold's training and
 //! validation tensors after injection and preprocessing, in f64, and each
-//! epoch's shuffle order). nanhunt owns the weights and the data, so PyTorch
-//! runs the same computation. `confirm` runs the script and compares.
+//! epoch's shuffle order, and each step's dropout masks, `dropout`). nanhunt
+//! owns the weights, the data and the randomness, so PyTorch runs the same
+//! computation. `confirm` runs the script and compares.
 
 use std::path::Path;
 
@@ -23,6 +24,7 @@ use crate::run::train::Orders;
 use crate::scenario::{plan, DTypeName, Named, Plan, Role, Scenario};
 
 mod confirm;
+mod dropout;
 
 pub use confirm::{confirm, scratch, tolerance, Confirmation, TorchFirst, TorchVerdict};
 
@@ -121,6 +123,7 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
             out.push((format!("fold{f}.order"), Raw { dtype: Dtype::I64, shape: vec![epochs, n], bytes }));
         }
     }
+    out.extend(dropout::masks(s, data, &plan_of(s, data)?)?);
     Ok(out)
 }
 

@@ -28,7 +28,7 @@ DTYPE = DTYPES[SCENARIO["dtype"]]
 
 def read_safetensors(path):
     """The tensors of a .safetensors file: an 8-byte header length, a JSON header, raw data."""
-    kinds = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64}
+    kinds = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64, "U8": torch.uint8}
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
@@ -74,6 +74,65 @@ class Rnn(nn.Module):
         return h
 
 
+# The current training step's dropout masks, by node name (0/1, one row per example); empty in
+# evaluation. nanhunt draws them from its own seeded streams; they are in data.safetensors.
+MASKS = {}
+
+
+class Dropout(nn.Module):
+    """nn.Dropout with nanhunt's mask: x * (mask · 1/(1 − p)), the scale rounded once."""
+
+    def __init__(self, p, name):
+        super().__init__()
+        self.p, self.name = p, name
+
+    def forward(self, x):
+        m = MASKS.get(self.name) if self.training else None
+        if m is None:
+            return x
+        return x * (m.to(x.dtype) * torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype)).reshape(x.shape)
+
+
+class Gated(nn.Module):
+    """torch.nn.LSTM / GRU's CPU cell written out (gate order i, f, g, o and r, z, n), with
+    Keras's activation and recurrent dropout (one mask per sequence on the state fed back)."""
+
+    def __init__(self, kind, inputs, spec, name):
+        super().__init__()
+        hidden, gates = spec["hidden"], 4 if kind == "lstm" else 3
+        self.weight_ih = nn.Parameter(torch.empty(gates * hidden, inputs))
+        self.weight_hh = nn.Parameter(torch.empty(gates * hidden, hidden))
+        self.bias_ih = nn.Parameter(torch.empty(gates * hidden))
+        self.bias_hh = nn.Parameter(torch.empty(gates * hidden))
+        self.kind, self.hidden, self.name = kind, hidden, name
+        self.sequences = spec.get("return_sequences", False)
+        self.p = spec.get("recurrent_dropout", 0.0)
+        self.act = torch.relu if spec.get("activation", "tanh") == "relu" else torch.tanh
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        gi = x @ self.weight_ih.T + self.bias_ih
+        h = x.new_zeros(b, self.hidden)
+        c = h
+        m = MASKS.get(self.name) if self.training else None
+        scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype) if m is not None else None
+        states = []
+        for t in range(s):
+            hd = h * (m.to(x.dtype) * scale) if m is not None else h
+            gh = hd @ self.weight_hh.T + self.bias_hh
+            if self.kind == "lstm":
+                i, f, g, o = (gi[:, t] + gh).chunk(4, 1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
+                h = torch.sigmoid(o) * self.act(c)
+            else:
+                (ir, iz, inn), (hr, hz, hn) = gi[:, t].chunk(3, 1), gh.chunk(3, 1)
+                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+                n = self.act(inn + r * hn)
+                h = n + z * (h - n)
+            states.append(h)
+        return torch.stack(states, 1) if self.sequences else h
+
+
 class BatchNorm(nn.Module):
     """nn.BatchNorm1d's computation through torch.batch_norm, which (unlike the module, which
     raises since PyTorch 0.3) also trains on a batch of one row: its running variance is then
@@ -110,9 +169,9 @@ def softplus(x):
 class Residual(nn.Module):
     """x + f(x); its layers are `layers.{i}.{type}` inside it, so names nest as nanhunt's."""
 
-    def __init__(self, specs, width, seq):
+    def __init__(self, specs, width, seq, name):
         super().__init__()
-        self.layers, _ = build(specs, width, seq)
+        self.layers, _ = build(specs, width, seq, f"{name}.layers")
 
     def forward(self, x, mask, outs):
         out = x + run(self.layers, x, mask, outs)
@@ -186,11 +245,11 @@ class Pool(nn.Module):
         return self.f(x, mask)
 
 
-def build(specs, width, seq):
+def build(specs, width, seq, prefix="layers"):
     """Layer specs as `ModuleList[ModuleDict{type: module}]`, and the width they output."""
     blocks = []
-    for spec in specs:
-        module, width = layer(spec, width, seq)
+    for i, spec in enumerate(specs):
+        module, width = layer(spec, width, seq, f"{prefix}.{i}.{spec['type']}")
         blocks.append(nn.ModuleDict({spec["type"]: module}))
     return nn.ModuleList(blocks), width
 
@@ -207,11 +266,15 @@ def run(blocks, x, mask, outs):
     return x
 
 
-def layer(spec, width, seq):
-    """One nanhunt layer as a module, and the width it outputs."""
+def layer(spec, width, seq, name):
+    """One nanhunt layer (node `name`) as a module, and the width it outputs."""
     kind = spec["type"]
     if kind == "residual":
-        return Residual(spec["layers"], width, seq), width
+        return Residual(spec["layers"], width, seq, name), width
+    if kind in ("lstm", "gru"):
+        return Gated(kind, width, spec, name), spec["hidden"]
+    if kind == "dropout":
+        return Dropout(spec["p"], name), width
     if kind == "attention":
         return Attention(width, spec), width
     if kind == "embedding":
@@ -398,6 +461,9 @@ def main():
                 step += 1
                 steps += 1
                 idx = order[start : start + batch] if order is not None else slice(start, start + batch)
+                rows = min(batch, n - start)
+                MASKS.clear()
+                MASKS.update({k.split(".dropout.", 1)[1]: v[step - 1][:rows] for k, v in data.items() if k.startswith(f"fold{f}.dropout.")})
                 if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, (x[idx], y[idx], None if mask is None else mask[idx]), sc, finfo):
                     return finish(watch)
             if capped:

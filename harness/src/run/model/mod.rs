@@ -46,6 +46,8 @@ pub struct Model {
     layers: Vec<Layer>,
     /// Each batch-norm node's running mean and variance (updated by training forwards).
     running: Vec<Option<RefCell<norm::Running>>>,
+    /// The current training step's dropout stream (see [`Model::dropout_step`]).
+    dropout: RefCell<Option<ChaCha8Rng>>,
     /// The parameters, in plan order.
     pub params: Vec<Param>,
 }
@@ -63,7 +65,27 @@ impl Model {
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
         let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(n.shape.width(), dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, params })
+        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params })
+    }
+
+    /// Whether any node draws dropout masks.
+    pub(crate) fn has_dropout(&self) -> bool {
+        self.layers.iter().any(|l| dropout_p(l) > 0.0)
+    }
+
+    /// Sets the stream the next training forward draws its dropout masks from, in node order
+    /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.
+    pub(crate) fn dropout_step(&self, rng: ChaCha8Rng) {
+        *self.dropout.borrow_mut() = Some(rng);
+    }
+
+    /// A dropout mask `(rows, cols)` of `0` and `1/(1 − p)` in `like`'s dtype, drawn while
+    /// training; `None` in evaluation, without a stream, or at `p = 0`.
+    fn mask(&self, rows: usize, cols: usize, p: f64, training: bool, like: &Tensor) -> Result<Option<Tensor>> {
+        let mut stream = self.dropout.borrow_mut();
+        let Some(rng) = stream.as_mut().filter(|_| training && p > 0.0) else { return Ok(None) };
+        let values: Vec<f64> = draw_mask(rng, rows * cols, p).into_iter().map(|keep| if keep { 1.0 / (1.0 - p) } else { 0.0 }).collect();
+        Ok(Some(Tensor::from_vec(values, (rows, cols), like.device())?.to_dtype(like.dtype())?))
     }
 
     /// Each node's layer, in order.
@@ -120,6 +142,19 @@ impl Model {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
                     None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
                 },
+                (Layer::Lstm { hidden, return_sequences, activation, recurrent_dropout, .. } | Layer::Gru { hidden, return_sequences, activation, recurrent_dropout, .. }, _) => {
+                    let drop = self.mask(h.dims()[0], *hidden, *recurrent_dropout, training, h)?;
+                    let run = recurrent::Run { activation: *activation, sequences: *return_sequences, dropout: drop.as_ref() };
+                    let weights = (p(0), p(1), p(2), p(3));
+                    if matches!(node.layer, Layer::Lstm { .. }) { recurrent::lstm(h, weights, *hidden, &run)? } else { recurrent::gru(h, weights, *hidden, &run)? }
+                }
+                (Layer::Dropout { p: prob }, _) => {
+                    let rows = h.dims()[0];
+                    match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
+                        Some(m) => h.mul(&m.reshape(h.shape())?)?,
+                        None => h.clone(),
+                    }
+                }
                 (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
                 (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
                 (layer, _) => apply(layer, h, &p)?,
@@ -135,6 +170,21 @@ impl Model {
         }
         Ok(outs)
     }
+}
+
+/// The dropout probability a layer draws masks with (0: none).
+pub(crate) fn dropout_p(l: &Layer) -> f64 {
+    match l {
+        Layer::Dropout { p } => *p,
+        Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } => *recurrent_dropout,
+        _ => 0.0,
+    }
+}
+
+/// `n` keep-or-drop draws from `rng`: each value is dropped when its uniform draw is below `p`.
+pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
+    use rand::Rng;
+    (0..n).map(|_| rng.random::<f64>() >= p).collect()
 }
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
@@ -164,8 +214,38 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
         Layer::Last => sequence::last(h)?,
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool => {
+        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::Model;
+    use crate::scenario::{plan, InShape, Init, Layer, ModelSpec};
+
+    #[test]
+    fn dropout_masks_come_from_the_step_stream_and_scale_what_they_keep() {
+        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout { p: 0.25 }], init_scale: 1.0 };
+        let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
+        let x = Tensor::ones((4, 1000), DType::F64, &Device::Cpu).unwrap();
+        let out = |step: u64| {
+            m.dropout_step(ChaCha8Rng::seed_from_u64(step));
+            m.forward(&x, None).unwrap()[0].flatten_all().unwrap().to_vec1::<f64>().unwrap()
+        };
+        let a = out(1);
+        // Kept values are 1/(1 − 0.25); about a quarter of 4000 are dropped (binomial sd 27).
+        assert!(a.iter().all(|v| *v == 0.0 || *v == 1.0 / 0.75));
+        let dropped = a.iter().filter(|v| **v == 0.0).count();
+        assert!((880..=1120).contains(&dropped), "{dropped}");
+        assert_eq!(a, out(1), "the same stream gives the same mask");
+        assert_ne!(a, out(2));
+        // Evaluation draws nothing and passes the input through.
+        assert!(m.forward_eval(&x, None).unwrap()[0].flatten_all().unwrap().to_vec1::<f64>().unwrap().iter().all(|v| *v == 1.0));
+    }
 }

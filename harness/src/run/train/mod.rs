@@ -345,6 +345,9 @@ impl Runner<'_> {
         let watch = self.opts.watch;
         let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
         let tapping = self.tap_at == Some((at.fold, at.step));
+        if model.has_dropout() {
+            model.dropout_step(super::rng::dropout_stream(s.seed, at.fold, at.step));
+        }
         let (outs, slots) = if tapping { model.forward_tapped(x, b.mask.as_ref())? } else { (model.forward(x, b.mask.as_ref())?, Vec::new()) };
         if watch {
             let names = self.names.clone();

@@ -125,6 +125,13 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
         let k = |field: &str| format!("{key}.{i}.{field}");
         match layer {
             Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
+            Layer::Lstm { init: i, recurrent_dropout, .. } | Layer::Gru { init: i, recurrent_dropout, .. } => {
+                unit_interval(out, &k("recurrent_dropout"), *recurrent_dropout);
+                if let Some(it) = i {
+                    init(&k("init"), it, out);
+                }
+            }
+            Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
             Layer::Pow { exponent } => finite(out, &k("exponent"), *exponent),
             Layer::Elu { alpha } => finite(out, &k("alpha"), *alpha),
             Layer::LeakyRelu { negative_slope } => finite(out, &k("negative_slope"), *negative_slope),
