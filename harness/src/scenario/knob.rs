@@ -102,7 +102,7 @@ impl Knob {
             Knob::OptimizerEps => s.optimizer.kind.takes_eps(),
             Knob::Beta2 => s.optimizer.kind.takes_beta2(),
             Knob::Momentum => s.optimizer.kind.takes_momentum(),
-            Knob::DropoutP => s.model.all_layers().iter().any(|l| crate::run::model::dropout_p(l) > 0.0 || matches!(l, Layer::Dropout { .. })),
+            Knob::DropoutP => s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. })),
             Knob::NormEps => s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
             Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
         }

@@ -22,6 +22,17 @@ pub struct ModelSpec {
     pub init_scale: f64,
 }
 
+impl Layer {
+    /// The probability this layer drops values with while training (0: it draws no masks).
+    pub fn dropout_p(&self) -> f64 {
+        match self {
+            Layer::Dropout { p } => *p,
+            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } => *recurrent_dropout,
+            _ => 0.0,
+        }
+    }
+}
+
 impl ModelSpec {
     /// Every layer in file order, residual blocks' layers included.
     pub fn all_layers(&self) -> Vec<&Layer> {

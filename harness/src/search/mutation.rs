@@ -288,7 +288,7 @@ impl Mutation {
             })?,
             Mutation::PaddingFraction { .. } => base.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0),
             Mutation::SeqLen { .. } => base.data.seq_len? as f64,
-            Mutation::DropoutP { .. } => base.model.all_layers().into_iter().map(crate::run::model::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0),
+            Mutation::DropoutP { .. } => base.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0),
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
             Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => return None,
         })

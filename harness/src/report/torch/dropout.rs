@@ -9,7 +9,7 @@ use safetensors::tensor::Dtype;
 use super::Raw;
 use crate::error::{Error, Result};
 use crate::run::data::Dataset;
-use crate::run::model::{draw_mask, dropout_p};
+use crate::run::model::draw_mask;
 use crate::run::rng::dropout_stream;
 use crate::scenario::{Layer, Plan, Scenario};
 
@@ -24,13 +24,13 @@ pub(super) fn masks(s: &Scenario, data: &Dataset, plan: &Plan) -> Result<Vec<(St
         .nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| dropout_p(&n.layer) > 0.0)
+        .filter(|(_, n)| n.layer.dropout_p() > 0.0)
         .map(|(i, n)| {
             let cols = match n.layer {
                 Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. } => hidden,
                 _ => n.shape.cols(),
             };
-            (i, cols, dropout_p(&n.layer))
+            (i, cols, n.layer.dropout_p())
         })
         .collect();
     let mut out = Vec::new();

@@ -70,7 +70,7 @@ impl Model {
 
     /// Whether any node draws dropout masks.
     pub(crate) fn has_dropout(&self) -> bool {
-        self.layers.iter().any(|l| dropout_p(l) > 0.0)
+        self.layers.iter().any(|l| l.dropout_p() > 0.0)
     }
 
     /// Sets the stream the next training forward draws its dropout masks from, in node order
@@ -169,15 +169,6 @@ impl Model {
             });
         }
         Ok(outs)
-    }
-}
-
-/// The dropout probability a layer draws masks with (0: none).
-pub(crate) fn dropout_p(l: &Layer) -> f64 {
-    match l {
-        Layer::Dropout { p } => *p,
-        Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } => *recurrent_dropout,
-        _ => 0.0,
     }
 }
 
