@@ -147,6 +147,17 @@ fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
             _ => assert!(c.verdict.agrees(), "{pool} {dtype}: {c}"),
         }
     }
+    // Gated RNNs with dropout (the masks are exported), convolutions over sequences and images.
+    let cases = [
+        ("gated", "features = 2\nseq_len = 6", r#"{ type = "lstm", hidden = 6, return_sequences = true, recurrent_dropout = 0.3 }, { type = "dropout", p = 0.2 }, { type = "gru", hidden = 4, activation = "relu", recurrent_dropout = 0.1 }, { type = "linear", out = 1 }"#),
+        ("conv1d", "features = 3\nseq_len = 9", r#"{ type = "conv1d", channels = 4, kernel = 3, stride = 2, padding = 1 }, { type = "gelu" }, { type = "conv1d", channels = 2, kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#),
+        ("cnn", "image = { channels = 2, height = 9, width = 8 }", r#"{ type = "conv2d", channels = 4, kernel = 3, padding = 1 }, { type = "batch_norm" }, { type = "relu" }, { type = "max_pool2d", kernel = 2 }, { type = "dropout", p = 0.1 }, { type = "conv2d", channels = 3, kernel = 2, stride = 2 }, { type = "avg_pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#),
+    ];
+    for (name, shape, layers) in cases {
+        let text = vocabulary(layers, optimizers[3], "f32").replace("features = 3", shape);
+        let c = confirmed(&common::write(dir.path(), &format!("{name}.toml"), &text));
+        assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{name}: {c}");
+    }
 }
 
 #[test]

@@ -46,6 +46,31 @@ pub struct DataSpec {
     /// Per-row sequence lengths: positions past a row's length are padding, masked by attention and pooling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub padding: Option<PaddingSpec>,
+    /// Rows are images `(channels, height, width)`, stored row-major (channel, then row, then column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSpec>,
+}
+
+/// The shape of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    /// Channels.
+    pub channels: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+}
+
+impl DataSpec {
+    /// Values per input row, when set by the table itself: `features × seq_len`, or an image's pixels.
+    pub fn row_width(&self) -> Option<usize> {
+        match self.image {
+            Some(i) => Some(i.channels.saturating_mul(i.height).saturating_mul(i.width)),
+            None => self.features.map(|f| f.saturating_mul(self.seq_len.unwrap_or(1))),
+        }
+    }
 }
 
 /// Padding at the end of each sequence: drawn lengths or explicit ones.

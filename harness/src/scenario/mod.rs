@@ -23,7 +23,7 @@ mod shape;
 mod training;
 mod validate;
 
-pub use data::{DataSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
+pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};

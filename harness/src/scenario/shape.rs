@@ -17,11 +17,16 @@ pub struct InShape {
     pub seq_len: Option<usize>,
     /// Vocabulary size, when the inputs are token ids.
     pub vocab: Option<usize>,
+    /// `(channels, height, width)`, when the inputs are images.
+    pub image: Option<(usize, usize, usize)>,
 }
 
 impl InShape {
     /// The shape of one example as the first layer sees it.
     pub fn shape(&self) -> Shape {
+        if let Some((channels, height, width)) = self.image {
+            return Shape::Image { channels, height, width };
+        }
         match (self.vocab, self.seq_len) {
             (Some(vocab), len) => Shape::Tokens { len: len.unwrap_or(1), vocab },
             (None, Some(len)) => Shape::Seq { len, width: self.features },
@@ -49,13 +54,22 @@ pub enum Shape {
         /// Vocabulary size.
         vocab: usize,
     },
+    /// An image `(channels, height, width)`.
+    Image {
+        /// Channels.
+        channels: usize,
+        /// Height.
+        height: usize,
+        /// Width.
+        width: usize,
+    },
 }
 
 impl Shape {
     /// Width of the last dimension (1 for token ids).
     pub fn width(&self) -> usize {
         match *self {
-            Shape::Flat(w) | Shape::Seq { width: w, .. } => w,
+            Shape::Flat(w) | Shape::Seq { width: w, .. } | Shape::Image { width: w, .. } => w,
             Shape::Tokens { .. } => 1,
         }
     }
@@ -66,6 +80,7 @@ impl Shape {
             Shape::Flat(w) => w,
             Shape::Seq { len, width } => len.saturating_mul(width),
             Shape::Tokens { len, .. } => len,
+            Shape::Image { channels, height, width } => channels.saturating_mul(height).saturating_mul(width),
         }
     }
 
@@ -75,6 +90,7 @@ impl Shape {
             Shape::Flat(w) => format!("(batch, {w})"),
             Shape::Seq { len, width } => format!("(batch, {len}, {width})"),
             Shape::Tokens { len, vocab } => format!("(batch, {len}) token ids below {vocab}"),
+            Shape::Image { channels, height, width } => format!("(batch, {channels}, {height}, {width}) images"),
         }
     }
 }
@@ -102,6 +118,8 @@ pub enum Role {
     Embedding,
     /// An LSTM's input bias: Keras's `unit_forget_bias` starts the forget gate's quarter at 1.
     ForgetBias,
+    /// A convolution kernel, PyTorch's `(out, in, k)` or `(out, in, k, k)` in both.
+    Conv,
 }
 
 /// Name, shape and initialisation of one parameter.
@@ -259,6 +277,15 @@ impl Builder<'_> {
         self.nodes.push(Node { name, layer, part, input, other, shape, params: first..self.params.len() });
     }
 
+    /// A convolution's kernel (`shape`, PyTorch's layout) and bias; both draw from
+    /// `U(±1/sqrt(in · kernel))` by default, as `torch.nn.Conv1d`/`Conv2d`.
+    fn conv(&mut self, name: &str, shape: Vec<usize>, fan_in: usize, fan_out: usize, init: Option<Init>) {
+        let init = init.unwrap_or(self.spec.init);
+        let out = shape[0];
+        self.params.push(ParamSpec { name: format!("{name}.weight"), shape, role: Role::Conv, fan_in, fan_out, torch_fan: fan_in, init });
+        self.params.push(ParamSpec { name: format!("{name}.bias"), shape: vec![out], role: Role::Bias, fan_in, fan_out, torch_fan: fan_in, init });
+    }
+
     /// Attention as three nodes, so the watch sees its scores and probabilities by name:
     /// scores (with `q`, `k`), probabilities, then the output (with `v`, `o`), which reads the
     /// probabilities and the attention's input.
@@ -317,6 +344,47 @@ impl Builder<'_> {
             }
         };
         Ok(match layer {
+            Layer::Linear { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::PositionalEmbedding
+                if matches!(shape, Shape::Image { .. }) =>
+            {
+                return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
+            }
+            Layer::Conv1d { channels, kernel, stride, padding, init } => {
+                let (len, w) = sequence("gets")?;
+                let out = conv_len(len, *kernel, *stride, *padding).map_err(|m| format!("{m} (sequence of {len})"))?;
+                if *channels == 0 {
+                    return Err("`channels` must be at least 1".into());
+                }
+                let fan = w.saturating_mul(*kernel);
+                self.conv(name, vec![*channels, w, *kernel], fan, channels.saturating_mul(*kernel), *init);
+                Shape::Seq { len: out, width: *channels }
+            }
+            Layer::Conv2d { channels, kernel, stride, padding, init } => {
+                let Shape::Image { channels: c, height, width: w } = shape else {
+                    return Err(format!("a conv2d layer needs images (data.image), and gets {}", shape.describe()));
+                };
+                let h2 = conv_len(height, *kernel, *stride, *padding).map_err(|m| format!("{m} (height {height})"))?;
+                let w2 = conv_len(w, *kernel, *stride, *padding).map_err(|m| format!("{m} (width {w})"))?;
+                if *channels == 0 {
+                    return Err("`channels` must be at least 1".into());
+                }
+                let k2 = kernel.saturating_mul(*kernel);
+                self.conv(name, vec![*channels, c, *kernel, *kernel], c.saturating_mul(k2), channels.saturating_mul(k2), *init);
+                Shape::Image { channels: *channels, height: h2, width: w2 }
+            }
+            Layer::Flatten => match shape {
+                Shape::Flat(_) => shape,
+                _ => Shape::Flat(shape.cols()),
+            },
+            Layer::MaxPool2d { kernel } | Layer::AvgPool2d { kernel } => {
+                let Shape::Image { channels, height, width: w } = shape else {
+                    return Err(format!("a {kind} layer needs images (data.image), and gets {}", shape.describe()));
+                };
+                if *kernel == 0 || *kernel > height || *kernel > w {
+                    return Err(format!("`kernel` = {kernel} must be between 1 and the image's {height} × {w}"));
+                }
+                Shape::Image { channels, height: height / kernel, width: w / kernel }
+            }
             Layer::Linear { out, init } => {
                 if *out == 0 {
                     return Err("`out` must be at least 1".into());
@@ -353,11 +421,14 @@ impl Builder<'_> {
                 if *return_sequences { Shape::Seq { len, width: h } } else { Shape::Flat(h) }
             }
             Layer::BatchNorm { .. } => {
-                if !matches!(shape, Shape::Flat(_)) {
-                    return Err(format!("a batch_norm layer normalises (batch, features) and gets {}: pool the sequence first", shape.describe()));
-                }
-                add("weight", vec![width], Role::Gain, width, width, None);
-                add("bias", vec![width], Role::Shift, width, width, None);
+                // Over features (BatchNorm1d), or per channel over images (BatchNorm2d).
+                let n = match shape {
+                    Shape::Flat(w) => w,
+                    Shape::Image { channels, .. } => channels,
+                    _ => return Err(format!("a batch_norm layer normalises (batch, features) or images, and gets {}: pool the sequence first", shape.describe())),
+                };
+                add("weight", vec![n], Role::Gain, n, n, None);
+                add("bias", vec![n], Role::Shift, n, n, None);
                 shape
             }
             Layer::RmsNorm { .. } => {
@@ -394,6 +465,18 @@ impl Builder<'_> {
     }
 }
 
+/// The output length of a convolution, or why the kernel does not fit.
+fn conv_len(len: usize, kernel: usize, stride: usize, padding: usize) -> std::result::Result<usize, String> {
+    if stride == 0 {
+        return Err("`stride` must be at least 1".into());
+    }
+    let padded = len.saturating_add(padding.saturating_mul(2));
+    if kernel == 0 || kernel > padded {
+        return Err(format!("`kernel` = {kernel} must be between 1 and the padded input's {padded}"));
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
 /// `shape` with its last dimension replaced.
 fn with_width(shape: Shape, width: usize) -> Shape {
     match shape {
@@ -407,11 +490,14 @@ pub fn input_shape(d: &DataSpec) -> Option<InShape> {
     let row = match &d.inputs {
         InputSpec::Values { rows } => rows.first().map(Vec::len),
         InputSpec::Csv { .. } => return None,
-        InputSpec::Tokens { vocab, .. } => return Some(InShape { features: 1, seq_len: Some(d.seq_len?), vocab: Some(*vocab) }),
+        InputSpec::Tokens { vocab, .. } => return Some(InShape { features: 1, seq_len: Some(d.seq_len?), vocab: Some(*vocab), image: None }),
         _ => None,
     };
+    if let Some(i) = d.image {
+        return Some(InShape { features: d.row_width()?, seq_len: None, vocab: None, image: Some((i.channels, i.height, i.width)) });
+    }
     let features = d.features.or(row.map(|r| r / d.seq_len.filter(|s| *s > 0).unwrap_or(1)))?;
-    Some(InShape { features, seq_len: d.seq_len, vocab: None })
+    Some(InShape { features, seq_len: d.seq_len, vocab: None, image: None })
 }
 
 /// The number of target columns, when known without reading files.
@@ -470,7 +556,7 @@ mod tests {
     #[test]
     fn plan_names_and_shapes() {
         let s = spec(vec![Layer::Linear { out: 4, init: None }, Layer::Relu, Layer::Linear { out: 1, init: None }]);
-        let p = plan(&s, InShape { features: 3, seq_len: None, vocab: None }).unwrap();
+        let p = plan(&s, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
         let names: Vec<_> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["layers.0.linear.weight", "layers.0.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"]);
         assert_eq!(p.params[0].shape, vec![3, 4]);
@@ -479,9 +565,9 @@ mod tests {
 
     #[test]
     fn plan_rejects_misplaced_layers() {
-        let seq = InShape { features: 1, seq_len: Some(5), vocab: None };
-        let flat = InShape { features: 4, seq_len: None, vocab: None };
-        let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10) };
+        let seq = InShape { features: 1, seq_len: Some(5), vocab: None, image: None };
+        let flat = InShape { features: 4, seq_len: None, vocab: None, image: None };
+        let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10), image: None };
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
         assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
         assert!(err(vec![Layer::Linear { out: 1, init: None }], tokens).1.contains("embedding layer first"));
@@ -504,7 +590,7 @@ mod tests {
     #[test]
     fn residual_blocks_nest_names_and_read_their_input() {
         let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear { out: 4, init: None }] };
-        let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7) };
+        let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
         let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["layers.0.embedding", "layers.1.residual.layers.0.layer_norm", "layers.1.residual.layers.1.linear", "layers.1.residual"]);

@@ -132,16 +132,32 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
 fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     let plan = plan_of(s, data)?;
     let nodes: Vec<serde_json::Value> = plan.nodes.iter().map(|n| json!({ "name": n.name, "params": plan.params[n.params.clone()].iter().map(|p| &p.name).collect::<Vec<_>>() })).collect();
+    // The width each layer reads: an image's channels, else the last dimension.
+    let input_shape = |n: &crate::scenario::Node| n.input.map_or(data.shape.shape(), |i| plan.nodes[i].shape);
+    let widths: serde_json::Map<String, serde_json::Value> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.part == crate::scenario::Part::Whole)
+        .map(|n| {
+            let w = match input_shape(n) {
+                crate::scenario::Shape::Image { channels, .. } => channels,
+                s => s.width(),
+            };
+            (n.name.clone(), json!(w))
+        })
+        .collect();
     let t = &s.train;
     Ok(json!({
         "name": s.name,
         "dtype": s.train.dtype.name(),
         "seq_len": s.data.seq_len,
         "vocab": data.shape.vocab,
+        "image": s.data.image,
         "next_token": s.data.targets == Some(crate::scenario::TargetSpec::NextToken),
         "folds": data.folds.len(),
         "layers": s.model.layers,
         "nodes": nodes,
+        "in_widths": widths,
         "loss": s.loss,
         "optimizer": s.optimizer,
         "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps },

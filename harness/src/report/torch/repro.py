@@ -245,6 +245,13 @@ class Pool(nn.Module):
         return self.f(x, mask)
 
 
+class Conv1d(nn.Conv1d):
+    """nn.Conv1d over a sequence (batch, seq, width): the width is the channels."""
+
+    def forward(self, x):
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 def build(specs, width, seq, prefix="layers"):
     """Layer specs as `ModuleList[ModuleDict{type: module}]`, and the width they output."""
     blocks = []
@@ -269,10 +276,21 @@ def run(blocks, x, mask, outs):
 def layer(spec, width, seq, name):
     """One nanhunt layer (node `name`) as a module, and the width it outputs."""
     kind = spec["type"]
+    width = SCENARIO["in_widths"].get(name, width)
     if kind == "residual":
         return Residual(spec["layers"], width, seq, name), width
     if kind in ("lstm", "gru"):
         return Gated(kind, width, spec, name), spec["hidden"]
+    if kind == "conv1d":
+        return Conv1d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
+    if kind == "conv2d":
+        return nn.Conv2d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
+    if kind == "flatten":
+        return Fn(lambda x: torch.flatten(x, 1)), None
+    if kind == "max_pool2d":
+        return nn.MaxPool2d(spec["kernel"]), width
+    if kind == "avg_pool2d":
+        return nn.AvgPool2d(spec["kernel"]), width
     if kind == "dropout":
         return Dropout(spec["p"], name), width
     if kind == "attention":
@@ -431,7 +449,11 @@ def main():
                 return None
             x, y, m = data[f"fold{f}.{name}.inputs"], data[f"fold{f}.{name}.targets"], data.get(f"fold{f}.{name}.mask")
             # Token ids as int64 (nn.Embedding's index type); features as sequences or rows.
-            x = x.long() if tokens else (x.reshape(x.shape[0], seq, x.shape[1] // seq) if seq else x).to(DTYPE)
+            image = sc.get("image")
+            if image:
+                x = x.reshape(x.shape[0], image["channels"], image["height"], image["width"]).to(DTYPE)
+            else:
+                x = x.long() if tokens else (x.reshape(x.shape[0], seq, x.shape[1] // seq) if seq else x).to(DTYPE)
             y = (y.reshape(y.shape[0], seq, y.shape[1] // seq) if sc.get("next_token") else y).to(DTYPE)
             return (x, y, None if m is None else m.to(DTYPE))
         x, y, mask = split_of("train")
@@ -440,7 +462,9 @@ def main():
         for split, pair in (("train", (x, y)), ("validation", val)):
             if pair and ((not tokens and watch.check(at, "data", f"data.{split}.inputs", pair[0])) or watch.check(at, "data", f"data.{split}.targets", pair[1])):
                 return finish(watch)
-        model = Model(sc["layers"], 1 if tokens else x.shape[-1], seq).to(DTYPE)
+        # The width the first layer reads: an image's channels, a token's 1, a row's or a position's features.
+        width = sc["image"]["channels"] if sc.get("image") else (1 if tokens else x.shape[-1])
+        model = Model(sc["layers"], width, seq).to(DTYPE)
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(init[f"fold{f}.{name}"])

@@ -90,7 +90,7 @@ fn tokens(vocab: usize, rows: &[Vec<u32>], n: Option<usize>, seq: usize, next: b
 }
 
 fn draw(n: Option<usize>, d: &DataSpec, rng: &mut ChaCha8Rng, mut f: impl FnMut(&mut ChaCha8Rng) -> f64) -> Table {
-    let (rows, cols) = (n.unwrap_or(0), d.features.unwrap_or(0) * d.seq_len.unwrap_or(1));
+    let (rows, cols) = (n.unwrap_or(0), d.row_width().unwrap_or(0));
     Table { rows, cols, values: (0..rows * cols).map(|_| f(rng)).collect() }
 }
 

@@ -120,7 +120,7 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
         crate::scenario::InputSpec::Tokens { vocab, .. } => Some(vocab),
         _ => None,
     };
-    let shape = InShape { features, seq_len: d.seq_len, vocab };
+    let shape = InShape { features, seq_len: d.seq_len, vocab, image: d.image.map(|i| (i.channels, i.height, i.width)) };
     let mut all = all;
     if let Some(p) = &d.padding {
         all.mask = Some(padding::train_mask(p, &mut all.x, d.seq_len.unwrap_or(1), features, &mut stream(s.seed, PADDING_STREAM)).map_err(|(k, m)| invalid(s, &k, m))?);

@@ -109,7 +109,7 @@ mod tests {
     fn run(causal: bool, softmax: SoftmaxKind, mask: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
         let dev = Device::Cpu;
         let spec = ModelSpec { init: Init::Constant { value: 0.0 }, layers: vec![Layer::Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax }], init_scale: 1.0 };
-        let p = plan(&spec, InShape { features: W, seq_len: Some(S), vocab: None }).unwrap();
+        let p = plan(&spec, InShape { features: W, seq_len: Some(S), vocab: None, image: None }).unwrap();
         let m = Model::new(&spec, &p, &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         for (k, param) in m.params.iter().enumerate() {
             let phase = (k / 2 + 1) as f64;

@@ -26,7 +26,7 @@ pub(super) fn init_values(p: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f64> {
         (_, Init::Torch) => uniform(rng, 1.0 / (p.torch_fan as f64).sqrt()),
         (Role::ForgetBias, Init::Keras) => (0..n).map(|i| if (n / 4..n / 2).contains(&i) { 1.0 } else { 0.0 }).collect(),
         (Role::Bias | Role::ZeroBias | Role::ForgetBias, _) => vec![0.0; n],
-        (Role::Weight, Init::Keras) => uniform(rng, (6.0 / p.fan_in.saturating_add(p.fan_out) as f64).sqrt()),
+        (Role::Weight | Role::Conv, Init::Keras) => uniform(rng, (6.0 / p.fan_in.saturating_add(p.fan_out) as f64).sqrt()),
         (Role::Recurrent, Init::Keras) => orthogonal(p.shape[0], p.shape[1], rng),
         (_, Init::Normal { std }) => (0..n).map(|_| normal(rng) * std).collect(),
         (_, Init::Uniform { bound }) => uniform(rng, bound),

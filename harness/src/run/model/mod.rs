@@ -18,6 +18,7 @@ use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
 mod activation;
 mod attention;
+mod conv;
 mod custom;
 mod dense;
 mod init;
@@ -64,7 +65,7 @@ impl Model {
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
-        let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(n.shape.width(), dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
+        let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(match n.shape { crate::scenario::Shape::Image { channels, .. } => channels, s => s.width() }, dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
         Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params })
     }
 
@@ -204,6 +205,11 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
         Layer::Last => sequence::last(h)?,
+        Layer::Conv1d { stride, padding, .. } => conv::conv1d(h, p(0), p(1), *stride, *padding)?,
+        Layer::Conv2d { stride, padding, .. } => conv::conv2d(h, p(0), p(1), *stride, *padding)?,
+        Layer::Flatten => conv::flatten(h)?,
+        Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
+        Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
         Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
@@ -223,7 +229,7 @@ mod tests {
     #[test]
     fn dropout_masks_come_from_the_step_stream_and_scale_what_they_keep() {
         let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout { p: 0.25 }], init_scale: 1.0 };
-        let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
+        let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::ones((4, 1000), DType::F64, &Device::Cpu).unwrap();
         let out = |step: u64| {
             m.dropout_step(ChaCha8Rng::seed_from_u64(step));

@@ -54,6 +54,12 @@ impl Running {
 /// 0 / 0 = NaN (pytorch/pytorch#1381). Evaluation: the running statistics normalise. Either way
 /// `y = x·α + β` with `α = w / sqrt(var + eps)` and `β = b − mean·α`, in f32 for half dtypes.
 pub(super) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
+    // Images (BatchNorm2d): each channel over the batch and every pixel, as rows of channels.
+    if let [b, c, rows, cols] = *h.dims() {
+        let flat = h.permute((0, 2, 3, 1))?.reshape((b * rows * cols, c))?;
+        let y = batch_norm(&flat, weight, bias, running, eps, momentum, training)?;
+        return Ok(y.reshape((b, rows, cols, c))?.permute((0, 3, 1, 2))?.contiguous()?);
+    }
     let w = crate::run::opmath::widen;
     let (x, g, b) = (w(h)?, w(weight)?, w(bias)?);
     let (mean, var) = if training {

@@ -121,7 +121,7 @@ mod tests {
     fn rnn_matches_hand_computation() {
         // One hidden unit, weights 0.5: h1 = tanh(0.5*1 + 0 + 0) ; h2 = tanh(0.5*2 + 0.5*h1).
         let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn { hidden: 1, init: None }], init_scale: 1.0 };
-        let shape = InShape { features: 1, seq_len: Some(2), vocab: None };
+        let shape = InShape { features: 1, seq_len: Some(2), vocab: None, image: None };
         let m = Model::new(&s, &plan(&s, shape).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::new(&[[[1.0f64], [2.0]]], &Device::Cpu).unwrap();
         let out = m.forward(&x, None).unwrap()[0].flatten_all().unwrap().to_vec1::<f64>().unwrap();
@@ -136,7 +136,7 @@ mod tests {
         let dev = Device::Cpu;
         let gates = if matches!(layer, Layer::Lstm { .. }) { 4 } else { 3 };
         let s = ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0 };
-        let m = Model::new(&s, &plan(&s, InShape { features: 2, seq_len: Some(3), vocab: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
+        let m = Model::new(&s, &plan(&s, InShape { features: 2, seq_len: Some(3), vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         let g = gates * 3;
         let values: [Vec<f64>; 4] = [
             (0..2 * g).map(|k| 0.4 * (1.0 + k as f64).sin()).collect(),

@@ -254,6 +254,10 @@ impl Runner<'_> {
         let to = |t: &Table, dims: Vec<usize>, dtype: DType| -> Result<Tensor> { Ok(Tensor::from_slice(&t.values, dims, &self.dev)?.to_dtype(dtype)?) };
         let n = split.x.rows;
         let x = match (shape.vocab, shape.seq_len) {
+            _ if shape.image.is_some() => {
+                let (c, h, w) = shape.image.unwrap_or_default();
+                to(&split.x, vec![n, c, h, w], self.dtype)?
+            }
             (Some(_), _) => to(&split.x, vec![n, split.x.cols], DType::U32)?,
             (None, Some(seq)) => to(&split.x, vec![n, seq, split.x.cols / seq], self.dtype)?,
             (None, None) => to(&split.x, vec![n, split.x.cols], self.dtype)?,

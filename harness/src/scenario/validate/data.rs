@@ -15,7 +15,7 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         if d.n.unwrap_or(0) == 0 {
             out.push(problem("data.n", "synthetic inputs need `n` ≥ 1 rows"));
         }
-        if d.features.unwrap_or(0) == 0 {
+        if d.features.unwrap_or(0) == 0 && d.image.is_none() {
             out.push(problem("data.features", "synthetic inputs need `features` ≥ 1"));
         }
     }
@@ -25,6 +25,21 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
     finite(out, "data.target_scale", d.target_scale);
     if d.seq_len == Some(0) {
         out.push(problem("data.seq_len", "must be at least 1"));
+    }
+    if let Some(i) = d.image {
+        for (key, v) in [("channels", i.channels), ("height", i.height), ("width", i.width)] {
+            if v == 0 {
+                out.push(problem(format!("data.image.{key}"), "must be at least 1"));
+            }
+        }
+        for (key, set) in [("features", d.features.is_some()), ("seq_len", d.seq_len.is_some())] {
+            if set {
+                out.push(problem(format!("data.{key}"), "images take their shape from `data.image`: remove it"));
+            }
+        }
+        if matches!(d.inputs, InputSpec::Csv { .. } | InputSpec::Tokens { .. }) {
+            out.push(problem("data.image", "images are synthetic or explicit rows of channels × height × width values"));
+        }
     }
     inputs("data.inputs", &d.inputs, d, out);
     match (&d.inputs, &d.targets) {
@@ -78,7 +93,7 @@ fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
             }
         }
         InputSpec::Values { rows } => {
-            let want = d.features.map(|f| f.saturating_mul(d.seq_len.unwrap_or(1))).or(rows.first().map(Vec::len));
+            let want = d.row_width().or(rows.first().map(Vec::len));
             if rows.is_empty() {
                 out.push(problem(key, "needs at least one row"));
             } else if rows[0].is_empty() {

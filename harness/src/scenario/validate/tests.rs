@@ -191,3 +191,18 @@ fn sequence_layers_get_precise_errors_at_their_keys() {
     let e = located(&transformer(ok, "features = 2\ninputs = { kind = \"normal\" }"));
     assert!(e.contains("next_token targets need token inputs"), "{e}");
 }
+
+#[test]
+fn image_layers_get_precise_errors_at_their_keys() {
+    let cnn = |layers: &str| {
+        format!("name = \"t\"\n[data]\nn = 4\nimage = {{ channels = 1, height = 5, width = 5 }}\ninputs = {{ kind = \"normal\" }}\ntargets = {{ kind = \"normal\" }}\n[model]\nlayers = [\n{layers}\n]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nepochs = 1\n")
+    };
+    assert!(crate::scenario::from_str(&cnn("{ type = \"conv2d\", channels = 2, kernel = 3 }, { type = \"flatten\" }, { type = \"linear\", out = 1 },"), "t").is_ok());
+    // Line 9 holds the layers; a kernel longer than the padded image, and a linear layer fed images.
+    let e = located(&cnn("{ type = \"conv2d\", channels = 2, kernel = 7, padding = 0 }, { type = \"flatten\" }, { type = \"linear\", out = 1 },"));
+    assert!(e.contains("t:9:1") && e.contains("`kernel` = 7 must be between 1 and the padded input's 5"), "{e}");
+    let e = located(&cnn("{ type = \"relu\" }, { type = \"linear\", out = 1 },"));
+    assert!(e.contains("t:9:20") && e.contains("model.layers.1") && e.contains("put a flatten layer first"), "{e}");
+    let e = located(&cnn("{ type = \"max_pool2d\", kernel = 0 }, { type = \"flatten\" }, { type = \"linear\", out = 1 },"));
+    assert!(e.contains("`kernel` = 0 must be between 1 and the image's 5 × 5"), "{e}");
+}

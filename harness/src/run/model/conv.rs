@@ -1,0 +1,114 @@
+//! Convolution and image layers: `conv1d` over sequences (the width as
+//! channels, as `torch.nn.Conv1d` sees a transposed sequence), `conv2d` over
+//! images, `flatten`, and `max_pool2d` / `avg_pool2d` whose windows tile the
+//! image (stride = kernel; rows and columns past the last whole window are
+//! dropped first, which is PyTorch's floor mode). Kernels are kept in PyTorch's
+//! layout, `(out, in, k)` and `(out, in, k, k)`.
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+
+/// The positions `start, start + stride, …` (`n` of them), as an index tensor.
+fn taps(start: usize, stride: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    Ok(Tensor::from_vec((0..n).map(|r| (start + r * stride) as u32).collect::<Vec<_>>(), n, dev)?)
+}
+
+/// `(batch, seq, in)` convolved by `k` `(out, in, K)` plus `bias`: `(batch, seq', out)`.
+///
+/// Written as im2col (each kernel tap's positions picked by `index_select`) and one matrix
+/// product, whose backward passes are Candle's well-trodden ones: Candle 0.11's own `conv1d`
+/// backward gives wrong gradients for a batch of more than one (the test below holds
+/// PyTorch's numbers), and its `conv2d` backward assumes square inputs (a 9 × 8 image failed
+/// with a shape mismatch; the confirmation tests train one beside PyTorch).
+pub(super) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, _, c) = h.dims3()?;
+    let (out, _, kernel) = k.dims3()?;
+    let x = h.pad_with_zeros(1, padding, padding)?.contiguous()?;
+    let len = (x.dim(1)? - kernel) / stride + 1;
+    // (batch, len, in, K): for each output position, the K inputs it reads, channel-major as the kernel.
+    let cols = (0..kernel).map(|j| Ok(x.index_select(&taps(j, stride, len, h.device())?, 1)?)).collect::<Result<Vec<_>>>()?;
+    let patches = Tensor::stack(&cols, 3)?.reshape((b * len, c * kernel))?;
+    let y = patches.matmul(&k.reshape((out, c * kernel))?.t()?)?.broadcast_add(bias)?;
+    Ok(y.reshape((b, len, out))?)
+}
+
+/// `(batch, c, h, w)` convolved by `k` `(out, c, K, K)` plus `bias`: `(batch, out, h', w')`, as
+/// im2col and one matrix product (see [`conv1d`]).
+pub(super) fn conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, c, _, _) = h.dims4()?;
+    let (out, _, kernel, _) = k.dims4()?;
+    let x = h.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?.contiguous()?;
+    let (rows, cols) = ((x.dim(2)? - kernel) / stride + 1, (x.dim(3)? - kernel) / stride + 1);
+    let dev = h.device();
+    let mut parts = Vec::with_capacity(kernel * kernel);
+    for i in 0..kernel {
+        let band = x.index_select(&taps(i, stride, rows, dev)?, 2)?;
+        for j in 0..kernel {
+            parts.push(band.index_select(&taps(j, stride, cols, dev)?, 3)?);
+        }
+    }
+    // (batch, c, K·K, rows, cols) → (batch, c·K·K, rows·cols): the kernel's (c, i, j) order.
+    let patches = Tensor::stack(&parts, 2)?.reshape((b, c * kernel * kernel, rows * cols))?;
+    let y = k.reshape((out, c * kernel * kernel))?.broadcast_matmul(&patches)?;
+    Ok(y.broadcast_add(&bias.reshape((1, out, 1))?)?.reshape((b, out, rows, cols))?)
+}
+
+/// Everything after the batch as one vector.
+pub(super) fn flatten(h: &Tensor) -> Result<Tensor> {
+    Ok(h.flatten_from(1)?)
+}
+
+/// Max (or mean) of each `kernel × kernel` window, the image first cut to whole windows.
+///
+/// The max is two reductions over a `(…, rows, k, cols, k)` view, whose backward sends the
+/// gradient to the window's maximum: Candle 0.11's `max_pool2d` backward scales it by
+/// `1/k²` as well (a test below holds a hand-computed window).
+pub(super) fn pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
+    let (b, c, rows, cols) = h.dims4()?;
+    let (r, q) = (rows / kernel, cols / kernel);
+    let whole = h.narrow(2, 0, r * kernel)?.narrow(3, 0, q * kernel)?.contiguous()?;
+    Ok(if max { whole.reshape((b, c, r, kernel, q, kernel))?.max(5)?.max(3)? } else { whole.avg_pool2d(kernel)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// PyTorch 2.15, f64: `x[b][c][l] = sin(15b + 5c + l + 0.1)` `(2, 3, 5)`, kernel
+    /// `k[o][c][j] = 0.5 cos(6o + 2c + j)` `(2, 3, 2)`, `y = F.conv1d(x, k)`, loss `(y ** 2).sum() / 2`;
+    /// `k.grad` and `x.grad` of the second example (Candle's own conv1d gets both wrong).
+    #[test]
+    fn conv1d_gradients_match_pytorch_for_a_batch_of_two() {
+        let dev = Device::Cpu;
+        let x: Vec<f64> = (0..30).map(|i| ((i / 15) as f64 * 15.0 + ((i / 5) % 3) as f64 * 5.0 + (i % 5) as f64 + 0.1).sin()).collect();
+        let k: Vec<f64> = (0..12).map(|i| 0.5 * ((i / 6) as f64 * 6.0 + ((i / 2) % 3) as f64 * 2.0 + (i % 2) as f64).cos()).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(x, (2, 3, 5), &dev).unwrap()).unwrap();
+        let k = Var::from_tensor(&Tensor::from_vec(k, (2, 3, 2), &dev).unwrap()).unwrap();
+        // conv1d takes (batch, seq, width): the PyTorch input transposed, and a zero bias.
+        let h = x.as_tensor().transpose(1, 2).unwrap();
+        let y = super::conv1d(&h, k.as_tensor(), &Tensor::zeros(2, candle_core::DType::F64, &dev).unwrap(), 1, 0).unwrap();
+        let g = (y.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let want_k = [1.08733618372182, 2.751641001203982, -2.157788737716401, 0.3254086296712196, -2.3115023219389608, -2.5670287550817186, 1.6906435436978415, 3.5431585720619316, -2.517184251656359, 0.7500980160212979, -3.118703515774758, -3.1176096869894687];
+        let want_x = [-0.26960447224723505, -0.9643062544488927, -1.1108020768900662, -0.23603159256474945, 0.1036175773791651];
+        for (a, b) in flat(g.get(k.as_tensor()).unwrap()).iter().zip(want_k).chain(flat(g.get(x.as_tensor()).unwrap())[15..20].iter().zip(want_x)) {
+            assert!((a - b).abs() < 1e-13, "{a} vs PyTorch {b}");
+        }
+    }
+
+    #[test]
+    fn max_pool_sends_the_whole_gradient_to_each_window_maximum() {
+        // A 3 × 4 image pooled by 2: the last row is dropped (floor mode); windows
+        // [[1, 5], [2, 0]] and [[3, 4], [7, 6]] have maxima 5 and 7, which get gradient 1.
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::from_vec(vec![1.0f64, 5.0, 3.0, 4.0, 2.0, 0.0, 7.0, 6.0, 9.0, 9.0, 9.0, 9.0], (1, 1, 3, 4), &dev).unwrap()).unwrap();
+        let y = super::pool2d(x.as_tensor(), 2, true).unwrap();
+        assert_eq!(y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), [5.0, 7.0]);
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gx = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(gx, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        let mean = super::pool2d(x.as_tensor(), 2, false).unwrap();
+        assert_eq!(mean.flatten_all().unwrap().to_vec1::<f64>().unwrap(), [2.0, 5.0]);
+    }
+}
