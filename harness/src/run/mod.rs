@@ -25,6 +25,7 @@ mod device;
 mod divergence;
 mod elementwise;
 mod loss;
+pub(crate) mod kernel;
 pub(crate) mod model;
 mod optim;
 mod opmath;

@@ -33,7 +33,18 @@ pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &
 
 /// The masked scores through the softmax. `mask` is `(batch, seq)`, 1 where a key holds data.
 pub(super) fn probs(scores: &Tensor, mask: Option<&Tensor>, causal: bool, fill: MaskFill, softmax: SoftmaxKind) -> Result<Tensor> {
-    let (b, _, s, _) = scores.dims4()?;
+    let (b, heads, s, _) = scores.dims4()?;
+    if scores.device().is_cpu() {
+        // One fused pass each way (`kernel::softmax`), the same function as below.
+        // Padding is at the end of each row (`data.padding`), so a length per example says it all.
+        let lengths = mask.map(|m| -> Result<Vec<usize>> { Ok(m.to_dtype(DType::F64)?.sum(1)?.to_vec1::<f64>()?.into_iter().map(|v| v as usize).collect()) }).transpose()?;
+        let fill = match fill {
+            MaskFill::NegInf => f64::NEG_INFINITY,
+            MaskFill::FiniteMin => lowest(scores.dtype()),
+        };
+        let m = crate::run::kernel::softmax::Mask { heads, causal, lengths, fill, safe: softmax == SoftmaxKind::Safe };
+        return crate::run::kernel::softmax::masked_softmax(scores, m);
+    }
     let dev = scores.device();
     let future = causal.then(|| Tensor::from_vec((0..s * s).map(|k| u8::from(k % s > k / s)).collect::<Vec<u8>>(), (1, 1, s, s), dev)).transpose()?;
     let padded = mask.map(|m| m.eq(0.0)?.reshape((b, 1, 1, s))).transpose()?;

@@ -187,7 +187,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Relu => relu::relu(h)?,
         Layer::Sigmoid => candle_nn::ops::sigmoid(h)?,
         Layer::Tanh => h.tanh()?,
-        Layer::Gelu => h.gelu_erf()?,
+        Layer::Gelu => crate::run::kernel::gelu::gelu(h)?,
         Layer::Softplus => activation::softplus(h)?,
         Layer::Softmax => activation::softmax(h)?,
         Layer::Identity => h.clone(),

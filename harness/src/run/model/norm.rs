@@ -8,6 +8,9 @@ use crate::error::Result;
 
 /// `(h − mean) / sqrt(var + eps) · gain + shift` over the last dimension.
 pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
+    if crate::run::kernel::layer_norm::fits(h) {
+        return crate::run::kernel::layer_norm::layer_norm(h, gain, shift, eps);
+    }
     // PyTorch's kernel computes an f16 or bf16 layer norm in f32 and rounds once.
     let w = crate::run::opmath::widen;
     let (x, g, b) = (w(h)?, w(gain)?, w(shift)?);

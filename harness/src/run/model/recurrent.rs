@@ -7,7 +7,7 @@
 
 use candle_core::{Tensor, D};
 
-use super::dense::add_bias;
+use crate::run::kernel::bias::bias_add;
 use crate::error::Result;
 use crate::scenario::RnnActivation;
 
@@ -33,7 +33,7 @@ fn act(a: RnnActivation, t: &Tensor) -> Result<Tensor> {
 fn input_gates(x: &Tensor, w_ih: &Tensor, b_ih: &Tensor) -> Result<Tensor> {
     let (b, seq, f) = x.dims3()?;
     let flat = x.reshape((b * seq, f))?;
-    Ok((flat.matmul(w_ih)? + add_bias(&flat, b_ih)?)?.reshape((b, seq, w_ih.dims()[1]))?)
+    Ok(bias_add(&flat.matmul(w_ih)?, b_ih)?.reshape((b, seq, w_ih.dims()[1]))?)
 }
 
 /// The recurrent gates `h W_hh + b_hh`, with the dropout mask on `h`.
@@ -42,7 +42,7 @@ fn hidden_gates(h: &Tensor, w_hh: &Tensor, b_hh: &Tensor, dropout: Option<&Tenso
         Some(m) => h.mul(m)?,
         None => h.clone(),
     };
-    Ok((h.matmul(w_hh)? + add_bias(&h, b_hh)?)?)
+    bias_add(&h.matmul(w_hh)?, b_hh)
 }
 
 /// The last state, or every state as `(batch, seq, H)`.
@@ -98,7 +98,7 @@ pub(super) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh:
     let (b, seq, f) = x.dims3()?;
     // The input projection of every time step at once.
     let flat = x.reshape((b * seq, f))?;
-    let xw = ((flat.matmul(w_ih)? + add_bias(&flat, b_ih)?)? + add_bias(&flat, b_hh)?)?;
+    let xw = bias_add(&bias_add(&flat.matmul(w_ih)?, b_ih)?, b_hh)?;
     let xw = xw.reshape((b, seq, hidden))?;
     let mut h = xw.narrow(1, 0, 1)?.squeeze(1)?.tanh()?;
     for t in 1..seq {

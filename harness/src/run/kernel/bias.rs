@@ -1,0 +1,101 @@
+//! A bias added to every row, `h + b`, in one pass each way: the backward
+//! passes the gradient through and sums it over the rows for the bias.
+//! Candle's broadcast add sums with a strided reduction, slow enough that the
+//! dense layers once added the bias as the product `ones(rows, 1) · b` instead;
+//! this is one loop, and the same bits forward.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use super::{avx2, contiguous, Real};
+use crate::error::Result;
+
+/// `h + b` with `h` `(…, out)` and `b` `(out)`.
+pub(crate) fn bias_add(h: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !h.device().is_cpu() || !matches!(h.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+        return Ok(h.broadcast_add(b)?);
+    }
+    Ok(h.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)?)
+}
+
+#[inline(always)]
+fn forward<T: Real>(h: &[T], b: &[T]) -> Vec<T> {
+    let mut out = h.to_vec();
+    for row in out.chunks_exact_mut(b.len()) {
+        for j in 0..b.len() {
+            row[j] += b[j];
+        }
+    }
+    out
+}
+
+/// Column sums of `g` (rows of `n`), row after row.
+#[inline(always)]
+fn column_sums<T: Real>(g: &[T], n: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); n];
+    for row in g.chunks_exact(n) {
+        for j in 0..n {
+            out[j] += row[j];
+        }
+    }
+    out
+}
+
+avx2! {
+    fn forward32(h: &[f32], b: &[f32]) -> Vec<f32> {
+        forward(h, b)
+    }
+}
+
+avx2! {
+    fn column_sums32(g: &[f32], n: usize) -> Vec<f32> {
+        column_sums(g, n)
+    }
+}
+
+struct BiasAdd;
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "bias-add"
+    }
+
+    fn cpu_fwd(&self, h: &CpuStorage, hl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match (h, b) {
+            (CpuStorage::F32(h), CpuStorage::F32(b)) => CpuStorage::F32(forward32(contiguous(h, hl, "bias")?, contiguous(b, bl, "bias")?)),
+            (CpuStorage::F64(h), CpuStorage::F64(b)) => CpuStorage::F64(forward(contiguous(h, hl, "bias")?, contiguous(b, bl, "bias")?)),
+            _ => candle_core::bail!("bias: unsupported or mixed dtypes"),
+        };
+        Ok((out, hl.shape().clone()))
+    }
+
+    fn bwd(&self, _h: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let n = b.elem_count();
+        let (s, l) = g.storage_and_layout();
+        let sums = match &*s {
+            candle_core::Storage::Cpu(CpuStorage::F32(v)) => Tensor::from_vec(column_sums32(contiguous(v, l, "bias backward")?, n), n, b.device())?,
+            candle_core::Storage::Cpu(CpuStorage::F64(v)) => Tensor::from_vec(column_sums(contiguous(v, l, "bias backward")?, n), n, b.device())?,
+            _ => candle_core::bail!("bias backward: unsupported dtype"),
+        };
+        drop(s);
+        Ok((Some(g), Some(sums)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    #[test]
+    fn bias_add_and_its_gradients_by_hand() {
+        // [[1, 2], [3, 4]] + [10, 20]; with upstream gradient [[1, 2], [3, 4]] the bias gets the column sums [4, 6].
+        let h = Var::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let b = Var::new(&[10.0f32, 20.0], &Device::Cpu).unwrap();
+        let y = super::bias_add(h.as_tensor(), b.as_tensor()).unwrap();
+        assert_eq!(y.to_vec2::<f32>().unwrap(), [[11.0, 22.0], [13.0, 24.0]]);
+        let up = Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap();
+        let g = (y * up).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), [4.0, 6.0]);
+        assert_eq!(g.get(h.as_tensor()).unwrap().to_vec2::<f32>().unwrap(), [[1.0, 2.0], [3.0, 4.0]]);
+    }
+}

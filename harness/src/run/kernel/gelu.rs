@@ -1,0 +1,119 @@
+//! GELU (erf form) in one pass each way: `y = x·Φ(x)` with `Φ(x) = ½(1 + erf(x/√2))`,
+//! and `dy/dx = Φ(x) + x·φ(x)` with `φ(x) = exp(−x²/2)/√(2π)`, as PyTorch's
+//! `GeluKernelImpl` and `GeluBackwardKernelImpl` compute them.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+
+use super::{avx2, contiguous, erf_f32, exp_f32};
+use crate::error::Result;
+
+const SQRT1_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+/// `1/√(2π)`, PyTorch's `kBeta = M_2_SQRTPI · M_SQRT1_2 · 0.5`.
+const BETA: f64 = std::f64::consts::FRAC_2_SQRT_PI * SQRT1_2 * 0.5;
+
+/// GELU of `h`: fused on the CPU (f16 and bf16 in f32), Candle's `gelu_erf` elsewhere.
+pub(crate) fn gelu(h: &Tensor) -> Result<Tensor> {
+    if !h.device().is_cpu() {
+        return Ok(h.gelu_erf()?);
+    }
+    crate::run::opmath::in_f32(h, |h| Ok(h.contiguous()?.apply_op1(Gelu)?))
+}
+
+#[inline(always)]
+fn cdf32(x: f32) -> f32 {
+    0.5 * (1.0 + erf_f32(x * SQRT1_2 as f32))
+}
+
+#[inline(always)]
+fn cdf64(x: f64) -> f64 {
+    0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x * SQRT1_2))
+}
+
+avx2! {
+    /// `x·Φ(x)` for every value.
+    fn forward32(x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len()];
+        for i in 0..x.len() {
+            out[i] = x[i] * cdf32(x[i]);
+        }
+        out
+    }
+}
+
+avx2! {
+    /// `g·(Φ(x) + x·φ(x))` for every value.
+    fn backward32(x: &[f32], g: &[f32]) -> Vec<f32> {
+        let beta = BETA as f32;
+        let mut out = vec![0.0f32; x.len()];
+        for i in 0..x.len().min(g.len()) {
+            let v = x[i];
+            out[i] = g[i] * v.mul_add(beta * exp_f32(v * v * -0.5), cdf32(v));
+        }
+        out
+    }
+}
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(forward32(contiguous(v, l, "gelu")?)),
+            CpuStorage::F64(v) => CpuStorage::F64(contiguous(v, l, "gelu")?.iter().map(|&x| x * cdf64(x)).collect()),
+            _ => candle_core::bail!("gelu: unsupported dtype"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?))
+    }
+}
+
+/// `g · (Φ(x) + x·φ(x))` from the forward's input and the upstream gradient.
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "gelu-backward"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match (x, g) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(backward32(contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?)),
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                let (x, g) = (contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?);
+                CpuStorage::F64(x.iter().zip(g).map(|(&x, &g)| g * (cdf64(x) + x * BETA * (x * x * -0.5).exp())).collect())
+            }
+            _ => candle_core::bail!("gelu backward: unsupported or mixed dtypes"),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// PyTorch 2.15: `F.gelu(x)` and its gradient for x = [-3, -0.5, 0, 0.7, 2.5] (f64 and f32).
+    #[test]
+    fn gelu_and_its_gradient_match_pytorch() {
+        let want_y = [-0.00404969409489031, -0.15426876936299344, 0.0, 0.5306254434438489, 2.4844758366855597];
+        let want_g = [-0.01194564720418392, 0.13250487534383712, 0.5, 0.9766141011336599, 1.037611085908145];
+        for f64_ in [true, false] {
+            let x = Tensor::new(&[-3.0f64, -0.5, 0.0, 0.7, 2.5], &Device::Cpu).unwrap();
+            let x = Var::from_tensor(&if f64_ { x } else { x.to_dtype(candle_core::DType::F32).unwrap() }).unwrap();
+            let y = super::gelu(x.as_tensor()).unwrap();
+            let g = y.sum_all().unwrap().backward().unwrap();
+            let to = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            let tol = if f64_ { 1e-15 } else { 3e-7 };
+            for (a, b) in to(&y).iter().zip(want_y).chain(to(g.get(x.as_tensor()).unwrap()).iter().zip(want_g)) {
+                assert!((a - b).abs() <= tol * b.abs().max(1.0), "{a} vs PyTorch {b} (f64: {f64_})");
+            }
+        }
+    }
+}

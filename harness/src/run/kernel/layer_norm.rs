@@ -1,0 +1,163 @@
+//! Layer norm over the last dimension in one pass each way, as PyTorch's CPU
+//! kernels compute it: forward `y = (x·rstd − rstd·mean)·γ + β` with the
+//! biased variance; backward (`LayerNormBackwardKernelImplInternal`)
+//! `dx = rstd·g·γ + b·x + c` with `b = (Σgγ·mean − Σgγx)·rstd³/D` and
+//! `c = −b·mean − Σgγ·rstd/D`, and `dγ = Σ g·x̂`, `dβ = Σ g` over the rows.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::{avx2, contiguous, Real};
+use crate::error::Result;
+
+/// Layer norm of `h` with gain `w` and shift `b`: fused on the CPU (f16 and bf16 in f32).
+pub(crate) fn layer_norm(h: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let wide = crate::run::opmath::widen;
+    let (x, g, s) = (wide(h)?.contiguous()?, wide(w)?.contiguous()?, wide(b)?.contiguous()?);
+    Ok(x.apply_op3(&g, &s, LayerNorm { eps })?.to_dtype(h.dtype())?)
+}
+
+/// Whether the fused kernel can run: CPU tensors.
+pub(crate) fn fits(h: &Tensor) -> bool {
+    h.device().is_cpu()
+}
+
+/// Each row's mean and `1/sqrt(var + eps)`.
+#[inline(always)]
+fn moments<T: Real>(row: &[T], eps: T) -> (T, T) {
+    let n = T::from_f64(row.len() as f64);
+    let mut sum = T::zero();
+    for &x in row {
+        sum += x;
+    }
+    let mean = sum / n;
+    let mut var = T::zero();
+    for &x in row {
+        var += (x - mean) * (x - mean);
+    }
+    (mean, T::one() / (var / n + eps).sqrt())
+}
+
+#[inline(always)]
+fn forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut out = vec![T::zero(); x.len()];
+    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let (mean, rstd) = moments(row, T::from_f64(eps));
+        let shift = T::zero() - rstd * mean;
+        for j in 0..d {
+            o[j] = (row[j] * rstd + shift) * w[j] + b[j];
+        }
+    }
+    out
+}
+
+/// `(dx, dγ, dβ)` from the input, the parameters and the upstream gradient.
+#[inline(always)]
+fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let d = w.len();
+    let n = T::from_f64(d as f64);
+    let (mut dx, mut dw, mut db) = (vec![T::zero(); x.len()], vec![T::zero(); d], vec![T::zero(); d]);
+    for ((row, gr), o) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+        let (mean, rstd) = moments(row, T::from_f64(eps));
+        let (mut ds, mut dsum) = (T::zero(), T::zero());
+        for j in 0..d {
+            ds += gr[j] * w[j] * row[j];
+            dsum += gr[j] * w[j];
+        }
+        let bb = (dsum * mean - ds) * rstd * rstd * rstd / n;
+        let c = T::zero() - bb * mean - dsum * rstd / n;
+        for j in 0..d {
+            o[j] = rstd * gr[j] * w[j] + bb * row[j] + c;
+            dw[j] += gr[j] * (row[j] - mean) * rstd;
+            db[j] += gr[j];
+        }
+    }
+    (dx, dw, db)
+}
+
+avx2! {
+    fn forward32(x: &[f32], w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
+        forward(x, w, b, eps)
+    }
+}
+
+avx2! {
+    fn backward32(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        backward(x, w, g, eps)
+    }
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = "layer norm";
+        let out = match (x, w, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let (x, w, b) = (contiguous(x, xl, op)?, contiguous(w, wl, op)?, contiguous(b, bl, op)?);
+                CpuStorage::F32(forward32(x, w, b, self.eps))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(contiguous(x, xl, op)?, contiguous(w, wl, op)?, contiguous(b, bl, op)?, self.eps)),
+            _ => candle_core::bail!("layer norm: unsupported or mixed dtypes"),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (g, dev) = (grad.contiguous()?, x.device());
+        let (shape, d) = (x.shape().clone(), w.elem_count());
+        let op = "layer norm backward";
+        let (x_s, x_l) = x.storage_and_layout();
+        let (w_s, w_l) = w.storage_and_layout();
+        let (g_s, g_l) = g.storage_and_layout();
+        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) = (&*x_s, &*w_s, &*g_s) else { candle_core::bail!("{op}: CPU tensors only") };
+        let (dx, dw, db) = match (xs, ws, gs) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => {
+                let (x, w, g) = (contiguous(x, x_l, op)?, contiguous(w, w_l, op)?, contiguous(g, g_l, op)?);
+                let (a, b, c) = backward32(x, w, g, self.eps);
+                (Tensor::from_vec(a, &shape, dev)?, Tensor::from_vec(b, d, dev)?, Tensor::from_vec(c, d, dev)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => {
+                let (a, b, c) = backward(contiguous(x, x_l, op)?, contiguous(w, w_l, op)?, contiguous(g, g_l, op)?, self.eps);
+                (Tensor::from_vec(a, &shape, dev)?, Tensor::from_vec(b, d, dev)?, Tensor::from_vec(c, d, dev)?)
+            }
+            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
+        };
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// PyTorch 2.15, f64: `F.layer_norm(x, (3,), w, b, 1e-5)` with x = [[1, 2, 4], [-1, 0.5, 3]],
+    /// w = [0.5, -1, 2], b = [0.1, 0.2, 0.3], loss `(y * c).sum()` with c = [[1, 2, 3], [-1, 0.5, 2]].
+    #[test]
+    fn layer_norm_and_its_gradients_match_pytorch() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[1.0f64, 2.0, 4.0], [-1.0, 0.5, 3.0]], &dev).unwrap();
+        let w = Var::new(&[0.5f64, -1.0, 2.0], &dev).unwrap();
+        let b = Var::new(&[0.1f64, 0.2, 0.3], &dev).unwrap();
+        let c = Tensor::new(&[[1.0f64, 2.0, 3.0], [-1.0, 0.5, 2.0]], &dev).unwrap();
+        let y = super::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+        let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let got = [flat(&y), flat(g.get(x.as_tensor()).unwrap()), flat(g.get(w.as_tensor()).unwrap()), flat(g.get(b.as_tensor()).unwrap())].concat();
+        for (i, (a, b)) in got.iter().zip(WANT).enumerate() {
+            assert!((a - b).abs() < 1e-13, "[{i}] {a} vs PyTorch {b}");
+        }
+    }
+
+    /// `y`, `x.grad`, `w.grad`, `b.grad`, flattened.
+    const WANT: [f64; 18] = [
+        -0.43452076572514886, 0.46726038286257454, 2.9726038286257435, -0.4555828790463038, 0.4020301378350195, 2.9263917918552544, 1.4890074065936316, -2.2335368812616925, 0.7445294746680617, 0.41745536060039123,
+        -0.6679372601015918, 0.25048189950120037, 0.04212422664230964, -0.635535834642659, 6.63529753479387, 0.0, 2.5, 5.0,
+    ];
+}

@@ -1,0 +1,203 @@
+//! Fused CPU kernels for the layers that dominate a transformer's step: GELU,
+//! layer norm and attention's masked softmax, each one pass forward and one
+//! backward (Candle composes each from five to fifteen ops, and its backward
+//! materialises a gradient for every one: the tiny GPT spent most of its step
+//! there). Other devices keep the composed forms.
+//!
+//! f32 uses the vectorisable `exp` and `erf` below (PyTorch's CPU kernels use
+//! vectorised approximations too: Sleef's `expf` and, for GELU, the
+//! Abramowitz–Stegun erf with its constants); f64 uses the exact functions; f16
+//! and bf16 are computed in f32 and rounded once, as PyTorch's opmath does. The
+//! loops are sequential, so results do not depend on thread count, and the
+//! AVX2 copies compute the same operations (`mul_add` is a fused multiply-add
+//! on both paths), so they do not depend on the CPU either.
+
+use candle_core::Layout;
+
+pub(crate) mod bias;
+pub(crate) mod gelu;
+pub(crate) mod layer_norm;
+pub(crate) mod softmax;
+
+/// The float types the kernels run in, with the functions they need: f32 with the fast
+/// vectorisable `exp`, f64 with the exact one.
+pub(crate) trait Real: candle_core::WithDType {
+    /// Square root.
+    fn sqrt(self) -> Self;
+    /// `eˣ`.
+    fn exp(self) -> Self;
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp_f32(self)
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+
+    #[inline(always)]
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+}
+
+/// The contiguous part of a storage slice a layout covers, or an error naming `op`.
+pub(crate) fn contiguous<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// `exp(x)` in f32 (Cephes' `expf`: range reduction by ln 2 in two parts and a degree-5
+/// polynomial, under 2 ulp), branch-free so it vectorises; exact 0 below −104, +∞ above 88.73,
+/// NaN through.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    let c = x.clamp(-104.0, 89.0);
+    let n = (c * LOG2E).round_ties_even();
+    let r = n.mul_add(-0.693_359_4, c);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut y = 1.987_569_1e-4f32;
+    y = y.mul_add(r, 1.398_199_9e-3);
+    y = y.mul_add(r, 8.333_452e-3);
+    y = y.mul_add(r, 4.166_579_6e-2);
+    y = y.mul_add(r, 1.666_666_5e-1);
+    y = y.mul_add(r, 0.5); // Cephes: 5.0000001201e-1, which is 0.5 in f32
+    let y = y.mul_add(r * r, r) + 1.0;
+    // 2ⁿ in two exact halves, so results down to the subnormals are reached. n is within
+    // [−151, 129] (a NaN input takes 0 here, and stays NaN through y).
+    // SAFETY: finite and in i32's range, so the conversion is exact.
+    let n: i32 = unsafe { (if n.is_nan() { 0.0 } else { n }).to_int_unchecked() };
+    let half = n >> 1;
+    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    let v = y * pow(half) * pow(n - half);
+    if x < -104.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// `erf(x)` in f32 as PyTorch's vectorised kernels compute it (Abramowitz–Stegun 7.1.26:
+/// `1 − (a₁t + … + a₅t⁵)·exp(−x²)` with `t = 1/(1 + p|x|)`, error under 1.5e-7).
+#[inline(always)]
+pub(crate) fn erf_f32(x: f32) -> f32 {
+    let t = 1.0 / 0.327_591_1f32.mul_add(x.abs(), 1.0);
+    let r = 1.061_405_4f32.mul_add(t, -1.453_152).mul_add(t, 1.421_413_8).mul_add(t, -0.284_496_74).mul_add(t, 0.254_829_6);
+    let e = exp_f32(-(x * x));
+    (-e * t).mul_add(r, 1.0).copysign(x)
+}
+
+/// `Σ v` in eight interleaved partial sums, added in a fixed order (so it vectorises and is
+/// the same on every run).
+#[inline(always)]
+pub(crate) fn sum<T: Real>(v: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l];
+        }
+    }
+    let mut s = acc.iter().fold(T::zero(), |a, &b| a + b);
+    for &x in rest {
+        s += x;
+    }
+    s
+}
+
+/// `Σ aᵢbᵢ` as [`sum`] adds.
+#[inline(always)]
+pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n = a.len().min(b.len()) / 8 * 8;
+    for (ca, cb) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let mut s = acc.iter().fold(T::zero(), |x, &y| x + y);
+    for i in n..a.len().min(b.len()) {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+/// Whether the CPU has AVX2 and FMA (checked once; the answer is cached by std).
+#[inline]
+pub(crate) fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `fn $name(args) -> ret { body }` that runs `body` compiled with AVX2 and FMA when
+/// the CPU has them (the compiler vectorises its loops; `body` calls `#[inline(always)]`
+/// functions so they are compiled with the features too), and as it is otherwise. Both
+/// compute the same operations in the same order, so the results are the same bits.
+macro_rules! avx2 {
+    ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
+        $(#[$m])*
+        fn $name($($a: $t),*) -> $r {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($a: $t),*) -> $r $body
+                if $crate::run::kernel::has_avx2() {
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    return unsafe { fast($($a),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use avx2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_are_close_to_the_exact_functions_over_their_range() {
+        let mut worst = (0.0f64, 0.0f64);
+        for i in -20_000..=20_000 {
+            let x = i as f32 * 0.0044;
+            let e = f64::from(exp_f32(x));
+            let want = f64::from(x).exp();
+            worst.0 = worst.0.max(((e - want) / want).abs());
+            let r = f64::from(erf_f32(x)) - candle_core::cpu::erf::erf_f64(f64::from(x));
+            worst.1 = worst.1.max(r.abs());
+        }
+        // Two f32 ulps (2.4e-7 relative) for exp. For erf, A&S's 1.5e-7 plus f32 rounding of the
+        // polynomial and of exp: 4.1e-7 measured, as PyTorch's vectorised erf computes it too.
+        assert!(worst.0 < 2.4e-7 && worst.1 < 5e-7, "{worst:?}");
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-200.0), 0.0);
+        assert_eq!(exp_f32(100.0), f32::INFINITY);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert!(exp_f32(-100.0) > 0.0 && exp_f32(-100.0) < 1e-43, "subnormal results are reached");
+        assert_eq!(erf_f32(0.0), 0.0);
+        assert_eq!(erf_f32(10.0), 1.0);
+        assert_eq!(erf_f32(-10.0), -1.0);
+    }
+}

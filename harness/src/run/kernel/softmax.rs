@@ -1,0 +1,141 @@
+//! Attention's masked softmax in one pass each way: scores at masked keys
+//! (after the query with `causal`, past the row's length with padding) are
+//! replaced by the fill, then softmax over each row, as `masked_fill` then
+//! `torch.softmax` (or `torch._safe_softmax`, whose fully masked rows are 0).
+//! The backward is softmax's, `p·(g − Σ g·p)`, with 0 at masked keys, which is
+//! what `masked_fill`'s backward gives them.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+
+use super::{avx2, contiguous, Real};
+use crate::error::Result;
+
+/// What masks a row of scores and how the softmax treats a fully masked one.
+#[derive(Debug, Clone)]
+pub(crate) struct Mask {
+    /// Heads per example.
+    pub heads: usize,
+    /// Keys after the query are masked.
+    pub causal: bool,
+    /// Each example's length: keys at and past it are padding (padding is always at the end).
+    pub lengths: Option<Vec<usize>>,
+    /// The value masked scores take (`-inf` or the dtype's lowest).
+    pub fill: f64,
+    /// `torch._safe_softmax`: a row that is all `-inf` gives zeros.
+    pub safe: bool,
+}
+
+impl Mask {
+    /// The keys query `i` of example `b` sees are `0..limit`: causality and padding both mask
+    /// a tail of the row.
+    #[inline(always)]
+    fn limit(&self, b: usize, seq: usize, i: usize) -> usize {
+        let causal = if self.causal { i + 1 } else { seq };
+        self.lengths.as_ref().map_or(causal, |l| causal.min(l[b]))
+    }
+}
+
+/// The masked softmax of `scores` `(batch, heads, seq, seq)` (f16 and bf16 in f32).
+pub(crate) fn masked_softmax(scores: &Tensor, mask: Mask) -> Result<Tensor> {
+    crate::run::opmath::in_f32(scores, |s| Ok(s.contiguous()?.apply_op1(Softmax(mask))?))
+}
+
+/// Softmax of each row of `x` (rows of `seq` scores) under the mask.
+#[inline(always)]
+fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
+    let fill = T::from_f64(m.fill);
+    let mut out = vec![T::zero(); x.len()];
+    for (r, (row, o)) in x.chunks_exact(seq).zip(out.chunks_exact_mut(seq)).enumerate() {
+        let limit = m.limit(r / (m.heads * seq), seq, r % seq);
+        o[..limit].copy_from_slice(&row[..limit]);
+        o[limit..].iter_mut().for_each(|v| *v = fill);
+        let mut max = T::from_f64(f64::NEG_INFINITY);
+        for &v in o.iter() {
+            max = if v > max { v } else { max };
+        }
+        if m.safe && max.to_f64() == f64::NEG_INFINITY {
+            o.iter_mut().for_each(|v| *v = T::zero());
+            continue;
+        }
+        // A plain row of all -inf: -inf − (-inf) is NaN, as torch.softmax gives.
+        for v in o.iter_mut() {
+            *v = (*v - max).exp();
+        }
+        let sum = super::sum(o);
+        for v in o.iter_mut() {
+            *v /= sum;
+        }
+    }
+    out
+}
+
+/// `p·(g − Σ g·p)` per row, 0 at masked keys.
+#[inline(always)]
+fn backward<T: Real>(p: &[T], g: &[T], seq: usize, m: &Mask) -> Vec<T> {
+    let mut out = vec![T::zero(); p.len()];
+    for (r, ((pr, gr), o)) in p.chunks_exact(seq).zip(g.chunks_exact(seq)).zip(out.chunks_exact_mut(seq)).enumerate() {
+        let limit = m.limit(r / (m.heads * seq), seq, r % seq);
+        let dot = super::dot(pr, gr);
+        for j in 0..limit {
+            o[j] = pr[j] * (gr[j] - dot);
+        }
+    }
+    out
+}
+
+avx2! {
+    fn forward32(x: &[f32], seq: usize, m: &Mask) -> Vec<f32> {
+        forward(x, seq, m)
+    }
+}
+
+avx2! {
+    fn backward32(p: &[f32], g: &[f32], seq: usize, m: &Mask) -> Vec<f32> {
+        backward(p, g, seq, m)
+    }
+}
+
+struct Softmax(Mask);
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let seq = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        let out = match s {
+            CpuStorage::F32(v) => {
+                CpuStorage::F32(forward32(contiguous(v, l, "softmax")?, seq, &self.0))
+            }
+            CpuStorage::F64(v) => CpuStorage::F64(forward(contiguous(v, l, "softmax")?, seq, &self.0)),
+            _ => candle_core::bail!("softmax: unsupported dtype"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward(self.0.clone()))?))
+    }
+}
+
+struct SoftmaxBackward(Mask);
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "masked-softmax-backward"
+    }
+
+    fn cpu_fwd(&self, p: &CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let seq = pl.shape().dims().last().copied().unwrap_or(1).max(1);
+        let op = "softmax backward";
+        let out = match (p, g) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
+                CpuStorage::F32(backward32(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0))
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0)),
+            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
+        };
+        Ok((out, pl.shape().clone()))
+    }
+}
