@@ -108,3 +108,22 @@ fn a_finite_run_warns_of_low_headroom_and_subnormal_gradients() {
         assert!(run(&s).warnings.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn the_model_vocabulary_reports_are_diagnosed_and_the_tiny_gpt_flips_where_the_hunt_found_it() {
+    let real = |name: &str| common::repo().join("scenarios/real").join(format!("{name}.toml"));
+    // pytorch#41508: the fourth row has length 0, so each of its queries sees no key.
+    check(&diagnose(&real("pt41508_attention_fully_masked_row")), Rule::FullyMaskedRow, "layers.0.attention.probs", &["of row 3", "exp(−inf − (−inf)) = NaN", "softmax = \"safe\""]);
+    // keras#13221: recurrent dropout 0.2 scales the kept units by 1/0.8 = 1.25.
+    check(&diagnose(&real("keras13221_lstm_relu_recurrent_dropout")), Rule::Overflow, "layers.1.lstm", &["relu cell's state is unbounded", "1/(1 − 0.2) = 1.25"]);
+    // The tiny GPT is finite as written; padding up to the whole sequence (max_fraction = 1, what
+    // a 60 s hunt found) pads some row fully, and its causal attention's first probabilities go NaN.
+    let base = nanhunt::load(&real("tiny_gpt")).unwrap();
+    let mut s = base.clone();
+    s.data.padding = Some(nanhunt::scenario::PaddingSpec { max_fraction: Some(1.0), lengths: vec![] });
+    let o = run(&s);
+    let f = o.first_nonfinite.as_ref().expect("padding every position of some row flips it");
+    assert_eq!((f.phase, f.tensor.as_str()), (nanhunt::Phase::Forward, "layers.2.residual.layers.1.attention.probs.output"));
+    assert_eq!(run(&base).outcome, Status::Finite);
+    assert_eq!(o.cause.unwrap().rule, Rule::FullyMaskedRow);
+}
