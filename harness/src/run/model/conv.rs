@@ -97,6 +97,34 @@ mod tests {
         }
     }
 
+    /// PyTorch 2.15, f64: `x[b][c][i][j] = sin(31b + 12c + 4i + j + 0.2)` `(2, 2, 3, 4)` (not
+    /// square), `k[o][c][i][j] = 0.3 cos(18o + 9c + 3i + j)` `(2, 2, 3, 3)`, bias [0.1, -0.2],
+    /// `F.conv2d(x, k, bias, stride=2, padding=1)`, loss `(y ** 2).sum() / 2`.
+    #[test]
+    fn conv2d_and_its_gradients_match_pytorch_on_a_non_square_image() {
+        let dev = Device::Cpu;
+        let x: Vec<f64> = (0..48).map(|n| ((n / 24) as f64 * 31.0 + ((n / 12) % 2) as f64 * 12.0 + ((n / 4) % 3) as f64 * 4.0 + (n % 4) as f64 + 0.2).sin()).collect();
+        let k: Vec<f64> = (0..36).map(|n| 0.3 * ((n / 18) as f64 * 18.0 + ((n / 9) % 2) as f64 * 9.0 + ((n / 3) % 3) as f64 * 3.0 + (n % 3) as f64).cos()).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(x, (2, 2, 3, 4), &dev).unwrap()).unwrap();
+        let k = Var::from_tensor(&Tensor::from_vec(k, (2, 2, 3, 3), &dev).unwrap()).unwrap();
+        let b = Var::new(&[0.1f64, -0.2], &dev).unwrap();
+        let y = super::conv2d(x.as_tensor(), k.as_tensor(), b.as_tensor(), 2, 1).unwrap();
+        assert_eq!(y.dims(), [2, 2, 2, 2]);
+        let g = (y.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let checks = [
+            (flat(&y)[..4].to_vec(), vec![0.1265797798004082, 0.16592558111284367, 0.31593598863441325, 0.22055135090829586]),
+            (flat(g.get(k.as_tensor()).unwrap())[..6].to_vec(), vec![-0.3898812633582805, -0.5418253875023826, -0.26743687063230126, 0.3998536077522958, 0.5956286854499377, -0.01977716646482483]),
+            (flat(g.get(x.as_tensor()).unwrap())[24..30].to_vec(), vec![0.14629676627012791, 0.07012136390008221, 0.017028106818349525, 0.03032635804844085, -0.16794072906896917, -0.09329434490456137]),
+            (flat(g.get(b.as_tensor()).unwrap()), vec![1.4161407920231353, -1.5083956737518525]),
+        ];
+        for (got, want) in checks {
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-13, "{a} vs PyTorch {b}");
+            }
+        }
+    }
+
     #[test]
     fn max_pool_sends_the_whole_gradient_to_each_window_maximum() {
         // A 3 × 4 image pooled by 2: the last row is dropped (floor mode); windows

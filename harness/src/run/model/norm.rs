@@ -98,6 +98,23 @@ mod tests {
     }
 
     #[test]
+    fn batch_norm_on_images_normalises_each_channel_over_batch_and_pixels() {
+        // (2, 2, 1, 2) images; channel 0 holds 1, 3, 5, 7: mean 4, biased variance 5, unbiased 20/3;
+        // channel 1 holds 0, 0, 2, 2: mean 1, variance 1, unbiased 4/3 (as nn.BatchNorm2d).
+        let d = Device::Cpu;
+        let x = Tensor::new(&[[[[1.0f64, 3.0]], [[0.0, 0.0]]], [[[5.0, 7.0]], [[2.0, 2.0]]]], &d).unwrap();
+        let (w, b) = (Tensor::new(&[1.0f64, 2.0], &d).unwrap(), Tensor::new(&[0.0f64, 1.0], &d).unwrap());
+        let mut r = Running::new(2, candle_core::DType::F64, &d).unwrap();
+        let y = batch_norm(&x, &w, &b, &mut r, 0.0, 0.1, true).unwrap();
+        let got = y.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let s5 = 5f64.sqrt();
+        let want = [-3.0 / s5, -1.0 / s5, -1.0, -1.0, 1.0 / s5, 3.0 / s5, 3.0, 3.0];
+        assert!(got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-14), "{got:?}");
+        let var = r.var.to_vec1::<f64>().unwrap();
+        assert!((var[0] - (0.9 + 0.1 * 20.0 / 3.0)).abs() < 1e-14 && (var[1] - (0.9 + 0.1 * 4.0 / 3.0)).abs() < 1e-14, "{var:?}");
+    }
+
+    #[test]
     fn batch_norm_as_pytorch_computes_it() {
         // PyTorch 2.15, f64: x = [[1, -2], [3, 0.5], [-1, 4]], w = [1.5, 0.5], b = [0.1, -0.2],
         // running 0 and 1; y = torch.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, False);
