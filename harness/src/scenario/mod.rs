@@ -19,6 +19,7 @@ mod load;
 mod memory;
 mod model;
 mod search;
+mod plan;
 mod shape;
 mod training;
 mod validate;
@@ -32,7 +33,8 @@ pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
 pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
 pub use search::SearchSpec;
-pub use shape::{held_out, input_shape, plan, rows, target_width, InShape, Node, ParamSpec, Part, Plan, PlanError, Role, Shape};
+pub use plan::{plan, Node, ParamSpec, Part, Plan, PlanError, Role};
+pub use shape::{held_out, input_shape, rows, target_width, InShape, Shape};
 pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 
