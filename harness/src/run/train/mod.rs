@@ -253,14 +253,11 @@ impl Runner<'_> {
     fn tensors(&self, split: &Split, shape: InShape, out: Shape) -> Result<Batch> {
         let to = |t: &Table, dims: Vec<usize>, dtype: DType| -> Result<Tensor> { Ok(Tensor::from_slice(&t.values, dims, &self.dev)?.to_dtype(dtype)?) };
         let n = split.x.rows;
-        let x = match (shape.vocab, shape.seq_len) {
-            _ if shape.image.is_some() => {
-                let (c, h, w) = shape.image.unwrap_or_default();
-                to(&split.x, vec![n, c, h, w], self.dtype)?
-            }
-            (Some(_), _) => to(&split.x, vec![n, split.x.cols], DType::U32)?,
-            (None, Some(seq)) => to(&split.x, vec![n, seq, split.x.cols / seq], self.dtype)?,
-            (None, None) => to(&split.x, vec![n, split.x.cols], self.dtype)?,
+        let x = match shape.shape() {
+            Shape::Image { channels, height, width } => to(&split.x, vec![n, channels, height, width], self.dtype)?,
+            Shape::Tokens { .. } => to(&split.x, vec![n, split.x.cols], DType::U32)?,
+            Shape::Seq { len, .. } => to(&split.x, vec![n, len, split.x.cols / len.max(1)], self.dtype)?,
+            Shape::Flat(_) => to(&split.x, vec![n, split.x.cols], self.dtype)?,
         };
         let ys = match out {
             Shape::Seq { len, width } => vec![n, len, width],
