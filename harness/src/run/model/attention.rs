@@ -8,11 +8,16 @@
 //! row's length). A fully masked row is all `-inf` with `mask_fill = neg_inf`,
 //! and the plain softmax's `exp(-inf − (-inf))` is NaN there; the safe softmax
 //! (`torch._safe_softmax`) gives zeros, with zero gradient.
+//!
+//! On the CPU in f32 and f64 the two products per head are `kernel::heads`'
+//! (no head splitting copies), and the masked softmax is `kernel::softmax`'s;
+//! other dtypes and devices compose them from Candle's ops.
 
 use candle_core::{DType, Tensor, D};
 
 use super::dense::linear;
 use crate::error::Result;
+use crate::run::kernel::heads;
 use crate::scenario::{MaskFill, SoftmaxKind};
 
 /// `(rows·seq, w)` projected and split into heads: `(batch, heads, seq, w / heads)`.
@@ -25,6 +30,9 @@ fn heads_of(flat: &Tensor, w: &Tensor, b: &Tensor, (batch, seq, heads): (usize, 
 pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
     let (b, s, w) = h.dims3()?;
     let flat = h.reshape((b * s, w))?;
+    if heads::handles(h) {
+        return heads::scores(&linear(&flat, wq, bq)?, &linear(&flat, wk, bk)?, (b, s, heads));
+    }
     let q = heads_of(&flat, wq, bq, (b, s, heads))?;
     let k = heads_of(&flat, wk, bk, (b, s, heads))?;
     let scale = 1.0 / ((w / heads) as f64).sqrt();
@@ -97,6 +105,10 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 /// The probabilities times the values of `h`, heads merged, through the output projection.
 pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
     let (b, s, w) = h.dims3()?;
+    if heads::handles(h) {
+        let y = heads::mix(probs, &linear(&h.reshape((b * s, w))?, wv, bv)?, heads)?;
+        return Ok(linear(&y, wo, bo)?.reshape((b, s, w))?);
+    }
     let v = heads_of(&h.reshape((b * s, w))?, wv, bv, (b, s, heads))?;
     let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, w))?;
     Ok(linear(&y, wo, bo)?.reshape((b, s, w))?)
