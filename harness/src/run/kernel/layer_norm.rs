@@ -21,19 +21,12 @@ pub(crate) fn fits(h: &Tensor) -> bool {
     h.device().is_cpu()
 }
 
-/// Each row's mean and `1/sqrt(var + eps)`.
+/// Each row's mean and `1/sqrt(var + eps)`, the sums in eight lanes ([`super::sum_of`]).
 #[inline(always)]
 fn moments<T: Real>(row: &[T], eps: T) -> (T, T) {
     let n = T::from_f64(row.len() as f64);
-    let mut sum = T::zero();
-    for &x in row {
-        sum += x;
-    }
-    let mean = sum / n;
-    let mut var = T::zero();
-    for &x in row {
-        var += (x - mean) * (x - mean);
-    }
+    let mean = super::sum(row) / n;
+    let var = super::sum_of([row], |[x]| (x - mean) * (x - mean));
     (mean, T::one() / (var / n + eps).sqrt())
 }
 
@@ -59,11 +52,8 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>, Ve
     let (mut dx, mut dw, mut db) = (vec![T::zero(); x.len()], vec![T::zero(); d], vec![T::zero(); d]);
     for ((row, gr), o) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
         let (mean, rstd) = moments(row, T::from_f64(eps));
-        let (mut ds, mut dsum) = (T::zero(), T::zero());
-        for j in 0..d {
-            ds += gr[j] * w[j] * row[j];
-            dsum += gr[j] * w[j];
-        }
+        let ds = super::sum_of([gr, w, row], |[g, w, x]| g * w * x);
+        let dsum = super::dot(gr, w);
         let bb = (dsum * mean - ds) * rstd * rstd * rstd / n;
         let c = T::zero() - bb * mean - dsum * rstd / n;
         for j in 0..d {

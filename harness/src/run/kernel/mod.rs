@@ -16,6 +16,7 @@ use candle_core::Layout;
 
 pub(crate) mod bias;
 pub(crate) mod gelu;
+pub(crate) mod heads;
 pub(crate) mod layer_norm;
 pub(crate) mod softmax;
 
@@ -66,7 +67,10 @@ pub(crate) fn contiguous<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle_core
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    let c = x.clamp(-104.0, 89.0);
+    // Below −104 the result is 0 (selected at the end); computing it from 0 instead keeps the
+    // products out of the subnormals, where each took a microcode assist (exp(−inf) for every
+    // masked score cost a fifth of the masked softmax's time, by perf).
+    let c = if x < -104.0 { 0.0 } else { x.clamp(-104.0, 89.0) };
     let n = (c * LOG2E).round_ties_even();
     let r = n.mul_add(-0.693_359_4, c);
     let r = n.mul_add(2.121_944_4e-4, r);
@@ -101,40 +105,53 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
     (-e * t).mul_add(r, 1.0).copysign(x)
 }
 
-/// `Σ v` in eight interleaved partial sums, added in a fixed order (so it vectorises and is
-/// the same on every run).
+/// `Σ f(a₀ᵢ, a₁ᵢ, …)` over the slices' common length, in eight interleaved partial sums
+/// added in a fixed order (so it vectorises, latency does not bind, and it gives the same
+/// bits on every run and every tier), then the remainder in order.
 #[inline(always)]
-pub(crate) fn sum<T: Real>(v: &[T]) -> T {
+pub(crate) fn sum_of<T: Real, const N: usize>(v: [&[T]; N], f: impl Fn([T; N]) -> T) -> T {
+    let len = v.iter().map(|s| s.len()).min().unwrap_or(0);
+    let full = len / 8 * 8;
+    let v = v.map(|s| &s[..len]);
     let mut acc = [T::zero(); 8];
-    let chunks = v.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..8 {
-            acc[l] += c[l];
+    for c in 0..full / 8 {
+        let chunk = v.map(|s| &s[c * 8..c * 8 + 8]);
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(chunk.map(|s| s[l]));
         }
     }
     let mut s = acc.iter().fold(T::zero(), |a, &b| a + b);
-    for &x in rest {
-        s += x;
+    for i in full..len {
+        s += f(v.map(|s| s[i]));
     }
     s
 }
 
-/// `Σ aᵢbᵢ` as [`sum`] adds.
+/// `Σ v`, as [`sum_of`] adds.
+#[inline(always)]
+pub(crate) fn sum<T: Real>(v: &[T]) -> T {
+    sum_of([v], |[x]| x)
+}
+
+/// `Σ aᵢbᵢ`, as [`sum_of`] adds.
 #[inline(always)]
 pub(crate) fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let n = a.len().min(b.len()) / 8 * 8;
-    for (ca, cb) in a[..n].chunks_exact(8).zip(b[..n].chunks_exact(8)) {
+    sum_of([a, b], |[x, y]| x * y)
+}
+
+/// The largest value of `v` (NaN ignored, `-inf` if there is none), in eight lanes.
+#[inline(always)]
+pub(crate) fn max<T: Real>(v: &[T]) -> T {
+    let pick = |a: T, b: T| if b > a { b } else { a };
+    let mut acc = [T::from_f64(f64::NEG_INFINITY); 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
         for l in 0..8 {
-            acc[l] += ca[l] * cb[l];
+            acc[l] = pick(acc[l], c[l]);
         }
     }
-    let mut s = acc.iter().fold(T::zero(), |x, &y| x + y);
-    for i in n..a.len().min(b.len()) {
-        s += a[i] * b[i];
-    }
-    s
+    acc.into_iter().chain(rest.iter().copied()).fold(T::from_f64(f64::NEG_INFINITY), pick)
 }
 
 /// Whether the CPU has AVX2 and FMA (checked once; the answer is cached by std).
@@ -150,19 +167,40 @@ pub(crate) fn has_avx2() -> bool {
     }
 }
 
-/// Defines `fn $name(args) -> ret { body }` that runs `body` compiled with AVX2 and FMA when
-/// the CPU has them (the compiler vectorises its loops; `body` calls `#[inline(always)]`
-/// functions so they are compiled with the features too), and as it is otherwise. Both
-/// compute the same operations in the same order, so the results are the same bits.
+/// Whether the CPU has AVX-512 (foundation), besides AVX2 and FMA.
+#[inline]
+pub(crate) fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        has_avx2() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines `fn $name(args) -> ret { body }` that runs `body` compiled with AVX-512, or with
+/// AVX2 and FMA, when the CPU has them (the compiler vectorises its loops, 16 or 8 lanes
+/// wide; `body` calls `#[inline(always)]` functions so they are compiled with the features
+/// too), and as it is otherwise. All compute the same operations lane by lane in the same
+/// order (reductions keep their 8 partial sums whatever the width), so the results are the
+/// same bits; a test compares the tiers.
 macro_rules! avx2 {
     ($(#[$m:meta])* fn $name:ident($($a:ident: $t:ty),*) -> $r:ty $body:block) => {
         $(#[$m])*
         fn $name($($a: $t),*) -> $r {
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn wide($($a: $t),*) -> $r $body
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn fast($($a: $t),*) -> $r $body
-                if $crate::run::kernel::has_avx2() {
+                if $crate::run::kernel::has_avx512() && $crate::run::kernel::widest() >= 2 {
+                    // SAFETY: the CPU has AVX-512, AVX2 and FMA, checked just above.
+                    return unsafe { wide($($a),*) };
+                }
+                if $crate::run::kernel::has_avx2() && $crate::run::kernel::widest() >= 1 {
                     // SAFETY: the CPU has AVX2 and FMA, checked just above.
                     return unsafe { fast($($a),*) };
                 }
@@ -171,11 +209,73 @@ macro_rules! avx2 {
         }
     };
 }
+
 pub(crate) use avx2;
+
+/// Test hook: the widest tier kernels on this thread may take (2: AVX-512, 1: AVX2, 0: none),
+/// so tests can compare the tiers' bits.
+#[cfg(test)]
+pub(crate) fn widest() -> u8 {
+    WIDEST.with(std::cell::Cell::get)
+}
+
+/// Without tests, every kernel takes the widest tier the CPU has.
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn widest() -> u8 {
+    2
+}
+
+#[cfg(test)]
+thread_local! {
+    /// See [`widest`].
+    pub(crate) static WIDEST: std::cell::Cell<u8> = const { std::cell::Cell::new(2) };
+}
 
 #[cfg(test)]
 mod tests {
+    use candle_core::{Device, Tensor};
+
     use super::*;
+    use crate::run::kernel::softmax::{masked_softmax, Mask};
+
+    /// Every kernel's output and gradients, as bits, at the widest tier `tier`.
+    fn kernels_at(tier: u8) -> Vec<u32> {
+        WIDEST.with(|w| w.set(tier));
+        let dev = Device::Cpu;
+        // 4 rows of 37 values (not a multiple of 8 or 16, so remainders run too), with extremes.
+        let mut v: Vec<f32> = (0..148).map(|i| (i as f32 * 0.731).sin() * (1.0 + (i % 7) as f32 * 3.0)).collect();
+        v[5] = 20.0;
+        v[40] = -95.0;
+        v[77] = f32::NEG_INFINITY;
+        let x = candle_core::Var::from_vec(v, (1, 1, 4, 37), &dev).unwrap();
+        let w = candle_core::Var::from_vec((0..37).map(|j| 1.0 + 0.01 * j as f32).collect(), 37, &dev).unwrap();
+        let b = candle_core::Var::from_vec((0..37).map(|j| 0.1 * j as f32).collect(), 37, &dev).unwrap();
+        let up = Tensor::from_vec((0..148).map(|i| (i as f32 * 1.37).cos()).collect::<Vec<f32>>(), (1, 1, 4, 37), &dev).unwrap();
+        let finite = x.as_tensor().clamp(-1e4f32, 1e4f32).unwrap();
+        let g = gelu::gelu(&finite).unwrap();
+        let n = layer_norm::layer_norm(&finite, &w, &b, 1e-5).unwrap();
+        let m = Mask { heads: 1, causal: true, lengths: Some(vec![3]), fill: f64::NEG_INFINITY, safe: true };
+        let p = masked_softmax(x.as_tensor(), m).unwrap();
+        let ba = bias::bias_add(&finite, &b).unwrap();
+        let loss = [&g, &n, &p, &ba].iter().map(|t| (*t * &up).unwrap().sum_all().unwrap()).reduce(|a, c| (a + c).unwrap()).unwrap();
+        let grads = loss.backward().unwrap();
+        let mut bits = Vec::new();
+        for t in [&g, &n, &p, &ba, grads.get(&x).unwrap(), grads.get(&w).unwrap(), grads.get(&b).unwrap()] {
+            bits.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()));
+        }
+        WIDEST.with(|w| w.set(2));
+        bits
+    }
+
+    /// AVX-512, AVX2 and the plain loops give the same bits (on a CPU that lacks a tier, that
+    /// tier falls back to the next, and the comparison still holds).
+    #[test]
+    fn every_tier_gives_the_same_bits() {
+        let plain = kernels_at(0);
+        assert_eq!(kernels_at(1), plain, "AVX2");
+        assert_eq!(kernels_at(2), plain, "AVX-512");
+    }
 
     #[test]
     fn exp_and_erf_are_close_to_the_exact_functions_over_their_range() {

@@ -49,10 +49,7 @@ fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
         let limit = m.limit(r / (m.heads * seq), seq, r % seq);
         o[..limit].copy_from_slice(&row[..limit]);
         o[limit..].iter_mut().for_each(|v| *v = fill);
-        let mut max = T::from_f64(f64::NEG_INFINITY);
-        for &v in o.iter() {
-            max = if v > max { v } else { max };
-        }
+        let max = super::max(o);
         if m.safe && max.to_f64() == f64::NEG_INFINITY {
             o.iter_mut().for_each(|v| *v = T::zero());
             continue;
