@@ -30,7 +30,7 @@ fn forward<T: Real>(h: &[T], b: &[T]) -> Vec<T> {
 
 /// Column sums of `g` (rows of `n`), row after row.
 #[inline(always)]
-fn column_sums<T: Real>(g: &[T], n: usize) -> Vec<T> {
+fn sums<T: Real>(g: &[T], n: usize) -> Vec<T> {
     let mut out = vec![T::zero(); n];
     for row in g.chunks_exact(n) {
         for j in 0..n {
@@ -48,7 +48,7 @@ avx2! {
 
 avx2! {
     fn column_sums32(g: &[f32], n: usize) -> Vec<f32> {
-        column_sums(g, n)
+        sums(g, n)
     }
 }
 
@@ -70,16 +70,21 @@ impl CustomOp2 for BiasAdd {
 
     fn bwd(&self, _h: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
-        let n = b.elem_count();
-        let (s, l) = g.storage_and_layout();
-        let sums = match &*s {
-            candle_core::Storage::Cpu(CpuStorage::F32(v)) => Tensor::from_vec(column_sums32(contiguous(v, l, "bias backward")?, n), n, b.device())?,
-            candle_core::Storage::Cpu(CpuStorage::F64(v)) => Tensor::from_vec(column_sums(contiguous(v, l, "bias backward")?, n), n, b.device())?,
-            _ => candle_core::bail!("bias backward: unsupported dtype"),
-        };
-        drop(s);
+        let sums = column_sums(&g, b.elem_count())?;
         Ok((Some(g), Some(sums)))
     }
+}
+
+/// The sums of the contiguous CPU gradient `g`'s columns, `(n)`: a bias's gradient.
+pub(crate) fn column_sums(g: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let (s, l) = g.storage_and_layout();
+    let sums = match &*s {
+        candle_core::Storage::Cpu(CpuStorage::F32(v)) => column_sums32(contiguous(v, l, "bias backward")?, n),
+        candle_core::Storage::Cpu(CpuStorage::F64(v)) => return Tensor::from_vec(sums(contiguous(v, l, "bias backward")?, n), n, g.device()),
+        _ => candle_core::bail!("bias backward: unsupported dtype"),
+    };
+    drop(s);
+    Tensor::from_vec(sums, n, g.device())
 }
 
 #[cfg(test)]

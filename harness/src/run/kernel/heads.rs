@@ -1,5 +1,5 @@
 //! Attention's two products, per example and head, straight from and into the
-//! projections' `(batch·seq, width)` layout: the scores `scale · q_h k_hᵀ` and
+//! projections' `(batch, seq, width)` layout: the scores `scale · q_h k_hᵀ` and
 //! the mix `p_h v_h` (heads merged back), each one gemm call per (example,
 //! head) on strided views, and their gradients the same way.
 //!
@@ -21,18 +21,18 @@ pub(crate) fn handles(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
-/// `scale · q_h k_hᵀ`, `(batch, heads, seq, seq)`, of `q` and `k` `(batch·seq, width)`.
-pub(crate) fn scores(q: &Tensor, k: &Tensor, (batch, seq, heads): (usize, usize, usize)) -> Result<Tensor> {
-    let width = q.dims2()?.1;
+/// `scale · q_h k_hᵀ`, `(batch, heads, seq, seq)`, of `q` and `k` `(batch, seq, width)`.
+pub(crate) fn scores(q: &Tensor, k: &Tensor, heads: usize) -> Result<Tensor> {
+    let (batch, seq, width) = q.dims3()?;
     let scale = 1.0 / ((width / heads) as f64).sqrt();
     let op = Product { kind: Kind::Scores, batch, seq, heads, width, scale };
     Ok(q.contiguous()?.apply_op2(&k.contiguous()?, op)?)
 }
 
-/// `p_h v_h` with heads merged, `(batch·seq, width)`, of `p` `(batch, heads, seq, seq)` and `v`.
+/// `p_h v_h` with heads merged, `(batch, seq, width)`, of `p` `(batch, heads, seq, seq)` and `v`.
 pub(crate) fn mix(p: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
     let (batch, _, seq, _) = p.dims4()?;
-    let width = v.dims2()?.1;
+    let width = v.dims3()?.2;
     let op = Product { kind: Kind::Mix, batch, seq, heads, width, scale: 1.0 };
     Ok(p.contiguous()?.apply_op2(&v.contiguous()?, op)?)
 }
@@ -90,7 +90,7 @@ impl Product {
     /// and result.
     fn plan(&self) -> ((usize, usize, usize), View, View, View) {
         let (s, d) = (self.seq, self.width / self.heads);
-        // A head of a `(batch·seq, width)` tensor: `(seq, d)` at column h·d.
+        // A head of a `(batch, seq, width)` tensor: `(seq, d)` at column h·d.
         let x = View { example: s * self.width, head: d, rs: self.width, cs: 1 };
         // A head of a `(batch, heads, seq, seq)` tensor.
         let sq = View { example: self.heads * s * s, head: s * s, rs: s, cs: 1 };
@@ -107,7 +107,7 @@ impl Product {
     fn shape(&self) -> Shape {
         match self.kind {
             Kind::Scores | Kind::MixGradP => (self.batch, self.heads, self.seq, self.seq).into(),
-            _ => (self.batch * self.seq, self.width).into(),
+            _ => (self.batch, self.seq, self.width).into(),
         }
     }
 
@@ -193,8 +193,8 @@ mod tests {
     use super::*;
 
     /// Composed reference: heads split by reshape and transpose, as attention did before.
-    fn split(x: &Tensor, (b, s, h): (usize, usize, usize)) -> Tensor {
-        let w = x.dims2().unwrap().1;
+    fn split(x: &Tensor, h: usize) -> Tensor {
+        let (b, s, w) = x.dims3().unwrap();
         x.reshape((b, s, h, w / h)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
     }
 
@@ -217,17 +217,17 @@ mod tests {
     fn products_and_gradients_match_the_composed_form() {
         let (b, s, h, w) = (2, 3, 2, 6);
         let dev = Device::Cpu;
-        let var = |phase| candle_core::Var::from_vec(values(b * s * w, phase), (b * s, w), &dev).unwrap();
+        let var = |phase| candle_core::Var::from_vec(values(b * s * w, phase), (b, s, w), &dev).unwrap();
         let (q, k, v) = (var(0.1), var(1.3), var(2.7));
         let probs = candle_core::Var::from_vec(values(b * h * s * s, 0.5), (b, h, s, s), &dev).unwrap();
-        let weights = Tensor::from_vec(values(b * s * w, 4.0), (b * s, w), &dev).unwrap();
+        let weights = Tensor::from_vec(values(b * s * w, 4.0), (b, s, w), &dev).unwrap();
         let sw = Tensor::from_vec(values(b * h * s * s, 5.0), (b, h, s, s), &dev).unwrap();
 
-        let fused_s = scores(&q, &k, (b, s, h)).unwrap();
+        let fused_s = scores(&q, &k, h).unwrap();
         let fused_y = mix(&probs, &v, h).unwrap();
         let scale = 1.0 / 3f64.sqrt();
-        let comp_s = (split(&q, (b, s, h)).matmul(&split(&k, (b, s, h)).t().unwrap()).unwrap() * scale).unwrap();
-        let comp_y = probs.as_tensor().matmul(&split(&v, (b, s, h))).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((b * s, w)).unwrap();
+        let comp_s = (split(&q, h).matmul(&split(&k, h).t().unwrap()).unwrap() * scale).unwrap();
+        let comp_y = probs.as_tensor().matmul(&split(&v, h)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((b, s, w)).unwrap();
         close(&fused_s, &comp_s);
         close(&fused_y, &comp_y);
 
@@ -244,9 +244,9 @@ mod tests {
     #[test]
     fn a_single_head_by_hand() {
         let dev = Device::Cpu;
-        let q = Tensor::new(&[[1.0f32, 2.0]], &dev).unwrap();
-        let k = Tensor::new(&[[3.0f32, 4.0]], &dev).unwrap();
-        let s = scores(&q, &k, (1, 1, 1)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let q = Tensor::new(&[[[1.0f32, 2.0]]], &dev).unwrap();
+        let k = Tensor::new(&[[[3.0f32, 4.0]]], &dev).unwrap();
+        let s = scores(&q, &k, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(s, vec![11.0 * std::f32::consts::FRAC_1_SQRT_2]);
         let p = Tensor::new(&[[[[1.0f32]]]], &dev).unwrap();
         let y = mix(&p, &k, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

@@ -17,6 +17,7 @@ use candle_core::Layout;
 pub(crate) mod bias;
 pub(crate) mod gelu;
 pub(crate) mod heads;
+pub(crate) mod linear;
 pub(crate) mod layer_norm;
 pub(crate) mod softmax;
 

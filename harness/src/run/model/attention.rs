@@ -28,11 +28,11 @@ fn heads_of(flat: &Tensor, w: &Tensor, b: &Tensor, (batch, seq, heads): (usize, 
 
 /// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`.
 pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
+    if heads::handles(h) {
+        return heads::scores(&linear(h, wq, bq)?, &linear(h, wk, bk)?, heads);
+    }
     let (b, s, w) = h.dims3()?;
     let flat = h.reshape((b * s, w))?;
-    if heads::handles(h) {
-        return heads::scores(&linear(&flat, wq, bq)?, &linear(&flat, wk, bk)?, (b, s, heads));
-    }
     let q = heads_of(&flat, wq, bq, (b, s, heads))?;
     let k = heads_of(&flat, wk, bk, (b, s, heads))?;
     let scale = 1.0 / ((w / heads) as f64).sqrt();
@@ -104,11 +104,10 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 
 /// The probabilities times the values of `h`, heads merged, through the output projection.
 pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
-    let (b, s, w) = h.dims3()?;
     if heads::handles(h) {
-        let y = heads::mix(probs, &linear(&h.reshape((b * s, w))?, wv, bv)?, heads)?;
-        return Ok(linear(&y, wo, bo)?.reshape((b, s, w))?);
+        return linear(&heads::mix(probs, &linear(h, wv, bv)?, heads)?, wo, bo);
     }
+    let (b, s, w) = h.dims3()?;
     let v = heads_of(&h.reshape((b * s, w))?, wv, bv, (b, s, heads))?;
     let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, w))?;
     Ok(linear(&y, wo, bo)?.reshape((b, s, w))?)

@@ -181,7 +181,7 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Linear { .. } => dense::linear_any(h, p(0), p(1))?,
+        Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
         Layer::Relu => relu::relu(h)?,

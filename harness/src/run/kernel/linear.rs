@@ -1,0 +1,240 @@
+//! The dense layer `x W + b` as one op, per position on any leading shape:
+//! gemm adds the product into rows that start as the bias, and the backward
+//! makes `g Wᵀ`, `xᵀ g` and the bias's column sums.
+//!
+//! Composed in Candle this was a reshape, a product, a bias add and a reshape
+//! back, and Candle's backward makes and adds a zero gradient for each of those
+//! tensors, a full pass over memory per node; and the product's output was
+//! zeroed before gemm overwrote it. The bits are the same: gemm rounds the
+//! product, and adding the bias rounds once more, as the bias add did.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+
+use super::contiguous;
+use crate::error::Result;
+
+/// Whether the fused op handles `x` (on the CPU, in f32 or f64; half dtypes keep Candle's
+/// product and broadcast add).
+pub(crate) fn handles(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// `x W + b` for `x` `(…, in)`, `W` `(in, out)`, `b` `(out)`; the result is `(…, out)`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?)
+}
+
+/// gemm's parallelism as Candle's products choose it: its thread count. gemm splits the
+/// output, not the sums, so the bits do not depend on it.
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        n if n > 1 => gemm::Parallelism::Rayon(n),
+        _ => gemm::Parallelism::None,
+    }
+}
+
+/// A strided matrix: its elements, rows, columns and strides.
+struct Mat<'a, T> {
+    v: &'a [T],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> Mat<'a, T> {
+    /// A row-major `(rows, cols)` matrix.
+    fn new(v: &'a [T], rows: usize, cols: usize) -> Self {
+        Self { v, rows, cols, rs: cols, cs: 1 }
+    }
+
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+}
+
+/// `out += a · b` (or `out = a · b` without `accumulate`), `out` row-major.
+fn product<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T], accumulate: bool) -> candle_core::Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let last = |x: &Mat<T>| (x.rows.max(1) - 1) * x.rs + (x.cols.max(1) - 1) * x.cs;
+    if b.rows != k || out.len() != m * n || (m * k > 0 && last(&a) >= a.v.len()) || (k * n > 0 && last(&b) >= b.v.len()) {
+        candle_core::bail!("linear: shapes do not match ({m}×{k} times {}×{n} into {})", b.rows, out.len());
+    }
+    if m * n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(T::zero());
+        }
+        return Ok(());
+    }
+    // SAFETY: every index the strides reach is inside its slice (checked above), and gemm
+    // supports T (f32 and f64, see `handles`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.v.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.v.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+    Ok(())
+}
+
+/// `(rows, in, out)` of `x` and `W`.
+fn sizes(x: &Layout, w: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+    let (input, out) = w.shape().dims2()?;
+    match x.shape().dims().last() {
+        Some(&d) if d == input => Ok((x.shape().elem_count() / input.max(1), input, out)),
+        _ => candle_core::bail!("linear: input {:?} does not end in {input}", x.shape().dims()),
+    }
+}
+
+struct Linear;
+
+impl Linear {
+    fn run<T: candle_core::WithDType>(x: &[T], w: &[T], b: &[T], (rows, input, out): (usize, usize, usize)) -> candle_core::Result<Vec<T>> {
+        if b.len() != out {
+            candle_core::bail!("linear: a bias of {} for {out} outputs", b.len());
+        }
+        let mut y = Vec::with_capacity(rows * out);
+        for _ in 0..rows {
+            y.extend_from_slice(b);
+        }
+        product(Mat::new(x, rows, input), Mat::new(w, input, out), &mut y, true)?;
+        Ok(y)
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let n = sizes(xl, wl)?;
+        let y = match (x, w, b) {
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
+            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
+            _ => candle_core::bail!("linear: unsupported or mixed dtypes"),
+        };
+        let mut dims = xl.shape().dims().to_vec();
+        *dims.last_mut().expect("checked by sizes") = n.2;
+        Ok((y, dims.into()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let dx = g.apply_op2_no_bwd(w, &Grad::Input)?;
+        let dw = x.apply_op2_no_bwd(&g, &Grad::Weight)?;
+        let db = super::bias::column_sums(&g, b.elem_count())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The products of the backward.
+enum Grad {
+    /// `g Wᵀ`, from `(g, W)`: the input's gradient, shaped as the input.
+    Input,
+    /// `xᵀ g`, from `(x, g)`: the weight's gradient, `(in, out)`.
+    Weight,
+}
+
+impl Grad {
+    fn run<T: candle_core::WithDType>(&self, a: &[T], al: &Layout, b: &[T], bl: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+        match self {
+            Grad::Input => {
+                let (input, out) = bl.shape().dims2()?;
+                let rows = al.shape().elem_count() / out.max(1);
+                let mut dx = vec![T::zero(); rows * input];
+                product(Mat::new(a, rows, out), Mat::new(b, input, out).t(), &mut dx, false)?;
+                let mut dims = al.shape().dims().to_vec();
+                *dims.last_mut().expect("a gradient has a last dimension") = input;
+                Ok((dx, dims.into()))
+            }
+            Grad::Weight => {
+                let input = al.shape().dims().last().copied().unwrap_or(1);
+                let out = bl.shape().dims().last().copied().unwrap_or(1);
+                let rows = al.shape().elem_count() / input.max(1);
+                let mut dw = vec![T::zero(); input * out];
+                product(Mat::new(a, rows, input).t(), Mat::new(b, rows, out), &mut dw, false)?;
+                Ok((dw, (input, out).into()))
+            }
+        }
+    }
+}
+
+impl CustomOp2 for Grad {
+    fn name(&self) -> &'static str {
+        "linear-backward"
+    }
+
+    fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let op = "linear backward";
+        Ok(match (a, b) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let (v, s) = self.run(contiguous(a, al, op)?, al, contiguous(b, bl, op)?, bl)?;
+                (CpuStorage::F32(v), s)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let (v, s) = self.run(contiguous(a, al, op)?, al, contiguous(b, bl, op)?, bl)?;
+                (CpuStorage::F64(v), s)
+            }
+            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    /// By hand: x = [[1, 2], [3, 4]] (as a (1, 2, 2) sequence), W = [[1, 0, 2], [0, 1, 3]],
+    /// b = [10, 20, 30]: y = [[11, 22, 38], [13, 24, 48]]. With upstream gradient
+    /// G = [[1, 0, 1], [0, 1, 0]]: dx = G Wᵀ = [[3, 3], [0, 1]], dW = xᵀ G = [[1, 3, 1], [2, 4, 2]],
+    /// db = column sums of G = [1, 1, 1].
+    #[test]
+    fn a_sequence_through_linear_by_hand() {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[[1.0f64, 2.0], [3.0, 4.0]]], &dev).unwrap();
+        let w = Var::new(&[[1.0f64, 0.0, 2.0], [0.0, 1.0, 3.0]], &dev).unwrap();
+        let b = Var::new(&[10.0f64, 20.0, 30.0], &dev).unwrap();
+        let y = super::linear(&x, &w, &b).unwrap();
+        assert_eq!(y.to_vec3::<f64>().unwrap(), [[[11.0, 22.0, 38.0], [13.0, 24.0, 48.0]]]);
+        let up = Tensor::new(&[[[1.0f64, 0.0, 1.0], [0.0, 1.0, 0.0]]], &dev).unwrap();
+        let g = (y * up).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(g.get(&x).unwrap().to_vec3::<f64>().unwrap(), [[[3.0, 3.0], [0.0, 1.0]]]);
+        assert_eq!(g.get(&w).unwrap().to_vec2::<f64>().unwrap(), [[1.0, 3.0, 1.0], [2.0, 4.0, 2.0]]);
+        assert_eq!(g.get(&b).unwrap().to_vec1::<f64>().unwrap(), [1.0, 1.0, 1.0]);
+    }
+
+    /// The fused op gives the bits of Candle's product plus the bias add, on values whose
+    /// products round (f32, 7 rows of 13 into 5).
+    #[test]
+    fn the_same_bits_as_product_then_bias() {
+        let dev = Device::Cpu;
+        let vals = |n: usize, p: f32| (0..n).map(|i| (p + 0.77 * i as f32).sin() * 3.3).collect::<Vec<f32>>();
+        let x = Tensor::from_vec(vals(91, 0.3), (7, 13), &dev).unwrap();
+        let w = Tensor::from_vec(vals(65, 1.1), (13, 5), &dev).unwrap();
+        let b = Tensor::from_vec(vals(5, 2.9), 5, &dev).unwrap();
+        let fused = super::linear(&x, &w, &b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let composed = x.matmul(&w).unwrap().broadcast_add(&b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), composed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+}
