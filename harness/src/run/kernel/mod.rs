@@ -15,6 +15,7 @@
 use candle_core::Layout;
 
 pub(crate) mod bias;
+pub(crate) mod cross_entropy;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod linear;
@@ -28,6 +29,8 @@ pub(crate) trait Real: candle_core::WithDType {
     fn sqrt(self) -> Self;
     /// `eˣ`.
     fn exp(self) -> Self;
+    /// The natural logarithm (the standard library's: called once per row, not per value).
+    fn ln(self) -> Self;
 }
 
 impl Real for f32 {
@@ -40,6 +43,11 @@ impl Real for f32 {
     fn exp(self) -> Self {
         exp_f32(self)
     }
+
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
 }
 
 impl Real for f64 {
@@ -51,6 +59,11 @@ impl Real for f64 {
     #[inline(always)]
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f64::ln(self)
     }
 }
 
@@ -259,10 +272,11 @@ mod tests {
         let m = Mask { heads: 1, causal: true, lengths: Some(vec![3]), fill: f64::NEG_INFINITY, safe: true };
         let p = masked_softmax(x.as_tensor(), m).unwrap();
         let ba = bias::bias_add(&finite, &b).unwrap();
-        let loss = [&g, &n, &p, &ba].iter().map(|t| (*t * &up).unwrap().sum_all().unwrap()).reduce(|a, c| (a + c).unwrap()).unwrap();
+        let ce = cross_entropy::rows(&finite, &up.abs().unwrap()).unwrap().unsqueeze(3).unwrap().broadcast_as((1, 1, 4, 37)).unwrap();
+        let loss = [&g, &n, &p, &ba, &ce].iter().map(|t| (*t * &up).unwrap().sum_all().unwrap()).reduce(|a, c| (a + c).unwrap()).unwrap();
         let grads = loss.backward().unwrap();
         let mut bits = Vec::new();
-        for t in [&g, &n, &p, &ba, grads.get(&x).unwrap(), grads.get(&w).unwrap(), grads.get(&b).unwrap()] {
+        for t in [&g, &n, &p, &ba, &ce, grads.get(&x).unwrap(), grads.get(&w).unwrap(), grads.get(&b).unwrap()] {
             bits.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()));
         }
         WIDEST.with(|w| w.set(2));
