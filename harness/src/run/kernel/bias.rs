@@ -2,16 +2,20 @@
 //! passes the gradient through and sums it over the rows for the bias.
 //! Candle's broadcast add sums with a strided reduction, slow enough that the
 //! dense layers once added the bias as the product `ones(rows, 1) · b` instead;
-//! this is one loop, and the same bits forward.
+//! this is one loop, and the same bits forward. The same op adds a learned
+//! vector per position (Candle's backward summed its gradient over the batch
+//! with a strided reduction too).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::{avx2, contiguous, Real};
 use crate::error::Result;
 
-/// `h + b` with `h` `(…, out)` and `b` `(out)`.
+/// `h + b` where `b`'s shape is the end of `h`'s: a bias `(out)` of `h` `(…, out)`, or one
+/// vector per position `(seq, w)` of `h` `(batch, seq, w)`.
 pub(crate) fn bias_add(h: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if !h.device().is_cpu() || !matches!(h.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+    let trailing = h.dims().ends_with(b.dims());
+    if !trailing || !h.device().is_cpu() || !matches!(h.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
         return Ok(h.broadcast_add(b)?);
     }
     Ok(h.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)?)
@@ -70,7 +74,7 @@ impl CustomOp2 for BiasAdd {
 
     fn bwd(&self, _h: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
-        let sums = column_sums(&g, b.elem_count())?;
+        let sums = column_sums(&g, b.elem_count())?.reshape(b.shape())?;
         Ok((Some(g), Some(sums)))
     }
 }

@@ -17,7 +17,7 @@ pub(super) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
 
 /// `h + pos`, one learned vector per position.
 pub(super) fn positional(h: &Tensor, pos: &Tensor) -> Result<Tensor> {
-    Ok(h.broadcast_add(pos)?)
+    crate::run::kernel::bias::bias_add(h, pos)
 }
 
 /// `(batch, seq, 1)`: 1 where a position holds data.
