@@ -53,48 +53,72 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
-/// `out += a · b` (or `out = a · b` without `accumulate`), `out` row-major.
-fn product<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T], accumulate: bool) -> candle_core::Result<()> {
+/// Checks that `a · b` fits `len` values and that the strides stay inside both factors.
+fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let last = |x: &Mat<T>| (x.rows.max(1) - 1) * x.rs + (x.cols.max(1) - 1) * x.cs;
-    if b.rows != k || out.len() != m * n || (m * k > 0 && last(&a) >= a.v.len()) || (k * n > 0 && last(&b) >= b.v.len()) {
-        candle_core::bail!("linear: shapes do not match ({m}×{k} times {}×{n} into {})", b.rows, out.len());
-    }
-    if m * n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(T::zero());
-        }
-        return Ok(());
-    }
-    // SAFETY: every index the strides reach is inside its slice (checked above), and gemm
-    // supports T (f32 and f64, see `handles`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.v.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.v.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism(),
-        )
+    if b.rows != k || len != m * n || (m * k > 0 && last(a) >= a.v.len()) || (k * n > 0 && last(b) >= b.v.len()) {
+        candle_core::bail!("linear: shapes do not match ({m}×{k} times {}×{n} into {len})", b.rows);
     }
     Ok(())
+}
+
+/// gemm of checked, non-empty factors into `dst` (row-major), added to it with `accumulate`.
+///
+/// # Safety
+/// [`check`] passed, `m·n·k > 0`, `dst` is valid for `m·n` writes (and reads with
+/// `accumulate`), and T is f32 or f64.
+unsafe fn gemm_into<T: candle_core::WithDType>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        a.v.as_ptr(),
+        a.cs as isize,
+        a.rs as isize,
+        b.v.as_ptr(),
+        b.cs as isize,
+        b.rs as isize,
+        T::one(),
+        T::one(),
+        false,
+        false,
+        false,
+        parallelism(),
+    )
+}
+
+/// `out += a · b`, `out` row-major.
+fn product_into<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
+    check(&a, &b, out.len())?;
+    if out.is_empty() || a.cols == 0 {
+        return Ok(());
+    }
+    // SAFETY: checked just above; `out` holds m·n initialised values; gemm supports T (`handles`).
+    unsafe { gemm_into(&a, &b, out.as_mut_ptr(), true) };
+    Ok(())
+}
+
+/// `a · b`, row-major, written by gemm without a zeroing pass first.
+fn product<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>) -> candle_core::Result<Vec<T>> {
+    let len = a.rows * b.cols;
+    check(&a, &b, len)?;
+    if len == 0 || a.cols == 0 {
+        return Ok(vec![T::zero(); len]);
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: checked just above; the capacity is m·n, and gemm without read_dst writes every
+    // element without reading any, so all `len` are initialised after it.
+    unsafe {
+        gemm_into(&a, &b, out.as_mut_ptr(), false);
+        out.set_len(len);
+    }
+    Ok(out)
 }
 
 /// `(rows, in, out)` of `x` and `W`.
@@ -117,7 +141,7 @@ impl Linear {
         for _ in 0..rows {
             y.extend_from_slice(b);
         }
-        product(Mat::new(x, rows, input), Mat::new(w, input, out), &mut y, true)?;
+        product_into(Mat::new(x, rows, input), Mat::new(w, input, out), &mut y)?;
         Ok(y)
     }
 }
@@ -162,8 +186,7 @@ impl Grad {
             Grad::Input => {
                 let (input, out) = bl.shape().dims2()?;
                 let rows = al.shape().elem_count() / out.max(1);
-                let mut dx = vec![T::zero(); rows * input];
-                product(Mat::new(a, rows, out), Mat::new(b, input, out).t(), &mut dx, false)?;
+                let dx = product(Mat::new(a, rows, out), Mat::new(b, input, out).t())?;
                 let mut dims = al.shape().dims().to_vec();
                 *dims.last_mut().expect("a gradient has a last dimension") = input;
                 Ok((dx, dims.into()))
@@ -172,8 +195,7 @@ impl Grad {
                 let input = al.shape().dims().last().copied().unwrap_or(1);
                 let out = bl.shape().dims().last().copied().unwrap_or(1);
                 let rows = al.shape().elem_count() / input.max(1);
-                let mut dw = vec![T::zero(); input * out];
-                product(Mat::new(a, rows, input).t(), Mat::new(b, rows, out), &mut dw, false)?;
+                let dw = product(Mat::new(a, rows, input).t(), Mat::new(b, rows, out))?;
                 Ok((dw, (input, out).into()))
             }
         }
