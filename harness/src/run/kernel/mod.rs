@@ -1,16 +1,18 @@
-//! Fused CPU kernels for the layers that dominate a transformer's step: GELU,
-//! layer norm and attention's masked softmax, each one pass forward and one
-//! backward (Candle composes each from five to fifteen ops, and its backward
-//! materialises a gradient for every one: the tiny GPT spent most of its step
-//! there). Other devices keep the composed forms.
+//! Fused CPU kernels for the layers that dominate a transformer's step: the
+//! dense layer (`linear`), attention's per-head products (`heads`), its masked
+//! softmax, GELU, layer norm and the cross-entropy, each one op forward and one
+//! backward. Candle composes each from several ops, and its backward makes and
+//! adds a zero gradient for every one of their tensors: the tiny GPT spent most
+//! of its step there. Other devices (and half dtypes, for the products) keep
+//! the composed forms.
 //!
 //! f32 uses the vectorisable `exp` and `erf` below (PyTorch's CPU kernels use
 //! vectorised approximations too: Sleef's `expf` and, for GELU, the
 //! Abramowitz–Stegun erf with its constants); f64 uses the exact functions; f16
 //! and bf16 are computed in f32 and rounded once, as PyTorch's opmath does. The
 //! loops are sequential, so results do not depend on thread count, and the
-//! AVX2 copies compute the same operations (`mul_add` is a fused multiply-add
-//! on both paths), so they do not depend on the CPU either.
+//! AVX-512 and AVX2 copies compute the same operations (`mul_add` is a fused
+//! multiply-add on every path), so they do not depend on the CPU either.
 
 use candle_core::Layout;
 
