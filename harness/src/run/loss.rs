@@ -39,7 +39,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let soft = p.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
             ((p.relu()? - p.mul(y)?)? + soft)?
         }
-        LossKind::CrossEntropy if super::kernel::cross_entropy::handles(p) => return reduce(spec.reduction, &super::kernel::cross_entropy::rows(p, y)?),
+        LossKind::CrossEntropy if super::kernel::handles(p) => return reduce(spec.reduction, &super::kernel::cross_entropy::rows(p, y)?),
         LossKind::CrossEntropy => {
             let max = p.max_keepdim(D::Minus1)?.detach();
             let shifted = p.broadcast_sub(&max)?;

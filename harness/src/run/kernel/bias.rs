@@ -15,7 +15,7 @@ use crate::error::Result;
 /// vector per position `(seq, w)` of `h` `(batch, seq, w)`.
 pub(crate) fn bias_add(h: &Tensor, b: &Tensor) -> Result<Tensor> {
     let trailing = h.dims().ends_with(b.dims());
-    if !trailing || !h.device().is_cpu() || !matches!(h.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+    if !trailing || !super::handles(h) {
         return Ok(h.broadcast_add(b)?);
     }
     Ok(h.contiguous()?.apply_op2(&b.contiguous()?, BiasAdd)?)

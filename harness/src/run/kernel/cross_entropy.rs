@@ -9,15 +9,10 @@
 //! products by `y` are kept (not skipped where `y` is 0), so `0·∞` is NaN here
 //! as it was.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::{avx2, contiguous, Real};
 use crate::error::Result;
-
-/// Whether the fused loss handles `p` (on the CPU, in f32 or f64).
-pub(crate) fn handles(p: &Tensor) -> bool {
-    p.device().is_cpu() && matches!(p.dtype(), DType::F32 | DType::F64)
-}
 
 /// The cross-entropy of each row of logits `p` `(…, classes)` against the weights `y` (same
 /// shape): a tensor of `p`'s shape without its last dimension.

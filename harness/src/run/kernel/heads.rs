@@ -10,16 +10,10 @@
 //! gemm's, as Candle's are; they run one after another, so results do not
 //! depend on the thread count.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::contiguous;
 use crate::error::Result;
-
-/// Whether the fused products handle `t` (on the CPU, in f32 or f64; other dtypes and
-/// devices keep the composed form, whose half-precision products are Candle's).
-pub(crate) fn handles(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
-}
 
 /// `scale · q_h k_hᵀ`, `(batch, heads, seq, seq)`, of `q` and `k` `(batch, seq, width)`.
 pub(crate) fn scores(q: &Tensor, k: &Tensor, heads: usize) -> Result<Tensor> {

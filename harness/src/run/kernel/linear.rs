@@ -8,16 +8,10 @@
 //! zeroed before gemm overwrote it. The bits are the same: gemm rounds the
 //! product, and adding the bias rounds once more, as the bias add did.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::contiguous;
 use crate::error::Result;
-
-/// Whether the fused op handles `x` (on the CPU, in f32 or f64; half dtypes keep Candle's
-/// product and broadcast add).
-pub(crate) fn handles(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
-}
 
 /// `x W + b` for `x` `(…, in)`, `W` `(in, out)`, `b` `(out)`; the result is `(…, out)`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {

@@ -14,7 +14,7 @@
 //! AVX-512 and AVX2 copies compute the same operations (`mul_add` is a fused
 //! multiply-add on every path), so they do not depend on the CPU either.
 
-use candle_core::Layout;
+use candle_core::{DType, Layout, Tensor};
 
 pub(crate) mod bias;
 pub(crate) mod cross_entropy;
@@ -67,6 +67,12 @@ impl Real for f64 {
     fn ln(self) -> Self {
         f64::ln(self)
     }
+}
+
+/// Whether the fused products and losses handle `t`: on the CPU, in f32 or f64 (half dtypes
+/// keep Candle's products, and other devices the composed forms).
+pub(crate) fn handles(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
 /// The contiguous part of a storage slice a layout covers, or an error naming `op`.

@@ -28,7 +28,7 @@ fn heads_of(flat: &Tensor, w: &Tensor, b: &Tensor, (batch, seq, heads): (usize, 
 
 /// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`.
 pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
-    if heads::handles(h) {
+    if crate::run::kernel::handles(h) {
         return heads::scores(&linear(h, wq, bq)?, &linear(h, wk, bk)?, heads);
     }
     let (b, s, w) = h.dims3()?;
@@ -104,7 +104,7 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 
 /// The probabilities times the values of `h`, heads merged, through the output projection.
 pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
-    if heads::handles(h) {
+    if crate::run::kernel::handles(h) {
         return linear(&heads::mix(probs, &linear(h, wv, bv)?, heads)?, wo, bo);
     }
     let (b, s, w) = h.dims3()?;

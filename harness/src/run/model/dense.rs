@@ -9,7 +9,7 @@ use crate::error::Result;
 /// One fused op on the CPU in f32 and f64 (`kernel::linear`); Candle's product and
 /// broadcast add otherwise.
 pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if crate::run::kernel::linear::handles(x) {
+    if crate::run::kernel::handles(x) {
         return crate::run::kernel::linear::linear(x, w, b);
     }
     match *x.dims() {
