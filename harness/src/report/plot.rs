@@ -116,7 +116,7 @@ mod tests {
     fn extreme_values_still_plot() {
         // A finite 1e308 once doubled to an infinite axis, on which plotters' log scale never ends.
         let rows = vec![TraceRow { step: 1, train_loss: 1e308, grad_norm: Some(5e-324), ..Default::default() }];
-        let svg = super::svg("t", &Trace { layers: vec![], rows, dropped: 0 }, Some(1)).unwrap();
+        let svg = super::svg("t", &Trace { layers: vec![], rows, dropped: 0, scaled: false }, Some(1)).unwrap();
         assert!(svg.contains("<svg"));
     }
 }

@@ -24,6 +24,9 @@ pub enum Kind {
     NegInf,
     /// Not a value: a finite run that diverges (the site of a `--target diverge` finding).
     Diverge,
+    /// Not a value: the loss scaler's scale underflowed, or it skipped so many steps that the
+    /// run no longer trains (`[train.loss_scale]`); its tensor is `loss_scale`.
+    ScaleCollapse,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl std::fmt::Display for Kind {
             Kind::PosInf => "+Inf",
             Kind::NegInf => "-Inf",
             Kind::Diverge => "divergence",
+            Kind::ScaleCollapse => "loss scale collapse",
         })
     }
 }
@@ -188,7 +192,7 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The error, for `outcome = "error"`; why it was cut off, for `outcome = "timeout"`.
     pub error: Option<String>,
-    /// Compute dtype.
+    /// Compute dtype, or the autocast precision (`amp_f16`, `amp_bf16`).
     pub dtype: String,
     /// Device.
     pub device: String,

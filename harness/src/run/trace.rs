@@ -31,6 +31,10 @@ pub struct TraceRow {
     pub headroom: Option<f64>,
     /// Fraction of the step's gradient values that are subnormal in the dtype (watch on).
     pub grad_subnormal: Option<f64>,
+    /// The loss scale this step's loss was multiplied by (`[train.loss_scale]` on).
+    pub loss_scale: Option<f64>,
+    /// Whether the loss scaler skipped this step for non-finite gradients (`[train.loss_scale]` on).
+    pub skipped: Option<bool>,
     /// Largest |value| of each layer's output (watch on; empty otherwise).
     pub max_abs: Vec<f64>,
 }
@@ -49,7 +53,12 @@ pub struct Trace {
     pub rows: Vec<TraceRow>,
     /// Rows left out between the head and the tail.
     pub dropped: usize,
+    /// Whether the run scaled its loss: the rows then have `loss_scale` and `skipped` columns.
+    pub scaled: bool,
 }
+
+/// The loss scaler's columns, after the fixed ones, in runs that scale their loss.
+const SCALER: [&str; 2] = ["loss_scale", "skipped"];
 
 /// Rows kept from the start of a long run.
 pub const TRACE_HEAD: usize = 10_000;
@@ -97,7 +106,8 @@ impl Trace {
 
     /// The CSV header.
     pub fn header(&self) -> Vec<String> {
-        FIXED.iter().map(|s| s.to_string()).chain(self.layers.iter().map(|l| format!("max_abs.{l}"))).collect()
+        let scaler = if self.scaled { &SCALER[..] } else { &[] };
+        FIXED.iter().chain(scaler).map(|s| s.to_string()).chain(self.layers.iter().map(|l| format!("max_abs.{l}"))).collect()
     }
 
     /// The trace as CSV text.
@@ -107,6 +117,9 @@ impl Trace {
         w.write_record(self.header()).map_err(ser)?;
         for r in &self.rows {
             let mut rec = vec![r.step.to_string(), r.epoch.to_string(), r.fold.to_string(), fmt(r.train_loss), opt(r.val_loss), opt(r.grad_norm), opt(r.param_norm), fmt(r.lr), opt(r.headroom), opt(r.grad_subnormal)];
+            if self.scaled {
+                rec.extend([opt(r.loss_scale), r.skipped.map_or(String::new(), |s| u8::from(s).to_string())]);
+            }
             rec.extend((0..self.layers.len()).map(|i| opt(r.max_abs.get(i).copied())));
             w.write_record(rec).map_err(ser)?;
         }
@@ -154,8 +167,12 @@ mod tests {
             layers: vec!["layers.0.linear".into()],
             rows: vec![TraceRow { step: 1, epoch: 1, train_loss: 0.5, lr: 0.01, max_abs: vec![2.0], ..Default::default() }],
             dropped: 0,
+            scaled: false,
         };
         let text = String::from_utf8(t.to_csv().unwrap()).unwrap();
         assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,2e0\n");
+        let scaled = Trace { scaled: true, rows: vec![TraceRow { loss_scale: Some(65536.0), skipped: Some(true), ..t.rows[0].clone() }], ..t };
+        let text = String::from_utf8(scaled.to_csv().unwrap()).unwrap();
+        assert!(text.starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,6.5536e4,1,2e0\n"), "{text}");
     }
 }

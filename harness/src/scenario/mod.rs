@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod amp;
 mod data;
 mod expect;
 mod knob;
@@ -20,10 +21,12 @@ mod memory;
 mod model;
 mod search;
 mod plan;
+mod schedule;
 mod shape;
 mod training;
 mod validate;
 
+pub use amp::{LossScaleSpec, Precision};
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
@@ -33,6 +36,7 @@ pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
 pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
 pub use search::SearchSpec;
+pub use schedule::{Decay, ScheduleSpec};
 pub use plan::{plan, Node, ParamSpec, Part, Plan, PlanError, Role};
 pub use shape::{held_out, input_shape, rows, target_width, InShape, Shape};
 pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
@@ -144,6 +148,8 @@ mod tests {
         agree::<Phase>();
         agree::<ExpectedOutcome>();
         agree::<Knob>();
+        agree::<Precision>();
+        agree::<Decay>();
         assert_eq!(Layer::LayerNorm { eps: 1e-5 }.name(), "layer_norm");
         assert_eq!(Layer::FlawedSquare.name(), "flawed_square");
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
-use super::one_usize;
+use super::{one_usize, LossScaleSpec, Precision, ScheduleSpec};
 
 /// The loss function and its stabilisers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -133,14 +133,14 @@ impl OptimizerKind {
 }
 
 
-/// The schedule, numeric type, device and limits.
+/// Epochs and batches, numeric type and mixed precision, learning-rate schedule, device and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
     /// Passes over the training rows.
     #[serde(default = "one_usize")]
     pub epochs: usize,
-    /// Rows per step; absent means the whole training split (full batch).
+    /// Rows per micro-batch (per step without `accumulate`); absent means the whole training split (full batch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
     /// Reshuffle the training rows every epoch.
@@ -149,7 +149,7 @@ pub struct TrainSpec {
     /// Stop after this many optimizer steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
-    /// Compute dtype: `f32`, `f64`, `f16` or `bf16`.
+    /// Compute dtype: `f32`, `f64`, `f16` or `bf16` (of the master weights under `precision = amp_*`).
     #[serde(default)]
     pub dtype: DTypeName,
     /// `cpu` or `cuda:N`.
@@ -164,6 +164,22 @@ pub struct TrainSpec {
     /// When to flag a finite run as diverging (loss or parameters growing without bound).
     #[serde(default)]
     pub divergence: DivergenceSpec,
+    /// Mixed precision: `f32` (none), `amp_f16` or `amp_bf16` (autocast over f32 master weights).
+    #[serde(default, skip_serializing_if = "Precision::is_default")]
+    pub precision: Precision,
+    /// Dynamic loss scaling (PyTorch's `GradScaler`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaleSpec>,
+    /// The learning rate over the steps; absent: constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleSpec>,
+    /// Micro-batches of `batch_size` rows whose gradients are summed before each optimizer step.
+    #[serde(default = "one_usize", skip_serializing_if = "is_one_usize")]
+    pub accumulate: usize,
+}
+
+fn is_one_usize(v: &usize) -> bool {
+    *v == 1
 }
 
 /// The compute dtype.

@@ -42,7 +42,7 @@ impl Target {
         match self {
             Target::Nonfinite | Target::Diverge => true,
             Target::Nan => f.kind == Kind::Nan,
-            Target::Inf => f.kind != Kind::Nan,
+            Target::Inf => matches!(f.kind, Kind::PosInf | Kind::NegInf),
         }
     }
 }

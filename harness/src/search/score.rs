@@ -42,7 +42,7 @@ mod tests {
     fn outcome(rows: Vec<TraceRow>) -> Outcome {
         let mut o = Outcome::error("t", String::new());
         o.outcome = Status::Finite;
-        o.trace = Trace { layers: vec!["l".into()], rows, dropped: 0 };
+        o.trace = Trace { layers: vec!["l".into()], rows, dropped: 0, scaled: false };
         o
     }
 

@@ -58,6 +58,8 @@ pub enum Rule {
     LrAboveStabilityBound,
     /// Attention with every key of a query masked: the plain softmax of a row of `-inf` is `0/0`.
     FullyMaskedRow,
+    /// The loss scaler skipped step after step for non-finite gradients, or its scale underflowed.
+    LossScaleCollapse,
 }
 
 /// Facts about one input of the operation.

@@ -18,6 +18,7 @@ use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
 mod activation;
 mod attention;
+mod autocast;
 mod conv;
 mod custom;
 mod dense;
@@ -51,6 +52,8 @@ pub struct Model {
     dropout: RefCell<Option<ChaCha8Rng>>,
     /// The parameters, in plan order.
     pub params: Vec<Param>,
+    /// The low dtype autocast computes matmuls in (`train.precision = amp_*`), if any.
+    autocast: Option<DType>,
 }
 
 impl Model {
@@ -66,7 +69,14 @@ impl Model {
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
         let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(match n.shape { crate::scenario::Shape::Image { channels, .. } => channels, s => s.width() }, dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params })
+        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None })
+    }
+
+    /// Runs every forward under autocast to `low` (see `autocast`): matmuls in `low`, softmax,
+    /// norms, exp, log and pow in f32, over the parameters' own (f32) values.
+    pub(crate) fn with_autocast(mut self, low: Option<DType>) -> Self {
+        self.autocast = low;
+        self
     }
 
     /// Whether any node draws dropout masks.
@@ -131,14 +141,33 @@ impl Model {
     fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            let h = self.input_of(i, x, &outs);
-            let p = |k: usize| self.params[node.params.start + k].var.as_tensor();
+            // Under autocast: the dtype this node computes in, its input and parameters cast to it.
+            let to = self.autocast.map(|low| (low, autocast::policy(&node.layer, node.part)));
+            let input = self.input_of(i, x, &outs);
+            let (cast_input, cast_params);
+            let (h, cast) = match to {
+                Some((low, policy)) => {
+                    let dt = |d: DType| if d == DType::U32 { d } else { autocast::target(policy, low, d) };
+                    cast_input = autocast::cast(input, dt(input.dtype()))?;
+                    cast_params = node.params.clone().map(|k| autocast::cast(self.params[k].var.as_tensor(), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
+                    (&cast_input, Some((&cast_params, low)))
+                }
+                None => (input, None),
+            };
+            let p = |k: usize| cast.map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |(c, _)| &c[k]);
             let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
             let out = match (&node.layer, node.part) {
-                (_, Part::Sum) => other().map_or_else(|| Ok(h.clone()), |skip| skip + h)?,
+                (_, Part::Sum) => other().map_or_else(|| Ok(h.clone()), |skip| autocast::promoted_sum(skip, h))?,
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
-                (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads)?,
+                (Layer::Attention { heads, .. }, Part::Mix) => {
+                    let values = other().unwrap_or(x);
+                    let values = match cast {
+                        Some((_, low)) => autocast::cast(values, low)?,
+                        None => values.clone(),
+                    };
+                    attention::mix(h, &values, (p(0), p(1), p(2), p(3)), *heads)?
+                }
                 (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
                     None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),

@@ -33,6 +33,11 @@ impl Optimizer {
         Optimizer { spec: spec.clone(), step: 0, m: vec![None; n], v: vec![None; n], buffers: vec![None; n], fused: true }
     }
 
+    /// Sets the learning rate of the next steps (`[train.schedule]`).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.spec.lr = lr;
+    }
+
     /// Updates each variable from its gradient.
     pub fn step(&mut self, params: &[&Var], grads: &[Tensor]) -> Result<()> {
         self.update(params, grads, false).map(|_| ())

@@ -58,7 +58,7 @@ impl Runner<'_> {
                     let reader = model.reader_of(l);
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
-                    self.cause = cause::born(model.layers(), &names.outputs, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, s.train.dtype).ok().flatten();
+                    self.cause = cause::born(model.layers(), &names.outputs, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, self.compute_dtype()).ok().flatten();
                     return Ok(());
                 }
             }

@@ -19,6 +19,11 @@ impl Runner<'_> {
         self.cause = why(self, f).ok().flatten();
     }
 
+    /// The dtype the layers compute in: autocast's low dtype under `precision = amp_*`.
+    pub(super) fn compute_dtype(&self) -> crate::scenario::DTypeName {
+        self.s.train.precision.low().unwrap_or(self.s.train.dtype)
+    }
+
     /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
     /// stability bound on the learning rate that can be computed from the data.
     pub(super) fn linear_sgd_mse(&self) -> bool {
@@ -30,7 +35,7 @@ impl Runner<'_> {
     pub(super) fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
         let input = model.input_of(l, x, outs);
-        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.s.train.dtype)
+        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.compute_dtype())
     }
 
     /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.

@@ -38,7 +38,7 @@ impl Runner<'_> {
         let largest = row.max_abs.iter().chain(g_stats.iter().map(|s| &s.max_abs)).fold(0.0, |a: f64, &m| a.max(finite(m)));
         let len: usize = grads.iter().map(Tensor::elem_count).sum();
         let tiny: usize = g_stats.iter().map(|s| s.tiny).sum();
-        let (room, share) = (headroom(Limits::of(self.s.train.dtype).max, largest), tiny as f64 / len.max(1) as f64);
+        let (room, share) = (headroom(Limits::of(self.compute_dtype()).max, largest), tiny as f64 / len.max(1) as f64);
         (row.headroom, row.grad_subnormal) = (Some(room), Some(share));
         if self.first.is_some() {
             return;
@@ -53,7 +53,7 @@ impl Runner<'_> {
 
     /// Warnings for thresholds crossed before anything went non-finite.
     pub(super) fn margin_warnings(&self) -> Vec<String> {
-        let d = self.s.train.dtype;
+        let d = self.compute_dtype();
         let (dt, lim) = (<&str>::from(d), Limits::of(d));
         let mut out = Vec::new();
         if let Some((h, largest, at)) = self.worst.headroom.filter(|(h, _, _)| *h < LOW_HEADROOM_BITS) {

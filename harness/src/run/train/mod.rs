@@ -11,17 +11,18 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 
 use super::cause::{self, Cause};
 use super::data::{self, Dataset, Split, Table};
 use super::divergence::DivergenceWatch;
 use super::model::Model;
 use super::optim::{self, Optimizer};
+use super::scaler::Scaler;
 use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
 use super::rng::{stream, INIT_STREAM, SHUFFLE_STREAM};
-use super::trace::{Trace, TraceRow};
-use super::watch::{extent, stats, Stats};
+use super::trace::Trace;
+use super::watch::{stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
 use crate::scenario::{InShape, Named, Phase, Plan, Scenario, Shape};
@@ -29,6 +30,7 @@ use crate::scenario::{InShape, Named, Phase, Plan, Scenario, Shape};
 mod birth;
 mod explain;
 mod headroom;
+mod step;
 
 /// Trains every fold of `data` with the model `plan` describes, on `dev`.
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
@@ -55,7 +57,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         divergence: r.divergence,
         warnings,
         error,
-        dtype: s.train.dtype.name().to_string(),
+        // Under autocast, the precision (`amp_f16`): its findings are not the f32 ones.
+        dtype: if s.train.precision.low().is_some() { s.train.precision.name() } else { s.train.dtype.name() }.to_string(),
         device: s.train.device.clone(),
         threads: candle_core::utils::get_num_threads(),
         seconds: 0.0,
@@ -78,7 +81,7 @@ impl<'a> Runner<'a> {
             opts,
             dev,
             dtype: dtype(s.train.dtype),
-            trace: Trace { layers: plan.layer_names.clone(), ..Trace::default() },
+            trace: Trace { layers: plan.layer_names.clone(), scaled: Scaler::new(s.train.loss_scale.as_ref()).is_some(), ..Trace::default() },
             first: None,
             first_at: None,
             cause: None,
@@ -93,6 +96,10 @@ impl<'a> Runner<'a> {
             cut: None,
             tap_at: None,
             worst: headroom::Worst::default(),
+            scaler: None,
+            deferring: false,
+            pending: None,
+            last_skip: None,
         }
     }
 
@@ -107,22 +114,23 @@ impl<'a> Runner<'a> {
                 break;
             }
             let mut init = stream(self.s.seed, INIT_STREAM + f as u64);
-            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?;
+            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?.with_autocast(self.s.train.precision.low().map(dtype));
             self.train_fold(f, fold, &model, data.shape, plan.out)?;
         }
         Ok(())
     }
 }
 
-fn batches_per_epoch(s: &Scenario, rows: usize) -> usize {
-    rows.div_ceil(s.train.batch_size.unwrap_or(rows).max(1))
+/// Optimizer steps per epoch: micro-batches in groups of `accumulate`, the last group shorter.
+fn steps_per_epoch(s: &Scenario, rows: usize) -> usize {
+    rows.div_ceil(s.train.batch_size.unwrap_or(rows).max(1)).div_ceil(s.train.accumulate.max(1))
 }
 
 fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
     d.folds
         .iter()
         .map(|f| {
-            let n = s.train.epochs.saturating_mul(batches_per_epoch(s, f.train.x.rows));
+            let n = s.train.epochs.saturating_mul(steps_per_epoch(s, f.train.x.rows));
             s.train.max_steps.map_or(n, |m| n.min(m))
         })
         .sum()
@@ -167,6 +175,14 @@ struct Runner<'a> {
     tap_at: Option<(usize, usize)>,
     /// The lowest headroom and most subnormal gradients seen while everything was finite.
     worst: headroom::Worst,
+    /// The current fold's loss scaler (`[train.loss_scale]`), if on.
+    scaler: Option<Scaler>,
+    /// True inside a step whose non-finite values wait for the scaler's decision.
+    deferring: bool,
+    /// The first non-finite value of the step being decided.
+    pending: Option<Location>,
+    /// The first non-finite value of the last step the scaler skipped.
+    last_skip: Option<Location>,
 }
 
 /// Where the runner is, for naming a location.
@@ -197,11 +213,17 @@ impl Runner<'_> {
 
     /// Records the first non-finite value; later ones are ignored.
     fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, (index, value): (usize, f64), shape: &[usize], count: usize) {
-        if self.first.is_none() {
+        if self.first.is_none() && self.pending.is_none() {
             let kind = Kind::of(value).unwrap_or(Kind::Nan);
             let coords = super::outcome::coords(index, shape);
-            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count, rows: Vec::new() });
-            self.first_at = Some(self.steps);
+            let at = Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count, rows: Vec::new() };
+            // With a loss scaler, a step's non-finite values wait for its decision (see `step`).
+            if self.deferring {
+                self.pending = Some(at);
+            } else {
+                self.first = Some(at);
+                self.first_at = Some(self.steps);
+            }
         }
     }
 
@@ -215,7 +237,7 @@ impl Runner<'_> {
 
     /// Records which rows of a per-example tensor hold the non-finite values, if it was just flagged.
     fn note_rows(&mut self, name: &str, t: &Tensor) -> Result<()> {
-        let Some(f) = self.first.as_mut().filter(|f| f.tensor == name && f.rows.is_empty() && f.count > 0) else { return Ok(()) };
+        let Some(f) = self.first.as_mut().or(self.pending.as_mut()).filter(|f| f.tensor == name && f.rows.is_empty() && f.count > 0) else { return Ok(()) };
         let Some(&n) = t.dims().first() else { return Ok(()) };
         let per = t.elem_count() / n.max(1);
         let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -292,6 +314,7 @@ impl Runner<'_> {
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params.len());
         opt.fused = self.opts.fused;
+        self.scaler = Scaler::new(s.train.loss_scale.as_ref());
         let mut orders = Orders::new(s, fold, n);
         let mut step = 0;
         let full_batch = batch == n;
@@ -303,20 +326,26 @@ impl Runner<'_> {
                 orders.shuffle();
             }
             let order = &orders.order;
-            for start in (0..n).step_by(batch) {
+            let starts: Vec<usize> = (0..n).step_by(batch).collect();
+            for group in starts.chunks(s.train.accumulate.max(1)) {
                 if self.done() || self.cut_now() || s.train.max_steps.is_some_and(|m| step >= m) {
                     return Ok(());
                 }
                 step += 1;
                 self.steps += 1;
-                let len = batch.min(n - start);
-                let b = if s.train.shuffle {
-                    train.select(&Tensor::from_slice(&order[start..start + len], len, &self.dev)?)?
-                } else {
-                    train.narrow(start, len)?
-                };
+                let micro = group
+                    .iter()
+                    .map(|&start| {
+                        let len = batch.min(n - start);
+                        if s.train.shuffle {
+                            train.select(&Tensor::from_slice(&order[start..start + len], len, &self.dev)?)
+                        } else {
+                            train.narrow(start, len)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 let at = At { step, epoch, fold };
-                self.step(at, model, &mut opt, &b)?;
+                self.step(at, model, &mut opt, &micro)?;
                 let loss = self.trace.rows.last().map_or(f64::NAN, |r| r.train_loss);
                 (sum, count) = (sum + loss, count + 1);
                 if full_batch {
@@ -341,147 +370,6 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, b: &Batch) -> Result<()> {
-        let (s, x, y) = (self.s, &b.x, &b.y);
-        let watch = self.opts.watch;
-        let mut row = TraceRow { step: at.step, epoch: at.epoch, fold: at.fold, lr: s.optimizer.lr, ..Default::default() };
-        let tapping = self.tap_at == Some((at.fold, at.step));
-        if model.has_dropout() {
-            model.dropout_step(super::rng::dropout_stream(s.seed, at.fold, at.step));
-        }
-        let (outs, slots) = if tapping { model.forward_tapped(x, b.mask.as_ref())? } else { (model.forward(x, b.mask.as_ref())?, Vec::new()) };
-        if watch {
-            let names = self.names.clone();
-            for (o, name) in outs.iter().zip(&names.outputs) {
-                let st = extent(o)?;
-                row.max_abs.push(self.check(at, Phase::Forward, name, st, o.dims()).max_abs);
-                self.note_rows(name, o)?;
-            }
-        }
-        if watch {
-            self.explain(at, Phase::Forward, &|r, f| r.forward_cause(f, model, x, &outs));
-        }
-        let pred = outs.last().unwrap_or(x);
-        let loss = super::loss::loss(&s.loss, pred, y)?;
-        let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        row.train_loss = value;
-        self.last_loss = Some(value);
-        if value.is_finite() {
-            self.last_finite = Some(value);
-        } else {
-            self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
-            self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
-        }
-        if self.done() || model.params.is_empty() {
-            self.trace.push(row);
-            return Ok(());
-        }
-        let store = loss.backward()?;
-        let mut grads = Vec::with_capacity(model.params.len());
-        for p in &model.params {
-            grads.push(match store.get(p.var.as_tensor()) {
-                Some(g) => g.clone(),
-                None => p.var.as_tensor().zeros_like()?,
-            });
-        }
-        drop(store);
-        if tapping {
-            self.find_birth(at, model, &outs, y, &slots, &grads)?;
-            self.cut = Some("stopped where a non-finite gradient was born".into());
-            return Ok(());
-        }
-        let clipping = s.optimizer.clip_grad_norm.is_some() || s.optimizer.clip_grad_value.is_some();
-        let names = self.names.clone();
-        let vars: Vec<&Var> = model.params.iter().map(|p| &p.var).collect();
-        // Without clipping, the update runs first: the fused optimizer reads every gradient and
-        // writes every parameter in place, and gathers the watch's stats of both on the way. The
-        // checks still come in the same order (every gradient, then every parameter), so the
-        // first value flagged is the same; a step whose gradients are not finite ends the run
-        // (or, with `continue_steps`, is applied as before), so updating first changes nothing.
-        let fused = if watch && !clipping { Some(opt.step_watched(&vars, &grads)?) } else { None };
-        let mut sum_sq = 0.0;
-        if watch {
-            // The norm adds the parameters' sums in parameter order, as always.
-            let mut g_stats = Vec::with_capacity(grads.len());
-            for (i, g) in grads.iter().enumerate() {
-                let st = match fused.as_ref().and_then(|u| u[i].grad) {
-                    Some(gs) => gs,
-                    None => stats(g)?,
-                };
-                sum_sq += st.sum_sq;
-                g_stats.push(st);
-            }
-            for (i, st) in g_stats.iter().enumerate() {
-                self.check(at, Phase::Backward, &names.grads[i], *st, grads[i].dims());
-            }
-            self.note_margins(at, &mut row, &g_stats, &grads);
-            self.explain(at, Phase::Backward, &|r, _| {
-                let inputs: Vec<&Tensor> = (0..outs.len()).map(|l| model.input_of(l, x, &outs)).collect();
-                cause::backward(model.layers(), &r.names.outputs, &inputs, s.train.dtype)
-            });
-        }
-        if let Some(max) = s.optimizer.clip_grad_norm {
-            if !watch {
-                sum_sq = grads.iter().map(|g| stats(g).map(|st| st.sum_sq)).sum::<Result<f64>>()?;
-            }
-            optim::clip_norm(&mut grads, sum_sq.sqrt(), max)?;
-        }
-        if watch || s.optimizer.clip_grad_norm.is_some() {
-            row.grad_norm = Some(sum_sq.sqrt());
-        }
-        if self.done() {
-            self.trace.push(row);
-            return Ok(());
-        }
-        if let Some(max) = s.optimizer.clip_grad_value {
-            optim::clip_value(&mut grads, max)?;
-        }
-        let fused = match fused {
-            Some(f) => f,
-            None if watch => opt.step_watched(&vars, &grads)?,
-            None => {
-                opt.step(&vars, &grads)?;
-                Vec::new()
-            }
-        };
-        let mut p_sq = 0.0;
-        if watch {
-            // Each parameter's new state, then its new value: the state is computed first, so a
-            // second moment that overflows (and zeroes the update) is named before anything else.
-            for (i, (p, w)) in model.params.iter().zip(&fused).enumerate() {
-                for (st, name) in [(w.m, &names.m_states[i]), (w.v, &names.v_states[i])] {
-                    if let (Some(st), Some(name)) = (st, name) {
-                        self.check(at, Phase::Update, name, st, p.var.dims());
-                    }
-                }
-                let st = match w.param {
-                    Some(ps) => ps,
-                    None => stats(p.var.as_tensor())?,
-                };
-                p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
-            }
-            self.explain(at, Phase::Update, &|_, f| {
-                // A parameter, or one of its states (`optim.<param>.<state>`).
-                let owner = |p: &super::model::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
-                let Some(i) = model.params.iter().position(owner) else { return Ok(None) };
-                if let Some(state) = f.tensor.rsplit('.').next().filter(|_| f.tensor.starts_with("optim.")) {
-                    return cause::state(&s.optimizer, &f.tensor, state, &grads[i], f.index, s.train.dtype);
-                }
-                let (m, v) = opt.moments_at(i, f.index)?;
-                cause::update(&s.optimizer, &f.tensor, &grads[i], f.index, m, v, s.train.dtype)
-            });
-        }
-        if watch {
-            row.param_norm = Some(p_sq.sqrt());
-        }
-        self.check_vanishing(at, row.grad_norm);
-        if self.divergence.is_none() && self.first.is_none() {
-            self.divergence = self.diverging.check(at.step, row.train_loss, row.param_norm).map(|d| Stagnation { epoch: at.epoch, fold: at.fold, ..d });
-        }
-        self.trace.push(row);
-        Ok(())
-    }
-
     fn validate(&mut self, at: At, model: &Model, b: &Batch) -> Result<()> {
         let (x, y) = (&b.x, &b.y);
         let outs = model.forward_eval(x, b.mask.as_ref())?;
@@ -491,7 +379,7 @@ impl Runner<'_> {
                 self.watch(at, Phase::Validation, name, o)?;
             }
         }
-        let loss = super::loss::loss(&self.s.loss, outs.last().unwrap_or(x), y)?;
+        let loss = super::loss::loss(&self.s.loss, &self.master(outs.last().unwrap_or(x))?, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             self.flag(at, Phase::Validation, "validation.loss", (0, value), &[], 1);

@@ -7,13 +7,14 @@
 //! explicit data or `[[data.inject]]`, never by accident. Each problem names
 //! its dotted key (`optimizer.lr`, `data.preprocess.1.min`), so the loader can
 //! point at the line that holds it. The `[data]` table is checked in `data`,
-//! `[expect]` and `[search]` in `tables`.
+//! `[expect]` and `[search]` in `tables`, mixed precision and the schedule in `amp`.
 
 // `!(x > 0.0)` is deliberate throughout: it rejects NaN, which `x <= 0.0` would let through.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use super::*;
 
+mod amp;
 mod data;
 mod tables;
 
@@ -28,6 +29,9 @@ pub struct Problem {
 
 /// Most characters in a scenario name (it becomes part of a directory name).
 pub const MAX_NAME_CHARS: usize = 100;
+
+/// Most micro-batches `train.accumulate` sums.
+pub const MAX_ACCUMULATE: usize = 1 << 16;
 
 /// Largest `train.memory_limit_mb` accepted: 1 TiB.
 pub const MAX_MEMORY_LIMIT_MB: u64 = 1 << 20;
@@ -222,6 +226,16 @@ fn train(t: &TrainSpec, out: &mut Vec<Problem>) {
         out.push(problem("train.divergence.param_growth", format!("must be a finite factor over 1, got {}", t.divergence.param_growth)));
     }
     non_negative(out, "train.stagnation.grad_norm_floor", t.stagnation.grad_norm_floor);
+    if !(1..=MAX_ACCUMULATE).contains(&t.accumulate) {
+        out.push(problem("train.accumulate", format!("must be between 1 and {MAX_ACCUMULATE} micro-batches, got {}", t.accumulate)));
+    }
+    amp::precision(t, out);
+    if let Some(ls) = &t.loss_scale {
+        amp::loss_scale(ls, t.dtype, out);
+    }
+    if let Some(sch) = &t.schedule {
+        amp::schedule(sch, out);
+    }
 }
 
 #[cfg(test)]

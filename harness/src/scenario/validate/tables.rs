@@ -85,7 +85,10 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
         return;
     }
     if let Some(plan) = plan {
-        let names = tensors(plan, s.data.validation.is_some());
+        let mut names = tensors(plan, s.data.validation.is_some());
+        if s.train.loss_scale.as_ref().is_some_and(|l| l.enabled) {
+            names.push("loss_scale".into());
+        }
         if !names.iter().any(|n| n == tensor) {
             let shown: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
             let more = if names.len() > 12 { ", ..." } else { "" };
@@ -101,7 +104,7 @@ fn fits(p: Phase, t: &str) -> bool {
         Phase::Forward => t.starts_with("layers.") && t.ends_with(".output"),
         Phase::Loss => t == "loss",
         Phase::Backward => t.starts_with("layers.") && t.ends_with(".grad"),
-        Phase::Update => (t.starts_with("layers.") || t.starts_with("optim.layers.")) && !t.ends_with(".grad") && !t.ends_with(".output"),
+        Phase::Update => t == "loss_scale" || ((t.starts_with("layers.") || t.starts_with("optim.layers.")) && !t.ends_with(".grad") && !t.ends_with(".output")),
         Phase::Validation => t.starts_with("validation."),
     }
 }
@@ -112,7 +115,7 @@ fn phase_names(p: Phase) -> &'static str {
         Phase::Forward => "layer outputs such as `layers.0.linear.output`",
         Phase::Loss => "only `loss`",
         Phase::Backward => "gradients such as `layers.0.linear.weight.grad`",
-        Phase::Update => "parameters such as `layers.0.linear.weight`, and optimizer state such as `optim.layers.0.linear.weight.exp_avg_sq`",
+        Phase::Update => "parameters such as `layers.0.linear.weight`, optimizer state such as `optim.layers.0.linear.weight.exp_avg_sq`, and `loss_scale` (a scale collapse)",
         Phase::Validation => "`validation.loss` and `validation.layers.N.TYPE.output`",
     }
 }
