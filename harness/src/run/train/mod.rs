@@ -32,6 +32,9 @@ mod explain;
 mod headroom;
 mod step;
 
+#[cfg(test)]
+mod amp_tests;
+
 /// Trains every fold of `data` with the model `plan` describes, on `dev`.
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
     let mut r = Runner::new(s, opts, dev.clone(), data, plan);

@@ -1,0 +1,108 @@
+//! Mixed precision, the loss scaler, accumulation and the schedule in whole runs, on
+//! one-weight models whose every step can be worked out by hand.
+
+use crate::run::{run, Kind, Status};
+use crate::scenario::{from_str, Phase};
+
+fn scenario(body: &str) -> crate::Scenario {
+    from_str(&format!("name = \"t\"\n{body}"), "t.toml").unwrap()
+}
+
+/// `pred = w·x + b` from w = b = 0 on one row, MSE, SGD at `lr`.
+fn one_weight(x: f64, y: f64, lr: f64, train: &str) -> crate::Scenario {
+    scenario(&format!(
+        "[data]\ninputs = {{ kind = \"values\", rows = [[{x:?}]] }}\ntargets = {{ kind = \"values\", values = [{y:?}] }}\n[model]\ninit = {{ kind = \"constant\", value = 0.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = {lr:?}\n[train]\n{train}"
+    ))
+}
+
+#[test]
+fn the_scaler_skips_exactly_the_overflowing_steps_and_grows_after_its_interval() {
+    // x = 1, y = 0.5, pred = 0: dL/dpred = 2(0 − 0.5) = −1, scaled to −scale, which backward
+    // casts to f16 at the linear's output. 2¹⁷ and 2¹⁶ both round to −inf in f16 (largest
+    // 65504): steps 1 and 2 are skipped, the scale halving each time; 2¹⁵ fits, so step 3
+    // applies w = b = 0.1 (lr 0.1 times the unscaled −1). Steps 3 and 4 are two clean steps
+    // in a row: the scale doubles for step 5. By hand: pred 0.2 after step 3, the gradient
+    // −0.6 at step 4 gives w = b = 0.16, and step 5's −0.36 · 2¹⁶ = −23593 fits.
+    let s = one_weight(1.0, 0.5, 0.1, "epochs = 5\nprecision = \"amp_f16\"\n[train.loss_scale]\ninit = 131072.0\ngrowth_interval = 2");
+    let o = run(&s);
+    assert_eq!(o.outcome, Status::Finite, "skipped steps are expected events: {:?}", o.first_nonfinite);
+    let scales: Vec<f64> = o.trace.rows.iter().map(|r| r.loss_scale.unwrap()).collect();
+    let skipped: Vec<bool> = o.trace.rows.iter().map(|r| r.skipped.unwrap()).collect();
+    assert_eq!(scales, [131072.0, 65536.0, 32768.0, 32768.0, 65536.0]);
+    assert_eq!(skipped, [true, true, false, false, false]);
+    // The loss of each step is the unscaled one: 0.25 before any update; after step 3 the f32
+    // master w = b = 0.1 reach the linear as f16(0.1) = 0.0999755859375 each, so the loss is
+    // (0.5 − 0.199951171875)² exactly; then about (0.5 − 0.32)² (f16 weights again).
+    let loss: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
+    assert_eq!(&loss[..3], [0.25, 0.25, 0.25]);
+    assert_eq!(loss[3], f64::from(0.300048828125f32 * 0.300048828125f32));
+    assert!((loss[4] - 0.0324).abs() < 2e-3 * 0.0324, "{loss:?}");
+    assert!(o.trace.to_csv().map(|c| String::from_utf8(c).unwrap()).unwrap().starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,"));
+}
+
+#[test]
+fn a_forward_that_always_overflows_the_low_dtype_is_a_scale_collapse() {
+    // 1e5 is a fine f32 input but +inf once autocast casts it to f16 for the linear layer:
+    // every step is skipped. With the default window of 20 and fraction 0.5, the 11th skip is
+    // more than half: a collapse at step 11, after 11 halvings of 2¹⁶.
+    let s = one_weight(1e5, 0.5, 0.1, "epochs = 30\nprecision = \"amp_f16\"\n[train.loss_scale]");
+    let o = run(&s);
+    let f = o.first_nonfinite.clone().expect("a collapse");
+    assert_eq!((o.outcome, f.step, f.phase, f.tensor.as_str(), f.kind), (Status::Nonfinite, 11, Phase::Update, "loss_scale", Kind::ScaleCollapse));
+    assert_eq!(o.trace.rows[10].loss_scale, Some(65536.0 / 1024.0));
+    let c = o.cause.expect("explained");
+    assert!(c.reason.contains("11 of the last 11 steps were skipped") && c.reason.contains("layers.0.linear.output"), "{}", c.reason);
+    // Without a scaler the same run fails at its first forward, in the f16 linear: inf · (w = 0).
+    let o = run(&one_weight(1e5, 0.5, 0.1, "precision = \"amp_f16\""));
+    let f = o.first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (1, Phase::Forward, "layers.0.linear.output", Kind::Nan));
+}
+
+#[test]
+fn f32_master_weights_take_updates_below_the_low_dtype_resolution() {
+    // w = 1, b = 0, x = 1, y = 4: dL/dw = dL/db = 2(1 − 4) = −6, so each step adds about 6e-5
+    // to both at lr 1e-5. An f16 at 1 has spacing 2⁻¹⁰ ≈ 9.8e-4: w + 6e-5 rounds back to 1 in
+    // pure f16, while the f32 master weight of amp_f16 keeps every step. (b, near 0, moves in
+    // both; its share of the norm is b²/2 < 1e-7.)
+    let body = |train: &str| {
+        scenario(&format!(
+            "[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [4.0] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 1e-5\n[train]\nepochs = 3\n{train}"
+        ))
+    };
+    let norms = |o: &crate::run::Outcome| o.trace.rows.iter().map(|r| r.param_norm.unwrap()).collect::<Vec<_>>();
+    let amp = norms(&run(&body("precision = \"amp_f16\"")));
+    let pure = norms(&run(&body("dtype = \"f16\"")));
+    assert!((amp[0] - 1.00006).abs() < 1e-6 && (amp[2] - 1.00018).abs() < 2e-6, "w = 1 + 6e-5 per step in f32: {amp:?}");
+    assert!(pure.iter().all(|n| (n - 1.0).abs() < 1e-7), "w stays 1 in f16: {pure:?}");
+}
+
+#[test]
+fn accumulating_k_micro_batches_is_one_batch_of_k_times_the_rows_for_sgd() {
+    let rows = "[[0.5, -1.0], [1.5, 2.0], [-0.25, 0.75], [2.0, -0.5], [1.0, 1.0], [-1.5, 0.25], [0.75, -2.0], [0.1, 0.3]]";
+    let targets = "[1.0, -0.5, 0.25, 2.0, -1.0, 0.5, 1.5, -0.75]";
+    let body = |train: &str| {
+        scenario(&format!(
+            "seed = 3\n[data]\ninputs = {{ kind = \"values\", rows = {rows} }}\ntargets = {{ kind = \"values\", values = {targets} }}\n[model]\nlayers = [{{ type = \"linear\", out = 3 }}, {{ type = \"tanh\" }}, {{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\nmomentum = 0.9\n[train]\nepochs = 4\n{train}"
+        ))
+    };
+    let whole = run(&body(""));
+    let micro = run(&body("batch_size = 2\naccumulate = 4"));
+    assert_eq!((whole.steps, micro.steps), (4, 4), "four micro-batches of 2 make one step");
+    for (a, b) in whole.trace.rows.iter().zip(&micro.trace.rows) {
+        // The same gradient, summed in another order: equal to f32 rounding.
+        assert!((a.train_loss - b.train_loss).abs() <= 1e-6 * a.train_loss.abs(), "{} vs {}", a.train_loss, b.train_loss);
+        let (pa, pb) = (a.param_norm.unwrap(), b.param_norm.unwrap());
+        assert!((pa - pb).abs() <= 1e-6 * pa, "{pa} vs {pb}");
+    }
+    // Not the same as 4 steps per epoch of 2 rows each.
+    assert_eq!(run(&body("batch_size = 2")).steps, 16);
+}
+
+#[test]
+fn the_trace_lr_column_follows_the_schedule() {
+    let o = run(&one_weight(1.0, 0.5, 0.1, "epochs = 4\n[train.schedule]\nwarmup_steps = 2\ndecay = \"step\"\nstep_size = 1\ngamma = 0.5"));
+    let lr: Vec<f64> = o.trace.rows.iter().map(|r| r.lr).collect();
+    assert_eq!(lr, [0.0, 0.05, 0.1, 0.05]);
+    // A zero learning rate leaves the first step's parameters where they were.
+    assert_eq!(o.trace.rows[0].param_norm, Some(0.0));
+}
