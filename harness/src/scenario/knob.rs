@@ -79,13 +79,29 @@ pub enum Knob {
     /// `p` of every `dropout` layer and every recurrent dropout already on.
     #[strum(serialize = "model.dropout.p")]
     DropoutP,
+    /// `train.precision`: autocast to f16 or bf16 over f32 master weights, or none.
+    #[strum(serialize = "train.precision")]
+    Precision,
+    /// `train.loss_scale.init`: the loss scaler's first scale.
+    #[strum(serialize = "train.loss_scale.init")]
+    LossScaleInit,
+    /// `train.loss_scale.growth_interval`: clean steps before the scale grows.
+    #[strum(serialize = "train.loss_scale.growth_interval")]
+    GrowthInterval,
+    /// `train.schedule.warmup_steps`: the linear warmup's length.
+    #[strum(serialize = "train.schedule.warmup_steps")]
+    WarmupSteps,
+    /// `train.accumulate`: micro-batches per optimizer step.
+    #[strum(serialize = "train.accumulate")]
+    Accumulate,
 }
 
 impl Knob {
     /// Whether this knob means anything for `s`: input scales need a known
     /// feature count, the input mean and spread need synthetic inputs, only
     /// some losses take an epsilon or a clamp, only some optimizers an eps,
-    /// a β₂ or a momentum, and a norm eps needs a `layer_norm` layer.
+    /// a β₂ or a momentum, a norm eps needs a `layer_norm` layer, autocast an f32
+    /// model, the scaler's knobs a scaler and the warmup a `[train.schedule]`.
     pub fn applies(self, s: &Scenario) -> bool {
         let synthetic = matches!(s.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
         let tokens = matches!(s.data.inputs, InputSpec::Tokens { .. });
@@ -104,7 +120,11 @@ impl Knob {
             Knob::Momentum => s.optimizer.kind.takes_momentum(),
             Knob::DropoutP => s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. })),
             Knob::NormEps => s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
-            Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm => true,
+            // Autocast keeps f32 master weights; the scaler's knobs need a scaler that is on.
+            Knob::Precision => s.train.dtype == super::DTypeName::F32,
+            Knob::LossScaleInit | Knob::GrowthInterval => s.train.loss_scale.as_ref().is_some_and(|l| l.enabled),
+            Knob::WarmupSteps => s.train.schedule.is_some(),
+            Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm | Knob::Accumulate => true,
         }
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
 /// A learning-rate schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Steps of linear warmup from `warmup_start_factor · lr` to `lr` (0: none).

@@ -153,6 +153,36 @@ pub enum Mutation {
         /// New dropout probability, in [0, 1).
         value: f64,
     },
+    /// Set `train.precision`.
+    #[serde(rename = "train.precision")]
+    Precision {
+        /// New precision.
+        value: Precision,
+    },
+    /// Set `train.loss_scale.init`.
+    #[serde(rename = "train.loss_scale.init")]
+    LossScaleInit {
+        /// New first scale.
+        value: f64,
+    },
+    /// Set `train.loss_scale.growth_interval`.
+    #[serde(rename = "train.loss_scale.growth_interval")]
+    GrowthInterval {
+        /// New number of clean steps before growth.
+        value: u32,
+    },
+    /// Set `train.schedule.warmup_steps`.
+    #[serde(rename = "train.schedule.warmup_steps")]
+    WarmupSteps {
+        /// New warmup length (0: none).
+        value: u32,
+    },
+    /// Set `train.accumulate`.
+    #[serde(rename = "train.accumulate")]
+    Accumulate {
+        /// New number of micro-batches per step.
+        value: u32,
+    },
 }
 
 /// How a numeric knob is searched and bisected.
@@ -221,6 +251,11 @@ impl Mutation {
             Mutation::PaddingFraction { .. } => Knob::PaddingFraction,
             Mutation::SeqLen { .. } => Knob::SeqLen,
             Mutation::DropoutP { .. } => Knob::DropoutP,
+            Mutation::Precision { .. } => Knob::Precision,
+            Mutation::LossScaleInit { .. } => Knob::LossScaleInit,
+            Mutation::GrowthInterval { .. } => Knob::GrowthInterval,
+            Mutation::WarmupSteps { .. } => Knob::WarmupSteps,
+            Mutation::Accumulate { .. } => Knob::Accumulate,
         }
     }
 
@@ -232,6 +267,8 @@ impl Mutation {
             Mutation::Inject { value, .. } => Some((value, Scale::Log)),
             Mutation::InputMean { value } | Mutation::PaddingFraction { value } | Mutation::DropoutP { value } => Some((value, Scale::Linear)),
             Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => Some((f64::from(value), Scale::Integer)),
+            Mutation::GrowthInterval { value } | Mutation::WarmupSteps { value } | Mutation::Accumulate { value } => Some((f64::from(value), Scale::Integer)),
+            Mutation::LossScaleInit { value } => Some((value, Scale::Log)),
             Mutation::ClipNorm { value: Some(v) } | Mutation::LossEpsilon { value: Some(v) } | Mutation::LossClamp { value: Some(v) } => Some((v, Scale::Log)),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } => Some((value, Scale::Log)),
             Mutation::Beta2 { value } | Mutation::Momentum { value } => Some((value, Scale::Complement)),
@@ -247,12 +284,15 @@ impl Mutation {
             Mutation::Lr { value } | Mutation::InitScale { value } | Mutation::TargetScale { value } => *value = v,
             Mutation::InputScale { value, .. } | Mutation::InputStd { value } | Mutation::InputMean { value } => *value = v,
             Mutation::Inject { value, .. } => *value = v,
-            Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } => *value = int,
+            Mutation::BatchSize { value } | Mutation::Epochs { value } | Mutation::SeqLen { value } | Mutation::GrowthInterval { value } | Mutation::Accumulate { value } => *value = int,
+            // A warmup of 0 steps is none: the one integer knob that may reach 0.
+            Mutation::WarmupSteps { value } => *value = v.round().clamp(0.0, f64::from(u32::MAX)) as u32,
+            Mutation::LossScaleInit { value } => *value = v,
             Mutation::PaddingFraction { value } => *value = v.clamp(0.0, 1.0),
             Mutation::DropoutP { value } => *value = v.clamp(0.0, 0.99),
             Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value } => *value = Some(v),
             Mutation::OptimizerEps { value } | Mutation::NormEps { value } | Mutation::Beta2 { value } | Mutation::Momentum { value } => *value = v,
-            Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => {}
+            Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } | Mutation::Precision { .. } => {}
         }
         m
     }
@@ -289,8 +329,12 @@ impl Mutation {
             Mutation::PaddingFraction { .. } => base.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0),
             Mutation::SeqLen { .. } => base.data.seq_len? as f64,
             Mutation::DropoutP { .. } => base.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0),
+            Mutation::LossScaleInit { .. } => base.train.loss_scale.as_ref()?.init,
+            Mutation::GrowthInterval { .. } => base.train.loss_scale.as_ref()?.growth_interval as f64,
+            Mutation::WarmupSteps { .. } => base.train.schedule.as_ref()?.warmup_steps as f64,
+            Mutation::Accumulate { .. } => base.train.accumulate as f64,
             // An injection's base is "none": bisect its fraction towards zero; a seed has no order.
-            Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } => return None,
+            Mutation::Inject { .. } | Mutation::Dtype { .. } | Mutation::Optimizer { .. } | Mutation::Seed { .. } | Mutation::Precision { .. } => return None,
         })
     }
 
@@ -365,6 +409,11 @@ impl Mutation {
             Mutation::Seed { value } => s.seed = value,
             Mutation::PaddingFraction { value } => s.data.padding = Some(PaddingSpec { max_fraction: Some(value), lengths: vec![] }),
             Mutation::SeqLen { value } => s.data.seq_len = Some(value as usize),
+            Mutation::Precision { value } => s.train.precision = value,
+            Mutation::LossScaleInit { value } => s.train.loss_scale.get_or_insert_with(Default::default).init = value,
+            Mutation::GrowthInterval { value } => s.train.loss_scale.get_or_insert_with(Default::default).growth_interval = value as usize,
+            Mutation::WarmupSteps { value } => s.train.schedule.get_or_insert_with(Default::default).warmup_steps = value as usize,
+            Mutation::Accumulate { value } => s.train.accumulate = value as usize,
             Mutation::DropoutP { value } => s.model.for_each_layer_mut(&mut |l| match l {
                 Layer::Dropout { p } => *p = value,
                 Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
@@ -429,6 +478,7 @@ impl std::fmt::Display for Mutation {
             (Some((v, _)), _) => write!(f, " = {}", crate::human(v)),
             (None, Mutation::Seed { value }) => write!(f, " = {value}"),
             (None, Mutation::Dtype { value }) => write!(f, " = {}", value.name()),
+            (None, Mutation::Precision { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::Optimizer { value }) => write!(f, " = {}", value.name()),
             (None, Mutation::ClipNorm { value } | Mutation::LossEpsilon { value } | Mutation::LossClamp { value }) => write!(f, " = {}", off(*value)),
             (None, _) => Ok(()),

@@ -63,6 +63,16 @@ pub struct Space {
     pub seq_len: Option<(u32, u32)>,
     /// Range of `model.dropout.p`.
     pub dropout: Option<(f64, f64)>,
+    /// Other precisions to try (autocast on or off).
+    pub precisions: Vec<Precision>,
+    /// Range of `train.loss_scale.init`.
+    pub loss_scale_init: Option<(f64, f64)>,
+    /// Range of `train.loss_scale.growth_interval`.
+    pub growth_interval: Option<(u32, u32)>,
+    /// Range of `train.schedule.warmup_steps` (from 0: none).
+    pub warmup: Option<(u32, u32)>,
+    /// Range of `train.accumulate`.
+    pub accumulate: Option<(u32, u32)>,
     /// Most mutations in one candidate.
     pub max_mutations: usize,
 }
@@ -126,6 +136,12 @@ impl Space {
             padding: on(Knob::PaddingFraction).then_some((0.0, 1.0)),
             seq_len: base.data.seq_len.filter(|_| on(Knob::SeqLen)).map(|l| (1, (l as u32).saturating_mul(4))),
             dropout: on(Knob::DropoutP).then_some((0.0, 0.9)),
+            precisions: if on(Knob::Precision) { [Precision::F32, Precision::AmpF16, Precision::AmpBf16].into_iter().filter(|p| *p != base.train.precision).collect() } else { vec![] },
+            loss_scale_init: base.train.loss_scale.as_ref().filter(|_| on(Knob::LossScaleInit)).map(|l| around(l.init, decades)),
+            // Up to 4× the base interval, and down to growing after every clean step.
+            growth_interval: base.train.loss_scale.as_ref().filter(|_| on(Knob::GrowthInterval)).map(|l| (1, (l.growth_interval as u32).saturating_mul(4))),
+            warmup: base.train.schedule.as_ref().filter(|_| on(Knob::WarmupSteps)).map(|sch| (0, (sch.warmup_steps as u32).saturating_mul(4).max(8))),
+            accumulate: on(Knob::Accumulate).then(|| (1, (base.train.accumulate as u32).saturating_mul(4).max(8))),
             max_mutations: spec.max_mutations.unwrap_or(3).max(1),
         }
     }
@@ -146,6 +162,7 @@ impl Space {
         s.input_std = narrow(s.input_std);
         s.opt_eps = narrow(s.opt_eps);
         s.norm_eps = narrow(s.norm_eps);
+        s.loss_scale_init = narrow(s.loss_scale_init);
         let narrow_one = |r: Option<(f64, f64)>| r.map(|(a, b)| narrow(Some((1.0 - b, 1.0 - a))).map_or((a, b), |(x, y)| ((1.0 - y).max(0.0), 1.0 - x)));
         s.beta2 = narrow_one(s.beta2);
         s.momentum = narrow_one(s.momentum);
@@ -177,6 +194,10 @@ impl Space {
             Mutation::PaddingFraction { .. } => self.padding,
             Mutation::DropoutP { .. } => self.dropout,
             Mutation::SeqLen { .. } => self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))),
+            Mutation::LossScaleInit { .. } => self.loss_scale_init,
+            Mutation::GrowthInterval { .. } => self.growth_interval.map(|(a, b)| (f64::from(a), f64::from(b))),
+            Mutation::WarmupSteps { .. } => self.warmup.map(|(a, b)| (f64::from(a), f64::from(b))),
+            Mutation::Accumulate { .. } => self.accumulate.map(|(a, b)| (f64::from(a), f64::from(b))),
             _ => None,
         };
         m.with_value(into(v, range))
@@ -185,7 +206,7 @@ impl Space {
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         let int = |r: Option<(u32, u32)>| r.map(|(a, b)| (f64::from(a), f64::from(b)));
-        let all: [(Mutation, Option<(f64, f64)>); 17] = [
+        let all: [(Mutation, Option<(f64, f64)>); 21] = [
             (Mutation::Lr { value: 1.0 }, self.lr),
             (Mutation::InitScale { value: 1.0 }, self.init_scale),
             (Mutation::InputScale { feature: None, value: 1.0 }, self.input_scale.map(|(a, b, _)| (a, b))),
@@ -203,14 +224,19 @@ impl Space {
             (Mutation::PaddingFraction { value: 0.0 }, self.padding),
             (Mutation::SeqLen { value: 1 }, int(self.seq_len)),
             (Mutation::DropoutP { value: 0.0 }, self.dropout),
+            (Mutation::LossScaleInit { value: 65536.0 }, self.loss_scale_init),
+            (Mutation::GrowthInterval { value: 1 }, int(self.growth_interval)),
+            (Mutation::WarmupSteps { value: 0 }, int(self.warmup)),
+            (Mutation::Accumulate { value: 1 }, int(self.accumulate)),
         ];
         all.into_iter().filter_map(|(m, r)| r.map(|r| (m, r))).collect()
     }
 
-    /// Each other value of the space's categorical knobs (dtype, optimizer), alone.
+    /// Each other value of the space's categorical knobs (dtype, optimizer, precision), alone.
     pub fn categorical(&self) -> Vec<Mutation> {
         let dtypes = self.dtypes.iter().map(|&value| Mutation::Dtype { value });
-        dtypes.chain(self.optimizers.iter().map(|&value| Mutation::Optimizer { value })).collect()
+        let precisions = self.precisions.iter().map(|&value| Mutation::Precision { value });
+        dtypes.chain(self.optimizers.iter().map(|&value| Mutation::Optimizer { value })).chain(precisions).collect()
     }
 
     /// Whether any knob can move at all.
@@ -292,6 +318,20 @@ impl Space {
         if let Some((a, b)) = self.seq_len {
             arms.push((a.max(1)..=b.max(1)).prop_map(|value| Mutation::SeqLen { value }).boxed());
         }
+        if !self.precisions.is_empty() {
+            arms.push(proptest::sample::select(self.precisions.clone()).prop_map(|value| Mutation::Precision { value }).boxed());
+        }
+        if let Some(r) = self.loss_scale_init {
+            arms.push(log(r).prop_map(|value| Mutation::LossScaleInit { value }).boxed());
+        }
+        for (r, make) in [(self.growth_interval, (|value| Mutation::GrowthInterval { value }) as fn(u32) -> Mutation), (self.accumulate, |value| Mutation::Accumulate { value })] {
+            if let Some((a, b)) = r {
+                arms.push((a.max(1)..=b.max(1)).prop_map(make).boxed());
+            }
+        }
+        if let Some((a, b)) = self.warmup {
+            arms.push((a..=b.max(a)).prop_map(|value| Mutation::WarmupSteps { value }).boxed());
+        }
         if self.seed {
             arms.push((0..=u64::from(u32::MAX)).prop_map(|value| Mutation::Seed { value }).boxed());
         }
@@ -332,7 +372,16 @@ impl Space {
         both(self.dropout, &|value| Mutation::DropoutP { value });
         both(self.seq_len.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::SeqLen { value: v as u32 });
         other.extend(self.dtypes.iter().map(|&value| Mutation::Dtype { value }));
+        both(self.loss_scale_init, &|value| Mutation::LossScaleInit { value });
+        both(self.growth_interval.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::GrowthInterval { value: v as u32 });
+        both(self.accumulate.map(|(a, b)| (f64::from(a), f64::from(b))), &|v| Mutation::Accumulate { value: v as u32 });
+        // Less warmup is the unstable end.
+        if let Some((a, b)) = self.warmup {
+            hi.push(Mutation::WarmupSteps { value: a });
+            lo.push(Mutation::WarmupSteps { value: b });
+        }
         other.extend(self.optimizers.iter().map(|&value| Mutation::Optimizer { value }));
+        other.extend(self.precisions.iter().map(|&value| Mutation::Precision { value }));
         if let Some((_, b, _)) = self.inject {
             other.extend(self.inject_values.iter().map(|&what| Mutation::Inject { what, split: SplitSel::Train, value: b }));
         }
