@@ -130,7 +130,7 @@ pub fn confirm(s: &Scenario, python: &Path, work: &Path) -> Result<Confirmation>
     if let Some(e) = &o.error {
         return Err(Error::Invalid { location: s.name.clone(), key: "run".into(), message: e.clone() });
     }
-    Ok(compare(&o, report, &theirs, tolerance(s.train.dtype)))
+    Ok(compare(&o, report, &theirs, tolerance(s.train.precision.low().unwrap_or(s.train.dtype))))
 }
 
 /// (fold, step, train_loss) of each row of the script's trace.

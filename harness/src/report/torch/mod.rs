@@ -160,7 +160,8 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         "in_widths": widths,
         "loss": s.loss,
         "optimizer": s.optimizer,
-        "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps },
+        "precision": t.precision.name(),
+        "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps, "accumulate": t.accumulate, "schedule": t.schedule, "loss_scale": t.loss_scale },
     }))
 }
 

@@ -24,6 +24,17 @@ SCENARIO = json.loads(r"""@SCENARIO@""")
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16}
 DTYPE = DTYPES[SCENARIO["dtype"]]
+# Mixed precision (train.precision = amp_*): the forward runs under torch.autocast, whose CPU
+# list casts linear, matmul and convolution to LOW; the ops on CUDA's fp32 list that CPU's
+# leaves out (softmax, norms, exp, log, pow, softplus, reciprocal, losses) are cast to f32
+# by hand below, so the casts are CUDA's, as nanhunt's.
+LOW = {"amp_f16": torch.float16, "amp_bf16": torch.bfloat16}.get(SCENARIO.get("precision", "f32"))
+F32_KINDS = {"layer_norm", "rms_norm", "batch_norm", "softmax", "softplus", "exp", "log", "pow", "reciprocal"}
+
+
+def low(t):
+    """A tensor in autocast's low dtype (the recurrent cells' weights, as lstm_cell casts them)."""
+    return t.to(LOW) if LOW is not None else t
 
 
 def read_safetensors(path):
@@ -67,10 +78,11 @@ class Rnn(nn.Module):
         self.bias_hh = nn.Parameter(torch.empty(hidden))
 
     def forward(self, x):
-        xw = x @ self.weight_ih.T + self.bias_ih + self.bias_hh
+        x = low(x)
+        xw = x @ low(self.weight_ih).T + low(self.bias_ih) + low(self.bias_hh)
         h = torch.tanh(xw[:, 0])
         for t in range(1, x.shape[1]):
-            h = torch.tanh(xw[:, t] + h @ self.weight_hh.T)
+            h = torch.tanh(xw[:, t] + h @ low(self.weight_hh).T)
         return h
 
 
@@ -111,7 +123,8 @@ class Gated(nn.Module):
 
     def forward(self, x):
         b, s, _ = x.shape
-        gi = x @ self.weight_ih.T + self.bias_ih
+        x = low(x)
+        gi = x @ low(self.weight_ih).T + low(self.bias_ih)
         h = x.new_zeros(b, self.hidden)
         c = h
         m = MASKS.get(self.name) if self.training else None
@@ -119,7 +132,7 @@ class Gated(nn.Module):
         states = []
         for t in range(s):
             hd = h * (m.to(x.dtype) * scale) if m is not None else h
-            gh = hd @ self.weight_hh.T + self.bias_hh
+            gh = hd @ low(self.weight_hh).T + low(self.bias_hh)
             if self.kind == "lstm":
                 i, f, g, o = (gi[:, t] + gh).chunk(4, 1)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * self.act(g)
@@ -195,6 +208,8 @@ class Attention(nn.Module):
         split = lambda t: t.reshape(b, s, self.heads, d).transpose(1, 2)
         scores = (split(self.q(x)) @ split(self.k(x)).transpose(-2, -1)) * (1.0 / math.sqrt(d))
         outs.append(scores)
+        if LOW is not None:
+            scores = scores.float()
         masked = torch.ones(s, s, dtype=torch.bool).triu(1) if self.causal else None
         if mask is not None:
             pad = (mask == 0).reshape(b, 1, 1, s)
@@ -264,7 +279,9 @@ def build(specs, width, seq, prefix="layers"):
 def run(blocks, x, mask, outs):
     """Runs layers in order, appending each output (blocks append their own, in nanhunt's order)."""
     for block in blocks:
-        (m,) = block.values()
+        ((kind, m),) = block.items()
+        if LOW is not None and kind in F32_KINDS:
+            x = x.float()
         if isinstance(m, (Residual, Attention)):
             x = m(x, mask, outs)
         else:
@@ -345,7 +362,8 @@ class Model(nn.Module):
 
     def forward(self, x, mask=None):
         outs = []
-        run(self.layers, x, mask, outs)
+        with torch.autocast("cpu", dtype=LOW or torch.bfloat16, enabled=LOW is not None):
+            run(self.layers, x, mask, outs)
         return outs
 
 
@@ -353,6 +371,7 @@ def loss_fn(spec, p, y):
     """The loss as nanhunt computes it: PyTorch's own functions where nanhunt follows them
     (huber, bce_torch, bce_logits), the formulas where the formula is the point (the naive BCE)."""
     kind, eps, c = spec["kind"], spec.get("epsilon") or 0.0, spec.get("clamp")
+    p = p.float() if LOW is not None else p
     clamp = (lambda t: torch.clamp(t, c, 1.0 - c)) if c is not None else (lambda t: t)
     rows = False
     if kind == "mse":
@@ -470,25 +489,32 @@ def main():
                 p.copy_(init[f"fold{f}.{name}"])
         params = list(model.named_parameters())
         opt = optimizer(sc["optimizer"], [p for _, p in params]) if params else None
+        sched = schedule(tr.get("schedule"), opt)
+        scaler = Scaler(tr.get("loss_scale"))
         n = x.shape[0]
         batch = min(tr["batch_size"] or n, n)
+        k = tr.get("accumulate", 1)
         step, capped = 0, False
         for epoch in range(1, tr["epochs"] + 1):
             if tr["max_steps"] is not None and step >= tr["max_steps"]:
                 break
             order = data[f"fold{f}.order"][epoch - 1] if tr["shuffle"] else None
-            for start in range(0, n, batch):
+            starts = list(range(0, n, batch))
+            for g in range(0, len(starts), k):
                 # Like nanhunt, the fold ends as soon as max_steps is reached (no validation after).
                 capped = tr["max_steps"] is not None and step >= tr["max_steps"]
                 if capped:
                     break
                 step += 1
                 steps += 1
-                idx = order[start : start + batch] if order is not None else slice(start, start + batch)
-                rows = min(batch, n - start)
-                MASKS.clear()
-                MASKS.update({k.split(".dropout.", 1)[1]: v[step - 1][:rows] for k, v in data.items() if k.startswith(f"fold{f}.dropout.")})
-                if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, (x[idx], y[idx], None if mask is None else mask[idx]), sc, finfo):
+                micro = []
+                for j, start in enumerate(starts[g : g + k]):
+                    idx = order[start : start + batch] if order is not None else slice(start, start + batch)
+                    rows = min(batch, n - start)
+                    u = (step - 1) * k + j + 1
+                    masks = {key.split(".dropout.", 1)[1]: v[u - 1][:rows] for key, v in data.items() if key.startswith(f"fold{f}.dropout.")}
+                    micro.append((x[idx], y[idx], None if mask is None else mask[idx], masks))
+                if train_step(watch, dict(step=step, epoch=epoch, fold=f), model, params, opt, micro, sc, finfo, scaler, sched, k):
                     return finish(watch)
             if capped:
                 break
@@ -497,44 +523,125 @@ def main():
     return finish(watch)
 
 
-def train_step(watch, at, model, params, opt, batch, sc, finfo):
-    x, y, mask = batch
-    row = dict(step=at["step"], epoch=at["epoch"], fold=at["fold"], lr=sc["optimizer"]["lr"])
+def schedule(spec, opt):
+    """[train.schedule] as a function of the scheduler steps taken: PyTorch's closed forms of
+    LinearLR's warmup, then StepLR, ExponentialLR or CosineAnnealingLR counting from the end of
+    the warmup, as SequentialLR chains them (LinearLR itself refuses nanhunt's default start
+    factor 0, transformers' warmup from 0). None without a schedule."""
+    if spec is None or opt is None:
+        return None
+    base = opt.param_groups[0]["lr"]
+
+    def lr(t):
+        w, s0 = spec.get("warmup_steps", 0), spec.get("warmup_start_factor", 0.0)
+        if t < w:
+            return base * (s0 + (1.0 - s0) * t / w)
+        u, decay, gamma = t - w, spec.get("decay", "constant"), spec.get("gamma") or 1.0
+        if decay == "step":
+            return base * gamma ** (u // spec["step_size"])
+        if decay == "exponential":
+            return base * gamma**u
+        if decay == "cosine":
+            eta = spec.get("eta_min", 0.0)
+            return eta + (base - eta) * (1.0 + math.cos(math.pi * u / spec["decay_steps"])) / 2.0
+        return base
+
+    return lr
+
+
+class Scaler:
+    """torch.amp.GradScaler with [train.loss_scale]'s settings, and nanhunt's collapse rule:
+    more than max_skip_fraction of the last collapse_window steps skipped, or a scale that
+    falls to 0 or below min_scale."""
+
+    def __init__(self, spec):
+        self.on = spec is not None and spec.get("enabled", True)
+        spec = spec or {}
+        self.spec = spec
+        self.torch = torch.amp.GradScaler("cpu", init_scale=spec.get("init", 65536.0), growth_factor=spec.get("growth_factor", 2.0), backoff_factor=spec.get("backoff_factor", 0.5), growth_interval=spec.get("growth_interval", 2000), enabled=self.on)
+        self.recent = []
+
+    def trouble(self):
+        scale, floor = self.torch.get_scale(), self.spec.get("min_scale") or 0.0
+        if scale <= 0.0 or scale < floor:
+            return True
+        window = self.spec.get("collapse_window", 20)
+        return sum(self.recent[-window:]) > self.spec.get("max_skip_fraction", 0.5) * window
+
+
+def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k):
+    lr = sched(at["step"] - 1) if sched else sc["optimizer"]["lr"]
+    if opt is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    row = dict(step=at["step"], epoch=at["epoch"], fold=at["fold"], lr=lr)
     watch.rows.append(row)
-    outs = model(x, mask)
-    for o in outs:
-        if o.requires_grad:
-            o.retain_grad()
-    row["max_abs"] = [largest([o]) for o in outs]
-    for name, o in zip(watch.layer_names, outs):
-        if watch.check(at, "forward", f"{name}.output", o):
-            break
-    loss = loss_fn(sc["loss"], outs[-1] if outs else x, y)
-    row["train_loss"] = float(loss)
-    if watch.first is None and not math.isfinite(float(loss)):
-        watch.first = dict(at, phase="loss", tensor="loss", kind="nan" if math.isnan(float(loss)) else ("pos_inf" if float(loss) > 0 else "neg_inf"), index=0, shape=[])
-    if watch.first is not None or not params:
-        return watch.first is not None
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler.on:
+        row["loss_scale"] = scaler.torch.get_scale()
+        # A step's non-finite values wait for the scaler's decision, as in nanhunt.
+        first, watch.first = watch.first, None
+    divide = sc["loss"]["reduction"] == "mean" and k > 1
+    row["train_loss"], row["max_abs"], all_outs = 0.0, [], []
+    if opt is not None:
+        opt.zero_grad(set_to_none=True)
+    for j, (x, y, mask, masks) in enumerate(micro):
+        MASKS.clear()
+        MASKS.update(masks)
+        outs = model(x, mask)
+        for o in outs:
+            if o.requires_grad:
+                o.retain_grad()
+        m = [largest([o]) for o in outs]
+        row["max_abs"] = m if j == 0 else [max(a, b) for a, b in zip(row["max_abs"], m)]
+        for name, o in zip(watch.layer_names, outs):
+            if watch.check(at, "forward", f"{name}.output", o):
+                break
+        loss = loss_fn(sc["loss"], outs[-1] if outs else x, y)
+        value = float(loss.detach())
+        row["train_loss"] += value / k if divide else value
+        if watch.first is None and not math.isfinite(value):
+            watch.first = dict(at, phase="loss", tensor="loss", kind="nan" if math.isnan(value) else ("pos_inf" if value > 0 else "neg_inf"), index=0, shape=[])
+        if (watch.first is not None and not scaler.on) or not params:
+            return watch.first is not None
+        scaler.torch.scale(loss / k if divide else loss).backward()
+        all_outs += outs
+    if scaler.on:
+        scaler.torch.unscale_(opt)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+    outs = all_outs
     row["grad_norm"] = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
-    row["headroom"] = math.log2(finfo.max / largest(outs + grads)) if largest(outs + grads) > 0 else math.inf
+    limit = torch.finfo(LOW).max if LOW is not None else finfo.max
+    row["headroom"] = math.log2(limit / largest(outs + grads)) if largest(outs + grads) > 0 else math.inf
     tiny = sum(int(((g != 0) & (g.abs() < finfo.tiny)).sum()) for g in grads)
     row["grad_subnormal"] = tiny / max(1, sum(g.numel() for g in grads))
-    if not all(bool(torch.isfinite(g).all()) for g in grads):
+    bad = not all(bool(torch.isfinite(g).all()) for g in grads)
+    if bad:
         born = birth(sc["nodes"], outs, params, grads)
         if born is not None:
             watch.check(at, "backward", born[0], born[1])
         for (name, _), g in zip(params, grads):
             watch.check(at, "backward", f"{name}.grad", g)
+    if scaler.on:
+        skipped = sum(v.item() for v in scaler.torch._found_inf_per_device(opt).values()) > 0
+        row["skipped"] = 1 if skipped else 0
+        pending, watch.first = watch.first, first
+        scaler.recent.append(1 if skipped else 0)
+        if skipped:
+            scaler.torch.update()
+            if watch.first is None and scaler.trouble():
+                watch.first = dict(at, phase="update", tensor="loss_scale", kind="scale_collapse", index=0, shape=[])
+            return watch.first is not None
+        if watch.first is None:
+            watch.first = pending
+    if watch.first is not None or bad:
         return True
     clip = sc["optimizer"]
     if clip.get("clip_grad_norm") is not None:
         torch.nn.utils.clip_grad_norm_([p for _, p in params], clip["clip_grad_norm"])
     if clip.get("clip_grad_value") is not None:
         torch.nn.utils.clip_grad_value_([p for _, p in params], clip["clip_grad_value"])
-    opt.step()
+    scaler.torch.step(opt)
+    scaler.torch.update()
     m_name, v_name = STATES[sc["optimizer"]["kind"]]
     for name, p in params:
         state = opt.state.get(p, {})
@@ -580,6 +687,8 @@ def validate(watch, at, model, val, sc):
 
 def finish(watch):
     fixed = ["step", "epoch", "fold", "train_loss", "val_loss", "grad_norm", "param_norm", "lr", "headroom", "grad_subnormal"]
+    if any("loss_scale" in r for r in watch.rows):
+        fixed += ["loss_scale", "skipped"]
     with open("trace.torch.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(fixed + [f"max_abs.{n}" for n in watch.layer_names])
