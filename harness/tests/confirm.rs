@@ -162,21 +162,25 @@ fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
 
 #[test]
 fn mixed_precision_the_scaler_schedules_and_accumulation_agree_with_pytorch() {
-    // Autocast (f16 and bf16) over f32 master weights, GradScaler from a first scale of 2³⁰
+    // Autocast (f16 and bf16) over f32 master weights, GradScaler from a first scale of 2²⁰
     // (so the first steps overflow and are skipped, in both), a warmup into a cosine decay,
     // and two micro-batches per step, on the dense stack and on attention over sequences.
     let dense = r#"{ type = "linear", out = 8 }, { type = "gelu" }, { type = "layer_norm" }, { type = "linear", out = 8 }, { type = "dropout", p = 0.2 }, { type = "tanh" }, { type = "softmax" }, { type = "linear", out = 1 }"#;
     let attention = r#"{ type = "linear", out = 8 }, { type = "residual", layers = [{ type = "layer_norm" }, { type = "attention", heads = 2, causal = true }] }, { type = "mean_pool" }, { type = "linear", out = 1 }"#;
-    let amp = |precision: &str| format!("precision = \"{precision}\"\naccumulate = 2\n[train.loss_scale]\ninit = 1073741824.0\ngrowth_interval = 3\n[train.schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\ndecay_steps = 8\n");
+    let amp = |precision: &str, init: &str| format!("precision = \"{precision}\"\naccumulate = 2\n[train.loss_scale]\ninit = {init}\ngrowth_interval = 3\n[train.schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\ndecay_steps = 8\n");
+    let text = |layers: &str, shape: &str, precision: &str, init: &str| format!("{}{}", vocabulary(layers, "kind = \"adamw\"\nlr = 1e-2", "f32").replace("features = 3", shape), amp(precision, init));
     let dir = common::tempdir();
     for (name, layers, shape) in [("dense", dense, "features = 3"), ("attention", attention, "features = 2\nseq_len = 4")] {
         for precision in ["amp_f16", "amp_bf16"] {
-            let text = format!("{}{}", vocabulary(layers, "kind = \"adamw\"\nlr = 1e-2", "f32").replace("features = 3", shape), amp(precision));
-            let c = confirmed(&common::write(dir.path(), &format!("{name}_{precision}.toml"), &text));
+            let c = confirmed(&common::write(dir.path(), &format!("{name}_{precision}.toml"), &text(layers, shape, precision, "1048576.0")));
             assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{name} {precision}: {c}");
             assert_eq!(c.compared, 2 * 6 * 2, "{name}: two folds of 6 epochs of 2 steps (3 micro-batches of 8 of 20 rows, 2 per step)");
         }
     }
+    // From 2³⁰, f16 overflows step after step: both see the scale collapse at the same step.
+    let c = confirmed(&common::write(dir.path(), "collapse.toml", &text(dense, "features = 3", "amp_f16", "1073741824.0")));
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert!(c.to_string().contains("`loss_scale`"), "{c}");
 }
 
 #[test]

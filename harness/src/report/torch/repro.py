@@ -605,6 +605,7 @@ def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k
             return watch.first is not None
         scaler.torch.scale(loss / k if divide else loss).backward()
         all_outs += outs
+        last = outs
     if scaler.on:
         scaler.torch.unscale_(opt)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
@@ -616,7 +617,7 @@ def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k
     row["grad_subnormal"] = tiny / max(1, sum(g.numel() for g in grads))
     bad = not all(bool(torch.isfinite(g).all()) for g in grads)
     if bad:
-        born = birth(sc["nodes"], outs, params, grads)
+        born = birth(sc["nodes"], last, params, grads)
         if born is not None:
             watch.check(at, "backward", born[0], born[1])
         for (name, _), g in zip(params, grads):

@@ -142,7 +142,12 @@ impl Model {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             // Under autocast: the dtype this node computes in, its input and parameters cast to it.
-            let to = self.autocast.map(|low| (low, autocast::policy(&node.layer, node.part)));
+            // A node with parameters on no list (the positional embedding: `x + p`) promotes to
+            // its f32 parameters, as PyTorch's type promotion does.
+            let to = self.autocast.map(|low| match autocast::policy(&node.layer, node.part) {
+                autocast::Policy::Same if !node.params.is_empty() => (low, autocast::Policy::F32),
+                policy => (low, policy),
+            });
             let input = self.input_of(i, x, &outs);
             let (cast_input, cast_params);
             let (h, cast) = match to {
