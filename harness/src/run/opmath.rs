@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
+use crate::run::kernel::cast::cast;
 
 /// Whether a dtype computes through f32 in PyTorch's CPU kernels.
 fn reduced(d: DType) -> bool {
@@ -18,12 +19,24 @@ pub(crate) fn in_f32(t: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> R
     if !reduced(t.dtype()) {
         return f(t);
     }
-    Ok(f(&t.to_dtype(DType::F32)?)?.to_dtype(t.dtype())?)
+    Ok(cast(&f(&cast(t, DType::F32)?)?, t.dtype())?)
+}
+
+/// `f` of several inputs computed in f32 when the first is f16 or bf16 on the CPU, the result
+/// rounded back once to its dtype: how PyTorch's CPU matmuls treat half types (f32 products
+/// and sums, one rounding), and a way to run nanhunt's f32 kernels on them.
+pub(crate) fn all_in_f32(ts: &[&Tensor], f: impl FnOnce(&[Tensor]) -> Result<Tensor>) -> Result<Tensor> {
+    let Some(first) = ts.first() else { return f(&[]) };
+    if !(reduced(first.dtype()) && first.device().is_cpu()) {
+        return f(&ts.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
+    }
+    let wide = ts.iter().map(|t| widen(t)).collect::<Result<Vec<_>>>()?;
+    cast(&f(&wide)?, first.dtype())
 }
 
 /// `t` in f32 if it is f16 or bf16 (for a kernel with several inputs), else itself.
 pub(crate) fn widen(t: &Tensor) -> Result<Tensor> {
-    Ok(if reduced(t.dtype()) { t.to_dtype(DType::F32)? } else { t.clone() })
+    Ok(if reduced(t.dtype()) { cast(t, DType::F32)? } else { t.clone() })
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 use candle_core::{DType, Layout, Tensor};
 
 pub(crate) mod bias;
+pub(crate) mod cast;
 pub(crate) mod cross_entropy;
 pub(crate) mod gelu;
 pub(crate) mod heads;

@@ -9,9 +9,13 @@
 //! and the plain softmax's `exp(-inf − (-inf))` is NaN there; the safe softmax
 //! (`torch._safe_softmax`) gives zeros, with zero gradient.
 //!
-//! On the CPU in f32 and f64 the two products per head are `kernel::heads`'
-//! (no head splitting copies), and the masked softmax is `kernel::softmax`'s;
-//! other dtypes and devices compose them from Candle's ops.
+//! On the CPU the two products per head are `kernel::heads`' (no head splitting
+//! copies; f16 and bf16 in f32, each result rounded once, as PyTorch's CPU
+//! matmul accumulates them), and the masked softmax is `kernel::softmax`'s;
+//! other devices compose them from Candle's ops. The scores' scale multiplies
+//! inside the product, so in half types `(q kᵀ)·scale` is rounded once, where
+//! PyTorch rounds the product and then the scaled value (the same where the
+//! scale is a power of 2, as for heads of 4, 16 or 64 values).
 
 use candle_core::{DType, Tensor, D};
 
@@ -26,10 +30,17 @@ fn heads_of(flat: &Tensor, w: &Tensor, b: &Tensor, (batch, seq, heads): (usize, 
     Ok(linear(flat, w, b)?.reshape((batch, seq, heads, width / heads))?.transpose(1, 2)?.contiguous()?)
 }
 
+/// Whether the products run on `kernel::heads`: on the CPU, f32 and f64 directly, f16 and bf16
+/// in f32 with each product rounded once (q, k and v are rounded by their projections).
+fn on_cpu_kernels(h: &Tensor) -> bool {
+    h.device().is_cpu() && matches!(h.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+}
+
 /// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`.
 pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
-    if crate::run::kernel::handles(h) {
-        return heads::scores(&linear(h, wq, bq)?, &linear(h, wk, bk)?, heads);
+    if on_cpu_kernels(h) {
+        let (q, k) = (linear(h, wq, bq)?, linear(h, wk, bk)?);
+        return crate::run::opmath::all_in_f32(&[&q, &k], |t| heads::scores(&t[0], &t[1], heads));
     }
     let (b, s, w) = h.dims3()?;
     let flat = h.reshape((b * s, w))?;
@@ -104,8 +115,9 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 
 /// The probabilities times the values of `h`, heads merged, through the output projection.
 pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
-    if crate::run::kernel::handles(h) {
-        return linear(&heads::mix(probs, &linear(h, wv, bv)?, heads)?, wo, bo);
+    if on_cpu_kernels(h) {
+        let v = linear(h, wv, bv)?;
+        return linear(&crate::run::opmath::all_in_f32(&[&v, probs], |t| heads::mix(&t[1], &t[0], heads))?, wo, bo);
     }
     let (b, s, w) = h.dims3()?;
     let v = heads_of(&h.reshape((b * s, w))?, wv, bv, (b, s, heads))?;
