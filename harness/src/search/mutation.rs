@@ -558,12 +558,44 @@ mod tests {
             Mutation::Momentum { value: 0.9 },
             Mutation::NormEps { value: 1e-5 },
             Mutation::Seed { value: 7 },
+            Mutation::Precision { value: Precision::AmpBf16 },
+            Mutation::LossScaleInit { value: 1024.0 },
+            Mutation::GrowthInterval { value: 100 },
+            Mutation::WarmupSteps { value: 0 },
+            Mutation::Accumulate { value: 4 },
         ];
         for m in all {
             let json = serde_json::to_value(&m).unwrap();
             assert_eq!(json["knob"].as_str(), Some(m.knob().name()), "{json}");
             assert_eq!(serde_json::from_value::<Mutation>(json).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn mixed_precision_knobs_apply_where_their_tables_are() {
+        let b = base();
+        let amp = mutate(&b, &[Mutation::Precision { value: Precision::AmpF16 }, Mutation::Accumulate { value: 4 }]).unwrap();
+        assert_eq!((amp.train.precision, amp.train.accumulate), (Precision::AmpF16, 4));
+        assert_eq!(Mutation::Precision { value: Precision::AmpF16 }.to_string(), "train.precision = amp_f16");
+        // Autocast needs f32 master weights; the scaler's and the warmup's knobs need their tables.
+        assert!(mutate(&b, &[Mutation::Dtype { value: DTypeName::F16 }, Mutation::Precision { value: Precision::AmpF16 }]).is_none());
+        for m in [Mutation::LossScaleInit { value: 8.0 }, Mutation::GrowthInterval { value: 3 }, Mutation::WarmupSteps { value: 10 }] {
+            assert!(mutate(&b, std::slice::from_ref(&m)).is_none(), "{m}");
+            assert_eq!(m.base_value(&b), None);
+        }
+        let mut s = b.clone();
+        s.train.loss_scale = Some(LossScaleSpec::default());
+        s.train.schedule = Some(ScheduleSpec { warmup_steps: 50, ..Default::default() });
+        let m = mutate(&s, &[Mutation::LossScaleInit { value: 8.0 }, Mutation::GrowthInterval { value: 3 }, Mutation::WarmupSteps { value: 0 }]).unwrap();
+        let ls = m.train.loss_scale.unwrap();
+        assert_eq!((ls.init, ls.growth_interval, m.train.schedule.unwrap().warmup_steps), (8.0, 3, 0));
+        assert_eq!(Mutation::WarmupSteps { value: 7 }.base_value(&s), Some(50.0));
+        assert_eq!(Mutation::WarmupSteps { value: 7 }.with_value(0.2), Mutation::WarmupSteps { value: 0 }, "a warmup can shrink to none");
+        // The space around it moves them, and the screening corners try no warmup first.
+        let space = crate::search::space::Space::of(&s);
+        assert_eq!((space.loss_scale_init.is_some(), space.growth_interval, space.warmup, space.accumulate), (true, Some((1, 8000)), Some((0, 200)), Some((1, 8))));
+        assert!(space.corners().iter().position(|c| c == &vec![Mutation::WarmupSteps { value: 0 }]) < space.corners().iter().position(|c| c == &vec![Mutation::WarmupSteps { value: 200 }]));
+        assert!(space.categorical().contains(&Mutation::Precision { value: Precision::AmpBf16 }));
     }
 
     #[test]

@@ -239,11 +239,14 @@ impl Runner<'_> {
         }
         self.last_skip = pending.or(self.last_skip.take());
         if let (None, Some(trouble)) = (&self.first, sc.trouble()) {
-            let (crate::run::scaler::Trouble::Underflow(why) | crate::run::scaler::Trouble::Collapse(why)) = trouble;
+            let (why, meaning) = match trouble {
+                crate::run::scaler::Trouble::Underflow(why) => (why, "overflows come faster than `growth_interval` clean steps grow the scale back, so the scale only shrinks"),
+                crate::run::scaler::Trouble::Collapse(why) => (why, "most steps are thrown away, so the run no longer trains"),
+            };
             let seen = self.last_skip.as_ref().map_or(String::new(), |l| format!("; the last skipped step's first non-finite value was {l}"));
             self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: "loss_scale".into(), kind: Kind::ScaleCollapse, ..Default::default() });
             self.first_at = Some(self.steps);
-            self.cause = Some(Cause { rule: Rule::LossScaleCollapse, op: "grad scaler".into(), reason: format!("{why}{seen}: the scaler is not handling an occasional overflow, the run no longer trains"), inputs: Vec::new() });
+            self.cause = Some(Cause { rule: Rule::LossScaleCollapse, op: "grad scaler".into(), reason: format!("{why}{seen}. The scaler is not absorbing an occasional overflow: {meaning}"), inputs: Vec::new() });
         }
         true
     }

@@ -206,3 +206,39 @@ fn image_layers_get_precise_errors_at_their_keys() {
     let e = located(&cnn("{ type = \"max_pool2d\", kernel = 0 }, { type = \"flatten\" }, { type = \"linear\", out = 1 },"));
     assert!(e.contains("`kernel` = 0 must be between 1 and the image's 5 × 5"), "{e}");
 }
+
+#[test]
+fn mixed_precision_schedule_and_scaler_settings_are_located() {
+    // Seed 002 ex1 with lines added at the end of its [train] table, just before [expect]:
+    // line k of the addition is line `before + k` of the file.
+    let base = base();
+    let before = base.lines().position(|l| l == "[expect]").expect("the base has [expect]");
+    let with = |tail: &str| base.replace("[expect]", &format!("{tail}[expect]"));
+    let at = |src: &str, line: usize| {
+        let e = located(src);
+        assert!(e.contains(&format!("t:{}:", before + line)), "line {}: {e}", before + line);
+        e
+    };
+    assert!(crate::scenario::from_str(&with("precision = \"amp_bf16\"\naccumulate = 4\n[train.loss_scale]\ngrowth_interval = 10\n[train.schedule]\nwarmup_steps = 5\ndecay = \"cosine\"\ndecay_steps = 20\n"), "t").is_ok());
+    let e = at(&with("precision = \"amp_f16\"\n").replace("dtype = \"f32\"", "dtype = \"f16\""), 1);
+    assert!(e.contains("train.precision") && e.contains("dtype = \"f32\""), "{e}");
+    let e = at(&with("accumulate = 0\n"), 1);
+    assert!(e.contains("train.accumulate") && e.contains("between 1 and"), "{e}");
+    let e = at(&with("[train.loss_scale]\ngrowth_factor = 1.0\n"), 2);
+    assert!(e.contains("train.loss_scale.growth_factor") && e.contains("over 1"), "{e}");
+    let e = at(&with("[train.loss_scale]\nbackoff_factor = 1.5\n"), 2);
+    assert!(e.contains("train.loss_scale.backoff_factor"), "{e}");
+    let e = at(&with("[train.schedule]\ndecay = \"step\"\ngamma = 0.5\n"), 2);
+    assert!(e.contains("train.schedule.decay") && e.contains("needs `step_size`"), "{e}");
+    let e = at(&with("[train.schedule]\neta_min = 0.1\n"), 2);
+    assert!(e.contains("train.schedule.eta_min") && e.contains("only decay = \"cosine\""), "{e}");
+    let e = at(&with("[train.schedule]\nwarmup_start_factor = 2.0\n"), 2);
+    assert!(e.contains("[0, 1]"), "{e}");
+    let e = located(&with("[train.loss_scale]\n").replace("dtype = \"f32\"", "dtype = \"f16\""));
+    assert!(e.contains("train.loss_scale") && e.contains("refuses to unscale"), "{e}");
+    // A scale collapse names `loss_scale`, which only a run with a scaler has.
+    let collapse = |src: String| src.replace("within_steps = 5", "within_steps = 5\nphase = \"update\"\ntensor = \"loss_scale\"");
+    let e = located(&collapse(base.clone()));
+    assert!(e.contains("`loss_scale` is not a tensor of this model"), "{e}");
+    assert!(crate::scenario::from_str(&collapse(with("[train.loss_scale]\n")), "t").is_ok());
+}
