@@ -118,6 +118,24 @@ fn main() {
         println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
     }
     println!();
+    // Mixed precision: autocast over f32 master weights (amp_f16 with its GradScaler, as it is
+    // run; bf16 needs none), against the same model in f32.
+    println!("| tiny GPT, watch on | f32 | amp_bf16 | amp_f16 + GradScaler | amp_bf16 vs f32 |");
+    println!("|---|---:|---:|---:|---:|");
+    let gpt = load("tiny_gpt");
+    let with = |p: nanhunt::scenario::Precision, scaler: bool| {
+        let mut s = gpt.clone();
+        s.train.precision = p;
+        s.train.loss_scale = scaler.then(Default::default);
+        s
+    };
+    let (f32_on, bf16_on, f16_on) = (
+        us_per_step(&gpt, 4, 44, 11).1,
+        us_per_step(&with(nanhunt::scenario::Precision::AmpBf16, false), 4, 44, 11).1,
+        us_per_step(&with(nanhunt::scenario::Precision::AmpF16, true), 4, 44, 11).1,
+    );
+    println!("| step | {} | {} | {} | {:.2}× |", us(f32_on), us(bf16_on), us(f16_on), bf16_on / f32_on);
+    println!();
     println!("| failing run | watch off | watch on, diagnosed | named |");
     println!("|---|---:|---:|---|");
     for name in ["s002_ex3_flawed_backward", "s001_ex3_bce_saturated", "s002_ex1_linreg_sgd"] {

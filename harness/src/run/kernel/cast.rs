@@ -9,6 +9,11 @@
 //! NaN kept quiet, tested against it on every kind of value), bf16 → f32 a
 //! shift, and f16 goes through `half`'s slice conversions (F16C where the CPU
 //! has it). The gradient of a cast is the cast back, as Candle's is.
+//!
+//! [`round`] keeps f32 storage and rounds each value to a half type: what a
+//! cast down and up again computes, in one pass and without half tensors in
+//! the graph (whose gradients Candle adds value by value). Its gradient is
+//! rounded the same way, as the gradient of a half tensor is a half tensor.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
@@ -25,6 +30,32 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
         return Ok(t.contiguous()?.apply_op1(Cast { to })?);
     }
     Ok(t.to_dtype(to)?)
+}
+
+/// `t` (f32) with every value rounded to `to` (f16 or bf16), still f32; its gradient is rounded
+/// to `to` as well. Other dtypes pass through.
+pub(crate) fn round(t: &Tensor, to: DType) -> Result<Tensor> {
+    if t.dtype() != DType::F32 || !matches!(to, DType::F16 | DType::BF16) {
+        return Ok(t.clone());
+    }
+    if !t.device().is_cpu() {
+        return Ok(t.to_dtype(to)?.to_dtype(DType::F32)?);
+    }
+    Ok(t.contiguous()?.apply_op1(Round { to })?)
+}
+
+/// `v` rounded to `to` (bf16, else f16), as f32 values.
+pub(crate) fn round_values(v: &[f32], to: DType) -> Vec<f32> {
+    if to == DType::BF16 {
+        round_bf16(v)
+    } else {
+        round_f16(v)
+    }
+}
+
+/// `t` (f32, CPU) rounded to `to`, outside the graph: for a kernel's backward.
+pub(crate) fn round_no_grad(t: &Tensor, to: DType) -> candle_core::Result<Tensor> {
+    t.contiguous()?.apply_op1_no_bwd(&Round { to })
 }
 
 /// bf16's bits of `x`, rounded to nearest even (NaN stays NaN, quiet).
@@ -47,6 +78,44 @@ avx2! {
             *o = half::bf16::from_bits(bf16_bits(v));
         }
         out
+    }
+}
+
+avx2! {
+    /// Each value rounded to bf16, kept as f32.
+    fn round_bf16(x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len()];
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = f32::from_bits(u32::from(bf16_bits(v)) << 16);
+        }
+        out
+    }
+}
+
+/// Each value rounded to f16, kept as f32 (through `half`'s slice conversions).
+fn round_f16(x: &[f32]) -> Vec<f32> {
+    use half::slice::HalfFloatSliceExt;
+    let mut h = vec![half::f16::ZERO; x.len()];
+    h.convert_from_f32_slice(x);
+    h.to_f32_vec()
+}
+
+struct Round {
+    to: DType,
+}
+
+impl CustomOp1 for Round {
+    fn name(&self) -> &'static str {
+        "round"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else { candle_core::bail!("round: f32 only") };
+        Ok((CpuStorage::F32(round_values(contiguous(v, l, "round")?, self.to)), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(round_no_grad(grad, self.to)?))
     }
 }
 
@@ -110,6 +179,21 @@ mod tests {
         let back = from_bf16(&ours);
         for (o, b) in ours.iter().zip(&back) {
             assert_eq!(b.to_bits(), o.to_f32().to_bits());
+        }
+    }
+
+    #[test]
+    fn rounding_in_f32_is_a_cast_down_and_up_and_rounds_its_gradient() {
+        let x: Vec<f32> = (0..999).map(|i| ((i as f32) * 0.37).sin() * 70000.0 / (1.0 + i as f32)).collect();
+        let t = Var::from_tensor(&Tensor::from_vec(x, 999, &Device::Cpu).unwrap()).unwrap();
+        for d in [DType::BF16, DType::F16] {
+            let r = round(t.as_tensor(), d).unwrap();
+            let want = t.as_tensor().to_dtype(d).unwrap().to_dtype(DType::F32).unwrap();
+            assert_eq!((r.dtype(), r.to_vec1::<f32>().unwrap()), (DType::F32, want.to_vec1::<f32>().unwrap()));
+            // d(sum(r · c))/dt = c rounded: c = 1 + 2⁻¹² is 1 in bf16 and in f16.
+            let c = Tensor::full(1.0f32 + 2f32.powi(-12), 999, &Device::Cpu).unwrap();
+            let g = (r * c).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(g.get(t.as_tensor()).unwrap().to_vec1::<f32>().unwrap().iter().all(|v| *v == 1.0), "{d:?}");
         }
     }
 

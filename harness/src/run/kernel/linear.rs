@@ -15,7 +15,17 @@ use crate::error::Result;
 
 /// `x W + b` for `x` `(…, in)`, `W` `(in, out)`, `b` `(out)`; the result is `(…, out)`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear)?)
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: None })?)
+}
+
+/// [`linear`] with its result rounded to `low` (f16 or bf16) in f32 storage, and the gradient
+/// arriving at it rounded too: `round(linear(x, W, b))` (`cast::round`) in one op, as autocast
+/// in f32 storage uses it.
+pub(crate) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_core::DType) -> Result<Tensor> {
+    if x.dtype() != candle_core::DType::F32 {
+        return crate::run::kernel::cast::round(&linear(x, w, b)?, low);
+    }
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: Some(low) })?)
 }
 
 /// gemm's parallelism as Candle's products choose it: its thread count. gemm splits the
@@ -124,7 +134,10 @@ fn sizes(x: &Layout, w: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     }
 }
 
-struct Linear;
+struct Linear {
+    /// Round the output, and the gradient arriving at it, to this half type (f32 only).
+    round: Option<candle_core::DType>,
+}
 
 impl Linear {
     fn run<T: candle_core::WithDType>(x: &[T], w: &[T], b: &[T], (rows, input, out): (usize, usize, usize)) -> candle_core::Result<Vec<T>> {
@@ -148,7 +161,13 @@ impl CustomOp3 for Linear {
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = sizes(xl, wl)?;
         let y = match (x, w, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
+            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
+                let y = Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?;
+                CpuStorage::F32(match self.round {
+                    Some(low) => super::cast::round_values(&y, low),
+                    None => y,
+                })
+            }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
             _ => candle_core::bail!("linear: unsupported or mixed dtypes"),
         };
@@ -158,7 +177,10 @@ impl CustomOp3 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?;
+        let g = match self.round {
+            Some(low) => super::cast::round_no_grad(grad, low)?,
+            None => grad.contiguous()?,
+        };
         let dx = g.apply_op2_no_bwd(w, &Grad::Input)?;
         let dw = x.apply_op2_no_bwd(&g, &Grad::Weight)?;
         let db = super::bias::column_sums(&g, b.elem_count())?;

@@ -19,7 +19,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::dense::linear;
+use super::dense::{linear, linear_rounded};
 use crate::error::Result;
 use crate::run::kernel::heads;
 use crate::scenario::{MaskFill, SoftmaxKind};
@@ -36,16 +36,49 @@ fn on_cpu_kernels(h: &Tensor) -> bool {
     h.device().is_cpu() && matches!(h.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16)
 }
 
-/// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`.
-pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
+/// How attention's inner tensors meet autocast: not at all, rounded to the low dtype in f32
+/// storage, or cast to it (see `autocast`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Inner {
+    /// No autocast.
+    Off,
+    /// Autocast in f32 storage: values rounded to this dtype.
+    Round(DType),
+    /// Autocast on half tensors of this dtype.
+    Cast(DType),
+}
+
+impl Inner {
+    fn apply(self, t: &Tensor) -> Result<Tensor> {
+        match self {
+            Inner::Off => Ok(t.clone()),
+            Inner::Round(d) => crate::run::kernel::cast::round(t, d),
+            Inner::Cast(d) => crate::run::kernel::cast::cast(t, d),
+        }
+    }
+}
+
+/// A projection `h W + b` under autocast: its own cast of `h`, as each `linear` call under
+/// PyTorch's autocast casts its input (so each projection's gradient is rounded on its own),
+/// and a low result.
+fn projection(h: &Tensor, w: &Tensor, b: &Tensor, inner: Inner) -> Result<Tensor> {
+    match inner {
+        Inner::Round(low) => linear_rounded(&inner.apply(h)?, w, b, low),
+        _ => inner.apply(&linear(&inner.apply(h)?, w, b)?),
+    }
+}
+
+/// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`. Under autocast (`inner`)
+/// q and k are low; the caller rounds or casts the scores.
+pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
     if on_cpu_kernels(h) {
-        let (q, k) = (linear(h, wq, bq)?, linear(h, wk, bk)?);
+        let (q, k) = (projection(h, wq, bq, inner)?, projection(h, wk, bk, inner)?);
         return crate::run::opmath::all_in_f32(&[&q, &k], |t| heads::scores(&t[0], &t[1], heads));
     }
     let (b, s, w) = h.dims3()?;
-    let flat = h.reshape((b * s, w))?;
-    let q = heads_of(&flat, wq, bq, (b, s, heads))?;
-    let k = heads_of(&flat, wk, bk, (b, s, heads))?;
+    let (hq, hk) = (inner.apply(h)?.reshape((b * s, w))?, inner.apply(h)?.reshape((b * s, w))?);
+    let q = heads_of(&hq, wq, bq, (b, s, heads))?;
+    let k = heads_of(&hk, wk, bk, (b, s, heads))?;
     let scale = 1.0 / ((w / heads) as f64).sqrt();
     Ok((q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?)
 }
@@ -114,13 +147,20 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 }
 
 /// The probabilities times the values of `h`, heads merged, through the output projection.
-pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize) -> Result<Tensor> {
+/// Under autocast (`inner`) v and the product are low; the caller casts the probabilities and
+/// rounds or casts the output.
+pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
     if on_cpu_kernels(h) {
-        let v = linear(h, wv, bv)?;
-        return linear(&crate::run::opmath::all_in_f32(&[&v, probs], |t| heads::mix(&t[1], &t[0], heads))?, wo, bo);
+        let v = projection(h, wv, bv, inner)?;
+        let mixed = inner.apply(&crate::run::opmath::all_in_f32(&[&v, probs], |t| heads::mix(&t[1], &t[0], heads))?)?;
+        // The output projection rounds its result itself; the caller's rounding then changes nothing.
+        return match inner {
+            Inner::Round(low) => linear_rounded(&mixed, wo, bo, low),
+            _ => linear(&mixed, wo, bo),
+        };
     }
     let (b, s, w) = h.dims3()?;
-    let v = heads_of(&h.reshape((b * s, w))?, wv, bv, (b, s, heads))?;
+    let v = heads_of(&inner.apply(h)?.reshape((b * s, w))?, wv, bv, (b, s, heads))?;
     let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, w))?;
     Ok(linear(&y, wo, bo)?.reshape((b, s, w))?)
 }

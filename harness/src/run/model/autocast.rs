@@ -13,6 +13,15 @@
 //! `batch_norm`, on no CUDA list (cuDNN keeps its statistics in f32 and returns the
 //! input's dtype), computes in f32 here; its output is rounded again by the next
 //! matmul, so the values that reach the next low-precision op are the same.
+//!
+//! On the CPU the low dtype lives in f32 storage: every value PyTorch would hold
+//! in the low dtype is rounded to it (`kernel::cast::round`, whose gradient is
+//! rounded too, as a half tensor's gradient is a half tensor), so the f32
+//! kernels run every layer and no half tensor enters the graph. Each node's
+//! *logical* dtype (`logical`) says what PyTorch would hold: a node computing in
+//! the low dtype rounds its inputs (its casts) and its output. Recurrent cells
+//! and convolutions, which round inside, run on real half tensors instead, and
+//! other devices do everything that way; a test holds the two to the same bits.
 
 use candle_core::{DType, Tensor};
 
@@ -54,6 +63,36 @@ pub(crate) fn target(policy: Policy, low: DType, input: DType) -> DType {
         Policy::F32 => DType::F32,
         Policy::Same => input,
     }
+}
+
+/// Whether a layer computing in the low dtype runs on real half tensors even on the CPU: those
+/// that round inside (every gate of a recurrent cell, a convolution's own kernels).
+pub(crate) fn on_half_tensors(layer: &Layer) -> bool {
+    matches!(layer, Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. })
+}
+
+/// The dtype of a sum of operands of dtypes `a` and `b`: the wider (f32 over a half type).
+pub(crate) fn promote(a: DType, b: DType) -> DType {
+    if a == b {
+        a
+    } else {
+        DType::F32
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: run autocast on real half tensors on the CPU too, to compare the two.
+    pub(crate) static HALF_TENSORS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether autocast keeps the low dtype in f32 storage on this device (the CPU).
+pub(crate) fn in_f32_storage(dev: &candle_core::Device) -> bool {
+    #[cfg(test)]
+    if HALF_TENSORS.with(std::cell::Cell::get) {
+        return false;
+    }
+    dev.is_cpu()
 }
 
 /// `a + b`, promoting to the wider dtype when they differ (PyTorch's type promotion).

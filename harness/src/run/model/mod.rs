@@ -31,6 +31,8 @@ mod sequence;
 mod tap;
 
 pub(crate) use tap::{recorded, Slot};
+#[cfg(test)]
+pub(crate) use autocast::HALF_TENSORS;
 
 /// A named trainable tensor.
 #[derive(Debug, Clone)]
@@ -54,6 +56,12 @@ pub struct Model {
     pub params: Vec<Param>,
     /// The low dtype autocast computes matmuls in (`train.precision = amp_*`), if any.
     autocast: Option<DType>,
+    /// Under autocast: whether the low dtype lives in f32 storage (see `autocast`).
+    rounded: bool,
+    /// Under autocast: the logical dtype of each node's output in the last forward.
+    logical: RefCell<Vec<DType>>,
+    /// How many nodes read each node's output (as input or as the other operand).
+    readers: Vec<usize>,
 }
 
 impl Model {
@@ -69,14 +77,28 @@ impl Model {
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
         let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(match n.shape { crate::scenario::Shape::Image { channels, .. } => channels, s => s.width() }, dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None })
+        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: RefCell::new(Vec::new()), readers: readers(&plan.nodes) })
     }
 
     /// Runs every forward under autocast to `low` (see `autocast`): matmuls in `low`, softmax,
     /// norms, exp, log and pow in f32, over the parameters' own (f32) values.
-    pub(crate) fn with_autocast(mut self, low: Option<DType>) -> Self {
+    pub(crate) fn with_autocast(mut self, low: Option<DType>, dev: &Device) -> Self {
         self.autocast = low;
+        self.rounded = low.is_some() && autocast::in_f32_storage(dev);
         self
+    }
+
+    /// The model's output as the loss reads it, in f32 (every loss is on autocast's f32 list):
+    /// cast up, or, in f32 storage, rounded to the low dtype if that is what it holds (the cast's
+    /// gradient is then rounded, as PyTorch's `.float()` backward rounds it).
+    pub(crate) fn to_loss(&self, pred: &Tensor) -> Result<Tensor> {
+        // The loss is the last node's only reader unless another node reads it too.
+        let shared = self.readers.last().is_some_and(|n| *n > 0);
+        match (self.autocast, self.logical.borrow().last()) {
+            (Some(low), Some(&l)) if self.rounded && l == low && shared => crate::run::kernel::cast::round(pred, low),
+            _ if matches!(pred.dtype(), DType::F16 | DType::BF16) && self.autocast.is_some() => autocast::cast(pred, DType::F32),
+            _ => Ok(pred.clone()),
+        }
     }
 
     /// Whether any node draws dropout masks.
@@ -140,6 +162,7 @@ impl Model {
 
     fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
+        let mut logical: Vec<DType> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             // Under autocast: the dtype this node computes in, its input and parameters cast to it.
             // A node with parameters on no list (the positional embedding: `x + p`) promotes to
@@ -149,29 +172,66 @@ impl Model {
                 policy => (low, policy),
             });
             let input = self.input_of(i, x, &outs);
+            // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
+            let li = node.input.map_or(x.dtype(), |j| logical.get(j).copied().unwrap_or(DType::F32));
             let (cast_input, cast_params);
-            let (h, cast) = match to {
+            // `round`: the low dtype this node's values are rounded to in f32 storage, if any.
+            let (h, cast, round) = match to {
+                Some((low, policy)) if self.rounded && !autocast::on_half_tensors(&node.layer) => {
+                    let computes = match node.part {
+                        Part::Sum => autocast::promote(li, node.other.and_then(|o| o.and_then(|j| logical.get(j).copied())).unwrap_or(x.dtype())),
+                        _ if li == DType::U32 => DType::F32,
+                        _ => autocast::target(policy, low, li),
+                    };
+                    let attention = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
+                    // A cast to the low dtype, or a low input's own gradient rounding (needed only
+                    // where another node reads it too: a single reader's gradient is rounded by
+                    // the producer's own output rounding); attention's scores cast their input per
+                    // projection (see `attention`).
+                    let shared = node.input.is_some_and(|j| self.readers[j] > 1);
+                    let cast_in = (li == low && shared) || (li != low && computes == low && !attention);
+                    cast_input = if cast_in { crate::run::kernel::cast::round(input, low)? } else { input.clone() };
+                    let r = |t: &Tensor| if computes == low { crate::run::kernel::cast::round(t, low) } else { Ok(t.clone()) };
+                    cast_params = node.params.clone().map(|k| r(self.params[k].var.as_tensor())).collect::<Result<Vec<_>>>()?;
+                    logical.push(computes);
+                    (&cast_input, Some(&cast_params), (computes == low).then_some(low))
+                }
                 Some((low, policy)) => {
                     let dt = |d: DType| if d == DType::U32 { d } else { autocast::target(policy, low, d) };
-                    cast_input = autocast::cast(input, dt(input.dtype()))?;
+                    // Attention's scores cast their input per projection (see `attention`).
+                    let scores = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
+                    cast_input = if scores { input.clone() } else { autocast::cast(input, dt(input.dtype()))? };
                     cast_params = node.params.clone().map(|k| autocast::cast(self.params[k].var.as_tensor(), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
-                    (&cast_input, Some((&cast_params, low)))
+                    logical.push(dt(li));
+                    (&cast_input, Some(&cast_params), None)
                 }
-                None => (input, None),
+                None => (input, None, None),
             };
-            let p = |k: usize| cast.map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |(c, _)| &c[k]);
+            let p = |k: usize| cast.map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
+            let inner = match (round, self.autocast) {
+                (Some(low), _) => attention::Inner::Round(low),
+                (None, Some(low)) if !self.rounded => attention::Inner::Cast(low),
+                _ => attention::Inner::Off,
+            };
             let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
             let out = match (&node.layer, node.part) {
-                (_, Part::Sum) => other().map_or_else(|| Ok(h.clone()), |skip| autocast::promoted_sum(skip, h))?,
-                (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads)?,
+                (_, Part::Sum) => match other() {
+                    None => h.clone(),
+                    Some(skip) => {
+                        let j = node.other.flatten();
+                        let lo = j.and_then(|j| logical.get(j).copied());
+                        let shared = j.is_some_and(|j| self.readers[j] > 1);
+                        let skip = match (self.rounded, self.autocast, lo) {
+                            (true, Some(low), Some(l)) if l == low && shared => crate::run::kernel::cast::round(skip, low)?,
+                            _ => skip.clone(),
+                        };
+                        autocast::promoted_sum(&skip, h)?
+                    }
+                },
+                (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
                 (Layer::Attention { heads, .. }, Part::Mix) => {
-                    let values = other().unwrap_or(x);
-                    let values = match cast {
-                        Some((_, low)) => autocast::cast(values, low)?,
-                        None => values.clone(),
-                    };
-                    attention::mix(h, &values, (p(0), p(1), p(2), p(3)), *heads)?
+                    attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?
                 }
                 (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
@@ -186,13 +246,30 @@ impl Model {
                 (Layer::Dropout { p: prob }, _) => {
                     let rows = h.dims()[0];
                     match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
-                        Some(m) => h.mul(&m.reshape(h.shape())?)?,
+                        // In f32 storage the mask's 1/(1 − p) is rounded as a low mask's would be.
+                        Some(m) => h.mul(&match round {
+                            Some(low) => crate::run::kernel::cast::round(&m, low)?,
+                            None => m,
+                        }.reshape(h.shape())?)?,
                         None => h.clone(),
                     }
                 }
                 (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
                 (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
+                (Layer::Linear { .. }, _) => match round {
+                    Some(low) => dense::linear_rounded(h, p(0), p(1), low)?,
+                    None => dense::linear(h, p(0), p(1))?,
+                },
                 (layer, _) => apply(layer, h, &p)?,
+            };
+            // A linear layer and attention's mix round their own results (one op fewer).
+            let rounds_itself = matches!((&node.layer, node.part), (Layer::Linear { .. }, _) | (Layer::Attention { .. }, Part::Mix));
+            let out = match (round, self.autocast) {
+                (Some(_), _) if rounds_itself => out,
+                (Some(low), _) => crate::run::kernel::cast::round(&out, low)?,
+                // A recurrent cell or convolution on real half tensors, back in f32 storage.
+                (None, Some(_)) if self.rounded && matches!(out.dtype(), DType::F16 | DType::BF16) => autocast::cast(&out, DType::F32)?,
+                _ => out,
             };
             outs.push(match taps.as_deref_mut() {
                 Some(slots) => {
@@ -203,8 +280,20 @@ impl Model {
                 None => out,
             });
         }
+        *self.logical.borrow_mut() = logical;
         Ok(outs)
     }
+}
+
+/// How many nodes read each node's output.
+fn readers(nodes: &[Node]) -> Vec<usize> {
+    let mut n = vec![0; nodes.len()];
+    for node in nodes {
+        for j in node.input.into_iter().chain(node.other.flatten()) {
+            n[j] += 1;
+        }
+    }
+    n
 }
 
 /// `n` keep-or-drop draws from `rng`: each value is dropped when its uniform draw is below `p`.

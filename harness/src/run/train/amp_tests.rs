@@ -106,3 +106,27 @@ fn the_trace_lr_column_follows_the_schedule() {
     // A zero learning rate leaves the first step's parameters where they were.
     assert_eq!(o.trace.rows[0].param_norm, Some(0.0));
 }
+
+#[test]
+fn autocast_in_f32_storage_is_autocast_on_half_tensors_bit_for_bit() {
+    // A small pre-norm transformer with dropout, under each low dtype with a scaler, run with the
+    // low dtype in f32 storage (the CPU's way) and on real half tensors (other devices' way):
+    // the same trace, bit for bit.
+    let text = |precision: &str| {
+        format!(
+            "seed = 5\n[data]\nn = 24\nseq_len = 6\ninputs = {{ kind = \"tokens\", vocab = 11 }}\ntargets = {{ kind = \"next_token\" }}\n[model]\nlayers = [{{ type = \"embedding\", dim = 8 }}, {{ type = \"positional_embedding\" }}, {{ type = \"residual\", layers = [{{ type = \"layer_norm\" }}, {{ type = \"attention\", heads = 2, causal = true }}] }}, {{ type = \"residual\", layers = [{{ type = \"layer_norm\" }}, {{ type = \"linear\", out = 16 }}, {{ type = \"gelu\" }}, {{ type = \"dropout\", p = 0.1 }}, {{ type = \"linear\", out = 8 }}] }}, {{ type = \"linear\", out = 11 }}]\n[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adamw\"\nlr = 1e-2\n[train]\nepochs = 3\nbatch_size = 8\nprecision = \"{precision}\"\n[train.loss_scale]\ninit = 1048576.0\ngrowth_interval = 2\n"
+        )
+    };
+    for precision in ["amp_bf16", "amp_f16"] {
+        let s = scenario(&text(precision));
+        let f32_storage = run(&s);
+        crate::run::model::HALF_TENSORS.with(|h| h.set(true));
+        let half = run(&s);
+        crate::run::model::HALF_TENSORS.with(|h| h.set(false));
+        assert_eq!(f32_storage.outcome, Status::Finite, "{precision}");
+        // bf16 has f32's range: only f16's gradients overflow at 2²⁰.
+        assert_eq!(f32_storage.trace.rows.iter().any(|r| r.skipped == Some(true)), precision == "amp_f16", "{precision}");
+        let (a, b) = (f32_storage.trace.to_csv().unwrap(), half.trace.to_csv().unwrap());
+        assert!(a == b, "{precision}:\n{}\n{}", String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+    }
+}

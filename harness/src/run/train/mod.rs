@@ -117,7 +117,7 @@ impl<'a> Runner<'a> {
                 break;
             }
             let mut init = stream(self.s.seed, INIT_STREAM + f as u64);
-            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?.with_autocast(self.s.train.precision.low().map(dtype));
+            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?.with_autocast(self.s.train.precision.low().map(dtype), &self.dev);
             self.train_fold(f, fold, &model, data.shape, plan.out)?;
         }
         Ok(())
@@ -382,7 +382,7 @@ impl Runner<'_> {
                 self.watch(at, Phase::Validation, name, o)?;
             }
         }
-        let loss = super::loss::loss(&self.s.loss, &self.master(outs.last().unwrap_or(x))?, y)?;
+        let loss = super::loss::loss(&self.s.loss, &model.to_loss(outs.last().unwrap_or(x))?, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             self.flag(at, Phase::Validation, "validation.loss", (0, value), &[], 1);

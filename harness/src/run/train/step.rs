@@ -20,11 +20,6 @@ use crate::run::watch::{extent, stats};
 use crate::scenario::{Phase, Reduction};
 
 impl Runner<'_> {
-    /// The model's output for the loss: in f32 under autocast (every loss is on its f32 list).
-    pub(super) fn master(&self, pred: &Tensor) -> Result<Tensor> {
-        Ok(if pred.dtype() == self.dtype || pred.dtype() == DType::U32 { pred.clone() } else { pred.to_dtype(self.dtype)? })
-    }
-
     /// Forward and backward over the step's micro-batches: their gradients summed, and the
     /// last micro-batch's layer outputs.
     /// `None` when the step ended early (a flagged loss, or the tapped step's birth found).
@@ -56,7 +51,7 @@ impl Runner<'_> {
                 }
                 self.explain(at, Phase::Forward, &|r, f| r.forward_cause(f, model, x, &outs));
             }
-            let pred = self.master(outs.last().unwrap_or(x))?;
+            let pred = model.to_loss(outs.last().unwrap_or(x))?;
             let loss = crate::run::loss::loss(&s.loss, &pred, y)?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             row.train_loss += if divide { value / k as f64 } else { value };
