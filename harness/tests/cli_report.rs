@@ -107,3 +107,29 @@ fn every_bundled_scenario_passes_check() {
     let doc = roxmltree::Document::parse(&xml).unwrap();
     assert!(doc.descendants().filter(|n| n.has_tag_name("testcase")).count() >= 30);
 }
+
+#[test]
+fn an_amp_report_keeps_the_scaler_columns_and_replays_bit_identically() {
+    // pytorch#40497's scale collapse: amp_f16 with GradScaler, 122 steps with skipped ones.
+    let tmp = tempdir();
+    let path = repo().join("scenarios/real/pt40497_amp_scale_collapse.toml");
+    let out = nanhunt(&["run", path.to_str().unwrap(), "--report", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+    let trace = std::fs::read_to_string(dir.join("trace.csv")).unwrap();
+    assert!(trace.starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,"), "{}", &trace[..200]);
+    // The first step is skipped (2¹⁶ overflows f16 at once); the last is the collapse's.
+    assert!(trace.lines().nth(1).unwrap().contains(",6.5536e4,1,"));
+    assert!(trace.lines().last().unwrap().contains(",1.28e2,1,"));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["outcome"]["first_nonfinite"]["tensor"], "loss_scale");
+    assert_eq!(summary["outcome"]["dtype"], "amp_f16");
+    let out = nanhunt(&["replay", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).starts_with("identical"));
+    // A changed scale is caught in its own column.
+    let altered = trace.replacen(",6.5536e4,1,", ",3.2768e4,1,", 1);
+    std::fs::write(dir.join("trace.csv"), altered).unwrap();
+    let out = nanhunt(&["replay", dir.to_str().unwrap()]);
+    assert!(out.status.code() == Some(1) && stdout(&out).contains("`loss_scale`"), "{}", stdout(&out));
+}
