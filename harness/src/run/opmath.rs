@@ -19,7 +19,7 @@ pub(crate) fn in_f32(t: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> R
     if !reduced(t.dtype()) {
         return f(t);
     }
-    Ok(cast(&f(&cast(t, DType::F32)?)?, t.dtype())?)
+    cast(&f(&cast(t, DType::F32)?)?, t.dtype())
 }
 
 /// `f` of several inputs computed in f32 when the first is f16 or bf16 on the CPU, the result

@@ -35,7 +35,8 @@ fn the_scaler_skips_exactly_the_overflowing_steps_and_grows_after_its_interval()
     // (0.5 − 0.199951171875)² exactly; then about (0.5 − 0.32)² (f16 weights again).
     let loss: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
     assert_eq!(&loss[..3], [0.25, 0.25, 0.25]);
-    assert_eq!(loss[3], f64::from(0.300048828125f32 * 0.300048828125f32));
+    let gap = 1229.0f32 / 4096.0; // 0.5 − 0.199951171875, exact
+    assert_eq!(loss[3], f64::from(gap * gap));
     assert!((loss[4] - 0.0324).abs() < 2e-3 * 0.0324, "{loss:?}");
     assert!(o.trace.to_csv().map(|c| String::from_utf8(c).unwrap()).unwrap().starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,"));
 }
