@@ -99,10 +99,12 @@ fn table(m: &Margins) -> String {
         Some(at) => format!("`{}` goes non-finite as written ({at}); each knob alone, the nearest value that fixes it:\n", m.scenario),
         None => format!("`{}` stays finite as written; each knob alone, the nearest value that flips it:\n", m.scenario),
     };
-    s += &format!("  {:<22} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
+    // The knob column is as wide as its longest name (`train.loss_scale.growth_interval`).
+    let w = m.knobs.iter().map(|k| k.knob.to_string().chars().count()).max().unwrap_or(0).max(22);
+    s += &format!("  {:<w$} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
         let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
-        s += &format!("  {:<22} {:>10}  {:<34} {}\n", k.knob.to_string(), base, side(k, k.lower.as_ref(), failing, true), side(k, k.upper.as_ref(), failing, false));
+        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, side(k, k.lower.as_ref(), failing, true), side(k, k.upper.as_ref(), failing, false));
     }
     for c in &m.categorical {
         let effect = match (c.flips != failing, failing) {

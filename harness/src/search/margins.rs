@@ -286,6 +286,22 @@ mod tests {
     }
 
     #[test]
+    fn a_longer_growth_interval_collapses_pytorch_40497s_fixed_scaler() {
+        // The fix grows the scale back every 10 clean steps between rare overflowing batches; a
+        // long enough interval lets the backoffs win and the scale fall below min_scale 128.
+        let mut s = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt40497_amp_scale_collapse_fix_growth_interval.toml")).unwrap();
+        s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::GrowthInterval]), ..Default::default() });
+        let m = margins(&s, &MarginOptions::default());
+        assert_eq!(m.base_outcome, Status::Finite);
+        let up = m.knobs[0].upper.as_ref().expect("a longer interval flips within 4x");
+        assert!(up.verified && up.flips_at > 10.0 && up.flips_at <= 40.0, "{up:?}");
+        assert_eq!(up.location.as_ref().map(|l| (l.phase, l.tensor.as_str(), l.kind)), Some((crate::scenario::Phase::Update, "loss_scale", crate::run::Kind::ScaleCollapse)));
+        // Both sides, run again here.
+        let collapses = |v: f64| crate::run::run(&mutate(&s, &[Mutation::GrowthInterval { value: v as u32 }]).unwrap()).first_nonfinite.is_some_and(|l| l.kind == crate::run::Kind::ScaleCollapse);
+        assert!(collapses(up.flips_at) && !collapses(up.stays_finite_at), "{up:?}");
+    }
+
+    #[test]
     fn a_failing_base_gets_its_fix() {
         // Seed 002 ex1 as written overflows at lr 0.01 (unscaled features, 1e5): its curvature
         // (2/n)·XᵀX is about 9e10, so only a learning rate many decades smaller stays finite
