@@ -25,8 +25,10 @@
 
 use candle_core::{DType, Tensor};
 
+use super::attention::Inner;
 use crate::error::Result;
-use crate::scenario::{Layer, Part};
+use crate::run::kernel::cast::round;
+use crate::scenario::{Layer, Node, Part};
 
 /// Where a node computes under autocast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,82 @@ pub(crate) fn in_f32_storage(dev: &candle_core::Device) -> bool {
         return false;
     }
     dev.is_cpu()
+}
+
+/// A node's inputs as autocast prepares them.
+pub(super) struct Prepared {
+    /// The main input: cast, rounded, or as it came.
+    pub(super) input: Tensor,
+    /// The parameters, cast or rounded; `None` without autocast (the variables themselves).
+    pub(super) params: Option<Vec<Tensor>>,
+    /// The low dtype this node's values are rounded to in f32 storage, if any.
+    pub(super) round: Option<DType>,
+    /// How attention's inner tensors meet autocast.
+    pub(super) inner: Inner,
+}
+
+impl super::Model {
+    /// Prepares `node` (reading `input`; the model's input is of dtype `x`) under autocast, and
+    /// pushes its output's logical dtype onto `logical`.
+    pub(super) fn prepare(&self, node: &Node, input: &Tensor, x: DType, logical: &mut Vec<DType>) -> Result<Prepared> {
+        let Some(low) = self.autocast else { return Ok(Prepared { input: input.clone(), params: None, round: None, inner: Inner::Off }) };
+        // A node with parameters on no list (the positional embedding: `x + p`) promotes to its
+        // f32 parameters, as PyTorch's type promotion does.
+        let policy = match policy(&node.layer, node.part) {
+            Policy::Same if !node.params.is_empty() => Policy::F32,
+            p => p,
+        };
+        // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
+        let li = node.input.map_or(x, |j| logical.get(j).copied().unwrap_or(DType::F32));
+        // Attention's scores cast their input per projection (see `attention`).
+        let scores = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
+        let var = |k: usize| self.params[k].var.as_tensor();
+        if !self.rounded || on_half_tensors(&node.layer) {
+            let dt = |d: DType| if d == DType::U32 { d } else { target(policy, low, d) };
+            let input = if scores { input.clone() } else { cast(input, dt(input.dtype()))? };
+            let params = node.params.clone().map(|k| cast(var(k), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
+            logical.push(dt(li));
+            let inner = if self.rounded { Inner::Off } else { Inner::Cast(low) };
+            return Ok(Prepared { input, params: Some(params), round: None, inner });
+        }
+        let computes = match node.part {
+            Part::Sum => promote(li, node.other.flatten().and_then(|j| logical.get(j).copied()).unwrap_or(x)),
+            _ if li == DType::U32 => DType::F32,
+            _ => target(policy, low, li),
+        };
+        // A cast to the low dtype, or a low input's own gradient rounding: needed only where
+        // another node reads it too, as a single reader's gradient is rounded by the producer's
+        // own output rounding.
+        let shared = node.input.is_some_and(|j| self.readers[j] > 1);
+        let cast_in = (li == low && shared) || (li != low && computes == low && !scores);
+        let input = if cast_in { round(input, low)? } else { input.clone() };
+        let params = node.params.clone().map(|k| if computes == low { round(var(k), low) } else { Ok(var(k).clone()) }).collect::<Result<Vec<_>>>()?;
+        logical.push(computes);
+        let round = (computes == low).then_some(low);
+        Ok(Prepared { input, params: Some(params), round, inner: round.map_or(Inner::Off, Inner::Round) })
+    }
+
+    /// A residual sum's skip operand: in f32 storage, a low one another node reads too gets its
+    /// own gradient rounding (see [`Model::prepare`](super::Model)).
+    pub(super) fn skip_operand(&self, node: &Node, skip: &Tensor, logical: &[DType]) -> Result<Tensor> {
+        let j = node.other.flatten();
+        let shared = j.is_some_and(|j| self.readers[j] > 1);
+        match (self.rounded, self.autocast, j.and_then(|j| logical.get(j).copied())) {
+            (true, Some(low), Some(l)) if l == low && shared => round(skip, low),
+            _ => Ok(skip.clone()),
+        }
+    }
+
+    /// A node's output as the next nodes read it: rounded to `round` in f32 storage (a linear
+    /// layer and attention's mix round their own), or a half tensor's back in f32 storage.
+    pub(super) fn finish(&self, node: &Node, out: Tensor, to: Option<DType>) -> Result<Tensor> {
+        let rounds_itself = matches!((&node.layer, node.part), (Layer::Linear { .. }, _) | (Layer::Attention { .. }, Part::Mix));
+        match to {
+            Some(low) if !rounds_itself => round(&out, low),
+            None if self.rounded && matches!(out.dtype(), DType::F16 | DType::BF16) => cast(&out, DType::F32),
+            _ => Ok(out),
+        }
+    }
 }
 
 /// `a + b`, promoting to the wider dtype when they differ (PyTorch's type promotion).

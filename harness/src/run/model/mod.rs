@@ -164,69 +164,15 @@ impl Model {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         let mut logical: Vec<DType> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
-            // Under autocast: the dtype this node computes in, its input and parameters cast to it.
-            // A node with parameters on no list (the positional embedding: `x + p`) promotes to
-            // its f32 parameters, as PyTorch's type promotion does.
-            let to = self.autocast.map(|low| match autocast::policy(&node.layer, node.part) {
-                autocast::Policy::Same if !node.params.is_empty() => (low, autocast::Policy::F32),
-                policy => (low, policy),
-            });
             let input = self.input_of(i, x, &outs);
-            // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
-            let li = node.input.map_or(x.dtype(), |j| logical.get(j).copied().unwrap_or(DType::F32));
-            let (cast_input, cast_params);
-            // `round`: the low dtype this node's values are rounded to in f32 storage, if any.
-            let (h, cast, round) = match to {
-                Some((low, policy)) if self.rounded && !autocast::on_half_tensors(&node.layer) => {
-                    let computes = match node.part {
-                        Part::Sum => autocast::promote(li, node.other.and_then(|o| o.and_then(|j| logical.get(j).copied())).unwrap_or(x.dtype())),
-                        _ if li == DType::U32 => DType::F32,
-                        _ => autocast::target(policy, low, li),
-                    };
-                    let attention = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
-                    // A cast to the low dtype, or a low input's own gradient rounding (needed only
-                    // where another node reads it too: a single reader's gradient is rounded by
-                    // the producer's own output rounding); attention's scores cast their input per
-                    // projection (see `attention`).
-                    let shared = node.input.is_some_and(|j| self.readers[j] > 1);
-                    let cast_in = (li == low && shared) || (li != low && computes == low && !attention);
-                    cast_input = if cast_in { crate::run::kernel::cast::round(input, low)? } else { input.clone() };
-                    let r = |t: &Tensor| if computes == low { crate::run::kernel::cast::round(t, low) } else { Ok(t.clone()) };
-                    cast_params = node.params.clone().map(|k| r(self.params[k].var.as_tensor())).collect::<Result<Vec<_>>>()?;
-                    logical.push(computes);
-                    (&cast_input, Some(&cast_params), (computes == low).then_some(low))
-                }
-                Some((low, policy)) => {
-                    let dt = |d: DType| if d == DType::U32 { d } else { autocast::target(policy, low, d) };
-                    // Attention's scores cast their input per projection (see `attention`).
-                    let scores = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
-                    cast_input = if scores { input.clone() } else { autocast::cast(input, dt(input.dtype()))? };
-                    cast_params = node.params.clone().map(|k| autocast::cast(self.params[k].var.as_tensor(), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
-                    logical.push(dt(li));
-                    (&cast_input, Some(&cast_params), None)
-                }
-                None => (input, None, None),
-            };
-            let p = |k: usize| cast.map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
-            let inner = match (round, self.autocast) {
-                (Some(low), _) => attention::Inner::Round(low),
-                (None, Some(low)) if !self.rounded => attention::Inner::Cast(low),
-                _ => attention::Inner::Off,
-            };
+            let prepared = self.prepare(node, input, x.dtype(), &mut logical)?;
+            let (h, round, inner) = (&prepared.input, prepared.round, prepared.inner);
+            let p = |k: usize| prepared.params.as_ref().map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
             let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
             let out = match (&node.layer, node.part) {
                 (_, Part::Sum) => match other() {
                     None => h.clone(),
-                    Some(skip) => {
-                        let j = node.other.flatten();
-                        let lo = j.and_then(|j| logical.get(j).copied());
-                        let shared = j.is_some_and(|j| self.readers[j] > 1);
-                        let skip = match (self.rounded, self.autocast, lo) {
-                            (true, Some(low), Some(l)) if l == low && shared => crate::run::kernel::cast::round(skip, low)?,
-                            _ => skip.clone(),
-                        };
-                        autocast::promoted_sum(&skip, h)?
-                    }
+                    Some(skip) => autocast::promoted_sum(&self.skip_operand(node, skip, &logical)?, h)?,
                 },
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
@@ -262,15 +208,7 @@ impl Model {
                 },
                 (layer, _) => apply(layer, h, &p)?,
             };
-            // A linear layer and attention's mix round their own results (one op fewer).
-            let rounds_itself = matches!((&node.layer, node.part), (Layer::Linear { .. }, _) | (Layer::Attention { .. }, Part::Mix));
-            let out = match (round, self.autocast) {
-                (Some(_), _) if rounds_itself => out,
-                (Some(low), _) => crate::run::kernel::cast::round(&out, low)?,
-                // A recurrent cell or convolution on real half tensors, back in f32 storage.
-                (None, Some(_)) if self.rounded && matches!(out.dtype(), DType::F16 | DType::BF16) => autocast::cast(&out, DType::F32)?,
-                _ => out,
-            };
+            let out = self.finish(node, out, round)?;
             outs.push(match taps.as_deref_mut() {
                 Some(slots) => {
                     let (t, slot) = tap::tap(&out)?;
