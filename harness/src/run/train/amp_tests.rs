@@ -131,3 +131,19 @@ fn autocast_in_f32_storage_is_autocast_on_half_tensors_bit_for_bit() {
         assert!(a == b, "{precision}:\n{}\n{}", String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
     }
 }
+
+#[test]
+fn pytorch_111739s_first_step_overflow_is_skipped_not_reported() {
+    // GradScaler's first scale 2¹⁶ is above f16's largest 65504, so the output's gradient of ±1
+    // scales to ±inf: step 1 is skipped and the scale halves; from 2¹⁵ the gradients fit (the
+    // weights' are 0.5 and 0.25 times the output's, the bias's equal to it) and nothing skips.
+    let s = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt111739_amp_first_step_overflow.toml")).unwrap();
+    let o = run(&s);
+    assert_eq!((o.outcome, o.steps), (Status::Finite, 5));
+    let skipped: Vec<bool> = o.trace.rows.iter().map(|r| r.skipped.unwrap()).collect();
+    let scales: Vec<f64> = o.trace.rows.iter().map(|r| r.loss_scale.unwrap()).collect();
+    assert_eq!(skipped, [true, false, false, false, false]);
+    assert_eq!(scales, [65536.0, 32768.0, 32768.0, 32768.0, 32768.0]);
+    // The skipped step changed nothing: step 2 sees step 1's loss.
+    assert_eq!(o.trace.rows[0].train_loss, o.trace.rows[1].train_loss);
+}
