@@ -101,7 +101,8 @@ impl Knob {
     /// feature count, the input mean and spread need synthetic inputs, only
     /// some losses take an epsilon or a clamp, only some optimizers an eps,
     /// a β₂ or a momentum, a norm eps needs a `layer_norm` layer, autocast an f32
-    /// model, the scaler's knobs a scaler and the warmup a `[train.schedule]`.
+    /// model, the dtype a model without autocast or a scaler, the scaler's knobs a scaler and
+    /// the warmup a `[train.schedule]`.
     pub fn applies(self, s: &Scenario) -> bool {
         let synthetic = matches!(s.data.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. });
         let tokens = matches!(s.data.inputs, InputSpec::Tokens { .. });
@@ -120,11 +121,13 @@ impl Knob {
             Knob::Momentum => s.optimizer.kind.takes_momentum(),
             Knob::DropoutP => s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. })),
             Knob::NormEps => s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. })),
-            // Autocast keeps f32 master weights; the scaler's knobs need a scaler that is on.
+            // Autocast and the scaler keep f32 master weights: under either, the precision
+            // moves, not the dtype. The scaler's knobs need a scaler that is on.
             Knob::Precision => s.train.dtype == super::DTypeName::F32,
+            Knob::Dtype => s.train.precision.low().is_none() && !s.train.loss_scale.as_ref().is_some_and(|l| l.enabled),
             Knob::LossScaleInit | Knob::GrowthInterval => s.train.loss_scale.as_ref().is_some_and(|l| l.enabled),
             Knob::WarmupSteps => s.train.schedule.is_some(),
-            Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm | Knob::Accumulate => true,
+            Knob::Seed | Knob::Lr | Knob::InitScale | Knob::TargetScale | Knob::BatchSize | Knob::Epochs | Knob::Optimizer | Knob::ClipNorm | Knob::Accumulate => true,
         }
     }
 

@@ -596,6 +596,8 @@ mod tests {
         assert_eq!((space.loss_scale_init.is_some(), space.growth_interval, space.warmup, space.accumulate), (true, Some((1, 8000)), Some((0, 200)), Some((1, 8))));
         assert!(space.corners().iter().position(|c| c == &vec![Mutation::WarmupSteps { value: 0 }]) < space.corners().iter().position(|c| c == &vec![Mutation::WarmupSteps { value: 200 }]));
         assert!(space.categorical().contains(&Mutation::Precision { value: Precision::AmpBf16 }));
+        // With a scaler the dtype does not move (it must stay f32); the precision does.
+        assert!(space.dtypes.is_empty(), "{:?}", space.dtypes);
     }
 
     #[test]

@@ -485,4 +485,25 @@ mod tests {
         assert_eq!(a[0], vec![Mutation::Dtype { value: DTypeName::F16 }]);
         assert_eq!(a[1], vec![Mutation::Dtype { value: DTypeName::Bf16 }]);
     }
+
+    #[test]
+    fn every_knob_combination_around_an_amp_transformer_runs_without_an_error() {
+        // A hunt's candidates around pytorch#40497's fix (precision, scaler, accumulation, dtype
+        // attempts, sequence length, padding, ...), two steps each: a candidate is refused by
+        // validation or runs; none fails inside the runner (a dtype mismatch would).
+        let mut s = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt40497_amp_scale_collapse_fix_growth_interval.toml")).unwrap();
+        s.train.max_steps = Some(2);
+        let space = Space::of(&s);
+        let strategy = space.candidate();
+        let mut runner = seeded_runner(3);
+        let mut ran = 0;
+        for _ in 0..80 {
+            let candidate = super::super::mutation::normalize(&draw(&strategy, &mut runner));
+            let Some(m) = super::super::mutation::mutate(&s, &candidate) else { continue };
+            let o = crate::run::run(&m);
+            assert!(o.error.is_none(), "{}: {:?}", super::super::mutation::describe(&candidate), o.error);
+            ran += 1;
+        }
+        assert!(ran > 40, "most candidates are valid: {ran}");
+    }
 }
