@@ -612,7 +612,9 @@ def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k
     outs = all_outs
     row["grad_norm"] = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
     limit = torch.finfo(LOW).max if LOW is not None else finfo.max
-    row["headroom"] = math.log2(limit / largest(outs + grads)) if largest(outs + grads) > 0 else math.inf
+    # With a scaler, the gradients' headroom is that of the scaled values, as nanhunt's.
+    top = max(largest(outs), largest(grads) * row.get("loss_scale", 1.0))
+    row["headroom"] = math.log2(limit / top) if top > 0 else math.inf
     tiny = sum(int(((g != 0) & (g.abs() < finfo.tiny)).sum()) for g in grads)
     row["grad_subnormal"] = tiny / max(1, sum(g.numel() for g in grads))
     bad = not all(bool(torch.isfinite(g).all()) for g in grads)

@@ -146,4 +146,7 @@ fn pytorch_111739s_first_step_overflow_is_skipped_not_reported() {
     assert_eq!(scales, [65536.0, 32768.0, 32768.0, 32768.0, 32768.0]);
     // The skipped step changed nothing: step 2 sees step 1's loss.
     assert_eq!(o.trace.rows[0].train_loss, o.trace.rows[1].train_loss);
+    // Step 2's headroom is the scaled gradients': the bias's is ±1 · 2¹⁵ against f16's 65504.
+    let h = o.trace.rows[1].headroom.unwrap();
+    assert!((h - (65504.0f64 / 32768.0).log2()).abs() < 1e-12, "{h}");
 }

@@ -35,7 +35,10 @@ impl Runner<'_> {
     /// gradient values), and keeps the worst of each while everything is still finite.
     pub(super) fn note_margins(&mut self, at: At, row: &mut TraceRow, g_stats: &[Stats], grads: &[Tensor]) {
         let finite = |m: f64| if m.is_finite() { m } else { 0.0 };
-        let largest = row.max_abs.iter().chain(g_stats.iter().map(|s| &s.max_abs)).fold(0.0, |a: f64, &m| a.max(finite(m)));
+        // With a loss scaler the gradients lived scaled in the low dtype: their headroom is that
+        // of the scaled values (what overflows and makes the scaler skip).
+        let scale = row.loss_scale.unwrap_or(1.0);
+        let largest = row.max_abs.iter().copied().chain(g_stats.iter().map(|s| s.max_abs * scale)).fold(0.0, |a: f64, m| a.max(finite(m)));
         let len: usize = grads.iter().map(Tensor::elem_count).sum();
         let tiny: usize = g_stats.iter().map(|s| s.tiny).sum();
         let (room, share) = (headroom(Limits::of(self.compute_dtype()).max, largest), tiny as f64 / len.max(1) as f64);
@@ -55,6 +58,8 @@ impl Runner<'_> {
     pub(super) fn margin_warnings(&self) -> Vec<String> {
         let d = self.compute_dtype();
         let (dt, lim) = (<&str>::from(d), Limits::of(d));
+        // The subnormal share is of the gradients as the optimizer reads them: in the master dtype.
+        let (gdt, glim) = (<&str>::from(self.s.train.dtype), Limits::of(self.s.train.dtype));
         let mut out = Vec::new();
         if let Some((h, largest, at)) = self.worst.headroom.filter(|(h, _, _)| *h < LOW_HEADROOM_BITS) {
             out.push(format!(
@@ -67,12 +72,12 @@ impl Runner<'_> {
         }
         if let Some((f, at)) = self.worst.subnormal.filter(|(f, _)| *f > MANY_SUBNORMALS) {
             out.push(format!(
-                "{:.1}% of the gradient values were subnormal in {dt} at step {} (fold {}): below {} they lose precision, and below {} they flush to 0",
+                "{:.1}% of the gradient values were subnormal in {gdt} at step {} (fold {}): below {} they lose precision, and below {} they flush to 0",
                 f * 100.0,
                 at.step,
                 at.fold,
-                crate::human(lim.min_normal),
-                crate::human(lim.min_subnormal)
+                crate::human(glim.min_normal),
+                crate::human(glim.min_subnormal)
             ));
         }
         out
