@@ -18,12 +18,14 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: None })?)
 }
 
-/// [`linear`] with its result rounded to `low` (f16 or bf16) in f32 storage, and the gradient
-/// arriving at it rounded too: `round(linear(x, W, b))` (`cast::round`) in one op, as autocast
-/// in f32 storage uses it.
+/// Autocast's linear in f32 storage: `round(linear(x, round(W), round(b)))` (`cast::round`) in
+/// one op, for f32 master weights `W` and `b` and a result in `low` (f16 or bf16). The gradients
+/// are rounded as the casts' are: the one arriving at the result, and those of `W` and `b`
+/// (the gradients of their half copies); the input's is left to its own cast.
 pub(crate) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_core::DType) -> Result<Tensor> {
-    if x.dtype() != candle_core::DType::F32 {
-        return crate::run::kernel::cast::round(&linear(x, w, b)?, low);
+    use crate::run::kernel::cast::round;
+    if !(x.dtype() == candle_core::DType::F32 && x.device().is_cpu()) {
+        return round(&linear(x, &round(w, low)?, &round(b, low)?)?, low);
     }
     Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: Some(low) })?)
 }
@@ -135,7 +137,8 @@ fn sizes(x: &Layout, w: &Layout) -> candle_core::Result<(usize, usize, usize)> {
 }
 
 struct Linear {
-    /// Round the output, and the gradient arriving at it, to this half type (f32 only).
+    /// Autocast in f32 storage to this half type (f32 only): round the weights and bias as read,
+    /// the output, and the gradients (see [`linear_rounded`]).
     round: Option<candle_core::DType>,
 }
 
@@ -162,10 +165,10 @@ impl CustomOp3 for Linear {
         let n = sizes(xl, wl)?;
         let y = match (x, w, b) {
             (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let y = Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?;
+                let (x, w, b) = (contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?);
                 CpuStorage::F32(match self.round {
-                    Some(low) => super::cast::round_values(&y, low),
-                    None => y,
+                    Some(low) => super::cast::round_values(&Self::run(x, &super::cast::round_values(w, low), &super::cast::round_values(b, low), n)?, low),
+                    None => Self::run(x, w, b, n)?,
                 })
             }
             (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
@@ -177,13 +180,18 @@ impl CustomOp3 for Linear {
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = match self.round {
-            Some(low) => super::cast::round_no_grad(grad, low)?,
-            None => grad.contiguous()?,
+        let Some(low) = self.round else {
+            let g = grad.contiguous()?;
+            let dx = g.apply_op2_no_bwd(w, &Grad::Input)?;
+            let dw = x.apply_op2_no_bwd(&g, &Grad::Weight)?;
+            let db = super::bias::column_sums(&g, b.elem_count())?;
+            return Ok((Some(dx), Some(dw), Some(db)));
         };
-        let dx = g.apply_op2_no_bwd(w, &Grad::Input)?;
-        let dw = x.apply_op2_no_bwd(&g, &Grad::Weight)?;
-        let db = super::bias::column_sums(&g, b.elem_count())?;
+        let r = |t: &Tensor| super::cast::round_no_grad(t, low);
+        let g = r(grad)?;
+        let dx = g.apply_op2_no_bwd(&r(w)?, &Grad::Input)?;
+        let dw = r(&x.apply_op2_no_bwd(&g, &Grad::Weight)?)?;
+        let db = r(&super::bias::column_sums(&g, b.elem_count())?)?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }

@@ -144,7 +144,9 @@ impl super::Model {
         let shared = node.input.is_some_and(|j| self.readers[j] > 1);
         let cast_in = (li == low && shared) || (li != low && computes == low && !scores);
         let input = if cast_in { round(input, low)? } else { input.clone() };
-        let params = node.params.clone().map(|k| if computes == low { round(var(k), low) } else { Ok(var(k).clone()) }).collect::<Result<Vec<_>>>()?;
+        // Linear layers and attention round their weights themselves (`kernel::linear`).
+        let own = matches!(node.layer, Layer::Linear { .. } | Layer::Attention { .. });
+        let params = node.params.clone().map(|k| if computes == low && !own { round(var(k), low) } else { Ok(var(k).clone()) }).collect::<Result<Vec<_>>>()?;
         logical.push(computes);
         let round = (computes == low).then_some(low);
         Ok(Prepared { input, params: Some(params), round, inner: round.map_or(Inner::Off, Inner::Round) })

@@ -25,11 +25,8 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 
 
-/// [`linear`] whose result (and the gradient arriving at it) is rounded to `low`, for autocast
-/// in f32 storage: one op on the CPU in f32.
+/// Autocast's [`linear`] in f32 storage: the f32 master weight and bias rounded to `low`, and
+/// the result too (`kernel::linear::linear_rounded`; one op on the CPU).
 pub(super) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_core::DType) -> Result<Tensor> {
-    if crate::run::kernel::handles(x) {
-        return crate::run::kernel::linear::linear_rounded(x, w, b, low);
-    }
-    crate::run::kernel::cast::round(&linear(x, w, b)?, low)
+    crate::run::kernel::linear::linear_rounded(x, w, b, low)
 }
