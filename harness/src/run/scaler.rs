@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 
 use candle_core::Tensor;
 
-use super::watch::stats;
+use super::watch::extent;
 use crate::error::Result;
 use crate::scenario::LossScaleSpec;
 
@@ -57,7 +57,8 @@ impl Scaler {
         let mut found_inf = false;
         let mut out = Vec::with_capacity(grads.len());
         for g in grads {
-            found_inf |= stats(g)?.first_bad.is_some();
+            // One pass of magnitudes' bits (`extent`): the full stats come later, unscaled.
+            found_inf |= extent(g)?.first_bad.is_some();
             out.push(if inv == 1.0 { g.clone() } else { g.affine(f64::from(inv), 0.0)? });
         }
         Ok((out, found_inf))

@@ -84,7 +84,7 @@ impl<'a> Runner<'a> {
             opts,
             dev,
             dtype: dtype(s.train.dtype),
-            trace: Trace { layers: plan.layer_names.clone(), scaled: Scaler::new(s.train.loss_scale.as_ref()).is_some(), ..Trace::default() },
+            trace: Trace { layers: plan.layer_names.clone(), scaled: s.train.loss_scale.as_ref().is_some_and(|l| l.enabled), ..Trace::default() },
             first: None,
             first_at: None,
             cause: None,
