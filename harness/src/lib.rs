@@ -20,6 +20,7 @@
 pub mod alloc;
 mod atomic;
 mod error;
+mod hash;
 mod number;
 pub mod report;
 pub mod run;
@@ -27,11 +28,16 @@ pub mod scenario;
 pub mod search;
 
 pub use error::{Error, Result};
+/// The Candle this crate is built on, for code models' tensors and `VarBuilder`s of the same version.
+pub use candle_core;
+/// candle-nn, whose layers a code model builds from [`ParamStore::var_builder`].
+pub use candle_nn;
 pub use number::{human, human_near_one};
-pub use report::{check_all, replay, write as write_report, ReportInput, Reports};
+pub use report::{assert_finite_within, check_all, check_module, replay, write as write_report, ReportInput, Reports};
+pub use run::code::{run_module, CodeModel, ModelCard, ParamStore, Watch};
 pub use run::{run, run_with, Location, Outcome, RunOptions, Status};
 pub use scenario::{load, Phase, Scenario};
-pub use search::{fuzzing, hunt, HuntOptions};
+pub use search::{fuzzing, hunt, hunt_module, margins_module, HuntOptions};
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename).
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {

@@ -117,41 +117,56 @@ pub struct CheckOptions {
 
 /// Checks one entry; with `neighbourhood > 0`, also that many seeded mutants (finite expectations only).
 pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
-    let (neighbourhood, seed) = (opts.neighbourhood, opts.seed);
     let start = std::time::Instant::now();
-    let loaded = load(entry, &opts.load);
-    let (mut mutants, mut confidence) = (vec![], None);
-    let (name, verdict, detail) = match loaded {
-        Err(e) => (entry.path().display().to_string(), Verdict::Error(e.to_string()), String::new()),
-        Ok((s, None)) => (s.name.clone(), Verdict::Skip, "no [expect]".into()),
-        Ok((s, Some(e))) => {
-            let o = run(&s);
-            let detail = in_words(&o);
-            let v = match verdict(&e, &o) {
-                Err(m) => Verdict::Fail(m),
-                Ok(()) if !e.min_margin.is_empty() || e.max_failure_rate.is_some() => {
-                    let v = if e.min_margin.is_empty() { Verdict::Pass } else { margins_hold(&s, &e.min_margin) };
-                    match (v, e.max_failure_rate) {
-                        (Verdict::Pass, Some(f)) => rate_holds(&s, f),
-                        (v, _) => v,
-                    }
-                }
-                Ok(()) if neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => {
-                    let (v, ran, c) = neighbours(&s, &e, neighbourhood, seed);
-                    (mutants, confidence) = (ran, c);
-                    v
-                }
-                Ok(()) => Verdict::Pass,
-            };
-            (s.name.clone(), v, detail)
+    let mut r = match load(entry, &opts.load) {
+        Err(e) => CheckResult { name: entry.path().display().to_string(), path: PathBuf::new(), verdict: Verdict::Error(e.to_string()), detail: String::new(), time: Duration::ZERO, mutants: vec![], confidence: None },
+        Ok((s, None)) => CheckResult { name: s.name.clone(), path: PathBuf::new(), verdict: Verdict::Skip, detail: "no [expect]".into(), time: Duration::ZERO, mutants: vec![], confidence: None },
+        Ok((mut s, Some(e))) => {
+            s.expect = Some(e);
+            check_scenario(&s, opts)
         }
     };
     // A report is named by its directory: many reports share a scenario name.
-    let name = match entry {
-        Entry::Report(dir) => dir.file_name().map_or(name, |n| n.to_string_lossy().into_owned()),
-        Entry::Scenario(_) => name,
+    if let Entry::Report(dir) = entry {
+        r.name = dir.file_name().map_or(r.name, |n| n.to_string_lossy().into_owned());
+    }
+    r.path = entry.path().to_path_buf();
+    r.time = start.elapsed();
+    r
+}
+
+/// Checks a scenario against its `[expect]` (outcome, site, margins, failure rate; with
+/// `neighbourhood > 0`, seeded mutants too); `Skip` without one.
+pub fn check_scenario(s: &Scenario, opts: &CheckOptions) -> CheckResult {
+    let start = std::time::Instant::now();
+    let (mut mutants, mut confidence) = (vec![], None);
+    let Some(e) = s.expect.clone() else {
+        return CheckResult { name: s.name.clone(), path: PathBuf::new(), verdict: Verdict::Skip, detail: "no [expect]".into(), time: start.elapsed(), mutants, confidence };
     };
-    CheckResult { name, path: entry.path().to_path_buf(), verdict, detail, time: start.elapsed(), mutants, confidence }
+    let o = run(s);
+    let detail = in_words(&o);
+    let verdict = match verdict(&e, &o) {
+        Err(m) => Verdict::Fail(m),
+        Ok(()) if !e.min_margin.is_empty() || e.max_failure_rate.is_some() => {
+            let v = if e.min_margin.is_empty() { Verdict::Pass } else { margins_hold(s, &e.min_margin) };
+            match (v, e.max_failure_rate) {
+                (Verdict::Pass, Some(f)) => rate_holds(s, f),
+                (v, _) => v,
+            }
+        }
+        Ok(()) if opts.neighbourhood > 0 && e.outcome == ExpectedOutcome::Finite => {
+            let (v, ran, c) = neighbours(s, &e, opts.neighbourhood, opts.seed);
+            (mutants, confidence) = (ran, c);
+            v
+        }
+        Ok(()) => Verdict::Pass,
+    };
+    CheckResult { name: s.name.clone(), path: PathBuf::new(), verdict, detail, time: start.elapsed(), mutants, confidence }
+}
+
+/// [`check_scenario`] with a model written in Rust in place of the scenario's layers.
+pub fn check_module(model: &crate::CodeModel, s: &Scenario, opts: &CheckOptions) -> CheckResult {
+    check_scenario(&model.attach(s.clone()), opts)
 }
 
 /// Runs the mutants; the first one that does not stay finite fails the check, and is named.

@@ -5,7 +5,9 @@
 //! is the regression suite over scenarios and reports (`verdict`, `junit`);
 //! `torch` exports a scenario as a PyTorch script and confirms a finding there.
 
+mod assert;
 mod check;
+mod hunt_text;
 mod junit;
 mod markdown;
 mod margins_plot;
@@ -16,7 +18,9 @@ pub mod torch;
 mod verdict;
 mod write;
 
-pub use check::{check, check_all, collect, tally, CheckOptions, CheckResult, Entry, Verdict};
+pub use assert::{assert_finite_within, check_finite_within};
+pub use check::{check, check_all, check_module, check_scenario, collect, tally, CheckOptions, CheckResult, Entry, Verdict};
+pub use hunt_text::hunt_summary;
 pub use junit::junit;
 pub use margins_plot::margins_svg;
 pub use replay::{compare, replay, Divergence};

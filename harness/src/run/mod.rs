@@ -20,6 +20,7 @@ use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenari
 
 mod bce_torch;
 mod cause;
+pub mod code;
 pub(crate) mod data;
 mod device;
 mod divergence;
@@ -109,30 +110,47 @@ pub(crate) fn dtype(d: DTypeName) -> DType {
 
 /// Runs a scenario, returning `Err` only when it cannot be run at all.
 pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
-    let (dev, data, plan) = prepare(s)?;
-    train::train(s, opts, dev, &data, &plan)
+    let (dev, data, plan, card) = prepare(s)?;
+    let mut out = train::train(s, opts, dev, &data, &plan)?;
+    out.model = card;
+    Ok(out)
 }
 
 /// Everything a run does before its first step: the memory check, the
-/// device, the data and the model's plan, checked against each other.
-fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan)> {
+/// device, the data and the model's plan (a code model's found by running it
+/// once, with its card), checked against each other.
+fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::ModelCard>)> {
     check_memory(s)?;
     let dev = device::open(&s.train.device)?;
     let data = data::build(s)?;
-    let plan = plan(&s.model, data.shape)
-        .map_err(|(k, m)| Error::Invalid { location: s.name.clone(), key: format!("model.{k}"), message: m })?;
+    let (plan, card) = match discover(s, &data, &dev)? {
+        Some((plan, card)) => (plan, Some(card)),
+        None => (plan(&s.model, data.shape).map_err(|(k, m)| Error::Invalid { location: s.name.clone(), key: format!("model.{k}"), message: m })?, None),
+    };
     // The data as built (CSV rows are known only now), and the bounded trace.
     within_limit(s, data.footprint(s, &plan).bytes() + Trace::max_bytes(plan.layer_names.len()))?;
     if let Some(message) = plan.target_mismatch(data.targets) {
         return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
     }
-    Ok((dev, data, plan))
+    Ok((dev, data, plan, card))
+}
+
+/// A code model's plan and card, from one forward on the first fold's first two training rows.
+fn discover(s: &Scenario, data: &data::Dataset, dev: &Device) -> Result<Option<(Plan, code::ModelCard)>> {
+    let Some(fold) = data.folds.first().filter(|_| s.model.code.is_some()) else { return Ok(None) };
+    let (x, mask) = train::inputs(&fold.train, data.shape, dtype(s.train.dtype), dev)?;
+    let rows = x.dims()[0].min(2);
+    let mask = mask.map(|m| m.narrow(0, 0, rows)).transpose()?;
+    code::discover(s, &x.narrow(0, 0, rows)?, mask.as_ref(), dtype(s.train.dtype), dev)
 }
 
 /// Prepares a run and builds its first model without training: what the
 /// fuzz targets call, so a panic anywhere before training is found.
 pub(crate) fn dry_run(s: &Scenario) -> Result<()> {
-    let (dev, _, plan) = prepare(s)?;
+    let (dev, _, plan, card) = prepare(s)?;
+    if card.is_some() {
+        return Ok(());
+    }
     let mut init = rng::stream(s.seed, rng::INIT_STREAM);
     model::Model::new(&s.model, &plan, &mut init, dtype(s.train.dtype), &dev)?;
     Ok(())

@@ -200,6 +200,9 @@ pub struct Outcome {
     pub threads: usize,
     /// Wall-clock time of the run in seconds (not part of determinism).
     pub seconds: f64,
+    /// A model written in Rust: its name, parameters and initial hash (`None` for a layer stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<super::code::ModelCard>,
     /// The per-step trace (written as CSV, not in the JSON).
     #[serde(skip)]
     pub trace: Trace,
@@ -244,6 +247,7 @@ impl Outcome {
             device: String::new(),
             threads: candle_core::utils::get_num_threads(),
             seconds: 0.0,
+            model: None,
             trace: Trace::default(),
         }
     }

@@ -33,6 +33,18 @@ pub(crate) fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
     rng
 }
 
+/// A stream of one seed keyed by a name (a code model's parameter): its draws depend on the
+/// name, never on the order names are asked for. The key is the name's 64-bit FNV-1a hash.
+pub(crate) fn named_stream(seed: u64, stream: u64, name: &str) -> ChaCha8Rng {
+    let hash = crate::hash::fnv1a(name.as_bytes());
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&hash.to_le_bytes());
+    let mut rng = ChaCha8Rng::from_seed(key);
+    rng.set_stream(stream);
+    rng
+}
+
 /// A standard normal draw.
 pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     StandardNormal.sample(rng)
@@ -49,5 +61,14 @@ mod tests {
         assert_eq!(draw(7, DATA_STREAM), draw(7, DATA_STREAM));
         assert_ne!(draw(7, DATA_STREAM), draw(7, LINEAR_STREAM));
         assert_ne!(draw(7, DATA_STREAM), draw(8, DATA_STREAM));
+    }
+
+    #[test]
+    fn named_streams_depend_on_the_name_seed_and_stream_only() {
+        let draw = |seed, s, name| named_stream(seed, s, name).random::<u64>();
+        assert_eq!(draw(7, INIT_STREAM, "fc1.weight"), draw(7, INIT_STREAM, "fc1.weight"));
+        assert_ne!(draw(7, INIT_STREAM, "fc1.weight"), draw(7, INIT_STREAM, "fc1.bias"));
+        assert_ne!(draw(7, INIT_STREAM, "fc1.weight"), draw(8, INIT_STREAM, "fc1.weight"));
+        assert_ne!(draw(7, INIT_STREAM, "fc1.weight"), draw(7, INIT_STREAM + 1, "fc1.weight"));
     }
 }

@@ -37,6 +37,12 @@ pub fn load(path: &Path) -> Result<Scenario> {
 /// Reads, parses and validates a scenario file. Only a regular file within
 /// `opts.max_bytes` is read (a FIFO or device would block or never end).
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Scenario> {
+    load_edited(path, opts, &|src| src, &|_| {})
+}
+
+/// [`load_with`], with the text edited before it is parsed (without moving any line) and the
+/// parsed scenario changed before it is validated: how a code model takes the stack's place.
+pub(crate) fn load_edited(path: &Path, opts: &LoadOptions, edit: &dyn Fn(String) -> String, change: &dyn Fn(&mut Scenario)) -> Result<Scenario> {
     let bytes = read_regular(path, opts.max_bytes, "a scenario file", "write large data as a CSV file (`inputs = { kind = \"csv\", ... }`), or raise the limit with `--max-scenario-mb`")?;
     let origin = path.display().to_string();
     let src = String::from_utf8(bytes).map_err(|e| {
@@ -45,9 +51,11 @@ pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Scenario> {
         let (line, col) = line_col(&text, valid);
         Error::Parse { path: origin.clone(), line, col, message: "this is not UTF-8 text: a scenario is a TOML file".into() }
     })?;
+    let src = edit(src);
     let mut scenario = parse_str(&src, &origin)?;
     scenario.dir = path.parent().map(Path::to_path_buf);
-    check(&scenario, &src, &origin)?;
+    change(&mut scenario);
+    check_text(&scenario, &src, &origin)?;
     if let InputSpec::Csv { path: csv, .. } = &scenario.data.inputs {
         let dir = scenario.dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
         if let Err(message) = inside(&dir, csv, opts.allow_outside_paths) {
@@ -101,11 +109,12 @@ pub fn parse_str(src: &str, origin: &str) -> Result<Scenario> {
 /// Parses and validates scenario text in one go (for tests and in-memory scenarios).
 pub fn from_str(src: &str, origin: &str) -> Result<Scenario> {
     let scenario = parse_str(src, origin)?;
-    check(&scenario, src, origin)?;
+    check_text(&scenario, src, origin)?;
     Ok(scenario)
 }
 
-fn check(scenario: &Scenario, src: &str, origin: &str) -> Result<()> {
+/// Validates a parsed scenario, locating the first problem's key in its text `src`.
+pub(crate) fn check_text(scenario: &Scenario, src: &str, origin: &str) -> Result<()> {
     match validate(scenario).into_iter().next() {
         None => Ok(()),
         Some(Problem { key, message }) => {

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 mod amp;
+mod code;
 mod data;
 mod expect;
 mod knob;
@@ -27,11 +28,12 @@ mod training;
 mod validate;
 
 pub use amp::{LossScaleSpec, Precision};
+pub use code::Code;
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
-pub(crate) use load::read_regular;
+pub(crate) use load::{check_text, load_edited, read_regular};
 pub use memory::{check_memory, memory_estimate, Footprint};
 pub(crate) use memory::within_limit;
 pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};

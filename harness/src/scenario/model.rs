@@ -20,6 +20,9 @@ pub struct ModelSpec {
     /// Multiplies every initial weight and bias (not layer-norm gains and shifts).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub init_scale: f64,
+    /// A model written in Rust (`nanhunt::CodeModel`) in place of `layers`, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<super::Code>,
 }
 
 impl Layer {

@@ -403,7 +403,7 @@ mod tests {
     use super::*;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
-        ModelSpec { init: Init::Torch, layers, init_scale: 1.0 }
+        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
     }
 
     #[test]

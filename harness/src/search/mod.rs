@@ -9,6 +9,7 @@
 //! targets ([`fuzzing`]). A campaign ([`hunt`]) keeps its state in a corpus
 //! on disk and names each finding by a stable [`signature`].
 
+mod code;
 mod corpus;
 mod finding;
 pub mod fuzzing;
@@ -20,6 +21,7 @@ mod score;
 mod space;
 mod sweep;
 
+pub use code::{hunt_module, margins_module};
 pub use corpus::{merge, read_findings, write_findings};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Target, Threshold, Trigger};
 pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margins};

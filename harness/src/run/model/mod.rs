@@ -62,6 +62,8 @@ pub struct Model {
     logical: RefCell<Vec<DType>>,
     /// How many nodes read each node's output (as input or as the other operand).
     readers: Vec<usize>,
+    /// A model written in Rust, run in place of the (empty) node list.
+    code: Option<crate::run::code::CodeNet>,
 }
 
 impl Model {
@@ -77,7 +79,13 @@ impl Model {
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
         let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(match n.shape { crate::scenario::Shape::Image { channels, .. } => channels, s => s.width() }, dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: RefCell::new(Vec::new()), readers: readers(&plan.nodes) })
+        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: RefCell::new(Vec::new()), readers: readers(&plan.nodes), code: None })
+    }
+
+    /// A model written in Rust: its parameters (in the order it asked for them) and its forward.
+    pub(crate) fn from_code(params: Vec<Param>, net: crate::run::code::CodeNet) -> Self {
+        let none = RefCell::new(Vec::new());
+        Model { nodes: Vec::new(), layers: Vec::new(), running: Vec::new(), dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: none, readers: Vec::new(), code: Some(net) }
     }
 
     /// Runs every forward under autocast to `low` (see `autocast`): matmuls in `low`, softmax,
@@ -101,9 +109,9 @@ impl Model {
         }
     }
 
-    /// Whether any node draws dropout masks.
+    /// Whether any node draws dropout masks (a code model may: `Watch::dropout`).
     pub(crate) fn has_dropout(&self) -> bool {
-        self.layers.iter().any(|l| l.dropout_p() > 0.0)
+        self.code.is_some() || self.layers.iter().any(|l| l.dropout_p() > 0.0)
     }
 
     /// Sets the stream the next training forward draws its dropout masks from, in node order
@@ -128,12 +136,12 @@ impl Model {
 
     /// The indices in `params` of node `l`'s parameters.
     pub(crate) fn params_of(&self, l: usize) -> std::ops::Range<usize> {
-        self.nodes[l].params.clone()
+        self.nodes.get(l).map_or(0..0, |n| n.params.clone())
     }
 
     /// What node `l` reads, given the model's input `x` and the outputs so far.
     pub(crate) fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
-        self.nodes[l].input.map_or(x, |i| &outs[i])
+        self.nodes.get(l).and_then(|n| n.input).map_or(x, |i| &outs[i])
     }
 
     /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
@@ -161,6 +169,9 @@ impl Model {
     }
 
     fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
+        if let Some(code) = &self.code {
+            return code.forward(x, mask, training, self.autocast, self.dropout.borrow_mut().as_mut());
+        }
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         let mut logical: Vec<DType> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
@@ -289,7 +300,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_come_from_the_step_stream_and_scale_what_they_keep() {
-        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout { p: 0.25 }], init_scale: 1.0 };
+        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout { p: 0.25 }], init_scale: 1.0, code: None };
         let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::ones((4, 1000), DType::F64, &Device::Cpu).unwrap();
         let out = |step: u64| {

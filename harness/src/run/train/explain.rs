@@ -33,9 +33,9 @@ impl Runner<'_> {
 
     /// The cause of a forward value: the layer that made it, from what it read.
     pub(super) fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
-        let Some(l) = self.names.outputs.iter().position(|n| *n == f.tensor) else { return Ok(None) };
-        let input = model.input_of(l, x, outs);
-        cause::forward(&self.names.outputs[l], &model.layers()[l], input, f.index, self.compute_dtype())
+        // A code model's checks are not layers: no rule explains them.
+        let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
+        cause::forward(&self.names.outputs[l], layer, model.input_of(l, x, outs), f.index, self.compute_dtype())
     }
 
     /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.

@@ -39,7 +39,8 @@ mod amp_tests;
 pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset, plan: &Plan) -> Result<Outcome> {
     let mut r = Runner::new(s, opts, dev.clone(), data, plan);
     r.run(data, plan)?;
-    if opts.watch {
+    // A code model's backward has no taps (its checks are not layers).
+    if opts.watch && s.model.code.is_none() {
         r.trace_birth(data, plan)?;
     }
     let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
@@ -65,17 +66,21 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         device: s.train.device.clone(),
         threads: candle_core::utils::get_num_threads(),
         seconds: 0.0,
+        model: None,
         trace: r.trace,
     })
 }
 
 impl<'a> Runner<'a> {
     fn new(s: &'a Scenario, opts: &'a RunOptions<'a>, dev: Device, data: &Dataset, plan: &Plan) -> Self {
+        // A code model's checks are named as its forward named them.
+        let code = s.model.code.is_some();
+        let output = |l: &String| if code { l.clone() } else { format!("{l}.output") };
         let names = Rc::new(Names {
-            outputs: plan.layer_names.iter().map(|l| format!("{l}.output")).collect(),
+            outputs: plan.layer_names.iter().map(output).collect(),
             m_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).0.map(|n| format!("optim.{}.{n}", p.name))).collect(),
             v_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).1.map(|n| format!("optim.{}.{n}", p.name))).collect(),
-            validation: plan.layer_names.iter().map(|l| format!("validation.{l}.output")).collect(),
+            validation: plan.layer_names.iter().map(|l| format!("validation.{}", output(l))).collect(),
             grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
         });
         Runner {
@@ -116,8 +121,12 @@ impl<'a> Runner<'a> {
             if self.done() {
                 break;
             }
-            let mut init = stream(self.s.seed, INIT_STREAM + f as u64);
-            let model = Model::new(&self.s.model, plan, &mut init, self.dtype, &self.dev)?.with_autocast(self.s.train.precision.low().map(dtype), &self.dev);
+            let low = self.s.train.precision.low().map(dtype);
+            let checks = plan.layer_names[..plan.layer_names.len().saturating_sub(1)].to_vec();
+            let model = match crate::run::code::build(self.s, f, self.dtype, &self.dev, checks)? {
+                Some((params, net)) => Model::from_code(params, net).with_autocast(low, &self.dev),
+                None => Model::new(&self.s.model, plan, &mut stream(self.s.seed, INIT_STREAM + f as u64), self.dtype, &self.dev)?.with_autocast(low, &self.dev),
+            };
             self.train_fold(f, fold, &model, data.shape, plan.out)?;
         }
         Ok(())
@@ -276,20 +285,12 @@ impl Runner<'_> {
 
     /// A split's inputs (token ids as u32), targets shaped as the model's output, and padding mask.
     fn tensors(&self, split: &Split, shape: InShape, out: Shape) -> Result<Batch> {
-        let to = |t: &Table, dims: Vec<usize>, dtype: DType| -> Result<Tensor> { Ok(Tensor::from_slice(&t.values, dims, &self.dev)?.to_dtype(dtype)?) };
-        let n = split.x.rows;
-        let x = match shape.shape() {
-            Shape::Image { channels, height, width } => to(&split.x, vec![n, channels, height, width], self.dtype)?,
-            Shape::Tokens { .. } => to(&split.x, vec![n, split.x.cols], DType::U32)?,
-            Shape::Seq { len, .. } => to(&split.x, vec![n, len, split.x.cols / len.max(1)], self.dtype)?,
-            Shape::Flat(_) => to(&split.x, vec![n, split.x.cols], self.dtype)?,
-        };
+        let (x, mask) = inputs(split, shape, self.dtype, &self.dev)?;
         let ys = match out {
-            Shape::Seq { len, width } => vec![n, len, width],
-            _ => vec![n, split.y.cols],
+            Shape::Seq { len, width } => vec![split.x.rows, len, width],
+            _ => vec![split.x.rows, split.y.cols],
         };
-        let mask = split.mask.as_ref().map(|m| to(m, vec![n, m.cols], self.dtype)).transpose()?;
-        Ok(Batch { x, y: to(&split.y, ys, self.dtype)?, mask })
+        Ok(Batch { x, y: table(&split.y, ys, self.dtype, &self.dev)?, mask })
     }
 
     fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model, shape: InShape, out: Shape) -> Result<()> {
@@ -416,6 +417,24 @@ impl Runner<'_> {
             self.stagnation = Some(Stagnation { step: at.step, epoch: at.epoch, fold: at.fold, reason: "loss_plateau".into(), detail });
         }
     }
+}
+
+/// A table as a tensor of shape `dims` in `dtype`.
+fn table(t: &Table, dims: Vec<usize>, dtype: DType, dev: &Device) -> Result<Tensor> {
+    Ok(Tensor::from_slice(&t.values, dims, dev)?.to_dtype(dtype)?)
+}
+
+/// A split's inputs as the model reads them (token ids as u32) and its padding mask.
+pub(crate) fn inputs(split: &Split, shape: InShape, dtype: DType, dev: &Device) -> Result<(Tensor, Option<Tensor>)> {
+    let n = split.x.rows;
+    let x = match shape.shape() {
+        Shape::Image { channels, height, width } => table(&split.x, vec![n, channels, height, width], dtype, dev)?,
+        Shape::Tokens { .. } => table(&split.x, vec![n, split.x.cols], DType::U32, dev)?,
+        Shape::Seq { len, .. } => table(&split.x, vec![n, len, split.x.cols / len.max(1)], dtype, dev)?,
+        Shape::Flat(_) => table(&split.x, vec![n, split.x.cols], dtype, dev)?,
+    };
+    let mask = split.mask.as_ref().map(|m| table(m, vec![n, m.cols], dtype, dev)).transpose()?;
+    Ok((x, mask))
 }
 
 /// A split's tensors, or one batch of them.

@@ -45,7 +45,8 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     let mut out = Vec::new();
     name(&s.name, &mut out);
     data::data(&s.data, &mut out);
-    let plan = input_shape(&s.data).map(|input| plan(&s.model, input));
+    // A code model's shapes are known only once it is built (`run::code`).
+    let plan = input_shape(&s.data).filter(|_| s.model.code.is_none()).map(|input| plan(&s.model, input));
     match &plan {
         Some(Err((k, m))) => out.push(problem(format!("model.{k}"), m.clone())),
         Some(Ok(p)) => {
@@ -119,6 +120,14 @@ fn init(key: &str, i: &Init, out: &mut Vec<Problem>) {
 
 fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
     finite(out, "model.init_scale", m.init_scale);
+    if let Some(code) = &m.code {
+        if !m.layers.is_empty() {
+            out.push(problem("model.layers", format!("the model is the Rust code `{}`: leave `layers` out (its layers are in the code)", code.name)));
+        }
+        if code.name.trim().is_empty() || code.name.chars().any(char::is_control) || code.name.chars().count() > MAX_NAME_CHARS {
+            out.push(problem("model.code", format!("must be a printable name of 1 to {MAX_NAME_CHARS} characters")));
+        }
+    }
     init("model.init", &m.init, out);
     layers("model.layers", &m.layers, 0, out);
 }

@@ -1,0 +1,248 @@
+//! Models written in Rust with Candle, run by the same runner as layer stacks.
+//!
+//! A [`CodeModel`] is a name and a pair of closures: `build` makes the model
+//! from a [`ParamStore`] (or the candle-nn `VarBuilder` it hands out), and
+//! `forward` runs it on a batch, naming tensors for the watch through a
+//! [`Watch`]. Everything else (data, loss, optimizer, schedule, precision,
+//! `[search]`, `[expect]`) is the scenario format's: [`CodeModel::scenario`]
+//! reads a TOML file without a layer stack and puts the model in its place
+//! (`[model] code = "name"`). From there the scenario runs, hunts and shrinks
+//! like any other; a scenario copied by a mutation carries the model along.
+//!
+//! Before the first step the runner builds the model once and runs one
+//! validation-mode forward on two rows: that gives the names the forward checks
+//! (the trace's columns), the output's shape (the targets' shape) and the
+//! [`ModelCard`] a report records: the parameters' names and shapes and a hash
+//! of their initial values.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::run::model::Param;
+use crate::scenario::{Code, Init, ParamSpec, Plan, Role, Scenario, Shape};
+
+mod checks;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use checks::Watch;
+pub use store::ParamStore;
+
+/// A model written in Rust: a name, how to build it and how to run it.
+#[derive(Clone)]
+pub struct CodeModel {
+    name: String,
+    build: Arc<dyn Build>,
+}
+
+/// Builds a model from a store (type-erased, so a scenario can carry any model).
+trait Build: Send + Sync {
+    fn build(&self, store: &ParamStore) -> candle_core::Result<Box<dyn Net>>;
+}
+
+/// A built model's forward.
+trait Net {
+    fn forward(&self, x: &Tensor, watch: &mut Watch) -> candle_core::Result<Tensor>;
+}
+
+struct Pair<B, F> {
+    build: B,
+    forward: Arc<F>,
+}
+
+struct Built<M, F> {
+    model: M,
+    forward: Arc<F>,
+}
+
+impl<M, B, F> Build for Pair<B, F>
+where
+    M: 'static,
+    B: Fn(&ParamStore) -> candle_core::Result<M> + Send + Sync,
+    F: Fn(&M, &Tensor, &mut Watch) -> candle_core::Result<Tensor> + Send + Sync + 'static,
+{
+    fn build(&self, store: &ParamStore) -> candle_core::Result<Box<dyn Net>> {
+        Ok(Box::new(Built { model: (self.build)(store)?, forward: self.forward.clone() }))
+    }
+}
+
+impl<M, F: Fn(&M, &Tensor, &mut Watch) -> candle_core::Result<Tensor>> Net for Built<M, F> {
+    fn forward(&self, x: &Tensor, watch: &mut Watch) -> candle_core::Result<Tensor> {
+        (self.forward)(&self.model, x, watch)
+    }
+}
+
+impl CodeModel {
+    /// A model named `name`, made by `build` and run by `forward` (see the crate docs).
+    pub fn new<M, B, F>(name: impl Into<String>, build: B, forward: F) -> Self
+    where
+        M: 'static,
+        B: Fn(&ParamStore) -> candle_core::Result<M> + Send + Sync + 'static,
+        F: Fn(&M, &Tensor, &mut Watch) -> candle_core::Result<Tensor> + Send + Sync + 'static,
+    {
+        CodeModel { name: name.into(), build: Arc::new(Pair { build, forward: Arc::new(forward) }) }
+    }
+
+    /// The model's name, as reports record it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Scenario text without a layer stack (its `[model]` table, if any, holds only `init_scale`),
+    /// validated with this model in place of the stack; `origin` names it in `FILE:LINE:COL` errors.
+    pub fn scenario(&self, toml: &str, origin: &str) -> Result<Scenario> {
+        let text = with_model_table(toml.to_string());
+        let mut s = crate::scenario::parse_str(&text, origin)?;
+        s.model.code = Some(self.code());
+        crate::scenario::check_text(&s, &text, origin)?;
+        Ok(s)
+    }
+
+    /// [`CodeModel::scenario`] of a file, read as [`crate::load`] reads one (CSV paths beside it).
+    pub fn scenario_file(&self, path: &std::path::Path) -> Result<Scenario> {
+        crate::scenario::load_edited(path, &Default::default(), &with_model_table, &|s| s.model.code = Some(self.code()))
+    }
+
+    /// `s` with this model in place of its layer stack (for scenarios made in Rust or read back
+    /// from a report).
+    pub fn attach(&self, mut s: Scenario) -> Scenario {
+        s.model.layers.clear();
+        s.model.code = Some(self.code());
+        s
+    }
+
+    fn code(&self) -> Code {
+        Code { name: self.name.clone(), handle: Some(Arc::new(self.clone())) }
+    }
+}
+
+/// Scenario text with a `[model]` table: one without gets an empty one at its end, where no
+/// line moves (the code model is put in it once parsed).
+fn with_model_table(text: String) -> String {
+    match text.parse::<toml::Table>() {
+        Ok(t) if !t.contains_key("model") => format!("{text}\n[model]\n"),
+        _ => text,
+    }
+}
+
+/// Runs `s` with `model` in place of its layer stack: [`crate::run`] for a model written in Rust.
+pub fn run_module(model: &CodeModel, s: &Scenario) -> crate::run::Outcome {
+    crate::run::run(&model.attach(s.clone()))
+}
+
+/// What a report records of a code model: it cannot be replayed from the report alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The model's name.
+    pub name: String,
+    /// Each parameter's name and shape, in the order the model asked for them.
+    pub params: Vec<(String, Vec<usize>)>,
+    /// FNV-1a (64-bit, hex) over the initial parameters' names, shapes and values (as f64 bits),
+    /// for the first fold: a replay that starts elsewhere is not the same run.
+    pub init_hash: String,
+}
+
+/// The code model a scenario carries, or why it has none.
+fn model_of(s: &Scenario) -> Result<Option<CodeModel>> {
+    let Some(code) = &s.model.code else { return Ok(None) };
+    match code.handle.as_ref().and_then(|h| h.downcast_ref::<CodeModel>()) {
+        Some(m) => Ok(Some(m.clone())),
+        None => Err(Error::Invalid {
+            location: s.name.clone(),
+            key: "model.code".into(),
+            message: format!("the model is the Rust code `{}`, which a scenario file cannot hold: run it from Rust (`nanhunt::run_module`, or the test that wrote this report)", code.name),
+        }),
+    }
+}
+
+/// A built code model: its forward and the names its checks had in the first forward.
+pub(crate) struct CodeNet {
+    net: Box<dyn Net>,
+    names: Vec<String>,
+}
+
+impl std::fmt::Debug for CodeNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodeNet({:?})", self.names)
+    }
+}
+
+/// The name of a code model's output among the checked tensors.
+pub(crate) const OUTPUT: &str = "model.output";
+
+impl CodeNet {
+    /// Runs the forward: the checked tensors, in order, then the output.
+    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<Vec<Tensor>> {
+        let (checks, out) = self.checked(x, mask, training, autocast, dropout)?;
+        let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
+        if names != self.names {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward",
+                self.names
+            ))));
+        }
+        Ok(checks.into_iter().map(|(_, t)| t).chain([out]).collect())
+    }
+
+    fn checked(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<(Vec<(String, Tensor)>, Tensor)> {
+        let mut w = Watch { checks: Vec::new(), training, mask, autocast, dropout };
+        let out = self.net.forward(x, &mut w)?;
+        Ok((w.checks, out))
+    }
+}
+
+/// Builds the scenario's code model for one fold: its parameters (from the fold's init
+/// stream) and its forward, expecting the checks `names`.
+pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, names: Vec<String>) -> Result<Option<(Vec<Param>, CodeNet)>> {
+    let Some(model) = model_of(s)? else { return Ok(None) };
+    let store = ParamStore::new(s.seed, crate::run::rng::INIT_STREAM + fold as u64, s.model.init_scale, dtype, dev);
+    let net = model.build.build(&store)?;
+    Ok(Some((store.params(), CodeNet { net, names })))
+}
+
+/// The plan of a code model, found by building it and running one forward on `x` (two rows),
+/// and its card; `None` for a layer stack.
+pub(crate) fn discover(s: &Scenario, x: &Tensor, mask: Option<&Tensor>, dtype: DType, dev: &Device) -> Result<Option<(Plan, ModelCard)>> {
+    let Some((params, net)) = build(s, 0, dtype, dev, Vec::new())? else { return Ok(None) };
+    let low = s.train.precision.low().map(crate::run::dtype);
+    let (checks, out) = net.checked(x, mask, false, low, None)?;
+    let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "model.code".into(), message };
+    let mut names: Vec<String> = checks.iter().map(|(n, _)| n.clone()).collect();
+    if let Some(dup) = names.iter().enumerate().find(|(i, n)| n.as_str() == OUTPUT || names[..*i].contains(n)).map(|(_, n)| n) {
+        return Err(invalid(format!("`Watch::check` named `{dup}` twice (or named the output): each checked tensor needs its own name")));
+    }
+    let out_shape = match out.dims() {
+        [_, k] => Shape::Flat(*k),
+        [_, len, width] => Shape::Seq { len: *len, width: *width },
+        d => return Err(invalid(format!("the forward returned a tensor of shape {d:?}: it must be (batch, k) or (batch, seq, k), one row per example"))),
+    };
+    let widths = checks.iter().map(|(_, t)| t.dims().last().copied().unwrap_or(1)).chain([out_shape.width()]).collect();
+    names.push(OUTPUT.into());
+    let spec = |p: &Param| ParamSpec { name: p.name.clone(), shape: p.var.dims().to_vec(), role: Role::Weight, fan_in: 0, fan_out: 0, torch_fan: 0, init: Init::Torch };
+    let plan = Plan { params: params.iter().map(spec).collect(), nodes: Vec::new(), layer_names: names, widths, out_width: out_shape.cols(), out: out_shape, attention_cells: 0 };
+    let card = ModelCard { name: net_name(s), params: params.iter().map(|p| (p.name.clone(), p.var.dims().to_vec())).collect(), init_hash: init_hash(&params)? };
+    Ok(Some((plan, card)))
+}
+
+fn net_name(s: &Scenario) -> String {
+    s.model.code.as_ref().map_or_else(String::new, |c| c.name.clone())
+}
+
+/// FNV-1a over every parameter's name, shape and values (as f64 bits), in order.
+fn init_hash(params: &[Param]) -> Result<String> {
+    let mut h = crate::hash::Fnv1a::default();
+    let mut eat = |bytes: &[u8]| h.write(bytes);
+    for p in params {
+        eat(p.name.as_bytes());
+        p.var.dims().iter().for_each(|d| eat(&(*d as u64).to_le_bytes()));
+        for v in p.var.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()? {
+            eat(&v.to_bits().to_le_bytes());
+        }
+    }
+    Ok(format!("{:016x}", h.finish()))
+}

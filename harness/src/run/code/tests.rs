@@ -1,0 +1,130 @@
+//! Code models in the runner: a hand-computed step, findings named by the
+//! model's own checks, its card, and the errors a user can make.
+
+use candle_core::{Module, Tensor};
+use candle_nn::init::Init;
+
+use super::{CodeModel, Watch};
+use crate::run::{run, Status};
+use crate::scenario::Phase;
+
+/// `y = x·wᵀ + b`, a candle-nn `Linear` whose weight starts at `w0` and bias at 0.
+fn linear(features: usize, w0: f64) -> CodeModel {
+    CodeModel::new(
+        "linear",
+        move |store| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, features), Init::Const(w0))?, Some(store.get("fc.bias", 1, Init::Const(0.0))?))),
+        |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x),
+    )
+}
+
+const TWO_ROWS: &str = r#"
+name = "code"
+[data]
+inputs = { kind = "values", rows = [[1.0, 2.0], [3.0, -1.0]] }
+targets = { kind = "values", values = [1.0, 0.0] }
+[loss]
+kind = "mse"
+[optimizer]
+kind = "sgd"
+lr = 0.1
+[train]
+epochs = 2
+dtype = "f64"
+"#;
+
+#[test]
+fn a_code_linear_model_takes_the_hand_computed_sgd_steps() {
+    let model = linear(2, 0.5);
+    let o = run(&model.scenario(TWO_ROWS, "code.toml").unwrap());
+    assert_eq!(o.outcome, Status::Finite, "{:?}", o.error);
+    // Step 1: predictions 0.5·1 + 0.5·2 = 1.5 and 0.5·3 − 0.5·1 = 1, loss ((0.5)² + 1²)/2 = 0.625.
+    // dL/dpred = (0.5, 1); dW = 0.5·(1, 2) + 1·(3, −1) = (3.5, 0), db = 1.5; at lr 0.1
+    // W = (0.15, 0.5), b = −0.15. Step 2: predictions 1 and −0.2, loss (0 + 0.04)/2 = 0.02.
+    let losses: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
+    assert_eq!(losses.len(), 2);
+    assert!((losses[0] - 0.625).abs() < 1e-12 && (losses[1] - 0.02).abs() < 1e-12, "{losses:?}");
+    let card = o.model.expect("a code model's card");
+    assert_eq!(card.name, "linear");
+    assert_eq!(card.params, [("fc.weight".to_string(), vec![1, 2]), ("fc.bias".to_string(), vec![1])]);
+    // The hash is of the initial values: another start is another hash.
+    assert_eq!(run(&model.scenario(TWO_ROWS, "code.toml").unwrap()).model.unwrap().init_hash, card.init_hash);
+    assert_ne!(run(&linear(2, 0.25).scenario(TWO_ROWS, "code.toml").unwrap()).model.unwrap().init_hash, card.init_hash);
+}
+
+#[test]
+fn a_non_finite_value_is_named_by_the_check_that_saw_it() {
+    // log(fc(x)) with both weights −1: fc = −1 − 2 = −3 for row 1 (and −2 for row 2), whose
+    // log is NaN at step 1, first in the tensor the check named `log`.
+    let model = CodeModel::new(
+        "log",
+        |store| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), Init::Const(-1.0))?, None)),
+        |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| {
+            let h = m.forward(x)?;
+            w.check("fc", &h);
+            let l = h.log()?;
+            w.check("log", &l);
+            Ok(l)
+        },
+    );
+    let o = run(&model.scenario(TWO_ROWS, "code.toml").unwrap());
+    let f = o.first_nonfinite.expect("log of −3");
+    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.index), (1, Phase::Forward, "log", 0));
+    assert_eq!(o.trace.layers, ["fc", "log", "model.output"]);
+}
+
+#[test]
+fn without_checks_the_watch_still_sees_the_gradients_and_the_update() {
+    // w = 1, x = 1, y = 0: dL/dw = 2; w − 3e38·2 overflows f32 to −inf in the update.
+    let text = "name = \"t\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38\n";
+    let f = run(&linear(1, 1.0).scenario(text, "t.toml").unwrap()).first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.tensor.as_str()), (1, Phase::Update, "fc.weight"));
+}
+
+#[test]
+fn a_scenario_read_back_without_its_model_is_refused_with_how_to_run_it() {
+    let s = linear(2, 0.5).scenario(TWO_ROWS, "code.toml").unwrap();
+    let text = toml::to_string(&s).unwrap();
+    assert!(text.contains("code = \"linear\""), "{text}");
+    let back = crate::scenario::from_str(&text, "repro.toml").unwrap();
+    let o = run(&back);
+    assert_eq!(o.outcome, Status::Error);
+    assert!(o.error.as_deref().unwrap_or("").contains("run_module"), "{:?}", o.error);
+    assert_eq!(crate::run_module(&linear(2, 0.5), &back).outcome, Status::Finite);
+}
+
+#[test]
+fn a_layer_stack_beside_the_code_is_a_located_error() {
+    let text = format!("{TWO_ROWS}[model]\nlayers = [{{ type = \"relu\" }}]\n");
+    let e = linear(2, 0.5).scenario(&text, "code.toml").unwrap_err().to_string();
+    let line = text.lines().position(|l| l.starts_with("layers")).unwrap() + 1;
+    assert!(e.starts_with(&format!("code.toml:{line}:1: invalid `model.layers`")), "{e}");
+}
+
+#[test]
+fn checks_that_change_between_forwards_are_an_error_not_a_panic() {
+    let model = CodeModel::new(
+        "moody",
+        |store| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), Init::Const(0.5))?, None)),
+        |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| {
+            let h = m.forward(x)?;
+            if w.training() {
+                w.check("only_in_training", &h);
+            }
+            Ok(h)
+        },
+    );
+    let o = run(&model.scenario(TWO_ROWS, "code.toml").unwrap());
+    assert_eq!(o.outcome, Status::Error);
+    assert!(o.error.as_deref().unwrap_or("").contains("same names"), "{:?}", o.error);
+}
+
+#[test]
+fn a_code_model_with_random_init_is_the_same_run_twice_and_another_with_another_seed() {
+    let model = CodeModel::new("mlp", |store| candle_nn::linear(2, 1, store.var_builder().pp("fc")), |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x));
+    let trace = |seed: u64| {
+        let s = crate::Scenario { seed, ..model.scenario(&TWO_ROWS.replace("epochs = 2", "epochs = 5"), "code.toml").unwrap() };
+        run(&s).trace.rows.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(trace(1), trace(1));
+    assert_ne!(trace(1), trace(2));
+}
