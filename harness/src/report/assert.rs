@@ -91,3 +91,56 @@ fn regressions_dir(file: &Path, test: &str) -> PathBuf {
 fn safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Module, Tensor};
+    use candle_nn::init::Init;
+
+    use super::*;
+    use crate::run::code::Watch;
+
+    /// `y = w·x` from w = 0 on 3 rows; with `clamp`, predictions are held in ±10 (the fix).
+    fn model(clamp: bool) -> CodeModel {
+        CodeModel::new(
+            "w_times_x",
+            |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(0.0))?, None)),
+            move |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| if clamp { m.forward(x)?.clamp(-10.0, 10.0) } else { m.forward(x) },
+        )
+    }
+
+    fn scenario(m: &CodeModel, lr_max: f64) -> Scenario {
+        let text = format!("name = \"regression\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0], [2.0], [3.0]] }}\ntargets = {{ kind = \"values\", values = [2.0, 4.0, 6.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 400\n[search]\nknobs = [\"optimizer.lr\"]\nlr = [1e-3, {lr_max}]\n");
+        m.scenario(&text, "regression.toml").unwrap()
+    }
+
+    #[test]
+    fn a_failing_case_is_saved_replayed_first_and_passes_once_fixed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, out) = (tmp.path().join("regressions"), tmp.path().join("reports"));
+        let opts = HuntOptions { max_runs: Some(30), out: Some(out.clone()), ..HuntOptions::default() };
+        // Below the stability bound 3/14 (see `search::code`), nothing flips.
+        let (plain, fixed) = (model(false), model(true));
+        assert_eq!(check_finite_within(&plain, &scenario(&plain, 0.1), &opts, &dir).unwrap(), None);
+        assert!(!dir.exists(), "nothing saved for a pass");
+        // Up to lr 10 the loss overflows: the summary, a report and a saved case.
+        let failure = check_finite_within(&plain, &scenario(&plain, 10.0), &opts, &dir).unwrap().expect("lr above 3/14 overflows");
+        assert!(failure.contains("root cause(s)") && failure.contains("optimizer.lr"), "{failure}");
+        let cases: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(cases.len(), 1, "{cases:?}");
+        assert!(std::fs::read_dir(out.join("regression")).unwrap().any(|e| e.unwrap().path().join("summary.md").is_file()));
+        // Next time the saved case runs before any hunt, and fails on its own (in a space that passes).
+        let again = check_finite_within(&plain, &scenario(&plain, 0.1), &opts, &dir).unwrap().expect("the saved case");
+        assert!(again.contains("still fails") && again.contains(&cases[0].display().to_string()), "{again}");
+        // The fix passes the saved case and the whole space; the case stays as a regression.
+        assert_eq!(check_finite_within(&fixed, &scenario(&fixed, 10.0), &opts, &dir).unwrap(), None);
+        assert!(cases[0].is_file());
+    }
+
+    #[test]
+    fn cases_live_beside_the_test_file_by_file_and_test_name() {
+        let here = Path::new(file!());
+        let d = regressions_dir(here, "report::assert::tests::t");
+        assert!(d.ends_with("src/report/nanhunt-regressions/assert/report__assert__tests__t"), "{}", d.display());
+    }
+}
