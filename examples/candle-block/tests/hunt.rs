@@ -1,0 +1,85 @@
+//! The candle-nn block of `src/lib.rs`, unchanged, under nanhunt: a run, a
+//! hunt that finds where it breaks, a margin it must keep, and the test
+//! helper that holds it finite within a search space.
+
+use std::path::Path;
+
+use candle_block::{Classifier, Config};
+use nanhunt::candle_core::{Module, Tensor};
+use nanhunt::report::{check_module, CheckOptions, Verdict};
+use nanhunt::scenario::Knob;
+use nanhunt::{CodeModel, HuntOptions, Status, Watch};
+
+const CFG: Config = Config { width: 16, heads: 2, hidden: 32, eps: 1e-5 };
+
+/// The classifier exactly as written: built from the store's `VarBuilder`, run by `Module::forward`.
+fn as_written() -> CodeModel {
+    CodeModel::new("candle_block", |store| Classifier::new(4, CFG, store.var_builder()), |m: &Classifier, x: &Tensor, _: &mut Watch| m.forward(x))
+}
+
+/// The same model, showing the watch its attention scores and the block's output.
+fn watched() -> CodeModel {
+    CodeModel::new("candle_block", |store| Classifier::new(4, CFG, store.var_builder()), |m: &Classifier, x: &Tensor, w: &mut Watch| m.forward_with(x, &mut |name, t| w.check(name, t)))
+}
+
+fn scenario(m: &CodeModel) -> nanhunt::Scenario {
+    m.scenario_file(Path::new("block.toml")).unwrap()
+}
+
+#[test]
+fn the_block_trains_finite_as_written_and_its_report_card_names_its_parameters() {
+    let m = as_written();
+    let o = nanhunt::run_module(&m, &scenario(&m));
+    assert_eq!(o.outcome, Status::Finite, "{:?}", o.error);
+    // 64 rows in batches of 16 for 10 epochs.
+    assert_eq!(o.steps, 40);
+    let card = o.model.clone().expect("a code model's card");
+    let qkv = card.params.iter().find(|(n, _)| n == "block.attn.qkv.weight").expect("candle-nn's names");
+    assert_eq!(qkv.1, [48, 16]);
+    assert_eq!(card.params.len(), 16, "embed, 2 norms, qkv, proj, 2 MLP layers and the head: weights and biases");
+    // The checks add the block's tensors to the watch, and change nothing else.
+    let w = watched();
+    let ow = nanhunt::run_module(&w, &scenario(&w));
+    assert_eq!(ow.trace.layers, ["block.attn.scores", "block.output", "model.output"]);
+    let losses = |o: &nanhunt::Outcome| o.trace.rows.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>();
+    assert_eq!(losses(&o), losses(&ow));
+}
+
+#[test]
+fn a_hunt_finds_the_learning_rate_that_breaks_the_block_and_writes_its_report() {
+    let m = watched();
+    let out = tempfile::tempdir().unwrap();
+    let reports = nanhunt::Reports { dir: out.path().to_path_buf() };
+    let opts = HuntOptions { max_runs: Some(30), ..HuntOptions::default() };
+    let r = nanhunt::hunt_module(&m, &scenario(&m), &opts, Some(&reports), &|_| {}).unwrap();
+    let f = r.findings.first().expect("plain SGD at lr up to 1e4 breaks the block");
+    let t = f.nearest().expect("a trigger");
+    let lr = t.thresholds.iter().find(|t| t.knob == Knob::Lr).expect("the learning rate moved");
+    assert!(lr.flips_at > 0.05, "{lr:?}");
+    let dir = f.report.as_ref().expect("a report");
+    assert!(dir.join("summary.md").is_file() && dir.join("repro.toml").is_file());
+    // The report names the code model; replaying it is this test's job, not the CLI's.
+    let repro = std::fs::read_to_string(dir.join("repro.toml")).unwrap();
+    assert!(repro.contains("code = \"candle_block\""), "{repro}");
+}
+
+#[test]
+fn the_learning_rate_keeps_a_margin_of_four() {
+    // Measured with `margins_module`: the run first goes NaN at lr 0.596, 11.9× the base 0.05.
+    let m = as_written();
+    let expect = |min: f64| {
+        let text = std::fs::read_to_string("block.toml").unwrap() + &format!("\n[expect]\noutcome = \"finite\"\nmin_margin = {{ \"optimizer.lr\" = {min} }}\n");
+        check_module(&m, &m.scenario(&text, "block.toml").unwrap(), &CheckOptions::default()).verdict
+    };
+    assert_eq!(expect(4.0), Verdict::Pass);
+    // The threshold is real: a margin of 20 is more than the block has.
+    assert!(matches!(expect(20.0), Verdict::Fail(ref m) if m.contains("optimizer.lr")), "{:?}", expect(20.0));
+}
+
+#[test]
+fn the_block_stays_finite_for_learning_rates_up_to_ten_times_its_own() {
+    let m = watched();
+    let mut s = scenario(&m);
+    s.search.as_mut().unwrap().lr = Some([1e-3, 0.5]);
+    nanhunt::assert_finite_within(&m, &s, &HuntOptions { max_runs: Some(20), ..HuntOptions::default() });
+}
