@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_block::{Classifier, Config};
 use nanhunt::candle_core::{Module, Tensor};
-use nanhunt::report::{check_module, CheckOptions, Verdict};
+use nanhunt::report::{check_module, replay_module, CheckOptions, Verdict};
 use nanhunt::scenario::Knob;
 use nanhunt::{CodeModel, HuntOptions, Status, Watch};
 
@@ -61,6 +61,14 @@ fn a_hunt_finds_the_learning_rate_that_breaks_the_block_and_writes_its_report() 
     // The report names the code model; replaying it is this test's job, not the CLI's.
     let repro = std::fs::read_to_string(dir.join("repro.toml")).unwrap();
     assert!(repro.contains("code = \"candle_block\""), "{repro}");
+    let load = nanhunt::scenario::LoadOptions::default();
+    let (o, divergence) = replay_module(&m, dir, &load).unwrap();
+    assert_eq!((o.outcome, divergence), (Status::Nonfinite, None), "bit for bit");
+    assert!(nanhunt::replay(dir, &load).unwrap_err().to_string().contains("replay_module"));
+    // Another model under the same name (a wider MLP) is refused by its parameters.
+    let wider = Config { hidden: 64, ..CFG };
+    let other = CodeModel::new("candle_block", move |store| Classifier::new(4, wider, store.var_builder()), |m: &Classifier, x: &Tensor, _: &mut Watch| m.forward(x));
+    assert!(replay_module(&other, dir, &load).unwrap_err().to_string().contains("not the one recorded"));
 }
 
 #[test]

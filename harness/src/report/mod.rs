@@ -23,7 +23,7 @@ pub use check::{check, check_all, check_module, check_scenario, collect, tally, 
 pub use hunt_text::hunt_summary;
 pub use junit::junit;
 pub use margins_plot::margins_svg;
-pub use replay::{compare, replay, Divergence};
+pub use replay::{compare, replay, replay_module, Divergence};
 pub use summary::{changes, read_summary, Change, Environment, RunSettings, SignalRow, Summary, SCHEMA_VERSION};
 pub use verdict::verdict;
 pub use write::{write, ReportInput, Reports};

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::summary::read_summary;
 use crate::error::{Error, Result};
+use crate::run::code::CodeModel;
 use crate::run::{kept_rows, run_with, Outcome, RunOptions};
 use crate::scenario::{load_with, LoadOptions};
 
@@ -84,8 +85,27 @@ fn well_formed(text: &str, rows: usize) -> std::result::Result<(), String> {
 
 /// Re-runs a report and compares; returns the new outcome and the first divergence.
 pub fn replay(dir: &Path, load: &LoadOptions) -> Result<(Outcome, Option<Divergence>)> {
+    replay_as(dir, load, None)
+}
+
+/// [`replay`] of a report whose model is Rust code (`[model] code`): the file cannot hold the
+/// model, so the test that has it replays the report. A model whose parameters (names, shapes,
+/// initial values) are not the recorded ones is an error, not a divergence.
+pub fn replay_module(model: &CodeModel, dir: &Path, load: &LoadOptions) -> Result<(Outcome, Option<Divergence>)> {
+    replay_as(dir, load, Some(model))
+}
+
+fn replay_as(dir: &Path, load: &LoadOptions, model: Option<&CodeModel>) -> Result<(Outcome, Option<Divergence>)> {
     let summary = read_summary(dir)?;
-    let scenario = load_with(&dir.join("repro.toml"), load)?;
+    let path = dir.join("repro.toml");
+    let scenario = match model {
+        Some(m) => m.scenario_file(&path)?,
+        None => load_with(&path, load)?,
+    };
+    if let (Some(code), None) = (&scenario.model.code, model) {
+        let message = format!("its model is the Rust code `{}`, which a report cannot hold: replay it from Rust with `nanhunt::report::replay_module` (the test that wrote it does)", code.name);
+        return Err(Error::Replay { dir: dir.to_path_buf(), message });
+    }
     let recorded_path = dir.join("trace.csv");
     let recorded = std::fs::read_to_string(&recorded_path).map_err(|e| Error::io(&recorded_path, e))?;
     well_formed(&recorded, kept_rows(summary.outcome.steps)).map_err(|message| Error::Corrupt { path: recorded_path.clone(), message })?;
@@ -93,6 +113,12 @@ pub fn replay(dir: &Path, load: &LoadOptions) -> Result<(Outcome, Option<Diverge
     let outcome = run_with(&scenario, &opts);
     if let Some(e) = &outcome.error {
         return Err(Error::Replay { dir: dir.to_path_buf(), message: e.clone() });
+    }
+    if let (Some(now), Some(then)) = (&outcome.model, &summary.outcome.model) {
+        if now != then {
+            let message = format!("the model `{}` is not the one recorded: parameters {:?} with initial hash {}, recorded {:?} with {}", now.name, now.params, now.init_hash, then.params, then.init_hash);
+            return Err(Error::Replay { dir: dir.to_path_buf(), message });
+        }
     }
     let replayed = String::from_utf8(outcome.trace.to_csv()?).unwrap_or_default();
     let divergence = compare(&recorded, &replayed);

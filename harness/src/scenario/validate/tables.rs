@@ -80,7 +80,8 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
         out.push(problem("expect.within_steps", format!("0 steps means the data itself (phase `data`), but `phase` is `{}`", e.phase.map_or("", |p| p.name()))));
     }
     let Some(tensor) = &e.tensor else { return };
-    if let Some(p) = e.phase.filter(|p| !fits(*p, tensor)) {
+    // A code model names its own tensors (`Watch::check`, its parameters): any name may fit.
+    if let Some(p) = e.phase.filter(|p| s.model.code.is_none() && !fits(*p, tensor)) {
         out.push(problem("expect.tensor", format!("`{tensor}` is not a tensor of the `{p}` phase ({})", phase_names(p))));
         return;
     }
