@@ -61,6 +61,11 @@ fn a_hunt_finds_the_learning_rate_that_breaks_the_block_and_writes_its_report() 
     // The report names the code model; replaying it is this test's job, not the CLI's.
     let repro = std::fs::read_to_string(dir.join("repro.toml")).unwrap();
     assert!(repro.contains("code = \"candle_block\""), "{repro}");
+    let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    assert!(summary.contains("Model: Rust code `candle_block`, 16 parameters") && summary.contains("replay_module"), "{summary}");
+    if std::env::var_os("SHOW_REPORT").is_some() {
+        println!("{repro}\n{summary}");
+    }
     let load = nanhunt::scenario::LoadOptions::default();
     let (o, divergence) = replay_module(&m, dir, &load).unwrap();
     assert_eq!((o.outcome, divergence), (Status::Nonfinite, None), "bit for bit");

@@ -100,7 +100,12 @@ pub fn markdown(s: &Summary) -> String {
         "\n## Environment\n\nnanhunt {} · candle {} · {} · {} thread(s) · {} · {} · {}\n",
         e.nanhunt, e.candle, e.cpu, e.threads, e.dtype, e.device, e.os
     );
-    m += &format!("\n## Replay\n\n```sh\n{}\n```\n\n![trace](trace.svg)\n", s.replay);
+    if let Some(c) = &o.model {
+        let values: usize = c.params.iter().map(|(_, d)| d.iter().product::<usize>()).sum();
+        m += &format!("\nModel: Rust code `{}`, {} parameters ({values} values), initial hash `{}`.\n", c.name, c.params.len(), c.init_hash);
+    }
+    let lang = if o.model.is_some() { "rust" } else { "sh" };
+    m += &format!("\n## Replay\n\n```{lang}\n{}\n```\n\n![trace](trace.svg)\n", s.replay);
     m
 }
 
