@@ -13,6 +13,59 @@
 //!   serialise scenarios and outcomes.
 //!
 //! The most used items are re-exported here.
+//!
+//! # Your own Candle model
+//!
+//! A model written with Candle (built from a candle-nn `VarBuilder`, run by
+//! `Module::forward`) runs under the same watch, hunt, margins and reports as a
+//! scenario's layer stack. A [`CodeModel`] pairs how to build it, from a
+//! [`ParamStore`] whose `var_builder()` hands out named parameters drawn from
+//! the scenario's seed, with how to run it; [`Watch::check`] names intermediate
+//! tensors for the watch (without it, the watch still covers the output, the
+//! loss, every gradient and every updated parameter). Everything else comes
+//! from the scenario file, without its `[model]` layers:
+//!
+//! ```
+//! use nanhunt::candle_core::{Module, Tensor};
+//! use nanhunt::{CodeModel, Status, Watch};
+//!
+//! // Seed 002's regression on unscaled features (1 vs 1e5), as Candle code.
+//! let model = CodeModel::new(
+//!     "linreg",
+//!     |store| nanhunt::candle_nn::linear(2, 1, store.var_builder().pp("fc")),
+//!     |fc: &nanhunt::candle_nn::Linear, x: &Tensor, watch: &mut Watch| {
+//!         let y = fc.forward(x)?;
+//!         watch.check("fc.out", &y);
+//!         Ok(y)
+//!     },
+//! );
+//! let scenario = model.scenario(r#"
+//! name = "linreg"
+//! [data]
+//! inputs = { kind = "values", rows = [[1.0, 1e5], [2.0, 2e5], [3.0, 3e5]] }
+//! targets = { kind = "values", values = [10.0, 20.0, 30.0] }
+//! [loss]
+//! kind = "mse"
+//! [optimizer]
+//! kind = "sgd"
+//! lr = 0.01
+//! [train]
+//! epochs = 20
+//! "#, "linreg.toml")?;
+//! let outcome = nanhunt::run_module(&model, &scenario);
+//! assert_eq!(outcome.outcome, Status::Nonfinite);
+//! let first = outcome.first_nonfinite.unwrap();
+//! assert!(first.step <= 5, "lr 0.01 is far above the stability bound 2/λ ≈ 2e-11");
+//! # Ok::<(), nanhunt::Error>(())
+//! ```
+//!
+//! [`hunt_module`] and [`margins_module`] search around it as `nanhunt hunt`
+//! and `nanhunt margins` do; [`assert_finite_within`] fails a `#[test]` with
+//! the hunt's summary when anything in the scenario's `[search]` goes
+//! non-finite, and saves the case next to the test to replay it first next
+//! time. A report of a code model records its name, parameters and initial
+//! hash; the model is code, so the test replays it
+//! ([`report::replay_module`]), not the CLI.
 
 #![deny(missing_docs)]
 
