@@ -77,8 +77,12 @@ lr = [1e-3, 10.0]
     #[test]
     fn a_hunt_around_a_code_model_finds_the_learning_rate_that_overflows_it() {
         let (model, s) = regression();
-        let opts = HuntOptions { max_runs: Some(40), budget: std::time::Duration::from_secs(60), ..HuntOptions::default() };
-        let r = hunt_module(&model, &s, &opts, None, &|_| {}).unwrap();
+        // More workers than this machine's cores: each candidate builds its own model.
+        let opts = |jobs| HuntOptions { max_runs: Some(40), jobs, budget: std::time::Duration::from_secs(60), ..HuntOptions::default() };
+        let r = hunt_module(&model, &s, &opts(4), None, &|_| {}).unwrap();
+        let one = hunt_module(&model, &s, &opts(1), None, &|_| {}).unwrap();
+        let sigs = |r: &HuntResult| r.findings.iter().map(|f| f.signature.clone()).collect::<Vec<_>>();
+        assert_eq!(sigs(&r), sigs(&one), "the same root causes at any number of workers");
         assert!(r.base_failure.is_none());
         let f = r.findings.first().expect("lr above 3/14 overflows");
         let t = f.nearest().expect("a trigger");

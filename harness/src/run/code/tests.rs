@@ -128,3 +128,39 @@ fn a_code_model_with_random_init_is_the_same_run_twice_and_another_with_another_
     assert_eq!(trace(1), trace(1));
     assert_ne!(trace(1), trace(2));
 }
+
+#[test]
+fn init_scale_multiplies_a_code_models_random_initial_weights() {
+    // One weight w from N(0, 1), x = 1, y = 0: the first loss is w², so scaling w by 3 scales
+    // it by 9 (to f32 rounding of 3·w and its square).
+    let model = CodeModel::new("w", |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Randn { mean: 0.0, stdev: 1.0 })?, None)), |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x));
+    let text = |scale: f64| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[model]\ninit_scale = {scale}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n");
+    let first = |scale: f64| run(&model.scenario(&text(scale), "t.toml").unwrap()).trace.rows[0].train_loss;
+    let (one, three) = (first(1.0), first(3.0));
+    assert!(one > 0.0 && (three / one - 9.0).abs() < 1e-5, "{one} {three}");
+}
+
+#[test]
+fn under_autocast_a_code_model_casts_its_matmuls_and_keeps_f32_master_weights() {
+    // w = 1 + 2⁻¹⁰: bf16 (8 bits of mantissa) rounds it to 1, so x·w in bf16 is x exactly, where
+    // f32 gives x·(1 + 2⁻¹⁰). With x = 1, y = 0 the first loss is 1 under amp_bf16 and
+    // (1 + 2⁻¹⁰)² in f32; the master weight itself stays f32 (the update moves it by 0.1·2·1).
+    let w0 = 1.0 + 2f64.powi(-10);
+    let model = CodeModel::new(
+        "cast",
+        move |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(w0))?, None)),
+        |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| match w.autocast() {
+            Some(low) => candle_nn::Linear::new(m.weight().to_dtype(low)?, None).forward(&x.to_dtype(low)?),
+            None => m.forward(x),
+        },
+    );
+    let text = |precision: &str| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nepochs = 2\nprecision = \"{precision}\"\n");
+    let amp = run(&model.scenario(&text("amp_bf16"), "t.toml").unwrap());
+    let f32 = run(&model.scenario(&text("f32"), "t.toml").unwrap());
+    assert_eq!((amp.outcome, amp.dtype.as_str()), (Status::Finite, "amp_bf16"), "{:?}", amp.error);
+    assert_eq!(amp.trace.rows[0].train_loss, 1.0);
+    assert_eq!(f32.trace.rows[0].train_loss, (w0 as f32 as f64).powi(2) as f32 as f64);
+    // Step 1's f32 update: w ← w − 0.1·2·(pred − 0)·1 with pred = 1 (bf16): w0 − 0.2 = 0.80098, whose
+    // bf16 rounding is 0.80078125, so step 2's loss is 0.80078125².
+    assert_eq!(amp.trace.rows[1].train_loss, 0.800_781_25f64.powi(2) as f32 as f64);
+}
