@@ -264,3 +264,15 @@ fn messages_name_what_to_fix_without_internals() {
     let out = nanhunt(&["merge", hunt.to_str().unwrap(), "--out", dir.path().join("m").to_str().unwrap()]);
     assert!(stderr(&out).contains("findings.jsonl:2:") && !stderr(&out).contains("line 1 column"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_scenario_whose_model_is_rust_code_is_refused_with_how_to_run_it() {
+    // What a code model's report holds: the model's name, not the model.
+    let src = base();
+    let (start, end) = (src.find("[model]").unwrap(), src.find("[loss]").unwrap());
+    let text = format!("{}[model]\ncode = \"my_block\"\n\n{}", &src[..start], &src[end..]);
+    refused(&text, "model.code");
+    let dir = tempdir();
+    let (_, _, err) = run_text(dir.path(), &text, &[]);
+    assert!(err.contains("nanhunt::run_module"), "{err}");
+}
