@@ -275,4 +275,10 @@ fn a_scenario_whose_model_is_rust_code_is_refused_with_how_to_run_it() {
     let dir = tempdir();
     let (_, _, err) = run_text(dir.path(), &text, &[]);
     assert!(err.contains("nanhunt::run_module"), "{err}");
+    // Nor is it exported to PyTorch as the empty stack it seems to be.
+    let p = write(dir.path(), "code.toml", &text);
+    let out_dir = dir.path().join("torch");
+    let out = nanhunt(&["export-torch", p.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`model.code`") && !out_dir.join("repro.py").exists(), "{}", stderr(&out));
 }

@@ -96,3 +96,39 @@ fn the_block_stays_finite_for_learning_rates_up_to_ten_times_its_own() {
     s.search.as_mut().unwrap().lr = Some([1e-3, 0.5]);
     nanhunt::assert_finite_within(&m, &s, &HuntOptions { max_runs: Some(20), ..HuntOptions::default() });
 }
+
+/// Where the child runs of the thread-count test write their trace.
+const TRACE_TO: &str = "CANDLE_BLOCK_TRACE_TO";
+
+#[test]
+fn the_block_is_bit_identical_at_one_and_two_threads() {
+    let m = watched();
+    if let Some(path) = std::env::var_os(TRACE_TO) {
+        // A child run (below): the trace and the thread count Candle used.
+        let o = nanhunt::run_module(&m, &scenario(&m));
+        let mut bytes = format!("threads {}\n", o.threads).into_bytes();
+        bytes.extend(o.trace.to_csv().unwrap());
+        std::fs::write(path, bytes).unwrap();
+        return;
+    }
+    // Candle reads its thread count once per process: run this test again in a child per count.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut traces = Vec::new();
+    for threads in ["1", "2"] {
+        let path = dir.path().join(threads);
+        let status = std::process::Command::new(&exe)
+            .args(["--exact", "the_block_is_bit_identical_at_one_and_two_threads", "--test-threads", "1"])
+            .env("CANDLE_NUM_THREADS", threads)
+            .env("RAYON_NUM_THREADS", threads)
+            .env(TRACE_TO, &path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(&format!("threads {threads}\n")), "the thread count is recorded: {}", &text[..20]);
+        traces.push(text.lines().skip(1).collect::<Vec<_>>().join("\n"));
+    }
+    assert_eq!(traces[0].lines().count(), 41, "a header and 40 steps");
+    assert_eq!(traces[0], traces[1], "the trace differs between 1 and 2 threads");
+}

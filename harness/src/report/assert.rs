@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::run::code::CodeModel;
 use crate::run::{run, Status};
-use crate::scenario::Scenario;
+use crate::scenario::{InputSpec, LoadOptions, Scenario};
 use crate::search::{hunt, HuntOptions};
 
 use super::{hunt_summary, Reports};
@@ -39,7 +39,7 @@ pub fn assert_finite_within(model: &CodeModel, s: &Scenario, opts: &HuntOptions)
 pub fn check_finite_within(model: &CodeModel, s: &Scenario, opts: &HuntOptions, dir: &Path) -> Result<Option<String>> {
     let base = model.attach(s.clone());
     for (path, case) in saved(model, dir)? {
-        let o = run(&Scenario { dir: base.dir.clone(), ..case });
+        let o = run(&case);
         if o.outcome == Status::Error {
             return Err(Error::Replay { dir: path, message: o.error.unwrap_or_default() });
         }
@@ -47,19 +47,23 @@ pub fn check_finite_within(model: &CodeModel, s: &Scenario, opts: &HuntOptions, 
             return Ok(Some(format!("nanhunt: the saved case {} still fails: {at}\nreplay it by running this test again; delete the file once it no longer applies", path.display())));
         }
     }
+    // Report directories are made only for findings; `findings.jsonl` only if `opts.out` asks.
     let out = opts.out.clone().unwrap_or_else(|| PathBuf::from("reports"));
     let reports = Reports { dir: out.join(safe(&base.name)) };
-    std::fs::create_dir_all(&reports.dir).map_err(|e| Error::io(&reports.dir, e))?;
-    let result = hunt(&base, &HuntOptions { out: Some(reports.dir.clone()), ..opts.clone() }, Some(&reports), &|_| {})?;
+    let result = hunt(&base, &HuntOptions { out: opts.out.as_ref().map(|_| reports.dir.clone()), ..opts.clone() }, Some(&reports), &|_| {})?;
     if result.findings.is_empty() {
         return Ok(None);
     }
     let mut saved = Vec::new();
     for f in &result.findings {
-        let Some(repro) = f.nearest().and_then(|t| t.built.as_ref()).map(|b| &b.repro) else { continue };
+        let Some(mut repro) = f.nearest().and_then(|t| t.built.as_ref()).map(|b| b.repro.clone()) else { continue };
         let path = dir.join(format!("{}.toml", f.signature));
+        // A CSV is read from where the scenario's is, by a path from the case's own folder.
+        if let InputSpec::Csv { path: csv, .. } = &mut repro.data.inputs {
+            *csv = relative(dir, &base.dir.clone().unwrap_or_default().join(&*csv)).display().to_string();
+        }
         let header = format!("# Saved by nanhunt::assert_finite_within: {} in {} ({}).\n# Replayed before the hunt every time the test runs; commit it.\n", f.location.kind, f.location.tensor, f.location.phase);
-        let text = toml::to_string(repro).map_err(|e| Error::Toml { path: path.clone(), source: e })?;
+        let text = toml::to_string(&repro).map_err(|e| Error::Toml { path: path.clone(), source: e })?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::write_atomic(&path, format!("{header}{text}").as_bytes())?;
         saved.push(path.display().to_string());
@@ -73,7 +77,18 @@ fn saved(model: &CodeModel, dir: &Path) -> Result<Vec<(PathBuf, Scenario)>> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
     paths.sort();
-    paths.into_iter().map(|p| model.scenario_file(&p).map(|s| (p, s))).collect()
+    // A case's CSV path leads out of its folder, to the scenario's data.
+    let opts = LoadOptions { allow_outside_paths: true, ..LoadOptions::default() };
+    paths.into_iter().map(|p| model.scenario_file_with(&p, &opts).map(|s| (p, s))).collect()
+}
+
+/// The path from folder `from` to `to` (`../../data/x.csv`), both made absolute first.
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (from, to) = (abs(from), abs(to));
+    let common = from.components().zip(to.components()).take_while(|(a, b)| a == b).count();
+    let ups = from.components().count() - common;
+    std::iter::repeat_n(std::path::Component::ParentDir.as_os_str(), ups).map(PathBuf::from).chain(to.components().skip(common).map(|c| PathBuf::from(c.as_os_str()))).collect()
 }
 
 /// Where the test at `file` (as `file!()` gives it, from the workspace root) named `test`
@@ -135,6 +150,30 @@ mod tests {
         // The fix passes the saved case and the whole space; the case stays as a regression.
         assert_eq!(check_finite_within(&fixed, &scenario(&fixed, 10.0), &opts, &dir).unwrap(), None);
         assert!(cases[0].is_file());
+    }
+
+    #[test]
+    fn a_saved_case_reads_the_scenarios_csv_from_its_own_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, dir) = (tmp.path().join("data"), tmp.path().join("tests/nanhunt-regressions/t/t"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("rows.csv"), "x,y\n1,2\n2,4\n3,6\n").unwrap();
+        let text = "name = \"regression\"\n[data]\ninputs = { kind = \"csv\", path = \"rows.csv\", targets = [\"y\"] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 400\n[search]\nknobs = [\"optimizer.lr\"]\nlr = [1e-3, 10.0]\n";
+        std::fs::write(data.join("s.toml"), text).unwrap();
+        let m = model(false);
+        let s = m.scenario_file(&data.join("s.toml")).unwrap();
+        let opts = HuntOptions { max_runs: Some(30), out: Some(tmp.path().join("reports")), ..HuntOptions::default() };
+        assert!(check_finite_within(&m, &s, &opts, &dir).unwrap().is_some());
+        let case = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        assert!(std::fs::read_to_string(&case).unwrap().contains("../../../../data/rows.csv"));
+        // Replayed from its own folder, it still finds the rows and fails.
+        assert!(check_finite_within(&m, &s, &opts, &dir).unwrap().unwrap().contains("still fails"));
+    }
+
+    #[test]
+    fn a_path_from_one_folder_to_a_file() {
+        assert_eq!(relative(Path::new("/a/b/c"), Path::new("/a/d/x.csv")), PathBuf::from("../../d/x.csv"));
+        assert_eq!(relative(Path::new("/a"), Path::new("/a/x.csv")), PathBuf::from("x.csv"));
     }
 
     #[test]

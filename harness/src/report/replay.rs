@@ -99,7 +99,7 @@ fn replay_as(dir: &Path, load: &LoadOptions, model: Option<&CodeModel>) -> Resul
     let summary = read_summary(dir)?;
     let path = dir.join("repro.toml");
     let scenario = match model {
-        Some(m) => m.scenario_file(&path)?,
+        Some(m) => m.scenario_file_with(&path, load)?,
         None => load_with(&path, load)?,
     };
     if let (Some(code), None) = (&scenario.model.code, model) {

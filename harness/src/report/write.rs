@@ -91,7 +91,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         Some(m) => format!("// the model is Rust code (`{}`): replay from the test that has it\nnanhunt::report::replay_module(&model, std::path::Path::new({:?}), &Default::default())", m.name, dir.display().to_string()),
         None => format!("nanhunt replay {}", dir.display()),
     };
-    let run = if o.model.is_some() { "nanhunt::run_module(&model, &model.scenario_file(\"repro.toml\")?)" } else { "nanhunt run repro.toml" };
+    let run = if o.model.is_some() { "nanhunt::run_module(&model, &model.scenario_file(std::path::Path::new(\"repro.toml\"))?)" } else { "nanhunt run repro.toml" };
     let header = format!("# nanhunt repro of `{}`.\n# Replay: {}\n# Run:    {run}\n\n", input.base.name, replay.replace('\n', "\n#         "));
     std::fs::write(tmp.join("repro.toml"), header + &toml_text).map_err(io(&tmp))?;
     std::fs::write(tmp.join("trace.csv"), o.trace.to_csv()?).map_err(io(&tmp))?;

@@ -130,7 +130,10 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
     // The data as built (CSV rows are known only now), and the bounded trace.
     within_limit(s, data.footprint(s, &plan).bytes() + Trace::max_bytes(plan.layer_names.len()))?;
     if let Some(message) = plan.target_mismatch(data.targets) {
-        return Err(Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message });
+        return Err(match &s.model.code {
+            Some(c) => Error::Invalid { location: s.name.clone(), key: "model.code".into(), message: format!("the forward of `{}` returns {} value(s) per row ({}), but the targets have {}", c.name, plan.out_width, plan.out.describe(), data.targets) },
+            None => Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message },
+        });
     }
     Ok((dev, data, plan, card))
 }
@@ -138,10 +141,9 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
 /// A code model's plan and card, from one forward on the first fold's first two training rows.
 fn discover(s: &Scenario, data: &data::Dataset, dev: &Device) -> Result<Option<(Plan, code::ModelCard)>> {
     let Some(fold) = data.folds.first().filter(|_| s.model.code.is_some()) else { return Ok(None) };
-    let (x, mask) = train::inputs(&fold.train, data.shape, dtype(s.train.dtype), dev)?;
-    let rows = x.dims()[0].min(2);
-    let mask = mask.map(|m| m.narrow(0, 0, rows)).transpose()?;
-    code::discover(s, &x.narrow(0, 0, rows)?, mask.as_ref(), dtype(s.train.dtype), dev)
+    // Only those two rows become tensors: the memory check of the whole run comes after.
+    let (x, mask) = train::inputs(&fold.train.select(0..fold.train.x.rows.min(2)), data.shape, dtype(s.train.dtype), dev)?;
+    code::discover(s, &x, mask.as_ref(), dtype(s.train.dtype), dev)
 }
 
 /// Prepares a run and builds its first model without training: what the

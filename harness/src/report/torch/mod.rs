@@ -168,6 +168,10 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
 /// Writes `repro.py`, `init.safetensors` and `data.safetensors` for `s` into `dir` (created if
 /// needed), each atomically.
 pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
+    if let Some(c) = &s.model.code {
+        let message = format!("the model is the Rust code `{}`: only layer stacks are exported to PyTorch", c.name);
+        return Err(Error::Invalid { location: s.name.clone(), key: "model.code".into(), message });
+    }
     crate::scenario::check_memory(s)?;
     let data = data::build(s)?;
     let init = safetensors(&init_tensors(s, &data)?)?;

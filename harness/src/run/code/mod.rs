@@ -105,7 +105,12 @@ impl CodeModel {
 
     /// [`CodeModel::scenario`] of a file, read as [`crate::load`] reads one (CSV paths beside it).
     pub fn scenario_file(&self, path: &std::path::Path) -> Result<Scenario> {
-        crate::scenario::load_edited(path, &Default::default(), &with_model_table, &|s| s.model.code = Some(self.code()))
+        self.scenario_file_with(path, &Default::default())
+    }
+
+    /// [`CodeModel::scenario_file`] with the read limits of `opts`.
+    pub fn scenario_file_with(&self, path: &std::path::Path, opts: &crate::scenario::LoadOptions) -> Result<Scenario> {
+        crate::scenario::load_edited(path, opts, &with_model_table, &|s| s.model.code = Some(self.code()))
     }
 
     /// `s` with this model in place of its layer stack (for scenarios made in Rust or read back
@@ -160,10 +165,13 @@ fn model_of(s: &Scenario) -> Result<Option<CodeModel>> {
     }
 }
 
-/// A built code model: its forward and the names its checks had in the first forward.
+/// A built code model: its forward, the names its checks had in the first forward, and its
+/// store (a forward that makes parameters is refused: they would be neither trained nor watched).
 pub(crate) struct CodeNet {
     net: Box<dyn Net>,
     names: Vec<String>,
+    store: ParamStore,
+    made: usize,
 }
 
 impl std::fmt::Debug for CodeNet {
@@ -175,16 +183,18 @@ impl std::fmt::Debug for CodeNet {
 /// The name of a code model's output among the checked tensors.
 pub(crate) const OUTPUT: &str = "model.output";
 
+/// A runtime error of a code model, as Candle's errors read.
+fn code_error(message: String) -> Error {
+    Error::Candle(candle_core::Error::Msg(message))
+}
+
 impl CodeNet {
     /// Runs the forward: the checked tensors, in order, then the output.
     pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<Vec<Tensor>> {
         let (checks, out) = self.checked(x, mask, training, autocast, dropout)?;
         let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
         if names != self.names {
-            return Err(Error::Candle(candle_core::Error::Msg(format!(
-                "the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward",
-                self.names
-            ))));
+            return Err(code_error(format!("the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward", self.names)));
         }
         Ok(checks.into_iter().map(|(_, t)| t).chain([out]).collect())
     }
@@ -192,36 +202,78 @@ impl CodeNet {
     fn checked(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<(Vec<(String, Tensor)>, Tensor)> {
         let mut w = Watch { checks: Vec::new(), training, mask, autocast, dropout };
         let out = self.net.forward(x, &mut w)?;
+        let params = self.store.params();
+        if params.len() != self.made {
+            let late: Vec<&str> = params[self.made.min(params.len())..].iter().map(|p| p.name.as_str()).collect();
+            return Err(code_error(format!("the forward made parameter(s) {late:?}: make every parameter in `build`, or it is neither trained nor watched")));
+        }
         Ok((w.checks, out))
     }
 }
 
-/// Builds the scenario's code model for one fold: its parameters (from the fold's init
-/// stream) and its forward, expecting the checks `names`.
-pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, names: Vec<String>) -> Result<Option<(Vec<Param>, CodeNet)>> {
+/// Builds the scenario's code model for one fold: its parameters (from the fold's init stream)
+/// and its forward. With the `plan` discovery found, its checks are expected and its
+/// parameters must be the plan's, in the same order (a build that follows a hash map's
+/// order would name every gradient wrongly).
+pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, plan: Option<&Plan>) -> Result<Option<(Vec<Param>, CodeNet)>> {
     let Some(model) = model_of(s)? else { return Ok(None) };
     let store = ParamStore::new(s.seed, crate::run::rng::INIT_STREAM + fold as u64, s.model.init_scale, dtype, dev);
     let net = model.build.build(&store)?;
-    Ok(Some((store.params(), CodeNet { net, names })))
+    let params = store.params();
+    let names = match plan {
+        Some(plan) => {
+            let now: Vec<(&str, &[usize])> = params.iter().map(|p| (p.name.as_str(), p.var.dims())).collect();
+            let then: Vec<(&str, &[usize])> = plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
+            if now != then {
+                return Err(code_error(format!("`build` made the parameters {now:?}, but its first build made {then:?}: make the same parameters, in the same order, every time")));
+            }
+            plan.layer_names[..plan.layer_names.len().saturating_sub(1)].to_vec()
+        }
+        None => Vec::new(),
+    };
+    Ok(Some((params.clone(), CodeNet { net, names, store, made: params.len() })))
+}
+
+/// Why a name given to `Watch::check` cannot be used, if it cannot: it must be printable, fit
+/// a CSV header unquoted, and not be a name the watch gives its own tensors.
+fn bad_name(name: &str, params: &[Param]) -> Option<String> {
+    let reserved = ["data.", "validation.", "optim.", "model."];
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace() || c == ',' || c == '"') {
+        Some("names are printable, without spaces, commas or quotes (they head the trace's CSV columns)".into())
+    } else if name == "loss" || name == "loss_scale" || name.ends_with(".grad") || reserved.iter().any(|r| name.starts_with(r)) {
+        Some("`loss`, `loss_scale`, `*.grad` and names under `data.`, `validation.`, `optim.` and `model.` are the watch's own".into())
+    } else if params.iter().any(|p| p.name == name) {
+        Some("that is a parameter's name".into())
+    } else {
+        None
+    }
 }
 
 /// The plan of a code model, found by building it and running one forward on `x` (two rows),
 /// and its card; `None` for a layer stack.
 pub(crate) fn discover(s: &Scenario, x: &Tensor, mask: Option<&Tensor>, dtype: DType, dev: &Device) -> Result<Option<(Plan, ModelCard)>> {
-    let Some((params, net)) = build(s, 0, dtype, dev, Vec::new())? else { return Ok(None) };
+    let Some((params, net)) = build(s, 0, dtype, dev, None)? else { return Ok(None) };
     let low = s.train.precision.low().map(crate::run::dtype);
     let (checks, out) = net.checked(x, mask, false, low, None)?;
     let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "model.code".into(), message };
     let mut names: Vec<String> = checks.iter().map(|(n, _)| n.clone()).collect();
-    if let Some(dup) = names.iter().enumerate().find(|(i, n)| n.as_str() == OUTPUT || names[..*i].contains(n)).map(|(_, n)| n) {
-        return Err(invalid(format!("`Watch::check` named `{dup}` twice (or named the output): each checked tensor needs its own name")));
+    for (i, n) in names.iter().enumerate() {
+        if let Some(why) = bad_name(n, &params) {
+            return Err(invalid(format!("`Watch::check` cannot name a tensor `{n}`: {why}")));
+        }
+        if names[..i].contains(n) {
+            return Err(invalid(format!("`Watch::check` named `{n}` twice: each checked tensor needs its own name")));
+        }
     }
     let out_shape = match out.dims() {
         [_, k] => Shape::Flat(*k),
         [_, len, width] => Shape::Seq { len: *len, width: *width },
         d => return Err(invalid(format!("the forward returned a tensor of shape {d:?}: it must be (batch, k) or (batch, seq, k), one row per example"))),
     };
-    let widths = checks.iter().map(|(_, t)| t.dims().last().copied().unwrap_or(1)).chain([out_shape.width()]).collect();
+    // Per step of a sequence, as the memory estimate counts a layer's width.
+    let steps = s.data.seq_len.unwrap_or(1).max(1);
+    let per_step = |t: &Tensor| (t.elem_count() / t.dims().first().copied().unwrap_or(1).max(1)).div_ceil(steps);
+    let widths = checks.iter().map(|(_, t)| per_step(t)).chain([per_step(&out)]).collect();
     names.push(OUTPUT.into());
     let spec = |p: &Param| ParamSpec { name: p.name.clone(), shape: p.var.dims().to_vec(), role: Role::Weight, fan_in: 0, fan_out: 0, torch_fan: 0, init: Init::Torch };
     let plan = Plan { params: params.iter().map(spec).collect(), nodes: Vec::new(), layer_names: names, widths, out_width: out_shape.cols(), out: out_shape, attention_cells: 0 };

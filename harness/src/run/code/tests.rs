@@ -142,25 +142,69 @@ fn init_scale_multiplies_a_code_models_random_initial_weights() {
 
 #[test]
 fn under_autocast_a_code_model_casts_its_matmuls_and_keeps_f32_master_weights() {
-    // w = 1 + 2⁻¹⁰: bf16 (8 bits of mantissa) rounds it to 1, so x·w in bf16 is x exactly, where
-    // f32 gives x·(1 + 2⁻¹⁰). With x = 1, y = 0 the first loss is 1 under amp_bf16 and
-    // (1 + 2⁻¹⁰)² in f32; the master weight itself stays f32 (the update moves it by 0.1·2·1).
+    // The forward casts x and w to autocast's dtype, as torch.autocast casts a linear's operands.
+    let model = |w0: f64| {
+        CodeModel::new(
+            "cast",
+            move |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(w0))?, None)),
+            |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| match w.autocast() {
+                Some(low) => candle_nn::Linear::new(m.weight().to_dtype(low)?, None).forward(&x.to_dtype(low)?),
+                None => m.forward(x),
+            },
+        )
+    };
+    let text = |precision: &str, lr: f64, epochs: usize| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = {lr}\n[train]\nepochs = {epochs}\nprecision = \"{precision}\"\n");
+    let losses = |w0: f64, precision: &str, lr: f64, epochs: usize| {
+        let o = run(&model(w0).scenario(&text(precision, lr, epochs), "t.toml").unwrap());
+        assert_eq!(o.outcome, Status::Finite, "{:?}", o.error);
+        assert_eq!(o.dtype, precision);
+        o.trace.rows.iter().map(|r| r.train_loss).collect::<Vec<_>>()
+    };
+    // w = 1 + 2⁻¹⁰: bf16 (8 significant bits) rounds it to 1, so with x = 1, y = 0 the first loss
+    // is 1 under amp_bf16 and (1 + 2⁻¹⁰)² (in f32) without it.
     let w0 = 1.0 + 2f64.powi(-10);
-    let model = CodeModel::new(
-        "cast",
-        move |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(w0))?, None)),
-        |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| match w.autocast() {
-            Some(low) => candle_nn::Linear::new(m.weight().to_dtype(low)?, None).forward(&x.to_dtype(low)?),
-            None => m.forward(x),
+    assert_eq!(losses(w0, "amp_bf16", 0.1, 1), [1.0]);
+    assert_eq!(losses(w0, "f32", 0.1, 1), [(w0 * w0) as f32 as f64]);
+    // From w = 1 at lr 5e-4 each step subtracts 5e-4·2·pred = 0.001, under half bf16's spacing
+    // below 1 (2⁻⁹): a bf16 master weight would round 0.999 back to 1 and never move. The f32
+    // master keeps it: 0.999 is seen as 1 (loss 1), 0.998 (under the midpoint 1 − 2⁻⁹) as
+    // 255/256, so the third loss is (255/256)², exact in f32.
+    assert_eq!(losses(1.0, "amp_bf16", 5e-4, 3), [1.0, 1.0, (255.0f64 / 256.0).powi(2)]);
+}
+
+#[test]
+fn a_check_name_the_trace_cannot_hold_or_the_watch_uses_is_refused() {
+    for (name, why) in [("a,b", "commas"), ("loss", "watch's own"), ("fc.weight", "parameter's name"), ("x.grad", "watch's own")] {
+        let model = CodeModel::new(
+            "named",
+            |store| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), Init::Const(0.5))?, None)),
+            move |m: &candle_nn::Linear, x: &Tensor, w: &mut Watch| {
+                let h = m.forward(x)?;
+                w.check(name, &h);
+                Ok(h)
+            },
+        );
+        let o = run(&model.scenario(TWO_ROWS, "code.toml").unwrap());
+        assert_eq!(o.outcome, Status::Error);
+        assert!(o.error.as_deref().unwrap_or("").contains(why), "{name}: {:?}", o.error);
+    }
+}
+
+#[test]
+fn parameters_made_in_the_forward_or_differently_per_build_are_refused() {
+    let late = CodeModel::new("late", |store| Ok(store.clone()), |store: &super::ParamStore, x: &Tensor, _: &mut Watch| x.matmul(&store.get("w", (2, 1), Init::Const(1.0))?));
+    let o = run(&late.scenario(TWO_ROWS, "code.toml").unwrap());
+    assert!(o.error.as_deref().unwrap_or("").contains("in `build`"), "{:?}", o.error);
+    // A build whose parameters depend on how often it ran (as a hash map's order can).
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let moody = CodeModel::new(
+        "moody",
+        move |store| {
+            let name = if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 { "a" } else { "b" };
+            Ok(candle_nn::Linear::new(store.get(name, (1, 2), Init::Const(0.5))?, None))
         },
+        |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x),
     );
-    let text = |precision: &str| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nepochs = 2\nprecision = \"{precision}\"\n");
-    let amp = run(&model.scenario(&text("amp_bf16"), "t.toml").unwrap());
-    let f32 = run(&model.scenario(&text("f32"), "t.toml").unwrap());
-    assert_eq!((amp.outcome, amp.dtype.as_str()), (Status::Finite, "amp_bf16"), "{:?}", amp.error);
-    assert_eq!(amp.trace.rows[0].train_loss, 1.0);
-    assert_eq!(f32.trace.rows[0].train_loss, (w0 as f32 as f64).powi(2) as f32 as f64);
-    // Step 1's f32 update: w ← w − 0.1·2·(pred − 0)·1 with pred = 1 (bf16): w0 − 0.2 = 0.80098, whose
-    // bf16 rounding is 0.80078125, so step 2's loss is 0.80078125².
-    assert_eq!(amp.trace.rows[1].train_loss, 0.800_781_25f64.powi(2) as f32 as f64);
+    let o = run(&moody.scenario(TWO_ROWS, "code.toml").unwrap());
+    assert!(o.error.as_deref().unwrap_or("").contains("same parameters"), "{:?}", o.error);
 }

@@ -122,8 +122,7 @@ impl<'a> Runner<'a> {
                 break;
             }
             let low = self.s.train.precision.low().map(dtype);
-            let checks = plan.layer_names[..plan.layer_names.len().saturating_sub(1)].to_vec();
-            let model = match crate::run::code::build(self.s, f, self.dtype, &self.dev, checks)? {
+            let model = match crate::run::code::build(self.s, f, self.dtype, &self.dev, Some(plan))? {
                 Some((params, net)) => Model::from_code(params, net).with_autocast(low, &self.dev),
                 None => Model::new(&self.s.model, plan, &mut stream(self.s.seed, INIT_STREAM + f as u64), self.dtype, &self.dev)?.with_autocast(low, &self.dev),
             };
