@@ -120,9 +120,9 @@ pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
     let start = std::time::Instant::now();
     let mut r = match load(entry, &opts.load) {
         Err(e) => CheckResult { name: entry.path().display().to_string(), path: PathBuf::new(), verdict: Verdict::Error(e.to_string()), detail: String::new(), time: Duration::ZERO, mutants: vec![], confidence: None },
-        Ok((s, None)) => CheckResult { name: s.name.clone(), path: PathBuf::new(), verdict: Verdict::Skip, detail: "no [expect]".into(), time: Duration::ZERO, mutants: vec![], confidence: None },
-        Ok((mut s, Some(e))) => {
-            s.expect = Some(e);
+        // A report's expectation is its recorded outcome, not its file's `[expect]`.
+        Ok((mut s, e)) => {
+            s.expect = e;
             check_scenario(&s, opts)
         }
     };

@@ -49,10 +49,7 @@ impl Watch<'_> {
         if !(0.0..1.0).contains(&p) {
             candle_core::bail!("dropout probability must be in [0, 1), got {p}")
         }
-        let keep = crate::run::model::draw_mask(rng, t.elem_count(), p);
-        let values: Vec<f64> = keep.into_iter().map(|k| if k { 1.0 / (1.0 - p) } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(values, t.shape(), t.device())?.to_dtype(t.dtype())?;
-        t.mul(&mask)
+        t.mul(&crate::run::model::dropout_mask(rng, t.shape(), p, t)?)
     }
 }
 

@@ -202,8 +202,8 @@ impl CodeNet {
     fn checked(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<(Vec<(String, Tensor)>, Tensor)> {
         let mut w = Watch { checks: Vec::new(), training, mask, autocast, dropout };
         let out = self.net.forward(x, &mut w)?;
-        let params = self.store.params();
-        if params.len() != self.made {
+        if self.store.len() != self.made {
+            let params = self.store.params();
             let late: Vec<&str> = params[self.made.min(params.len())..].iter().map(|p| p.name.as_str()).collect();
             return Err(code_error(format!("the forward made parameter(s) {late:?}: make every parameter in `build`, or it is neither trained nor watched")));
         }

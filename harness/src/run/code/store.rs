@@ -64,6 +64,11 @@ impl ParamStore {
         self.params.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
+    /// How many parameters have been made.
+    pub(crate) fn len(&self) -> usize {
+        self.params.lock().map_or(0, |p| p.len())
+    }
+
     fn existing(&self, name: &str) -> Option<Var> {
         self.params.lock().ok()?.iter().find(|p| p.name == name).map(|p| p.var.clone())
     }

@@ -125,8 +125,7 @@ impl Model {
     fn mask(&self, rows: usize, cols: usize, p: f64, training: bool, like: &Tensor) -> Result<Option<Tensor>> {
         let mut stream = self.dropout.borrow_mut();
         let Some(rng) = stream.as_mut().filter(|_| training && p > 0.0) else { return Ok(None) };
-        let values: Vec<f64> = draw_mask(rng, rows * cols, p).into_iter().map(|keep| if keep { 1.0 / (1.0 - p) } else { 0.0 }).collect();
-        Ok(Some(Tensor::from_vec(values, (rows, cols), like.device())?.to_dtype(like.dtype())?))
+        Ok(Some(dropout_mask(rng, (rows, cols), p, like)?))
     }
 
     /// Each node's layer, in order.
@@ -243,6 +242,14 @@ fn readers(nodes: &[Node]) -> Vec<usize> {
         }
     }
     n
+}
+
+/// An inverted-dropout mask of `shape`: `1/(1 − p)` where [`draw_mask`] keeps, 0 where it drops,
+/// in `like`'s dtype and on its device.
+pub(crate) fn dropout_mask(rng: &mut ChaCha8Rng, shape: impl Into<candle_core::Shape>, p: f64, like: &Tensor) -> candle_core::Result<Tensor> {
+    let shape = shape.into();
+    let values: Vec<f64> = draw_mask(rng, shape.elem_count(), p).into_iter().map(|keep| if keep { 1.0 / (1.0 - p) } else { 0.0 }).collect();
+    Tensor::from_vec(values, shape, like.device())?.to_dtype(like.dtype())
 }
 
 /// `n` keep-or-drop draws from `rng`: each value is dropped when its uniform draw is below `p`.
