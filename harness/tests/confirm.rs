@@ -194,3 +194,21 @@ fn every_diagnosis_and_real_report_scenario_is_confirmed() {
         assert!(c.verdict.agrees(), "{}: {c}", path.display());
     }
 }
+
+#[test]
+fn a_minimized_image_report_is_confirmed_in_pytorch() {
+    // Issue 25: once an image scenario's rows were cut, its repro.toml held `data.features`
+    // beside `data.image` and did not load, so `confirm` exited 2. Here the base fails at once
+    // (SGD lr 1e30: the second step's forward overflows f32); its repro keeps one of 8 images.
+    let text = "name = \"images\"\nseed = 3\n[data]\nn = 8\nimage = { channels = 2, height = 4, width = 4 }\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }\n[model]\nlayers = [{ type = \"conv2d\", channels = 2, kernel = 2 }, { type = \"relu\" }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 1e30\n[train]\nepochs = 4\nbatch_size = 4\n";
+    let dir = common::tempdir();
+    let p = common::write(dir.path(), "images.toml", text);
+    let out = dir.path().join("out");
+    let o = common::nanhunt(&["hunt", p.to_str().unwrap(), "--first", "--time", "5s", "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    let report = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.join("repro.toml").is_file()).expect("a report");
+    assert!(std::fs::read_to_string(report.join("repro.toml")).unwrap().contains("data rows: 8 → 1"), "the rows were cut");
+    let o = common::nanhunt(&["confirm", report.to_str().unwrap(), "--python", python().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(std::fs::read_to_string(report.join("summary.md")).unwrap().contains("**PyTorch:** Confirmed in PyTorch"));
+}

@@ -1,5 +1,6 @@
 //! `nanhunt hunt`: search a scenario's neighbourhood for mutants that go
-//! non-finite, shrink and report each finding (exit 1 if any).
+//! non-finite (or diverge, with `--target diverge`), shrink and report each
+//! finding (exit 1 if any).
 
 use std::path::PathBuf;
 
@@ -11,7 +12,7 @@ use nanhunt::Reports;
 
 use super::progress;
 
-/// Search a scenario's neighbourhood for mutants that go non-finite.
+/// Search a scenario's neighbourhood for mutants that go non-finite (or diverge, with `--target diverge`).
 #[derive(clap::Args)]
 pub(crate) struct Hunt {
     /// The base scenario.
@@ -120,6 +121,13 @@ impl Hunt {
         nanhunt::write_atomic(&probe, b"").with_context(|| format!("the output directory {} is not writable", self.out.display()))?;
         let _ = std::fs::remove_file(&probe);
         if let Some(dir) = &self.corpus {
+            // A resume of nothing is a mistyped folder, not a fresh start.
+            if self.resume && !dir.is_dir() {
+                anyhow::bail!("--resume: the corpus folder {} does not exist, so there is no campaign to continue (drop --resume to start one)", dir.display());
+            }
+            if self.resume && !dir.join("state.json").is_file() {
+                anyhow::bail!("--resume: the corpus folder {} holds no campaign (no state.json) to continue (drop --resume to start one)", dir.display());
+            }
             if dir.join("state.json").exists() && !self.resume {
                 anyhow::bail!("{} holds a campaign already: pass --resume to continue it, or choose another --corpus", dir.display());
             }
@@ -154,7 +162,7 @@ impl Hunt {
         let said = std::sync::atomic::AtomicBool::new(false);
         let show = |p: &Progress| {
             if let Some(at) = p.base_failure.as_ref().filter(|_| !said.swap(true, std::sync::atomic::Ordering::Relaxed)) {
-                bar.suspend(|| eprintln!("the base scenario itself goes non-finite ({at}): it is the first root cause; searching for others"));
+                bar.suspend(|| eprintln!("the base scenario itself {} ({at}): it is the first root cause; searching for others", nanhunt::search::fails(at.kind)));
             }
             bar.set_position(p.elapsed.min(total) as u64);
             bar.set_message(status_line(p));

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::human;
-use crate::search::{describe, round3_away, HuntResult};
+use crate::search::{describe, fails, round3_away, HuntResult};
 
 /// The end-of-hunt summary: one line per root cause with its nearest trigger and threshold.
 pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
@@ -25,7 +25,7 @@ pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
         s += &format!("warning: {} of {} candidates errored or were invalid: the search space may not fit this scenario\n", p.errors, p.runs);
     }
     if let Some(at) = &r.base_failure {
-        s += &format!("the base scenario itself goes non-finite: {at}\n");
+        s += &format!("the base scenario itself {}: {at}\n", fails(at.kind));
     }
     s += &format!("{} root cause(s):\n", r.findings.len());
     for f in r.findings.iter().take(20) {

@@ -223,7 +223,7 @@ impl Reporter for Reports {
         };
         let Built { knob_repro, mut repro, outcome } = built;
         repro.expect = outcome.failure_site().as_ref().map(expect_at);
-        let reductions = reductions(&knob_repro, &repro, nearest.rows.as_ref(), nearest.full_step);
+        let reductions = reductions(&knob_repro, &repro, &outcome, nearest.rows.as_ref(), nearest.full_step);
         let input = ReportInput {
             repro: &repro,
             base,

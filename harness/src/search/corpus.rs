@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::finding::{Finding, Pending, Trigger};
+use super::finding::{Finding, Pending, Target, Trigger};
 use super::mutation::{slot, Mutation};
 use crate::error::{Error, Result};
 
@@ -25,6 +25,12 @@ pub struct State {
     /// Hash of the base scenario the campaign belongs to (a corpus is refused for any other).
     #[serde(default)]
     pub scenario: String,
+    /// What the campaign hunts (`--target`); a resume with another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// The shard `(i, n)` it searches (`--shard i/n`); a resume with another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(u64, u64)>,
     /// Next candidate counter (within this shard).
     pub next: u64,
     /// Candidate runs made so far.
@@ -61,11 +67,41 @@ impl State {
         }
     }
 
+    /// Takes the state on as the campaign of the scenario hashed `hash`, hunting `target` in
+    /// `shard`: a state of another scenario, target or shard is refused (naming both), since
+    /// continuing it would mix the results of two campaigns. `dir` is where it was loaded from.
+    pub fn adopt(&mut self, dir: Option<&Path>, name: &str, hash: String, target: Target, shard: (u64, u64)) -> Result<()> {
+        let location = dir.map_or(String::new(), |d| d.display().to_string());
+        let refuse = |key: &str, message: String| Err(Error::Invalid { location: location.clone(), key: key.into(), message });
+        if !self.scenario.is_empty() && self.scenario != hash {
+            return refuse("corpus", format!("this campaign belongs to another scenario than `{name}`: use a fresh --corpus"));
+        }
+        if let Some(was) = self.target.filter(|&t| t != target) {
+            return refuse("target", format!("this campaign was started with --target {}, not --target {}: resume it with --target {}, or use a fresh --corpus", flag(was), flag(target), flag(was)));
+        }
+        if let Some((i, n)) = self.shard.filter(|&s| s != shard) {
+            let asked = format!("{}/{}", shard.0, shard.1);
+            return refuse("shard", format!("this campaign was started with --shard {i}/{n}, not --shard {asked}: resume it with --shard {i}/{n}, or use a fresh --corpus"));
+        }
+        (self.scenario, self.target, self.shard) = (hash, Some(target), Some(shard));
+        Ok(())
+    }
+
     /// Saves the state atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(STATE);
         let json = serde_json::to_vec(self).map_err(|source| Error::Json { path: path.clone(), what: "campaign state", source })?;
         crate::atomic::write(&path, &json)
+    }
+}
+
+/// A target as `--target` spells it.
+fn flag(t: Target) -> &'static str {
+    match t {
+        Target::Nan => "nan",
+        Target::Inf => "inf",
+        Target::Nonfinite => "nonfinite",
+        Target::Diverge => "diverge",
     }
 }
 
@@ -209,5 +245,23 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let err = read_findings(&p).unwrap_err().to_string();
         assert!(err.contains("f.jsonl:2:") && err.contains("not a nanhunt finding") && !err.contains("at line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_state_refuses_another_scenario_target_or_shard() {
+        let mut s = State::default();
+        // A fresh (or older, unstamped) state takes on the campaign.
+        s.adopt(None, "a", "h1".into(), Target::Nan, (1, 3)).unwrap();
+        assert_eq!((s.target, s.shard), (Some(Target::Nan), Some((1, 3))));
+        let text = serde_json::to_string(&s).unwrap();
+        let back: State = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s, "target and shard are saved");
+        let err = |r: Result<()>| r.unwrap_err().to_string();
+        let e = err(s.clone().adopt(None, "a", "h1".into(), Target::Diverge, (1, 3)));
+        assert!(e.contains("--target nan") && e.contains("--target diverge"), "{e}");
+        let e = err(s.clone().adopt(None, "a", "h1".into(), Target::Nan, (0, 1)));
+        assert!(e.contains("--shard 1/3") && e.contains("--shard 0/1"), "{e}");
+        assert!(err(s.clone().adopt(None, "b", "h2".into(), Target::Nan, (1, 3))).contains("another scenario"));
+        s.adopt(None, "a", "h1".into(), Target::Nan, (1, 3)).unwrap();
     }
 }

@@ -26,7 +26,7 @@ pub use corpus::{merge, read_findings, write_findings};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Target, Threshold, Trigger};
 pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margins};
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
-pub use minimize::{materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, Site};
+pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, Site};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
 pub(crate) use space::neighbourhood;
 pub use sweep::{sweep, wilson, Sweep};

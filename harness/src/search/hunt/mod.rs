@@ -194,12 +194,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
         Some(dir) => State::load(dir)?,
         None => State::default(),
     };
-    let hash = scenario_hash(base);
-    if !state.scenario.is_empty() && state.scenario != hash {
-        let location = opts.corpus.as_ref().map_or(String::new(), |d| d.display().to_string());
-        return Err(Error::Invalid { location, key: "corpus".into(), message: format!("this campaign belongs to another scenario than `{}`: use a fresh --corpus", base.name) });
-    }
-    state.scenario = hash;
+    state.adopt(opts.corpus.as_deref(), &base.name, scenario_hash(base), opts.target, opts.shard)?;
     let start = Instant::now();
     progress(&Progress::default());
     // The base first: if it cannot run, nothing a mutant does means anything.

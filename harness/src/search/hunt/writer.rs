@@ -2,8 +2,9 @@
 //! Workers only wake it; it takes a snapshot of the campaign (a short lock),
 //! writes the reports of root causes that changed, then `state.json` and
 //! `findings.jsonl`, each atomically, with the counts as they are now. Writes
-//! are coalesced (at most one flush per `FLUSH`), and the last flush happens
-//! when the campaign ends, so the files always hold true counts.
+//! are coalesced (at most one flush per `FLUSH`), the state is also saved every
+//! `FLUSH` while runs are made (a kill loses at most that much work), and the
+//! last flush happens when the campaign ends, so the files always hold true counts.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -49,13 +50,16 @@ impl Drop for FinishOnDrop {
 }
 
 /// Runs the writer until `Finish`; returns the first error it met (after trying every write).
+/// Besides each wake, it flushes every `FLUSH` while runs are being made, so a campaign killed
+/// without warning (SIGKILL, an abort) before its first finding still loses at most `FLUSH` of work.
 pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, run_limit: Duration, rx: Receiver<Msg>) -> Result<()> {
     let mut first_error: Option<Error> = None;
-    let mut last = Instant::now() - FLUSH;
+    // Due at once: the state is on disk (with its target and shard) as soon as the search starts.
+    let mut last = Instant::now().checked_sub(FLUSH).unwrap_or_else(Instant::now);
     let mut pending = false;
+    let mut saved_runs = None;
     loop {
-        let wait = if pending { FLUSH.saturating_sub(last.elapsed()) } else { FLUSH };
-        let finish = match rx.recv_timeout(wait) {
+        let finish = match rx.recv_timeout(FLUSH.saturating_sub(last.elapsed())) {
             Ok(Msg::Wake) => {
                 pending = true;
                 false
@@ -63,11 +67,15 @@ pub(super) fn run(campaign: &Campaign, base: &Scenario, to: &Targets, run_limit:
             Ok(Msg::Finish) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
-        if finish || (pending && last.elapsed() >= FLUSH) {
-            if let Err(e) = flush(campaign, base, to, run_limit, finish) {
-                first_error.get_or_insert(e);
+        if finish || last.elapsed() >= FLUSH {
+            let runs = campaign.counts().runs;
+            if finish || pending || saved_runs != Some(runs) {
+                if let Err(e) = flush(campaign, base, to, run_limit, finish) {
+                    first_error.get_or_insert(e);
+                }
+                (pending, saved_runs) = (false, Some(runs));
             }
-            (last, pending) = (Instant::now(), false);
+            last = Instant::now();
         }
         if finish {
             return first_error.map_or(Ok(()), Err);

@@ -7,7 +7,7 @@
 //! (1-minimal in knobs); bisect each numeric knob back towards its base value
 //! to the flip threshold (3 significant digits); then, unless the data is to
 //! be kept, delta-debug the training rows to a 1-minimal set (`rows`); and cut
-//! the schedule to the first non-finite step. A minimization that runs out of
+//! the schedule to the first failing step. A minimization that runs out of
 //! time says so ([`Minimal::complete`]): its result is never presented as minimal.
 
 use std::sync::atomic::AtomicBool;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::finding::{Target, Threshold};
 use super::mutation::{mutate, normalize, Mutation};
-use crate::run::{run_with, Outcome, RunOptions};
+use crate::run::{run_with, Kind, Outcome, RunOptions};
 use crate::scenario::Scenario;
 
 mod bisect;
@@ -40,7 +40,7 @@ pub struct Minimal {
     pub thresholds: Vec<Threshold>,
     /// The training rows kept, if rows were cut.
     pub rows: Option<RowCut>,
-    /// The first non-finite step with all the rows, when rows were cut (the repro's step counts its own rows).
+    /// The first failing step with all the rows, when rows were cut (the repro's step counts its own rows).
     pub full_step: Option<usize>,
     /// Every step ran to the end: 1-minimal in knobs, thresholds bisected, rows 1-minimal.
     pub complete: bool,
@@ -51,19 +51,30 @@ pub struct Minimal {
 impl Minimal {
     /// The reductions beyond knob changes, in words for the report.
     pub fn reductions(&self) -> Vec<String> {
-        reductions(&self.knob_repro, &self.repro, self.rows.as_ref(), self.full_step)
+        reductions(&self.knob_repro, &self.repro, &self.outcome, self.rows.as_ref(), self.full_step)
     }
 }
 
-/// How a repro was cut down from its knob-level scenario (rows, schedule), in words for a report.
-pub fn reductions(knob_repro: &Scenario, repro: &Scenario, rows: Option<&RowCut>, full_step: Option<usize>) -> Vec<String> {
+/// How a run that `kind` names fails, in words: a divergence is no non-finite value.
+pub fn fails(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Nan | Kind::PosInf | Kind::NegInf => "goes non-finite",
+        Kind::Diverge => "diverges",
+        Kind::ScaleCollapse => "collapses its loss scale",
+    }
+}
+
+/// How a repro was cut down from its knob-level scenario (rows, schedule), in words for a report;
+/// `outcome` is the repro's, so the words say how it fails.
+pub fn reductions(knob_repro: &Scenario, repro: &Scenario, outcome: &Outcome, rows: Option<&RowCut>, full_step: Option<usize>) -> Vec<String> {
+    let how = fails(outcome.failure_site().map_or(Kind::Nan, |at| at.kind));
     let mut out = Vec::new();
     if let Some(cut) = rows {
-        let step = full_step.map_or(String::new(), |s| format!("; with all {} rows it goes non-finite at step {s}", cut.total));
+        let step = full_step.map_or(String::new(), |s| format!("; with all {} rows it {how} at step {s}", cut.total));
         out.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
     }
     if let Some(m) = repro.train.max_steps.filter(|_| repro.train.max_steps != knob_repro.train.max_steps) {
-        out.push(format!("schedule cut to {} epoch(s), {m} step(s): the first non-finite step", repro.train.epochs));
+        out.push(format!("schedule cut to {} epoch(s), {m} step(s): it {how} at step {m}", repro.train.epochs));
     }
     out
 }

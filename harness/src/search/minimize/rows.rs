@@ -33,7 +33,8 @@ pub fn materialize(s: &Scenario) -> Option<(Scenario, usize)> {
     let split = &built.folds.first()?.train;
     let mut m = s.clone();
     m.data.n = None;
-    m.data.features = Some(built.shape.features);
+    // Images take their width from `data.image`: `features` beside it would not load.
+    m.data.features = m.data.image.is_none().then_some(built.shape.features);
     m.data.scale = vec![];
     m.data.scale_groups = vec![];
     m.data.target_scale = 1.0;

@@ -77,3 +77,27 @@ fn rounding_goes_away_from_the_base() {
     assert_eq!(round3_away(0.037213, 0.1), 0.0372);
     assert_eq!(round3_away(12345.0, 1.0), 12400.0);
 }
+
+#[test]
+fn materialized_rows_load_for_every_input_kind() {
+    // Issue 25: an image scenario's rows were written with `data.features` beside `data.image`,
+    // which does not load, so its hunt reports could not be replayed.
+    let image = "name = \"img\"\n[data]\nn = 4\nimage = { channels = 2, height = 3, width = 3 }\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }\n[model]\nlayers = [{ type = \"conv2d\", channels = 2, kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1";
+    let mut scenarios = vec![from_str(image, "img.toml").unwrap()];
+    let bundled = crate::scenario::seeds_dir().parent().unwrap().to_path_buf();
+    for dir in ["seeds", "real", "diagnosis"] {
+        for e in std::fs::read_dir(bundled.join(dir)).unwrap() {
+            scenarios.push(crate::scenario::load(&e.unwrap().path()).unwrap());
+        }
+    }
+    let mut cut = 0;
+    for s in scenarios {
+        let Some((m, n)) = materialize(&s) else { continue };
+        for keep in [(0..n).collect::<Vec<_>>(), vec![n - 1]] {
+            let text = toml::to_string(&rows::select_rows(&m, &keep)).unwrap();
+            from_str(&text, "repro.toml").unwrap_or_else(|e| panic!("{}: {e}\n{text}", s.name));
+        }
+        cut += 1;
+    }
+    assert!(cut >= 20, "rows were written out for {cut} scenarios, the image one among them");
+}
