@@ -105,7 +105,8 @@ fn table(m: &Margins) -> String {
     s += &format!("  {:<w$} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
         let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
-        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), failing, true), side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), failing, false));
+        let (below, above) = (side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), failing, true), side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), failing, false));
+        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, below, above);
     }
     for c in &m.categorical {
         let effect = match (&c.unsearched, c.flips != failing, failing) {

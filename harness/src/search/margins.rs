@@ -323,11 +323,8 @@ impl Searcher<'_> {
             Scale::Linear | Scale::Integer => (changes_at - b).abs(),
         };
         let verified = !silent && at.as_ref().is_some_and(|a| a.0) && back_at.as_ref().is_some_and(|a| !a.0);
-        let (flips_at, stays_finite_at, location) = if failing {
-            (like_base_at, changes_at, back_at.and_then(|a| a.1.first_nonfinite))
-        } else {
-            (changes_at, like_base_at, at.and_then(|a| a.1.first_nonfinite))
-        };
+        let (flips_at, stays_finite_at, location) =
+            if failing { (like_base_at, changes_at, back_at.and_then(|a| a.1.first_nonfinite)) } else { (changes_at, like_base_at, at.and_then(|a| a.1.first_nonfinite)) };
         Ok(Some(Bound { flips_at, stays_finite_at, margin, location, verified }))
     }
 }

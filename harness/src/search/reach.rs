@@ -14,9 +14,12 @@ use crate::scenario::{Knob, Scenario, SearchSpec};
 /// How far past a required margin the search goes, so a threshold just beyond it is seen too.
 const BEYOND: f64 = 1.25;
 
+/// The range each knob is searched over, by knob.
+pub type Ranges = BTreeMap<Knob, (f64, f64)>;
+
 /// `s` with only the knobs of `min` free to move, and the range each must be searched over
 /// for its margin to be measured both ways; or why one cannot be measured.
-pub fn margin_search(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Result<(Scenario, BTreeMap<Knob, (f64, f64)>), String> {
+pub fn margin_search(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Result<(Scenario, Ranges), String> {
     let mut only = s.clone();
     only.search = Some(SearchSpec { knobs: Some(min.keys().copied().collect()), ..s.search.clone().unwrap_or_default() });
     // The knobs a hunt would move here, as `margins` searches them.
