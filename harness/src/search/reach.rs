@@ -124,6 +124,29 @@ mod tests {
     }
 
     #[test]
+    fn the_knobs_with_a_margin_are_the_ones_margins_moves_on_a_scale() {
+        // With every knob free, each one the margin search scans has a margin and each one it only
+        // tries value by value has none: SGD (momentum, epochs), an AMP transformer (scaler,
+        // warmup, dropout, sequence length, norm eps), Adam in f16 (eps, β₂), a clamped BCE.
+        let real = |name: &str| crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/real/{name}.toml"))).unwrap();
+        let all = <Knob as strum::VariantArray>::VARIANTS.to_vec();
+        let mut seen = std::collections::BTreeSet::new();
+        for mut s in [linreg(), real("pt40497_amp_scale_collapse_fix_growth_interval"), real("optax1754_adam_f16_embedding_fix_eps"), crate::scenario::seed("s001_ex3_bce_saturated_fix_eps_clamp")] {
+            s.search = Some(SearchSpec { knobs: Some(all.clone()), ..Default::default() });
+            let space = Space::of(&s);
+            for (m, _) in space.numeric() {
+                assert!(m.knob().has_margin(), "{} is scanned", m.knob());
+                seen.insert(m.knob());
+            }
+            for m in space.categorical() {
+                assert!(!m.knob().has_margin(), "{} is tried value by value", m.knob());
+            }
+        }
+        assert!(seen.len() >= 12, "{seen:?}");
+        assert!(!Knob::Seed.has_margin() && !Knob::Inject.has_margin() && !Knob::ClipNorm.has_margin());
+    }
+
+    #[test]
     fn knobs_that_do_not_apply_or_do_not_move_continuously_have_no_margin() {
         let no = |k: Knob| margin_search(&linreg(), &BTreeMap::from([(k, 2.0)])).unwrap_err();
         assert!(no(Knob::Beta2).contains("`optimizer.beta2` does not apply"), "SGD has no β₂");
