@@ -8,7 +8,9 @@
 //! like the base and the first unlike it, so the threshold found is the one
 //! nearest the base. Each threshold is verified: at it the outcome has changed,
 //! 1% of the way back towards the base it has not. Categorical knobs (dtype,
-//! optimizer) are tried value by value.
+//! optimizer) are tried value by value. A side not searched to its end (out of
+//! time, or a run there timed out or could not run) says why, and is never
+//! reported as "none within range".
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -183,7 +185,7 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         })
         .collect();
     let sides: Vec<(usize, f64)> = (0..numeric.len()).flat_map(|i| numeric[i].3.map(|end| (i, end))).collect();
-    // Why each side was not searched to its end, by its index in `sides`.
+    // Why a side was not searched to its end, by (knob index, whether it is the side below).
     let unsearched = std::sync::Mutex::new(BTreeMap::new());
     let bound = |&(i, end): &(usize, f64)| {
         let (m, _, b, _) = &numeric[i];
