@@ -31,6 +31,14 @@ pub enum Error {
         /// What is wrong and what would be accepted.
         message: String,
     },
+    /// A measurement around a run could not be made: the base of `margins` timed out or could not run.
+    #[error("{name}: {message}")]
+    Unmeasured {
+        /// The scenario.
+        name: String,
+        /// What could not be measured, and why.
+        message: String,
+    },
     /// The run would need more memory than allowed; nothing was allocated.
     #[error("refused: {what} needs about {need_mb} MiB, over the limit of {limit_mb} MiB ({hint})")]
     TooLarge {

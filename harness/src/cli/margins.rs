@@ -14,7 +14,7 @@ use nanhunt::search::{margins, Bound, KnobMargin, MarginOptions, Margins, Scale,
 pub(crate) struct MarginsCmd {
     /// The scenario file (TOML).
     scenario: PathBuf,
-    /// Stop refining thresholds after this long (unfinished ones are marked unverified).
+    /// Stop searching after this long: sides not searched to their end are marked so, thresholds not refined are unverified.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     time: Duration,
     /// How many decades log-scaled knobs may move from their base, unless the scenario's `[search]` says.
@@ -50,11 +50,9 @@ impl MarginsCmd {
             MarginTarget::Nonfinite => Target::Nonfinite,
             MarginTarget::Diverge => Target::Diverge,
         };
-        let opts = MarginOptions { target, deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), jobs: usize::from(self.jobs) };
-        let m = margins(&base, &opts);
-        if m.base_outcome == Status::Error {
-            anyhow::bail!("the base scenario cannot run, so it has no margins");
-        }
+        let opts = MarginOptions { target, deadline: Some(Instant::now() + self.time), run_timeout: Some(self.run_timeout), jobs: usize::from(self.jobs), ..Default::default() };
+        // No knob to move, or a base that timed out or could not run: an error, not an empty or "finite" table.
+        let m = margins(&base, &opts)?;
         if let Some(p) = &self.plot {
             nanhunt::write_atomic(p, nanhunt::report::margins_svg(&m)?.as_bytes()).with_context(|| format!("writing the plot to {}", p.display()))?;
         }
@@ -73,8 +71,11 @@ enum MarginTarget {
     Diverge,
 }
 
-/// One side of a knob, in words.
-fn side(k: &KnobMargin, b: Option<&Bound>, failing: bool, below: bool) -> String {
+/// One side of a knob, in words: its threshold, none in the whole range searched, or why it was not searched to its end.
+fn side(k: &KnobMargin, b: Option<&Bound>, unsearched: Option<&String>, failing: bool, below: bool) -> String {
+    if let Some(why) = unsearched {
+        return why.clone();
+    }
     let Some(b) = b else { return "none within range".into() };
     let log = k.is_factor();
     let dir = if below { "≤" } else { "≥" };
@@ -104,15 +105,21 @@ fn table(m: &Margins) -> String {
     s += &format!("  {:<w$} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
         let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
-        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, side(k, k.lower.as_ref(), failing, true), side(k, k.upper.as_ref(), failing, false));
+        let (below, above) = (side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), failing, true), side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), failing, false));
+        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, below, above);
     }
     for c in &m.categorical {
-        let effect = match (c.flips != failing, failing) {
-            (true, false) => format!("flips: {}", c.location.as_ref().map_or(String::new(), |l| l.to_string())),
-            (true, true) => "fixes it".to_string(),
-            (false, _) => "no change".to_string(),
+        let effect = match (&c.unsearched, c.flips != failing, failing) {
+            (Some(why), _, _) => format!("unknown: {why}"),
+            (None, true, false) => format!("flips: {}", c.location.as_ref().map_or(String::new(), |l| l.to_string())),
+            (None, true, true) => "fixes it".to_string(),
+            (None, false, _) => "no change".to_string(),
         };
         s += &format!("  {} = {}: {effect}\n", c.knob, c.value);
+    }
+    let unsearched = m.knobs.iter().flat_map(|k| [&k.lower_unsearched, &k.upper_unsearched]).chain(m.categorical.iter().map(|c| &c.unsearched)).filter(|u| u.is_some()).count();
+    if unsearched > 0 {
+        s += &format!("{unsearched} searches did not finish, so say nothing: raise --time (or --run-timeout)\n");
     }
     s
 }

@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
 use std::collections::BTreeMap;
 
-use crate::scenario::{load_with, Expect, ExpectedOutcome, FailureRate, Knob, LoadOptions, Scenario, SearchSpec};
-use crate::search::{describe, margins, mutate, neighbourhood, sweep, MarginOptions, Mutation, Target};
+use crate::scenario::{load_with, Expect, ExpectedOutcome, FailureRate, Knob, LoadOptions, Scenario};
+use crate::search::{describe, margin_search, margins, mutate, neighbourhood, sweep, MarginOptions, Mutation, Target};
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +148,7 @@ pub fn check_scenario(s: &Scenario, opts: &CheckOptions) -> CheckResult {
     let verdict = match verdict(&e, &o) {
         Err(m) => Verdict::Fail(m),
         Ok(()) if !e.min_margin.is_empty() || e.max_failure_rate.is_some() => {
-            let v = if e.min_margin.is_empty() { Verdict::Pass } else { margins_hold(s, &e.min_margin) };
+            let v = if e.min_margin.is_empty() { Verdict::Pass } else { margins_hold(s, &e.min_margin, &MarginOptions::default()) };
             match (v, e.max_failure_rate) {
                 (Verdict::Pass, Some(f)) => rate_holds(s, f),
                 (v, _) => v,
@@ -186,14 +186,26 @@ fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> (Verdict, Vec
     (Verdict::Pass, ran, confidence)
 }
 
-/// Measures the margins of the knobs `[expect] min_margin` lists; the first one under its minimum fails the check.
-fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>) -> Verdict {
-    let mut only = s.clone();
-    only.search = Some(SearchSpec { knobs: Some(min.keys().copied().collect()), ..s.search.clone().unwrap_or_default() });
-    let m = margins(&only, &MarginOptions::default());
+/// Measures the margins of the knobs `[expect] min_margin` lists, each searched as far as its
+/// margin asks (and a little beyond); the first one under its minimum fails the check. A margin
+/// that cannot be measured (the knob has none here, it cannot move that far, a side was not
+/// searched to its end) is an error, never a pass.
+fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>, opts: &MarginOptions) -> Verdict {
+    let (only, ranges) = match margin_search(s, min) {
+        Ok(found) => found,
+        Err(why) => return Verdict::Error(why),
+    };
+    let m = match margins(&only, &MarginOptions { ranges, ..opts.clone() }) {
+        Ok(m) => m,
+        Err(e) => return Verdict::Error(format!("min_margin: {e}")),
+    };
     for k in &m.knobs {
         let Some(&want) = min.get(&k.knob) else { continue };
-        for (side, b) in [("below", &k.lower), ("above", &k.upper)] {
+        for (side, b, unsearched) in [("below", &k.lower, &k.lower_unsearched), ("above", &k.upper, &k.upper_unsearched)] {
+            if let Some(why) = unsearched {
+                return Verdict::Error(format!("min_margin: the margin of `{}` {side} its base {} was not measured ({why})", k.knob, crate::human(k.base)));
+            }
+            // No threshold on a side searched as far as the margin asks: it holds there.
             let Some(b) = b else { continue };
             // A factor either way (a lower threshold gives a margin under 1), or a distance.
             let got = k.size(b);
@@ -269,5 +281,16 @@ mod tests {
         // 3/30 = 10%; 3/2 caps at 100%.
         assert!(rule_of_three(30).contains("below 10% at 95% confidence"), "{}", rule_of_three(30));
         assert!(rule_of_three(2).contains("below 100%"));
+    }
+
+    #[test]
+    fn a_margin_search_cut_short_by_its_time_budget_is_an_error_not_a_pass() {
+        // Seed 002 ex1 standardized: lr flips only at about 26 (×2640), so 10× holds when measured.
+        let s = crate::scenario::seed("s002_ex1_linreg_sgd_fix_standardize");
+        let min = BTreeMap::from([(Knob::Lr, 10.0)]);
+        assert_eq!(margins_hold(&s, &min, &MarginOptions::default()), Verdict::Pass);
+        let spent = MarginOptions { deadline: Some(std::time::Instant::now()), ..Default::default() };
+        let Verdict::Error(why) = margins_hold(&s, &min, &spent) else { panic!("an unmeasured margin passed") };
+        assert!(why.contains("`optimizer.lr` below its base 0.01 was not measured (not searched: out of time)"), "{why}");
     }
 }

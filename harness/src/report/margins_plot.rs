@@ -66,7 +66,7 @@ mod tests {
             scenario: "t".into(),
             base_outcome: Status::Finite,
             base_location: None,
-            knobs: vec![KnobMargin { knob: Knob::Lr, scale: Scale::Log, base: 1.0, lower: bound(0.01), upper: bound(100.0) }, KnobMargin { knob: Knob::InitScale, scale: Scale::Log, base: 1.0, lower: None, upper: bound(10.0) }],
+            knobs: vec![KnobMargin { knob: Knob::Lr, scale: Scale::Log, base: 1.0, lower: bound(0.01), upper: bound(100.0), lower_unsearched: None, upper_unsearched: None }, KnobMargin { knob: Knob::InitScale, scale: Scale::Log, base: 1.0, lower: None, upper: bound(10.0), lower_unsearched: None, upper_unsearched: None }],
             categorical: vec![],
         };
         let svg = margins_svg(&m).unwrap();

@@ -25,7 +25,8 @@ pub struct Expect {
     pub within_steps: Option<usize>,
     /// With `outcome = "finite"`: each listed knob, moved alone, must stay finite over at least
     /// this factor from its base in both directions (linear knobs: this distance), as
-    /// `nanhunt margins` measures it; e.g. `{ "optimizer.lr" = 10.0 }`.
+    /// `nanhunt margins` measures it, searched that far whatever `[search]` says; e.g.
+    /// `{ "optimizer.lr" = 10.0 }`. Only knobs with a margin ([`Knob::has_margin`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub min_margin: BTreeMap<Knob, f64>,
     /// With `outcome = "finite"`: over this many seeds from the scenario's own, at most this

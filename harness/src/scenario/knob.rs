@@ -137,6 +137,18 @@ impl Knob {
         self != Knob::Seed
     }
 
+    /// Whether the knob moves continuously (a value on a scale), so that it has a margin that
+    /// `nanhunt margins` measures and `[expect] min_margin` can hold: not the seed, an injection,
+    /// the clipping switch or a choice among dtypes, optimizers or precisions.
+    pub fn has_margin(self) -> bool {
+        match self {
+            Knob::Lr | Knob::InitScale | Knob::InputScale | Knob::InputMean | Knob::InputStd | Knob::TargetScale | Knob::BatchSize | Knob::Epochs => true,
+            Knob::LossEpsilon | Knob::LossClamp | Knob::OptimizerEps | Knob::Beta2 | Knob::Momentum | Knob::NormEps | Knob::PaddingFraction | Knob::SeqLen => true,
+            Knob::DropoutP | Knob::LossScaleInit | Knob::GrowthInterval | Knob::WarmupSteps | Knob::Accumulate => true,
+            Knob::Inject | Knob::Dtype | Knob::Optimizer | Knob::ClipNorm | Knob::Seed | Knob::Precision => false,
+        }
+    }
+
     /// Whether a dotted key of the scenario file (as in a report's diff) is set by this knob.
     pub fn sets_key(self, key: &str) -> bool {
         let name = self.name();

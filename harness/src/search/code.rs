@@ -14,8 +14,8 @@ pub fn hunt_module(model: &CodeModel, s: &Scenario, opts: &HuntOptions, reporter
 }
 
 /// [`margins`] of `s` with `model` in place of its layers: how far each knob can move before
-/// the run flips, as `nanhunt margins` measures it.
-pub fn margins_module(model: &CodeModel, s: &Scenario, opts: &MarginOptions) -> Margins {
+/// the run flips, as `nanhunt margins` measures it (the same errors too).
+pub fn margins_module(model: &CodeModel, s: &Scenario, opts: &MarginOptions) -> Result<Margins> {
     margins(&model.attach(s.clone()), opts)
 }
 
@@ -64,7 +64,7 @@ lr = [1e-3, 10.0]
         // |1 − lr·λ|^399 > √(f32::MAX/14)/2, at lr* = (1 + (√(f32::MAX/14)/2)^(1/399))/λ = 0.22628.
         // (The sum's order moves lr* by under 0.03%.)
         let (model, s) = regression();
-        let m = margins_module(&model, &s, &MarginOptions::default());
+        let m = margins_module(&model, &s, &MarginOptions::default()).unwrap();
         let lr = m.knobs.iter().find(|k| k.knob == Knob::Lr).expect("the lr knob");
         let up = lr.upper.as_ref().expect("a threshold above the base");
         let lambda = 28.0 / 3.0;

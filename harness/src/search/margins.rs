@@ -8,8 +8,11 @@
 //! like the base and the first unlike it, so the threshold found is the one
 //! nearest the base. Each threshold is verified: at it the outcome has changed,
 //! 1% of the way back towards the base it has not. Categorical knobs (dtype,
-//! optimizer) are tried value by value.
+//! optimizer) are tried value by value. A side not searched to its end (out of
+//! time, or a run there timed out or could not run) says why, and is never
+//! reported as "none within range".
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -17,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::finding::Target;
 use super::minimize::bisect;
-use super::mutation::{mutate, Mutation, Scale};
+use super::mutation::{try_mutate, Mutation, Scale};
 use super::space::Space;
+use crate::error::{Error, Result};
 use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::{Knob, Scenario};
 
@@ -36,6 +40,8 @@ pub struct MarginOptions {
     pub run_timeout: Option<Duration>,
     /// Knob sides searched at once (0 or 1: one after the other). The result does not depend on it.
     pub jobs: usize,
+    /// Ranges searched in place of the space's, by knob (`check` searches as far as a `min_margin` asks).
+    pub ranges: BTreeMap<Knob, (f64, f64)>,
 }
 
 /// The threshold on one side of a knob's base value. `flips_at` and `stays_finite_at` straddle
@@ -68,6 +74,13 @@ pub struct KnobMargin {
     pub lower: Option<Bound>,
     /// The threshold above the base, or none within the space's range.
     pub upper: Option<Bound>,
+    /// Why the side below was not searched to the end of its range (out of time, or a run there
+    /// timed out or could not run): `lower` is then none without meaning "none within range".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_unsearched: Option<String>,
+    /// Why the side above was not searched to the end of its range, as for `lower_unsearched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_unsearched: Option<String>,
 }
 
 impl KnobMargin {
@@ -91,11 +104,16 @@ impl KnobMargin {
 
     /// Whether margins are factors (log and complement knobs, and integer ones on positive values) rather than distances.
     pub fn is_factor(&self) -> bool {
-        match self.scale {
-            Scale::Log | Scale::Complement => true,
-            Scale::Integer => self.base > 0.0,
-            Scale::Linear => false,
-        }
+        is_factor(self.scale, self.base)
+    }
+}
+
+/// Whether a knob on this scale at this base value has margins that are factors rather than distances.
+pub(crate) fn is_factor(scale: Scale, base: f64) -> bool {
+    match scale {
+        Scale::Log | Scale::Complement => true,
+        Scale::Integer => base > 0.0,
+        Scale::Linear => false,
     }
 }
 
@@ -110,6 +128,9 @@ pub struct Categorical {
     pub flips: bool,
     /// Where the run first goes non-finite, if it does.
     pub location: Option<Location>,
+    /// Why this value says nothing (not run for want of time, or its run timed out or could not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsearched: Option<String>,
 }
 
 /// All margins of a scenario.
@@ -134,12 +155,24 @@ impl Margins {
     }
 }
 
-/// The margins of `base` within its search space.
-pub fn margins(base: &Scenario, opts: &MarginOptions) -> Margins {
+/// The margins of `base` within its search space (or the ranges `opts` gives). An error when no
+/// knob with a margin can move (as `hunt` says when none can), or when the base itself times out
+/// or cannot run: then there is nothing to measure from.
+pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
+    let space = Space::of(base);
+    let nothing = |message: &str| Error::Invalid { location: base.name.clone(), key: "search".into(), message: message.into() };
+    if space.is_empty() {
+        return Err(nothing("no knob can move: check `[search].knobs`"));
+    }
+    if space.numeric().is_empty() && space.categorical().is_empty() {
+        return Err(nothing("no knob with a margin can move (the seed, injections and clipping have none): check `[search].knobs`"));
+    }
     let s = Searcher { base, opts };
     let base_run = s.run(&[]);
+    if let Some(why) = unusable(&base_run.1) {
+        return Err(Error::Unmeasured { name: base.name.clone(), message: format!("the base run {why}, so it has no margins") });
+    }
     let failing = base_run.0;
-    let space = Space::of(base);
     // Every side of every numeric knob is one independent search.
     let numeric: Vec<(Mutation, Scale, f64, [f64; 2])> = space
         .numeric()
@@ -147,19 +180,30 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Margins {
         .filter_map(|(m, (lo, hi))| {
             let b = m.base_value(base)?;
             let scale = m.numeric().map_or(Scale::Log, |(_, s)| s);
+            let (lo, hi) = opts.ranges.get(&m.knob()).copied().unwrap_or((lo, hi));
             Some((m, scale, b, [lo.min(b), hi.max(b)]))
         })
         .collect();
     let sides: Vec<(usize, f64)> = (0..numeric.len()).flat_map(|i| numeric[i].3.map(|end| (i, end))).collect();
+    // Why a side was not searched to its end, by (knob index, whether it is the side below).
+    let unsearched = std::sync::Mutex::new(BTreeMap::new());
     let bound = |&(i, end): &(usize, f64)| {
         let (m, _, b, _) = &numeric[i];
-        (end != *b).then(|| s.bound(m, *b, end, failing)).flatten()
+        let side = if end == *b { Ok(None) } else { s.bound(m, *b, end, failing) };
+        side.unwrap_or_else(|why| {
+            unsearched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((i, end < *b), why);
+            None
+        })
     };
     let categorical_muts = space.categorical();
     let category = |m: &Mutation| {
-        let (flips, o) = s.run(std::slice::from_ref(m));
         let value = m.to_string().split(" = ").nth(1).unwrap_or_default().to_string();
-        Categorical { knob: m.knob(), value, flips, location: o.first_nonfinite }
+        if s.out_of_time() {
+            return Categorical { knob: m.knob(), value, flips: false, location: None, unsearched: Some("not run: out of time".into()) };
+        }
+        let (flips, o) = s.run(std::slice::from_ref(m));
+        let unsearched = unusable(&o);
+        Categorical { knob: m.knob(), value, flips: flips && unsearched.is_none(), location: o.first_nonfinite, unsearched }
     };
     let (bounds, categorical): (Vec<Option<Bound>>, Vec<Categorical>) = if opts.jobs > 1 {
         match rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build() {
@@ -170,11 +214,26 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Margins {
         (sides.iter().map(bound).collect(), categorical_muts.iter().map(category).collect())
     };
     let mut bounds = bounds.into_iter();
+    let mut why = unsearched.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let knobs = numeric
         .into_iter()
-        .map(|(m, scale, base, _)| KnobMargin { knob: m.knob(), scale, base, lower: bounds.next().flatten(), upper: bounds.next().flatten() })
+        .enumerate()
+        .map(|(i, (m, scale, base, _))| {
+            let (lower, upper) = (bounds.next().flatten(), bounds.next().flatten());
+            KnobMargin { knob: m.knob(), scale, base, lower, upper, lower_unsearched: why.remove(&(i, true)), upper_unsearched: why.remove(&(i, false)) }
+        })
         .collect();
-    Margins { scenario: base.name.clone(), base_outcome: base_run.1.outcome, base_location: failing.then_some(base_run.1.first_nonfinite).flatten(), knobs, categorical }
+    Ok(Margins { scenario: base.name.clone(), base_outcome: base_run.1.outcome, base_location: failing.then_some(base_run.1.first_nonfinite).flatten(), knobs, categorical })
+}
+
+/// Why a run says nothing about its value: it timed out, or could not run.
+fn unusable(o: &Outcome) -> Option<String> {
+    let detail = || o.error.as_deref().map_or(String::new(), |e| format!(": {e}"));
+    match o.outcome {
+        Status::Finite | Status::Nonfinite => None,
+        Status::Timeout => Some(format!("timed out{}", detail())),
+        Status::Error => Some(format!("could not run{}", detail())),
+    }
 }
 
 struct Searcher<'a> {
@@ -185,7 +244,10 @@ struct Searcher<'a> {
 impl Searcher<'_> {
     /// Runs the base with mutations; whether it hits the target, and the outcome.
     fn run(&self, muts: &[Mutation]) -> (bool, Outcome) {
-        let Some(s) = mutate(self.base, muts) else { return (false, Outcome::error(&self.base.name, "invalid mutation".into())) };
+        let s = match try_mutate(self.base, muts) {
+            Ok(s) => s,
+            Err(why) => return (false, Outcome::error(&self.base.name, why)),
+        };
         let deadline = self.opts.run_timeout.map(|t| Instant::now() + t);
         let o = run_with(&s, &RunOptions { deadline, ..RunOptions::default() });
         (self.opts.target.hits(&o), o)
@@ -196,13 +258,21 @@ impl Searcher<'_> {
     }
 
     /// The threshold between the base value `b` and `end`: the first scanned value whose
-    /// outcome differs from the base's, bisected back towards the last one that does not.
-    fn bound(&self, m: &Mutation, b: f64, end: f64, failing: bool) -> Option<Bound> {
+    /// outcome differs from the base's, bisected back towards the last one that does not. `Ok(None)`
+    /// when the whole side was run without a change; `Err` says why it was not searched to `end`
+    /// (out of time, or a run there timed out or could not run), which is not the same.
+    fn bound(&self, m: &Mutation, b: f64, end: f64, failing: bool) -> std::result::Result<Option<Bound>, String> {
         let scale = m.numeric().map_or(Scale::Log, |(_, s)| s);
         let whole = |v: f64| if scale == Scale::Integer { v.round() } else { v };
+        let show = |v: f64| if scale == Scale::Complement { crate::human_near_one(v) } else { crate::human(v) };
+        // Whether the outcome at `v` differs from the base's, or why the run there says nothing.
         let changed = |v: f64| {
-            let (hit, o) = self.run(&[m.with_value(whole(v))]);
-            (hit != failing, o)
+            let v = whole(v);
+            let (hit, o) = self.run(&[m.with_value(v)]);
+            match unusable(&o) {
+                Some(why) => Err(format!("unknown: the run at {} {why}", show(v))),
+                None => Ok((hit != failing, o)),
+            }
         };
         // Scan outwards, denser near the base: geometric steps on a log, complement or (positive)
         // integer knob, even ones on a linear one.
@@ -213,38 +283,57 @@ impl Searcher<'_> {
         let mut found = None;
         for k in 1..=SCAN {
             if self.out_of_time() {
-                return None;
+                return Err(if k == 1 { "not searched: out of time".into() } else { format!("searched to {} only: out of time", show(prev)) });
             }
             let v = whole(back(to(b) + (to(end) - to(b)) * (k as f64 / SCAN as f64).powi(2)));
-            if changed(v).0 {
+            if changed(v)?.0 {
                 found = Some(v);
                 break;
             }
             prev = v;
         }
-        let (like_base_at, changes_at) = bisect(prev, found?, scale, &mut |v| changed(v).0, &|| self.out_of_time());
+        let Some(found) = found else { return Ok(None) };
+        // A run that says nothing while bisecting leaves the threshold unverified.
+        let mut silent = false;
+        let (like_base_at, changes_at) = bisect(
+            prev,
+            found,
+            scale,
+            &mut |v| {
+                changed(v).map_or_else(
+                    |_| {
+                        silent = true;
+                        false
+                    },
+                    |c| c.0,
+                )
+            },
+            &|| self.out_of_time(),
+        );
         // Verified independently: changed at the threshold, unchanged 1% of the way back.
-        let (at, o) = changed(changes_at);
+        let at = changed(changes_at).ok();
         // 1% of the value's distance back (of `1 − v`'s, on a complement knob).
         let towards = match scale {
             Scale::Integer => like_base_at,
             Scale::Complement => 1.0 - ((1.0 - changes_at) - 0.01 * ((1.0 - changes_at) - (1.0 - b))),
             Scale::Log | Scale::Linear => changes_at - 0.01 * (changes_at - b),
         };
-        let (back_changed, back_o) = changed(towards);
+        let back_at = changed(towards).ok();
         let margin = match scan {
             Scale::Log => changes_at / b,
             Scale::Complement => (1.0 - b) / (1.0 - changes_at),
             Scale::Linear | Scale::Integer => (changes_at - b).abs(),
         };
+        let verified = !silent && at.as_ref().is_some_and(|a| a.0) && back_at.as_ref().is_some_and(|a| !a.0);
         let (flips_at, stays_finite_at, location) =
-            if failing { (like_base_at, changes_at, back_o.first_nonfinite) } else { (changes_at, like_base_at, o.first_nonfinite) };
-        Some(Bound { flips_at, stays_finite_at, margin, location, verified: at && !back_changed })
+            if failing { (like_base_at, changes_at, back_at.and_then(|a| a.1.first_nonfinite)) } else { (changes_at, like_base_at, at.and_then(|a| a.1.first_nonfinite)) };
+        Ok(Some(Bound { flips_at, stays_finite_at, margin, location, verified }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::mutation::mutate;
     use super::*;
 
     #[test]
@@ -254,7 +343,7 @@ mod tests {
         let base = crate::scenario::seed("s002_ex1_linreg_sgd_fix_standardize");
         let mut base = base;
         base.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Lr]), lr: Some([1e-4, 1e3]), ..Default::default() });
-        let m = margins(&base, &MarginOptions::default());
+        let m = margins(&base, &MarginOptions::default()).unwrap();
         assert_eq!(m.base_outcome, Status::Finite);
         let lr = m.knobs.iter().find(|k| k.knob == Knob::Lr).expect("lr");
         let up = lr.upper.as_ref().expect("lr flips within range");
@@ -276,7 +365,7 @@ mod tests {
         s.train.dtype = crate::scenario::DTypeName::F16;
         (s.optimizer.kind, s.optimizer.lr, s.loss.clamp) = (crate::scenario::OptimizerKind::Sgd, 1e-3, Some(1e-3));
         s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::LossClamp]), ..Default::default() });
-        let m = margins(&s, &MarginOptions::default());
+        let m = margins(&s, &MarginOptions::default()).unwrap();
         assert_eq!(m.base_outcome, Status::Finite);
         let clamp = m.knobs.iter().find(|k| k.knob == Knob::LossClamp).expect("clamp is a value knob");
         let lower = clamp.lower.as_ref().expect("a smaller clamp flips");
@@ -291,7 +380,7 @@ mod tests {
         // long enough interval lets the backoffs win and the scale fall below min_scale 128.
         let mut s = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt40497_amp_scale_collapse_fix_growth_interval.toml")).unwrap();
         s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::GrowthInterval]), ..Default::default() });
-        let m = margins(&s, &MarginOptions::default());
+        let m = margins(&s, &MarginOptions::default()).unwrap();
         assert_eq!(m.base_outcome, Status::Finite);
         let up = m.knobs[0].upper.as_ref().expect("a longer interval flips within 4x");
         assert!(up.verified && up.flips_at > 10.0 && up.flips_at <= 40.0, "{up:?}");
@@ -308,7 +397,7 @@ mod tests {
         // for its 10 epochs. The fix search finds the largest one.
         let mut base = crate::scenario::seed("s002_ex1_linreg_sgd");
         base.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Lr]), lr: Some([1e-14, 0.1]), ..Default::default() });
-        let m = margins(&base, &MarginOptions::default());
+        let m = margins(&base, &MarginOptions::default()).unwrap();
         assert_eq!(m.base_outcome, Status::Nonfinite);
         let fix = m.knobs[0].lower.as_ref().expect("a smaller lr fixes it");
         assert!(fix.verified && fix.stays_finite_at < 1e-6 && fix.stays_finite_at > 2e-11, "between 1e-6 and the 2/λ bound 2e-11: {fix:?}");
@@ -334,7 +423,7 @@ mod tests {
         // survives the rounding gives 0 / eps = 0. Rounded to 3 digits away from the base: 2.98e-8.
         let mut s = dead_units_in_f16("{ type = \"relu\" }, ", 1e-4);
         s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::OptimizerEps]), decades: Some(6.0), ..Default::default() });
-        let m = margins(&s, &MarginOptions { jobs: 2, ..Default::default() });
+        let m = margins(&s, &MarginOptions { jobs: 2, ..Default::default() }).unwrap();
         assert_eq!(m.base_outcome, Status::Finite);
         let eps = &m.knobs[0];
         assert_eq!((eps.knob, eps.scale), (Knob::OptimizerEps, Scale::Log));
@@ -356,7 +445,7 @@ mod tests {
         let mut s = dead_units_in_f16("{ type = \"layer_norm\", eps = 1e-5 }, ", 1e-3);
         s.optimizer.kind = crate::scenario::OptimizerKind::Sgd;
         s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::NormEps]), decades: Some(8.0), ..Default::default() });
-        let m = margins(&s, &MarginOptions::default());
+        let m = margins(&s, &MarginOptions::default()).unwrap();
         assert_eq!(m.base_outcome, Status::Finite);
         let lower = m.knobs[0].lower.as_ref().expect("a small enough eps flips");
         assert!(lower.verified && lower.flips_at < 2f64.powi(-25) / 100.0, "{lower:?}");

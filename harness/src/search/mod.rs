@@ -17,6 +17,7 @@ mod hunt;
 mod margins;
 mod minimize;
 mod mutation;
+mod reach;
 mod score;
 mod space;
 mod sweep;
@@ -28,5 +29,6 @@ pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margin
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
 pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, Site};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
+pub use reach::margin_search;
 pub(crate) use space::neighbourhood;
 pub use sweep::{sweep, wilson, Sweep};

@@ -420,13 +420,21 @@ pub fn neighbourhood(base: &Scenario, n: usize, seed: u64) -> Vec<Vec<Mutation>>
     let mut tries = 0;
     while out.len() < n && tries < n * 20 {
         tries += 1;
-        let c = normalize(&draw(&strategy, &mut runner));
-        if mutate(base, &c).is_some() && !out.contains(&c) {
+        // Moves to the value the base already has are dropped: a mutant of only those is the base.
+        let c: Vec<Mutation> = normalize(&draw(&strategy, &mut runner)).into_iter().filter(|m| moves(base, m)).collect();
+        if !c.is_empty() && mutate(base, &c).is_some() && !out.contains(&c) {
             out.push(c);
         }
     }
     out.truncate(n);
     out
+}
+
+/// Whether a mutation alone changes `base`: not a whole number it already has (a batch of all
+/// its rows, its own epochs) nor a setting it already has (clipping already off).
+fn moves(base: &Scenario, m: &Mutation) -> bool {
+    let same = m.numeric().is_some_and(|(v, scale)| scale == super::mutation::Scale::Integer && Some(v) == m.base_value(base));
+    !same && mutate(base, std::slice::from_ref(m)).is_none_or(|s| s != *base)
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
         if !(v.is_finite() && *v > 0.0) {
             out.push(problem("expect.min_margin", format!("the margin of `{k}` must be a positive finite number, got {v}")));
         }
+        if !k.has_margin() {
+            out.push(problem("expect.min_margin", format!("`{k}` is not a continuous knob, so it has no margin: name a numeric knob such as `optimizer.lr`")));
+        }
     }
     if let Some(f) = &e.max_failure_rate {
         if !(1..=100_000).contains(&f.seeds) {
