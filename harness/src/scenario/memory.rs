@@ -274,7 +274,8 @@ mod tests {
         // · 24 = 696. Per row: input 25; conv2d padded 7 · 7 = 49, row bands 3 · 5 · 7 = 105,
         // windows and their stack 2 · 9 · 25 = 450, product and bias sum 2 · 2 · 25 = 100; pool
         // input 50, column maxima 2 · 2 · 2 · 2 = 16, output 8; flatten 8; linear 1.
-        let s = model("n = 2\nimage = { channels = 1, height = 5, width = 5 }", "{ type = \"conv2d\", channels = 2, kernel = 3, padding = 1 }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }");
+        let layers = "{ type = \"conv2d\", channels = 2, kernel = 3, padding = 1 }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }";
+        let s = model("n = 2\nimage = { channels = 1, height = 5, width = 5 }", layers);
         let (f, _) = estimate(&s).unwrap();
         assert_eq!((f.values, f.largest), (25 + 704 + 74 + 8 + 1, Some((0, 704))));
         assert_eq!(memory_estimate(&s), Some(1456 + 696 + 812 * 2 * 4 * 4));

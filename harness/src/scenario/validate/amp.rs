@@ -24,7 +24,8 @@ pub(super) fn loss_scale(ls: &LossScaleSpec, dtype: DTypeName, out: &mut Vec<Pro
     let key = |k: &str| format!("train.loss_scale.{k}");
     let f32_scale = ls.init as f32;
     if !(f32_scale > 0.0 && f32_scale.is_finite()) {
-        out.push(problem(key("init"), format!("must be a positive scale that is finite as an f32 (GradScaler keeps its scale in float32: at most {:e}, at least {:e}), got {}", f32::MAX, f32::from_bits(1), ls.init)));
+        let range = format!("at most {:e}, at least {:e}", f32::MAX, f32::from_bits(1));
+        out.push(problem(key("init"), format!("must be a positive scale that is finite as an f32 (GradScaler keeps its scale in float32: {range}), got {}", ls.init)));
     }
     if !(ls.growth_factor > 1.0 && ls.growth_factor.is_finite()) {
         out.push(problem(key("growth_factor"), format!("must be a finite factor over 1 (GradScaler: \"The growth factor must be > 1.0.\"), got {}", ls.growth_factor)));
