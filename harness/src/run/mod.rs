@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
-use crate::scenario::{check_memory, plan, within_limit, DTypeName, Plan, Scenario};
+use crate::scenario::{check_memory, plan, within_plan, DTypeName, Plan, Scenario};
 
 mod bce_torch;
 mod cause;
@@ -128,7 +128,7 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
         None => (plan(&s.model, data.shape).map_err(|(k, m)| Error::Invalid { location: s.name.clone(), key: format!("model.{k}"), message: m })?, None),
     };
     // The data as built (CSV rows are known only now), and the bounded trace.
-    within_limit(s, data.footprint(s, &plan).bytes() + Trace::max_bytes(plan.layer_names.len()))?;
+    within_plan(s, &plan, &data.footprint(s, &plan), Trace::max_bytes(plan.layer_names.len()))?;
     if let Some(message) = plan.target_mismatch(data.targets) {
         return Err(match &s.model.code {
             Some(c) => Error::Invalid { location: s.name.clone(), key: "model.code".into(), message: format!("the forward of `{}` returns {} value(s) per row ({}), but the targets have {}", c.name, plan.out_width, plan.out.describe(), data.targets) },

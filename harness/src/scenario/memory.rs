@@ -3,7 +3,7 @@
 //! data is built, and again from the built data (CSV rows are only known then).
 
 use super::shape::rows_of;
-use super::{input_shape, plan, target_width, Layer, Part, Plan, Scenario};
+use super::{input_shape, plan, target_width, Layer, Node, Plan, Scenario, Shape};
 use crate::error::{Error, Result};
 
 /// What a run holds in memory at its peak, counted in elements.
@@ -15,10 +15,12 @@ pub struct Footprint {
     pub params: u128,
     /// Rows of the largest batch.
     pub batch: u128,
-    /// Activation width of one row summed over the input and every layer output.
-    pub widths: u128,
-    /// Time steps per row (1 without sequences).
-    pub steps: u128,
+    /// Activation values of one row: the input, every node's output at its true shape (a
+    /// convolution's length after padding and stride, an image's channels × height × width)
+    /// and the buffers its kernels build (see [`held`]).
+    pub values: u128,
+    /// The node holding the most values per row, and how many: the layer a refusal names.
+    pub largest: Option<(usize, u128)>,
     /// Bytes per element of the compute dtype.
     pub elem: u128,
 }
@@ -27,47 +29,87 @@ impl Footprint {
     /// Estimated peak bytes: each data cell in f64 on the host (three copies
     /// while splits are made) plus its device copy; each parameter with its
     /// gradient, two optimizer moments and the update's temporaries; and one
-    /// batch of activations and their gradients for the backward pass.
+    /// batch of activations with their gradients and the backward pass's temporaries.
     ///
     /// Saturating: a request too large to count is `u128::MAX`, and refused.
     pub fn bytes(&self) -> u128 {
         let data = self.cells.saturating_mul(3 * 8 + self.elem);
         let state = self.params.saturating_mul(self.elem * 6);
-        let acts = product(&[self.batch, self.widths, self.steps, self.elem * 4]);
-        data.saturating_add(state).saturating_add(acts)
+        data.saturating_add(state).saturating_add(self.activations(self.values))
+    }
+
+    /// Bytes of `values` activation values per row over one batch, with gradients and temporaries.
+    fn activations(&self, values: u128) -> u128 {
+        product(&[self.batch, values, self.elem * 4])
     }
 
     /// The footprint of a scenario whose shapes are `plan`, with `cells` data cells and `rows` training rows.
     pub fn of(s: &Scenario, plan: &Plan, cells: u128, rows: u128, features: usize, seq_len: Option<usize>) -> Footprint {
         let steps = seq_len.unwrap_or(1) as u128;
+        let per_node: Vec<u128> = plan.nodes.iter().map(|n| held(n, steps)).collect();
+        let largest = per_node.iter().copied().enumerate().max_by_key(|(_, v)| *v);
+        // Attention's q, k, v and the heads' mix are not nodes; its scores and probabilities are.
+        let values = sum(&per_node).saturating_add(product(&[features as u128, steps])).saturating_add(plan.attention_cells as u128);
         Footprint {
             cells,
             params: plan.params.iter().map(|p| product(&p.shape.iter().map(|d| *d as u128).collect::<Vec<_>>())).fold(0, u128::saturating_add),
             batch: s.train.batch_size.map_or(rows, |b| b as u128).min(rows),
-            // The input and each layer's width at every step, a gated RNN's gates and their
-            // temporaries (three per gate) too; attention's `(heads, seq, seq)` scores and
-            // probabilities and its projections are per row, so they are spread over the steps.
-            widths: plan.widths.iter().map(|w| *w as u128).fold(0, u128::saturating_add).saturating_add(features as u128).saturating_add(gates(plan)).saturating_add(attention(plan).div_ceil(steps)),
-            steps,
+            values,
+            largest,
             elem: s.train.dtype.bytes(),
+        }
+    }
+
+    /// What a refusal names: the scenario, and the layer that holds at least half of it if one does.
+    fn what(&self, s: &Scenario, plan: &Plan) -> String {
+        let named = self.largest.and_then(|(i, v)| Some((plan.nodes.get(i)?, self.activations(v))));
+        match named.filter(|(_, bytes)| bytes.saturating_mul(2) >= self.bytes()) {
+            Some((n, bytes)) => {
+                let of = match n.layer {
+                    Layer::Conv1d { .. } | Layer::Conv2d { .. } => "its padded input, im2col columns and",
+                    _ => "its",
+                };
+                format!("scenario `{}` (layer `{}` alone: {} MiB for {of} {} output over a batch of {}, with gradients)", s.name, n.name, mib(bytes), n.shape.describe(), self.batch)
+            }
+            None => format!("scenario `{}`", s.name),
         }
     }
 }
 
-/// A gated RNN's values per step beyond its output: three temporaries per gate.
-fn gates(plan: &Plan) -> u128 {
-    let per = |n: &crate::scenario::Node| match n.layer {
-        Layer::Lstm { hidden, .. } => 12 * (hidden as u128),
-        Layer::Gru { hidden, .. } => 9 * (hidden as u128),
-        _ => 0,
+/// Values one row holds for a node until the backward pass: its output (a vector after a
+/// sequence counted at every step, as the recurrent layers keep one per step), a gated RNN's
+/// gates with three temporaries each per step, and what a convolution's or a pooling's kernels
+/// in `run::model::conv` build. Conv1d: the zero-padded copy `(len + 2p)·c`, the K picked
+/// columns and their stack `2·K·len'·c`, the product and the bias sum `2·len'·out`. Conv2d:
+/// the padded copy `c·(h + 2p)·(w + 2p)`, K row bands `K·c·h'·(w + 2p)`, the K² picked windows
+/// and their stack `2·K²·c·h'·w'`, the product and the bias sum `2·out·h'·w'`. Pool2d: the
+/// image cut to whole windows (at most its `c·h·w`), the maximum over columns `c·h'·k·w'`, and
+/// the output.
+fn held(n: &Node, steps: u128) -> u128 {
+    let u = |v: usize| v as u128;
+    let out = match n.shape {
+        Shape::Flat(w) => product(&[u(w), steps]),
+        other => u(other.cols()),
     };
-    plan.nodes.iter().map(per).fold(0, u128::saturating_add)
-}
-
-/// Attention's values per row: scores, probabilities and projections.
-fn attention(plan: &Plan) -> u128 {
-    let scores = plan.nodes.iter().filter(|n| matches!(n.part, Part::Scores | Part::Probs)).map(|n| n.shape.cols() as u128);
-    scores.fold(plan.attention_cells as u128, u128::saturating_add)
+    match (&n.layer, n.in_shape, n.shape) {
+        (Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. }, Shape::Seq { len, .. }, _) => {
+            let gates = if matches!(n.layer, Layer::Lstm { .. }) { 12 } else { 9 };
+            out.saturating_add(product(&[gates, u(*hidden), u(len)]))
+        }
+        (Layer::Conv1d { kernel, padding, .. }, Shape::Seq { len, width: c }, Shape::Seq { len: l2, width: o }) => {
+            let padded = u(len).saturating_add(u(*padding).saturating_mul(2));
+            sum(&[product(&[padded, u(c)]), product(&[2, u(*kernel), u(l2), u(c)]), product(&[2, u(l2), u(o)])])
+        }
+        (Layer::Conv2d { kernel, padding, .. }, Shape::Image { channels: c, height: h, width: w }, Shape::Image { channels: o, height: h2, width: w2 }) => {
+            let pad = |d: usize| u(d).saturating_add(u(*padding).saturating_mul(2));
+            let k = u(*kernel);
+            sum(&[product(&[u(c), pad(h), pad(w)]), product(&[k, u(c), u(h2), pad(w)]), product(&[2, k, k, u(c), u(h2), u(w2)]), product(&[2, u(o), u(h2), u(w2)])])
+        }
+        (Layer::MaxPool2d { kernel } | Layer::AvgPool2d { kernel }, Shape::Image { channels: c, height: h, width: w }, Shape::Image { height: h2, width: w2, .. }) => {
+            sum(&[product(&[u(c), u(h), u(w)]), product(&[u(c), u(h2), u(*kernel), u(w2)]), out])
+        }
+        _ => out,
+    }
 }
 
 /// A saturating product.
@@ -75,8 +117,18 @@ fn product(factors: &[u128]) -> u128 {
     factors.iter().fold(1, |a, b| a.saturating_mul(*b))
 }
 
-/// The estimate from the scenario alone; `None` when the shapes are not known without reading files.
-pub fn memory_estimate(s: &Scenario) -> Option<u128> {
+/// A saturating sum.
+fn sum(terms: &[u128]) -> u128 {
+    terms.iter().fold(0, |a, b| a.saturating_add(*b))
+}
+
+/// Bytes in whole MiB, for messages.
+fn mib(bytes: u128) -> u64 {
+    u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX)
+}
+
+/// The footprint and plan from the scenario alone; `None` when the shapes are not known without reading files.
+fn estimate(s: &Scenario) -> Option<(Footprint, Plan)> {
     let shape = input_shape(&s.data)?;
     let plan = plan(&s.model, shape).ok()?;
     let row = shape.shape().cols() as u128;
@@ -87,24 +139,33 @@ pub fn memory_estimate(s: &Scenario) -> Option<u128> {
     // Every fold of a k-fold split holds its own copy of the rows.
     let copies = v.and_then(|v| v.kfold).unwrap_or(1).max(1) as u128;
     let cells = product(&[train.saturating_add(held), row.saturating_add(targets), copies]);
-    Some(Footprint::of(s, &plan, cells, train, shape.features, shape.seq_len).bytes())
+    Some((Footprint::of(s, &plan, cells, train, shape.features, shape.seq_len), plan))
+}
+
+/// The estimate from the scenario alone; `None` when the shapes are not known without reading files.
+pub fn memory_estimate(s: &Scenario) -> Option<u128> {
+    estimate(s).map(|(f, _)| f.bytes())
 }
 
 /// Refuses a scenario whose estimate is over its `memory_limit_mb`, before anything is allocated.
 pub fn check_memory(s: &Scenario) -> Result<()> {
-    memory_estimate(s).map_or(Ok(()), |bytes| within_limit(s, bytes))
+    estimate(s).map_or(Ok(()), |(f, plan)| within_plan(s, &plan, &f, 0))
 }
 
-/// Refuses `bytes` if over the scenario's limit, or over this machine's memory.
-pub(crate) fn within_limit(s: &Scenario, bytes: u128) -> Result<()> {
-    let need_mb = u64::try_from(bytes / (1024 * 1024)).unwrap_or(u64::MAX);
+/// Refuses the footprint `f` of a run over `plan`, plus `extra` bytes, if over the scenario's
+/// limit or over this machine's memory, naming the layer that holds most of it.
+pub(crate) fn within_plan(s: &Scenario, plan: &Plan, f: &Footprint, extra: u128) -> Result<()> {
+    refuse(s, f.bytes().saturating_add(extra), &|| f.what(s, plan))
+}
+
+/// Refuses `bytes` if over the scenario's limit, or over this machine's memory; `what` names what needs them.
+fn refuse(s: &Scenario, bytes: u128, what: &dyn Fn() -> String) -> Result<()> {
     let limit = s.train.memory_limit_mb;
     if bytes > limit as u128 * 1024 * 1024 {
-        return Err(Error::TooLarge { what: format!("scenario `{}`", s.name), need_mb, limit_mb: limit, hint: "raise `train.memory_limit_mb` to allow it" });
+        return Err(Error::TooLarge { what: what(), need_mb: mib(bytes), limit_mb: limit, hint: "raise `train.memory_limit_mb` to allow it" });
     }
     if let Some(machine) = physical_memory().filter(|m| bytes > *m) {
-        let machine_mb = u64::try_from(machine / (1024 * 1024)).unwrap_or(u64::MAX);
-        return Err(Error::TooLarge { what: format!("scenario `{}`", s.name), need_mb, limit_mb: machine_mb, hint: "the memory of this machine" });
+        return Err(Error::TooLarge { what: what(), need_mb: mib(bytes), limit_mb: mib(machine), hint: "the memory of this machine" });
     }
     Ok(())
 }
@@ -144,15 +205,15 @@ mod tests {
         s.train.memory_limit_mb = 1 << 20;
         let need = 900u128 << 30;
         match physical_memory() {
-            Some(m) if m < need => assert!(within_limit(&s, need).unwrap_err().to_string().contains("the memory of this machine"), "refused"),
-            _ => assert!(within_limit(&s, need).is_ok()),
+            Some(m) if m < need => assert!(refuse(&s, need, &|| "t".into()).unwrap_err().to_string().contains("the memory of this machine"), "refused"),
+            _ => assert!(refuse(&s, need, &|| "t".into()).is_ok()),
         }
     }
 
     #[test]
     fn footprint_counts_by_hand() {
         // 10 cells: 10·(24 + 4) = 280; 3 params: 3·4·6 = 72; batch 2 × width 5 × 1 step × 4 bytes × 4 = 160.
-        let f = Footprint { cells: 10, params: 3, batch: 2, widths: 5, steps: 1, elem: 4 };
+        let f = Footprint { cells: 10, params: 3, batch: 2, values: 5, largest: None, elem: 4 };
         assert_eq!(f.bytes(), 280 + 72 + 160);
     }
 
@@ -160,7 +221,7 @@ mod tests {
     fn fuzz_scenario_target_overflowing_estimate_saturates() {
         // Found by the structured `scenario` fuzz target: shapes whose product overflows u128
         // panicked (debug) or wrapped to a small estimate that let the run through (release).
-        let huge = Footprint { cells: u128::MAX / 3, params: 1, batch: u128::MAX / 2, widths: 3, steps: 1, elem: 4 };
+        let huge = Footprint { cells: u128::MAX / 3, params: 1, batch: u128::MAX / 2, values: 3, largest: None, elem: 4 };
         assert_eq!(huge.bytes(), u128::MAX);
         let mut s = parse_str(&base(), "t").unwrap();
         s.data.inputs = crate::scenario::InputSpec::Normal { mean: 0.0, std: 1.0 };
@@ -185,5 +246,52 @@ mod tests {
         assert!(memory_estimate(&long).unwrap() >= scores);
         assert!(check_memory(&long).unwrap_err().to_string().starts_with("refused:"));
         assert!(check_memory(&parse_str(&text(64), "t").unwrap()).is_ok());
+    }
+
+    /// A scenario of `data` (its `[data]` lines) through `layers`, full batch, f32.
+    fn model(data: &str, layers: &str) -> Scenario {
+        let text = format!("name = \"t\"\n[data]\n{data}\ninputs = {{ kind = \"normal\" }}\ntargets = {{ kind = \"uniform\" }}\n[model]\nlayers = [{layers}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 1\n");
+        crate::scenario::from_str(&text, "t").unwrap()
+    }
+
+    #[test]
+    fn conv1d_counts_its_padded_input_columns_and_true_output_length() {
+        // 4 rows of (8, 2); conv1d 3 channels, kernel 3, stride 2, padding 1: padded 10, output
+        // length (10 − 3) / 2 + 1 = 4. Data: 4 · (16 + 1) cells · (24 + 4) = 1904. Params: 3·2·3
+        // + 3 + 3 + 1 = 25, · 4 · 6 = 600. Per row: input 2 · 8 = 16; conv1d padded 10 · 2 = 20,
+        // columns and their stack 2 · 3 · 4 · 2 = 48, product and bias sum 2 · 4 · 3 = 24;
+        // mean_pool (3) and linear (1) at each of 8 steps: 24 + 8. 140 values · batch 4 · 4 bytes · 4.
+        let s = model("n = 4\nseq_len = 8\nfeatures = 2", "{ type = \"conv1d\", channels = 3, kernel = 3, stride = 2, padding = 1 }, { type = \"mean_pool\" }, { type = \"linear\", out = 1 }");
+        let (f, _) = estimate(&s).unwrap();
+        assert_eq!((f.values, f.largest), (140, Some((0, 92))));
+        assert_eq!(memory_estimate(&s), Some(1904 + 600 + 140 * 4 * 4 * 4));
+    }
+
+    #[test]
+    fn conv2d_and_pooling_count_whole_images_not_their_width() {
+        // 2 images (1, 5, 5); conv2d 2 channels, kernel 3, padding 1: (2, 5, 5); max_pool2d 2:
+        // (2, 2, 2); flatten; linear 1. Data: 2 · 26 · 28 = 1456. Params: 18 + 2 + 8 + 1 = 29,
+        // · 24 = 696. Per row: input 25; conv2d padded 7 · 7 = 49, row bands 3 · 5 · 7 = 105,
+        // windows and their stack 2 · 9 · 25 = 450, product and bias sum 2 · 2 · 25 = 100; pool
+        // input 50, column maxima 2 · 2 · 2 · 2 = 16, output 8; flatten 8; linear 1.
+        let layers = "{ type = \"conv2d\", channels = 2, kernel = 3, padding = 1 }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }";
+        let s = model("n = 2\nimage = { channels = 1, height = 5, width = 5 }", layers);
+        let (f, _) = estimate(&s).unwrap();
+        assert_eq!((f.values, f.largest), (25 + 704 + 74 + 8 + 1, Some((0, 704))));
+        assert_eq!(memory_estimate(&s), Some(1456 + 696 + 812 * 2 * 4 * 4));
+    }
+
+    #[test]
+    fn an_oversized_convolution_is_refused_by_name() {
+        // Padding 1e7 pads each row to 20000008 positions of 2 channels (40000016 values); the
+        // output is 20000006 long, so the 3 picked columns and their stack are 2 · 3 · 20000006 · 2
+        // = 240000072 values and the product and bias sum 2 · 20000006 · 2 = 80000024: per row
+        // 360000112 values, · 4 rows · 4 bytes · 4 = 21972 MiB (it aborted on allocation before).
+        let s = model("n = 4\nseq_len = 8\nfeatures = 2", "{ type = \"conv1d\", channels = 2, kernel = 3, padding = 10000000 }, { type = \"mean_pool\" }, { type = \"linear\", out = 1 }");
+        let (f, _) = estimate(&s).unwrap();
+        assert_eq!(f.largest, Some((0, 360_000_112)));
+        assert!(f.bytes() >= 360_000_112 * 4 * 4 * 4);
+        let err = check_memory(&s).unwrap_err().to_string();
+        assert!(err.starts_with("refused: scenario `t` (layer `layers.0.conv1d` alone:") && err.contains("(batch, 20000006, 2) output over a batch of 4"), "{err}");
     }
 }

@@ -35,7 +35,7 @@ pub use knob::Knob;
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use load::{check_text, load_edited, read_regular};
 pub use memory::{check_memory, memory_estimate, Footprint};
-pub(crate) use memory::within_limit;
+pub(crate) use memory::within_plan;
 pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
 pub use search::SearchSpec;
 pub use schedule::{Decay, ScheduleSpec};

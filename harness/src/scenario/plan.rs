@@ -71,6 +71,8 @@ pub struct Node {
     pub other: Option<Option<usize>>,
     /// Shape of the output.
     pub shape: Shape,
+    /// Shape of what `input` reads (the model's input for the first node).
+    pub in_shape: Shape,
     /// Its parameters' indices in [`Plan::params`].
     pub params: std::ops::Range<usize>,
 }
@@ -115,7 +117,7 @@ pub type PlanError = (String, String);
 
 /// Works out parameter shapes and node shapes, or says which layer does not fit.
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
-    let mut b = Builder { spec, params: Vec::new(), nodes: Vec::new(), attention_cells: 0 };
+    let mut b = Builder { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0 };
     let (_, out) = b.block(&spec.layers, "layers", "layers", None, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
@@ -148,6 +150,8 @@ impl Plan {
 
 struct Builder<'a> {
     spec: &'a ModelSpec,
+    /// The model's input shape.
+    start: Shape,
     params: Vec<ParamSpec>,
     nodes: Vec<Node>,
     attention_cells: usize,
@@ -187,7 +191,8 @@ impl Builder<'_> {
     /// Adds a node whose parameters start at index `first` and run to the last one added.
     #[allow(clippy::too_many_arguments)]
     fn push(&mut self, name: String, layer: Layer, part: Part, input: Option<usize>, other: Option<Option<usize>>, shape: Shape, first: usize) {
-        self.nodes.push(Node { name, layer, part, input, other, shape, params: first..self.params.len() });
+        let in_shape = input.map_or(self.start, |i| self.nodes[i].shape);
+        self.nodes.push(Node { name, layer, part, input, other, shape, in_shape, params: first..self.params.len() });
     }
 
     /// A convolution's kernel (`shape`, PyTorch's layout) and bias; both draw from
@@ -378,13 +383,23 @@ impl Builder<'_> {
     }
 }
 
-/// The output length of a convolution, or why the kernel does not fit.
+/// Most positions a convolution's padded input may have along one dimension: the im2col
+/// kernels (`run::model::conv`) pick positions by `u32` index.
+pub const MAX_PADDED: usize = u32::MAX as usize;
+
+/// The output length of a convolution, or why the kernel does not fit. Validation refuses a
+/// stride of 0 and strides or paddings PyTorch refuses (`validate::conv`); they are errors
+/// here too, so the plan never divides by zero or overflows.
 fn conv_len(len: usize, kernel: usize, stride: usize, padding: usize) -> std::result::Result<usize, String> {
     if stride == 0 {
         return Err("`stride` must be at least 1".into());
     }
-    let padded = len.saturating_add(padding.saturating_mul(2));
+    let padded = padding.checked_mul(2).and_then(|p| p.checked_add(len)).filter(|p| *p <= MAX_PADDED);
+    let Some(padded) = padded else {
+        return Err(format!("`padding` = {padding} makes the padded input longer than {MAX_PADDED} positions, the most nanhunt's convolutions index"));
+    };
     if kernel == 0 || kernel > padded {
+        // PyTorch: "Kernel size can't be greater than actual input size".
         return Err(format!("`kernel` = {kernel} must be between 1 and the padded input's {padded}"));
     }
     Ok((padded - kernel) / stride + 1)
@@ -455,5 +470,24 @@ mod tests {
         assert_eq!(p.out, Shape::Seq { len: 3, width: 4 });
         assert_eq!(p.out_width, 12);
     }
-}
 
+    #[test]
+    fn convolutions_past_u32_positions_are_refused_and_huge_strides_never_overflow() {
+        let seq = InShape { features: 2, seq_len: Some(8), vocab: None, image: None };
+        let image = InShape { features: 16, seq_len: None, vocab: None, image: Some((1, 4, 4)) };
+        let c1 = |stride, padding| spec(vec![Layer::Conv1d { channels: 2, kernel: 3, stride, padding, init: None }, Layer::MeanPool]);
+        let c2 = |stride, padding| spec(vec![Layer::Conv2d { channels: 2, kernel: 3, stride, padding, init: None }, Layer::Flatten]);
+        // Padding 2³¹ makes 8 + 2³² positions: past the u32 indices the im2col kernels pick with.
+        let (key, m) = plan(&c1(1, 1 << 31), seq).unwrap_err();
+        assert!(key == "layers.0" && m.contains("4294967295"), "{key}: {m}");
+        assert!(plan(&c2(1, 1 << 31), image).unwrap_err().1.contains("4294967295"));
+        // The largest values are an error or one window, never an overflow or a division by zero.
+        for (stride, padding) in [(usize::MAX, usize::MAX), (0, usize::MAX), (1, usize::MAX), (0, 0)] {
+            assert!(plan(&c1(stride, padding), seq).is_err() && plan(&c2(stride, padding), image).is_err());
+        }
+        let one = plan(&c1(usize::MAX, (u32::MAX as usize - 8) / 2), seq).unwrap();
+        assert_eq!(one.nodes[0].shape, Shape::Seq { len: 1, width: 2 });
+        assert_eq!((one.nodes[0].in_shape, one.nodes[1].in_shape), (seq.shape(), one.nodes[0].shape));
+        assert_eq!(plan(&c2(usize::MAX, 0), image).unwrap().nodes[0].shape, Shape::Image { channels: 2, height: 1, width: 1 });
+    }
+}

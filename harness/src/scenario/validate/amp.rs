@@ -14,20 +14,33 @@ pub(super) fn precision(t: &TrainSpec, out: &mut Vec<Problem>) {
 }
 
 /// The scaler's factors, and that it unscales f32 gradients.
+///
+/// `torch.amp.GradScaler.__init__` raises "The growth factor must be > 1.0." and "The backoff
+/// factor must be < 1.0."; nanhunt is stricter where PyTorch would run a scaler that cannot
+/// work: an infinite growth factor, a backoff of 0 or below, and a first scale that is not a
+/// positive finite f32 (PyTorch stores `init_scale` in a float32 tensor, so 1e40 is inf and
+/// every step is skipped; 1e-50 is 0).
 pub(super) fn loss_scale(ls: &LossScaleSpec, dtype: DTypeName, out: &mut Vec<Problem>) {
     let key = |k: &str| format!("train.loss_scale.{k}");
-    positive(out, &key("init"), ls.init);
+    let f32_scale = ls.init as f32;
+    if !(f32_scale > 0.0 && f32_scale.is_finite()) {
+        let range = format!("at most {:e}, at least {:e}", f32::MAX, f32::from_bits(1));
+        out.push(problem(key("init"), format!("must be a positive scale that is finite as an f32 (GradScaler keeps its scale in float32: {range}), got {}", ls.init)));
+    }
     if !(ls.growth_factor > 1.0 && ls.growth_factor.is_finite()) {
-        out.push(problem(key("growth_factor"), format!("must be a finite factor over 1, got {}", ls.growth_factor)));
+        out.push(problem(key("growth_factor"), format!("must be a finite factor over 1 (GradScaler: \"The growth factor must be > 1.0.\"), got {}", ls.growth_factor)));
     }
     if !(ls.backoff_factor > 0.0 && ls.backoff_factor < 1.0) {
-        out.push(problem(key("backoff_factor"), format!("must be in (0, 1), got {}", ls.backoff_factor)));
+        out.push(problem(key("backoff_factor"), format!("must be in (0, 1) (GradScaler: \"The backoff factor must be < 1.0.\"; nanhunt also refuses 0 and below), got {}", ls.backoff_factor)));
     }
     if !(1..=1_000_000_000).contains(&ls.growth_interval) {
         out.push(problem(key("growth_interval"), format!("must be between 1 and 1e9 steps, got {}", ls.growth_interval)));
     }
     if let Some(m) = ls.min_scale {
         non_negative(out, &key("min_scale"), m);
+        if m > ls.init {
+            out.push(problem(key("min_scale"), format!("{m} is above the first scale `init` = {}: the scale would be below its floor before the first step", ls.init)));
+        }
     }
     if !(1..=1_000_000).contains(&ls.collapse_window) {
         out.push(problem(key("collapse_window"), format!("must be between 1 and 1000000 steps, got {}", ls.collapse_window)));

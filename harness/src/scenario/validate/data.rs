@@ -258,8 +258,16 @@ fn validation(v: &ValidationSpec, d: &DataSpec, out: &mut Vec<Problem>) {
         if n == 0 {
             out.push(problem("data.validation.n", "must be at least 1"));
         }
-        if !matches!(d.inputs, InputSpec::Normal { .. } | InputSpec::Uniform { .. }) {
-            out.push(problem("data.validation.n", "a separate set of `n` rows is drawn like synthetic inputs; explicit and CSV inputs cannot draw more: use `fraction`, `kfold` or explicit validation `inputs`"));
+        let which = match &d.inputs {
+            InputSpec::Normal { .. } | InputSpec::Uniform { .. } => None,
+            InputSpec::Values { .. } => Some("explicit `values` rows cannot draw more"),
+            InputSpec::Csv { .. } => Some("CSV rows cannot draw more"),
+            InputSpec::Tokens { rows, .. } if rows.is_empty() => Some("synthetic token inputs are not drawn a second time"),
+            InputSpec::Tokens { .. } => Some("explicit token rows cannot draw more"),
+        };
+        if let Some(which) = which {
+            let instead = if matches!(d.inputs, InputSpec::Tokens { .. }) { "hold out some of the rows with `fraction` or `kfold`" } else { "use `fraction`, `kfold` or explicit validation `inputs`" };
+            out.push(problem("data.validation.n", format!("a separate set of `n` rows is drawn only for `normal` and `uniform` inputs; {which}: {instead}")));
         }
     }
     if let Some(i) = &v.inputs {
