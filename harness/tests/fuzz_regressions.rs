@@ -23,3 +23,21 @@ fn mutations_lr_1e281_shrinks_to_the_lr_threshold() {
     // A threshold above the base lr of 0.01, and hundreds of decades under the fuzzer's value.
     assert!(t.flips_at > 1.0 && t.flips_at < 1e3, "{t:?}");
 }
+
+/// `scenario` target, first finding of the steered scenarios: a freely drawn scenario
+/// (`data.seq_len = 0`, attention in the model) divided by zero in `memory_estimate`,
+/// which the library calls before validation (`check_scenario`) and `run` calls on a
+/// scenario built in code. Validation refuses `seq_len = 0`; the estimate must not panic.
+#[test]
+fn scenario_seq_len_0_has_a_memory_estimate_and_no_panic() {
+    use arbitrary::{Arbitrary, Unstructured};
+    let bytes = input("scenario-memory-seq-len-0.bin");
+    let s = nanhunt::fuzzing::Steered::arbitrary(&mut Unstructured::new(&bytes)).unwrap().0;
+    assert_eq!(s.data.seq_len, Some(0), "{s:?}");
+    let _ = nanhunt::scenario::memory_estimate(&s);
+    nanhunt::fuzzing::check_scenario(&s);
+    assert!(!nanhunt::scenario::validate(&s).is_empty());
+    // A run of it (the library does not validate a scenario built in code) ends in an error.
+    let o = nanhunt::run(&s);
+    assert!(o.error.is_some(), "{:?}", o.outcome);
+}

@@ -39,7 +39,7 @@ impl Footprint {
 
     /// The footprint of a scenario whose shapes are `plan`, with `cells` data cells and `rows` training rows.
     pub fn of(s: &Scenario, plan: &Plan, cells: u128, rows: u128, features: usize, seq_len: Option<usize>) -> Footprint {
-        let steps = seq_len.unwrap_or(1) as u128;
+        let steps = seq_len.unwrap_or(1).max(1) as u128;
         Footprint {
             cells,
             params: plan.params.iter().map(|p| product(&p.shape.iter().map(|d| *d as u128).collect::<Vec<_>>())).fold(0, u128::saturating_add),
