@@ -9,6 +9,9 @@ use super::finding::Target;
 use super::mutation::{mutate, Mutation};
 use crate::scenario::{from_str, memory_estimate, parse_str, validate, InputSpec, Scenario};
 
+mod steer;
+pub use steer::Steered;
+
 /// The scenario the `mutations` target mutates: seed 002 ex1 with its standardization fix (finite, fast).
 pub const BUNDLED: &str = include_str!("../../../scenarios/seeds/s002_ex1_linreg_sgd_fix_standardize.toml");
 
