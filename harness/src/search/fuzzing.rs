@@ -91,6 +91,9 @@ mod tests {
             if let Ok(s) = Scenario::arbitrary(&mut Unstructured::new(&bytes)) {
                 check_scenario(&s);
             }
+            if let Ok(Steered(s)) = Steered::arbitrary(&mut Unstructured::new(&bytes)) {
+                check_scenario(&s);
+            }
         }
         // And the bundled scenario goes all the way through.
         check_scenario(&bundled());

@@ -165,11 +165,11 @@ mod tests {
     #[test]
     fn rms_norm_default_eps_in_half_types_is_f32_epsilon_as_pytorch() {
         // PyTorch 2.15: nn.RMSNorm(4).to(dtype)(torch.full((1, 4), 1e-2, dtype=dtype)) gives
-        // 0.99951171875 in f16 and 1.0 in bf16: x / sqrt(x² + 1.19e-7) with x = 0.0100021 (1e-2
+        // 0.99951171875 (1 − 2⁻¹¹) in f16 and 1.0 in bf16: x / sqrt(x² + 1.19e-7) with x = 0.0100021 (1e-2
         // in f16) is 0.999405, which f16 rounds to 0.99951171875. With f16's own epsilon 2⁻¹⁰
         // it would be 0.0100021 / sqrt(1.0004e-4 + 9.77e-4) = 0.3047.
         let d = Device::Cpu;
-        for (dtype, want) in [(candle_core::DType::F16, 0.99951171875f32), (candle_core::DType::BF16, 1.0)] {
+        for (dtype, want) in [(candle_core::DType::F16, 1.0 - 2f32.powi(-11)), (candle_core::DType::BF16, 1.0)] {
             let h = Tensor::full(1e-2f32, (1, 4), &d).unwrap().to_dtype(dtype).unwrap();
             let w = Tensor::ones(4, dtype, &d).unwrap();
             let y = rms_norm(&h, &w, None).unwrap().to_dtype(candle_core::DType::F32).unwrap();

@@ -302,6 +302,9 @@ mod tests {
     fn steered_scenarios_are_mostly_valid_and_reach_every_layer_family_and_amp_setting() {
         let ok = valid(|b| Steered::arbitrary(&mut Unstructured::new(b)).ok().map(|s| s.0));
         assert!(ok.len() as u64 * 2 >= N, "only {} of {N} valid", ok.len());
+        let prepared = ok.iter().filter(|s| crate::scenario::memory_estimate(s).is_some_and(|b| b <= super::super::MAX_PREPARED_BYTES)).count();
+        eprintln!("steered: {} of {N} valid, {prepared} small enough to build", ok.len());
+        assert!(prepared * 10 >= ok.len() * 9, "{prepared} of {} built", ok.len());
         let has = |pick: fn(&Layer) -> bool| ok.iter().filter(|s| s.model.all_layers().into_iter().any(pick)).count();
         let with = |pick: fn(&Scenario) -> bool| ok.iter().filter(|s| pick(s)).count();
         let counts = [
@@ -321,6 +324,7 @@ mod tests {
         ];
         // Each family in at least 3% of the valid scenarios (about 30 of 1000).
         for (name, count) in counts {
+            eprintln!("{name}: {count} of {} valid", ok.len());
             assert!(count * 100 >= ok.len() * 3, "{name}: {count} of {} valid scenarios", ok.len());
         }
     }
@@ -329,6 +333,7 @@ mod tests {
     fn derived_scenarios_are_almost_never_valid() {
         // Why the steering exists: the same bytes through `Scenario`'s derived `Arbitrary`.
         let ok = valid(|b| Scenario::arbitrary(&mut Unstructured::new(b)).ok());
+        eprintln!("derived: {} of {N} valid", ok.len());
         assert!((ok.len() as u64) * 100 < N, "{} of {N} valid", ok.len());
     }
 }
