@@ -186,8 +186,9 @@ fn mixed_precision_the_scaler_schedules_and_accumulation_agree_with_pytorch() {
 #[test]
 fn every_diagnosis_and_real_report_scenario_is_confirmed() {
     // One per diagnosis rule, each failing (or warning) in closed form: sqrt, log, exp, flawed
-    // backward, Adam in f16, clamp in f16, the loss's backward; and the public reports.
-    let dirs = ["scenarios/diagnosis", "scenarios/real"].map(|d| std::fs::read_dir(common::repo().join(d)).unwrap());
+    // backward, Adam in f16, clamp in f16, the loss's backward; the public reports; and ours
+    // that cover a layer family no report does (scenarios/layers).
+    let dirs = ["scenarios/diagnosis", "scenarios/real", "scenarios/layers"].map(|d| std::fs::read_dir(common::repo().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
         let c = confirmed(&path);

@@ -45,7 +45,7 @@ impl Footprint {
 
     /// The footprint of a scenario whose shapes are `plan`, with `cells` data cells and `rows` training rows.
     pub fn of(s: &Scenario, plan: &Plan, cells: u128, rows: u128, features: usize, seq_len: Option<usize>) -> Footprint {
-        let steps = seq_len.unwrap_or(1) as u128;
+        let steps = seq_len.unwrap_or(1).max(1) as u128;
         let per_node: Vec<u128> = plan.nodes.iter().map(|n| held(n, steps)).collect();
         let largest = per_node.iter().copied().enumerate().max_by_key(|(_, v)| *v);
         // Attention's q, k, v and the heads' mix are not nodes; its scores and probabilities are.

@@ -167,7 +167,7 @@ pub enum Layer {
     /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
     /// `x / sqrt(mean(x²) + eps) · weight`.
     RmsNorm {
-        /// Epsilon; by default the dtype's machine epsilon, as PyTorch's `eps=None`.
+        /// Epsilon; by default the machine epsilon of the type it computes in (f32's for f16 and bf16), as PyTorch's `eps=None`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         eps: Option<f64>,
     },

@@ -9,6 +9,9 @@ use super::finding::Target;
 use super::mutation::{mutate, Mutation};
 use crate::scenario::{from_str, memory_estimate, parse_str, validate, InputSpec, Scenario};
 
+mod steer;
+pub use steer::Steered;
+
 /// The scenario the `mutations` target mutates: seed 002 ex1 with its standardization fix (finite, fast).
 pub const BUNDLED: &str = include_str!("../../../scenarios/seeds/s002_ex1_linreg_sgd_fix_standardize.toml");
 
@@ -86,6 +89,9 @@ mod tests {
         for seed in 0..300u32 {
             let bytes: Vec<u8> = (0..512).map(|i| (seed.wrapping_mul(2654435761).rotate_left(i % 32) ^ i) as u8).collect();
             if let Ok(s) = Scenario::arbitrary(&mut Unstructured::new(&bytes)) {
+                check_scenario(&s);
+            }
+            if let Ok(Steered(s)) = Steered::arbitrary(&mut Unstructured::new(&bytes)) {
                 check_scenario(&s);
             }
         }

@@ -22,12 +22,12 @@ pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) ->
 }
 
 /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension (`torch.nn.RMSNorm`); an f16 or
-/// bf16 input is computed in f32 and rounded once, and `eps = None` is the dtype's machine
-/// epsilon, as PyTorch's default.
+/// bf16 input is computed in f32 and rounded once, and `eps = None` is the machine epsilon of
+/// the type it is computed in (f64's for f64, else f32's), as PyTorch's default.
 pub(super) fn rms_norm(h: &Tensor, weight: &Tensor, eps: Option<f64>) -> Result<Tensor> {
+    // PyTorch takes the default from the type it computes in (`toOpMathType`): f32's epsilon
+    // for f16 and bf16 too, not theirs (pytorch/pytorch#173039).
     let eps = eps.unwrap_or(match h.dtype() {
-        candle_core::DType::F16 => 2f64.powi(-10),
-        candle_core::DType::BF16 => 2f64.powi(-7),
         candle_core::DType::F64 => f64::EPSILON,
         _ => f64::from(f32::EPSILON),
     });
@@ -160,5 +160,20 @@ mod tests {
         close(y.flatten_all().unwrap().to_vec1().unwrap(), &[0.4629100002887783, -1.8516400011551133, 0.6943650004331675, 0.9999980000060001, 1.9999960000120003, 0.49999900000300007]);
         close(g.get(h.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap(), &[0.47944249675641404, -0.03306499293527139, -0.18185751074148207, 1.3333413332773327, 1.3333413332773327, -2.666650666746668]);
         close(g.get(w.as_tensor()).unwrap().to_vec1().unwrap(), &[2.4629060003007788, 0.9999980000060001, -1.388730000866335]);
+    }
+
+    #[test]
+    fn rms_norm_default_eps_in_half_types_is_f32_epsilon_as_pytorch() {
+        // PyTorch 2.15: nn.RMSNorm(4).to(dtype)(torch.full((1, 4), 1e-2, dtype=dtype)) gives
+        // 0.99951171875 (1 − 2⁻¹¹) in f16 and 1.0 in bf16: x / sqrt(x² + 1.19e-7) with x = 0.0100021 (1e-2
+        // in f16) is 0.999405, which f16 rounds to 0.99951171875. With f16's own epsilon 2⁻¹⁰
+        // it would be 0.0100021 / sqrt(1.0004e-4 + 9.77e-4) = 0.3047.
+        let d = Device::Cpu;
+        for (dtype, want) in [(candle_core::DType::F16, 1.0 - 2f32.powi(-11)), (candle_core::DType::BF16, 1.0)] {
+            let h = Tensor::full(1e-2f32, (1, 4), &d).unwrap().to_dtype(dtype).unwrap();
+            let w = Tensor::ones(4, dtype, &d).unwrap();
+            let y = rms_norm(&h, &w, None).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+            assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![want; 4], "{dtype:?}");
+        }
     }
 }

@@ -120,7 +120,7 @@ fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
                 out.push(problem("data.n", "synthetic token rows need `n` ≥ 1 rows"));
             }
             let next = d.targets == Some(TargetSpec::NextToken);
-            let want = d.seq_len.map(|s| s + usize::from(next));
+            let want = d.seq_len.map(|s| s.saturating_add(usize::from(next)));
             for (i, r) in rows.iter().enumerate() {
                 if want.is_some_and(|w| w != r.len()) {
                     let why = if next { " (seq_len inputs and the last one's next token)" } else { "" };
