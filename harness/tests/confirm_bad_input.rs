@@ -251,3 +251,39 @@ fn a_relative_interpreter_path_is_the_callers() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("./python: the script failed (exit code 3)"), "{}", stderr(&o));
 }
+
+#[test]
+fn ctrl_c_kills_the_script_and_removes_the_scratch_folder() {
+    let dir = tempdir();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let pids = dir.path().join("sleep.pid");
+    let python = fake(dir.path(), &format!("sleep 600 &\necho $! > {}.part\nmv {0}.part {0}\nwait", pids.display()));
+    let s = seed("s002_ex1_linreg_sgd");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nanhunt")).args(["confirm", s.to_str().unwrap(), "--python", python.to_str().unwrap()]).env("TMPDIR", &tmp).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    let start = Instant::now();
+    while !pids.exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pids.exists(), "the script never started");
+    // SAFETY: kill(2) to the test's own child, as a terminal's Ctrl-C would send it.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            // SAFETY: as above, its whole group.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            panic!("still running a minute after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert_eq!(scratch_left(&tmp), Vec::<String>::new());
+    let pid = std::fs::read_to_string(&pids).unwrap();
+    let start = Instant::now();
+    while !gone(pid.trim()) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gone(pid.trim()), "the script's `sleep` outlived Ctrl-C");
+}
