@@ -2,9 +2,12 @@
 //! plain PyTorch script, and the comparison of the two frameworks' runs.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use nanhunt::report::torch::{confirm, export, scratch};
+use nanhunt::report::torch::{confirm_with, export, record, report_scenario, ConfirmOptions, Scratch};
 use nanhunt::Scenario;
 
 use super::Context;
@@ -39,11 +42,15 @@ impl ExportTorch {
 /// Run a scenario (or a report's repro) in PyTorch too and compare (0 agree, 1 disagree, 2 error).
 #[derive(clap::Args)]
 pub(crate) struct Confirm {
-    /// A scenario file (TOML) or a report directory (its summary.md gains a line).
+    /// A scenario file (TOML) or a report directory (its summary.md gains a line; refused if its
+    /// repro no longer reproduces the recorded run).
     source: PathBuf,
     /// The Python interpreter, one that has torch.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// Kill the PyTorch script, and every process it started, after this long (an error).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -52,42 +59,24 @@ pub(crate) struct Confirm {
 impl Confirm {
     /// Exits 0 when both frameworks agree (same step and phase, or both finite), 1 otherwise.
     pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
-        let s = scenario(&self.source, ctx)?;
-        let work = scratch()?;
-        let result = confirm(&s, &self.python, &work);
-        let _ = std::fs::remove_dir_all(&work);
-        let c = result?;
+        let report = self.source.is_dir();
+        let s = if report { report_scenario(&self.source, &ctx.load)? } else { scenario(&self.source, ctx)? };
+        // Ctrl-C (or SIGTERM) kills the script's process group; the scratch folder goes on drop.
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+        let work = Scratch::new()?;
+        let c = confirm_with(&s, &self.python, work.path(), &ConfirmOptions { timeout: self.timeout, stop: Some(Arc::clone(&stop)) })?;
+        drop(work);
+        anyhow::ensure!(!stop.load(Ordering::Relaxed), "interrupted");
         if self.json {
             println!("{}", serde_json::to_string(&c)?);
         } else {
             println!("{}: {c}", s.name);
         }
-        if self.source.is_dir() {
-            record(&self.source, &c.to_string()).with_context(|| format!("recording the confirmation in {}", self.source.display()))?;
+        if report {
+            record(&self.source, &c).with_context(|| format!("recording the confirmation in {}", self.source.display()))?;
         }
         Ok(if c.verdict.agrees() { 0 } else { 1 })
     }
-}
-
-/// Puts the confirmation under the report's title in `summary.md` (replacing an earlier one).
-fn record(dir: &Path, line: &str) -> anyhow::Result<()> {
-    let path = dir.join("summary.md");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("**PyTorch:**")).map(str::to_string).collect();
-    let at = lines.iter().position(|l| l.starts_with("# ")).map_or(0, |i| i + 1);
-    lines.insert(at, String::new());
-    lines.insert(at + 1, format!("**PyTorch:** {}.", capitalise(line)));
-    let mut out = lines.join("\n");
-    out.push('\n');
-    // Collapse the blank line the insertion may double.
-    let out = out.replace("\n\n\n", "\n\n");
-    let tmp = dir.join(".summary.md.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
-}
-
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map_or(String::new(), |f| f.to_uppercase().chain(c).collect())
 }

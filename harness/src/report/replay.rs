@@ -116,7 +116,7 @@ fn replay_as(dir: &Path, load: &LoadOptions, model: Option<&CodeModel>) -> Resul
     }
     if let (Some(now), Some(then)) = (&outcome.model, &summary.outcome.model) {
         if now != then {
-            let message = format!("the model `{}` is not the one recorded: parameters {:?} with initial hash {}, recorded {:?} with {}", now.name, now.params, now.init_hash, then.params, then.init_hash);
+            let message = format!("the model `{}` is not the one recorded: parameters {} with initial hash {}, recorded {} with {}", now.name, params(&now.params), now.init_hash, params(&then.params), then.init_hash);
             return Err(Error::Replay { dir: dir.to_path_buf(), message });
         }
     }
@@ -125,9 +125,35 @@ fn replay_as(dir: &Path, load: &LoadOptions, model: Option<&CodeModel>) -> Resul
     Ok((outcome, divergence))
 }
 
+/// Parameters as a reader writes them: `` `fc.weight` (1×2), `fc.bias` (1) ``.
+fn params(p: &[(String, Vec<usize>)]) -> String {
+    let one = |(name, shape): &(String, Vec<usize>)| format!("`{name}` ({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join("×"));
+    p.iter().map(one).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_code_model_is_refused_in_words() {
+        use candle_core::Module;
+        let linear = |w0: f64| {
+            let build = move |store: &crate::ParamStore| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), candle_nn::init::Init::Const(w0))?, Some(store.get("fc.bias", 1, candle_nn::init::Init::Const(0.0))?)));
+            CodeModel::new("linear", build, |m: &candle_nn::Linear, x: &candle_core::Tensor, _: &mut crate::Watch| m.forward(x))
+        };
+        let toml = "name = \"code\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0, 2.0], [3.0, -1.0]] }\ntargets = { kind = \"values\", values = [1.0, 0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nepochs = 2\ndtype = \"f64\"\n";
+        let model = linear(0.5);
+        let s = model.scenario(toml, "code.toml").unwrap();
+        let o = crate::run::code::run_module(&model, &s);
+        let parent = tempfile::tempdir().unwrap();
+        let settings = crate::report::RunSettings { watch: true, continue_steps: 0 };
+        let dir = crate::report::write(parent.path(), &crate::report::ReportInput::of_run(&s, &o, settings)).unwrap();
+        assert_eq!(replay_module(&model, &dir, &LoadOptions::default()).unwrap().1, None);
+        // The same parameters from another start: refused, the parameters named as written.
+        let e = replay_module(&linear(0.25), &dir, &LoadOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("parameters `fc.weight` (1×2), `fc.bias` (1) with initial hash") && !e.contains("(\""), "{e}");
+    }
 
     #[test]
     fn truncated_or_empty_traces_are_corrupt() {

@@ -10,13 +10,17 @@
 //! another place, a bias correction), which shifts a loss by far more.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
 use crate::scenario::{DTypeName, Phase, Scenario};
+
+use super::child;
 
 /// Where PyTorch first went non-finite, as the script reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,35 +116,92 @@ struct Report {
     first: Option<TorchFirst>,
 }
 
-/// Runs `s` in nanhunt and, exported to `work`, in PyTorch through `python`, and compares.
+/// How long the script may run unless told otherwise: an hour (the bundled seeds take seconds).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How a confirmation runs the script.
+#[derive(Debug, Clone)]
+pub struct ConfirmOptions {
+    /// Kill the script's process group after this long (an error).
+    pub timeout: Duration,
+    /// Kill it once this is set, e.g. by Ctrl-C (an error).
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Default for ConfirmOptions {
+    fn default() -> Self {
+        ConfirmOptions { timeout: DEFAULT_TIMEOUT, stop: None }
+    }
+}
+
+/// Runs `s` in nanhunt and, exported to `work`, in PyTorch through `python`, and compares,
+/// with the default [`ConfirmOptions`].
 pub fn confirm(s: &Scenario, python: &Path, work: &Path) -> Result<Confirmation> {
+    confirm_with(s, python, work, &ConfirmOptions::default())
+}
+
+/// [`confirm`] under `opts`' time limit.
+pub fn confirm_with(s: &Scenario, python: &Path, work: &Path, opts: &ConfirmOptions) -> Result<Confirmation> {
     super::export(s, work)?;
     let fail = |message: String| Error::Torch { python: python.to_path_buf(), message };
-    let out = Command::new(python).arg("repro.py").current_dir(work).output().map_err(|e| fail(format!("cannot run it: {e} (pass --python PATH, an interpreter that has torch)")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("NANHUNT ")) else {
-        let tail: Vec<&str> = stderr.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
-        let hint = if stderr.contains("No module named 'torch'") { "torch is not installed for this interpreter (pip install torch)".to_string() } else { format!("the script failed (exit {:?}): {}", out.status.code(), tail.join(" | ")) };
-        return Err(fail(hint));
+    // The script runs in `work`: a relative path to the interpreter is the caller's.
+    let exe = if python.components().count() > 1 { std::path::absolute(python).unwrap_or_else(|_| python.to_path_buf()) } else { python.to_path_buf() };
+    let done = child::run(&exe, work, opts.timeout, opts.stop.as_deref()).map_err(fail)?;
+    let stdout = done.stdout.text();
+    let Some(line) = stdout.lines().rev().find_map(|l| l.strip_prefix("NANHUNT ")) else {
+        return Err(fail(failed(&done)));
     };
     let report: Report = serde_json::from_str(line).map_err(|e| fail(format!("unreadable result line: {e}")))?;
-    let theirs = read_losses(&work.join("trace.torch.csv")).map_err(fail)?;
+    let theirs = read_losses(&work.join("trace.torch.csv")).map_err(|e| fail(format!("its trace cannot be read: {e}")))?;
     let o = run(s);
     if let Some(e) = &o.error {
         return Err(Error::Invalid { location: s.name.clone(), key: "run".into(), message: e.clone() });
     }
-    Ok(compare(&o, report, &theirs, tolerance(s.train.precision.low().unwrap_or(s.train.dtype))))
+    let c = compare(&o, report, &theirs, tolerance(s.train.precision.low().unwrap_or(s.train.dtype)));
+    if c.compared == 0 && !o.trace.rows.is_empty() {
+        let message = format!("its trace.torch.csv has none of the {} steps nanhunt ran (it has {} rows)", o.trace.rows.len(), theirs.len());
+        return Err(fail(message));
+    }
+    Ok(c)
 }
 
-/// (fold, step, train_loss) of each row of the script's trace.
+/// Why a script gave no result line: no torch, or its exit and the end of its error output.
+fn failed(done: &child::Finished) -> String {
+    let stderr = done.stderr.text();
+    if stderr.contains("No module named 'torch'") {
+        return "torch is not installed for this interpreter (pip install torch)".to_string();
+    }
+    let tail: Vec<&str> = stderr.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail = tail.join(" | ");
+    // A line may be megabytes long: keep its last characters.
+    let cut = tail.char_indices().rev().nth(MESSAGE_CHARS).map_or(0, |(i, _)| i);
+    let ellipsis = if cut > 0 { "..." } else { "" };
+    let dropped = done.stdout.dropped + done.stderr.dropped;
+    let note = if dropped > 0 { format!(" ({dropped} bytes of its output not kept)") } else { String::new() };
+    let said = if tail.is_empty() { "nothing on standard error".to_string() } else { format!("{ellipsis}{}", &tail[cut..]) };
+    format!("the script failed ({}) with no result line: {said}{note}", child::describe(done.status))
+}
+
+/// Most characters of the script's error output an error message quotes.
+const MESSAGE_CHARS: usize = 2000;
+
+/// (fold, step, train_loss) of each row of the script's trace, whose header must start
+/// `step,epoch,fold,train_loss` and whose rows must hold numbers there.
 fn read_losses(path: &Path) -> std::result::Result<Vec<(usize, usize, f64)>, String> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = "trace.torch.csv";
+    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{name}: {e}"))?;
+    let header = r.headers().map_err(|e| format!("{name}: {e}"))?;
+    if header.iter().take(4).ne(["step", "epoch", "fold", "train_loss"]) {
+        return Err(format!("{name}: its header is not a trace's (step,epoch,fold,train_loss,...)"));
+    }
     let mut out = Vec::new();
-    for rec in r.records() {
-        let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
-        let num = |i: usize| rec.get(i).unwrap_or("").parse::<f64>().unwrap_or(f64::NAN);
-        out.push((num(2) as usize, num(0) as usize, num(3)));
+    for (i, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| format!("{name}: {e}"))?;
+        let bad = |c: usize| format!("{name}: row {} column {}: `{}` is not a number", i + 1, c + 1, rec.get(c).unwrap_or(""));
+        let count = |c: usize| rec.get(c).and_then(|v| v.parse::<usize>().ok()).ok_or_else(|| bad(c));
+        let loss = rec.get(3).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| bad(3))?;
+        count(1)?;
+        out.push((count(2)?, count(0)?, loss));
     }
     Ok(out)
 }
@@ -169,10 +230,34 @@ fn compare(o: &Outcome, report: Report, theirs: &[(usize, usize, f64)], tol: f64
     Confirmation { torch: report.torch, verdict, nanhunt: ours, pytorch: report.first, tolerance: tol, loss_differs, compared }
 }
 
-/// A fresh directory under the system's temporary folder, for one confirmation.
+/// A fresh directory under the system's temporary folder (`TMPDIR`), for one confirmation;
+/// the caller removes it (a [`Scratch`] removes itself).
 pub fn scratch() -> Result<PathBuf> {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("nanhunt-confirm-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     Ok(dir)
+}
+
+/// A [`scratch`] directory removed (with its contents) when dropped: on every return, error,
+/// timeout or panic of the confirmation that uses it.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Makes a fresh one.
+    pub fn new() -> Result<Scratch> {
+        scratch().map(Scratch)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -23,10 +23,13 @@ use crate::run::rng::{stream, INIT_STREAM};
 use crate::run::train::Orders;
 use crate::scenario::{plan, DTypeName, Named, Plan, Role, Scenario};
 
+mod child;
 mod confirm;
 mod dropout;
+mod stamp;
 
-pub use confirm::{confirm, scratch, tolerance, Confirmation, TorchFirst, TorchVerdict};
+pub use confirm::{confirm, confirm_with, scratch, tolerance, ConfirmOptions, Confirmation, Scratch, TorchFirst, TorchVerdict, DEFAULT_TIMEOUT};
+pub use stamp::{record, report_scenario};
 
 /// The script's template; `@SCENARIO@` becomes the scenario as JSON.
 const TEMPLATE: &str = include_str!("repro.py");
@@ -165,8 +168,40 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     }))
 }
 
+/// The files an export writes, and the trace its script writes beside them.
+const OWNED: [&str; 4] = ["repro.py", "init.safetensors", "data.safetensors", "trace.torch.csv"];
+
+/// Whether `name` is one of [`OWNED`] or a temporary file an interrupted write of one left.
+fn owned(name: &str) -> bool {
+    OWNED.contains(&name) || name.strip_prefix('.').is_some_and(|n| OWNED.iter().any(|o| n.strip_prefix(o).is_some_and(|r| r.starts_with(".tmp."))))
+}
+
+/// Readies `dir` for an export: refuses a folder holding anything an export did not write,
+/// and removes an earlier run's trace (it would describe another repro).
+fn clear(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        names.push(e.map_err(|e| Error::io(dir, e))?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    if let Some(other) = names.iter().find(|n| !owned(n)) {
+        let message = format!("the folder holds `{other}`, which export-torch did not write: export into a new or empty folder, or one an earlier export wrote");
+        return Err(Error::Invalid { location: dir.display().to_string(), key: "out".into(), message });
+    }
+    for n in names.iter().filter(|n| n.as_str() != "repro.py" && !n.ends_with(".safetensors")) {
+        std::fs::remove_file(dir.join(n)).map_err(|e| Error::io(dir.join(n), e))?;
+    }
+    Ok(())
+}
+
 /// Writes `repro.py`, `init.safetensors` and `data.safetensors` for `s` into `dir` (created if
-/// needed), each atomically.
+/// needed), each atomically. A `dir` that holds other files than an earlier export's is
+/// refused; an earlier export's are replaced, and its script's `trace.torch.csv` removed.
 pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     if let Some(c) = &s.model.code {
         let message = format!("the model is the Rust code `{}`: only layer stacks are exported to PyTorch", c.name);
@@ -178,6 +213,7 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     let tensors = safetensors(&data_tensors(s, &data)?)?;
     let pretty = serde_json::to_string_pretty(&settings(s, &data)?).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
     let script = TEMPLATE.replace("@SCENARIO@", &pretty);
+    clear(dir)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     crate::atomic::write(&dir.join("init.safetensors"), &init)?;
     crate::atomic::write(&dir.join("data.safetensors"), &tensors)?;
