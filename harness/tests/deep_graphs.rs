@@ -47,11 +47,7 @@ fn ended(args: &[&str], allowed: &[i32]) -> (String, String) {
     let out = nanhunt(args);
     let (o, e) = (stdout(&out), stderr(&out));
     let code = out.status.code();
-    assert!(
-        code.is_some_and(|c| allowed.contains(&c)),
-        "{args:?}: {:?} (134 or none is an abort)\n{o}\n{e}",
-        out.status
-    );
+    assert!(code.is_some_and(|c| allowed.contains(&c)), "{args:?}: {:?} (134 or none is an abort)\n{o}\n{e}", out.status);
     assert!(!e.contains("overflowed its stack"), "{e}");
     (o, e)
 }
@@ -84,10 +80,7 @@ fn a_stack_of_40000_tanh_layers_with_a_raised_memory_limit_trains_in_run() {
     let tanh = vec![r#"{ type = "tanh" }"#; 40_000].join(", ");
     let text = recurrent("lstm", 1)
         .replace("seq_len = 1\n", "")
-        .replace(
-            r#"[{ type = "lstm", hidden = 1 }, { type = "linear", out = 1 }]"#,
-            &format!(r#"[{{ type = "linear", out = 1 }}, {tanh}]"#),
-        )
+        .replace(r#"[{ type = "lstm", hidden = 1 }, { type = "linear", out = 1 }]"#, &format!(r#"[{{ type = "linear", out = 1 }}, {tanh}]"#))
         .replace("epochs = 1", "epochs = 1\nmemory_limit_mb = 16384");
     trains(&text);
 }
@@ -98,10 +91,7 @@ fn a_sequence_past_the_depth_limit_is_refused_naming_the_key_and_the_limit() {
     let p = write(dir.path(), "s.toml", &recurrent("rnn", 200_000));
     let (out, err) = ended(&["run", p.to_str().unwrap()], &[2]);
     assert!(out.is_empty(), "{out}");
-    assert!(
-        err.contains("invalid `data.seq_len`") && err.contains("over nanhunt's limit of 1048576"),
-        "{err}"
-    );
+    assert!(err.contains("invalid `data.seq_len`") && err.contains("over nanhunt's limit of 1048576"), "{err}");
 }
 
 #[test]
@@ -118,27 +108,10 @@ fn hunt_of_an_lstm_over_2000_steps_does_not_abort_and_saves_its_state() {
     let p = write(dir.path(), "s.toml", &recurrent("lstm", 2_000));
     let corpus = dir.path().join("corpus");
     let (c, o) = (corpus.to_str().unwrap(), dir.path().join("out"));
-    let args = [
-        "hunt",
-        p.to_str().unwrap(),
-        "--jobs",
-        "2",
-        "--max-runs",
-        "4",
-        "--time",
-        "30s",
-        "--shrink-time",
-        "5s",
-        "--corpus",
-        c,
-        "--out",
-        o.to_str().unwrap(),
-    ];
+    let args =
+        ["hunt", p.to_str().unwrap(), "--jobs", "2", "--max-runs", "4", "--time", "30s", "--shrink-time", "5s", "--corpus", c, "--out", o.to_str().unwrap()];
     ended(&args, &[0, 1]);
-    assert!(
-        corpus.join("state.json").is_file(),
-        "the campaign state is saved"
-    );
+    assert!(corpus.join("state.json").is_file(), "the campaign state is saved");
     let mut resume = args.to_vec();
     resume.push("--resume");
     ended(&resume, &[0, 1]);
@@ -148,19 +121,7 @@ fn hunt_of_an_lstm_over_2000_steps_does_not_abort_and_saves_its_state() {
 fn margins_of_an_lstm_over_2000_steps_does_not_abort_on_its_workers() {
     let dir = tempdir();
     let p = write(dir.path(), "s.toml", &recurrent("lstm", 2_000));
-    let (out, _) = ended(
-        &[
-            "margins",
-            p.to_str().unwrap(),
-            "--jobs",
-            "2",
-            "--time",
-            "3s",
-            "--run-timeout",
-            "2s",
-        ],
-        &[0],
-    );
+    let (out, _) = ended(&["margins", p.to_str().unwrap(), "--jobs", "2", "--time", "3s", "--run-timeout", "2s"], &[0]);
     assert!(out.contains("optimizer.lr"), "{out}");
 }
 
@@ -169,21 +130,8 @@ fn replay_of_a_report_of_an_lstm_over_10000_steps_does_not_abort() {
     let dir = tempdir();
     let p = write(dir.path(), "s.toml", &recurrent("lstm", 10_000));
     let reports = dir.path().join("reports");
-    ended(
-        &[
-            "run",
-            p.to_str().unwrap(),
-            "--report",
-            reports.to_str().unwrap(),
-        ],
-        &[0],
-    );
-    let report = std::fs::read_dir(&reports)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    ended(&["run", p.to_str().unwrap(), "--report", reports.to_str().unwrap()], &[0]);
+    let report = std::fs::read_dir(&reports).unwrap().next().unwrap().unwrap().path();
     let (out, _) = ended(&["replay", report.to_str().unwrap()], &[0]);
     assert!(out.contains("replay bit for bit"), "{out}");
 }

@@ -96,12 +96,7 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
         Layer::BatchNorm { .. } | Layer::MeanPool | Layer::MaxPool => (32, 0),
         // im2col: an `index_select` per kernel tap (per row and per tap for images), stacked.
         Layer::Conv1d { kernel, .. } => (24 + 2 * *kernel as u64, 0),
-        Layer::Conv2d { kernel, .. } => (
-            (*kernel as u64)
-                .saturating_mul(2 * *kernel as u64 + 1)
-                .saturating_add(24),
-            0,
-        ),
+        Layer::Conv2d { kernel, .. } => ((*kernel as u64).saturating_mul(2 * *kernel as u64 + 1).saturating_add(24), 0),
         Layer::Rnn { .. } => (16, 6),
         Layer::Lstm { .. } | Layer::Gru { .. } => (16, 24),
     }
@@ -125,9 +120,7 @@ fn node_levels(node: &Node, input: Shape) -> u64 {
 /// on its longest path, for the model `plan` fed `input`.
 pub(crate) fn levels(plan: &Plan, input: Shape) -> u64 {
     let shape_of = |n: &Node| n.input.map_or(input, |i| plan.nodes[i].shape);
-    plan.nodes.iter().fold(LOSS_LEVELS, |sum, n| {
-        sum.saturating_add(node_levels(n, shape_of(n)))
-    })
+    plan.nodes.iter().fold(LOSS_LEVELS, |sum, n| sum.saturating_add(node_levels(n, shape_of(n))))
 }
 
 /// The stack a graph of `levels` levels needs.
@@ -142,33 +135,18 @@ pub(crate) fn need(name: &str, plan: &Plan, input: Shape) -> Result<u64> {
         return Ok(bytes(depth));
     }
     let recurrent = plan.nodes.iter().any(|n| layer_levels(&n.layer).1 > 0);
-    let (key, fix) = if recurrent {
-        ("data.seq_len", "shorten the sequences")
-    } else {
-        ("model.layers", "use fewer layers")
-    };
+    let (key, fix) = if recurrent { ("data.seq_len", "shorten the sequences") } else { ("model.layers", "use fewer layers") };
     let message = format!(
         "the training graph is up to {depth} nodes deep, over nanhunt's limit of {MAX_LEVELS}: Candle's backward walks it recursively, one stack frame per node ({} MiB of stack at most); {fix}",
         bytes(MAX_LEVELS) >> 20
     );
-    Err(Error::Invalid {
-        location: name.to_string(),
-        key: key.into(),
-        message,
-    })
+    Err(Error::Invalid { location: name.to_string(), key: key.into(), message })
 }
 
 /// Starts `job` on a worker thread of `scope` with [`WORKER_STACK`] bytes of stack, or, if the
 /// system refuses the thread, runs it here.
-pub(crate) fn spawn_worker<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    job: impl FnOnce() + Send + Copy + 'scope,
-) {
-    if std::thread::Builder::new()
-        .stack_size(WORKER_STACK)
-        .spawn_scoped(scope, job)
-        .is_err()
-    {
+pub(crate) fn spawn_worker<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, job: impl FnOnce() + Send + Copy + 'scope) {
+    if std::thread::Builder::new().stack_size(WORKER_STACK).spawn_scoped(scope, job).is_err() {
         job();
     }
 }
@@ -181,22 +159,14 @@ pub(crate) fn on_stack<T: Send>(name: &str, bytes: u64, f: impl FnOnce() -> T + 
     }
     let size = usize::try_from(bytes).unwrap_or(usize::MAX);
     std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("nanhunt-train".into())
-            .stack_size(size)
-            .spawn_scoped(scope, f);
+        let thread = std::thread::Builder::new().name("nanhunt-train".into()).stack_size(size).spawn_scoped(scope, f);
         let refused = |e: std::io::Error| Error::Invalid {
             location: name.to_string(),
             key: "model".into(),
-            message: format!(
-                "the system refused a thread with {} MiB of stack for its training graph: {e}",
-                bytes >> 20
-            ),
+            message: format!("the system refused a thread with {} MiB of stack for its training graph: {e}", bytes >> 20),
         };
         let handle = thread.map_err(refused)?;
-        Ok(handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        Ok(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     })
 }
 

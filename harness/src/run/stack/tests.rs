@@ -18,47 +18,15 @@ fn input(shape: Shape, dev: &Device) -> (Tensor, Option<Tensor>) {
     let rows = 2;
     let wave = |n: usize| (0..n).map(|i| (0.3 + i as f32).sin()).collect::<Vec<f32>>();
     match shape {
-        Shape::Flat(w) => (
-            Tensor::from_vec(wave(rows * w), (rows, w), dev).unwrap(),
-            None,
-        ),
+        Shape::Flat(w) => (Tensor::from_vec(wave(rows * w), (rows, w), dev).unwrap(), None),
         Shape::Seq { len, width } => {
-            let mask: Vec<f32> = (0..rows * len)
-                .map(|i| {
-                    if i == rows * len - 1 && len > 1 {
-                        0.0
-                    } else {
-                        1.0
-                    }
-                })
-                .collect();
-            (
-                Tensor::from_vec(wave(rows * len * width), (rows, len, width), dev).unwrap(),
-                Some(Tensor::from_vec(mask, (rows, len), dev).unwrap()),
-            )
+            let mask: Vec<f32> = (0..rows * len).map(|i| if i == rows * len - 1 && len > 1 { 0.0 } else { 1.0 }).collect();
+            (Tensor::from_vec(wave(rows * len * width), (rows, len, width), dev).unwrap(), Some(Tensor::from_vec(mask, (rows, len), dev).unwrap()))
         }
-        Shape::Tokens { len, .. } => (
-            Tensor::from_vec(
-                (0..rows * len).map(|i| (i % 3) as u32).collect::<Vec<_>>(),
-                (rows, len),
-                dev,
-            )
-            .unwrap(),
-            None,
-        ),
-        Shape::Image {
-            channels,
-            height,
-            width,
-        } => (
-            Tensor::from_vec(
-                wave(rows * channels * height * width),
-                (rows, channels, height, width),
-                dev,
-            )
-            .unwrap(),
-            None,
-        ),
+        Shape::Tokens { len, .. } => (Tensor::from_vec((0..rows * len).map(|i| (i % 3) as u32).collect::<Vec<_>>(), (rows, len), dev).unwrap(), None),
+        Shape::Image { channels, height, width } => {
+            (Tensor::from_vec(wave(rows * channels * height * width), (rows, channels, height, width), dev).unwrap(), None)
+        }
     }
 }
 
@@ -70,47 +38,23 @@ fn counted(layers: &str, input_shape: InShape) -> (u64, u64) {
     let shape = input_shape.shape();
     let (x, mask) = input(shape, &dev);
     let mut most = 0;
-    for (autocast, tapped, masked) in [
-        (None, false, false),
-        (None, true, false),
-        (Some(DType::F16), false, false),
-        (Some(DType::BF16), true, false),
-        (None, false, true),
-    ] {
-        let model = Model::new(
-            &spec,
-            &plan,
-            &mut ChaCha8Rng::seed_from_u64(0),
-            DType::F32,
-            &dev,
-        )
-        .unwrap()
-        .with_autocast(autocast, &dev);
+    for (autocast, tapped, masked) in
+        [(None, false, false), (None, true, false), (Some(DType::F16), false, false), (Some(DType::BF16), true, false), (None, false, true)]
+    {
+        let model = Model::new(&spec, &plan, &mut ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(autocast, &dev);
         model.dropout_step(ChaCha8Rng::seed_from_u64(1));
         let mask = mask.as_ref().filter(|_| masked);
-        let outs = if tapped {
-            model.forward_tapped(&x, mask).unwrap().0
-        } else {
-            model.forward(&x, mask).unwrap()
-        };
+        let outs = if tapped { model.forward_tapped(&x, mask).unwrap().0 } else { model.forward(&x, mask).unwrap() };
         let pred = model.to_loss(outs.last().unwrap()).unwrap();
         let y = pred.ones_like().unwrap().affine(0.5, 0.0).unwrap().detach();
         for kind in LossKind::VARIANTS {
-            let spec: LossSpec = toml::from_str(&format!(
-                "kind = \"{}\"\nepsilon = 1e-7\nclamp = 1e-7\ndelta = 1.0",
-                <&str>::from(*kind)
-            ))
-            .unwrap();
+            let spec: LossSpec = toml::from_str(&format!("kind = \"{}\"\nepsilon = 1e-7\nclamp = 1e-7\ndelta = 1.0", <&str>::from(*kind))).unwrap();
             // A loss that does not take this output (cross-entropy of one column) is not counted.
             let Ok(l) = loss(&spec, &pred, &y) else {
                 continue;
             };
             // What the step adds to the loss: the division of accumulation and the loss scale.
-            let seed = l
-                .broadcast_div(&Tensor::new(2f32, &dev).unwrap())
-                .unwrap()
-                .affine(65536.0, 0.0)
-                .unwrap();
+            let seed = l.broadcast_div(&Tensor::new(2f32, &dev).unwrap()).unwrap().affine(65536.0, 0.0).unwrap();
             most = most.max(seed.sorted_nodes().len() as u64);
         }
     }
@@ -119,37 +63,17 @@ fn counted(layers: &str, input_shape: InShape) -> (u64, u64) {
 }
 
 fn flat(w: usize) -> InShape {
-    InShape {
-        features: w,
-        seq_len: None,
-        vocab: None,
-        image: None,
-    }
+    InShape { features: w, seq_len: None, vocab: None, image: None }
 }
 
 fn seq(len: usize) -> InShape {
-    InShape {
-        features: 4,
-        seq_len: Some(len),
-        vocab: None,
-        image: None,
-    }
+    InShape { features: 4, seq_len: Some(len), vocab: None, image: None }
 }
 
 #[test]
 fn the_estimate_bounds_every_layer_familys_graph() {
-    let img = InShape {
-        features: 2 * 4 * 4,
-        seq_len: None,
-        vocab: None,
-        image: Some((2, 4, 4)),
-    };
-    let tokens = InShape {
-        features: 1,
-        seq_len: Some(3),
-        vocab: Some(3),
-        image: None,
-    };
+    let img = InShape { features: 2 * 4 * 4, seq_len: None, vocab: None, image: Some((2, 4, 4)) };
+    let tokens = InShape { features: 1, seq_len: Some(3), vocab: Some(3), image: None };
     let cases: Vec<(&str, InShape)> = vec![
         ("{ type = \"linear\", out = 4 }", flat(4)),
         ("{ type = \"linear\", out = 4 }, { type = \"relu\" }, { type = \"sigmoid\" }, { type = \"tanh\" }, { type = \"gelu\" }, { type = \"softplus\" }", flat(4)),
@@ -170,10 +94,7 @@ fn the_estimate_bounds_every_layer_familys_graph() {
         let (nodes, estimate) = counted(layers, shape);
         eprintln!("{nodes:>6} nodes, estimate {estimate:>6}: {layers}");
         assert!(nodes > 0, "{layers}: no graph");
-        assert!(
-            nodes <= estimate,
-            "{layers}: Candle's graph has {nodes} nodes, over the estimate of {estimate}"
-        );
+        assert!(nodes <= estimate, "{layers}: Candle's graph has {nodes} nodes, over the estimate of {estimate}");
     }
 }
 
@@ -191,10 +112,7 @@ fn a_recurrent_step_adds_at_most_its_levels() {
         let per_step = (long.0 - short.0) as f64 / 8.0;
         let allowed = (long.1 - short.1) as f64 / 8.0;
         eprintln!("{layers}: {per_step} nodes per step, {allowed} allowed; {short:?} {long:?}");
-        assert!(
-            per_step <= allowed,
-            "{layers}: {per_step} nodes per step, over the {allowed} the estimate allows"
-        );
+        assert!(per_step <= allowed, "{layers}: {per_step} nodes per step, over the {allowed} the estimate allows");
         assert!(long.0 <= long.1, "{layers}: {long:?}");
     }
 }
@@ -209,12 +127,7 @@ fn per_layer(prefix: &str, layer: &str, shape: InShape) -> (f64, f64) {
 #[test]
 fn each_layer_adds_at_most_its_levels() {
     let linear = "{ type = \"linear\", out = 4 }, ";
-    let img = InShape {
-        features: 2 * 4 * 4,
-        seq_len: None,
-        vocab: None,
-        image: Some((2, 4, 4)),
-    };
+    let img = InShape { features: 2 * 4 * 4, seq_len: None, vocab: None, image: Some((2, 4, 4)) };
     let flat_layers = [
         "{ type = \"linear\", out = 4 }",
         "{ type = \"relu\" }",
@@ -240,8 +153,7 @@ fn each_layer_adds_at_most_its_levels() {
         "{ type = \"batch_norm\" }",
         "{ type = \"residual\", layers = [{ type = \"tanh\" }] }",
     ];
-    let mut cases: Vec<(&str, &str, InShape)> =
-        flat_layers.iter().map(|l| (linear, *l, flat(4))).collect();
+    let mut cases: Vec<(&str, &str, InShape)> = flat_layers.iter().map(|l| (linear, *l, flat(4))).collect();
     cases.extend([
         ("", "{ type = \"attention\", heads = 2, causal = true }", seq(3)),
         ("", "{ type = \"positional_embedding\" }", seq(3)),
@@ -256,9 +168,7 @@ fn each_layer_adds_at_most_its_levels() {
         .filter_map(|(prefix, layer, shape)| {
             let (nodes, allowed) = per_layer(prefix, layer, shape);
             eprintln!("{nodes:>5} nodes per layer, {allowed:>5} allowed: {layer}");
-            (nodes > allowed).then(|| {
-                format!("{layer}: {nodes} nodes per layer, over the {allowed} the estimate allows")
-            })
+            (nodes > allowed).then(|| format!("{layer}: {nodes} nodes per layer, over the {allowed} the estimate allows"))
         })
         .collect();
     assert!(over.is_empty(), "{over:#?}");
@@ -272,17 +182,9 @@ fn a_code_model_60000_ops_deep_trains_on_its_own_stack() {
     if std::env::var_os(CHILD).is_none() {
         // An overflow aborts the whole process, so the run happens in a child: this test alone.
         let name = "run::stack::tests::a_code_model_60000_ops_deep_trains_on_its_own_stack";
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--nocapture"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap()).args(["--exact", name, "--nocapture"]).env(CHILD, "1").output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && !err.contains("overflowed"),
-            "{:?}\n{err}",
-            out.status
-        );
+        assert!(out.status.success() && !err.contains("overflowed"), "{:?}\n{err}", out.status);
         return;
     }
     use crate::run::code::{CodeModel, Watch};
@@ -290,9 +192,7 @@ fn a_code_model_60000_ops_deep_trains_on_its_own_stack() {
     let model = CodeModel::new(
         "deep",
         |store| store.get("w", 1, candle_nn::init::Init::Const(0.5)),
-        |w: &Tensor, x: &Tensor, _: &mut Watch| {
-            (0..60_000).try_fold(x.broadcast_mul(w)?, |h, _| h.tanh())
-        },
+        |w: &Tensor, x: &Tensor, _: &mut Watch| (0..60_000).try_fold(x.broadcast_mul(w)?, |h, _| h.tanh()),
     );
     let text = "name = \"deep\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0], [-1.0]] }\ntargets = { kind = \"values\", values = [0.5, 0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
     let o = crate::run_module(&model, &model.scenario(text, "deep.toml").unwrap());
