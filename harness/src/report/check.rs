@@ -253,7 +253,7 @@ fn load(entry: &Entry, opts: &LoadOptions) -> Result<(Scenario, Option<Expect>)>
 
 /// Checks every entry on `jobs` worker threads; `done` is called as each finishes.
 pub fn check_all(entries: &[Entry], opts: &CheckOptions, done: &(dyn Fn(&CheckResult) + Sync)) -> Vec<CheckResult> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build().expect("thread pool");
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).stack_size(crate::run::stack::WORKER_STACK).build().expect("thread pool");
     pool.install(|| {
         entries
             .par_iter()

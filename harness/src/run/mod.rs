@@ -34,6 +34,7 @@ mod outcome;
 mod profile;
 pub(crate) mod rng;
 mod scaler;
+pub mod stack;
 mod trace;
 pub(crate) mod train;
 mod watch;
@@ -108,18 +109,29 @@ pub(crate) fn dtype(d: DTypeName) -> DType {
 }
 
 
-/// Runs a scenario, returning `Err` only when it cannot be run at all.
+/// Runs a scenario, returning `Err` only when it cannot be run at all. Training runs on a
+/// thread whose stack holds its graph (`stack`); a code model's graph is known only once it
+/// runs, so all of its run does, on [`stack::CODE_STACK`].
 pub(crate) fn try_run(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
-    let (dev, data, plan, card) = prepare(s)?;
-    let mut out = train::train(s, opts, dev, &data, &plan)?;
+    if s.model.code.is_some() {
+        return stack::on_stack(&s.name, stack::CODE_STACK, || try_run_here(s, opts))?;
+    }
+    try_run_here(s, opts)
+}
+
+/// [`try_run`]'s work: prepares, then trains on a stack sized for the plan.
+fn try_run_here(s: &Scenario, opts: &RunOptions) -> Result<Outcome> {
+    let (dev, data, plan, card, bytes) = prepare(s)?;
+    let mut out = stack::on_stack(&s.name, bytes, || train::train(s, opts, dev, &data, &plan))??;
     out.model = card;
     Ok(out)
 }
 
 /// Everything a run does before its first step: the memory check, the
 /// device, the data and the model's plan (a code model's found by running it
-/// once, with its card), checked against each other.
-fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::ModelCard>)> {
+/// once, with its card), checked against each other, and the stack its training needs
+/// (a graph too deep for any is refused here).
+fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::ModelCard>, u64)> {
     check_memory(s)?;
     let dev = device::open(&s.train.device)?;
     let data = data::build(s)?;
@@ -135,7 +147,9 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
             None => Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message },
         });
     }
-    Ok((dev, data, plan, card))
+    // A code model's whole run is already on its stack (`try_run`): it trains in place.
+    let bytes = if card.is_some() { 0 } else { stack::need(&s.name, &plan, data.shape.shape())? };
+    Ok((dev, data, plan, card, bytes))
 }
 
 /// A code model's plan and card, from one forward on the first fold's first two training rows.
@@ -149,10 +163,11 @@ fn discover(s: &Scenario, data: &data::Dataset, dev: &Device) -> Result<Option<(
 /// Prepares a run and builds its first model without training: what the
 /// fuzz targets call, so a panic anywhere before training is found.
 pub(crate) fn dry_run(s: &Scenario) -> Result<()> {
-    let (dev, _, plan, card) = prepare(s)?;
-    if card.is_some() {
-        return Ok(());
+    if s.model.code.is_some() {
+        // Finding a code model's plan runs its forward, whose graph is dropped recursively.
+        return stack::on_stack(&s.name, stack::CODE_STACK, || prepare(s).map(drop))?;
     }
+    let (dev, _, plan, _, _) = prepare(s)?;
     let mut init = rng::stream(s.seed, rng::INIT_STREAM);
     model::Model::new(&s.model, &plan, &mut init, dtype(s.train.dtype), &dev)?;
     Ok(())

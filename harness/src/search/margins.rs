@@ -206,7 +206,7 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         Categorical { knob: m.knob(), value, flips: flips && unsearched.is_none(), location: o.first_nonfinite, unsearched }
     };
     let (bounds, categorical): (Vec<Option<Bound>>, Vec<Categorical>) = if opts.jobs > 1 {
-        match rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build() {
+        match rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).stack_size(crate::run::stack::WORKER_STACK).build() {
             Ok(pool) => pool.install(|| (sides.par_iter().map(bound).collect(), categorical_muts.par_iter().map(category).collect())),
             Err(_) => (sides.iter().map(bound).collect(), categorical_muts.iter().map(category).collect()),
         }

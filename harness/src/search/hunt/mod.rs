@@ -249,16 +249,18 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
         }
         let workers = opts.jobs.max(1);
         std::thread::scope(|s| {
+            let job = || search(&ctx, &space, &snapshot, progress);
             for _ in 0..workers {
-                s.spawn(|| search(&ctx, &space, &snapshot, progress));
+                crate::run::stack::spawn_worker(s, job);
             }
         });
         *stage.lock().unwrap_or_else(|e| e.into_inner()) = Stage::Shrink;
         progress(&snapshot());
         let taken = Mutex::new(BTreeSet::new());
         std::thread::scope(|s| {
+            let job = || found::shrink_pending(&ctx, &taken);
             for _ in 0..workers {
-                s.spawn(|| found::shrink_pending(&ctx, &taken));
+                crate::run::stack::spawn_worker(s, job);
             }
         });
         drop(_finish);
