@@ -148,6 +148,6 @@ mod tests {
         // Candle's mean_all multiplies by f32(1/3): 1.6666667461395264.
         let p = Tensor::new(&[[5.0f32], [0.0], [0.0]], &Device::Cpu).unwrap();
         let l = loss(&spec(LossKind::Mae), &p, &p.zeros_like().unwrap()).unwrap();
-        assert_eq!(l.to_scalar::<f32>().unwrap(), 1.6666666269302368);
+        assert_eq!(f64::from(l.to_scalar::<f32>().unwrap()), 1.6666666269302368);
     }
 }

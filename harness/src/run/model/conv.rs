@@ -153,8 +153,8 @@ mod tests {
         Tensor::from_vec(v.to_vec(), (1, 1, side, side), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
     }
 
-    fn values(t: &Tensor) -> Vec<f32> {
-        t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
     }
 
     /// issue 25: a 2 × 2 image of 30000s, `F.avg_pool2d(x, 2)` in PyTorch 2.15: 30000 in f16
@@ -191,7 +191,7 @@ mod tests {
     /// `1/9` in the dtype: 0.111083984375 (f16), 0.111328125 (bf16).
     #[test]
     fn avg_pool_gradient_in_half_dtypes_matches_pytorch() {
-        for (dtype, want) in [(DType::F16, 0.111083984375f32), (DType::BF16, 0.111328125)] {
+        for (dtype, want) in [(DType::F16, 0.111083984375f64), (DType::BF16, 0.111328125)] {
             let x = Var::from_tensor(&image(&[1.0; 9], 3, dtype)).unwrap();
             let g = super::pool2d(x.as_tensor(), 3, false).unwrap().sum_all().unwrap().backward().unwrap();
             let gx = g.get(x.as_tensor()).unwrap();

@@ -116,8 +116,8 @@ mod tests {
         Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
     }
 
-    fn f32s(t: &Tensor) -> Vec<f32> {
-        t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    fn wide(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
     }
 
     /// PyTorch 2.15, positions [30000, 30000, 30000, 5] with mask [1, 1, 1, 0]: the masked form
@@ -126,14 +126,14 @@ mod tests {
     /// sums in f32 and rounds once: 30000 (f16), 29952 (bf16).
     #[test]
     fn half_mean_pool_rounds_where_pytorch_rounds() {
-        for (dtype, masked, plain) in [(DType::F16, f32::INFINITY, 30000.0), (DType::BF16, 30080.0, 29952.0)] {
+        for (dtype, masked, plain) in [(DType::F16, f64::INFINITY, 30000.0), (DType::BF16, 30080.0, 29952.0)] {
             let h = half(&[30000.0, 30000.0, 30000.0, 5.0], &[1, 4, 1], dtype);
             let mask = half(&[1.0, 1.0, 1.0, 0.0], &[1, 4], dtype);
-            assert_eq!(f32s(&mean_pool(&h, Some(&mask)).unwrap()), [masked], "{dtype:?}");
-            assert_eq!(f32s(&mean_pool(&h.narrow(1, 0, 3).unwrap(), None).unwrap()), [plain], "{dtype:?}");
+            assert_eq!(wide(&mean_pool(&h, Some(&mask)).unwrap()), [masked], "{dtype:?}");
+            assert_eq!(wide(&mean_pool(&h.narrow(1, 0, 3).unwrap(), None).unwrap()), [plain], "{dtype:?}");
         }
         // f32 [5, 0, 0]: PyTorch's mean divides, 1.6666666269302368; 5 · f32(1/3) is 1.6666667461395264.
-        assert_eq!(f32s(&mean_pool(&half(&[5.0, 0.0, 0.0], &[1, 3, 1], DType::F32), None).unwrap()), [1.6666666269302368]);
+        assert_eq!(wide(&mean_pool(&half(&[5.0, 0.0, 0.0], &[1, 3, 1], DType::F32), None).unwrap()), [1.6666666269302368]);
     }
 
     /// PyTorch 2.15 (f32, f16, bf16): h = [[2, nan], [2, 1], [7, 9]] with mask [1, 1, 0];
@@ -144,13 +144,13 @@ mod tests {
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let h = Var::from_tensor(&half(&[2.0, f32::NAN, 2.0, 1.0, 7.0, 9.0], &[1, 3, 2], dtype)).unwrap();
             let out = max_pool(h.as_tensor(), Some(&half(&[1.0, 1.0, 0.0], &[1, 3], dtype))).unwrap();
-            let v = f32s(&out);
+            let v = wide(&out);
             assert!(v[0] == 2.0 && v[1].is_nan(), "{dtype:?}: {v:?}");
             let g = out.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
-            assert_eq!(f32s(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "{dtype:?}");
+            assert_eq!(wide(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "{dtype:?}");
             let h = Var::from_tensor(&half(&[2.0, 1.0, 2.0, 3.0, 0.5, 3.0], &[1, 3, 2], dtype)).unwrap();
             let g = max_pool(h.as_tensor(), None).unwrap().sum_all().unwrap().backward().unwrap();
-            assert_eq!(f32s(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
+            assert_eq!(wide(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
         }
     }
 }
