@@ -63,14 +63,13 @@ fn clamp(spec: &LossSpec, p: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// The reduction, accumulated in f32 for f16 and bf16 as PyTorch does.
+/// The reduction, accumulated in f32 for f16 and bf16 and rounded once, as PyTorch does; a
+/// mean divides by the count (`opmath::mean_all`).
 fn reduce(r: Reduction, elems: &Tensor) -> Result<Tensor> {
-    super::opmath::in_f32(elems, |e| {
-        Ok(match r {
-            Reduction::Mean => e.mean_all()?,
-            Reduction::Sum => e.sum_all()?,
-        })
-    })
+    match r {
+        Reduction::Mean => super::opmath::mean_all(elems),
+        Reduction::Sum => super::opmath::in_f32(elems, |e| Ok(e.sum_all()?)),
+    }
 }
 
 /// Cross-entropies sum over classes, then reduce over rows.
@@ -141,5 +140,14 @@ mod tests {
         assert_eq!(ce, 1000.0);
         let naive = loss(&spec(LossKind::NaiveCrossEntropy), &p, &y).unwrap().to_scalar::<f32>().unwrap();
         assert!(!naive.is_finite());
+    }
+
+    #[test]
+    fn a_mean_loss_divides_by_the_count() {
+        // PyTorch 2.15, f32: (p − y).abs().mean() of [5, 0, 0] is 1.6666666269302368 (a division);
+        // Candle's mean_all multiplies by f32(1/3): 1.6666667461395264.
+        let p = Tensor::new(&[[5.0f32], [0.0], [0.0]], &Device::Cpu).unwrap();
+        let l = loss(&spec(LossKind::Mae), &p, &p.zeros_like().unwrap()).unwrap();
+        assert_eq!(f64::from(l.to_scalar::<f32>().unwrap()), 1.6666666269302368);
     }
 }

@@ -8,6 +8,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::run::opmath;
 
 /// The positions `start, start + stride, …` (`n` of them), as an index tensor.
 fn taps(start: usize, stride: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
@@ -61,19 +62,27 @@ pub(super) fn flatten(h: &Tensor) -> Result<Tensor> {
 
 /// Max (or mean) of each `kernel × kernel` window, the image first cut to whole windows.
 ///
-/// The max is two reductions over a `(…, rows, k, cols, k)` view, whose backward sends the
-/// gradient to the window's maximum: Candle 0.11's `max_pool2d` backward scales it by
-/// `1/k²` as well (a test below holds a hand-computed window).
+/// The mean is PyTorch's CPU `avg_pool2d` (`AvgPoolKernel.cpp`: an `opmath_type` sum over the
+/// window, row by row, divided by `k²`, one rounding): Candle's own sums an f16 window in f16
+/// (four 30000s overflow to inf where PyTorch returns 30000) and multiplies by `1/k²`. The max
+/// is [`opmath::max`] over each window in row-major order, PyTorch's `max_pool2d`: a NaN wins
+/// and the gradient goes to the window's first maximum (Candle 0.11's `max_pool2d` backward
+/// scales it by `1/k²` as well; tests below hold PyTorch's numbers).
 pub(super) fn pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
     let (b, c, rows, cols) = h.dims4()?;
     let (r, q) = (rows / kernel, cols / kernel);
-    let whole = h.narrow(2, 0, r * kernel)?.narrow(3, 0, q * kernel)?.contiguous()?;
-    Ok(if max { whole.reshape((b, c, r, kernel, q, kernel))?.max(5)?.max(3)? } else { whole.avg_pool2d(kernel)? })
+    let whole = h.narrow(2, 0, r * kernel)?.narrow(3, 0, q * kernel)?.contiguous()?.reshape((b, c, r, kernel, q, kernel))?;
+    if max {
+        let windows = whole.permute((0, 1, 2, 4, 3, 5))?.contiguous()?.reshape((b, c, r, q, kernel * kernel))?;
+        return opmath::max(&windows, 4);
+    }
+    // Summing dims 3 and 5 of the contiguous view visits each window row by row, in order.
+    opmath::in_f32(&whole, |w| opmath::div_count(&w.sum((3, 5))?, kernel * kernel))
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{DType, Device, Tensor, Var};
 
     /// PyTorch 2.15, f64: `x[b][c][l] = sin(15b + 5c + l + 0.1)` `(2, 3, 5)`, kernel
     /// `k[o][c][j] = 0.5 cos(6o + 2c + j)` `(2, 3, 2)`, `y = F.conv1d(x, k)`, loss `(y ** 2).sum() / 2`;
@@ -138,5 +147,69 @@ mod tests {
         assert_eq!(gx, [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         let mean = super::pool2d(x.as_tensor(), 2, false).unwrap();
         assert_eq!(mean.flatten_all().unwrap().to_vec1::<f64>().unwrap(), [2.0, 5.0]);
+    }
+
+    fn image(v: &[f32], side: usize, dtype: DType) -> Tensor {
+        Tensor::from_vec(v.to_vec(), (1, 1, side, side), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// issue 25: a 2 × 2 image of 30000s, `F.avg_pool2d(x, 2)` in PyTorch 2.15: 30000 in f16
+    /// (an f32 sum, one rounding), 29952 in bf16 (30000 is 29952 there), where Candle's own
+    /// avg_pool2d sums in f16 and overflows.
+    #[test]
+    fn avg_pool_of_a_half_image_of_30000s_is_30000_not_inf() {
+        for (dtype, want) in [(DType::F16, 30000.0), (DType::BF16, 29952.0)] {
+            let x = image(&[30000.0; 4], 2, dtype);
+            assert_eq!(values(&super::pool2d(&x, 2, false).unwrap()), [want], "{dtype:?}");
+            assert_eq!(values(&super::pool2d(&x, 2, true).unwrap()), [want], "{dtype:?}");
+        }
+        assert!(values(&image(&[30000.0; 4], 2, DType::F16).avg_pool2d(2).unwrap())[0].is_infinite(), "Candle's own overflows");
+    }
+
+    /// PyTorch 2.15 `F.avg_pool2d(x, 2)` of `[[1, e], [e, 0]]`, e = 2⁻¹¹ in f16 and 2⁻⁸ in bf16:
+    /// 0.250244140625 and 0.251953125 (`(1 + 2e) / 4`, one rounding); summed in the dtype,
+    /// `1 + e` rounds to 1 (a tie to even) and the mean is 0.25.
+    #[test]
+    fn avg_pool_rounds_once_as_pytorch() {
+        for (dtype, e, want) in [(DType::F16, 2f32.powi(-11), 0.250244140625), (DType::BF16, 2f32.powi(-8), 0.251953125)] {
+            let x = image(&[1.0, e, e, 0.0], 2, dtype);
+            assert_eq!(values(&super::pool2d(&x, 2, false).unwrap()), [want], "{dtype:?}");
+            assert_eq!(values(&x.avg_pool2d(2).unwrap()), [0.25], "{dtype:?}: Candle's own sums in the dtype");
+        }
+        // f32, a 3 × 3 window summing to 17: PyTorch divides, 1.8888888359069824; 17 · f32(1/9)
+        // (Candle's avg_pool2d) is 1.888888955116272.
+        let mut v = [1.0f32; 9];
+        v[0] = 9.0;
+        assert_eq!(values(&super::pool2d(&image(&v, 3, DType::F32), 3, false).unwrap()), [1.8888888359069824]);
+    }
+
+    /// PyTorch 2.15: `F.avg_pool2d(x, 3).sum().backward()` on a 3 × 3 image gives each pixel
+    /// `1/9` in the dtype: 0.111083984375 (f16), 0.111328125 (bf16).
+    #[test]
+    fn avg_pool_gradient_in_half_dtypes_matches_pytorch() {
+        for (dtype, want) in [(DType::F16, 0.111083984375f64), (DType::BF16, 0.111328125)] {
+            let x = Var::from_tensor(&image(&[1.0; 9], 3, dtype)).unwrap();
+            let g = super::pool2d(x.as_tensor(), 3, false).unwrap().sum_all().unwrap().backward().unwrap();
+            let gx = g.get(x.as_tensor()).unwrap();
+            assert_eq!((gx.dtype(), values(gx)), (dtype, vec![want; 9]), "{dtype:?}");
+        }
+    }
+
+    /// PyTorch 2.15, f32, f16 and bf16 alike: `F.max_pool2d` of `[[2, 2], [2, 1]]` sends the
+    /// gradient to the first 2 only, `[1, 0, 0, 0]` (Candle's max sends it to all three), and
+    /// `[[1, nan], [3, 2]]` pools to NaN (Candle's max skips the NaN: 3).
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_lets_nan_through() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let x = Var::from_tensor(&image(&[2.0, 2.0, 2.0, 1.0], 2, dtype)).unwrap();
+            let g = super::pool2d(x.as_tensor(), 2, true).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(values(g.get(x.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0], "{dtype:?}");
+            let nan = super::pool2d(&image(&[1.0, f32::NAN, 3.0, 2.0], 2, dtype), 2, true).unwrap();
+            assert!(values(&nan)[0].is_nan(), "{dtype:?}");
+        }
     }
 }

@@ -7,6 +7,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::run::opmath;
 
 /// Token ids `(batch, seq)` (u32) to rows of `table` `(vocab, dim)`: `(batch, seq, dim)`.
 pub(super) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
@@ -25,30 +26,30 @@ fn keep(h: &Tensor, mask: &Tensor) -> Result<Tensor> {
     Ok(mask.ne(0.0)?.unsqueeze(2)?.broadcast_as(h.shape())?)
 }
 
-/// Mean over the unpadded positions (0 for a fully padded row), accumulated in f32 for half dtypes.
+/// Mean over the unpadded positions (0 for a fully padded row), as PyTorch computes what
+/// people write. Unmasked, `h.mean(1)`: an f32 sum for half dtypes, divided, rounded once.
+/// Masked, `h.masked_fill(~keep, 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)`: the sum
+/// is rounded to the dtype before the division, so in f16 three positions of 30000 overflow
+/// (90000 > 65504) where `h.mean(1)` gives 30000, and bf16 rounds twice.
 pub(super) fn mean_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    crate::run::opmath::in_f32(h, |h| {
-        Ok(match mask {
-            None => h.mean(1)?,
-            Some(m) => {
-                let m = m.to_dtype(h.dtype())?;
-                let kept = keep(h, &m)?.where_cond(h, &h.zeros_like()?)?;
-                let count = m.sum_keepdim(1)?.maximum(1.0)?;
-                kept.sum(1)?.broadcast_div(&count)?
-            }
-        })
-    })
+    let Some(m) = mask else { return opmath::mean(h, &[1]) };
+    let m = m.to_dtype(h.dtype())?;
+    let kept = keep(h, &m)?.where_cond(h, &h.zeros_like()?)?;
+    let sum = opmath::in_f32(&kept, |k| Ok(k.sum(1)?))?;
+    let count = opmath::in_f32(&m, |m| Ok(m.sum_keepdim(1)?.maximum(1.0)?))?;
+    Ok(sum.broadcast_div(&count)?)
 }
 
-/// Maximum over the unpadded positions (`-inf` for a fully padded row, as `masked_fill(-inf).max`).
+/// Maximum over the unpadded positions (`-inf` for a fully padded row, as `masked_fill(-inf).max`),
+/// as PyTorch's `max(1)`: a NaN wins, and the gradient goes to the first maximum.
 pub(super) fn max_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-    Ok(match mask {
-        None => h.max(1)?,
+    match mask {
+        None => opmath::max(h, 1),
         Some(m) => {
             let low = Tensor::full(f64::NEG_INFINITY, (), h.device())?.to_dtype(h.dtype())?.broadcast_as(h.shape())?;
-            keep(h, m)?.where_cond(h, &low)?.max(1)?
+            opmath::max(&keep(h, m)?.where_cond(h, &low)?, 1)
         }
-    })
+    }
 }
 
 /// The last position.
@@ -59,7 +60,7 @@ pub(super) fn last(h: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Tensor, Var};
+    use candle_core::{DType, Device, Tensor, Var};
 
     use super::*;
 
@@ -109,5 +110,47 @@ mod tests {
         // Each position's vector is used by both rows.
         let g = out.sum_all().unwrap().backward().unwrap();
         assert_eq!(flat(g.get(pos.as_tensor()).unwrap()), [2.0, 2.0, 2.0]);
+    }
+
+    fn half(v: &[f32], shape: &[usize], dtype: DType) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    }
+
+    fn wide(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// PyTorch 2.15, positions [30000, 30000, 30000, 5] with mask [1, 1, 1, 0]: the masked form
+    /// `h.masked_fill(~keep, 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)` rounds the sum
+    /// first: inf in f16 (90000 > 65504), 30080 in bf16 (89856 rounds to 90112); `h[:, :3].mean(1)`
+    /// sums in f32 and rounds once: 30000 (f16), 29952 (bf16).
+    #[test]
+    fn half_mean_pool_rounds_where_pytorch_rounds() {
+        for (dtype, masked, plain) in [(DType::F16, f64::INFINITY, 30000.0), (DType::BF16, 30080.0, 29952.0)] {
+            let h = half(&[30000.0, 30000.0, 30000.0, 5.0], &[1, 4, 1], dtype);
+            let mask = half(&[1.0, 1.0, 1.0, 0.0], &[1, 4], dtype);
+            assert_eq!(wide(&mean_pool(&h, Some(&mask)).unwrap()), [masked], "{dtype:?}");
+            assert_eq!(wide(&mean_pool(&h.narrow(1, 0, 3).unwrap(), None).unwrap()), [plain], "{dtype:?}");
+        }
+        // f32 [5, 0, 0]: PyTorch's mean divides, 1.6666666269302368; 5 · f32(1/3) is 1.6666667461395264.
+        assert_eq!(wide(&mean_pool(&half(&[5.0, 0.0, 0.0], &[1, 3, 1], DType::F32), None).unwrap()), [1.6666666269302368]);
+    }
+
+    /// PyTorch 2.15 (f32, f16, bf16): h = [[2, nan], [2, 1], [7, 9]] with mask [1, 1, 0];
+    /// `h.masked_fill(~keep, -inf).max(1).values` is [2, nan], and the first column's gradient
+    /// goes to the first 2 only. Unmasked, [[2, 1], [2, 3], [0.5, 3]] sends it to rows 0 and 1.
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_lets_nan_through() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let h = Var::from_tensor(&half(&[2.0, f32::NAN, 2.0, 1.0, 7.0, 9.0], &[1, 3, 2], dtype)).unwrap();
+            let out = max_pool(h.as_tensor(), Some(&half(&[1.0, 1.0, 0.0], &[1, 3], dtype))).unwrap();
+            let v = wide(&out);
+            assert!(v[0] == 2.0 && v[1].is_nan(), "{dtype:?}: {v:?}");
+            let g = out.narrow(1, 0, 1).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(wide(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0], "{dtype:?}");
+            let h = Var::from_tensor(&half(&[2.0, 1.0, 2.0, 3.0, 0.5, 3.0], &[1, 3, 2], dtype)).unwrap();
+            let g = max_pool(h.as_tensor(), None).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(wide(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
+        }
     }
 }
