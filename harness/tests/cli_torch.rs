@@ -29,7 +29,7 @@ fn export_writes_a_script_and_its_tensors() {
 #[test]
 fn a_report_directory_exports_its_repro() {
     let dir = tempdir();
-    let report = common::repo().join("reports/s002_ex1_linreg_sgd-9a7134d3");
+    let report = common::repo().join("reports/s002_ex1_linreg_sgd-eca5b23c-e638dfd9");
     let o = nanhunt(&["export-torch", report.to_str().unwrap(), "--out", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(dir.path().join("data.safetensors").is_file());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{repo, seed, stderr, stdout, tempdir};
 
 /// The recorded report of seed 002 ex1: +Inf in the loss at step 3 (epoch 3, fold 0).
-const REPORT: &str = "reports/s002_ex1_linreg_sgd-9a7134d3";
+const REPORT: &str = "reports/s002_ex1_linreg_sgd-eca5b23c-e638dfd9";
 
 /// What the script prints last when PyTorch goes non-finite where that report does.
 const AT_STEP_3: &str = r#"NANHUNT {"torch": "fake", "first": {"step": 3, "epoch": 3, "fold": 0, "phase": "loss", "tensor": "loss"}}"#;
@@ -208,7 +208,7 @@ fn a_report_confirmed_by_a_fake_interpreter_gains_its_line() {
     // The path the refusals above guard still works: the line lands under the title.
     let dir = tempdir();
     let report = report_copy(dir.path());
-    let python = fake(dir.path(), &format!("printf 'step,epoch,fold,train_loss\\n1,1,0,6.145485824e9\\n' > trace.torch.csv\necho '{AT_STEP_3}'"));
+    let python = fake(dir.path(), &format!("printf 'step,epoch,fold,train_loss\\n1,1,0,6.145485312e9\\n' > trace.torch.csv\necho '{AT_STEP_3}'"));
     let (o, _) = nanhunt_in(dir.path(), &["confirm", report.to_str().unwrap(), "--python", python.to_str().unwrap()], Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
