@@ -282,22 +282,7 @@ fn half_pooling_over_large_values_fails_only_where_pytorch_fails() {
     // its sum (~100000) to f16 before dividing, +inf in both at the same step and phase; the
     // unmasked mean (f32 sum, one rounding) stays finite in both, in f16 and bf16.
     let dir = common::tempdir();
-    let image = r#"name = "large_image"
-[data]
-image = { channels = 1, height = 2, width = 2 }
-inputs = { kind = "values", rows = [[20000.0, 20000.0, 20000.0, 20000.0], [20000.0, 20000.0, 20000.0, 20000.0]] }
-targets = { kind = "values", values = [2.0, 2.0] }
-[model]
-layers = [{ type = "conv2d", channels = 1, kernel = 1, init = { kind = "constant", value = 1.0 } }, { type = "avg_pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1, init = { kind = "constant", value = 1e-4 } }]
-[loss]
-kind = "mse"
-[optimizer]
-kind = "sgd"
-lr = 1e-6
-[train]
-epochs = 3
-dtype = "f16"
-"#;
+    let image = &common::large_image("f16");
     let c = confirmed(&common::write(dir.path(), "image.toml", image));
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
     let c = confirmed(&common::write(dir.path(), "masked.toml", &large_sequence(20000.0, "padding = { lengths = [5, 5, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5] }", "f16")));
