@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use nanhunt::search::{hunt, Engine, HuntOptions};
 use nanhunt::scenario::ExpectedOutcome;
+use nanhunt::search::{hunt, Engine, HuntOptions};
 
 fn main() {
     std::env::set_var("RAYON_NUM_THREADS", "1");
@@ -50,7 +50,14 @@ fn main() {
                     let rows = t.rows.as_ref().map_or("-".into(), |c| format!("{}→{}", c.total, c.kept.len()));
                     println!(
                         "| {} | {name} | {:.1} | {} | {:.1} | {} | {rows} | {} | {} in {} |",
-                        base.name, f.seconds_to_find, f.runs_to_find, f.seconds_to_shrink, t.mutations.len(), distance.join(", "), f.location.kind, f.location.tensor
+                        base.name,
+                        f.seconds_to_find,
+                        f.runs_to_find,
+                        f.seconds_to_shrink,
+                        t.mutations.len(),
+                        distance.join(", "),
+                        f.location.kind,
+                        f.location.tensor
                     );
                     runs.push(f.runs_to_find as f64);
                 }

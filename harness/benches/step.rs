@@ -129,11 +129,8 @@ fn main() {
         s.train.loss_scale = scaler.then(Default::default);
         s
     };
-    let (f32_on, bf16_on, f16_on) = (
-        us_per_step(&gpt, 4, 44, 11).1,
-        us_per_step(&with(nanhunt::scenario::Precision::AmpBf16, false), 4, 44, 11).1,
-        us_per_step(&with(nanhunt::scenario::Precision::AmpF16, true), 4, 44, 11).1,
-    );
+    let (f32_on, bf16_on, f16_on) =
+        (us_per_step(&gpt, 4, 44, 11).1, us_per_step(&with(nanhunt::scenario::Precision::AmpBf16, false), 4, 44, 11).1, us_per_step(&with(nanhunt::scenario::Precision::AmpF16, true), 4, 44, 11).1);
     println!("| step | {} | {} | {} | {:.2}× |", us(f32_on), us(bf16_on), us(f16_on), bf16_on / f32_on);
     println!();
     println!("| failing run | watch off | watch on, diagnosed | named |");

@@ -80,11 +80,11 @@ pub mod run;
 pub mod scenario;
 pub mod search;
 
-pub use error::{Error, Result};
 /// The Candle this crate is built on, for code models' tensors and `VarBuilder`s of the same version.
 pub use candle_core;
 /// candle-nn, whose layers a code model builds from [`ParamStore::var_builder`].
 pub use candle_nn;
+pub use error::{Error, Result};
 pub use number::{human, human_near_one};
 pub use report::{assert_finite_within, check_all, check_module, replay, write as write_report, ReportInput, Reports};
 pub use run::code::{run_module, CodeModel, ModelCard, ParamStore, Watch};

@@ -125,7 +125,8 @@ fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
         assert_eq!(c.compared, 2 * 6 * 3, "{o}: two folds of 6 epochs of 3 batches (20 rows, batch 8)");
     }
     // A recurrent layer on sequences, and the same stack in f16 and bf16.
-    let seq = common::write(dir.path(), "rnn.toml", &vocabulary(r#"{ type = "rnn", hidden = 5 }, { type = "linear", out = 1 }"#, optimizers[3], "f32").replace("features = 3", "features = 2\nseq_len = 3"));
+    let seq =
+        common::write(dir.path(), "rnn.toml", &vocabulary(r#"{ type = "rnn", hidden = 5 }, { type = "linear", out = 1 }"#, optimizers[3], "f32").replace("features = 3", "features = 2\nseq_len = 3"));
     let c = confirmed(&seq);
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "rnn: {c}");
     for dtype in ["f16", "bf16"] {
@@ -149,9 +150,21 @@ fn every_layer_optimizer_and_data_path_agrees_with_pytorch() {
     }
     // Gated RNNs with dropout (the masks are exported), convolutions over sequences and images.
     let cases = [
-        ("gated", "features = 2\nseq_len = 6", r#"{ type = "lstm", hidden = 6, return_sequences = true, recurrent_dropout = 0.3 }, { type = "dropout", p = 0.2 }, { type = "gru", hidden = 4, activation = "relu", recurrent_dropout = 0.1 }, { type = "linear", out = 1 }"#),
-        ("conv1d", "features = 3\nseq_len = 9", r#"{ type = "conv1d", channels = 4, kernel = 3, stride = 2, padding = 1 }, { type = "gelu" }, { type = "conv1d", channels = 2, kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#),
-        ("cnn", "image = { channels = 2, height = 9, width = 8 }", r#"{ type = "conv2d", channels = 4, kernel = 3, padding = 1 }, { type = "batch_norm" }, { type = "relu" }, { type = "max_pool2d", kernel = 2 }, { type = "dropout", p = 0.1 }, { type = "conv2d", channels = 3, kernel = 2, stride = 2 }, { type = "avg_pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#),
+        (
+            "gated",
+            "features = 2\nseq_len = 6",
+            r#"{ type = "lstm", hidden = 6, return_sequences = true, recurrent_dropout = 0.3 }, { type = "dropout", p = 0.2 }, { type = "gru", hidden = 4, activation = "relu", recurrent_dropout = 0.1 }, { type = "linear", out = 1 }"#,
+        ),
+        (
+            "conv1d",
+            "features = 3\nseq_len = 9",
+            r#"{ type = "conv1d", channels = 4, kernel = 3, stride = 2, padding = 1 }, { type = "gelu" }, { type = "conv1d", channels = 2, kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#,
+        ),
+        (
+            "cnn",
+            "image = { channels = 2, height = 9, width = 8 }",
+            r#"{ type = "conv2d", channels = 4, kernel = 3, padding = 1 }, { type = "batch_norm" }, { type = "relu" }, { type = "max_pool2d", kernel = 2 }, { type = "dropout", p = 0.1 }, { type = "conv2d", channels = 3, kernel = 2, stride = 2 }, { type = "avg_pool2d", kernel = 2 }, { type = "flatten" }, { type = "linear", out = 1 }"#,
+        ),
     ];
     for (name, shape, layers) in cases {
         let text = vocabulary(layers, optimizers[3], "f32").replace("features = 3", shape);
@@ -167,7 +180,9 @@ fn mixed_precision_the_scaler_schedules_and_accumulation_agree_with_pytorch() {
     // and two micro-batches per step, on the dense stack and on attention over sequences.
     let dense = r#"{ type = "linear", out = 8 }, { type = "gelu" }, { type = "layer_norm" }, { type = "linear", out = 8 }, { type = "dropout", p = 0.2 }, { type = "tanh" }, { type = "softmax" }, { type = "linear", out = 1 }"#;
     let attention = r#"{ type = "linear", out = 8 }, { type = "residual", layers = [{ type = "layer_norm" }, { type = "attention", heads = 2, causal = true }] }, { type = "mean_pool" }, { type = "linear", out = 1 }"#;
-    let amp = |precision: &str, init: &str| format!("precision = \"{precision}\"\naccumulate = 2\n[train.loss_scale]\ninit = {init}\ngrowth_interval = 3\n[train.schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\ndecay_steps = 8\n");
+    let amp = |precision: &str, init: &str| {
+        format!("precision = \"{precision}\"\naccumulate = 2\n[train.loss_scale]\ninit = {init}\ngrowth_interval = 3\n[train.schedule]\nwarmup_steps = 2\ndecay = \"cosine\"\ndecay_steps = 8\n")
+    };
     let text = |layers: &str, shape: &str, precision: &str, init: &str| format!("{}{}", vocabulary(layers, "kind = \"adamw\"\nlr = 1e-2", "f32").replace("features = 3", shape), amp(precision, init));
     let dir = common::tempdir();
     for (name, layers, shape) in [("dense", dense, "features = 3"), ("attention", attention, "features = 2\nseq_len = 4")] {
@@ -232,7 +247,13 @@ fn pooling_and_reductions_in_f16_and_bf16_agree_with_pytorch() {
         ("max_masked", BOTH, "features = 2\nseq_len = 5\npadding = { max_fraction = 0.8 }".to_string(), seq("max_pool"), "huber"),
         ("mean", BOTH, "features = 2\nseq_len = 5".to_string(), seq("mean_pool"), "mse"),
         ("max", BOTH, "features = 2\nseq_len = 5".to_string(), seq("max_pool"), "huber"),
-        ("conv1d", &["f16"][..], "features = 3\nseq_len = 9".to_string(), r#"{ type = "conv1d", channels = 4, kernel = 3, stride = 2, padding = 1 }, { type = "flatten" }, { type = "linear", out = 1 }"#.to_string(), "mae"),
+        (
+            "conv1d",
+            &["f16"][..],
+            "features = 3\nseq_len = 9".to_string(),
+            r#"{ type = "conv1d", channels = 4, kernel = 3, stride = 2, padding = 1 }, { type = "flatten" }, { type = "linear", out = 1 }"#.to_string(),
+            "mae",
+        ),
     ];
     let dir = common::tempdir();
     for (name, dtypes, shape, layers, loss) in &cases {

@@ -159,7 +159,10 @@ fn a_report_edited_so_it_no_longer_fails_is_refused() {
     std::fs::write(&toml, std::fs::read_to_string(&toml).unwrap().replace("lr = 0.01", "lr = 1e-11")).unwrap();
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     let trace = dir.path().join("trace.torch.csv");
-    let python = fake(dir.path(), &format!("printf 'step,epoch,fold,train_loss\\n1,1,0,1e0\\n' > trace.torch.csv\ncp trace.torch.csv {}\necho 'NANHUNT {{\"torch\": \"fake\", \"first\": null}}'", trace.display()));
+    let python = fake(
+        dir.path(),
+        &format!("printf 'step,epoch,fold,train_loss\\n1,1,0,1e0\\n' > trace.torch.csv\ncp trace.torch.csv {}\necho 'NANHUNT {{\"torch\": \"fake\", \"first\": null}}'", trace.display()),
+    );
     let (o, _) = nanhunt_in(dir.path(), &["confirm", report.to_str().unwrap(), "--python", python.to_str().unwrap()], Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("no longer reproduces"), "{}", stderr(&o));
@@ -260,7 +263,14 @@ fn ctrl_c_kills_the_script_and_removes_the_scratch_folder() {
     let pids = dir.path().join("sleep.pid");
     let python = fake(dir.path(), &format!("sleep 600 &\necho $! > {}.part\nmv {0}.part {0}\nwait", pids.display()));
     let s = seed("s002_ex1_linreg_sgd");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nanhunt")).args(["confirm", s.to_str().unwrap(), "--python", python.to_str().unwrap()]).env("TMPDIR", &tmp).stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nanhunt"))
+        .args(["confirm", s.to_str().unwrap(), "--python", python.to_str().unwrap()])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while !pids.exists() && start.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));

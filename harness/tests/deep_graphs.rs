@@ -108,8 +108,7 @@ fn hunt_of_an_lstm_over_2000_steps_does_not_abort_and_saves_its_state() {
     let p = write(dir.path(), "s.toml", &recurrent("lstm", 2_000));
     let corpus = dir.path().join("corpus");
     let (c, o) = (corpus.to_str().unwrap(), dir.path().join("out"));
-    let args =
-        ["hunt", p.to_str().unwrap(), "--jobs", "2", "--max-runs", "4", "--time", "30s", "--shrink-time", "5s", "--corpus", c, "--out", o.to_str().unwrap()];
+    let args = ["hunt", p.to_str().unwrap(), "--jobs", "2", "--max-runs", "4", "--time", "30s", "--shrink-time", "5s", "--corpus", c, "--out", o.to_str().unwrap()];
     ended(&args, &[0, 1]);
     assert!(corpus.join("state.json").is_file(), "the campaign state is saved");
     let mut resume = args.to_vec();

@@ -16,18 +16,9 @@ fn large_image(dtype: &str) -> nanhunt::Scenario {
 fn f16_avg_pool2d_over_an_image_of_large_values_stays_finite() {
     for dtype in ["f16", "bf16", "f32"] {
         let o = nanhunt::run(&large_image(dtype));
-        assert_eq!(
-            o.outcome,
-            Status::Finite,
-            "{dtype}: {:?}",
-            o.first_nonfinite.map(|f| f.to_string())
-        );
+        assert_eq!(o.outcome, Status::Finite, "{dtype}: {:?}", o.first_nonfinite.map(|f| f.to_string()));
         assert_eq!(o.steps, 3, "{dtype}");
         // The prediction is 20000 · f(1e-4) ≈ 2: the loss is tiny, not the square of an overflow.
-        assert!(
-            o.final_loss.is_some_and(|l| l < 1e-3),
-            "{dtype}: {:?}",
-            o.final_loss
-        );
+        assert!(o.final_loss.is_some_and(|l| l < 1e-3), "{dtype}: {:?}", o.final_loss);
     }
 }

@@ -120,7 +120,11 @@ fn every_input_kind(dir: &Path) -> Vec<(&'static str, PathBuf)> {
         ("features", "n = 8\nfeatures = 3\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }", "{ type = \"linear\", out = 4 }, { type = \"tanh\" }, { type = \"linear\", out = 1 }"),
         ("sequences", "n = 8\nfeatures = 2\nseq_len = 3\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }", "{ type = \"rnn\", hidden = 3 }, { type = \"linear\", out = 1 }"),
         ("tokens", "n = 8\nseq_len = 4\ninputs = { kind = \"tokens\", vocab = 5 }\ntargets = { kind = \"next_token\" }", "{ type = \"embedding\", dim = 4 }, { type = \"linear\", out = 5 }"),
-        ("images", "n = 8\nimage = { channels = 2, height = 4, width = 4 }\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }", "{ type = \"conv2d\", channels = 2, kernel = 2 }, { type = \"relu\" }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }"),
+        (
+            "images",
+            "n = 8\nimage = { channels = 2, height = 4, width = 4 }\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }",
+            "{ type = \"conv2d\", channels = 2, kernel = 2 }, { type = \"relu\" }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }",
+        ),
         ("csv", "inputs = { kind = \"csv\", path = \"rows.csv\", targets = [\"y\"] }", "{ type = \"linear\", out = 4 }, { type = \"linear\", out = 1 }"),
     ];
     write(dir, "rows.csv", "a,b,y\n1,2,3\n0.5,-1,2\n3,1,0\n-2,0.25,1\n1.5,1.5,-1\n0,2,0.5\n");

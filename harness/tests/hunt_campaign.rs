@@ -251,7 +251,10 @@ fn check_holds_a_minimum_stability_margin() {
     let dir = tempdir();
     let text = std::fs::read_to_string(seed("s002_ex1_linreg_sgd_fix_standardize")).unwrap();
     let with = |min: &str| {
-        let t = text.replace("[expect]\noutcome = \"finite\"", &format!("[search]\nknobs = [\"optimizer.lr\"]\nlr = [1e-4, 1e3]\n\n[expect]\noutcome = \"finite\"\nmin_margin = {{ \"optimizer.lr\" = {min} }}"));
+        let t = text.replace(
+            "[expect]\noutcome = \"finite\"",
+            &format!("[search]\nknobs = [\"optimizer.lr\"]\nlr = [1e-4, 1e3]\n\n[expect]\noutcome = \"finite\"\nmin_margin = {{ \"optimizer.lr\" = {min} }}"),
+        );
         assert!(t.contains("min_margin"), "the seed ends with its [expect] table");
         let p = write(dir.path(), "m.toml", &t);
         nanhunt(&["check", p.to_str().unwrap()])

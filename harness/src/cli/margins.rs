@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nanhunt::{human, human_near_one};
 use nanhunt::run::Status;
 use nanhunt::search::{margins, Bound, KnobMargin, MarginOptions, Margins, Scale, Target};
+use nanhunt::{human, human_near_one};
 
 /// How far is this configuration from NaN (or, failing, from a fix)?
 #[derive(clap::Args)]

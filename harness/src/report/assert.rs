@@ -62,7 +62,10 @@ pub fn check_finite_within(model: &CodeModel, s: &Scenario, opts: &HuntOptions, 
         if let InputSpec::Csv { path: csv, .. } = &mut repro.data.inputs {
             *csv = relative(dir, &base.dir.clone().unwrap_or_default().join(&*csv)).display().to_string();
         }
-        let header = format!("# Saved by nanhunt::assert_finite_within: {} in {} ({}).\n# Replayed before the hunt every time the test runs; commit it.\n", f.location.kind, f.location.tensor, f.location.phase);
+        let header = format!(
+            "# Saved by nanhunt::assert_finite_within: {} in {} ({}).\n# Replayed before the hunt every time the test runs; commit it.\n",
+            f.location.kind, f.location.tensor, f.location.phase
+        );
         let text = toml::to_string(&repro).map_err(|e| Error::Toml { path: path.clone(), source: e })?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::write_atomic(&path, format!("{header}{text}").as_bytes())?;

@@ -119,7 +119,15 @@ pub struct CheckOptions {
 pub fn check(entry: &Entry, opts: &CheckOptions) -> CheckResult {
     let start = std::time::Instant::now();
     let mut r = match load(entry, &opts.load) {
-        Err(e) => CheckResult { name: entry.path().display().to_string(), path: PathBuf::new(), verdict: Verdict::Error(e.to_string()), detail: String::new(), time: Duration::ZERO, mutants: vec![], confidence: None },
+        Err(e) => CheckResult {
+            name: entry.path().display().to_string(),
+            path: PathBuf::new(),
+            verdict: Verdict::Error(e.to_string()),
+            detail: String::new(),
+            time: Duration::ZERO,
+            mutants: vec![],
+            confidence: None,
+        },
         // A report's expectation is its recorded outcome, not its file's `[expect]`.
         Ok((mut s, e)) => {
             s.expect = e;
@@ -210,7 +218,14 @@ fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>, opts: &MarginOptions) -
             // A factor either way (a lower threshold gives a margin under 1), or a distance.
             let got = k.size(b);
             if got < want {
-                return Verdict::Fail(format!("margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required", k.knob, crate::human(k.base), crate::human(got), crate::human(b.flips_at), crate::human(want)));
+                return Verdict::Fail(format!(
+                    "margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required",
+                    k.knob,
+                    crate::human(k.base),
+                    crate::human(got),
+                    crate::human(b.flips_at),
+                    crate::human(want)
+                ));
             }
         }
     }
@@ -225,7 +240,16 @@ fn rate_holds(s: &Scenario, f: FailureRate) -> Verdict {
     }
     let (lo, hi) = w.interval;
     let first: Vec<String> = w.failures.iter().take(3).map(|(seed, _)| seed.to_string()).collect();
-    Verdict::Fail(format!("{} of {} seeds go non-finite (rate {}, 95% interval [{}, {}]), over the {} allowed; first: seeds {}", w.failures.len(), w.runs, crate::human(w.rate), crate::human(lo), crate::human(hi), crate::human(f.rate), first.join(", ")))
+    Verdict::Fail(format!(
+        "{} of {} seeds go non-finite (rate {}, 95% interval [{}, {}]), over the {} allowed; first: seeds {}",
+        w.failures.len(),
+        w.runs,
+        crate::human(w.rate),
+        crate::human(lo),
+        crate::human(hi),
+        crate::human(f.rate),
+        first.join(", ")
+    ))
 }
 
 /// The rule of three: 0 failures in `n` independent draws bound the failure rate below 3/n at 95%.

@@ -26,13 +26,8 @@ pub fn margins_svg(m: &Margins) -> Result<String> {
         let root = SVGBackend::with_string(&mut out, (800, 120 + 36 * rows.len().max(1) as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let caption = format!("{}: decades to the nearest {} (base at 0)", m.scenario, if m.base_location.is_some() { "fix" } else { "flip" });
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, (FONT, 18))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(170)
-            .build_cartesian_2d(-span..span, 0.0..rows.len().max(1) as f64)
-            .map_err(err)?;
+        let mut chart =
+            ChartBuilder::on(&root).caption(caption, (FONT, 18)).margin(12).x_label_area_size(36).y_label_area_size(170).build_cartesian_2d(-span..span, 0.0..rows.len().max(1) as f64).map_err(err)?;
         chart.configure_mesh().x_desc("decades below ← base → decades above").label_style((FONT, 12)).y_labels(0).disable_y_mesh().draw().map_err(err)?;
         // Each knob's name beside its bars, in the label area.
         let style = TextStyle::from((FONT, 13)).pos(Pos::new(HPos::Right, VPos::Center));
@@ -66,7 +61,10 @@ mod tests {
             scenario: "t".into(),
             base_outcome: Status::Finite,
             base_location: None,
-            knobs: vec![KnobMargin { knob: Knob::Lr, scale: Scale::Log, base: 1.0, lower: bound(0.01), upper: bound(100.0), lower_unsearched: None, upper_unsearched: None }, KnobMargin { knob: Knob::InitScale, scale: Scale::Log, base: 1.0, lower: None, upper: bound(10.0), lower_unsearched: None, upper_unsearched: None }],
+            knobs: vec![
+                KnobMargin { knob: Knob::Lr, scale: Scale::Log, base: 1.0, lower: bound(0.01), upper: bound(100.0), lower_unsearched: None, upper_unsearched: None },
+                KnobMargin { knob: Knob::InitScale, scale: Scale::Log, base: 1.0, lower: None, upper: bound(10.0), lower_unsearched: None, upper_unsearched: None },
+            ],
             categorical: vec![],
         };
         let svg = margins_svg(&m).unwrap();

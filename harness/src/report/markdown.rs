@@ -24,10 +24,7 @@ pub fn markdown(s: &Summary) -> String {
         (Some(f), _) => {
             // A repro with fewer rows counts its own steps: say so beside the step.
             let rows = s.reductions.iter().find(|r| r.starts_with("data rows")).map_or(String::new(), |r| format!(" ({r})"));
-            m += &format!(
-                "**{}** in `{}`{} during the **{}** phase of step {}{rows} (epoch {}, fold {}).\n",
-                f.kind, f.tensor, f.element(), f.phase, f.step, f.epoch, f.fold
-            );
+            m += &format!("**{}** in `{}`{} during the **{}** phase of step {}{rows} (epoch {}, fold {}).\n", f.kind, f.tensor, f.element(), f.phase, f.step, f.epoch, f.fold);
             if f.count > 1 {
                 m += &format!("{} of the tensor's {} elements (shape {:?}) are not finite.\n", f.count, f.shape.iter().product::<usize>(), f.shape);
             }
@@ -64,7 +61,10 @@ pub fn markdown(s: &Summary) -> String {
         m += &format!("\n> {note}\n");
     }
     if s.triggers.len() > 1 {
-        m += &format!("\n## Triggers ({}, nearest to the base first; the repro is the first)\n\n| # | knobs (each at its threshold) | flips at | distance | hits |\n|---:|---|---|---:|---:|\n", s.triggers.len());
+        m += &format!(
+            "\n## Triggers ({}, nearest to the base first; the repro is the first)\n\n| # | knobs (each at its threshold) | flips at | distance | hits |\n|---:|---|---|---:|---:|\n",
+            s.triggers.len()
+        );
         for (i, t) in s.triggers.iter().take(12).enumerate() {
             let knobs = if t.mutations.is_empty() { "none: the base itself".to_string() } else { describe(&t.mutations) };
             let flips: Vec<String> = t.thresholds.iter().map(|h| format!("`{}` {} {}", h.knob, h.direction(), human(h.flips_at))).collect();
@@ -96,10 +96,7 @@ pub fn markdown(s: &Summary) -> String {
         m += &format!("- {r}\n");
     }
     let e = &s.environment;
-    m += &format!(
-        "\n## Environment\n\nnanhunt {} · candle {} · {} · {} thread(s) · {} · {} · {}\n",
-        e.nanhunt, e.candle, e.cpu, e.threads, e.dtype, e.device, e.os
-    );
+    m += &format!("\n## Environment\n\nnanhunt {} · candle {} · {} · {} thread(s) · {} · {} · {}\n", e.nanhunt, e.candle, e.cpu, e.threads, e.dtype, e.device, e.os);
     if let Some(c) = &o.model {
         let values: usize = c.params.iter().map(|(_, d)| d.iter().product::<usize>()).sum();
         m += &format!("\nModel: Rust code `{}`, {} parameters ({values} values), initial hash `{}`.\n", c.name, c.params.len(), c.init_hash);

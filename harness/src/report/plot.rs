@@ -33,9 +33,7 @@ struct Series {
 }
 
 fn series(trace: &Trace) -> Vec<Series> {
-    let pick = |f: &dyn Fn(&crate::run::TraceRow) -> Option<f64>| {
-        trace.rows.iter().enumerate().filter_map(|(i, r)| f(r).filter(|v| v.is_finite() && *v > 0.0).map(|v| ((i + 1) as f64, v))).collect()
-    };
+    let pick = |f: &dyn Fn(&crate::run::TraceRow) -> Option<f64>| trace.rows.iter().enumerate().filter_map(|(i, r)| f(r).filter(|v| v.is_finite() && *v > 0.0).map(|v| ((i + 1) as f64, v))).collect();
     vec![
         Series { name: "|train loss|", color: RGBColor(31, 119, 180), points: pick(&|r| Some(r.train_loss.abs())) },
         Series { name: "|val loss|", color: RGBColor(148, 103, 189), points: pick(&|r| r.val_loss.map(f64::abs)) },
@@ -58,28 +56,12 @@ where
     let (lo, hi) = if lo <= hi { ((lo / 2.0).max(f64::MIN_POSITIVE), (hi * 2.0).min(f64::MAX / 2.0)) } else { (1e-3, 1e3) };
     let lo = lo.max(hi * 1e-80);
     let steps = trace.rows.len().max(mark.unwrap_or(0)).max(2) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 20))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.5f64..steps + 0.5, (lo..hi).log_scale())
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .y_desc("magnitude (log)")
-        .label_style((FONT, 12))
-        .y_label_formatter(&|v| format!("{v:.0e}"))
-        .draw()
-        .map_err(err)?;
+    let mut chart =
+        ChartBuilder::on(&root).caption(title, (FONT, 20)).margin(12).x_label_area_size(36).y_label_area_size(64).build_cartesian_2d(0.5f64..steps + 0.5, (lo..hi).log_scale()).map_err(err)?;
+    chart.configure_mesh().x_desc("step").y_desc("magnitude (log)").label_style((FONT, 12)).y_label_formatter(&|v| format!("{v:.0e}")).draw().map_err(err)?;
     for s in lines.into_iter().filter(|s| !s.points.is_empty()) {
         let color = s.color;
-        chart
-            .draw_series(LineSeries::new(s.points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(s.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(LineSeries::new(s.points, color.stroke_width(2))).map_err(err)?.label(s.name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
     if let Some(step) = mark {
         let x = step.max(1) as f64;

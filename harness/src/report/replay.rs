@@ -116,7 +116,14 @@ fn replay_as(dir: &Path, load: &LoadOptions, model: Option<&CodeModel>) -> Resul
     }
     if let (Some(now), Some(then)) = (&outcome.model, &summary.outcome.model) {
         if now != then {
-            let message = format!("the model `{}` is not the one recorded: parameters {} with initial hash {}, recorded {} with {}", now.name, params(&now.params), now.init_hash, params(&then.params), then.init_hash);
+            let message = format!(
+                "the model `{}` is not the one recorded: parameters {} with initial hash {}, recorded {} with {}",
+                now.name,
+                params(&now.params),
+                now.init_hash,
+                params(&then.params),
+                then.init_hash
+            );
             return Err(Error::Replay { dir: dir.to_path_buf(), message });
         }
     }
@@ -139,7 +146,9 @@ mod tests {
     fn another_code_model_is_refused_in_words() {
         use candle_core::Module;
         let linear = |w0: f64| {
-            let build = move |store: &crate::ParamStore| Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), candle_nn::init::Init::Const(w0))?, Some(store.get("fc.bias", 1, candle_nn::init::Init::Const(0.0))?)));
+            let build = move |store: &crate::ParamStore| {
+                Ok(candle_nn::Linear::new(store.get("fc.weight", (1, 2), candle_nn::init::Init::Const(w0))?, Some(store.get("fc.bias", 1, candle_nn::init::Init::Const(0.0))?)))
+            };
             CodeModel::new("linear", build, |m: &candle_nn::Linear, x: &candle_core::Tensor, _: &mut crate::Watch| m.forward(x))
         };
         let toml = "name = \"code\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0, 2.0], [3.0, -1.0]] }\ntargets = { kind = \"values\", values = [1.0, 0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n[train]\nepochs = 2\ndtype = \"f64\"\n";

@@ -180,7 +180,6 @@ pub fn changes(base: &Scenario, repro: &Scenario) -> Vec<Change> {
     out
 }
 
-
 /// The 1-based trace row of the first non-finite step, for the plot's marker.
 pub(crate) fn mark(o: &Outcome) -> Option<usize> {
     let f = o.failure_site()?;
@@ -194,14 +193,12 @@ pub(crate) fn leading_up(o: &Outcome) -> Vec<SignalRow> {
     o.trace.rows[end.saturating_sub(6)..end].iter().map(SignalRow::of).collect()
 }
 
-
 /// Reads a report's summary.
 pub fn read_summary(dir: &Path) -> Result<Summary> {
     let p = dir.join("summary.json");
     let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     serde_json::from_str(&text).map_err(|source| Error::Json { path: p, what: "not a nanhunt summary", source })
 }
-
 
 #[cfg(test)]
 mod tests {

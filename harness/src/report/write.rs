@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use super::markdown::markdown;
 use super::plot;
 use super::summary::{changes, leading_up, mark, Environment, RunSettings, Summary, SCHEMA_VERSION};
+use super::verdict::expect_at;
 use crate::error::{Error, Result};
 use crate::run::{Outcome, RunOptions};
-use super::verdict::expect_at;
 use crate::scenario::{InputSpec, Scenario, MAX_NAME_CHARS};
 use crate::search::{fnv1a, rebuild, reductions, signature, Built, Finding, Minimal, Reporter, Threshold, Trigger};
 
@@ -88,7 +88,11 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     }
     // A code model is not in the report: the test that has it replays it.
     let replay = match &o.model {
-        Some(m) => format!("// the model is Rust code (`{}`): replay from the test that has it\nnanhunt::report::replay_module(&model, std::path::Path::new({:?}), &Default::default())", m.name, dir.display().to_string()),
+        Some(m) => format!(
+            "// the model is Rust code (`{}`): replay from the test that has it\nnanhunt::report::replay_module(&model, std::path::Path::new({:?}), &Default::default())",
+            m.name,
+            dir.display().to_string()
+        ),
         None => format!("nanhunt replay {}", dir.display()),
     };
     let run = if o.model.is_some() { "nanhunt::run_module(&model, &model.scenario_file(std::path::Path::new(\"repro.toml\"))?)" } else { "nanhunt run repro.toml" };
@@ -170,7 +174,12 @@ fn readable_floats(text: &str) -> String {
         if starts_number {
             let end = (i + 1..chars.len()).find(|&j| !(chars[j].is_ascii_digit() || ".eE+-_".contains(chars[j]))).unwrap_or(chars.len());
             let token: String = chars[i..end].iter().collect();
-            let shorter = token.parse::<f64>().ok().filter(|_| token.contains('.') && !token.contains(['e', 'E'])).map(|v| format!("{v:e}")).filter(|s| s.len() + 3 <= token.len() && s.parse::<f64>().ok() == token.parse::<f64>().ok());
+            let shorter = token
+                .parse::<f64>()
+                .ok()
+                .filter(|_| token.contains('.') && !token.contains(['e', 'E']))
+                .map(|v| format!("{v:e}"))
+                .filter(|s| s.len() + 3 <= token.len() && s.parse::<f64>().ok() == token.parse::<f64>().ok());
             out += shorter.as_deref().unwrap_or(&token);
             i = end;
             continue;

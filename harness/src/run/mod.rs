@@ -25,11 +25,11 @@ pub(crate) mod data;
 mod device;
 mod divergence;
 mod elementwise;
-mod loss;
 pub(crate) mod kernel;
+mod loss;
 pub(crate) mod model;
-mod optim;
 mod opmath;
+mod optim;
 mod outcome;
 mod profile;
 pub(crate) mod rng;
@@ -108,7 +108,6 @@ pub(crate) fn dtype(d: DTypeName) -> DType {
     }
 }
 
-
 /// Runs a scenario, returning `Err` only when it cannot be run at all. Training runs on a
 /// thread whose stack holds its graph (`stack`); a code model's graph is known only once it
 /// runs, so all of its run does, on [`stack::CODE_STACK`].
@@ -143,7 +142,11 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
     within_plan(s, &plan, &data.footprint(s, &plan), Trace::max_bytes(plan.layer_names.len()))?;
     if let Some(message) = plan.target_mismatch(data.targets) {
         return Err(match &s.model.code {
-            Some(c) => Error::Invalid { location: s.name.clone(), key: "model.code".into(), message: format!("the forward of `{}` returns {} value(s) per row ({}), but the targets have {}", c.name, plan.out_width, plan.out.describe(), data.targets) },
+            Some(c) => Error::Invalid {
+                location: s.name.clone(),
+                key: "model.code".into(),
+                message: format!("the forward of `{}` returns {} value(s) per row ({}), but the targets have {}", c.name, plan.out_width, plan.out.describe(), data.targets),
+            },
             None => Error::Invalid { location: s.name.clone(), key: "model.layers".into(), message },
         });
     }

@@ -83,13 +83,7 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
         | Layer::Flatten
         | Layer::Last
         | Layer::PositionalEmbedding => (4, 0),
-        Layer::Linear { .. }
-        | Layer::Softplus
-        | Layer::Softmax
-        | Layer::Embedding { .. }
-        | Layer::Residual { .. }
-        | Layer::MaxPool2d { .. }
-        | Layer::AvgPool2d { .. } => (8, 0),
+        Layer::Linear { .. } | Layer::Softplus | Layer::Softmax | Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } => (16, 0),
         // Per node: attention has three (scores, probabilities, mix).
         Layer::Attention { .. } => (16, 0),

@@ -32,7 +32,9 @@ fn backward_phase_names_the_gradient() {
 #[test]
 fn update_phase_names_the_parameter() {
     // w = 1, x = 1, y = 0: dL/dw = 2(w·x − y)·x = 2; w − 3e38·2 overflows f32 to −inf.
-    let s = scenario(&format!("{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38"));
+    let s = scenario(&format!(
+        "{ONE_ROW}[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38"
+    ));
     let f = run(&s).first_nonfinite.unwrap();
     assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (1, Phase::Update, "layers.0.linear.weight", Kind::NegInf));
 }

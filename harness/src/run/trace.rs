@@ -116,7 +116,18 @@ impl Trace {
         let ser = |source: csv::Error| Error::Csv { path: "trace.csv".into(), source };
         w.write_record(self.header()).map_err(ser)?;
         for r in &self.rows {
-            let mut rec = vec![r.step.to_string(), r.epoch.to_string(), r.fold.to_string(), fmt(r.train_loss), opt(r.val_loss), opt(r.grad_norm), opt(r.param_norm), fmt(r.lr), opt(r.headroom), opt(r.grad_subnormal)];
+            let mut rec = vec![
+                r.step.to_string(),
+                r.epoch.to_string(),
+                r.fold.to_string(),
+                fmt(r.train_loss),
+                opt(r.val_loss),
+                opt(r.grad_norm),
+                opt(r.param_norm),
+                fmt(r.lr),
+                opt(r.headroom),
+                opt(r.grad_subnormal),
+            ];
             if self.scaled {
                 rec.extend([opt(r.loss_scale), r.skipped.map_or(String::new(), |s| u8::from(s).to_string())]);
             }
@@ -173,6 +184,9 @@ mod tests {
         assert_eq!(text, "step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,2e0\n");
         let scaled = Trace { scaled: true, rows: vec![TraceRow { loss_scale: Some(65536.0), skipped: Some(true), ..t.rows[0].clone() }], ..t };
         let text = String::from_utf8(scaled.to_csv().unwrap()).unwrap();
-        assert!(text.starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,6.5536e4,1,2e0\n"), "{text}");
+        assert!(
+            text.starts_with("step,epoch,fold,train_loss,val_loss,grad_norm,param_norm,lr,headroom,grad_subnormal,loss_scale,skipped,max_abs.layers.0.linear\n1,1,0,5e-1,,,,1e-2,,,6.5536e4,1,2e0\n"),
+            "{text}"
+        );
     }
 }

@@ -350,7 +350,6 @@ pub enum Preprocess {
     DropNonfinite {},
 }
 
-
 fn outlier_default() -> f64 {
     1e6
 }

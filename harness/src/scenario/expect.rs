@@ -76,7 +76,6 @@ pub enum ExpectedOutcome {
     Diverges,
 }
 
-
 /// Where in a training step a value was computed. Part of the file format
 /// (`[expect] phase`) and of every run's outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray, arbitrary::Arbitrary)]

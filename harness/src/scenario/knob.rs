@@ -171,11 +171,7 @@ impl Serialize for Knob {
 impl<'de> Deserialize<'de> for Knob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        <Knob as VariantArray>::VARIANTS
-            .iter()
-            .find(|k| k.name() == text)
-            .copied()
-            .ok_or_else(|| serde::de::Error::unknown_variant(&text, <Knob as VariantNames>::VARIANTS))
+        <Knob as VariantArray>::VARIANTS.iter().find(|k| k.name() == text).copied().ok_or_else(|| serde::de::Error::unknown_variant(&text, <Knob as VariantNames>::VARIANTS))
     }
 }
 

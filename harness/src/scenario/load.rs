@@ -220,16 +220,11 @@ fn with_hint(message: &str) -> String {
     }
     let wrong = ticked[0];
     // Names other frameworks use for the same knob.
-    const ALIASES: [(&str, &str); 6] =
-        [("learning_rate", "lr"), ("num_epochs", "epochs"), ("batch", "batch_size"), ("epsilon", "eps"), ("loss_fn", "loss"), ("activation", "type")];
+    const ALIASES: [(&str, &str); 6] = [("learning_rate", "lr"), ("num_epochs", "epochs"), ("batch", "batch_size"), ("epsilon", "eps"), ("loss_fn", "loss"), ("activation", "type")];
     if let Some((_, to)) = ALIASES.iter().find(|(from, to)| *from == wrong && ticked[1..].contains(to)) {
         return format!("{}; did you mean `{to}`?", message.trim_end());
     }
-    let best = ticked[1..]
-        .iter()
-        .map(|c| (strsim::damerau_levenshtein(wrong, c), *c))
-        .min()
-        .filter(|(d, c)| *d <= c.len().max(wrong.len()) / 2 + 1);
+    let best = ticked[1..].iter().map(|c| (strsim::damerau_levenshtein(wrong, c), *c)).min().filter(|(d, c)| *d <= c.len().max(wrong.len()) / 2 + 1);
     match best {
         Some((_, c)) => format!("{}; did you mean `{c}`?", message.trim_end()),
         None => message.trim_end().to_string(),
@@ -344,7 +339,9 @@ lr = 0.1
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(root.path().join("outside.csv"), "a,y\n1,2\n").unwrap();
         std::fs::write(sub.join("in.csv"), "a,y\n1,2\n").unwrap();
-        let scenario = |path: &str| GOOD.replace("n = 4\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }", &format!("inputs = {{ kind = \"csv\", path = \"{path}\", targets = [\"y\"] }}"));
+        let scenario = |path: &str| {
+            GOOD.replace("n = 4\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"binary\" }", &format!("inputs = {{ kind = \"csv\", path = \"{path}\", targets = [\"y\"] }}"))
+        };
         let p = sub.join("t.toml");
         std::fs::write(&p, scenario("in.csv")).unwrap();
         load(&p).unwrap();

@@ -353,7 +353,6 @@ fn leaky_slope() -> f64 {
     0.01
 }
 
-
 fn ln_eps() -> f64 {
     1e-5
 }

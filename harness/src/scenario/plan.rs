@@ -123,15 +123,7 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanE
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
     }
     let Builder { params, nodes, attention_cells, .. } = b;
-    Ok(Plan {
-        layer_names: nodes.iter().map(|n| n.name.clone()).collect(),
-        widths: nodes.iter().map(|n| n.shape.width()).collect(),
-        out_width: out.cols(),
-        out,
-        params,
-        nodes,
-        attention_cells,
-    })
+    Ok(Plan { layer_names: nodes.iter().map(|n| n.name.clone()).collect(), widths: nodes.iter().map(|n| n.shape.width()).collect(), out_width: out.cols(), out, params, nodes, attention_cells })
 }
 
 impl Plan {
@@ -262,7 +254,17 @@ impl Builder<'_> {
             }
         };
         Ok(match layer {
-            Layer::Linear { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::PositionalEmbedding
+            Layer::Linear { .. }
+            | Layer::Attention { .. }
+            | Layer::MeanPool
+            | Layer::MaxPool
+            | Layer::Last
+            | Layer::Rnn { .. }
+            | Layer::Lstm { .. }
+            | Layer::Gru { .. }
+            | Layer::LayerNorm { .. }
+            | Layer::RmsNorm { .. }
+            | Layer::PositionalEmbedding
                 if matches!(shape, Shape::Image { .. }) =>
             {
                 return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
@@ -336,7 +338,11 @@ impl Builder<'_> {
                 let forget = if gates == 4 { Role::ForgetBias } else { Role::Bias };
                 add("bias_ih", vec![gh], forget, h, gh, *init);
                 add("bias_hh", vec![gh], Role::Bias, h, gh, *init);
-                if *return_sequences { Shape::Seq { len, width: h } } else { Shape::Flat(h) }
+                if *return_sequences {
+                    Shape::Seq { len, width: h }
+                } else {
+                    Shape::Flat(h)
+                }
             }
             Layer::BatchNorm { .. } => {
                 // Over features (BatchNorm1d), or per channel over images (BatchNorm2d).
@@ -439,7 +445,9 @@ mod tests {
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
         assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
         assert!(err(vec![Layer::Linear { out: 1, init: None }], tokens).1.contains("embedding layer first"));
-        assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq }).1.contains("must divide the width 4"));
+        assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
+            .1
+            .contains("must divide the width 4"));
         assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
         let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity, Layer::Linear { out: 2, init: None }] }], flat);
         assert_eq!(key, "layers.0");

@@ -96,7 +96,20 @@ mod tests {
     #[test]
     fn warmup_then_cosine_is_sequential_lr_of_linear_lr_and_cosine_annealing_lr() {
         // SequentialLR([LinearLR(start_factor=0.25, total_iters=4), CosineAnnealingLR(T_max=6, eta_min=0.01)], milestones=[4])
-        let torch = [0.025, 0.043750000000000004, 0.06250000000000001, 0.08125000000000002, 0.1, 0.09397114317029975, 0.07750000000000001, 0.055000000000000014, 0.032500000000000015, 0.01602885682970026, 0.01, 0.01602885682970026];
+        let torch = [
+            0.025,
+            0.043750000000000004,
+            0.06250000000000001,
+            0.08125000000000002,
+            0.1,
+            0.09397114317029975,
+            0.07750000000000001,
+            0.055000000000000014,
+            0.032500000000000015,
+            0.01602885682970026,
+            0.01,
+            0.01602885682970026,
+        ];
         close(&lrs("warmup_steps = 4\nwarmup_start_factor = 0.25\ndecay = \"cosine\"\ndecay_steps = 6\neta_min = 0.01", 12), &torch);
     }
 
@@ -107,7 +120,10 @@ mod tests {
         // ExponentialLR(gamma=0.9).
         close(&lrs("decay = \"exponential\"\ngamma = 0.9", 6), &[0.1, 0.09000000000000001, 0.08100000000000002, 0.07290000000000002, 0.06561000000000002, 0.05904900000000002]);
         // SequentialLR([LinearLR(start_factor=0.5, total_iters=2), ExponentialLR(gamma=0.9)], milestones=[2]).
-        close(&lrs("warmup_steps = 2\nwarmup_start_factor = 0.5\ndecay = \"exponential\"\ngamma = 0.9", 6), &[0.05, 0.07500000000000001, 0.1, 0.09000000000000001, 0.08100000000000002, 0.07290000000000002]);
+        close(
+            &lrs("warmup_steps = 2\nwarmup_start_factor = 0.5\ndecay = \"exponential\"\ngamma = 0.9", 6),
+            &[0.05, 0.07500000000000001, 0.1, 0.09000000000000001, 0.08100000000000002, 0.07290000000000002],
+        );
     }
 
     #[test]

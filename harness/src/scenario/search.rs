@@ -49,4 +49,3 @@ pub struct SearchSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_mutations: Option<usize>,
 }
-

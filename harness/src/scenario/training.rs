@@ -132,7 +132,6 @@ impl OptimizerKind {
     }
 }
 
-
 /// Epochs and batches, numeric type and mixed precision, learning-rate schedule, device and limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
@@ -277,11 +276,7 @@ impl DeviceName {
         match s {
             "cpu" => Ok(DeviceName::Cpu),
             "cuda" => Ok(DeviceName::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceName::Cuda)
-                .ok_or_else(|| format!("expected `cpu` or `cuda:N`, got `{s}`")),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(DeviceName::Cuda).ok_or_else(|| format!("expected `cpu` or `cuda:N`, got `{s}`")),
         }
     }
 }

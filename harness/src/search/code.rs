@@ -30,11 +30,7 @@ mod tests {
 
     /// `y = w·x`, no bias, from w = 0, trained by full-batch SGD on the MSE of 3 rows.
     fn regression() -> (CodeModel, Scenario) {
-        let model = CodeModel::new(
-            "w_times_x",
-            |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(0.0))?, None)),
-            |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x),
-        );
+        let model = CodeModel::new("w_times_x", |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Const(0.0))?, None)), |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x));
         let text = r#"
 name = "regression"
 [data]

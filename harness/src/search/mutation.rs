@@ -383,15 +383,7 @@ impl Mutation {
                 if split != SplitSel::Train && s.data.validation.is_none() {
                     return false;
                 }
-                s.data.inject.push(Injection {
-                    value: what,
-                    split,
-                    into: InjectInto::Inputs,
-                    fraction: Some(value),
-                    rows: vec![],
-                    columns: vec![],
-                    magnitude: 1e6,
-                });
+                s.data.inject.push(Injection { value: what, split, into: InjectInto::Inputs, fraction: Some(value), rows: vec![], columns: vec![], magnitude: 1e6 });
             }
             Mutation::Dtype { value } => s.train.dtype = value,
             Mutation::Optimizer { value } => s.optimizer.kind = value,

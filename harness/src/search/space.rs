@@ -111,11 +111,7 @@ impl Space {
             epochs: on(Knob::Epochs).then(|| spec.epochs.map_or((1, (base.train.epochs * 4) as u32), |[a, b]| (a, b))),
             inject: range(Knob::Inject, spec.inject_fraction, (1e-4, 0.1)).map(|(a, b)| (a, b, base.data.validation.is_some())),
             inject_values: spec.inject_values.clone().unwrap_or(vec![InjectValue::Zero, InjectValue::Outlier]),
-            dtypes: if on(Knob::Dtype) {
-                spec.dtypes.unwrap_or(vec![DTypeName::F32, DTypeName::F16, DTypeName::Bf16]).into_iter().filter(|d| *d != base.train.dtype).collect()
-            } else {
-                vec![]
-            },
+            dtypes: if on(Knob::Dtype) { spec.dtypes.unwrap_or(vec![DTypeName::F32, DTypeName::F16, DTypeName::Bf16]).into_iter().filter(|d| *d != base.train.dtype).collect() } else { vec![] },
             optimizers: if on(Knob::Optimizer) {
                 let all = vec![OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw, OptimizerKind::Rmsprop];
                 spec.optimizers.unwrap_or(all).into_iter().filter(|o| *o != base.optimizer.kind).collect()

@@ -88,7 +88,9 @@ impl std::fmt::Display for Confirmation {
         let theirs = self.pytorch.as_ref().map(|p| at(p.fold, p.step, p.phase, &p.tensor));
         match self.verdict {
             TorchVerdict::Confirmed => write!(f, "confirmed in PyTorch {}: both go non-finite at {}", self.torch, ours.unwrap_or_default())?,
-            TorchVerdict::ConfirmedElsewhere => write!(f, "confirmed at a different step in PyTorch {}: nanhunt at {}, PyTorch at {}", self.torch, ours.unwrap_or_default(), theirs.unwrap_or_default())?,
+            TorchVerdict::ConfirmedElsewhere => {
+                write!(f, "confirmed at a different step in PyTorch {}: nanhunt at {}, PyTorch at {}", self.torch, ours.unwrap_or_default(), theirs.unwrap_or_default())?
+            }
             TorchVerdict::BothFinite => write!(f, "both stay finite (PyTorch {})", self.torch)?,
             TorchVerdict::TorchStaysFinite => write!(f, "PyTorch {} stays finite; nanhunt goes non-finite at {}", self.torch, ours.unwrap_or_default())?,
             TorchVerdict::OnlyTorch => write!(f, "nanhunt stays finite but PyTorch {} does not: {}", self.torch, theirs.unwrap_or_default())?,

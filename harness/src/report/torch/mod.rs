@@ -56,11 +56,11 @@ impl Raw {
 
 /// Serialises named tensors as safetensors bytes.
 fn safetensors(tensors: &[(String, Raw)]) -> Result<Vec<u8>> {
-    let views = tensors
-        .iter()
-        .map(|(n, r)| TensorView::new(r.dtype, r.shape.clone(), &r.bytes).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Invalid { location: "export".into(), key: "tensors".into(), message: e.to_string() })?;
+    let views = tensors.iter().map(|(n, r)| TensorView::new(r.dtype, r.shape.clone(), &r.bytes).map(|v| (n.clone(), v))).collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::Invalid {
+        location: "export".into(),
+        key: "tensors".into(),
+        message: e.to_string(),
+    })?;
     safetensors::tensor::serialize(views, None).map_err(|e| Error::Invalid { location: "export".into(), key: "tensors".into(), message: e.to_string() })
 }
 

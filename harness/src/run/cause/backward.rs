@@ -34,7 +34,6 @@ pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d
     Ok(None)
 }
 
-
 /// The derivative of an elementwise layer that is infinite at exactly 0, in words.
 fn infinite_at_zero(layer: &Layer) -> Option<&'static str> {
     Some(match layer {
@@ -56,7 +55,17 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 /// that of `reader`, the node that reads `l`'s output, or the loss's if none does. `outs` are
 /// the nodes' outputs, `upstream` the finite gradient of the reader's output, `y` the targets.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn born(layers: &[Layer], names: &[String], (l, reader): (usize, Option<usize>), i: usize, outs: &[Tensor], upstream: Option<&Tensor>, spec: &LossSpec, y: &Tensor, d: DTypeName) -> Result<Option<Cause>> {
+pub(crate) fn born(
+    layers: &[Layer],
+    names: &[String],
+    (l, reader): (usize, Option<usize>),
+    i: usize,
+    outs: &[Tensor],
+    upstream: Option<&Tensor>,
+    spec: &LossSpec,
+    y: &Tensor,
+    d: DTypeName,
+) -> Result<Option<Cause>> {
     let (Some(h), dt) = (outs.get(l), <&str>::from(d)) else { return Ok(None) };
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
@@ -82,7 +91,10 @@ pub(crate) fn born(layers: &[Layer], names: &[String], (l, reader): (usize, Opti
         }
         Layer::Linear { .. } | Layer::Rnn { .. } if grad.infinite + grad.nan == 0 => {
             let m = grad.max.abs().max(grad.min.abs());
-            Some((Rule::Overflow, format!("the backward matrix product (gradient × weights) overflows {dt}: gradients up to {} times the weights exceed its largest value {}", crate::human(m), crate::human(lim.max))))
+            Some((
+                Rule::Overflow,
+                format!("the backward matrix product (gradient × weights) overflows {dt}: gradients up to {} times the weights exceed its largest value {}", crate::human(m), crate::human(lim.max)),
+            ))
         }
         _ => None,
     };
@@ -102,7 +114,12 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
             let (qp, qq) = (super::round(pi + eps, d).abs(), super::round(1.0 - pi + eps, d).abs());
             let (side, q) = if qp <= qq { ("p", qp) } else { ("1 − p", qq) };
             (1.0 / q > lim.max).then(|| {
-                let reason = format!("the derivative of log({side}) is 1/({side}), and {side} = {} is below 1/max = {}: the gradient overflows {dt}'s largest value {}", crate::human(q), crate::human(1.0 / lim.max), crate::human(lim.max));
+                let reason = format!(
+                    "the derivative of log({side}) is 1/({side}), and {side} = {} is below 1/max = {}: the gradient overflows {dt}'s largest value {}",
+                    crate::human(q),
+                    crate::human(1.0 / lim.max),
+                    crate::human(lim.max)
+                );
                 (Rule::Overflow, reason)
             })
         }
@@ -112,11 +129,13 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
             if denom == 0.0 {
                 Some((Rule::EpsRoundsToZero, format!("the gradient (p − y) / max(p(1 − p), 1e-12) divides by 0: p = {} and 1e-12 rounds to 0 in {dt}", crate::human(pi))))
             } else {
-                ((pi - yi).abs() / denom > lim.max).then(|| (Rule::Overflow, format!("the gradient (p − y) / max(p(1 − p), 1e-12) = {} / {} overflows {dt}", crate::human(pi - yi), crate::human(denom))))
+                ((pi - yi).abs() / denom > lim.max)
+                    .then(|| (Rule::Overflow, format!("the gradient (p − y) / max(p(1 − p), 1e-12) = {} / {} overflows {dt}", crate::human(pi - yi), crate::human(denom))))
             }
         }
         LossKind::Mse | LossKind::Huber => (2.0 * (pi - yi).abs() > lim.max).then(|| (Rule::Overflow, format!("the gradient 2(p − y) = {} overflows {dt}", crate::human(2.0 * (pi - yi))))),
-        LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0).then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
+        LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
+            .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
         _ => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()

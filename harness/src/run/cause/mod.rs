@@ -183,12 +183,19 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
         }
         Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
             let m = x.max.abs().max(x.min.abs());
-            Some((Rule::Overflow, format!("a matrix product overflows {dt} in row {row}: inputs up to {} times weights, summed over {cols} inputs, exceed its largest value {}", crate::human(m), crate::human(lim.max))))
+            Some((
+                Rule::Overflow,
+                format!("a matrix product overflows {dt} in row {row}: inputs up to {} times weights, summed over {cols} inputs, exceed its largest value {}", crate::human(m), crate::human(lim.max)),
+            ))
         }
         // A relu cell has nothing to bound its state: it grows through the recurrence until it
         // overflows, and inf − inf or 0 · inf in the next step's gates make NaN.
         Layer::Lstm { activation: RnnActivation::Relu, recurrent_dropout, .. } | Layer::Gru { activation: RnnActivation::Relu, recurrent_dropout, .. } if x.infinite + x.nan == 0 => {
-            let dropout = if *recurrent_dropout > 0.0 { format!(", and recurrent dropout scales the kept units by 1/(1 − {}) = {}, raising that gain", crate::human(*recurrent_dropout), crate::human(1.0 / (1.0 - recurrent_dropout))) } else { String::new() };
+            let dropout = if *recurrent_dropout > 0.0 {
+                format!(", and recurrent dropout scales the kept units by 1/(1 − {}) = {}, raising that gain", crate::human(*recurrent_dropout), crate::human(1.0 / (1.0 - recurrent_dropout)))
+            } else {
+                String::new()
+            };
             Some((Rule::Overflow, format!("the inputs are finite, but a relu cell's state is unbounded: fed back through the recurrent weights, it grows step after step past {dt}'s largest value {}{dropout}; tanh bounds it", crate::human(lim.max))))
         }
         // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the

@@ -194,7 +194,10 @@ impl CodeNet {
         let (checks, out) = self.checked(x, mask, training, autocast, dropout)?;
         let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
         if names != self.names {
-            return Err(code_error(format!("the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward", self.names)));
+            return Err(code_error(format!(
+                "the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward",
+                self.names
+            )));
         }
         Ok(checks.into_iter().map(|(_, t)| t).chain([out]).collect())
     }

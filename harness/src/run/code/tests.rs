@@ -75,7 +75,8 @@ fn a_non_finite_value_is_named_by_the_check_that_saw_it() {
 #[test]
 fn without_checks_the_watch_still_sees_the_gradients_and_the_update() {
     // w = 1, x = 1, y = 0: dL/dw = 2; w − 3e38·2 overflows f32 to −inf in the update.
-    let text = "name = \"t\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38\n";
+    let text =
+        "name = \"t\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0]] }\ntargets = { kind = \"values\", values = [0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 3e38\n";
     let f = run(&linear(1, 1.0).scenario(text, "t.toml").unwrap()).first_nonfinite.unwrap();
     assert_eq!((f.step, f.phase, f.tensor.as_str()), (1, Phase::Update, "fc.weight"));
 }
@@ -133,8 +134,11 @@ fn a_code_model_with_random_init_is_the_same_run_twice_and_another_with_another_
 fn init_scale_multiplies_a_code_models_random_initial_weights() {
     // One weight w from N(0, 1), x = 1, y = 0: the first loss is w², so scaling w by 3 scales
     // it by 9 (to f32 rounding of 3·w and its square).
-    let model = CodeModel::new("w", |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Randn { mean: 0.0, stdev: 1.0 })?, None)), |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x));
-    let text = |scale: f64| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[model]\ninit_scale = {scale}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n");
+    let model =
+        CodeModel::new("w", |store| Ok(candle_nn::Linear::new(store.get("w", (1, 1), Init::Randn { mean: 0.0, stdev: 1.0 })?, None)), |m: &candle_nn::Linear, x: &Tensor, _: &mut Watch| m.forward(x));
+    let text = |scale: f64| {
+        format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[model]\ninit_scale = {scale}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n")
+    };
     let first = |scale: f64| run(&model.scenario(&text(scale), "t.toml").unwrap()).trace.rows[0].train_loss;
     let (one, three) = (first(1.0), first(3.0));
     assert!(one > 0.0 && (three / one - 9.0).abs() < 1e-5, "{one} {three}");
@@ -153,7 +157,9 @@ fn under_autocast_a_code_model_casts_its_matmuls_and_keeps_f32_master_weights() 
             },
         )
     };
-    let text = |precision: &str, lr: f64, epochs: usize| format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = {lr}\n[train]\nepochs = {epochs}\nprecision = \"{precision}\"\n");
+    let text = |precision: &str, lr: f64, epochs: usize| {
+        format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = {lr}\n[train]\nepochs = {epochs}\nprecision = \"{precision}\"\n")
+    };
     let losses = |w0: f64, precision: &str, lr: f64, epochs: usize| {
         let o = run(&model(w0).scenario(&text(precision, lr, epochs), "t.toml").unwrap());
         assert_eq!(o.outcome, Status::Finite, "{:?}", o.error);

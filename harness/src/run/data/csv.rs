@@ -17,10 +17,8 @@ pub(super) fn read_csv(s: &Scenario, path: &str, targets: &[String]) -> Result<(
     let bytes = read_regular(&full, limit, "a CSV data file", "raise `train.memory_limit_mb` to read it")?;
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
     let header: Vec<String> = reader.headers().map_err(csv_err)?.iter().map(str::to_string).collect();
-    let target_idx: Vec<usize> = targets
-        .iter()
-        .map(|t| header.iter().position(|h| h == t).ok_or_else(|| data_err(format!("the header has no column named `{t}` (it has {} columns)", header.len()))))
-        .collect::<Result<_>>()?;
+    let target_idx: Vec<usize> =
+        targets.iter().map(|t| header.iter().position(|h| h == t).ok_or_else(|| data_err(format!("the header has no column named `{t}` (it has {} columns)", header.len())))).collect::<Result<_>>()?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for record in reader.records() {
         let record = record.map_err(csv_err)?;
@@ -29,13 +27,14 @@ pub(super) fn read_csv(s: &Scenario, path: &str, targets: &[String]) -> Result<(
         for (c, cell) in record.iter().enumerate() {
             let cell = cell.trim();
             // An empty cell is a missing value: NaN, as pandas reads it.
-            let v = if cell.is_empty() { f64::NAN } else {
-                cell.parse::<f64>().map_err(|_| data_err(format!("line {line}, column {}: not a number", c + 1)))?
-            };
-            if target_idx.contains(&c) { y.push(v) } else { x.push(v) }
+            let v = if cell.is_empty() { f64::NAN } else { cell.parse::<f64>().map_err(|_| data_err(format!("line {line}, column {}: not a number", c + 1)))? };
+            if target_idx.contains(&c) {
+                y.push(v)
+            } else {
+                x.push(v)
+            }
         }
     }
     let n = y.len() / targets.len().max(1);
     Ok((Table { rows: n, cols: header.len() - targets.len(), values: x }, Table { rows: n, cols: targets.len(), values: y }))
 }
-

@@ -10,14 +10,7 @@ use crate::run::rng::{normal, stream, LINEAR_STREAM};
 use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
 
 /// Makes rows from an input spec and a target spec; returns them and the feature count.
-pub(super) fn make(
-    d: &DataSpec,
-    inputs: &InputSpec,
-    targets: Option<&TargetSpec>,
-    n: Option<usize>,
-    s: &Scenario,
-    rng: &mut ChaCha8Rng,
-) -> Result<(Split, usize)> {
+pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec>, n: Option<usize>, s: &Scenario, rng: &mut ChaCha8Rng) -> Result<(Split, usize)> {
     let seq = d.seq_len.unwrap_or(1);
     let (mut x, csv_y) = match inputs {
         InputSpec::Normal { mean, std } => (draw(n, d, rng, |r| mean + std * normal(r)), None),
@@ -118,11 +111,7 @@ fn scale(d: &DataSpec, x: &mut Table, features: usize) -> std::result::Result<()
 
 fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> Table {
     let n = x.rows;
-    let fill = |cols: usize, rng: &mut ChaCha8Rng, f: &dyn Fn(&mut ChaCha8Rng) -> f64| Table {
-        rows: n,
-        cols,
-        values: (0..n * cols).map(|_| f(rng)).collect(),
-    };
+    let fill = |cols: usize, rng: &mut ChaCha8Rng, f: &dyn Fn(&mut ChaCha8Rng) -> f64| Table { rows: n, cols, values: (0..n * cols).map(|_| f(rng)).collect() };
     match t {
         TargetSpec::Binary => fill(1, rng, &|r| f64::from(r.random_range(0..2u8))),
         TargetSpec::Classes { k } => {
@@ -138,9 +127,7 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> T
             // The weights come from a stream of their own, so a separate validation set shares them.
             let mut wrng = stream(seed, LINEAR_STREAM);
             let w: Vec<f64> = (0..x.cols).map(|_| normal(&mut wrng)).collect();
-            let values = (0..n)
-                .map(|r| x.row(r).iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + noise * normal(rng))
-                .collect();
+            let values = (0..n).map(|r| x.row(r).iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + noise * normal(rng)).collect();
             Table { rows: n, cols: 1, values }
         }
         TargetSpec::NextToken => unreachable!("made with the token rows"),
@@ -157,4 +144,3 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> T
         }
     }
 }
-

@@ -46,9 +46,14 @@ pub(super) fn inject(inj: &Injection, split: &mut Split, rng: &mut ChaCha8Rng) -
             InjectValue::Inf => f64::INFINITY,
             InjectValue::NegInf => f64::NEG_INFINITY,
             InjectValue::Zero => 0.0,
-            InjectValue::Outlier => if rng.random::<bool>() { inj.magnitude } else { -inj.magnitude },
+            InjectValue::Outlier => {
+                if rng.random::<bool>() {
+                    inj.magnitude
+                } else {
+                    -inj.magnitude
+                }
+            }
         };
     }
     Ok(())
 }
-

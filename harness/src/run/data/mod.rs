@@ -94,7 +94,6 @@ pub struct Dataset {
     pub folds: Vec<Fold>,
 }
 
-
 impl Dataset {
     /// What this data, trained by the model `plan` describes, holds in memory.
     pub(crate) fn footprint(&self, s: &Scenario, plan: &Plan) -> Footprint {
@@ -178,7 +177,6 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
 fn invalid(s: &Scenario, key: &str, message: impl Into<String>) -> Error {
     Error::Invalid { location: s.name.clone(), key: key.into(), message: message.into() }
 }
-
 
 #[cfg(test)]
 mod tests;

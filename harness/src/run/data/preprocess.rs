@@ -62,13 +62,10 @@ pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) ->
         }
         Preprocess::DropNonfinite {} => {
             for split in std::iter::once(&mut fold.train).chain(fold.val.as_mut()) {
-                let keep: Vec<usize> = (0..split.x.rows)
-                    .filter(|r| split.x.row(*r).iter().chain(split.y.row(*r)).all(|v| v.is_finite()))
-                    .collect();
+                let keep: Vec<usize> = (0..split.x.rows).filter(|r| split.x.row(*r).iter().chain(split.y.row(*r)).all(|v| v.is_finite())).collect();
                 *split = split.select(keep.iter().copied());
             }
             Ok(())
         }
     }
 }
-

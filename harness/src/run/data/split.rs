@@ -18,11 +18,7 @@ pub(super) fn kfold(all: &Split, k: usize) -> Vec<Fold> {
             let val = start..start + len;
             start += len;
             let keep = |r: &usize| !val.contains(r);
-            Fold {
-                train: all.select((0..n).filter(keep)),
-                val: Some(rows(all, val.clone())),
-            }
+            Fold { train: all.select((0..n).filter(keep)), val: Some(rows(all, val.clone())) }
         })
         .collect()
 }
-

@@ -199,7 +199,22 @@ mod tests {
     fn rounding_to_bf16_is_halfs_on_every_kind_of_value() {
         // Ties both ways, the largest finite values (some round to inf), subnormals, ±0, ±inf,
         // NaNs with payloads, and a sweep of bit patterns.
-        let mut xs: Vec<f32> = vec![1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), f32::MAX, -f32::MAX, 3.3895e38, 1e-40, -1e-45, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::from_bits(0x7F80_0001), f32::from_bits(0xFFC1_2345)];
+        let mut xs: Vec<f32> = vec![
+            1.0 + 2f32.powi(-8),
+            1.0 + 3.0 * 2f32.powi(-8),
+            f32::MAX,
+            -f32::MAX,
+            3.3895e38,
+            1e-40,
+            -1e-45,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::from_bits(0xFFC1_2345),
+        ];
         xs.extend((0..200_000u32).map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B9))));
         let ours = to_bf16(&xs);
         for (x, o) in xs.iter().zip(&ours) {
@@ -215,7 +230,8 @@ mod tests {
     fn rounding_to_f16_in_f32_is_halfs_on_every_kind_of_value_on_every_tier() {
         // Ties both ways around 1 (spacing 2⁻¹⁰), the overflow boundary (65520 rounds to inf),
         // subnormals and values that flush to 0, ±0, ±inf, NaN, and a sweep of bit patterns.
-        let mut xs: Vec<f32> = vec![1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 65504.0, 65519.99, 65520.0, -65520.0, 6e-8, 2.9e-8, 3e-8, 1e-40, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        let mut xs: Vec<f32> =
+            vec![1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-11), 65504.0, 65519.99, 65520.0, -65520.0, 6e-8, 2.9e-8, 3e-8, 1e-40, 0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
         xs.extend((0..100_003u32).map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B9))));
         for tier in [0, 1, 2] {
             crate::run::kernel::WIDEST.with(|w| w.set(tier));

@@ -76,27 +76,7 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 /// `accumulate`), and T is f32 or f64.
 unsafe fn gemm_into<T: candle_core::WithDType>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        n as isize,
-        accumulate,
-        a.v.as_ptr(),
-        a.cs as isize,
-        a.rs as isize,
-        b.v.as_ptr(),
-        b.cs as isize,
-        b.rs as isize,
-        T::one(),
-        T::one(),
-        false,
-        false,
-        false,
-        parallelism(),
-    )
+    gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.v.as_ptr(), a.cs as isize, a.rs as isize, b.v.as_ptr(), b.cs as isize, b.rs as isize, T::one(), T::one(), false, false, false, parallelism())
 }
 
 /// `out += a · b`, `out` row-major.

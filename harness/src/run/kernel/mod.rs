@@ -21,8 +21,8 @@ pub(crate) mod cast;
 pub(crate) mod cross_entropy;
 pub(crate) mod gelu;
 pub(crate) mod heads;
-pub(crate) mod linear;
 pub(crate) mod layer_norm;
+pub(crate) mod linear;
 pub(crate) mod softmax;
 
 /// The float types the kernels run in, with the functions they need: f32 with the fast

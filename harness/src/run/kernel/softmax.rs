@@ -102,9 +102,7 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let seq = l.shape().dims().last().copied().unwrap_or(1).max(1);
         let out = match s {
-            CpuStorage::F32(v) => {
-                CpuStorage::F32(forward32(contiguous(v, l, "softmax")?, seq, &self.0))
-            }
+            CpuStorage::F32(v) => CpuStorage::F32(forward32(contiguous(v, l, "softmax")?, seq, &self.0)),
             CpuStorage::F64(v) => CpuStorage::F64(forward(contiguous(v, l, "softmax")?, seq, &self.0)),
             _ => candle_core::bail!("softmax: unsupported dtype"),
         };
@@ -127,9 +125,7 @@ impl CustomOp2 for SoftmaxBackward {
         let seq = pl.shape().dims().last().copied().unwrap_or(1).max(1);
         let op = "softmax backward";
         let out = match (p, g) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => {
-                CpuStorage::F32(backward32(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0))
-            }
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => CpuStorage::F32(backward32(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0)),
             (CpuStorage::F64(p), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0)),
             _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
         };

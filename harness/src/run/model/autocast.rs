@@ -48,7 +48,9 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
         (Layer::Attention { .. }, Part::Probs) => Policy::F32,
         (Layer::Attention { .. }, _) => Policy::Low,
         (Layer::Linear { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. }, _) => Policy::Low,
-        (Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } | Layer::Softmax | Layer::Softplus | Layer::Exp | Layer::Log | Layer::Pow { .. } | Layer::Reciprocal, _) => Policy::F32,
+        (Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } | Layer::Softmax | Layer::Softplus | Layer::Exp | Layer::Log | Layer::Pow { .. } | Layer::Reciprocal, _) => {
+            Policy::F32
+        }
         _ => Policy::Same,
     }
 }

@@ -22,9 +22,7 @@ impl CustomOp1 for FlawedSquare {
         fn sq<T: Copy + std::ops::Mul<Output = T>>(v: &[T], (a, b): (usize, usize)) -> Vec<T> {
             v[a..b].iter().map(|x| *x * *x).collect()
         }
-        let Some(l) = layout.contiguous_offsets() else {
-            candle_core::bail!("flawed_square: input must be contiguous")
-        };
+        let Some(l) = layout.contiguous_offsets() else { candle_core::bail!("flawed_square: input must be contiguous") };
         let out = match s {
             CpuStorage::F32(v) => CpuStorage::F32(sq(v, l)),
             CpuStorage::F64(v) => CpuStorage::F64(sq(v, l)),
@@ -39,7 +37,6 @@ impl CustomOp1 for FlawedSquare {
         Ok(Some(grad_res.div(&grad_res.zeros_like()?)?))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,6 @@ pub(super) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-
-
 /// Autocast's [`linear`] in f32 storage: the f32 master weight and bias rounded to `low`, and
 /// the result too (`kernel::linear::linear_rounded`; one op on the CPU).
 pub(super) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_core::DType) -> Result<Tensor> {

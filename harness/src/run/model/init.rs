@@ -11,9 +11,7 @@ use crate::scenario::{Init, ParamSpec, Role};
 /// Initial values of one parameter, drawn in row-major order.
 pub(super) fn init_values(p: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let n: usize = p.shape.iter().product();
-    let uniform = |rng: &mut ChaCha8Rng, bound: f64| -> Vec<f64> {
-        (0..n).map(|_| rng.random_range(-1.0..1.0) * bound).collect()
-    };
+    let uniform = |rng: &mut ChaCha8Rng, bound: f64| -> Vec<f64> { (0..n).map(|_| rng.random_range(-1.0..1.0) * bound).collect() };
     match (p.role, p.init) {
         (Role::Gain, _) => vec![1.0; n],
         (Role::Shift, _) | (Role::ZeroBias, Init::Torch | Init::Keras) => vec![0.0; n],
@@ -52,7 +50,6 @@ fn orthogonal(n: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     rows.concat()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,7 +61,7 @@ mod tests {
             let m = orthogonal(n, cols, &mut ChaCha8Rng::seed_from_u64(1));
             for i in 0..n {
                 for j in 0..n {
-                        let dot: f64 = (0..cols).map(|k| m[i * cols + k] * m[j * cols + k]).sum();
+                    let dot: f64 = (0..cols).map(|k| m[i * cols + k] * m[j * cols + k]).sum();
                     assert!((dot - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
                 }
             }

@@ -30,9 +30,9 @@ mod relu;
 mod sequence;
 mod tap;
 
-pub(crate) use tap::{recorded, Slot};
 #[cfg(test)]
 pub(crate) use autocast::HALF_TENSORS;
+pub(crate) use tap::{recorded, Slot};
 
 /// A named trainable tensor.
 #[derive(Debug, Clone)]
@@ -78,8 +78,37 @@ impl Model {
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
-        let running = plan.nodes.iter().map(|n| matches!(n.layer, Layer::BatchNorm { .. }).then(|| norm::Running::new(match n.shape { crate::scenario::Shape::Image { channels, .. } => channels, s => s.width() }, dtype, dev).map(RefCell::new)).transpose()).collect::<Result<_>>()?;
-        Ok(Model { nodes: plan.nodes.clone(), layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(), running, dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: RefCell::new(Vec::new()), readers: readers(&plan.nodes), code: None })
+        let running = plan
+            .nodes
+            .iter()
+            .map(|n| {
+                matches!(n.layer, Layer::BatchNorm { .. })
+                    .then(|| {
+                        norm::Running::new(
+                            match n.shape {
+                                crate::scenario::Shape::Image { channels, .. } => channels,
+                                s => s.width(),
+                            },
+                            dtype,
+                            dev,
+                        )
+                        .map(RefCell::new)
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(Model {
+            nodes: plan.nodes.clone(),
+            layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(),
+            running,
+            dropout: RefCell::new(None),
+            params,
+            autocast: None,
+            rounded: false,
+            logical: RefCell::new(Vec::new()),
+            readers: readers(&plan.nodes),
+            code: None,
+        })
     }
 
     /// A model written in Rust: its parameters (in the order it asked for them) and its forward.
@@ -186,9 +215,7 @@ impl Model {
                 },
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
-                (Layer::Attention { heads, .. }, Part::Mix) => {
-                    attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?
-                }
+                (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
                     None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
@@ -197,16 +224,23 @@ impl Model {
                     let drop = self.mask(h.dims()[0], *hidden, *recurrent_dropout, training, h)?;
                     let run = recurrent::Run { activation: *activation, sequences: *return_sequences, dropout: drop.as_ref() };
                     let weights = (p(0), p(1), p(2), p(3));
-                    if matches!(node.layer, Layer::Lstm { .. }) { recurrent::lstm(h, weights, *hidden, &run)? } else { recurrent::gru(h, weights, *hidden, &run)? }
+                    if matches!(node.layer, Layer::Lstm { .. }) {
+                        recurrent::lstm(h, weights, *hidden, &run)?
+                    } else {
+                        recurrent::gru(h, weights, *hidden, &run)?
+                    }
                 }
                 (Layer::Dropout { p: prob }, _) => {
                     let rows = h.dims()[0];
                     match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
                         // In f32 storage the mask's 1/(1 − p) is rounded as a low mask's would be.
-                        Some(m) => h.mul(&match round {
-                            Some(low) => crate::run::kernel::cast::round(&m, low)?,
-                            None => m,
-                        }.reshape(h.shape())?)?,
+                        Some(m) => h.mul(
+                            &match round {
+                                Some(low) => crate::run::kernel::cast::round(&m, low)?,
+                                None => m,
+                            }
+                            .reshape(h.shape())?,
+                        )?,
                         None => h.clone(),
                     }
                 }

@@ -20,7 +20,16 @@ use crate::run::watch::Acc;
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
 /// The arithmetic the update needs, for f32 and f64.
-trait Real: crate::run::profile::Magnitude + candle_core::WithDType + std::ops::Add<Output = Self> + std::ops::Sub<Output = Self> + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> + std::ops::SubAssign + Default {
+trait Real:
+    crate::run::profile::Magnitude
+    + candle_core::WithDType
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::SubAssign
+    + Default
+{
     fn of(v: f64) -> Self;
     fn sqrt(self) -> Self;
     fn finite(self) -> bool;
@@ -156,9 +165,7 @@ impl InplaceOp2 for InPlace<'_> {
     }
 
     fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, src: &CpuStorage, src_l: &Layout) -> candle_core::Result<()> {
-        let (Some((a, b)), Some((c, d))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else {
-            candle_core::bail!("the fused update needs contiguous tensors")
-        };
+        let (Some((a, b)), Some((c, d))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else { candle_core::bail!("the fused update needs contiguous tensors") };
         let stats = match (dst, src, &mut *self.buffers.borrow_mut()) {
             (CpuStorage::F32(p), CpuStorage::F32(g), Buffers::F32(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),
             (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),

@@ -49,8 +49,6 @@ impl Optimizer {
         self.update(params, grads, true)
     }
 
-
-
     /// Parameter `i`'s first and second moments at flat index `at` (for a diagnosis).
     pub fn moments_at(&self, i: usize, at: usize) -> Result<(Option<f64>, Option<f64>)> {
         let pick = |t: &Option<Tensor>| -> Result<Option<f64>> {
@@ -211,8 +209,7 @@ mod tests {
     use candle_core::Device;
 
     fn opt(kind: OptimizerKind, lr: f64) -> OptimizerSpec {
-        toml::from_str::<OptimizerSpec>(&format!("kind = \"{}\"\nlr = {lr}", kind.name()))
-        .unwrap()
+        toml::from_str::<OptimizerSpec>(&format!("kind = \"{}\"\nlr = {lr}", kind.name())).unwrap()
     }
 
     fn run(spec: OptimizerSpec, p0: [f64; 2], grads: &[[f64; 2]]) -> Vec<f64> {

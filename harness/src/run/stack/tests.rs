@@ -24,9 +24,7 @@ fn input(shape: Shape, dev: &Device) -> (Tensor, Option<Tensor>) {
             (Tensor::from_vec(wave(rows * len * width), (rows, len, width), dev).unwrap(), Some(Tensor::from_vec(mask, (rows, len), dev).unwrap()))
         }
         Shape::Tokens { len, .. } => (Tensor::from_vec((0..rows * len).map(|i| (i % 3) as u32).collect::<Vec<_>>(), (rows, len), dev).unwrap(), None),
-        Shape::Image { channels, height, width } => {
-            (Tensor::from_vec(wave(rows * channels * height * width), (rows, channels, height, width), dev).unwrap(), None)
-        }
+        Shape::Image { channels, height, width } => (Tensor::from_vec(wave(rows * channels * height * width), (rows, channels, height, width), dev).unwrap(), None),
     }
 }
 
@@ -38,9 +36,7 @@ fn counted(layers: &str, input_shape: InShape) -> (u64, u64) {
     let shape = input_shape.shape();
     let (x, mask) = input(shape, &dev);
     let mut most = 0;
-    for (autocast, tapped, masked) in
-        [(None, false, false), (None, true, false), (Some(DType::F16), false, false), (Some(DType::BF16), true, false), (None, false, true)]
-    {
+    for (autocast, tapped, masked) in [(None, false, false), (None, true, false), (Some(DType::F16), false, false), (Some(DType::BF16), true, false), (None, false, true)] {
         let model = Model::new(&spec, &plan, &mut ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(autocast, &dev);
         model.dropout_step(ChaCha8Rng::seed_from_u64(1));
         let mask = mask.as_ref().filter(|_| masked);
@@ -189,11 +185,8 @@ fn a_code_model_60000_ops_deep_trains_on_its_own_stack() {
     }
     use crate::run::code::{CodeModel, Watch};
     // 60,000 tanh ops in a row: the walk alone needs 14 MB, more than a main thread's 8 MiB.
-    let model = CodeModel::new(
-        "deep",
-        |store| store.get("w", 1, candle_nn::init::Init::Const(0.5)),
-        |w: &Tensor, x: &Tensor, _: &mut Watch| (0..60_000).try_fold(x.broadcast_mul(w)?, |h, _| h.tanh()),
-    );
+    let model =
+        CodeModel::new("deep", |store| store.get("w", 1, candle_nn::init::Init::Const(0.5)), |w: &Tensor, x: &Tensor, _: &mut Watch| (0..60_000).try_fold(x.broadcast_mul(w)?, |h, _| h.tanh()));
     let text = "name = \"deep\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0], [-1.0]] }\ntargets = { kind = \"values\", values = [0.5, 0.0] }\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
     let o = crate::run_module(&model, &model.scenario(text, "deep.toml").unwrap());
     assert_eq!(o.outcome, crate::run::Status::Finite, "{:?}", o.error);

@@ -28,7 +28,12 @@ impl Runner<'_> {
     /// stability bound on the learning rate that can be computed from the data.
     pub(super) fn linear_sgd_mse(&self) -> bool {
         let (s, o) = (self.s, &self.s.optimizer);
-        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }]) && s.loss.kind == crate::scenario::LossKind::Mse && o.kind == crate::scenario::OptimizerKind::Sgd && o.momentum == 0.0 && o.weight_decay == 0.0 && s.data.seq_len.is_none()
+        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }])
+            && s.loss.kind == crate::scenario::LossKind::Mse
+            && o.kind == crate::scenario::OptimizerKind::Sgd
+            && o.momentum == 0.0
+            && o.weight_decay == 0.0
+            && s.data.seq_len.is_none()
     }
 
     /// The cause of a forward value: the layer that made it, from what it read.
@@ -64,7 +69,9 @@ impl Runner<'_> {
         let bad_after = |k: usize| -> bool {
             let mut s = self.s.clone();
             s.data.preprocess.truncate(k);
-            crate::run::data::build(&s).map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some()))).unwrap_or(false)
+            crate::run::data::build(&s)
+                .map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some())))
+                .unwrap_or(false)
         };
         let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].name())) };
         cause::data(&f.tensor, first)

@@ -62,13 +62,7 @@ impl Runner<'_> {
         let (gdt, glim) = (<&str>::from(self.s.train.dtype), Limits::of(self.s.train.dtype));
         let mut out = Vec::new();
         if let Some((h, largest, at)) = self.worst.headroom.filter(|(h, _, _)| *h < LOW_HEADROOM_BITS) {
-            out.push(format!(
-                "headroom fell to {h:.1} bits at step {} (fold {}): a value of magnitude {} against {dt}'s largest {}",
-                at.step,
-                at.fold,
-                crate::human(largest),
-                crate::human(lim.max)
-            ));
+            out.push(format!("headroom fell to {h:.1} bits at step {} (fold {}): a value of magnitude {} against {dt}'s largest {}", at.step, at.fold, crate::human(largest), crate::human(lim.max)));
         }
         if let Some((f, at)) = self.worst.subnormal.filter(|(f, _)| *f > MANY_SUBNORMALS) {
             out.push(format!(

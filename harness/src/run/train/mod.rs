@@ -18,9 +18,9 @@ use super::data::{self, Dataset, Split, Table};
 use super::divergence::DivergenceWatch;
 use super::model::Model;
 use super::optim::{self, Optimizer};
-use super::scaler::Scaler;
 use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
 use super::rng::{stream, INIT_STREAM, SHUFFLE_STREAM};
+use super::scaler::Scaler;
 use super::trace::Trace;
 use super::watch::{stats, Stats};
 use super::{dtype, RunOptions};
@@ -237,7 +237,6 @@ impl Runner<'_> {
             }
         }
     }
-
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
     fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {

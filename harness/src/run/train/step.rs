@@ -241,7 +241,12 @@ impl Runner<'_> {
             let seen = self.last_skip.as_ref().map_or(String::new(), |l| format!("; the last skipped step's first non-finite value was {l}"));
             self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: "loss_scale".into(), kind: Kind::ScaleCollapse, ..Default::default() });
             self.first_at = Some(self.steps);
-            self.cause = Some(Cause { rule: Rule::LossScaleCollapse, op: "grad scaler".into(), reason: format!("{why}{seen}. The scaler is not absorbing an occasional overflow: {meaning}"), inputs: Vec::new() });
+            self.cause = Some(Cause {
+                rule: Rule::LossScaleCollapse,
+                op: "grad scaler".into(),
+                reason: format!("{why}{seen}. The scaler is not absorbing an occasional overflow: {meaning}"),
+                inputs: Vec::new(),
+            });
         }
         true
     }

@@ -8,7 +8,11 @@ use crate::scenario::{DTypeName, Decay, LossScaleSpec, Named, ScheduleSpec, Trai
 /// Autocast keeps f32 master weights: `dtype` must be f32.
 pub(super) fn precision(t: &TrainSpec, out: &mut Vec<Problem>) {
     if t.precision.low().is_some() && t.dtype != DTypeName::F32 {
-        let msg = format!("`{}` keeps the parameters and optimizer state in f32 and autocasts the matmuls; it needs train.dtype = \"f32\", got \"{}\" (for pure low precision, set only dtype)", t.precision.name(), t.dtype.name());
+        let msg = format!(
+            "`{}` keeps the parameters and optimizer state in f32 and autocasts the matmuls; it needs train.dtype = \"f32\", got \"{}\" (for pure low precision, set only dtype)",
+            t.precision.name(),
+            t.dtype.name()
+        );
         out.push(problem("train.precision", msg));
     }
 }

@@ -16,7 +16,8 @@ pub(super) fn search(s: &SearchSpec, out: &mut Vec<Problem>) {
             out.push(problem("search.decades", format!("must be in (0, 30], got {d}")));
         }
     }
-    let ranges = [("search.lr", s.lr), ("search.init_scale", s.init_scale), ("search.input_scale", s.input_scale), ("search.target_scale", s.target_scale), ("search.inject_fraction", s.inject_fraction)];
+    let ranges =
+        [("search.lr", s.lr), ("search.init_scale", s.init_scale), ("search.input_scale", s.input_scale), ("search.target_scale", s.target_scale), ("search.inject_fraction", s.inject_fraction)];
     for (key, r) in ranges {
         if let Some([a, b]) = r {
             if !(a.is_finite() && b.is_finite() && a > 0.0 && a < b) {

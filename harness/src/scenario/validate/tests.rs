@@ -219,7 +219,11 @@ fn mixed_precision_schedule_and_scaler_settings_are_located() {
         assert!(e.contains(&format!("t:{}:", before + line)), "line {}: {e}", before + line);
         e
     };
-    assert!(crate::scenario::from_str(&with("precision = \"amp_bf16\"\naccumulate = 4\n[train.loss_scale]\ngrowth_interval = 10\n[train.schedule]\nwarmup_steps = 5\ndecay = \"cosine\"\ndecay_steps = 20\n"), "t").is_ok());
+    assert!(crate::scenario::from_str(
+        &with("precision = \"amp_bf16\"\naccumulate = 4\n[train.loss_scale]\ngrowth_interval = 10\n[train.schedule]\nwarmup_steps = 5\ndecay = \"cosine\"\ndecay_steps = 20\n"),
+        "t"
+    )
+    .is_ok());
     let e = at(&with("precision = \"amp_f16\"\n").replace("dtype = \"f32\"", "dtype = \"f16\""), 1);
     assert!(e.contains("train.precision") && e.contains("dtype = \"f32\""), "{e}");
     let e = at(&with("accumulate = 0\n"), 1);

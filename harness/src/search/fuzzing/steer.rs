@@ -17,8 +17,8 @@
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
-    parse_str, DTypeName, Decay, ImageSpec, InputSpec, Layer, LossKind, LossScaleSpec, OptimizerKind, PaddingSpec, Precision, Reduction, RnnActivation, Scenario, ScheduleSpec,
-    TargetSpec, ValidationSpec,
+    parse_str, DTypeName, Decay, ImageSpec, InputSpec, Layer, LossKind, LossScaleSpec, OptimizerKind, PaddingSpec, Precision, Reduction, RnnActivation, Scenario, ScheduleSpec, TargetSpec,
+    ValidationSpec,
 };
 
 /// A scenario built from fuzzer bytes, steered so that most pass validation.
@@ -252,12 +252,7 @@ fn train(u: &mut Unstructured, s: &mut Scenario) -> Result<()> {
 
 /// GradScaler settings inside their domains.
 fn loss_scale(u: &mut Unstructured) -> Result<LossScaleSpec> {
-    Ok(LossScaleSpec {
-        init: *u.choose(&[1.0, 1024.0, 65536.0])?,
-        growth_interval: u.int_in_range(1..=4)?,
-        min_scale: if u.ratio(1, 3)? { Some(1.0) } else { None },
-        ..LossScaleSpec::default()
-    })
+    Ok(LossScaleSpec { init: *u.choose(&[1.0, 1024.0, 65536.0])?, growth_interval: u.int_in_range(1..=4)?, min_scale: if u.ratio(1, 3)? { Some(1.0) } else { None }, ..LossScaleSpec::default() })
 }
 
 /// A warmup and one decay, each with the keys it needs.

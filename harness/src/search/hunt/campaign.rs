@@ -228,7 +228,8 @@ impl Campaign {
         // A trigger that sets every knob of another (and more) adds nothing: the smaller
         // one reaches the root cause already. Its hits count for the smaller one.
         let built = Built { knob_repro: m.knob_repro.clone(), repro: m.repro.clone(), outcome: m.outcome.clone() };
-        let t = Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step, built: Some(std::sync::Arc::new(built)) };
+        let t =
+            Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step, built: Some(std::sync::Arc::new(built)) };
         let kept = fold(&mut f.triggers, t);
         if f.triggers[0].mutations == kept && kept == m.mutations {
             f.location = at;

@@ -61,7 +61,13 @@ pub(super) fn proptest_shrink(base: &Scenario, opts: &HuntOptions, clock: &Clock
 }
 
 /// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
-pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]), campaign: &Campaign) -> (Vec<Mutation>, Option<Tree>) {
+pub(super) fn generate(
+    opts: &HuntOptions,
+    index: u64,
+    space: &Space,
+    (strategy, one, corners): (&BoxedStrategy<Vec<Mutation>>, &BoxedStrategy<Mutation>, &[Vec<Mutation>]),
+    campaign: &Campaign,
+) -> (Vec<Mutation>, Option<Tree>) {
     let seed = fnv1a(format!("{}:{index}", opts.seed).as_bytes());
     let mut runner = seeded_runner(seed);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -86,7 +92,13 @@ pub(super) fn generate(opts: &HuntOptions, index: u64, space: &Space, (strategy,
                 let f = 10f64.powf(rng.random_range(0.0..1.0));
                 let up = rng.random_range(0..4) != 0;
                 let nv = match scale {
-                    Scale::Log | Scale::Integer => if up { v * f } else { v / f },
+                    Scale::Log | Scale::Integer => {
+                        if up {
+                            v * f
+                        } else {
+                            v / f
+                        }
+                    }
                     // Towards 1 is "up" for β₂ and momentum.
                     Scale::Complement => 1.0 - if up { (1.0 - v) / f } else { (1.0 - v) * f },
                     Scale::Linear => v + if up { f } else { -f } * v.abs().max(1.0),

@@ -39,11 +39,7 @@ pub(crate) fn bisect(like: f64, changed_at: f64, scale: Scale, changed: &mut dyn
         Scale::Complement => (1.0 - nearest3(1.0 - exact), 1.0 - round3_away(1.0 - exact, 1.0 - back(lo))),
         _ => (nearest3(exact), round3_away(exact, back(lo))),
     };
-    let at = if on == Scale::Integer {
-        exact
-    } else {
-        [nearest, away].into_iter().find(|&r| r == exact || changed(r)).unwrap_or(exact)
-    };
+    let at = if on == Scale::Integer { exact } else { [nearest, away].into_iter().find(|&r| r == exact || changed(r)).unwrap_or(exact) };
     (back(lo), at)
 }
 

@@ -22,8 +22,8 @@ mod bisect;
 mod rows;
 
 pub(crate) use bisect::bisect;
-pub use rows::{materialize, rebuild, Built, RowCut};
 use rows::{cut_schedule, ddmin, select_rows};
+pub use rows::{materialize, rebuild, Built, RowCut};
 
 /// What the minimizer found.
 #[derive(Debug, Clone)]
