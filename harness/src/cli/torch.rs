@@ -60,13 +60,14 @@ impl Confirm {
     /// Exits 0 when both frameworks agree (same step and phase, or both finite), 1 otherwise.
     pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
         let report = self.source.is_dir();
-        let s = if report { report_scenario(&self.source, &ctx.load)? } else { scenario(&self.source, ctx)? };
+        // A report is replayed first (refused if it no longer reproduces its run); that run is nanhunt's side.
+        let (s, ours) = if report { report_scenario(&self.source, &ctx.load)? } else { (scenario(&self.source, ctx)?, None) };
         // Ctrl-C (or SIGTERM) kills the script's process group; the scratch folder goes on drop.
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
         let work = Scratch::new()?;
-        let c = confirm_with(&s, &self.python, work.path(), &ConfirmOptions { timeout: self.timeout, stop: Some(Arc::clone(&stop)) })?;
+        let c = confirm_with(&s, &self.python, work.path(), &ConfirmOptions { timeout: self.timeout, stop: Some(Arc::clone(&stop)), ours })?;
         drop(work);
         anyhow::ensure!(!stop.load(Ordering::Relaxed), "interrupted");
         if self.json {

@@ -128,11 +128,14 @@ pub struct ConfirmOptions {
     pub timeout: Duration,
     /// Kill it once this is set, e.g. by Ctrl-C (an error).
     pub stop: Option<Arc<AtomicBool>>,
+    /// nanhunt's own run of the scenario when the caller already has it (a report's replay,
+    /// checked against its trace): compared as it is, not trained again.
+    pub ours: Option<Outcome>,
 }
 
 impl Default for ConfirmOptions {
     fn default() -> Self {
-        ConfirmOptions { timeout: DEFAULT_TIMEOUT, stop: None }
+        ConfirmOptions { timeout: DEFAULT_TIMEOUT, stop: None, ours: None }
     }
 }
 
@@ -155,11 +158,18 @@ pub fn confirm_with(s: &Scenario, python: &Path, work: &Path, opts: &ConfirmOpti
     };
     let report: Report = serde_json::from_str(line).map_err(|e| fail(format!("unreadable result line: {e}")))?;
     let theirs = read_losses(&work.join("trace.torch.csv")).map_err(|e| fail(format!("its trace cannot be read: {e}")))?;
-    let o = run(s);
+    let fresh;
+    let o = match &opts.ours {
+        Some(o) => o,
+        None => {
+            fresh = run(s);
+            &fresh
+        }
+    };
     if let Some(e) = &o.error {
         return Err(Error::Invalid { location: s.name.clone(), key: "run".into(), message: e.clone() });
     }
-    let c = compare(&o, report, &theirs, tolerance(s.train.precision.low().unwrap_or(s.train.dtype)));
+    let c = compare(o, report, &theirs, tolerance(s.train.precision.low().unwrap_or(s.train.dtype)));
     if c.compared == 0 && !o.trace.rows.is_empty() {
         let message = format!("its trace.torch.csv has none of the {} steps nanhunt ran (it has {} rows)", o.trace.rows.len(), theirs.len());
         return Err(fail(message));

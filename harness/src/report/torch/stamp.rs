@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::Confirmation;
 use crate::error::{Error, Result};
+use crate::run::Outcome;
 use crate::scenario::{load_with, LoadOptions, Scenario};
 
 /// The report's `summary.md`, if it is a regular file (not a symbolic link, not a folder).
@@ -23,18 +24,21 @@ fn summary_file(dir: &Path) -> Result<PathBuf> {
     Err(Error::Invalid { location: dir.display().to_string(), key: "summary.md".into(), message })
 }
 
-/// A report's scenario, for a confirmation whose result goes into its `summary.md`. Refused
-/// when `summary.md` is not a regular file, or when `repro.toml` no longer reproduces the
-/// recorded run (replayed as `nanhunt replay` does): the summary would describe one run and
-/// the confirmation another.
-pub fn report_scenario(dir: &Path, load: &LoadOptions) -> Result<Scenario> {
+/// A report's scenario and, when the report was made as `confirm` runs (every tensor watched,
+/// stopping at the first non-finite value), nanhunt's replayed run of it (for
+/// [`super::ConfirmOptions::ours`], so the confirmation does not train it again), for a confirmation whose result goes into its
+/// `summary.md`. Refused when `summary.md` is not a regular file, or when `repro.toml` no longer
+/// reproduces the recorded run (replayed as `nanhunt replay` does): the summary would describe
+/// one run and the confirmation another.
+pub fn report_scenario(dir: &Path, load: &LoadOptions) -> Result<(Scenario, Option<Outcome>)> {
     summary_file(dir)?;
-    let (_, divergence) = crate::report::replay(dir, load)?;
+    let (outcome, divergence) = crate::report::replay(dir, load)?;
     if let Some(d) = divergence {
         let message = format!("it no longer reproduces the recorded run ({d}); confirming it would put another run's result in this report: see `nanhunt replay`, or confirm the file itself (`nanhunt confirm {}/repro.toml`)", dir.display());
         return Err(Error::Invalid { location: dir.display().to_string(), key: "repro.toml".into(), message });
     }
-    load_with(&dir.join("repro.toml"), load)
+    let as_confirm_runs = crate::report::read_summary(dir)?.settings == crate::report::RunSettings { watch: true, continue_steps: 0 };
+    Ok((load_with(&dir.join("repro.toml"), load)?, as_confirm_runs.then_some(outcome)))
 }
 
 /// Puts the confirmation under the report's title in its `summary.md` (replacing an earlier
