@@ -75,6 +75,7 @@ mod atomic;
 mod error;
 mod hash;
 mod number;
+pub mod ops;
 pub mod report;
 pub mod run;
 pub mod scenario;

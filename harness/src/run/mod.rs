@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::scenario::{check_memory, plan, within_plan, DTypeName, Plan, Scenario};
 
 mod bce_torch;
-mod cause;
+pub(crate) mod cause;
 pub mod code;
 pub(crate) mod data;
 mod device;

@@ -87,7 +87,7 @@ pub struct Operand {
 
 /// The limits of a compute dtype.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+pub struct Limits {
     /// Largest finite value.
     pub max: f64,
     /// Smallest positive normal value.
