@@ -68,9 +68,18 @@ pub trait Op: std::fmt::Debug + Send + Sync {
     fn explain_forward(&self, f: &Facts) -> Explained;
     /// Why its backward made its input's gradient non-finite at an element (`f.x`, `f.grad`).
     fn explain_backward(&self, f: &Facts) -> Explained;
+    /// Why its backward may have made a parameter's gradient non-finite in a step where it
+    /// read `zeros` exact zeros among `n` values (the fallback when no output gradient was
+    /// caught non-finite): e.g. `sqrt`'s derivative is infinite at 0. Most ops answer `None`.
+    fn explain_zeros(&self, zeros: usize, n: usize) -> Explained;
     /// Its PyTorch line for `repro.py`: a Python expression of the tensor `x`, with `torch` and
-    /// `F` (`torch.nn.functional`) in scope, e.g. `F.softsign(x)`.
+    /// `F` (`torch.nn.functional`) in scope, e.g. `F.softsign(x)`; numbers written with [`py`].
     fn torch(&self) -> String;
+}
+
+/// `(key, "must be a finite number, got v")` if `v` is not finite: the check of an op's numeric attribute.
+pub fn finite(key: &'static str, v: f64) -> Option<(&'static str, String)> {
+    (!v.is_finite()).then(|| (key, format!("must be a finite number, got {v}")))
 }
 
 /// `v` as a Python float literal (`float('inf')` for infinities, `float('nan')` for NaN).
