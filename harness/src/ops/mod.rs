@@ -20,9 +20,31 @@ use crate::scenario::{DTypeName, Shape};
 
 mod registry;
 
+pub mod abs;
+pub mod elu;
+pub mod exp;
+pub mod flawed_square;
+pub mod gelu;
+pub mod identity;
+pub mod leaky_relu;
+pub mod log;
+pub mod pow;
+pub mod reciprocal;
+pub mod relu;
+pub mod sigmoid;
+pub mod silu;
+pub mod softmax;
+pub mod softplus;
+pub mod sqrt;
+pub mod tanh;
+
+pub use registry::examples;
+
 /// Where an op computes under autocast (`train.precision = amp_*`), from PyTorch's CUDA
-/// autocast lists (`aten/src/ATen/autocast_mode.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// autocast lists (`aten/src/ATen/autocast_mode.h`). Its snake_case name is what the exporter
+/// writes for `repro.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Autocast {
     /// In the low dtype (`AT_FORALL_LOWER_PRECISION_FP`): its input and parameters are cast down.
     Low,
@@ -68,9 +90,35 @@ pub trait Op: std::fmt::Debug + Send + Sync {
     fn explain_forward(&self, f: &Facts) -> Explained;
     /// Why its backward made its input's gradient non-finite at an element (`f.x`, `f.grad`).
     fn explain_backward(&self, f: &Facts) -> Explained;
+    /// Why its backward may have made a parameter's gradient non-finite in a step where it
+    /// read `zeros` exact zeros among `n` values (the fallback when no output gradient was
+    /// caught non-finite): e.g. `sqrt`'s derivative is infinite at 0. Most ops answer `None`.
+    fn explain_zeros(&self, zeros: usize, n: usize) -> Explained;
     /// Its PyTorch line for `repro.py`: a Python expression of the tensor `x`, with `torch` and
-    /// `F` (`torch.nn.functional`) in scope, e.g. `F.softsign(x)`.
+    /// `F` (`torch.nn.functional`) in scope, e.g. `F.softsign(x)`; numbers written with [`py`].
     fn torch(&self) -> String;
+}
+
+/// `(key, "must be a finite number, got v")` if `v` is not finite: the check of an op's numeric attribute.
+pub fn finite(key: &'static str, v: f64) -> Option<(&'static str, String)> {
+    (!v.is_finite()).then(|| (key, format!("must be a finite number, got {v}")))
+}
+
+/// Why the gradient an op made at `f.x` is non-finite when its derivative (`derivative`, in
+/// words) is infinite at exactly 0 and `f.x` is 0: `0 · ∞` if the arriving gradient is 0.
+pub fn infinite_at_zero(derivative: &str, f: &Facts) -> Explained {
+    (f.x == 0.0).then(|| {
+        if f.grad == 0.0 {
+            (Rule::ZeroTimesInf, format!("the gradient arriving here is exactly 0 and {derivative} is infinite at x = 0: the chain rule's product 0 · ∞ is NaN"))
+        } else {
+            (Rule::DerivativeAtZero, format!("{derivative} is infinite at x = 0, so the gradient arriving here ({}) becomes ±∞", crate::human(f.grad)))
+        }
+    })
+}
+
+/// The [`Op::explain_zeros`] of an op whose derivative (`derivative`, in words) is infinite at 0.
+pub fn zeros_read(derivative: &str, zeros: usize, n: usize) -> Explained {
+    (zeros > 0).then(|| (Rule::DerivativeAtZero, format!("{derivative} is infinite at 0, and {zeros} of the {n} values this layer reads are exactly 0")))
 }
 
 /// `v` as a Python float literal (`float('inf')` for infinities, `float('nan')` for NaN).

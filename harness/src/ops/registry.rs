@@ -1,17 +1,128 @@
 //! The list of ops, written once. `for_each_op!(m)` calls the macro `m` with every
 //! registered op as `Variant => module::Type,` (the variant is the op's `Layer` variant,
 //! whose snake_case name is the scenario's `type = "..."`); the `Layer` enum, its
-//! `op()` dispatch and the tests that enumerate the registry are generated from it.
+//! `op()` dispatch, the `op_layers!()` pattern and the tests that enumerate the registry
+//! are generated from it.
 //!
 //! Adding an op is one line here (and its file, declared in `ops/mod.rs`).
 
-/// Calls `$m!` with the registered ops.
+use crate::scenario::Layer;
+
+/// Calls `$m!` (a macro name or path) with the registered ops.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! for_each_op {
-    ($m:ident) => {
-        $m! {
-            // Variant => module::Type,
+    ($($m:tt)+) => {
+        $($m)+! {
+            Relu => relu::Relu,
+            Sigmoid => sigmoid::Sigmoid,
+            Tanh => tanh::Tanh,
+            Gelu => gelu::Gelu,
+            Softplus => softplus::Softplus,
+            Identity => identity::Identity,
+            Softmax => softmax::Softmax,
+            Sqrt => sqrt::Sqrt,
+            Log => log::Log,
+            Reciprocal => reciprocal::Reciprocal,
+            Abs => abs::Abs,
+            Exp => exp::Exp,
+            Pow => pow::Pow,
+            FlawedSquare => flawed_square::FlawedSquare,
+            Silu => silu::Silu,
+            Elu => elu::Elu,
+            LeakyRelu => leaky_relu::LeakyRelu,
         }
     };
+}
+
+/// A pattern matching every registry layer (`Layer::Relu(_) | Layer::Sigmoid(_) | ...`), for
+/// the arms of a `match` over `Layer` that [`Layer::op`] answers.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! op_layers {
+    () => {
+        $crate::for_each_op!($crate::__op_layer_pattern)
+    };
+}
+
+/// `op_layers!`'s expansion.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! __op_layer_pattern {
+    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+        $($crate::scenario::Layer::$variant(_))|*
+    };
+}
+
+/// Each registered op's default as a layer, in registry order.
+macro_rules! defaults {
+    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+        vec![$(Layer::$variant(<super::$module::$ty>::default()),)*]
+    };
+}
+
+/// Every registered op as a layer with its defaults (its `Default`), in registry order: the
+/// registry's tests and the PyTorch confirmation run each.
+pub fn examples() -> Vec<Layer> {
+    crate::for_each_op!(defaults)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::scenario::{Named, Shape};
+
+    /// `{ layers = [...] }`, as the `[model]` table holds layers.
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Layers {
+        layers: Vec<Layer>,
+    }
+
+    #[test]
+    fn every_op_answers_for_its_defaults() {
+        let examples = examples();
+        assert!(examples.len() >= 17, "{} ops registered", examples.len());
+        for layer in &examples {
+            let kind = layer.name();
+            let op = layer.op().unwrap_or_else(|| panic!("{kind}: a registry layer without an op"));
+            assert_eq!(op.check(), Vec::new(), "{kind}: its defaults are valid");
+            for shape in [Shape::Flat(3), Shape::Seq { len: 2, width: 3 }] {
+                assert_eq!(op.shape(shape), Ok(shape), "{kind} keeps {shape:?}");
+            }
+            assert!(op.held(Shape::Flat(3), 6) >= 6, "{kind} holds at least its output");
+            assert!(op.levels().0 >= 1, "{kind} adds at least one graph level");
+            // Values in [0.5, 2]: inside every op's domain (sqrt, log, reciprocal).
+            let x = Tensor::new(&[[0.5f32, 1.0, 1.5], [2.0, 0.75, 1.25]], &Device::Cpu).unwrap();
+            let y = op.forward(&x).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!((y.dims(), y.dtype()), (x.dims(), x.dtype()), "{kind}");
+            let py = op.torch();
+            let open = py.matches('(').count();
+            assert!(py.contains('x') && open == py.matches(')').count(), "{kind}: `{py}` is an expression of x");
+            assert!(!py.contains('\n') && !py.contains("lambda"), "{kind}: `{py}` is one expression");
+        }
+    }
+
+    #[test]
+    fn every_op_round_trips_through_toml_by_its_type_name() {
+        for layer in examples() {
+            let kind = layer.name();
+            let text = toml::to_string(&Layers { layers: vec![layer.clone()] }).unwrap();
+            assert!(text.contains(&format!("type = \"{kind}\"")), "{kind}: {text}");
+            let back: Layers = toml::from_str(&text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+            assert_eq!(back.layers, [layer], "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_stray_key_on_an_op_is_refused_and_a_missing_exponent_is_named() {
+        // Unit variants used to take any key silently; an op's struct denies unknown fields.
+        let err = toml::from_str::<Layers>("layers = [{ type = \"relu\", alpha = 1.0 }]").unwrap_err().to_string();
+        assert!(err.contains("unknown field `alpha`"), "{err}");
+        let err = toml::from_str::<Layers>("layers = [{ type = \"pow\" }]").unwrap_err().to_string();
+        assert!(err.contains("missing field `exponent`"), "{err}");
+        let elu: Layers = toml::from_str("layers = [{ type = \"elu\" }, { type = \"leaky_relu\" }]").unwrap();
+        assert_eq!(elu.layers, [Layer::Elu(super::super::elu::Elu { alpha: 1.0 }), Layer::LeakyRelu(super::super::leaky_relu::LeakyRelu { negative_slope: 0.01 })]);
+    }
 }

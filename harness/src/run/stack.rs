@@ -57,33 +57,19 @@ const INLINE_BYTES: u64 = 1 << 20;
 const LOSS_LEVELS: u64 = 64;
 
 /// The levels a node of `layer` adds: its own, and per time step of the sequence it reads
-/// (recurrent layers). Each counts every op the layer records, with a tap (the birth re-run)
+/// (recurrent layers); a registry op says its own (`Op::levels`). Each counts every op the layer records, with a tap (the birth re-run)
 /// and autocast's casts, so it bounds the longest path through the layer. The tests hold
 /// Candle's graphs to them: an activation adds at most 3 nodes, a linear layer 4, batch norm
 /// 22, attention 25 over its three nodes, a time step 5 (RNN), 21 (LSTM) or 23 (GRU, with
 /// every state returned and recurrent dropout).
 fn layer_levels(layer: &Layer) -> (u64, u64) {
+    if let Some(op) = layer.op() {
+        return op.levels();
+    }
     match layer {
-        Layer::Relu
-        | Layer::Sigmoid
-        | Layer::Tanh
-        | Layer::Gelu
-        | Layer::Identity
-        | Layer::Sqrt
-        | Layer::Log
-        | Layer::Reciprocal
-        | Layer::Abs
-        | Layer::Exp
-        | Layer::Pow { .. }
-        | Layer::FlawedSquare
-        | Layer::Silu
-        | Layer::Elu { .. }
-        | Layer::LeakyRelu { .. }
-        | Layer::Dropout { .. }
-        | Layer::Flatten
-        | Layer::Last
-        | Layer::PositionalEmbedding => (4, 0),
-        Layer::Linear { .. } | Layer::Softplus | Layer::Softmax | Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
+        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
+        Layer::Dropout { .. } | Layer::Flatten | Layer::Last | Layer::PositionalEmbedding => (4, 0),
+        Layer::Linear { .. } | Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } => (16, 0),
         // Per node: attention has three (scores, probabilities, mix).
         Layer::Attention { .. } => (16, 0),

@@ -84,13 +84,16 @@ impl Footprint {
 /// the padded copy `c·(h + 2p)·(w + 2p)`, K row bands `K·c·h'·(w + 2p)`, the K² picked windows
 /// and their stack `2·K²·c·h'·w'`, the product and the bias sum `2·out·h'·w'`. Pool2d: the
 /// image cut to whole windows (at most its `c·h·w`), the maximum over columns `c·h'·k·w'`, and
-/// the output.
+/// the output. A registry op says its own (`Op::held`).
 fn held(n: &Node, steps: u128) -> u128 {
     let u = |v: usize| v as u128;
     let out = match n.shape {
         Shape::Flat(w) => product(&[u(w), steps]),
         other => u(other.cols()),
     };
+    if let Some(op) = n.layer.op() {
+        return op.held(n.in_shape, out);
+    }
     match (&n.layer, n.in_shape, n.shape) {
         (Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. }, Shape::Seq { len, .. }, _) => {
             let gates = if matches!(n.layer, Layer::Lstm { .. }) { 12 } else { 9 };

@@ -153,6 +153,6 @@ mod tests {
         agree::<Precision>();
         agree::<Decay>();
         assert_eq!(Layer::LayerNorm { eps: 1e-5 }.name(), "layer_norm");
-        assert_eq!(Layer::FlawedSquare.name(), "flawed_square");
+        assert_eq!(Layer::FlawedSquare(Default::default()).name(), "flawed_square");
     }
 }

@@ -92,215 +92,211 @@ pub enum Init {
     },
 }
 
-/// One layer of the stack.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[strum(serialize_all = "snake_case")]
-pub enum Layer {
-    /// Fully connected: `x W + b`, with `W` stored `(in, out)` like a Keras kernel.
-    Linear {
-        /// Output width.
-        out: usize,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
-    Rnn {
-        /// Hidden size.
-        hidden: usize,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// `max(x, 0)`.
-    Relu,
-    /// Logistic sigmoid.
-    Sigmoid,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// GELU (erf form, PyTorch's default).
-    Gelu,
-    /// `log(1 + exp(x))`, linear above 20 as in PyTorch.
-    Softplus,
-    /// No-op.
-    Identity,
-    /// Layer normalisation over the last dimension with learnable scale and shift.
-    LayerNorm {
-        /// Variance epsilon.
-        #[serde(default = "ln_eps")]
-        eps: f64,
-    },
-    /// Softmax over the last dimension (max-subtracted).
-    Softmax,
-    /// Elementwise square root (infinite gradient at 0).
-    Sqrt,
-    /// Elementwise natural log (−inf at 0).
-    Log,
-    /// Elementwise `1/x`.
-    Reciprocal,
-    /// Elementwise `|x|`.
-    Abs,
-    /// Elementwise `exp(x)`.
-    Exp,
-    /// Elementwise `x^exponent`.
-    Pow {
-        /// The exponent.
-        exponent: f64,
-    },
-    /// `x²` whose hand-written backward divides by zero (seed 002 ex3's flawed custom layer).
-    FlawedSquare,
-    /// `x · sigmoid(x)` (`torch.nn.SiLU`).
-    Silu,
-    /// `x` above 0, `alpha · (exp(x) − 1)` at and below (`torch.nn.ELU`).
-    Elu {
-        /// The negative branch's scale.
-        #[serde(default = "one")]
-        alpha: f64,
-    },
-    /// `x` above 0, `negative_slope · x` at and below (`torch.nn.LeakyReLU`).
-    LeakyRelu {
-        /// The slope below 0.
-        #[serde(default = "leaky_slope")]
-        negative_slope: f64,
-    },
-    /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
-    /// `x / sqrt(mean(x²) + eps) · weight`.
-    RmsNorm {
-        /// Epsilon; by default the machine epsilon of the type it computes in (f32's for f16 and bf16), as PyTorch's `eps=None`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        eps: Option<f64>,
-    },
-    /// Batch normalisation over the batch (`torch.nn.BatchNorm1d`): batch statistics while
-    /// training, running statistics in validation; the running variance is unbiased.
-    BatchNorm {
-        /// Variance epsilon.
-        #[serde(default = "ln_eps")]
-        eps: f64,
-        /// Weight of each batch in the running statistics.
-        #[serde(default = "bn_momentum")]
-        momentum: f64,
-    },
-    /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
-    Residual {
-        /// The layers of `f`.
-        layers: Vec<Layer>,
-    },
-    /// Multi-head scaled dot-product self-attention over `(batch, seq, width)`, with separate
-    /// `q`, `k`, `v` and `o` projections; keys past a row's length (`data.padding`) are masked.
-    Attention {
-        /// Number of heads; must divide the width.
-        heads: usize,
-        /// Mask future positions (each query sees itself and earlier keys).
-        #[serde(default)]
-        causal: bool,
-        /// What masked scores are set to before the softmax.
-        #[serde(default)]
-        mask_fill: MaskFill,
-        /// Which softmax turns scores into probabilities.
-        #[serde(default)]
-        softmax: SoftmaxKind,
-    },
-    /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
-    Embedding {
-        /// Vector width.
-        dim: usize,
-    },
-    /// A learned vector per position added to `(batch, seq, width)` (GPT-2's `wpe`, init N(0, 1)).
-    PositionalEmbedding,
-    /// Mean over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-    MeanPool,
-    /// Maximum over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-    MaxPool,
-    /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
-    Last,
-    /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
-    Lstm {
-        /// Hidden size.
-        hidden: usize,
-        /// Return `(batch, seq, hidden)` instead of the last state.
-        #[serde(default)]
-        return_sequences: bool,
-        /// The cell's activation (Keras's `activation`; PyTorch's LSTM is tanh).
-        #[serde(default)]
-        activation: RnnActivation,
-        /// Keras's `recurrent_dropout`: one mask per sequence on the state fed back, scaled by `1/(1 − p)`.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        recurrent_dropout: f64,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// GRU with PyTorch's gates (`r, z, n`, the reset applied after the recurrent product) and init.
-    Gru {
-        /// Hidden size.
-        hidden: usize,
-        /// Return `(batch, seq, hidden)` instead of the last state.
-        #[serde(default)]
-        return_sequences: bool,
-        /// The candidate's activation (Keras's `activation`; PyTorch's GRU is tanh).
-        #[serde(default)]
-        activation: RnnActivation,
-        /// Keras's `recurrent_dropout`, as for `lstm`.
-        #[serde(default, skip_serializing_if = "is_zero")]
-        recurrent_dropout: f64,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
-    /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
-    Dropout {
-        /// Probability of zeroing a value.
-        p: f64,
-    },
-    /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
-    /// on the transposed sequence): `(batch, seq', channels)`.
-    Conv1d {
-        /// Output channels.
-        channels: usize,
-        /// Kernel length.
-        kernel: usize,
-        /// Step between windows.
-        #[serde(default = "one_usize")]
-        stride: usize,
-        /// Zeros added at both ends.
-        #[serde(default)]
-        padding: usize,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// Convolution over images `(batch, channels, height, width)` (`torch.nn.Conv2d`, square kernel).
-    Conv2d {
-        /// Output channels.
-        channels: usize,
-        /// Kernel height and width.
-        kernel: usize,
-        /// Step between windows.
-        #[serde(default = "one_usize")]
-        stride: usize,
-        /// Zeros added on every side.
-        #[serde(default)]
-        padding: usize,
-        /// Override of the model's init.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init: Option<Init>,
-    },
-    /// Everything but the batch into one vector (`torch.flatten(x, 1)`): images and sequences to `(batch, n)`.
-    Flatten,
-    /// The maximum of each `kernel × kernel` window, windows side by side (`torch.nn.MaxPool2d(kernel)`;
-    /// rows and columns past the last whole window are dropped, as PyTorch's floor mode does).
-    MaxPool2d {
-        /// Window size (and stride).
-        kernel: usize,
-    },
-    /// The mean of each `kernel × kernel` window (`torch.nn.AvgPool2d(kernel)`), as `max_pool2d`.
-    AvgPool2d {
-        /// Window size (and stride).
-        kernel: usize,
-    },
+/// Writes the `Layer` enum, the registry's ops (`ops::registry`) among its variants, and `Layer::op`.
+macro_rules! layer_enum {
+    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+        /// One layer of the stack.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        #[strum(serialize_all = "snake_case")]
+        pub enum Layer {
+            /// Fully connected: `x W + b`, with `W` stored `(in, out)` like a Keras kernel.
+            Linear {
+                /// Output width.
+                out: usize,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
+            Rnn {
+                /// Hidden size.
+                hidden: usize,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            $(
+                #[doc = concat!("The registry op [`", stringify!($ty), "`](crate::ops::", stringify!($module), "::", stringify!($ty), ").")]
+                $variant($crate::ops::$module::$ty),
+            )*
+            /// Layer normalisation over the last dimension with learnable scale and shift.
+            LayerNorm {
+                /// Variance epsilon.
+                #[serde(default = "ln_eps")]
+                eps: f64,
+            },
+            /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
+            /// `x / sqrt(mean(x²) + eps) · weight`.
+            RmsNorm {
+                /// Epsilon; by default the machine epsilon of the type it computes in (f32's for f16 and bf16), as PyTorch's `eps=None`.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                eps: Option<f64>,
+            },
+            /// Batch normalisation over the batch (`torch.nn.BatchNorm1d`): batch statistics while
+            /// training, running statistics in validation; the running variance is unbiased.
+            BatchNorm {
+                /// Variance epsilon.
+                #[serde(default = "ln_eps")]
+                eps: f64,
+                /// Weight of each batch in the running statistics.
+                #[serde(default = "bn_momentum")]
+                momentum: f64,
+            },
+            /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
+            Residual {
+                /// The layers of `f`.
+                layers: Vec<Layer>,
+            },
+            /// Multi-head scaled dot-product self-attention over `(batch, seq, width)`, with separate
+            /// `q`, `k`, `v` and `o` projections; keys past a row's length (`data.padding`) are masked.
+            Attention {
+                /// Number of heads; must divide the width.
+                heads: usize,
+                /// Mask future positions (each query sees itself and earlier keys).
+                #[serde(default)]
+                causal: bool,
+                /// What masked scores are set to before the softmax.
+                #[serde(default)]
+                mask_fill: MaskFill,
+                /// Which softmax turns scores into probabilities.
+                #[serde(default)]
+                softmax: SoftmaxKind,
+            },
+            /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
+            Embedding {
+                /// Vector width.
+                dim: usize,
+            },
+            /// A learned vector per position added to `(batch, seq, width)` (GPT-2's `wpe`, init N(0, 1)).
+            PositionalEmbedding,
+            /// Mean over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
+            MeanPool,
+            /// Maximum over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
+            MaxPool,
+            /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
+            Last,
+            /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
+            Lstm {
+                /// Hidden size.
+                hidden: usize,
+                /// Return `(batch, seq, hidden)` instead of the last state.
+                #[serde(default)]
+                return_sequences: bool,
+                /// The cell's activation (Keras's `activation`; PyTorch's LSTM is tanh).
+                #[serde(default)]
+                activation: RnnActivation,
+                /// Keras's `recurrent_dropout`: one mask per sequence on the state fed back, scaled by `1/(1 − p)`.
+                #[serde(default, skip_serializing_if = "is_zero")]
+                recurrent_dropout: f64,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            /// GRU with PyTorch's gates (`r, z, n`, the reset applied after the recurrent product) and init.
+            Gru {
+                /// Hidden size.
+                hidden: usize,
+                /// Return `(batch, seq, hidden)` instead of the last state.
+                #[serde(default)]
+                return_sequences: bool,
+                /// The candidate's activation (Keras's `activation`; PyTorch's GRU is tanh).
+                #[serde(default)]
+                activation: RnnActivation,
+                /// Keras's `recurrent_dropout`, as for `lstm`.
+                #[serde(default, skip_serializing_if = "is_zero")]
+                recurrent_dropout: f64,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
+            /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
+            Dropout {
+                /// Probability of zeroing a value.
+                p: f64,
+            },
+            /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
+            /// on the transposed sequence): `(batch, seq', channels)`.
+            Conv1d {
+                /// Output channels.
+                channels: usize,
+                /// Kernel length.
+                kernel: usize,
+                /// Step between windows.
+                #[serde(default = "one_usize")]
+                stride: usize,
+                /// Zeros added at both ends.
+                #[serde(default)]
+                padding: usize,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            /// Convolution over images `(batch, channels, height, width)` (`torch.nn.Conv2d`, square kernel).
+            Conv2d {
+                /// Output channels.
+                channels: usize,
+                /// Kernel height and width.
+                kernel: usize,
+                /// Step between windows.
+                #[serde(default = "one_usize")]
+                stride: usize,
+                /// Zeros added on every side.
+                #[serde(default)]
+                padding: usize,
+                /// Override of the model's init.
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                init: Option<Init>,
+            },
+            /// Everything but the batch into one vector (`torch.flatten(x, 1)`): images and sequences to `(batch, n)`.
+            Flatten,
+            /// The maximum of each `kernel × kernel` window, windows side by side (`torch.nn.MaxPool2d(kernel)`;
+            /// rows and columns past the last whole window are dropped, as PyTorch's floor mode does).
+            MaxPool2d {
+                /// Window size (and stride).
+                kernel: usize,
+            },
+            /// The mean of each `kernel × kernel` window (`torch.nn.AvgPool2d(kernel)`), as `max_pool2d`.
+            AvgPool2d {
+                /// Window size (and stride).
+                kernel: usize,
+            },
+        }
+
+        impl Layer {
+            /// The op of a registry layer (every elementwise layer: `ops::registry` lists them); `None`
+            /// for the layers with parameters or a structure of their own, matched where they are used.
+            pub fn op(&self) -> Option<&dyn $crate::ops::Op> {
+                match self {
+                    $(Layer::$variant(op) => Some(op),)*
+                    Layer::Linear { .. }
+                    | Layer::Rnn { .. }
+                    | Layer::LayerNorm { .. }
+                    | Layer::RmsNorm { .. }
+                    | Layer::BatchNorm { .. }
+                    | Layer::Residual { .. }
+                    | Layer::Attention { .. }
+                    | Layer::Embedding { .. }
+                    | Layer::PositionalEmbedding
+                    | Layer::MeanPool
+                    | Layer::MaxPool
+                    | Layer::Last
+                    | Layer::Lstm { .. }
+                    | Layer::Gru { .. }
+                    | Layer::Dropout { .. }
+                    | Layer::Conv1d { .. }
+                    | Layer::Conv2d { .. }
+                    | Layer::Flatten
+                    | Layer::MaxPool2d { .. }
+                    | Layer::AvgPool2d { .. } => None,
+                }
+            }
+        }
+    };
 }
+
+crate::for_each_op!(layer_enum);
 
 /// The activation of a gated RNN's candidate (and, for LSTM, of its cell output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
@@ -347,10 +343,6 @@ pub const MAX_NESTING: usize = 8;
 
 fn bn_momentum() -> f64 {
     0.1
-}
-
-fn leaky_slope() -> f64 {
-    0.01
 }
 
 fn ln_eps() -> f64 {

@@ -247,6 +247,9 @@ impl Builder<'_> {
         if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding { .. }) {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
+        if let Some(op) = layer.op() {
+            return op.shape(shape);
+        }
         let sequence = |what: &str| -> std::result::Result<(usize, usize), String> {
             match shape {
                 Shape::Seq { len, width } => Ok((len, width)),
@@ -383,8 +386,9 @@ impl Builder<'_> {
                 shape
             }
             Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
+            Layer::Dropout { .. } => shape,
             Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
-            _ => shape,
+            crate::op_layers!() => unreachable!("a registry layer, planned by its op above"),
         })
     }
 }
@@ -429,7 +433,7 @@ mod tests {
 
     #[test]
     fn plan_names_and_shapes() {
-        let s = spec(vec![Layer::Linear { out: 4, init: None }, Layer::Relu, Layer::Linear { out: 1, init: None }]);
+        let s = spec(vec![Layer::Linear { out: 4, init: None }, Layer::Relu(Default::default()), Layer::Linear { out: 1, init: None }]);
         let p = plan(&s, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
         let names: Vec<_> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["layers.0.linear.weight", "layers.0.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"]);
@@ -449,10 +453,10 @@ mod tests {
             .1
             .contains("must divide the width 4"));
         assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
-        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity, Layer::Linear { out: 2, init: None }] }], flat);
+        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear { out: 2, init: None }] }], flat);
         assert_eq!(key, "layers.0");
         assert!(m.contains("keep its input's shape"), "{m}");
-        let mut deep = Layer::Identity;
+        let mut deep = Layer::Identity(Default::default());
         for _ in 0..=MAX_NESTING {
             deep = Layer::Residual { layers: vec![deep] };
         }

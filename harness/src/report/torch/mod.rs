@@ -131,10 +131,20 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
 }
 
 /// What the script needs to know of the scenario, as JSON: the layers as written (with their
-/// defaults), and the plan's nodes (names and parameters, in nanhunt's watch order).
+/// defaults), and the plan's nodes in nanhunt's watch order: names, parameters, autocast class
+/// (`low`, `f32` or `same`, nanhunt's own) and a registry op's PyTorch expression (`Op::torch`),
+/// from which `repro.py` builds the node.
 fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     let plan = plan_of(s, data)?;
-    let nodes: Vec<serde_json::Value> = plan.nodes.iter().map(|n| json!({ "name": n.name, "params": plan.params[n.params.clone()].iter().map(|p| &p.name).collect::<Vec<_>>() })).collect();
+    let nodes: Vec<serde_json::Value> = plan
+        .nodes
+        .iter()
+        .map(|n| {
+            let params: Vec<&String> = plan.params[n.params.clone()].iter().map(|p| &p.name).collect();
+            let autocast = crate::run::model::policy(&n.layer, n.part).name();
+            json!({ "name": n.name, "params": params, "autocast": autocast, "torch": n.layer.op().map(|op| op.torch()) })
+        })
+        .collect();
     // The width each layer reads: an image's channels, else the last dimension.
     let input_shape = |n: &crate::scenario::Node| n.input.map_or(data.shape.shape(), |i| plan.nodes[i].shape);
     let widths: serde_json::Map<String, serde_json::Value> = plan

@@ -19,6 +19,7 @@ import sys
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 SCENARIO = json.loads(r"""@SCENARIO@""")
 
@@ -27,9 +28,12 @@ DTYPE = DTYPES[SCENARIO["dtype"]]
 # Mixed precision (train.precision = amp_*): the forward runs under torch.autocast, whose CPU
 # list casts linear, matmul and convolution to LOW; the ops on CUDA's fp32 list that CPU's
 # leaves out (softmax, norms, exp, log, pow, softplus, reciprocal, losses) are cast to f32
-# by hand below, so the casts are CUDA's, as nanhunt's.
+# by hand below, so the casts are CUDA's, as nanhunt's: each node's class ("low", "f32" or
+# "same") is nanhunt's own, written into SCENARIO["nodes"] by the exporter.
 LOW = {"amp_f16": torch.float16, "amp_bf16": torch.bfloat16}.get(SCENARIO.get("precision", "f32"))
-F32_KINDS = {"layer_norm", "rms_norm", "batch_norm", "softmax", "softplus", "exp", "log", "pow", "reciprocal"}
+# Each plan node by name: its parameters, autocast class and, for an op of nanhunt's registry
+# (every elementwise layer), its PyTorch expression of `x`.
+NODES = {n["name"]: n for n in SCENARIO["nodes"]}
 
 
 def low(t):
@@ -174,11 +178,6 @@ class Fn(nn.Module):
         return self.f(x)
 
 
-def softplus(x):
-    # log(1 + exp(x)), and x itself above 20 (torch.nn.Softplus's threshold).
-    return torch.where(x > 20, x, torch.log(torch.exp(torch.clamp(x, max=20.0)) + 1.0))
-
-
 class Residual(nn.Module):
     """x + f(x); its layers are `layers.{i}.{type}` inside it, so names nest as nanhunt's."""
 
@@ -269,18 +268,21 @@ class Conv1d(nn.Conv1d):
 
 def build(specs, width, seq, prefix="layers"):
     """Layer specs as `ModuleList[ModuleDict{type: module}]`, and the width they output."""
-    blocks = []
+    blocks, names = [], []
     for i, spec in enumerate(specs):
-        module, width = layer(spec, width, seq, f"{prefix}.{i}.{spec['type']}")
+        names.append(f"{prefix}.{i}.{spec['type']}")
+        module, width = layer(spec, width, seq, names[-1])
         blocks.append(nn.ModuleDict({spec["type"]: module}))
-    return nn.ModuleList(blocks), width
+    blocks = nn.ModuleList(blocks)
+    blocks.names = names
+    return blocks, width
 
 
 def run(blocks, x, mask, outs):
     """Runs layers in order, appending each output (blocks append their own, in nanhunt's order)."""
-    for block in blocks:
+    for name, block in zip(blocks.names, blocks):
         ((kind, m),) = block.items()
-        if LOW is not None and kind in F32_KINDS:
+        if LOW is not None and NODES[name]["autocast"] == "f32":
             x = x.float()
         if isinstance(m, (Residual, Attention)):
             x = m(x, mask, outs)
@@ -328,29 +330,11 @@ def layer(spec, width, seq, name):
         return BatchNorm(width, spec["eps"], spec["momentum"]), width
     if kind == "rms_norm":
         return nn.RMSNorm(width, eps=spec.get("eps")), width
-    if kind == "silu":
-        return nn.SiLU(), width
-    if kind == "elu":
-        return nn.ELU(alpha=spec["alpha"]), width
-    if kind == "leaky_relu":
-        return nn.LeakyReLU(negative_slope=spec["negative_slope"]), width
-    functions = {
-        "relu": torch.relu,
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "gelu": lambda x: torch.nn.functional.gelu(x),
-        "softplus": softplus,
-        "softmax": lambda x: torch.softmax(x, dim=-1),
-        "identity": lambda x: x,
-        "sqrt": torch.sqrt,
-        "log": torch.log,
-        "reciprocal": torch.reciprocal,
-        "abs": torch.abs,
-        "exp": torch.exp,
-        "pow": lambda x: torch.pow(x, spec.get("exponent", 2.0)),
-        "flawed_square": FlawedSquare.apply,
-    }
-    return Fn(functions[kind]), width
+    expr = NODES[name].get("torch")
+    if expr is None:
+        raise SystemExit(f"repro.py: unknown layer {kind}")
+    # An op of nanhunt's registry: its expression of x, with torch, F and the custom Functions above.
+    return Fn(eval("lambda x: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare})), width
 
 
 class Model(nn.Module):

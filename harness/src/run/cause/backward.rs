@@ -1,48 +1,28 @@
 //! Why a gradient went non-finite: the backward pass of the layer (or loss)
 //! that made it, from the gradient that arrived and the values the layer read.
 //! `born` explains a layer output's gradient found by the tapped re-run;
-//! `backward` is the fallback for a parameter's gradient.
+//! `backward` is the fallback for a parameter's gradient. The registry's ops
+//! explain their own backward (`Op::explain_backward`, `Op::explain_zeros`).
 
 use candle_core::Tensor;
 
 use super::{cause, layer_op, operand, Cause, Limits, Operand, Rule};
 use crate::error::Result;
+use crate::ops::Facts;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
 
-/// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
-/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
+/// A gradient went non-finite: a layer whose backward can make one from what it read in this
+/// step, such as a derivative infinite at exactly 0 and an exact 0 read (`inputs[l]` is what
+/// layer `l` read). Each registry op says which (`Op::explain_zeros`).
 pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
     for (l, layer) in layers.iter().enumerate().rev() {
-        let Some(x) = inputs.get(l) else { continue };
-        let derivative = match layer {
-            Layer::FlawedSquare => "",
-            l => match infinite_at_zero(l) {
-                Some(d) => d,
-                None => continue,
-            },
-        };
-        let op = operand("input", x, None, d)?;
-        if matches!(layer, Layer::FlawedSquare) {
-            let reason = "its hand-written backward divides the upstream gradient by exactly 0".to_string();
-            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
-        }
-        if op.zeros > 0 {
-            let reason = format!("{derivative} is infinite at 0, and {} of the {} values this layer reads are exactly 0", op.zeros, x.elem_count());
-            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+        let (Some(x), Some(op)) = (inputs.get(l), layer.op()) else { continue };
+        let read = operand("input", x, None, d)?;
+        if let Some((rule, reason)) = op.explain_zeros(read.zeros, x.elem_count()) {
+            return Ok(Some(cause(rule, format!("{} (backward)", layer_op(&names[l])), reason, vec![read])));
         }
     }
     Ok(None)
-}
-
-/// The derivative of an elementwise layer that is infinite at exactly 0, in words.
-fn infinite_at_zero(layer: &Layer) -> Option<&'static str> {
-    Some(match layer {
-        Layer::Sqrt => "d√x/dx = 1/(2√x)",
-        Layer::Log => "d log x/dx = 1/x",
-        Layer::Reciprocal => "d(1/x)/dx = −1/x²",
-        Layer::Pow { exponent } if *exponent < 1.0 => "d xᵃ/dx = a·xᵃ⁻¹ with a < 1",
-        _ => return None,
-    })
 }
 
 /// The values of a tensor as f64, flattened.
@@ -71,24 +51,15 @@ pub(crate) fn born(
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
     let (Some(layer), Some(name)) = (layers.get(r), names.get(r)) else { return Ok(None) };
-    let op = format!("{} (backward)", layer_op(name));
+    let op_name = format!("{} (backward)", layer_op(name));
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
+    if let Some(op) = layer.op() {
+        let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim });
+        return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
+    }
     let found = match layer {
-        Layer::FlawedSquare => Some((Rule::DivisionByZero, "its hand-written backward divides the upstream gradient by exactly 0".to_string())),
-        l if x == 0.0 && infinite_at_zero(l).is_some() => {
-            let der = infinite_at_zero(l).unwrap_or_default();
-            Some(if gi == 0.0 {
-                (Rule::ZeroTimesInf, format!("the gradient arriving here is exactly 0 and {der} is infinite at x = 0: the chain rule's product 0 · ∞ is NaN"))
-            } else {
-                (Rule::DerivativeAtZero, format!("{der} is infinite at x = 0, so the gradient arriving here ({}) becomes ±∞", crate::human(gi)))
-            })
-        }
-        Layer::Exp if gi.is_finite() && (gi * x.exp()).abs() > lim.max => {
-            let reason = format!("g · exp(x) = {} · exp({}) overflows {dt}'s largest value {}", crate::human(gi), crate::human(x), crate::human(lim.max));
-            Some((if gi == 0.0 { Rule::ZeroTimesInf } else { Rule::Overflow }, reason))
-        }
         Layer::Linear { .. } | Layer::Rnn { .. } if grad.infinite + grad.nan == 0 => {
             let m = grad.max.abs().max(grad.min.abs());
             Some((
@@ -98,7 +69,7 @@ pub(crate) fn born(
         }
         _ => None,
     };
-    Ok(found.map(|(rule, reason)| cause(rule, op, reason, vec![input, grad])))
+    Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])))
 }
 
 /// The loss's backward made the predictions' gradient non-finite at flat index `i`.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use crate::error::Result;
+use crate::ops::Facts;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimizerKind, OptimizerSpec, RnnActivation, SoftmaxKind};
 
 mod backward;
@@ -173,14 +174,11 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
     let x = operand("input", input, Some(index), d)?;
     let dt: &str = d.into();
     let at = x.at.unwrap_or(f64::NAN);
+    if let Some(op) = layer.op() {
+        let found = op.explain_forward(&Facts { x: at, grad: f64::NAN, dtype: d, lim });
+        return Ok(found.map(|(rule, reason)| cause(rule, layer_op(name), reason, vec![x])));
+    }
     let found = match layer {
-        Layer::Exp if at > lim.max.ln() => Some((Rule::Overflow, format!("exp({}) overflows {dt}: the input is above ln(max) = {}", crate::human(at), crate::human(lim.max.ln())))),
-        Layer::Log | Layer::Sqrt if at < 0.0 => Some((Rule::OutsideDomain, format!("{} of a negative number ({}) is NaN", layer_name(layer), crate::human(at)))),
-        Layer::Log if at == 0.0 => Some((Rule::LogOfZero, "log of exactly 0 is −Inf".to_string())),
-        Layer::Reciprocal if at == 0.0 => Some((Rule::DivisionByZero, "1/x at exactly x = 0".to_string())),
-        Layer::Pow { exponent } if at.is_finite() && at.abs().powf(*exponent) > lim.max => {
-            Some((Rule::Overflow, format!("{}^{} exceeds {dt}'s largest value {}", crate::human(at), crate::human(*exponent), crate::human(lim.max))))
-        }
         Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
             let m = x.max.abs().max(x.min.abs());
             Some((
@@ -211,10 +209,6 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
         _ => None,
     };
     Ok(found.map(|(rule, reason)| cause(rule, layer_op(name), reason, vec![x])))
-}
-
-fn layer_name(l: &Layer) -> &'static str {
-    l.into()
 }
 
 /// `layers.1.exp` from the output's name `layers.1.exp.output`.

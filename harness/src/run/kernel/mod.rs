@@ -4,7 +4,8 @@
 //! backward. Candle composes each from several ops, and its backward makes and
 //! adds a zero gradient for every one of their tensors: the tiny GPT spent most
 //! of its step there. Other devices (and half dtypes, for the products) keep
-//! the composed forms.
+//! the composed forms. `flawed_square` is the one custom op with a deliberately
+//! wrong backward (seed 002 ex3).
 //!
 //! f32 uses the vectorisable `exp` and `erf` below (PyTorch's CPU kernels use
 //! vectorised approximations too: Sleef's `expf` and, for GELU, the
@@ -19,6 +20,7 @@ use candle_core::{DType, Layout, Tensor};
 pub(crate) mod bias;
 pub(crate) mod cast;
 pub(crate) mod cross_entropy;
+pub(crate) mod flawed_square;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;

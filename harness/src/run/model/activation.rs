@@ -10,13 +10,13 @@ use crate::error::Result;
 ///
 /// Clamping before `exp` keeps the unused branch finite, so its gradient does
 /// not turn into `0 · inf`.
-pub(super) fn softplus(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn softplus(h: &Tensor) -> Result<Tensor> {
     let soft = h.minimum(20.0)?.exp()?.affine(1.0, 1.0)?.log()?;
     Ok(h.gt(20.0)?.where_cond(h, &soft)?)
 }
 
 /// Softmax over the last dimension, with the row maximum subtracted first.
-pub(super) fn softmax(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax(h: &Tensor) -> Result<Tensor> {
     // As `torch.softmax`: an f16 or bf16 input is computed in f32 and rounded once.
     crate::run::opmath::in_f32(h, |h| {
         let max = h.max_keepdim(D::Minus1)?.detach();

@@ -7,7 +7,8 @@
 //! low dtype; `softmax`, `layer_norm`, `exp`, `log`, `pow`, `reciprocal`, `softplus`
 //! and every loss compute in f32. PyTorch's CPU list is shorter (no softmax, norms,
 //! exp, log or pow: they run in their input's dtype there); nanhunt follows CUDA's on
-//! every device, and the exported `repro.py` writes the same casts out by hand.
+//! every device, and the exporter writes each node's class into `repro.py`, which casts by it.
+//! The registry's ops give their own class (`Op::autocast`); `policy` answers for the rest.
 //! Every other op runs in its input's dtype, and a residual sum of an f32 and a
 //! low-precision operand promotes to f32, as PyTorch's type promotion does.
 //! `batch_norm`, on no CUDA list (cuDNN keeps its statistics in f32 and returns the
@@ -30,28 +31,32 @@ use crate::error::Result;
 use crate::run::kernel::cast::round;
 use crate::scenario::{Layer, Node, Part};
 
-/// Where a node computes under autocast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Policy {
-    /// In the low dtype: its input and parameters are cast down.
-    Low,
-    /// In f32: its input is cast up.
-    F32,
-    /// In its input's dtype (a sum of two dtypes promotes to the wider).
-    Same,
-}
+/// Where a node computes under autocast (the registry's ops say it themselves: `Op::autocast`).
+pub(crate) type Policy = crate::ops::Autocast;
 
 /// The autocast policy of a node.
 pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
-    match (layer, part) {
-        (_, Part::Sum) => Policy::Same,
-        (Layer::Attention { .. }, Part::Probs) => Policy::F32,
-        (Layer::Attention { .. }, _) => Policy::Low,
-        (Layer::Linear { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. }, _) => Policy::Low,
-        (Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } | Layer::Softmax | Layer::Softplus | Layer::Exp | Layer::Log | Layer::Pow { .. } | Layer::Reciprocal, _) => {
-            Policy::F32
-        }
-        _ => Policy::Same,
+    if part == Part::Sum {
+        return Policy::Same;
+    }
+    if let Some(op) = layer.op() {
+        return op.autocast();
+    }
+    match layer {
+        Layer::Attention { .. } if part == Part::Probs => Policy::F32,
+        Layer::Attention { .. } | Layer::Linear { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
+        Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
+        Layer::Residual { .. }
+        | Layer::Embedding { .. }
+        | Layer::PositionalEmbedding
+        | Layer::MeanPool
+        | Layer::MaxPool
+        | Layer::Last
+        | Layer::Dropout { .. }
+        | Layer::Flatten
+        | Layer::MaxPool2d { .. }
+        | Layer::AvgPool2d { .. } => Policy::Same,
+        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }
 
@@ -194,7 +199,7 @@ mod tests {
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
         assert_eq!(policy(&Layer::Linear { out: 1, init: None }, Part::Whole), Policy::Low);
         assert_eq!(policy(&Layer::LayerNorm { eps: 1e-5 }, Part::Whole), Policy::F32);
-        assert_eq!(policy(&Layer::Relu, Part::Whole), Policy::Same);
+        assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);
         // 1 + 2⁻¹¹ is not an f16: the promoted sum keeps it, an f16 sum would round it to 1.
         let dev = Device::Cpu;

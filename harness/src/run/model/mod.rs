@@ -1,7 +1,8 @@
 //! The model: a layer stack built from a [`ModelSpec`], with named parameters
 //! initialised from our own seeded stream (`init`; Candle's CPU RNG cannot be
 //! seeded). One file per layer family, as candle-nn has: `dense`, `recurrent`,
-//! `norm`, `activation`, and `custom` for hand-written backward passes.
+//! `norm`, and `activation`, `pointwise` and `relu`, the kernels of the registry's
+//! elementwise ops (`crate::ops`), which `apply` runs through `Layer::op`.
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
@@ -16,20 +17,20 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
-mod activation;
+pub(crate) mod activation;
 mod attention;
 mod autocast;
 mod conv;
-mod custom;
 mod dense;
 mod init;
 mod norm;
-mod pointwise;
+pub(crate) mod pointwise;
 mod recurrent;
-mod relu;
+pub(crate) mod relu;
 mod sequence;
 mod tap;
 
+pub(crate) use autocast::policy;
 #[cfg(test)]
 pub(crate) use autocast::HALF_TENSORS;
 pub(crate) use tap::{recorded, Slot};
@@ -293,27 +294,13 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 }
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
+    if let Some(op) = layer.op() {
+        return op.forward(h);
+    }
     Ok(match layer {
         Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
-        Layer::Relu => relu::relu(h)?,
-        Layer::Sigmoid => candle_nn::ops::sigmoid(h)?,
-        Layer::Tanh => h.tanh()?,
-        Layer::Gelu => crate::run::kernel::gelu::gelu(h)?,
-        Layer::Softplus => activation::softplus(h)?,
-        Layer::Softmax => activation::softmax(h)?,
-        Layer::Identity => h.clone(),
-        Layer::Sqrt => h.sqrt()?,
-        Layer::Log => h.log()?,
-        Layer::Reciprocal => h.recip()?,
-        Layer::Abs => crate::run::elementwise::abs(h)?,
-        Layer::Exp => h.exp()?,
-        Layer::Pow { exponent } => h.powf(*exponent)?,
-        Layer::FlawedSquare => custom::flawed_square(h)?,
-        Layer::Silu => pointwise::silu(h)?,
-        Layer::Elu { alpha } => pointwise::elu(h, *alpha)?,
-        Layer::LeakyRelu { negative_slope } => pointwise::leaky_relu(h, *negative_slope)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
@@ -323,6 +310,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Flatten => conv::flatten(h)?,
         Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
+        crate::op_layers!() => unreachable!("a registry layer, applied by its op above"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
         Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())

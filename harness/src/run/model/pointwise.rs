@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::run::elementwise::{map, zip};
 
 /// `x · sigmoid(x)`.
-pub(super) fn silu(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu(h: &Tensor) -> Result<Tensor> {
     if !h.device().is_cpu() {
         return Ok(candle_nn::ops::silu(h)?);
     }
@@ -22,7 +22,7 @@ pub(super) fn silu(h: &Tensor) -> Result<Tensor> {
 }
 
 /// `x` above 0, `alpha · (exp(x) − 1)` at and below.
-pub(super) fn elu(h: &Tensor, alpha: f64) -> Result<Tensor> {
+pub(crate) fn elu(h: &Tensor, alpha: f64) -> Result<Tensor> {
     if !h.device().is_cpu() {
         return Ok(h.elu(alpha)?);
     }
@@ -30,7 +30,7 @@ pub(super) fn elu(h: &Tensor, alpha: f64) -> Result<Tensor> {
 }
 
 /// `x` above 0, `slope · x` at and below.
-pub(super) fn leaky_relu(h: &Tensor, slope: f64) -> Result<Tensor> {
+pub(crate) fn leaky_relu(h: &Tensor, slope: f64) -> Result<Tensor> {
     if !h.device().is_cpu() {
         return Ok(candle_nn::ops::leaky_relu(h, slope)?);
     }

@@ -13,7 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithD
 use crate::error::Result;
 
 /// `relu(x)` with PyTorch's forward and backward.
-pub(super) fn relu(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn relu(h: &Tensor) -> Result<Tensor> {
     if !h.device().is_cpu() {
         return Ok(h.relu()?);
     }

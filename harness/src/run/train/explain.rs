@@ -53,7 +53,7 @@ impl Runner<'_> {
         }
         let pred = outs.last().unwrap_or(x);
         let n = model.layers().len();
-        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid)).then(|| model.input_of(n - 1, x, outs));
+        let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid(_))).then(|| model.input_of(n - 1, x, outs));
         cause::loss(&s.loss, pred, y, logits, s.train.dtype)
     }
 

@@ -137,6 +137,9 @@ fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
 fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
     for (i, layer) in ls.iter().enumerate() {
         let k = |field: &str| format!("{key}.{i}.{field}");
+        if let Some(op) = layer.op() {
+            out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
+        }
         match layer {
             Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
             Layer::Lstm { init: i, recurrent_dropout, .. } | Layer::Gru { init: i, recurrent_dropout, .. } => {
@@ -146,9 +149,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
                 }
             }
             Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
-            Layer::Pow { exponent } => finite(out, &k("exponent"), *exponent),
-            Layer::Elu { alpha } => finite(out, &k("alpha"), *alpha),
-            Layer::LeakyRelu { negative_slope } => finite(out, &k("negative_slope"), *negative_slope),
             Layer::RmsNorm { eps: Some(e) } => positive(out, &k("eps"), *e),
             Layer::BatchNorm { eps, momentum } => {
                 positive(out, &k("eps"), *eps);

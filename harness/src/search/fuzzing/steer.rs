@@ -96,16 +96,16 @@ fn inputs(u: &mut Unstructured, s: &mut Scenario) -> Result<Shape> {
 /// An elementwise activation, norm or dropout: layers that keep any shape.
 fn keep_shape(u: &mut Unstructured) -> Result<Layer> {
     Ok(match u.int_in_range(0..=9)? {
-        0 => Layer::Relu,
-        1 => Layer::Tanh,
-        2 => Layer::Sigmoid,
-        3 => Layer::Gelu,
-        4 => Layer::Silu,
-        5 => Layer::LeakyRelu { negative_slope: 0.01 },
+        0 => Layer::Relu(Default::default()),
+        1 => Layer::Tanh(Default::default()),
+        2 => Layer::Sigmoid(Default::default()),
+        3 => Layer::Gelu(Default::default()),
+        4 => Layer::Silu(Default::default()),
+        5 => Layer::LeakyRelu(crate::ops::leaky_relu::LeakyRelu { negative_slope: 0.01 }),
         6 => Layer::LayerNorm { eps: 1e-5 },
         7 => Layer::RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? },
         8 => Layer::Dropout { p: *u.choose(&[0.1, 0.5])? },
-        _ => Layer::Identity,
+        _ => Layer::Identity(Default::default()),
     })
 }
 
@@ -135,7 +135,7 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 let (channels, kernel, stride, padding) = (small(u)?, u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
                 match (conv_len(h, kernel, stride, padding), conv_len(w, kernel, stride, padding)) {
                     (Some(h2), Some(w2)) => (Layer::Conv2d { channels, kernel, stride, padding, init: None }, Shape::Img(channels, h2, w2)),
-                    _ => (Layer::Relu, *shape),
+                    _ => (Layer::Relu(Default::default()), *shape),
                 }
             }
             2 => {
@@ -165,7 +165,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
             let (kernel, stride, padding) = (u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
             match conv_len(len, kernel, stride, padding) {
                 Some(l2) => (Layer::Conv1d { channels: hidden, kernel, stride, padding, init: None }, Shape::Seq(l2, hidden)),
-                None => (Layer::Relu, Shape::Seq(len, w)),
+                None => (Layer::Relu(Default::default()), Shape::Seq(len, w)),
             }
         }
         5 => {
@@ -202,7 +202,7 @@ fn head(u: &mut Unstructured, s: &mut Scenario, shape: Shape) -> Result<()> {
     s.loss.kind = *u.choose(kinds)?;
     match s.loss.kind {
         LossKind::Huber => s.loss.delta = Some(1.0),
-        LossKind::Bce | LossKind::BceTorch => s.model.layers.push(Layer::Sigmoid),
+        LossKind::Bce | LossKind::BceTorch => s.model.layers.push(Layer::Sigmoid(Default::default())),
         _ => {}
     }
     if u.ratio(1, 4)? {

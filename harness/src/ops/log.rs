@@ -1,0 +1,62 @@
+//! `log`: the elementwise natural log, Candle's: −Inf at 0, NaN below, and a derivative `1/x` infinite at 0. On autocast's f32 list.
+
+use candle_core::Tensor;
+
+use super::{infinite_at_zero, zeros_read, Autocast, Explained, Facts, Op};
+use crate::error::Result;
+use crate::run::cause::Rule;
+use crate::scenario::Shape;
+
+/// Its derivative, in words, infinite at 0.
+const DERIVATIVE: &str = "d log x/dx = 1/x";
+
+/// Elementwise natural log (−inf at 0).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, arbitrary::Arbitrary)]
+#[serde(deny_unknown_fields)]
+pub struct Log {}
+
+impl Op for Log {
+    fn check(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    fn shape(&self, input: Shape) -> std::result::Result<Shape, String> {
+        Ok(input)
+    }
+
+    fn held(&self, _input: Shape, output: u128) -> u128 {
+        output
+    }
+
+    fn levels(&self) -> (u64, u64) {
+        (4, 0)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.log()?)
+    }
+
+    fn autocast(&self) -> Autocast {
+        Autocast::F32
+    }
+
+    fn explain_forward(&self, f: &Facts) -> Explained {
+        if f.x < 0.0 {
+            Some((Rule::OutsideDomain, format!("log of a negative number ({}) is NaN", crate::human(f.x))))
+        } else {
+            (f.x == 0.0).then(|| (Rule::LogOfZero, "log of exactly 0 is −Inf".to_string()))
+        }
+    }
+
+    fn explain_backward(&self, f: &Facts) -> Explained {
+        infinite_at_zero(DERIVATIVE, f)
+    }
+
+    fn explain_zeros(&self, zeros: usize, n: usize) -> Explained {
+        zeros_read(DERIVATIVE, zeros, n)
+    }
+
+    fn torch(&self) -> String {
+        "torch.log(x)".into()
+    }
+}
