@@ -28,6 +28,7 @@ pub(crate) mod elementwise;
 pub(crate) mod kernel;
 mod loss;
 pub(crate) mod model;
+pub(crate) mod net;
 mod opmath;
 mod optim;
 mod outcome;

@@ -1,6 +1,7 @@
-//! What a search finds: which outcomes count ([`Target`]), a knob's flip
-//! [`Threshold`], a deduplicated [`Finding`], and the stable [`signature`]
-//! that names it (in report directories, dedup and merges).
+//! What a search finds: which outcomes count ([`Target`]), where a run fails
+//! ([`Site`]), a knob's flip [`Threshold`], a deduplicated [`Finding`], and
+//! the stable [`signature`] that names it (in report directories, dedup and
+//! merges).
 
 use std::path::PathBuf;
 
@@ -71,6 +72,27 @@ impl Threshold {
     }
 }
 
+/// A failure site: phase, tensor and kind of the first non-finite value, and the compute dtype.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// `phase|tensor|kind`.
+    at: String,
+    /// The compute dtype.
+    dtype: String,
+}
+
+impl Site {
+    /// The site of a non-finite outcome.
+    pub fn of(o: &Outcome) -> Option<Site> {
+        Some(Site::of_location(&o.failure_site()?, &o.dtype))
+    }
+
+    /// The site of a first non-finite value in a dtype.
+    pub fn of_location(f: &Location, dtype: &str) -> Site {
+        Site { at: format!("{}|{}|{}", f.phase, f.tensor, f.kind), dtype: dtype.to_string() }
+    }
+}
+
 /// One root cause: a failure site (phase, tensor, kind of non-finite value,
 /// compute dtype) and every trigger found to reach it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,8 +153,8 @@ pub struct Trigger {
 
 impl Pending {
     /// Its root cause's site.
-    pub fn site(&self) -> crate::search::minimize::Site {
-        crate::search::minimize::Site::of_location(&self.location, &self.dtype)
+    pub fn site(&self) -> Site {
+        Site::of_location(&self.location, &self.dtype)
     }
 }
 

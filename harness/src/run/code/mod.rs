@@ -18,19 +18,22 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::run::model::Param;
+use crate::run::net::{Net, Param};
 use crate::scenario::{Code, Init, ParamSpec, Plan, Role, Scenario, Shape};
 
+mod card;
 mod checks;
+mod net;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use card::ModelCard;
 pub use checks::Watch;
+pub(crate) use net::CodeNet;
+use net::{code_error, Build, Pair};
 pub use store::ParamStore;
 
 /// A model written in Rust: a name, how to build it and how to run it.
@@ -38,43 +41,6 @@ pub use store::ParamStore;
 pub struct CodeModel {
     name: String,
     build: Arc<dyn Build>,
-}
-
-/// Builds a model from a store (type-erased, so a scenario can carry any model).
-trait Build: Send + Sync {
-    fn build(&self, store: &ParamStore) -> candle_core::Result<Box<dyn Net>>;
-}
-
-/// A built model's forward.
-trait Net {
-    fn forward(&self, x: &Tensor, watch: &mut Watch) -> candle_core::Result<Tensor>;
-}
-
-struct Pair<B, F> {
-    build: B,
-    forward: Arc<F>,
-}
-
-struct Built<M, F> {
-    model: M,
-    forward: Arc<F>,
-}
-
-impl<M, B, F> Build for Pair<B, F>
-where
-    M: 'static,
-    B: Fn(&ParamStore) -> candle_core::Result<M> + Send + Sync,
-    F: Fn(&M, &Tensor, &mut Watch) -> candle_core::Result<Tensor> + Send + Sync + 'static,
-{
-    fn build(&self, store: &ParamStore) -> candle_core::Result<Box<dyn Net>> {
-        Ok(Box::new(Built { model: (self.build)(store)?, forward: self.forward.clone() }))
-    }
-}
-
-impl<M, F: Fn(&M, &Tensor, &mut Watch) -> candle_core::Result<Tensor>> Net for Built<M, F> {
-    fn forward(&self, x: &Tensor, watch: &mut Watch) -> candle_core::Result<Tensor> {
-        (self.forward)(&self.model, x, watch)
-    }
 }
 
 impl CodeModel {
@@ -140,18 +106,6 @@ pub fn run_module(model: &CodeModel, s: &Scenario) -> crate::run::Outcome {
     crate::run::run(&model.attach(s.clone()))
 }
 
-/// What a report records of a code model: it cannot be replayed from the report alone.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    /// The model's name.
-    pub name: String,
-    /// Each parameter's name and shape, in the order the model asked for them.
-    pub params: Vec<(String, Vec<usize>)>,
-    /// FNV-1a (64-bit, hex) over the initial parameters' names, shapes and values (as f64 bits),
-    /// for the first fold: a replay that starts elsewhere is not the same run.
-    pub init_hash: String,
-}
-
 /// The code model a scenario carries, or why it has none.
 fn model_of(s: &Scenario) -> Result<Option<CodeModel>> {
     let Some(code) = &s.model.code else { return Ok(None) };
@@ -165,63 +119,17 @@ fn model_of(s: &Scenario) -> Result<Option<CodeModel>> {
     }
 }
 
-/// A built code model: its forward, the names its checks had in the first forward, and its
-/// store (a forward that makes parameters is refused: they would be neither trained nor watched).
-pub(crate) struct CodeNet {
-    net: Box<dyn Net>,
-    names: Vec<String>,
-    store: ParamStore,
-    made: usize,
-}
-
-impl std::fmt::Debug for CodeNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CodeNet({:?})", self.names)
-    }
-}
-
 /// The name of a code model's output among the checked tensors.
 pub(crate) const OUTPUT: &str = "model.output";
-
-/// A runtime error of a code model, as Candle's errors read.
-fn code_error(message: String) -> Error {
-    Error::Candle(candle_core::Error::Msg(message))
-}
-
-impl CodeNet {
-    /// Runs the forward: the checked tensors, in order, then the output.
-    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<Vec<Tensor>> {
-        let (checks, out) = self.checked(x, mask, training, autocast, dropout)?;
-        let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
-        if names != self.names {
-            return Err(code_error(format!(
-                "the forward checked {names:?}, but its first forward checked {:?}: call `Watch::check` on the same names, in the same order, in every forward",
-                self.names
-            )));
-        }
-        Ok(checks.into_iter().map(|(_, t)| t).chain([out]).collect())
-    }
-
-    fn checked(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, autocast: Option<DType>, dropout: Option<&mut ChaCha8Rng>) -> Result<(Vec<(String, Tensor)>, Tensor)> {
-        let mut w = Watch { checks: Vec::new(), training, mask, autocast, dropout };
-        let out = self.net.forward(x, &mut w)?;
-        if self.store.len() != self.made {
-            let params = self.store.params();
-            let late: Vec<&str> = params[self.made.min(params.len())..].iter().map(|p| p.name.as_str()).collect();
-            return Err(code_error(format!("the forward made parameter(s) {late:?}: make every parameter in `build`, or it is neither trained nor watched")));
-        }
-        Ok((w.checks, out))
-    }
-}
 
 /// Builds the scenario's code model for one fold: its parameters (from the fold's init stream)
 /// and its forward. With the `plan` discovery found, its checks are expected and its
 /// parameters must be the plan's, in the same order (a build that follows a hash map's
 /// order would name every gradient wrongly).
-pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, plan: Option<&Plan>) -> Result<Option<(Vec<Param>, CodeNet)>> {
+pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, plan: Option<&Plan>) -> Result<Option<CodeNet>> {
     let Some(model) = model_of(s)? else { return Ok(None) };
     let store = ParamStore::new(s.seed, crate::run::rng::INIT_STREAM + fold as u64, s.model.init_scale, dtype, dev);
-    let net = model.build.build(&store)?;
+    let forward = model.build.build(&store)?;
     let params = store.params();
     let names = match plan {
         Some(plan) => {
@@ -234,7 +142,7 @@ pub(crate) fn build(s: &Scenario, fold: usize, dtype: DType, dev: &Device, plan:
         }
         None => Vec::new(),
     };
-    Ok(Some((params.clone(), CodeNet { net, names, store, made: params.len() })))
+    Ok(Some(CodeNet::new(forward, store, names)))
 }
 
 /// Why a name given to `Watch::check` cannot be used, if it cannot: it must be printable, fit
@@ -255,13 +163,14 @@ fn bad_name(name: &str, params: &[Param]) -> Option<String> {
 /// The plan of a code model, found by building it and running one forward on `x` (two rows),
 /// and its card; `None` for a layer stack.
 pub(crate) fn discover(s: &Scenario, x: &Tensor, mask: Option<&Tensor>, dtype: DType, dev: &Device) -> Result<Option<(Plan, ModelCard)>> {
-    let Some((params, net)) = build(s, 0, dtype, dev, None)? else { return Ok(None) };
-    let low = s.train.precision.low().map(crate::run::dtype);
-    let (checks, out) = net.checked(x, mask, false, low, None)?;
+    let Some(net) = build(s, 0, dtype, dev, None)? else { return Ok(None) };
+    let net = net.with_autocast(s.train.precision.low().map(crate::run::dtype));
+    let (checks, out) = net.checked(x, mask, false, None)?;
+    let params = net.params();
     let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "model.code".into(), message };
     let mut names: Vec<String> = checks.iter().map(|(n, _)| n.clone()).collect();
     for (i, n) in names.iter().enumerate() {
-        if let Some(why) = bad_name(n, &params) {
+        if let Some(why) = bad_name(n, params) {
             return Err(invalid(format!("`Watch::check` cannot name a tensor `{n}`: {why}")));
         }
         if names[..i].contains(n) {
@@ -280,24 +189,10 @@ pub(crate) fn discover(s: &Scenario, x: &Tensor, mask: Option<&Tensor>, dtype: D
     names.push(OUTPUT.into());
     let spec = |p: &Param| ParamSpec { name: p.name.clone(), shape: p.var.dims().to_vec(), role: Role::Weight, fan_in: 0, fan_out: 0, torch_fan: 0, init: Init::Torch };
     let plan = Plan { params: params.iter().map(spec).collect(), nodes: Vec::new(), layer_names: names, widths, out_width: out_shape.cols(), out: out_shape, attention_cells: 0 };
-    let card = ModelCard { name: net_name(s), params: params.iter().map(|p| (p.name.clone(), p.var.dims().to_vec())).collect(), init_hash: init_hash(&params)? };
+    let card = ModelCard::of(net_name(s), params)?;
     Ok(Some((plan, card)))
 }
 
 fn net_name(s: &Scenario) -> String {
     s.model.code.as_ref().map_or_else(String::new, |c| c.name.clone())
-}
-
-/// FNV-1a over every parameter's name, shape and values (as f64 bits), in order.
-fn init_hash(params: &[Param]) -> Result<String> {
-    let mut h = crate::hash::Fnv1a::default();
-    let mut eat = |bytes: &[u8]| h.write(bytes);
-    for p in params {
-        eat(p.name.as_bytes());
-        p.var.dims().iter().for_each(|d| eat(&(*d as u64).to_le_bytes()));
-        for v in p.var.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()? {
-            eat(&v.to_bits().to_le_bytes());
-        }
-    }
-    Ok(format!("{:016x}", h.finish()))
 }

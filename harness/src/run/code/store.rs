@@ -18,7 +18,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use rand::Rng;
 
-use crate::run::model::Param;
+use crate::run::net::Param;
 use crate::run::rng::{named_stream, normal};
 
 /// Named parameters handed out to a model's code, initialised from the run's seed.

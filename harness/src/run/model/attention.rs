@@ -172,6 +172,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use crate::run::model::Model;
+    use crate::run::net::Net;
     use crate::scenario::{plan, InShape, Init, Layer, MaskFill, ModelSpec, SoftmaxKind};
 
     const B: usize = 2;

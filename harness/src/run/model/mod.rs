@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
+use crate::run::net::{Net, Param};
 use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
 pub(crate) mod activation;
@@ -35,23 +36,14 @@ pub(crate) use autocast::policy;
 pub(crate) use autocast::HALF_TENSORS;
 pub(crate) use tap::{recorded, Slot};
 
-/// A named trainable tensor.
-#[derive(Debug, Clone)]
-pub struct Param {
-    /// Stable dotted name.
-    pub name: String,
-    /// The variable.
-    pub var: Var,
-}
-
-/// A built model: the plan's dataflow plus its parameters.
+/// A built layer stack: the plan's dataflow plus its parameters (a [`Net`]).
 #[derive(Debug)]
 pub struct Model {
     nodes: Vec<Node>,
     layers: Vec<Layer>,
     /// Each batch-norm node's running mean and variance (updated by training forwards).
     running: Vec<Option<RefCell<norm::Running>>>,
-    /// The current training step's dropout stream (see [`Model::dropout_step`]).
+    /// The current training step's dropout stream (see [`Net::dropout_step`]).
     dropout: RefCell<Option<ChaCha8Rng>>,
     /// The parameters, in plan order.
     pub params: Vec<Param>,
@@ -63,8 +55,6 @@ pub struct Model {
     logical: RefCell<Vec<DType>>,
     /// How many nodes read each node's output (as input or as the other operand).
     readers: Vec<usize>,
-    /// A model written in Rust, run in place of the (empty) node list.
-    code: Option<crate::run::code::CodeNet>,
 }
 
 impl Model {
@@ -108,14 +98,7 @@ impl Model {
             rounded: false,
             logical: RefCell::new(Vec::new()),
             readers: readers(&plan.nodes),
-            code: None,
         })
-    }
-
-    /// A model written in Rust: its parameters (in the order it asked for them) and its forward.
-    pub(crate) fn from_code(params: Vec<Param>, net: crate::run::code::CodeNet) -> Self {
-        let none = RefCell::new(Vec::new());
-        Model { nodes: Vec::new(), layers: Vec::new(), running: Vec::new(), dropout: RefCell::new(None), params, autocast: None, rounded: false, logical: none, readers: Vec::new(), code: Some(net) }
     }
 
     /// Runs every forward under autocast to `low` (see `autocast`): matmuls in `low`, softmax,
@@ -126,30 +109,6 @@ impl Model {
         self
     }
 
-    /// The model's output as the loss reads it, in f32 (every loss is on autocast's f32 list):
-    /// cast up, or, in f32 storage, rounded to the low dtype if that is what it holds (the cast's
-    /// gradient is then rounded, as PyTorch's `.float()` backward rounds it).
-    pub(crate) fn to_loss(&self, pred: &Tensor) -> Result<Tensor> {
-        // The loss is the last node's only reader unless another node reads it too.
-        let shared = self.readers.last().is_some_and(|n| *n > 0);
-        match (self.autocast, self.logical.borrow().last()) {
-            (Some(low), Some(&l)) if self.rounded && l == low && shared => crate::run::kernel::cast::round(pred, low),
-            _ if matches!(pred.dtype(), DType::F16 | DType::BF16) && self.autocast.is_some() => autocast::cast(pred, DType::F32),
-            _ => Ok(pred.clone()),
-        }
-    }
-
-    /// Whether any node draws dropout masks (a code model may: `Watch::dropout`).
-    pub(crate) fn has_dropout(&self) -> bool {
-        self.code.is_some() || self.layers.iter().any(|l| l.dropout_p() > 0.0)
-    }
-
-    /// Sets the stream the next training forward draws its dropout masks from, in node order
-    /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.
-    pub(crate) fn dropout_step(&self, rng: ChaCha8Rng) {
-        *self.dropout.borrow_mut() = Some(rng);
-    }
-
     /// A dropout mask `(rows, cols)` of `0` and `1/(1 − p)` in `like`'s dtype, drawn while
     /// training; `None` in evaluation, without a stream, or at `p = 0`.
     fn mask(&self, rows: usize, cols: usize, p: f64, training: bool, like: &Tensor) -> Result<Option<Tensor>> {
@@ -158,49 +117,7 @@ impl Model {
         Ok(Some(dropout_mask(rng, (rows, cols), p, like)?))
     }
 
-    /// Each node's layer, in order.
-    pub fn layers(&self) -> &[Layer] {
-        &self.layers
-    }
-
-    /// The indices in `params` of node `l`'s parameters.
-    pub(crate) fn params_of(&self, l: usize) -> std::ops::Range<usize> {
-        self.nodes.get(l).map_or(0..0, |n| n.params.clone())
-    }
-
-    /// What node `l` reads, given the model's input `x` and the outputs so far.
-    pub(crate) fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
-        self.nodes.get(l).and_then(|n| n.input).map_or(x, |i| &outs[i])
-    }
-
-    /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
-    pub(crate) fn reader_of(&self, l: usize) -> Option<usize> {
-        (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input == Some(l))
-    }
-
-    /// Runs the model and returns every node's output, in order. `mask` is `(batch, seq)`, 1
-    /// where a position holds data (`data.padding`).
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        self.forward_with(x, mask, None, true)
-    }
-
-    /// Runs the model in evaluation mode (batch norm uses its running statistics), for validation.
-    pub fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        self.forward_with(x, mask, None, false)
-    }
-
-    /// Runs the model with a tap on every node output, so that backward leaves each output's
-    /// gradient in its slot (see `tap`); the values are those of [`Model::forward`], bit for bit.
-    pub(crate) fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)> {
-        let mut slots = Vec::with_capacity(self.nodes.len());
-        let outs = self.forward_with(x, mask, Some(&mut slots), true)?;
-        Ok((outs, slots))
-    }
-
     fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
-        if let Some(code) = &self.code {
-            return code.forward(x, mask, training, self.autocast, self.dropout.borrow_mut().as_mut());
-        }
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         let mut logical: Vec<DType> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
@@ -268,6 +185,76 @@ impl Model {
     }
 }
 
+impl Net for Model {
+    /// The parameters, in plan order.
+    fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Runs the model and returns every node's output, in order. `mask` is `(batch, seq)`, 1
+    /// where a position holds data (`data.padding`).
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.forward_with(x, mask, None, true)
+    }
+
+    /// Runs the model in evaluation mode (batch norm uses its running statistics), for validation.
+    fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
+        self.forward_with(x, mask, None, false)
+    }
+
+    /// Runs the model with a tap on every node output, so that backward leaves each output's
+    /// gradient in its slot (see `tap`); the values are those of [`Net::forward`], bit for bit.
+    fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)> {
+        let mut slots = Vec::with_capacity(self.nodes.len());
+        let outs = self.forward_with(x, mask, Some(&mut slots), true)?;
+        Ok((outs, slots))
+    }
+
+    /// The model's output as the loss reads it, in f32 (every loss is on autocast's f32 list):
+    /// cast up, or, in f32 storage, rounded to the low dtype if that is what it holds (the cast's
+    /// gradient is then rounded, as PyTorch's `.float()` backward rounds it).
+    fn to_loss(&self, pred: &Tensor) -> Result<Tensor> {
+        // The loss is the last node's only reader unless another node reads it too.
+        let shared = self.readers.last().is_some_and(|n| *n > 0);
+        match (self.autocast, self.logical.borrow().last()) {
+            (Some(low), Some(&l)) if self.rounded && l == low && shared => crate::run::kernel::cast::round(pred, low),
+            _ if matches!(pred.dtype(), DType::F16 | DType::BF16) && self.autocast.is_some() => autocast::cast(pred, DType::F32),
+            _ => Ok(pred.clone()),
+        }
+    }
+
+    /// Whether any node draws dropout masks.
+    fn has_dropout(&self) -> bool {
+        self.layers.iter().any(|l| l.dropout_p() > 0.0)
+    }
+
+    /// Sets the stream the next training forward draws its dropout masks from, in node order
+    /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.
+    fn dropout_step(&self, rng: ChaCha8Rng) {
+        *self.dropout.borrow_mut() = Some(rng);
+    }
+
+    /// Each node's layer, in order.
+    fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The indices in `params` of node `l`'s parameters.
+    fn params_of(&self, l: usize) -> std::ops::Range<usize> {
+        self.nodes.get(l).map_or(0..0, |n| n.params.clone())
+    }
+
+    /// What node `l` reads, given the model's input `x` and the outputs so far.
+    fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
+        self.nodes.get(l).and_then(|n| n.input).map_or(x, |i| &outs[i])
+    }
+
+    /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
+    fn reader_of(&self, l: usize) -> Option<usize> {
+        (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input == Some(l))
+    }
+}
+
 /// How many nodes read each node's output.
 fn readers(nodes: &[Node]) -> Vec<usize> {
     let mut n = vec![0; nodes.len()];
@@ -325,6 +312,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::Model;
+    use crate::run::net::Net;
     use crate::scenario::{plan, InShape, Init, Layer, ModelSpec};
 
     #[test]

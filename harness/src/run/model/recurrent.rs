@@ -114,6 +114,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use crate::run::model::Model;
+    use crate::run::net::Net;
     use crate::scenario::{plan, InShape, Init, Layer, ModelSpec, RnnActivation};
 
     #[test]

@@ -11,6 +11,7 @@ use strum::VariantArray;
 use super::*;
 use crate::run::loss::loss;
 use crate::run::model::Model;
+use crate::run::net::Net;
 use crate::scenario::{plan, InShape, LossKind, LossSpec, ModelSpec};
 
 /// A two-row input of `shape` (token ids below 3), and a mask that pads the last position of row 1.

@@ -16,7 +16,8 @@ use super::{At, Runner};
 use crate::error::Result;
 use crate::run::cause;
 use crate::run::data::Dataset;
-use crate::run::model::{recorded, Model, Slot};
+use crate::run::model::{recorded, Slot};
+use crate::run::net::Net;
 use crate::run::watch::stats;
 use crate::run::RunOptions;
 use crate::scenario::{Phase, Plan};
@@ -45,7 +46,7 @@ impl Runner<'_> {
     /// On the tapped step: flags the first non-finite gradient in the order backward makes
     /// them, and explains it if it is a layer output's.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn find_birth(&mut self, at: At, model: &Model, outs: &[Tensor], y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
+    pub(super) fn find_birth(&mut self, at: At, model: &dyn Net, outs: &[Tensor], y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
         let names = self.names.clone();
         for l in (0..model.layers().len()).rev() {
             if let Some(g) = slots.get(l).and_then(recorded) {

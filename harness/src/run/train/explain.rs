@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use super::{At, Runner};
 use crate::error::Result;
 use crate::run::cause::{self, Cause};
-use crate::run::model::Model;
+use crate::run::net::Net;
 use crate::run::outcome::Location;
 use crate::scenario::{Layer, Named, Phase};
 
@@ -37,14 +37,14 @@ impl Runner<'_> {
     }
 
     /// The cause of a forward value: the layer that made it, from what it read.
-    pub(super) fn forward_cause(&self, f: &Location, model: &Model, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
+    pub(super) fn forward_cause(&self, f: &Location, model: &dyn Net, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         // A code model's checks are not layers: no rule explains them.
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         cause::forward(&self.names.outputs[l], layer, model.input_of(l, x, outs), f.index, self.compute_dtype())
     }
 
     /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.
-    pub(super) fn loss_cause(&self, model: &Model, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
+    pub(super) fn loss_cause(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
         let s = self.s;
         if !self.train_rows.is_empty() {
             if let Some(c) = cause::stability(s.optimizer.lr, &self.train_rows, s.loss.reduction == crate::scenario::Reduction::Mean, s.train.dtype) {

@@ -17,6 +17,7 @@ use super::cause::{self, Cause};
 use super::data::{self, Dataset, Split, Table};
 use super::divergence::DivergenceWatch;
 use super::model::Model;
+use super::net::Net;
 use super::optim::{self, Optimizer};
 use super::outcome::{Kind, Location, Outcome, Stagnation, Status};
 use super::rng::{stream, INIT_STREAM, SHUFFLE_STREAM};
@@ -122,11 +123,11 @@ impl<'a> Runner<'a> {
                 break;
             }
             let low = self.s.train.precision.low().map(dtype);
-            let model = match crate::run::code::build(self.s, f, self.dtype, &self.dev, Some(plan))? {
-                Some((params, net)) => Model::from_code(params, net).with_autocast(low, &self.dev),
-                None => Model::new(&self.s.model, plan, &mut stream(self.s.seed, INIT_STREAM + f as u64), self.dtype, &self.dev)?.with_autocast(low, &self.dev),
+            let model: Box<dyn Net> = match crate::run::code::build(self.s, f, self.dtype, &self.dev, Some(plan))? {
+                Some(net) => Box::new(net.with_autocast(low)),
+                None => Box::new(Model::new(&self.s.model, plan, &mut stream(self.s.seed, INIT_STREAM + f as u64), self.dtype, &self.dev)?.with_autocast(low, &self.dev)),
             };
-            self.train_fold(f, fold, &model, data.shape, plan.out)?;
+            self.train_fold(f, fold, model.as_ref(), data.shape, plan.out)?;
         }
         Ok(())
     }
@@ -291,7 +292,7 @@ impl Runner<'_> {
         Ok(Batch { x, y: table(&split.y, ys, self.dtype, &self.dev)?, mask })
     }
 
-    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &Model, shape: InShape, out: Shape) -> Result<()> {
+    fn train_fold(&mut self, fold: usize, data: &data::Fold, model: &dyn Net, shape: InShape, out: Shape) -> Result<()> {
         let s = self.s;
         self.diverging = DivergenceWatch::new(&s.train.divergence);
         let train = self.tensors(&data.train, shape, out)?;
@@ -314,7 +315,7 @@ impl Runner<'_> {
         let n = data.train.x.rows;
         self.train_rows = if self.linear_sgd_mse() { (0..n).map(|r| data.train.x.row(r).to_vec()).collect() } else { Vec::new() };
         let batch = s.train.batch_size.unwrap_or(n).min(n);
-        let mut opt = Optimizer::new(&s.optimizer, model.params.len());
+        let mut opt = Optimizer::new(&s.optimizer, model.params().len());
         opt.fused = self.opts.fused;
         self.scaler = Scaler::new(s.train.loss_scale.as_ref());
         let mut orders = Orders::new(s, fold, n);
@@ -372,7 +373,7 @@ impl Runner<'_> {
         Ok(())
     }
 
-    fn validate(&mut self, at: At, model: &Model, b: &Batch) -> Result<()> {
+    fn validate(&mut self, at: At, model: &dyn Net, b: &Batch) -> Result<()> {
         let (x, y) = (&b.x, &b.y);
         let outs = model.forward_eval(x, b.mask.as_ref())?;
         if self.opts.watch {

@@ -12,7 +12,7 @@ use candle_core::{DType, Tensor, Var};
 use super::{At, Batch, Runner};
 use crate::error::Result;
 use crate::run::cause::{self, Cause, Rule};
-use crate::run::model::Model;
+use crate::run::net::Net;
 use crate::run::optim::{self, Optimizer};
 use crate::run::outcome::{Kind, Location, Stagnation};
 use crate::run::trace::TraceRow;
@@ -23,7 +23,7 @@ impl Runner<'_> {
     /// Forward and backward over the step's micro-batches: their gradients summed, and the
     /// last micro-batch's layer outputs.
     /// `None` when the step ended early (a flagged loss, or the tapped step's birth found).
-    fn accumulate(&mut self, at: At, model: &Model, micro: &[Batch], row: &mut TraceRow) -> Result<Option<(Vec<Tensor>, Vec<Tensor>)>> {
+    fn accumulate(&mut self, at: At, model: &dyn Net, micro: &[Batch], row: &mut TraceRow) -> Result<Option<(Vec<Tensor>, Vec<Tensor>)>> {
         let s = self.s;
         let watch = self.opts.watch;
         let tapping = self.tap_at == Some((at.fold, at.step));
@@ -59,7 +59,7 @@ impl Runner<'_> {
                 self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
                 self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
             }
-            if self.done() || model.params.is_empty() {
+            if self.done() || model.params().is_empty() {
                 return Ok(None);
             }
             let mut seed = loss;
@@ -70,8 +70,8 @@ impl Runner<'_> {
                 seed = seed.affine(f64::from(sc), 0.0)?;
             }
             let store = seed.backward()?;
-            let mut grads = Vec::with_capacity(model.params.len());
-            for p in &model.params {
+            let mut grads = Vec::with_capacity(model.params().len());
+            for p in model.params() {
                 grads.push(match store.get(p.var.as_tensor()) {
                     Some(g) => g.clone(),
                     None => p.var.as_tensor().zeros_like()?,
@@ -92,7 +92,7 @@ impl Runner<'_> {
     }
 
     /// One optimizer step over `micro` (one batch, or `accumulate` micro-batches).
-    pub(super) fn step(&mut self, at: At, model: &Model, opt: &mut Optimizer, micro: &[Batch]) -> Result<()> {
+    pub(super) fn step(&mut self, at: At, model: &dyn Net, opt: &mut Optimizer, micro: &[Batch]) -> Result<()> {
         let s = self.s;
         let watch = self.opts.watch;
         let lr = s.train.schedule.as_ref().map_or(s.optimizer.lr, |sch| sch.lr(s.optimizer.lr, at.step - 1));
@@ -113,7 +113,7 @@ impl Runner<'_> {
         }
         let clipping = s.optimizer.clip_grad_norm.is_some() || s.optimizer.clip_grad_value.is_some();
         let names = self.names.clone();
-        let vars: Vec<&Var> = model.params.iter().map(|p| &p.var).collect();
+        let vars: Vec<&Var> = model.params().iter().map(|p| &p.var).collect();
         // Without clipping or a scaler, the update runs first: the fused optimizer reads every
         // gradient and writes every parameter in place, and gathers the watch's stats of both on
         // the way. The checks still come in the same order (every gradient, then every
@@ -175,7 +175,7 @@ impl Runner<'_> {
         if watch {
             // Each parameter's new state, then its new value: the state is computed first, so a
             // second moment that overflows (and zeroes the update) is named before anything else.
-            for (i, (p, w)) in model.params.iter().zip(&fused).enumerate() {
+            for (i, (p, w)) in model.params().iter().zip(&fused).enumerate() {
                 for (st, name) in [(w.m, &names.m_states[i]), (w.v, &names.v_states[i])] {
                     if let (Some(st), Some(name)) = (st, name) {
                         self.check(at, Phase::Update, name, st, p.var.dims());
@@ -189,8 +189,8 @@ impl Runner<'_> {
             }
             self.explain(at, Phase::Update, &|_, f| {
                 // A parameter, or one of its states (`optim.<param>.<state>`).
-                let owner = |p: &crate::run::model::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
-                let Some(i) = model.params.iter().position(owner) else { return Ok(None) };
+                let owner = |p: &crate::run::net::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
+                let Some(i) = model.params().iter().position(owner) else { return Ok(None) };
                 if let Some(state) = f.tensor.rsplit('.').next().filter(|_| f.tensor.starts_with("optim.")) {
                     return cause::state(&s.optimizer, &f.tensor, state, &grads[i], f.index, s.train.dtype);
                 }

@@ -10,23 +10,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::campaign::Campaign;
-use super::{Clock, HuntOptions};
+use super::options::{Clock, Engine, HuntOptions};
 use crate::run::{run_with, Outcome, RunOptions};
 use crate::scenario::Scenario;
-use crate::search::finding::fnv1a;
-use crate::search::minimize::Site;
+use crate::search::finding::{fnv1a, Site};
 use crate::search::mutation::{mutate, normalize, Mutation, Scale};
 use crate::search::space::{draw, seeded_runner, Space};
-
-/// Which engine produces candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Engine {
-    /// Score-guided mutation of a ranked corpus.
-    #[default]
-    Guided,
-    /// Independent proptest draws from the space, shrunk by proptest first (the baseline).
-    Property,
-}
 
 /// A proptest value tree of a candidate, kept for shrinking.
 pub(super) type Tree = Box<dyn ValueTree<Value = Vec<Mutation>>>;

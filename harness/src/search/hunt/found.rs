@@ -1,30 +1,20 @@
 //! A flipping candidate becomes a trigger of a root cause: counted as a repeat
 //! if its site and knob set were seen, else minimized (no lock held) and
 //! registered, or parked as pending when its minimization did not finish.
-//! Reports are written by the report layer, which implements [`Reporter`];
-//! the search only hands it scenarios and findings.
+//! Reports are written by the report layer, which implements `Reporter`
+//! (`writer`); the search only hands it scenarios and findings.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::campaign::{raw_key, Campaign};
+use super::options::{Clock, HuntOptions};
 use super::writer::{Msg, Waker};
-use super::{Clock, HuntOptions};
-use crate::error::Result;
 use crate::run::Outcome;
 use crate::scenario::Scenario;
-use crate::search::finding::{distance, Finding, Pending};
+use crate::search::finding::{distance, Pending};
 use crate::search::minimize::Minimizer;
 use crate::search::mutation::Mutation;
-
-/// Writes the report of a root cause. The report layer implements it, so the
-/// search never depends on what a report looks like.
-pub trait Reporter: Sync {
-    /// Writes (or rewrites) the report of `finding`, a root cause found on `base`; returns its
-    /// directory. Any run it makes must stop within `run_limit`.
-    fn report(&self, base: &Scenario, finding: &Finding, run_limit: Duration) -> Result<PathBuf>;
-}
 
 /// What handling a flip needs.
 pub(super) struct Ctx<'a> {

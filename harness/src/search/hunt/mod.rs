@@ -8,22 +8,21 @@
 //! then finishes unfinished minimizations until `budget + shrink_budget`: the
 //! hard end it never passes by more than one step of a run. State has one
 //! owner (`campaign`, one mutex, never held across a run or I/O) and files one
-//! writer (`writer`). Candidates come from the engines in `engine`; flips
-//! become triggers in `found`. Candidate `k` of shard `i/n` is the global
+//! writer (`writer`), which hands root causes to the [`Reporter`]. What a
+//! campaign is asked to do is in `options`. Candidates come from the engines
+//! in `engine`; flips become triggers in `found`. Candidate `k` of shard `i/n` is the global
 //! candidate `i + n·k`, and its random draws depend only on the seed and that
 //! number, so shards never overlap.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::Scenario;
 use crate::search::corpus::{Mutant, State};
-use crate::search::finding::{fnv1a, Finding, Pending, Target};
+use crate::search::finding::{fnv1a, Finding, Pending};
 use crate::search::mutation::{normalize, try_mutate};
 use crate::search::score::score;
 use crate::search::space::Space;
@@ -31,79 +30,14 @@ use crate::search::space::Space;
 mod campaign;
 mod engine;
 mod found;
+mod options;
 mod writer;
 
-pub use engine::Engine;
-pub use found::Reporter;
+use options::Clock;
+pub use options::{Engine, HuntOptions};
+pub use writer::Reporter;
 
 use campaign::Campaign;
-
-/// How to run a campaign.
-#[derive(Debug, Clone)]
-pub struct HuntOptions {
-    /// Search time.
-    pub budget: Duration,
-    /// Time after the search for finishing minimizations; the hunt ends by `budget + shrink_budget`.
-    pub shrink_budget: Duration,
-    /// Wall-time limit of one candidate run (a run over it counts as a timeout);
-    /// `None`: 20 × the base run's time, at least 1 s.
-    pub run_timeout: Option<Duration>,
-    /// Stop after this many candidate runs (exact at any `jobs`).
-    pub max_runs: Option<u64>,
-    /// Parallel workers.
-    pub jobs: usize,
-    /// Seed of every draw.
-    pub seed: u64,
-    /// What counts as a finding.
-    pub target: Target,
-    /// Candidate generator.
-    pub engine: Engine,
-    /// This shard and the shard count (`i/n`, 0-based).
-    pub shard: (u64, u64),
-    /// Where the campaign state lives (resumable).
-    pub corpus: Option<PathBuf>,
-    /// Where `findings.jsonl` goes (reports go where the [`Reporter`] puts them).
-    pub out: Option<PathBuf>,
-    /// Stop at the first root cause.
-    pub first: bool,
-    /// Keep every data row when minimizing (no delta debugging of rows).
-    pub keep_data: bool,
-    /// Set from outside (Ctrl-C, SIGTERM) to stop: running candidates are cut off at their next step.
-    pub stop: Arc<AtomicBool>,
-}
-
-impl Default for HuntOptions {
-    fn default() -> Self {
-        HuntOptions {
-            budget: Duration::from_secs(60),
-            shrink_budget: Duration::from_secs(15),
-            run_timeout: None,
-            max_runs: None,
-            jobs: 1,
-            seed: 0,
-            target: Target::Nonfinite,
-            engine: Engine::Guided,
-            shard: (0, 1),
-            corpus: None,
-            out: None,
-            first: false,
-            keep_data: false,
-            stop: Arc::new(AtomicBool::new(false)),
-        }
-    }
-}
-
-impl HuntOptions {
-    /// Whether a stop was asked for.
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// The default shrink allowance for a search budget: a quarter of it, between 5 s and 5 min.
-    pub fn default_shrink_budget(budget: Duration) -> Duration {
-        (budget / 4).clamp(Duration::from_secs(5), Duration::from_secs(300))
-    }
-}
 
 /// Which part of a campaign is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,21 +91,6 @@ pub struct HuntResult {
     pub run_timeout: Duration,
     /// Final numbers.
     pub progress: Progress,
-}
-
-/// The campaign's clock: when it started, when the search ends, when everything ends.
-pub(super) struct Clock {
-    pub(super) start: Instant,
-    pub(super) search_end: Instant,
-    pub(super) hard_end: Instant,
-    pub(super) run_timeout: Duration,
-}
-
-impl Clock {
-    /// When a run started now must be cut off.
-    pub(super) fn run_deadline(&self) -> Instant {
-        (Instant::now() + self.run_timeout).min(self.hard_end)
-    }
 }
 
 /// The global number of this shard's `k`-th candidate.

@@ -5,16 +5,25 @@
 //! are coalesced (at most one flush per `FLUSH`), the state is also saved every
 //! `FLUSH` while runs are made (a kill loses at most that much work), and the
 //! last flush happens when the campaign ends, so the files always hold true counts.
+//! Reports are written through a [`Reporter`], which the report layer implements.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::campaign::Campaign;
-use super::Reporter;
 use crate::error::{Error, Result};
 use crate::scenario::Scenario;
 use crate::search::corpus::write_findings;
+use crate::search::finding::Finding;
+
+/// Writes the report of a root cause. The report layer implements it, so the
+/// search never depends on what a report looks like.
+pub trait Reporter: Sync {
+    /// Writes (or rewrites) the report of `finding`, a root cause found on `base`; returns its
+    /// directory. Any run it makes must stop within `run_limit`.
+    fn report(&self, base: &Scenario, finding: &Finding, run_limit: Duration) -> Result<PathBuf>;
+}
 
 /// Shortest time between two flushes.
 const FLUSH: Duration = Duration::from_secs(2);

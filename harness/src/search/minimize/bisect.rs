@@ -3,7 +3,6 @@
 //! knob's scale (log for multiplicative knobs, whole numbers for integer
 //! ones), to three significant digits.
 
-use super::round3_away;
 use crate::search::mutation::Scale;
 
 /// Narrows `like` (outcome like the base) and `changed_at` (outcome changed) until they agree to
@@ -41,6 +40,25 @@ pub(crate) fn bisect(like: f64, changed_at: f64, scale: Scale, changed: &mut dyn
     };
     let at = if on == Scale::Integer { exact } else { [nearest, away].into_iter().find(|&r| r == exact || changed(r)).unwrap_or(exact) };
     (back(lo), at)
+}
+
+/// Rounds `x` to 3 significant digits, away from `toward_base`'s side.
+pub fn round3_away(x: f64, toward_base: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let exp = x.abs().log10().floor() as i32 - 2;
+    let q = x / 10f64.powi(exp);
+    // A value already at 3 digits stays (2.98e-8 / 1e-10 is 297.99999999999997, not 298).
+    let r = if (q - q.round()).abs() < 1e-9 * q.abs() {
+        q.round()
+    } else if x > toward_base {
+        q.ceil()
+    } else {
+        q.floor()
+    };
+    // Through decimal text, so 372e-4 becomes the double nearest 0.0372.
+    format!("{r}e{exp}").parse().unwrap_or(x)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use super::finding::{Target, Threshold};
+use super::finding::{Site, Target, Threshold};
 use super::mutation::{mutate, normalize, Mutation};
 use crate::run::{run_with, Kind, Outcome, RunOptions};
 use crate::scenario::Scenario;
@@ -22,6 +22,7 @@ mod bisect;
 mod rows;
 
 pub(crate) use bisect::bisect;
+pub use bisect::round3_away;
 use rows::{cut_schedule, ddmin, select_rows};
 pub use rows::{materialize, rebuild, Built, RowCut};
 
@@ -95,27 +96,6 @@ pub struct Minimizer<'a> {
     site: Option<Site>,
     /// Runs made so far.
     pub runs: usize,
-}
-
-/// A failure site: phase, tensor and kind of the first non-finite value, and the compute dtype.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    /// `phase|tensor|kind`.
-    at: String,
-    /// The compute dtype.
-    dtype: String,
-}
-
-impl Site {
-    /// The site of a non-finite outcome.
-    pub fn of(o: &Outcome) -> Option<Site> {
-        Some(Site::of_location(&o.failure_site()?, &o.dtype))
-    }
-
-    /// The site of a first non-finite value in a dtype.
-    pub fn of_location(f: &crate::run::Location, dtype: &str) -> Site {
-        Site { at: format!("{}|{}|{}", f.phase, f.tensor, f.kind), dtype: dtype.to_string() }
-    }
 }
 
 impl<'a> Minimizer<'a> {
@@ -311,25 +291,6 @@ impl<'a> Minimizer<'a> {
         let threshold = m.base_value(self.base).map(|base| Threshold { knob: m.knob(), base, flips_at, stays_finite_at });
         Some((m.with_value(flips_at), threshold))
     }
-}
-
-/// Rounds `x` to 3 significant digits, away from `toward_base`'s side.
-pub fn round3_away(x: f64, toward_base: f64) -> f64 {
-    if x == 0.0 || !x.is_finite() {
-        return x;
-    }
-    let exp = x.abs().log10().floor() as i32 - 2;
-    let q = x / 10f64.powi(exp);
-    // A value already at 3 digits stays (2.98e-8 / 1e-10 is 297.99999999999997, not 298).
-    let r = if (q - q.round()).abs() < 1e-9 * q.abs() {
-        q.round()
-    } else if x > toward_base {
-        q.ceil()
-    } else {
-        q.floor()
-    };
-    // Through decimal text, so 372e-4 becomes the double nearest 0.0372.
-    format!("{r}e{exp}").parse().unwrap_or(x)
 }
 
 #[cfg(test)]

@@ -1,0 +1,69 @@
+//! [`Net`]: what the training loop, the watch, the cause engine and birth
+//! tracing ask of a model, whatever kind it is. The layer stack compiled from
+//! the scenario's plan (`model::Model`) and a model written in Rust
+//! (`code::CodeNet`) implement it; the runner builds one for each fold and
+//! holds it as a `Box<dyn Net>`, so no struct holds two kinds of model.
+//!
+//! A net's outputs are a list of tensors, the prediction last: the stack's
+//! node outputs in plan order, or a code model's checked tensors then its
+//! output. Only the stack has layers to explain (`layers` is empty for code).
+
+use std::ops::Range;
+
+use candle_core::{Tensor, Var};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+use crate::run::model::Slot;
+use crate::scenario::Layer;
+
+/// A named trainable tensor.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// Stable dotted name.
+    pub name: String,
+    /// The variable.
+    pub var: Var,
+}
+
+/// A built model, as the runner trains and diagnoses it.
+pub(crate) trait Net {
+    /// The trainable parameters, in plan order.
+    fn params(&self) -> &[Param];
+
+    /// Runs a training forward and returns every output, in order (the prediction last).
+    /// `mask` is `(batch, seq)`, 1 where a position holds data (`data.padding`).
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>>;
+
+    /// Runs the model in evaluation mode (no dropout; batch norm uses its running statistics).
+    fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>>;
+
+    /// [`Net::forward`] with a tap on every layer output, so that backward leaves each output's
+    /// gradient in its slot (`model::tap`); the values are [`Net::forward`]'s, bit for bit.
+    /// A net without layers has no slots.
+    fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)>;
+
+    /// The prediction as the loss reads it (under autocast, in f32: every loss is on autocast's
+    /// f32 list).
+    fn to_loss(&self, pred: &Tensor) -> Result<Tensor>;
+
+    /// Whether a training forward may draw dropout masks.
+    fn has_dropout(&self) -> bool;
+
+    /// Sets the stream the next training forward draws its dropout masks from
+    /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.
+    fn dropout_step(&self, rng: ChaCha8Rng);
+
+    /// Each output's layer, in order; empty for a net without layers (a code model).
+    fn layers(&self) -> &[Layer];
+
+    /// The indices in [`Net::params`] of layer `l`'s parameters.
+    fn params_of(&self, l: usize) -> Range<usize>;
+
+    /// What layer `l` reads, given the model's input `x` and the outputs so far.
+    fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor;
+
+    /// The first layer after `l` that reads `l`'s output as its main input (where `l`'s
+    /// gradient comes from).
+    fn reader_of(&self, l: usize) -> Option<usize>;
+}
