@@ -18,7 +18,12 @@ use crate::error::Result;
 use crate::run::cause::{Limits, Rule};
 use crate::scenario::{DTypeName, Shape};
 
+pub mod clamp;
+pub mod logsigmoid;
+pub mod normalize;
 mod registry;
+pub(crate) mod rounding;
+pub mod softsign;
 
 /// Where an op computes under autocast (`train.precision = amp_*`), from PyTorch's CUDA
 /// autocast lists (`aten/src/ATen/autocast_mode.h`).

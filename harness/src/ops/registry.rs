@@ -12,6 +12,10 @@ macro_rules! for_each_op {
     ($m:ident) => {
         $m! {
             // Variant => module::Type,
+            Softsign => softsign::Softsign,
+            Logsigmoid => logsigmoid::Logsigmoid,
+            Clamp => clamp::Clamp,
+            Normalize => normalize::Normalize,
         }
     };
 }

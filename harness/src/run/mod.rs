@@ -24,7 +24,7 @@ pub mod code;
 pub(crate) mod data;
 mod device;
 mod divergence;
-mod elementwise;
+pub(crate) mod elementwise;
 pub(crate) mod kernel;
 mod loss;
 pub(crate) mod model;
