@@ -216,6 +216,29 @@ fn every_registry_op_agrees_with_pytorch_in_f32_and_under_autocast() {
 }
 
 #[test]
+fn softsign_logsigmoid_normalize_and_clamp_agree_with_pytorch() {
+    // Issue 26's four registry ops in one stack: softsign and logsigmoid, normalize with its
+    // defaults and with p = 1.5, and a clamp that holds some values at its bounds (so their
+    // gradient is 0). f32 losses agree within 1e-4 at every step of both folds; f16, bf16 and
+    // autocast (normalize computes in f32 there, as `linalg_vector_norm` does) agree on the verdict.
+    let dense = r#"{ type = "linear", out = 8 }, { type = "softsign" }, { type = "linear", out = 8 }, { type = "logsigmoid" }, { type = "normalize" }, { type = "linear", out = 6 }, { type = "clamp", min = -0.5, max = 0.5 }, { type = "normalize", p = 1.5, eps = 1e-4 }, { type = "linear", out = 1 }"#;
+    let adam = "kind = \"adam\"\nlr = 1e-2";
+    let dir = common::tempdir();
+    let c = confirmed(&common::write(dir.path(), "ops_f32.toml", &vocabulary(dense, adam, "f32")));
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "f32: {c}");
+    assert_eq!(c.compared, 2 * 6 * 3, "two folds of 6 epochs of 3 batches");
+    for dtype in ["f16", "bf16"] {
+        let c = confirmed(&common::write(dir.path(), &format!("ops_{dtype}.toml"), &vocabulary(dense, adam, dtype)));
+        assert!(c.verdict.agrees(), "{dtype}: {c}");
+    }
+    for precision in ["amp_f16", "amp_bf16"] {
+        let text = format!("{}precision = \"{precision}\"\n", vocabulary(dense, adam, "f32"));
+        let c = confirmed(&common::write(dir.path(), &format!("ops_{precision}.toml"), &text));
+        assert!(c.verdict.agrees(), "{precision}: {c}");
+    }
+}
+
+#[test]
 fn mixed_precision_the_scaler_schedules_and_accumulation_agree_with_pytorch() {
     // Autocast (f16 and bf16) over f32 master weights, GradScaler from a first scale of 2²⁰
     // (so the first steps overflow and are skipped, in both), a warmup into a cosine decay,

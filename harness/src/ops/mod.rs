@@ -18,7 +18,12 @@ use crate::error::Result;
 use crate::run::cause::{Limits, Rule};
 use crate::scenario::{DTypeName, Shape};
 
+pub mod clamp;
+pub mod logsigmoid;
+pub mod normalize;
 mod registry;
+pub(crate) mod rounding;
+pub mod softsign;
 
 pub mod abs;
 pub mod elu;

@@ -31,6 +31,10 @@ macro_rules! for_each_op {
             Silu => silu::Silu,
             Elu => elu::Elu,
             LeakyRelu => leaky_relu::LeakyRelu,
+            Softsign => softsign::Softsign,
+            Logsigmoid => logsigmoid::Logsigmoid,
+            Clamp => clamp::Clamp,
+            Normalize => normalize::Normalize,
         }
     };
 }
