@@ -2,9 +2,9 @@
 
 use candle_core::Tensor;
 
+use super::Rule;
 use super::{Autocast, Explained, Facts, Op};
 use crate::error::Result;
-use crate::run::cause::Rule;
 use crate::scenario::Shape;
 
 /// Elementwise `exp(x)`.

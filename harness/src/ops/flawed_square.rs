@@ -2,9 +2,9 @@
 
 use candle_core::Tensor;
 
+use super::Rule;
 use super::{Autocast, Explained, Facts, Op};
 use crate::error::Result;
-use crate::run::cause::Rule;
 use crate::scenario::Shape;
 
 /// `x²` whose hand-written backward divides by zero (seed 002 ex3's flawed custom layer).

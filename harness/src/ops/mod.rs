@@ -15,10 +15,11 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::run::cause::{Limits, Rule};
 use crate::scenario::{DTypeName, Shape};
+pub use diagnosis::{Limits, Rule};
 
 pub mod clamp;
+pub mod diagnosis;
 pub mod logsigmoid;
 pub mod normalize;
 mod registry;

@@ -29,10 +29,10 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Tensor, WithDType, D};
 
+use super::diagnosis::{round, Rule};
 use super::rounding::Rounding;
 use super::{Autocast, Explained, Facts, Op};
 use crate::error::Result;
-use crate::run::cause::{round, Rule};
 use crate::run::kernel::{sum, Real};
 use crate::scenario::Shape;
 

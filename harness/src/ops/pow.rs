@@ -2,9 +2,9 @@
 
 use candle_core::Tensor;
 
+use super::Rule;
 use super::{finite, infinite_at_zero, py, zeros_read, Autocast, Explained, Facts, Op};
 use crate::error::Result;
-use crate::run::cause::Rule;
 use crate::scenario::Shape;
 
 /// Its derivative, in words, infinite at 0.

@@ -14,9 +14,9 @@
 use candle_core::Tensor;
 
 use super::rounding::{Rounding, Unary};
+use super::Rule;
 use super::{Autocast, Explained, Facts, Op};
 use crate::error::Result;
-use crate::run::cause::Rule;
 use crate::scenario::Shape;
 
 /// `x / (1 + |x|)` (`torch.nn.Softsign`); no attributes.

@@ -2,7 +2,7 @@
 //! allocated: one formula, fed from the scenario's static shapes before the
 //! data is built, and again from the built data (CSV rows are only known then).
 
-use super::shape::rows_of;
+use super::sizes::rows_of;
 use super::{input_shape, plan, target_width, Layer, Node, Plan, Scenario, Shape};
 use crate::error::{Error, Result};
 

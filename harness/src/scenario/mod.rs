@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 mod amp;
 mod code;
 mod data;
+mod defaults;
+mod dtype;
 mod expect;
 mod knob;
 mod load;
@@ -24,12 +26,16 @@ mod plan;
 mod schedule;
 mod search;
 mod shape;
+mod sizes;
 mod training;
 mod validate;
 
 pub use amp::{LossScaleSpec, Precision};
 pub use code::Code;
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
+pub use defaults::Named;
+pub(crate) use defaults::{is_one, one, one_usize};
+pub use dtype::DTypeName;
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
 pub use knob::Knob;
 pub(crate) use load::{check_text, load_edited, read_regular};
@@ -40,8 +46,9 @@ pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MA
 pub use plan::{plan, Node, ParamSpec, Part, Plan, PlanError, Role};
 pub use schedule::{Decay, ScheduleSpec};
 pub use search::SearchSpec;
-pub use shape::{held_out, input_shape, rows, target_width, InShape, Shape};
-pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
+pub use shape::{InShape, Shape};
+pub use sizes::{held_out, input_shape, rows, target_width};
+pub use training::{DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 
 /// One training setup: data, model, loss, optimizer and schedule, plus what a check expects.
@@ -79,24 +86,6 @@ pub struct Scenario {
     pub dir: Option<std::path::PathBuf>,
 }
 
-/// The `snake_case` name of an enum value, exactly as written in scenario files.
-///
-/// Derived once per enum (strum's `IntoStaticStr` beside serde's
-/// `rename_all = "snake_case"`); a test holds the two to the same names.
-pub trait Named {
-    /// The name, e.g. `"bce_torch"` or `"f16"`.
-    fn name(&self) -> &'static str;
-}
-
-impl<T> Named for T
-where
-    for<'a> &'a T: Into<&'static str>,
-{
-    fn name(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// The bundled seed scenarios' folder.
 #[cfg(test)]
 pub(crate) fn seeds_dir() -> std::path::PathBuf {
@@ -113,16 +102,6 @@ pub(crate) fn seed_text(stem: &str) -> String {
 #[cfg(test)]
 pub(crate) fn seed(stem: &str) -> Scenario {
     load(&seeds_dir().join(format!("{stem}.toml"))).expect("bundled seed scenario is valid")
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn is_one(v: &f64) -> bool {
-    *v == 1.0
-}
-fn one_usize() -> usize {
-    1
 }
 
 #[cfg(test)]

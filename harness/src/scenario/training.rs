@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
-use super::{one_usize, LossScaleSpec, Precision, ScheduleSpec};
+use super::{one_usize, DTypeName, LossScaleSpec, Precision, ScheduleSpec};
 
 /// The loss function and its stabilisers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -181,22 +181,6 @@ fn is_one_usize(v: &usize) -> bool {
     *v == 1
 }
 
-/// The compute dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, arbitrary::Arbitrary, IntoStaticStr, VariantArray)]
-#[serde(rename_all = "snake_case")]
-#[strum(serialize_all = "snake_case")]
-pub enum DTypeName {
-    /// 32-bit float.
-    #[default]
-    F32,
-    /// 64-bit float.
-    F64,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
-
 /// Stagnation thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
@@ -247,17 +231,6 @@ impl LossKind {
     /// Whether the loss takes probabilities that `clamp` can keep away from 0 and 1.
     pub fn takes_clamp(self) -> bool {
         matches!(self, LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy)
-    }
-}
-
-impl DTypeName {
-    /// Bytes per element.
-    pub fn bytes(self) -> u128 {
-        match self {
-            DTypeName::F64 => 8,
-            DTypeName::F32 => 4,
-            DTypeName::F16 | DTypeName::Bf16 => 2,
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-use super::super::shape::{rows_of, target_spec_width};
+use super::super::sizes::{rows_of, target_spec_width};
 use super::{finite, non_negative, positive, problem, Problem};
 use crate::scenario::*;
 
