@@ -58,3 +58,26 @@ impl Op for Exp {
         "torch.exp(x)".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::cause::Limits;
+    use crate::scenario::DTypeName;
+
+    fn facts(x: f64, grad: f64) -> Facts {
+        Facts { x, grad, dtype: DTypeName::F32, lim: Limits::of(DTypeName::F32) }
+    }
+
+    #[test]
+    fn overflow_above_ln_of_f32_max() {
+        // ln(f32::MAX) = ln(3.4028235e38) = 88.7228...
+        let (rule, reason) = Exp {}.explain_forward(&facts(89.0, f64::NAN)).unwrap();
+        assert_eq!((rule, reason.as_str()), (Rule::Overflow, "exp(89) overflows f32: the input is above ln(max) = 88.7"));
+        assert_eq!(Exp {}.explain_forward(&facts(88.0, f64::NAN)), None);
+        // Backward: g · e⁸⁹ = 4.49e38 passes f32's max; 1e-10 · e⁸⁹ does not, nor does 0 · e⁸⁹.
+        assert_eq!(Exp {}.explain_backward(&facts(89.0, 1.0)).map(|e| e.0), Some(Rule::Overflow));
+        assert_eq!(Exp {}.explain_backward(&facts(89.0, 1e-10)), None);
+        assert_eq!(Exp {}.explain_backward(&facts(89.0, 0.0)), None);
+    }
+}

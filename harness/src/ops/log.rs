@@ -60,3 +60,18 @@ impl Op for Log {
         "torch.log(x)".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::cause::Limits;
+    use crate::scenario::DTypeName;
+
+    #[test]
+    fn negative_zero_and_positive_inputs() {
+        let at = |x: f64| Log {}.explain_forward(&Facts { x, grad: f64::NAN, dtype: DTypeName::F16, lim: Limits::of(DTypeName::F16) });
+        assert_eq!(at(-1.5), Some((Rule::OutsideDomain, "log of a negative number (-1.5) is NaN".to_string())));
+        assert_eq!(at(0.0), Some((Rule::LogOfZero, "log of exactly 0 is −Inf".to_string())));
+        assert_eq!(at(1e-7), None);
+    }
+}

@@ -76,3 +76,33 @@ impl Op for Pow {
         format!("torch.pow(x, {})", py(self.exponent))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::cause::Limits;
+    use crate::scenario::DTypeName;
+
+    fn facts(x: f64, grad: f64) -> Facts {
+        Facts { x, grad, dtype: DTypeName::F32, lim: Limits::of(DTypeName::F32) }
+    }
+
+    #[test]
+    fn overflow_and_the_derivative_at_zero_below_an_exponent_of_one() {
+        // (2e19)² = 4e38 passes f32's max 3.4e38; (1e19)² = 1e38 does not.
+        let square = Pow { exponent: 2.0 };
+        assert_eq!(square.explain_forward(&facts(2e19, f64::NAN)).map(|e| e.0), Some(Rule::Overflow));
+        assert_eq!(square.explain_forward(&facts(1e19, f64::NAN)), None);
+        assert_eq!((square.explain_backward(&facts(0.0, 2.0)), square.explain_zeros(3, 8)), (None, None));
+        // √x's derivative ½x^(−½) is infinite at 0: an arriving 2 becomes ∞, an arriving 0 is 0 · ∞.
+        let root = Pow { exponent: 0.5 };
+        let (rule, reason) = root.explain_backward(&facts(0.0, 2.0)).unwrap();
+        assert_eq!((rule, reason.as_str()), (Rule::DerivativeAtZero, "d xᵃ/dx = a·xᵃ⁻¹ with a < 1 is infinite at x = 0, so the gradient arriving here (2) becomes ±∞"));
+        assert_eq!(root.explain_backward(&facts(0.0, 0.0)).map(|e| e.0), Some(Rule::ZeroTimesInf));
+        assert_eq!(root.explain_backward(&facts(0.5, 2.0)), None);
+        assert_eq!(root.explain_zeros(3, 8).map(|e| e.1), Some("d xᵃ/dx = a·xᵃ⁻¹ with a < 1 is infinite at 0, and 3 of the 8 values this layer reads are exactly 0".to_string()));
+        assert_eq!(root.explain_zeros(0, 8), None);
+        assert_eq!((root.torch(), Pow { exponent: -1e-7 }.torch()), ("torch.pow(x, 0.5)".to_string(), "torch.pow(x, -1e-7)".to_string()));
+        assert_eq!(Pow { exponent: f64::INFINITY }.check(), [("exponent", "must be a finite number, got inf".to_string())]);
+    }
+}
