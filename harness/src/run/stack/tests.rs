@@ -77,6 +77,7 @@ fn the_estimate_bounds_every_layer_familys_graph() {
         ("{ type = \"linear\", out = 4 }, { type = \"identity\" }, { type = \"softmax\" }, { type = \"sqrt\" }, { type = \"log\" }, { type = \"reciprocal\" }", flat(4)),
         ("{ type = \"linear\", out = 4 }, { type = \"abs\" }, { type = \"exp\" }, { type = \"pow\", exponent = 3.0 }, { type = \"flawed_square\" }, { type = \"silu\" }", flat(4)),
         ("{ type = \"linear\", out = 4 }, { type = \"elu\" }, { type = \"leaky_relu\" }, { type = \"dropout\", p = 0.5 }", flat(4)),
+        ("{ type = \"linear\", out = 4 }, { type = \"softsign\" }, { type = \"logsigmoid\" }, { type = \"normalize\" }, { type = \"clamp\", min = -1.0 }, { type = \"normalize\", p = 3.0 }", flat(4)),
         ("{ type = \"linear\", out = 4 }, { type = \"layer_norm\" }, { type = \"rms_norm\" }, { type = \"batch_norm\" }", flat(4)),
         ("{ type = \"residual\", layers = [{ type = \"linear\", out = 4 }, { type = \"tanh\" }] }", flat(4)),
         ("{ type = \"attention\", heads = 2, causal = true }, { type = \"mean_pool\" }", seq(3)),
