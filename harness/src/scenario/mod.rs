@@ -31,7 +31,7 @@ pub use amp::{LossScaleSpec, Precision};
 pub use code::Code;
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
-pub use knob::Knob;
+pub use knob::{around, around_one, Added, Ctx, Def, Domain, End, Entry, Factor, Fields, Knob, KnobValue, Scale, Spec, Value};
 pub(crate) use load::{check_text, load_edited, read_regular};
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use memory::within_plan;
