@@ -233,7 +233,7 @@ fn fuzz_shrink_says_invalid_candidate() {
     let mut bytes = vec![0u8; 4];
     bytes.extend_from_slice(&(-1.0f64).to_le_bytes());
     let decoded = nanhunt::fuzzing::decode(&bytes);
-    assert!(matches!(decoded.first(), Some(nanhunt::search::Mutation::Lr { value }) if *value < 0.0), "{decoded:?}");
+    assert!(matches!(decoded.first(), Some(nanhunt::search::Mutation { knob: nanhunt::scenario::Knob::Lr, value: nanhunt::scenario::Value::Real(v) }) if *v < 0.0), "{decoded:?}");
     let p = dir.path().join("crash");
     std::fs::write(&p, &bytes).unwrap();
     let out = nanhunt(&["fuzz-shrink", p.to_str().unwrap(), "--out", dir.path().join("r").to_str().unwrap()]);

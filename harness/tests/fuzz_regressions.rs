@@ -1,7 +1,7 @@
 //! Inputs saved by the cargo-fuzz targets, each a named regression test.
 
 use nanhunt::fuzzing::{bundled, decode, run_bytes};
-use nanhunt::scenario::Knob;
+use nanhunt::scenario::{Knob, Value};
 use nanhunt::search::{Minimizer, Mutation, Target};
 
 fn input(name: &str) -> Vec<u8> {
@@ -14,7 +14,7 @@ fn input(name: &str) -> Vec<u8> {
 fn mutations_lr_1e281_shrinks_to_the_lr_threshold() {
     let bytes = input("mutations-lr-1e281.bin");
     let decoded = decode(&bytes);
-    assert!(matches!(decoded.as_slice(), [Mutation::Lr { value }] if *value > 1e280), "{decoded:?}");
+    assert!(matches!(decoded.as_slice(), [Mutation { knob: Knob::Lr, value: Value::Real(v) }] if *v > 1e280), "{decoded:?}");
     assert!(run_bytes(&bytes).is_some(), "still a finding");
     let base = bundled();
     let min = Minimizer::new(&base, Target::Nonfinite, None).minimize(&decoded).unwrap();

@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use nanhunt::scenario::Knob;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -236,10 +237,10 @@ fn margins_name_the_fix_of_a_failing_run() {
     assert_eq!(epochs["lower"]["verified"], true);
     let base = nanhunt::load(&path).unwrap();
     let finite = |m: nanhunt::search::Mutation| nanhunt::run(&nanhunt::search::mutate(&base, &[m]).unwrap()).outcome == nanhunt::Status::Finite;
-    assert!(finite(nanhunt::search::Mutation::Epochs { value: 2 }) && !finite(nanhunt::search::Mutation::Epochs { value: 3 }));
+    assert!(finite(nanhunt::search::Mutation::new(Knob::Epochs, 2u32)) && !finite(nanhunt::search::Mutation::new(Knob::Epochs, 3u32)));
     let adam = m["categorical"].as_array().unwrap().iter().find(|c| c["value"] == "adam").unwrap();
     assert_eq!(adam["flips"], false, "Adam stays finite");
-    assert!(finite(nanhunt::search::Mutation::Optimizer { value: nanhunt::scenario::OptimizerKind::Adam }));
+    assert!(finite(nanhunt::search::Mutation::new(Knob::Optimizer, nanhunt::scenario::OptimizerKind::Adam)));
     let text = nanhunt(&["margins", path.to_str().unwrap(), "--jobs", "3"]);
     assert!(stdout(&text).contains("fixed at ≤ 2 (÷5)"), "{}", stdout(&text));
 }
@@ -330,7 +331,7 @@ fn hunting_divergence_finds_the_largest_lr_that_still_trains() {
     assert!(flips > 0.5 && flips < 1.5 && stays < flips, "between the stability bound 0.5 and a loss growth of 6 decades in 10 steps: {t}");
     // Both sides, run again here: the divergence flag is set at the threshold and not below it.
     let base = nanhunt::load(&p).unwrap();
-    let diverges = |lr: f64| nanhunt::run(&nanhunt::search::mutate(&base, &[nanhunt::search::Mutation::Lr { value: lr }]).unwrap()).divergence.is_some();
+    let diverges = |lr: f64| nanhunt::run(&nanhunt::search::mutate(&base, &[nanhunt::search::Mutation::new(Knob::Lr, lr)]).unwrap()).divergence.is_some();
     assert!(diverges(flips) && !diverges(stays));
     // Its report expects the divergence again, and check and replay agree.
     let report = found[0]["report"].as_str().unwrap();

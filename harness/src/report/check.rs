@@ -16,7 +16,7 @@ use crate::run::{run, Outcome};
 use std::collections::BTreeMap;
 
 use crate::scenario::{load_with, Expect, ExpectedOutcome, FailureRate, Knob, LoadOptions, Scenario};
-use crate::search::{describe, margin_search, margins, mutate, neighbourhood, sweep, MarginOptions, Mutation, Target};
+use crate::search::{describe, margin_search, margins, mutate, neighbourhood, sweep, MarginOptions, Target};
 
 /// One thing to check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +184,7 @@ fn neighbours(base: &Scenario, e: &Expect, n: usize, seed: u64) -> (Verdict, Vec
     for (i, muts) in neighbourhood(base, n, seed).iter().enumerate() {
         let Some(s) = mutate(base, muts) else { continue };
         ran.push(describe(muts));
-        random += usize::from(!matches!(muts.as_slice(), [Mutation::Dtype { .. }]));
+        random += usize::from(!matches!(muts.as_slice(), [m] if m.knob == Knob::Dtype));
         let o = run(&s);
         if let Err(m) = verdict(e, &o) {
             return (Verdict::Fail(format!("mutant {} of {n} [{}]: {m}", i + 1, describe(muts))), ran, None);

@@ -37,7 +37,7 @@ pub use defaults::Named;
 pub(crate) use defaults::{is_one, one, one_usize};
 pub use dtype::DTypeName;
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
-pub use knob::Knob;
+pub use knob::{around, around_one, Added, Ctx, Def, Domain, End, Entry, Factor, Fields, Knob, KnobValue, Scale, Spec, Value};
 pub(crate) use load::{check_text, load_edited, read_regular};
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use memory::within_plan;

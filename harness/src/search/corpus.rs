@@ -195,10 +195,10 @@ pub fn fold(triggers: &mut Vec<Trigger>, mut t: Trigger) -> Vec<Mutation> {
 mod tests {
     use super::*;
     use crate::run::{Kind, Location};
-    use crate::scenario::{Named, Phase};
+    use crate::scenario::{Knob, Named, Phase};
 
     fn finding(sig: &str, count: usize, secs: f64) -> Finding {
-        let trigger = Trigger { mutations: vec![Mutation::Lr { value: 0.5 }], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, built: None };
+        let trigger = Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, built: None };
         Finding {
             scenario: "s".into(),
             signature: sig.into(),
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(m[1].triggers.len(), 1);
         assert_eq!(m[1].triggers[0].count, 5);
         let mut other = finding("b", 1, 9.0);
-        other.triggers[0].mutations = vec![Mutation::Epochs { value: 9 }];
+        other.triggers[0].mutations = vec![Mutation::new(Knob::Epochs, 9u32)];
         other.triggers[0].distance = 0.5;
         let m = merge(vec![finding("b", 2, 5.0), other]);
         assert_eq!(m[0].triggers.iter().map(|t| t.mutations[0].knob().name()).collect::<Vec<_>>(), ["train.epochs", "optimizer.lr"], "nearest first");
@@ -234,7 +234,7 @@ mod tests {
     fn state_round_trips_atomically() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), State::default());
-        let s = State { next: 7, runs: 9, corpus: vec![Mutant { mutations: vec![Mutation::Lr { value: 0.5 }], score: 0.3 }], findings: vec![finding("a", 1, 1.0)], ..State::default() };
+        let s = State { next: 7, runs: 9, corpus: vec![Mutant { mutations: vec![Mutation::new(Knob::Lr, 0.5)], score: 0.3 }], findings: vec![finding("a", 1, 1.0)], ..State::default() };
         s.save(dir.path()).unwrap();
         assert_eq!(State::load(dir.path()).unwrap(), s);
         let p = dir.path().join("f.jsonl");

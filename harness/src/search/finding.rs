@@ -250,7 +250,7 @@ mod tests {
     fn distance_counts_decades_and_changes() {
         let base = crate::scenario::seed("s000_ex1_bce_mlp");
         // lr 1e-3 → 1e-1 is 2 decades; a dtype change counts 1.
-        let d = distance(&base, &[Mutation::Lr { value: 0.1 }, Mutation::Dtype { value: crate::scenario::DTypeName::F16 }]);
+        let d = distance(&base, &[Mutation::new(Knob::Lr, 0.1), Mutation::new(Knob::Dtype, crate::scenario::DTypeName::F16)]);
         assert!((d - 3.0).abs() < 1e-12, "{d}");
         assert_eq!(distance(&base, &[]), 0.0);
     }

@@ -7,7 +7,7 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use super::finding::Target;
 use super::mutation::{mutate, Mutation};
-use crate::scenario::{from_str, memory_estimate, parse_str, validate, InputSpec, Scenario};
+use crate::scenario::{from_str, memory_estimate, parse_str, validate, InputSpec, Knob, Scenario, Value};
 
 mod steer;
 pub use steer::Steered;
@@ -29,7 +29,7 @@ pub fn decode(data: &[u8]) -> Vec<Mutation> {
     let mut out = Vec::new();
     while out.len() < 4 && !u.is_empty() {
         match Mutation::arbitrary(&mut u) {
-            Ok(Mutation::Epochs { value }) => out.push(Mutation::Epochs { value: value.clamp(1, MAX_EPOCHS) }),
+            Ok(Mutation { knob: Knob::Epochs, value: Value::Count(n) }) => out.push(Mutation::new(Knob::Epochs, n.clamp(1, MAX_EPOCHS))),
             Ok(m) => out.push(m),
             Err(_) => break,
         }
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(decode(&bytes), decode(&bytes));
         assert!(decode(&bytes).len() <= 4);
         assert!(decode(&[]).is_empty());
-        assert!(decode(&bytes).iter().all(|m| !matches!(m, Mutation::Epochs { value } if *value > MAX_EPOCHS)));
+        assert!(decode(&bytes).iter().all(|m| !matches!(m, Mutation { knob: Knob::Epochs, value: Value::Count(n) } if *n > MAX_EPOCHS)));
     }
 
     #[test]

@@ -335,6 +335,7 @@ impl Searcher<'_> {
 mod tests {
     use super::super::mutation::mutate;
     use super::*;
+    use crate::scenario::Domain;
 
     #[test]
     fn a_finite_base_gets_verified_flip_thresholds() {
@@ -350,7 +351,7 @@ mod tests {
         assert!(up.verified && up.flips_at > 1.0 && up.flips_at < 1e3, "{up:?}");
         assert!((up.margin - up.flips_at / 0.01).abs() < 1e-9 * up.margin);
         // Checked again here by running both sides.
-        let flips = |v: f64| Target::Nonfinite.hits(&crate::run::run(&mutate(&base, &[Mutation::Lr { value: v }]).unwrap()));
+        let flips = |v: f64| Target::Nonfinite.hits(&crate::run::run(&mutate(&base, &[Mutation::new(Knob::Lr, v)]).unwrap()));
         assert!(flips(up.flips_at) && !flips(up.stays_finite_at));
         assert!(lr.lower.is_none(), "smaller learning rates stay finite");
     }
@@ -386,7 +387,7 @@ mod tests {
         assert!(up.verified && up.flips_at > 10.0 && up.flips_at <= 40.0, "{up:?}");
         assert_eq!(up.location.as_ref().map(|l| (l.phase, l.tensor.as_str(), l.kind)), Some((crate::scenario::Phase::Update, "loss_scale", crate::run::Kind::ScaleCollapse)));
         // Both sides, run again here.
-        let collapses = |v: f64| crate::run::run(&mutate(&s, &[Mutation::GrowthInterval { value: v as u32 }]).unwrap()).first_nonfinite.is_some_and(|l| l.kind == crate::run::Kind::ScaleCollapse);
+        let collapses = |v: f64| crate::run::run(&mutate(&s, &[Mutation::new(Knob::GrowthInterval, v as u32)]).unwrap()).first_nonfinite.is_some_and(|l| l.kind == crate::run::Kind::ScaleCollapse);
         assert!(collapses(up.flips_at) && !collapses(up.stays_finite_at), "{up:?}");
     }
 
@@ -401,7 +402,7 @@ mod tests {
         assert_eq!(m.base_outcome, Status::Nonfinite);
         let fix = m.knobs[0].lower.as_ref().expect("a smaller lr fixes it");
         assert!(fix.verified && fix.stays_finite_at < 1e-6 && fix.stays_finite_at > 2e-11, "between 1e-6 and the 2/λ bound 2e-11: {fix:?}");
-        let finite = |v: f64| crate::run::run(&mutate(&base, &[Mutation::Lr { value: v }]).unwrap()).outcome == Status::Finite;
+        let finite = |v: f64| crate::run::run(&mutate(&base, &[Mutation::new(Knob::Lr, v)]).unwrap()).outcome == Status::Finite;
         assert!(finite(fix.stays_finite_at) && !finite(fix.flips_at), "{fix:?}");
     }
 
@@ -458,16 +459,16 @@ mod tests {
         let mut s = dead_units_in_f16("", 1e-3);
         s.optimizer.beta2 = 0.999;
         let space = Space::of(&s);
-        let (lo, hi) = space.beta2.expect("Adam has a β₂");
+        let (lo, hi) = space.domain(Knob::Beta2).and_then(Domain::range).expect("Adam has a β₂");
         // 3 decades either side of 1 − 0.999 = 1e-3: from 1 (clamped to β₂ = 0) to 1e-6.
         assert!(lo == 0.0 && (1.0 - hi - 1e-6).abs() < 1e-15, "{lo} {hi}");
-        assert!(space.momentum.is_none(), "Adam takes no momentum");
+        assert!(space.domain(Knob::Momentum).is_none(), "Adam takes no momentum");
         s.optimizer.kind = crate::scenario::OptimizerKind::Sgd;
-        let (lo, hi) = Space::of(&s).momentum.expect("SGD takes a momentum");
+        let (lo, hi) = Space::of(&s).domain(Knob::Momentum).and_then(Domain::range).expect("SGD takes a momentum");
         assert!(lo == 0.0 && (1.0 - hi - 1e-3).abs() < 1e-15, "from no momentum up to 0.999: {lo} {hi}");
-        assert!(Space::of(&s).opt_eps.is_none() && Space::of(&s).beta2.is_none(), "SGD has no eps or β₂");
-        assert!(!Space::of(&s).seed, "the seed moves only when asked for");
+        assert!(Space::of(&s).domain(Knob::OptimizerEps).is_none() && Space::of(&s).domain(Knob::Beta2).is_none(), "SGD has no eps or β₂");
+        assert!(Space::of(&s).domain(Knob::Seed).is_none(), "the seed moves only when asked for");
         s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Seed]), ..Default::default() });
-        assert!(Space::of(&s).seed && !Space::of(&s).is_empty());
+        assert!(Space::of(&s).domain(Knob::Seed) == Some(&Domain::Seeds) && !Space::of(&s).is_empty());
     }
 }

@@ -328,7 +328,7 @@ fn note(at: &Location, dtype: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::run::{Kind, Status};
-    use crate::scenario::DTypeName;
+    use crate::scenario::{DTypeName, Knob};
 
     fn minimal(muts: Vec<Mutation>) -> (Minimal, Pending) {
         let s = crate::scenario::seed("s000_ex1_bce_mlp");
@@ -344,8 +344,8 @@ mod tests {
     #[test]
     fn triggers_that_add_knobs_to_another_count_for_it() {
         let c = Campaign::new(State::default());
-        let lr = Mutation::Lr { value: 1.0 };
-        let f16 = Mutation::Dtype { value: DTypeName::F16 };
+        let lr = Mutation::new(Knob::Lr, 1.0);
+        let f16 = Mutation::new(Knob::Dtype, DTypeName::F16);
         for muts in [vec![lr.clone(), f16.clone()], vec![lr.clone()], vec![f16.clone()]] {
             let (m, p) = minimal(muts);
             assert!(c.hit(&p.key));

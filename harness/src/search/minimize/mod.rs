@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::finding::{Site, Target, Threshold};
 use super::mutation::{mutate, normalize, Mutation};
 use crate::run::{run_with, Kind, Outcome, RunOptions};
-use crate::scenario::Scenario;
+use crate::scenario::{Knob, Scenario};
 
 mod bisect;
 mod rows;
@@ -272,7 +272,7 @@ impl<'a> Minimizer<'a> {
         // or an epsilon on has no value to shrink towards: those are kept as they are.
         let b = match (m.base_value(self.base), m) {
             (Some(b), _) => b,
-            (None, Mutation::Inject { .. }) => v * 1e-6,
+            (None, Mutation { knob: Knob::Inject, .. }) => v * 1e-6,
             (None, _) => return None,
         };
         if b == v {

@@ -53,7 +53,7 @@ fn unneeded_mutations_are_dropped_and_lr_bisected_to_its_threshold() {
     // Seed 002 ex1 standardized is finite at lr 0.01; a large lr (plus an irrelevant dtype
     // change and more epochs) flips it. Only lr is needed; its threshold is bisected.
     let base = crate::scenario::seed("s002_ex1_linreg_sgd_fix_standardize");
-    let candidate = [Mutation::Epochs { value: 40 }, Mutation::Lr { value: 50.0 }, Mutation::ClipNorm { value: None }];
+    let candidate = [Mutation::new(Knob::Epochs, 40u32), Mutation::new(Knob::Lr, 50.0), Mutation::new(Knob::ClipNorm, None)];
     let mut m = Minimizer::new(&base, Target::Nonfinite, None);
     let min = m.minimize(&candidate).expect("flips");
     let knobs: Vec<Knob> = min.mutations.iter().map(Mutation::knob).collect();

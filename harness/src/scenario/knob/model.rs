@@ -1,0 +1,126 @@
+//! The model's and the loss's knobs: `model.init_scale`, `model.layer_norm.eps`,
+//! `model.dropout.p`, `loss.epsilon` and `loss.clamp`.
+
+use super::def::{around, Ctx, Def, Domain, End, Spec};
+use super::value::Scale;
+use crate::scenario::{Layer, Scenario};
+
+/// `model.init_scale`.
+pub struct InitScale;
+
+impl Def for InitScale {
+    type Value = f64;
+    const SPEC: Spec = Spec { key: "model.init_scale", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    fn applies(_: &Scenario) -> bool {
+        true
+    }
+    fn get(s: &Scenario) -> Option<f64> {
+        Some(s.model.init_scale)
+    }
+    fn set(s: &mut Scenario, v: f64) -> bool {
+        s.model.init_scale = v;
+        true
+    }
+    fn domain(c: &Ctx) -> Option<Domain> {
+        // Unless `[search] decades` says, it moves less: 100× is already extreme.
+        Some(c.given(c.spec.init_scale, around(c.base.model.init_scale.abs().max(1e-3), c.narrow)))
+    }
+}
+
+/// `model.layer_norm.eps`: the `eps` of every norm layer (`layer_norm`, `rms_norm`, `batch_norm`), nested ones included.
+pub struct NormEps;
+
+impl Def for NormEps {
+    type Value = f64;
+    const SPEC: Spec = Spec { key: "model.layer_norm.eps", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    fn applies(s: &Scenario) -> bool {
+        s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. }))
+    }
+    fn get(s: &Scenario) -> Option<f64> {
+        s.model.all_layers().into_iter().find_map(|l| match l {
+            Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
+            _ => None,
+        })
+    }
+    fn set(s: &mut Scenario, value: f64) -> bool {
+        s.model.for_each_layer_mut(&mut |l| match l {
+            Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } => *eps = value,
+            Layer::RmsNorm { eps } => *eps = Some(value),
+            _ => {}
+        });
+        true
+    }
+    fn domain(c: &Ctx) -> Option<Domain> {
+        Self::get(c.base).filter(|e| *e > 0.0).map(|e| c.around(e))
+    }
+}
+
+/// `model.dropout.p`: `p` of every `dropout` layer and every recurrent dropout already on.
+pub struct DropoutP;
+
+impl Def for DropoutP {
+    type Value = f64;
+    const SPEC: Spec = Spec { key: "model.dropout.p", scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
+    fn applies(s: &Scenario) -> bool {
+        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. }))
+    }
+    fn get(s: &Scenario) -> Option<f64> {
+        Some(s.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0))
+    }
+    fn set(s: &mut Scenario, value: f64) -> bool {
+        s.model.for_each_layer_mut(&mut |l| match l {
+            Layer::Dropout { p } => *p = value,
+            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
+            _ => {}
+        });
+        true
+    }
+    fn domain(_: &Ctx) -> Option<Domain> {
+        Some(Domain::Range(0.0, 0.9))
+    }
+}
+
+/// `loss.epsilon` (only some losses take one): a value on a log scale, or unset.
+pub struct LossEpsilon;
+
+impl Def for LossEpsilon {
+    type Value = Option<f64>;
+    const SPEC: Spec = Spec { key: "loss.epsilon", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    fn applies(s: &Scenario) -> bool {
+        s.loss.kind.takes_epsilon()
+    }
+    fn get(s: &Scenario) -> Option<Option<f64>> {
+        Some(s.loss.epsilon)
+    }
+    fn set(s: &mut Scenario, v: Option<f64>) -> bool {
+        s.loss.epsilon = v;
+        true
+    }
+    fn domain(c: &Ctx) -> Option<Domain> {
+        c.base.loss.epsilon.filter(|e| *e > 0.0).map(|e| c.around(e))
+    }
+}
+
+/// `loss.clamp`: the loss's probability clamp (only some losses take one), kept below 0.5.
+pub struct LossClamp;
+
+impl Def for LossClamp {
+    type Value = Option<f64>;
+    const SPEC: Spec = Spec { key: "loss.clamp", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    fn applies(s: &Scenario) -> bool {
+        s.loss.kind.takes_clamp()
+    }
+    fn get(s: &Scenario) -> Option<Option<f64>> {
+        Some(s.loss.clamp)
+    }
+    fn set(s: &mut Scenario, v: Option<f64>) -> bool {
+        s.loss.clamp = v;
+        true
+    }
+    fn domain(c: &Ctx) -> Option<Domain> {
+        c.base.loss.clamp.filter(|c| *c > 0.0).map(|cl| {
+            let (a, b) = around(cl, c.decades);
+            Domain::Range(a, b.min(0.49))
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Tests that enumerate the knob table: keys, parsing, and that every knob
+//! reads back what it sets on a bundled scenario it applies to.
+
+use super::*;
+use crate::scenario::{load, InjectValue, SearchSpec, SplitSel};
+
+/// Every bundled scenario but the fuzz corpus, loaded.
+fn bundled() -> Vec<Scenario> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut out = Vec::new();
+    for dir in ["seeds", "real", "layers", "diagnosis"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        paths.sort();
+        out.extend(paths.iter().filter_map(|p| load(p).ok()));
+    }
+    assert!(out.len() > 40, "the bundled scenarios load: {}", out.len());
+    out
+}
+
+#[test]
+fn keys_are_unique_and_parse_back() {
+    let mut keys: Vec<&str> = Knob::ALL.iter().map(|k| k.key()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), Knob::COUNT, "a key is used twice");
+    for &k in Knob::ALL {
+        assert_eq!(k.key().parse::<Knob>(), Ok(k));
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(json, format!("\"{}\"", k.key()));
+        assert_eq!(serde_json::from_str::<Knob>(&json).unwrap(), k);
+        assert_eq!(k.to_string(), k.key());
+        assert!(k.key().chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_' || c.is_ascii_digit()), "{k}");
+    }
+    assert_eq!(serde_json::to_string(&Knob::Lr).unwrap(), "\"optimizer.lr\"");
+    let err = serde_json::from_str::<Knob>("\"lr\"").unwrap_err().to_string();
+    assert!(err.contains("unknown variant `lr`") && err.contains("`optimizer.lr`") && err.contains("`train.accumulate`"), "{err}");
+    assert!("lr".parse::<Knob>().unwrap_err().contains("`seed`"));
+}
+
+#[test]
+fn a_knob_sets_its_own_key_and_no_other() {
+    assert!(Knob::Lr.sets_key("optimizer.lr"));
+    assert!(!Knob::Lr.sets_key("optimizer.lr_decay"));
+    assert!(Knob::InputMean.sets_key("data.inputs"), "a whole-table change covers the knob");
+    assert!(!Knob::InputScale.sets_key("data.scale_groups"));
+}
+
+#[test]
+fn margins_scales_and_defaults_agree() {
+    for &k in Knob::ALL {
+        let spec = k.entry().spec;
+        assert!(!spec.margin || spec.scale.is_some(), "{k} has a margin, so a scale to measure it on");
+        assert_eq!(spec.by_default, k != Knob::Seed, "{k}: only the seed waits to be asked for");
+        assert_eq!(spec.riskier == End::Low, k == Knob::WarmupSteps, "{k}");
+        if let Some((a, b)) = spec.within {
+            assert!(a <= b && spec.scale.is_some(), "{k}");
+        }
+    }
+    let no_margin: Vec<Knob> = Knob::ALL.iter().copied().filter(|k| !k.has_margin()).collect();
+    assert_eq!(no_margin, [Knob::Inject, Knob::Dtype, Knob::Optimizer, Knob::ClipNorm, Knob::Seed, Knob::Precision]);
+}
+
+/// A value of `k`'s domain that is not the base's: the high end of a range, the first other choice, ...
+fn sample(k: Knob, d: &Domain) -> Value {
+    let at = |v: f64| (k.entry().at)(v).expect("a numeric knob has values at numbers");
+    match d {
+        Domain::Range(_, b) => at(*b),
+        Domain::Features(_, b, _) => at(*b),
+        Domain::Inject { high, values, .. } => Value::Inject(Added { what: values[0], split: SplitSel::Train, fraction: *high }),
+        Domain::Choice(values) => values[0],
+        Domain::Switch(on) => Value::Real(on[0]),
+        Domain::Seeds => Value::Seed(12345),
+    }
+}
+
+#[test]
+fn every_knob_reads_back_what_it_sets_where_it_applies() {
+    let all = bundled();
+    for &k in Knob::ALL {
+        let spec = SearchSpec::default();
+        let found = all.iter().find_map(|s| {
+            let ctx = Ctx { base: s, spec: &spec, decades: 3.0, narrow: 2.0 };
+            k.applies(s).then(|| (k.entry().domain)(&ctx)).flatten().map(|d| (s, d))
+        });
+        let Some((base, domain)) = found else { panic!("{k} applies to no bundled scenario with a domain") };
+        let value = sample(k, &domain);
+        assert_ne!(k.get(base), Some(value), "{k}: the sample moves it ({})", base.name);
+        let mut s = base.clone();
+        assert!((k.entry().set)(&mut s, &value), "{k} sets {value:?} on {}", base.name);
+        match (k, value) {
+            // A factor is relative to the base scale: it multiplies every feature's.
+            (Knob::InputScale, Value::Factor(f)) => {
+                let features = crate::scenario::input_shape(&base.data).unwrap().features;
+                let before = if base.data.scale.is_empty() { vec![1.0; features] } else { base.data.scale.clone() };
+                assert_eq!(s.data.scale, before.iter().map(|b| b * f.value).collect::<Vec<_>>());
+            }
+            // An injection is added to the ones already there; it has no value to read.
+            (Knob::Inject, Value::Inject(a)) => {
+                assert_eq!(s.data.inject.len(), base.data.inject.len() + 1);
+                let last = s.data.inject.last().unwrap();
+                assert_eq!((last.value, last.split, last.fraction), (a.what, a.split, Some(a.fraction)));
+                assert_eq!(k.get(&s), None);
+            }
+            (_, Value::Real(v)) => {
+                let Some(Value::Real(got)) = k.get(&s) else { panic!("{k} reads back a real") };
+                assert!((got - v).abs() <= 1e-12 * v.abs(), "{k}: set {v}, read {got}");
+            }
+            _ => assert_eq!(k.get(&s), Some(value), "{k} on {}", base.name),
+        }
+        // A value of another knob's type is refused, and leaves the scenario alone.
+        let other = if matches!(value, Value::Dtype(_)) { Value::Seed(1) } else { Value::Dtype(crate::scenario::DTypeName::F16) };
+        let mut untouched = base.clone();
+        assert!(!(k.entry().set)(&mut untouched, &other), "{k} refuses {other:?}");
+        assert_eq!(&untouched, base);
+    }
+}
+
+#[test]
+fn default_domains_hold_the_base_value() {
+    let spec = SearchSpec::default();
+    for s in bundled() {
+        let ctx = Ctx { base: &s, spec: &spec, decades: 3.0, narrow: 2.0 };
+        for &k in Knob::ALL.iter().filter(|k| k.applies(&s)) {
+            let (Some(Domain::Range(a, b)), Some(v)) = ((k.entry().domain)(&ctx), k.get(&s).and_then(|v| v.number())) else { continue };
+            // Draws and shrinks move between the ends; the base sits between them (a batch of every row at the top).
+            assert!(a <= v && v <= b, "{}: {k} = {v} outside [{a}, {b}]", s.name);
+        }
+    }
+    let values = [InjectValue::Zero, InjectValue::Outlier];
+    let s = crate::scenario::seed("s000_ex1_bce_mlp");
+    let ctx = Ctx { base: &s, spec: &spec, decades: 3.0, narrow: 2.0 };
+    assert_eq!((Knob::Inject.entry().domain)(&ctx), Some(Domain::Inject { low: 1e-4, high: 0.1, values: values.to_vec(), validation: false }));
+    assert_eq!((Knob::Lr.entry().domain)(&ctx), Some(Domain::Range(1e-3 / 1e3, 1e-3 * 1e3)), "3 decades either side of lr = 1e-3");
+}
