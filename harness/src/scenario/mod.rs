@@ -24,10 +24,11 @@ mod plan;
 mod schedule;
 mod search;
 mod shape;
+mod tensor_id;
 mod training;
 mod validate;
 
-pub use amp::{LossScaleSpec, Precision};
+pub use amp::{LossScaleSpec, Precision, RunDType};
 pub use code::Code;
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
@@ -41,6 +42,7 @@ pub use plan::{plan, Node, ParamSpec, Part, Plan, PlanError, Role};
 pub use schedule::{Decay, ScheduleSpec};
 pub use search::SearchSpec;
 pub use shape::{held_out, input_shape, rows, target_width, InShape, Shape};
+pub use tensor_id::{DataPart, DataSplit, OptimState, TensorId};
 pub use training::{DTypeName, DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 

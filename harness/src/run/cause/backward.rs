@@ -5,13 +5,13 @@
 
 use candle_core::Tensor;
 
-use super::{cause, layer_op, operand, Cause, Limits, Operand, Rule};
+use super::{cause, operand, Cause, Limits, Operand, Rule};
 use crate::error::Result;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
 
 /// A gradient went non-finite: a layer whose derivative is infinite or undefined at exactly 0,
-/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read).
-pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
+/// reading an exact 0 in this step (`inputs[l]` is what layer `l` read, `nodes[l]` its node's name).
+pub(crate) fn backward(layers: &[Layer], nodes: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
     for (l, layer) in layers.iter().enumerate().rev() {
         let Some(x) = inputs.get(l) else { continue };
         let derivative = match layer {
@@ -24,11 +24,11 @@ pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d
         let op = operand("input", x, None, d)?;
         if matches!(layer, Layer::FlawedSquare) {
             let reason = "its hand-written backward divides the upstream gradient by exactly 0".to_string();
-            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+            return Ok(Some(cause(Rule::DivisionByZero, format!("{} (backward)", nodes[l]), reason, vec![op])));
         }
         if op.zeros > 0 {
             let reason = format!("{derivative} is infinite at 0, and {} of the {} values this layer reads are exactly 0", op.zeros, x.elem_count());
-            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", layer_op(&names[l])), reason, vec![op])));
+            return Ok(Some(cause(Rule::DerivativeAtZero, format!("{} (backward)", nodes[l]), reason, vec![op])));
         }
     }
     Ok(None)
@@ -57,7 +57,7 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn born(
     layers: &[Layer],
-    names: &[String],
+    nodes: &[String],
     (l, reader): (usize, Option<usize>),
     i: usize,
     outs: &[Tensor],
@@ -70,8 +70,8 @@ pub(crate) fn born(
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
-    let (Some(layer), Some(name)) = (layers.get(r), names.get(r)) else { return Ok(None) };
-    let op = format!("{} (backward)", layer_op(name));
+    let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
+    let op = format!("{node} (backward)");
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));

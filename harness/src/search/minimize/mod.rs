@@ -109,7 +109,7 @@ pub struct Site {
 impl Site {
     /// The site of a non-finite outcome.
     pub fn of(o: &Outcome) -> Option<Site> {
-        Some(Site::of_location(&o.failure_site()?, &o.dtype))
+        Some(Site::of_location(&o.failure_site()?, o.dtype_name()))
     }
 
     /// The site of a first non-finite value in a dtype.
