@@ -90,7 +90,7 @@ pub use number::{human, human_near_one};
 pub use report::{assert_finite_within, check_all, check_module, replay, write as write_report, ReportInput, Reports};
 pub use run::code::{run_module, CodeModel, ModelCard, ParamStore, Watch};
 pub use run::{run, run_with, Location, Outcome, RunOptions, Status};
-pub use scenario::{load, Phase, Scenario};
+pub use scenario::{load, Phase, Scenario, TensorId};
 pub use search::{fuzzing, hunt, hunt_module, margins_module, HuntOptions};
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename).

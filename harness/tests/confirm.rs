@@ -48,7 +48,7 @@ fn every_seed_base_is_confirmed_in_pytorch() {
     let c = confirmed(&common::seed("s002_ex1_linreg_sgd"));
     assert_eq!(c.verdict, TorchVerdict::Confirmed);
     let p = c.pytorch.unwrap();
-    assert_eq!((p.step, p.phase, p.tensor.as_str()), (3, nanhunt::Phase::Loss, "loss"));
+    assert_eq!((p.step, p.phase, p.tensor.to_string().as_str()), (3, nanhunt::Phase::Loss, "loss"));
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn half_pooling_over_large_values_fails_only_where_pytorch_fails() {
     let c = confirmed(&common::write(dir.path(), "masked.toml", &large_sequence(20000.0, "padding = { lengths = [5, 5, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5] }", "f16")));
     assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
     let p = c.pytorch.as_ref().unwrap();
-    assert_eq!((p.step, p.phase, p.tensor.as_str()), (1, nanhunt::Phase::Forward, "layers.0.mean_pool.output"), "{c}");
+    assert_eq!((p.step, p.phase, p.tensor.to_string().as_str()), (1, nanhunt::Phase::Forward, "layers.0.mean_pool.output"), "{c}");
     for dtype in ["f16", "bf16"] {
         let c = confirmed(&common::write(dir.path(), &format!("plain_{dtype}.toml"), &large_sequence(20000.0, "", dtype)));
         assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{dtype}: {c}");

@@ -81,7 +81,7 @@ fn a_gradient_is_named_where_it_is_born() {
         let s = nanhunt::load(&scenario(name)).unwrap();
         let (a, b) = (run(&s), run(&s));
         let f = a.first_nonfinite.clone().unwrap();
-        assert_eq!((f.tensor.as_str(), f.phase, f.step), ("layers.0.linear.output.grad", nanhunt::Phase::Backward, 1), "{name}");
+        assert_eq!((f.tensor.to_string().as_str(), f.phase, f.step), ("layers.0.linear.output.grad", nanhunt::Phase::Backward, 1), "{name}");
         assert_eq!(a.first_nonfinite, b.first_nonfinite, "{name}");
         assert_eq!(a.trace.to_csv().unwrap(), b.trace.to_csv().unwrap(), "{name}: the same trace, bit for bit");
     }
@@ -123,7 +123,7 @@ fn the_model_vocabulary_reports_are_diagnosed_and_the_tiny_gpt_flips_where_the_h
     s.data.padding = Some(nanhunt::scenario::PaddingSpec { max_fraction: Some(1.0), lengths: vec![] });
     let o = run(&s);
     let f = o.first_nonfinite.as_ref().expect("padding every position of some row flips it");
-    assert_eq!((f.phase, f.tensor.as_str()), (nanhunt::Phase::Forward, "layers.2.residual.layers.1.attention.probs.output"));
+    assert_eq!((f.phase, f.tensor.to_string().as_str()), (nanhunt::Phase::Forward, "layers.2.residual.layers.1.attention.probs.output"));
     assert_eq!(run(&base).outcome, Status::Finite);
     assert_eq!(o.cause.unwrap().rule, Rule::FullyMaskedRow);
 }

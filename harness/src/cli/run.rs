@@ -149,6 +149,6 @@ fn summary(o: &Outcome) -> String {
     if let Some(d) = &o.divergence {
         s += &format!("divergence  {} at step {}: {}\n", d.reason, d.step, d.detail);
     }
-    s += &format!("run         {} on {}, {} thread(s), {:.3} s\n", o.dtype, o.device, o.threads, o.seconds);
+    s += &format!("run         {} on {}, {} thread(s), {:.3} s\n", o.dtype_name(), o.device, o.threads, o.seconds);
     s
 }

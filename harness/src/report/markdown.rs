@@ -53,8 +53,9 @@ pub fn markdown(s: &Summary) -> String {
                 m += &format!("| {} | {at} | {} | {} | {} | {} | {} | {} | {} |\n", i.name, human(i.min), human(i.max), human(i.min_abs), i.zeros, i.subnormals, i.infinite, i.nan);
             }
         }
-        if let Some(l) = crate::run::limits(&o.dtype) {
-            m += &format!("\n{}'s limits: largest {}, smallest normal {}, smallest subnormal {}.\n", o.dtype, human(l.max), human(l.min_normal), human(l.min_subnormal));
+        if let Some(d) = o.dtype {
+            let l = crate::run::cause::Limits::of(d.compute());
+            m += &format!("\n{d}'s limits: largest {}, smallest normal {}, smallest subnormal {}.\n", human(l.max), human(l.min_normal), human(l.min_subnormal));
         }
     }
     if let Some(note) = &s.note {

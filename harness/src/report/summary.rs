@@ -57,7 +57,7 @@ impl Environment {
             candle: env!("NANHUNT_CANDLE_VERSION").into(),
             cpu,
             threads: o.threads,
-            dtype: o.dtype.clone(),
+            dtype: o.dtype_name().to_string(),
             device: o.device.clone(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
         }

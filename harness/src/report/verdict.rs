@@ -54,7 +54,7 @@ mod tests {
         let mut o = Outcome::error("t", String::new());
         o.outcome = Status::Nonfinite;
         o.error = None;
-        o.first_nonfinite = Some(Location { step, epoch: 1, fold: 0, phase, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() });
+        o.first_nonfinite = Some(Location { step, epoch: 1, fold: 0, phase, tensor: crate::scenario::TensorId::Loss, kind: Kind::Nan, index: 0, ..Default::default() });
         o
     }
 
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn nonfinite_expectations_check_phase_tensor_and_step() {
-        let e = Expect { phase: Some(Phase::Loss), tensor: Some("loss".into()), within_steps: Some(3), ..expect(ExpectedOutcome::Nonfinite) };
+        let e = Expect { phase: Some(Phase::Loss), tensor: Some(crate::scenario::TensorId::Loss), within_steps: Some(3), ..expect(ExpectedOutcome::Nonfinite) };
         assert!(verdict(&e, &nonfinite(3, Phase::Loss)).is_ok());
         assert!(verdict(&e, &nonfinite(4, Phase::Loss)).unwrap_err().contains("within 3"));
         assert!(verdict(&e, &nonfinite(2, Phase::Forward)).unwrap_err().contains("phase loss"));
@@ -73,7 +73,7 @@ mod tests {
 
     #[test]
     fn divergence_expectations_need_a_finite_diverging_run_at_their_site() {
-        let e = Expect::diverges_at(Phase::Update, "parameters");
+        let e = Expect::diverges_at(Phase::Update, &crate::scenario::TensorId::Parameters);
         let mut o = Outcome::error("t", String::new());
         (o.outcome, o.error, o.steps) = (Status::Finite, None, 12);
         assert!(verdict(&e, &o).unwrap_err().contains("without one"), "finite, not diverging");

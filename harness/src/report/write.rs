@@ -48,7 +48,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let o = input.outcome;
     let changes = changes(input.base, input.knob_repro.unwrap_or(input.repro));
     let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
-    let signature = input.signature.clone().unwrap_or_else(|| signature(o.failure_site().as_ref(), &o.dtype, &keys));
+    let signature = input.signature.clone().unwrap_or_else(|| signature(o.failure_site().as_ref(), o.dtype_name(), &keys));
     let mut repro = input.repro.clone();
     let csv = match &mut repro.data.inputs {
         InputSpec::Csv { path, .. } => Some(input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(std::mem::replace(path, "data.csv".into()))),

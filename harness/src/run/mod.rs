@@ -91,14 +91,6 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The limits of a dtype named as outcomes name it (`f16`; `amp_f16`: autocast's f16), if it is one.
-pub(crate) fn limits(name: &str) -> Option<cause::Limits> {
-    use crate::scenario::Named;
-    use strum::VariantArray;
-    let name = name.strip_prefix("amp_").unwrap_or(name);
-    DTypeName::VARIANTS.iter().find(|d| d.name() == name).map(|d| cause::Limits::of(*d))
-}
-
 /// The candle dtype of a scenario dtype.
 pub(crate) fn dtype(d: DTypeName) -> DType {
     match d {

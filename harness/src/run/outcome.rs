@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use strum::{IntoStaticStr, VariantArray};
 
 use super::trace::Trace;
-use crate::scenario::Phase;
+use crate::scenario::{Phase, RunDType, TensorId};
 
 /// Which non-finite value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, VariantArray)]
@@ -64,8 +64,8 @@ pub struct Location {
     pub fold: usize,
     /// Phase of the step.
     pub phase: Phase,
-    /// Stable tensor name, e.g. `layers.2.linear.weight.grad`.
-    pub tensor: String,
+    /// The tensor, written as its stable name, e.g. `layers.2.linear.weight.grad`.
+    pub tensor: TensorId,
     /// NaN, +Inf or −Inf.
     pub kind: Kind,
     /// Flat index of the first bad element in the tensor.
@@ -192,8 +192,10 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The error, for `outcome = "error"`; why it was cut off, for `outcome = "timeout"`.
     pub error: Option<String>,
-    /// Compute dtype, or the autocast precision (`amp_f16`, `amp_bf16`).
-    pub dtype: String,
+    /// Compute dtype, or the autocast precision (`amp_f16`, `amp_bf16`); written `""` for a run
+    /// that could not be carried out (`None`).
+    #[serde(with = "dtype_or_empty")]
+    pub dtype: Option<RunDType>,
     /// Device.
     pub device: String,
     /// CPU threads Candle used.
@@ -212,13 +214,31 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// `Outcome::dtype` as outcomes have always written it: its name, or `""` for none.
+mod dtype_or_empty {
+    use super::RunDType;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<RunDType>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.map_or("", |d| d.into()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunDType>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        name.parse().map(Some).map_err(|_| D::Error::custom(format!("`{name}` is not a dtype or precision")))
+    }
+}
+
 impl Outcome {
     /// Where a finite run diverged, as a site: the `loss` (in phase `loss`) or the `parameters`
     /// (in phase `update`), of kind [`Kind::Diverge`]; `None` unless finite and diverging.
     pub fn divergence_site(&self) -> Option<Location> {
         let d = self.divergence.as_ref().filter(|_| self.outcome == Status::Finite)?;
-        let (phase, tensor) = if d.reason == "param_growth" { (Phase::Update, "parameters") } else { (Phase::Loss, "loss") };
-        Some(Location { step: d.step, epoch: d.epoch, fold: d.fold, phase, tensor: tensor.into(), kind: Kind::Diverge, index: 0, ..Location::default() })
+        let (phase, tensor) = if d.reason == "param_growth" { (Phase::Update, TensorId::Parameters) } else { (Phase::Loss, TensorId::Loss) };
+        Some(Location { step: d.step, epoch: d.epoch, fold: d.fold, phase, tensor, kind: Kind::Diverge, index: 0, ..Location::default() })
     }
 
     /// Where the run failed: its first non-finite value, or for a finite diverging run its divergence site.
@@ -227,6 +247,11 @@ impl Outcome {
             Status::Nonfinite => self.first_nonfinite.clone(),
             _ => self.divergence_site(),
         }
+    }
+
+    /// The dtype's name as outcomes write it (`""` for none).
+    pub fn dtype_name(&self) -> &'static str {
+        self.dtype.map_or("", |d| d.into())
     }
 
     /// An outcome for a run that could not be carried out.
@@ -243,7 +268,7 @@ impl Outcome {
             divergence: None,
             warnings: Vec::new(),
             error: Some(message),
-            dtype: String::new(),
+            dtype: None,
             device: String::new(),
             threads: candle_core::utils::get_num_threads(),
             seconds: 0.0,
@@ -265,6 +290,30 @@ mod tests {
         assert_eq!(coords(13, &[2, 3, 4]), [1, 0, 1]);
         assert_eq!(coords(7, &[10]), [7]);
         assert!(coords(0, &[]).is_empty());
+    }
+
+    #[test]
+    fn outcomes_written_before_ids_were_typed_load_and_write_back_byte_for_byte() {
+        // `nanhunt run --json` output of the binary at 4c2bbe9, before tensors and dtypes were typed.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-typed-ids");
+        let validation = TensorId::Output("layers.1.batch_norm".into()).validation();
+        for (file, tensor, dtype) in [("outcome-amp.json", TensorId::LossScale, RunDType::AmpF16), ("outcome-validation.json", validation, RunDType::F32)] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let o: Outcome = serde_json::from_str(&text).unwrap();
+            assert_eq!((o.first_nonfinite.as_ref().map(|f| &f.tensor), o.dtype), (Some(&tensor), Some(dtype)), "{file}");
+            assert_eq!(serde_json::to_string(&o).unwrap(), text.trim_end(), "{file}");
+        }
+    }
+
+    #[test]
+    fn an_outcome_without_a_run_writes_its_dtype_as_empty() {
+        let o = Outcome::error("s", "bad".into());
+        let json = serde_json::to_value(&o).unwrap();
+        assert_eq!(json["dtype"], "");
+        assert_eq!(serde_json::from_value::<Outcome>(json.clone()).unwrap().dtype, None);
+        let mut bad = json;
+        bad["dtype"] = "f8".into();
+        assert!(serde_json::from_value::<Outcome>(bad).unwrap_err().to_string().contains("`f8` is not a dtype or precision"));
     }
 
     #[test]

@@ -44,6 +44,56 @@ impl Precision {
     }
 }
 
+/// What a run computed in, as its outcome names it: the dtype (`f16`), or under autocast the
+/// precision (`amp_f16`), whose findings are not the f32 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, VariantArray, strum::EnumString)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum RunDType {
+    /// Everything in f32.
+    F32,
+    /// Everything in f64.
+    F64,
+    /// Everything in IEEE half.
+    F16,
+    /// Everything in bfloat16.
+    Bf16,
+    /// Autocast to IEEE half over f32 master weights.
+    AmpF16,
+    /// Autocast to bfloat16 over f32 master weights.
+    AmpBf16,
+}
+
+impl RunDType {
+    /// A run of `dtype` under `precision` (autocast needs f32 master weights, checked by validation).
+    pub fn of(dtype: DTypeName, precision: Precision) -> RunDType {
+        match (precision, dtype) {
+            (Precision::AmpF16, _) => RunDType::AmpF16,
+            (Precision::AmpBf16, _) => RunDType::AmpBf16,
+            (Precision::F32, DTypeName::F32) => RunDType::F32,
+            (Precision::F32, DTypeName::F64) => RunDType::F64,
+            (Precision::F32, DTypeName::F16) => RunDType::F16,
+            (Precision::F32, DTypeName::Bf16) => RunDType::Bf16,
+        }
+    }
+
+    /// The dtype whose limits the run meets: autocast's low dtype, or the dtype itself.
+    pub fn compute(self) -> DTypeName {
+        match self {
+            RunDType::F32 => DTypeName::F32,
+            RunDType::F64 => DTypeName::F64,
+            RunDType::F16 | RunDType::AmpF16 => DTypeName::F16,
+            RunDType::Bf16 | RunDType::AmpBf16 => DTypeName::Bf16,
+        }
+    }
+}
+
+impl std::fmt::Display for RunDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.into())
+    }
+}
+
 /// Dynamic loss scaling, with `torch.amp.GradScaler`'s parameters and defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
@@ -101,4 +151,26 @@ fn window() -> usize {
 }
 fn fraction() -> f64 {
     0.5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Named;
+
+    #[test]
+    fn a_runs_dtype_is_named_by_its_precision_under_autocast() {
+        // Every (dtype, precision) pair: autocast names the precision, else the dtype.
+        for &d in DTypeName::VARIANTS {
+            for &p in Precision::VARIANTS {
+                let r = RunDType::of(d, p);
+                let name = if p.low().is_some() { p.name() } else { d.name() };
+                assert_eq!((r.to_string().as_str(), r.name()), (name, name));
+                assert_eq!(serde_json::to_value(r).unwrap().as_str(), Some(name));
+                assert_eq!(name.parse::<RunDType>().ok(), Some(r));
+                assert_eq!(r.compute(), p.low().unwrap_or(d));
+            }
+        }
+        assert!("amp_f32".parse::<RunDType>().is_err() && "".parse::<RunDType>().is_err());
+    }
 }

@@ -6,7 +6,7 @@ use strum::{IntoStaticStr, VariantArray};
 
 use std::collections::BTreeMap;
 
-use super::{Knob, Named};
+use super::{Knob, Named, TensorId};
 
 /// What a regression check expects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -17,9 +17,9 @@ pub struct Expect {
     /// Phase of the first non-finite value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Tensor name of the first non-finite value.
+    /// Tensor of the first non-finite value (written as its name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tensor: Option<String>,
+    pub tensor: Option<TensorId>,
     /// The first non-finite value must appear at or before this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_steps: Option<usize>,
@@ -52,12 +52,12 @@ impl Expect {
     }
 
     /// The first non-finite value is in `tensor` during `phase`.
-    pub fn nonfinite_at(phase: Phase, tensor: &str) -> Self {
-        Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.to_string()), within_steps: None, min_margin: BTreeMap::new(), max_failure_rate: None }
+    pub fn nonfinite_at(phase: Phase, tensor: &TensorId) -> Self {
+        Expect { outcome: ExpectedOutcome::Nonfinite, phase: Some(phase), tensor: Some(tensor.clone()), within_steps: None, min_margin: BTreeMap::new(), max_failure_rate: None }
     }
 
     /// A finite run expected to diverge in this phase (`loss` or `update`), named by its tensor (`loss`, `parameters`).
-    pub fn diverges_at(phase: Phase, tensor: &str) -> Self {
+    pub fn diverges_at(phase: Phase, tensor: &TensorId) -> Self {
         Expect { outcome: ExpectedOutcome::Diverges, ..Expect::nonfinite_at(phase, tensor) }
     }
 }

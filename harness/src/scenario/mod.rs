@@ -27,10 +27,11 @@ mod schedule;
 mod search;
 mod shape;
 mod sizes;
+mod tensor_id;
 mod training;
 mod validate;
 
-pub use amp::{LossScaleSpec, Precision};
+pub use amp::{LossScaleSpec, Precision, RunDType};
 pub use code::Code;
 pub use data::{DataSpec, ImageSpec, InjectInto, InjectValue, Injection, InputSpec, PaddingSpec, Preprocess, ScaleGroup, SplitSel, TargetRow, TargetSpec, ValidationSpec};
 pub use defaults::Named;
@@ -48,6 +49,7 @@ pub use schedule::{Decay, ScheduleSpec};
 pub use search::SearchSpec;
 pub use shape::{InShape, Shape};
 pub use sizes::{held_out, input_shape, rows, target_width};
+pub use tensor_id::{DataPart, DataSplit, OptimState, TensorId};
 pub use training::{DeviceName, DivergenceSpec, LossKind, LossSpec, OptimizerKind, OptimizerSpec, Reduction, StagnationSpec, TrainSpec};
 pub use validate::{validate, Problem, MAX_MEMORY_LIMIT_MB, MAX_NAME_CHARS};
 

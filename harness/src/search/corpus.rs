@@ -202,7 +202,7 @@ mod tests {
         Finding {
             scenario: "s".into(),
             signature: sig.into(),
-            location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() },
+            location: Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: crate::scenario::TensorId::Loss, kind: Kind::Nan, index: 0, ..Default::default() },
             dtype: "f32".into(),
             note: None,
             triggers: vec![trigger],
@@ -245,6 +245,33 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let err = read_findings(&p).unwrap_err().to_string();
         assert!(err.contains("f.jsonl:2:") && err.contains("not a nanhunt finding") && !err.contains("at line 1"), "{err}");
+    }
+
+    #[test]
+    fn findings_and_a_state_written_before_ids_were_typed_load_and_write_back_the_same() {
+        // findings.jsonl and state.json written by the binary at 4c2bbe9, before tensors were typed.
+        use crate::scenario::TensorId;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-typed-ids");
+        let text = std::fs::read_to_string(dir.join("findings.jsonl")).unwrap();
+        let found = read_findings(&dir.join("findings.jsonl")).unwrap();
+        let tensors: Vec<TensorId> = found.iter().map(|f| f.location.tensor.clone()).collect();
+        let output = |n: &str| TensorId::Output(n.into());
+        let param = |n: &str| TensorId::Param(n.into());
+        let want = [
+            param("layers.0.linear.weight"),
+            TensorId::OutputGrad("layers.2.linear".into()),
+            output("layers.0.linear"),
+            TensorId::ParamGrad("layers.0.linear.weight".into()),
+            param("layers.0.rnn.weight_ih"),
+        ];
+        assert_eq!(tensors, want);
+        for (line, f) in text.lines().zip(&found) {
+            assert_eq!(serde_json::to_value(f).unwrap(), serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+        let state = State::load(&dir).unwrap();
+        assert_eq!(state.findings.iter().map(|f| f.location.tensor.clone()).collect::<Vec<_>>(), [output("layers.0.linear"), TensorId::ParamGrad("layers.0.linear.weight".into())]);
+        let saved = std::fs::read_to_string(dir.join(STATE)).unwrap();
+        assert_eq!(serde_json::to_value(&state).unwrap(), serde_json::from_str::<serde_json::Value>(&saved).unwrap());
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub struct Site {
 impl Site {
     /// The site of a non-finite outcome.
     pub fn of(o: &Outcome) -> Option<Site> {
-        Some(Site::of_location(&o.failure_site()?, &o.dtype))
+        Some(Site::of_location(&o.failure_site()?, o.dtype_name()))
     }
 
     /// The site of a first non-finite value in a dtype.
@@ -234,7 +234,7 @@ mod tests {
     fn signatures_are_golden() {
         // These names key report directories, dedup and merges: if this test fails, a
         // signature changed, and every saved campaign and report name with it.
-        let at = Location { step: 3, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() };
+        let at = Location { step: 3, epoch: 1, fold: 0, phase: Phase::Loss, tensor: crate::scenario::TensorId::Loss, kind: Kind::Nan, index: 0, ..Default::default() };
         // The hashed text is `phase|tensor|kind|dtype|keys`; the literals below are FNV-1a of
         // that text computed outside nanhunt (a 6-line Python FNV-1a).
         let by_hand = format!("{:08x}", fnv1a(b"loss|loss|nan|f32|") as u32);

@@ -385,7 +385,7 @@ mod tests {
         assert_eq!(m.base_outcome, Status::Finite);
         let up = m.knobs[0].upper.as_ref().expect("a longer interval flips within 4x");
         assert!(up.verified && up.flips_at > 10.0 && up.flips_at <= 40.0, "{up:?}");
-        assert_eq!(up.location.as_ref().map(|l| (l.phase, l.tensor.as_str(), l.kind)), Some((crate::scenario::Phase::Update, "loss_scale", crate::run::Kind::ScaleCollapse)));
+        assert_eq!(up.location.as_ref().map(|l| (l.phase, l.tensor.clone(), l.kind)), Some((crate::scenario::Phase::Update, crate::scenario::TensorId::LossScale, crate::run::Kind::ScaleCollapse)));
         // Both sides, run again here.
         let collapses = |v: f64| crate::run::run(&mutate(&s, &[Mutation::new(Knob::GrowthInterval, v as u32)]).unwrap()).first_nonfinite.is_some_and(|l| l.kind == crate::run::Kind::ScaleCollapse);
         assert!(collapses(up.flips_at) && !collapses(up.stays_finite_at), "{up:?}");
@@ -433,7 +433,7 @@ mod tests {
         assert!(lower.verified && lower.stays_finite_at > 2f64.powi(-25), "{lower:?}");
         let at = lower.location.as_ref().expect("located");
         assert_eq!((at.phase, at.kind, at.step), (crate::scenario::Phase::Update, crate::run::Kind::Nan, 1));
-        assert!(["layers.0.linear.weight", "layers.2.linear.weight"].contains(&at.tensor.as_str()), "a dead unit's weight: {at:?}");
+        assert!(["layers.0.linear.weight", "layers.2.linear.weight"].contains(&at.tensor.to_string().as_str()), "a dead unit's weight: {at:?}");
         assert!(eps.upper.is_none(), "a larger eps only damps the update");
     }
 

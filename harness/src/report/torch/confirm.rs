@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::run::{run, Outcome};
-use crate::scenario::{DTypeName, Phase, Scenario};
+use crate::scenario::{DTypeName, Phase, Scenario, TensorId};
 
 use super::child;
 
@@ -34,7 +34,7 @@ pub struct TorchFirst {
     /// Phase, named as nanhunt names it.
     pub phase: Phase,
     /// Tensor, named as nanhunt names it.
-    pub tensor: String,
+    pub tensor: TensorId,
 }
 
 /// What a confirmation found.
@@ -69,7 +69,7 @@ pub struct Confirmation {
     /// The verdict.
     pub verdict: TorchVerdict,
     /// Where nanhunt first went non-finite: (fold, step, phase, tensor).
-    pub nanhunt: Option<(usize, usize, Phase, String)>,
+    pub nanhunt: Option<(usize, usize, Phase, TensorId)>,
     /// Where PyTorch first went non-finite.
     pub pytorch: Option<TorchFirst>,
     /// The relative tolerance the losses were compared with.
@@ -83,7 +83,7 @@ pub struct Confirmation {
 
 impl std::fmt::Display for Confirmation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = |fold: usize, step: usize, phase: Phase, tensor: &str| format!("step {step} (fold {fold}), {} phase, `{tensor}`", <&str>::from(phase));
+        let at = |fold: usize, step: usize, phase: Phase, tensor: &TensorId| format!("step {step} (fold {fold}), {} phase, `{tensor}`", <&str>::from(phase));
         let ours = self.nanhunt.as_ref().map(|(fo, st, ph, t)| at(*fo, *st, *ph, t));
         let theirs = self.pytorch.as_ref().map(|p| at(p.fold, p.step, p.phase, &p.tensor));
         match self.verdict {

@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::{cause, layer_op, operand, Cause, Limits, Operand, Rule};
+use super::{cause, operand, Cause, Limits, Operand, Rule};
 use crate::error::Result;
 use crate::ops::Facts;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
@@ -14,12 +14,12 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
 /// A gradient went non-finite: a layer whose backward can make one from what it read in this
 /// step, such as a derivative infinite at exactly 0 and an exact 0 read (`inputs[l]` is what
 /// layer `l` read). Each registry op says which (`Op::explain_zeros`).
-pub(crate) fn backward(layers: &[Layer], names: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
+pub(crate) fn backward(layers: &[Layer], nodes: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
     for (l, layer) in layers.iter().enumerate().rev() {
         let (Some(x), Some(op)) = (inputs.get(l), layer.op()) else { continue };
         let read = operand("input", x, None, d)?;
         if let Some((rule, reason)) = op.explain_zeros(read.zeros, x.elem_count()) {
-            return Ok(Some(cause(rule, format!("{} (backward)", layer_op(&names[l])), reason, vec![read])));
+            return Ok(Some(cause(rule, format!("{} (backward)", nodes[l]), reason, vec![read])));
         }
     }
     Ok(None)
@@ -37,7 +37,7 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn born(
     layers: &[Layer],
-    names: &[String],
+    nodes: &[String],
     (l, reader): (usize, Option<usize>),
     i: usize,
     outs: &[Tensor],
@@ -50,8 +50,8 @@ pub(crate) fn born(
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
-    let (Some(layer), Some(name)) = (layers.get(r), names.get(r)) else { return Ok(None) };
-    let op_name = format!("{} (backward)", layer_op(name));
+    let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
+    let op_name = format!("{node} (backward)");
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));

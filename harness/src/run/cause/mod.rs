@@ -13,7 +13,7 @@ use crate::error::Result;
 pub use crate::ops::diagnosis::Rule;
 pub(crate) use crate::ops::diagnosis::{round, Limits};
 use crate::ops::Facts;
-use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimizerKind, OptimizerSpec, RnnActivation, SoftmaxKind};
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimState, OptimizerKind, OptimizerSpec, Part, RnnActivation, SoftmaxKind, TensorId};
 
 mod backward;
 
@@ -103,8 +103,9 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
     out
 }
 
-/// A layer's output went non-finite in the forward pass; `input` is what it read.
-pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+/// The output of node `node` (the `part` of `layer` it computes) went non-finite in the forward
+/// pass; `input` is what it read.
+pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let lim = Limits::of(d);
     let cols = input.dims().last().copied().unwrap_or(1).max(1);
     let row = index / cols;
@@ -113,7 +114,7 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
     let at = x.at.unwrap_or(f64::NAN);
     if let Some(op) = layer.op() {
         let found = op.explain_forward(&Facts { x: at, grad: f64::NAN, dtype: d, lim });
-        return Ok(found.map(|(rule, reason)| cause(rule, layer_op(name), reason, vec![x])));
+        return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let found = match layer {
         Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
@@ -135,7 +136,7 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
         }
         // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the
         // NaN is a row whose every key was set to -inf.
-        Layer::Attention { softmax: SoftmaxKind::Plain, mask_fill: MaskFill::NegInf, causal, .. } if name.ends_with(".probs.output") && at.is_finite() => {
+        Layer::Attention { softmax: SoftmaxKind::Plain, mask_fill: MaskFill::NegInf, causal, .. } if part == Part::Probs && at.is_finite() => {
             let (b, h, q) = (index / (cols * cols * input.dims().get(1).copied().unwrap_or(1).max(1)), (index / (cols * cols)) % input.dims().get(1).copied().unwrap_or(1).max(1), row % cols);
             let hidden = if *causal { "padding (past the row's length) or causality (after the query)" } else { "padding (past the row's length)" };
             Some((
@@ -145,12 +146,7 @@ pub(crate) fn forward(name: &str, layer: &Layer, input: &Tensor, index: usize, d
         }
         _ => None,
     };
-    Ok(found.map(|(rule, reason)| cause(rule, layer_op(name), reason, vec![x])))
-}
-
-/// `layers.1.exp` from the output's name `layers.1.exp.output`.
-pub(super) fn layer_op(output: &str) -> &str {
-    output.strip_suffix(".output").unwrap_or(output)
+    Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])))
 }
 
 /// The loss went non-finite. `p` and `y` are predictions and targets; `logits` is what the
@@ -206,7 +202,7 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
 
 /// A parameter went non-finite in the update. `grad`, `m` and `v` are its gradient and the
 /// optimizer's moments (after the step) at the bad element.
-pub(crate) fn update(spec: &OptimizerSpec, name: &str, grad: &Tensor, index: usize, m: Option<f64>, v: Option<f64>, d: DTypeName) -> Result<Option<Cause>> {
+pub(crate) fn update(spec: &OptimizerSpec, name: &TensorId, grad: &Tensor, index: usize, m: Option<f64>, v: Option<f64>, d: DTypeName) -> Result<Option<Cause>> {
     let g = operand("grad", grad, Some(index), d)?;
     let dt: &str = d.into();
     let lim = Limits::of(d);
@@ -237,13 +233,13 @@ pub(crate) fn update(spec: &OptimizerSpec, name: &str, grad: &Tensor, index: usi
 }
 
 /// An optimizer state went non-finite (`exp_avg_sq` and the like), from the gradient it folds in.
-pub(crate) fn state(spec: &OptimizerSpec, name: &str, state: &str, grad: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+pub(crate) fn state(spec: &OptimizerSpec, name: &TensorId, state: OptimState, grad: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let g = operand("grad", grad, Some(index), d)?;
     let dt: &str = d.into();
     let lim = Limits::of(d);
     let at = g.at.unwrap_or(f64::NAN);
     let op = format!("{} state `{name}`", <&str>::from(spec.kind));
-    let squared = matches!(state, "exp_avg_sq" | "square_avg");
+    let squared = state.squared();
     // The second moment adds (1 − β)·grad²; f16 and bf16 compute that in f32 (PyTorch's
     // `addcmul_`), so it overflows once it is past max, not once grad² is. Wider dtypes square
     // first.
@@ -262,13 +258,13 @@ pub(crate) fn state(spec: &OptimizerSpec, name: &str, state: &str, grad: &Tensor
     if g.infinite + g.nan > 0 {
         return Ok(None);
     }
-    let reason = format!("`{state}` grew past {dt}'s largest value {} from finite gradients (up to {})", crate::human(lim.max), crate::human(g.max.abs().max(g.min.abs())));
+    let reason = format!("`{}` grew past {dt}'s largest value {} from finite gradients (up to {})", <&str>::from(state), crate::human(lim.max), crate::human(g.max.abs().max(g.min.abs())));
     Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
 }
 
 /// Non-finite values in the data, and the step that made them: `first_step` is the index of
 /// the first preprocessing step after which they appear (`None`: already in the rows themselves).
-pub(crate) fn data(tensor: &str, first_step: Option<(usize, &str)>) -> Cause {
+pub(crate) fn data(tensor: &TensorId, first_step: Option<(usize, &str)>) -> Cause {
     let (op, reason) = match first_step {
         None => ("data".to_string(), format!("`{tensor}` holds non-finite values before any preprocessing: they are in the rows themselves (file, generator or injection)")),
         Some((k, step)) => (format!("data.preprocess.{k} ({step})"), format!("`{tensor}` is finite until preprocessing step {k} (`{step}`), which makes it non-finite")),
@@ -277,7 +273,7 @@ pub(crate) fn data(tensor: &str, first_step: Option<(usize, &str)>) -> Cause {
 }
 
 /// Data that is finite in f64 but beyond the compute dtype's range once converted.
-pub(crate) fn conversion(tensor: &str, d: DTypeName) -> Cause {
+pub(crate) fn conversion(tensor: &TensorId, d: DTypeName) -> Cause {
     let dt: &str = d.into();
     let reason = format!("`{tensor}` holds values beyond {dt}'s largest value {}: they are finite in the data and infinite once converted", crate::human(Limits::of(d).max));
     cause(Rule::Overflow, format!("conversion to {dt}"), reason, vec![])

@@ -8,7 +8,7 @@ use candle_core::{Tensor, Var};
 
 use super::watch::Stats;
 use crate::error::Result;
-use crate::scenario::{OptimizerKind, OptimizerSpec};
+use crate::scenario::{OptimState, OptimizerKind, OptimizerSpec};
 
 mod fused;
 mod half;
@@ -90,11 +90,11 @@ impl Optimizer {
 }
 
 /// The names PyTorch gives an update rule's state: (first moment or momentum buffer, second moment).
-pub fn state_names(o: &OptimizerSpec) -> (Option<&'static str>, Option<&'static str>) {
+pub fn state_names(o: &OptimizerSpec) -> (Option<OptimState>, Option<OptimState>) {
     match o.kind {
-        OptimizerKind::Sgd => ((o.momentum != 0.0).then_some("momentum_buffer"), None),
-        OptimizerKind::Adam | OptimizerKind::Adamw => (Some("exp_avg"), Some("exp_avg_sq")),
-        OptimizerKind::Rmsprop => ((o.momentum != 0.0).then_some("momentum_buffer"), Some("square_avg")),
+        OptimizerKind::Sgd => ((o.momentum != 0.0).then_some(OptimState::MomentumBuffer), None),
+        OptimizerKind::Adam | OptimizerKind::Adamw => (Some(OptimState::ExpAvg), Some(OptimState::ExpAvgSq)),
+        OptimizerKind::Rmsprop => ((o.momentum != 0.0).then_some(OptimState::MomentumBuffer), Some(OptimState::SquareAvg)),
     }
 }
 

@@ -49,14 +49,14 @@ fn a_forward_that_always_overflows_the_low_dtype_is_a_scale_collapse() {
     let s = one_weight(1e5, 0.5, 0.1, "epochs = 30\nprecision = \"amp_f16\"\n[train.loss_scale]");
     let o = run(&s);
     let f = o.first_nonfinite.clone().expect("a collapse");
-    assert_eq!((o.outcome, f.step, f.phase, f.tensor.as_str(), f.kind), (Status::Nonfinite, 11, Phase::Update, "loss_scale", Kind::ScaleCollapse));
+    assert_eq!((o.outcome, f.step, f.phase, f.tensor.to_string().as_str(), f.kind), (Status::Nonfinite, 11, Phase::Update, "loss_scale", Kind::ScaleCollapse));
     assert_eq!(o.trace.rows[10].loss_scale, Some(65536.0 / 1024.0));
     let c = o.cause.expect("explained");
     assert!(c.reason.contains("11 of the last 11 steps were skipped") && c.reason.contains("layers.0.linear.output"), "{}", c.reason);
     // Without a scaler the same run fails at its first forward, in the f16 linear: inf · (w = 0).
     let o = run(&one_weight(1e5, 0.5, 0.1, "precision = \"amp_f16\""));
     let f = o.first_nonfinite.unwrap();
-    assert_eq!((f.step, f.phase, f.tensor.as_str(), f.kind), (1, Phase::Forward, "layers.0.linear.output", Kind::Nan));
+    assert_eq!((f.step, f.phase, f.tensor.to_string().as_str(), f.kind), (1, Phase::Forward, "layers.0.linear.output", Kind::Nan));
 }
 
 #[test]

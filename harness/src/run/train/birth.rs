@@ -20,13 +20,13 @@ use crate::run::model::{recorded, Slot};
 use crate::run::net::Net;
 use crate::run::watch::stats;
 use crate::run::RunOptions;
-use crate::scenario::{Phase, Plan};
+use crate::scenario::{Phase, Plan, TensorId};
 
 impl Runner<'_> {
     /// If the first non-finite value is a parameter's gradient, re-runs up to its step with taps
     /// and, if a layer output's gradient went bad first, names that one instead, with its cause.
     pub(super) fn trace_birth(&mut self, data: &Dataset, plan: &Plan) -> Result<()> {
-        let Some(f) = self.first.as_ref().filter(|f| f.phase == Phase::Backward && !f.tensor.ends_with(".output.grad")) else { return Ok(()) };
+        let Some(f) = self.first.as_ref().filter(|f| f.phase == Phase::Backward && !f.tensor.is_output_grad()) else { return Ok(()) };
         if !self.dev.is_cpu() {
             return Ok(());
         }
@@ -35,7 +35,7 @@ impl Runner<'_> {
         again.tap_at = Some((f.fold, f.step));
         again.run(data, plan)?;
         let same_step = |b: &&crate::run::Location| (b.fold, b.step, b.phase) == (f.fold, f.step, Phase::Backward);
-        if let Some(born) = again.first.as_ref().filter(same_step).filter(|b| b.tensor.ends_with(".output.grad")) {
+        if let Some(born) = again.first.as_ref().filter(same_step).filter(|b| b.tensor.is_output_grad()) {
             // The cause goes with the tensor: none if no rule explains the birth.
             self.first = Some(born.clone());
             self.cause = again.cause;
@@ -52,14 +52,14 @@ impl Runner<'_> {
             if let Some(g) = slots.get(l).and_then(recorded) {
                 let st = stats(&g)?;
                 if let Some(bad) = st.first_bad {
-                    let name = format!("{}.grad", names.outputs[l]);
+                    let name = TensorId::OutputGrad(names.nodes[l].clone());
                     self.flag(at, Phase::Backward, &name, bad, g.dims(), st.bad);
                     self.note_rows(&name, &g)?;
                     // The gradient comes from the node that reads this output (none: the loss).
                     let reader = model.reader_of(l);
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
-                    self.cause = cause::born(model.layers(), &names.outputs, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, self.compute_dtype()).ok().flatten();
+                    self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, self.compute_dtype()).ok().flatten();
                     return Ok(());
                 }
             }

@@ -40,7 +40,8 @@ impl Runner<'_> {
     pub(super) fn forward_cause(&self, f: &Location, model: &dyn Net, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         // A code model's checks are not layers: no rule explains them.
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
-        cause::forward(&self.names.outputs[l], layer, model.input_of(l, x, outs), f.index, self.compute_dtype())
+        let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
+        cause::forward(&self.names.nodes[l], layer, part, model.input_of(l, x, outs), f.index, self.compute_dtype())
     }
 
     /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.

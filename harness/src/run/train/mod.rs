@@ -26,7 +26,7 @@ use super::trace::Trace;
 use super::watch::{stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
-use crate::scenario::{InShape, Named, Phase, Plan, Scenario, Shape};
+use crate::scenario::{DataPart, DataSplit, InShape, Part, Phase, Plan, RunDType, Scenario, Shape, TensorId};
 
 mod birth;
 mod explain;
@@ -62,8 +62,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         divergence: r.divergence,
         warnings,
         error,
-        // Under autocast, the precision (`amp_f16`): its findings are not the f32 ones.
-        dtype: if s.train.precision.low().is_some() { s.train.precision.name() } else { s.train.dtype.name() }.to_string(),
+        dtype: Some(RunDType::of(s.train.dtype, s.train.precision)),
         device: s.train.device.clone(),
         threads: candle_core::utils::get_num_threads(),
         seconds: 0.0,
@@ -74,19 +73,9 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
 
 impl<'a> Runner<'a> {
     fn new(s: &'a Scenario, opts: &'a RunOptions<'a>, dev: Device, data: &Dataset, plan: &Plan) -> Self {
-        // A code model's checks are named as its forward named them.
-        let code = s.model.code.is_some();
-        let output = |l: &String| if code { l.clone() } else { format!("{l}.output") };
-        let names = Rc::new(Names {
-            outputs: plan.layer_names.iter().map(output).collect(),
-            m_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).0.map(|n| format!("optim.{}.{n}", p.name))).collect(),
-            v_states: plan.params.iter().map(|p| optim::state_names(&s.optimizer).1.map(|n| format!("optim.{}.{n}", p.name))).collect(),
-            validation: plan.layer_names.iter().map(|l| format!("validation.{}", output(l))).collect(),
-            grads: plan.params.iter().map(|p| format!("{}.grad", p.name)).collect(),
-        });
         Runner {
             s,
-            names,
+            names: Rc::new(Names::new(s, plan)),
             opts,
             dev,
             dtype: dtype(s.train.dtype),
@@ -148,14 +137,42 @@ fn planned_steps(s: &Scenario, d: &Dataset) -> usize {
         .sum()
 }
 
-/// Tensor names, made once rather than every step.
+/// The watched tensors' ids, made once rather than every step.
 struct Names {
-    outputs: Vec<String>,
-    /// `optim.<param>.exp_avg` and the like, where the rule keeps that state.
-    m_states: Vec<Option<String>>,
-    v_states: Vec<Option<String>>,
-    validation: Vec<String>,
-    grads: Vec<String>,
+    /// Each node's name (`layers.1.exp`), in order.
+    nodes: Vec<String>,
+    /// Which part of its layer each node computes (none for a code model).
+    parts: Vec<Part>,
+    /// Each node's output (a code model's checks, as it named them).
+    outputs: Vec<TensorId>,
+    /// Each parameter, its gradient, and its states where the rule keeps them (`exp_avg`, ...).
+    params: Vec<TensorId>,
+    grads: Vec<TensorId>,
+    m_states: Vec<Option<TensorId>>,
+    v_states: Vec<Option<TensorId>>,
+    /// Each node's output in the validation forward.
+    validation: Vec<TensorId>,
+}
+
+impl Names {
+    fn new(s: &Scenario, plan: &Plan) -> Self {
+        // A code model names its own checks and parameters: their ids are what those names parse to.
+        let code = s.model.code.is_some();
+        let own = |id: TensorId| if code { TensorId::from_name(&id.to_string()) } else { id };
+        let output = |l: &String| if code { TensorId::from_name(l) } else { TensorId::Output(l.clone()) };
+        let (m, v) = optim::state_names(&s.optimizer);
+        let state = |st: Option<_>| plan.params.iter().map(|p| st.map(|state| own(TensorId::State { param: p.name.clone(), state }))).collect();
+        Names {
+            nodes: plan.layer_names.clone(),
+            parts: plan.nodes.iter().map(|n| n.part).collect(),
+            outputs: plan.layer_names.iter().map(output).collect(),
+            params: plan.params.iter().map(|p| own(TensorId::Param(p.name.clone()))).collect(),
+            grads: plan.params.iter().map(|p| own(TensorId::ParamGrad(p.name.clone()))).collect(),
+            m_states: state(m),
+            v_states: state(v),
+            validation: plan.layer_names.iter().map(|l| output(l).validation()).collect(),
+        }
+    }
 }
 
 struct Runner<'a> {
@@ -224,11 +241,11 @@ impl Runner<'_> {
     }
 
     /// Records the first non-finite value; later ones are ignored.
-    fn flag(&mut self, at: At, phase: Phase, tensor: impl Into<String>, (index, value): (usize, f64), shape: &[usize], count: usize) {
+    fn flag(&mut self, at: At, phase: Phase, tensor: &TensorId, (index, value): (usize, f64), shape: &[usize], count: usize) {
         if self.first.is_none() && self.pending.is_none() {
             let kind = Kind::of(value).unwrap_or(Kind::Nan);
             let coords = super::outcome::coords(index, shape);
-            let at = Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.into(), kind, index, shape: shape.to_vec(), coords, count, rows: Vec::new() };
+            let at = Location { step: at.step, epoch: at.epoch, fold: at.fold, phase, tensor: tensor.clone(), kind, index, shape: shape.to_vec(), coords, count, rows: Vec::new() };
             // With a loss scaler, a step's non-finite values wait for its decision (see `step`).
             if self.deferring {
                 self.pending = Some(at);
@@ -240,15 +257,15 @@ impl Runner<'_> {
     }
 
     /// Checks a tensor and returns its stats; flags it if non-finite.
-    fn watch(&mut self, at: At, phase: Phase, name: &str, t: &Tensor) -> Result<Stats> {
+    fn watch(&mut self, at: At, phase: Phase, name: &TensorId, t: &Tensor) -> Result<Stats> {
         let st = self.check(at, phase, name, stats(t)?, t.dims());
         self.note_rows(name, t)?;
         Ok(st)
     }
 
     /// Records which rows of a per-example tensor hold the non-finite values, if it was just flagged.
-    fn note_rows(&mut self, name: &str, t: &Tensor) -> Result<()> {
-        let Some(f) = self.first.as_mut().or(self.pending.as_mut()).filter(|f| f.tensor == name && f.rows.is_empty() && f.count > 0) else { return Ok(()) };
+    fn note_rows(&mut self, name: &TensorId, t: &Tensor) -> Result<()> {
+        let Some(f) = self.first.as_mut().or(self.pending.as_mut()).filter(|f| f.tensor == *name && f.rows.is_empty() && f.count > 0) else { return Ok(()) };
         let Some(&n) = t.dims().first() else { return Ok(()) };
         let per = t.elem_count() / n.max(1);
         let v = t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
@@ -257,7 +274,7 @@ impl Runner<'_> {
     }
 
     /// Flags a tensor whose stats hold a non-finite value; returns the stats.
-    fn check(&mut self, at: At, phase: Phase, name: &str, st: Stats, dims: &[usize]) -> Stats {
+    fn check(&mut self, at: At, phase: Phase, name: &TensorId, st: Stats, dims: &[usize]) -> Stats {
         if let Some(bad) = st.first_bad {
             self.flag(at, phase, name, bad, dims, st.bad);
         }
@@ -267,12 +284,12 @@ impl Runner<'_> {
     fn check_data(&mut self, d: &Dataset) {
         let at = |fold| At { step: 0, epoch: 0, fold };
         for (f, fold) in d.folds.iter().enumerate() {
-            let splits = [("train", Some(&fold.train)), ("validation", fold.val.as_ref())];
+            let splits = [(DataSplit::Train, Some(&fold.train)), (DataSplit::Validation, fold.val.as_ref())];
             for (name, split) in splits.into_iter().filter_map(|(n, s)| s.map(|s| (n, s))) {
-                for (what, t) in [("inputs", &split.x), ("targets", &split.y)] {
+                for (what, t) in [(DataPart::Inputs, &split.x), (DataPart::Targets, &split.y)] {
                     if let Some((r, c, v)) = t.first_nonfinite() {
                         let count = t.values.iter().filter(|v| !v.is_finite()).count();
-                        self.flag(at(f), Phase::Data, format!("data.{name}.{what}"), (r * t.cols + c, v), &[t.values.len() / t.cols.max(1), t.cols], count);
+                        self.flag(at(f), Phase::Data, &TensorId::Data(name, what), (r * t.cols + c, v), &[t.values.len() / t.cols.max(1), t.cols], count);
                         if let Some(first) = self.first.as_mut().filter(|l| l.rows.is_empty()) {
                             first.rows = (0..t.rows).filter(|&r| t.row(r).iter().any(|x| !x.is_finite())).take(20).collect();
                         }
@@ -299,12 +316,12 @@ impl Runner<'_> {
         let val = data.val.as_ref().map(|v| self.tensors(v, shape, out)).transpose()?;
         // Data that is finite in f64 can still overflow the compute dtype (1e5 in f16).
         let at = At { step: 0, epoch: 0, fold };
-        for (name, b) in [("train", Some(&train)), ("validation", val.as_ref())].into_iter().filter_map(|(n, b)| b.map(|b| (n, b))) {
+        for (name, b) in [(DataSplit::Train, Some(&train)), (DataSplit::Validation, val.as_ref())].into_iter().filter_map(|(n, b)| b.map(|b| (n, b))) {
             // Token ids are integers, checked against the vocabulary when the data is built.
             if shape.vocab.is_none() {
-                self.watch(at, Phase::Data, &format!("data.{name}.inputs"), &b.x)?;
+                self.watch(at, Phase::Data, &TensorId::Data(name, DataPart::Inputs), &b.x)?;
             }
-            self.watch(at, Phase::Data, &format!("data.{name}.targets"), &b.y)?;
+            self.watch(at, Phase::Data, &TensorId::Data(name, DataPart::Targets), &b.y)?;
         }
         if self.first.is_some() && self.cause.is_none() {
             self.cause = self.data_overflow();
@@ -385,7 +402,7 @@ impl Runner<'_> {
         let loss = super::loss::loss(&self.s.loss, &model.to_loss(outs.last().unwrap_or(x))?, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
-            self.flag(at, Phase::Validation, "validation.loss", (0, value), &[], 1);
+            self.flag(at, Phase::Validation, &TensorId::Loss.validation(), (0, value), &[], 1);
         }
         if let Some(row) = self.trace.rows.last_mut() {
             row.val_loss = Some(value);

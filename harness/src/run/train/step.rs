@@ -17,7 +17,7 @@ use crate::run::optim::{self, Optimizer};
 use crate::run::outcome::{Kind, Location, Stagnation};
 use crate::run::trace::TraceRow;
 use crate::run::watch::{extent, stats};
-use crate::scenario::{Phase, Reduction};
+use crate::scenario::{Phase, Reduction, TensorId};
 
 impl Runner<'_> {
     /// Forward and backward over the step's micro-batches: their gradients summed, and the
@@ -56,7 +56,7 @@ impl Runner<'_> {
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             row.train_loss += if divide { value / k as f64 } else { value };
             if !value.is_finite() {
-                self.flag(at, Phase::Loss, "loss", (0, value), &[], 1);
+                self.flag(at, Phase::Loss, &TensorId::Loss, (0, value), &[], 1);
                 self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
             }
             if self.done() || model.params().is_empty() {
@@ -140,7 +140,7 @@ impl Runner<'_> {
             let x = &micro[micro.len() - 1].x;
             self.explain(at, Phase::Backward, &|r, _| {
                 let inputs: Vec<&Tensor> = (0..outs.len()).map(|l| model.input_of(l, x, &outs)).collect();
-                cause::backward(model.layers(), &r.names.outputs, &inputs, r.compute_dtype())
+                cause::backward(model.layers(), &r.names.nodes, &inputs, r.compute_dtype())
             });
         }
         if self.settle(at, &mut row, skipped) {
@@ -185,15 +185,15 @@ impl Runner<'_> {
                     Some(ps) => ps,
                     None => stats(p.var.as_tensor())?,
                 };
-                p_sq += self.check(at, Phase::Update, &p.name, st, p.var.dims()).sum_sq;
+                p_sq += self.check(at, Phase::Update, &names.params[i], st, p.var.dims()).sum_sq;
             }
             self.explain(at, Phase::Update, &|_, f| {
-                // A parameter, or one of its states (`optim.<param>.<state>`).
-                let owner = |p: &crate::run::net::Param| p.name == f.tensor || f.tensor.strip_prefix("optim.").and_then(|t| t.strip_prefix(p.name.as_str())).is_some_and(|t| t.starts_with('.'));
-                let Some(i) = model.params().iter().position(owner) else { return Ok(None) };
-                if let Some(state) = f.tensor.rsplit('.').next().filter(|_| f.tensor.starts_with("optim.")) {
-                    return cause::state(&s.optimizer, &f.tensor, state, &grads[i], f.index, s.train.dtype);
+                // One of a parameter's states, or a parameter.
+                if let TensorId::State { param, state } = &f.tensor {
+                    let Some(i) = model.params().iter().position(|p| p.name == *param) else { return Ok(None) };
+                    return cause::state(&s.optimizer, &f.tensor, *state, &grads[i], f.index, s.train.dtype);
                 }
+                let Some(i) = names.params.iter().position(|p| *p == f.tensor) else { return Ok(None) };
                 let (m, v) = opt.moments_at(i, f.index)?;
                 cause::update(&s.optimizer, &f.tensor, &grads[i], f.index, m, v, s.train.dtype)
             });
@@ -239,7 +239,7 @@ impl Runner<'_> {
                 crate::run::scaler::Trouble::Collapse(why) => (why, "most steps are thrown away, so the run no longer trains"),
             };
             let seen = self.last_skip.as_ref().map_or(String::new(), |l| format!("; the last skipped step's first non-finite value was {l}"));
-            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: "loss_scale".into(), kind: Kind::ScaleCollapse, ..Default::default() });
+            self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: TensorId::LossScale, kind: Kind::ScaleCollapse, ..Default::default() });
             self.first_at = Some(self.steps);
             self.cause = Some(Cause {
                 rule: Rule::LossScaleCollapse,

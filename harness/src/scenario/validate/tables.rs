@@ -70,10 +70,10 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
         out.push(problem("expect.min_margin", "margins are distances from a finite run: `min_margin` applies to `outcome = \"finite\"`"));
     }
     if e.outcome == ExpectedOutcome::Diverges {
-        let site = |p: Phase, t: &str| matches!((p, t), (Phase::Loss, "loss") | (Phase::Update, "parameters"));
-        if e.phase.is_some_and(|p| !matches!(p, Phase::Loss | Phase::Update)) || e.tensor.as_deref().is_some_and(|t| t != "loss" && t != "parameters") {
+        let site = |p: Phase, t: &TensorId| matches!((p, t), (Phase::Loss, TensorId::Loss) | (Phase::Update, TensorId::Parameters));
+        if e.phase.is_some_and(|p| !matches!(p, Phase::Loss | Phase::Update)) || e.tensor.as_ref().is_some_and(|t| !matches!(t, TensorId::Loss | TensorId::Parameters)) {
             out.push(problem("expect.tensor", "a divergence is in the `loss` (phase `loss`) or the `parameters` (phase `update`)"));
-        } else if let (Some(p), Some(t)) = (e.phase, e.tensor.as_deref()) {
+        } else if let (Some(p), Some(t)) = (e.phase, e.tensor.as_ref()) {
             if !site(p, t) {
                 out.push(problem("expect.tensor", format!("a divergence of the `{t}` is not in phase `{p}`")));
             }
@@ -90,27 +90,29 @@ pub(super) fn expect(e: &Expect, plan: Option<&Plan>, s: &Scenario, out: &mut Ve
         return;
     }
     if let Some(plan) = plan {
-        let mut names = tensors(plan, s.data.validation.is_some());
+        let mut names = TensorId::all_of(plan, s.data.validation.is_some());
         if s.train.loss_scale.as_ref().is_some_and(|l| l.enabled) {
-            names.push("loss_scale".into());
+            names.push(TensorId::LossScale);
         }
-        if !names.iter().any(|n| n == tensor) {
-            let shown: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
+        if !names.contains(tensor) {
+            let shown: Vec<String> = names.iter().map(TensorId::to_string).take(12).collect();
             let more = if names.len() > 12 { ", ..." } else { "" };
             out.push(problem("expect.tensor", format!("`{tensor}` is not a tensor of this model; it has {}{more}", shown.join(", "))));
         }
     }
 }
 
-/// Whether a tensor name can belong to a phase (by the watch's naming scheme).
-fn fits(p: Phase, t: &str) -> bool {
+/// Whether a tensor can belong to a phase, for a layer stack (whose nodes and parameters are all
+/// under `layers.`).
+fn fits(p: Phase, t: &TensorId) -> bool {
+    let stack = |name: &str| name.starts_with("layers.");
     match p {
-        Phase::Data => t.starts_with("data."),
-        Phase::Forward => t.starts_with("layers.") && t.ends_with(".output"),
-        Phase::Loss => t == "loss",
-        Phase::Backward => t.starts_with("layers.") && t.ends_with(".grad"),
-        Phase::Update => t == "loss_scale" || ((t.starts_with("layers.") || t.starts_with("optim.layers.")) && !t.ends_with(".grad") && !t.ends_with(".output")),
-        Phase::Validation => t.starts_with("validation."),
+        Phase::Data => matches!(t, TensorId::Data(..)),
+        Phase::Forward => matches!(t, TensorId::Output(n) if stack(n)),
+        Phase::Loss => *t == TensorId::Loss,
+        Phase::Backward => matches!(t, TensorId::ParamGrad(n) | TensorId::OutputGrad(n) if stack(n)),
+        Phase::Update => matches!(t, TensorId::LossScale) || matches!(t, TensorId::Param(n) | TensorId::State { param: n, .. } if stack(n)),
+        Phase::Validation => matches!(t, TensorId::Validation(_)),
     }
 }
 
@@ -123,24 +125,4 @@ fn phase_names(p: Phase) -> &'static str {
         Phase::Update => "parameters such as `layers.0.linear.weight`, optimizer state such as `optim.layers.0.linear.weight.exp_avg_sq`, and `loss_scale` (a scale collapse)",
         Phase::Validation => "`validation.loss` and `validation.layers.N.TYPE.output`",
     }
-}
-
-/// Every tensor name the watch can report for a model.
-fn tensors(plan: &Plan, validation: bool) -> Vec<String> {
-    let mut t: Vec<String> = ["data.train.inputs", "data.train.targets"].map(String::from).to_vec();
-    if validation {
-        t.extend(["data.validation.inputs", "data.validation.targets", "validation.loss"].map(String::from));
-    }
-    t.extend(plan.layer_names.iter().map(|l| format!("{l}.output")));
-    t.push("loss".into());
-    t.extend(plan.params.iter().map(|p| format!("{}.grad", p.name)));
-    t.extend(plan.params.iter().map(|p| p.name.clone()));
-    // Every state name any rule keeps (`exp_avg`, `exp_avg_sq`, `momentum_buffer`, `square_avg`).
-    for state in ["exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg"] {
-        t.extend(plan.params.iter().map(|p| format!("optim.{}.{state}", p.name)));
-    }
-    if validation {
-        t.extend(plan.layer_names.iter().map(|l| format!("validation.{l}.output")));
-    }
-    t
 }

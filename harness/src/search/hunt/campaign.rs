@@ -64,7 +64,7 @@ pub(super) struct Campaign {
 
 /// The key of a raw flip: its failure site and the knobs it sets.
 pub(super) fn raw_key(o: &Outcome, candidate: &[Mutation]) -> String {
-    o.failure_site().map_or(String::new(), |at| key_of(&at, &o.dtype, candidate))
+    o.failure_site().map_or(String::new(), |at| key_of(&at, o.dtype_name(), candidate))
 }
 
 /// The key of a flip at `at` in `dtype` by a candidate setting these knobs.
@@ -333,8 +333,8 @@ mod tests {
     fn minimal(muts: Vec<Mutation>) -> (Minimal, Pending) {
         let s = crate::scenario::seed("s000_ex1_bce_mlp");
         let mut o = Outcome::error("t", String::new());
-        let at = Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: "loss".into(), kind: Kind::Nan, index: 0, ..Default::default() };
-        (o.outcome, o.error, o.first_nonfinite, o.dtype) = (Status::Nonfinite, None, Some(at.clone()), "f32".into());
+        let at = Location { step: 1, epoch: 1, fold: 0, phase: Phase::Loss, tensor: crate::scenario::TensorId::Loss, kind: Kind::Nan, index: 0, ..Default::default() };
+        (o.outcome, o.error, o.first_nonfinite, o.dtype) = (Status::Nonfinite, None, Some(at.clone()), Some(crate::scenario::RunDType::F32));
         let key = raw_key(&o, &muts);
         let p = Pending { key, found: muts.clone(), location: at, dtype: "f32".into(), count: 1, seconds_to_find: 0.0, runs_to_find: 1 };
         let m = Minimal { mutations: muts, knob_repro: s.clone(), repro: s, outcome: o, thresholds: vec![], rows: None, full_step: None, complete: true, runs: 1 };

@@ -35,7 +35,7 @@ pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome) {
     let found_at = (ctx.clock.start.elapsed().as_secs_f64(), ctx.campaign.counts().runs as usize);
     // Shrinking may take twice the time to find (at least 10 s), but never past the hard end.
     let deadline = (Instant::now() + Duration::from_secs_f64((2.0 * found_at.0).max(10.0))).min(ctx.clock.hard_end);
-    let pending = Pending { key: key.clone(), found: candidate, location, dtype: o.dtype.clone(), count: 1, seconds_to_find: found_at.0, runs_to_find: found_at.1 };
+    let pending = Pending { key: key.clone(), found: candidate, location, dtype: o.dtype_name().to_string(), count: 1, seconds_to_find: found_at.0, runs_to_find: found_at.1 };
     finish(ctx, pending, deadline);
 }
 
