@@ -1,7 +1,7 @@
 //! Knobs: the settings of a scenario a hunt may move, named by one list.
 //!
 //! A knob is named by its dotted key (`optimizer.lr`) in `[search] knobs`, in
-//! mutations, thresholds and summaries alike. The list in [`for_each_knob!`]
+//! mutations, thresholds and summaries alike. The list in `for_each_knob!`
 //! below writes each knob once: its variant, its key and its definition, a unit
 //! struct implementing [`Def`] (in `optimizer.rs`, `data.rs`, `train.rs`,
 //! `model.rs`): its scale and margin, whether it applies to a scenario, how to

@@ -1,5 +1,5 @@
 //! The knob table: each knob's [`Entry`], made from the list in `knob/mod.rs`
-//! ([`for_each_knob!`]), and the methods of [`Knob`] that read it.
+//! (`for_each_knob!`), and the methods of [`Knob`] that read it.
 //!
 //! The name of a knob (`knob/mod.rs`) is a leaf that does not reach `Scenario`;
 //! this file is where a knob meets its definition, the [`Def`](super::Def) that
