@@ -26,7 +26,7 @@ pub struct InputScale;
 
 impl Def for InputScale {
     type Value = Factor;
-    const SPEC: Spec = Spec { key: "data.scale", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         input_shape(&s.data).is_some() && !tokens(s)
     }
@@ -60,7 +60,7 @@ pub struct InputMean;
 
 impl Def for InputMean {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "data.inputs.mean", scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         synthetic(s)
     }
@@ -92,7 +92,7 @@ pub struct InputStd;
 
 impl Def for InputStd {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "data.inputs.std", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         synthetic(s)
     }
@@ -124,7 +124,7 @@ pub struct TargetScale;
 
 impl Def for TargetScale {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "data.target_scale", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -146,7 +146,7 @@ pub struct Inject;
 
 impl Def for Inject {
     type Value = Added;
-    const SPEC: Spec = Spec { key: "data.inject", scale: Some(Scale::Log), margin: false, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: false, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         !tokens(s)
     }
@@ -173,7 +173,7 @@ pub struct PaddingFraction;
 
 impl Def for PaddingFraction {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "data.padding.max_fraction", scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
+    const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
     fn applies(s: &Scenario) -> bool {
         s.data.seq_len.is_some() && !explicit_lengths(s) && s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool))
     }
@@ -194,7 +194,7 @@ pub struct SeqLen;
 
 impl Def for SeqLen {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "data.seq_len", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: Some((1.0, u32::MAX as f64)) };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: Some((1.0, u32::MAX as f64)) };
     fn applies(s: &Scenario) -> bool {
         s.data.seq_len.is_some() && !explicit_lengths(s) && (synthetic(s) || matches!(&s.data.inputs, InputSpec::Tokens { rows, .. } if rows.is_empty()))
     }

@@ -2,9 +2,9 @@
 //! erased [`Entry`] the table keeps of each.
 //!
 //! As a ripgrep flag is one type implementing `Flag` listed once in a table, a
-//! knob is one unit struct implementing [`Def`]: its key, scale and margin,
-//! whether it applies to a scenario, how to read and set it, and its default
-//! search domain. Nothing has a default: a definition that forgets an answer
+//! knob is one unit struct implementing [`Def`] (its key is on its line of the
+//! list, `knob/mod.rs`): its scale and margin, whether it applies to a
+//! scenario, how to read and set it, and its default search domain. Nothing has a default: a definition that forgets an answer
 //! does not compile.
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -21,11 +21,9 @@ pub enum End {
     Low,
 }
 
-/// What a knob is, besides how it reads and writes a scenario.
+/// What a knob is, besides its key (on its line of the list, `knob/mod.rs`) and how it reads and writes a scenario.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
-    /// Its dotted key (`optimizer.lr`), as written in `[search] knobs`, mutations and summaries.
-    pub key: &'static str,
     /// The scale its number moves on; none for a choice or a seed.
     pub scale: Option<Scale>,
     /// Whether it has a margin (`nanhunt margins`, `[expect] min_margin`): it moves continuously.
@@ -113,11 +111,11 @@ pub fn around_one(base: f64, decades: f64) -> (f64, f64) {
     ((1.0 - b).max(0.0), 1.0 - a)
 }
 
-/// One knob: implemented by a unit struct per knob and listed once in the table (`knob/mod.rs`).
+/// One knob: implemented by a unit struct per knob and named once, with its variant and key, in the list (`knob/mod.rs`).
 pub trait Def {
     /// What it is set to.
     type Value: KnobValue;
-    /// Its key, scale, margin and the rest.
+    /// Its scale, margin and the rest.
     const SPEC: Spec;
     /// Whether it means anything for `s`.
     fn applies(s: &Scenario) -> bool;
@@ -130,9 +128,9 @@ pub trait Def {
     fn domain(c: &Ctx) -> Option<Domain>;
 }
 
-/// A knob's definition with its value type erased, as the table keeps it.
+/// A knob's definition with its value type erased, as the table (`knob/table.rs`) keeps it.
 pub struct Entry {
-    /// Key, scale, margin and the rest.
+    /// Scale, margin and the rest.
     pub spec: Spec,
     /// [`Def::applies`].
     pub applies: fn(&Scenario) -> bool,

@@ -10,7 +10,7 @@ pub struct InitScale;
 
 impl Def for InitScale {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "model.init_scale", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -32,7 +32,7 @@ pub struct NormEps;
 
 impl Def for NormEps {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "model.layer_norm.eps", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. }))
     }
@@ -60,7 +60,7 @@ pub struct DropoutP;
 
 impl Def for DropoutP {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "model.dropout.p", scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
+    const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
     fn applies(s: &Scenario) -> bool {
         s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. }))
     }
@@ -85,7 +85,7 @@ pub struct LossEpsilon;
 
 impl Def for LossEpsilon {
     type Value = Option<f64>;
-    const SPEC: Spec = Spec { key: "loss.epsilon", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.loss.kind.takes_epsilon()
     }
@@ -106,7 +106,7 @@ pub struct LossClamp;
 
 impl Def for LossClamp {
     type Value = Option<f64>;
-    const SPEC: Spec = Spec { key: "loss.clamp", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.loss.kind.takes_clamp()
     }

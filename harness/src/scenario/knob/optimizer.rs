@@ -9,7 +9,7 @@ pub struct Lr;
 
 impl Def for Lr {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "optimizer.lr", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -30,7 +30,7 @@ pub struct Optimizer;
 
 impl Def for Optimizer {
     type Value = OptimizerKind;
-    const SPEC: Spec = Spec { key: "optimizer.kind", scale: None, margin: false, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: None, margin: false, by_default: true, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -53,7 +53,7 @@ pub struct ClipNorm;
 
 impl Def for ClipNorm {
     type Value = Option<f64>;
-    const SPEC: Spec = Spec { key: "optimizer.clip_grad_norm", scale: Some(Scale::Log), margin: false, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: false, by_default: true, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -74,7 +74,7 @@ pub struct OptimizerEps;
 
 impl Def for OptimizerEps {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "optimizer.eps", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.optimizer.kind.takes_eps()
     }
@@ -95,7 +95,7 @@ pub struct Beta2;
 
 impl Def for Beta2 {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "optimizer.beta2", scale: Some(Scale::Complement), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Complement), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.optimizer.kind.takes_beta2()
     }
@@ -117,7 +117,7 @@ pub struct Momentum;
 
 impl Def for Momentum {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "optimizer.momentum", scale: Some(Scale::Complement), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Complement), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.optimizer.kind.takes_momentum()
     }

@@ -2,7 +2,7 @@
 //! reads back what it sets on a bundled scenario it applies to.
 
 use super::*;
-use crate::scenario::{load, InjectValue, SearchSpec, SplitSel};
+use crate::scenario::{load, InjectValue, Scenario, SearchSpec, SplitSel};
 
 /// Every bundled scenario but the fuzz corpus, loaded.
 fn bundled() -> Vec<Scenario> {

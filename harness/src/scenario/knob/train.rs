@@ -14,7 +14,7 @@ pub struct BatchSize;
 
 impl Def for BatchSize {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "train.batch_size", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -37,7 +37,7 @@ pub struct Epochs;
 
 impl Def for Epochs {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "train.epochs", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -59,7 +59,7 @@ pub struct Dtype;
 
 impl Def for Dtype {
     type Value = DTypeName;
-    const SPEC: Spec = Spec { key: "train.dtype", scale: None, margin: false, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: None, margin: false, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.train.precision.low().is_none() && !s.train.loss_scale.as_ref().is_some_and(|l| l.enabled)
     }
@@ -82,7 +82,7 @@ pub struct Autocast;
 
 impl Def for Autocast {
     type Value = Precision;
-    const SPEC: Spec = Spec { key: "train.precision", scale: None, margin: false, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: None, margin: false, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         s.train.dtype == DTypeName::F32
     }
@@ -109,7 +109,7 @@ pub struct LossScaleInit;
 
 impl Def for LossScaleInit {
     type Value = f64;
-    const SPEC: Spec = Spec { key: "train.loss_scale.init", scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
         scaler_on(s)
     }
@@ -130,7 +130,7 @@ pub struct GrowthInterval;
 
 impl Def for GrowthInterval {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "train.loss_scale.growth_interval", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
     fn applies(s: &Scenario) -> bool {
         scaler_on(s)
     }
@@ -152,7 +152,7 @@ pub struct WarmupSteps;
 
 impl Def for WarmupSteps {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "train.schedule.warmup_steps", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::Low, within: Some((0.0, u32::MAX as f64)) };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::Low, within: Some((0.0, u32::MAX as f64)) };
     fn applies(s: &Scenario) -> bool {
         s.train.schedule.is_some()
     }
@@ -173,7 +173,7 @@ pub struct Accumulate;
 
 impl Def for Accumulate {
     type Value = u32;
-    const SPEC: Spec = Spec { key: "train.accumulate", scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
+    const SPEC: Spec = Spec { scale: Some(Scale::Integer), margin: true, by_default: true, riskier: End::High, within: COUNT };
     fn applies(_: &Scenario) -> bool {
         true
     }
@@ -195,7 +195,7 @@ pub struct Seed;
 
 impl Def for Seed {
     type Value = u64;
-    const SPEC: Spec = Spec { key: "seed", scale: None, margin: false, by_default: false, riskier: End::High, within: None };
+    const SPEC: Spec = Spec { scale: None, margin: false, by_default: false, riskier: End::High, within: None };
     fn applies(_: &Scenario) -> bool {
         true
     }
