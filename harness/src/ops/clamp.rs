@@ -17,7 +17,7 @@
 use candle_core::{DType, Tensor};
 
 use super::rounding::{Rounding, Unary};
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::{Error, Result};
 use crate::scenario::Shape;
 
@@ -90,7 +90,7 @@ fn backward(g: f64, x: f64, [lo, hi]: [f64; 2], _: Rounding) -> f64 {
     }
 }
 
-impl Op for Clamp {
+impl Elementwise for Clamp {
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if self.min.is_none() && self.max.is_none() {

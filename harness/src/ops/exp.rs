@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::Rule;
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -12,7 +12,7 @@ use crate::scenario::Shape;
 #[serde(deny_unknown_fields)]
 pub struct Exp {}
 
-impl Op for Exp {
+impl Elementwise for Exp {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
@@ -65,8 +65,8 @@ mod tests {
     use crate::run::cause::Limits;
     use crate::scenario::DTypeName;
 
-    fn facts(x: f64, grad: f64) -> Facts {
-        Facts { x, grad, dtype: DTypeName::F32, lim: Limits::of(DTypeName::F32) }
+    fn facts(x: f64, grad: f64) -> Facts<'static> {
+        Facts::at(x, grad, DTypeName::F32)
     }
 
     #[test]

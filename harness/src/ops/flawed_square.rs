@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::Rule;
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -17,7 +17,7 @@ fn flawed() -> (Rule, String) {
     (Rule::DivisionByZero, "its hand-written backward divides the upstream gradient by exactly 0".to_string())
 }
 
-impl Op for FlawedSquare {
+impl Elementwise for FlawedSquare {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }

@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::{finite, py, Autocast, Explained, Facts, Op};
+use super::{finite, py, Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -27,7 +27,7 @@ impl Default for LeakyRelu {
     }
 }
 
-impl Op for LeakyRelu {
+impl Elementwise for LeakyRelu {
     fn check(&self) -> Vec<(&'static str, String)> {
         finite("negative_slope", self.negative_slope).into_iter().collect()
     }

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::Rule;
-use super::{infinite_at_zero, zeros_read, Autocast, Explained, Facts, Op};
+use super::{infinite_at_zero, zeros_read, Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -15,7 +15,7 @@ const DERIVATIVE: &str = "d log x/dx = 1/x";
 #[serde(deny_unknown_fields)]
 pub struct Log {}
 
-impl Op for Log {
+impl Elementwise for Log {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn negative_zero_and_positive_inputs() {
-        let at = |x: f64| Log {}.explain_forward(&Facts { x, grad: f64::NAN, dtype: DTypeName::F16, lim: Limits::of(DTypeName::F16) });
+        let at = |x: f64| Log {}.explain_forward(&Facts::at(x, f64::NAN, DTypeName::F16));
         assert_eq!(at(-1.5), Some((Rule::OutsideDomain, "log of a negative number (-1.5) is NaN".to_string())));
         assert_eq!(at(0.0), Some((Rule::LogOfZero, "log of exactly 0 is −Inf".to_string())));
         assert_eq!(at(1e-7), None);

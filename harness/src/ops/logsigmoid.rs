@@ -15,7 +15,7 @@
 use candle_core::Tensor;
 
 use super::rounding::{Rounding, Unary};
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -51,7 +51,7 @@ fn backward(g: f64, x: f64, _: [f64; 2], r: Rounding) -> f64 {
     r.kernel(o(max_deriv - sign * o(b / o(1.0 + b))) * g)
 }
 
-impl Op for Logsigmoid {
+impl Elementwise for Logsigmoid {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }

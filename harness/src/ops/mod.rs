@@ -1,5 +1,6 @@
 //! The op registry: every op nanhunt can put in a model, one file each, and the
-//! one trait ([`Op`]) that says everything about it: its attributes' checks, its
+//! one trait ([`Op`], in `op.rs`; elementwise ops implement the smaller
+//! [`Elementwise`]) that says everything about it: its attributes' checks, its
 //! shape, the memory and graph depth it needs, its forward (whose backward is
 //! PyTorch's), its autocast class, what it can explain when a value goes
 //! non-finite, and its PyTorch line for `export-torch`.
@@ -12,16 +13,17 @@
 //! Adding an op: write `ops/<name>.rs` with a struct that derives the scenario
 //! traits and implements [`Op`], then add one line to `registry.rs`.
 
-use candle_core::Tensor;
-
-use crate::error::Result;
-use crate::scenario::{DTypeName, Shape};
+use crate::scenario::DTypeName;
 pub use diagnosis::{Limits, Rule};
+pub use elementwise::Elementwise;
+pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 
 pub mod clamp;
 pub mod diagnosis;
+mod elementwise;
 pub mod logsigmoid;
 pub mod normalize;
+mod op;
 mod registry;
 pub(crate) mod rounding;
 pub mod softsign;
@@ -63,7 +65,7 @@ pub enum Autocast {
 /// What the cause engine knows at the first non-finite element an op produced (forward) or
 /// whose gradient it produced (backward).
 #[derive(Debug, Clone, Copy)]
-pub struct Facts {
+pub struct Facts<'a> {
     /// The op's input at that element.
     pub x: f64,
     /// The gradient arriving at the op's output there (backward only; NaN in forward).
@@ -72,38 +74,37 @@ pub struct Facts {
     pub dtype: DTypeName,
     /// That dtype's limits.
     pub lim: Limits,
+    /// The whole tensor read, summarised: the input in forward, the arriving gradient in backward.
+    pub read: Read,
+    /// The element's flat index in the node's input (forward) or output (backward).
+    pub index: usize,
+    /// The dimensions of the input read (forward) or of the output (backward).
+    pub dims: &'a [usize],
+}
+
+impl Facts<'static> {
+    /// Facts about one element alone (`x`, `grad`, in `dtype`), the tensor around it unknown
+    /// (read as finite): what the elementwise ops' rules need.
+    pub fn at(x: f64, grad: f64, dtype: DTypeName) -> Self {
+        Facts { x, grad, dtype, lim: Limits::of(dtype), read: Read { infinite: 0, nan: 0, min: x, max: x }, index: 0, dims: &[] }
+    }
+}
+
+/// A tensor summarised for the diagnosis rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Read {
+    /// How many of its values are ±inf.
+    pub infinite: usize,
+    /// How many are NaN.
+    pub nan: usize,
+    /// Its smallest finite value.
+    pub min: f64,
+    /// Its largest finite value.
+    pub max: f64,
 }
 
 /// A diagnosis: the rule that explains the value, and the reason in plain words.
 pub type Explained = Option<(Rule, String)>;
-
-/// Everything nanhunt knows about one op. No method has a default: an op answers each.
-pub trait Op: std::fmt::Debug + Send + Sync {
-    /// Problems with the attributes, each as (attribute key, message), e.g. `("eps", "must be positive")`.
-    fn check(&self) -> Vec<(&'static str, String)>;
-    /// The output shape for one example of `input` (the batch left out), or why it does not fit.
-    fn shape(&self, input: Shape) -> std::result::Result<Shape, String>;
-    /// Values per example the op holds for a training step, given `output`, the values its
-    /// output and gradient take (as `scenario::memory` counts them); most ops hold just that.
-    fn held(&self, input: Shape, output: u128) -> u128;
-    /// Autograd graph levels it adds: its own, and per time step of the sequence it reads.
-    fn levels(&self) -> (u64, u64);
-    /// The forward pass; its backward (through Candle's graph or a custom op) is PyTorch's.
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
-    /// Where it computes under autocast.
-    fn autocast(&self) -> Autocast;
-    /// Why its output went non-finite at an element whose input was `f.x`, if a rule knows.
-    fn explain_forward(&self, f: &Facts) -> Explained;
-    /// Why its backward made its input's gradient non-finite at an element (`f.x`, `f.grad`).
-    fn explain_backward(&self, f: &Facts) -> Explained;
-    /// Why its backward may have made a parameter's gradient non-finite in a step where it
-    /// read `zeros` exact zeros among `n` values (the fallback when no output gradient was
-    /// caught non-finite): e.g. `sqrt`'s derivative is infinite at 0. Most ops answer `None`.
-    fn explain_zeros(&self, zeros: usize, n: usize) -> Explained;
-    /// Its PyTorch line for `repro.py`: a Python expression of the tensor `x`, with `torch` and
-    /// `F` (`torch.nn.functional`) in scope, e.g. `F.softsign(x)`; numbers written with [`py`].
-    fn torch(&self) -> String;
-}
 
 /// `(key, "must be a finite number, got v")` if `v` is not finite: the check of an op's numeric attribute.
 pub fn finite(key: &'static str, v: f64) -> Option<(&'static str, String)> {
@@ -112,7 +113,7 @@ pub fn finite(key: &'static str, v: f64) -> Option<(&'static str, String)> {
 
 /// Why the gradient an op made at `f.x` is non-finite when its derivative (`derivative`, in
 /// words) is infinite at exactly 0 and `f.x` is 0: `0 · ∞` if the arriving gradient is 0.
-pub fn infinite_at_zero(derivative: &str, f: &Facts) -> Explained {
+pub fn infinite_at_zero(derivative: &str, f: &Facts<'_>) -> Explained {
     (f.x == 0.0).then(|| {
         if f.grad == 0.0 {
             (Rule::ZeroTimesInf, format!("the gradient arriving here is exactly 0 and {derivative} is infinite at x = 0: the chain rule's product 0 · ∞ is NaN"))

@@ -31,7 +31,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Tensor, WithD
 
 use super::diagnosis::{round, Rule};
 use super::rounding::Rounding;
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::run::kernel::{sum, Real};
 use crate::scenario::Shape;
@@ -266,7 +266,7 @@ impl CustomOp2 for RowsGrad {
     }
 }
 
-impl Op for Normalize {
+impl Elementwise for Normalize {
     fn check(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if !(self.p.is_finite() && self.p > 0.0) {

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::Rule;
-use super::{finite, infinite_at_zero, py, zeros_read, Autocast, Explained, Facts, Op};
+use super::{finite, infinite_at_zero, py, zeros_read, Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -25,7 +25,7 @@ impl Default for Pow {
     }
 }
 
-impl Op for Pow {
+impl Elementwise for Pow {
     fn check(&self) -> Vec<(&'static str, String)> {
         finite("exponent", self.exponent).into_iter().collect()
     }
@@ -83,8 +83,8 @@ mod tests {
     use crate::run::cause::Limits;
     use crate::scenario::DTypeName;
 
-    fn facts(x: f64, grad: f64) -> Facts {
-        Facts { x, grad, dtype: DTypeName::F32, lim: Limits::of(DTypeName::F32) }
+    fn facts(x: f64, grad: f64) -> Facts<'static> {
+        Facts::at(x, grad, DTypeName::F32)
     }
 
     #[test]

@@ -76,7 +76,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::scenario::{Named, Shape};
+    use crate::scenario::{plan, InShape, Init, ModelSpec, Named, Shape};
 
     /// `{ layers = [...] }`, as the `[model]` table holds layers.
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -92,16 +92,18 @@ mod tests {
             let kind = layer.name();
             let op = layer.op().unwrap_or_else(|| panic!("{kind}: a registry layer without an op"));
             assert_eq!(op.check(), Vec::new(), "{kind}: its defaults are valid");
-            for shape in [Shape::Flat(3), Shape::Seq { len: 2, width: 3 }] {
-                assert_eq!(op.shape(shape), Ok(shape), "{kind} keeps {shape:?}");
+            for input in [InShape { features: 3, seq_len: None, vocab: None, image: None }, InShape { features: 3, seq_len: Some(2), vocab: None, image: None }] {
+                let spec = ModelSpec { init: Init::Torch, layers: vec![layer.clone()], init_scale: 1.0, code: None };
+                let p = plan(&spec, input).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+                assert_eq!((p.out, p.params.len()), (input.shape(), 0), "{kind} keeps {input:?} and has no parameters");
             }
-            assert!(op.held(Shape::Flat(3), 6) >= 6, "{kind} holds at least its output");
+            assert!(op.held(Shape::Flat(3), Shape::Flat(3), 6) >= 6, "{kind} holds at least its output");
             assert!(op.levels().0 >= 1, "{kind} adds at least one graph level");
             // Values in [0.5, 2]: inside every op's domain (sqrt, log, reciprocal).
             let x = Tensor::new(&[[0.5f32, 1.0, 1.5], [2.0, 0.75, 1.25]], &Device::Cpu).unwrap();
-            let y = op.forward(&x).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let y = crate::ops::op::with_cx(|cx| op.forward(&x, cx)).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!((y.dims(), y.dtype()), (x.dims(), x.dtype()), "{kind}");
-            let py = op.torch();
+            let crate::ops::Torch::Expr(py) = op.torch() else { panic!("{kind}: an elementwise op is an expression of x") };
             let open = py.matches('(').count();
             assert!(py.contains('x') && open == py.matches(')').count(), "{kind}: `{py}` is an expression of x");
             assert!(!py.contains('\n') && !py.contains("lambda"), "{kind}: `{py}` is one expression");

@@ -171,14 +171,14 @@ pub(crate) mod tests {
     }
 
     /// What the cause engine knows at an element: input `x`, upstream gradient `grad`, in `dt`.
-    pub(crate) fn facts(x: f64, grad: f64, dt: DType) -> Facts {
+    pub(crate) fn facts(x: f64, grad: f64, dt: DType) -> Facts<'static> {
         let dtype = match dt {
             DType::F16 => DTypeName::F16,
             DType::BF16 => DTypeName::Bf16,
             DType::F64 => DTypeName::F64,
             _ => DTypeName::F32,
         };
-        Facts { x, grad, dtype, lim: Limits::of(dtype) }
+        Facts::at(x, grad, dtype)
     }
 
     #[test]

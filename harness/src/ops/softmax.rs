@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -11,7 +11,7 @@ use crate::scenario::Shape;
 #[serde(deny_unknown_fields)]
 pub struct Softmax {}
 
-impl Op for Softmax {
+impl Elementwise for Softmax {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }

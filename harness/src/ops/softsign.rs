@@ -15,7 +15,7 @@ use candle_core::Tensor;
 
 use super::rounding::{Rounding, Unary};
 use super::Rule;
-use super::{Autocast, Explained, Facts, Op};
+use super::{Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -60,7 +60,7 @@ fn infinite(x: f64, what: &str) -> Explained {
     })
 }
 
-impl Op for Softsign {
+impl Elementwise for Softsign {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }

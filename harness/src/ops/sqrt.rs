@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use super::Rule;
-use super::{infinite_at_zero, zeros_read, Autocast, Explained, Facts, Op};
+use super::{infinite_at_zero, zeros_read, Autocast, Elementwise, Explained, Facts};
 use crate::error::Result;
 use crate::scenario::Shape;
 
@@ -15,7 +15,7 @@ const DERIVATIVE: &str = "d√x/dx = 1/(2√x)";
 #[serde(deny_unknown_fields)]
 pub struct Sqrt {}
 
-impl Op for Sqrt {
+impl Elementwise for Sqrt {
     fn check(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }

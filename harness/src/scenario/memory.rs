@@ -92,7 +92,7 @@ fn held(n: &Node, steps: u128) -> u128 {
         other => u(other.cols()),
     };
     if let Some(op) = n.layer.op() {
-        return op.held(n.in_shape, out);
+        return op.held(n.in_shape, n.shape, out);
     }
     match (&n.layer, n.in_shape, n.shape) {
         (Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. }, Shape::Seq { len, .. }, _) => {

@@ -117,12 +117,12 @@ pub type PlanError = (String, String);
 
 /// Works out parameter shapes and node shapes, or says which layer does not fit.
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
-    let mut b = Builder { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0 };
+    let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, current: String::new() };
     let (_, out) = b.block(&spec.layers, "layers", "layers", None, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
     }
-    let Builder { params, nodes, attention_cells, .. } = b;
+    let Planner { params, nodes, attention_cells, .. } = b;
     Ok(Plan { layer_names: nodes.iter().map(|n| n.name.clone()).collect(), widths: nodes.iter().map(|n| n.shape.width()).collect(), out_width: out.cols(), out, params, nodes, attention_cells })
 }
 
@@ -140,16 +140,27 @@ impl Plan {
     }
 }
 
-struct Builder<'a> {
+/// Works out the plan: the nodes and parameters so far. An op's [`plan`](crate::ops::Op::plan)
+/// declares its parameters through it.
+pub struct Planner<'a> {
     spec: &'a ModelSpec,
     /// The model's input shape.
     start: Shape,
     params: Vec<ParamSpec>,
     nodes: Vec<Node>,
     attention_cells: usize,
+    /// The dotted name of the node being planned.
+    current: String,
 }
 
-impl Builder<'_> {
+impl Planner<'_> {
+    /// Declares a parameter of the node being planned, `{node}.{suffix}` (e.g. `weight`), with
+    /// its fans, PyTorch's fan for its default init, and the layer's init if it overrides the model's.
+    pub fn param(&mut self, suffix: &str, shape: Vec<usize>, role: Role, (fan_in, fan_out): (usize, usize), torch_fan: usize, init: Option<Init>) {
+        let init = init.unwrap_or(self.spec.init);
+        self.params.push(ParamSpec { name: format!("{}.{suffix}", self.current), shape, role, fan_in, fan_out, torch_fan, init });
+    }
+
     /// Plans `layers` reading node `input` of shape `shape`; returns the last node and its shape.
     fn block(&mut self, layers: &[Layer], names: &str, keys: &str, mut input: Option<usize>, mut shape: Shape, depth: usize) -> std::result::Result<(Option<usize>, Shape), PlanError> {
         for (i, layer) in layers.iter().enumerate() {
@@ -248,7 +259,8 @@ impl Builder<'_> {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
         if let Some(op) = layer.op() {
-            return op.shape(shape);
+            self.current = name.to_string();
+            return op.plan(self, shape);
         }
         let sequence = |what: &str| -> std::result::Result<(usize, usize), String> {
             match shape {

@@ -142,7 +142,12 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         .map(|n| {
             let params: Vec<&String> = plan.params[n.params.clone()].iter().map(|p| &p.name).collect();
             let autocast = crate::run::model::policy(&n.layer, n.part).name();
-            json!({ "name": n.name, "params": params, "autocast": autocast, "torch": n.layer.op().map(|op| op.torch()) })
+            let (expr, module) = match n.layer.op().map(|op| op.torch()) {
+                Some(crate::ops::Torch::Expr(e)) => (Some(e), None),
+                Some(crate::ops::Torch::Module(m)) => (None, Some(m)),
+                None => (None, None),
+            };
+            json!({ "name": n.name, "params": params, "autocast": autocast, "torch": expr, "module": module })
         })
         .collect();
     // The width each layer reads: an image's channels, else the last dimension.

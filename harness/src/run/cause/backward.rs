@@ -56,7 +56,7 @@ pub(crate) fn born(
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
     if let Some(op) = layer.op() {
-        let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim });
+        let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() });
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
     let found = match layer {

@@ -56,6 +56,13 @@ pub struct Operand {
     pub nan: usize,
 }
 
+impl Operand {
+    /// The summary the registry's diagnosis rules read (`ops::Facts::read`).
+    pub(crate) fn read(&self) -> crate::ops::Read {
+        crate::ops::Read { infinite: self.infinite, nan: self.nan, min: self.min, max: self.max }
+    }
+}
+
 /// Facts about a tensor, with its value at flat index `at`.
 pub(crate) fn operand(name: &str, t: &Tensor, at: Option<usize>, d: DTypeName) -> Result<Operand> {
     let v = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
@@ -113,7 +120,7 @@ pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, ind
     let dt: &str = d.into();
     let at = x.at.unwrap_or(f64::NAN);
     if let Some(op) = layer.op() {
-        let found = op.explain_forward(&Facts { x: at, grad: f64::NAN, dtype: d, lim });
+        let found = op.explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() });
         return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let found = match layer {

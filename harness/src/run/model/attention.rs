@@ -36,17 +36,7 @@ fn on_cpu_kernels(h: &Tensor) -> bool {
     h.device().is_cpu() && matches!(h.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16)
 }
 
-/// How attention's inner tensors meet autocast: not at all, rounded to the low dtype in f32
-/// storage, or cast to it (see `autocast`).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Inner {
-    /// No autocast.
-    Off,
-    /// Autocast in f32 storage: values rounded to this dtype.
-    Round(DType),
-    /// Autocast on half tensors of this dtype.
-    Cast(DType),
-}
+pub(super) use crate::ops::Inner;
 
 impl Inner {
     fn apply(self, t: &Tensor) -> Result<Tensor> {

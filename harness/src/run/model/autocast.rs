@@ -26,8 +26,8 @@
 
 use candle_core::{DType, Tensor};
 
-use super::attention::Inner;
 use crate::error::Result;
+use crate::ops::{Inner, Rounding};
 use crate::run::kernel::cast::round;
 use crate::scenario::{Layer, Node, Part};
 
@@ -40,7 +40,7 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
         return Policy::Same;
     }
     if let Some(op) = layer.op() {
-        return op.autocast();
+        return op.autocast(part);
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
@@ -74,10 +74,37 @@ pub(crate) fn target(policy: Policy, low: DType, input: DType) -> DType {
     }
 }
 
-/// Whether a layer computing in the low dtype runs on real half tensors even on the CPU: those
-/// that round inside (every gate of a recurrent cell, a convolution's own kernels).
-pub(crate) fn on_half_tensors(layer: &Layer) -> bool {
-    matches!(layer, Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. })
+/// How autocast's rounding in f32 storage meets a node (the registry's ops say it themselves:
+/// `Op::rounding`): layers that round inside (every gate of a recurrent cell, a convolution's
+/// own kernels) run on real half tensors even on the CPU; a linear layer and attention's mix
+/// round their own weights and output; attention's scores cast their input per projection.
+pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
+    if let Some(op) = layer.op() {
+        return op.rounding(part);
+    }
+    match layer {
+        Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
+        Layer::Linear { .. } => Rounding::Own,
+        Layer::Attention { .. } => match part {
+            Part::Scores => Rounding::Projections,
+            Part::Mix => Rounding::Own,
+            Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
+        },
+        Layer::LayerNorm { .. }
+        | Layer::RmsNorm { .. }
+        | Layer::BatchNorm { .. }
+        | Layer::Residual { .. }
+        | Layer::Embedding { .. }
+        | Layer::PositionalEmbedding
+        | Layer::MeanPool
+        | Layer::MaxPool
+        | Layer::Last
+        | Layer::Dropout { .. }
+        | Layer::Flatten
+        | Layer::MaxPool2d { .. }
+        | Layer::AvgPool2d { .. } => Rounding::Outside,
+        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
+    }
 }
 
 /// The dtype of a sum of operands of dtypes `a` and `b`: the wider (f32 over a half type).
@@ -129,10 +156,11 @@ impl super::Model {
         };
         // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
         let li = node.input.map_or(x, |j| logical.get(j).copied().unwrap_or(DType::F32));
+        let rounding = rounding(&node.layer, node.part);
         // Attention's scores cast their input per projection (see `attention`).
-        let scores = matches!(node.layer, Layer::Attention { .. }) && node.part == Part::Scores;
+        let scores = rounding == Rounding::Projections;
         let var = |k: usize| self.params[k].var.as_tensor();
-        if !self.rounded || on_half_tensors(&node.layer) {
+        if !self.rounded || rounding == Rounding::HalfTensors {
             let dt = |d: DType| if d == DType::U32 { d } else { target(policy, low, d) };
             let input = if scores { input.clone() } else { cast(input, dt(input.dtype()))? };
             let params = node.params.clone().map(|k| cast(var(k), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
@@ -152,7 +180,7 @@ impl super::Model {
         let cast_in = (li == low && shared) || (li != low && computes == low && !scores);
         let input = if cast_in { round(input, low)? } else { input.clone() };
         // Linear layers and attention round their weights themselves (`kernel::linear`).
-        let own = matches!(node.layer, Layer::Linear { .. } | Layer::Attention { .. });
+        let own = matches!(rounding, Rounding::Own | Rounding::Projections);
         let params = node.params.clone().map(|k| if computes == low && !own { round(var(k), low) } else { Ok(var(k).clone()) }).collect::<Result<Vec<_>>>()?;
         logical.push(computes);
         let round = (computes == low).then_some(low);
@@ -173,7 +201,7 @@ impl super::Model {
     /// A node's output as the next nodes read it: rounded to `round` in f32 storage (a linear
     /// layer and attention's mix round their own), or a half tensor's back in f32 storage.
     pub(super) fn finish(&self, node: &Node, out: Tensor, to: Option<DType>) -> Result<Tensor> {
-        let rounds_itself = matches!((&node.layer, node.part), (Layer::Linear { .. }, _) | (Layer::Attention { .. }, Part::Mix));
+        let rounds_itself = rounding(&node.layer, node.part) == Rounding::Own;
         match to {
             Some(low) if !rounds_itself => round(&out, low),
             None if self.rounded && matches!(out.dtype(), DType::F16 | DType::BF16) => cast(&out, DType::F32),

@@ -15,6 +15,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
+use crate::ops::{Cx, Params, State};
 use crate::run::net::{Net, Param};
 use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
@@ -43,6 +44,10 @@ pub struct Model {
     layers: Vec<Layer>,
     /// Each batch-norm node's running mean and variance (updated by training forwards).
     running: Vec<Option<RefCell<norm::Running>>>,
+    /// Each node's state across forwards, kept by its op (`ops::Cx::state`).
+    states: Vec<State>,
+    /// The dtype the parameters are stored in.
+    storage: DType,
     /// The current training step's dropout stream (see [`Net::dropout_step`]).
     dropout: RefCell<Option<ChaCha8Rng>>,
     /// The parameters, in plan order.
@@ -92,6 +97,8 @@ impl Model {
             nodes: plan.nodes.clone(),
             layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(),
             running,
+            states: plan.nodes.iter().map(|_| RefCell::new(None)).collect(),
+            storage: dtype,
             dropout: RefCell::new(None),
             params,
             autocast: None,
@@ -126,6 +133,18 @@ impl Model {
             let (h, round, inner) = (&prepared.input, prepared.round, prepared.inner);
             let p = |k: usize| prepared.params.as_ref().map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
             let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
+            if let Some(op) = node.layer.op() {
+                // A residual sum's skip operand as autocast prepares it; any other second input as it is.
+                let second = match other() {
+                    Some(t) if node.part == Part::Sum => Some(self.skip_operand(node, t, &logical)?),
+                    t => t.cloned(),
+                };
+                let params = prepared.params.as_deref().map_or_else(|| Params::Vars(&self.params[node.params.clone()]), Params::Prepared);
+                let cx = Cx { part: node.part, params, other: second.as_ref(), mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
+                let out = self.finish(node, op.forward(h, &cx)?, round)?;
+                outs.push(self.tapped(out, taps.as_deref_mut())?);
+                continue;
+            }
             let out = match (&node.layer, node.part) {
                 (_, Part::Sum) => match other() {
                     None => h.clone(),
@@ -171,17 +190,22 @@ impl Model {
                 (layer, _) => apply(layer, h, &p)?,
             };
             let out = self.finish(node, out, round)?;
-            outs.push(match taps.as_deref_mut() {
-                Some(slots) => {
-                    let (t, slot) = tap::tap(&out)?;
-                    slots.push(slot);
-                    t
-                }
-                None => out,
-            });
+            outs.push(self.tapped(out, taps.as_deref_mut())?);
         }
         *self.logical.borrow_mut() = logical;
         Ok(outs)
+    }
+
+    /// `out` with a tap whose slot goes to `taps`, if the forward taps (see `tap`).
+    fn tapped(&self, out: Tensor, taps: Option<&mut Vec<Slot>>) -> Result<Tensor> {
+        Ok(match taps {
+            Some(slots) => {
+                let (t, slot) = tap::tap(&out)?;
+                slots.push(slot);
+                t
+            }
+            None => out,
+        })
     }
 }
 
@@ -281,9 +305,6 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 }
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
-    if let Some(op) = layer.op() {
-        return op.forward(h);
-    }
     Ok(match layer {
         Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
@@ -297,7 +318,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Flatten => conv::flatten(h)?,
         Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
-        crate::op_layers!() => unreachable!("a registry layer, applied by its op above"),
+        crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
         Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
