@@ -62,7 +62,6 @@ impl Elementwise for Exp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::cause::Limits;
     use crate::scenario::DTypeName;
 
     fn facts(x: f64, grad: f64) -> Facts<'static> {

@@ -64,7 +64,6 @@ impl Elementwise for Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::cause::Limits;
     use crate::scenario::DTypeName;
 
     #[test]

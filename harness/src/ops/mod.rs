@@ -21,6 +21,7 @@ pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 pub mod clamp;
 pub mod diagnosis;
 mod elementwise;
+pub mod linear;
 pub mod logsigmoid;
 pub mod normalize;
 mod op;
@@ -126,6 +127,17 @@ pub fn infinite_at_zero(derivative: &str, f: &Facts<'_>) -> Explained {
 /// The [`Op::explain_zeros`] of an op whose derivative (`derivative`, in words) is infinite at 0.
 pub fn zeros_read(derivative: &str, zeros: usize, n: usize) -> Explained {
     (zeros > 0).then(|| (Rule::DerivativeAtZero, format!("{derivative} is infinite at 0, and {zeros} of the {n} values this layer reads are exactly 0")))
+}
+
+/// Problems with a layer's init override (keyed `init.std`, ...), in validation's words.
+pub fn init_problems(init: Option<&crate::scenario::Init>) -> Vec<(&'static str, String)> {
+    use crate::scenario::Init;
+    match init.copied() {
+        None | Some(Init::Torch | Init::Keras) => Vec::new(),
+        Some(Init::Normal { std: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.std", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
+        Some(Init::Uniform { bound: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.bound", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
+        Some(Init::Constant { value }) => finite("init.value", value).into_iter().collect(),
+    }
 }
 
 /// `v` as a Python float literal (`float('inf')` for infinities, `float('nan')` for NaN).

@@ -80,7 +80,6 @@ impl Elementwise for Pow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::cause::Limits;
     use crate::scenario::DTypeName;
 
     fn facts(x: f64, grad: f64) -> Facts<'static> {

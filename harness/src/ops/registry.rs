@@ -1,6 +1,8 @@
 //! The list of ops, written once. `for_each_op!(m)` calls the macro `m` with every
 //! registered op as `Variant => module::Type,` (the variant is the op's `Layer` variant,
-//! whose snake_case name is the scenario's `type = "..."`); the `Layer` enum, its
+//! whose snake_case name is the scenario's `type = "..."`), the ops that implement
+//! [`Elementwise`](super::Elementwise) in an `elementwise { ... }` section and the layers
+//! with parameters or a structure of their own in `layers { ... }`; the `Layer` enum, its
 //! `op()` dispatch, the `op_layers!()` pattern and the tests that enumerate the registry
 //! are generated from it.
 //!
@@ -14,6 +16,7 @@ use crate::scenario::Layer;
 macro_rules! for_each_op {
     ($($m:tt)+) => {
         $($m)+! {
+            elementwise {
             Relu => relu::Relu,
             Sigmoid => sigmoid::Sigmoid,
             Tanh => tanh::Tanh,
@@ -35,6 +38,10 @@ macro_rules! for_each_op {
             Logsigmoid => logsigmoid::Logsigmoid,
             Clamp => clamp::Clamp,
             Normalize => normalize::Normalize,
+            }
+            layers {
+                Linear => linear::Linear,
+            }
         }
     };
 }
@@ -53,20 +60,21 @@ macro_rules! op_layers {
 #[macro_export]
 #[doc(hidden)]
 macro_rules! __op_layer_pattern {
-    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
-        $($crate::scenario::Layer::$variant(_))|*
+    (elementwise { $($variant:ident => $module:ident :: $ty:ident,)* } layers { $($lv:ident => $lm:ident :: $lt:ident,)* }) => {
+        $($crate::scenario::Layer::$variant(_))|* $(| $crate::scenario::Layer::$lv(_))*
     };
 }
 
-/// Each registered op's default as a layer, in registry order.
+/// Each registered elementwise op's default as a layer, in registry order.
 macro_rules! defaults {
-    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+    (elementwise { $($variant:ident => $module:ident :: $ty:ident,)* } layers { $($lv:ident => $lm:ident :: $lt:ident,)* }) => {
         vec![$(Layer::$variant(<super::$module::$ty>::default()),)*]
     };
 }
 
-/// Every registered op as a layer with its defaults (its `Default`), in registry order: the
-/// registry's tests and the PyTorch confirmation run each.
+/// Every registered elementwise op as a layer with its defaults (its `Default`), in registry
+/// order: the registry's tests and the PyTorch confirmation run each. (A layer with parameters
+/// or a structure of its own has its tests in its file.)
 pub fn examples() -> Vec<Layer> {
     crate::for_each_op!(defaults)
 }

@@ -125,7 +125,6 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::ops::Facts;
-    use crate::ops::Limits;
     use crate::scenario::DTypeName;
 
     /// `f`'s output and input gradient (as f64) at `x` in dtype `dt`, against the upstream

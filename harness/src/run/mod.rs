@@ -29,7 +29,7 @@ pub(crate) mod kernel;
 mod loss;
 pub(crate) mod model;
 pub(crate) mod net;
-mod opmath;
+pub(crate) mod opmath;
 mod optim;
 mod outcome;
 mod profile;

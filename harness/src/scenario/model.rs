@@ -94,20 +94,16 @@ pub enum Init {
 
 /// Writes the `Layer` enum, the registry's ops (`ops::registry`) among its variants, and `Layer::op`.
 macro_rules! layer_enum {
-    ($($variant:ident => $module:ident :: $ty:ident,)*) => {
+    (elementwise { $($variant:ident => $module:ident :: $ty:ident,)* } layers { $($lv:ident => $lm:ident :: $lt:ident,)* }) => {
         /// One layer of the stack.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, IntoStaticStr, arbitrary::Arbitrary)]
         #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
         #[strum(serialize_all = "snake_case")]
         pub enum Layer {
-            /// Fully connected: `x W + b`, with `W` stored `(in, out)` like a Keras kernel.
-            Linear {
-                /// Output width.
-                out: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
+            $(
+                #[doc = concat!("The registry layer [`", stringify!($lt), "`](crate::ops::", stringify!($lm), "::", stringify!($lt), ").")]
+                $lv($crate::ops::$lm::$lt),
+            )*
             /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
             Rnn {
                 /// Hidden size.
@@ -270,8 +266,8 @@ macro_rules! layer_enum {
             pub fn op(&self) -> Option<&dyn $crate::ops::Op> {
                 match self {
                     $(Layer::$variant(op) => Some(op),)*
-                    Layer::Linear { .. }
-                    | Layer::Rnn { .. }
+                    $(Layer::$lv(op) => Some(op),)*
+                    Layer::Rnn { .. }
                     | Layer::LayerNorm { .. }
                     | Layer::RmsNorm { .. }
                     | Layer::BatchNorm { .. }

@@ -269,8 +269,7 @@ impl Planner<'_> {
             }
         };
         Ok(match layer {
-            Layer::Linear { .. }
-            | Layer::Attention { .. }
+            Layer::Attention { .. }
             | Layer::MeanPool
             | Layer::MaxPool
             | Layer::Last
@@ -319,14 +318,6 @@ impl Planner<'_> {
                     return Err(format!("`kernel` = {kernel} must be between 1 and the image's {height} × {w}"));
                 }
                 Shape::Image { channels, height: height / kernel, width: w / kernel }
-            }
-            Layer::Linear { out, init } => {
-                if *out == 0 {
-                    return Err("`out` must be at least 1".into());
-                }
-                add("weight", vec![width, *out], Role::Weight, width, *out, *init);
-                add("bias", vec![*out], Role::Bias, width, *out, *init);
-                with_width(shape, *out)
             }
             Layer::Rnn { hidden, init } => {
                 sequence("gets")?;
@@ -427,17 +418,10 @@ fn conv_len(len: usize, kernel: usize, stride: usize, padding: usize) -> std::re
     Ok((padded - kernel) / stride + 1)
 }
 
-/// `shape` with its last dimension replaced.
-fn with_width(shape: Shape, width: usize) -> Shape {
-    match shape {
-        Shape::Seq { len, .. } => Shape::Seq { len, width },
-        _ => Shape::Flat(width),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::linear::Linear;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
         ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
@@ -445,7 +429,7 @@ mod tests {
 
     #[test]
     fn plan_names_and_shapes() {
-        let s = spec(vec![Layer::Linear { out: 4, init: None }, Layer::Relu(Default::default()), Layer::Linear { out: 1, init: None }]);
+        let s = spec(vec![Layer::Linear(Linear { out: 4, init: None }), Layer::Relu(Default::default()), Layer::Linear(Linear { out: 1, init: None })]);
         let p = plan(&s, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
         let names: Vec<_> = p.params.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["layers.0.linear.weight", "layers.0.linear.bias", "layers.2.linear.weight", "layers.2.linear.bias"]);
@@ -460,12 +444,12 @@ mod tests {
         let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10), image: None };
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
         assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
-        assert!(err(vec![Layer::Linear { out: 1, init: None }], tokens).1.contains("embedding layer first"));
+        assert!(err(vec![Layer::Linear(Linear { out: 1, init: None })], tokens).1.contains("embedding layer first"));
         assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
             .1
             .contains("must divide the width 4"));
         assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
-        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear { out: 2, init: None }] }], flat);
+        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear(Linear { out: 2, init: None })] }], flat);
         assert_eq!(key, "layers.0");
         assert!(m.contains("keep its input's shape"), "{m}");
         let mut deep = Layer::Identity(Default::default());
@@ -474,14 +458,14 @@ mod tests {
         }
         assert!(err(vec![deep], flat).1.contains("nest deeper"));
         // Linear applies per position, as torch.nn.Linear does; pooling brings the sequence down.
-        let p = plan(&spec(vec![Layer::Linear { out: 3, init: None }, Layer::MeanPool]), seq).unwrap();
+        let p = plan(&spec(vec![Layer::Linear(Linear { out: 3, init: None }), Layer::MeanPool]), seq).unwrap();
         assert_eq!(p.nodes[0].shape, Shape::Seq { len: 5, width: 3 });
         assert_eq!(p.out, Shape::Flat(3));
     }
 
     #[test]
     fn residual_blocks_nest_names_and_read_their_input() {
-        let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear { out: 4, init: None }] };
+        let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: 4, init: None })] };
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
         let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();

@@ -296,6 +296,10 @@ def layer(spec, width, seq, name):
     """One nanhunt layer (node `name`) as a module, and the width it outputs."""
     kind = spec["type"]
     width = SCENARIO["in_widths"].get(name, width)
+    module = NODES.get(name, {}).get("module")
+    if module is not None:
+        # A layer of nanhunt's registry: its expression building (module, width out).
+        return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
     if kind == "residual":
         return Residual(spec["layers"], width, seq, name), width
     if kind in ("lstm", "gru"):
@@ -320,8 +324,6 @@ def layer(spec, width, seq, name):
         return PositionalEmbedding(seq, width), width
     if kind in ("mean_pool", "max_pool", "last"):
         return Pool(kind), width
-    if kind == "linear":
-        return nn.Linear(width, spec["out"]), spec["out"]
     if kind == "rnn":
         return Rnn(width, spec["hidden"]), spec["hidden"]
     if kind == "layer_norm":

@@ -46,7 +46,7 @@ pub(crate) fn born(
     y: &Tensor,
     d: DTypeName,
 ) -> Result<Option<Cause>> {
-    let (Some(h), dt) = (outs.get(l), <&str>::from(d)) else { return Ok(None) };
+    let Some(h) = outs.get(l) else { return Ok(None) };
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
@@ -60,13 +60,7 @@ pub(crate) fn born(
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
     let found = match layer {
-        Layer::Linear { .. } | Layer::Rnn { .. } if grad.infinite + grad.nan == 0 => {
-            let m = grad.max.abs().max(grad.min.abs());
-            Some((
-                Rule::Overflow,
-                format!("the backward matrix product (gradient × weights) overflows {dt}: gradients up to {} times the weights exceed its largest value {}", crate::human(m), crate::human(lim.max)),
-            ))
-        }
+        Layer::Rnn { .. } => crate::ops::linear::backward_overflow(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() }),
         _ => None,
     };
     Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])))

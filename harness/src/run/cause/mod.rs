@@ -124,13 +124,7 @@ pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, ind
         return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let found = match layer {
-        Layer::Linear { .. } | Layer::Rnn { .. } if x.infinite + x.nan == 0 => {
-            let m = x.max.abs().max(x.min.abs());
-            Some((
-                Rule::Overflow,
-                format!("a matrix product overflows {dt} in row {row}: inputs up to {} times weights, summed over {cols} inputs, exceed its largest value {}", crate::human(m), crate::human(lim.max)),
-            ))
-        }
+        Layer::Rnn { .. } => crate::ops::linear::overflow(&Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() }),
         // A relu cell has nothing to bound its state: it grows through the recurrence until it
         // overflows, and inf − inf or 0 · inf in the next step's gates make NaN.
         Layer::Lstm { activation: RnnActivation::Relu, recurrent_dropout, .. } | Layer::Gru { activation: RnnActivation::Relu, recurrent_dropout, .. } if x.infinite + x.nan == 0 => {

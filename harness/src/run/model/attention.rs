@@ -19,9 +19,10 @@
 
 use candle_core::{DType, Tensor, D};
 
-use super::dense::{linear, linear_rounded};
 use crate::error::Result;
+use crate::ops::linear::linear;
 use crate::run::kernel::heads;
+use crate::run::kernel::linear::linear_rounded;
 use crate::scenario::{MaskFill, SoftmaxKind};
 
 /// `(rows·seq, w)` projected and split into heads: `(batch, heads, seq, w / heads)`.

@@ -44,7 +44,7 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Linear { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
+        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
         Layer::Residual { .. }
         | Layer::Embedding { .. }
@@ -84,7 +84,6 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
     }
     match layer {
         Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
-        Layer::Linear { .. } => Rounding::Own,
         Layer::Attention { .. } => match part {
             Part::Scores => Rounding::Projections,
             Part::Mix => Rounding::Own,
@@ -221,11 +220,12 @@ pub(crate) fn promoted_sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::linear::Linear;
     use candle_core::Device;
 
     #[test]
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
-        assert_eq!(policy(&Layer::Linear { out: 1, init: None }, Part::Whole), Policy::Low);
+        assert_eq!(policy(&Layer::Linear(Linear { out: 1, init: None }), Part::Whole), Policy::Low);
         assert_eq!(policy(&Layer::LayerNorm { eps: 1e-5 }, Part::Whole), Policy::F32);
         assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);

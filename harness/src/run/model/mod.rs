@@ -23,7 +23,6 @@ pub(crate) mod activation;
 mod attention;
 mod autocast;
 mod conv;
-mod dense;
 mod init;
 mod norm;
 pub(crate) mod pointwise;
@@ -183,10 +182,6 @@ impl Model {
                 }
                 (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
                 (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
-                (Layer::Linear { .. }, _) => match round {
-                    Some(low) => dense::linear_rounded(h, p(0), p(1), low)?,
-                    None => dense::linear(h, p(0), p(1))?,
-                },
                 (layer, _) => apply(layer, h, &p)?,
             };
             let out = self.finish(node, out, round)?;
@@ -306,7 +301,6 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Linear { .. } => dense::linear(h, p(0), p(1))?,
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,

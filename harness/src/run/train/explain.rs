@@ -28,7 +28,7 @@ impl Runner<'_> {
     /// stability bound on the learning rate that can be computed from the data.
     pub(super) fn linear_sgd_mse(&self) -> bool {
         let (s, o) = (self.s, &self.s.optimizer);
-        matches!(s.model.layers.as_slice(), [Layer::Linear { .. }])
+        matches!(s.model.layers.as_slice(), [Layer::Linear(_)])
             && s.loss.kind == crate::scenario::LossKind::Mse
             && o.kind == crate::scenario::OptimizerKind::Sgd
             && o.momentum == 0.0

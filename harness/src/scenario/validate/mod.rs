@@ -111,12 +111,9 @@ fn unit_interval(out: &mut Vec<Problem>, key: &str, v: f64) {
 }
 
 fn init(key: &str, i: &Init, out: &mut Vec<Problem>) {
-    match *i {
-        Init::Torch | Init::Keras => {}
-        Init::Normal { std } => non_negative(out, &format!("{key}.std"), std),
-        Init::Uniform { bound } => non_negative(out, &format!("{key}.bound"), bound),
-        Init::Constant { value } => finite(out, &format!("{key}.value"), value),
-    }
+    // The keys are `init.std`, ...: `key` ends in `init`.
+    let base = key.strip_suffix("init").unwrap_or(key);
+    out.extend(crate::ops::init_problems(Some(i)).into_iter().map(|(k, m)| problem(format!("{base}{k}"), m)));
 }
 
 fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
@@ -141,7 +138,7 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
             out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
         }
         match layer {
-            Layer::Linear { init: Some(it), .. } | Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
+            Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
             Layer::Lstm { init: i, recurrent_dropout, .. } | Layer::Gru { init: i, recurrent_dropout, .. } => {
                 unit_interval(out, &k("recurrent_dropout"), *recurrent_dropout);
                 if let Some(it) = i {

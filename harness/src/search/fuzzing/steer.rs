@@ -14,6 +14,7 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
+use crate::ops::linear::Linear;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -124,10 +125,10 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
         Shape::Flat(w) => match u.int_in_range(0..=2)? {
             0 => {
                 let out = small(u)?;
-                (Layer::Linear { out, init: None }, Shape::Flat(out))
+                (Layer::Linear(Linear { out, init: None }), Shape::Flat(out))
             }
             1 => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
-            _ => (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear { out: w, init: None }] }, *shape),
+            _ => (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: w, init: None })] }, *shape),
         },
         Shape::Seq(len, w) => seq_layer(u, len, w)?,
         Shape::Img(c, h, w) => match u.int_in_range(0..=3)? {
@@ -175,7 +176,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         }
         6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
         7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
-        _ => (Layer::Linear { out: hidden, init: None }, Shape::Seq(len, hidden)),
+        _ => (Layer::Linear(Linear { out: hidden, init: None }), Shape::Seq(len, hidden)),
     })
 }
 
@@ -198,7 +199,7 @@ fn head(u: &mut Unstructured, s: &mut Scenario, shape: Shape) -> Result<()> {
         }
     };
     s.data.targets = Some(targets);
-    s.model.layers.push(Layer::Linear { out: outputs, init: None });
+    s.model.layers.push(Layer::Linear(Linear { out: outputs, init: None }));
     s.loss.kind = *u.choose(kinds)?;
     match s.loss.kind {
         LossKind::Huber => s.loss.delta = Some(1.0),
