@@ -23,6 +23,7 @@ pub mod diagnosis;
 mod elementwise;
 pub mod linear;
 pub mod logsigmoid;
+pub mod loss;
 pub mod normalize;
 mod op;
 mod registry;

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType
 use crate::error::Result;
 
 /// The elementwise loss of probabilities `p` against targets `y`.
-pub(super) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     if p.device().is_cpu() && matches!(p.dtype(), DType::F32 | DType::F64) && p.dtype() == y.dtype() && p.shape() == y.shape() {
         return Ok(p.contiguous()?.apply_op2(&y.contiguous()?, BceTorch)?);
     }

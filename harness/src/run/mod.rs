@@ -18,7 +18,7 @@ use candle_core::{DType, Device};
 use crate::error::{Error, Result};
 use crate::scenario::{check_memory, plan, within_plan, DTypeName, Plan, Scenario};
 
-mod bce_torch;
+pub(crate) mod bce_torch;
 pub(crate) mod cause;
 pub mod code;
 pub(crate) mod data;
@@ -26,7 +26,6 @@ mod device;
 mod divergence;
 pub(crate) mod elementwise;
 pub(crate) mod kernel;
-mod loss;
 pub(crate) mod model;
 pub(crate) mod net;
 pub(crate) mod opmath;

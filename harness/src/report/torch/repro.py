@@ -354,40 +354,11 @@ class Model(nn.Module):
 
 
 def loss_fn(spec, p, y):
-    """The loss as nanhunt computes it: PyTorch's own functions where nanhunt follows them
-    (huber, bce_torch, bce_logits), the formulas where the formula is the point (the naive BCE)."""
-    kind, eps, c = spec["kind"], spec.get("epsilon") or 0.0, spec.get("clamp")
+    """The loss as nanhunt computes it: the expression of the prediction p and targets y that
+    nanhunt's loss node exports (PyTorch's own functions where nanhunt follows them: huber,
+    bce_torch, bce_logits; the formulas where the formula is the point: the naive BCE)."""
     p = p.float() if LOW is not None else p
-    clamp = (lambda t: torch.clamp(t, c, 1.0 - c)) if c is not None else (lambda t: t)
-    rows = False
-    if kind == "mse":
-        e = (p - y) ** 2
-    elif kind == "mae":
-        e = (p - y).abs()
-    elif kind == "huber":
-        return nn.functional.huber_loss(p, y, reduction=spec["reduction"], delta=spec.get("delta") or 1.0)
-    elif kind == "bce":
-        q = clamp(p)
-        e = -(y * torch.log(q + eps) + (1.0 - y) * torch.log(-q + (1.0 + eps)))
-    elif kind == "bce_torch":
-        return nn.functional.binary_cross_entropy(clamp(p), y, reduction=spec["reduction"])
-    elif kind == "bce_logits":
-        return nn.functional.binary_cross_entropy_with_logits(p, y, reduction=spec["reduction"])
-    elif kind == "cross_entropy":
-        shifted = p - p.max(dim=-1, keepdim=True).values.detach()
-        log_sum = torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))
-        e, rows = -((shifted - log_sum) * y), True
-    elif kind == "naive_cross_entropy":
-        ex = torch.exp(p)
-        probs = clamp(ex / ex.sum(dim=-1, keepdim=True))
-        e, rows = -(torch.log(probs + eps) * y), True
-    elif kind == "mean_abs_ratio":
-        e = (p - y).abs() / (y.abs() + eps)
-    else:
-        raise SystemExit(f"repro.py: unknown loss {kind}")
-    if rows:
-        e = e.sum(dim=-1)
-    return e.mean() if spec["reduction"] == "mean" else e.sum()
+    return eval(SCENARIO["loss_torch"], {"torch": torch, "F": F}, {"p": p, "y": y})
 
 
 def optimizer(spec, params):

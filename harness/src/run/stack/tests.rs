@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use strum::VariantArray;
 
 use super::*;
-use crate::run::loss::loss;
+use crate::ops::loss::Loss;
 use crate::run::model::Model;
 use crate::run::net::Net;
 use crate::scenario::{plan, InShape, LossKind, LossSpec, ModelSpec};
@@ -47,7 +47,7 @@ fn counted(layers: &str, input_shape: InShape) -> (u64, u64) {
         for kind in LossKind::VARIANTS {
             let spec: LossSpec = toml::from_str(&format!("kind = \"{}\"\nepsilon = 1e-7\nclamp = 1e-7\ndelta = 1.0", <&str>::from(*kind))).unwrap();
             // A loss that does not take this output (cross-entropy of one column) is not counted.
-            let Ok(l) = loss(&spec, &pred, &y) else {
+            let Ok(l) = Loss(spec.clone()).apply(&pred, &y) else {
                 continue;
             };
             // What the step adds to the loss: the division of accumulation and the loss scale.

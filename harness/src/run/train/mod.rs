@@ -26,6 +26,7 @@ use super::trace::Trace;
 use super::watch::{stats, Stats};
 use super::{dtype, RunOptions};
 use crate::error::Result;
+use crate::ops::loss::Loss;
 use crate::scenario::{DataPart, DataSplit, InShape, Part, Phase, Plan, RunDType, Scenario, Shape, TensorId};
 
 mod birth;
@@ -75,6 +76,7 @@ impl<'a> Runner<'a> {
     fn new(s: &'a Scenario, opts: &'a RunOptions<'a>, dev: Device, data: &Dataset, plan: &Plan) -> Self {
         Runner {
             s,
+            loss: Loss(s.loss.clone()),
             names: Rc::new(Names::new(s, plan)),
             opts,
             dev,
@@ -177,6 +179,8 @@ impl Names {
 
 struct Runner<'a> {
     s: &'a Scenario,
+    /// The loss node: it reads the prediction and the targets.
+    loss: Loss,
     /// Why the first non-finite value appeared, once it has.
     cause: Option<Cause>,
     /// The current fold's training inputs, kept only where a stability bound can be computed.
@@ -399,7 +403,7 @@ impl Runner<'_> {
                 self.watch(at, Phase::Validation, name, o)?;
             }
         }
-        let loss = super::loss::loss(&self.s.loss, &model.to_loss(outs.last().unwrap_or(x))?, y)?;
+        let loss = self.loss.apply(&model.to_loss(outs.last().unwrap_or(x))?, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             self.flag(at, Phase::Validation, &TensorId::Loss.validation(), (0, value), &[], 1);

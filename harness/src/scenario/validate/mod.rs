@@ -182,28 +182,8 @@ fn conv(k: &dyn Fn(&str) -> String, channels: usize, kernel: usize, stride: usiz
 }
 
 fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
-    if l.kind == LossKind::Huber {
-        match l.delta {
-            Some(d) => positive(out, "loss.delta", d),
-            None => out.push(problem("loss.delta", "huber needs `delta`")),
-        }
-    } else if l.delta.is_some() {
-        out.push(problem("loss.delta", "only huber takes `delta`"));
-    }
-    if let Some(c) = l.clamp {
-        if !(c > 0.0 && c < 0.5) {
-            out.push(problem("loss.clamp", format!("must be in (0, 0.5), got {c}")));
-        }
-    }
-    if let Some(e) = l.epsilon {
-        non_negative(out, "loss.epsilon", e);
-    }
-    if l.epsilon.is_some() && !l.kind.takes_epsilon() {
-        out.push(problem("loss.epsilon", "only bce, naive_cross_entropy and mean_abs_ratio take an epsilon"));
-    }
-    if l.clamp.is_some() && !l.kind.takes_clamp() {
-        out.push(problem("loss.clamp", "only bce, bce_torch and naive_cross_entropy take probabilities to clamp"));
-    }
+    use crate::ops::Op;
+    out.extend(crate::ops::loss::Loss(l.clone()).check().into_iter().map(|(k, m)| problem(format!("loss.{k}"), m)));
     if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
         out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
     }

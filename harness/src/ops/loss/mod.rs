@@ -1,0 +1,184 @@
+//! The loss as a node of the training graph: it reads the prediction (the model's last
+//! output, or its input for an empty stack) and the targets, and outputs the scalar the
+//! backward pass starts from. Written as the formulas users write them, including the
+//! unstable ones: `bce` is exactly `−(y log p + (1−y) log(1−p))`, so at `p = 0, y = 0` it
+//! gives `0 · (−∞) = NaN`, the seeds' failure; `bce_torch` is PyTorch's clamped
+//! `binary_cross_entropy`. Each kind's formula and its PyTorch expression (which `repro.py`
+//! evaluates) sit side by side: the regression losses in `regression.rs`, those of
+//! probabilities and logits in `probability.rs`. The cause engine explains a non-finite
+//! loss from its inputs (`run::cause::loss`).
+
+use candle_core::{Tensor, D};
+
+use super::{py, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use crate::error::{Error, Result};
+use crate::run::opmath::{in_f32, mean_all};
+use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
+
+mod probability;
+mod regression;
+
+/// The loss node: a [`LossSpec`] as an op of two inputs, the prediction `x` and the targets
+/// (the context's second input).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loss(pub LossSpec);
+
+/// What a kind's formula makes before the reduction.
+enum Terms {
+    /// One term per element, reduced over all of them.
+    Elements(Tensor),
+    /// One term per element and class, summed over the classes, then reduced over rows.
+    Classes(Tensor),
+}
+
+impl Loss {
+    /// The scalar loss of predictions `p` against targets `y`, both `(batch, k)`.
+    pub fn apply(&self, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let s = &self.0;
+        let terms = match s.kind {
+            LossKind::Mse => regression::mse(p, y)?,
+            LossKind::Mae => regression::mae(p, y)?,
+            LossKind::Huber => regression::huber(s, p, y)?,
+            LossKind::MeanAbsRatio => regression::mean_abs_ratio(s, p, y)?,
+            LossKind::Bce => probability::bce(s, p, y)?,
+            LossKind::BceTorch => probability::bce_torch(s, p, y)?,
+            LossKind::BceLogits => probability::bce_logits(p, y)?,
+            LossKind::CrossEntropy => probability::cross_entropy(p, y)?,
+            LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(s, p, y)?,
+        };
+        match terms {
+            Terms::Elements(e) => reduce(s.reduction, &e),
+            Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+        }
+    }
+
+    /// Its PyTorch expression of the prediction `p` and targets `y` (`torch` and `F` in scope).
+    pub fn torch_expr(&self) -> String {
+        let s = &self.0;
+        let (terms, classes) = match s.kind {
+            LossKind::Mse => (regression::MSE.to_string(), false),
+            LossKind::Mae => (regression::MAE.to_string(), false),
+            LossKind::Huber => return regression::huber_torch(s),
+            LossKind::MeanAbsRatio => (regression::mean_abs_ratio_torch(s), false),
+            LossKind::Bce => (probability::bce_torch_expr(s), false),
+            LossKind::BceTorch => return format!("F.binary_cross_entropy({}, y, reduction={})", clamped(s, "p"), reduction(s)),
+            LossKind::BceLogits => return format!("F.binary_cross_entropy_with_logits(p, y, reduction={})", reduction(s)),
+            LossKind::CrossEntropy => (probability::CROSS_ENTROPY.to_string(), true),
+            LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
+        };
+        let rows = if classes { ".sum(dim=-1)" } else { "" };
+        let reduce = match s.reduction {
+            Reduction::Mean => "mean",
+            Reduction::Sum => "sum",
+        };
+        format!("({terms}){rows}.{reduce}()")
+    }
+}
+
+impl Op for Loss {
+    fn check(&self) -> Vec<(&'static str, String)> {
+        let l = &self.0;
+        let mut out = Vec::new();
+        match (l.kind, l.delta) {
+            (LossKind::Huber, Some(d)) if !(d > 0.0 && d.is_finite()) => out.push(("delta", format!("must be a positive finite number, got {d}"))),
+            (LossKind::Huber, None) => out.push(("delta", "huber needs `delta`".into())),
+            (LossKind::Huber, Some(_)) => {}
+            (_, Some(_)) => out.push(("delta", "only huber takes `delta`".into())),
+            (_, None) => {}
+        }
+        if let Some(c) = l.clamp.filter(|c| !(*c > 0.0 && *c < 0.5)) {
+            out.push(("clamp", format!("must be in (0, 0.5), got {c}")));
+        }
+        if let Some(e) = l.epsilon.filter(|e| !(*e >= 0.0 && e.is_finite())) {
+            out.push(("epsilon", format!("must be a finite number ≥ 0, got {e}")));
+        }
+        if l.epsilon.is_some() && !l.kind.takes_epsilon() {
+            out.push(("epsilon", "only bce, naive_cross_entropy and mean_abs_ratio take an epsilon".into()));
+        }
+        if l.clamp.is_some() && !l.kind.takes_clamp() {
+            out.push(("clamp", "only bce, bce_torch and naive_cross_entropy take probabilities to clamp".into()));
+        }
+        out
+    }
+
+    fn plan(&self, _: &mut Planner<'_>, _: Shape) -> std::result::Result<Shape, String> {
+        Ok(Shape::Flat(1))
+    }
+
+    fn held(&self, _: Shape, _: Shape, values: u128) -> u128 {
+        values
+    }
+
+    /// The loss, its scaling and division, and the casts around it.
+    fn levels(&self) -> (u64, u64) {
+        (64, 0)
+    }
+
+    fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
+        let y = cx.other.ok_or_else(|| Error::Candle(candle_core::Error::Msg("the loss node reads the targets as its second input".into())))?;
+        self.apply(x, y)
+    }
+
+    /// Every loss is on autocast's f32 list.
+    fn autocast(&self, _: Part) -> Autocast {
+        Autocast::F32
+    }
+
+    fn rounding(&self, _: Part) -> Rounding {
+        Rounding::Outside
+    }
+
+    /// A non-finite loss is explained from both its inputs by `run::cause::loss`.
+    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
+        None
+    }
+
+    /// Its backward is explained from both its inputs by `run::cause::backward`.
+    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
+        None
+    }
+
+    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
+        None
+    }
+
+    fn torch(&self) -> Torch {
+        Torch::Expr(self.torch_expr())
+    }
+}
+
+/// `p` clamped into `[clamp, 1 − clamp]` if the loss clamps, as Python (`p` names the tensor).
+fn clamped(s: &LossSpec, p: &str) -> String {
+    match s.clamp {
+        Some(c) => format!("torch.clamp({p}, {}, {})", py(c), py(1.0 - c)),
+        None => p.to_string(),
+    }
+}
+
+/// The reduction as PyTorch's `reduction=` argument.
+fn reduction(s: &LossSpec) -> &'static str {
+    match s.reduction {
+        Reduction::Mean => "'mean'",
+        Reduction::Sum => "'sum'",
+    }
+}
+
+/// `p` clamped into `[clamp, 1 − clamp]` if the loss clamps.
+fn clamp(s: &LossSpec, p: &Tensor) -> Result<Tensor> {
+    Ok(match s.clamp {
+        Some(c) => crate::run::elementwise::clamp(p, c, 1.0 - c)?,
+        None => p.clone(),
+    })
+}
+
+/// The reduction, accumulated in f32 for f16 and bf16 and rounded once, as PyTorch does; a
+/// mean divides by the count (`opmath::mean_all`).
+fn reduce(r: Reduction, elems: &Tensor) -> Result<Tensor> {
+    match r {
+        Reduction::Mean => mean_all(elems),
+        Reduction::Sum => in_f32(elems, |e| Ok(e.sum_all()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+//! The losses of probabilities and logits: `bce` (the formula as written), `bce_torch`
+//! (PyTorch's clamped `binary_cross_entropy`, kernel `run::bce_torch`), `bce_logits`, and
+//! the cross-entropies of one-hot targets (stable through log-softmax, and naive: softmax
+//! then log), each formula beside its PyTorch expression.
+
+use candle_core::{Tensor, D};
+
+use super::{clamp, clamped, py, Terms};
+use crate::error::Result;
+use crate::run::opmath::in_f32;
+use crate::scenario::LossSpec;
+
+/// `−(y log(p + eps) + (1−y) log(1 − p + eps))` exactly, after the clamp if any.
+pub(super) fn bce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
+    let eps = s.epsilon.unwrap_or(0.0);
+    let p = clamp(s, p)?;
+    let log_p = p.affine(1.0, eps)?.log()?;
+    let log_q = p.affine(-1.0, 1.0 + eps)?.log()?;
+    Ok(Terms::Elements((y.mul(&log_p)? + y.affine(-1.0, 1.0)?.mul(&log_q)?)?.neg()?))
+}
+
+/// [`bce`] in PyTorch.
+pub(super) fn bce_torch_expr(s: &LossSpec) -> String {
+    let (q, eps) = (clamped(s, "p"), s.epsilon.unwrap_or(0.0));
+    format!("-(y * torch.log({q} + {}) + (1.0 - y) * torch.log(-{q} + {}))", py(eps), py(1.0 + eps))
+}
+
+/// PyTorch's `binary_cross_entropy`, after the clamp if any.
+pub(super) fn bce_torch(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
+    Ok(Terms::Elements(crate::run::bce_torch::bce_torch(&clamp(s, p)?, y)?))
+}
+
+/// `max(x, 0) − x·y + log(1 + exp(−|x|))`, PyTorch's stable form.
+pub(super) fn bce_logits(p: &Tensor, y: &Tensor) -> Result<Terms> {
+    let soft = p.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    Ok(Terms::Elements(((p.relu()? - p.mul(y)?)? + soft)?))
+}
+
+/// Cross-entropy through log-softmax (stable), one-hot targets: the fused CPU kernel
+/// (`kernel::cross_entropy`) where it runs, the same formula in Candle ops elsewhere.
+pub(super) fn cross_entropy(p: &Tensor, y: &Tensor) -> Result<Terms> {
+    if crate::run::kernel::handles(p) {
+        // One value per row, summed over classes: reduced over the rows.
+        return Ok(Terms::Elements(crate::run::kernel::cross_entropy::rows(p, y)?));
+    }
+    let max = p.max_keepdim(D::Minus1)?.detach();
+    let shifted = p.broadcast_sub(&max)?;
+    let log_sum = in_f32(&shifted.exp()?, |e| Ok(e.sum_keepdim(D::Minus1)?))?.log()?;
+    Ok(Terms::Classes(shifted.broadcast_sub(&log_sum)?.mul(y)?.neg()?))
+}
+
+/// [`cross_entropy`] in PyTorch, per class.
+pub(super) const CROSS_ENTROPY: &str = "-(((s := p - p.max(dim=-1, keepdim=True).values.detach()) - torch.log(torch.exp(s).sum(dim=-1, keepdim=True))) * y)";
+
+/// Softmax, then log (clamped if the loss clamps, `+ eps` inside the log): unstable.
+pub(super) fn naive_cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
+    let eps = s.epsilon.unwrap_or(0.0);
+    let e = p.exp()?;
+    let probs = clamp(s, &e.broadcast_div(&in_f32(&e, |e| Ok(e.sum_keepdim(D::Minus1)?))?)?)?;
+    Ok(Terms::Classes(probs.affine(1.0, eps)?.log()?.mul(y)?.neg()?))
+}
+
+/// [`naive_cross_entropy`] in PyTorch, per class.
+pub(super) fn naive_cross_entropy_torch(s: &LossSpec) -> String {
+    let probs = clamped(s, "(ex := torch.exp(p)) / ex.sum(dim=-1, keepdim=True)");
+    format!("-(torch.log({probs} + {}) * y)", py(s.epsilon.unwrap_or(0.0)))
+}
