@@ -41,6 +41,9 @@ macro_rules! for_each_op {
             }
             layers {
                 Linear => linear::Linear,
+                Rnn => rnn::Rnn,
+                Lstm => gated::Lstm,
+                Gru => gated::Gru,
             }
         }
     };

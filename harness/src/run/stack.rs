@@ -77,8 +77,6 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
         // im2col: an `index_select` per kernel tap (per row and per tap for images), stacked.
         Layer::Conv1d { kernel, .. } => (24 + 2 * *kernel as u64, 0),
         Layer::Conv2d { kernel, .. } => ((*kernel as u64).saturating_mul(2 * *kernel as u64 + 1).saturating_add(24), 0),
-        Layer::Rnn { .. } => (16, 6),
-        Layer::Lstm { .. } | Layer::Gru { .. } => (16, 24),
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use super::{is_one, one, one_usize};
+use crate::ops::gated::Gated;
 
 /// The model: a stack of layers applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -30,7 +31,7 @@ impl Layer {
     pub fn dropout_p(&self) -> f64 {
         match self {
             Layer::Dropout { p } => *p,
-            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } => *recurrent_dropout,
+            Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) => *recurrent_dropout,
             _ => 0.0,
         }
     }
@@ -104,14 +105,6 @@ macro_rules! layer_enum {
                 #[doc = concat!("The registry layer [`", stringify!($lt), "`](crate::ops::", stringify!($lm), "::", stringify!($lt), ").")]
                 $lv($crate::ops::$lm::$lt),
             )*
-            /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
-            Rnn {
-                /// Hidden size.
-                hidden: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
             $(
                 #[doc = concat!("The registry op [`", stringify!($ty), "`](crate::ops::", stringify!($module), "::", stringify!($ty), ").")]
                 $variant($crate::ops::$module::$ty),
@@ -172,40 +165,6 @@ macro_rules! layer_enum {
             MaxPool,
             /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
             Last,
-            /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
-            Lstm {
-                /// Hidden size.
-                hidden: usize,
-                /// Return `(batch, seq, hidden)` instead of the last state.
-                #[serde(default)]
-                return_sequences: bool,
-                /// The cell's activation (Keras's `activation`; PyTorch's LSTM is tanh).
-                #[serde(default)]
-                activation: RnnActivation,
-                /// Keras's `recurrent_dropout`: one mask per sequence on the state fed back, scaled by `1/(1 − p)`.
-                #[serde(default, skip_serializing_if = "is_zero")]
-                recurrent_dropout: f64,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// GRU with PyTorch's gates (`r, z, n`, the reset applied after the recurrent product) and init.
-            Gru {
-                /// Hidden size.
-                hidden: usize,
-                /// Return `(batch, seq, hidden)` instead of the last state.
-                #[serde(default)]
-                return_sequences: bool,
-                /// The candidate's activation (Keras's `activation`; PyTorch's GRU is tanh).
-                #[serde(default)]
-                activation: RnnActivation,
-                /// Keras's `recurrent_dropout`, as for `lstm`.
-                #[serde(default, skip_serializing_if = "is_zero")]
-                recurrent_dropout: f64,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
             /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
             /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
             Dropout {
@@ -267,8 +226,7 @@ macro_rules! layer_enum {
                 match self {
                     $(Layer::$variant(op) => Some(op),)*
                     $(Layer::$lv(op) => Some(op),)*
-                    Layer::Rnn { .. }
-                    | Layer::LayerNorm { .. }
+                    Layer::LayerNorm { .. }
                     | Layer::RmsNorm { .. }
                     | Layer::BatchNorm { .. }
                     | Layer::Residual { .. }
@@ -278,8 +236,6 @@ macro_rules! layer_enum {
                     | Layer::MeanPool
                     | Layer::MaxPool
                     | Layer::Last
-                    | Layer::Lstm { .. }
-                    | Layer::Gru { .. }
                     | Layer::Dropout { .. }
                     | Layer::Conv1d { .. }
                     | Layer::Conv2d { .. }
@@ -304,10 +260,6 @@ pub enum RnnActivation {
     Tanh,
     /// `max(x, 0)`: unbounded, as keras-team/keras#13221 used it.
     Relu,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 /// What attention writes into masked scores.

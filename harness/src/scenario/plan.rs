@@ -245,10 +245,7 @@ impl Planner<'_> {
     /// Adds one layer's parameters; returns its output shape.
     fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
         let width = shape.width();
-        let torch_fan = match layer {
-            Layer::Rnn { hidden, .. } | Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. } => *hidden,
-            _ => width,
-        };
+        let torch_fan = width;
         let default = self.spec.init;
         let mut add = |p: &str, shape: Vec<usize>, role, fan_in, fan_out, init: Option<Init>| {
             let init = init.unwrap_or(default);
@@ -269,16 +266,7 @@ impl Planner<'_> {
             }
         };
         Ok(match layer {
-            Layer::Attention { .. }
-            | Layer::MeanPool
-            | Layer::MaxPool
-            | Layer::Last
-            | Layer::Rnn { .. }
-            | Layer::Lstm { .. }
-            | Layer::Gru { .. }
-            | Layer::LayerNorm { .. }
-            | Layer::RmsNorm { .. }
-            | Layer::PositionalEmbedding
+            Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::PositionalEmbedding
                 if matches!(shape, Shape::Image { .. }) =>
             {
                 return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
@@ -318,37 +306,6 @@ impl Planner<'_> {
                     return Err(format!("`kernel` = {kernel} must be between 1 and the image's {height} × {w}"));
                 }
                 Shape::Image { channels, height: height / kernel, width: w / kernel }
-            }
-            Layer::Rnn { hidden, init } => {
-                sequence("gets")?;
-                if *hidden == 0 {
-                    return Err("`hidden` must be at least 1".into());
-                }
-                let h = *hidden;
-                add("weight_ih", vec![width, h], Role::Weight, width, h, *init);
-                add("weight_hh", vec![h, h], Role::Recurrent, h, h, *init);
-                add("bias_ih", vec![h], Role::Bias, h, h, *init);
-                add("bias_hh", vec![h], Role::Bias, h, h, *init);
-                Shape::Flat(h)
-            }
-            Layer::Lstm { hidden, return_sequences, init, .. } | Layer::Gru { hidden, return_sequences, init, .. } => {
-                let (len, _) = sequence("gets")?;
-                if *hidden == 0 {
-                    return Err("`hidden` must be at least 1".into());
-                }
-                let (h, gates) = (*hidden, if matches!(layer, Layer::Lstm { .. }) { 4 } else { 3 });
-                // Saturating: an absurd size is refused by the memory estimate, not an overflow.
-                let gh = h.saturating_mul(gates);
-                add("weight_ih", vec![width, gh], Role::Weight, width, gh, *init);
-                add("weight_hh", vec![h, gh], Role::Recurrent, h, gh, *init);
-                let forget = if gates == 4 { Role::ForgetBias } else { Role::Bias };
-                add("bias_ih", vec![gh], forget, h, gh, *init);
-                add("bias_hh", vec![gh], Role::Bias, h, gh, *init);
-                if *return_sequences {
-                    Shape::Seq { len, width: h }
-                } else {
-                    Shape::Flat(h)
-                }
             }
             Layer::BatchNorm { .. } => {
                 // Over features (BatchNorm1d), or per channel over images (BatchNorm2d).
@@ -443,7 +400,7 @@ mod tests {
         let flat = InShape { features: 4, seq_len: None, vocab: None, image: None };
         let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10), image: None };
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
-        assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
+        assert!(err(vec![Layer::Rnn(crate::ops::rnn::Rnn { hidden: 2, init: None })], flat).1.contains("needs sequence input"));
         assert!(err(vec![Layer::Linear(Linear { out: 1, init: None })], tokens).1.contains("embedding layer first"));
         assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
             .1

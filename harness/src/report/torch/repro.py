@@ -302,8 +302,6 @@ def layer(spec, width, seq, name):
         return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
     if kind == "residual":
         return Residual(spec["layers"], width, seq, name), width
-    if kind in ("lstm", "gru"):
-        return Gated(kind, width, spec, name), spec["hidden"]
     if kind == "conv1d":
         return Conv1d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
     if kind == "conv2d":
@@ -324,8 +322,6 @@ def layer(spec, width, seq, name):
         return PositionalEmbedding(seq, width), width
     if kind in ("mean_pool", "max_pool", "last"):
         return Pool(kind), width
-    if kind == "rnn":
-        return Rnn(width, spec["hidden"]), spec["hidden"]
     if kind == "layer_norm":
         return nn.LayerNorm(width, eps=spec["eps"]), width
     if kind == "batch_norm":

@@ -44,7 +44,7 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
+        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } => Policy::Low,
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
         Layer::Residual { .. }
         | Layer::Embedding { .. }
@@ -83,7 +83,7 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         return op.rounding(part);
     }
     match layer {
-        Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
+        Layer::Conv1d { .. } | Layer::Conv2d { .. } => Rounding::HalfTensors,
         Layer::Attention { .. } => match part {
             Part::Scores => Rounding::Projections,
             Part::Mix => Rounding::Own,

@@ -26,7 +26,7 @@ mod conv;
 mod init;
 mod norm;
 pub(crate) mod pointwise;
-mod recurrent;
+pub(crate) mod recurrent;
 pub(crate) mod relu;
 mod sequence;
 mod tap;
@@ -156,16 +156,6 @@ impl Model {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
                     None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
                 },
-                (Layer::Lstm { hidden, return_sequences, activation, recurrent_dropout, .. } | Layer::Gru { hidden, return_sequences, activation, recurrent_dropout, .. }, _) => {
-                    let drop = self.mask(h.dims()[0], *hidden, *recurrent_dropout, training, h)?;
-                    let run = recurrent::Run { activation: *activation, sequences: *return_sequences, dropout: drop.as_ref() };
-                    let weights = (p(0), p(1), p(2), p(3));
-                    if matches!(node.layer, Layer::Lstm { .. }) {
-                        recurrent::lstm(h, weights, *hidden, &run)?
-                    } else {
-                        recurrent::gru(h, weights, *hidden, &run)?
-                    }
-                }
                 (Layer::Dropout { p: prob }, _) => {
                     let rows = h.dims()[0];
                     match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
@@ -301,7 +291,6 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
@@ -314,7 +303,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
+        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
         }
     })

@@ -3,6 +3,7 @@
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::Scale;
+use crate::ops::gated::Gated;
 use crate::scenario::{Layer, Scenario};
 
 /// `model.init_scale`.
@@ -70,7 +71,7 @@ impl Def for DropoutP {
     fn set(s: &mut Scenario, value: f64) -> bool {
         s.model.for_each_layer_mut(&mut |l| match l {
             Layer::Dropout { p } => *p = value,
-            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
+            Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
             _ => {}
         });
         true

@@ -138,13 +138,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
             out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
         }
         match layer {
-            Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
-            Layer::Lstm { init: i, recurrent_dropout, .. } | Layer::Gru { init: i, recurrent_dropout, .. } => {
-                unit_interval(out, &k("recurrent_dropout"), *recurrent_dropout);
-                if let Some(it) = i {
-                    init(&k("init"), it, out);
-                }
-            }
             Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
             Layer::RmsNorm { eps: Some(e) } => positive(out, &k("eps"), *e),
             Layer::BatchNorm { eps, momentum } => {

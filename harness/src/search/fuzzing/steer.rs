@@ -14,7 +14,9 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
+use crate::ops::gated::{Gru, Lstm};
 use crate::ops::linear::Linear;
+use crate::ops::rnn::Rnn;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -159,9 +161,9 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
     let recurrent_dropout = *u.choose(&[0.0, 0.0, 0.2])?;
     let rec = if return_sequences { Shape::Seq(len, hidden) } else { Shape::Flat(hidden) };
     Ok(match u.int_in_range(0..=8)? {
-        0 => (Layer::Rnn { hidden, init: None }, Shape::Flat(hidden)),
-        1 => (Layer::Lstm { hidden, return_sequences, activation, recurrent_dropout, init: None }, rec),
-        2 => (Layer::Gru { hidden, return_sequences, activation, recurrent_dropout, init: None }, rec),
+        0 => (Layer::Rnn(Rnn { hidden, init: None }), Shape::Flat(hidden)),
+        1 => (Layer::Lstm(Lstm { hidden, return_sequences, activation, recurrent_dropout, init: None }), rec),
+        2 => (Layer::Gru(Gru { hidden, return_sequences, activation, recurrent_dropout, init: None }), rec),
         3 | 4 => {
             let (kernel, stride, padding) = (u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
             match conv_len(len, kernel, stride, padding) {
@@ -308,9 +310,9 @@ mod tests {
             ("conv2d", has(|l| matches!(l, Layer::Conv2d { .. }))),
             ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d { .. }))),
             ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d { .. }))),
-            ("rnn", has(|l| matches!(l, Layer::Rnn { .. }))),
-            ("lstm", has(|l| matches!(l, Layer::Lstm { .. }))),
-            ("gru", has(|l| matches!(l, Layer::Gru { .. }))),
+            ("rnn", has(|l| matches!(l, Layer::Rnn(_)))),
+            ("lstm", has(|l| matches!(l, Layer::Lstm(_)))),
+            ("gru", has(|l| matches!(l, Layer::Gru(_)))),
             ("attention", has(|l| matches!(l, Layer::Attention { .. }))),
             ("amp_f16", with(|s| s.train.precision == Precision::AmpF16)),
             ("amp_bf16", with(|s| s.train.precision == Precision::AmpBf16)),
