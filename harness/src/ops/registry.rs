@@ -44,6 +44,9 @@ macro_rules! for_each_op {
                 Rnn => rnn::Rnn,
                 Lstm => gated::Lstm,
                 Gru => gated::Gru,
+                LayerNorm => layer_norm::LayerNorm,
+                RmsNorm => rms_norm::RmsNorm,
+                BatchNorm => batch_norm::BatchNorm,
             }
         }
     };

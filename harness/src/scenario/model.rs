@@ -109,29 +109,6 @@ macro_rules! layer_enum {
                 #[doc = concat!("The registry op [`", stringify!($ty), "`](crate::ops::", stringify!($module), "::", stringify!($ty), ").")]
                 $variant($crate::ops::$module::$ty),
             )*
-            /// Layer normalisation over the last dimension with learnable scale and shift.
-            LayerNorm {
-                /// Variance epsilon.
-                #[serde(default = "ln_eps")]
-                eps: f64,
-            },
-            /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
-            /// `x / sqrt(mean(x²) + eps) · weight`.
-            RmsNorm {
-                /// Epsilon; by default the machine epsilon of the type it computes in (f32's for f16 and bf16), as PyTorch's `eps=None`.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                eps: Option<f64>,
-            },
-            /// Batch normalisation over the batch (`torch.nn.BatchNorm1d`): batch statistics while
-            /// training, running statistics in validation; the running variance is unbiased.
-            BatchNorm {
-                /// Variance epsilon.
-                #[serde(default = "ln_eps")]
-                eps: f64,
-                /// Weight of each batch in the running statistics.
-                #[serde(default = "bn_momentum")]
-                momentum: f64,
-            },
             /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
             Residual {
                 /// The layers of `f`.
@@ -226,10 +203,7 @@ macro_rules! layer_enum {
                 match self {
                     $(Layer::$variant(op) => Some(op),)*
                     $(Layer::$lv(op) => Some(op),)*
-                    Layer::LayerNorm { .. }
-                    | Layer::RmsNorm { .. }
-                    | Layer::BatchNorm { .. }
-                    | Layer::Residual { .. }
+                    Layer::Residual { .. }
                     | Layer::Attention { .. }
                     | Layer::Embedding { .. }
                     | Layer::PositionalEmbedding
@@ -288,11 +262,3 @@ pub enum SoftmaxKind {
 
 /// Deepest nesting of residual blocks accepted.
 pub const MAX_NESTING: usize = 8;
-
-fn bn_momentum() -> f64 {
-    0.1
-}
-
-fn ln_eps() -> f64 {
-    1e-5
-}

@@ -266,9 +266,7 @@ impl Planner<'_> {
             }
         };
         Ok(match layer {
-            Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::PositionalEmbedding
-                if matches!(shape, Shape::Image { .. }) =>
-            {
+            Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::PositionalEmbedding if matches!(shape, Shape::Image { .. }) => {
                 return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
             }
             Layer::Conv1d { channels, kernel, stride, padding, init } => {
@@ -306,29 +304,6 @@ impl Planner<'_> {
                     return Err(format!("`kernel` = {kernel} must be between 1 and the image's {height} × {w}"));
                 }
                 Shape::Image { channels, height: height / kernel, width: w / kernel }
-            }
-            Layer::BatchNorm { .. } => {
-                // Over features (BatchNorm1d), or per channel over images (BatchNorm2d).
-                let n = match shape {
-                    Shape::Flat(w) => w,
-                    Shape::Image { channels, .. } => channels,
-                    _ => return Err(format!("a batch_norm layer normalises (batch, features) or images, and gets {}: pool the sequence first", shape.describe())),
-                };
-                add("weight", vec![n], Role::Gain, n, n, None);
-                add("bias", vec![n], Role::Shift, n, n, None);
-                shape
-            }
-            Layer::RmsNorm { .. } => {
-                add("weight", vec![width], Role::Gain, width, width, None);
-                shape
-            }
-            Layer::LayerNorm { eps } => {
-                if !(eps.is_finite() && *eps > 0.0) {
-                    return Err(format!("layer norm `eps` must be a positive finite number, got {eps}"));
-                }
-                add("weight", vec![width], Role::Gain, width, width, None);
-                add("bias", vec![width], Role::Shift, width, width, None);
-                shape
             }
             Layer::Embedding { dim } => {
                 let Shape::Tokens { len, vocab } = shape else {
@@ -422,7 +397,7 @@ mod tests {
 
     #[test]
     fn residual_blocks_nest_names_and_read_their_input() {
-        let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: 4, init: None })] };
+        let block = Layer::Residual { layers: vec![Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: 4, init: None })] };
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
         let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();

@@ -322,12 +322,6 @@ def layer(spec, width, seq, name):
         return PositionalEmbedding(seq, width), width
     if kind in ("mean_pool", "max_pool", "last"):
         return Pool(kind), width
-    if kind == "layer_norm":
-        return nn.LayerNorm(width, eps=spec["eps"]), width
-    if kind == "batch_norm":
-        return BatchNorm(width, spec["eps"], spec["momentum"]), width
-    if kind == "rms_norm":
-        return nn.RMSNorm(width, eps=spec.get("eps")), width
     expr = NODES[name].get("torch")
     if expr is None:
         raise SystemExit(f"repro.py: unknown layer {kind}")

@@ -45,7 +45,6 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
         Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } => Policy::Low,
-        Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
         Layer::Residual { .. }
         | Layer::Embedding { .. }
         | Layer::PositionalEmbedding
@@ -89,10 +88,7 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
             Part::Mix => Rounding::Own,
             Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
         },
-        Layer::LayerNorm { .. }
-        | Layer::RmsNorm { .. }
-        | Layer::BatchNorm { .. }
-        | Layer::Residual { .. }
+        Layer::Residual { .. }
         | Layer::Embedding { .. }
         | Layer::PositionalEmbedding
         | Layer::MeanPool
@@ -226,7 +222,7 @@ mod tests {
     #[test]
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
         assert_eq!(policy(&Layer::Linear(Linear { out: 1, init: None }), Part::Whole), Policy::Low);
-        assert_eq!(policy(&Layer::LayerNorm { eps: 1e-5 }, Part::Whole), Policy::F32);
+        assert_eq!(policy(&Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Part::Whole), Policy::F32);
         assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);
         // 1 + 2⁻¹¹ is not an f16: the promoted sum keeps it, an f16 sum would round it to 1.

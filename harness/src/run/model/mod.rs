@@ -24,7 +24,7 @@ mod attention;
 mod autocast;
 mod conv;
 mod init;
-mod norm;
+pub(crate) mod norm;
 pub(crate) mod pointwise;
 pub(crate) mod recurrent;
 pub(crate) mod relu;
@@ -41,8 +41,6 @@ pub(crate) use tap::{recorded, Slot};
 pub struct Model {
     nodes: Vec<Node>,
     layers: Vec<Layer>,
-    /// Each batch-norm node's running mean and variance (updated by training forwards).
-    running: Vec<Option<RefCell<norm::Running>>>,
     /// Each node's state across forwards, kept by its op (`ops::Cx::state`).
     states: Vec<State>,
     /// The dtype the parameters are stored in.
@@ -73,29 +71,9 @@ impl Model {
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
-        let running = plan
-            .nodes
-            .iter()
-            .map(|n| {
-                matches!(n.layer, Layer::BatchNorm { .. })
-                    .then(|| {
-                        norm::Running::new(
-                            match n.shape {
-                                crate::scenario::Shape::Image { channels, .. } => channels,
-                                s => s.width(),
-                            },
-                            dtype,
-                            dev,
-                        )
-                        .map(RefCell::new)
-                    })
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
         Ok(Model {
             nodes: plan.nodes.clone(),
             layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(),
-            running,
             states: plan.nodes.iter().map(|_| RefCell::new(None)).collect(),
             storage: dtype,
             dropout: RefCell::new(None),
@@ -152,10 +130,6 @@ impl Model {
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
                 (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
-                    Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
-                    None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
-                },
                 (Layer::Dropout { p: prob }, _) => {
                     let rows = h.dims()[0];
                     match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
@@ -291,8 +265,6 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
-        Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
         Layer::Last => sequence::last(h)?,
@@ -302,8 +274,8 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
-        // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Dropout { .. } => {
+        // Applied in `forward_with`, which holds the mask, the dropout stream and the other input.
+        Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
         }
     })

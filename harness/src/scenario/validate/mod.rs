@@ -139,13 +139,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
         }
         match layer {
             Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
-            Layer::RmsNorm { eps: Some(e) } => positive(out, &k("eps"), *e),
-            Layer::BatchNorm { eps, momentum } => {
-                positive(out, &k("eps"), *eps);
-                if !(0.0..=1.0).contains(momentum) {
-                    out.push(problem(k("momentum"), format!("must be in [0, 1], got {momentum}")));
-                }
-            }
             Layer::Conv1d { channels, kernel, stride, padding, .. } | Layer::Conv2d { channels, kernel, stride, padding, .. } => conv(&k, *channels, *kernel, *stride, *padding, out),
             Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
             Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),

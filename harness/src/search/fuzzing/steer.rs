@@ -14,8 +14,11 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
+use crate::ops::batch_norm::BatchNorm;
 use crate::ops::gated::{Gru, Lstm};
+use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;
+use crate::ops::rms_norm::RmsNorm;
 use crate::ops::rnn::Rnn;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
@@ -105,8 +108,8 @@ fn keep_shape(u: &mut Unstructured) -> Result<Layer> {
         3 => Layer::Gelu(Default::default()),
         4 => Layer::Silu(Default::default()),
         5 => Layer::LeakyRelu(crate::ops::leaky_relu::LeakyRelu { negative_slope: 0.01 }),
-        6 => Layer::LayerNorm { eps: 1e-5 },
-        7 => Layer::RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? },
+        6 => Layer::LayerNorm(LayerNorm { eps: 1e-5 }),
+        7 => Layer::RmsNorm(RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? }),
         8 => Layer::Dropout { p: *u.choose(&[0.1, 0.5])? },
         _ => Layer::Identity(Default::default()),
     })
@@ -129,8 +132,8 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 let out = small(u)?;
                 (Layer::Linear(Linear { out, init: None }), Shape::Flat(out))
             }
-            1 => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
-            _ => (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: w, init: None })] }, *shape),
+            1 => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
+            _ => (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: w, init: None })] }, *shape),
         },
         Shape::Seq(len, w) => seq_layer(u, len, w)?,
         Shape::Img(c, h, w) => match u.int_in_range(0..=3)? {
@@ -146,7 +149,7 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 let pool = if u.ratio(1, 2)? { Layer::MaxPool2d { kernel } } else { Layer::AvgPool2d { kernel } };
                 (pool, Shape::Img(c, h / kernel, w / kernel))
             }
-            _ => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
+            _ => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
         },
     };
     *shape = next;
@@ -174,7 +177,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         5 => {
             let heads = if w % 2 == 0 { *u.choose(&[1, 2])? } else { 1 };
             let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
-            (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, attention] }, Shape::Seq(len, w))
+            (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }, Shape::Seq(len, w))
         }
         6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
         7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
