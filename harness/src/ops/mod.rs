@@ -33,6 +33,7 @@ pub mod softsign;
 
 pub mod abs;
 pub mod batch_norm;
+pub mod dropout;
 pub mod elu;
 pub mod exp;
 pub mod flawed_square;

@@ -47,6 +47,7 @@ macro_rules! for_each_op {
                 LayerNorm => layer_norm::LayerNorm,
                 RmsNorm => rms_norm::RmsNorm,
                 BatchNorm => batch_norm::BatchNorm,
+                Dropout => dropout::Dropout,
             }
         }
     };

@@ -68,7 +68,7 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
     }
     match layer {
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-        Layer::Dropout { .. } | Layer::Flatten | Layer::Last | Layer::PositionalEmbedding => (4, 0),
+        Layer::Flatten | Layer::Last | Layer::PositionalEmbedding => (4, 0),
         Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
         // Per node: attention has three (scores, probabilities, mix).
         Layer::Attention { .. } => (16, 0),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use super::{is_one, one, one_usize};
+use crate::ops::dropout::Dropout;
 use crate::ops::gated::Gated;
 
 /// The model: a stack of layers applied in order.
@@ -30,7 +31,7 @@ impl Layer {
     /// The probability this layer drops values with while training (0: it draws no masks).
     pub fn dropout_p(&self) -> f64 {
         match self {
-            Layer::Dropout { p } => *p,
+            Layer::Dropout(Dropout { p }) => *p,
             Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) => *recurrent_dropout,
             _ => 0.0,
         }
@@ -142,12 +143,6 @@ macro_rules! layer_enum {
             MaxPool,
             /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
             Last,
-            /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
-            /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
-            Dropout {
-                /// Probability of zeroing a value.
-                p: f64,
-            },
             /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
             /// on the transposed sequence): `(batch, seq', channels)`.
             Conv1d {
@@ -210,7 +205,6 @@ macro_rules! layer_enum {
                     | Layer::MeanPool
                     | Layer::MaxPool
                     | Layer::Last
-                    | Layer::Dropout { .. }
                     | Layer::Conv1d { .. }
                     | Layer::Conv2d { .. }
                     | Layer::Flatten

@@ -321,7 +321,6 @@ impl Planner<'_> {
                 shape
             }
             Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
-            Layer::Dropout { .. } => shape,
             Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
             crate::op_layers!() => unreachable!("a registry layer, planned by its op above"),
         })

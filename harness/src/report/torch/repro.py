@@ -312,8 +312,6 @@ def layer(spec, width, seq, name):
         return nn.MaxPool2d(spec["kernel"]), width
     if kind == "avg_pool2d":
         return nn.AvgPool2d(spec["kernel"]), width
-    if kind == "dropout":
-        return Dropout(spec["p"], name), width
     if kind == "attention":
         return Attention(width, spec), width
     if kind == "embedding":

@@ -51,7 +51,6 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
         | Layer::MeanPool
         | Layer::MaxPool
         | Layer::Last
-        | Layer::Dropout { .. }
         | Layer::Flatten
         | Layer::MaxPool2d { .. }
         | Layer::AvgPool2d { .. } => Policy::Same,
@@ -94,7 +93,6 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         | Layer::MeanPool
         | Layer::MaxPool
         | Layer::Last
-        | Layer::Dropout { .. }
         | Layer::Flatten
         | Layer::MaxPool2d { .. }
         | Layer::AvgPool2d { .. } => Rounding::Outside,

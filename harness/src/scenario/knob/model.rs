@@ -4,6 +4,7 @@
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::Scale;
 use crate::ops::batch_norm::BatchNorm;
+use crate::ops::dropout::Dropout;
 use crate::ops::gated::Gated;
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::rms_norm::RmsNorm;
@@ -66,14 +67,14 @@ impl Def for DropoutP {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
     fn applies(s: &Scenario) -> bool {
-        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. }))
+        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout(_)))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0))
     }
     fn set(s: &mut Scenario, value: f64) -> bool {
         s.model.for_each_layer_mut(&mut |l| match l {
-            Layer::Dropout { p } => *p = value,
+            Layer::Dropout(Dropout { p }) => *p = value,
             Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
             _ => {}
         });

@@ -138,7 +138,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
             out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
         }
         match layer {
-            Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
             Layer::Conv1d { channels, kernel, stride, padding, .. } | Layer::Conv2d { channels, kernel, stride, padding, .. } => conv(&k, *channels, *kernel, *stride, *padding, out),
             Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
             Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),

@@ -15,6 +15,7 @@
 //! such as huge paddings or strides keep being tried.
 
 use crate::ops::batch_norm::BatchNorm;
+use crate::ops::dropout::Dropout;
 use crate::ops::gated::{Gru, Lstm};
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;
@@ -110,7 +111,7 @@ fn keep_shape(u: &mut Unstructured) -> Result<Layer> {
         5 => Layer::LeakyRelu(crate::ops::leaky_relu::LeakyRelu { negative_slope: 0.01 }),
         6 => Layer::LayerNorm(LayerNorm { eps: 1e-5 }),
         7 => Layer::RmsNorm(RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? }),
-        8 => Layer::Dropout { p: *u.choose(&[0.1, 0.5])? },
+        8 => Layer::Dropout(Dropout { p: *u.choose(&[0.1, 0.5])? }),
         _ => Layer::Identity(Default::default()),
     })
 }
