@@ -21,26 +21,32 @@ pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 pub mod clamp;
 pub mod diagnosis;
 mod elementwise;
+pub mod gated;
 pub mod linear;
 pub mod logsigmoid;
 pub mod loss;
 pub mod normalize;
 mod op;
 mod registry;
+pub mod rnn;
 pub(crate) mod rounding;
 pub mod softsign;
 
 pub mod abs;
+pub mod batch_norm;
+pub mod dropout;
 pub mod elu;
 pub mod exp;
 pub mod flawed_square;
 pub mod gelu;
 pub mod identity;
+pub mod layer_norm;
 pub mod leaky_relu;
 pub mod log;
 pub mod pow;
 pub mod reciprocal;
 pub mod relu;
+pub mod rms_norm;
 pub mod sigmoid;
 pub mod silu;
 pub mod softmax;
@@ -111,6 +117,16 @@ pub type Explained = Option<(Rule, String)>;
 /// `(key, "must be a finite number, got v")` if `v` is not finite: the check of an op's numeric attribute.
 pub fn finite(key: &'static str, v: f64) -> Option<(&'static str, String)> {
     (!v.is_finite()).then(|| (key, format!("must be a finite number, got {v}")))
+}
+
+/// `(key, "must be in [0, 1), got v")` unless `0 ≤ v < 1`: the check of a probability of dropping.
+pub fn unit_interval(key: &'static str, v: f64) -> Option<(&'static str, String)> {
+    (!(0.0..1.0).contains(&v)).then(|| (key, format!("must be in [0, 1), got {v}")))
+}
+
+/// `(key, "must be a positive finite number, got v")` unless `v` is finite and above 0: the check of an epsilon.
+pub fn positive(key: &'static str, v: f64) -> Option<(&'static str, String)> {
+    (!(v > 0.0 && v.is_finite())).then(|| (key, format!("must be a positive finite number, got {v}")))
 }
 
 /// Why the gradient an op made at `f.x` is non-finite when its derivative (`derivative`, in

@@ -41,6 +41,13 @@ macro_rules! for_each_op {
             }
             layers {
                 Linear => linear::Linear,
+                Rnn => rnn::Rnn,
+                Lstm => gated::Lstm,
+                Gru => gated::Gru,
+                LayerNorm => layer_norm::LayerNorm,
+                RmsNorm => rms_norm::RmsNorm,
+                BatchNorm => batch_norm::BatchNorm,
+                Dropout => dropout::Dropout,
             }
         }
     };

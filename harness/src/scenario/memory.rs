@@ -95,10 +95,6 @@ fn held(n: &Node, steps: u128) -> u128 {
         return op.held(n.in_shape, n.shape, out);
     }
     match (&n.layer, n.in_shape, n.shape) {
-        (Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. }, Shape::Seq { len, .. }, _) => {
-            let gates = if matches!(n.layer, Layer::Lstm { .. }) { 12 } else { 9 };
-            out.saturating_add(product(&[gates, u(*hidden), u(len)]))
-        }
         (Layer::Conv1d { kernel, padding, .. }, Shape::Seq { len, width: c }, Shape::Seq { len: l2, width: o }) => {
             let padded = u(len).saturating_add(u(*padding).saturating_mul(2));
             sum(&[product(&[padded, u(c)]), product(&[2, u(*kernel), u(l2), u(c)]), product(&[2, u(l2), u(o)])])

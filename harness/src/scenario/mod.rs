@@ -133,7 +133,7 @@ mod tests {
         agree::<Knob>();
         agree::<Precision>();
         agree::<Decay>();
-        assert_eq!(Layer::LayerNorm { eps: 1e-5 }.name(), "layer_norm");
+        assert_eq!(Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }).name(), "layer_norm");
         assert_eq!(Layer::FlawedSquare(Default::default()).name(), "flawed_square");
     }
 }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use super::{is_one, one, one_usize};
+use crate::ops::dropout::Dropout;
+use crate::ops::gated::Gated;
 
 /// The model: a stack of layers applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -29,8 +31,8 @@ impl Layer {
     /// The probability this layer drops values with while training (0: it draws no masks).
     pub fn dropout_p(&self) -> f64 {
         match self {
-            Layer::Dropout { p } => *p,
-            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } => *recurrent_dropout,
+            Layer::Dropout(Dropout { p }) => *p,
+            Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) => *recurrent_dropout,
             _ => 0.0,
         }
     }
@@ -104,41 +106,10 @@ macro_rules! layer_enum {
                 #[doc = concat!("The registry layer [`", stringify!($lt), "`](crate::ops::", stringify!($lm), "::", stringify!($lt), ").")]
                 $lv($crate::ops::$lm::$lt),
             )*
-            /// Elman RNN with tanh; returns the last hidden state (Keras SimpleRNN, torch nn.RNN).
-            Rnn {
-                /// Hidden size.
-                hidden: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
             $(
                 #[doc = concat!("The registry op [`", stringify!($ty), "`](crate::ops::", stringify!($module), "::", stringify!($ty), ").")]
                 $variant($crate::ops::$module::$ty),
             )*
-            /// Layer normalisation over the last dimension with learnable scale and shift.
-            LayerNorm {
-                /// Variance epsilon.
-                #[serde(default = "ln_eps")]
-                eps: f64,
-            },
-            /// RMS normalisation over the last dimension with a learnable scale (`torch.nn.RMSNorm`):
-            /// `x / sqrt(mean(x²) + eps) · weight`.
-            RmsNorm {
-                /// Epsilon; by default the machine epsilon of the type it computes in (f32's for f16 and bf16), as PyTorch's `eps=None`.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                eps: Option<f64>,
-            },
-            /// Batch normalisation over the batch (`torch.nn.BatchNorm1d`): batch statistics while
-            /// training, running statistics in validation; the running variance is unbiased.
-            BatchNorm {
-                /// Variance epsilon.
-                #[serde(default = "ln_eps")]
-                eps: f64,
-                /// Weight of each batch in the running statistics.
-                #[serde(default = "bn_momentum")]
-                momentum: f64,
-            },
             /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
             Residual {
                 /// The layers of `f`.
@@ -172,46 +143,6 @@ macro_rules! layer_enum {
             MaxPool,
             /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
             Last,
-            /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
-            Lstm {
-                /// Hidden size.
-                hidden: usize,
-                /// Return `(batch, seq, hidden)` instead of the last state.
-                #[serde(default)]
-                return_sequences: bool,
-                /// The cell's activation (Keras's `activation`; PyTorch's LSTM is tanh).
-                #[serde(default)]
-                activation: RnnActivation,
-                /// Keras's `recurrent_dropout`: one mask per sequence on the state fed back, scaled by `1/(1 − p)`.
-                #[serde(default, skip_serializing_if = "is_zero")]
-                recurrent_dropout: f64,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// GRU with PyTorch's gates (`r, z, n`, the reset applied after the recurrent product) and init.
-            Gru {
-                /// Hidden size.
-                hidden: usize,
-                /// Return `(batch, seq, hidden)` instead of the last state.
-                #[serde(default)]
-                return_sequences: bool,
-                /// The candidate's activation (Keras's `activation`; PyTorch's GRU is tanh).
-                #[serde(default)]
-                activation: RnnActivation,
-                /// Keras's `recurrent_dropout`, as for `lstm`.
-                #[serde(default, skip_serializing_if = "is_zero")]
-                recurrent_dropout: f64,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// Zeroes each value with probability `p` while training and scales the rest by `1/(1 − p)`
-            /// (`torch.nn.Dropout`); masks come from the scenario's seeded stream, one per step.
-            Dropout {
-                /// Probability of zeroing a value.
-                p: f64,
-            },
             /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
             /// on the transposed sequence): `(batch, seq', channels)`.
             Conv1d {
@@ -267,20 +198,13 @@ macro_rules! layer_enum {
                 match self {
                     $(Layer::$variant(op) => Some(op),)*
                     $(Layer::$lv(op) => Some(op),)*
-                    Layer::Rnn { .. }
-                    | Layer::LayerNorm { .. }
-                    | Layer::RmsNorm { .. }
-                    | Layer::BatchNorm { .. }
-                    | Layer::Residual { .. }
+                    Layer::Residual { .. }
                     | Layer::Attention { .. }
                     | Layer::Embedding { .. }
                     | Layer::PositionalEmbedding
                     | Layer::MeanPool
                     | Layer::MaxPool
                     | Layer::Last
-                    | Layer::Lstm { .. }
-                    | Layer::Gru { .. }
-                    | Layer::Dropout { .. }
                     | Layer::Conv1d { .. }
                     | Layer::Conv2d { .. }
                     | Layer::Flatten
@@ -304,10 +228,6 @@ pub enum RnnActivation {
     Tanh,
     /// `max(x, 0)`: unbounded, as keras-team/keras#13221 used it.
     Relu,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 /// What attention writes into masked scores.
@@ -336,11 +256,3 @@ pub enum SoftmaxKind {
 
 /// Deepest nesting of residual blocks accepted.
 pub const MAX_NESTING: usize = 8;
-
-fn bn_momentum() -> f64 {
-    0.1
-}
-
-fn ln_eps() -> f64 {
-    1e-5
-}

@@ -245,10 +245,7 @@ impl Planner<'_> {
     /// Adds one layer's parameters; returns its output shape.
     fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
         let width = shape.width();
-        let torch_fan = match layer {
-            Layer::Rnn { hidden, .. } | Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. } => *hidden,
-            _ => width,
-        };
+        let torch_fan = width;
         let default = self.spec.init;
         let mut add = |p: &str, shape: Vec<usize>, role, fan_in, fan_out, init: Option<Init>| {
             let init = init.unwrap_or(default);
@@ -269,18 +266,7 @@ impl Planner<'_> {
             }
         };
         Ok(match layer {
-            Layer::Attention { .. }
-            | Layer::MeanPool
-            | Layer::MaxPool
-            | Layer::Last
-            | Layer::Rnn { .. }
-            | Layer::Lstm { .. }
-            | Layer::Gru { .. }
-            | Layer::LayerNorm { .. }
-            | Layer::RmsNorm { .. }
-            | Layer::PositionalEmbedding
-                if matches!(shape, Shape::Image { .. }) =>
-            {
+            Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::PositionalEmbedding if matches!(shape, Shape::Image { .. }) => {
                 return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
             }
             Layer::Conv1d { channels, kernel, stride, padding, init } => {
@@ -319,60 +305,6 @@ impl Planner<'_> {
                 }
                 Shape::Image { channels, height: height / kernel, width: w / kernel }
             }
-            Layer::Rnn { hidden, init } => {
-                sequence("gets")?;
-                if *hidden == 0 {
-                    return Err("`hidden` must be at least 1".into());
-                }
-                let h = *hidden;
-                add("weight_ih", vec![width, h], Role::Weight, width, h, *init);
-                add("weight_hh", vec![h, h], Role::Recurrent, h, h, *init);
-                add("bias_ih", vec![h], Role::Bias, h, h, *init);
-                add("bias_hh", vec![h], Role::Bias, h, h, *init);
-                Shape::Flat(h)
-            }
-            Layer::Lstm { hidden, return_sequences, init, .. } | Layer::Gru { hidden, return_sequences, init, .. } => {
-                let (len, _) = sequence("gets")?;
-                if *hidden == 0 {
-                    return Err("`hidden` must be at least 1".into());
-                }
-                let (h, gates) = (*hidden, if matches!(layer, Layer::Lstm { .. }) { 4 } else { 3 });
-                // Saturating: an absurd size is refused by the memory estimate, not an overflow.
-                let gh = h.saturating_mul(gates);
-                add("weight_ih", vec![width, gh], Role::Weight, width, gh, *init);
-                add("weight_hh", vec![h, gh], Role::Recurrent, h, gh, *init);
-                let forget = if gates == 4 { Role::ForgetBias } else { Role::Bias };
-                add("bias_ih", vec![gh], forget, h, gh, *init);
-                add("bias_hh", vec![gh], Role::Bias, h, gh, *init);
-                if *return_sequences {
-                    Shape::Seq { len, width: h }
-                } else {
-                    Shape::Flat(h)
-                }
-            }
-            Layer::BatchNorm { .. } => {
-                // Over features (BatchNorm1d), or per channel over images (BatchNorm2d).
-                let n = match shape {
-                    Shape::Flat(w) => w,
-                    Shape::Image { channels, .. } => channels,
-                    _ => return Err(format!("a batch_norm layer normalises (batch, features) or images, and gets {}: pool the sequence first", shape.describe())),
-                };
-                add("weight", vec![n], Role::Gain, n, n, None);
-                add("bias", vec![n], Role::Shift, n, n, None);
-                shape
-            }
-            Layer::RmsNorm { .. } => {
-                add("weight", vec![width], Role::Gain, width, width, None);
-                shape
-            }
-            Layer::LayerNorm { eps } => {
-                if !(eps.is_finite() && *eps > 0.0) {
-                    return Err(format!("layer norm `eps` must be a positive finite number, got {eps}"));
-                }
-                add("weight", vec![width], Role::Gain, width, width, None);
-                add("bias", vec![width], Role::Shift, width, width, None);
-                shape
-            }
             Layer::Embedding { dim } => {
                 let Shape::Tokens { len, vocab } = shape else {
                     return Err(format!("an embedding layer reads token ids (inputs = {{ kind = \"tokens\", vocab = ... }}) and gets {}", shape.describe()));
@@ -389,7 +321,6 @@ impl Planner<'_> {
                 shape
             }
             Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
-            Layer::Dropout { .. } => shape,
             Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
             crate::op_layers!() => unreachable!("a registry layer, planned by its op above"),
         })
@@ -443,7 +374,7 @@ mod tests {
         let flat = InShape { features: 4, seq_len: None, vocab: None, image: None };
         let tokens = InShape { features: 1, seq_len: Some(5), vocab: Some(10), image: None };
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
-        assert!(err(vec![Layer::Rnn { hidden: 2, init: None }], flat).1.contains("needs sequence input"));
+        assert!(err(vec![Layer::Rnn(crate::ops::rnn::Rnn { hidden: 2, init: None })], flat).1.contains("needs sequence input"));
         assert!(err(vec![Layer::Linear(Linear { out: 1, init: None })], tokens).1.contains("embedding layer first"));
         assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
             .1
@@ -465,7 +396,7 @@ mod tests {
 
     #[test]
     fn residual_blocks_nest_names_and_read_their_input() {
-        let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: 4, init: None })] };
+        let block = Layer::Residual { layers: vec![Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: 4, init: None })] };
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
         let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();

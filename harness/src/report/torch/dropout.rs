@@ -9,6 +9,7 @@ use safetensors::tensor::Dtype;
 
 use super::Raw;
 use crate::error::{Error, Result};
+use crate::ops::gated::Gated;
 use crate::run::data::Dataset;
 use crate::run::model::draw_mask;
 use crate::run::rng::dropout_stream;
@@ -28,7 +29,7 @@ pub(super) fn masks(s: &Scenario, data: &Dataset, plan: &Plan) -> Result<Vec<(St
         .filter(|(_, n)| n.layer.dropout_p() > 0.0)
         .map(|(i, n)| {
             let cols = match n.layer {
-                Layer::Lstm { hidden, .. } | Layer::Gru { hidden, .. } => hidden,
+                Layer::Lstm(Gated { hidden, .. }) | Layer::Gru(Gated { hidden, .. }) => hidden,
                 _ => n.shape.cols(),
             };
             (i, cols, n.layer.dropout_p())

@@ -302,8 +302,6 @@ def layer(spec, width, seq, name):
         return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
     if kind == "residual":
         return Residual(spec["layers"], width, seq, name), width
-    if kind in ("lstm", "gru"):
-        return Gated(kind, width, spec, name), spec["hidden"]
     if kind == "conv1d":
         return Conv1d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
     if kind == "conv2d":
@@ -314,8 +312,6 @@ def layer(spec, width, seq, name):
         return nn.MaxPool2d(spec["kernel"]), width
     if kind == "avg_pool2d":
         return nn.AvgPool2d(spec["kernel"]), width
-    if kind == "dropout":
-        return Dropout(spec["p"], name), width
     if kind == "attention":
         return Attention(width, spec), width
     if kind == "embedding":
@@ -324,14 +320,6 @@ def layer(spec, width, seq, name):
         return PositionalEmbedding(seq, width), width
     if kind in ("mean_pool", "max_pool", "last"):
         return Pool(kind), width
-    if kind == "rnn":
-        return Rnn(width, spec["hidden"]), spec["hidden"]
-    if kind == "layer_norm":
-        return nn.LayerNorm(width, eps=spec["eps"]), width
-    if kind == "batch_norm":
-        return BatchNorm(width, spec["eps"], spec["momentum"]), width
-    if kind == "rms_norm":
-        return nn.RMSNorm(width, eps=spec.get("eps")), width
     expr = NODES[name].get("torch")
     if expr is None:
         raise SystemExit(f"repro.py: unknown layer {kind}")

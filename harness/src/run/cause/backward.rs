@@ -59,11 +59,7 @@ pub(crate) fn born(
         let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() });
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
-    let found = match layer {
-        Layer::Rnn { .. } => crate::ops::linear::backward_overflow(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() }),
-        _ => None,
-    };
-    Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])))
+    Ok(None)
 }
 
 /// The loss's backward made the predictions' gradient non-finite at flat index `i`.

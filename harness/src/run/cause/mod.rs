@@ -13,7 +13,7 @@ use crate::error::Result;
 pub use crate::ops::diagnosis::Rule;
 pub(crate) use crate::ops::diagnosis::{round, Limits};
 use crate::ops::Facts;
-use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimState, OptimizerKind, OptimizerSpec, Part, RnnActivation, SoftmaxKind, TensorId};
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimState, OptimizerKind, OptimizerSpec, Part, SoftmaxKind, TensorId};
 
 mod backward;
 
@@ -117,24 +117,12 @@ pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, ind
     let cols = input.dims().last().copied().unwrap_or(1).max(1);
     let row = index / cols;
     let x = operand("input", input, Some(index), d)?;
-    let dt: &str = d.into();
     let at = x.at.unwrap_or(f64::NAN);
     if let Some(op) = layer.op() {
         let found = op.explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() });
         return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let found = match layer {
-        Layer::Rnn { .. } => crate::ops::linear::overflow(&Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() }),
-        // A relu cell has nothing to bound its state: it grows through the recurrence until it
-        // overflows, and inf − inf or 0 · inf in the next step's gates make NaN.
-        Layer::Lstm { activation: RnnActivation::Relu, recurrent_dropout, .. } | Layer::Gru { activation: RnnActivation::Relu, recurrent_dropout, .. } if x.infinite + x.nan == 0 => {
-            let dropout = if *recurrent_dropout > 0.0 {
-                format!(", and recurrent dropout scales the kept units by 1/(1 − {}) = {}, raising that gain", crate::human(*recurrent_dropout), crate::human(1.0 / (1.0 - recurrent_dropout)))
-            } else {
-                String::new()
-            };
-            Some((Rule::Overflow, format!("the inputs are finite, but a relu cell's state is unbounded: fed back through the recurrent weights, it grows step after step past {dt}'s largest value {}{dropout}; tanh bounds it", crate::human(lim.max))))
-        }
         // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the
         // NaN is a row whose every key was set to -inf.
         Layer::Attention { softmax: SoftmaxKind::Plain, mask_fill: MaskFill::NegInf, causal, .. } if part == Part::Probs && at.is_finite() => {

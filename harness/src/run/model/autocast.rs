@@ -44,15 +44,13 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
-        Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
+        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } => Policy::Low,
         Layer::Residual { .. }
         | Layer::Embedding { .. }
         | Layer::PositionalEmbedding
         | Layer::MeanPool
         | Layer::MaxPool
         | Layer::Last
-        | Layer::Dropout { .. }
         | Layer::Flatten
         | Layer::MaxPool2d { .. }
         | Layer::AvgPool2d { .. } => Policy::Same,
@@ -83,22 +81,18 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         return op.rounding(part);
     }
     match layer {
-        Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
+        Layer::Conv1d { .. } | Layer::Conv2d { .. } => Rounding::HalfTensors,
         Layer::Attention { .. } => match part {
             Part::Scores => Rounding::Projections,
             Part::Mix => Rounding::Own,
             Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
         },
-        Layer::LayerNorm { .. }
-        | Layer::RmsNorm { .. }
-        | Layer::BatchNorm { .. }
-        | Layer::Residual { .. }
+        Layer::Residual { .. }
         | Layer::Embedding { .. }
         | Layer::PositionalEmbedding
         | Layer::MeanPool
         | Layer::MaxPool
         | Layer::Last
-        | Layer::Dropout { .. }
         | Layer::Flatten
         | Layer::MaxPool2d { .. }
         | Layer::AvgPool2d { .. } => Rounding::Outside,
@@ -226,7 +220,7 @@ mod tests {
     #[test]
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
         assert_eq!(policy(&Layer::Linear(Linear { out: 1, init: None }), Part::Whole), Policy::Low);
-        assert_eq!(policy(&Layer::LayerNorm { eps: 1e-5 }, Part::Whole), Policy::F32);
+        assert_eq!(policy(&Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Part::Whole), Policy::F32);
         assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);
         // 1 + 2⁻¹¹ is not an f16: the promoted sum keeps it, an f16 sum would round it to 1.

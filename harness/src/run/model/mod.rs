@@ -1,8 +1,9 @@
 //! The model: a layer stack built from a [`ModelSpec`], with named parameters
 //! initialised from our own seeded stream (`init`; Candle's CPU RNG cannot be
-//! seeded). One file per layer family, as candle-nn has: `dense`, `recurrent`,
-//! `norm`, and `activation`, `pointwise` and `relu`, the kernels of the registry's
-//! elementwise ops (`crate::ops`), which `apply` runs through `Layer::op`.
+//! seeded). One file per layer family, as candle-nn has: `recurrent`, `norm`, and
+//! `activation`, `pointwise` and `relu`, the kernels of the registry's ops
+//! (`crate::ops`), which `forward_with` runs through `Layer::op` with each node's
+//! context (its parameters, the dropout stream, its state).
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
@@ -24,9 +25,9 @@ mod attention;
 mod autocast;
 mod conv;
 mod init;
-mod norm;
+pub(crate) mod norm;
 pub(crate) mod pointwise;
-mod recurrent;
+pub(crate) mod recurrent;
 pub(crate) mod relu;
 mod sequence;
 mod tap;
@@ -41,8 +42,6 @@ pub(crate) use tap::{recorded, Slot};
 pub struct Model {
     nodes: Vec<Node>,
     layers: Vec<Layer>,
-    /// Each batch-norm node's running mean and variance (updated by training forwards).
-    running: Vec<Option<RefCell<norm::Running>>>,
     /// Each node's state across forwards, kept by its op (`ops::Cx::state`).
     states: Vec<State>,
     /// The dtype the parameters are stored in.
@@ -73,29 +72,9 @@ impl Model {
             let t = Tensor::from_vec(values, p.shape.as_slice(), dev)?.to_dtype(dtype)?;
             params.push(Param { name: p.name.clone(), var: Var::from_tensor(&t)? });
         }
-        let running = plan
-            .nodes
-            .iter()
-            .map(|n| {
-                matches!(n.layer, Layer::BatchNorm { .. })
-                    .then(|| {
-                        norm::Running::new(
-                            match n.shape {
-                                crate::scenario::Shape::Image { channels, .. } => channels,
-                                s => s.width(),
-                            },
-                            dtype,
-                            dev,
-                        )
-                        .map(RefCell::new)
-                    })
-                    .transpose()
-            })
-            .collect::<Result<_>>()?;
         Ok(Model {
             nodes: plan.nodes.clone(),
             layers: plan.nodes.iter().map(|n| n.layer.clone()).collect(),
-            running,
             states: plan.nodes.iter().map(|_| RefCell::new(None)).collect(),
             storage: dtype,
             dropout: RefCell::new(None),
@@ -113,14 +92,6 @@ impl Model {
         self.autocast = low;
         self.rounded = low.is_some() && autocast::in_f32_storage(dev);
         self
-    }
-
-    /// A dropout mask `(rows, cols)` of `0` and `1/(1 − p)` in `like`'s dtype, drawn while
-    /// training; `None` in evaluation, without a stream, or at `p = 0`.
-    fn mask(&self, rows: usize, cols: usize, p: f64, training: bool, like: &Tensor) -> Result<Option<Tensor>> {
-        let mut stream = self.dropout.borrow_mut();
-        let Some(rng) = stream.as_mut().filter(|_| training && p > 0.0) else { return Ok(None) };
-        Ok(Some(dropout_mask(rng, (rows, cols), p, like)?))
     }
 
     fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
@@ -152,34 +123,6 @@ impl Model {
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
                 (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
-                    Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
-                    None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
-                },
-                (Layer::Lstm { hidden, return_sequences, activation, recurrent_dropout, .. } | Layer::Gru { hidden, return_sequences, activation, recurrent_dropout, .. }, _) => {
-                    let drop = self.mask(h.dims()[0], *hidden, *recurrent_dropout, training, h)?;
-                    let run = recurrent::Run { activation: *activation, sequences: *return_sequences, dropout: drop.as_ref() };
-                    let weights = (p(0), p(1), p(2), p(3));
-                    if matches!(node.layer, Layer::Lstm { .. }) {
-                        recurrent::lstm(h, weights, *hidden, &run)?
-                    } else {
-                        recurrent::gru(h, weights, *hidden, &run)?
-                    }
-                }
-                (Layer::Dropout { p: prob }, _) => {
-                    let rows = h.dims()[0];
-                    match self.mask(rows, h.elem_count() / rows.max(1), *prob, training, h)? {
-                        // In f32 storage the mask's 1/(1 − p) is rounded as a low mask's would be.
-                        Some(m) => h.mul(
-                            &match round {
-                                Some(low) => crate::run::kernel::cast::round(&m, low)?,
-                                None => m,
-                            }
-                            .reshape(h.shape())?,
-                        )?,
-                        None => h.clone(),
-                    }
-                }
                 (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
                 (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
                 (layer, _) => apply(layer, h, &p)?,
@@ -301,9 +244,6 @@ pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
 
 fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
     Ok(match layer {
-        Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
-        Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
-        Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
         Layer::Last => sequence::last(h)?,
@@ -313,10 +253,8 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
-        // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
-            return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
-        }
+        // Applied in `forward_with`, which holds the mask and the other input.
+        Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool => return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into()),
     })
 }
 
@@ -332,7 +270,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_come_from_the_step_stream_and_scale_what_they_keep() {
-        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout { p: 0.25 }], init_scale: 1.0, code: None };
+        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout(crate::ops::dropout::Dropout { p: 0.25 })], init_scale: 1.0, code: None };
         let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::ones((4, 1000), DType::F64, &Device::Cpu).unwrap();
         let out = |step: u64| {

@@ -1,13 +1,15 @@
-//! Normalisation layers: layer norm over the last dimension with a learnable
-//! gain and shift (PyTorch's `nn.LayerNorm`, biased variance), and RMS norm
-//! with a learnable scale (`nn.RMSNorm`).
+//! The normalisation kernels of the registry's `layer_norm`, `rms_norm` and
+//! `batch_norm` (`ops::layer_norm`, `ops::rms_norm`, `ops::batch_norm`): layer norm
+//! over the last dimension with a learnable gain and shift (PyTorch's `nn.LayerNorm`,
+//! biased variance), RMS norm with a learnable scale (`nn.RMSNorm`), and batch norm
+//! with its running statistics (`nn.BatchNorm1d`/`2d`).
 
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
 
 /// `(h − mean) / sqrt(var + eps) · gain + shift` over the last dimension.
-pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) -> Result<Tensor> {
     if crate::run::kernel::layer_norm::fits(h) {
         return crate::run::kernel::layer_norm::layer_norm(h, gain, shift, eps);
     }
@@ -24,7 +26,7 @@ pub(super) fn layer_norm(h: &Tensor, gain: &Tensor, shift: &Tensor, eps: f64) ->
 /// `x / sqrt(mean(x²) + eps) · weight` over the last dimension (`torch.nn.RMSNorm`); an f16 or
 /// bf16 input is computed in f32 and rounded once, and `eps = None` is the machine epsilon of
 /// the type it is computed in (f64's for f64, else f32's), as PyTorch's default.
-pub(super) fn rms_norm(h: &Tensor, weight: &Tensor, eps: Option<f64>) -> Result<Tensor> {
+pub(crate) fn rms_norm(h: &Tensor, weight: &Tensor, eps: Option<f64>) -> Result<Tensor> {
     // PyTorch takes the default from the type it computes in (`toOpMathType`): f32's epsilon
     // for f16 and bf16 too, not theirs (pytorch/pytorch#173039).
     let eps = eps.unwrap_or(match h.dtype() {
@@ -39,14 +41,14 @@ pub(super) fn rms_norm(h: &Tensor, weight: &Tensor, eps: Option<f64>) -> Result<
 
 /// A batch-norm layer's running mean and variance (PyTorch's buffers), in the model's dtype.
 #[derive(Debug)]
-pub(super) struct Running {
+pub(crate) struct Running {
     mean: Tensor,
     var: Tensor,
 }
 
 impl Running {
     /// PyTorch's start: mean 0, variance 1.
-    pub(super) fn new(width: usize, dtype: candle_core::DType, dev: &candle_core::Device) -> Result<Self> {
+    pub(crate) fn new(width: usize, dtype: candle_core::DType, dev: &candle_core::Device) -> Result<Self> {
         Ok(Running { mean: Tensor::zeros(width, dtype, dev)?, var: Tensor::ones(width, dtype, dev)? })
     }
 }
@@ -56,7 +58,7 @@ impl Running {
 /// and the *unbiased* variance `Σ(x − mean)² / (n − 1)`, which for a batch of one row is
 /// 0 / 0 = NaN (pytorch/pytorch#1381). Evaluation: the running statistics normalise. Either way
 /// `y = x·α + β` with `α = w / sqrt(var + eps)` and `β = b − mean·α`, in f32 for half dtypes.
-pub(super) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
+pub(crate) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
     // Images (BatchNorm2d): each channel over the batch and every pixel, as rows of channels.
     if let [b, c, rows, cols] = *h.dims() {
         let flat = h.permute((0, 2, 3, 1))?.reshape((b * rows * cols, c))?;

@@ -1,9 +1,10 @@
-//! Recurrent layers: the Elman RNN (Keras `SimpleRNN`, torch `nn.RNN` with
-//! tanh), returning the last hidden state, and the gated LSTM and GRU with
-//! PyTorch's gate formulas (`torch.nn.LSTM`, `torch.nn.GRU` on CPU: the input
-//! projection of every step at once, then per step the recurrent product, the
-//! gates and the state update, in PyTorch's order of operations), Keras's
-//! `activation` and `recurrent_dropout`, and `return_sequences`.
+//! The recurrent kernels of the registry's `rnn`, `lstm` and `gru` (`ops::rnn`,
+//! `ops::gated`): the Elman RNN (Keras `SimpleRNN`, torch `nn.RNN` with tanh),
+//! returning the last hidden state, and the gated LSTM and GRU with PyTorch's gate
+//! formulas (`torch.nn.LSTM`, `torch.nn.GRU` on CPU: the input projection of every
+//! step at once, then per step the recurrent product, the gates and the state update,
+//! in PyTorch's order of operations), Keras's `activation` and `recurrent_dropout`,
+//! and `return_sequences`.
 
 use candle_core::{Tensor, D};
 
@@ -12,13 +13,16 @@ use crate::run::kernel::bias::bias_add;
 use crate::scenario::RnnActivation;
 
 /// A gated RNN's weights `(W_ih, W_hh, b_ih, b_hh)`, stored `(in, gates·H)` and `(H, gates·H)`.
-pub(super) type Gates<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor);
+pub(crate) type Gates<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor);
 
 /// How a gated RNN runs: its activation, whether it returns every state, and the recurrent
 /// dropout mask `(batch, H)` (already scaled by `1/(1 − p)`) applied to the state fed back.
-pub(super) struct Run<'a> {
+pub(crate) struct Run<'a> {
+    /// The candidate's activation.
     pub activation: RnnActivation,
+    /// Return every state, not just the last.
     pub sequences: bool,
+    /// The recurrent dropout mask, if the step draws one.
     pub dropout: Option<&'a Tensor>,
 }
 
@@ -52,7 +56,7 @@ fn output(states: Vec<Tensor>, sequences: bool) -> Result<Tensor> {
 
 /// LSTM over `(batch, seq, features)`, zero initial state: `i, f, g, o = chunk(gi + gh, 4)`,
 /// `c = σ(f)·c + σ(i)·act(g)`, `h = σ(o)·act(c)` (PyTorch's `LSTMCell`, act = tanh).
-pub(super) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
+pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih)?;
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
@@ -74,7 +78,7 @@ pub(super) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, r
 
 /// GRU over `(batch, seq, features)`, zero initial state: `r = σ(gi_r + gh_r)`,
 /// `z = σ(gi_z + gh_z)`, `n = act(gi_n + r·gh_n)`, `h = n + z·(h − n)` (PyTorch's `GRUCell`).
-pub(super) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
+pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih)?;
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
@@ -94,7 +98,7 @@ pub(super) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, ru
 }
 
 /// Elman RNN over `(batch, seq, features)`: `h = tanh(x W_ih + b_ih + h W_hh + b_hh)`, last `h` out.
-pub(super) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor, hidden: usize) -> Result<Tensor> {
+pub(crate) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor, hidden: usize) -> Result<Tensor> {
     let (b, seq, f) = x.dims3()?;
     // The input projection of every time step at once.
     let flat = x.reshape((b * seq, f))?;
@@ -113,6 +117,8 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    use crate::ops::gated::{Gru, Lstm};
+    use crate::ops::rnn::Rnn;
     use crate::run::model::Model;
     use crate::run::net::Net;
     use crate::scenario::{plan, InShape, Init, Layer, ModelSpec, RnnActivation};
@@ -120,7 +126,7 @@ mod tests {
     #[test]
     fn rnn_matches_hand_computation() {
         // One hidden unit, weights 0.5: h1 = tanh(0.5*1 + 0 + 0) ; h2 = tanh(0.5*2 + 0.5*h1).
-        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn { hidden: 1, init: None }], init_scale: 1.0, code: None };
+        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn(Rnn { hidden: 1, init: None })], init_scale: 1.0, code: None };
         let shape = InShape { features: 1, seq_len: Some(2), vocab: None, image: None };
         let m = Model::new(&s, &plan(&s, shape).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::new(&[[[1.0f64], [2.0]]], &Device::Cpu).unwrap();
@@ -134,7 +140,7 @@ mod tests {
     /// for `weight_ih` (nanhunt's `(in, gates·H)` layout) and `bias_hh`.
     fn gated(layer: Layer) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let dev = Device::Cpu;
-        let gates = if matches!(layer, Layer::Lstm { .. }) { 4 } else { 3 };
+        let gates = if matches!(layer, Layer::Lstm(_)) { 4 } else { 3 };
         let s = ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None };
         let m = Model::new(&s, &plan(&s, InShape { features: 2, seq_len: Some(3), vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         let g = gates * 3;
@@ -167,14 +173,14 @@ mod tests {
     /// `(out ** 2).sum() / 2` over every state; printed `out`, `weight_ih_l0.grad.T`, `bias_hh_l0.grad`.
     #[test]
     fn lstm_and_gru_match_pytorch_modules() {
-        let lstm = Layer::Lstm { hidden: 3, return_sequences: true, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None };
+        let lstm = Layer::Lstm(Lstm { hidden: 3, return_sequences: true, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None });
         let (out, g_ih, g_bhh) = gated(lstm);
         close(&out[..4], &[-0.010927692423947812, 0.09182227653899772, 0.09561096197075072, -0.05610021347383189]);
         close(&out[15..], &[-0.009333074008529028, 0.1199854743336036, 0.10595333714334991]);
         close(&g_ih[..4], &[-0.0026284564623687795, 0.01241221237182092, 0.010493039248834074, 0.00040923780118148456]);
         close(&g_ih[20..], &[0.05337848408975897, -0.0005726534643673511, 0.02256940394003408, 0.02247023023913737]);
         close(&g_bhh[6..9], &[-0.08008778569228331, 0.08430874691756665, 0.10049698000830791]);
-        let gru = Layer::Gru { hidden: 3, return_sequences: true, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None };
+        let gru = Layer::Gru(Gru { hidden: 3, return_sequences: true, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None });
         let (out, g_ih, g_bhh) = gated(gru);
         close(&out[..4], &[-0.06997554113687136, -0.1360171211049035, -0.09293529877482087, -0.07011257856543635]);
         close(&out[15..], &[-0.08327614803517847, -0.10185241741025161, -0.013841113988291617]);

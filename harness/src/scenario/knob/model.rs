@@ -3,6 +3,11 @@
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::Scale;
+use crate::ops::batch_norm::BatchNorm;
+use crate::ops::dropout::Dropout;
+use crate::ops::gated::Gated;
+use crate::ops::layer_norm::LayerNorm;
+use crate::ops::rms_norm::RmsNorm;
 use crate::scenario::{Layer, Scenario};
 
 /// `model.init_scale`.
@@ -34,18 +39,18 @@ impl Def for NormEps {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     fn applies(s: &Scenario) -> bool {
-        s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. }))
+        s.model.all_layers().iter().any(|l| matches!(l, Layer::LayerNorm(_) | Layer::RmsNorm(_) | Layer::BatchNorm(_)))
     }
     fn get(s: &Scenario) -> Option<f64> {
         s.model.all_layers().into_iter().find_map(|l| match l {
-            Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } | Layer::RmsNorm { eps: Some(eps) } => Some(*eps),
+            Layer::LayerNorm(LayerNorm { eps }) | Layer::BatchNorm(BatchNorm { eps, .. }) | Layer::RmsNorm(RmsNorm { eps: Some(eps) }) => Some(*eps),
             _ => None,
         })
     }
     fn set(s: &mut Scenario, value: f64) -> bool {
         s.model.for_each_layer_mut(&mut |l| match l {
-            Layer::LayerNorm { eps } | Layer::BatchNorm { eps, .. } => *eps = value,
-            Layer::RmsNorm { eps } => *eps = Some(value),
+            Layer::LayerNorm(LayerNorm { eps }) | Layer::BatchNorm(BatchNorm { eps, .. }) => *eps = value,
+            Layer::RmsNorm(RmsNorm { eps }) => *eps = Some(value),
             _ => {}
         });
         true
@@ -62,15 +67,15 @@ impl Def for DropoutP {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
     fn applies(s: &Scenario) -> bool {
-        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout { .. }))
+        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout(_)))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0))
     }
     fn set(s: &mut Scenario, value: f64) -> bool {
         s.model.for_each_layer_mut(&mut |l| match l {
-            Layer::Dropout { p } => *p = value,
-            Layer::Lstm { recurrent_dropout, .. } | Layer::Gru { recurrent_dropout, .. } if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
+            Layer::Dropout(Dropout { p }) => *p = value,
+            Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) if *recurrent_dropout > 0.0 => *recurrent_dropout = value,
             _ => {}
         });
         true

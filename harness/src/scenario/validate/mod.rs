@@ -138,21 +138,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
             out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
         }
         match layer {
-            Layer::Rnn { init: Some(it), .. } => init(&k("init"), it, out),
-            Layer::Lstm { init: i, recurrent_dropout, .. } | Layer::Gru { init: i, recurrent_dropout, .. } => {
-                unit_interval(out, &k("recurrent_dropout"), *recurrent_dropout);
-                if let Some(it) = i {
-                    init(&k("init"), it, out);
-                }
-            }
-            Layer::Dropout { p } => unit_interval(out, &k("p"), *p),
-            Layer::RmsNorm { eps: Some(e) } => positive(out, &k("eps"), *e),
-            Layer::BatchNorm { eps, momentum } => {
-                positive(out, &k("eps"), *eps);
-                if !(0.0..=1.0).contains(momentum) {
-                    out.push(problem(k("momentum"), format!("must be in [0, 1], got {momentum}")));
-                }
-            }
             Layer::Conv1d { channels, kernel, stride, padding, .. } | Layer::Conv2d { channels, kernel, stride, padding, .. } => conv(&k, *channels, *kernel, *stride, *padding, out),
             Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
             Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),

@@ -14,7 +14,13 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
+use crate::ops::batch_norm::BatchNorm;
+use crate::ops::dropout::Dropout;
+use crate::ops::gated::{Gru, Lstm};
+use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;
+use crate::ops::rms_norm::RmsNorm;
+use crate::ops::rnn::Rnn;
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -103,9 +109,9 @@ fn keep_shape(u: &mut Unstructured) -> Result<Layer> {
         3 => Layer::Gelu(Default::default()),
         4 => Layer::Silu(Default::default()),
         5 => Layer::LeakyRelu(crate::ops::leaky_relu::LeakyRelu { negative_slope: 0.01 }),
-        6 => Layer::LayerNorm { eps: 1e-5 },
-        7 => Layer::RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? },
-        8 => Layer::Dropout { p: *u.choose(&[0.1, 0.5])? },
+        6 => Layer::LayerNorm(LayerNorm { eps: 1e-5 }),
+        7 => Layer::RmsNorm(RmsNorm { eps: *u.choose(&[None, Some(1e-6)])? }),
+        8 => Layer::Dropout(Dropout { p: *u.choose(&[0.1, 0.5])? }),
         _ => Layer::Identity(Default::default()),
     })
 }
@@ -127,8 +133,8 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 let out = small(u)?;
                 (Layer::Linear(Linear { out, init: None }), Shape::Flat(out))
             }
-            1 => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
-            _ => (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: w, init: None })] }, *shape),
+            1 => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
+            _ => (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: w, init: None })] }, *shape),
         },
         Shape::Seq(len, w) => seq_layer(u, len, w)?,
         Shape::Img(c, h, w) => match u.int_in_range(0..=3)? {
@@ -144,7 +150,7 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 let pool = if u.ratio(1, 2)? { Layer::MaxPool2d { kernel } } else { Layer::AvgPool2d { kernel } };
                 (pool, Shape::Img(c, h / kernel, w / kernel))
             }
-            _ => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
+            _ => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
         },
     };
     *shape = next;
@@ -159,9 +165,9 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
     let recurrent_dropout = *u.choose(&[0.0, 0.0, 0.2])?;
     let rec = if return_sequences { Shape::Seq(len, hidden) } else { Shape::Flat(hidden) };
     Ok(match u.int_in_range(0..=8)? {
-        0 => (Layer::Rnn { hidden, init: None }, Shape::Flat(hidden)),
-        1 => (Layer::Lstm { hidden, return_sequences, activation, recurrent_dropout, init: None }, rec),
-        2 => (Layer::Gru { hidden, return_sequences, activation, recurrent_dropout, init: None }, rec),
+        0 => (Layer::Rnn(Rnn { hidden, init: None }), Shape::Flat(hidden)),
+        1 => (Layer::Lstm(Lstm { hidden, return_sequences, activation, recurrent_dropout, init: None }), rec),
+        2 => (Layer::Gru(Gru { hidden, return_sequences, activation, recurrent_dropout, init: None }), rec),
         3 | 4 => {
             let (kernel, stride, padding) = (u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
             match conv_len(len, kernel, stride, padding) {
@@ -172,7 +178,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         5 => {
             let heads = if w % 2 == 0 { *u.choose(&[1, 2])? } else { 1 };
             let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
-            (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, attention] }, Shape::Seq(len, w))
+            (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }, Shape::Seq(len, w))
         }
         6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
         7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
@@ -308,9 +314,9 @@ mod tests {
             ("conv2d", has(|l| matches!(l, Layer::Conv2d { .. }))),
             ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d { .. }))),
             ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d { .. }))),
-            ("rnn", has(|l| matches!(l, Layer::Rnn { .. }))),
-            ("lstm", has(|l| matches!(l, Layer::Lstm { .. }))),
-            ("gru", has(|l| matches!(l, Layer::Gru { .. }))),
+            ("rnn", has(|l| matches!(l, Layer::Rnn(_)))),
+            ("lstm", has(|l| matches!(l, Layer::Lstm(_)))),
+            ("gru", has(|l| matches!(l, Layer::Gru(_)))),
             ("attention", has(|l| matches!(l, Layer::Attention { .. }))),
             ("amp_f16", with(|s| s.train.precision == Precision::AmpF16)),
             ("amp_bf16", with(|s| s.train.precision == Precision::AmpBf16)),
