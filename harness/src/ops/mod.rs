@@ -19,12 +19,15 @@ pub use elementwise::Elementwise;
 pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 
 pub mod clamp;
+pub mod conv;
 pub mod diagnosis;
 mod elementwise;
+pub mod flatten;
 pub mod linear;
 pub mod logsigmoid;
 pub mod normalize;
 mod op;
+pub mod pool2d;
 mod registry;
 pub(crate) mod rounding;
 pub mod softsign;

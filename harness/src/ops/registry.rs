@@ -41,6 +41,11 @@ macro_rules! for_each_op {
             }
             layers {
                 Linear => linear::Linear,
+                Conv1d => conv::Conv1d,
+                Conv2d => conv::Conv2d,
+                Flatten => flatten::Flatten,
+                MaxPool2d => pool2d::MaxPool2d,
+                AvgPool2d => pool2d::AvgPool2d,
             }
         }
     };

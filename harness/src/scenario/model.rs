@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
-use super::{is_one, one, one_usize};
+use super::{is_one, one};
 
 /// The model: a stack of layers applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -212,52 +212,6 @@ macro_rules! layer_enum {
                 /// Probability of zeroing a value.
                 p: f64,
             },
-            /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
-            /// on the transposed sequence): `(batch, seq', channels)`.
-            Conv1d {
-                /// Output channels.
-                channels: usize,
-                /// Kernel length.
-                kernel: usize,
-                /// Step between windows.
-                #[serde(default = "one_usize")]
-                stride: usize,
-                /// Zeros added at both ends.
-                #[serde(default)]
-                padding: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// Convolution over images `(batch, channels, height, width)` (`torch.nn.Conv2d`, square kernel).
-            Conv2d {
-                /// Output channels.
-                channels: usize,
-                /// Kernel height and width.
-                kernel: usize,
-                /// Step between windows.
-                #[serde(default = "one_usize")]
-                stride: usize,
-                /// Zeros added on every side.
-                #[serde(default)]
-                padding: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// Everything but the batch into one vector (`torch.flatten(x, 1)`): images and sequences to `(batch, n)`.
-            Flatten,
-            /// The maximum of each `kernel × kernel` window, windows side by side (`torch.nn.MaxPool2d(kernel)`;
-            /// rows and columns past the last whole window are dropped, as PyTorch's floor mode does).
-            MaxPool2d {
-                /// Window size (and stride).
-                kernel: usize,
-            },
-            /// The mean of each `kernel × kernel` window (`torch.nn.AvgPool2d(kernel)`), as `max_pool2d`.
-            AvgPool2d {
-                /// Window size (and stride).
-                kernel: usize,
-            },
         }
 
         impl Layer {
@@ -280,12 +234,7 @@ macro_rules! layer_enum {
                     | Layer::Last
                     | Layer::Lstm { .. }
                     | Layer::Gru { .. }
-                    | Layer::Dropout { .. }
-                    | Layer::Conv1d { .. }
-                    | Layer::Conv2d { .. }
-                    | Layer::Flatten
-                    | Layer::MaxPool2d { .. }
-                    | Layer::AvgPool2d { .. } => None,
+                    | Layer::Dropout { .. } => None,
                 }
             }
         }

@@ -304,16 +304,6 @@ def layer(spec, width, seq, name):
         return Residual(spec["layers"], width, seq, name), width
     if kind in ("lstm", "gru"):
         return Gated(kind, width, spec, name), spec["hidden"]
-    if kind == "conv1d":
-        return Conv1d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
-    if kind == "conv2d":
-        return nn.Conv2d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
-    if kind == "flatten":
-        return Fn(lambda x: torch.flatten(x, 1)), None
-    if kind == "max_pool2d":
-        return nn.MaxPool2d(spec["kernel"]), width
-    if kind == "avg_pool2d":
-        return nn.AvgPool2d(spec["kernel"]), width
     if kind == "dropout":
         return Dropout(spec["p"], name), width
     if kind == "attention":

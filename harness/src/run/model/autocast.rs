@@ -44,18 +44,9 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
+        Layer::Attention { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
-        Layer::Residual { .. }
-        | Layer::Embedding { .. }
-        | Layer::PositionalEmbedding
-        | Layer::MeanPool
-        | Layer::MaxPool
-        | Layer::Last
-        | Layer::Dropout { .. }
-        | Layer::Flatten
-        | Layer::MaxPool2d { .. }
-        | Layer::AvgPool2d { .. } => Policy::Same,
+        Layer::Residual { .. } | Layer::Embedding { .. } | Layer::PositionalEmbedding | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::Dropout { .. } => Policy::Same,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }
@@ -83,7 +74,7 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         return op.rounding(part);
     }
     match layer {
-        Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
+        Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
         Layer::Attention { .. } => match part {
             Part::Scores => Rounding::Projections,
             Part::Mix => Rounding::Own,
@@ -98,10 +89,7 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         | Layer::MeanPool
         | Layer::MaxPool
         | Layer::Last
-        | Layer::Dropout { .. }
-        | Layer::Flatten
-        | Layer::MaxPool2d { .. }
-        | Layer::AvgPool2d { .. } => Rounding::Outside,
+        | Layer::Dropout { .. } => Rounding::Outside,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }

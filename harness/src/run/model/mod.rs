@@ -7,7 +7,8 @@
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
 //! [`Plan`], so iteration never depends on a hash map. `attention` and
-//! `sequence` hold the sequence layers.
+//! `sequence` hold the sequence layers; `conv` the kernels of the registry's
+//! convolution and image ops.
 
 use std::cell::RefCell;
 
@@ -22,7 +23,7 @@ use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 pub(crate) mod activation;
 mod attention;
 mod autocast;
-mod conv;
+pub(crate) mod conv;
 mod init;
 mod norm;
 pub(crate) mod pointwise;
@@ -307,11 +308,6 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
         Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
         Layer::Last => sequence::last(h)?,
-        Layer::Conv1d { stride, padding, .. } => conv::conv1d(h, p(0), p(1), *stride, *padding)?,
-        Layer::Conv2d { stride, padding, .. } => conv::conv2d(h, p(0), p(1), *stride, *padding)?,
-        Layer::Flatten => conv::flatten(h)?,
-        Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
-        Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
         Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {

@@ -14,7 +14,10 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
+use crate::ops::conv::{Conv1d, Conv2d};
+use crate::ops::flatten::Flatten;
 use crate::ops::linear::Linear;
+use crate::ops::pool2d::{AvgPool2d, MaxPool2d};
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -135,13 +138,13 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
             0 | 1 => {
                 let (channels, kernel, stride, padding) = (small(u)?, u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
                 match (conv_len(h, kernel, stride, padding), conv_len(w, kernel, stride, padding)) {
-                    (Some(h2), Some(w2)) => (Layer::Conv2d { channels, kernel, stride, padding, init: None }, Shape::Img(channels, h2, w2)),
+                    (Some(h2), Some(w2)) => (Layer::Conv2d(Conv2d { channels, kernel, stride, padding, init: None }), Shape::Img(channels, h2, w2)),
                     _ => (Layer::Relu(Default::default()), *shape),
                 }
             }
             2 => {
                 let kernel = u.int_in_range(1..=h.min(w).clamp(1, 3))?;
-                let pool = if u.ratio(1, 2)? { Layer::MaxPool2d { kernel } } else { Layer::AvgPool2d { kernel } };
+                let pool = if u.ratio(1, 2)? { Layer::MaxPool2d(MaxPool2d { kernel }) } else { Layer::AvgPool2d(AvgPool2d { kernel }) };
                 (pool, Shape::Img(c, h / kernel, w / kernel))
             }
             _ => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
@@ -165,7 +168,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         3 | 4 => {
             let (kernel, stride, padding) = (u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
             match conv_len(len, kernel, stride, padding) {
-                Some(l2) => (Layer::Conv1d { channels: hidden, kernel, stride, padding, init: None }, Shape::Seq(l2, hidden)),
+                Some(l2) => (Layer::Conv1d(Conv1d { channels: hidden, kernel, stride, padding, init: None }), Shape::Seq(l2, hidden)),
                 None => (Layer::Relu(Default::default()), Shape::Seq(len, w)),
             }
         }
@@ -184,8 +187,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
 fn head(u: &mut Unstructured, s: &mut Scenario, shape: Shape) -> Result<()> {
     match shape {
         Shape::Flat(_) => {}
-        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last, Layer::Flatten])?.clone()),
-        Shape::Img(..) => s.model.layers.push(Layer::Flatten),
+        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last, Layer::Flatten(Flatten {})])?.clone()),
+        Shape::Img(..) => s.model.layers.push(Layer::Flatten(Flatten {})),
     }
     let (targets, outputs, kinds): (TargetSpec, usize, &[LossKind]) = match u.int_in_range(0..=2)? {
         0 => {
@@ -304,10 +307,10 @@ mod tests {
         let has = |pick: fn(&Layer) -> bool| ok.iter().filter(|s| s.model.all_layers().into_iter().any(pick)).count();
         let with = |pick: fn(&Scenario) -> bool| ok.iter().filter(|s| pick(s)).count();
         let counts = [
-            ("conv1d", has(|l| matches!(l, Layer::Conv1d { .. }))),
-            ("conv2d", has(|l| matches!(l, Layer::Conv2d { .. }))),
-            ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d { .. }))),
-            ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d { .. }))),
+            ("conv1d", has(|l| matches!(l, Layer::Conv1d(_)))),
+            ("conv2d", has(|l| matches!(l, Layer::Conv2d(_)))),
+            ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d(_)))),
+            ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d(_)))),
             ("rnn", has(|l| matches!(l, Layer::Rnn { .. }))),
             ("lstm", has(|l| matches!(l, Layer::Lstm { .. }))),
             ("gru", has(|l| matches!(l, Layer::Gru { .. }))),
