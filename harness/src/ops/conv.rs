@@ -235,6 +235,7 @@ pub(crate) fn sum(terms: &[u128]) -> u128 {
 mod tests {
     use super::*;
     use crate::ops::flatten::Flatten;
+    use crate::ops::seq_pool::MeanPool;
     use crate::scenario::{plan, InShape, Layer, ModelSpec};
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
@@ -272,7 +273,7 @@ mod tests {
 
     #[test]
     fn convolutions_past_u32_positions_are_refused_and_huge_strides_never_overflow() {
-        let s1 = |stride, padding| spec(vec![Layer::Conv1d(c1(stride, padding)), Layer::MeanPool]);
+        let s1 = |stride, padding| spec(vec![Layer::Conv1d(c1(stride, padding)), Layer::MeanPool(MeanPool {})]);
         let s2 = |stride, padding| spec(vec![Layer::Conv2d(c2(stride, padding)), Layer::Flatten(Flatten {})]);
         // Padding 2³¹ makes 8 + 2³² positions: past the u32 indices the im2col kernels pick with.
         let (key, m) = plan(&s1(1, 1 << 31), SEQ).unwrap_err();

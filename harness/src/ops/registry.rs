@@ -46,6 +46,11 @@ macro_rules! for_each_op {
                 Flatten => flatten::Flatten,
                 MaxPool2d => pool2d::MaxPool2d,
                 AvgPool2d => pool2d::AvgPool2d,
+                Embedding => embedding::Embedding,
+                PositionalEmbedding => embedding::PositionalEmbedding,
+                MeanPool => seq_pool::MeanPool,
+                MaxPool => seq_pool::MaxPool,
+                Last => seq_pool::Last,
             }
         }
     };

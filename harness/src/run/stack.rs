@@ -68,12 +68,12 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
     }
     match layer {
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-        Layer::Dropout { .. } | Layer::Last | Layer::PositionalEmbedding => (4, 0),
-        Layer::Embedding { .. } | Layer::Residual { .. } => (8, 0),
+        Layer::Dropout { .. } => (4, 0),
+        Layer::Residual { .. } => (8, 0),
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } => (16, 0),
         // Per node: attention has three (scores, probabilities, mix).
         Layer::Attention { .. } => (16, 0),
-        Layer::BatchNorm { .. } | Layer::MeanPool | Layer::MaxPool => (32, 0),
+        Layer::BatchNorm { .. } => (32, 0),
         Layer::Rnn { .. } => (16, 6),
         Layer::Lstm { .. } | Layer::Gru { .. } => (16, 24),
     }

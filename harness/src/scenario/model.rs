@@ -159,19 +159,6 @@ macro_rules! layer_enum {
                 #[serde(default)]
                 softmax: SoftmaxKind,
             },
-            /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
-            Embedding {
-                /// Vector width.
-                dim: usize,
-            },
-            /// A learned vector per position added to `(batch, seq, width)` (GPT-2's `wpe`, init N(0, 1)).
-            PositionalEmbedding,
-            /// Mean over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-            MeanPool,
-            /// Maximum over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-            MaxPool,
-            /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
-            Last,
             /// LSTM with PyTorch's gates (`i, f, g, o`) and init; the last hidden state, or every one.
             Lstm {
                 /// Hidden size.
@@ -227,11 +214,6 @@ macro_rules! layer_enum {
                     | Layer::BatchNorm { .. }
                     | Layer::Residual { .. }
                     | Layer::Attention { .. }
-                    | Layer::Embedding { .. }
-                    | Layer::PositionalEmbedding
-                    | Layer::MeanPool
-                    | Layer::MaxPool
-                    | Layer::Last
                     | Layer::Lstm { .. }
                     | Layer::Gru { .. }
                     | Layer::Dropout { .. } => None,

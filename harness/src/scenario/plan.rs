@@ -246,7 +246,7 @@ impl Planner<'_> {
             self.params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, torch_fan, init });
         };
         let kind = layer.name();
-        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding { .. }) {
+        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_)) {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
         if let Some(op) = layer.op() {
@@ -260,18 +260,7 @@ impl Planner<'_> {
             }
         };
         Ok(match layer {
-            Layer::Attention { .. }
-            | Layer::MeanPool
-            | Layer::MaxPool
-            | Layer::Last
-            | Layer::Rnn { .. }
-            | Layer::Lstm { .. }
-            | Layer::Gru { .. }
-            | Layer::LayerNorm { .. }
-            | Layer::RmsNorm { .. }
-            | Layer::PositionalEmbedding
-                if matches!(shape, Shape::Image { .. }) =>
-            {
+            Layer::Attention { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::LayerNorm { .. } | Layer::RmsNorm { .. } if matches!(shape, Shape::Image { .. }) => {
                 return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
             }
             Layer::Rnn { hidden, init } => {
@@ -328,22 +317,6 @@ impl Planner<'_> {
                 add("bias", vec![width], Role::Shift, width, width, None);
                 shape
             }
-            Layer::Embedding { dim } => {
-                let Shape::Tokens { len, vocab } = shape else {
-                    return Err(format!("an embedding layer reads token ids (inputs = {{ kind = \"tokens\", vocab = ... }}) and gets {}", shape.describe()));
-                };
-                if *dim == 0 {
-                    return Err("`dim` must be at least 1".into());
-                }
-                add("weight", vec![vocab, *dim], Role::Embedding, vocab, *dim, None);
-                Shape::Seq { len, width: *dim }
-            }
-            Layer::PositionalEmbedding => {
-                let (len, w) = sequence("gets")?;
-                add("weight", vec![len, w], Role::Embedding, len, w, None);
-                shape
-            }
-            Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
             Layer::Dropout { .. } => shape,
             Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
             crate::op_layers!() => unreachable!("a registry layer, planned by its op above"),
@@ -354,7 +327,9 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::embedding::Embedding;
     use crate::ops::linear::Linear;
+    use crate::ops::seq_pool::MeanPool;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
         ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
@@ -381,7 +356,7 @@ mod tests {
         assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
             .1
             .contains("must divide the width 4"));
-        assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
+        assert!(err(vec![Layer::MeanPool(MeanPool {})], flat).1.contains("needs sequence input"));
         let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear(Linear { out: 2, init: None })] }], flat);
         assert_eq!(key, "layers.0");
         assert!(m.contains("keep its input's shape"), "{m}");
@@ -391,7 +366,7 @@ mod tests {
         }
         assert!(err(vec![deep], flat).1.contains("nest deeper"));
         // Linear applies per position, as torch.nn.Linear does; pooling brings the sequence down.
-        let p = plan(&spec(vec![Layer::Linear(Linear { out: 3, init: None }), Layer::MeanPool]), seq).unwrap();
+        let p = plan(&spec(vec![Layer::Linear(Linear { out: 3, init: None }), Layer::MeanPool(MeanPool {})]), seq).unwrap();
         assert_eq!(p.nodes[0].shape, Shape::Seq { len: 5, width: 3 });
         assert_eq!(p.out, Shape::Flat(3));
     }
@@ -400,7 +375,7 @@ mod tests {
     fn residual_blocks_nest_names_and_read_their_input() {
         let block = Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: 4, init: None })] };
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
-        let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
+        let p = plan(&spec(vec![Layer::Embedding(Embedding { dim: 4 }), block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["layers.0.embedding", "layers.1.residual.layers.0.layer_norm", "layers.1.residual.layers.1.linear", "layers.1.residual"]);
         assert_eq!(p.params[0].shape, vec![7, 4]);

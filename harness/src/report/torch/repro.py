@@ -308,12 +308,6 @@ def layer(spec, width, seq, name):
         return Dropout(spec["p"], name), width
     if kind == "attention":
         return Attention(width, spec), width
-    if kind == "embedding":
-        return nn.Embedding(SCENARIO["vocab"], spec["dim"]), spec["dim"]
-    if kind == "positional_embedding":
-        return PositionalEmbedding(seq, width), width
-    if kind in ("mean_pool", "max_pool", "last"):
-        return Pool(kind), width
     if kind == "rnn":
         return Rnn(width, spec["hidden"]), spec["hidden"]
     if kind == "layer_norm":

@@ -46,7 +46,7 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
         Layer::Attention { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
-        Layer::Residual { .. } | Layer::Embedding { .. } | Layer::PositionalEmbedding | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::Dropout { .. } => Policy::Same,
+        Layer::Residual { .. } | Layer::Dropout { .. } => Policy::Same,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }
@@ -80,16 +80,7 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
             Part::Mix => Rounding::Own,
             Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
         },
-        Layer::LayerNorm { .. }
-        | Layer::RmsNorm { .. }
-        | Layer::BatchNorm { .. }
-        | Layer::Residual { .. }
-        | Layer::Embedding { .. }
-        | Layer::PositionalEmbedding
-        | Layer::MeanPool
-        | Layer::MaxPool
-        | Layer::Last
-        | Layer::Dropout { .. } => Rounding::Outside,
+        Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Dropout { .. } => Rounding::Outside,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
-//! [`Plan`], so iteration never depends on a hash map. `attention` and
-//! `sequence` hold the sequence layers; `conv` the kernels of the registry's
+//! [`Plan`], so iteration never depends on a hash map. `attention` holds the
+//! attention layer; `sequence` and `conv` the kernels of the registry's sequence,
 //! convolution and image ops.
 
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ mod norm;
 pub(crate) mod pointwise;
 mod recurrent;
 pub(crate) mod relu;
-mod sequence;
+pub(crate) mod sequence;
 mod tap;
 
 pub(crate) use autocast::policy;
@@ -181,8 +181,6 @@ impl Model {
                         None => h.clone(),
                     }
                 }
-                (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
-                (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
                 (layer, _) => apply(layer, h, &p)?,
             };
             let out = self.finish(node, out, round)?;
@@ -305,12 +303,9 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::Rnn { hidden, .. } => recurrent::rnn(h, p(0), p(1), p(2), p(3), *hidden)?,
         Layer::LayerNorm { eps } => norm::layer_norm(h, p(0), p(1), *eps)?,
         Layer::RmsNorm { eps } => norm::rms_norm(h, p(0), *eps)?,
-        Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
-        Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
-        Layer::Last => sequence::last(h)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
+        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
         }
     })

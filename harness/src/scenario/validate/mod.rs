@@ -154,7 +154,6 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
                 }
             }
             Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
-            Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),
             Layer::Residual { layers: inner } if depth < MAX_NESTING => layers(&k("layers"), inner, depth + 1, out),
             _ => {}
         }

@@ -15,9 +15,11 @@
 //! such as huge paddings or strides keep being tried.
 
 use crate::ops::conv::{Conv1d, Conv2d};
+use crate::ops::embedding::{Embedding, PositionalEmbedding};
 use crate::ops::flatten::Flatten;
 use crate::ops::linear::Linear;
 use crate::ops::pool2d::{AvgPool2d, MaxPool2d};
+use crate::ops::seq_pool::{Last, MaxPool, MeanPool};
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -86,7 +88,7 @@ fn inputs(u: &mut Unstructured, s: &mut Scenario) -> Result<Shape> {
             let (vocab, len, dim) = (u.int_in_range(1..=8)?, u.int_in_range(1..=6)?, u.int_in_range(1..=4)? * 2);
             d.inputs = InputSpec::Tokens { vocab, rows: Vec::new() };
             d.seq_len = Some(len);
-            s.model.layers.push(Layer::Embedding { dim });
+            s.model.layers.push(Layer::Embedding(Embedding { dim }));
             Shape::Seq(len, dim)
         }
         _ => {
@@ -177,8 +179,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
             let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
             (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, attention] }, Shape::Seq(len, w))
         }
-        6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
-        7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
+        6 => (Layer::PositionalEmbedding(PositionalEmbedding {}), Shape::Seq(len, w)),
+        7 => (u.choose(&[Layer::MeanPool(MeanPool {}), Layer::MaxPool(MaxPool {}), Layer::Last(Last {})])?.clone(), Shape::Flat(w)),
         _ => (Layer::Linear(Linear { out: hidden, init: None }), Shape::Seq(len, hidden)),
     })
 }
@@ -187,7 +189,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
 fn head(u: &mut Unstructured, s: &mut Scenario, shape: Shape) -> Result<()> {
     match shape {
         Shape::Flat(_) => {}
-        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last, Layer::Flatten(Flatten {})])?.clone()),
+        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool(MeanPool {}), Layer::MaxPool(MaxPool {}), Layer::Last(Last {}), Layer::Flatten(Flatten {})])?.clone()),
         Shape::Img(..) => s.model.layers.push(Layer::Flatten(Flatten {})),
     }
     let (targets, outputs, kinds): (TargetSpec, usize, &[LossKind]) = match u.int_in_range(0..=2)? {
