@@ -19,17 +19,22 @@ pub use elementwise::Elementwise;
 pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 
 pub mod clamp;
+pub mod conv;
 pub mod diagnosis;
 mod elementwise;
+pub mod embedding;
+pub mod flatten;
 pub mod gated;
 pub mod linear;
 pub mod logsigmoid;
 pub mod loss;
 pub mod normalize;
 mod op;
+pub mod pool2d;
 mod registry;
 pub mod rnn;
 pub(crate) mod rounding;
+pub mod seq_pool;
 pub mod softsign;
 
 pub mod abs;
@@ -154,6 +159,17 @@ pub fn init_problems(init: Option<&crate::scenario::Init>) -> Vec<(&'static str,
         Some(Init::Normal { std: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.std", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
         Some(Init::Uniform { bound: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.bound", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
         Some(Init::Constant { value }) => finite("init.value", value).into_iter().collect(),
+    }
+}
+
+/// The length and width of a sequence input, or why a layer of type `kind` cannot read `input`
+/// (an image wants a flatten layer first), in the plan's words.
+pub fn sequence(kind: &str, input: crate::scenario::Shape) -> std::result::Result<(usize, usize), String> {
+    use crate::scenario::Shape;
+    match input {
+        Shape::Seq { len, width } => Ok((len, width)),
+        Shape::Image { .. } => Err(format!("a {kind} layer cannot take {}: put a flatten layer first", input.describe())),
+        Shape::Flat(_) | Shape::Tokens { .. } => Err(format!("a {kind} layer needs sequence input (batch, seq, width), and gets {}", input.describe())),
     }
 }
 

@@ -48,6 +48,16 @@ macro_rules! for_each_op {
                 RmsNorm => rms_norm::RmsNorm,
                 BatchNorm => batch_norm::BatchNorm,
                 Dropout => dropout::Dropout,
+                Conv1d => conv::Conv1d,
+                Conv2d => conv::Conv2d,
+                Flatten => flatten::Flatten,
+                MaxPool2d => pool2d::MaxPool2d,
+                AvgPool2d => pool2d::AvgPool2d,
+                Embedding => embedding::Embedding,
+                PositionalEmbedding => embedding::PositionalEmbedding,
+                MeanPool => seq_pool::MeanPool,
+                MaxPool => seq_pool::MaxPool,
+                Last => seq_pool::Last,
             }
         }
     };

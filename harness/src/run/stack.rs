@@ -68,14 +68,9 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
     }
     match layer {
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-        Layer::Flatten | Layer::Last | Layer::PositionalEmbedding => (4, 0),
-        Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
+        Layer::Residual { .. } => (8, 0),
         // Per node: attention has three (scores, probabilities, mix).
         Layer::Attention { .. } => (16, 0),
-        Layer::MeanPool | Layer::MaxPool => (32, 0),
-        // im2col: an `index_select` per kernel tap (per row and per tap for images), stacked.
-        Layer::Conv1d { kernel, .. } => (24 + 2 * *kernel as u64, 0),
-        Layer::Conv2d { kernel, .. } => ((*kernel as u64).saturating_mul(2 * *kernel as u64 + 1).saturating_add(24), 0),
     }
 }
 

@@ -66,7 +66,7 @@ impl Footprint {
         match named.filter(|(_, bytes)| bytes.saturating_mul(2) >= self.bytes()) {
             Some((n, bytes)) => {
                 let of = match n.layer {
-                    Layer::Conv1d { .. } | Layer::Conv2d { .. } => "its padded input, im2col columns and",
+                    Layer::Conv1d(_) | Layer::Conv2d(_) => "its padded input, im2col columns and",
                     _ => "its",
                 };
                 format!("scenario `{}` (layer `{}` alone: {} MiB for {of} {} output over a batch of {}, with gradients)", s.name, n.name, mib(bytes), n.shape.describe(), self.batch)
@@ -77,37 +77,19 @@ impl Footprint {
 }
 
 /// Values one row holds for a node until the backward pass: its output (a vector after a
-/// sequence counted at every step, as the recurrent layers keep one per step), a gated RNN's
-/// gates with three temporaries each per step, and what a convolution's or a pooling's kernels
-/// in `run::model::conv` build. Conv1d: the zero-padded copy `(len + 2p)·c`, the K picked
-/// columns and their stack `2·K·len'·c`, the product and the bias sum `2·len'·out`. Conv2d:
-/// the padded copy `c·(h + 2p)·(w + 2p)`, K row bands `K·c·h'·(w + 2p)`, the K² picked windows
-/// and their stack `2·K²·c·h'·w'`, the product and the bias sum `2·out·h'·w'`. Pool2d: the
-/// image cut to whole windows (at most its `c·h·w`), the maximum over columns `c·h'·k·w'`, and
-/// the output. A registry op says its own (`Op::held`).
+/// sequence counted at every step, as the recurrent layers keep one per step). A registry op
+/// says its own (`Op::held`: a gated cell's gates per step, `ops::gated`; a convolution's or a
+/// pooling's kernels, `ops::conv` and `ops::pool2d`).
 fn held(n: &Node, steps: u128) -> u128 {
     let u = |v: usize| v as u128;
     let out = match n.shape {
         Shape::Flat(w) => product(&[u(w), steps]),
         other => u(other.cols()),
     };
-    if let Some(op) = n.layer.op() {
-        return op.held(n.in_shape, n.shape, out);
-    }
-    match (&n.layer, n.in_shape, n.shape) {
-        (Layer::Conv1d { kernel, padding, .. }, Shape::Seq { len, width: c }, Shape::Seq { len: l2, width: o }) => {
-            let padded = u(len).saturating_add(u(*padding).saturating_mul(2));
-            sum(&[product(&[padded, u(c)]), product(&[2, u(*kernel), u(l2), u(c)]), product(&[2, u(l2), u(o)])])
-        }
-        (Layer::Conv2d { kernel, padding, .. }, Shape::Image { channels: c, height: h, width: w }, Shape::Image { channels: o, height: h2, width: w2 }) => {
-            let pad = |d: usize| u(d).saturating_add(u(*padding).saturating_mul(2));
-            let k = u(*kernel);
-            sum(&[product(&[u(c), pad(h), pad(w)]), product(&[k, u(c), u(h2), pad(w)]), product(&[2, k, k, u(c), u(h2), u(w2)]), product(&[2, u(o), u(h2), u(w2)])])
-        }
-        (Layer::MaxPool2d { kernel } | Layer::AvgPool2d { kernel }, Shape::Image { channels: c, height: h, width: w }, Shape::Image { height: h2, width: w2, .. }) => {
-            sum(&[product(&[u(c), u(h), u(w)]), product(&[u(c), u(h2), u(*kernel), u(w2)]), out])
-        }
-        _ => out,
+    match n.layer.op() {
+        Some(op) => op.held(n.in_shape, n.shape, out),
+        // Residual sums and attention's nodes hold their output.
+        None => out,
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
-use super::{is_one, one, one_usize};
+use super::{is_one, one};
 use crate::ops::dropout::Dropout;
 use crate::ops::gated::Gated;
 
@@ -130,65 +130,6 @@ macro_rules! layer_enum {
                 #[serde(default)]
                 softmax: SoftmaxKind,
             },
-            /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
-            Embedding {
-                /// Vector width.
-                dim: usize,
-            },
-            /// A learned vector per position added to `(batch, seq, width)` (GPT-2's `wpe`, init N(0, 1)).
-            PositionalEmbedding,
-            /// Mean over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-            MeanPool,
-            /// Maximum over the sequence's unpadded positions: `(batch, seq, w)` to `(batch, w)`.
-            MaxPool,
-            /// The last position of the sequence: `(batch, seq, w)` to `(batch, w)`.
-            Last,
-            /// Convolution over a sequence `(batch, seq, width)`, the width as channels (`torch.nn.Conv1d`
-            /// on the transposed sequence): `(batch, seq', channels)`.
-            Conv1d {
-                /// Output channels.
-                channels: usize,
-                /// Kernel length.
-                kernel: usize,
-                /// Step between windows.
-                #[serde(default = "one_usize")]
-                stride: usize,
-                /// Zeros added at both ends.
-                #[serde(default)]
-                padding: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// Convolution over images `(batch, channels, height, width)` (`torch.nn.Conv2d`, square kernel).
-            Conv2d {
-                /// Output channels.
-                channels: usize,
-                /// Kernel height and width.
-                kernel: usize,
-                /// Step between windows.
-                #[serde(default = "one_usize")]
-                stride: usize,
-                /// Zeros added on every side.
-                #[serde(default)]
-                padding: usize,
-                /// Override of the model's init.
-                #[serde(default, skip_serializing_if = "Option::is_none")]
-                init: Option<Init>,
-            },
-            /// Everything but the batch into one vector (`torch.flatten(x, 1)`): images and sequences to `(batch, n)`.
-            Flatten,
-            /// The maximum of each `kernel × kernel` window, windows side by side (`torch.nn.MaxPool2d(kernel)`;
-            /// rows and columns past the last whole window are dropped, as PyTorch's floor mode does).
-            MaxPool2d {
-                /// Window size (and stride).
-                kernel: usize,
-            },
-            /// The mean of each `kernel × kernel` window (`torch.nn.AvgPool2d(kernel)`), as `max_pool2d`.
-            AvgPool2d {
-                /// Window size (and stride).
-                kernel: usize,
-            },
         }
 
         impl Layer {
@@ -198,18 +139,7 @@ macro_rules! layer_enum {
                 match self {
                     $(Layer::$variant(op) => Some(op),)*
                     $(Layer::$lv(op) => Some(op),)*
-                    Layer::Residual { .. }
-                    | Layer::Attention { .. }
-                    | Layer::Embedding { .. }
-                    | Layer::PositionalEmbedding
-                    | Layer::MeanPool
-                    | Layer::MaxPool
-                    | Layer::Last
-                    | Layer::Conv1d { .. }
-                    | Layer::Conv2d { .. }
-                    | Layer::Flatten
-                    | Layer::MaxPool2d { .. }
-                    | Layer::AvgPool2d { .. } => None,
+                    Layer::Residual { .. } | Layer::Attention { .. } => None,
                 }
             }
         }

@@ -198,15 +198,6 @@ impl Planner<'_> {
         self.nodes.push(Node { name, layer, part, input, other, shape, in_shape, params: first..self.params.len() });
     }
 
-    /// A convolution's kernel (`shape`, PyTorch's layout) and bias; both draw from
-    /// `U(±1/sqrt(in · kernel))` by default, as `torch.nn.Conv1d`/`Conv2d`.
-    fn conv(&mut self, name: &str, shape: Vec<usize>, fan_in: usize, fan_out: usize, init: Option<Init>) {
-        let init = init.unwrap_or(self.spec.init);
-        let out = shape[0];
-        self.params.push(ParamSpec { name: format!("{name}.weight"), shape, role: Role::Conv, fan_in, fan_out, torch_fan: fan_in, init });
-        self.params.push(ParamSpec { name: format!("{name}.bias"), shape: vec![out], role: Role::Bias, fan_in, fan_out, torch_fan: fan_in, init });
-    }
-
     /// Attention as three nodes, so the watch sees its scores and probabilities by name:
     /// scores (with `q`, `k`), probabilities, then the output (with `v`, `o`), which reads the
     /// probabilities and the attention's input.
@@ -242,117 +233,29 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Adds one layer's parameters; returns its output shape.
+    /// Plans one registry layer through its op (which declares its parameters); returns its
+    /// output shape.
     fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
-        let width = shape.width();
-        let torch_fan = width;
-        let default = self.spec.init;
-        let mut add = |p: &str, shape: Vec<usize>, role, fan_in, fan_out, init: Option<Init>| {
-            let init = init.unwrap_or(default);
-            self.params.push(ParamSpec { name: format!("{name}.{p}"), shape, role, fan_in, fan_out, torch_fan, init });
-        };
         let kind = layer.name();
-        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding { .. }) {
+        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_)) {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
-        if let Some(op) = layer.op() {
-            self.current = name.to_string();
-            return op.plan(self, shape);
+        match layer.op() {
+            Some(op) => {
+                self.current = name.to_string();
+                op.plan(self, shape)
+            }
+            None => Err(format!("a {kind} layer is planned by its block")),
         }
-        let sequence = |what: &str| -> std::result::Result<(usize, usize), String> {
-            match shape {
-                Shape::Seq { len, width } => Ok((len, width)),
-                _ => Err(format!("a {kind} layer needs sequence input (batch, seq, width), and {what} {}", shape.describe())),
-            }
-        };
-        Ok(match layer {
-            Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Last | Layer::PositionalEmbedding if matches!(shape, Shape::Image { .. }) => {
-                return Err(format!("a {kind} layer cannot take {}: put a flatten layer first", shape.describe()));
-            }
-            Layer::Conv1d { channels, kernel, stride, padding, init } => {
-                let (len, w) = sequence("gets")?;
-                let out = conv_len(len, *kernel, *stride, *padding).map_err(|m| format!("{m} (sequence of {len})"))?;
-                if *channels == 0 {
-                    return Err("`channels` must be at least 1".into());
-                }
-                let fan = w.saturating_mul(*kernel);
-                self.conv(name, vec![*channels, w, *kernel], fan, channels.saturating_mul(*kernel), *init);
-                Shape::Seq { len: out, width: *channels }
-            }
-            Layer::Conv2d { channels, kernel, stride, padding, init } => {
-                let Shape::Image { channels: c, height, width: w } = shape else {
-                    return Err(format!("a conv2d layer needs images (data.image), and gets {}", shape.describe()));
-                };
-                let h2 = conv_len(height, *kernel, *stride, *padding).map_err(|m| format!("{m} (height {height})"))?;
-                let w2 = conv_len(w, *kernel, *stride, *padding).map_err(|m| format!("{m} (width {w})"))?;
-                if *channels == 0 {
-                    return Err("`channels` must be at least 1".into());
-                }
-                let k2 = kernel.saturating_mul(*kernel);
-                self.conv(name, vec![*channels, c, *kernel, *kernel], c.saturating_mul(k2), channels.saturating_mul(k2), *init);
-                Shape::Image { channels: *channels, height: h2, width: w2 }
-            }
-            Layer::Flatten => match shape {
-                Shape::Flat(_) => shape,
-                _ => Shape::Flat(shape.cols()),
-            },
-            Layer::MaxPool2d { kernel } | Layer::AvgPool2d { kernel } => {
-                let Shape::Image { channels, height, width: w } = shape else {
-                    return Err(format!("a {kind} layer needs images (data.image), and gets {}", shape.describe()));
-                };
-                if *kernel == 0 || *kernel > height || *kernel > w {
-                    return Err(format!("`kernel` = {kernel} must be between 1 and the image's {height} × {w}"));
-                }
-                Shape::Image { channels, height: height / kernel, width: w / kernel }
-            }
-            Layer::Embedding { dim } => {
-                let Shape::Tokens { len, vocab } = shape else {
-                    return Err(format!("an embedding layer reads token ids (inputs = {{ kind = \"tokens\", vocab = ... }}) and gets {}", shape.describe()));
-                };
-                if *dim == 0 {
-                    return Err("`dim` must be at least 1".into());
-                }
-                add("weight", vec![vocab, *dim], Role::Embedding, vocab, *dim, None);
-                Shape::Seq { len, width: *dim }
-            }
-            Layer::PositionalEmbedding => {
-                let (len, w) = sequence("gets")?;
-                add("weight", vec![len, w], Role::Embedding, len, w, None);
-                shape
-            }
-            Layer::MeanPool | Layer::MaxPool | Layer::Last => Shape::Flat(sequence("gets")?.1),
-            Layer::Residual { .. } | Layer::Attention { .. } => unreachable!("planned by `block`"),
-            crate::op_layers!() => unreachable!("a registry layer, planned by its op above"),
-        })
     }
-}
-
-/// Most positions a convolution's padded input may have along one dimension: the im2col
-/// kernels (`run::model::conv`) pick positions by `u32` index.
-pub const MAX_PADDED: usize = u32::MAX as usize;
-
-/// The output length of a convolution, or why the kernel does not fit. Validation refuses a
-/// stride of 0 and strides or paddings PyTorch refuses (`validate::conv`); they are errors
-/// here too, so the plan never divides by zero or overflows.
-fn conv_len(len: usize, kernel: usize, stride: usize, padding: usize) -> std::result::Result<usize, String> {
-    if stride == 0 {
-        return Err("`stride` must be at least 1".into());
-    }
-    let padded = padding.checked_mul(2).and_then(|p| p.checked_add(len)).filter(|p| *p <= MAX_PADDED);
-    let Some(padded) = padded else {
-        return Err(format!("`padding` = {padding} makes the padded input longer than {MAX_PADDED} positions, the most nanhunt's convolutions index"));
-    };
-    if kernel == 0 || kernel > padded {
-        // PyTorch: "Kernel size can't be greater than actual input size".
-        return Err(format!("`kernel` = {kernel} must be between 1 and the padded input's {padded}"));
-    }
-    Ok((padded - kernel) / stride + 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::embedding::Embedding;
     use crate::ops::linear::Linear;
+    use crate::ops::seq_pool::MeanPool;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
         ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
@@ -379,7 +282,7 @@ mod tests {
         assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
             .1
             .contains("must divide the width 4"));
-        assert!(err(vec![Layer::MeanPool], flat).1.contains("needs sequence input"));
+        assert!(err(vec![Layer::MeanPool(MeanPool {})], flat).1.contains("needs sequence input"));
         let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear(Linear { out: 2, init: None })] }], flat);
         assert_eq!(key, "layers.0");
         assert!(m.contains("keep its input's shape"), "{m}");
@@ -389,7 +292,7 @@ mod tests {
         }
         assert!(err(vec![deep], flat).1.contains("nest deeper"));
         // Linear applies per position, as torch.nn.Linear does; pooling brings the sequence down.
-        let p = plan(&spec(vec![Layer::Linear(Linear { out: 3, init: None }), Layer::MeanPool]), seq).unwrap();
+        let p = plan(&spec(vec![Layer::Linear(Linear { out: 3, init: None }), Layer::MeanPool(MeanPool {})]), seq).unwrap();
         assert_eq!(p.nodes[0].shape, Shape::Seq { len: 5, width: 3 });
         assert_eq!(p.out, Shape::Flat(3));
     }
@@ -398,7 +301,7 @@ mod tests {
     fn residual_blocks_nest_names_and_read_their_input() {
         let block = Layer::Residual { layers: vec![Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: 4, init: None })] };
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
-        let p = plan(&spec(vec![Layer::Embedding { dim: 4 }, block]), input).unwrap();
+        let p = plan(&spec(vec![Layer::Embedding(Embedding { dim: 4 }), block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["layers.0.embedding", "layers.1.residual.layers.0.layer_norm", "layers.1.residual.layers.1.linear", "layers.1.residual"]);
         assert_eq!(p.params[0].shape, vec![7, 4]);
@@ -408,25 +311,5 @@ mod tests {
         assert_eq!(p.nodes[1].input, Some(0));
         assert_eq!(p.out, Shape::Seq { len: 3, width: 4 });
         assert_eq!(p.out_width, 12);
-    }
-
-    #[test]
-    fn convolutions_past_u32_positions_are_refused_and_huge_strides_never_overflow() {
-        let seq = InShape { features: 2, seq_len: Some(8), vocab: None, image: None };
-        let image = InShape { features: 16, seq_len: None, vocab: None, image: Some((1, 4, 4)) };
-        let c1 = |stride, padding| spec(vec![Layer::Conv1d { channels: 2, kernel: 3, stride, padding, init: None }, Layer::MeanPool]);
-        let c2 = |stride, padding| spec(vec![Layer::Conv2d { channels: 2, kernel: 3, stride, padding, init: None }, Layer::Flatten]);
-        // Padding 2³¹ makes 8 + 2³² positions: past the u32 indices the im2col kernels pick with.
-        let (key, m) = plan(&c1(1, 1 << 31), seq).unwrap_err();
-        assert!(key == "layers.0" && m.contains("4294967295"), "{key}: {m}");
-        assert!(plan(&c2(1, 1 << 31), image).unwrap_err().1.contains("4294967295"));
-        // The largest values are an error or one window, never an overflow or a division by zero.
-        for (stride, padding) in [(usize::MAX, usize::MAX), (0, usize::MAX), (1, usize::MAX), (0, 0)] {
-            assert!(plan(&c1(stride, padding), seq).is_err() && plan(&c2(stride, padding), image).is_err());
-        }
-        let one = plan(&c1(usize::MAX, (u32::MAX as usize - 8) / 2), seq).unwrap();
-        assert_eq!(one.nodes[0].shape, Shape::Seq { len: 1, width: 2 });
-        assert_eq!((one.nodes[0].in_shape, one.nodes[1].in_shape), (seq.shape(), one.nodes[0].shape));
-        assert_eq!(plan(&c2(usize::MAX, 0), image).unwrap().nodes[0].shape, Shape::Image { channels: 2, height: 1, width: 1 });
     }
 }

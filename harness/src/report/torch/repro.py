@@ -302,24 +302,8 @@ def layer(spec, width, seq, name):
         return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
     if kind == "residual":
         return Residual(spec["layers"], width, seq, name), width
-    if kind == "conv1d":
-        return Conv1d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
-    if kind == "conv2d":
-        return nn.Conv2d(width, spec["channels"], spec["kernel"], stride=spec.get("stride", 1), padding=spec.get("padding", 0)), spec["channels"]
-    if kind == "flatten":
-        return Fn(lambda x: torch.flatten(x, 1)), None
-    if kind == "max_pool2d":
-        return nn.MaxPool2d(spec["kernel"]), width
-    if kind == "avg_pool2d":
-        return nn.AvgPool2d(spec["kernel"]), width
     if kind == "attention":
         return Attention(width, spec), width
-    if kind == "embedding":
-        return nn.Embedding(SCENARIO["vocab"], spec["dim"]), spec["dim"]
-    if kind == "positional_embedding":
-        return PositionalEmbedding(seq, width), width
-    if kind in ("mean_pool", "max_pool", "last"):
-        return Pool(kind), width
     expr = NODES[name].get("torch")
     if expr is None:
         raise SystemExit(f"repro.py: unknown layer {kind}")

@@ -44,16 +44,8 @@ pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     }
     match layer {
         Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } => Policy::Low,
-        Layer::Residual { .. }
-        | Layer::Embedding { .. }
-        | Layer::PositionalEmbedding
-        | Layer::MeanPool
-        | Layer::MaxPool
-        | Layer::Last
-        | Layer::Flatten
-        | Layer::MaxPool2d { .. }
-        | Layer::AvgPool2d { .. } => Policy::Same,
+        Layer::Attention { .. } => Policy::Low,
+        Layer::Residual { .. } => Policy::Same,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }
@@ -81,21 +73,12 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
         return op.rounding(part);
     }
     match layer {
-        Layer::Conv1d { .. } | Layer::Conv2d { .. } => Rounding::HalfTensors,
         Layer::Attention { .. } => match part {
             Part::Scores => Rounding::Projections,
             Part::Mix => Rounding::Own,
             Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
         },
-        Layer::Residual { .. }
-        | Layer::Embedding { .. }
-        | Layer::PositionalEmbedding
-        | Layer::MeanPool
-        | Layer::MaxPool
-        | Layer::Last
-        | Layer::Flatten
-        | Layer::MaxPool2d { .. }
-        | Layer::AvgPool2d { .. } => Rounding::Outside,
+        Layer::Residual { .. } => Rounding::Outside,
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
     }
 }

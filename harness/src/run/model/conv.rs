@@ -1,9 +1,10 @@
-//! Convolution and image layers: `conv1d` over sequences (the width as
-//! channels, as `torch.nn.Conv1d` sees a transposed sequence), `conv2d` over
-//! images, `flatten`, and `max_pool2d` / `avg_pool2d` whose windows tile the
-//! image (stride = kernel; rows and columns past the last whole window are
-//! dropped first, which is PyTorch's floor mode). Kernels are kept in PyTorch's
-//! layout, `(out, in, k)` and `(out, in, k, k)`.
+//! The kernels of the convolution and image ops (`ops::conv`, `ops::pool2d`,
+//! `ops::flatten`): `conv1d` over sequences (the width as channels, as
+//! `torch.nn.Conv1d` sees a transposed sequence), `conv2d` over images,
+//! `flatten`, and `max_pool2d` / `avg_pool2d` whose windows tile the image
+//! (stride = kernel; rows and columns past the last whole window are dropped
+//! first, which is PyTorch's floor mode). Kernels are kept in PyTorch's layout,
+//! `(out, in, k)` and `(out, in, k, k)`.
 
 use candle_core::Tensor;
 
@@ -22,7 +23,7 @@ fn taps(start: usize, stride: usize, n: usize, dev: &candle_core::Device) -> Res
 /// backward gives wrong gradients for a batch of more than one (the test below holds
 /// PyTorch's numbers), and its `conv2d` backward assumes square inputs (a 9 × 8 image failed
 /// with a shape mismatch; the confirmation tests train one beside PyTorch).
-pub(super) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+pub(crate) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (b, _, c) = h.dims3()?;
     let (out, _, kernel) = k.dims3()?;
     let x = h.pad_with_zeros(1, padding, padding)?.contiguous()?;
@@ -36,7 +37,7 @@ pub(super) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, paddi
 
 /// `(batch, c, h, w)` convolved by `k` `(out, c, K, K)` plus `bias`: `(batch, out, h', w')`, as
 /// im2col and one matrix product (see [`conv1d`]).
-pub(super) fn conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+pub(crate) fn conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (b, c, _, _) = h.dims4()?;
     let (out, _, kernel, _) = k.dims4()?;
     let x = h.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?.contiguous()?;
@@ -56,7 +57,7 @@ pub(super) fn conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, paddi
 }
 
 /// Everything after the batch as one vector.
-pub(super) fn flatten(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn flatten(h: &Tensor) -> Result<Tensor> {
     Ok(h.flatten_from(1)?)
 }
 
@@ -68,7 +69,7 @@ pub(super) fn flatten(h: &Tensor) -> Result<Tensor> {
 /// is [`opmath::max`] over each window in row-major order, PyTorch's `max_pool2d`: a NaN wins
 /// and the gradient goes to the window's first maximum (Candle 0.11's `max_pool2d` backward
 /// scales it by `1/k²` as well; tests below hold PyTorch's numbers).
-pub(super) fn pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
+pub(crate) fn pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
     let (b, c, rows, cols) = h.dims4()?;
     let (r, q) = (rows / kernel, cols / kernel);
     let whole = h.narrow(2, 0, r * kernel)?.narrow(3, 0, q * kernel)?.contiguous()?.reshape((b, c, r, kernel, q, kernel))?;

@@ -7,8 +7,9 @@
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
-//! [`Plan`], so iteration never depends on a hash map. `attention` and
-//! `sequence` hold the sequence layers.
+//! [`Plan`], so iteration never depends on a hash map. `attention` holds the
+//! attention layer; `sequence` and `conv` the kernels of the registry's sequence,
+//! convolution and image ops.
 
 use std::cell::RefCell;
 
@@ -23,13 +24,13 @@ use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 pub(crate) mod activation;
 mod attention;
 mod autocast;
-mod conv;
+pub(crate) mod conv;
 mod init;
 pub(crate) mod norm;
 pub(crate) mod pointwise;
 pub(crate) mod recurrent;
 pub(crate) mod relu;
-mod sequence;
+pub(crate) mod sequence;
 mod tap;
 
 pub(crate) use autocast::policy;
@@ -123,9 +124,7 @@ impl Model {
                 (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
                 (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (Layer::MeanPool, _) => sequence::mean_pool(h, mask)?,
-                (Layer::MaxPool, _) => sequence::max_pool(h, mask)?,
-                (layer, _) => apply(layer, h, &p)?,
+                (layer, _) => return Err(candle_core::Error::Msg(format!("{} is applied by its op", <&str>::from(layer))).into()),
             };
             let out = self.finish(node, out, round)?;
             outs.push(self.tapped(out, taps.as_deref_mut())?);
@@ -240,22 +239,6 @@ pub(crate) fn dropout_mask(rng: &mut ChaCha8Rng, shape: impl Into<candle_core::S
 pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
     use rand::Rng;
     (0..n).map(|_| rng.random::<f64>() >= p).collect()
-}
-
-fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Result<Tensor> {
-    Ok(match layer {
-        Layer::Embedding { .. } => sequence::embedding(h, p(0))?,
-        Layer::PositionalEmbedding => sequence::positional(h, p(0))?,
-        Layer::Last => sequence::last(h)?,
-        Layer::Conv1d { stride, padding, .. } => conv::conv1d(h, p(0), p(1), *stride, *padding)?,
-        Layer::Conv2d { stride, padding, .. } => conv::conv2d(h, p(0), p(1), *stride, *padding)?,
-        Layer::Flatten => conv::flatten(h)?,
-        Layer::MaxPool2d { kernel } => conv::pool2d(h, *kernel, true)?,
-        Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
-        crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
-        // Applied in `forward_with`, which holds the mask and the other input.
-        Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool => return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into()),
-    })
 }
 
 #[cfg(test)]

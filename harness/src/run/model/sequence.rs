@@ -1,5 +1,6 @@
-//! Layers that make, mark or reduce sequences: token embeddings, learned
-//! positional embeddings, and pooling over positions. Pooling leaves padded
+//! The kernels of the registry's ops that make, mark or reduce sequences
+//! (`ops::embedding`, `ops::seq_pool`): token embeddings, learned positional
+//! embeddings, and pooling over positions. Pooling leaves padded
 //! positions out with `masked_fill` (a `where`), as people write it in PyTorch:
 //! `h.masked_fill(~mask, 0).sum(1) / mask.sum(1).clamp(min=1)`, so a NaN in a
 //! padded position does not reach the pooled value, nor its gradient.
@@ -10,14 +11,14 @@ use crate::error::Result;
 use crate::run::opmath;
 
 /// Token ids `(batch, seq)` (u32) to rows of `table` `(vocab, dim)`: `(batch, seq, dim)`.
-pub(super) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+pub(crate) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     let (b, s) = ids.dims2()?;
     let dim = table.dims()[1];
     Ok(table.index_select(&ids.flatten_all()?, 0)?.reshape((b, s, dim))?)
 }
 
 /// `h + pos`, one learned vector per position.
-pub(super) fn positional(h: &Tensor, pos: &Tensor) -> Result<Tensor> {
+pub(crate) fn positional(h: &Tensor, pos: &Tensor) -> Result<Tensor> {
     crate::run::kernel::bias::bias_add(h, pos)
 }
 
@@ -31,7 +32,7 @@ fn keep(h: &Tensor, mask: &Tensor) -> Result<Tensor> {
 /// Masked, `h.masked_fill(~keep, 0).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)`: the sum
 /// is rounded to the dtype before the division, so in f16 three positions of 30000 overflow
 /// (90000 > 65504) where `h.mean(1)` gives 30000, and bf16 rounds twice.
-pub(super) fn mean_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn mean_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let Some(m) = mask else { return opmath::mean(h, &[1]) };
     let m = m.to_dtype(h.dtype())?;
     let kept = keep(h, &m)?.where_cond(h, &h.zeros_like()?)?;
@@ -42,7 +43,7 @@ pub(super) fn mean_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 
 /// Maximum over the unpadded positions (`-inf` for a fully padded row, as `masked_fill(-inf).max`),
 /// as PyTorch's `max(1)`: a NaN wins, and the gradient goes to the first maximum.
-pub(super) fn max_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+pub(crate) fn max_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     match mask {
         None => opmath::max(h, 1),
         Some(m) => {
@@ -53,7 +54,7 @@ pub(super) fn max_pool(h: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
 }
 
 /// The last position.
-pub(super) fn last(h: &Tensor) -> Result<Tensor> {
+pub(crate) fn last(h: &Tensor) -> Result<Tensor> {
     let s = h.dim(1)?;
     Ok(h.narrow(1, s - 1, 1)?.squeeze(1)?)
 }

@@ -138,31 +138,10 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
             out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
         }
         match layer {
-            Layer::Conv1d { channels, kernel, stride, padding, .. } | Layer::Conv2d { channels, kernel, stride, padding, .. } => conv(&k, *channels, *kernel, *stride, *padding, out),
             Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
-            Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),
             Layer::Residual { layers: inner } if depth < MAX_NESTING => layers(&k("layers"), inner, depth + 1, out),
             _ => {}
         }
-    }
-}
-
-/// A convolution's sizes, within what PyTorch takes: strides are int64 and at least 1 ("non-positive
-/// stride is not supported"); a padding is at most int64 max / 2, so the padded size fits ("expected
-/// padding to be at most 4611686018427387903", `check_shape_forward` in
-/// aten/src/ATen/native/Convolution.cpp). Whether the kernel fits the input is the plan's check.
-fn conv(k: &dyn Fn(&str) -> String, channels: usize, kernel: usize, stride: usize, padding: usize, out: &mut Vec<Problem>) {
-    const MAX_STRIDE: usize = i64::MAX as usize;
-    for (field, v) in [("channels", channels), ("kernel", kernel)] {
-        if v == 0 {
-            out.push(problem(k(field), "must be at least 1"));
-        }
-    }
-    if !(1..=MAX_STRIDE).contains(&stride) {
-        out.push(problem(k("stride"), format!("must be between 1 and {MAX_STRIDE} (PyTorch's strides are int64 and positive), got {stride}")));
-    }
-    if padding > MAX_STRIDE / 2 {
-        out.push(problem(k("padding"), format!("must be at most {} (PyTorch: \"expected padding to be at most\" int64 max / 2), got {padding}", MAX_STRIDE / 2)));
     }
 }
 

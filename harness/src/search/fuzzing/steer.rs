@@ -15,12 +15,17 @@
 //! such as huge paddings or strides keep being tried.
 
 use crate::ops::batch_norm::BatchNorm;
+use crate::ops::conv::{Conv1d, Conv2d};
 use crate::ops::dropout::Dropout;
+use crate::ops::embedding::{Embedding, PositionalEmbedding};
+use crate::ops::flatten::Flatten;
 use crate::ops::gated::{Gru, Lstm};
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;
+use crate::ops::pool2d::{AvgPool2d, MaxPool2d};
 use crate::ops::rms_norm::RmsNorm;
 use crate::ops::rnn::Rnn;
+use crate::ops::seq_pool::{Last, MaxPool, MeanPool};
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -89,7 +94,7 @@ fn inputs(u: &mut Unstructured, s: &mut Scenario) -> Result<Shape> {
             let (vocab, len, dim) = (u.int_in_range(1..=8)?, u.int_in_range(1..=6)?, u.int_in_range(1..=4)? * 2);
             d.inputs = InputSpec::Tokens { vocab, rows: Vec::new() };
             d.seq_len = Some(len);
-            s.model.layers.push(Layer::Embedding { dim });
+            s.model.layers.push(Layer::Embedding(Embedding { dim }));
             Shape::Seq(len, dim)
         }
         _ => {
@@ -141,13 +146,13 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
             0 | 1 => {
                 let (channels, kernel, stride, padding) = (small(u)?, u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
                 match (conv_len(h, kernel, stride, padding), conv_len(w, kernel, stride, padding)) {
-                    (Some(h2), Some(w2)) => (Layer::Conv2d { channels, kernel, stride, padding, init: None }, Shape::Img(channels, h2, w2)),
+                    (Some(h2), Some(w2)) => (Layer::Conv2d(Conv2d { channels, kernel, stride, padding, init: None }), Shape::Img(channels, h2, w2)),
                     _ => (Layer::Relu(Default::default()), *shape),
                 }
             }
             2 => {
                 let kernel = u.int_in_range(1..=h.min(w).clamp(1, 3))?;
-                let pool = if u.ratio(1, 2)? { Layer::MaxPool2d { kernel } } else { Layer::AvgPool2d { kernel } };
+                let pool = if u.ratio(1, 2)? { Layer::MaxPool2d(MaxPool2d { kernel }) } else { Layer::AvgPool2d(AvgPool2d { kernel }) };
                 (pool, Shape::Img(c, h / kernel, w / kernel))
             }
             _ => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
@@ -171,7 +176,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         3 | 4 => {
             let (kernel, stride, padding) = (u.int_in_range(1..=3)?, u.int_in_range(1..=2)?, u.int_in_range(0..=1)?);
             match conv_len(len, kernel, stride, padding) {
-                Some(l2) => (Layer::Conv1d { channels: hidden, kernel, stride, padding, init: None }, Shape::Seq(l2, hidden)),
+                Some(l2) => (Layer::Conv1d(Conv1d { channels: hidden, kernel, stride, padding, init: None }), Shape::Seq(l2, hidden)),
                 None => (Layer::Relu(Default::default()), Shape::Seq(len, w)),
             }
         }
@@ -180,8 +185,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
             let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
             (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }, Shape::Seq(len, w))
         }
-        6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
-        7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
+        6 => (Layer::PositionalEmbedding(PositionalEmbedding {}), Shape::Seq(len, w)),
+        7 => (u.choose(&[Layer::MeanPool(MeanPool {}), Layer::MaxPool(MaxPool {}), Layer::Last(Last {})])?.clone(), Shape::Flat(w)),
         _ => (Layer::Linear(Linear { out: hidden, init: None }), Shape::Seq(len, hidden)),
     })
 }
@@ -190,8 +195,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
 fn head(u: &mut Unstructured, s: &mut Scenario, shape: Shape) -> Result<()> {
     match shape {
         Shape::Flat(_) => {}
-        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last, Layer::Flatten])?.clone()),
-        Shape::Img(..) => s.model.layers.push(Layer::Flatten),
+        Shape::Seq(..) => s.model.layers.push(u.choose(&[Layer::MeanPool(MeanPool {}), Layer::MaxPool(MaxPool {}), Layer::Last(Last {}), Layer::Flatten(Flatten {})])?.clone()),
+        Shape::Img(..) => s.model.layers.push(Layer::Flatten(Flatten {})),
     }
     let (targets, outputs, kinds): (TargetSpec, usize, &[LossKind]) = match u.int_in_range(0..=2)? {
         0 => {
@@ -310,10 +315,10 @@ mod tests {
         let has = |pick: fn(&Layer) -> bool| ok.iter().filter(|s| s.model.all_layers().into_iter().any(pick)).count();
         let with = |pick: fn(&Scenario) -> bool| ok.iter().filter(|s| pick(s)).count();
         let counts = [
-            ("conv1d", has(|l| matches!(l, Layer::Conv1d { .. }))),
-            ("conv2d", has(|l| matches!(l, Layer::Conv2d { .. }))),
-            ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d { .. }))),
-            ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d { .. }))),
+            ("conv1d", has(|l| matches!(l, Layer::Conv1d(_)))),
+            ("conv2d", has(|l| matches!(l, Layer::Conv2d(_)))),
+            ("max_pool2d", has(|l| matches!(l, Layer::MaxPool2d(_)))),
+            ("avg_pool2d", has(|l| matches!(l, Layer::AvgPool2d(_)))),
             ("rnn", has(|l| matches!(l, Layer::Rnn(_)))),
             ("lstm", has(|l| matches!(l, Layer::Lstm(_)))),
             ("gru", has(|l| matches!(l, Layer::Gru(_)))),
