@@ -50,16 +50,14 @@ pub(crate) fn born(
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
-    let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
+    // Only a registry op's backward explains itself (`Op::explain_backward`).
+    let (Some(op), Some(node)) = (layers.get(r).and_then(Layer::op), nodes.get(r)) else { return Ok(None) };
     let op_name = format!("{node} (backward)");
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
-    if let Some(op) = layer.op() {
-        let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() });
-        return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
-    }
-    Ok(None)
+    let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims() });
+    Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])))
 }
 
 /// The loss's backward made the predictions' gradient non-finite at flat index `i`.
