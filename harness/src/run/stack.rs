@@ -13,7 +13,7 @@
 //! The constants were measured, not guessed: see [`BYTES_PER_LEVEL`].
 
 use crate::error::{Error, Result};
-use crate::scenario::{Layer, Node, Plan, Shape};
+use crate::scenario::{Input, Layer, Node, Plan, Shape};
 
 /// Stack bytes per level of graph depth that the estimate allows. Measured on x86-64 with
 /// `cargo run -p nanhunt --example stack_probe` (chains of 10,000 to 40,000 affine ops on a
@@ -99,7 +99,10 @@ fn node_levels(node: &Node, input: Shape) -> u64 {
 /// An upper bound on the depth of one training step's autograd graph: the number of nodes
 /// on its longest path, for the model `plan` fed `input`.
 pub(crate) fn levels(plan: &Plan, input: Shape) -> u64 {
-    let shape_of = |n: &Node| n.input.map_or(input, |i| plan.nodes[i].shape);
+    let shape_of = |n: &Node| match n.input() {
+        Input::Model => input,
+        Input::Node(i) => plan.nodes[i].shape,
+    };
     plan.nodes.iter().fold(LOSS_LEVELS, |sum, n| sum.saturating_add(node_levels(n, shape_of(n))))
 }
 

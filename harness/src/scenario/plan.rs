@@ -54,6 +54,15 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
+/// What a node reads: the model's input, or an earlier node's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The model's input: a batch of features, token ids or images.
+    Model,
+    /// The output of an earlier node (its index in [`Plan::nodes`]).
+    Node(usize),
+}
+
 /// One step of the model's dataflow: a layer applied to an earlier node's output, the sum
 /// that closes a residual block, or one of attention's three steps.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,17 +73,23 @@ pub struct Node {
     pub layer: Layer,
     /// Which part of the layer this node computes.
     pub part: Part,
-    /// The node whose output this one reads (`None`: the model's input).
-    pub input: Option<usize>,
-    /// A second input: a residual block's input (added to its last layer's output), or the
-    /// input attention projects its values from.
-    pub other: Option<Option<usize>>,
+    /// What it reads, in order: its main input first (the one of shape `in_shape`, along which
+    /// birth tracing follows the gradient), then the others: a residual sum's skip operand (the
+    /// block's input), the input attention's mix projects its values from.
+    pub inputs: Vec<Input>,
     /// Shape of the output.
     pub shape: Shape,
-    /// Shape of what `input` reads (the model's input for the first node).
+    /// Shape of its main input.
     pub in_shape: Shape,
     /// Its parameters' indices in [`Plan::params`].
     pub params: std::ops::Range<usize>,
+}
+
+impl Node {
+    /// Its main input, the first of [`Node::inputs`] (the planner gives every node one).
+    pub fn input(&self) -> Input {
+        self.inputs.first().copied().unwrap_or(Input::Model)
+    }
 }
 
 /// What a node computes.
@@ -118,7 +133,7 @@ pub type PlanError = (String, String);
 /// Works out parameter shapes and node shapes, or says which layer does not fit.
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
     let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, current: String::new() };
-    let (_, out) = b.block(&spec.layers, "layers", "layers", None, input.shape(), 0)?;
+    let (_, out) = b.block(&spec.layers, "layers", "layers", Input::Model, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
     }
@@ -162,7 +177,7 @@ impl Planner<'_> {
     }
 
     /// Plans `layers` reading node `input` of shape `shape`; returns the last node and its shape.
-    fn block(&mut self, layers: &[Layer], names: &str, keys: &str, mut input: Option<usize>, mut shape: Shape, depth: usize) -> std::result::Result<(Option<usize>, Shape), PlanError> {
+    fn block(&mut self, layers: &[Layer], names: &str, keys: &str, mut input: Input, mut shape: Shape, depth: usize) -> std::result::Result<(Input, Shape), PlanError> {
         for (i, layer) in layers.iter().enumerate() {
             let (name, key) = (format!("{names}.{i}.{}", layer.name()), format!("{keys}.{i}"));
             let first = self.params.len();
@@ -174,28 +189,31 @@ impl Planner<'_> {
                 if inner_shape != shape {
                     return Err((key, format!("a residual block must keep its input's shape: it takes {} and its layers make {}", shape.describe(), inner_shape.describe())));
                 }
-                self.push(name, Layer::Residual { layers: Vec::new() }, Part::Sum, last, Some(input), shape, first);
-                input = Some(self.nodes.len() - 1);
+                self.push(name, Layer::Residual { layers: Vec::new() }, Part::Sum, vec![last, input], shape, first);
+                input = Input::Node(self.nodes.len() - 1);
                 continue;
             } else if let Layer::Attention { heads, .. } = layer {
                 self.attention(layer, *heads, &name, input, shape).map_err(|m| (key, m))?;
-                input = Some(self.nodes.len() - 1);
+                input = Input::Node(self.nodes.len() - 1);
                 continue;
             } else {
                 self.layer(layer, &name, shape).map_err(|m| (key, m))?
             };
-            self.push(name, layer.clone(), Part::Whole, input, None, out, first);
-            input = Some(self.nodes.len() - 1);
+            self.push(name, layer.clone(), Part::Whole, vec![input], out, first);
+            input = Input::Node(self.nodes.len() - 1);
             shape = out;
         }
         Ok((input, shape))
     }
 
-    /// Adds a node whose parameters start at index `first` and run to the last one added.
-    #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, name: String, layer: Layer, part: Part, input: Option<usize>, other: Option<Option<usize>>, shape: Shape, first: usize) {
-        let in_shape = input.map_or(self.start, |i| self.nodes[i].shape);
-        self.nodes.push(Node { name, layer, part, input, other, shape, in_shape, params: first..self.params.len() });
+    /// Adds a node reading `inputs` (its main input first) whose parameters start at index
+    /// `first` and run to the last one added.
+    fn push(&mut self, name: String, layer: Layer, part: Part, inputs: Vec<Input>, shape: Shape, first: usize) {
+        let in_shape = match inputs.first() {
+            Some(Input::Node(i)) => self.nodes[*i].shape,
+            _ => self.start,
+        };
+        self.nodes.push(Node { name, layer, part, inputs, shape, in_shape, params: first..self.params.len() });
     }
 
     /// A convolution's kernel (`shape`, PyTorch's layout) and bias; both draw from
@@ -210,7 +228,7 @@ impl Planner<'_> {
     /// Attention as three nodes, so the watch sees its scores and probabilities by name:
     /// scores (with `q`, `k`), probabilities, then the output (with `v`, `o`), which reads the
     /// probabilities and the attention's input.
-    fn attention(&mut self, layer: &Layer, heads: usize, name: &str, input: Option<usize>, shape: Shape) -> std::result::Result<(), String> {
+    fn attention(&mut self, layer: &Layer, heads: usize, name: &str, input: Input, shape: Shape) -> std::result::Result<(), String> {
         let Shape::Seq { len, width: w } = shape else {
             return Err(format!("an attention layer needs sequence input (batch, seq, width), and gets {}", shape.describe()));
         };
@@ -228,15 +246,15 @@ impl Planner<'_> {
             param(self, &format!("{p}.weight"), Role::InProj, w.saturating_mul(3));
             param(self, &format!("{p}.bias"), Role::ZeroBias, w);
         }
-        self.push(format!("{name}.scores"), layer.clone(), Part::Scores, input, None, scores, first);
+        self.push(format!("{name}.scores"), layer.clone(), Part::Scores, vec![input], scores, first);
         let probs = self.nodes.len() - 1;
-        self.push(format!("{name}.probs"), layer.clone(), Part::Probs, Some(probs), None, scores, self.params.len());
+        self.push(format!("{name}.probs"), layer.clone(), Part::Probs, vec![Input::Node(probs)], scores, self.params.len());
         let first = self.params.len();
         param(self, "v.weight", Role::InProj, w.saturating_mul(3));
         param(self, "v.bias", Role::ZeroBias, w);
         param(self, "o.weight", Role::Weight, w);
         param(self, "o.bias", Role::ZeroBias, w);
-        self.push(name.to_string(), layer.clone(), Part::Mix, Some(probs + 1), Some(input), shape, first);
+        self.push(name.to_string(), layer.clone(), Part::Mix, vec![Input::Node(probs + 1), input], shape, first);
         // Scores and probabilities are counted as nodes; q, k, v and the heads' mix are not.
         self.attention_cells = self.attention_cells.saturating_add(len.saturating_mul(w).saturating_mul(4));
         Ok(())
@@ -473,8 +491,8 @@ mod tests {
         assert_eq!(p.params[0].shape, vec![7, 4]);
         assert_eq!(p.params.last().unwrap().name, "layers.1.residual.layers.1.linear.bias");
         // The sum reads the block's last layer and adds the block's input (the embedding).
-        assert_eq!((p.nodes[3].input, p.nodes[3].other), (Some(2), Some(Some(0))));
-        assert_eq!(p.nodes[1].input, Some(0));
+        assert_eq!(p.nodes[3].inputs, [Input::Node(2), Input::Node(0)]);
+        assert_eq!((p.nodes[1].inputs.as_slice(), p.nodes[0].input()), ([Input::Node(0)].as_slice(), Input::Model));
         assert_eq!(p.out, Shape::Seq { len: 3, width: 4 });
         assert_eq!(p.out_width, 12);
     }

@@ -150,8 +150,11 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
             json!({ "name": n.name, "params": params, "autocast": autocast, "torch": expr, "module": module })
         })
         .collect();
-    // The width each layer reads: an image's channels, else the last dimension.
-    let input_shape = |n: &crate::scenario::Node| n.input.map_or(data.shape.shape(), |i| plan.nodes[i].shape);
+    // The width each layer reads (its main input's): an image's channels, else the last dimension.
+    let input_shape = |n: &crate::scenario::Node| match n.input() {
+        crate::scenario::Input::Model => data.shape.shape(),
+        crate::scenario::Input::Node(i) => plan.nodes[i].shape,
+    };
     let widths: serde_json::Map<String, serde_json::Value> = plan
         .nodes
         .iter()

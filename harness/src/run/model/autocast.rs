@@ -29,7 +29,7 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 use crate::ops::{Inner, Rounding};
 use crate::run::kernel::cast::round;
-use crate::scenario::{Layer, Node, Part};
+use crate::scenario::{Input, Layer, Node, Part};
 
 /// Where a node computes under autocast (the registry's ops say it themselves: `Op::autocast`).
 pub(crate) type Policy = crate::ops::Autocast;
@@ -153,8 +153,12 @@ impl super::Model {
             Policy::Same if !node.params.is_empty() => Policy::F32,
             p => p,
         };
-        // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
-        let li = node.input.map_or(x, |j| logical.get(j).copied().unwrap_or(DType::F32));
+        // An input's logical dtype: what PyTorch holds (f32 storage may hold low values).
+        let logical_of = |i: Input| match i {
+            Input::Model => x,
+            Input::Node(j) => logical.get(j).copied().unwrap_or(DType::F32),
+        };
+        let li = logical_of(node.input());
         let rounding = rounding(&node.layer, node.part);
         // Attention's scores cast their input per projection (see `attention`).
         let scores = rounding == Rounding::Projections;
@@ -168,14 +172,15 @@ impl super::Model {
             return Ok(Prepared { input, params: Some(params), round: None, inner });
         }
         let computes = match node.part {
-            Part::Sum => promote(li, node.other.flatten().and_then(|j| logical.get(j).copied()).unwrap_or(x)),
+            // A sum promotes its operands to the widest.
+            Part::Sum => node.inputs.iter().skip(1).fold(li, |d, &i| promote(d, logical_of(i))),
             _ if li == DType::U32 => DType::F32,
             _ => target(policy, low, li),
         };
         // A cast to the low dtype, or a low input's own gradient rounding: needed only where
         // another node reads it too, as a single reader's gradient is rounded by the producer's
         // own output rounding.
-        let shared = node.input.is_some_and(|j| self.readers[j] > 1);
+        let shared = matches!(node.input(), Input::Node(j) if self.readers[j] > 1);
         let cast_in = (li == low && shared) || (li != low && computes == low && !scores);
         let input = if cast_in { round(input, low)? } else { input.clone() };
         // Linear layers and attention round their weights themselves (`kernel::linear`).
@@ -186,14 +191,17 @@ impl super::Model {
         Ok(Prepared { input, params: Some(params), round, inner: round.map_or(Inner::Off, Inner::Round) })
     }
 
-    /// A residual sum's skip operand: in f32 storage, a low one another node reads too gets its
-    /// own gradient rounding (see [`Model::prepare`](super::Model)).
-    pub(super) fn skip_operand(&self, node: &Node, skip: &Tensor, logical: &[DType]) -> Result<Tensor> {
-        let j = node.other.flatten();
-        let shared = j.is_some_and(|j| self.readers[j] > 1);
-        match (self.rounded, self.autocast, j.and_then(|j| logical.get(j).copied())) {
-            (true, Some(low), Some(l)) if l == low && shared => round(skip, low),
-            _ => Ok(skip.clone()),
+    /// One of `node`'s inputs after its main one (`input`, whose tensor is `t`), as the node
+    /// reads it. For a node the model rounds for ([`Rounding::Outside`]: a residual sum's skip
+    /// operand), in f32 storage, a low input that another node reads too gets its own gradient
+    /// rounding, as the main input does (see [`Model::prepare`](super::Model)); an op that
+    /// rounds its own (attention's mix, per projection) takes it as it comes.
+    pub(super) fn operand(&self, node: &Node, input: Input, t: &Tensor, logical: &[DType]) -> Result<Tensor> {
+        let Input::Node(j) = input else { return Ok(t.clone()) };
+        let outside = rounding(&node.layer, node.part) == Rounding::Outside;
+        match (self.rounded, self.autocast, logical.get(j).copied()) {
+            (true, Some(low), Some(l)) if outside && l == low && self.readers[j] > 1 => round(t, low),
+            _ => Ok(t.clone()),
         }
     }
 
