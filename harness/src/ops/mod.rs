@@ -18,6 +18,7 @@ pub use diagnosis::{Limits, Rule};
 pub use elementwise::Elementwise;
 pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 
+pub mod attention;
 pub mod clamp;
 pub mod diagnosis;
 mod elementwise;
@@ -26,6 +27,7 @@ pub mod logsigmoid;
 pub mod normalize;
 mod op;
 mod registry;
+pub mod residual;
 pub(crate) mod rounding;
 pub mod softsign;
 
@@ -138,6 +140,12 @@ pub fn init_problems(init: Option<&crate::scenario::Init>) -> Vec<(&'static str,
         Some(Init::Uniform { bound: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.bound", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
         Some(Init::Constant { value }) => finite("init.value", value).into_iter().collect(),
     }
+}
+
+/// The error of an op asked to compute a node the plan never gives it (`what`): a mistake in
+/// the plan, not in the scenario.
+pub(crate) fn unplanned(what: String) -> crate::error::Error {
+    candle_core::Error::Msg(format!("the plan gives no such node: {what}")).into()
 }
 
 /// `v` as a Python float literal (`float('inf')` for infinities, `float('nan')` for NaN).

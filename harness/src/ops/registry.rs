@@ -41,6 +41,8 @@ macro_rules! for_each_op {
             }
             layers {
                 Linear => linear::Linear,
+                Residual => residual::Residual,
+                Attention => attention::Attention,
             }
         }
     };

@@ -69,10 +69,8 @@ fn layer_levels(layer: &Layer) -> (u64, u64) {
     match layer {
         crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
         Layer::Dropout { .. } | Layer::Flatten | Layer::Last | Layer::PositionalEmbedding => (4, 0),
-        Layer::Embedding { .. } | Layer::Residual { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
+        Layer::Embedding { .. } | Layer::MaxPool2d { .. } | Layer::AvgPool2d { .. } => (8, 0),
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } => (16, 0),
-        // Per node: attention has three (scores, probabilities, mix).
-        Layer::Attention { .. } => (16, 0),
         Layer::BatchNorm { .. } | Layer::MeanPool | Layer::MaxPool => (32, 0),
         // im2col: an `index_select` per kernel tap (per row and per tap for images), stacked.
         Layer::Conv1d { kernel, .. } => (24 + 2 * *kernel as u64, 0),

@@ -42,8 +42,8 @@ impl ModelSpec {
         fn walk<'a>(ls: &'a [Layer], out: &mut Vec<&'a Layer>) {
             for l in ls {
                 out.push(l);
-                if let Layer::Residual { layers } = l {
-                    walk(layers, out);
+                if let Layer::Residual(r) = l {
+                    walk(&r.layers, out);
                 }
             }
         }
@@ -57,8 +57,8 @@ impl ModelSpec {
         fn walk(ls: &mut [Layer], f: &mut dyn FnMut(&mut Layer)) {
             for l in ls {
                 f(l);
-                if let Layer::Residual { layers } = l {
-                    walk(layers, f);
+                if let Layer::Residual(r) = l {
+                    walk(&mut r.layers, f);
                 }
             }
         }
@@ -138,26 +138,6 @@ macro_rules! layer_enum {
                 /// Weight of each batch in the running statistics.
                 #[serde(default = "bn_momentum")]
                 momentum: f64,
-            },
-            /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
-            Residual {
-                /// The layers of `f`.
-                layers: Vec<Layer>,
-            },
-            /// Multi-head scaled dot-product self-attention over `(batch, seq, width)`, with separate
-            /// `q`, `k`, `v` and `o` projections; keys past a row's length (`data.padding`) are masked.
-            Attention {
-                /// Number of heads; must divide the width.
-                heads: usize,
-                /// Mask future positions (each query sees itself and earlier keys).
-                #[serde(default)]
-                causal: bool,
-                /// What masked scores are set to before the softmax.
-                #[serde(default)]
-                mask_fill: MaskFill,
-                /// Which softmax turns scores into probabilities.
-                #[serde(default)]
-                softmax: SoftmaxKind,
             },
             /// Token ids `(batch, seq)` to vectors `(batch, seq, dim)` (`torch.nn.Embedding`, init N(0, 1)).
             Embedding {
@@ -271,8 +251,6 @@ macro_rules! layer_enum {
                     | Layer::LayerNorm { .. }
                     | Layer::RmsNorm { .. }
                     | Layer::BatchNorm { .. }
-                    | Layer::Residual { .. }
-                    | Layer::Attention { .. }
                     | Layer::Embedding { .. }
                     | Layer::PositionalEmbedding
                     | Layer::MeanPool

@@ -300,8 +300,6 @@ def layer(spec, width, seq, name):
     if module is not None:
         # A layer of nanhunt's registry: its expression building (module, width out).
         return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
-    if kind == "residual":
-        return Residual(spec["layers"], width, seq, name), width
     if kind in ("lstm", "gru"):
         return Gated(kind, width, spec, name), spec["hidden"]
     if kind == "conv1d":
@@ -316,8 +314,6 @@ def layer(spec, width, seq, name):
         return nn.AvgPool2d(spec["kernel"]), width
     if kind == "dropout":
         return Dropout(spec["p"], name), width
-    if kind == "attention":
-        return Attention(width, spec), width
     if kind == "embedding":
         return nn.Embedding(SCENARIO["vocab"], spec["dim"]), spec["dim"]
     if kind == "positional_embedding":

@@ -36,18 +36,13 @@ pub(crate) type Policy = crate::ops::Autocast;
 
 /// The autocast policy of a node.
 pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
-    if part == Part::Sum {
-        return Policy::Same;
-    }
     if let Some(op) = layer.op() {
         return op.autocast(part);
     }
     match layer {
-        Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } | Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
+        Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Policy::Low,
         Layer::LayerNorm { .. } | Layer::RmsNorm { .. } | Layer::BatchNorm { .. } => Policy::F32,
-        Layer::Residual { .. }
-        | Layer::Embedding { .. }
+        Layer::Embedding { .. }
         | Layer::PositionalEmbedding
         | Layer::MeanPool
         | Layer::MaxPool
@@ -84,15 +79,9 @@ pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
     }
     match layer {
         Layer::Conv1d { .. } | Layer::Conv2d { .. } | Layer::Rnn { .. } | Layer::Lstm { .. } | Layer::Gru { .. } => Rounding::HalfTensors,
-        Layer::Attention { .. } => match part {
-            Part::Scores => Rounding::Projections,
-            Part::Mix => Rounding::Own,
-            Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
-        },
         Layer::LayerNorm { .. }
         | Layer::RmsNorm { .. }
         | Layer::BatchNorm { .. }
-        | Layer::Residual { .. }
         | Layer::Embedding { .. }
         | Layer::PositionalEmbedding
         | Layer::MeanPool
@@ -217,19 +206,12 @@ impl super::Model {
     }
 }
 
-/// `a + b`, promoting to the wider dtype when they differ (PyTorch's type promotion).
-pub(crate) fn promoted_sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.dtype() == b.dtype() {
-        return Ok((a + b)?);
-    }
-    Ok((cast(a, DType::F32)? + cast(b, DType::F32)?)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::attention::Attention;
     use crate::ops::linear::Linear;
-    use candle_core::Device;
+    use crate::ops::residual::Residual;
 
     #[test]
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
@@ -237,11 +219,9 @@ mod tests {
         assert_eq!(policy(&Layer::LayerNorm { eps: 1e-5 }, Part::Whole), Policy::F32);
         assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);
-        // 1 + 2⁻¹¹ is not an f16: the promoted sum keeps it, an f16 sum would round it to 1.
-        let dev = Device::Cpu;
-        let a = Tensor::new(&[1.0f32], &dev).unwrap().to_dtype(DType::F16).unwrap();
-        let b = Tensor::new(&[2f32.powi(-11)], &dev).unwrap();
-        let s = promoted_sum(&a, &b).unwrap();
-        assert_eq!((s.dtype(), s.to_vec1::<f32>().unwrap()[0]), (DType::F32, 1.0 + 2f32.powi(-11)));
+        // Attention's softmax in f32, its products low; a residual sum follows its operands.
+        let attention = Layer::Attention(Attention { heads: 1, causal: false, mask_fill: Default::default(), softmax: Default::default() });
+        assert_eq!([Part::Scores, Part::Probs, Part::Mix].map(|p| policy(&attention, p)), [Policy::Low, Policy::F32, Policy::Low]);
+        assert_eq!(policy(&Layer::Residual(Residual { layers: Vec::new() }), Part::Sum), Policy::Same);
     }
 }

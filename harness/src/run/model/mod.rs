@@ -4,10 +4,11 @@
 //! `norm`, and `activation`, `pointwise` and `relu`, the kernels of the registry's
 //! elementwise ops (`crate::ops`), which `apply` runs through `Layer::op`.
 //!
-//! Parameter names, shapes and order, and the dataflow between nodes
-//! (residual sums, attention's steps), come from the scenario's static
-//! [`Plan`], so iteration never depends on a hash map. `attention` and
-//! `sequence` hold the sequence layers.
+//! Parameter names, shapes and order, and the dataflow between nodes (each
+//! node's inputs: residual sums, attention's steps), come from the scenario's
+//! static [`Plan`], so iteration never depends on a hash map. `attention` holds
+//! the kernels of the registry's attention (`ops::attention`), `sequence` the
+//! other sequence layers.
 
 use std::cell::RefCell;
 
@@ -17,10 +18,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 use crate::ops::{Cx, Params, State};
 use crate::run::net::{Net, Param};
-use crate::scenario::{Input, Layer, ModelSpec, Node, Part, Plan, Role};
+use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
 pub(crate) mod activation;
-mod attention;
+pub(crate) mod attention;
 mod autocast;
 mod conv;
 mod init;
@@ -131,9 +132,9 @@ impl Model {
             let prepared = self.prepare(node, input, x.dtype(), &mut logical)?;
             let (h, round, inner) = (&prepared.input, prepared.round, prepared.inner);
             let p = |k: usize| prepared.params.as_ref().map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
-            // Its inputs after the main one, as autocast prepares them (a residual sum's skip operand).
-            let others = node.inputs.iter().skip(1).map(|&j| self.operand(node, j, read(j, x, &outs), &logical)).collect::<Result<Vec<_>>>()?;
             if let Some(op) = node.layer.op() {
+                // Its inputs after the main one, as autocast prepares them (a residual sum's skip operand).
+                let others = node.inputs.iter().skip(1).map(|&j| self.operand(node, j, read(j, x, &outs), &logical)).collect::<Result<Vec<_>>>()?;
                 let params = prepared.params.as_deref().map_or_else(|| Params::Vars(&self.params[node.params.clone()]), Params::Prepared);
                 let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
                 let out = self.finish(node, op.forward(h, &cx)?, round)?;
@@ -141,13 +142,6 @@ impl Model {
                 continue;
             }
             let out = match (&node.layer, node.part) {
-                (_, Part::Sum) => match others.first() {
-                    None => h.clone(),
-                    Some(skip) => autocast::promoted_sum(skip, h)?,
-                },
-                (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
-                (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, others.first().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
                 (Layer::BatchNorm { eps, momentum }, _) => match &self.running[i] {
                     Some(r) => norm::batch_norm(h, p(0), p(1), &mut r.borrow_mut(), *eps, *momentum, training)?,
                     None => return Err(candle_core::Error::Msg("batch norm without running statistics".into()).into()),
@@ -318,7 +312,7 @@ fn apply<'a>(layer: &Layer, h: &Tensor, p: &dyn Fn(usize) -> &'a Tensor) -> Resu
         Layer::AvgPool2d { kernel } => conv::pool2d(h, *kernel, false)?,
         crate::op_layers!() => unreachable!("a registry layer, applied by its op in `forward_with`"),
         // Applied in `forward_with`, which holds the mask, the running statistics and the other input.
-        Layer::BatchNorm { .. } | Layer::Residual { .. } | Layer::Attention { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
+        Layer::BatchNorm { .. } | Layer::MeanPool | Layer::MaxPool | Layer::Lstm { .. } | Layer::Gru { .. } | Layer::Dropout { .. } => {
             return Err(candle_core::Error::Msg(format!("{} is applied by the model", <&str>::from(layer))).into())
         }
     })

@@ -154,9 +154,8 @@ fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
                 }
             }
             Layer::Conv1d { channels, kernel, stride, padding, .. } | Layer::Conv2d { channels, kernel, stride, padding, .. } => conv(&k, *channels, *kernel, *stride, *padding, out),
-            Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
             Layer::Embedding { dim: 0 } => out.push(problem(k("dim"), "must be at least 1")),
-            Layer::Residual { layers: inner } if depth < MAX_NESTING => layers(&k("layers"), inner, depth + 1, out),
+            Layer::Residual(r) if depth < MAX_NESTING => layers(&k("layers"), &r.layers, depth + 1, out),
             _ => {}
         }
     }

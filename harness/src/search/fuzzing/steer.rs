@@ -14,7 +14,7 @@
 //! scenario in eight, and one layer or setting in sixteen), so edge values
 //! such as huge paddings or strides keep being tried.
 
-use crate::ops::linear::Linear;
+use crate::ops::{attention::Attention, linear::Linear, residual::Residual};
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -128,7 +128,7 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 (Layer::Linear(Linear { out, init: None }), Shape::Flat(out))
             }
             1 => (Layer::BatchNorm { eps: 1e-5, momentum: 0.1 }, *shape),
-            _ => (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: w, init: None })] }, *shape),
+            _ => (Layer::Residual(Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, Layer::Linear(Linear { out: w, init: None })] }), *shape),
         },
         Shape::Seq(len, w) => seq_layer(u, len, w)?,
         Shape::Img(c, h, w) => match u.int_in_range(0..=3)? {
@@ -171,8 +171,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         }
         5 => {
             let heads = if w % 2 == 0 { *u.choose(&[1, 2])? } else { 1 };
-            let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
-            (Layer::Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, attention] }, Shape::Seq(len, w))
+            let attention = Layer::Attention(Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? });
+            (Layer::Residual(Residual { layers: vec![Layer::LayerNorm { eps: 1e-5 }, attention] }), Shape::Seq(len, w))
         }
         6 => (Layer::PositionalEmbedding, Shape::Seq(len, w)),
         7 => (u.choose(&[Layer::MeanPool, Layer::MaxPool, Layer::Last])?.clone(), Shape::Flat(w)),
@@ -311,7 +311,7 @@ mod tests {
             ("rnn", has(|l| matches!(l, Layer::Rnn { .. }))),
             ("lstm", has(|l| matches!(l, Layer::Lstm { .. }))),
             ("gru", has(|l| matches!(l, Layer::Gru { .. }))),
-            ("attention", has(|l| matches!(l, Layer::Attention { .. }))),
+            ("attention", has(|l| matches!(l, Layer::Attention(_)))),
             ("amp_f16", with(|s| s.train.precision == Precision::AmpF16)),
             ("amp_bf16", with(|s| s.train.precision == Precision::AmpBf16)),
             ("loss_scale", with(|s| s.train.loss_scale.is_some())),
