@@ -18,6 +18,7 @@ pub use diagnosis::{Limits, Rule};
 pub use elementwise::Elementwise;
 pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
 
+pub mod attention;
 pub mod clamp;
 pub mod conv;
 pub mod diagnosis;
@@ -32,6 +33,7 @@ pub mod normalize;
 mod op;
 pub mod pool2d;
 mod registry;
+pub mod residual;
 pub mod rnn;
 pub(crate) mod rounding;
 pub mod seq_pool;
@@ -171,6 +173,12 @@ pub fn sequence(kind: &str, input: crate::scenario::Shape) -> std::result::Resul
         Shape::Image { .. } => Err(format!("a {kind} layer cannot take {}: put a flatten layer first", input.describe())),
         Shape::Flat(_) | Shape::Tokens { .. } => Err(format!("a {kind} layer needs sequence input (batch, seq, width), and gets {}", input.describe())),
     }
+}
+
+/// The error of an op asked to compute a node the plan never gives it (`what`): a mistake in
+/// the plan, not in the scenario.
+pub(crate) fn unplanned(what: String) -> crate::error::Error {
+    candle_core::Error::Msg(format!("the plan gives no such node: {what}")).into()
 }
 
 /// `v` as a Python float literal (`float('inf')` for infinities, `float('nan')` for NaN).

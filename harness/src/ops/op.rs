@@ -1,6 +1,6 @@
 //! The [`Op`] trait, which every node of the model's graph implements, and what a
-//! node's forward reads besides its input ([`Cx`]): its parameters, the graph's
-//! other inputs (a second operand, the padding mask), the training flag, the
+//! node's forward reads besides its input ([`Cx`]): its parameters, its other
+//! inputs (a residual's skip operand), the padding mask, the training flag, the
 //! dropout stream, state kept across steps (batch norm's running statistics), and
 //! how autocast meets it. Elementwise ops implement the smaller
 //! [`Elementwise`](super::Elementwise) instead, which gives them an `Op`.
@@ -118,9 +118,10 @@ pub struct Cx<'a> {
     pub part: Part,
     /// The node's parameters.
     pub params: Params<'a>,
-    /// The node's second input, if it has one: a residual sum's skip operand (as autocast
-    /// prepared it), or the input attention projects its values from.
-    pub other: Option<&'a Tensor>,
+    /// The node's inputs after its main one (`x`), in the plan's order (`scenario::Node::inputs`):
+    /// a residual sum's skip operand (as autocast prepared it), the input attention's mix
+    /// projects its values from; empty for a node of one input.
+    pub others: &'a [Tensor],
     /// The padding mask `(batch, seq)`, 1 where a position holds data (`data.padding`).
     pub mask: Option<&'a Tensor>,
     /// A training forward (batch statistics, dropout) or an evaluation one.
@@ -156,5 +157,5 @@ impl Cx<'_> {
 #[cfg(test)]
 pub(crate) fn with_cx<R>(f: impl FnOnce(&Cx<'_>) -> R) -> R {
     let (dropout, state) = (RefCell::new(None), RefCell::new(None));
-    f(&Cx { part: Part::Whole, params: Params::Prepared(&[]), other: None, mask: None, training: true, round: None, inner: Inner::Off, storage: DType::F32, dropout: &dropout, state: &state })
+    f(&Cx { part: Part::Whole, params: Params::Prepared(&[]), others: &[], mask: None, training: true, round: None, inner: Inner::Off, storage: DType::F32, dropout: &dropout, state: &state })
 }

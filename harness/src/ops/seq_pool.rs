@@ -98,7 +98,7 @@ mod tests {
             assert_eq!((p.out, p.params.len()), (Shape::Flat(3), 0), "{kind}");
             assert_eq!(planned(l.clone(), flat).unwrap_err().1, format!("a {kind} layer needs sequence input (batch, seq, width), and gets (batch, 3)"));
             assert_eq!(planned(l.clone(), image).unwrap_err().1, format!("a {kind} layer cannot take (batch, 1, 2, 2) images: put a flatten layer first"));
-            assert_eq!(l.op().unwrap().torch(), Torch::Module(format!("(Pool(\"{kind}\"), width)")));
+            assert_eq!(l.op().torch(), Torch::Module(format!("(Pool(\"{kind}\"), width)")));
         }
     }
 

@@ -60,7 +60,7 @@ pub(crate) trait Net {
     /// The indices in [`Net::params`] of layer `l`'s parameters.
     fn params_of(&self, l: usize) -> Range<usize>;
 
-    /// What layer `l` reads, given the model's input `x` and the outputs so far.
+    /// What layer `l` reads as its main input, given the model's input `x` and the outputs so far.
     fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor;
 
     /// The first layer after `l` that reads `l`'s output as its main input (where `l`'s

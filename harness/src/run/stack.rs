@@ -13,7 +13,7 @@
 //! The constants were measured, not guessed: see [`BYTES_PER_LEVEL`].
 
 use crate::error::{Error, Result};
-use crate::scenario::{Layer, Node, Plan, Shape};
+use crate::scenario::{Input, Layer, Node, Plan, Shape};
 
 /// Stack bytes per level of graph depth that the estimate allows. Measured on x86-64 with
 /// `cargo run -p nanhunt --example stack_probe` (chains of 10,000 to 40,000 affine ops on a
@@ -63,15 +63,7 @@ const LOSS_LEVELS: u64 = 64;
 /// 22, attention 25 over its three nodes, a time step 5 (RNN), 21 (LSTM) or 23 (GRU, with
 /// every state returned and recurrent dropout).
 fn layer_levels(layer: &Layer) -> (u64, u64) {
-    if let Some(op) = layer.op() {
-        return op.levels();
-    }
-    match layer {
-        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-        Layer::Residual { .. } => (8, 0),
-        // Per node: attention has three (scores, probabilities, mix).
-        Layer::Attention { .. } => (16, 0),
-    }
+    layer.op().levels()
 }
 
 /// The length of a sequence a node reads (0 for anything else).
@@ -91,7 +83,10 @@ fn node_levels(node: &Node, input: Shape) -> u64 {
 /// An upper bound on the depth of one training step's autograd graph: the number of nodes
 /// on its longest path, for the model `plan` fed `input`.
 pub(crate) fn levels(plan: &Plan, input: Shape) -> u64 {
-    let shape_of = |n: &Node| n.input.map_or(input, |i| plan.nodes[i].shape);
+    let shape_of = |n: &Node| match n.input() {
+        Input::Model => input,
+        Input::Node(i) => plan.nodes[i].shape,
+    };
     plan.nodes.iter().fold(LOSS_LEVELS, |sum, n| sum.saturating_add(node_levels(n, shape_of(n))))
 }
 

@@ -86,11 +86,7 @@ fn held(n: &Node, steps: u128) -> u128 {
         Shape::Flat(w) => product(&[u(w), steps]),
         other => u(other.cols()),
     };
-    match n.layer.op() {
-        Some(op) => op.held(n.in_shape, n.shape, out),
-        // Residual sums and attention's nodes hold their output.
-        None => out,
-    }
+    n.layer.op().held(n.in_shape, n.shape, out)
 }
 
 /// A saturating product.

@@ -44,7 +44,7 @@ pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SC
 pub(crate) use memory::within_plan;
 pub use memory::{check_memory, memory_estimate, Footprint};
 pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
-pub use plan::{plan, Node, ParamSpec, Part, Plan, PlanError, Planner, Role};
+pub use plan::{plan, Input, Node, ParamSpec, Part, Plan, PlanError, Planner, Role};
 pub use schedule::{Decay, ScheduleSpec};
 pub use search::SearchSpec;
 pub use shape::{InShape, Shape};

@@ -44,8 +44,8 @@ impl ModelSpec {
         fn walk<'a>(ls: &'a [Layer], out: &mut Vec<&'a Layer>) {
             for l in ls {
                 out.push(l);
-                if let Layer::Residual { layers } = l {
-                    walk(layers, out);
+                if let Layer::Residual(r) = l {
+                    walk(&r.layers, out);
                 }
             }
         }
@@ -59,8 +59,8 @@ impl ModelSpec {
         fn walk(ls: &mut [Layer], f: &mut dyn FnMut(&mut Layer)) {
             for l in ls {
                 f(l);
-                if let Layer::Residual { layers } = l {
-                    walk(layers, f);
+                if let Layer::Residual(r) = l {
+                    walk(&mut r.layers, f);
                 }
             }
         }
@@ -110,36 +110,14 @@ macro_rules! layer_enum {
                 #[doc = concat!("The registry op [`", stringify!($ty), "`](crate::ops::", stringify!($module), "::", stringify!($ty), ").")]
                 $variant($crate::ops::$module::$ty),
             )*
-            /// `x + f(x)`: the block's layers applied in order, added to the block's input (shapes must match).
-            Residual {
-                /// The layers of `f`.
-                layers: Vec<Layer>,
-            },
-            /// Multi-head scaled dot-product self-attention over `(batch, seq, width)`, with separate
-            /// `q`, `k`, `v` and `o` projections; keys past a row's length (`data.padding`) are masked.
-            Attention {
-                /// Number of heads; must divide the width.
-                heads: usize,
-                /// Mask future positions (each query sees itself and earlier keys).
-                #[serde(default)]
-                causal: bool,
-                /// What masked scores are set to before the softmax.
-                #[serde(default)]
-                mask_fill: MaskFill,
-                /// Which softmax turns scores into probabilities.
-                #[serde(default)]
-                softmax: SoftmaxKind,
-            },
         }
 
         impl Layer {
-            /// The op of a registry layer (every elementwise layer: `ops::registry` lists them); `None`
-            /// for the layers with parameters or a structure of their own, matched where they are used.
-            pub fn op(&self) -> Option<&dyn $crate::ops::Op> {
+            /// The layer's op: every layer is one of the registry's (`ops::registry` lists them).
+            pub fn op(&self) -> &dyn $crate::ops::Op {
                 match self {
-                    $(Layer::$variant(op) => Some(op),)*
-                    $(Layer::$lv(op) => Some(op),)*
-                    Layer::Residual { .. } | Layer::Attention { .. } => None,
+                    $(Layer::$variant(op) => op,)*
+                    $(Layer::$lv(op) => op,)*
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! Parameter names are stable and ordered by layer (`layers.0.linear.weight`,
 //! `layers.2.residual.layers.1.attention.q.weight`, ...).
 
-use super::{InShape, Init, Layer, ModelSpec, Named, Shape, MAX_NESTING};
+use super::{InShape, Init, Layer, ModelSpec, Named, Shape};
 
 /// What a parameter is, which decides its initial values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +54,18 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
+/// What a node reads: the model's input, or an earlier node's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The model's input: a batch of features, token ids or images.
+    Model,
+    /// The output of an earlier node (its index in [`Plan::nodes`]).
+    Node(usize),
+}
+
 /// One step of the model's dataflow: a layer applied to an earlier node's output, the sum
-/// that closes a residual block, or one of attention's three steps.
+/// that closes a residual block, or one of attention's three steps (a layer's op adds its
+/// nodes through [`Planner::node`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     /// Dotted name, e.g. `layers.2.residual.layers.1.attention`.
@@ -64,17 +74,23 @@ pub struct Node {
     pub layer: Layer,
     /// Which part of the layer this node computes.
     pub part: Part,
-    /// The node whose output this one reads (`None`: the model's input).
-    pub input: Option<usize>,
-    /// A second input: a residual block's input (added to its last layer's output), or the
-    /// input attention projects its values from.
-    pub other: Option<Option<usize>>,
+    /// What it reads, in order: its main input first (the one of shape `in_shape`, along which
+    /// birth tracing follows the gradient), then the others: a residual sum's skip operand (the
+    /// block's input), the input attention's mix projects its values from.
+    pub inputs: Vec<Input>,
     /// Shape of the output.
     pub shape: Shape,
-    /// Shape of what `input` reads (the model's input for the first node).
+    /// Shape of its main input.
     pub in_shape: Shape,
     /// Its parameters' indices in [`Plan::params`].
     pub params: std::ops::Range<usize>,
+}
+
+impl Node {
+    /// Its main input, the first of [`Node::inputs`] (the planner gives every node one).
+    pub fn input(&self) -> Input {
+        self.inputs.first().copied().unwrap_or(Input::Model)
+    }
 }
 
 /// What a node computes.
@@ -108,7 +124,7 @@ pub struct Plan {
     /// Values per example of the model's output (its width, or `seq × width` for sequences).
     pub out_width: usize,
     /// Attention's values per example that are not node outputs (`q`, `k`, `v` and the heads'
-    /// mix), for the memory estimate.
+    /// mix), for the memory estimate ([`Planner::hold`]).
     pub attention_cells: usize,
 }
 
@@ -117,8 +133,10 @@ pub type PlanError = (String, String);
 
 /// Works out parameter shapes and node shapes, or says which layer does not fit.
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
-    let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, current: String::new() };
-    let (_, out) = b.block(&spec.layers, "layers", "layers", None, input.shape(), 0)?;
+    // Before the first layer: no node is added outside a layer.
+    let at = At { layer: Layer::Flatten(crate::ops::flatten::Flatten {}), name: String::new(), key: String::new(), input: Input::Model, depth: 0, first: 0 };
+    let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, at, nested: None };
+    let (_, out) = b.layers(&spec.layers, ("layers", "layers"), Input::Model, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
     }
@@ -141,7 +159,10 @@ impl Plan {
 }
 
 /// Works out the plan: the nodes and parameters so far. An op's [`plan`](crate::ops::Op::plan)
-/// declares its parameters through it.
+/// declares its parameters through it ([`Planner::param`]). A layer of one node needs nothing
+/// more: the planner adds its node. A layer of several (attention's three steps, a residual
+/// block's sum) adds each with [`Planner::node`], saying what each reads, and plans the layers
+/// nested in it with [`Planner::block`]; its output is the last node it adds.
 pub struct Planner<'a> {
     spec: &'a ModelSpec,
     /// The model's input shape.
@@ -149,113 +170,130 @@ pub struct Planner<'a> {
     params: Vec<ParamSpec>,
     nodes: Vec<Node>,
     attention_cells: usize,
-    /// The dotted name of the node being planned.
-    current: String,
+    /// The layer being planned.
+    at: At,
+    /// The key of the nested layer that did not fit, which the plan's error names in place of
+    /// the enclosing layer's (see [`Planner::block`]).
+    nested: Option<String>,
+}
+
+/// The layer being planned: itself, where it is, what it reads, and its parameters not yet
+/// given to a node.
+struct At {
+    /// The layer (each of its nodes holds a copy).
+    layer: Layer,
+    /// Its dotted name (`layers.2.residual.layers.1.attention`): its nodes' and parameters' prefix.
+    name: String,
+    /// Its key under `model` (`layers.2.layers.1`), where its errors point.
+    key: String,
+    /// What it reads.
+    input: Input,
+    /// How many residual blocks enclose it.
+    depth: usize,
+    /// The first of its parameters not yet given to a node.
+    first: usize,
 }
 
 impl Planner<'_> {
-    /// Declares a parameter of the node being planned, `{node}.{suffix}` (e.g. `weight`), with
-    /// its fans, PyTorch's fan for its default init, and the layer's init if it overrides the model's.
+    /// Declares a parameter of the layer being planned, `{layer}.{suffix}` (e.g. `weight`), with
+    /// its fans, PyTorch's fan for its default init, and the layer's init if it overrides the
+    /// model's. The layer's next node takes it.
     pub fn param(&mut self, suffix: &str, shape: Vec<usize>, role: Role, (fan_in, fan_out): (usize, usize), torch_fan: usize, init: Option<Init>) {
         let init = init.unwrap_or(self.spec.init);
-        self.params.push(ParamSpec { name: format!("{}.{suffix}", self.current), shape, role, fan_in, fan_out, torch_fan, init });
+        self.params.push(ParamSpec { name: format!("{}.{suffix}", self.at.name), shape, role, fan_in, fan_out, torch_fan, init });
     }
 
-    /// Plans `layers` reading node `input` of shape `shape`; returns the last node and its shape.
-    fn block(&mut self, layers: &[Layer], names: &str, keys: &str, mut input: Option<usize>, mut shape: Shape, depth: usize) -> std::result::Result<(Option<usize>, Shape), PlanError> {
+    /// What the layer being planned reads: the input of its first node.
+    pub fn input(&self) -> Input {
+        self.at.input
+    }
+
+    /// How many residual blocks enclose the layer being planned.
+    pub fn depth(&self) -> usize {
+        self.at.depth
+    }
+
+    /// Adds a node of the layer being planned: it computes `part`, is named after the layer
+    /// (`suffix` empty) or `{layer}.{suffix}`, reads `inputs` (its main input first: the one
+    /// whose gradient birth tracing follows) and makes `shape`; it takes the parameters the
+    /// layer declared since its previous node. Returns it, for the layer's later nodes to read.
+    pub fn node(&mut self, part: Part, suffix: &str, inputs: &[Input], shape: Shape) -> Input {
+        let name = if suffix.is_empty() { self.at.name.clone() } else { format!("{}.{suffix}", self.at.name) };
+        let first = std::mem::replace(&mut self.at.first, self.params.len());
+        self.push(name, self.at.layer.clone(), part, inputs.to_vec(), shape, first);
+        Input::Node(self.nodes.len() - 1)
+    }
+
+    /// Plans `layers` nested in the layer being planned, one block deeper (named
+    /// `{layer}.layers.{i}.{type}`, keyed `{key}.layers.{i}`), reading `input` of shape `shape`;
+    /// returns what the last of them outputs (`input` itself if there is none) and its shape.
+    /// Where one does not fit, the error is its message, and the plan's error names that
+    /// layer's key: the op returns it as its own.
+    pub fn block(&mut self, layers: &[Layer], input: Input, shape: Shape) -> std::result::Result<(Input, Shape), String> {
+        let (names, keys) = (format!("{}.layers", self.at.name), format!("{}.layers", self.at.key));
+        self.layers(layers, (&names, &keys), input, shape, self.at.depth + 1).map_err(|(key, m)| {
+            self.nested = Some(key);
+            m
+        })
+    }
+
+    /// Counts `values` per example that the layer being planned holds beside its nodes' outputs
+    /// (attention's `q`, `k`, `v` and its heads' mix), for the memory estimate.
+    pub fn hold(&mut self, values: usize) {
+        self.attention_cells = self.attention_cells.saturating_add(values);
+    }
+
+    /// Plans `layers` (named `{names}.{i}.{type}`, keyed `{keys}.{i}`, inside `depth` residual
+    /// blocks) reading `input` of shape `shape`; returns the last node and its shape.
+    fn layers(&mut self, layers: &[Layer], (names, keys): (&str, &str), mut input: Input, mut shape: Shape, depth: usize) -> std::result::Result<(Input, Shape), PlanError> {
         for (i, layer) in layers.iter().enumerate() {
-            let (name, key) = (format!("{names}.{i}.{}", layer.name()), format!("{keys}.{i}"));
-            let first = self.params.len();
-            let out = if let Layer::Residual { layers: inner } = layer {
-                if depth >= MAX_NESTING {
-                    return Err((key, format!("residual blocks nest deeper than {MAX_NESTING} levels")));
-                }
-                let (last, inner_shape) = self.block(inner, &format!("{name}.layers"), &format!("{key}.layers"), input, shape, depth + 1)?;
-                if inner_shape != shape {
-                    return Err((key, format!("a residual block must keep its input's shape: it takes {} and its layers make {}", shape.describe(), inner_shape.describe())));
-                }
-                self.push(name, Layer::Residual { layers: Vec::new() }, Part::Sum, last, Some(input), shape, first);
-                input = Some(self.nodes.len() - 1);
-                continue;
-            } else if let Layer::Attention { heads, .. } = layer {
-                self.attention(layer, *heads, &name, input, shape).map_err(|m| (key, m))?;
-                input = Some(self.nodes.len() - 1);
-                continue;
-            } else {
-                self.layer(layer, &name, shape).map_err(|m| (key, m))?
-            };
-            self.push(name, layer.clone(), Part::Whole, input, None, out, first);
-            input = Some(self.nodes.len() - 1);
+            let name = format!("{names}.{i}.{}", layer.name());
+            let at = At { layer: layer.clone(), name: name.clone(), key: format!("{keys}.{i}"), input, depth, first: self.params.len() };
+            let (outer, nodes) = (std::mem::replace(&mut self.at, at), self.nodes.len());
+            self.nested = None;
+            let planned = self.layer(layer, shape);
+            let at = std::mem::replace(&mut self.at, outer);
+            let out = planned.map_err(|m| (self.nested.take().unwrap_or(at.key), m))?;
+            if self.nodes.len() == nodes {
+                // A layer of one node, reading its input and holding every parameter it declared.
+                self.push(at.name, at.layer, Part::Whole, vec![input], out, at.first);
+            }
+            input = Input::Node(self.nodes.len() - 1);
             shape = out;
         }
         Ok((input, shape))
     }
 
-    /// Adds a node whose parameters start at index `first` and run to the last one added.
-    #[allow(clippy::too_many_arguments)]
-    fn push(&mut self, name: String, layer: Layer, part: Part, input: Option<usize>, other: Option<Option<usize>>, shape: Shape, first: usize) {
-        let in_shape = input.map_or(self.start, |i| self.nodes[i].shape);
-        self.nodes.push(Node { name, layer, part, input, other, shape, in_shape, params: first..self.params.len() });
+    /// Adds a node reading `inputs` (its main input first) whose parameters start at index
+    /// `first` and run to the last one added.
+    fn push(&mut self, name: String, layer: Layer, part: Part, inputs: Vec<Input>, shape: Shape, first: usize) {
+        let in_shape = match inputs.first() {
+            Some(Input::Node(i)) => self.nodes[*i].shape,
+            _ => self.start,
+        };
+        self.nodes.push(Node { name, layer, part, inputs, shape, in_shape, params: first..self.params.len() });
     }
 
-    /// Attention as three nodes, so the watch sees its scores and probabilities by name:
-    /// scores (with `q`, `k`), probabilities, then the output (with `v`, `o`), which reads the
-    /// probabilities and the attention's input.
-    fn attention(&mut self, layer: &Layer, heads: usize, name: &str, input: Option<usize>, shape: Shape) -> std::result::Result<(), String> {
-        let Shape::Seq { len, width: w } = shape else {
-            return Err(format!("an attention layer needs sequence input (batch, seq, width), and gets {}", shape.describe()));
-        };
-        if heads == 0 || w % heads != 0 {
-            return Err(format!("`heads` = {heads} must divide the width {w} (each head gets width / heads)"));
-        }
-        let scores = Shape::Seq { len: heads.saturating_mul(len), width: len };
-        let init = self.spec.init;
-        let param = |b: &mut Self, p: &str, role: Role, fan_out: usize| {
-            let n = if role == Role::ZeroBias { vec![w] } else { vec![w, w] };
-            b.params.push(ParamSpec { name: format!("{name}.{p}"), shape: n, role, fan_in: w, fan_out, torch_fan: w, init });
-        };
-        let first = self.params.len();
-        for p in ["q", "k"] {
-            param(self, &format!("{p}.weight"), Role::InProj, w.saturating_mul(3));
-            param(self, &format!("{p}.bias"), Role::ZeroBias, w);
-        }
-        self.push(format!("{name}.scores"), layer.clone(), Part::Scores, input, None, scores, first);
-        let probs = self.nodes.len() - 1;
-        self.push(format!("{name}.probs"), layer.clone(), Part::Probs, Some(probs), None, scores, self.params.len());
-        let first = self.params.len();
-        param(self, "v.weight", Role::InProj, w.saturating_mul(3));
-        param(self, "v.bias", Role::ZeroBias, w);
-        param(self, "o.weight", Role::Weight, w);
-        param(self, "o.bias", Role::ZeroBias, w);
-        self.push(name.to_string(), layer.clone(), Part::Mix, Some(probs + 1), Some(input), shape, first);
-        // Scores and probabilities are counted as nodes; q, k, v and the heads' mix are not.
-        self.attention_cells = self.attention_cells.saturating_add(len.saturating_mul(w).saturating_mul(4));
-        Ok(())
-    }
-
-    /// Plans one registry layer through its op (which declares its parameters); returns its
-    /// output shape.
-    fn layer(&mut self, layer: &Layer, name: &str, shape: Shape) -> std::result::Result<Shape, String> {
+    /// Plans one layer through its op (which declares its parameters and, for a block or
+    /// attention, its nodes); returns its output shape.
+    fn layer(&mut self, layer: &Layer, shape: Shape) -> std::result::Result<Shape, String> {
         let kind = layer.name();
-        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_)) {
+        // A residual block's layers and attention check what they read themselves.
+        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_) | Layer::Residual(_) | Layer::Attention(_)) {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
-        match layer.op() {
-            Some(op) => {
-                self.current = name.to_string();
-                op.plan(self, shape)
-            }
-            None => Err(format!("a {kind} layer is planned by its block")),
-        }
+        layer.op().plan(self, shape)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::embedding::Embedding;
+    use crate::ops::attention::Attention;
     use crate::ops::linear::Linear;
+    use crate::ops::residual::Residual;
     use crate::ops::seq_pool::MeanPool;
+    use crate::scenario::MAX_NESTING;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
         ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
@@ -279,16 +317,16 @@ mod tests {
         let err = |layers, input| plan(&spec(layers), input).unwrap_err();
         assert!(err(vec![Layer::Rnn(crate::ops::rnn::Rnn { hidden: 2, init: None })], flat).1.contains("needs sequence input"));
         assert!(err(vec![Layer::Linear(Linear { out: 1, init: None })], tokens).1.contains("embedding layer first"));
-        assert!(err(vec![Layer::Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() }], InShape { features: 4, ..seq })
+        assert!(err(vec![Layer::Attention(Attention { heads: 3, causal: false, mask_fill: Default::default(), softmax: Default::default() })], InShape { features: 4, ..seq })
             .1
             .contains("must divide the width 4"));
         assert!(err(vec![Layer::MeanPool(MeanPool {})], flat).1.contains("needs sequence input"));
-        let (key, m) = err(vec![Layer::Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear(Linear { out: 2, init: None })] }], flat);
+        let (key, m) = err(vec![Layer::Residual(Residual { layers: vec![Layer::Identity(Default::default()), Layer::Linear(Linear { out: 2, init: None })] })], flat);
         assert_eq!(key, "layers.0");
         assert!(m.contains("keep its input's shape"), "{m}");
         let mut deep = Layer::Identity(Default::default());
         for _ in 0..=MAX_NESTING {
-            deep = Layer::Residual { layers: vec![deep] };
+            deep = Layer::Residual(Residual { layers: vec![deep] });
         }
         assert!(err(vec![deep], flat).1.contains("nest deeper"));
         // Linear applies per position, as torch.nn.Linear does; pooling brings the sequence down.
@@ -299,16 +337,16 @@ mod tests {
 
     #[test]
     fn residual_blocks_nest_names_and_read_their_input() {
-        let block = Layer::Residual { layers: vec![Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: 4, init: None })] };
+        let block = Layer::Residual(Residual { layers: vec![Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: 4, init: None })] });
         let input = InShape { features: 1, seq_len: Some(3), vocab: Some(7), image: None };
-        let p = plan(&spec(vec![Layer::Embedding(Embedding { dim: 4 }), block]), input).unwrap();
+        let p = plan(&spec(vec![Layer::Embedding(crate::ops::embedding::Embedding { dim: 4 }), block]), input).unwrap();
         let names: Vec<_> = p.nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["layers.0.embedding", "layers.1.residual.layers.0.layer_norm", "layers.1.residual.layers.1.linear", "layers.1.residual"]);
         assert_eq!(p.params[0].shape, vec![7, 4]);
         assert_eq!(p.params.last().unwrap().name, "layers.1.residual.layers.1.linear.bias");
         // The sum reads the block's last layer and adds the block's input (the embedding).
-        assert_eq!((p.nodes[3].input, p.nodes[3].other), (Some(2), Some(Some(0))));
-        assert_eq!(p.nodes[1].input, Some(0));
+        assert_eq!(p.nodes[3].inputs, [Input::Node(2), Input::Node(0)]);
+        assert_eq!((p.nodes[1].inputs.as_slice(), p.nodes[0].input()), ([Input::Node(0)].as_slice(), Input::Model));
         assert_eq!(p.out, Shape::Seq { len: 3, width: 4 });
         assert_eq!(p.out_width, 12);
     }

@@ -115,7 +115,7 @@ impl Op for Loss {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        let y = cx.other.ok_or_else(|| Error::Candle(candle_core::Error::Msg("the loss node reads the targets as its second input".into())))?;
+        let y = cx.others.first().ok_or_else(|| Error::Candle(candle_core::Error::Msg("the loss node reads the targets as its second input".into())))?;
         self.apply(x, y)
     }
 

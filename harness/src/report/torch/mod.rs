@@ -142,7 +142,7 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         .map(|n| {
             let params: Vec<&String> = plan.params[n.params.clone()].iter().map(|p| &p.name).collect();
             let autocast = crate::run::model::policy(&n.layer, n.part).name();
-            let (expr, module) = match n.layer.op().map(|op| op.torch()) {
+            let (expr, module) = match Some(n.layer.op().torch()) {
                 Some(crate::ops::Torch::Expr(e)) => (Some(e), None),
                 Some(crate::ops::Torch::Module(m)) => (None, Some(m)),
                 None => (None, None),
@@ -150,8 +150,11 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
             json!({ "name": n.name, "params": params, "autocast": autocast, "torch": expr, "module": module })
         })
         .collect();
-    // The width each layer reads: an image's channels, else the last dimension.
-    let input_shape = |n: &crate::scenario::Node| n.input.map_or(data.shape.shape(), |i| plan.nodes[i].shape);
+    // The width each layer reads (its main input's): an image's channels, else the last dimension.
+    let input_shape = |n: &crate::scenario::Node| match n.input() {
+        crate::scenario::Input::Model => data.shape.shape(),
+        crate::scenario::Input::Node(i) => plan.nodes[i].shape,
+    };
     let widths: serde_json::Map<String, serde_json::Value> = plan
         .nodes
         .iter()

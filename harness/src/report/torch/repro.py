@@ -300,10 +300,6 @@ def layer(spec, width, seq, name):
     if module is not None:
         # A layer of nanhunt's registry: its expression building (module, width out).
         return eval(module, globals(), {"spec": spec, "width": width, "seq": seq, "name": name})
-    if kind == "residual":
-        return Residual(spec["layers"], width, seq, name), width
-    if kind == "attention":
-        return Attention(width, spec), width
     expr = NODES[name].get("torch")
     if expr is None:
         raise SystemExit(f"repro.py: unknown layer {kind}")

@@ -16,7 +16,7 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec};
 /// layer `l` read). Each registry op says which (`Op::explain_zeros`).
 pub(crate) fn backward(layers: &[Layer], nodes: &[String], inputs: &[&Tensor], d: DTypeName) -> Result<Option<Cause>> {
     for (l, layer) in layers.iter().enumerate().rev() {
-        let (Some(x), Some(op)) = (inputs.get(l), layer.op()) else { continue };
+        let (Some(x), op) = (inputs.get(l), layer.op()) else { continue };
         let read = operand("input", x, None, d)?;
         if let Some((rule, reason)) = op.explain_zeros(read.zeros, x.elem_count()) {
             return Ok(Some(cause(rule, format!("{} (backward)", nodes[l]), reason, vec![read])));
@@ -50,8 +50,9 @@ pub(crate) fn born(
     let lim = Limits::of(d);
     let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
     let Some(g) = upstream else { return Ok(None) };
-    // Only a registry op's backward explains itself (`Op::explain_backward`).
-    let (Some(op), Some(node)) = (layers.get(r).and_then(Layer::op), nodes.get(r)) else { return Ok(None) };
+    // The op's backward explains itself (`Op::explain_backward`).
+    let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
+    let op = layer.op();
     let op_name = format!("{node} (backward)");
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;

@@ -13,7 +13,7 @@ use crate::error::Result;
 pub use crate::ops::diagnosis::Rule;
 pub(crate) use crate::ops::diagnosis::{round, Limits};
 use crate::ops::Facts;
-use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimState, OptimizerKind, OptimizerSpec, Part, SoftmaxKind, TensorId};
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, OptimizerKind, OptimizerSpec, Part, TensorId};
 
 mod backward;
 
@@ -114,27 +114,9 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
 /// pass; `input` is what it read.
 pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let lim = Limits::of(d);
-    let cols = input.dims().last().copied().unwrap_or(1).max(1);
-    let row = index / cols;
     let x = operand("input", input, Some(index), d)?;
     let at = x.at.unwrap_or(f64::NAN);
-    if let Some(op) = layer.op() {
-        let found = op.explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() });
-        return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
-    }
-    let found = match layer {
-        // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the
-        // NaN is a row whose every key was set to -inf.
-        Layer::Attention { softmax: SoftmaxKind::Plain, mask_fill: MaskFill::NegInf, causal, .. } if part == Part::Probs && at.is_finite() => {
-            let (b, h, q) = (index / (cols * cols * input.dims().get(1).copied().unwrap_or(1).max(1)), (index / (cols * cols)) % input.dims().get(1).copied().unwrap_or(1).max(1), row % cols);
-            let hidden = if *causal { "padding (past the row's length) or causality (after the query)" } else { "padding (past the row's length)" };
-            Some((
-                Rule::FullyMaskedRow,
-                format!("query {q} of row {b} (head {h}) has every key masked by {hidden}: its scores are all −inf and the plain softmax computes exp(−inf − (−inf)) = NaN, whose gradient is NaN even where the loss ignores the row. softmax = \"safe\" (torch._safe_softmax) gives zeros there; mask_fill = \"finite_min\" gives a uniform row"),
-            ))
-        }
-        _ => None,
-    };
+    let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() });
     Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])))
 }
 

@@ -1,4 +1,5 @@
-//! Multi-head self-attention in three watched steps (see `scenario::Part`):
+//! The kernels of multi-head self-attention (the op, its plan and autocast
+//! class are `ops::attention`), in three watched steps (see `scenario::Part`):
 //! scores `q kᵀ / sqrt(d)`, probabilities (mask, then softmax), and the mix of
 //! values through the output projection, written as a manual PyTorch
 //! attention is (nanoGPT's non-flash path): `(q @ k.transpose(-2, -1)) * scale`,
@@ -61,7 +62,7 @@ fn projection(h: &Tensor, w: &Tensor, b: &Tensor, inner: Inner) -> Result<Tensor
 
 /// Scaled scores `(batch, heads, seq, seq)` of `h` `(batch, seq, w)`. Under autocast (`inner`)
 /// q and k are low; the caller rounds or casts the scores.
-pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
+pub(crate) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
     if on_cpu_kernels(h) {
         let (q, k) = (projection(h, wq, bq, inner)?, projection(h, wk, bk, inner)?);
         return crate::run::opmath::all_in_f32(&[&q, &k], |t| heads::scores(&t[0], &t[1], heads));
@@ -75,7 +76,7 @@ pub(super) fn scores(h: &Tensor, (wq, bq, wk, bk): (&Tensor, &Tensor, &Tensor, &
 }
 
 /// The masked scores through the softmax. `mask` is `(batch, seq)`, 1 where a key holds data.
-pub(super) fn probs(scores: &Tensor, mask: Option<&Tensor>, causal: bool, fill: MaskFill, softmax: SoftmaxKind) -> Result<Tensor> {
+pub(crate) fn probs(scores: &Tensor, mask: Option<&Tensor>, causal: bool, fill: MaskFill, softmax: SoftmaxKind) -> Result<Tensor> {
     let (b, heads, s, _) = scores.dims4()?;
     if scores.device().is_cpu() {
         // One fused pass each way (`kernel::softmax`), the same function as below.
@@ -140,7 +141,7 @@ fn safe_softmax(h: &Tensor) -> Result<Tensor> {
 /// The probabilities times the values of `h`, heads merged, through the output projection.
 /// Under autocast (`inner`) v and the product are low; the caller casts the probabilities and
 /// rounds or casts the output.
-pub(super) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
+pub(crate) fn mix(probs: &Tensor, h: &Tensor, (wv, bv, wo, bo): (&Tensor, &Tensor, &Tensor, &Tensor), heads: usize, inner: Inner) -> Result<Tensor> {
     if on_cpu_kernels(h) {
         let v = projection(h, wv, bv, inner)?;
         let mixed = inner.apply(&crate::run::opmath::all_in_f32(&[&v, probs], |t| heads::mix(&t[1], &t[0], heads))?)?;
@@ -162,6 +163,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
+    use crate::ops::attention::Attention;
     use crate::run::model::Model;
     use crate::run::net::Net;
     use crate::scenario::{plan, InShape, Init, Layer, MaskFill, ModelSpec, SoftmaxKind};
@@ -174,7 +176,7 @@ mod tests {
     /// its input with `mask`; returns the output and the gradients of `sum(out²) / 2`.
     fn run(causal: bool, softmax: SoftmaxKind, mask: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
         let dev = Device::Cpu;
-        let spec = ModelSpec { init: Init::Constant { value: 0.0 }, layers: vec![Layer::Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax }], init_scale: 1.0, code: None };
+        let spec = ModelSpec { init: Init::Constant { value: 0.0 }, layers: vec![Layer::Attention(Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax })], init_scale: 1.0, code: None };
         let p = plan(&spec, InShape { features: W, seq_len: Some(S), vocab: None, image: None }).unwrap();
         let m = Model::new(&spec, &p, &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         for (k, param) in m.params.iter().enumerate() {

@@ -29,25 +29,14 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 use crate::ops::{Inner, Rounding};
 use crate::run::kernel::cast::round;
-use crate::scenario::{Layer, Node, Part};
+use crate::scenario::{Input, Layer, Node, Part};
 
 /// Where a node computes under autocast (the registry's ops say it themselves: `Op::autocast`).
 pub(crate) type Policy = crate::ops::Autocast;
 
 /// The autocast policy of a node.
 pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
-    if part == Part::Sum {
-        return Policy::Same;
-    }
-    if let Some(op) = layer.op() {
-        return op.autocast(part);
-    }
-    match layer {
-        Layer::Attention { .. } if part == Part::Probs => Policy::F32,
-        Layer::Attention { .. } => Policy::Low,
-        Layer::Residual { .. } => Policy::Same,
-        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-    }
+    layer.op().autocast(part)
 }
 
 /// `t` in `dtype` (itself if it already is).
@@ -69,18 +58,7 @@ pub(crate) fn target(policy: Policy, low: DType, input: DType) -> DType {
 /// own kernels) run on real half tensors even on the CPU; a linear layer and attention's mix
 /// round their own weights and output; attention's scores cast their input per projection.
 pub(crate) fn rounding(layer: &Layer, part: Part) -> Rounding {
-    if let Some(op) = layer.op() {
-        return op.rounding(part);
-    }
-    match layer {
-        Layer::Attention { .. } => match part {
-            Part::Scores => Rounding::Projections,
-            Part::Mix => Rounding::Own,
-            Part::Probs | Part::Whole | Part::Sum => Rounding::Outside,
-        },
-        Layer::Residual { .. } => Rounding::Outside,
-        crate::op_layers!() => unreachable!("a registry layer, answered by its op above"),
-    }
+    layer.op().rounding(part)
 }
 
 /// The dtype of a sum of operands of dtypes `a` and `b`: the wider (f32 over a half type).
@@ -130,8 +108,12 @@ impl super::Model {
             Policy::Same if !node.params.is_empty() => Policy::F32,
             p => p,
         };
-        // The input's logical dtype: what PyTorch holds (f32 storage may hold low values).
-        let li = node.input.map_or(x, |j| logical.get(j).copied().unwrap_or(DType::F32));
+        // An input's logical dtype: what PyTorch holds (f32 storage may hold low values).
+        let logical_of = |i: Input| match i {
+            Input::Model => x,
+            Input::Node(j) => logical.get(j).copied().unwrap_or(DType::F32),
+        };
+        let li = logical_of(node.input());
         let rounding = rounding(&node.layer, node.part);
         // Attention's scores cast their input per projection (see `attention`).
         let scores = rounding == Rounding::Projections;
@@ -145,14 +127,15 @@ impl super::Model {
             return Ok(Prepared { input, params: Some(params), round: None, inner });
         }
         let computes = match node.part {
-            Part::Sum => promote(li, node.other.flatten().and_then(|j| logical.get(j).copied()).unwrap_or(x)),
+            // A sum promotes its operands to the widest.
+            Part::Sum => node.inputs.iter().skip(1).fold(li, |d, &i| promote(d, logical_of(i))),
             _ if li == DType::U32 => DType::F32,
             _ => target(policy, low, li),
         };
         // A cast to the low dtype, or a low input's own gradient rounding: needed only where
         // another node reads it too, as a single reader's gradient is rounded by the producer's
         // own output rounding.
-        let shared = node.input.is_some_and(|j| self.readers[j] > 1);
+        let shared = matches!(node.input(), Input::Node(j) if self.readers[j] > 1);
         let cast_in = (li == low && shared) || (li != low && computes == low && !scores);
         let input = if cast_in { round(input, low)? } else { input.clone() };
         // Linear layers and attention round their weights themselves (`kernel::linear`).
@@ -163,14 +146,17 @@ impl super::Model {
         Ok(Prepared { input, params: Some(params), round, inner: round.map_or(Inner::Off, Inner::Round) })
     }
 
-    /// A residual sum's skip operand: in f32 storage, a low one another node reads too gets its
-    /// own gradient rounding (see [`Model::prepare`](super::Model)).
-    pub(super) fn skip_operand(&self, node: &Node, skip: &Tensor, logical: &[DType]) -> Result<Tensor> {
-        let j = node.other.flatten();
-        let shared = j.is_some_and(|j| self.readers[j] > 1);
-        match (self.rounded, self.autocast, j.and_then(|j| logical.get(j).copied())) {
-            (true, Some(low), Some(l)) if l == low && shared => round(skip, low),
-            _ => Ok(skip.clone()),
+    /// One of `node`'s inputs after its main one (`input`, whose tensor is `t`), as the node
+    /// reads it. For a node the model rounds for ([`Rounding::Outside`]: a residual sum's skip
+    /// operand), in f32 storage, a low input that another node reads too gets its own gradient
+    /// rounding, as the main input does (see [`Model::prepare`](super::Model)); an op that
+    /// rounds its own (attention's mix, per projection) takes it as it comes.
+    pub(super) fn operand(&self, node: &Node, input: Input, t: &Tensor, logical: &[DType]) -> Result<Tensor> {
+        let Input::Node(j) = input else { return Ok(t.clone()) };
+        let outside = rounding(&node.layer, node.part) == Rounding::Outside;
+        match (self.rounded, self.autocast, logical.get(j).copied()) {
+            (true, Some(low), Some(l)) if outside && l == low && self.readers[j] > 1 => round(t, low),
+            _ => Ok(t.clone()),
         }
     }
 
@@ -186,19 +172,12 @@ impl super::Model {
     }
 }
 
-/// `a + b`, promoting to the wider dtype when they differ (PyTorch's type promotion).
-pub(crate) fn promoted_sum(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if a.dtype() == b.dtype() {
-        return Ok((a + b)?);
-    }
-    Ok((cast(a, DType::F32)? + cast(b, DType::F32)?)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::attention::Attention;
     use crate::ops::linear::Linear;
-    use candle_core::Device;
+    use crate::ops::residual::Residual;
 
     #[test]
     fn matmuls_go_low_softmax_and_norms_go_f32_the_rest_keep_their_dtype() {
@@ -206,11 +185,9 @@ mod tests {
         assert_eq!(policy(&Layer::LayerNorm(crate::ops::layer_norm::LayerNorm { eps: 1e-5 }), Part::Whole), Policy::F32);
         assert_eq!(policy(&Layer::Relu(Default::default()), Part::Whole), Policy::Same);
         assert_eq!(target(Policy::Same, DType::F16, DType::F16), DType::F16);
-        // 1 + 2⁻¹¹ is not an f16: the promoted sum keeps it, an f16 sum would round it to 1.
-        let dev = Device::Cpu;
-        let a = Tensor::new(&[1.0f32], &dev).unwrap().to_dtype(DType::F16).unwrap();
-        let b = Tensor::new(&[2f32.powi(-11)], &dev).unwrap();
-        let s = promoted_sum(&a, &b).unwrap();
-        assert_eq!((s.dtype(), s.to_vec1::<f32>().unwrap()[0]), (DType::F32, 1.0 + 2f32.powi(-11)));
+        // Attention's softmax in f32, its products low; a residual sum follows its operands.
+        let attention = Layer::Attention(Attention { heads: 1, causal: false, mask_fill: Default::default(), softmax: Default::default() });
+        assert_eq!([Part::Scores, Part::Probs, Part::Mix].map(|p| policy(&attention, p)), [Policy::Low, Policy::F32, Policy::Low]);
+        assert_eq!(policy(&Layer::Residual(Residual { layers: Vec::new() }), Part::Sum), Policy::Same);
     }
 }

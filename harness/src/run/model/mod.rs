@@ -5,11 +5,11 @@
 //! (`crate::ops`), which `forward_with` runs through `Layer::op` with each node's
 //! context (its parameters, the dropout stream, its state).
 //!
-//! Parameter names, shapes and order, and the dataflow between nodes
-//! (residual sums, attention's steps), come from the scenario's static
-//! [`Plan`], so iteration never depends on a hash map. `attention` holds the
-//! attention layer; `sequence` and `conv` the kernels of the registry's sequence,
-//! convolution and image ops.
+//! Parameter names, shapes and order, and the dataflow between nodes (each
+//! node's inputs: residual sums, attention's steps), come from the scenario's
+//! static [`Plan`], so iteration never depends on a hash map. `attention` holds
+//! the kernels of the registry's attention (`ops::attention`), `sequence` the
+//! other sequence layers.
 
 use std::cell::RefCell;
 
@@ -19,10 +19,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 use crate::ops::{Cx, Params, State};
 use crate::run::net::{Net, Param};
-use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
+use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
 pub(crate) mod activation;
-mod attention;
+pub(crate) mod attention;
 mod autocast;
 pub(crate) mod conv;
 mod init;
@@ -57,7 +57,7 @@ pub struct Model {
     rounded: bool,
     /// Under autocast: the logical dtype of each node's output in the last forward.
     logical: RefCell<Vec<DType>>,
-    /// How many nodes read each node's output (as input or as the other operand).
+    /// How many times each node's output is read (as a main input or another one).
     readers: Vec<usize>,
 }
 
@@ -102,31 +102,11 @@ impl Model {
             let input = self.input_of(i, x, &outs);
             let prepared = self.prepare(node, input, x.dtype(), &mut logical)?;
             let (h, round, inner) = (&prepared.input, prepared.round, prepared.inner);
-            let p = |k: usize| prepared.params.as_ref().map_or_else(|| self.params[node.params.start + k].var.as_tensor(), |c| &c[k]);
-            let other = || node.other.map(|o| o.map_or(x, |j| &outs[j]));
-            if let Some(op) = node.layer.op() {
-                // A residual sum's skip operand as autocast prepares it; any other second input as it is.
-                let second = match other() {
-                    Some(t) if node.part == Part::Sum => Some(self.skip_operand(node, t, &logical)?),
-                    t => t.cloned(),
-                };
-                let params = prepared.params.as_deref().map_or_else(|| Params::Vars(&self.params[node.params.clone()]), Params::Prepared);
-                let cx = Cx { part: node.part, params, other: second.as_ref(), mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
-                let out = self.finish(node, op.forward(h, &cx)?, round)?;
-                outs.push(self.tapped(out, taps.as_deref_mut())?);
-                continue;
-            }
-            let out = match (&node.layer, node.part) {
-                (_, Part::Sum) => match other() {
-                    None => h.clone(),
-                    Some(skip) => autocast::promoted_sum(&self.skip_operand(node, skip, &logical)?, h)?,
-                },
-                (Layer::Attention { heads, .. }, Part::Scores) => attention::scores(h, (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (Layer::Attention { causal, mask_fill, softmax, .. }, Part::Probs) => attention::probs(h, mask, *causal, *mask_fill, *softmax)?,
-                (Layer::Attention { heads, .. }, Part::Mix) => attention::mix(h, other().unwrap_or(x), (p(0), p(1), p(2), p(3)), *heads, inner)?,
-                (layer, _) => return Err(candle_core::Error::Msg(format!("{} is applied by its op", <&str>::from(layer))).into()),
-            };
-            let out = self.finish(node, out, round)?;
+            // Its inputs after the main one, as autocast prepares them (a residual sum's skip operand).
+            let others = node.inputs.iter().skip(1).map(|&j| self.operand(node, j, read(j, x, &outs), &logical)).collect::<Result<Vec<_>>>()?;
+            let params = prepared.params.as_deref().map_or_else(|| Params::Vars(&self.params[node.params.clone()]), Params::Prepared);
+            let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
+            let out = self.finish(node, node.layer.op().forward(h, &cx)?, round)?;
             outs.push(self.tapped(out, taps.as_deref_mut())?);
         }
         *self.logical.borrow_mut() = logical;
@@ -205,22 +185,30 @@ impl Net for Model {
         self.nodes.get(l).map_or(0..0, |n| n.params.clone())
     }
 
-    /// What node `l` reads, given the model's input `x` and the outputs so far.
+    /// What node `l` reads as its main input, given the model's input `x` and the outputs so far.
     fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
-        self.nodes.get(l).and_then(|n| n.input).map_or(x, |i| &outs[i])
+        self.nodes.get(l).map_or(x, |n| read(n.input(), x, outs))
     }
 
     /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize> {
-        (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input == Some(l))
+        (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input() == Input::Node(l))
     }
 }
 
-/// How many nodes read each node's output.
+/// The tensor `input` names: the model's input `x`, or a node's output among `outs`.
+fn read<'t>(input: Input, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
+    match input {
+        Input::Model => x,
+        Input::Node(j) => &outs[j],
+    }
+}
+
+/// How many times each node's output is read (once per input of a node that names it).
 fn readers(nodes: &[Node]) -> Vec<usize> {
     let mut n = vec![0; nodes.len()];
-    for node in nodes {
-        for j in node.input.into_iter().chain(node.other.flatten()) {
+    for j in nodes.iter().flat_map(|node| &node.inputs) {
+        if let Input::Node(j) = *j {
             n[j] += 1;
         }
     }

@@ -175,7 +175,7 @@ impl Def for PaddingFraction {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
     fn applies(s: &Scenario) -> bool {
-        s.data.seq_len.is_some() && !explicit_lengths(s) && s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention { .. } | Layer::MeanPool(_) | Layer::MaxPool(_)))
+        s.data.seq_len.is_some() && !explicit_lengths(s) && s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention(_) | Layer::MeanPool(_) | Layer::MaxPool(_)))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0))

@@ -134,13 +134,11 @@ fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
 fn layers(key: &str, ls: &[Layer], depth: usize, out: &mut Vec<Problem>) {
     for (i, layer) in ls.iter().enumerate() {
         let k = |field: &str| format!("{key}.{i}.{field}");
-        if let Some(op) = layer.op() {
-            out.extend(op.check().into_iter().map(|(field, m)| problem(k(field), m)));
-        }
-        match layer {
-            Layer::Attention { heads: 0, .. } => out.push(problem(k("heads"), "must be at least 1")),
-            Layer::Residual { layers: inner } if depth < MAX_NESTING => layers(&k("layers"), inner, depth + 1, out),
-            _ => {}
+        out.extend(layer.op().check().into_iter().map(|(field, m)| problem(k(field), m)));
+        if let Layer::Residual(r) = layer {
+            if depth < MAX_NESTING {
+                layers(&k("layers"), &r.layers, depth + 1, out);
+            }
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::ops::pool2d::{AvgPool2d, MaxPool2d};
 use crate::ops::rms_norm::RmsNorm;
 use crate::ops::rnn::Rnn;
 use crate::ops::seq_pool::{Last, MaxPool, MeanPool};
+use crate::ops::{attention::Attention, residual::Residual};
 use arbitrary::{Arbitrary, Result, Unstructured};
 
 use crate::scenario::{
@@ -139,7 +140,7 @@ fn layer(u: &mut Unstructured, shape: &mut Shape) -> Result<Layer> {
                 (Layer::Linear(Linear { out, init: None }), Shape::Flat(out))
             }
             1 => (Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 }), *shape),
-            _ => (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: w, init: None })] }, *shape),
+            _ => (Layer::Residual(Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), Layer::Linear(Linear { out: w, init: None })] }), *shape),
         },
         Shape::Seq(len, w) => seq_layer(u, len, w)?,
         Shape::Img(c, h, w) => match u.int_in_range(0..=3)? {
@@ -182,8 +183,8 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
         }
         5 => {
             let heads = if w % 2 == 0 { *u.choose(&[1, 2])? } else { 1 };
-            let attention = Layer::Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? };
-            (Layer::Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }, Shape::Seq(len, w))
+            let attention = Layer::Attention(Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? });
+            (Layer::Residual(Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }), Shape::Seq(len, w))
         }
         6 => (Layer::PositionalEmbedding(PositionalEmbedding {}), Shape::Seq(len, w)),
         7 => (u.choose(&[Layer::MeanPool(MeanPool {}), Layer::MaxPool(MaxPool {}), Layer::Last(Last {})])?.clone(), Shape::Flat(w)),
@@ -322,7 +323,7 @@ mod tests {
             ("rnn", has(|l| matches!(l, Layer::Rnn(_)))),
             ("lstm", has(|l| matches!(l, Layer::Lstm(_)))),
             ("gru", has(|l| matches!(l, Layer::Gru(_)))),
-            ("attention", has(|l| matches!(l, Layer::Attention { .. }))),
+            ("attention", has(|l| matches!(l, Layer::Attention(_)))),
             ("amp_f16", with(|s| s.train.precision == Precision::AmpF16)),
             ("amp_bf16", with(|s| s.train.precision == Precision::AmpBf16)),
             ("loss_scale", with(|s| s.train.loss_scale.is_some())),
