@@ -72,6 +72,10 @@ impl Op for Attention {
         (16, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let p = |k: usize| cx.param(k);
         match cx.part {

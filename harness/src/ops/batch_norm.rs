@@ -54,6 +54,10 @@ impl Op for BatchNorm {
         (32, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     /// Batch norm with the node's running statistics, which start at PyTorch's mean 0 and
     /// variance 1 in the parameters' storage dtype on the first forward.
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {

@@ -79,6 +79,10 @@ impl Op for Conv1d {
         (24 + 2 * self.kernel as u64, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::conv::conv1d(x, cx.param(0), cx.param(1), self.stride, self.padding)
     }
@@ -139,6 +143,10 @@ impl Op for Conv2d {
     /// im2col: an `index_select` per row and per kernel tap, stacked.
     fn levels(&self) -> (u64, u64) {
         ((self.kernel as u64).saturating_mul(2 * self.kernel as u64 + 1).saturating_add(24), 0)
+    }
+
+    fn dropout(&self) -> f64 {
+        0.0
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {

@@ -35,6 +35,10 @@ impl Op for Dropout {
         (4, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        self.p
+    }
+
     /// One mask value per value of a row; in f32 storage under autocast, its `1/(1 − p)` is
     /// rounded as a low mask's would be.
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {

@@ -47,6 +47,10 @@ impl Op for Embedding {
         (8, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::sequence::embedding(x, cx.param(0))
     }
@@ -93,6 +97,10 @@ impl Op for PositionalEmbedding {
 
     fn levels(&self) -> (u64, u64) {
         (4, 0)
+    }
+
+    fn dropout(&self) -> f64 {
+        0.0
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {

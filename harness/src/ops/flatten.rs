@@ -32,6 +32,10 @@ impl Op for Flatten {
         (4, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, _: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::conv::flatten(x)
     }

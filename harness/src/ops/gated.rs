@@ -86,6 +86,10 @@ impl<const LSTM: bool> Op for Gated<LSTM> {
         (16, 24)
     }
 
+    fn dropout(&self) -> f64 {
+        self.recurrent_dropout
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let drop = cx.dropout_mask(x.dims()[0], self.hidden, self.recurrent_dropout, x)?;
         let run = recurrent::Run { activation: self.activation, sequences: self.return_sequences, dropout: drop.as_ref() };

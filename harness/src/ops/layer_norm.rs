@@ -47,6 +47,10 @@ impl Op for LayerNorm {
         (16, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::norm::layer_norm(x, cx.param(0), cx.param(1), self.eps)
     }

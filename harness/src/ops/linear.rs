@@ -48,6 +48,10 @@ impl Op for Linear {
         (8, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         match cx.round {
             Some(low) => crate::run::kernel::linear::linear_rounded(x, cx.param(0), cx.param(1), low),

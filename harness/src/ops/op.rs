@@ -29,6 +29,8 @@ pub trait Op: std::fmt::Debug + Send + Sync {
     fn held(&self, input: Shape, output: Shape, values: u128) -> u128;
     /// Autograd graph levels it adds: its own, and per time step of the sequence it reads.
     fn levels(&self) -> (u64, u64);
+    /// The probability it drops values with while training (0: it draws no dropout masks).
+    fn dropout(&self) -> f64;
     /// The forward pass of the node (`cx.part` of the op); its backward (through Candle's graph
     /// or a custom op) is PyTorch's.
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor>;
@@ -149,7 +151,7 @@ impl Cx<'_> {
     pub fn dropout_mask(&self, rows: usize, cols: usize, p: f64, like: &Tensor) -> Result<Option<Tensor>> {
         let mut stream = self.dropout.borrow_mut();
         let Some(rng) = stream.as_mut().filter(|_| self.training && p > 0.0) else { return Ok(None) };
-        Ok(Some(crate::run::model::dropout_mask(rng, (rows, cols), p, like)?))
+        Ok(Some(crate::run::rng::dropout_mask(rng, (rows, cols), p, like)?))
     }
 }
 

@@ -47,6 +47,10 @@ macro_rules! pool2d_op {
                 (8, 0)
             }
 
+            fn dropout(&self) -> f64 {
+                0.0
+            }
+
             fn forward(&self, x: &Tensor, _: &Cx<'_>) -> Result<Tensor> {
                 crate::run::model::conv::pool2d(x, self.kernel, $max)
             }

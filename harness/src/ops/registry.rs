@@ -65,6 +65,23 @@ macro_rules! for_each_op {
     };
 }
 
+/// Writes `Layer::op`, the one dispatch from a layer to its op.
+macro_rules! layer_op {
+    (elementwise { $($variant:ident => $module:ident :: $ty:ident,)* } layers { $($lv:ident => $lm:ident :: $lt:ident,)* }) => {
+        impl Layer {
+            /// The layer's op: every layer is one of the registry's.
+            pub fn op(&self) -> &dyn super::Op {
+                match self {
+                    $(Layer::$variant(op) => op,)*
+                    $(Layer::$lv(op) => op,)*
+                }
+            }
+        }
+    };
+}
+
+crate::for_each_op!(layer_op);
+
 /// Each registered elementwise op's default as a layer, in registry order.
 macro_rules! defaults {
     (elementwise { $($variant:ident => $module:ident :: $ty:ident,)* } layers { $($lv:ident => $lm:ident :: $lt:ident,)* }) => {

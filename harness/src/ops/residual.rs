@@ -47,6 +47,10 @@ impl Op for Residual {
         (8, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         match cx.part {
             // The skip operand plus the block's output; a block of no layers adds its input to itself.

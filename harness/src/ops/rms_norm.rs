@@ -38,6 +38,10 @@ impl Op for RmsNorm {
         (16, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::norm::rms_norm(x, cx.param(0), self.eps)
     }

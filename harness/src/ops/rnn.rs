@@ -46,6 +46,10 @@ impl Op for Rnn {
         (16, 6)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         crate::run::model::recurrent::rnn(x, cx.param(0), cx.param(1), cx.param(2), cx.param(3), self.hidden)
     }

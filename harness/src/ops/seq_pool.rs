@@ -44,6 +44,10 @@ macro_rules! seq_pool_op {
                 ($levels, 0)
             }
 
+            fn dropout(&self) -> f64 {
+                0.0
+            }
+
             fn forward(&self, $x: &Tensor, $cx: &Cx<'_>) -> Result<Tensor> {
                 $forward
             }

@@ -50,6 +50,20 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     StandardNormal.sample(rng)
 }
 
+/// An inverted-dropout mask of `shape`: `1/(1 − p)` where [`draw_mask`] keeps, 0 where it drops,
+/// in `like`'s dtype and on its device.
+pub(crate) fn dropout_mask(rng: &mut ChaCha8Rng, shape: impl Into<candle_core::Shape>, p: f64, like: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    let shape = shape.into();
+    let values: Vec<f64> = draw_mask(rng, shape.elem_count(), p).into_iter().map(|keep| if keep { 1.0 / (1.0 - p) } else { 0.0 }).collect();
+    candle_core::Tensor::from_vec(values, shape, like.device())?.to_dtype(like.dtype())
+}
+
+/// `n` keep-or-drop draws from `rng`: each value is dropped when its uniform draw is below `p`.
+pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
+    use rand::Rng;
+    (0..n).map(|_| rng.random::<f64>() >= p).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,6 @@ use serde::{Deserialize, Serialize};
 use strum::IntoStaticStr;
 
 use super::{is_one, one};
-use crate::ops::dropout::Dropout;
-use crate::ops::gated::Gated;
 
 /// The model: a stack of layers applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
@@ -25,17 +23,6 @@ pub struct ModelSpec {
     /// A model written in Rust (`nanhunt::CodeModel`) in place of `layers`, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<super::Code>,
-}
-
-impl Layer {
-    /// The probability this layer drops values with while training (0: it draws no masks).
-    pub fn dropout_p(&self) -> f64 {
-        match self {
-            Layer::Dropout(Dropout { p }) => *p,
-            Layer::Lstm(Gated { recurrent_dropout, .. }) | Layer::Gru(Gated { recurrent_dropout, .. }) => *recurrent_dropout,
-            _ => 0.0,
-        }
-    }
 }
 
 impl ModelSpec {
@@ -112,15 +99,6 @@ macro_rules! layer_enum {
             )*
         }
 
-        impl Layer {
-            /// The layer's op: every layer is one of the registry's (`ops::registry` lists them).
-            pub fn op(&self) -> &dyn $crate::ops::Op {
-                match self {
-                    $(Layer::$variant(op) => op,)*
-                    $(Layer::$lv(op) => op,)*
-                }
-            }
-        }
     };
 }
 

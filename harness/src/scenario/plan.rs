@@ -134,7 +134,7 @@ pub type PlanError = (String, String);
 /// Works out parameter shapes and node shapes, or says which layer does not fit.
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
     // Before the first layer: no node is added outside a layer.
-    let at = At { layer: Layer::Flatten(crate::ops::flatten::Flatten {}), name: String::new(), key: String::new(), input: Input::Model, depth: 0, first: 0 };
+    let at = At { layer: None, name: String::new(), key: String::new(), input: Input::Model, depth: 0, first: 0 };
     let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, at, nested: None };
     let (_, out) = b.layers(&spec.layers, ("layers", "layers"), Input::Model, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
@@ -180,8 +180,8 @@ pub struct Planner<'a> {
 /// The layer being planned: itself, where it is, what it reads, and its parameters not yet
 /// given to a node.
 struct At {
-    /// The layer (each of its nodes holds a copy).
-    layer: Layer,
+    /// The layer (each of its nodes holds a copy); `None` before the first.
+    layer: Option<Layer>,
     /// Its dotted name (`layers.2.residual.layers.1.attention`): its nodes' and parameters' prefix.
     name: String,
     /// Its key under `model` (`layers.2.layers.1`), where its errors point.
@@ -220,7 +220,9 @@ impl Planner<'_> {
     pub fn node(&mut self, part: Part, suffix: &str, inputs: &[Input], shape: Shape) -> Input {
         let name = if suffix.is_empty() { self.at.name.clone() } else { format!("{}.{suffix}", self.at.name) };
         let first = std::mem::replace(&mut self.at.first, self.params.len());
-        self.push(name, self.at.layer.clone(), part, inputs.to_vec(), shape, first);
+        // Ops plan nodes only while their layer is planned, so there is one.
+        let Some(layer) = self.at.layer.clone() else { return Input::Model };
+        self.push(name, layer, part, inputs.to_vec(), shape, first);
         Input::Node(self.nodes.len() - 1)
     }
 
@@ -248,7 +250,7 @@ impl Planner<'_> {
     fn layers(&mut self, layers: &[Layer], (names, keys): (&str, &str), mut input: Input, mut shape: Shape, depth: usize) -> std::result::Result<(Input, Shape), PlanError> {
         for (i, layer) in layers.iter().enumerate() {
             let name = format!("{names}.{i}.{}", layer.name());
-            let at = At { layer: layer.clone(), name: name.clone(), key: format!("{keys}.{i}"), input, depth, first: self.params.len() };
+            let at = At { layer: Some(layer.clone()), name: name.clone(), key: format!("{keys}.{i}"), input, depth, first: self.params.len() };
             let (outer, nodes) = (std::mem::replace(&mut self.at, at), self.nodes.len());
             self.nested = None;
             let planned = self.layer(layer, shape);
@@ -256,7 +258,7 @@ impl Planner<'_> {
             let out = planned.map_err(|m| (self.nested.take().unwrap_or(at.key), m))?;
             if self.nodes.len() == nodes {
                 // A layer of one node, reading its input and holding every parameter it declared.
-                self.push(at.name, at.layer, Part::Whole, vec![input], out, at.first);
+                self.push(at.name, layer.clone(), Part::Whole, vec![input], out, at.first);
             }
             input = Input::Node(self.nodes.len() - 1);
             shape = out;

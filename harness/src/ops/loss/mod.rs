@@ -114,6 +114,10 @@ impl Op for Loss {
         (64, 0)
     }
 
+    fn dropout(&self) -> f64 {
+        0.0
+    }
+
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let y = cx.others.first().ok_or_else(|| Error::Candle(candle_core::Error::Msg("the loss node reads the targets as its second input".into())))?;
         self.apply(x, y)

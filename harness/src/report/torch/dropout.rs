@@ -26,13 +26,13 @@ pub(super) fn masks(s: &Scenario, data: &Dataset, plan: &Plan) -> Result<Vec<(St
         .nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.layer.dropout_p() > 0.0)
+        .filter(|(_, n)| n.layer.op().dropout() > 0.0)
         .map(|(i, n)| {
             let cols = match n.layer {
                 Layer::Lstm(Gated { hidden, .. }) | Layer::Gru(Gated { hidden, .. }) => hidden,
                 _ => n.shape.cols(),
             };
-            (i, cols, n.layer.dropout_p())
+            (i, cols, n.layer.op().dropout())
         })
         .collect();
     let mut out = Vec::new();

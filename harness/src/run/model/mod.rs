@@ -33,6 +33,7 @@ pub(crate) mod relu;
 pub(crate) mod sequence;
 mod tap;
 
+pub(crate) use crate::run::rng::{draw_mask, dropout_mask};
 pub(crate) use autocast::policy;
 #[cfg(test)]
 pub(crate) use autocast::HALF_TENSORS;
@@ -166,7 +167,7 @@ impl Net for Model {
 
     /// Whether any node draws dropout masks.
     fn has_dropout(&self) -> bool {
-        self.layers.iter().any(|l| l.dropout_p() > 0.0)
+        self.layers.iter().any(|l| l.op().dropout() > 0.0)
     }
 
     /// Sets the stream the next training forward draws its dropout masks from, in node order
@@ -213,20 +214,6 @@ fn readers(nodes: &[Node]) -> Vec<usize> {
         }
     }
     n
-}
-
-/// An inverted-dropout mask of `shape`: `1/(1 − p)` where [`draw_mask`] keeps, 0 where it drops,
-/// in `like`'s dtype and on its device.
-pub(crate) fn dropout_mask(rng: &mut ChaCha8Rng, shape: impl Into<candle_core::Shape>, p: f64, like: &Tensor) -> candle_core::Result<Tensor> {
-    let shape = shape.into();
-    let values: Vec<f64> = draw_mask(rng, shape.elem_count(), p).into_iter().map(|keep| if keep { 1.0 / (1.0 - p) } else { 0.0 }).collect();
-    Tensor::from_vec(values, shape, like.device())?.to_dtype(like.dtype())
-}
-
-/// `n` keep-or-drop draws from `rng`: each value is dropped when its uniform draw is below `p`.
-pub(crate) fn draw_mask(rng: &mut ChaCha8Rng, n: usize, p: f64) -> Vec<bool> {
-    use rand::Rng;
-    (0..n).map(|_| rng.random::<f64>() >= p).collect()
 }
 
 #[cfg(test)]

@@ -67,10 +67,10 @@ impl Def for DropoutP {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 0.99)) };
     fn applies(s: &Scenario) -> bool {
-        s.model.all_layers().iter().any(|l| l.dropout_p() > 0.0 || matches!(l, Layer::Dropout(_)))
+        s.model.all_layers().iter().any(|l| l.op().dropout() > 0.0 || matches!(l, Layer::Dropout(_)))
     }
     fn get(s: &Scenario) -> Option<f64> {
-        Some(s.model.all_layers().into_iter().map(Layer::dropout_p).find(|p| *p > 0.0).unwrap_or(0.0))
+        Some(s.model.all_layers().into_iter().map(|l| l.op().dropout()).find(|p| *p > 0.0).unwrap_or(0.0))
     }
     fn set(s: &mut Scenario, value: f64) -> bool {
         s.model.for_each_layer_mut(&mut |l| match l {
