@@ -15,7 +15,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let eps = spec.epsilon.unwrap_or(0.0);
     let elems = match spec.kind {
         LossKind::Mse => (p - y)?.sqr()?,
-        LossKind::Mae => super::elementwise::abs(&(p - y)?)?,
+        LossKind::Mae => super::kernel::elementwise::abs(&(p - y)?)?,
         LossKind::Huber => {
             // PyTorch's kernel: z = |x − y|, then 0.5·z·z below delta and delta·(z − 0.5·delta)
             // above, in f32 for f16 and bf16 inputs, rounded once.
@@ -33,7 +33,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let log_q = p.affine(-1.0, 1.0 + eps)?.log()?;
             (y.mul(&log_p)? + y.affine(-1.0, 1.0)?.mul(&log_q)?)?.neg()?
         }
-        LossKind::BceTorch => super::bce_torch::bce_torch(&clamp(spec, p)?, y)?,
+        LossKind::BceTorch => super::kernel::bce_torch::bce_torch(&clamp(spec, p)?, y)?,
         LossKind::BceLogits => {
             // max(x, 0) − x·y + log(1 + exp(−|x|)), PyTorch's stable form.
             let soft = p.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
@@ -51,14 +51,14 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let probs = clamp(spec, &e.broadcast_div(&super::opmath::in_f32(&e, |e| Ok(e.sum_keepdim(D::Minus1)?))?)?)?;
             return reduce_rows(spec, &probs.affine(1.0, eps)?.log()?.mul(y)?.neg()?);
         }
-        LossKind::MeanAbsRatio => super::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
+        LossKind::MeanAbsRatio => super::kernel::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
     };
     reduce(spec.reduction, &elems)
 }
 
 fn clamp(spec: &LossSpec, p: &Tensor) -> Result<Tensor> {
     Ok(match spec.clamp {
-        Some(c) => super::elementwise::clamp(p, c, 1.0 - c)?,
+        Some(c) => super::kernel::elementwise::clamp(p, c, 1.0 - c)?,
         None => p.clone(),
     })
 }

@@ -17,15 +17,21 @@
 
 use candle_core::{DType, Layout, Tensor};
 
+pub(crate) mod activation;
+pub(crate) mod bce_torch;
 pub(crate) mod bias;
 pub(crate) mod cast;
 pub(crate) mod cross_entropy;
+pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
+pub(crate) mod pointwise;
+pub(crate) mod relu;
 pub(crate) mod softmax;
+pub(crate) mod update;
 
 /// The float types the kernels run in, with the functions they need: f32 with the fast
 /// vectorisable `exp`, f64 with the exact one.

@@ -116,7 +116,7 @@ pub(super) fn probs(scores: &Tensor, mask: Option<&Tensor>, causal: bool, fill: 
         None => scores.clone(),
     };
     match softmax {
-        SoftmaxKind::Plain => super::activation::softmax(&filled),
+        SoftmaxKind::Plain => crate::run::kernel::activation::softmax(&filled),
         SoftmaxKind::Safe => safe_softmax(&filled),
     }
 }

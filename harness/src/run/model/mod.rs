@@ -1,8 +1,8 @@
 //! The model: a layer stack built from a [`ModelSpec`], with named parameters
 //! initialised from our own seeded stream (`init`; Candle's CPU RNG cannot be
 //! seeded). One file per layer family, as candle-nn has: `dense`, `recurrent`,
-//! `norm`, and `activation`, `pointwise` and `relu`, the kernels of the registry's
-//! elementwise ops (`crate::ops`), which `apply` runs through `Layer::op`.
+//! `norm`; the registry's elementwise ops (`crate::ops`), which `apply` runs
+//! through `Layer::op`, have their kernels in `run::kernel`.
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes
 //! (residual sums, attention's steps), come from the scenario's static
@@ -18,16 +18,13 @@ use crate::error::Result;
 use crate::run::net::{Net, Param};
 use crate::scenario::{Layer, ModelSpec, Node, Part, Plan, Role};
 
-pub(crate) mod activation;
 mod attention;
 mod autocast;
 mod conv;
 mod dense;
 mod init;
 mod norm;
-pub(crate) mod pointwise;
 mod recurrent;
-pub(crate) mod relu;
 mod sequence;
 mod tap;
 

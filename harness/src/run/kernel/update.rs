@@ -1,6 +1,6 @@
 //! The one-pass CPU update for f32 and f64 parameters, in place.
 //!
-//! The tensor path in `mod.rs` costs a dozen Candle operations per parameter,
+//! The tensor path in `run/optim/mod.rs` costs a dozen Candle operations per parameter,
 //! each allocating a full-size tensor; here one loop reads parameter, gradient
 //! and state once and writes the parameter and state where they are (no new
 //! tensors, no copy into the variable), gathering the watch's stats of the
@@ -13,10 +13,9 @@ use std::cell::{Cell, RefCell};
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
-use super::{bias_corrections, Watched};
 use crate::error::Result;
 use crate::run::profile::Profile;
-use crate::run::watch::Acc;
+use crate::run::watch::{Acc, Stats};
 use crate::scenario::{OptimizerKind, OptimizerSpec};
 
 /// The arithmetic the update needs, for f32 and f64.
@@ -94,6 +93,25 @@ impl Buffers {
             Buffers::F64(m, v) => Ok((one(m, p)?, one(v, p)?)),
         }
     }
+}
+
+/// The watch's stats of one parameter's update (`None` where not gathered: the runner reads them itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    /// The gradient (gathered by the fused update).
+    pub grad: Option<Stats>,
+    /// The new value (gathered by the fused update).
+    pub param: Option<Stats>,
+    /// The new first moment or momentum buffer.
+    pub m: Option<Stats>,
+    /// The new second moment.
+    pub v: Option<Stats>,
+}
+
+/// Adam's bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
+pub(crate) fn bias_corrections(o: &OptimizerSpec, step: usize) -> (f64, f64) {
+    let t = step as i32;
+    (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t))
 }
 
 /// Updates `p` in place from `g`, with `state` made on the first step (zeros). Returns `false`,

@@ -10,8 +10,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use super::elementwise::{map, zip};
 use crate::error::Result;
-use crate::run::elementwise::{map, zip};
 
 /// `x · sigmoid(x)`.
 pub(crate) fn silu(h: &Tensor) -> Result<Tensor> {

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType
 use crate::error::Result;
 
 /// The elementwise loss of probabilities `p` against targets `y`.
-pub(super) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     if p.device().is_cpu() && matches!(p.dtype(), DType::F32 | DType::F64) && p.dtype() == y.dtype() && p.shape() == y.shape() {
         return Ok(p.contiguous()?.apply_op2(&y.contiguous()?, BceTorch)?);
     }
@@ -23,7 +23,7 @@ pub(super) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// autograd; the gradient is attached by adding `g·p − stop_grad(g·p)`, which
 /// is exactly zero in value, so the loss equals PyTorch's bit for bit in each
 /// element while its derivative is `g`.
-pub(super) fn tensors(p: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn tensors(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let pd = p.detach();
     let log_p = pd.log()?.maximum(-100.0)?;
     let log_q = pd.affine(-1.0, 1.0)?.log()?.maximum(-100.0)?;
