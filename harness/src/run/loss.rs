@@ -15,7 +15,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let eps = spec.epsilon.unwrap_or(0.0);
     let elems = match spec.kind {
         LossKind::Mse => (p - y)?.sqr()?,
-        LossKind::Mae => super::kernel::elementwise::abs(&(p - y)?)?,
+        LossKind::Mae => super::kernel::pointwise::abs(&(p - y)?)?,
         LossKind::Huber => {
             // PyTorch's kernel: z = |x − y|, then 0.5·z·z below delta and delta·(z − 0.5·delta)
             // above, in f32 for f16 and bf16 inputs, rounded once.
@@ -51,7 +51,7 @@ pub fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
             let probs = clamp(spec, &e.broadcast_div(&super::opmath::in_f32(&e, |e| Ok(e.sum_keepdim(D::Minus1)?))?)?)?;
             return reduce_rows(spec, &probs.affine(1.0, eps)?.log()?.mul(y)?.neg()?);
         }
-        LossKind::MeanAbsRatio => super::kernel::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
+        LossKind::MeanAbsRatio => super::kernel::pointwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?,
     };
     reduce(spec.reduction, &elems)
 }

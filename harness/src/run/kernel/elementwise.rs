@@ -1,4 +1,6 @@
-//! `clamp` and `abs` as PyTorch computes them, forward and backward.
+//! `clamp` as PyTorch computes it, forward and backward, and the element-by-element
+//! maps ([`map`], [`zip`]) the elementwise kernels share (`pointwise`, and the
+//! registry's rounded ops, `ops::rounding`): each value in f64, rounded to its own dtype.
 //!
 //! Candle's `clamp` is `maximum(min)` then `minimum(max)`: a NaN input comes
 //! out as the bound (PyTorch keeps the NaN, so a clamp never hides one), and
@@ -6,62 +8,63 @@
 //! gradient at a clamped element becomes ∞·0 = NaN where PyTorch *selects* 0
 //! (`clamp_backward` is a `where`). On tensorflow/tensorflow#38457 that one
 //! difference sent 140 of 200 seeds to NaN where the report sees about one in
-//! 300. Candle's `abs` backward takes the derivative at 0 to be 1; PyTorch's is
-//! the product `grad · sgn(x)`, 0 at 0 (and so ∞·0 = NaN there, which is
-//! faithful: pytorch/pytorch#2421). Both are one CPU op each way here; other
-//! devices use Candle's.
+//! 300. It is one CPU op each way here; other devices use Candle's. (`abs` is a
+//! [`super::pointwise::Pointwise`].)
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use super::{dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// `clamp(x, lo, hi)` as `torch.clamp`: `min(max(x, lo), hi)`, NaN kept; its gradient passes
 /// where `lo < x < hi` and is 0 elsewhere (at the bounds too), whatever the incoming gradient.
 pub(crate) fn clamp(x: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
-    if !x.device().is_cpu() {
+    if !super::takes(x, Dtypes::Floats) {
         return Ok(x.clamp(lo, hi)?);
     }
     Ok(x.contiguous()?.apply_op1(Clamp { lo, hi })?)
 }
 
-/// `|x|` as `torch.abs`: its gradient is `grad · sgn(x)`, with `sgn(0) = sgn(NaN) = 0`.
-pub(crate) fn abs(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() {
-        return Ok(x.abs()?);
-    }
-    Ok(x.contiguous()?.apply_op1(Abs)?)
-}
-
 /// Maps a contiguous storage element by element (in f64, rounded to its own dtype).
 pub(crate) fn map(s: &CpuStorage, l: &Layout, what: &str, f: &dyn Fn(f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
-    fn each<T: WithDType>(v: &[T], (a, b): (usize, usize), f: &dyn Fn(f64) -> f64) -> Vec<T> {
-        v[a..b].iter().map(|x| T::from_f64(f(x.to_f64()))).collect()
-    }
-    let Some(r) = l.contiguous_offsets() else { candle_core::bail!("{what}: input must be contiguous") };
-    let out = match s {
-        CpuStorage::F32(v) => CpuStorage::F32(each(v, r, f)),
-        CpuStorage::F64(v) => CpuStorage::F64(each(v, r, f)),
-        CpuStorage::F16(v) => CpuStorage::F16(each(v, r, f)),
-        CpuStorage::BF16(v) => CpuStorage::BF16(each(v, r, f)),
-        _ => candle_core::bail!("{what}: unsupported dtype"),
-    };
-    Ok((out, l.shape().clone()))
+    Ok((dispatch(&Each { what, f }, [(s, l)])?, l.shape().clone()))
 }
 
 /// Combines two contiguous storages of one dtype element by element.
 pub(crate) fn zip(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, what: &str, f: &dyn Fn(f64, f64) -> f64) -> candle_core::Result<(CpuStorage, Shape)> {
-    fn each<T: WithDType>(a: &[T], (i, j): (usize, usize), b: &[T], (k, l): (usize, usize), f: &dyn Fn(f64, f64) -> f64) -> Vec<T> {
-        a[i..j].iter().zip(&b[k..l]).map(|(x, y)| T::from_f64(f(x.to_f64(), y.to_f64()))).collect()
+    Ok((dispatch(&Each { what, f }, [(a, al), (b, bl)])?, al.shape().clone()))
+}
+
+/// A function of one value ([`map`]) or two ([`zip`]), computed in f64.
+struct Each<'a, F: ?Sized> {
+    what: &'a str,
+    f: &'a F,
+}
+
+impl Kernel<1> for Each<'_, dyn Fn(f64) -> f64 + '_> {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        self.what
     }
-    let (Some(ar), Some(br)) = (al.contiguous_offsets(), bl.contiguous_offsets()) else { candle_core::bail!("{what}: inputs must be contiguous") };
-    let out = match (a, b) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(each(a, ar, b, br, f)),
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(each(a, ar, b, br, f)),
-        (CpuStorage::F16(a), CpuStorage::F16(b)) => CpuStorage::F16(each(a, ar, b, br, f)),
-        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => CpuStorage::BF16(each(a, ar, b, br, f)),
-        _ => candle_core::bail!("{what}: unsupported or mixed dtypes"),
-    };
-    Ok((out, al.shape().clone()))
+
+    fn run<T: Real>(&self, [v]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(v.iter().map(|x| T::from_f64((self.f)(x.to_f64()))).collect()))
+    }
+}
+
+impl Kernel<2> for Each<'_, dyn Fn(f64, f64) -> f64 + '_> {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        self.what
+    }
+
+    fn run<T: Real>(&self, [a, b]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(a.iter().zip(b).map(|(x, y)| T::from_f64((self.f)(x.to_f64(), y.to_f64()))).collect()))
+    }
 }
 
 // Every value below is exact in the element's dtype: a bound (converted once, as Candle and
@@ -79,15 +82,7 @@ impl CustomOp1 for Clamp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (lo, hi) = (bound(s, self.lo), bound(s, self.hi));
-        map(s, l, "clamp", &|x| {
-            let y = if x < lo { lo } else { x };
-            if y > hi {
-                hi
-            } else {
-                y
-            }
-        })
+        Ok((dispatch(self, [(s, l)])?, l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -96,14 +91,31 @@ impl CustomOp1 for Clamp {
     }
 }
 
-/// A bound as the storage's dtype holds it.
-fn bound(s: &CpuStorage, v: f64) -> f64 {
-    match s {
-        CpuStorage::F32(_) => v as f32 as f64,
-        CpuStorage::F16(_) => half::f16::from_f64(v).to_f64(),
-        CpuStorage::BF16(_) => half::bf16::from_f64(v).to_f64(),
-        _ => v,
+impl Kernel<1> for Clamp {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        "clamp"
     }
+
+    fn run<T: Real>(&self, [v]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        let (lo, hi) = (bound::<T>(self.lo), bound::<T>(self.hi));
+        let clamp = |x: f64| {
+            let y = if x < lo { lo } else { x };
+            if y > hi {
+                hi
+            } else {
+                y
+            }
+        };
+        Ok(T::to_cpu_storage_owned(v.iter().map(|x| T::from_f64(clamp(x.to_f64()))).collect()))
+    }
+}
+
+/// A bound as the dtype `T` holds it.
+fn bound<T: Real>(v: f64) -> f64 {
+    T::from_f64(v).to_f64()
 }
 
 struct ClampBackward {
@@ -117,37 +129,22 @@ impl CustomOp2 for ClampBackward {
     }
 
     fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (lo, hi) = (bound(x, self.lo), bound(x, self.hi));
-        zip(g, gl, x, xl, "clamp backward", &|g, x| if lo < x && x < hi { g } else { 0.0 })
+        Ok((dispatch(self, [(g, gl), (x, xl)])?, gl.shape().clone()))
     }
 }
 
-struct Abs;
+impl Kernel<2> for ClampBackward {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
 
-impl CustomOp1 for Abs {
-    fn name(&self) -> &'static str {
-        "torch-abs"
+    fn name(&self) -> &str {
+        "clamp backward"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        map(s, l, "abs", &f64::abs)
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(&arg.contiguous()?, &AbsBackward)?))
-    }
-}
-
-struct AbsBackward;
-
-impl CustomOp2 for AbsBackward {
-    fn name(&self) -> &'static str {
-        "torch-abs-backward"
-    }
-
-    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        // sgn(x) = (0 < x) − (x < 0): 0 at ±0 and at NaN.
-        zip(g, gl, x, xl, "abs backward", &|g, x| g * (f64::from(u8::from(0.0 < x)) - f64::from(u8::from(x < 0.0))))
+    fn run<T: Real>(&self, [g, x]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        let (lo, hi) = (bound::<T>(self.lo), bound::<T>(self.hi));
+        let pass = |g: f64, x: f64| if lo < x && x < hi { g } else { 0.0 };
+        Ok(T::to_cpu_storage_owned(g.iter().zip(x).map(|(g, x)| T::from_f64(pass(g.to_f64(), x.to_f64()))).collect()))
     }
 }
 
@@ -176,14 +173,5 @@ mod tests {
         assert_eq!(g, [0.0, inf, 0.0, 0.0, 0.0, 0.0]);
         // With lo > hi every value is hi: torch.clamp([0.3], 0.6, 0.4) = [0.4].
         assert_eq!(grad_of(|x| clamp(x, 0.6, 0.4).unwrap(), &[0.3], &[1.0]).0, [0.4]);
-    }
-
-    #[test]
-    fn abs_as_pytorch_computes_it() {
-        // PyTorch 2.15: x = [0, -2, 3, nan, -0], upstream [inf, 1, 1, 1, 5]: x.abs() backward =
-        // [nan, -1, 1, 0, 0]: the product with sgn(0) = 0, so ∞·0 = NaN at 0.
-        let (_, g) = grad_of(|x| abs(x).unwrap(), &[0.0, -2.0, 3.0, f32::NAN, -0.0], &[f32::INFINITY, 1.0, 1.0, 1.0, 5.0]);
-        assert!(g[0].is_nan());
-        assert_eq!(g[1..], [-1.0, 1.0, 0.0, 0.0]);
     }
 }
