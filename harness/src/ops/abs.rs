@@ -1,4 +1,4 @@
-//! `abs`: `|x|`, with PyTorch's gradient (`sign(x)`, 0 at 0; `run::elementwise::abs`).
+//! `abs`: `|x|`, with PyTorch's gradient (`sign(x)`, 0 at 0; `run::kernel::pointwise::abs`).
 
 use candle_core::Tensor;
 
@@ -29,7 +29,7 @@ impl Elementwise for Abs {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::elementwise::abs(x)
+        crate::run::kernel::pointwise::abs(x)
     }
 
     fn autocast(&self) -> Autocast {

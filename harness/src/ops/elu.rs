@@ -1,4 +1,4 @@
-//! `elu`: `x` above 0, `alpha · (exp(x) − 1)` at and below, forward and backward as PyTorch's (`run::model::pointwise`).
+//! `elu`: `x` above 0, `alpha · (exp(x) − 1)` at and below, forward and backward as PyTorch's (`run::kernel::pointwise`).
 
 use candle_core::Tensor;
 
@@ -45,7 +45,7 @@ impl Elementwise for Elu {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::pointwise::elu(x, self.alpha)
+        crate::run::kernel::pointwise::elu(x, self.alpha)
     }
 
     fn autocast(&self) -> Autocast {

@@ -1,4 +1,4 @@
-//! `leaky_relu`: `x` above 0, `negative_slope · x` at and below, forward and backward as PyTorch's (`run::model::pointwise`).
+//! `leaky_relu`: `x` above 0, `negative_slope · x` at and below, forward and backward as PyTorch's (`run::kernel::pointwise`).
 
 use candle_core::Tensor;
 
@@ -45,7 +45,7 @@ impl Elementwise for LeakyRelu {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::pointwise::leaky_relu(x, self.negative_slope)
+        crate::run::kernel::pointwise::leaky_relu(x, self.negative_slope)
     }
 
     fn autocast(&self) -> Autocast {

@@ -1,4 +1,4 @@
-//! `relu`: `max(x, 0)` as PyTorch computes it, NaN and −0 passing through (the kernel is `run::model::relu`, shared with the recurrent cells' relu).
+//! `relu`: `max(x, 0)` as PyTorch computes it, NaN and −0 passing through (the kernel is `run::kernel::relu`, shared with the recurrent cells' relu).
 
 use candle_core::Tensor;
 
@@ -29,7 +29,7 @@ impl Elementwise for Relu {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::relu::relu(x)
+        crate::run::kernel::relu::relu(x)
     }
 
     fn autocast(&self) -> Autocast {

@@ -21,7 +21,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
-use crate::run::elementwise::{map, zip};
+use crate::run::kernel::elementwise::{map, zip};
 
 /// The roundings of a PyTorch CPU kernel over a tensor of one dtype.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,4 @@
-//! `silu`: `x · sigmoid(x)`, forward and backward as PyTorch's (`run::model::pointwise`).
+//! `silu`: `x · sigmoid(x)`, forward and backward as PyTorch's (`run::kernel::pointwise`).
 
 use candle_core::Tensor;
 
@@ -29,7 +29,7 @@ impl Elementwise for Silu {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::pointwise::silu(x)
+        crate::run::kernel::pointwise::silu(x)
     }
 
     fn autocast(&self) -> Autocast {

@@ -1,4 +1,4 @@
-//! `softmax`: over the last dimension, the row maximum subtracted first (`run::model::activation`). On autocast's f32 list.
+//! `softmax`: over the last dimension, the row maximum subtracted first (`run::kernel::activation`). On autocast's f32 list.
 
 use candle_core::Tensor;
 
@@ -29,7 +29,7 @@ impl Elementwise for Softmax {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::activation::softmax(x)
+        crate::run::kernel::activation::softmax(x)
     }
 
     fn autocast(&self) -> Autocast {

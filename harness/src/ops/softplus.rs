@@ -1,4 +1,4 @@
-//! `softplus`: `log(1 + exp(x))`, and `x` itself above PyTorch's threshold of 20 (`run::model::activation`). On autocast's f32 list.
+//! `softplus`: `log(1 + exp(x))`, and `x` itself above PyTorch's threshold of 20 (`run::kernel::activation`). On autocast's f32 list.
 
 use candle_core::Tensor;
 
@@ -29,7 +29,7 @@ impl Elementwise for Softplus {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        crate::run::model::activation::softplus(x)
+        crate::run::kernel::activation::softplus(x)
     }
 
     fn autocast(&self) -> Autocast {

@@ -18,13 +18,11 @@ use candle_core::{DType, Device};
 use crate::error::{Error, Result};
 use crate::scenario::{check_memory, plan, within_plan, DTypeName, Plan, Scenario};
 
-pub(crate) mod bce_torch;
 pub(crate) mod cause;
 pub mod code;
 pub(crate) mod data;
 mod device;
 mod divergence;
-pub(crate) mod elementwise;
 pub(crate) mod kernel;
 pub(crate) mod model;
 pub(crate) mod net;

@@ -34,7 +34,7 @@ pub(crate) fn in_f32(t: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> R
 /// and sums, one rounding), and a way to run nanhunt's f32 kernels on them.
 pub(crate) fn all_in_f32(ts: &[&Tensor], f: impl FnOnce(&[Tensor]) -> Result<Tensor>) -> Result<Tensor> {
     let Some(first) = ts.first() else { return f(&[]) };
-    if !(reduced(first.dtype()) && first.device().is_cpu()) {
+    if !(reduced(first.dtype()) && crate::run::kernel::takes(first, crate::run::kernel::Dtypes::Floats)) {
         return f(&ts.iter().map(|t| (*t).clone()).collect::<Vec<_>>());
     }
     let wide = ts.iter().map(|t| widen(t)).collect::<Result<Vec<_>>>()?;

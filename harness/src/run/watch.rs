@@ -120,6 +120,37 @@ fn larger(m: f64, x: f64) -> f64 {
     }
 }
 
+/// How the fused optimizer update (`kernel::update`) adds a block of its type to the watch's
+/// sums: f32 reads each value once for both the sums and the profile (AVX2); f64 (rare) takes
+/// two passes.
+pub(crate) trait Block: Magnitude {
+    /// Adds a gradient block to the sum of squares and the magnitude profile.
+    fn watch_grad(acc: &mut Acc<false>, prof: &mut Profile, v: &[Self]);
+    /// Adds a parameter block to the sum of squares.
+    fn watch_param(acc: &mut Acc<false>, v: &[Self]);
+}
+
+impl Block for f32 {
+    fn watch_grad(acc: &mut Acc<false>, prof: &mut Profile, v: &[Self]) {
+        acc.add_profiled(v, prof)
+    }
+
+    fn watch_param(acc: &mut Acc<false>, v: &[Self]) {
+        acc.add_f32(v)
+    }
+}
+
+impl Block for f64 {
+    fn watch_grad(acc: &mut Acc<false>, prof: &mut Profile, v: &[Self]) {
+        acc.add(v, |x| x);
+        <f64 as Magnitude>::profile(v, prof);
+    }
+
+    fn watch_param(acc: &mut Acc<false>, v: &[Self]) {
+        acc.add(v, |x| x)
+    }
+}
+
 impl Acc<false> {
     /// [`Acc::add`] of an f32 block (the same sums, bit for bit) that also adds the block's
     /// magnitude profile to `p`, reading each value once: the fused update's gradient pass.

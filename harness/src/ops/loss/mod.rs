@@ -170,7 +170,7 @@ fn reduction(s: &LossSpec) -> &'static str {
 /// `p` clamped into `[clamp, 1 − clamp]` if the loss clamps.
 fn clamp(s: &LossSpec, p: &Tensor) -> Result<Tensor> {
     Ok(match s.clamp {
-        Some(c) => crate::run::elementwise::clamp(p, c, 1.0 - c)?,
+        Some(c) => crate::run::kernel::elementwise::clamp(p, c, 1.0 - c)?,
         None => p.clone(),
     })
 }

@@ -1,5 +1,5 @@
 //! The losses of probabilities and logits: `bce` (the formula as written), `bce_torch`
-//! (PyTorch's clamped `binary_cross_entropy`, kernel `run::bce_torch`), `bce_logits`, and
+//! (PyTorch's clamped `binary_cross_entropy`, kernel `run::kernel::bce_torch`), `bce_logits`, and
 //! the cross-entropies of one-hot targets (stable through log-softmax, and naive: softmax
 //! then log), each formula beside its PyTorch expression.
 
@@ -27,7 +27,7 @@ pub(super) fn bce_torch_expr(s: &LossSpec) -> String {
 
 /// PyTorch's `binary_cross_entropy`, after the clamp if any.
 pub(super) fn bce_torch(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
-    Ok(Terms::Elements(crate::run::bce_torch::bce_torch(&clamp(s, p)?, y)?))
+    Ok(Terms::Elements(crate::run::kernel::bce_torch::bce_torch(&clamp(s, p)?, y)?))
 }
 
 /// `max(x, 0) − x·y + log(1 + exp(−|x|))`, PyTorch's stable form.

@@ -17,7 +17,7 @@ pub(super) const MSE: &str = "(p - y) ** 2";
 
 /// Mean absolute error: `|p − y|`.
 pub(super) fn mae(p: &Tensor, y: &Tensor) -> Result<Terms> {
-    Ok(Terms::Elements(crate::run::elementwise::abs(&(p - y)?)?))
+    Ok(Terms::Elements(crate::run::kernel::pointwise::abs(&(p - y)?)?))
 }
 
 /// [`mae`] in PyTorch.
@@ -43,7 +43,7 @@ pub(super) fn huber_torch(s: &LossSpec) -> String {
 /// `|p − y| / (|y| + eps)`: infinite where a target is 0 and there is no epsilon.
 pub(super) fn mean_abs_ratio(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
     let eps = s.epsilon.unwrap_or(0.0);
-    Ok(Terms::Elements(crate::run::elementwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?))
+    Ok(Terms::Elements(crate::run::kernel::pointwise::abs(&(p - y)?)?.div(&y.abs()?.affine(1.0, eps)?)?))
 }
 
 /// [`mean_abs_ratio`] in PyTorch.

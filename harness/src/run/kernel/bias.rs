@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::{avx2, contiguous, Real};
+use super::{avx2, dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// `h + b` where `b`'s shape is the end of `h`'s: a bias `(out)` of `h` `(…, out)`, or one
@@ -64,12 +64,7 @@ impl CustomOp2 for BiasAdd {
     }
 
     fn cpu_fwd(&self, h: &CpuStorage, hl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (h, b) {
-            (CpuStorage::F32(h), CpuStorage::F32(b)) => CpuStorage::F32(forward32(contiguous(h, hl, "bias")?, contiguous(b, bl, "bias")?)),
-            (CpuStorage::F64(h), CpuStorage::F64(b)) => CpuStorage::F64(forward(contiguous(h, hl, "bias")?, contiguous(b, bl, "bias")?)),
-            _ => candle_core::bail!("bias: unsupported or mixed dtypes"),
-        };
-        Ok((out, hl.shape().clone()))
+        Ok((dispatch(self, [(h, hl), (b, bl)])?, hl.shape().clone()))
     }
 
     fn bwd(&self, _h: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -79,16 +74,46 @@ impl CustomOp2 for BiasAdd {
     }
 }
 
+impl Kernel<2> for BiasAdd {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "bias"
+    }
+
+    fn run<T: Real>(&self, [h, b]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(forward(h, b)))
+    }
+
+    fn run_f32(&self, [h, b]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(h, b)))
+    }
+}
+
 /// The sums of the contiguous CPU gradient `g`'s columns, `(n)`: a bias's gradient.
 pub(crate) fn column_sums(g: &Tensor, n: usize) -> candle_core::Result<Tensor> {
     let (s, l) = g.storage_and_layout();
-    let sums = match &*s {
-        candle_core::Storage::Cpu(CpuStorage::F32(v)) => column_sums32(contiguous(v, l, "bias backward")?, n),
-        candle_core::Storage::Cpu(CpuStorage::F64(v)) => return Tensor::from_vec(sums(contiguous(v, l, "bias backward")?, n), n, g.device()),
-        _ => candle_core::bail!("bias backward: unsupported dtype"),
-    };
-    drop(s);
-    Tensor::from_vec(sums, n, g.device())
+    let candle_core::Storage::Cpu(s) = &*s else { candle_core::bail!("bias backward: CPU tensors only") };
+    dispatch(&ColumnSums(n), [(s, l)])
+}
+
+/// The column sums of rows of this many values, as a tensor.
+struct ColumnSums(usize);
+
+impl Kernel<1> for ColumnSums {
+    type Out = Tensor;
+
+    fn name(&self) -> &str {
+        "bias backward"
+    }
+
+    fn run<T: Real>(&self, [g]: [&[T]; 1]) -> candle_core::Result<Tensor> {
+        Tensor::from_vec(sums(g, self.0), self.0, &candle_core::Device::Cpu)
+    }
+
+    fn run_f32(&self, [g]: [&[f32]; 1]) -> candle_core::Result<Tensor> {
+        Tensor::from_vec(column_sums32(g, self.0), self.0, &candle_core::Device::Cpu)
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub(crate) fn cast(t: &Tensor, to: DType) -> Result<Tensor> {
         return Ok(t.clone());
     }
     let fast = matches!((t.dtype(), to), (DType::F32, DType::BF16 | DType::F16) | (DType::BF16 | DType::F16, DType::F32));
-    if fast && t.device().is_cpu() {
+    if fast && super::takes(t, super::Dtypes::Floats) {
         return Ok(t.contiguous()?.apply_op1(Cast { to })?);
     }
     Ok(t.to_dtype(to)?)
@@ -38,7 +38,7 @@ pub(crate) fn round(t: &Tensor, to: DType) -> Result<Tensor> {
     if t.dtype() != DType::F32 || !matches!(to, DType::F16 | DType::BF16) {
         return Ok(t.clone());
     }
-    if !t.device().is_cpu() {
+    if !super::handles(t) {
         return Ok(t.to_dtype(to)?.to_dtype(DType::F32)?);
     }
     Ok(t.contiguous()?.apply_op1(Round { to })?)

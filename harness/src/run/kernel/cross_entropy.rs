@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::{avx2, contiguous, Real};
+use super::{avx2, dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// The cross-entropy of each row of logits `p` `(…, classes)` against the weights `y` (same
@@ -86,13 +86,7 @@ impl CustomOp2 for CrossEntropy {
 
     fn cpu_fwd(&self, p: &CpuStorage, pl: &Layout, y: &CpuStorage, yl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (classes, shape) = shapes(pl, yl)?;
-        let op = "cross-entropy";
-        let out = match (p, y) {
-            (CpuStorage::F32(p), CpuStorage::F32(y)) => CpuStorage::F32(forward32(contiguous(p, pl, op)?, contiguous(y, yl, op)?, classes)),
-            (CpuStorage::F64(p), CpuStorage::F64(y)) => CpuStorage::F64(forward(contiguous(p, pl, op)?, contiguous(y, yl, op)?, classes)),
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        };
-        Ok((out, shape))
+        Ok((dispatch(&Rows(classes), [(p, pl), (y, yl)])?, shape))
     }
 
     fn bwd(&self, p: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -111,13 +105,42 @@ impl candle_core::CustomOp3 for CrossEntropyBackward {
 
     fn cpu_fwd(&self, p: &CpuStorage, pl: &Layout, y: &CpuStorage, yl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (classes, _) = shapes(pl, yl)?;
-        let op = "cross-entropy backward";
-        let out = match (p, y, g) {
-            (CpuStorage::F32(p), CpuStorage::F32(y), CpuStorage::F32(g)) => CpuStorage::F32(backward32(contiguous(p, pl, op)?, contiguous(y, yl, op)?, contiguous(g, gl, op)?, classes)),
-            (CpuStorage::F64(p), CpuStorage::F64(y), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous(p, pl, op)?, contiguous(y, yl, op)?, contiguous(g, gl, op)?, classes)),
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        };
-        Ok((out, pl.shape().clone()))
+        Ok((dispatch(&Rows(classes), [(p, pl), (y, yl), (g, gl)])?, pl.shape().clone()))
+    }
+}
+
+/// Rows of this many classes: the losses from `(p, y)`, the logits' gradient from `(p, y, g)`.
+struct Rows(usize);
+
+impl Kernel<2> for Rows {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "cross-entropy"
+    }
+
+    fn run<T: Real>(&self, [p, y]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(forward(p, y, self.0)))
+    }
+
+    fn run_f32(&self, [p, y]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(p, y, self.0)))
+    }
+}
+
+impl Kernel<3> for Rows {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "cross-entropy backward"
+    }
+
+    fn run<T: Real>(&self, [p, y, g]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(backward(p, y, g, self.0)))
+    }
+
+    fn run_f32(&self, [p, y, g]: [&[f32]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(backward32(p, y, g, self.0)))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::{dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// `x²` through [`FlawedSquare`].
@@ -19,22 +20,24 @@ impl CustomOp1 for FlawedSquare {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn sq<T: Copy + std::ops::Mul<Output = T>>(v: &[T], (a, b): (usize, usize)) -> Vec<T> {
-            v[a..b].iter().map(|x| *x * *x).collect()
-        }
-        let Some(l) = layout.contiguous_offsets() else { candle_core::bail!("flawed_square: input must be contiguous") };
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(sq(v, l)),
-            CpuStorage::F64(v) => CpuStorage::F64(sq(v, l)),
-            CpuStorage::F16(v) => CpuStorage::F16(sq(v, l)),
-            CpuStorage::BF16(v) => CpuStorage::BF16(sq(v, l)),
-            _ => candle_core::bail!("flawed_square: unsupported dtype"),
-        };
-        Ok((out, layout.shape().clone()))
+        Ok((dispatch(self, [(s, layout)])?, layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_res.div(&grad_res.zeros_like()?)?))
+    }
+}
+
+impl Kernel<1> for FlawedSquare {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        "flawed_square"
+    }
+
+    fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(x.iter().map(|x| *x * *x).collect()))
     }
 }
 

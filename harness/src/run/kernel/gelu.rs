@@ -4,7 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{avx2, contiguous, erf_f32, exp_f32};
+use super::{avx2, dispatch, erf_f32, exp_f32, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 const SQRT1_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
@@ -13,7 +13,7 @@ const BETA: f64 = std::f64::consts::FRAC_2_SQRT_PI * SQRT1_2 * 0.5;
 
 /// GELU of `h`: fused on the CPU (f16 and bf16 in f32), Candle's `gelu_erf` elsewhere.
 pub(crate) fn gelu(h: &Tensor) -> Result<Tensor> {
-    if !h.device().is_cpu() {
+    if !super::takes(h, Dtypes::Floats) {
         return Ok(h.gelu_erf()?);
     }
     crate::run::opmath::in_f32(h, |h| Ok(h.contiguous()?.apply_op1(Gelu)?))
@@ -24,9 +24,10 @@ fn cdf32(x: f32) -> f32 {
     0.5 * (1.0 + erf_f32(x * SQRT1_2 as f32))
 }
 
+/// `Φ(x)` in `T` (f64: with the exact erf).
 #[inline(always)]
-fn cdf64(x: f64) -> f64 {
-    0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x * SQRT1_2))
+fn cdf<T: Real>(x: T) -> T {
+    T::from_f64(0.5) * (T::one() + (x * T::from_f64(SQRT1_2)).erf())
 }
 
 avx2! {
@@ -61,12 +62,7 @@ impl CustomOp1 for Gelu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(forward32(contiguous(v, l, "gelu")?)),
-            CpuStorage::F64(v) => CpuStorage::F64(contiguous(v, l, "gelu")?.iter().map(|&x| x * cdf64(x)).collect()),
-            _ => candle_core::bail!("gelu: unsupported dtype"),
-        };
-        Ok((out, l.shape().clone()))
+        Ok((dispatch(self, [(s, l)])?, l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -83,15 +79,42 @@ impl CustomOp2 for GeluBackward {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = match (x, g) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => CpuStorage::F32(backward32(contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?)),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
-                let (x, g) = (contiguous(x, xl, "gelu backward")?, contiguous(g, gl, "gelu backward")?);
-                CpuStorage::F64(x.iter().zip(g).map(|(&x, &g)| g * (cdf64(x) + x * BETA * (x * x * -0.5).exp())).collect())
-            }
-            _ => candle_core::bail!("gelu backward: unsupported or mixed dtypes"),
-        };
-        Ok((out, xl.shape().clone()))
+        Ok((dispatch(self, [(x, xl), (g, gl)])?, xl.shape().clone()))
+    }
+}
+
+impl Kernel<1> for Gelu {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "gelu"
+    }
+
+    /// `x·Φ(x)` (f64; f32 has its vectorised copy).
+    fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(x.iter().map(|&x| x * cdf(x)).collect()))
+    }
+
+    fn run_f32(&self, [x]: [&[f32]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(x)))
+    }
+}
+
+impl Kernel<2> for GeluBackward {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "gelu backward"
+    }
+
+    /// `g·(Φ(x) + x·β·exp(−x²/2))` (f64; f32 has its vectorised copy, with a fused multiply-add).
+    fn run<T: Real>(&self, [x, g]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        let (beta, half) = (T::from_f64(BETA), T::from_f64(-0.5));
+        Ok(T::to_cpu_storage_owned(x.iter().zip(g).map(|(&x, &g)| g * (cdf(x) + x * beta * (x * x * half).exp())).collect()))
+    }
+
+    fn run_f32(&self, [x, g]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(backward32(x, g)))
     }
 }
 

@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::contiguous;
+use super::{dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// `scale · q_h k_hᵀ`, `(batch, heads, seq, seq)`, of `q` and `k` `(batch, seq, width)`.
@@ -106,7 +106,7 @@ impl Product {
     }
 
     /// Every head's product, one after another.
-    fn run<T: candle_core::WithDType>(&self, lhs: &[T], rhs: &[T]) -> candle_core::Result<Vec<T>> {
+    fn products<T: candle_core::WithDType>(&self, lhs: &[T], rhs: &[T]) -> candle_core::Result<Vec<T>> {
         let ((m, n, k), lv, rv, ov) = self.plan();
         let len = self.shape().elem_count();
         let span = |v: View, rows: usize, cols: usize| v.at(self.batch - 1, self.heads - 1) + (rows - 1) * v.rs + (cols - 1) * v.cs;
@@ -121,7 +121,7 @@ impl Product {
         for b in 0..self.batch {
             for h in 0..self.heads {
                 // SAFETY: the bounds were checked above, the heads' results do not overlap, and
-                // gemm supports T (f32 and f64, see `handles`). read_dst is false: dst = scale·lhs·rhs.
+                // gemm supports T (f32 and f64: the kernel computes in `Dtypes::Wide`). read_dst is false: dst = scale·lhs·rhs.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -164,13 +164,7 @@ impl CustomOp2 for Product {
     }
 
     fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let op = "attention product";
-        let out = match (a, b) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(self.run(contiguous(a, al, op)?, contiguous(b, bl, op)?)?),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(self.run(contiguous(a, al, op)?, contiguous(b, bl, op)?)?),
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        };
-        Ok((out, self.shape()))
+        Ok((dispatch(self, [(a, al), (b, bl)])?, self.shape()))
     }
 
     fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
@@ -182,6 +176,18 @@ impl CustomOp2 for Product {
             Kind::Mix => (Some(g.apply_op2_no_bwd(b, &self.with(Kind::MixGradP))?), Some(a.apply_op2_no_bwd(&g, &self.with(Kind::MixGradV))?)),
             _ => candle_core::bail!("attention product {:?}: gradients are not differentiated", self.kind),
         })
+    }
+}
+
+impl Kernel<2> for Product {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "attention product"
+    }
+
+    fn run<T: Real>(&self, [a, b]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(self.products(a, b)?))
     }
 }
 

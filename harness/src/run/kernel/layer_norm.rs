@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use super::{avx2, contiguous, Real};
+use super::{avx2, dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// Layer norm of `h` with gain `w` and shift `b`: fused on the CPU (f16 and bf16 in f32).
@@ -16,9 +16,9 @@ pub(crate) fn layer_norm(h: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result
     Ok(x.apply_op3(&g, &s, LayerNorm { eps })?.to_dtype(h.dtype())?)
 }
 
-/// Whether the fused kernel can run: CPU tensors.
+/// Whether the fused kernel can run: CPU tensors of a float dtype (f16 and bf16 are widened).
 pub(crate) fn fits(h: &Tensor) -> bool {
-    h.device().is_cpu()
+    super::takes(h, Dtypes::Floats)
 }
 
 /// Each row's mean and `1/sqrt(var + eps)`, the sums in eight lanes ([`super::sum_of`]).
@@ -89,39 +89,65 @@ impl CustomOp3 for LayerNorm {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let op = "layer norm";
-        let out = match (x, w, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (contiguous(x, xl, op)?, contiguous(w, wl, op)?, contiguous(b, bl, op)?);
-                CpuStorage::F32(forward32(x, w, b, self.eps))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(forward(contiguous(x, xl, op)?, contiguous(w, wl, op)?, contiguous(b, bl, op)?, self.eps)),
-            _ => candle_core::bail!("layer norm: unsupported or mixed dtypes"),
-        };
-        Ok((out, xl.shape().clone()))
+        Ok((dispatch(&Forward(self.eps), [(x, xl), (w, wl), (b, bl)])?, xl.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (g, dev) = (grad.contiguous()?, x.device());
-        let (shape, d) = (x.shape().clone(), w.elem_count());
-        let op = "layer norm backward";
+        let g = grad.contiguous()?;
         let (x_s, x_l) = x.storage_and_layout();
         let (w_s, w_l) = w.storage_and_layout();
         let (g_s, g_l) = g.storage_and_layout();
-        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) = (&*x_s, &*w_s, &*g_s) else { candle_core::bail!("{op}: CPU tensors only") };
-        let (dx, dw, db) = match (xs, ws, gs) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(g)) => {
-                let (x, w, g) = (contiguous(x, x_l, op)?, contiguous(w, w_l, op)?, contiguous(g, g_l, op)?);
-                let (a, b, c) = backward32(x, w, g, self.eps);
-                (Tensor::from_vec(a, &shape, dev)?, Tensor::from_vec(b, d, dev)?, Tensor::from_vec(c, d, dev)?)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(g)) => {
-                let (a, b, c) = backward(contiguous(x, x_l, op)?, contiguous(w, w_l, op)?, contiguous(g, g_l, op)?, self.eps);
-                (Tensor::from_vec(a, &shape, dev)?, Tensor::from_vec(b, d, dev)?, Tensor::from_vec(c, d, dev)?)
-            }
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        };
+        let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) = (&*x_s, &*w_s, &*g_s) else { candle_core::bail!("layer norm backward: CPU tensors only") };
+        let (dx, dw, db) = dispatch(&Backward { eps: self.eps, shape: x.shape() }, [(xs, x_l), (ws, w_l), (gs, g_l)])?;
         Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The forward from `(x, γ, β)`, with this eps.
+struct Forward(f64);
+
+impl Kernel<3> for Forward {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "layer norm"
+    }
+
+    fn run<T: Real>(&self, [x, w, b]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(forward(x, w, b, self.0)))
+    }
+
+    fn run_f32(&self, [x, w, b]: [&[f32]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(x, w, b, self.0)))
+    }
+}
+
+/// `(dx, dγ, dβ)` as tensors from `(x, γ, g)`, for an input of `shape`.
+struct Backward<'a> {
+    eps: f64,
+    shape: &'a Shape,
+}
+
+impl Backward<'_> {
+    fn tensors<T: Real>(&self, (dx, dw, db): (Vec<T>, Vec<T>, Vec<T>)) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (dev, d) = (&candle_core::Device::Cpu, dw.len());
+        Ok((Tensor::from_vec(dx, self.shape, dev)?, Tensor::from_vec(dw, d, dev)?, Tensor::from_vec(db, d, dev)?))
+    }
+}
+
+impl Kernel<3> for Backward<'_> {
+    type Out = (Tensor, Tensor, Tensor);
+
+    fn name(&self) -> &str {
+        "layer norm backward"
+    }
+
+    fn run<T: Real>(&self, [x, w, g]: [&[T]; 3]) -> candle_core::Result<Self::Out> {
+        self.tensors(backward(x, w, g, self.eps))
+    }
+
+    fn run_f32(&self, [x, w, g]: [&[f32]; 3]) -> candle_core::Result<Self::Out> {
+        self.tensors(backward32(x, w, g, self.eps))
     }
 }
 

@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use super::contiguous;
+use super::{dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// `x W + b` for `x` `(…, in)`, `W` `(in, out)`, `b` `(out)`; the result is `(…, out)`.
@@ -24,7 +24,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// (the gradients of their half copies); the input's is left to its own cast.
 pub(crate) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_core::DType) -> Result<Tensor> {
     use crate::run::kernel::cast::round;
-    if !(x.dtype() == candle_core::DType::F32 && x.device().is_cpu()) {
+    if !(x.dtype() == candle_core::DType::F32 && super::handles(x)) {
         return round(&linear(x, &round(w, low)?, &round(b, low)?)?, low);
     }
     Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: Some(low) })?)
@@ -85,7 +85,7 @@ fn product_into<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) 
     if out.is_empty() || a.cols == 0 {
         return Ok(());
     }
-    // SAFETY: checked just above; `out` holds m·n initialised values; gemm supports T (`handles`).
+    // SAFETY: checked just above; `out` holds m·n initialised values; gemm supports T (f32 and f64: the kernels compute in `Dtypes::Wide`).
     unsafe { gemm_into(&a, &b, out.as_mut_ptr(), true) };
     Ok(())
 }
@@ -122,8 +122,14 @@ struct Linear {
     round: Option<candle_core::DType>,
 }
 
-impl Linear {
-    fn run<T: candle_core::WithDType>(x: &[T], w: &[T], b: &[T], (rows, input, out): (usize, usize, usize)) -> candle_core::Result<Vec<T>> {
+/// The forward on `(x, W, b)` of these sizes, its weights and result rounded in f32 storage.
+struct Forward {
+    round: Option<candle_core::DType>,
+    n: (usize, usize, usize),
+}
+
+impl Forward {
+    fn product<T: candle_core::WithDType>(x: &[T], w: &[T], b: &[T], (rows, input, out): (usize, usize, usize)) -> candle_core::Result<Vec<T>> {
         if b.len() != out {
             candle_core::bail!("linear: a bias of {} for {out} outputs", b.len());
         }
@@ -136,6 +142,27 @@ impl Linear {
     }
 }
 
+impl Kernel<3> for Forward {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "linear"
+    }
+
+    /// f64, where nothing is rounded (autocast's rounding is in f32 storage).
+    fn run<T: Real>(&self, [x, w, b]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(Self::product(x, w, b, self.n)?))
+    }
+
+    fn run_f32(&self, [x, w, b]: [&[f32]; 3]) -> candle_core::Result<CpuStorage> {
+        let round = super::cast::round_values;
+        Ok(CpuStorage::F32(match self.round {
+            Some(low) => round(&Self::product(x, &round(w, low), &round(b, low), self.n)?, low),
+            None => Self::product(x, w, b, self.n)?,
+        }))
+    }
+}
+
 impl CustomOp3 for Linear {
     fn name(&self) -> &'static str {
         "linear"
@@ -143,17 +170,7 @@ impl CustomOp3 for Linear {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = sizes(xl, wl)?;
-        let y = match (x, w, b) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => {
-                let (x, w, b) = (contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?);
-                CpuStorage::F32(match self.round {
-                    Some(low) => super::cast::round_values(&Self::run(x, &super::cast::round_values(w, low), &super::cast::round_values(b, low), n)?, low),
-                    None => Self::run(x, w, b, n)?,
-                })
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(Self::run(contiguous(x, xl, "linear")?, contiguous(w, wl, "linear")?, contiguous(b, bl, "linear")?, n)?),
-            _ => candle_core::bail!("linear: unsupported or mixed dtypes"),
-        };
+        let y = dispatch(&Forward { round: self.round, n }, [(x, xl), (w, wl), (b, bl)])?;
         let mut dims = xl.shape().dims().to_vec();
         *dims.last_mut().expect("checked by sizes") = n.2;
         Ok((y, dims.into()))
@@ -185,7 +202,7 @@ enum Grad {
 }
 
 impl Grad {
-    fn run<T: candle_core::WithDType>(&self, a: &[T], al: &Layout, b: &[T], bl: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn product<T: candle_core::WithDType>(&self, a: &[T], al: &Layout, b: &[T], bl: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         match self {
             Grad::Input => {
                 let (input, out) = bl.shape().dims2()?;
@@ -212,18 +229,26 @@ impl CustomOp2 for Grad {
     }
 
     fn cpu_fwd(&self, a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let op = "linear backward";
-        Ok(match (a, b) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (v, s) = self.run(contiguous(a, al, op)?, al, contiguous(b, bl, op)?, bl)?;
-                (CpuStorage::F32(v), s)
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (v, s) = self.run(contiguous(a, al, op)?, al, contiguous(b, bl, op)?, bl)?;
-                (CpuStorage::F64(v), s)
-            }
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        })
+        dispatch(&GradOf { grad: self, layouts: (al, bl) }, [(a, al), (b, bl)])
+    }
+}
+
+/// A [`Grad`] product with its factors' layouts.
+struct GradOf<'a> {
+    grad: &'a Grad,
+    layouts: (&'a Layout, &'a Layout),
+}
+
+impl Kernel<2> for GradOf<'_> {
+    type Out = (CpuStorage, Shape);
+
+    fn name(&self) -> &str {
+        "linear backward"
+    }
+
+    fn run<T: Real>(&self, [a, b]: [&[T]; 2]) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (v, s) = self.grad.product(a, self.layouts.0, b, self.layouts.1)?;
+        Ok((T::to_cpu_storage_owned(v), s))
     }
 }
 

@@ -1,13 +1,24 @@
-//! Fused CPU kernels for the layers that dominate a transformer's step: the
-//! dense layer (`linear`), attention's per-head products (`heads`), its masked
-//! softmax, GELU, layer norm and the cross-entropy, each one op forward and one
-//! backward. Candle composes each from several ops, and its backward makes and
-//! adds a zero gradient for every one of their tensors: the tiny GPT spent most
-//! of its step there. Other devices (and half dtypes, for the products) keep
-//! the composed forms. `flawed_square` is the one custom op with a deliberately
-//! wrong backward (seed 002 ex3).
+//! Every custom CPU kernel, one file each. The fused kernels of the layers that
+//! dominate a transformer's step: the dense layer (`linear`, `bias`),
+//! attention's per-head products (`heads`), its masked softmax, GELU, layer
+//! norm and the cross-entropy, each one op forward and one backward (Candle
+//! composes each from several ops, and its backward makes and adds a zero
+//! gradient for every one of their tensors: the tiny GPT spent most of its step
+//! there). PyTorch's own forms where Candle's differ: `relu`, the elementwise
+//! activations through one [`pointwise::Pointwise`] (`f(x)` and `df(x)`),
+//! `elementwise` (clamp, abs, and the element-by-element maps the registry's
+//! ops share), `activation` (softplus, softmax), `bce_torch`, and the one-pass
+//! optimizer `update`. `cast` converts to and from the half types in one pass,
+//! and `flawed_square` is the one custom op with a deliberately wrong backward
+//! (seed 002 ex3). Other devices (and half dtypes, for the products) keep the
+//! composed forms.
 //!
-//! f32 uses the vectorisable `exp` and `erf` below (PyTorch's CPU kernels use
+//! Each kernel is written once over [`Real`] and reached through
+//! [`dispatch`], the one match from a storage's dtype to the kernel's type
+//! (`real.rs`); [`takes`] (and [`handles`], its f32-and-f64 form) says which
+//! tensors can take a kernel.
+//!
+//! f32 uses the vectorisable `exp` and `erf` of `real.rs` (PyTorch's CPU kernels use
 //! vectorised approximations too: Sleef's `expf` and, for GELU, the
 //! Abramowitz–Stegun erf with its constants); f64 uses the exact functions; f16
 //! and bf16 are computed in f32 and rounded once, as PyTorch's opmath does. The
@@ -15,119 +26,31 @@
 //! AVX-512 and AVX2 copies compute the same operations (`mul_add` is a fused
 //! multiply-add on every path), so they do not depend on the CPU either.
 
-use candle_core::{DType, Layout, Tensor};
+use candle_core::Tensor;
 
+pub(crate) mod activation;
+pub(crate) mod bce_torch;
 pub(crate) mod bias;
 pub(crate) mod cast;
 pub(crate) mod cross_entropy;
+pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
+pub(crate) mod pointwise;
+mod real;
+pub(crate) mod relu;
 pub(crate) mod softmax;
+pub(crate) mod update;
 
-/// The float types the kernels run in, with the functions they need: f32 with the fast
-/// vectorisable `exp`, f64 with the exact one.
-pub(crate) trait Real: candle_core::WithDType {
-    /// Square root.
-    fn sqrt(self) -> Self;
-    /// `eˣ`.
-    fn exp(self) -> Self;
-    /// The natural logarithm (the standard library's: called once per row, not per value).
-    fn ln(self) -> Self;
-}
-
-impl Real for f32 {
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-
-    #[inline(always)]
-    fn exp(self) -> Self {
-        exp_f32(self)
-    }
-
-    #[inline(always)]
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-}
-
-impl Real for f64 {
-    #[inline(always)]
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-
-    #[inline(always)]
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-
-    #[inline(always)]
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-}
+pub(crate) use real::{contiguous, dispatch, erf_f32, exp_f32, takes, Dtypes, Kernel, Real};
 
 /// Whether the fused products and losses handle `t`: on the CPU, in f32 or f64 (half dtypes
 /// keep Candle's products, and other devices the composed forms).
 pub(crate) fn handles(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
-}
-
-/// The contiguous part of a storage slice a layout covers, or an error naming `op`.
-pub(crate) fn contiguous<'a, T>(v: &'a [T], l: &Layout, op: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
-/// `exp(x)` in f32 (Cephes' `expf`: range reduction by ln 2 in two parts and a degree-5
-/// polynomial, under 2 ulp), branch-free so it vectorises; exact 0 below −104, +∞ above 88.73,
-/// NaN through.
-#[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Below −104 the result is 0 (selected at the end); computing it from 0 instead keeps the
-    // products out of the subnormals, where each took a microcode assist (exp(−inf) for every
-    // masked score cost a fifth of the masked softmax's time, by perf).
-    let c = if x < -104.0 { 0.0 } else { x.clamp(-104.0, 89.0) };
-    let n = (c * LOG2E).round_ties_even();
-    let r = n.mul_add(-0.693_359_4, c);
-    let r = n.mul_add(2.121_944_4e-4, r);
-    let mut y = 1.987_569_1e-4f32;
-    y = y.mul_add(r, 1.398_199_9e-3);
-    y = y.mul_add(r, 8.333_452e-3);
-    y = y.mul_add(r, 4.166_579_6e-2);
-    y = y.mul_add(r, 1.666_666_5e-1);
-    y = y.mul_add(r, 0.5); // Cephes: 5.0000001201e-1, which is 0.5 in f32
-    let y = y.mul_add(r * r, r) + 1.0;
-    // 2ⁿ in two exact halves, so results down to the subnormals are reached. n is within
-    // [−151, 129] (a NaN input takes 0 here, and stays NaN through y).
-    // SAFETY: finite and in i32's range, so the conversion is exact.
-    let n: i32 = unsafe { (if n.is_nan() { 0.0 } else { n }).to_int_unchecked() };
-    let half = n >> 1;
-    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let v = y * pow(half) * pow(n - half);
-    if x < -104.0 {
-        0.0
-    } else {
-        v
-    }
-}
-
-/// `erf(x)` in f32 as PyTorch's vectorised kernels compute it (Abramowitz–Stegun 7.1.26:
-/// `1 − (a₁t + … + a₅t⁵)·exp(−x²)` with `t = 1/(1 + p|x|)`, error under 1.5e-7).
-#[inline(always)]
-pub(crate) fn erf_f32(x: f32) -> f32 {
-    let t = 1.0 / 0.327_591_1f32.mul_add(x.abs(), 1.0);
-    let r = 1.061_405_4f32.mul_add(t, -1.453_152).mul_add(t, 1.421_413_8).mul_add(t, -0.284_496_74).mul_add(t, 0.254_829_6);
-    let e = exp_f32(-(x * x));
-    (-e * t).mul_add(r, 1.0).copysign(x)
+    takes(t, Dtypes::Wide)
 }
 
 /// `Σ f(a₀ᵢ, a₁ᵢ, …)` over the slices' common length, in eight interleaved partial sums

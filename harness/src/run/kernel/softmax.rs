@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{avx2, contiguous, Real};
+use super::{avx2, dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// What masks a row of scores and how the softmax treats a fully masked one.
@@ -100,13 +100,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let seq = l.shape().dims().last().copied().unwrap_or(1).max(1);
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(forward32(contiguous(v, l, "softmax")?, seq, &self.0)),
-            CpuStorage::F64(v) => CpuStorage::F64(forward(contiguous(v, l, "softmax")?, seq, &self.0)),
-            _ => candle_core::bail!("softmax: unsupported dtype"),
-        };
-        Ok((out, l.shape().clone()))
+        Ok((dispatch(&Rows { seq: seq(l), mask: &self.0 }, [(s, l)])?, l.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -122,13 +116,49 @@ impl CustomOp2 for SoftmaxBackward {
     }
 
     fn cpu_fwd(&self, p: &CpuStorage, pl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let seq = pl.shape().dims().last().copied().unwrap_or(1).max(1);
-        let op = "softmax backward";
-        let out = match (p, g) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => CpuStorage::F32(backward32(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0)),
-            (CpuStorage::F64(p), CpuStorage::F64(g)) => CpuStorage::F64(backward(contiguous(p, pl, op)?, contiguous(g, gl, op)?, seq, &self.0)),
-            _ => candle_core::bail!("{op}: unsupported or mixed dtypes"),
-        };
-        Ok((out, pl.shape().clone()))
+        Ok((dispatch(&Rows { seq: seq(pl), mask: &self.0 }, [(p, pl), (g, gl)])?, pl.shape().clone()))
+    }
+}
+
+/// A row's length: the last dimension.
+fn seq(l: &Layout) -> usize {
+    l.shape().dims().last().copied().unwrap_or(1).max(1)
+}
+
+/// Rows of `seq` scores under the mask: the softmax of `(x)`, the gradient from `(p, g)`.
+struct Rows<'a> {
+    seq: usize,
+    mask: &'a Mask,
+}
+
+impl Kernel<1> for Rows<'_> {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "softmax"
+    }
+
+    fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(forward(x, self.seq, self.mask)))
+    }
+
+    fn run_f32(&self, [x]: [&[f32]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(x, self.seq, self.mask)))
+    }
+}
+
+impl Kernel<2> for Rows<'_> {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "softmax backward"
+    }
+
+    fn run<T: Real>(&self, [p, g]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(backward(p, g, self.seq, self.mask)))
+    }
+
+    fn run_f32(&self, [p, g]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(backward32(p, g, self.seq, self.mask)))
     }
 }

@@ -108,7 +108,7 @@ pub(crate) fn probs(scores: &Tensor, mask: Option<&Tensor>, causal: bool, fill: 
         None => scores.clone(),
     };
     match softmax {
-        SoftmaxKind::Plain => super::activation::softmax(&filled),
+        SoftmaxKind::Plain => crate::run::kernel::activation::softmax(&filled),
         SoftmaxKind::Safe => safe_softmax(&filled),
     }
 }

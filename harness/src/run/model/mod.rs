@@ -1,9 +1,9 @@
 //! The model: a layer stack built from a [`ModelSpec`], with named parameters
 //! initialised from our own seeded stream (`init`; Candle's CPU RNG cannot be
-//! seeded). One file per layer family, as candle-nn has: `recurrent`, `norm`, and
-//! `activation`, `pointwise` and `relu`, the kernels of the registry's ops
-//! (`crate::ops`), which `forward_with` runs through `Layer::op` with each node's
-//! context (its parameters, the dropout stream, its state).
+//! seeded). One file per layer family, as candle-nn has: `recurrent`, `norm`, `conv`,
+//! `sequence` and `attention` hold the kernels of the registry's layers (`crate::ops`),
+//! which `forward_with` runs through `Layer::op` with each node's context (its
+//! parameters, the dropout stream, its state); the elementwise kernels are in `run::kernel`.
 //!
 //! Parameter names, shapes and order, and the dataflow between nodes (each
 //! node's inputs: residual sums, attention's steps), come from the scenario's
@@ -21,15 +21,12 @@ use crate::ops::{Cx, Params, State};
 use crate::run::net::{Net, Param};
 use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
-pub(crate) mod activation;
 pub(crate) mod attention;
 mod autocast;
 pub(crate) mod conv;
 mod init;
 pub(crate) mod norm;
-pub(crate) mod pointwise;
 pub(crate) mod recurrent;
-pub(crate) mod relu;
 pub(crate) mod sequence;
 mod tap;
 

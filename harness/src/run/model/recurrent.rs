@@ -29,7 +29,7 @@ pub(crate) struct Run<'a> {
 fn act(a: RnnActivation, t: &Tensor) -> Result<Tensor> {
     Ok(match a {
         RnnActivation::Tanh => t.tanh()?,
-        RnnActivation::Relu => super::relu::relu(t)?,
+        RnnActivation::Relu => crate::run::kernel::relu::relu(t)?,
     })
 }
 

@@ -6,11 +6,12 @@
 
 use candle_core::{Tensor, Var};
 
-use super::watch::Stats;
 use crate::error::Result;
+use crate::run::kernel::update as fused;
+use crate::run::kernel::update::bias_corrections;
+pub use crate::run::kernel::update::Watched;
 use crate::scenario::{OptimState, OptimizerKind, OptimizerSpec};
 
-mod fused;
 mod half;
 
 /// An optimizer's state across steps.
@@ -98,19 +99,6 @@ pub fn state_names(o: &OptimizerSpec) -> (Option<OptimState>, Option<OptimState>
     }
 }
 
-/// The watch's stats of one parameter's update (`None` where not gathered: the runner reads them itself).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Watched {
-    /// The gradient (gathered by the fused update).
-    pub grad: Option<Stats>,
-    /// The new value (gathered by the fused update).
-    pub param: Option<Stats>,
-    /// The new first moment or momentum buffer.
-    pub m: Option<Stats>,
-    /// The new second moment.
-    pub v: Option<Stats>,
-}
-
 /// New parameter, first-moment (or momentum) and second-moment state of one parameter.
 pub type Updated = (Tensor, Option<Tensor>, Option<Tensor>);
 
@@ -164,12 +152,6 @@ fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Ten
     })
 }
 
-/// Adam's bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
-fn bias_corrections(o: &OptimizerSpec, step: usize) -> (f64, f64) {
-    let t = step as i32;
-    (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t))
-}
-
 /// `beta·prev + (1 − beta)·x`, starting from zero.
 fn ema(prev: Option<&Tensor>, x: &Tensor, beta: f64) -> Result<Tensor> {
     let fresh = x.affine(1.0 - beta, 0.0)?;
@@ -197,7 +179,7 @@ pub fn clip_norm(grads: &mut [Tensor], total: f64, max: f64) -> Result<()> {
 /// Clamps every gradient element into `±max` (`clip_grad_value_`).
 pub fn clip_value(grads: &mut [Tensor], max: f64) -> Result<()> {
     for g in grads.iter_mut() {
-        *g = crate::run::elementwise::clamp(g, -max, max)?;
+        *g = crate::run::kernel::elementwise::clamp(g, -max, max)?;
     }
     Ok(())
 }

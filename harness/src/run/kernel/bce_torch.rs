@@ -7,13 +7,14 @@
 //! in the same order and precision, so both give the same bits; a test holds
 //! them to it. Other dtypes and devices use the tensor form.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
+use super::{dispatch, Kernel, Real};
 use crate::error::Result;
 
 /// The elementwise loss of probabilities `p` against targets `y`.
 pub(crate) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
-    if p.device().is_cpu() && matches!(p.dtype(), DType::F32 | DType::F64) && p.dtype() == y.dtype() && p.shape() == y.shape() {
+    if super::handles(p) && p.dtype() == y.dtype() && p.shape() == y.shape() {
         return Ok(p.contiguous()?.apply_op2(&y.contiguous()?, BceTorch)?);
     }
     tensors(p, y)
@@ -23,7 +24,7 @@ pub(crate) fn bce_torch(p: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// autograd; the gradient is attached by adding `g·p − stop_grad(g·p)`, which
 /// is exactly zero in value, so the loss equals PyTorch's bit for bit in each
 /// element while its derivative is `g`.
-pub(super) fn tensors(p: &Tensor, y: &Tensor) -> Result<Tensor> {
+pub(crate) fn tensors(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let pd = p.detach();
     let log_p = pd.log()?.maximum(-100.0)?;
     let log_q = pd.affine(-1.0, 1.0)?.log()?.maximum(-100.0)?;
@@ -31,23 +32,6 @@ pub(super) fn tensors(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let g = (&pd - y)?.div(&pd.mul(&pd.affine(-1.0, 1.0)?)?.maximum(1e-12)?)?;
     let gp = g.mul(p)?;
     Ok((value + (&gp - gp.detach())?)?)
-}
-
-/// The arithmetic both passes need, for f32 and f64.
-trait Real: WithDType + std::ops::Neg<Output = Self> {
-    fn ln(self) -> Self;
-}
-
-impl Real for f32 {
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-}
-
-impl Real for f64 {
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
 }
 
 /// Candle's `maximum` against a scalar: `v < s ? s : v` (NaN stays).
@@ -88,11 +72,6 @@ fn gradient<T: Real>(p: T, y: T, u: T) -> T {
     (T::zero() + u) * slope(p, y)
 }
 
-fn slices<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("bce_torch: inputs must be contiguous") };
-    Ok(&T::cpu_storage_as_slice(s)?[a..b])
-}
-
 struct BceTorch;
 
 impl CustomOp2 for BceTorch {
@@ -101,53 +80,56 @@ impl CustomOp2 for BceTorch {
     }
 
     fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, ys: &CpuStorage, yl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn map<T: Real>(ps: &CpuStorage, pl: &Layout, ys: &CpuStorage, yl: &Layout) -> candle_core::Result<CpuStorage> {
-            let (p, y) = (slices::<T>(ps, pl)?, slices::<T>(ys, yl)?);
-            Ok(T::to_cpu_storage_owned(p.iter().zip(y).map(|(p, y)| value(*p, *y)).collect()))
-        }
-        let out = match ps {
-            CpuStorage::F32(_) => map::<f32>(ps, pl, ys, yl)?,
-            CpuStorage::F64(_) => map::<f64>(ps, pl, ys, yl)?,
-            _ => candle_core::bail!("bce_torch: no fused form for this dtype"),
-        };
-        Ok((out, pl.shape().clone()))
+        Ok((dispatch(self, [(ps, pl), (ys, yl)])?, pl.shape().clone()))
     }
 
     fn bwd(&self, p: &Tensor, y: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = p.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &BceTorchGrad(grad_res.contiguous()?))?;
+        let g = p.contiguous()?.apply_op3_no_bwd(&y.contiguous()?, &grad_res.contiguous()?, &BceTorchGrad)?;
         Ok((Some(g), None))
     }
 }
 
-/// The gradient of [`BceTorch`] with respect to `p`, given the upstream gradient.
-struct BceTorchGrad(Tensor);
+impl Kernel<2> for BceTorch {
+    type Out = CpuStorage;
 
-impl CustomOp2 for BceTorchGrad {
+    fn name(&self) -> &str {
+        "bce_torch"
+    }
+
+    fn run<T: Real>(&self, [p, y]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(p.iter().zip(y).map(|(p, y)| value(*p, *y)).collect()))
+    }
+}
+
+/// The gradient of [`BceTorch`] with respect to `p`, from `(p, y, upstream gradient)`.
+struct BceTorchGrad;
+
+impl CustomOp3 for BceTorchGrad {
     fn name(&self) -> &'static str {
         "torch-bce-backward"
     }
 
-    fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, ys: &CpuStorage, yl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn map<T: Real>(ps: &CpuStorage, pl: &Layout, ys: &CpuStorage, yl: &Layout, up: &Tensor) -> candle_core::Result<CpuStorage> {
-            let (p, y) = (slices::<T>(ps, pl)?, slices::<T>(ys, yl)?);
-            let (us, ul) = up.storage_and_layout();
-            let candle_core::Storage::Cpu(us) = &*us else { candle_core::bail!("bce_torch: upstream gradient not on the CPU") };
-            let u = slices::<T>(us, ul)?;
-            Ok(T::to_cpu_storage_owned(p.iter().zip(y).zip(u).map(|((p, y), u)| gradient(*p, *y, *u)).collect()))
-        }
-        let out = match ps {
-            CpuStorage::F32(_) => map::<f32>(ps, pl, ys, yl, &self.0)?,
-            CpuStorage::F64(_) => map::<f64>(ps, pl, ys, yl, &self.0)?,
-            _ => candle_core::bail!("bce_torch: no fused form for this dtype"),
-        };
-        Ok((out, pl.shape().clone()))
+    fn cpu_fwd(&self, ps: &CpuStorage, pl: &Layout, ys: &CpuStorage, yl: &Layout, us: &CpuStorage, ul: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((dispatch(self, [(ps, pl), (ys, yl), (us, ul)])?, pl.shape().clone()))
+    }
+}
+
+impl Kernel<3> for BceTorchGrad {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "bce_torch backward"
+    }
+
+    fn run<T: Real>(&self, [p, y, u]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(p.iter().zip(y).zip(u).map(|((p, y), u)| gradient(*p, *y, *u)).collect()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn fused_and_tensor_forms_agree_bit_for_bit() {

@@ -1,6 +1,6 @@
 //! The one-pass CPU update for f32 and f64 parameters, in place.
 //!
-//! The tensor path in `mod.rs` costs a dozen Candle operations per parameter,
+//! The tensor path in `run/optim/mod.rs` costs a dozen Candle operations per parameter,
 //! each allocating a full-size tensor; here one loop reads parameter, gradient
 //! and state once and writes the parameter and state where they are (no new
 //! tensors, no copy into the variable), gathering the watch's stats of the
@@ -13,65 +13,11 @@ use std::cell::{Cell, RefCell};
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
-use super::{bias_corrections, Watched};
+use super::Real;
 use crate::error::Result;
 use crate::run::profile::Profile;
-use crate::run::watch::Acc;
+use crate::run::watch::{Acc, Block, Stats};
 use crate::scenario::{OptimizerKind, OptimizerSpec};
-
-/// The arithmetic the update needs, for f32 and f64.
-trait Real:
-    crate::run::profile::Magnitude
-    + candle_core::WithDType
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::SubAssign
-    + Default
-{
-    fn of(v: f64) -> Self;
-    fn sqrt(self) -> Self;
-    fn finite(self) -> bool;
-    /// Adds a gradient block to the watch's sum of squares and magnitude profile.
-    fn watch_grad(acc: &mut Acc<false>, prof: &mut Profile, v: &[Self]);
-    /// Adds a parameter block to the watch's sum of squares.
-    fn watch_param(acc: &mut Acc<false>, v: &[Self]);
-}
-
-macro_rules! real {
-    ($t:ty, $watch:expr, $param:expr) => {
-        impl Real for $t {
-            fn of(v: f64) -> Self {
-                v as $t
-            }
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
-            fn watch_grad(acc: &mut Acc<false>, prof: &mut Profile, v: &[Self]) {
-                let watch: fn(&mut Acc<false>, &mut Profile, &[Self]) = $watch;
-                watch(acc, prof, v)
-            }
-            fn watch_param(acc: &mut Acc<false>, v: &[Self]) {
-                let param: fn(&mut Acc<false>, &[Self]) = $param;
-                param(acc, v)
-            }
-        }
-    };
-}
-// f32 reads each value once for both (AVX2); f64 (rare) takes two passes.
-real!(f32, |acc, prof, v| acc.add_profiled(v, prof), |acc, v| acc.add_f32(v));
-real!(
-    f64,
-    |acc, prof, v| {
-        acc.add(v, |x| x);
-        <f64 as crate::run::profile::Magnitude>::profile(v, prof);
-    },
-    |acc, v| acc.add(v, |x| x)
-);
 
 /// One parameter's optimizer state for the fused update: the first moment (or
 /// momentum buffer) and second moment, each empty where the rule keeps none.
@@ -96,12 +42,31 @@ impl Buffers {
     }
 }
 
+/// The watch's stats of one parameter's update (`None` where not gathered: the runner reads them itself).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Watched {
+    /// The gradient (gathered by the fused update).
+    pub grad: Option<Stats>,
+    /// The new value (gathered by the fused update).
+    pub param: Option<Stats>,
+    /// The new first moment or momentum buffer.
+    pub m: Option<Stats>,
+    /// The new second moment.
+    pub v: Option<Stats>,
+}
+
+/// Adam's bias corrections `1 − β₁ᵗ` and `1 − β₂ᵗ`.
+pub(crate) fn bias_corrections(o: &OptimizerSpec, step: usize) -> (f64, f64) {
+    let t = step as i32;
+    (1.0 - o.beta1.powi(t), 1.0 - o.beta2.powi(t))
+}
+
 /// Updates `p` in place from `g`, with `state` made on the first step (zeros). Returns `false`,
 /// touching nothing, where the fused update does not apply (other devices, dtypes or layouts, or a
 /// state the tensor path made); otherwise the watch's stats of the gradient and the new parameter
 /// are in `stats` when `watch` is set.
 pub fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, state: &mut Option<Buffers>, watch: bool, stats: &mut Option<Watched>) -> Result<bool> {
-    let cpu = |t: &Tensor| t.device().is_cpu() && t.is_contiguous();
+    let cpu = |t: &Tensor| super::handles(t) && t.is_contiguous();
     if p.dtype() != g.dtype() || p.elem_count() != g.elem_count() || !cpu(p) || !cpu(g) {
         return Ok(false);
     }
@@ -181,7 +146,7 @@ impl InplaceOp2 for InPlace<'_> {
 const BLOCK: usize = 1024;
 
 /// The update over blocks, with the watch's stats of the gradient and of the new parameter.
-fn in_place<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<Watched> {
+fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<Watched> {
     let n = p.len();
     // The sums of squares (the trace keeps the gradient's and the parameters' norms) and the
     // gradient's magnitude profile (its largest |value| and subnormals, read from the bits).
@@ -217,8 +182,8 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
     // Whether the new state holds a non-finite value, folded into the update's own loop: an OR
     // of booleans, which (unlike a float sum) still vectorises.
     let mut bad = false;
-    let zero = T::of(0.0);
-    let (lr, wd, mom) = (T::of(o.lr), T::of(o.weight_decay), T::of(o.momentum));
+    let zero = T::from_f64(0.0);
+    let (lr, wd, mom) = (T::from_f64(o.lr), T::from_f64(o.weight_decay), T::from_f64(o.momentum));
     // Coupled L2 (SGD, Adam, RMSprop): g ← g + (p·wd + 0).
     let coupled;
     let g = if o.weight_decay != 0.0 && o.kind != OptimizerKind::Adamw {
@@ -244,11 +209,11 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
             }
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
-            let decay = T::of(1.0 - o.lr * o.weight_decay);
+            let decay = T::from_f64(1.0 - o.lr * o.weight_decay);
             let decoupled = o.kind == OptimizerKind::Adamw && o.weight_decay != 0.0;
-            let (b1, c1, b2, c2) = (T::of(o.beta1), T::of(1.0 - o.beta1), T::of(o.beta2), T::of(1.0 - o.beta2));
+            let (b1, c1, b2, c2) = (T::from_f64(o.beta1), T::from_f64(1.0 - o.beta1), T::from_f64(o.beta2), T::from_f64(1.0 - o.beta2));
             let (bc1, bc2) = bias_corrections(o, step);
-            let (inv_sqrt_bc2, eps, step_size) = (T::of(1.0 / bc2.sqrt()), T::of(o.eps), T::of(o.lr / bc1));
+            let (inv_sqrt_bc2, eps, step_size) = (T::from_f64(1.0 / bc2.sqrt()), T::from_f64(o.eps), T::from_f64(o.lr / bc1));
             for i in 0..n {
                 let gi = g[i];
                 let pi = if decoupled { p[i] * decay + zero } else { p[i] };
@@ -262,7 +227,7 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
             }
         }
         OptimizerKind::Rmsprop => {
-            let (a, c, eps, one) = (T::of(o.alpha), T::of(1.0 - o.alpha), T::of(o.eps), T::of(1.0));
+            let (a, c, eps, one) = (T::from_f64(o.alpha), T::from_f64(1.0 - o.alpha), T::from_f64(o.eps), T::from_f64(1.0));
             let momentum = o.momentum != 0.0;
             for i in 0..n {
                 let gi = g[i];

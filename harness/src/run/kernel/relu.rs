@@ -8,20 +8,21 @@
 //! output is above 0 (or NaN) and writes +0 elsewhere, whatever the gradient
 //! is. Both are done here in one loop on the CPU; other devices use Candle's.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
+use super::{dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// `relu(x)` with PyTorch's forward and backward.
 pub(crate) fn relu(h: &Tensor) -> Result<Tensor> {
-    if !h.device().is_cpu() {
+    if !super::takes(h, Dtypes::Floats) {
         return Ok(h.relu()?);
     }
     Ok(h.contiguous()?.apply_op1(Relu)?)
 }
 
 /// The forward: `x < 0 ? 0 : x` (NaN and −0 unchanged).
-fn forward<T: WithDType>(x: T) -> T {
+fn forward<T: Real>(x: T) -> T {
     if x < T::zero() {
         T::zero()
     } else {
@@ -30,7 +31,7 @@ fn forward<T: WithDType>(x: T) -> T {
 }
 
 /// The backward: `output ≤ 0 ? +0 : grad` (a NaN output passes the gradient).
-fn backward<T: WithDType>(grad: T, out: T) -> T {
+fn backward<T: Real>(grad: T, out: T) -> T {
     if out <= T::zero() {
         T::zero()
     } else {
@@ -46,18 +47,7 @@ impl CustomOp1 for Relu {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn map<T: WithDType>(v: &[T], (a, b): (usize, usize)) -> Vec<T> {
-            v[a..b].iter().map(|x| forward(*x)).collect()
-        }
-        let Some(l) = layout.contiguous_offsets() else { candle_core::bail!("relu: input must be contiguous") };
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(map(v, l)),
-            CpuStorage::F64(v) => CpuStorage::F64(map(v, l)),
-            CpuStorage::F16(v) => CpuStorage::F16(map(v, l)),
-            CpuStorage::BF16(v) => CpuStorage::BF16(map(v, l)),
-            _ => candle_core::bail!("relu: unsupported dtype"),
-        };
-        Ok((out, layout.shape().clone()))
+        Ok((dispatch(self, [(s, layout)])?, layout.shape().clone()))
     }
 
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -74,18 +64,33 @@ impl CustomOp2 for ReluBackward {
     }
 
     fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, out: &CpuStorage, ol: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn map<T: WithDType>(g: &[T], (a, b): (usize, usize), o: &[T], (c, d): (usize, usize)) -> Vec<T> {
-            g[a..b].iter().zip(&o[c..d]).map(|(g, o)| backward(*g, *o)).collect()
-        }
-        let (Some(gr), Some(or)) = (gl.contiguous_offsets(), ol.contiguous_offsets()) else { candle_core::bail!("relu backward: inputs must be contiguous") };
-        let grad = match (g, out) {
-            (CpuStorage::F32(g), CpuStorage::F32(o)) => CpuStorage::F32(map(g, gr, o, or)),
-            (CpuStorage::F64(g), CpuStorage::F64(o)) => CpuStorage::F64(map(g, gr, o, or)),
-            (CpuStorage::F16(g), CpuStorage::F16(o)) => CpuStorage::F16(map(g, gr, o, or)),
-            (CpuStorage::BF16(g), CpuStorage::BF16(o)) => CpuStorage::BF16(map(g, gr, o, or)),
-            _ => candle_core::bail!("relu backward: unsupported or mixed dtypes"),
-        };
-        Ok((grad, gl.shape().clone()))
+        Ok((dispatch(self, [(g, gl), (out, ol)])?, gl.shape().clone()))
+    }
+}
+
+impl Kernel<1> for Relu {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        "relu"
+    }
+
+    fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(x.iter().map(|x| forward(*x)).collect()))
+    }
+}
+
+impl Kernel<2> for ReluBackward {
+    type Out = CpuStorage;
+    const DTYPES: Dtypes = Dtypes::Floats;
+
+    fn name(&self) -> &str {
+        "relu backward"
+    }
+
+    fn run<T: Real>(&self, [g, out]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(T::to_cpu_storage_owned(g.iter().zip(out).map(|(g, o)| backward(*g, *o)).collect()))
     }
 }
 
