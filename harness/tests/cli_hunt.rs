@@ -1,5 +1,6 @@
 //! End-to-end tests of `nanhunt hunt` and `merge`: findings on seed scenarios
-//! with independently checked thresholds, resuming a killed campaign, merging shards.
+//! with independently checked thresholds, resuming a killed campaign, merging shards,
+//! `--known` and `errors.jsonl`.
 
 mod common;
 use common::*;
@@ -7,6 +8,11 @@ use nanhunt::search::{mutate, Mutation, Site};
 
 fn findings(out: &std::process::Output) -> Vec<serde_json::Value> {
     stdout(out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The findings a hunt wrote to its `--out`.
+fn findings_in(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("findings.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -122,5 +128,88 @@ fn shards_merge_into_one_finding_per_signature() {
     for l in text.lines() {
         let f: serde_json::Value = serde_json::from_str(l).unwrap();
         assert!(std::path::Path::new(f["report"].as_str().unwrap()).join("repro.toml").exists());
+    }
+    // The merged sites are grouped again into root causes, each site in one; the error logs are merged.
+    let causes: Vec<serde_json::Value> = std::fs::read_to_string(merged.join("root_causes.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut members: Vec<String> = causes.iter().flat_map(|c| c["findings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string())).collect();
+    members.sort();
+    members.dedup();
+    let mut sites = sigs.clone();
+    sites.sort();
+    assert_eq!(members, sites);
+    assert!(merged.join("errors.jsonl").is_file());
+}
+
+#[test]
+fn known_root_causes_are_counted_but_not_new() {
+    let tmp = tempdir();
+    let path = seed("s004_ex3_bce_validation");
+    let hunt = |out: &str, extra: &[&str]| {
+        let out_dir = tmp.path().join(out);
+        let mut args = vec!["hunt", path.to_str().unwrap(), "--max-runs", "300", "--time", "60s", "--jobs", "1", "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        (nanhunt(&args), out_dir)
+    };
+    let (first, a) = hunt("a", &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
+    let causes = |dir: &std::path::Path| -> Vec<serde_json::Value> { std::fs::read_to_string(dir.join("root_causes.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let found = causes(&a);
+    assert!(!found.is_empty() && found.iter().all(|c| c.get("known").is_none()));
+    // Every site finding is a member of a root cause.
+    let sites: std::collections::BTreeSet<String> = findings_in(&a).iter().map(|f| f["signature"].as_str().unwrap().to_string()).collect();
+    let members: std::collections::BTreeSet<String> = found.iter().flat_map(|c| c["findings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string())).collect();
+    assert_eq!(sites, members);
+    // The same hunt knowing the first one's findings (by file, or by its directory) finds nothing new: exit 0.
+    for known in [a.join("findings.jsonl"), a.clone()] {
+        let (again, b) = hunt("b", &["--known", known.to_str().unwrap()]);
+        assert_eq!(again.status.code(), Some(0), "{}{}", stdout(&again), stderr(&again));
+        assert!(causes(&b).iter().all(|c| c["known"] == true));
+        assert!(stdout(&again).contains(&format!("0 new, {} known", found.len())), "{}", stdout(&again));
+    }
+    // Knowing nothing of this base (an empty file, another scenario's findings), every root cause is new: exit 1.
+    std::fs::write(tmp.path().join("empty.jsonl"), "").unwrap();
+    let other: String = std::fs::read_to_string(a.join("findings.jsonl")).unwrap().replace("\"scenario\":\"s004_ex3_bce_validation\"", "\"scenario\":\"another\"");
+    std::fs::write(tmp.path().join("other.jsonl"), other).unwrap();
+    for known in ["empty.jsonl", "other.jsonl"] {
+        let (out, c) = hunt("c", &["--known", tmp.path().join(known).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{known}: {}", stderr(&out));
+        assert!(causes(&c).iter().all(|c| c.get("known").is_none()), "{known}");
+    }
+    // A --known that is not there is an error.
+    let (missing, _) = hunt("d", &["--known", tmp.path().join("nowhere").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("nowhere"), "{}", stderr(&missing));
+}
+
+#[test]
+fn errors_are_written_once_per_message_with_a_candidate_that_meets_them() {
+    let dir = tempdir();
+    let path = seed("s004_ex3_bce_validation");
+    let out = nanhunt(&["hunt", path.to_str().unwrap(), "--max-runs", "300", "--time", "60s", "--jobs", "1", "--out", dir.path().to_str().unwrap()]);
+    assert!(out.status.code().unwrap() <= 1, "{}", stderr(&out));
+    let text = stdout(&out);
+    let said: u64 = text.split(" error(s)").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).expect("the summary counts errors");
+    let errors: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(said > 0 && !errors.is_empty(), "this base's space has knobs that do not apply together\n{text}");
+    assert_eq!(errors.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(), said, "every error is in errors.jsonl once");
+    let messages: Vec<&str> = errors.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    let mut unique = messages.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), messages.len(), "one line per message");
+    // Most met first; the summary shows the top three.
+    assert!(errors.windows(2).all(|w| w[0]["count"].as_u64() >= w[1]["count"].as_u64()));
+    for m in messages.iter().take(3) {
+        assert!(text.contains(m), "{m} not in the summary\n{text}");
+    }
+    // Each line's candidate, applied to the base again, meets its message.
+    let base = nanhunt::load(&path).unwrap();
+    for e in &errors {
+        let muts: Vec<Mutation> = serde_json::from_value(e["mutations"].clone()).unwrap();
+        let got = match nanhunt::search::try_mutate(&base, &muts) {
+            Err(err) => err.to_string(),
+            Ok(s) => nanhunt::run(&s).error.unwrap_or_default(),
+        };
+        assert_eq!(got, e["message"].as_str().unwrap());
     }
 }

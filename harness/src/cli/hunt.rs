@@ -1,6 +1,6 @@
 //! `nanhunt hunt`: search a scenario's neighbourhood for mutants that go
 //! non-finite (or diverge, with `--target diverge`), shrink and report each
-//! finding (exit 1 if any).
+//! finding, grouped into root causes (exit 1 if any is new: not in `--known`).
 
 use std::path::PathBuf;
 
@@ -59,9 +59,14 @@ pub(crate) struct Hunt {
     /// Stop at the first finding.
     #[arg(long)]
     first: bool,
-    /// Print the findings as JSON lines on stdout.
+    /// Print the findings (one per failure site, with its triggers) as JSON lines on stdout, as in
+    /// findings.jsonl; the root causes they group into are in root_causes.jsonl.
     #[arg(long)]
     json: bool,
+    /// Root causes already known: a previous findings.jsonl, or a hunt's or merge's output directory.
+    /// They are counted and marked known, not new; the exit code is 1 only when a new one appears.
+    #[arg(long, value_name = "FILE")]
+    known: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -133,6 +138,10 @@ impl Hunt {
             }
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
+        let known = match &self.known {
+            Some(p) => nanhunt::search::read_known(p).with_context(|| format!("reading --known {}", p.display()))?,
+            None => Vec::new(),
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = usize::from(self.jobs).min(8 * cores);
         if jobs < usize::from(self.jobs) {
@@ -152,6 +161,7 @@ impl Hunt {
             out: Some(self.out.clone()),
             first: self.first,
             keep_data: self.keep_data,
+            known,
             ..HuntOptions::default()
         };
         let stop = opts.stop.clone();
@@ -177,7 +187,7 @@ impl Hunt {
         } else {
             print!("{}", nanhunt::report::hunt_summary(&base.name, &result, opts.budget + opts.shrink_budget));
         }
-        Ok(u8::from(!result.findings.is_empty()))
+        Ok(u8::from(result.root_causes.iter().any(|c| !c.known)))
     }
 }
 
@@ -190,7 +200,7 @@ fn status_line(p: &Progress) -> String {
     };
     let rate = p.runs as f64 / p.elapsed.max(1e-9);
     format!(
-        "{stage}: {} runs ({rate:.1}/s), {} root cause(s) with {} trigger(s), {} shrinking, {} shrink runs, {} error(s), {} timeout(s)",
-        p.runs, p.root_causes, p.triggers, p.pending, p.shrink_runs, p.errors, p.timeouts
+        "{stage}: {} runs ({rate:.1}/s), {} root cause(s) over {} site(s) with {} trigger(s), {} shrinking, {} shrink runs, {} error(s), {} timeout(s)",
+        p.runs, p.root_causes, p.sites, p.triggers, p.pending, p.shrink_runs, p.errors, p.timeouts
     )
 }

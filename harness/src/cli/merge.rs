@@ -1,5 +1,6 @@
 //! `nanhunt merge`: combine the findings of several (sharded) hunts into one
-//! directory, one per signature, with their reports.
+//! directory, one per site signature, with their reports, grouped again into
+//! root causes (`root_causes.jsonl`), and their error logs (`errors.jsonl`).
 
 use std::path::{Path, PathBuf};
 
@@ -49,7 +50,14 @@ impl Merge {
             f.report = Some(dst);
         }
         nanhunt::search::write_findings(&out.join("findings.jsonl"), &merged)?;
-        println!("merged {total} finding(s) from {} director(ies) into {} distinct, in {}", dirs.len(), merged.len(), out.display());
+        let causes = nanhunt::search::group(&merged);
+        nanhunt::search::write_root_causes(&out.join("root_causes.jsonl"), &causes)?;
+        let mut errors = Vec::new();
+        for d in dirs.iter().map(|d| d.join("errors.jsonl")).filter(|p| p.is_file()) {
+            errors.extend(nanhunt::search::read_errors(&d)?);
+        }
+        nanhunt::search::write_errors(&out.join("errors.jsonl"), &nanhunt::search::merge_errors(errors))?;
+        println!("merged {total} finding(s) from {} director(ies) into {} site(s) and {} root cause(s), in {}", dirs.len(), merged.len(), causes.len(), out.display());
         Ok(0)
     }
 }

@@ -1,5 +1,5 @@
-//! What a campaign keeps on disk: the ranked corpus of mutants, the findings,
-//! and the next candidate index, each written atomically so a killed run
+//! What a campaign keeps on disk: the ranked corpus of mutants, the findings
+//! (failure sites), the error log and the next candidate index, each written atomically so a killed run
 //! resumes with nothing lost; and merging the findings of sharded campaigns.
 
 use std::path::Path;
@@ -43,11 +43,14 @@ pub struct State {
     pub timeouts: u64,
     /// The best-scored mutants.
     pub corpus: Vec<Mutant>,
-    /// Root causes so far.
+    /// Failure sites so far (grouped into root causes by `root_cause`).
     pub findings: Vec<Finding>,
     /// Flips whose minimization has not finished.
     #[serde(default)]
     pub pending: Vec<Pending>,
+    /// Why candidates could not run: each message once, with its count and a candidate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_log: Vec<super::errors::ErrorEntry>,
 }
 
 const STATE: &str = "state.json";
@@ -107,9 +110,14 @@ fn flag(t: Target) -> &'static str {
 
 /// Writes findings as JSON lines, atomically.
 pub fn write_findings(path: &Path, findings: &[Finding]) -> Result<()> {
+    write_lines(path, findings, "findings")
+}
+
+/// Writes items as JSON lines, atomically; `what` names them in an error.
+pub(super) fn write_lines<T: Serialize>(path: &Path, items: &[T], what: &'static str) -> Result<()> {
     let mut text = String::new();
-    for f in findings {
-        text += &serde_json::to_string(f).map_err(|source| Error::Json { path: path.to_path_buf(), what: "findings", source })?;
+    for item in items {
+        text += &serde_json::to_string(item).map_err(|source| Error::Json { path: path.to_path_buf(), what, source })?;
         text.push('\n');
     }
     crate::atomic::write(path, text.as_bytes())
@@ -132,7 +140,7 @@ pub fn read_findings(path: &Path) -> Result<Vec<Finding>> {
         .collect()
 }
 
-/// Merges root causes from several campaign outputs: one per scenario and
+/// Merges failure sites from several campaign outputs: one per scenario and
 /// signature, triggers united (counts summed for the same knob set, nearest
 /// first), the earliest discovery kept.
 pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
@@ -153,7 +161,7 @@ pub fn merge(all: Vec<Finding>) -> Vec<Finding> {
             fold(&mut g.triggers, t);
         }
         if g.nearest().map(|t| &t.mutations) != nearest.as_ref() {
-            // The other campaign's nearest trigger is now this root cause's repro.
+            // The other campaign's nearest trigger is now this site's repro.
             g.location = f.location.clone();
         }
         if f.report.is_some() && g.report.is_none() {
@@ -174,7 +182,7 @@ pub fn covers(big: &[Mutation], small: &[Mutation]) -> bool {
     small.iter().all(|m| big.iter().any(|b| slot(b) == slot(m)))
 }
 
-/// Adds a trigger to a root cause's triggers: a trigger that sets every knob of
+/// Adds a trigger to a site's triggers: a trigger that sets every knob of
 /// another counts for that one; triggers it covers are folded into it; nearest
 /// first. Returns the knobs of the trigger that now holds its hits.
 pub fn fold(triggers: &mut Vec<Trigger>, mut t: Trigger) -> Vec<Mutation> {
@@ -198,7 +206,7 @@ mod tests {
     use crate::scenario::{Knob, Named, Phase};
 
     fn finding(sig: &str, count: usize, secs: f64) -> Finding {
-        let trigger = Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, built: None };
+        let trigger = Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, cause: None, built: None };
         Finding {
             scenario: "s".into(),
             signature: sig.into(),

@@ -1,7 +1,7 @@
 //! What a search finds: which outcomes count ([`Target`]), where a run fails
-//! ([`Site`]), a knob's flip [`Threshold`], a deduplicated [`Finding`], and
-//! the stable [`signature`] that names it (in report directories, dedup and
-//! merges).
+//! ([`Site`]), a knob's flip [`Threshold`], a deduplicated [`Finding`] (a site
+//! and its triggers, each with its diagnosis), and the stable [`signature`]
+//! that names it (in report directories, dedup and merges).
 
 use std::path::PathBuf;
 
@@ -93,8 +93,8 @@ impl Site {
     }
 }
 
-/// One root cause: a failure site (phase, tensor, kind of non-finite value,
-/// compute dtype) and every trigger found to reach it.
+/// One failure site (phase, tensor, kind of non-finite value, compute dtype) and every
+/// trigger found to reach it; `root_cause` groups sites' triggers into root causes by mechanism.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Scenario the hunt started from.
@@ -146,9 +146,18 @@ pub struct Trigger {
     /// The first non-finite step with all rows, when rows were cut.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_step: Option<usize>,
+    /// Why its repro went non-finite: `Some(None)` where no rule explains it; `None` where it was
+    /// not recorded (a trigger saved before triggers kept their own diagnosis: its root cause's holds).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "recorded")]
+    pub cause: Option<Option<crate::run::Cause>>,
     /// The repro made when it was minimized (not saved: made again from this record after a resume).
     #[serde(skip)]
     pub built: Option<std::sync::Arc<Built>>,
+}
+
+/// A field that is present: `null` reads as `Some(None)`, unlike a missing one (`None`).
+fn recorded<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl Pending {

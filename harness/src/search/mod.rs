@@ -11,6 +11,7 @@
 
 mod code;
 mod corpus;
+mod errors;
 mod finding;
 pub mod fuzzing;
 mod hunt;
@@ -18,17 +19,20 @@ mod margins;
 mod minimize;
 mod mutation;
 mod reach;
+mod root_cause;
 mod score;
 mod space;
 mod sweep;
 
 pub use code::{hunt_module, margins_module};
 pub use corpus::{merge, read_findings, write_findings};
+pub use errors::{merge_errors, read_errors, write_errors, ErrorEntry};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Site, Target, Threshold, Trigger};
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
 pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margins};
 pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
 pub use reach::margin_search;
+pub use root_cause::{group, group_known, read_known, trigger_text, write_root_causes, Mechanism, PrecisionClass, RootCause, Tally};
 pub(crate) use space::neighbourhood;
 pub use sweep::{sweep, wilson, Sweep};

@@ -1,5 +1,5 @@
 //! The one owner of a campaign's mutable state: counters, the ranked corpus,
-//! root causes with their triggers, and flips still being minimized, behind a
+//! failure sites with their triggers (and how many root causes they group into), and flips still being minimized, behind a
 //! single mutex. Every method takes the lock for a few field updates and
 //! returns; nothing here runs a candidate, minimizes or touches a file, so no
 //! worker ever waits on another's slow work. The writer thread
@@ -17,6 +17,7 @@ use crate::search::corpus::{covers, fold, same_knobs, Mutant, State};
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
 use crate::search::minimize::{Built, Minimal};
 use crate::search::mutation::Mutation;
+use crate::search::root_cause::group;
 
 /// Most mutants the guided engine's corpus keeps.
 const CORPUS_SIZE: usize = 64;
@@ -26,7 +27,7 @@ const CORPUS_SIZE: usize = 64;
 enum Seen {
     /// Being minimized; repeats counted meanwhile.
     Shrinking(usize),
-    /// Minimized to this root cause, into the trigger that sets these knobs.
+    /// Minimized to this site, into the trigger that sets these knobs.
     Done(usize, Vec<Mutation>),
     /// Parked unfinished at this index of `pending`.
     Pending,
@@ -40,6 +41,7 @@ pub(super) struct Counts {
     pub(super) timeouts: u64,
     pub(super) shrink_runs: u64,
     pub(super) root_causes: usize,
+    pub(super) sites: usize,
     pub(super) triggers: usize,
     pub(super) pending: usize,
     pub(super) shrinking: usize,
@@ -55,6 +57,8 @@ struct Inner {
     recount: BTreeSet<usize>,
     shrink_runs: u64,
     best: f64,
+    /// Root causes (mechanisms) among the findings, counted when a finding changes.
+    groups: usize,
 }
 
 /// The shared state of a campaign.
@@ -88,7 +92,8 @@ impl Campaign {
         for p in &state.pending {
             seen.insert(p.key.clone(), Seen::Pending);
         }
-        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best }) }
+        let groups = group(&state.findings).len();
+        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -97,7 +102,7 @@ impl Campaign {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the base's own failure (the empty trigger) is a root cause already.
+    /// Whether the base's own failure (the empty trigger) is a site already.
     pub(super) fn has_base_trigger(&self) -> bool {
         self.lock().state.findings.iter().any(|f| f.triggers.iter().any(|t| t.mutations.is_empty()))
     }
@@ -114,14 +119,16 @@ impl Campaign {
         Some(k)
     }
 
-    /// Counts a candidate that was invalid, errored or panicked, or (`timeout`) was cut off.
-    pub(super) fn failed(&self, timeout: bool) {
+    /// Counts a candidate that was invalid, errored or panicked, and why.
+    pub(super) fn errored(&self, message: &str, candidate: &[Mutation]) {
         let mut g = self.lock();
-        if timeout {
-            g.state.timeouts += 1;
-        } else {
-            g.state.errors += 1;
-        }
+        g.state.errors += 1;
+        crate::search::errors::record(&mut g.state.error_log, message, candidate);
+    }
+
+    /// Counts a candidate cut off at its time limit.
+    pub(super) fn timed_out(&self) {
+        self.lock().state.timeouts += 1;
     }
 
     /// Counts runs spent minimizing.
@@ -190,9 +197,9 @@ impl Campaign {
         }
     }
 
-    /// Adds a complete minimization as a trigger of its root cause (a new one if its site is new).
-    /// The root cause is the flip's own site: the minimizer keeps to it, and a hit is counted
-    /// where it happened, so the root causes and counts do not depend on which flip came first.
+    /// Adds a complete minimization as a trigger of its site (a new one if the site is new).
+    /// The site is the flip's own: the minimizer keeps to it, and a hit is counted
+    /// where it happened, so the sites and counts do not depend on which flip came first.
     pub(super) fn register(&self, p: &Pending, base_name: &str, m: &Minimal, distance: f64, seconds_to_shrink: f64) {
         let (key, found, found_at) = (p.key.as_str(), p.found.clone(), (p.seconds_to_find, p.runs_to_find));
         let mut g = self.lock();
@@ -226,10 +233,19 @@ impl Campaign {
         f.seconds_to_shrink += seconds_to_shrink;
         f.shrink_runs += m.runs;
         // A trigger that sets every knob of another (and more) adds nothing: the smaller
-        // one reaches the root cause already. Its hits count for the smaller one.
+        // one reaches the site already. Its hits count for the smaller one.
         let built = Built { knob_repro: m.knob_repro.clone(), repro: m.repro.clone(), outcome: m.outcome.clone() };
-        let t =
-            Trigger { mutations: m.mutations.clone(), found, thresholds: m.thresholds.clone(), distance, count, rows: m.rows.clone(), full_step: m.full_step, built: Some(std::sync::Arc::new(built)) };
+        let t = Trigger {
+            mutations: m.mutations.clone(),
+            found,
+            thresholds: m.thresholds.clone(),
+            distance,
+            count,
+            rows: m.rows.clone(),
+            full_step: m.full_step,
+            cause: Some(m.outcome.cause.clone()),
+            built: Some(std::sync::Arc::new(built)),
+        };
         let kept = fold(&mut f.triggers, t);
         if f.triggers[0].mutations == kept && kept == m.mutations {
             f.location = at;
@@ -245,6 +261,7 @@ impl Campaign {
         }
         g.seen.insert(key.to_string(), Seen::Done(fi, kept));
         g.dirty.insert(fi);
+        g.groups = group(&g.state.findings).len();
     }
 
     /// Parks a flip whose minimization did not finish.
@@ -268,7 +285,7 @@ impl Campaign {
         Some(p)
     }
 
-    /// The root causes whose reports are stale, taken out of the dirty set; with
+    /// The sites whose reports are stale, taken out of the dirty set; with
     /// `last`, also those whose counts changed, so the final reports hold true counts.
     pub(super) fn take_dirty(&self, last: bool) -> Vec<(usize, Finding)> {
         let mut g = self.lock();
@@ -279,12 +296,12 @@ impl Campaign {
         dirty.into_iter().map(|i| (i, g.state.findings[i].clone())).collect()
     }
 
-    /// Asks for a root cause's report to be written again.
+    /// Asks for a site's report to be written again.
     pub(super) fn mark_dirty(&self, i: usize) {
         self.lock().dirty.insert(i);
     }
 
-    /// Records where a root cause's report was written.
+    /// Records where a site's report was written.
     pub(super) fn set_report(&self, i: usize, dir: std::path::PathBuf) {
         if let Some(f) = self.lock().state.findings.get_mut(i) {
             f.report = Some(dir);
@@ -305,7 +322,8 @@ impl Campaign {
             errors: s.errors,
             timeouts: s.timeouts,
             shrink_runs: g.shrink_runs,
-            root_causes: s.findings.len(),
+            root_causes: g.groups,
+            sites: s.findings.len(),
             triggers: s.findings.iter().map(|f| f.triggers.len()).sum(),
             pending: s.pending.len(),
             shrinking: g.seen.values().filter(|v| matches!(v, Seen::Shrinking(_))).count(),

@@ -1,7 +1,8 @@
 //! The hunt: a campaign that searches a scenario's neighbourhood for mutants
-//! that flip the loss to NaN, groups them by root cause (the failure site:
-//! phase, tensor, kind, dtype), minimizes each trigger, and keeps its state on
-//! disk so it can be killed, resumed, sharded and merged.
+//! that flip the loss to NaN, keeps them by failure site (phase, tensor, kind,
+//! dtype), minimizes each trigger, groups the sites' triggers into root causes
+//! by mechanism (`root_cause`), and keeps its state on disk so it can be
+//! killed, resumed, sharded and merged.
 //!
 //! A campaign runs the base first (a base that cannot run is an error; a base
 //! that already fails is the first root cause), then searches until `budget`,
@@ -22,8 +23,10 @@ use crate::error::{Error, Result};
 use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::Scenario;
 use crate::search::corpus::{Mutant, State};
+use crate::search::errors::{merge_errors, ErrorEntry};
 use crate::search::finding::{fnv1a, Finding, Pending};
 use crate::search::mutation::{normalize, try_mutate};
+use crate::search::root_cause::{group_known, RootCause};
 use crate::search::score::score;
 use crate::search::space::Space;
 
@@ -66,8 +69,10 @@ pub struct Progress {
     pub timeouts: u64,
     /// Runs spent minimizing.
     pub shrink_runs: u64,
-    /// Root causes.
+    /// Root causes (mechanisms).
     pub root_causes: usize,
+    /// Failure sites their findings hold.
+    pub sites: usize,
     /// Minimal triggers over all root causes.
     pub triggers: usize,
     /// Flips being minimized now, or parked unfinished.
@@ -81,8 +86,12 @@ pub struct Progress {
 /// What a campaign ends with.
 #[derive(Debug, Clone)]
 pub struct HuntResult {
-    /// Root causes, each with its minimal triggers.
+    /// Root causes: the findings grouped by mechanism, most runs first (known ones marked, with `known`).
+    pub root_causes: Vec<RootCause>,
+    /// Failure sites, each with its minimal triggers (the members of the root causes).
     pub findings: Vec<Finding>,
+    /// Why candidates could not run, each message once, most met first.
+    pub errors: Vec<ErrorEntry>,
     /// Flips whose minimization did not finish (kept for `--resume`; never shown as minimal).
     pub pending: Vec<Pending>,
     /// Where the base scenario itself goes non-finite, if it does.
@@ -138,7 +147,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     let clock = Clock { start, search_end, hard_end: search_end + opts.shrink_budget, run_timeout };
     let campaign = Campaign::new(state);
     let (tx, rx) = mpsc::channel();
-    let targets = writer::Targets { corpus: opts.corpus.clone(), out: opts.out.clone(), reporter };
+    let targets = writer::Targets { corpus: opts.corpus.clone(), out: opts.out.clone(), reporter, known: &opts.known };
     let base_failure = opts.target.site(&base_run);
     let stage = Mutex::new(Stage::Search);
     let snapshot = || {
@@ -151,6 +160,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
             timeouts: c.timeouts,
             shrink_runs: c.shrink_runs,
             root_causes: c.root_causes,
+            sites: c.sites,
             triggers: c.triggers,
             pending: c.pending + c.shrinking,
             best_score: c.best,
@@ -188,7 +198,9 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     written?;
     let state = campaign.snapshot();
     let progress = snapshot();
-    Ok(HuntResult { findings: state.findings, pending: state.pending, base_failure, run_timeout, progress })
+    let root_causes = group_known(&state.findings, &opts.known);
+    let errors = merge_errors(state.error_log);
+    Ok(HuntResult { root_causes, findings: state.findings, errors, pending: state.pending, base_failure, run_timeout, progress })
 }
 
 /// One worker of the search: candidates until the search ends, the run limit is reached or a stop is asked for.
@@ -201,17 +213,20 @@ fn search(ctx: &found::Ctx, space: &Space, snapshot: &(dyn Fn() -> Progress + Sy
         let index = global_index(k, opts.shard);
         let (drawn, mut tree) = engine::generate(opts, index, space, (&strategy, &one, &corners), ctx.campaign);
         let candidate = normalize(&drawn);
-        let Ok(s) = try_mutate(ctx.base, &candidate) else {
-            ctx.campaign.failed(false);
-            continue;
+        let s = match try_mutate(ctx.base, &candidate) {
+            Ok(s) => s,
+            Err(e) => {
+                ctx.campaign.errored(&e.to_string(), &candidate);
+                continue;
+            }
         };
         let deadline = (Instant::now() + ctx.clock.run_timeout).min(ctx.clock.search_end);
         let o = run_with(&s, &RunOptions { deadline: Some(deadline), stop: Some(&opts.stop), ..RunOptions::default() });
         match o.outcome {
-            Status::Error => ctx.campaign.failed(false),
+            Status::Error => ctx.campaign.errored(o.error.as_deref().unwrap_or("unknown error"), &candidate),
             // A run cut because the search ended or a stop was asked for is not over its own limit.
             Status::Timeout if Instant::now() >= ctx.clock.search_end || opts.stopped() => {}
-            Status::Timeout => ctx.campaign.failed(true),
+            Status::Timeout => ctx.campaign.timed_out(),
             _ if opts.target.hits(&o) => {
                 let (candidate, o): (Vec<_>, Outcome) = match tree.as_mut() {
                     Some(tree) => engine::proptest_shrink(ctx.base, opts, ctx.clock, tree, candidate, o, ctx.campaign),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::search::finding::Target;
+use crate::search::finding::{Finding, Target};
 
 /// Which engine produces candidates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +50,8 @@ pub struct HuntOptions {
     pub keep_data: bool,
     /// Set from outside (Ctrl-C, SIGTERM) to stop: running candidates are cut off at their next step.
     pub stop: Arc<AtomicBool>,
+    /// Findings of earlier hunts (`--known`): root causes they hold are marked known, not new.
+    pub known: Vec<Finding>,
 }
 
 impl Default for HuntOptions {
@@ -69,6 +71,7 @@ impl Default for HuntOptions {
             first: false,
             keep_data: false,
             stop: Arc::new(AtomicBool::new(false)),
+            known: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The campaign's one writer: a thread that owns every file a hunt writes.
 //! Workers only wake it; it takes a snapshot of the campaign (a short lock),
-//! writes the reports of root causes that changed, then `state.json` and
-//! `findings.jsonl`, each atomically, with the counts as they are now. Writes
+//! writes the reports of sites that changed, then `state.json`,
+//! `findings.jsonl`, `root_causes.jsonl` and `errors.jsonl`, each atomically, with the counts as they are now. Writes
 //! are coalesced (at most one flush per `FLUSH`), the state is also saved every
 //! `FLUSH` while runs are made (a kill loses at most that much work), and the
 //! last flush happens when the campaign ends, so the files always hold true counts.
@@ -15,7 +15,9 @@ use super::campaign::Campaign;
 use crate::error::{Error, Result};
 use crate::scenario::Scenario;
 use crate::search::corpus::write_findings;
+use crate::search::errors::write_errors;
 use crate::search::finding::Finding;
+use crate::search::root_cause::{group_known, write_root_causes};
 
 /// Writes the report of a root cause. The report layer implements it, so the
 /// search never depends on what a report looks like.
@@ -44,6 +46,8 @@ pub(super) struct Targets<'a> {
     pub(super) out: Option<PathBuf>,
     /// Writes root causes' reports.
     pub(super) reporter: Option<&'a dyn Reporter>,
+    /// Findings of earlier hunts, whose root causes are marked known.
+    pub(super) known: &'a [Finding],
 }
 
 /// A handle to wake the writer.
@@ -114,6 +118,8 @@ fn flush(campaign: &Campaign, base: &Scenario, to: &Targets, run_limit: Duration
     }
     if let Some(dir) = &to.out {
         errors.extend(write_findings(&dir.join("findings.jsonl"), &state.findings).err());
+        errors.extend(write_root_causes(&dir.join("root_causes.jsonl"), &group_known(&state.findings, to.known)).err());
+        errors.extend(write_errors(&dir.join("errors.jsonl"), &state.error_log).err());
     }
     errors.into_iter().next().map_or(Ok(()), Err)
 }

@@ -1,0 +1,215 @@
+//! Tests of `root_cause`: keys, the superset rule, signatures that do not depend on shards or
+//! order, old files grouped, and `--known`.
+
+use super::*;
+use crate::run::Kind;
+use crate::scenario::{DTypeName, Knob, Phase, Precision};
+use crate::search::corpus::{merge, read_findings, State};
+
+fn at(phase: Phase, tensor: &str, kind: Kind) -> Location {
+    Location { step: 1, epoch: 1, fold: 0, phase, tensor: TensorId::from_name(tensor), kind, index: 0, ..Default::default() }
+}
+
+fn cause(rule: Rule, op: &str) -> Cause {
+    Cause { rule, op: op.into(), reason: "by hand".into(), inputs: vec![] }
+}
+
+/// A site finding with one trigger per `(mutations, count, diagnosis)`.
+fn finding(sig: &str, at: Location, dtype: &str, triggers: Vec<(Vec<Mutation>, usize, Option<Cause>)>) -> Finding {
+    let triggers: Vec<Trigger> = triggers
+        .into_iter()
+        .map(|(mutations, count, c)| Trigger { distance: mutations.len() as f64, mutations, found: vec![], thresholds: vec![], count, rows: None, full_step: None, cause: Some(c), built: None })
+        .collect();
+    Finding {
+        scenario: "s".into(),
+        signature: sig.into(),
+        location: at,
+        dtype: dtype.into(),
+        note: None,
+        count: triggers.iter().map(|t| t.count).sum(),
+        cause: triggers.first().and_then(|t| t.cause.clone().flatten()),
+        triggers,
+        runs_to_find: 1,
+        seconds_to_find: 0.5,
+        seconds_to_shrink: 0.0,
+        shrink_runs: 0,
+        report: None,
+    }
+}
+
+fn fixture(name: &str) -> Vec<Finding> {
+    read_findings(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).unwrap()
+}
+
+/// A root cause's key in words: scenario, rule, op, knobs, precision.
+type Key<'a> = (String, Option<&'a str>, String, Vec<&'a str>, PrecisionClass);
+
+fn knobs(c: &RootCause) -> Vec<&str> {
+    c.mechanism.knobs.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn keys_name_the_rule_the_op_kind_the_knob_names_and_the_precision_class() {
+    assert_eq!(node_kind("layers.2.residual.layers.0.linear"), "linear");
+    assert_eq!(node_kind("layers.0.attention.probs"), "attention");
+    assert_eq!(node_kind("blocks.3.attn.scores"), "blocks.attn.scores", "a code model's name, without its numbers");
+    let grad = at(Phase::Backward, "layers.2.linear.output.grad", Kind::NegInf);
+    assert_eq!(op_kind(None, &grad), "linear");
+    assert_eq!(op_kind(None, &at(Phase::Backward, "layers.0.rnn.weight_ih.grad", Kind::Nan)), "rnn");
+    assert_eq!(op_kind(None, &at(Phase::Validation, "validation.layers.1.batch_norm.output", Kind::Nan)), "batch_norm");
+    assert_eq!(op_kind(None, &at(Phase::Update, "optim.layers.0.linear.weight.exp_avg_sq", Kind::PosInf)), "optimizer state");
+    assert_eq!(op_kind(Some(&cause(Rule::EpsRoundsToZero, "adamw update of `layers.0.linear.weight`")), &grad), "update");
+    assert_eq!(op_kind(Some(&cause(Rule::Overflow, "loss (mse) (backward)")), &grad), "loss");
+    assert_eq!(op_kind(Some(&cause(Rule::Overflow, "conversion to f16")), &grad), "data");
+    assert_eq!(op_kind(Some(&cause(Rule::DerivativeAtZero, "layers.1.sqrt (backward)")), &grad), "sqrt");
+    assert_eq!(op_kind(Some(&cause(Rule::LrAboveStabilityBound, "sgd on mse")), &at(Phase::Loss, "loss", Kind::PosInf)), "loss");
+    assert_eq!([PrecisionClass::of("f64"), PrecisionClass::of("bf16"), PrecisionClass::of("amp_f16")], [PrecisionClass::Full, PrecisionClass::LowPrecision, PrecisionClass::Autocast]);
+    // Knob names, not values: two learning rates and two injection rates are one key; what an
+    // injection writes is part of its name.
+    let f = finding("a", grad.clone(), "f16", vec![(vec![Mutation::new(Knob::Lr, 0.5)], 1, None), (vec![Mutation::new(Knob::Lr, 9.0)], 1, None)]);
+    assert_eq!(Mechanism::of(&f, &f.triggers[0]), Mechanism::of(&f, &f.triggers[1]));
+    let inject: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"outlier","split":"train","value":0.01}"#).unwrap();
+    assert_eq!(knob_name(&inject), "data.inject.outlier.train");
+}
+
+#[test]
+fn signatures_are_golden() {
+    // FNV-1a (64 bits, low 32 kept) of `rule|op|knobs|precision`, computed outside nanhunt (Python).
+    let m = Mechanism { rule: Some(Rule::Overflow), op: "linear".into(), knobs: vec!["optimizer.lr".into(), "train.dtype".into()], precision: PrecisionClass::LowPrecision };
+    assert_eq!(m.signature(), "e12e7f97");
+    let m = Mechanism { rule: None, op: "loss".into(), knobs: vec![], precision: PrecisionClass::Full };
+    assert_eq!(m.signature(), "5a093ebe");
+}
+
+#[test]
+fn a_superset_trigger_belongs_to_the_group_of_its_subset() {
+    let lr = || Mutation::new(Knob::Lr, 2.0);
+    let f16 = || Mutation::new(Knob::Dtype, DTypeName::F16);
+    let init = || Mutation::new(Knob::InitScale, 40.0);
+    let probs = at(Phase::Forward, "layers.0.attention.probs.output", Kind::Nan);
+    let masked = || Some(cause(Rule::FullyMaskedRow, "layers.0.attention.probs"));
+    let findings = vec![
+        // The base fails (the empty trigger); in f16 it fails the same way: one mechanism.
+        finding("base", probs.clone(), "f32", vec![(vec![], 10, masked())]),
+        finding("base16", probs.clone(), "f16", vec![(vec![f16()], 4, masked())]),
+        // An overflow of the loss by lr; lr with more knobs, elsewhere, belongs to it.
+        finding("loss", at(Phase::Loss, "loss", Kind::PosInf), "f32", vec![(vec![lr()], 3, Some(cause(Rule::Overflow, "loss (mse)")))]),
+        finding("lin", at(Phase::Forward, "layers.1.linear.output", Kind::PosInf), "f32", vec![(vec![lr(), init()], 2, None)]),
+        // The empty trigger does not take another op's failure: init alone is its own root cause,
+        // and the same knobs unexplained at the same op join the diagnosed one.
+        finding("init", at(Phase::Forward, "layers.1.linear.output", Kind::NegInf), "f32", vec![(vec![init()], 5, Some(cause(Rule::Overflow, "layers.1.linear")))]),
+        finding("init2", at(Phase::Backward, "layers.1.linear.output.grad", Kind::Nan), "f32", vec![(vec![init()], 1, None)]),
+    ];
+    let groups = group(&findings);
+    let summary: Vec<(Vec<&str>, usize, Vec<&str>)> = groups.iter().map(|g| (knobs(g), g.count, g.findings.iter().map(String::as_str).collect())).collect();
+    assert_eq!(
+        summary,
+        [(vec![], 14, vec!["base", "base16"]), (vec!["model.init_scale"], 6, vec!["init", "init2"]), (vec!["optimizer.lr"], 5, vec!["lin", "loss"])],
+        "{{lr, init}} has three subset keys of one knob: it goes to the smallest signature's, lr's"
+    );
+    // Those signatures, by hand (FNV-1a in Python): overflow|loss|optimizer.lr 25e11210, overflow|linear|model.init_scale
+    // 387243f7, unexplained|linear|model.init_scale b5c1a39a (each `|full precision`).
+    assert_eq!([groups[2].signature.as_str(), groups[1].signature.as_str()], ["25e11210", "387243f7"]);
+    let base = &groups[0];
+    assert_eq!((base.mechanism.rule, base.mechanism.op.as_str(), base.mechanism.precision), (Some(Rule::FullyMaskedRow), "attention", PrecisionClass::Full));
+    assert_eq!(base.dtypes, [Tally { what: "f32".into(), count: 10 }, Tally { what: "f16".into(), count: 4 }]);
+    assert_eq!(base.triggers, [Tally { what: "the base itself".into(), count: 10 }, Tally { what: "train.dtype = f16".into(), count: 4 }]);
+    // The face of a group is its own key's member, with its diagnosis.
+    assert_eq!((groups[2].cause.as_ref().map(|c| c.rule), groups[2].location.tensor.to_string()), (Some(Rule::Overflow), "loss".to_string()));
+    assert_eq!(groups[2].sites, [Tally { what: "+Inf in loss (loss)".into(), count: 3 }, Tally { what: "+Inf in layers.1.linear.output (forward)".into(), count: 2 }]);
+}
+
+#[test]
+fn root_causes_do_not_depend_on_shards_order_or_merging() {
+    let all = fixture("before-root-causes/pt41508-findings.jsonl");
+    let whole = group(&all);
+    let sigs = |g: &[RootCause]| g.iter().map(|c| (c.signature.clone(), c.count, c.findings.clone())).collect::<Vec<_>>();
+    // Two shards that found alternate sites, merged as `nanhunt merge` does, then grouped.
+    let shards: Vec<Finding> = all.iter().skip(1).step_by(2).chain(all.iter().step_by(2)).cloned().collect();
+    assert_eq!(sigs(&group(&merge(shards))), sigs(&whole));
+    let mut reversed = all.clone();
+    reversed.reverse();
+    assert_eq!(sigs(&group(&reversed)), sigs(&whole));
+    // A shard that found only the base's failure names it by the same signature.
+    assert_eq!(group(&all[..1])[0].signature, whole[0].signature);
+    // A resumed campaign's state holds the same findings: it groups alike.
+    let state = State { findings: all.clone(), ..State::default() };
+    let back: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    assert_eq!(sigs(&group(&back.findings)), sigs(&whole));
+}
+
+#[test]
+fn findings_and_corpora_written_before_root_causes_load_and_group() {
+    // Files of the binary at 4c2bbe9 and 82c5369: triggers without their own diagnosis take their site's.
+    let old = fixture("before-typed-ids/findings.jsonl");
+    let groups = group(&old);
+    let keys: BTreeSet<Key> = groups.iter().map(|g| (g.scenario.clone(), g.mechanism.rule.map(<&str>::from), g.mechanism.op.clone(), knobs(g), g.mechanism.precision)).collect();
+    let k = |s: &str, r: Option<Rule>, op: &str, kn: &[&'static str], p| (s.to_string(), r.map(<&str>::from), op.to_string(), kn.to_vec(), p);
+    let want: BTreeSet<_> = [
+        k("s000_ex1_bce_mlp", Some(Rule::EpsRoundsToZero), "update", &["train.dtype"], PrecisionClass::LowPrecision),
+        k("s000_ex1_bce_mlp", None, "linear", &["model.init_scale", "train.precision"], PrecisionClass::Autocast),
+        k("s003_ex1_wide_mlp_adam_fix_clip_norm", Some(Rule::Overflow), "linear", &["train.dtype"], PrecisionClass::LowPrecision),
+        k("s003_ex1_wide_mlp_adam_fix_clip_norm", None, "linear", &["train.precision"], PrecisionClass::Autocast),
+        k("s001_ex1_rnn_adam_fix_clip_norm", Some(Rule::EpsRoundsToZero), "update", &["train.dtype"], PrecisionClass::LowPrecision),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, want);
+    let state = State::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-typed-ids")).unwrap();
+    assert_eq!(group(&state.findings).len(), 2, "the corpus's two sites are two mechanisms (f16 overflow, autocast gradient)");
+    // A finite base (13 sites, 24 triggers): seven root causes, each one knob or the loss's clamp and epsilon.
+    let tf = fixture("before-root-causes/tf38457-findings.jsonl");
+    let groups = group(&tf);
+    let mut roots: Vec<(Vec<&str>, &str)> = groups.iter().map(|g| (knobs(g), g.mechanism.op.as_str())).collect();
+    roots.sort();
+    let one = |k: &'static str, op: &'static str| (vec![k], op);
+    let want = vec![
+        one("data.inject.outlier.train", "data"),
+        one("data.scale", "loss"),
+        one("data.target_scale", "loss"),
+        one("data.target_scale", "tanh"),
+        (vec!["loss.clamp", "loss.epsilon"], "loss"),
+        one("model.init_scale", "loss"),
+        one("optimizer.lr", "loss"),
+    ];
+    assert_eq!(roots, want);
+    // Every run is counted once: the groups' counts add up to the triggers' (summed here from the raw JSON).
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-root-causes/tf38457-findings.jsonl")).unwrap();
+    let raw: u64 = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["triggers"].as_array().unwrap().iter().map(|t| t["count"].as_u64().unwrap()).sum::<u64>()).sum();
+    assert_eq!(groups.iter().map(|g| g.count as u64).sum::<u64>(), raw);
+    // A base that fails as written (25 sites): its failure in every dtype is one root cause.
+    let pt = group(&fixture("before-root-causes/pt41508-findings.jsonl"));
+    assert!(pt.len() <= 8, "{}", pt.len());
+    let base = &pt[0];
+    assert_eq!((base.mechanism.rule, base.trigger.len()), (Some(Rule::FullyMaskedRow), 0));
+    // The five sites "NaN in layers.0.attention.probs.output" (f32, f16, bf16, amp_f16, amp_bf16) of the file: 62455 + 4062 + 4455 + 4322 + 4468.
+    assert_eq!(base.sites[0], Tally { what: "NaN in layers.0.attention.probs.output (forward)".into(), count: 79762 });
+    assert_eq!(base.dtypes.len(), 5);
+}
+
+#[test]
+fn known_root_causes_are_marked_and_a_superset_of_one_is_known() {
+    let lr = Mutation::new(Knob::Lr, 2.0);
+    let amp = Mutation::new(Knob::Precision, Precision::AmpF16);
+    let loss = at(Phase::Loss, "loss", Kind::PosInf);
+    let known = vec![finding("a", loss.clone(), "f32", vec![(vec![lr.clone()], 3, None)])];
+    let now = vec![
+        finding("a", loss.clone(), "f32", vec![(vec![lr.clone()], 1, None)]),
+        finding("b", at(Phase::Forward, "layers.0.linear.output", Kind::PosInf), "amp_f16", vec![(vec![lr.clone(), amp.clone()], 1, None)]),
+        finding("c", at(Phase::Forward, "layers.0.linear.output", Kind::NegInf), "amp_f16", vec![(vec![amp], 1, None)]),
+    ];
+    // {lr, amp} goes with {lr} (unexplained|loss|optimizer.lr|full precision, 18616549 by hand) rather
+    // than {amp} (unexplained|linear|train.precision|autocast, 223ebffb): the known one.
+    let marks = |g: &[RootCause]| g.iter().map(|c| (knobs(c).join("+"), c.known)).collect::<BTreeSet<_>>();
+    let g = group_known(&now, &known);
+    let expect: BTreeSet<(String, bool)> = [("optimizer.lr".to_string(), true), ("train.precision".to_string(), false)].into_iter().collect();
+    assert_eq!(marks(&g), expect);
+    // Known by a superset of itself is not known: the smaller trigger is new.
+    let wider = vec![finding("a", loss.clone(), "f32", vec![(vec![lr.clone(), Mutation::new(Knob::Epochs, 50u32)], 3, None)])];
+    assert!(group_known(&now[..1], &wider).iter().all(|c| !c.known));
+    // Another scenario's findings know nothing of this one.
+    let mut other = known.clone();
+    other[0].scenario = "t".into();
+    assert!(group_known(&now[..1], &other).iter().all(|c| !c.known));
+    assert!(group_known(&now[..1], &known).iter().all(|c| c.known));
+}
