@@ -1,11 +1,12 @@
 //! The end-of-hunt summary, as `nanhunt hunt` prints it and a failing
 //! `assert_finite_within` shows it: one line per root cause with its nearest
-//! trigger, its diagnosis and its flip thresholds, on one screen.
+//! trigger, its diagnosis, its flip thresholds and whether its rows were left
+//! unminimized, on one screen.
 
 use std::time::Duration;
 
 use crate::human;
-use crate::search::{describe, fails, round3_away, HuntResult};
+use crate::search::{describe, fails, round3_away, HuntResult, DEFER, ROW_RUNS};
 
 /// The end-of-hunt summary: one line per root cause with its nearest trigger and threshold.
 pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
@@ -21,6 +22,9 @@ pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
         p.timeouts,
         human(r.run_timeout.as_secs_f64())
     );
+    if p.deferred > 0 {
+        s += &format!("{} candidate(s) deferred as costlier than {} × the base run (cheap ones first); {} of them ran later\n", p.deferred, DEFER, p.deferred_run);
+    }
     if p.errors * 2 > p.runs && p.runs > 0 {
         s += &format!("warning: {} of {} candidates errored or were invalid: the search space may not fit this scenario\n", p.errors, p.runs);
     }
@@ -48,6 +52,9 @@ pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
             .collect();
         if !thresholds.is_empty() {
             s += &format!("      flips at {}\n", thresholds.join("; "));
+        }
+        if let Some(cut) = f.nearest().and_then(|t| t.rows.as_ref()).filter(|c| !c.minimized) {
+            s += &format!("      rows not minimized: its repro keeps {} of {} rows (the row budget of {ROW_RUNS} runs or the time ran out)\n", cut.kept.len(), cut.total);
         }
     }
     if r.findings.len() > 20 {
