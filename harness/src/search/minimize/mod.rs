@@ -238,8 +238,11 @@ impl<'a> Minimizer<'a> {
                     hit
                 };
                 let (kept, minimized) = shrink_rows(n, &mut test, &|| expired(deadline, stop), ROW_RUNS);
-                if kept.len() < n || !minimized {
+                if kept.len() < n {
                     (repro, outcome, full_step) = (select_rows(&s, &kept), last, step);
+                }
+                // No row cut but not shown 1-minimal either: the repro keeps the scenario's own data.
+                if kept.len() < n || !minimized {
                     rows = Some(RowCut { total: n, kept, minimized });
                 }
             }

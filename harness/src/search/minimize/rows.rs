@@ -26,7 +26,8 @@ pub struct RowCut {
     /// Indices of the rows kept, in order.
     pub kept: Vec<usize>,
     /// The cut is 1-minimal (removing any one kept row un-flips it); false when the row budget or
-    /// the time ran out first. Absent in records written before the budget (all 1-minimal then).
+    /// the time ran out first (then `kept` may be every row, and the repro keeps the scenario's
+    /// own data). Absent in records written before the budget (all 1-minimal then).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub minimized: bool,
 }
@@ -150,8 +151,9 @@ pub struct Built {
 pub fn rebuild(base: &Scenario, mutations: &[Mutation], rows: Option<&RowCut>, opts: &RunOptions) -> Option<Built> {
     let knob_repro = mutate(base, mutations)?;
     let mut repro = match rows {
-        Some(cut) => select_rows(&materialize(&knob_repro)?.0, &cut.kept),
-        None => knob_repro.clone(),
+        Some(cut) if cut.kept.len() < cut.total => select_rows(&materialize(&knob_repro)?.0, &cut.kept),
+        // No cut, or every row kept (not minimized): the scenario's own data, as minimized.
+        Some(_) | None => knob_repro.clone(),
     };
     let mut outcome = run_with(&repro, opts);
     if let Some(cut) = cut_schedule(&repro, &outcome) {
