@@ -1,12 +1,13 @@
 //! The end-of-hunt summary, as `nanhunt hunt` prints it and a failing
 //! `assert_finite_within` shows it: the most met error messages, then each root
 //! cause (a mechanism) with its nearest trigger, its diagnosis, its flip
-//! thresholds and its members (sites, dtypes, triggers) with counts, on one screen.
+//! thresholds, whether its rows were left unminimized, and its members (sites,
+//! dtypes, triggers) with counts, on one screen.
 
 use std::time::Duration;
 
 use crate::human;
-use crate::search::{fails, round3_away, trigger_text, HuntResult, RootCause, Tally};
+use crate::search::{fails, round3_away, trigger_text, HuntResult, RootCause, Tally, DEFER, ROW_RUNS};
 
 /// The end-of-hunt summary: the top errors, then each root cause with its nearest trigger, thresholds and members.
 pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
@@ -22,6 +23,9 @@ pub fn hunt_summary(name: &str, r: &HuntResult, allowed: Duration) -> String {
         p.timeouts,
         human(r.run_timeout.as_secs_f64())
     );
+    if p.deferred > 0 {
+        s += &format!("{} candidate(s) deferred as costlier than {} × the base run (cheap ones first); {} of them ran later\n", p.deferred, DEFER, p.deferred_run);
+    }
     if p.errors * 2 > p.runs && p.runs > 0 {
         s += &format!("warning: {} of {} candidates errored or were invalid: the search space may not fit this scenario\n", p.errors, p.runs);
     }
@@ -88,6 +92,9 @@ fn root_cause(c: &RootCause) -> String {
         c.thresholds.iter().map(|t| format!("{} {} {} (base {}, finite at {})", t.knob, t.direction(), human(t.flips_at), human(t.base), human(round3_away(t.stays_finite_at, t.flips_at)))).collect();
     if !thresholds.is_empty() {
         s += &format!("      flips at {}\n", thresholds.join("; "));
+    }
+    if let Some(cut) = c.rows.as_ref().filter(|c| !c.minimized) {
+        s += &format!("      rows not minimized: its repro keeps {} of {} rows (the row budget of {ROW_RUNS} runs or the time ran out)\n", cut.kept.len(), cut.total);
     }
     s += &format!("      sites: {}\n", tallies(&c.sites));
     if c.dtypes.len() > 1 {

@@ -7,10 +7,12 @@
 //! ([`crate::run::run`]) and shrinking ([`Minimizer`]) are separate. The same
 //! [`Mutation`] type feeds the strategies, the hunt's engines and the cargo-fuzz
 //! targets ([`fuzzing`]). A campaign ([`hunt`]) keeps its state in a corpus
-//! on disk and names each finding by a stable [`signature`].
+//! on disk, names each finding by a stable [`signature`], and weighs its
+//! candidates by their expected cost ([`work`], `cost.rs`).
 
 mod code;
 mod corpus;
+mod cost;
 mod errors;
 mod finding;
 pub mod fuzzing;
@@ -26,11 +28,12 @@ mod sweep;
 
 pub use code::{hunt_module, margins_module};
 pub use corpus::{merge, read_findings, write_findings};
+pub use cost::{relative, work, DEFER, STEP_ROWS};
 pub use errors::{merge_errors, read_errors, write_errors, ErrorEntry};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Site, Target, Threshold, Trigger};
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
 pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margins};
-pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut};
+pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, ROW_RUNS};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
 pub use reach::margin_search;
 pub use root_cause::{group, group_known, read_known, trigger_text, write_root_causes, Mechanism, PrecisionClass, RootCause, Tally};

@@ -206,6 +206,9 @@ pub struct RootCause {
     pub trigger: Vec<Mutation>,
     /// Its flip thresholds.
     pub thresholds: Vec<Threshold>,
+    /// The rows its repro keeps, if rows were cut (and whether they were minimized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<crate::search::RowCut>,
     /// Sites (kind, tensor, phase) of its members, most runs first.
     pub sites: Vec<Tally>,
     /// Compute dtypes of its members, most runs first.
@@ -295,6 +298,7 @@ fn root_cause(key: Mechanism, ms: &[&Member]) -> RootCause {
         dtype: f.dtype.clone(),
         trigger: t.mutations.clone(),
         thresholds: t.thresholds.clone(),
+        rows: t.rows.clone(),
         sites: tally(ms.iter().map(|m| (site(m), m.trigger.count))),
         dtypes: tally(ms.iter().map(|m| (m.finding.dtype.clone(), m.trigger.count))),
         triggers: tally(ms.iter().map(|m| (trigger_text(&m.trigger.mutations), m.trigger.count))),

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::run::{Location, Outcome};
 use crate::scenario::{Named, Phase};
 use crate::search::corpus::{covers, fold, same_knobs, Mutant, State};
+use crate::search::cost::Deferred;
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
 use crate::search::minimize::{Built, Minimal};
 use crate::search::mutation::Mutation;
@@ -40,6 +41,8 @@ pub(super) struct Counts {
     pub(super) errors: u64,
     pub(super) timeouts: u64,
     pub(super) shrink_runs: u64,
+    pub(super) deferred: u64,
+    pub(super) deferred_run: u64,
     pub(super) root_causes: usize,
     pub(super) sites: usize,
     pub(super) triggers: usize,
@@ -59,6 +62,19 @@ struct Inner {
     best: f64,
     /// Root causes (mechanisms) among the findings, counted when a finding changes.
     groups: usize,
+    /// Candidates put aside as costly, and the cheap spending they wait for.
+    deferred: Deferred,
+    /// How many were put aside, and how many of those have run.
+    deferrals: (u64, u64),
+}
+
+/// What a worker is to run next.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Ticket {
+    /// The candidate of this index, to generate.
+    Fresh(u64),
+    /// A deferred candidate whose turn has come.
+    Due(Vec<Mutation>),
 }
 
 /// The shared state of a campaign.
@@ -93,7 +109,8 @@ impl Campaign {
             seen.insert(p.key.clone(), Seen::Pending);
         }
         let groups = group(&state.findings).len();
-        Campaign { inner: Mutex::new(Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups }) }
+        let inner = Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups, deferred: Deferred::default(), deferrals: (0, 0) };
+        Campaign { inner: Mutex::new(inner) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -107,16 +124,35 @@ impl Campaign {
         self.lock().state.findings.iter().any(|f| f.triggers.iter().any(|t| t.mutations.is_empty()))
     }
 
-    /// Takes the next candidate index, counting it as a run; `None` once `max_runs` are taken.
-    pub(super) fn reserve(&self, max_runs: Option<u64>, first: bool) -> Option<u64> {
+    /// Takes what to run next, counting it as a run: a deferred candidate whose turn has come, else
+    /// the next candidate index; `None` once `max_runs` are taken.
+    pub(super) fn reserve(&self, max_runs: Option<u64>, first: bool) -> Option<Ticket> {
         let mut g = self.lock();
         if max_runs.is_some_and(|m| g.state.runs >= m) || (first && !g.state.findings.is_empty()) {
             return None;
         }
+        g.state.runs += 1;
+        if let Some(c) = g.deferred.due() {
+            g.deferrals.1 += 1;
+            return Some(Ticket::Due(c));
+        }
         let k = g.state.next;
         g.state.next += 1;
-        g.state.runs += 1;
-        Some(k)
+        Some(Ticket::Fresh(k))
+    }
+
+    /// Puts a reserved candidate expected to cost `ratio` × the base aside: it is not run now,
+    /// and its reservation is not counted as a run.
+    pub(super) fn defer(&self, ratio: f64, candidate: Vec<Mutation>) {
+        let mut g = self.lock();
+        g.state.runs -= 1;
+        g.deferrals.0 += 1;
+        g.deferred.defer(ratio, candidate);
+    }
+
+    /// Counts a cheap candidate's expected cost (× the base) as spent, for the deferred ones.
+    pub(super) fn spend(&self, ratio: f64) {
+        self.lock().deferred.spend(ratio);
     }
 
     /// Counts a candidate that was invalid, errored or panicked, and why.
@@ -324,6 +360,8 @@ impl Campaign {
             shrink_runs: g.shrink_runs,
             root_causes: g.groups,
             sites: s.findings.len(),
+            deferred: g.deferrals.0,
+            deferred_run: g.deferrals.1,
             triggers: s.findings.iter().map(|f| f.triggers.len()).sum(),
             pending: s.pending.len(),
             shrinking: g.seen.values().filter(|v| matches!(v, Seen::Shrinking(_))).count(),
@@ -357,6 +395,22 @@ mod tests {
         let p = Pending { key, found: muts.clone(), location: at, dtype: "f32".into(), count: 1, seconds_to_find: 0.0, runs_to_find: 1 };
         let m = Minimal { mutations: muts, knob_repro: s.clone(), repro: s, outcome: o, thresholds: vec![], rows: None, full_step: None, complete: true, runs: 1 };
         (m, p)
+    }
+
+    #[test]
+    fn a_deferred_candidate_gives_back_its_run_and_comes_back_when_due() {
+        let c = Campaign::new(State::default());
+        let costly = vec![Mutation::new(Knob::BatchSize, 1u32)];
+        assert_eq!(c.reserve(Some(2), false), Some(Ticket::Fresh(0)));
+        c.defer(11.3, costly.clone());
+        // Not run: not counted, so `max_runs` still allows two runs.
+        assert_eq!((c.counts().runs, c.counts().deferred), (0, 1));
+        assert_eq!(c.reserve(Some(2), false), Some(Ticket::Fresh(1)));
+        // Deferring counted one base run; 10.3 more of cheap candidates make the 11.3 it waits for.
+        c.spend(10.3);
+        assert_eq!(c.reserve(Some(2), false), Some(Ticket::Due(costly)));
+        assert_eq!(c.reserve(Some(2), false), None, "two runs made");
+        assert_eq!((c.counts().runs, c.counts().deferred_run), (2, 1));
     }
 
     #[test]

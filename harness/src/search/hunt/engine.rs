@@ -3,7 +3,8 @@
 //! and shrinks a failure with proptest's own shrinking; `guided` first screens
 //! every knob alone at the unstable corners of its range, then mostly mutates
 //! the best-scored mutants of a ranked corpus. A candidate's random draws
-//! depend only on the campaign seed and its global index.
+//! depend only on the campaign seed and its global index. The corners are
+//! ordered by expected cost (`by_cost`): the cheap ones first.
 
 use proptest::strategy::{BoxedStrategy, Strategy, ValueTree};
 use rand::{Rng, SeedableRng};
@@ -13,6 +14,7 @@ use super::campaign::Campaign;
 use super::options::{Clock, Engine, HuntOptions};
 use crate::run::{run_with, Outcome, RunOptions};
 use crate::scenario::Scenario;
+use crate::search::cost::{relative, DEFER};
 use crate::search::finding::{fnv1a, Site};
 use crate::search::mutation::{mutate, normalize, Mutation, Scale};
 use crate::search::space::{draw, seeded_runner, Space};
@@ -47,6 +49,16 @@ pub(super) fn proptest_shrink(base: &Scenario, opts: &HuntOptions, clock: &Clock
         }
     }
     (best, outcome)
+}
+
+/// The corner sweep in the order it runs: corners expected to cost at most [`DEFER`] × the base
+/// first, in the space's order (most likely flips first), then the costlier ones, cheapest first
+/// (the hunt defers those when their turn comes). A corner that does not apply keeps its place.
+pub(super) fn by_cost(base: &Scenario, corners: Vec<Vec<Mutation>>) -> Vec<Vec<Mutation>> {
+    let ratio = |c: &[Mutation]| mutate(base, c).map_or(1.0, |s| relative(base, &s));
+    let (cheap, mut costly): (Vec<_>, Vec<_>) = corners.into_iter().map(|c| (ratio(&c), c)).partition(|(r, _)| *r <= DEFER);
+    costly.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cheap.into_iter().chain(costly).map(|(_, c)| c).collect()
 }
 
 /// Candidate `index`: a fresh draw (with its value tree, for shrinking), or (guided) a mutation of a good mutant.
@@ -110,6 +122,26 @@ pub(super) fn generate(
 mod tests {
     use super::*;
     use crate::search::corpus::State;
+
+    #[test]
+    fn the_corner_sweep_tries_the_cheap_corners_first() {
+        // Issue 27's RNN base: its safer end of the batch size, 1 row a step, costs 11.3 × the base
+        // (cost::tests has it by hand); 20 epochs or sequences of 400, 4 ×, stay among the cheap.
+        let base = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/rnn_sgd_long_sequences.toml")).unwrap();
+        let space = Space::of(&base);
+        let corners = by_cost(&base, space.corners());
+        let ratio = |c: &[Mutation]| crate::search::cost::relative(&base, &mutate(&base, c).unwrap());
+        let first_costly = corners.iter().position(|c| ratio(c) > DEFER).expect("some corner is costly");
+        assert!(corners[first_costly..].iter().all(|c| ratio(c) > DEFER), "cheap corners all come first");
+        assert!(corners[first_costly..].windows(2).all(|w| ratio(&w[0]) <= ratio(&w[1])), "costly ones cheapest first");
+        let one_row = vec![Mutation::new(crate::scenario::Knob::BatchSize, 1u32)];
+        assert!(corners.iter().position(|c| *c == one_row).unwrap() >= first_costly, "batches of one row wait");
+        assert!(space.corners().iter().position(|c| *c == one_row).unwrap() < first_costly, "they did not before");
+        // The cheap ones keep the space's order: the lr's riskier end first.
+        assert_eq!(corners[0], space.corners()[0]);
+        assert_eq!(corners[0][0].knob(), crate::scenario::Knob::Lr);
+        assert_eq!(corners.len(), space.corners().len());
+    }
 
     #[test]
     fn candidates_depend_only_on_seed_and_index() {

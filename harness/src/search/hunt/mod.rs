@@ -11,7 +11,11 @@
 //! owner (`campaign`, one mutex, never held across a run or I/O) and files one
 //! writer (`writer`), which hands root causes to the [`Reporter`]. What a
 //! campaign is asked to do is in `options`. Candidates come from the engines
-//! in `engine`; flips become triggers in `found`. Candidate `k` of shard `i/n` is the global
+//! in `engine`; flips become triggers in `found`. The guided engine weighs each candidate by its
+//! expected cost (`search::cost`): its corner sweep tries the cheap corners first, and a candidate
+//! expected to cost more than [`DEFER`] × the base waits until cheap ones have spent as much
+//! (deferred candidates are not kept in the corpus: a resumed campaign draws afresh).
+//! Candidate `k` of shard `i/n` is the global
 //! candidate `i + n·k`, and its random draws depend only on the seed and that
 //! number, so shards never overlap.
 
@@ -23,9 +27,10 @@ use crate::error::{Error, Result};
 use crate::run::{run_with, Location, Outcome, RunOptions, Status};
 use crate::scenario::Scenario;
 use crate::search::corpus::{Mutant, State};
+use crate::search::cost::{relative, DEFER};
 use crate::search::errors::{merge_errors, ErrorEntry};
 use crate::search::finding::{fnv1a, Finding, Pending};
-use crate::search::mutation::{normalize, try_mutate};
+use crate::search::mutation::{normalize, try_mutate, Mutation};
 use crate::search::root_cause::{group_known, RootCause};
 use crate::search::score::score;
 use crate::search::space::Space;
@@ -40,7 +45,7 @@ use options::Clock;
 pub use options::{Engine, HuntOptions};
 pub use writer::Reporter;
 
-use campaign::Campaign;
+use campaign::{Campaign, Ticket};
 
 /// Which part of a campaign is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,6 +74,10 @@ pub struct Progress {
     pub timeouts: u64,
     /// Runs spent minimizing.
     pub shrink_runs: u64,
+    /// Candidates the guided engine put aside as costlier than [`DEFER`] × the base.
+    pub deferred: u64,
+    /// Deferred candidates that have run since (each counted in `runs` too).
+    pub deferred_run: u64,
     /// Root causes (mechanisms).
     pub root_causes: usize,
     /// Failure sites their findings hold.
@@ -159,6 +168,8 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
             errors: c.errors,
             timeouts: c.timeouts,
             shrink_runs: c.shrink_runs,
+            deferred: c.deferred,
+            deferred_run: c.deferred_run,
             root_causes: c.root_causes,
             sites: c.sites,
             triggers: c.triggers,
@@ -177,8 +188,10 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
             found::flip(&ctx, vec![], &base_run);
         }
         let workers = opts.jobs.max(1);
+        // The corner sweep, its cheap corners first (made once: every worker indexes the same list).
+        let corners = engine::by_cost(base, space.corners());
         std::thread::scope(|s| {
-            let job = || search(&ctx, &space, &snapshot, progress);
+            let job = || search(&ctx, &space, &corners, &snapshot, progress);
             for _ in 0..workers {
                 crate::run::stack::spawn_worker(s, job);
             }
@@ -203,15 +216,23 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     Ok(HuntResult { root_causes, findings: state.findings, errors, pending: state.pending, base_failure, run_timeout, progress })
 }
 
-/// One worker of the search: candidates until the search ends, the run limit is reached or a stop is asked for.
-fn search(ctx: &found::Ctx, space: &Space, snapshot: &(dyn Fn() -> Progress + Sync), progress: &(dyn Fn(&Progress) + Sync)) {
+/// One worker of the search: candidates until the search ends, the run limit is reached or a stop
+/// is asked for. The guided engine defers a fresh candidate expected to cost more than [`DEFER`] ×
+/// the base (it runs later, when cheap candidates have spent as much); the property engine, the
+/// uniform baseline, runs every draw.
+fn search(ctx: &found::Ctx, space: &Space, corners: &[Vec<Mutation>], snapshot: &(dyn Fn() -> Progress + Sync), progress: &(dyn Fn(&Progress) + Sync)) {
     let opts = ctx.opts;
     // Strategies are not `Send`: each worker builds its own from the shared space.
-    let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
+    let (strategy, one) = (space.candidate(), space.mutation());
     while Instant::now() < ctx.clock.search_end && !opts.stopped() {
-        let Some(k) = ctx.campaign.reserve(opts.max_runs, opts.first) else { break };
-        let index = global_index(k, opts.shard);
-        let (drawn, mut tree) = engine::generate(opts, index, space, (&strategy, &one, &corners), ctx.campaign);
+        let Some(ticket) = ctx.campaign.reserve(opts.max_runs, opts.first) else { break };
+        let (drawn, mut tree, fresh) = match ticket {
+            Ticket::Fresh(k) => {
+                let (drawn, tree) = engine::generate(opts, global_index(k, opts.shard), space, (&strategy, &one, corners), ctx.campaign);
+                (drawn, tree, true)
+            }
+            Ticket::Due(c) => (c, None, false),
+        };
         let candidate = normalize(&drawn);
         let s = match try_mutate(ctx.base, &candidate) {
             Ok(s) => s,
@@ -220,6 +241,14 @@ fn search(ctx: &found::Ctx, space: &Space, snapshot: &(dyn Fn() -> Progress + Sy
                 continue;
             }
         };
+        if fresh && opts.engine == Engine::Guided {
+            let ratio = relative(ctx.base, &s);
+            if ratio > DEFER {
+                ctx.campaign.defer(ratio, candidate);
+                continue;
+            }
+            ctx.campaign.spend(ratio);
+        }
         let deadline = (Instant::now() + ctx.clock.run_timeout).min(ctx.clock.search_end);
         let o = run_with(&s, &RunOptions { deadline: Some(deadline), stop: Some(&opts.stop), ..RunOptions::default() });
         match o.outcome {
@@ -250,6 +279,29 @@ mod tests {
         let mut all: Vec<u64> = (0..n).flat_map(|i| (0..100).map(move |k| global_index(k, (i, n)))).collect();
         all.sort();
         assert_eq!(all, (0..300).collect::<Vec<u64>>(), "each global candidate in exactly one shard");
+    }
+
+    #[test]
+    fn the_rnn_base_of_issue_27_flips_within_a_budget_of_runs() {
+        // Issue 27: this base made 12 runs in 20 s and no flip in two of three tries. Its first
+        // corner (lr 100) flips; the root cause must be registered from that one run, its
+        // minimization within a fixed number of runs (the rows within their budget). Budgets in
+        // runs, not seconds: the time allowed is ample so that only the run counts bind.
+        let base = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/rnn_sgd_long_sequences.toml")).unwrap();
+        let opts = HuntOptions { budget: Duration::from_secs(600), shrink_budget: Duration::from_secs(600), max_runs: Some(1), ..HuntOptions::default() };
+        let r = hunt(&base, &opts, None, &|_| {}).unwrap();
+        let f = r.findings.first().expect("a root cause from one candidate run");
+        assert_eq!((f.runs_to_find, r.progress.runs, r.progress.timeouts), (1, 1, 0));
+        let t = f.nearest().unwrap();
+        assert_eq!(t.mutations.iter().map(Mutation::knob).collect::<Vec<_>>(), [crate::scenario::Knob::Lr]);
+        // PyTorch 2.15 goes to +Inf at lr 3 on this base (`nanhunt confirm` with lr = 3.0): the
+        // threshold is at or below it, and above the base's 0.1, which stays finite there.
+        let lr = &t.thresholds[0];
+        assert!(lr.flips_at <= 3.0 && lr.stays_finite_at > 0.1, "{lr:?}");
+        // The minimization that made the trigger (a machine so loaded that one ran out of time
+        // would park it and finish it in the shrink phase: the finished one counts).
+        assert!(f.shrink_runs <= 48 + crate::search::ROW_RUNS, "{} shrink runs", f.shrink_runs);
+        assert!(r.pending.is_empty());
     }
 
     #[test]

@@ -6,9 +6,12 @@
 //! mutation the flip does not need, until removing any one un-flips it
 //! (1-minimal in knobs); bisect each numeric knob back towards its base value
 //! to the flip threshold (3 significant digits); then, unless the data is to
-//! be kept, delta-debug the training rows to a 1-minimal set (`rows`); and cut
-//! the schedule to the first failing step. A minimization that runs out of
-//! time says so ([`Minimal::complete`]): its result is never presented as minimal.
+//! be kept, cut the training rows by halving and delta debugging, within a
+//! run budget, towards a 1-minimal set (`rows`); and cut the schedule to the
+//! first failing step. A minimization that runs out of time before its knobs
+//! are minimal says so ([`Minimal::complete`]): its result is never presented
+//! as minimal. Rows that run out of their budget or of time are kept as cut so
+//! far and said to be not minimized ([`RowCut::minimized`]), rather than overrun.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -23,8 +26,8 @@ mod rows;
 
 pub(crate) use bisect::bisect;
 pub use bisect::round3_away;
-use rows::{cut_schedule, ddmin, select_rows};
-pub use rows::{materialize, rebuild, Built, RowCut};
+use rows::{cut_schedule, select_rows, shrink_rows};
+pub use rows::{materialize, rebuild, Built, RowCut, ROW_RUNS};
 
 /// What the minimizer found.
 #[derive(Debug, Clone)]
@@ -43,7 +46,8 @@ pub struct Minimal {
     pub rows: Option<RowCut>,
     /// The first failing step with all the rows, when rows were cut (the repro's step counts its own rows).
     pub full_step: Option<usize>,
-    /// Every step ran to the end: 1-minimal in knobs, thresholds bisected, rows 1-minimal.
+    /// The knob steps ran to the end: 1-minimal in knobs, thresholds bisected. Rows may still be
+    /// unminimized (their budget or the time ran out): [`RowCut::minimized`] says.
     pub complete: bool,
     /// Runs spent minimizing.
     pub runs: usize,
@@ -72,7 +76,8 @@ pub fn reductions(knob_repro: &Scenario, repro: &Scenario, outcome: &Outcome, ro
     let mut out = Vec::new();
     if let Some(cut) = rows {
         let step = full_step.map_or(String::new(), |s| format!("; with all {} rows it {how} at step {s}", cut.total));
-        out.push(format!("data rows: {} → {} (1-minimal: removing any one un-flips it){step}", cut.total, cut.kept.len()));
+        let how_far = if cut.minimized { "1-minimal: removing any one un-flips it".to_string() } else { format!("rows not minimized: the row budget ({ROW_RUNS} runs) or the time ran out") };
+        out.push(format!("data rows: {} → {} ({how_far}){step}", cut.total, cut.kept.len()));
     }
     if let Some(m) = repro.train.max_steps.filter(|_| repro.train.max_steps != knob_repro.train.max_steps) {
         out.push(format!("schedule cut to {} epoch(s), {m} step(s): it {how} at step {m}", repro.train.epochs));
@@ -215,29 +220,32 @@ impl<'a> Minimizer<'a> {
         let knob_repro = mutate(self.base, &muts)?;
         let mut outcome = self.flips(&knob_repro)?;
         let mut repro = knob_repro.clone();
-        // 3. Fewest rows.
-        let (mut rows, mut full_step, mut rows_complete) = (None, None, true);
+        // 3. Fewest rows, within the row budget: a cut it could not finish is kept, marked not minimized.
+        let mut rows = None;
+        let mut full_step = None;
         if let Some((s, n)) = materialize(&repro).filter(|_| !self.keep_data) {
             if let Some(o) = self.flips(&s) {
                 let step = o.failure_site().map(|f| f.step);
                 let (deadline, stop) = (self.deadline, self.stop);
+                // The outcome of the last subset that flipped: the cut's own, so it is not run again.
+                let mut last = o;
                 let mut test = |keep: &[usize]| {
                     let o = self.run_limited(&select_rows(&s, keep));
-                    self.counts(&o)
+                    let hit = self.counts(&o);
+                    if hit {
+                        last = o;
+                    }
+                    hit
                 };
-                let (kept, done) = ddmin(n, &mut test, &|| expired(deadline, stop));
-                rows_complete = done;
-                let cut = select_rows(&s, &kept);
-                if let Some(o) = self.flips(&cut) {
-                    (repro, outcome, full_step) = (cut, o, step);
-                    rows = (kept.len() < n).then_some(RowCut { total: n, kept });
+                let (kept, minimized) = shrink_rows(n, &mut test, &|| expired(deadline, stop), ROW_RUNS);
+                if kept.len() < n {
+                    (repro, outcome, full_step) = (select_rows(&s, &kept), last, step);
+                }
+                // No row cut but not shown 1-minimal either: the repro keeps the scenario's own data.
+                if kept.len() < n || !minimized {
+                    rows = Some(RowCut { total: n, kept, minimized });
                 }
             }
-        }
-        if rows.is_none() {
-            full_step = None;
-            repro = knob_repro.clone();
-            outcome = self.flips(&repro).unwrap_or(outcome);
         }
         // 4. Cut the schedule to the first non-finite step.
         if let Some(cut) = cut_schedule(&repro, &outcome) {
@@ -245,7 +253,8 @@ impl<'a> Minimizer<'a> {
                 (repro, outcome) = (cut, o);
             }
         }
-        let complete = knob_complete && rows_complete && !self.out_of_time();
+        // Knobs 1-minimal and thresholds bisected make a trigger; rows not minimized are said in `rows`.
+        let complete = knob_complete;
         let thresholds = thresholds.into_iter().map(|(_, t)| t).collect();
         Some(Minimal { mutations: muts, knob_repro, repro, outcome, thresholds, rows, full_step, complete, runs: self.runs })
     }

@@ -1,7 +1,9 @@
 //! Shrinking the data: the training rows written out as explicit values and
-//! delta-debugged (Zeller's ddmin) to a 1-minimal set, and the schedule cut to
-//! the first non-finite step. Features are never dropped: that would change
-//! the model's input width, and so the model.
+//! cut by halving, then delta-debugged (Zeller's ddmin) towards a 1-minimal
+//! set within a run budget ([`ROW_RUNS`]), and the schedule cut to the first
+//! non-finite step. A cut that runs out of runs or time is kept as it is (it
+//! still flips) and marked not minimized ([`RowCut::minimized`]). Features are
+//! never dropped: that would change the model's input width, and so the model.
 //!
 //! [`rebuild`] makes a trigger's repro again from what a campaign stores (its
 //! mutations and the kept row indices), so reports need no saved scenarios.
@@ -12,6 +14,10 @@ use super::super::mutation::{mutate, Mutation};
 use crate::run::{data, run_with, Outcome, RunOptions};
 use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
 
+/// Most runs the row shrink of one trigger may make: halving 4096 rows down to one takes 24 at
+/// most; what is left goes to finer cuts towards a 1-minimal set.
+pub const ROW_RUNS: usize = 64;
+
 /// Which training rows a repro keeps, of how many.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowCut {
@@ -19,6 +25,19 @@ pub struct RowCut {
     pub total: usize,
     /// Indices of the rows kept, in order.
     pub kept: Vec<usize>,
+    /// The cut is 1-minimal (removing any one kept row un-flips it); false when the row budget or
+    /// the time ran out first (then `kept` may be every row, and the repro keeps the scenario's
+    /// own data). Absent in records written before the budget (all 1-minimal then).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub minimized: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The scenario with its training rows written out as explicit values, and
@@ -57,34 +76,43 @@ pub(super) fn select_rows(s: &Scenario, keep: &[usize]) -> Scenario {
     m
 }
 
-/// Delta debugging over `n` items with a test that says whether a subset still
-/// flips; returns the kept indices and whether it ran to the end (1-minimal).
-pub(super) fn ddmin(n: usize, flips: &mut dyn FnMut(&[usize]) -> bool, out_of_time: &dyn Fn() -> bool) -> (Vec<usize>, bool) {
+/// Shrinks `n` items with a test that says whether a subset still flips: halves first (the
+/// first half alone, then the second), then, as delta debugging (Zeller's ddmin) does, tries finer
+/// parts and their complements, until the set is 1-minimal, `runs` tests are spent (or fewer are
+/// left than items kept, too few to reach 1-minimal) or `out_of_time`. Returns the kept indices
+/// (they flip, or are all `n`) and whether they are 1-minimal.
+pub(super) fn shrink_rows(n: usize, flips: &mut dyn FnMut(&[usize]) -> bool, out_of_time: &dyn Fn() -> bool, runs: usize) -> (Vec<usize>, bool) {
     let mut keep: Vec<usize> = (0..n).collect();
     let mut granularity = 2;
+    let mut left = runs;
     while keep.len() >= 2 {
-        if out_of_time() {
+        // Past halving, a 1-minimal set needs at least one test per kept row: with fewer runs
+        // left, finer cuts cannot get there, so they are not begun.
+        if granularity > 2 && keep.len() > left {
             return (keep, false);
         }
         let chunk = keep.len().div_ceil(granularity);
         let parts: Vec<Vec<usize>> = keep.chunks(chunk).map(<[usize]>::to_vec).collect();
+        // With two parts each one's complement is the other: tried once, as a part.
+        let complements = parts.len() > 2;
         let mut reduced = false;
-        for (j, part) in parts.iter().enumerate() {
+        'parts: for (j, part) in parts.iter().enumerate() {
             // A subset alone, then its complement.
-            let complement: Vec<usize> = parts.iter().enumerate().filter(|(k, _)| *k != j).flat_map(|(_, p)| p.clone()).collect();
+            let complement: Vec<usize> = if complements { parts.iter().enumerate().filter(|(k, _)| *k != j).flat_map(|(_, p)| p.clone()).collect() } else { vec![] };
             for (cand, coarser) in [(part.clone(), true), (complement, false)] {
                 if cand.is_empty() || cand.len() == keep.len() {
                     continue;
                 }
+                if left == 0 || out_of_time() {
+                    return (keep, false);
+                }
+                left -= 1;
                 if flips(&cand) {
                     keep = cand;
                     granularity = if coarser { 2 } else { (granularity - 1).max(2) };
                     reduced = true;
-                    break;
+                    break 'parts;
                 }
-            }
-            if reduced {
-                break;
             }
         }
         if !reduced {
@@ -123,8 +151,9 @@ pub struct Built {
 pub fn rebuild(base: &Scenario, mutations: &[Mutation], rows: Option<&RowCut>, opts: &RunOptions) -> Option<Built> {
     let knob_repro = mutate(base, mutations)?;
     let mut repro = match rows {
-        Some(cut) => select_rows(&materialize(&knob_repro)?.0, &cut.kept),
-        None => knob_repro.clone(),
+        Some(cut) if cut.kept.len() < cut.total => select_rows(&materialize(&knob_repro)?.0, &cut.kept),
+        // No cut, or every row kept (not minimized): the scenario's own data, as minimized.
+        Some(_) | None => knob_repro.clone(),
     };
     let mut outcome = run_with(&repro, opts);
     if let Some(cut) = cut_schedule(&repro, &outcome) {

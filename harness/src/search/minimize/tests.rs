@@ -48,6 +48,65 @@ fn ddmin_returns_a_one_minimal_row_set() {
     assert!(Target::Nonfinite.hits(&run(&min.repro)));
 }
 
+/// One step of the same regression on 1024 rows, 40 of them hot with |error| 1e37 (every 6th of
+/// the first 240): the mean's sum overflows f32 (max ≈ 3.40282e38) with 35 hot rows (3.5e38) and
+/// not with 34 (3.4e38). Halving keeps the first 256 rows (all 40 hot ones); neither of their
+/// halves holds 35, and a 1-minimal set of 35 would take more runs than the row budget has left.
+fn many_hot_rows() -> Scenario {
+    let hot = |i: usize| i % 6 == 0 && i < 240;
+    let rows: Vec<&str> = (0..1024).map(|i| if hot(i) { "[1e37, 0.0]" } else { "[0.5, 0.5]" }).collect();
+    let text = format!(
+        "name = \"many\"\n[data]\ninputs = {{ kind = \"values\", rows = [{}] }}\ntargets = {{ kind = \"values\", values = [{}] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mae\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01",
+        rows.join(", "),
+        ["0.0"; 1024].join(", ")
+    );
+    from_str(&text, "many.toml").unwrap()
+}
+
+#[test]
+fn the_row_shrink_keeps_to_its_run_budget_and_says_rows_not_minimized() {
+    // Issue 27: a 4096-row base spent a hunt on 62,097 row-shrink runs and left its flip unminimized.
+    let base = many_hot_rows();
+    let mut m = Minimizer::new(&base, Target::Nonfinite, None);
+    let min = m.minimize(&[]).expect("the base flips");
+    // Runs outside the rows: the candidate, the knob repro, the materialized rows, the schedule
+    // cut; halving 1024 → 512 → 256 takes 2, the two halves of 256 that do not flip 2 more.
+    assert_eq!(min.runs, 4 + 4, "{} runs", min.runs);
+    assert!(min.complete, "knobs are minimal: the trigger is registered, rows or not");
+    let cut = min.rows.clone().expect("rows were cut as far as the budget went");
+    assert!(!cut.minimized);
+    assert_eq!(cut.kept, (0..256).collect::<Vec<_>>());
+    // What is kept still flips, checked by running it again, and rebuilds the same repro.
+    assert!(Target::Nonfinite.hits(&run(&min.repro)));
+    let built = rebuild(&base, &min.mutations, min.rows.as_ref(), &Default::default()).unwrap();
+    assert_eq!(format!("{:?}", built.repro), format!("{:?}", min.repro));
+    let said = min.reductions();
+    assert!(said.iter().any(|r| r.starts_with(&format!("data rows: 1024 → {} (rows not minimized", cut.kept.len()))), "{said:?}");
+    // The flag survives the trigger's record; a record without it (written before) reads as minimal.
+    let json = serde_json::to_string(&cut).unwrap();
+    assert_eq!(serde_json::from_str::<RowCut>(&json).unwrap(), cut);
+    assert!(serde_json::from_str::<RowCut>(r#"{"total": 3, "kept": [1]}"#).unwrap().minimized);
+    assert!(!serde_json::to_string(&RowCut { total: 3, kept: vec![1], minimized: true }).unwrap().contains("minimized"));
+}
+
+#[test]
+fn halving_finds_one_needed_row_in_few_runs() {
+    // One needed row of 4096: halving alone reaches it in 12 levels of at most 2 tests, and a
+    // 1-minimal set of one row needs no further test.
+    let mut runs = 0;
+    let (kept, minimal) = rows::shrink_rows(
+        4096,
+        &mut |keep| {
+            runs += 1;
+            keep.contains(&3001)
+        },
+        &|| false,
+        ROW_RUNS,
+    );
+    assert_eq!((kept, minimal), (vec![3001], true));
+    assert!(runs <= 24, "{runs} runs");
+}
+
 #[test]
 fn unneeded_mutations_are_dropped_and_lr_bisected_to_its_threshold() {
     // Seed 002 ex1 standardized is finite at lr 0.01; a large lr (plus an irrelevant dtype
