@@ -3,9 +3,33 @@
 //! it as an outcome field next to stagnation: the training loss rising more
 //! than `loss_decades` decades above its running minimum, or the parameter
 //! norm growing more than `param_growth` times its value after the first step.
+//!
+//! [`still_growing`] says when a finite run is no fix for a failing one: it
+//! diverges, or its loss ends decades above where it started.
 
-use crate::run::Stagnation;
+use crate::run::{Outcome, Stagnation, Status};
 use crate::scenario::DivergenceSpec;
+
+/// Decades the training loss may end above its first step's in a run that is called settled.
+pub const SETTLE_DECADES: f64 = 1.0;
+
+/// Why a finite run still grows, so that a change which leaves it like this is no fix: its
+/// divergence was flagged, or its last fold's training loss ended more than
+/// [`SETTLE_DECADES`] above that fold's first step's. `None` for a run that settles, or that
+/// is not finite (its own outcome says so).
+pub fn still_growing(o: &Outcome) -> Option<String> {
+    if o.outcome != Status::Finite {
+        return None;
+    }
+    if let Some(d) = &o.divergence {
+        return Some(format!("finite but diverging at step {}: {}", d.step, d.detail));
+    }
+    let last = o.trace.rows.last()?;
+    let first = o.trace.rows.iter().find(|r| r.fold == last.fold)?;
+    let (a, b) = (first.train_loss.abs(), last.train_loss.abs());
+    (a > 0.0 && a.is_finite() && b.is_finite() && (b / a).log10() > SETTLE_DECADES)
+        .then(|| format!("finite but growing: its training loss ends at {} after {} at step {}, {:.1} decades up", crate::human(b), crate::human(a), first.step, (b / a).log10()))
+}
 
 /// Follows one fold's loss and parameter norm.
 pub(crate) struct DivergenceWatch {
@@ -56,5 +80,24 @@ mod tests {
         let mut p = DivergenceWatch::new(&DivergenceSpec { loss_decades: 100.0, param_growth: 10.0 });
         assert!(p.check(1, 1.0, Some(2.0)).is_none() && p.check(2, 1.0, Some(20.0)).is_none());
         assert_eq!(p.check(3, 1.0, Some(20.5)).map(|d| d.reason), Some("param_growth".into()));
+    }
+
+    #[test]
+    fn a_finite_run_whose_loss_ends_a_decade_up_still_grows() {
+        let row = |step, fold, train_loss| crate::run::TraceRow { step, fold, train_loss, ..Default::default() };
+        let mut o = Outcome::error("s", String::new());
+        (o.outcome, o.error) = (Status::Finite, None);
+        // 2 → 19.9 is under a decade (×9.95); 2 → 20.1 is over (×10.05).
+        o.trace.rows = vec![row(1, 0, 2.0), row(2, 0, 19.9)];
+        assert_eq!(still_growing(&o), None);
+        o.trace.rows[1].train_loss = 20.1;
+        assert!(still_growing(&o).is_some_and(|w| w.contains("ends at 20.1 after 2 at step 1")), "{:?}", still_growing(&o));
+        // Only the last fold counts: it starts again at 100.
+        o.trace.rows.extend([row(1, 1, 100.0), row(2, 1, 30.0)]);
+        assert_eq!(still_growing(&o), None);
+        o.divergence = Some(Stagnation { step: 2, reason: "loss_growth".into(), detail: "up".into(), ..Default::default() });
+        assert_eq!(still_growing(&o).as_deref(), Some("finite but diverging at step 2: up"));
+        o.outcome = Status::Nonfinite;
+        assert_eq!(still_growing(&o), None, "a non-finite run says so itself");
     }
 }
