@@ -9,28 +9,10 @@
 //! [`stability`] does), a loss summed over the batch (its gradient grows with
 //! the batch), an init scale other than 1, else the learning rate.
 
-use serde::{Deserialize, Serialize};
-
-use super::{cause, Cause, Rule};
+use super::{cause, Cause, Chain, Rule};
 use crate::run::divergence::Growth;
 use crate::run::{Kind, Location};
 use crate::scenario::{DTypeName, Reduction, Scenario};
-
-/// How the run diverged before its first non-finite value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Chain {
-    /// What drove the growth, in words (`lr 0.9`, `init scale 10 with lr 0.01`, ...).
-    pub trigger: String,
-    /// What grew: `weights` (the parameter norm) or `loss`.
-    pub grew: String,
-    /// Its growth per step over the (up to 3) steps before the failure.
-    pub per_step: f64,
-    /// The step by which it had grown two decades (the divergence).
-    pub diverged_at: usize,
-    /// The bad value's own diagnosis, where a rule explains it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub then: Option<Box<Cause>>,
-}
 
 /// The cause of `first` when the run grew as `growth` says before it: the divergence, what drove
 /// it (`then`, the bad value's own cause, if it already names a stability bound, is that), and

@@ -18,13 +18,11 @@ pub use crate::ops::diagnosis::Rule;
 pub(crate) use crate::ops::diagnosis::{round, Limits};
 use crate::ops::Facts;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, MaskFill, OptimState, OptimizerKind, OptimizerSpec, Part, RnnActivation, SoftmaxKind, TensorId};
-pub use chain::Chain;
 
 mod backward;
-mod chain;
+pub(crate) mod chain;
 
 pub(crate) use backward::{backward, born};
-pub(crate) use chain::{chain, stability};
 
 /// The diagnosis: which rule explains the value, the operation, and why, in words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +39,22 @@ pub struct Cause {
     /// When the value ends a divergence: how the run grew first, and what drove it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Chain>,
+}
+
+/// How the run diverged before its first non-finite value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    /// What drove the growth, in words (`lr 0.9`, `init scale 10 with lr 0.01`, ...).
+    pub trigger: String,
+    /// What grew: `weights` (the parameter norm) or `loss`.
+    pub grew: String,
+    /// Its growth per step over the (up to 3) steps before the failure.
+    pub per_step: f64,
+    /// The step by which it had grown two decades (the divergence).
+    pub diverged_at: usize,
+    /// The bad value's own diagnosis, where a rule explains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Box<Cause>>,
 }
 
 /// Facts about one input of the operation.

@@ -52,7 +52,7 @@ impl Runner<'_> {
         if self.linear_sgd_mse() && x.rank() == 2 {
             let rows = x.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
             let mean = s.loss.reduction == crate::scenario::Reduction::Mean;
-            if let Some(c) = cause::stability(s.optimizer.lr, &rows, mean, s.train.accumulate, s.train.dtype) {
+            if let Some(c) = cause::chain::stability(s.optimizer.lr, &rows, mean, s.train.accumulate, s.train.dtype) {
                 return Ok(Some(c));
             }
         }
@@ -70,7 +70,7 @@ impl Runner<'_> {
         let Some(growth) = crate::run::divergence::growth_before(&self.trace.rows, f.fold, f.step) else { return };
         let n = data.folds.get(f.fold).map_or(0, |d| d.train.x.rows);
         let batch = self.s.train.batch_size.unwrap_or(n).min(n);
-        self.cause = Some(cause::chain(self.s, f, self.cause.take(), &growth, batch, self.compute_dtype()));
+        self.cause = Some(cause::chain::chain(self.s, f, self.cause.take(), &growth, batch, self.compute_dtype()));
     }
 
     /// Data that is finite in f64 but overflows the compute dtype.

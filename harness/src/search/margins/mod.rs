@@ -6,7 +6,7 @@
 //! scanned outwards from the base on the knob's scale until the outcome
 //! changes, then bisected to three significant digits between the last value
 //! like the base and the first unlike it, so the threshold found is the one
-//! nearest the base (`side.rs`). Each threshold is verified: at it the outcome
+//! nearest the base (`side.rs`, with the option and bound types). Each threshold is verified: at it the outcome
 //! has changed, 1% of the way back towards the base it has not; one whose check
 //! could not be made (out of time while refining, or a run near it timed out or
 //! could not run) is marked unverified. For a failing base a change is a fix
@@ -16,53 +16,20 @@
 //! could not run) says why, and is never reported as "none within range".
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::finding::Target;
 use super::mutation::{Mutation, Scale};
 use super::space::Space;
 use crate::error::{Error, Result};
-use crate::run::{Location, Outcome, Status};
+use crate::run::{Location, Status};
 use crate::scenario::{Knob, Scenario};
 
 mod side;
 
-use side::{Searcher, Side};
-
-/// How to search margins.
-#[derive(Debug, Clone, Default)]
-pub struct MarginOptions {
-    /// What counts as a flip.
-    pub target: Target,
-    /// Stop refining once this instant has passed (bounds are then marked unverified).
-    pub deadline: Option<Instant>,
-    /// Wall-time limit of one run.
-    pub run_timeout: Option<Duration>,
-    /// Knob sides searched at once (0 or 1: one after the other). The result does not depend on it.
-    pub jobs: usize,
-    /// Ranges searched in place of the space's, by knob (`check` searches as far as a `min_margin` asks).
-    pub ranges: BTreeMap<Knob, (f64, f64)>,
-}
-
-/// The threshold on one side of a knob's base value. `flips_at` and `stays_finite_at` straddle
-/// it: for a finite base the first is the threshold, for a failing base the second (the fix).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Bound {
-    /// The value on the flipping side nearest the threshold (non-finite, or diverging under `--target diverge`).
-    pub flips_at: f64,
-    /// The value on the other side nearest it, where the run stays finite.
-    pub stays_finite_at: f64,
-    /// How far the threshold is from the base: a factor for multiplicative knobs (below 1 downwards;
-    /// on `1 − v` for complement ones, above 1 towards 1), a distance for linear ones.
-    pub margin: f64,
-    /// Where the run first goes wrong on the flipping side.
-    pub location: Option<Location>,
-    /// Checked by running both sides: at the threshold the outcome changed, 1% back towards the base it did not.
-    pub verified: bool,
-}
+use side::{unusable, Searcher, Side};
+pub use side::{Bound, Growing, MarginOptions};
 
 /// The margins of one numeric knob.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,15 +58,6 @@ pub struct KnobMargin {
     /// The same above the base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upper_growing: Option<Growing>,
-}
-
-/// A value whose run is finite but no fix of a failing base, and why.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Growing {
-    /// The value.
-    pub at: f64,
-    /// Why its run is no fix: still diverging (and how), or the base's run cut short.
-    pub why: String,
 }
 
 impl KnobMargin {
@@ -260,16 +218,6 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         })
         .collect();
     Ok(Margins { scenario: base.name.clone(), base_outcome: base_run.1.outcome, base_location: failing.then_some(base_run.1.first_nonfinite).flatten(), knobs, categorical })
-}
-
-/// Why a run says nothing about its value: it timed out, or could not run.
-fn unusable(o: &Outcome) -> Option<String> {
-    let detail = || o.error.as_deref().map_or(String::new(), |e| format!(": {e}"));
-    match o.outcome {
-        Status::Finite | Status::Nonfinite => None,
-        Status::Timeout => Some(format!("timed out{}", detail())),
-        Status::Error => Some(format!("could not run{}", detail())),
-    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 //! is no fix; the nearest one seen is kept to say so when no fix is found.
 
 use std::cell::RefCell;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use super::{unusable, Bound, Growing, MarginOptions};
-use crate::run::{run_with, Outcome, RunOptions, Status, TraceRow};
+use serde::{Deserialize, Serialize};
+
+use crate::run::{run_with, Location, Outcome, RunOptions, Status, TraceRow};
+use crate::scenario::Knob;
 use crate::scenario::Scenario;
+use crate::search::finding::Target;
 use crate::search::minimize::bisect;
 use crate::search::mutation::{try_mutate, Mutation, Scale};
 
@@ -25,6 +29,57 @@ const SCAN: usize = 16;
 pub(super) struct Side {
     pub(super) bound: Option<Bound>,
     pub(super) growing: Option<Growing>,
+}
+
+/// How to search margins.
+#[derive(Debug, Clone, Default)]
+pub struct MarginOptions {
+    /// What counts as a flip.
+    pub target: Target,
+    /// Stop refining once this instant has passed (bounds are then marked unverified).
+    pub deadline: Option<Instant>,
+    /// Wall-time limit of one run.
+    pub run_timeout: Option<Duration>,
+    /// Knob sides searched at once (0 or 1: one after the other). The result does not depend on it.
+    pub jobs: usize,
+    /// Ranges searched in place of the space's, by knob (`check` searches as far as a `min_margin` asks).
+    pub ranges: BTreeMap<Knob, (f64, f64)>,
+}
+
+/// The threshold on one side of a knob's base value. `flips_at` and `stays_finite_at` straddle
+/// it: for a finite base the first is the threshold, for a failing base the second (the fix).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bound {
+    /// The value on the flipping side nearest the threshold (non-finite, or diverging under `--target diverge`).
+    pub flips_at: f64,
+    /// The value on the other side nearest it, where the run stays finite.
+    pub stays_finite_at: f64,
+    /// How far the threshold is from the base: a factor for multiplicative knobs (below 1 downwards;
+    /// on `1 − v` for complement ones, above 1 towards 1), a distance for linear ones.
+    pub margin: f64,
+    /// Where the run first goes wrong on the flipping side.
+    pub location: Option<Location>,
+    /// Checked by running both sides: at the threshold the outcome changed, 1% back towards the base it did not.
+    pub verified: bool,
+}
+
+/// A value whose run is finite but no fix of a failing base, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Growing {
+    /// The value.
+    pub at: f64,
+    /// Why its run is no fix: still diverging (and how), or the base's run cut short.
+    pub why: String,
+}
+
+/// Why a run says nothing about its value: it timed out, or could not run.
+pub(super) fn unusable(o: &Outcome) -> Option<String> {
+    let detail = || o.error.as_deref().map_or(String::new(), |e| format!(": {e}"));
+    match o.outcome {
+        Status::Finite | Status::Nonfinite => None,
+        Status::Timeout => Some(format!("timed out{}", detail())),
+        Status::Error => Some(format!("could not run{}", detail())),
+    }
 }
 
 pub(super) struct Searcher<'a> {

@@ -4,6 +4,7 @@
 use super::super::mutation::mutate;
 use super::*;
 use crate::scenario::Domain;
+use crate::search::Target;
 
 #[test]
 fn a_finite_base_gets_verified_flip_thresholds() {
