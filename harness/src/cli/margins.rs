@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use nanhunt::run::Status;
-use nanhunt::search::{margins, Bound, KnobMargin, MarginOptions, Margins, Scale, Target};
+use nanhunt::search::{margins, Bound, Growing, KnobMargin, MarginOptions, Margins, Scale, Target};
 use nanhunt::{human, human_near_one};
 
 /// How far is this configuration from NaN (or, failing, from a fix)?
@@ -71,14 +71,22 @@ enum MarginTarget {
     Diverge,
 }
 
-/// One side of a knob, in words: its threshold, none in the whole range searched, or why it was not searched to its end.
-fn side(k: &KnobMargin, b: Option<&Bound>, unsearched: Option<&String>, failing: bool, below: bool) -> String {
+/// One side of a knob, in words: its threshold, none in the whole range searched (for a failing
+/// base, with the nearest value whose finite run was still no fix), or why it was not searched to
+/// its end.
+fn side(k: &KnobMargin, b: Option<&Bound>, unsearched: Option<&String>, growing: Option<&Growing>, failing: bool, below: bool) -> String {
     if let Some(why) = unsearched {
         return why.clone();
     }
-    let Some(b) = b else { return "none within range".into() };
-    let log = k.is_factor();
     let dir = if below { "≤" } else { "≥" };
+    let show = |v: f64| if k.scale == Scale::Complement { human_near_one(v) } else { human(v) };
+    let Some(b) = b else {
+        return match growing {
+            Some(g) => format!("no fix: {dir} {} still grows*", show(g.at)),
+            None => "none within range".into(),
+        };
+    };
+    let log = k.is_factor();
     let what = if failing { "fixed at" } else { "flips at" };
     let margin = match (log, b.margin < 1.0) {
         (true, false) if k.scale == Scale::Complement => format!("1 − v ÷{}", human(b.margin)),
@@ -88,9 +96,7 @@ fn side(k: &KnobMargin, b: Option<&Bound>, unsearched: Option<&String>, failing:
         (false, _) => format!("±{}", human(b.margin)),
     };
     let check = if b.verified { "" } else { " (unverified)" };
-    let at = KnobMargin::threshold(b, failing);
-    let at = if k.scale == Scale::Complement { human_near_one(at) } else { human(at) };
-    format!("{what} {dir} {at} ({margin}){check}")
+    format!("{what} {dir} {} ({margin}){check}", show(KnobMargin::threshold(b, failing)))
 }
 
 /// The margins as a table that fits on a screen.
@@ -105,21 +111,60 @@ fn table(m: &Margins) -> String {
     s += &format!("  {:<w$} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
         let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
-        let (below, above) = (side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), failing, true), side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), failing, false));
+        let below = side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), k.lower_growing.as_ref(), failing, true);
+        let above = side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), k.upper_growing.as_ref(), failing, false);
         s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, below, above);
     }
     for c in &m.categorical {
         let effect = match (&c.unsearched, c.flips != failing, failing) {
             (Some(why), _, _) => format!("unknown: {why}"),
             (None, true, false) => format!("flips: {}", c.location.as_ref().map_or(String::new(), |l| l.to_string())),
-            (None, true, true) => "fixes it".to_string(),
+            (None, true, true) => c.growing.as_ref().map_or_else(|| "fixes it".to_string(), |why| format!("no fix: {why}")),
             (None, false, _) => "no change".to_string(),
         };
         s += &format!("  {} = {}: {effect}\n", c.knob, c.value);
+    }
+    for (k, g) in m.knobs.iter().flat_map(|k| [(k, &k.lower_growing), (k, &k.upper_growing)]).filter_map(|(k, g)| Some((k, g.as_ref()?))) {
+        s += &format!("* {} = {}: {}, so it only delays the failure\n", k.knob, human(g.at), g.why);
+    }
+    if m.knobs.iter().flat_map(|k| [&k.lower, &k.upper]).flatten().any(|b| !b.verified) {
+        s += "(unverified): the threshold was not confirmed by running both of its sides again (changed at it, unchanged 1% back towards the base): time ran out while refining it, or a run near it timed out or could not run; raise --time (or --run-timeout) to verify it\n";
     }
     let unsearched = m.knobs.iter().flat_map(|k| [&k.lower_unsearched, &k.upper_unsearched]).chain(m.categorical.iter().map(|c| &c.unsearched)).filter(|u| u.is_some()).count();
     if unsearched > 0 {
         s += &format!("{unsearched} searches did not finish, so say nothing: raise --time (or --run-timeout)\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanhunt::scenario::Knob;
+
+    fn knob(knob: Knob, lower: Option<Bound>, lower_growing: Option<Growing>) -> KnobMargin {
+        KnobMargin { knob, scale: Scale::Log, base: 0.01, lower, upper: None, lower_unsearched: None, upper_unsearched: None, lower_growing, upper_growing: None }
+    }
+
+    #[test]
+    fn every_unverified_threshold_and_every_side_without_a_fix_is_explained() {
+        let bound = |verified| Bound { flips_at: 0.002, stays_finite_at: 0.001, margin: 0.1, location: None, verified };
+        let growing = Growing { at: 2.0, why: "finite but diverging at step 2: up".into() };
+        let mut m = Margins { scenario: "s".into(), base_outcome: Status::Finite, base_location: None, knobs: vec![knob(Knob::Lr, Some(bound(true)), None)], categorical: vec![] };
+        let verified = table(&m);
+        assert!(verified.contains("flips at ≤ 0.002 (÷10)\n") || verified.contains("flips at ≤ 0.002 (÷10) "), "{verified}");
+        assert!(!verified.contains("unverified"), "{verified}");
+        m.knobs[0].lower = Some(bound(false));
+        let t = table(&m);
+        assert!(t.contains("(÷10) (unverified)"), "{t}");
+        let note = t.lines().find(|l| l.starts_with("(unverified): ")).expect("a line saying what (unverified) means");
+        assert!(note.contains("not confirmed by running both of its sides") && note.contains("--time"), "{note}");
+        // A failing base whose only finite value below was still growing: no fix, and why.
+        (m.base_outcome, m.base_location) = (Status::Nonfinite, Some(nanhunt::run::Location::default()));
+        m.knobs = vec![knob(Knob::Epochs, None, Some(growing))];
+        let t = table(&m);
+        let row = t.lines().find(|l| l.trim_start().starts_with("train.epochs")).expect("the epochs row");
+        assert!(row.contains("no fix: ≤ 2 still grows*") && row.matches("none within range").count() == 1 && !t.contains("(unverified)"), "{t}");
+        assert!(t.contains("* train.epochs = 2: finite but diverging at step 2: up, so it only delays the failure"), "{t}");
+    }
 }

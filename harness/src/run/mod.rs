@@ -38,6 +38,7 @@ pub(crate) mod train;
 mod watch;
 
 pub use cause::{Cause, Operand, Rule};
+pub use divergence::{still_growing, SETTLE_DECADES};
 pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
 pub use trace::{fmt, kept_rows, Trace, TraceRow, TRACE_HEAD, TRACE_TAIL};
 

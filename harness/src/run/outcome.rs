@@ -325,4 +325,40 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap().as_str(), Some(s.name()));
         }
     }
+
+    #[test]
+    fn the_readme_names_every_field_run_json_prints() {
+        // An outcome with every field filled, nested ones too: each key it writes is named in the
+        // README's `--json` bullet for `nanhunt run`, and so is each status.
+        let at = Location { step: 3, epoch: 1, fold: 0, phase: Phase::Loss, tensor: TensorId::Loss, kind: Kind::Nan, index: 1, shape: vec![2, 2], coords: vec![0, 1], count: 2, rows: vec![0] };
+        let operand = super::super::cause::Operand { name: "p".into(), at: Some(0.0), min: 0.0, max: 1.0, min_abs: 0.0, zeros: 1, subnormals: 0, infinite: 0, nan: 0 };
+        let then = super::super::cause::Cause { rule: super::super::cause::Rule::LogOfZero, op: "loss (bce)".into(), reason: "log 0".into(), inputs: vec![operand], chain: None };
+        let chain = super::super::cause::Chain { trigger: "lr 1".into(), grew: "loss".into(), per_step: 10.0, diverged_at: 2, then: Some(Box::new(then.clone())) };
+        let cause = super::super::cause::Cause { chain: Some(chain), ..then };
+        let stagnation = Some(Stagnation { step: 2, epoch: 1, fold: 1, reason: "loss_plateau".into(), detail: "flat".into() });
+        let mut o = Outcome::error("s", "bad".into());
+        (o.first_nonfinite, o.cause, o.stagnation, o.divergence, o.warnings) = (Some(at), Some(cause), stagnation.clone(), stagnation, vec!["w".into()]);
+        o.model = Some(super::super::code::ModelCard { name: "m".into(), params: vec![("w".into(), vec![1])], init_hash: "0".into() });
+        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+        let start = readme.find("- `--json` prints one object: `scenario`").expect("the run's --json bullet");
+        let bullet = &readme[start..start + readme[start + 2..].find("\n- ").expect("the next bullet") + 2];
+        fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| {
+                    out.push(k.clone());
+                    keys(v, out);
+                }),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys(&serde_json::to_value(&o).unwrap(), &mut all);
+        assert!(all.len() > 35, "{all:?}");
+        let missing: Vec<&String> = all.iter().filter(|k| !bullet.contains(&format!("`{k}`"))).collect();
+        assert!(missing.is_empty(), "the README's --json list lacks {missing:?}");
+        for s in Status::VARIANTS {
+            assert!(bullet.contains(s.name()), "{}", s.name());
+        }
+    }
 }

@@ -123,8 +123,9 @@ impl TensorId {
     }
 
     /// Every tensor the watch can report for a layer stack of `plan`, in this order: the data,
-    /// node outputs, the loss, gradients, parameters, every optimizer's states, and the
-    /// validation outputs (`validation`: the scenario has a validation split).
+    /// node outputs, the loss, gradients of the parameters, gradients of the node outputs (where
+    /// the tapped re-run finds a bad gradient born), parameters, every optimizer's states, and
+    /// the validation outputs (`validation`: the scenario has a validation split).
     pub fn all_of(plan: &Plan, validation: bool) -> Vec<TensorId> {
         let data = |split| DataPart::VARIANTS.iter().map(move |&part| TensorId::Data(split, part));
         let mut t: Vec<TensorId> = data(DataSplit::Train).collect();
@@ -135,6 +136,7 @@ impl TensorId {
         t.extend(plan.layer_names.iter().map(|l| TensorId::Output(l.clone())));
         t.push(TensorId::Loss);
         t.extend(plan.params.iter().map(|p| TensorId::ParamGrad(p.name.clone())));
+        t.extend(plan.layer_names.iter().map(|l| TensorId::OutputGrad(l.clone())));
         t.extend(plan.params.iter().map(|p| TensorId::Param(p.name.clone())));
         for &state in OptimState::VARIANTS {
             t.extend(plan.params.iter().map(|p| TensorId::State { param: p.name.clone(), state }));

@@ -32,7 +32,7 @@ pub use cost::{relative, work, DEFER, STEP_ROWS};
 pub use errors::{merge_errors, read_errors, write_errors, ErrorEntry};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Site, Target, Threshold, Trigger};
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
-pub use margins::{margins, Bound, Categorical, KnobMargin, MarginOptions, Margins};
+pub use margins::{margins, Bound, Categorical, Growing, KnobMargin, MarginOptions, Margins};
 pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, ROW_RUNS};
 pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
 pub use reach::margin_search;

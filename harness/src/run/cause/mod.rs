@@ -4,7 +4,11 @@
 //!
 //! The runner calls these functions once, when it flags the first bad value,
 //! with the tensors of that step at hand; nothing here runs on a healthy step.
-//! Each rule is checked by a scenario that triggers it (`run/tests.rs`).
+//! Each rule is checked by a scenario that triggers it (`run/tests.rs`). When
+//! the run has ended, a value that came after the run diverged (the trace shows
+//! the weights or the loss growing decades first) is explained as that
+//! divergence's end, with what drove it (`chain.rs`, which also holds a linear
+//! model's stability bound).
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -16,6 +20,7 @@ use crate::ops::Facts;
 use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, OptimizerKind, OptimizerSpec, Part, TensorId};
 
 mod backward;
+pub(crate) mod chain;
 
 pub(crate) use backward::{backward, born};
 
@@ -31,6 +36,25 @@ pub struct Cause {
     /// Facts about the operation's inputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs: Vec<Operand>,
+    /// When the value ends a divergence: how the run grew first, and what drove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
+}
+
+/// How the run diverged before its first non-finite value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chain {
+    /// What drove the growth, in words (`lr 0.9`, `init scale 10 with lr 0.01`, ...).
+    pub trigger: String,
+    /// What grew: `weights` (the parameter norm) or `loss`.
+    pub grew: String,
+    /// Its growth per step over the (up to 3) steps before the failure.
+    pub per_step: f64,
+    /// The step by which it had grown two decades (the divergence).
+    pub diverged_at: usize,
+    /// The bad value's own diagnosis, where a rule explains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<Box<Cause>>,
 }
 
 /// Facts about one input of the operation.
@@ -82,7 +106,7 @@ pub(crate) fn operand(name: &str, t: &Tensor, at: Option<usize>, d: DTypeName) -
 }
 
 pub(super) fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>) -> Cause {
-    Cause { rule, op: op.into(), reason, inputs }
+    Cause { rule, op: op.into(), reason, inputs, chain: None }
 }
 
 /// The scenario's settings that the compute dtype cannot represent as meant: an optimizer or
@@ -250,49 +274,6 @@ pub(crate) fn conversion(tensor: &TensorId, d: DTypeName) -> Cause {
     cause(Rule::Overflow, format!("conversion to {dt}"), reason, vec![])
 }
 
-/// A linear model trained by plain SGD on the MSE diverges when `lr` is above `2/λ`, where λ is
-/// the largest eigenvalue of the loss's Hessian `c·[X 1]ᵀ[X 1]` (`c` = 2/n for a mean, 2 for a sum).
-pub(crate) fn stability(lr: f64, rows: &[Vec<f64>], mean: bool, d: DTypeName) -> Option<Cause> {
-    let n = rows.len();
-    let k = rows.first()?.len() + 1;
-    let c = if mean { 2.0 / n as f64 } else { 2.0 };
-    // Power iteration on H = c·AᵀA, A = [X 1], in f64.
-    let apply = |v: &[f64]| -> Vec<f64> {
-        let mut out = vec![0.0; k];
-        for r in rows {
-            let dot: f64 = r.iter().zip(v).map(|(a, b)| a * b).sum::<f64>() + v[k - 1];
-            for (o, a) in out.iter_mut().zip(r.iter().chain([1.0].iter())) {
-                *o += c * dot * a;
-            }
-        }
-        out
-    };
-    let mut v = vec![1.0; k];
-    let mut lambda = 0.0;
-    for _ in 0..200 {
-        let w = apply(&v);
-        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm == 0.0 || !norm.is_finite() {
-            return None;
-        }
-        lambda = norm / v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        v = w.iter().map(|x| x / norm).collect();
-    }
-    let bound = 2.0 / lambda;
-    (lr > bound).then(|| {
-        let factor = (1.0 - lr * lambda).abs();
-        let dt: &str = d.into();
-        let reason = format!(
-            "lr {} is above this linear model's stability bound 2/λ = {} (λ = {}, the largest curvature of the MSE on these features): each step multiplies the error along that direction by |1 − lr·λ| = {}, until it overflows {dt}",
-            crate::human(lr),
-            crate::human(bound),
-            crate::human(lambda),
-            crate::human(factor)
-        );
-        cause(Rule::LrAboveStabilityBound, "sgd on mse", reason, vec![])
-    })
-}
-
 impl std::fmt::Display for Cause {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.op, self.reason)
@@ -326,17 +307,5 @@ mod tests {
         s.loss.kind = LossKind::Bce;
         s.loss.clamp = Some(1e-4);
         assert!(precursors(&s).iter().any(|w| w.starts_with("loss.clamp = 1e-4: 1 − 1e-4 rounds to 1 in f16")));
-    }
-
-    #[test]
-    fn the_stability_bound_of_a_one_feature_regression() {
-        // x = (1, 2, 3) with the bias column, mean MSE: H = (2/3)·[[14, 6], [6, 3]], whose
-        // eigenvalues are (2/3)·(17 ± √(11² + 4·6²))/2 = (17 ± √265)/3; λ = 11.0931..., 2/λ = 0.18029...
-        let rows = vec![vec![1.0], vec![2.0], vec![3.0]];
-        let lambda = (17.0 + 265f64.sqrt()) / 3.0;
-        assert!(stability(0.180, &rows, true, DTypeName::F32).is_none(), "below the bound");
-        let c = stability(0.181, &rows, true, DTypeName::F32).expect("above the bound");
-        assert_eq!(c.rule, Rule::LrAboveStabilityBound);
-        assert!(c.reason.contains(&crate::human(2.0 / lambda)) && c.reason.contains(&crate::human(lambda)), "{}", c.reason);
     }
 }

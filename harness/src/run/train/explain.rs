@@ -1,6 +1,7 @@
 //! The diagnosis's side of the runner: with the step's tensors at hand, asks
 //! `cause` why the first non-finite value appeared, at the phase it was flagged
-//! in (data, forward, loss), and where data went non-finite.
+//! in (data, forward, loss), and where data went non-finite; once the run has
+//! ended, whether that value was the end of a divergence (`cause::chain`).
 
 use candle_core::Tensor;
 
@@ -8,7 +9,7 @@ use super::{At, Runner};
 use crate::error::Result;
 use crate::run::cause::{self, Cause};
 use crate::run::net::Net;
-use crate::run::outcome::Location;
+use crate::run::outcome::{Kind, Location};
 use crate::scenario::{Layer, Named, Phase};
 
 impl Runner<'_> {
@@ -44,11 +45,14 @@ impl Runner<'_> {
         cause::forward(&self.names.nodes[l], layer, part, model.input_of(l, x, outs), f.index, self.compute_dtype())
     }
 
-    /// The cause of a non-finite loss: past the stability bound, or the loss's own arithmetic.
+    /// The cause of a non-finite loss: past the stability bound (of the step's batch, with the
+    /// loss's reduction), or the loss's own arithmetic.
     pub(super) fn loss_cause(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
         let s = self.s;
-        if !self.train_rows.is_empty() {
-            if let Some(c) = cause::stability(s.optimizer.lr, &self.train_rows, s.loss.reduction == crate::scenario::Reduction::Mean, s.train.dtype) {
+        if self.linear_sgd_mse() && x.rank() == 2 {
+            let rows = x.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+            let mean = s.loss.reduction == crate::scenario::Reduction::Mean;
+            if let Some(c) = cause::chain::stability(s.optimizer.lr, &rows, mean, s.train.accumulate, s.train.dtype) {
                 return Ok(Some(c));
             }
         }
@@ -56,6 +60,17 @@ impl Runner<'_> {
         let n = model.layers().len();
         let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid(_))).then(|| model.input_of(n - 1, x, outs));
         cause::loss(&s.loss, pred, y, logits, s.train.dtype)
+    }
+
+    /// Once the run has ended: a first non-finite value that came after the run diverged (the
+    /// trace shows the weights or the loss growing decades first) is that divergence's end, and
+    /// its cause says what drove it.
+    pub(super) fn explain_chain(&mut self, data: &crate::run::data::Dataset) {
+        let Some(f) = self.first.as_ref().filter(|f| f.step > 0 && !matches!(f.kind, Kind::ScaleCollapse | Kind::Diverge)) else { return };
+        let Some(growth) = crate::run::divergence::growth_before(&self.trace.rows, f.fold, f.step) else { return };
+        let n = data.folds.get(f.fold).map_or(0, |d| d.train.x.rows);
+        let batch = self.s.train.batch_size.unwrap_or(n).min(n);
+        self.cause = Some(cause::chain::chain(self.s, f, self.cause.take(), &growth, batch, self.compute_dtype()));
     }
 
     /// Data that is finite in f64 but overflows the compute dtype.

@@ -48,6 +48,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
     if opts.watch && s.model.code.is_none() {
         r.trace_birth(data, plan)?;
     }
+    r.explain_chain(data);
     let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
@@ -88,7 +89,6 @@ impl<'a> Runner<'a> {
             first: None,
             first_at: None,
             cause: None,
-            train_rows: Vec::new(),
             stagnation: None,
             divergence: None,
             diverging: DivergenceWatch::new(&s.train.divergence),
@@ -186,8 +186,6 @@ struct Runner<'a> {
     loss: Loss,
     /// Why the first non-finite value appeared, once it has.
     cause: Option<Cause>,
-    /// The current fold's training inputs, kept only where a stability bound can be computed.
-    train_rows: Vec<Vec<f64>>,
     names: Rc<Names>,
     opts: &'a RunOptions<'a>,
     dev: Device,
@@ -337,7 +335,6 @@ impl Runner<'_> {
             return Ok(());
         }
         let n = data.train.x.rows;
-        self.train_rows = if self.linear_sgd_mse() { (0..n).map(|r| data.train.x.row(r).to_vec()).collect() } else { Vec::new() };
         let batch = s.train.batch_size.unwrap_or(n).min(n);
         let mut opt = Optimizer::new(&s.optimizer, model.params().len());
         opt.fused = self.opts.fused;

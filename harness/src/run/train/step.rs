@@ -246,6 +246,7 @@ impl Runner<'_> {
                 op: "grad scaler".into(),
                 reason: format!("{why}{seen}. The scaler is not absorbing an occasional overflow: {meaning}"),
                 inputs: Vec::new(),
+                chain: None,
             });
         }
         true

@@ -97,6 +97,14 @@ impl Ctx<'_> {
         let (a, b) = around(base, self.decades);
         Domain::Range(a, b)
     }
+
+    /// An epsilon's range: `decades` either side of `base`, and below down to half the smallest
+    /// subnormal of the scenario's dtype, where the epsilon rounds to 0 and guards nothing (an eps
+    /// of 1e-4 then reaches the 1e-8 people use, and f16's 2⁻²⁵).
+    pub fn eps(&self, base: f64) -> Domain {
+        let (a, b) = around(base, self.decades);
+        Domain::Range(a.min(crate::ops::diagnosis::Limits::of(self.base.train.dtype).min_subnormal / 2.0), b)
+    }
 }
 
 /// `decades` either side of `base`, multiplicatively.

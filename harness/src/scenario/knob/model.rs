@@ -56,7 +56,7 @@ impl Def for NormEps {
         true
     }
     fn domain(c: &Ctx) -> Option<Domain> {
-        Self::get(c.base).filter(|e| *e > 0.0).map(|e| c.around(e))
+        Self::get(c.base).filter(|e| *e > 0.0).map(|e| c.eps(e))
     }
 }
 
@@ -102,7 +102,7 @@ impl Def for LossEpsilon {
         true
     }
     fn domain(c: &Ctx) -> Option<Domain> {
-        c.base.loss.epsilon.filter(|e| *e > 0.0).map(|e| c.around(e))
+        c.base.loss.epsilon.filter(|e| *e > 0.0).map(|e| c.eps(e))
     }
 }
 

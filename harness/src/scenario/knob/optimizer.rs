@@ -86,7 +86,7 @@ impl Def for OptimizerEps {
         true
     }
     fn domain(c: &Ctx) -> Option<Domain> {
-        (c.base.optimizer.eps > 0.0).then(|| c.around(c.base.optimizer.eps))
+        (c.base.optimizer.eps > 0.0).then(|| c.eps(c.base.optimizer.eps))
     }
 }
 

@@ -153,6 +153,27 @@ fn expectations_no_run_can_meet_are_rejected() {
     assert_eq!(diverges("tensor = \"layers.0.linear.weight\""), ["expect.tensor"]);
 }
 
+#[test]
+fn expect_accepts_every_site_a_run_prints() {
+    // A bad gradient born in a layer's output is printed as `layers.N.TYPE.output.grad` (phase
+    // backward); `[expect] tensor` refused that name. Each bundled scenario below goes non-finite
+    // there: its own site, written back as its expectation, validates.
+    let src = base();
+    let expect_at = src.find("[expect]").unwrap();
+    let with_expect = |body: &str| keys(&format!("{}[expect]\noutcome = \"nonfinite\"\n{body}\n", &src[..expect_at]));
+    assert!(with_expect("phase = \"backward\"\ntensor = \"layers.0.linear.output.grad\"").is_empty());
+    assert!(with_expect("tensor = \"layers.0.linear.output.grad\"").is_empty());
+    assert_eq!(with_expect("phase = \"backward\"\ntensor = \"layers.3.linear.output.grad\""), ["expect.tensor"], "no layer 3");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in ["scenarios/diagnosis/sqrt_at_zero.toml", "scenarios/diagnosis/zero_times_inf.toml", "scenarios/seeds/s002_ex3_flawed_backward.toml"] {
+        let mut s = crate::scenario::load(&root.join(f)).unwrap();
+        let at = crate::run::run(&s).first_nonfinite.expect("goes non-finite");
+        assert!(at.tensor.is_output_grad(), "{f}: {at}");
+        s.expect = Some(crate::scenario::Expect::nonfinite_at(at.phase, &at.tensor));
+        assert!(validate(&s).is_empty(), "{f}: {:?}", validate(&s));
+    }
+}
+
 /// A small transformer scenario in the vocabulary of issue 12, broken one value at a time.
 fn transformer(model: &str, data: &str) -> String {
     format!(

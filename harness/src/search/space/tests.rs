@@ -116,3 +116,20 @@ fn the_screening_sweep_tries_riskier_ends_then_other_values_then_safer_ends() {
     assert!(at(&Mutation::new(Knob::Dtype, DTypeName::Bf16)) < at(&Mutation::new(Knob::Epochs, 1u32)));
     assert!(!space.corners().iter().any(|c| c[0].knob == Knob::Seed), "the seed has no corner");
 }
+
+#[test]
+fn eps_like_knobs_reach_down_to_where_the_dtype_rounds_them_to_zero() {
+    // An Adam eps of 1e-4 searched 3 decades either way stopped at 1e-7 and never tried the 1e-8
+    // people use. It now goes down to half f32's smallest subnormal 2⁻¹⁴⁹ (2⁻¹⁵⁰, where it rounds
+    // to 0), in f16 to half of 2⁻²⁴; the top end stays 3 decades up.
+    let mut s = crate::scenario::seed("s000_ex1_bce_mlp");
+    s.optimizer.eps = 1e-4;
+    let (lo, hi) = Space::of(&s).domain(crate::scenario::Knob::OptimizerEps).and_then(crate::scenario::Domain::range).expect("Adam has an eps");
+    assert!(lo == 2f64.powi(-150) && (hi / 1e-1 - 1.0).abs() < 1e-12, "{lo} {hi}");
+    s.train.dtype = crate::scenario::DTypeName::F16;
+    let (lo, _) = Space::of(&s).domain(crate::scenario::Knob::OptimizerEps).and_then(crate::scenario::Domain::range).unwrap();
+    assert_eq!(lo, 2f64.powi(-25));
+    // A base eps already below the limit keeps its own 3 decades.
+    s.optimizer.eps = 1e-9;
+    assert!((Space::of(&s).domain(crate::scenario::Knob::OptimizerEps).and_then(crate::scenario::Domain::range).unwrap().0 / 1e-12 - 1.0).abs() < 1e-12);
+}
