@@ -169,7 +169,7 @@ mod tests {
         let dev = Device::Cpu;
         let m = crate::run::model::Model::new(&s, &p, &mut ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(Some(DType::F16), &dev);
         let y = m.forward(&Tensor::ones((1, 2, 1), DType::F32, &dev).unwrap(), None).unwrap();
-        assert_eq!(y[1].flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.00048828125; 2]);
+        assert_eq!(y[1].flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0 + 2f32.powi(-11); 2]);
         assert_eq!(y[0].flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0; 2]);
     }
 }
