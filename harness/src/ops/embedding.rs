@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Role, Shape};
 
@@ -59,17 +59,7 @@ impl Op for Embedding {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(nn.Embedding(SCENARIO[\"vocab\"], {d}), {d})", d = self.dim))
@@ -108,17 +98,7 @@ impl Op for PositionalEmbedding {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module("(PositionalEmbedding(seq, width), width)".into())
