@@ -134,11 +134,11 @@ pub fn zeros_read(derivative: &str, zeros: usize, n: usize) -> Explained {
     (zeros > 0).then(|| (Rule::DerivativeAtZero, format!("{derivative} is infinite at 0, and {zeros} of the {n} values this layer reads are exactly 0")))
 }
 
-/// The diagnosis answers of an op no rule explains, inside its `impl Op`: `explain_forward`,
-/// `explain_backward` and `explain_zeros` are all `None`.
+/// The diagnosis answers of an op no rule explains, inside its `impl Op` (whose file imports
+/// `scenario::Part`): `explain_forward`, `explain_backward` and `explain_zeros` are all `None`.
 macro_rules! undiagnosed {
     () => {
-        fn explain_forward(&self, _: $crate::scenario::Part, _: &$crate::ops::Facts<'_>) -> $crate::ops::Explained {
+        fn explain_forward(&self, _: Part, _: &$crate::ops::Facts<'_>) -> $crate::ops::Explained {
             None
         }
 
