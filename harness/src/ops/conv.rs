@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Init, Part, Planner, Role, Shape};
 
@@ -95,17 +95,7 @@ impl Op for Conv1d {
         Rounding::HalfTensors
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(Conv1d(width, {c}, {}, stride={}, padding={}), {c})", self.kernel, self.stride, self.padding, c = self.channels))
@@ -161,17 +151,7 @@ impl Op for Conv2d {
         Rounding::HalfTensors
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(nn.Conv2d(width, {c}, {}, stride={}, padding={}), {c})", self.kernel, self.stride, self.padding, c = self.channels))

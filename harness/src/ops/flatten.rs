@@ -3,7 +3,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
 
@@ -48,17 +48,7 @@ impl Op for Flatten {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module("(Fn(lambda x: torch.flatten(x, 1)), None)".into())

@@ -153,6 +153,25 @@ pub fn zeros_read(derivative: &str, zeros: usize, n: usize) -> Explained {
     (zeros > 0).then(|| (Rule::DerivativeAtZero, format!("{derivative} is infinite at 0, and {zeros} of the {n} values this layer reads are exactly 0")))
 }
 
+/// The diagnosis answers of an op no rule explains, inside its `impl Op` (whose file imports
+/// `scenario::Part`): `explain_forward`, `explain_backward` and `explain_zeros` are all `None`.
+macro_rules! undiagnosed {
+    () => {
+        fn explain_forward(&self, _: Part, _: &$crate::ops::Facts<'_>) -> $crate::ops::Explained {
+            None
+        }
+
+        fn explain_backward(&self, _: &$crate::ops::Facts<'_>) -> $crate::ops::Explained {
+            None
+        }
+
+        fn explain_zeros(&self, _: usize, _: usize) -> $crate::ops::Explained {
+            None
+        }
+    };
+}
+pub(crate) use undiagnosed;
+
 /// Problems with a layer's init override (keyed `init.std`, ...), in validation's words.
 pub fn init_problems(init: Option<&crate::scenario::Init>) -> Vec<(&'static str, String)> {
     use crate::scenario::Init;

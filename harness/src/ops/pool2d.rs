@@ -6,7 +6,7 @@
 use candle_core::Tensor;
 
 use super::conv::{product, sum, u};
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
 
@@ -63,17 +63,7 @@ macro_rules! pool2d_op {
                 Rounding::Outside
             }
 
-            fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-                None
-            }
-
-            fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-                None
-            }
-
-            fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-                None
-            }
+            super::undiagnosed!();
 
             fn torch(&self) -> Torch {
                 Torch::Module(format!(concat!("(nn.", $module, "({}), width)"), self.kernel))
