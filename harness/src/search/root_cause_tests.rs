@@ -11,7 +11,7 @@ fn at(phase: Phase, tensor: &str, kind: Kind) -> Location {
 }
 
 fn cause(rule: Rule, op: &str) -> Cause {
-    Cause { rule, op: op.into(), reason: "by hand".into(), inputs: vec![] }
+    Cause { rule, op: op.into(), reason: "by hand".into(), inputs: vec![], chain: None }
 }
 
 /// A site finding with one trigger per `(mutations, count, diagnosis)`.
