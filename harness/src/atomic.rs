@@ -25,6 +25,16 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Writes items as JSON lines, atomically; `what` names them in an error.
+pub(crate) fn write_lines<T: serde::Serialize>(path: &Path, items: &[T], what: &'static str) -> Result<()> {
+    let mut text = String::new();
+    for item in items {
+        text += &serde_json::to_string(item).map_err(|source| Error::Json { path: path.to_path_buf(), what, source })?;
+        text.push('\n');
+    }
+    write(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

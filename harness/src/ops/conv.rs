@@ -51,7 +51,9 @@ pub struct Conv2d {
 
 impl Op for Conv1d {
     fn check(&self) -> Vec<(&'static str, String)> {
-        check(self.channels, self.kernel, self.stride, self.padding)
+        let mut problems = check(self.channels, self.kernel, self.stride, self.padding);
+        problems.extend(super::init_problems(self.init.as_ref()));
+        problems
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
@@ -104,7 +106,9 @@ impl Op for Conv1d {
 
 impl Op for Conv2d {
     fn check(&self) -> Vec<(&'static str, String)> {
-        check(self.channels, self.kernel, self.stride, self.padding)
+        let mut problems = check(self.channels, self.kernel, self.stride, self.padding);
+        problems.extend(super::init_problems(self.init.as_ref()));
+        problems
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
@@ -287,6 +291,9 @@ mod tests {
         assert_eq!(bad[0].1, "must be at least 1");
         assert!(bad[2].1.contains("got 0") && bad[3].1.contains(&format!("got {}", max / 2 + 1)), "{bad:?}");
         assert!(c1(max, max / 2).check().is_empty() && !c1(max + 1, 0).check().is_empty());
+        // An init override is checked as linear's is (validation's words).
+        let bad = Conv1d { channels: 1, kernel: 1, stride: 1, padding: 0, init: Some(Init::Normal { std: -1.0 }) };
+        assert_eq!(bad.check(), vec![("init.std", "must be a finite number ≥ 0, got -1".to_string())]);
     }
 
     #[test]

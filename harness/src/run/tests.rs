@@ -164,3 +164,18 @@ fn the_fused_watch_names_what_the_unfused_one_does() {
     let v = run(&all[3].0).first_nonfinite.unwrap();
     assert_eq!((v.tensor.to_string().as_str(), v.kind), ("optim.layers.0.linear.weight.exp_avg_sq", Kind::PosInf));
 }
+
+#[test]
+fn expect_accepts_the_output_gradient_sites_runs_print() {
+    // Each bundled scenario below goes non-finite in a layer output's gradient; its own site,
+    // written back as its `[expect]`, validates (it was refused before).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in ["scenarios/diagnosis/sqrt_at_zero.toml", "scenarios/diagnosis/zero_times_inf.toml", "scenarios/seeds/s002_ex3_flawed_backward.toml"] {
+        let mut s = crate::scenario::load(&root.join(f)).unwrap();
+        let at = run(&s).first_nonfinite.expect("goes non-finite");
+        assert!(at.tensor.is_output_grad(), "{f}: {at}");
+        s.expect = Some(crate::scenario::Expect::nonfinite_at(at.phase, &at.tensor));
+        let problems = crate::scenario::validate(&s);
+        assert!(problems.is_empty(), "{f}: {problems:?}");
+    }
+}

@@ -110,17 +110,7 @@ fn flag(t: Target) -> &'static str {
 
 /// Writes findings as JSON lines, atomically.
 pub fn write_findings(path: &Path, findings: &[Finding]) -> Result<()> {
-    write_lines(path, findings, "findings")
-}
-
-/// Writes items as JSON lines, atomically; `what` names them in an error.
-pub(super) fn write_lines<T: Serialize>(path: &Path, items: &[T], what: &'static str) -> Result<()> {
-    let mut text = String::new();
-    for item in items {
-        text += &serde_json::to_string(item).map_err(|source| Error::Json { path: path.to_path_buf(), what, source })?;
-        text.push('\n');
-    }
-    crate::atomic::write(path, text.as_bytes())
+    crate::atomic::write_lines(path, findings, "findings")
 }
 
 /// Reads a `findings.jsonl`; a bad line is named by its own line number.

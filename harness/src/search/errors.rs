@@ -68,7 +68,7 @@ pub fn merge_errors(all: impl IntoIterator<Item = ErrorEntry>) -> Vec<ErrorEntry
 
 /// Writes the log as JSON lines (most met first), atomically.
 pub fn write_errors(path: &Path, log: &[ErrorEntry]) -> Result<()> {
-    super::corpus::write_lines(path, &merge_errors(log.iter().cloned()), "errors")
+    crate::atomic::write_lines(path, &merge_errors(log.iter().cloned()), "errors")
 }
 
 /// Reads an `errors.jsonl`; a bad line is named by its line number.

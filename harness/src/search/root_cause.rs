@@ -352,7 +352,7 @@ pub fn read_known(path: &Path) -> Result<Vec<Finding>> {
 
 /// Writes root causes as JSON lines, atomically.
 pub fn write_root_causes(path: &Path, causes: &[RootCause]) -> Result<()> {
-    super::corpus::write_lines(path, causes, "root causes")
+    crate::atomic::write_lines(path, causes, "root causes")
 }
 
 #[cfg(test)]
