@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{positive, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{positive, Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::run::model::norm::{batch_norm, Running};
 use crate::scenario::{Part, Planner, Role, Shape};
@@ -79,17 +79,7 @@ impl Op for BatchNorm {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(BatchNorm(width, {}, {}), width)", super::py(self.eps), super::py(self.momentum)))

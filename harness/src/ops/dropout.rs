@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{unit_interval, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{unit_interval, Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
 
@@ -59,17 +59,7 @@ impl Op for Dropout {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     /// `repro.py`'s `Dropout`, which applies the step's mask of node `name` from the export.
     fn torch(&self) -> Torch {

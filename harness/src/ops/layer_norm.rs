@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Role, Shape};
 
@@ -63,17 +63,7 @@ impl Op for LayerNorm {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(nn.LayerNorm(width, eps={}), width)", super::py(self.eps)))

@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Tensor};
 
-use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Layer, Part, Planner, Shape, MAX_NESTING};
 
@@ -71,17 +71,7 @@ impl Op for Residual {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         Torch::Module("(Residual(spec[\"layers\"], width, seq, name), width)".into())

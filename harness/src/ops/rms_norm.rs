@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::{positive, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
+use super::{positive, Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Role, Shape};
 
@@ -54,17 +54,7 @@ impl Op for RmsNorm {
         Rounding::Outside
     }
 
-    fn explain_forward(&self, _: Part, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
-        None
-    }
-
-    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
-        None
-    }
+    super::undiagnosed!();
 
     fn torch(&self) -> Torch {
         let eps = self.eps.map_or_else(|| "None".to_string(), super::py);
