@@ -60,7 +60,7 @@ impl<const LSTM: bool> Op for Gated<LSTM> {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
-        let (len, width) = super::rnn::sequence_input(self.kind(), input)?;
+        let (len, width) = super::sequence(self.kind(), input)?;
         if self.hidden == 0 {
             return Err("`hidden` must be at least 1".into());
         }

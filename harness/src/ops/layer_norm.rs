@@ -29,7 +29,7 @@ impl Op for LayerNorm {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
-        not_images("layer_norm", input)?;
+        super::not_images("layer_norm", input)?;
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(format!("layer norm `eps` must be a positive finite number, got {}", self.eps));
         }
@@ -67,14 +67,6 @@ impl Op for LayerNorm {
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(nn.LayerNorm(width, eps={}), width)", super::py(self.eps)))
-    }
-}
-
-/// Refuses images for a norm over the last dimension (`kind` is the layer's type).
-pub(crate) fn not_images(kind: &str, input: Shape) -> std::result::Result<(), String> {
-    match input {
-        Shape::Image { .. } => Err(format!("a {kind} layer cannot take {}: put a flatten layer first", input.describe())),
-        Shape::Flat(_) | Shape::Seq { .. } | Shape::Tokens { .. } => Ok(()),
     }
 }
 

@@ -25,9 +25,7 @@ impl Op for Linear {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
-        if matches!(input, Shape::Image { .. }) {
-            return Err(format!("a linear layer cannot take {}: put a flatten layer first", input.describe()));
-        }
+        super::not_images("linear", input)?;
         if self.out == 0 {
             return Err("`out` must be at least 1".into());
         }

@@ -194,6 +194,15 @@ pub fn sequence(kind: &str, input: crate::scenario::Shape) -> std::result::Resul
     }
 }
 
+/// Refuses images for a layer over the last dimension (`kind` is the layer's type), in the plan's words.
+pub(crate) fn not_images(kind: &str, input: crate::scenario::Shape) -> std::result::Result<(), String> {
+    use crate::scenario::Shape;
+    match input {
+        Shape::Image { .. } => Err(format!("a {kind} layer cannot take {}: put a flatten layer first", input.describe())),
+        Shape::Flat(_) | Shape::Seq { .. } | Shape::Tokens { .. } => Ok(()),
+    }
+}
+
 /// The error of an op asked to compute a node the plan never gives it (`what`): a mistake in
 /// the plan, not in the scenario.
 pub(crate) fn unplanned(what: String) -> crate::error::Error {

@@ -24,7 +24,7 @@ impl Op for RmsNorm {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
-        super::layer_norm::not_images("rms_norm", input)?;
+        super::not_images("rms_norm", input)?;
         let width = input.width();
         p.param("weight", vec![width], Role::Gain, (width, width), width, None);
         Ok(input)

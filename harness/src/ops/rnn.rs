@@ -25,7 +25,7 @@ impl Op for Rnn {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
-        sequence_input("rnn", input)?;
+        super::sequence("rnn", input)?;
         if self.hidden == 0 {
             return Err("`hidden` must be at least 1".into());
         }
@@ -76,16 +76,6 @@ impl Op for Rnn {
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(Rnn(width, {h}), {h})", h = self.hidden))
-    }
-}
-
-/// A recurrent layer's input, `(len, width)`, or why `input` is not a sequence (`kind` is the
-/// layer's type): images need a flatten layer first.
-pub(crate) fn sequence_input(kind: &str, input: Shape) -> std::result::Result<(usize, usize), String> {
-    match input {
-        Shape::Seq { len, width } => Ok((len, width)),
-        Shape::Image { .. } => Err(format!("a {kind} layer cannot take {}: put a flatten layer first", input.describe())),
-        _ => Err(format!("a {kind} layer needs sequence input (batch, seq, width), and gets {}", input.describe())),
     }
 }
 
