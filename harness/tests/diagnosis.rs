@@ -127,3 +127,12 @@ fn the_model_vocabulary_reports_are_diagnosed_and_the_tiny_gpt_flips_where_the_h
     assert_eq!(run(&base).outcome, Status::Finite);
     assert_eq!(o.cause.unwrap().rule, Rule::FullyMaskedRow);
 }
+
+#[test]
+fn bundled_real_bases_get_the_norm_and_naive_cross_entropy_rules() {
+    let real = |n: &str| diagnose(&common::repo().join("scenarios/real").join(format!("{n}.toml")));
+    // pytorch#1381: a one-row batch makes the unbiased running variance 0/(1 − 1) = NaN.
+    check(&real("pt1381_batch_norm_single_row"), Rule::DivisionByZero, "layers.1.batch_norm", &["running variance", "0/0 = NaN"]);
+    // Softmax then log: a probability below f32's smallest subnormal 1.4e-45 is 0, its target 0.
+    check(&real("tf_deep_mnist_log_zero"), Rule::LogOfZero, "loss (naive_cross_entropy)", &["rounds to 0 in f32", "0·log 0 = 0·(−∞) = NaN"]);
+}

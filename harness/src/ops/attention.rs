@@ -109,7 +109,11 @@ impl Op for Attention {
         // The probabilities read finite scores; a max-subtracted softmax cannot overflow, so the
         // NaN is a row whose every key was set to -inf.
         let plain = self.softmax == SoftmaxKind::Plain && self.mask_fill == MaskFill::NegInf;
-        (part == Part::Probs && plain && f.x.is_finite()).then(|| fully_masked(self.causal, f))
+        match part {
+            Part::Probs => (plain && f.x.is_finite()).then(|| fully_masked(self.causal, f)),
+            Part::Scores => scores_overflow(self.heads, f),
+            Part::Mix | Part::Whole | Part::Sum => None,
+        }
     }
 
     fn explain_backward(&self, _: &Facts<'_>) -> Explained {
@@ -123,6 +127,26 @@ impl Op for Attention {
     fn torch(&self) -> Torch {
         Torch::Module("(Attention(width, spec), width)".into())
     }
+}
+
+/// The scores `q kᵀ / sqrt(d)` overflowed the dtype from a finite input `f` (`(batch, seq,
+/// width)`): `q` and `k` are each the input times a `width × width` projection, so a score is
+/// a sum of `d` products of two projected values and grows with the square of the input's scale.
+fn scores_overflow(heads: usize, f: &Facts<'_>) -> Explained {
+    let width = f.dims.last().copied().unwrap_or(1).max(1);
+    let d = width / heads.max(1);
+    let m = f.read.max.abs().max(f.read.min.abs());
+    (f.read.infinite + f.read.nan == 0).then(|| {
+        let dt: &str = f.dtype.into();
+        (
+            Rule::Overflow,
+            format!(
+                "the attention scores q·kᵀ/√{d} overflow {dt} (largest value {}) from a finite input (values up to {}): q and k are each the input times a {width}×{width} projection, and a score sums {d} products of the two, so it grows with the square of the input's scale",
+                crate::human(f.lim.max),
+                crate::human(m)
+            ),
+        )
+    })
 }
 
 /// A query of the scores `f` (`(batch, heads, seq, seq)`) whose every key is masked.
@@ -188,5 +212,18 @@ mod tests {
         assert_eq!(Attention { mask_fill: MaskFill::FiniteMin, ..attention(2) }.explain_forward(Part::Probs, &f), None);
         assert_eq!(attention(2).explain_forward(Part::Probs, &Facts { x: f64::INFINITY, ..f }), None);
         assert_eq!(attention(2).explain_forward(Part::Mix, &f), None);
+    }
+
+    #[test]
+    fn scores_that_overflow_from_a_finite_input_grow_with_its_square() {
+        // Input (batch 1, seq 3, width 4) with 2 heads: d = 4/2 = 2, √2 in the scale.
+        let dims = [1, 3, 4];
+        let f = Facts { index: 5, dims: &dims, read: Read { infinite: 0, nan: 0, min: -300.0, max: 250.0 }, ..Facts::at(250.0, f64::NAN, DTypeName::F16) };
+        let (rule, reason) = attention(2).explain_forward(Part::Scores, &f).unwrap();
+        assert_eq!(rule, Rule::Overflow);
+        assert!(reason.starts_with("the attention scores q·kᵀ/√2 overflow f16 (largest value 65504) from a finite input (values up to 300)"), "{reason}");
+        assert!(reason.contains("4×4 projection") && reason.contains("sums 2 products"), "{reason}");
+        // An input that is already infinite is not this.
+        assert_eq!(attention(2).explain_forward(Part::Scores, &Facts { read: Read { infinite: 1, ..f.read }, ..f }), None);
     }
 }

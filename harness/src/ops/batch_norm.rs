@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{positive, Autocast, Cx, Op, Rounding, Torch};
+use super::{positive, Autocast, Cx, Explained, Facts, Op, Rounding, Rule, Torch};
 use crate::error::Result;
 use crate::run::model::norm::{batch_norm, Running};
 use crate::scenario::{Part, Planner, Role, Shape};
@@ -79,11 +79,38 @@ impl Op for BatchNorm {
         Rounding::Outside
     }
 
-    super::undiagnosed!();
+    /// In evaluation, a NaN from a finite input comes from the running variance (see [`running_nan`]).
+    fn explain_forward(&self, _: Part, f: &Facts<'_>) -> Explained {
+        running_nan(f)
+    }
+
+    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
+        None
+    }
+
+    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
+        None
+    }
 
     fn torch(&self) -> Torch {
         Torch::Module(format!("(BatchNorm(width, {}, {}), width)", super::py(self.eps), super::py(self.momentum)))
     }
+}
+
+/// A NaN output in evaluation from a finite input: evaluation computes
+/// `(x − running mean) / sqrt(running var + eps)` with statistics that are finite unless a
+/// training batch made them so, and a finite input is flagged before it reaches them; a
+/// training batch of one row is the one that makes the unbiased variance `0 / (1 − 1)` = NaN.
+fn running_nan(f: &Facts<'_>) -> Explained {
+    (!f.training && f.x.is_finite() && f.read.infinite + f.read.nan == 0).then(|| {
+        (
+            Rule::DivisionByZero,
+            format!(
+                "its input is finite ({}), so the NaN is in the running statistics evaluation divides by: a training batch of one row makes the unbiased running variance Σ(x − mean)² / (n − 1) = 0/0 = NaN (PyTorch refuses such a batch: \"Expected more than 1 value per channel when training\"); drop_last, or a batch size that leaves no single-row batch, avoids it",
+                crate::human(f.x)
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -132,5 +159,16 @@ mod tests {
         // PyTorch 2.15, f64: torch.batch_norm(x, w, b, rm, rv, True, 0.1, 1e-5, False), then again with False.
         close(run(true), &[0.09999999999999998, -0.7756921669148471, 1.937113862502121, -0.2677284902252761, -1.7371138625021207, 0.4434206571401232]);
         close(run(false), &[1.2840237721356618, -0.9746193157231444, 3.9151877102149104, -0.045076136855371124, -1.3471401659435867, 1.2562843135595114]);
+    }
+
+    #[test]
+    fn a_nan_in_evaluation_from_a_finite_input_is_the_single_row_running_variance() {
+        // One training row: Σ(x − mean)² = 0 over n − 1 = 0, so 0/0 = NaN in the running variance.
+        let f = crate::ops::Facts { training: false, ..crate::ops::Facts::at(0.3, f64::NAN, crate::scenario::DTypeName::F32) };
+        let (rule, reason) = BatchNorm { eps: 1e-5, momentum: 0.1 }.explain_forward(Part::Whole, &f).unwrap();
+        assert_eq!(rule, crate::ops::Rule::DivisionByZero);
+        assert!(reason.starts_with("its input is finite (0.3)") && reason.contains("(n − 1) = 0/0 = NaN"), "{reason}");
+        // Training uses the batch's biased variance plus eps: no such rule there.
+        assert_eq!(BatchNorm { eps: 1e-5, momentum: 0.1 }.explain_forward(Part::Whole, &crate::ops::Facts { training: true, ..f }), None);
     }
 }

@@ -95,13 +95,15 @@ pub struct Facts<'a> {
     pub index: usize,
     /// The dimensions of the input read (forward) or of the output (backward).
     pub dims: &'a [usize],
+    /// Whether the op ran in training (false: in evaluation, the `validation.*` tensors).
+    pub training: bool,
 }
 
 impl Facts<'static> {
     /// Facts about one element alone (`x`, `grad`, in `dtype`), the tensor around it unknown
     /// (read as finite): what the elementwise ops' rules need.
     pub fn at(x: f64, grad: f64, dtype: DTypeName) -> Self {
-        Facts { x, grad, dtype, lim: Limits::of(dtype), read: Read { infinite: 0, nan: 0, min: x, max: x }, index: 0, dims: &[] }
+        Facts { x, grad, dtype, lim: Limits::of(dtype), read: Read { infinite: 0, nan: 0, min: x, max: x }, index: 0, dims: &[], training: true }
     }
 }
 

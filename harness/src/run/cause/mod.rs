@@ -8,7 +8,10 @@
 //! the run has ended, a value that came after the run diverged (the trace shows
 //! the weights or the loss growing decades first) is explained as that
 //! divergence's end, with what drove it (`chain.rs`, which also holds a linear
-//! model's stability bound).
+//! model's stability bound). The losses of probabilities (`bce`, the naive
+//! cross-entropy) are diagnosed as the compute dtype evaluates them
+//! (`probability.rs`); a linear layer's parameter gradient that overflows from
+//! finite factors, with the value before rounding (`backward.rs`).
 
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -21,8 +24,9 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, Optimize
 
 mod backward;
 pub(crate) mod chain;
+mod probability;
 
-pub(crate) use backward::{backward, born};
+pub(crate) use backward::{backward, born, param_grad};
 
 /// The diagnosis: which rule explains the value, the operation, and why, in words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,12 +139,12 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
 }
 
 /// The output of node `node` (the `part` of `layer` it computes) went non-finite in the forward
-/// pass; `input` is what it read.
-pub(crate) fn forward(node: &str, layer: &Layer, part: Part, input: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+/// pass (in evaluation unless `training`); `input` is what it read.
+pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), input: &Tensor, index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
     let lim = Limits::of(d);
     let x = operand("input", input, Some(index), d)?;
     let at = x.at.unwrap_or(f64::NAN);
-    let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims() });
+    let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims(), training });
     Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])))
 }
 
@@ -154,31 +158,8 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
     let lim = Limits::of(d);
     let inputs = |i: usize| -> Result<Vec<Operand>> { Ok(vec![operand("p", p, Some(i), d)?, operand("y", y, Some(i), d)?]) };
     match spec.kind {
-        LossKind::Bce | LossKind::NaiveCrossEntropy => {
-            // The clamp as the compute dtype applies it: p into [c, 1 − c].
-            let c = spec.clamp.unwrap_or(0.0);
-            let (lo, hi) = (round(c, d), round(1.0 - c, d));
-            let eps = round(spec.epsilon.unwrap_or(0.0), d);
-            let clamped = |p: f64| if spec.clamp.is_some() { p.clamp(lo, hi) } else { p };
-            let Some(i) = pv.iter().position(|&p| round(clamped(p) + eps, d) == 0.0 || round(1.0 - clamped(p) + eps, d) == 0.0) else { return Ok(None) };
-            let pc = clamped(pv[i]);
-            let side = if round(pc + eps, d) == 0.0 { "p = 0" } else { "1 − p = 0" };
-            let weight = if side == "p = 0" { yv.get(i).copied().unwrap_or(0.0) } else { 1.0 - yv.get(i).copied().unwrap_or(0.0) };
-            let product = if weight == 0.0 { ", and its weight is 0, so 0·(−∞) = NaN".to_string() } else { String::new() };
-            let saturated = match logits {
-                Some(l) => {
-                    let z = l.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?.get(i).copied();
-                    z.map_or(String::new(), |z| format!("; the sigmoid before it saturated at logit {} in {dt}", crate::human(z)))
-                }
-                None => String::new(),
-            };
-            if spec.clamp.is_some() && hi == 1.0 && side == "1 − p = 0" {
-                let reason = format!("the clamp does not clamp: 1 − {} rounds to 1 in {dt}, so p = 1 in row {i} reaches log(1 − p) = log 0{product}{saturated}", crate::human(c));
-                return Ok(Some(cause(Rule::OneMinusEpsRoundsToOne, op, reason, inputs(i)?)));
-            }
-            let reason = format!("log of exactly 0 in row {i} ({side}){product}{saturated}");
-            Ok(Some(cause(Rule::LogOfZero, op, reason, inputs(i)?)))
-        }
+        LossKind::Bce => probability::bce(spec, (p, y), (&pv, &yv), logits, d),
+        LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(spec, (p, y), d),
         LossKind::MeanAbsRatio => {
             let eps = round(spec.epsilon.unwrap_or(0.0), d);
             let Some(i) = yv.iter().position(|&y| round(y.abs() + eps, d) == 0.0) else { return Ok(None) };
@@ -191,7 +172,7 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
             let reason = format!("(p − y)² overflows {dt} in row {i}: |p − y| = {} is above √max = {}", crate::human((pv[i] - yv[i]).abs()), crate::human(lim.max.sqrt()));
             Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
         }
-        _ => Ok(None),
+        LossKind::Mae | LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy => Ok(None),
     }
 }
 

@@ -39,6 +39,9 @@ impl Runner<'_> {
             // The cause goes with the tensor: none if no rule explains the birth.
             self.first = Some(born.clone());
             self.cause = again.cause;
+        } else if again.first.as_ref().filter(same_step).is_some_and(|b| b.tensor == f.tensor) && self.cause.is_none() {
+            // The parameter's own gradient was born bad, from a finite output gradient.
+            self.cause = again.cause;
         }
         Ok(())
     }
@@ -46,7 +49,7 @@ impl Runner<'_> {
     /// On the tapped step: flags the first non-finite gradient in the order backward makes
     /// them, and explains it if it is a layer output's.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn find_birth(&mut self, at: At, model: &dyn Net, outs: &[Tensor], y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
+    pub(super) fn find_birth(&mut self, at: At, model: &dyn Net, (x, outs): (&Tensor, &[Tensor]), y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
         let names = self.names.clone();
         for l in (0..model.layers().len()).rev() {
             if let Some(g) = slots.get(l).and_then(recorded) {
@@ -67,6 +70,11 @@ impl Runner<'_> {
                 let st = stats(&grads[i])?;
                 if let Some(bad) = st.first_bad {
                     self.flag(at, Phase::Backward, &names.grads[i], bad, grads[i].dims(), st.bad);
+                    // Born here from a finite output gradient (the layer's own product overflowed).
+                    if let (Some(g), Some(layer)) = (slots.get(l).and_then(recorded), model.layers().get(l)) {
+                        let name = &model.params()[i].name;
+                        self.cause = cause::param_grad(layer, name, model.input_of(l, x, outs), &g, bad.0, self.compute_dtype()).ok().flatten();
+                    }
                     return Ok(());
                 }
             }

@@ -14,9 +14,11 @@ use crate::scenario::{Layer, Named, Phase};
 
 impl Runner<'_> {
     /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
-    /// cause yet. A diagnosis that fails is no diagnosis: it never changes the run.
+    /// cause yet, or the value pending the loss scaler's decision (whose cause goes if the step
+    /// is skipped). A diagnosis that fails is no diagnosis: it never changes the run.
     pub(super) fn explain(&mut self, at: At, phase: Phase, why: &dyn Fn(&Self, &Location) -> Result<Option<Cause>>) {
-        let Some(f) = self.first.as_ref().filter(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase) && self.cause.is_none()) else { return };
+        let first = self.first.as_ref().or(self.pending.as_ref());
+        let Some(f) = first.filter(|f| (f.step, f.fold, f.phase) == (at.step, at.fold, phase) && self.cause.is_none()) else { return };
         self.cause = why(self, f).ok().flatten();
     }
 
@@ -42,7 +44,14 @@ impl Runner<'_> {
         // A code model's checks are not layers: no rule explains them.
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
-        cause::forward(&self.names.nodes[l], layer, part, model.input_of(l, x, outs), f.index, self.compute_dtype())
+        cause::forward(&self.names.nodes[l], (layer, part), model.input_of(l, x, outs), f.index, self.compute_dtype(), true)
+    }
+
+    /// The cause of a validation output (`validation.*`): the layer that made it in evaluation.
+    pub(super) fn validation_cause(&self, f: &Location, model: &dyn Net, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
+        let Some((l, layer)) = self.names.validation.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
+        let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
+        cause::forward(&self.names.nodes[l], (layer, part), model.input_of(l, x, outs), f.index, self.compute_dtype(), false)
     }
 
     /// The cause of a non-finite loss: past the stability bound (of the step's batch, with the

@@ -402,6 +402,7 @@ impl Runner<'_> {
             for (o, name) in outs.iter().zip(&names.validation) {
                 self.watch(at, Phase::Validation, name, o)?;
             }
+            self.explain(at, Phase::Validation, &|r, f| r.validation_cause(f, model, x, &outs));
         }
         let loss = self.loss.apply(&model.to_loss(outs.last().unwrap_or(x))?, y)?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -79,7 +79,7 @@ impl Runner<'_> {
             }
             drop(store);
             if tapping {
-                self.find_birth(at, model, &outs, y, &slots, &grads)?;
+                self.find_birth(at, model, (x, &outs), y, &slots, &grads)?;
                 if self.first.is_some() || j + 1 == micro.len() {
                     self.cut = Some("stopped where a non-finite gradient was born".into());
                     return Ok(None);
@@ -233,6 +233,10 @@ impl Runner<'_> {
             return false;
         }
         self.last_skip = pending.or(self.last_skip.take());
+        if self.first.is_none() {
+            // The skipped step's value is dropped, and its diagnosis with it.
+            self.cause = None;
+        }
         if let (None, Some(trouble)) = (&self.first, sc.trouble()) {
             let (why, meaning) = match trouble {
                 crate::run::scaler::Trouble::Underflow(why) => (why, "overflows come faster than `growth_interval` clean steps grow the scale back, so the scale only shrinks"),
