@@ -25,6 +25,7 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, Optimize
 mod backward;
 pub(crate) mod chain;
 mod probability;
+mod product;
 
 pub(crate) use backward::{backward, born, param_grad};
 
@@ -139,8 +140,14 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
 }
 
 /// The output of node `node` (the `part` of `layer` it computes) went non-finite in the forward
-/// pass (in evaluation unless `training`); `input` is what it read.
-pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), input: &Tensor, index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
+/// pass (in evaluation unless `training`); `input` is what it read, `params` the node's
+/// parameters (a linear layer's output is computed exactly from them, `product.rs`).
+pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, params): (&Tensor, &[Tensor]), index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
+    if let (Layer::Linear(_), [w, b]) = (layer, params) {
+        if let Some(c) = product::linear_output(node, input, (w, b), index, d)? {
+            return Ok(Some(c));
+        }
+    }
     let lim = Limits::of(d);
     let x = operand("input", input, Some(index), d)?;
     let at = x.at.unwrap_or(f64::NAN);

@@ -44,14 +44,21 @@ impl Runner<'_> {
         // A code model's checks are not layers: no rule explains them.
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
-        cause::forward(&self.names.nodes[l], (layer, part), model.input_of(l, x, outs), f.index, self.compute_dtype(), true)
+        let params = self.params_of(model, l);
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &params), f.index, self.compute_dtype(), true)
     }
 
     /// The cause of a validation output (`validation.*`): the layer that made it in evaluation.
     pub(super) fn validation_cause(&self, f: &Location, model: &dyn Net, x: &Tensor, outs: &[Tensor]) -> Result<Option<Cause>> {
         let Some((l, layer)) = self.names.validation.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
-        cause::forward(&self.names.nodes[l], (layer, part), model.input_of(l, x, outs), f.index, self.compute_dtype(), false)
+        let params = self.params_of(model, l);
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &params), f.index, self.compute_dtype(), false)
+    }
+
+    /// The parameters of node `l`, as tensors.
+    fn params_of(&self, model: &dyn Net, l: usize) -> Vec<Tensor> {
+        model.params_of(l).filter_map(|i| model.params().get(i)).map(|p| p.var.as_tensor().clone()).collect()
     }
 
     /// The cause of a non-finite loss: past the stability bound (of the step's batch, with the
