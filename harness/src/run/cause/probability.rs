@@ -55,7 +55,7 @@ pub(super) fn bce(spec: &LossSpec, (p, y): (&Tensor, &Tensor), (pv, yv): (&[f64]
     };
     let (a, b) = args.at(pv[i]);
     let yi = yv.get(i).copied().unwrap_or(0.0);
-    let (side, arg, weight) = if !(a > 0.0) { ("p", a, yi) } else { ("1 − p", b, 1.0 - yi) };
+    let (side, arg, weight) = if a.is_nan() || a <= 0.0 { ("p", a, yi) } else { ("1 − p", b, 1.0 - yi) };
     if arg < 0.0 || arg.is_nan() {
         let reason = format!("log of a negative number in row {i}: p = {} is outside [0, 1], so log({side}) is NaN (the layer before the loss does not output probabilities)", crate::human(pv[i]));
         return Ok(Some(cause(Rule::OutsideDomain, op, reason, inputs(i)?)));
@@ -137,7 +137,7 @@ pub(super) fn naive_cross_entropy(spec: &LossSpec, (z, y): (&Tensor, &Tensor), d
         return Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)));
     }
     let args = BceArgs::new(spec, d);
-    let Some(i) = soft.probs.iter().position(|&p| !(args.at(p).0 > 0.0)) else { return Ok(None) };
+    let Some(i) = soft.probs.iter().position(|&p| args.at(p).0.is_nan() || args.at(p).0 <= 0.0) else { return Ok(None) };
     let (r, c) = (i / soft.k, i % soft.k);
     let top = soft.z[r * soft.k..(r + 1) * soft.k].iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weight = yv.get(i).copied().unwrap_or(0.0);

@@ -40,7 +40,7 @@ pub(crate) fn linear_output(node: &str, x: &Tensor, (w, b): (&Tensor, &Tensor), 
         return Ok(Some(cause(Rule::Overflow, node, reason, inputs()?)));
     }
     let exact: f64 = xr.iter().zip(&wc).map(|(a, b)| a * b).sum::<f64>() + bs[col];
-    if !(exact.abs() > lim.max) {
+    if exact.abs() <= lim.max {
         return Ok(None);
     }
     let k = (0..width).max_by(|&i, &j| (xr[i] * wc[i]).abs().total_cmp(&(xr[j] * wc[j]).abs())).unwrap_or(0);
