@@ -31,7 +31,8 @@ pub enum Rule {
     DataNotFinite,
     /// A learning rate above the stability bound `2/λ` of a linear model on this data.
     LrAboveStabilityBound,
-    /// Attention with every key of a query masked: the plain softmax of a row of `-inf` is `0/0`.
+    /// Attention with every key of a query masked: the plain softmax of a row of `-inf` is `0/0`;
+    /// or a max pool over a row that is all padding (`-inf`).
     FullyMaskedRow,
     /// The loss scaler skipped step after step for non-finite gradients, or its scale underflowed.
     LossScaleCollapse,

@@ -4,7 +4,7 @@
 
 use candle_core::Tensor;
 
-use super::{Autocast, Cx, Op, Rounding, Torch};
+use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Rule, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
 
@@ -23,10 +23,10 @@ pub struct MaxPool {}
 #[serde(deny_unknown_fields)]
 pub struct Last {}
 
-/// Writes the `Op` of a reduction over positions: its type name, graph levels and forward
-/// (`|x, cx| ...`).
+/// Writes the `Op` of a reduction over positions: its type name, graph levels, forward diagnosis
+/// (a function of the [`Facts`]) and forward (`|x, cx| ...`).
 macro_rules! seq_pool_op {
-    ($ty:ident, $kind:literal, $levels:literal, |$x:ident, $cx:ident| $forward:expr) => {
+    ($ty:ident, $kind:literal, $levels:literal, $explain:path, |$x:ident, $cx:ident| $forward:expr) => {
         impl Op for $ty {
             fn check(&self) -> Vec<(&'static str, String)> {
                 Vec::new()
@@ -60,7 +60,17 @@ macro_rules! seq_pool_op {
                 Rounding::Outside
             }
 
-            super::undiagnosed!();
+            fn explain_forward(&self, _: Part, f: &Facts<'_>) -> Explained {
+                $explain(f)
+            }
+
+            fn explain_backward(&self, _: &Facts<'_>) -> Explained {
+                None
+            }
+
+            fn explain_zeros(&self, _: usize, _: usize) -> Explained {
+                None
+            }
 
             fn torch(&self) -> Torch {
                 Torch::Module(concat!("(Pool(\"", $kind, "\"), width)").into())
@@ -69,9 +79,48 @@ macro_rules! seq_pool_op {
     };
 }
 
-seq_pool_op!(MeanPool, "mean_pool", 32, |x, cx| crate::run::model::sequence::mean_pool(x, cx.mask));
-seq_pool_op!(MaxPool, "max_pool", 32, |x, cx| crate::run::model::sequence::max_pool(x, cx.mask));
-seq_pool_op!(Last, "last", 4, |x, _cx| crate::run::model::sequence::last(x));
+seq_pool_op!(MeanPool, "mean_pool", 32, sum_overflow, |x, cx| crate::run::model::sequence::mean_pool(x, cx.mask));
+seq_pool_op!(MaxPool, "max_pool", 32, fully_padded, |x, cx| crate::run::model::sequence::max_pool(x, cx.mask));
+seq_pool_op!(Last, "last", 4, no_rule, |x, _cx| crate::run::model::sequence::last(x));
+
+/// The max over a row's unpadded positions is not finite from a finite input `f` only where the
+/// row has none: the max over no positions is `−inf` (`masked_fill(−inf).max`).
+fn fully_padded(f: &Facts<'_>) -> Explained {
+    (f.read.infinite + f.read.nan == 0).then(|| {
+        let w = f.dims.last().copied().unwrap_or(1).max(1);
+        (
+            Rule::FullyMaskedRow,
+            format!(
+                "row {} has no unpadded position (its length is 0), so the max over its positions, all masked to −inf, is −inf; its input is finite (values in [{}, {}])",
+                f.index / w,
+                crate::human(f.read.min),
+                crate::human(f.read.max)
+            ),
+        )
+    })
+}
+
+/// The mean over a row's unpadded positions sums them first (rounded to the dtype, as
+/// `(h * m).sum(1) / m.sum(1)` does) and overflows from a finite input `f` when the sum does.
+fn sum_overflow(f: &Facts<'_>) -> Explained {
+    let (seq, m) = (f.dims.get(1).copied().unwrap_or(1), f.read.max.abs().max(f.read.min.abs()));
+    (f.read.infinite + f.read.nan == 0 && m * seq as f64 > f.lim.max).then(|| {
+        let dt: &str = f.dtype.into();
+        (
+            Rule::Overflow,
+            format!(
+                "the mean sums the row's unpadded positions before dividing by their count, and the sum of up to {seq} values up to {} overflows {dt}'s largest value {}",
+                crate::human(m),
+                crate::human(f.lim.max)
+            ),
+        )
+    })
+}
+
+/// No rule explains the op.
+fn no_rule(_: &Facts<'_>) -> Explained {
+    None
+}
 
 #[cfg(test)]
 mod tests {
@@ -113,5 +162,31 @@ mod tests {
         assert_eq!(run(&MeanPool {}), [2.0, 4.5]);
         assert_eq!(run(&MaxPool {}), [3.0, 5.0]);
         assert!(run(&Last {}).iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn a_fully_padded_row_is_minus_inf_in_a_max_pool_and_a_long_sum_overflows_a_mean_pool() {
+        // Lengths (2, 0): row 1 is all padding, its max is −inf, flagged at its first column.
+        let text = "name = \"pad\"\nseed = 0\n[data]\nn = 2\nfeatures = 2\nseq_len = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"normal\" }\n\
+                    padding = { lengths = [2, 0] }\n[model]\nlayers = [{ type = \"max_pool\" }, { type = \"linear\", out = 1 }]\n\
+                    [loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 1\n";
+        let o = crate::run::run(&crate::scenario::from_str(text, "pad.toml").unwrap());
+        let f = o.first_nonfinite.as_ref().expect("non-finite");
+        assert_eq!((f.tensor.to_string().as_str(), f.kind, f.index), ("layers.0.max_pool.output", crate::run::Kind::NegInf, 2), "{f}");
+        let c = o.cause.expect("explained");
+        assert_eq!(c.rule, Rule::FullyMaskedRow, "{c}");
+        assert!(c.reason.starts_with("row 1 has no unpadded position (its length is 0)"), "{c}");
+        // Three positions of 30000 in f16: the sum 90000 is past 65504 (the mean, 30000, is not).
+        let dims = [1, 3, 1];
+        let facts = Facts { dims: &dims, read: super::super::Read { infinite: 0, nan: 0, min: 30000.0, max: 30000.0 }, ..Facts::at(30000.0, f64::NAN, crate::scenario::DTypeName::F16) };
+        let (rule, reason) = MeanPool {}.explain_forward(Part::Whole, &facts).unwrap();
+        assert_eq!(rule, Rule::Overflow);
+        assert!(reason.contains("the sum of up to 3 values up to 30000 overflows f16's largest value 65504"), "{reason}");
+        // With a padding mask the kernel sums in f32 and rounds the sum to f16 (inf) before the
+        // division; without one it is a mean in f32, 30000: finite, so the rule never meets it.
+        let h = Tensor::from_vec(vec![30000f32; 3], (1, 3, 1), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+        let mask = Tensor::ones((1, 3), DType::F16, &Device::Cpu).unwrap();
+        let pooled = |m: Option<&Tensor>| crate::run::model::sequence::mean_pool(&h, m).unwrap().to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[0];
+        assert_eq!((pooled(Some(&mask)), pooled(None)), (f64::INFINITY, 30000.0));
     }
 }
