@@ -1,6 +1,7 @@
 //! The candle-nn block of `src/lib.rs`, unchanged, under nanhunt: a run, a
 //! hunt that finds where it breaks, a margin it must keep, and the test
-//! helper that holds it finite within a search space.
+//! helper that holds it finite within a search space. And the same block with
+//! candle-nn's own layer norms, caught leaving them without a gradient.
 
 use std::path::Path;
 
@@ -43,6 +44,21 @@ fn the_block_trains_finite_as_written_and_its_report_card_names_its_parameters()
     assert_eq!(ow.trace.layers, ["block.attn.scores", "block.output", "model.output"]);
     let losses = |o: &nanhunt::Outcome| o.trace.rows.iter().map(|r| r.train_loss.to_bits()).collect::<Vec<_>>();
     assert_eq!(losses(&o), losses(&ow));
+}
+
+#[test]
+fn with_candle_nns_layer_norm_the_norms_get_no_gradient_and_the_run_says_so() {
+    let cfg = Config { candle_norms: true, ..CFG };
+    let m = CodeModel::new("candle_block", move |store| Classifier::new(4, cfg, store.var_builder()), |m: &Classifier, x: &Tensor, _: &mut Watch| m.forward(x));
+    let o = nanhunt::run_module(&m, &scenario(&m));
+    assert_eq!((o.outcome, o.outcome.exit_code()), (Status::Nonfinite, 1), "{:?}", o.error);
+    let f = o.first_nonfinite.expect("the finding");
+    assert_eq!((f.kind, f.step, f.phase, f.tensor.to_string().as_str()), (nanhunt::run::Kind::NoGradient, 1, nanhunt::Phase::Backward, "block.ln1.weight.grad"));
+    // The fused op cuts the graph at each norm; the residual stream still carries a gradient
+    // around them to the embedding and the attention's projections.
+    let c = o.cause.expect("a cause");
+    assert!(c.reason.starts_with("4 of the model's 16 parameters got no gradient from the backward: `block.ln1.weight`, `block.ln1.bias`, `block.ln2.weight`, `block.ln2.bias`."), "{}", c.reason);
+    assert!(c.reason.contains("candle-nn's fused layer_norm/rms_norm/softmax_last_dim has no backward (candle#2168)"), "{}", c.reason);
 }
 
 #[test]

@@ -114,6 +114,7 @@ fn summary(o: &Outcome) -> String {
     let g = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6e}"));
     let verdict = match o.outcome {
         Status::Finite => "finite",
+        Status::Nonfinite if o.first_nonfinite.as_ref().is_some_and(|f| f.kind == nanhunt::run::Kind::NoGradient) => "NO GRADIENT",
         Status::Nonfinite => "NON-FINITE",
         Status::Error => "ERROR",
         Status::Timeout => "CUT OFF",

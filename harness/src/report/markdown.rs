@@ -15,6 +15,7 @@ pub fn markdown(s: &Summary) -> String {
     let verdict = match o.outcome {
         Status::Finite if o.divergence.is_some() => "stays finite but diverges",
         Status::Finite => "stays finite",
+        Status::Nonfinite if o.first_nonfinite.as_ref().is_some_and(|f| f.kind == crate::run::Kind::NoGradient) => "has a parameter without a gradient",
         Status::Nonfinite => "goes non-finite",
         Status::Error => "fails to run",
         Status::Timeout => "was cut off",

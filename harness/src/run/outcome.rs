@@ -27,6 +27,9 @@ pub enum Kind {
     /// Not a value: the loss scaler's scale underflowed, or it skipped so many steps that the
     /// run no longer trains (`[train.loss_scale]`); its tensor is `loss_scale`.
     ScaleCollapse,
+    /// Not a value: a trainable parameter the backward did not reach (no gradient at all, so it
+    /// would never train); its tensor is the first such parameter's gradient, in phase `backward`.
+    NoGradient,
 }
 
 impl Kind {
@@ -49,6 +52,7 @@ impl std::fmt::Display for Kind {
             Kind::NegInf => "-Inf",
             Kind::Diverge => "divergence",
             Kind::ScaleCollapse => "loss scale collapse",
+            Kind::NoGradient => "no gradient",
         })
     }
 }
@@ -87,8 +91,11 @@ pub struct Location {
 
 impl Location {
     /// The element as `[i]` for a scalar or a vector, `[row, column]` and so on otherwise.
+    /// Empty for a missing gradient, which has no element.
     pub fn element(&self) -> String {
-        if self.coords.len() > 1 {
+        if self.kind == Kind::NoGradient {
+            String::new()
+        } else if self.coords.len() > 1 {
             format!("[{}]", self.coords.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
         } else {
             format!("[{}]", self.index)

@@ -34,6 +34,7 @@ use batches::{push_bounded, table, Batch};
 mod batches;
 mod birth;
 mod explain;
+mod gradients;
 mod headroom;
 mod step;
 
@@ -49,7 +50,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         r.trace_birth(data, plan)?;
     }
     r.explain_chain(data);
-    let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
+    let params: Vec<String> = plan.params.iter().map(|p| p.name.clone()).collect();
+    let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).chain(r.trained.warning(&params)).collect();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
@@ -103,6 +105,7 @@ impl<'a> Runner<'a> {
             deferring: false,
             pending: None,
             last_skip: None,
+            trained: gradients::Trained::new(plan.params.len()),
         }
     }
 
@@ -217,6 +220,8 @@ struct Runner<'a> {
     pending: Option<Location>,
     /// The first non-finite value of the last step the scaler skipped.
     last_skip: Option<Location>,
+    /// Which parameters got a gradient, and a nonzero one (`gradients`).
+    trained: gradients::Trained,
 }
 
 /// Where the runner is, for naming a location.
