@@ -144,6 +144,9 @@ fn summary(o: &Outcome) -> String {
     if let Some(st) = &o.stagnation {
         s += &format!("stagnation  {} at step {}: {}\n", st.reason, st.step, st.detail);
     }
+    if let Some(k) = &o.skipped_steps {
+        s += &format!("skipped     {k}\n");
+    }
     for w in &o.warnings {
         s += &format!("warning     {w}\n");
     }

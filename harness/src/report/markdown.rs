@@ -42,6 +42,9 @@ pub fn markdown(s: &Summary) -> String {
     if let Some(d) = &o.divergence {
         m += &format!("Divergence: {} at step {} ({}): finite so far, but growing without bound.\n", d.reason, d.step, d.detail);
     }
+    if let Some(k) = &o.skipped_steps {
+        m += &format!("Loss scaler: {k}.\n");
+    }
     for w in &o.warnings {
         m += &format!("\n> Warning: {w}.\n");
     }
