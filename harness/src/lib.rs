@@ -66,6 +66,10 @@
 //! time. A report of a code model records its name, parameters and initial
 //! hash; the model is code, so the test replays it
 //! ([`report::replay_module`]), not the CLI.
+//!
+//! candle-nn's `LayerNorm`, `RmsNorm` and `ops::softmax_last_dim` have no backward on their
+//! fused path (candle#2168): a run reports their parameters as `no_gradient`. [`nn`] has
+//! drop-ins that train.
 
 #![deny(missing_docs)]
 
@@ -74,6 +78,7 @@ pub mod alloc;
 mod atomic;
 mod error;
 mod hash;
+pub mod nn;
 mod number;
 pub mod ops;
 pub mod report;

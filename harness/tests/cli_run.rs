@@ -86,3 +86,13 @@ fn trace_is_bit_identical_at_one_and_two_threads() {
         assert_eq!(traces[0], traces[1], "{name}: trace differs between 1 and 2 threads");
     }
 }
+
+#[test]
+fn a_run_whose_scaler_skipped_steps_says_which() {
+    // pytorch#111739: the first scale 65536 turns a gradient of ±1 into ±inf in f16, so step 1
+    // is skipped and the scale halves; 32768 fits, and the other 4 of the 5 steps apply.
+    let path = repo().join("scenarios/real/pt111739_amp_first_step_overflow.toml");
+    let out = nanhunt(&["run", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("\nskipped     1 of 5 steps skipped: inf/NaN gradients at step 1\n"), "{}", stdout(&out));
+}

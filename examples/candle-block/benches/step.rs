@@ -12,7 +12,7 @@ use candle_block::{Classifier, Config};
 use nanhunt::candle_core::{Module, Tensor};
 use nanhunt::{run_with, CodeModel, RunOptions, Scenario, Watch};
 
-const CFG: Config = Config { width: 16, heads: 2, hidden: 32, eps: 1e-5 };
+const CFG: Config = Config { width: 16, heads: 2, hidden: 32, eps: 1e-5, candle_norms: false };
 
 fn scenario(m: &CodeModel) -> Scenario {
     m.scenario_file(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("block.toml")).expect("block.toml")

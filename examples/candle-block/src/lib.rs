@@ -1,13 +1,18 @@
 //! A small pre-norm transformer block and a sequence classifier around it,
 //! written with candle-nn the way a Candle user writes them: built from a
-//! `VarBuilder`, run through `Module::forward`. Nothing here knows about
-//! nanhunt; the tests in `tests/` hunt this model as it is.
+//! `VarBuilder`, run through `Module::forward`. The tests in `tests/` hunt this
+//! model as it is.
+//!
+//! Its layer norms are `nanhunt::nn`'s: candle-nn's own `LayerNorm` takes a fused
+//! op without a backward on a contiguous input (candle#2168), so with it the
+//! norms never train and nothing below them gets a gradient through them.
+//! [`Config::candle_norms`] builds the block that way, to show nanhunt catching it.
 //!
 //! [`Classifier::forward_with`] is the same forward with a callback that sees
 //! the intermediate tensors by name, so a test can hand them to the watch.
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{linear, LayerNormConfig, Linear, VarBuilder};
 
 /// The block's sizes.
 #[derive(Debug, Clone, Copy)]
@@ -20,14 +25,38 @@ pub struct Config {
     pub hidden: usize,
     /// The layer norms' epsilon.
     pub eps: f64,
+    /// Build the layer norms with candle-nn's `LayerNorm` (no backward) instead of `nanhunt::nn`'s.
+    pub candle_norms: bool,
+}
+
+/// A layer norm: `nanhunt::nn`'s, or candle-nn's, whose forward has no backward.
+enum Norm {
+    Trains(nanhunt::nn::LayerNorm),
+    Frozen(candle_nn::LayerNorm),
+}
+
+impl Norm {
+    fn new(cfg: Config, vb: VarBuilder) -> Result<Self> {
+        let config = LayerNormConfig { eps: cfg.eps, ..Default::default() };
+        Ok(if cfg.candle_norms { Norm::Frozen(candle_nn::layer_norm(cfg.width, config, vb)?) } else { Norm::Trains(nanhunt::nn::layer_norm(cfg.width, config, vb)?) })
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Norm::Trains(n) => n.forward(x),
+            Norm::Frozen(n) => n.forward(x),
+        }
+    }
 }
 
 /// `x + attn(ln1(x))`, then `x + mlp(ln2(x))`: GPT-2's pre-norm block.
 pub struct Block {
-    ln1: LayerNorm,
+    ln1: Norm,
     qkv: Linear,
     proj: Linear,
-    ln2: LayerNorm,
+    ln2: Norm,
     fc1: Linear,
     fc2: Linear,
     heads: usize,
@@ -36,7 +65,7 @@ pub struct Block {
 impl Block {
     /// The block's parameters, under `vb`'s prefix.
     pub fn new(cfg: Config, vb: VarBuilder) -> Result<Self> {
-        let ln = |name: &str| layer_norm(cfg.width, LayerNormConfig { eps: cfg.eps, ..Default::default() }, vb.pp(name));
+        let ln = |name: &str| Norm::new(cfg, vb.pp(name));
         Ok(Block {
             ln1: ln("ln1")?,
             qkv: linear(cfg.width, 3 * cfg.width, vb.pp("attn.qkv"))?,
@@ -57,7 +86,7 @@ impl Block {
         let (q, k, v) = (split(qkv.narrow(2, 0, w)?)?, split(qkv.narrow(2, w, w)?)?, split(qkv.narrow(2, 2 * w, w)?)?);
         let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
         check("block.attn.scores", &scores);
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = nanhunt::nn::ops::softmax(&scores, D::Minus1)?;
         let mixed = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, w))?;
         let x = (x + self.proj.forward(&mixed)?)?;
         let h = self.fc1.forward(&self.ln2.forward(&x)?)?.gelu()?;

@@ -114,6 +114,7 @@ fn summary(o: &Outcome) -> String {
     let g = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6e}"));
     let verdict = match o.outcome {
         Status::Finite => "finite",
+        Status::Nonfinite if o.first_nonfinite.as_ref().is_some_and(|f| f.kind == nanhunt::run::Kind::NoGradient) => "NO GRADIENT",
         Status::Nonfinite => "NON-FINITE",
         Status::Error => "ERROR",
         Status::Timeout => "CUT OFF",
@@ -142,6 +143,9 @@ fn summary(o: &Outcome) -> String {
     s += &format!("loss        final {}, last finite {}\n", g(o.final_loss), g(o.last_finite_loss));
     if let Some(st) = &o.stagnation {
         s += &format!("stagnation  {} at step {}: {}\n", st.reason, st.step, st.detail);
+    }
+    if let Some(k) = &o.skipped_steps {
+        s += &format!("skipped     {k}\n");
     }
     for w in &o.warnings {
         s += &format!("warning     {w}\n");

@@ -57,7 +57,7 @@ pub(crate) struct Confirm {
 }
 
 impl Confirm {
-    /// Exits 0 when both frameworks agree (same step and phase, or both finite), 1 otherwise.
+    /// Exits 0 when both frameworks agree (same step and phase, or both finite with early losses that agree), 1 otherwise (`numerics differ` included).
     pub(crate) fn exec(self, ctx: &Context) -> anyhow::Result<u8> {
         let report = self.source.is_dir();
         // A report is replayed first (refused if it no longer reproduces its run); that run is nanhunt's side.

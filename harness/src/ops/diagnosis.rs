@@ -36,6 +36,9 @@ pub enum Rule {
     FullyMaskedRow,
     /// The loss scaler skipped step after step for non-finite gradients, or its scale underflowed.
     LossScaleCollapse,
+    /// A trainable parameter got no gradient from the backward: an op on its way to the loss has
+    /// no backward (candle-nn's fused norms and softmax), or the forward does not use it.
+    NoGradient,
 }
 
 /// The limits of a compute dtype.

@@ -15,6 +15,7 @@ pub fn markdown(s: &Summary) -> String {
     let verdict = match o.outcome {
         Status::Finite if o.divergence.is_some() => "stays finite but diverges",
         Status::Finite => "stays finite",
+        Status::Nonfinite if o.first_nonfinite.as_ref().is_some_and(|f| f.kind == crate::run::Kind::NoGradient) => "has a parameter without a gradient",
         Status::Nonfinite => "goes non-finite",
         Status::Error => "fails to run",
         Status::Timeout => "was cut off",
@@ -40,6 +41,9 @@ pub fn markdown(s: &Summary) -> String {
     }
     if let Some(d) = &o.divergence {
         m += &format!("Divergence: {} at step {} ({}): finite so far, but growing without bound.\n", d.reason, d.step, d.detail);
+    }
+    if let Some(k) = &o.skipped_steps {
+        m += &format!("Loss scaler: {k}.\n");
     }
     for w in &o.warnings {
         m += &format!("\n> Warning: {w}.\n");

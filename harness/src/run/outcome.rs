@@ -27,6 +27,9 @@ pub enum Kind {
     /// Not a value: the loss scaler's scale underflowed, or it skipped so many steps that the
     /// run no longer trains (`[train.loss_scale]`); its tensor is `loss_scale`.
     ScaleCollapse,
+    /// Not a value: a trainable parameter the backward did not reach (no gradient at all, so it
+    /// would never train); its tensor is the first such parameter's gradient, in phase `backward`.
+    NoGradient,
 }
 
 impl Kind {
@@ -49,6 +52,7 @@ impl std::fmt::Display for Kind {
             Kind::NegInf => "-Inf",
             Kind::Diverge => "divergence",
             Kind::ScaleCollapse => "loss scale collapse",
+            Kind::NoGradient => "no gradient",
         })
     }
 }
@@ -87,8 +91,11 @@ pub struct Location {
 
 impl Location {
     /// The element as `[i]` for a scalar or a vector, `[row, column]` and so on otherwise.
+    /// Empty for a missing gradient, which has no element.
     pub fn element(&self) -> String {
-        if self.coords.len() > 1 {
+        if self.kind == Kind::NoGradient {
+            String::new()
+        } else if self.coords.len() > 1 {
             format!("[{}]", self.coords.iter().map(usize::to_string).collect::<Vec<_>>().join(", "))
         } else {
             format!("[{}]", self.index)
@@ -186,6 +193,10 @@ pub struct Outcome {
     /// Set when a finite run diverges: its loss or its parameters grow without bound (`loss_growth`, `param_growth`).
     #[serde(default)]
     pub divergence: Option<Stagnation>,
+    /// For a run whose loss scaler skipped steps: how many of how many, and which
+    /// ("3 of 6 steps skipped: inf/NaN gradients at steps 1, 2, 4").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_steps: Option<String>,
     /// Settings that cannot work as written in the compute dtype (an epsilon that rounds to 0, a
     /// clamp whose `1 − c` rounds to 1): precursors, reported whether or not the run fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -266,6 +277,7 @@ impl Outcome {
             last_finite_loss: None,
             stagnation: None,
             divergence: None,
+            skipped_steps: None,
             warnings: Vec::new(),
             error: Some(message),
             dtype: None,
@@ -338,6 +350,7 @@ mod tests {
         let stagnation = Some(Stagnation { step: 2, epoch: 1, fold: 1, reason: "loss_plateau".into(), detail: "flat".into() });
         let mut o = Outcome::error("s", "bad".into());
         (o.first_nonfinite, o.cause, o.stagnation, o.divergence, o.warnings) = (Some(at), Some(cause), stagnation.clone(), stagnation, vec!["w".into()]);
+        o.skipped_steps = Some("1 of 2 steps skipped: inf/NaN gradients at step 1".into());
         o.model = Some(super::super::code::ModelCard { name: "m".into(), params: vec![("w".into(), vec![1])], init_hash: "0".into() });
         let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
         let start = readme.find("- `--json` prints one object: `scenario`").expect("the run's --json bullet");

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use candle_core::Tensor;
 
+use super::trace::TraceRow;
 use super::watch::extent;
 use crate::error::Result;
 use crate::scenario::LossScaleSpec;
@@ -32,6 +33,8 @@ pub(crate) struct Scaler {
     skipped_recent: usize,
     /// Skipped steps in all.
     pub(crate) skipped: usize,
+    /// Growths refused because the grown scale would overflow f32.
+    capped: usize,
 }
 
 /// Why a scaler's run no longer trains.
@@ -47,7 +50,7 @@ impl Scaler {
     /// A scaler as `spec` sets it up; `None` when it is off.
     pub(crate) fn new(spec: Option<&LossScaleSpec>) -> Option<Scaler> {
         let spec = spec.filter(|s| s.enabled)?;
-        Some(Scaler { scale: spec.init as f32, spec: spec.clone(), tracker: 0, recent: VecDeque::with_capacity(spec.collapse_window + 1), skipped_recent: 0, skipped: 0 })
+        Some(Scaler { scale: spec.init as f32, spec: spec.clone(), tracker: 0, recent: VecDeque::with_capacity(spec.collapse_window + 1), skipped_recent: 0, skipped: 0, capped: 0 })
     }
 
     /// `unscale_`: the gradients times `f32(1 / f64(scale))`, and whether any scaled one was
@@ -74,6 +77,8 @@ impl Scaler {
             let grown = (f64::from(self.scale) * self.spec.growth_factor) as f32;
             if grown.is_finite() {
                 self.scale = grown;
+            } else {
+                self.capped += 1;
             }
             self.tracker = 0;
         } else {
@@ -108,6 +113,45 @@ impl Scaler {
     }
 }
 
+impl Scaler {
+    /// Warnings about a scale that stopped moving: held at its cap (growing it would overflow
+    /// f32), or ended one backoff above `min_scale` after skipping steps.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.capped > 0 {
+            out.push(format!(
+                "the loss scale sat at its cap {:e} for {} growth interval(s): growing it would overflow f32, so the scaled gradients never overflow and the scaler guards nothing",
+                self.scale, self.capped
+            ));
+        }
+        if let Some(min) = self.spec.min_scale.filter(|m| *m > 0.0 && self.skipped > 0) {
+            let scale = f64::from(self.scale);
+            if scale >= min && scale * self.spec.backoff_factor < min {
+                out.push(format!("the loss scale ended at its floor, {scale:e}, one backoff above min_scale {min:e}: one more skipped step and the run collapses"));
+            }
+        }
+        out
+    }
+}
+
+/// The steps a run's loss scaler skipped, in words (`None` if it skipped none or had none):
+/// "3 of 6 steps skipped: inf/NaN gradients at steps 1, 2, 4" (the first 20 named).
+pub(crate) fn skipped_steps(rows: &[TraceRow]) -> Option<String> {
+    let decided: Vec<&TraceRow> = rows.iter().filter(|r| r.skipped.is_some()).collect();
+    let skipped: Vec<&TraceRow> = decided.iter().copied().filter(|r| r.skipped == Some(true)).collect();
+    if skipped.is_empty() {
+        return None;
+    }
+    let folds = rows.iter().any(|r| r.fold > 0);
+    let name = |r: &TraceRow| if folds { format!("{} (fold {})", r.step, r.fold) } else { r.step.to_string() };
+    let mut at: Vec<String> = skipped.iter().take(20).map(|r| name(r)).collect();
+    if skipped.len() > 20 {
+        at.push("…".into());
+    }
+    let steps = if skipped.len() == 1 { "step" } else { "steps" };
+    Some(format!("{} of {} steps skipped: inf/NaN gradients at {steps} {}", skipped.len(), decided.len(), at.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,10 +178,33 @@ mod tests {
     }
 
     #[test]
-    fn growth_stops_short_of_f32_overflow() {
+    fn growth_stops_short_of_f32_overflow_with_a_warning() {
         let mut s = scaler("init = 2.0e38\ngrowth_interval = 1");
+        assert!(s.warnings().is_empty());
+        s.update(false);
         s.update(false);
         assert_eq!(s.scale, 2.0e38, "4e38 is not an f32: the scale stays");
+        assert_eq!(s.warnings(), ["the loss scale sat at its cap 2e38 for 2 growth interval(s): growing it would overflow f32, so the scaled gradients never overflow and the scaler guards nothing"]);
+    }
+
+    #[test]
+    fn a_scale_one_backoff_above_min_scale_is_a_warning() {
+        // 8 → 4 → 2: 2 · 0.5 = 1 is below min_scale 1.5, so one more skip underflows.
+        let mut s = scaler("init = 8.0\nmin_scale = 1.5");
+        s.update(true);
+        assert!(s.warnings().is_empty(), "4 · 0.5 = 2 is not below 1.5");
+        s.update(true);
+        assert_eq!(s.warnings(), ["the loss scale ended at its floor, 2e0, one backoff above min_scale 1.5e0: one more skipped step and the run collapses"]);
+    }
+
+    #[test]
+    fn skipped_steps_are_counted_and_named() {
+        let row = |step: usize, fold: usize, skipped: Option<bool>| TraceRow { step, fold, skipped, ..Default::default() };
+        let rows: Vec<TraceRow> = [true, true, false, true, false, false].iter().enumerate().map(|(i, &s)| row(i + 1, 0, Some(s))).collect();
+        assert_eq!(skipped_steps(&rows).as_deref(), Some("3 of 6 steps skipped: inf/NaN gradients at steps 1, 2, 4"));
+        assert_eq!(skipped_steps(&rows[2..3]), None, "none skipped");
+        assert_eq!(skipped_steps(&[row(1, 0, None)]), None, "no scaler");
+        assert_eq!(skipped_steps(&[row(1, 0, Some(false)), row(1, 1, Some(true))]).as_deref(), Some("1 of 2 steps skipped: inf/NaN gradients at step 1 (fold 1)"));
     }
 
     #[test]

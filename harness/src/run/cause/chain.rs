@@ -35,7 +35,7 @@ pub(crate) fn chain(s: &Scenario, first: &Location, then: Option<Cause>, growth:
     let dt: &str = d.into();
     let end = match first.kind {
         Kind::PosInf | Kind::NegInf => format!("{they} overflow{s_} {dt} in"),
-        Kind::Nan | Kind::Diverge | Kind::ScaleCollapse => format!("{they} end{s_} in {} in", first.kind),
+        Kind::Nan | Kind::Diverge | Kind::ScaleCollapse | Kind::NoGradient => format!("{they} end{s_} in {} in", first.kind),
     };
     let own = then.as_ref().filter(|_| !bounded).map_or(String::new(), |c| format!(" ({c})"));
     let subject = if bounded { format!("{},", trigger.replacen(" is above", ", above", 1)) } else { trigger.clone() };

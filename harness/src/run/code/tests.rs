@@ -214,3 +214,57 @@ fn parameters_made_in_the_forward_or_differently_per_build_are_refused() {
     let o = run(&moody.scenario(TWO_ROWS, "code.toml").unwrap());
     assert!(o.error.as_deref().unwrap_or("").contains("same parameters"), "{:?}", o.error);
 }
+
+/// `head(layer_norm(fc(x)))` with candle-nn's `LayerNorm` (contiguous input, with a bias: the
+/// fused op without a backward), or with `nanhunt::nn`'s.
+fn normed(name: &str) -> CodeModel {
+    CodeModel::new(
+        name,
+        |store| {
+            let vb = store.var_builder();
+            let fc = candle_nn::linear(2, 3, vb.pp("fc"))?;
+            let ln = candle_nn::layer_norm(3, 1e-5, vb.pp("ln"))?;
+            Ok((fc, ln, candle_nn::linear(3, 1, vb.pp("head"))?))
+        },
+        |(fc, ln, head): &(candle_nn::Linear, candle_nn::LayerNorm, candle_nn::Linear), x: &Tensor, _: &mut Watch| head.forward(&ln.forward(&fc.forward(x)?)?),
+    )
+}
+
+#[test]
+fn parameters_behind_candle_nns_layer_norm_have_no_gradient_and_that_is_the_finding() {
+    // candle-nn's fused layer norm has no f64 kernel: f32.
+    let o = run(&normed("ln").scenario(&TWO_ROWS.replace("f64", "f32"), "code.toml").unwrap());
+    assert_eq!((o.outcome, o.outcome.exit_code()), (Status::Nonfinite, 1), "{:?}", o.error);
+    let f = o.first_nonfinite.expect("the finding");
+    // The fused layer norm cuts the graph: neither its gain and shift nor the linear below get one.
+    assert_eq!((f.kind, f.step, f.phase, f.tensor.to_string().as_str(), f.shape.as_slice()), (crate::run::Kind::NoGradient, 1, Phase::Backward, "fc.weight.grad", &[3usize, 2][..]));
+    assert_eq!(f.to_string(), "no gradient in `fc.weight.grad` during backward at step 1 (epoch 1, fold 0)");
+    let c = o.cause.expect("a cause");
+    assert!(c.reason.starts_with("4 of the model's 6 parameters got no gradient from the backward: `fc.weight`, `fc.bias`, `ln.weight`, `ln.bias`."), "{}", c.reason);
+    assert!(c.reason.contains("(candle#2168)"), "{}", c.reason);
+    // The step stops there: no update with made-up zeros.
+    assert_eq!(o.steps, 1);
+}
+
+#[test]
+fn a_parameter_whose_gradient_is_always_exactly_zero_is_a_warning_and_an_unused_one_a_finding() {
+    // `fc(x) + (dead − dead)`: d loss / d dead = g − g = 0 exactly, at both steps.
+    let zero = CodeModel::new(
+        "zero",
+        |store| Ok((candle_nn::Linear::new(store.get("fc.weight", (1, 2), Init::Const(0.5))?, None), store.get("dead", 1, Init::Const(1.0))?)),
+        |(fc, dead): &(candle_nn::Linear, Tensor), x: &Tensor, _: &mut Watch| fc.forward(x)?.broadcast_add(&(dead - dead)?),
+    );
+    let o = run(&zero.scenario(TWO_ROWS, "code.toml").unwrap());
+    assert_eq!(o.outcome, Status::Finite, "{:?}", o.first_nonfinite);
+    assert!(o.warnings.contains(&"parameter `dead` was never updated: its gradient was exactly 0 at each of the run's 2 steps".to_string()), "{:?}", o.warnings);
+    // Made but not used: the backward does not reach it at all.
+    let unused = CodeModel::new(
+        "unused",
+        |store| Ok((candle_nn::Linear::new(store.get("fc.weight", (1, 2), Init::Const(0.5))?, None), store.get("spare", 1, Init::Const(1.0))?)),
+        |(fc, _): &(candle_nn::Linear, Tensor), x: &Tensor, _: &mut Watch| fc.forward(x),
+    );
+    let o = run(&unused.scenario(TWO_ROWS, "code.toml").unwrap());
+    let f = o.first_nonfinite.expect("the finding");
+    assert_eq!((f.kind, f.tensor.to_string().as_str()), (crate::run::Kind::NoGradient, "spare.grad"));
+    assert!(o.cause.unwrap().reason.starts_with("1 of the model's 2 parameters got no gradient from the backward: `spare`. Nothing on the loss's graph reaches it, so it would never train"));
+}

@@ -30,6 +30,7 @@ fn the_scaler_skips_exactly_the_overflowing_steps_and_grows_after_its_interval()
     let skipped: Vec<bool> = o.trace.rows.iter().map(|r| r.skipped.unwrap()).collect();
     assert_eq!(scales, [131072.0, 65536.0, 32768.0, 32768.0, 65536.0]);
     assert_eq!(skipped, [true, true, false, false, false]);
+    assert_eq!(o.skipped_steps.as_deref(), Some("2 of 5 steps skipped: inf/NaN gradients at steps 1, 2"));
     // The loss of each step is the unscaled one: 0.25 before any update; after step 3 the f32
     // master w = b = 0.1 reach the linear as f16(0.1) = 0.0999755859375 each, so the loss is
     // (0.5 − 0.199951171875)² exactly; then about (0.5 − 0.32)² (f16 weights again).

@@ -18,6 +18,7 @@ use crate::run::cause;
 use crate::run::data::Dataset;
 use crate::run::model::{recorded, Slot};
 use crate::run::net::Net;
+use crate::run::outcome::Kind;
 use crate::run::watch::stats;
 use crate::run::RunOptions;
 use crate::scenario::{Phase, Plan, TensorId};
@@ -26,7 +27,7 @@ impl Runner<'_> {
     /// If the first non-finite value is a parameter's gradient, re-runs up to its step with taps
     /// and, if a layer output's gradient went bad first, names that one instead, with its cause.
     pub(super) fn trace_birth(&mut self, data: &Dataset, plan: &Plan) -> Result<()> {
-        let Some(f) = self.first.as_ref().filter(|f| f.phase == Phase::Backward && !f.tensor.is_output_grad()) else { return Ok(()) };
+        let Some(f) = self.first.as_ref().filter(|f| f.phase == Phase::Backward && f.kind != Kind::NoGradient && !f.tensor.is_output_grad()) else { return Ok(()) };
         if !self.dev.is_cpu() {
             return Ok(());
         }

@@ -82,7 +82,7 @@ impl Runner<'_> {
     /// trace shows the weights or the loss growing decades first) is that divergence's end, and
     /// its cause says what drove it.
     pub(super) fn explain_chain(&mut self, data: &crate::run::data::Dataset) {
-        let Some(f) = self.first.as_ref().filter(|f| f.step > 0 && !matches!(f.kind, Kind::ScaleCollapse | Kind::Diverge)) else { return };
+        let Some(f) = self.first.as_ref().filter(|f| f.step > 0 && !matches!(f.kind, Kind::ScaleCollapse | Kind::Diverge | Kind::NoGradient)) else { return };
         let Some(growth) = crate::run::divergence::growth_before(&self.trace.rows, f.fold, f.step) else { return };
         let n = data.folds.get(f.fold).map_or(0, |d| d.train.x.rows);
         let batch = self.s.train.batch_size.unwrap_or(n).min(n);

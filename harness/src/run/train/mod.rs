@@ -34,6 +34,7 @@ use batches::{push_bounded, table, Batch};
 mod batches;
 mod birth;
 mod explain;
+mod gradients;
 mod headroom;
 mod step;
 
@@ -49,7 +50,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         r.trace_birth(data, plan)?;
     }
     r.explain_chain(data);
-    let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
+    let params: Vec<String> = plan.params.iter().map(|p| p.name.clone()).collect();
+    let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).chain(r.trained.warning(&params)).chain(r.scale_warnings).collect();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
@@ -65,6 +67,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         last_finite_loss: r.last_finite,
         stagnation: r.stagnation,
         divergence: r.divergence,
+        skipped_steps: crate::run::scaler::skipped_steps(&r.trace.rows),
         warnings,
         error,
         dtype: Some(RunDType::of(s.train.dtype, s.train.precision)),
@@ -103,6 +106,8 @@ impl<'a> Runner<'a> {
             deferring: false,
             pending: None,
             last_skip: None,
+            trained: gradients::Trained::new(plan.params.len()),
+            scale_warnings: Vec::new(),
         }
     }
 
@@ -122,6 +127,10 @@ impl<'a> Runner<'a> {
                 None => Box::new(Model::new(&self.s.model, plan, &mut stream(self.s.seed, INIT_STREAM + f as u64), self.dtype, &self.dev)?.with_autocast(low, &self.dev)),
             };
             self.train_fold(f, fold, model.as_ref(), data.shape, plan.out)?;
+            if let Some(sc) = &self.scaler {
+                let fold = if data.folds.len() > 1 { format!(" (fold {f})") } else { String::new() };
+                self.scale_warnings.extend(sc.warnings().into_iter().map(|w| w + &fold));
+            }
         }
         Ok(())
     }
@@ -217,6 +226,10 @@ struct Runner<'a> {
     pending: Option<Location>,
     /// The first non-finite value of the last step the scaler skipped.
     last_skip: Option<Location>,
+    /// Which parameters got a gradient, and a nonzero one (`gradients`).
+    trained: gradients::Trained,
+    /// Each fold's loss-scale warnings (a scale held at its cap or just above its floor).
+    scale_warnings: Vec<String>,
 }
 
 /// Where the runner is, for naming a location.

@@ -70,14 +70,12 @@ impl Runner<'_> {
                 seed = seed.affine(f64::from(sc), 0.0)?;
             }
             let store = seed.backward()?;
-            let mut grads = Vec::with_capacity(model.params().len());
-            for p in model.params() {
-                grads.push(match store.get(p.var.as_tensor()) {
-                    Some(g) => g.clone(),
-                    None => p.var.as_tensor().zeros_like()?,
-                });
-            }
+            let got: Vec<Option<Tensor>> = model.params().iter().map(|p| store.get(p.var.as_tensor()).cloned()).collect();
             drop(store);
+            // A parameter the backward never reached is a finding (`no_gradient`); past it
+            // (`continue_steps`) its gradient is taken as 0.
+            self.no_gradient(at, model, &got);
+            let grads = got.into_iter().zip(model.params()).map(|(g, p)| g.map_or_else(|| p.var.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<Vec<_>>>()?;
             if tapping {
                 self.find_birth(at, model, (x, &outs), y, &slots, &grads)?;
                 if self.first.is_some() || j + 1 == micro.len() {
@@ -122,9 +120,10 @@ impl Runner<'_> {
         // first changes nothing.
         let fused = if watch && !clipping && self.scaler.is_none() { Some(opt.step_watched(&vars, &grads)?) } else { None };
         let mut sum_sq = 0.0;
+        let mut g_stats = Vec::new();
         if watch {
             // The norm adds the parameters' sums in parameter order, as always.
-            let mut g_stats = Vec::with_capacity(grads.len());
+            g_stats.reserve(grads.len());
             for (i, g) in grads.iter().enumerate() {
                 let st = match fused.as_ref().and_then(|u| u[i].grad) {
                     Some(gs) => gs,
@@ -198,6 +197,10 @@ impl Runner<'_> {
                 cause::update(&s.optimizer, &f.tensor, &grads[i], f.index, m, v, s.train.dtype)
             });
             row.param_norm = Some(p_sq.sqrt());
+        }
+        // Only steps applied while everything was finite say which parameters train.
+        if watch && self.first.is_none() {
+            self.trained.note(&g_stats);
         }
         self.check_vanishing(at, row.grad_norm);
         if self.divergence.is_none() && self.first.is_none() {

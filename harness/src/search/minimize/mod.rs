@@ -66,6 +66,7 @@ pub fn fails(kind: Kind) -> &'static str {
         Kind::Nan | Kind::PosInf | Kind::NegInf => "goes non-finite",
         Kind::Diverge => "diverges",
         Kind::ScaleCollapse => "collapses its loss scale",
+        Kind::NoGradient => "leaves a parameter without a gradient",
     }
 }
 
