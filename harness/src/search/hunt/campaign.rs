@@ -150,6 +150,12 @@ impl Campaign {
         g.deferred.defer(ratio, candidate);
     }
 
+    /// Gives back a reserved candidate that set nothing (every mutation of its draw was made
+    /// meaningless by another): it is neither a run nor an error.
+    pub(super) fn give_back(&self) {
+        self.lock().state.runs -= 1;
+    }
+
     /// Counts a cheap candidate's expected cost (× the base) as spent, for the deferred ones.
     pub(super) fn spend(&self, ratio: f64) {
         self.lock().deferred.spend(ratio);
