@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::finding::{fnv1a, Finding, Threshold, Trigger};
 use super::mutation::{describe, Mutation};
 use crate::error::{Error, Result};
-use crate::run::{Cause, Location, Rule};
+use crate::run::{Cause, Location, Outcome, Rule};
 use crate::scenario::{Named, TensorId, Value};
 
 /// How a run stores its values: the precision class of a mechanism.
@@ -108,6 +108,15 @@ impl Mechanism {
         let by = if self.knobs.is_empty() { "the base itself".to_string() } else { self.knobs.join(" + ") };
         format!("{rule} in {}, {}, by {by}", self.op, self.precision.name())
     }
+}
+
+/// A failing run's mechanism without its knobs, in words (`overflow|linear|full precision`): the
+/// diagnosis rule, the op kind of the first bad value and the precision class, as [`Mechanism`]
+/// keys them. The minimizer keeps it while it drops knobs; none for a run that did not fail.
+pub fn class_of(o: &Outcome) -> Option<String> {
+    let at = o.failure_site()?;
+    let rule: &str = o.cause.as_ref().map_or("unexplained", |c| c.rule.into());
+    Some(format!("{rule}|{}|{}", op_kind(o.cause.as_ref(), &at), PrecisionClass::of(o.dtype_name()).name()))
 }
 
 impl PartialOrd for Mechanism {

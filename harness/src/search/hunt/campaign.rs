@@ -247,8 +247,11 @@ impl Campaign {
         let mut g = self.lock();
         let count = 1 + Self::repeats(&mut g, key) + g.state.pending.iter().find(|q| q.key == key).map_or(0, |q| q.count.saturating_sub(1));
         g.state.pending.retain(|q| q.key != key);
+        // The site is the minimal trigger's: the flip's own, unless a knob that only moved where
+        // the same mechanism showed was dropped (`Minimizer::by_mechanism`).
         let at = m.outcome.failure_site().unwrap_or_else(|| p.location.clone());
-        let sig = site_signature(&p.location, &p.dtype);
+        let dtype = m.outcome.failure_site().map_or(p.dtype.as_str(), |_| m.outcome.dtype_name()).to_string();
+        let sig = site_signature(&at, &dtype);
         let fi = match g.state.findings.iter().position(|f| f.signature == sig && f.scenario == base_name) {
             Some(i) => i,
             None => {
@@ -256,8 +259,8 @@ impl Campaign {
                     scenario: base_name.to_string(),
                     signature: sig,
                     location: at.clone(),
-                    dtype: p.dtype.clone(),
-                    note: note(&p.location, &p.dtype),
+                    dtype: dtype.clone(),
+                    note: note(&at, &dtype),
                     triggers: vec![],
                     count: 0,
                     runs_to_find: found_at.1,
