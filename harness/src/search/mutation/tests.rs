@@ -52,12 +52,12 @@ fn a_hunt_drops_the_mutations_another_one_makes_meaningless() {
     let b = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
     let (adam, momentum, lr) = (Mutation::new(Knob::Optimizer, OptimizerKind::Adam), Mutation::new(Knob::Momentum, 0.64), Mutation::new(Knob::Lr, 0.1));
     assert_eq!(try_mutate(&b, &[adam.clone(), momentum.clone()]).unwrap_err(), "`optimizer.momentum = 0.64` does not apply to this scenario");
-    assert_eq!(effective(&b, &[adam.clone(), momentum.clone()]), [adam.clone()], "momentum after the switch sets nothing");
-    assert_eq!(effective(&b, &[momentum.clone(), adam.clone()]), [adam.clone()], "momentum before it means nothing once it is made");
+    assert_eq!(effective(&b, &[adam.clone(), momentum.clone()]), vec![adam.clone()], "momentum after the switch sets nothing");
+    assert_eq!(effective(&b, &[momentum.clone(), adam.clone()]), vec![adam.clone()], "momentum before it means nothing once it is made");
     assert_eq!(effective(&b, &[momentum.clone(), lr.clone()]), [momentum, lr], "both mean something for SGD");
     // PyTorch's BCELoss has no epsilon: after a switch to bce_torch, `loss.epsilon` sets nothing.
     let (torch, eps) = (Mutation::new(Knob::LossKind, crate::scenario::LossKind::BceTorch), Mutation::new(Knob::LossEpsilon, 1e-3));
-    assert_eq!(effective(&b, &[eps.clone(), torch.clone()]), [torch.clone()]);
+    assert_eq!(effective(&b, &[eps.clone(), torch.clone()]), vec![torch.clone()]);
     assert_eq!(mutate(&b, &[torch]).map(|s| (s.loss.epsilon, s.loss.clamp)), Some((None, Some(1e-7))), "the clamp it takes stays");
     // A value that cannot be set is kept, for `try_mutate` to refuse.
     let feature = Mutation::new(Knob::InputScale, Factor { feature: Some(9), value: 2.0 });
