@@ -240,8 +240,8 @@ impl Campaign {
     }
 
     /// Adds a complete minimization as a trigger of its site (a new one if the site is new).
-    /// The site is the flip's own: the minimizer keeps to it, and a hit is counted
-    /// where it happened, so the sites and counts do not depend on which flip came first.
+    /// The site is the minimal trigger's: the flip's own, unless the minimizer dropped a knob
+    /// that only moved where the same mechanism first showed (then the flip's hits count there).
     pub(super) fn register(&self, p: &Pending, base_name: &str, m: &Minimal, distance: f64, seconds_to_shrink: f64) {
         let (key, found, found_at) = (p.key.as_str(), p.found.clone(), (p.seconds_to_find, p.runs_to_find));
         let mut g = self.lock();
