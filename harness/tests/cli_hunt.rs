@@ -184,13 +184,20 @@ fn known_root_causes_are_counted_but_not_new() {
 #[test]
 fn errors_are_written_once_per_message_with_a_candidate_that_meets_them() {
     let dir = tempdir();
-    let path = seed("s004_ex3_bce_validation");
+    // Seed 004 ex3 with Nesterov SGD: validation refuses another optimizer, or no momentum, with
+    // Nesterov on (knobs that do not apply are not drawn; values that do not validate are errors).
+    let text = std::fs::read_to_string(seed("s004_ex3_bce_validation")).unwrap();
+    let nesterov = text.replace("kind = \"adam\"\nlr = 0.001\neps = 1e-7", "kind = \"sgd\"\nlr = 0.001\nmomentum = 0.9\nnesterov = true\n#");
+    assert_ne!(nesterov, text);
+    let path = dir.path().join("nesterov.toml");
+    std::fs::write(&path, nesterov).unwrap();
     let out = nanhunt(&["hunt", path.to_str().unwrap(), "--max-runs", "300", "--time", "60s", "--jobs", "1", "--out", dir.path().to_str().unwrap()]);
     assert!(out.status.code().unwrap() <= 1, "{}", stderr(&out));
     let text = stdout(&out);
     let said: u64 = text.split(" error(s)").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).expect("the summary counts errors");
     let errors: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("errors.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(said > 0 && !errors.is_empty(), "this base's space has knobs that do not apply together\n{text}");
+    assert!(said > 0 && !errors.is_empty(), "this base's space has values that do not validate together\n{text}");
+    assert!(errors.iter().all(|e| e["message"].as_str().unwrap().contains("optimizer.nesterov")), "{errors:?}");
     assert_eq!(errors.iter().map(|e| e["count"].as_u64().unwrap()).sum::<u64>(), said, "every error is in errors.jsonl once");
     let messages: Vec<&str> = errors.iter().map(|e| e["message"].as_str().unwrap()).collect();
     let mut unique = messages.clone();

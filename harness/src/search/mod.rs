@@ -34,7 +34,7 @@ pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, 
 pub use hunt::{hunt, Engine, HuntOptions, HuntResult, Progress, Reporter, Stage};
 pub use margins::{margins, Bound, Categorical, Growing, KnobMargin, MarginOptions, Margins};
 pub use minimize::{fails, materialize, rebuild, reductions, round3_away, Built, Minimal, Minimizer, RowCut, ROW_RUNS};
-pub use mutation::{describe, mutate, normalize, try_mutate, Mutation, Scale};
+pub use mutation::{describe, effective, mutate, normalize, try_mutate, Mutation, Scale};
 pub use reach::margin_search;
 pub use root_cause::{group, group_known, read_known, trigger_text, write_root_causes, Mechanism, PrecisionClass, RootCause, Tally};
 pub(crate) use space::neighbourhood;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::finding::{fnv1a, Finding, Threshold, Trigger};
 use super::mutation::{describe, Mutation};
 use crate::error::{Error, Result};
-use crate::run::{Cause, Location, Rule};
+use crate::run::{Cause, Location, Outcome, Rule};
 use crate::scenario::{Named, TensorId, Value};
 
 /// How a run stores its values: the precision class of a mechanism.
@@ -110,6 +110,15 @@ impl Mechanism {
     }
 }
 
+/// A failing run's mechanism without its knobs, in words (`overflow|linear|full precision`): the
+/// diagnosis rule, the op kind of the first bad value and the precision class, as [`Mechanism`]
+/// keys them. The minimizer keeps it while it drops knobs; none for a run that did not fail.
+pub fn class_of(o: &Outcome) -> Option<String> {
+    let at = o.failure_site()?;
+    let rule: &str = o.cause.as_ref().map_or("unexplained", |c| c.rule.into());
+    Some(format!("{rule}|{}|{}", op_kind(o.cause.as_ref(), &at), PrecisionClass::of(o.dtype_name()).name()))
+}
+
 impl PartialOrd for Mechanism {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -126,7 +135,9 @@ impl Ord for Mechanism {
 fn knob_name(m: &Mutation) -> String {
     match m.value {
         Value::Inject(a) => format!("{}.{}.{}", m.knob, a.what.name(), a.split.name()),
-        Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Factor(_) => m.knob.to_string(),
+        Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
+            m.knob.to_string()
+        }
     }
 }
 

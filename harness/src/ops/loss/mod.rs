@@ -6,7 +6,8 @@
 //! `binary_cross_entropy`. Each kind's formula and its PyTorch expression (which `repro.py`
 //! evaluates) sit side by side: the regression losses in `regression.rs`, those of
 //! probabilities and logits in `probability.rs`. The cause engine explains a non-finite
-//! loss from its inputs (`run::cause::loss`).
+//! loss from its inputs (`run::cause::loss`). `stand_in.rs` is the `loss.kind` knob's hook:
+//! which other kinds can take a scenario's loss's place on its model and data.
 
 use candle_core::{Tensor, D};
 
@@ -17,6 +18,9 @@ use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
 mod probability;
 mod regression;
+mod stand_in;
+
+pub use stand_in::stand_ins;
 
 /// The loss node: a [`LossSpec`] as an op of two inputs, the prediction `x` and the targets
 /// (the context's second input).

@@ -4,7 +4,7 @@
 //! mutations, thresholds and summaries alike. The list in `for_each_knob!`
 //! below writes each knob once: its variant, its key and its definition, a unit
 //! struct implementing [`Def`] (in `optimizer.rs`, `data.rs`, `train.rs`,
-//! `model.rs`): its scale and margin, whether it applies to a scenario, how to
+//! `model.rs`, `loss.rs`): its scale and margin, whether it applies to a scenario, how to
 //! read and set it, and its default search domain. This file makes the name
 //! from the list (the [`Knob`] enum, its keys, `Display`, `FromStr` and serde)
 //! and leaves the definitions aside, so that naming a knob (`[search] knobs`,
@@ -49,9 +49,9 @@ macro_rules! for_each_knob {
             /// `optimizer.clip_grad_norm`.
             ClipNorm("optimizer.clip_grad_norm") => optimizer::ClipNorm,
             /// `loss.epsilon`.
-            LossEpsilon("loss.epsilon") => model::LossEpsilon,
+            LossEpsilon("loss.epsilon") => loss::LossEpsilon,
             /// `loss.clamp`.
-            LossClamp("loss.clamp") => model::LossClamp,
+            LossClamp("loss.clamp") => loss::LossClamp,
             /// `optimizer.eps`: the update's denominator epsilon (Adam, AdamW, RMSprop).
             OptimizerEps("optimizer.eps") => optimizer::OptimizerEps,
             /// `optimizer.beta2`: Adam's second-moment decay (searched on `1 − β₂`).
@@ -78,6 +78,10 @@ macro_rules! for_each_knob {
             WarmupSteps("train.schedule.warmup_steps") => train::WarmupSteps,
             /// `train.accumulate`: micro-batches per optimizer step.
             Accumulate("train.accumulate") => train::Accumulate,
+            /// `loss.kind`: another kind that reads the prediction alike and takes the data's targets.
+            LossKind("loss.kind") => loss::Kind,
+            /// `loss.reduction`: mean or sum.
+            LossReduction("loss.reduction") => loss::LossReduction,
         }
     };
 }
@@ -86,7 +90,7 @@ macro_rules! for_each_knob {
 macro_rules! names {
     ($($(#[doc = $doc:literal])* $variant:ident($key:literal) => $def:ty,)*) => {
         /// A setting of a scenario that a search may move (declared in the order of the list).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, VariantArray, arbitrary::Arbitrary)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, VariantArray)]
         pub enum Knob {
             $($(#[doc = $doc])* $variant,)*
         }
@@ -100,6 +104,7 @@ for_each_knob!(names);
 
 mod data;
 mod def;
+mod loss;
 mod model;
 mod optimizer;
 mod table;
@@ -128,6 +133,24 @@ impl Knob {
     pub fn sets_key(self, key: &str) -> bool {
         let name = self.key();
         name == key || name.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+/// The knobs fuzzer bytes name: the first 27, those of the enum the saved fuzz inputs were
+/// written with, picked as `arbitrary`'s derive picked a variant of 27 (`(x · 27) >> 32` of a
+/// `u32`), so a saved input decodes as before. The knobs added since (`loss.kind`,
+/// `loss.reduction`) are not drawn from bytes; a fuzz target reaches other losses through the
+/// scenario's own bytes.
+const FUZZED: u64 = 27;
+
+impl<'a> arbitrary::Arbitrary<'a> for Knob {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Knob> {
+        let x = u64::from(<u32 as arbitrary::Arbitrary>::arbitrary(u)?);
+        Ok(Knob::ALL[((x * FUZZED) >> 32) as usize])
+    }
+
+    fn size_hint(_: usize) -> (usize, Option<usize>) {
+        (4, Some(4))
     }
 }
 

@@ -1,5 +1,4 @@
-//! The model's and the loss's knobs: `model.init_scale`, `model.layer_norm.eps`,
-//! `model.dropout.p`, `loss.epsilon` and `loss.clamp`.
+//! The model's knobs: `model.init_scale`, `model.layer_norm.eps` and `model.dropout.p`.
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::Scale;
@@ -82,50 +81,5 @@ impl Def for DropoutP {
     }
     fn domain(_: &Ctx) -> Option<Domain> {
         Some(Domain::Range(0.0, 0.9))
-    }
-}
-
-/// `loss.epsilon` (only some losses take one): a value on a log scale, or unset.
-pub struct LossEpsilon;
-
-impl Def for LossEpsilon {
-    type Value = Option<f64>;
-    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
-    fn applies(s: &Scenario) -> bool {
-        s.loss.kind.takes_epsilon()
-    }
-    fn get(s: &Scenario) -> Option<Option<f64>> {
-        Some(s.loss.epsilon)
-    }
-    fn set(s: &mut Scenario, v: Option<f64>) -> bool {
-        s.loss.epsilon = v;
-        true
-    }
-    fn domain(c: &Ctx) -> Option<Domain> {
-        c.base.loss.epsilon.filter(|e| *e > 0.0).map(|e| c.eps(e))
-    }
-}
-
-/// `loss.clamp`: the loss's probability clamp (only some losses take one), kept below 0.5.
-pub struct LossClamp;
-
-impl Def for LossClamp {
-    type Value = Option<f64>;
-    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
-    fn applies(s: &Scenario) -> bool {
-        s.loss.kind.takes_clamp()
-    }
-    fn get(s: &Scenario) -> Option<Option<f64>> {
-        Some(s.loss.clamp)
-    }
-    fn set(s: &mut Scenario, v: Option<f64>) -> bool {
-        s.loss.clamp = v;
-        true
-    }
-    fn domain(c: &Ctx) -> Option<Domain> {
-        c.base.loss.clamp.filter(|c| *c > 0.0).map(|cl| {
-            let (a, b) = around(cl, c.decades);
-            Domain::Range(a, b.min(0.49))
-        })
     }
 }

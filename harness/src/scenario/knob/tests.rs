@@ -58,7 +58,7 @@ fn margins_scales_and_defaults_agree() {
         }
     }
     let no_margin: Vec<Knob> = Knob::ALL.iter().copied().filter(|k| !k.has_margin()).collect();
-    assert_eq!(no_margin, [Knob::Inject, Knob::Dtype, Knob::Optimizer, Knob::ClipNorm, Knob::Seed, Knob::Precision]);
+    assert_eq!(no_margin, [Knob::Inject, Knob::Dtype, Knob::Optimizer, Knob::ClipNorm, Knob::Seed, Knob::Precision, Knob::LossKind, Knob::LossReduction]);
 }
 
 /// A value of `k`'s domain that is not the base's: the high end of a range, the first other choice, ...
@@ -132,4 +132,30 @@ fn default_domains_hold_the_base_value() {
     let ctx = Ctx { base: &s, spec: &spec, decades: 3.0, narrow: 2.0 };
     assert_eq!((Knob::Inject.entry().domain)(&ctx), Some(Domain::Inject { low: 1e-4, high: 0.1, values: values.to_vec(), validation: false }));
     assert_eq!((Knob::Lr.entry().domain)(&ctx), Some(Domain::Range(1e-3 / 1e3, 1e-3 * 1e3)), "3 decades either side of lr = 1e-3");
+}
+
+#[test]
+fn the_loss_knobs_move_within_what_the_model_and_data_take() {
+    use crate::scenario::{LossKind, Reduction, TargetSpec};
+    // tensorflow#38457: bce (clamp and epsilon 1e-7) on XOR's 0/1 targets. bce_torch reads the
+    // same probabilities and takes a clamp but no epsilon; mse (real values) is no stand-in.
+    let base = load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
+    let spec = SearchSpec::default();
+    let ctx = Ctx { base: &base, spec: &spec, decades: 3.0, narrow: 2.0 };
+    assert_eq!((Knob::LossKind.entry().domain)(&ctx), Some(Domain::Choice(vec![Value::Loss(LossKind::BceTorch)])));
+    assert_eq!((Knob::LossReduction.entry().domain)(&ctx), Some(Domain::Choice(vec![Value::Reduction(Reduction::Sum)])));
+    let mut s = base.clone();
+    assert!((Knob::LossKind.entry().set)(&mut s, &Value::Loss(LossKind::BceTorch)));
+    assert_eq!((s.loss.kind, s.loss.clamp, s.loss.epsilon), (LossKind::BceTorch, Some(1e-7), None));
+    let mut untouched = base.clone();
+    assert!(!(Knob::LossKind.entry().set)(&mut untouched, &Value::Loss(LossKind::Mse)));
+    assert_eq!(untouched, base);
+    // Regression targets: huber gets PyTorch's default δ = 1, and loses it again for mae.
+    let mut r = base.clone();
+    (r.loss.kind, r.loss.clamp, r.loss.epsilon, r.data.targets) = (LossKind::Mse, None, None, Some(TargetSpec::Normal { mean: 0.0, std: 1.0, outputs: 1 }));
+    assert!((Knob::LossKind.entry().set)(&mut r, &Value::Loss(LossKind::Huber)));
+    assert_eq!((r.loss.kind, r.loss.delta), (LossKind::Huber, Some(1.0)));
+    assert!((Knob::LossKind.entry().set)(&mut r, &Value::Loss(LossKind::Mae)));
+    assert_eq!((r.loss.kind, r.loss.delta), (LossKind::Mae, None));
+    assert!(crate::scenario::validate(&r).is_empty());
 }

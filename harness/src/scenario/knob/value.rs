@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::super::{DTypeName, InjectValue, Named, OptimizerKind, Precision, SplitSel};
+use super::super::{DTypeName, InjectValue, LossKind, Named, OptimizerKind, Precision, Reduction, SplitSel};
 
 /// How a numeric knob is searched and bisected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,10 @@ pub enum Value {
     Optimizer(OptimizerKind),
     /// A precision.
     Precision(Precision),
+    /// A loss.
+    Loss(LossKind),
+    /// A loss's reduction.
+    Reduction(Reduction),
     /// A factor on one input feature, or on every one.
     Factor(Factor),
     /// An added injection.
@@ -101,7 +105,7 @@ impl Value {
         match *self {
             Value::Real(v) | Value::Factor(Factor { value: v, .. }) | Value::Inject(Added { fraction: v, .. }) => Some(v),
             Value::Count(n) => Some(f64::from(n)),
-            Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) => None,
+            Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) => None,
         }
     }
 
@@ -115,6 +119,8 @@ impl Value {
             (None, Value::Dtype(d)) => d.name().to_string(),
             (None, Value::Optimizer(o)) => o.name().to_string(),
             (None, Value::Precision(p)) => p.name().to_string(),
+            (None, Value::Loss(l)) => l.name().to_string(),
+            (None, Value::Reduction(r)) => r.name().to_string(),
             (None, Value::Off | Value::Real(_) | Value::Count(_) | Value::Factor(_) | Value::Inject(_)) => "null".to_string(),
         }
     }
@@ -191,6 +197,8 @@ plain!(u64, Seed, |_| None, |s, _| s);
 plain!(DTypeName, Dtype, |_| None, |s, _| s);
 plain!(OptimizerKind, Optimizer, |_| None, |s, _| s);
 plain!(Precision, Precision, |_| None, |s, _| s);
+plain!(LossKind, Loss, |_| None, |s, _| s);
+plain!(Reduction, Reduction, |_| None, |s, _| s);
 
 impl KnobValue for Option<f64> {
     fn into_value(self) -> Value {
@@ -200,7 +208,7 @@ impl KnobValue for Option<f64> {
         match *v {
             Value::Real(x) => Some(Some(x)),
             Value::Off => Some(None),
-            Value::Count(_) | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Factor(_) | Value::Inject(_) => None,
+            Value::Count(_) | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) | Value::Inject(_) => None,
         }
     }
     fn at(v: f64) -> Option<Self> {
@@ -221,7 +229,9 @@ impl KnobValue for Factor {
     fn from_value(v: &Value) -> Option<Self> {
         match *v {
             Value::Factor(x) => Some(x),
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Inject(_) => None,
+            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Inject(_) => {
+                None
+            }
         }
     }
     fn at(v: f64) -> Option<Self> {
@@ -242,7 +252,9 @@ impl KnobValue for Added {
     fn from_value(v: &Value) -> Option<Self> {
         match *v {
             Value::Inject(x) => Some(x),
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Factor(_) => None,
+            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
+                None
+            }
         }
     }
     fn at(_: f64) -> Option<Self> {

@@ -150,6 +150,12 @@ impl Campaign {
         g.deferred.defer(ratio, candidate);
     }
 
+    /// Gives back a reserved candidate that set nothing (every mutation of its draw was made
+    /// meaningless by another): it is neither a run nor an error.
+    pub(super) fn give_back(&self) {
+        self.lock().state.runs -= 1;
+    }
+
     /// Counts a cheap candidate's expected cost (× the base) as spent, for the deferred ones.
     pub(super) fn spend(&self, ratio: f64) {
         self.lock().deferred.spend(ratio);
@@ -234,15 +240,18 @@ impl Campaign {
     }
 
     /// Adds a complete minimization as a trigger of its site (a new one if the site is new).
-    /// The site is the flip's own: the minimizer keeps to it, and a hit is counted
-    /// where it happened, so the sites and counts do not depend on which flip came first.
+    /// The site is the minimal trigger's: the flip's own, unless the minimizer dropped a knob
+    /// that only moved where the same mechanism first showed (then the flip's hits count there).
     pub(super) fn register(&self, p: &Pending, base_name: &str, m: &Minimal, distance: f64, seconds_to_shrink: f64) {
         let (key, found, found_at) = (p.key.as_str(), p.found.clone(), (p.seconds_to_find, p.runs_to_find));
         let mut g = self.lock();
         let count = 1 + Self::repeats(&mut g, key) + g.state.pending.iter().find(|q| q.key == key).map_or(0, |q| q.count.saturating_sub(1));
         g.state.pending.retain(|q| q.key != key);
+        // The site is the minimal trigger's: the flip's own, unless a knob that only moved where
+        // the same mechanism showed was dropped (`Minimizer::by_mechanism`).
         let at = m.outcome.failure_site().unwrap_or_else(|| p.location.clone());
-        let sig = site_signature(&p.location, &p.dtype);
+        let dtype = m.outcome.failure_site().map_or(p.dtype.as_str(), |_| m.outcome.dtype_name()).to_string();
+        let sig = site_signature(&at, &dtype);
         let fi = match g.state.findings.iter().position(|f| f.signature == sig && f.scenario == base_name) {
             Some(i) => i,
             None => {
@@ -250,8 +259,8 @@ impl Campaign {
                     scenario: base_name.to_string(),
                     signature: sig,
                     location: at.clone(),
-                    dtype: p.dtype.clone(),
-                    note: note(&p.location, &p.dtype),
+                    dtype: dtype.clone(),
+                    note: note(&at, &dtype),
                     triggers: vec![],
                     count: 0,
                     runs_to_find: found_at.1,

@@ -43,7 +43,11 @@ pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome) {
 /// the minimization completes, parks it otherwise.
 pub(super) fn finish(ctx: &Ctx, p: Pending, deadline: Instant) {
     let started = Instant::now();
-    let mut minimizer = Minimizer::new(ctx.base, ctx.opts.target, Some(deadline)).keep_data(ctx.opts.keep_data).limits(Some(ctx.clock.run_timeout), Some(&ctx.opts.stop)).same_site(Some(p.site()));
+    let mut minimizer = Minimizer::new(ctx.base, ctx.opts.target, Some(deadline))
+        .keep_data(ctx.opts.keep_data)
+        .limits(Some(ctx.clock.run_timeout), Some(&ctx.opts.stop))
+        .same_site(Some(p.site()))
+        .by_mechanism(crate::search::root_cause::class_of);
     let minimal = minimizer.minimize(&p.found);
     ctx.campaign.shrunk(minimizer.runs);
     match minimal {

@@ -30,7 +30,7 @@ use crate::search::corpus::{Mutant, State};
 use crate::search::cost::{relative, DEFER};
 use crate::search::errors::{merge_errors, ErrorEntry};
 use crate::search::finding::{fnv1a, Finding, Pending};
-use crate::search::mutation::{normalize, try_mutate, Mutation};
+use crate::search::mutation::{effective, normalize, try_mutate, Mutation};
 use crate::search::root_cause::{group_known, RootCause};
 use crate::search::score::score;
 use crate::search::space::Space;
@@ -233,7 +233,12 @@ fn search(ctx: &found::Ctx, space: &Space, corners: &[Vec<Mutation>], snapshot: 
             }
             Ticket::Due(c) => (c, None, false),
         };
-        let candidate = normalize(&drawn);
+        // Mutations another one makes meaningless are dropped; a draw left with none is given back.
+        let candidate = effective(ctx.base, &normalize(&drawn));
+        if candidate.is_empty() {
+            ctx.campaign.give_back();
+            continue;
+        }
         let s = match try_mutate(ctx.base, &candidate) {
             Ok(s) => s,
             Err(e) => {
@@ -261,7 +266,7 @@ fn search(ctx: &found::Ctx, space: &Space, corners: &[Vec<Mutation>], snapshot: 
                     Some(tree) => engine::proptest_shrink(ctx.base, opts, ctx.clock, tree, candidate, o, ctx.campaign),
                     None => (candidate, o),
                 };
-                found::flip(ctx, normalize(&candidate), &o);
+                found::flip(ctx, effective(ctx.base, &normalize(&candidate)), &o);
             }
             _ => ctx.campaign.remember(Mutant { mutations: candidate, score: score(&o, s.train.dtype) }),
         }
@@ -302,6 +307,21 @@ mod tests {
         // would park it and finish it in the shrink phase: the finished one counts).
         assert!(f.shrink_runs <= 48 + crate::search::ROW_RUNS, "{} shrink runs", f.shrink_runs);
         assert!(r.pending.is_empty());
+    }
+
+    #[test]
+    fn a_hunt_finds_the_summed_loss_that_overflows_f16() {
+        // The fixture moves only the loss knobs; its header has the arithmetic (the sum over 100
+        // rows of 30² is 90000 > 65504; mae's 3000 and huber's 2950 stay finite). The corner sweep
+        // tries mae, huber, then the sum: one root cause, by `loss.reduction` alone, in the loss.
+        let base = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knobs/mse_sum_f16.toml")).unwrap();
+        let opts = HuntOptions { budget: Duration::from_secs(600), shrink_budget: Duration::from_secs(600), max_runs: Some(3), ..HuntOptions::default() };
+        let r = hunt(&base, &opts, None, &|_| {}).unwrap();
+        assert_eq!((r.progress.runs, r.progress.errors, r.root_causes.len()), (3, 0, 1));
+        assert_eq!(r.root_causes[0].mechanism.knobs, ["loss.reduction"]);
+        let t = r.findings[0].nearest().unwrap();
+        assert_eq!(t.mutations, [Mutation::new(crate::scenario::Knob::LossReduction, crate::scenario::Reduction::Sum)]);
+        assert_eq!((r.findings[0].location.phase, r.findings[0].location.kind, r.findings[0].location.step), (crate::scenario::Phase::Loss, crate::run::Kind::PosInf, 1));
     }
 
     #[test]

@@ -171,3 +171,18 @@ fn beta2_and_momentum_move_on_their_distance_to_one() {
     s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Seed]), ..Default::default() });
     assert!(Space::of(&s).domain(Knob::Seed) == Some(&Domain::Seeds) && !Space::of(&s).is_empty());
 }
+
+#[test]
+fn a_summed_loss_overflows_f16_where_the_mean_does_not() {
+    // 100 rows, prediction 0, target 30 (the fixture's header): the mean of the squared errors is
+    // 900, their sum 100 · 30² = 90000 > 65504, so `loss.reduction = sum` goes to +Inf in the loss
+    // at step 1; the kinds that can stand in for mse on these targets stay finite: mae sums to
+    // 100 · 30 = 3000, huber (δ = 1) to 100 · (30 − 0.5) = 2950 (PyTorch 2.15: inf, 3000, 2950).
+    let base = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knobs/mse_sum_f16.toml")).unwrap();
+    let m = margins(&base, &MarginOptions::default()).unwrap();
+    assert_eq!(m.base_outcome, Status::Finite);
+    let rows: Vec<(Knob, &str, bool)> = m.categorical.iter().map(|c| (c.knob, c.value.as_str(), c.flips)).collect();
+    assert_eq!(rows, [(Knob::LossKind, "mae", false), (Knob::LossKind, "huber", false), (Knob::LossReduction, "sum", true)]);
+    let at = m.categorical[2].location.as_ref().expect("the sum flips");
+    assert_eq!((at.phase, at.kind, at.step), (crate::scenario::Phase::Loss, crate::run::Kind::PosInf, 1));
+}

@@ -4,7 +4,8 @@
 //! A stock shrinker moves values towards zero or the edge of the space; here
 //! "minimal" means closest to the user's own scenario. In order: drop every
 //! mutation the flip does not need, until removing any one un-flips it
-//! (1-minimal in knobs); bisect each numeric knob back towards its base value
+//! (1-minimal in knobs; a hunt's flip keeps its mechanism rather than the tensor it
+//! first showed in, [`Minimizer::by_mechanism`]); bisect each numeric knob back towards its base value
 //! to the flip threshold (3 significant digits); then, unless the data is to
 //! be kept, cut the training rows by halving and delta debugging, within a
 //! run budget, towards a 1-minimal set (`rows`); and cut the schedule to the
@@ -100,6 +101,10 @@ pub struct Minimizer<'a> {
     run_timeout: Option<Duration>,
     stop: Option<&'a AtomicBool>,
     site: Option<Site>,
+    /// The mechanism a reduction of knobs may keep instead of the site (`by_mechanism`).
+    mechanism: Option<fn(&Outcome) -> Option<String>>,
+    /// The mechanism of the flip being minimized, which every reduction keeps (with `by_mechanism`).
+    like: Option<String>,
     /// Runs made so far.
     pub runs: usize,
 }
@@ -107,7 +112,7 @@ pub struct Minimizer<'a> {
 impl<'a> Minimizer<'a> {
     /// A minimizer for findings on `base`; with a deadline, it stops refining when time is up.
     pub fn new(base: &'a Scenario, target: Target, deadline: Option<Instant>) -> Self {
-        Minimizer { base, target, deadline, keep_data: false, run_timeout: None, stop: None, site: None, runs: 0 }
+        Minimizer { base, target, deadline, keep_data: false, run_timeout: None, stop: None, site: None, mechanism: None, like: None, runs: 0 }
     }
 
     /// Accepts only reductions that still fail at `site`, so a trigger stays with its root cause.
@@ -116,9 +121,38 @@ impl<'a> Minimizer<'a> {
         self
     }
 
-    /// Whether an outcome counts: it hits the target, at the site if one is set.
+    /// Lets dropping a knob keep the flip's mechanism (`of` names it: rule, op, precision, without
+    /// the knobs) rather than its site: a knob that only moves where the same mechanism first
+    /// shows (another tensor, or NaN for +Inf) is not needed. The site then becomes the reduced
+    /// trigger's own, which its thresholds keep to.
+    pub fn by_mechanism(mut self, of: fn(&Outcome) -> Option<String>) -> Self {
+        self.mechanism = Some(of);
+        self
+    }
+
+    /// Whether a candidate without one knob still flips for the drop: at the site, or, when
+    /// `loose`, by the same mechanism anywhere (then the site moves to the reduced candidate's).
+    fn still_flips(&mut self, muts: &[Mutation], loose: bool) -> bool {
+        if !loose || self.like.is_none() {
+            return self.flips_with(muts).is_some();
+        }
+        let Some(s) = mutate(self.base, muts) else { return false };
+        let o = self.run_limited(&s);
+        let same = self.target.hits(&o) && self.same_mechanism(&o);
+        if same {
+            self.site = Site::of(&o);
+        }
+        same
+    }
+
+    /// Whether an outcome shows the mechanism being kept (any, without `by_mechanism`).
+    fn same_mechanism(&self, o: &Outcome) -> bool {
+        self.like.is_none() || self.mechanism.and_then(|of| of(o)) == self.like
+    }
+
+    /// Whether an outcome counts: it hits the target, at the site if one is set, by the mechanism if one is kept.
     fn counts(&self, o: &Outcome) -> bool {
-        self.target.hits(o) && self.site.as_ref().is_none_or(|s| Site::of(o).as_ref() == Some(s))
+        self.target.hits(o) && self.site.as_ref().is_none_or(|s| Site::of(o).as_ref() == Some(s)) && self.same_mechanism(o)
     }
 
     /// Keeps every data row (no delta debugging of rows).
@@ -150,7 +184,7 @@ impl<'a> Minimizer<'a> {
     }
 
     /// Drops mutations the flip does not need until removing any one un-flips it.
-    fn drop_unneeded(&mut self, muts: &mut Vec<Mutation>, thresholds: &mut Vec<(usize, Threshold)>) {
+    fn drop_unneeded(&mut self, muts: &mut Vec<Mutation>, thresholds: &mut Vec<(usize, Threshold)>, loose: bool) {
         loop {
             let mut dropped = false;
             let mut i = muts.len();
@@ -158,7 +192,7 @@ impl<'a> Minimizer<'a> {
                 i -= 1;
                 let mut without = muts.clone();
                 without.remove(i);
-                if self.flips_with(&without).is_some() {
+                if self.still_flips(&without, loose) {
                     *muts = without;
                     thresholds.retain(|(j, _)| *j != i);
                     thresholds.iter_mut().filter(|(j, _)| *j > i).for_each(|(j, _)| *j -= 1);
@@ -174,11 +208,12 @@ impl<'a> Minimizer<'a> {
     /// Minimizes a flipping candidate; `None` if it does not flip to begin with.
     pub fn minimize(&mut self, candidate: &[Mutation]) -> Option<Minimal> {
         let candidate = normalize(candidate);
-        self.flips_with(&candidate)?;
+        let first = self.flips_with(&candidate)?;
+        self.like = self.mechanism.and_then(|of| of(&first));
         // 1. Fewest knobs (later mutations override earlier ones).
         let mut muts = candidate.clone();
         let mut thresholds: Vec<(usize, Threshold)> = Vec::new();
-        self.drop_unneeded(&mut muts, &mut thresholds);
+        self.drop_unneeded(&mut muts, &mut thresholds, true);
         // 2. Each numeric knob back towards its base, to its threshold. Thresholds are kept
         // with the index of their mutation.
         let mut i = 0;
@@ -212,7 +247,8 @@ impl<'a> Minimizer<'a> {
                 }
             }
             let before = muts.len();
-            self.drop_unneeded(&mut muts, &mut thresholds);
+            // At their thresholds the site is kept: the thresholds were bisected at it.
+            self.drop_unneeded(&mut muts, &mut thresholds, false);
             if muts.len() == before || self.out_of_time() {
                 break;
             }

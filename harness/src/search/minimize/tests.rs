@@ -160,3 +160,36 @@ fn materialized_rows_load_for_every_input_kind() {
     }
     assert!(cut >= 20, "rows were written out for {cut} scenarios, the image one among them");
 }
+
+#[test]
+fn a_knob_that_only_moves_where_a_divergence_shows_is_not_needed() {
+    // pytorch#1381's base with a large input mean and scale, lr 0.157 and a summed loss: the
+    // weights diverge (the chain diagnosis) and the first overflow is +Inf in the loss at step 3.
+    // Without the sum they still diverge, and the first bad value is a NaN in a weight's
+    // gradient: kept to the site, the sum is "needed"; kept to the mechanism (overflow after a
+    // divergence, in f32) it is not, nor is the input scale once the others are at their
+    // thresholds. (A hunt found this trigger with the binary before.)
+    let base = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt1381_batch_norm_single_row.toml")).unwrap();
+    let candidate = [
+        Mutation::new(Knob::InputMean, 93.5),
+        Mutation::new(Knob::Lr, 0.157),
+        Mutation::new(Knob::LossReduction, crate::scenario::Reduction::Sum),
+        Mutation::new(Knob::InputScale, crate::scenario::Factor { feature: None, value: 358.0 }),
+    ];
+    let class = crate::search::root_cause::class_of;
+    let raw = run(&mutate(&base, &candidate).unwrap());
+    assert_eq!(class(&raw).as_deref(), Some("overflow|divergence|full precision"));
+    let site = Site::of(&raw);
+    let strict = Minimizer::new(&base, Target::Nonfinite, None).same_site(site.clone()).minimize(&candidate).unwrap();
+    assert_eq!(strict.mutations.len(), 4, "each knob is needed for +Inf in the loss: {:?}", strict.mutations);
+    let loose = Minimizer::new(&base, Target::Nonfinite, None).same_site(site).by_mechanism(class).minimize(&candidate).unwrap();
+    assert!(loose.complete && loose.mutations.len() < 4, "{:?}", loose.mutations);
+    // Its mechanism is the flip's, and each knob left is needed for it.
+    let class_with = |muts: &[Mutation]| mutate(&base, muts).map(|s| run(&s)).filter(|o| Target::Nonfinite.hits(o)).and_then(|o| class(&o));
+    assert_eq!(class_with(&loose.mutations), class(&raw));
+    for i in 0..loose.mutations.len() {
+        let mut without = loose.mutations.clone();
+        without.remove(i);
+        assert_ne!(class_with(&without), class(&raw), "{} is not needed", loose.mutations[i]);
+    }
+}

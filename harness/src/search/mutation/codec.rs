@@ -23,6 +23,8 @@ impl Serialize for Mutation {
             Value::Dtype(d) => m.serialize_entry("value", &d)?,
             Value::Optimizer(o) => m.serialize_entry("value", &o)?,
             Value::Precision(p) => m.serialize_entry("value", &p)?,
+            Value::Loss(l) => m.serialize_entry("value", &l)?,
+            Value::Reduction(r) => m.serialize_entry("value", &r)?,
             Value::Factor(Factor { feature, value }) => {
                 m.serialize_entry("feature", &feature)?;
                 m.serialize_entry("value", &value)?;

@@ -73,7 +73,7 @@ macro_rules! into_value {
     };
 }
 
-into_value!(f64 => Real, u32 => Count, u64 => Seed, crate::scenario::DTypeName => Dtype, crate::scenario::OptimizerKind => Optimizer, crate::scenario::Precision => Precision, crate::scenario::Factor => Factor, crate::scenario::Added => Inject);
+into_value!(f64 => Real, u32 => Count, u64 => Seed, crate::scenario::DTypeName => Dtype, crate::scenario::OptimizerKind => Optimizer, crate::scenario::Precision => Precision, crate::scenario::LossKind => Loss, crate::scenario::Reduction => Reduction, crate::scenario::Factor => Factor, crate::scenario::Added => Inject);
 
 impl From<Option<f64>> for Value {
     fn from(v: Option<f64>) -> Value {
@@ -86,7 +86,9 @@ impl From<Option<f64>> for Value {
 pub(crate) fn slot(m: &Mutation) -> (Knob, Option<(InjectValue, SplitSel)>) {
     match m.value {
         Value::Inject(a) => (m.knob, Some((a.what, a.split))),
-        Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Factor(_) => (m.knob, None),
+        Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
+            (m.knob, None)
+        }
     }
 }
 
@@ -98,6 +100,32 @@ pub fn normalize(muts: &[Mutation]) -> Vec<Mutation> {
         out.push(m.clone());
     }
     out
+}
+
+/// The candidate without the mutations that set nothing: a knob that does not apply when its
+/// turn comes (`optimizer.momentum` after `optimizer.kind = adam`), or no longer applies once
+/// the others are set (`optimizer.momentum` before it), as a hunt runs it: such a draw is
+/// neither an error nor a trigger with a knob that does nothing. Mutations that apply but whose
+/// value cannot be set (a feature the data does not have) are kept, for [`try_mutate`] to refuse.
+pub fn effective(base: &Scenario, muts: &[Mutation]) -> Vec<Mutation> {
+    let mut kept = muts.to_vec();
+    loop {
+        let mut s = base.clone();
+        let mut turn = |m: &Mutation| {
+            let applies = m.knob.applies(&s);
+            if applies {
+                // A value that cannot be set is left for `try_mutate` to refuse.
+                (m.knob.entry().set)(&mut s, &m.value);
+            }
+            applies
+        };
+        let turns: Vec<bool> = kept.iter().map(&mut turn).collect();
+        let before = kept.len();
+        kept = kept.into_iter().zip(turns).filter(|(m, turn)| *turn && m.knob.applies(&s)).map(|(m, _)| m).collect();
+        if kept.len() == before {
+            return kept;
+        }
+    }
 }
 
 /// A scenario with mutations applied, if every one applies and the result validates.
@@ -128,7 +156,7 @@ impl std::fmt::Display for Mutation {
         match self.value {
             Value::Factor(crate::scenario::Factor { feature: Some(i), .. }) => write!(f, "[{i}]")?,
             Value::Inject(a) => write!(f, ".{}.{}", a.what.name(), a.split.name())?,
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Factor(_) => {}
+            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {}
         }
         write!(f, " = {}", self.value.show(self.knob.scale()))
     }

@@ -35,6 +35,8 @@ pub(super) const DRAW: [Knob; Knob::COUNT] = [
     Knob::Accumulate,
     Knob::WarmupSteps,
     Knob::Seed,
+    Knob::LossKind,
+    Knob::LossReduction,
 ];
 
 /// The order of the screening sweep within each of its groups (riskier ends, other values, safer ends).
@@ -66,6 +68,8 @@ pub(super) const SCREEN: [Knob; Knob::COUNT] = [
     Knob::Inject,
     Knob::ClipNorm,
     Knob::Seed,
+    Knob::LossKind,
+    Knob::LossReduction,
 ];
 
 /// The order numeric knobs are scanned in (the rows of `nanhunt margins`); knobs without a range are skipped.
@@ -97,6 +101,8 @@ pub(super) const SCAN: [Knob; Knob::COUNT] = [
     Knob::ClipNorm,
     Knob::Seed,
     Knob::Precision,
+    Knob::LossKind,
+    Knob::LossReduction,
 ];
 
 #[cfg(test)]

@@ -133,3 +133,24 @@ fn eps_like_knobs_reach_down_to_where_the_dtype_rounds_them_to_zero() {
     s.optimizer.eps = 1e-9;
     assert!((Space::of(&s).domain(crate::scenario::Knob::OptimizerEps).and_then(crate::scenario::Domain::range).unwrap().0 / 1e-12 - 1.0).abs() < 1e-12);
 }
+
+#[test]
+fn candidates_around_an_sgd_base_set_only_knobs_that_apply() {
+    // tensorflow#38457 (SGD): draws that switch to Adam and move the momentum were refused as
+    // "does not apply" (42 errors in a 10 s hunt); the hunt now runs what is `effective`.
+    let b = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
+    let space = Space::of(&b);
+    let strategy = space.candidate();
+    let mut runner = seeded_runner(5);
+    let mut refused = 0;
+    for _ in 0..3000 {
+        let drawn = crate::search::mutation::normalize(&draw(&strategy, &mut runner));
+        refused += usize::from(crate::search::try_mutate(&b, &drawn).is_err_and(|e| e.contains("does not apply")));
+        let c = crate::search::effective(&b, &drawn);
+        assert!(!c.is_empty() && c.iter().all(|m| drawn.contains(m)), "{drawn:?} -> {c:?}");
+        if let Err(e) = crate::search::try_mutate(&b, &c) {
+            assert!(!e.contains("does not apply"), "{e}");
+        }
+    }
+    assert!(refused > 0, "some draws set a knob another makes meaningless");
+}
