@@ -35,6 +35,7 @@ mod scaler;
 pub mod stack;
 mod trace;
 pub(crate) mod train;
+pub mod verdict;
 mod watch;
 
 pub use cause::{Cause, Operand, Rule};
@@ -59,11 +60,15 @@ pub struct RunOptions<'a> {
     /// gradient and parameter (the default); off, every tensor is updated and checked on its own.
     /// Both give the same outcome and trace, bit for bit (a test holds them to it).
     pub fused: bool,
+    /// Give a non-finite run its f64 verdict (`verdict`): the producing op and the run replayed in
+    /// f64, about one more run's time (at most `verdict::REPLAY_LIMIT`). Off by default: hunts ask
+    /// for it once per minimized trigger, not per candidate.
+    pub verdict: bool,
 }
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None, fused: true }
+        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None, fused: true, verdict: false }
     }
 }
 
@@ -81,6 +86,9 @@ pub fn run_with(s: &Scenario, opts: &RunOptions) -> Outcome {
         Err(panic) => Outcome::error(&s.name, Error::Panic(panic_message(&*panic)).to_string()),
     };
     out.seconds = start.elapsed().as_secs_f64();
+    if opts.verdict {
+        out.verdict = verdict::of(s, &out, out.op_f64.clone(), opts.deadline);
+    }
     out
 }
 

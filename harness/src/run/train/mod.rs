@@ -36,6 +36,7 @@ mod birth;
 mod explain;
 mod headroom;
 mod step;
+mod wide;
 
 #[cfg(test)]
 mod amp_tests;
@@ -50,6 +51,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
     }
     r.explain_chain(data);
     let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).collect();
+    let op_f64 = r.op_check_of_first();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
@@ -60,6 +62,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         },
         first_nonfinite: r.first,
         cause: r.cause,
+        verdict: None,
+        op_f64,
         steps: r.steps,
         final_loss: r.last_loss,
         last_finite_loss: r.last_finite,
@@ -89,6 +93,7 @@ impl<'a> Runner<'a> {
             first: None,
             first_at: None,
             cause: None,
+            op_f64: None,
             stagnation: None,
             divergence: None,
             diverging: DivergenceWatch::new(&s.train.divergence),
@@ -186,6 +191,8 @@ struct Runner<'a> {
     loss: Loss,
     /// Why the first non-finite value appeared, once it has.
     cause: Option<Cause>,
+    /// The op that produced it, computed in f64 from the same inputs (with `RunOptions::verdict`).
+    op_f64: Option<(Location, crate::run::verdict::OpCheck)>,
     names: Rc<Names>,
     opts: &'a RunOptions<'a>,
     dev: Device,
