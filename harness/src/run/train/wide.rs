@@ -8,9 +8,10 @@ use candle_core::{DType, Tensor};
 
 use super::{At, Runner};
 use crate::error::Result;
+use crate::run::judge::op_check;
 use crate::run::net::Net;
 use crate::run::outcome::Location;
-use crate::run::verdict::{op_check, OpCheck};
+use crate::run::verdict::OpCheck;
 use crate::scenario::Phase;
 
 impl Runner<'_> {

@@ -60,7 +60,7 @@ pub(super) fn finish(ctx: &Ctx, p: Pending, deadline: Instant) {
 /// The f64 verdict on a minimized repro's first non-finite value: its run again with the verdict
 /// on (once per minimized trigger, never per candidate), if it fails where it did.
 fn verdict(ctx: &Ctx, repro: &Scenario, o: &Outcome) -> Option<crate::run::verdict::Verdict> {
-    if !crate::run::verdict::wanted(o) {
+    if !crate::run::judge::wanted(o) {
         return None;
     }
     // The run itself within its usual limit, and as long again for the replay in f64.
