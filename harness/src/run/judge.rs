@@ -21,6 +21,8 @@ pub(crate) struct Hints<'a> {
     pub eps: Option<&'a str>,
     /// The diagnosis rule, if one explains the value.
     pub rule: Option<Rule>,
+    /// How the run diverged before the value, if it did (the cause's chain), in words.
+    pub diverged: Option<&'a str>,
 }
 
 /// How the dtype lost a value that is finite in f64, as the diagnosis rule or the value's kind says.
@@ -44,6 +46,7 @@ pub(crate) fn classify(site: &Location, op: Option<OpCheck>, step: StepCheck, d:
     let how = lost(hints, low);
     let eps = hints.eps.map_or(String::new(), |w| format!(" ({w})"));
     let (class, precision, reason) = match (&op, step.finite) {
+        _ if hints.diverged.is_some() => (Class::Math, None, format!("a real divergence: {}; a wider dtype only postpones the {low}", hints.diverged.unwrap_or_default())),
         (Some(OpCheck { value: None, .. }), Some(true)) => {
             (Class::Precision, Some(how), format!("computed in f64 from the same inputs it is not finite either, but {}: {dt} lost it upstream, in the op's inputs{eps}", step.detail))
         }
@@ -85,7 +88,9 @@ pub(crate) fn judge(s: &Scenario, o: &Outcome, site: &Location, step: StepCheck)
     // A value that ends a divergence is explained by its own cause, inside the chain.
     let rule = o.cause.as_ref().map(|c| c.chain.as_ref().and_then(|ch| ch.then.as_ref()).map_or(c.rule, |then| then.rule));
     let named = o.cause.as_ref().map_or_else(|| site.tensor.to_string(), |c| c.op.clone());
-    classify(site, o.op_f64.clone(), step, d, Hints { eps, rule }, &named)
+    let chain = o.cause.as_ref().and_then(|c| c.chain.as_ref());
+    let diverged = chain.map(|ch| format!("the {} grew ×{} a step, two decades by step {} ({})", ch.grew, crate::human(ch.per_step), ch.diverged_at, ch.trigger));
+    classify(site, o.op_f64.clone(), step, d, Hints { eps, rule, diverged: diverged.as_deref() }, &named)
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ fn a_reference_finite_inside_the_range_from_finite_inputs_is_a_kernel_disagreeme
 
 #[test]
 fn without_an_op_check_the_replay_decides_and_without_either_it_is_undetermined() {
-    let (none, eps) = (Hints::default(), Hints { eps: Some("optimizer.eps = 1e-8 rounds to 0 in f16"), rule: None });
+    let (none, eps) = (Hints::default(), Hints { eps: Some("optimizer.eps = 1e-8 rounds to 0 in f16"), ..Hints::default() });
     assert_eq!(classify(&site(Kind::Nan), None, finite(), DTypeName::F16, eps, "adam").key(), "precision/eps_underflow");
     // The rule that explains the value comes first: an overflow next to an eps that rounds away.
     let both = Hints { rule: Some(Rule::Overflow), ..eps };
@@ -108,11 +108,22 @@ fn without_an_op_check_the_replay_decides_and_without_either_it_is_undetermined(
 fn an_op_non_finite_in_f64_is_math_unless_the_run_in_f64_stays_finite() {
     // log of an exact 0: −∞ in f64 too. If the whole run in f64 stays finite, the 0 was the dtype's (an underflow upstream).
     let op = OpCheck { op: "layers.2.log.output".into(), value: None, inputs_finite: true, reference: false };
-    let log0 = Hints { rule: Some(Rule::LogOfZero), eps: None };
+    let log0 = Hints { rule: Some(Rule::LogOfZero), ..Hints::default() };
     let v = classify(&site(Kind::NegInf), Some(op.clone()), finite(), DTypeName::F16, log0, "log");
     assert_eq!(v.key(), "precision/underflow", "{v}");
     let diverged = StepCheck { finite: Some(false), detail: "in f64 the run goes non-finite too".into() };
     assert_eq!(classify(&site(Kind::NegInf), Some(op.clone()), diverged, DTypeName::F16, log0, "log").key(), "math");
     let none_ran = StepCheck { finite: None, detail: "cut off".into() };
     assert_eq!(classify(&site(Kind::NegInf), Some(op), none_ran, DTypeName::F16, log0, "log").key(), "math");
+}
+
+#[test]
+fn a_value_that_ends_a_divergence_is_math_even_where_f64_holds_it() {
+    // The weights grew ×10 a step (the cause's chain): f64's range would only hold it a few steps longer.
+    let op = OpCheck { op: "loss (mse)".into(), value: Some(4.66e45), inputs_finite: true, reference: false };
+    let grew = Hints { rule: Some(Rule::Overflow), diverged: Some("the weights grew ×10 a step, two decades by step 3 (lr 1)"), ..Hints::default() };
+    let v = classify(&site(Kind::PosInf), Some(op.clone()), finite(), DTypeName::F32, grew, "loss");
+    assert_eq!(v.key(), "math", "{v}");
+    assert!(v.reason.contains("a real divergence: the weights grew"), "{}", v.reason);
+    assert_eq!(classify(&site(Kind::PosInf), Some(op), finite(), DTypeName::F32, Hints { diverged: None, ..grew }, "loss").key(), "precision/overflow");
 }

@@ -8,6 +8,10 @@
 //! A run is deterministic: data, initialisation and shuffling come from our
 //! own seeded streams (`rng`; Candle's CPU RNG cannot be seeded), so the same
 //! scenario and seed give a bit-identical trace.
+//!
+//! Asked (`RunOptions::verdict`), a run that went non-finite gets an f64 verdict
+//! (`verdict`, `judge`): its producing op in f64 from the step's own inputs, and
+//! the run replayed in f64 to that step (`replay`), under a time limit.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
