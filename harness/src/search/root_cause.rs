@@ -350,7 +350,9 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
     for g in &mut out {
         let keys: BTreeSet<Mechanism> = all.iter().filter(|(s, _)| *s == g.scenario).map(|(_, k)| k.clone()).collect();
         let root = root_of(&g.mechanism, &keys);
-        g.known = old.contains(&(g.scenario.clone(), root));
+        // A known corpus saved before verdicts knows the key without one.
+        let unjudged = Mechanism { verdict: None, ..root.clone() };
+        g.known = old.contains(&(g.scenario.clone(), root)) || old.contains(&(g.scenario.clone(), unjudged));
     }
     out
 }

@@ -135,6 +135,9 @@ fn the_verdict_splits_root_causes_and_a_trigger_without_one_joins_its_judged_twi
     same_knobs.signature = "lin4".into();
     let split = group(&[with(Some("precision/overflow")), same_knobs]);
     assert_eq!(split.len(), 2, "{split:?}");
+    // `--known` from a corpus saved before verdicts knows the judged root cause.
+    let known = group_known(&[with(Some("precision/overflow"))], &[with(None)]);
+    assert_eq!((known.len(), known[0].known), (1, true));
 }
 
 #[test]
