@@ -80,7 +80,7 @@ impl Run {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-        let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress), stop: Some(&stop), ..RunOptions::default() };
+        let opts = RunOptions { watch, continue_steps: self.continue_steps, progress: Some(&progress), stop: Some(&stop), verdict: true, ..RunOptions::default() };
         let outcome = nanhunt::run_with(&scenario, &opts);
         bar.finish_and_clear();
         if let Some(e) = outcome.error.as_ref().filter(|_| outcome.outcome == Status::Error) {
@@ -133,6 +133,9 @@ fn summary(o: &Outcome) -> String {
         s += &format!("where       step {}, epoch {}, fold {}, phase {}\n", f.step, f.epoch, f.fold, f.phase);
         if let Some(c) = &o.cause {
             s += &format!("why         {c} [{}]\n", c.rule.name());
+        }
+        if let Some(v) = &o.verdict {
+            s += &format!("verdict     {v} [{}]\n", v.key());
         }
     }
     if let Some(e) = &o.error {

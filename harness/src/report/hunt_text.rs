@@ -88,6 +88,9 @@ fn root_cause(c: &RootCause) -> String {
         Some(cause) => s += &format!("      why: {cause}\n"),
         None => s += &format!("      first: {} in {} ({}, {}); no rule explains it\n", c.location.kind, c.location.tensor, c.location.phase, c.dtype),
     }
+    if let Some(v) = &c.verdict {
+        s += &format!("      verdict: {v}\n");
+    }
     let thresholds: Vec<String> =
         c.thresholds.iter().map(|t| format!("{} {} {} (base {}, finite at {})", t.knob, t.direction(), human(t.flips_at), human(t.base), human(round3_away(t.stays_finite_at, t.flips_at)))).collect();
     if !thresholds.is_empty() {

@@ -62,6 +62,10 @@ pub fn markdown(s: &Summary) -> String {
             m += &format!("\n{d}'s limits: largest {}, smallest normal {}, smallest subnormal {}.\n", human(l.max), human(l.min_normal), human(l.min_subnormal));
         }
     }
+    if let Some(v) = &o.verdict {
+        let op = v.op_f64.as_ref().map_or("not computed (no op of this site to compute alone)".to_string(), |c| c.value.map_or("not finite".to_string(), human));
+        m += &format!("\n**Verdict in f64: {}** (`{}`): {}. The op in f64 from the same inputs: {op}; the run in f64 to that step: {}.\n", v.op, v.key(), v.reason, v.step_f64.detail);
+    }
     if let Some(note) = &s.note {
         m += &format!("\n> {note}\n");
     }

@@ -230,7 +230,9 @@ impl Reporter for Reports {
             None => rebuild(base, &nearest.mutations, nearest.rows.as_ref(), &RunOptions { deadline: Some(Instant::now() + run_limit), ..RunOptions::default() })
                 .ok_or_else(|| Error::Replay { dir: self.dir.clone(), message: format!("the trigger of root cause {} no longer applies to `{}`", finding.signature, base.name) })?,
         };
-        let Built { knob_repro, mut repro, outcome } = built;
+        let Built { knob_repro, mut repro, mut outcome } = built;
+        // A repro made again after a resume keeps the verdict its trigger recorded.
+        outcome.verdict = outcome.verdict.or_else(|| nearest.verdict.clone());
         repro.expect = outcome.failure_site().as_ref().map(expect_at);
         let reductions = reductions(&knob_repro, &repro, &outcome, nearest.rows.as_ref(), nearest.full_step);
         let input = ReportInput {

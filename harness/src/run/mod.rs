@@ -8,6 +8,10 @@
 //! A run is deterministic: data, initialisation and shuffling come from our
 //! own seeded streams (`rng`; Candle's CPU RNG cannot be seeded), so the same
 //! scenario and seed give a bit-identical trace.
+//!
+//! Asked (`RunOptions::verdict`), a run that went non-finite gets an f64 verdict
+//! (`verdict`, `judge`): its producing op in f64 from the step's own inputs, and
+//! the run replayed in f64 to that step (`replay`), under a time limit.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
@@ -23,6 +27,7 @@ pub mod code;
 pub(crate) mod data;
 mod device;
 mod divergence;
+pub(crate) mod judge;
 pub(crate) mod kernel;
 pub(crate) mod model;
 pub(crate) mod net;
@@ -35,6 +40,7 @@ mod scaler;
 pub mod stack;
 mod trace;
 pub(crate) mod train;
+pub mod verdict;
 mod watch;
 
 pub use cause::{Cause, Operand, Rule};
@@ -59,11 +65,15 @@ pub struct RunOptions<'a> {
     /// gradient and parameter (the default); off, every tensor is updated and checked on its own.
     /// Both give the same outcome and trace, bit for bit (a test holds them to it).
     pub fused: bool,
+    /// Give a non-finite run its f64 verdict (`verdict`): the producing op and the run replayed in
+    /// f64, about one more run's time (at most `verdict::REPLAY_LIMIT`). Off by default: hunts ask
+    /// for it once per minimized trigger, not per candidate.
+    pub verdict: bool,
 }
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None, fused: true }
+        RunOptions { watch: true, continue_steps: 0, progress: None, deadline: None, stop: None, fused: true, verdict: false }
     }
 }
 
@@ -81,7 +91,37 @@ pub fn run_with(s: &Scenario, opts: &RunOptions) -> Outcome {
         Err(panic) => Outcome::error(&s.name, Error::Panic(panic_message(&*panic)).to_string()),
     };
     out.seconds = start.elapsed().as_secs_f64();
+    if opts.verdict {
+        out.verdict = verdict_of(s, &out, opts.deadline);
+    }
     out
+}
+
+/// The f64 verdict on `out`, a finished run of `s` (see `verdict`): the run replayed in f64 to
+/// its first non-finite value (within `verdict::REPLAY_LIMIT` and `deadline`), then `judge`.
+fn verdict_of(s: &Scenario, out: &Outcome, deadline: Option<Instant>) -> Option<verdict::Verdict> {
+    let site = out.first_nonfinite.as_ref().filter(|_| judge::wanted(out))?;
+    let limit = Instant::now() + verdict::REPLAY_LIMIT;
+    let step = replay(s, site, deadline.map_or(limit, |d| d.min(limit)));
+    Some(judge::judge(s, out, site, step))
+}
+
+/// Replays `s` in f64 (storage and compute, no autocast) from the same seed, to the fold and step
+/// of `site`, and says whether it stays finite there; cut off at `limit`.
+fn replay(s: &Scenario, site: &Location, limit: Instant) -> verdict::StepCheck {
+    let mut wide = s.clone();
+    wide.train.dtype = DTypeName::F64;
+    wide.train.precision = crate::scenario::Precision::F32;
+    // Each fold builds its own model: stopping every fold at the step changes nothing in the failing one.
+    wide.train.max_steps = Some(site.step.max(1));
+    let o = run_with(&wide, &RunOptions { deadline: Some(limit), ..RunOptions::default() });
+    let (finite, detail) = match (o.outcome, o.first_nonfinite.as_ref()) {
+        (Status::Nonfinite, Some(l)) if (l.fold, l.step) <= (site.fold, site.step) => (Some(false), format!("in f64 the run goes non-finite too: {l}")),
+        (Status::Error, _) => (None, format!("the run could not be replayed in f64: {}", o.error.unwrap_or_default())),
+        (Status::Timeout, _) => (None, format!("the f64 replay was cut off: {}", o.error.unwrap_or_default())),
+        (Status::Finite | Status::Nonfinite, _) => (Some(true), format!("in f64 the run stays finite through step {} of fold {}", site.step, site.fold)),
+    };
+    verdict::StepCheck { finite, detail }
 }
 
 /// The text of a caught panic.

@@ -26,6 +26,16 @@ pub struct Param {
     pub var: Var,
 }
 
+/// One output of a net computed alone in f64 (`Net::op_f64`), for the verdict.
+pub(crate) struct Wide {
+    /// The output in f64.
+    pub out: Tensor,
+    /// The inputs it read, as the run had them.
+    pub inputs: Vec<Tensor>,
+    /// Whether a reference the code model gave computed it (not nanhunt's own kernel).
+    pub reference: bool,
+}
+
 /// A built model, as the runner trains and diagnoses it.
 pub(crate) trait Net {
     /// The trainable parameters, in plan order.
@@ -66,4 +76,9 @@ pub(crate) trait Net {
     /// The first layer after `l` that reads `l`'s output as its main input (where `l`'s
     /// gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize>;
+
+    /// Output `l` of the last training forward computed alone in f64 from what it read there: a
+    /// node's forward on its inputs and parameters cast to f64, a code model's check by the f64
+    /// reference it gave [`crate::Watch::check_op`]. `None` where there is no such op.
+    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Wide>>;
 }

@@ -182,6 +182,13 @@ pub struct Outcome {
     /// Why it appeared: the operation, its inputs and a diagnosis (where a rule explains it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<super::cause::Cause>,
+    /// The f64 verdict on the first non-finite value: precision, math or kernel disagreement
+    /// (computed when asked: `RunOptions::verdict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<super::verdict::Verdict>,
+    /// The producing op computed in f64 from the failing step's inputs, for the verdict.
+    #[serde(skip)]
+    pub(crate) op_f64: Option<super::verdict::OpCheck>,
     /// Optimizer steps taken (summed over folds).
     pub steps: usize,
     /// The last training loss computed.
@@ -272,6 +279,8 @@ impl Outcome {
             outcome: Status::Error,
             first_nonfinite: None,
             cause: None,
+            verdict: None,
+            op_f64: None,
             steps: 0,
             final_loss: None,
             last_finite_loss: None,

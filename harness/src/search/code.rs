@@ -86,3 +86,7 @@ lr = [1e-3, 10.0]
         assert!(lr.flips_at > 3.0 / 14.0, "{lr:?}");
     }
 }
+
+#[cfg(test)]
+#[path = "code_layer_norm_tests.rs"]
+mod layer_norm_tests;

@@ -196,7 +196,8 @@ mod tests {
     use crate::scenario::{Knob, Named, Phase};
 
     fn finding(sig: &str, count: usize, secs: f64) -> Finding {
-        let trigger = Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, cause: None, built: None };
+        let trigger =
+            Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, cause: None, verdict: None, built: None };
         Finding {
             scenario: "s".into(),
             signature: sig.into(),

@@ -150,6 +150,9 @@ pub struct Trigger {
     /// not recorded (a trigger saved before triggers kept their own diagnosis: its root cause's holds).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "recorded")]
     pub cause: Option<Option<crate::run::Cause>>,
+    /// The f64 verdict on its repro's first non-finite value (absent in corpora saved before verdicts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::run::verdict::Verdict>,
     /// The repro made when it was minimized (not saved: made again from this record after a resume).
     #[serde(skip)]
     pub built: Option<std::sync::Arc<Built>>,

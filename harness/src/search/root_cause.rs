@@ -63,6 +63,10 @@ pub struct Mechanism {
     pub knobs: Vec<String>,
     /// The precision class.
     pub precision: PrecisionClass,
+    /// The f64 verdict's key (`precision/overflow`, `math`, `kernel_disagreement`), where one was
+    /// computed (a trigger saved before verdicts has none, and keys as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
 }
 
 impl Mechanism {
@@ -73,40 +77,47 @@ impl Mechanism {
         let mut knobs: Vec<String> = t.mutations.iter().map(knob_name).collect();
         knobs.sort_unstable();
         knobs.dedup();
-        Mechanism { rule: cause.map(|c| c.rule), op: op_kind(cause, &f.location), knobs, precision: PrecisionClass::of(&f.dtype) }
+        let verdict = t.verdict.as_ref().map(|v| v.key());
+        Mechanism { rule: cause.map(|c| c.rule), op: op_kind(cause, &f.location), knobs, precision: PrecisionClass::of(&f.dtype), verdict }
     }
 
-    /// 8 hex digits of the FNV-1a hash of `rule|op|knobs|precision` (`unexplained` for no rule).
+    /// 8 hex digits of the FNV-1a hash of `rule|op|knobs|precision`, then `|verdict` where there
+    /// is one (`unexplained` for no rule): a key without a verdict hashes as it always has.
     pub fn signature(&self) -> String {
         let rule: &str = self.rule.map_or("unexplained", |r| r.into());
-        format!("{:08x}", fnv1a(format!("{rule}|{}|{}|{}", self.op, self.knobs.join(","), self.precision.name()).as_bytes()) as u32)
+        let verdict = self.verdict.as_ref().map_or(String::new(), |v| format!("|{v}"));
+        format!("{:08x}", fnv1a(format!("{rule}|{}|{}|{}{verdict}", self.op, self.knobs.join(","), self.precision.name()).as_bytes()) as u32)
     }
 
     /// Whether a member keyed `other` belongs to this key's group: its knobs are a strict
-    /// superset of these (for the empty trigger, only with the same op and a compatible rule), or
-    /// the same knobs and op where this one is diagnosed and it is not. A strict order: no cycles.
+    /// superset of these (for the empty trigger, only with the same op and a compatible rule and
+    /// verdict), or the same knobs and op where this one is diagnosed and it is not, or it has the
+    /// same key but no verdict. A strict order: no cycles.
     pub fn absorbs(&self, other: &Mechanism) -> bool {
         let subset = self.knobs.iter().all(|k| other.knobs.contains(k));
-        let same_op = self.op == other.op && (self.rule == other.rule || other.rule.is_none());
+        let verdict = self.verdict == other.verdict || other.verdict.is_none();
+        let same_op = self.op == other.op && (self.rule == other.rule || other.rule.is_none()) && verdict;
         if !subset || self == other {
             return false;
         }
         if self.knobs.len() < other.knobs.len() {
             return !self.knobs.is_empty() || same_op;
         }
-        same_op && self.rule.is_some() && other.rule.is_none() && self.precision == other.precision
+        let unjudged = self.verdict.is_some() && other.verdict.is_none() && self.rule == other.rule;
+        same_op && (self.rule.is_some() && other.rule.is_none() || unjudged) && self.precision == other.precision
     }
 
     /// Its fields in a fixed order, for sorting (the rule by its name).
-    fn order(&self) -> (&'static str, &str, &[String], PrecisionClass) {
-        (self.rule.map_or("", |r| r.into()), &self.op, &self.knobs, self.precision)
+    fn order(&self) -> (&'static str, &str, &[String], PrecisionClass, Option<&str>) {
+        (self.rule.map_or("", |r| r.into()), &self.op, &self.knobs, self.precision, self.verdict.as_deref())
     }
 
     /// In words: `overflow in linear, low-precision storage, by optimizer.lr + train.dtype`.
     pub fn describe(&self) -> String {
         let rule: &str = self.rule.map_or("unexplained", |r| r.into());
         let by = if self.knobs.is_empty() { "the base itself".to_string() } else { self.knobs.join(" + ") };
-        format!("{rule} in {}, {}, by {by}", self.op, self.precision.name())
+        let verdict = self.verdict.as_ref().map_or(String::new(), |v| format!(", verdict {v}"));
+        format!("{rule} in {}, {}{verdict}, by {by}", self.op, self.precision.name())
     }
 }
 
@@ -206,6 +217,9 @@ pub struct RootCause {
     /// The diagnosis of its nearest trigger, where a rule explains it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<Cause>,
+    /// The f64 verdict on its nearest trigger's repro, where one was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<crate::run::verdict::Verdict>,
     /// What its site means, where nanhunt can say (data not representable in the dtype).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -304,6 +318,7 @@ fn root_cause(key: Mechanism, ms: &[&Member]) -> RootCause {
         signature: key.signature(),
         count: ms.iter().map(|m| m.trigger.count).sum(),
         cause: t.cause.clone().unwrap_or_else(|| f.cause.clone()),
+        verdict: t.verdict.clone(),
         note: f.note.clone(),
         location: f.location.clone(),
         dtype: f.dtype.clone(),
@@ -346,7 +361,9 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
     for g in &mut out {
         let keys: BTreeSet<Mechanism> = all.iter().filter(|(s, _)| *s == g.scenario).map(|(_, k)| k.clone()).collect();
         let root = root_of(&g.mechanism, &keys);
-        g.known = old.contains(&(g.scenario.clone(), root));
+        // A known corpus saved before verdicts knows the key without one.
+        let unjudged = Mechanism { verdict: None, ..root.clone() };
+        g.known = old.contains(&(g.scenario.clone(), root)) || old.contains(&(g.scenario.clone(), unjudged));
     }
     out
 }

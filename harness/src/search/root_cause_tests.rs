@@ -18,7 +18,18 @@ fn cause(rule: Rule, op: &str) -> Cause {
 fn finding(sig: &str, at: Location, dtype: &str, triggers: Vec<(Vec<Mutation>, usize, Option<Cause>)>) -> Finding {
     let triggers: Vec<Trigger> = triggers
         .into_iter()
-        .map(|(mutations, count, c)| Trigger { distance: mutations.len() as f64, mutations, found: vec![], thresholds: vec![], count, rows: None, full_step: None, cause: Some(c), built: None })
+        .map(|(mutations, count, c)| Trigger {
+            distance: mutations.len() as f64,
+            mutations,
+            found: vec![],
+            thresholds: vec![],
+            count,
+            rows: None,
+            full_step: None,
+            cause: Some(c),
+            verdict: None,
+            built: None,
+        })
         .collect();
     Finding {
         scenario: "s".into(),
@@ -75,10 +86,58 @@ fn keys_name_the_rule_the_op_kind_the_knob_names_and_the_precision_class() {
 #[test]
 fn signatures_are_golden() {
     // FNV-1a (64 bits, low 32 kept) of `rule|op|knobs|precision`, computed outside nanhunt (Python).
-    let m = Mechanism { rule: Some(Rule::Overflow), op: "linear".into(), knobs: vec!["optimizer.lr".into(), "train.dtype".into()], precision: PrecisionClass::LowPrecision };
+    let m = Mechanism { rule: Some(Rule::Overflow), op: "linear".into(), knobs: vec!["optimizer.lr".into(), "train.dtype".into()], precision: PrecisionClass::LowPrecision, verdict: None };
     assert_eq!(m.signature(), "e12e7f97");
-    let m = Mechanism { rule: None, op: "loss".into(), knobs: vec![], precision: PrecisionClass::Full };
+    let m = Mechanism { rule: None, op: "loss".into(), knobs: vec![], precision: PrecisionClass::Full, verdict: None };
     assert_eq!(m.signature(), "5a093ebe");
+    // With a verdict, `|verdict` is appended (Python: FNV-1a of `…|low-precision storage|precision/overflow`).
+    let m = Mechanism {
+        rule: Some(Rule::Overflow),
+        op: "linear".into(),
+        knobs: vec!["optimizer.lr".into(), "train.dtype".into()],
+        precision: PrecisionClass::LowPrecision,
+        verdict: Some("precision/overflow".into()),
+    };
+    assert_eq!(m.signature(), "b38fd5a2");
+}
+
+/// A verdict of the given key, on `op`.
+fn judged(key: &str) -> crate::run::verdict::Verdict {
+    let (class, precision) = match key {
+        "math" => (crate::run::verdict::Class::Math, None),
+        _ => (crate::run::verdict::Class::Precision, Some(crate::run::verdict::Loss::Overflow)),
+    };
+    let step_f64 = crate::run::verdict::StepCheck { finite: Some(class != crate::run::verdict::Class::Math), detail: "by hand".into() };
+    crate::run::verdict::Verdict { class, precision, op: "layers.1.linear.output".into(), reason: "by hand".into(), op_f64: None, step_f64 }
+}
+
+#[test]
+fn the_verdict_splits_root_causes_and_a_trigger_without_one_joins_its_judged_twin() {
+    let lin = at(Phase::Forward, "layers.1.linear.output", Kind::PosInf);
+    let over = || Some(cause(Rule::Overflow, "layers.1.linear"));
+    let with = |v: Option<&str>| {
+        let mut f = finding("lin", lin.clone(), "f32", vec![(vec![Mutation::new(Knob::Lr, 2.0)], 3, over())]);
+        f.triggers[0].verdict = v.map(judged);
+        f
+    };
+    // Alone, a trigger without a verdict keys (and signs) as before verdicts.
+    let old = group(&[with(None)]);
+    assert_eq!((old.len(), old[0].mechanism.verdict.as_deref()), (1, None));
+    assert_eq!(old[0].signature, Mechanism { verdict: None, ..old[0].mechanism.clone() }.signature());
+    // Beside a judged one of the same key, it joins it; two verdicts are two root causes.
+    let mut unjudged = with(None);
+    unjudged.signature = "lin3".into();
+    let groups = group(&[with(Some("precision/overflow")), unjudged]);
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!((groups[0].mechanism.verdict.as_deref(), groups[0].count), (Some("precision/overflow"), 6));
+    assert_eq!(groups[0].verdict.as_ref().map(|v| v.key()), Some("precision/overflow".into()));
+    let mut same_knobs = with(Some("math"));
+    same_knobs.signature = "lin4".into();
+    let split = group(&[with(Some("precision/overflow")), same_knobs]);
+    assert_eq!(split.len(), 2, "{split:?}");
+    // `--known` from a corpus saved before verdicts knows the judged root cause.
+    let known = group_known(&[with(Some("precision/overflow"))], &[with(None)]);
+    assert_eq!((known.len(), known[0].known), (1, true));
 }
 
 #[test]

@@ -8,8 +8,16 @@
 //! Dropout draws from the run's seeded stream ([`Watch::dropout`]): candle-nn's
 //! `Dropout` draws from Candle's RNG, which cannot be seeded.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
+
+/// An op's math computed in f64 from its inputs (cast to f64), the reference of [`Watch::check_op`].
+pub(super) type Reference = Arc<dyn Fn(&[Tensor]) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// A check made by [`Watch::check_op`]: its index among the checks, the op's inputs, its reference.
+pub(super) type Referenced = (usize, Vec<Tensor>, Reference);
 
 /// A code model's view of the run during one forward.
 pub struct Watch<'a> {
@@ -18,12 +26,22 @@ pub struct Watch<'a> {
     pub(super) mask: Option<&'a Tensor>,
     pub(super) autocast: Option<DType>,
     pub(super) dropout: Option<&'a mut ChaCha8Rng>,
+    pub(super) references: Vec<Referenced>,
 }
 
 impl Watch<'_> {
     /// Names `t` for the watch: it is checked, and named in findings and the trace, as `name`.
     pub fn check(&mut self, name: &str, t: &Tensor) {
         self.checks.push((name.to_string(), t.clone()));
+    }
+
+    /// [`Watch::check`] of `out`, the result of an op on `inputs`, with `reference`: the op's math
+    /// on the inputs cast to f64 (e.g. `candle_nn::ops::layer_norm_slow` for candle-nn's fused
+    /// layer norm). If `out` holds the run's first non-finite value, the verdict compares the two:
+    /// a finite f64 value in the dtype's range from finite inputs is a kernel disagreement.
+    pub fn check_op(&mut self, name: &str, out: &Tensor, inputs: &[&Tensor], reference: impl Fn(&[Tensor]) -> candle_core::Result<Tensor> + Send + Sync + 'static) {
+        self.references.push((self.checks.len(), inputs.iter().map(|t| (*t).clone()).collect(), Arc::new(reference)));
+        self.check(name, out);
     }
 
     /// True in a training forward, false in validation.
@@ -60,7 +78,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn watch<'a>(rng: Option<&'a mut ChaCha8Rng>, training: bool) -> Watch<'a> {
-        Watch { checks: Vec::new(), training, mask: None, autocast: None, dropout: rng }
+        Watch { checks: Vec::new(), training, mask: None, autocast: None, dropout: rng, references: Vec::new() }
     }
 
     #[test]

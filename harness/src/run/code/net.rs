@@ -13,11 +13,11 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::checks::Watch;
+use super::checks::{Referenced, Watch};
 use super::store::ParamStore;
 use crate::error::{Error, Result};
 use crate::run::model::Slot;
-use crate::run::net::{Net, Param};
+use crate::run::net::{Net, Param, Wide};
 use crate::scenario::Layer;
 
 /// Builds a model from a store (type-erased, so a scenario can carry any model).
@@ -75,12 +75,14 @@ pub(crate) struct CodeNet {
     autocast: Option<DType>,
     /// The current training step's dropout stream (`Watch::dropout`).
     dropout: RefCell<Option<ChaCha8Rng>>,
+    /// The last training forward's checks with an f64 reference (`Watch::check_op`).
+    references: RefCell<Vec<Referenced>>,
 }
 
 impl CodeNet {
     /// The model `forward` over the parameters `store` made so far, which checks `names`.
     pub(super) fn new(forward: Box<dyn Forward>, store: ParamStore, names: Vec<String>) -> Self {
-        CodeNet { forward, names, params: store.params(), store, autocast: None, dropout: RefCell::new(None) }
+        CodeNet { forward, names, params: store.params(), store, autocast: None, dropout: RefCell::new(None), references: RefCell::new(Vec::new()) }
     }
 
     /// Runs every forward with [`Watch::autocast`] set to `low`.
@@ -104,12 +106,15 @@ impl CodeNet {
 
     /// Runs the forward: each checked tensor with its name, and the output.
     pub(super) fn checked(&self, x: &Tensor, mask: Option<&Tensor>, training: bool, dropout: Option<&mut ChaCha8Rng>) -> Result<(Vec<(String, Tensor)>, Tensor)> {
-        let mut w = Watch { checks: Vec::new(), training, mask, autocast: self.autocast, dropout };
+        let mut w = Watch { checks: Vec::new(), training, mask, autocast: self.autocast, dropout, references: Vec::new() };
         let out = self.forward.forward(x, &mut w)?;
         if self.store.len() != self.params.len() {
             let params = self.store.params();
             let late: Vec<&str> = params[self.params.len().min(params.len())..].iter().map(|p| p.name.as_str()).collect();
             return Err(code_error(format!("the forward made parameter(s) {late:?}: make every parameter in `build`, or it is neither trained nor watched")));
+        }
+        if training {
+            *self.references.borrow_mut() = w.references;
         }
         Ok((w.checks, out))
     }
@@ -171,5 +176,13 @@ impl Net for CodeNet {
 
     fn reader_of(&self, _: usize) -> Option<usize> {
         None
+    }
+
+    /// Check `l` by its f64 reference (`Watch::check_op`), on its inputs cast to f64.
+    fn op_f64(&self, l: usize, _: &Tensor, _: &[Tensor], _: Option<&Tensor>) -> Result<Option<Wide>> {
+        let refs = self.references.borrow();
+        let Some((_, inputs, reference)) = refs.iter().find(|(i, ..)| *i == l) else { return Ok(None) };
+        let wide = inputs.iter().map(|t| t.to_dtype(DType::F64)).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Some(Wide { out: reference(&wide)?, inputs: inputs.clone(), reference: true }))
     }
 }

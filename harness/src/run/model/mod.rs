@@ -17,8 +17,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
-use crate::ops::{Cx, Params, State};
-use crate::run::net::{Net, Param};
+use crate::ops::{Cx, Inner, Params, State};
+use crate::run::net::{Net, Param, Wide};
 use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
 pub(crate) mod attention;
@@ -191,6 +191,33 @@ impl Net for Model {
     /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize> {
         (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input() == Input::Node(l))
+    }
+
+    /// Node `l`'s op in f64, without autocast, on its inputs and parameters cast to f64 (token
+    /// ids stay ids). It draws no dropout mask and starts from no state (batch norm trains on
+    /// the batch's own statistics).
+    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Wide>> {
+        let Some(node) = self.nodes.get(l) else { return Ok(None) };
+        let wide = |t: &Tensor| -> Result<Tensor> { Ok(if t.dtype().is_float() { t.to_dtype(DType::F64)? } else { t.clone() }) };
+        let inputs: Vec<Tensor> = [node.input()].into_iter().chain(node.inputs.iter().skip(1).copied()).map(|j| read(j, x, outs).clone()).collect();
+        let others = inputs[1..].iter().map(wide).collect::<Result<Vec<_>>>()?;
+        let params = self.params[node.params.clone()].iter().map(|p| wide(p.var.as_tensor())).collect::<Result<Vec<_>>>()?;
+        let mask = mask.map(wide).transpose()?;
+        let (dropout, state) = (RefCell::new(None), RefCell::new(None));
+        let cx = Cx {
+            part: node.part,
+            params: Params::Prepared(&params),
+            others: &others,
+            mask: mask.as_ref(),
+            training: true,
+            round: None,
+            inner: Inner::Off,
+            storage: DType::F64,
+            dropout: &dropout,
+            state: &state,
+        };
+        let out = node.layer.op().forward(&wide(&inputs[0])?, &cx)?;
+        Ok(Some(Wide { out, inputs, reference: false }))
     }
 }
 

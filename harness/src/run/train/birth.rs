@@ -31,7 +31,7 @@ impl Runner<'_> {
         if !self.dev.is_cpu() {
             return Ok(());
         }
-        let opts = RunOptions { progress: None, continue_steps: 0, ..*self.opts };
+        let opts = RunOptions { progress: None, continue_steps: 0, verdict: false, ..*self.opts };
         let mut again = Runner::new(self.s, &opts, self.dev.clone(), data, plan);
         again.tap_at = Some((f.fold, f.step));
         again.run(data, plan)?;

@@ -37,6 +37,7 @@ mod explain;
 mod gradients;
 mod headroom;
 mod step;
+mod wide;
 
 #[cfg(test)]
 mod amp_tests;
@@ -52,6 +53,7 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
     r.explain_chain(data);
     let params: Vec<String> = plan.params.iter().map(|p| p.name.clone()).collect();
     let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).chain(r.trained.warning(&params)).chain(r.scale_warnings).collect();
+    let op_f64 = r.op_check_of_first();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
@@ -62,6 +64,8 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         },
         first_nonfinite: r.first,
         cause: r.cause,
+        verdict: None,
+        op_f64,
         steps: r.steps,
         final_loss: r.last_loss,
         last_finite_loss: r.last_finite,
@@ -92,6 +96,7 @@ impl<'a> Runner<'a> {
             first: None,
             first_at: None,
             cause: None,
+            op_f64: None,
             stagnation: None,
             divergence: None,
             diverging: DivergenceWatch::new(&s.train.divergence),
@@ -195,6 +200,8 @@ struct Runner<'a> {
     loss: Loss,
     /// Why the first non-finite value appeared, once it has.
     cause: Option<Cause>,
+    /// The op that produced it, computed in f64 from the same inputs (with `RunOptions::verdict`).
+    op_f64: Option<(Location, crate::run::verdict::OpCheck)>,
     names: Rc<Names>,
     opts: &'a RunOptions<'a>,
     dev: Device,

@@ -50,6 +50,7 @@ impl Runner<'_> {
                     self.note_rows(name, o)?;
                 }
                 self.explain(at, Phase::Forward, &|r, f| r.forward_cause(f, model, x, &outs));
+                self.widen(at, Phase::Forward, &|r, f| r.forward_f64(f, model, x, &outs, b.mask.as_ref()));
             }
             let pred = model.to_loss(outs.last().unwrap_or(x))?;
             let loss = self.loss.apply(&pred, y)?;
@@ -58,6 +59,7 @@ impl Runner<'_> {
             if !value.is_finite() {
                 self.flag(at, Phase::Loss, &TensorId::Loss, (0, value), &[], 1);
                 self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
+                self.widen(at, Phase::Loss, &|r, _| r.loss_f64(model, x, &outs, y));
             }
             if self.done() || model.params().is_empty() {
                 return Ok(None);

@@ -289,6 +289,7 @@ impl Campaign {
             rows: m.rows.clone(),
             full_step: m.full_step,
             cause: Some(m.outcome.cause.clone()),
+            verdict: m.outcome.verdict.clone(),
             built: Some(std::sync::Arc::new(built)),
         };
         let kept = fold(&mut f.triggers, t);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::campaign::{raw_key, Campaign};
 use super::options::{Clock, HuntOptions};
 use super::writer::{Msg, Waker};
-use crate::run::Outcome;
+use crate::run::{Outcome, RunOptions};
 use crate::scenario::Scenario;
 use crate::search::finding::{distance, Pending};
 use crate::search::minimize::Minimizer;
@@ -51,13 +51,26 @@ pub(super) fn finish(ctx: &Ctx, p: Pending, deadline: Instant) {
     let minimal = minimizer.minimize(&p.found);
     ctx.campaign.shrunk(minimizer.runs);
     match minimal {
-        Some(m) if m.complete => {
+        Some(mut m) if m.complete => {
+            m.outcome.verdict = verdict(ctx, &m.repro, &m.outcome);
             let d = distance(ctx.base, &m.mutations);
             ctx.campaign.register(&p, &ctx.base.name, &m, d, started.elapsed().as_secs_f64());
         }
         _ => ctx.campaign.park(&p.key.clone(), p),
     }
     let _ = ctx.wake.send(Msg::Wake);
+}
+
+/// The f64 verdict on a minimized repro's first non-finite value: its run again with the verdict
+/// on (once per minimized trigger, never per candidate), if it fails where it did.
+fn verdict(ctx: &Ctx, repro: &Scenario, o: &Outcome) -> Option<crate::run::verdict::Verdict> {
+    if !crate::run::judge::wanted(o) {
+        return None;
+    }
+    // The run itself within its usual limit, and as long again for the replay in f64.
+    let deadline = Instant::now() + 2 * ctx.clock.run_timeout;
+    let again = crate::run::run_with(repro, &RunOptions { deadline: Some(deadline), stop: Some(&ctx.opts.stop), verdict: true, ..RunOptions::default() });
+    again.verdict.filter(|_| again.first_nonfinite == o.first_nonfinite)
 }
 
 /// The shrink phase: finishes parked flips until the hard end.
