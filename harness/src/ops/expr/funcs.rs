@@ -154,10 +154,10 @@ impl Func {
     }
 }
 
-/// The nearest of `choices` to `wrong`, if one is close (Damerau–Levenshtein distance at most
-/// a third of the longer name, and at least 1 edit allowed... up to 2).
+/// The nearest of `choices` to `wrong`, if one is close: a Damerau–Levenshtein distance of at
+/// most a third of the longer name, and at most 2 (so a one-letter name suggests nothing).
 pub fn nearest<'a>(wrong: &str, choices: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    choices.map(|c| (strsim::damerau_levenshtein(wrong, c), c)).filter(|(d, c)| *d <= (c.len().max(wrong.len()) / 3).clamp(1, 2)).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+    choices.map(|c| (strsim::damerau_levenshtein(wrong, c), c)).filter(|(d, c)| *d <= (c.len().max(wrong.len()) / 3).min(2)).min_by_key(|(d, _)| *d).map(|(_, c)| c)
 }
 
 /// A constant value: a parameter's or a constant operand's.

@@ -231,6 +231,18 @@ pub fn autocast_of(text: &str) -> Autocast {
     }
 }
 
+/// Parses, checks and (if it checks) evaluates `text` over `x` of shape (2, 3), `h` of shape
+/// (2, 2, 3) and a constant `eps`: the fuzz target's body (`fuzz/fuzz_targets/expr.rs`), which
+/// must never panic. Returns whether it evaluated.
+pub fn fuzz_one(text: &str) -> bool {
+    let consts = BTreeMap::from([("eps".to_string(), 1e-12)]);
+    let inputs = [("x".to_string(), vec![Dim::Batch, Dim::N(3)]), ("h".to_string(), vec![Dim::Batch, Dim::N(2), Dim::N(3)])];
+    let Ok(c) = compile(text, &inputs, &consts) else { return false };
+    let dev = candle_core::Device::Cpu;
+    let (Ok(x), Ok(h)) = (Tensor::arange(-3f32, 3.0, &dev).and_then(|t| t.reshape((2, 3))), Tensor::arange(-6f32, 6.0, &dev).and_then(|t| t.reshape((2, 2, 3)))) else { return false };
+    eval::eval(&c.ir, &[x, h], DType::F32).is_ok()
+}
+
 /// Whether `s` is a name of the language: a letter or `_`, then letters, digits and `_`.
 pub fn is_ident(s: &str) -> bool {
     let mut c = s.chars();

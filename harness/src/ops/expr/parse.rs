@@ -162,6 +162,9 @@ fn fold(first: Ast, rest: Vec<(BinOp, Ast)>) -> Ast {
 
 /// `-a`, `+a` or a power.
 fn unary(i: &mut In<'_>, d: usize) -> ModalResult<Ast> {
+    if d > MAX_DEPTH {
+        return Err(fail("a shallower expression (it nests too deep)"));
+    }
     let start = here(i)?;
     let sign = opt(one_of(['-', '+'])).parse_next(i)?;
     match sign {

@@ -127,3 +127,65 @@ fn every_function_matches_pytorchs_values_and_gradients() {
         assert!(g.iter().zip(grad).all(|(a, b)| close(*a, *b)), "{text} at {x:?}: gradient {g:?}, PyTorch {grad:?}");
     }
 }
+
+#[test]
+fn a_focal_loss_expression_matches_pytorch_and_overflows_where_it_does() {
+    // PyTorch 2.15, f32: p = [0.9, 0.2, 0.5] and [0.9, 0.2, 1.0] against y = [1, 0, 0], γ = 2,
+    // `torch.mean(-y*(1-p)**g*torch.log(p)-(1-y)*p**g*torch.log(1-p))` and `.backward()`:
+    // 0.06108871474862099, grad [-0.010727743618190289, 0.046419139951467514, 0.3977157473564148];
+    // at p = 1 with y = 0 the loss is inf and that gradient inf (log(1 − p) = log 0).
+    let spec = crate::scenario::LossSpec {
+        kind: crate::scenario::LossKind::Expr,
+        expr: Some("mean(-y * (1 - p)**gamma * log(p) - (1 - y) * p**gamma * log(1 - p))".into()),
+        consts: BTreeMap::from([("gamma".to_string(), 2.0)]),
+        ..Default::default()
+    };
+    let loss = crate::ops::loss::Loss(spec);
+    let y = Tensor::new(&[[1f32], [0.0], [0.0]], &Device::Cpu).unwrap();
+    for (last, value, grad) in [(0.5f32, 0.06108871474862099f32, 0.3977157473564148f32), (1.0, f32::INFINITY, f32::INFINITY)] {
+        let p = Var::new(&[[0.9f32], [0.2], [last]], &Device::Cpu).unwrap();
+        let l = loss.apply(p.as_tensor(), &y).unwrap();
+        let g = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v = l.to_scalar::<f32>().unwrap();
+        assert!(close(v, value), "{v} vs PyTorch {value}");
+        assert!(close(g[0], -0.010727743618190289) && close(g[1], 0.046419139951467514) && close(g[2], grad), "{g:?}");
+    }
+    assert_eq!(loss.torch_expr(), "torch.mean(((((-y) * ((1.0 - p) ** 2.0)) * torch.log(p)) - (((1.0 - y) * (p ** 2.0)) * torch.log((1.0 - p)))))");
+    let bad = crate::ops::loss::expr::checked(&loss.0, flat(1), flat(1), None);
+    assert!(bad.is_ok());
+    let per_row = crate::scenario::LossSpec { expr: Some("(p - y)**2".into()), ..loss.0.clone() };
+    let e = crate::ops::loss::expr::checked(&per_row, flat(1), flat(1), None).unwrap_err();
+    assert!(e.contains("makes (batch, 1), and a loss is one number"), "{e}");
+}
+
+#[test]
+fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
+    use crate::scenario::{plan, InShape, Init, Input, Layer, ModelSpec};
+    let named = |expr: &str, name: Option<&str>| Layer::Expr(Expr { expr: expr.into(), consts: BTreeMap::new(), name: name.map(Into::into) });
+    let layers = vec![named("x", Some("h")), Layer::Linear(crate::ops::linear::Linear { out: 3, init: None }), named("x * h + sum(h, dim=-1, keepdim=true)", None)];
+    let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None };
+    let p = plan(&spec, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
+    assert_eq!(p.nodes[2].inputs, [Input::Node(1), Input::Node(0)], "the product reads the linear's output and `h`");
+    assert_eq!(p.out, Shape::Flat(3));
+    // A name read before it is given, and a shape that does not broadcast, are plan errors with columns.
+    let spec2 = ModelSpec { layers: vec![named("x * g", None)], ..spec.clone() };
+    let (key, m) = plan(&spec2, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap_err();
+    assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression reads x, and the constants in `consts`)"));
+    let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new(), name: None };
+    assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0.0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
+    assert_eq!((autocast_of("x @ x"), autocast_of("exp(x) @ x"), autocast_of("relu(x)")), (Autocast::Low, Autocast::F32, Autocast::Same));
+}
+
+#[test]
+fn the_fuzz_targets_body_never_panics_on_odd_text() {
+    let deep = format!("{}x{}", "(".repeat(500), ")".repeat(500));
+    let minus = format!("{}x", "-".repeat(3000));
+    let powers = format!("x{}", "**x".repeat(2000));
+    for text in
+        ["", ")", "x +", "sum(x, dim=(0, 1, 2, 3))", "reshape(h, (-1, 6)) @ transpose(x, 0, 1)", "1e999 * x", "f(", "x @ x", "x < x", "ñ + x", &deep, &minus, &powers, "where(x, h, 1)", "norm(x, p=3)"]
+    {
+        let _ = fuzz_one(text);
+    }
+    assert!(fuzz_one("softmax(h, dim=1) * mean(x, dim=0)"));
+    assert!(!fuzz_one(&deep), "500 levels of parentheses are refused");
+}
