@@ -4,6 +4,21 @@
 
 use std::fmt;
 
+/// Why an expression does not check: the column of the sub-expression at fault, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based column inside the expression.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "column {}: {}", self.col, self.message)
+    }
+}
+
 /// One node of an expression, with its column.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ast {

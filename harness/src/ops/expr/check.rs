@@ -4,23 +4,9 @@
 
 use std::collections::BTreeMap;
 
+pub use super::ast::Problem;
 use super::ast::{Ast, BinOp, Kind};
 use super::funcs::{arith, nearest, Family, Func, Params, Value};
-
-/// Why an expression does not check: the column of the sub-expression at fault, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based column inside the expression.
-    pub col: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "column {}: {}", self.col, self.message)
-    }
-}
 
 /// One dimension of a shape: the batch (whatever its size), or a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

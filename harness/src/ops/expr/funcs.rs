@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use strum::{EnumString, IntoStaticStr, VariantArray};
 
-use super::ast::{Ast, BinOp, Kind};
-use super::check::Problem;
+use super::ast::{Ast, BinOp, Kind, Problem};
 
 /// A function of the language (its snake_case name is what the expression calls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumString, IntoStaticStr, VariantArray)]

@@ -1,4 +1,6 @@
 //! The expression language against hand arithmetic and PyTorch 2.15's values and gradients.
+// PyTorch's f32 values are quoted as it prints them (their f64 expansions), digits and all.
+#![allow(clippy::excessive_precision)]
 
 use std::collections::BTreeMap;
 
@@ -63,10 +65,13 @@ fn shapes_broadcast_as_pytorchs() {
     assert_eq!(d("reshape(s, (-1, 6))"), Ok(flat(6)));
 }
 
-/// `(expression, x, value, gradient of the value's sum)`, each row from PyTorch 2.15 in f32
+/// `(expression, x, value, gradient of the value's sum)`.
+type Row = (&'static str, [f32; 4], &'static [f32], [f32; 4]);
+
+/// The rows:, each row from PyTorch 2.15 in f32
 /// (`torch.tensor([x], requires_grad=True)`, the expression with torch's functions, `.sum().backward()`):
 /// ordinary points and the edges that bite (0, ±inf, NaN, log(0), sqrt(0), x/0, ties, zero rows).
-const PYTORCH: &[(&str, [f32; 4], &[f32], [f32; 4])] = &[
+const PYTORCH: &[Row] = &[
     ("log(x)", [0.5, 0.0, -1.0, f32::INFINITY], &[-0.6931471824645996, -f32::INFINITY, f32::NAN, f32::INFINITY], [2.0, f32::INFINITY, -1.0, 0.0]),
     ("log1p(x)", [9.99999993922529e-09, 0.0, -1.0, 2.0], &[9.99999993922529e-09, 0.0, -f32::INFINITY, 1.0986123085021973], [1.0, 1.0, f32::INFINITY, 0.3333333432674408]),
     ("sqrt(x)", [4.0, 0.0, -1.0, f32::INFINITY], &[2.0, 0.0, f32::NAN, f32::INFINITY], [0.25, f32::INFINITY, f32::NAN, 0.0]),
