@@ -24,6 +24,7 @@ pub mod conv;
 pub mod diagnosis;
 mod elementwise;
 pub mod embedding;
+pub mod expr;
 pub mod flatten;
 pub mod gated;
 pub mod linear;

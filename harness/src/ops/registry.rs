@@ -60,6 +60,7 @@ macro_rules! for_each_op {
                 Last => seq_pool::Last,
                 Residual => residual::Residual,
                 Attention => attention::Attention,
+                Expr => expr::Expr,
             }
         }
     };

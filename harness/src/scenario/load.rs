@@ -118,13 +118,22 @@ pub(crate) fn check_text(scenario: &Scenario, src: &str, origin: &str) -> Result
     match validate(scenario).into_iter().next() {
         None => Ok(()),
         Some(Problem { key, message }) => {
-            let location = match locate_key(src, &key) {
+            let location = match expression_at(src, &key, &message).or_else(|| locate_key(src, &key)) {
                 Some((line, col)) => format!("{origin}:{line}:{col}"),
                 None => origin.to_string(),
             };
             Err(Error::Invalid { location, key, message })
         }
     }
+}
+
+/// Where an expression's error is written: a `message` starting "column N:" about the layer or
+/// loss at `key` points at the N-th character of its `expr` string (one line, no escapes before it).
+fn expression_at(src: &str, key: &str, message: &str) -> Option<(usize, usize)> {
+    let col: usize = message.strip_prefix("column ")?.split(':').next()?.parse().ok()?;
+    let dotted = if key.ends_with(".expr") { key.to_string() } else { format!("{key}.expr") };
+    let (line, quote) = line_col(src, spanned(src, &dotted, true)?);
+    Some((line, quote + col))
 }
 
 /// 1-based line and column of a byte offset.
@@ -150,6 +159,12 @@ pub(crate) fn locate_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
 /// The byte offset of a dotted key in the parsed document (of the key itself in a table, of
 /// the element in an array), or of its deepest written parent.
 fn spanned_key(src: &str, dotted: &str) -> Option<usize> {
+    spanned(src, dotted, false)
+}
+
+/// The byte offset of a dotted key in the parsed document, or with `value` of the value it
+/// holds (an array's element either way); else of its deepest written parent.
+fn spanned(src: &str, dotted: &str, value_span: bool) -> Option<usize> {
     use toml::de::{DeTable, DeValue};
     let root = DeTable::parse(src).ok()?;
     let mut value: &DeValue = &DeValue::Table(root.get_ref().clone());
@@ -158,7 +173,7 @@ fn spanned_key(src: &str, dotted: &str) -> Option<usize> {
         match value {
             DeValue::Table(t) => {
                 let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
-                at = Some(k.span().start);
+                at = Some(if value_span { v.span().start } else { k.span().start });
                 value = v.get_ref();
             }
             DeValue::Array(a) => {

@@ -135,7 +135,7 @@ pub type PlanError = (String, String);
 pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanError> {
     // Before the first layer: no node is added outside a layer.
     let at = At { layer: None, name: String::new(), key: String::new(), input: Input::Model, depth: 0, first: 0 };
-    let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, at, nested: None };
+    let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, at, nested: None, named: Vec::new() };
     let (_, out) = b.layers(&spec.layers, ("layers", "layers"), Input::Model, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
@@ -175,6 +175,8 @@ pub struct Planner<'a> {
     /// The key of the nested layer that did not fit, which the plan's error names in place of
     /// the enclosing layer's (see [`Planner::block`]).
     nested: Option<String>,
+    /// Outputs named so far (`name = "..."`), which later expressions read.
+    named: Vec<(String, Input, Shape)>,
 }
 
 /// The layer being planned: itself, where it is, what it reads, and its parameters not yet
@@ -237,6 +239,25 @@ impl Planner<'_> {
             self.nested = Some(key);
             m
         })
+    }
+
+    /// The output named `name` by an earlier layer, and its shape.
+    pub fn output_named(&self, name: &str) -> Option<(Input, Shape)> {
+        self.named.iter().find(|(n, _, _)| n == name).map(|(_, i, s)| (*i, *s))
+    }
+
+    /// The names given to outputs so far.
+    pub fn output_names(&self) -> Vec<String> {
+        self.named.iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
+    /// Names the output `input` (of shape `shape`) `name`, for later layers to read; a name is given once.
+    pub fn name_output(&mut self, name: &str, input: Input, shape: Shape) -> std::result::Result<(), String> {
+        if self.output_named(name).is_some() {
+            return Err(format!("the name `{name}` is already given to an earlier output"));
+        }
+        self.named.push((name.to_string(), input, shape));
+        Ok(())
     }
 
     /// Counts `values` per example that the layer being planned holds beside its nodes' outputs

@@ -10,8 +10,16 @@ use super::{one_usize, DTypeName, LossScaleSpec, Precision, ScheduleSpec};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct LossSpec {
-    /// Which loss.
+    /// Which loss (`expr` when absent: a loss written as `expr = "..."`).
+    #[serde(default = "expr_kind")]
     pub kind: LossKind,
+    /// The loss as an expression of `p` (predictions), `y` (targets) and `mask` (1 at real
+    /// positions, with padding), giving one number (`ops::expr`); with `kind = "expr"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    /// The expression's named constants (`loss.consts.eps` is a knob).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub consts: std::collections::BTreeMap<String, f64>,
     /// Huber threshold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<f64>,
@@ -49,6 +57,12 @@ pub enum LossKind {
     NaiveCrossEntropy,
     /// `|y − p| / |y|` (seed 003's custom loss).
     MeanAbsRatio,
+    /// Written as an expression (`expr`), e.g. a focal loss.
+    Expr,
+}
+
+fn expr_kind() -> LossKind {
+    LossKind::Expr
 }
 
 /// How a loss is reduced over elements.
@@ -268,7 +282,7 @@ impl Default for StagnationSpec {
 
 impl Default for LossSpec {
     fn default() -> Self {
-        LossSpec { kind: LossKind::Mse, delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean }
+        LossSpec { kind: LossKind::Mse, expr: None, consts: Default::default(), delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean }
     }
 }
 

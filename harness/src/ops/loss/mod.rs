@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::run::opmath::{in_f32, mean_all};
 use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
+pub mod expr;
 mod probability;
 mod regression;
 mod stand_in;
@@ -38,8 +39,14 @@ enum Terms {
 impl Loss {
     /// The scalar loss of predictions `p` against targets `y`, both `(batch, k)`.
     pub fn apply(&self, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+        self.apply_masked(p, y, None)
+    }
+
+    /// The scalar loss, an expression loss reading the padding `mask` (`(batch, seq)`) too.
+    pub fn apply_masked(&self, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let s = &self.0;
         let terms = match s.kind {
+            LossKind::Expr => return expr::apply(s, p, y, mask),
             LossKind::Mse => regression::mse(p, y)?,
             LossKind::Mae => regression::mae(p, y)?,
             LossKind::Huber => regression::huber(s, p, y)?,
@@ -69,6 +76,7 @@ impl Loss {
             LossKind::BceLogits => return format!("F.binary_cross_entropy_with_logits(p, y, reduction={})", reduction(s)),
             LossKind::CrossEntropy => (probability::CROSS_ENTROPY.to_string(), true),
             LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
+            LossKind::Expr => return expr::torch_expr(s),
         };
         let rows = if classes { ".sum(dim=-1)" } else { "" };
         let reduce = match s.reduction {
@@ -83,6 +91,11 @@ impl Op for Loss {
     fn check(&self) -> Vec<(&'static str, String)> {
         let l = &self.0;
         let mut out = Vec::new();
+        match (l.kind, l.expr.is_some() || !l.consts.is_empty()) {
+            (LossKind::Expr, _) => out.extend(expr::problems(l)),
+            (_, true) => out.push(("expr", "only `kind = \"expr\"` takes `expr` and `consts`".into())),
+            (_, false) => {}
+        }
         match (l.kind, l.delta) {
             (LossKind::Huber, Some(d)) if !(d > 0.0 && d.is_finite()) => out.push(("delta", format!("must be a positive finite number, got {d}"))),
             (LossKind::Huber, None) => out.push(("delta", "huber needs `delta`".into())),

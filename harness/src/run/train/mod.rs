@@ -424,7 +424,7 @@ impl Runner<'_> {
             }
             self.explain(at, Phase::Validation, &|r, f| r.validation_cause(f, model, x, &outs));
         }
-        let loss = self.loss.apply(&model.to_loss(outs.last().unwrap_or(x))?, y)?;
+        let loss = self.loss.apply_masked(&model.to_loss(outs.last().unwrap_or(x))?, y, b.mask.as_ref())?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             self.flag(at, Phase::Validation, &TensorId::Loss.validation(), (0, value), &[], 1);

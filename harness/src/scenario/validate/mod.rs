@@ -56,6 +56,7 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
                 if let Some(m) = p.target_mismatch(t) {
                     out.push(problem("model.layers", m));
                 }
+                loss_expr(s, p, t, &mut out);
             }
         }
         None => {}
@@ -148,6 +149,19 @@ fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
     out.extend(crate::ops::loss::Loss(l.clone()).check().into_iter().map(|(k, m)| problem(format!("loss.{k}"), m)));
     if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
         out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
+    }
+}
+
+/// A loss expression's shapes: it reads `p` (the model's output), `y` (`targets` columns) and,
+/// with padding, `mask`, and must give one number.
+fn loss_expr(s: &Scenario, p: &crate::scenario::Plan, targets: usize, out: &mut Vec<Problem>) {
+    use crate::ops::expr::check::Dim;
+    if s.loss.kind != LossKind::Expr || s.loss.expr.is_none() {
+        return;
+    }
+    let mask = s.data.padding.as_ref().map(|_| vec![Dim::Batch, Dim::N(s.data.seq_len.unwrap_or(1))]);
+    if let Err(m) = crate::ops::loss::expr::checked(&s.loss, crate::ops::expr::dims_of(p.out), vec![Dim::Batch, Dim::N(targets)], mask) {
+        out.push(problem("loss.expr", m));
     }
 }
 

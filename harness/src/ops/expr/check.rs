@@ -1,0 +1,269 @@
+//! Checking an expression before anything runs: names resolved (the inputs, then `consts`),
+//! calls bound to their functions, and every node's shape worked out with PyTorch's
+//! broadcasting, the batch dimension kept symbolic. The result is the tree `eval` runs.
+
+use std::collections::BTreeMap;
+
+pub use super::ast::Problem;
+use super::ast::{Ast, BinOp, Kind};
+use super::funcs::{arith, nearest, Family, Func, Params, Value};
+
+/// One dimension of a shape: the batch (whatever its size), or a known size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    /// The batch dimension.
+    Batch,
+    /// A known size.
+    N(usize),
+}
+
+/// A shape, outermost dimension first (the batch, for an input).
+pub type Dims = Vec<Dim>;
+
+/// The shape in words, e.g. `(batch, 4)`.
+pub fn describe(d: &[Dim]) -> String {
+    let parts: Vec<String> = d.iter().map(|d| if let Dim::N(n) = d { n.to_string() } else { "batch".into() }).collect();
+    if parts.len() == 1 {
+        return format!("({},)", parts[0]);
+    }
+    format!("({})", parts.join(", "))
+}
+
+/// A checked node: what it computes, where it was written and its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ir {
+    /// What it computes.
+    pub op: IrOp,
+    /// Its column in the expression.
+    pub col: usize,
+    /// Its shape.
+    pub dims: Dims,
+}
+
+/// What a checked node computes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IrOp {
+    /// The input of this index (`x`, `p`, `y`, `mask`, a named output).
+    Input(usize),
+    /// A constant.
+    Const(f64),
+    /// `-a`.
+    Neg(Box<Ir>),
+    /// `a op b` (not `**`).
+    Bin(BinOp, Box<Ir>, Box<Ir>),
+    /// `a ** e` for a constant `e`.
+    Pow(Box<Ir>, f64),
+    /// A call: the function, its operands, its parameters resolved.
+    Call(Func, Vec<Ir>, Bound),
+}
+
+/// A call's parameters resolved against its operand's shape.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Bound {
+    /// The dimensions it reduces or works along (sorted, non-negative); empty for all.
+    pub dims: Vec<usize>,
+    /// `keepdim`.
+    pub keepdim: bool,
+    /// `min`, `max` of a clamp; `p` of a norm in `lo`; `correction` of std and var in `lo`.
+    pub lo: Option<f64>,
+    /// `max` of a clamp.
+    pub hi: Option<f64>,
+    /// A reshape's target, the batch first.
+    pub shape: Vec<usize>,
+    /// The parameters as written, for the PyTorch export.
+    pub params: Params,
+}
+
+/// What the expression reads: its inputs by name with their shapes, and its constants.
+pub struct Env<'a> {
+    /// Inputs in slot order.
+    pub inputs: &'a [(String, Dims)],
+    /// `consts`.
+    pub consts: &'a BTreeMap<String, f64>,
+}
+
+impl Env<'_> {
+    /// Checks `a`.
+    pub fn check(&self, a: &Ast) -> Result<Ir, Problem> {
+        let col = a.col;
+        let ir = |op, dims| Ok(Ir { op, col, dims });
+        match &a.kind {
+            Kind::Num(v) => ir(IrOp::Const(*v), Vec::new()),
+            Kind::Bool(_) => Err(Problem { col, message: "`true` and `false` are for keyword arguments such as `keepdim`".into() }),
+            Kind::Tuple(_) => Err(Problem { col, message: "a tuple is for `dim=` or a `reshape`'s shape, not a value".into() }),
+            Kind::Name(n) => self.name(n, col),
+            Kind::Neg(x) => match self.check(x)? {
+                Ir { op: IrOp::Const(v), .. } => ir(IrOp::Const(-v), Vec::new()),
+                x => ir(IrOp::Neg(Box::new(x.clone())), x.dims),
+            },
+            Kind::Bin(op, x, y) => self.binary(*op, x, y, col),
+            Kind::Call(name, args, kwargs) => self.call(name, args, kwargs, col),
+        }
+    }
+
+    fn name(&self, n: &str, col: usize) -> Result<Ir, Problem> {
+        if let Some(i) = self.inputs.iter().position(|(m, _)| m == n) {
+            return Ok(Ir { op: IrOp::Input(i), col, dims: self.inputs[i].1.clone() });
+        }
+        if let Some(v) = self.consts.get(n) {
+            return Ok(Ir { op: IrOp::Const(*v), col, dims: Vec::new() });
+        }
+        let known = self.inputs.iter().map(|(m, _)| m.as_str()).chain(self.consts.keys().map(String::as_str));
+        let hint = nearest(n, known).map_or_else(String::new, |m| format!(", did you mean `{m}`?"));
+        let have: Vec<&str> = self.inputs.iter().map(|(m, _)| m.as_str()).collect();
+        Err(Problem { col, message: format!("unknown name `{n}`{hint} (the expression reads {}, and the constants in `consts`)", have.join(", ")) })
+    }
+
+    fn binary(&self, op: BinOp, x: &Ast, y: &Ast, col: usize) -> Result<Ir, Problem> {
+        let (a, b) = (self.check(x)?, self.check(y)?);
+        if let (IrOp::Const(u), IrOp::Const(v)) = (&a.op, &b.op) {
+            return Ok(Ir { op: IrOp::Const(arith(op, *u, *v)), col, dims: Vec::new() });
+        }
+        match op {
+            BinOp::Pow => match b.op {
+                IrOp::Const(e) => Ok(Ir { dims: a.dims.clone(), op: IrOp::Pow(Box::new(a), e), col }),
+                _ => Err(Problem { col: b.col, message: format!("the exponent `{y}` must be a constant (a tensor exponent is not supported yet)") }),
+            },
+            BinOp::MatMul => {
+                let dims = matmul(&a.dims, &b.dims).map_err(|message| Problem { col, message })?;
+                Ok(Ir { op: IrOp::Bin(op, Box::new(a), Box::new(b)), col, dims })
+            }
+            _ => {
+                let dims = broadcast(&a.dims, &b.dims).map_err(|message| Problem { col, message })?;
+                Ok(Ir { op: IrOp::Bin(op, Box::new(a), Box::new(b)), col, dims })
+            }
+        }
+    }
+
+    fn call(&self, name: &str, args: &[Ast], kwargs: &[(String, Ast)], col: usize) -> Result<Ir, Problem> {
+        let f = Func::named(name, col)?;
+        let n = f.operands();
+        if args.len() < n {
+            return Err(Problem { col, message: format!("`{name}` needs {n} tensor operand(s), and gets {}", args.len()) });
+        }
+        let params = Params::bind(f, name, col, &args[n..], kwargs, self.consts)?;
+        let operands = args[..n].iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+        let (bound, dims) = resolve(f, params, &operands, col)?;
+        Ok(Ir { op: IrOp::Call(f, operands, bound), col, dims })
+    }
+}
+
+/// A dimension index (negative from the end) of a shape of `rank` dimensions, as PyTorch wraps it.
+fn wrap(d: f64, rank: usize, col: usize) -> Result<usize, Problem> {
+    let r = rank as f64;
+    if d.fract() != 0.0 || d < -r.max(1.0) || d >= r.max(1.0) {
+        return Err(Problem { col, message: format!("dimension {d} is out of range for a tensor of {rank} dimension(s)") });
+    }
+    Ok(if d < 0.0 { (d + r) as usize } else { d as usize })
+}
+
+/// Works out a call's resolved parameters and its shape.
+fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Dims), Problem> {
+    let x = &ops[0].dims;
+    let rank = x.len();
+    let mut b = Bound { params, ..Bound::default() };
+    let dims = match f.family() {
+        Family::Pointwise => {
+            b.lo = b.params.num("min");
+            b.hi = b.params.num("max");
+            if f == Func::Clamp && b.lo.is_none() && b.hi.is_none() {
+                return Err(Problem { col, message: "`clamp` needs `min=`, `max=` or both (torch.clamp refuses neither)".into() });
+            }
+            x.clone()
+        }
+        Family::Select => {
+            let ab = broadcast(&ops[1].dims, &ops[2].dims).map_err(|message| Problem { col, message })?;
+            broadcast(&ops[0].dims, &ab).map_err(|message| Problem { col, message })?
+        }
+        Family::Reduce => {
+            let mut ds = b.params.ints("dim").unwrap_or_default().into_iter().map(|d| wrap(d, rank, col)).collect::<Result<Vec<_>, _>>()?;
+            ds.sort_unstable();
+            ds.dedup();
+            b.dims = if ds.is_empty() { (0..rank).collect() } else { ds };
+            b.keepdim = b.params.flag("keepdim");
+            b.lo = Some(match f {
+                Func::Norm => b.params.num("p").unwrap_or(2.0),
+                _ => b.params.num("correction").unwrap_or(1.0),
+            });
+            if f == Func::Norm && b.lo != Some(2.0) {
+                return Err(Problem { col, message: "`norm` supports p=2 only for now".into() });
+            }
+            reduced(x, &b.dims, b.keepdim)
+        }
+        Family::Along => {
+            let d = b.params.num("dim").unwrap_or(-1.0);
+            b.dims = vec![wrap(d, rank, col)?];
+            x.clone()
+        }
+        Family::Transpose => {
+            let (d0, d1) = (wrap(b.params.num("dim0").unwrap_or(0.0), rank, col)?, wrap(b.params.num("dim1").unwrap_or(0.0), rank, col)?);
+            b.dims = vec![d0, d1];
+            let mut out = x.clone();
+            out.swap(d0, d1);
+            out
+        }
+        Family::Reshape => reshape(x, &mut b, col)?,
+    };
+    Ok((b, dims))
+}
+
+/// The shape after reducing `dims` (kept as 1 with `keepdim`).
+fn reduced(x: &[Dim], dims: &[usize], keepdim: bool) -> Dims {
+    x.iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            if !dims.contains(&i) {
+                Some(*d)
+            } else if keepdim {
+                Some(Dim::N(1))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// A reshape keeping the batch: its shape's first entry must be -1 (the batch, as PyTorch infers it).
+fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
+    let shape = match b.params.given.get("shape") {
+        Some(Value::Tuple(t)) => t.clone(),
+        Some(Value::Num(v)) => vec![*v],
+        Some(Value::Bool(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
+    };
+    let per: usize = x.iter().skip(1).map(|d| if let Dim::N(n) = d { *n } else { 0 }).product();
+    let rest = shape.iter().skip(1).copied();
+    let valid = x.first() == Some(&Dim::Batch) && !x[1..].contains(&Dim::Batch) && shape.first() == Some(&-1.0) && rest.clone().all(|v| v >= 1.0 && v.fract() == 0.0);
+    let asked: usize = rest.clone().map(|v| v as usize).product();
+    if !valid || asked != per {
+        return Err(Problem { col, message: format!("nanhunt reshapes keep the batch: write the shape as (-1, sizes...) whose sizes multiply to {per} (the input is {})", describe(x)) });
+    }
+    b.shape = rest.map(|v| v as usize).collect();
+    Ok(std::iter::once(Dim::Batch).chain(b.shape.iter().map(|n| Dim::N(*n))).collect())
+}
+
+/// PyTorch's broadcast of two shapes (aligned at their last dimensions), or why they do not broadcast.
+pub fn broadcast(a: &[Dim], b: &[Dim]) -> Result<Dims, String> {
+    let n = a.len().max(b.len());
+    let at = |s: &[Dim], i: usize| if i + s.len() >= n { s[i + s.len() - n] } else { Dim::N(1) };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (u, v) if u == v => Ok(u),
+            (Dim::N(1), v) | (v, Dim::N(1)) => Ok(v),
+            _ => Err(format!("shapes {} and {} do not broadcast (PyTorch's rules: sizes equal or 1, from the last dimension)", describe(a), describe(b))),
+        })
+        .collect()
+}
+
+/// The shape of `a @ b` (both at least matrices), or why they do not multiply.
+fn matmul(a: &[Dim], b: &[Dim]) -> Result<Dims, String> {
+    if a.len() < 2 || b.len() < 2 {
+        return Err(format!("`@` multiplies matrices (2 or more dimensions), and gets {} and {}", describe(a), describe(b)));
+    }
+    let (ra, rb) = (a.len(), b.len());
+    if a[ra - 1] != b[rb - 2] {
+        return Err(format!("`@` of {} and {}: the inner sizes differ", describe(a), describe(b)));
+    }
+    let mut out = broadcast(&a[..ra - 2], &b[..rb - 2])?;
+    out.extend([a[ra - 2], b[rb - 1]]);
+    Ok(out)
+}

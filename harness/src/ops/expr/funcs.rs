@@ -1,0 +1,284 @@
+//! The functions an expression may call, by PyTorch's names, and how a call's arguments bind:
+//! its tensor operands first, then its parameters (positional after the operands, in
+//! PyTorch's order, or by keyword), each a constant (a number, `true`/`false`, a constant
+//! of `consts`, a tuple of numbers, or arithmetic on them).
+
+use std::collections::BTreeMap;
+
+use strum::{EnumString, IntoStaticStr, VariantArray};
+
+use super::ast::{Ast, BinOp, Kind, Problem};
+
+/// A function of the language (its snake_case name is what the expression calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumString, IntoStaticStr, VariantArray)]
+#[strum(serialize_all = "snake_case")]
+pub enum Func {
+    /// `torch.abs`
+    Abs,
+    /// `torch.exp`
+    Exp,
+    /// `torch.log`
+    Log,
+    /// `torch.log1p`
+    Log1p,
+    /// `torch.sqrt`
+    Sqrt,
+    /// `torch.rsqrt`
+    Rsqrt,
+    /// `torch.sigmoid`
+    Sigmoid,
+    /// `F.logsigmoid`
+    Logsigmoid,
+    /// `torch.tanh`
+    Tanh,
+    /// `torch.relu`
+    Relu,
+    /// `F.gelu` (erf form)
+    Gelu,
+    /// `F.softplus` (β = 1, threshold 20)
+    Softplus,
+    /// `torch.clamp(x, min=, max=)`
+    Clamp,
+    /// `torch.where(c, a, b)`
+    Where,
+    /// `torch.sum(x, dim=, keepdim=)`
+    Sum,
+    /// `torch.mean(x, dim=, keepdim=)`
+    Mean,
+    /// `torch.amax(x, dim=, keepdim=)`
+    Amax,
+    /// `torch.amin(x, dim=, keepdim=)`
+    Amin,
+    /// `torch.logsumexp(x, dim=, keepdim=)`
+    Logsumexp,
+    /// `torch.std(x, dim=, keepdim=, correction=1)`
+    Std,
+    /// `torch.var(x, dim=, keepdim=, correction=1)`
+    Var,
+    /// `torch.norm(x, p=2, dim=, keepdim=)` (p = 2 only)
+    Norm,
+    /// `torch.softmax(x, dim=)`
+    Softmax,
+    /// `torch.log_softmax(x, dim=)`
+    LogSoftmax,
+    /// `torch.transpose(x, dim0, dim1)`
+    Transpose,
+    /// `torch.reshape(x, shape)`
+    Reshape,
+    /// `torch.cumsum(x, dim=)`
+    Cumsum,
+}
+
+/// What a function does to its operands' shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Elementwise on one operand.
+    Pointwise,
+    /// Elementwise on three, broadcast (`where`).
+    Select,
+    /// Reduces over `dim` (all when absent), keeping it as size 1 with `keepdim`.
+    Reduce,
+    /// Keeps the shape, along one `dim` (softmax, log_softmax, cumsum).
+    Along,
+    /// Swaps two dimensions.
+    Transpose,
+    /// Reshapes.
+    Reshape,
+}
+
+impl Func {
+    /// Its family.
+    pub fn family(self) -> Family {
+        use Func::*;
+        match self {
+            Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Clamp => Family::Pointwise,
+            Where => Family::Select,
+            Sum | Mean | Amax | Amin | Logsumexp | Std | Var | Norm => Family::Reduce,
+            Softmax | LogSoftmax | Cumsum => Family::Along,
+            Transpose => Family::Transpose,
+            Reshape => Family::Reshape,
+        }
+    }
+
+    /// How many tensor operands it takes before its parameters.
+    pub fn operands(self) -> usize {
+        match self {
+            Func::Where => 3,
+            _ => 1,
+        }
+    }
+
+    /// Its parameters, in PyTorch's positional order.
+    pub fn params(self) -> &'static [&'static str] {
+        use Func::*;
+        match self {
+            Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Where => &[],
+            Clamp => &["min", "max"],
+            Sum | Mean | Amax | Amin | Logsumexp => &["dim", "keepdim"],
+            Std | Var => &["dim", "keepdim", "correction"],
+            Norm => &["p", "dim", "keepdim"],
+            Softmax | LogSoftmax | Cumsum => &["dim"],
+            Transpose => &["dim0", "dim1"],
+            Reshape => &["shape"],
+        }
+    }
+
+    /// Parameters it cannot do without (PyTorch's required ones).
+    pub fn required(self) -> &'static [&'static str] {
+        match self.family() {
+            Family::Along => &["dim"],
+            Family::Transpose => &["dim0", "dim1"],
+            Family::Reshape => &["shape"],
+            Family::Reduce if self == Func::Logsumexp => &["dim"],
+            Family::Pointwise | Family::Select | Family::Reduce => &[],
+        }
+    }
+
+    /// On autocast's f32 list (PyTorch's `autocast_mode.h`): it computes in f32 under autocast.
+    pub fn f32_under_autocast(self) -> bool {
+        use Func::*;
+        match self {
+            Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum => true,
+            Abs | Sqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Clamp | Where | Mean | Amax | Amin | Std | Var | Transpose | Reshape => false,
+        }
+    }
+
+    /// The function called `name`, or the error naming the nearest one ("did you mean `log`?").
+    pub fn named(name: &str, col: usize) -> Result<Func, Problem> {
+        name.parse().map_err(|_| {
+            let names = Func::VARIANTS.iter().map(|f| <&str>::from(*f));
+            let hint = nearest(name, names).map_or_else(String::new, |n| format!(", did you mean `{n}`?"));
+            Problem { col, message: format!("unknown function `{name}`{hint}") }
+        })
+    }
+}
+
+/// The nearest of `choices` to `wrong`, if one is close: a Damerau–Levenshtein distance of at
+/// most a third of the longer name, and at most 2 (so a one-letter name suggests nothing).
+pub fn nearest<'a>(wrong: &str, choices: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    choices.map(|c| (strsim::damerau_levenshtein(wrong, c), c)).filter(|(d, c)| *d <= (c.len().max(wrong.len()) / 3).min(2)).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+}
+
+/// A constant value: a parameter's or a constant operand's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number.
+    Num(f64),
+    /// `true` or `false`.
+    Bool(bool),
+    /// A tuple of numbers.
+    Tuple(Vec<f64>),
+}
+
+/// The constant `a` stands for, if it is one (numbers, booleans, `consts`, tuples, arithmetic
+/// of them); `Ok(None)` if it reads a tensor.
+pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>, Problem> {
+    let num = |a: &Ast| -> Result<Option<f64>, Problem> {
+        match constant(a, consts)? {
+            Some(Value::Num(v)) => Ok(Some(v)),
+            Some(Value::Bool(_) | Value::Tuple(_)) => Err(Problem { col: a.col, message: format!("`{a}` is not a number") }),
+            None => Ok(None),
+        }
+    };
+    Ok(match &a.kind {
+        Kind::Num(v) => Some(Value::Num(*v)),
+        Kind::Bool(b) => Some(Value::Bool(*b)),
+        Kind::Name(n) => consts.get(n).map(|v| Value::Num(*v)),
+        Kind::Neg(x) => num(x)?.map(|v| Value::Num(-v)),
+        Kind::Bin(op, x, y) => match (num(x)?, num(y)?) {
+            (Some(u), Some(v)) => Some(Value::Num(arith(*op, u, v))),
+            _ => None,
+        },
+        Kind::Call(..) => None,
+        Kind::Tuple(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for it in items {
+                match num(it)? {
+                    Some(v) => out.push(v),
+                    None => return Err(Problem { col: it.col, message: format!("a tuple holds numbers, and `{it}` is a tensor") }),
+                }
+            }
+            Some(Value::Tuple(out))
+        }
+    })
+}
+
+/// `u op v` on numbers, as Python computes it on floats (comparisons give 1 or 0).
+pub fn arith(op: BinOp, u: f64, v: f64) -> f64 {
+    let b = |t: bool| if t { 1.0 } else { 0.0 };
+    match op {
+        BinOp::Add => u + v,
+        BinOp::Sub => u - v,
+        BinOp::Mul | BinOp::MatMul => u * v,
+        BinOp::Div => u / v,
+        BinOp::Pow => u.powf(v),
+        BinOp::Lt => b(u < v),
+        BinOp::Le => b(u <= v),
+        BinOp::Gt => b(u > v),
+        BinOp::Ge => b(u >= v),
+        BinOp::Eq => b(u == v),
+        BinOp::Ne => b(u != v),
+    }
+}
+
+/// A call's parameters, bound.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Params {
+    /// The values by parameter name.
+    pub given: BTreeMap<&'static str, Value>,
+}
+
+impl Params {
+    /// Binds `f`'s parameters from the positional arguments after its operands and the keyword ones.
+    pub fn bind(f: Func, name: &str, col: usize, rest: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<String, f64>) -> Result<Params, Problem> {
+        let names = f.params();
+        if rest.len() > names.len() {
+            return Err(Problem { col: rest[names.len()].col, message: format!("`{name}` takes {} positional argument(s) at most", f.operands() + names.len()) });
+        }
+        let mut given = BTreeMap::new();
+        let keyed = kwargs.iter().map(|(k, v)| (k.as_str(), v));
+        for (key, a) in names.iter().copied().zip(rest).chain(keyed) {
+            let Some(&key) = names.iter().find(|n| **n == key) else {
+                let hint = nearest(key, names.iter().copied()).map_or_else(String::new, |n| format!(", did you mean `{n}`?"));
+                return Err(Problem { col: a.col, message: format!("`{name}` takes no argument `{key}`{hint}") });
+            };
+            let Some(v) = constant(a, consts)? else {
+                return Err(Problem { col: a.col, message: format!("`{key}` of `{name}` must be a constant, and `{a}` reads a tensor") });
+            };
+            if given.insert(key, v).is_some() {
+                return Err(Problem { col: a.col, message: format!("`{name}` gets `{key}` twice") });
+            }
+        }
+        if let Some(missing) = f.required().iter().find(|k| !given.contains_key(*k)) {
+            return Err(Problem { col, message: format!("`{name}` needs `{missing}=`") });
+        }
+        Ok(Params { given })
+    }
+
+    /// Parameter `key` as a number (`None` if absent).
+    pub fn num(&self, key: &str) -> Option<f64> {
+        match self.given.get(key) {
+            Some(Value::Num(v)) => Some(*v),
+            Some(Value::Bool(b)) => Some(f64::from(u8::from(*b))),
+            Some(Value::Tuple(_)) | None => None,
+        }
+    }
+
+    /// Parameter `key` as a flag (`false` if absent).
+    pub fn flag(&self, key: &str) -> bool {
+        match self.given.get(key) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::Num(v)) => *v != 0.0,
+            Some(Value::Tuple(_)) | None => false,
+        }
+    }
+
+    /// Parameter `key` as a list of integers (a number is a list of one; `None` if absent).
+    pub fn ints(&self, key: &str) -> Option<Vec<f64>> {
+        match self.given.get(key) {
+            Some(Value::Num(v)) => Some(vec![*v]),
+            Some(Value::Tuple(t)) => Some(t.clone()),
+            Some(Value::Bool(_)) | None => None,
+        }
+    }
+}

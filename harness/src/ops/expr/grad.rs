@@ -1,0 +1,107 @@
+//! The reductions whose PyTorch backward is not the chain rule of their forward, each a value
+//! computed without a graph and its input's gradient set by hand (`derivatives.yaml`,
+//! `FunctionsManual.cpp`):
+//! - `norm` (p = 2, `norm_backward`): `grad · (x / norm)`, with the quotient 0 where the norm
+//!   is 0, so a zero row gets 0, where `sqrt(sum(x²))`'s chain rule gives NaN;
+//! - `std` (`std_backward`): `var_backward(grad / (2·std))` with 0 where the std is 0;
+//! - `amax`/`amin` (`evenly_distribute_backward`): the gradient shared evenly among the
+//!   elements equal to the extreme (Candle's `max` gives each tie all of it).
+//!
+//! `var` is the chain rule of `sum((x − mean)²) / (n − correction)`, as PyTorch's
+//! `var_backward` (`2 (x − mean) / (n − correction) · grad`).
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use crate::error::Result;
+
+/// A function from the output's gradient (`keepdim`'s shape) to the input's.
+type Backward = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+
+/// `value` (computed from `x` off the graph) as a function of `x` whose backward is `back`.
+fn with_grad(x: &Tensor, value: &Tensor, back: Backward) -> Result<Tensor> {
+    Ok(x.apply_op2(&value.contiguous()?, Override(back))?)
+}
+
+struct Override(Backward);
+
+impl CustomOp2 for Override {
+    fn name(&self) -> &'static str {
+        "expr_reduction"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, s: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("expr_reduction: value must be contiguous") };
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(v[a..b].to_vec()),
+            CpuStorage::F64(v) => CpuStorage::F64(v[a..b].to_vec()),
+            CpuStorage::F16(v) => CpuStorage::F16(v[a..b].to_vec()),
+            CpuStorage::BF16(v) => CpuStorage::BF16(v[a..b].to_vec()),
+            _ => candle_core::bail!("expr_reduction: unsupported dtype"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some((self.0)(grad)?), None))
+    }
+}
+
+/// How many values each output of a reduction over `dims` of `x` reads.
+fn count(x: &Tensor, dims: &[usize]) -> usize {
+    dims.iter().map(|&d| x.dims()[d]).product()
+}
+
+/// `amax` (`max` true) or `amin` over `dims`, kept: ties share the gradient evenly.
+pub fn extreme(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
+    let v = x.detach();
+    let m = extreme_value(&v, dims, max)?;
+    let hit = v.broadcast_eq(&m)?.to_dtype(x.dtype())?;
+    let ties = hit.sum_keepdim(dims)?;
+    let share = hit.broadcast_div(&ties)?;
+    with_grad(x, &m, Arc::new(move |g| share.broadcast_mul(g)))
+}
+
+/// The maximum (`max` true) or minimum of `x` over `dims`, kept, without a gradient of its own.
+pub fn extreme_value(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
+    let mut m = x.detach();
+    for &d in dims {
+        m = if max { m.max_keepdim(d)? } else { m.min_keepdim(d)? };
+    }
+    Ok(m)
+}
+
+/// `var` over `dims` with `correction`, kept: `sum((x − mean)²) / (n − correction)`.
+pub fn variance(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
+    let d = x.broadcast_sub(&x.mean_keepdim(dims)?)?;
+    Ok((d.sqr()?.sum_keepdim(dims)? / (count(x, dims) as f64 - correction))?)
+}
+
+/// `std` over `dims` with `correction`, kept; its gradient is 0 where it is 0 (PyTorch's `std_backward`).
+pub fn std(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
+    let v = x.detach();
+    let s = variance(&v, dims, correction)?.sqrt()?;
+    let dev = v.broadcast_sub(&v.mean_keepdim(dims)?)?;
+    let scale = 2.0 / (count(x, dims) as f64 - correction);
+    let (s2, zero) = ((&s * 2.0)?, s.eq(0.0)?);
+    with_grad(
+        x,
+        &s,
+        Arc::new(move |g| {
+            let q = g.broadcast_div(&s2)?;
+            let q = zero.where_cond(&q.zeros_like()?, &q)?;
+            dev.broadcast_mul(&q)? * scale
+        }),
+    )
+}
+
+/// The 2-norm over `dims`, kept; its gradient is `grad · (x / norm)` with the quotient 0 where
+/// the norm is 0 (a NaN arriving gradient still gives NaN there, as PyTorch's `norm_backward`).
+pub fn norm(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
+    let v = x.detach();
+    let n = v.sqr()?.sum_keepdim(dims)?.sqrt()?;
+    let q = v.broadcast_div(&n)?;
+    let q = n.eq(0.0)?.broadcast_as(q.shape())?.where_cond(&q.zeros_like()?, &q)?;
+    with_grad(x, &n, Arc::new(move |g| q.broadcast_mul(g)))
+}

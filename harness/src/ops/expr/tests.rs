@@ -1,0 +1,196 @@
+//! The expression language against hand arithmetic and PyTorch 2.15's values and gradients.
+// PyTorch's f32 values are quoted as it prints them (their f64 expansions), digits and all.
+#![allow(clippy::excessive_precision)]
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor, Var};
+
+use super::ast::{BinOp, Kind};
+use super::check::Dim;
+use super::*;
+
+fn flat(w: usize) -> Dims {
+    vec![Dim::Batch, Dim::N(w)]
+}
+
+/// `text` over `x` = `values` (one row), its value and the gradient of its sum w.r.t. x, in f32.
+fn run(text: &str, values: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let var = Var::from_tensor(&Tensor::new(values, &Device::Cpu).unwrap().reshape((1, values.len())).unwrap()).unwrap();
+    let x = var.as_tensor().clone();
+    let c = compile(text, &[("x".into(), flat(values.len()))], &BTreeMap::new()).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let y = eval::eval(&c.ir, std::slice::from_ref(&x), candle_core::DType::F32).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gx = g.get(&x).map_or_else(|| vec![0.0; values.len()], |t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), gx)
+}
+
+fn err(text: &str) -> String {
+    compile(text, &[("x".into(), flat(3))], &BTreeMap::from([("eps".to_string(), 1e-12)])).unwrap_err()
+}
+
+#[test]
+fn precedence_is_pythons() {
+    let a = parse::parse("-x**2").unwrap();
+    assert!(matches!(&a.kind, Kind::Neg(inner) if matches!(inner.kind, Kind::Bin(BinOp::Pow, ..))), "{a:?}");
+    assert_eq!(parse::parse("a - b - c").unwrap().to_string(), "(a - b) - c");
+    assert_eq!(parse::parse("a ** b ** c").unwrap().to_string(), "a ** (b ** c)");
+    assert_eq!(parse::parse("2 ** -1 * x").unwrap().to_string(), "(2.0 ** (-1.0)) * x");
+    assert_eq!(parse::parse("a + b * c @ d < e").unwrap().to_string(), "(a + ((b * c) @ d)) < e");
+    assert_eq!(parse::parse("f(a, dim=(0, 1), keepdim=true)").unwrap().to_string(), "f(a, dim=(0.0, 1.0), keepdim=true)");
+}
+
+#[test]
+fn errors_give_the_column_inside_the_expression() {
+    assert_eq!(err("x + log(x) * lgo(x)"), "column 14: unknown function `lgo`, did you mean `log`?");
+    assert_eq!(err("x / (x + epss)"), "column 10: unknown name `epss`, did you mean `eps`? (the expression reads x, and the constants in `consts`)");
+    assert!(err("x + * 2").starts_with("column 5: "), "{}", err("x + * 2"));
+    assert!(err("sum(x, dim=1, keepdims=true)").starts_with("column 24: `sum` takes no argument `keepdims`, did you mean `keepdim`?"), "{}", err("sum(x, dim=1, keepdims=true)"));
+    assert!(err("x < x < x").contains("comparisons do not chain"), "{}", err("x < x < x"));
+    assert!(err("(x + 1").starts_with("column 7: "), "{}", err("(x + 1"));
+    assert_eq!(err("softmax(x)"), "column 1: `softmax` needs `dim=`");
+    assert!(err("sum(x, dim=2)").starts_with("column 1: dimension 2 is out of range"), "{}", err("sum(x, dim=2)"));
+}
+
+#[test]
+fn shapes_broadcast_as_pytorchs() {
+    let d = |t: &str| compile(t, &[("x".into(), flat(3)), ("s".into(), vec![Dim::Batch, Dim::N(2), Dim::N(3)])], &BTreeMap::new()).map(|c| c.ir.dims);
+    assert_eq!(d("x / norm(x, dim=-1, keepdim=true)"), Ok(flat(3)));
+    assert_eq!(d("sum(x, dim=-1)"), Ok(vec![Dim::Batch]));
+    assert_eq!(d("sum(x)"), Ok(vec![]));
+    assert_eq!(d("s * mean(x, dim=0)"), Ok(vec![Dim::Batch, Dim::N(2), Dim::N(3)]));
+    assert!(d("s * x").unwrap_err().contains("(batch, 2, 3) and (batch, 3) do not broadcast"));
+    assert_eq!(d("x @ transpose(x, 0, 1)"), Ok(vec![Dim::Batch, Dim::Batch]));
+    assert!(d("s + transpose(x, 0, 1)").unwrap_err().contains("do not broadcast"));
+    assert_eq!(d("reshape(s, (-1, 6))"), Ok(flat(6)));
+}
+
+/// `(expression, x, value, gradient of the value's sum)`.
+type Row = (&'static str, [f32; 4], &'static [f32], [f32; 4]);
+
+/// The rows:, each row from PyTorch 2.15 in f32
+/// (`torch.tensor([x], requires_grad=True)`, the expression with torch's functions, `.sum().backward()`):
+/// ordinary points and the edges that bite (0, ±inf, NaN, log(0), sqrt(0), x/0, ties, zero rows).
+const PYTORCH: &[Row] = &[
+    ("log(x)", [0.5, 0.0, -1.0, f32::INFINITY], &[-0.6931471824645996, -f32::INFINITY, f32::NAN, f32::INFINITY], [2.0, f32::INFINITY, -1.0, 0.0]),
+    ("log1p(x)", [9.99999993922529e-09, 0.0, -1.0, 2.0], &[9.99999993922529e-09, 0.0, -f32::INFINITY, 1.0986123085021973], [1.0, 1.0, f32::INFINITY, 0.3333333432674408]),
+    ("sqrt(x)", [4.0, 0.0, -1.0, f32::INFINITY], &[2.0, 0.0, f32::NAN, f32::INFINITY], [0.25, f32::INFINITY, f32::NAN, 0.0]),
+    ("rsqrt(x)", [4.0, 0.0, 0.25, f32::INFINITY], &[0.5, f32::INFINITY, 2.0, 0.0], [-0.0625, -f32::INFINITY, -4.0, -0.0]),
+    ("exp(x)", [1.0, 0.0, 89.0, -f32::INFINITY], &[2.7182817459106445, 1.0, f32::INFINITY, 0.0], [2.7182817459106445, 1.0, f32::INFINITY, 0.0]),
+    ("x / 0", [1.0, 0.0, -2.0, f32::INFINITY], &[f32::INFINITY, f32::NAN, -f32::INFINITY, f32::INFINITY], [f32::INFINITY, f32::INFINITY, f32::INFINITY, f32::INFINITY]),
+    ("abs(x)", [-2.0, 0.0, 3.0, -f32::INFINITY], &[2.0, 0.0, 3.0, f32::INFINITY], [-1.0, 0.0, 1.0, -1.0]),
+    ("sigmoid(x)", [0.0, 2.0, -100.0, 100.0], &[0.5, 0.8807970285415649, 0.0, 1.0], [0.25, 0.10499362647533417, 0.0, 0.0]),
+    ("logsigmoid(x)", [0.0, 2.0, -100.0, 100.0], &[-0.6931471824645996, -0.12692801654338837, -100.0, -3.923635700109488e-44], [0.5, 0.11920291930437088, 1.0, 3.783505853677006e-44]),
+    ("tanh(x)", [0.0, 0.5, -20.0, f32::INFINITY], &[0.0, 0.46211716532707214, -1.0, 1.0], [1.0, 0.7864477038383484, 0.0, 0.0]),
+    ("relu(x)", [-1.0, 0.0, 2.0, f32::NAN], &[0.0, 0.0, 2.0, f32::NAN], [0.0, 0.0, 1.0, 1.0]),
+    ("gelu(x)", [-1.0, 0.0, 2.0, 0.5], &[-0.15865525603294373, 0.0, 1.9544997215270996, 0.3457312285900116], [-0.08331543207168579, 0.5, 1.085231900215149, 0.867495059967041]),
+    ("softplus(x)", [-1.0, 0.0, 25.0, -100.0], &[0.3132616877555847, 0.6931471824645996, 25.0, 3.783505853677006e-44], [0.2689414322376251, 0.5, 1.0, 3.783505853677006e-44]),
+    ("clamp(x, min=0, max=1)", [-1.0, 0.0, 0.5, 1.0], &[0.0, 0.0, 0.5, 1.0], [0.0, 0.0, 1.0, 0.0]),
+    ("where(x > 0, sqrt(x), 0)", [-1.0, 0.0, 4.0, 1.0], &[0.0, 0.0, 2.0, 1.0], [f32::NAN, f32::NAN, 0.25, 0.5]),
+    ("where(x > 0, log(x), x)", [-1.0, 0.0, 2.0, 1.0], &[-1.0, 0.0, 0.6931471824645996, 0.0], [1.0, f32::NAN, 0.5, 1.0]),
+    ("x**2 - x*x", [3.0, 0.0, -2.0, 1.5], &[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]),
+    ("-x**2", [3.0, 0.0, -2.0, 1.5], &[-9.0, -0.0, -4.0, -2.25], [-6.0, -0.0, 4.0, -3.0]),
+    ("x ** 0.5", [4.0, 0.0, -1.0, 1.0], &[2.0, 0.0, f32::NAN, 1.0], [0.25, f32::INFINITY, f32::NAN, 0.5]),
+    ("sum(x, dim=-1, keepdim=true) * x", [1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0], [20.0, 20.0, 20.0, 20.0]),
+    ("mean(x)", [1.0, 2.0, 3.0, 4.0], &[2.5], [0.25, 0.25, 0.25, 0.25]),
+    ("amax(x, dim=-1)", [1.0, 3.0, 3.0, 2.0], &[3.0], [0.0, 0.5, 0.5, 0.0]),
+    ("amin(x, dim=-1)", [1.0, 1.0, 3.0, 2.0], &[1.0], [0.5, 0.5, 0.0, 0.0]),
+    ("logsumexp(x, dim=-1)", [1.0, 2.0, 3.0, 4.0], &[4.440189838409424], [0.03205860033631325, 0.08714430779218674, 0.2368827909231186, 0.6439141631126404]),
+    ("logsumexp(x, dim=-1)", [-f32::INFINITY, -f32::INFINITY, -f32::INFINITY, -f32::INFINITY], &[-f32::INFINITY], [f32::NAN, f32::NAN, f32::NAN, f32::NAN]),
+    ("std(x, dim=-1)", [1.0, 2.0, 3.0, 4.0], &[1.29099440574646], [-0.3872983753681183, -0.12909945845603943, 0.12909945845603943, 0.3872983753681183]),
+    ("std(x, dim=-1)", [2.0, 2.0, 2.0, 2.0], &[0.0], [0.0, 0.0, 0.0, 0.0]),
+    ("var(x, dim=-1)", [1.0, 2.0, 3.0, 4.0], &[1.6666666269302368], [-1.0, -0.3333333432674408, 0.3333333432674408, 1.0]),
+    ("norm(x, dim=-1)", [3.0, 4.0, 0.0, 0.0], &[5.0], [0.6000000238418579, 0.800000011920929, 0.0, 0.0]),
+    ("norm(x, dim=-1)", [0.0, 0.0, 0.0, 0.0], &[0.0], [0.0, 0.0, 0.0, 0.0]),
+    ("x / norm(x, dim=-1, keepdim=true)", [0.0, 0.0, 0.0, 0.0], &[f32::NAN, f32::NAN, f32::NAN, f32::NAN], [f32::NAN, f32::NAN, f32::NAN, f32::NAN]),
+    (
+        "softmax(x, dim=-1) * x",
+        [1.0, 2.0, 3.0, 4.0],
+        &[0.032058604061603546, 0.17428864538669586, 0.7106485366821289, 2.5756571292877197],
+        [-0.04785236716270447, -0.04293190687894821, 0.12018182128667831, 0.9706023335456848],
+    ),
+    (
+        "log_softmax(x, dim=-1) * x",
+        [1.0, 2.0, 3.0, 4.0],
+        &[-3.4401895999908447, -4.8803791999816895, -4.320569038391113, -1.7607587575912476],
+        [-2.760775566101074, -1.3116328716278076, -0.8090177774429321, -2.8793323040008545],
+    ),
+    ("cumsum(x, dim=-1) * x", [1.0, 2.0, 3.0, 4.0], &[1.0, 6.0, 18.0, 40.0], [11.0, 12.0, 13.0, 14.0]),
+    ("(x > 1) * x + (x <= 1) * 2", [1.0, 2.0, 0.0, f32::NAN], &[2.0, 2.0, 2.0, f32::NAN], [0.0, 1.0, 0.0, 0.0]),
+];
+
+/// Equal as PyTorch's values are: within 2 ulp-ish relative error, or the same non-finite value.
+fn close(a: f32, b: f32) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-6 * b.abs().max(1e-30)
+}
+
+#[test]
+fn every_function_matches_pytorchs_values_and_gradients() {
+    for (text, x, value, grad) in PYTORCH {
+        let (v, g) = run(text, x);
+        assert!(v.len() == value.len() && v.iter().zip(*value).all(|(a, b)| close(*a, *b)), "{text} at {x:?}: value {v:?}, PyTorch {value:?}");
+        assert!(g.iter().zip(grad).all(|(a, b)| close(*a, *b)), "{text} at {x:?}: gradient {g:?}, PyTorch {grad:?}");
+    }
+}
+
+#[test]
+fn a_focal_loss_expression_matches_pytorch_and_overflows_where_it_does() {
+    // PyTorch 2.15, f32: p = [0.9, 0.2, 0.5] and [0.9, 0.2, 1.0] against y = [1, 0, 0], γ = 2,
+    // `torch.mean(-y*(1-p)**g*torch.log(p)-(1-y)*p**g*torch.log(1-p))` and `.backward()`:
+    // 0.06108871474862099, grad [-0.010727743618190289, 0.046419139951467514, 0.3977157473564148];
+    // at p = 1 with y = 0 the loss is inf and that gradient inf (log(1 − p) = log 0).
+    let spec = crate::scenario::LossSpec {
+        kind: crate::scenario::LossKind::Expr,
+        expr: Some("mean(-y * (1 - p)**gamma * log(p) - (1 - y) * p**gamma * log(1 - p))".into()),
+        consts: BTreeMap::from([("gamma".to_string(), 2.0)]),
+        ..Default::default()
+    };
+    let loss = crate::ops::loss::Loss(spec);
+    let y = Tensor::new(&[[1f32], [0.0], [0.0]], &Device::Cpu).unwrap();
+    for (last, value, grad) in [(0.5f32, 0.06108871474862099f32, 0.3977157473564148f32), (1.0, f32::INFINITY, f32::INFINITY)] {
+        let p = Var::new(&[[0.9f32], [0.2], [last]], &Device::Cpu).unwrap();
+        let l = loss.apply(p.as_tensor(), &y).unwrap();
+        let g = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v = l.to_scalar::<f32>().unwrap();
+        assert!(close(v, value), "{v} vs PyTorch {value}");
+        assert!(close(g[0], -0.010727743618190289) && close(g[1], 0.046419139951467514) && close(g[2], grad), "{g:?}");
+    }
+    assert_eq!(loss.torch_expr(), "torch.mean(((((-y) * ((1.0 - p) ** 2.0)) * torch.log(p)) - (((1.0 - y) * (p ** 2.0)) * torch.log((1.0 - p)))))");
+    let bad = crate::ops::loss::expr::checked(&loss.0, flat(1), flat(1), None);
+    assert!(bad.is_ok());
+    let per_row = crate::scenario::LossSpec { expr: Some("(p - y)**2".into()), ..loss.0.clone() };
+    let e = crate::ops::loss::expr::checked(&per_row, flat(1), flat(1), None).unwrap_err();
+    assert!(e.contains("makes (batch, 1), and a loss is one number"), "{e}");
+}
+
+#[test]
+fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
+    use crate::scenario::{plan, InShape, Init, Input, Layer, ModelSpec};
+    let named = |expr: &str, name: Option<&str>| Layer::Expr(Expr { expr: expr.into(), consts: BTreeMap::new(), name: name.map(Into::into) });
+    let layers = vec![named("x", Some("h")), Layer::Linear(crate::ops::linear::Linear { out: 3, init: None }), named("x * h + sum(h, dim=-1, keepdim=true)", None)];
+    let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None };
+    let p = plan(&spec, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
+    assert_eq!(p.nodes[2].inputs, [Input::Node(1), Input::Node(0)], "the product reads the linear's output and `h`");
+    assert_eq!(p.out, Shape::Flat(3));
+    // A name read before it is given, and a shape that does not broadcast, are plan errors with columns.
+    let spec2 = ModelSpec { layers: vec![named("x * g", None)], ..spec.clone() };
+    let (key, m) = plan(&spec2, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap_err();
+    assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression reads x, and the constants in `consts`)"));
+    let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new(), name: None };
+    assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0.0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
+    assert_eq!((autocast_of("x @ x"), autocast_of("exp(x) @ x"), autocast_of("relu(x)")), (Autocast::Low, Autocast::F32, Autocast::Same));
+}
+
+#[test]
+fn the_fuzz_targets_body_never_panics_on_odd_text() {
+    let deep = format!("{}x{}", "(".repeat(500), ")".repeat(500));
+    let minus = format!("{}x", "-".repeat(3000));
+    let powers = format!("x{}", "**x".repeat(2000));
+    for text in
+        ["", ")", "x +", "sum(x, dim=(0, 1, 2, 3))", "reshape(h, (-1, 6)) @ transpose(x, 0, 1)", "1e999 * x", "f(", "x @ x", "x < x", "ñ + x", &deep, &minus, &powers, "where(x, h, 1)", "norm(x, p=3)"]
+    {
+        let _ = fuzz_one(text);
+    }
+    assert!(fuzz_one("softmax(h, dim=1) * mean(x, dim=0)"));
+    assert!(!fuzz_one(&deep), "500 levels of parentheses are refused");
+}

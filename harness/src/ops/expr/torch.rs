@@ -1,0 +1,61 @@
+//! An expression as PyTorch code for `repro.py`: the same text with each function mapped to
+//! its `torch` or `F` call (parameters written as keywords, integers as integers), constants
+//! written as their values, and comparisons made masks of the main input's dtype, as nanhunt
+//! computes them (`(x > 0).to(x.dtype)`).
+
+use std::collections::BTreeMap;
+
+use super::ast::{Ast, Kind};
+use super::funcs::Func;
+use crate::ops::py;
+
+/// `a` as one Python expression; `main` names the tensor whose dtype masks take (`x`, or `p` in a loss).
+pub fn python(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
+    let go = |b: &Ast| python(b, consts, main);
+    match &a.kind {
+        Kind::Num(v) => py(*v),
+        Kind::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Kind::Name(n) => consts.get(n).map_or_else(|| n.clone(), |v| py(*v)),
+        Kind::Neg(x) => format!("(-{})", go(x)),
+        Kind::Bin(op, x, y) if op.compares() => format!("({} {} {}).to({main}.dtype)", go(x), op.symbol(), go(y)),
+        Kind::Bin(op, x, y) => format!("({} {} {})", go(x), op.symbol(), go(y)),
+        Kind::Tuple(items) => format!("({},)", items.iter().map(go).collect::<Vec<_>>().join(", ")),
+        Kind::Call(name, args, kwargs) => call(name, args, kwargs, consts, main),
+    }
+}
+
+fn call(name: &str, args: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<String, f64>, main: &str) -> String {
+    let Ok(f) = name.parse::<Func>() else { return format!("{name}(...)") };
+    let n = f.operands().min(args.len());
+    let mut parts: Vec<String> = args[..n].iter().map(|a| python(a, consts, main)).collect();
+    if f == Func::Where {
+        if let Some(c) = parts.first_mut() {
+            *c = format!("({c} != 0)");
+        }
+    }
+    let keyed = f.params().iter().map(|k| k.to_string()).zip(&args[n..]).chain(kwargs.iter().map(|(k, v)| (k.clone(), v)));
+    parts.extend(keyed.map(|(k, v)| format!("{k}={}", param(v, consts, main))));
+    let module = match f {
+        Func::Logsigmoid | Func::Gelu | Func::Softplus => "F",
+        _ => "torch",
+    };
+    format!("{module}.{name}({})", parts.join(", "))
+}
+
+/// A parameter's value: integers as Python integers (dimensions), tuples as tuples.
+fn param(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
+    match super::funcs::constant(a, consts) {
+        Ok(Some(super::funcs::Value::Num(v))) => number(v),
+        Ok(Some(super::funcs::Value::Bool(b))) => if b { "True" } else { "False" }.into(),
+        Ok(Some(super::funcs::Value::Tuple(t))) => format!("({},)", t.iter().map(|v| number(*v)).collect::<Vec<_>>().join(", ")),
+        Ok(None) | Err(_) => python(a, consts, main),
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        py(v)
+    }
+}
