@@ -18,6 +18,8 @@ enum Reads {
     Probabilities,
     /// Logits, any real values a sigmoid or softmax is applied to inside the loss.
     Logits,
+    /// As its own expression says: an `expr` loss stands in for no kind and no kind for it.
+    Own,
 }
 
 /// What a loss needs of the targets.
@@ -41,6 +43,7 @@ fn contract(kind: LossKind) -> (Reads, Needs) {
         LossKind::Bce | LossKind::BceTorch => (Reads::Probabilities, Needs::Unit),
         LossKind::BceLogits => (Reads::Logits, Needs::Unit),
         LossKind::CrossEntropy | LossKind::NaiveCrossEntropy => (Reads::Logits, Needs::OneHot),
+        LossKind::Expr => (Reads::Own, Needs::Any),
     }
 }
 
@@ -89,6 +92,9 @@ fn meets(data: &DataSpec, need: Needs) -> bool {
 /// those that read the prediction as it does and whose needs the targets are known to meet.
 pub fn stand_ins(kind: LossKind, data: &DataSpec) -> Vec<LossKind> {
     let reads = contract(kind).0;
+    if reads == Reads::Own {
+        return Vec::new();
+    }
     <LossKind as strum::VariantArray>::VARIANTS.iter().copied().filter(|k| *k != kind && contract(*k).0 == reads && meets(data, contract(*k).1)).collect()
 }
 

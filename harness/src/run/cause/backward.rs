@@ -111,7 +111,8 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
         LossKind::Mse | LossKind::Huber => (2.0 * (pi - yi).abs() > lim.max).then(|| (Rule::Overflow, format!("the gradient 2(p − y) = {} overflows {dt}", crate::human(2.0 * (pi - yi))))),
         LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
             .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
-        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy => None,
+        // An expression's nodes are diagnosed by their own ops, not here.
+        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()
 }

@@ -179,7 +179,7 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
             let reason = format!("(p − y)² overflows {dt} in row {i}: |p − y| = {} is above √max = {}", crate::human((pv[i] - yv[i]).abs()), crate::human(lim.max.sqrt()));
             Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
         }
-        LossKind::Mae | LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy => Ok(None),
+        LossKind::Mae | LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr => Ok(None),
     }
 }
 

@@ -51,9 +51,9 @@ pub(crate) fn train(s: &Scenario, opts: &RunOptions, dev: Device, data: &Dataset
         r.trace_birth(data, plan)?;
     }
     r.explain_chain(data);
+    let op_f64 = r.op_check_of_first();
     let params: Vec<String> = plan.params.iter().map(|p| p.name.clone()).collect();
     let warnings = cause::precursors(s).into_iter().chain(r.margin_warnings()).chain(r.trained.warning(&params)).chain(r.scale_warnings).collect();
-    let op_f64 = r.op_check_of_first();
     let error = r.cut.filter(|_| r.first.is_none());
     Ok(Outcome {
         scenario: s.name.clone(),
