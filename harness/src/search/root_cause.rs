@@ -59,7 +59,8 @@ pub struct Mechanism {
     pub rule: Option<Rule>,
     /// The kind of op that made the first bad value (`linear`, `attention`, `loss`, `update`, `data`, ...).
     pub op: String,
-    /// The knobs the trigger sets, by name (`optimizer.lr`, `data.inject.outlier.train`), sorted.
+    /// The knobs the trigger sets, by name (`optimizer.lr`, `data.inject.outlier.train`), sorted;
+    /// for a divergence, the one knob that drove it (the chain's `driver`).
     pub knobs: Vec<String>,
     /// The precision class.
     pub precision: PrecisionClass,
@@ -74,7 +75,12 @@ impl Mechanism {
     /// recorded, else (a trigger saved before triggers kept one) its finding's.
     pub fn of(f: &Finding, t: &Trigger) -> Mechanism {
         let cause = t.cause.as_ref().map_or(f.cause.as_ref(), Option::as_ref);
-        let mut knobs: Vec<String> = t.mutations.iter().map(knob_name).collect();
+        // A chain is one cause: a divergence groups by the knob that drove it, whatever else
+        // its trigger moved (the members still list every trigger).
+        let mut knobs: Vec<String> = match cause.and_then(|c| c.chain.as_ref()) {
+            Some(chain) => vec![chain.driver().to_string()],
+            None => t.mutations.iter().map(knob_name).collect(),
+        };
         knobs.sort_unstable();
         knobs.dedup();
         let verdict = t.verdict.as_ref().map(|v| v.key());

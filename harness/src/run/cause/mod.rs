@@ -20,7 +20,7 @@ use crate::error::Result;
 pub use crate::ops::diagnosis::Rule;
 pub(crate) use crate::ops::diagnosis::{round, Limits};
 use crate::ops::Facts;
-use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, OptimizerKind, OptimizerSpec, Part, TensorId};
+use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, OptimizerKind, OptimizerSpec, Part, Reduction, TensorId};
 
 mod backward;
 pub(crate) mod chain;
@@ -60,6 +60,21 @@ pub struct Chain {
     /// The bad value's own diagnosis, where a rule explains it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub then: Option<Box<Cause>>,
+}
+
+impl Chain {
+    /// The knob whose setting drove the divergence, as [`chain::chain`] words its trigger: the
+    /// loss's reduction (a loss summed over the batch), the init scale, else the learning rate
+    /// (above its stability bound, or simply large). Root causes group a chain by it.
+    pub fn driver(&self) -> &'static str {
+        if self.trigger.contains("on a loss summed over") {
+            "loss.reduction"
+        } else if self.trigger.starts_with("init scale") {
+            "model.init_scale"
+        } else {
+            "optimizer.lr"
+        }
+    }
 }
 
 /// Facts about one input of the operation.
@@ -175,12 +190,56 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
             Ok(Some(cause(rule, op, reason, inputs(i)?)))
         }
         LossKind::Mse | LossKind::Huber => {
-            let Some(i) = pv.iter().zip(&yv).position(|(p, y)| p.is_finite() && (p - y).abs() > lim.max.sqrt()) else { return Ok(None) };
+            let Some(i) = pv.iter().zip(&yv).position(|(p, y)| p.is_finite() && (p - y).abs() > lim.max.sqrt()) else { return summed(spec, &pv, &yv, op, d, inputs) };
             let reason = format!("(p − y)² overflows {dt} in row {i}: |p − y| = {} is above √max = {}", crate::human((pv[i] - yv[i]).abs()), crate::human(lim.max.sqrt()));
             Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
         }
-        LossKind::Mae | LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr => Ok(None),
+        LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr => Ok(None),
     }
+}
+
+/// A regression loss whose every term is finite but whose reduction overflows. f32 and f64 sum
+/// in their own dtype before a mean divides (PyTorch's CPU `mean` is `sum().div_(n)`), so
+/// `Σ term > max` is `+Inf` for a mean as for a sum; f16 and bf16 sum in f32, so only their sum
+/// overflows (rounded to the dtype), never their mean.
+fn summed(spec: &LossSpec, pv: &[f64], yv: &[f64], op: String, d: DTypeName, inputs: impl Fn(usize) -> Result<Vec<Operand>>) -> Result<Option<Cause>> {
+    if spec.reduction == Reduction::Mean && matches!(d, DTypeName::F16 | DTypeName::Bf16) {
+        return Ok(None);
+    }
+    let delta = spec.delta.unwrap_or(1.0);
+    let (huber, mae) = (spec.kind == LossKind::Huber, spec.kind == LossKind::Mae);
+    let term = |p: f64, y: f64| {
+        let a = (p - y).abs();
+        if huber {
+            if a >= delta {
+                delta * (a - 0.5 * delta)
+            } else {
+                0.5 * a * a
+            }
+        } else if mae {
+            a
+        } else {
+            a * a
+        }
+    };
+    let lim = Limits::of(d);
+    let terms: Vec<f64> = pv.iter().zip(yv).map(|(p, y)| term(*p, *y)).collect();
+    let total: f64 = terms.iter().sum();
+    if !terms.iter().all(|t| t.is_finite() && *t <= lim.max) || total <= lim.max {
+        return Ok(None);
+    }
+    let big = (0..terms.len()).max_by(|a, b| terms[*a].total_cmp(&terms[*b])).unwrap_or(0);
+    let dt: &str = d.into();
+    let then = if spec.reduction == Reduction::Mean { format!(", before the mean divides by {}", terms.len()) } else { String::new() };
+    let reason = format!(
+        "every term is finite, but their sum over {} values is {} (the largest, at flat index {big}, {}), beyond {dt}'s largest value {}{then}",
+        terms.len(),
+        crate::human(total),
+        crate::human(terms[big]),
+        crate::human(lim.max)
+    );
+    Ok(Some(cause(Rule::Overflow, op, reason, inputs(big)?)))
 }
 
 /// A parameter went non-finite in the update. `grad`, `m` and `v` are its gradient and the
@@ -295,5 +354,26 @@ mod tests {
         s.loss.kind = LossKind::Bce;
         s.loss.clamp = Some(1e-4);
         assert!(precursors(&s).iter().any(|w| w.starts_with("loss.clamp = 1e-4: 1 − 1e-4 rounds to 1 in f16")));
+    }
+
+    #[test]
+    fn a_mean_of_squares_whose_sum_overflows_is_an_overflow_of_the_sum() {
+        // f32: four errors of 1e19, each square 1e38 ≤ 3.4e38, their sum 4e38 beyond it (hand
+        // arithmetic); PyTorch 2.15 `F.mse_loss` gives inf here and 2.5e37 at errors of 5e18.
+        let dev = candle_core::Device::Cpu;
+        let p = Tensor::new(&[[1e19f32], [1e19], [-1e19], [-1e19]], &dev).unwrap();
+        let y = Tensor::zeros((4, 1), candle_core::DType::F32, &dev).unwrap();
+        let spec: LossSpec = toml::from_str("kind = \"mse\"").unwrap();
+        let c = loss(&spec, &p, &y, None, DTypeName::F32).unwrap().expect("a rule explains it");
+        assert_eq!(c.rule, Rule::Overflow);
+        assert!(c.reason.contains("sum over 4 values is 4e38") && c.reason.contains("before the mean divides by 4"), "{}", c.reason);
+        assert!(loss(&spec, &(&p / 2.0).unwrap(), &y, None, DTypeName::F32).unwrap().is_none());
+        // f16 sums in f32: errors of 200 give a mean of 40000 in PyTorch 2.15, so no rule; a sum
+        // of four absolute errors of 20000 is 80000 > 65504, inf in PyTorch 2.15's f16 l1_loss.
+        let h = Tensor::new(&[[200f32], [200.0], [-200.0], [-200.0]], &dev).unwrap();
+        assert!(loss(&spec, &h, &y, None, DTypeName::F16).unwrap().is_none());
+        let mae: LossSpec = toml::from_str("kind = \"mae\"\nreduction = \"sum\"").unwrap();
+        let c = loss(&mae, &(h * 100.0).unwrap(), &y, None, DTypeName::F16).unwrap().expect("mae's sum");
+        assert!(c.reason.contains("is 80000") && !c.reason.contains("mean divides"), "{}", c.reason);
     }
 }
