@@ -380,3 +380,22 @@ fn half_pooling_over_large_values_fails_only_where_pytorch_fails() {
         assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{dtype}: {c}");
     }
 }
+
+#[test]
+fn bce_torch_in_f16_agrees_with_pytorch_at_p_0_and_1() {
+    // PyTorch's binary_cross_entropy in f16: EPSILON (1e-12) is 0 there, so its gradient at p = 0 or 1 is
+    // ±inf or 0/0 while its value stays finite. tensorflow#38457 with it and a clamp that rounds to 0 and 1:
+    // the NaN gradients at p = 0 are dropped by the clamp's backward, and both stay finite (nanhunt's
+    // loss was NaN at step 3). A saturated sigmoid: both fail in the sigmoid's output gradient at step 1.
+    let real = std::fs::read_to_string(common::repo().join("scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
+    let text = real.replace("kind = \"bce\"\nclamp = 1e-7\nepsilon = 1e-7", "kind = \"bce_torch\"\nclamp = 2.98e-8");
+    assert_ne!(text, real);
+    let dir = common::tempdir();
+    let c = confirmed(&common::write(dir.path(), "tf38457_bce_torch.toml", &text));
+    assert_eq!((c.verdict, c.loss_differs, c.compared), (TorchVerdict::BothFinite, None, 4), "{c}");
+    let sigmoid = "name = \"saturated\"\n[data]\ninputs = { kind = \"values\", rows = [[-30.0], [30.0]] }\ntargets = { kind = \"values\", values = [1.0, 1.0] }\n[model]\ninit = { kind = \"constant\", value = 1.0 }\nlayers = [{ type = \"linear\", out = 1 }, { type = \"sigmoid\" }]\n[loss]\nkind = \"bce_torch\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nbatch_size = 2\ndtype = \"f16\"\n";
+    let c = confirmed(&common::write(dir.path(), "saturated.toml", sigmoid));
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    let p = c.pytorch.unwrap();
+    assert_eq!((p.step, p.phase, p.tensor.to_string().as_str()), (1, nanhunt::Phase::Backward, "layers.1.sigmoid.output.grad"));
+}

@@ -179,3 +179,37 @@ fn expect_accepts_the_output_gradient_sites_runs_print() {
         assert!(problems.is_empty(), "{f}: {problems:?}");
     }
 }
+
+/// tensorflow#38457's scenario with PyTorch's BCE (`bce_torch`) and a clamp that rounds to 0 and 1
+/// in f16, so the tanh's negative outputs reach the loss as p = 0.
+fn tf38457_bce_torch() -> crate::Scenario {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut s = crate::scenario::load(&root.join("scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
+    s.loss = crate::scenario::LossSpec { kind: crate::scenario::LossKind::BceTorch, clamp: Some(2.98e-8), epsilon: None, ..s.loss };
+    s
+}
+
+#[test]
+fn bce_torch_in_f16_stays_finite_where_pytorch_does() {
+    // At step 3, p = 0 and y = 0: PyTorch's loss is 0 and its gradient 0/0 = NaN (EPSILON is 0 in f16),
+    // which the clamp's backward drops (p came from a tanh below 0). nanhunt's loss was NaN there.
+    // PyTorch 2.15's losses for this scenario (its `export-torch` repro): 3.83984375, 0.2449951171875,
+    // 0, 0.2076416015625.
+    let o = run(&tf38457_bce_torch());
+    assert_eq!(o.outcome, Status::Finite, "{:?}", o.first_nonfinite);
+    let losses: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
+    assert_eq!(losses, [3.83984375, 0.2449951171875, 0.0, 0.2076416015625]);
+}
+
+#[test]
+fn bce_torch_in_f16_fails_in_the_backward_where_pytorch_does() {
+    // sigmoid(−30) = 0 in f16 with y = 1: PyTorch's loss is 100 (the log clamped at −100), mean 50 with
+    // the row sigmoid(30) = 1, y = 1 (loss −0); its gradient is 0.5·(0 − 1)/0 = −inf and, at p = y = 1,
+    // 0/0 = NaN, born in the sigmoid's output gradient at step 1 (PyTorch 2.15 `confirm`: the same site).
+    let s = scenario("[data]\ninputs = { kind = \"values\", rows = [[-30.0], [30.0]] }\ntargets = { kind = \"values\", values = [1.0, 1.0] }\n[model]\ninit = { kind = \"constant\", value = 1.0 }\nlayers = [{ type = \"linear\", out = 1 }, { type = \"sigmoid\" }]\n[loss]\nkind = \"bce_torch\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nbatch_size = 2\ndtype = \"f16\"");
+    let o = run(&s);
+    let f = o.first_nonfinite.unwrap();
+    assert_eq!((f.step, f.phase, f.kind), (1, Phase::Backward, Kind::NegInf));
+    assert_eq!(f.tensor, crate::scenario::TensorId::OutputGrad("layers.1.sigmoid".into()));
+    assert_eq!(o.trace.rows[0].train_loss, 50.0);
+}

@@ -76,6 +76,8 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> + D
     fn exp(self) -> Self;
     /// The natural logarithm (the standard library's: called once per row, not per value).
     fn ln(self) -> Self;
+    /// `ln(1 + x)`, accurate near 0 (the standard library's `ln_1p`, C's `log1p`).
+    fn ln_1p(self) -> Self;
     /// The error function.
     fn erf(self) -> Self;
     /// Neither infinite nor NaN.
@@ -96,6 +98,11 @@ impl Real for f32 {
     #[inline(always)]
     fn ln(self) -> Self {
         f32::ln(self)
+    }
+
+    #[inline(always)]
+    fn ln_1p(self) -> Self {
+        f32::ln_1p(self)
     }
 
     #[inline(always)]
@@ -126,6 +133,11 @@ impl Real for f64 {
     }
 
     #[inline(always)]
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
+    }
+
+    #[inline(always)]
     fn erf(self) -> Self {
         candle_core::cpu::erf::erf_f64(self)
     }
@@ -153,6 +165,11 @@ macro_rules! half_real {
             #[inline(always)]
             fn ln(self) -> Self {
                 <$t>::from_f32(Real::ln(self.to_f32()))
+            }
+
+            #[inline(always)]
+            fn ln_1p(self) -> Self {
+                <$t>::from_f32(f32::ln_1p(self.to_f32()))
             }
 
             #[inline(always)]
