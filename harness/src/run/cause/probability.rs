@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn spec(kind: LossKind, clamp: Option<f64>, epsilon: Option<f64>) -> LossSpec {
-        LossSpec { kind, delta: None, clamp, epsilon, reduction: Reduction::Mean }
+        LossSpec { kind, delta: None, clamp, epsilon, reduction: Reduction::Mean, expr: None, consts: Default::default() }
     }
 
     /// The loss as the runner computes it, as f64.
