@@ -29,6 +29,9 @@ pub enum Rule {
     ZeroTimesInf,
     /// Non-finite values already in the data, before any step.
     DataNotFinite,
+    /// The run diverged first (its weights or its loss grew decades, step after step): the
+    /// non-finite value ends it, and its own diagnosis is the chain's `then`.
+    Divergence,
     /// A learning rate above the stability bound `2/λ` of a linear model on this data.
     LrAboveStabilityBound,
     /// Attention with every key of a query masked: the plain softmax of a row of `-inf` is `0/0`;

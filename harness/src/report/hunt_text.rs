@@ -80,7 +80,8 @@ fn root_cause(c: &RootCause) -> String {
     let m = &c.mechanism;
     let rule: &str = m.rule.map_or("unexplained", |r| r.into());
     let known = if c.known { " [known]" } else { "" };
-    let mut s = format!("  {} ×{:<4} {rule} in {} ({}) ← {}{known}\n", c.signature, c.count, m.op, m.precision.name(), trigger_text(&c.trigger));
+    let at = if m.op == rule { String::new() } else { format!(" in {}", m.op) };
+    let mut s = format!("  {} ×{:<4} {rule}{at} ({}) ← {}{known}\n", c.signature, c.count, m.precision.name(), trigger_text(&c.trigger));
     if let Some(note) = &c.note {
         s += &format!("      {note}\n");
     }

@@ -77,14 +77,16 @@ impl Mechanism {
         let cause = t.cause.as_ref().map_or(f.cause.as_ref(), Option::as_ref);
         // A chain is one cause: a divergence groups by the knob that drove it, whatever else
         // its trigger moved (the members still list every trigger).
-        let mut knobs: Vec<String> = match cause.and_then(|c| c.chain.as_ref()) {
-            Some(chain) => vec![chain.driver().to_string()],
-            None => t.mutations.iter().map(knob_name).collect(),
+        let op = op_kind(cause, &f.location);
+        let mut knobs: Vec<String> = match (cause.and_then(|c| c.chain.as_ref()), cause.and_then(|c| setting(c.rule, &op))) {
+            (Some(chain), _) => vec![chain.driver().to_string()],
+            (None, Some(knob)) => vec![knob.to_string()],
+            (None, None) => t.mutations.iter().map(knob_name).collect(),
         };
         knobs.sort_unstable();
         knobs.dedup();
         let verdict = t.verdict.as_ref().map(|v| v.key());
-        Mechanism { rule: cause.map(|c| c.rule), op: op_kind(cause, &f.location), knobs, precision: PrecisionClass::of(&f.dtype), verdict }
+        Mechanism { rule: cause.map(|c| c.rule), op, knobs, precision: PrecisionClass::of(&f.dtype), verdict }
     }
 
     /// 8 hex digits of the FNV-1a hash of `rule|op|knobs|precision`, then `|verdict` where there
@@ -197,6 +199,35 @@ fn op_kind(cause: Option<&Cause>, at: &Location) -> String {
         tensor_kind(&at.tensor)
     } else {
         node_kind(op)
+    }
+}
+
+/// The setting a rule says the dtype cannot hold, as a knob name, where the op tells which: an
+/// optimizer's or a loss's epsilon that rounds to 0, a loss's clamp whose `1 − ε` rounds to 1.
+/// Such a flip is that setting's: whatever knob pushed the values to it (a larger input, a
+/// larger init) only exposed it, so its root cause groups by the setting.
+fn setting(rule: Rule, op: &str) -> Option<&'static str> {
+    match (rule, op) {
+        (Rule::EpsRoundsToZero, "update" | "optimizer state") => Some("optimizer.eps"),
+        (Rule::EpsRoundsToZero, "loss") => Some("loss.epsilon"),
+        (Rule::OneMinusEpsRoundsToOne, "loss") => Some("loss.clamp"),
+        (
+            Rule::EpsRoundsToZero
+            | Rule::OneMinusEpsRoundsToOne
+            | Rule::Overflow
+            | Rule::LogOfZero
+            | Rule::DivisionByZero
+            | Rule::DerivativeAtZero
+            | Rule::OutsideDomain
+            | Rule::ZeroTimesInf
+            | Rule::DataNotFinite
+            | Rule::Divergence
+            | Rule::LrAboveStabilityBound
+            | Rule::FullyMaskedRow
+            | Rule::LossScaleCollapse
+            | Rule::NoGradient,
+            _,
+        ) => None,
     }
 }
 

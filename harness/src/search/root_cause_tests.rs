@@ -205,18 +205,19 @@ fn findings_and_corpora_written_before_root_causes_load_and_group() {
     let keys: BTreeSet<Key> = groups.iter().map(|g| (g.scenario.clone(), g.mechanism.rule.map(<&str>::from), g.mechanism.op.clone(), knobs(g), g.mechanism.precision)).collect();
     let k = |s: &str, r: Option<Rule>, op: &str, kn: &[&'static str], p| (s.to_string(), r.map(<&str>::from), op.to_string(), kn.to_vec(), p);
     let want: BTreeSet<_> = [
-        k("s000_ex1_bce_mlp", Some(Rule::EpsRoundsToZero), "update", &["train.dtype"], PrecisionClass::LowPrecision),
+        // An eps that rounds to 0 groups by the setting the dtype cannot hold, not by what exposed it.
+        k("s000_ex1_bce_mlp", Some(Rule::EpsRoundsToZero), "update", &["optimizer.eps"], PrecisionClass::LowPrecision),
         k("s000_ex1_bce_mlp", None, "linear", &["model.init_scale", "train.precision"], PrecisionClass::Autocast),
         k("s003_ex1_wide_mlp_adam_fix_clip_norm", Some(Rule::Overflow), "linear", &["train.dtype"], PrecisionClass::LowPrecision),
         k("s003_ex1_wide_mlp_adam_fix_clip_norm", None, "linear", &["train.precision"], PrecisionClass::Autocast),
-        k("s001_ex1_rnn_adam_fix_clip_norm", Some(Rule::EpsRoundsToZero), "update", &["train.dtype"], PrecisionClass::LowPrecision),
+        k("s001_ex1_rnn_adam_fix_clip_norm", Some(Rule::EpsRoundsToZero), "update", &["optimizer.eps"], PrecisionClass::LowPrecision),
     ]
     .into_iter()
     .collect();
     assert_eq!(keys, want);
     let state = State::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-typed-ids")).unwrap();
     assert_eq!(group(&state.findings).len(), 2, "the corpus's two sites are two mechanisms (f16 overflow, autocast gradient)");
-    // A finite base (13 sites, 24 triggers): seven root causes, each one knob or the loss's clamp and epsilon.
+    // A finite base (13 sites, 24 triggers): eight root causes, each one knob or the loss's clamp and epsilon.
     let tf = fixture("before-root-causes/tf38457-findings.jsonl");
     let groups = group(&tf);
     let mut roots: Vec<(Vec<&str>, &str)> = groups.iter().map(|g| (knobs(g), g.mechanism.op.as_str())).collect();
@@ -229,6 +230,9 @@ fn findings_and_corpora_written_before_root_causes_load_and_group() {
         one("data.target_scale", "tanh"),
         (vec!["loss.clamp", "loss.epsilon"], "loss"),
         one("model.init_scale", "loss"),
+        // Adam's eps rounding to 0 in f16, exposed by a trigger that also moved another knob:
+        // keyed by the setting, it is its own root cause, not a member of that knob's.
+        one("optimizer.eps", "update"),
         one("optimizer.lr", "loss"),
     ];
     assert_eq!(roots, want);
@@ -271,4 +275,31 @@ fn known_root_causes_are_marked_and_a_superset_of_one_is_known() {
     other[0].scenario = "t".into();
     assert!(group_known(&now[..1], &other).iter().all(|c| !c.known));
     assert!(group_known(&now[..1], &known).iter().all(|c| c.known));
+}
+
+#[test]
+fn a_setting_the_dtype_cannot_hold_and_a_divergence_group_by_what_drove_them() {
+    // tf38457's clamp: 1 − 1e-7 rounds to 1 in f16, so any knob that saturates the sigmoid
+    // exposes it. Three exposing knobs, one root cause, keyed by the clamp.
+    let loss = at(Phase::Loss, "loss", Kind::Nan);
+    let clamp = || Some(cause(Rule::OneMinusEpsRoundsToOne, "loss (bce)"));
+    let knob = |k: Knob, v: f64| vec![Mutation::new(k, v)];
+    let chain = |trigger: &str| {
+        let c = crate::run::cause::Chain { trigger: trigger.into(), grew: "weights".into(), per_step: 10.0, diverged_at: 2, then: None };
+        Some(Cause { chain: Some(c), ..cause(Rule::Divergence, "divergence") })
+    };
+    let findings = vec![
+        finding("scale", loss.clone(), "f16", vec![(knob(Knob::InitScale, 2.0), 3, clamp())]),
+        finding("lr", loss.clone(), "f16", vec![(knob(Knob::Lr, 0.3), 2, clamp()), (knob(Knob::TargetScale, 150.0), 1, clamp())]),
+        // Two divergences driven by the lr (whatever else moved) and one by a summed loss.
+        finding("d1", at(Phase::Forward, "layers.0.linear.output", Kind::PosInf), "f32", vec![(knob(Knob::Lr, 1.2), 4, chain("lr 1.2"))]),
+        finding("d2", loss.clone(), "f32", vec![(vec![Mutation::new(Knob::Lr, 0.2), Mutation::new(Knob::Epochs, 5u64)], 2, chain("lr 0.2"))]),
+        finding("d3", loss, "f32", vec![(knob(Knob::Lr, 0.2), 1, chain("lr 0.2 on a loss summed over batches of 7 rows (its gradient grows with the rows: lr 1.4 on their mean)"))]),
+    ];
+    let groups = group(&findings);
+    let summary: Vec<(Vec<&str>, usize)> = groups.iter().map(|g| (knobs(g), g.count)).collect();
+    assert_eq!(summary.len(), 3, "{summary:?}");
+    assert!(summary.contains(&(vec!["loss.clamp"], 6)), "{summary:?}");
+    assert!(summary.contains(&(vec!["optimizer.lr"], 6)), "{summary:?}");
+    assert!(summary.contains(&(vec!["loss.reduction"], 1)), "{summary:?}");
 }

@@ -42,8 +42,7 @@ pub(crate) fn chain(s: &Scenario, first: &Location, then: Option<Cause>, growth:
     let reason = format!("{subject} makes the {grew} grow ×{} per step (divergence at step {}); {end} `{}` at step {}{own}", crate::human(growth.per_step), growth.step, first.tensor, first.step);
     let (rule, op) = match &then {
         Some(c) if bounded => (c.rule, format!("divergence ({})", c.op)),
-        Some(c) => (c.rule, "divergence".to_string()),
-        None => (Rule::Overflow, "divergence".to_string()),
+        Some(_) | None => (Rule::Divergence, "divergence".to_string()),
     };
     let then = then.filter(|_| !bounded).map(Box::new);
     Cause { chain: Some(Chain { trigger, grew: grew.into(), per_step: growth.per_step, diverged_at: growth.step, then }), ..cause(rule, op, reason, vec![]) }
