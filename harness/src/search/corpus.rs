@@ -53,7 +53,8 @@ pub struct State {
     pub error_log: Vec<super::errors::ErrorEntry>,
 }
 
-const STATE: &str = "state.json";
+/// The file a campaign's state is saved in.
+pub(super) const STATE: &str = "state.json";
 
 impl State {
     /// Loads a saved state (empty if the directory has none).
@@ -190,12 +191,13 @@ pub fn fold(triggers: &mut Vec<Trigger>, mut t: Trigger) -> Vec<Mutation> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::run::{Kind, Location};
     use crate::scenario::{Knob, Named, Phase};
 
-    fn finding(sig: &str, count: usize, secs: f64) -> Finding {
+    /// A site `sig` with one trigger (`optimizer.lr = 0.5`) hit `count` times, found after `secs`.
+    pub(crate) fn finding(sig: &str, count: usize, secs: f64) -> Finding {
         let trigger = Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, cause: None, built: None };
         Finding {
             scenario: "s".into(),
