@@ -185,7 +185,7 @@ mod tests {
         // The witness takes one of the two places; the best of the rest takes the other.
         let p = prune(&mut st, Cap { max_entries: 2, max_bytes: DEFAULT_MAX_BYTES });
         assert_eq!((st.corpus.clone(), p.witnesses), (vec![mutant(1.0, 0.8), witness.clone()], 1));
-        assert_eq!(st.findings, [finding.clone()], "findings are never touched");
+        assert_eq!(st.findings, std::slice::from_ref(&finding), "findings are never touched");
         // A cap the witness alone passes keeps it, and says the corpus is still over.
         let mut st = State { corpus, findings: vec![finding], ..State::default() };
         let cap = Cap { max_entries: 1, max_bytes: 10 };
