@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use nanhunt::search::{Engine, HuntOptions, Progress, Stage, Target};
 use nanhunt::Reports;
 
@@ -50,6 +51,12 @@ pub(crate) struct Hunt {
     /// Continue the campaign saved in --corpus.
     #[arg(long, requires = "corpus")]
     resume: bool,
+    /// Most mutants the corpus keeps (the best-scored; findings' witnesses always stay). A resumed corpus over it is pruned.
+    #[arg(long, default_value_t = nanhunt::search::DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    corpus_max_entries: usize,
+    /// Most bytes of mutants (their JSON in state.json) the corpus keeps [default: 1 MiB].
+    #[arg(long, default_value_t = nanhunt::search::DEFAULT_MAX_BYTES, value_parser = clap::value_parser!(u64).range(1..), hide_default_value = true)]
+    corpus_max_bytes: u64,
     /// This machine's part of a sharded search, `i/n` (0-based).
     #[arg(long, value_parser = parse_shard, default_value = "0/1")]
     shard: (u64, u64),
@@ -158,6 +165,7 @@ impl Hunt {
             engine: self.engine.into(),
             shard: self.shard,
             corpus: self.corpus.clone(),
+            corpus_cap: nanhunt::search::Cap { max_entries: self.corpus_max_entries, max_bytes: self.corpus_max_bytes },
             out: Some(self.out.clone()),
             first: self.first,
             keep_data: self.keep_data,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use nanhunt::scenario::{LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 
 mod check;
+mod corpus;
 mod fuzz_shrink;
 mod hunt;
 mod margins;
@@ -53,6 +54,9 @@ enum Command {
     Hunt(hunt::Hunt),
     /// How far each knob can move alone before the run goes non-finite; for a failing run, how far it must move to be fixed.
     Margins(margins::MarginsCmd),
+    /// Keep a hunt's corpus bounded: `corpus prune DIR` (0 within its cap, 1 still over it, 2 error).
+    #[command(subcommand)]
+    Corpus(corpus::Corpus),
     /// Merge the findings of several (sharded) hunts into one directory, one per signature.
     Merge(merge::Merge),
     /// Shrink a cargo-fuzz crash input of the `mutations` target and write its report.
@@ -80,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Run(c) => c.exec(&ctx),
         Command::Hunt(c) => c.exec(&ctx),
         Command::Margins(c) => c.exec(&ctx),
+        Command::Corpus(c) => c.exec(),
         Command::Merge(c) => c.exec(),
         Command::FuzzShrink(c) => c.exec(),
         Command::Replay(c) => c.exec(&ctx),

@@ -15,8 +15,15 @@ use crate::error::{Error, Result};
 pub struct Mutant {
     /// Its mutations.
     pub mutations: Vec<Mutation>,
-    /// Its instability score.
+    /// Its instability score: +∞ for a run non-finite but not of the target (`--target nan` meeting
+    /// an Inf), which JSON writes as `null` and which reads back as +∞.
+    #[serde(deserialize_with = "infinite_if_null")]
     pub score: f64,
+}
+
+/// A score: `null` (how serde_json writes +∞) reads as +∞, so such a corpus resumes and prunes.
+fn infinite_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Option::<f64>::deserialize(d).map(|s| s.unwrap_or(f64::INFINITY))
 }
 
 /// A campaign's saved state.
@@ -53,7 +60,8 @@ pub struct State {
     pub error_log: Vec<super::errors::ErrorEntry>,
 }
 
-const STATE: &str = "state.json";
+/// The file a campaign's state is saved in.
+pub(super) const STATE: &str = "state.json";
 
 impl State {
     /// Loads a saved state (empty if the directory has none).
@@ -190,12 +198,13 @@ pub fn fold(triggers: &mut Vec<Trigger>, mut t: Trigger) -> Vec<Mutation> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::run::{Kind, Location};
     use crate::scenario::{Knob, Named, Phase};
 
-    fn finding(sig: &str, count: usize, secs: f64) -> Finding {
+    /// A site `sig` with one trigger (`optimizer.lr = 0.5`) hit `count` times, found after `secs`.
+    pub(crate) fn finding(sig: &str, count: usize, secs: f64) -> Finding {
         let trigger =
             Trigger { mutations: vec![Mutation::new(Knob::Lr, 0.5)], found: vec![], thresholds: vec![], distance: 1.0, count, rows: None, full_step: None, cause: None, verdict: None, built: None };
         Finding {
@@ -244,6 +253,18 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let err = read_findings(&p).unwrap_err().to_string();
         assert!(err.contains("f.jsonl:2:") && err.contains("not a nanhunt finding") && !err.contains("at line 1"), "{err}");
+    }
+
+    #[test]
+    fn an_infinite_score_saved_as_null_loads_back() {
+        // What `hunt --target nan` saved when a mutant went Inf (its score +∞): serde_json writes null.
+        let inf = Mutant { mutations: vec![Mutation::new(Knob::Lr, 0.5)], score: f64::INFINITY };
+        let text = serde_json::to_string(&inf).unwrap();
+        assert!(text.ends_with(r#""score":null}"#), "{text}");
+        let back: Mutant = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.score, f64::INFINITY);
+        let err = serde_json::from_str::<Mutant>(r#"{"mutations":[],"score":"x"}"#).unwrap_err().to_string();
+        assert!(err.contains("invalid type"), "{err}");
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! ([`crate::run::run`]) and shrinking ([`Minimizer`]) are separate. The same
 //! [`Mutation`] type feeds the strategies, the hunt's engines and the cargo-fuzz
 //! targets ([`fuzzing`]). A campaign ([`hunt`]) keeps its state in a corpus
-//! on disk, names each finding by a stable [`signature`], and weighs its
+//! on disk, bounded by a [`Cap`] (`corpus_cap.rs`), names each finding by a stable [`signature`], and weighs its
 //! candidates by their expected cost ([`work`], `cost.rs`).
 
 mod code;
 mod corpus;
+mod corpus_cap;
 mod cost;
 mod errors;
 mod finding;
@@ -28,6 +29,7 @@ mod sweep;
 
 pub use code::{hunt_module, margins_module};
 pub use corpus::{merge, read_findings, write_findings};
+pub use corpus_cap::{entry_bytes, prune_dir, Cap, Pruned, Size, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 pub use cost::{relative, work, DEFER, STEP_ROWS};
 pub use errors::{merge_errors, read_errors, write_errors, ErrorEntry};
 pub use finding::{distance, fnv1a, signature, site_signature, Finding, Pending, Site, Target, Threshold, Trigger};

@@ -14,14 +14,12 @@ use rand_chacha::ChaCha8Rng;
 use crate::run::{Location, Outcome};
 use crate::scenario::{Named, Phase};
 use crate::search::corpus::{covers, fold, same_knobs, Mutant, State};
+use crate::search::corpus_cap::{prune, Cap};
 use crate::search::cost::Deferred;
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
 use crate::search::minimize::{Built, Minimal};
 use crate::search::mutation::Mutation;
 use crate::search::root_cause::group;
-
-/// Most mutants the guided engine's corpus keeps.
-const CORPUS_SIZE: usize = 64;
 
 /// Where a raw flip (its site and knob set) went.
 #[derive(Debug, Clone)]
@@ -66,6 +64,8 @@ struct Inner {
     deferred: Deferred,
     /// How many were put aside, and how many of those have run.
     deferrals: (u64, u64),
+    /// The most the ranked corpus keeps.
+    cap: Cap,
 }
 
 /// What a worker is to run next.
@@ -95,9 +95,10 @@ fn key_of(at: &Location, dtype: &str, candidate: &[Mutation]) -> String {
 }
 
 impl Campaign {
-    /// A campaign continuing `state`: flips it already minimized or parked are known again, so a
-    /// resumed campaign counts their repeats instead of minimizing them anew.
-    pub(super) fn new(state: State) -> Self {
+    /// A campaign continuing `state`, its corpus kept within `cap`: flips it already minimized or
+    /// parked are known again, so a resumed campaign counts their repeats instead of minimizing them anew.
+    pub(super) fn new(mut state: State, cap: Cap) -> Self {
+        prune(&mut state, cap);
         let best = state.corpus.iter().map(|m| m.score).fold(0.0, f64::max);
         let mut seen = HashMap::new();
         for (i, f) in state.findings.iter().enumerate() {
@@ -109,7 +110,7 @@ impl Campaign {
             seen.insert(p.key.clone(), Seen::Pending);
         }
         let groups = group(&state.findings).len();
-        let inner = Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups, deferred: Deferred::default(), deferrals: (0, 0) };
+        let inner = Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups, deferred: Deferred::default(), deferrals: (0, 0), cap };
         Campaign { inner: Mutex::new(inner) }
     }
 
@@ -178,7 +179,7 @@ impl Campaign {
         self.lock().shrink_runs += runs as u64;
     }
 
-    /// Keeps a finite mutant in the ranked corpus.
+    /// Keeps a finite mutant in the ranked corpus, within its cap (the best-scored and the witnesses stay).
     pub(super) fn remember(&self, m: Mutant) {
         let mut g = self.lock();
         g.best = g.best.max(m.score);
@@ -186,8 +187,8 @@ impl Campaign {
             return;
         }
         g.state.corpus.push(m);
-        g.state.corpus.sort_by(|a, b| b.score.total_cmp(&a.score));
-        g.state.corpus.truncate(CORPUS_SIZE);
+        let cap = g.cap;
+        prune(&mut g.state, cap);
     }
 
     /// The guided engine's parent: none one time in five (explore), else a tournament of two among the kept mutants.
@@ -409,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_deferred_candidate_gives_back_its_run_and_comes_back_when_due() {
-        let c = Campaign::new(State::default());
+        let c = Campaign::new(State::default(), Cap::default());
         let costly = vec![Mutation::new(Knob::BatchSize, 1u32)];
         assert_eq!(c.reserve(Some(2), false), Some(Ticket::Fresh(0)));
         c.defer(11.3, costly.clone());
@@ -425,7 +426,7 @@ mod tests {
 
     #[test]
     fn triggers_that_add_knobs_to_another_count_for_it() {
-        let c = Campaign::new(State::default());
+        let c = Campaign::new(State::default(), Cap::default());
         let lr = Mutation::new(Knob::Lr, 1.0);
         let f16 = Mutation::new(Knob::Dtype, DTypeName::F16);
         for muts in [vec![lr.clone(), f16.clone()], vec![lr.clone()], vec![f16.clone()]] {

@@ -148,7 +148,7 @@ mod tests {
         let base = crate::scenario::seed("s000_ex1_bce_mlp");
         let space = Space::of(&base);
         let (strategy, one, corners) = (space.candidate(), space.mutation(), space.corners());
-        let shared = Campaign::new(State::default());
+        let shared = Campaign::new(State::default(), crate::search::Cap::default());
         let opts = HuntOptions { engine: Engine::Property, seed: 9, ..HuntOptions::default() };
         let a: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();
         let b: Vec<_> = (0..20).map(|i| generate(&opts, i, &space, (&strategy, &one, &[]), &shared).0).collect();

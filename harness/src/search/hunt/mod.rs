@@ -154,7 +154,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
     let run_timeout = opts.run_timeout.unwrap_or_else(|| Duration::from_secs_f64((20.0 * base_run.seconds).max(1.0)));
     let search_end = start + opts.budget;
     let clock = Clock { start, search_end, hard_end: search_end + opts.shrink_budget, run_timeout };
-    let campaign = Campaign::new(state);
+    let campaign = Campaign::new(state, opts.corpus_cap);
     let (tx, rx) = mpsc::channel();
     let targets = writer::Targets { corpus: opts.corpus.clone(), out: opts.out.clone(), reporter, known: &opts.known };
     let base_failure = opts.target.site(&base_run);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::search::corpus_cap::Cap;
 use crate::search::finding::{Finding, Target};
 
 /// Which engine produces candidates.
@@ -42,6 +43,8 @@ pub struct HuntOptions {
     pub shard: (u64, u64),
     /// Where the campaign state lives (resumable).
     pub corpus: Option<PathBuf>,
+    /// The most its corpus of mutants keeps (a resumed corpus over it is pruned at once).
+    pub corpus_cap: Cap,
     /// Where `findings.jsonl` goes (reports go where the `Reporter` puts them).
     pub out: Option<PathBuf>,
     /// Stop at the first root cause.
@@ -67,6 +70,7 @@ impl Default for HuntOptions {
             engine: Engine::Guided,
             shard: (0, 1),
             corpus: None,
+            corpus_cap: Cap::default(),
             out: None,
             first: false,
             keep_data: false,
