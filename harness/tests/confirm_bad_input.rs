@@ -182,12 +182,13 @@ fn a_junk_torch_trace_is_an_error() {
         assert_eq!(o.status.code(), Some(2), "{write}: {}{}", stdout(&o), stderr(&o));
         assert!(stderr(&o).contains("trace.torch.csv"), "{write}: {}", stderr(&o));
     }
-    // A whole trace that agrees (seed 002's fix: 10 steps, losses unknown to the fake) is read.
+    // A whole trace (seed 002's fix: 10 steps) is read; its losses of 1 are not nanhunt's, so
+    // both stay finite but part at once: numerics differ, exit 1.
     let rows: String = (1..=10).map(|i| format!("{i},{i},0,1e0\\n")).collect();
     let python = fake(dir.path(), &format!("printf 'step,epoch,fold,train_loss\\n{rows}' > trace.torch.csv\n{finite}"));
     let (o, _) = nanhunt_in(dir.path(), &["confirm", s.to_str().unwrap(), "--python", python.to_str().unwrap()], Duration::from_secs(60));
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("both stay finite (PyTorch fake); losses first differ"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains("numerics differ: both stay finite, but nanhunt and PyTorch fake part within the first 10 steps; losses first differ"), "{}", stdout(&o));
 }
 
 #[test]
