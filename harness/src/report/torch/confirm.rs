@@ -257,7 +257,7 @@ fn compare(o: &Outcome, report: Report, theirs: &[(usize, usize, f64)], tol: f64
             break;
         }
     }
-    let early = loss_differs.is_some_and(|(_, step, a, b)| step <= EARLY_STEPS && !((a - b).abs() <= EARLY_FACTOR * tol * a.abs().max(b.abs())));
+    let early = loss_differs.is_some_and(|(_, step, a, b)| step <= EARLY_STEPS && (a - b).abs() > EARLY_FACTOR * tol * a.abs().max(b.abs()));
     let verdict = if verdict == TorchVerdict::BothFinite && early { TorchVerdict::NumericsDiffer } else { verdict };
     Confirmation { torch: report.torch, verdict, nanhunt: ours, pytorch: report.first, tolerance: tol, loss_differs, compared }
 }
