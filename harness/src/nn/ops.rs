@@ -46,14 +46,10 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     crate::run::kernel::activation::softmax(x).map_err(candle)
 }
 
-/// Softmax over `dim` (`torch.softmax(x, dim)`), as `candle_nn::ops::softmax`: the last
-/// dimension's kernel, the dimension moved there and back.
+/// Softmax over `dim` (`torch.softmax(x, dim)`), as `candle_nn::ops::softmax`, with a backward.
 pub fn softmax<T: Dim>(x: &Tensor, dim: T) -> Result<Tensor> {
-    let (d, last) = (dim.to_index(x.shape(), "softmax")?, x.rank().saturating_sub(1));
-    if d == last {
-        return softmax_last_dim(x);
-    }
-    softmax_last_dim(&x.transpose(d, last)?.contiguous()?)?.transpose(d, last)?.contiguous()
+    let d = dim.to_index(x.shape(), "softmax")?;
+    crate::run::kernel::activation::softmax_along(x, d).map_err(candle)
 }
 
 #[cfg(test)]

@@ -176,14 +176,8 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
 /// softmax, log_softmax or cumsum along `dim`: the maximum subtracted (and held constant) first.
 fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
     match f {
-        Func::Softmax => crate::run::opmath::in_f32(x, |x| {
-            let e = x.broadcast_sub(&x.max_keepdim(dim)?.detach())?.exp()?;
-            Ok(e.broadcast_div(&e.sum_keepdim(dim)?)?)
-        }),
-        Func::LogSoftmax => crate::run::opmath::in_f32(x, |x| {
-            let shifted = x.broadcast_sub(&x.max_keepdim(dim)?.detach())?;
-            Ok(shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(dim)?.log()?)?)
-        }),
+        Func::Softmax => crate::run::kernel::activation::softmax_along(x, dim),
+        Func::LogSoftmax => crate::run::kernel::activation::log_softmax_along(x, dim),
         Func::Cumsum => Ok(x.cumsum(dim)?),
         Func::Abs
         | Func::Exp

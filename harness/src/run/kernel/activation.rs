@@ -1,7 +1,10 @@
 //! Activations whose formulas need more than one Candle operation: softplus
-//! with PyTorch's threshold, and a max-subtracted softmax. (The one-operation
+//! with PyTorch's threshold, and a max-subtracted softmax and log-softmax along
+//! any dimension (the softmax layer, attention, `nanhunt::nn` and expressions
+//! share them). (The one-operation
 //! activations and elementwise functions are applied directly in `mod.rs`.)
 
+use candle_core::shape::Dim;
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
@@ -17,11 +20,25 @@ pub(crate) fn softplus(h: &Tensor) -> Result<Tensor> {
 
 /// Softmax over the last dimension, with the row maximum subtracted first.
 pub(crate) fn softmax(h: &Tensor) -> Result<Tensor> {
+    softmax_along(h, D::Minus1)
+}
+
+/// Softmax over `dim`, its maximum subtracted (and held constant) first.
+pub(crate) fn softmax_along<T: Dim + Copy>(h: &Tensor, dim: T) -> Result<Tensor> {
     // As `torch.softmax`: an f16 or bf16 input is computed in f32 and rounded once.
     crate::run::opmath::in_f32(h, |h| {
-        let max = h.max_keepdim(D::Minus1)?.detach();
+        let max = h.max_keepdim(dim)?.detach();
         let e = h.broadcast_sub(&max)?.exp()?;
-        Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+        Ok(e.broadcast_div(&e.sum_keepdim(dim)?)?)
+    })
+}
+
+/// Log-softmax over `dim`: `x − max − log Σ exp(x − max)`, in f32 for f16 and bf16 as
+/// `torch.log_softmax` computes them.
+pub(crate) fn log_softmax_along<T: Dim + Copy>(h: &Tensor, dim: T) -> Result<Tensor> {
+    crate::run::opmath::in_f32(h, |h| {
+        let shifted = h.broadcast_sub(&h.max_keepdim(dim)?.detach())?;
+        Ok(shifted.broadcast_sub(&shifted.exp()?.sum_keepdim(dim)?.log()?)?)
     })
 }
 
