@@ -1,4 +1,6 @@
-//! Every custom CPU kernel, one file each. The fused kernels of the layers that
+//! Every custom CPU kernel, one file each. The fused recurrent layers (`recurrent`,
+//! the RNN, LSTM and GRU over the whole sequence, their cells' arithmetic in `cells`).
+//! The fused kernels of the layers that
 //! dominate a transformer's step: the dense layer (`linear`, `bias`),
 //! attention's per-head products (`heads`), its masked softmax, GELU, layer
 //! norm and the cross-entropy, each one op forward and one backward (Candle
@@ -32,6 +34,7 @@ pub(crate) mod activation;
 pub(crate) mod bce_torch;
 pub(crate) mod bias;
 pub(crate) mod cast;
+pub(crate) mod cells;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
@@ -41,6 +44,7 @@ pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod pointwise;
 mod real;
+pub(crate) mod recurrent;
 pub(crate) mod relu;
 pub(crate) mod softmax;
 pub(crate) mod update;

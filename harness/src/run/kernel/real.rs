@@ -82,6 +82,10 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> + D
     fn erf(self) -> Self;
     /// Neither infinite nor NaN.
     fn finite(self) -> bool;
+    /// The hyperbolic tangent: the standard library's, as Candle's `tanh` computes it.
+    fn tanh(self) -> Self;
+    /// `1 / (e⁻ˣ + 1)` with the standard library's `exp`, as candle-nn's `sigmoid` computes it.
+    fn sigmoid(self) -> Self;
 }
 
 impl Real for f32 {
@@ -114,6 +118,16 @@ impl Real for f32 {
     fn finite(self) -> bool {
         self.is_finite()
     }
+
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        f32::tanh(self)
+    }
+
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        1.0 / (f32::exp(-self) + 1.0)
+    }
 }
 
 impl Real for f64 {
@@ -145,6 +159,16 @@ impl Real for f64 {
     #[inline(always)]
     fn finite(self) -> bool {
         self.is_finite()
+    }
+
+    #[inline(always)]
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+
+    #[inline(always)]
+    fn sigmoid(self) -> Self {
+        1.0 / (f64::exp(-self) + 1.0)
     }
 }
 
@@ -180,6 +204,16 @@ macro_rules! half_real {
             #[inline(always)]
             fn finite(self) -> bool {
                 self.is_finite()
+            }
+
+            #[inline(always)]
+            fn tanh(self) -> Self {
+                <$t>::from_f32(Real::tanh(self.to_f32()))
+            }
+
+            #[inline(always)]
+            fn sigmoid(self) -> Self {
+                <$t>::from_f32(Real::sigmoid(self.to_f32()))
             }
         }
     };

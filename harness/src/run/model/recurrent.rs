@@ -5,12 +5,41 @@
 //! step at once, then per step the recurrent product, the gates and the state update,
 //! in PyTorch's order of operations), Keras's `activation` and `recurrent_dropout`,
 //! and `return_sequences`.
+//!
+//! On the CPU in f32 and f64 the recurrence after the input projection is one fused op
+//! (`run::kernel::recurrent`), with the same bits; half dtypes (autocast runs the cells on
+//! real half tensors) and other devices compose it from Candle's ops step by step, here.
 
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
 use crate::run::kernel::bias::bias_add;
+use crate::run::kernel::cells::Cell;
+use crate::run::kernel::recurrent::recurrence;
 use crate::scenario::RnnActivation;
+
+/// Whether the fused recurrence takes these tensors: all on the CPU in one of f32 and f64.
+fn fused(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| crate::run::kernel::handles(t) && t.dtype() == ts[0].dtype()) && !composed()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: compose the recurrence from Candle's ops on the CPU too, to compare the two.
+    pub(crate) static COMPOSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test asks for the composed path (see `COMPOSED`).
+#[cfg(test)]
+fn composed() -> bool {
+    COMPOSED.with(std::cell::Cell::get)
+}
+
+/// Outside tests the fused recurrence runs wherever it can.
+#[cfg(not(test))]
+fn composed() -> bool {
+    false
+}
 
 /// A gated RNN's weights `(W_ih, W_hh, b_ih, b_hh)`, stored `(in, gates·H)` and `(H, gates·H)`.
 pub(crate) type Gates<'a> = (&'a Tensor, &'a Tensor, &'a Tensor, &'a Tensor);
@@ -59,6 +88,9 @@ fn output(states: Vec<Tensor>, sequences: bool) -> Result<Tensor> {
 pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih)?;
+    if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
+        return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Lstm(run.activation), run.sequences);
+    }
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
     let mut c = h.clone();
     let mut states = Vec::with_capacity(if run.sequences { seq } else { 1 });
@@ -81,6 +113,9 @@ pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, r
 pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih)?;
+    if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
+        return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Gru(run.activation), run.sequences);
+    }
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
     let mut states = Vec::with_capacity(if run.sequences { seq } else { 1 });
     for t in 0..seq {
@@ -104,6 +139,9 @@ pub(crate) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh:
     let flat = x.reshape((b * seq, f))?;
     let xw = bias_add(&bias_add(&flat.matmul(w_ih)?, b_ih)?, b_hh)?;
     let xw = xw.reshape((b, seq, hidden))?;
+    if fused(&[&xw, w_hh]) {
+        return recurrence(&xw, w_hh, None, None, Cell::Rnn, false);
+    }
     let mut h = xw.narrow(1, 0, 1)?.squeeze(1)?.tanh()?;
     for t in 1..seq {
         h = (xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(w_hh)?)?.tanh()?;
@@ -199,5 +237,146 @@ mod tests {
                 0.02993845364242327,
             ],
         );
+    }
+
+    /// Which layer [`through`] runs.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Rnn,
+        Lstm(RnnActivation),
+        Gru(RnnActivation),
+    }
+
+    /// One layer called directly (fused, or composed with `COMPOSED`) on `(batch, seq, 2)`
+    /// inputs `x[b][t][f] = sx·sin(7b + 3t + f + 0.3)`, weights in nanhunt's layout
+    /// `weight_ih[i][j] = sw·sin(1 + i·gH + j)`, `weight_hh[i][j] = sw·sin(2 + i·gH + j)`,
+    /// `bias_ih[j] = 0.1 cos(3 + j)`, `bias_hh[j] = 0.1 cos(4 + j)`, and the mask `(batch, H)`;
+    /// loss `sum(out²) / 2`. Returns the output and the gradients of x, W_ih, W_hh, b_ih, b_hh.
+    fn through(kind: Kind, dtype: DType, (b, s, h): (usize, usize, usize), (sx, sw): (f64, f64), mask: Option<&[f64]>, sequences: bool) -> Vec<Vec<f64>> {
+        let dev = Device::Cpu;
+        let g = h * match kind {
+            Kind::Rnn => 1,
+            Kind::Lstm(_) => 4,
+            Kind::Gru(_) => 3,
+        };
+        let var = |v: Vec<f64>, shape: &[usize]| candle_core::Var::from_tensor(&Tensor::from_vec(v, shape, &dev).unwrap().to_dtype(dtype).unwrap()).unwrap();
+        let x = var((0..b * s * 2).map(|i| sx * ((i / (2 * s)) as f64 * 7.0 + ((i / 2) % s) as f64 * 3.0 + (i % 2) as f64 + 0.3).sin()).collect(), &[b, s, 2]);
+        let w_ih = var((0..2 * g).map(|k| sw * (1.0 + k as f64).sin()).collect(), &[2, g]);
+        let w_hh = var((0..h * g).map(|k| sw * (2.0 + k as f64).sin()).collect(), &[h, g]);
+        let b_ih = var((0..g).map(|j| 0.1 * (3.0 + j as f64).cos()).collect(), &[g]);
+        let b_hh = var((0..g).map(|j| 0.1 * (4.0 + j as f64).cos()).collect(), &[g]);
+        let m = mask.map(|m| Tensor::from_vec(m.to_vec(), (b, h), &dev).unwrap().to_dtype(dtype).unwrap());
+        let weights = (w_ih.as_tensor(), w_hh.as_tensor(), b_ih.as_tensor(), b_hh.as_tensor());
+        let out = match kind {
+            Kind::Rnn => super::rnn(x.as_tensor(), weights.0, weights.1, weights.2, weights.3, h),
+            Kind::Lstm(activation) => super::lstm(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref() }),
+            Kind::Gru(activation) => super::gru(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref() }),
+        }
+        .unwrap();
+        let grads = (out.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        let mut all = vec![flat(&out)];
+        all.extend([&x, &w_ih, &w_hh, &b_ih, &b_hh].map(|v| flat(grads.get(v.as_tensor()).unwrap())));
+        all
+    }
+
+    /// `through` composed from Candle's ops step by step.
+    fn composed(kind: Kind, dtype: DType, dims: (usize, usize, usize), scales: (f64, f64), mask: Option<&[f64]>, sequences: bool) -> Vec<Vec<f64>> {
+        super::COMPOSED.with(|c| c.set(true));
+        let out = through(kind, dtype, dims, scales, mask, sequences);
+        super::COMPOSED.with(|c| c.set(false));
+        out
+    }
+
+    /// The fused recurrence gives the composed path's bits, forward and every gradient, in
+    /// f32 and f64, for every cell and activation, with and without a recurrent dropout mask,
+    /// the last state or every one; large weights saturate gates and make relu cut.
+    #[test]
+    fn the_fused_recurrence_gives_the_composed_bits() {
+        let (b, s, h) = (3, 7, 5);
+        let mask: Vec<f64> = (0..b * h).map(|i| if i % 3 == 1 { 0.0 } else { 1.0 / 0.7 }).collect();
+        let kinds = [Kind::Rnn, Kind::Lstm(RnnActivation::Tanh), Kind::Lstm(RnnActivation::Relu), Kind::Gru(RnnActivation::Tanh), Kind::Gru(RnnActivation::Relu)];
+        for dtype in [DType::F32, DType::F64] {
+            for (k, kind) in kinds.into_iter().enumerate() {
+                for (scales, masked, sequences) in [((1.0, 0.4), false, false), ((3.0, 1.3), true, true), ((0.5, 2.0), true, false)] {
+                    let m = (masked && k > 0).then_some(mask.as_slice());
+                    let fused = through(kind, dtype, (b, s, h), scales, m, sequences);
+                    let want = composed(kind, dtype, (b, s, h), scales, m, sequences);
+                    for (i, (a, w)) in fused.iter().zip(&want).enumerate() {
+                        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(a), bits(w), "{dtype:?}, kind {k}, {scales:?}, mask {masked}, sequences {sequences}: tensor {i}\n{a:?}\n{w:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn near(got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-14, "[{i}]: {a} vs PyTorch {b}");
+        }
+    }
+
+    /// PyTorch 2.15, f64 (`through`'s values, sw = 0.4; PyTorch's weights are the transposes),
+    /// batch 2, 3 steps, hidden 3: `torch.nn.RNN(2, 3, batch_first=True)` with loss
+    /// `(out[:, -1] ** 2).sum() / 2`; and, with inputs ×3 and the recurrent dropout mask
+    /// `[[2, 0, 2], [0, 2, 2]]` (p = 0.5) on the state fed back, Keras's relu LSTM and GRU
+    /// written out with autograd in PyTorch's gate order (`g = x W_ih + b_ih + (h·m) W_hh + b_hh`,
+    /// `torch.relu` as the activation), loss `(out ** 2).sum() / 2` over every state.
+    #[test]
+    fn fused_gradients_match_pytorch() {
+        let rnn = through(Kind::Rnn, DType::F64, (2, 3, 3), (1.0, 0.4), None, false);
+        near(&rnn[0], &[-0.3842907046035924, -0.3321701095088125, 0.03197768176015403, -0.22743991415635853, -0.15274545269656992, 0.06503675404536972]);
+        near(&rnn[2], &[-0.04053546281243536, -0.22397337184384097, 0.16807486581384293, -0.2469794774129592, -0.6617551599880478, 0.374735327723687]);
+        let w_hh = [
+            0.07398113790961565,
+            -0.06857809743080884,
+            0.07126596987804522,
+            -0.05146062021137955,
+            -0.14214834523674474,
+            0.07222066833615448,
+            -0.1309851649328749,
+            -0.0847331757853185,
+            0.005764975499340979,
+        ];
+        near(&rnn[3], &w_hh);
+        near(&rnn[5], &[-0.7803178990628927, -0.1849964686684143, -0.18782321890552536]);
+        let mask = [2.0, 0.0, 2.0, 0.0, 2.0, 2.0];
+        let lstm = through(Kind::Lstm(RnnActivation::Relu), DType::F64, (2, 3, 3), (3.0, 0.4), Some(&mask), true);
+        near(&lstm[0][12..], &[0.22028565016118537, 1.2106352131733331, 0.5923634229940131, 0.33737381962961754, 0.13538756351712844, 0.1576887874589669]);
+        near(&lstm[1][6..], &[0.451726300194793, 0.46563518565623896, -0.20489360403708654, -0.21280746484540486, -0.006514708360505864, -0.0011455679515318916]);
+        near(&lstm[3][28..], &[0.11423050909422329, 0.06292673054357174, 0.1014593066796605, 0.05183557427003533, 0.045331670114862596, 0.11602039005691207, 0.18211756415880115, 0.09922688184095363]);
+        near(&lstm[5][6..], &[0.2718914234186962, 1.127223523531024, 0.420919670475532, 0.13962222469853233, 0.4233733491015919, 0.14114493180382312]);
+        let gru = through(Kind::Gru(RnnActivation::Relu), DType::F64, (2, 3, 3), (3.0, 0.4), Some(&mask), true);
+        near(&gru[0][..6], &[0.0, 0.0, 0.0, 0.028645666353147553, 0.5501635113286838, 0.5492988411618922]);
+        near(&gru[1][..6], &[0.0, 0.0, 0.37152140300242104, -0.45048140198680187, -0.022160750897666972, 0.02926916386594047]);
+        near(&gru[3][18..], &[0.0008017731282529243, 0.0, 0.0, -0.001105731780756089, 0.0495469382991729, 0.06030042305975428, 0.020317484558355095, 0.0, 0.0]);
+        near(
+            &gru[5],
+            &[
+                -0.0015512305869619094,
+                5.3129833608989846e-05,
+                0.015336976925421741,
+                -0.009516928726226994,
+                -0.0859655525213352,
+                -0.1247576955202462,
+                0.09912824698711832,
+                0.40531632883967805,
+                0.5324692637658565,
+            ],
+        );
+    }
+
+    /// An empty sequence is an error, not a panic.
+    #[test]
+    fn an_empty_sequence_is_an_error() {
+        let dev = Device::Cpu;
+        let gi = Tensor::zeros((2, 0, 8), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((2, 8), DType::F32, &dev).unwrap();
+        let b = Tensor::zeros(8, DType::F32, &dev).unwrap();
+        let cell = crate::run::kernel::cells::Cell::Lstm(RnnActivation::Tanh);
+        let err = crate::run::kernel::recurrent::recurrence(&gi, &w, Some(&b), None, cell, false).unwrap_err().to_string();
+        assert!(err.contains("an empty sequence"), "{err}");
     }
 }

@@ -1,0 +1,203 @@
+//! The arithmetic of the fused recurrent cells (`recurrent.rs` runs them over the
+//! sequence): per step and row, the Elman RNN's, the LSTM's and the GRU's forward,
+//! and their backward through time with PyTorch's formulas.
+//!
+//! Every value is computed with the operations, in the order, that the composed
+//! path (`run::model::recurrent`, Candle's ops and their autograd) uses, so the
+//! two give the same bits: `tanh` and `sigmoid` as Candle's (`Real::tanh`,
+//! `Real::sigmoid`), tanh's gradient as `0 − g·(y² − 1)`, the sigmoid's as
+//! `g·((1 − y)·y)`, relu's as PyTorch's `threshold_backward`, and a state's
+//! gradient summed from its readers in the order Candle's backward visits them
+//! (a GRU's: the next step's `h − n`, its recurrent product, then the output).
+
+use super::Real;
+use crate::scenario::RnnActivation;
+
+/// The cell a fused recurrence computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cell {
+    /// Elman: `h = tanh(xw_t + h W)`, its input holding both biases.
+    Rnn,
+    /// LSTM (`i, f, g, o`) with this activation.
+    Lstm(RnnActivation),
+    /// GRU (`r, z, n`) with this activation.
+    Gru(RnnActivation),
+}
+
+impl Cell {
+    /// Its gates per hidden unit.
+    pub(crate) fn gates(self) -> usize {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm(_) => 4,
+            Cell::Gru(_) => 3,
+        }
+    }
+
+    /// The values per hidden unit a step keeps for the backward, besides its state: an
+    /// LSTM's `i, f, g, o, c`, a GRU's `r, z, n` and the recurrent candidate `(h W + b)ₙ`.
+    pub(crate) fn kept(self) -> usize {
+        match self {
+            Cell::Rnn => 0,
+            Cell::Lstm(_) => 5,
+            Cell::Gru(_) => 4,
+        }
+    }
+}
+
+/// The candidate's activation.
+#[inline(always)]
+fn act<T: Real>(a: RnnActivation, x: T) -> T {
+    match a {
+        RnnActivation::Tanh => x.tanh(),
+        RnnActivation::Relu if x < T::zero() => T::zero(),
+        RnnActivation::Relu => x,
+    }
+}
+
+/// The gradient through [`act`] from its output `y`: Candle's tanh backward, PyTorch's relu's.
+#[inline(always)]
+fn act_grad<T: Real>(a: RnnActivation, g: T, y: T) -> T {
+    match a {
+        RnnActivation::Tanh => tanh_grad(g, y),
+        RnnActivation::Relu if y <= T::zero() => T::zero(),
+        RnnActivation::Relu => g,
+    }
+}
+
+/// `0 − g·(y² − 1)`, as Candle's tanh backward adds it to a zero gradient.
+#[inline(always)]
+fn tanh_grad<T: Real>(g: T, y: T) -> T {
+    T::zero() - g * (y * y - T::one())
+}
+
+/// `g·((1 − y)·y)`, candle-nn's sigmoid backward.
+#[inline(always)]
+fn sigmoid_grad<T: Real>(g: T, y: T) -> T {
+    g * ((T::one() - y) * y)
+}
+
+/// One step of one row: its input gates `x` (`G·H`), its recurrent gates `r` (`G·H`: `h W`
+/// for the RNN, `h W + b` for the gated cells; `None` at the RNN's first step), the previous
+/// state `prev` (`H`) and kept values `before` (an LSTM's cell state at `4H..5H`); writes the
+/// state `h` (`H`) and the kept values `keep`.
+pub(crate) struct Step<'a, T> {
+    pub(crate) x: &'a [T],
+    pub(crate) r: Option<&'a [T]>,
+    pub(crate) prev: Option<&'a [T]>,
+    pub(crate) before: Option<&'a [T]>,
+}
+
+impl<T: Real> Step<'_, T> {
+    /// The forward of `cell` into `h` and `keep`.
+    #[inline(always)]
+    pub(crate) fn forward(&self, cell: Cell, h: &mut [T], keep: &mut [T]) {
+        let n = h.len();
+        let r = |k: usize| self.r.map_or(T::zero(), |r| r[k]);
+        match cell {
+            Cell::Rnn => {
+                for j in 0..n {
+                    h[j] = match self.r {
+                        Some(r) => (self.x[j] + r[j]).tanh(),
+                        None => self.x[j].tanh(),
+                    };
+                }
+            }
+            Cell::Lstm(a) => {
+                for j in 0..n {
+                    let i = (self.x[j] + r(j)).sigmoid();
+                    let f = (self.x[n + j] + r(n + j)).sigmoid();
+                    let g = act(a, self.x[2 * n + j] + r(2 * n + j));
+                    let o = (self.x[3 * n + j] + r(3 * n + j)).sigmoid();
+                    let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
+                    let c = f * c0 + i * g;
+                    h[j] = o * act(a, c);
+                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j], keep[4 * n + j]) = (i, f, g, o, c);
+                }
+            }
+            Cell::Gru(a) => {
+                for j in 0..n {
+                    let rr = (self.x[j] + r(j)).sigmoid();
+                    let z = (self.x[n + j] + r(n + j)).sigmoid();
+                    let hn = r(2 * n + j);
+                    let nn = act(a, self.x[2 * n + j] + rr * hn);
+                    let p = self.prev.map_or(T::zero(), |p| p[j]);
+                    h[j] = nn + z * (p - nn);
+                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j]) = (rr, z, nn, hn);
+                }
+            }
+        }
+    }
+}
+
+/// One step of one row backward: the gradient arriving at its state from the output
+/// (`out`), from the next step's `h − n` (a GRU's) or cell state (an LSTM's; `carry`) and
+/// from the next step's recurrent product (`rec`), with the step's state `h`, previous state
+/// `prev`, kept values `keep` and the previous step's (`before`).
+pub(crate) struct Back<'a, T> {
+    pub(crate) out: Option<&'a [T]>,
+    pub(crate) carry: &'a [T],
+    pub(crate) rec: &'a [T],
+    pub(crate) h: &'a [T],
+    pub(crate) prev: Option<&'a [T]>,
+    pub(crate) keep: &'a [T],
+    pub(crate) before: Option<&'a [T]>,
+}
+
+impl<T: Real> Back<'_, T> {
+    /// The state's gradient: a GRU's from `h − n`, the product, then the output (Candle's
+    /// backward visits the stacked output's `unsqueeze` after the next step's nodes).
+    #[inline(always)]
+    fn dh(&self, cell: Cell, j: usize) -> T {
+        let out = self.out.map_or(T::zero(), |o| o[j]);
+        match cell {
+            Cell::Gru(_) => T::zero() + self.carry[j] + self.rec[j] + out,
+            Cell::Rnn | Cell::Lstm(_) => T::zero() + out + self.rec[j],
+        }
+    }
+
+    /// Writes the input gates' gradient `dx` (`G·H`), the recurrent gates' `dr` (`G·H`) and
+    /// the gradient `carry` passes to the previous step (`H`: an LSTM's cell state's, a GRU's
+    /// through `h − n`).
+    #[inline(always)]
+    pub(crate) fn backward(&self, cell: Cell, dx: &mut [T], dr: &mut [T], carry: &mut [T]) {
+        let n = self.h.len();
+        match cell {
+            Cell::Rnn => {
+                for j in 0..n {
+                    let g = tanh_grad(self.dh(cell, j), self.h[j]);
+                    (dx[j], dr[j]) = (T::zero() + g, g);
+                }
+            }
+            Cell::Lstm(a) => {
+                for j in 0..n {
+                    let dh = self.dh(cell, j);
+                    let k = |q: usize| self.keep[q * n + j];
+                    let (i, f, g, o, c) = (k(0), k(1), k(2), k(3), k(4));
+                    let tc = act(a, c);
+                    let dc = T::zero() + act_grad(a, dh * o, tc) + self.carry[j];
+                    let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
+                    let grads = [sigmoid_grad(dc * g, i), sigmoid_grad(dc * c0, f), act_grad(a, dc * i, g), sigmoid_grad(dh * tc, o)];
+                    for (q, v) in grads.into_iter().enumerate() {
+                        (dx[q * n + j], dr[q * n + j]) = (T::zero() + v, v);
+                    }
+                    carry[j] = dc * f;
+                }
+            }
+            Cell::Gru(a) => {
+                for j in 0..n {
+                    let dh = self.dh(cell, j);
+                    let k = |q: usize| self.keep[q * n + j];
+                    let (r, z, nn, hn) = (k(0), k(1), k(2), k(3));
+                    let p = self.prev.map_or(T::zero(), |p| p[j]);
+                    let dhn = dh * z;
+                    let dn = act_grad(a, (T::zero() + dh) - dhn, nn);
+                    let (dr_, dz) = (sigmoid_grad(dn * hn, r), sigmoid_grad(dh * (p - nn), z));
+                    (dx[j], dx[n + j], dx[2 * n + j]) = (T::zero() + dr_, T::zero() + dz, T::zero() + dn);
+                    (dr[j], dr[n + j], dr[2 * n + j]) = (dr_, dz, dn * r);
+                    carry[j] = dhn;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The fused recurrence of the registry's `rnn`, `lstm` and `gru` on the CPU, in
+//! f32 and f64: one op over the whole sequence, its input projection for every
+//! step computed before it (a Candle product with its own autograd), and a
+//! hand-written backward through time. Per step it makes the recurrent product
+//! with gemm called as Candle's matmul calls it, then each row's cell
+//! (`cells.rs`); it keeps the states and the gates the backward reads, which
+//! runs the steps in reverse with PyTorch's formulas and Candle's order of
+//! additions, so the states and the gradients are the bits of the composed path
+//! (`run::model::recurrent`, which half dtypes and other devices keep).
+//!
+//! Composed, a 100-step sequence was some 20 Candle ops a step each way, every
+//! one allocating its result and, in the backward, a zero gradient to add into.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Storage, Tensor};
+
+use super::cells::{Back, Cell, Step};
+use super::{contiguous, dispatch, Kernel, Real};
+use crate::error::Result;
+
+/// The recurrence of `cell` over its input gates `gi` `(batch, seq, G·H)` with the recurrent
+/// weights `w_hh` `(H, G·H)`, the recurrent bias `b_hh` `(G·H)` (`None` for the RNN, whose
+/// input holds both biases) and the recurrent dropout mask `(batch, H)` on the state fed
+/// back: every state `(batch, seq, H)`, or the last `(batch, H)`. CPU tensors in f32 or f64.
+pub(crate) fn recurrence(gi: &Tensor, w_hh: &Tensor, b_hh: Option<&Tensor>, mask: Option<&Tensor>, cell: Cell, sequences: bool) -> Result<Tensor> {
+    let op = Recurrence { cell, sequences, mask: mask.map(Tensor::contiguous).transpose()?, kept: Mutex::new(None) };
+    let (gi, w) = (gi.contiguous()?, w_hh.contiguous()?);
+    Ok(match b_hh {
+        Some(b) => gi.apply_op3(&w, &b.contiguous()?, op)?,
+        None => gi.apply_op2(&w, op)?,
+    })
+}
+
+/// Batch, steps and hidden size.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    b: usize,
+    s: usize,
+    h: usize,
+}
+
+/// The op: its cell, what it returns, its mask, and what its forward kept for the backward.
+struct Recurrence {
+    cell: Cell,
+    sequences: bool,
+    mask: Option<Tensor>,
+    /// Every state, then every step's kept values, time-major (`(seq, batch, H)` and
+    /// `(seq, batch, kept·H)`), set by the forward.
+    kept: Mutex<Option<Tensor>>,
+}
+
+/// A CPU tensor's storage and layout, or an error naming the op.
+fn cpu(t: &Tensor) -> candle_core::Result<(impl std::ops::Deref<Target = Storage> + '_, &Layout)> {
+    let (s, l) = t.storage_and_layout();
+    if !matches!(&*s, Storage::Cpu(_)) {
+        candle_core::bail!("recurrence: CPU tensors only");
+    }
+    Ok((s, l))
+}
+
+/// The CPU storage behind a guard [`cpu`] checked.
+fn storage(s: &impl std::ops::Deref<Target = Storage>) -> &CpuStorage {
+    match &**s {
+        Storage::Cpu(c) => c,
+        _ => unreachable!("checked by cpu()"),
+    }
+}
+
+impl Recurrence {
+    /// Checks the shapes of the input gates and the weights; the sizes.
+    fn dims(&self, gl: &Layout, wl: &Layout, bias: Option<&Layout>) -> candle_core::Result<Dims> {
+        let (b, s, gh) = gl.shape().dims3()?;
+        let (h, wgh) = wl.shape().dims2()?;
+        let bias_ok = bias.is_none_or(|l| l.shape().elem_count() == gh);
+        if wgh != gh || gh != self.cell.gates() * h || !bias_ok || h == 0 {
+            candle_core::bail!("recurrence: input gates {:?}, weights {:?} for {:?}", gl.shape().dims(), wl.shape().dims(), self.cell);
+        }
+        if s == 0 {
+            candle_core::bail!("recurrence: an empty sequence");
+        }
+        Ok(Dims { b, s, h })
+    }
+
+    fn fwd(&self, inputs: &[(&CpuStorage, &Layout)]) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(inputs[0].1, inputs[1].1, inputs.get(2).map(|i| i.1))?;
+        let guard = self.mask.as_ref().map(cpu).transpose()?;
+        let mask = guard.as_ref().map(|(s, l)| (storage(s), *l));
+        let k = Forward { op: self, d, mask };
+        let (out, kept) = match inputs {
+            [g, w, b] => dispatch(&k, [*g, *w, *b])?,
+            [g, w] => dispatch(&k, [*g, *w])?,
+            _ => candle_core::bail!("recurrence: two or three inputs"),
+        };
+        *self.kept.lock().map_err(|_| candle_core::Error::Msg("recurrence: a poisoned lock".into()))? = Some(kept);
+        let shape: Shape = if self.sequences { (d.b, d.s, d.h).into() } else { (d.b, d.h).into() };
+        Ok((out, shape))
+    }
+
+    /// The gradients of the input gates, the recurrent weights and (gated cells) the bias.
+    fn bwd(&self, gi: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        let kept = self.kept.lock().map_err(|_| candle_core::Error::Msg("recurrence: a poisoned lock".into()))?.clone();
+        let Some(kept) = kept else { candle_core::bail!("recurrence: backward before forward") };
+        let (b, s, _) = gi.dims3()?;
+        let d = Dims { b, s, h: w.dims()[0] };
+        let grad = grad.contiguous()?;
+        let (gs, ks, ws) = (cpu(&grad)?, cpu(&kept)?, cpu(w)?);
+        let guard = self.mask.as_ref().map(cpu).transpose()?;
+        let mask = guard.as_ref().map(|(s, l)| (storage(s), *l));
+        let k = Backward { op: self, d, mask };
+        dispatch(&k, [(storage(&gs.0), gs.1), (storage(&ks.0), ks.1), (storage(&ws.0), ws.1)])
+    }
+}
+
+impl CustomOp2 for Recurrence {
+    fn name(&self) -> &'static str {
+        "recurrence"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, w: &CpuStorage, wl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(&[(g, gl), (w, wl)])
+    }
+
+    fn bwd(&self, gi: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dg, dw, _) = Recurrence::bwd(self, gi, w, grad)?;
+        Ok((Some(dg), Some(dw)))
+    }
+}
+
+impl CustomOp3 for Recurrence {
+    fn name(&self) -> &'static str {
+        "recurrence"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, gl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.fwd(&[(g, gl), (w, wl), (b, bl)])
+    }
+
+    fn bwd(&self, gi: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dg, dw, db) = Recurrence::bwd(self, gi, w, grad)?;
+        Ok((Some(dg), Some(dw), db))
+    }
+}
+
+/// `dst = a · b` for `a` `(m, k)` and `b` `(k, n)` given by their row and column strides,
+/// `dst` row-major: gemm called as Candle's matmul calls it, so the bits are its.
+fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T], usize, usize), b: (&[T], usize, usize), dst: &mut [T]) -> candle_core::Result<()> {
+    let last = |(v, rs, cs): (&[T], usize, usize), rows: usize, cols: usize| rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len();
+    if dst.len() != m * n || !last(a, m, k) || !last(b, k, n) || !matches!(T::DTYPE, candle_core::DType::F32 | candle_core::DType::F64) {
+        candle_core::bail!("recurrence: a product of {m}×{k} by {k}×{n} does not fit");
+    }
+    if m * n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        dst.fill(T::zero());
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the factors' strides stay inside their slices and `dst` holds m·n values (checked
+    // above); gemm takes f32 and f64 (checked above), and writes dst without reading it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.0.as_ptr(),
+            a.2 as isize,
+            a.1 as isize,
+            b.0.as_ptr(),
+            b.2 as isize,
+            b.1 as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// `h ⊙ mask` into `out`, or `h` itself without a mask.
+fn masked<'a, T: Real>(h: &'a [T], mask: Option<&[T]>, out: &'a mut [T]) -> &'a [T] {
+    match mask {
+        Some(m) => {
+            for ((o, a), b) in out.iter_mut().zip(h).zip(m) {
+                *o = *a * *b;
+            }
+            out
+        }
+        None => h,
+    }
+}
+
+/// The mask's slice in `T`, if there is one.
+fn mask_of<'a, T: Real>(mask: Option<(&'a CpuStorage, &Layout)>, len: usize) -> candle_core::Result<Option<&'a [T]>> {
+    let Some((s, l)) = mask else { return Ok(None) };
+    let m = contiguous(T::cpu_storage_as_slice(s)?, l, "recurrence mask")?;
+    if m.len() != len {
+        candle_core::bail!("recurrence: a mask of {} values for {len} states", m.len());
+    }
+    Ok(Some(m))
+}
+
+/// The forward over the whole sequence.
+struct Forward<'a> {
+    op: &'a Recurrence,
+    d: Dims,
+    mask: Option<(&'a CpuStorage, &'a Layout)>,
+}
+
+impl<const N: usize> Kernel<N> for Forward<'_> {
+    /// The output, and the states and kept values for the backward.
+    type Out = (CpuStorage, Tensor);
+
+    fn name(&self) -> &str {
+        "recurrence"
+    }
+
+    fn run<T: Real>(&self, v: [&[T]; N]) -> candle_core::Result<Self::Out> {
+        let (Dims { b, s, h }, cell) = (self.d, self.op.cell);
+        let (gi, w, bias) = (v[0], v[1], v.get(2).copied());
+        let (gh, kh) = (cell.gates() * h, cell.kept() * h);
+        let mask = mask_of::<T>(self.mask, b * h)?;
+        let mut kept = vec![T::zero(); s * b * (h + kh)];
+        let (states, keeps) = kept.split_at_mut(s * b * h);
+        let (mut rec, mut hm, zeros) = (vec![T::zero(); b * gh], vec![T::zero(); b * h], vec![T::zero(); b * h]);
+        for t in 0..s {
+            let (done, now) = states.split_at_mut(t * b * h);
+            let prev = t.checked_sub(1).map(|p| &done[p * b * h..]);
+            // A gated cell multiplies its zero first state too (a weight's inf makes NaN, as in PyTorch).
+            let fed = match (prev, bias) {
+                (Some(p), _) => Some(masked(p, mask, &mut hm)),
+                (None, Some(_)) => Some(&zeros[..]),
+                (None, None) => None,
+            };
+            if let Some(fed) = fed {
+                product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec)?;
+            }
+            if let Some(bias) = bias {
+                for row in rec.chunks_exact_mut(gh) {
+                    for (r, c) in row.iter_mut().zip(bias) {
+                        *r = *r + *c;
+                    }
+                }
+            }
+            let (kdone, know) = keeps.split_at_mut(t * b * kh);
+            for r in 0..b {
+                let step = Step {
+                    x: &gi[(r * s + t) * gh..][..gh],
+                    r: (t > 0 || bias.is_some()).then(|| &rec[r * gh..][..gh]),
+                    prev: prev.map(|p| &p[r * h..][..h]),
+                    before: t.checked_sub(1).map(|p| &kdone[(p * b + r) * kh..][..kh]),
+                };
+                step.forward(cell, &mut now[r * h..][..h], &mut know[r * kh..][..kh]);
+            }
+        }
+        let out = if self.op.sequences {
+            let mut out = vec![T::zero(); b * s * h];
+            for (t, step) in states.chunks_exact(b * h).enumerate() {
+                for (r, row) in step.chunks_exact(h).enumerate() {
+                    out[(r * s + t) * h..][..h].copy_from_slice(row);
+                }
+            }
+            out
+        } else {
+            states[(s - 1) * b * h..].to_vec()
+        };
+        let kept = Tensor::from_vec(kept, s * b * (h + kh), &Device::Cpu)?;
+        Ok((T::to_cpu_storage_owned(out), kept))
+    }
+}
+
+/// The backward through time, from the output's gradient, the kept values and the weights.
+struct Backward<'a> {
+    op: &'a Recurrence,
+    d: Dims,
+    mask: Option<(&'a CpuStorage, &'a Layout)>,
+}
+
+impl Kernel<3> for Backward<'_> {
+    /// The gradients of the input gates, the recurrent weights and (gated cells) the bias.
+    type Out = (Tensor, Tensor, Option<Tensor>);
+
+    fn name(&self) -> &str {
+        "recurrence backward"
+    }
+
+    fn run<T: Real>(&self, [grad, kept, w]: [&[T]; 3]) -> candle_core::Result<Self::Out> {
+        let (Dims { b, s, h }, cell, sequences) = (self.d, self.op.cell, self.op.sequences);
+        let (gh, kh) = (cell.gates() * h, cell.kept() * h);
+        let mask = mask_of::<T>(self.mask, b * h)?;
+        if kept.len() != s * b * (h + kh) || w.len() != h * gh || grad.len() != if sequences { b * s * h } else { b * h } {
+            candle_core::bail!("recurrence backward: sizes do not match the forward's");
+        }
+        let (states, keeps) = kept.split_at(s * b * h);
+        let (mut dgi, mut dw, mut db) = (vec![T::zero(); b * s * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
+        let (mut dr, mut pw, mut sums) = (vec![T::zero(); b * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
+        let (mut carry, mut next_carry) = (vec![T::zero(); b * h], vec![T::zero(); b * h]);
+        let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
+        let mut dx = vec![T::zero(); gh];
+        for t in (0..s).rev() {
+            let prev = t.checked_sub(1).map(|p| &states[p * b * h..][..b * h]);
+            for r in 0..b {
+                let out = match (sequences, t + 1 == s) {
+                    (true, _) => Some(&grad[(r * s + t) * h..][..h]),
+                    (false, true) => Some(&grad[r * h..][..h]),
+                    (false, false) => None,
+                };
+                let back = Back {
+                    out,
+                    carry: &carry[r * h..][..h],
+                    rec: &rec[r * h..][..h],
+                    h: &states[(t * b + r) * h..][..h],
+                    prev: prev.map(|p| &p[r * h..][..h]),
+                    keep: &keeps[(t * b + r) * kh..][..kh],
+                    before: t.checked_sub(1).map(|p| &keeps[(p * b + r) * kh..][..kh]),
+                };
+                back.backward(cell, &mut dx, &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
+                dgi[(r * s + t) * gh..][..gh].copy_from_slice(&dx);
+            }
+            std::mem::swap(&mut carry, &mut next_carry);
+            if cell != Cell::Rnn {
+                // The bias's gradient: this step's column sums, added to the steps' after it.
+                sums.fill(T::zero());
+                for row in dr.chunks_exact(gh) {
+                    for (s, v) in sums.iter_mut().zip(row) {
+                        *s += *v;
+                    }
+                }
+                for (d, v) in db.iter_mut().zip(&sums) {
+                    *d = *d + *v;
+                }
+            }
+            // The weights' gradient `hᵀ · dr`, added to the steps' after it (a gated cell's first
+            // state is zeros, multiplied too); the previous state's `dr · Wᵀ`.
+            let fed = match prev {
+                Some(p) => masked(p, mask, &mut hm),
+                None if cell == Cell::Rnn => continue,
+                None => &zeros[..],
+            };
+            product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw)?;
+            for (d, v) in dw.iter_mut().zip(&pw) {
+                *d = *d + *v;
+            }
+            if prev.is_none() {
+                continue;
+            }
+            product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec)?;
+            if let Some(m) = mask {
+                rec.iter_mut().zip(m).for_each(|(g, m)| *g = *g * *m);
+            }
+        }
+        let cpu = &Device::Cpu;
+        let db = (cell != Cell::Rnn).then(|| Tensor::from_vec(db, gh, cpu)).transpose()?;
+        Ok((Tensor::from_vec(dgi, (b, s, gh), cpu)?, Tensor::from_vec(dw, (h, gh), cpu)?, db))
+    }
+}
