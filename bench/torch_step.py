@@ -22,7 +22,25 @@ script prints one line per model:
 
   torch mlp_small  us_per_step=123.4
 
-Usage: python3 bench/torch_step.py [--steps-small 2000] [--steps-wide 200] [--steps-gpt 200] [--warmup 50]
+With `--family recurrent` it times the recurrent models instead (issue 31), on one
+thread too, one line each (`torch rnn  us_per_step=…`):
+
+  rnn                 nn.RNN(4, 32) over 100 steps, last state -> Linear(32, 1), MSE,
+                      batch 32, SGD (scenarios/real/rnn_sgd_long_sequences.toml)
+  lstm                two stacked nn.LSTM (16 -> 32 -> 32) over 100 steps, last state ->
+                      Linear(32, 1) -> sigmoid, BCE, batch 32, Adam
+                      (scenarios/real/keras13221_lstm_relu_recurrent_dropout_fix_tanh.toml
+                      without its recurrent dropout)
+  lstm_cells          the same written as an nn.LSTMCell loop
+  lstm_cells_dropout  the cell loop with Keras's recurrent dropout 0.2 (one mask per
+                      sequence and layer on the state fed back, drawn every step), which
+                      nn.LSTM cannot do (the scenario as written)
+  gru                 nn.GRU(4, 64) over 30 steps, last state -> Linear(64, 1), MSE, batch
+                      32, SGD (scenarios/layers/gru_unscaled_targets_sgd.toml)
+  lstm_lm             nn.Embedding(64, 64) -> nn.LSTM(64, 128) -> Linear(128, 64) over 32
+                      tokens, next-token cross-entropy, batch 16, Adam
+
+Usage: python3 bench/torch_step.py [--family default|recurrent] [--steps-small 2000] [--steps-wide 200] [--steps-gpt 200] [--warmup 50]
 """
 
 import argparse
@@ -72,6 +90,79 @@ class TinyGpt(nn.Module):
         return self.head(self.ln(self.blocks(self.wte(ids) + self.wpe)))
 
 
+class Stacked(nn.Module):
+    """Two LSTMs (the first returning every state) and a sigmoid head: fused modules, or an
+    LSTMCell loop with Keras's recurrent dropout `p` on the state fed back."""
+
+    def __init__(self, features, hidden, cells, p):
+        super().__init__()
+        self.cells, self.p = cells, p
+        kind = nn.LSTMCell if cells else (lambda i, h: nn.LSTM(i, h, batch_first=True))
+        self.l1, self.l2 = kind(features, hidden), kind(hidden, hidden)
+        self.head = nn.Linear(hidden, 1)
+
+    def loop(self, cell, x):
+        b, s, _ = x.shape
+        h = x.new_zeros(b, cell.hidden_size)
+        c = h
+        mask = torch.bernoulli(torch.full_like(h, 1 - self.p)) / (1 - self.p) if self.p > 0 else None
+        out = []
+        for t in range(s):
+            h, c = cell(x[:, t], (h * mask if mask is not None else h, c))
+            out.append(h)
+        return torch.stack(out, 1)
+
+    def forward(self, x):
+        if self.cells:
+            y = self.loop(self.l2, self.loop(self.l1, x))
+        else:
+            y = self.l2(self.l1(x)[0])[0]
+        return torch.sigmoid(self.head(y[:, -1]))
+
+
+class Last(nn.Module):
+    """A recurrent module's last state through a linear head."""
+
+    def __init__(self, rnn, hidden):
+        super().__init__()
+        self.rnn, self.head = rnn, nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+class LstmLm(nn.Module):
+    def __init__(self, vocab=64, dim=64, hidden=128):
+        super().__init__()
+        self.emb, self.lstm, self.head = nn.Embedding(vocab, dim), nn.LSTM(dim, hidden, batch_first=True), nn.Linear(hidden, vocab)
+
+    def forward(self, ids):
+        return self.head(self.lstm(self.emb(ids))[0])
+
+
+def recurrent(args):
+    """The recurrent models (issue 31), one line each."""
+    steps, warmup = 20, 5
+    x, y = torch.randn(32, 100, 4), torch.randn(32, 1)
+    m = Last(nn.RNN(4, 32, batch_first=True), 32)
+    us = bench(m, nn.MSELoss(), torch.optim.SGD(m.parameters(), lr=1e-3), x, y, warmup, steps * 4)
+    print(f"torch rnn  us_per_step={us:.1f}", flush=True)
+    x, y = torch.randn(32, 100, 16), torch.randint(0, 2, (32, 1)).float()
+    for name, cells, p in [("lstm", False, 0.0), ("lstm_cells", True, 0.0), ("lstm_cells_dropout", True, 0.2)]:
+        m = Stacked(16, 32, cells, p)
+        us = bench(m, nn.BCELoss(), torch.optim.Adam(m.parameters(), lr=1e-3), x, y, warmup, steps)
+        print(f"torch {name}  us_per_step={us:.1f}", flush=True)
+    x, y = torch.randn(32, 30, 4), torch.randn(32, 1)
+    m = Last(nn.GRU(4, 64, batch_first=True), 64)
+    us = bench(m, nn.MSELoss(), torch.optim.SGD(m.parameters(), lr=1e-3), x, y, warmup, steps * 4)
+    print(f"torch gru  us_per_step={us:.1f}", flush=True)
+    ids = torch.randint(0, 64, (16, 33))
+    ce = lambda logits, y: nn.functional.cross_entropy(logits.reshape(-1, 64), y.reshape(-1))
+    m = LstmLm()
+    us = bench(m, ce, torch.optim.Adam(m.parameters(), lr=1e-3), ids[:, :32], ids[:, 1:], warmup, steps * 4)
+    print(f"torch lstm_lm  us_per_step={us:.1f}", flush=True)
+
+
 def bench(model, loss_fn, opt, x, y, warmup, steps):
     """Mean wall-clock microseconds per training step over `steps` steps, after `warmup`."""
 
@@ -97,10 +188,14 @@ def main():
     ap.add_argument("--steps-wide", type=int, default=200, help="timed steps for mlp_wide")
     ap.add_argument("--steps-gpt", type=int, default=200, help="timed steps for tiny_gpt")
     ap.add_argument("--warmup", type=int, default=50, help="untimed warm-up steps per model")
+    ap.add_argument("--family", choices=["default", "recurrent"], default="default", help="which models to time")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    if args.family == "recurrent":
+        recurrent(args)
+        return
 
     # (1) 10-100-1 MLP, sigmoid + BCELoss, batch 32, Adam lr 1e-3 (seed 000 ex1).
     small = nn.Sequential(nn.Linear(10, 100), nn.ReLU(), nn.Linear(100, 1), nn.Sigmoid())

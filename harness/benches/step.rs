@@ -99,6 +99,71 @@ fn torch() -> Option<(f64, f64, f64)> {
     Some((field("mlp_small")?, field("mlp_wide")?, field("tiny_gpt")?))
 }
 
+// ---- Recurrent rows (issue 31): RNN, LSTM with and without recurrent dropout, GRU, and an
+// embedding + LSTM language model, each against PyTorch eager on one thread
+// (`bench/torch_step.py --family recurrent`).
+
+/// A bundled scenario's text with `from` replaced by `to`, parsed.
+fn edited(dir: &str, name: &str, from: &str, to: &str) -> Scenario {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(dir).join(format!("{name}.toml"));
+    let text = std::fs::read_to_string(&p).expect("bundled scenario").replace(from, to);
+    nanhunt::scenario::from_str(&text, name).expect("edited scenario")
+}
+
+/// Embedding 64 → LSTM 128 (every state) → linear 64 over the tiny GPT's tokens (vocab 64,
+/// sequence 32, batch 16, next-token cross-entropy), Adam.
+const LSTM_LM: &str = r#"
+name = "lstm_lm"
+seed = 0
+[data]
+n = 256
+seq_len = 32
+inputs = { kind = "tokens", vocab = 64 }
+targets = { kind = "next_token" }
+[model]
+layers = [{ type = "embedding", dim = 64 }, { type = "lstm", hidden = 128, return_sequences = true }, { type = "linear", out = 64 }]
+[loss]
+kind = "cross_entropy"
+[optimizer]
+kind = "adam"
+lr = 1e-3
+[train]
+epochs = 2
+batch_size = 16
+"#;
+
+/// PyTorch's µs per step for the recurrent rows, by field name, if `NANHUNT_TORCH_PYTHON` is set.
+fn torch_recurrent() -> Option<String> {
+    let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_step.py");
+    let out = std::process::Command::new(python).arg(script).args(["--family", "recurrent"]).output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The recurrent table: nanhunt with the watch off and on beside PyTorch's fused module and,
+/// for the LSTMs, PyTorch's `LSTMCell` loop (which recurrent dropout needs there).
+fn recurrent_table(us: &dyn Fn(f64) -> String) {
+    let text = torch_recurrent().unwrap_or_default();
+    let field = |model: &str| text.lines().find(|l| l.split_whitespace().nth(1) == Some(model))?.split("us_per_step=").nth(1)?.trim().parse::<f64>().ok();
+    let lstm = |p: &str| edited("real", "keras13221_lstm_relu_recurrent_dropout_fix_tanh", "recurrent_dropout = 0.2", &format!("recurrent_dropout = {p}"));
+    let rows = [
+        ("Elman RNN 4→32, 100 steps, batch 32, SGD", load("rnn_sgd_long_sequences"), "rnn", None, 4, 24),
+        ("2 LSTMs 16→32→32, 100 steps, batch 32, Adam", lstm("0.0"), "lstm", Some("lstm_cells"), 2, 10),
+        ("the same with recurrent dropout 0.2", lstm("0.2"), "lstm", Some("lstm_cells_dropout"), 2, 10),
+        ("GRU 4→64, 30 steps, batch 32, SGD", edited("layers", "gru_unscaled_targets_sgd", "lr = 1.0", "lr = 0.001"), "gru", None, 4, 24),
+        ("embedding 64 → LSTM 128 → linear 64, 32 tokens, batch 16, Adam", nanhunt::scenario::from_str(LSTM_LM, "lstm_lm").expect("the LM scenario"), "lstm_lm", None, 4, 24),
+    ];
+    println!("| recurrent model | PyTorch fused module | PyTorch cell loop | nanhunt watch off | nanhunt watch on | watch cost | watch on vs fused | watch on vs cell loop |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (label, s, fused, cells, short, long) in rows {
+        let (off, on) = us_per_step(&s, short, long, 5);
+        let col = |t: Option<f64>| t.map_or(("-".to_string(), "-".to_string()), |t| (us(t), format!("{:.2}×", t / on)));
+        let ((f, fr), (c, cr)) = (col(field(fused)), col(cells.and_then(field)));
+        println!("| {label} | {f} | {c} | {} | {} | {:.1}% | {fr} | {cr} |", us(off), us(on), (on / off - 1.0) * 100.0);
+    }
+    println!();
+}
+
 fn main() {
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
@@ -118,6 +183,7 @@ fn main() {
         println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
     }
     println!();
+    recurrent_table(&us);
     // Mixed precision: autocast over f32 master weights (amp_f16 with its GradScaler, as it is
     // run; bf16 needs none), against the same model in f32.
     println!("| tiny GPT, watch on | f32 | amp_bf16 | amp_f16 + GradScaler | amp_bf16 vs f32 |");
@@ -142,7 +208,7 @@ fn main() {
     println!();
     println!("| hunt (1 worker, 10 s) | runs per second | one run | its setup (1 step) |");
     println!("|---|---:|---:|---:|");
-    for name in ["s002_ex1_linreg_sgd_fix_standardize", "s000_ex1_bce_mlp"] {
+    for name in ["s002_ex1_linreg_sgd_fix_standardize", "s000_ex1_bce_mlp", "rnn_sgd_long_sequences"] {
         let s = load(name);
         let (run, setup) = run_ms(&s);
         println!("| {name} | {:.0} | {run:.3} ms | {setup:.3} ms |", hunt_rate(&s, 10));

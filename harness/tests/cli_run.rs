@@ -87,6 +87,38 @@ fn trace_is_bit_identical_at_one_and_two_threads() {
     }
 }
 
+/// The fused recurrent layers (issue 31) at 1 and 2 threads: the Elman RNN over 100 steps, a
+/// GRU, stacked relu LSTMs with recurrent dropout (NaN at step 8, the trace up to it), and
+/// stacked GRUs with recurrent dropout returning every state.
+#[test]
+fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
+    let dir = tempdir();
+    let gru_dropout = dir.path().join("gru_dropout.toml");
+    let text = std::fs::read_to_string(repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml")).unwrap().replace(
+        r#"{ type = "gru", hidden = 64 },"#,
+        r#"{ type = "gru", hidden = 64, recurrent_dropout = 0.3, return_sequences = true }, { type = "gru", hidden = 16, activation = "relu", recurrent_dropout = 0.3 },"#,
+    );
+    std::fs::write(&gru_dropout, text).unwrap();
+    let paths = [
+        repo().join("scenarios/real/rnn_sgd_long_sequences.toml"),
+        repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml"),
+        repo().join("scenarios/real/keras13221_lstm_relu_recurrent_dropout.toml"),
+        gru_dropout,
+    ];
+    for path in paths {
+        let traces: Vec<Vec<u8>> = ["1", "2"]
+            .map(|threads| {
+                let t = dir.path().join(format!("{threads}.csv"));
+                let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap()]);
+                assert!(out.status.code().is_some(), "{}{}", stdout(&out), stderr(&out));
+                std::fs::read(&t).unwrap()
+            })
+            .into();
+        assert!(traces[0].len() > 100, "{path:?}");
+        assert_eq!(traces[0], traces[1], "{path:?}: trace differs between 1 and 2 threads");
+    }
+}
+
 #[test]
 fn a_run_whose_scaler_skipped_steps_says_which() {
     // pytorch#111739: the first scale 65536 turns a gradient of ±1 into ±inf in f16, so step 1

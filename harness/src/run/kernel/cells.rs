@@ -35,11 +35,11 @@ impl Cell {
     }
 
     /// The values per hidden unit a step keeps for the backward, besides its state: an
-    /// LSTM's `i, f, g, o, c`, a GRU's `r, z, n` and the recurrent candidate `(h W + b)ₙ`.
+    /// LSTM's `i, f, g, o, c` and `act(c)`, a GRU's `r, z, n` and the recurrent candidate `(h W + b)ₙ`.
     pub(crate) fn kept(self) -> usize {
         match self {
             Cell::Rnn => 0,
-            Cell::Lstm(_) => 5,
+            Cell::Lstm(_) => 6,
             Cell::Gru(_) => 4,
         }
     }
@@ -111,8 +111,9 @@ impl<T: Real> Step<'_, T> {
                     let o = (self.x[3 * n + j] + r(3 * n + j)).sigmoid();
                     let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
                     let c = f * c0 + i * g;
-                    h[j] = o * act(a, c);
-                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j], keep[4 * n + j]) = (i, f, g, o, c);
+                    let tc = act(a, c);
+                    h[j] = o * tc;
+                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j], keep[4 * n + j], keep[5 * n + j]) = (i, f, g, o, c, tc);
                 }
             }
             Cell::Gru(a) => {
@@ -173,8 +174,7 @@ impl<T: Real> Back<'_, T> {
                 for j in 0..n {
                     let dh = self.dh(cell, j);
                     let k = |q: usize| self.keep[q * n + j];
-                    let (i, f, g, o, c) = (k(0), k(1), k(2), k(3), k(4));
-                    let tc = act(a, c);
+                    let (i, f, g, o, tc) = (k(0), k(1), k(2), k(3), k(5));
                     let dc = T::zero() + act_grad(a, dh * o, tc) + self.carry[j];
                     let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
                     let grads = [sigmoid_grad(dc * g, i), sigmoid_grad(dc * c0, f), act_grad(a, dc * i, g), sigmoid_grad(dh * tc, o)];
