@@ -247,7 +247,7 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
             if let Some(bias) = bias {
                 for row in rec.chunks_exact_mut(gh) {
                     for (r, c) in row.iter_mut().zip(bias) {
-                        *r = *r + *c;
+                        *r += *c;
                     }
                 }
             }
@@ -336,7 +336,7 @@ impl Kernel<3> for Backward<'_> {
                     }
                 }
                 for (d, v) in db.iter_mut().zip(&sums) {
-                    *d = *d + *v;
+                    *d += *v;
                 }
             }
             // The weights' gradient `hᵀ · dr`, added to the steps' after it (a gated cell's first
@@ -348,14 +348,14 @@ impl Kernel<3> for Backward<'_> {
             };
             product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw)?;
             for (d, v) in dw.iter_mut().zip(&pw) {
-                *d = *d + *v;
+                *d += *v;
             }
             if prev.is_none() {
                 continue;
             }
             product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec)?;
             if let Some(m) = mask {
-                rec.iter_mut().zip(m).for_each(|(g, m)| *g = *g * *m);
+                rec.iter_mut().zip(m).for_each(|(g, m)| *g *= *m);
             }
         }
         let cpu = &Device::Cpu;
