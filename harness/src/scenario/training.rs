@@ -237,6 +237,11 @@ fn div_param_growth() -> f64 {
 }
 
 impl LossKind {
+    /// Whether the loss reads named constants from `consts` (`loss.consts.<name>` knobs).
+    pub fn takes_consts(self) -> bool {
+        matches!(self, LossKind::Expr)
+    }
+
     /// Whether the loss takes `epsilon` (inside its log, or in a ratio's denominator).
     pub fn takes_epsilon(self) -> bool {
         matches!(self, LossKind::Bce | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio)
