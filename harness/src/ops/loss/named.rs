@@ -197,8 +197,8 @@ mod tests {
         let y = Tensor::new(&[[1.0f32], [1.0]], &Device::Cpu).unwrap();
         let l = Loss(spec(LossKind::Focal, &[("gamma", 0.5)], Reduction::Mean)).apply(p.as_tensor(), &y).unwrap();
         let g = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(g[0].is_nan() && (g[1] - -0.05951070785522461).abs() < 1e-6, "{g:?}");
-        assert!((l.to_scalar::<f32>().unwrap() - 0.061266131699085236).abs() < 1e-6);
+        assert!(g[0].is_nan() && (f64::from(g[1]) - -0.05951070785522461).abs() < 1e-6, "{g:?}");
+        assert!((f64::from(l.to_scalar::<f32>().unwrap()) - 0.061266131699085236).abs() < 1e-6);
     }
 
     #[test]
