@@ -107,13 +107,13 @@ fn table(m: &Margins) -> String {
         None => format!("`{}` stays finite as written; each knob alone, the nearest value that flips it:\n", m.scenario),
     };
     // The knob column is as wide as its longest name (`train.loss_scale.growth_interval`).
-    let w = m.knobs.iter().map(|k| k.knob.to_string().chars().count()).max().unwrap_or(0).max(22);
+    let w = m.knobs.iter().map(|k| k.label().chars().count()).max().unwrap_or(0).max(22);
     s += &format!("  {:<w$} {:>10}  {:<34} {}\n", "knob", "base", "below", "above");
     for k in &m.knobs {
         let base = if k.scale == Scale::Complement { human_near_one(k.base) } else { human(k.base) };
         let below = side(k, k.lower.as_ref(), k.lower_unsearched.as_ref(), k.lower_growing.as_ref(), failing, true);
         let above = side(k, k.upper.as_ref(), k.upper_unsearched.as_ref(), k.upper_growing.as_ref(), failing, false);
-        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.knob.to_string(), base, below, above);
+        s += &format!("  {:<w$} {:>10}  {:<34} {}\n", k.label(), base, below, above);
     }
     for c in &m.categorical {
         let effect = match (&c.unsearched, c.flips != failing, failing) {
@@ -125,7 +125,7 @@ fn table(m: &Margins) -> String {
         s += &format!("  {} = {}: {effect}\n", c.knob, c.value);
     }
     for (k, g) in m.knobs.iter().flat_map(|k| [(k, &k.lower_growing), (k, &k.upper_growing)]).filter_map(|(k, g)| Some((k, g.as_ref()?))) {
-        s += &format!("* {} = {}: {}, so it only delays the failure\n", k.knob, human(g.at), g.why);
+        s += &format!("* {} = {}: {}, so it only delays the failure\n", k.label(), human(g.at), g.why);
     }
     if m.knobs.iter().flat_map(|k| [&k.lower, &k.upper]).flatten().any(|b| !b.verified) {
         s += "(unverified): the threshold was not confirmed by running both of its sides again (changed at it, unchanged 1% back towards the base): time ran out while refining it, or a run near it timed out or could not run; raise --time (or --run-timeout) to verify it\n";
@@ -143,7 +143,7 @@ mod tests {
     use nanhunt::scenario::Knob;
 
     fn knob(knob: Knob, lower: Option<Bound>, lower_growing: Option<Growing>) -> KnobMargin {
-        KnobMargin { knob, scale: Scale::Log, base: 0.01, lower, upper: None, lower_unsearched: None, upper_unsearched: None, lower_growing, upper_growing: None }
+        KnobMargin { knob, constant: None, scale: Scale::Log, base: 0.01, lower, upper: None, lower_unsearched: None, upper_unsearched: None, lower_growing, upper_growing: None }
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>, opts: &MarginOptions) -
         let Some(&want) = min.get(&k.knob) else { continue };
         for (side, b, unsearched) in [("below", &k.lower, &k.lower_unsearched), ("above", &k.upper, &k.upper_unsearched)] {
             if let Some(why) = unsearched {
-                return Verdict::Error(format!("min_margin: the margin of `{}` {side} its base {} was not measured ({why})", k.knob, crate::human(k.base)));
+                return Verdict::Error(format!("min_margin: the margin of `{}` {side} its base {} was not measured ({why})", k.label(), crate::human(k.base)));
             }
             // No threshold on a side searched as far as the margin asks: it holds there.
             let Some(b) = b else { continue };
@@ -220,7 +220,7 @@ fn margins_hold(s: &Scenario, min: &BTreeMap<Knob, f64>, opts: &MarginOptions) -
             if got < want {
                 return Verdict::Fail(format!(
                     "margin of `{}` {side} its base {}: {} (it flips at {}), under the {} required",
-                    k.knob,
+                    k.label(),
                     crate::human(k.base),
                     crate::human(got),
                     crate::human(b.flips_at),

@@ -19,7 +19,7 @@ pub fn margins_svg(m: &Margins) -> Result<String> {
     let err = |e: DrawingAreaErrorKind<std::io::Error>| Error::Plot { path: path.to_path_buf(), source: Box::new(e) };
     // Decades on each side: log10 of the factor for log knobs, of the distance for linear ones.
     let decades = |k: &crate::search::KnobMargin, b: &Option<crate::search::Bound>| b.as_ref().map(|b| k.size(b).log10().abs().min(30.0));
-    let rows: Vec<(String, Option<f64>, Option<f64>)> = m.knobs.iter().map(|k| (k.knob.to_string(), decades(k, &k.lower), decades(k, &k.upper))).collect();
+    let rows: Vec<(String, Option<f64>, Option<f64>)> = m.knobs.iter().map(|k| (k.label(), decades(k, &k.lower), decades(k, &k.upper))).collect();
     let span = rows.iter().flat_map(|(_, a, b)| [*a, *b]).flatten().fold(1.0f64, f64::max).ceil();
     let mut out = String::new();
     {
@@ -64,6 +64,7 @@ mod tests {
             knobs: vec![
                 KnobMargin {
                     knob: Knob::Lr,
+                    constant: None,
                     scale: Scale::Log,
                     base: 1.0,
                     lower: bound(0.01),
@@ -75,6 +76,7 @@ mod tests {
                 },
                 KnobMargin {
                     knob: Knob::InitScale,
+                    constant: None,
                     scale: Scale::Log,
                     base: 1.0,
                     lower: None,

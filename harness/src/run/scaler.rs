@@ -5,7 +5,8 @@
 //! gradients hold a non-finite value is skipped and the scale multiplied by
 //! `backoff_factor`; after `growth_interval` clean steps in a row it is multiplied
 //! by `growth_factor`, unless that overflows f32 (`_amp_update_scale_`, in
-//! `aten/src/ATen/native/cpu/AmpGradScalerKernels.cpp`). The scale is an f32, as
+//! `aten/src/ATen/native/cpu/AmpGradScalerKernels.cpp`; `growth_cap = false` grows it to inf,
+//! as PyTorch did before 2.1, pytorch#98828). The scale is an f32, as
 //! PyTorch keeps it. PyTorch has no lower bound on the scale; `min_scale` and the
 //! skip fraction are nanhunt's, to tell a scaler doing its job from one whose run
 //! no longer trains.
@@ -44,6 +45,8 @@ pub(crate) enum Trouble {
     Underflow(String),
     /// Too many of the last `collapse_window` steps were skipped.
     Collapse(String),
+    /// The scale grew to inf (`growth_cap = false`), so every step is skipped from then on.
+    Overflow(String),
 }
 
 impl Scaler {
@@ -75,7 +78,7 @@ impl Scaler {
             self.skipped += 1;
         } else if self.tracker + 1 == self.spec.growth_interval {
             let grown = (f64::from(self.scale) * self.spec.growth_factor) as f32;
-            if grown.is_finite() {
+            if grown.is_finite() || !self.spec.growth_cap {
                 self.scale = grown;
             } else {
                 self.capped += 1;
@@ -94,6 +97,12 @@ impl Scaler {
     /// Whether the run no longer trains: the scale underflowed, or more than
     /// `max_skip_fraction` of the last `collapse_window` steps were skipped.
     pub(crate) fn trouble(&self) -> Option<Trouble> {
+        if self.scale.is_infinite() {
+            return Some(Trouble::Overflow(format!(
+                "the loss scale grew past f32's max to inf (growth_cap = false, as GradScaler before PyTorch 2.1 capped its growth, pytorch#98828) and stays inf: {} step(s) skipped",
+                self.skipped
+            )));
+        }
         let min = self.spec.min_scale.unwrap_or(0.0);
         if f64::from(self.scale) <= 0.0 || f64::from(self.scale) < min {
             let floor = if min > 0.0 { format!("below min_scale {min:e}") } else { "to 0".into() };
@@ -185,6 +194,31 @@ mod tests {
         s.update(false);
         assert_eq!(s.scale, 2.0e38, "4e38 is not an f32: the scale stays");
         assert_eq!(s.warnings(), ["the loss scale sat at its cap 2e38 for 2 growth interval(s): growing it would overflow f32, so the scaled gradients never overflow and the scaler guards nothing"]);
+    }
+
+    #[test]
+    fn without_its_growth_cap_the_scale_doubles_to_inf_and_stays_there() {
+        // pytorch#98828 (torch 2.0): from 2¹⁶ with growth_interval 1 the scale doubles every
+        // clean step: 2¹²⁷ after 111 of them (f32's largest power of two, max ≈ 3.40e38 < 2¹²⁸),
+        // and the 112th makes 2¹²⁸ = inf. A skipped step then halves inf to inf.
+        let mut s = scaler("growth_interval = 1\ngrowth_cap = false");
+        for _ in 0..111 {
+            s.update(false);
+        }
+        assert_eq!(s.scale, 2f32.powi(127));
+        assert_eq!(s.trouble(), None);
+        s.update(false);
+        assert_eq!(s.scale, f32::INFINITY);
+        s.update(true);
+        assert_eq!(s.scale, f32::INFINITY, "inf · 0.5 = inf");
+        assert!(matches!(s.trouble(), Some(Trouble::Overflow(ref why)) if why.contains("to inf") && why.contains("1 step(s) skipped")), "{:?}", s.trouble());
+        assert!(s.warnings().is_empty(), "no growth was refused");
+        // With the cap (PyTorch ≥ 2.1) the 112th growth is refused: 2¹²⁷ stays.
+        let mut capped = scaler("growth_interval = 1");
+        for _ in 0..112 {
+            capped.update(false);
+        }
+        assert_eq!((capped.scale, capped.capped), (2f32.powi(127), 1));
     }
 
     #[test]

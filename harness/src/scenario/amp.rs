@@ -113,6 +113,11 @@ pub struct LossScaleSpec {
     /// Consecutive clean steps before the scale grows.
     #[serde(default = "interval")]
     pub growth_interval: usize,
+    /// `false`: the scale grows past f32's max to inf, as GradScaler did before PyTorch capped
+    /// its growth (pytorch#98828, fixed by #98876 in 2.1); then every scaled loss is inf, every
+    /// step is skipped, and the backoff leaves inf at inf.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub growth_cap: bool,
     /// A scale below this (or 0) is a finding: the scale underflowed. Absent: only 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_scale: Option<f64>,
@@ -133,6 +138,9 @@ impl Default for LossScaleSpec {
 
 fn yes() -> bool {
     true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 fn init() -> f64 {
     65536.0

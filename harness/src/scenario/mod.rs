@@ -38,7 +38,7 @@ pub use defaults::Named;
 pub(crate) use defaults::{is_one, one, one_usize};
 pub use dtype::DTypeName;
 pub use expect::{Expect, ExpectedOutcome, FailureRate, Phase};
-pub use knob::{around, around_one, Added, Ctx, Def, Domain, End, Entry, Factor, Fields, Knob, KnobValue, Scale, Spec, Value};
+pub use knob::{around, around_one, const_value, intern, Added, ConstAt, ConstRange, Constant, Ctx, Def, Domain, End, Entry, Factor, Fields, Knob, KnobValue, Scale, Spec, Value};
 pub(crate) use load::{check_text, load_edited, read_regular};
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use memory::within_plan;

@@ -59,6 +59,14 @@ pub enum LossKind {
     MeanAbsRatio,
     /// Written as an expression (`expr`), e.g. a focal loss.
     Expr,
+    /// `F.kl_div(p, y, reduction="batchmean")`: `p` log-probabilities, `y` probabilities.
+    KlDiv,
+    /// `F.kl_div(p, y, reduction="batchmean", log_target=True)`: both log-probabilities.
+    KlDivLogTarget,
+    /// torchvision's `sigmoid_focal_loss` of logits (`consts`: `gamma` 2, `alpha` 0.25).
+    Focal,
+    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))` (`consts`: `temperature`).
+    InfoNce,
 }
 
 fn expr_kind() -> LossKind {
@@ -237,6 +245,11 @@ fn div_param_growth() -> f64 {
 }
 
 impl LossKind {
+    /// Whether the loss reads named constants from `consts` (`loss.consts.<name>` knobs).
+    pub fn takes_consts(self) -> bool {
+        matches!(self, LossKind::Expr | LossKind::Focal | LossKind::InfoNce)
+    }
+
     /// Whether the loss takes `epsilon` (inside its log, or in a ratio's denominator).
     pub fn takes_epsilon(self) -> bool {
         matches!(self, LossKind::Bce | LossKind::NaiveCrossEntropy | LossKind::MeanAbsRatio)

@@ -154,6 +154,7 @@ impl Ord for Mechanism {
 fn knob_name(m: &Mutation) -> String {
     match m.value {
         Value::Inject(a) => format!("{}.{}.{}", m.knob, a.what.name(), a.split.name()),
+        Value::Const(c) => c.at.to_string(),
         Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
             m.knob.to_string()
         }

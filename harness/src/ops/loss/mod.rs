@@ -5,7 +5,8 @@
 //! gives `0 · (−∞) = NaN`, the seeds' failure; `bce_torch` is PyTorch's clamped
 //! `binary_cross_entropy`. Each kind's formula and its PyTorch expression (which `repro.py`
 //! evaluates) sit side by side: the regression losses in `regression.rs`, those of
-//! probabilities and logits in `probability.rs`. The cause engine explains a non-finite
+//! probabilities and logits in `probability.rs`, the named losses people call from PyTorch
+//! (`kl_div`, torchvision's focal loss, the contrastive `info_nce`) in `named.rs`. The cause engine explains a non-finite
 //! loss from its inputs (`run::cause::loss`). `stand_in.rs` is the `loss.kind` knob's hook:
 //! which other kinds can take a scenario's loss's place on its model and data.
 
@@ -17,6 +18,7 @@ use crate::run::opmath::{in_f32, mean_all};
 use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
 pub mod expr;
+mod named;
 mod probability;
 mod regression;
 mod stand_in;
@@ -34,6 +36,8 @@ enum Terms {
     Elements(Tensor),
     /// One term per element and class, summed over the classes, then reduced over rows.
     Classes(Tensor),
+    /// One term per element, summed, and divided by the rows for a mean (`kl_div`'s `batchmean`).
+    Batch(Tensor),
 }
 
 impl Loss {
@@ -56,10 +60,22 @@ impl Loss {
             LossKind::BceLogits => probability::bce_logits(p, y)?,
             LossKind::CrossEntropy => probability::cross_entropy(p, y)?,
             LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(s, p, y)?,
+            LossKind::KlDiv => named::kl_div(p, y)?,
+            LossKind::KlDivLogTarget => named::kl_div_log_target(p, y)?,
+            LossKind::Focal => named::focal(s, p, y)?,
+            LossKind::InfoNce => named::info_nce(s, p, y)?,
         };
         match terms {
             Terms::Elements(e) => reduce(s.reduction, &e),
             Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+            // `batchmean`: PyTorch's sum, divided by the rows.
+            Terms::Batch(e) => match s.reduction {
+                Reduction::Mean => {
+                    let rows = e.dims().first().copied().unwrap_or(1).max(1) as f64;
+                    in_f32(&e, |e| Ok((e.sum_all()? / rows)?))
+                }
+                Reduction::Sum => reduce(Reduction::Sum, &e),
+            },
         }
     }
 
@@ -77,6 +93,10 @@ impl Loss {
             LossKind::CrossEntropy => (probability::CROSS_ENTROPY.to_string(), true),
             LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
             LossKind::Expr => return expr::torch_expr(s),
+            LossKind::KlDiv => return named::kl_div_torch(s, false),
+            LossKind::KlDivLogTarget => return named::kl_div_torch(s, true),
+            LossKind::Focal => return named::focal_torch(s),
+            LossKind::InfoNce => return named::info_nce_torch(s),
         };
         let rows = if classes { ".sum(dim=-1)" } else { "" };
         let reduce = match s.reduction {
@@ -93,7 +113,9 @@ impl Op for Loss {
         let mut out = Vec::new();
         match (l.kind, l.expr.is_some() || !l.consts.is_empty()) {
             (LossKind::Expr, _) => out.extend(expr::problems(l)),
-            (_, true) => out.push(("expr", "only `kind = \"expr\"` takes `expr` and `consts`".into())),
+            (_, _) if l.expr.is_some() => out.push(("expr", "only `kind = \"expr\"` takes `expr`".into())),
+            (LossKind::Focal | LossKind::InfoNce, _) => out.extend(named::problems(l)),
+            (_, true) => out.push(("consts", "only `kind = \"expr\"`, `focal` (gamma, alpha) and `info_nce` (temperature) take `consts`".into())),
             (_, false) => {}
         }
         match (l.kind, l.delta) {

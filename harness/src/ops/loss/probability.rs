@@ -32,8 +32,13 @@ pub(super) fn bce_torch(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
 
 /// `max(x, 0) − x·y + log(1 + exp(−|x|))`, PyTorch's stable form.
 pub(super) fn bce_logits(p: &Tensor, y: &Tensor) -> Result<Terms> {
+    Ok(Terms::Elements(bce_logits_elements(p, y)?))
+}
+
+/// [`bce_logits`]'s terms, one per element (the focal loss multiplies them).
+pub(super) fn bce_logits_elements(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let soft = p.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
-    Ok(Terms::Elements(((p.relu()? - p.mul(y)?)? + soft)?))
+    Ok(((p.relu()? - p.mul(y)?)? + soft)?)
 }
 
 /// Cross-entropy through log-softmax (stable), one-hot targets: the fused CPU kernel

@@ -43,7 +43,8 @@ fn contract(kind: LossKind) -> (Reads, Needs) {
         LossKind::Bce | LossKind::BceTorch => (Reads::Probabilities, Needs::Unit),
         LossKind::BceLogits => (Reads::Logits, Needs::Unit),
         LossKind::CrossEntropy | LossKind::NaiveCrossEntropy => (Reads::Logits, Needs::OneHot),
-        LossKind::Expr => (Reads::Own, Needs::Any),
+        // The named losses read their own inputs (log-probabilities, embeddings) and take constants.
+        LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => (Reads::Own, Needs::Any),
     }
 }
 

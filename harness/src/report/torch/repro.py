@@ -486,9 +486,19 @@ class Scaler:
         self.torch = torch.amp.GradScaler("cpu", init_scale=spec.get("init", 65536.0), growth_factor=spec.get("growth_factor", 2.0), backoff_factor=spec.get("backoff_factor", 0.5), growth_interval=spec.get("growth_interval", 2000), enabled=self.on)
         self.recent = []
 
+    def update(self, before):
+        """GradScaler.update(); with growth_cap = false, a growth that would overflow f32 makes
+        the scale inf, as GradScaler did before PyTorch 2.1 capped it (pytorch#98828)."""
+        self.torch.update()
+        if self.spec.get("growth_cap", True) or not self.on:
+            return
+        grown = torch.tensor(before * self.spec.get("growth_factor", 2.0), dtype=torch.float64).float()
+        if int(self.torch._growth_tracker.item()) == 0 and self.torch.get_scale() == before and torch.isinf(grown):
+            self.torch._scale.fill_(math.inf)
+
     def trouble(self):
         scale, floor = self.torch.get_scale(), self.spec.get("min_scale") or 0.0
-        if scale <= 0.0 or scale < floor:
+        if math.isinf(scale) or scale <= 0.0 or scale < floor:
             return True
         window = self.spec.get("collapse_window", 20)
         return sum(self.recent[-window:]) > self.spec.get("max_skip_fraction", 0.5) * window
@@ -569,7 +579,7 @@ def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k
     if clip.get("clip_grad_value") is not None:
         torch.nn.utils.clip_grad_value_([p for _, p in params], clip["clip_grad_value"])
     scaler.torch.step(opt)
-    scaler.torch.update()
+    scaler.update(row.get("loss_scale", 1.0))
     m_name, v_name = STATES[sc["optimizer"]["kind"]]
     for name, p in params:
         state = opt.state.get(p, {})

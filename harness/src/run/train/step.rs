@@ -246,6 +246,7 @@ impl Runner<'_> {
             let (why, meaning) = match trouble {
                 crate::run::scaler::Trouble::Underflow(why) => (why, "overflows come faster than `growth_interval` clean steps grow the scale back, so the scale only shrinks"),
                 crate::run::scaler::Trouble::Collapse(why) => (why, "most steps are thrown away, so the run no longer trains"),
+                crate::run::scaler::Trouble::Overflow(why) => (why, "every scaled loss is inf and the backoff halves inf to inf, so no step is taken again"),
             };
             let seen = self.last_skip.as_ref().map_or(String::new(), |l| format!("; the last skipped step's first non-finite value was {l}"));
             self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: TensorId::LossScale, kind: Kind::ScaleCollapse, ..Default::default() });

@@ -60,6 +60,8 @@ pub enum Domain {
     Switch(&'static [f64]),
     /// Any seed up to `u32::MAX`.
     Seeds,
+    /// `consts`: a range for each named constant, each moved alone.
+    Consts(Vec<super::consts::ConstRange>),
 }
 
 impl Domain {
@@ -67,7 +69,16 @@ impl Domain {
     pub fn range(&self) -> Option<(f64, f64)> {
         match *self {
             Domain::Range(a, b) | Domain::Features(a, b, _) | Domain::Inject { low: a, high: b, .. } => Some((a, b)),
-            Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds => None,
+            Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds | Domain::Consts(_) => None,
+        }
+    }
+
+    /// The numeric range a value of this domain moves in: its constant's for `consts`, else [`Domain::range`].
+    pub fn range_for(&self, v: &Value) -> Option<(f64, f64)> {
+        match (self, v) {
+            (Domain::Consts(rs), Value::Const(c)) => rs.iter().find(|r| r.at == c.at).map(|r| (r.low, r.high)),
+            (Domain::Consts(_), _) => None,
+            (Domain::Range(..) | Domain::Features(..) | Domain::Inject { .. } | Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds, _) => self.range(),
         }
     }
 }

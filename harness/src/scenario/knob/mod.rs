@@ -82,6 +82,9 @@ macro_rules! for_each_knob {
             LossKind("loss.kind") => loss::Kind,
             /// `loss.reduction`: mean or sum.
             LossReduction("loss.reduction") => loss::LossReduction,
+            /// `consts`: each named constant of the scenario's expressions (`loss.consts.eps`,
+            /// `model.layers.2.consts.T`), moved alone; the value names which.
+            Const("consts") => consts::Const,
         }
     };
 }
@@ -102,6 +105,7 @@ macro_rules! names {
 
 for_each_knob!(names);
 
+mod consts;
 mod data;
 mod def;
 mod loss;
@@ -111,6 +115,7 @@ mod table;
 mod train;
 mod value;
 
+pub use consts::{intern, value_of as const_value, ConstAt, ConstRange, Constant};
 pub use def::{around, around_one, Ctx, Def, Domain, End, Entry, Spec};
 pub use value::{Added, Factor, Fields, KnobValue, Scale, Value};
 

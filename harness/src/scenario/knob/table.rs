@@ -7,7 +7,7 @@
 
 use super::def::Entry;
 use super::value::{Scale, Value};
-use super::{data, loss, model, optimizer, train, Knob, COUNT};
+use super::{consts, data, loss, model, optimizer, train, Knob, COUNT};
 use crate::scenario::Scenario;
 
 /// Makes the table of entries from the list: each knob's definition, erased.

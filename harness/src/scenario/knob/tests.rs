@@ -52,7 +52,8 @@ fn margins_scales_and_defaults_agree() {
         let spec = k.entry().spec;
         assert!(!spec.margin || spec.scale.is_some(), "{k} has a margin, so a scale to measure it on");
         assert_eq!(spec.by_default, k != Knob::Seed, "{k}: only the seed waits to be asked for");
-        assert_eq!(spec.riskier == End::Low, k == Knob::WarmupSteps, "{k}");
+        // A constant's low end is screened first (a small epsilon or temperature), as a warmup's.
+        assert_eq!(spec.riskier == End::Low, matches!(k, Knob::WarmupSteps | Knob::Const), "{k}");
         if let Some((a, b)) = spec.within {
             assert!(a <= b && spec.scale.is_some(), "{k}");
         }
@@ -71,6 +72,7 @@ fn sample(k: Knob, d: &Domain) -> Value {
         Domain::Choice(values) => values[0],
         Domain::Switch(on) => Value::Real(on[0]),
         Domain::Seeds => Value::Seed(12345),
+        Domain::Consts(ranges) => Value::Const(ranges[0].at_value(ranges[0].high)),
     }
 }
 
@@ -158,4 +160,34 @@ fn the_loss_knobs_move_within_what_the_model_and_data_take() {
     assert!((Knob::LossKind.entry().set)(&mut r, &Value::Loss(LossKind::Mae)));
     assert_eq!((r.loss.kind, r.loss.delta), (LossKind::Mae, None));
     assert!(crate::scenario::validate(&r).is_empty());
+}
+
+/// A bundled scenario of `scenarios/layers/` by file name.
+fn layer(name: &str) -> Scenario {
+    load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../scenarios/layers/{name}.toml"))).unwrap()
+}
+
+#[test]
+fn each_constant_is_a_knob_named_by_its_own_key() {
+    let mut s = layer("expr_l2_normalize_zero_rows_fix_eps");
+    let spec = SearchSpec::default();
+    let ctx = Ctx { base: &s, spec: &spec, decades: 3.0, narrow: 2.0 };
+    let Some(Domain::Consts(ranges)) = (Knob::Const.entry().domain)(&ctx) else { panic!("the expr layer's eps is a knob") };
+    assert_eq!(ranges.len(), 1);
+    let r = &ranges[0];
+    assert_eq!((r.at.to_string().as_str(), r.scale, r.high), ("model.layers.2.consts.eps", Scale::Log, 1e-9));
+    // Down to where an f32 epsilon rounds to 0: below 2⁻¹⁵⁰.
+    assert!(r.low < 2f64.powi(-150) && r.low > 0.0, "{r:?}");
+    let at = |name: &str, layer: Option<u16>| ConstAt { layer, name: intern(name) };
+    assert!((Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: at("eps", Some(2)), value: 1e-30, scale: Scale::Log })));
+    assert_eq!(crate::scenario::const_value(&s, at("eps", Some(2))), Some(1e-30));
+    // A constant the scenario does not have, or a layer that is no expression, is refused.
+    assert!(!(Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: at("T", Some(2)), value: 1.0, scale: Scale::Log })));
+    assert!(!(Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: at("eps", Some(0)), value: 1.0, scale: Scale::Log })));
+    // The loss's constants: the focal loss's gamma.
+    let f = layer("expr_focal_loss");
+    assert_eq!(super::consts::all(&f), [(at("gamma", None), 2.0)]);
+    assert_eq!(at("gamma", None).to_string(), "loss.consts.gamma");
+    // A constant that is not positive moves on a linear scale.
+    assert_eq!((super::consts::scale_of(0.0), super::consts::scale_of(-2.0), super::consts::scale_of(3.0)), (Scale::Linear, Scale::Linear, Scale::Log));
 }

@@ -76,6 +76,8 @@ pub enum Value {
     Factor(Factor),
     /// An added injection.
     Inject(Added),
+    /// A named constant of an expression, and which.
+    Const(super::consts::Constant),
 }
 
 /// `data.scale`'s value: a factor, relative to the base scale, on one feature or all.
@@ -103,9 +105,27 @@ impl Value {
     /// none for a value switched off, a seed (which has no order) or a choice.
     pub fn number(&self) -> Option<f64> {
         match *self {
-            Value::Real(v) | Value::Factor(Factor { value: v, .. }) | Value::Inject(Added { fraction: v, .. }) => Some(v),
+            Value::Real(v) | Value::Factor(Factor { value: v, .. }) | Value::Inject(Added { fraction: v, .. }) | Value::Const(super::consts::Constant { value: v, .. }) => Some(v),
             Value::Count(n) => Some(f64::from(n)),
             Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) => None,
+        }
+    }
+
+    /// The scale this value moves on when it has its own (a constant's), else none: the knob's.
+    pub fn own_scale(&self) -> Option<Scale> {
+        match *self {
+            Value::Const(c) => Some(c.scale),
+            Value::Real(_)
+            | Value::Count(_)
+            | Value::Off
+            | Value::Seed(_)
+            | Value::Dtype(_)
+            | Value::Optimizer(_)
+            | Value::Precision(_)
+            | Value::Loss(_)
+            | Value::Reduction(_)
+            | Value::Factor(_)
+            | Value::Inject(_) => None,
         }
     }
 
@@ -121,7 +141,7 @@ impl Value {
             (None, Value::Precision(p)) => p.name().to_string(),
             (None, Value::Loss(l)) => l.name().to_string(),
             (None, Value::Reduction(r)) => r.name().to_string(),
-            (None, Value::Off | Value::Real(_) | Value::Count(_) | Value::Factor(_) | Value::Inject(_)) => "null".to_string(),
+            (None, Value::Off | Value::Real(_) | Value::Count(_) | Value::Factor(_) | Value::Inject(_) | Value::Const(_)) => "null".to_string(),
         }
     }
 }
@@ -138,6 +158,15 @@ pub struct Fields {
     /// An injection's split.
     #[serde(default)]
     pub split: Option<SplitSel>,
+    /// A constant's layer (`consts`; none: the loss's).
+    #[serde(default)]
+    pub layer: Option<u16>,
+    /// A constant's name (`consts`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A constant's scale (`consts`; by its sign when absent).
+    #[serde(default)]
+    pub scale: Option<Scale>,
     /// The value (`null` when absent).
     #[serde(default)]
     pub value: serde_json::Value,
@@ -208,7 +237,16 @@ impl KnobValue for Option<f64> {
         match *v {
             Value::Real(x) => Some(Some(x)),
             Value::Off => Some(None),
-            Value::Count(_) | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) | Value::Inject(_) => None,
+            Value::Count(_)
+            | Value::Seed(_)
+            | Value::Dtype(_)
+            | Value::Optimizer(_)
+            | Value::Precision(_)
+            | Value::Loss(_)
+            | Value::Reduction(_)
+            | Value::Factor(_)
+            | Value::Inject(_)
+            | Value::Const(_) => None,
         }
     }
     fn at(v: f64) -> Option<Self> {
@@ -229,9 +267,17 @@ impl KnobValue for Factor {
     fn from_value(v: &Value) -> Option<Self> {
         match *v {
             Value::Factor(x) => Some(x),
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Inject(_) => {
-                None
-            }
+            Value::Real(_)
+            | Value::Count(_)
+            | Value::Off
+            | Value::Seed(_)
+            | Value::Dtype(_)
+            | Value::Optimizer(_)
+            | Value::Precision(_)
+            | Value::Loss(_)
+            | Value::Reduction(_)
+            | Value::Inject(_)
+            | Value::Const(_) => None,
         }
     }
     fn at(v: f64) -> Option<Self> {
@@ -252,9 +298,17 @@ impl KnobValue for Added {
     fn from_value(v: &Value) -> Option<Self> {
         match *v {
             Value::Inject(x) => Some(x),
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
-                None
-            }
+            Value::Real(_)
+            | Value::Count(_)
+            | Value::Off
+            | Value::Seed(_)
+            | Value::Dtype(_)
+            | Value::Optimizer(_)
+            | Value::Precision(_)
+            | Value::Loss(_)
+            | Value::Reduction(_)
+            | Value::Factor(_)
+            | Value::Const(_) => None,
         }
     }
     fn at(_: f64) -> Option<Self> {

@@ -57,6 +57,7 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
                     out.push(problem("model.layers", m));
                 }
                 loss_expr(s, p, t, &mut out);
+                named_loss(s, p, t, &mut out);
             }
         }
         None => {}
@@ -149,6 +150,17 @@ fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
     out.extend(crate::ops::loss::Loss(l.clone()).check().into_iter().map(|(k, m)| problem(format!("loss.{k}"), m)));
     if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
         out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
+    }
+}
+
+/// A named loss's shapes: `kl_div`, `focal` and `info_nce` read a `(batch, n)` prediction
+/// against `n` target columns (`info_nce` multiplies `p @ y.T`).
+fn named_loss(s: &Scenario, p: &crate::scenario::Plan, targets: usize, out: &mut Vec<Problem>) {
+    if !matches!(s.loss.kind, LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce) {
+        return;
+    }
+    if p.out != crate::scenario::Shape::Flat(targets) {
+        out.push(problem("loss.kind", format!("`{}` reads a prediction of (batch, {targets}), as many columns as the targets, and the model gives {:?}", s.loss.kind.name(), p.out)));
     }
 }
 

@@ -24,7 +24,7 @@ use super::mutation::{Mutation, Scale};
 use super::space::Space;
 use crate::error::{Error, Result};
 use crate::run::{Location, Status};
-use crate::scenario::{Knob, Scenario};
+use crate::scenario::{Knob, Scenario, Value};
 
 mod side;
 
@@ -36,6 +36,9 @@ pub use side::{Bound, Growing, MarginOptions};
 pub struct KnobMargin {
     /// The knob.
     pub knob: Knob,
+    /// For `consts`, the constant's own key (`loss.consts.eps`): the family has a margin per constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constant: Option<String>,
     /// How it moves: `log`, `complement` (log of `1 − v`), `linear` or `integer`.
     pub scale: Scale,
     /// Its base value.
@@ -61,6 +64,11 @@ pub struct KnobMargin {
 }
 
 impl KnobMargin {
+    /// What the margin is of: the knob's key, or the constant's.
+    pub fn label(&self) -> String {
+        self.constant.clone().unwrap_or_else(|| self.knob.to_string())
+    }
+
     /// The threshold of a bound: where a finite base flips, or where a failing one is fixed.
     pub fn threshold(b: &Bound, failing: bool) -> f64 {
         if failing {
@@ -163,7 +171,9 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         .filter_map(|(m, (lo, hi))| {
             let b = m.base_value(base)?;
             let scale = m.numeric().map_or(Scale::Log, |(_, s)| s);
-            let (lo, hi) = opts.ranges.get(&m.knob()).copied().unwrap_or((lo, hi));
+            // A range given by knob is not one constant's: `consts` keep their own.
+            let given = opts.ranges.get(&m.knob()).copied().filter(|_| m.value.own_scale().is_none());
+            let (lo, hi) = given.unwrap_or((lo, hi));
             Some((m, scale, b, [lo.min(b), hi.max(b)]))
         })
         .collect();
@@ -204,8 +214,23 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         .enumerate()
         .map(|(i, (m, scale, base, _))| {
             let (lower, upper) = (bounds.next().unwrap_or_default(), bounds.next().unwrap_or_default());
+            let constant = match m.value {
+                Value::Const(c) => Some(c.at.to_string()),
+                Value::Real(_)
+                | Value::Count(_)
+                | Value::Off
+                | Value::Seed(_)
+                | Value::Dtype(_)
+                | Value::Optimizer(_)
+                | Value::Precision(_)
+                | Value::Loss(_)
+                | Value::Reduction(_)
+                | Value::Factor(_)
+                | Value::Inject(_) => None,
+            };
             KnobMargin {
                 knob: m.knob(),
+                constant,
                 scale,
                 base,
                 lower: lower.bound,

@@ -186,3 +186,24 @@ fn a_summed_loss_overflows_f16_where_the_mean_does_not() {
     let at = m.categorical[2].location.as_ref().expect("the sum flips");
     assert_eq!((at.phase, at.kind, at.step), (crate::scenario::Phase::Loss, crate::run::Kind::PosInf, 1));
 }
+
+#[test]
+fn the_l2_normalize_eps_fails_in_f32_once_it_rounds_to_zero() {
+    // `x / clamp(norm(x, dim=-1, keepdim=true), min=eps)` on rows whose relu units are both 0:
+    // the norm is 0, so the row is 0 / eps, which is 0 while eps is at least f32's smallest
+    // subnormal 2⁻¹⁴⁹ after rounding. An eps of at most 2⁻¹⁵⁰ = 7.0065e-46 (half of it, a tie
+    // that rounds to even: 0) rounds to 0 in f32 and the row is 0/0 = NaN at step 1. So the
+    // margin below the base 1e-12 is the factor 7.0065e-46 / 1e-12, and nothing above flips.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers/expr_l2_normalize_zero_rows_fix_eps.toml");
+    let mut s = crate::scenario::load(&path).unwrap();
+    s.search = Some(crate::scenario::SearchSpec { knobs: Some(vec![Knob::Const]), decades: Some(10.0), ..Default::default() });
+    let m = margins(&s, &MarginOptions::default()).unwrap();
+    assert_eq!(m.knobs.len(), 1, "one constant, one row: {m:?}");
+    let eps = &m.knobs[0];
+    assert_eq!((eps.knob, eps.label().as_str(), eps.scale, eps.base), (Knob::Const, "model.layers.2.consts.eps", Scale::Log, 1e-12));
+    let lower = eps.lower.as_ref().expect("a small enough eps flips");
+    let tie = 2f64.powi(-150);
+    assert!(lower.verified && lower.flips_at <= tie && lower.stays_finite_at > tie && lower.stays_finite_at < 1.01 * tie, "{lower:?}");
+    assert_eq!(lower.location.as_ref().map(|l| (l.kind, l.step)), Some((crate::run::Kind::Nan, 1)));
+    assert!(eps.upper.is_none() && eps.upper_unsearched.is_none(), "a larger eps only shrinks the zero rows' 0 / eps: {eps:?}");
+}

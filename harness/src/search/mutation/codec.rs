@@ -1,6 +1,6 @@
 //! A mutation's encodings: the file format of corpora, findings and reports
 //! (`{"knob": "optimizer.lr", "value": 0.01}`, with `feature` for `data.scale`
-//! and `what` and `split` for `data.inject`), and fuzzer bytes (`arbitrary`:
+//! `what` and `split` for `data.inject`, `layer`, `name` and `scale` for `consts`), and fuzzer bytes (`arbitrary`:
 //! a knob, then a value of its type, as the derive on the former enum of one
 //! variant per knob decoded them, so saved fuzz inputs decode as before).
 
@@ -9,7 +9,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Mutation;
-use crate::scenario::{Added, Factor, Fields, Knob, Value};
+use crate::scenario::{Added, Constant, Factor, Fields, Knob, Value};
 
 impl Serialize for Mutation {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -27,6 +27,12 @@ impl Serialize for Mutation {
             Value::Reduction(r) => m.serialize_entry("value", &r)?,
             Value::Factor(Factor { feature, value }) => {
                 m.serialize_entry("feature", &feature)?;
+                m.serialize_entry("value", &value)?;
+            }
+            Value::Const(Constant { at, value, scale }) => {
+                m.serialize_entry("layer", &at.layer)?;
+                m.serialize_entry("name", at.name)?;
+                m.serialize_entry("scale", &scale)?;
                 m.serialize_entry("value", &value)?;
             }
             Value::Inject(Added { what, split, fraction }) => {

@@ -42,7 +42,7 @@ impl Mutation {
 
     /// The numeric value and its scale, for numeric knobs.
     pub fn numeric(&self) -> Option<(f64, Scale)> {
-        self.value.number().zip(self.knob.scale())
+        self.value.number().zip(self.value.own_scale().or(self.knob.scale()))
     }
 
     /// The same mutation with a new numeric value (integers rounded, probabilities and counts kept in their range).
@@ -53,6 +53,10 @@ impl Mutation {
     /// The knob's value in the base scenario, where the minimizer bisects back to; none
     /// for an injection (whose base is "none"), a seed (which has no order) or a choice.
     pub fn base_value(&self, base: &Scenario) -> Option<f64> {
+        if let Value::Const(c) = self.value {
+            // The constant this mutation names, not the knob's first.
+            return crate::scenario::const_value(base, c.at);
+        }
         self.knob.get(base)?.number()
     }
 
@@ -73,7 +77,7 @@ macro_rules! into_value {
     };
 }
 
-into_value!(f64 => Real, u32 => Count, u64 => Seed, crate::scenario::DTypeName => Dtype, crate::scenario::OptimizerKind => Optimizer, crate::scenario::Precision => Precision, crate::scenario::LossKind => Loss, crate::scenario::Reduction => Reduction, crate::scenario::Factor => Factor, crate::scenario::Added => Inject);
+into_value!(f64 => Real, u32 => Count, u64 => Seed, crate::scenario::DTypeName => Dtype, crate::scenario::OptimizerKind => Optimizer, crate::scenario::Precision => Precision, crate::scenario::LossKind => Loss, crate::scenario::Reduction => Reduction, crate::scenario::Factor => Factor, crate::scenario::Added => Inject, crate::scenario::Constant => Const);
 
 impl From<Option<f64>> for Value {
     fn from(v: Option<f64>) -> Value {
@@ -82,14 +86,26 @@ impl From<Option<f64>> for Value {
 }
 
 /// The setting a mutation writes: its knob, and for injections what they write where
-/// (several injections can be added; every other knob has one value).
-pub(crate) fn slot(m: &Mutation) -> (Knob, Option<(InjectValue, SplitSel)>) {
+/// (several injections can be added), for `consts` which constant; every other knob has one value.
+pub(crate) fn slot(m: &Mutation) -> (Knob, Slot) {
     match m.value {
-        Value::Inject(a) => (m.knob, Some((a.what, a.split))),
+        Value::Inject(a) => (m.knob, Slot::Inject(a.what, a.split)),
+        Value::Const(c) => (m.knob, Slot::Const(c.at)),
         Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
-            (m.knob, None)
+            (m.knob, Slot::One)
         }
     }
+}
+
+/// Which of a knob's settings a mutation writes (see [`slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The knob's one value.
+    One,
+    /// An injection of this value into this split.
+    Inject(InjectValue, SplitSel),
+    /// This named constant.
+    Const(crate::scenario::ConstAt),
 }
 
 /// The candidate with no knob set twice: for each setting, only its last mutation is kept.
@@ -149,14 +165,17 @@ pub fn try_mutate(base: &Scenario, mutations: &[Mutation]) -> std::result::Resul
 }
 
 impl std::fmt::Display for Mutation {
-    /// `optimizer.lr = 0.01`, `data.scale[3] = 100`, `data.inject.nan.train = 0.001`, `train.dtype = f16` (3 significant digits).
+    /// `optimizer.lr = 0.01`, `data.scale[3] = 100`, `loss.consts.eps = 1e-12`, `data.inject.nan.train = 0.001`, `train.dtype = f16` (3 significant digits).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::scenario::Named;
-        write!(f, "{}", self.knob)?;
         match self.value {
-            Value::Factor(crate::scenario::Factor { feature: Some(i), .. }) => write!(f, "[{i}]")?,
-            Value::Inject(a) => write!(f, ".{}.{}", a.what.name(), a.split.name())?,
-            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {}
+            // A constant is named by its own key, not the family's.
+            Value::Const(c) => write!(f, "{}", c.at)?,
+            Value::Factor(crate::scenario::Factor { feature: Some(i), .. }) => write!(f, "{}[{i}]", self.knob)?,
+            Value::Inject(a) => write!(f, "{}.{}.{}", self.knob, a.what.name(), a.split.name())?,
+            Value::Real(_) | Value::Count(_) | Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) | Value::Factor(_) => {
+                write!(f, "{}", self.knob)?
+            }
         }
         write!(f, " = {}", self.value.show(self.knob.scale()))
     }

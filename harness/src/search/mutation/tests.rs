@@ -238,3 +238,18 @@ fn fuzzer_bytes_decode_as_the_derived_enum_did() {
     // The largest u32 still picks the 27th: the knobs added since are not named by bytes.
     assert_eq!(decode([u32::MAX.to_le_bytes().to_vec(), 3u32.to_le_bytes().to_vec()].concat()), Mutation::new(Knob::Accumulate, 3u32));
 }
+
+#[test]
+fn a_constant_is_shown_saved_and_normalized_by_its_own_key() {
+    use crate::scenario::{intern, ConstAt, Constant};
+    let eps = |layer: Option<u16>, value: f64| Mutation::new(Knob::Const, Constant { at: ConstAt { layer, name: intern("eps") }, value, scale: Scale::Log });
+    assert_eq!(eps(Some(2), 1e-30).to_string(), "model.layers.2.consts.eps = 1e-30");
+    assert_eq!(eps(None, 0.5).to_string(), "loss.consts.eps = 0.5");
+    let text = serde_json::to_string(&eps(Some(2), 0.25)).unwrap();
+    assert_eq!(text, r#"{"knob":"consts","layer":2,"name":"eps","scale":"log","value":0.25}"#);
+    assert_eq!(serde_json::from_str::<Mutation>(&text).unwrap(), eps(Some(2), 0.25));
+    assert!(serde_json::from_str::<Mutation>(r#"{"knob":"consts","value":1.0}"#).unwrap_err().to_string().contains("missing field `name`"));
+    // Two constants are two settings; the same one set twice keeps its last value.
+    assert_eq!(normalize(&[eps(Some(2), 1.0), eps(None, 2.0), eps(Some(2), 3.0)]), [eps(None, 2.0), eps(Some(2), 3.0)]);
+    assert_eq!(eps(Some(2), 1e-30).numeric(), Some((1e-30, Scale::Log)));
+}

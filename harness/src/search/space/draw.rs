@@ -8,7 +8,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 use super::super::mutation::{mutate, normalize, Mutation};
 use super::{order, Axis, Space};
-use crate::scenario::{Added, Domain, End, Factor, Knob, Scale, Scenario, SplitSel, Value};
+use crate::scenario::{Added, ConstRange, Domain, End, Factor, Knob, Scale, Scenario, SplitSel, Value};
 
 /// A numeric knob's value at `v` (a draw or a range end).
 fn number(knob: Knob, v: f64) -> Mutation {
@@ -52,6 +52,19 @@ fn arm(axis: &Axis) -> Option<BoxedStrategy<Mutation>> {
             proptest::sample::select(values).prop_map(move |value| Mutation { knob, value }).boxed()
         }
         (Domain::Seeds, _) => (0..=u64::from(u32::MAX)).prop_map(move |s| Mutation { knob, value: Value::Seed(s) }).boxed(),
+        (Domain::Consts(ranges), _) => {
+            // One constant, then a value on its own scale.
+            let one = |r: &ConstRange| {
+                let r = r.clone();
+                let value = if r.scale == Scale::Log { log((r.low, r.high)).boxed() } else { (r.low..=r.high).boxed() };
+                value.prop_map(move |v| Mutation { knob, value: Value::Const(r.at_value(v)) }).boxed()
+            };
+            let arms: Vec<BoxedStrategy<Mutation>> = ranges.iter().map(one).collect();
+            if arms.is_empty() {
+                return None;
+            }
+            Union::new(arms).boxed()
+        }
     })
 }
 
@@ -70,6 +83,12 @@ fn corners_of(axis: &Axis) -> [Vec<Mutation>; 3] {
         }
         Domain::Switch(on) => [vec![], vec![], on.first().map(|v| Mutation { knob, value: Value::Real(*v) }).into_iter().collect()],
         Domain::Seeds => [vec![], vec![], vec![]],
+        // Which end of a constant is riskier depends on it (a small epsilon or temperature,
+        // a large exponent): its low end is screened with the riskier ends, its high end last.
+        Domain::Consts(ranges) => {
+            let at = |r: &ConstRange, v: f64| Mutation { knob, value: Value::Const(r.at_value(v)) };
+            [ranges.iter().map(|r| at(r, r.low)).collect(), vec![], ranges.iter().map(|r| at(r, r.high)).collect()]
+        }
     }
 }
 

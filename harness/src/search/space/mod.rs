@@ -10,7 +10,7 @@
 //! searches list knobs in.
 
 use super::mutation::Mutation;
-use crate::scenario::{around, Ctx, Domain, Knob, Scale, Scenario};
+use crate::scenario::{around, ConstRange, Ctx, Domain, Knob, Scale, Scenario, Value};
 
 mod draw;
 mod order;
@@ -67,16 +67,18 @@ impl Space {
     /// Brings a mutation's value back inside the space (the guided engine's moves can leave it).
     pub fn clamp(&self, m: Mutation) -> Mutation {
         let Some((v, _)) = m.numeric() else { return m };
-        let range = self.domain(m.knob).and_then(Domain::range);
+        let range = self.domain(m.knob).and_then(|d| d.range_for(&m.value));
         m.with_value(range.map_or(v, |(a, b)| v.clamp(a.min(b), b.max(a))))
     }
 
     /// Each numeric knob of the space, alone, as a mutation template with its range.
     pub fn numeric(&self) -> Vec<(Mutation, (f64, f64))> {
         self.in_order(&order::SCAN)
-            .filter_map(|axis| match axis.domain {
-                Domain::Range(a, b) | Domain::Features(a, b, _) => Mutation::at(axis.knob, a).map(|m| (m, (a, b))),
-                Domain::Inject { .. } | Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds => None,
+            .flat_map(|axis| match axis.domain {
+                Domain::Range(a, b) | Domain::Features(a, b, _) => Mutation::at(axis.knob, a).map(|m| (m, (a, b))).into_iter().collect(),
+                // Each constant alone, with its own range.
+                Domain::Consts(ref ranges) => ranges.iter().map(|r| (Mutation { knob: axis.knob, value: Value::Const(r.at_value(r.low)) }, (r.low, r.high))).collect(),
+                Domain::Inject { .. } | Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds => vec![],
             })
             .collect()
     }
@@ -85,7 +87,7 @@ impl Space {
     pub fn categorical(&self) -> Vec<Mutation> {
         let choices = |axis: &Axis| match &axis.domain {
             Domain::Choice(values) => values.iter().map(|&value| Mutation { knob: axis.knob, value }).collect(),
-            Domain::Range(..) | Domain::Features(..) | Domain::Inject { .. } | Domain::Switch(_) | Domain::Seeds => vec![],
+            Domain::Range(..) | Domain::Features(..) | Domain::Inject { .. } | Domain::Switch(_) | Domain::Seeds | Domain::Consts(_) => vec![],
         };
         self.axes.iter().flat_map(choices).collect()
     }
@@ -118,6 +120,15 @@ fn narrowed(knob: Knob, domain: &Domain, decades: f64) -> Domain {
             let (x, y) = narrow((a, b));
             Domain::Features(x, y, f)
         }
+        Domain::Consts(ref ranges) => Domain::Consts(
+            ranges
+                .iter()
+                .map(|r| {
+                    let (low, high) = if r.scale == Scale::Log { narrow((r.low, r.high)) } else { (r.low / 10f64.powf(decades), r.high / 10f64.powf(decades)) };
+                    ConstRange { low, high, ..r.clone() }
+                })
+                .collect(),
+        ),
         Domain::Inject { .. } | Domain::Choice(_) | Domain::Switch(_) | Domain::Seeds => domain.clone(),
     }
 }

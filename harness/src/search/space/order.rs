@@ -37,6 +37,7 @@ pub(super) const DRAW: [Knob; Knob::COUNT] = [
     Knob::Seed,
     Knob::LossKind,
     Knob::LossReduction,
+    Knob::Const,
 ];
 
 /// The order of the screening sweep within each of its groups (riskier ends, other values, safer ends).
@@ -70,6 +71,7 @@ pub(super) const SCREEN: [Knob; Knob::COUNT] = [
     Knob::Seed,
     Knob::LossKind,
     Knob::LossReduction,
+    Knob::Const,
 ];
 
 /// The order numeric knobs are scanned in (the rows of `nanhunt margins`); knobs without a range are skipped.
@@ -103,6 +105,7 @@ pub(super) const SCAN: [Knob; Knob::COUNT] = [
     Knob::Precision,
     Knob::LossKind,
     Knob::LossReduction,
+    Knob::Const,
 ];
 
 #[cfg(test)]

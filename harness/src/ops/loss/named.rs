@@ -1,0 +1,232 @@
+//! The named losses people call from PyTorch, each formula beside the PyTorch call it follows:
+//! `kl_div` (`F.kl_div` of log-probabilities, `log_target` as its own kind), `focal`
+//! (torchvision's `sigmoid_focal_loss`, γ and α in `consts`) and `info_nce` (the contrastive
+//! loss: `F.cross_entropy(p @ y.T / temperature, arange(batch))`, the temperature in `consts`).
+//! Each is written as PyTorch computes it, including where it fails: `kl_div` multiplies a
+//! zero target by its log-input, so a log-input of −∞ (the log of a softmax that underflowed)
+//! gives `0 · (−∞) = NaN`; a small temperature overflows f16's logits.
+
+use candle_core::{Tensor, D};
+
+use super::{py, reduction, Terms};
+use crate::error::Result;
+use crate::run::kernel::activation::log_softmax_along;
+use crate::scenario::{LossSpec, Named, Reduction};
+
+/// torchvision's defaults for `sigmoid_focal_loss`: γ = 2, α = 0.25.
+const FOCAL: [(&str, f64); 2] = [("gamma", 2.0), ("alpha", 0.25)];
+
+/// The constants `kind`'s formula reads, with their defaults (PyTorch's or torchvision's).
+pub(super) fn consts_of(kind: crate::scenario::LossKind) -> &'static [(&'static str, f64)] {
+    use crate::scenario::LossKind;
+    match kind {
+        LossKind::Focal => &FOCAL,
+        // No default temperature in PyTorch: SimCLR's 0.07 is common, and the point is to set it.
+        LossKind::InfoNce => &[("temperature", 0.07)],
+        LossKind::Mse
+        | LossKind::Mae
+        | LossKind::Huber
+        | LossKind::Bce
+        | LossKind::BceTorch
+        | LossKind::BceLogits
+        | LossKind::CrossEntropy
+        | LossKind::NaiveCrossEntropy
+        | LossKind::MeanAbsRatio
+        | LossKind::Expr
+        | LossKind::KlDiv
+        | LossKind::KlDivLogTarget => &[],
+    }
+}
+
+/// The constant `name` of the loss, or its default.
+fn constant(s: &LossSpec, name: &str) -> f64 {
+    s.consts.get(name).copied().unwrap_or_else(|| consts_of(s.kind).iter().find(|(n, _)| *n == name).map_or(0.0, |(_, v)| *v))
+}
+
+/// `F.kl_div(p, y, log_target=False)` per element: `xlogy(y, y) − y · p`, PyTorch's formula
+/// (`aten/src/ATen/native/Loss.cpp`): a zero target's own term is 0, but its `y · p` is
+/// `0 · (−∞) = NaN` where the log-input is −∞.
+pub(super) fn kl_div(p: &Tensor, y: &Tensor) -> Result<Terms> {
+    let xlogy = y.eq(0.0)?.where_cond(&y.zeros_like()?, &y.mul(&y.log()?)?)?;
+    Ok(Terms::Batch((xlogy - y.mul(p)?)?))
+}
+
+/// `F.kl_div(p, y, log_target=True)` per element: `exp(y) · (y − p)`.
+pub(super) fn kl_div_log_target(p: &Tensor, y: &Tensor) -> Result<Terms> {
+    Ok(Terms::Batch(y.exp()?.mul(&(y - p)?)?))
+}
+
+/// [`kl_div`] and [`kl_div_log_target`] in PyTorch; `mean` is `batchmean` (the sum over the
+/// batch's rows; PyTorch's `mean` over elements is documented as not the KL divergence).
+pub(super) fn kl_div_torch(s: &LossSpec, log_target: bool) -> String {
+    let r = match s.reduction {
+        Reduction::Mean => "'batchmean'",
+        Reduction::Sum => "'sum'",
+    };
+    format!("F.kl_div(p, y, reduction={r}, log_target={})", if log_target { "True" } else { "False" })
+}
+
+/// torchvision's `sigmoid_focal_loss` per element, in its order: `ce · (1 − p_t)^γ`, then
+/// `α_t ·` it when α ≥ 0, with `p = sigmoid(x)`, `p_t = p·y + (1 − p)(1 − y)` and `ce` the
+/// stable BCE of logits. For γ < 1 the power's gradient at `p_t = 1` (a saturated sigmoid)
+/// is ∞, times a `ce` of 0: NaN, as in PyTorch.
+pub(super) fn focal(s: &LossSpec, x: &Tensor, y: &Tensor) -> Result<Terms> {
+    let (gamma, alpha) = (constant(s, "gamma"), constant(s, "alpha"));
+    let p = candle_nn::ops::sigmoid(x)?;
+    let ce = super::probability::bce_logits_elements(x, y)?;
+    let q = y.affine(-1.0, 1.0)?;
+    let p_t = (p.mul(y)? + p.affine(-1.0, 1.0)?.mul(&q)?)?;
+    let loss = ce.mul(&p_t.affine(-1.0, 1.0)?.powf(gamma)?)?;
+    if alpha < 0.0 {
+        return Ok(Terms::Elements(loss));
+    }
+    let alpha_t = (y.affine(alpha, 0.0)? + q.affine(1.0 - alpha, 0.0)?)?;
+    Ok(Terms::Elements(alpha_t.mul(&loss)?))
+}
+
+/// [`focal`] in PyTorch: torchvision's `sigmoid_focal_loss` body as one expression.
+pub(super) fn focal_torch(s: &LossSpec) -> String {
+    let (gamma, alpha) = (constant(s, "gamma"), constant(s, "alpha"));
+    let loss = format!("F.binary_cross_entropy_with_logits(p, y, reduction='none') * ((1 - ((q := torch.sigmoid(p)) * y + (1 - q) * (1 - y))) ** {})", py(gamma));
+    let loss = if alpha < 0.0 { loss } else { format!("({} * y + {} * (1 - y)) * ({loss})", py(alpha), py(1.0 - alpha)) };
+    let reduce = match s.reduction {
+        Reduction::Mean => "mean",
+        Reduction::Sum => "sum",
+    };
+    format!("({loss}).{reduce}()")
+}
+
+/// The contrastive loss: row `i` of `p` (a batch of embeddings) against every row of `y` (their
+/// positives), `logits = p @ yᵀ / T`, and the cross-entropy of row `i` with class `i`:
+/// `−log_softmax(logits)[i, i]`, in the dtype of the inputs (in f16, logits past 65504 are ∞).
+pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
+    let t = constant(s, "temperature");
+    let logits = (p.matmul(&y.t()?)? / t)?;
+    let n = p.dim(0)?;
+    let labels = Tensor::arange(0u32, n as u32, p.device())?.unsqueeze(1)?;
+    let picked = log_softmax_along(&logits, D::Minus1)?.gather(&labels, 1)?.squeeze(1)?;
+    Ok(Terms::Elements(picked.neg()?))
+}
+
+/// [`info_nce`] in PyTorch.
+pub(super) fn info_nce_torch(s: &LossSpec) -> String {
+    format!("F.cross_entropy(p @ y.T / {}, torch.arange(p.shape[0]), reduction={})", py(constant(s, "temperature")), reduction(s))
+}
+
+/// The constants' problems: a name the kind does not read, a value outside its domain.
+pub(super) fn problems(s: &LossSpec) -> Vec<(&'static str, String)> {
+    let known = consts_of(s.kind);
+    let mut out = Vec::new();
+    for (k, v) in &s.consts {
+        if !known.iter().any(|(n, _)| n == k) {
+            let names: Vec<String> = known.iter().map(|(n, _)| format!("`{n}`")).collect();
+            out.push(("consts", format!("`{}` takes no constant `{k}` (it reads {})", s.kind.name(), if names.is_empty() { "none".into() } else { names.join(", ") })));
+        } else if !v.is_finite() {
+            out.push(("consts", format!("`{k}` must be a finite number, got {v}")));
+        }
+    }
+    if s.kind == crate::scenario::LossKind::InfoNce && constant(s, "temperature") == 0.0 {
+        out.push(("consts", "`temperature` must not be 0 (the logits divide by it)".into()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use candle_core::{Device, Tensor, Var};
+
+    use super::super::Loss;
+    use crate::scenario::{LossKind, LossSpec, Reduction};
+
+    fn spec(kind: LossKind, consts: &[(&str, f64)], reduction: Reduction) -> LossSpec {
+        LossSpec { kind, consts: consts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(), reduction, ..Default::default() }
+    }
+
+    fn m(rows: &[&[f64]]) -> Tensor {
+        Tensor::new(rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), &Device::Cpu).unwrap()
+    }
+
+    /// The loss and the gradient wrt the prediction, flattened.
+    fn loss_grad(s: &LossSpec, p: &[&[f64]], y: &[&[f64]]) -> (f64, Vec<f64>) {
+        let p = Var::from_tensor(&m(p)).unwrap();
+        let l = Loss(s.clone()).apply(p.as_tensor(), &m(y)).unwrap();
+        let g = l.backward().unwrap();
+        (l.to_scalar::<f64>().unwrap(), g.get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap())
+    }
+
+    fn close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-12 * y.abs().max(1.0)), "{a:?} vs {b:?}");
+    }
+
+    #[test]
+    fn kl_div_is_pytorchs_with_batchmean_and_nan_at_a_zero_target_of_log_input_minus_inf() {
+        let y: &[&[f64]] = &[&[0.6, 0.4, 0.0], &[0.1, 0.9, 0.0]];
+        // PyTorch 2.15 (f64): F.kl_div(p, y, reduction='batchmean') = 0.04095267979964768, grad −y / 2.
+        let (l, g) = loss_grad(&spec(LossKind::KlDiv, &[], Reduction::Mean), &[&[-0.5, -1.0, -5.0], &[-2.0, -0.2, -3.0]], y);
+        close(&[l], &[0.04095267979964768]);
+        close(&g, &[-0.3, -0.2, 0.0, -0.05, -0.45, 0.0]);
+        // reduction='sum': 0.08190535959929536.
+        close(&[loss_grad(&spec(LossKind::KlDiv, &[], Reduction::Sum), &[&[-0.5, -1.0, -5.0], &[-2.0, -0.2, -3.0]], y).0], &[0.08190535959929536]);
+        // A zero target where the log-input is −inf: xlogy(0, 0) − 0 · (−inf) = NaN (PyTorch 2.15: nan).
+        assert!(loss_grad(&spec(LossKind::KlDiv, &[], Reduction::Mean), &[&[-0.5, -1.0, f64::NEG_INFINITY], &[-2.0, -0.2, -3.0]], y).0.is_nan());
+        // log_target=True: 0.1683318409727863, grad −exp(y) / 2.
+        let (l, g) = loss_grad(&spec(LossKind::KlDivLogTarget, &[], Reduction::Mean), &[&[-0.3, -1.5], &[-1.0, -0.7]], &[&[-0.5, -1.0], &[-2.0, -0.2]]);
+        close(&[l], &[0.1683318409727863]);
+        close(&g, &[-0.3032653298563167, -0.18393972058572117, -0.06766764161830635, -0.4093653765389909]);
+    }
+
+    #[test]
+    fn focal_is_torchvisions_sigmoid_focal_loss() {
+        let (x, t): (&[&[f64]], &[&[f64]]) = (&[&[0.5], &[-1.0], &[2.0], &[-3.0]], &[&[1.0], &[0.0], &[0.0], &[1.0]]);
+        // PyTorch 2.15 (f64), torchvision's formula, α 0.25, γ 2, mean: 0.4907539151457746.
+        let (l, g) = loss_grad(&spec(LossKind::Focal, &[], Reduction::Mean), x, t);
+        close(&[l], &[0.4907539151457746]);
+        let want = [-0.00862106233443215, 0.009858961870792615, 0.20188382445909037, -0.07042186753968054];
+        assert!(g.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{g:?}");
+        // α = −1 (no weighting), γ = 0.5, sum: 5.4253066758114805.
+        let (l, g) = loss_grad(&spec(LossKind::Focal, &[("alpha", -1.0), ("gamma", 0.5)], Reduction::Sum), x, t);
+        close(&[l], &[5.4253066758114805]);
+        let want = [-0.3226365328560928, 0.19885432179961854, 0.9456078011227923, -1.0002673398454893];
+        assert!(g.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{g:?}");
+        // f32, γ = 0.5, a logit of 20 with target 1: sigmoid is exactly 1, the power's gradient
+        // ∞ times the sigmoid's 0 is NaN (PyTorch 2.15: grad [nan, -0.0595107...]).
+        let p = Var::from_tensor(&Tensor::new(&[[20.0f32], [0.0]], &Device::Cpu).unwrap()).unwrap();
+        let y = Tensor::new(&[[1.0f32], [1.0]], &Device::Cpu).unwrap();
+        let l = Loss(spec(LossKind::Focal, &[("gamma", 0.5)], Reduction::Mean)).apply(p.as_tensor(), &y).unwrap();
+        let g = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(g[0].is_nan() && (f64::from(g[1]) - -0.05951070785522461).abs() < 1e-6, "{g:?}");
+        assert!((f64::from(l.to_scalar::<f32>().unwrap()) - 0.061266131699085236).abs() < 1e-6);
+    }
+
+    #[test]
+    fn info_nce_is_cross_entropy_of_the_scaled_similarities_and_overflows_f16() {
+        // PyTorch 2.15 (f64): F.cross_entropy(z @ k.T / 0.5, arange(3)) = 0.42820500753240137.
+        let z: &[&[f64]] = &[&[1.0, 0.0], &[0.5, 0.5], &[0.0, -1.0]];
+        let (l, g) = loss_grad(&spec(LossKind::InfoNce, &[("temperature", 0.5)], Reduction::Mean), z, &[&[0.8, 0.2], &[0.3, 0.9], &[-0.1, -0.7]]);
+        close(&[l], &[0.42820500753240137]);
+        let want = [-0.14467058989233403, 0.0472859146413988, 0.12119387869283367, -0.2694033758867428, 0.09124683210956658, 0.11828506706598174];
+        assert!(g.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{g:?}");
+        // f16, T = 0.01: 30 · 25 / 0.01 = 75000 > 65504 is inf, and the loss NaN (PyTorch 2.15: nan).
+        let h = |v: &[[f32; 2]; 2]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
+        let l = Loss(spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean)).apply(&h(&[[30.0, 0.0], [0.0, 1.0]]), &h(&[[25.0, 0.0], [0.0, 1.0]])).unwrap();
+        assert!(l.to_dtype(candle_core::DType::F32).unwrap().to_scalar::<f32>().unwrap().is_nan());
+    }
+
+    #[test]
+    fn the_pytorch_calls_and_the_constants_checks() {
+        let torch = |s: LossSpec| Loss(s).torch_expr();
+        assert_eq!(torch(spec(LossKind::KlDiv, &[], Reduction::Mean)), "F.kl_div(p, y, reduction='batchmean', log_target=False)");
+        assert_eq!(torch(spec(LossKind::KlDivLogTarget, &[], Reduction::Sum)), "F.kl_div(p, y, reduction='sum', log_target=True)");
+        assert_eq!(torch(spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean)), "F.cross_entropy(p @ y.T / 0.01, torch.arange(p.shape[0]), reduction='mean')");
+        assert!(torch(spec(LossKind::Focal, &[], Reduction::Mean)).starts_with("((0.25 * y + 0.75 * (1 - y)) * (F.binary_cross_entropy_with_logits(p, y, reduction='none')"));
+        use crate::ops::Op;
+        let problems = |s: LossSpec| Loss(s).check().into_iter().map(|(_, m)| m).collect::<Vec<_>>();
+        assert_eq!(problems(spec(LossKind::Focal, &[("gama", 2.0)], Reduction::Mean)), ["`focal` takes no constant `gama` (it reads `gamma`, `alpha`)"]);
+        assert_eq!(problems(spec(LossKind::InfoNce, &[("temperature", 0.0)], Reduction::Mean)), ["`temperature` must not be 0 (the logits divide by it)"]);
+        assert_eq!(problems(spec(LossKind::Mse, &[("eps", 1.0)], Reduction::Mean)), ["only `kind = \"expr\"`, `focal` (gamma, alpha) and `info_nce` (temperature) take `consts`"]);
+        assert!(problems(spec(LossKind::Focal, &[("gamma", 0.5), ("alpha", 0.25)], Reduction::Mean)).is_empty());
+    }
+}

@@ -1,0 +1,211 @@
+//! `consts`: the named constants of expressions, a family of knobs each scenario defines
+//! for itself (`loss.consts.eps`, `model.layers.2.consts.T`).
+//!
+//! The knob list (`knob/mod.rs`) is static, and a scenario's constants are not: they are
+//! one knob, [`Knob::Const`](super::Knob::Const) (`consts` in `[search] knobs`), whose value
+//! names the constant it sets ([`Constant`]: where it lives and its name, beside the number),
+//! as `data.scale`'s value names its feature. Its domain ([`Domain::Consts`]) is a range per
+//! constant, so draws, the screening sweep and `nanhunt margins` move each constant alone
+//! and report each by its own key. A constant moves on a log scale where it is positive,
+//! down to below half the dtype's smallest subnormal (an epsilon that rounds to 0 guards nothing),
+//! and on a linear one otherwise. The constants are those of `[loss]` (`kind = "expr"` or a
+//! named loss that takes them) and of the top-level `expr` layers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::def::{around, Ctx, Def, Domain, End, Spec};
+use super::value::{Fields, KnobValue, Scale, Value};
+use crate::ops::diagnosis::Limits;
+use crate::scenario::{Layer, Scenario};
+
+/// Where one constant lives: the `consts` of the loss or of a top-level layer, and its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConstAt {
+    /// The index in `[model] layers` of the layer whose `consts` hold it; none: the loss's.
+    pub layer: Option<u16>,
+    /// Its name (interned, so that a mutation's value stays `Copy`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Display for ConstAt {
+    /// `loss.consts.eps`, `model.layers.2.consts.T`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.layer {
+            None => write!(f, "loss.consts.{}", self.name),
+            Some(i) => write!(f, "model.layers.{i}.consts.{}", self.name),
+        }
+    }
+}
+
+/// One constant set to a number: which, the number, and the scale it moves on (log where its
+/// base is positive, linear otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Constant {
+    /// Which constant.
+    pub at: ConstAt,
+    /// Its value.
+    pub value: f64,
+    /// The scale it moves on.
+    pub scale: Scale,
+}
+
+/// One constant's range in a search space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstRange {
+    /// Which constant.
+    pub at: ConstAt,
+    /// Its scale (log where the base is positive).
+    pub scale: Scale,
+    /// Smallest value.
+    pub low: f64,
+    /// Largest value.
+    pub high: f64,
+}
+
+impl ConstRange {
+    /// The constant at `v` on this range's scale.
+    pub fn at_value(&self, v: f64) -> Constant {
+        Constant { at: self.at, value: v, scale: self.scale }
+    }
+}
+
+/// The constant names seen so far, each leaked once (names are few: those scenarios write).
+static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// `name` as a `&'static str`, the same one for equal names.
+pub fn intern(name: &str) -> &'static str {
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// The loss's constants, where its kind reads them.
+fn loss_consts(s: &Scenario) -> Option<&BTreeMap<String, f64>> {
+    s.loss.kind.takes_consts().then_some(&s.loss.consts)
+}
+
+/// Every constant of `s` with its value: the loss's, then each top-level `expr` layer's in order.
+pub fn all(s: &Scenario) -> Vec<(ConstAt, f64)> {
+    let mut out: Vec<(ConstAt, f64)> = loss_consts(s).into_iter().flatten().map(|(k, v)| (ConstAt { layer: None, name: intern(k) }, *v)).collect();
+    for (i, l) in s.model.layers.iter().enumerate().take(usize::from(u16::MAX)) {
+        if let Layer::Expr(e) = l {
+            out.extend(e.consts.iter().map(|(k, v)| (ConstAt { layer: Some(i as u16), name: intern(k) }, *v)));
+        }
+    }
+    out
+}
+
+/// The table holding the constant `at` names, if `s` has it.
+fn table_mut(s: &mut Scenario, at: ConstAt) -> Option<&mut f64> {
+    let table = match at.layer {
+        None => Some(&mut s.loss.consts).filter(|_| s.loss.kind.takes_consts()),
+        Some(i) => match s.model.layers.get_mut(usize::from(i)) {
+            Some(Layer::Expr(e)) => Some(&mut e.consts),
+            Some(_) | None => None,
+        },
+    };
+    table?.get_mut(at.name)
+}
+
+/// The value of the constant `at` in `s`, if it has it.
+pub fn value_of(s: &Scenario, at: ConstAt) -> Option<f64> {
+    all(s).into_iter().find(|(a, _)| *a == at).map(|(_, v)| v)
+}
+
+/// The scale a constant of this base value moves on.
+pub fn scale_of(base: f64) -> Scale {
+    if base > 0.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
+    }
+}
+
+/// `consts`: every named constant of the scenario's expressions, each moved alone.
+pub struct Const;
+
+impl Def for Const {
+    type Value = Constant;
+    const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::Low, within: None };
+    fn applies(s: &Scenario) -> bool {
+        !all(s).is_empty()
+    }
+    fn get(s: &Scenario) -> Option<Constant> {
+        all(s).first().map(|&(at, value)| Constant { at, value, scale: scale_of(value) })
+    }
+    fn set(s: &mut Scenario, c: Constant) -> bool {
+        table_mut(s, c.at).map(|v| *v = c.value).is_some()
+    }
+    fn domain(c: &Ctx) -> Option<Domain> {
+        let ranges: Vec<ConstRange> = all(c.base)
+            .into_iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(at, v)| {
+                let (low, high) = if v > 0.0 {
+                    // As an epsilon's range, down to where it rounds to 0 in the dtype: a quarter
+                    // of its smallest subnormal (half of it is the tie, which the scan's log
+                    // steps can miss by a last place and round up).
+                    let (a, b) = around(v, c.decades);
+                    (a.min(Limits::of(c.base.train.dtype).min_subnormal / 4.0), b)
+                } else {
+                    // Not positive: a linear range, 10× the value's size (at least 1) either side.
+                    let w = 10.0 * v.abs().max(1.0);
+                    (v - w, v + w)
+                };
+                ConstRange { at, scale: scale_of(v), low, high }
+            })
+            .collect();
+        (!ranges.is_empty()).then_some(Domain::Consts(ranges))
+    }
+}
+
+/// The names fuzzer bytes draw a constant's from (the fuzz targets do not draw this knob).
+const FUZZ_NAMES: [&str; 4] = ["eps", "T", "gamma", "alpha"];
+
+impl<'a> arbitrary::Arbitrary<'a> for Constant {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let layer = <Option<u16>>::arbitrary(u)?;
+        let name = *u.choose(&FUZZ_NAMES)?;
+        let value = f64::arbitrary(u)?;
+        Ok(Constant { at: ConstAt { layer, name }, value, scale: scale_of(value) })
+    }
+}
+
+impl KnobValue for Constant {
+    fn into_value(self) -> Value {
+        Value::Const(self)
+    }
+    fn from_value(v: &Value) -> Option<Self> {
+        match *v {
+            Value::Const(c) => Some(c),
+            Value::Real(_)
+            | Value::Count(_)
+            | Value::Off
+            | Value::Seed(_)
+            | Value::Dtype(_)
+            | Value::Optimizer(_)
+            | Value::Precision(_)
+            | Value::Loss(_)
+            | Value::Reduction(_)
+            | Value::Factor(_)
+            | Value::Inject(_) => None,
+        }
+    }
+    /// No constant is named by a number alone.
+    fn at(_: f64) -> Option<Self> {
+        None
+    }
+    fn moved(self, v: f64) -> Self {
+        Constant { value: v, ..self }
+    }
+    fn read(f: &Fields) -> Result<Self, String> {
+        let name = f.name.as_deref().ok_or_else(|| "missing field `name`".to_string())?;
+        let value: f64 = serde_json::from_value(f.value.clone()).map_err(|e| e.to_string())?;
+        Ok(Constant { at: ConstAt { layer: f.layer, name: intern(name) }, value, scale: f.scale.unwrap_or_else(|| scale_of(value)) })
+    }
+}
