@@ -6,17 +6,20 @@
 //! typed fields or an external data file confined to the model's folder, sizes checked against
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
-//! one tensor. `compile.rs` turns the graph into registry layers with the file's weights.
+//! one tensor. `compile.rs` turns the graph into registry layers with the file's weights;
+//! `import.rs` is `[model] onnx = "model.onnx"`, and how the plan takes the graph's names.
 
 use std::collections::BTreeMap;
 
 pub mod compile;
+mod import;
 mod load;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto;
 mod tensor;
 
 pub use compile::{compile, Compiled};
+pub use import::{adopt, Import};
 pub use load::{fuzz_one, load, parse, OPSETS};
 
 /// A graph loaded from an ONNX file: its inputs, outputs, nodes in dependency order and constants.
