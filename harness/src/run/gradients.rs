@@ -10,9 +10,12 @@ use crate::error::{Error, Result};
 use crate::ops::loss::Loss;
 use crate::scenario::Scenario;
 
+/// Each parameter's gradient: its name and values, row-major.
+pub type Gradients = Vec<(String, Vec<f64>)>;
+
 /// The loss of `s`'s model and loss on inputs `x` and targets `y` (one row each per example) at
 /// the initial weights, and each parameter's gradient (name and values, row-major), in f32.
-pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(f64, Vec<(String, Vec<f64>)>)> {
+pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(f64, Gradients)> {
     let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "data".into(), message };
     let input = crate::scenario::input_shape(&s.data).ok_or_else(|| invalid("the data's shape is not known before it is read".into()))?;
     let plan = crate::scenario::plan(&s.model, input).map_err(|(k, m)| invalid(format!("model.{k}: {m}")))?;
