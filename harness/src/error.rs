@@ -145,6 +145,15 @@ pub enum Error {
         /// Why the run failed.
         message: String,
     },
+    /// An ONNX model file cannot be imported: it does not parse, breaks a limit, or holds an op
+    /// or a construct nanhunt does not support.
+    #[error("{path}: cannot import the ONNX model: {message}")]
+    Onnx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the node, tensor or limit.
+        message: String,
+    },
     /// A run panicked; the panic message is kept.
     #[error("panic during run: {0}")]
     Panic(String),

@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn attention_plans_scores_probabilities_and_mix_with_their_projections() {
-        let spec = ModelSpec { init: Init::Torch, layers: vec![Layer::Attention(attention(2))], init_scale: 1.0, code: None };
+        let spec = ModelSpec { init: Init::Torch, layers: vec![Layer::Attention(attention(2))], init_scale: 1.0, code: None, onnx: None };
         let p = plan(&spec, InShape { features: 4, seq_len: Some(3), vocab: None, image: None }).unwrap();
         let nodes: Vec<_> = p.nodes.iter().map(|n| (n.name.as_str(), n.part, n.inputs.clone(), n.params.clone(), n.shape)).collect();
         // Scores (batch, heads · seq, seq) = (batch, 6, 3), per the plan's flattening of the heads.

@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_batch_norm_normalises_features_or_image_channels_and_refuses_sequences() {
-        let planned = |input| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 })], init_scale: 1.0, code: None }, input);
+        let planned = |input| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::BatchNorm(BatchNorm { eps: 1e-5, momentum: 0.1 })], init_scale: 1.0, code: None, onnx: None }, input);
         let p = planned(InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
         let got: Vec<_> = p.params.iter().map(|p| (p.name.as_str(), p.shape.clone(), p.role)).collect();
         assert_eq!(got, [("layers.0.batch_norm.weight", vec![3], Role::Gain), ("layers.0.batch_norm.bias", vec![3], Role::Shift)]);

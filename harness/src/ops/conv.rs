@@ -231,7 +231,7 @@ mod tests {
     use crate::scenario::{plan, InShape, Layer, ModelSpec};
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
-        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
+        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None }
     }
 
     fn c1(stride: usize, padding: usize) -> Conv1d {

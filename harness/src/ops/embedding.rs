@@ -125,7 +125,7 @@ mod tests {
     use crate::scenario::{plan, InShape, Init, Layer, ModelSpec};
 
     fn spec(layers: Vec<Layer>, init: Init) -> ModelSpec {
-        ModelSpec { init, layers, init_scale: 1.0, code: None }
+        ModelSpec { init, layers, init_scale: 1.0, code: None, onnx: None }
     }
 
     #[test]

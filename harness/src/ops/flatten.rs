@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn images_and_sequences_become_one_vector_per_example() {
-        let out = |input: InShape| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::Flatten(Flatten {})], init_scale: 1.0, code: None }, input).unwrap().out;
+        let out = |input: InShape| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::Flatten(Flatten {})], init_scale: 1.0, code: None, onnx: None }, input).unwrap().out;
         assert_eq!(out(InShape { features: 24, seq_len: None, vocab: None, image: Some((2, 3, 4)) }), Shape::Flat(24));
         assert_eq!(out(InShape { features: 3, seq_len: Some(5), vocab: None, image: None }), Shape::Flat(15));
         assert_eq!(out(InShape { features: 3, seq_len: None, vocab: None, image: None }), Shape::Flat(3));

@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn gated_cells_declare_gates_times_hidden_and_return_the_last_state_or_every_one() {
         let seq = InShape { features: 2, seq_len: Some(5), vocab: None, image: None };
-        let spec = |layer| ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None };
+        let spec = |layer| ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None, onnx: None };
         let p = plan(&spec(Layer::Lstm(lstm(3, false))), seq).unwrap();
         let got: Vec<_> = p.params.iter().map(|p| (p.name.as_str(), p.shape.clone(), p.role, p.torch_fan)).collect();
         assert_eq!(

@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn a_layer_norm_keeps_its_shape_with_a_gain_and_shift_over_the_width_and_refuses_a_bad_eps() {
-        let planned = |eps: f64, input| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::LayerNorm(LayerNorm { eps })], init_scale: 1.0, code: None }, input);
+        let planned = |eps: f64, input| plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::LayerNorm(LayerNorm { eps })], init_scale: 1.0, code: None, onnx: None }, input);
         let seq = InShape { features: 3, seq_len: Some(4), vocab: None, image: None };
         let p = planned(1e-5, seq).unwrap();
         let got: Vec<_> = p.params.iter().map(|p| (p.name.as_str(), p.shape.clone(), p.role)).collect();

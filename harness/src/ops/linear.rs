@@ -131,7 +131,7 @@ mod tests {
     use crate::scenario::{plan, DTypeName, InShape, Layer, ModelSpec};
 
     fn planned(out: usize, input: InShape) -> std::result::Result<crate::scenario::Plan, (String, String)> {
-        plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::Linear(Linear { out, init: None })], init_scale: 1.0, code: None }, input)
+        plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::Linear(Linear { out, init: None })], init_scale: 1.0, code: None, onnx: None }, input)
     }
 
     #[test]

@@ -99,7 +99,7 @@ mod tests {
     use crate::scenario::{plan as plan_model, InShape, Init, Layer, ModelSpec};
 
     fn planned(layer: Layer, input: InShape) -> std::result::Result<crate::scenario::Plan, (String, String)> {
-        plan_model(&ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None }, input)
+        plan_model(&ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None, onnx: None }, input)
     }
 
     #[test]

@@ -119,7 +119,7 @@ mod tests {
             let op = layer.op();
             assert_eq!(op.check(), Vec::new(), "{kind}: its defaults are valid");
             for input in [InShape { features: 3, seq_len: None, vocab: None, image: None }, InShape { features: 3, seq_len: Some(2), vocab: None, image: None }] {
-                let spec = ModelSpec { init: Init::Torch, layers: vec![layer.clone()], init_scale: 1.0, code: None };
+                let spec = ModelSpec { init: Init::Torch, layers: vec![layer.clone()], init_scale: 1.0, code: None, onnx: None };
                 let p = plan(&spec, input).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
                 assert_eq!((p.out, p.params.len()), (input.shape(), 0), "{kind} keeps {input:?} and has no parameters");
             }

@@ -96,7 +96,7 @@ mod tests {
     use crate::scenario::{plan, InShape, Init, Input, ModelSpec};
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
-        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
+        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None }
     }
 
     #[test]

@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn an_rms_norm_has_one_scale_over_the_width_and_a_positive_eps_or_pytorchs_default() {
         let flat = InShape { features: 5, seq_len: None, vocab: None, image: None };
-        let p = plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::RmsNorm(RmsNorm { eps: None })], init_scale: 1.0, code: None }, flat).unwrap();
+        let p = plan(&ModelSpec { init: Init::Torch, layers: vec![Layer::RmsNorm(RmsNorm { eps: None })], init_scale: 1.0, code: None, onnx: None }, flat).unwrap();
         assert_eq!((p.params.len(), p.params[0].name.as_str(), p.params[0].shape.clone(), p.params[0].role), (1, "layers.0.rms_norm.weight", vec![5], Role::Gain));
         assert_eq!(p.out, Shape::Flat(5));
         assert_eq!(RmsNorm { eps: Some(-1e-6) }.check(), vec![("eps", "must be a positive finite number, got -0.000001".to_string())]);

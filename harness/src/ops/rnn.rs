@@ -85,7 +85,7 @@ mod tests {
     use crate::scenario::{plan, InShape, ModelSpec};
 
     fn planned(layer: crate::scenario::Layer, input: InShape) -> std::result::Result<crate::scenario::Plan, (String, String)> {
-        plan(&ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None }, input)
+        plan(&ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None, onnx: None }, input)
     }
 
     #[test]

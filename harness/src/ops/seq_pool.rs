@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn pools_bring_a_sequence_down_to_its_width_and_refuse_the_rest() {
-        let planned = |l: Layer, input| plan(&ModelSpec { init: Init::Torch, layers: vec![l], init_scale: 1.0, code: None }, input);
+        let planned = |l: Layer, input| plan(&ModelSpec { init: Init::Torch, layers: vec![l], init_scale: 1.0, code: None, onnx: None }, input);
         let seq = InShape { features: 3, seq_len: Some(5), vocab: None, image: None };
         let flat = InShape { features: 3, seq_len: None, vocab: None, image: None };
         let image = InShape { features: 4, seq_len: None, vocab: None, image: Some((1, 2, 2)) };

@@ -27,6 +27,7 @@ pub mod code;
 pub(crate) mod data;
 mod device;
 mod divergence;
+mod gradients;
 pub(crate) mod judge;
 pub(crate) mod kernel;
 pub(crate) mod model;
@@ -45,6 +46,7 @@ mod watch;
 
 pub use cause::{Cause, Operand, Rule};
 pub use divergence::{still_growing, SETTLE_DECADES};
+pub use gradients::{first_gradients, Gradients};
 pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
 pub use trace::{fmt, kept_rows, Trace, TraceRow, TRACE_HEAD, TRACE_TAIL};
 

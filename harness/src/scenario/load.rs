@@ -55,10 +55,18 @@ pub(crate) fn load_edited(path: &Path, opts: &LoadOptions, edit: &dyn Fn(String)
     let mut scenario = parse_str(&src, &origin)?;
     scenario.dir = path.parent().map(Path::to_path_buf);
     change(&mut scenario);
+    let dir = scenario.dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let limit = scenario.train.memory_limit_mb;
+    if let Some(import) = scenario.model.onnx.as_mut() {
+        if let Err(message) = inside(&dir, &import.path, opts.allow_outside_paths, "ONNX model") {
+            let location = locate_key(&src, "model.onnx").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
+            return Err(Error::Invalid { location, key: "model.onnx".into(), message });
+        }
+        import.resolve(&dir.join(&import.path), limit)?;
+    }
     check_text(&scenario, &src, &origin)?;
     if let InputSpec::Csv { path: csv, .. } = &scenario.data.inputs {
-        let dir = scenario.dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
-        if let Err(message) = inside(&dir, csv, opts.allow_outside_paths) {
+        if let Err(message) = inside(&dir, csv, opts.allow_outside_paths, "CSV") {
             let location = locate_key(&src, "data.inputs").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
             return Err(Error::Invalid { location, key: "data.inputs".into(), message });
         }
@@ -84,16 +92,17 @@ pub(crate) fn read_regular(path: &Path, max: u64, what: &str, hint: &str) -> Res
     Ok(bytes)
 }
 
-/// Checks that `file`, relative to `dir`, is a regular file inside `dir` (unless `outside` allows any).
-fn inside(dir: &Path, file: &str, outside: bool) -> std::result::Result<(), String> {
+/// Checks that `file` (a `what` file: CSV, ONNX model), relative to `dir`, is a regular file
+/// inside `dir` (unless `outside` allows any).
+fn inside(dir: &Path, file: &str, outside: bool, what: &str) -> std::result::Result<(), String> {
     let full = dir.join(file);
-    let real = full.canonicalize().map_err(|e| format!("cannot open the CSV file `{}`: {e}", full.display()))?;
+    let real = full.canonicalize().map_err(|e| format!("cannot open the {what} file `{}`: {e}", full.display()))?;
     if !real.is_file() {
-        return Err(format!("the CSV path `{file}` is not a regular file"));
+        return Err(format!("the {what} path `{file}` is not a regular file"));
     }
     let home = dir.canonicalize().map_err(|e| format!("cannot open the scenario's folder `{}`: {e}", dir.display()))?;
     if !outside && !real.starts_with(&home) {
-        return Err(format!("the CSV path `{file}` leads outside the scenario's folder; move the file beside the scenario, or pass `--allow-outside-paths`"));
+        return Err(format!("the {what} path `{file}` leads outside the scenario's folder; move the file beside the scenario, or pass `--allow-outside-paths`"));
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ mod knob;
 mod load;
 mod memory;
 mod model;
+pub mod onnx;
 mod plan;
 mod schedule;
 mod search;

@@ -23,9 +23,20 @@ pub struct ModelSpec {
     /// A model written in Rust (`nanhunt::CodeModel`) in place of `layers`, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<super::Code>,
+    /// A PyTorch model exported as ONNX in place of `layers` (`onnx = "model.onnx"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<super::onnx::Import>,
 }
 
 impl ModelSpec {
+    /// The layer stack: the imported ONNX graph's layers if it has one, else `layers`.
+    pub fn stack(&self) -> &[Layer] {
+        match self.onnx.as_ref().and_then(|o| o.compiled.as_deref()) {
+            Some(c) => &c.layers,
+            None => &self.layers,
+        }
+    }
+
     /// Every layer in file order, residual blocks' layers included.
     pub fn all_layers(&self) -> Vec<&Layer> {
         fn walk<'a>(ls: &'a [Layer], out: &mut Vec<&'a Layer>) {
@@ -37,7 +48,7 @@ impl ModelSpec {
             }
         }
         let mut out = Vec::new();
-        walk(&self.layers, &mut out);
+        walk(self.stack(), &mut out);
         out
     }
 

@@ -136,12 +136,17 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanE
     // Before the first layer: no node is added outside a layer.
     let at = At { layer: None, name: String::new(), key: String::new(), input: Input::Model, depth: 0, first: 0 };
     let mut b = Planner { spec, start: input.shape(), params: Vec::new(), nodes: Vec::new(), attention_cells: 0, at, nested: None, named: Vec::new() };
-    let (_, out) = b.layers(&spec.layers, ("layers", "layers"), Input::Model, input.shape(), 0)?;
+    let (_, out) = b.layers(spec.stack(), ("layers", "layers"), Input::Model, input.shape(), 0)?;
     if let Shape::Tokens { .. } = out {
         return Err(("layers".into(), "the model's output is still token ids: start with an embedding layer".into()));
     }
     let Planner { params, nodes, attention_cells, .. } = b;
-    Ok(Plan { layer_names: nodes.iter().map(|n| n.name.clone()).collect(), widths: nodes.iter().map(|n| n.shape.width()).collect(), out_width: out.cols(), out, params, nodes, attention_cells })
+    let mut plan =
+        Plan { layer_names: nodes.iter().map(|n| n.name.clone()).collect(), widths: nodes.iter().map(|n| n.shape.width()).collect(), out_width: out.cols(), out, params, nodes, attention_cells };
+    if let Some(c) = spec.onnx.as_ref().and_then(|o| o.compiled.as_deref()) {
+        super::onnx::adopt(&mut plan, c, input.shape())?;
+    }
+    Ok(plan)
 }
 
 impl Plan {
@@ -319,7 +324,7 @@ mod tests {
     use crate::scenario::MAX_NESTING;
 
     fn spec(layers: Vec<Layer>) -> ModelSpec {
-        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None }
+        ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None }
     }
 
     #[test]

@@ -168,7 +168,7 @@ fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
     use crate::scenario::{plan, InShape, Init, Input, Layer, ModelSpec};
     let named = |expr: &str, name: Option<&str>| Layer::Expr(Expr { expr: expr.into(), consts: BTreeMap::new(), name: name.map(Into::into) });
     let layers = vec![named("x", Some("h")), Layer::Linear(crate::ops::linear::Linear { out: 3, init: None }), named("x * h + sum(h, dim=-1, keepdim=true)", None)];
-    let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None };
+    let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None };
     let p = plan(&spec, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
     assert_eq!(p.nodes[2].inputs, [Input::Node(1), Input::Node(0)], "the product reads the linear's output and `h`");
     assert_eq!(p.out, Shape::Flat(3));

@@ -176,7 +176,13 @@ mod tests {
     /// its input with `mask`; returns the output and the gradients of `sum(out²) / 2`.
     fn run(causal: bool, softmax: SoftmaxKind, mask: &[f64]) -> (Vec<f64>, Vec<Vec<f64>>) {
         let dev = Device::Cpu;
-        let spec = ModelSpec { init: Init::Constant { value: 0.0 }, layers: vec![Layer::Attention(Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax })], init_scale: 1.0, code: None };
+        let spec = ModelSpec {
+            init: Init::Constant { value: 0.0 },
+            layers: vec![Layer::Attention(Attention { heads: 2, causal, mask_fill: MaskFill::NegInf, softmax })],
+            init_scale: 1.0,
+            code: None,
+            onnx: None,
+        };
         let p = plan(&spec, InShape { features: W, seq_len: Some(S), vocab: None, image: None }).unwrap();
         let m = Model::new(&spec, &p, &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         for (k, param) in m.params.iter().enumerate() {

@@ -63,8 +63,13 @@ impl Model {
     /// Builds and initialises a model from `rng` (used in parameter order).
     pub fn new(spec: &ModelSpec, plan: &Plan, rng: &mut ChaCha8Rng, dtype: DType, dev: &Device) -> Result<Self> {
         let mut params = Vec::with_capacity(plan.params.len());
-        for p in &plan.params {
-            let mut values = init::init_values(p, rng);
+        // An imported ONNX graph's parameters start at the file's values.
+        let file = spec.onnx.as_ref().and_then(|o| o.compiled.as_deref()).map(|c| &c.params);
+        for (k, p) in plan.params.iter().enumerate() {
+            let mut values = match file.and_then(|f| f.get(k)) {
+                Some((_, _, v)) => v.clone(),
+                None => init::init_values(p, rng),
+            };
             if spec.init_scale != 1.0 && !matches!(p.role, Role::Gain | Role::Shift) {
                 values.iter_mut().for_each(|v| *v *= spec.init_scale);
             }
@@ -252,7 +257,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_come_from_the_step_stream_and_scale_what_they_keep() {
-        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout(crate::ops::dropout::Dropout { p: 0.25 })], init_scale: 1.0, code: None };
+        let s = ModelSpec { init: Init::Torch, layers: vec![Layer::Dropout(crate::ops::dropout::Dropout { p: 0.25 })], init_scale: 1.0, code: None, onnx: None };
         let m = Model::new(&s, &plan(&s, InShape { features: 1000, seq_len: None, vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::ones((4, 1000), DType::F64, &Device::Cpu).unwrap();
         let out = |step: u64| {

@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn rnn_matches_hand_computation() {
         // One hidden unit, weights 0.5: h1 = tanh(0.5*1 + 0 + 0) ; h2 = tanh(0.5*2 + 0.5*h1).
-        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn(Rnn { hidden: 1, init: None })], init_scale: 1.0, code: None };
+        let s = ModelSpec { init: Init::Constant { value: 0.5 }, layers: vec![Layer::Rnn(Rnn { hidden: 1, init: None })], init_scale: 1.0, code: None, onnx: None };
         let shape = InShape { features: 1, seq_len: Some(2), vocab: None, image: None };
         let m = Model::new(&s, &plan(&s, shape).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &Device::Cpu).unwrap();
         let x = Tensor::new(&[[[1.0f64], [2.0]]], &Device::Cpu).unwrap();
@@ -179,7 +179,7 @@ mod tests {
     fn gated(layer: Layer) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let dev = Device::Cpu;
         let gates = if matches!(layer, Layer::Lstm(_)) { 4 } else { 3 };
-        let s = ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None };
+        let s = ModelSpec { init: Init::Torch, layers: vec![layer], init_scale: 1.0, code: None, onnx: None };
         let m = Model::new(&s, &plan(&s, InShape { features: 2, seq_len: Some(3), vocab: None, image: None }).unwrap(), &mut ChaCha8Rng::seed_from_u64(0), DType::F64, &dev).unwrap();
         let g = gates * 3;
         let values: [Vec<f64>; 4] = [

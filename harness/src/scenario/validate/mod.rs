@@ -128,8 +128,16 @@ fn model(m: &ModelSpec, out: &mut Vec<Problem>) {
             out.push(problem("model.code", format!("must be a printable name of 1 to {MAX_NAME_CHARS} characters")));
         }
     }
+    if let Some(onnx) = &m.onnx {
+        if !m.layers.is_empty() || m.code.is_some() {
+            out.push(problem("model.onnx", format!("the model is the ONNX graph `{}`: leave `layers` and `code` out", onnx.path)));
+        }
+        if onnx.compiled.is_none() {
+            out.push(problem("model.onnx", format!("the ONNX model `{}` is read when the scenario is loaded from its file", onnx.path)));
+        }
+    }
     init("model.init", &m.init, out);
-    layers("model.layers", &m.layers, 0, out);
+    layers("model.layers", m.stack(), 0, out);
 }
 
 /// Each layer's numbers, residual blocks' layers included (deeper than [`MAX_NESTING`] is the plan's error).

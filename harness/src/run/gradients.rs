@@ -1,0 +1,60 @@
+//! The loss and every parameter's gradient of a scenario's layer model on one given batch, at
+//! its initial weights, in f32: what the comparison of an imported ONNX model with the original
+//! PyTorch module reads (`tests/onnx_torch.rs`), without the training loop's batching.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::model::Model;
+use super::net::Net;
+use crate::error::{Error, Result};
+use crate::ops::loss::Loss;
+use crate::scenario::Scenario;
+
+/// Each parameter's gradient: its name and values, row-major.
+pub type Gradients = Vec<(String, Vec<f64>)>;
+
+/// The loss of `s`'s model and loss on inputs `x` and targets `y` (one row each per example) at
+/// the initial weights, and each parameter's gradient (name and values, row-major), in f32.
+pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(f64, Gradients)> {
+    let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "data".into(), message };
+    let input = crate::scenario::input_shape(&s.data).ok_or_else(|| invalid("the data's shape is not known before it is read".into()))?;
+    let plan = crate::scenario::plan(&s.model, input).map_err(|(k, m)| invalid(format!("model.{k}: {m}")))?;
+    let dev = Device::Cpu;
+    let model = Model::new(&s.model, &plan, &mut super::rng::stream(s.seed, super::rng::INIT_STREAM), DType::F32, &dev)?;
+    let rows = |t: &[Vec<f64>]| -> Result<Tensor> {
+        let cols = t.first().map_or(0, Vec::len);
+        let flat: Vec<f32> = t.iter().flatten().map(|&v| v as f32).collect();
+        Ok(Tensor::from_vec(flat, (t.len(), cols), &dev)?)
+    };
+    let outs = model.forward(&rows(x)?, None)?;
+    let pred = outs.last().ok_or_else(|| invalid("the model has no layers".into()))?;
+    let loss = Loss(s.loss.clone()).apply(pred, &rows(y)?)?;
+    let grads = loss.backward()?;
+    let mut out = Vec::with_capacity(model.params().len());
+    for p in model.params() {
+        let g = grads.get(p.var.as_tensor()).ok_or_else(|| invalid(format!("the parameter `{}` has no gradient", p.name)))?;
+        out.push((p.name.clone(), g.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?));
+    }
+    Ok((loss.to_dtype(DType::F64)?.to_scalar::<f64>()?, out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn init_scale_multiplies_an_imported_models_file_weights() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/onnx/mlp.toml");
+        let mut s = crate::scenario::load(&path).unwrap();
+        let x = vec![vec![1.0, -2.0, 0.5, 3.0], vec![0.0, 1.0, -1.0, 2.0]];
+        let y = vec![vec![1.0], vec![-3.0]];
+        let (at_file, _) = super::first_gradients(&s, &x, &y).unwrap();
+        s.model.init_scale = 0.0;
+        let (loss, grads) = super::first_gradients(&s, &x, &y).unwrap();
+        // Every weight and bias times 0: the prediction is 0, so MSE is (1² + 3²) / 2 = 5, and
+        // d/d(fc3.bias) = mean(2 (0 − y)) = (−2 + 6) / 2 = 2; relu'(0) = 0 stops fc1's gradient.
+        assert_eq!(loss, 5.0);
+        assert!((at_file - 5.0).abs() > 0.1, "the file's weights predict something: {at_file}");
+        let grad = |n: &str| grads.iter().find(|g| g.0 == n).unwrap_or_else(|| panic!("{n}")).1.clone();
+        assert_eq!(grad("layers.fc3.bias"), [2.0]);
+        assert!(grad("layers.fc1.weight").iter().all(|g| *g == 0.0));
+    }
+}
