@@ -66,7 +66,7 @@ impl Footprint {
         match named.filter(|(_, bytes)| bytes.saturating_mul(2) >= self.bytes()) {
             Some((n, bytes)) => {
                 let of = match n.layer {
-                    Layer::Conv1d(_) | Layer::Conv2d(_) => "its padded input, im2col columns and",
+                    Layer::Conv1d(_) | Layer::Conv2d(_) => "its im2col columns and",
                     _ => "its",
                 };
                 format!("scenario `{}` (layer `{}` alone: {} MiB for {of} {} output over a batch of {}, with gradients)", s.name, n.name, mib(bytes), n.shape.describe(), self.batch)
