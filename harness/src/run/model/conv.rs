@@ -349,7 +349,7 @@ mod tests {
     /// PyTorch computes them in f32 and rounds once, as nanhunt does.
     #[test]
     fn a_bf16_conv2d_and_its_gradients_match_pytorch_bit_for_bit() {
-        let t = |v: &[f32], dims: &[usize]| Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+        let t = |v: &[f64], dims: &[usize]| Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
         let x = Var::from_tensor(&t(&[1.0078125, 2.03125, -0.51171875, 0.76953125, -1.328125, 2.203125, 0.1298828125, 0.2890625, -0.96875], &[1, 1, 3, 3])).unwrap();
         let k = Var::from_tensor(&t(&[0.33203125, -0.77734375, 1.109375, 0.05908203125], &[1, 1, 2, 2])).unwrap();
         let b = Var::from_tensor(&t(&[0.0123291015625], &[1])).unwrap();
