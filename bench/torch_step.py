@@ -17,6 +17,16 @@ step) on one CPU thread, for the two model shapes used in the seed scenarios:
              (scenarios/real/tiny_gpt.toml; attention written out as nanoGPT's
              manual path, as nanhunt computes it)
 
+With `--family image`, it times the image and convolution families instead (issue 31):
+
+  conv1d     Conv1d(4, 16, 3, padding=1), ReLU, Conv1d(16, 16, 3, stride=2, padding=1), ReLU,
+             mean over the sequence, Linear(16, 1), MSE, batch 32 of 32 steps, SGD lr 1e-3
+             (scenarios/layers/conv1d_accumulate_sum_fix_mean.toml, one batch a step)
+  cnn        Conv2d(1, 16, 3), ReLU, MaxPool2d(2), Conv2d(16, 32, 3), ReLU, MaxPool2d(2),
+             Flatten, Linear(800, 10), cross-entropy, 28x28 images, batch 32, Adam lr 1e-3
+             (scenarios/layers/cnn_adam.toml)
+  cnn_bn     the CNN with BatchNorm2d after each Conv2d
+
 Each model runs some warm-up steps, then a timed loop on one fixed batch. The
 script prints one line per model:
 
@@ -41,6 +51,7 @@ thread too, one line each (`torch rnn  us_per_step=…`):
                       tokens, next-token cross-entropy, batch 16, Adam
 
 Usage: python3 bench/torch_step.py [--family default|recurrent] [--steps-small 2000] [--steps-wide 200] [--steps-gpt 200] [--warmup 50]
+       python3 bench/torch_step.py --family image [--steps-conv 200]
 """
 
 import argparse
@@ -182,19 +193,59 @@ def bench(model, loss_fn, opt, x, y, warmup, steps):
     return (time.perf_counter() - start) / steps * 1e6
 
 
+class Conv1dNet(nn.Module):
+    """nanhunt's conv1d layers read (batch, seq, width): the convolutions see it transposed."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(4, 16, 3, padding=1), nn.Conv1d(16, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.c2(torch.relu(self.c1(x.transpose(1, 2)))))
+        return self.head(h.mean(2))
+
+
+def cnn(batch_norm):
+    """The small CNN of issue 31, with a BatchNorm2d after each convolution if `batch_norm`."""
+    norm = (lambda c: [nn.BatchNorm2d(c)]) if batch_norm else (lambda c: [])
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3), *norm(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3), *norm(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 5 * 5, 10),
+    )
+
+
+def image_models(args):
+    """The image and convolution families (`--family image`)."""
+    net = Conv1dNet()
+    x, y = torch.randn(32, 32, 4), torch.randn(32, 1)
+    us = bench(net, nn.MSELoss(), torch.optim.SGD(net.parameters(), lr=1e-3), x, y, args.warmup, args.steps_conv)
+    print(f"torch conv1d     us_per_step={us:.1f}", flush=True)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for name, bn in [("cnn", False), ("cnn_bn", True)]:
+        net = cnn(bn)
+        us = bench(net, nn.CrossEntropyLoss(), torch.optim.Adam(net.parameters(), lr=1e-3), x, y, args.warmup, args.steps_conv)
+        print(f"torch {name:<10} us_per_step={us:.1f}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps-small", type=int, default=2000, help="timed steps for mlp_small")
     ap.add_argument("--steps-wide", type=int, default=200, help="timed steps for mlp_wide")
     ap.add_argument("--steps-gpt", type=int, default=200, help="timed steps for tiny_gpt")
     ap.add_argument("--warmup", type=int, default=50, help="untimed warm-up steps per model")
-    ap.add_argument("--family", choices=["default", "recurrent"], default="default", help="which models to time")
+    ap.add_argument("--family", choices=["default", "recurrent", "image"], default="default", help="which models to time")
+    ap.add_argument("--steps-conv", type=int, default=200, help="timed steps for each image model")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     if args.family == "recurrent":
         recurrent(args)
+        return
+    if args.family == "image":
+        image_models(args)
         return
 
     # (1) 10-100-1 MLP, sigmoid + BCELoss, batch 32, Adam lr 1e-3 (seed 000 ex1).

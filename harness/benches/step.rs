@@ -132,18 +132,10 @@ epochs = 2
 batch_size = 16
 "#;
 
-/// PyTorch's µs per step for the recurrent rows, by field name, if `NANHUNT_TORCH_PYTHON` is set.
-fn torch_recurrent() -> Option<String> {
-    let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_step.py");
-    let out = std::process::Command::new(python).arg(script).args(["--family", "recurrent"]).output().ok().filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The recurrent table: nanhunt with the watch off and on beside PyTorch's fused module and,
 /// for the LSTMs, PyTorch's `LSTMCell` loop (which recurrent dropout needs there).
 fn recurrent_table(us: &dyn Fn(f64) -> String) {
-    let text = torch_recurrent().unwrap_or_default();
+    let text = torch_output(&["--family", "recurrent"]).unwrap_or_default();
     let field = |model: &str| text.lines().find(|l| l.split_whitespace().nth(1) == Some(model))?.split("us_per_step=").nth(1)?.trim().parse::<f64>().ok();
     let lstm = |p: &str| edited("real", "keras13221_lstm_relu_recurrent_dropout_fix_tanh", "recurrent_dropout = 0.2", &format!("recurrent_dropout = {p}"));
     let rows = [
@@ -164,11 +156,74 @@ fn recurrent_table(us: &dyn Fn(f64) -> String) {
     println!();
 }
 
+/// The image and convolution families (issue 31): each row's scenario and its PyTorch twin in
+/// `bench/torch_step.py` (`conv1d`, `cnn`, `cnn_bn`).
+mod image_rows {
+    use super::{load_layers, us_per_step};
+    use nanhunt::Scenario;
+
+    /// PyTorch's µs per step of the image models, by the name `bench/torch_step.py` prints.
+    fn torch(text: Option<&str>, model: &str) -> Option<f64> {
+        text?.lines().find(|l| l.split_whitespace().nth(1) == Some(model))?.split("us_per_step=").nth(1)?.trim().parse().ok()
+    }
+
+    /// `scenarios/layers/cnn_adam.toml` with a `batch_norm` (BatchNorm2d) after each convolution.
+    fn cnn_bn() -> Scenario {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers/cnn_adam.toml");
+        let text = std::fs::read_to_string(path).expect("bundled scenario");
+        let text =
+            text.replace("kernel = 3 },\n    { type = \"relu\" }", "kernel = 3 },\n    { type = \"batch_norm\" },\n    { type = \"relu\" }").replace("name = \"cnn_adam\"", "name = \"cnn_bn_adam\"");
+        assert_eq!(text.matches("batch_norm").count(), 2, "both convolutions get a batch norm");
+        nanhunt::scenario::from_str(&text, "cnn_bn_adam").expect("the CNN with batch norm")
+    }
+
+    /// `conv1d_accumulate_sum_fix_mean` as one batch of 32 a step (no accumulation).
+    fn conv1d() -> Scenario {
+        let mut s = load_layers("conv1d_accumulate_sum_fix_mean");
+        s.train.batch_size = Some(32);
+        s.train.accumulate = 1;
+        s
+    }
+
+    /// Prints the image families' table, PyTorch's column from `torch_text` (the script's output).
+    pub(super) fn print(torch_text: Option<&str>) {
+        let cases = [
+            (conv1d(), "conv1d: 2 × Conv1d(16, k 3) over 32 steps of 4, batch 32, SGD", "conv1d", 20, 220),
+            (load_layers("cnn_adam"), "CNN: 2 × (Conv2d k 3, ReLU, MaxPool 2), 28×28, batch 32, Adam", "cnn", 4, 44),
+            (cnn_bn(), "CNN + BatchNorm2d after each conv, batch 32, Adam", "cnn_bn", 4, 44),
+        ];
+        println!("| image model | PyTorch eager | nanhunt watch off | nanhunt watch on | watch cost | watch on vs PyTorch |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") };
+        for (s, label, model, short, long) in cases {
+            let (off, on) = us_per_step(&s, short, long, 7);
+            let (t, ratio) = torch(torch_text, model).map_or(("-".into(), "-".into()), |t| (us(t), format!("{:.2}×", t / on)));
+            println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
+        }
+        println!();
+    }
+}
+
+/// A bundled scenario of `scenarios/layers/`.
+fn load_layers(name: &str) -> Scenario {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers").join(format!("{name}.toml"));
+    nanhunt::load(&p).expect("bundled scenario")
+}
+
+/// The output of `bench/torch_step.py` with `args`, if `NANHUNT_TORCH_PYTHON` names an interpreter with torch.
+fn torch_output(args: &[&str]) -> Option<String> {
+    let python = std::env::var("NANHUNT_TORCH_PYTHON").ok()?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_step.py");
+    let out = std::process::Command::new(python).arg(script).args(args).output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn main() {
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
     let torch = torch();
+    image_rows::print(torch_output(&["--family", "image"]).as_deref());
     let cases = [
         ("s000_ex1_bce_mlp", "MLP 10-100-1, batch 32, Adam", 200, 4200, torch.map(|t| t.0)),
         ("s003_ex1_wide_mlp_adam", "MLP 10-1024-1024-1, batch 100, Adam", 5, 85, torch.map(|t| t.1)),

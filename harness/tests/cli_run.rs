@@ -70,9 +70,17 @@ fn continue_steps_runs_past_the_first_nonfinite_value() {
 #[test]
 fn trace_is_bit_identical_at_one_and_two_threads() {
     // The wide MLP exercises multi-threaded gemm; the RNN, many small matmuls; the tiny GPT,
-    // batched attention products, reductions over the sequence and the embedding's backward.
+    // batched attention products, reductions over the sequence and the embedding's backward;
+    // the CNN and the conv1d model, the convolution kernels' per-sample gemms and the pooling.
     let gpt = repo().join("scenarios/real/tiny_gpt.toml");
-    for (name, path) in [("s003_ex1_wide_mlp_adam", seed("s003_ex1_wide_mlp_adam")), ("s004_ex1_simple_rnn_adam", seed("s004_ex1_simple_rnn_adam")), ("tiny_gpt", gpt)] {
+    let layers = |name: &str| repo().join(format!("scenarios/layers/{name}.toml"));
+    for (name, path) in [
+        ("s003_ex1_wide_mlp_adam", seed("s003_ex1_wide_mlp_adam")),
+        ("s004_ex1_simple_rnn_adam", seed("s004_ex1_simple_rnn_adam")),
+        ("tiny_gpt", gpt),
+        ("cnn_adam", layers("cnn_adam")),
+        ("conv1d_accumulate_sum_fix_mean", layers("conv1d_accumulate_sum_fix_mean")),
+    ] {
         let dir = tempdir();
         let mut traces = Vec::new();
         for threads in ["1", "2"] {

@@ -1,8 +1,10 @@
 //! `conv1d` and `conv2d`: convolutions over sequences (the width as channels, as
 //! `torch.nn.Conv1d` sees a transposed sequence) and over images (`torch.nn.Conv2d`,
 //! square kernel), their kernels kept in PyTorch's layout `(out, in, k)` and
-//! `(out, in, k, k)`. The kernels (im2col and one matrix product) are
-//! `run::model::conv`; they run on real half tensors under autocast, rounding inside.
+//! `(out, in, k, k)`. The kernel (im2col one sample at a time and one gemm, forward
+//! and backward) is `run::kernel::conv`, reached through `run::model::conv`; half
+//! tensors (under autocast too) are computed in f32 and rounded once, as PyTorch's CPU
+//! convolution computes bf16 (and f16's forward).
 
 use candle_core::Tensor;
 
@@ -68,17 +70,17 @@ impl Op for Conv1d {
         Ok(Shape::Seq { len: out, width: self.channels })
     }
 
-    /// The zero-padded copy `(len + 2p)·c`, the K picked columns and their stack `2·K·len'·c`,
-    /// the product and the bias sum `2·len'·out`.
+    /// The output and its transposed copies `3·len'·out`, the input's transposed copy `len·c`,
+    /// and the kernel's column buffer, `c·K·len'` (see [`columns`]).
     fn held(&self, input: Shape, output: Shape, values: u128) -> u128 {
         let (Shape::Seq { len, width: c }, Shape::Seq { len: l2, width: o }) = (input, output) else { return values };
-        let padded = u(len).saturating_add(u(self.padding).saturating_mul(2));
-        sum(&[product(&[padded, u(c)]), product(&[2, u(self.kernel), u(l2), u(c)]), product(&[2, u(l2), u(o)])])
+        sum(&[product(&[3, u(l2), u(o)]), product(&[u(len), u(c)]), columns(c, self.kernel, 1, u(l2))])
     }
 
-    /// im2col: an `index_select` per kernel tap, stacked.
+    /// The input's transpose and copy, the kernel's op, the output's squeeze, transpose and
+    /// copy, and f32's casts for half tensors (19 measured with a tap, `run::stack::tests`).
     fn levels(&self) -> (u64, u64) {
-        (24 + 2 * self.kernel as u64, 0)
+        (24, 0)
     }
 
     fn dropout(&self) -> f64 {
@@ -125,18 +127,15 @@ impl Op for Conv2d {
         Ok(Shape::Image { channels: self.channels, height: h2, width: w2 })
     }
 
-    /// The padded copy `c·(h + 2p)·(w + 2p)`, K row bands `K·c·h'·(w + 2p)`, the K² picked
-    /// windows and their stack `2·K²·c·h'·w'`, the product and the bias sum `2·out·h'·w'`.
+    /// The output `out·h'·w'` and the kernel's column buffer `c·K²·h'·w'` (see [`columns`]).
     fn held(&self, input: Shape, output: Shape, values: u128) -> u128 {
-        let (Shape::Image { channels: c, height: h, width: w }, Shape::Image { channels: o, height: h2, width: w2 }) = (input, output) else { return values };
-        let pad = |d: usize| u(d).saturating_add(u(self.padding).saturating_mul(2));
-        let k = u(self.kernel);
-        sum(&[product(&[u(c), pad(h), pad(w)]), product(&[k, u(c), u(h2), pad(w)]), product(&[2, k, k, u(c), u(h2), u(w2)]), product(&[2, u(o), u(h2), u(w2)])])
+        let (Shape::Image { channels: c, .. }, Shape::Image { height: h2, width: w2, .. }) = (input, output) else { return values };
+        sum(&[values, columns(c, self.kernel, self.kernel, product(&[u(h2), u(w2)]))])
     }
 
-    /// im2col: an `index_select` per row and per kernel tap, stacked.
+    /// The kernel's op, and f32's casts for half tensors (12 measured with a tap, `run::stack::tests`).
     fn levels(&self) -> (u64, u64) {
-        ((self.kernel as u64).saturating_mul(2 * self.kernel as u64 + 1).saturating_add(24), 0)
+        (16, 0)
     }
 
     fn dropout(&self) -> f64 {
@@ -168,6 +167,15 @@ fn params(p: &mut Planner<'_>, shape: Vec<usize>, fan_in: usize, fan_out: usize,
     let out = shape[0];
     p.param("weight", shape, Role::Conv, (fan_in, fan_out), fan_in, init);
     p.param("bias", vec![out], Role::Bias, (fan_in, fan_out), fan_in, init);
+}
+
+/// The values of a convolution's column buffer over `c` channels, a `kh × kw` kernel and
+/// `positions` outputs: `c·kh·kw·positions`, one sample's columns (`run::kernel::conv` takes
+/// the batch one sample at a time and reuses the buffer for the columns' gradient). The kernel
+/// allocates it once per step whatever the batch; `Op::held` counts values per row, so the
+/// estimate counts it once per row, an upper bound by the batch's factor.
+fn columns(c: usize, kh: usize, kw: usize, positions: u128) -> u128 {
+    product(&[u(c), u(kh), u(kw), positions])
 }
 
 /// A convolution's sizes, within what PyTorch takes: strides are int64 and at least 1 ("non-positive
@@ -297,13 +305,14 @@ mod tests {
     }
 
     #[test]
-    fn memory_counts_the_padded_copy_the_columns_and_the_product() {
-        // Conv1d k = 3, p = 1 over (8, 2) to (4, 2): (8 + 2)·2 + 2·3·4·2 + 2·4·2 = 20 + 48 + 16.
+    fn memory_counts_the_output_copies_and_one_samples_columns() {
+        // Conv1d k = 3, p = 1 over (8, 2) to (4, 2): the output and its two transposed copies
+        // 3·4·2, the input's transposed copy 8·2, the columns 2·3·4 = 24 + 16 + 24.
         let (input, output) = (Shape::Seq { len: 8, width: 2 }, Shape::Seq { len: 4, width: 2 });
-        assert_eq!(c1(2, 1).held(input, output, 8), 84);
-        // Conv2d k = 3, p = 1 over (1, 4, 4) to (2, 4, 4): 1·6·6 + 3·1·4·6 + 2·9·1·16 + 2·2·16 = 36 + 72 + 288 + 64.
+        assert_eq!(c1(2, 1).held(input, output, 8), 64);
+        // Conv2d k = 3, p = 1 over (1, 4, 4) to (2, 4, 4): the output 2·16 and the columns 1·9·16 = 32 + 144.
         let (input, output) = (Shape::Image { channels: 1, height: 4, width: 4 }, Shape::Image { channels: 2, height: 4, width: 4 });
-        assert_eq!(c2(1, 1).held(input, output, 32), 460);
+        assert_eq!(c2(1, 1).held(input, output, 32), 176);
         assert_eq!(c2(1, 1).torch(), Torch::Module("(nn.Conv2d(width, 2, 3, stride=1, padding=1), 2)".into()));
     }
 }

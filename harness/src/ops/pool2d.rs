@@ -1,11 +1,11 @@
 //! `max_pool2d` and `avg_pool2d`: the maximum or mean of each `kernel × kernel` window of an
 //! image, windows side by side (stride = kernel; rows and columns past the last whole window
 //! are dropped, as PyTorch's floor mode does). The kernel, PyTorch's CPU `max_pool2d` and
-//! `avg_pool2d` numerics, is `run::model::conv::pool2d`.
+//! `avg_pool2d` numerics in one pass each way, is `run::kernel::pool` (through
+//! `run::model::conv::pool2d`).
 
 use candle_core::Tensor;
 
-use super::conv::{product, sum, u};
 use super::{Autocast, Cx, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
@@ -39,12 +39,14 @@ macro_rules! pool2d_op {
                 plan($kind, self.kernel, input)
             }
 
-            fn held(&self, input: Shape, output: Shape, values: u128) -> u128 {
-                held(self.kernel, input, output, values)
+            /// The output: the kernel reads the input in place, and its backward recomputes
+            /// each window's pick from the input rather than keeping indices.
+            fn held(&self, _: Shape, _: Shape, values: u128) -> u128 {
+                values
             }
 
             fn levels(&self) -> (u64, u64) {
-                (8, 0)
+                (4, 0)
             }
 
             fn dropout(&self) -> f64 {
@@ -86,13 +88,6 @@ fn plan(kind: &str, kernel: usize, input: Shape) -> std::result::Result<Shape, S
     Ok(Shape::Image { channels, height: height / kernel, width: w / kernel })
 }
 
-/// The image cut to whole windows (at most its `c·h·w`), the maximum over columns
-/// `c·h'·k·w'`, and the output.
-fn held(kernel: usize, input: Shape, output: Shape, values: u128) -> u128 {
-    let (Shape::Image { channels: c, height: h, width: w }, Shape::Image { height: h2, width: w2, .. }) = (input, output) else { return values };
-    sum(&[product(&[u(c), u(h), u(w)]), product(&[u(c), u(h2), u(kernel), u(w2)]), values])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,9 +109,9 @@ mod tests {
         assert_eq!(planned(Layer::AvgPool2d(AvgPool2d { kernel: 0 }), image).unwrap_err().1, "`kernel` = 0 must be between 1 and the image's 7 × 5");
         let flat = InShape { features: 4, seq_len: None, vocab: None, image: None };
         assert_eq!(planned(Layer::AvgPool2d(AvgPool2d { kernel: 2 }), flat).unwrap_err().1, "a avg_pool2d layer needs images (data.image), and gets (batch, 4)");
-        // The cut image 2·7·5, the column maxima 2·2·3·1, and the output's values.
+        // The output's values alone: the kernel reads the input in place.
         let (input, output) = (image.shape(), Shape::Image { channels: 2, height: 2, width: 1 });
-        assert_eq!(MaxPool2d { kernel: 3 }.held(input, output, 8), 70 + 12 + 8);
+        assert_eq!(MaxPool2d { kernel: 3 }.held(input, output, 4), 4);
         assert_eq!(AvgPool2d { kernel: 3 }.torch(), Torch::Module("(nn.AvgPool2d(3), width)".into()));
     }
 }

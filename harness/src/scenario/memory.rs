@@ -66,7 +66,7 @@ impl Footprint {
         match named.filter(|(_, bytes)| bytes.saturating_mul(2) >= self.bytes()) {
             Some((n, bytes)) => {
                 let of = match n.layer {
-                    Layer::Conv1d(_) | Layer::Conv2d(_) => "its padded input, im2col columns and",
+                    Layer::Conv1d(_) | Layer::Conv2d(_) => "its im2col columns and",
                     _ => "its",
                 };
                 format!("scenario `{}` (layer `{}` alone: {} MiB for {of} {} output over a batch of {}, with gradients)", s.name, n.name, mib(bytes), n.shape.describe(), self.batch)
@@ -235,39 +235,39 @@ mod tests {
     fn conv1d_counts_its_padded_input_columns_and_true_output_length() {
         // 4 rows of (8, 2); conv1d 3 channels, kernel 3, stride 2, padding 1: padded 10, output
         // length (10 − 3) / 2 + 1 = 4. Data: 4 · (16 + 1) cells · (24 + 4) = 1904. Params: 3·2·3
-        // + 3 + 3 + 1 = 25, · 4 · 6 = 600. Per row: input 2 · 8 = 16; conv1d padded 10 · 2 = 20,
-        // columns and their stack 2 · 3 · 4 · 2 = 48, product and bias sum 2 · 4 · 3 = 24;
-        // mean_pool (3) and linear (1) at each of 8 steps: 24 + 8. 140 values · batch 4 · 4 bytes · 4.
+        // + 3 + 3 + 1 = 25, · 4 · 6 = 600. Per row: input 2 · 8 = 16; conv1d: its output and two
+        // transposed copies 3 · 4 · 3 = 36, the input's transposed copy 8 · 2 = 16, one sample's
+        // columns 2 · 3 · 4 = 24; mean_pool (3) and linear (1) at each of 8 steps: 24 + 8.
+        // 124 values · batch 4 · 4 bytes · 4.
         let s = model("n = 4\nseq_len = 8\nfeatures = 2", "{ type = \"conv1d\", channels = 3, kernel = 3, stride = 2, padding = 1 }, { type = \"mean_pool\" }, { type = \"linear\", out = 1 }");
         let (f, _) = estimate(&s).unwrap();
-        assert_eq!((f.values, f.largest), (140, Some((0, 92))));
-        assert_eq!(memory_estimate(&s), Some(1904 + 600 + 140 * 4 * 4 * 4));
+        assert_eq!((f.values, f.largest), (124, Some((0, 76))));
+        assert_eq!(memory_estimate(&s), Some(1904 + 600 + 124 * 4 * 4 * 4));
     }
 
     #[test]
     fn conv2d_and_pooling_count_whole_images_not_their_width() {
         // 2 images (1, 5, 5); conv2d 2 channels, kernel 3, padding 1: (2, 5, 5); max_pool2d 2:
         // (2, 2, 2); flatten; linear 1. Data: 2 · 26 · 28 = 1456. Params: 18 + 2 + 8 + 1 = 29,
-        // · 24 = 696. Per row: input 25; conv2d padded 7 · 7 = 49, row bands 3 · 5 · 7 = 105,
-        // windows and their stack 2 · 9 · 25 = 450, product and bias sum 2 · 2 · 25 = 100; pool
-        // input 50, column maxima 2 · 2 · 2 · 2 = 16, output 8; flatten 8; linear 1.
+        // · 24 = 696. Per row: input 25; conv2d output 2 · 25 = 50 and one sample's columns
+        // 1 · 9 · 25 = 225; pool output 8 (it reads its input in place); flatten 8; linear 1.
         let layers = "{ type = \"conv2d\", channels = 2, kernel = 3, padding = 1 }, { type = \"max_pool2d\", kernel = 2 }, { type = \"flatten\" }, { type = \"linear\", out = 1 }";
         let s = model("n = 2\nimage = { channels = 1, height = 5, width = 5 }", layers);
         let (f, _) = estimate(&s).unwrap();
-        assert_eq!((f.values, f.largest), (25 + 704 + 74 + 8 + 1, Some((0, 704))));
-        assert_eq!(memory_estimate(&s), Some(1456 + 696 + 812 * 2 * 4 * 4));
+        assert_eq!((f.values, f.largest), (25 + 275 + 8 + 8 + 1, Some((0, 275))));
+        assert_eq!(memory_estimate(&s), Some(1456 + 696 + 317 * 2 * 4 * 4));
     }
 
     #[test]
     fn an_oversized_convolution_is_refused_by_name() {
-        // Padding 1e7 pads each row to 20000008 positions of 2 channels (40000016 values); the
-        // output is 20000006 long, so the 3 picked columns and their stack are 2 · 3 · 20000006 · 2
-        // = 240000072 values and the product and bias sum 2 · 20000006 · 2 = 80000024: per row
-        // 360000112 values, · 4 rows · 4 bytes · 4 = 21972 MiB (it aborted on allocation before).
+        // Padding 1e7 pads each row to 20000008 positions of 2 channels; the output is 20000006
+        // long: it and its two transposed copies 3 · 20000006 · 2 = 120000036 values, the input's
+        // copy 16, one sample's columns 2 · 3 · 20000006 = 120000036: per row 240000088 values,
+        // · 4 rows · 4 bytes · 4 = 14648 MiB (it aborted on allocation before).
         let s = model("n = 4\nseq_len = 8\nfeatures = 2", "{ type = \"conv1d\", channels = 2, kernel = 3, padding = 10000000 }, { type = \"mean_pool\" }, { type = \"linear\", out = 1 }");
         let (f, _) = estimate(&s).unwrap();
-        assert_eq!(f.largest, Some((0, 360_000_112)));
-        assert!(f.bytes() >= 360_000_112 * 4 * 4 * 4);
+        assert_eq!(f.largest, Some((0, 240_000_088)));
+        assert!(f.bytes() >= 240_000_088 * 4 * 4 * 4);
         let err = check_memory(&s).unwrap_err().to_string();
         assert!(err.starts_with("refused: scenario `t` (layer `layers.0.conv1d` alone:") && err.contains("(batch, 20000006, 2) output over a batch of 4"), "{err}");
     }

@@ -40,7 +40,7 @@ fn parallelism() -> gemm::Parallelism {
 }
 
 /// A strided matrix: its elements, rows, columns and strides.
-struct Mat<'a, T> {
+pub(crate) struct Mat<'a, T> {
     v: &'a [T],
     rows: usize,
     cols: usize,
@@ -50,11 +50,12 @@ struct Mat<'a, T> {
 
 impl<'a, T> Mat<'a, T> {
     /// A row-major `(rows, cols)` matrix.
-    fn new(v: &'a [T], rows: usize, cols: usize) -> Self {
+    pub(crate) fn new(v: &'a [T], rows: usize, cols: usize) -> Self {
         Self { v, rows, cols, rs: cols, cs: 1 }
     }
 
-    fn t(self) -> Self {
+    /// The transpose (a view: the strides swap).
+    pub(crate) fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
 }
@@ -87,6 +88,18 @@ fn product_into<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) 
     }
     // SAFETY: checked just above; `out` holds m·n initialised values; gemm supports T (f32 and f64: the kernels compute in `Dtypes::Wide`).
     unsafe { gemm_into(&a, &b, out.as_mut_ptr(), true) };
+    Ok(())
+}
+
+/// `out = a · b`, `out` row-major, written by gemm without reading it.
+pub(crate) fn product_to<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
+    check(&a, &b, out.len())?;
+    if out.is_empty() || a.cols == 0 {
+        out.fill(T::zero());
+        return Ok(());
+    }
+    // SAFETY: checked just above; `out` holds m·n values, each written by gemm; gemm supports T (f32 and f64: the kernels compute in `Dtypes::Wide`).
+    unsafe { gemm_into(&a, &b, out.as_mut_ptr(), false) };
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 //! activations through one [`pointwise::Pointwise`] (`f(x)` and `df(x)`),
 //! `elementwise` (clamp, abs, and the element-by-element maps the registry's
 //! ops share), `activation` (softplus, softmax), `bce_torch`, and the one-pass
-//! optimizer `update`. `cast` converts to and from the half types in one pass,
+//! optimizer `update`. `conv` (im2col one sample at a time and gemm) and `pool`
+//! (tiling max and mean pools) are the image layers'. `cast` converts to and from the half types in one pass,
 //! and `flawed_square` is the one custom op with a deliberately wrong backward
 //! (seed 002 ex3). Other devices (and half dtypes, for the products) keep the
 //! composed forms.
@@ -35,6 +36,7 @@ pub(crate) mod bce_torch;
 pub(crate) mod bias;
 pub(crate) mod cast;
 pub(crate) mod cells;
+pub(crate) mod conv;
 pub(crate) mod cross_entropy;
 pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
@@ -43,6 +45,7 @@ pub(crate) mod heads;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod pointwise;
+pub(crate) mod pool;
 mod real;
 pub(crate) mod recurrent;
 pub(crate) mod relu;

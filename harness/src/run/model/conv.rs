@@ -5,11 +5,18 @@
 //! (stride = kernel; rows and columns past the last whole window are dropped
 //! first, which is PyTorch's floor mode). Kernels are kept in PyTorch's layout,
 //! `(out, in, k)` and `(out, in, k, k)`.
+//!
+//! On the CPU the convolutions are one op each way (`run::kernel::conv`: im2col one sample
+//! at a time and gemm, a conv1d as a conv2d of height 1; f16 and bf16 computed in f32 and
+//! rounded once, which is PyTorch 2.15's CPU bf16 convolution bit for bit, and its f16
+//! forward), and the poolings in every float dtype (`run::kernel::pool`). Other devices keep
+//! the composed forms below (im2col by `index_select` and one product), whose backward
+//! passes are Candle's.
 
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::run::opmath;
+use crate::run::{kernel, opmath};
 
 /// The positions `start, start + stride, …` (`n` of them), as an index tensor.
 fn taps(start: usize, stride: usize, n: usize, dev: &candle_core::Device) -> Result<Tensor> {
@@ -24,6 +31,18 @@ fn taps(start: usize, stride: usize, n: usize, dev: &candle_core::Device) -> Res
 /// PyTorch's numbers), and its `conv2d` backward assumes square inputs (a 9 × 8 image failed
 /// with a shape mismatch; the confirmation tests train one beside PyTorch).
 pub(crate) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if kernel::takes(h, kernel::Dtypes::Floats) {
+        let ((b, len, c), (out, _, taps)) = (h.dims3()?, k.dims3()?);
+        let x = h.transpose(1, 2)?.contiguous()?.reshape((b, c, 1, len))?;
+        let k = k.reshape((out, c, 1, taps))?;
+        let y = opmath::all_in_f32(&[&x, &k, bias], |t| kernel::conv::conv(&t[0], &t[1], &t[2], [1, stride], [0, padding]))?;
+        return Ok(y.squeeze(2)?.transpose(1, 2)?.contiguous()?);
+    }
+    composed_conv1d(h, k, bias, stride, padding)
+}
+
+/// [`conv1d`] composed of Candle's ops: im2col by `index_select` and one product.
+fn composed_conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (b, _, c) = h.dims3()?;
     let (out, _, kernel) = k.dims3()?;
     let x = h.pad_with_zeros(1, padding, padding)?.contiguous()?;
@@ -38,6 +57,14 @@ pub(crate) fn conv1d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, paddi
 /// `(batch, c, h, w)` convolved by `k` `(out, c, K, K)` plus `bias`: `(batch, out, h', w')`, as
 /// im2col and one matrix product (see [`conv1d`]).
 pub(crate) fn conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if kernel::takes(h, kernel::Dtypes::Floats) {
+        return opmath::all_in_f32(&[h, k, bias], |t| kernel::conv::conv(&t[0], &t[1], &t[2], [stride; 2], [padding; 2]));
+    }
+    composed_conv2d(h, k, bias, stride, padding)
+}
+
+/// [`conv2d`] composed of Candle's ops: im2col by `index_select` and one product per sample.
+fn composed_conv2d(h: &Tensor, k: &Tensor, bias: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (b, c, _, _) = h.dims4()?;
     let (out, _, kernel, _) = k.dims4()?;
     let x = h.pad_with_zeros(2, padding, padding)?.pad_with_zeros(3, padding, padding)?.contiguous()?;
@@ -70,6 +97,14 @@ pub(crate) fn flatten(h: &Tensor) -> Result<Tensor> {
 /// and the gradient goes to the window's first maximum (Candle 0.11's `max_pool2d` backward
 /// scales it by `1/k²` as well; tests below hold PyTorch's numbers).
 pub(crate) fn pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
+    if crate::run::kernel::takes(h, crate::run::kernel::Dtypes::Floats) {
+        return crate::run::kernel::pool::pool2d(h, kernel, max);
+    }
+    composed_pool2d(h, kernel, max)
+}
+
+/// [`pool2d`] composed of Candle's ops (other devices).
+fn composed_pool2d(h: &Tensor, kernel: usize, max: bool) -> Result<Tensor> {
     let (b, c, rows, cols) = h.dims4()?;
     let (r, q) = (rows / kernel, cols / kernel);
     let whole = h.narrow(2, 0, r * kernel)?.narrow(3, 0, q * kernel)?.contiguous()?.reshape((b, c, r, kernel, q, kernel))?;
@@ -228,5 +263,103 @@ mod tests {
             let nan = super::pool2d(&image(&[1.0, f32::NAN, 3.0, 2.0], 2, dtype), 2, true).unwrap();
             assert!(values(&nan)[0].is_nan(), "{dtype:?}");
         }
+    }
+    /// f32 values whose products and sums round: `sin(0.37·i + p)·3`.
+    fn wavy(n: usize, p: f32, dims: &[usize]) -> Tensor {
+        Tensor::from_vec((0..n).map(|i| (0.37 * i as f32 + p).sin() * 3.0).collect::<Vec<f32>>(), dims, &Device::Cpu).unwrap()
+    }
+
+    /// The output and the gradients of x, k and b (in that order) of `f`, as bits, under a
+    /// loss `Σ y·u` with `u` wavy.
+    fn bits(f: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor, x: &Tensor, k: &Tensor, b: &Tensor) -> Vec<Vec<u32>> {
+        let (x, k, b) = (Var::from_tensor(x).unwrap(), Var::from_tensor(k).unwrap(), Var::from_tensor(b).unwrap());
+        let y = f(x.as_tensor(), k.as_tensor(), b.as_tensor());
+        let u = wavy(y.elem_count(), 0.9, y.dims());
+        let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+        vec![flat(&y), flat(g.get(x.as_tensor()).unwrap()), flat(g.get(k.as_tensor()).unwrap()), flat(g.get(b.as_tensor()).unwrap())]
+    }
+
+    /// The fused conv2d gives the composed path's bits, forward and every gradient, in f32 on
+    /// non-square images, with stride and padding (the bundled CNNs' traces rest on it).
+    #[test]
+    fn fused_conv2d_gives_the_composed_bits() {
+        for (stride, padding, kernel) in [(1, 0, 3), (1, 1, 3), (2, 1, 3), (3, 2, 2), (1, 0, 1)] {
+            let x = wavy(3 * 4 * 9 * 7, 0.1, &[3, 4, 9, 7]);
+            let k = wavy(5 * 4 * kernel * kernel, 1.3, &[5, 4, kernel, kernel]);
+            let b = wavy(5, 2.2, &[5]);
+            let fused = bits(|x, k, b| super::conv2d(x, k, b, stride, padding).unwrap(), &x, &k, &b);
+            let composed = bits(|x, k, b| super::composed_conv2d(x, k, b, stride, padding).unwrap(), &x, &k, &b);
+            for (part, (f, c)) in ["y", "dx", "dk", "db"].iter().zip(fused.iter().zip(&composed)) {
+                assert!(f == c, "stride {stride} padding {padding} kernel {kernel}: {part} differs");
+            }
+        }
+    }
+
+    /// The fused conv1d agrees with the composed path to f32 rounding: its products are one
+    /// gemm per sample, `(out × c·k) · (c·k × len')`, where the composed path made one of the
+    /// whole batch, `(b·len' × c·k) · (c·k × out)`, and gemm's rounding differs between the two
+    /// (the weight's gradient is summed sample by sample, not in one product).
+    #[test]
+    fn fused_conv1d_agrees_with_the_composed_path() {
+        for (stride, padding) in [(1, 1), (2, 1), (1, 0), (3, 2)] {
+            let (x, k, b) = (wavy(4 * 11 * 3, 0.4, &[4, 11, 3]), wavy(6 * 3 * 3, 1.7, &[6, 3, 3]), wavy(6, 0.2, &[6]));
+            let fused = bits(|x, k, b| super::conv1d(x, k, b, stride, padding).unwrap(), &x, &k, &b);
+            let composed = bits(|x, k, b| super::composed_conv1d(x, k, b, stride, padding).unwrap(), &x, &k, &b);
+            for (f, c) in fused.iter().zip(&composed) {
+                for (a, b) in f.iter().zip(c) {
+                    let (a, b) = (f32::from_bits(*a), f32::from_bits(*b));
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "stride {stride} padding {padding}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// The fused poolings give the composed path's bits, forward and backward, in f32 and f16.
+    #[test]
+    fn fused_pooling_gives_the_composed_bits() {
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            for (max, kernel) in [(true, 2), (true, 3), (false, 2), (false, 3)] {
+                let x = wavy(2 * 3 * 7 * 8, 0.3, &[2, 3, 7, 8]).to_dtype(dtype).unwrap();
+                let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+                    let v = Var::from_tensor(&x).unwrap();
+                    let y = f(v.as_tensor());
+                    let u = wavy(y.elem_count(), 0.9, y.dims()).to_dtype(dtype).unwrap();
+                    let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+                    (values(&y), values(g.get(v.as_tensor()).unwrap()))
+                };
+                let fused = run(&|t| super::pool2d(t, kernel, max).unwrap());
+                let composed = run(&|t| super::composed_pool2d(t, kernel, max).unwrap());
+                assert_eq!(fused, composed, "{dtype:?} max {max} kernel {kernel}");
+            }
+        }
+    }
+
+    /// PyTorch 2.15: `F.max_pool2d` of `[[1, nan], [nan, 2]]` returns index 2 and sends the
+    /// gradient to the second NaN (`val > maxval || isnan(val)`: the last NaN wins).
+    #[test]
+    fn max_pool_sends_the_gradient_to_the_last_nan_as_pytorch() {
+        let x = Var::from_tensor(&image(&[1.0, f32::NAN, f32::NAN, 2.0], 2, DType::F32)).unwrap();
+        let y = super::pool2d(x.as_tensor(), 2, true).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(g.get(x.as_tensor()).unwrap()), [0.0, 0.0, 1.0, 0.0]);
+    }
+    /// PyTorch 2.15, bf16 on the CPU: `F.conv2d(x, w, b)` of a 3 × 3 image by a 2 × 2 kernel and
+    /// the gradients of `(y * u).sum()`, all in bf16 (the values below are the bf16 inputs).
+    /// PyTorch computes them in f32 and rounds once, as nanhunt does.
+    #[test]
+    fn a_bf16_conv2d_and_its_gradients_match_pytorch_bit_for_bit() {
+        let t = |v: &[f64], dims: &[usize]| Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap().to_dtype(DType::BF16).unwrap();
+        let x = Var::from_tensor(&t(&[1.0078125, 2.03125, -0.51171875, 0.76953125, -1.328125, 2.203125, 0.1298828125, 0.2890625, -0.96875], &[1, 1, 3, 3])).unwrap();
+        let k = Var::from_tensor(&t(&[0.33203125, -0.77734375, 1.109375, 0.05908203125], &[1, 1, 2, 2])).unwrap();
+        let b = Var::from_tensor(&t(&[0.0123291015625], &[1])).unwrap();
+        let u = t(&[1.296875, -0.69921875, 0.44921875, 2.09375], &[1, 1, 2, 2]);
+        let y = super::conv2d(x.as_tensor(), k.as_tensor(), b.as_tensor(), 1, 0).unwrap();
+        let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        assert_eq!(values(&y), [-0.45703125, -0.2578125, 1.4609375, -1.875]);
+        assert_eq!(values(g.get(x.as_tensor()).unwrap()), [0.4296875, -1.2421875, 0.54296875, 1.5859375, -0.353515625, -1.671875, 0.498046875, 2.34375, 0.12353515625]);
+        assert_eq!(values(g.get(k.as_tensor()).unwrap()), [-2.546875, 7.0, 2.59375, -5.15625]);
+        assert_eq!(values(g.get(b.as_tensor()).unwrap()), [3.140625]);
     }
 }

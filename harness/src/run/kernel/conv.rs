@@ -1,0 +1,254 @@
+//! Convolution as one op forward and one backward (`ops::conv`; a conv1d is a conv2d of
+//! height 1), in f32 and f64 on the CPU: per sample, im2col into a column buffer of one
+//! sample's `c·kh·kw × oh·ow` values (the batch is taken one sample at a time, so the buffer
+//! is bounded by one sample's columns whatever the batch: [`Geom::column_values`]), then one
+//! gemm. The backward makes the bias's sums, the weight's gradient `g colsᵀ` (per sample,
+//! added sample by sample) and the input's, `Wᵀ g` scattered back (col2im); the input's is
+//! skipped when nothing upstream needs it (the model's input).
+//!
+//! Composed in Candle (the path f16 and bf16 keep, `run::model::conv`), the columns of the
+//! whole batch were built by an `index_select` per kernel tap and stacked, and the backward
+//! scattered each tap's gradient with `index_add` into zeroed tensors: most of a small CNN's
+//! step was page faults of those buffers and the adds (perf, issue 31). The arithmetic here is
+//! the composed path's, in its order: the same per-sample gemm (`out × c·k² · c·k² × oh·ow`),
+//! the bias added after it, the batch's weight gradients summed sample by sample, the bias's
+//! sums in the flat order Candle's `sum` takes, and each input gradient summed over the row
+//! taps of its bands, each band over its column taps. f32 products accumulate in f32, as
+//! PyTorch's CPU convolution does.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use super::linear::{product_to, Mat};
+use super::{dispatch, Kernel, Real};
+use crate::error::Result;
+
+/// The sizes of one convolution: input `(b, c, h, w)`, kernel `(out, c, kh, kw)`, strides,
+/// paddings and the output's `(oh, ow)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geom {
+    /// Samples, input channels, height, width.
+    pub(crate) x: [usize; 4],
+    /// Output channels, kernel height and width.
+    pub(crate) k: [usize; 3],
+    /// Strides (rows, columns).
+    pub(crate) stride: [usize; 2],
+    /// Zeros added (top and bottom, left and right).
+    pub(crate) pad: [usize; 2],
+    /// Output height and width.
+    pub(crate) o: [usize; 2],
+}
+
+impl Geom {
+    /// The geometry of `x` `(b, c, h, w)` convolved by `k` `(out, c, kh, kw)`, or why it does not fit.
+    pub(crate) fn new(x: [usize; 4], k: [usize; 4], stride: [usize; 2], pad: [usize; 2]) -> candle_core::Result<Self> {
+        let side = |n: usize, kk: usize, s: usize, p: usize| (n + 2 * p).checked_sub(kk).filter(|_| s > 0).map(|r| r / s + 1);
+        let (Some(oh), Some(ow)) = (side(x[2], k[2], stride[0], pad[0]), side(x[3], k[3], stride[1], pad[1])) else {
+            candle_core::bail!("conv: a {}×{} kernel does not fit a {}×{} input padded by {pad:?}", k[2], k[3], x[2], x[3]);
+        };
+        if k[1] != x[1] {
+            candle_core::bail!("conv: a kernel over {} channels for an input of {}", k[1], x[1]);
+        }
+        Ok(Self { x, k: [k[0], k[2], k[3]], stride, pad, o: [oh, ow] })
+    }
+
+    /// Rows of one sample's columns: `c·kh·kw`.
+    fn taps(&self) -> usize {
+        self.x[1] * self.k[1] * self.k[2]
+    }
+
+    /// Output positions of one sample: `oh·ow`.
+    fn positions(&self) -> usize {
+        self.o[0] * self.o[1]
+    }
+
+    /// Values of the column buffer (one sample's columns; the backward holds a second for their
+    /// gradient): the bound on what the kernel allocates besides its inputs and outputs.
+    pub(crate) fn column_values(&self) -> usize {
+        self.taps() * self.positions()
+    }
+
+    /// The input position `o·s + t − p` along one dimension, if it is inside the input.
+    fn at(o: usize, t: usize, s: usize, p: usize, n: usize) -> Option<usize> {
+        (o * s + t).checked_sub(p).filter(|i| *i < n)
+    }
+}
+
+/// `x` convolved by `k` plus `bias` for `x` `(b, c, h, w)`, `k` `(out, c, kh, kw)`: `(b, out, oh, ow)`.
+pub(crate) fn conv(x: &Tensor, k: &Tensor, bias: &Tensor, stride: [usize; 2], pad: [usize; 2]) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op3(&k.contiguous()?, &bias.contiguous()?, Conv { stride, pad })?)
+}
+
+/// One sample's columns: row `(ci, i, j)` holds, for each output position, the input it reads
+/// through tap `(i, j)` of channel `ci` (0 in the padding).
+fn im2col<T: Real>(g: &Geom, x: &[T], cols: &mut [T]) {
+    let ([_, c, h, w], [_, kh, kw], [sh, sw], [ph, pw], [oh, ow]) = (g.x, g.k, g.stride, g.pad, g.o);
+    let n = oh * ow;
+    for ((ci, i), j) in (0..c).flat_map(|ci| (0..kh).map(move |i| (ci, i))).flat_map(|p| (0..kw).map(move |j| (p, j))) {
+        let row = &mut cols[((ci * kh + i) * kw + j) * n..][..n];
+        for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+            let Some(iy) = Geom::at(oy, i, sh, ph, h) else {
+                dst.fill(T::zero());
+                continue;
+            };
+            let src = &x[(ci * h + iy) * w..][..w];
+            for (ox, d) in dst.iter_mut().enumerate() {
+                *d = Geom::at(ox, j, sw, pw, w).map_or(T::zero(), |ix| src[ix]);
+            }
+        }
+    }
+}
+
+/// One sample's input gradient from its columns' gradient `cg`, added into `dx` (zeros): for each
+/// row tap `i`, the band of padded rows it read gets its column taps' gradients, then the band
+/// is added into the rows. Taps go last to first, the order in which Candle's backward visited
+/// the composed path's `index_select`s (in reverse of their creation) and added their gradients.
+fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
+    let ([_, c, h, w], [_, kh, kw], [sh, sw], [ph, pw], [oh, ow]) = (g.x, g.k, g.stride, g.pad, g.o);
+    let n = oh * ow;
+    for ci in 0..c {
+        for i in (0..kh).rev() {
+            for oy in 0..oh {
+                let Some(iy) = Geom::at(oy, i, sh, ph, h) else { continue };
+                band.fill(T::zero());
+                for j in (0..kw).rev() {
+                    let row = &cg[((ci * kh + i) * kw + j) * n + oy * ow..][..ow];
+                    for (ox, v) in row.iter().enumerate() {
+                        band[ox * sw + j] += *v;
+                    }
+                }
+                for (d, b) in dx[(ci * h + iy) * w..][..w].iter_mut().zip(&band[pw..]) {
+                    *d += *b;
+                }
+            }
+        }
+    }
+}
+
+struct Conv {
+    stride: [usize; 2],
+    pad: [usize; 2],
+}
+
+impl Conv {
+    fn geom(&self, xl: &Layout, kl: &Layout) -> candle_core::Result<Geom> {
+        let (x, k) = (xl.shape().dims4()?, kl.shape().dims4()?);
+        Geom::new([x.0, x.1, x.2, x.3], [k.0, k.1, k.2, k.3], self.stride, self.pad)
+    }
+}
+
+/// The forward of [`Conv`] on one geometry.
+struct Forward(Geom);
+
+impl Kernel<3> for Forward {
+    type Out = CpuStorage;
+
+    fn name(&self) -> &str {
+        "conv"
+    }
+
+    fn run<T: Real>(&self, [x, k, bias]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
+        let g = &self.0;
+        let ([b, c, h, w], out, n) = (g.x, g.k[0], g.positions());
+        if bias.len() != out {
+            candle_core::bail!("conv: a bias of {} for {out} channels", bias.len());
+        }
+        let mut y = vec![T::zero(); b * out * n];
+        let mut cols = vec![T::zero(); g.column_values()];
+        for (s, ys) in y.chunks_exact_mut((out * n).max(1)).enumerate().take(b) {
+            im2col(g, &x[s * c * h * w..][..c * h * w], &mut cols);
+            product_to(Mat::new(k, out, g.taps()), Mat::new(&cols, g.taps(), n), ys)?;
+            for (row, bv) in ys.chunks_exact_mut(n.max(1)).zip(bias) {
+                row.iter_mut().for_each(|v| *v += *bv);
+            }
+        }
+        Ok(T::to_cpu_storage_owned(y))
+    }
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        "conv"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, k: &CpuStorage, kl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.geom(xl, kl)?;
+        let y = dispatch(&Forward(g), [(x, xl), (k, kl), (b, bl)])?;
+        Ok((y, (g.x[0], g.k[0], g.o[0], g.o[1]).into()))
+    }
+
+    fn bwd(&self, x: &Tensor, k: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geom(x.layout(), k.layout())?;
+        let input = x.track_op();
+        let all = x.apply_op3_no_bwd(k, &grad.contiguous()?, &Backward { g, input })?;
+        let (nx, nk) = (x.elem_count(), k.elem_count());
+        let dk = all.narrow(0, if input { nx } else { 0 }, nk)?.reshape(k.shape())?;
+        let db = all.narrow(0, all.elem_count() - g.k[0], g.k[0])?;
+        let dx = if input { Some(all.narrow(0, 0, nx)?.reshape(x.shape())?) } else { None };
+        Ok((dx, Some(dk), Some(db)))
+    }
+}
+
+/// The backward of [`Conv`] from `(x, k, grad)`: one flat tensor holding the input's gradient
+/// (if `input`), the kernel's and the bias's, in that order.
+struct Backward {
+    g: Geom,
+    input: bool,
+}
+
+impl Backward {
+    /// The bias's gradient: each channel's sum over the batch and positions, in the flat order
+    /// of `(b, out, positions)` (as Candle's `sum` adds), the channels interleaved.
+    fn bias<T: Real>(&self, grad: &[T]) -> Vec<T> {
+        let (out, n) = (self.g.k[0], self.g.positions());
+        let mut db = vec![T::zero(); out];
+        for sample in grad.chunks_exact((out * n).max(1)) {
+            for p in 0..n {
+                for (o, d) in db.iter_mut().enumerate() {
+                    *d += sample[o * n + p];
+                }
+            }
+        }
+        db
+    }
+}
+
+impl Kernel<3> for Backward {
+    type Out = (CpuStorage, Shape);
+
+    fn name(&self) -> &str {
+        "conv backward"
+    }
+
+    fn run<T: Real>(&self, [x, k, grad]: [&[T]; 3]) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let ([b, c, h, w], out, n, taps) = (g.x, g.k[0], g.positions(), g.taps());
+        let nx = if self.input { b * c * h * w } else { 0 };
+        let mut all = vec![T::zero(); nx + out * taps];
+        let (dx, dk) = all.split_at_mut(nx);
+        let (mut cols, mut part) = (vec![T::zero(); g.column_values()], vec![T::zero(); out * taps]);
+        let mut band = vec![T::zero(); g.x[3] + 2 * g.pad[1]];
+        for s in 0..b {
+            let gs = Mat::new(&grad[s * out * n..][..out * n], out, n);
+            im2col(g, &x[s * c * h * w..][..c * h * w], &mut cols);
+            product_to(gs, Mat::new(&cols, taps, n).t(), &mut part)?;
+            dk.iter_mut().zip(&part).for_each(|(d, p)| *d += *p);
+            if self.input {
+                product_to(Mat::new(k, out, taps).t(), Mat::new(&grad[s * out * n..][..out * n], out, n), &mut cols)?;
+                col2im(g, &cols, &mut dx[s * c * h * w..][..c * h * w], &mut band);
+            }
+        }
+        all.extend(self.bias(grad));
+        let len = all.len();
+        Ok((T::to_cpu_storage_owned(all), len.into()))
+    }
+}
+
+impl CustomOp3 for Backward {
+    fn name(&self) -> &'static str {
+        "conv-backward"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, k: &CpuStorage, kl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        dispatch(self, [(x, xl), (k, kl), (g, gl)])
+    }
+}
