@@ -10,6 +10,18 @@ use super::finding::{Finding, Pending, Target, Trigger};
 use super::mutation::{slot, Mutation};
 use crate::error::{Error, Result};
 
+/// A raw flip already minimized, as a campaign state saves it: its key (site and knob names as
+/// found), the signature of the site its hits count for, and the knobs of the trigger they count for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flip {
+    /// The raw flip's key.
+    pub key: String,
+    /// The signature of the finding (site) it counts for.
+    pub site: String,
+    /// The mutations of the trigger it counts for.
+    pub trigger: Vec<Mutation>,
+}
+
 /// A scored mutant kept for the guided engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mutant {
@@ -55,6 +67,14 @@ pub struct State {
     /// Flips whose minimization has not finished.
     #[serde(default)]
     pub pending: Vec<Pending>,
+    /// Candidates (indices within the shard, below `next`) taken but not run to the end when the
+    /// state was saved: a `--resume` runs them first; they are not counted in `runs` until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redo: Vec<u64>,
+    /// Raw flips already minimized, so a resumed campaign counts their repeats where this one did
+    /// (a flip whose minimal trigger fails at another site is not found again from the findings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flips: Vec<Flip>,
     /// Why candidates could not run: each message once, with its count and a candidate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_log: Vec<super::errors::ErrorEntry>,

@@ -3,7 +3,8 @@
 //! single mutex. Every method takes the lock for a few field updates and
 //! returns; nothing here runs a candidate, minimizes or touches a file, so no
 //! worker ever waits on another's slow work. The writer thread
-//! (`writer`) takes snapshots and does the I/O.
+//! (`writer`) takes snapshots and does the I/O. What a kill would lose, candidates running
+//! and flips being minimized, is kept beside the state (`in_flight`) and saved with it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -11,9 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::in_flight::InFlight;
 use crate::run::{Location, Outcome};
 use crate::scenario::{Named, Phase};
-use crate::search::corpus::{covers, fold, same_knobs, Mutant, State};
+use crate::search::corpus::{covers, fold, same_knobs, Flip, Mutant, State};
 use crate::search::corpus_cap::{prune, Cap};
 use crate::search::cost::Deferred;
 use crate::search::finding::{knob_names, site_signature, Finding, Pending, Trigger};
@@ -66,6 +68,8 @@ struct Inner {
     deferrals: (u64, u64),
     /// The most the ranked corpus keeps.
     cap: Cap,
+    /// Candidates running and flips being minimized: what a snapshot must save beside the state.
+    in_flight: InFlight,
 }
 
 /// What a worker is to run next.
@@ -106,11 +110,29 @@ impl Campaign {
                 seen.insert(key_of(&f.location, &f.dtype, &t.found), Seen::Done(i, t.mutations.clone()));
             }
         }
+        // As the last session saved them (states saved before it kept flips have the above).
+        for f in std::mem::take(&mut state.flips) {
+            if let Some(i) = state.findings.iter().position(|x| x.signature == f.site) {
+                seen.insert(f.key, Seen::Done(i, f.trigger));
+            }
+        }
         for p in &state.pending {
             seen.insert(p.key.clone(), Seen::Pending);
         }
         let groups = group(&state.findings).len();
-        let inner = Inner { state, seen, dirty: BTreeSet::new(), recount: BTreeSet::new(), shrink_runs: 0, best, groups, deferred: Deferred::default(), deferrals: (0, 0), cap };
+        let inner = Inner {
+            state,
+            seen,
+            dirty: BTreeSet::new(),
+            recount: BTreeSet::new(),
+            shrink_runs: 0,
+            best,
+            groups,
+            deferred: Deferred::default(),
+            deferrals: (0, 0),
+            cap,
+            in_flight: InFlight::default(),
+        };
         Campaign { inner: Mutex::new(inner) }
     }
 
@@ -126,7 +148,9 @@ impl Campaign {
     }
 
     /// Takes what to run next, counting it as a run: a deferred candidate whose turn has come, else
-    /// the next candidate index; `None` once `max_runs` are taken.
+    /// a candidate a killed session left unfinished, else the next candidate index; `None` once
+    /// `max_runs` are taken. A fresh candidate is running until a method that records its result
+    /// settles it (`k`: its index, `None` for a deferred one).
     pub(super) fn reserve(&self, max_runs: Option<u64>, first: bool) -> Option<Ticket> {
         let mut g = self.lock();
         if max_runs.is_some_and(|m| g.state.runs >= m) || (first && !g.state.findings.is_empty()) {
@@ -137,15 +161,21 @@ impl Campaign {
             g.deferrals.1 += 1;
             return Some(Ticket::Due(c));
         }
-        let k = g.state.next;
-        g.state.next += 1;
+        let k = if g.state.redo.is_empty() {
+            g.state.next += 1;
+            g.state.next - 1
+        } else {
+            g.state.redo.remove(0)
+        };
+        g.in_flight.start(k);
         Some(Ticket::Fresh(k))
     }
 
     /// Puts a reserved candidate expected to cost `ratio` × the base aside: it is not run now,
     /// and its reservation is not counted as a run.
-    pub(super) fn defer(&self, ratio: f64, candidate: Vec<Mutation>) {
+    pub(super) fn defer(&self, ratio: f64, candidate: Vec<Mutation>, k: Option<u64>) {
         let mut g = self.lock();
+        g.in_flight.settle(k);
         g.state.runs -= 1;
         g.deferrals.0 += 1;
         g.deferred.defer(ratio, candidate);
@@ -153,8 +183,10 @@ impl Campaign {
 
     /// Gives back a reserved candidate that set nothing (every mutation of its draw was made
     /// meaningless by another): it is neither a run nor an error.
-    pub(super) fn give_back(&self) {
-        self.lock().state.runs -= 1;
+    pub(super) fn give_back(&self, k: Option<u64>) {
+        let mut g = self.lock();
+        g.in_flight.settle(k);
+        g.state.runs -= 1;
     }
 
     /// Counts a cheap candidate's expected cost (× the base) as spent, for the deferred ones.
@@ -163,15 +195,23 @@ impl Campaign {
     }
 
     /// Counts a candidate that was invalid, errored or panicked, and why.
-    pub(super) fn errored(&self, message: &str, candidate: &[Mutation]) {
+    pub(super) fn errored(&self, message: &str, candidate: &[Mutation], k: Option<u64>) {
         let mut g = self.lock();
+        g.in_flight.settle(k);
         g.state.errors += 1;
         crate::search::errors::record(&mut g.state.error_log, message, candidate);
     }
 
+    /// Fresh candidate `k` is done with, nothing to record.
+    pub(super) fn settle(&self, k: Option<u64>) {
+        self.lock().in_flight.settle(k);
+    }
+
     /// Counts a candidate cut off at its time limit.
-    pub(super) fn timed_out(&self) {
-        self.lock().state.timeouts += 1;
+    pub(super) fn timed_out(&self, k: Option<u64>) {
+        let mut g = self.lock();
+        g.in_flight.settle(k);
+        g.state.timeouts += 1;
     }
 
     /// Counts runs spent minimizing.
@@ -180,8 +220,9 @@ impl Campaign {
     }
 
     /// Keeps a finite mutant in the ranked corpus, within its cap (the best-scored and the witnesses stay).
-    pub(super) fn remember(&self, m: Mutant) {
+    pub(super) fn remember(&self, m: Mutant, k: Option<u64>) {
         let mut g = self.lock();
+        g.in_flight.settle(k);
         g.best = g.best.max(m.score);
         if g.state.corpus.iter().any(|c| c.mutations == m.mutations) {
             return;
@@ -202,11 +243,15 @@ impl Campaign {
         Some(if a.score >= b.score { a.mutations.clone() } else { b.mutations.clone() })
     }
 
-    /// Records a raw flip; true if it is new and should be minimized, false if it was counted as a repeat.
-    pub(super) fn hit(&self, key: &str) -> bool {
+    /// Records a raw flip `p` of candidate `k`; true if it is new and should be minimized, false if
+    /// it was counted as a repeat.
+    pub(super) fn hit(&self, p: &Pending, k: Option<u64>) -> bool {
+        let key = p.key.as_str();
         let mut g = self.lock();
+        g.in_flight.settle(k);
         match g.seen.get(key).cloned() {
             None => {
+                g.in_flight.shrink(p.clone());
                 g.seen.insert(key.to_string(), Seen::Shrinking(0));
                 true
             }
@@ -246,6 +291,7 @@ impl Campaign {
     pub(super) fn register(&self, p: &Pending, base_name: &str, m: &Minimal, distance: f64, seconds_to_shrink: f64) {
         let (key, found, found_at) = (p.key.as_str(), p.found.clone(), (p.seconds_to_find, p.runs_to_find));
         let mut g = self.lock();
+        g.in_flight.shrunk(key);
         let count = 1 + Self::repeats(&mut g, key) + g.state.pending.iter().find(|q| q.key == key).map_or(0, |q| q.count.saturating_sub(1));
         g.state.pending.retain(|q| q.key != key);
         // The site is the minimal trigger's: the flip's own, unless a knob that only moved where
@@ -314,6 +360,7 @@ impl Campaign {
     /// Parks a flip whose minimization did not finish.
     pub(super) fn park(&self, key: &str, mut p: Pending) {
         let mut g = self.lock();
+        g.in_flight.shrunk(key);
         // A flip parked before has been counting its repeats in the state meanwhile.
         if let Some(live) = g.state.pending.iter().find(|q| q.key == key) {
             p.count = live.count;
@@ -355,9 +402,24 @@ impl Campaign {
         }
     }
 
-    /// A copy of the state to persist.
+    /// A copy of the state to persist, with what a kill now would lose (`in_flight`).
     pub(super) fn snapshot(&self) -> State {
-        self.lock().state.clone()
+        let g = self.lock();
+        let mut s = g.state.clone();
+        g.in_flight.save_into(&mut s, |key| match g.seen.get(key) {
+            Some(Seen::Shrinking(n)) => *n,
+            _ => 0,
+        });
+        s.flips = g
+            .seen
+            .iter()
+            .filter_map(|(key, v)| match v {
+                Seen::Done(i, knobs) => Some(Flip { key: key.clone(), site: g.state.findings[*i].signature.clone(), trigger: knobs.clone() }),
+                Seen::Shrinking(_) | Seen::Pending => None,
+            })
+            .collect();
+        s.flips.sort_by(|a, b| a.key.cmp(&b.key));
+        s
     }
 
     /// The numbers of the campaign so far.
@@ -413,7 +475,7 @@ mod tests {
         let c = Campaign::new(State::default(), Cap::default());
         let costly = vec![Mutation::new(Knob::BatchSize, 1u32)];
         assert_eq!(c.reserve(Some(2), false), Some(Ticket::Fresh(0)));
-        c.defer(11.3, costly.clone());
+        c.defer(11.3, costly.clone(), Some(0));
         // Not run: not counted, so `max_runs` still allows two runs.
         assert_eq!((c.counts().runs, c.counts().deferred), (0, 1));
         assert_eq!(c.reserve(Some(2), false), Some(Ticket::Fresh(1)));
@@ -425,13 +487,45 @@ mod tests {
     }
 
     #[test]
+    fn a_state_saved_mid_run_redoes_the_running_candidates_and_keeps_the_flips_being_minimized() {
+        let c = Campaign::new(State::default(), Cap::default());
+        for k in 0..3 {
+            assert_eq!(c.reserve(Some(3), false), Some(Ticket::Fresh(k)));
+        }
+        c.remember(Mutant { mutations: vec![Mutation::new(Knob::Lr, 0.5)], score: 0.1 }, Some(0));
+        let (_, p) = minimal(vec![Mutation::new(Knob::Lr, 9.0)]);
+        assert!(c.hit(&p, Some(2)), "a new flip, being minimized");
+        // Killed now: candidate 1 is still running, so it is not a run yet but one to redo.
+        let saved = c.snapshot();
+        assert_eq!((saved.runs, saved.next, saved.redo.clone()), (2, 3, vec![1]));
+        assert_eq!(saved.pending, [p]);
+        let resumed = Campaign::new(saved, Cap::default());
+        assert_eq!(resumed.reserve(Some(3), false), Some(Ticket::Fresh(1)), "the running one first");
+        assert_eq!(resumed.reserve(Some(3), false), None, "then the budget is spent");
+    }
+
+    #[test]
+    fn a_resumed_campaign_counts_a_flip_whose_trigger_moved_site_where_it_did() {
+        // Found failing in the forward pass, minimized to a trigger that fails in the loss.
+        let c = Campaign::new(State::default(), Cap::default());
+        let (m, mut p) = minimal(vec![Mutation::new(Knob::Lr, 9.0)]);
+        p.location.phase = Phase::Forward;
+        p.key = key_of(&p.location, "f32", &p.found);
+        assert!(c.hit(&p, None));
+        c.register(&p, "s000_ex1_bce_mlp", &m, 1.0, 0.0);
+        let resumed = Campaign::new(c.snapshot(), Cap::default());
+        assert!(!resumed.hit(&p, None), "a repeat, not a new flip to minimize again");
+        assert_eq!(resumed.snapshot().findings[0].count, 2);
+    }
+
+    #[test]
     fn triggers_that_add_knobs_to_another_count_for_it() {
         let c = Campaign::new(State::default(), Cap::default());
         let lr = Mutation::new(Knob::Lr, 1.0);
         let f16 = Mutation::new(Knob::Dtype, DTypeName::F16);
         for muts in [vec![lr.clone(), f16.clone()], vec![lr.clone()], vec![f16.clone()]] {
             let (m, p) = minimal(muts);
-            assert!(c.hit(&p.key));
+            assert!(c.hit(&p, None));
             c.register(&p, "s000_ex1_bce_mlp", &m, 1.0, 0.0);
         }
         let f = &c.snapshot().findings[0];
@@ -440,14 +534,14 @@ mod tests {
         assert_eq!(f.count, 3);
         // The empty trigger (the base itself) covers every other.
         let (m, p) = minimal(vec![]);
-        assert!(c.hit(&p.key));
+        assert!(c.hit(&p, None));
         c.register(&p, "s000_ex1_bce_mlp", &m, 0.0, 0.0);
         let f = &c.snapshot().findings[0];
         assert_eq!(f.triggers.len(), 1);
         assert_eq!((f.triggers[0].mutations.len(), f.triggers[0].count, f.count), (0, 4, 4));
         // A repeat of a folded raw flip now counts for the trigger that absorbed it.
         let (_, p) = minimal(vec![lr, f16]);
-        assert!(!c.hit(&p.key));
+        assert!(!c.hit(&p, None));
         assert_eq!(c.snapshot().findings[0].triggers[0].count, 5);
     }
 }

@@ -25,17 +25,21 @@ pub(super) struct Ctx<'a> {
     pub(super) wake: Waker,
 }
 
-/// Handles a flipping candidate and its outcome.
-pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome) {
+/// Handles a flipping candidate (fresh candidate `k`, if it is one) and its outcome.
+pub(super) fn flip(ctx: &Ctx, candidate: Vec<Mutation>, o: &Outcome, k: Option<u64>) {
     let key = raw_key(o, &candidate);
-    if !ctx.campaign.hit(&key) {
+    let Some(location) = o.failure_site() else {
+        // A hit with no site (none is known) is not a finding: the candidate is done with.
+        ctx.campaign.settle(k);
+        return;
+    };
+    let found_at = (ctx.clock.start.elapsed().as_secs_f64(), ctx.campaign.counts().runs as usize);
+    let pending = Pending { key, found: candidate, location, dtype: o.dtype_name().to_string(), count: 1, seconds_to_find: found_at.0, runs_to_find: found_at.1 };
+    if !ctx.campaign.hit(&pending, k) {
         return;
     }
-    let Some(location) = o.failure_site() else { return };
-    let found_at = (ctx.clock.start.elapsed().as_secs_f64(), ctx.campaign.counts().runs as usize);
     // Shrinking may take twice the time to find (at least 10 s), but never past the hard end.
     let deadline = (Instant::now() + Duration::from_secs_f64((2.0 * found_at.0).max(10.0))).min(ctx.clock.hard_end);
-    let pending = Pending { key: key.clone(), found: candidate, location, dtype: o.dtype_name().to_string(), count: 1, seconds_to_find: found_at.0, runs_to_find: found_at.1 };
     finish(ctx, pending, deadline);
 }
 

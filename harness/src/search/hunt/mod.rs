@@ -9,7 +9,8 @@
 //! then finishes unfinished minimizations until `budget + shrink_budget`: the
 //! hard end it never passes by more than one step of a run. State has one
 //! owner (`campaign`, one mutex, never held across a run or I/O) and files one
-//! writer (`writer`), which hands root causes to the [`Reporter`]. What a
+//! writer (`writer`), which hands root causes to the [`Reporter`]; what a kill would lose
+//! (candidates running, flips being minimized) is saved with the state (`in_flight`). What a
 //! campaign is asked to do is in `options`. Candidates come from the engines
 //! in `engine`; flips become triggers in `found`. The guided engine weighs each candidate by its
 //! expected cost (`search::cost`): its corner sweep tries the cheap corners first, and a candidate
@@ -38,6 +39,7 @@ use crate::search::space::Space;
 mod campaign;
 mod engine;
 mod found;
+mod in_flight;
 mod options;
 mod writer;
 
@@ -185,7 +187,7 @@ pub fn hunt(base: &Scenario, opts: &HuntOptions, reporter: Option<&dyn Reporter>
         let ctx = found::Ctx { base, opts, campaign: &campaign, clock: &clock, wake: tx.clone() };
         if base_failure.is_some() && !campaign.has_base_trigger() {
             // The base's own failure is the first root cause, with the empty trigger (once, not per session).
-            found::flip(&ctx, vec![], &base_run);
+            found::flip(&ctx, vec![], &base_run, None);
         }
         let workers = opts.jobs.max(1);
         // The corner sweep, its cheap corners first (made once: every worker indexes the same list).
@@ -226,30 +228,31 @@ fn search(ctx: &found::Ctx, space: &Space, corners: &[Vec<Mutation>], snapshot: 
     let (strategy, one) = (space.candidate(), space.mutation());
     while Instant::now() < ctx.clock.search_end && !opts.stopped() {
         let Some(ticket) = ctx.campaign.reserve(opts.max_runs, opts.first) else { break };
-        let (drawn, mut tree, fresh) = match ticket {
+        // `k`, a fresh candidate's index, settles it when its result is recorded.
+        let (drawn, mut tree, k) = match ticket {
             Ticket::Fresh(k) => {
                 let (drawn, tree) = engine::generate(opts, global_index(k, opts.shard), space, (&strategy, &one, corners), ctx.campaign);
-                (drawn, tree, true)
+                (drawn, tree, Some(k))
             }
-            Ticket::Due(c) => (c, None, false),
+            Ticket::Due(c) => (c, None, None),
         };
         // Mutations another one makes meaningless are dropped; a draw left with none is given back.
         let candidate = effective(ctx.base, &normalize(&drawn));
         if candidate.is_empty() {
-            ctx.campaign.give_back();
+            ctx.campaign.give_back(k);
             continue;
         }
         let s = match try_mutate(ctx.base, &candidate) {
             Ok(s) => s,
             Err(e) => {
-                ctx.campaign.errored(&e.to_string(), &candidate);
+                ctx.campaign.errored(&e.to_string(), &candidate, k);
                 continue;
             }
         };
-        if fresh && opts.engine == Engine::Guided {
+        if k.is_some() && opts.engine == Engine::Guided {
             let ratio = relative(ctx.base, &s);
             if ratio > DEFER {
-                ctx.campaign.defer(ratio, candidate);
+                ctx.campaign.defer(ratio, candidate, k);
                 continue;
             }
             ctx.campaign.spend(ratio);
@@ -257,18 +260,19 @@ fn search(ctx: &found::Ctx, space: &Space, corners: &[Vec<Mutation>], snapshot: 
         let deadline = (Instant::now() + ctx.clock.run_timeout).min(ctx.clock.search_end);
         let o = run_with(&s, &RunOptions { deadline: Some(deadline), stop: Some(&opts.stop), ..RunOptions::default() });
         match o.outcome {
-            Status::Error => ctx.campaign.errored(o.error.as_deref().unwrap_or("unknown error"), &candidate),
-            // A run cut because the search ended or a stop was asked for is not over its own limit.
+            Status::Error => ctx.campaign.errored(o.error.as_deref().unwrap_or("unknown error"), &candidate, k),
+            // A run cut because the search ended or a stop was asked for is not over its own limit:
+            // it stays unsettled, so the saved state has it to run again on `--resume`.
             Status::Timeout if Instant::now() >= ctx.clock.search_end || opts.stopped() => {}
-            Status::Timeout => ctx.campaign.timed_out(),
+            Status::Timeout => ctx.campaign.timed_out(k),
             _ if opts.target.hits(&o) => {
                 let (candidate, o): (Vec<_>, Outcome) = match tree.as_mut() {
                     Some(tree) => engine::proptest_shrink(ctx.base, opts, ctx.clock, tree, candidate, o, ctx.campaign),
                     None => (candidate, o),
                 };
-                found::flip(ctx, effective(ctx.base, &normalize(&candidate)), &o);
+                found::flip(ctx, effective(ctx.base, &normalize(&candidate)), &o, k);
             }
-            _ => ctx.campaign.remember(Mutant { mutations: candidate, score: score(&o, s.train.dtype) }),
+            _ => ctx.campaign.remember(Mutant { mutations: candidate, score: score(&o, s.train.dtype) }, k),
         }
         progress(&snapshot());
     }
