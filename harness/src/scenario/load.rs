@@ -62,7 +62,8 @@ pub(crate) fn load_edited(path: &Path, opts: &LoadOptions, edit: &dyn Fn(String)
             let location = locate_key(&src, "model.onnx").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
             return Err(Error::Invalid { location, key: "model.onnx".into(), message });
         }
-        import.resolve(&dir.join(&import.path), limit)?;
+        let file = dir.join(&import.path);
+        super::onnx::resolve(import, &file, limit)?;
     }
     check_text(&scenario, &src, &origin)?;
     if let InputSpec::Csv { path: csv, .. } = &scenario.data.inputs {

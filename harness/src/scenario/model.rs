@@ -25,7 +25,52 @@ pub struct ModelSpec {
     pub code: Option<super::Code>,
     /// A PyTorch model exported as ONNX in place of `layers` (`onnx = "model.onnx"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub onnx: Option<super::onnx::Import>,
+    pub onnx: Option<Import>,
+}
+
+// The imported model's types live here, beside the `Layer` they hold, so that the model's
+// file format reads nothing of `onnx/` (which compiles into them).
+
+/// An imported ONNX model: its path as the scenario writes it, and the graph compiled from it
+/// once the scenario is loaded from its file. It is written back as the path alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    /// The path, relative to the scenario's folder.
+    pub path: String,
+    /// The compiled graph (`None` until the scenario's loading reads the file).
+    pub compiled: Option<std::sync::Arc<Compiled>>,
+}
+
+impl serde::Serialize for Import {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.path)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Import {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Import { path: String::deserialize(d)?, compiled: None })
+    }
+}
+
+impl<'a> arbitrary::Arbitrary<'a> for Import {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(Import { path: String::arbitrary(u)?, compiled: None })
+    }
+}
+
+/// An ONNX graph as registry layers with the file's weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    /// The graph input the scenario's data binds to, and its dims (the first is the batch).
+    pub input: (String, Vec<Option<usize>>),
+    /// The layers, in order.
+    pub layers: Vec<Layer>,
+    /// Each layer's name: its PyTorch module path and op (`fc1.linear`), else its node's name.
+    pub names: Vec<String>,
+    /// Each parameter in plan order: its name (the initializer's, `fc1.weight`), its shape in
+    /// nanhunt's layout and its values there.
+    pub params: Vec<(String, Vec<usize>, Vec<f64>)>,
 }
 
 impl ModelSpec {

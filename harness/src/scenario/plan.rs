@@ -6,6 +6,7 @@
 //! Parameter names are stable and ordered by layer (`layers.0.linear.weight`,
 //! `layers.2.residual.layers.1.attention.q.weight`, ...).
 
+use super::model::Compiled;
 use super::{InShape, Init, Layer, ModelSpec, Named, Shape};
 
 /// What a parameter is, which decides its initial values.
@@ -144,9 +145,48 @@ pub fn plan(spec: &ModelSpec, input: InShape) -> std::result::Result<Plan, PlanE
     let mut plan =
         Plan { layer_names: nodes.iter().map(|n| n.name.clone()).collect(), widths: nodes.iter().map(|n| n.shape.width()).collect(), out_width: out.cols(), out, params, nodes, attention_cells };
     if let Some(c) = spec.onnx.as_ref().and_then(|o| o.compiled.as_deref()) {
-        super::onnx::adopt(&mut plan, c, input.shape())?;
+        adopt(&mut plan, c, input.shape())?;
     }
     Ok(plan)
+}
+
+/// Gives the plan of the compiled graph's layers (reading `input`) the graph's names under
+/// `layers.`, as every layer stack's tensors are named (`TensorId`): each node its module path
+/// (`layers.fc1.linear`), each parameter its initializer's name (`layers.fc1.weight`), after
+/// checking that the data fits the graph's input and that every parameter has the file's shape.
+fn adopt(plan: &mut Plan, c: &Compiled, input: Shape) -> std::result::Result<(), PlanError> {
+    let err = |m: String| ("onnx".to_string(), m);
+    let (name, dims) = &c.input;
+    let want: Vec<usize> = match input {
+        Shape::Flat(w) => vec![w],
+        Shape::Seq { len, width } => vec![len, width],
+        Shape::Tokens { len, .. } => vec![len],
+        Shape::Image { channels, height, width } => vec![channels, height, width],
+    };
+    let fits = dims.len() == want.len() + 1 && dims.iter().skip(1).zip(&want).all(|(d, w)| d.is_none_or(|d| d == *w));
+    if !dims.is_empty() && !fits {
+        let show: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string())).collect();
+        return Err(err(format!("the graph's input `{name}` is ({}) but the data gives {} per batch row", show.join(", "), input.describe())));
+    }
+    if plan.params.len() != c.params.len() {
+        return Err(err(format!("the graph's {} weights do not match the {} parameters of its layers", c.params.len(), plan.params.len())));
+    }
+    for (p, (name, shape, _)) in plan.params.iter_mut().zip(&c.params) {
+        if &p.shape != shape {
+            return Err(err(format!("the weight `{name}` is {shape:?} in nanhunt's layout, but the data makes its layer want {:?}", p.shape)));
+        }
+        p.name = format!("layers.{name}");
+    }
+    for (i, (layer, to)) in c.layers.iter().zip(&c.names).enumerate() {
+        let from = format!("layers.{i}.{}", crate::scenario::Named::name(layer));
+        for node in &mut plan.nodes {
+            if node.name == from || node.name.starts_with(&format!("{from}.")) {
+                node.name = format!("layers.{to}{}", &node.name[from.len()..]);
+            }
+        }
+    }
+    plan.layer_names = plan.nodes.iter().map(|n| n.name.clone()).collect();
+    Ok(())
 }
 
 impl Plan {

@@ -3,7 +3,7 @@
 //!
 //! The knob list (`knob/mod.rs`) is static, and a scenario's constants are not: they are
 //! one knob, [`Knob::Const`](super::Knob::Const) (`consts` in `[search] knobs`), whose value
-//! names the constant it sets ([`Constant`]: where it lives and its name, beside the number),
+//! names the constant it sets ([`Constant`], in `value.rs`: where it lives and its name, beside the number),
 //! as `data.scale`'s value names its feature. Its domain ([`Domain::Consts`]) is a range per
 //! constant, so draws, the screening sweep and `nanhunt margins` move each constant alone
 //! and report each by its own key. A constant moves on a log scale where it is positive,
@@ -11,78 +11,12 @@
 //! and on a linear one otherwise. The constants are those of `[loss]` (`kind = "expr"` or a
 //! named loss that takes them) and of the top-level `expr` layers.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
-use super::value::{Fields, KnobValue, Scale, Value};
+use super::value::{intern, scale_of, ConstAt, ConstRange, Constant, Fields, KnobValue, Scale, Value};
 use crate::ops::diagnosis::Limits;
 use crate::scenario::{Layer, Scenario};
-
-/// Where one constant lives: the `consts` of the loss or of a top-level layer, and its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConstAt {
-    /// The index in `[model] layers` of the layer whose `consts` hold it; none: the loss's.
-    pub layer: Option<u16>,
-    /// Its name (interned, so that a mutation's value stays `Copy`).
-    pub name: &'static str,
-}
-
-impl std::fmt::Display for ConstAt {
-    /// `loss.consts.eps`, `model.layers.2.consts.T`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.layer {
-            None => write!(f, "loss.consts.{}", self.name),
-            Some(i) => write!(f, "model.layers.{i}.consts.{}", self.name),
-        }
-    }
-}
-
-/// One constant set to a number: which, the number, and the scale it moves on (log where its
-/// base is positive, linear otherwise).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Constant {
-    /// Which constant.
-    pub at: ConstAt,
-    /// Its value.
-    pub value: f64,
-    /// The scale it moves on.
-    pub scale: Scale,
-}
-
-/// One constant's range in a search space.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConstRange {
-    /// Which constant.
-    pub at: ConstAt,
-    /// Its scale (log where the base is positive).
-    pub scale: Scale,
-    /// Smallest value.
-    pub low: f64,
-    /// Largest value.
-    pub high: f64,
-}
-
-impl ConstRange {
-    /// The constant at `v` on this range's scale.
-    pub fn at_value(&self, v: f64) -> Constant {
-        Constant { at: self.at, value: v, scale: self.scale }
-    }
-}
-
-/// The constant names seen so far, each leaked once (names are few: those scenarios write).
-static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-
-/// `name` as a `&'static str`, the same one for equal names.
-pub fn intern(name: &str) -> &'static str {
-    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(n) = names.get(name) {
-        return n;
-    }
-    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
 
 /// The loss's constants, where its kind reads them.
 fn loss_consts(s: &Scenario) -> Option<&BTreeMap<String, f64>> {
@@ -115,15 +49,6 @@ fn table_mut(s: &mut Scenario, at: ConstAt) -> Option<&mut f64> {
 /// The value of the constant `at` in `s`, if it has it.
 pub fn value_of(s: &Scenario, at: ConstAt) -> Option<f64> {
     all(s).into_iter().find(|(a, _)| *a == at).map(|(_, v)| v)
-}
-
-/// The scale a constant of this base value moves on.
-pub fn scale_of(base: f64) -> Scale {
-    if base > 0.0 {
-        Scale::Log
-    } else {
-        Scale::Linear
-    }
 }
 
 /// `consts`: every named constant of the scenario's expressions, each moved alone.

@@ -61,7 +61,7 @@ pub enum Domain {
     /// Any seed up to `u32::MAX`.
     Seeds,
     /// `consts`: a range for each named constant, each moved alone.
-    Consts(Vec<super::consts::ConstRange>),
+    Consts(Vec<super::value::ConstRange>),
 }
 
 impl Domain {

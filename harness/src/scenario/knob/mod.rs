@@ -115,9 +115,9 @@ mod table;
 mod train;
 mod value;
 
-pub use consts::{intern, value_of as const_value, ConstAt, ConstRange, Constant};
+pub use consts::value_of as const_value;
 pub use def::{around, around_one, Ctx, Def, Domain, End, Entry, Spec};
-pub use value::{Added, Factor, Fields, KnobValue, Scale, Value};
+pub use value::{intern, Added, ConstAt, ConstRange, Constant, Factor, Fields, KnobValue, Scale, Value};
 
 /// The number of knobs.
 const COUNT: usize = <Knob as VariantArray>::VARIANTS.len();

@@ -189,5 +189,5 @@ fn each_constant_is_a_knob_named_by_its_own_key() {
     assert_eq!(super::consts::all(&f), [(at("gamma", None), 2.0)]);
     assert_eq!(at("gamma", None).to_string(), "loss.consts.gamma");
     // A constant that is not positive moves on a linear scale.
-    assert_eq!((super::consts::scale_of(0.0), super::consts::scale_of(-2.0), super::consts::scale_of(3.0)), (Scale::Linear, Scale::Linear, Scale::Log));
+    assert_eq!((super::value::scale_of(0.0), super::value::scale_of(-2.0), super::value::scale_of(3.0)), (Scale::Linear, Scale::Linear, Scale::Log));
 }

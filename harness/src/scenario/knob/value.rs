@@ -6,6 +6,9 @@
 //! a dtype, ...); [`KnobValue`] converts it to and from [`Value`], draws it
 //! from fuzzer bytes and reads it from a saved mutation's fields.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 use super::super::{DTypeName, InjectValue, LossKind, Named, OptimizerKind, Precision, Reduction, SplitSel};
@@ -77,7 +80,7 @@ pub enum Value {
     /// An added injection.
     Inject(Added),
     /// A named constant of an expression, and which.
-    Const(super::consts::Constant),
+    Const(Constant),
 }
 
 /// `data.scale`'s value: a factor, relative to the base scale, on one feature or all.
@@ -105,7 +108,7 @@ impl Value {
     /// none for a value switched off, a seed (which has no order) or a choice.
     pub fn number(&self) -> Option<f64> {
         match *self {
-            Value::Real(v) | Value::Factor(Factor { value: v, .. }) | Value::Inject(Added { fraction: v, .. }) | Value::Const(super::consts::Constant { value: v, .. }) => Some(v),
+            Value::Real(v) | Value::Factor(Factor { value: v, .. }) | Value::Inject(Added { fraction: v, .. }) | Value::Const(Constant { value: v, .. }) => Some(v),
             Value::Count(n) => Some(f64::from(n)),
             Value::Off | Value::Seed(_) | Value::Dtype(_) | Value::Optimizer(_) | Value::Precision(_) | Value::Loss(_) | Value::Reduction(_) => None,
         }
@@ -319,5 +322,81 @@ impl KnobValue for Added {
     }
     fn read(f: &Fields) -> Result<Self, String> {
         Ok(Added { what: f.what.ok_or_else(|| missing("what"))?, split: f.split.ok_or_else(|| missing("split"))?, fraction: read_value(f)? })
+    }
+}
+
+// ---- The named constants' values (the `consts` knob's definition is `consts.rs`).
+
+/// Where one constant lives: the `consts` of the loss or of a top-level layer, and its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConstAt {
+    /// The index in `[model] layers` of the layer whose `consts` hold it; none: the loss's.
+    pub layer: Option<u16>,
+    /// Its name (interned, so that a mutation's value stays `Copy`).
+    pub name: &'static str,
+}
+
+impl std::fmt::Display for ConstAt {
+    /// `loss.consts.eps`, `model.layers.2.consts.T`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.layer {
+            None => write!(f, "loss.consts.{}", self.name),
+            Some(i) => write!(f, "model.layers.{i}.consts.{}", self.name),
+        }
+    }
+}
+
+/// One constant set to a number: which, the number, and the scale it moves on (log where its
+/// base is positive, linear otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Constant {
+    /// Which constant.
+    pub at: ConstAt,
+    /// Its value.
+    pub value: f64,
+    /// The scale it moves on.
+    pub scale: Scale,
+}
+
+/// One constant's range in a search space.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConstRange {
+    /// Which constant.
+    pub at: ConstAt,
+    /// Its scale (log where the base is positive).
+    pub scale: Scale,
+    /// Smallest value.
+    pub low: f64,
+    /// Largest value.
+    pub high: f64,
+}
+
+impl ConstRange {
+    /// The constant at `v` on this range's scale.
+    pub fn at_value(&self, v: f64) -> Constant {
+        Constant { at: self.at, value: v, scale: self.scale }
+    }
+}
+
+/// The constant names seen so far, each leaked once (names are few: those scenarios write).
+static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+/// `name` as a `&'static str`, the same one for equal names.
+pub fn intern(name: &str) -> &'static str {
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = names.get(name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// The scale a constant of this base value moves on.
+pub fn scale_of(base: f64) -> Scale {
+    if base > 0.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
     }
 }

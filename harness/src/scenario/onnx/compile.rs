@@ -10,24 +10,11 @@ use std::collections::BTreeMap;
 
 use super::{Const, OnnxModel, OnnxNode, Values};
 use crate::ops::linear::Linear;
+use crate::scenario::model::Compiled;
 use crate::scenario::Layer;
 
 /// The op types this slice compiles (and `Constant`, whose value later nodes read).
 pub const SUPPORTED: [&str; 10] = ["Constant", "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Gelu", "Softmax", "Identity"];
-
-/// An ONNX graph as registry layers with the file's weights.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Compiled {
-    /// The graph input the scenario's data binds to, and its dims (the first is the batch).
-    pub input: (String, Vec<Option<usize>>),
-    /// The layers, in order.
-    pub layers: Vec<Layer>,
-    /// Each layer's name: its PyTorch module path and op (`fc1.linear`), else its node's name.
-    pub names: Vec<String>,
-    /// Each parameter in plan order: its name (the initializer's, `fc1.weight`), its shape in
-    /// nanhunt's layout and its values there.
-    pub params: Vec<(String, Vec<usize>, Vec<f64>)>,
-}
 
 /// Compiles `m`, or says every node it cannot compile (or why the graph is not a chain).
 pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {

@@ -7,7 +7,9 @@
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
 //! one tensor. `compile.rs` turns the graph into registry layers with the file's weights;
-//! `import.rs` is `[model] onnx = "model.onnx"`, and how the plan takes the graph's names.
+//! `import.rs` resolves `[model] onnx = "model.onnx"` (its types, `Import` and `Compiled`, are in
+//! `scenario/model.rs` beside the `Layer` they hold); the plan takes the graph's names in
+//! `scenario/plan.rs`.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,9 @@ mod load;
 pub mod proto;
 mod tensor;
 
-pub use compile::{compile, Compiled};
-pub use import::{adopt, Import};
+pub use crate::scenario::model::{Compiled, Import};
+pub use compile::compile;
+pub use import::resolve;
 pub use load::{fuzz_one, load, parse, OPSETS};
 
 /// A graph loaded from an ONNX file: its inputs, outputs, nodes in dependency order and constants.
