@@ -406,6 +406,13 @@ fn a_failing_bases_flips_elsewhere_group_by_their_new_mechanism() {
                 (vec![Mutation::new(Knob::Epochs, 4u32), adam()], 2, over_state()),
             ],
         ),
+        // The same overflow with f16 storage as well joins the full-precision one.
+        finding(
+            "state16",
+            at(Phase::Update, "optim.layers.0.linear.weight.exp_avg_sq", Kind::PosInf),
+            "f16",
+            vec![(vec![Mutation::new(Knob::TargetScale, 0.34), adam(), Mutation::new(Knob::Dtype, DTypeName::F16)], 1, over_state())],
+        ),
         finding("log16", at(Phase::Loss, "loss", Kind::Nan), "f16", vec![(vec![Mutation::new(Knob::Dtype, DTypeName::F16)], 4, log0())]),
         finding("logamp", at(Phase::Loss, "loss", Kind::Nan), "amp_f16", vec![(vec![Mutation::new(Knob::Precision, Precision::AmpF16)], 3, log0())]),
         finding(
@@ -427,14 +434,14 @@ fn a_failing_bases_flips_elsewhere_group_by_their_new_mechanism() {
         summary,
         [
             (vec![], "loss", PrecisionClass::Full, 105),
-            (vec![ELSEWHERE], "optimizer state", PrecisionClass::Full, 12),
-            (vec![ELSEWHERE], "loss", PrecisionClass::LowPrecision, 4),
-            (vec![ELSEWHERE], "loss", PrecisionClass::Autocast, 3),
+            (vec![ELSEWHERE], "optimizer state", PrecisionClass::Full, 13),
+            // Its log of 0 in f16 storage and under autocast is one (the wider class's).
+            (vec![ELSEWHERE], "loss", PrecisionClass::LowPrecision, 7),
             (vec!["loss.epsilon"], "loss", PrecisionClass::LowPrecision, 2),
             (vec!["optimizer.lr"], "divergence", PrecisionClass::Full, 1),
         ]
     );
-    assert_eq!(groups[1].triggers.len(), 3);
+    assert_eq!((groups[1].triggers.len(), groups[1].dtypes.len()), (4, 2));
     assert_eq!(groups[1].mechanism.describe(), "overflow in optimizer state, full precision, by knobs that move it away from the failing base");
     // Shards merged, in any order, group alike (whether the base fails is in the findings).
     let mut reversed = findings.clone();

@@ -56,6 +56,17 @@ impl PrecisionClass {
         }
     }
 
+    /// How many dtypes it spans, for ordering: any precision, full precision, low-precision
+    /// storage (every value 16-bit), autocast (16-bit compute over f32 storage).
+    fn width(self) -> u8 {
+        match self {
+            PrecisionClass::Any => 3,
+            PrecisionClass::Full => 2,
+            PrecisionClass::LowPrecision => 1,
+            PrecisionClass::Autocast => 0,
+        }
+    }
+
     /// Its name in signatures and summaries.
     pub fn name(self) -> &'static str {
         match self {
@@ -126,8 +137,8 @@ impl Mechanism {
     /// Whether a member keyed `other` belongs to this key's group: its knobs are a strict
     /// superset of these (for the empty trigger, only with the same op and a compatible rule and
     /// verdict), or the same knobs and op where this one is diagnosed and it is not, or it has the
-    /// same key but no verdict (a key of any precision takes one of its classes). A strict
-    /// order: no cycles.
+    /// same key but no verdict (a key of any precision takes one of its classes); from a failing
+    /// base, a flip elsewhere of a narrower precision class. A strict order: no cycles.
     pub fn absorbs(&self, other: &Mechanism) -> bool {
         let count = |ks: &[String], k: &String| ks.iter().filter(|x| *x == k).count();
         let subset = self.knobs.iter().all(|k| count(&self.knobs, k) <= count(&other.knobs, k));
@@ -135,6 +146,12 @@ impl Mechanism {
         let same_op = self.op == other.op && (self.rule == other.rule || other.rule.is_none()) && verdict;
         if !subset || self == other {
             return false;
+        }
+        // From a failing base, a flip elsewhere that also shows in a wider precision class is
+        // that class's (a dtype knob added to its trigger moved no part of the mechanism).
+        let elsewhere = self.knobs == [ELSEWHERE] && other.knobs == self.knobs;
+        if elsewhere && same_op && self.precision.width() > other.precision.width() {
+            return true;
         }
         if self.knobs.len() < other.knobs.len() {
             return !self.knobs.is_empty() || same_op;
