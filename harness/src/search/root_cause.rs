@@ -6,7 +6,9 @@
 //! class; a flip from a base that already fails keys without its knobs). A
 //! member whose knobs are a superset of another key's belongs to that key's
 //! group (the base's own failure, the empty trigger, takes only members of its
-//! own rule and op: otherwise every flip would be "the base plus more").
+//! own rule and op: otherwise every flip would be "the base plus more"). From a
+//! failing base, a flip elsewhere whose trigger sets a driver key's knobs (a
+//! divergence's, a setting's) joins it, and the others group over every op.
 //! Grouping is a pure function of the findings, so it is the same for a
 //! campaign, its shards once merged, and a resumed or old corpus; the
 //! signature hashes the group's key alone.
@@ -24,7 +26,8 @@ use crate::run::{Cause, Location};
 mod mechanism;
 pub use mechanism::{class_of, Mechanism, PrecisionClass};
 #[cfg(test)]
-use mechanism::{knob_name, node_kind, op_kind, ELSEWHERE};
+use mechanism::{knob_name, node_kind, op_kind};
+use mechanism::{ANY_OP, ELSEWHERE};
 
 /// One value of a root cause's members (a site, a dtype, a trigger) and how many runs had it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +118,31 @@ fn root_of(k: &Mechanism, keys: &BTreeSet<Mechanism>) -> Mechanism {
     k
 }
 
+/// The driver key (a divergence's driver, a setting the dtype cannot hold) a failing base's
+/// flip elsewhere joins: the one, among `keys`, with the fewest knobs (then the smallest
+/// signature) whose knobs its trigger all sets. The knob that drove the divergence, or the
+/// setting, is there in the flip too: that the values then overflow in some op first rather
+/// than diverge over steps is no other mechanism.
+fn driver_of<'k>(m: &Member, keys: &'k BTreeSet<Mechanism>) -> Option<&'k Mechanism> {
+    if m.key.knobs != [ELSEWHERE] {
+        return None;
+    }
+    let set: BTreeSet<String> = m.trigger.mutations.iter().flat_map(|t| [t.knob.to_string(), mechanism::knob_name(t)]).collect();
+    let drives = |k: &&Mechanism| !k.knobs.is_empty() && k.knobs != [ELSEWHERE] && k.knobs.iter().all(|n| set.contains(n));
+    keys.iter().filter(drives).min_by_key(|k| (k.knobs.len(), k.signature()))
+}
+
+/// The group a member's own key belongs to among its scenario's `keys` (a failing base's flip
+/// elsewhere joins a driver key its trigger sets).
+fn own_root(m: &Member, keys: &BTreeSet<Mechanism>) -> Mechanism {
+    root_of(driver_of(m, keys).unwrap_or(&m.key), keys)
+}
+
+/// A failing base's flip elsewhere keyed over every op: its op is [`ANY_OP`].
+fn any_op(k: &Mechanism) -> Mechanism {
+    Mechanism { op: ANY_OP.to_string(), ..k.clone() }
+}
+
 /// Groups findings into root causes, one per scenario and mechanism, most runs first.
 pub fn group(findings: &[Finding]) -> Vec<RootCause> {
     let members = members(findings);
@@ -122,9 +150,18 @@ pub fn group(findings: &[Finding]) -> Vec<RootCause> {
     for m in &members {
         keys.entry(m.finding.scenario.as_str()).or_default().insert(m.key.clone());
     }
+    // A failing base's flips elsewhere that no other key takes group by rule, precision and
+    // verdict over every op (the op is in their sites).
+    let roots: Vec<Mechanism> = members.iter().map(|m| own_root(m, &keys[m.finding.scenario.as_str()])).collect();
+    let mut elsewhere: BTreeMap<&str, BTreeSet<Mechanism>> = BTreeMap::new();
+    for (m, root) in members.iter().zip(&roots) {
+        if root.knobs == [ELSEWHERE] {
+            elsewhere.entry(m.finding.scenario.as_str()).or_default().insert(any_op(root));
+        }
+    }
     let mut groups: BTreeMap<(&str, Mechanism), Vec<&Member>> = BTreeMap::new();
-    for m in &members {
-        let root = root_of(&m.key, &keys[m.finding.scenario.as_str()]);
+    for (m, root) in members.iter().zip(roots) {
+        let root = if root.knobs == [ELSEWHERE] { root_of(&any_op(&root), &elsewhere[m.finding.scenario.as_str()]) } else { root };
         groups.entry((m.finding.scenario.as_str(), root)).or_default().push(m);
     }
     let mut out: Vec<RootCause> = groups.into_iter().map(|((_, key), ms)| root_cause(key, &ms)).collect();
@@ -147,7 +184,7 @@ fn tally<'a>(items: impl Iterator<Item = (String, usize)> + 'a) -> Vec<Tally> {
 fn root_cause(key: Mechanism, ms: &[&Member]) -> RootCause {
     let nearest = ms
         .iter()
-        .filter(|m| m.key == key)
+        .filter(|m| m.key == key || (key.op == ANY_OP && any_op(&m.key) == key))
         .min_by(|a, b| a.trigger.distance.total_cmp(&b.trigger.distance).then_with(|| b.trigger.count.cmp(&a.trigger.count)).then_with(|| a.finding.signature.cmp(&b.finding.signature)))
         .unwrap_or(&ms[0]);
     let (f, t) = (nearest.finding, nearest.trigger);
@@ -195,7 +232,9 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
         return out;
     }
     let keyed = |fs: &[Finding]| members(fs).into_iter().map(|m| (m.finding.scenario.clone(), m.key)).collect::<BTreeSet<_>>();
-    let old = keyed(known);
+    let mut old = keyed(known);
+    // A flip elsewhere groups over every op: known if one of its rule, precision and verdict is.
+    old.extend(old.iter().filter(|(_, k)| k.knobs == [ELSEWHERE]).map(|(s, k)| (s.clone(), any_op(k))).collect::<Vec<_>>());
     let mut all = keyed(findings);
     all.extend(old.iter().cloned());
     for g in &mut out {

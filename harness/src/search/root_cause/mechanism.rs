@@ -32,6 +32,10 @@ pub const MAGNITUDE: &str = "magnitude";
 /// from the base's failure and made it fail anew.
 pub const ELSEWHERE: &str = "away from the failing base";
 
+/// The op of a failing base's flips elsewhere once grouped: which op a value overflowed in
+/// first, away from the base's failure, is no part of the mechanism (its sites name it).
+pub const ANY_OP: &str = "any op";
+
 /// How a run stores its values: the precision class of a mechanism.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
