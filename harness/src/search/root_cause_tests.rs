@@ -2,8 +2,8 @@
 //! order, old files grouped, and `--known`.
 
 use super::*;
-use crate::run::Kind;
-use crate::scenario::{DTypeName, Knob, Phase, Precision};
+use crate::run::{Kind, Rule};
+use crate::scenario::{DTypeName, Knob, Phase, Precision, TensorId};
 use crate::search::corpus::{merge, read_findings, State};
 
 fn at(phase: Phase, tensor: &str, kind: Kind) -> Location {
@@ -78,9 +78,9 @@ fn keys_name_the_rule_the_op_kind_the_knob_names_and_the_precision_class() {
     // Knob names, not values: two learning rates and two injection rates are one key; what an
     // injection writes is part of its name.
     let f = finding("a", grad.clone(), "f16", vec![(vec![Mutation::new(Knob::Lr, 0.5)], 1, None), (vec![Mutation::new(Knob::Lr, 9.0)], 1, None)]);
-    assert_eq!(Mechanism::of(&f, &f.triggers[0]), Mechanism::of(&f, &f.triggers[1]));
-    let inject: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"outlier","split":"train","value":0.01}"#).unwrap();
-    assert_eq!(knob_name(&inject), "data.inject.outlier.train");
+    assert_eq!(Mechanism::of(&f, &f.triggers[0], false), Mechanism::of(&f, &f.triggers[1], false));
+    let inject: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"zero","split":"train","value":0.01}"#).unwrap();
+    assert_eq!(knob_name(&inject), "data.inject.zero.train");
 }
 
 #[test]
@@ -159,16 +159,26 @@ fn a_superset_trigger_belongs_to_the_group_of_its_subset() {
         finding("init", at(Phase::Forward, "layers.1.linear.output", Kind::NegInf), "f32", vec![(vec![init()], 5, Some(cause(Rule::Overflow, "layers.1.linear")))]),
         finding("init2", at(Phase::Backward, "layers.1.linear.output.grad", Kind::Nan), "f32", vec![(vec![init()], 1, None)]),
     ];
+    // The failing base is another hunt's (`t`): a base that fails keys its other flips apart.
+    let findings: Vec<Finding> = findings
+        .into_iter()
+        .map(|mut f| {
+            if f.signature.starts_with("base") {
+                f.scenario = "t".into();
+            }
+            f
+        })
+        .collect();
     let groups = group(&findings);
     let summary: Vec<(Vec<&str>, usize, Vec<&str>)> = groups.iter().map(|g| (knobs(g), g.count, g.findings.iter().map(String::as_str).collect())).collect();
     assert_eq!(
         summary,
-        [(vec![], 14, vec!["base", "base16"]), (vec!["model.init_scale"], 6, vec!["init", "init2"]), (vec!["optimizer.lr"], 5, vec!["lin", "loss"])],
+        [(vec![], 14, vec!["base", "base16"]), (vec!["magnitude"], 6, vec!["init", "init2"]), (vec!["optimizer.lr"], 5, vec!["lin", "loss"])],
         "{{lr, init}} has three subset keys of one knob: it goes to the smallest signature's, lr's"
     );
-    // Those signatures, by hand (FNV-1a in Python): overflow|loss|optimizer.lr 25e11210, overflow|linear|model.init_scale
-    // 387243f7, unexplained|linear|model.init_scale b5c1a39a (each `|full precision`).
-    assert_eq!([groups[2].signature.as_str(), groups[1].signature.as_str()], ["25e11210", "387243f7"]);
+    // Those signatures, by hand (FNV-1a in Python): overflow|loss|optimizer.lr 25e11210, overflow|linear|magnitude
+    // 7440326b, unexplained|linear|magnitude 60801e74 (each `|full precision`).
+    assert_eq!([groups[2].signature.as_str(), groups[1].signature.as_str()], ["25e11210", "7440326b"]);
     let base = &groups[0];
     assert_eq!((base.mechanism.rule, base.mechanism.op.as_str(), base.mechanism.precision), (Some(Rule::FullyMaskedRow), "attention", PrecisionClass::Full));
     assert_eq!(base.dtypes, [Tally { what: "f32".into(), count: 10 }, Tally { what: "f16".into(), count: 4 }]);
@@ -207,7 +217,8 @@ fn findings_and_corpora_written_before_root_causes_load_and_group() {
     let want: BTreeSet<_> = [
         // An eps that rounds to 0 groups by the setting the dtype cannot hold, not by what exposed it.
         k("s000_ex1_bce_mlp", Some(Rule::EpsRoundsToZero), "update", &["optimizer.eps"], PrecisionClass::LowPrecision),
-        k("s000_ex1_bce_mlp", None, "linear", &["model.init_scale", "train.precision"], PrecisionClass::Autocast),
+        // The init scale is a magnitude knob: its key says `magnitude` (its signature is new).
+        k("s000_ex1_bce_mlp", None, "linear", &["magnitude", "train.precision"], PrecisionClass::Autocast),
         k("s003_ex1_wide_mlp_adam_fix_clip_norm", Some(Rule::Overflow), "linear", &["train.dtype"], PrecisionClass::LowPrecision),
         k("s003_ex1_wide_mlp_adam_fix_clip_norm", None, "linear", &["train.precision"], PrecisionClass::Autocast),
         k("s001_ex1_rnn_adam_fix_clip_norm", Some(Rule::EpsRoundsToZero), "update", &["optimizer.eps"], PrecisionClass::LowPrecision),
@@ -217,19 +228,21 @@ fn findings_and_corpora_written_before_root_causes_load_and_group() {
     assert_eq!(keys, want);
     let state = State::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/before-typed-ids")).unwrap();
     assert_eq!(group(&state.findings).len(), 2, "the corpus's two sites are two mechanisms (f16 overflow, autocast gradient)");
-    // A finite base (13 sites, 24 triggers): eight root causes, each one knob or the loss's clamp and epsilon.
+    // A finite base (13 sites, 24 triggers): six root causes, each one knob (the data's and
+    // targets' scales, the init scale and an injected outlier as one, `magnitude`) or the loss's
+    // clamp and epsilon. Before magnitude was one knob they were eight: the loss's overflow by
+    // `data.scale`, by `data.target_scale` and by `model.init_scale` were three; the old keys
+    // cannot be kept because the three are now one group.
     let tf = fixture("before-root-causes/tf38457-findings.jsonl");
     let groups = group(&tf);
     let mut roots: Vec<(Vec<&str>, &str)> = groups.iter().map(|g| (knobs(g), g.mechanism.op.as_str())).collect();
     roots.sort();
     let one = |k: &'static str, op: &'static str| (vec![k], op);
     let want = vec![
-        one("data.inject.outlier.train", "data"),
-        one("data.scale", "loss"),
-        one("data.target_scale", "loss"),
-        one("data.target_scale", "tanh"),
         (vec!["loss.clamp", "loss.epsilon"], "loss"),
-        one("model.init_scale", "loss"),
+        one("magnitude", "data"),
+        one("magnitude", "loss"),
+        one("magnitude", "tanh"),
         // Adam's eps rounding to 0 in f16, exposed by a trigger that also moved another knob:
         // keyed by the setting, it is its own root cause, not a member of that knob's.
         one("optimizer.eps", "update"),
@@ -303,3 +316,71 @@ fn a_setting_the_dtype_cannot_hold_and_a_divergence_group_by_what_drove_them() {
     assert!(summary.contains(&(vec!["optimizer.lr"], 6)), "{summary:?}");
     assert!(summary.contains(&(vec!["loss.reduction"], 1)), "{summary:?}");
 }
+
+#[test]
+fn the_magnitude_knobs_are_one_driver_of_an_overflow() {
+    // pt1381's fix hunted in f16: (p − y)² overflows f16 in the loss whichever knob made the
+    // values large (the inputs' std or mean, the targets' scale, the init scale): one root cause,
+    // each trigger a member. The lr is no magnitude knob, an outlier is one, a NaN is not.
+    let f16 = || Mutation::new(Knob::Dtype, DTypeName::F16);
+    let with = |k: Knob, v: f64| vec![f16(), Mutation::new(k, v)];
+    let loss = at(Phase::Loss, "loss", Kind::PosInf);
+    let over = |op: &str| Some(cause(Rule::Overflow, op));
+    let outlier: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"outlier","split":"validation","value":0.0556}"#).unwrap();
+    let nan: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"nan","split":"train","value":0.01}"#).unwrap();
+    assert_eq!((knob_name(&outlier), knob_name(&nan)), ("magnitude".to_string(), "data.inject.nan.train".to_string()));
+    let findings = vec![
+        finding("std", loss.clone(), "f16", vec![(with(Knob::InputStd, 82.0), 105, over("loss (mse)")), (with(Knob::InitScale, 65.5), 11, over("loss (mse)"))]),
+        finding("target", loss.clone(), "f16", vec![(with(Knob::TargetScale, 200.0), 3, over("loss (mse)"))]),
+        // The validation loss, unexplained, joins the diagnosed key of the same knobs and op.
+        finding("val", at(Phase::Validation, "validation.loss", Kind::PosInf), "f16", vec![(with(Knob::InputMean, 40.0), 4, None)]),
+        finding("lin", at(Phase::Forward, "layers.0.linear.output", Kind::PosInf), "f16", vec![(with(Knob::TargetScale, 383.0), 2, over("layers.0.linear"))]),
+        finding("lr", loss, "f16", vec![(with(Knob::Lr, 2.0), 3, over("loss (mse)"))]),
+        finding("data", at(Phase::Data, "data.validation.inputs", Kind::NegInf), "f16", vec![(vec![f16(), outlier], 2, over("conversion to f16"))]),
+        finding("nan", at(Phase::Data, "data.train.inputs", Kind::Nan), "f32", vec![(vec![nan], 1, Some(cause(Rule::DataNotFinite, "data")))]),
+    ];
+    let groups = group(&findings);
+    let summary: BTreeSet<(Vec<&str>, &str, usize)> = groups.iter().map(|g| (knobs(g), g.mechanism.op.as_str(), g.count)).collect();
+    let want: BTreeSet<(Vec<&str>, &str, usize)> = [
+        (vec!["magnitude", "train.dtype"], "loss", 105 + 11 + 3 + 4),
+        (vec!["magnitude", "train.dtype"], "linear", 2),
+        (vec!["optimizer.lr", "train.dtype"], "loss", 3),
+        (vec!["magnitude", "train.dtype"], "data", 2),
+        (vec!["data.inject.nan.train"], "data", 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(summary, want);
+    let big = &groups[0];
+    assert_eq!((big.mechanism.rule, big.triggers.len(), big.findings.len()), (Some(Rule::Overflow), 4, 3), "{big:?}");
+    assert_eq!(big.mechanism.describe(), "overflow in loss, low-precision storage, by magnitude + train.dtype");
+}
+
+#[test]
+fn a_math_verdict_keys_any_precision_without_the_dtype_knobs() {
+    // pt1381's one-row batch: the running variance's 0/0 is NaN in f64 too (verdict math), so the
+    // f16 and autocast flips by a batch of 3 (7 rows leave a last batch of 1) are one root cause.
+    let bn = at(Phase::Validation, "validation.layers.1.batch_norm.output", Kind::Nan);
+    let judged_at = |sig: &str, dtype: &str, muts: Vec<Mutation>, v: Option<&str>| {
+        let mut f = finding(sig, bn.clone(), dtype, vec![(muts, 2, Some(cause(Rule::DivisionByZero, "layers.1.batch_norm")))]);
+        f.triggers[0].verdict = v.map(judged);
+        f
+    };
+    let batch = || Mutation::new(Knob::BatchSize, 3u32);
+    let findings = vec![
+        judged_at("f16", "f16", vec![batch(), Mutation::new(Knob::Dtype, DTypeName::F16)], Some("math")),
+        judged_at("amp", "amp_bf16", vec![batch(), Mutation::new(Knob::Precision, Precision::AmpBf16)], Some("math")),
+        // Saved before verdicts: its own class and knobs, a superset of the judged key's.
+        judged_at("old", "f16", vec![batch(), Mutation::new(Knob::Dtype, DTypeName::F16)], None),
+        // A dtype alone keeps its knob: without it the key would read "the base itself".
+        judged_at("bf16", "bf16", vec![Mutation::new(Knob::Dtype, DTypeName::Bf16)], Some("math")),
+    ];
+    let groups = group(&findings);
+    let summary: Vec<(Vec<&str>, PrecisionClass, usize)> = groups.iter().map(|g| (knobs(g), g.mechanism.precision, g.count)).collect();
+    assert_eq!(summary, [(vec!["train.batch_size"], PrecisionClass::Any, 6), (vec!["train.dtype"], PrecisionClass::Any, 2)]);
+    assert_eq!(groups[0].dtypes.len(), 2, "{:?}", groups[0].dtypes);
+    assert_eq!(groups[0].mechanism.describe(), "division_by_zero in batch_norm, any precision, verdict math, by train.batch_size");
+}
+
+#[path = "root_cause_elsewhere_tests.rs"]
+mod elsewhere;

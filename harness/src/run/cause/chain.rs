@@ -147,4 +147,39 @@ mod tests {
             assert!(c.reason.contains(fact), "`{fact}` in {}", c.reason);
         }
     }
+
+    #[test]
+    fn a_divergence_of_three_steps_that_overflows_in_validation_is_a_chain() {
+        // y = w·x + b on 10 rows of x = 1, y = 2e17 (7 train, 3 validation), from w = b = 0, SGD at
+        // lr 1.5 on the mean MSE. With e = w + b − y, each step adds −lr·2e to w and to b, so
+        // e ← (1 − 4·lr)·e = −5·e from e₀ = −2e17. The training loss at step t is e_{t−1}²: 4e34,
+        // 1e36, 2.5e37 at steps 1–3, ×625 over step 1's by step 3, ×25 a step; the weights
+        // w = b = (y + e_t)/2 grow only ×21 (norms 8.49e17, 3.39e18, 1.78e19). Validation after
+        // step 3 reads e₃² = 6.25e38 > f32's 3.40e38: +Inf (PyTorch 2.15 prints the same losses and
+        // norms, and a validation MSE of inf at step 3). The divergence shows only with step 3's
+        // own training row: steps 1–2 grew ×25.
+        let text = "name = \"fast\"\nseed = 1\n[data]\ninputs = { kind = \"values\", rows = [[1.0], [1.0], [1.0], [1.0], [1.0], [1.0], [1.0], [1.0], [1.0], [1.0]] }\n\
+                    targets = { kind = \"values\", values = [2e17, 2e17, 2e17, 2e17, 2e17, 2e17, 2e17, 2e17, 2e17, 2e17] }\nvalidation = { fraction = 0.3 }\n\
+                    [model]\nlayers = [{ type = \"linear\", out = 1, init = { kind = \"constant\", value = 0.0 } }]\n\
+                    [loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 1.5\n[train]\nepochs = 5\n";
+        let o = crate::run::run(&crate::scenario::from_str(text, "fast.toml").unwrap());
+        let f = o.first_nonfinite.as_ref().expect("overflows");
+        assert_eq!((f.step, f.phase, f.kind, f.tensor.to_string().as_str()), (3, crate::scenario::Phase::Validation, Kind::PosInf, "validation.loss"), "{f}");
+        for (row, loss) in o.trace.rows.iter().zip([4e34, 1e36, 2.5e37]) {
+            assert!((row.train_loss / loss - 1.0).abs() < 1e-5, "{row:?}");
+        }
+        let c = o.cause.expect("explained");
+        let chain = c.chain.as_ref().expect("a chain");
+        assert_eq!((c.rule, chain.grew.as_str(), chain.diverged_at, chain.driver()), (Rule::Divergence, "loss", 3, "optimizer.lr"));
+        assert!((chain.per_step - 25.0).abs() < 1e-3, "{chain:?}");
+        assert!(c.reason.contains("lr 1.5 makes the loss grow ×25 per step (divergence at step 3); it overflows f32 in `validation.loss` at step 3"), "{}", c.reason);
+        // The bundled pt1381 fix at lr 6.8 (a hunt's flip): its weights' norm grows ×11 from step 1
+        // to 2, then ×3.9e4, and validation overflows f32 at step 3. Was unexplained; now a divergence.
+        let mut s = crate::scenario::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/pt1381_batch_norm_single_row_fix_full_batch.toml")).unwrap();
+        s.optimizer.lr = 6.8;
+        let o = crate::run::run(&s);
+        assert_eq!(o.first_nonfinite.as_ref().map(|f| (f.step, f.phase)), Some((3, crate::scenario::Phase::Validation)));
+        let c = o.cause.expect("explained");
+        assert_eq!((c.rule, c.chain.as_ref().map(|ch| (ch.grew.as_str(), ch.driver()))), (Rule::Divergence, Some(("weights", "optimizer.lr"))), "{c}");
+    }
 }

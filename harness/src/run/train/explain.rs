@@ -79,11 +79,14 @@ impl Runner<'_> {
     }
 
     /// Once the run has ended: a first non-finite value that came after the run diverged (the
-    /// trace shows the weights or the loss growing decades first) is that divergence's end, and
-    /// its cause says what drove it.
+    /// trace shows the weights or the loss growing decades first, up to and including the step
+    /// whose validation it showed in: a divergence of two or three steps) is that divergence's
+    /// end, and its cause says what drove it.
     pub(super) fn explain_chain(&mut self, data: &crate::run::data::Dataset) {
         let Some(f) = self.first.as_ref().filter(|f| f.step > 0 && !matches!(f.kind, Kind::ScaleCollapse | Kind::Diverge | Kind::NoGradient)) else { return };
-        let Some(growth) = crate::run::divergence::growth_before(&self.trace.rows, f.fold, f.step) else { return };
+        // A value first seen in validation comes after its step trained: that step's row counts.
+        let before = if f.phase == Phase::Validation { f.step + 1 } else { f.step };
+        let Some(growth) = crate::run::divergence::growth_before(&self.trace.rows, f.fold, before) else { return };
         let n = data.folds.get(f.fold).map_or(0, |d| d.train.x.rows);
         let batch = self.s.train.batch_size.unwrap_or(n).min(n);
         self.cause = Some(cause::chain::chain(self.s, f, self.cause.take(), &growth, batch, self.compute_dtype()));
