@@ -19,6 +19,7 @@ use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
 pub mod expr;
 mod named;
+mod nll;
 mod probability;
 mod regression;
 mod stand_in;
@@ -38,6 +39,9 @@ enum Terms {
     Classes(Tensor),
     /// One term per element, summed, and divided by the rows for a mean (`kl_div`'s `batchmean`).
     Batch(Tensor),
+    /// One term per row, reduced as PyTorch's `nll_loss` reduces (`nll.rs`: in f16 and bf16, a
+    /// cascade sum in the dtype).
+    Nll(Tensor),
 }
 
 impl Loss {
@@ -67,6 +71,7 @@ impl Loss {
         };
         match terms {
             Terms::Elements(e) => reduce(s.reduction, &e),
+            Terms::Nll(rows) => nll::reduce(s.reduction, &rows),
             Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
             // `batchmean`: PyTorch's sum, divided by the rows.
             Terms::Batch(e) => match s.reduction {

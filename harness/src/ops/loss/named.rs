@@ -98,14 +98,15 @@ pub(super) fn focal_torch(s: &LossSpec) -> String {
 
 /// The contrastive loss: row `i` of `p` (a batch of embeddings) against every row of `y` (their
 /// positives), `logits = p @ yᵀ / T`, and the cross-entropy of row `i` with class `i`:
-/// `−log_softmax(logits)[i, i]`, in the dtype of the inputs (in f16, logits past 65504 are ∞).
+/// `−log_softmax(logits)[i, i]`, in the dtype of the inputs (in f16, logits past 65504 are ∞),
+/// reduced as PyTorch's `nll_loss` (in f16, a mean whose sum passes 65504 is ∞).
 pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
     let t = constant(s, "temperature");
     let logits = (p.matmul(&y.t()?)? / t)?;
     let n = p.dim(0)?;
     let labels = Tensor::arange(0u32, n as u32, p.device())?.unsqueeze(1)?;
     let picked = log_softmax_along(&logits, D::Minus1)?.gather(&labels, 1)?.squeeze(1)?;
-    Ok(Terms::Elements(picked.neg()?))
+    Ok(Terms::Nll(picked.neg()?))
 }
 
 /// [`info_nce`] in PyTorch.

@@ -1,0 +1,107 @@
+//! PyTorch's `nll_loss` reduction, which `F.cross_entropy` with class indices runs (the
+//! `info_nce` loss here): on the CPU it sums the rows' losses in the input's own dtype, with an
+//! 8-level cascade (`LossNLL.cpp`, `nll_loss_out_frame`), and divides by the row count in that
+//! dtype. So in f16 a mean whose sum passes 65504 is inf although the mean itself fits: PyTorch
+//! 2.15 gives `F.cross_entropy` of 16 f16 rows whose losses are 3420 as 3422, and of 20 rows as inf.
+
+use candle_core::{DType, Tensor};
+use half::{bf16, f16};
+
+use crate::error::Result;
+use crate::scenario::Reduction;
+
+/// The cascade's levels (`cascade_sum_num_levels`).
+const LEVELS: usize = 8;
+
+/// PyTorch's `CeilLog2` (1 for up to 2).
+fn ceil_log2(n: usize) -> usize {
+    if n <= 2 {
+        1
+    } else {
+        (usize::BITS - (n - 1).leading_zeros()) as usize
+    }
+}
+
+/// The cascade sum of `v`, each addition made in f32 and rounded by `round`, as PyTorch's
+/// `scalar_t` arithmetic does for a half type: level 0 takes each value, and after value `b`
+/// every level `j` whose block of `2^power` is complete is added into level `j + 1`.
+fn cascade(v: &[f32], round: impl Fn(f32) -> f32) -> f32 {
+    let power = (ceil_log2(v.len()) / LEVELS).max(4);
+    let mask = (1usize << power) - 1;
+    let mut sums = [0f32; LEVELS];
+    for (b, &x) in v.iter().enumerate() {
+        sums[0] = round(sums[0] + x);
+        for j in 0..LEVELS - 1 {
+            if b & (mask << (j * power)) != 0 {
+                break;
+            }
+            sums[j + 1] = round(sums[j + 1] + sums[j]);
+            sums[j] = 0.0;
+        }
+    }
+    sums.iter().fold(0.0, |acc, &s| round(acc + s))
+}
+
+/// The per-row losses `rows` reduced as PyTorch's `nll_loss` reduces them. In f16 and bf16 the
+/// value is the cascade's in the dtype; its gradient is the f32 reduction's (`1/N` or 1 per
+/// row, PyTorch's backward), whose value it replaces. Other dtypes reduce as every loss does.
+pub(super) fn reduce(r: Reduction, rows: &Tensor) -> Result<Tensor> {
+    let round: fn(f32) -> f32 = match rows.dtype() {
+        DType::F16 => |x| f16::from_f32(x).to_f32(),
+        DType::BF16 => |x| bf16::from_f32(x).to_f32(),
+        // f32 and f64 reduce as every loss does (their cascade parts from it in the last place only).
+        _ => return super::reduce(r, rows),
+    };
+    let v: Vec<f32> = rows.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    let sum = cascade(&v, round);
+    let value = match r {
+        Reduction::Mean => round(sum / round(v.len() as f32)),
+        Reduction::Sum => sum,
+    };
+    let carrier = super::reduce(r, rows)?.to_dtype(DType::F32)?;
+    let shift = (Tensor::new(value, rows.device())? - carrier.detach())?.detach();
+    Ok((carrier + shift)?.to_dtype(rows.dtype())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    fn half_rows(n: usize, v: f32) -> Var {
+        Var::from_tensor(&Tensor::new(vec![v; n], &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap()).unwrap()
+    }
+
+    fn scalar(t: &Tensor) -> f32 {
+        t.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_half_mean_overflows_where_pytorchs_cascade_does() {
+        // PyTorch 2.15, f16 logits [0, 3420] with target 0 (each row's loss 3420):
+        // F.cross_entropy of 16 rows = 3422, of 20 rows = inf; in f32 both are 3420.
+        let sixteen = half_rows(16, 3420.0);
+        let m = reduce(Reduction::Mean, sixteen.as_tensor()).unwrap();
+        assert_eq!((m.dtype(), scalar(&m)), (DType::F16, 3422.0));
+        let g = m.backward().unwrap();
+        let grad: Vec<f32> = g.get(sixteen.as_tensor()).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+        assert!(grad.iter().all(|&x| x == 0.0625), "the mean's gradient is 1/16 per row: {grad:?}");
+        assert!(scalar(&reduce(Reduction::Mean, half_rows(20, 3420.0).as_tensor()).unwrap()).is_infinite());
+        // PyTorch 2.15: the sum of the 16 rows is 54752 (3420 added in f16, rounding on the way;
+        // 54752 / 16 = 3422); the f32 reduction of the 20 rows is finite.
+        assert_eq!(scalar(&reduce(Reduction::Sum, half_rows(16, 3420.0).as_tensor()).unwrap()), 54752.0);
+        assert!(scalar(&super::super::reduce(Reduction::Mean, half_rows(20, 3420.0).as_tensor()).unwrap()).is_finite());
+    }
+
+    #[test]
+    fn the_cascade_adds_blocks_of_sixteen_then_the_levels() {
+        // 17 ones: the first goes up to the top level at once; ones 2..17 fill level 0, which
+        // moves up at the 17th; the levels' sum is 17 (by hand). In f16, 2049 + 1 rounds to 2048.
+        assert_eq!(cascade(&[1.0; 17], |x| x), 17.0);
+        assert_eq!(ceil_log2(16), 4);
+        assert_eq!(cascade(&[2049.0, 1.0], |x| f16::from_f32(x).to_f32()), 2048.0);
+        let f32_values = Tensor::new(&[1.5f32, 2.5], &Device::Cpu).unwrap();
+        assert_eq!(scalar(&reduce(Reduction::Mean, &f32_values).unwrap()), 2.0);
+    }
+}
