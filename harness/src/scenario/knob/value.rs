@@ -116,20 +116,7 @@ impl Value {
 
     /// The scale this value moves on when it has its own (a constant's), else none: the knob's.
     pub fn own_scale(&self) -> Option<Scale> {
-        match *self {
-            Value::Const(c) => Some(c.scale),
-            Value::Real(_)
-            | Value::Count(_)
-            | Value::Off
-            | Value::Seed(_)
-            | Value::Dtype(_)
-            | Value::Optimizer(_)
-            | Value::Precision(_)
-            | Value::Loss(_)
-            | Value::Reduction(_)
-            | Value::Factor(_)
-            | Value::Inject(_) => None,
-        }
+        Constant::from_value(self).map(|c| c.scale)
     }
 
     /// The value as shown after ` = `: a number to 3 significant digits (near one for

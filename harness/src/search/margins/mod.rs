@@ -24,7 +24,7 @@ use super::mutation::{Mutation, Scale};
 use super::space::Space;
 use crate::error::{Error, Result};
 use crate::run::{Location, Status};
-use crate::scenario::{Knob, Scenario, Value};
+use crate::scenario::{Constant, Knob, KnobValue, Scenario};
 
 mod side;
 
@@ -214,20 +214,7 @@ pub fn margins(base: &Scenario, opts: &MarginOptions) -> Result<Margins> {
         .enumerate()
         .map(|(i, (m, scale, base, _))| {
             let (lower, upper) = (bounds.next().unwrap_or_default(), bounds.next().unwrap_or_default());
-            let constant = match m.value {
-                Value::Const(c) => Some(c.at.to_string()),
-                Value::Real(_)
-                | Value::Count(_)
-                | Value::Off
-                | Value::Seed(_)
-                | Value::Dtype(_)
-                | Value::Optimizer(_)
-                | Value::Precision(_)
-                | Value::Loss(_)
-                | Value::Reduction(_)
-                | Value::Factor(_)
-                | Value::Inject(_) => None,
-            };
+            let constant = Constant::from_value(&m.value).map(|c| c.at.to_string());
             KnobMargin {
                 knob: m.knob(),
                 constant,
