@@ -5,6 +5,7 @@
 //! worker ever waits on another's slow work. The writer thread
 //! (`writer`) takes snapshots and does the I/O. What a kill would lose, candidates running
 //! and flips being minimized, is kept beside the state (`in_flight`) and saved with it.
+//! The methods that take and register raw flips are in `flips`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
