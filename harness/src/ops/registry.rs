@@ -75,6 +75,7 @@ macro_rules! layer_op {
                 match self {
                     $(Layer::$variant(op) => op,)*
                     $(Layer::$lv(op) => op,)*
+                    Layer::Tagged(t) => t.layer.op(),
                 }
             }
         }

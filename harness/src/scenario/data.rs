@@ -37,8 +37,8 @@ pub struct DataSpec {
     /// Corruptions injected into a split after it is made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inject: Vec<Injection>,
-    /// Preprocessing steps, fitted on the training split, applied in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Preprocessing steps, fitted on the training split (an expression on each split), applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "preprocess_steps")]
     pub preprocess: Vec<Preprocess>,
     /// Multiplies every target after it is made (before injection and preprocessing).
     #[serde(default = "one", skip_serializing_if = "is_one")]
@@ -348,6 +348,43 @@ pub enum Preprocess {
     },
     /// Drop every row with a non-finite input or target. (A struct variant, so an unknown key such as `columns` is an error.)
     DropNonfinite {},
+    /// An expression of `x`, the split's inputs `(rows, features)` (or `(rows, seq, features)`,
+    /// `(rows, c, h, w)`), e.g. `(x - mean(x, dim=0)) / std(x, dim=0)`: evaluated on each split
+    /// with that split's own statistics, as people write it on their tensors, unguarded (a
+    /// constant feature's std is 0 and the step gives 0/0 = NaN, as in PyTorch). Written
+    /// `expr = "..."` alone (`op = "expr"` may be left out).
+    Expr {
+        /// The expression, in the language of `type = "expr"` layers.
+        expr: String,
+        /// Its named constants.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        consts: std::collections::BTreeMap<String, f64>,
+    },
+}
+
+impl Preprocess {
+    /// The step as a cause names it: its op, and an expression's text.
+    pub fn describe(&self) -> String {
+        if let Preprocess::Expr { expr, .. } = self {
+            return format!("expr `{expr}`");
+        }
+        crate::scenario::Named::name(self).to_string()
+    }
+}
+
+/// Reads `[[data.preprocess]]`: each step a table of its `op` and keys, where a table with
+/// `expr` and no `op` is an expression step.
+fn preprocess_steps<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<Preprocess>, D::Error> {
+    let tables = Vec::<toml::Table>::deserialize(d)?;
+    tables
+        .into_iter()
+        .map(|mut t| {
+            if !t.contains_key("op") && t.contains_key("expr") {
+                t.insert("op".into(), toml::Value::String("expr".into()));
+            }
+            Preprocess::deserialize(toml::Value::Table(t)).map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 fn outlier_default() -> f64 {

@@ -44,7 +44,7 @@ pub(crate) use load::{check_text, load_edited, read_regular};
 pub use load::{from_str, load, load_with, parse_str, LoadOptions, DEFAULT_MAX_SCENARIO_BYTES};
 pub(crate) use memory::within_plan;
 pub use memory::{check_memory, memory_estimate, Footprint};
-pub use model::{Init, Layer, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, MAX_NESTING};
+pub use model::{Init, Layer, LayerPrecision, MaskFill, ModelSpec, RnnActivation, SoftmaxKind, Tagged, MAX_NESTING};
 pub use plan::{plan, Input, Node, ParamSpec, Part, Plan, PlanError, Planner, Role};
 pub use schedule::{Decay, ScheduleSpec};
 pub use search::SearchSpec;

@@ -7,7 +7,7 @@
 //! `layers.2.residual.layers.1.attention.q.weight`, ...).
 
 use super::model::Compiled;
-use super::{InShape, Init, Layer, ModelSpec, Named, Shape};
+use super::{InShape, Init, Layer, LayerPrecision, ModelSpec, Named, Shape};
 
 /// What a parameter is, which decides its initial values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,8 @@ pub struct Node {
     pub in_shape: Shape,
     /// Its parameters' indices in [`Plan::params`].
     pub params: std::ops::Range<usize>,
+    /// The precision its layer (or an enclosing one) keeps under autocast (`precision = "f32"`).
+    pub precision: Option<LayerPrecision>,
 }
 
 impl Node {
@@ -298,6 +300,9 @@ impl Planner<'_> {
 
     /// Names the output `input` (of shape `shape`) `name`, for later layers to read; a name is given once.
     pub fn name_output(&mut self, name: &str, input: Input, shape: Shape) -> std::result::Result<(), String> {
+        if !output_name(name) {
+            return Err(format!("`{name}` cannot name an output: use a name of letters, digits and `_` that is not `x`, `p`, `y`, `mask`, a Python keyword or a name repro.py uses (`torch`, `F`)"));
+        }
         if self.output_named(name).is_some() {
             return Err(format!("the name `{name}` is already given to an earlier output"));
         }
@@ -314,20 +319,29 @@ impl Planner<'_> {
     /// Plans `layers` (named `{names}.{i}.{type}`, keyed `{keys}.{i}`, inside `depth` residual
     /// blocks) reading `input` of shape `shape`; returns the last node and its shape.
     fn layers(&mut self, layers: &[Layer], (names, keys): (&str, &str), mut input: Input, mut shape: Shape, depth: usize) -> std::result::Result<(Input, Shape), PlanError> {
-        for (i, layer) in layers.iter().enumerate() {
+        for (i, tagged) in layers.iter().enumerate() {
+            // A tag names the layer's output or sets its precision; the nodes are its layer's.
+            let (layer, (named, precision)) = (tagged.untagged(), tagged.tag());
             let name = format!("{names}.{i}.{}", layer.name());
             let at = At { layer: Some(layer.clone()), name: name.clone(), key: format!("{keys}.{i}"), input, depth, first: self.params.len() };
             let (outer, nodes) = (std::mem::replace(&mut self.at, at), self.nodes.len());
             self.nested = None;
             let planned = self.layer(layer, shape);
             let at = std::mem::replace(&mut self.at, outer);
-            let out = planned.map_err(|m| (self.nested.take().unwrap_or(at.key), m))?;
+            let out = planned.map_err(|m| (self.nested.take().unwrap_or(at.key.clone()), m))?;
             if self.nodes.len() == nodes {
                 // A layer of one node, reading its input and holding every parameter it declared.
                 self.push(at.name, layer.clone(), Part::Whole, vec![input], out, at.first);
             }
             input = Input::Node(self.nodes.len() - 1);
             shape = out;
+            if let Some(p) = precision {
+                // An enclosing layer's precision holds for every node inside it.
+                self.nodes[nodes..].iter_mut().for_each(|n| n.precision = Some(p));
+            }
+            if let Some(n) = named {
+                self.name_output(n, input, out).map_err(|m| (format!("{}.name", at.key), m))?;
+            }
         }
         Ok((input, shape))
     }
@@ -339,7 +353,7 @@ impl Planner<'_> {
             Some(Input::Node(i)) => self.nodes[*i].shape,
             _ => self.start,
         };
-        self.nodes.push(Node { name, layer, part, inputs, shape, in_shape, params: first..self.params.len() });
+        self.nodes.push(Node { name, layer, part, inputs, shape, in_shape, params: first..self.params.len(), precision: None });
     }
 
     /// Plans one layer through its op (which declares its parameters and, for a block or
@@ -352,6 +366,41 @@ impl Planner<'_> {
         }
         layer.op().plan(self, shape)
     }
+}
+
+/// Whether `name` can name an output: a name of the expression language that no expression or
+/// `repro.py` reads as something else.
+fn output_name(name: &str) -> bool {
+    const TAKEN: [&str; 25] = [
+        "x",
+        "p",
+        "y",
+        "mask",
+        "torch",
+        "F",
+        "math",
+        "FlawedSquare",
+        "and",
+        "or",
+        "not",
+        "in",
+        "is",
+        "if",
+        "else",
+        "lambda",
+        "None",
+        "True",
+        "False",
+        "def",
+        "for",
+        "while",
+        "import",
+        "from",
+        "return",
+    ];
+    let mut c = name.chars();
+    let ident = c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    ident && !TAKEN.contains(&name)
 }
 
 #[cfg(test)]

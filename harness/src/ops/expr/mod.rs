@@ -1,6 +1,6 @@
 //! `expr`: a layer written as a PyTorch expression, `{ type = "expr", expr = "x / norm(x,
 //! dim=-1, keepdim=true)", consts = { eps = 1e-12 } }`. It reads `x` (the previous node's
-//! output) and any earlier output named with `name = "..."` (an `expr` layer's), so branches
+//! output) and any earlier output named with `name = "..."` (any layer's), so branches
 //! can be multiplied, divided or matrix-multiplied; `consts` are its named numbers (hunt and
 //! margins knobs).
 //!
@@ -41,15 +41,12 @@ pub struct Expr {
     /// Its named constants, e.g. `{ eps = 1e-12, T = 0.07 }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub consts: BTreeMap<String, f64>,
-    /// A name for its output, which later expressions may read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
 }
 
 impl Default for Expr {
     /// `x * 1`: an example that keeps any input.
     fn default() -> Self {
-        Expr { expr: "x * 1".into(), consts: BTreeMap::new(), name: None }
+        Expr { expr: "x * 1".into(), consts: BTreeMap::new() }
     }
 }
 
@@ -137,9 +134,6 @@ impl Op for Expr {
                 out.push(("consts", format!("`{k}` is NaN")));
             }
         }
-        if let Some(n) = self.name.as_deref().filter(|n| !is_ident(n) || *n == "x" || self.consts.contains_key(*n)) {
-            out.push(("name", format!("`{n}` cannot name an output: use a name of letters, digits and `_` that is not `x` or a constant")));
-        }
         out
     }
 
@@ -159,10 +153,7 @@ impl Op for Expr {
         }
         let checked = self.compiled(dims_of(input), others)?;
         let out = shape_of(&checked.ir.dims)?;
-        let node = p.node(Part::Whole, "", &inputs, out);
-        if let Some(name) = &self.name {
-            p.name_output(name, node, out)?;
-        }
+        p.node(Part::Whole, "", &inputs, out);
         Ok(out)
     }
 

@@ -166,7 +166,13 @@ fn a_focal_loss_expression_matches_pytorch_and_overflows_where_it_does() {
 #[test]
 fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
     use crate::scenario::{plan, InShape, Init, Input, Layer, ModelSpec};
-    let named = |expr: &str, name: Option<&str>| Layer::Expr(Expr { expr: expr.into(), consts: BTreeMap::new(), name: name.map(Into::into) });
+    let named = |expr: &str, name: Option<&str>| {
+        let layer = Layer::Expr(Expr { expr: expr.into(), consts: BTreeMap::new() });
+        match name {
+            Some(n) => Layer::Tagged(Box::new(crate::scenario::Tagged { layer, name: Some(n.into()), precision: None })),
+            None => layer,
+        }
+    };
     let layers = vec![named("x", Some("h")), Layer::Linear(crate::ops::linear::Linear { out: 3, init: None }), named("x * h + sum(h, dim=-1, keepdim=true)", None)];
     let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None };
     let p = plan(&spec, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap();
@@ -176,7 +182,7 @@ fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
     let spec2 = ModelSpec { layers: vec![named("x * g", None)], ..spec.clone() };
     let (key, m) = plan(&spec2, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap_err();
     assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression reads x, and the constants in `consts`)"));
-    let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new(), name: None };
+    let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new() };
     assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0.0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
     assert_eq!((autocast_of("x @ x"), autocast_of("exp(x) @ x"), autocast_of("relu(x)")), (Autocast::Low, Autocast::F32, Autocast::Same));
 }

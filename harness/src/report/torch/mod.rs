@@ -6,7 +6,8 @@
 //! as JSON), `init.safetensors` (each fold's initial parameters, in the run's
 //! dtype and PyTorch's layout: nanhunt keeps a linear weight as `(in, out)`,
 //! PyTorch as `(out, in)`) and `data.safetensors` (each fold's training and
-//! validation tensors after injection and preprocessing, in f64, and each
+//! validation tensors after injection and preprocessing (but for the expression steps that
+//! end `data.preprocess`, which the script runs as torch lines), in f64, and each
 //! epoch's shuffle order, and each step's dropout masks, `dropout`). nanhunt
 //! owns the weights, the data and the randomness, so PyTorch runs the same
 //! computation. `confirm` runs the script and compares.
@@ -130,6 +131,26 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
     Ok(out)
 }
 
+/// The data steps `repro.py` runs itself, on the tensors as people write them: the expression
+/// steps that end `data.preprocess`, each as its torch line of `x`, with the data built
+/// without them (`None` when there are none; an expression step followed by another kind of
+/// step is in the data as built).
+fn expression_tail(s: &Scenario) -> Result<(Option<data::Dataset>, Vec<String>)> {
+    let steps = &s.data.preprocess;
+    let head = steps.iter().rposition(|p| !matches!(p, crate::scenario::Preprocess::Expr { .. })).map_or(0, |i| i + 1);
+    if head == steps.len() {
+        return Ok((None, Vec::new()));
+    }
+    let line = |p: &crate::scenario::Preprocess| {
+        let crate::scenario::Preprocess::Expr { expr, consts } = p else { return None };
+        Some(crate::ops::expr::parse::parse(expr).map(|a| crate::ops::expr::torch::python(&a, consts, "x")).unwrap_or_else(|e| format!("None  # {e}")))
+    };
+    let lines = steps[head..].iter().filter_map(line).collect();
+    let mut without = s.clone();
+    without.data.preprocess.truncate(head);
+    Ok((Some(data::build(&without)?), lines))
+}
+
 /// What the script needs to know of the scenario, as JSON: the layers as written (with their
 /// defaults), and the plan's nodes in nanhunt's watch order: names, parameters, autocast class
 /// (`low`, `f32` or `same`, nanhunt's own) and a registry op's PyTorch expression (`Op::torch`),
@@ -141,13 +162,16 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         .iter()
         .map(|n| {
             let params: Vec<&String> = plan.params[n.params.clone()].iter().map(|p| &p.name).collect();
-            let autocast = crate::run::model::policy(&n.layer, n.part).name();
+            let autocast = crate::run::model::node_policy(n).name();
+            // An expression's inputs after `x`: each earlier named output, by its node's index.
+            let reads: Vec<serde_json::Value> = n.inputs.iter().skip(1).zip(reads_of(&n.layer)).map(|(i, name)| json!([name, input_index(*i)])).collect();
             let (expr, module) = match Some(n.layer.op().torch()) {
                 Some(crate::ops::Torch::Expr(e)) => (Some(e), None),
                 Some(crate::ops::Torch::Module(m)) => (None, Some(m)),
                 None => (None, None),
             };
-            json!({ "name": n.name, "params": params, "autocast": autocast, "torch": expr, "module": module })
+            let precision = n.precision.map(|p| p.name());
+            json!({ "name": n.name, "params": params, "autocast": autocast, "precision": precision, "reads": reads, "torch": expr, "module": module })
         })
         .collect();
     // The width each layer reads (its main input's): an image's channels, else the last dimension.
@@ -185,6 +209,22 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         "precision": t.precision.name(),
         "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps, "accumulate": t.accumulate, "schedule": t.schedule, "loss_scale": t.loss_scale },
     }))
+}
+
+/// The names an expression layer reads besides `x` (earlier named outputs), in its inputs' order.
+fn reads_of(layer: &crate::scenario::Layer) -> Vec<String> {
+    match layer {
+        crate::scenario::Layer::Expr(e) => e.reads(),
+        _ => Vec::new(),
+    }
+}
+
+/// The index of a node's output in the script's list of outputs (`None` for the model's input).
+fn input_index(i: crate::scenario::Input) -> Option<usize> {
+    match i {
+        crate::scenario::Input::Node(j) => Some(j),
+        crate::scenario::Input::Model => None,
+    }
 }
 
 /// The files an export writes, and the trace its script writes beside them.
@@ -229,8 +269,11 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     crate::scenario::check_memory(s)?;
     let data = data::build(s)?;
     let init = safetensors(&init_tensors(s, &data)?)?;
-    let tensors = safetensors(&data_tensors(s, &data)?)?;
-    let pretty = serde_json::to_string_pretty(&settings(s, &data)?).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
+    let (before, lines) = expression_tail(s)?;
+    let tensors = safetensors(&data_tensors(s, before.as_ref().unwrap_or(&data))?)?;
+    let mut settings = settings(s, &data)?;
+    settings["preprocess_torch"] = json!(lines);
+    let pretty = serde_json::to_string_pretty(&settings).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
     let script = TEMPLATE.replace("@SCENARIO@", &pretty);
     clear(dir)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

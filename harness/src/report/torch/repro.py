@@ -11,6 +11,7 @@
 # layer's backward), every optimizer state and every updated parameter, and the validation
 # pass after each epoch. The names are nanhunt's: `layers.0.linear.weight.grad`,
 # `optim.layers.0.linear.weight.exp_avg_sq`, `layers.1.sigmoid.output`, ...
+import contextlib
 import csv
 import json
 import math
@@ -168,14 +169,14 @@ class BatchNorm(nn.Module):
 
 
 class Fn(nn.Module):
-    """An elementwise function as a layer."""
+    """An elementwise function or an expression as a layer (reading x and earlier named outputs)."""
 
     def __init__(self, f):
         super().__init__()
         self.f = f
 
-    def forward(self, x):
-        return self.f(x)
+    def forward(self, x, *others):
+        return self.f(x, *others)
 
 
 class Residual(nn.Module):
@@ -282,13 +283,19 @@ def run(blocks, x, mask, outs):
     """Runs layers in order, appending each output (blocks append their own, in nanhunt's order)."""
     for name, block in zip(blocks.names, blocks):
         ((kind, m),) = block.items()
-        if LOW is not None and NODES[name]["autocast"] == "f32":
+        node = NODES[name]
+        # precision = "f32": the layer outside autocast, on its input cast up, as people keep a projection in f32.
+        keep = LOW is not None and node.get("precision") == "f32"
+        if LOW is not None and node["autocast"] == "f32":
             x = x.float()
-        if isinstance(m, (Residual, Attention)):
-            x = m(x, mask, outs)
-        else:
-            x = m(x, mask) if isinstance(m, Pool) else m(x)
-            outs.append(x)
+        # An expression's earlier named outputs, by their place among the outputs so far.
+        others = [outs[i].float() if keep else outs[i] for _, i in node.get("reads") or []]
+        with torch.autocast("cpu", enabled=False) if keep else contextlib.nullcontext():
+            if isinstance(m, (Residual, Attention)):
+                x = m(x, mask, outs)
+            else:
+                x = m(x, mask) if isinstance(m, Pool) else m(x, *others)
+                outs.append(x)
     return x
 
 
@@ -303,8 +310,10 @@ def layer(spec, width, seq, name):
     expr = NODES[name].get("torch")
     if expr is None:
         raise SystemExit(f"repro.py: unknown layer {kind}")
-    # An op of nanhunt's registry: its expression of x, with torch, F and the custom Functions above.
-    return Fn(eval("lambda x: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare})), width
+    # An op of nanhunt's registry: its expression of x (and of the earlier named outputs it
+    # reads), with torch, F and the custom Functions above.
+    args = ", ".join(["x"] + [n for n, _ in NODES[name].get("reads") or []])
+    return Fn(eval(f"lambda {args}: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare})), width
 
 
 class Model(nn.Module):
@@ -321,12 +330,12 @@ class Model(nn.Module):
         return outs
 
 
-def loss_fn(spec, p, y):
+def loss_fn(spec, p, y, mask=None):
     """The loss as nanhunt computes it: the expression of the prediction p and targets y that
     nanhunt's loss node exports (PyTorch's own functions where nanhunt follows them: huber,
     bce_torch, bce_logits; the formulas where the formula is the point: the naive BCE)."""
     p = p.float() if LOW is not None else p
-    return eval(SCENARIO["loss_torch"], {"torch": torch, "F": F}, {"p": p, "y": y})
+    return eval(SCENARIO["loss_torch"], {"torch": torch, "F": F}, {"p": p, "y": y, "mask": mask})
 
 
 def optimizer(spec, params):
@@ -379,6 +388,9 @@ def main():
     watch = Watch(names)
     finfo = torch.finfo(DTYPE)
     # Data, as built (after injection and preprocessing), in f64, then in the compute dtype.
+    # The expression steps that end data.preprocess run here, on each split by itself, as nanhunt runs them.
+    for key in [k for k in data if k.endswith(".inputs")]:
+        data[key] = preprocessed(data[key], sc)
     for f in range(sc["folds"]):
         for split in ("train", "validation"):
             for what in ("inputs", "targets"):
@@ -446,6 +458,22 @@ def main():
             if val and validate(watch, dict(step=step, epoch=epoch, fold=f), model, val, sc):
                 return finish(watch)
     return finish(watch)
+
+
+def preprocessed(x, sc):
+    """The inputs (rows, columns) through the scenario's trailing expression steps of x, each
+    row as the model reads it (features, a sequence of them, an image)."""
+    if not sc.get("preprocess_torch"):
+        return x
+    flat = x.shape
+    image, seq = sc.get("image"), sc.get("seq_len")
+    if image:
+        x = x.reshape(x.shape[0], image["channels"], image["height"], image["width"])
+    elif seq:
+        x = x.reshape(x.shape[0], seq, x.shape[1] // seq)
+    for line in sc["preprocess_torch"]:
+        x = eval(line, {"torch": torch, "F": F}, {"x": x})
+    return x.reshape(flat)
 
 
 def schedule(spec, opt):
@@ -531,7 +559,7 @@ def train_step(watch, at, model, params, opt, micro, sc, finfo, scaler, sched, k
         for name, o in zip(watch.layer_names, outs):
             if watch.check(at, "forward", f"{name}.output", o):
                 break
-        loss = loss_fn(sc["loss"], outs[-1] if outs else x, y)
+        loss = loss_fn(sc["loss"], outs[-1] if outs else x, y, mask)
         value = float(loss.detach())
         row["train_loss"] += value / k if divide else value
         if watch.first is None and not math.isfinite(value):
@@ -615,7 +643,7 @@ def validate(watch, at, model, val, sc):
         for name, o in zip(watch.layer_names, outs):
             if watch.check(at, "validation", f"validation.{name}.output", o):
                 break
-        v = float(loss_fn(sc["loss"], outs[-1] if outs else val[0], val[1]))
+        v = float(loss_fn(sc["loss"], outs[-1] if outs else val[0], val[1], val[2]))
     if watch.rows:
         watch.rows[-1]["val_loss"] = v
     if watch.first is None and not math.isfinite(v):

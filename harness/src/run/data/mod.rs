@@ -165,7 +165,7 @@ pub fn build(s: &Scenario) -> Result<Dataset> {
             }
         }
         for (j, step) in d.preprocess.iter().enumerate() {
-            preprocess::preprocess(step, fold, features).map_err(|m| invalid(s, &format!("data.preprocess.{j}"), m))?;
+            preprocess::preprocess(step, fold, &shape).map_err(|m| invalid(s, &format!("data.preprocess.{j}"), m))?;
         }
         if fold.train.x.rows == 0 {
             return Err(invalid(s, "data.preprocess", "no training rows are left"));

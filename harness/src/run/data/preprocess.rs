@@ -1,11 +1,18 @@
 //! Preprocessing steps, each fitted on the training split and applied to both
-//! splits, with sklearn's conventions (population std, a zero range scales by 1).
+//! splits, with sklearn's conventions (population std, a zero range scales by 1); an
+//! expression step (`expr = "..."`) runs on each split by itself, with the expression
+//! engine in f64, as people write it on their tensors (`expression`).
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
 
 use super::{Fold, Table};
-use crate::scenario::Preprocess;
+use crate::scenario::{InShape, Preprocess};
 
 /// Applies one preprocessing step to both splits of a fold, fitting on the training split.
-pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) -> std::result::Result<(), String> {
+pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, shape: &InShape) -> std::result::Result<(), String> {
+    let features = shape.features;
     let cols = |c: &[usize]| -> std::result::Result<Vec<usize>, String> {
         match c.iter().find(|c| **c >= features) {
             Some(bad) => Err(format!("column {bad} is past the {features} features")),
@@ -60,6 +67,7 @@ pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) ->
             let st: Vec<_> = (0..features).map(|c| stats(c, &train, true)).collect();
             map_cols(columns, &|c, v| if v.is_finite() { v } else { st[c].0 })
         }
+        Preprocess::Expr { expr, consts } => expression(expr, consts, fold, shape),
         Preprocess::DropNonfinite {} => {
             for split in std::iter::once(&mut fold.train).chain(fold.val.as_mut()) {
                 let keep: Vec<usize> = (0..split.x.rows).filter(|r| split.x.row(*r).iter().chain(split.y.row(*r)).all(|v| v.is_finite())).collect();
@@ -68,4 +76,33 @@ pub(super) fn preprocess(step: &Preprocess, fold: &mut Fold, features: usize) ->
             Ok(())
         }
     }
+}
+
+/// The expression `text` of `x`, each split's inputs as a tensor of `(rows, ...)` (a row as the
+/// model reads it: features, a sequence of them, or an image), evaluated in f64 on that split
+/// alone: `mean(x, dim=0)` is the split's own mean. It must keep the inputs' shape.
+fn expression(text: &str, consts: &BTreeMap<String, f64>, fold: &mut Fold, shape: &InShape) -> std::result::Result<(), String> {
+    if shape.vocab.is_some() {
+        return Err("the inputs are token ids: an expression step needs features".into());
+    }
+    let row: Vec<usize> = match (shape.image, shape.seq_len) {
+        (Some((c, h, w)), _) => vec![c, h, w],
+        (None, Some(len)) => vec![len, shape.features],
+        (None, None) => vec![shape.features],
+    };
+    for split in std::iter::once(&mut fold.train).chain(fold.val.as_mut()) {
+        let x = &mut split.x;
+        let dims: Vec<usize> = std::iter::once(x.rows).chain(row.iter().copied()).collect();
+        let err = |e: crate::error::Error| format!("expression `{text}`: {e}");
+        let t = Tensor::from_vec(x.values.clone(), dims.as_slice(), &Device::Cpu).map_err(|e| err(e.into()))?;
+        let input = crate::ops::expr::dims_of_tensor(&t);
+        let checked = crate::ops::expr::compile(text, &[("x".to_string(), input.clone())], consts)?;
+        if checked.ir.dims != input {
+            let (made, want) = (crate::ops::expr::check::describe(&checked.ir.dims), crate::ops::expr::check::describe(&input));
+            return Err(format!("the expression makes {made}, and a preprocessing step keeps the inputs' shape {want}"));
+        }
+        let out = crate::ops::expr::eval::eval(&checked.ir, &[t], DType::F64).and_then(|o| Ok(o.flatten_all()?.to_vec1::<f64>()?)).map_err(err)?;
+        x.values = out;
+    }
+    Ok(())
 }

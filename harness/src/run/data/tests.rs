@@ -138,3 +138,25 @@ fn scale_groups_and_classes() {
     assert_eq!(y.cols, 3);
     assert!((0..4).all(|r| y.row(r).iter().sum::<f64>() == 1.0), "one-hot rows");
 }
+
+#[test]
+fn an_expression_step_standardizes_each_split_by_its_own_statistics_unguarded() {
+    // Train rows [1, 5], [2, 5], [3, 5]: column 0 has mean 2 and std 1 (torch.std is unbiased:
+    // sqrt(((−1)² + 0² + 1²) / 2) = 1), so it becomes [−1, 0, 1]; column 1 is constant, std 0,
+    // and (5 − 5) / 0 = 0/0 = NaN, as PyTorch computes it (no guard, unlike `standardize`).
+    // Validation rows [10, 5], [14, 5]: their own mean 12 and std sqrt((4 + 4) / 1) = 2√2.
+    let data = "inputs = { kind = \"values\", rows = [[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [10.0, 5.0], [14.0, 5.0]] }\ntargets = { kind = \"uniform\" }\nvalidation = { fraction = 0.4 }";
+    let step = "[[data.preprocess]]\nexpr = \"(x - mean(x, dim=0)) / std(x, dim=0)\"";
+    let d = build(&scenario(&format!("{data}\n{step}"))).unwrap();
+    let train = &d.folds[0].train.x.values;
+    assert_eq!([train[0], train[2], train[4]], [-1.0, 0.0, 1.0]);
+    assert!(train[1].is_nan() && train[3].is_nan() && train[5].is_nan(), "{train:?}");
+    let val = &d.folds[0].val.as_ref().unwrap().x.values;
+    let r = 2.0 * 2f64.sqrt();
+    assert_eq!([val[0], val[2]], [-2.0 / r, 2.0 / r]);
+    // `op = "expr"` is the same step, written back that way; a step that changes the shape is refused at its key.
+    let s = scenario(&format!("{data}\n[[data.preprocess]]\nop = \"expr\"\nexpr = \"(x - mean(x, dim=0)) / std(x, dim=0)\""));
+    assert_eq!(s.data.preprocess, scenario(&format!("{data}\n{step}")).data.preprocess);
+    let e = build(&scenario(&format!("{data}\n[[data.preprocess]]\nexpr = \"mean(x, dim=0)\""))).unwrap_err().to_string();
+    assert!(e.contains("data.preprocess.0") && e.contains("makes (2,), and a preprocessing step keeps the inputs' shape (batch, 2)"), "{e}");
+}

@@ -9,6 +9,8 @@
 //! exp, log or pow: they run in their input's dtype there); nanhunt follows CUDA's on
 //! every device, and the exporter writes each node's class into `repro.py`, which casts by it.
 //! The registry's ops give their own class (`Op::autocast`); `policy` answers for the rest.
+//! A layer with `precision = "f32"` computes in f32 whatever its op's class (`node_policy`),
+//! as PyTorch code that disables autocast around it and casts its input up does.
 //! Every other op runs in its input's dtype, and a residual sum of an f32 and a
 //! low-precision operand promotes to f32, as PyTorch's type promotion does.
 //! `batch_norm`, on no CUDA list (cuDNN keeps its statistics in f32 and returns the
@@ -29,7 +31,7 @@ use candle_core::{DType, Tensor};
 use crate::error::Result;
 use crate::ops::{Inner, Rounding};
 use crate::run::kernel::cast::round;
-use crate::scenario::{Input, Layer, Node, Part};
+use crate::scenario::{Input, Layer, LayerPrecision, Node, Part};
 
 /// Where a node computes under autocast (the registry's ops say it themselves: `Op::autocast`).
 pub(crate) type Policy = crate::ops::Autocast;
@@ -37,6 +39,15 @@ pub(crate) type Policy = crate::ops::Autocast;
 /// The autocast policy of a node.
 pub(crate) fn policy(layer: &Layer, part: Part) -> Policy {
     layer.op().autocast(part)
+}
+
+/// The autocast policy of a plan node: f32 where its layer keeps f32 (`precision = "f32"`, as
+/// PyTorch code disables autocast around it), else its layer's own.
+pub(crate) fn node_policy(node: &Node) -> Policy {
+    match node.precision {
+        Some(LayerPrecision::F32) => Policy::F32,
+        None => policy(&node.layer, node.part),
+    }
 }
 
 /// `t` in `dtype` (itself if it already is).
@@ -104,7 +115,7 @@ impl super::Model {
         let Some(low) = self.autocast else { return Ok(Prepared { input: input.clone(), params: None, round: None, inner: Inner::Off }) };
         // A node with parameters on no list (the positional embedding: `x + p`) promotes to its
         // f32 parameters, as PyTorch's type promotion does.
-        let policy = match policy(&node.layer, node.part) {
+        let policy = match node_policy(node) {
             Policy::Same if !node.params.is_empty() => Policy::F32,
             p => p,
         };
@@ -123,7 +134,8 @@ impl super::Model {
             let input = if scores { input.clone() } else { cast(input, dt(input.dtype()))? };
             let params = node.params.clone().map(|k| cast(var(k), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
             logical.push(dt(li));
-            let inner = if self.rounded { Inner::Off } else { Inner::Cast(low) };
+            // A layer kept in f32 (`precision`) casts nothing down inside either.
+            let inner = if self.rounded || node.precision.is_some() { Inner::Off } else { Inner::Cast(low) };
             return Ok(Prepared { input, params: Some(params), round: None, inner });
         }
         let computes = match node.part {
@@ -189,5 +201,31 @@ mod tests {
         let attention = Layer::Attention(Attention { heads: 1, causal: false, mask_fill: Default::default(), softmax: Default::default() });
         assert_eq!([Part::Scores, Part::Probs, Part::Mix].map(|p| policy(&attention, p)), [Policy::Low, Policy::F32, Policy::Low]);
         assert_eq!(policy(&Layer::Residual(Residual { layers: Vec::new() }), Part::Sum), Policy::Same);
+    }
+
+    #[test]
+    fn a_layer_kept_in_f32_does_not_overflow_where_its_f16_autocast_does() {
+        use crate::run::net::Net;
+        use crate::scenario::{plan, InShape, Init, ModelSpec, Tagged};
+        use rand::SeedableRng;
+        let dev = candle_core::Device::Cpu;
+        // 300 · 300 = 90000 > 65504, f16's largest finite value: the product is inf in f16 (as
+        // PyTorch 2.15's autocast linear gives) and exactly 90000 in f32, then / 1000 = 90.
+        let linear = Layer::Linear(Linear { out: 1, init: Some(Init::Constant { value: 300.0 }) });
+        let scaled = Layer::Expr(crate::ops::expr::Expr { expr: "x / 1000".into(), consts: Default::default() });
+        let keep = Layer::Tagged(Box::new(Tagged { layer: linear.clone(), name: None, precision: Some(LayerPrecision::F32) }));
+        let x = Tensor::new(&[[300f32]], &dev).unwrap();
+        for half_tensors in [false, true] {
+            HALF_TENSORS.with(|h| h.set(half_tensors));
+            let outs = |first: &Layer| {
+                let s = ModelSpec { init: Init::Torch, layers: vec![first.clone(), scaled.clone()], init_scale: 1.0, code: None, onnx: None };
+                let p = plan(&s, InShape { features: 1, seq_len: None, vocab: None, image: None }).unwrap();
+                let m = super::super::Model::new(&s, &p, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(Some(DType::F16), &dev);
+                m.forward(&x, None).unwrap().iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]).collect::<Vec<f32>>()
+            };
+            assert_eq!(outs(&linear), [f32::INFINITY, f32::INFINITY], "half tensors: {half_tensors}");
+            assert_eq!(outs(&keep), [90000.0, 90.0], "half tensors: {half_tensors}");
+        }
+        HALF_TENSORS.with(|h| h.set(false));
     }
 }

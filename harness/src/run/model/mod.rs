@@ -31,7 +31,7 @@ pub(crate) mod sequence;
 mod tap;
 
 pub(crate) use crate::run::rng::{draw_mask, dropout_mask};
-pub(crate) use autocast::policy;
+pub(crate) use autocast::node_policy;
 #[cfg(test)]
 pub(crate) use autocast::HALF_TENSORS;
 pub(crate) use tap::{recorded, Slot};

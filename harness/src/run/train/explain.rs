@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::run::cause::{self, Cause};
 use crate::run::net::Net;
 use crate::run::outcome::{Kind, Location};
-use crate::scenario::{Layer, Named, Phase};
+use crate::scenario::{Layer, Phase};
 
 impl Runner<'_> {
     /// Diagnoses the first non-finite value if it was flagged in this step's `phase` and has no
@@ -108,7 +108,7 @@ impl Runner<'_> {
                 .map(|d| d.folds.iter().any(|f| [Some(&f.train), f.val.as_ref()].into_iter().flatten().any(|sp| sp.x.first_nonfinite().is_some() || sp.y.first_nonfinite().is_some())))
                 .unwrap_or(false)
         };
-        let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].name())) };
-        cause::data(&f.tensor, first)
+        let first = if steps.is_empty() || bad_after(0) { None } else { (1..=steps.len()).find(|&k| bad_after(k)).map(|k| (k - 1, steps[k - 1].describe())) };
+        cause::data(&f.tensor, first.as_ref().map(|(k, d)| (*k, d.as_str())))
     }
 }

@@ -27,7 +27,7 @@ fn loss_consts(s: &Scenario) -> Option<&BTreeMap<String, f64>> {
 pub fn all(s: &Scenario) -> Vec<(ConstAt, f64)> {
     let mut out: Vec<(ConstAt, f64)> = loss_consts(s).into_iter().flatten().map(|(k, v)| (ConstAt { layer: None, name: intern(k) }, *v)).collect();
     for (i, l) in s.model.layers.iter().enumerate().take(usize::from(u16::MAX)) {
-        if let Layer::Expr(e) = l {
+        if let Layer::Expr(e) = l.untagged() {
             out.extend(e.consts.iter().map(|(k, v)| (ConstAt { layer: Some(i as u16), name: intern(k) }, *v)));
         }
     }
@@ -38,7 +38,7 @@ pub fn all(s: &Scenario) -> Vec<(ConstAt, f64)> {
 fn table_mut(s: &mut Scenario, at: ConstAt) -> Option<&mut f64> {
     let table = match at.layer {
         None => Some(&mut s.loss.consts).filter(|_| s.loss.kind.takes_consts()),
-        Some(i) => match s.model.layers.get_mut(usize::from(i)) {
+        Some(i) => match s.model.layers.get_mut(usize::from(i)).map(Layer::untagged_mut) {
             Some(Layer::Expr(e)) => Some(&mut e.consts),
             Some(_) | None => None,
         },

@@ -311,6 +311,11 @@ fn preprocess(key: &str, step: &Preprocess, out: &mut Vec<Problem>) {
         }
         Preprocess::Reciprocal { guard: Some(g), .. } => finite(out, &format!("{key}.guard"), *g),
         Preprocess::Log { epsilon: Some(e), .. } => non_negative(out, &format!("{key}.epsilon"), *e),
+        // Its shapes are checked on the data (`run::data`); here its text and constants, as a layer's.
+        Preprocess::Expr { expr, consts } => {
+            let op = crate::ops::expr::Expr { expr: expr.clone(), consts: consts.clone() };
+            out.extend(crate::ops::Op::check(&op).into_iter().map(|(field, m)| problem(format!("{key}.{field}"), m)));
+        }
         _ => {}
     }
 }

@@ -260,3 +260,13 @@ fn mixed_precision_schedule_and_scaler_settings_are_located() {
     assert!(e.contains("`loss_scale` is not a tensor of this model"), "{e}");
     assert!(crate::scenario::from_str(&collapse(with("[train.loss_scale]\n")), "t").is_ok());
 }
+
+#[test]
+fn a_layers_own_precision_needs_autocast() {
+    let base = base();
+    let tagged = base.replacen("{ type = \"linear\"", "{ precision = \"f32\", type = \"linear\"", 1);
+    assert_ne!(tagged, base);
+    let e = located(&tagged);
+    assert!(e.contains("t:20:") && e.contains("model.layers.0.precision") && e.contains("set train.precision = \"amp_f16\""), "{e}");
+    assert!(crate::scenario::from_str(&tagged.replace("[expect]", "precision = \"amp_bf16\"\n[expect]"), "t").is_ok());
+}

@@ -1,0 +1,68 @@
+//! The model language's constructs confirmed against a real PyTorch 2.15 (feature
+//! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, a preprocessing
+//! expression, an expression reading an earlier named output and a loss expression reading
+//! the padding mask, each failing scenario where PyTorch fails and its fix finite where
+//! PyTorch is, from `scenarios/layers/`.
+#![cfg(feature = "torch-tests")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use nanhunt::report::torch::{confirm, scratch, Confirmation, TorchVerdict};
+
+/// The interpreter with torch: `NANHUNT_TORCH_PYTHON`, else `.venv-torch/bin/python`.
+fn python() -> PathBuf {
+    let p = std::env::var_os("NANHUNT_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-torch/bin/python"));
+    assert!(p.exists(), "no PyTorch interpreter at {} (set NANHUNT_TORCH_PYTHON, or run .ci/run once to install .venv-torch)", p.display());
+    p
+}
+
+/// `scenarios/layers/{stem}.toml` confirmed in PyTorch.
+fn confirmed(stem: &str) -> Confirmation {
+    let s = nanhunt::load(&common::repo().join(format!("scenarios/layers/{stem}.toml"))).unwrap();
+    let work = scratch().unwrap();
+    let c = confirm(&s, &python(), &work).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    std::fs::remove_dir_all(&work).ok();
+    c
+}
+
+/// Where PyTorch first went non-finite: (step, phase, tensor).
+fn torch_first(c: &Confirmation) -> (usize, nanhunt::Phase, String) {
+    let p = c.pytorch.as_ref().unwrap_or_else(|| panic!("PyTorch stays finite: {c}"));
+    (p.step, p.phase, p.tensor.to_string())
+}
+
+#[test]
+fn a_projection_kept_in_f32_under_f16_autocast_agrees_with_pytorch() {
+    // PyTorch 2.15: the projection under CPU autocast to f16 gives inf at step 1, and the same
+    // module under `torch.autocast(..., enabled=False)` on `x.float()` stays finite.
+    let c = confirmed("amp_f16_projection_overflow");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Forward, "layers.0.linear.output".into()));
+    let c = confirmed("amp_f16_projection_overflow_fix_precision_f32");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn a_preprocessing_expression_agrees_with_pytorch_on_the_data() {
+    // `(x - x.mean(0)) / x.std(0)` in PyTorch 2.15 on the same raw data: NaN in the data.
+    let c = confirmed("preprocess_std_constant_feature");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (0, nanhunt::Phase::Data, "data.train.inputs".into()));
+    let c = confirmed("preprocess_std_constant_feature_fix_eps");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn named_outputs_and_the_padding_mask_export_and_agree_with_pytorch() {
+    let c = confirmed("expr_gated_branches");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+    // The second batch is all padding: sum(mask) = 0, and PyTorch's loss is 0/0 = NaN at step 2.
+    let c = confirmed("expr_masked_mean_all_padded_batch");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (2, nanhunt::Phase::Loss, "loss".into()));
+    let c = confirmed("expr_masked_mean_all_padded_batch_fix_clamp");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
