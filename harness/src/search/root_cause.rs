@@ -8,7 +8,11 @@
 //! group (the base's own failure, the empty trigger, takes only members of its
 //! own rule and op: otherwise every flip would be "the base plus more"). From a
 //! failing base, a flip elsewhere whose trigger sets a driver key's knobs (a
-//! divergence's, a setting's) joins it, and the others group over every op.
+//! divergence's, a setting's) joins it, and the others group over every op (a
+//! group whose members all went bad in one op names it). Keys a person names
+//! once (`root_cause/family.rs`: a divergence by its driver in any dtype,
+//! `log` of 0 and of a negative number in one op) are one group, under the
+//! class's first key.
 //! Grouping is a pure function of the findings, so it is the same for a
 //! campaign, its shards once merged, and a resumed or old corpus; the
 //! signature hashes the group's key alone.
@@ -23,6 +27,7 @@ use super::mutation::{describe, Mutation};
 use crate::error::{Error, Result};
 use crate::run::{Cause, Location};
 
+mod family;
 mod mechanism;
 pub use mechanism::{class_of, Mechanism, PrecisionClass};
 #[cfg(test)]
@@ -109,11 +114,15 @@ fn members(findings: &[Finding]) -> Vec<Member<'_>> {
 }
 
 /// The key whose group `k` belongs to among `keys`: following, from `k`, the absorbing key
-/// with the fewest knobs (then the smallest signature) until none absorbs it.
+/// with the fewest knobs (then the smallest signature) until none absorbs it (`absorbs` is a
+/// strict order, so that takes at most one step per key).
 fn root_of(k: &Mechanism, keys: &BTreeSet<Mechanism>) -> Mechanism {
     let mut k = k.clone();
-    while let Some(p) = keys.iter().filter(|p| p.absorbs(&k)).min_by_key(|p| (p.knobs.len(), p.signature())) {
-        k = p.clone();
+    for _ in 0..=keys.len() {
+        match keys.iter().filter(|p| p.absorbs(&k)).min_by_key(|p| (p.knobs.len(), p.signature())) {
+            Some(p) => k = p.clone(),
+            None => break,
+        }
     }
     k
 }
@@ -188,6 +197,7 @@ fn root_cause(key: Mechanism, ms: &[&Member]) -> RootCause {
         .min_by(|a, b| a.trigger.distance.total_cmp(&b.trigger.distance).then_with(|| b.trigger.count.cmp(&a.trigger.count)).then_with(|| a.finding.signature.cmp(&b.finding.signature)))
         .unwrap_or(&ms[0]);
     let (f, t) = (nearest.finding, nearest.trigger);
+    let key = one_op(key, ms);
     let site = |m: &Member| format!("{} in {} ({})", m.finding.location.kind, m.finding.location.tensor, m.finding.location.phase);
     let first = ms.iter().min_by(|a, b| a.finding.seconds_to_find.total_cmp(&b.finding.seconds_to_find)).unwrap_or(nearest);
     RootCause {
@@ -211,6 +221,16 @@ fn root_cause(key: Mechanism, ms: &[&Member]) -> RootCause {
         report: f.report.clone(),
         known: false,
         mechanism: key,
+    }
+}
+
+/// A group keyed over every op ([`ANY_OP`]) whose members all first went bad in one op names
+/// that op: "any op" only where there are several.
+fn one_op(key: Mechanism, ms: &[&Member]) -> Mechanism {
+    let ops: BTreeSet<&str> = ms.iter().map(|m| m.key.op.as_str()).collect();
+    match ops.into_iter().collect::<Vec<_>>().as_slice() {
+        [op] if key.op == ANY_OP => Mechanism { op: op.to_string(), ..key },
+        _ => key,
     }
 }
 
@@ -242,7 +262,11 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
         let root = root_of(&g.mechanism, &keys);
         // A known corpus saved before verdicts knows the key without one.
         let unjudged = Mechanism { verdict: None, ..root.clone() };
-        g.known = old.contains(&(g.scenario.clone(), root)) || old.contains(&(g.scenario.clone(), unjudged));
+        // A flip elsewhere named after its one op is known as the same key over every op; a
+        // key of a class a person names once is known by any of the class.
+        let over_ops = any_op(&root);
+        let same = |k: &Mechanism| *k == root || *k == unjudged || (root.knobs == [ELSEWHERE] && *k == over_ops) || family::one_mechanism(k, &root);
+        g.known = old.iter().any(|(s, k)| *s == g.scenario && same(k));
     }
     out
 }

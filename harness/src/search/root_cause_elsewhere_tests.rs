@@ -56,15 +56,16 @@ fn a_failing_bases_flips_elsewhere_group_by_their_new_mechanism() {
         summary,
         [
             (vec![], "loss", PrecisionClass::Full, 105),
-            (vec![ELSEWHERE], ANY_OP, PrecisionClass::Full, 13),
+            // Grouped over every op, each names its one op: the optimizer state, the loss.
+            (vec![ELSEWHERE], "optimizer state", PrecisionClass::Full, 13),
             // Its log of 0 in f16 storage and under autocast is one (the wider class's).
-            (vec![ELSEWHERE], ANY_OP, PrecisionClass::LowPrecision, 7),
+            (vec![ELSEWHERE], "loss", PrecisionClass::LowPrecision, 7),
             (vec!["loss.epsilon"], "loss", PrecisionClass::LowPrecision, 2),
             (vec!["optimizer.lr"], "divergence", PrecisionClass::Full, 1),
         ]
     );
     assert_eq!((groups[1].triggers.len(), groups[1].dtypes.len()), (4, 2));
-    assert_eq!(groups[1].mechanism.describe(), "overflow in any op, full precision, by knobs that move it away from the failing base");
+    assert_eq!(groups[1].mechanism.describe(), "overflow in optimizer state, full precision, by knobs that move it away from the failing base");
     // Shards merged, in any order, group alike (whether the base fails is in the findings).
     let mut reversed = findings.clone();
     reversed.reverse();

@@ -384,3 +384,6 @@ fn a_math_verdict_keys_any_precision_without_the_dtype_knobs() {
 
 #[path = "root_cause_elsewhere_tests.rs"]
 mod elsewhere;
+
+#[path = "root_cause_family_tests.rs"]
+mod family;

@@ -150,7 +150,8 @@ fn naive_cross_entropy(z: &Tensor, yv: &[f64], i: usize, d: DTypeName) -> Result
 /// A linear layer's parameter gradient overflowed from finite factors: the weight's gradient
 /// `dW[a, b] = Σ_r x[r, a]·g[r, b]` over the batch's rows `r` (the bias's, `Σ_r g[r, b]`), with
 /// `x` the layer's `input` and `g` its output's finite `grad`, exceeds the dtype's largest value
-/// before it is rounded. `name` is the parameter, `index` the bad element's flat index.
+/// before it is rounded; or, under autocast, a `g` finite in f32 is beyond the layer's compute
+/// dtype `d` and infinite once cast. `name` is the parameter, `index` the bad element's flat index.
 pub(crate) fn param_grad(layer: &Layer, name: &str, input: &Tensor, grad: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let Layer::Linear(_) = layer else { return Ok(None) };
     let (xs, gs) = (values(input)?, values(grad)?);
@@ -164,6 +165,22 @@ pub(crate) fn param_grad(layer: &Layer, name: &str, input: &Tensor, grad: &Tenso
     let x_at = |r: usize| if bias { 1.0 } else { xs[r * width + a] };
     let exact: f64 = (0..rows).map(|r| x_at(r) * gs[r * out + b]).sum();
     let (dt, lim) = (<&str>::from(d), Limits::of(d));
+    let at = if bias { format!("[{b}]") } else { format!("[{a}, {b}]") };
+    let op = format!("{} (backward)", name.trim_end_matches(".weight").trim_end_matches(".bias"));
+    let operands = || -> Result<Vec<Operand>> { Ok(vec![operand("input", input, None, d)?, operand("output gradient", grad, None, d)?]) };
+    // Under autocast the output gradient arrives in f32 and the layer's backward runs in `d`:
+    // one beyond `d`'s largest value is ±Inf once cast, and so is every product with it (NaN
+    // where the input is 0).
+    if let Some(r) = (0..rows).find(|&r| gs[r * out + b].abs() > lim.max) {
+        let (g, x) = (gs[r * out + b], super::round(x_at(r), d));
+        let product = if x == 0.0 { "0 × ∞ = NaN".to_string() } else { format!("{} × ∞ = ±∞", crate::human(x)) };
+        let reason = format!(
+            "the output gradient {} (row {r}), finite as it arrives, is beyond {dt}'s largest value {}: cast to {dt} for this layer's backward it is ±∞, and the gradient of `{name}`{at} takes it times the input ({product})",
+            crate::human(g),
+            crate::human(lim.max)
+        );
+        return Ok(Some(cause(Rule::Overflow, op, reason, operands()?)));
+    }
     if exact.abs() <= lim.max {
         return Ok(None);
     }
@@ -171,14 +188,8 @@ pub(crate) fn param_grad(layer: &Layer, name: &str, input: &Tensor, grad: &Tenso
     let what = if bias { format!("Σ over the batch's {rows} row(s) of the output gradient") } else { format!("Σ over the batch's {rows} row(s) of input × output gradient") };
     let factors =
         if bias { format!("output gradients up to {}", crate::human(big_g)) } else { format!("inputs (feature {a}) up to {} and output gradients up to {}", crate::human(big_x), crate::human(big_g)) };
-    let at = if bias { format!("[{b}]") } else { format!("[{a}, {b}]") };
     let reason = format!("the gradient of `{name}`{at} is {what} = {} before rounding, beyond {dt}'s largest value {}: {factors}", crate::human(exact), crate::human(lim.max));
-    Ok(Some(cause(
-        Rule::Overflow,
-        format!("{} (backward)", name.trim_end_matches(".weight").trim_end_matches(".bias")),
-        reason,
-        vec![operand("input", input, None, d)?, operand("output gradient", grad, None, d)?],
-    )))
+    Ok(Some(cause(Rule::Overflow, op, reason, operands()?)))
 }
 
 #[cfg(test)]
@@ -209,6 +220,23 @@ mod tests {
         let g = t(&[40000.0, 0.0, 30000.0, 0.0], 2, DType::F16);
         let c = param_grad(&layer, "layers.0.linear.bias", &x, &g, 0, DTypeName::F16).unwrap().expect("explained");
         assert!(c.reason.contains("`layers.0.linear.bias`[0] is Σ over the batch's 2 row(s) of the output gradient = 70000"), "{c}");
+    }
+
+    #[test]
+    fn under_autocast_an_output_gradient_beyond_f16_overflows_in_the_cast() {
+        // diagnosis/loss_backward_overflow with bce_torch under amp_f16: the input 1e-39 is 0 in
+        // f16, so p = 0 and bce_torch's gradient (p − y) / max(p(1 − p), 1e-12) = −1e12, in f32.
+        // Cast to f16 (largest 65504) for the linear's backward it is −∞: the weight's gradient
+        // is 0 · (−∞) = NaN and the bias's −∞, as PyTorch 2.15 gives (CPU autocast, f16).
+        let layer = Layer::Linear(Linear { out: 1, init: None });
+        let (x, g) = (t(&[1e-39], 1, DType::F32), t(&[-1e12], 1, DType::F32));
+        let c = param_grad(&layer, "layers.0.linear.weight", &x, &g, 0, DTypeName::F16).unwrap().expect("explained");
+        assert_eq!((c.rule, c.op.as_str()), (Rule::Overflow, "layers.0.linear (backward)"));
+        assert!(c.reason.contains("beyond f16's largest value 65504") && c.reason.contains("(0 × ∞ = NaN)"), "{c}");
+        let c = param_grad(&layer, "layers.0.linear.bias", &x, &g, 0, DTypeName::F16).unwrap().expect("explained");
+        assert!(c.reason.contains("`layers.0.linear.bias`[0]") && c.reason.contains("(1 × ∞ = ±∞)"), "{c}");
+        // In f32 the same gradient is finite and so is 1e-39 · (−1e12) = −1e-27: no rule.
+        assert_eq!(param_grad(&layer, "layers.0.linear.weight", &x, &g, 0, DTypeName::F32).unwrap(), None);
     }
 
     #[test]

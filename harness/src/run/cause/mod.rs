@@ -274,13 +274,28 @@ pub(crate) fn update(spec: &OptimizerSpec, name: &TensorId, grad: &Tensor, index
     Ok(Some(cause(Rule::Overflow, op, reason, vec![g])))
 }
 
-/// An optimizer state went non-finite (`exp_avg_sq` and the like), from the gradient it folds in.
-pub(crate) fn state(spec: &OptimizerSpec, name: &TensorId, state: OptimState, grad: &Tensor, index: usize, d: DTypeName) -> Result<Option<Cause>> {
+/// An optimizer state went non-finite (`exp_avg_sq` and the like), from the gradient it folds in
+/// (`grad`, with `v`, the parameter's second moment at the element, where it has one).
+pub(crate) fn state(spec: &OptimizerSpec, name: &TensorId, state: OptimState, (grad, v): (&Tensor, Option<f64>), index: usize, d: DTypeName) -> Result<Option<Cause>> {
     let g = operand("grad", grad, Some(index), d)?;
     let dt: &str = d.into();
     let lim = Limits::of(d);
     let at = g.at.unwrap_or(f64::NAN);
     let op = format!("{} state `{name}`", <&str>::from(spec.kind));
+    // RMSprop's update divides grad by √v + eps into its momentum buffer: an eps that rounds
+    // to 0 leaves a division by 0 where v is 0, the update's (as without momentum).
+    if let (OptimizerKind::Rmsprop, OptimState::MomentumBuffer, Some(v), TensorId::State { param, .. }) = (spec.kind, state, v, name) {
+        if round(spec.eps, d) == 0.0 && round(v.sqrt(), d) == 0.0 && at.is_finite() {
+            let what = if at == 0.0 { "0 / 0 = NaN" } else { "grad / 0 = ±Inf" };
+            let reason = format!(
+                "its momentum buffer adds grad / (√v + eps); eps = {} rounds to 0 in {dt} (its smallest subnormal is {}), and this element's second moment v is {}, so it divides by 0: {what}",
+                crate::human(spec.eps),
+                crate::human(lim.min_subnormal),
+                crate::human(v)
+            );
+            return Ok(Some(cause(Rule::EpsRoundsToZero, format!("rmsprop update of `{param}`"), reason, vec![g])));
+        }
+    }
     let squared = state.squared();
     // The second moment adds (1 − β)·grad²; f16 and bf16 compute that in f32 (PyTorch's
     // `addcmul_`), so it overflows once it is past max, not once grad² is. Wider dtypes square
@@ -354,6 +369,25 @@ mod tests {
         s.loss.kind = LossKind::Bce;
         s.loss.clamp = Some(1e-4);
         assert!(precursors(&s).iter().any(|w| w.starts_with("loss.clamp = 1e-4: 1 − 1e-4 rounds to 1 in f16")));
+    }
+
+    #[test]
+    fn rmsprops_momentum_buffer_divides_by_an_eps_that_rounds_to_0() {
+        // RMSprop in f16, eps 1e-8 (below f16's smallest subnormal 2⁻²⁴ = 5.96e-8: it rounds to
+        // 0). A gradient of 0 leaves v = 0: the buffer adds 0 / (√0 + 0) = NaN. A gradient of
+        // 1e-3 gives v = (1 − 0.99)·1e-6 = 1e-8, which rounds to 0 too: 1e-3 / 0 = +Inf. In f32
+        // eps is 1e-8 and guards the division: this rule does not apply.
+        let spec: OptimizerSpec = toml::from_str("kind = \"rmsprop\"\nlr = 0.01\nmomentum = 0.001").unwrap();
+        let name = TensorId::from_name("optim.layers.0.linear.weight.momentum_buffer");
+        let g = Tensor::new(&[0f32, 1e-3], &candle_core::Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
+        let c = state(&spec, &name, OptimState::MomentumBuffer, (&g, Some(0.0)), 0, DTypeName::F16).unwrap().expect("a rule explains it");
+        assert_eq!((c.rule, c.op.as_str()), (Rule::EpsRoundsToZero, "rmsprop update of `layers.0.linear.weight`"));
+        assert!(c.reason.contains("eps = 1e-8 rounds to 0 in f16") && c.reason.contains("0 / 0 = NaN"), "{}", c.reason);
+        assert_eq!(round(0.01 * 1e-6, DTypeName::F16), 0.0);
+        let c = state(&spec, &name, OptimState::MomentumBuffer, (&g, Some(round(0.01 * 1e-6, DTypeName::F16))), 1, DTypeName::F16).unwrap().expect("a rule explains it");
+        assert!(c.rule == Rule::EpsRoundsToZero && c.reason.contains("grad / 0 = ±Inf"), "{c}");
+        let c = state(&spec, &name, OptimState::MomentumBuffer, (&g, Some(0.0)), 0, DTypeName::F32).unwrap();
+        assert_ne!(c.map(|c| c.rule), Some(Rule::EpsRoundsToZero));
     }
 
     #[test]

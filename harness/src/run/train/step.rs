@@ -192,7 +192,8 @@ impl Runner<'_> {
                 // One of a parameter's states, or a parameter.
                 if let TensorId::State { param, state } = &f.tensor {
                     let Some(i) = model.params().iter().position(|p| p.name == *param) else { return Ok(None) };
-                    return cause::state(&s.optimizer, &f.tensor, *state, &grads[i], f.index, s.train.dtype);
+                    let (_, v) = opt.moments_at(i, f.index)?;
+                    return cause::state(&s.optimizer, &f.tensor, *state, (&grads[i], v), f.index, s.train.dtype);
                 }
                 let Some(i) = names.params.iter().position(|p| *p == f.tensor) else { return Ok(None) };
                 let (m, v) = opt.moments_at(i, f.index)?;

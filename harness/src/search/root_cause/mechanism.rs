@@ -3,7 +3,8 @@
 //! the trigger's knob names (not values) and the precision class, with the f64
 //! verdict where one was computed. Some knob sets are one driver:
 //! - a divergence keys by the knob that drove it (the chain's `driver`), and a
-//!   rule that names a setting the dtype cannot hold by that setting;
+//!   rule that names a setting the run cannot hold (an eps the dtype rounds to
+//!   0, a learning rate above the stability bound) by that setting;
 //! - the knobs that only change how large the values are (the data's scale,
 //!   mean and std, the targets' scale, the init scale, an injected outlier) are
 //!   one knob, [`MAGNITUDE`];
@@ -62,7 +63,7 @@ impl PrecisionClass {
 
     /// How many dtypes it spans, for ordering: any precision, full precision, low-precision
     /// storage (every value 16-bit), autocast (16-bit compute over f32 storage).
-    fn width(self) -> u8 {
+    pub(super) fn width(self) -> u8 {
         match self {
             PrecisionClass::Any => 3,
             PrecisionClass::Full => 2,
@@ -142,7 +143,8 @@ impl Mechanism {
     /// superset of these (for the empty trigger, only with the same op and a compatible rule and
     /// verdict), or the same knobs and op where this one is diagnosed and it is not, or it has the
     /// same key but no verdict (a key of any precision takes one of its classes); from a failing
-    /// base, a flip elsewhere of a narrower precision class. A strict order: no cycles.
+    /// base, a flip elsewhere of a narrower precision class; or the two are one mechanism a
+    /// person names once (`family.rs`) and this one ranks first. A strict order: no cycles.
     pub fn absorbs(&self, other: &Mechanism) -> bool {
         let count = |ks: &[String], k: &String| ks.iter().filter(|x| *x == k).count();
         let subset = self.knobs.iter().all(|k| count(&self.knobs, k) <= count(&other.knobs, k));
@@ -150,6 +152,11 @@ impl Mechanism {
         let same_op = self.op == other.op && (self.rule == other.rule || other.rule.is_none()) && verdict;
         if !subset || self == other {
             return false;
+        }
+        // Keys a person names once (a divergence by its driver in any dtype, log of 0 and of a
+        // negative number in one op): the class's first takes the rest.
+        if super::family::one_mechanism(self, other) {
+            return super::family::rank(self) < super::family::rank(other);
         }
         // From a failing base, a flip elsewhere that also shows in a wider precision class is
         // that class's (a dtype knob added to its trigger moved no part of the mechanism).
@@ -314,15 +321,17 @@ pub(super) fn op_kind(cause: Option<&Cause>, at: &Location) -> String {
     }
 }
 
-/// The setting a rule says the dtype cannot hold, as a knob name, where the op tells which: an
-/// optimizer's or a loss's epsilon that rounds to 0, a loss's clamp whose `1 − ε` rounds to 1.
-/// Such a flip is that setting's: whatever knob pushed the values to it (a larger input, a
-/// larger init) only exposed it, so its root cause groups by the setting.
+/// The setting a rule says the run cannot hold, as a knob name, where the op tells which: an
+/// optimizer's or a loss's epsilon that rounds to 0, a loss's clamp whose `1 − ε` rounds to 1,
+/// a learning rate above the model's stability bound. Such a flip is that setting's: whatever
+/// knob pushed the values to it (a larger input, a larger init, an error that was 0) only
+/// exposed it, so its root cause groups by the setting.
 fn setting(rule: Rule, op: &str) -> Option<&'static str> {
     match (rule, op) {
         (Rule::EpsRoundsToZero, "update" | "optimizer state") => Some("optimizer.eps"),
         (Rule::EpsRoundsToZero, "loss") => Some("loss.epsilon"),
         (Rule::OneMinusEpsRoundsToOne, "loss") => Some("loss.clamp"),
+        (Rule::LrAboveStabilityBound, _) => Some("optimizer.lr"),
         (
             Rule::EpsRoundsToZero
             | Rule::OneMinusEpsRoundsToOne
@@ -334,7 +343,6 @@ fn setting(rule: Rule, op: &str) -> Option<&'static str> {
             | Rule::ZeroTimesInf
             | Rule::DataNotFinite
             | Rule::Divergence
-            | Rule::LrAboveStabilityBound
             | Rule::FullyMaskedRow
             | Rule::LossScaleCollapse
             | Rule::NoGradient,

@@ -1,0 +1,177 @@
+//! Tests of `root_cause` for keys a person names once (`root_cause/family.rs`): a divergence
+//! by its driver in any dtype, a setting in any tensor, `log` of 0 and of a negative number in
+//! one op; and a group keyed over every op that names its one op.
+
+use super::*;
+use crate::run::verdict::{Class, Loss, StepCheck, Verdict};
+
+/// A verdict of class `class` (and, for precision, what was lost).
+fn verdict(class: Class, lost: Option<Loss>) -> Verdict {
+    let step_f64 = StepCheck { finite: Some(class != Class::Math), detail: "by hand".into() };
+    Verdict { class, precision: lost, op: "by hand".into(), reason: "by hand".into(), op_f64: None, step_f64 }
+}
+
+/// One site with one trigger, its diagnosis and its verdict.
+fn site(sig: &str, tensor: &str, phase: Phase, kind: Kind, dtype: &str, muts: Vec<Mutation>, c: Cause, v: Option<Verdict>) -> Finding {
+    let mut f = finding(sig, at(phase, tensor, kind), dtype, vec![(muts, 2, Some(c))]);
+    f.triggers[0].verdict = v;
+    f
+}
+
+type Summary<'a> = Vec<(Option<Rule>, &'a str, Vec<&'a str>, PrecisionClass, Vec<&'a str>)>;
+
+/// Each group's rule, op, knobs, precision class and site signatures, sorted.
+fn summary(groups: &[RootCause]) -> Summary<'_> {
+    let mut s: Summary = groups.iter().map(|g| (g.mechanism.rule, g.mechanism.op.as_str(), knobs(g), g.mechanism.precision, g.findings.iter().map(String::as_str).collect())).collect();
+    s.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    s
+}
+
+#[test]
+fn a_learning_rate_above_the_stability_bound_is_one_root_cause_in_every_dtype() {
+    // diagnosis/low_headroom_f16 (a 30 s hunt): lr 0.1 is 1.8e6 × the stability bound 2/λ of
+    // the one linear layer, and the base is finite only because its error is exactly 0. In f16
+    // the first step's loss (73984 in f64) overflows; in bf16 it diverges over four epochs. Adam's
+    // update and RMSprop's (into its momentum buffer) both divide by √v + eps with eps = 1e-8
+    // rounded to 0: the update's eps, whichever tensor showed it.
+    let lr_bound = |chain: bool| {
+        let c = Cause { chain: None, ..cause(Rule::LrAboveStabilityBound, "sgd on mse") };
+        match chain {
+            false => c,
+            true => Cause { chain: Some(crate::run::cause::Chain { trigger: "lr 0.1".into(), grew: "weights".into(), per_step: 1.81e6, diverged_at: 2, then: None }), ..c },
+        }
+    };
+    let precision = |l: Loss| Some(verdict(Class::Precision, Some(l)));
+    let (f16, bf16) = (|| Mutation::new(Knob::Dtype, DTypeName::F16), || Mutation::new(Knob::Dtype, DTypeName::Bf16));
+    let findings = vec![
+        site("f16", "loss", Phase::Loss, Kind::PosInf, "f16", vec![Mutation::new(Knob::TargetScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
+        site("f16b", "layers.0.linear.output", Phase::Forward, Kind::NegInf, "f16", vec![Mutation::new(Knob::InitScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
+        site("bf16", "loss", Phase::Loss, Kind::PosInf, "bf16", vec![bf16(), Mutation::new(Knob::Epochs, 4u32)], lr_bound(true), Some(verdict(Class::Math, None))),
+        site(
+            "adam",
+            "layers.0.linear.weight",
+            Phase::Update,
+            Kind::Nan,
+            "f16",
+            vec![Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Adam)],
+            cause(Rule::EpsRoundsToZero, "adam update of `layers.0.linear.weight`"),
+            precision(Loss::EpsUnderflow),
+        ),
+        site(
+            "rms",
+            "optim.layers.0.linear.weight.momentum_buffer",
+            Phase::Update,
+            Kind::Nan,
+            "f16",
+            vec![Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Rmsprop), Mutation::new(Knob::Momentum, 0.001)],
+            cause(Rule::EpsRoundsToZero, "rmsprop update of `layers.0.linear.weight`"),
+            precision(Loss::EpsUnderflow),
+        ),
+        // An eps of a norm layer rounding to 0 is that layer's own eps: not the optimizer's.
+        site("norm", "layers.1.layer_norm.output", Phase::Forward, Kind::Nan, "f16", vec![f16()], cause(Rule::EpsRoundsToZero, "layers.1.layer_norm"), precision(Loss::EpsUnderflow)),
+        // Values too large for f16 in the data, and in the linear layer: two root causes.
+        site("data", "data.train.inputs", Phase::Data, Kind::PosInf, "f16", vec![Mutation::new(Knob::InputScale, 21.9)], cause(Rule::Overflow, "conversion to f16"), precision(Loss::Overflow)),
+        site("lin", "layers.0.linear.output", Phase::Forward, Kind::PosInf, "f16", vec![Mutation::new(Knob::InitScale, 2.19)], cause(Rule::Overflow, "layers.0.linear"), precision(Loss::Overflow)),
+    ];
+    let groups = group(&findings);
+    use PrecisionClass::{Any, LowPrecision};
+    let want: Summary = vec![
+        (Some(Rule::EpsRoundsToZero), "layer_norm", vec!["train.dtype"], LowPrecision, vec!["norm"]),
+        (Some(Rule::EpsRoundsToZero), "update", vec!["optimizer.eps"], LowPrecision, vec!["adam", "rms"]),
+        (Some(Rule::LrAboveStabilityBound), "loss", vec!["optimizer.lr"], Any, vec!["bf16", "f16", "f16b"]),
+        (Some(Rule::Overflow), "data", vec!["magnitude"], LowPrecision, vec!["data"]),
+        (Some(Rule::Overflow), "linear", vec!["magnitude"], LowPrecision, vec!["lin"]),
+    ];
+    assert_eq!(summary(&groups), want);
+    // The face of the divergence is its widest class's member: the one that fails in f64 too.
+    let lr = groups.iter().find(|g| g.mechanism.rule == Some(Rule::LrAboveStabilityBound)).unwrap();
+    assert_eq!((lr.count, lr.dtypes.len(), lr.trigger.len()), (6, 2, 2), "{lr:?}");
+    // Shards merged in any order group alike; a corpus that knows one member of a class knows it.
+    let mut reversed = findings.clone();
+    reversed.reverse();
+    assert_eq!(summary(&group(&merge(reversed))), want);
+    let known = group_known(&findings, &findings[..1]);
+    assert!(known.iter().find(|g| g.mechanism.rule == Some(Rule::LrAboveStabilityBound)).unwrap().known);
+    let known = group_known(&findings, &findings[4..5]);
+    assert_eq!(known.iter().filter(|g| g.known).map(|g| g.findings.clone()).collect::<Vec<_>>(), [vec!["adam".to_string(), "rms".to_string()]]);
+}
+
+#[test]
+fn a_failing_bases_log_of_0_and_of_a_negative_number_are_one_and_a_group_of_one_op_names_it() {
+    // diagnosis/loss_backward_overflow (a 30 s hunt): BCE's gradient −1/p at p = 1e-39 overflows
+    // f32. Away from it: after one huge step p leaves [0, 1] (log(1 − p) of 0 or of a negative
+    // number, in f64 too: one mechanism); f16 rounds p to 0 (log 0: a precision loss, another);
+    // the huge finite gradient overflows Adam's second moment in f32 and, under autocast, f16 in
+    // the linear's backward (one overflow over two ops); bce_torch's 1e-12 rounds to 0 in f16.
+    let math = || Some(verdict(Class::Math, None));
+    let lost = |l: Loss| Some(verdict(Class::Precision, Some(l)));
+    let m = |k: Knob, v: f64| Mutation::new(k, v);
+    let bce_torch = || Mutation::new(Knob::LossKind, crate::scenario::LossKind::BceTorch);
+    let findings = vec![
+        site("base", "layers.0.linear.output.grad", Phase::Backward, Kind::NegInf, "f32", vec![], cause(Rule::Overflow, "loss (bce) (backward)"), lost(Loss::Overflow)),
+        site(
+            "zero",
+            "loss",
+            Phase::Loss,
+            Kind::PosInf,
+            "f32",
+            vec![m(Knob::TargetScale, 0.34), m(Knob::ClipNorm, 10.0), Mutation::new(Knob::Epochs, 2u32)],
+            cause(Rule::LogOfZero, "loss (bce)"),
+            math(),
+        ),
+        site("neg", "loss", Phase::Loss, Kind::Nan, "f32", vec![m(Knob::TargetScale, 0.34), Mutation::new(Knob::Epochs, 2u32)], cause(Rule::OutsideDomain, "loss (bce)"), math()),
+        site("zero16", "loss", Phase::Loss, Kind::PosInf, "f16", vec![Mutation::new(Knob::Dtype, DTypeName::F16)], cause(Rule::LogOfZero, "loss (bce)"), lost(Loss::Underflow)),
+        site(
+            "state",
+            "optim.layers.0.linear.bias.exp_avg_sq",
+            Phase::Update,
+            Kind::PosInf,
+            "f32",
+            vec![m(Knob::TargetScale, 0.34), Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Adam)],
+            cause(Rule::Overflow, "adam state `optim.layers.0.linear.bias.exp_avg_sq`"),
+            lost(Loss::Overflow),
+        ),
+        site(
+            "amp",
+            "layers.0.linear.weight.grad",
+            Phase::Backward,
+            Kind::Nan,
+            "amp_f16",
+            vec![Mutation::new(Knob::Precision, Precision::AmpF16), bce_torch()],
+            cause(Rule::Overflow, "layers.0.linear (backward)"),
+            lost(Loss::Overflow),
+        ),
+        site(
+            "eps",
+            "layers.0.linear.output.grad",
+            Phase::Backward,
+            Kind::NegInf,
+            "f16",
+            vec![Mutation::new(Knob::Dtype, DTypeName::F16), bce_torch()],
+            cause(Rule::EpsRoundsToZero, "loss (bce_torch) (backward)"),
+            lost(Loss::EpsUnderflow),
+        ),
+    ];
+    let groups = group(&findings);
+    use PrecisionClass::{Any, Full, LowPrecision};
+    let want: Summary = vec![
+        (Some(Rule::EpsRoundsToZero), "loss", vec!["loss.epsilon"], LowPrecision, vec!["eps"]),
+        (Some(Rule::LogOfZero), "loss", vec![ELSEWHERE], LowPrecision, vec!["zero16"]),
+        // Which of the two is the class's first: the smaller signature (both judged, any precision).
+        (Some(Rule::OutsideDomain), "loss", vec![ELSEWHERE], Any, vec!["neg", "zero"]),
+        (Some(Rule::Overflow), ANY_OP, vec![ELSEWHERE], Full, vec!["amp", "state"]),
+        (Some(Rule::Overflow), "loss", vec![], Full, vec!["base"]),
+    ];
+    assert_eq!(summary(&groups), want);
+    let log0 = groups.iter().find(|g| g.findings == ["zero16"]).unwrap();
+    assert_eq!(log0.mechanism.describe(), "log_of_zero in loss, low-precision storage, verdict precision/underflow, by knobs that move it away from the failing base");
+    // Its signature is its one-op key's: `log_of_zero|loss|away from the failing base|low-precision storage|precision/underflow`.
+    assert_eq!(log0.signature, Mechanism { op: "loss".into(), ..log0.mechanism.clone() }.signature());
+    // A corpus that knew it over every op knows it by its op, and the other way round.
+    let mut reversed = findings.clone();
+    reversed.reverse();
+    assert_eq!(summary(&group(&merge(reversed))), want);
+    assert!(group_known(&findings, &findings).iter().all(|g| g.known));
+    let known = group_known(&findings, &[findings[0].clone(), findings[1].clone()]);
+    assert_eq!(known.iter().filter(|g| g.known).map(|g| g.findings.clone()).collect::<Vec<_>>().len(), 2, "the base and log's domain (known by its log of 0)");
+}
