@@ -6,7 +6,7 @@
 use super::cause::{Limits, Rule};
 use super::outcome::{Kind, Location, Outcome, Status};
 use super::verdict::{Class, Loss, OpCheck, StepCheck, Verdict};
-use crate::scenario::{DTypeName, Scenario};
+use crate::scenario::{DTypeName, Phase, Scenario, TensorId};
 
 /// Whether a run's outcome gets a verdict: a NaN or an infinity (not a divergence or a scale collapse).
 pub(crate) fn wanted(o: &Outcome) -> bool {
@@ -23,6 +23,9 @@ pub(crate) struct Hints<'a> {
     pub rule: Option<Rule>,
     /// How the run diverged before the value, if it did (the cause's chain), in words.
     pub diverged: Option<&'a str>,
+    /// Why the op has no check in f64, where the site says (a code model's tensor without a
+    /// reference, a code model's gradient), in words.
+    pub unchecked: Option<&'a str>,
 }
 
 /// How the dtype lost a value that is finite in f64, as the diagnosis rule or the value's kind says.
@@ -45,26 +48,26 @@ pub(crate) fn classify(site: &Location, op: Option<OpCheck>, step: StepCheck, d:
     let low = site.kind;
     let how = lost(hints, low);
     let eps = hints.eps.map_or(String::new(), |w| format!(" ({w})"));
+    // A gradient is its op's backward, from the inputs and the gradient that reached it.
+    let computed = if op.as_ref().is_some_and(|o| o.backward) { "its backward computed in f64 from the same inputs and upstream gradient" } else { "computed in f64 from the same inputs" };
     let (class, precision, reason) = match (&op, step.finite) {
         _ if hints.diverged.is_some() => (Class::Math, None, format!("a real divergence: {}; a wider dtype only postpones the {low}", hints.diverged.unwrap_or_default())),
         (Some(OpCheck { value: None, .. }), Some(true)) => {
-            (Class::Precision, Some(how), format!("computed in f64 from the same inputs it is not finite either, but {}: {dt} lost it upstream, in the op's inputs{eps}", step.detail))
+            (Class::Precision, Some(how), format!("{computed} it is not finite either, but {}: {dt} lost it upstream, in the op's inputs{eps}", step.detail))
         }
-        (Some(OpCheck { value: None, .. }), _) => (Class::Math, None, format!("computed in f64 from the same inputs, it is not finite either ({low} in {dt}): the math itself")),
+        (Some(OpCheck { value: None, .. }), _) => (Class::Math, None, format!("{computed}, it is not finite either ({low} in {dt}): the math itself")),
         (_, Some(false)) => (Class::Math, None, format!("{}: not the dtype", step.detail)),
         (Some(OpCheck { value: Some(v), .. }), _) if v.abs() > max => {
-            (Class::Precision, Some(Loss::Overflow), format!("computed in f64 from the same inputs it is {}, beyond {dt}'s largest value {}", crate::human(*v), crate::human(max)))
+            (Class::Precision, Some(Loss::Overflow), format!("{computed} it is {}, beyond {dt}'s largest value {}", crate::human(*v), crate::human(max)))
         }
         (Some(OpCheck { value: Some(v), inputs_finite: true, reference: true, .. }), _) if how != Loss::EpsUnderflow => (
             Class::KernelDisagreement,
             None,
             format!("its {dt} kernel gives {low} where its f64 reference gives {} from the same finite inputs, well inside {dt}'s range: the kernel's order of operations loses it", crate::human(*v)),
         ),
-        (Some(OpCheck { value: Some(v), .. }), _) => {
-            (Class::Precision, Some(how), format!("computed in f64 from the same inputs it is {}, inside {dt}'s range: {dt} loses it inside the op{eps}", crate::human(*v)))
-        }
+        (Some(OpCheck { value: Some(v), .. }), _) => (Class::Precision, Some(how), format!("{computed} it is {}, inside {dt}'s range: {dt} loses it inside the op{eps}", crate::human(*v))),
         (None, Some(true)) => (Class::Precision, Some(how), format!("{low} in {dt}, but {}{eps}", step.detail)),
-        (None, None) => (Class::Undetermined, None, format!("the op could not be computed alone in f64, and {}", step.detail)),
+        (None, None) => (Class::Undetermined, None, format!("{}, and {}", hints.unchecked.unwrap_or("the op could not be computed alone in f64"), step.detail)),
     };
     Verdict { class, precision, op: name, reason, op_f64: op, step_f64: step }
 }
@@ -76,7 +79,7 @@ pub(crate) fn op_check(op: &str, wide: &candle_core::Tensor, i: usize, inputs: &
     for t in inputs {
         inputs_finite &= super::watch::stats(t)?.first_bad.is_none();
     }
-    Ok(OpCheck { op: op.to_string(), value: v.get(i).copied().filter(|v| v.is_finite()), inputs_finite, reference })
+    Ok(OpCheck { op: op.to_string(), value: v.get(i).copied().filter(|v| v.is_finite()), inputs_finite, reference, backward: false })
 }
 
 /// The verdict on `o`, a run of `s` that went non-finite, from its op check (`Outcome::op_f64`)
@@ -90,7 +93,20 @@ pub(crate) fn judge(s: &Scenario, o: &Outcome, site: &Location, step: StepCheck)
     let named = o.cause.as_ref().map_or_else(|| site.tensor.to_string(), |c| c.op.clone());
     let chain = o.cause.as_ref().and_then(|c| c.chain.as_ref());
     let diverged = chain.map(|ch| format!("the {} grew ×{} a step, two decades by step {} ({})", ch.grew, crate::human(ch.per_step), ch.diverged_at, ch.trigger));
-    classify(site, o.op_f64.clone(), step, d, Hints { eps, rule, diverged: diverged.as_deref() }, &named)
+    let unchecked = unchecked(s, site);
+    classify(site, o.op_f64.clone(), step, d, Hints { eps, rule, diverged: diverged.as_deref(), unchecked: unchecked.as_deref() }, &named)
+}
+
+/// Why a code model's site has no op check in f64: a check without a reference, or a gradient
+/// (its backward is Candle's, over ops nanhunt does not know). `None` for a layer stack.
+fn unchecked(s: &Scenario, site: &Location) -> Option<String> {
+    s.model.code.as_ref()?;
+    Some(match site.phase {
+        Phase::Validation if site.tensor == TensorId::Loss.validation() => return None,
+        Phase::Forward | Phase::Validation => format!("`{}` is a code model's tensor without an f64 reference (`Watch::check_op` gives its op one)", site.tensor),
+        Phase::Backward => format!("`{}` is a code model's gradient, made by Candle's backward over ops nanhunt does not know, so no op of it is computed alone in f64", site.tensor),
+        Phase::Data | Phase::Loss | Phase::Update => return None,
+    })
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ fn finite() -> StepCheck {
 #[test]
 fn a_reference_finite_inside_the_range_from_finite_inputs_is_a_kernel_disagreement() {
     // A code model's kernel gave NaN where its f64 reference gives 0.83: f32 holds 0.83.
-    let op = OpCheck { op: "ln".into(), value: Some(0.83), inputs_finite: true, reference: true };
+    let op = OpCheck { op: "ln".into(), value: Some(0.83), inputs_finite: true, reference: true, backward: false };
     let none = Hints::default();
     let v = classify(&site(Kind::Nan), Some(op.clone()), finite(), DTypeName::F32, none, "ln");
     assert_eq!((v.class, v.key().as_str(), v.op.as_str()), (Class::KernelDisagreement, "kernel_disagreement", "ln"));
@@ -107,7 +107,7 @@ fn without_an_op_check_the_replay_decides_and_without_either_it_is_undetermined(
 #[test]
 fn an_op_non_finite_in_f64_is_math_unless_the_run_in_f64_stays_finite() {
     // log of an exact 0: −∞ in f64 too. If the whole run in f64 stays finite, the 0 was the dtype's (an underflow upstream).
-    let op = OpCheck { op: "layers.2.log.output".into(), value: None, inputs_finite: true, reference: false };
+    let op = OpCheck { op: "layers.2.log.output".into(), value: None, inputs_finite: true, reference: false, backward: false };
     let log0 = Hints { rule: Some(Rule::LogOfZero), ..Hints::default() };
     let v = classify(&site(Kind::NegInf), Some(op.clone()), finite(), DTypeName::F16, log0, "log");
     assert_eq!(v.key(), "precision/underflow", "{v}");
@@ -120,10 +120,66 @@ fn an_op_non_finite_in_f64_is_math_unless_the_run_in_f64_stays_finite() {
 #[test]
 fn a_value_that_ends_a_divergence_is_math_even_where_f64_holds_it() {
     // The weights grew ×10 a step (the cause's chain): f64's range would only hold it a few steps longer.
-    let op = OpCheck { op: "loss (mse)".into(), value: Some(4.66e45), inputs_finite: true, reference: false };
+    let op = OpCheck { op: "loss (mse)".into(), value: Some(4.66e45), inputs_finite: true, reference: false, backward: false };
     let grew = Hints { rule: Some(Rule::Overflow), diverged: Some("the weights grew ×10 a step, two decades by step 3 (lr 1)"), ..Hints::default() };
     let v = classify(&site(Kind::PosInf), Some(op.clone()), finite(), DTypeName::F32, grew, "loss");
     assert_eq!(v.key(), "math", "{v}");
     assert!(v.reason.contains("a real divergence: the weights grew"), "{}", v.reason);
     assert_eq!(classify(&site(Kind::PosInf), Some(op), finite(), DTypeName::F32, Hints { diverged: None, ..grew }, "loss").key(), "precision/overflow");
+}
+
+/// One value through `layers` in f16, MSE against `target`, SGD.
+fn f16_run(x: &str, target: f64, layers: &str) -> String {
+    format!("[data]\ninputs = {{ kind = \"values\", rows = [{x}] }}\ntargets = {{ kind = \"values\", values = [{target}] }}\n[model]\nlayers = [{layers}]\n{MSE_SGD}[train]\ndtype = \"f16\"\n")
+}
+
+#[test]
+fn a_backward_that_overflows_f16_but_not_f64_is_precision_overflow_by_its_own_recompute() {
+    // x = 0.01 is 0.01000213623046875 in f16; 1/x rounds to 100, the MSE's gradient 2·(100 − 0)
+    // = 200 reaches the reciprocal, whose backward −200/x² = −1999145.78 is past f16's 65504.
+    // PyTorch 2.15 (f16): h.grad = −inf; the same backward on f64 copies: −1999145.781543369.
+    let v = verdict_of(&f16_run("[0.01]", 0.0, "{ type = \"linear\", out = 1, init = { kind = \"constant\", value = 1.0 } }, { type = \"reciprocal\" }"));
+    assert_eq!((v.class, v.precision, v.op.as_str()), (Class::Precision, Some(Loss::Overflow), "layers.1.reciprocal (backward)"), "{v}");
+    let c = v.op_f64.as_ref().expect("the backward's op check");
+    assert!(c.backward && c.inputs_finite && !c.reference, "{c:?}");
+    let value = c.value.expect("finite in f64");
+    assert!((value - -1_999_145.781_543_369).abs() < 1e-6, "{value}");
+    assert!(v.reason.starts_with("its backward computed in f64 from the same inputs and upstream gradient it is ") && v.reason.contains("beyond f16's largest value 65504"), "{}", v.reason);
+    assert_eq!(v.step_f64.finite, Some(true), "{}", v.step_f64.detail);
+}
+
+#[test]
+fn a_sqrt_backward_at_zero_is_math_infinite_in_f64_too() {
+    // sqrt(w·x) with w = 0: the MSE's gradient 2·(0 − 1) = −2 reaches the sqrt, whose backward
+    // −2 / (2·sqrt(0)) is −inf in f64 as in f32 (scenarios/diagnosis/sqrt_at_zero.toml).
+    let body = format!(
+        "[data]\ninputs = {{ kind = \"values\", rows = [[1.0]] }}\ntargets = {{ kind = \"values\", values = [1.0] }}\n[model]\nlayers = [{{ type = \"linear\", out = 1, init = {{ kind = \"constant\", value = 0.0 }} }}, {{ type = \"sqrt\" }}]\n{MSE_SGD}"
+    );
+    let v = verdict_of(&body);
+    assert_eq!((v.class, v.op.as_str()), (Class::Math, "layers.1.sqrt (backward)"), "{v}");
+    let c = v.op_f64.as_ref().expect("the backward's op check");
+    assert_eq!((c.value, c.inputs_finite, c.backward), (None, true, true));
+    assert!(v.reason.starts_with("its backward computed in f64 from the same inputs and upstream gradient, it is not finite either (-Inf in f32)"), "{}", v.reason);
+}
+
+#[test]
+fn a_dropout_op_check_draws_the_runs_mask() {
+    // Dropout p = 0.5 scales a kept 40000 by 2: 80000 is past f16's 65504, +inf. The op check
+    // with the run's mask gives 80000 at the first bad (kept) value; without a mask it would
+    // read 40000, inside f16's range, and blame rounding; with another mask, maybe a dropped 0.
+    let v = verdict_of(&f16_run("[40000.0, 40000.0, 40000.0, 40000.0, 40000.0, 40000.0, 40000.0, 40000.0]", 0.0, "{ type = \"dropout\", p = 0.5 }, { type = \"linear\", out = 1 }"));
+    assert_eq!((v.key().as_str(), v.op.as_str()), ("precision/overflow", "layers.0.dropout.output"), "{v}");
+    assert_eq!(v.op_f64.as_ref().and_then(|c| c.value), Some(80000.0), "{v}");
+}
+
+#[test]
+fn a_batch_norm_op_check_in_validation_reads_the_steps_running_statistics() {
+    // Three training rows in batches of two leave a one-row batch: its unbiased variance 0/0 =
+    // NaN enters the running variance (0.9·v + 0.1·NaN = NaN), and validation normalises by it.
+    // Fresh statistics (0 and 1) would give a finite value; the step's give NaN, read from them.
+    let body = "[data]\nn = 5\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"linear\" }\nvalidation = { fraction = 0.4 }\n[model]\nlayers = [{ type = \"batch_norm\" }, { type = \"linear\", out = 1 }]\n";
+    let v = verdict_of(&format!("{body}{MSE_SGD}[train]\nbatch_size = 2\n"));
+    assert_eq!((v.class, v.op.as_str()), (Class::Math, "validation.layers.0.batch_norm.output"), "{v}");
+    let c = v.op_f64.as_ref().expect("the validation's op check");
+    assert_eq!((c.value, c.inputs_finite), (None, false), "the running variance it read is NaN: {c:?}");
 }

@@ -109,21 +109,36 @@ fn verdict_of(s: &Scenario, out: &Outcome, deadline: Option<Instant>) -> Option<
 }
 
 /// Replays `s` in f64 (storage and compute, no autocast) from the same seed, to the fold and step
-/// of `site`, and says whether it stays finite there; cut off at `limit`.
+/// of `site`, and says whether it stays finite there; cut off at `limit`. A run in f16 or bf16
+/// (storage or autocast) that cannot run in f64 (a code model's kernel without f64) is replayed
+/// in f32: finite there, the dtype lost the value; not finite, nothing is decided.
 fn replay(s: &Scenario, site: &Location, limit: Instant) -> verdict::StepCheck {
+    let (finite, detail) = replay_in(s, site, limit, DTypeName::F64);
+    let half = matches!(s.train.dtype, DTypeName::F16 | DTypeName::Bf16) || s.train.precision.low().is_some();
+    if finite.is_some() || !half || !detail.starts_with("the run could not be replayed") {
+        return verdict::StepCheck { finite, detail };
+    }
+    let (narrow, how) = replay_in(s, site, limit, DTypeName::F32);
+    let finite = narrow.filter(|f| *f);
+    verdict::StepCheck { finite, detail: format!("{detail}; {how}{}", if narrow == Some(false) { " (f32 decides nothing: a wider dtype might hold it)" } else { "" }) }
+}
+
+/// [`replay`] in `dtype`: whether the run stays finite through `site`'s step (`None`: it could
+/// not run, or was cut off), and what happened in words.
+fn replay_in(s: &Scenario, site: &Location, limit: Instant, dtype: DTypeName) -> (Option<bool>, String) {
     let mut wide = s.clone();
-    wide.train.dtype = DTypeName::F64;
+    wide.train.dtype = dtype;
     wide.train.precision = crate::scenario::Precision::F32;
     // Each fold builds its own model: stopping every fold at the step changes nothing in the failing one.
     wide.train.max_steps = Some(site.step.max(1));
     let o = run_with(&wide, &RunOptions { deadline: Some(limit), ..RunOptions::default() });
-    let (finite, detail) = match (o.outcome, o.first_nonfinite.as_ref()) {
-        (Status::Nonfinite, Some(l)) if (l.fold, l.step) <= (site.fold, site.step) => (Some(false), format!("in f64 the run goes non-finite too: {l}")),
-        (Status::Error, _) => (None, format!("the run could not be replayed in f64: {}", o.error.unwrap_or_default())),
-        (Status::Timeout, _) => (None, format!("the f64 replay was cut off: {}", o.error.unwrap_or_default())),
-        (Status::Finite | Status::Nonfinite, _) => (Some(true), format!("in f64 the run stays finite through step {} of fold {}", site.step, site.fold)),
-    };
-    verdict::StepCheck { finite, detail }
+    let dt: &str = dtype.into();
+    match (o.outcome, o.first_nonfinite.as_ref()) {
+        (Status::Nonfinite, Some(l)) if (l.fold, l.step) <= (site.fold, site.step) => (Some(false), format!("in {dt} the run goes non-finite too: {l}")),
+        (Status::Error, _) => (None, format!("the run could not be replayed in {dt}: {}", o.error.unwrap_or_default())),
+        (Status::Timeout, _) => (None, format!("the {dt} replay was cut off: {}", o.error.unwrap_or_default())),
+        (Status::Finite | Status::Nonfinite, _) => (Some(true), format!("in {dt} the run stays finite through step {} of fold {}", site.step, site.fold)),
+    }
 }
 
 /// The text of a caught panic.

@@ -36,6 +36,15 @@ pub(crate) struct Wide {
     pub reference: bool,
 }
 
+/// What a gradient computed in f64 (`Net::grad_f64`) is taken with respect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrt {
+    /// Output `l` (where the nodes that read it read it).
+    Output(usize),
+    /// Parameter `i` (an index in [`Net::params`]).
+    Param(usize),
+}
+
 /// A built model, as the runner trains and diagnoses it.
 pub(crate) trait Net {
     /// The trainable parameters, in plan order.
@@ -77,8 +86,15 @@ pub(crate) trait Net {
     /// gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize>;
 
-    /// Output `l` of the last training forward computed alone in f64 from what it read there: a
-    /// node's forward on its inputs and parameters cast to f64, a code model's check by the f64
-    /// reference it gave [`crate::Watch::check_op`]. `None` where there is no such op.
-    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Wide>>;
+    /// Output `l` of the last forward (a `training` one or not) computed alone in f64 from what
+    /// it read there: a node's forward on its inputs and parameters cast to f64, with the run's
+    /// dropout mask and state, a code model's check by the f64 reference it gave
+    /// [`crate::Watch::check_op`]. `None` where there is no such op.
+    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>, training: bool) -> Result<Option<Wide>>;
+
+    /// The gradient of `wrt` from the last training forward's backward, computed in f64: the
+    /// backward of each node that reads it, alone, on f64 copies of what it read, from its
+    /// output's gradient `upstream(node)`; with the nodes it summed. `None` where there are no
+    /// such nodes (a code model: its ops are not known).
+    fn grad_f64(&self, wrt: Wrt, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>, upstream: &dyn Fn(usize) -> Option<Tensor>) -> Result<Option<(Wide, Vec<usize>)>>;
 }

@@ -4,7 +4,9 @@
 //! Two checks, both from what the failing run had at hand (runs are
 //! deterministic): the producing op computed in f64 from the same inputs
 //! ([`OpCheck`], made by the runner when it flags the value: a registry node's
-//! forward on its inputs cast to f64, the loss on its prediction and targets, or
+//! forward on its inputs cast to f64 with the step's dropout mask and running
+//! statistics, the loss on its prediction and targets, a gradient by the backward
+//! of the ops that read the tensor from their inputs and upstream gradients, or
 //! a code model's check against the f64 reference it gave `Watch::check_op`), and
 //! the whole run replayed in f64 from the same initial weights and data to that
 //! step ([`StepCheck`], under a time limit: `run::run_with`). `run::judge` reads
@@ -16,7 +18,10 @@
 //! - *kernel disagreement*: a kernel that is not nanhunt's own (PyTorch's
 //!   numerics) gives a non-finite value where its f64 reference gives a finite one
 //!   inside the dtype's range, from finite inputs;
-//! - *undetermined*: neither check could run (their reasons are kept).
+//! - *undetermined*: neither check could run (their reasons are kept, with why the op
+//!   has no check: a code model's tensor without a `Watch::check_op` reference, a code
+//!   model's gradient, an update or data value). A run in f16 or bf16 whose f64 replay
+//!   cannot run (a kernel without f64) is replayed in f32: finite there, it is precision.
 //!
 //! A verdict costs about one more run: it is computed once per failing run when
 //! asked (`RunOptions::verdict`), and in hunts once per minimized trigger.
@@ -74,6 +79,10 @@ pub struct OpCheck {
     /// Whether the f64 value came from a reference the code model gave, not nanhunt's own kernel.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reference: bool,
+    /// Whether it is a gradient, computed by the op's backward from the step's inputs and the
+    /// gradient that reached the op (`inputs_finite` covers both).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backward: bool,
 }
 
 /// The whole run replayed in f64 up to the failing step.

@@ -17,7 +17,7 @@ use super::checks::{Referenced, Watch};
 use super::store::ParamStore;
 use crate::error::{Error, Result};
 use crate::run::model::Slot;
-use crate::run::net::{Net, Param, Wide};
+use crate::run::net::{Net, Param, Wide, Wrt};
 use crate::scenario::Layer;
 
 /// Builds a model from a store (type-erased, so a scenario can carry any model).
@@ -75,7 +75,7 @@ pub(crate) struct CodeNet {
     autocast: Option<DType>,
     /// The current training step's dropout stream (`Watch::dropout`).
     dropout: RefCell<Option<ChaCha8Rng>>,
-    /// The last training forward's checks with an f64 reference (`Watch::check_op`).
+    /// The last forward's checks with an f64 reference (`Watch::check_op`).
     references: RefCell<Vec<Referenced>>,
 }
 
@@ -113,9 +113,7 @@ impl CodeNet {
             let late: Vec<&str> = params[self.params.len().min(params.len())..].iter().map(|p| p.name.as_str()).collect();
             return Err(code_error(format!("the forward made parameter(s) {late:?}: make every parameter in `build`, or it is neither trained nor watched")));
         }
-        if training {
-            *self.references.borrow_mut() = w.references;
-        }
+        *self.references.borrow_mut() = w.references;
         Ok((w.checks, out))
     }
 }
@@ -178,11 +176,17 @@ impl Net for CodeNet {
         None
     }
 
-    /// Check `l` by its f64 reference (`Watch::check_op`), on its inputs cast to f64.
-    fn op_f64(&self, l: usize, _: &Tensor, _: &[Tensor], _: Option<&Tensor>) -> Result<Option<Wide>> {
+    /// Check `l` by its f64 reference (`Watch::check_op`), on its inputs cast to f64 (as the
+    /// last forward, training or validation, had them).
+    fn op_f64(&self, l: usize, _: &Tensor, _: &[Tensor], _: Option<&Tensor>, _: bool) -> Result<Option<Wide>> {
         let refs = self.references.borrow();
         let Some((_, inputs, reference)) = refs.iter().find(|(i, ..)| *i == l) else { return Ok(None) };
         let wide = inputs.iter().map(|t| t.to_dtype(DType::F64)).collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Some(Wide { out: reference(&wide)?, inputs: inputs.clone(), reference: true }))
+    }
+
+    /// None: a code model's backward is Candle's over ops nanhunt does not know.
+    fn grad_f64(&self, _: Wrt, _: &Tensor, _: &[Tensor], _: Option<&Tensor>, _: &dyn Fn(usize) -> Option<Tensor>) -> Result<Option<(Wide, Vec<usize>)>> {
+        Ok(None)
     }
 }

@@ -17,8 +17,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
-use crate::ops::{Cx, Inner, Params, State};
-use crate::run::net::{Net, Param, Wide};
+use crate::ops::{Cx, Params, State};
+use crate::run::net::{Net, Param, Wide, Wrt};
 use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
 pub(crate) mod attention;
@@ -29,6 +29,7 @@ pub(crate) mod norm;
 pub(crate) mod recurrent;
 pub(crate) mod sequence;
 mod tap;
+mod wide;
 
 pub(crate) use crate::run::rng::{draw_mask, dropout_mask};
 pub(crate) use autocast::node_policy;
@@ -47,6 +48,9 @@ pub struct Model {
     storage: DType,
     /// The current training step's dropout stream (see [`Net::dropout_step`]).
     dropout: RefCell<Option<ChaCha8Rng>>,
+    /// The stream as each node that draws dropout masks found it in the last training forward,
+    /// so the verdict's op check draws the same mask (`wide`).
+    drawn: RefCell<Vec<Option<ChaCha8Rng>>>,
     /// The parameters, in plan order.
     pub params: Vec<Param>,
     /// The low dtype autocast computes matmuls in (`train.precision = amp_*`), if any.
@@ -82,6 +86,7 @@ impl Model {
             states: plan.nodes.iter().map(|_| RefCell::new(None)).collect(),
             storage: dtype,
             dropout: RefCell::new(None),
+            drawn: RefCell::new(vec![None; plan.nodes.len()]),
             params,
             autocast: None,
             rounded: false,
@@ -108,6 +113,9 @@ impl Model {
             // Its inputs after the main one, as autocast prepares them (a residual sum's skip operand).
             let others = node.inputs.iter().skip(1).map(|&j| self.operand(node, j, read(j, x, &outs), &logical)).collect::<Result<Vec<_>>>()?;
             let params = prepared.params.as_deref().map_or_else(|| Params::Vars(&self.params[node.params.clone()]), Params::Prepared);
+            if training && node.layer.op().dropout() > 0.0 {
+                self.drawn.borrow_mut()[i] = self.dropout.borrow().clone();
+            }
             let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
             let out = self.finish(node, node.layer.op().forward(h, &cx)?, round)?;
             outs.push(self.tapped(out, taps.as_deref_mut())?);
@@ -199,30 +207,16 @@ impl Net for Model {
     }
 
     /// Node `l`'s op in f64, without autocast, on its inputs and parameters cast to f64 (token
-    /// ids stay ids). It draws no dropout mask and starts from no state (batch norm trains on
-    /// the batch's own statistics).
-    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>) -> Result<Option<Wide>> {
-        let Some(node) = self.nodes.get(l) else { return Ok(None) };
-        let wide = |t: &Tensor| -> Result<Tensor> { Ok(if t.dtype().is_float() { t.to_dtype(DType::F64)? } else { t.clone() }) };
-        let inputs: Vec<Tensor> = [node.input()].into_iter().chain(node.inputs.iter().skip(1).copied()).map(|j| read(j, x, outs).clone()).collect();
-        let others = inputs[1..].iter().map(wide).collect::<Result<Vec<_>>>()?;
-        let params = self.params[node.params.clone()].iter().map(|p| wide(p.var.as_tensor())).collect::<Result<Vec<_>>>()?;
-        let mask = mask.map(wide).transpose()?;
-        let (dropout, state) = (RefCell::new(None), RefCell::new(None));
-        let cx = Cx {
-            part: node.part,
-            params: Params::Prepared(&params),
-            others: &others,
-            mask: mask.as_ref(),
-            training: true,
-            round: None,
-            inner: Inner::Off,
-            storage: DType::F64,
-            dropout: &dropout,
-            state: &state,
-        };
-        let out = node.layer.op().forward(&wide(&inputs[0])?, &cx)?;
-        Ok(Some(Wide { out, inputs, reference: false }))
+    /// ids stay ids), with the dropout mask and the state the run's forward had (see `wide`).
+    fn op_f64(&self, l: usize, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>, training: bool) -> Result<Option<Wide>> {
+        let Some(n) = self.node_f64(l, x, outs, mask, training, None)? else { return Ok(None) };
+        Ok(Some(Wide { out: n.out, inputs: n.inputs, reference: false }))
+    }
+
+    /// The gradient of `wrt` through the backward of the nodes that read it, each computed alone
+    /// in f64 from what it read and its output's gradient `upstream(node)` (see `wide`).
+    fn grad_f64(&self, wrt: Wrt, x: &Tensor, outs: &[Tensor], mask: Option<&Tensor>, upstream: &dyn Fn(usize) -> Option<Tensor>) -> Result<Option<(Wide, Vec<usize>)>> {
+        self.backward_f64(wrt, x, outs, mask, upstream)
     }
 }
 

@@ -51,6 +51,16 @@ impl Running {
     pub(crate) fn new(width: usize, dtype: candle_core::DType, dev: &candle_core::Device) -> Result<Self> {
         Ok(Running { mean: Tensor::zeros(width, dtype, dev)?, var: Tensor::ones(width, dtype, dev)? })
     }
+
+    /// A copy in f64, for the verdict's op check: the statistics as they are now.
+    pub(crate) fn widened(&self) -> Result<Self> {
+        Ok(Running { mean: self.mean.to_dtype(candle_core::DType::F64)?, var: self.var.to_dtype(candle_core::DType::F64)? })
+    }
+
+    /// The running mean and variance, as an evaluation forward reads them.
+    pub(crate) fn tensors(&self) -> [Tensor; 2] {
+        [self.mean.clone(), self.var.clone()]
+    }
 }
 
 /// Batch normalisation as PyTorch's CPU kernel computes it. Training: the batch's mean and

@@ -12,12 +12,12 @@
 
 use candle_core::Tensor;
 
-use super::{At, Runner};
+use super::{At, Batch, Runner};
 use crate::error::Result;
 use crate::run::cause;
 use crate::run::data::Dataset;
 use crate::run::model::{recorded, Slot};
-use crate::run::net::Net;
+use crate::run::net::{Net, Wrt};
 use crate::run::outcome::Kind;
 use crate::run::watch::stats;
 use crate::run::RunOptions;
@@ -31,27 +31,35 @@ impl Runner<'_> {
         if !self.dev.is_cpu() {
             return Ok(());
         }
-        let opts = RunOptions { progress: None, continue_steps: 0, verdict: false, ..*self.opts };
+        // The re-run checks the gradient it finds in f64 if this run has a verdict (`wide`).
+        let opts = RunOptions { progress: None, continue_steps: 0, ..*self.opts };
         let mut again = Runner::new(self.s, &opts, self.dev.clone(), data, plan);
         again.tap_at = Some((f.fold, f.step));
         again.run(data, plan)?;
         let same_step = |b: &&crate::run::Location| (b.fold, b.step, b.phase) == (f.fold, f.step, Phase::Backward);
+        // The op check of the gradient found, keyed to the location this run reports.
+        let check = again.op_check_of_first();
         if let Some(born) = again.first.as_ref().filter(same_step).filter(|b| b.tensor.is_output_grad()) {
             // The cause goes with the tensor: none if no rule explains the birth.
             self.first = Some(born.clone());
             self.cause = again.cause;
-        } else if again.first.as_ref().filter(same_step).is_some_and(|b| b.tensor == f.tensor) && self.cause.is_none() {
+            self.op_f64 = check.map(|c| (born.clone(), c));
+        } else if again.first.as_ref().filter(same_step).is_some_and(|b| b.tensor == f.tensor) {
             // The parameter's own gradient was born bad, from a finite output gradient.
-            self.cause = again.cause;
+            if self.cause.is_none() {
+                self.cause = again.cause;
+            }
+            self.op_f64 = check.map(|c| (f.clone(), c));
         }
         Ok(())
     }
 
     /// On the tapped step: flags the first non-finite gradient in the order backward makes
-    /// them, and explains it if it is a layer output's.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn find_birth(&mut self, at: At, model: &dyn Net, (x, outs): (&Tensor, &[Tensor]), y: &Tensor, slots: &[Slot], grads: &[Tensor]) -> Result<()> {
+    /// them, explains it if it is a layer output's, and with `RunOptions::verdict` computes the
+    /// backward that made it in f64 (`wide`; `seed` is what the run seeds the loss's backward with).
+    pub(super) fn find_birth(&mut self, at: At, model: &dyn Net, (b, outs): (&Batch, &[Tensor]), slots: &[Slot], grads: &[Tensor], seed: f64) -> Result<()> {
         let names = self.names.clone();
+        let (x, y) = (&b.x, &b.y);
         for l in (0..model.layers().len()).rev() {
             if let Some(g) = slots.get(l).and_then(recorded) {
                 let st = stats(&g)?;
@@ -64,6 +72,7 @@ impl Runner<'_> {
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
                     self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, self.compute_dtype()).ok().flatten();
+                    self.check_birth(Wrt::Output(l), model, (b, outs, slots), seed);
                     return Ok(());
                 }
             }
@@ -76,10 +85,18 @@ impl Runner<'_> {
                         let name = &model.params()[i].name;
                         self.cause = cause::param_grad(layer, name, model.input_of(l, x, outs), &g, bad.0, self.compute_dtype()).ok().flatten();
                     }
+                    self.check_birth(Wrt::Param(i), model, (b, outs, slots), seed);
                     return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// The op check of the gradient just flagged (see `wide`).
+    fn check_birth(&mut self, wrt: Wrt, model: &dyn Net, read: (&Batch, &[Tensor], &[Slot]), seed: f64) {
+        if let Some(f) = self.first.clone() {
+            self.backward_f64(&f, wrt, model, read, seed);
+        }
     }
 }

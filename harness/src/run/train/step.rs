@@ -50,7 +50,7 @@ impl Runner<'_> {
                     self.note_rows(name, o)?;
                 }
                 self.explain(at, Phase::Forward, &|r, f| r.forward_cause(f, model, x, &outs));
-                self.widen(at, Phase::Forward, &|r, f| r.forward_f64(f, model, x, &outs, b.mask.as_ref()));
+                self.widen(at, Phase::Forward, &|r, f| r.forward_f64(f, model, x, &outs, b.mask.as_ref(), true));
             }
             let pred = model.to_loss(outs.last().unwrap_or(x))?;
             let loss = self.loss.apply_masked(&pred, y, b.mask.as_ref())?;
@@ -79,7 +79,8 @@ impl Runner<'_> {
             self.no_gradient(at, model, &got);
             let grads = got.into_iter().zip(model.params()).map(|(g, p)| g.map_or_else(|| p.var.as_tensor().zeros_like(), Ok)).collect::<candle_core::Result<Vec<_>>>()?;
             if tapping {
-                self.find_birth(at, model, (x, &outs), y, &slots, &grads)?;
+                let seed = scale.map_or(1.0, f64::from) / if divide { k as f64 } else { 1.0 };
+                self.find_birth(at, model, (b, &outs), &slots, &grads, seed)?;
                 if self.first.is_some() || j + 1 == micro.len() {
                     self.cut = Some("stopped where a non-finite gradient was born".into());
                     return Ok(None);
