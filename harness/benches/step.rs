@@ -1,7 +1,8 @@
 //! Runner speed, single-threaded: µs per training step with the watch on and
 //! off beside PyTorch eager, and candidate runs per second of a hunt.
 //!
-//! `cargo bench -p nanhunt --bench step` prints a Markdown table. Step times
+//! `cargo bench -p nanhunt --bench step` prints Markdown tables (`-- onnx`: the imported
+//! ONNX model's against its twin written as layers, alone). Step times
 //! cancel setup out: a short and a long run are timed and the difference is
 //! divided by the extra steps; watch-on and watch-off runs alternate, so a
 //! noisy neighbour slows both alike, and the median of the repetitions is
@@ -204,6 +205,24 @@ mod image_rows {
     }
 }
 
+/// An imported ONNX model's step beside the same model written as layers (issue 30):
+/// `scenarios/onnx/mlp.toml` (Linear 4→8, ReLU, Linear 8→8, Tanh, Linear 8→1 from `mlp.onnx`)
+/// and its TOML twin. `cargo bench -p nanhunt --bench step -- onnx` prints this table alone.
+fn onnx_table() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/onnx/mlp.toml");
+    let imported = nanhunt::load(&path).expect("the imported MLP");
+    let layers = r#"layers = [{ type = "linear", out = 8 }, { type = "relu" }, { type = "linear", out = 8 }, { type = "tanh" }, { type = "linear", out = 1 }]"#;
+    let text = std::fs::read_to_string(&path).expect("bundled scenario").replace("onnx = \"mlp.onnx\"", layers);
+    let twin = nanhunt::scenario::from_str(&text, "mlp_layers.toml").expect("the TOML twin");
+    println!("| MLP 4-8-8-1, batch 16, Adam | nanhunt watch off | nanhunt watch on |");
+    println!("|---|---:|---:|");
+    let (i, t) = (us_per_step(&imported, 200, 4200, 11), us_per_step(&twin, 200, 4200, 11));
+    println!("| imported from mlp.onnx | {:.1} µs | {:.1} µs |", i.0, i.1);
+    println!("| written as layers | {:.1} µs | {:.1} µs |", t.0, t.1);
+    println!("| imported vs layers | {:.2}× | {:.2}× |", i.0 / t.0, i.1 / t.1);
+    println!();
+}
+
 /// A bundled scenario of `scenarios/layers/`.
 fn load_layers(name: &str) -> Scenario {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers").join(format!("{name}.toml"));
@@ -222,6 +241,10 @@ fn main() {
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
+    onnx_table();
+    if std::env::args().any(|a| a == "onnx") {
+        return;
+    }
     let torch = torch();
     image_rows::print(torch_output(&["--family", "image"]).as_deref());
     let cases = [

@@ -267,10 +267,14 @@ fn mixed_precision_the_scaler_schedules_and_accumulation_agree_with_pytorch() {
 fn every_diagnosis_and_real_report_scenario_is_confirmed() {
     // One per diagnosis rule, each failing (or warning) in closed form: sqrt, log, exp, flawed
     // backward, Adam in f16, clamp in f16, the loss's backward; the public reports; and ours
-    // that cover a layer family no report does (scenarios/layers).
-    let dirs = ["scenarios/diagnosis", "scenarios/real", "scenarios/layers"].map(|d| std::fs::read_dir(common::repo().join(d)).unwrap());
+    // that cover a layer family no report does (scenarios/layers); the imported ONNX models
+    // (scenarios/onnx, beside their .onnx files and the script that made them).
+    let dirs = ["scenarios/diagnosis", "scenarios/real", "scenarios/layers", "scenarios/onnx"].map(|d| std::fs::read_dir(common::repo().join(d)).unwrap());
     for entry in dirs.into_iter().flatten() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
         let c = confirmed(&path);
         assert!(c.verdict.agrees(), "{}: {c}", path.display());
     }

@@ -27,11 +27,23 @@ class Mlp(nn.Module):
         return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
 
 
+class MlpMse(nn.Module):
+    """The MLP and its MSE loss exported together: `forward(x, y) -> loss` (`[loss] from_model`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = Mlp()
+
+    def forward(self, x, y):
+        return nn.functional.mse_loss(self.mlp(x), y)
+
+
 def export(model, example, path, **kw):
     """Exports with the batch dimension dynamic, then drops the stack traces (local paths)."""
     model.eval()
-    batch = {"x": {0: torch.export.Dim("batch")}}
-    torch.onnx.export(model, (example,), path, dynamo=True, external_data=False, dynamic_shapes=batch, **kw)
+    batch = torch.export.Dim("batch")
+    shapes = {"x": {0: batch}} if len(example) == 1 else {"x": {0: batch}, "y": {0: batch}}
+    torch.onnx.export(model, example, path, dynamo=True, external_data=False, dynamic_shapes=shapes, **kw)
     m = onnx.load(path)
     for n in m.graph.node:
         keep = [p for p in n.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
@@ -42,7 +54,10 @@ def export(model, example, path, **kw):
 
 def main():
     torch.manual_seed(0)
-    export(Mlp(), torch.randn(5, 4), "mlp.onnx", optimize=False, input_names=["x"], output_names=["y"])
+    export(Mlp(), (torch.randn(5, 4),), "mlp.onnx", optimize=False, input_names=["x"], output_names=["y"])
+    # The same weights (the same seed) with the loss in the graph.
+    torch.manual_seed(0)
+    export(MlpMse(), (torch.randn(5, 4), torch.randn(5, 1)), "mlp_mse.onnx", optimize=False, input_names=["x", "y"], output_names=["loss"])
 
 
 if __name__ == "__main__":

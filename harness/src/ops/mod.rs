@@ -183,6 +183,7 @@ pub fn init_problems(init: Option<&crate::scenario::Init>) -> Vec<(&'static str,
         Some(Init::Normal { std: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.std", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
         Some(Init::Uniform { bound: v }) => (!(v >= 0.0 && v.is_finite())).then(|| ("init.bound", format!("must be a finite number ≥ 0, got {v}"))).into_iter().collect(),
         Some(Init::Constant { value }) => finite("init.value", value).into_iter().collect(),
+        Some(Init::File) => vec![("init.kind", "`file` is an imported model's own values: only `[model] init` of a model with `onnx = \"...\"` takes it".to_string())],
     }
 }
 

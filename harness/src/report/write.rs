@@ -3,7 +3,8 @@
 //!
 //! `reports/<scenario>-<signature>/` holds `repro.toml` (self-contained),
 //! `trace.csv`, `summary.md` (one screen), `summary.json` (versioned),
-//! `trace.svg` and `trace.png`. The directory is built under a temporary name
+//! `trace.svg` and `trace.png`, and an imported ONNX model's file (pinned by its SHA-256)
+//! when it is small, so the report replays from its own folder. The directory is built under a temporary name
 //! and renamed into place, so it is never half-written. [`Reports`] plugs this
 //! into a hunt as its [`Reporter`].
 
@@ -50,6 +51,7 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
     let signature = input.signature.clone().unwrap_or_else(|| signature(o.failure_site().as_ref(), o.dtype_name(), &keys));
     let mut repro = input.repro.clone();
+    let onnx = pin_onnx(&mut repro);
     let csv = match &mut repro.data.inputs {
         InputSpec::Csv { path, .. } => Some(input.repro.dir.as_deref().unwrap_or(Path::new(".")).join(std::mem::replace(path, "data.csv".into()))),
         _ => None,
@@ -86,6 +88,13 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         // Self-contained: the data travels with the repro.
         std::fs::copy(&src, tmp.join("data.csv")).map_err(io(&src))?;
     }
+    for (src, to) in &onnx.copies {
+        let dest = tmp.join(to);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::copy(src, &dest).map_err(io(src))?;
+    }
     // A code model is not in the report: the test that has it replays it.
     let replay = match &o.model {
         Some(m) => format!(
@@ -96,7 +105,9 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
         None => format!("nanhunt replay {}", dir.display()),
     };
     let run = if o.model.is_some() { "nanhunt::run_module(&model, &model.scenario_file(std::path::Path::new(\"repro.toml\"))?)" } else { "nanhunt run repro.toml" };
-    let header = format!("# nanhunt repro of `{}`.\n# Replay: {}\n# Run:    {run}\n\n", input.base.name, replay.replace('\n', "\n#         "));
+    let mut header = format!("# nanhunt repro of `{}`.\n# Replay: {}\n# Run:    {run}\n", input.base.name, replay.replace('\n', "\n#         "));
+    header += &onnx.note;
+    header += "\n";
     std::fs::write(tmp.join("repro.toml"), header + &toml_text).map_err(io(&tmp))?;
     std::fs::write(tmp.join("trace.csv"), o.trace.to_csv()?).map_err(io(&tmp))?;
     let leading_up = leading_up(o);
@@ -130,6 +141,43 @@ pub fn write(parent: &Path, input: &ReportInput) -> Result<PathBuf> {
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(dir)
+}
+
+/// Largest imported ONNX model (the file and its external data) a report copies beside
+/// `repro.toml`: 16 MiB. A larger one is named by its absolute path, pinned by its hash alike.
+pub const MAX_COPIED_ONNX_BYTES: u64 = 16 << 20;
+
+/// The files a report copies for an imported model, and what its header says of them.
+#[derive(Default)]
+struct OnnxCopy {
+    /// Each file's source and its path in the report.
+    copies: Vec<(PathBuf, String)>,
+    /// A comment line for `repro.toml`'s header (empty when the model travels with it).
+    note: String,
+}
+
+/// Pins `repro`'s imported model by the hash loading read (replay refuses a changed file) and,
+/// when it is at most [`MAX_COPIED_ONNX_BYTES`], moves it (and its external data, at the same
+/// places relative to it) beside `repro.toml`; a larger one keeps its absolute path.
+fn pin_onnx(repro: &mut Scenario) -> OnnxCopy {
+    let dir = repro.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let Some(import) = repro.model.onnx.as_mut() else { return OnnxCopy::default() };
+    let Some(read) = import.read.clone() else { return OnnxCopy::default() };
+    import.sha256 = Some(read.sha256.clone());
+    let model = dir.join(&import.path);
+    let folder = model.parent().map(Path::to_path_buf).unwrap_or_default();
+    let name = model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Only plain relative names that are none of the report's own files travel with it.
+    let own = ["repro.toml", "trace.csv", "data.csv", "summary.json", "summary.md", "trace.svg", "trace.png"];
+    let plain = |p: &str| !p.is_empty() && !own.contains(&p) && Path::new(p).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if read.bytes <= MAX_COPIED_ONNX_BYTES && plain(&name) && read.external.iter().all(|e| plain(e) && e != &name) {
+        import.path.clone_from(&name);
+        let copies = std::iter::once((model, name)).chain(read.external.iter().map(|e| (folder.join(e), e.clone()))).collect();
+        return OnnxCopy { copies, note: String::new() };
+    }
+    import.path = std::fs::canonicalize(&model).unwrap_or(model).display().to_string();
+    let note = format!("# The ONNX model ({} bytes) stays where it is (reports copy up to {MAX_COPIED_ONNX_BYTES} bytes): run with --allow-outside-paths.\n", read.bytes);
+    OnnxCopy { copies: Vec::new(), note }
 }
 
 fn or_none(s: &str) -> &str {

@@ -57,4 +57,49 @@ mod tests {
         assert_eq!(grad("layers.fc3.bias"), [2.0]);
         assert!(grad("layers.fc1.weight").iter().all(|g| *g == 0.0));
     }
+
+    /// Each parameter's initial values for `s` (its seed's init stream), by name.
+    fn initial(s: &crate::scenario::Scenario) -> Vec<(String, Vec<f64>)> {
+        let plan = crate::scenario::plan(&s.model, crate::scenario::input_shape(&s.data).unwrap()).unwrap();
+        let mut rng = crate::run::rng::stream(s.seed, crate::run::rng::INIT_STREAM);
+        let m = super::Model::new(&s.model, &plan, &mut rng, candle_core::DType::F64, &candle_core::Device::Cpu).unwrap();
+        m.params.iter().map(|p| (p.name.clone(), p.var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap())).collect()
+    }
+
+    #[test]
+    fn a_written_model_init_redraws_an_imported_models_parameters_by_pytorchs_default() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/onnx");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(folder.join("mlp.onnx"), dir.path().join("mlp.onnx")).unwrap();
+        let text = std::fs::read_to_string(folder.join("mlp.toml")).unwrap();
+        let at_file = crate::scenario::load(&folder.join("mlp.toml")).unwrap();
+        assert_eq!(at_file.model.init, crate::scenario::Init::File, "no `[model] init`: the file's values");
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, text.replace("onnx = \"mlp.onnx\"", "onnx = \"mlp.onnx\"\ninit = { kind = \"torch\" }")).unwrap();
+        let mut s = crate::scenario::load(&path).unwrap();
+        assert_eq!(s.model.init, crate::scenario::Init::Torch);
+        let (file, drawn) = (initial(&at_file), initial(&s));
+        // PyTorch's nn.Linear: kaiming_uniform_(a = sqrt(5)) weights and U(±1/sqrt(fan_in)) biases,
+        // so every value lies within 1/sqrt(fan_in): 1/sqrt(4) = 0.5 for fc1, 1/sqrt(8) ≈ 0.35355 for fc2 and fc3.
+        for ((name, v), (_, f)) in drawn.iter().zip(&file) {
+            let bound = if name.starts_with("layers.fc1.") { 0.5 } else { 8f64.sqrt().recip() };
+            assert!(v.iter().all(|x| x.abs() <= bound), "{name}: {v:?} outside ±{bound}");
+            assert_ne!(v, f, "{name} is redrawn, not the file's");
+        }
+        // The 32 weights of fc1 spread over the bound (each within 0.1 of it with chance 0.2 a side).
+        let fc1 = &drawn[0].1;
+        assert!(fc1.iter().any(|x| *x > 0.4) && fc1.iter().any(|x| *x < -0.4), "{fc1:?}");
+        // init_scale still multiplies what is drawn, exactly (the same seed draws the same values).
+        s.model.init_scale = 3.0;
+        for ((name, v), (_, d)) in initial(&s).iter().zip(&drawn) {
+            assert!(v.iter().zip(d).all(|(a, b)| *a == 3.0 * b), "{name}");
+        }
+    }
+
+    #[test]
+    fn init_file_is_refused_for_a_model_of_layers() {
+        let text = "name = \"t\"\n[data]\nn = 4\nfeatures = 2\ninputs = { kind = \"normal\" }\ntargets = { kind = \"linear\" }\n[model]\ninit = { kind = \"file\" }\nlayers = [{ type = \"linear\", out = 1 }]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
+        let e = crate::scenario::from_str(text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("model.init.kind") && e.contains("`file` is an imported model's own values"), "{e}");
+    }
 }

@@ -58,12 +58,25 @@ pub(crate) fn load_edited(path: &Path, opts: &LoadOptions, edit: &dyn Fn(String)
     let dir = scenario.dir.clone().filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
     let limit = scenario.train.memory_limit_mb;
     if let Some(import) = scenario.model.onnx.as_mut() {
+        // An imported model starts at the file's values; a written `[model] init` redraws them.
+        let written = src.parse::<toml::Table>().ok().and_then(|t| t.get("model")?.get("init").cloned()).is_some();
+        if !written {
+            scenario.model.init = super::Init::File;
+        }
         if let Err(message) = inside(&dir, &import.path, opts.allow_outside_paths, "ONNX model") {
             let location = locate_key(&src, "model.onnx").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
             return Err(Error::Invalid { location, key: "model.onnx".into(), message });
         }
         let file = dir.join(&import.path);
-        super::onnx::resolve(import, &file, limit)?;
+        if let Some((kind, reduction)) = super::onnx::resolve(import, &file, limit, scenario.loss.from_model.as_deref())? {
+            // The graph's loss is the loss: a written kind must be the one it computes.
+            if !matches!(scenario.loss.kind, super::LossKind::Expr) && scenario.loss.kind != kind {
+                let location = locate_key(&src, "loss.kind").map_or(origin.clone(), |(l, c)| format!("{origin}:{l}:{c}"));
+                let message = format!("the model's output `{}` computes the loss {}: leave `kind` out or write that", scenario.loss.from_model.as_deref().unwrap_or(""), <&str>::from(kind));
+                return Err(Error::Invalid { location, key: "loss.kind".into(), message });
+            }
+            (scenario.loss.kind, scenario.loss.reduction) = (kind, reduction);
+        }
     }
     check_text(&scenario, &src, &origin)?;
     if let InputSpec::Csv { path: csv, .. } = &scenario.data.inputs {

@@ -11,7 +11,8 @@ use super::{is_one, one};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, arbitrary::Arbitrary)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Default initialisation for every parameterised layer.
+    /// Default initialisation for every parameterised layer (an imported model's: `File`, its
+    /// own values, unless the scenario writes another).
     #[serde(default)]
     pub init: Init,
     /// The layers; an empty stack passes the inputs through as predictions.
@@ -31,31 +32,70 @@ pub struct ModelSpec {
 // The imported model's types live here, beside the `Layer` they hold, so that the model's
 // file format reads nothing of `onnx/` (which compiles into them).
 
-/// An imported ONNX model: its path as the scenario writes it, and the graph compiled from it
-/// once the scenario is loaded from its file. It is written back as the path alone.
+/// An imported ONNX model: its path as the scenario writes it (`onnx = "model.onnx"`), or with
+/// the SHA-256 the file must have (`onnx = { path = "model.onnx", sha256 = "…" }`, as a report
+/// writes it), and what loading the scenario from its file reads of it. It is written back as
+/// it was given: the path alone, or the path and its hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Import {
     /// The path, relative to the scenario's folder.
     pub path: String,
+    /// The SHA-256 (hex) the model file and its external data must have, if the scenario pins it.
+    pub sha256: Option<String>,
     /// The compiled graph (`None` until the scenario's loading reads the file).
     pub compiled: Option<std::sync::Arc<Compiled>>,
+    /// What loading read: the SHA-256 of the model file followed by its external data files,
+    /// and those files' locations, relative to the model's folder.
+    pub read: Option<ImportRead>,
+}
+
+/// What loading an imported model read: its digest and its external data files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRead {
+    /// SHA-256 (lower-case hex) of the model file's bytes followed by each external data file's, in `external` order.
+    pub sha256: String,
+    /// The external data files' locations, relative to the model's folder, in the order first read.
+    pub external: Vec<String>,
+    /// The model file and its external data files' total size, in bytes.
+    pub bytes: u64,
+}
+
+/// `onnx = { path = "…", sha256 = "…" }`, the table form of [`Import`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pinned {
+    path: String,
+    sha256: Option<String>,
 }
 
 impl serde::Serialize for Import {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.path)
+        match &self.sha256 {
+            Some(h) => Pinned { path: self.path.clone(), sha256: Some(h.clone()) }.serialize(s),
+            None => s.serialize_str(&self.path),
+        }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Import {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Import { path: String::deserialize(d)?, compiled: None })
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a path (`onnx = \"model.onnx\"`) or a table `{ path = \"model.onnx\", sha256 = \"…\" }`")]
+        enum Form {
+            Path(String),
+            Pinned(Pinned),
+        }
+        let (path, sha256) = match Form::deserialize(d)? {
+            Form::Path(p) => (p, None),
+            Form::Pinned(p) => (p.path, p.sha256),
+        };
+        Ok(Import { path, sha256, compiled: None, read: None })
     }
 }
 
 impl<'a> arbitrary::Arbitrary<'a> for Import {
     fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Import { path: String::arbitrary(u)?, compiled: None })
+        Ok(Import { path: String::arbitrary(u)?, sha256: Option::arbitrary(u)?, compiled: None, read: None })
     }
 }
 
@@ -137,6 +177,9 @@ pub enum Init {
         /// The weight value.
         value: f64,
     },
+    /// An imported ONNX model's own values (`[model] onnx`; its default): every other kind
+    /// redraws the imported parameters by their layer's kind, from the scenario's seed.
+    File,
 }
 
 /// Writes the `Layer` enum, the registry's ops (`ops::registry`) among its variants and a

@@ -32,6 +32,11 @@ pub struct LossSpec {
     /// Mean (default) or sum over elements.
     #[serde(default)]
     pub reduction: Reduction,
+    /// The output of an imported model exported with its loss (`forward(x, y) -> loss`) that
+    /// is the loss: loading reads its nodes as `kind` and `reduction` and binds the graph's
+    /// other input, `y`, to the targets (`scenario::onnx::loss_tail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_model: Option<String>,
 }
 
 /// The supported losses.
@@ -295,7 +300,7 @@ impl Default for StagnationSpec {
 
 impl Default for LossSpec {
     fn default() -> Self {
-        LossSpec { kind: LossKind::Mse, expr: None, consts: Default::default(), delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean }
+        LossSpec { kind: LossKind::Mse, expr: None, consts: Default::default(), delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean, from_model: None }
     }
 }
 

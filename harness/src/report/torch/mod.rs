@@ -157,10 +157,16 @@ fn expression_tail(s: &Scenario) -> Result<(Option<data::Dataset>, Vec<String>)>
 /// from which `repro.py` builds the node.
 fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     let plan = plan_of(s, data)?;
+    // An imported model's layers as a stack of their own: `repro.py` builds them under their
+    // positional names (`layers.0.linear`), which `key` and `rename` map to the graph's.
+    let stack = crate::scenario::ModelSpec { layers: s.model.stack().to_vec(), onnx: None, ..s.model.clone() };
+    let positional = plan_of(&Scenario { model: stack.clone(), ..s.clone() }, data)?;
+    let rename: serde_json::Map<String, serde_json::Value> = positional.params.iter().zip(&plan.params).filter(|(a, b)| a.name != b.name).map(|(a, b)| (a.name.clone(), json!(b.name))).collect();
     let nodes: Vec<serde_json::Value> = plan
         .nodes
         .iter()
-        .map(|n| {
+        .zip(&positional.nodes)
+        .map(|(n, key)| {
             let params: Vec<&String> = plan.params[n.params.clone()].iter().map(|p| &p.name).collect();
             let autocast = crate::run::model::node_policy(n).name();
             // An expression's inputs after `x`: each earlier named output, by its node's index.
@@ -171,7 +177,7 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
                 None => (None, None),
             };
             let precision = n.precision.map(|p| p.name());
-            json!({ "name": n.name, "params": params, "autocast": autocast, "precision": precision, "reads": reads, "torch": expr, "module": module })
+            json!({ "name": n.name, "key": key.name, "params": params, "autocast": autocast, "precision": precision, "reads": reads, "torch": expr, "module": module })
         })
         .collect();
     // The width each layer reads (its main input's): an image's channels, else the last dimension.
@@ -182,13 +188,14 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     let widths: serde_json::Map<String, serde_json::Value> = plan
         .nodes
         .iter()
-        .filter(|n| n.part == crate::scenario::Part::Whole)
-        .map(|n| {
+        .zip(&positional.nodes)
+        .filter(|(n, _)| n.part == crate::scenario::Part::Whole)
+        .map(|(n, key)| {
             let w = match input_shape(n) {
                 crate::scenario::Shape::Image { channels, .. } => channels,
                 s => s.width(),
             };
-            (n.name.clone(), json!(w))
+            (key.name.clone(), json!(w))
         })
         .collect();
     let t = &s.train;
@@ -200,8 +207,9 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         "image": s.data.image,
         "next_token": s.data.targets == Some(crate::scenario::TargetSpec::NextToken),
         "folds": data.folds.len(),
-        "layers": s.model.layers,
+        "layers": stack.layers,
         "nodes": nodes,
+        "rename": rename,
         "in_widths": widths,
         "loss": s.loss,
         "loss_torch": crate::ops::loss::Loss(s.loss.clone()).torch_expr(),

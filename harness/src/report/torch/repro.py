@@ -34,7 +34,10 @@ DTYPE = DTYPES[SCENARIO["dtype"]]
 LOW = {"amp_f16": torch.float16, "amp_bf16": torch.bfloat16}.get(SCENARIO.get("precision", "f32"))
 # Each plan node by name: its parameters, autocast class and, for an op of nanhunt's registry
 # (every elementwise layer), its PyTorch expression of `x`.
-NODES = {n["name"]: n for n in SCENARIO["nodes"]}
+# Keyed by the names `build` gives (`layers.0.linear`); an imported model's nodes and parameters
+# are named after its graph (`layers.fc1.linear`, `layers.fc1.weight`): `name` and RENAME.
+NODES = {n.get("key", n["name"]): n for n in SCENARIO["nodes"]}
+RENAME = SCENARIO.get("rename", {})
 
 
 def low(t):
@@ -423,8 +426,8 @@ def main():
         model = Model(sc["layers"], width, seq).to(DTYPE)
         with torch.no_grad():
             for name, p in model.named_parameters():
-                p.copy_(init[f"fold{f}.{name}"])
-        params = list(model.named_parameters())
+                p.copy_(init[f"fold{f}.{RENAME.get(name, name)}"])
+        params = [(RENAME.get(name, name), p) for name, p in model.named_parameters()]
         opt = optimizer(sc["optimizer"], [p for _, p in params]) if params else None
         sched = schedule(tr.get("schedule"), opt)
         scaler = Scaler(tr.get("loss_scale"))

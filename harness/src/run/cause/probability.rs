@@ -196,7 +196,7 @@ mod tests {
     }
 
     fn spec(kind: LossKind, clamp: Option<f64>, epsilon: Option<f64>) -> LossSpec {
-        LossSpec { kind, delta: None, clamp, epsilon, reduction: Reduction::Mean, expr: None, consts: Default::default() }
+        LossSpec { kind, delta: None, clamp, epsilon, reduction: Reduction::Mean, expr: None, consts: Default::default(), from_model: None }
     }
 
     /// The loss as the runner computes it, as f64.

@@ -29,6 +29,9 @@ pub(super) fn init_values(p: &ParamSpec, rng: &mut ChaCha8Rng) -> Vec<f64> {
         (_, Init::Normal { std }) => (0..n).map(|_| normal(rng) * std).collect(),
         (_, Init::Uniform { bound }) => uniform(rng, bound),
         (_, Init::Constant { value }) => vec![value; n],
+        // An imported model's own values are not drawn (`Model::new` reads them from the file);
+        // validation refuses `file` for any other model.
+        (_, Init::File) => uniform(rng, 1.0 / (p.torch_fan as f64).sqrt()),
     }
 }
 

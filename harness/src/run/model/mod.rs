@@ -67,8 +67,9 @@ impl Model {
     /// Builds and initialises a model from `rng` (used in parameter order).
     pub fn new(spec: &ModelSpec, plan: &Plan, rng: &mut ChaCha8Rng, dtype: DType, dev: &Device) -> Result<Self> {
         let mut params = Vec::with_capacity(plan.params.len());
-        // An imported ONNX graph's parameters start at the file's values.
-        let file = spec.onnx.as_ref().and_then(|o| o.compiled.as_deref()).map(|c| &c.params);
+        // An imported ONNX graph's parameters start at the file's values, unless `[model] init`
+        // redraws them by their layer's kind.
+        let file = spec.onnx.as_ref().and_then(|o| o.compiled.as_deref()).map(|c| &c.params).filter(|_| spec.init == crate::scenario::Init::File);
         for (k, p) in plan.params.iter().enumerate() {
             let mut values = match file.and_then(|f| f.get(k)) {
                 Some((_, _, v)) => v.clone(),

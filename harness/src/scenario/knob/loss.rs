@@ -17,8 +17,9 @@ pub struct Kind;
 impl Def for Kind {
     type Value = LossKind;
     const SPEC: Spec = Spec { scale: None, margin: false, by_default: true, riskier: End::High, within: None };
-    fn applies(_: &Scenario) -> bool {
-        true
+    fn applies(s: &Scenario) -> bool {
+        // A loss exported with the model (`from_model`) is the graph's: it does not move.
+        s.loss.from_model.is_none()
     }
     fn get(s: &Scenario) -> Option<LossKind> {
         Some(s.loss.kind)
@@ -46,8 +47,9 @@ pub struct LossReduction;
 impl Def for LossReduction {
     type Value = Reduction;
     const SPEC: Spec = Spec { scale: None, margin: false, by_default: true, riskier: End::High, within: None };
-    fn applies(_: &Scenario) -> bool {
-        true
+    fn applies(s: &Scenario) -> bool {
+        // A loss exported with the model (`from_model`) is the graph's: it does not move.
+        s.loss.from_model.is_none()
     }
     fn get(s: &Scenario) -> Option<Reduction> {
         Some(s.loss.reduction)

@@ -31,7 +31,7 @@ pub fn parse(bytes: &[u8], dir: Option<&Path>, limit_mb: u64) -> std::result::Re
     let m = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model (the protobuf does not decode: {e})"))?;
     let opset = opset(&m)?;
     let g = m.graph.as_ref().ok_or("the model holds no graph")?;
-    let ext = External { dir };
+    let ext = External { dir, read: Default::default() };
     let mut budget = Budget { left: limit_mb.saturating_mul(1 << 20), limit_mb };
     let mut tensors = BTreeMap::new();
     let mut initializers = Vec::with_capacity(g.initializer.len());
@@ -58,7 +58,7 @@ pub fn parse(bytes: &[u8], dir: Option<&Path>, limit_mb: u64) -> std::result::Re
     if let Some(o) = outputs.iter().find(|o| !produced.contains(o.as_str())) {
         return Err(format!("the graph's output `{o}` is produced by no node"));
     }
-    Ok(OnnxModel { opset, inputs, outputs, nodes, tensors, initializers })
+    Ok(OnnxModel { opset, inputs, outputs, nodes, tensors, initializers, external: ext.read.into_inner() })
 }
 
 /// The default domain's opset version, if nanhunt imports it.

@@ -7,7 +7,8 @@
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
 //! one tensor. `compile.rs` turns the graph into registry layers with the file's weights;
-//! `import.rs` resolves `[model] onnx = "model.onnx"` (its types, `Import` and `Compiled`, are in
+//! `import.rs` resolves `[model] onnx = "model.onnx"`, `loss_tail.rs` takes a loss exported with
+//! the model off the graph for `[loss] from_model` (the import's types, `Import` and `Compiled`, are in
 //! `scenario/model.rs` beside the `Layer` they hold); the plan takes the graph's names in
 //! `scenario/plan.rs`.
 
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 pub mod compile;
 mod import;
 mod load;
+pub mod loss_tail;
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto;
 mod tensor;
@@ -40,6 +42,8 @@ pub struct OnnxModel {
     pub tensors: BTreeMap<String, Const>,
     /// The initializers' names, in file order (the trainable parameters among them are the floats).
     pub initializers: Vec<String>,
+    /// The external data files read, by location relative to the model's folder, in the order first read.
+    pub external: Vec<String>,
 }
 
 /// One node of the graph.

@@ -12,6 +12,8 @@ use super::{Const, FloatType, Values};
 pub(super) struct External<'a> {
     /// The model's folder (`None` for bytes read from elsewhere: external data is refused).
     pub dir: Option<&'a Path>,
+    /// The external data files read so far, by location, in the order first read.
+    pub read: std::cell::RefCell<Vec<String>>,
 }
 
 /// Bytes left for constants (the memory limit less what is already decoded), spent as tensors
@@ -161,6 +163,9 @@ fn read_external(t: &TensorProto, name: &str, ext: &External<'_>, want: usize) -
     }
     let dir = ext.dir.ok_or_else(|| format!("tensor `{name}` is in an external file `{location}`, and this model has no folder to read it from"))?;
     let path = confined(dir, &location).map_err(|m| format!("tensor `{name}`: {m}"))?;
+    if !ext.read.borrow().contains(&location) {
+        ext.read.borrow_mut().push(location.clone());
+    }
     let io = |e: std::io::Error| format!("tensor `{name}`: cannot read its external data `{location}`: {e}");
     let mut f = std::fs::File::open(&path).map_err(io)?;
     let len = f.metadata().map_err(io)?.len();

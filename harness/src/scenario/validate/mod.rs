@@ -63,6 +63,9 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
         None => {}
     }
     loss(&s.loss, target_width(&s.data), &mut out);
+    if let (Some(o), None) = (&s.loss.from_model, &s.model.onnx) {
+        out.push(problem("loss.from_model", format!("reads the loss `{o}` from an imported model: set `[model] onnx`")));
+    }
     optimizer(&s.optimizer, &mut out);
     train(&s.train, &mut out);
     if let Some(search) = &s.search {
@@ -136,7 +139,10 @@ fn model(m: &ModelSpec, autocast: bool, out: &mut Vec<Problem>) {
             out.push(problem("model.onnx", format!("the ONNX model `{}` is read when the scenario is loaded from its file", onnx.path)));
         }
     }
-    init("model.init", &m.init, out);
+    // An imported model starts at its file's values unless `[model] init` redraws them.
+    if !(m.init == Init::File && m.onnx.is_some()) {
+        init("model.init", &m.init, out);
+    }
     layers("model.layers", m.stack(), (0, autocast), out);
 }
 
