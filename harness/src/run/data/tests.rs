@@ -145,6 +145,8 @@ fn an_expression_step_standardizes_each_split_by_its_own_statistics_unguarded() 
     // sqrt(((−1)² + 0² + 1²) / 2) = 1), so it becomes [−1, 0, 1]; column 1 is constant, std 0,
     // and (5 − 5) / 0 = 0/0 = NaN, as PyTorch computes it (no guard, unlike `standardize`).
     // Validation rows [10, 5], [14, 5]: their own mean 12 and std sqrt((4 + 4) / 1) = 2√2.
+    // PyTorch 2.15 on the same f64 tensors: [[-1, nan], [0, nan], [1, nan]] and
+    // [[-0.7071, nan], [0.7071, nan]] (−2 / 2√2 = −0.70711).
     let data = "inputs = { kind = \"values\", rows = [[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [10.0, 5.0], [14.0, 5.0]] }\ntargets = { kind = \"uniform\" }\nvalidation = { fraction = 0.4 }";
     let step = "[[data.preprocess]]\nexpr = \"(x - mean(x, dim=0)) / std(x, dim=0)\"";
     let d = build(&scenario(&format!("{data}\n{step}"))).unwrap();

@@ -209,8 +209,11 @@ mod tests {
         use crate::scenario::{plan, InShape, Init, ModelSpec, Tagged};
         use rand::SeedableRng;
         let dev = candle_core::Device::Cpu;
-        // 300 · 300 = 90000 > 65504, f16's largest finite value: the product is inf in f16 (as
-        // PyTorch 2.15's autocast linear gives) and exactly 90000 in f32, then / 1000 = 90.
+        // 300 · 300 = 90000 > 65504, f16's largest finite value: the product is inf in f16 and
+        // exactly 90000 in f32, then / 1000 = 90. PyTorch 2.15: a bias-free nn.Linear(1, 1) of
+        // weight 300 on [[300.]] under torch.autocast("cpu", dtype=torch.float16) gives
+        // tensor([[inf]], dtype=torch.float16); inside torch.autocast("cpu", enabled=False) on
+        // x.float() it gives tensor([[90000.]]).
         let linear = Layer::Linear(Linear { out: 1, init: Some(Init::Constant { value: 300.0 }) });
         let scaled = Layer::Expr(crate::ops::expr::Expr { expr: "x / 1000".into(), consts: Default::default() });
         let keep = Layer::Tagged(Box::new(Tagged { layer: linear.clone(), name: None, precision: Some(LayerPrecision::F32) }));

@@ -46,7 +46,9 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     name(&s.name, &mut out);
     data::data(&s.data, &mut out);
     // Each field's domain first: a bad `stride` is named by its own key before the plan's shape errors.
-    model(&s.model, s.train.precision != Precision::F32, &mut out);
+    // A layer's own f32 precision cannot hold where every parameter is stored in half.
+    let half = s.train.precision == Precision::F32 && matches!(s.train.dtype, DTypeName::F16 | DTypeName::Bf16);
+    model(&s.model, half, &mut out);
     // A code model's shapes are known only once it is built (`run::code`).
     let plan = input_shape(&s.data).filter(|_| s.model.code.is_none()).map(|input| plan(&s.model, input));
     match &plan {
@@ -121,7 +123,7 @@ fn init(key: &str, i: &Init, out: &mut Vec<Problem>) {
     out.extend(crate::ops::init_problems(Some(i)).into_iter().map(|(k, m)| problem(format!("{base}{k}"), m)));
 }
 
-fn model(m: &ModelSpec, autocast: bool, out: &mut Vec<Problem>) {
+fn model(m: &ModelSpec, half: bool, out: &mut Vec<Problem>) {
     finite(out, "model.init_scale", m.init_scale);
     if let Some(code) = &m.code {
         if !m.layers.is_empty() {
@@ -143,25 +145,25 @@ fn model(m: &ModelSpec, autocast: bool, out: &mut Vec<Problem>) {
     if !(m.init == Init::File && m.onnx.is_some()) {
         init("model.init", &m.init, out);
     }
-    layers("model.layers", m.stack(), (0, autocast), out);
+    layers("model.layers", m.stack(), (0, half), out);
 }
 
 /// Each layer's numbers, residual blocks' layers included (deeper than [`MAX_NESTING`] is the
-/// plan's error), and a layer's own precision, which only autocast has.
-fn layers(key: &str, ls: &[Layer], (depth, autocast): (usize, bool), out: &mut Vec<Problem>) {
+/// plan's error), and a layer's own precision, which half storage (`half`) cannot keep.
+fn layers(key: &str, ls: &[Layer], (depth, half): (usize, bool), out: &mut Vec<Problem>) {
     for (i, layer) in ls.iter().enumerate() {
         let k = |field: &str| format!("{key}.{i}.{field}");
         out.extend(layer.op().check().into_iter().map(|(field, m)| problem(k(field), m)));
-        if let (Some(p), false) = (layer.tag().1, autocast) {
+        if let (Some(p), true) = (layer.tag().1, half) {
             let message = format!(
-                "`precision = \"{}\"` keeps a layer out of autocast, and this scenario has none (train.precision = \"f32\"): set train.precision = \"amp_f16\" or \"amp_bf16\", or leave it out (in plain f16 or bf16 storage every parameter is stored in train.dtype)",
+                "`precision = \"{}\"` keeps a layer out of autocast, and here every parameter is stored in train.dtype (f16 or bf16, no autocast): use train.dtype = \"f32\" with train.precision = \"amp_f16\" or \"amp_bf16\", or leave it out",
                 p.name()
             );
             out.push(problem(k("precision"), message));
         }
         if let Layer::Residual(r) = layer.untagged() {
             if depth < MAX_NESTING {
-                layers(&k("layers"), &r.layers, (depth + 1, autocast), out);
+                layers(&k("layers"), &r.layers, (depth + 1, half), out);
             }
         }
     }

@@ -262,11 +262,14 @@ fn mixed_precision_schedule_and_scaler_settings_are_located() {
 }
 
 #[test]
-fn a_layers_own_precision_needs_autocast() {
+fn a_layers_own_precision_cannot_be_kept_in_half_storage() {
+    // Under f32 (no autocast) every layer already computes in f32: nothing to keep, accepted.
     let base = base();
     let tagged = base.replacen("{ type = \"linear\"", "{ precision = \"f32\", type = \"linear\"", 1);
     assert_ne!(tagged, base);
-    let e = located(&tagged);
-    assert!(e.contains("t:20:") && e.contains("model.layers.0.precision") && e.contains("set train.precision = \"amp_f16\""), "{e}");
+    assert!(crate::scenario::from_str(&tagged, "t").is_ok());
     assert!(crate::scenario::from_str(&tagged.replace("[expect]", "precision = \"amp_bf16\"\n[expect]"), "t").is_ok());
+    // In plain f16 storage its parameters are f16: refused at its key.
+    let e = located(&tagged.replace("dtype = \"f32\"", "dtype = \"f16\""));
+    assert!(e.contains("t:20:") && e.contains("model.layers.0.precision") && e.contains("train.precision = \"amp_f16\""), "{e}");
 }
