@@ -56,7 +56,9 @@ pub(crate) fn classify(site: &Location, op: Option<OpCheck>, step: StepCheck, d:
             (Class::Precision, Some(how), format!("{computed} it is not finite either, but {}: {dt} lost it upstream, in the op's inputs{eps}", step.detail))
         }
         (Some(OpCheck { value: None, .. }), _) => (Class::Math, None, format!("{computed}, it is not finite either ({low} in {dt}): the math itself")),
-        (_, Some(false)) => (Class::Math, None, format!("{}: not the dtype", step.detail)),
+        // At this element the op alone is finite in f64, but the run in f64 fails anyway.
+        (Some(OpCheck { value: Some(v), .. }), Some(false)) => (Class::Math, None, format!("{computed} it is {} at this element, but {}: not the dtype", crate::human(*v), step.detail)),
+        (None, Some(false)) => (Class::Math, None, format!("{}: not the dtype", step.detail)),
         (Some(OpCheck { value: Some(v), .. }), _) if v.abs() > max => {
             (Class::Precision, Some(Loss::Overflow), format!("{computed} it is {}, beyond {dt}'s largest value {}", crate::human(*v), crate::human(max)))
         }

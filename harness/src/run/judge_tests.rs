@@ -183,3 +183,18 @@ fn a_batch_norm_op_check_in_validation_reads_the_steps_running_statistics() {
     let c = v.op_f64.as_ref().expect("the validation's op check");
     assert_eq!((c.value, c.inputs_finite), (None, false), "the running variance it read is NaN: {c:?}");
 }
+
+#[test]
+fn an_op_finite_alone_in_f64_in_a_run_that_fails_in_f64_too_is_math_and_says_both() {
+    // The focal scenario: at the flagged row the loss's backward in f64 is −1.34e-20, but the f64
+    // run saturates another row's sigmoid to exactly 1 and goes NaN in the same step.
+    let op = OpCheck { op: "loss (focal) (backward)".into(), value: Some(-1.34e-20), inputs_finite: true, reference: false, backward: true };
+    let failed = StepCheck { finite: Some(false), detail: "in f64 the run goes non-finite too: NaN in `x`".into() };
+    let v = classify(&site(Kind::Nan), Some(op), failed, DTypeName::F32, Hints::default(), "loss");
+    assert_eq!(v.key(), "math", "{v}");
+    assert!(
+        v.reason.starts_with("its backward computed in f64 from the same inputs and upstream gradient it is ") && v.reason.contains("at this element, but in f64 the run goes non-finite too"),
+        "{}",
+        v.reason
+    );
+}

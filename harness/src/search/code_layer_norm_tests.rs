@@ -95,6 +95,7 @@ fn a_hunt_over_the_input_mean_finds_candles_layer_norm_nan_as_a_kernel_disagreem
     let r = hunt_module(&candle, &s, &opts, None, &|_| {}).unwrap();
     let rc = r.root_causes.iter().find(|c| c.location.tensor == TensorId::Named("ln".into())).unwrap_or_else(|| panic!("no root cause in ln: {:?}", r.root_causes));
     let v = rc.verdict.as_ref().expect("the root cause's verdict");
+    eprintln!("verdict: {v} [{}]", v.key());
     assert_eq!((v.class, v.op.as_str(), rc.mechanism.verdict.as_deref()), (Class::KernelDisagreement, "ln", Some("kernel_disagreement")), "{v}");
     // The f64 reference is finite and inside f32's range at the bad element; candle-nn's fused
     // layer norm has no f64 kernel, so the run cannot be replayed in f64.

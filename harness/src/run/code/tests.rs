@@ -268,3 +268,37 @@ fn a_parameter_whose_gradient_is_always_exactly_zero_is_a_warning_and_an_unused_
     assert_eq!((f.kind, f.tensor.to_string().as_str()), (crate::run::Kind::NoGradient, "spare.grad"));
     assert!(o.cause.unwrap().reason.starts_with("1 of the model's 2 parameters got no gradient from the backward: `spare`. Nothing on the loss's graph reaches it, so it would never train"));
 }
+
+/// candle-nn's fused rms norm (no f64 kernel) times `scale`, checked as `scaled` without an f64
+/// reference, then a linear head.
+fn scaled_rms_norm(scale: f64) -> CodeModel {
+    CodeModel::new(
+        "scaled_rms_norm",
+        |store| Ok(candle_nn::Linear::new(store.get("head.weight", (1, 2), Init::Const(0.5))?, None)),
+        move |head: &candle_nn::Linear, x: &Tensor, watch: &mut Watch| {
+            let h = candle_nn::ops::rms_norm(x, &Tensor::ones(2, x.dtype(), x.device())?, 1e-5)?.affine(scale, 0.0)?;
+            watch.check("scaled", &h);
+            head.forward(&h)
+        },
+    )
+}
+
+#[test]
+fn a_code_check_without_a_reference_says_why_and_a_half_run_is_replayed_in_f32() {
+    let verdict = |model: CodeModel, dtype: &str| {
+        let s = model.scenario(&TWO_ROWS.replace("dtype = \"f64\"", &format!("dtype = \"{dtype}\"")), "code.toml").unwrap();
+        crate::run::run_with(&s, &crate::run::RunOptions { verdict: true, ..crate::run::RunOptions::default() }).verdict.expect("a verdict")
+    };
+    // f32: row [3, −1] has rms sqrt(5), so 3/sqrt(5)·3e38 = 4.0e38 passes f32's 3.4e38. Candle's
+    // rms norm has no f64 kernel and `scaled` no reference: undetermined, saying why.
+    let v = verdict(scaled_rms_norm(3e38), "f32");
+    assert_eq!(v.class, crate::run::verdict::Class::Undetermined, "{v}");
+    assert!(v.reason.contains("`scaled` is a code model's tensor without an f64 reference (`Watch::check_op` gives its op one)"), "{}", v.reason);
+    assert!(v.reason.contains("could not be replayed in f64"), "{}", v.reason);
+    // f16: the scale 1e5 itself is past f16's 65504 (+inf); in f32 the run stays finite
+    // (values up to 1.34e5), so the dtype loses it: precision, overflow.
+    let v = verdict(scaled_rms_norm(1e5), "f16");
+    assert_eq!(v.key(), "precision/overflow", "{v}");
+    assert_eq!(v.step_f64.finite, Some(true), "{}", v.step_f64.detail);
+    assert!(v.step_f64.detail.contains("could not be replayed in f64") && v.step_f64.detail.contains("in f32 the run stays finite through step 1"), "{}", v.step_f64.detail);
+}

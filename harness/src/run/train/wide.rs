@@ -20,6 +20,9 @@ use crate::run::outcome::Location;
 use crate::run::verdict::OpCheck;
 use crate::scenario::Phase;
 
+/// A gradient summed in f64, what it read (inputs, upstream gradients) and the ops summed.
+type Summed = (Tensor, Vec<Tensor>, Vec<String>);
+
 impl Runner<'_> {
     /// With `RunOptions::verdict`: checks the op of the value flagged (or pending) in this step's
     /// `phase`, once per value. A check that fails is no check: it never changes the run. The
@@ -62,7 +65,7 @@ impl Runner<'_> {
             return;
         }
         let upstream = |j: usize| slots.get(j).and_then(recorded);
-        let nodes = || -> Result<Option<(Tensor, Vec<Tensor>, Vec<String>)>> {
+        let nodes = || -> Result<Option<Summed>> {
             let found = model.grad_f64(wrt, &b.x, outs, b.mask.as_ref(), &upstream)?;
             let (mut out, mut inputs, mut names) = match found {
                 Some((w, used)) => (Some(w.out), w.inputs, used.iter().map(|&j| format!("{} (backward)", self.names.nodes[j])).collect()),
