@@ -77,8 +77,8 @@ fn export_torch_writes_the_files_weights_under_the_graphs_names() {
     assert_eq!(w.shape(), [8, 4], "PyTorch's (out, in)");
     let row: Vec<f32> = w.data()[..16].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     // PyTorch 2.15, torch.manual_seed(0): fc1.weight[0] = [-0.00374341, 0.26822180, -0.41152257, -0.36796951].
-    for (a, b) in row.iter().zip([-0.003_743_41f32, 0.268_221_8, -0.411_522_57, -0.367_969_51]) {
-        assert!((a - b).abs() < 1e-7, "{row:?}");
+    for (a, b) in row.iter().zip([-0.003_743_41, 0.268_221_8, -0.411_522_57, -0.367_969_51]) {
+        assert!((f64::from(*a) - b).abs() < 1e-7, "{row:?}");
     }
     let script = std::fs::read_to_string(out.path().join("repro.py")).unwrap();
     assert!(script.contains("\"layers.0.linear.weight\": \"layers.fc1.weight\"") && script.contains("\"type\": \"tanh\""), "the stack and its names are exported");

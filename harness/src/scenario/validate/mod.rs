@@ -64,10 +64,11 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
         }
         None => {}
     }
-    loss(&s.loss, target_width(&s.data), &mut out);
+    // Before the loss's own checks: without the model's loss, its kind is left unset.
     if let (Some(o), None) = (&s.loss.from_model, &s.model.onnx) {
         out.push(problem("loss.from_model", format!("reads the loss `{o}` from an imported model: set `[model] onnx`")));
     }
+    loss(&s.loss, target_width(&s.data), &mut out);
     optimizer(&s.optimizer, &mut out);
     train(&s.train, &mut out);
     if let Some(search) = &s.search {
