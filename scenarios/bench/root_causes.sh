@@ -46,7 +46,8 @@ for f in $(printf '%s\n' "${scenarios[@]}" | sort); do
     # A hunt exits 1 when it finds something: that is its normal result here.
     nice -n 10 "$bin" hunt "$f" --time "${secs}s" --jobs 1 --out "$dir" >"$dir.log" 2>&1 || true
     fails=no
-    grep -q '^the base scenario itself goes non-finite' "$dir.log" && fails=yes
+    # The base's own failure: non-finite, or a collapsed loss scale.
+    grep -q '^the base scenario itself ' "$dir.log" && fails=yes
     sites=0 groups=0 explained=0
     if [ -f "$dir/root_causes.jsonl" ]; then
         sites=$(jq -s '[.[].findings[]] | unique | length' "$dir/root_causes.jsonl")

@@ -10,9 +10,9 @@
 //! failing base, a flip elsewhere whose trigger sets a driver key's knobs (a
 //! divergence's, a setting's) joins it, and the others group over every op (a
 //! group whose members all went bad in one op names it). Keys a person names
-//! once (`root_cause/family.rs`: a divergence by its driver in any dtype,
-//! `log` of 0 and of a negative number in one op) are one group, under the
-//! class's first key.
+//! once (`root_cause/family.rs`: a divergence by its driver in any dtype, a
+//! setting the run cannot hold in any dtype, `log` of 0 and of a negative
+//! number in one op) are one group, under the class's first key.
 //! Grouping is a pure function of the findings, so it is the same for a
 //! campaign, its shards once merged, and a resumed or old corpus; the
 //! signature hashes the group's key alone.
@@ -113,13 +113,14 @@ fn members(findings: &[Finding]) -> Vec<Member<'_>> {
         .collect()
 }
 
-/// The key whose group `k` belongs to among `keys`: following, from `k`, the absorbing key
-/// with the fewest knobs (then the smallest signature) until none absorbs it (`absorbs` is a
-/// strict order, so that takes at most one step per key).
+/// The key whose group `k` belongs to among `keys`: following, from `k`, the absorbing key of
+/// the same op (a linear's overflow by `{loss.kind, magnitude}` joins the linear's overflow by
+/// magnitude, not the data's), then with the fewest knobs, then the smallest signature, until
+/// none absorbs it (`absorbs` is a strict order, so that takes at most one step per key).
 fn root_of(k: &Mechanism, keys: &BTreeSet<Mechanism>) -> Mechanism {
     let mut k = k.clone();
     for _ in 0..=keys.len() {
-        match keys.iter().filter(|p| p.absorbs(&k)).min_by_key(|p| (p.knobs.len(), p.signature())) {
+        match keys.iter().filter(|p| p.absorbs(&k)).min_by_key(|p| (p.op != k.op, p.knobs.len(), p.signature())) {
             Some(p) => k = p.clone(),
             None => break,
         }

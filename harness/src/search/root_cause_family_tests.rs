@@ -12,7 +12,7 @@ fn verdict(class: Class, lost: Option<Loss>) -> Verdict {
 }
 
 /// One site with one trigger, its diagnosis and its verdict.
-fn site(sig: &str, tensor: &str, phase: Phase, kind: Kind, dtype: &str, muts: Vec<Mutation>, c: Cause, v: Option<Verdict>) -> Finding {
+fn site(sig: &str, (tensor, phase, kind): (&str, Phase, Kind), dtype: &str, muts: Vec<Mutation>, c: Cause, v: Option<Verdict>) -> Finding {
     let mut f = finding(sig, at(phase, tensor, kind), dtype, vec![(muts, 2, Some(c))]);
     f.triggers[0].verdict = v;
     f
@@ -44,14 +44,12 @@ fn a_learning_rate_above_the_stability_bound_is_one_root_cause_in_every_dtype() 
     let precision = |l: Loss| Some(verdict(Class::Precision, Some(l)));
     let (f16, bf16) = (|| Mutation::new(Knob::Dtype, DTypeName::F16), || Mutation::new(Knob::Dtype, DTypeName::Bf16));
     let findings = vec![
-        site("f16", "loss", Phase::Loss, Kind::PosInf, "f16", vec![Mutation::new(Knob::TargetScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
-        site("f16b", "layers.0.linear.output", Phase::Forward, Kind::NegInf, "f16", vec![Mutation::new(Knob::InitScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
-        site("bf16", "loss", Phase::Loss, Kind::PosInf, "bf16", vec![bf16(), Mutation::new(Knob::Epochs, 4u32)], lr_bound(true), Some(verdict(Class::Math, None))),
+        site("f16", ("loss", Phase::Loss, Kind::PosInf), "f16", vec![Mutation::new(Knob::TargetScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
+        site("f16b", ("layers.0.linear.output", Phase::Forward, Kind::NegInf), "f16", vec![Mutation::new(Knob::InitScale, 0.991)], lr_bound(false), precision(Loss::Overflow)),
+        site("bf16", ("loss", Phase::Loss, Kind::PosInf), "bf16", vec![bf16(), Mutation::new(Knob::Epochs, 4u32)], lr_bound(true), Some(verdict(Class::Math, None))),
         site(
             "adam",
-            "layers.0.linear.weight",
-            Phase::Update,
-            Kind::Nan,
+            ("layers.0.linear.weight", Phase::Update, Kind::Nan),
             "f16",
             vec![Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Adam)],
             cause(Rule::EpsRoundsToZero, "adam update of `layers.0.linear.weight`"),
@@ -59,19 +57,17 @@ fn a_learning_rate_above_the_stability_bound_is_one_root_cause_in_every_dtype() 
         ),
         site(
             "rms",
-            "optim.layers.0.linear.weight.momentum_buffer",
-            Phase::Update,
-            Kind::Nan,
+            ("optim.layers.0.linear.weight.momentum_buffer", Phase::Update, Kind::Nan),
             "f16",
             vec![Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Rmsprop), Mutation::new(Knob::Momentum, 0.001)],
             cause(Rule::EpsRoundsToZero, "rmsprop update of `layers.0.linear.weight`"),
             precision(Loss::EpsUnderflow),
         ),
         // An eps of a norm layer rounding to 0 is that layer's own eps: not the optimizer's.
-        site("norm", "layers.1.layer_norm.output", Phase::Forward, Kind::Nan, "f16", vec![f16()], cause(Rule::EpsRoundsToZero, "layers.1.layer_norm"), precision(Loss::EpsUnderflow)),
+        site("norm", ("layers.1.layer_norm.output", Phase::Forward, Kind::Nan), "f16", vec![f16()], cause(Rule::EpsRoundsToZero, "layers.1.layer_norm"), precision(Loss::EpsUnderflow)),
         // Values too large for f16 in the data, and in the linear layer: two root causes.
-        site("data", "data.train.inputs", Phase::Data, Kind::PosInf, "f16", vec![Mutation::new(Knob::InputScale, 21.9)], cause(Rule::Overflow, "conversion to f16"), precision(Loss::Overflow)),
-        site("lin", "layers.0.linear.output", Phase::Forward, Kind::PosInf, "f16", vec![Mutation::new(Knob::InitScale, 2.19)], cause(Rule::Overflow, "layers.0.linear"), precision(Loss::Overflow)),
+        site("data", ("data.train.inputs", Phase::Data, Kind::PosInf), "f16", vec![Mutation::new(Knob::InputScale, 21.9)], cause(Rule::Overflow, "conversion to f16"), precision(Loss::Overflow)),
+        site("lin", ("layers.0.linear.output", Phase::Forward, Kind::PosInf), "f16", vec![Mutation::new(Knob::InitScale, 2.19)], cause(Rule::Overflow, "layers.0.linear"), precision(Loss::Overflow)),
     ];
     let groups = group(&findings);
     use PrecisionClass::{Any, LowPrecision};
@@ -108,24 +104,20 @@ fn a_failing_bases_log_of_0_and_of_a_negative_number_are_one_and_a_group_of_one_
     let m = |k: Knob, v: f64| Mutation::new(k, v);
     let bce_torch = || Mutation::new(Knob::LossKind, crate::scenario::LossKind::BceTorch);
     let findings = vec![
-        site("base", "layers.0.linear.output.grad", Phase::Backward, Kind::NegInf, "f32", vec![], cause(Rule::Overflow, "loss (bce) (backward)"), lost(Loss::Overflow)),
+        site("base", ("layers.0.linear.output.grad", Phase::Backward, Kind::NegInf), "f32", vec![], cause(Rule::Overflow, "loss (bce) (backward)"), lost(Loss::Overflow)),
         site(
             "zero",
-            "loss",
-            Phase::Loss,
-            Kind::PosInf,
+            ("loss", Phase::Loss, Kind::PosInf),
             "f32",
             vec![m(Knob::TargetScale, 0.34), m(Knob::ClipNorm, 10.0), Mutation::new(Knob::Epochs, 2u32)],
             cause(Rule::LogOfZero, "loss (bce)"),
             math(),
         ),
-        site("neg", "loss", Phase::Loss, Kind::Nan, "f32", vec![m(Knob::TargetScale, 0.34), Mutation::new(Knob::Epochs, 2u32)], cause(Rule::OutsideDomain, "loss (bce)"), math()),
-        site("zero16", "loss", Phase::Loss, Kind::PosInf, "f16", vec![Mutation::new(Knob::Dtype, DTypeName::F16)], cause(Rule::LogOfZero, "loss (bce)"), lost(Loss::Underflow)),
+        site("neg", ("loss", Phase::Loss, Kind::Nan), "f32", vec![m(Knob::TargetScale, 0.34), Mutation::new(Knob::Epochs, 2u32)], cause(Rule::OutsideDomain, "loss (bce)"), math()),
+        site("zero16", ("loss", Phase::Loss, Kind::PosInf), "f16", vec![Mutation::new(Knob::Dtype, DTypeName::F16)], cause(Rule::LogOfZero, "loss (bce)"), lost(Loss::Underflow)),
         site(
             "state",
-            "optim.layers.0.linear.bias.exp_avg_sq",
-            Phase::Update,
-            Kind::PosInf,
+            ("optim.layers.0.linear.bias.exp_avg_sq", Phase::Update, Kind::PosInf),
             "f32",
             vec![m(Knob::TargetScale, 0.34), Mutation::new(Knob::Optimizer, crate::scenario::OptimizerKind::Adam)],
             cause(Rule::Overflow, "adam state `optim.layers.0.linear.bias.exp_avg_sq`"),
@@ -133,9 +125,7 @@ fn a_failing_bases_log_of_0_and_of_a_negative_number_are_one_and_a_group_of_one_
         ),
         site(
             "amp",
-            "layers.0.linear.weight.grad",
-            Phase::Backward,
-            Kind::Nan,
+            ("layers.0.linear.weight.grad", Phase::Backward, Kind::Nan),
             "amp_f16",
             vec![Mutation::new(Knob::Precision, Precision::AmpF16), bce_torch()],
             cause(Rule::Overflow, "layers.0.linear (backward)"),
@@ -143,9 +133,7 @@ fn a_failing_bases_log_of_0_and_of_a_negative_number_are_one_and_a_group_of_one_
         ),
         site(
             "eps",
-            "layers.0.linear.output.grad",
-            Phase::Backward,
-            Kind::NegInf,
+            ("layers.0.linear.output.grad", Phase::Backward, Kind::NegInf),
             "f16",
             vec![Mutation::new(Knob::Dtype, DTypeName::F16), bce_torch()],
             cause(Rule::EpsRoundsToZero, "loss (bce_torch) (backward)"),
@@ -174,4 +162,51 @@ fn a_failing_bases_log_of_0_and_of_a_negative_number_are_one_and_a_group_of_one_
     assert!(group_known(&findings, &findings).iter().all(|g| g.known));
     let known = group_known(&findings, &[findings[0].clone(), findings[1].clone()]);
     assert_eq!(known.iter().filter(|g| g.known).map(|g| g.findings.clone()).collect::<Vec<_>>().len(), 2, "the base and log's domain (known by its log of 0)");
+}
+
+#[test]
+fn a_setting_the_run_cannot_hold_is_one_root_cause_in_every_dtype_and_the_naive_cross_entropy_is_one() {
+    // real/tf_deep_mnist_log_zero_fix_clip (a 30 s hunt): the naive cross-entropy (softmax
+    // then log, no max subtracted) is finite only while every logit stays under ln(3.4e38) = 88.7;
+    // more epochs, a larger lr, an outlier each push one past it (exp overflows: in f64 too for
+    // exp(8.82e3), not for exp(131)), and a probability that rounds to 0 makes log 0 or log's
+    // derivative infinite. Adam's eps of 1e-8 rounds to 0 in f16, and one of 7e-46 in f32. A
+    // trigger that changes `loss.kind` and overflows a linear is not the naive cross-entropy's.
+    let naive = |rule: Rule, back: bool| cause(rule, if back { "loss (naive_cross_entropy) (backward)" } else { "loss (naive_cross_entropy)" });
+    let lost = |l: Loss| Some(verdict(Class::Precision, Some(l)));
+    let outlier: Mutation = serde_json::from_str(r#"{"knob":"data.inject","what":"outlier","split":"train","value":3.48e-4}"#).unwrap();
+    let adam_eps = || cause(Rule::EpsRoundsToZero, "adam update of `layers.0.conv2d.weight`");
+    let findings = vec![
+        site("epochs", ("loss", Phase::Loss, Kind::Nan), "f32", vec![Mutation::new(Knob::Epochs, 148u32)], naive(Rule::Overflow, false), lost(Loss::Overflow)),
+        site("lr", ("loss", Phase::Loss, Kind::Nan), "f32", vec![Mutation::new(Knob::Lr, 0.051)], naive(Rule::Overflow, false), lost(Loss::Overflow)),
+        site("outlier", ("loss", Phase::Loss, Kind::Nan), "f32", vec![outlier], naive(Rule::Overflow, false), Some(verdict(Class::Math, None))),
+        site("zero", ("loss", Phase::Loss, Kind::PosInf), "f32", vec![Mutation::new(Knob::InitScale, 3.0)], naive(Rule::LogOfZero, false), lost(Loss::Underflow)),
+        site("back", ("layers.10.linear.output.grad", Phase::Backward, Kind::Nan), "f32", vec![Mutation::new(Knob::Lr, 0.1)], naive(Rule::DerivativeAtZero, true), lost(Loss::Underflow)),
+        site("eps16", ("layers.0.conv2d.weight", Phase::Update, Kind::PosInf), "f16", vec![Mutation::new(Knob::Dtype, DTypeName::F16)], adam_eps(), lost(Loss::EpsUnderflow)),
+        site("eps32", ("layers.3.conv2d.weight", Phase::Update, Kind::Nan), "f32", vec![Mutation::new(Knob::OptimizerEps, 7e-46)], adam_eps(), lost(Loss::EpsUnderflow)),
+        site(
+            "kind",
+            ("layers.7.linear.output", Phase::Forward, Kind::PosInf),
+            "f32",
+            vec![Mutation::new(Knob::LossKind, crate::scenario::LossKind::CrossEntropy), Mutation::new(Knob::Lr, 5.0)],
+            cause(Rule::Overflow, "layers.7.linear"),
+            lost(Loss::Overflow),
+        ),
+    ];
+    let groups = group(&findings);
+    let members: BTreeSet<(Vec<&str>, Vec<&str>)> = groups.iter().map(|g| (knobs(g), g.findings.iter().map(String::as_str).collect())).collect();
+    let want: BTreeSet<(Vec<&str>, Vec<&str>)> = [
+        (vec!["loss.kind = naive_cross_entropy"], vec!["back", "epochs", "lr", "outlier", "zero"]),
+        (vec!["optimizer.eps"], vec!["eps16", "eps32"]),
+        (vec!["loss.kind", "optimizer.lr"], vec!["kind"]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(members, want);
+    // Each under its widest precision class's key: the naive cross-entropy's that fails in f64
+    // too, the eps's of full precision.
+    let of = |sig: &str| groups.iter().find(|g| g.findings.iter().any(|f| f == sig)).unwrap();
+    assert_eq!((of("lr").mechanism.precision, of("lr").mechanism.rule), (PrecisionClass::Any, Some(Rule::Overflow)));
+    assert_eq!(of("eps16").mechanism.precision, PrecisionClass::Full);
+    assert_eq!(of("lr").mechanism.describe(), "overflow in loss, any precision, verdict math, by loss.kind = naive_cross_entropy");
 }

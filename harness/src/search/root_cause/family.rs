@@ -3,6 +3,11 @@
 //! - a divergence (`divergence`, `lr_above_stability_bound`) is its driver, whichever op the
 //!   values then overflowed in and in whatever dtype: "lr 0.1 is above the stability bound" in
 //!   f16 on the first step and in f32 after four;
+//! - a setting the run cannot hold (an optimizer's or a loss's eps that rounds to 0, a clamp
+//!   whose `1 − ε` rounds to 1, the naive cross-entropy's softmax then log), keyed by that
+//!   setting, is the setting's in every dtype, whatever the verdict: Adam's eps of 1e-8 in f16
+//!   and of 7e-46 in f32; `exp` of a logit past 88.7 and a probability rounded to 0 in the naive
+//!   cross-entropy;
 //! - an op's input at the edge of its domain or past it (`log` of 0, `log` of a negative number)
 //!   in one op is one: `log(1 − p)` with `p = 1` and with `p > 1`.
 //!
@@ -10,7 +15,10 @@
 
 use std::cmp::Reverse;
 
-use super::mechanism::Mechanism;
+use super::mechanism::{Mechanism, SOFTMAX_THEN_LOG};
+
+/// The knobs a setting the dtype cannot hold keys by (`mechanism.rs`'s `setting`).
+const SETTINGS: [&str; 3] = ["optimizer.eps", "loss.epsilon", "loss.clamp"];
 use crate::run::Rule;
 
 /// What a person names a rule's flips by.
@@ -18,6 +26,8 @@ use crate::run::Rule;
 enum Family {
     /// The run diverged: the knob that drove it is the mechanism.
     Divergence,
+    /// A setting the run cannot hold: the setting is the mechanism.
+    Setting,
     /// An input at or past the edge of its op's domain: the op is the mechanism.
     Domain,
     /// The rule, op, knobs, precision class and verdict all are.
@@ -29,28 +39,28 @@ fn family(rule: Option<Rule>) -> Family {
     let Some(rule) = rule else { return Family::Own };
     match rule {
         Rule::Divergence | Rule::LrAboveStabilityBound => Family::Divergence,
+        Rule::EpsRoundsToZero | Rule::OneMinusEpsRoundsToOne => Family::Setting,
         Rule::LogOfZero | Rule::OutsideDomain => Family::Domain,
-        Rule::EpsRoundsToZero
-        | Rule::OneMinusEpsRoundsToOne
-        | Rule::Overflow
-        | Rule::DivisionByZero
-        | Rule::DerivativeAtZero
-        | Rule::ZeroTimesInf
-        | Rule::DataNotFinite
-        | Rule::FullyMaskedRow
-        | Rule::LossScaleCollapse
-        | Rule::NoGradient => Family::Own,
+        Rule::Overflow | Rule::DivisionByZero | Rule::DerivativeAtZero | Rule::ZeroTimesInf | Rule::DataNotFinite | Rule::FullyMaskedRow | Rule::LossScaleCollapse | Rule::NoGradient => Family::Own,
     }
 }
 
 /// Whether two distinct keys are one mechanism: the same knobs, and a family whose other
 /// fields agree where it says they matter.
 pub(super) fn one_mechanism(a: &Mechanism, b: &Mechanism) -> bool {
-    if a == b || a.knobs != b.knobs || family(a.rule) != family(b.rule) {
+    if a == b || a.knobs != b.knobs {
+        return false;
+    }
+    // The naive cross-entropy's keys name its formula, whichever of its rules (all in `loss`).
+    if [a, b].iter().all(|k| k.knobs == [SOFTMAX_THEN_LOG] && k.op == "loss" && matches!(k.rule, Some(Rule::Overflow | Rule::LogOfZero | Rule::DerivativeAtZero))) {
+        return true;
+    }
+    if family(a.rule) != family(b.rule) {
         return false;
     }
     match family(a.rule) {
         Family::Divergence => true,
+        Family::Setting => a.rule == b.rule && a.op == b.op && a.knobs.len() == 1 && SETTINGS.contains(&a.knobs[0].as_str()),
         Family::Domain => a.op == b.op && a.precision == b.precision && a.verdict == b.verdict,
         Family::Own => false,
     }

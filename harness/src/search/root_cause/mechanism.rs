@@ -33,6 +33,10 @@ pub const MAGNITUDE: &str = "magnitude";
 /// from the base's failure and made it fail anew.
 pub const ELSEWHERE: &str = "away from the failing base";
 
+/// What a key names the naive cross-entropy's failures by: its loss's formula, the setting (no
+/// trigger's knob is named so, so no trigger that changes `loss.kind` joins it).
+pub const SOFTMAX_THEN_LOG: &str = "loss.kind = naive_cross_entropy";
+
 /// The op of a failing base's flips elsewhere once grouped: which op a value overflowed in
 /// first, away from the base's failure, is no part of the mechanism (its sites name it).
 pub const ANY_OP: &str = "any op";
@@ -112,7 +116,7 @@ impl Mechanism {
         let math = t.verdict.as_ref().is_some_and(|v| v.class == Class::Math);
         // A chain is one cause: a divergence groups by the knob that drove it, whatever else
         // its trigger moved (the members still list every trigger).
-        let mut knobs: Vec<String> = match (cause.and_then(|c| c.chain.as_ref()), cause.and_then(|c| setting(c.rule, &op))) {
+        let mut knobs: Vec<String> = match (cause.and_then(|c| c.chain.as_ref()), cause.and_then(|c| setting(c, &op))) {
             (Some(chain), _) => vec![chain.driver().to_string()],
             (None, Some(knob)) => vec![knob.to_string()],
             (None, None) if base_fails && !t.mutations.is_empty() => vec![ELSEWHERE.to_string()],
@@ -321,17 +325,21 @@ pub(super) fn op_kind(cause: Option<&Cause>, at: &Location) -> String {
     }
 }
 
-/// The setting a rule says the run cannot hold, as a knob name, where the op tells which: an
-/// optimizer's or a loss's epsilon that rounds to 0, a loss's clamp whose `1 − ε` rounds to 1,
-/// a learning rate above the model's stability bound. Such a flip is that setting's: whatever
-/// knob pushed the values to it (a larger input, a larger init, an error that was 0) only
-/// exposed it, so its root cause groups by the setting.
-fn setting(rule: Rule, op: &str) -> Option<&'static str> {
-    match (rule, op) {
+/// The setting a diagnosis says the run cannot hold, as a knob name, where its op (`op`, its
+/// kind) tells which: an optimizer's or a loss's epsilon that rounds to 0, a loss's clamp whose
+/// `1 − ε` rounds to 1, a learning rate above the model's stability bound, the naive
+/// cross-entropy (softmax then log: `exp` of a logit past `ln(max)`, a probability that rounds
+/// to 0, `log`'s derivative there), whose formula is the setting. Such a flip is that setting's:
+/// whatever knob pushed the values to it (a larger input, a larger init, more epochs, an error
+/// that was 0) only exposed it, so its root cause groups by the setting.
+fn setting(c: &Cause, op: &str) -> Option<&'static str> {
+    let naive = c.op.trim_end_matches(" (backward)") == format!("loss ({})", <&str>::from(crate::scenario::LossKind::NaiveCrossEntropy));
+    match (c.rule, op) {
         (Rule::EpsRoundsToZero, "update" | "optimizer state") => Some("optimizer.eps"),
         (Rule::EpsRoundsToZero, "loss") => Some("loss.epsilon"),
         (Rule::OneMinusEpsRoundsToOne, "loss") => Some("loss.clamp"),
         (Rule::LrAboveStabilityBound, _) => Some("optimizer.lr"),
+        (Rule::Overflow | Rule::LogOfZero | Rule::DerivativeAtZero, "loss") if naive => Some(SOFTMAX_THEN_LOG),
         (
             Rule::EpsRoundsToZero
             | Rule::OneMinusEpsRoundsToOne
