@@ -61,8 +61,8 @@ fn gather_looks_up_rows_negative_indices_count_from_the_end_and_out_of_range_is_
 #[test]
 fn casts_comparisons_and_where_work_on_zero_one_masks() {
     let x = t(&[-1.5, 0.0, 2.7], &[3]);
-    assert_eq!(eval(Kind::Cast { to: CastTo::Int }, &[x.clone()]), [-1.0, 0.0, 2.0]);
-    assert_eq!(eval(Kind::Cast { to: CastTo::Bool }, &[x.clone()]), [1.0, 0.0, 1.0]);
+    assert_eq!(eval(Kind::Cast { to: CastTo::Int }, std::slice::from_ref(&x)), [-1.0, 0.0, 2.0]);
+    assert_eq!(eval(Kind::Cast { to: CastTo::Bool }, std::slice::from_ref(&x)), [1.0, 0.0, 1.0]);
     let zero = t(&[0.0], &[1]);
     assert_eq!(eval(Kind::Equal, &[x.clone(), zero.clone()]), [0.0, 1.0, 0.0]);
     assert_eq!(eval(Kind::Or, &[t(&[0.0, 1.0, 0.0], &[3]), t(&[0.0, 0.0, 1.0], &[3])]), [0.0, 1.0, 1.0]);
