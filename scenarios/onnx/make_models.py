@@ -7,6 +7,8 @@ Each model is seeded, so the .onnx files are reproducible. The weights are kept 
 weight as its named initializer (`fc1.weight`) instead of a folded transposed constant (`val_0`).
 """
 
+import math
+
 import onnx
 import torch
 from torch import nn
@@ -38,12 +40,60 @@ class MlpMse(nn.Module):
         return nn.functional.mse_loss(self.mlp(x), y)
 
 
-def export(model, example, path, **kw):
-    """Exports with the batch dimension dynamic, then drops the stack traces (local paths)."""
+class Block(nn.Module):
+    """A GPT-2 pre-norm block: causal self-attention written by hand, then an MLP, each residual."""
+
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc = nn.Linear(d, 4 * d)
+        self.act = nn.GELU()
+        self.out = nn.Linear(4 * d, d)
+
+    def forward(self, h, blocked):
+        b, t, d = h.shape
+        q, k, v = self.qkv(self.ln1(h)).split(d, dim=-1)
+        q, k, v = (z.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        s = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
+        a = torch.softmax(s.masked_fill(blocked, float("-inf")), dim=-1)
+        h = h + self.proj((a @ v).transpose(1, 2).reshape(b, t, d))
+        return h + self.out(self.act(self.fc(self.ln2(h))))
+
+
+class Gpt(nn.Module):
+    """A GPT-2-style language model: token and position embeddings, one block, a final layer
+    norm and an LM head. `mask` is 1 where a position holds data: a position attends to the
+    earlier positions that hold data, so a fully padded row's softmax is all -inf (NaN)."""
+
+    def __init__(self, vocab=11, d=8, heads=2, seq=5):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(seq, d)
+        self.block = Block(d, heads)
+        self.lnf = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids, mask):
+        t = ids.shape[1]
+        h = self.tok(ids) + self.pos(torch.arange(t))
+        causal = torch.ones(t, t, dtype=torch.bool).triu(1)
+        blocked = causal[None, None] | (mask == 0)[:, None, None, :]
+        return self.head(self.lnf(self.block(h, blocked)))
+
+
+def export(model, example, path, dynamic=True, **kw):
+    """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
+    unless `dynamic` is false), then drops the stack traces (local paths)."""
     model.eval()
-    batch = torch.export.Dim("batch")
-    shapes = {"x": {0: batch}} if len(example) == 1 else {"x": {0: batch}, "y": {0: batch}}
-    torch.onnx.export(model, example, path, dynamo=True, external_data=False, dynamic_shapes=shapes, **kw)
+    example = example if isinstance(example, tuple) else (example,)
+    if dynamic:
+        batch = torch.export.Dim("batch")
+        kw["dynamic_shapes"] = {"x": {0: batch}} if len(example) == 1 else {"x": {0: batch}, "y": {0: batch}}
+    torch.onnx.export(model, example, path, dynamo=True, external_data=False, **kw)
     m = onnx.load(path)
     for n in m.graph.node:
         keep = [p for p in n.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
@@ -58,6 +108,11 @@ def main():
     # The same weights (the same seed) with the loss in the graph.
     torch.manual_seed(0)
     export(MlpMse(), (torch.randn(5, 4), torch.randn(5, 1)), "mlp_mse.onnx", optimize=False, input_names=["x", "y"], output_names=["loss"])
+    # Static shapes: nanhunt folds the reshapes' targets and keeps the data's batch in them.
+    torch.manual_seed(0)
+    gpt = Gpt()
+    ids, mask = torch.randint(0, 11, (3, 5)), torch.ones(3, 5)
+    export(gpt, (ids, mask), "gpt.onnx", dynamic=False, optimize=False, opset_version=18, input_names=["ids", "mask"], output_names=["logits"])
 
 
 if __name__ == "__main__":

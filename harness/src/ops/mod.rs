@@ -31,6 +31,7 @@ pub mod linear;
 pub mod logsigmoid;
 pub mod loss;
 pub mod normalize;
+pub mod onnx;
 mod op;
 pub mod pool2d;
 mod registry;

@@ -61,6 +61,7 @@ macro_rules! for_each_op {
                 Residual => residual::Residual,
                 Attention => attention::Attention,
                 Expr => expr::Expr,
+                Onnx => onnx::OnnxNode,
             }
         }
     };

@@ -28,7 +28,10 @@ pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(
     };
     let outs = model.forward(&rows(x)?, None)?;
     let pred = outs.last().ok_or_else(|| invalid("the model has no layers".into()))?;
-    let loss = Loss(s.loss.clone()).apply(pred, &rows(y)?)?;
+    // Targets of a sequence model (`next_token`'s one-hot rows) take the prediction's shape, as the loop gives them.
+    let y = rows(y)?;
+    let y = if y.elem_count() == pred.elem_count() { y.reshape(pred.shape())? } else { y };
+    let loss = Loss(s.loss.clone()).apply(pred, &y)?;
     let grads = loss.backward()?;
     let mut out = Vec::with_capacity(model.params().len());
     for p in model.params() {

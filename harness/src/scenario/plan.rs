@@ -361,7 +361,7 @@ impl Planner<'_> {
     fn layer(&mut self, layer: &Layer, shape: Shape) -> std::result::Result<Shape, String> {
         let kind = layer.name();
         // A residual block's layers and attention check what they read themselves.
-        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_) | Layer::Residual(_) | Layer::Attention(_)) {
+        if matches!(shape, Shape::Tokens { .. }) && !matches!(layer, Layer::Embedding(_) | Layer::Residual(_) | Layer::Attention(_) | Layer::Onnx(_)) {
             return Err(format!("a {kind} layer cannot read token ids: put an embedding layer first"));
         }
         layer.op().plan(self, shape)

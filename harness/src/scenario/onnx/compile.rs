@@ -1,10 +1,12 @@
 //! Compiling a loaded ONNX graph into registry layers, the file's float initializers their
-//! parameters at the file's values. This first slice compiles a chain (each node reads the
-//! previous one's output, as an MLP's export does): `Gemm` and `MatMul` + `Add` of constant
+//! parameters at the file's values. A chain (each node reads the previous one's output, as an
+//! MLP's export does) compiles as the first slice did: `Gemm` and `MatMul` + `Add` of constant
 //! weights become `linear` layers (the weight transposed to nanhunt's `(in, out)` where the
 //! file holds PyTorch's `(out, in)`), and `Relu`, `Tanh`, `Sigmoid`, `Gelu`, `Softmax` (last axis)
-//! and `Identity` their registry ops. Every node of another op type is refused at once, each
-//! with its op type, node name and module path.
+//! and `Identity` their registry ops. Any other graph (residual adds, `q·kᵀ`, a value read by
+//! several nodes, a transformer's ops) compiles node by node into `onnx` layers (`graph.rs`),
+//! its weights in PyTorch's layout. Every node of an op type neither imports is refused at
+//! once, each with its op type, node name and module path.
 
 use std::collections::BTreeMap;
 
@@ -13,15 +15,26 @@ use crate::ops::linear::Linear;
 use crate::scenario::model::Compiled;
 use crate::scenario::Layer;
 
-/// The op types this slice compiles (and `Constant`, whose value later nodes read).
+/// The op types a chain compiles (and `Constant`, whose value later nodes read).
 pub const SUPPORTED: [&str; 10] = ["Constant", "Gemm", "MatMul", "Add", "Relu", "Tanh", "Sigmoid", "Gelu", "Softmax", "Identity"];
 
-/// Compiles `m`, or says every node it cannot compile (or why the graph is not a chain).
+/// Compiles `m`: as a chain of registry layers if it is one, else as a graph of `onnx` layers;
+/// or says every node of an op type nanhunt does not import.
 pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {
-    let unsupported: Vec<String> = m.nodes.iter().filter(|n| !matches!(n.domain.as_str(), "" | "ai.onnx") || !SUPPORTED.contains(&n.op_type.as_str())).map(OnnxNode::describe).collect();
+    let unsupported: Vec<String> = m.nodes.iter().filter(|n| !matches!(n.domain.as_str(), "" | "ai.onnx") || !super::graph::SUPPORTED.contains(&n.op_type.as_str())).map(OnnxNode::describe).collect();
     if !unsupported.is_empty() {
-        return Err(format!("nanhunt does not import these nodes yet: {} (it imports {})", unsupported.join(", "), SUPPORTED.join(", ")));
+        return Err(format!("nanhunt does not import these nodes yet: {} (it imports {})", unsupported.join(", "), super::graph::SUPPORTED.join(", ")));
     }
+    if m.nodes.iter().all(|n| SUPPORTED.contains(&n.op_type.as_str())) {
+        if let Ok(c) = chain(m) {
+            return Ok(c);
+        }
+    }
+    super::graph::compile(m)
+}
+
+/// Compiles `m` as a chain, or says why it is not one.
+fn chain(m: &OnnxModel) -> Result<Compiled, String> {
     let [input] = m.inputs.as_slice() else {
         let names: Vec<&str> = m.inputs.iter().map(|(n, _)| n.as_str()).collect();
         return Err(format!("the graph reads {} inputs ({}): nanhunt binds one, the scenario's data", names.len(), names.join(", ")));

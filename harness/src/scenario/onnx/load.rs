@@ -111,7 +111,8 @@ fn attr(a: &AttributeProto, node: &str, ext: &External<'_>, budget: &mut Budget)
 }
 
 /// The PyTorch module path and op the exporter recorded (`pkg.torch.onnx.name_scopes` of
-/// `['', 'fc1', 'linear']` is `fc1.linear`; else the `namespace`'s scopes), if any.
+/// `['', 'fc1', 'linear']` is `fc1.linear`, of `['', 'block', 'block.ln1', 'layer_norm']`
+/// `block.ln1.layer_norm`; else the `namespace`'s scopes), if any.
 fn module_path(n: &NodeProto) -> Option<String> {
     let prop = |k: &str| n.metadata_props.iter().find(|p| p.key() == k).map(|p| p.value().to_string());
     let scopes: Vec<String> = if let Some(s) = prop("pkg.torch.onnx.name_scopes") {
@@ -120,8 +121,14 @@ fn module_path(n: &NodeProto) -> Option<String> {
         // `: __main__.Mlp/fc1: torch.nn.modules.linear.Linear/linear: aten.linear.default`
         prop("namespace")?.split('/').map(|seg| seg.split(':').next().unwrap_or("").trim().to_string()).collect()
     };
+    // Each scope is a module's full path (`['', 'block', 'block.ln1', 'layer_norm']`): the
+    // deepest module's and the op's name it (`block.ln1.layer_norm`).
     let path: Vec<&str> = scopes.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
-    (!path.is_empty()).then(|| path.join("."))
+    match path.as_slice() {
+        [] => None,
+        [.., module, op] if path.len() > 1 => Some(format!("{module}.{op}")),
+        [op, ..] => Some((*op).to_string()),
+    }
 }
 
 /// The nodes in an order where each reads only `known` values and earlier nodes' outputs.

@@ -6,15 +6,18 @@
 //! typed fields or an external data file confined to the model's folder, sizes checked against
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
-//! one tensor. `compile.rs` turns the graph into registry layers with the file's weights;
-//! `import.rs` resolves `[model] onnx = "model.onnx"`, `loss_tail.rs` takes a loss exported with
-//! the model off the graph for `[loss] from_model` (the import's types, `Import` and `Compiled`, are in
+//! one tensor. `compile.rs` turns a chain into registry layers with the file's weights, and
+//! `graph.rs` (with `translate.rs` and `fold.rs`) any other graph into `onnx` layers, one per
+//! node, reading earlier nodes' outputs by name; `import.rs` resolves `[model] onnx =
+//! "model.onnx"`, `loss_tail.rs` takes a loss exported with the model off the graph for
+//! `[loss] from_model` (the import's types, `Import` and `Compiled`, are in
 //! `scenario/model.rs` beside the `Layer` they hold); the plan takes the graph's names in
 //! `scenario/plan.rs`.
 
 use std::collections::BTreeMap;
 
 pub mod compile;
+mod graph;
 mod import;
 mod load;
 pub mod loss_tail;

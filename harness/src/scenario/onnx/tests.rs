@@ -61,9 +61,9 @@ fn matmul_then_add_is_a_linear_layer_and_unsupported_ops_are_listed_at_once() {
     let nodes = vec![node("MatMul", "mm", &["x", "w"], &["h"], vec![]), node("Add", "add", &["h", "b"], &["y"], vec![])];
     let c = compile(&parse(&model(20, nodes, vec![w.clone(), b.clone()], "y"), None, 16).unwrap()).unwrap();
     assert_eq!(c.params, [("w".to_string(), vec![2, 1], vec![7.0, 8.0]), ("b".to_string(), vec![1], vec![9.0])]);
-    let nodes = vec![node("MatMul", "mm", &["x", "w"], &["h"], vec![]), node("Erf", "e1", &["h"], &["z"], vec![]), node("Trilu", "t1", &["z"], &["y"], vec![])];
+    let nodes = vec![node("MatMul", "mm", &["x", "w"], &["h"], vec![]), node("Atan", "e1", &["h"], &["z"], vec![]), node("NonZero", "t1", &["z"], &["y"], vec![])];
     let err = compile(&parse(&model(20, nodes, vec![w, b], "y"), None, 16).unwrap()).unwrap_err();
-    assert!(err.contains("Erf node `e1` (module `block.erf`)") && err.contains("Trilu node `t1` (module `block.trilu`)"), "{err}");
+    assert!(err.contains("Atan node `e1` (module `block.atan`)") && err.contains("NonZero node `t1` (module `block.nonzero`)"), "{err}");
 }
 
 #[test]
@@ -152,4 +152,70 @@ fn the_exported_mlp_loads_at_pytorchs_values() {
     assert_eq!(c.params[0].1, vec![4, 8]);
     assert!(close(w[0], -0.00374341) && close(w[8], 0.26822180) && close(w[24], -0.36796951) && close(w[1], -0.19257718), "{:?}", &w[..9]);
     assert!(close(c.params[5].2[0], 0.13874434), "fc3.bias");
+}
+
+/// A graph that is not a chain: `r = tanh(x) + x` (a residual of two activations), then
+/// `p = r[:, :, None] @ tanh(x)[:, None, :]` (a matmul of two activations, `tanh(x)` read by three
+/// nodes), `y = p.sum(2) * w`.
+fn dag() -> Vec<u8> {
+    let ints = |name: &str, v: &[i64]| AttributeProto { name: Some(name.into()), ints: v.to_vec(), r#type: Some(7), ..Default::default() };
+    let nodes = vec![
+        node("Tanh", "h", &["x"], &["h"], vec![]),
+        node("Add", "r", &["h", "x"], &["r"], vec![]),
+        node("Constant", "a2", &[], &["a2"], vec![ints("value_ints", &[2])]),
+        node("Constant", "a1", &[], &["a1"], vec![ints("value_ints", &[1])]),
+        node("Unsqueeze", "u1", &["r", "a2"], &["u"], vec![]),
+        node("Unsqueeze", "u2", &["h", "a1"], &["v"], vec![]),
+        node("MatMul", "mm", &["u", "v"], &["p"], vec![]),
+        node("ReduceSum", "sum", &["p", "a2"], &["s"], vec![int_attr("keepdims", 0)]),
+        node("Mul", "mul", &["s", "w"], &["y"], vec![]),
+    ];
+    let mut m = ModelProto::decode(&model(18, nodes, vec![tensor("w", &[3], &[1.0, 2.0, 3.0])], "y")[..]).unwrap();
+    use super::proto::{
+        tensor_shape_proto::{dimension::Value as Dim, Dimension},
+        type_proto, TensorShapeProto, TypeProto,
+    };
+    let dims = [Dim::DimParam("batch".into()), Dim::DimValue(3)].map(|d| Dimension { value: Some(d), ..Default::default() }).to_vec();
+    let shape = TensorShapeProto { dim: dims };
+    let ty = TypeProto { value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(1), shape: Some(shape) })), ..Default::default() };
+    m.graph.as_mut().unwrap().input[0].r#type = Some(ty);
+    m.encode_to_vec()
+}
+
+#[test]
+fn a_graph_compiles_node_by_node_and_its_loss_and_gradient_are_the_hand_computed_ones() {
+    let c = compile(&parse(&dag(), None, 16).unwrap()).unwrap();
+    assert!(c.layers.iter().all(|l| matches!(l, Layer::Onnx(_))), "{:?}", c.layers);
+    // The constants fold; two unsqueezes share a module path, so the first adds its node's name.
+    assert_eq!(c.names, ["block.tanh", "block.add", "block.unsqueeze.u1", "block.unsqueeze", "block.matmul", "block.reducesum", "block.mul"]);
+    assert_eq!(c.params, [("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g.onnx"), dag()).unwrap();
+    let toml = "name = \"g\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0, 2.0, 0.5]] }\ntargets = { kind = \"values\", values = [[0.0, 0.0, 0.0]] }\n[model]\nonnx = \"g.onnx\"\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
+    std::fs::write(dir.path().join("s.toml"), toml).unwrap();
+    let s = crate::scenario::load(&dir.path().join("s.toml")).unwrap();
+    let (loss, grads) = crate::run::first_gradients(&s, &[vec![1.0, 2.0, 0.5]], &[vec![0.0; 3]]).unwrap();
+    // By hand (Python floats): h = tanh([1, 2, 0.5]), S = Σh = 2.1877390, r = h + x,
+    // y_i = r_i·S·w_i = [3.8539080, 12.969037, 6.3145834]; MSE = Σy²/3 = 74.307496;
+    // dL/dw_i = (2/3)·y_i·r_i·S = [9.9017382, 56.065305, 8.8608807].
+    assert!((loss - 74.307496).abs() < 1e-4, "{loss}");
+    assert_eq!(grads[0].0, "layers.w");
+    for (a, b) in grads[0].1.iter().zip([9.9017382, 56.065305, 8.8608807]) {
+        assert!((a - b).abs() < 1e-4 * b, "{:?}", grads[0].1);
+    }
+}
+
+#[test]
+fn the_exported_gpt_compiles_as_a_graph_named_by_its_modules() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/onnx/gpt.onnx");
+    let c = compile(&load(&path, 64).unwrap()).unwrap();
+    // Every weight of the PyTorch module (make_models.py's Gpt) is a parameter, in PyTorch's layout.
+    let names: Vec<&str> = c.params.iter().map(|p| p.0.as_str()).collect();
+    for want in ["tok.weight", "pos.weight", "block.ln1.weight", "block.qkv.weight", "block.qkv.bias", "block.proj.weight", "block.fc.weight", "block.out.bias", "lnf.bias", "head.weight"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert_eq!(c.params.iter().find(|p| p.0 == "block.qkv.weight").map(|p| p.1.clone()), Some(vec![24, 8]));
+    // The masked fill compiles into the softmax; the shapes and the causal mask fold away.
+    assert!(c.names.contains(&"block.softmax".to_string()) && !c.names.iter().any(|n| n.contains("masked_fill") || n.contains("triu") || n.contains("arange")), "{:?}", c.names);
+    assert!(matches!(c.layers.last(), Some(Layer::Onnx(l)) if l.name == "logits" && l.dims == [3, 5, 11]));
 }
