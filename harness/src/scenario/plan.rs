@@ -303,6 +303,12 @@ impl Planner<'_> {
         if !output_name(name) {
             return Err(format!("`{name}` cannot name an output: use a name of letters, digits and `_` that is not `x`, `p`, `y`, `mask`, a Python keyword or a name repro.py uses (`torch`, `F`)"));
         }
+        self.name_value(name, input, shape)
+    }
+
+    /// Names the output `input` as `name_output` does, but with a name an imported graph gave
+    /// it (any ONNX value name: no expression or `repro.py` reads it by that name).
+    pub fn name_value(&mut self, name: &str, input: Input, shape: Shape) -> std::result::Result<(), String> {
         if self.output_named(name).is_some() {
             return Err(format!("the name `{name}` is already given to an earlier output"));
         }

@@ -111,9 +111,15 @@ pub fn shape_of(dims: &[usize], batch: bool) -> Shape {
         (true, [_, w]) => Shape::Flat(*w),
         (true, [_, len, width]) => Shape::Seq { len: *len, width: *width },
         (true, [_, channels, height, width]) => Shape::Image { channels: *channels, height: *height, width: *width },
-        (true, [_, rest @ ..]) => Shape::Flat(rest.iter().product::<usize>().max(1)),
-        (_, d) => Shape::Flat(d.iter().product::<usize>().max(1)),
+        (true, [_, rest @ ..]) => Shape::Flat(saturating_product(rest)),
+        (_, d) => Shape::Flat(saturating_product(d)),
     }
+}
+
+/// The product of `dims`, at least 1, saturating where it would overflow (the memory estimate
+/// then refuses it).
+fn saturating_product(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |a, &d| a.saturating_mul(d)).max(1)
 }
 
 impl OnnxNode {
@@ -189,7 +195,7 @@ impl Op for OnnxNode {
         }
         let out = shape_of(&self.dims, self.batch);
         let node = p.node(Part::Whole, "", &inputs, out);
-        p.name_output(&self.name, node, out)?;
+        p.name_value(&self.name, node, out)?;
         Ok(out)
     }
 
