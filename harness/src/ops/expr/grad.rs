@@ -17,10 +17,10 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use crate::error::Result;
 
 /// A function from the output's gradient (`keepdim`'s shape) to the input's.
-type Backward = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
+pub(crate) type Backward = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
 
 /// `value` (computed from `x` off the graph) as a function of `x` whose backward is `back`.
-fn with_grad(x: &Tensor, value: &Tensor, back: Backward) -> Result<Tensor> {
+pub(crate) fn with_grad(x: &Tensor, value: &Tensor, back: Backward) -> Result<Tensor> {
     Ok(x.apply_op2(&value.contiguous()?, Override(back))?)
 }
 
