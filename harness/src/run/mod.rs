@@ -188,7 +188,7 @@ fn prepare(s: &Scenario) -> Result<(Device, data::Dataset, Plan, Option<code::Mo
     };
     // The data as built (CSV rows are known only now), and the bounded trace.
     within_plan(s, &plan, &data.footprint(s, &plan), Trace::max_bytes(plan.layer_names.len()))?;
-    if let Some(message) = plan.target_mismatch(data.targets) {
+    if let Some(message) = plan.target_mismatch(data.targets).filter(|_| !crate::ops::loss::reads_own_targets(&s.loss, &plan, data.targets)) {
         return Err(match &s.model.code {
             Some(c) => Error::Invalid {
                 location: s.name.clone(),

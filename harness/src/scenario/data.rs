@@ -155,6 +155,26 @@ pub enum TargetSpec {
         /// Number of classes.
         k: usize,
     },
+    /// One of `k` classes as its index in one column (PyTorch's class-index targets, for
+    /// `cross_entropy`); a drawn fraction of the rows hold the loss's `ignore_index` instead.
+    Labels {
+        /// Number of classes.
+        k: usize,
+        /// Chance that a row is ignored (its target the loss's `ignore_index`, -100 by default).
+        #[serde(default)]
+        ignore_fraction: f64,
+    },
+    /// Label sequences for `ctc`: each row draws a length in `min_length..=length` and that many
+    /// labels in `0..k` other than the loss's blank, padded with the blank to `length` columns.
+    Sequences {
+        /// Number of classes, the blank included.
+        k: usize,
+        /// The longest sequence (the target columns).
+        length: usize,
+        /// The shortest sequence.
+        #[serde(default = "one_usize")]
+        min_length: usize,
+    },
     /// Uniform regression targets in `[low, high)`.
     Uniform {
         /// Lower bound.

@@ -30,9 +30,10 @@ pub fn target_width(d: &DataSpec) -> Option<usize> {
 /// The number of target columns a target spec makes, when known.
 pub(crate) fn target_spec_width(t: &TargetSpec) -> Option<usize> {
     Some(match t {
-        TargetSpec::Binary | TargetSpec::Linear { .. } => 1,
+        TargetSpec::Binary | TargetSpec::Linear { .. } | TargetSpec::Labels { .. } => 1,
         TargetSpec::Classes { k } => *k,
         TargetSpec::Uniform { outputs, .. } | TargetSpec::Normal { outputs, .. } => *outputs,
+        TargetSpec::Sequences { length, .. } => *length,
         TargetSpec::Values { values } => match values.first()? {
             TargetRow::One(_) => 1,
             TargetRow::Many(v) => v.len(),

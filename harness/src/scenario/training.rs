@@ -37,6 +37,19 @@ pub struct LossSpec {
     /// other input, `y`, to the targets (`scenario::onnx::loss_tail`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_model: Option<String>,
+    /// `cross_entropy` of class-index targets: the target value whose rows are left out (PyTorch's
+    /// `ignore_index`, -100 when absent); a mean is over the other rows, 0/0 = NaN if none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_index: Option<i64>,
+    /// `cross_entropy`'s `label_smoothing` in `[0, 1]`, PyTorch's formula (`LossNLL.cpp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// `ctc`'s blank class (PyTorch's `blank`, 0 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blank: Option<usize>,
+    /// `ctc`'s `zero_infinity`: an impossible alignment's infinite loss (and its gradient) is 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_infinity: bool,
 }
 
 /// The supported losses.
@@ -56,7 +69,8 @@ pub enum LossKind {
     BceTorch,
     /// `binary_cross_entropy_with_logits` (stable).
     BceLogits,
-    /// Cross-entropy through log-softmax (stable), one-hot targets.
+    /// Cross-entropy through log-softmax (stable): one-hot (or probability) targets, or
+    /// PyTorch's class indices (one column, `ignore_index`), either with `label_smoothing`.
     CrossEntropy,
     /// Softmax, then log: unstable cross-entropy.
     NaiveCrossEntropy,
@@ -72,6 +86,9 @@ pub enum LossKind {
     Focal,
     /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))` (`consts`: `temperature`).
     InfoNce,
+    /// `F.ctc_loss` of log-probabilities `(batch, steps, classes)` against label rows padded
+    /// with the blank (`blank`, `zero_infinity`).
+    Ctc,
 }
 
 fn expr_kind() -> LossKind {
@@ -300,7 +317,20 @@ impl Default for StagnationSpec {
 
 impl Default for LossSpec {
     fn default() -> Self {
-        LossSpec { kind: LossKind::Mse, expr: None, consts: Default::default(), delta: None, clamp: None, epsilon: None, reduction: Reduction::Mean, from_model: None }
+        LossSpec {
+            kind: LossKind::Mse,
+            expr: None,
+            consts: Default::default(),
+            delta: None,
+            clamp: None,
+            epsilon: None,
+            reduction: Reduction::Mean,
+            ignore_index: None,
+            label_smoothing: None,
+            blank: None,
+            zero_infinity: false,
+            from_model: None,
+        }
     }
 }
 

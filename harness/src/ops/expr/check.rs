@@ -64,7 +64,8 @@ pub struct Bound {
     pub dims: Vec<usize>,
     /// `keepdim`.
     pub keepdim: bool,
-    /// `min`, `max` of a clamp; `p` of a norm in `lo`; `correction` of std and var in `lo`.
+    /// `min`, `max` of a clamp; `p` of a norm in `lo`; `correction` of std and var in `lo`;
+    /// `eps` of `cosine_similarity` in `lo`.
     pub lo: Option<f64>,
     /// `max` of a clamp.
     pub hi: Option<f64>,
@@ -203,6 +204,13 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
             out
         }
         Family::Reshape => reshape(x, &mut b, col)?,
+        Family::Pair => {
+            // PyTorch's defaults: dim 1, eps 1e-8; the operands broadcast, then `dim` goes.
+            let both = broadcast(x, &ops[1].dims).map_err(|message| Problem { col, message })?;
+            b.dims = vec![wrap(b.params.num("dim").unwrap_or(1.0), both.len(), col)?];
+            b.lo = Some(b.params.num("eps").unwrap_or(1e-8));
+            reduced(&both, &b.dims, false)
+        }
     };
     Ok((b, dims))
 }

@@ -4,7 +4,8 @@
 //! applies the same chain rule as PyTorch's, so a NaN in `where`'s unselected branch still
 //! reaches its input as `NaN · 0 = NaN`. Where PyTorch's backward is not the chain rule of
 //! its forward, the gradient is set by hand (`grad.rs`): `norm` and `std` give 0 (not NaN)
-//! at a zero norm or deviation, `amax`/`amin` share the gradient among ties.
+//! at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
+//! `cosine_similarity` clamps its norms to `eps` without a gradient, as ATen does.
 
 use candle_core::{DType, Tensor};
 
@@ -63,6 +64,7 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
             let shape: Vec<usize> = std::iter::once(x.dim(0)?).chain(b.shape.iter().copied()).collect();
             Ok(x.contiguous()?.reshape(shape)?)
         }
+        Family::Pair => grad::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
     }
 }
 
@@ -95,7 +97,8 @@ fn pointwise(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::LogSoftmax
         | Func::Transpose
         | Func::Reshape
-        | Func::Cumsum => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
+        | Func::Cumsum
+        | Func::CosineSimilarity => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
     };
     op.forward(x)
 }
@@ -164,7 +167,8 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::LogSoftmax
         | Func::Transpose
         | Func::Reshape
-        | Func::Cumsum => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
+        | Func::Cumsum
+        | Func::CosineSimilarity => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
     };
     if b.keepdim {
         return Ok(kept);
@@ -202,6 +206,7 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
         | Func::Var
         | Func::Norm
         | Func::Transpose
-        | Func::Reshape => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
+        | Func::Reshape
+        | Func::CosineSimilarity => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
     }
 }

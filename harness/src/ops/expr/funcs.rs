@@ -67,6 +67,8 @@ pub enum Func {
     Reshape,
     /// `torch.cumsum(x, dim=)`
     Cumsum,
+    /// `torch.cosine_similarity(x1, x2, dim=1, eps=1e-8)`
+    CosineSimilarity,
 }
 
 /// What a function does to its operands' shapes.
@@ -84,6 +86,8 @@ pub enum Family {
     Transpose,
     /// Reshapes.
     Reshape,
+    /// Two operands broadcast, then reduced over one `dim` (`cosine_similarity`).
+    Pair,
 }
 
 impl Func {
@@ -97,14 +101,18 @@ impl Func {
             Softmax | LogSoftmax | Cumsum => Family::Along,
             Transpose => Family::Transpose,
             Reshape => Family::Reshape,
+            CosineSimilarity => Family::Pair,
         }
     }
 
     /// How many tensor operands it takes before its parameters.
     pub fn operands(self) -> usize {
+        use Func::*;
         match self {
-            Func::Where => 3,
-            _ => 1,
+            Where => 3,
+            CosineSimilarity => 2,
+            Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Clamp | Sum | Mean | Amax | Amin | Logsumexp | Std | Var | Norm | Softmax | LogSoftmax
+            | Transpose | Reshape | Cumsum => 1,
         }
     }
 
@@ -120,6 +128,7 @@ impl Func {
             Softmax | LogSoftmax | Cumsum => &["dim"],
             Transpose => &["dim0", "dim1"],
             Reshape => &["shape"],
+            CosineSimilarity => &["dim", "eps"],
         }
     }
 
@@ -130,7 +139,7 @@ impl Func {
             Family::Transpose => &["dim0", "dim1"],
             Family::Reshape => &["shape"],
             Family::Reduce if self == Func::Logsumexp => &["dim"],
-            Family::Pointwise | Family::Select | Family::Reduce => &[],
+            Family::Pointwise | Family::Select | Family::Reduce | Family::Pair => &[],
         }
     }
 
@@ -138,7 +147,7 @@ impl Func {
     pub fn f32_under_autocast(self) -> bool {
         use Func::*;
         match self {
-            Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum => true,
+            Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum | CosineSimilarity => true,
             Abs | Sqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Clamp | Where | Mean | Amax | Amin | Std | Var | Transpose | Reshape => false,
         }
     }

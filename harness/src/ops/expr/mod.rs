@@ -23,7 +23,7 @@ pub mod ast;
 pub mod check;
 pub mod eval;
 pub mod funcs;
-mod grad;
+pub(crate) mod grad;
 pub mod parse;
 pub mod torch;
 

@@ -200,3 +200,54 @@ fn the_fuzz_targets_body_never_panics_on_odd_text() {
     assert!(fuzz_one("softmax(h, dim=1) * mean(x, dim=0)"));
     assert!(!fuzz_one(&deep), "500 levels of parentheses are refused");
 }
+
+/// `mean(1 - cosine_similarity(p, y, dim=1, eps=1e-8))` over rows `p`, `y` in `dtype`: the loss
+/// and the gradients wrt both, flattened.
+fn cosine_loss(p: &[[f64; 3]], y: &[[f64; 3]], dtype: candle_core::DType) -> (f64, Vec<f64>, Vec<f64>) {
+    let var = |v: &[[f64; 3]]| Var::from_tensor(&Tensor::from_vec(v.concat(), (v.len(), 3), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()).unwrap();
+    let (p, y) = (var(p), var(y));
+    let spec = crate::scenario::LossSpec { kind: crate::scenario::LossKind::Expr, expr: Some("mean(1 - cosine_similarity(p, y, dim=1, eps=1e-8))".into()), ..Default::default() };
+    let l = crate::ops::loss::Loss(spec).apply(p.as_tensor(), y.as_tensor()).unwrap();
+    let g = l.backward().unwrap();
+    let flat = |v: &Var| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    (l.to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap(), flat(&p), flat(&y))
+}
+
+#[test]
+fn cosine_similarity_clamps_each_norm_without_a_gradient_as_aten() {
+    // PyTorch 2.15 (f64): F.cosine_similarity(x, y, dim=1, eps=1e-8) = [0.5962847939999438, 0,
+    // 0.1, 0]: a zero row gives 0, a row of norm 1e-9 is divided by eps (1e-9 / 1e-8 = 0.1); the
+    // gradient flows through the unclamped norm, so the zero row's is y / (eps ‖y‖) / 4.
+    let x = [[1.0, 2.0, 2.0], [0.0, 0.0, 0.0], [1e-9, 0.0, 0.0], [3.0, -4.0, 0.0]];
+    let y = [[2.0, 0.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]];
+    let (l, gx, gy) = cosine_loss(&x, &y, candle_core::DType::F64);
+    let want = 1.0 - (0.5962847939999438 + 0.1) / 4.0;
+    assert!((l - want).abs() < 1e-15, "{l} vs {want}");
+    let wx = [-0.057972132749994555, 0.033126932999996875, -0.0041408666249996215, -17677669.529663686, -17677669.529663686, 0.0, -22500000.0, 0.0, 0.0, 0.0, -0.0, 0.0];
+    let wy = [0.022360679774997887, -0.07453559924999298, -0.04472135954999579, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -15000000.0, 20000000.0, 0.0];
+    for (a, b) in gx.iter().zip(wx).chain(gy.iter().zip(wy)) {
+        assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{gx:?} {gy:?}");
+    }
+    assert_eq!(
+        crate::ops::loss::Loss(crate::scenario::LossSpec { kind: crate::scenario::LossKind::Expr, expr: Some("mean(1 - cosine_similarity(p, y))".into()), ..Default::default() }).torch_expr(),
+        "torch.mean((1.0 - torch.cosine_similarity(p, y)))"
+    );
+    let e = compile("cosine_similarity(x, x, dim=2)", &[("x".into(), flat(3))], &BTreeMap::new()).unwrap_err();
+    assert!(e.contains("dimension 2 is out of range"), "{e}");
+}
+
+#[test]
+fn cosine_similarity_of_half_rows_takes_its_norms_in_f32() {
+    // PyTorch 2.15, f16: rows [300, 300] (300² + 300² = 180000 > 65504, but the norm is taken in
+    // f32: 424.26) and [1e-4, 0] against [1, 1] and [1, 0]: similarities [1, 1], loss 0, the
+    // gradient wrt the first row −4.76837158203125e-07 each, wrt the targets 0. nanhunt computes
+    // in f32 and rounds once, so its gradients agree to within f16's rounding of terms near 1e-3.
+    let (l, gx, gy) = cosine_loss(&[[300.0, 300.0, 0.0], [1e-4, 0.0, 0.0]], &[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]], candle_core::DType::F16);
+    assert_eq!(l, 0.0);
+    let want = [-4.76837158203125e-07, -4.76837158203125e-07, 0.0, 0.0, 0.0, 0.0];
+    assert!(gx.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{gx:?}");
+    assert!(gy.iter().all(|v| v.abs() < 1e-5), "{gy:?}");
+    // eps = 1e-8 is 0 in f16: a zero target row is 0/0 = NaN (PyTorch 2.15: nan).
+    let (l, _, _) = cosine_loss(&[[1.0, 2.0, 0.0], [0.5, 0.1, 0.0]], &[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], candle_core::DType::F16);
+    assert!(l.is_nan(), "{l}");
+}

@@ -6,7 +6,8 @@
 //! `binary_cross_entropy`. Each kind's formula and its PyTorch expression (which `repro.py`
 //! evaluates) sit side by side: the regression losses in `regression.rs`, those of
 //! probabilities and logits in `probability.rs`, the named losses people call from PyTorch
-//! (`kl_div`, torchvision's focal loss, the contrastive `info_nce`) in `named.rs`. The cause engine explains a non-finite
+//! (`kl_div`, torchvision's focal loss, the contrastive `info_nce`) in `named.rs`, `cross_entropy`
+//! of class indices (`ignore_index`, `label_smoothing`) in `classes.rs`, `ctc` in `ctc.rs`. The cause engine explains a non-finite
 //! loss from its inputs (`run::cause::loss`). `stand_in.rs` is the `loss.kind` knob's hook:
 //! which other kinds can take a scenario's loss's place on its model and data.
 
@@ -17,6 +18,8 @@ use crate::error::{Error, Result};
 use crate::run::opmath::{in_f32, mean_all};
 use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
+mod classes;
+mod ctc;
 pub mod expr;
 mod named;
 mod nll;
@@ -24,7 +27,19 @@ mod probability;
 mod regression;
 mod stand_in;
 
+pub use classes::{indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
+
+/// Whether the loss reads targets of another width than the prediction: `cross_entropy`'s
+/// class indices (one per row or position), or `ctc`'s label rows.
+pub fn reads_own_targets(s: &LossSpec, p: &crate::scenario::Plan, targets: usize) -> bool {
+    reads_indices(s, p, targets) || s.kind == LossKind::Ctc
+}
+
+/// The loss's `ignore_index`: its own, or PyTorch's default -100.
+pub fn ignore_index(s: &LossSpec) -> i64 {
+    s.ignore_index.unwrap_or(IGNORE_INDEX)
+}
 
 /// The loss node: a [`LossSpec`] as an op of two inputs, the prediction `x` and the targets
 /// (the context's second input).
@@ -62,12 +77,19 @@ impl Loss {
             LossKind::Bce => probability::bce(s, p, y)?,
             LossKind::BceTorch => probability::bce_torch(s, p, y)?,
             LossKind::BceLogits => probability::bce_logits(p, y)?,
-            LossKind::CrossEntropy => probability::cross_entropy(p, y)?,
+            LossKind::CrossEntropy => {
+                let k = p.dims().last().copied().unwrap_or(1);
+                if indexes(p.elem_count(), k, y.elem_count()) {
+                    return classes::cross_entropy(s, p, y);
+                }
+                probability::cross_entropy(p, &classes::smoothed(s, y, k)?)?
+            }
             LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(s, p, y)?,
             LossKind::KlDiv => named::kl_div(p, y)?,
             LossKind::KlDivLogTarget => named::kl_div_log_target(p, y)?,
             LossKind::Focal => named::focal(s, p, y)?,
             LossKind::InfoNce => named::info_nce(s, p, y)?,
+            LossKind::Ctc => return ctc::ctc(s, p, y),
         };
         match terms {
             Terms::Elements(e) => reduce(s.reduction, &e),
@@ -95,20 +117,17 @@ impl Loss {
             LossKind::Bce => (probability::bce_torch_expr(s), false),
             LossKind::BceTorch => return format!("F.binary_cross_entropy({}, y, reduction={})", clamped(s, "p"), reduction(s)),
             LossKind::BceLogits => return format!("F.binary_cross_entropy_with_logits(p, y, reduction={})", reduction(s)),
-            LossKind::CrossEntropy => (probability::CROSS_ENTROPY.to_string(), true),
+            LossKind::CrossEntropy => return classes::torch(s),
             LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
             LossKind::Expr => return expr::torch_expr(s),
             LossKind::KlDiv => return named::kl_div_torch(s, false),
             LossKind::KlDivLogTarget => return named::kl_div_torch(s, true),
             LossKind::Focal => return named::focal_torch(s),
             LossKind::InfoNce => return named::info_nce_torch(s),
+            LossKind::Ctc => return ctc::torch(s),
         };
         let rows = if classes { ".sum(dim=-1)" } else { "" };
-        let reduce = match s.reduction {
-            Reduction::Mean => "mean",
-            Reduction::Sum => "sum",
-        };
-        format!("({terms}){rows}.{reduce}()")
+        format!("({terms}){rows}.{}()", method(s))
     }
 }
 
@@ -123,6 +142,8 @@ impl Op for Loss {
             (_, true) => out.push(("consts", "only `kind = \"expr\"`, `focal` (gamma, alpha) and `info_nce` (temperature) take `consts`".into())),
             (_, false) => {}
         }
+        out.extend(classes::problems(l));
+        out.extend(ctc::problems(l));
         match (l.kind, l.delta) {
             (LossKind::Huber, Some(d)) if !(d > 0.0 && d.is_finite()) => out.push(("delta", format!("must be a positive finite number, got {d}"))),
             (LossKind::Huber, None) => out.push(("delta", "huber needs `delta`".into())),
@@ -192,6 +213,14 @@ impl Op for Loss {
 
     fn torch(&self) -> Torch {
         Torch::Expr(self.torch_expr())
+    }
+}
+
+/// The reduction's PyTorch method name.
+fn method(s: &LossSpec) -> &'static str {
+    match s.reduction {
+        Reduction::Mean => "mean",
+        Reduction::Sum => "sum",
     }
 }
 

@@ -34,7 +34,8 @@ pub(super) fn consts_of(kind: crate::scenario::LossKind) -> &'static [(&'static 
         | LossKind::MeanAbsRatio
         | LossKind::Expr
         | LossKind::KlDiv
-        | LossKind::KlDivLogTarget => &[],
+        | LossKind::KlDivLogTarget
+        | LossKind::Ctc => &[],
     }
 }
 
@@ -89,11 +90,7 @@ pub(super) fn focal_torch(s: &LossSpec) -> String {
     let (gamma, alpha) = (constant(s, "gamma"), constant(s, "alpha"));
     let loss = format!("F.binary_cross_entropy_with_logits(p, y, reduction='none') * ((1 - ((q := torch.sigmoid(p)) * y + (1 - q) * (1 - y))) ** {})", py(gamma));
     let loss = if alpha < 0.0 { loss } else { format!("({} * y + {} * (1 - y)) * ({loss})", py(alpha), py(1.0 - alpha)) };
-    let reduce = match s.reduction {
-        Reduction::Mean => "mean",
-        Reduction::Sum => "sum",
-    };
-    format!("({loss}).{reduce}()")
+    format!("({loss}).{}()", super::method(s))
 }
 
 /// The contrastive loss: row `i` of `p` (a batch of embeddings) against every row of `y` (their

@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor};
 use half::{bf16, f16};
 
 use crate::error::Result;
+use crate::run::opmath::{div_count, in_f32};
 use crate::scenario::Reduction;
 
 /// The cascade's levels (`cascade_sum_num_levels`).
@@ -24,12 +25,16 @@ fn ceil_log2(n: usize) -> usize {
 
 /// The cascade sum of `v`, each addition made in f32 and rounded by `round`, as PyTorch's
 /// `scalar_t` arithmetic does for a half type: level 0 takes each value, and after value `b`
-/// every level `j` whose block of `2^power` is complete is added into level `j + 1`.
-fn cascade(v: &[f32], round: impl Fn(f32) -> f32) -> f32 {
+/// every level `j` whose block of `2^power` is complete is added into level `j + 1`. A row
+/// not `kept` (its target `ignore_index`) is skipped before either, as `nll_loss_out_frame` does.
+fn cascade(v: &[f32], kept: impl Fn(usize) -> bool, round: impl Fn(f32) -> f32) -> f32 {
     let power = (ceil_log2(v.len()) / LEVELS).max(4);
     let mask = (1usize << power) - 1;
     let mut sums = [0f32; LEVELS];
     for (b, &x) in v.iter().enumerate() {
+        if !kept(b) {
+            continue;
+        }
         sums[0] = round(sums[0] + x);
         for j in 0..LEVELS - 1 {
             if b & (mask << (j * power)) != 0 {
@@ -46,19 +51,38 @@ fn cascade(v: &[f32], round: impl Fn(f32) -> f32) -> f32 {
 /// value is the cascade's in the dtype; its gradient is the f32 reduction's (`1/N` or 1 per
 /// row, PyTorch's backward), whose value it replaces. Other dtypes reduce as every loss does.
 pub(super) fn reduce(r: Reduction, rows: &Tensor) -> Result<Tensor> {
+    reduce_kept(r, rows, None)
+}
+
+/// [`reduce`] over the rows `kept` (all when `None`; the others' targets are `ignore_index`):
+/// an ignored row adds nothing and gets a zero gradient, and a mean divides by the kept rows'
+/// count, so with none kept it is 0/0 = NaN with a zero gradient, as in PyTorch 2.15.
+pub(super) fn reduce_kept(r: Reduction, rows: &Tensor, kept: Option<&[bool]>) -> Result<Tensor> {
+    let count = kept.map_or(rows.elem_count(), |k| k.iter().filter(|k| **k).count());
+    let rows = match kept {
+        Some(k) => {
+            let mask = Tensor::from_iter(k.iter().map(|&b| u8::from(b)), rows.device())?.reshape(rows.shape())?;
+            mask.where_cond(rows, &rows.zeros_like()?)?
+        }
+        None => rows.clone(),
+    };
+    let carrier = match r {
+        Reduction::Mean => in_f32(&rows, |e| div_count(&e.sum_all()?, count))?,
+        Reduction::Sum => in_f32(&rows, |e| Ok(e.sum_all()?))?,
+    };
     let round: fn(f32) -> f32 = match rows.dtype() {
         DType::F16 => |x| f16::from_f32(x).to_f32(),
         DType::BF16 => |x| bf16::from_f32(x).to_f32(),
         // f32 and f64 reduce as every loss does (their cascade parts from it in the last place only).
-        _ => return super::reduce(r, rows),
+        _ => return Ok(carrier),
     };
     let v: Vec<f32> = rows.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-    let sum = cascade(&v, round);
+    let sum = cascade(&v, |b| kept.is_none_or(|k| k[b]), round);
     let value = match r {
-        Reduction::Mean => round(sum / round(v.len() as f32)),
+        Reduction::Mean => round(sum / round(count as f32)),
         Reduction::Sum => sum,
     };
-    let carrier = super::reduce(r, rows)?.to_dtype(DType::F32)?;
+    let carrier = carrier.to_dtype(DType::F32)?;
     let shift = (Tensor::new(value, rows.device())? - carrier.detach())?.detach();
     Ok((carrier + shift)?.to_dtype(rows.dtype())?)
 }
@@ -98,9 +122,9 @@ mod tests {
     fn the_cascade_adds_blocks_of_sixteen_then_the_levels() {
         // 17 ones: the first goes up to the top level at once; ones 2..17 fill level 0, which
         // moves up at the 17th; the levels' sum is 17 (by hand). In f16, 2049 + 1 rounds to 2048.
-        assert_eq!(cascade(&[1.0; 17], |x| x), 17.0);
+        assert_eq!(cascade(&[1.0; 17], |_| true, |x| x), 17.0);
         assert_eq!(ceil_log2(16), 4);
-        assert_eq!(cascade(&[2049.0, 1.0], |x| f16::from_f32(x).to_f32()), 2048.0);
+        assert_eq!(cascade(&[2049.0, 1.0], |_| true, |x| f16::from_f32(x).to_f32()), 2048.0);
         let f32_values = Tensor::new(&[1.5f32, 2.5], &Device::Cpu).unwrap();
         assert_eq!(scalar(&reduce(Reduction::Mean, &f32_values).unwrap()), 2.0);
     }

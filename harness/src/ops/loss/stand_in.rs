@@ -44,7 +44,7 @@ fn contract(kind: LossKind) -> (Reads, Needs) {
         LossKind::BceLogits => (Reads::Logits, Needs::Unit),
         LossKind::CrossEntropy | LossKind::NaiveCrossEntropy => (Reads::Logits, Needs::OneHot),
         // The named losses read their own inputs (log-probabilities, embeddings) and take constants.
-        LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => (Reads::Own, Needs::Any),
+        LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => (Reads::Own, Needs::Any),
     }
 }
 
@@ -60,7 +60,14 @@ fn explicit(t: &TargetSpec) -> Option<Vec<Vec<f64>>> {
                 })
                 .collect(),
         ),
-        TargetSpec::Binary | TargetSpec::Classes { .. } | TargetSpec::Uniform { .. } | TargetSpec::Normal { .. } | TargetSpec::Linear { .. } | TargetSpec::NextToken => None,
+        TargetSpec::Binary
+        | TargetSpec::Classes { .. }
+        | TargetSpec::Labels { .. }
+        | TargetSpec::Sequences { .. }
+        | TargetSpec::Uniform { .. }
+        | TargetSpec::Normal { .. }
+        | TargetSpec::Linear { .. }
+        | TargetSpec::NextToken => None,
     }
 }
 

@@ -112,7 +112,7 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
         LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
             .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
         // An expression's nodes are diagnosed by their own ops, not here.
-        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => None,
+        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()
 }

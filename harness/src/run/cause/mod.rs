@@ -195,7 +195,9 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
             Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
         }
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => Ok(None),
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => {
+            Ok(None)
+        }
     }
 }
 

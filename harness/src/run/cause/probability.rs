@@ -189,14 +189,13 @@ mod tests {
 
     use super::super::loss;
     use super::*;
-    use crate::scenario::Reduction;
 
     fn t(v: &[f64], rows: usize, d: DType) -> Tensor {
         Tensor::from_vec(v.to_vec(), (rows, v.len() / rows), &Device::Cpu).unwrap().to_dtype(d).unwrap()
     }
 
     fn spec(kind: LossKind, clamp: Option<f64>, epsilon: Option<f64>) -> LossSpec {
-        LossSpec { kind, delta: None, clamp, epsilon, reduction: Reduction::Mean, expr: None, consts: Default::default(), from_model: None }
+        LossSpec { kind, clamp, epsilon, ..Default::default() }
     }
 
     /// The loss as the runner computes it, as f64.

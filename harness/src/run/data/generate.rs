@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{invalid, Split, Table};
 use crate::error::Result;
 use crate::run::rng::{normal, stream, LINEAR_STREAM};
-use crate::scenario::{DataSpec, InputSpec, Scenario, TargetRow, TargetSpec};
+use crate::scenario::{DataSpec, InputSpec, LossSpec, Scenario, TargetRow, TargetSpec};
 
 /// Makes rows from an input spec and a target spec; returns them and the feature count.
 pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec>, n: Option<usize>, s: &Scenario, rng: &mut ChaCha8Rng) -> Result<(Split, usize)> {
@@ -33,7 +33,7 @@ pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec
     let y = match (csv_y, targets) {
         (Some(y), _) => y,
         (None, Some(TargetSpec::NextToken)) => return Err(invalid(s, "data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })")),
-        (None, Some(t)) => make_targets(t, &x, rng, s.seed),
+        (None, Some(t)) => make_targets(t, &x, rng, s.seed, &s.loss),
         (None, None) => return Err(invalid(s, "data.targets", "missing")),
     };
     let mut y = y;
@@ -109,7 +109,9 @@ fn scale(d: &DataSpec, x: &mut Table, features: usize) -> std::result::Result<()
     Ok(())
 }
 
-fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> Table {
+/// The targets `t` makes for the rows `x`; the `loss` says what an ignored label holds
+/// (`ignore_index`) and which class pads a label sequence (`blank`).
+fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64, loss: &LossSpec) -> Table {
     let n = x.rows;
     let fill = |cols: usize, rng: &mut ChaCha8Rng, f: &dyn Fn(&mut ChaCha8Rng) -> f64| Table { rows: n, cols, values: (0..n * cols).map(|_| f(rng)).collect() };
     match t {
@@ -120,6 +122,32 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64) -> T
                 values[row * k + rng.random_range(0..*k)] = 1.0;
             }
             Table { rows: n, cols: *k, values }
+        }
+        TargetSpec::Labels { k, ignore_fraction } => {
+            let values = (0..n)
+                .map(|_| {
+                    let class = rng.random_range(0..*k) as f64;
+                    if rng.random::<f64>() < *ignore_fraction {
+                        crate::ops::loss::ignore_index(loss) as f64
+                    } else {
+                        class
+                    }
+                })
+                .collect();
+            Table { rows: n, cols: 1, values }
+        }
+        TargetSpec::Sequences { k, length, min_length } => {
+            let blank = loss.blank.unwrap_or(0);
+            let mut values = vec![blank as f64; n * length];
+            for row in values.chunks_exact_mut(*length) {
+                let len = rng.random_range(*min_length..=*length);
+                for v in &mut row[..len] {
+                    // A label other than the blank: one of the k − 1 others.
+                    let c = rng.random_range(0..k.saturating_sub(1).max(1));
+                    *v = (c + usize::from(c >= blank)) as f64;
+                }
+            }
+            Table { rows: n, cols: *length, values }
         }
         TargetSpec::Uniform { low, high, outputs } => fill(*outputs, rng, &|r| low + (high - low) * r.random::<f64>()),
         TargetSpec::Normal { mean, std, outputs } => fill(*outputs, rng, &|r| mean + std * normal(r)),

@@ -324,11 +324,12 @@ impl Runner<'_> {
         }
     }
 
-    /// A split's inputs (token ids as u32), targets shaped as the model's output, and padding mask.
+    /// A split's inputs (token ids as u32), targets shaped as the model's output (when they are
+    /// as many: a loss's own targets, class indices or CTC labels, stay rows), and padding mask.
     fn tensors(&self, split: &Split, shape: InShape, out: Shape) -> Result<Batch> {
         let (x, mask) = inputs(split, shape, self.dtype, &self.dev)?;
         let ys = match out {
-            Shape::Seq { len, width } => vec![split.x.rows, len, width],
+            Shape::Seq { len, width } if split.y.cols == len * width => vec![split.x.rows, len, width],
             _ => vec![split.x.rows, split.y.cols],
         };
         Ok(Batch { x, y: table(&split.y, ys, self.dtype, &self.dev)?, mask })

@@ -3,7 +3,7 @@
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::{Added, Factor, Scale};
-use crate::scenario::{input_shape, InjectInto, InjectValue, Injection, InputSpec, Layer, PaddingSpec, Scenario, SplitSel};
+use crate::scenario::{input_shape, InjectInto, InjectValue, Injection, InputSpec, Layer, PaddingSpec, Scenario, SplitSel, TargetSpec};
 
 /// Whether the inputs are drawn (normal or uniform), so they have a mean and a spread.
 fn synthetic(s: &Scenario) -> bool {
@@ -125,8 +125,9 @@ pub struct TargetScale;
 impl Def for TargetScale {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
-    fn applies(_: &Scenario) -> bool {
-        true
+    /// Not for class indices or label sequences (`labels`, `sequences`), which name classes.
+    fn applies(s: &Scenario) -> bool {
+        !matches!(s.data.targets, Some(TargetSpec::Labels { .. } | TargetSpec::Sequences { .. }))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.data.target_scale)

@@ -33,6 +33,9 @@ impl Def for Kind {
         l.epsilon = l.epsilon.filter(|_| v.takes_epsilon());
         l.clamp = l.clamp.filter(|_| v.takes_clamp());
         l.delta = (v == LossKind::Huber).then(|| l.delta.unwrap_or(HUBER_DELTA));
+        let ce = v == LossKind::CrossEntropy;
+        l.ignore_index = l.ignore_index.filter(|_| ce);
+        l.label_smoothing = l.label_smoothing.filter(|_| ce);
         true
     }
     fn domain(c: &Ctx) -> Option<Domain> {

@@ -23,6 +23,9 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         out.push(problem("data.features", "must be at least 1"));
     }
     finite(out, "data.target_scale", d.target_scale);
+    if d.target_scale != 1.0 && matches!(d.targets, Some(TargetSpec::Labels { .. } | TargetSpec::Sequences { .. })) {
+        out.push(problem("data.target_scale", "class indices and labels (`labels`, `sequences`) are not numbers to scale: remove it"));
+    }
     if d.seq_len == Some(0) {
         out.push(problem("data.seq_len", "must be at least 1"));
     }
@@ -171,6 +174,22 @@ fn targets(key: &str, t: &TargetSpec, rows: Option<usize>, out: &mut Vec<Problem
         TargetSpec::Classes { k } => {
             if *k < 2 {
                 out.push(problem(key, "`k` must be at least 2 classes"));
+            }
+        }
+        TargetSpec::Sequences { k, length, min_length } => {
+            if *k < 2 {
+                out.push(problem(key, "`k` must be at least 2 classes (the blank and a label)"));
+            }
+            if !(1..=*length).contains(min_length) {
+                out.push(problem(key, format!("need 1 ≤ min_length ≤ length, got {min_length} and {length}")));
+            }
+        }
+        TargetSpec::Labels { k, ignore_fraction } => {
+            if *k < 2 {
+                out.push(problem(key, "`k` must be at least 2 classes"));
+            }
+            if !(0.0..=1.0).contains(ignore_fraction) {
+                out.push(problem(format!("{key}.ignore_fraction"), format!("must be in [0, 1], got {ignore_fraction}")));
             }
         }
         TargetSpec::Uniform { low, high, outputs } => {

@@ -13,6 +13,7 @@
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use super::*;
+use crate::ops::loss::{reads_indices, reads_own_targets};
 
 mod amp;
 mod data;
@@ -55,7 +56,7 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
         Some(Err((k, m))) => out.push(problem(format!("model.{k}"), m.clone())),
         Some(Ok(p)) => {
             if let Some(t) = target_width(&s.data) {
-                if let Some(m) = p.target_mismatch(t) {
+                if let Some(m) = p.target_mismatch(t).filter(|_| !reads_own_targets(&s.loss, p, t)) {
                     out.push(problem("model.layers", m));
                 }
                 loss_expr(s, p, t, &mut out);
@@ -68,7 +69,8 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     if let (Some(o), None) = (&s.loss.from_model, &s.model.onnx) {
         out.push(problem("loss.from_model", format!("reads the loss `{o}` from an imported model: set `[model] onnx`")));
     }
-    loss(&s.loss, target_width(&s.data), &mut out);
+    let indices = plan.as_ref().and_then(|p| p.as_ref().ok()).zip(target_width(&s.data)).map(|(p, t)| reads_indices(&s.loss, p, t));
+    loss(&s.loss, target_width(&s.data), indices, &mut out);
     optimizer(&s.optimizer, &mut out);
     train(&s.train, &mut out);
     if let Some(search) = &s.search {
@@ -170,22 +172,45 @@ fn layers(key: &str, ls: &[Layer], (depth, half): (usize, bool), out: &mut Vec<P
     }
 }
 
-fn loss(l: &LossSpec, targets: Option<usize>, out: &mut Vec<Problem>) {
+/// The loss's own checks, and whether its targets fit it; `indices` says whether a
+/// `cross_entropy` reads class indices (when the plan and the targets are known).
+fn loss(l: &LossSpec, targets: Option<usize>, indices: Option<bool>, out: &mut Vec<Problem>) {
     use crate::ops::Op;
     out.extend(crate::ops::loss::Loss(l.clone()).check().into_iter().map(|(k, m)| problem(format!("loss.{k}"), m)));
-    if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && targets.is_some_and(|t| t < 2) {
-        out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... })"));
+    let one_hot = indices != Some(true);
+    if matches!(l.kind, LossKind::CrossEntropy | LossKind::NaiveCrossEntropy) && one_hot && targets.is_some_and(|t| t < 2) {
+        out.push(problem("loss.kind", "cross-entropy needs one-hot targets with k ≥ 2 columns (targets = { kind = \"classes\", k = ... }), or for `cross_entropy` one class index per row (targets = { kind = \"labels\", k = ... })"));
+    }
+    if l.kind == LossKind::CrossEntropy && l.ignore_index.is_some() && indices == Some(false) {
+        out.push(problem("loss.ignore_index", "`ignore_index` applies to class-index targets (one column: targets = { kind = \"labels\", k = ... }), and these targets are one-hot rows"));
     }
 }
 
 /// A named loss's shapes: `kl_div`, `focal` and `info_nce` read a `(batch, n)` prediction
 /// against `n` target columns (`info_nce` multiplies `p @ y.T`).
 fn named_loss(s: &Scenario, p: &crate::scenario::Plan, targets: usize, out: &mut Vec<Problem>) {
+    if s.loss.kind == LossKind::Ctc {
+        return ctc(s, p, out);
+    }
     if !matches!(s.loss.kind, LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce) {
         return;
     }
     if p.out != crate::scenario::Shape::Flat(targets) {
         out.push(problem("loss.kind", format!("`{}` reads a prediction of (batch, {targets}), as many columns as the targets, and the model gives {:?}", s.loss.kind.name(), p.out)));
+    }
+}
+
+/// `ctc` reads `(batch, steps, classes)` log-probabilities, in f32 or f64 (PyTorch's CPU kernel
+/// has no half types; under autocast the loss runs in f32).
+fn ctc(s: &Scenario, p: &crate::scenario::Plan, out: &mut Vec<Problem>) {
+    if !matches!(p.out, crate::scenario::Shape::Seq { width, .. } if width >= 2) {
+        out.push(problem(
+            "loss.kind",
+            format!("`ctc` reads log-probabilities (batch, steps, classes): end the model in a sequence of class scores and `log_softmax(x, dim=-1)`; the model gives {}", p.out.describe()),
+        ));
+    }
+    if s.train.precision == Precision::F32 && matches!(s.train.dtype, DTypeName::F16 | DTypeName::Bf16) {
+        out.push(problem("train.dtype", "`ctc` runs in f32 or f64: PyTorch's CPU ctc_loss is not implemented for half types (autocast, `precision = \"amp_f16\"`, runs it in f32)"));
     }
 }
 

@@ -1,0 +1,141 @@
+//! `cross_entropy` of class-index targets, as PyTorch's `F.cross_entropy(p, t, ignore_index=,
+//! label_smoothing=)` computes it (`aten/src/ATen/native/LossNLL.cpp`): the targets are one
+//! index per row (or per position of a sequence), read from a one-column target; a target equal
+//! to `ignore_index` leaves its row out. The loss is `nll_loss` of `log_softmax(p)`, a mean over
+//! the rows kept, so a batch whose every target is ignored is 0/0 = NaN, with a zero gradient
+//! (PyTorch 2.15). With `label_smoothing` ε, PyTorch's `cross_entropy_loss_label_smoothing`:
+//! `(1 − ε)·nll + ε/k · Σ_kept(−Σ_c log_softmax(p)_c) / kept`. A target that is neither a class
+//! nor `ignore_index` is PyTorch's error, "Target 5 is out of bounds.".
+//!
+//! One-hot (probability) targets keep the stable formula of `probability.rs`; their
+//! `label_smoothing` is PyTorch's `y·(1 − ε) + ε/k` in place of `y`.
+
+use candle_core::{Tensor, D};
+
+use super::{nll, py, reduction};
+use crate::error::{Error, Result};
+use crate::run::kernel::activation::log_softmax_along;
+use crate::run::opmath::{div_count, in_f32};
+use crate::scenario::{LossSpec, Reduction};
+
+/// PyTorch's default `ignore_index`.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Whether a target of `targets` values per row holds class indices for a prediction of
+/// `outputs` values per row whose last dimension has `classes` classes: one index per row (or
+/// position), as PyTorch tells the two forms apart by their shapes.
+pub fn indexes(outputs: usize, classes: usize, targets: usize) -> bool {
+    classes >= 2 && targets.checked_mul(classes) == Some(outputs)
+}
+
+/// Whether the loss `s` reads class indices: a `cross_entropy` whose targets have one value per
+/// row or position of the plan's prediction (which has at least 2 classes).
+pub fn reads_indices(s: &LossSpec, p: &crate::scenario::Plan, targets: usize) -> bool {
+    s.kind == crate::scenario::LossKind::CrossEntropy && indexes(p.out_width, p.out.width(), targets)
+}
+
+/// The rows of `y` (one index each) as class indices of `k` classes: each row's index (0 for
+/// an ignored row) and whether it is kept; a bad target is PyTorch's error.
+fn targets(s: &LossSpec, y: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<bool>)> {
+    let ignore = super::ignore_index(s);
+    let values: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    let mut index = Vec::with_capacity(values.len());
+    let mut kept = Vec::with_capacity(values.len());
+    for v in values {
+        if v == ignore as f64 {
+            index.push(0);
+            kept.push(false);
+        } else if v.fract() == 0.0 && v >= 0.0 && v < k as f64 {
+            index.push(v as u32);
+            kept.push(true);
+        } else {
+            let message = format!("Target {v} is out of bounds: class-index targets are integers in 0..{k} or ignore_index {ignore} (PyTorch's IndexError)");
+            return Err(Error::Invalid { location: "loss".into(), key: "data.targets".into(), message });
+        }
+    }
+    Ok((index, kept))
+}
+
+/// The loss of logits `p` (`(…, k)`) against one class index per row or position `y`.
+pub(super) fn cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let k = p.dims().last().copied().unwrap_or(1);
+    let rows = p.elem_count() / k.max(1);
+    let (index, kept) = targets(s, y, k)?;
+    let logp = log_softmax_along(&p.reshape((rows, k))?, D::Minus1)?;
+    let picked = Tensor::from_vec(index, (rows, 1), p.device())?;
+    let nll = nll::reduce_kept(s.reduction, &logp.gather(&picked, 1)?.squeeze(1)?.neg()?, Some(&kept))?;
+    let eps = s.label_smoothing.unwrap_or(0.0);
+    if eps == 0.0 {
+        return Ok(nll);
+    }
+    // `smooth_loss = −input.sum(class_dim)`, masked to 0 where ignored, its sum over the kept count.
+    let smooth = in_f32(&logp, |l| Ok(l.sum(D::Minus1)?))?.neg()?;
+    let mask = Tensor::from_iter(kept.iter().map(|&b| u8::from(b)), p.device())?;
+    let smooth = mask.where_cond(&smooth, &smooth.zeros_like()?)?;
+    let count = kept.iter().filter(|b| **b).count();
+    // The sum rounded to the dtype, then divided in it (a half tensor over the count).
+    let smooth = in_f32(&smooth, |t| Ok(t.sum_all()?))?;
+    let smooth = match s.reduction {
+        Reduction::Mean => div_count(&smooth, count)?,
+        Reduction::Sum => smooth,
+    };
+    // Each product by a Python float is computed in f32 and rounded once, as PyTorch's scalar ops.
+    Ok((scaled(&nll, 1.0 - eps)? + scaled(&smooth, eps / k as f64)?)?)
+}
+
+/// `t · a`, in f32 for a half `t` and rounded once (PyTorch's tensor-by-scalar product).
+fn scaled(t: &Tensor, a: f64) -> Result<Tensor> {
+    in_f32(t, |t| Ok(t.affine(a, 0.0)?))
+}
+
+/// [`cross_entropy`] in PyTorch: the targets' one column (per position) as `long` indices.
+fn cross_entropy_torch(s: &LossSpec) -> String {
+    format!(
+        "F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={})",
+        super::ignore_index(s),
+        py(s.label_smoothing.unwrap_or(0.0)),
+        reduction(s)
+    )
+}
+
+/// One-hot (probability) targets smoothed as PyTorch's `cross_entropy_loss_prob_target`:
+/// `y·(1 − ε) + ε/k` for `k` classes (the prediction's last dimension), each step rounded in
+/// the targets' dtype.
+pub(super) fn smoothed(s: &LossSpec, y: &Tensor, k: usize) -> Result<Tensor> {
+    match s.label_smoothing.filter(|e| *e > 0.0) {
+        Some(eps) => Ok(in_f32(&scaled(y, 1.0 - eps)?, |t| Ok(t.affine(1.0, eps / k as f64)?))?),
+        None => Ok(y.clone()),
+    }
+}
+
+/// `cross_entropy` in PyTorch: class indices when the targets have one value per row or
+/// position (decided on the tensors, as nanhunt decides), else one-hot rows: with
+/// `label_smoothing`, `F.cross_entropy` of the probabilities; without, the stable formula
+/// `probability.rs` computes.
+pub(super) fn torch(s: &LossSpec) -> String {
+    let one_hot = match s.label_smoothing {
+        Some(e) if e > 0.0 => format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing={}, reduction={})", py(e), reduction(s)),
+        Some(_) | None => format!("({}).sum(dim=-1).{}()", super::probability::CROSS_ENTROPY, super::method(s)),
+    };
+    format!("({} if p.shape[-1] > 1 and y.numel() * p.shape[-1] == p.numel() else {one_hot})", cross_entropy_torch(s))
+}
+
+/// The problems of `ignore_index` and `label_smoothing`: only `cross_entropy` takes them, and
+/// the smoothing is in `[0, 1]` (PyTorch's check).
+pub(super) fn problems(s: &LossSpec) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let ce = s.kind == crate::scenario::LossKind::CrossEntropy;
+    if s.ignore_index.is_some() && !ce {
+        out.push(("ignore_index", "only `cross_entropy` takes `ignore_index`".into()));
+    }
+    match s.label_smoothing {
+        Some(_) if !ce => out.push(("label_smoothing", "only `cross_entropy` takes `label_smoothing`".into())),
+        Some(e) if !(0.0..=1.0).contains(&e) => out.push(("label_smoothing", format!("must be between 0.0 and 1.0, got {e} (as PyTorch checks)"))),
+        Some(_) | None => {}
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "classes_tests.rs"]
+mod tests;

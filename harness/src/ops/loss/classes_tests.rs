@@ -1,0 +1,186 @@
+//! `cross_entropy` of class indices and with label smoothing against PyTorch 2.15's
+//! `F.cross_entropy` (values from `/work/main/.venv-torch/bin/python`, f64 unless stated).
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::super::Loss;
+use crate::ops::Op;
+use crate::scenario::{LossKind, LossSpec, Reduction};
+
+fn spec(smoothing: Option<f64>, reduction: Reduction) -> LossSpec {
+    LossSpec { kind: LossKind::CrossEntropy, label_smoothing: smoothing, reduction, ..Default::default() }
+}
+
+/// The four rows of logits every case reads.
+const P: [[f64; 3]; 4] = [[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [0.0, 0.0, 0.0], [2.0, 1.0, -3.0]];
+
+/// The loss and its gradient wrt `p` (flattened) in `dtype`, `p` of `shape`.
+fn run(s: &LossSpec, p: &[[f64; 3]; 4], y: Tensor, shape: &[usize], dtype: DType) -> (f64, Vec<f64>) {
+    let p = Var::from_tensor(&Tensor::new(p, &Device::Cpu).unwrap().reshape(shape).unwrap().to_dtype(dtype).unwrap()).unwrap();
+    let l = Loss(s.clone()).apply(p.as_tensor(), &y.to_dtype(dtype).unwrap()).unwrap();
+    let g = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+    (l.to_dtype(DType::F64).unwrap().to_scalar().unwrap(), g)
+}
+
+fn column(t: &[f64]) -> Tensor {
+    Tensor::from_vec(t.to_vec(), (t.len(), 1), &Device::Cpu).unwrap()
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * y.abs().max(1.0)), "{a:?} vs {b:?}");
+}
+
+#[test]
+fn class_indices_with_an_ignored_row_and_label_smoothing_are_pytorchs() {
+    // F.cross_entropy(p, [0, -100, 2, 1], ignore_index=-100, label_smoothing=ε, reduction=r):
+    // the mean is over the 3 rows kept, the ignored row's gradient 0.
+    let cases: [(Option<f64>, Reduction, f64, [f64; 12]); 4] = [
+        (
+            None,
+            Reduction::Mean,
+            1.2937188340078363,
+            [
+                -0.256258700792617,
+                0.20951057307058746,
+                0.04674812772202949,
+                0.0,
+                0.0,
+                0.0,
+                0.1111111111111111,
+                0.1111111111111111,
+                -0.2222222222222222,
+                0.24249171893348825,
+                -0.24412561528337923,
+                0.0016338963498909742,
+            ],
+        ),
+        (
+            None,
+            Reduction::Sum,
+            3.881156502023509,
+            [
+                -0.768776102377851,
+                0.6285317192117624,
+                0.14024438316608848,
+                0.0,
+                0.0,
+                0.0,
+                0.3333333333333333,
+                0.3333333333333333,
+                -0.6666666666666667,
+                0.7274751568004648,
+                -0.7323768458501376,
+                0.004901689049672923,
+            ],
+        ),
+        (
+            Some(0.1),
+            Reduction::Mean,
+            1.3214966117856142,
+            [
+                -0.23403647857039475,
+                0.1983994619594764,
+                0.035637016610918386,
+                0.0,
+                0.0,
+                0.0,
+                0.09999999999999999,
+                0.09999999999999999,
+                -0.2,
+                0.23138060782237718,
+                -0.221903393061157,
+                -0.009477214761220137,
+            ],
+        ),
+        (
+            Some(0.1),
+            Reduction::Sum,
+            3.9644898353568423,
+            [-0.7021094357111843, 0.5951983858784291, 0.10691104983275515, 0.0, 0.0, 0.0, 0.3, 0.3, -0.6000000000000001, 0.6941418234671315, -0.665710179183471, -0.02843164428366041],
+        ),
+    ];
+    for (smoothing, reduction, value, grad) in cases {
+        let (l, g) = run(&spec(smoothing, reduction), &P, column(&[0.0, -100.0, 2.0, 1.0]), &[4, 3], DType::F64);
+        close(&[l], &[value], 1e-12);
+        close(&g, &grad, 1e-12);
+    }
+    // The same as a sequence: logits (2, 2, 3) against targets (2, 2), one index per position.
+    let y = Tensor::new(&[[0.0f64, -100.0], [2.0, 1.0]], &Device::Cpu).unwrap();
+    let (l, g) = run(&spec(Some(0.1), Reduction::Mean), &P, y, &[2, 2, 3], DType::F64);
+    close(&[l], &[1.3214966117856142], 1e-12);
+    close(&g[..3], &[-0.23403647857039475, 0.1983994619594764, 0.035637016610918386], 1e-12);
+}
+
+#[test]
+fn a_batch_whose_every_target_is_ignored_is_nan_with_a_zero_gradient() {
+    // PyTorch 2.15: F.cross_entropy(p, full(-100)) = nan, p.grad all 0, with or without smoothing.
+    for smoothing in [None, Some(0.1)] {
+        for dtype in [DType::F64, DType::F32, DType::F16] {
+            let (l, g) = run(&spec(smoothing, Reduction::Mean), &P, column(&[-100.0; 4]), &[4, 3], dtype);
+            assert!(l.is_nan(), "{smoothing:?} {dtype:?}: {l}");
+            assert!(g.iter().all(|v| *v == 0.0), "{smoothing:?} {dtype:?}: {g:?}");
+        }
+    }
+    // A sum over no rows is 0.
+    assert_eq!(run(&spec(None, Reduction::Sum), &P, column(&[-100.0; 4]), &[4, 3], DType::F32).0, 0.0);
+}
+
+#[test]
+fn half_logits_with_label_smoothing_round_as_pytorch() {
+    // PyTorch 2.15, f16 logits, targets [0, -100, 2, 1], label_smoothing 0.1: 1.3212890625.
+    let (l, g) = run(&spec(Some(0.1), Reduction::Mean), &P, column(&[0.0, -100.0, 2.0, 1.0]), &[4, 3], DType::F16);
+    assert_eq!(l, 1.3212890625);
+    let want = [-0.2340087890625, 0.1983642578125, 0.035614013671875, 0.0, 0.0, 0.0, 0.0999755859375, 0.0999755859375, -0.199951171875, 0.2313232421875, -0.221923828125, -0.0094757080078125];
+    close(&g, &want, 2e-3);
+}
+
+#[test]
+fn one_hot_targets_are_smoothed_as_pytorchs_probability_targets() {
+    // F.cross_entropy(p, one_hot([0, 1, 2, 1]), label_smoothing=0.1) = 1.7575443171421423.
+    let y = Tensor::new(&[[1.0f64, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]], &Device::Cpu).unwrap();
+    let (l, g) = run(&spec(Some(0.1), Reduction::Mean), &P, y, &[4, 3], DType::F64);
+    close(&[l], &[1.7575443171421423], 1e-12);
+    let want = [
+        -0.17552735892779608,
+        0.14879959646960728,
+        0.026727762458188788,
+        0.028723032387722197,
+        -0.22323429554004995,
+        0.19451126315232778,
+        0.075,
+        0.075,
+        -0.15000000000000002,
+        0.17353545586678287,
+        -0.16642754479586774,
+        -0.0071079110709151025,
+    ];
+    close(&g, &want, 1e-12);
+}
+
+#[test]
+fn a_target_out_of_bounds_is_pytorchs_error_and_ignore_index_is_the_losss() {
+    // PyTorch 2.15: IndexError "Target 5 is out of bounds." (and -1 when it is not ignore_index).
+    let p = Tensor::new(&P, &Device::Cpu).unwrap();
+    for bad in [5.0, -1.0, 1.5] {
+        let e = Loss(spec(None, Reduction::Mean)).apply(&p, &column(&[0.0, bad, 2.0, 1.0])).unwrap_err().to_string();
+        assert!(e.contains(&format!("Target {bad} is out of bounds")), "{e}");
+    }
+    // ignore_index = 1 leaves out the last row: −log_softmax(p)[0][0] and [2][2] averaged (by hand,
+    // (1.4638... + ln 3) / 2 from the first case's rows).
+    let s = LossSpec { ignore_index: Some(1), ..spec(None, Reduction::Mean) };
+    let l = Loss(s).apply(&p, &column(&[0.0, 1.0, 2.0, 1.0])).unwrap().to_scalar::<f64>().unwrap();
+    let row0 = (1f64.exp() + 2f64.exp() + 0.5f64.exp()).ln() - 1.0;
+    close(&[l], &[(row0 + 3f64.ln()) / 2.0], 1e-12);
+}
+
+#[test]
+fn its_pytorch_call_and_checks() {
+    let s = LossSpec { ignore_index: Some(-1), ..spec(Some(0.1), Reduction::Sum) };
+    let t = Loss(s).torch_expr();
+    assert!(t.starts_with("(F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-1, label_smoothing=0.1, reduction='sum') if p.shape[-1] > 1 and y.numel() * p.shape[-1] == p.numel() else F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing=0.1, reduction='sum'))"), "{t}");
+    let problems = |s: LossSpec| Loss(s).check().into_iter().map(|(_, m)| m).collect::<Vec<_>>();
+    assert_eq!(problems(spec(Some(1.5), Reduction::Mean)), ["must be between 0.0 and 1.0, got 1.5 (as PyTorch checks)"]);
+    assert_eq!(problems(LossSpec { kind: LossKind::Mse, ignore_index: Some(0), ..Default::default() }), ["only `cross_entropy` takes `ignore_index`"]);
+    assert!(super::indexes(6, 3, 2) && !super::indexes(6, 3, 6) && !super::indexes(1, 1, 1));
+}

@@ -1,0 +1,121 @@
+//! `kind = "ctc"`: PyTorch's `F.ctc_loss(log_probs, targets, input_lengths, target_lengths,
+//! blank=, reduction=, zero_infinity=)` (`aten/src/ATen/native/LossCTC.cpp`). The prediction is
+//! `(batch, steps, classes)` log-probabilities (end the model in `log_softmax(x, dim=-1)`), every
+//! step an input (`input_lengths` are the steps); each target row holds its labels first, then
+//! the blank as padding, so its target length is its count of labels (PyTorch's padded form).
+//! Per sequence the kernel `run::kernel::ctc` gives the negative log-likelihood and PyTorch's
+//! gradient; an impossible alignment is ∞ with a NaN gradient, or 0 with a zero gradient under
+//! `zero_infinity`. `mean` divides each by its target length (at least 1) and averages over the
+//! batch, as PyTorch; `sum` adds. PyTorch's CPU kernel has no f16 or bf16: neither has nanhunt's
+//! (under autocast the loss runs in f32, `ctc_loss` being on autocast's f32 list).
+
+use std::sync::Arc;
+
+use candle_core::{DType, Tensor};
+
+use super::reduction;
+use crate::error::{Error, Result};
+use crate::run::kernel::ctc::{Float, Sequence};
+use crate::scenario::{LossKind, LossSpec, Reduction};
+
+/// The error of a bad target or prediction, at the loss.
+fn invalid(key: &str, message: String) -> Error {
+    Error::Invalid { location: "loss".into(), key: key.into(), message }
+}
+
+/// Each row of `y` as its labels: the values before the first blank (the rest must be blanks).
+fn labels(y: &Tensor, classes: usize, blank: usize) -> Result<Vec<Vec<usize>>> {
+    let rows: Vec<Vec<f64>> = y.to_dtype(DType::F64)?.to_vec2()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let len = row.iter().position(|v| *v == blank as f64).unwrap_or(row.len());
+        if let Some(v) = row[len..].iter().find(|v| **v != blank as f64) {
+            return Err(invalid("data.targets", format!("row {i}: label {v} after the blank padding (a CTC target row is its labels, then the blank {blank})")));
+        }
+        if let Some(v) = row[..len].iter().find(|v| !(v.fract() == 0.0 && **v >= 0.0 && **v < classes as f64)) {
+            return Err(invalid("data.targets", format!("row {i}: label {v} is not a class in 0..{classes}")));
+        }
+        out.push(row[..len].iter().map(|v| *v as usize).collect());
+    }
+    Ok(out)
+}
+
+/// The sequences' negative log-likelihoods and gradients (for an output gradient of 1).
+fn run<T: Float + candle_core::WithDType>(p: &Tensor, targets: &[Vec<usize>], blank: usize, zero_infinity: bool) -> Result<(Vec<T>, Vec<T>)> {
+    let (_, steps, classes) = p.dims3()?;
+    let lp: Vec<T> = p.flatten_all()?.to_vec1()?;
+    let (mut nll, mut grad) = (Vec::with_capacity(targets.len()), Vec::with_capacity(lp.len()));
+    for (row, t) in lp.chunks_exact(steps * classes).zip(targets) {
+        let seq = Sequence { lp: row, classes, targets: t, blank };
+        let (alpha, n) = seq.forward();
+        let inf = n == -T::NEG_INF;
+        if zero_infinity && inf {
+            // PyTorch zeroes the loss (`where(res == inf, 0, res)`) and the gradient.
+            nll.push(T::ZERO);
+            grad.extend(std::iter::repeat_n(T::ZERO, row.len()));
+        } else {
+            nll.push(n);
+            grad.extend(seq.backward(&alpha, n));
+        }
+    }
+    Ok((nll, grad))
+}
+
+/// The loss of log-probabilities `p` `(batch, steps, classes)` against label rows `y`.
+pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let (batch, steps, classes) = p.dims3().map_err(|_| invalid("loss.kind", format!("`ctc` reads log-probabilities (batch, steps, classes), and the prediction is {:?}", p.dims())))?;
+    let blank = s.blank.unwrap_or(0);
+    if steps == 0 || blank >= classes {
+        return Err(invalid("loss.blank", format!("the blank {blank} must be one of the {classes} classes, over at least one step")));
+    }
+    let targets = labels(y, classes, blank)?;
+    let (value, grad) = match p.dtype() {
+        DType::F32 => {
+            let (n, g) = run::<f32>(p, &targets, blank, s.zero_infinity)?;
+            (Tensor::from_vec(n, batch, p.device())?, Tensor::from_vec(g, (batch, steps, classes), p.device())?)
+        }
+        DType::F64 => {
+            let (n, g) = run::<f64>(p, &targets, blank, s.zero_infinity)?;
+            (Tensor::from_vec(n, batch, p.device())?, Tensor::from_vec(g, (batch, steps, classes), p.device())?)
+        }
+        d => return Err(invalid("train.dtype", format!("\"ctc_loss_cpu\" not implemented for '{d:?}' (PyTorch's CPU CTC loss computes in f32 or f64: use autocast, `precision = \"amp_f16\"`)"))),
+    };
+    let nll = crate::ops::expr::grad::with_grad(p, &value, Arc::new(move |g| grad.broadcast_mul(&g.reshape((g.elem_count(), 1, 1))?)))?;
+    match s.reduction {
+        Reduction::Mean => {
+            let lengths: Vec<f64> = targets.iter().map(|t| t.len().max(1) as f64).collect();
+            let lengths = Tensor::new(lengths, p.device())?.to_dtype(p.dtype())?;
+            crate::run::opmath::mean_all(&nll.div(&lengths)?)
+        }
+        Reduction::Sum => Ok(nll.sum_all()?),
+    }
+}
+
+/// [`ctc`] in PyTorch: `p` transposed to `(steps, batch, classes)`, every step an input, the
+/// target lengths counted as the labels that are not the blank.
+pub(super) fn torch(s: &LossSpec) -> String {
+    let blank = s.blank.unwrap_or(0);
+    format!(
+        "F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long), (y != {blank}).sum(-1), blank={blank}, reduction={}, zero_infinity={})",
+        reduction(s),
+        if s.zero_infinity { "True" } else { "False" }
+    )
+}
+
+/// Only `ctc` takes `blank` and `zero_infinity`.
+pub(super) fn problems(s: &LossSpec) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if s.kind != LossKind::Ctc {
+        if s.blank.is_some() {
+            out.push(("blank", "only `ctc` takes `blank`".into()));
+        }
+        if s.zero_infinity {
+            out.push(("zero_infinity", "only `ctc` takes `zero_infinity`".into()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "ctc_tests.rs"]
+mod tests;
