@@ -10,7 +10,7 @@
 //! failing base, a flip elsewhere whose trigger sets a driver key's knobs (a
 //! divergence's, a setting's) joins it, and the others group over every op (a
 //! group whose members all went bad in one op names it). Keys a person names
-//! once (`root_cause/family.rs`: a divergence by its driver in any dtype, a
+//! once (`root_cause/mechanism/family.rs`: a divergence by its driver in any dtype, a
 //! setting the run cannot hold in any dtype, `log` of 0 and of a negative
 //! number in one op) are one group, under the class's first key.
 //! Grouping is a pure function of the findings, so it is the same for a
@@ -27,7 +27,6 @@ use super::mutation::{describe, Mutation};
 use crate::error::{Error, Result};
 use crate::run::{Cause, Location};
 
-mod family;
 mod mechanism;
 pub use mechanism::{class_of, Mechanism, PrecisionClass};
 #[cfg(test)]
@@ -266,7 +265,7 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
         // A flip elsewhere named after its one op is known as the same key over every op; a
         // key of a class a person names once is known by any of the class.
         let over_ops = any_op(&root);
-        let same = |k: &Mechanism| *k == root || *k == unjudged || (root.knobs == [ELSEWHERE] && *k == over_ops) || family::one_mechanism(k, &root);
+        let same = |k: &Mechanism| *k == root || *k == unjudged || (root.knobs == [ELSEWHERE] && *k == over_ops) || mechanism::family::one_mechanism(k, &root);
         g.known = old.iter().any(|(s, k)| *s == g.scenario && same(k));
     }
     out

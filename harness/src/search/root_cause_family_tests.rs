@@ -1,4 +1,4 @@
-//! Tests of `root_cause` for keys a person names once (`root_cause/family.rs`): a divergence
+//! Tests of `root_cause` for keys a person names once (`root_cause/mechanism/family.rs`): a divergence
 //! by its driver in any dtype, a setting in any tensor, `log` of 0 and of a negative number in
 //! one op; and a group keyed over every op that names its one op.
 

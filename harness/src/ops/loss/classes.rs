@@ -12,32 +12,17 @@
 
 use candle_core::{Tensor, D};
 
+use super::indices::ignore_index;
 use super::{nll, py, reduction};
 use crate::error::{Error, Result};
 use crate::run::kernel::activation::log_softmax_along;
 use crate::run::opmath::{div_count, in_f32};
 use crate::scenario::{LossSpec, Reduction};
 
-/// PyTorch's default `ignore_index`.
-pub const IGNORE_INDEX: i64 = -100;
-
-/// Whether a target of `targets` values per row holds class indices for a prediction of
-/// `outputs` values per row whose last dimension has `classes` classes: one index per row (or
-/// position), as PyTorch tells the two forms apart by their shapes.
-pub fn indexes(outputs: usize, classes: usize, targets: usize) -> bool {
-    classes >= 2 && targets.checked_mul(classes) == Some(outputs)
-}
-
-/// Whether the loss `s` reads class indices: a `cross_entropy` whose targets have one value per
-/// row or position of the plan's prediction (which has at least 2 classes).
-pub fn reads_indices(s: &LossSpec, p: &crate::scenario::Plan, targets: usize) -> bool {
-    s.kind == crate::scenario::LossKind::CrossEntropy && indexes(p.out_width, p.out.width(), targets)
-}
-
 /// The rows of `y` (one index each) as class indices of `k` classes: each row's index (0 for
 /// an ignored row) and whether it is kept; a bad target is PyTorch's error.
 fn targets(s: &LossSpec, y: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<bool>)> {
-    let ignore = super::ignore_index(s);
+    let ignore = ignore_index(s);
     let values: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
     let mut index = Vec::with_capacity(values.len());
     let mut kept = Vec::with_capacity(values.len());
@@ -90,12 +75,7 @@ fn scaled(t: &Tensor, a: f64) -> Result<Tensor> {
 
 /// [`cross_entropy`] in PyTorch: the targets' one column (per position) as `long` indices.
 fn cross_entropy_torch(s: &LossSpec) -> String {
-    format!(
-        "F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={})",
-        super::ignore_index(s),
-        py(s.label_smoothing.unwrap_or(0.0)),
-        reduction(s)
-    )
+    format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={})", ignore_index(s), py(s.label_smoothing.unwrap_or(0.0)), reduction(s))
 }
 
 /// One-hot (probability) targets smoothed as PyTorch's `cross_entropy_loss_prob_target`:

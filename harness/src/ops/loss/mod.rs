@@ -21,24 +21,20 @@ use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 mod classes;
 mod ctc;
 pub mod expr;
+mod indices;
 mod named;
 mod nll;
 mod probability;
 mod regression;
 mod stand_in;
 
-pub use classes::{indexes, reads_indices, IGNORE_INDEX};
+pub use indices::{ignore_index, indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
 
 /// Whether the loss reads targets of another width than the prediction: `cross_entropy`'s
 /// class indices (one per row or position), or `ctc`'s label rows.
 pub fn reads_own_targets(s: &LossSpec, p: &crate::scenario::Plan, targets: usize) -> bool {
     reads_indices(s, p, targets) || s.kind == LossKind::Ctc
-}
-
-/// The loss's `ignore_index`: its own, or PyTorch's default -100.
-pub fn ignore_index(s: &LossSpec) -> i64 {
-    s.ignore_index.unwrap_or(IGNORE_INDEX)
 }
 
 /// The loss node: a [`LossSpec`] as an op of two inputs, the prediction `x` and the targets

@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::shape::{gather, slice, squeezed, trilu, trunc, unsqueezed};
+use super::shape::{axis, bail, gather, slice, squeezed, trilu, trunc, unsqueezed};
 use crate::error::Result;
 
 pub use super::shape::{broadcast, reshaped};
@@ -207,21 +207,6 @@ pub enum CastTo {
     Bool,
     /// An integer type: truncated toward zero.
     Int,
-}
-
-/// `d` (negative from the end) as an index into `rank` dims, or an error naming `what`.
-pub fn axis(d: i64, rank: usize, what: &str) -> Result<usize> {
-    let r = rank as i64;
-    let a = if d < 0 { d + r } else { d };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(candle_core::Error::Msg(format!("{what}: axis {d} is out of range for rank {rank}")).into())
-    }
-}
-
-pub(super) fn bail<T>(m: String) -> Result<T> {
-    Err(candle_core::Error::Msg(m).into())
 }
 
 /// 0/1 of `mask` (u8) in `dtype`.

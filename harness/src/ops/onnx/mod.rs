@@ -1,5 +1,5 @@
 //! `onnx`: one node of an imported ONNX graph that is not a chain (a transformer's residual
-//! adds, `q·kᵀ`, values read by several nodes). `scenario/onnx/graph.rs` compiles each
+//! adds, `q·kᵀ`, values read by several nodes). `scenario/onnx/graph/` compiles each
 //! ONNX node that depends on the data or a weight into one such layer: its op ([`Kind`]), what
 //! it reads ([`Src`]: the graph's input, its padding mask, an earlier node's named output, one
 //! of its own weights, or a constant the compiler folded), and the name of the value it writes,
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::scenario::{Input, Part, Planner, Role, Shape};
 
 pub mod kind;
-mod shape;
+pub mod shape;
 
 pub use kind::{CastTo, Kind};
 

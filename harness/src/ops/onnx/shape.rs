@@ -4,7 +4,6 @@
 
 use candle_core::{DType, Tensor};
 
-use super::kind::{axis, bail};
 use crate::error::Result;
 
 /// The shape `a` and `b` broadcast to, numpy's way.
@@ -115,4 +114,20 @@ pub(super) fn trilu(x: &Tensor, upper: bool, k: i64) -> Result<Tensor> {
     // A select, not a product: a triangle of a `-inf` matrix keeps zeros outside it, not NaN.
     let m = Tensor::from_vec(keep, (rows, cols), x.device())?.broadcast_as(x.shape())?;
     Ok(m.where_cond(x, &x.zeros_like()?)?)
+}
+
+/// `d` (negative from the end) as an index into `rank` dims, or an error naming `what`.
+pub fn axis(d: i64, rank: usize, what: &str) -> Result<usize> {
+    let r = rank as i64;
+    let a = if d < 0 { d + r } else { d };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(candle_core::Error::Msg(format!("{what}: axis {d} is out of range for rank {rank}")).into())
+    }
+}
+
+/// An error of message `m`.
+pub(super) fn bail<T>(m: String) -> Result<T> {
+    Err(candle_core::Error::Msg(m).into())
 }

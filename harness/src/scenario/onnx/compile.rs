@@ -4,7 +4,7 @@
 //! weights become `linear` layers (the weight transposed to nanhunt's `(in, out)` where the
 //! file holds PyTorch's `(out, in)`), and `Relu`, `Tanh`, `Sigmoid`, `Gelu`, `Softmax` (last axis)
 //! and `Identity` their registry ops. Any other graph (residual adds, `q·kᵀ`, a value read by
-//! several nodes, a transformer's ops) compiles node by node into `onnx` layers (`graph.rs`),
+//! several nodes, a transformer's ops) compiles node by node into `onnx` layers (`graph/`),
 //! its weights in PyTorch's layout. Every node of an op type neither imports is refused at
 //! once, each with its op type, node name and module path.
 

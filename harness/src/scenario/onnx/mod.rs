@@ -7,7 +7,7 @@
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
 //! one tensor. `compile.rs` turns a chain into registry layers with the file's weights, and
-//! `graph.rs` (with `translate.rs` and `fold.rs`) any other graph into `onnx` layers, one per
+//! `graph/` (with its `translate.rs` and `fold.rs`) any other graph into `onnx` layers, one per
 //! node, reading earlier nodes' outputs by name; `import.rs` resolves `[model] onnx =
 //! "model.onnx"`, `loss_tail.rs` takes a loss exported with the model off the graph for
 //! `[loss] from_model` (the import's types, `Import` and `Compiled`, are in

@@ -26,6 +26,8 @@ use crate::scenario::{InjectValue, Knob, Named, TensorId, Value};
 use crate::search::finding::{fnv1a, Finding, Trigger};
 use crate::search::mutation::Mutation;
 
+pub(super) mod family;
+
 /// The knob name a key gives every knob that only changes how large the values are.
 pub const MAGNITUDE: &str = "magnitude";
 
@@ -148,7 +150,7 @@ impl Mechanism {
     /// verdict), or the same knobs and op where this one is diagnosed and it is not, or it has the
     /// same key but no verdict (a key of any precision takes one of its classes); from a failing
     /// base, a flip elsewhere of a narrower precision class; or the two are one mechanism a
-    /// person names once (`family.rs`) and this one ranks first. A strict order: no cycles.
+    /// person names once (`mechanism/family.rs`) and this one ranks first. A strict order: no cycles.
     pub fn absorbs(&self, other: &Mechanism) -> bool {
         let count = |ks: &[String], k: &String| ks.iter().filter(|x| *x == k).count();
         let subset = self.knobs.iter().all(|k| count(&self.knobs, k) <= count(&other.knobs, k));
@@ -159,8 +161,8 @@ impl Mechanism {
         }
         // Keys a person names once (a divergence by its driver in any dtype, log of 0 and of a
         // negative number in one op): the class's first takes the rest.
-        if super::family::one_mechanism(self, other) {
-            return super::family::rank(self) < super::family::rank(other);
+        if family::one_mechanism(self, other) {
+            return family::rank(self) < family::rank(other);
         }
         // From a failing base, a flip elsewhere that also shows in a wider precision class is
         // that class's (a dtype knob added to its trigger moved no part of the mechanism).

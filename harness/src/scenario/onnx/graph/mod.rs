@@ -343,10 +343,8 @@ fn chunks(dim: usize, size: usize) -> Vec<usize> {
 }
 
 fn kind_axis(a: i64, rank: usize) -> Result<usize, String> {
-    crate::ops::onnx::kind::axis(a, rank, "axis").map_err(err)
+    crate::ops::onnx::shape::axis(a, rank, "axis").map_err(err)
 }
 
-#[path = "fold.rs"]
 mod fold;
-#[path = "translate.rs"]
 mod translate;

@@ -15,7 +15,7 @@
 
 use std::cmp::Reverse;
 
-use super::mechanism::{Mechanism, SOFTMAX_THEN_LOG};
+use super::{Mechanism, SOFTMAX_THEN_LOG};
 
 /// The knobs a setting the dtype cannot hold keys by (`mechanism.rs`'s `setting`).
 const SETTINGS: [&str; 3] = ["optimizer.eps", "loss.epsilon", "loss.clamp"];
@@ -47,7 +47,7 @@ fn family(rule: Option<Rule>) -> Family {
 
 /// Whether two distinct keys are one mechanism: the same knobs, and a family whose other
 /// fields agree where it says they matter.
-pub(super) fn one_mechanism(a: &Mechanism, b: &Mechanism) -> bool {
+pub(in crate::search) fn one_mechanism(a: &Mechanism, b: &Mechanism) -> bool {
     if a == b || a.knobs != b.knobs {
         return false;
     }
@@ -69,6 +69,6 @@ pub(super) fn one_mechanism(a: &Mechanism, b: &Mechanism) -> bool {
 /// The order of a class's keys, first first: one with a verdict, then the widest precision
 /// class (a divergence that fails in f64 too before one that overflowed f16 on the way), then
 /// the smallest signature. A strict order, so the class has one first key.
-pub(super) fn rank(k: &Mechanism) -> (bool, Reverse<u8>, String) {
+pub(in crate::search) fn rank(k: &Mechanism) -> (bool, Reverse<u8>, String) {
     (k.verdict.is_none(), Reverse(k.precision.width()), k.signature())
 }
