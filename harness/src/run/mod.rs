@@ -225,4 +225,6 @@ pub(crate) fn dry_run(s: &Scenario) -> Result<()> {
 }
 
 #[cfg(test)]
+mod onnx_tests;
+#[cfg(test)]
 mod tests;

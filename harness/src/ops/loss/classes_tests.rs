@@ -182,5 +182,5 @@ fn its_pytorch_call_and_checks() {
     let problems = |s: LossSpec| Loss(s).check().into_iter().map(|(_, m)| m).collect::<Vec<_>>();
     assert_eq!(problems(spec(Some(1.5), Reduction::Mean)), ["must be between 0.0 and 1.0, got 1.5 (as PyTorch checks)"]);
     assert_eq!(problems(LossSpec { kind: LossKind::Mse, ignore_index: Some(0), ..Default::default() }), ["only `cross_entropy` takes `ignore_index`"]);
-    assert!(super::indexes(6, 3, 2) && !super::indexes(6, 3, 6) && !super::indexes(1, 1, 1));
+    assert!(crate::ops::loss::indexes(6, 3, 2) && !crate::ops::loss::indexes(6, 3, 6) && !crate::ops::loss::indexes(1, 1, 1));
 }

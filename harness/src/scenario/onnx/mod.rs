@@ -151,4 +151,4 @@ impl OnnxNode {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

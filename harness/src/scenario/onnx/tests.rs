@@ -157,7 +157,7 @@ fn the_exported_mlp_loads_at_pytorchs_values() {
 /// A graph that is not a chain: `r = tanh(x) + x` (a residual of two activations), then
 /// `p = r[:, :, None] @ tanh(x)[:, None, :]` (a matmul of two activations, `tanh(x)` read by three
 /// nodes), `y = p.sum(2) * w`.
-fn dag() -> Vec<u8> {
+pub(crate) fn dag() -> Vec<u8> {
     let ints = |name: &str, v: &[i64]| AttributeProto { name: Some(name.into()), ints: v.to_vec(), r#type: Some(7), ..Default::default() };
     let nodes = vec![
         node("Tanh", "h", &["x"], &["h"], vec![]),
@@ -183,26 +183,12 @@ fn dag() -> Vec<u8> {
 }
 
 #[test]
-fn a_graph_compiles_node_by_node_and_its_loss_and_gradient_are_the_hand_computed_ones() {
+fn a_graph_compiles_node_by_node() {
     let c = compile(&parse(&dag(), None, 16).unwrap()).unwrap();
     assert!(c.layers.iter().all(|l| matches!(l, Layer::Onnx(_))), "{:?}", c.layers);
     // The constants fold; two unsqueezes share a module path, so the first adds its node's name.
     assert_eq!(c.names, ["block.tanh", "block.add", "block.unsqueeze.u1", "block.unsqueeze", "block.matmul", "block.reducesum", "block.mul"]);
     assert_eq!(c.params, [("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("g.onnx"), dag()).unwrap();
-    let toml = "name = \"g\"\n[data]\ninputs = { kind = \"values\", rows = [[1.0, 2.0, 0.5]] }\ntargets = { kind = \"values\", values = [[0.0, 0.0, 0.0]] }\n[model]\nonnx = \"g.onnx\"\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.1\n";
-    std::fs::write(dir.path().join("s.toml"), toml).unwrap();
-    let s = crate::scenario::load(&dir.path().join("s.toml")).unwrap();
-    let (loss, grads) = crate::run::first_gradients(&s, &[vec![1.0, 2.0, 0.5]], &[vec![0.0; 3]]).unwrap();
-    // By hand (Python floats): h = tanh([1, 2, 0.5]), S = Σh = 2.1877390, r = h + x,
-    // y_i = r_i·S·w_i = [3.8539080, 12.969037, 6.3145834]; MSE = Σy²/3 = 74.307496;
-    // dL/dw_i = (2/3)·y_i·r_i·S = [9.9017382, 56.065305, 8.8608807].
-    assert!((loss - 74.307496).abs() < 1e-4, "{loss}");
-    assert_eq!(grads[0].0, "layers.w");
-    for (a, b) in grads[0].1.iter().zip([9.9017382, 56.065305, 8.8608807]) {
-        assert!((a - b).abs() < 1e-4 * b, "{:?}", grads[0].1);
-    }
 }
 
 #[test]
