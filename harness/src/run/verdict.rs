@@ -62,8 +62,8 @@ pub enum Loss {
     EpsUnderflow,
     /// A value that is not 0 rounds to 0 in the dtype (then log 0, 1/0, 0·∞).
     Underflow,
-    /// Rounding inside the op, where no rule says whether a difference cancelled or an
-    /// intermediate underflowed.
+    /// Lost inside the op, where no rule says how: an intermediate value overflowed or
+    /// underflowed (the unselected `exp` of a `where`), or a difference cancelled.
     Rounding,
 }
 
@@ -145,7 +145,7 @@ impl Loss {
             Loss::Cancellation => "cancellation",
             Loss::EpsUnderflow => "eps underflow",
             Loss::Underflow => "underflow to 0",
-            Loss::Rounding => "rounding inside the op: cancellation or an intermediate underflow",
+            Loss::Rounding => "lost inside the op: an intermediate overflow or underflow, or cancellation",
         }
     }
 }
