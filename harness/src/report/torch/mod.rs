@@ -274,6 +274,10 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
         let message = format!("the model is the Rust code `{}`: only layer stacks are exported to PyTorch", c.name);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.code".into(), message });
     }
+    if s.model.stack().iter().any(|l| matches!(l, crate::scenario::Layer::Onnx(_))) {
+        let message = "this imported graph compiles node by node (`onnx` layers), which have no PyTorch export yet: only a chain (an MLP) is exported; the graph itself is checked against its nn.Module by tests/onnx_gpt_torch.rs".to_string();
+        return Err(Error::Invalid { location: s.name.clone(), key: "model.onnx".into(), message });
+    }
     crate::scenario::check_memory(s)?;
     let data = data::build(s)?;
     let init = safetensors(&init_tensors(s, &data)?)?;
