@@ -14,9 +14,7 @@ use nanhunt::report::torch::{confirm, scratch, Confirmation, TorchVerdict};
 
 /// The interpreter with torch: `NANHUNT_TORCH_PYTHON`, else `.venv-torch/bin/python`.
 fn python() -> PathBuf {
-    let p = std::env::var_os("NANHUNT_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-torch/bin/python"));
-    assert!(p.exists(), "no PyTorch interpreter at {} (set NANHUNT_TORCH_PYTHON, or run .ci/run once to install .venv-torch)", p.display());
-    p
+    common::torch_python()
 }
 
 fn confirmed(path: &std::path::Path) -> Confirmation {

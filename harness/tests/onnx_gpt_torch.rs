@@ -18,9 +18,7 @@ const SEQ: usize = 5;
 
 /// The interpreter with torch: `NANHUNT_TORCH_PYTHON`, else `.venv-torch/bin/python`.
 fn python() -> PathBuf {
-    let p = std::env::var_os("NANHUNT_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-torch/bin/python"));
-    assert!(p.exists(), "no PyTorch interpreter at {}", p.display());
-    p
+    common::torch_python()
 }
 
 /// The original module's next-token cross-entropy on the rows of `data.json` (ids, then the

@@ -12,9 +12,7 @@ use std::process::Command;
 
 /// The interpreter with torch: `NANHUNT_TORCH_PYTHON`, else `.venv-torch/bin/python`.
 fn python() -> PathBuf {
-    let p = std::env::var_os("NANHUNT_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| common::repo().join(".venv-torch/bin/python"));
-    assert!(p.exists(), "no PyTorch interpreter at {}", p.display());
-    p
+    common::torch_python()
 }
 
 /// The original module's loss, gradients (a weight's transposed to nanhunt's `(in, out)`) and

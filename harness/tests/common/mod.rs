@@ -5,6 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The PyTorch interpreter of the confirmation tests: `NANHUNT_TORCH_PYTHON`, else the
+/// repository's `.venv-torch` (which `.ci/run` installs).
+pub fn torch_python() -> PathBuf {
+    let p = std::env::var_os("NANHUNT_TORCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv-torch/bin/python"));
+    assert!(p.exists(), "no PyTorch interpreter at {} (set NANHUNT_TORCH_PYTHON, or run .ci/run once to install .venv-torch)", p.display());
+    p
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
