@@ -22,7 +22,7 @@ fn report_in(dir: &Path) -> PathBuf {
 
 /// SHA-256 of `path` by coreutils' `sha256sum`, independent of nanhunt's.
 fn sha256sum(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum").arg(path).output().expect("sha256sum (coreutils)");
+    let out = common::output_within(std::process::Command::new("sha256sum").arg(path), std::time::Duration::from_secs(30));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
 }
 

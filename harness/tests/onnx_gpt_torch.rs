@@ -73,7 +73,7 @@ fn scenario(rows: &[Vec<u32>], steps: usize, lr: f64, lengths: Option<&[usize]>)
 fn torch(dir: &std::path::Path, rows: &[Vec<u32>], mask: &[Vec<f64>], steps: usize, lr: f64) -> serde_json::Value {
     let data = serde_json::json!({ "rows": rows, "mask": mask, "lr": lr, "steps": steps });
     common::write(dir, "data.json", &data.to_string());
-    let out = Command::new(python()).arg("-c").arg(TORCH).arg(common::repo().join("scenarios/onnx")).arg(dir.join("data.json")).output().unwrap();
+    let out = common::output_within(Command::new(python()).arg("-c").arg(TORCH).arg(common::repo().join("scenarios/onnx")).arg(dir.join("data.json")), std::time::Duration::from_secs(300));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }

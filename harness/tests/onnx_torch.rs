@@ -63,7 +63,7 @@ fn the_imported_mlp_agrees_with_its_pytorch_module_at_step_0_and_after_adam_step
     let s = nanhunt::load(&path).unwrap();
     let data = serde_json::json!({ "x": x, "y": y, "lr": lr, "steps": steps });
     common::write(dir.path(), "data.json", &data.to_string());
-    let out = Command::new(python()).arg("-c").arg(TORCH).arg(&folder).arg(dir.path().join("data.json")).output().unwrap();
+    let out = common::output_within(Command::new(python()).arg("-c").arg(TORCH).arg(&folder).arg(dir.path().join("data.json")), std::time::Duration::from_secs(300));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let torch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
