@@ -44,7 +44,7 @@ pub(crate) mod train;
 pub mod verdict;
 mod watch;
 
-pub use cause::{Cause, Operand, Rule};
+pub use cause::{Cause, Operand, Rule, Skipped};
 pub use divergence::{still_growing, SETTLE_DECADES};
 pub use gradients::{first_gradients, Gradients};
 pub use outcome::{Kind, Location, Outcome, Stagnation, Status};

@@ -353,7 +353,7 @@ mod tests {
         // README's `--json` bullet for `nanhunt run`, and so is each status.
         let at = Location { step: 3, epoch: 1, fold: 0, phase: Phase::Loss, tensor: TensorId::Loss, kind: Kind::Nan, index: 1, shape: vec![2, 2], coords: vec![0, 1], count: 2, rows: vec![0] };
         let operand = super::super::cause::Operand { name: "p".into(), at: Some(0.0), min: 0.0, max: 1.0, min_abs: 0.0, zeros: 1, subnormals: 0, infinite: 0, nan: 0 };
-        let then = super::super::cause::Cause { rule: super::super::cause::Rule::LogOfZero, op: "loss (bce)".into(), reason: "log 0".into(), inputs: vec![operand], chain: None };
+        let then = super::super::cause::Cause { rule: super::super::cause::Rule::LogOfZero, op: "loss (bce)".into(), reason: "log 0".into(), inputs: vec![operand], chain: None, skipped: None };
         let chain = super::super::cause::Chain { trigger: "lr 1".into(), grew: "loss".into(), per_step: 10.0, diverged_at: 2, then: Some(Box::new(then.clone())) };
         let cause = super::super::cause::Cause { chain: Some(chain), ..then };
         let stagnation = Some(Stagnation { step: 2, epoch: 1, fold: 1, reason: "loss_plateau".into(), detail: "flat".into() });

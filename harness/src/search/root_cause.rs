@@ -97,6 +97,8 @@ struct Member<'a> {
     finding: &'a Finding,
     trigger: &'a Trigger,
     key: Mechanism,
+    /// Whether its scenario's base fails.
+    fails: bool,
 }
 
 /// Every trigger of every finding, keyed (a scenario whose base fails is one of them with the
@@ -107,9 +109,18 @@ fn members(findings: &[Finding]) -> Vec<Member<'_>> {
         .iter()
         .flat_map(|f| {
             let fails = failing.contains(f.scenario.as_str());
-            f.triggers.iter().map(move |t| Member { finding: f, trigger: t, key: Mechanism::of(f, t, fails) })
+            f.triggers.iter().map(move |t| Member { finding: f, trigger: t, key: Mechanism::of(f, t, fails), fails })
         })
         .collect()
+}
+
+/// The members' keys, by scenario.
+fn keys_by_scenario<'a>(members: &[Member<'a>]) -> BTreeMap<&'a str, BTreeSet<Mechanism>> {
+    let mut keys: BTreeMap<&str, BTreeSet<Mechanism>> = BTreeMap::new();
+    for m in members {
+        keys.entry(m.finding.scenario.as_str()).or_default().insert(m.key.clone());
+    }
+    keys
 }
 
 /// The key whose group `k` belongs to among `keys`: following, from `k`, the absorbing key of
@@ -155,10 +166,7 @@ fn any_op(k: &Mechanism) -> Mechanism {
 /// Groups findings into root causes, one per scenario and mechanism, most runs first.
 pub fn group(findings: &[Finding]) -> Vec<RootCause> {
     let members = members(findings);
-    let mut keys: BTreeMap<&str, BTreeSet<Mechanism>> = BTreeMap::new();
-    for m in &members {
-        keys.entry(m.finding.scenario.as_str()).or_default().insert(m.key.clone());
-    }
+    let keys = keys_by_scenario(&members);
     // A failing base's flips elsewhere that no other key takes group by rule, precision and
     // verdict over every op (the op is in their sites).
     let roots: Vec<Mechanism> = members.iter().map(|m| own_root(m, &keys[m.finding.scenario.as_str()])).collect();
@@ -255,6 +263,7 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
     let mut old = keyed(known);
     // A flip elsewhere groups over every op: known if one of its rule, precision and verdict is.
     old.extend(old.iter().filter(|(_, k)| k.knobs == [ELSEWHERE]).map(|(s, k)| (s.clone(), any_op(k))).collect::<Vec<_>>());
+    let collapses = known_collapses(findings, &old);
     let mut all = keyed(findings);
     all.extend(old.iter().cloned());
     for g in &mut out {
@@ -266,9 +275,23 @@ pub fn group_known(findings: &[Finding], known: &[Finding]) -> Vec<RootCause> {
         // key of a class a person names once is known by any of the class.
         let over_ops = any_op(&root);
         let same = |k: &Mechanism| *k == root || *k == unjudged || (root.knobs == [ELSEWHERE] && *k == over_ops) || mechanism::family::one_mechanism(k, &root);
-        g.known = old.iter().any(|(s, k)| *s == g.scenario && same(k));
+        g.known = old.iter().any(|(s, k)| *s == g.scenario && same(k)) || collapses.contains(&(g.scenario.clone(), g.signature.clone()));
     }
     out
+}
+
+/// The groups (scenario, signature) of `findings` that a corpus saved before loss-scale collapses
+/// named their skipped value knows: those holding a collapse whose key as then (by the loss
+/// scale and its trigger's knobs) `old` has.
+fn known_collapses(findings: &[Finding], old: &BTreeSet<(String, Mechanism)>) -> BTreeSet<(String, String)> {
+    let members = members(findings);
+    let keys = keys_by_scenario(&members);
+    let then = |m: &Member| (m.finding.scenario.clone(), Mechanism::before_skipped(m.finding, m.trigger, m.fails));
+    members
+        .iter()
+        .filter(|m| m.key.rule == Some(crate::run::Rule::LossScaleCollapse) && m.key.op != mechanism::LOSS_SCALE && old.contains(&then(m)))
+        .map(|m| (m.finding.scenario.clone(), own_root(m, &keys[m.finding.scenario.as_str()]).signature()))
+        .collect()
 }
 
 /// Reads the findings of `--known`: a `findings.jsonl`, or a directory holding one (a hunt's or a merge's `--out`).

@@ -210,3 +210,73 @@ fn a_setting_the_run_cannot_hold_is_one_root_cause_in_every_dtype_and_the_naive_
     assert_eq!(of("eps16").mechanism.precision, PrecisionClass::Full);
     assert_eq!(of("lr").mechanism.describe(), "overflow in loss, any precision, verdict math, by loss.kind = naive_cross_entropy");
 }
+
+/// A loss-scale collapse at `loss_scale` whose last skipped step hit `tensor` (diagnosed `skip`, if
+/// a rule explains it), reached by `muts`; `skip` of `None` and no tensor: a corpus saved before.
+fn collapse(sig: &str, muts: Vec<Mutation>, skipped: Option<(&str, Phase, Option<Cause>)>) -> Finding {
+    let skipped = skipped.map(|(tensor, phase, c)| Box::new(crate::run::Skipped { location: at(phase, tensor, Kind::PosInf), cause: c }));
+    let c = Cause { skipped, ..cause(Rule::LossScaleCollapse, "grad scaler") };
+    site(sig, ("loss_scale", Phase::Update, Kind::ScaleCollapse), "amp_f16", muts, c, None)
+}
+
+#[test]
+fn a_loss_scale_collapse_is_the_overflow_its_skipped_steps_hit_whichever_knob_tipped_it() {
+    // real/pt40497_amp_scale_collapse_fix_growth_interval (a 30 s hunt): two outlier rows of 1e5
+    // overflow f16 in the first linear under autocast, and growth_interval = 10 grows the scale
+    // back between those batches. Nine knobs alone collapse it, each a trigger of one site:
+    // five make the same overflow outpace the growth (larger outliers, a longer interval, more
+    // rows a step, accumulation, a summed loss); a large lr and beta2 = 0 grow the weights until
+    // the attention scores overflow f16 (the loss grows 19 → 54, the weights' norm 42 → 115 over
+    // 100 steps: no divergence); padding every position masks whole rows (NaN in the probs);
+    // an init scale of 1e7 overflows the linear's weight gradient in the backward. Four
+    // mechanisms, one per overflow the scaler could not absorb.
+    let m = |k: Knob, v: f64| vec![Mutation::new(k, v)];
+    let over = |op: &str| Some(cause(Rule::Overflow, op));
+    let lin = || Some(("layers.0.linear.output", Phase::Forward, over("layers.0.linear")));
+    let scores = || Some(("layers.2.residual.layers.1.attention.scores.output", Phase::Forward, over("layers.2.residual.layers.1.attention.scores")));
+    let masked = Some(("layers.2.residual.layers.1.attention.probs.output", Phase::Forward, Some(cause(Rule::FullyMaskedRow, "layers.2.residual.layers.1.attention.probs"))));
+    let findings = vec![
+        collapse("mean", m(Knob::InputMean, 4.32), lin()),
+        collapse("interval", vec![Mutation::new(Knob::GrowthInterval, 14u64)], lin()),
+        collapse("accumulate", vec![Mutation::new(Knob::Accumulate, 2u32)], lin()),
+        collapse("sum", vec![Mutation::new(Knob::LossReduction, crate::scenario::Reduction::Sum)], lin()),
+        collapse("batch", vec![Mutation::new(Knob::BatchSize, 23u32)], lin()),
+        collapse("lr", m(Knob::Lr, 0.379), scores()),
+        collapse("beta2", m(Knob::Beta2, 0.0), scores()),
+        collapse("padding", m(Knob::PaddingFraction, 1.0), masked),
+        collapse("init", m(Knob::LossScaleInit, 1.03e7), Some(("layers.6.linear.weight.grad", Phase::Backward, over("layers.6.linear (backward)")))),
+    ];
+    let groups = group(&findings);
+    let members: BTreeSet<(&str, Vec<&str>)> = groups.iter().map(|g| (g.mechanism.op.as_str(), g.findings.iter().map(String::as_str).collect())).collect();
+    let want: BTreeSet<(&str, Vec<&str>)> =
+        [("linear (overflow)", vec!["accumulate", "batch", "init", "interval", "mean", "sum"]), ("attention (overflow)", vec!["beta2", "lr"]), ("attention (fully_masked_row)", vec!["padding"])]
+            .into_iter()
+            .collect();
+    assert_eq!(members, want);
+    let lin_group = groups.iter().find(|g| g.mechanism.op == "linear (overflow)").unwrap();
+    assert_eq!(lin_group.mechanism.describe(), "loss_scale_collapse in linear (overflow), autocast, by knobs that make its skipped steps' overflows outpace the loss scaler");
+    assert_eq!(lin_group.triggers.len(), 6, "each trigger a member: {:?}", lin_group.triggers);
+    // Python's FNV-1a of `loss_scale_collapse|linear (overflow)|overflows outpacing the loss scaler|autocast`.
+    assert_eq!(lin_group.signature, "dc869c38");
+    let mut reversed = findings.clone();
+    reversed.reverse();
+    assert_eq!(group(&merge(reversed)).len(), 3);
+    // From a base that collapses itself over the linear's overflow, that overflow's collapses
+    // are the base's; the attention's are their own.
+    let mut failing = findings.clone();
+    failing.push(collapse("base", vec![], lin()));
+    let groups = group(&failing);
+    let base = groups.iter().find(|g| g.mechanism.op == "linear (overflow)").unwrap();
+    assert_eq!((groups.len(), base.mechanism.knobs.len(), base.findings.len()), (3, 0, 7), "{groups:?}");
+    // A corpus saved before collapses named their skipped value keys them as then (by the loss
+    // scale and their knobs, with main's signatures), and `--known` from it knows the groups
+    // holding a collapse it knew so keyed.
+    let old = vec![collapse("old", m(Knob::InputMean, 4.32), None), collapse("old2", m(Knob::Lr, 0.2), None)];
+    let before: BTreeSet<(String, Vec<String>)> = group(&old).into_iter().map(|g| (g.mechanism.op, g.mechanism.knobs)).collect();
+    let then: BTreeSet<(String, Vec<String>)> = [("loss scale", "magnitude"), ("loss scale", "optimizer.lr")].iter().map(|(o, k)| (o.to_string(), vec![k.to_string()])).collect();
+    assert_eq!(before, then);
+    let known = group_known(&findings, &old);
+    let marked: BTreeSet<(&str, bool)> = known.iter().map(|g| (g.mechanism.op.as_str(), g.known)).collect();
+    let want: BTreeSet<(&str, bool)> = [("linear (overflow)", true), ("attention (overflow)", true), ("attention (fully_masked_row)", false)].into_iter().collect();
+    assert_eq!(marked, want);
+}

@@ -6,8 +6,10 @@
 //!
 //! What drove it, in order: a linear model's learning rate above its stability
 //! bound (computed on the failing batch with the loss's reduction, as
-//! [`stability`] does), a loss summed over the batch (its gradient grows with
-//! the batch), an init scale other than 1, else the learning rate.
+//! [`stability`] does), a loss summed over the batch under plain SGD (its
+//! gradient, and so the step, grows with the batch; Adam's and RMSprop's step
+//! does not, as they divide by the gradient's RMS), an init scale other than 1,
+//! else the learning rate.
 
 use super::{cause, Cause, Chain, Rule};
 use crate::run::divergence::Growth;
@@ -23,7 +25,9 @@ pub(crate) fn chain(s: &Scenario, first: &Location, then: Option<Cause>, growth:
     let bounded = bound.is_some();
     let trigger = match bound {
         Some(c) => c.reason.split(':').next().unwrap_or(&c.reason).to_string(),
-        None if s.loss.reduction == Reduction::Sum && batch * s.train.accumulate.max(1) > 1 => {
+        // An adaptive optimizer divides the gradient by its running RMS, so a sum's n-fold
+        // gradient takes the same step as the mean's: the summed loss drives only plain SGD.
+        None if s.loss.reduction == Reduction::Sum && batch * s.train.accumulate.max(1) > 1 && !s.optimizer.kind.takes_eps() => {
             let k = s.train.accumulate.max(1);
             let over = if k > 1 { format!("{k} micro-batches of {batch} rows a step") } else { format!("batches of {batch} rows") };
             format!("lr {lr} on a loss summed over {over} (its gradient grows with the rows: lr {} on their mean)", crate::human(s.optimizer.lr * (batch * k) as f64))
@@ -181,5 +185,41 @@ mod tests {
         assert_eq!(o.first_nonfinite.as_ref().map(|f| (f.step, f.phase)), Some((3, crate::scenario::Phase::Validation)));
         let c = o.cause.expect("explained");
         assert_eq!((c.rule, c.chain.as_ref().map(|ch| (ch.grew.as_str(), ch.driver()))), (Rule::Divergence, Some(("weights", "optimizer.lr"))), "{c}");
+    }
+
+    #[test]
+    fn a_summed_loss_drives_plain_sgd_but_not_an_adaptive_optimizer() {
+        // Adam's step is m̂/(√v̂ + eps): a gradient n times larger scales m̂ and √v̂ alike, so its
+        // first step is lr·g/(|g| + eps) = lr·sign(g) on a sum as on a mean (eps = 1e-8 aside).
+        // On 4 rows of x = (1, 2, 3, 4), y = 2x + 1, from w = b = 0.5 in batches of 2, the
+        // summed and mean runs train alike under Adam (their norms agree to 1e-6 relative),
+        // and not under SGD, whose step on the sum is twice the mean's.
+        let text = |opt: &str, reduction: &str| {
+            format!(
+                "name = \"sum\"\nseed = 1\n[data]\ninputs = {{ kind = \"values\", rows = [[1.0], [2.0], [3.0], [4.0]] }}\ntargets = {{ kind = \"values\", values = [3.0, 5.0, 7.0, 9.0] }}\n\
+                 [model]\nlayers = [{{ type = \"linear\", out = 1, init = {{ kind = \"constant\", value = 0.5 }} }}]\n\
+                 [loss]\nkind = \"mse\"\nreduction = \"{reduction}\"\n[optimizer]\nkind = \"{opt}\"\nlr = 0.01\n[train]\nepochs = 3\nbatch_size = 2\nshuffle = false\n"
+            )
+        };
+        let norms = |opt: &str, red: &str| -> Vec<f64> {
+            let s = crate::scenario::from_str(&text(opt, red), "sum.toml").unwrap();
+            crate::run::run(&s).trace.rows.iter().map(|r| r.param_norm.unwrap()).collect()
+        };
+        let (mean, sum) = (norms("adam", "mean"), norms("adam", "sum"));
+        assert!(mean.iter().zip(&sum).all(|(a, b)| (a / b - 1.0).abs() < 1e-6), "{mean:?} {sum:?}");
+        let (mean, sum) = (norms("sgd", "mean"), norms("sgd", "sum"));
+        assert!((mean[0] / sum[0] - 1.0).abs() > 1e-3, "{mean:?} {sum:?}");
+        // So a divergence on a summed loss names it only under SGD; either way the step size (the
+        // lr) is what root causes group it by.
+        let growth = Growth { weights: true, per_step: 10.0, step: 3 };
+        let first = Location { step: 5, tensor: crate::scenario::TensorId::Loss, kind: Kind::PosInf, ..Default::default() };
+        let trigger = |opt: &str| {
+            let s = crate::scenario::from_str(&text(opt, "sum"), "sum.toml").unwrap();
+            chain(&s, &first, None, &growth, 2, DTypeName::F32).chain.unwrap()
+        };
+        let (adam, sgd) = (trigger("adam"), trigger("sgd"));
+        assert_eq!(adam.trigger, "lr 0.01");
+        assert_eq!(sgd.trigger, "lr 0.01 on a loss summed over batches of 2 rows (its gradient grows with the rows: lr 0.02 on their mean)");
+        assert_eq!((adam.driver(), sgd.driver()), ("optimizer.lr", "optimizer.lr"));
     }
 }

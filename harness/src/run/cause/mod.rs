@@ -44,6 +44,20 @@ pub struct Cause {
     /// When the value ends a divergence: how the run grew first, and what drove it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<Chain>,
+    /// For a loss-scale collapse: the non-finite value its last skipped step hit, whose
+    /// recurring overflow the scaler could not absorb (root causes key the collapse by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<Box<Skipped>>,
+}
+
+/// The first non-finite value of the last step a loss scaler skipped, and its diagnosis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Where it was.
+    pub location: crate::run::Location,
+    /// Its diagnosis, where a rule explains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
 }
 
 /// How the run diverged before its first non-finite value.
@@ -64,12 +78,13 @@ pub struct Chain {
 
 impl Chain {
     /// The knob whose setting drove the divergence, as [`chain::chain`] words its trigger: the
-    /// loss's reduction (a loss summed over the batch), the init scale, else the learning rate
-    /// (above its stability bound, or simply large). Root causes group a chain by it.
+    /// init scale, else the step size, which the learning rate sets (above its stability bound,
+    /// simply large, or on a loss summed over the batch: plain SGD's step on a sum of n rows is
+    /// lr·n on their mean, and the stability bound of a summed loss is the mean's over n, so a
+    /// summed loss is the learning rate's mechanism, as the bound's own chain keys it). Root
+    /// causes group a chain by it.
     pub fn driver(&self) -> &'static str {
-        if self.trigger.contains("on a loss summed over") {
-            "loss.reduction"
-        } else if self.trigger.starts_with("init scale") {
+        if self.trigger.starts_with("init scale") {
             "model.init_scale"
         } else {
             "optimizer.lr"
@@ -126,7 +141,7 @@ pub(crate) fn operand(name: &str, t: &Tensor, at: Option<usize>, d: DTypeName) -
 }
 
 pub(super) fn cause(rule: Rule, op: impl Into<String>, reason: String, inputs: Vec<Operand>) -> Cause {
-    Cause { rule, op: op.into(), reason, inputs, chain: None }
+    Cause { rule, op: op.into(), reason, inputs, chain: None, skipped: None }
 }
 
 /// The scenario's settings that the compute dtype cannot represent as meant: an optimizer or

@@ -54,6 +54,12 @@ fn a_forward_that_always_overflows_the_low_dtype_is_a_scale_collapse() {
     assert_eq!(o.trace.rows[10].loss_scale, Some(65536.0 / 1024.0));
     let c = o.cause.expect("explained");
     assert!(c.reason.contains("11 of the last 11 steps were skipped") && c.reason.contains("layers.0.linear.output"), "{}", c.reason);
+    // It names the value its last skipped step hit, with that value's diagnosis: what it keys by.
+    let sk = c.skipped.as_deref().expect("the skipped value");
+    assert_eq!((sk.location.step, sk.location.phase, sk.location.tensor.to_string().as_str(), sk.location.kind), (11, Phase::Forward, "layers.0.linear.output", Kind::Nan));
+    let why = sk.cause.as_ref().expect("diagnosed");
+    assert_eq!((why.rule, why.op.as_str()), (crate::run::Rule::Overflow, "layers.0.linear"));
+    assert!(why.reason.contains("is 100000, beyond f16's largest value 65504") && c.reason.contains(&why.reason), "{}", c.reason);
     // Without a scaler the same run fails at its first forward, in the f16 linear: inf · (w = 0).
     let o = run(&one_weight(1e5, 0.5, 0.1, "precision = \"amp_f16\""));
     let f = o.first_nonfinite.unwrap();

@@ -96,7 +96,7 @@ pub(super) fn cause(missing: &[&str], total: usize, code: bool) -> Cause {
     } else {
         "Every registry op has a backward, so this is a bug in nanhunt: please report it with this scenario"
     };
-    Cause { rule: Rule::NoGradient, op: "backward".into(), reason: format!("{what}. {why}"), inputs: Vec::new(), chain: None }
+    Cause { rule: Rule::NoGradient, op: "backward".into(), reason: format!("{what}. {why}"), inputs: Vec::new(), chain: None, skipped: None }
 }
 
 #[cfg(test)]

@@ -231,8 +231,8 @@ struct Runner<'a> {
     deferring: bool,
     /// The first non-finite value of the step being decided.
     pending: Option<Location>,
-    /// The first non-finite value of the last step the scaler skipped.
-    last_skip: Option<Location>,
+    /// The first non-finite value of the last step the scaler skipped, with its diagnosis.
+    last_skip: Option<crate::run::Skipped>,
     /// Which parameters got a gradient, and a nonzero one (`gradients`).
     trained: gradients::Trained,
     /// Each fold's loss-scale warnings (a scale held at its cap or just above its floor).

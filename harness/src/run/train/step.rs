@@ -239,10 +239,13 @@ impl Runner<'_> {
             }
             return false;
         }
-        self.last_skip = pending.or(self.last_skip.take());
         if self.first.is_none() {
-            // The skipped step's value is dropped, and its diagnosis with it.
-            self.cause = None;
+            // The skipped step's value is dropped, and its diagnosis with it, but a collapse
+            // names the last one (it is what the scaler could not absorb).
+            let cause = self.cause.take();
+            if let Some(location) = pending {
+                self.last_skip = Some(crate::run::Skipped { location, cause });
+            }
         }
         if let (None, Some(trouble)) = (&self.first, sc.trouble()) {
             let (why, meaning) = match trouble {
@@ -250,7 +253,10 @@ impl Runner<'_> {
                 crate::run::scaler::Trouble::Collapse(why) => (why, "most steps are thrown away, so the run no longer trains"),
                 crate::run::scaler::Trouble::Overflow(why) => (why, "every scaled loss is inf and the backoff halves inf to inf, so no step is taken again"),
             };
-            let seen = self.last_skip.as_ref().map_or(String::new(), |l| format!("; the last skipped step's first non-finite value was {l}"));
+            let seen = self.last_skip.as_ref().map_or(String::new(), |l| {
+                let why = l.cause.as_ref().map_or(String::new(), |c| format!(" ({c})"));
+                format!("; the last skipped step's first non-finite value was {}{why}", l.location)
+            });
             self.first = Some(Location { step: at.step, epoch: at.epoch, fold: at.fold, phase: Phase::Update, tensor: TensorId::LossScale, kind: Kind::ScaleCollapse, ..Default::default() });
             self.first_at = Some(self.steps);
             self.cause = Some(Cause {
@@ -259,6 +265,7 @@ impl Runner<'_> {
                 reason: format!("{why}{seen}. The scaler is not absorbing an occasional overflow: {meaning}"),
                 inputs: Vec::new(),
                 chain: None,
+                skipped: self.last_skip.clone().map(Box::new),
             });
         }
         true

@@ -11,6 +11,12 @@
 //! - when the f64 verdict is *math* (the run fails in f64 too) the dtype plays
 //!   no part: the precision class is [`PrecisionClass::Any`] and the knobs that
 //!   set the dtype drop out (unless nothing else is left);
+//! - a loss-scale collapse is the consequence of the overflow its skipped steps
+//!   hit (the scaler halves on each): its op is that overflow's op and rule
+//!   (`linear (overflow)`), and its knobs are [`OUTPACED`], whatever knob made
+//!   the overflows come faster than the scale grows back (a corpus saved before
+//!   collapses named their skipped value keys them by the loss scale and their
+//!   knobs, as then);
 //! - when the base itself fails, a flip elsewhere needs one knob to move away
 //!   from the base's failure and another to fail anew: which ones is no part of
 //!   the mechanism, so its knobs are [`ELSEWHERE`] and the knob sets are members.
@@ -21,7 +27,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::run::verdict::Class;
-use crate::run::{Cause, Location, Outcome, Rule};
+use crate::run::{Cause, Location, Outcome, Rule, Skipped};
 use crate::scenario::{InjectValue, Knob, Named, TensorId, Value};
 use crate::search::finding::{fnv1a, Finding, Trigger};
 use crate::search::mutation::Mutation;
@@ -35,9 +41,19 @@ pub const MAGNITUDE: &str = "magnitude";
 /// from the base's failure and made it fail anew.
 pub const ELSEWHERE: &str = "away from the failing base";
 
+/// The knob name of a loss-scale collapse's trigger: whatever knobs made the overflows its
+/// skipped steps hit come faster than `growth_interval` clean steps grow the scale back (more
+/// or larger outliers, more rows a step, a summed loss, a longer growth interval), or most steps
+/// overflow. The collapse is that inequality's, so which side a knob moved is no part of it.
+pub const OUTPACED: &str = "overflows outpacing the loss scaler";
+
 /// What a key names the naive cross-entropy's failures by: its loss's formula, the setting (no
 /// trigger's knob is named so, so no trigger that changes `loss.kind` joins it).
 pub const SOFTMAX_THEN_LOG: &str = "loss.kind = naive_cross_entropy";
+
+/// The op of a loss-scale collapse keyed without the value its skipped steps hit (a corpus saved
+/// before collapses named it).
+pub(super) const LOSS_SCALE: &str = "loss scale";
 
 /// The op of a failing base's flips elsewhere once grouped: which op a value overflowed in
 /// first, away from the base's failure, is no part of the mechanism (its sites name it).
@@ -113,14 +129,31 @@ impl Mechanism {
     /// recorded, else (a trigger saved before triggers kept one) its finding's. `base_fails`:
     /// whether the hunt's base itself fails (then a trigger's knobs are [`ELSEWHERE`]).
     pub fn of(f: &Finding, t: &Trigger, base_fails: bool) -> Mechanism {
+        Mechanism::keyed(f, t, base_fails, true)
+    }
+
+    /// The key a corpus saved before loss-scale collapses named their skipped value gave this
+    /// trigger: a collapse's by the loss scale and its knobs (as [`Mechanism::of`] for any other).
+    pub(super) fn before_skipped(f: &Finding, t: &Trigger, base_fails: bool) -> Mechanism {
+        Mechanism::keyed(f, t, base_fails, false)
+    }
+
+    /// [`Mechanism::of`], keying a collapse by its skipped value where `by_skipped`.
+    fn keyed(f: &Finding, t: &Trigger, base_fails: bool, by_skipped: bool) -> Mechanism {
         let cause = t.cause.as_ref().map_or(f.cause.as_ref(), Option::as_ref);
-        let op = op_kind(cause, &f.location);
+        let skipped = cause.and_then(|c| c.skipped.as_deref()).filter(|_| by_skipped);
+        let op = match skipped {
+            Some(sk) => skipped_op(sk),
+            None => op_kind(cause, &f.location),
+        };
         let math = t.verdict.as_ref().is_some_and(|v| v.class == Class::Math);
         // A chain is one cause: a divergence groups by the knob that drove it, whatever else
-        // its trigger moved (the members still list every trigger).
+        // its trigger moved (the members still list every trigger); a loss-scale collapse, by
+        // the overflow its skipped steps hit (`op`), whatever knob made it outpace the scaler.
         let mut knobs: Vec<String> = match (cause.and_then(|c| c.chain.as_ref()), cause.and_then(|c| setting(c, &op))) {
             (Some(chain), _) => vec![chain.driver().to_string()],
             (None, Some(knob)) => vec![knob.to_string()],
+            (None, None) if skipped.is_some() && !t.mutations.is_empty() => vec![OUTPACED.to_string()],
             (None, None) if base_fails && !t.mutations.is_empty() => vec![ELSEWHERE.to_string()],
             (None, None) => {
                 let dtype_free: Vec<&Mutation> = t.mutations.iter().filter(|m| !(math && role(m.knob) == Role::Dtype)).collect();
@@ -189,6 +222,7 @@ impl Mechanism {
         let by = match self.knobs.as_slice() {
             [] => "the base itself".to_string(),
             [one] if one == ELSEWHERE => "knobs that move it away from the failing base".to_string(),
+            [one] if one == OUTPACED => "knobs that make its skipped steps' overflows outpace the loss scaler".to_string(),
             knobs => {
                 let mut named: Vec<String> = knobs.iter().filter(|k| *k != MAGNITUDE).cloned().collect();
                 match knobs.iter().filter(|k| *k == MAGNITUDE).count() {
@@ -301,7 +335,7 @@ fn tensor_kind(t: &TensorId) -> String {
         TensorId::Loss => "loss".into(),
         TensorId::Param(_) => "update".into(),
         TensorId::State { .. } => "optimizer state".into(),
-        TensorId::LossScale => "loss scale".into(),
+        TensorId::LossScale => LOSS_SCALE.into(),
         TensorId::Parameters => "parameters".into(),
         TensorId::Validation(t) => tensor_kind(t),
     }
@@ -325,6 +359,14 @@ pub(super) fn op_kind(cause: Option<&Cause>, at: &Location) -> String {
     } else {
         node_kind(op)
     }
+}
+
+/// The op of a loss-scale collapse's key: the kind of op of the value its last skipped step
+/// first went non-finite in, with that value's rule (`linear (overflow)`, `attention
+/// (fully_masked_row)`): the recurring overflow the scaler could not absorb.
+fn skipped_op(sk: &Skipped) -> String {
+    let rule: &str = sk.cause.as_ref().map_or("unexplained", |c| c.rule.into());
+    format!("{} ({rule})", op_kind(sk.cause.as_ref(), &sk.location))
 }
 
 /// The setting a diagnosis says the run cannot hold, as a knob name, where its op (`op`, its
