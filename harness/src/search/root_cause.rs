@@ -12,7 +12,8 @@
 //! group whose members all went bad in one op names it). Keys a person names
 //! once (`root_cause/mechanism/family.rs`: a divergence by its driver in any dtype, a
 //! setting the run cannot hold in any dtype, `log` of 0 and of a negative
-//! number in one op) are one group, under the class's first key.
+//! number in one op) are one group, under the class's first key. A loss-scale
+//! collapse keys by the overflow its skipped steps hit, whatever knob tipped it.
 //! Grouping is a pure function of the findings, so it is the same for a
 //! campaign, its shards once merged, and a resumed or old corpus; the
 //! signature hashes the group's key alone.

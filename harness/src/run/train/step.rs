@@ -5,7 +5,9 @@
 //! With a scaler, a step's non-finite values are *pending* until it decides: a step it
 //! skips is an expected event (the trace's `skipped` column), not a finding; a value that
 //! survives into an applied step is flagged as usual; a scale that underflows or a run that
-//! skips more than `max_skip_fraction` of its steps is a finding of its own (`loss_scale`).
+//! skips more than `max_skip_fraction` of its steps is a finding of its own (`loss_scale`),
+//! whose diagnosis names the value its last skipped step hit, with that value's diagnosis
+//! (`Cause::skipped`: the overflow the scaler could not absorb).
 
 use candle_core::{DType, Tensor, Var};
 

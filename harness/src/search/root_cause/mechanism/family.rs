@@ -2,7 +2,9 @@
 //! rule's [`Family`] says which field does not matter.
 //! - a divergence (`divergence`, `lr_above_stability_bound`) is its driver, whichever op the
 //!   values then overflowed in and in whatever dtype: "lr 0.1 is above the stability bound" in
-//!   f16 on the first step and in f32 after four;
+//!   f16 on the first step and in f32 after four. The driver is the init scale or the step
+//!   size, `optimizer.lr`: a loss summed over the batch is the lr's (plain SGD's step on a sum
+//!   of n rows is lr·n on their mean, `Chain::driver`);
 //! - a setting the run cannot hold (an optimizer's or a loss's eps that rounds to 0, a clamp
 //!   whose `1 − ε` rounds to 1, the naive cross-entropy's softmax then log), keyed by that
 //!   setting, is the setting's in every dtype, whatever the verdict: Adam's eps of 1e-8 in f16
@@ -10,6 +12,10 @@
 //!   cross-entropy;
 //! - an op's input at the edge of its domain or past it (`log` of 0, `log` of a negative number)
 //!   in one op is one: `log(1 − p)` with `p = 1` and with `p > 1`.
+//!
+//! A loss-scale collapse needs no class here: its key already names the overflow its skipped
+//! steps hit and drops the knobs that made that overflow outpace the scaler (`mechanism.rs`'s
+//! [`super::OUTPACED`]), so collapses over one overflow are one key.
 //!
 //! The keys of a class are ordered by [`rank`]; the first takes the others (`Mechanism::absorbs`).
 
