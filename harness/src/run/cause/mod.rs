@@ -182,7 +182,32 @@ pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, params)
     let x = operand("input", input, Some(index), d)?;
     let at = x.at.unwrap_or(f64::NAN);
     let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims(), training });
+    let found = found.or_else(|| (layer.op().autocast(part) == crate::ops::Autocast::Low).then(|| cast_down(input, &x, d)).flatten());
     Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])))
+}
+
+/// An op autocast runs in the low dtype `d` read a finite input beyond `d`'s range (kept in f32
+/// until the cast): the cast made it infinite, and the op carried it to its output (PyTorch
+/// 2.15's CPU autocast does the same: a conv2d's input of 1e6 is inf in f16). `x` summarises it.
+fn cast_down(input: &Tensor, x: &Operand, d: DTypeName) -> Option<(Rule, String)> {
+    let max = Limits::of(d).max;
+    let big = if x.max.abs() >= x.min.abs() { x.max } else { x.min };
+    if x.infinite + x.nan > 0 || big.abs() <= max {
+        return None;
+    }
+    let dt: &str = d.into();
+    let v = input.flatten_all().ok()?.to_dtype(candle_core::DType::F64).ok()?.to_vec1::<f64>().ok()?;
+    let (i, _) = v.iter().enumerate().find(|(_, e)| e.abs() > max)?;
+    let at = crate::run::outcome::coords(i, input.dims());
+    let over = v.iter().filter(|e| e.abs() > max).count();
+    Some((
+        Rule::Overflow,
+        format!(
+            "its input at {at:?} is {}, beyond {dt}'s largest value {} ({over} such input(s)): autocast casts the input to {dt} for this op, where it is infinite",
+            crate::human(v[i]),
+            crate::human(max)
+        ),
+    ))
 }
 
 /// The loss went non-finite. `p` and `y` are predictions and targets; `logits` is what the
@@ -362,6 +387,25 @@ impl std::fmt::Display for Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_beyond_f16_that_autocast_casts_down_for_a_convolution_overflows_in_the_cast() {
+        // real/tf_deep_mnist_log_zero hunted with an outlier of 1e6 and amp_f16: the f32 input
+        // holds 1e6, which autocast casts to f16 (largest 65504) for conv2d: +inf, carried to
+        // every output whose 3×3 window (padding 1) covers that pixel: 8 channels × 9 = 72 values
+        // for an interior pixel. PyTorch 2.15's CPU autocast gives the same: a 5×5 Conv2d of 8
+        // channels over an input holding 1e6 is f16 with 8 × 25 = 200 infs and no NaN.
+        let text = "name = \"conv\"\nseed = 0\n[data]\nn = 10\ninputs = { kind = \"normal\" }\ntargets = { kind = \"classes\", k = 10 }\nimage = { channels = 1, height = 12, width = 12 }\n\
+                    [[data.inject]]\nvalue = \"outlier\"\nsplit = \"train\"\ninto = \"inputs\"\nfraction = 0.000348\nmagnitude = 1e6\n\
+                    [model]\nlayers = [{ type = \"conv2d\", channels = 8, kernel = 3, padding = 1 }, { type = \"flatten\" }, { type = \"linear\", out = 10 }]\n\
+                    [loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nepochs = 1\nprecision = \"amp_f16\"\n";
+        let o = crate::run::run(&crate::scenario::from_str(text, "conv.toml").unwrap());
+        let f = o.first_nonfinite.as_ref().expect("overflows in the cast");
+        assert_eq!((f.step, f.phase, f.tensor.to_string().as_str(), f.count), (1, crate::scenario::Phase::Forward, "layers.0.conv2d.output", 72), "{f}");
+        let c = o.cause.expect("explained");
+        assert_eq!((c.rule, c.op.as_str()), (Rule::Overflow, "layers.0.conv2d"), "{c}");
+        assert!(c.reason.contains("beyond f16's largest value 65504 (1 such input(s)): autocast casts the input to f16"), "{}", c.reason);
+    }
 
     #[test]
     fn limits_and_rounding_by_hand() {
