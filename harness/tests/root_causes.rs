@@ -1,6 +1,7 @@
 //! Root causes are mechanisms: a hunt of a fixed number of runs on three bundled bases of
 //! different families (an MLP, an attention model, an RNN) reports few of them (the aim: at
-//! most 5 on a typical hunt, 8 on any), and every site it found is a member of one.
+//! most 5 on a typical hunt, 8 on any), each explained by a rule, and every site it found is a
+//! member of one.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,6 +24,9 @@ fn three_families_hunted_for_a_fixed_run_count_give_few_root_causes() {
         assert!(!r.root_causes.is_empty(), "{file}: each base flips within {runs} runs");
         assert!(r.root_causes.len() <= 5, "{file}: {} root causes over {} sites:\n{}", r.root_causes.len(), r.findings.len(), nanhunt::report::hunt_summary(&base.name, &r, opts.budget));
         assert!(r.root_causes.len() <= r.findings.iter().map(|f| f.triggers.len()).sum::<usize>());
+        // Every one has a rule that explains it.
+        let unexplained: Vec<String> = r.root_causes.iter().filter(|c| c.mechanism.rule.is_none()).map(|c| format!("{} at {}", c.mechanism.describe(), c.location)).collect();
+        assert!(unexplained.is_empty(), "{file}: unexplained {unexplained:?}");
         // Every site is a member of a root cause, and every run that reached a trigger is counted once.
         let sites: BTreeSet<&str> = r.findings.iter().map(|f| f.signature.as_str()).collect();
         let members: BTreeSet<&str> = r.root_causes.iter().flat_map(|c| c.findings.iter().map(String::as_str)).collect();
