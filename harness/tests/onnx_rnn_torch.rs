@@ -56,10 +56,6 @@ fn one_hot() -> Vec<Vec<f64>> {
     labels().iter().map(|&l| (0..CLASSES).map(|k| f64::from(u8::from(k == l))).collect()).collect()
 }
 
-fn close(a: f64, b: f64, what: &str) {
-    assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
-}
-
 /// Loads the scenario `data` (its `[data]` inputs) over `file`, runs the module `model` on `x`
 /// in PyTorch, and checks the loss and gradients at step 0 and the losses of `steps` Adam steps.
 fn agrees(file: &str, model: &str, data: &str, x: &[Vec<f64>], floats: bool) {
@@ -82,29 +78,11 @@ fn agrees(file: &str, model: &str, data: &str, x: &[Vec<f64>], floats: bool) {
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let (loss, grads) = nanhunt::run::first_gradients(&s, x, &one_hot()).unwrap();
-    close(loss, theirs["loss"].as_f64().unwrap(), "loss at step 0");
-    let mut names: Vec<&str> = grads.iter().map(|g| g.0.strip_prefix("layers.").unwrap_or(&g.0)).collect();
-    let mut want: Vec<&str> = theirs["grads"].as_object().unwrap().keys().map(String::as_str).collect();
-    names.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(names, want, "every parameter of the module is one of the import's, and no other");
-    for (name, g) in &grads {
-        let want: Vec<f64> = theirs["grads"][name.strip_prefix("layers.").unwrap()].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(g.len(), want.len(), "{name}");
-        assert!(want.iter().any(|v| v.abs() > 1e-6), "{name}'s gradient is not all zeros, so the comparison can fail");
-        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
-            close(*a, *b, &format!("{name}.grad[{i}]"));
-        }
-    }
     // Full-batch training: each step's batch is every row, so the mean loss and Adam agree.
     let o = nanhunt::run(&s);
     let ours: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
-    let theirs: Vec<f64> = theirs["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(ours.len(), steps, "{o:?}");
-    for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        close(*a, *b, &format!("loss at step {}", k + 1));
-    }
-    assert!(theirs[steps - 1] < theirs[0], "Adam lowers the loss: {theirs:?}");
+    common::agrees_with_torch(loss, &grads, &ours, &theirs);
 }
 
 #[test]
