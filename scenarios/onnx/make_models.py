@@ -85,6 +85,35 @@ class Gpt(nn.Module):
         return self.head(self.lnf(self.block(h, blocked)))
 
 
+class LstmClassifier(nn.Module):
+    """An LSTM classifier: a sequence of 4 features per step, nn.LSTM(batch_first=True) of 16
+    units, its last step's state into a Linear of 3 classes."""
+
+    def __init__(self, features=4, hidden=16, classes=3):
+        super().__init__()
+        self.rnn = nn.LSTM(features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+class GruClassifier(nn.Module):
+    """A GRU classifier over tokens: an embedding of 16 tokens in 8 dims, nn.GRU(batch_first=True)
+    of 16 units, the mean of its states over the sequence into a Linear of 3 classes."""
+
+    def __init__(self, vocab=16, d=8, hidden=16, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.rnn = nn.GRU(d, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        out, _ = self.rnn(self.emb(x))
+        return self.head(out.mean(1))
+
+
 def export(model, example, path, dynamic=True, **kw):
     """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
     unless `dynamic` is false), then drops the stack traces (local paths)."""
@@ -113,6 +142,12 @@ def main():
     gpt = Gpt()
     ids, mask = torch.randint(0, 11, (3, 5)), torch.ones(3, 5)
     export(gpt, (ids, mask), "gpt.onnx", dynamic=False, optimize=False, opset_version=18, input_names=["ids", "mask"], output_names=["logits"])
+    # The exporter writes each recurrent layer as an ONNX LSTM/GRU node, its weights sliced and
+    # concatenated into ONNX's gate order; nanhunt traces them back to the parameters.
+    torch.manual_seed(0)
+    export(LstmClassifier(), (torch.randn(3, 12, 4),), "lstm.onnx", optimize=False, input_names=["x"], output_names=["logits"])
+    torch.manual_seed(0)
+    export(GruClassifier(), (torch.randint(0, 16, (3, 12)),), "gru.onnx", optimize=False, input_names=["x"], output_names=["logits"])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(
         let flat: Vec<f32> = t.iter().flatten().map(|&v| v as f32).collect();
         Ok(Tensor::from_vec(flat, (t.len(), cols), &dev)?)
     };
-    let outs = model.forward(&rows(x)?, None)?;
+    let x = rows(x)?;
+    // A sequence's rows hold `seq_len × features` values, as the data gives them: the model reads (batch, seq, features).
+    let x = match input.shape() {
+        crate::scenario::Shape::Seq { len, width } => x.reshape((x.dims()[0], len, width))?,
+        crate::scenario::Shape::Flat(_) | crate::scenario::Shape::Tokens { .. } | crate::scenario::Shape::Image { .. } => x,
+    };
+    let outs = model.forward(&x, None)?;
     let pred = outs.last().ok_or_else(|| invalid("the model has no layers".into()))?;
     // Targets of a sequence model (`next_token`'s one-hot rows) take the prediction's shape, as the loop gives them.
     let y = rows(y)?;

@@ -180,7 +180,7 @@ fn adopt(plan: &mut Plan, c: &Compiled, input: Shape) -> std::result::Result<(),
         p.name = format!("layers.{name}");
     }
     for (i, (layer, to)) in c.layers.iter().zip(&c.names).enumerate() {
-        let from = format!("layers.{i}.{}", crate::scenario::Named::name(layer));
+        let from = format!("layers.{i}.{}", crate::scenario::Named::name(layer.untagged()));
         for node in &mut plan.nodes {
             if node.name == from || node.name.starts_with(&format!("{from}.")) {
                 node.name = format!("layers.{to}{}", &node.name[from.len()..]);

@@ -101,3 +101,33 @@ dtype = "{dtype}"
 "#
     )
 }
+
+/// Asserts that a model imported from ONNX agrees with its PyTorch module within f32 tolerance
+/// (1e-5 + 1e-4·|PyTorch's|): the loss at step 0 (`loss`, `theirs["loss"]`), every parameter's
+/// gradient (`grads`, named `layers.{name}`, against `theirs["grads"][name]`: the same names both
+/// ways, and each of PyTorch's not all zeros, so the check can fail), and each step's loss of a
+/// run (`ours`, `theirs["losses"]`), which Adam must lower.
+pub fn agrees_with_torch(loss: f64, grads: &[(String, Vec<f64>)], ours: &[f64], theirs: &serde_json::Value) {
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
+    let floats = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+    close(loss, theirs["loss"].as_f64().unwrap(), "loss at step 0");
+    let mut names: Vec<&str> = grads.iter().map(|g| g.0.strip_prefix("layers.").unwrap_or(&g.0)).collect();
+    let mut want: Vec<&str> = theirs["grads"].as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(names, want, "every parameter of the module is one of the import's, and no other");
+    for (name, g) in grads {
+        let want = floats(&theirs["grads"][name.strip_prefix("layers.").unwrap()]);
+        assert_eq!(g.len(), want.len(), "{name}");
+        assert!(want.iter().any(|v| v.abs() > 1e-6), "{name}'s gradient is all zeros in PyTorch: the comparison could not fail");
+        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
+            close(*a, *b, &format!("{name}.grad[{i}]"));
+        }
+    }
+    let losses = floats(&theirs["losses"]);
+    assert_eq!(ours.len(), losses.len(), "steps run");
+    for (k, (a, b)) in ours.iter().zip(&losses).enumerate() {
+        close(*a, *b, &format!("loss at step {}", k + 1));
+    }
+    assert!(losses.last() < losses.first(), "Adam lowers the loss: {losses:?}");
+}

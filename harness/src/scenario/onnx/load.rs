@@ -94,6 +94,7 @@ fn attr(a: &AttributeProto, node: &str, ext: &External<'_>, budget: &mut Budget)
         AttributeType::Ints => Attr::Ints(a.ints.clone()),
         AttributeType::Floats => Attr::Floats(a.floats.clone()),
         AttributeType::String => Attr::Str(String::from_utf8_lossy(a.s()).into_owned()),
+        AttributeType::Strings => Attr::Strs(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
         AttributeType::Tensor => match &a.t {
             Some(t) => Attr::Tensor(decode(t, &format!("{node}.{}", a.name()), ext, budget)?),
             None => Attr::Other,
@@ -102,7 +103,6 @@ fn attr(a: &AttributeProto, node: &str, ext: &External<'_>, budget: &mut Budget)
         | AttributeType::Graph
         | AttributeType::SparseTensor
         | AttributeType::TypeProto
-        | AttributeType::Strings
         | AttributeType::Tensors
         | AttributeType::Graphs
         | AttributeType::SparseTensors

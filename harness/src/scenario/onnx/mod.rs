@@ -7,7 +7,8 @@
 //! the memory limit before anything is allocated, and the nodes in an order where each reads only
 //! what comes before it (a cycle, or a value nothing produces, is an error). `tensor.rs` decodes
 //! one tensor. `compile.rs` turns a chain into registry layers with the file's weights, and
-//! `graph/` (with its `translate.rs` and `fold.rs`) any other graph into `onnx` layers, one per
+//! `graph/` (with its `translate.rs`, `fold.rs` and `recurrent.rs`, which puts an `LSTM` or `GRU`
+//! node on the registry's `lstm`/`gru` layer) any other graph into `onnx` layers, one per
 //! node, reading earlier nodes' outputs by name; `import.rs` resolves `[model] onnx =
 //! "model.onnx"`, `loss_tail.rs` takes a loss exported with the model off the graph for
 //! `[loss] from_model` (the import's types, `Import` and `Compiled`, are in
@@ -81,6 +82,8 @@ pub enum Attr {
     Floats(Vec<f32>),
     /// A string.
     Str(String),
+    /// A list of strings (an RNN's `activations`).
+    Strs(Vec<String>),
     /// A tensor (a `Constant` node's value).
     Tensor(Const),
     /// Another kind (a graph, a sparse tensor, a type): kept by name only.

@@ -21,7 +21,7 @@ use crate::scenario::model::Compiled;
 use crate::scenario::Layer;
 
 /// The op types the graph compiler imports.
-pub const SUPPORTED: [&str; 51] = [
+pub const SUPPORTED: [&str; 53] = [
     "Constant",
     "Identity",
     "Add",
@@ -73,6 +73,8 @@ pub const SUPPORTED: [&str; 51] = [
     "Range",
     "ConstantOfShape",
     "Size",
+    "LSTM",
+    "GRU",
 ];
 
 /// A value's element type, as ONNX types it (bools and integers are kept as floats at run time).
@@ -114,6 +116,8 @@ struct G<'a> {
     /// Masked fills of `-inf` that only a softmax reads: what it reads in their place (see `mask`).
     masks: BTreeMap<String, (Vec<String>, f64, bool, bool)>,
     claimed: BTreeSet<String>,
+    /// The recurrent nodes and the nodes that compile with them (`recurrent.rs`).
+    rnn: recurrent::Recurrent,
     batch: usize,
     out: Compiled,
     modules: Vec<String>,
@@ -144,6 +148,7 @@ pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {
         seqs: BTreeMap::new(),
         masks: BTreeMap::new(),
         claimed: BTreeSet::new(),
+        rnn: recurrent::prepass(m)?,
         batch,
         out: Compiled { input: data.clone(), layers: Vec::new(), names: Vec::new(), params: Vec::new() },
         modules: Vec::new(),
@@ -193,6 +198,9 @@ impl G<'_> {
 
     /// Compiles one node: folded if its inputs are constants, else emitted as a layer.
     fn node(&mut self, n: &OnnxNode) -> Result<(), String> {
+        if self.recurrent_part(n)? {
+            return Ok(());
+        }
         let out = n.outputs.first().cloned().unwrap_or_default();
         match n.op_type.as_str() {
             "Constant" => return self.constant(n, &out),
@@ -347,4 +355,5 @@ fn kind_axis(a: i64, rank: usize) -> Result<usize, String> {
 }
 
 mod fold;
+mod recurrent;
 mod translate;
