@@ -4,8 +4,8 @@
 //!
 //! Every value is computed with the operations, in the order, that the composed
 //! path (`run::model::recurrent`, Candle's ops and their autograd) uses, so the
-//! two give the same bits: `tanh` and `sigmoid` as Candle's (`Real::tanh`,
-//! `Real::sigmoid`), tanh's gradient as `0 − g·(y² − 1)`, the sigmoid's as
+//! two give the same bits: `tanh` and `sigmoid` as `vmath`'s (`Real::tanh`,
+//! `Real::sigmoid`, which the composed path calls too), tanh's gradient as `0 − g·(y² − 1)`, the sigmoid's as
 //! `g·((1 − y)·y)`, relu's as PyTorch's `threshold_backward`, and a state's
 //! gradient summed from its readers in the order Candle's backward visits them
 //! (a GRU's: the next step's `h − n`, its recurrent product, then the output).
@@ -89,45 +89,76 @@ pub(crate) struct Step<'a, T> {
 }
 
 impl<T: Real> Step<'_, T> {
-    /// The forward of `cell` into `h` and `keep`.
+    /// `x + r` (`r` zero where there is none) of gates `from..to` into `out`.
+    #[inline(always)]
+    fn sum_into(&self, from: usize, out: &mut [T]) {
+        let x = &self.x[from..][..out.len()];
+        match self.r {
+            Some(r) => {
+                for ((o, a), b) in out.iter_mut().zip(x).zip(&r[from..]) {
+                    *o = *a + *b;
+                }
+            }
+            None => out.iter_mut().zip(x).for_each(|(o, a)| *o = *a + T::zero()),
+        }
+    }
+
+    /// The forward of `cell` into `h` and `keep`: the pre-activations first, then each
+    /// activation over a whole slice (vectorised in f32), then the state.
     #[inline(always)]
     pub(crate) fn forward(&self, cell: Cell, h: &mut [T], keep: &mut [T]) {
         let n = h.len();
-        let r = |k: usize| self.r.map_or(T::zero(), |r| r[k]);
         match cell {
             Cell::Rnn => {
-                for j in 0..n {
-                    h[j] = match self.r {
-                        Some(r) => (self.x[j] + r[j]).tanh(),
-                        None => self.x[j].tanh(),
-                    };
+                match self.r {
+                    Some(_) => self.sum_into(0, h),
+                    None => h.copy_from_slice(&self.x[..n]),
                 }
+                T::tanh_all(h);
             }
             Cell::Lstm(a) => {
+                self.sum_into(0, &mut keep[..4 * n]);
+                T::sigmoid_all(&mut keep[..2 * n]);
+                act_all(a, &mut keep[2 * n..3 * n]);
+                T::sigmoid_all(&mut keep[3 * n..4 * n]);
+                let (gates, state) = keep.split_at_mut(4 * n);
+                let (c, tc) = state.split_at_mut(n);
                 for j in 0..n {
-                    let i = (self.x[j] + r(j)).sigmoid();
-                    let f = (self.x[n + j] + r(n + j)).sigmoid();
-                    let g = act(a, self.x[2 * n + j] + r(2 * n + j));
-                    let o = (self.x[3 * n + j] + r(3 * n + j)).sigmoid();
                     let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
-                    let c = f * c0 + i * g;
-                    let tc = act(a, c);
-                    h[j] = o * tc;
-                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j], keep[4 * n + j], keep[5 * n + j]) = (i, f, g, o, c, tc);
+                    c[j] = gates[n + j] * c0 + gates[j] * gates[2 * n + j];
+                }
+                tc[..n].copy_from_slice(c);
+                act_all(a, &mut tc[..n]);
+                for j in 0..n {
+                    h[j] = gates[3 * n + j] * tc[j];
                 }
             }
             Cell::Gru(a) => {
+                self.sum_into(0, &mut keep[..2 * n]);
+                T::sigmoid_all(&mut keep[..2 * n]);
+                let r = |k: usize| self.r.map_or(T::zero(), |r| r[k]);
                 for j in 0..n {
-                    let rr = (self.x[j] + r(j)).sigmoid();
-                    let z = (self.x[n + j] + r(n + j)).sigmoid();
                     let hn = r(2 * n + j);
-                    let nn = act(a, self.x[2 * n + j] + rr * hn);
+                    keep[3 * n + j] = hn;
+                    keep[2 * n + j] = self.x[2 * n + j] + keep[j] * hn;
+                }
+                act_all(a, &mut keep[2 * n..3 * n]);
+                for j in 0..n {
+                    let (z, nn) = (keep[n + j], keep[2 * n + j]);
                     let p = self.prev.map_or(T::zero(), |p| p[j]);
                     h[j] = nn + z * (p - nn);
-                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j]) = (rr, z, nn, hn);
                 }
             }
         }
+    }
+}
+
+/// [`act`] of every value of `v` in place.
+#[inline(always)]
+fn act_all<T: Real>(a: RnnActivation, v: &mut [T]) {
+    match a {
+        RnnActivation::Tanh => T::tanh_all(v),
+        RnnActivation::Relu => v.iter_mut().for_each(|x| *x = act(a, *x)),
     }
 }
 
