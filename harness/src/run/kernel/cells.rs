@@ -201,20 +201,13 @@ impl<T: Real> Back<'_, T> {
                     (dx[j], dr[j]) = (T::zero() + g, g);
                 }
             }
-            Cell::Lstm(a) => {
-                for j in 0..n {
-                    let dh = self.dh(cell, j);
-                    let k = |q: usize| self.keep[q * n + j];
-                    let (i, f, g, o, tc) = (k(0), k(1), k(2), k(3), k(5));
-                    let dc = T::zero() + act_grad(a, dh * o, tc) + self.carry[j];
-                    let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
-                    let grads = [sigmoid_grad(dc * g, i), sigmoid_grad(dc * c0, f), act_grad(a, dc * i, g), sigmoid_grad(dh * tc, o)];
-                    for (q, v) in grads.into_iter().enumerate() {
-                        (dx[q * n + j], dr[q * n + j]) = (T::zero() + v, v);
-                    }
-                    carry[j] = dc * f;
-                }
-            }
+            // One loop per case of the output and the previous cell state, so each is branch-free.
+            Cell::Lstm(a) => match (self.out.map(|o| &o[..n]), self.before.map(|b| &b[4 * n..5 * n])) {
+                (Some(o), Some(c0)) => self.lstm(a, |j| o[j], |j| c0[j], dx, dr, carry),
+                (Some(o), None) => self.lstm(a, |j| o[j], |_| T::zero(), dx, dr, carry),
+                (None, Some(c0)) => self.lstm(a, |_| T::zero(), |j| c0[j], dx, dr, carry),
+                (None, None) => self.lstm(a, |_| T::zero(), |_| T::zero(), dx, dr, carry),
+            },
             Cell::Gru(a) => {
                 for j in 0..n {
                     let dh = self.dh(cell, j);
@@ -231,4 +224,42 @@ impl<T: Real> Back<'_, T> {
             }
         }
     }
+
+    /// An LSTM row's backward with its output's gradient `out(j)` (zero off the returned
+    /// steps) and previous cell state `c0(j)` (zero at the first step), per activation.
+    #[inline(always)]
+    fn lstm(&self, a: RnnActivation, out: impl Fn(usize) -> T, c0: impl Fn(usize) -> T, dx: &mut [T], dr: &mut [T], carry: &mut [T]) {
+        match a {
+            RnnActivation::Tanh => self.lstm_with(tanh_grad, out, c0, [dx, dr, carry]),
+            RnnActivation::Relu => self.lstm_with(|g, y| act_grad(RnnActivation::Relu, g, y), out, c0, [dx, dr, carry]),
+        }
+    }
+
+    /// The LSTM's formulas over slices of its `n` units, `grad` the activation's gradient.
+    #[inline(always)]
+    fn lstm_with(&self, grad: impl Fn(T, T) -> T, out: impl Fn(usize) -> T, c0: impl Fn(usize) -> T, [dx, dr, carry]: [&mut [T]; 3]) {
+        let n = self.h.len();
+        let kp = self.keep;
+        let (i, f, g, o, tc) = (&kp[..n], &kp[n..2 * n], &kp[2 * n..3 * n], &kp[3 * n..4 * n], &kp[5 * n..6 * n]);
+        let (rec, cin) = (&self.rec[..n], &self.carry[..n]);
+        let (dx, dr, carry) = (quarters(dx, n), quarters(dr, n), &mut carry[..n]);
+        let ([dxi, dxf, dxg, dxo], [dri, drf, drg, dro]) = (dx, dr);
+        for j in 0..n {
+            let dh = T::zero() + out(j) + rec[j];
+            let dc = T::zero() + grad(dh * o[j], tc[j]) + cin[j];
+            let (vi, vf, vg, vo) = (sigmoid_grad(dc * g[j], i[j]), sigmoid_grad(dc * c0(j), f[j]), grad(dc * i[j], g[j]), sigmoid_grad(dh * tc[j], o[j]));
+            (dxi[j], dxf[j], dxg[j], dxo[j]) = (T::zero() + vi, T::zero() + vf, T::zero() + vg, T::zero() + vo);
+            (dri[j], drf[j], drg[j], dro[j]) = (vi, vf, vg, vo);
+            carry[j] = dc * f[j];
+        }
+    }
+}
+
+/// The first four runs of `n` values of `v`, apart.
+#[inline(always)]
+fn quarters<T>(v: &mut [T], n: usize) -> [&mut [T]; 4] {
+    let (a, rest) = v[..4 * n].split_at_mut(n);
+    let (b, rest) = rest.split_at_mut(n);
+    let (c, d) = rest.split_at_mut(n);
+    [a, b, c, d]
 }
