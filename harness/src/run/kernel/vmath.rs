@@ -31,8 +31,8 @@ const ROUND: f64 = 6_755_399_441_055_744.0;
 /// exponent bits. No float-to-integer conversion, so it vectorises without AVX-512DQ.
 #[inline(always)]
 fn exp_f64(y: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_164_9e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // 6.93147180369123816490e-01
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.90821492927058770002e-10
     let t = y * std::f64::consts::LOG2_E + ROUND;
     let n = t - ROUND;
     let r = (y - n * LN2_HI) - n * LN2_LO;
@@ -66,7 +66,7 @@ pub(crate) fn tanh_f32(x: f32) -> f32 {
 /// The largest `x` whose f32 `e⁻ˣ` overflows (−88.72283935546875, bits `0xc2b17218`): from it
 /// down PyTorch 2.15's f32 sigmoid is 0 (`torch.sigmoid` of it is 0.0, of the next float up
 /// 2.938758e-39), as Candle's with glibc's `expf` was.
-const SIGMOID_ZERO: f32 = -88.722_839;
+const SIGMOID_ZERO: f32 = f32::from_bits(0xc2b1_7218);
 
 /// `sigmoid(x) = 1 / (e⁻ˣ + 1)` in f32, within 1 ulp: in f64 with `−x` clamped to ±200 (beyond
 /// which f32's result is 0 or 1 already), so the subnormal results above [`SIGMOID_ZERO`] are
