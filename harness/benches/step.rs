@@ -241,6 +241,12 @@ fn main() {
     // Single-threaded, set before Candle's pools start.
     std::env::set_var("RAYON_NUM_THREADS", "1");
     std::env::set_var("CANDLE_NUM_THREADS", "1");
+    let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") };
+    if std::env::args().any(|a| a == "recurrent") {
+        // `cargo bench --bench step -- recurrent`: the recurrent table alone.
+        recurrent_table(&us);
+        return;
+    }
     onnx_table();
     if std::env::args().any(|a| a == "onnx") {
         return;
@@ -254,7 +260,6 @@ fn main() {
     ];
     println!("| model | PyTorch eager | nanhunt watch off | nanhunt watch on | watch cost | watch on vs PyTorch |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") };
     for (name, label, short, long, torch) in cases {
         let (off, on) = us_per_step(&load(name), short, long, 11);
         let (t, ratio) = torch.map_or(("-".into(), "-".into()), |t| (us(t), format!("{:.2}×", t / on)));

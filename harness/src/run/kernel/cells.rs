@@ -4,8 +4,8 @@
 //!
 //! Every value is computed with the operations, in the order, that the composed
 //! path (`run::model::recurrent`, Candle's ops and their autograd) uses, so the
-//! two give the same bits: `tanh` and `sigmoid` as Candle's (`Real::tanh`,
-//! `Real::sigmoid`), tanh's gradient as `0 − g·(y² − 1)`, the sigmoid's as
+//! two give the same bits: `tanh` and `sigmoid` as `vmath`'s (`Real::tanh`,
+//! `Real::sigmoid`, which the composed path calls too), tanh's gradient as `0 − g·(y² − 1)`, the sigmoid's as
 //! `g·((1 − y)·y)`, relu's as PyTorch's `threshold_backward`, and a state's
 //! gradient summed from its readers in the order Candle's backward visits them
 //! (a GRU's: the next step's `h − n`, its recurrent product, then the output).
@@ -89,45 +89,76 @@ pub(crate) struct Step<'a, T> {
 }
 
 impl<T: Real> Step<'_, T> {
-    /// The forward of `cell` into `h` and `keep`.
+    /// `x + r` (`r` zero where there is none) of gates `from..to` into `out`.
+    #[inline(always)]
+    fn sum_into(&self, from: usize, out: &mut [T]) {
+        let x = &self.x[from..][..out.len()];
+        match self.r {
+            Some(r) => {
+                for ((o, a), b) in out.iter_mut().zip(x).zip(&r[from..]) {
+                    *o = *a + *b;
+                }
+            }
+            None => out.iter_mut().zip(x).for_each(|(o, a)| *o = *a + T::zero()),
+        }
+    }
+
+    /// The forward of `cell` into `h` and `keep`: the pre-activations first, then each
+    /// activation over a whole slice (vectorised in f32), then the state.
     #[inline(always)]
     pub(crate) fn forward(&self, cell: Cell, h: &mut [T], keep: &mut [T]) {
         let n = h.len();
-        let r = |k: usize| self.r.map_or(T::zero(), |r| r[k]);
         match cell {
             Cell::Rnn => {
-                for j in 0..n {
-                    h[j] = match self.r {
-                        Some(r) => (self.x[j] + r[j]).tanh(),
-                        None => self.x[j].tanh(),
-                    };
+                match self.r {
+                    Some(_) => self.sum_into(0, h),
+                    None => h.copy_from_slice(&self.x[..n]),
                 }
+                T::tanh_all(h);
             }
             Cell::Lstm(a) => {
+                self.sum_into(0, &mut keep[..4 * n]);
+                T::sigmoid_all(&mut keep[..2 * n]);
+                act_all(a, &mut keep[2 * n..3 * n]);
+                T::sigmoid_all(&mut keep[3 * n..4 * n]);
+                let (gates, state) = keep.split_at_mut(4 * n);
+                let (c, tc) = state.split_at_mut(n);
                 for j in 0..n {
-                    let i = (self.x[j] + r(j)).sigmoid();
-                    let f = (self.x[n + j] + r(n + j)).sigmoid();
-                    let g = act(a, self.x[2 * n + j] + r(2 * n + j));
-                    let o = (self.x[3 * n + j] + r(3 * n + j)).sigmoid();
                     let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
-                    let c = f * c0 + i * g;
-                    let tc = act(a, c);
-                    h[j] = o * tc;
-                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j], keep[4 * n + j], keep[5 * n + j]) = (i, f, g, o, c, tc);
+                    c[j] = gates[n + j] * c0 + gates[j] * gates[2 * n + j];
+                }
+                tc[..n].copy_from_slice(c);
+                act_all(a, &mut tc[..n]);
+                for j in 0..n {
+                    h[j] = gates[3 * n + j] * tc[j];
                 }
             }
             Cell::Gru(a) => {
+                self.sum_into(0, &mut keep[..2 * n]);
+                T::sigmoid_all(&mut keep[..2 * n]);
+                let r = |k: usize| self.r.map_or(T::zero(), |r| r[k]);
                 for j in 0..n {
-                    let rr = (self.x[j] + r(j)).sigmoid();
-                    let z = (self.x[n + j] + r(n + j)).sigmoid();
                     let hn = r(2 * n + j);
-                    let nn = act(a, self.x[2 * n + j] + rr * hn);
+                    keep[3 * n + j] = hn;
+                    keep[2 * n + j] = self.x[2 * n + j] + keep[j] * hn;
+                }
+                act_all(a, &mut keep[2 * n..3 * n]);
+                for j in 0..n {
+                    let (z, nn) = (keep[n + j], keep[2 * n + j]);
                     let p = self.prev.map_or(T::zero(), |p| p[j]);
                     h[j] = nn + z * (p - nn);
-                    (keep[j], keep[n + j], keep[2 * n + j], keep[3 * n + j]) = (rr, z, nn, hn);
                 }
             }
         }
+    }
+}
+
+/// [`act`] of every value of `v` in place.
+#[inline(always)]
+fn act_all<T: Real>(a: RnnActivation, v: &mut [T]) {
+    match a {
+        RnnActivation::Tanh => T::tanh_all(v),
+        RnnActivation::Relu => v.iter_mut().for_each(|x| *x = act(a, *x)),
     }
 }
 
@@ -170,20 +201,13 @@ impl<T: Real> Back<'_, T> {
                     (dx[j], dr[j]) = (T::zero() + g, g);
                 }
             }
-            Cell::Lstm(a) => {
-                for j in 0..n {
-                    let dh = self.dh(cell, j);
-                    let k = |q: usize| self.keep[q * n + j];
-                    let (i, f, g, o, tc) = (k(0), k(1), k(2), k(3), k(5));
-                    let dc = T::zero() + act_grad(a, dh * o, tc) + self.carry[j];
-                    let c0 = self.before.map_or(T::zero(), |b| b[4 * n + j]);
-                    let grads = [sigmoid_grad(dc * g, i), sigmoid_grad(dc * c0, f), act_grad(a, dc * i, g), sigmoid_grad(dh * tc, o)];
-                    for (q, v) in grads.into_iter().enumerate() {
-                        (dx[q * n + j], dr[q * n + j]) = (T::zero() + v, v);
-                    }
-                    carry[j] = dc * f;
-                }
-            }
+            // One loop per case of the output and the previous cell state, so each is branch-free.
+            Cell::Lstm(a) => match (self.out.map(|o| &o[..n]), self.before.map(|b| &b[4 * n..5 * n])) {
+                (Some(o), Some(c0)) => self.lstm(a, |j| o[j], |j| c0[j], dx, dr, carry),
+                (Some(o), None) => self.lstm(a, |j| o[j], |_| T::zero(), dx, dr, carry),
+                (None, Some(c0)) => self.lstm(a, |_| T::zero(), |j| c0[j], dx, dr, carry),
+                (None, None) => self.lstm(a, |_| T::zero(), |_| T::zero(), dx, dr, carry),
+            },
             Cell::Gru(a) => {
                 for j in 0..n {
                     let dh = self.dh(cell, j);
@@ -200,4 +224,42 @@ impl<T: Real> Back<'_, T> {
             }
         }
     }
+
+    /// An LSTM row's backward with its output's gradient `out(j)` (zero off the returned
+    /// steps) and previous cell state `c0(j)` (zero at the first step), per activation.
+    #[inline(always)]
+    fn lstm(&self, a: RnnActivation, out: impl Fn(usize) -> T, c0: impl Fn(usize) -> T, dx: &mut [T], dr: &mut [T], carry: &mut [T]) {
+        match a {
+            RnnActivation::Tanh => self.lstm_with(tanh_grad, out, c0, [dx, dr, carry]),
+            RnnActivation::Relu => self.lstm_with(|g, y| act_grad(RnnActivation::Relu, g, y), out, c0, [dx, dr, carry]),
+        }
+    }
+
+    /// The LSTM's formulas over slices of its `n` units, `grad` the activation's gradient.
+    #[inline(always)]
+    fn lstm_with(&self, grad: impl Fn(T, T) -> T, out: impl Fn(usize) -> T, c0: impl Fn(usize) -> T, [dx, dr, carry]: [&mut [T]; 3]) {
+        let n = self.h.len();
+        let kp = self.keep;
+        let (i, f, g, o, tc) = (&kp[..n], &kp[n..2 * n], &kp[2 * n..3 * n], &kp[3 * n..4 * n], &kp[5 * n..6 * n]);
+        let (rec, cin) = (&self.rec[..n], &self.carry[..n]);
+        let (dx, dr, carry) = (quarters(dx, n), quarters(dr, n), &mut carry[..n]);
+        let ([dxi, dxf, dxg, dxo], [dri, drf, drg, dro]) = (dx, dr);
+        for j in 0..n {
+            let dh = T::zero() + out(j) + rec[j];
+            let dc = T::zero() + grad(dh * o[j], tc[j]) + cin[j];
+            let (vi, vf, vg, vo) = (sigmoid_grad(dc * g[j], i[j]), sigmoid_grad(dc * c0(j), f[j]), grad(dc * i[j], g[j]), sigmoid_grad(dh * tc[j], o[j]));
+            (dxi[j], dxf[j], dxg[j], dxo[j]) = (T::zero() + vi, T::zero() + vf, T::zero() + vg, T::zero() + vo);
+            (dri[j], drf[j], drg[j], dro[j]) = (vi, vf, vg, vo);
+            carry[j] = dc * f[j];
+        }
+    }
+}
+
+/// The first four runs of `n` values of `v`, apart.
+#[inline(always)]
+fn quarters<T>(v: &mut [T], n: usize) -> [&mut [T]; 4] {
+    let (a, rest) = v[..4 * n].split_at_mut(n);
+    let (b, rest) = rest.split_at_mut(n);
+    let (c, d) = rest.split_at_mut(n);
+    [a, b, c, d]
 }

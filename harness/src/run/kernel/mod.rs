@@ -1,5 +1,7 @@
 //! Every custom CPU kernel, one file each. The fused recurrent layers (`recurrent`,
-//! the RNN, LSTM and GRU over the whole sequence, their cells' arithmetic in `cells`).
+//! the RNN, LSTM and GRU over the whole sequence, their cells' arithmetic in `cells`,
+//! their vectorised `tanh` and `sigmoid` in `vmath`, their buffers reused across steps
+//! through `spare`).
 //! The fused kernels of the layers that
 //! dominate a transformer's step: the dense layer (`linear`, `bias`),
 //! attention's per-head products (`heads`), its masked softmax, GELU, layer
@@ -51,7 +53,9 @@ mod real;
 pub(crate) mod recurrent;
 pub(crate) mod relu;
 pub(crate) mod softmax;
+pub(crate) mod spare;
 pub(crate) mod update;
+pub(crate) mod vmath;
 
 pub(crate) use real::{contiguous, dispatch, erf_f32, exp_f32, takes, Dtypes, Kernel, Real};
 

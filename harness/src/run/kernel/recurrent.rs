@@ -11,12 +11,13 @@
 //! Composed, a 100-step sequence was some 20 Candle ops a step each way, every
 //! one allocating its result and, in the backward, a zero gradient to add into.
 
+use std::any::Any;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Storage, Tensor};
 
 use super::cells::{Back, Cell, Step};
-use super::{contiguous, dispatch, Kernel, Real};
+use super::{contiguous, dispatch, spare, Kernel, Real};
 use crate::error::Result;
 
 /// The recurrence of `cell` over its input gates `gi` `(batch, seq, G·H)` with the recurrent
@@ -46,8 +47,22 @@ struct Recurrence {
     sequences: bool,
     mask: Option<Tensor>,
     /// Every state, then every step's kept values, time-major (`(seq, batch, H)` and
-    /// `(seq, batch, kept·H)`), set by the forward.
-    kept: Mutex<Option<Tensor>>,
+    /// `(seq, batch, kept·H)`), a `Vec<T>` set by the forward (a `spare`, given back on drop).
+    kept: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl Drop for Recurrence {
+    fn drop(&mut self) {
+        let Ok(Some(kept)) = self.kept.get_mut().map(Option::take) else { return };
+        match kept.downcast::<Vec<f32>>() {
+            Ok(v) => spare::give(*v),
+            Err(k) => {
+                if let Ok(v) = k.downcast::<Vec<f64>>() {
+                    spare::give(*v);
+                }
+            }
+        }
+    }
 }
 
 /// A CPU tensor's storage and layout, or an error naming the op.
@@ -99,16 +114,16 @@ impl Recurrence {
 
     /// The gradients of the input gates, the recurrent weights and (gated cells) the bias.
     fn bwd(&self, gi: &Tensor, w: &Tensor, grad: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
-        let kept = self.kept.lock().map_err(|_| candle_core::Error::Msg("recurrence: a poisoned lock".into()))?.clone();
-        let Some(kept) = kept else { candle_core::bail!("recurrence: backward before forward") };
+        let kept = self.kept.lock().map_err(|_| candle_core::Error::Msg("recurrence: a poisoned lock".into()))?;
+        let Some(kept) = kept.as_deref() else { candle_core::bail!("recurrence: backward before forward") };
         let (b, s, _) = gi.dims3()?;
         let d = Dims { b, s, h: w.dims()[0] };
         let grad = grad.contiguous()?;
-        let (gs, ks, ws) = (cpu(&grad)?, cpu(&kept)?, cpu(w)?);
+        let (gs, ws) = (cpu(&grad)?, cpu(w)?);
         let guard = self.mask.as_ref().map(cpu).transpose()?;
         let mask = guard.as_ref().map(|(s, l)| (storage(s), *l));
-        let k = Backward { op: self, d, mask };
-        dispatch(&k, [(storage(&gs.0), gs.1), (storage(&ks.0), ks.1), (storage(&ws.0), ws.1)])
+        let k = Backward { op: self, d, mask, kept };
+        dispatch(&k, [(storage(&gs.0), gs.1), (storage(&ws.0), ws.1)])
     }
 }
 
@@ -217,8 +232,8 @@ struct Forward<'a> {
 }
 
 impl<const N: usize> Kernel<N> for Forward<'_> {
-    /// The output, and the states and kept values for the backward.
-    type Out = (CpuStorage, Tensor);
+    /// The output, and the states and kept values for the backward (a `Vec<T>`).
+    type Out = (CpuStorage, Box<dyn Any + Send>);
 
     fn name(&self) -> &str {
         "recurrence"
@@ -229,7 +244,8 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
         let (gi, w, bias) = (v[0], v[1], v.get(2).copied());
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
         let mask = mask_of::<T>(self.mask, b * h)?;
-        let mut kept = vec![T::zero(); s * b * (h + kh)];
+        // Every value is written below before it is read, so a spare's old values do not matter.
+        let mut kept = spare::take::<T>(s * b * (h + kh));
         let (states, keeps) = kept.split_at_mut(s * b * h);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * gh], vec![T::zero(); b * h], vec![T::zero(); b * h]);
         for t in 0..s {
@@ -273,8 +289,7 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
         } else {
             states[(s - 1) * b * h..].to_vec()
         };
-        let kept = Tensor::from_vec(kept, s * b * (h + kh), &Device::Cpu)?;
-        Ok((T::to_cpu_storage_owned(out), kept))
+        Ok((T::to_cpu_storage_owned(out), Box::new(kept)))
     }
 }
 
@@ -283,9 +298,11 @@ struct Backward<'a> {
     op: &'a Recurrence,
     d: Dims,
     mask: Option<(&'a CpuStorage, &'a Layout)>,
+    /// The forward's states and kept values, a `Vec<T>`.
+    kept: &'a (dyn Any + Send),
 }
 
-impl Kernel<3> for Backward<'_> {
+impl Kernel<2> for Backward<'_> {
     /// The gradients of the input gates, the recurrent weights and (gated cells) the bias.
     type Out = (Tensor, Tensor, Option<Tensor>);
 
@@ -293,7 +310,8 @@ impl Kernel<3> for Backward<'_> {
         "recurrence backward"
     }
 
-    fn run<T: Real>(&self, [grad, kept, w]: [&[T]; 3]) -> candle_core::Result<Self::Out> {
+    fn run<T: Real>(&self, [grad, w]: [&[T]; 2]) -> candle_core::Result<Self::Out> {
+        let Some(kept) = self.kept.downcast_ref::<Vec<T>>() else { candle_core::bail!("recurrence backward: the forward ran in another dtype") };
         let (Dims { b, s, h }, cell, sequences) = (self.d, self.op.cell, self.op.sequences);
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
         let mask = mask_of::<T>(self.mask, b * h)?;
@@ -305,7 +323,6 @@ impl Kernel<3> for Backward<'_> {
         let (mut dr, mut pw, mut sums) = (vec![T::zero(); b * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
         let (mut carry, mut next_carry) = (vec![T::zero(); b * h], vec![T::zero(); b * h]);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
-        let mut dx = vec![T::zero(); gh];
         for t in (0..s).rev() {
             let prev = t.checked_sub(1).map(|p| &states[p * b * h..][..b * h]);
             for r in 0..b {
@@ -323,8 +340,7 @@ impl Kernel<3> for Backward<'_> {
                     keep: &keeps[(t * b + r) * kh..][..kh],
                     before: t.checked_sub(1).map(|p| &keeps[(p * b + r) * kh..][..kh]),
                 };
-                back.backward(cell, &mut dx, &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
-                dgi[(r * s + t) * gh..][..gh].copy_from_slice(&dx);
+                back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
             }
             std::mem::swap(&mut carry, &mut next_carry);
             if cell != Cell::Rnn {

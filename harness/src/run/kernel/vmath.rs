@@ -1,0 +1,255 @@
+//! The recurrent cells' `tanh` and `sigmoid` in f32, vectorisable: each computed in f64
+//! (an exponential by Cody–Waite reduction and a degree-11 polynomial, then PyTorch's formula)
+//! and rounded once to f32, so the result is the correctly rounded value but in the rarest
+//! near-ties, within 1 ulp always (PyTorch's CPU LSTM uses Sleef's `tanhf` u10, 1 ulp, and
+//! `1 / (1 + exp(−x))` with Sleef's `expf`; glibc's `tanhf`, which Candle's `tanh` calls, is
+//! within 1 ulp too, but one call per value took a third of an LSTM's step).
+//!
+//! Branch-free, so the slice forms vectorise (AVX-512 and AVX2 copies through `avx2!`, with
+//! the same operations and so the same bits as the plain loop). Special values as PyTorch's:
+//! `tanh(±0) = ±0`, `tanh(±∞) = ±1`, tiny and subnormal inputs returned as they are, NaN stays
+//! NaN; `sigmoid(x)` is 0 from x = −88.7228 down, where f32's `e⁻ˣ` overflows (PyTorch 2.15's
+//! `torch.sigmoid(-100.)` is 0.0, not the true 3.7e-44), subnormal just above, `sigmoid(∞) = 1`.
+//!
+//! The fused cells (`cells.rs`, through `Real::tanh` and `Real::sigmoid`) and the composed
+//! recurrent path (`run::model::recurrent`, through the Candle ops [`tanh`] and [`sigmoid`]
+//! here, in every float dtype on the CPU: f64 exact, f16 and bf16 from f32 rounded once)
+//! compute the same function, so the two still agree bit for bit.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use super::{avx2, Real};
+use crate::error::Result;
+
+/// `1.5·2⁵²`: added to a value of magnitude under 2⁵¹, it rounds it to an integer (ties to even)
+/// held in the low bits of the sum.
+const ROUND: f64 = 6_755_399_441_055_744.0;
+
+/// `eʸ` for `|y| ≤ 708` (callers clamp; NaN gives NaN or garbage that callers replace):
+/// `y = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, ln 2 in two parts (fdlibm's, the first exact times `n`),
+/// `eʳ` by its Taylor series to `r¹¹/11!` (truncation under 6e-15), times `2ⁿ` built in the
+/// exponent bits. No float-to-integer conversion, so it vectorises without AVX-512DQ.
+#[inline(always)]
+fn exp_f64(y: f64) -> f64 {
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // 6.93147180369123816490e-01
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // 1.90821492927058770002e-10
+    let t = y * std::f64::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (y - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 39_916_800.0;
+    for c in [1.0 / 3_628_800.0, 1.0 / 362_880.0, 1.0 / 40_320.0, 1.0 / 5_040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = p * r + c;
+    }
+    // n = t's bits minus ROUND's (t lies in ROUND's binade, where the ulp is 1).
+    let scale = f64::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(1023) << 52);
+    p * scale
+}
+
+/// `tanh(x)` in f32, within 1 ulp (see the module). In f64: for `|x| < 1/16` the odd series to
+/// `x⁹` (truncation under 1e-14 relative), else `1 − 2/(e²ˣ + 1)` with `|x|` capped at 10
+/// (where f32's tanh is already 1); the sign of `x` put back, NaN through.
+#[inline(always)]
+pub(crate) fn tanh_f32(x: f32) -> f32 {
+    let a = f64::from(x).abs();
+    let y = a.min(10.0);
+    let big = 1.0 - 2.0 / (exp_f64(2.0 * y) + 1.0);
+    let s = y * y;
+    let small = y + y * s * (-1.0 / 3.0 + s * (2.0 / 15.0 + s * (-17.0 / 315.0 + s * (62.0 / 2835.0))));
+    let t = (if a < 0.0625 { small } else { big }) as f32;
+    if x.is_nan() {
+        x
+    } else {
+        t.copysign(x)
+    }
+}
+
+/// The largest `x` whose f32 `e⁻ˣ` overflows (−88.72283935546875, bits `0xc2b17218`): from it
+/// down PyTorch 2.15's f32 sigmoid is 0 (`torch.sigmoid` of it is 0.0, of the next float up
+/// 2.938758e-39), as Candle's with glibc's `expf` was.
+const SIGMOID_ZERO: f32 = f32::from_bits(0xc2b1_7218);
+
+/// `sigmoid(x) = 1 / (e⁻ˣ + 1)` in f32, within 1 ulp: in f64 with `−x` clamped to ±200 (beyond
+/// which f32's result is 0 or 1 already), so the subnormal results above [`SIGMOID_ZERO`] are
+/// reached; 0 from it down, as PyTorch's; NaN through.
+#[inline(always)]
+pub(crate) fn sigmoid_f32(x: f32) -> f32 {
+    let s = 1.0 / (exp_f64((-f64::from(x)).clamp(-200.0, 200.0)) + 1.0);
+    if x.is_nan() {
+        x
+    } else if x <= SIGMOID_ZERO {
+        0.0
+    } else {
+        s as f32
+    }
+}
+
+avx2! {
+    /// [`tanh_f32`] of every value in place.
+    fn tanh_all_f32(v: &mut [f32]) -> usize {
+        v.iter_mut().for_each(|x| *x = tanh_f32(*x));
+        v.len()
+    }
+}
+
+avx2! {
+    /// [`sigmoid_f32`] of every value in place.
+    fn sigmoid_all_f32(v: &mut [f32]) -> usize {
+        v.iter_mut().for_each(|x| *x = sigmoid_f32(*x));
+        v.len()
+    }
+}
+
+/// `tanh` of every value of `v` in place (f32: vectorised).
+#[inline]
+pub(crate) fn tanh_all(v: &mut [f32]) {
+    tanh_all_f32(v);
+}
+
+/// `sigmoid` of every value of `v` in place (f32: vectorised).
+#[inline]
+pub(crate) fn sigmoid_all(v: &mut [f32]) {
+    sigmoid_all_f32(v);
+}
+
+/// Which function a [`Map`] op computes.
+#[derive(Debug, Clone, Copy)]
+enum Fun {
+    Tanh,
+    Sigmoid,
+}
+
+/// The Candle op of [`tanh`] and [`sigmoid`] on the CPU: `Real::tanh` or `Real::sigmoid` of
+/// every value, any layout, with Candle's own backward formulas.
+struct Map(Fun);
+
+impl CustomOp1 for Map {
+    fn name(&self) -> &'static str {
+        match self.0 {
+            Fun::Tanh => "recurrent-tanh",
+            Fun::Sigmoid => "recurrent-sigmoid",
+        }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::cpu_backend::unary_map;
+        fn f<T: Real>(fun: Fun) -> impl Fn(T) -> T {
+            move |x: T| match fun {
+                Fun::Tanh => x.tanh(),
+                Fun::Sigmoid => x.sigmoid(),
+            }
+        }
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(unary_map(v, l, f(self.0))),
+            CpuStorage::F64(v) => CpuStorage::F64(unary_map(v, l, f(self.0))),
+            CpuStorage::F16(v) => CpuStorage::F16(unary_map(v, l, f(self.0))),
+            CpuStorage::BF16(v) => CpuStorage::BF16(unary_map(v, l, f(self.0))),
+            other => candle_core::bail!("{}: no CPU kernel for {:?}", self.name(), other.dtype()),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    /// Candle's: tanh's gradient subtracted as `g·(y² − 1)` (returned negated, which its sum
+    /// adds: the same IEEE operation), the sigmoid's `g·((1 − y)·y)` as candle-nn's.
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match self.0 {
+            Fun::Tanh => (grad * (res.sqr()? - 1.)?)?.neg()?,
+            Fun::Sigmoid => grad.mul(&res.ones_like()?.sub(res)?.mul(res)?)?,
+        }))
+    }
+}
+
+/// `tanh(t)` as the fused cells compute it, on the CPU; Candle's `tanh` on other devices.
+pub(crate) fn tanh(t: &Tensor) -> Result<Tensor> {
+    Ok(if t.device().is_cpu() { t.apply_op1(Map(Fun::Tanh))? } else { t.tanh()? })
+}
+
+/// `sigmoid(t)` as the fused cells compute it, on the CPU; candle-nn's on other devices.
+pub(crate) fn sigmoid(t: &Tensor) -> Result<Tensor> {
+    Ok(if t.device().is_cpu() { t.apply_op1(Map(Fun::Sigmoid))? } else { candle_nn::ops::sigmoid(t)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::kernel::WIDEST;
+
+    /// The distance in f32 ulps between two finite or infinite values of one sign convention.
+    fn ulps(a: f32, b: f32) -> i64 {
+        let key = |v: f32| if v.is_sign_negative() { -i64::from(v.to_bits() & 0x7fff_ffff) } else { i64::from(v.to_bits()) };
+        (key(a) - key(b)).abs()
+    }
+
+    /// Every 509th f32 (all magnitudes, both signs: 8.4 million values, with ±0, ±∞ and NaNs)
+    /// and a dense linear sweep of [−12, 12], against f64's `tanh` and `1/(1 + e⁻ˣ)` rounded.
+    #[test]
+    fn tanh_and_sigmoid_are_within_one_ulp_of_f64_over_a_dense_sweep() {
+        let xs = (0..=u32::MAX / 509).map(|i| f32::from_bits(i * 509)).chain((-1_200_000..=1_200_000).map(|i| i as f32 * 1e-5));
+        let (mut worst, mut off, mut n) = ([0i64; 2], [0usize; 2], 0usize);
+        for x in xs.chain([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::from_bits(1), -f32::from_bits(1), f32::MIN_POSITIVE]) {
+            let (t, s) = (tanh_f32(x), sigmoid_f32(x));
+            if x.is_nan() {
+                assert!(t.is_nan() && s.is_nan(), "{x}");
+                continue;
+            }
+            let want_t = f64::from(x).tanh() as f32;
+            let want_s = if x <= SIGMOID_ZERO { 0.0 } else { (1.0 / (1.0 + (-f64::from(x)).exp())) as f32 };
+            assert_eq!(t.is_sign_negative(), x.is_sign_negative(), "tanh({x:e}) = {t:e} keeps the sign");
+            for (k, (got, want)) in [(t, want_t), (s, want_s)].into_iter().enumerate() {
+                let d = ulps(got, want);
+                worst[k] = worst[k].max(d);
+                off[k] += usize::from(d != 0);
+            }
+            n += 1;
+        }
+        assert!(worst[0] <= 1 && worst[1] <= 1, "max ulps {worst:?} over {n} values");
+        // Correctly rounded but in the rarest near-ties (PyTorch 2.15's tanh is within 1 ulp of
+        // it, 99.90% equal on 2 million uniform values in [−12, 12]; its sigmoid 2 ulps, 62.6% equal).
+        assert!(off[0] * 100_000 < n && off[1] * 100_000 < n, "{off:?} of {n} not correctly rounded");
+    }
+
+    #[test]
+    fn special_values_are_pytorchs() {
+        // PyTorch 2.15, torch.tanh / torch.sigmoid on float32 tensors.
+        assert_eq!(tanh_f32(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanh_f32(0.0).to_bits(), 0);
+        assert_eq!((tanh_f32(f32::INFINITY), tanh_f32(f32::NEG_INFINITY)), (1.0, -1.0));
+        assert!(tanh_f32(f32::NAN).is_nan() && sigmoid_f32(f32::NAN).is_nan());
+        assert_eq!(tanh_f32(1e-30), 1e-30);
+        assert_eq!(tanh_f32(f32::from_bits(1)), f32::from_bits(1));
+        assert_eq!(f64::from(tanh_f32(9.0)), 0.999_999_940_395_355_2);
+        let torch_tanh = [(0.01, 0.009_999_666_363_000_87), (0.3, 0.291_312_634_944_915_77), (0.5, 0.462_117_165_327_072_14), (1.0, 0.761_594_176_292_419_4), (2.5, 0.986_614_286_899_566_7)];
+        for (x, want) in torch_tanh {
+            assert_eq!(f64::from(tanh_f32(x)), want, "tanh({x})");
+        }
+        // sigmoid: 0 from −88.72283935546875 down (f32's e⁻ˣ overflows), 6.0546015e-39 at −88,
+        // 2.0611537e-9 at −20, 0.62245935 at 0.5, 0.95257413 at 3 (PyTorch's bits).
+        assert_eq!(sigmoid_f32(-100.0), 0.0);
+        assert_eq!(sigmoid_f32(f32::from_bits(0xc2b1_7218)), 0.0);
+        // At the float above, the true 2097167.49 subnormal ulps round to 0x0020000f; PyTorch
+        // gives 0x00200010 (2.938758e-39), 1 ulp above, from its f32 reciprocal of e⁸⁸·⁷².
+        assert_eq!(sigmoid_f32(f32::from_bits(0xc2b1_7217)).to_bits(), 0x0020_000f);
+        assert_eq!(sigmoid_f32(-88.0).to_bits(), 0x0041_edc4);
+        assert_eq!(sigmoid_f32(-20.0).to_bits(), 0x310d_a433);
+        assert_eq!(sigmoid_f32(0.5).to_bits(), 0x3f1f_597f);
+        assert_eq!(sigmoid_f32(3.0).to_bits(), 0x3f73_dbe6);
+        assert_eq!((sigmoid_f32(0.0), sigmoid_f32(f32::NEG_INFINITY), sigmoid_f32(f32::INFINITY), sigmoid_f32(100.0)), (0.5, 0.0, 1.0, 1.0));
+    }
+
+    /// The AVX-512, AVX2 and plain slice loops give the scalar function's bits.
+    #[test]
+    fn every_tier_gives_the_scalar_bits() {
+        let mut v: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin() * (i % 13) as f32 * 9.0).collect();
+        v.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30, -95.0, 1e-3]);
+        let scalar: Vec<[u32; 2]> = v.iter().map(|&x| [tanh_f32(x).to_bits(), sigmoid_f32(x).to_bits()]).collect();
+        for tier in [0, 1, 2] {
+            WIDEST.with(|w| w.set(tier));
+            let (mut t, mut s) = (v.clone(), v.clone());
+            tanh_all(&mut t);
+            sigmoid_all(&mut s);
+            WIDEST.with(|w| w.set(2));
+            let got: Vec<[u32; 2]> = t.iter().zip(&s).map(|(a, b)| [a.to_bits(), b.to_bits()]).collect();
+            assert_eq!(got, scalar, "tier {tier}");
+        }
+    }
+}
