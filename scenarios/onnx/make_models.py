@@ -85,6 +85,27 @@ class Gpt(nn.Module):
         return self.head(self.lnf(self.block(h, blocked)))
 
 
+class Cnn(nn.Module):
+    """A small CNN on 14×14 single-channel images: Conv2d 1→8 (k 3), BatchNorm2d, ReLU,
+    MaxPool2d 2, Conv2d 8→16 (k 3), ReLU, AvgPool2d 2, Flatten, Linear 64→3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3)
+        self.act2 = nn.ReLU()
+        self.pool2 = nn.AvgPool2d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.pool1(self.act1(self.bn(self.conv1(x))))
+        return self.fc(self.flat(self.pool2(self.act2(self.conv2(h)))))
+
+
 def export(model, example, path, dynamic=True, **kw):
     """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
     unless `dynamic` is false), then drops the stack traces (local paths)."""
@@ -113,6 +134,11 @@ def main():
     gpt = Gpt()
     ids, mask = torch.randint(0, 11, (3, 5)), torch.ones(3, 5)
     export(gpt, (ids, mask), "gpt.onnx", dynamic=False, optimize=False, opset_version=18, input_names=["ids", "mask"], output_names=["logits"])
+    # The batch dynamic: nn.Flatten's reshape reads the batch from Shape(x). The exporter writes
+    # the same inference-form BatchNormalization in train() and eval() mode; nanhunt trains it
+    # as the module does in train() mode.
+    torch.manual_seed(0)
+    export(Cnn(), (torch.randn(4, 1, 14, 14),), "cnn.onnx", optimize=False, input_names=["x"], output_names=["y"])
 
 
 if __name__ == "__main__":
