@@ -30,19 +30,7 @@ m = make_models.Cnn()
 m.train()
 x = torch.tensor(d["x"]).reshape(-1, 1, 14, 14)
 y = torch.tensor(d["y"])
-loss = F.cross_entropy(m(x), y)
-loss.backward()
-grads = {n: (p.grad.T if p.dim() == 2 else p.grad).flatten().tolist() for n, p in m.named_parameters()}
-first = loss.item()
-opt = torch.optim.Adam(m.parameters(), lr=d["lr"])
-losses = []
-for _ in range(d["steps"]):
-    opt.zero_grad()
-    loss = F.cross_entropy(m(x), y)
-    losses.append(loss.item())
-    loss.backward()
-    opt.step()
-print(json.dumps({"loss": first, "grads": grads, "losses": losses}))
+print(json.dumps(make_models.answer(m, lambda: F.cross_entropy(m(x), y), d["lr"], d["steps"])))
 "#;
 
 fn scenario(x: &[Vec<f64>], y: &[Vec<f64>], steps: usize, lr: f64) -> String {
@@ -73,26 +61,12 @@ fn the_imported_cnn_agrees_with_its_pytorch_module_at_step_0_and_after_adam_step
     let torch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let (loss, grads) = nanhunt::run::first_gradients(&s, &x, &y).unwrap();
-    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
-    close(loss, torch["loss"].as_f64().unwrap(), "loss at step 0");
     let names: Vec<&str> = grads.iter().map(|g| g.0.as_str()).collect();
     let want = ["conv1.weight", "conv1.bias", "bn.weight", "bn.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"].map(|p| format!("layers.{p}"));
     assert_eq!(names, want, "every parameter of the module, and the running statistics none");
-    for (name, g) in &grads {
-        let want: Vec<f64> =
-            torch["grads"][name.strip_prefix("layers.").unwrap()].as_array().unwrap_or_else(|| panic!("PyTorch has no parameter {name}")).iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(g.len(), want.len(), "{name}");
-        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
-            close(*a, *b, &format!("{name}.grad[{i}]"));
-        }
-    }
     // Full-batch training: each step's batch is every image, so the batch statistics, the mean loss and Adam agree.
     let o = nanhunt::run(&s);
     let ours: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
-    let theirs: Vec<f64> = torch["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(ours.len(), steps, "{o:?}");
-    for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        close(*a, *b, &format!("loss at step {}", k + 1));
-    }
-    assert!(theirs[steps - 1] < theirs[0], "Adam lowers the loss: {theirs:?}");
+    common::agrees_with_torch((loss, &grads), &ours, &torch);
 }

@@ -106,6 +106,25 @@ class Cnn(nn.Module):
         return self.fc(self.flat(self.pool2(self.act2(self.conv2(h)))))
 
 
+def answer(model, loss_of, lr, steps):
+    """What the import tests (harness/tests/onnx_torch.rs, onnx_cnn_torch.rs) compare with:
+    the module's loss and gradients at its weights (a matrix's transposed to nanhunt's
+    (in, out)), then its losses over `steps` Adam steps at `lr`."""
+    loss = loss_of()
+    loss.backward()
+    grads = {n: (p.grad.T if p.dim() == 2 else p.grad).flatten().tolist() for n, p in model.named_parameters()}
+    first = loss.item()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_of()
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    return {"loss": first, "grads": grads, "losses": losses}
+
+
 def export(model, example, path, dynamic=True, **kw):
     """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
     unless `dynamic` is false), then drops the stack traces (local paths)."""

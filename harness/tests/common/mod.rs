@@ -101,3 +101,27 @@ dtype = "{dtype}"
 "#
     )
 }
+
+/// Asserts that an imported model agrees with its original `nn.Module`: nanhunt's loss and each
+/// parameter's gradient at step 0 (`first`, the names `layers.` + PyTorch's) and its training
+/// losses `ours` against PyTorch's answer `torch` (`loss`, `grads` by parameter name, `losses`),
+/// each within f32 tolerance (1e-5 + 1e-4·|PyTorch's|); and that PyTorch's optimizer lowered
+/// the loss, so the comparison is not of a model that did not train.
+pub fn agrees_with_torch((loss, grads): (f64, &[(String, Vec<f64>)]), ours: &[f64], torch: &serde_json::Value) {
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
+    close(loss, torch["loss"].as_f64().unwrap(), "loss at step 0");
+    for (name, g) in grads {
+        let want: Vec<f64> =
+            torch["grads"][name.strip_prefix("layers.").unwrap_or(name)].as_array().unwrap_or_else(|| panic!("PyTorch has no parameter {name}")).iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(g.len(), want.len(), "{name}");
+        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
+            close(*a, *b, &format!("{name}.grad[{i}]"));
+        }
+    }
+    let theirs: Vec<f64> = torch["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(ours.len(), theirs.len(), "nanhunt trained {} steps, PyTorch {}", ours.len(), theirs.len());
+    for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        close(*a, *b, &format!("loss at step {}", k + 1));
+    }
+    assert!(theirs.last() < theirs.first(), "the optimizer lowers the loss: {theirs:?}");
+}
