@@ -121,7 +121,7 @@ impl Chain<'_> {
         let (layer, params, dims) = match n.op_type.as_str() {
             "Conv" => self.conv(n, &dims)?,
             "BatchNormalization" => self.batch_norm(n, &dims)?,
-            "Flatten" if n.int("axis", 1) == 1 => (Layer::Flatten(Flatten {}), Vec::new(), vec![dims.iter().product()]),
+            "Flatten" if n.int("axis", 1) == 1 => (Layer::Flatten(Flatten {}), Vec::new(), vec![count(&dims).ok_or_else(|| too_many(n, &dims))?]),
             "Flatten" => return Err(format!("the {} flattens from axis {}; nanhunt imports a flatten of all but the batch (axis 1)", n.describe(), n.int("axis", 1))),
             "Reshape" => self.flatten(n, &dims)?,
             _ => pool(n, &dims)?,
@@ -197,7 +197,7 @@ impl Chain<'_> {
     fn flatten(&self, n: &OnnxNode, dims: &[usize]) -> Result<Out, String> {
         let d = n.describe();
         let t = n.inputs.get(1).ok_or_else(|| format!("the {d} has no target shape"))?;
-        let rest: usize = dims.iter().product();
+        let rest = count(dims).ok_or_else(|| too_many(n, dims))?;
         let stat = self.out.input.1.first().copied().flatten().map(|b| b as i64);
         let (Some(t0), Some(t1)) = (self.side.at[0].get(t), self.side.at[1].get(t)) else {
             return Err(format!("the {d}'s target shape `{t}` is computed in a way nanhunt does not fold (it folds constants and the input's Shape)"));
@@ -282,7 +282,7 @@ fn same(n: &OnnxNode, key: &str, len: usize, default: usize) -> Result<usize, St
 
 /// ONNX's `Reshape` of `input` to `target` (0 copies the input's dim unless `allowzero`, −1 is inferred).
 fn reshaped(input: &[usize], target: &[i64], allowzero: bool) -> Option<Vec<usize>> {
-    let total: usize = input.iter().product();
+    let total = count(input)?;
     let mut out: Vec<Option<usize>> = Vec::with_capacity(target.len());
     for (i, &t) in target.iter().enumerate() {
         out.push(match t {
@@ -291,7 +291,7 @@ fn reshaped(input: &[usize], target: &[i64], allowzero: bool) -> Option<Vec<usiz
             t => Some(usize::try_from(t).ok()?),
         });
     }
-    let known: usize = out.iter().flatten().product();
+    let known = count(&out.iter().flatten().copied().collect::<Vec<_>>())?;
     match out.iter().filter(|d| d.is_none()).count() {
         0 => (known == total).then(|| out.into_iter().flatten().collect()),
         1 if known > 0 && total % known == 0 => Some(out.into_iter().map(|d| d.unwrap_or(total / known)).collect()),
@@ -303,6 +303,16 @@ fn reshaped(input: &[usize], target: &[i64], allowzero: bool) -> Option<Vec<usiz
 /// 9.99999974738e-6): the shortest decimal that rounds to the same f32.
 fn decimal(f: f32) -> f64 {
     f.to_string().parse().unwrap_or(f64::from(f))
+}
+
+/// The number of values of `dims`, if it fits a `usize`.
+fn count(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Node `n` flattens more values than nanhunt counts.
+fn too_many(n: &OnnxNode, dims: &[usize]) -> String {
+    format!("the {} flattens ({}), more values per row than nanhunt counts", n.describe(), dims_text(dims))
 }
 
 fn dims_text(dims: &[usize]) -> String {

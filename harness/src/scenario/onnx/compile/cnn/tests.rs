@@ -162,3 +162,13 @@ fn a_conv_without_bias_a_1d_conv_and_a_reshape_that_moves_the_batch_are_refused(
     let err = compile(&m).unwrap_err();
     assert!(err.contains("weight `conv1.weight` has dims [2, 1, 9]: nanhunt imports a convolution over images"), "{err}");
 }
+
+#[test]
+fn images_too_large_to_count_are_an_error_not_an_overflow() {
+    // 2⁴⁰ × 2⁴⁰ images: the conv keeps them, the pool halves them, and the flatten's
+    // 2 · 2³⁹ · 2³⁹ = 2⁷⁹ values per row do not fit a usize.
+    let mut m = parse(&cnn(conv(vec![]), max_pool(vec![]), 0.0), None, 16).unwrap();
+    m.inputs[0].1 = vec![None, Some(1), Some(1 << 40), Some(1 << 40)];
+    let err = compile(&m).unwrap_err();
+    assert!(err.contains("Reshape node `node_view` (module `flat.reshape`) flattens (batch, 2, 549755813888, 549755813888), more values per row than nanhunt counts"), "{err}");
+}
