@@ -26,19 +26,7 @@ d = json.load(open(sys.argv[2]))
 torch.manual_seed(0)
 m = make_models.Mlp()
 x, y = torch.tensor(d["x"]), torch.tensor(d["y"])
-loss = torch.nn.functional.mse_loss(m(x), y)
-loss.backward()
-grads = {n: (p.grad.T if p.dim() == 2 else p.grad).flatten().tolist() for n, p in m.named_parameters()}
-first = loss.item()
-opt = torch.optim.Adam(m.parameters(), lr=d["lr"])
-losses = []
-for _ in range(d["steps"]):
-    opt.zero_grad()
-    loss = torch.nn.functional.mse_loss(m(x), y)
-    losses.append(loss.item())
-    loss.backward()
-    opt.step()
-print(json.dumps({"loss": first, "grads": grads, "losses": losses}))
+print(json.dumps(make_models.answer(m, lambda: torch.nn.functional.mse_loss(m(x), y), d["lr"], d["steps"])))
 "#;
 
 fn scenario(x: &[Vec<f64>], y: &[Vec<f64>], steps: usize, lr: f64) -> String {
@@ -68,25 +56,11 @@ fn the_imported_mlp_agrees_with_its_pytorch_module_at_step_0_and_after_adam_step
     let torch: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     let (loss, grads) = nanhunt::run::first_gradients(&s, &x, &y).unwrap();
-    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
-    close(loss, torch["loss"].as_f64().unwrap(), "loss at step 0");
     let names: Vec<&str> = grads.iter().map(|g| g.0.as_str()).collect();
     assert_eq!(names, ["layers.fc1.weight", "layers.fc1.bias", "layers.fc2.weight", "layers.fc2.bias", "layers.fc3.weight", "layers.fc3.bias"]);
-    for (name, g) in &grads {
-        let want: Vec<f64> =
-            torch["grads"][name.strip_prefix("layers.").unwrap_or(name)].as_array().unwrap_or_else(|| panic!("PyTorch has no parameter {name}")).iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(g.len(), want.len(), "{name}");
-        for (i, (a, b)) in g.iter().zip(&want).enumerate() {
-            close(*a, *b, &format!("{name}.grad[{i}]"));
-        }
-    }
     // Full-batch training: each step's batch is every row, in any order, so MSE and Adam agree.
     let o = nanhunt::run(&s);
     let ours: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
-    let theirs: Vec<f64> = torch["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(ours.len(), steps, "{o:?}");
-    for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        close(*a, *b, &format!("loss at step {}", k + 1));
-    }
-    assert!(theirs[steps - 1] < theirs[0], "Adam lowers the loss: {theirs:?}");
+    common::agrees_with_torch(loss, &grads, &ours, &torch);
 }

@@ -114,6 +114,46 @@ class GruClassifier(nn.Module):
         return self.head(out.mean(1))
 
 
+class Cnn(nn.Module):
+    """A small CNN on 14×14 single-channel images: Conv2d 1→8 (k 3), BatchNorm2d, ReLU,
+    MaxPool2d 2, Conv2d 8→16 (k 3), ReLU, AvgPool2d 2, Flatten, Linear 64→3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.act1 = nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, 3)
+        self.act2 = nn.ReLU()
+        self.pool2 = nn.AvgPool2d(2)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.pool1(self.act1(self.bn(self.conv1(x))))
+        return self.fc(self.flat(self.pool2(self.act2(self.conv2(h)))))
+
+
+def answer(model, loss_of, lr, steps):
+    """What the import tests (harness/tests/onnx_torch.rs, onnx_cnn_torch.rs) compare with:
+    the module's loss and gradients at its weights (a matrix's transposed to nanhunt's
+    (in, out)), then its losses over `steps` Adam steps at `lr`."""
+    loss = loss_of()
+    loss.backward()
+    grads = {n: (p.grad.T if p.dim() == 2 else p.grad).flatten().tolist() for n, p in model.named_parameters()}
+    first = loss.item()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_of()
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+    return {"loss": first, "grads": grads, "losses": losses}
+
+
 def export(model, example, path, dynamic=True, **kw):
     """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
     unless `dynamic` is false), then drops the stack traces (local paths)."""
@@ -148,6 +188,11 @@ def main():
     export(LstmClassifier(), (torch.randn(3, 12, 4),), "lstm.onnx", optimize=False, input_names=["x"], output_names=["logits"])
     torch.manual_seed(0)
     export(GruClassifier(), (torch.randint(0, 16, (3, 12)),), "gru.onnx", optimize=False, input_names=["x"], output_names=["logits"])
+    # The batch dynamic: nn.Flatten's reshape reads the batch from Shape(x). The exporter writes
+    # the same inference-form BatchNormalization in train() and eval() mode; nanhunt trains it
+    # as the module does in train() mode.
+    torch.manual_seed(0)
+    export(Cnn(), (torch.randn(4, 1, 14, 14),), "cnn.onnx", optimize=False, input_names=["x"], output_names=["y"])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ pub type Gradients = Vec<(String, Vec<f64>)>;
 
 /// The loss of `s`'s model and loss on inputs `x` and targets `y` (one row each per example) at
 /// the initial weights, and each parameter's gradient (name and values, row-major), in f32.
+/// An image row (`data.image`) is its `channels × height × width` values, row-major.
 pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(f64, Gradients)> {
     let invalid = |message: String| Error::Invalid { location: s.name.clone(), key: "data".into(), message };
     let input = crate::scenario::input_shape(&s.data).ok_or_else(|| invalid("the data's shape is not known before it is read".into()))?;
@@ -26,11 +27,14 @@ pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(
         let flat: Vec<f32> = t.iter().flatten().map(|&v| v as f32).collect();
         Ok(Tensor::from_vec(flat, (t.len(), cols), &dev)?)
     };
+    let n = x.len();
     let x = rows(x)?;
-    // A sequence's rows hold `seq_len × features` values, as the data gives them: the model reads (batch, seq, features).
+    // A sequence's rows hold `seq_len × features` values, as the data gives them: the model reads (batch, seq, features);
+    // images are `(batch, channels, height, width)`, as the loop's batches give them.
     let x = match input.shape() {
-        crate::scenario::Shape::Seq { len, width } => x.reshape((x.dims()[0], len, width))?,
-        crate::scenario::Shape::Flat(_) | crate::scenario::Shape::Tokens { .. } | crate::scenario::Shape::Image { .. } => x,
+        crate::scenario::Shape::Seq { len, width } => x.reshape((n, len, width))?,
+        crate::scenario::Shape::Image { channels, height, width } => x.reshape((n, channels, height, width))?,
+        crate::scenario::Shape::Flat(_) | crate::scenario::Shape::Tokens { .. } => x,
     };
     let outs = model.forward(&x, None)?;
     let pred = outs.last().ok_or_else(|| invalid("the model has no layers".into()))?;

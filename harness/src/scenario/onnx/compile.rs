@@ -3,14 +3,17 @@
 //! MLP's export does) compiles as the first slice did: `Gemm` and `MatMul` + `Add` of constant
 //! weights become `linear` layers (the weight transposed to nanhunt's `(in, out)` where the
 //! file holds PyTorch's `(out, in)`), and `Relu`, `Tanh`, `Sigmoid`, `Gelu`, `Softmax` (last axis)
-//! and `Identity` their registry ops. Any other graph (residual adds, `q·kᵀ`, a value read by
+//! and `Identity` their registry ops; a CNN's `Conv`, `BatchNormalization`, `MaxPool`,
+//! `AveragePool` and flatten become `conv2d`, `batch_norm`, `max_pool2d`, `avg_pool2d` and
+//! `flatten` (`cnn.rs`, which also folds the nodes that compute a reshape's target from the
+//! input's shape). Any other graph (residual adds, `q·kᵀ`, a value read by
 //! several nodes, a transformer's ops) compiles node by node into `onnx` layers (`graph/`),
 //! its weights in PyTorch's layout. Every node of an op type neither imports is refused at
 //! once, each with its op type, node name and module path.
 
 use std::collections::BTreeMap;
 
-use super::{Const, OnnxModel, OnnxNode, Values};
+use super::{Attr, Const, OnnxModel, OnnxNode, Values};
 use crate::ops::linear::Linear;
 use crate::scenario::model::Compiled;
 use crate::scenario::Layer;
@@ -21,13 +24,18 @@ pub const SUPPORTED: [&str; 10] = ["Constant", "Gemm", "MatMul", "Add", "Relu", 
 /// Compiles `m`: as a chain of registry layers if it is one, else as a graph of `onnx` layers;
 /// or says every node of an op type nanhunt does not import.
 pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {
-    let unsupported: Vec<String> = m.nodes.iter().filter(|n| !matches!(n.domain.as_str(), "" | "ai.onnx") || !super::graph::SUPPORTED.contains(&n.op_type.as_str())).map(OnnxNode::describe).collect();
+    let imported = |op: &str| super::graph::SUPPORTED.contains(&op) || cnn::SUPPORTED.contains(&op);
+    let unsupported: Vec<String> = m.nodes.iter().filter(|n| !matches!(n.domain.as_str(), "" | "ai.onnx") || !imported(&n.op_type)).map(OnnxNode::describe).collect();
     if !unsupported.is_empty() {
-        return Err(format!("nanhunt does not import these nodes yet: {} (it imports {})", unsupported.join(", "), super::graph::SUPPORTED.join(", ")));
+        let all: Vec<&str> = super::graph::SUPPORTED.iter().chain(cnn::CNN.iter()).copied().collect();
+        return Err(format!("nanhunt does not import these nodes yet: {} (it imports {})", unsupported.join(", "), all.join(", ")));
     }
-    if m.nodes.iter().all(|n| SUPPORTED.contains(&n.op_type.as_str())) {
-        if let Ok(c) = chain(m) {
-            return Ok(c);
+    if m.nodes.iter().all(|n| SUPPORTED.contains(&n.op_type.as_str()) || cnn::SUPPORTED.contains(&n.op_type.as_str())) {
+        match chain(m) {
+            Ok(c) => return Ok(c),
+            // The graph compiler has no CNN ops: a CNN compiles as a chain or not at all.
+            Err(e) if m.nodes.iter().any(|n| cnn::CNN.contains(&n.op_type.as_str())) => return Err(e),
+            Err(_) => {}
         }
     }
     super::graph::compile(m)
@@ -40,7 +48,9 @@ fn chain(m: &OnnxModel) -> Result<Compiled, String> {
         return Err(format!("the graph reads {} inputs ({}): nanhunt binds one, the scenario's data", names.len(), names.join(", ")));
     };
     let [output] = m.outputs.as_slice() else { return Err(format!("the graph has {} outputs: nanhunt trains one prediction", m.outputs.len())) };
-    let mut c = Chain { m, consts: BTreeMap::new(), cur: input.0.clone(), out: Compiled { input: input.clone(), layers: Vec::new(), names: Vec::new(), params: Vec::new() } };
+    let dims = input.1.iter().skip(1).copied().collect::<Option<Vec<usize>>>().filter(|_| !input.1.is_empty());
+    let out = Compiled { input: input.clone(), layers: Vec::new(), names: Vec::new(), params: Vec::new() };
+    let mut c = Chain { m, consts: BTreeMap::new(), cur: input.0.clone(), out, dims, side: cnn::Side::new(m) };
     let mut i = 0;
     while i < m.nodes.len() {
         i += c.node(i)?;
@@ -58,6 +68,10 @@ struct Chain<'a> {
     /// The value the chain ends in.
     cur: String,
     out: Compiled,
+    /// The dims of the value the chain ends in past the batch, if known.
+    dims: Option<Vec<usize>>,
+    /// The nodes that compute a shape, not data (`cnn.rs`).
+    side: cnn::Side,
 }
 
 impl Chain<'_> {
@@ -66,8 +80,14 @@ impl Chain<'_> {
         let n = &self.m.nodes[i];
         if n.op_type == "Constant" {
             let [out] = n.outputs.as_slice() else { return Err(format!("the {} has {} outputs", n.describe(), n.outputs.len())) };
-            let Some(super::Attr::Tensor(t)) = n.attrs.get("value") else { return Err(format!("the {} has no tensor `value` (nanhunt reads that form)", n.describe())) };
-            self.consts.insert(out.clone(), t.clone());
+            match n.attrs.get("value") {
+                Some(Attr::Tensor(t)) => self.consts.insert(out.clone(), t.clone()),
+                _ if self.side.has(out) => None,
+                _ => return Err(format!("the {} has no tensor `value` (nanhunt reads that form)", n.describe())),
+            };
+            return Ok(1);
+        }
+        if self.side.skips(i) {
             return Ok(1);
         }
         if n.inputs.first() != Some(&self.cur) {
@@ -77,6 +97,9 @@ impl Chain<'_> {
                 n.inputs.first().map_or("", String::as_str),
                 self.cur
             ));
+        }
+        if self.cnn(n)? {
+            return Ok(1);
         }
         let layer = match n.op_type.as_str() {
             "Gemm" => return self.gemm(n).map(|()| 1),
@@ -98,7 +121,7 @@ impl Chain<'_> {
     /// The graph input's rank, if known.
     fn rank(&self) -> Option<i64> {
         let dims = &self.out.input.1;
-        (!dims.is_empty()).then_some(dims.len() as i64)
+        self.dims.as_ref().map(|d| d.len() as i64 + 1).or_else(|| (!dims.is_empty()).then_some(dims.len() as i64))
     }
 
     /// Appends `layer` for node `n`, whose output the chain now ends in.
@@ -169,9 +192,14 @@ impl Chain<'_> {
         };
         let params = vec![(w.to_string(), vec![input, out], weight), (b, vec![out], bias)];
         self.push(n, Layer::Linear(Linear { out, init: None }), params);
+        if let Some(last) = self.dims.as_mut().and_then(|d| d.last_mut()) {
+            *last = out;
+        }
         Ok(())
     }
 }
+
+mod cnn;
 
 /// The transpose of a row-major `rows × cols` matrix.
 fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
