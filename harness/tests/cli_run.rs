@@ -127,6 +127,33 @@ fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
     }
 }
 
+/// The fused batch norm (issue 31) at 1 and 2 threads: BatchNorm2d after each convolution of
+/// the CNN, and BatchNorm1d over features (pt1381's fix, full batches, and pt1381 itself, whose
+/// single-row batch makes the running variance NaN and validation fail at step 4).
+#[test]
+fn batch_norm_traces_are_bit_identical_at_one_and_two_threads() {
+    let dir = tempdir();
+    let cnn_bn = dir.path().join("cnn_bn.toml");
+    let text = std::fs::read_to_string(repo().join("scenarios/layers/cnn_adam.toml"))
+        .unwrap()
+        .replace("kernel = 3 },\n    { type = \"relu\" }", "kernel = 3 },\n    { type = \"batch_norm\" },\n    { type = \"relu\" }");
+    assert_eq!(text.matches("batch_norm").count(), 2);
+    std::fs::write(&cnn_bn, text).unwrap();
+    let paths = [cnn_bn, repo().join("scenarios/real/pt1381_batch_norm_single_row_fix_full_batch.toml"), repo().join("scenarios/real/pt1381_batch_norm_single_row.toml")];
+    for path in paths {
+        let traces: Vec<Vec<u8>> = ["1", "2"]
+            .map(|threads| {
+                let t = dir.path().join(format!("{threads}.csv"));
+                let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap()]);
+                assert!(out.status.code().is_some(), "{}{}", stdout(&out), stderr(&out));
+                std::fs::read(&t).unwrap()
+            })
+            .into();
+        assert!(traces[0].len() > 100, "{path:?}");
+        assert_eq!(traces[0], traces[1], "{path:?}: trace differs between 1 and 2 threads");
+    }
+}
+
 #[test]
 fn a_run_whose_scaler_skipped_steps_says_which() {
     // pytorch#111739: the first scale 65536 turns a gradient of ±1 into ±inf in f16, so step 1
