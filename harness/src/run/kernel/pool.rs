@@ -83,7 +83,7 @@ fn row_max<T: Real, const K: usize>(plane: &[T], w: usize, k: usize, r: usize, b
 
 /// [`row_max`] by PyTorch's loop, window by window (for a row with a NaN).
 fn pytorch_row_max<T: Real>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T], at: &mut [usize]) {
-    for q in 0..best.len() {
+    for (q, b) in best.iter_mut().enumerate() {
         let (mut m, mut pick) = (T::from_f64(f64::NEG_INFINITY), r * k * w + q * k);
         for y in r * k..(r + 1) * k {
             for x in q * k..(q + 1) * k {
@@ -94,7 +94,7 @@ fn pytorch_row_max<T: Real>(plane: &[T], w: usize, k: usize, r: usize, best: &mu
                 }
             }
         }
-        best[q] = m;
+        *b = m;
         if let Some(a) = at.get_mut(q) {
             *a = pick;
         }
