@@ -2,7 +2,8 @@
 //! off beside PyTorch eager, and candidate runs per second of a hunt.
 //!
 //! `cargo bench -p nanhunt --bench step` prints Markdown tables (`-- onnx`: the imported
-//! ONNX model's against its twin written as layers, alone). Step times
+//! ONNX model's against its twin written as layers, alone; `-- image`: the image families'
+//! table and the main one, with the tiny GPT, alone). Step times
 //! cancel setup out: a short and a long run are timed and the difference is
 //! divided by the extra steps; watch-on and watch-off runs alternate, so a
 //! noisy neighbour slows both alike, and the median of the repetitions is
@@ -247,7 +248,11 @@ fn main() {
         recurrent_table(&us);
         return;
     }
-    onnx_table();
+    // `-- image`: the image table and the main table (with the tiny GPT) alone.
+    let image_only = std::env::args().any(|a| a == "image");
+    if !image_only {
+        onnx_table();
+    }
     if std::env::args().any(|a| a == "onnx") {
         return;
     }
@@ -266,6 +271,9 @@ fn main() {
         println!("| {label} | {t} | {} | {} | {:.1}% | {ratio} |", us(off), us(on), (on / off - 1.0) * 100.0);
     }
     println!();
+    if image_only {
+        return;
+    }
     recurrent_table(&us);
     // Mixed precision: autocast over f32 master weights (amp_f16 with its GradScaler, as it is
     // run; bf16 needs none), against the same model in f32.

@@ -95,6 +95,22 @@ fn trace_is_bit_identical_at_one_and_two_threads() {
     }
 }
 
+/// Runs each scenario at 1 and 2 threads (traces in `dir`) and asserts the traces are the same bytes.
+fn same_traces_at_one_and_two_threads(dir: &tempfile::TempDir, paths: &[std::path::PathBuf]) {
+    for path in paths {
+        let traces: Vec<Vec<u8>> = ["1", "2"]
+            .map(|threads| {
+                let t = dir.path().join(format!("{threads}.csv"));
+                let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap()]);
+                assert!(out.status.code().is_some(), "{}{}", stdout(&out), stderr(&out));
+                std::fs::read(&t).unwrap()
+            })
+            .into();
+        assert!(traces[0].len() > 100, "{path:?}");
+        assert_eq!(traces[0], traces[1], "{path:?}: trace differs between 1 and 2 threads");
+    }
+}
+
 /// The fused recurrent layers (issue 31) at 1 and 2 threads: the Elman RNN over 100 steps, a
 /// GRU, stacked relu LSTMs with recurrent dropout (NaN at step 8, the trace up to it), and
 /// stacked GRUs with recurrent dropout returning every state.
@@ -113,18 +129,23 @@ fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
         repo().join("scenarios/real/keras13221_lstm_relu_recurrent_dropout.toml"),
         gru_dropout,
     ];
-    for path in paths {
-        let traces: Vec<Vec<u8>> = ["1", "2"]
-            .map(|threads| {
-                let t = dir.path().join(format!("{threads}.csv"));
-                let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap()]);
-                assert!(out.status.code().is_some(), "{}{}", stdout(&out), stderr(&out));
-                std::fs::read(&t).unwrap()
-            })
-            .into();
-        assert!(traces[0].len() > 100, "{path:?}");
-        assert_eq!(traces[0], traces[1], "{path:?}: trace differs between 1 and 2 threads");
-    }
+    same_traces_at_one_and_two_threads(&dir, &paths);
+}
+
+/// The fused batch norm (issue 31) at 1 and 2 threads: BatchNorm2d after each convolution of
+/// the CNN, and BatchNorm1d over features (pt1381's fix, full batches, and pt1381 itself, whose
+/// single-row batch makes the running variance NaN and validation fail at step 4).
+#[test]
+fn batch_norm_traces_are_bit_identical_at_one_and_two_threads() {
+    let dir = tempdir();
+    let cnn_bn = dir.path().join("cnn_bn.toml");
+    let text = std::fs::read_to_string(repo().join("scenarios/layers/cnn_adam.toml"))
+        .unwrap()
+        .replace("kernel = 3 },\n    { type = \"relu\" }", "kernel = 3 },\n    { type = \"batch_norm\" },\n    { type = \"relu\" }");
+    assert_eq!(text.matches("batch_norm").count(), 2);
+    std::fs::write(&cnn_bn, text).unwrap();
+    let paths = [cnn_bn, repo().join("scenarios/real/pt1381_batch_norm_single_row_fix_full_batch.toml"), repo().join("scenarios/real/pt1381_batch_norm_single_row.toml")];
+    same_traces_at_one_and_two_threads(&dir, &paths);
 }
 
 #[test]

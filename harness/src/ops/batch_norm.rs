@@ -1,7 +1,8 @@
 //! `batch_norm`: normalisation over the batch (`torch.nn.BatchNorm1d`, and per channel over
 //! images as `BatchNorm2d`), batch statistics while training and running statistics in
 //! evaluation. The running mean and variance are the node's state (`Cx::state`), made on
-//! its first forward. The kernel is `run::model::norm::batch_norm`.
+//! its first forward. The kernel is `run::model::norm::batch_norm`: in f32 and f64 on the
+//! CPU one fused op each way (`run::kernel::batch_norm`), composed of Candle's ops elsewhere.
 
 use candle_core::Tensor;
 

@@ -91,8 +91,17 @@ fn im2col<T: Real>(g: &Geom, x: &[T], cols: &mut [T]) {
                 continue;
             };
             let src = &x[(ci * h + iy) * w..][..w];
-            for (ox, d) in dst.iter_mut().enumerate() {
-                *d = Geom::at(ox, j, sw, pw, w).map_or(T::zero(), |ix| src[ix]);
+            // The outputs whose input `ox·sw + j − pw` is inside the row: `lo..hi`; the rest read padding.
+            let hi = (w + pw).saturating_sub(j).div_ceil(sw).min(ow);
+            let lo = pw.saturating_sub(j).div_ceil(sw).min(hi);
+            dst[..lo].fill(T::zero());
+            dst[hi..].fill(T::zero());
+            if sw == 1 && lo < hi {
+                dst[lo..hi].copy_from_slice(&src[lo + j - pw..hi + j - pw]);
+            } else {
+                for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                    *d = src[ox * sw + j - pw];
+                }
             }
         }
     }

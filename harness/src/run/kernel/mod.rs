@@ -13,7 +13,7 @@
 //! `elementwise` (clamp, abs, and the element-by-element maps the registry's
 //! ops share), `activation` (softplus, softmax), `bce_torch`, and the one-pass
 //! optimizer `update`, and PyTorch's CTC loss recursions (`ctc`). `conv` (im2col one sample at a time and gemm) and `pool`
-//! (tiling max and mean pools) are the image layers'. `cast` converts to and from the half types in one pass,
+//! (tiling max and mean pools) are the image layers', `batch_norm` (one pass each way, over features or image channels) their normalisation. `cast` converts to and from the half types in one pass,
 //! and `flawed_square` is the one custom op with a deliberately wrong backward
 //! (seed 002 ex3). Other devices (and half dtypes, for the products) keep the
 //! composed forms.
@@ -34,6 +34,7 @@
 use candle_core::Tensor;
 
 pub(crate) mod activation;
+pub(crate) mod batch_norm;
 pub(crate) mod bce_torch;
 pub(crate) mod bias;
 pub(crate) mod cast;

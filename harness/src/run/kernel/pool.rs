@@ -16,7 +16,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
-use super::{dispatch, Dtypes, Kernel, Real};
+use super::{avx2, dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// The max (or mean) of each `kernel × kernel` window of `x` `(b, c, h, w)`: `(b, c, h/k, w/k)`.
@@ -39,20 +39,117 @@ fn sizes(l: &Layout, kernel: usize) -> candle_core::Result<[usize; 5]> {
     Ok([b * c, h, w, h / kernel, w / kernel])
 }
 
-/// The position (within its plane) of the value PyTorch's max picks in window `(r, q)`.
+/// The max of each window along output row `r` of `plane` (`best`, one per window) and, if
+/// `at` is not empty, where PyTorch's max picks it (the position within the plane). PyTorch
+/// reads each window row by row and takes a value if `val > max || isnan(val)`, so the first
+/// maximum wins a tie and the last NaN wins over everything.
+///
+/// Without a NaN in the row that is the plain maximum (`v > max ? v : max`, a `max` instruction)
+/// and, for the pick, the first position holding it (the least, a `min`): no branch on the
+/// values, where a branch on `val > max` mispredicts on half the values of noisy activations (a
+/// third of a small CNN's step, perf, issue 31). A row with a NaN takes PyTorch's loop itself.
 #[inline(always)]
-fn argmax<T: Real>(plane: &[T], w: usize, k: usize, r: usize, q: usize) -> usize {
-    let (mut best, mut at) = (T::from_f64(f64::NEG_INFINITY), r * k * w + q * k);
-    for y in r * k..(r + 1) * k {
-        for x in q * k..(q + 1) * k {
-            let v = plane[y * w + x];
-            #[allow(clippy::eq_op)]
-            if v > best || v != v {
-                (best, at) = (v, y * w + x);
+fn row_max<T: Real, const K: usize>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T], at: &mut [usize]) {
+    // K = 2 (the common window) lets the compiler see the stride; 0 reads `k`.
+    let k = if K == 0 { k } else { K };
+    let cols = best.len();
+    let lines = || (r * k..(r + 1) * k).map(|y| (y, &plane[y * w..][..cols * k]));
+    best.fill(T::from_f64(f64::NEG_INFINITY));
+    let mut nan = false;
+    for (_, line) in lines() {
+        for j in 0..k {
+            for (b, win) in best.iter_mut().zip(line.chunks_exact(k)) {
+                let v = win[j];
+                *b = if v > *b { v } else { *b };
+                #[allow(clippy::eq_op)]
+                let is_nan = v != v;
+                nan |= is_nan;
             }
         }
     }
-    at
+    if nan {
+        return pytorch_row_max(plane, w, k, r, best, at);
+    }
+    at.fill(usize::MAX);
+    for (y, line) in lines() {
+        for j in 0..k {
+            for (q, ((a, b), win)) in at.iter_mut().zip(best.iter()).zip(line.chunks_exact(k)).enumerate() {
+                let p = if win[j] == *b { y * w + q * k + j } else { usize::MAX };
+                *a = (*a).min(p);
+            }
+        }
+    }
+}
+
+/// [`row_max`] by PyTorch's loop, window by window (for a row with a NaN).
+fn pytorch_row_max<T: Real>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T], at: &mut [usize]) {
+    for (q, b) in best.iter_mut().enumerate() {
+        let (mut m, mut pick) = (T::from_f64(f64::NEG_INFINITY), r * k * w + q * k);
+        for y in r * k..(r + 1) * k {
+            for x in q * k..(q + 1) * k {
+                let v = plane[y * w + x];
+                #[allow(clippy::eq_op)]
+                if v > m || v != v {
+                    (m, pick) = (v, y * w + x);
+                }
+            }
+        }
+        *b = m;
+        if let Some(a) = at.get_mut(q) {
+            *a = pick;
+        }
+    }
+}
+
+/// Calls `each(plane, r, best, at)` for every output row `r` of every plane of `x`, with its
+/// windows' maxima and, if `picks`, their picks ([`row_max`]).
+#[inline(always)]
+fn max_rows<T: Real>(x: &[T], [planes, h, w, rows, cols]: [usize; 5], k: usize, picks: bool, mut each: impl FnMut(usize, usize, &[T], &[usize])) {
+    let (mut best, mut at) = (vec![T::zero(); cols], vec![0; if picks { cols } else { 0 }]);
+    for (p, plane) in x.chunks_exact(h * w).take(planes).enumerate() {
+        for r in 0..rows {
+            if k == 2 {
+                row_max::<T, 2>(plane, w, k, r, &mut best, &mut at);
+            } else {
+                row_max::<T, 0>(plane, w, k, r, &mut best, &mut at);
+            }
+            each(p, r, &best, &at);
+        }
+    }
+}
+
+/// The max pool's output.
+#[inline(always)]
+fn max_forward<T: Real>(x: &[T], n: [usize; 5], k: usize) -> Vec<T> {
+    let mut y = Vec::with_capacity(n[0] * n[3] * n[4]);
+    max_rows(x, n, k, false, |_, _, best, _| y.extend_from_slice(best));
+    y
+}
+
+/// The max pool's input gradient: each window's gradient at its pick, 0 elsewhere.
+#[inline(always)]
+fn max_backward<T: Real>(x: &[T], g: &[T], n: [usize; 5], k: usize) -> Vec<T> {
+    let (hw, cols) = (n[1] * n[2], n[4]);
+    let mut dx = vec![T::zero(); x.len()];
+    max_rows(x, n, k, true, |p, r, _, at| {
+        let (d, gp) = (&mut dx[p * hw..][..hw], &g[(p * n[3] + r) * cols..][..cols]);
+        for (a, gv) in at.iter().zip(gp) {
+            d[*a] = *gv;
+        }
+    });
+    dx
+}
+
+avx2! {
+    fn max_forward32(x: &[f32], n: [usize; 5], k: usize) -> Vec<f32> {
+        max_forward(x, n, k)
+    }
+}
+
+avx2! {
+    fn max_backward32(x: &[f32], g: &[f32], n: [usize; 5], k: usize) -> Vec<f32> {
+        max_backward(x, g, n, k)
+    }
 }
 
 /// The mean of window `(r, q)`: summed in order in the opmath type, divided by `k²`, rounded once.
@@ -85,15 +182,23 @@ impl Kernel<1> for Forward {
 
     fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
         let (k, [planes, h, w, rows, cols]) = (self.pool.kernel, self.n);
+        if self.pool.max {
+            return Ok(T::to_cpu_storage_owned(max_forward(x, self.n, k)));
+        }
         let mut y = Vec::with_capacity(planes * rows * cols);
         for plane in x.chunks_exact(h * w).take(planes) {
             for r in 0..rows {
-                for q in 0..cols {
-                    y.push(if self.pool.max { plane[argmax(plane, w, k, r, q)] } else { mean(plane, w, k, r, q) });
-                }
+                y.extend((0..cols).map(|q| mean(plane, w, k, r, q)));
             }
         }
         Ok(T::to_cpu_storage_owned(y))
+    }
+
+    fn run_f32(&self, [x]: [&[f32]; 1]) -> candle_core::Result<CpuStorage> {
+        if self.pool.max {
+            return Ok(CpuStorage::F32(max_forward32(x, self.n, self.pool.kernel)));
+        }
+        self.run([x])
     }
 }
 
@@ -145,16 +250,15 @@ impl Kernel<2> for Backward {
 
     fn run<T: Real>(&self, [x, g]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
         let (k, [planes, h, w, rows, cols]) = (self.pool.kernel, self.n);
+        if self.pool.max {
+            return Ok(T::to_cpu_storage_owned(max_backward(x, g, self.n, k)));
+        }
         let mut dx = vec![T::zero(); x.len()];
         let wide = T::DTYPE == DType::F64;
-        for ((plane, d), gp) in x.chunks_exact(h * w).zip(dx.chunks_exact_mut(h * w)).zip(g.chunks_exact((rows * cols).max(1))).take(planes) {
+        for (d, gp) in dx.chunks_exact_mut(h * w).zip(g.chunks_exact((rows * cols).max(1))).take(planes) {
             for r in 0..rows {
                 for q in 0..cols {
                     let gv = gp[r * cols + q];
-                    if self.pool.max {
-                        d[argmax(plane, w, k, r, q)] = gv;
-                        continue;
-                    }
                     let share = gv.to_f64() / (k * k) as f64;
                     let share = T::from_f64(if wide { share } else { share as f32 as f64 });
                     for y in r * k..(r + 1) * k {
@@ -164,5 +268,12 @@ impl Kernel<2> for Backward {
             }
         }
         Ok(T::to_cpu_storage_owned(dx))
+    }
+
+    fn run_f32(&self, [x, g]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        if self.pool.max {
+            return Ok(CpuStorage::F32(max_backward32(x, g, self.n, self.pool.kernel)));
+        }
+        self.run([x, g])
     }
 }

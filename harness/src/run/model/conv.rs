@@ -335,6 +335,37 @@ mod tests {
         }
     }
 
+    /// Ties, infinities and rows of 20 windows (wider than a vector of 16) with a NaN in some rows
+    /// only: the fused max pool (branch-free maximum and first-maximum pick; PyTorch's loop for a
+    /// row with a NaN) gives the composed path's forward, and its gradient where no NaN is
+    /// (the composed path sent a NaN window's gradient to its first NaN, PyTorch to its last).
+    #[test]
+    fn fused_max_pool_keeps_ties_infinities_and_nan_rows_on_wide_images() {
+        let vals = [2.0f32, 1.0, 2.0, f32::NEG_INFINITY, 0.0, 2.0, -1.0, f32::INFINITY, 0.0];
+        let n = 2 * 3 * 6 * 41;
+        for (k, with_nan) in [(2, false), (3, false), (2, true), (3, true)] {
+            let v: Vec<f32> = (0..n).map(|i| if with_nan && i % 97 == 5 { f32::NAN } else { vals[(i * 7 + i / 13) % vals.len()] }).collect();
+            let x = Tensor::from_vec(v, (2, 3, 6, 41), &Device::Cpu).unwrap();
+            let run = |f: &dyn Fn(&Tensor) -> Tensor| {
+                let xv = Var::from_tensor(&x).unwrap();
+                let y = f(xv.as_tensor());
+                let g = (&y * wavy(y.elem_count(), 0.9, y.dims())).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                (flat(&y), flat(g.get(xv.as_tensor()).unwrap()))
+            };
+            let (fused, composed) = (run(&|t| super::pool2d(t, k, true).unwrap()), run(&|t| super::composed_pool2d(t, k, true).unwrap()));
+            let nan_free = |bits: &[u32]| bits.iter().all(|b| !f32::from_bits(*b).is_nan());
+            assert_eq!(fused.0.iter().map(|b| f32::from_bits(*b).is_nan()).collect::<Vec<_>>(), composed.0.iter().map(|b| f32::from_bits(*b).is_nan()).collect::<Vec<_>>(), "k {k}");
+            if !with_nan {
+                assert!(nan_free(&fused.0));
+                assert_eq!(fused, composed, "k {k}");
+            } else {
+                let finite: Vec<_> = fused.0.iter().zip(&composed.0).filter(|(f, _)| !f32::from_bits(**f).is_nan()).collect();
+                assert!(finite.len() > 100 && finite.iter().all(|(f, c)| f == c), "k {k}");
+            }
+        }
+    }
+
     /// PyTorch 2.15: `F.max_pool2d` of `[[1, nan], [nan, 2]]` returns index 2 and sends the
     /// gradient to the second NaN (`val > maxval || isnan(val)`: the last NaN wins).
     #[test]

@@ -68,11 +68,44 @@ impl Running {
 /// and the *unbiased* variance `Σ(x − mean)² / (n − 1)`, which for a batch of one row is
 /// 0 / 0 = NaN (pytorch/pytorch#1381). Evaluation: the running statistics normalise. Either way
 /// `y = x·α + β` with `α = w / sqrt(var + eps)` and `β = b − mean·α`, in f32 for half dtypes.
+///
+/// f32 and f64 on the CPU take the fused kernel (`run::kernel::batch_norm`): its statistics,
+/// running statistics and forward are this path's bits, its backward PyTorch's formula.
 pub(crate) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
+    if crate::run::kernel::handles(h) && matches!(h.rank(), 2 | 4) {
+        return fused_batch_norm(h, weight, bias, running, eps, momentum, training);
+    }
+    composed_batch_norm(h, weight, bias, running, eps, momentum, training)
+}
+
+/// The running statistics moved by `momentum` towards `new`, in the composed path's arithmetic.
+fn step_running(old: &Tensor, new: &Tensor, momentum: f64) -> Result<Tensor> {
+    let w = crate::run::opmath::widen;
+    Ok((new.affine(momentum, 0.0)? + w(old)?.affine(1.0 - momentum, 0.0)?)?.to_dtype(old.dtype())?)
+}
+
+/// [`batch_norm`] by the fused kernel, in place over `(b, c)` or `(b, c, h, w)`.
+fn fused_batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
+    use crate::run::kernel::batch_norm::{normalise, stats};
+    let (mean, var) = if training {
+        let (mean, var_sum) = stats(h)?;
+        let n = h.elem_count() / mean.elem_count().max(1);
+        let unbiased = (&var_sum / (n as f64 - 1.0))?;
+        running.mean = step_running(&running.mean, &mean, momentum)?;
+        running.var = step_running(&running.var, &unbiased, momentum)?;
+        (mean, (var_sum / n as f64)?)
+    } else {
+        (running.mean.to_dtype(h.dtype())?, running.var.to_dtype(h.dtype())?)
+    };
+    normalise(h, &weight.to_dtype(h.dtype())?, &bias.to_dtype(h.dtype())?, &mean, &var, eps, training)
+}
+
+/// [`batch_norm`] composed of Candle's ops (half dtypes, other devices).
+fn composed_batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &mut Running, eps: f64, momentum: f64, training: bool) -> Result<Tensor> {
     // Images (BatchNorm2d): each channel over the batch and every pixel, as rows of channels.
     if let [b, c, rows, cols] = *h.dims() {
         let flat = h.permute((0, 2, 3, 1))?.reshape((b * rows * cols, c))?;
-        let y = batch_norm(&flat, weight, bias, running, eps, momentum, training)?;
+        let y = composed_batch_norm(&flat, weight, bias, running, eps, momentum, training)?;
         return Ok(y.reshape((b, rows, cols, c))?.permute((0, 3, 1, 2))?.contiguous()?);
     }
     let w = crate::run::opmath::widen;
@@ -82,10 +115,8 @@ pub(crate) fn batch_norm(h: &Tensor, weight: &Tensor, bias: &Tensor, running: &m
         let mean = x.mean_keepdim(0)?;
         let var_sum = x.broadcast_sub(&mean)?.sqr()?.sum_keepdim(0)?;
         let unbiased = (var_sum.detach() / (n as f64 - 1.0))?.squeeze(0)?;
-        let keep = 1.0 - momentum;
-        let step = |old: &Tensor, new: &Tensor| -> Result<Tensor> { Ok((new.affine(momentum, 0.0)? + w(old)?.affine(keep, 0.0)?)?.to_dtype(old.dtype())?) };
-        running.mean = step(&running.mean, &mean.detach().squeeze(0)?)?;
-        running.var = step(&running.var, &unbiased)?;
+        running.mean = step_running(&running.mean, &mean.detach().squeeze(0)?, momentum)?;
+        running.var = step_running(&running.var, &unbiased, momentum)?;
         (mean, (var_sum / n as f64)?)
     } else {
         (w(&running.mean)?.unsqueeze(0)?, w(&running.var)?.unsqueeze(0)?)
@@ -156,6 +187,75 @@ mod tests {
         let mut r = Running::new(2, candle_core::DType::F64, &d).unwrap();
         let y = batch_norm(&one, w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, true).unwrap();
         assert!(flat(&y).iter().all(|v| v.is_finite()) && flat(&r.var).iter().all(|v| v.is_nan()));
+    }
+
+    /// `n` values of `sin(a·i + p)·(1 + i mod 3)` as a tensor of `dims`.
+    fn wavy(dims: &[usize], a: f32, p: f32) -> Tensor {
+        let n = dims.iter().product();
+        Tensor::from_vec((0..n).map(|i| (a * i as f32 + p).sin() * (1 + i % 3) as f32).collect::<Vec<_>>(), dims, &Device::Cpu).unwrap()
+    }
+
+    /// Output, running mean and variance, and the gradients of `(y · u).sum()` for x, w, b.
+    fn bn_run(x: &Tensor, training: bool, fused: bool) -> Vec<Vec<f32>> {
+        let c = x.dims()[1];
+        let (xv, w, b) = (candle_core::Var::from_tensor(x).unwrap(), candle_core::Var::from_tensor(&wavy(&[c], 0.7, 1.0)).unwrap(), candle_core::Var::from_tensor(&wavy(&[c], 1.9, 0.3)).unwrap());
+        let mut r = Running::new(c, candle_core::DType::F32, &Device::Cpu).unwrap();
+        // Evaluation reads running statistics moved by one training batch.
+        if !training {
+            composed_batch_norm(&x.affine(0.5, 1.0).unwrap(), w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, true).unwrap();
+        }
+        let norm = if fused { batch_norm } else { composed_batch_norm };
+        let y = norm(xv.as_tensor(), w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, training).unwrap();
+        let g = (&y * wavy(x.dims(), 0.37, 2.0)).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        vec![flat(&y), flat(&r.mean), flat(&r.var), flat(g.get(xv.as_tensor()).unwrap()), flat(g.get(w.as_tensor()).unwrap()), flat(g.get(b.as_tensor()).unwrap())]
+    }
+
+    /// The fused batch norm's forward and running statistics are the composed path's bits, over
+    /// features and over image channels, in training and in evaluation (the traces' forwards rest
+    /// on it). Its gradients are PyTorch's formula, which sums in another order than Candle's
+    /// autograd through the composed pieces: they agree to f32 rounding.
+    #[test]
+    fn the_fused_batch_norm_gives_the_composed_forward_bits_and_close_gradients() {
+        for dims in [vec![7, 5], vec![3, 4, 5, 6], vec![1, 3], vec![2, 3, 1, 1]] {
+            for training in [true, false] {
+                let x = wavy(&dims, 1.3, 0.2);
+                let (fused, composed) = (bn_run(&x, training, true), bn_run(&x, training, false));
+                let bits = |v: &Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                for (part, name) in ["y", "running mean", "running var"].iter().enumerate() {
+                    assert_eq!(bits(&fused[part]), bits(&composed[part]), "{dims:?} training {training}: {name}");
+                }
+                for (f, c) in fused[3..].iter().zip(&composed[3..]) {
+                    for (a, b) in f.iter().zip(c) {
+                        assert!((a - b).abs() <= 2e-5 * (1.0 + b.abs()) || (a.is_nan() && b.is_nan()), "{dims:?} training {training}: {a} vs {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// PyTorch 2.15, f32: `x` `(2, 2, 2, 3)` with `x.flatten()[i] = sin(1.3i + 0.2)·(1 + (i // 6) % 2)`,
+    /// `w = [1.5, −0.7]`, `b = [0.25, 0.5]`, `u.flatten()[i] = cos(0.9i)`; `y = torch.batch_norm(x, w,
+    /// b, rm, rv, True, 0.1, 1e-5, False)` from `rm = 0`, `rv = 1`, then `(y * u).sum().backward()`.
+    #[test]
+    fn the_fused_batch_norm_over_image_channels_matches_pytorch_in_f32() {
+        let d = Device::Cpu;
+        let x = candle_core::Var::from_vec((0..24).map(|i| (1.3 * i as f64 + 0.2).sin() as f32 * (1 + (i / 6) % 2) as f32).collect(), (2, 2, 2, 3), &d).unwrap();
+        let (w, b) = (candle_core::Var::new(&[1.5f32, -0.7], &d).unwrap(), candle_core::Var::new(&[0.25f32, 0.5], &d).unwrap());
+        let u = Tensor::from_vec((0..24).map(|i| (0.9 * i as f64).cos() as f32).collect::<Vec<_>>(), (2, 2, 2, 3), &d).unwrap();
+        let mut r = Running::new(2, candle_core::DType::F32, &d).unwrap();
+        let y = batch_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), &mut r, 1e-5, 0.1, true).unwrap();
+        let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: &[f32]| assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 2e-6 * (1.0 + b.abs())), "{a:?} vs {b:?}");
+        #[rustfmt::skip]
+        close(flat(&y), &[0.68439394, 2.522_551_8, 0.998_073_76, -1.655_676_1, -1.550_948_1, 1.158_830_9, -0.411_983_16, 0.383_642_5, 1.346_99, 1.066_753, -0.046_520_63, -0.361_882_42, 0.015_756_33, -2.037_166_4, -0.772_727_2, 1.956_667_8, 2.152_448_2, -0.472_204_48, 1.417_363, 0.710_299_4, -0.307_595_43, -0.145_103_2, 0.959_724_5, 1.388_312_6]);
+        #[rustfmt::skip]
+        close(flat(g.get(x.as_tensor()).unwrap()), &[2.121_217_7, 0.694_449_66, -0.797_558_2, -1.552_296_6, -1.567_148_7, -0.808_437, -0.174_340_46, -0.407_959_34, -0.307_387_83, 0.107_568_96, 0.506_500_84, 0.522_435_84, -0.424_754_38, 2.133_614, 2.560_712_8, 0.804_221_9, -1.221_820_2, -1.942_200_4, 0.372_003_5, 0.106_751_22, -0.194_740_98, -0.363_803_42, -0.262_995_66, 0.095_967_494]);
+        close(flat(g.get(w.as_tensor()).unwrap()), &[2.366_376_6, 1.507_181_5]);
+        close(flat(g.get(b.as_tensor()).unwrap()), &[0.252_655_03, 1.104_205_3]);
+        close(flat(&r.mean), &[0.000_989_064_5, -0.000_406_955_7]);
+        close(flat(&r.var), &[0.946_355_3, 1.152_674_1]);
     }
 
     #[test]
