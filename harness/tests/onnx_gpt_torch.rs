@@ -5,7 +5,10 @@
 //! script with the same seed, not read back from the file): its loss and every parameter's
 //! gradient at step 0 agree within f32 tolerance on the same tokens, its losses still agree after
 //! several Adam steps, and a fully padded row goes NaN in the attention's softmax in both, as the
-//! outcome says. Needs PyTorch 2.15 (feature `torch-tests`): it never passes vacuously.
+//! outcome says, named `fully_masked_row`, and `confirm` (export-torch's one torch call per node)
+//! finds PyTorch NaN at the same step and tensor. The same for a block around PyTorch's own
+//! `nn.MultiheadAttention` (`MhaBlock`, exported with a dynamic batch): loss, gradients and Adam
+//! losses. Needs PyTorch 2.15 (feature `torch-tests`): it never passes vacuously.
 #![cfg(feature = "torch-tests")]
 
 mod common;
@@ -21,8 +24,8 @@ fn python() -> PathBuf {
     common::torch_python()
 }
 
-/// The original module's next-token cross-entropy on the rows of `data.json` (ids, then the
-/// mask), its gradients by parameter name (PyTorch's layout, as the import keeps it) and its
+/// The original module (`Gpt`, or `MhaBlock`, which reads no mask) and its next-token
+/// cross-entropy on the rows of `data.json` (ids, then the mask), its gradients by parameter name (PyTorch's layout, as the import keeps it) and its
 /// losses over `steps` full-batch Adam steps at `lr`.
 const TORCH: &str = r#"
 import json, sys
@@ -32,11 +35,11 @@ sys.path.insert(0, sys.argv[1])
 import make_models
 d = json.load(open(sys.argv[2]))
 torch.manual_seed(0)
-m = make_models.Gpt()
+m = getattr(make_models, d["model"])()
 rows = torch.tensor(d["rows"])
 x, y, mask = rows[:, :-1], rows[:, 1:], torch.tensor(d["mask"])
 def loss_of():
-    logits = m(x, mask)
+    logits = m(x, mask) if d["model"] == "Gpt" else m(x)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 loss = loss_of()
 loss.backward()
@@ -61,17 +64,26 @@ fn rows() -> Vec<Vec<u32>> {
 }
 
 fn scenario(rows: &[Vec<u32>], steps: usize, lr: f64, lengths: Option<&[usize]>) -> String {
+    scenario_of("gpt.onnx", rows, steps, lr, lengths)
+}
+
+fn scenario_of(file: &str, rows: &[Vec<u32>], steps: usize, lr: f64, lengths: Option<&[usize]>) -> String {
     let ids = rows.iter().map(|r| format!("{r:?}")).collect::<Vec<_>>().join(", ");
     let padding = lengths.map_or(String::new(), |l| format!("padding = {{ lengths = {l:?} }}\n"));
     format!(
-        "name = \"onnx_gpt_vs_torch\"\n[data]\nseq_len = {SEQ}\n{padding}inputs = {{ kind = \"tokens\", vocab = {VOCAB}, rows = [{ids}] }}\ntargets = {{ kind = \"next_token\" }}\n[model]\nonnx = \"gpt.onnx\"\n[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adam\"\nlr = {lr:?}\n[train]\nepochs = {steps}\nbatch_size = {}\n",
+        "name = \"onnx_gpt_vs_torch\"\n[data]\nseq_len = {SEQ}\n{padding}inputs = {{ kind = \"tokens\", vocab = {VOCAB}, rows = [{ids}] }}\ntargets = {{ kind = \"next_token\" }}\n[model]\nonnx = \"{file}\"\n[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adam\"\nlr = {lr:?}\n[train]\nepochs = {steps}\nbatch_size = {}\n",
         rows.len()
     )
 }
 
 /// Runs the original module on `rows` with padding `mask`; returns its JSON answer.
 fn torch(dir: &std::path::Path, rows: &[Vec<u32>], mask: &[Vec<f64>], steps: usize, lr: f64) -> serde_json::Value {
-    let data = serde_json::json!({ "rows": rows, "mask": mask, "lr": lr, "steps": steps });
+    torch_of("Gpt", dir, rows, mask, steps, lr)
+}
+
+/// Runs `model` of make_models.py on `rows` (with padding `mask` for the `Gpt`).
+fn torch_of(model: &str, dir: &std::path::Path, rows: &[Vec<u32>], mask: &[Vec<f64>], steps: usize, lr: f64) -> serde_json::Value {
+    let data = serde_json::json!({ "model": model, "rows": rows, "mask": mask, "lr": lr, "steps": steps });
     common::write(dir, "data.json", &data.to_string());
     let out = common::output_within(Command::new(python()).arg("-c").arg(TORCH).arg(common::repo().join("scenarios/onnx")).arg(dir.join("data.json")), std::time::Duration::from_secs(300));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -80,7 +92,9 @@ fn torch(dir: &std::path::Path, rows: &[Vec<u32>], mask: &[Vec<f64>], steps: usi
 
 fn setup(text: &str) -> (tempfile::TempDir, nanhunt::Scenario) {
     let dir = common::tempdir();
-    std::fs::copy(common::repo().join("scenarios/onnx/gpt.onnx"), dir.path().join("gpt.onnx")).unwrap();
+    for file in ["gpt.onnx", "mha.onnx"] {
+        std::fs::copy(common::repo().join("scenarios/onnx").join(file), dir.path().join(file)).unwrap();
+    }
     let path = common::write(dir.path(), "s.toml", text);
     let s = nanhunt::load(&path).unwrap();
     (dir, s)
@@ -88,14 +102,28 @@ fn setup(text: &str) -> (tempfile::TempDir, nanhunt::Scenario) {
 
 #[test]
 fn the_imported_gpt_agrees_with_its_pytorch_module_at_step_0_and_after_adam_steps() {
+    agrees_with_its_module("Gpt", "gpt.onnx", 18);
+}
+
+#[test]
+fn the_imported_multihead_attention_block_agrees_with_its_pytorch_module_at_step_0_and_after_adam_steps() {
+    // nn.MultiheadAttention's in_proj_weight (24 × 8) and bias, out_proj, the layer norm, the
+    // embedding and the head: 9 parameters, exported with a dynamic batch of 3 and trained at 6.
+    agrees_with_its_module("MhaBlock", "mha.onnx", 9);
+}
+
+/// The import of `file` against make_models.py's `model` (of `params` parameters): the loss and
+/// every gradient at step 0, then the losses of 6 full-batch Adam steps.
+fn agrees_with_its_module(model: &str, file: &str, params: usize) {
     let (rows, steps, lr) = (rows(), 6usize, 1e-2);
-    let (dir, s) = setup(&scenario(&rows, steps, lr, None));
+    let (dir, s) = setup(&scenario_of(file, &rows, steps, lr, None));
     let ones = vec![vec![1.0; SEQ]; rows.len()];
-    let theirs = torch(dir.path(), &rows, &ones, steps, lr);
+    let theirs = torch_of(model, dir.path(), &rows, &ones, steps, lr);
 
     let x: Vec<Vec<f64>> = rows.iter().map(|r| r[..SEQ].iter().map(|&v| f64::from(v)).collect()).collect();
     let y: Vec<Vec<f64>> = rows.iter().map(|r| r[1..].iter().flat_map(|&t| (0..VOCAB).map(move |k| f64::from(u8::from(k == t as usize)))).collect()).collect();
     let (loss, grads) = nanhunt::run::first_gradients(&s, &x, &y).unwrap();
+    assert_eq!(grads.len(), params, "{:?}", grads.iter().map(|g| &g.0).collect::<Vec<_>>());
     // Full-batch training: each step's batch is every row, in any order, so the mean loss and Adam agree.
     let o = nanhunt::run(&s);
     let ours: Vec<f64> = o.trace.rows.iter().map(|r| r.train_loss).collect();
@@ -120,4 +148,16 @@ fn a_fully_padded_row_is_nan_in_the_attention_softmax_in_nanhunt_and_in_pytorch(
     let mask: Vec<Vec<f64>> = lengths.iter().map(|&l| (0..SEQ).map(|j| f64::from(u8::from(j < l))).collect()).collect();
     let theirs = torch(dir.path(), &rows, &mask, 1, 1e-2);
     assert_eq!(theirs["loss"], "nan", "PyTorch 2.15's softmax of a row of -inf is NaN too: {theirs}");
+    // The cause names the fully masked row (batch row 1), as the attention layer's rule does.
+    let cause = o.cause.as_ref().unwrap_or_else(|| panic!("no cause: {o:?}"));
+    assert_eq!(cause.rule, nanhunt::run::Rule::FullyMaskedRow, "{cause}");
+    assert!(cause.reason.contains("of batch row 1"), "{cause}");
+    // export-torch writes one torch call per node and `confirm` runs it: PyTorch goes NaN at
+    // the same step and tensor.
+    let work = nanhunt::report::torch::scratch().unwrap();
+    let c = nanhunt::report::torch::confirm(&s, &python(), &work).unwrap();
+    std::fs::remove_dir_all(&work).ok();
+    assert_eq!(c.verdict, nanhunt::report::torch::TorchVerdict::Confirmed, "{c}");
+    let theirs = c.pytorch.as_ref().map(|p| (p.step, p.tensor.to_string()));
+    assert_eq!(theirs, Some((1, "layers.block.softmax.output".to_string())), "{c}");
 }

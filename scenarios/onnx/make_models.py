@@ -154,6 +154,25 @@ def answer(model, loss_of, lr, steps):
     return {"loss": first, "grads": grads, "losses": losses}
 
 
+class MhaBlock(nn.Module):
+    """A pre-norm block around torch's own nn.MultiheadAttention (batch first, 2 heads), between
+    a token embedding and an LM head: its export's reshapes to (seq, batch · heads, d) scale with
+    the dynamic batch."""
+
+    def __init__(self, vocab=11, d=8, heads=2):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.ln = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, x):
+        h = self.tok(x)
+        a = self.ln(h)
+        a, _ = self.attn(a, a, a, need_weights=False)
+        return self.head(h + a)
+
+
 def export(model, example, path, dynamic=True, **kw):
     """Exports (the batch dimension of `x`, and of `y` when the loss is exported too, dynamic
     unless `dynamic` is false), then drops the stack traces (local paths)."""
@@ -193,6 +212,9 @@ def main():
     # as the module does in train() mode.
     torch.manual_seed(0)
     export(Cnn(), (torch.randn(4, 1, 14, 14),), "cnn.onnx", optimize=False, input_names=["x"], output_names=["y"])
+    # nn.MultiheadAttention with a dynamic batch (its reshapes read the batch from the input's shape).
+    torch.manual_seed(0)
+    export(MhaBlock(), (torch.randint(0, 11, (3, 5)),), "mha.onnx", optimize=False, opset_version=18, input_names=["x"], output_names=["logits"])
 
 
 if __name__ == "__main__":

@@ -261,9 +261,10 @@ impl Kind {
             Equal => mask(x.broadcast_eq(&xs[1])?, dt)?,
             Less => mask(x.broadcast_lt(&xs[1])?, dt)?,
             Greater => mask(x.broadcast_gt(&xs[1])?, dt)?,
-            And => x.broadcast_mul(&xs[1])?,
-            Or => x.broadcast_maximum(&xs[1])?,
-            Not => x.affine(-1.0, 1.0)?,
+            // Logic carries no gradient, as PyTorch's boolean ops.
+            And => x.broadcast_mul(&xs[1])?.detach(),
+            Or => x.broadcast_maximum(&xs[1])?.detach(),
+            Not => x.affine(-1.0, 1.0)?.detach(),
             Where => select(&xs[0], &xs[1], &xs[2])?,
             Neg => x.neg()?,
             Sqrt => x.sqrt()?,

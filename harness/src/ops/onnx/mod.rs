@@ -9,12 +9,14 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{Autocast, Cx, Op, Rounding, Torch};
+use super::{Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Input, Part, Planner, Role, Shape};
 
+mod diagnosis;
 pub mod kind;
 pub mod shape;
+pub mod torch;
 
 pub use kind::{CastTo, Kind};
 
@@ -237,10 +239,20 @@ impl Op for OnnxNode {
         Rounding::Outside
     }
 
-    super::undiagnosed!();
+    fn explain_forward(&self, _: Part, f: &Facts<'_>) -> Explained {
+        self.op.explain_forward(f)
+    }
+
+    fn explain_backward(&self, _: &Facts<'_>) -> Explained {
+        None
+    }
+
+    fn explain_zeros(&self, _: usize, _: usize) -> Explained {
+        None
+    }
 
     fn torch(&self) -> Torch {
-        Torch::Expr(format!("x  # ONNX {:?} node `{}`", self.op, self.name))
+        Torch::Module(self.torch_module())
     }
 }
 

@@ -29,7 +29,8 @@ fn a_masked_softmax_fills_then_normalises_and_a_fully_masked_row_is_nan_as_in_py
     // softmax([-inf, -inf]) is 0/0 = NaN (PyTorch 2.15's `torch.softmax` gives NaN there too).
     let x = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
     let m = t(&[0.0, 1.0, 1.0, 1.0], &[2, 2]);
-    let k = Kind::Masked { axis: -1, log: false, fill: f64::NEG_INFINITY, on: true, add: false };
+    let masked = |fill: f64, add: bool| Kind::Masked { axis: -1, log: false, fill, on: true, add };
+    let k = masked(f64::NEG_INFINITY, false);
     let y = eval(k, &[x.clone(), m]);
     assert_eq!(&y[..2], [1.0, 0.0]);
     assert!(y[2].is_nan() && y[3].is_nan(), "{y:?}");
@@ -79,4 +80,24 @@ fn the_backward_of_matmul_of_two_activations_is_the_product_rule() {
     let g = y.sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(a.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap(), [3.0, 4.0]);
     assert_eq!(g.get(b.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap(), [1.0, 2.0]);
+}
+
+#[test]
+fn a_nan_from_finite_scores_in_a_minus_inf_masked_softmax_is_a_fully_masked_row() {
+    use crate::ops::{Facts, Read, Rule};
+    use crate::scenario::DTypeName;
+    // Scores (batch 2, heads 2, seq 3, seq 3): flat index 1·18 + 1·9 + 2·3 + 1 = 34 is batch 1,
+    // head 1, query 2 (key 1), the row [1, 1, 2, ·] of the softmax along the last axis.
+    let dims = [2, 2, 3, 3];
+    let f = Facts { index: 34, dims: &dims, read: Read { infinite: 0, nan: 0, min: -1.0, max: 1.0 }, ..Facts::at(0.5, f64::NAN, DTypeName::F32) };
+    let masked = |fill: f64, add: bool| Kind::Masked { axis: -1, log: false, fill, on: true, add };
+    let k = masked(f64::NEG_INFINITY, false);
+    let (rule, reason) = k.explain_forward(&f).unwrap();
+    assert_eq!(rule, Rule::FullyMaskedRow);
+    assert!(reason.starts_with("the softmax's row [1, 1, 2, ·] along axis 3 (of batch row 1) has every position masked"), "{reason}");
+    // An additive mask of -inf too; not a finite fill, not from a non-finite score, not a plain softmax.
+    assert_eq!(masked(0.0, true).explain_forward(&f).map(|e| e.0), Some(Rule::FullyMaskedRow));
+    assert_eq!(masked(-3.4e38, false).explain_forward(&f), None);
+    assert_eq!(k.explain_forward(&Facts { read: Read { infinite: 1, ..f.read }, ..f }), None);
+    assert_eq!(Kind::Softmax { axis: -1 }.explain_forward(&f), None);
 }

@@ -75,13 +75,18 @@ fn plan_of(s: &Scenario, data: &data::Dataset) -> Result<Plan> {
 fn init_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>> {
     let plan = plan_of(s, data)?;
     let dt = crate::run::dtype(s.train.dtype);
+    // An imported graph's node keeps its weights in the file's layout, PyTorch's already.
+    let mut imported = vec![false; plan.params.len()];
+    for n in plan.nodes.iter().filter(|n| matches!(n.layer, crate::scenario::Layer::Onnx(_))) {
+        imported[n.params.clone()].iter_mut().for_each(|b| *b = true);
+    }
     let mut out = Vec::new();
     for f in 0..data.folds.len() {
         let mut init = stream(s.seed, INIT_STREAM + f as u64);
         let model = Model::new(&s.model, &plan, &mut init, dt, &candle_core::Device::Cpu)?;
-        for (p, spec) in model.params.iter().zip(&plan.params) {
+        for ((p, spec), imported) in model.params.iter().zip(&plan.params).zip(&imported) {
             let t = p.var.as_tensor();
-            let t = if matches!(spec.role, Role::Weight | Role::Recurrent | Role::InProj) { t.t()?.contiguous()? } else { t.clone() };
+            let t = if matches!(spec.role, Role::Weight | Role::Recurrent | Role::InProj) && !imported { t.t()?.contiguous()? } else { t.clone() };
             let shape = t.dims().to_vec();
             let flat = t.flatten_all()?;
             let (dtype, bytes): (Dtype, Vec<u8>) = match s.train.dtype {
@@ -161,7 +166,7 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     // positional names (`layers.0.linear`), which `key` and `rename` map to the graph's.
     let stack = crate::scenario::ModelSpec { layers: s.model.stack().to_vec(), onnx: None, ..s.model.clone() };
     let positional = plan_of(&Scenario { model: stack.clone(), ..s.clone() }, data)?;
-    let rename: serde_json::Map<String, serde_json::Value> = positional.params.iter().zip(&plan.params).filter(|(a, b)| a.name != b.name).map(|(a, b)| (a.name.clone(), json!(b.name))).collect();
+    let rename: serde_json::Map<String, serde_json::Value> = module_names(&positional).into_iter().zip(&plan.params).filter(|(a, b)| *a != b.name).map(|(a, b)| (a, json!(b.name))).collect();
     let nodes: Vec<serde_json::Value> = plan
         .nodes
         .iter()
@@ -219,6 +224,20 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     }))
 }
 
+/// Each parameter of the positional plan as repro.py's modules name it: the plan's name, but an
+/// imported graph's node's under its `Onnx` module's attribute (`layers.3.onnx.block_ln1_weight`).
+fn module_names(positional: &Plan) -> Vec<String> {
+    let mut names: Vec<String> = positional.params.iter().map(|p| p.name.clone()).collect();
+    for n in &positional.nodes {
+        if let crate::scenario::Layer::Onnx(o) = &n.layer {
+            for (k, a) in n.params.clone().zip(o.attrs()) {
+                names[k] = format!("{}.{a}", n.name);
+            }
+        }
+    }
+    names
+}
+
 /// The names an expression layer reads besides `x` (earlier named outputs), in its inputs' order.
 fn reads_of(layer: &crate::scenario::Layer) -> Vec<String> {
     match layer {
@@ -273,10 +292,6 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     if let Some(c) = &s.model.code {
         let message = format!("the model is the Rust code `{}`: only layer stacks are exported to PyTorch", c.name);
         return Err(Error::Invalid { location: s.name.clone(), key: "model.code".into(), message });
-    }
-    if s.model.stack().iter().any(|l| matches!(l, crate::scenario::Layer::Onnx(_))) {
-        let message = "this imported graph compiles node by node (`onnx` layers), which have no PyTorch export yet: only a chain (an MLP) is exported; the graph itself is checked against its nn.Module by tests/onnx_gpt_torch.rs".to_string();
-        return Err(Error::Invalid { location: s.name.clone(), key: "model.onnx".into(), message });
     }
     crate::scenario::check_memory(s)?;
     let data = data::build(s)?;

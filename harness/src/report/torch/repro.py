@@ -238,6 +238,60 @@ class PositionalEmbedding(nn.Module):
         return x + self.weight
 
 
+class Onnx(nn.Module):
+    """One node of an imported ONNX graph (export-torch writes one per node): `f`, its op as
+    torch calls, of its sources in ONNX's order: the graph's input, the padding mask (ones
+    without padding), an earlier node's output by its ONNX name, one of its parameters (under
+    its graph name, dots made `_`; RENAME maps it back) or a constant folded when the graph
+    compiled. As nanhunt keeps booleans and ids as floats, other operands are made floats but
+    for a Gather's indices (`floats` false); under autocast, its "f32" class runs in f32."""
+
+    def __init__(self, name, value, sources, f, floats=True):
+        super().__init__()
+        self.node, self.value, self.sources, self.f, self.floats = NODES[name], value, sources, f, floats
+        for i, s in enumerate(sources):
+            if s[0] == "param":
+                self.register_parameter(s[1], nn.Parameter(torch.empty(s[2])))
+            elif s[0] == "const":
+                self.register_buffer(f"const{i}", torch.tensor(s[1], dtype=torch.float64).reshape(s[2]))
+
+    def forward(self, x, named, mask):
+        xs = []
+        for i, s in enumerate(self.sources):
+            if s[0] == "input":
+                xs.append(x)
+            elif s[0] == "mask":
+                xs.append(mask if mask is not None else torch.ones(x.shape[0], x.shape[1], dtype=DTYPE))
+            elif s[0] == "value":
+                xs.append(named[s[1]])
+            elif s[0] == "param":
+                xs.append(getattr(self, s[1]))
+            else:
+                xs.append(getattr(self, f"const{i}"))
+        if self.floats:
+            xs = [t if t.is_floating_point() else t.to(DTYPE) for t in xs]
+        if LOW is not None and self.node["autocast"] == "f32":
+            xs = [t.float() if t.is_floating_point() else t for t in xs]
+        return self.f(*xs)
+
+
+def onnx_unsqueeze(a, axes):
+    """ONNX Unsqueeze: a dim of 1 at each of `axes`, positions in the output (negative from its end)."""
+    rank = a.dim() + len(axes)
+    for d in sorted(d % rank for d in axes):
+        a = a.unsqueeze(d)
+    return a
+
+
+def onnx_gather(a, b, axis):
+    """ONNX Gather: a's slices along `axis` at the indices b (truncated, negative from the end),
+    of shape a.shape[:axis] + b.shape + a.shape[axis + 1:] (an embedding lookup at axis 0)."""
+    d = axis % a.dim()
+    i = b.long()
+    i = torch.where(i < 0, i + a.shape[d], i)
+    return torch.index_select(a, d, i.flatten()).reshape(a.shape[:d] + i.shape + a.shape[d + 1 :])
+
+
 def pool(kind):
     """Pooling over positions, leaving padding out with masked_fill as people write it."""
 
@@ -283,7 +337,9 @@ def build(specs, width, seq, prefix="layers"):
 
 
 def run(blocks, x, mask, outs):
-    """Runs layers in order, appending each output (blocks append their own, in nanhunt's order)."""
+    """Runs layers in order, appending each output (blocks append their own, in nanhunt's order).
+    An imported graph's nodes read the model's input and earlier nodes' outputs by name."""
+    x0, named = x, {}
     for name, block in zip(blocks.names, blocks):
         ((kind, m),) = block.items()
         node = NODES[name]
@@ -296,6 +352,9 @@ def run(blocks, x, mask, outs):
         with torch.autocast("cpu", enabled=False) if keep else contextlib.nullcontext():
             if isinstance(m, (Residual, Attention)):
                 x = m(x, mask, outs)
+            elif isinstance(m, Onnx):
+                x = named[m.value] = m(x0, named, mask)
+                outs.append(x)
             else:
                 x = m(x, mask) if isinstance(m, Pool) else m(x, *others)
                 outs.append(x)

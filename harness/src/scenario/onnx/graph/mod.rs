@@ -7,7 +7,8 @@
 //! `Trilu`, the `Concat` of a reshape's target). A constant that a node reads as an attribute (a
 //! `Reshape`'s shape, `Unsqueeze`'s axes, `Slice`'s bounds) must fold; one computed from the data
 //! is refused. A reshape or expand to the stand-in batch keeps the data's batch (`0`, `1`), so a
-//! graph exported at one batch size trains at another. The graph's first input is the data, a
+//! graph exported at one batch size trains at another; a graph exported with a symbolic batch is
+//! run at two stand-in batches, and a reshape's entry that scales with the batch is inferred. The graph's first input is the data, a
 //! second one the padding mask (1 where a position holds data); each float initializer is the
 //! parameter of the one node that reads it.
 
@@ -127,8 +128,30 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Compiles `m` into `onnx` layers.
+/// Compiles `m` into `onnx` layers. A graph exported with a symbolic batch is compiled at two
+/// stand-in batches: a reshape's target entry that differs between them scales with the batch
+/// (`nn.MultiheadAttention`'s `(seq, batch · heads, d)`), and is inferred (`-1`) at run time.
 pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {
+    let symbolic = m.inputs.first().is_some_and(|(_, d)| d.first().is_some_and(Option::is_none));
+    let mut out = compile_at(m, 2)?;
+    if symbolic {
+        let other = compile_at(m, 3)?;
+        if other.layers.len() == out.layers.len() {
+            for (a, b) in out.layers.iter_mut().zip(&other.layers) {
+                if let (Layer::Onnx(Layer1 { op: Kind::Reshape { shape }, .. }), Layer::Onnx(Layer1 { op: Kind::Reshape { shape: theirs }, .. })) = (a, b) {
+                    let differ: Vec<usize> = (0..shape.len()).filter(|&i| theirs.get(i) != Some(&shape[i])).collect();
+                    if let ([i], false) = (differ.as_slice(), shape.contains(&-1)) {
+                        shape[*i] = -1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Compiles `m` with a stand-in batch of `stand_in` where the data's batch is symbolic.
+fn compile_at(m: &OnnxModel, stand_in: usize) -> Result<Compiled, String> {
     let (data, mask) = match m.inputs.as_slice() {
         [d] => (d, None),
         [d, k] => (d, Some(k)),
@@ -141,7 +164,7 @@ pub fn compile(m: &OnnxModel) -> Result<Compiled, String> {
     if let Some((name, _)) = m.inputs.iter().find(|(_, d)| d.is_empty()) {
         return Err(format!("the graph's input `{name}` declares no shape: nanhunt compiles a graph from its inputs' dims"));
     }
-    let batch = data.1.first().copied().flatten().unwrap_or(2);
+    let batch = data.1.first().copied().flatten().unwrap_or(stand_in);
     let mut g = G {
         m,
         vals: BTreeMap::new(),
