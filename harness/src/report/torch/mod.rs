@@ -167,6 +167,9 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
     let stack = crate::scenario::ModelSpec { layers: s.model.stack().to_vec(), onnx: None, ..s.model.clone() };
     let positional = plan_of(&Scenario { model: stack.clone(), ..s.clone() }, data)?;
     let rename: serde_json::Map<String, serde_json::Value> = module_names(&positional).into_iter().zip(&plan.params).filter(|(a, b)| *a != b.name).map(|(a, b)| (a, json!(b.name))).collect();
+    // A top-level layer's name tag: an imported graph's `onnx` nodes read that layer's output
+    // (a recurrent cell's) by it.
+    let tags: std::collections::BTreeMap<String, &str> = stack.layers.iter().enumerate().filter_map(|(i, l)| l.tag().0.map(|t| (format!("layers.{i}.{}", l.untagged().name()), t))).collect();
     let nodes: Vec<serde_json::Value> = plan
         .nodes
         .iter()
@@ -182,7 +185,7 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
                 None => (None, None),
             };
             let precision = n.precision.map(|p| p.name());
-            json!({ "name": n.name, "key": key.name, "params": params, "autocast": autocast, "precision": precision, "reads": reads, "torch": expr, "module": module })
+            json!({ "name": n.name, "key": key.name, "params": params, "autocast": autocast, "precision": precision, "reads": reads, "torch": expr, "module": module, "tag": tags.get(&key.name) })
         })
         .collect();
     // The width each layer reads (its main input's): an image's channels, else the last dimension.

@@ -358,6 +358,9 @@ def run(blocks, x, mask, outs):
             else:
                 x = m(x, mask) if isinstance(m, Pool) else m(x, *others)
                 outs.append(x)
+        if node.get("tag") is not None:
+            # A named layer's output, which an imported graph's later nodes read by that name.
+            named[node["tag"]] = x
     return x
 
 
