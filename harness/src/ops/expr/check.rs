@@ -75,7 +75,7 @@ pub struct Bound {
     /// The parameters as written, for the PyTorch export.
     pub params: Params,
     /// A named loss's kind, settings and reduction.
-    pub loss: Option<LossCall>,
+    pub loss: Option<Box<LossCall>>,
 }
 
 /// What the expression reads: its inputs by name with their shapes, and its constants.
@@ -218,7 +218,7 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
         Family::Loss => {
             let call = losses::call_of(f, <&str>::from(f), &b.params, col)?;
             let out = loss_dims(f, &call, x, &ops[1].dims, col)?;
-            b.loss = Some(call);
+            b.loss = Some(Box::new(call));
             out
         }
     };
