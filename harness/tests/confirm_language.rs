@@ -64,3 +64,20 @@ fn named_outputs_and_the_padding_mask_export_and_agree_with_pytorch() {
     let c = confirmed("expr_masked_mean_all_padded_batch_fix_clamp");
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
 }
+
+#[test]
+fn named_losses_inside_a_loss_expression_train_beside_pytorch() {
+    // `mean(focal(p, y)) + bce_with_logits(p, y) + 0.1 * mse(p, y)`: repro.py applies each kind's
+    // own PyTorch line (torchvision's focal body, F.binary_cross_entropy_with_logits, F.mse_loss);
+    // finite in both, the losses agreeing step by step.
+    let c = confirmed("expr_named_losses_binary");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+    // `cross_entropy(p, y, label_smoothing=0.1) + 0.01 * mean(p ** 2)` with a batch of ignored
+    // labels: PyTorch 2.15's F.cross_entropy is 0/0 = NaN there, at the same step.
+    let c = confirmed("expr_named_losses_ignored_batch");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c).1, nanhunt::Phase::Loss, "{c}");
+    let c = confirmed("expr_named_losses_ignored_batch_fix_sum");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}

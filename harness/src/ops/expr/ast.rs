@@ -35,6 +35,8 @@ pub enum Kind {
     Num(f64),
     /// `true` or `false` (`True`, `False`), for keyword arguments such as `keepdim`.
     Bool(bool),
+    /// A string in quotes (`'sum'`), for keyword arguments such as a loss's `reduction`.
+    Str(String),
     /// A name: `x`, `p`, `y`, `mask`, a constant or an earlier named output.
     Name(String),
     /// Unary minus.
@@ -124,7 +126,7 @@ impl Ast {
     pub fn walk(&self, f: &mut dyn FnMut(&Ast)) {
         f(self);
         match &self.kind {
-            Kind::Num(_) | Kind::Bool(_) | Kind::Name(_) => {}
+            Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
             Kind::Neg(a) => a.walk(f),
             Kind::Bin(_, a, b) => {
                 a.walk(f);
@@ -146,6 +148,7 @@ impl fmt::Display for Ast {
         match &self.kind {
             Kind::Num(v) => write!(f, "{v:?}"),
             Kind::Bool(b) => write!(f, "{b}"),
+            Kind::Str(s) => write!(f, "'{s}'"),
             Kind::Name(n) => write!(f, "{n}"),
             Kind::Neg(a) => write!(f, "-{}", Paren(a)),
             Kind::Bin(op, a, b) => write!(f, "{} {} {}", Paren(a), op.symbol(), Paren(b)),
@@ -167,7 +170,7 @@ impl fmt::Display for Paren<'_> {
         match self.0.kind {
             Kind::Bin(..) | Kind::Neg(_) => write!(f, "({})", self.0),
             Kind::Num(v) if v < 0.0 => write!(f, "({})", self.0),
-            Kind::Num(_) | Kind::Bool(_) | Kind::Name(_) | Kind::Call(..) | Kind::Tuple(_) => write!(f, "{}", self.0),
+            Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) | Kind::Call(..) | Kind::Tuple(_) => write!(f, "{}", self.0),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub use super::ast::Problem;
 use super::ast::{Ast, BinOp, Kind};
 use super::funcs::{arith, nearest, Family, Func, Params, Value};
+use super::losses::{self, LossCall, Reads, Reduce};
 
 /// One dimension of a shape: the batch (whatever its size), or a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub struct Bound {
     pub shape: Vec<usize>,
     /// The parameters as written, for the PyTorch export.
     pub params: Params,
+    /// A named loss's kind, settings and reduction.
+    pub loss: Option<Box<LossCall>>,
 }
 
 /// What the expression reads: its inputs by name with their shapes, and its constants.
@@ -91,6 +94,7 @@ impl Env<'_> {
         match &a.kind {
             Kind::Num(v) => ir(IrOp::Const(*v), Vec::new()),
             Kind::Bool(_) => Err(Problem { col, message: "`true` and `false` are for keyword arguments such as `keepdim`".into() }),
+            Kind::Str(_) => Err(Problem { col, message: "a string is for keyword arguments such as a loss's `reduction='sum'`".into() }),
             Kind::Tuple(_) => Err(Problem { col, message: "a tuple is for `dim=` or a `reshape`'s shape, not a value".into() }),
             Kind::Name(n) => self.name(n, col),
             Kind::Neg(x) => match self.check(x)? {
@@ -211,8 +215,39 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
             b.lo = Some(b.params.num("eps").unwrap_or(1e-8));
             reduced(&both, &b.dims, false)
         }
+        Family::Loss => {
+            let call = losses::call_of(f, <&str>::from(f), &b.params, col)?;
+            let out = loss_dims(f, &call, x, &ops[1].dims, col)?;
+            b.loss = Some(Box::new(call));
+            out
+        }
     };
     Ok((b, dims))
+}
+
+/// The shape of a named loss's result for a prediction `p` and targets `y`, or why they do not fit.
+fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Result<Dims, Problem> {
+    let bad = |what: &str| Problem { col, message: format!("`{}` {what}, and gets {} and {}", <&str>::from(f), describe(p), describe(y)) };
+    let per_row = |d: &[Dim]| -> Option<usize> { d.iter().skip(1).map(|d| if let Dim::N(n) = d { Some(*n) } else { None }).product() };
+    if p.first() != Some(&Dim::Batch) || y.first() != Some(&Dim::Batch) {
+        return Err(bad("reads a batch of predictions and a batch of targets (the batch first)"));
+    }
+    match call.reads {
+        Reads::Classes => {
+            let k = match p.last() {
+                Some(Dim::N(k)) if p.len() >= 2 && *k >= 2 => *k,
+                Some(_) | None => return Err(bad("reads logits whose last dimension is 2 or more classes")),
+            };
+            let indices = per_row(y).zip(per_row(p)).is_some_and(|(t, o)| crate::ops::loss::indexes(o, k, t));
+            if !indices && p != y {
+                return Err(bad("reads one class index per row (or position), or one probability per class"));
+            }
+        }
+        Reads::Embeddings if p.len() != 2 || p != y => return Err(bad("reads two batches of embeddings of one width (batch, d)")),
+        Reads::Alike if p != y => return Err(bad("reads a prediction and targets of one shape")),
+        Reads::Embeddings | Reads::Alike => {}
+    }
+    Ok(if call.reduce == Reduce::None { p.to_vec() } else { Vec::new() })
 }
 
 /// The shape after reducing `dims` (kept as 1 with `keepdim`).
@@ -236,7 +271,7 @@ fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
     let shape = match b.params.given.get("shape") {
         Some(Value::Tuple(t)) => t.clone(),
         Some(Value::Num(v)) => vec![*v],
-        Some(Value::Bool(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
+        Some(Value::Bool(_) | Value::Str(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
     };
     let per: usize = x.iter().skip(1).map(|d| if let Dim::N(n) = d { *n } else { 0 }).product();
     let rest = shape.iter().skip(1).copied();

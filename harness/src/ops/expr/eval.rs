@@ -65,6 +65,10 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
             Ok(x.contiguous()?.reshape(shape)?)
         }
         Family::Pair => grad::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
+        Family::Loss => match &b.loss {
+            Some(call) => super::losses::eval(call, x, &xs[1]),
+            None => Err(crate::ops::unplanned(format!("`{}` without its loss", <&str>::from(f)))),
+        },
     }
 }
 
@@ -98,7 +102,13 @@ fn pointwise(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Transpose
         | Func::Reshape
         | Func::Cumsum
-        | Func::CosineSimilarity => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
+        | Func::CosineSimilarity
+        | Func::CrossEntropy
+        | Func::KlDiv
+        | Func::Focal
+        | Func::Mse
+        | Func::BceWithLogits
+        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
     };
     op.forward(x)
 }
@@ -168,7 +178,13 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Transpose
         | Func::Reshape
         | Func::Cumsum
-        | Func::CosineSimilarity => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
+        | Func::CosineSimilarity
+        | Func::CrossEntropy
+        | Func::KlDiv
+        | Func::Focal
+        | Func::Mse
+        | Func::BceWithLogits
+        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
     };
     if b.keepdim {
         return Ok(kept);
@@ -207,6 +223,12 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
         | Func::Norm
         | Func::Transpose
         | Func::Reshape
-        | Func::CosineSimilarity => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
+        | Func::CosineSimilarity
+        | Func::CrossEntropy
+        | Func::KlDiv
+        | Func::Focal
+        | Func::Mse
+        | Func::BceWithLogits
+        | Func::InfoNce => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
     }
 }

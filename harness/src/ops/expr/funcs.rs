@@ -69,6 +69,18 @@ pub enum Func {
     Cumsum,
     /// `torch.cosine_similarity(x1, x2, dim=1, eps=1e-8)`
     CosineSimilarity,
+    /// `F.cross_entropy(p, y, ignore_index=-100, reduction='mean', label_smoothing=0.0)`
+    CrossEntropy,
+    /// `F.kl_div(p, y, reduction='mean', log_target=False)`
+    KlDiv,
+    /// torchvision's `sigmoid_focal_loss(p, y, alpha=0.25, gamma=2, reduction='none')`
+    Focal,
+    /// `F.mse_loss(p, y, reduction='mean')`
+    Mse,
+    /// `F.binary_cross_entropy_with_logits(p, y, reduction='mean')`
+    BceWithLogits,
+    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))`
+    InfoNce,
 }
 
 /// What a function does to its operands' shapes.
@@ -88,6 +100,9 @@ pub enum Family {
     Reshape,
     /// Two operands broadcast, then reduced over one `dim` (`cosine_similarity`).
     Pair,
+    /// A named loss of a prediction and targets (`ops::loss`'s kernels, `losses.rs`): one
+    /// number, or one per element with `reduction='none'`.
+    Loss,
 }
 
 impl Func {
@@ -102,6 +117,7 @@ impl Func {
             Transpose => Family::Transpose,
             Reshape => Family::Reshape,
             CosineSimilarity => Family::Pair,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => Family::Loss,
         }
     }
 
@@ -110,7 +126,7 @@ impl Func {
         use Func::*;
         match self {
             Where => 3,
-            CosineSimilarity => 2,
+            CosineSimilarity | CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => 2,
             Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Clamp | Sum | Mean | Amax | Amin | Logsumexp | Std | Var | Norm | Softmax | LogSoftmax
             | Transpose | Reshape | Cumsum => 1,
         }
@@ -129,6 +145,11 @@ impl Func {
             Transpose => &["dim0", "dim1"],
             Reshape => &["shape"],
             CosineSimilarity => &["dim", "eps"],
+            CrossEntropy => &["ignore_index", "reduction", "label_smoothing"],
+            KlDiv => &["reduction", "log_target"],
+            Focal => &["alpha", "gamma", "reduction"],
+            Mse | BceWithLogits => &["reduction"],
+            InfoNce => &["temperature", "reduction"],
         }
     }
 
@@ -139,7 +160,7 @@ impl Func {
             Family::Transpose => &["dim0", "dim1"],
             Family::Reshape => &["shape"],
             Family::Reduce if self == Func::Logsumexp => &["dim"],
-            Family::Pointwise | Family::Select | Family::Reduce | Family::Pair => &[],
+            Family::Pointwise | Family::Select | Family::Reduce | Family::Pair | Family::Loss => &[],
         }
     }
 
@@ -148,6 +169,7 @@ impl Func {
         use Func::*;
         match self {
             Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum | CosineSimilarity => true,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => true,
             Abs | Sqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Clamp | Where | Mean | Amax | Amin | Std | Var | Transpose | Reshape => false,
         }
     }
@@ -177,6 +199,8 @@ pub enum Value {
     Bool(bool),
     /// A tuple of numbers.
     Tuple(Vec<f64>),
+    /// A string (a loss's `reduction`).
+    Str(String),
 }
 
 /// The constant `a` stands for, if it is one (numbers, booleans, `consts`, tuples, arithmetic
@@ -185,13 +209,14 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
     let num = |a: &Ast| -> Result<Option<f64>, Problem> {
         match constant(a, consts)? {
             Some(Value::Num(v)) => Ok(Some(v)),
-            Some(Value::Bool(_) | Value::Tuple(_)) => Err(Problem { col: a.col, message: format!("`{a}` is not a number") }),
+            Some(Value::Bool(_) | Value::Tuple(_) | Value::Str(_)) => Err(Problem { col: a.col, message: format!("`{a}` is not a number") }),
             None => Ok(None),
         }
     };
     Ok(match &a.kind {
         Kind::Num(v) => Some(Value::Num(*v)),
         Kind::Bool(b) => Some(Value::Bool(*b)),
+        Kind::Str(s) => Some(Value::Str(s.clone())),
         Kind::Name(n) => consts.get(n).map(|v| Value::Num(*v)),
         Kind::Neg(x) => num(x)?.map(|v| Value::Num(-v)),
         Kind::Bin(op, x, y) => match (num(x)?, num(y)?) {
@@ -241,6 +266,10 @@ impl Params {
     /// Binds `f`'s parameters from the positional arguments after its operands and the keyword ones.
     pub fn bind(f: Func, name: &str, col: usize, rest: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<String, f64>) -> Result<Params, Problem> {
         let names = f.params();
+        if f.family() == Family::Loss && !rest.is_empty() {
+            let keys: Vec<String> = names.iter().map(|n| format!("{n}=")).collect();
+            return Err(Problem { col: rest[0].col, message: format!("pass `{name}`'s parameters by keyword ({})", keys.join(", ")) });
+        }
         if rest.len() > names.len() {
             return Err(Problem { col: rest[names.len()].col, message: format!("`{name}` takes {} positional argument(s) at most", f.operands() + names.len()) });
         }
@@ -269,7 +298,15 @@ impl Params {
         match self.given.get(key) {
             Some(Value::Num(v)) => Some(*v),
             Some(Value::Bool(b)) => Some(f64::from(u8::from(*b))),
-            Some(Value::Tuple(_)) | None => None,
+            Some(Value::Tuple(_) | Value::Str(_)) | None => None,
+        }
+    }
+
+    /// Parameter `key` as a string (`None` if absent or not a string).
+    pub fn text(&self, key: &str) -> Option<&str> {
+        match self.given.get(key) {
+            Some(Value::Str(s)) => Some(s),
+            Some(Value::Num(_) | Value::Bool(_) | Value::Tuple(_)) | None => None,
         }
     }
 
@@ -278,7 +315,7 @@ impl Params {
         match self.given.get(key) {
             Some(Value::Bool(b)) => *b,
             Some(Value::Num(v)) => *v != 0.0,
-            Some(Value::Tuple(_)) | None => false,
+            Some(Value::Tuple(_) | Value::Str(_)) | None => false,
         }
     }
 
@@ -287,7 +324,7 @@ impl Params {
         match self.given.get(key) {
             Some(Value::Num(v)) => Some(vec![*v]),
             Some(Value::Tuple(t)) => Some(t.clone()),
-            Some(Value::Bool(_)) | None => None,
+            Some(Value::Bool(_) | Value::Str(_)) | None => None,
         }
     }
 }

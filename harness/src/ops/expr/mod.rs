@@ -8,7 +8,8 @@
 //! comparisons giving 0/1 masks, calls with keyword arguments, with Python's precedence. Its
 //! functions (`funcs.rs`) are PyTorch's, by name and semantics; shapes are checked in the plan
 //! with PyTorch's broadcasting (`check.rs`), before training; `eval.rs` runs it, with
-//! PyTorch's forward and backward (`grad.rs` where PyTorch's backward is not the chain rule);
+//! PyTorch's forward and backward (`grad.rs` where PyTorch's backward is not the chain rule;
+//! `losses.rs`, the named losses, through the loss op's kernels);
 //! `torch.rs` writes the same expression as PyTorch calls for `repro.py`.
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ pub mod check;
 pub mod eval;
 pub mod funcs;
 pub(crate) mod grad;
+pub mod losses;
 pub mod parse;
 pub mod torch;
 
@@ -213,7 +215,7 @@ pub fn autocast_of(text: &str) -> Autocast {
         ast::Kind::Call(name, ..) => f32 |= name.parse::<funcs::Func>().is_ok_and(funcs::Func::f32_under_autocast),
         ast::Kind::Bin(ast::BinOp::MatMul, ..) => low = true,
         ast::Kind::Bin(ast::BinOp::Pow, ..) => f32 = true,
-        ast::Kind::Num(_) | ast::Kind::Bool(_) | ast::Kind::Name(_) | ast::Kind::Neg(_) | ast::Kind::Bin(..) | ast::Kind::Tuple(_) => {}
+        ast::Kind::Num(_) | ast::Kind::Bool(_) | ast::Kind::Str(_) | ast::Kind::Name(_) | ast::Kind::Neg(_) | ast::Kind::Bin(..) | ast::Kind::Tuple(_) => {}
     });
     match (f32, low) {
         (true, _) => Autocast::F32,

@@ -1,6 +1,7 @@
 //! The expression parser, written with `winnow` (already in the build through `toml`, so it
 //! costs no new crate): numbers, names, `+ - * / ** @`, unary minus, the comparisons
 //! `< <= > >= == !=`, calls with positional and keyword arguments, parentheses and tuples,
+//! strings in quotes (a loss's `reduction='sum'`),
 //! with Python's precedence (so PyTorch's): `-x**2` is `-(x**2)`, `2**-1` is `2**(-1)`,
 //! `a - b - c` is `(a - b) - c`, `a ** b ** c` is `a ** (b ** c)`. Comparisons do not chain
 //! (`a < b < c` is refused: Python's meaning would be `a < b and b < c`, which has no tensor form).
@@ -67,7 +68,7 @@ pub fn column(text: &str, offset: usize) -> usize {
 
 fn depth(a: &Ast) -> usize {
     let below = match &a.kind {
-        Kind::Num(_) | Kind::Bool(_) | Kind::Name(_) => 0,
+        Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => 0,
         Kind::Neg(x) => depth(x),
         Kind::Bin(_, x, y) => depth(x).max(depth(y)),
         Kind::Call(_, args, kw) => args.iter().chain(kw.iter().map(|(_, v)| v)).map(depth).max().unwrap_or(0),
@@ -97,7 +98,7 @@ fn fail(what: &'static str) -> ErrMode<ContextError> {
 fn to_columns(a: &mut Ast, text: &str) {
     a.col = column(text, a.col);
     match &mut a.kind {
-        Kind::Num(_) | Kind::Bool(_) | Kind::Name(_) => {}
+        Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
         Kind::Neg(x) => to_columns(x, text),
         Kind::Bin(_, x, y) => {
             to_columns(x, text);
@@ -189,7 +190,7 @@ fn power(i: &mut In<'_>, d: usize) -> ModalResult<Ast> {
     })
 }
 
-/// A number, a name, a call or a parenthesised expression or tuple.
+/// A number, a name, a call, a string or a parenthesised expression or tuple.
 fn atom(i: &mut In<'_>, d: usize) -> ModalResult<Ast> {
     let col = here(i)?;
     let first = i.chars().next();
@@ -200,6 +201,14 @@ fn atom(i: &mut In<'_>, d: usize) -> ModalResult<Ast> {
         }
         Some(c) if c.is_ascii_alphabetic() || c == '_' => name_or_call(i, col, d),
         Some('(') => group(i, col, d),
+        Some(q @ ('\'' | '"')) => {
+            let body = preceded(
+                one_of(q),
+                cut_err(terminated(take_while(0.., |c: char| c.is_ascii_alphanumeric() || c == '_'), one_of(q))).context(expected("a closing quote after letters, digits and `_`")),
+            )
+            .parse_next(i)?;
+            Ok(Ast { kind: Kind::Str(body.to_string()), col })
+        }
         _ => {
             let mut e = ContextError::new();
             e.push(expected("a number, a name, a call or `(`"));

@@ -1,12 +1,14 @@
 //! An expression as PyTorch code for `repro.py`: the same text with each function mapped to
 //! its `torch` or `F` call (parameters written as keywords, integers as integers), constants
 //! written as their values, and comparisons made masks of the main input's dtype, as nanhunt
-//! computes them (`(x > 0).to(x.dtype)`).
+//! computes them (`(x > 0).to(x.dtype)`). A named loss is its loss kind's own line
+//! (`ops::loss::kind_torch`) as a function of `p` and `y`, applied to its operands.
 
 use std::collections::BTreeMap;
 
 use super::ast::{Ast, Kind};
-use super::funcs::Func;
+use super::funcs::{Family, Func, Params};
+use super::losses;
 use crate::ops::py;
 
 /// `a` as one Python expression; `main` names the tensor whose dtype masks take (`x`, or `p` in a loss).
@@ -15,6 +17,7 @@ pub fn python(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
     match &a.kind {
         Kind::Num(v) => py(*v),
         Kind::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Kind::Str(s) => format!("'{s}'"),
         Kind::Name(n) => consts.get(n).map_or_else(|| n.clone(), |v| py(*v)),
         Kind::Neg(x) => format!("(-{})", go(x)),
         Kind::Bin(op, x, y) if op.compares() => format!("({} {} {}).to({main}.dtype)", go(x), op.symbol(), go(y)),
@@ -28,6 +31,10 @@ fn call(name: &str, args: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<St
     let Ok(f) = name.parse::<Func>() else { return format!("{name}(...)") };
     let n = f.operands().min(args.len());
     let mut parts: Vec<String> = args[..n].iter().map(|a| python(a, consts, main)).collect();
+    if let (Family::Loss, [a, b]) = (f.family(), &parts[..]) {
+        let call = Params::bind(f, name, 1, &args[n..], kwargs, consts).and_then(|p| losses::call_of(f, name, &p, 1));
+        return call.map_or_else(|e| format!("None  # {e}"), |c| losses::python(&c, a, b));
+    }
     if f == Func::Where {
         if let Some(c) = parts.first_mut() {
             *c = format!("({c} != 0)");
@@ -47,6 +54,7 @@ fn param(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
     match super::funcs::constant(a, consts) {
         Ok(Some(super::funcs::Value::Num(v))) => number(v),
         Ok(Some(super::funcs::Value::Bool(b))) => if b { "True" } else { "False" }.into(),
+        Ok(Some(super::funcs::Value::Str(s))) => format!("'{s}'"),
         Ok(Some(super::funcs::Value::Tuple(t))) => format!("({},)", t.iter().map(|v| number(*v)).collect::<Vec<_>>().join(", ")),
         Ok(None) | Err(_) => python(a, consts, main),
     }

@@ -13,8 +13,10 @@
 use candle_core::{Tensor, D};
 
 use super::indices::ignore_index;
-use super::{nll, py, reduction};
+use super::nll;
+use super::reduction;
 use crate::error::{Error, Result};
+use crate::ops::py;
 use crate::run::kernel::activation::log_softmax_along;
 use crate::run::opmath::{div_count, in_f32};
 use crate::scenario::{LossSpec, Reduction};

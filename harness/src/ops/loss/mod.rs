@@ -7,7 +7,9 @@
 //! evaluates) sit side by side: the regression losses in `regression.rs`, those of
 //! probabilities and logits in `probability.rs`, the named losses people call from PyTorch
 //! (`kl_div`, torchvision's focal loss, the contrastive `info_nce`) in `named.rs`, `cross_entropy`
-//! of class indices (`ignore_index`, `label_smoothing`) in `classes.rs`, `ctc` in `ctc.rs`. The cause engine explains a non-finite
+//! of class indices (`ignore_index`, `label_smoothing`) in `classes.rs`, `ctc` in `ctc.rs`; this file
+//! dispatches every kind but `expr` to them and reduces (`kind_loss`), which is what an
+//! expression's named losses (`cross_entropy(p, y)` inside `[loss] expr`) call. The cause engine explains a non-finite
 //! loss from its inputs (`run::cause::loss`). `stand_in.rs` is the `loss.kind` knob's hook:
 //! which other kinds can take a scenario's loss's place on its model and data.
 
@@ -32,28 +34,16 @@ pub use indices::{ignore_index, indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
 
 /// Whether the loss reads targets of another width than the prediction: `cross_entropy`'s
-/// class indices (one per row or position), or `ctc`'s label rows.
+/// class indices (one per row or position), `ctc`'s label rows, or an expression (whose
+/// shapes its own check reads: `cross_entropy(p, y)` inside it takes class indices too).
 pub fn reads_own_targets(s: &LossSpec, p: &crate::scenario::Plan, targets: usize) -> bool {
-    reads_indices(s, p, targets) || s.kind == LossKind::Ctc
+    reads_indices(s, p, targets) || matches!(s.kind, LossKind::Ctc | LossKind::Expr)
 }
 
 /// The loss node: a [`LossSpec`] as an op of two inputs, the prediction `x` and the targets
 /// (the context's second input).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loss(pub LossSpec);
-
-/// What a kind's formula makes before the reduction.
-enum Terms {
-    /// One term per element, reduced over all of them.
-    Elements(Tensor),
-    /// One term per element and class, summed over the classes, then reduced over rows.
-    Classes(Tensor),
-    /// One term per element, summed, and divided by the rows for a mean (`kl_div`'s `batchmean`).
-    Batch(Tensor),
-    /// One term per row, reduced as PyTorch's `nll_loss` reduces (`nll.rs`: in f16 and bf16, a
-    /// cascade sum in the dtype).
-    Nll(Tensor),
-}
 
 impl Loss {
     /// The scalar loss of predictions `p` against targets `y`, both `(batch, k)`.
@@ -63,67 +53,18 @@ impl Loss {
 
     /// The scalar loss, an expression loss reading the padding `mask` (`(batch, seq)`) too.
     pub fn apply_masked(&self, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let s = &self.0;
-        let terms = match s.kind {
-            LossKind::Expr => return expr::apply(s, p, y, mask),
-            LossKind::Mse => regression::mse(p, y)?,
-            LossKind::Mae => regression::mae(p, y)?,
-            LossKind::Huber => regression::huber(s, p, y)?,
-            LossKind::MeanAbsRatio => regression::mean_abs_ratio(s, p, y)?,
-            LossKind::Bce => probability::bce(s, p, y)?,
-            LossKind::BceTorch => probability::bce_torch(s, p, y)?,
-            LossKind::BceLogits => probability::bce_logits(p, y)?,
-            LossKind::CrossEntropy => {
-                let k = p.dims().last().copied().unwrap_or(1);
-                if indexes(p.elem_count(), k, y.elem_count()) {
-                    return classes::cross_entropy(s, p, y);
-                }
-                probability::cross_entropy(p, &classes::smoothed(s, y, k)?)?
-            }
-            LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(s, p, y)?,
-            LossKind::KlDiv => named::kl_div(p, y)?,
-            LossKind::KlDivLogTarget => named::kl_div_log_target(p, y)?,
-            LossKind::Focal => named::focal(s, p, y)?,
-            LossKind::InfoNce => named::info_nce(s, p, y)?,
-            LossKind::Ctc => return ctc::ctc(s, p, y),
-        };
-        match terms {
-            Terms::Elements(e) => reduce(s.reduction, &e),
-            Terms::Nll(rows) => nll::reduce(s.reduction, &rows),
-            Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
-            // `batchmean`: PyTorch's sum, divided by the rows.
-            Terms::Batch(e) => match s.reduction {
-                Reduction::Mean => {
-                    let rows = e.dims().first().copied().unwrap_or(1).max(1) as f64;
-                    in_f32(&e, |e| Ok((e.sum_all()? / rows)?))
-                }
-                Reduction::Sum => reduce(Reduction::Sum, &e),
-            },
+        if self.0.kind == LossKind::Expr {
+            return expr::apply(&self.0, p, y, mask);
         }
+        kind_loss(&self.0, p, y)
     }
 
     /// Its PyTorch expression of the prediction `p` and targets `y` (`torch` and `F` in scope).
     pub fn torch_expr(&self) -> String {
-        let s = &self.0;
-        let (terms, classes) = match s.kind {
-            LossKind::Mse => (regression::MSE.to_string(), false),
-            LossKind::Mae => (regression::MAE.to_string(), false),
-            LossKind::Huber => return regression::huber_torch(s),
-            LossKind::MeanAbsRatio => (regression::mean_abs_ratio_torch(s), false),
-            LossKind::Bce => (probability::bce_torch_expr(s), false),
-            LossKind::BceTorch => return format!("F.binary_cross_entropy({}, y, reduction={})", clamped(s, "p"), reduction(s)),
-            LossKind::BceLogits => return format!("F.binary_cross_entropy_with_logits(p, y, reduction={})", reduction(s)),
-            LossKind::CrossEntropy => return classes::torch(s),
-            LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
-            LossKind::Expr => return expr::torch_expr(s),
-            LossKind::KlDiv => return named::kl_div_torch(s, false),
-            LossKind::KlDivLogTarget => return named::kl_div_torch(s, true),
-            LossKind::Focal => return named::focal_torch(s),
-            LossKind::InfoNce => return named::info_nce_torch(s),
-            LossKind::Ctc => return ctc::torch(s),
-        };
-        let rows = if classes { ".sum(dim=-1)" } else { "" };
-        format!("({terms}){rows}.{}()", method(s))
+        if self.0.kind == LossKind::Expr {
+            return expr::torch_expr(&self.0);
+        }
+        kind_torch(&self.0)
     }
 }
 
@@ -209,6 +150,129 @@ impl Op for Loss {
 
     fn torch(&self) -> Torch {
         Torch::Expr(self.torch_expr())
+    }
+}
+
+/// What a kind's formula makes before the reduction.
+enum Terms {
+    /// One term per element, reduced over all of them.
+    Elements(Tensor),
+    /// One term per element and class, summed over the classes, then reduced over rows.
+    Classes(Tensor),
+    /// One term per element, summed, and divided by the rows for a mean (`kl_div`'s `batchmean`).
+    Batch(Tensor),
+    /// One term per row, reduced as PyTorch's `nll_loss` reduces (`nll.rs`: in f16 and bf16, a
+    /// cascade sum in the dtype).
+    Nll(Tensor),
+}
+
+/// A kind's terms, or its loss if the kind reduces itself (class indices, `ctc`).
+enum Made {
+    /// Terms still to reduce.
+    Terms(Terms),
+    /// The scalar loss.
+    Loss(Tensor),
+}
+
+/// The terms of kind `s.kind` (not `expr`) of predictions `p` against targets `y`.
+fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
+    Ok(Made::Terms(match s.kind {
+        LossKind::Expr => return Err(Error::Candle(candle_core::Error::Msg("an expression loss is evaluated by `loss::expr`".into()))),
+        LossKind::Mse => regression::mse(p, y)?,
+        LossKind::Mae => regression::mae(p, y)?,
+        LossKind::Huber => regression::huber(s, p, y)?,
+        LossKind::MeanAbsRatio => regression::mean_abs_ratio(s, p, y)?,
+        LossKind::Bce => probability::bce(s, p, y)?,
+        LossKind::BceTorch => probability::bce_torch(s, p, y)?,
+        LossKind::BceLogits => probability::bce_logits(p, y)?,
+        LossKind::CrossEntropy => {
+            let k = p.dims().last().copied().unwrap_or(1);
+            if indexes(p.elem_count(), k, y.elem_count()) {
+                return Ok(Made::Loss(classes::cross_entropy(s, p, y)?));
+            }
+            probability::cross_entropy(p, &classes::smoothed(s, y, k)?)?
+        }
+        LossKind::NaiveCrossEntropy => probability::naive_cross_entropy(s, p, y)?,
+        LossKind::KlDiv => named::kl_div(p, y)?,
+        LossKind::KlDivLogTarget => named::kl_div_log_target(p, y)?,
+        LossKind::Focal => named::focal(s, p, y)?,
+        LossKind::InfoNce => named::info_nce(s, p, y)?,
+        LossKind::Ctc => return Ok(Made::Loss(ctc::ctc(s, p, y)?)),
+    }))
+}
+
+/// The scalar loss of kind `s.kind` (not `expr`) of predictions `p` against targets `y`.
+pub fn kind_loss(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let terms = match made(s, p, y)? {
+        Made::Loss(l) => return Ok(l),
+        Made::Terms(t) => t,
+    };
+    match terms {
+        Terms::Elements(e) => reduce(s.reduction, &e),
+        Terms::Nll(rows) => nll::reduce(s.reduction, &rows),
+        Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+        // `batchmean`: PyTorch's sum, divided by the rows.
+        Terms::Batch(e) => match s.reduction {
+            Reduction::Mean => {
+                let rows = e.dims().first().copied().unwrap_or(1).max(1) as f64;
+                in_f32(&e, |e| Ok((e.sum_all()? / rows)?))
+            }
+            Reduction::Sum => reduce(Reduction::Sum, &e),
+        },
+    }
+}
+
+/// The unreduced loss (PyTorch's `reduction='none'`) of a kind with one term per element
+/// (`mse`, `bce_logits`, `kl_div`, `focal`), or `None` for a kind that has no such form here.
+pub fn kind_elements(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
+    Ok(match made(s, p, y)? {
+        Made::Terms(Terms::Elements(e) | Terms::Batch(e)) => Some(e),
+        Made::Terms(Terms::Classes(_) | Terms::Nll(_)) | Made::Loss(_) => None,
+    })
+}
+
+/// Kind `s.kind`'s PyTorch expression (not `expr`) of the prediction `p` and targets `y`
+/// (`torch` and `F` in scope).
+pub fn kind_torch(s: &LossSpec) -> String {
+    let (terms, classes) = match s.kind {
+        LossKind::Mse => (regression::MSE.to_string(), false),
+        LossKind::Mae => (regression::MAE.to_string(), false),
+        LossKind::Huber => return regression::huber_torch(s),
+        LossKind::MeanAbsRatio => (regression::mean_abs_ratio_torch(s), false),
+        LossKind::Bce => (probability::bce_torch_expr(s), false),
+        LossKind::BceTorch => return format!("F.binary_cross_entropy({}, y, reduction={})", clamped(s, "p"), reduction(s)),
+        LossKind::BceLogits => return format!("F.binary_cross_entropy_with_logits(p, y, reduction={})", reduction(s)),
+        LossKind::CrossEntropy => return classes::torch(s),
+        LossKind::NaiveCrossEntropy => (probability::naive_cross_entropy_torch(s), true),
+        LossKind::Expr => return "None  # an expression loss is written by `loss::expr`".into(),
+        LossKind::KlDiv => return named::kl_div_torch(s, false),
+        LossKind::KlDivLogTarget => return named::kl_div_torch(s, true),
+        LossKind::Focal => return named::focal_torch(s),
+        LossKind::InfoNce => return named::info_nce_torch(s),
+        LossKind::Ctc => return ctc::torch(s),
+    };
+    let rows = if classes { ".sum(dim=-1)" } else { "" };
+    format!("({terms}){rows}.{}()", method(s))
+}
+
+/// [`kind_elements`] in PyTorch (`reduction='none'`); for a kind without that form, the reduced loss.
+pub fn kind_torch_elements(s: &LossSpec) -> String {
+    match s.kind {
+        LossKind::Mse => "F.mse_loss(p, y, reduction='none')".into(),
+        LossKind::BceLogits => "F.binary_cross_entropy_with_logits(p, y, reduction='none')".into(),
+        LossKind::KlDiv => "F.kl_div(p, y, reduction='none', log_target=False)".into(),
+        LossKind::KlDivLogTarget => "F.kl_div(p, y, reduction='none', log_target=True)".into(),
+        LossKind::Focal => named::focal_elements_torch(s),
+        LossKind::Mae
+        | LossKind::Huber
+        | LossKind::MeanAbsRatio
+        | LossKind::Bce
+        | LossKind::BceTorch
+        | LossKind::CrossEntropy
+        | LossKind::NaiveCrossEntropy
+        | LossKind::Expr
+        | LossKind::InfoNce
+        | LossKind::Ctc => kind_torch(s),
     }
 }
 

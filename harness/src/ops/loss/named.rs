@@ -8,8 +8,9 @@
 
 use candle_core::{Tensor, D};
 
-use super::{py, reduction, Terms};
+use super::{reduction, Terms};
 use crate::error::Result;
+use crate::ops::py;
 use crate::run::kernel::activation::log_softmax_along;
 use crate::scenario::{LossSpec, Named, Reduction};
 
@@ -87,10 +88,17 @@ pub(super) fn focal(s: &LossSpec, x: &Tensor, y: &Tensor) -> Result<Terms> {
 
 /// [`focal`] in PyTorch: torchvision's `sigmoid_focal_loss` body as one expression.
 pub(super) fn focal_torch(s: &LossSpec) -> String {
+    format!("({}).{}()", focal_elements_torch(s), super::method(s))
+}
+
+/// torchvision's `sigmoid_focal_loss` body, one term per element (`reduction='none'`).
+pub(super) fn focal_elements_torch(s: &LossSpec) -> String {
     let (gamma, alpha) = (constant(s, "gamma"), constant(s, "alpha"));
     let loss = format!("F.binary_cross_entropy_with_logits(p, y, reduction='none') * ((1 - ((q := torch.sigmoid(p)) * y + (1 - q) * (1 - y))) ** {})", py(gamma));
-    let loss = if alpha < 0.0 { loss } else { format!("({} * y + {} * (1 - y)) * ({loss})", py(alpha), py(1.0 - alpha)) };
-    format!("({loss}).{}()", super::method(s))
+    if alpha < 0.0 {
+        return loss;
+    }
+    format!("({} * y + {} * (1 - y)) * ({loss})", py(alpha), py(1.0 - alpha))
 }
 
 /// The contrastive loss: row `i` of `p` (a batch of embeddings) against every row of `y` (their

@@ -5,8 +5,9 @@
 
 use candle_core::{Tensor, D};
 
-use super::{clamp, clamped, py, Terms};
+use super::{clamp, clamped, Terms};
 use crate::error::Result;
+use crate::ops::py;
 use crate::run::opmath::in_f32;
 use crate::scenario::LossSpec;
 

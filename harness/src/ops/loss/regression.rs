@@ -3,8 +3,9 @@
 
 use candle_core::Tensor;
 
-use super::{py, reduction, Terms};
+use super::{reduction, Terms};
 use crate::error::Result;
+use crate::ops::py;
 use crate::scenario::LossSpec;
 
 /// Mean squared error: `(p − y)²`.
