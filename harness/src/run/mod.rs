@@ -30,6 +30,7 @@ mod divergence;
 mod gradients;
 pub(crate) mod judge;
 pub(crate) mod kernel;
+mod location;
 pub(crate) mod model;
 pub(crate) mod net;
 pub(crate) mod opmath;
@@ -47,7 +48,8 @@ mod watch;
 pub use cause::{Cause, Operand, Rule, Skipped};
 pub use divergence::{still_growing, SETTLE_DECADES};
 pub use gradients::{first_gradients, Gradients};
-pub use outcome::{Kind, Location, Outcome, Stagnation, Status};
+pub use location::{Kind, Location};
+pub use outcome::{Outcome, Stagnation, Status};
 pub use trace::{fmt, kept_rows, Trace, TraceRow, TRACE_HEAD, TRACE_TAIL};
 
 /// How to run: the watch, how far past the first non-finite value to go, and progress.

@@ -198,7 +198,7 @@ fn cast_down(input: &Tensor, x: &Operand, d: DTypeName) -> Option<(Rule, String)
     let dt: &str = d.into();
     let v = input.flatten_all().ok()?.to_dtype(candle_core::DType::F64).ok()?.to_vec1::<f64>().ok()?;
     let (i, _) = v.iter().enumerate().find(|(_, e)| e.abs() > max)?;
-    let at = crate::run::outcome::coords(i, input.dims());
+    let at = crate::run::location::coords(i, input.dims());
     let over = v.iter().filter(|e| e.abs() > max).count();
     Some((
         Rule::Overflow,

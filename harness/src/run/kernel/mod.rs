@@ -44,6 +44,7 @@ pub(crate) mod cross_entropy;
 pub(crate) mod ctc;
 pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
+pub(crate) mod gates;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;

@@ -12,14 +12,11 @@
 //! `torch.sigmoid(-100.)` is 0.0, not the true 3.7e-44), subnormal just above, `sigmoid(∞) = 1`.
 //!
 //! The fused cells (`cells.rs`, through `Real::tanh` and `Real::sigmoid`) and the composed
-//! recurrent path (`run::model::recurrent`, through the Candle ops [`tanh`] and [`sigmoid`]
-//! here, in every float dtype on the CPU: f64 exact, f16 and bf16 from f32 rounded once)
+//! recurrent path (`run::model::recurrent`, through the Candle ops `tanh` and `sigmoid` of
+//! `gates.rs`, in every float dtype on the CPU: f64 exact, f16 and bf16 from f32 rounded once)
 //! compute the same function, so the two still agree bit for bit.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
-
-use super::{avx2, Real};
-use crate::error::Result;
+use super::avx2;
 
 /// `1.5·2⁵²`: added to a value of magnitude under 2⁵¹, it rounds it to an integer (ties to even)
 /// held in the low bits of the sum.
@@ -109,64 +106,6 @@ pub(crate) fn tanh_all(v: &mut [f32]) {
 #[inline]
 pub(crate) fn sigmoid_all(v: &mut [f32]) {
     sigmoid_all_f32(v);
-}
-
-/// Which function a [`Map`] op computes.
-#[derive(Debug, Clone, Copy)]
-enum Fun {
-    Tanh,
-    Sigmoid,
-}
-
-/// The Candle op of [`tanh`] and [`sigmoid`] on the CPU: `Real::tanh` or `Real::sigmoid` of
-/// every value, any layout, with Candle's own backward formulas.
-struct Map(Fun);
-
-impl CustomOp1 for Map {
-    fn name(&self) -> &'static str {
-        match self.0 {
-            Fun::Tanh => "recurrent-tanh",
-            Fun::Sigmoid => "recurrent-sigmoid",
-        }
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        use candle_core::backend::BackendStorage;
-        use candle_core::cpu_backend::unary_map;
-        fn f<T: Real>(fun: Fun) -> impl Fn(T) -> T {
-            move |x: T| match fun {
-                Fun::Tanh => x.tanh(),
-                Fun::Sigmoid => x.sigmoid(),
-            }
-        }
-        let out = match s {
-            CpuStorage::F32(v) => CpuStorage::F32(unary_map(v, l, f(self.0))),
-            CpuStorage::F64(v) => CpuStorage::F64(unary_map(v, l, f(self.0))),
-            CpuStorage::F16(v) => CpuStorage::F16(unary_map(v, l, f(self.0))),
-            CpuStorage::BF16(v) => CpuStorage::BF16(unary_map(v, l, f(self.0))),
-            other => candle_core::bail!("{}: no CPU kernel for {:?}", self.name(), other.dtype()),
-        };
-        Ok((out, l.shape().clone()))
-    }
-
-    /// Candle's: tanh's gradient subtracted as `g·(y² − 1)` (returned negated, which its sum
-    /// adds: the same IEEE operation), the sigmoid's `g·((1 − y)·y)` as candle-nn's.
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(match self.0 {
-            Fun::Tanh => (grad * (res.sqr()? - 1.)?)?.neg()?,
-            Fun::Sigmoid => grad.mul(&res.ones_like()?.sub(res)?.mul(res)?)?,
-        }))
-    }
-}
-
-/// `tanh(t)` as the fused cells compute it, on the CPU; Candle's `tanh` on other devices.
-pub(crate) fn tanh(t: &Tensor) -> Result<Tensor> {
-    Ok(if t.device().is_cpu() { t.apply_op1(Map(Fun::Tanh))? } else { t.tanh()? })
-}
-
-/// `sigmoid(t)` as the fused cells compute it, on the CPU; candle-nn's on other devices.
-pub(crate) fn sigmoid(t: &Tensor) -> Result<Tensor> {
-    Ok(if t.device().is_cpu() { t.apply_op1(Map(Fun::Sigmoid))? } else { candle_nn::ops::sigmoid(t)? })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! On the CPU in f32 and f64 the recurrence after the input projection is one fused op
 //! (`run::kernel::recurrent`), with the same bits; half dtypes (autocast runs the cells on
 //! real half tensors) and other devices compose it from Candle's ops step by step, here, with
-//! the fused cells' `tanh` and `sigmoid` (`run::kernel::vmath`; f16 and bf16 computed in f32
+//! the fused cells' `tanh` and `sigmoid` (`run::kernel::gates`, through `vmath`; f16 and bf16 computed in f32
 //! and rounded once, as PyTorch's opmath does).
 
 use candle_core::{Tensor, D};
@@ -17,8 +17,8 @@ use candle_core::{Tensor, D};
 use crate::error::Result;
 use crate::run::kernel::bias::bias_add;
 use crate::run::kernel::cells::Cell;
+use crate::run::kernel::gates;
 use crate::run::kernel::recurrent::recurrence;
-use crate::run::kernel::vmath;
 use crate::scenario::RnnActivation;
 
 /// Whether the fused recurrence takes these tensors: all on the CPU in one of f32 and f64.
@@ -60,7 +60,7 @@ pub(crate) struct Run<'a> {
 
 fn act(a: RnnActivation, t: &Tensor) -> Result<Tensor> {
     Ok(match a {
-        RnnActivation::Tanh => vmath::tanh(t)?,
+        RnnActivation::Tanh => gates::tanh(t)?,
         RnnActivation::Relu => crate::run::kernel::relu::relu(t)?,
     })
 }
@@ -100,8 +100,8 @@ pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, r
     for t in 0..seq {
         let gates = (gi.narrow(1, t, 1)?.squeeze(1)? + hidden_gates(&h, w_hh, b_hh, run.dropout)?)?;
         let chunk = |k: usize| gates.narrow(D::Minus1, k * hidden, hidden);
-        let (i, f) = (vmath::sigmoid(&chunk(0)?)?, vmath::sigmoid(&chunk(1)?)?);
-        let (g, o) = (act(run.activation, &chunk(2)?)?, vmath::sigmoid(&chunk(3)?)?);
+        let (i, f) = (gates::sigmoid(&chunk(0)?)?, gates::sigmoid(&chunk(1)?)?);
+        let (g, o) = (act(run.activation, &chunk(2)?)?, gates::sigmoid(&chunk(3)?)?);
         c = (f.mul(&c)? + i.mul(&g)?)?;
         h = o.mul(&act(run.activation, &c)?)?;
         if run.sequences || t + 1 == seq {
@@ -124,8 +124,8 @@ pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, ru
     for t in 0..seq {
         let (i, g) = (gi.narrow(1, t, 1)?.squeeze(1)?, hidden_gates(&h, w_hh, b_hh, run.dropout)?);
         let part = |t: &Tensor, k: usize| t.narrow(D::Minus1, k * hidden, hidden);
-        let r = vmath::sigmoid(&(part(&i, 0)? + part(&g, 0)?)?)?;
-        let z = vmath::sigmoid(&(part(&i, 1)? + part(&g, 1)?)?)?;
+        let r = gates::sigmoid(&(part(&i, 0)? + part(&g, 0)?)?)?;
+        let z = gates::sigmoid(&(part(&i, 1)? + part(&g, 1)?)?)?;
         let n = act(run.activation, &(part(&i, 2)? + r.mul(&part(&g, 2)?)?)?)?;
         h = (&n + z.mul(&(h - &n)?)?)?;
         if run.sequences || t + 1 == seq {
@@ -145,9 +145,9 @@ pub(crate) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh:
     if fused(&[&xw, w_hh]) {
         return recurrence(&xw, w_hh, None, None, Cell::Rnn, false);
     }
-    let mut h = vmath::tanh(&xw.narrow(1, 0, 1)?.squeeze(1)?)?;
+    let mut h = gates::tanh(&xw.narrow(1, 0, 1)?.squeeze(1)?)?;
     for t in 1..seq {
-        h = vmath::tanh(&(xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(w_hh)?)?)?;
+        h = gates::tanh(&(xw.narrow(1, t, 1)?.squeeze(1)? + h.matmul(w_hh)?)?)?;
     }
     Ok(h)
 }
