@@ -10,7 +10,8 @@
 //! with PyTorch's broadcasting (`check.rs`), before training; `eval.rs` runs it, with
 //! PyTorch's forward and backward (`grad.rs` where PyTorch's backward is not the chain rule;
 //! `losses.rs`, the named losses, through the loss op's kernels);
-//! `torch.rs` writes the same expression as PyTorch calls for `repro.py`.
+//! `torch.rs` writes the same expression as PyTorch calls for `repro.py`; `diagnosis.rs` names
+//! the sub-expression that made a non-finite value or gradient, for the cause engine.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use crate::scenario::{Part, Planner, Shape};
 
 pub mod ast;
 pub mod check;
+pub mod diagnosis;
 pub mod eval;
 pub mod funcs;
 pub(crate) mod grad;
@@ -197,7 +199,19 @@ impl Op for Expr {
         Rounding::Outside
     }
 
-    super::undiagnosed!();
+    /// Explained by `run::cause` from all its inputs, node by node (`diagnosis.rs`).
+    fn explain_forward(&self, _: Part, _: &super::Facts<'_>) -> super::Explained {
+        None
+    }
+
+    /// Explained by `run::cause::backward` from all its inputs, node by node (`diagnosis.rs`).
+    fn explain_backward(&self, _: &super::Facts<'_>) -> super::Explained {
+        None
+    }
+
+    fn explain_zeros(&self, _: usize, _: usize) -> super::Explained {
+        None
+    }
 
     fn torch(&self) -> Torch {
         let text = parse::parse(&self.expr).map(|a| torch::python(&a, &self.consts, "x")).unwrap_or_else(|e| format!("None  # {e}"));

@@ -57,6 +57,18 @@ pub(crate) fn born(
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
+    // An expression reading `x` alone is explained node by node, naming the sub-expression.
+    if let Layer::Expr(e) = layer {
+        let found = if e.reads().is_empty() {
+            crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", h)], Some(g), d).map_err(|x| {
+                eprintln!("DBG {x}");
+                x
+            })?
+        } else {
+            None
+        };
+        return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
+    }
     let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims(), training: true });
     Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])))
 }
@@ -111,8 +123,9 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
         LossKind::Mse | LossKind::Huber => (2.0 * (pi - yi).abs() > lim.max).then(|| (Rule::Overflow, format!("the gradient 2(p − y) = {} overflows {dt}", crate::human(2.0 * (pi - yi))))),
         LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
             .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
-        // An expression's nodes are diagnosed by their own ops, not here.
-        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => None,
+        // An expression is diagnosed node by node, the gradient 1 arriving at the loss.
+        LossKind::Expr => crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], Some(&Tensor::ones((), p.dtype(), p.device())?), d)?,
+        LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()
 }

@@ -180,6 +180,11 @@ pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, params)
     }
     let lim = Limits::of(d);
     let x = operand("input", input, Some(index), d)?;
+    // An expression reading `x` alone is explained node by node, naming the sub-expression.
+    if let Layer::Expr(e) = layer {
+        let found = if e.reads().is_empty() { crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", input)], None, d)? } else { None };
+        return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
+    }
     let at = x.at.unwrap_or(f64::NAN);
     let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims(), training });
     let found = found.or_else(|| (layer.op().autocast(part) == crate::ops::Autocast::Low).then(|| cast_down(input, &x, d)).flatten());
@@ -235,9 +240,14 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
             Ok(Some(cause(Rule::Overflow, op, reason, inputs(i)?)))
         }
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::Expr | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => {
-            Ok(None)
+        LossKind::Expr => {
+            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], None, d).map_err(|x| {
+                eprintln!("DBG {x}");
+                x
+            })?;
+            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => Ok(None),
     }
 }
 

@@ -1,0 +1,345 @@
+//! Why an expression (an `expr` layer or a `[loss] expr`) made a non-finite value or gradient:
+//! it is evaluated again node by node, in the dtype it ran in, on the inputs of the failing
+//! step, each node from its operands' values by `eval` (so with PyTorch's forward and
+//! backward), and the first sub-expression at fault is named by its text and column, with the
+//! rule the registry's elementwise ops use for that function (`log` of 0, `sqrt` of a negative,
+//! `rsqrt`'s derivative at 0 times a zero gradient, `x / 0`, `exp` past ln(max), ...).
+//!
+//! Forward: from the result down, the non-finite node whose operands are all finite. Backward:
+//! from the result's gradient down, the first node whose operand's gradient is non-finite while
+//! the gradient arriving at the node is finite (a `where`'s unselected branch receives 0 there,
+//! and `0 · ∞` is NaN, as in PyTorch's autograd).
+
+use candle_core::{DType, Tensor, Var};
+
+use super::ast::{Ast, BinOp, Kind};
+use super::check::{Ir, IrOp};
+use super::eval::eval;
+use super::funcs::Func;
+use crate::error::Result;
+use crate::ops::diagnosis::{Limits, Rule};
+use crate::ops::{Explained, Facts};
+use crate::scenario::DTypeName;
+
+/// One node of the expression, evaluated.
+struct Node<'a> {
+    ir: &'a Ir,
+    /// Its text as written (the parse tree's), or the checked node's if none matches.
+    text: String,
+    value: Tensor,
+    /// Its operands' indices in the tape.
+    kids: Vec<usize>,
+    parent: Option<usize>,
+}
+
+/// The expression's nodes, operands before the node that reads them (the result last).
+struct Tape<'a> {
+    nodes: Vec<Node<'a>>,
+    dtype: DTypeName,
+}
+
+/// The operands of a checked node.
+fn operands(ir: &Ir) -> Vec<&Ir> {
+    match &ir.op {
+        IrOp::Input(_) | IrOp::Const(_) => Vec::new(),
+        IrOp::Neg(a) | IrOp::Pow(a, _) => vec![a],
+        IrOp::Bin(_, a, b) => vec![a, b],
+        IrOp::Call(_, xs, _) => xs.iter().collect(),
+    }
+}
+
+/// The parse tree's operands matching `operands(ir)`, where the shapes agree.
+fn ast_operands<'a>(ast: Option<&'a Ast>, ir: &Ir) -> Vec<Option<&'a Ast>> {
+    let n = operands(ir).len();
+    let found: Vec<&Ast> = match (ast.map(|a| &a.kind), &ir.op) {
+        (Some(Kind::Neg(a)), IrOp::Neg(_)) | (Some(Kind::Bin(BinOp::Pow, a, _)), IrOp::Pow(..)) => vec![a],
+        (Some(Kind::Bin(_, a, b)), IrOp::Bin(..)) => vec![a, b],
+        (Some(Kind::Call(_, args, _)), IrOp::Call(..)) => args.iter().take(n).collect(),
+        _ => Vec::new(),
+    };
+    (0..n).map(|i| found.get(i).copied()).collect()
+}
+
+/// `ir` with its operands replaced by inputs 0, 1, ...: the node alone, over its operands' values.
+fn alone(ir: &Ir) -> Ir {
+    let slot = |i: usize, a: &Ir| Box::new(Ir { op: IrOp::Input(i), col: a.col, dims: a.dims.clone() });
+    let op = match &ir.op {
+        IrOp::Input(_) | IrOp::Const(_) => ir.op.clone(),
+        IrOp::Neg(a) => IrOp::Neg(slot(0, a)),
+        IrOp::Pow(a, e) => IrOp::Pow(slot(0, a), *e),
+        IrOp::Bin(op, a, b) => IrOp::Bin(*op, slot(0, a), slot(1, b)),
+        IrOp::Call(f, xs, b) => IrOp::Call(*f, xs.iter().enumerate().map(|(i, a)| *slot(i, a)).collect(), b.clone()),
+    };
+    Ir { op, col: ir.col, dims: ir.dims.clone() }
+}
+
+impl<'a> Tape<'a> {
+    /// Evaluates `ir` (parsed as `ast`) over `inputs` node by node.
+    fn new(ir: &'a Ir, ast: Option<&'a Ast>, inputs: &[Tensor], dtype: DTypeName) -> Result<Self> {
+        let mut t = Tape { nodes: Vec::new(), dtype };
+        t.push(ir, ast, inputs)?;
+        Ok(t)
+    }
+
+    fn push(&mut self, ir: &'a Ir, ast: Option<&'a Ast>, inputs: &[Tensor]) -> Result<usize> {
+        let kids = operands(ir).into_iter().zip(ast_operands(ast, ir)).map(|(k, a)| self.push(k, a, inputs)).collect::<Result<Vec<_>>>()?;
+        let dt = inputs.first().map_or(DType::F32, Tensor::dtype);
+        let value = match &ir.op {
+            IrOp::Input(_) | IrOp::Const(_) => eval(ir, inputs, dt)?,
+            IrOp::Neg(_) | IrOp::Pow(..) | IrOp::Bin(..) | IrOp::Call(..) => {
+                let vals: Vec<Tensor> = kids.iter().map(|&k| self.nodes[k].value.clone()).collect();
+                eval(&alone(ir), &vals, dt)?
+            }
+        };
+        let text = ast.map_or_else(|| format!("node at column {}", ir.col), |a| a.to_string());
+        let me = self.nodes.len();
+        for &k in &kids {
+            self.nodes[k].parent = Some(me);
+        }
+        self.nodes.push(Node { ir, text, value, kids, parent: None });
+        Ok(me)
+    }
+
+    /// The gradients of node `k`'s operands when `g` arrives at its output (PyTorch's backward of the node alone).
+    fn local_grads(&self, k: usize, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let n = &self.nodes[k];
+        let vars = n.kids.iter().map(|&c| Var::from_tensor(&self.nodes[c].value)).collect::<candle_core::Result<Vec<_>>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let out = eval(&alone(n.ir), &ts, n.value.dtype())?;
+        let store = out.broadcast_mul(g)?.sum_all()?.backward()?;
+        Ok(vars.iter().map(|v| store.get(v.as_tensor()).cloned()).collect())
+    }
+
+    /// `"`text` (column c)"`.
+    fn name(&self, k: usize) -> String {
+        format!("`{}` (column {})", self.nodes[k].text, self.nodes[k].ir.col)
+    }
+}
+
+/// A tensor's values as f64.
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+}
+
+/// The first non-finite element's index.
+fn first_bad(t: &Tensor) -> Result<Option<usize>> {
+    Ok(values(t)?.iter().position(|v| !v.is_finite()))
+}
+
+/// `t` at flat index `i` of `like`'s shape, if it broadcasts to it.
+fn at(t: &Tensor, like: &Tensor, i: usize) -> Option<f64> {
+    let b = t.broadcast_as(like.shape()).ok()?;
+    values(&b).ok()?.get(i).copied()
+}
+
+/// Why `text` (the expression as written) made a non-finite value over `inputs` (in the
+/// slots `ir` reads), in `dtype`: the first sub-expression at fault and its rule.
+pub fn forward(text: &str, ir: &Ir, inputs: &[Tensor], dtype: DTypeName) -> Result<Explained> {
+    let ast = super::parse::parse(text).ok();
+    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
+    let Some(mut k) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
+    if first_bad(&tape.nodes[k].value)?.is_none() {
+        return Ok(None);
+    }
+    // Down the non-finite operands to the node that made a non-finite value from finite ones.
+    'down: loop {
+        for &c in &tape.nodes[k].kids {
+            if first_bad(&tape.nodes[c].value)?.is_some() {
+                k = c;
+                continue 'down;
+            }
+        }
+        break;
+    }
+    let Some(e) = first_bad(&tape.nodes[k].value)? else { return Ok(None) };
+    Ok(forward_rule(&tape, k, e))
+}
+
+/// The rule for node `k`'s non-finite value at element `e` from finite operands.
+fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
+    let n = &tape.nodes[k];
+    let xs: Vec<Option<f64>> = n.kids.iter().map(|&c| at(&tape.nodes[c].value, &n.value, e)).collect();
+    let x = xs.first().copied().flatten().unwrap_or(f64::NAN);
+    let v = values(&n.value).ok().and_then(|v| v.get(e).copied()).unwrap_or(f64::NAN);
+    let (dt, lim) = (<&str>::from(tape.dtype), Limits::of(tape.dtype));
+    let name = tape.name(k);
+    let h = crate::human;
+    let found = match &n.ir.op {
+        IrOp::Call(Func::Log, ..) if x == 0.0 => (Rule::LogOfZero, format!("log of exactly 0 at {name}, element {e}: it is −∞")),
+        IrOp::Call(Func::Log1p, ..) if x == -1.0 => (Rule::LogOfZero, format!("log1p of exactly −1 (log of 0) at {name}, element {e}: it is −∞")),
+        IrOp::Call(f @ (Func::Log | Func::Sqrt | Func::Rsqrt), ..) if x < 0.0 => (Rule::OutsideDomain, format!("{} of a negative number {} at {name}, element {e}: NaN", <&str>::from(*f), h(x))),
+        IrOp::Call(Func::Log1p, ..) if x < -1.0 => (Rule::OutsideDomain, format!("log1p of {} (below −1) at {name}, element {e}: NaN", h(x))),
+        IrOp::Call(Func::Rsqrt, ..) if x == 0.0 => (Rule::DivisionByZero, format!("rsqrt of exactly 0 at {name}, element {e}: 1/√0 = +∞")),
+        IrOp::Call(Func::Exp, ..) if x > lim.max.ln() => (Rule::Overflow, format!("exp at {name} of {} at element {e}, above ln(max) = {} of {dt}: it overflows to +∞", h(x), h(lim.max.ln()))),
+        IrOp::Pow(_, p) if x == 0.0 && *p < 0.0 => (Rule::DivisionByZero, format!("{name}: 0 to the power {} at element {e} divides by 0", h(*p))),
+        IrOp::Pow(_, p) if x < 0.0 && p.fract() != 0.0 => (Rule::OutsideDomain, format!("{name}: the negative base {} to the fractional power {} at element {e} is NaN", h(x), h(*p))),
+        IrOp::Bin(BinOp::Div, ..) if xs.get(1).copied().flatten() == Some(0.0) => {
+            let what = if x == 0.0 { "0 / 0 = NaN" } else { "x / 0 = ±∞" };
+            (Rule::DivisionByZero, format!("division by exactly 0 at {name}, element {e}: {what}"))
+        }
+        _ if v.is_infinite() => (Rule::Overflow, format!("{name} is {} at element {e} from finite operands: beyond {dt}'s largest value {}", h(v), h(lim.max))),
+        _ => return None,
+    };
+    Some(found)
+}
+
+/// Why the gradient of `text`'s inputs went non-finite when `upstream` (finite, in the
+/// result's shape) arrives at its result: the first node whose operand's gradient is
+/// non-finite, and its rule.
+pub fn backward(text: &str, ir: &Ir, inputs: &[Tensor], upstream: &Tensor, dtype: DTypeName) -> Result<Explained> {
+    let ast = super::parse::parse(text).ok();
+    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
+    let Some(root) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
+    let mut grads: Vec<Option<Tensor>> = vec![None; tape.nodes.len()];
+    grads[root] = Some(upstream.to_dtype(tape.nodes[root].value.dtype())?.broadcast_as(tape.nodes[root].value.shape())?.contiguous()?);
+    // Parents come after their operands on the tape: walking it backward visits each node after its reader.
+    for k in (0..tape.nodes.len()).rev() {
+        let Some(g) = grads[k].clone() else { continue };
+        if tape.nodes[k].kids.is_empty() {
+            continue;
+        }
+        for (i, gc) in tape.local_grads(k, &g)?.into_iter().enumerate() {
+            let c = tape.nodes[k].kids[i];
+            let Some(gc) = gc else { continue };
+            if let Some(e) = first_bad(&gc)? {
+                return Ok(backward_rule(&tape, (k, c), (&g, &gc), e));
+            }
+            grads[c] = Some(gc);
+        }
+    }
+    Ok(None)
+}
+
+/// The rule for node `k`'s backward making operand `c`'s gradient `gc` non-finite at element
+/// `e` from the finite `g` arriving.
+fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Tensor), e: usize) -> Explained {
+    let n = &tape.nodes[k];
+    let x = at(&tape.nodes[c].value, gc, e).unwrap_or(f64::NAN);
+    let v = at(&n.value, gc, e);
+    let gi = at(g, gc, e).unwrap_or(f64::NAN);
+    let name = tape.name(k);
+    let (dt, lim, h) = (<&str>::from(tape.dtype), Limits::of(tape.dtype), crate::human);
+    let unselected = if gi == 0.0 { unselected_by(tape, k) } else { String::new() };
+    let derivative = match &n.ir.op {
+        IrOp::Call(Func::Sqrt, ..) => Some("sqrt's derivative 1/(2√x)".to_string()),
+        IrOp::Call(Func::Rsqrt, ..) => Some("rsqrt's derivative −1/(2x√x)".to_string()),
+        IrOp::Call(Func::Log, ..) => Some("log's derivative 1/x".to_string()),
+        IrOp::Pow(_, p) if *p < 1.0 => Some(format!("the derivative of x**{} ({}·x**{})", h(*p), h(*p), h(p - 1.0))),
+        _ => None,
+    };
+    if let Some(d) = derivative {
+        if let Some((rule, why)) = crate::ops::infinite_at_zero(&d, &Facts::at(x, gi, tape.dtype)) {
+            return Some((rule, format!("in the backward of {name}, element {e}: {why}{unselected}")));
+        }
+    }
+    let found = match &n.ir.op {
+        IrOp::Call(Func::Exp, ..) if v.is_some_and(f64::is_infinite) && gi == 0.0 => {
+            (Rule::ZeroTimesInf, format!("in the backward of {name}, element {e}: exp({}) overflowed {dt} to +∞, and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN", h(x)))
+        }
+        IrOp::Bin(BinOp::Div, ..) if at(&tape.nodes[n.kids[1]].value, gc, e) == Some(0.0) => {
+            (Rule::DivisionByZero, format!("in the backward of {name}, element {e}: the derivative divides by the divisor, exactly 0"))
+        }
+        _ => {
+            let bad = at(gc, gc, e).unwrap_or(f64::NAN);
+            if bad.is_infinite() {
+                (
+                    Rule::Overflow,
+                    format!("in the backward of {name}, element {e}: the gradient of its operand is {} from finite values (arriving {}), beyond {dt}'s largest value {}", h(bad), h(gi), h(lim.max)),
+                )
+            } else if gi == 0.0 && v.is_some_and(f64::is_infinite) {
+                (Rule::ZeroTimesInf, format!("in the backward of {name}, element {e}: its value is infinite and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN"))
+            } else {
+                return None;
+            }
+        }
+    };
+    Some(found)
+}
+
+/// `", because `where` ... does not select it here"` if node `k` is under a `where`'s branch.
+fn unselected_by(tape: &Tape<'_>, mut k: usize) -> String {
+    while let Some(p) = tape.nodes[k].parent {
+        if matches!(tape.nodes[p].ir.op, IrOp::Call(Func::Where, ..)) && tape.nodes[p].kids.first() != Some(&k) {
+            return format!(" (the branch {} of {} that it does not select here: PyTorch's autograd still multiplies its 0 through)", tape.name(k), tape.name(p));
+        }
+        k = p;
+    }
+    String::new()
+}
+
+/// Why the expression `text` (with `consts`) over the named `inputs` made a non-finite value
+/// (`upstream` None) or a non-finite input gradient when `upstream` arrives at its result, in
+/// `dtype`. None if it does not check against these inputs (it reads a name not given).
+pub fn explain(text: &str, consts: &std::collections::BTreeMap<String, f64>, inputs: &[(&str, &Tensor)], upstream: Option<&Tensor>, dtype: DTypeName) -> Result<Explained> {
+    let (ts, _) = super::promoted(inputs.iter().map(|(_, t)| (*t).clone()).collect())?;
+    let named: Vec<(String, super::check::Dims)> = inputs.iter().zip(&ts).map(|((n, _), t)| (n.to_string(), super::dims_of_tensor(t))).collect();
+    let Ok(c) = super::compile(text, &named, consts) else { return Ok(None) };
+    match upstream {
+        None => forward(text, &c.ir, &ts, dtype),
+        Some(g) => backward(text, &c.ir, &ts, g, dtype),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use candle_core::{Device, Tensor};
+
+    use super::explain;
+    use crate::ops::Rule;
+    use crate::scenario::DTypeName;
+
+    fn t(rows: &[&[f32]]) -> Tensor {
+        Tensor::new(rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), &Device::Cpu).unwrap()
+    }
+
+    /// The rule and reason for `text` over `x` (and `upstream` of ones in backward), in f32.
+    fn why(text: &str, x: &Tensor, backward: bool) -> (Rule, String) {
+        let consts = BTreeMap::from([("eps".to_string(), 1e-3)]);
+        let g = backward.then(|| Tensor::ones((), x.dtype(), &Device::Cpu).unwrap());
+        let text = if backward { format!("sum({text})") } else { text.to_string() };
+        explain(&text, &consts, &[("x", x)], g.as_ref(), DTypeName::F32).unwrap().expect("a rule explains it")
+    }
+
+    #[test]
+    fn forward_names_the_first_sub_expression_at_fault() {
+        // log(0) = −∞ (hand arithmetic): the log at column 5, not the product that carries it.
+        let (rule, r) = why("2 * log(x)", &t(&[&[1.0, 0.0]]), false);
+        assert_eq!(rule, Rule::LogOfZero);
+        assert!(r.contains("`log(x)` (column 5), element 1"), "{r}");
+        // A one-pass variance that rounds negative: mean(x²) − mean(x)² = 0.25 − 1 = −0.75 here
+        // (a stand-in), plus eps 1e-3 still below 0: sqrt of it is NaN.
+        let (rule, r) = why("sqrt(mean(x**2, dim=1, keepdim=true) - 1 + eps)", &t(&[&[0.5]]), false);
+        assert_eq!(rule, Rule::OutsideDomain);
+        assert!(r.contains("column 1") && r.contains("-0.749"), "{r}");
+        // 0/0: the sums of a row of zeros.
+        let (rule, r) = why("x / sum(x, dim=1, keepdim=true)", &t(&[&[0.0, 0.0]]), false);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("0 / 0 = NaN") && r.contains("column 1"), "{r}");
+        // exp(100) > ln(f32 max) = 88.72: +∞.
+        let (rule, r) = why("1 + exp(x)", &t(&[&[100.0]]), false);
+        assert_eq!(rule, Rule::Overflow);
+        assert!(r.contains("`exp(x)` (column 5)") && r.contains("88.7"), "{r}");
+    }
+
+    #[test]
+    fn backward_names_the_node_whose_derivative_is_infinite() {
+        // rsqrt(0) = ∞, clamped to 10: clamp passes 0 back, rsqrt's derivative −1/(2·0·√0) is
+        // infinite, 0 · ∞ = NaN (PyTorch 2.15 gives NaN for x.grad here too).
+        let (rule, r) = why("clamp(rsqrt(x), max=10)", &t(&[&[0.0, 4.0]]), true);
+        assert_eq!(rule, Rule::ZeroTimesInf);
+        assert!(r.contains("`rsqrt(x)` (column 11)") && r.contains("element 0"), "{r}");
+        // (x)**0.5 at 0 with 1 arriving: 0.5·0^−0.5 = +∞.
+        let (rule, r) = why("x**0.5", &t(&[&[1.0, 0.0]]), true);
+        assert_eq!(rule, Rule::DerivativeAtZero);
+        assert!(r.contains("element 1"), "{r}");
+        // where's unselected exp(100) = +∞ gets 0 back: 0 · ∞ = NaN (PyTorch 2.15: x.grad NaN).
+        let (rule, r) = why("where(x <= 0, exp(x), 1 + x)", &t(&[&[100.0]]), true);
+        assert_eq!(rule, Rule::ZeroTimesInf);
+        assert!(r.contains("`exp(x)` (column 19)") && r.contains("does not select"), "{r}");
+        // x / (x − 1) at x = 1: the divisor is 0 in the derivative.
+        let (rule, _) = why("x / (x - 1)", &t(&[&[1.0]]), true);
+        assert_eq!(rule, Rule::DivisionByZero);
+    }
+}
