@@ -105,7 +105,7 @@ dtype = "{dtype}"
 /// Asserts that a model imported from ONNX agrees with its PyTorch module within f32 tolerance
 /// (1e-5 + 1e-4·|PyTorch's|): the loss at step 0 (`loss`, `theirs["loss"]`), every parameter's
 /// gradient (`grads`, named `layers.{name}`, against `theirs["grads"][name]`: the same names both
-/// ways, and each of PyTorch's not all zeros, so the check can fail), and each step's loss of a
+/// ways, and at most one of PyTorch's all zeros, so the check can fail), and each step's loss of a
 /// run (`ours`, `theirs["losses"]`), which Adam must lower.
 pub fn agrees_with_torch(loss: f64, grads: &[(String, Vec<f64>)], ours: &[f64], theirs: &serde_json::Value) {
     let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: nanhunt {a}, PyTorch {b}");
@@ -116,10 +116,13 @@ pub fn agrees_with_torch(loss: f64, grads: &[(String, Vec<f64>)], ours: &[f64], 
     names.sort_unstable();
     want.sort_unstable();
     assert_eq!(names, want, "every parameter of the module is one of the import's, and no other");
+    // One parameter's gradient may be zero by the math (a conv's bias before batch norm, which
+    // removes the mean), but not every one's, or the comparison could not fail.
+    let alive = grads.iter().filter(|(name, _)| floats(&theirs["grads"][name.strip_prefix("layers.").unwrap()]).iter().any(|v| v.abs() > 1e-6)).count();
+    assert!(alive + 1 >= grads.len(), "{} of {} parameters have all-zero gradients in PyTorch: the comparison could not fail", grads.len() - alive, grads.len());
     for (name, g) in grads {
         let want = floats(&theirs["grads"][name.strip_prefix("layers.").unwrap()]);
         assert_eq!(g.len(), want.len(), "{name}");
-        assert!(want.iter().any(|v| v.abs() > 1e-6), "{name}'s gradient is all zeros in PyTorch: the comparison could not fail");
         for (i, (a, b)) in g.iter().zip(&want).enumerate() {
             close(*a, *b, &format!("{name}.grad[{i}]"));
         }
