@@ -41,21 +41,10 @@ x, y, mask = rows[:, :-1], rows[:, 1:], torch.tensor(d["mask"])
 def loss_of():
     logits = m(x, mask) if d["model"] == "Gpt" else m(x)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-loss = loss_of()
-loss.backward()
-grads = {n: p.grad.flatten().tolist() for n, p in m.named_parameters()}
-first = loss.item()
-opt = torch.optim.Adam(m.parameters(), lr=d["lr"])
-losses = []
-for _ in range(d["steps"]):
-    opt.zero_grad()
-    loss = loss_of()
-    losses.append(loss.item())
-    loss.backward()
-    opt.step()
+a = make_models.answer(m, loss_of, d["lr"], d["steps"], lambda n, p: False)
 clean = lambda v: v if v == v and abs(v) != float("inf") else str(v)
-grads = {n: [clean(v) for v in g] for n, g in grads.items()}
-print(json.dumps({"loss": clean(first), "grads": grads, "losses": [clean(v) for v in losses]}))
+grads = {n: [clean(v) for v in g] for n, g in a["grads"].items()}
+print(json.dumps({"loss": clean(a["loss"]), "grads": grads, "losses": [clean(v) for v in a["losses"]]}))
 "#;
 
 /// The token rows (`SEQ + 1` ids each: the inputs and the next token).

@@ -31,19 +31,8 @@ m = getattr(make_models, d["model"])()
 x = torch.tensor(d["x"])
 x = x.reshape(x.shape[0], d["seq"], -1) if d["floats"] else x.long()
 y = torch.tensor(d["labels"])
-loss = F.cross_entropy(m(x), y)
-loss.backward()
-grads = {n: (p.grad.T if n.startswith("rnn.weight") else p.grad).flatten().tolist() for n, p in m.named_parameters()}
-first = loss.item()
-opt = torch.optim.Adam(m.parameters(), lr=d["lr"])
-losses = []
-for _ in range(d["steps"]):
-    opt.zero_grad()
-    loss = F.cross_entropy(m(x), y)
-    losses.append(loss.item())
-    loss.backward()
-    opt.step()
-print(json.dumps({"loss": first, "grads": grads, "losses": losses}))
+transposed = lambda n, p: n.startswith("rnn.weight")
+print(json.dumps(make_models.answer(m, lambda: F.cross_entropy(m(x), y), d["lr"], d["steps"], transposed)))
 "#;
 
 /// The class of each row.

@@ -135,13 +135,13 @@ class Cnn(nn.Module):
         return self.fc(self.flat(self.pool2(self.act2(self.conv2(h)))))
 
 
-def answer(model, loss_of, lr, steps):
-    """What the import tests (harness/tests/onnx_torch.rs, onnx_cnn_torch.rs) compare with:
-    the module's loss and gradients at its weights (a matrix's transposed to nanhunt's
-    (in, out)), then its losses over `steps` Adam steps at `lr`."""
+def answer(model, loss_of, lr, steps, transposed=lambda name, p: p.dim() == 2):
+    """What the import tests (harness/tests/onnx_*torch.rs) compare with: the module's loss and
+    gradients at its weights (those `transposed` picks transposed to nanhunt's layout: by
+    default every matrix, to `(in, out)`), then its losses over `steps` Adam steps at `lr`."""
     loss = loss_of()
     loss.backward()
-    grads = {n: (p.grad.T if p.dim() == 2 else p.grad).flatten().tolist() for n, p in model.named_parameters()}
+    grads = {n: (p.grad.T if transposed(n, p) else p.grad).flatten().tolist() for n, p in model.named_parameters()}
     first = loss.item()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
