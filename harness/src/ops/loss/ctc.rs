@@ -1,11 +1,14 @@
 //! `kind = "ctc"`: PyTorch's `F.ctc_loss(log_probs, targets, input_lengths, target_lengths,
 //! blank=, reduction=, zero_infinity=)` (`aten/src/ATen/native/LossCTC.cpp`). The prediction is
-//! `(batch, steps, classes)` log-probabilities (end the model in `log_softmax(x, dim=-1)`), every
-//! step an input (`input_lengths` are the steps); each target row holds its labels first, then
-//! the blank as padding, so its target length is its count of labels (PyTorch's padded form).
-//! Per sequence the kernel `run::kernel::ctc` gives the negative log-likelihood and PyTorch's
-//! gradient; an impossible alignment is ∞ with a NaN gradient, or 0 with a zero gradient under
-//! `zero_infinity`. `mean` divides each by its target length (at least 1) and averages over the
+//! `(batch, steps, classes)` log-probabilities (end the model in `log_softmax(x, dim=-1)`); a
+//! row's input length is its count of unpadded positions under `[data.padding]` (the mask's
+//! row sum: drawn with `max_fraction`, or stated with `lengths`), every step without padding.
+//! Each target row holds its labels first, then the blank as padding, so its target length is
+//! its count of labels (PyTorch's padded form). Per sequence the kernel `run::kernel::ctc` gives
+//! the negative log-likelihood of the first `input_length` steps and PyTorch's gradient there
+//! (0 at the steps beyond); an impossible alignment (too few input steps for the labels and
+//! their repeats) is ∞ with a NaN gradient over its input steps, or 0 with a zero gradient under
+//! `zero_infinity`; an empty input is ∞ with a zero gradient (0 for an empty target), as PyTorch 2.15's CPU kernel. `mean` divides each by its target length (at least 1) and averages over the
 //! batch, as PyTorch; `sum` adds. PyTorch's CPU kernel has no f16 or bf16: neither has nanhunt's
 //! (under autocast the loss runs in f32, `ctc_loss` being on autocast's f32 list).
 
@@ -40,42 +43,66 @@ fn labels(y: &Tensor, classes: usize, blank: usize) -> Result<Vec<Vec<usize>>> {
     Ok(out)
 }
 
-/// The sequences' negative log-likelihoods and gradients (for an output gradient of 1).
-fn run<T: Float + candle_core::WithDType>(p: &Tensor, targets: &[Vec<usize>], blank: usize, zero_infinity: bool) -> Result<(Vec<T>, Vec<T>)> {
+/// Each row's input length: its unpadded positions under the padding `mask` `(batch, steps)`
+/// (PyTorch's `input_lengths`), or every step without one.
+fn input_lengths(mask: Option<&Tensor>, batch: usize, steps: usize) -> Result<Vec<usize>> {
+    let Some(m) = mask else { return Ok(vec![steps; batch]) };
+    if m.dims() != [batch, steps] {
+        return Err(invalid(
+            "data.padding",
+            format!("`ctc` reads each row's input length from the padding mask {:?}, and the prediction has {batch} rows of {steps} steps: the model must keep the sequence's length", m.dims()),
+        ));
+    }
+    let rows: Vec<Vec<f64>> = m.to_dtype(DType::F64)?.to_vec2()?;
+    Ok(rows.iter().map(|r| r.iter().filter(|v| **v != 0.0).count()).collect())
+}
+
+/// The sequences' negative log-likelihoods and gradients (for an output gradient of 1), each
+/// over its first `lengths[i]` steps (the gradient 0 beyond, as PyTorch zeroes it).
+fn run<T: Float + candle_core::WithDType>(p: &Tensor, targets: &[Vec<usize>], lengths: &[usize], blank: usize, zero_infinity: bool) -> Result<(Vec<T>, Vec<T>)> {
     let (_, steps, classes) = p.dims3()?;
     let lp: Vec<T> = p.flatten_all()?.to_vec1()?;
     let (mut nll, mut grad) = (Vec::with_capacity(targets.len()), Vec::with_capacity(lp.len()));
-    for (row, t) in lp.chunks_exact(steps * classes).zip(targets) {
-        let seq = Sequence { lp: row, classes, targets: t, blank };
-        let (alpha, n) = seq.forward();
-        let inf = n == -T::NEG_INF;
-        if zero_infinity && inf {
+    for ((row, t), &len) in lp.chunks_exact(steps * classes).zip(targets).zip(lengths) {
+        let seq = Sequence { lp: &row[..len * classes], classes, targets: t, blank };
+        let (n, g) = match len {
+            // PyTorch: an empty input is 0 for an empty target, else ∞, its gradient 0 either way.
+            0 => (if t.is_empty() { T::ZERO } else { -T::NEG_INF }, Vec::new()),
+            _ => {
+                let (alpha, n) = seq.forward();
+                (n, seq.backward(&alpha, n))
+            }
+        };
+        if zero_infinity && n == -T::NEG_INF {
             // PyTorch zeroes the loss (`where(res == inf, 0, res)`) and the gradient.
             nll.push(T::ZERO);
             grad.extend(std::iter::repeat_n(T::ZERO, row.len()));
         } else {
             nll.push(n);
-            grad.extend(seq.backward(&alpha, n));
+            grad.extend(g);
+            grad.extend(std::iter::repeat_n(T::ZERO, row.len() - len * classes));
         }
     }
     Ok((nll, grad))
 }
 
-/// The loss of log-probabilities `p` `(batch, steps, classes)` against label rows `y`.
-pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// The loss of log-probabilities `p` `(batch, steps, classes)` against label rows `y`, each
+/// row's input length its unpadded positions under the padding `mask` (every step without one).
+pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let (batch, steps, classes) = p.dims3().map_err(|_| invalid("loss.kind", format!("`ctc` reads log-probabilities (batch, steps, classes), and the prediction is {:?}", p.dims())))?;
     let blank = s.blank.unwrap_or(0);
     if steps == 0 || blank >= classes {
         return Err(invalid("loss.blank", format!("the blank {blank} must be one of the {classes} classes, over at least one step")));
     }
     let targets = labels(y, classes, blank)?;
+    let lengths = input_lengths(mask, batch, steps)?;
     let (value, grad) = match p.dtype() {
         DType::F32 => {
-            let (n, g) = run::<f32>(p, &targets, blank, s.zero_infinity)?;
+            let (n, g) = run::<f32>(p, &targets, &lengths, blank, s.zero_infinity)?;
             (Tensor::from_vec(n, batch, p.device())?, Tensor::from_vec(g, (batch, steps, classes), p.device())?)
         }
         DType::F64 => {
-            let (n, g) = run::<f64>(p, &targets, blank, s.zero_infinity)?;
+            let (n, g) = run::<f64>(p, &targets, &lengths, blank, s.zero_infinity)?;
             (Tensor::from_vec(n, batch, p.device())?, Tensor::from_vec(g, (batch, steps, classes), p.device())?)
         }
         d => return Err(invalid("train.dtype", format!("\"ctc_loss_cpu\" not implemented for '{d:?}' (PyTorch's CPU CTC loss computes in f32 or f64: use autocast, `precision = \"amp_f16\"`)"))),
@@ -91,12 +118,13 @@ pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// [`ctc`] in PyTorch: `p` transposed to `(steps, batch, classes)`, every step an input, the
-/// target lengths counted as the labels that are not the blank.
+/// [`ctc`] in PyTorch: `p` transposed to `(steps, batch, classes)`, the input lengths the
+/// padding mask's row sums (every step without padding), the target lengths counted as the
+/// labels that are not the blank.
 pub(super) fn torch(s: &LossSpec) -> String {
     let blank = s.blank.unwrap_or(0);
     format!(
-        "F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long), (y != {blank}).sum(-1), blank={blank}, reduction={}, zero_infinity={})",
+        "F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long) if mask is None else (mask != 0).sum(-1), (y != {blank}).sum(-1), blank={blank}, reduction={}, zero_infinity={})",
         reduction(s),
         if s.zero_infinity { "True" } else { "False" }
     )
@@ -119,3 +147,7 @@ pub(super) fn problems(s: &LossSpec) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 #[path = "ctc_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ctc_lengths_tests.rs"]
+mod lengths_tests;

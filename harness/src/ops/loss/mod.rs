@@ -51,10 +51,14 @@ impl Loss {
         self.apply_masked(p, y, None)
     }
 
-    /// The scalar loss, an expression loss reading the padding `mask` (`(batch, seq)`) too.
+    /// The scalar loss, an expression loss or `ctc` (its input lengths) reading the padding
+    /// `mask` (`(batch, seq)`) too.
     pub fn apply_masked(&self, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         if self.0.kind == LossKind::Expr {
             return expr::apply(&self.0, p, y, mask);
+        }
+        if self.0.kind == LossKind::Ctc {
+            return ctc::ctc(&self.0, p, y, mask);
         }
         kind_loss(&self.0, p, y)
     }
@@ -122,7 +126,7 @@ impl Op for Loss {
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let y = cx.others.first().ok_or_else(|| Error::Candle(candle_core::Error::Msg("the loss node reads the targets as its second input".into())))?;
-        self.apply(x, y)
+        self.apply_masked(x, y, cx.mask)
     }
 
     /// Every loss is on autocast's f32 list.
@@ -197,7 +201,7 @@ fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
         LossKind::KlDivLogTarget => named::kl_div_log_target(p, y)?,
         LossKind::Focal => named::focal(s, p, y)?,
         LossKind::InfoNce => named::info_nce(s, p, y)?,
-        LossKind::Ctc => return Ok(Made::Loss(ctc::ctc(s, p, y)?)),
+        LossKind::Ctc => return Ok(Made::Loss(ctc::ctc(s, p, y, None)?)),
     }))
 }
 

@@ -169,14 +169,17 @@ impl Def for Inject {
 }
 
 /// `data.padding.max_fraction`: how much of each sequence may be padding (1: whole rows). Padding
-/// is masked by attention and pooling, so it needs one; explicit lengths are not a fraction.
+/// is masked by attention and pooling, and is `ctc`'s input lengths, so it needs one of them;
+/// explicit lengths are not a fraction.
 pub struct PaddingFraction;
 
 impl Def for PaddingFraction {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
     fn applies(s: &Scenario) -> bool {
-        s.data.seq_len.is_some() && !explicit_lengths(s) && s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention(_) | Layer::MeanPool(_) | Layer::MaxPool(_)))
+        s.data.seq_len.is_some()
+            && !explicit_lengths(s)
+            && (s.loss.kind == crate::scenario::LossKind::Ctc || s.model.all_layers().iter().any(|l| matches!(l, Layer::Attention(_) | Layer::MeanPool(_) | Layer::MaxPool(_))))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.data.padding.as_ref().and_then(|p| p.max_fraction).unwrap_or(0.0))

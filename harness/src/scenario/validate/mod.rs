@@ -201,8 +201,17 @@ fn named_loss(s: &Scenario, p: &crate::scenario::Plan, targets: usize, out: &mut
 }
 
 /// `ctc` reads `(batch, steps, classes)` log-probabilities, in f32 or f64 (PyTorch's CPU kernel
-/// has no half types; under autocast the loss runs in f32).
+/// has no half types; under autocast the loss runs in f32), as many steps as the padding mask's
+/// positions when `data.padding` gives the input lengths.
 fn ctc(s: &Scenario, p: &crate::scenario::Plan, out: &mut Vec<Problem>) {
+    if let (Some(_), Some(seq), crate::scenario::Shape::Seq { len, .. }) = (&s.data.padding, s.data.seq_len, p.out) {
+        if len != seq {
+            out.push(problem(
+                "data.padding",
+                format!("`ctc` reads each row's input length from the padding mask ({seq} positions), and the model gives {len} steps: it must keep the sequence's length"),
+            ));
+        }
+    }
     if !matches!(p.out, crate::scenario::Shape::Seq { width, .. } if width >= 2) {
         out.push(problem(
             "loss.kind",
