@@ -82,6 +82,10 @@ pub(crate) trait Net {
     /// What layer `l` reads as its main input, given the model's input `x` and the outputs so far.
     fn input_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor;
 
+    /// What layer `l` reads besides its main input (an expression's named outputs, in the
+    /// order it reads them), given the model's input `x` and the outputs so far.
+    fn others_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> Vec<&'t Tensor>;
+
     /// The first layer after `l` that reads `l`'s output as its main input (where `l`'s
     /// gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize>;

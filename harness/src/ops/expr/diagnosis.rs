@@ -5,6 +5,10 @@
 //! rule the registry's elementwise ops use for that function (`log` of 0, `sqrt` of a negative,
 //! `rsqrt`'s derivative at 0 times a zero gradient, `x / 0`, `exp` past ln(max), ...).
 //!
+//! An operand that is another input than `x`, `p` or `y` is named with its value: an earlier
+//! layer's named output (`a / b` where `b` is 0), or the padding `mask` (`sum(mask)` is 0 when
+//! every position of the batch is padding).
+//!
 //! Forward: from the result down, the non-finite node whose operands are all finite. Backward:
 //! from the result's gradient down, the first node whose operand's gradient is non-finite while
 //! the gradient arriving at the node is finite (a `where`'s unselected branch receives 0 there,
@@ -36,6 +40,10 @@ struct Node<'a> {
 struct Tape<'a> {
     nodes: Vec<Node<'a>>,
     dtype: DTypeName,
+    /// The inputs' names, by slot (`x`, `p`, `y`, `mask`, a named output).
+    names: &'a [String],
+    /// The inputs, by slot.
+    inputs: &'a [Tensor],
 }
 
 /// The operands of a checked node.
@@ -74,9 +82,9 @@ fn alone(ir: &Ir) -> Ir {
 }
 
 impl<'a> Tape<'a> {
-    /// Evaluates `ir` (parsed as `ast`) over `inputs` node by node.
-    fn new(ir: &'a Ir, ast: Option<&'a Ast>, inputs: &[Tensor], dtype: DTypeName) -> Result<Self> {
-        let mut t = Tape { nodes: Vec::new(), dtype };
+    /// Evaluates `ir` (parsed as `ast`) over `inputs` (named `names`) node by node.
+    fn new(ir: &'a Ir, ast: Option<&'a Ast>, (names, inputs): (&'a [String], &'a [Tensor]), dtype: DTypeName) -> Result<Self> {
+        let mut t = Tape { nodes: Vec::new(), dtype, names, inputs };
         t.push(ir, ast, inputs)?;
         Ok(t)
     }
@@ -114,6 +122,53 @@ impl<'a> Tape<'a> {
     fn name(&self, k: usize) -> String {
         format!("`{}` (column {})", self.nodes[k].text, self.nodes[k].ir.col)
     }
+
+    /// The slots node `k` reads, in order of first use.
+    fn reads(&self, k: usize) -> Vec<usize> {
+        fn walk(ir: &Ir, out: &mut Vec<usize>) {
+            if let IrOp::Input(i) = ir.op {
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+            }
+            operands(ir).into_iter().for_each(|a| walk(a, out));
+        }
+        let mut out = Vec::new();
+        walk(self.nodes[k].ir, &mut out);
+        out
+    }
+
+    /// What node `k`'s value `v` owes to the inputs that are not the expression's own `x`, `p`
+    /// or `y`: `": `b` is 0: the output of the layer named `b`"`, or for the padding mask,
+    /// which rows of it are all padding. Empty if it reads none.
+    fn source(&self, k: usize, v: f64) -> String {
+        let itself = matches!(self.nodes[k].ir.op, IrOp::Input(_));
+        let notes: Vec<String> = self
+            .reads(k)
+            .into_iter()
+            .filter_map(|i| match self.names.get(i).map(String::as_str) {
+                None | Some("x" | "p" | "y") => None,
+                Some("mask") => Some(padding(&self.inputs[i])),
+                Some(n) if itself => Some(format!("the output of the layer named `{n}`")),
+                Some(n) => Some(format!("it reads `{n}`, the output of the layer named `{n}`")),
+            })
+            .collect();
+        if notes.is_empty() {
+            return String::new();
+        }
+        format!(": `{}` is {}: {}", self.nodes[k].text, crate::human(v), notes.join("; "))
+    }
+}
+
+/// How much of a padding mask `(batch, seq)` is padding: all of it, or its first all-padding row.
+fn padding(mask: &Tensor) -> String {
+    let Ok(rows) = mask.to_dtype(DType::F64).and_then(|m| m.to_vec2::<f64>()) else { return "it reads the padding mask".into() };
+    let empty: Vec<usize> = rows.iter().enumerate().filter(|(_, r)| r.iter().all(|v| *v == 0.0)).map(|(i, _)| i).collect();
+    match empty.first() {
+        Some(_) if empty.len() == rows.len() => "every position of the batch is padding (the mask is all 0)".into(),
+        Some(r) => format!("row {r} of the batch is all padding ({} of {} rows are)", empty.len(), rows.len()),
+        None => "it reads the padding mask".into(),
+    }
 }
 
 /// A tensor's values as f64.
@@ -133,8 +188,8 @@ fn at(t: &Tensor, like: &Tensor, i: usize) -> Option<f64> {
 }
 
 /// Why `text` (the expression as written) made a non-finite value over `inputs` (in the
-/// slots `ir` reads), in `dtype`: the first sub-expression at fault and its rule.
-pub fn forward(text: &str, ir: &Ir, inputs: &[Tensor], dtype: DTypeName) -> Result<Explained> {
+/// slots `ir` reads, named `names`), in `dtype`: the first sub-expression at fault and its rule.
+fn forward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), dtype: DTypeName) -> Result<Explained> {
     let ast = super::parse::parse(text).ok();
     let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
     let Some(mut k) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
@@ -165,17 +220,19 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     let name = tape.name(k);
     let h = crate::human;
     let found = match &n.ir.op {
-        IrOp::Call(Func::Log, ..) if x == 0.0 => (Rule::LogOfZero, format!("log of exactly 0 at {name}, element {e}: it is −∞")),
+        IrOp::Call(Func::Log, ..) if x == 0.0 => (Rule::LogOfZero, format!("log of exactly 0 at {name}, element {e}: it is −∞{}", tape.source(n.kids[0], x))),
         IrOp::Call(Func::Log1p, ..) if x == -1.0 => (Rule::LogOfZero, format!("log1p of exactly −1 (log of 0) at {name}, element {e}: it is −∞")),
-        IrOp::Call(f @ (Func::Log | Func::Sqrt | Func::Rsqrt), ..) if x < 0.0 => (Rule::OutsideDomain, format!("{} of a negative number {} at {name}, element {e}: NaN", <&str>::from(*f), h(x))),
+        IrOp::Call(f @ (Func::Log | Func::Sqrt | Func::Rsqrt), ..) if x < 0.0 => {
+            (Rule::OutsideDomain, format!("{} of a negative number {} at {name}, element {e}: NaN{}", <&str>::from(*f), h(x), tape.source(n.kids[0], x)))
+        }
         IrOp::Call(Func::Log1p, ..) if x < -1.0 => (Rule::OutsideDomain, format!("log1p of {} (below −1) at {name}, element {e}: NaN", h(x))),
-        IrOp::Call(Func::Rsqrt, ..) if x == 0.0 => (Rule::DivisionByZero, format!("rsqrt of exactly 0 at {name}, element {e}: 1/√0 = +∞")),
+        IrOp::Call(Func::Rsqrt, ..) if x == 0.0 => (Rule::DivisionByZero, format!("rsqrt of exactly 0 at {name}, element {e}: 1/√0 = +∞{}", tape.source(n.kids[0], x))),
         IrOp::Call(Func::Exp, ..) if x > lim.max.ln() => (Rule::Overflow, format!("exp at {name} of {} at element {e}, above ln(max) = {} of {dt}: it overflows to +∞", h(x), h(lim.max.ln()))),
         IrOp::Pow(_, p) if x == 0.0 && *p < 0.0 => (Rule::DivisionByZero, format!("{name}: 0 to the power {} at element {e} divides by 0", h(*p))),
         IrOp::Pow(_, p) if x < 0.0 && p.fract() != 0.0 => (Rule::OutsideDomain, format!("{name}: the negative base {} to the fractional power {} at element {e} is NaN", h(x), h(*p))),
         IrOp::Bin(BinOp::Div, ..) if xs.get(1).copied().flatten() == Some(0.0) => {
             let what = if x == 0.0 { "0 / 0 = NaN" } else { "x / 0 = ±∞" };
-            (Rule::DivisionByZero, format!("division by exactly 0 at {name}, element {e}: {what}"))
+            (Rule::DivisionByZero, format!("division by exactly 0 at {name}, element {e}: {what}{}", tape.source(n.kids[1], 0.0)))
         }
         _ if v.is_infinite() => (Rule::Overflow, format!("{name} is {} at element {e} from finite operands: beyond {dt}'s largest value {}", h(v), h(lim.max))),
         _ => return None,
@@ -183,10 +240,10 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     Some(found)
 }
 
-/// Why the gradient of `text`'s inputs went non-finite when `upstream` (finite, in the
-/// result's shape) arrives at its result: the first node whose operand's gradient is
-/// non-finite, and its rule.
-pub fn backward(text: &str, ir: &Ir, inputs: &[Tensor], upstream: &Tensor, dtype: DTypeName) -> Result<Explained> {
+/// Why the gradient of `text`'s inputs (named, as [`forward`]'s) went non-finite when
+/// `upstream` (finite, in the result's shape) arrives at its result: the first node whose
+/// operand's gradient is non-finite, and its rule.
+fn backward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), upstream: &Tensor, dtype: DTypeName) -> Result<Explained> {
     let ast = super::parse::parse(text).ok();
     let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
     let Some(root) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
@@ -237,7 +294,7 @@ fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Te
             (Rule::ZeroTimesInf, format!("in the backward of {name}, element {e}: exp({}) overflowed {dt} to +∞, and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN", h(x)))
         }
         IrOp::Bin(BinOp::Div, ..) if at(&tape.nodes[n.kids[1]].value, gc, e) == Some(0.0) => {
-            (Rule::DivisionByZero, format!("in the backward of {name}, element {e}: the derivative divides by the divisor, exactly 0"))
+            (Rule::DivisionByZero, format!("in the backward of {name}, element {e}: the derivative divides by the divisor, exactly 0{}", tape.source(n.kids[1], 0.0)))
         }
         _ => {
             let bad = at(gc, gc, e).unwrap_or(f64::NAN);
@@ -270,13 +327,13 @@ fn unselected_by(tape: &Tape<'_>, mut k: usize) -> String {
 /// Why the expression `text` (with `consts`) over the named `inputs` made a non-finite value
 /// (`upstream` None) or a non-finite input gradient when `upstream` arrives at its result, in
 /// `dtype`. None if it does not check against these inputs (it reads a name not given).
-pub fn explain(text: &str, consts: &std::collections::BTreeMap<String, f64>, inputs: &[(&str, &Tensor)], upstream: Option<&Tensor>, dtype: DTypeName) -> Result<Explained> {
+pub fn explain<S: AsRef<str>>(text: &str, consts: &std::collections::BTreeMap<String, f64>, inputs: &[(S, &Tensor)], upstream: Option<&Tensor>, dtype: DTypeName) -> Result<Explained> {
     let (ts, _) = super::promoted(inputs.iter().map(|(_, t)| (*t).clone()).collect())?;
-    let named: Vec<(String, super::check::Dims)> = inputs.iter().zip(&ts).map(|((n, _), t)| (n.to_string(), super::dims_of_tensor(t))).collect();
+    let named: Vec<(String, super::check::Dims)> = inputs.iter().zip(&ts).map(|((n, _), t)| (n.as_ref().to_string(), super::dims_of_tensor(t))).collect();
     let Ok(c) = super::compile(text, &named, consts) else { return Ok(None) };
     match upstream {
-        None => forward(text, &c.ir, &ts, dtype),
-        Some(g) => backward(text, &c.ir, &ts, g, dtype),
+        None => forward(text, &c.ir, (&c.names, &ts), dtype),
+        Some(g) => backward(text, &c.ir, (&c.names, &ts), g, dtype),
     }
 }
 
@@ -341,5 +398,53 @@ mod tests {
         // x / (x − 1) at x = 1: the divisor is 0 in the derivative.
         let (rule, _) = why("x / (x - 1)", &t(&[&[1.0]]), true);
         assert_eq!(rule, Rule::DivisionByZero);
+    }
+
+    /// The rule and reason for `text` over the named `inputs` (and a gradient of 1 arriving at
+    /// `sum(text)` in backward), in f32.
+    fn why_named(text: &str, inputs: &[(&str, &Tensor)], backward: bool) -> (Rule, String) {
+        let g = backward.then(|| Tensor::ones((), candle_core::DType::F32, &Device::Cpu).unwrap());
+        let text = if backward { format!("sum({text})") } else { text.to_string() };
+        explain(&text, &BTreeMap::new(), inputs, g.as_ref(), DTypeName::F32).unwrap().expect("a rule explains it")
+    }
+
+    #[test]
+    fn a_divisor_or_log_operand_from_a_named_output_is_named_with_its_value() {
+        // 2 / 0 = +∞ (hand arithmetic): the divisor is the layer named `b`'s output.
+        let (x, b) = (t(&[&[1.0, 2.0]]), t(&[&[4.0, 0.0]]));
+        let (rule, r) = why_named("x / b", &[("x", &x), ("b", &b)], false);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("element 1: x / 0 = ±∞: `b` is 0: the output of the layer named `b`"), "{r}");
+        // A reduction of it: sum(b, dim=1) = 0 + 0 = 0 divides 3 + 1.
+        let (rule, r) = why_named("x / sum(b, dim=1, keepdim=true)", &[("x", &t(&[&[3.0, 1.0]])), ("b", &t(&[&[0.0, 0.0]]))], false);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("`sum(b, dim=1.0, keepdim=true)` is 0: it reads `b`, the output of the layer named `b`"), "{r}");
+        // log(0) = −∞ of a named output.
+        let h = t(&[&[0.5, 0.0]]);
+        let (rule, r) = why_named("2 * log(h)", &[("x", &x), ("h", &h)], false);
+        assert_eq!(rule, Rule::LogOfZero);
+        assert!(r.contains("`log(h)` (column 5), element 1") && r.contains("`h` is 0: the output of the layer named `h`"), "{r}");
+        // `x` itself is not a named output: no note.
+        let (_, r) = why_named("log(x)", &[("x", &t(&[&[0.0]]))], false);
+        assert!(!r.contains("layer named"), "{r}");
+        // Backward: where(b == 0, 0, x / b) selects 0 at b = 0, and x / b's derivative 1/b times
+        // the 0 arriving is 0 · ∞ = NaN (PyTorch's autograd does the same): the divisor is `b`.
+        let (rule, r) = why_named("where(b == 0, 0, x / b)", &[("x", &x), ("b", &b)], true);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("the derivative divides by the divisor, exactly 0: `b` is 0: the output of the layer named `b`"), "{r}");
+    }
+
+    #[test]
+    fn a_masked_mean_over_all_padding_names_the_mask() {
+        // sum(p · mask) / sum(mask) with a mask of zeros: 0 / 0 = NaN (hand arithmetic).
+        let (p, none) = (t(&[&[1.0, 2.0], &[3.0, 4.0]]), t(&[&[0.0, 0.0], &[0.0, 0.0]]));
+        let (rule, r) = why_named("sum(p * mask) / sum(mask)", &[("p", &p), ("mask", &none)], false);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("0 / 0 = NaN: `sum(mask)` is 0: every position of the batch is padding"), "{r}");
+        // Per row: row 1 of [[1, 1], [0, 0]] is all padding, its sum 0 and its masked sum 3·0 + 4·0 = 0.
+        let half = t(&[&[1.0, 1.0], &[0.0, 0.0]]);
+        let (rule, r) = why_named("sum(p * mask, dim=1) / sum(mask, dim=1)", &[("p", &p), ("mask", &half)], false);
+        assert_eq!(rule, Rule::DivisionByZero);
+        assert!(r.contains("element 1: 0 / 0 = NaN: `sum(mask, dim=1.0)` is 0: row 1 of the batch is all padding (1 of 2 rows are)"), "{r}");
     }
 }

@@ -33,22 +33,23 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 /// Where a non-finite gradient was born: the gradient of node `l`'s output went non-finite at
 /// flat index `i` while the gradient above it was finite, so the backward pass that made it is
 /// that of `reader`, the node that reads `l`'s output, or the loss's if none does. `outs` are
-/// the nodes' outputs, `upstream` the finite gradient of the reader's output, `y` the targets.
+/// the nodes' outputs, `others` what the reader reads besides `l`'s output (an expression's
+/// named outputs), `upstream` the finite gradient of the reader's output, `y` the targets and
+/// `mask` the padding mask (an expression loss reads it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn born(
     layers: &[Layer],
     nodes: &[String],
     (l, reader): (usize, Option<usize>),
     i: usize,
-    outs: &[Tensor],
+    (outs, others): (&[Tensor], &[&Tensor]),
     upstream: Option<&Tensor>,
-    spec: &LossSpec,
-    y: &Tensor,
+    (spec, y, mask): (&LossSpec, &Tensor, Option<&Tensor>),
     d: DTypeName,
 ) -> Result<Option<Cause>> {
     let Some(h) = outs.get(l) else { return Ok(None) };
     let lim = Limits::of(d);
-    let Some(r) = reader else { return loss_backward(spec, h, y, i, d) };
+    let Some(r) = reader else { return loss_backward(spec, (h, y, mask), i, d) };
     let Some(g) = upstream else { return Ok(None) };
     // The op's backward explains itself (`Op::explain_backward`).
     let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
@@ -57,16 +58,9 @@ pub(crate) fn born(
     let input = operand("input", h, Some(i), d)?;
     let grad = operand("upstream gradient", g, Some(i), d)?;
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
-    // An expression reading `x` alone is explained node by node, naming the sub-expression.
+    // An expression is explained node by node, naming the sub-expression (and a named output it reads).
     if let Layer::Expr(e) = layer {
-        let found = if e.reads().is_empty() {
-            crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", h)], Some(g), d).map_err(|x| {
-                eprintln!("DBG {x}");
-                x
-            })?
-        } else {
-            None
-        };
+        let found = crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &super::expr_inputs(e, h, others), Some(g), d)?;
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
     let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims(), training: true });
@@ -74,7 +68,7 @@ pub(crate) fn born(
 }
 
 /// The loss's backward made the predictions' gradient non-finite at flat index `i`.
-fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName) -> Result<Option<Cause>> {
+fn loss_backward(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), i: usize, d: DTypeName) -> Result<Option<Cause>> {
     let (pv, yv) = (values(p)?, values(y)?);
     let (Some(&pi), Some(&yi)) = (pv.get(i), yv.get(i)) else { return Ok(None) };
     let (dt, lim) = (<&str>::from(d), Limits::of(d));
@@ -124,7 +118,7 @@ fn loss_backward(spec: &LossSpec, p: &Tensor, y: &Tensor, i: usize, d: DTypeName
         LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
             .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
         // An expression is diagnosed node by node, the gradient 1 arriving at the loss.
-        LossKind::Expr => crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], Some(&Tensor::ones((), p.dtype(), p.device())?), d)?,
+        LossKind::Expr => crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &super::loss_inputs(p, y, mask), Some(&Tensor::ones((), p.dtype(), p.device())?), d)?,
         LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()

@@ -24,6 +24,7 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, Optimize
 
 mod backward;
 pub(crate) mod chain;
+mod ctc;
 mod probability;
 mod product;
 
@@ -170,9 +171,10 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
 }
 
 /// The output of node `node` (the `part` of `layer` it computes) went non-finite in the forward
-/// pass (in evaluation unless `training`); `input` is what it read, `params` the node's
-/// parameters (a linear layer's output is computed exactly from them, `product.rs`).
-pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, params): (&Tensor, &[Tensor]), index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
+/// pass (in evaluation unless `training`); `input` is what it read, `others` what else it read
+/// (an expression's named outputs), `params` the node's parameters (a linear layer's output is
+/// computed exactly from them, `product.rs`).
+pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, others, params): (&Tensor, &[&Tensor], &[Tensor]), index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
     if let (Layer::Linear(_), [w, b]) = (layer, params) {
         if let Some(c) = product::linear_output(node, input, (w, b), index, d)? {
             return Ok(Some(c));
@@ -180,15 +182,28 @@ pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, params)
     }
     let lim = Limits::of(d);
     let x = operand("input", input, Some(index), d)?;
-    // An expression reading `x` alone is explained node by node, naming the sub-expression.
+    // An expression is explained node by node, naming the sub-expression (and a named output it reads).
     if let Layer::Expr(e) = layer {
-        let found = if e.reads().is_empty() { crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", input)], None, d)? } else { None };
+        let found = crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &expr_inputs(e, input, others), None, d)?;
         return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let at = x.at.unwrap_or(f64::NAN);
     let found = layer.op().explain_forward(part, &Facts { x: at, grad: f64::NAN, dtype: d, lim, read: x.read(), index, dims: input.dims(), training });
     let found = found.or_else(|| (layer.op().autocast(part) == crate::ops::Autocast::Low).then(|| cast_down(input, &x, d)).flatten());
     Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])))
+}
+
+/// An expression layer's inputs by name: `x`, then the named outputs it reads (`others`, in
+/// [`crate::ops::expr::Expr::reads`]'s order); none of them if `others` does not match its names.
+pub(crate) fn expr_inputs<'t>(e: &crate::ops::expr::Expr, input: &'t Tensor, others: &[&'t Tensor]) -> Vec<(String, &'t Tensor)> {
+    let reads = e.reads();
+    let named = (reads.len() == others.len()).then(|| reads.into_iter().zip(others.iter().copied())).into_iter().flatten();
+    std::iter::once(("x".to_string(), input)).chain(named).collect()
+}
+
+/// A loss expression's inputs by name: `p`, `y`, and the padding `mask` if the data is padded.
+pub(crate) fn loss_inputs<'t>(p: &'t Tensor, y: &'t Tensor, mask: Option<&'t Tensor>) -> Vec<(String, &'t Tensor)> {
+    [("p", Some(p)), ("y", Some(y)), ("mask", mask)].into_iter().filter_map(|(n, t)| Some((n.to_string(), t?))).collect()
 }
 
 /// An op autocast runs in the low dtype `d` read a finite input beyond `d`'s range (kept in f32
@@ -215,9 +230,10 @@ fn cast_down(input: &Tensor, x: &Operand, d: DTypeName) -> Option<(Rule, String)
     ))
 }
 
-/// The loss went non-finite. `p` and `y` are predictions and targets; `logits` is what the
-/// layer before the predictions read (the sigmoid's input), if there is one.
-pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tensor>, d: DTypeName) -> Result<Option<Cause>> {
+/// The loss went non-finite. `p` and `y` are predictions and targets, `mask` the padding mask
+/// (an expression loss reads it); `logits` is what the layer before the predictions read (the
+/// sigmoid's input), if there is one.
+pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), logits: Option<&Tensor>, d: DTypeName) -> Result<Option<Cause>> {
     let pv = p.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
     let yv = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
     let dt: &str = d.into();
@@ -241,13 +257,11 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
         }
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
         LossKind::Expr => {
-            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], None, d).map_err(|x| {
-                eprintln!("DBG {x}");
-                x
-            })?;
+            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &loss_inputs(p, y, mask), None, d)?;
             found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => Ok(None),
+        LossKind::Ctc => ctc::infeasible(spec, (p, y, mask), d),
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => Ok(None),
     }
 }
 
@@ -469,16 +483,16 @@ mod tests {
         let p = Tensor::new(&[[1e19f32], [1e19], [-1e19], [-1e19]], &dev).unwrap();
         let y = Tensor::zeros((4, 1), candle_core::DType::F32, &dev).unwrap();
         let spec: LossSpec = toml::from_str("kind = \"mse\"").unwrap();
-        let c = loss(&spec, &p, &y, None, DTypeName::F32).unwrap().expect("a rule explains it");
+        let c = loss(&spec, (&p, &y, None), None, DTypeName::F32).unwrap().expect("a rule explains it");
         assert_eq!(c.rule, Rule::Overflow);
         assert!(c.reason.contains("sum over 4 values is 4e38") && c.reason.contains("before the mean divides by 4"), "{}", c.reason);
-        assert!(loss(&spec, &(&p / 2.0).unwrap(), &y, None, DTypeName::F32).unwrap().is_none());
+        assert!(loss(&spec, (&(&p / 2.0).unwrap(), &y, None), None, DTypeName::F32).unwrap().is_none());
         // f16 sums in f32: errors of 200 give a mean of 40000 in PyTorch 2.15, so no rule; a sum
         // of four absolute errors of 20000 is 80000 > 65504, inf in PyTorch 2.15's f16 l1_loss.
         let h = Tensor::new(&[[200f32], [200.0], [-200.0], [-200.0]], &dev).unwrap();
-        assert!(loss(&spec, &h, &y, None, DTypeName::F16).unwrap().is_none());
+        assert!(loss(&spec, (&h, &y, None), None, DTypeName::F16).unwrap().is_none());
         let mae: LossSpec = toml::from_str("kind = \"mae\"\nreduction = \"sum\"").unwrap();
-        let c = loss(&mae, &(h * 100.0).unwrap(), &y, None, DTypeName::F16).unwrap().expect("mae's sum");
+        let c = loss(&mae, (&(h * 100.0).unwrap(), &y, None), None, DTypeName::F16).unwrap().expect("mae's sum");
         assert!(c.reason.contains("is 80000") && !c.reason.contains("mean divides"), "{}", c.reason);
     }
 }

@@ -172,6 +172,10 @@ impl Net for CodeNet {
         x
     }
 
+    fn others_of<'t>(&self, _: usize, _: &'t Tensor, _: &'t [Tensor]) -> Vec<&'t Tensor> {
+        Vec::new()
+    }
+
     fn reader_of(&self, _: usize) -> Option<usize> {
         None
     }

@@ -202,6 +202,10 @@ impl Net for Model {
         self.nodes.get(l).map_or(x, |n| read(n.input(), x, outs))
     }
 
+    fn others_of<'t>(&self, l: usize, x: &'t Tensor, outs: &'t [Tensor]) -> Vec<&'t Tensor> {
+        self.nodes.get(l).map_or_else(Vec::new, |n| n.inputs.iter().skip(1).map(|&j| read(j, x, outs)).collect())
+    }
+
     /// The first node after `l` that reads `l`'s output as its main input (where `l`'s gradient comes from).
     fn reader_of(&self, l: usize) -> Option<usize> {
         (l + 1..self.nodes.len()).find(|&j| self.nodes[j].input() == Input::Node(l))

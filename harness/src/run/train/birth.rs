@@ -71,7 +71,8 @@ impl Runner<'_> {
                     let reader = model.reader_of(l);
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
-                    self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, outs, upstream.as_ref(), &s.loss, y, self.compute_dtype()).ok().flatten();
+                    let others = reader.map(|r| model.others_of(r, x, outs)).unwrap_or_default();
+                    self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, (outs, &others), upstream.as_ref(), (&s.loss, y, b.mask.as_ref()), self.compute_dtype()).ok().flatten();
                     self.check_birth(Wrt::Output(l), model, (b, outs, slots), seed);
                     return Ok(());
                 }

@@ -45,7 +45,7 @@ impl Runner<'_> {
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
         let params = self.params_of(model, l);
-        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &params), f.index, self.compute_dtype(), true)
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.compute_dtype(), true)
     }
 
     /// The cause of a validation output (`validation.*`): the layer that made it in evaluation.
@@ -53,7 +53,7 @@ impl Runner<'_> {
         let Some((l, layer)) = self.names.validation.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
         let params = self.params_of(model, l);
-        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &params), f.index, self.compute_dtype(), false)
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.compute_dtype(), false)
     }
 
     /// The parameters of node `l`, as tensors.
@@ -62,8 +62,8 @@ impl Runner<'_> {
     }
 
     /// The cause of a non-finite loss: past the stability bound (of the step's batch, with the
-    /// loss's reduction), or the loss's own arithmetic.
-    pub(super) fn loss_cause(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<Cause>> {
+    /// loss's reduction), or the loss's own arithmetic (an expression's over the padding `mask` too).
+    pub(super) fn loss_cause(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], (y, mask): (&Tensor, Option<&Tensor>)) -> Result<Option<Cause>> {
         let s = self.s;
         if self.linear_sgd_mse() && x.rank() == 2 {
             let rows = x.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
@@ -75,7 +75,7 @@ impl Runner<'_> {
         let pred = outs.last().unwrap_or(x);
         let n = model.layers().len();
         let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid(_))).then(|| model.input_of(n - 1, x, outs));
-        cause::loss(&s.loss, pred, y, logits, s.train.dtype)
+        cause::loss(&s.loss, (pred, y, mask), logits, s.train.dtype)
     }
 
     /// Once the run has ended: a first non-finite value that came after the run diverged (the

@@ -60,8 +60,8 @@ impl Runner<'_> {
             row.train_loss += if divide { value / k as f64 } else { value };
             if !value.is_finite() {
                 self.flag(at, Phase::Loss, &TensorId::Loss, (0, value), &[], 1);
-                self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, y));
-                self.widen(at, Phase::Loss, &|r, _| r.loss_f64(model, x, &outs, y));
+                self.explain(at, Phase::Loss, &|r, _| r.loss_cause(model, x, &outs, (y, b.mask.as_ref())));
+                self.widen(at, Phase::Loss, &|r, _| r.loss_f64(model, x, &outs, (y, b.mask.as_ref())));
             }
             if self.done() || model.params().is_empty() {
                 return Ok(None);

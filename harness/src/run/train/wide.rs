@@ -49,10 +49,11 @@ impl Runner<'_> {
         Ok(Some(op_check(&f.tensor.to_string(), &w.out, f.index, &inputs, w.reference)?))
     }
 
-    /// The op check of a non-finite loss: the loss on the prediction and targets cast to f64.
-    pub(super) fn loss_f64(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], y: &Tensor) -> Result<Option<OpCheck>> {
+    /// The op check of a non-finite loss: the loss on the prediction, targets and padding mask cast to f64.
+    pub(super) fn loss_f64(&self, model: &dyn Net, x: &Tensor, outs: &[Tensor], (y, mask): (&Tensor, Option<&Tensor>)) -> Result<Option<OpCheck>> {
         let pred = model.to_loss(outs.last().unwrap_or(x))?;
-        let wide = self.loss.apply(&pred.to_dtype(DType::F64)?, &y.to_dtype(DType::F64)?)?;
+        let mask = mask.map(|m| m.to_dtype(DType::F64)).transpose()?;
+        let wide = self.loss.apply_masked(&pred.to_dtype(DType::F64)?, &y.to_dtype(DType::F64)?, mask.as_ref())?;
         Ok(Some(op_check(&format!("loss ({})", <&str>::from(self.s.loss.kind)), &wide, 0, &[&pred, y], false)?))
     }
 
