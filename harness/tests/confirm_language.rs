@@ -1,8 +1,9 @@
 //! The model language's constructs confirmed against a real PyTorch 2.15 (feature
 //! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, a preprocessing
-//! expression, an expression reading an earlier named output and a loss expression reading
-//! the padding mask, each failing scenario where PyTorch fails and its fix finite where
-//! PyTorch is, from `scenarios/layers/`.
+//! expression and a chain of preprocessing steps, an expression reading an earlier named
+//! output, a loss expression reading the padding mask and `ctc` with per-row input lengths,
+//! each failing scenario where PyTorch fails and its fix finite where PyTorch is, from
+//! `scenarios/layers/`.
 #![cfg(feature = "torch-tests")]
 
 mod common;
@@ -50,6 +51,31 @@ fn a_preprocessing_expression_agrees_with_pytorch_on_the_data() {
     assert_eq!(torch_first(&c), (0, nanhunt::Phase::Data, "data.train.inputs".into()));
     let c = confirmed("preprocess_std_constant_feature_fix_eps");
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn a_preprocessing_chain_runs_in_order_in_pytorch_and_agrees() {
+    // log1p, MinMaxScaler fitted on the training rows, then `(x - x.mean(0)) / x.std(0)`:
+    // PyTorch 2.15 on the raw data exported, the chain run by repro.py, NaN in the data.
+    let c = confirmed("preprocess_chain_constant_feature");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (0, nanhunt::Phase::Data, "data.train.inputs".into()));
+    // The fix trains on the same inputs: its losses agree step by step.
+    let c = confirmed("preprocess_chain_constant_feature_fix_eps");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+}
+
+#[test]
+fn ctc_with_input_lengths_from_the_padding_agrees_with_pytorch() {
+    // F.ctc_loss(..., input_lengths=mask.sum(-1)): a row too short for its 3 labels is inf in
+    // PyTorch 2.15 at step 1; with zero_infinity both train finite, the losses agreeing.
+    let c = confirmed("ctc_padded_input_too_short");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Loss, "loss".into()));
+    let c = confirmed("ctc_padded_input_too_short_fix_zero_infinity");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 4, "{c}");
 }
 
 #[test]

@@ -6,8 +6,8 @@
 //! as JSON), `init.safetensors` (each fold's initial parameters, in the run's
 //! dtype and PyTorch's layout: nanhunt keeps a linear weight as `(in, out)`,
 //! PyTorch as `(out, in)`) and `data.safetensors` (each fold's training and
-//! validation tensors after injection and preprocessing (but for the expression steps that
-//! end `data.preprocess`, which the script runs as torch lines), in f64, and each
+//! validation tensors after injection, before preprocessing (`data.preprocess` is a chain the
+//! script runs itself, in order, `preprocess.rs`; after a `drop_nonfinite`), in f64, and each
 //! epoch's shuffle order, and each step's dropout masks, `dropout`). nanhunt
 //! owns the weights, the data and the randomness, so PyTorch runs the same
 //! computation. `confirm` runs the script and compares.
@@ -27,6 +27,7 @@ use crate::scenario::{plan, DTypeName, Named, Plan, Role, Scenario};
 mod child;
 mod confirm;
 mod dropout;
+mod preprocess;
 mod stamp;
 
 pub use confirm::{confirm, confirm_with, scratch, tolerance, ConfirmOptions, Confirmation, Scratch, TorchFirst, TorchVerdict, DEFAULT_TIMEOUT};
@@ -134,26 +135,6 @@ fn data_tensors(s: &Scenario, data: &data::Dataset) -> Result<Vec<(String, Raw)>
     }
     out.extend(dropout::masks(s, data, &plan_of(s, data)?)?);
     Ok(out)
-}
-
-/// The data steps `repro.py` runs itself, on the tensors as people write them: the expression
-/// steps that end `data.preprocess`, each as its torch line of `x`, with the data built
-/// without them (`None` when there are none; an expression step followed by another kind of
-/// step is in the data as built).
-fn expression_tail(s: &Scenario) -> Result<(Option<data::Dataset>, Vec<String>)> {
-    let steps = &s.data.preprocess;
-    let head = steps.iter().rposition(|p| !matches!(p, crate::scenario::Preprocess::Expr { .. })).map_or(0, |i| i + 1);
-    if head == steps.len() {
-        return Ok((None, Vec::new()));
-    }
-    let line = |p: &crate::scenario::Preprocess| {
-        let crate::scenario::Preprocess::Expr { expr, consts } = p else { return None };
-        Some(crate::ops::expr::parse::parse(expr).map(|a| crate::ops::expr::torch::python(&a, consts, "x")).unwrap_or_else(|e| format!("None  # {e}")))
-    };
-    let lines = steps[head..].iter().filter_map(line).collect();
-    let mut without = s.clone();
-    without.data.preprocess.truncate(head);
-    Ok((Some(data::build(&without)?), lines))
 }
 
 /// What the script needs to know of the scenario, as JSON: the layers as written (with their
@@ -299,10 +280,10 @@ pub fn export(s: &Scenario, dir: &Path) -> Result<()> {
     crate::scenario::check_memory(s)?;
     let data = data::build(s)?;
     let init = safetensors(&init_tensors(s, &data)?)?;
-    let (before, lines) = expression_tail(s)?;
+    let (before, steps) = preprocess::chain(s, data.shape.features)?;
     let tensors = safetensors(&data_tensors(s, before.as_ref().unwrap_or(&data))?)?;
     let mut settings = settings(s, &data)?;
-    settings["preprocess_torch"] = json!(lines);
+    settings["preprocess"] = json!(steps);
     let pretty = serde_json::to_string_pretty(&settings).map_err(|e| Error::Invalid { location: s.name.clone(), key: "export".into(), message: e.to_string() })?;
     let script = TEMPLATE.replace("@SCENARIO@", &pretty);
     clear(dir)?;

@@ -452,10 +452,9 @@ def main():
     names = [n["name"] for n in sc["nodes"]]
     watch = Watch(names)
     finfo = torch.finfo(DTYPE)
-    # Data, as built (after injection and preprocessing), in f64, then in the compute dtype.
-    # The expression steps that end data.preprocess run here, on each split by itself, as nanhunt runs them.
-    for key in [k for k in data if k.endswith(".inputs")]:
-        data[key] = preprocessed(data[key], sc)
+    # Data, as built (after injection, before the preprocessing chain), in f64, then in the compute dtype.
+    # The data.preprocess chain runs here, in order, as nanhunt runs it.
+    preprocessed(data, sc)
     for f in range(sc["folds"]):
         for split in ("train", "validation"):
             for what in ("inputs", "targets"):
@@ -525,20 +524,76 @@ def main():
     return finish(watch)
 
 
-def preprocessed(x, sc):
-    """The inputs (rows, columns) through the scenario's trailing expression steps of x, each
-    row as the model reads it (features, a sequence of them, an image)."""
-    if not sc.get("preprocess_torch"):
-        return x
+def preprocessed(data, sc):
+    """The scenario's data.preprocess chain (after its last drop_nonfinite, which the data as
+    built holds), in order, on each fold: an expression step is its torch line of x, on each
+    split by itself; the others are nanhunt's sklearn-style steps, fitted on the fold's training
+    split as it is at that step and applied to both splits."""
+    for f in range(sc["folds"]):
+        keys = [k for k in (f"fold{f}.train.inputs", f"fold{f}.validation.inputs") if k in data]
+        for step in sc.get("preprocess") or []:
+            apply = (lambda x, line=step["torch"]: expression(x, sc, line)) if step["op"] == "expr" else fitted(step, data[keys[0]])
+            for key in keys:
+                data[key] = apply(data[key])
+
+
+def expression(x, sc, line):
+    """The inputs (rows, columns) through the torch line of x, each row as the model reads it
+    (features, a sequence of them, an image)."""
     flat = x.shape
     image, seq = sc.get("image"), sc.get("seq_len")
     if image:
         x = x.reshape(x.shape[0], image["channels"], image["height"], image["width"])
     elif seq:
         x = x.reshape(x.shape[0], seq, x.shape[1] // seq)
-    for line in sc["preprocess_torch"]:
-        x = eval(line, {"torch": torch, "F": F}, {"x": x})
-    return x.reshape(flat)
+    return eval(line, {"torch": torch, "F": F}, {"x": x}).reshape(flat)
+
+
+def fitted(step, train):
+    """One of nanhunt's sklearn-style steps (run/data/preprocess.rs) as a function of a split
+    (rows, columns), its statistics over the training split `train` as nanhunt computes them:
+    a feature's cells at every time step together, summed one by one in f64 in row order,
+    the population std; a zero std or range scales by 1."""
+    op, features = step["op"], step["features"]
+    feature = torch.arange(train.shape[1]) % features
+    cols = step.get("columns") or list(range(features))
+
+    def stats(c, finite_only=False):
+        vals = [v for v in train[:, feature == c].reshape(-1).tolist() if not finite_only or math.isfinite(v)]
+        total, lo, hi = 0.0, math.inf, -math.inf
+        for v in vals:
+            total, lo, hi = total + v, v if v < lo else lo, v if v > hi else hi
+        mean = total / max(len(vals), 1)
+        sq = 0.0
+        for v in vals:
+            sq += (v - mean) * (v - mean)
+        return mean, math.sqrt(sq / max(len(vals), 1)), lo, hi
+
+    def per_column(f):
+        def apply(x):
+            x = x.clone()
+            for c in cols:
+                x[:, feature == c] = f(c, x[:, feature == c])
+            return x
+        return apply
+
+    if op == "standardize":
+        st = [stats(c) for c in range(features)]
+        return per_column(lambda c, v: (v - st[c][0]) / (st[c][1] if st[c][1] != 0 else 1.0))
+    if op == "min_max":
+        st = [stats(c) for c in range(features)]
+        return per_column(lambda c, v: (v - st[c][2]) / ((st[c][3] - st[c][2]) if st[c][3] - st[c][2] != 0 else 1.0))
+    if op == "impute_mean":
+        st = [stats(c, finite_only=True) for c in range(features)]
+        return per_column(lambda c, v: torch.where(torch.isfinite(v), v, st[c][0]))
+    if op == "reciprocal":
+        guard = step.get("guard")
+        return per_column(lambda c, v: 1 / v if guard is None else torch.where(v == 0, guard, 1 / v))
+    if op == "log":
+        return per_column(lambda c, v: torch.log(v + (step.get("epsilon") or 0.0)))
+    if op == "clip":
+        return per_column(lambda c, v: v.clamp(step["min"], step["max"]))
+    raise ValueError(f"data.preprocess: the step {op!r} is not one the script runs")
 
 
 def schedule(spec, opt):
