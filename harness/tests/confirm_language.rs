@@ -17,13 +17,22 @@ fn python() -> PathBuf {
     common::torch_python()
 }
 
-/// `scenarios/layers/{stem}.toml` confirmed in PyTorch.
-fn confirmed(stem: &str) -> Confirmation {
-    let s = nanhunt::load(&common::repo().join(format!("scenarios/layers/{stem}.toml"))).unwrap();
+/// `scenarios/layers/{stem}.toml`, loaded.
+fn layer(stem: &str) -> nanhunt::Scenario {
+    nanhunt::load(&common::repo().join(format!("scenarios/layers/{stem}.toml"))).unwrap()
+}
+
+/// A scenario confirmed in PyTorch.
+fn confirmed_scenario(s: &nanhunt::Scenario) -> Confirmation {
     let work = scratch().unwrap();
-    let c = confirm(&s, &python(), &work).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let c = confirm(s, &python(), &work).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     std::fs::remove_dir_all(&work).ok();
     c
+}
+
+/// `scenarios/layers/{stem}.toml` confirmed in PyTorch.
+fn confirmed(stem: &str) -> Confirmation {
+    confirmed_scenario(&layer(stem))
 }
 
 /// Where PyTorch first went non-finite: (step, phase, tensor).
@@ -105,5 +114,34 @@ fn named_losses_inside_a_loss_expression_train_beside_pytorch() {
     assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
     assert_eq!(torch_first(&c).1, nanhunt::Phase::Loss, "{c}");
     let c = confirmed("expr_named_losses_ignored_batch_fix_sum");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn per_row_losses_and_normalized_info_nce_export_and_agree_with_pytorch() {
+    // A masked mean of a per-token cross_entropy(..., reduction='none'): repro.py's line is
+    // F.cross_entropy(p.reshape(-1, k), y.reshape(-1).long(), reduction='none').reshape(p.shape[:-1]);
+    // the second batch is all padding, 0/0 = NaN at step 2 in PyTorch 2.15, and the clamp fixes it.
+    let c = confirmed("expr_masked_token_cross_entropy_all_padded");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (2, nanhunt::Phase::Loss, "loss".into()));
+    let c = confirmed("expr_masked_token_cross_entropy_all_padded_fix_clamp");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+    // Per-row cross_entropy with label smoothing over labels of which 80% are ignored (rows 0).
+    let mut s = layer("expr_named_losses_ignored_batch_fix_sum");
+    s.loss.expr = Some("sum(cross_entropy(p, y, label_smoothing=0.1, reduction='none') ** 2) + 0.01 * mean(p ** 2)".into());
+    let c = confirmed_scenario(&s);
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+    // info_nce of F.normalize'd embeddings, as the [loss] kind and per row in an expression, in f32.
+    let mut s = layer("info_nce_f16_small_temperature_fix_temperature");
+    s.train.dtype = nanhunt::scenario::DTypeName::F32;
+    (s.loss.normalized, s.loss.consts) = (true, [("temperature".to_string(), 0.1)].into());
+    let c = confirmed_scenario(&s);
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 8, "{c}");
+    s.loss = nanhunt::scenario::LossSpec { kind: nanhunt::scenario::LossKind::Expr, expr: Some("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))".into()), ..Default::default() };
+    let c = confirmed_scenario(&s);
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
 }

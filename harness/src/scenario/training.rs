@@ -50,6 +50,10 @@ pub struct LossSpec {
     /// `ctc`'s `zero_infinity`: an impossible alignment's infinite loss (and its gradient) is 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zero_infinity: bool,
+    /// `info_nce`'s `normalized`: both embeddings L2-normalized (`F.normalize`, eps 1e-12) before
+    /// their similarities.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub normalized: bool,
 }
 
 /// The supported losses.
@@ -84,7 +88,8 @@ pub enum LossKind {
     KlDivLogTarget,
     /// torchvision's `sigmoid_focal_loss` of logits (`consts`: `gamma` 2, `alpha` 0.25).
     Focal,
-    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))` (`consts`: `temperature`).
+    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))` (`consts`:
+    /// `temperature`), of `F.normalize`d embeddings with `normalized`.
     InfoNce,
     /// `F.ctc_loss` of log-probabilities `(batch, steps, classes)` against label rows padded
     /// with the blank (`blank`, `zero_infinity`).
@@ -329,6 +334,7 @@ impl Default for LossSpec {
             label_smoothing: None,
             blank: None,
             zero_infinity: false,
+            normalized: false,
             from_model: None,
         }
     }

@@ -247,7 +247,13 @@ fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Resu
         Reads::Alike if p != y => return Err(bad("reads a prediction and targets of one shape")),
         Reads::Embeddings | Reads::Alike => {}
     }
-    Ok(if call.reduce == Reduce::None { p.to_vec() } else { Vec::new() })
+    Ok(match (call.reduce, call.reads) {
+        (Reduce::None, Reads::Alike) => p.to_vec(),
+        // One loss per row or position: the prediction without its classes.
+        (Reduce::None, Reads::Classes) => p[..p.len() - 1].to_vec(),
+        (Reduce::None, Reads::Embeddings) => vec![Dim::Batch],
+        (Reduce::Scalar | Reduce::Elements, _) => Vec::new(),
+    })
 }
 
 /// The shape after reducing `dims` (kept as 1 with `keepdim`).

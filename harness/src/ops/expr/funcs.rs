@@ -79,7 +79,8 @@ pub enum Func {
     Mse,
     /// `F.binary_cross_entropy_with_logits(p, y, reduction='mean')`
     BceWithLogits,
-    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))`
+    /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))`, of
+    /// `F.normalize(p)` and `F.normalize(y)` with `normalized=True`
     InfoNce,
 }
 
@@ -149,7 +150,7 @@ impl Func {
             KlDiv => &["reduction", "log_target"],
             Focal => &["alpha", "gamma", "reduction"],
             Mse | BceWithLogits => &["reduction"],
-            InfoNce => &["temperature", "reduction"],
+            InfoNce => &["temperature", "reduction", "normalized"],
         }
     }
 

@@ -1,12 +1,13 @@
 //! The named losses an expression may call, `cross_entropy(p, y, ignore_index=-100,
 //! label_smoothing=0.0)`, `kl_div(p, y, log_target=False, reduction='mean')`,
 //! `focal(p, y, alpha=0.25, gamma=2, reduction='none')` (torchvision's `sigmoid_focal_loss`),
-//! `mse(p, y)`, `bce_with_logits(p, y)` and `info_nce(p, y, temperature=0.07)`, each with its
-//! PyTorch defaults: a call becomes the loss kind's [`LossSpec`] and runs the loss op's own
-//! kernel (`ops::loss::kind_loss`), so its value, its backward and its PyTorch line are the
-//! `[loss] kind`'s. `reduction='none'` gives one term per element (`mse`, `bce_with_logits`,
-//! `kl_div`, `focal`); `kl_div`'s `'mean'` is PyTorch's mean over elements, `'batchmean'` the
-//! KL divergence.
+//! `mse(p, y)`, `bce_with_logits(p, y)` and `info_nce(p, y, temperature=0.07, normalized=False)`,
+//! each with its PyTorch defaults: a call becomes the loss kind's [`LossSpec`] and runs the loss
+//! op's own kernel (`ops::loss::kind_loss`), so its value, its backward and its PyTorch line are
+//! the `[loss] kind`'s. `reduction='none'` gives one term per element (`mse`, `bce_with_logits`,
+//! `kl_div`, `focal`), per row or position (`cross_entropy`, 0 where the target is ignored: a
+//! masked mean is `sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)`) or per row
+//! (`info_nce`); `kl_div`'s `'mean'` is PyTorch's mean over elements, `'batchmean'` the KL divergence.
 
 use std::collections::BTreeMap;
 
@@ -107,7 +108,7 @@ fn named(f: Func) -> Option<Named> {
 /// The reductions a named loss takes, its default first (PyTorch's, or torchvision's `'none'` for `focal`).
 fn reductions(n: Named) -> &'static [&'static str] {
     match n {
-        Named::CrossEntropy | Named::InfoNce => &["mean", "sum"],
+        Named::CrossEntropy | Named::InfoNce => &["mean", "sum", "none"],
         Named::KlDiv => &["mean", "batchmean", "sum", "none"],
         Named::Focal => &["none", "mean", "sum"],
         Named::Mse | Named::BceWithLogits => &["mean", "sum", "none"],
@@ -158,6 +159,7 @@ pub fn call_of(f: Func, name: &str, params: &Params, col: usize) -> std::result:
                 return Err(Problem { col, message: "`temperature` must not be 0 (the logits divide by it)".into() });
             }
             spec.consts = BTreeMap::from([("temperature".to_string(), t)]);
+            spec.normalized = params.flag("normalized");
             LossKind::InfoNce
         }
     };

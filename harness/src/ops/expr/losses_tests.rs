@@ -111,8 +111,7 @@ fn kl_div_mse_focal_bce_and_info_nce_in_expressions_are_pytorchs() {
         -0.010738391676953275,
         -0.02625451153348031,
     ];
-    let keys: [&[f64]; 3] = [&[0.8, 0.2, 0.0, 0.1], &[0.3, 0.9, 0.5, -0.2], &[-0.1, -0.7, 0.4, 0.0]];
-    close("info_nce(p / norm(p, dim=-1, keepdim=true), y, temperature=0.5)", &keys, 1.491923209993802, grad);
+    close("info_nce(p / norm(p, dim=-1, keepdim=true), y, temperature=0.5)", &KEYS, 1.491923209993802, grad);
 }
 
 #[test]
@@ -153,6 +152,169 @@ fn named_loss_calls_are_checked_with_their_column() {
     assert_eq!(err("cross_entropy(p, y)", 3), "column 1: `cross_entropy` reads one class index per row (or position), or one probability per class, and gets (batch, 4) and (batch, 3)");
     assert_eq!(err("cross_entropy(p, y, label_smoothing=1.5)", 1), "column 1: `cross_entropy` takes an integer ignore_index and a label_smoothing in [0, 1] (PyTorch's check), got -100 and 1.5");
     assert_eq!(err("info_nce(p, y, temperature=0)", 4), "column 1: `temperature` must not be 0 (the logits divide by it)");
+    assert_eq!(err("info_nce(p, y, reduction='batchmean')", 4), "column 1: `info_nce` takes reduction='mean', 'sum', 'none'");
+    assert_eq!(err("info_nce(p, y, normalised=true)", 4), "column 27: `info_nce` takes no argument `normalised`, did you mean `normalized`?");
+    // reduction='none': one loss per row or position (the prediction without its classes), per row for info_nce.
+    use crate::ops::expr::check::Dim::{Batch, N};
+    let dims = |e: &str, p: Vec<crate::ops::expr::check::Dim>, y| super::super::compile(e, &[("p".into(), p), ("y".into(), y)], &Default::default()).unwrap().ir.dims;
+    assert_eq!(dims("cross_entropy(p, y, reduction='none')", vec![Batch, N(4)], vec![Batch, N(1)]), [Batch]);
+    assert_eq!(dims("cross_entropy(p, y, reduction='none')", vec![Batch, N(3), N(4)], vec![Batch, N(3)]), [Batch, N(3)]);
+    assert_eq!(dims("cross_entropy(p, y, reduction='none')", vec![Batch, N(3), N(4)], vec![Batch, N(3), N(4)]), [Batch, N(3)]);
+    assert_eq!(dims("info_nce(p, y, reduction='none')", vec![Batch, N(4)], vec![Batch, N(4)]), [Batch]);
     assert_eq!(err("mean(focal(p, y, reduction='avg'))", 4), "column 6: `focal` takes reduction='none', 'mean', 'sum'");
     assert_eq!(err("kl_div(p, y, reduction=\"sum)", 4), "column 28: expected a closing quote after letters, digits and `_`, an argument");
+}
+
+#[test]
+fn cross_entropy_and_info_nce_with_reduction_none_are_pytorchs_rows() {
+    // PyTorch 2.15: r = F.cross_entropy(p, y, label_smoothing=0.1, reduction='none') is
+    // [0.5255289984482534, 0.0, 3.5615986168813487] (the ignored row 0); torch.sum(r ** 2):
+    let grad = [0.13583329659244156, 0.009895123779068116, -0.2457031679783724, 0.09997474760686274, 0.0, 0.0, 0.0, 0.0, -6.421284829839094, 3.1897144962651987, 2.444761006212142, 0.7868093273617531];
+    close("sum(cross_entropy(p, y, label_smoothing=0.1, reduction='none') ** 2)", &[&[2.0], &[-100.0], &[0.0]], 12.96116543598116, grad);
+    // Every row ignored: the rows are [0, 0, 0] (not NaN: nothing is divided), their sum 0 with a zero gradient.
+    close("sum(cross_entropy(p, y, label_smoothing=0.1, reduction='none'))", &[&[-100.0], &[-100.0], &[-100.0]], 0.0, [0.0; 12]);
+    // One-hot targets: F.cross_entropy(p, y, label_smoothing=0.2, reduction='none') per row, squared and summed.
+    let grad = [
+        0.08927038447886536,
+        -0.6467795890137243,
+        1.4779632972279895,
+        -0.9204540926931305,
+        -0.35679734793234635,
+        -0.9593230521175892,
+        -1.0274151150624657,
+        2.3435355151124018,
+        -3.2538015536151956,
+        1.9018805552271338,
+        1.3216426708675884,
+        0.03027832752047337,
+    ];
+    close("sum(cross_entropy(p, y, label_smoothing=0.2, reduction='none') ** 2)", &PROBS, 16.21689843630056, grad);
+    // torch.sum(F.cross_entropy(p @ k.T / 0.5, torch.arange(3), reduction='none') ** 2), rows
+    // [2.6056169629855885, 3.846018993092086, 2.00769216592086].
+    let grad = [
+        -8.394526672495877,
+        -7.515844091170692,
+        3.934299489008627,
+        -1.111716082028746,
+        7.200782732199785,
+        -10.865698508797948,
+        -7.382403723801231,
+        4.480296111929144,
+        2.8274347797761132,
+        11.05845226454134,
+        0.6486904415729371,
+        -1.3625293269214969,
+    ];
+    close("sum(info_nce(p, y, temperature=0.5, reduction='none') ** 2)", &KEYS, 25.6119296861233, grad);
+}
+
+/// The `info_nce` keys of the contrastive cases.
+const KEYS: [&[f64]; 3] = [&[0.8, 0.2, 0.0, 0.1], &[0.3, 0.9, 0.5, -0.2], &[-0.1, -0.7, 0.4, 0.0]];
+
+#[test]
+fn info_nce_normalized_is_pytorchs_f_normalize_with_its_eps_at_a_zero_embedding() {
+    // PyTorch 2.15: F.cross_entropy(F.normalize(p, dim=-1) @ F.normalize(k, dim=-1).T / 0.5, torch.arange(3)).
+    let grad = [
+        -0.26638912314736973,
+        -0.12879902705660395,
+        0.008540006562215902,
+        -0.050737914429403286,
+        0.03823507036330031,
+        -0.131720313797468,
+        -0.04523818821030554,
+        -0.026657233216701076,
+        0.14028980881713785,
+        0.30038343214518404,
+        -0.03434604653651581,
+        -0.023822881565913844,
+    ];
+    close("info_nce(p, y, temperature=0.5, normalized=true)", &KEYS, 1.5614624732502762, grad);
+    // A zero embedding: F.normalize divides by max(‖0‖, 1e-12), so its logits are 0 and its
+    // gradient the arriving one over 1e-12 (PyTorch 2.15: loss 1.350639565660325, the zero row's
+    // gradient [-394279020276.2615, -115145600416.22574, 211270047206.9859, -94246979017.15126],
+    // the other rows' as above: a zero row leaves the others' logits alone).
+    let z = [[0.0; 4], P[1], P[2]];
+    let p = Var::from_tensor(&Tensor::new(&z, &Device::Cpu).unwrap()).unwrap();
+    let y = Tensor::new(KEYS.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let l = Loss(spec("info_nce(p, y, temperature=0.5, normalized=true)")).apply(p.as_tensor(), &y).unwrap();
+    let g: Vec<f64> = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let want = [-394279020276.2615, -115145600416.22574, 211270047206.9859, -94246979017.15126];
+    assert!((l.to_scalar::<f64>().unwrap() - 1.350639565660325).abs() < 1e-12);
+    assert!(g[..4].iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-9 * b.abs()), "{g:?}");
+    assert!(g[4..].iter().zip(&grad[4..]).all(|(a, b)| (a - b).abs() <= 1e-12), "{g:?}");
+    // Without normalized=True the zero row's logits are 0 too, but its gradient is ordinary.
+    let (plain, _) = {
+        let l = Loss(spec("info_nce(p, y, temperature=0.5)")).apply(p.as_tensor(), &y).unwrap();
+        let g: Vec<f64> = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        (l.to_scalar::<f64>().unwrap(), g)
+    };
+    assert!(plain.is_finite() && (plain - 1.350639565660325).abs() > 1e-3, "{plain}");
+}
+
+#[test]
+fn a_masked_mean_of_per_token_cross_entropy_is_nan_when_the_batch_is_all_padding() {
+    // p (2, 3, 4), class indices (2, 3) with two ignored, mask (2, 3). PyTorch 2.15:
+    // r = F.cross_entropy(p.reshape(-1, 4), y.reshape(-1), reduction='none').reshape(2, 3);
+    // torch.sum(r * m) / torch.sum(m) = 2.2360129521277217.
+    let p = [[[0.5, -1.0, 2.0, 0.25], [1.5, 0.0, -0.5, 3.0], [-2.0, 1.0, 0.75, -0.25]], [[0.1, 0.2, 0.3, 0.4], [-1.0, -2.0, 0.5, 1.0], [2.5, 0.0, 0.0, -1.5]]];
+    let y = Tensor::new(&[[2.0, -100.0, 0.0], [3.0, 1.0, -100.0]], &Device::Cpu).unwrap();
+    let run = |mask: [[f64; 3]; 2]| {
+        let p = Var::from_tensor(&Tensor::new(&p, &Device::Cpu).unwrap()).unwrap();
+        let m = Tensor::new(&mask, &Device::Cpu).unwrap();
+        let l = Loss(spec("sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)")).apply_masked(p.as_tensor(), &y, Some(&m)).unwrap();
+        let g: Vec<f64> = l.backward().unwrap().get(p.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        (l.to_scalar::<f64>().unwrap(), g)
+    };
+    let (l, g) = run([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]);
+    let want = [
+        0.03855870632104055,
+        0.008603610316530052,
+        -0.0771918673146173,
+        0.03002955067704671,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        -0.2441152615220079,
+        0.11819813198301304,
+        0.09205279774594782,
+        0.03386433179304709,
+        0.0534595550914961,
+        0.05908194558038442,
+        0.06529564803876889,
+        -0.17783714871064943,
+        0.01888413693691765,
+        -0.24305291425664174,
+        0.08463283011295118,
+        0.13953594720677293,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ];
+    assert!((l - 2.2360129521277217).abs() < 1e-12, "{l}");
+    assert!(g.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-12), "{g:?}");
+    // All padding: 0/0 = NaN; the gradient is NaN at every kept position (1/0 · 0) and 0 at the
+    // two ignored ones (nll_loss's backward), as PyTorch 2.15 gives.
+    let (l, g) = run([[0.0; 3]; 2]);
+    assert!(l.is_nan(), "{l}");
+    let ignored = |i: usize| (4..8).contains(&i) || (20..24).contains(&i);
+    assert!(g.iter().enumerate().all(|(i, v)| if ignored(i) { *v == 0.0 } else { v.is_nan() }), "{g:?}");
+}
+
+#[test]
+fn the_reduction_none_and_normalized_pytorch_lines() {
+    let ce = Loss(spec("sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)")).torch_expr();
+    assert!(
+        ce.starts_with(
+            "(torch.sum(((lambda p, y: (F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-100, label_smoothing=0.0, reduction='none').reshape(p.shape[:-1]) if "
+        ),
+        "{ce}"
+    );
+    assert!(
+        ce.contains("else (-(((s := p - p.max(dim=-1, keepdim=True).values.detach()) - torch.log(torch.exp(s).sum(dim=-1, keepdim=True))) * y)).sum(dim=-1)))(p, y) * mask)) / torch.sum(mask))"),
+        "{ce}"
+    );
+    let nce = Loss(spec("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))")).torch_expr();
+    assert_eq!(nce, "torch.mean((lambda p, y: F.cross_entropy(F.normalize(p, dim=-1) @ F.normalize(y, dim=-1).T / 0.1, torch.arange(p.shape[0]), reduction='none'))(p, y))");
 }

@@ -5,7 +5,9 @@
 //! the rows kept, so a batch whose every target is ignored is 0/0 = NaN, with a zero gradient
 //! (PyTorch 2.15). With `label_smoothing` ε, PyTorch's `cross_entropy_loss_label_smoothing`:
 //! `(1 − ε)·nll + ε/k · Σ_kept(−Σ_c log_softmax(p)_c) / kept`. A target that is neither a class
-//! nor `ignore_index` is PyTorch's error, "Target 5 is out of bounds.".
+//! nor `ignore_index` is PyTorch's error, "Target 5 is out of bounds.". An expression's
+//! `cross_entropy(p, y, reduction='none')` is one loss per row or position (`cross_entropy_rows`),
+//! 0 where the target is ignored, so a masked mean can be written over it.
 //!
 //! One-hot (probability) targets keep the stable formula of `probability.rs`; their
 //! `label_smoothing` is PyTorch's `y·(1 − ε) + ε/k` in place of `y`.
@@ -43,22 +45,41 @@ fn targets(s: &LossSpec, y: &Tensor, k: usize) -> Result<(Vec<u32>, Vec<bool>)> 
     Ok((index, kept))
 }
 
-/// The loss of logits `p` (`(…, k)`) against one class index per row or position `y`.
-pub(super) fn cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// The log-softmax of logits `p` (`(…, k)`) as rows `(rows, k)`, each row's `−log_softmax` at its
+/// target (at class 0 where ignored), and which rows are kept.
+fn picked(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<(Tensor, Tensor, Vec<bool>)> {
     let k = p.dims().last().copied().unwrap_or(1);
     let rows = p.elem_count() / k.max(1);
     let (index, kept) = targets(s, y, k)?;
     let logp = log_softmax_along(&p.reshape((rows, k))?, D::Minus1)?;
     let picked = Tensor::from_vec(index, (rows, 1), p.device())?;
-    let nll = nll::reduce_kept(s.reduction, &logp.gather(&picked, 1)?.squeeze(1)?.neg()?, Some(&kept))?;
+    let nll = logp.gather(&picked, 1)?.squeeze(1)?.neg()?;
+    Ok((logp, nll, kept))
+}
+
+/// `−Σ_c log_softmax(p)_c` per row (PyTorch's `smooth_loss`), summed in f32 for a half `logp`
+/// and rounded once, 0 where the row is not `kept`.
+fn smooth_rows(logp: &Tensor, kept: &Tensor) -> Result<Tensor> {
+    let smooth = in_f32(logp, |l| Ok(l.sum(D::Minus1)?))?.neg()?;
+    Ok(kept.where_cond(&smooth, &smooth.zeros_like()?)?)
+}
+
+/// 1 at a kept row, 0 at an ignored one.
+fn kept_mask(kept: &[bool], device: &candle_core::Device) -> Result<Tensor> {
+    Ok(Tensor::from_iter(kept.iter().map(|&b| u8::from(b)), device)?)
+}
+
+/// The loss of logits `p` (`(…, k)`) against one class index per row or position `y`.
+pub(super) fn cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let k = p.dims().last().copied().unwrap_or(1);
+    let (logp, picked, kept) = picked(s, p, y)?;
+    let nll = nll::reduce_kept(s.reduction, &picked, Some(&kept))?;
     let eps = s.label_smoothing.unwrap_or(0.0);
     if eps == 0.0 {
         return Ok(nll);
     }
     // `smooth_loss = −input.sum(class_dim)`, masked to 0 where ignored, its sum over the kept count.
-    let smooth = in_f32(&logp, |l| Ok(l.sum(D::Minus1)?))?.neg()?;
-    let mask = Tensor::from_iter(kept.iter().map(|&b| u8::from(b)), p.device())?;
-    let smooth = mask.where_cond(&smooth, &smooth.zeros_like()?)?;
+    let smooth = smooth_rows(&logp, &kept_mask(&kept, p.device())?)?;
     let count = kept.iter().filter(|b| **b).count();
     // The sum rounded to the dtype, then divided in it (a half tensor over the count).
     let smooth = in_f32(&smooth, |t| Ok(t.sum_all()?))?;
@@ -70,14 +91,25 @@ pub(super) fn cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tens
     Ok((scaled(&nll, 1.0 - eps)? + scaled(&smooth, eps / k as f64)?)?)
 }
 
+/// [`cross_entropy`] with `reduction='none'`: each row's (or position's) loss, of `p`'s shape
+/// without its classes, `(1 − ε)·nll + ε/k · smooth` per row as PyTorch's
+/// `cross_entropy_loss_label_smoothing` (`nll_loss`'s row, and the smoothing term, masked to 0
+/// where the target is `ignore_index`): an ignored row is 0 with a zero gradient.
+pub(super) fn cross_entropy_rows(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let k = p.dims().last().copied().unwrap_or(1);
+    let (logp, picked, kept) = picked(s, p, y)?;
+    let mask = kept_mask(&kept, p.device())?;
+    let nll = mask.where_cond(&picked, &picked.zeros_like()?)?;
+    let rows = match s.label_smoothing.filter(|e| *e > 0.0) {
+        Some(eps) => (scaled(&nll, 1.0 - eps)? + scaled(&smooth_rows(&logp, &mask)?, eps / k as f64)?)?,
+        None => nll,
+    };
+    Ok(rows.reshape(&p.dims()[..p.rank().saturating_sub(1)])?)
+}
+
 /// `t · a`, in f32 for a half `t` and rounded once (PyTorch's tensor-by-scalar product).
 fn scaled(t: &Tensor, a: f64) -> Result<Tensor> {
     in_f32(t, |t| Ok(t.affine(a, 0.0)?))
-}
-
-/// [`cross_entropy`] in PyTorch: the targets' one column (per position) as `long` indices.
-fn cross_entropy_torch(s: &LossSpec) -> String {
-    format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={})", ignore_index(s), py(s.label_smoothing.unwrap_or(0.0)), reduction(s))
 }
 
 /// One-hot (probability) targets smoothed as PyTorch's `cross_entropy_loss_prob_target`:
@@ -95,11 +127,26 @@ pub(super) fn smoothed(s: &LossSpec, y: &Tensor, k: usize) -> Result<Tensor> {
 /// `label_smoothing`, `F.cross_entropy` of the probabilities; without, the stable formula
 /// `probability.rs` computes.
 pub(super) fn torch(s: &LossSpec) -> String {
+    lines(s, reduction(s), &format!(".{}()", super::method(s)))
+}
+
+/// [`cross_entropy_rows`] in PyTorch (`reduction='none'`, then the rows in `p`'s shape without its
+/// classes, as people `view` them back), for both kinds of targets as [`torch`].
+pub(super) fn torch_rows(s: &LossSpec) -> String {
+    lines(s, "'none'", "")
+}
+
+/// [`torch`] with reduction `r` (a Python string) and `method` after the one-hot formula's row
+/// sums (`.mean()`, `.sum()`, or none, when the loss reshapes its rows back).
+fn lines(s: &LossSpec, r: &str, method: &str) -> String {
+    let back = if method.is_empty() { ".reshape(p.shape[:-1])" } else { "" };
+    let indices =
+        format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={r}){back}", ignore_index(s), py(s.label_smoothing.unwrap_or(0.0)));
     let one_hot = match s.label_smoothing {
-        Some(e) if e > 0.0 => format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing={}, reduction={})", py(e), reduction(s)),
-        Some(_) | None => format!("({}).sum(dim=-1).{}()", super::probability::CROSS_ENTROPY, super::method(s)),
+        Some(e) if e > 0.0 => format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing={}, reduction={r}){back}", py(e)),
+        Some(_) | None => format!("({}).sum(dim=-1){method}", super::probability::CROSS_ENTROPY),
     };
-    format!("({} if p.shape[-1] > 1 and y.numel() * p.shape[-1] == p.numel() else {one_hot})", cross_entropy_torch(s))
+    format!("({indices} if p.shape[-1] > 1 and y.numel() * p.shape[-1] == p.numel() else {one_hot})")
 }
 
 /// The problems of `ignore_index` and `label_smoothing`: only `cross_entropy` takes them, and

@@ -85,6 +85,9 @@ impl Op for Loss {
         }
         out.extend(classes::problems(l));
         out.extend(ctc::problems(l));
+        if l.normalized && l.kind != LossKind::InfoNce {
+            out.push(("normalized", "only `info_nce` takes `normalized`".into()));
+        }
         match (l.kind, l.delta) {
             (LossKind::Huber, Some(d)) if !(d > 0.0 && d.is_finite()) => out.push(("delta", format!("must be a positive finite number, got {d}"))),
             (LossKind::Huber, None) => out.push(("delta", "huber needs `delta`".into())),
@@ -226,12 +229,20 @@ pub fn kind_loss(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// The unreduced loss (PyTorch's `reduction='none'`) of a kind with one term per element
-/// (`mse`, `bce_logits`, `kl_div`, `focal`), or `None` for a kind that has no such form here.
+/// The unreduced loss (PyTorch's `reduction='none'`): one term per element for `mse`,
+/// `bce_logits`, `kl_div`, `focal`; one per row (or position: the prediction's shape without its
+/// classes) for `cross_entropy`, 0 with a zero gradient where the target is `ignore_index`, and
+/// for `info_nce`; `None` for a kind that has no such form here (`ctc`).
 pub fn kind_elements(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Option<Tensor>> {
+    let k = p.dims().last().copied().unwrap_or(1);
+    if s.kind == LossKind::CrossEntropy && indexes(p.elem_count(), k, y.elem_count()) {
+        return Ok(Some(classes::cross_entropy_rows(s, p, y)?));
+    }
     Ok(match made(s, p, y)? {
-        Made::Terms(Terms::Elements(e) | Terms::Batch(e)) => Some(e),
-        Made::Terms(Terms::Classes(_) | Terms::Nll(_)) | Made::Loss(_) => None,
+        Made::Terms(Terms::Elements(e) | Terms::Batch(e) | Terms::Nll(e)) => Some(e),
+        // Summed over the classes as the reduction sums them: one term per row.
+        Made::Terms(Terms::Classes(c)) => Some(in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+        Made::Loss(_) => None,
     })
 }
 
@@ -252,7 +263,7 @@ pub fn kind_torch(s: &LossSpec) -> String {
         LossKind::KlDiv => return named::kl_div_torch(s, false),
         LossKind::KlDivLogTarget => return named::kl_div_torch(s, true),
         LossKind::Focal => return named::focal_torch(s),
-        LossKind::InfoNce => return named::info_nce_torch(s),
+        LossKind::InfoNce => return named::info_nce_torch(s, reduction(s)),
         LossKind::Ctc => return ctc::torch(s),
     };
     let rows = if classes { ".sum(dim=-1)" } else { "" };
@@ -267,16 +278,9 @@ pub fn kind_torch_elements(s: &LossSpec) -> String {
         LossKind::KlDiv => "F.kl_div(p, y, reduction='none', log_target=False)".into(),
         LossKind::KlDivLogTarget => "F.kl_div(p, y, reduction='none', log_target=True)".into(),
         LossKind::Focal => named::focal_elements_torch(s),
-        LossKind::Mae
-        | LossKind::Huber
-        | LossKind::MeanAbsRatio
-        | LossKind::Bce
-        | LossKind::BceTorch
-        | LossKind::CrossEntropy
-        | LossKind::NaiveCrossEntropy
-        | LossKind::Expr
-        | LossKind::InfoNce
-        | LossKind::Ctc => kind_torch(s),
+        LossKind::CrossEntropy => classes::torch_rows(s),
+        LossKind::InfoNce => named::info_nce_torch(s, "'none'"),
+        LossKind::Mae | LossKind::Huber | LossKind::MeanAbsRatio | LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::Expr | LossKind::Ctc => kind_torch(s),
     }
 }
 

@@ -1,15 +1,17 @@
 //! The named losses people call from PyTorch, each formula beside the PyTorch call it follows:
 //! `kl_div` (`F.kl_div` of log-probabilities, `log_target` as its own kind), `focal`
 //! (torchvision's `sigmoid_focal_loss`, γ and α in `consts`) and `info_nce` (the contrastive
-//! loss: `F.cross_entropy(p @ y.T / temperature, arange(batch))`, the temperature in `consts`).
+//! loss: `F.cross_entropy(p @ y.T / temperature, arange(batch))`, the temperature in `consts`,
+//! the embeddings `F.normalize`d first with `normalized`).
 //! Each is written as PyTorch computes it, including where it fails: `kl_div` multiplies a
 //! zero target by its log-input, so a log-input of −∞ (the log of a softmax that underflowed)
 //! gives `0 · (−∞) = NaN`; a small temperature overflows f16's logits.
 
 use candle_core::{Tensor, D};
 
-use super::{reduction, Terms};
+use super::Terms;
 use crate::error::Result;
+use crate::ops::normalize::normalize;
 use crate::ops::py;
 use crate::run::kernel::activation::log_softmax_along;
 use crate::scenario::{LossSpec, Named, Reduction};
@@ -104,9 +106,13 @@ pub(super) fn focal_elements_torch(s: &LossSpec) -> String {
 /// The contrastive loss: row `i` of `p` (a batch of embeddings) against every row of `y` (their
 /// positives), `logits = p @ yᵀ / T`, and the cross-entropy of row `i` with class `i`:
 /// `−log_softmax(logits)[i, i]`, in the dtype of the inputs (in f16, logits past 65504 are ∞),
-/// reduced as PyTorch's `nll_loss` (in f16, a mean whose sum passes 65504 is ∞).
+/// reduced as PyTorch's `nll_loss` (in f16, a mean whose sum passes 65504 is ∞). With
+/// `normalized`, both are first `F.normalize(·, dim=-1)`d (`x / max(‖x‖, 1e-12)`, the `normalize`
+/// layer's kernel and backward): a zero embedding gives 0 logits and a gradient of `g / 1e-12`
+/// (0 in f16, where the eps is 0: NaN), as in PyTorch.
 pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
     let t = constant(s, "temperature");
+    let (p, y) = if s.normalized { (normalize(p, 2.0, NORMALIZE_EPS)?, normalize(y, 2.0, NORMALIZE_EPS)?) } else { (p.clone(), y.clone()) };
     let logits = (p.matmul(&y.t()?)? / t)?;
     let n = p.dim(0)?;
     let labels = Tensor::arange(0u32, n as u32, p.device())?.unsqueeze(1)?;
@@ -114,9 +120,13 @@ pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
     Ok(Terms::Nll(picked.neg()?))
 }
 
-/// [`info_nce`] in PyTorch.
-pub(super) fn info_nce_torch(s: &LossSpec) -> String {
-    format!("F.cross_entropy(p @ y.T / {}, torch.arange(p.shape[0]), reduction={})", py(constant(s, "temperature")), reduction(s))
+/// `F.normalize`'s default eps.
+const NORMALIZE_EPS: f64 = 1e-12;
+
+/// [`info_nce`] in PyTorch, reduced as `reduction` (a Python string, `'none'` for one loss per row).
+pub(super) fn info_nce_torch(s: &LossSpec, reduction: &str) -> String {
+    let (p, y) = if s.normalized { ("F.normalize(p, dim=-1)", "F.normalize(y, dim=-1)") } else { ("p", "y") };
+    format!("F.cross_entropy({p} @ {y}.T / {}, torch.arange(p.shape[0]), reduction={reduction})", py(constant(s, "temperature")))
 }
 
 /// The constants' problems: a name the kind does not read, a value outside its domain.
@@ -227,6 +237,8 @@ mod tests {
         assert_eq!(torch(spec(LossKind::KlDiv, &[], Reduction::Mean)), "F.kl_div(p, y, reduction='batchmean', log_target=False)");
         assert_eq!(torch(spec(LossKind::KlDivLogTarget, &[], Reduction::Sum)), "F.kl_div(p, y, reduction='sum', log_target=True)");
         assert_eq!(torch(spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean)), "F.cross_entropy(p @ y.T / 0.01, torch.arange(p.shape[0]), reduction='mean')");
+        let normalized = LossSpec { normalized: true, ..spec(LossKind::InfoNce, &[("temperature", 0.1)], Reduction::Sum) };
+        assert_eq!(torch(normalized), "F.cross_entropy(F.normalize(p, dim=-1) @ F.normalize(y, dim=-1).T / 0.1, torch.arange(p.shape[0]), reduction='sum')");
         assert!(torch(spec(LossKind::Focal, &[], Reduction::Mean)).starts_with("((0.25 * y + 0.75 * (1 - y)) * (F.binary_cross_entropy_with_logits(p, y, reduction='none')"));
         use crate::ops::Op;
         let problems = |s: LossSpec| Loss(s).check().into_iter().map(|(_, m)| m).collect::<Vec<_>>();
@@ -234,5 +246,6 @@ mod tests {
         assert_eq!(problems(spec(LossKind::InfoNce, &[("temperature", 0.0)], Reduction::Mean)), ["`temperature` must not be 0 (the logits divide by it)"]);
         assert_eq!(problems(spec(LossKind::Mse, &[("eps", 1.0)], Reduction::Mean)), ["only `kind = \"expr\"`, `focal` (gamma, alpha) and `info_nce` (temperature) take `consts`"]);
         assert!(problems(spec(LossKind::Focal, &[("gamma", 0.5), ("alpha", 0.25)], Reduction::Mean)).is_empty());
+        assert_eq!(problems(LossSpec { normalized: true, ..spec(LossKind::Mse, &[], Reduction::Mean) }), ["only `info_nce` takes `normalized`"]);
     }
 }

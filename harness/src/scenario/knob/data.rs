@@ -1,5 +1,5 @@
 //! The data's knobs: `data.scale`, `data.inputs.mean` and `.std`, `data.target_scale`,
-//! `data.inject`, `data.padding.max_fraction` and `data.seq_len`.
+//! `data.inject`, `data.padding.max_fraction`, `data.seq_len` and `data.targets.ignore_fraction`.
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::{Added, Factor, Scale};
@@ -211,5 +211,30 @@ impl Def for SeqLen {
     }
     fn domain(c: &Ctx) -> Option<Domain> {
         c.base.data.seq_len.map(|l| Domain::Range(1.0, f64::from((l as u32).saturating_mul(4))))
+    }
+}
+
+/// `data.targets.ignore_fraction` of drawn class-index targets (`kind = "labels"`): the chance
+/// that a row's target is the loss's `ignore_index`. More is riskier: a batch whose every target
+/// is ignored is 0/0 = NaN in a mean `cross_entropy`, as in PyTorch.
+pub struct IgnoreFraction;
+
+impl Def for IgnoreFraction {
+    type Value = f64;
+    const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
+    fn applies(s: &Scenario) -> bool {
+        matches!(s.data.targets, Some(TargetSpec::Labels { .. }))
+    }
+    fn get(s: &Scenario) -> Option<f64> {
+        let Some(TargetSpec::Labels { ignore_fraction, .. }) = s.data.targets else { return None };
+        Some(ignore_fraction)
+    }
+    fn set(s: &mut Scenario, v: f64) -> bool {
+        let Some(TargetSpec::Labels { ignore_fraction, .. }) = &mut s.data.targets else { return false };
+        *ignore_fraction = v;
+        true
+    }
+    fn domain(_: &Ctx) -> Option<Domain> {
+        Some(Domain::Range(0.0, 1.0))
     }
 }

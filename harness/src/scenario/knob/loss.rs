@@ -1,4 +1,5 @@
-//! The loss's knobs: `loss.kind`, `loss.reduction`, `loss.epsilon` and `loss.clamp`.
+//! The loss's knobs: `loss.kind`, `loss.reduction`, `loss.epsilon`, `loss.clamp` and
+//! `loss.label_smoothing`.
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::{Scale, Value};
@@ -112,5 +113,29 @@ impl Def for LossClamp {
             let (a, b) = around(cl, c.decades);
             Domain::Range(a, b.min(0.49))
         })
+    }
+}
+
+/// `loss.label_smoothing`: `cross_entropy`'s ε in [0, 1] (unset is 0), PyTorch's formula. Above 0
+/// the loss reads every class's log-probability (`−Σ_c log_softmax(p)_c`), not only the target's,
+/// so a class whose log-probability is −∞ makes it ∞: larger is riskier. An expression's
+/// `cross_entropy(p, y, label_smoothing=ls)` moves through its constant (`consts`).
+pub struct LabelSmoothing;
+
+impl Def for LabelSmoothing {
+    type Value = f64;
+    const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
+    fn applies(s: &Scenario) -> bool {
+        s.loss.kind == LossKind::CrossEntropy && s.loss.from_model.is_none()
+    }
+    fn get(s: &Scenario) -> Option<f64> {
+        Some(s.loss.label_smoothing.unwrap_or(0.0))
+    }
+    fn set(s: &mut Scenario, v: f64) -> bool {
+        s.loss.label_smoothing = Some(v).filter(|e| *e > 0.0);
+        true
+    }
+    fn domain(_: &Ctx) -> Option<Domain> {
+        Some(Domain::Range(0.0, 1.0))
     }
 }

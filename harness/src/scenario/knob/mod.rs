@@ -85,6 +85,10 @@ macro_rules! for_each_knob {
             /// `consts`: each named constant of the scenario's expressions (`loss.consts.eps`,
             /// `model.layers.2.consts.T`), moved alone; the value names which.
             Const("consts") => consts::Const,
+            /// `loss.label_smoothing`: `cross_entropy`'s label smoothing, in [0, 1].
+            LabelSmoothing("loss.label_smoothing") => loss::LabelSmoothing,
+            /// `data.targets.ignore_fraction`: the chance that a class-index target is `ignore_index`.
+            IgnoreFraction("data.targets.ignore_fraction") => data::IgnoreFraction,
         }
     };
 }
@@ -144,7 +148,7 @@ impl Knob {
 /// The knobs fuzzer bytes name: the first 27, those of the enum the saved fuzz inputs were
 /// written with, picked as `arbitrary`'s derive picked a variant of 27 (`(x · 27) >> 32` of a
 /// `u32`), so a saved input decodes as before. The knobs added since (`loss.kind`,
-/// `loss.reduction`) are not drawn from bytes; a fuzz target reaches other losses through the
+/// `loss.reduction`, `consts`, `loss.label_smoothing`, `data.targets.ignore_fraction`) are not drawn from bytes; a fuzz target reaches other losses through the
 /// scenario's own bytes.
 const FUZZED: u64 = 27;
 

@@ -191,3 +191,27 @@ fn each_constant_is_a_knob_named_by_its_own_key() {
     // A constant that is not positive moves on a linear scale.
     assert_eq!((super::value::scale_of(0.0), super::value::scale_of(-2.0), super::value::scale_of(3.0)), (Scale::Linear, Scale::Linear, Scale::Log));
 }
+
+#[test]
+fn label_smoothing_and_the_ignored_fraction_are_knobs_of_class_index_targets() {
+    use crate::scenario::{LossKind, TargetSpec};
+    let base = layer("cross_entropy_all_ignored_batch");
+    assert_eq!((base.loss.kind, base.loss.label_smoothing), (LossKind::CrossEntropy, Some(0.1)));
+    assert!(Knob::LabelSmoothing.applies(&base) && Knob::IgnoreFraction.applies(&base));
+    assert_eq!(Knob::LabelSmoothing.get(&base), Some(Value::Real(0.1)));
+    assert_eq!(Knob::IgnoreFraction.get(&base), Some(Value::Real(0.8)));
+    let spec = SearchSpec::default();
+    let ctx = Ctx { base: &base, spec: &spec, decades: 3.0, narrow: 2.0 };
+    assert_eq!((Knob::IgnoreFraction.entry().domain)(&ctx), Some(Domain::Range(0.0, 1.0)));
+    // Moved to 0, the smoothing is unset, as a `[loss]` table without it; past 1 it stays at 1.
+    let mut s = base.clone();
+    assert!((Knob::LabelSmoothing.entry().set)(&mut s, &Value::Real(0.0)));
+    assert_eq!(s.loss.label_smoothing, None);
+    assert_eq!((Knob::LabelSmoothing.entry().moved)(&Value::Real(0.1), 1.5), Value::Real(1.0));
+    assert!((Knob::IgnoreFraction.entry().set)(&mut s, &Value::Real(1.0)));
+    assert!(matches!(s.data.targets, Some(TargetSpec::Labels { ignore_fraction, .. }) if ignore_fraction == 1.0));
+    assert!(crate::scenario::validate(&s).is_empty());
+    // Neither applies to one-hot targets under another loss.
+    let other = load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
+    assert!(!Knob::LabelSmoothing.applies(&other) && !Knob::IgnoreFraction.applies(&other));
+}

@@ -315,7 +315,9 @@ fn role(k: Knob) -> Role {
         | Knob::Accumulate
         | Knob::LossKind
         | Knob::LossReduction
-        | Knob::Const => Role::Own,
+        | Knob::Const
+        | Knob::LabelSmoothing
+        | Knob::IgnoreFraction => Role::Own,
     }
 }
 

@@ -38,6 +38,8 @@ pub(super) const DRAW: [Knob; Knob::COUNT] = [
     Knob::LossKind,
     Knob::LossReduction,
     Knob::Const,
+    Knob::LabelSmoothing,
+    Knob::IgnoreFraction,
 ];
 
 /// The order of the screening sweep within each of its groups (riskier ends, other values, safer ends).
@@ -72,6 +74,8 @@ pub(super) const SCREEN: [Knob; Knob::COUNT] = [
     Knob::LossKind,
     Knob::LossReduction,
     Knob::Const,
+    Knob::LabelSmoothing,
+    Knob::IgnoreFraction,
 ];
 
 /// The order numeric knobs are scanned in (the rows of `nanhunt margins`); knobs without a range are skipped.
@@ -106,6 +110,8 @@ pub(super) const SCAN: [Knob; Knob::COUNT] = [
     Knob::LossKind,
     Knob::LossReduction,
     Knob::Const,
+    Knob::LabelSmoothing,
+    Knob::IgnoreFraction,
 ];
 
 #[cfg(test)]
