@@ -1,6 +1,6 @@
 //! The fused recurrence of the registry's `rnn`, `lstm` and `gru` on the CPU, in
 //! f32 and f64: one op over the whole sequence, its input projection for every
-//! step computed before it (a Candle product with its own autograd), and a
+//! step computed before it (one op with its own backward, `linear::linear_bias_last`), and a
 //! hand-written backward through time. Per step it makes the recurrent product
 //! with gemm called as Candle's matmul calls it, then each row's cell
 //! (`cells.rs`); it keeps the states and the gates the backward reads, which
