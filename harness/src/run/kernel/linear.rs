@@ -15,7 +15,16 @@ use crate::error::Result;
 
 /// `x W + b` for `x` `(…, in)`, `W` `(in, out)`, `b` `(out)`; the result is `(…, out)`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: None })?)
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: None, bias_last: false })?)
+}
+
+/// `x W`, then `+ b`: the product rounded before the bias is added, as Candle's product and a
+/// bias add compose it, for every depth (gemm adding into the bias rounds otherwise when it
+/// splits the depth past 512 or takes its depth ≤ 2 path, which fuses the add). One op with
+/// [`linear`]'s backward, whose products and column sums are those of the two composed ops.
+/// The recurrent layers' input projection, so its bits stay those of the composed path.
+pub(crate) fn linear_bias_last(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: None, bias_last: true })?)
 }
 
 /// Autocast's linear in f32 storage: `round(linear(x, round(W), round(b)))` (`cast::round`) in
@@ -27,7 +36,7 @@ pub(crate) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_cor
     if !(x.dtype() == candle_core::DType::F32 && super::handles(x)) {
         return round(&linear(x, &round(w, low)?, &round(b, low)?)?, low);
     }
-    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: Some(low) })?)
+    Ok(x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, Linear { round: Some(low), bias_last: false })?)
 }
 
 /// gemm's parallelism as Candle's products choose it: its thread count. gemm splits the
@@ -133,18 +142,31 @@ struct Linear {
     /// Autocast in f32 storage to this half type (f32 only): round the weights and bias as read,
     /// the output, and the gradients (see [`linear_rounded`]).
     round: Option<candle_core::DType>,
+    /// Add the bias to the rounded product (see [`linear_bias_last`]), not the product into the bias.
+    bias_last: bool,
 }
 
 /// The forward on `(x, W, b)` of these sizes, its weights and result rounded in f32 storage.
 struct Forward {
     round: Option<candle_core::DType>,
+    bias_last: bool,
     n: (usize, usize, usize),
 }
 
 impl Forward {
-    fn product<T: candle_core::WithDType>(x: &[T], w: &[T], b: &[T], (rows, input, out): (usize, usize, usize)) -> candle_core::Result<Vec<T>> {
+    fn product<T: candle_core::WithDType>(&self, x: &[T], w: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
+        let (rows, input, out) = self.n;
         if b.len() != out {
             candle_core::bail!("linear: a bias of {} for {out} outputs", b.len());
+        }
+        if self.bias_last {
+            let mut y = product(Mat::new(x, rows, input), Mat::new(w, input, out))?;
+            for row in y.chunks_exact_mut(out.max(1)) {
+                for (v, c) in row.iter_mut().zip(b) {
+                    *v += *c;
+                }
+            }
+            return Ok(y);
         }
         let mut y = Vec::with_capacity(rows * out);
         for _ in 0..rows {
@@ -164,14 +186,14 @@ impl Kernel<3> for Forward {
 
     /// f64, where nothing is rounded (autocast's rounding is in f32 storage).
     fn run<T: Real>(&self, [x, w, b]: [&[T]; 3]) -> candle_core::Result<CpuStorage> {
-        Ok(T::to_cpu_storage_owned(Self::product(x, w, b, self.n)?))
+        Ok(T::to_cpu_storage_owned(self.product(x, w, b)?))
     }
 
     fn run_f32(&self, [x, w, b]: [&[f32]; 3]) -> candle_core::Result<CpuStorage> {
         let round = super::cast::round_values;
         Ok(CpuStorage::F32(match self.round {
-            Some(low) => round(&Self::product(x, &round(w, low), &round(b, low), self.n)?, low),
-            None => Self::product(x, w, b, self.n)?,
+            Some(low) => round(&self.product(x, &round(w, low), &round(b, low))?, low),
+            None => self.product(x, w, b)?,
         }))
     }
 }
@@ -183,7 +205,7 @@ impl CustomOp3 for Linear {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, w: &CpuStorage, wl: &Layout, b: &CpuStorage, bl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let n = sizes(xl, wl)?;
-        let y = dispatch(&Forward { round: self.round, n }, [(x, xl), (w, wl), (b, bl)])?;
+        let y = dispatch(&Forward { round: self.round, bias_last: self.bias_last, n }, [(x, xl), (w, wl), (b, bl)])?;
         let mut dims = xl.shape().dims().to_vec();
         *dims.last_mut().expect("checked by sizes") = n.2;
         Ok((y, dims.into()))
@@ -300,5 +322,32 @@ mod tests {
         let fused = super::linear(&x, &w, &b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let composed = x.matmul(&w).unwrap().broadcast_add(&b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), composed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+
+    /// `linear_bias_last` gives the bits of Candle's product then the bias add, forward and
+    /// every gradient, at the depths where adding the product into the bias rounds otherwise:
+    /// 2 (gemm fuses the add into its multiply-add) and 700 (gemm splits the depth at 512).
+    #[test]
+    fn bias_last_gives_the_composed_bits_at_every_depth() {
+        let dev = Device::Cpu;
+        let vals = |n: usize, p: f32| (0..n).map(|i| (p + 0.77 * i as f32).sin() * 3.3).collect::<Vec<f32>>();
+        for depth in [2, 13, 700] {
+            let x = Var::from_vec(vals(3 * 7 * depth, 0.3), (3, 7, depth), &dev).unwrap();
+            let w = Var::from_vec(vals(depth * 5, 1.1), (depth, 5), &dev).unwrap();
+            let b = Var::from_vec(vals(5, 2.9), 5, &dev).unwrap();
+            let up = Tensor::from_vec(vals(3 * 7 * 5, 0.5), (3, 7, 5), &dev).unwrap();
+            let bits = |y: Tensor| {
+                let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                [flat(&y), flat(g.get(&x).unwrap()), flat(g.get(&w).unwrap()), flat(g.get(&b).unwrap())]
+            };
+            let fused = bits(super::linear_bias_last(&x, &w, &b).unwrap());
+            let flat = x.reshape((21, depth)).unwrap();
+            let composed = bits(crate::run::kernel::bias::bias_add(&flat.matmul(&w).unwrap(), &b).unwrap().reshape((3, 7, 5)).unwrap());
+            assert_eq!(fused, composed, "depth {depth}");
+            // Adding the product into the bias (`linear`, PyTorch's addmm order) rounds otherwise there.
+            let inside = bits(super::linear(&x, &w, &b).unwrap());
+            assert_eq!(inside[0] != composed[0], depth != 13, "depth {depth}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The fused recurrence of the registry's `rnn`, `lstm` and `gru` on the CPU, in
 //! f32 and f64: one op over the whole sequence, its input projection for every
-//! step computed before it (a Candle product with its own autograd), and a
+//! step computed before it (one op with its own backward, `linear::linear_bias_last`), and a
 //! hand-written backward through time. Per step it makes the recurrent product
 //! with gemm called as Candle's matmul calls it, then each row's cell
 //! (`cells.rs`); it keeps the states and the gates the backward reads, which
@@ -158,8 +158,10 @@ impl CustomOp3 for Recurrence {
 }
 
 /// `dst = a · b` for `a` `(m, k)` and `b` `(k, n)` given by their row and column strides,
-/// `dst` row-major: gemm called as Candle's matmul calls it, so the bits are its.
-fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T], usize, usize), b: (&[T], usize, usize), dst: &mut [T]) -> candle_core::Result<()> {
+/// `dst` row-major: gemm called as Candle's matmul calls it, so the bits are its. With `add`,
+/// `dst += a · b`: gemm adds its rounded sum to each value, one more rounding, the bits of
+/// adding the product after (see [`adds_after`]).
+fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T], usize, usize), b: (&[T], usize, usize), dst: &mut [T], add: bool) -> candle_core::Result<()> {
     let last = |(v, rs, cs): (&[T], usize, usize), rows: usize, cols: usize| rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len();
     if dst.len() != m * n || !last(a, m, k) || !last(b, k, n) || !matches!(T::DTYPE, candle_core::DType::F32 | candle_core::DType::F64) {
         candle_core::bail!("recurrence: a product of {m}×{k} by {k}×{n} does not fit");
@@ -168,13 +170,15 @@ fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T]
         return Ok(());
     }
     if k == 0 {
-        dst.fill(T::zero());
+        if !add {
+            dst.fill(T::zero());
+        }
         return Ok(());
     }
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the factors' strides stay inside their slices and `dst` holds m·n values (checked
-    // above); gemm takes f32 and f64 (checked above), and writes dst without reading it.
+    // SAFETY: the factors' strides stay inside their slices and `dst` holds m·n initialised
+    // values (checked above); gemm takes f32 and f64 (checked above).
     unsafe {
         gemm::gemm(
             m,
@@ -183,14 +187,14 @@ fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T]
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            add,
             a.0.as_ptr(),
             a.2 as isize,
             a.1 as isize,
             b.0.as_ptr(),
             b.2 as isize,
             b.1 as isize,
-            T::zero(),
+            if add { T::one() } else { T::zero() },
             T::one(),
             false,
             false,
@@ -199,6 +203,34 @@ fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T]
         );
     }
     Ok(())
+}
+
+/// Whether gemm adding the weights' gradient `hᵀ · dr` (`(rows, ·)` over a depth of `depth`)
+/// into the sum gives the bits of adding its rounded product after: its general kernels round
+/// the product and then add it (`dst + acc`), but at a depth of 2 or less, or for one row, it
+/// fuses each multiply into the add (`fma(a, b, dst)`), so the product is made alone there.
+fn adds_after(rows: usize, depth: usize) -> bool {
+    rows > 1 && depth > 2
+}
+
+/// Whether the state's gradient `dr · Wᵀ` (batch `b`, hidden `h`) reads a row-major copy of
+/// `Wᵀ` with the bits of the strided view of `W`: gemm's general kernels, which both take
+/// here, sum each value over the gates in order, and packing `W` only moves values; but for
+/// one row, a hidden size of 2 or less, or 256 values or fewer in all, gemm picks dot-product
+/// or matrix-vector kernels by the factors' layout, which sum in other orders.
+fn reads_transposed(b: usize, h: usize) -> bool {
+    b > 1 && h > 2 && b * h > 256
+}
+
+/// The transpose of the row-major `(rows, cols)` matrix `w`, row-major.
+fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::zero(); rows * cols];
+    for (i, row) in w.chunks_exact(cols).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j * rows + i] = *v;
+        }
+    }
+    t
 }
 
 /// `h ⊙ mask` into `out`, or `h` itself without a mask.
@@ -258,7 +290,7 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
                 (None, None) => None,
             };
             if let Some(fed) = fed {
-                product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec)?;
+                product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec, false)?;
             }
             if let Some(bias) = bias {
                 for row in rec.chunks_exact_mut(gh) {
@@ -320,9 +352,13 @@ impl Kernel<2> for Backward<'_> {
         }
         let (states, keeps) = kept.split_at(s * b * h);
         let (mut dgi, mut dw, mut db) = (vec![T::zero(); b * s * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
-        let (mut dr, mut pw, mut sums) = (vec![T::zero(); b * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
+        let pw_len = if adds_after(h, b) { 0 } else { h * gh };
+        let (mut dr, mut pw, mut sums) = (vec![T::zero(); b * gh], vec![T::zero(); pw_len], vec![T::zero(); gh]);
         let (mut carry, mut next_carry) = (vec![T::zero(); b * h], vec![T::zero(); b * h]);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
+        // `Wᵀ` `(G·H, H)` row-major, once: read through a strided view, gemm packed (transposed) all
+        // of `W` again at every step, some 40% of a language model's step (perf, AVX-512).
+        let wt = reads_transposed(b, h).then(|| transposed(w, h, gh));
         for t in (0..s).rev() {
             let prev = t.checked_sub(1).map(|p| &states[p * b * h..][..b * h]);
             for r in 0..b {
@@ -362,14 +398,21 @@ impl Kernel<2> for Backward<'_> {
                 None if cell == Cell::Rnn => continue,
                 None => &zeros[..],
             };
-            product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw)?;
-            for (d, v) in dw.iter_mut().zip(&pw) {
-                *d += *v;
+            if adds_after(h, b) {
+                product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut dw, true)?;
+            } else {
+                product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw, false)?;
+                for (d, v) in dw.iter_mut().zip(&pw) {
+                    *d += *v;
+                }
             }
             if prev.is_none() {
                 continue;
             }
-            product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec)?;
+            match &wt {
+                Some(wt) => product((b, h, gh), (&dr, gh, 1), (wt, h, 1), &mut rec, false)?,
+                None => product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec, false)?,
+            }
             if let Some(m) = mask {
                 rec.iter_mut().zip(m).for_each(|(g, m)| *g *= *m);
             }
