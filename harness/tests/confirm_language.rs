@@ -141,7 +141,8 @@ fn per_row_losses_and_normalized_info_nce_export_and_agree_with_pytorch() {
     let c = confirmed_scenario(&s);
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
     assert!(c.compared >= 8, "{c}");
-    s.loss = nanhunt::scenario::LossSpec { kind: nanhunt::scenario::LossKind::Expr, expr: Some("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))".into()), ..Default::default() };
+    s.loss =
+        nanhunt::scenario::LossSpec { kind: nanhunt::scenario::LossKind::Expr, expr: Some("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))".into()), ..Default::default() };
     let c = confirmed_scenario(&s);
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
 }
