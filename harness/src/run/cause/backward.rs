@@ -59,14 +59,7 @@ pub(crate) fn born(
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
     // An expression reading `x` alone is explained node by node, naming the sub-expression.
     if let Layer::Expr(e) = layer {
-        let found = if e.reads().is_empty() {
-            crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", h)], Some(g), d).map_err(|x| {
-                eprintln!("DBG {x}");
-                x
-            })?
-        } else {
-            None
-        };
+        let found = if e.reads().is_empty() { crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &[("x", h)], Some(g), d)? } else { None };
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
     let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims(), training: true });

@@ -241,13 +241,14 @@ pub(crate) fn loss(spec: &LossSpec, p: &Tensor, y: &Tensor, logits: Option<&Tens
         }
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
         LossKind::Expr => {
-            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], None, d).map_err(|x| {
-                eprintln!("DBG {x}");
-                x
-            })?;
+            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &[("p", p), ("y", y)], None, d)?;
             found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => Ok(None),
+        LossKind::CrossEntropy => {
+            let found = crate::ops::loss::cross_entropy_overflow(spec, p, y, d)?;
+            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
+        }
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => Ok(None),
     }
 }
 
