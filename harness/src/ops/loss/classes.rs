@@ -94,6 +94,9 @@ pub fn overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Ex
     } else {
         let eps = s.label_smoothing.unwrap_or(0.0);
         let yv: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+        if let Some(found) = term_overflow(&z, &yv, k, d) {
+            return Ok(Some(found));
+        }
         let row_loss = |(row, t): (&[f64], &[f64])| round(-logp(row).iter().zip(t).map(|(l, t)| l * (t * (1.0 - eps) + eps / k as f64)).sum::<f64>(), d);
         (z.chunks(k).zip(yv.chunks(k)).map(row_loss).collect(), vec![true; z.len() / k])
     };
@@ -130,6 +133,26 @@ pub fn overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Ex
         crate::human(lim.max)
     );
     Ok(Some((Rule::Overflow, reason)))
+}
+
+/// A one-hot (probability) row's term `y · log_softmax(p)` past `d`'s largest value: a target
+/// far outside [0, 1] (a scaled one) times a log-probability, which makes the row's loss ±Inf.
+fn term_overflow(z: &[f64], y: &[f64], k: usize, d: DTypeName) -> Explained {
+    let lim = Limits::of(d);
+    z.chunks(k).zip(y.chunks(k)).enumerate().find_map(|(r, (row, t))| {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let (c, logp) = row.iter().zip(t).enumerate().map(|(c, (v, _))| (c, round(v - lse, d))).find(|(c, logp)| logp.is_finite() && round(t[*c] * logp, d).abs() > lim.max)?;
+        let dt: &str = d.into();
+        let reason = format!(
+            "the term y · log_softmax(p) of row {r}, class {c}, is {} × {} = {}, beyond {dt}'s largest value {}: the row's loss and the loss are ±Inf (targets are probabilities in [0, 1]; this one is scaled)",
+            crate::human(t[c]),
+            crate::human(logp),
+            crate::human(t[c] * logp),
+            crate::human(lim.max)
+        );
+        Some((Rule::Overflow, reason))
+    })
 }
 
 /// `t · a`, in f32 for a half `t` and rounded once (PyTorch's tensor-by-scalar product).

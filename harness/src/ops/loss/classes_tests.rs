@@ -216,6 +216,13 @@ fn a_half_sum_of_finite_row_losses_past_the_largest_value_is_explained() {
     assert!(reason.contains("but over the 20 rows their sum 68400 is beyond f16's largest value 65504: +Inf") && reason.ends_with("+Inf"), "{reason}");
     assert_eq!(super::overflow(&spec(None, Reduction::Mean), &rows(20), &one_hot(20), half).unwrap(), None);
     assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(19), &one_hot(19), half).unwrap(), None);
+    // A one-hot target scaled to 71.6 (71.625 in f16) against a log-probability of −1000 (logits
+    // [0, 1000]): 71.625 × −1000 = −71625 by hand, past 65504; in f32 it is finite.
+    let far = Tensor::from_vec(vec![0f32, 1000.0], (1, 2), &Device::Cpu).unwrap();
+    let scaled = Tensor::from_vec(vec![71.6f32, 0.0], (1, 2), &Device::Cpu).unwrap();
+    let (_, reason) = super::overflow(&spec(None, Reduction::Mean), &far.to_dtype(DType::F16).unwrap(), &scaled.to_dtype(DType::F16).unwrap(), half).unwrap().expect("explained");
+    assert!(reason.contains("row 0, class 0, is 71.6 × -1000 = -71625, beyond f16's largest value 65504"), "{reason}");
+    assert_eq!(super::overflow(&spec(None, Reduction::Mean), &far, &scaled, crate::scenario::DTypeName::F32).unwrap(), None);
     // In f32 the same 20 rows sum to 68400: finite, no rule.
     assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(20).to_dtype(DType::F32).unwrap(), &targets(vec![0.0; 20]), crate::scenario::DTypeName::F32).unwrap(), None);
 }
