@@ -389,3 +389,6 @@ mod elsewhere;
 
 #[path = "root_cause_family_tests.rs"]
 mod family;
+
+#[path = "root_cause_compute_tests.rs"]
+mod compute;

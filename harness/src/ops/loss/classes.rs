@@ -18,10 +18,11 @@ use super::indices::ignore_index;
 use super::nll;
 use super::reduction;
 use crate::error::{Error, Result};
-use crate::ops::py;
+use crate::ops::diagnosis::{round, Limits, Rule};
+use crate::ops::{py, Explained};
 use crate::run::kernel::activation::log_softmax_along;
 use crate::run::opmath::{div_count, in_f32};
-use crate::scenario::{LossSpec, Reduction};
+use crate::scenario::{DTypeName, LossSpec, Reduction};
 
 /// The rows of `y` (one index each) as class indices of `k` classes: each row's index (0 for
 /// an ignored row) and whether it is kept; a bad target is PyTorch's error.
@@ -105,6 +106,90 @@ pub(super) fn cross_entropy_rows(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result
         None => nll,
     };
     Ok(rows.reshape(&p.dims()[..p.rank().saturating_sub(1)])?)
+}
+
+/// Why the cross-entropy of logits `p` against targets `y` went non-finite in dtype `d` although
+/// every row's loss is finite: their reduction passed `d`'s largest value. With class indices,
+/// PyTorch's `nll_loss` adds the kept rows' losses in the input's own dtype (`nll.rs`: in f16 and
+/// bf16 a cascade rounded to the dtype), so the sum is +Inf and so is the mean, which divides it
+/// afterwards; with one-hot (probability) rows, the rows' sum is taken in f32 and rounded once, so
+/// in f16 and bf16 only the sum overflows (`mod.rs`'s `reduce`). `None` where a row's loss is not
+/// finite in `d` itself, or the reduction fits.
+pub fn overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Explained> {
+    let k = p.dims().last().copied().unwrap_or(1).max(1);
+    let z: Vec<f64> = p.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    // logsumexp(z) − z, per row, in f64.
+    let logp = |row: &[f64]| -> Vec<f64> {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        row.iter().map(|v| v - lse).collect()
+    };
+    let indices = super::indexes(p.elem_count(), k, y.elem_count());
+    let (losses, kept): (Vec<f64>, Vec<bool>) = if indices {
+        let Ok((index, kept)) = targets(s, y, k) else { return Ok(None) };
+        (z.chunks(k).zip(&index).map(|(row, &t)| round(-logp(row)[t as usize], d)).collect(), kept)
+    } else {
+        let eps = s.label_smoothing.unwrap_or(0.0);
+        let yv: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+        if let Some(found) = term_overflow(&z, &yv, k, d) {
+            return Ok(Some(found));
+        }
+        let row_loss = |(row, t): (&[f64], &[f64])| round(-logp(row).iter().zip(t).map(|(l, t)| l * (t * (1.0 - eps) + eps / k as f64)).sum::<f64>(), d);
+        (z.chunks(k).zip(yv.chunks(k)).map(row_loss).collect(), vec![true; z.len() / k])
+    };
+    let lim = Limits::of(d);
+    if losses.iter().zip(&kept).any(|(l, k)| *k && !(l.is_finite() && l.abs() <= lim.max)) {
+        return Ok(None);
+    }
+    let exact: f64 = losses.iter().zip(&kept).filter(|(_, k)| **k).map(|(l, _)| l).sum();
+    let half = matches!(d, DTypeName::F16 | DTypeName::Bf16);
+    let summed = match (indices, d) {
+        (true, DTypeName::F32 | DTypeName::F16 | DTypeName::Bf16) => {
+            let v: Vec<f32> = losses.iter().map(|l| *l as f32).collect();
+            f64::from(nll::cascade(&v, |b| kept[b], |x| round(f64::from(x), d) as f32))
+        }
+        // One-hot rows in f16 and bf16: a mean divides the f32 sum before it is rounded.
+        (false, _) if half && s.reduction == Reduction::Mean => return Ok(None),
+        (false, _) | (true, DTypeName::F64) => round(exact, d),
+    };
+    if summed.is_finite() && summed.abs() <= lim.max {
+        return Ok(None);
+    }
+    let n = kept.iter().filter(|k| **k).count();
+    let (row, big) = losses.iter().enumerate().filter(|(r, _)| kept[*r]).fold((0, f64::NEG_INFINITY), |a, (r, l)| if *l > a.1 { (r, *l) } else { a });
+    let dt: &str = d.into();
+    let how = if indices { format!("cross_entropy adds the {n} rows' losses in {dt}, as PyTorch's nll_loss does, and") } else { format!("over the {n} rows") };
+    let mean = match s.reduction {
+        Reduction::Mean => format!(", and so is the mean, which divides it by {n} afterwards"),
+        Reduction::Sum => String::new(),
+    };
+    let reason = format!(
+        "every row's loss is finite (the largest, row {row}, {}), but {how} their sum {} is beyond {dt}'s largest value {}: +Inf{mean}",
+        crate::human(big),
+        crate::human(exact),
+        crate::human(lim.max)
+    );
+    Ok(Some((Rule::Overflow, reason)))
+}
+
+/// A one-hot (probability) row's term `y · log_softmax(p)` past `d`'s largest value: a target
+/// far outside [0, 1] (a scaled one) times a log-probability, which makes the row's loss ±Inf.
+fn term_overflow(z: &[f64], y: &[f64], k: usize, d: DTypeName) -> Explained {
+    let lim = Limits::of(d);
+    z.chunks(k).zip(y.chunks(k)).enumerate().find_map(|(r, (row, t))| {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let (c, logp) = row.iter().zip(t).enumerate().map(|(c, (v, _))| (c, round(v - lse, d))).find(|(c, logp)| logp.is_finite() && round(t[*c] * logp, d).abs() > lim.max)?;
+        let dt: &str = d.into();
+        let reason = format!(
+            "the term y · log_softmax(p) of row {r}, class {c}, is {} × {} = {}, beyond {dt}'s largest value {}: the row's loss and the loss are ±Inf (targets are probabilities in [0, 1]; this one is scaled)",
+            crate::human(t[c]),
+            crate::human(logp),
+            crate::human(t[c] * logp),
+            crate::human(lim.max)
+        );
+        Some((Rule::Overflow, reason))
+    })
 }
 
 /// `t · a`, in f32 for a half `t` and rounded once (PyTorch's tensor-by-scalar product).

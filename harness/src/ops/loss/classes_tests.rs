@@ -184,3 +184,56 @@ fn its_pytorch_call_and_checks() {
     assert_eq!(problems(LossSpec { kind: LossKind::Mse, ignore_index: Some(0), ..Default::default() }), ["only `cross_entropy` takes `ignore_index`"]);
     assert!(crate::ops::loss::indexes(6, 3, 2) && !crate::ops::loss::indexes(6, 3, 6) && !crate::ops::loss::indexes(1, 1, 1));
 }
+
+#[test]
+fn a_half_sum_of_finite_row_losses_past_the_largest_value_is_explained() {
+    // f16 logits [0, 3420] with target 0: each row's loss is 3420 (ln(1 + e^−3420) is below f16's
+    // spacing), 20 of them sum to 68400 by hand, past 65504. PyTorch 2.15 gives F.cross_entropy
+    // of 20 such f16 rows inf for the sum and for the mean, of 19 rows 65024 and 3422, and with 2
+    // of the 20 rows ignored (18 × 3420 = 61560) 61568 and 3420.
+    let rows = half_rows;
+    let targets = |t: Vec<f64>| column(&t).to_dtype(DType::F16).unwrap();
+    let half = crate::scenario::DTypeName::F16;
+    for (r, then) in [(Reduction::Sum, ""), (Reduction::Mean, ", and so is the mean, which divides it by 20 afterwards")] {
+        let (rule, reason) = super::overflow(&spec(None, r), &rows(20), &targets(vec![0.0; 20]), half).unwrap().expect("explained");
+        assert_eq!(rule, crate::ops::Rule::Overflow);
+        assert!(
+            reason.contains("the largest, row 0, 3420") && reason.contains("adds the 20 rows' losses in f16") && reason.contains("their sum 68400 is beyond f16's largest value 65504"),
+            "{reason}"
+        );
+        assert!(reason.ends_with(&format!("+Inf{then}")), "{reason}");
+        assert!(run_half(r, 20).is_infinite(), "{}", run_half(r, 20));
+    }
+    assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(19), &targets(vec![0.0; 19]), half).unwrap(), None);
+    assert_eq!(run_half(Reduction::Sum, 19), 65024.0);
+    let mut ignored = vec![0.0; 20];
+    ignored[..2].fill(-100.0);
+    assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(20), &targets(ignored), half).unwrap(), None);
+    // One-hot rows [1, 0]: PyTorch 2.15's `(−(y · log_softmax(p))).sum(−1)` of 20 f16 rows sums to
+    // inf, and its mean (the f32 sum divided before rounding) is 3420: only the sum is explained.
+    let one_hot = |n: usize| Tensor::from_vec([1f32, 0.0].repeat(n), (n, 2), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+    let (_, reason) = super::overflow(&spec(None, Reduction::Sum), &rows(20), &one_hot(20), half).unwrap().expect("explained");
+    assert!(reason.contains("but over the 20 rows their sum 68400 is beyond f16's largest value 65504: +Inf") && reason.ends_with("+Inf"), "{reason}");
+    assert_eq!(super::overflow(&spec(None, Reduction::Mean), &rows(20), &one_hot(20), half).unwrap(), None);
+    assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(19), &one_hot(19), half).unwrap(), None);
+    // A one-hot target scaled to 71.6 (71.625 in f16) against a log-probability of −1000 (logits
+    // [0, 1000]): 71.625 × −1000 = −71625 by hand, past 65504; in f32 it is finite.
+    let far = Tensor::from_vec(vec![0f32, 1000.0], (1, 2), &Device::Cpu).unwrap();
+    let scaled = Tensor::from_vec(vec![71.6f32, 0.0], (1, 2), &Device::Cpu).unwrap();
+    let (_, reason) = super::overflow(&spec(None, Reduction::Mean), &far.to_dtype(DType::F16).unwrap(), &scaled.to_dtype(DType::F16).unwrap(), half).unwrap().expect("explained");
+    assert!(reason.contains("row 0, class 0, is 71.6 × -1000 = -71625, beyond f16's largest value 65504"), "{reason}");
+    assert_eq!(super::overflow(&spec(None, Reduction::Mean), &far, &scaled, crate::scenario::DTypeName::F32).unwrap(), None);
+    // In f32 the same 20 rows sum to 68400: finite, no rule.
+    assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(20).to_dtype(DType::F32).unwrap(), &targets(vec![0.0; 20]), crate::scenario::DTypeName::F32).unwrap(), None);
+}
+
+/// The loss of `n` f16 rows of logits [0, 3420] against class 0, as nanhunt computes it.
+fn run_half(r: Reduction, n: usize) -> f64 {
+    let l = Loss(spec(None, r)).apply(&half_rows(n), &column(&vec![0.0; n]).to_dtype(DType::F16).unwrap()).unwrap();
+    l.to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+}
+
+/// `n` f16 rows of logits [0, 3420].
+fn half_rows(n: usize) -> Tensor {
+    Tensor::from_vec([0f32, 3420.0].repeat(n), (n, 2), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap()
+}

@@ -27,7 +27,7 @@ fn ceil_log2(n: usize) -> usize {
 /// `scalar_t` arithmetic does for a half type: level 0 takes each value, and after value `b`
 /// every level `j` whose block of `2^power` is complete is added into level `j + 1`. A row
 /// not `kept` (its target `ignore_index`) is skipped before either, as `nll_loss_out_frame` does.
-fn cascade(v: &[f32], kept: impl Fn(usize) -> bool, round: impl Fn(f32) -> f32) -> f32 {
+pub(super) fn cascade(v: &[f32], kept: impl Fn(usize) -> bool, round: impl Fn(f32) -> f32) -> f32 {
     let power = (ceil_log2(v.len()) / LEVELS).max(4);
     let mask = (1usize << power) - 1;
     let mut sums = [0f32; LEVELS];
@@ -82,7 +82,19 @@ pub(super) fn reduce_kept(r: Reduction, rows: &Tensor, kept: Option<&[bool]>) ->
         Reduction::Mean => round(sum / round(count as f32)),
         Reduction::Sum => sum,
     };
-    let carrier = carrier.to_dtype(DType::F32)?;
+    // A sum past the dtype's range rounds the carrier to ±Inf, and `value − carrier` would be
+    // ∞ − ∞ = NaN where PyTorch gives the cascade's value (+Inf for 20 rows of 3420 in f16): the
+    // carrier is then the f32 reduction, unrounded, whose gradient is the same.
+    let carrier = match carrier.to_dtype(DType::F32)? {
+        c if c.to_scalar::<f32>()?.is_finite() => c,
+        _ => {
+            let wide = rows.to_dtype(DType::F32)?.sum_all()?;
+            match r {
+                Reduction::Mean => div_count(&wide, count)?,
+                Reduction::Sum => wide,
+            }
+        }
+    };
     let shift = (Tensor::new(value, rows.device())? - carrier.detach())?.detach();
     Ok((carrier + shift)?.to_dtype(rows.dtype())?)
 }
@@ -116,6 +128,14 @@ mod tests {
         // 54752 / 16 = 3422); the f32 reduction of the 20 rows is finite.
         assert_eq!(scalar(&reduce(Reduction::Sum, half_rows(16, 3420.0).as_tensor()).unwrap()), 54752.0);
         assert!(scalar(&super::super::reduce(Reduction::Mean, half_rows(20, 3420.0).as_tensor()).unwrap()).is_finite());
+        // PyTorch 2.15: the sum of the 20 rows is inf (68400 by hand), not NaN, with a gradient of
+        // 1 per row; 19 rows sum to 65024 in its cascade, though their f32 sum (64980) is not.
+        let twenty = half_rows(20, 3420.0);
+        let s = reduce(Reduction::Sum, twenty.as_tensor()).unwrap();
+        assert_eq!(scalar(&s), f32::INFINITY);
+        let grad: Vec<f32> = s.backward().unwrap().get(twenty.as_tensor()).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+        assert!(grad.iter().all(|&x| x == 1.0), "{grad:?}");
+        assert_eq!(scalar(&reduce(Reduction::Sum, half_rows(19, 3420.0).as_tensor()).unwrap()), 65024.0);
     }
 
     #[test]

@@ -260,8 +260,12 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
             let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &loss_inputs(p, y, mask), None, d)?;
             found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
+        LossKind::CrossEntropy => {
+            let found = crate::ops::loss::cross_entropy_overflow(spec, p, y, d)?;
+            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
+        }
         LossKind::Ctc => ctc::infeasible(spec, (p, y, mask), d),
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => Ok(None),
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => Ok(None),
     }
 }
 

@@ -13,7 +13,8 @@
 //!   set the dtype drop out (unless nothing else is left);
 //! - a loss-scale collapse is the consequence of the overflow its skipped steps
 //!   hit (the scaler halves on each): its op is that overflow's op and rule
-//!   (`linear (overflow)`), and its knobs are [`OUTPACED`], whatever knob made
+//!   (`linear (overflow)`; the setting, for a rule that names one: `loss
+//!   (loss.kind = naive_cross_entropy)`), and its knobs are [`OUTPACED`], whatever knob made
 //!   the overflows come faster than the scale grows back (a corpus saved before
 //!   collapses named their skipped value keys them by the loss scale and their
 //!   knobs, as then);
@@ -189,13 +190,17 @@ impl Mechanism {
         let subset = self.knobs.iter().all(|k| count(&self.knobs, k) <= count(&other.knobs, k));
         let verdict = self.verdict == other.verdict || other.verdict.is_none();
         let same_op = self.op == other.op && (self.rule == other.rule || other.rule.is_none()) && verdict;
-        if !subset || self == other {
+        if self == other {
             return false;
         }
         // Keys a person names once (a divergence by its driver in any dtype, log of 0 and of a
-        // negative number in one op): the class's first takes the rest.
+        // negative number in one op, one op's computation with and without autocast): the
+        // class's first takes the rest.
         if family::one_mechanism(self, other) {
             return family::rank(self) < family::rank(other);
+        }
+        if !subset {
+            return false;
         }
         // From a failing base, a flip elsewhere that also shows in a wider precision class is
         // that class's (a dtype knob added to its trigger moved no part of the mechanism).
@@ -365,10 +370,16 @@ pub(super) fn op_kind(cause: Option<&Cause>, at: &Location) -> String {
 
 /// The op of a loss-scale collapse's key: the kind of op of the value its last skipped step
 /// first went non-finite in, with that value's rule (`linear (overflow)`, `attention
-/// (fully_masked_row)`): the recurring overflow the scaler could not absorb.
+/// (fully_masked_row)`), or the setting that rule names where it names one (`loss (loss.kind =
+/// naive_cross_entropy)`: the naive cross-entropy's overflow and its log of 0 are one, as
+/// without a scaler): the recurring overflow the scaler could not absorb.
 fn skipped_op(sk: &Skipped) -> String {
-    let rule: &str = sk.cause.as_ref().map_or("unexplained", |c| c.rule.into());
-    format!("{} ({rule})", op_kind(sk.cause.as_ref(), &sk.location))
+    let op = op_kind(sk.cause.as_ref(), &sk.location);
+    let why: &str = match sk.cause.as_ref() {
+        Some(c) => setting(c, &op).unwrap_or(c.rule.into()),
+        None => "unexplained",
+    };
+    format!("{op} ({why})")
 }
 
 /// The setting a diagnosis says the run cannot hold, as a knob name, where its op (`op`, its

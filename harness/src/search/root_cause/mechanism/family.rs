@@ -13,6 +13,15 @@
 //! - an op's input at the edge of its domain or past it (`log` of 0, `log` of a negative number)
 //!   in one op is one: `log(1 − p)` with `p = 1` and with `p > 1`.
 //!
+//! - one op's computation in one dtype, reached with 16-bit storage or under autocast and
+//!   without: autocast computes an op on its lower-precision list (a linear layer, a
+//!   convolution, a recurrent cell: [`LOW_UNDER_AUTOCAST`]) in the 16-bit dtype as 16-bit storage
+//!   does, and the loss (on its f32 list), the optimizer's update and state and the data (f32
+//!   master copies) in f32 as full precision does. The same rule, op, verdict and knobs but the
+//!   dtype's (`train.dtype` or `train.precision`, which the precision class already names) are
+//!   one: `linear`'s weight gradient summed past 65504 by `loss.reduction = sum` in f16 storage
+//!   and under amp_f16 (the same sum, the same numbers).
+//!
 //! A loss-scale collapse needs no class here: its key already names the overflow its skipped
 //! steps hit and drops the knobs that made that overflow outpace the scaler (`mechanism.rs`'s
 //! [`super::OUTPACED`]), so collapses over one overflow are one key.
@@ -21,11 +30,47 @@
 
 use std::cmp::Reverse;
 
-use super::{Mechanism, SOFTMAX_THEN_LOG};
+use super::{Mechanism, PrecisionClass, SOFTMAX_THEN_LOG};
 
 /// The knobs a setting the dtype cannot hold keys by (`mechanism.rs`'s `setting`).
 const SETTINGS: [&str; 3] = ["optimizer.eps", "loss.epsilon", "loss.clamp"];
 use crate::run::Rule;
+
+/// The knobs that choose the dtype, which a key's precision class names too.
+const DTYPE_KNOBS: [&str; 2] = ["train.dtype", "train.precision"];
+
+/// The op kinds autocast computes in the 16-bit dtype whatever part of them (`Autocast::Low`
+/// for every part; attention is not here: its softmax is on the f32 list).
+pub(in crate::search) const LOW_UNDER_AUTOCAST: [&str; 6] = ["linear", "conv1d", "conv2d", "rnn", "lstm", "gru"];
+
+/// The op kinds that are f32 under autocast: the loss (on autocast's f32 list), the optimizer's
+/// update and state, and the data (kept in f32, as the master weights are).
+pub(in crate::search) const F32_UNDER_AUTOCAST: [&str; 4] = ["loss", "update", "optimizer state", "data"];
+
+/// The precision class an autocast key's op computes in, where its kind says (a loss-scale
+/// collapse's op is its skipped value's, `linear (overflow)`): 16-bit or full.
+fn computed_under_autocast(op: &str) -> Option<PrecisionClass> {
+    let kind = op.split(" (").next().unwrap_or(op);
+    if LOW_UNDER_AUTOCAST.contains(&kind) {
+        Some(PrecisionClass::LowPrecision)
+    } else if F32_UNDER_AUTOCAST.contains(&kind) {
+        Some(PrecisionClass::Full)
+    } else {
+        None
+    }
+}
+
+/// Whether two keys are one op's computation in one dtype, one under autocast and the other in
+/// the class that op computes in there: the same rule, op, verdict, and knobs but the dtype's.
+fn same_compute(a: &Mechanism, b: &Mechanism) -> bool {
+    let (auto, other) = match (a.precision, b.precision) {
+        (PrecisionClass::Autocast, _) => (a, b),
+        (_, PrecisionClass::Autocast) => (b, a),
+        _ => return false,
+    };
+    let undtyped = |k: &Mechanism| k.knobs.iter().filter(|n| !DTYPE_KNOBS.contains(&n.as_str())).cloned().collect::<Vec<_>>();
+    computed_under_autocast(&auto.op) == Some(other.precision) && a.rule == b.rule && a.op == b.op && a.verdict == b.verdict && undtyped(a) == undtyped(b)
+}
 
 /// What a person names a rule's flips by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +96,17 @@ fn family(rule: Option<Rule>) -> Family {
     }
 }
 
-/// Whether two distinct keys are one mechanism: the same knobs, and a family whose other
-/// fields agree where it says they matter.
+/// Whether two distinct keys are one mechanism: one op's computation in one dtype with and
+/// without autocast, or the same knobs and a family whose other fields agree where it says
+/// they matter.
 pub(in crate::search) fn one_mechanism(a: &Mechanism, b: &Mechanism) -> bool {
-    if a == b || a.knobs != b.knobs {
+    if a == b {
+        return false;
+    }
+    if same_compute(a, b) {
+        return true;
+    }
+    if a.knobs != b.knobs {
         return false;
     }
     // The naive cross-entropy's keys name its formula, whichever of its rules (all in `loss`).
