@@ -1,7 +1,8 @@
 //! Convolution as one op forward and one backward (`ops::conv`; a conv1d is a conv2d of
 //! height 1), in f32 and f64 on the CPU: per sample, im2col into a column buffer of one
 //! sample's `c·kh·kw × oh·ow` values (the batch is taken one sample at a time, so the buffer
-//! is bounded by one sample's columns whatever the batch: [`Geom::column_values`]), then one
+//! is bounded by one sample's columns whatever the batch: [`Geom::column_values`]; kept from
+//! step to step as a spare, `spare.rs`, every value written before it is read), then one
 //! gemm. The backward makes the bias's sums, the weight's gradient `g colsᵀ` (per sample,
 //! added sample by sample) and the input's, `Wᵀ g` scattered back (col2im); the input's is
 //! skipped when nothing upstream needs it (the model's input).
@@ -19,7 +20,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::linear::{product_to, Mat};
-use super::{dispatch, Kernel, Real};
+use super::{dispatch, spare, Kernel, Real};
 use crate::error::Result;
 
 /// The sizes of one convolution: input `(b, c, h, w)`, kernel `(out, c, kh, kw)`, strides,
@@ -194,7 +195,7 @@ impl Kernel<3> for Forward {
             candle_core::bail!("conv: a bias of {} for {out} channels", bias.len());
         }
         let mut y = vec![T::zero(); b * out * n];
-        let mut cols = vec![T::zero(); g.column_values()];
+        let mut cols = spare::take::<T>(g.column_values());
         for (s, ys) in y.chunks_exact_mut((out * n).max(1)).enumerate().take(b) {
             im2col(g, &x[s * c * h * w..][..c * h * w], &mut cols);
             product_to(Mat::new(k, out, g.taps()), Mat::new(&cols, g.taps(), n), ys)?;
@@ -202,6 +203,7 @@ impl Kernel<3> for Forward {
                 row.iter_mut().for_each(|v| *v += *bv);
             }
         }
+        spare::give(cols);
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -238,15 +240,27 @@ struct Backward {
 
 impl Backward {
     /// The bias's gradient: each channel's sum over the batch and positions, in the flat order
-    /// of `(b, out, positions)` (as Candle's `sum` adds), the channels interleaved.
+    /// of `(b, out, positions)` (as Candle's `sum` adds).
     fn bias<T: Real>(&self, grad: &[T]) -> Vec<T> {
         let (out, n) = (self.g.k[0], self.g.positions());
+        // Channels in blocks of L, their sums in registers, each channel's row read in order: each
+        // sum takes its values in the same order as one channel at a time would (the flat order).
+        const L: usize = 8;
         let mut db = vec![T::zero(); out];
+        let full = out / L * L;
         for sample in grad.chunks_exact((out * n).max(1)) {
-            for p in 0..n {
-                for (o, d) in db.iter_mut().enumerate() {
-                    *d += sample[o * n + p];
+            for (o0, d) in (0..full).step_by(L).zip(db.chunks_exact_mut(L)) {
+                let rows: [&[T]; L] = std::array::from_fn(|l| &sample[(o0 + l) * n..][..n]);
+                let mut acc: [T; L] = std::array::from_fn(|l| d[l]);
+                for p in 0..n {
+                    for (a, row) in acc.iter_mut().zip(&rows) {
+                        *a += row[p];
+                    }
                 }
+                d.copy_from_slice(&acc);
+            }
+            for (o, d) in db.iter_mut().enumerate().skip(full) {
+                sample[o * n..][..n].iter().for_each(|v| *d += *v);
             }
         }
         db
@@ -266,7 +280,7 @@ impl Kernel<3> for Backward {
         let nx = if self.input { b * c * h * w } else { 0 };
         let mut all = vec![T::zero(); nx + out * taps];
         let (dx, dk) = all.split_at_mut(nx);
-        let (mut cols, mut part) = (vec![T::zero(); g.column_values()], vec![T::zero(); out * taps]);
+        let (mut cols, mut part) = (spare::take::<T>(g.column_values()), spare::take::<T>(out * taps));
         let mut band = vec![T::zero(); g.x[3] + 2 * g.pad[1]];
         for s in 0..b {
             let gs = Mat::new(&grad[s * out * n..][..out * n], out, n);
@@ -278,6 +292,8 @@ impl Kernel<3> for Backward {
                 col2im(g, &cols, &mut dx[s * c * h * w..][..c * h * w], &mut band);
             }
         }
+        spare::give(cols);
+        spare::give(part);
         all.extend(self.bias(grad));
         let len = all.len();
         Ok((T::to_cpu_storage_owned(all), len.into()))
