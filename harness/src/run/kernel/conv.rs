@@ -1,7 +1,8 @@
 //! Convolution as one op forward and one backward (`ops::conv`; a conv1d is a conv2d of
 //! height 1), in f32 and f64 on the CPU: per sample, im2col into a column buffer of one
 //! sample's `c·kh·kw × oh·ow` values (the batch is taken one sample at a time, so the buffer
-//! is bounded by one sample's columns whatever the batch: [`Geom::column_values`]), then one
+//! is bounded by one sample's columns whatever the batch: [`Geom::column_values`]; kept from
+//! step to step as a spare, `spare.rs`, every value written before it is read), then one
 //! gemm. The backward makes the bias's sums, the weight's gradient `g colsᵀ` (per sample,
 //! added sample by sample) and the input's, `Wᵀ g` scattered back (col2im); the input's is
 //! skipped when nothing upstream needs it (the model's input).
@@ -19,7 +20,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
 use super::linear::{product_to, Mat};
-use super::{dispatch, Kernel, Real};
+use super::{dispatch, spare, Kernel, Real};
 use crate::error::Result;
 
 /// The sizes of one convolution: input `(b, c, h, w)`, kernel `(out, c, kh, kw)`, strides,
@@ -85,25 +86,52 @@ fn im2col<T: Real>(g: &Geom, x: &[T], cols: &mut [T]) {
     let n = oh * ow;
     for ((ci, i), j) in (0..c).flat_map(|ci| (0..kh).map(move |i| (ci, i))).flat_map(|p| (0..kw).map(move |j| (p, j))) {
         let row = &mut cols[((ci * kh + i) * kw + j) * n..][..n];
+        // The outputs whose input `ox·sw + j − pw` is inside the row: `lo..hi`; the rest read
+        // padding. (Divisions, out of the loop over the rows: a row may be a dozen values.)
+        let hi = (w + pw).saturating_sub(j).div_ceil(sw).min(ow);
+        let lo = pw.saturating_sub(j).div_ceil(sw).min(hi);
         for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
             let Some(iy) = Geom::at(oy, i, sh, ph, h) else {
                 dst.fill(T::zero());
                 continue;
             };
             let src = &x[(ci * h + iy) * w..][..w];
-            // The outputs whose input `ox·sw + j − pw` is inside the row: `lo..hi`; the rest read padding.
-            let hi = (w + pw).saturating_sub(j).div_ceil(sw).min(ow);
-            let lo = pw.saturating_sub(j).div_ceil(sw).min(hi);
             dst[..lo].fill(T::zero());
             dst[hi..].fill(T::zero());
             if sw == 1 && lo < hi {
-                dst[lo..hi].copy_from_slice(&src[lo + j - pw..hi + j - pw]);
+                copy_short(&mut dst[lo..hi], &src[lo + j - pw..hi + j - pw]);
             } else {
                 for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
                     *d = src[ox * sw + j - pw];
                 }
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of im2col (a row of a small image, 11 or 26
+/// values in the small CNN), in blocks of 8 the compiler copies in registers, the last block
+/// overlapping the one before: a call to `memcpy` for each run was a third of im2col (perf,
+/// issue 31).
+#[inline(always)]
+fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    const B: usize = 8;
+    let n = dst.len().min(src.len());
+    if n < B {
+        dst[..n].copy_from_slice(&src[..n]);
+        return;
+    }
+    let block = |dst: &mut [T], src: &[T], at: usize| {
+        let (d, s): (&mut [T; B], &[T; B]) = ((&mut dst[at..at + B]).try_into().expect("B values"), src[at..at + B].try_into().expect("B values"));
+        *d = *s;
+    };
+    let mut at = 0;
+    while at + B <= n {
+        block(dst, src, at);
+        at += B;
+    }
+    if at < n {
+        block(dst, src, n - B);
     }
 }
 
@@ -121,8 +149,13 @@ fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
                 band.fill(T::zero());
                 for j in (0..kw).rev() {
                     let row = &cg[((ci * kh + i) * kw + j) * n + oy * ow..][..ow];
-                    for (ox, v) in row.iter().enumerate() {
-                        band[ox * sw + j] += *v;
+                    if sw == 1 {
+                        // The same adds, in a form the compiler vectorises.
+                        band[j..][..ow].iter_mut().zip(row).for_each(|(b, v)| *b += *v);
+                    } else {
+                        for (ox, v) in row.iter().enumerate() {
+                            band[ox * sw + j] += *v;
+                        }
                     }
                 }
                 for (d, b) in dx[(ci * h + iy) * w..][..w].iter_mut().zip(&band[pw..]) {
@@ -162,7 +195,7 @@ impl Kernel<3> for Forward {
             candle_core::bail!("conv: a bias of {} for {out} channels", bias.len());
         }
         let mut y = vec![T::zero(); b * out * n];
-        let mut cols = vec![T::zero(); g.column_values()];
+        let mut cols = spare::take::<T>(g.column_values());
         for (s, ys) in y.chunks_exact_mut((out * n).max(1)).enumerate().take(b) {
             im2col(g, &x[s * c * h * w..][..c * h * w], &mut cols);
             product_to(Mat::new(k, out, g.taps()), Mat::new(&cols, g.taps(), n), ys)?;
@@ -170,6 +203,7 @@ impl Kernel<3> for Forward {
                 row.iter_mut().for_each(|v| *v += *bv);
             }
         }
+        spare::give(cols);
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -206,15 +240,27 @@ struct Backward {
 
 impl Backward {
     /// The bias's gradient: each channel's sum over the batch and positions, in the flat order
-    /// of `(b, out, positions)` (as Candle's `sum` adds), the channels interleaved.
+    /// of `(b, out, positions)` (as Candle's `sum` adds).
     fn bias<T: Real>(&self, grad: &[T]) -> Vec<T> {
         let (out, n) = (self.g.k[0], self.g.positions());
+        // Channels in blocks of L, their sums in registers, each channel's row read in order: each
+        // sum takes its values in the same order as one channel at a time would (the flat order).
+        const L: usize = 8;
         let mut db = vec![T::zero(); out];
+        let full = out / L * L;
         for sample in grad.chunks_exact((out * n).max(1)) {
-            for p in 0..n {
-                for (o, d) in db.iter_mut().enumerate() {
-                    *d += sample[o * n + p];
+            for (o0, d) in (0..full).step_by(L).zip(db.chunks_exact_mut(L)) {
+                let rows: [&[T]; L] = std::array::from_fn(|l| &sample[(o0 + l) * n..][..n]);
+                let mut acc: [T; L] = std::array::from_fn(|l| d[l]);
+                for p in 0..n {
+                    for (a, row) in acc.iter_mut().zip(&rows) {
+                        *a += row[p];
+                    }
                 }
+                d.copy_from_slice(&acc);
+            }
+            for (o, d) in db.iter_mut().enumerate().skip(full) {
+                sample[o * n..][..n].iter().for_each(|v| *d += *v);
             }
         }
         db
@@ -234,7 +280,7 @@ impl Kernel<3> for Backward {
         let nx = if self.input { b * c * h * w } else { 0 };
         let mut all = vec![T::zero(); nx + out * taps];
         let (dx, dk) = all.split_at_mut(nx);
-        let (mut cols, mut part) = (vec![T::zero(); g.column_values()], vec![T::zero(); out * taps]);
+        let (mut cols, mut part) = (spare::take::<T>(g.column_values()), spare::take::<T>(out * taps));
         let mut band = vec![T::zero(); g.x[3] + 2 * g.pad[1]];
         for s in 0..b {
             let gs = Mat::new(&grad[s * out * n..][..out * n], out, n);
@@ -246,6 +292,8 @@ impl Kernel<3> for Backward {
                 col2im(g, &cols, &mut dx[s * c * h * w..][..c * h * w], &mut band);
             }
         }
+        spare::give(cols);
+        spare::give(part);
         all.extend(self.bias(grad));
         let len = all.len();
         Ok((T::to_cpu_storage_owned(all), len.into()))
@@ -259,5 +307,21 @@ impl CustomOp3 for Backward {
 
     fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, k: &CpuStorage, kl: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         dispatch(self, [(x, xl), (k, kl), (g, gl)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_short;
+
+    #[test]
+    fn short_copies_copy_every_value_of_every_length() {
+        let src: Vec<u32> = (100..140).collect();
+        for n in 0..=src.len() {
+            let mut dst = vec![0u32; n + 3];
+            copy_short(&mut dst[..n], &src[..n]);
+            assert_eq!(&dst[..n], &src[..n], "length {n}");
+            assert_eq!(&dst[n..], [0, 0, 0], "length {n}: nothing past the end");
+        }
     }
 }

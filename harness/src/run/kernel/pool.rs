@@ -39,81 +39,91 @@ fn sizes(l: &Layout, kernel: usize) -> candle_core::Result<[usize; 5]> {
     Ok([b * c, h, w, h / kernel, w / kernel])
 }
 
-/// The max of each window along output row `r` of `plane` (`best`, one per window) and, if
-/// `at` is not empty, where PyTorch's max picks it (the position within the plane). PyTorch
-/// reads each window row by row and takes a value if `val > max || isnan(val)`, so the first
-/// maximum wins a tie and the last NaN wins over everything.
+/// The max of each window along output row `r` of `plane` (`best`, one per window). PyTorch
+/// reads each window row by row and takes a value if `val > max || isnan(val)`, so the last NaN
+/// wins over everything.
 ///
-/// Without a NaN in the row that is the plain maximum (`v > max ? v : max`, a `max` instruction)
-/// and, for the pick, the first position holding it (the least, a `min`): no branch on the
-/// values, where a branch on `val > max` mispredicts on half the values of noisy activations (a
-/// third of a small CNN's step, perf, issue 31). A row with a NaN takes PyTorch's loop itself.
+/// Without a NaN in the row that is the plain maximum (`v > max ? v : max`, a `max` instruction,
+/// vectorised along the row): no branch on the values, where a branch on `val > max` mispredicts
+/// on half the values of noisy activations (a third of a small CNN's step, perf, issue 31). A row
+/// with a NaN takes PyTorch's loop itself ([`pick`]).
 #[inline(always)]
-fn row_max<T: Real, const K: usize>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T], at: &mut [usize]) {
+fn row_max<T: Real, const K: usize>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T]) {
     // K = 2 (the common window) lets the compiler see the stride; 0 reads `k`.
     let k = if K == 0 { k } else { K };
     let cols = best.len();
-    let lines = || (r * k..(r + 1) * k).map(|y| (y, &plane[y * w..][..cols * k]));
-    best.fill(T::from_f64(f64::NEG_INFINITY));
-    let mut nan = false;
-    for (_, line) in lines() {
-        for j in 0..k {
-            for (b, win) in best.iter_mut().zip(line.chunks_exact(k)) {
-                let v = win[j];
-                *b = if v > *b { v } else { *b };
-                #[allow(clippy::eq_op)]
-                let is_nan = v != v;
-                nan |= is_nan;
-            }
+    let line = |y: usize| &plane[y * w..][..cols * k];
+    let nan = if K == 2 {
+        let (l0, l1) = (line(2 * r), line(2 * r + 1));
+        let mut nan = false;
+        for (q, b) in best.iter_mut().enumerate() {
+            let (m, n) = max4(l0[2 * q], l0[2 * q + 1], l1[2 * q], l1[2 * q + 1]);
+            *b = m;
+            nan |= n;
         }
-    }
-    if nan {
-        return pytorch_row_max(plane, w, k, r, best, at);
-    }
-    at.fill(usize::MAX);
-    for (y, line) in lines() {
-        for j in 0..k {
-            for (q, ((a, b), win)) in at.iter_mut().zip(best.iter()).zip(line.chunks_exact(k)).enumerate() {
-                let p = if win[j] == *b { y * w + q * k + j } else { usize::MAX };
-                *a = (*a).min(p);
-            }
-        }
-    }
-}
-
-/// [`row_max`] by PyTorch's loop, window by window (for a row with a NaN).
-fn pytorch_row_max<T: Real>(plane: &[T], w: usize, k: usize, r: usize, best: &mut [T], at: &mut [usize]) {
-    for (q, b) in best.iter_mut().enumerate() {
-        let (mut m, mut pick) = (T::from_f64(f64::NEG_INFINITY), r * k * w + q * k);
-        for y in r * k..(r + 1) * k {
-            for x in q * k..(q + 1) * k {
-                let v = plane[y * w + x];
-                #[allow(clippy::eq_op)]
-                if v > m || v != v {
-                    (m, pick) = (v, y * w + x);
+        nan
+    } else {
+        best.fill(T::from_f64(f64::NEG_INFINITY));
+        let mut nan = false;
+        for l in (r * k..(r + 1) * k).map(line) {
+            for j in 0..k {
+                for (b, win) in best.iter_mut().zip(l.chunks_exact(k)) {
+                    let v = win[j];
+                    *b = if v > *b { v } else { *b };
+                    #[allow(clippy::eq_op)]
+                    let is_nan = v != v;
+                    nan |= is_nan;
                 }
             }
         }
-        *b = m;
-        if let Some(a) = at.get_mut(q) {
-            *a = pick;
+        nan
+    };
+    if nan {
+        for (q, b) in best.iter_mut().enumerate() {
+            *b = pick(plane, w, k, r, q).0;
         }
     }
 }
 
-/// Calls `each(plane, r, best, at)` for every output row `r` of every plane of `x`, with its
-/// windows' maxima and, if `picks`, their picks ([`row_max`]).
+/// The plain maximum of a 2 × 2 window read in PyTorch's order (`v > max ? v : max` from
+/// `-inf`), and whether a value is NaN (the maximum is then not PyTorch's: see [`pick`]).
 #[inline(always)]
-fn max_rows<T: Real>(x: &[T], [planes, h, w, rows, cols]: [usize; 5], k: usize, picks: bool, mut each: impl FnMut(usize, usize, &[T], &[usize])) {
-    let (mut best, mut at) = (vec![T::zero(); cols], vec![0; if picks { cols } else { 0 }]);
-    for (p, plane) in x.chunks_exact(h * w).take(planes).enumerate() {
+fn max4<T: Real>(a: T, b: T, c: T, d: T) -> (T, bool) {
+    let up = |v: T, m: T| if v > m { v } else { m };
+    #[allow(clippy::eq_op)]
+    let nan = (a != a) | (b != b) | (c != c) | (d != d);
+    (up(d, up(c, up(b, up(a, T::from_f64(f64::NEG_INFINITY))))), nan)
+}
+
+/// The max of window `(r, q)` of `plane` and where PyTorch's loop takes it (its offset in the
+/// window, row-major): the window read row by row, `val > max || isnan(val)` taking a value, so
+/// the first maximum wins a tie and the last NaN wins over everything (all `-inf`: the first).
+fn pick<T: Real>(plane: &[T], w: usize, k: usize, r: usize, q: usize) -> (T, u32) {
+    let (mut m, mut at) = (T::from_f64(f64::NEG_INFINITY), 0u32);
+    for i in 0..k {
+        let line = &plane[(r * k + i) * w + q * k..][..k];
+        for (j, &v) in line.iter().enumerate() {
+            #[allow(clippy::eq_op)]
+            let take = v > m || v != v;
+            m = if take { v } else { m };
+            at = if take { (i * k + j) as u32 } else { at };
+        }
+    }
+    (m, at)
+}
+
+/// Calls `each(best)` for every output row of every plane of `x`, with its windows' maxima ([`row_max`]).
+#[inline(always)]
+fn max_rows<T: Real>(x: &[T], [planes, h, w, rows, cols]: [usize; 5], k: usize, mut each: impl FnMut(&[T])) {
+    let mut best = vec![T::zero(); cols];
+    for plane in x.chunks_exact(h * w).take(planes) {
         for r in 0..rows {
             if k == 2 {
-                row_max::<T, 2>(plane, w, k, r, &mut best, &mut at);
+                row_max::<T, 2>(plane, w, k, r, &mut best);
             } else {
-                row_max::<T, 0>(plane, w, k, r, &mut best, &mut at);
+                row_max::<T, 0>(plane, w, k, r, &mut best);
             }
-            each(p, r, &best, &at);
+            each(&best);
         }
     }
 }
@@ -122,22 +132,56 @@ fn max_rows<T: Real>(x: &[T], [planes, h, w, rows, cols]: [usize; 5], k: usize, 
 #[inline(always)]
 fn max_forward<T: Real>(x: &[T], n: [usize; 5], k: usize) -> Vec<T> {
     let mut y = Vec::with_capacity(n[0] * n[3] * n[4]);
-    max_rows(x, n, k, false, |_, _, best, _| y.extend_from_slice(best));
+    max_rows(x, n, k, |best| y.extend_from_slice(best));
     y
 }
 
-/// The max pool's input gradient: each window's gradient at its pick, 0 elsewhere.
+/// The max pool's input gradient: each window's gradient at its pick ([`pick`]), 0 elsewhere,
+/// in one pass over the windows that writes each of their positions once (it was a pass for the
+/// maxima, one for the picks and a scatter: a fifth of a small CNN's step, perf, issue 31).
+/// 2 × 2 windows without a NaN in their row take the first position holding the maximum, as
+/// selects the compiler vectorises along the row; other windows take [`pick`] one by one.
 #[inline(always)]
-fn max_backward<T: Real>(x: &[T], g: &[T], n: [usize; 5], k: usize) -> Vec<T> {
-    let (hw, cols) = (n[1] * n[2], n[4]);
+fn max_backward<T: Real>(x: &[T], g: &[T], [planes, h, w, rows, cols]: [usize; 5], k: usize) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
-    max_rows(x, n, k, true, |p, r, _, at| {
-        let (d, gp) = (&mut dx[p * hw..][..hw], &g[(p * n[3] + r) * cols..][..cols]);
-        for (a, gv) in at.iter().zip(gp) {
-            d[*a] = *gv;
+    for ((plane, d), gp) in x.chunks_exact(h * w).zip(dx.chunks_exact_mut(h * w)).zip(g.chunks_exact((rows * cols).max(1))).take(planes) {
+        for (r, gr) in gp.chunks_exact(cols.max(1)).take(rows).enumerate() {
+            if k == 2 && !first_max2(plane, w, r, gr, d) {
+                continue;
+            }
+            for (q, gv) in gr.iter().enumerate() {
+                let at = pick(plane, w, k, r, q).1 as usize;
+                for i in 0..k {
+                    d[(r * k + i) * w + q * k..][..k].fill(T::zero());
+                }
+                d[(r * k + at / k) * w + q * k + at % k] = *gv;
+            }
         }
-    });
+    }
     dx
+}
+
+/// The gradients `gr` of output row `r`'s 2 × 2 windows written into `d` (zeros) at each
+/// window's first maximum, unless the row holds a NaN: then `true`, for [`pick`]. The position
+/// is worked out in integers and stored to, without a branch on the values (a row is a dozen
+/// windows in a small CNN, too few for the compiler's vectors of 16; branches on which value is
+/// the maximum mispredict).
+#[inline(always)]
+fn first_max2<T: Real>(plane: &[T], w: usize, r: usize, gr: &[T], d: &mut [T]) -> bool {
+    let n = 2 * gr.len();
+    let (l0, l1) = (&plane[2 * r * w..][..n], &plane[(2 * r + 1) * w..][..n]);
+    let d = &mut d[2 * r * w..][..w + n];
+    let mut nan = false;
+    for (q, gv) in gr.iter().enumerate() {
+        let (a, b, c, e) = (l0[2 * q], l0[2 * q + 1], l1[2 * q], l1[2 * q + 1]);
+        let (m, n) = max4(a, b, c, e);
+        nan |= n;
+        // 0, 1, 2 or 3 for a, b, c or e (e when none of the first three is the maximum).
+        let (na, nb, nc) = (usize::from(a != m), usize::from(b != m), usize::from(c != m));
+        let at = na * (1 + nb * (1 + nc));
+        d[(at >> 1) * w + 2 * q + (at & 1)] = *gv;
+    }
+    nan
 }
 
 avx2! {

@@ -1,6 +1,8 @@
 //! Spare buffers kept from one training step to the next, per thread: the fused
 //! recurrence's states and gates (`recurrent.rs`), megabytes a layer, which it
-//! takes in its forward and gives back when its op is dropped after the backward.
+//! takes in its forward and gives back when its op is dropped after the backward,
+//! and a convolution's column buffers (`conv.rs`), taken and given back within
+//! each pass (zeroing them was a pass over memory per call for nothing).
 //!
 //! Blocks of a megabyte and more go to the system allocator (`nanhunt::alloc`),
 //! which maps fresh zeroed pages for each and unmaps them on free: page faults

@@ -375,6 +375,30 @@ mod tests {
         let g = y.sum_all().unwrap().backward().unwrap();
         assert_eq!(values(g.get(x.as_tensor()).unwrap()), [0.0, 0.0, 1.0, 0.0]);
     }
+    /// One row of four 2 × 2 windows, its gradients 1 to 4, the rule of PyTorch's loop
+    /// (`val > maxval || isnan(val)`, windows read row by row, MaxPoolKernel.cpp) worked by
+    /// hand: a tie goes to its first maximum, all `-inf` to the first position, and in a row
+    /// with a NaN the NaN window to its last NaN while the row's other windows keep theirs.
+    #[test]
+    fn max_pool_gradients_of_a_row_go_where_pytorch_sends_them_with_and_without_a_nan() {
+        let ni = f32::NEG_INFINITY;
+        for (first, want_first) in [([1.0, 7.0, 7.0, 2.0], (0, 1)), ([1.0, f32::NAN, f32::NAN, 2.0], (1, 0))] {
+            // Windows: `first`, [[3, 3], [1, 0]], all -inf, [[0, 1], [5, 5]].
+            let top = [first[0], first[1], 3.0, 3.0, ni, ni, 0.0, 1.0, 9.0];
+            let bottom = [first[2], first[3], 1.0, 0.0, ni, ni, 5.0, 5.0, 9.0];
+            let v: Vec<f32> = top.iter().chain(&bottom).copied().collect();
+            let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, 2, 9), &Device::Cpu).unwrap()).unwrap();
+            let y = super::pool2d(x.as_tensor(), 2, true).unwrap();
+            let u = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], (1, 1, 1, 4), &Device::Cpu).unwrap();
+            let g = (&y * &u).unwrap().sum_all().unwrap().backward().unwrap();
+            let mut want = [0.0; 18];
+            for (q, (row, col)) in [want_first, (0, 0), (0, 0), (1, 0)].into_iter().enumerate() {
+                want[row * 9 + 2 * q + col] = q as f64 + 1.0;
+            }
+            assert_eq!(values(g.get(x.as_tensor()).unwrap()), want, "first window {first:?}");
+        }
+    }
+
     /// PyTorch 2.15, bf16 on the CPU: `F.conv2d(x, w, b)` of a 3 × 3 image by a 2 × 2 kernel and
     /// the gradients of `(y * u).sum()`, all in bf16 (the values below are the bf16 inputs).
     /// PyTorch computes them in f32 and rounds once, as nanhunt does.
