@@ -20,8 +20,9 @@
 //!   the bit (PyTorch's own CPU kernel accumulates the two sums in double for f32, so neither
 //!   is PyTorch's bits; the tests hold both to PyTorch 2.15's values).
 //!
-//! Sums are sequential per channel (the channels advance side by side), so results do not
-//! depend on thread count.
+//! Sums are sequential per channel, so results do not depend on thread count; the channels of
+//! an image advance side by side, four at a time, as the lanes of a vector ([`channel_sums`]),
+//! and the backward's `Σdy` and `dotp` come from one pass over `x` and `dy`.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 
@@ -37,15 +38,62 @@ fn sizes(shape: &Shape) -> candle_core::Result<[usize; 3]> {
     }
 }
 
-/// For each channel `ci`, `Σ f(ci, i)` over the flat indices `i` of its values in `(b, c, s)`,
-/// added in the order (sample, position), the channels side by side.
+/// How many channels [`channel_sums`] adds side by side (one lane each), and how many positions
+/// of each it reads at a time: a `G × G` block of rows, turned so that each step adds one
+/// position of every channel (the compiler turns the block in registers and adds the lanes as
+/// one vector).
+const G: usize = 4;
+
+/// For each channel `ci`, the `K` sums `Σ f(ci, [a[i], b[i]])[k]` over the flat indices `i` of
+/// its values in `(b, c, s)` of the two inputs `[a, b]`, each added in the order (sample,
+/// position), one value at a time: the order and rounding of a plain loop over one channel (the
+/// composed path's, `sum_keepdim` over rows), however the channels are grouped. Images read
+/// [`G`] channels' rows at a time in blocks of `G` positions; features (`s = 1`) each sample's
+/// row of channels.
 #[inline(always)]
-fn channel_sums<T: Real>([b, c, s]: [usize; 3], f: impl Fn(usize, usize) -> T) -> Vec<T> {
-    let mut acc = vec![T::zero(); c];
+fn channel_sums<T: Real, const K: usize>([b, c, s]: [usize; 3], [xa, xb]: [&[T]; 2], f: impl Fn(usize, [T; 2]) -> [T; K]) -> [Vec<T>; K] {
+    let mut acc = [(); K].map(|_| vec![T::zero(); c]);
     for bi in 0..b {
+        let xs = [xa, xb];
+        let mut c0 = 0;
+        while s > 1 && c0 + G <= c {
+            let mut lanes: [[T; G]; K] = std::array::from_fn(|k| std::array::from_fn(|j| acc[k][c0 + j]));
+            let rows: [[&[T]; G]; 2] = std::array::from_fn(|q| std::array::from_fn(|j| &xs[q][(bi * c + c0 + j) * s..][..s]));
+            let mut p0 = 0;
+            while p0 + G <= s {
+                let block: [[[T; G]; G]; 2] = std::array::from_fn(|q| std::array::from_fn(|j| rows[q][j][p0..p0 + G].try_into().expect("G values")));
+                // One position of the four channels a step: `vals[p][j]`.
+                let vals: [[[T; K]; G]; G] = std::array::from_fn(|p| std::array::from_fn(|j| f(c0 + j, [block[0][j][p], block[1][j][p]])));
+                for vp in &vals {
+                    for (k, lane) in lanes.iter_mut().enumerate() {
+                        for (l, v) in lane.iter_mut().zip(vp) {
+                            *l += v[k];
+                        }
+                    }
+                }
+                p0 += G;
+            }
+            for p in p0..s {
+                for (j, (ra, rb)) in rows[0].iter().zip(&rows[1]).enumerate() {
+                    let v = f(c0 + j, [ra[p], rb[p]]);
+                    for (lane, v) in lanes.iter_mut().zip(v) {
+                        lane[j] += v;
+                    }
+                }
+            }
+            for (a, lane) in acc.iter_mut().zip(lanes) {
+                a[c0..c0 + G].copy_from_slice(&lane);
+            }
+            c0 += G;
+        }
+        // Features, and the channels left over: each row in order.
         for p in 0..s {
-            for (ci, a) in acc.iter_mut().enumerate() {
-                *a += f(ci, (bi * c + ci) * s + p);
+            for ci in c0..c {
+                let i = (bi * c + ci) * s + p;
+                let v = f(ci, [xa[i], xb[i]]);
+                for (a, v) in acc.iter_mut().zip(v) {
+                    a[ci] += v;
+                }
             }
         }
     }
@@ -87,10 +135,11 @@ impl Kernel<1> for StatsOf {
         let [b, _, s] = self.0;
         // Candle's mean: the sum times 1/n, then + 0 (`affine(1/n, 0)`).
         let (scale, zero) = (T::from_f64(1.0 / (b * s) as f64), T::from_f64(0.0));
-        let mut out: Vec<T> = channel_sums(self.0, |_, i| x[i]).into_iter().map(|v| v * scale + zero).collect();
-        let var_sum = channel_sums(self.0, |ci, i| {
-            let d = x[i] - out[ci];
-            d * d
+        let [sum] = channel_sums(self.0, [x, x], |_, [v, _]| [v]);
+        let mut out: Vec<T> = sum.into_iter().map(|v| v * scale + zero).collect();
+        let [var_sum] = channel_sums(self.0, [x, x], |ci, [v, _]| {
+            let d = v - out[ci];
+            [d * d]
         });
         out.extend(var_sum);
         Ok(T::to_cpu_storage_owned(out))
@@ -203,8 +252,8 @@ impl Kernel<3> for BackwardOf<'_> {
         if [w.len(), mean.len(), inv.len()].iter().any(|n| *n != c) {
             candle_core::bail!("batch norm backward: parameters or statistics of another width than the input's {c} channels");
         }
-        let sum = channel_sums(self.1, |_, i| dy[i]);
-        let dotp = channel_sums(self.1, |ci, i| (x[i] - mean[ci]) * dy[i]);
+        // Σdy and Σ(x − mean)·dy in one pass over both.
+        let [sum, dotp] = channel_sums(self.1, [x, dy], |ci, [x, g]| [g, (x - mean[ci]) * g]);
         let n = T::from_f64((b * s) as f64);
         let mut out = Vec::with_capacity(x.len() + 2 * c);
         for (k, (xs, gs)) in x.chunks_exact(s.max(1)).zip(dy.chunks_exact(s.max(1))).enumerate() {
@@ -221,5 +270,41 @@ impl Kernel<3> for BackwardOf<'_> {
         out.extend(dotp.iter().zip(&inv).map(|(d, i)| *d * *i));
         out.extend(sum);
         Ok(T::to_cpu_storage_owned(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` values of mixed magnitudes, so that adding them in another order rounds differently.
+    fn mixed(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (0.77 * i as f32 + 0.3).sin() * [1.0, 3e3, 1e-3, 7.0][i % 4]).collect()
+    }
+
+    /// The sums of [`channel_sums`], grouped [`G`] channels at a time over images and a row of
+    /// channels at a time over features, are the bits of one plain loop per channel in the order
+    /// (sample, position), the order the composed path sums in: over whole groups and the
+    /// channels left over, with one and two sums per value.
+    #[test]
+    fn channel_sums_are_each_channels_sequential_sums_to_the_bit() {
+        for n in [[3, 11, 7], [2, 8, 5], [4, 3, 9], [5, 19, 1], [1, 1, 1], [2, 17, 4]] {
+            let [b, c, s] = n;
+            let (x, y) = (mixed(b * c * s), mixed(b * c * s + 5));
+            let [one] = channel_sums(n, [&x, &x], |_, [v, _]| [v]);
+            let [sum, dot] = channel_sums(n, [&x, &y[..x.len()]], |ci, [v, g]| [g, (v - 0.25 * ci as f32) * g]);
+            for ci in 0..c {
+                let (mut e1, mut es, mut ed) = (0.0f32, 0.0f32, 0.0f32);
+                for bi in 0..b {
+                    for p in 0..s {
+                        let i = (bi * c + ci) * s + p;
+                        e1 += x[i];
+                        es += y[i];
+                        ed += (x[i] - 0.25 * ci as f32) * y[i];
+                    }
+                }
+                assert_eq!([one[ci], sum[ci], dot[ci]].map(f32::to_bits), [e1, es, ed].map(f32::to_bits), "{n:?} channel {ci}");
+            }
+        }
     }
 }
