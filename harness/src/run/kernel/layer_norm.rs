@@ -33,14 +33,14 @@ fn moments<T: Real>(row: &[T], eps: T) -> (T, T) {
 #[inline(always)]
 fn forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
     let d = w.len();
-    let mut out = vec![T::zero(); x.len()];
-    for (row, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    // Each row's values appended, not zeroed first and then written (half the instructions).
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(d) {
         let (mean, rstd) = moments(row, T::from_f64(eps));
         let shift = T::zero() - rstd * mean;
-        for (((o, &x), &w), &b) in o.iter_mut().zip(row).zip(w).zip(b) {
-            *o = (x * rstd + shift) * w + b;
-        }
+        out.extend(row.iter().zip(w).zip(b).map(|((&x, &w), &b)| (x * rstd + shift) * w + b));
     }
+    out.resize(x.len(), T::zero());
     out
 }
 
@@ -49,8 +49,12 @@ fn forward<T: Real>(x: &[T], w: &[T], b: &[T], eps: f64) -> Vec<T> {
 fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
     let d = w.len();
     let n = T::from_f64(d as f64);
-    let (mut dx, mut dw, mut db) = (vec![T::zero(); x.len()], vec![T::zero(); d], vec![T::zero(); d]);
-    for ((row, gr), o) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+    let (mut dx, mut dw, mut db) = (Vec::with_capacity(x.len()), vec![T::zero(); d], vec![T::zero(); d]);
+    // dx is written into its spare capacity (not zeroed first), the rows of the input that
+    // have a gradient, then zeros for any other (never: the shapes agree).
+    let spare = &mut dx.spare_capacity_mut()[..x.len()];
+    let rows = (x.len() / d.max(1)).min(g.len() / d.max(1));
+    for ((row, gr), o) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(spare.chunks_exact_mut(d)) {
         let (mean, rstd) = moments(row, T::from_f64(eps));
         let ds = super::sum_of([gr, w, row], |[g, w, x]| g * w * x);
         let dsum = super::dot(gr, w);
@@ -59,11 +63,16 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> (Vec<T>, Vec<T>, Ve
         // Every slice is d long, said so the loop runs without bounds checks and vectorises.
         let (dw, db, o, row, gr, w) = (&mut dw[..d], &mut db[..d], &mut o[..d], &row[..d], &gr[..d], &w[..d]);
         for j in 0..d {
-            o[j] = rstd * gr[j] * w[j] + bb * row[j] + c;
+            o[j].write(rstd * gr[j] * w[j] + bb * row[j] + c);
             dw[j] += gr[j] * (row[j] - mean) * rstd;
             db[j] += gr[j];
         }
     }
+    for o in &mut spare[rows * d..] {
+        o.write(T::zero());
+    }
+    // SAFETY: the first rows·d values were written in the loop, the rest just above.
+    unsafe { dx.set_len(x.len()) };
     (dx, dw, db)
 }
 

@@ -44,11 +44,14 @@ pub(crate) fn masked_softmax(scores: &Tensor, mask: Mask) -> Result<Tensor> {
 #[inline(always)]
 fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
     let fill = T::from_f64(m.fill);
-    let mut out = vec![T::zero(); x.len()];
-    for (r, (row, o)) in x.chunks_exact(seq).zip(out.chunks_exact_mut(seq)).enumerate() {
+    // Each row appended (not zeroed first), then computed in place.
+    let mut out = Vec::with_capacity(x.len());
+    for (r, row) in x.chunks_exact(seq).enumerate() {
         let limit = m.limit(r / (m.heads * seq), seq, r % seq);
-        o[..limit].copy_from_slice(&row[..limit]);
-        o[limit..].iter_mut().for_each(|v| *v = fill);
+        let at = out.len();
+        out.extend_from_slice(&row[..limit]);
+        out.resize(at + seq, fill);
+        let o = &mut out[at..];
         let max = super::max(o);
         if m.safe && max.to_f64() == f64::NEG_INFINITY {
             o.iter_mut().for_each(|v| *v = T::zero());
@@ -63,20 +66,23 @@ fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
             *v /= sum;
         }
     }
+    out.resize(x.len(), T::zero());
     out
 }
 
 /// `p·(g − Σ g·p)` per row, 0 at masked keys.
 #[inline(always)]
 fn backward<T: Real>(p: &[T], g: &[T], seq: usize, m: &Mask) -> Vec<T> {
-    let mut out = vec![T::zero(); p.len()];
-    for (r, ((pr, gr), o)) in p.chunks_exact(seq).zip(g.chunks_exact(seq)).zip(out.chunks_exact_mut(seq)).enumerate() {
+    // Each row appended, not zeroed first and then written.
+    let mut out = Vec::with_capacity(p.len());
+    for (r, (pr, gr)) in p.chunks_exact(seq).zip(g.chunks_exact(seq)).enumerate() {
         let limit = m.limit(r / (m.heads * seq), seq, r % seq);
         let dot = super::dot(pr, gr);
-        for j in 0..limit {
-            o[j] = pr[j] * (gr[j] - dot);
-        }
+        let at = out.len();
+        out.extend(pr[..limit].iter().zip(&gr[..limit]).map(|(&p, &g)| p * (g - dot)));
+        out.resize(at + seq, T::zero());
     }
+    out.resize(p.len(), T::zero());
     out
 }
 

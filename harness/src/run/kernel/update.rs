@@ -132,8 +132,8 @@ impl InplaceOp2 for InPlace<'_> {
     fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, src: &CpuStorage, src_l: &Layout) -> candle_core::Result<()> {
         let (Some((a, b)), Some((c, d))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else { candle_core::bail!("the fused update needs contiguous tensors") };
         let stats = match (dst, src, &mut *self.buffers.borrow_mut()) {
-            (CpuStorage::F32(p), CpuStorage::F32(g), Buffers::F32(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),
-            (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, &mut p[a..b], &g[c..d], m, v, self.watch),
+            (CpuStorage::F32(p), CpuStorage::F32(g), Buffers::F32(m, v)) => in_place(self.o, self.step, (&mut p[a..b], &g[c..d], m, v), self.watch, compute32),
+            (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, (&mut p[a..b], &g[c..d], m, v), self.watch, compute::<f64>),
             _ => candle_core::bail!("the fused update needs f32 or f64 parameter, gradient and state alike"),
         };
         self.stats.set(stats);
@@ -145,8 +145,11 @@ impl InplaceOp2 for InPlace<'_> {
 /// the block's gradient and new values are still in L1 when they are summed.
 const BLOCK: usize = 1024;
 
+/// A block's update: [`compute`], for f32 compiled for the widest vectors the CPU has.
+type Compute<T> = fn(&OptimizerSpec, usize, &mut [T], &[T], &mut [T], &mut [T]) -> bool;
+
 /// The update over blocks, with the watch's stats of the gradient and of the new parameter.
-fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], watch: bool) -> Option<Watched> {
+fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, (p, g, m, v): (&mut [T], &[T], &mut [T], &mut [T]), watch: bool, compute: Compute<T>) -> Option<Watched> {
     let n = p.len();
     // The sums of squares (the trace keeps the gradient's and the parameters' norms) and the
     // gradient's magnitude profile (its largest |value| and subnormals, read from the bits).
@@ -177,6 +180,7 @@ fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T
 /// state is read as zeros, which gives the same bits as the tensor path's first
 /// step (`0·β + x = x`, signed zeros included, since `x` is itself `y·c + 0`).
 /// Every loop is a plain loop over slices so that it vectorises.
+#[inline(always)]
 fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
     let n = p.len();
     // Whether the new state holds a non-finite value, folded into the update's own loop: an OR
@@ -249,10 +253,48 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
     bad
 }
 
+super::avx2! {
+    /// [`compute`] in f32 with AVX-512 or AVX2 where the CPU has them: every operation is one
+    /// IEEE operation per element (no sum, no fused multiply-add), so the width changes no bit.
+    fn compute32(o: &OptimizerSpec, step: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+        compute(o, step, p, g, m, v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
+
+    /// The parameter and both states after three f32 steps of `kind` at the widest tier `tier`, as bits.
+    fn steps_at(tier: u8, kind: &str) -> Vec<u32> {
+        crate::run::kernel::WIDEST.with(|w| w.set(tier));
+        let spec: OptimizerSpec = toml::from_str(&format!("kind = \"{kind}\"\nlr = 0.01\nweight_decay = 0.1\nmomentum = 0.5")).unwrap();
+        // 37 values: an AVX-512 and an AVX2 body and a remainder; extremes and a zero gradient.
+        let draw = |k: f32| (0..37).map(|i| (i as f32 * 0.731 + k).sin() * 10f32.powi(i % 9 - 4)).collect::<Vec<f32>>();
+        let p = Tensor::new(draw(0.0), &Device::Cpu).unwrap();
+        let (mut state, mut stats) = (None, None);
+        for step in 1..=3 {
+            let mut g = draw(step as f32);
+            g[3] = 0.0;
+            assert!(update(&spec, step, &p, &Tensor::new(g, &Device::Cpu).unwrap(), &mut state, false, &mut stats).unwrap());
+        }
+        crate::run::kernel::WIDEST.with(|w| w.set(2));
+        let Some(Buffers::F32(m, v)) = state else { panic!("f32 state") };
+        p.to_vec1::<f32>().unwrap().iter().chain(&m).chain(&v).map(|x| x.to_bits()).collect()
+    }
+
+    /// AVX-512, AVX2 and the plain loop update to the same bits (each step is one IEEE operation
+    /// per element); `optim::tests::fused_path_is_bit_identical_to_tensor_path` holds the
+    /// widest to the tensor path.
+    #[test]
+    fn every_tier_updates_to_the_same_bits() {
+        for kind in ["sgd", "adam", "adamw", "rmsprop"] {
+            let plain = steps_at(0, kind);
+            assert_eq!(steps_at(1, kind), plain, "{kind}: AVX2");
+            assert_eq!(steps_at(2, kind), plain, "{kind}: AVX-512");
+        }
+    }
 
     #[test]
     fn applies_to_cpu_f32_f64_only() {
