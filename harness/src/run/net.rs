@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
@@ -68,6 +68,12 @@ pub(crate) trait Net {
 
     /// Whether a training forward may draw dropout masks.
     fn has_dropout(&self) -> bool;
+
+    /// Under autocast, the dtype each output of the last forward is held in, as PyTorch holds it
+    /// (the low dtype, or f32 for an op on autocast's f32 list or a layer kept in f32 with
+    /// `precision = "f32"`); empty where every output is in the run's compute dtype (no autocast,
+    /// or a code model).
+    fn output_dtypes(&self) -> Vec<DType>;
 
     /// Sets the stream the next training forward draws its dropout masks from
     /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.

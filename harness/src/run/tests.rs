@@ -229,3 +229,22 @@ fn expressions_are_diagnosed_naming_the_sub_expression_and_column() {
     assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::ZeroTimesInf, "layers.1.expr (backward)"));
     assert!(c.reason.contains("`exp(x)` (column 15)") && c.reason.contains("does not select"), "{}", c.reason);
 }
+
+#[test]
+fn an_expression_loss_that_reads_the_mask_lists_it_with_the_prediction_and_targets() {
+    // `sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)` over the second batch,
+    // rows 5 to 8 of length 0: the 16 mask entries are all 0 (the scenario's header), so
+    // sum(mask) = 0 and the loss is 0/0. The cause lists p, y and mask, mask with its 16 zeros.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let s = crate::scenario::load(&root.join("scenarios/layers/expr_masked_token_cross_entropy_all_padded.toml")).unwrap();
+    let c = run(&s).cause.expect("a rule explains it");
+    let names: Vec<&str> = c.inputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["p", "y", "mask"], "{c}");
+    let mask = &c.inputs[2];
+    assert_eq!((mask.zeros, mask.min, mask.max, mask.nan), (16, 0.0, 0.0, 0), "{c}");
+    // An expression that does not read the mask lists p and y only.
+    let mut plain = s.clone();
+    plain.loss.expr = Some("sum(cross_entropy(p, y, reduction='none')) / sum(y * 0)".into());
+    let c = run(&plain).cause.expect("a rule explains it");
+    assert_eq!(c.inputs.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), ["p", "y"], "{c}");
+}

@@ -24,6 +24,7 @@ use crate::scenario::{Part, Planner, Shape};
 pub mod ast;
 pub mod check;
 pub mod diagnosis;
+pub mod domains;
 pub mod eval;
 pub mod funcs;
 pub(crate) mod grad;

@@ -112,53 +112,61 @@ pub(super) fn cross_entropy_rows(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result
 /// every row's loss is finite: their reduction passed `d`'s largest value. With class indices,
 /// PyTorch's `nll_loss` adds the kept rows' losses in the input's own dtype (`nll.rs`: in f16 and
 /// bf16 a cascade rounded to the dtype), so the sum is +Inf and so is the mean, which divides it
-/// afterwards; with one-hot (probability) rows, the rows' sum is taken in f32 and rounded once, so
-/// in f16 and bf16 only the sum overflows (`mod.rs`'s `reduce`). `None` where a row's loss is not
-/// finite in `d` itself, or the reduction fits.
+/// afterwards; with one-hot (probability) rows, PyTorch's `cross_entropy_loss_prob_target` sums
+/// every term `y · log_softmax(p)` at once (in f32 for f16 and bf16) and rounds the sum to the
+/// dtype before a mean divides it, so both overflow alike. `None` where a row's loss is not finite
+/// in `d` itself, or the reduction fits.
 pub fn overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Explained> {
     let k = p.dims().last().copied().unwrap_or(1).max(1);
     let z: Vec<f64> = p.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
-    // logsumexp(z) − z, per row, in f64.
-    let logp = |row: &[f64]| -> Vec<f64> {
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        row.iter().map(|v| v - lse).collect()
-    };
+    // Each row's log-softmax, logsumexp(z) − z in f64, rounded to `d` as PyTorch's output is.
+    let logp: Vec<Vec<f64>> = z
+        .chunks(k)
+        .map(|row| {
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            row.iter().map(|v| round(v - lse, d)).collect()
+        })
+        .collect();
     let indices = super::indexes(p.elem_count(), k, y.elem_count());
-    let (losses, kept): (Vec<f64>, Vec<bool>) = if indices {
+    let (losses, kept, summed) = if indices {
         let Ok((index, kept)) = targets(s, y, k) else { return Ok(None) };
-        (z.chunks(k).zip(&index).map(|(row, &t)| round(-logp(row)[t as usize], d)).collect(), kept)
+        let losses: Vec<f64> = logp.iter().zip(&index).map(|(row, &t)| -row[t as usize]).collect();
+        let summed = match d {
+            DTypeName::F64 => round(losses.iter().zip(&kept).filter(|(_, k)| **k).map(|(l, _)| l).sum(), d),
+            DTypeName::F32 | DTypeName::F16 | DTypeName::Bf16 => {
+                let v: Vec<f32> = losses.iter().map(|l| *l as f32).collect();
+                f64::from(nll::cascade(&v, |b| kept[b], |x| round(f64::from(x), d) as f32))
+            }
+        };
+        (losses, kept, summed)
     } else {
+        // PyTorch's smoothed target `y·(1 − ε) + ε/k`, each term rounded to `d`.
         let eps = s.label_smoothing.unwrap_or(0.0);
-        let yv: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
-        if let Some(found) = term_overflow(&z, &yv, k, d) {
+        let t: Vec<f64> = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?.iter().map(|t| round(round(t * (1.0 - eps), d) + eps / k as f64, d)).collect();
+        let terms: Vec<Vec<f64>> = logp.iter().zip(t.chunks(k)).map(|(row, t)| row.iter().zip(t).map(|(l, t)| round(l * t, d)).collect()).collect();
+        if let Some(found) = term_overflow(&logp, &terms, t.chunks(k), d) {
             return Ok(Some(found));
         }
-        let row_loss = |(row, t): (&[f64], &[f64])| round(-logp(row).iter().zip(t).map(|(l, t)| l * (t * (1.0 - eps) + eps / k as f64)).sum::<f64>(), d);
-        (z.chunks(k).zip(yv.chunks(k)).map(row_loss).collect(), vec![true; z.len() / k])
+        let losses: Vec<f64> = terms.iter().map(|row| round(-row.iter().sum::<f64>(), d)).collect();
+        let summed = round(-terms.iter().flatten().sum::<f64>(), d);
+        (losses, vec![true; logp.len()], summed)
     };
     let lim = Limits::of(d);
-    if losses.iter().zip(&kept).any(|(l, k)| *k && !(l.is_finite() && l.abs() <= lim.max)) {
+    if losses.iter().zip(&kept).any(|(l, k)| *k && !(l.is_finite() && l.abs() <= lim.max)) || (summed.is_finite() && summed.abs() <= lim.max) {
         return Ok(None);
     }
     let exact: f64 = losses.iter().zip(&kept).filter(|(_, k)| **k).map(|(l, _)| l).sum();
-    let half = matches!(d, DTypeName::F16 | DTypeName::Bf16);
-    let summed = match (indices, d) {
-        (true, DTypeName::F32 | DTypeName::F16 | DTypeName::Bf16) => {
-            let v: Vec<f32> = losses.iter().map(|l| *l as f32).collect();
-            f64::from(nll::cascade(&v, |b| kept[b], |x| round(f64::from(x), d) as f32))
-        }
-        // One-hot rows in f16 and bf16: a mean divides the f32 sum before it is rounded.
-        (false, _) if half && s.reduction == Reduction::Mean => return Ok(None),
-        (false, _) | (true, DTypeName::F64) => round(exact, d),
-    };
-    if summed.is_finite() && summed.abs() <= lim.max {
-        return Ok(None);
-    }
     let n = kept.iter().filter(|k| **k).count();
     let (row, big) = losses.iter().enumerate().filter(|(r, _)| kept[*r]).fold((0, f64::NEG_INFINITY), |a, (r, l)| if *l > a.1 { (r, *l) } else { a });
     let dt: &str = d.into();
-    let how = if indices { format!("cross_entropy adds the {n} rows' losses in {dt}, as PyTorch's nll_loss does, and") } else { format!("over the {n} rows") };
+    let how = match (indices, d) {
+        (true, _) => format!("cross_entropy adds the {n} rows' losses in {dt}, as PyTorch's nll_loss does, and"),
+        (false, DTypeName::F16 | DTypeName::Bf16) => {
+            format!("cross_entropy adds the {n} rows' terms y · log_softmax(p) in f32 and rounds the total to {dt}, as PyTorch's does with probability targets, and")
+        }
+        (false, DTypeName::F32 | DTypeName::F64) => format!("over the {n} rows"),
+    };
     let mean = match s.reduction {
         Reduction::Mean => format!(", and so is the mean, which divides it by {n} afterwards"),
         Reduction::Sum => String::new(),
@@ -174,18 +182,17 @@ pub fn overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Ex
 
 /// A one-hot (probability) row's term `y · log_softmax(p)` past `d`'s largest value: a target
 /// far outside [0, 1] (a scaled one) times a log-probability, which makes the row's loss ±Inf.
-fn term_overflow(z: &[f64], y: &[f64], k: usize, d: DTypeName) -> Explained {
+/// `logp` is each row's log-softmax, `terms` each row's products, both rounded to `d`.
+fn term_overflow<'a>(logp: &[Vec<f64>], terms: &[Vec<f64>], targets: impl Iterator<Item = &'a [f64]>, d: DTypeName) -> Explained {
     let lim = Limits::of(d);
-    z.chunks(k).zip(y.chunks(k)).enumerate().find_map(|(r, (row, t))| {
-        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        let (c, logp) = row.iter().zip(t).enumerate().map(|(c, (v, _))| (c, round(v - lse, d))).find(|(c, logp)| logp.is_finite() && round(t[*c] * logp, d).abs() > lim.max)?;
+    logp.iter().zip(terms).zip(targets).enumerate().find_map(|(r, ((logp, terms), t))| {
+        let c = (0..terms.len()).find(|&c| logp[c].is_finite() && terms[c].abs() > lim.max)?;
         let dt: &str = d.into();
         let reason = format!(
             "the term y · log_softmax(p) of row {r}, class {c}, is {} × {} = {}, beyond {dt}'s largest value {}: the row's loss and the loss are ±Inf (targets are probabilities in [0, 1]; this one is scaled)",
             crate::human(t[c]),
-            crate::human(logp),
-            crate::human(t[c] * logp),
+            crate::human(logp[c]),
+            crate::human(t[c] * logp[c]),
             crate::human(lim.max)
         );
         Some((Rule::Overflow, reason))
@@ -208,29 +215,23 @@ pub(super) fn smoothed(s: &LossSpec, y: &Tensor, k: usize) -> Result<Tensor> {
 }
 
 /// `cross_entropy` in PyTorch: class indices when the targets have one value per row or
-/// position (decided on the tensors, as nanhunt decides), else one-hot rows: with
-/// `label_smoothing`, `F.cross_entropy` of the probabilities; without, the stable formula
-/// `probability.rs` computes.
+/// position (decided on the tensors, as nanhunt decides), else one-hot (probability) rows; both
+/// `F.cross_entropy`, which nanhunt computes stage by stage in f16 and bf16 too.
 pub(super) fn torch(s: &LossSpec) -> String {
-    lines(s, reduction(s), &format!(".{}()", super::method(s)))
+    lines(s, reduction(s), "")
 }
 
 /// [`cross_entropy_rows`] in PyTorch (`reduction='none'`, then the rows in `p`'s shape without its
 /// classes, as people `view` them back), for both kinds of targets as [`torch`].
 pub(super) fn torch_rows(s: &LossSpec) -> String {
-    lines(s, "'none'", "")
+    lines(s, "'none'", ".reshape(p.shape[:-1])")
 }
 
-/// [`torch`] with reduction `r` (a Python string) and `method` after the one-hot formula's row
-/// sums (`.mean()`, `.sum()`, or none, when the loss reshapes its rows back).
-fn lines(s: &LossSpec, r: &str, method: &str) -> String {
-    let back = if method.is_empty() { ".reshape(p.shape[:-1])" } else { "" };
-    let indices =
-        format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={}, reduction={r}){back}", ignore_index(s), py(s.label_smoothing.unwrap_or(0.0)));
-    let one_hot = match s.label_smoothing {
-        Some(e) if e > 0.0 => format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing={}, reduction={r}){back}", py(e)),
-        Some(_) | None => format!("({}).sum(dim=-1){method}", super::probability::CROSS_ENTROPY),
-    };
+/// [`torch`] with reduction `r` (a Python string), then `back` (the rows reshaped, or nothing).
+fn lines(s: &LossSpec, r: &str, back: &str) -> String {
+    let smoothing = py(s.label_smoothing.unwrap_or(0.0));
+    let indices = format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index={}, label_smoothing={smoothing}, reduction={r}){back}", ignore_index(s));
+    let one_hot = format!("F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing={smoothing}, reduction={r}){back}");
     format!("({indices} if p.shape[-1] > 1 and y.numel() * p.shape[-1] == p.numel() else {one_hot})")
 }
 

@@ -209,12 +209,20 @@ fn a_half_sum_of_finite_row_losses_past_the_largest_value_is_explained() {
     let mut ignored = vec![0.0; 20];
     ignored[..2].fill(-100.0);
     assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(20), &targets(ignored), half).unwrap(), None);
-    // One-hot rows [1, 0]: PyTorch 2.15's `(−(y · log_softmax(p))).sum(−1)` of 20 f16 rows sums to
-    // inf, and its mean (the f32 sum divided before rounding) is 3420: only the sum is explained.
+    // One-hot rows [1, 0]: PyTorch 2.15's F.cross_entropy(p16, y16) sums every term y · log_softmax(p)
+    // in f32 and rounds the total to f16 before the mean divides it: 20 rows are inf for the sum
+    // and the mean, 19 rows 64992 and 3420 (one_hot_half_rows_reduce_as_pytorchs_probability_targets).
     let one_hot = |n: usize| Tensor::from_vec([1f32, 0.0].repeat(n), (n, 2), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
-    let (_, reason) = super::overflow(&spec(None, Reduction::Sum), &rows(20), &one_hot(20), half).unwrap().expect("explained");
-    assert!(reason.contains("but over the 20 rows their sum 68400 is beyond f16's largest value 65504: +Inf") && reason.ends_with("+Inf"), "{reason}");
-    assert_eq!(super::overflow(&spec(None, Reduction::Mean), &rows(20), &one_hot(20), half).unwrap(), None);
+    for (r, then) in [(Reduction::Sum, ""), (Reduction::Mean, ", and so is the mean, which divides it by 20 afterwards")] {
+        let (rule, reason) = super::overflow(&spec(None, r), &rows(20), &one_hot(20), half).unwrap().expect("explained");
+        assert_eq!(rule, crate::ops::Rule::Overflow);
+        assert!(
+            reason.contains("adds the 20 rows' terms y · log_softmax(p) in f32 and rounds the total to f16") && reason.contains("their sum 68400 is beyond f16's largest value 65504: +Inf"),
+            "{reason}"
+        );
+        assert!(reason.ends_with(&format!("+Inf{then}")), "{reason}");
+    }
+    assert_eq!(super::overflow(&spec(None, Reduction::Mean), &rows(19), &one_hot(19), half).unwrap(), None);
     assert_eq!(super::overflow(&spec(None, Reduction::Sum), &rows(19), &one_hot(19), half).unwrap(), None);
     // A one-hot target scaled to 71.6 (71.625 in f16) against a log-probability of −1000 (logits
     // [0, 1000]): 71.625 × −1000 = −71625 by hand, past 65504; in f32 it is finite.
@@ -236,4 +244,96 @@ fn run_half(r: Reduction, n: usize) -> f64 {
 /// `n` f16 rows of logits [0, 3420].
 fn half_rows(n: usize) -> Tensor {
     Tensor::from_vec([0f32, 3420.0].repeat(n), (n, 2), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap()
+}
+
+/// The loss of `n` f16 rows of logits [0, 3420] against targets `y` (`n` rows), and the gradient
+/// of row 0.
+fn half_loss(s: &LossSpec, n: usize, y: Tensor) -> (f64, Vec<f64>) {
+    let p = Var::from_tensor(&half_rows(n)).unwrap();
+    let l = Loss(s.clone()).apply(p.as_tensor(), &y).unwrap();
+    assert_eq!(l.dtype(), DType::F16);
+    let g = l.backward().unwrap().get(p.as_tensor()).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
+    (l.to_dtype(DType::F64).unwrap().to_scalar().unwrap(), g[0].clone())
+}
+
+#[test]
+fn one_hot_half_rows_reduce_as_pytorchs_probability_targets() {
+    // PyTorch 2.15, p16 = [[0, 3420]] * n, y16 = [[1, 0]] * n (f16): F.cross_entropy(p16, y16) is
+    // -(log_softmax(p16) * y16).sum() / n, the sum in f32 rounded to f16 first. n = 20: mean inf
+    // (68400 > 65504), sum inf, the gradient of the mean at row 0 [-0.04998779296875,
+    // 0.04998779296875]; n = 19: mean 3420 (64992 / 19), sum 64992, gradient ±0.052642822265625;
+    // n = 16: mean 3420, sum 54720. With reduction='none' every row is 3420.
+    let one_hot = |n: usize| Tensor::from_vec([1f32, 0.0].repeat(n), (n, 2), &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+    let (mean, g) = half_loss(&spec(None, Reduction::Mean), 20, one_hot(20));
+    assert_eq!((mean, g), (f64::INFINITY, vec![-0.04998779296875, 0.04998779296875]));
+    assert_eq!(half_loss(&spec(None, Reduction::Sum), 20, one_hot(20)).0, f64::INFINITY);
+    let (mean, g) = half_loss(&spec(None, Reduction::Mean), 19, one_hot(19));
+    assert_eq!((mean, g), (3420.0, vec![-0.052642822265625, 0.052642822265625]));
+    assert_eq!(half_loss(&spec(None, Reduction::Sum), 19, one_hot(19)).0, 64992.0);
+    assert_eq!(half_loss(&spec(None, Reduction::Mean), 16, one_hot(16)).0, 3420.0);
+    assert_eq!(half_loss(&spec(None, Reduction::Sum), 16, one_hot(16)).0, 54720.0);
+    let rows = crate::ops::loss::kind_elements(&spec(None, Reduction::Mean), &half_rows(20), &one_hot(20)).unwrap().expect("rows");
+    assert!(rows.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().all(|r| *r == 3420.0));
+    // With label_smoothing=0.1 the target is [0.95, 0.05]: each term 0.95 · −3420 = −3249 rounds to
+    // −3248 in f16, 20 of them 64960, finite: PyTorch 2.15 gives the mean 3248.
+    assert_eq!(half_loss(&spec(Some(0.1), Reduction::Mean), 20, one_hot(20)).0, 3248.0);
+}
+
+#[test]
+fn class_indices_with_label_smoothing_in_half_are_pytorchs() {
+    // PyTorch 2.15, p16 = [[0, 3420]] * n, t = zeros(n): F.cross_entropy(p16, t, label_smoothing=0.1)
+    // n = 16: mean 3252, sum 52032, reduction='none' 3248 per row; n = 20: mean inf and sum inf
+    // (nll_loss's half cascade passes 65504).
+    let classes = |n: usize| column(&vec![0.0; n]).to_dtype(DType::F16).unwrap();
+    assert_eq!(half_loss(&spec(Some(0.1), Reduction::Mean), 16, classes(16)).0, 3252.0);
+    assert_eq!(half_loss(&spec(Some(0.1), Reduction::Sum), 16, classes(16)).0, 52032.0);
+    assert_eq!(half_loss(&spec(Some(0.1), Reduction::Mean), 20, classes(20)).0, f64::INFINITY);
+    assert_eq!(half_loss(&spec(Some(0.1), Reduction::Sum), 20, classes(20)).0, f64::INFINITY);
+    let rows = crate::ops::loss::kind_elements(&spec(Some(0.1), Reduction::Mean), &half_rows(16), &classes(16)).unwrap().expect("rows");
+    assert!(rows.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap().iter().all(|r| *r == 3248.0), "{rows}");
+}
+
+#[test]
+fn one_hot_half_gradients_are_pytorchs() {
+    // PyTorch 2.15, the rows P in f16 against f16 probabilities y (below): F.cross_entropy(p, y)
+    // is 0.9853515625 and reduction='sum' 3.94140625, with these gradients wrt p. Its backward
+    // reads the rounded log-softmax (`g − exp(out)·Σg`): every gradient is PyTorch's bit for bit
+    // but the last, where PyTorch's f16 log_softmax of row [2, 1, −3] is −5.3203125 at class 2
+    // and nanhunt's (computed in f32, rounded once) −5.31640625, one f16 spacing (2⁻⁸) apart, so
+    // 0.25·exp(out) differs by 0.4% there: 0.0012226 against 0.0012274 (5 f16 spacings of 2⁻²⁰).
+    let y = Tensor::new(&[[0.7f64, 0.2, 0.1], [0.0, 0.0, 1.0], [0.5, 0.25, 0.25], [0.0, 1.0, 0.0]], &Device::Cpu).unwrap();
+    let mean = [
+        -0.11724853515625,
+        0.107177734375,
+        0.0100555419921875,
+        0.03704833984375,
+        0.010101318359375,
+        -0.047149658203125,
+        -0.041656494140625,
+        0.0208282470703125,
+        0.0208282470703125,
+        0.181884765625,
+        -0.18310546875,
+        0.0012226104736328125,
+    ];
+    let sum = [
+        -0.468994140625,
+        0.4287109375,
+        0.04022216796875,
+        0.148193359375,
+        0.0404052734375,
+        -0.1885986328125,
+        -0.1666259765625,
+        0.08331298828125,
+        0.08331298828125,
+        0.7275390625,
+        -0.732421875,
+        0.00489044189453125,
+    ];
+    for (r, loss, want) in [(Reduction::Mean, 0.9853515625, mean), (Reduction::Sum, 3.94140625, sum)] {
+        let (l, g) = run(&spec(None, r), &P, y.clone(), &[4, 3], DType::F16);
+        assert_eq!(l, loss);
+        assert_eq!(g[..11], want[..11], "{r:?}");
+        assert!((g[11] - want[11]).abs() <= 0.005 * want[11], "{r:?}: {} against {}", g[11], want[11]);
+    }
 }

@@ -17,7 +17,7 @@ use candle_core::{Tensor, D};
 
 use super::{py, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
 use crate::error::{Error, Result};
-use crate::run::opmath::{in_f32, mean_all};
+use crate::run::opmath::{div_count, in_f32, mean_all};
 use crate::scenario::{LossKind, LossSpec, Part, Planner, Reduction, Shape};
 
 mod classes;
@@ -167,6 +167,10 @@ enum Terms {
     Elements(Tensor),
     /// One term per element and class, summed over the classes, then reduced over rows.
     Classes(Tensor),
+    /// One term per element and class, all summed at once (in f32 for f16 and bf16, rounded
+    /// once) and a mean divided by the rows afterwards, in the dtype: PyTorch's
+    /// `-(input * target).sum() / rows` of `cross_entropy` with probability targets.
+    Whole(Tensor),
     /// One term per element, summed, and divided by the rows for a mean (`kl_div`'s `batchmean`).
     Batch(Tensor),
     /// One term per row, reduced as PyTorch's `nll_loss` reduces (`nll.rs`: in f16 and bf16, a
@@ -219,6 +223,13 @@ pub fn kind_loss(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
         Terms::Elements(e) => reduce(s.reduction, &e),
         Terms::Nll(rows) => nll::reduce(s.reduction, &rows),
         Terms::Classes(c) => reduce(s.reduction, &in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+        Terms::Whole(c) => {
+            let sum = in_f32(&c, |t| Ok(t.sum_all()?))?;
+            match s.reduction {
+                Reduction::Mean => in_f32(&sum, |t| div_count(t, c.elem_count() / c.dims().last().copied().unwrap_or(1).max(1))),
+                Reduction::Sum => Ok(sum),
+            }
+        }
         // `batchmean`: PyTorch's sum, divided by the rows.
         Terms::Batch(e) => match s.reduction {
             Reduction::Mean => {
@@ -242,7 +253,7 @@ pub fn kind_elements(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Option<Tens
     Ok(match made(s, p, y)? {
         Made::Terms(Terms::Elements(e) | Terms::Batch(e) | Terms::Nll(e)) => Some(e),
         // Summed over the classes as the reduction sums them: one term per row.
-        Made::Terms(Terms::Classes(c)) => Some(in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
+        Made::Terms(Terms::Classes(c) | Terms::Whole(c)) => Some(in_f32(&c, |t| Ok(t.sum(D::Minus1)?))?),
         Made::Loss(_) => None,
     })
 }

@@ -42,21 +42,21 @@ pub(super) fn bce_logits_elements(p: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(((p.relu()? - p.mul(y)?)? + soft)?)
 }
 
-/// Cross-entropy through log-softmax (stable), one-hot targets: the fused CPU kernel
-/// (`kernel::cross_entropy`) where it runs, the same formula in Candle ops elsewhere.
+/// Cross-entropy through log-softmax (stable), one-hot (probability) targets: the fused CPU
+/// kernel (`kernel::cross_entropy`) in f32 and f64, one loss per row; in f16 and bf16 PyTorch's
+/// `cross_entropy_loss_prob_target` (`LossNLL.cpp`) stage by stage: `log_softmax` computed in f32
+/// and rounded once (its backward from the rounded output, `half_log_softmax`), each product
+/// `log_softmax(p)·y` rounded to the dtype, and the reduction over
+/// every product at once ([`Terms::Whole`]: PyTorch 2.15 gives the mean of 20 f16 rows of loss
+/// 3420 as +Inf, their half sum 68400 being past 65504).
 pub(super) fn cross_entropy(p: &Tensor, y: &Tensor) -> Result<Terms> {
     if crate::run::kernel::handles(p) {
         // One value per row, summed over classes: reduced over the rows.
         return Ok(Terms::Elements(crate::run::kernel::cross_entropy::rows(p, y)?));
     }
-    let max = p.max_keepdim(D::Minus1)?.detach();
-    let shifted = p.broadcast_sub(&max)?;
-    let log_sum = in_f32(&shifted.exp()?, |e| Ok(e.sum_keepdim(D::Minus1)?))?.log()?;
-    Ok(Terms::Classes(shifted.broadcast_sub(&log_sum)?.mul(y)?.neg()?))
+    let logp = crate::run::kernel::cross_entropy::half_log_softmax(p)?;
+    Ok(Terms::Whole(logp.mul(y)?.neg()?))
 }
-
-/// [`cross_entropy`] in PyTorch, per class.
-pub(super) const CROSS_ENTROPY: &str = "-(((s := p - p.max(dim=-1, keepdim=True).values.detach()) - torch.log(torch.exp(s).sum(dim=-1, keepdim=True))) * y)";
 
 /// Softmax, then log (clamped if the loss clamps, `+ eps` inside the log): unstable.
 pub(super) fn naive_cross_entropy(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {

@@ -82,7 +82,7 @@ fn the_pytorch_expression_is_the_formula_with_the_specs_numbers() {
     assert_eq!(Loss(s).torch_expr(), "(-(y * torch.log(torch.clamp(p, 1e-7, 0.9999999) + 1e-8) + (1.0 - y) * torch.log(-torch.clamp(p, 1e-7, 0.9999999) + 1.00000001))).sum()");
     let h = LossSpec { delta: Some(0.5), ..spec(LossKind::Huber) };
     assert_eq!(Loss(h).torch_expr(), "F.huber_loss(p, y, reduction='mean', delta=0.5)");
-    assert!(Loss(spec(LossKind::CrossEntropy)).torch_expr().ends_with(&format!(" else ({}).sum(dim=-1).mean())", super::probability::CROSS_ENTROPY)));
+    assert!(Loss(spec(LossKind::CrossEntropy)).torch_expr().ends_with(" else F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing=0.0, reduction='mean'))"));
 }
 
 #[test]

@@ -257,8 +257,15 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
         }
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
         LossKind::Expr => {
-            let found = crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &loss_inputs(p, y, mask), None, d)?;
-            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
+            let text = spec.expr.as_deref().unwrap_or("");
+            let Some((rule, reason)) = crate::ops::expr::diagnosis::explain(text, &spec.consts, &loss_inputs(p, y, mask), None, d)? else { return Ok(None) };
+            // The padding mask too, where the expression reads it (a masked mean's `sum(mask)`).
+            let reads_mask = crate::ops::expr::parse::parse(text).is_ok_and(|a| a.names().iter().any(|(n, _)| n == "mask"));
+            let mut operands = vec![operand("p", p, None, d)?, operand("y", y, None, d)?];
+            if let Some(m) = mask.filter(|_| reads_mask) {
+                operands.push(operand("mask", m, None, d)?);
+            }
+            Ok(Some(cause(rule, op, reason, operands)))
         }
         LossKind::CrossEntropy => {
             let found = crate::ops::loss::cross_entropy_overflow(spec, p, y, d)?;

@@ -151,6 +151,11 @@ impl Net for CodeNet {
         Ok(pred.clone())
     }
 
+    /// Its checks' dtypes are its own: the run's compute dtype stands for them.
+    fn output_dtypes(&self) -> Vec<DType> {
+        Vec::new()
+    }
+
     /// Always: the forward may call [`Watch::dropout`].
     fn has_dropout(&self) -> bool {
         true

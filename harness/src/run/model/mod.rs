@@ -176,6 +176,14 @@ impl Net for Model {
         }
     }
 
+    /// The logical dtype of each node's output in the last forward, under autocast.
+    fn output_dtypes(&self) -> Vec<DType> {
+        match self.autocast {
+            Some(_) => self.logical.borrow().clone(),
+            None => Vec::new(),
+        }
+    }
+
     /// Whether any node draws dropout masks.
     fn has_dropout(&self) -> bool {
         self.layers.iter().any(|l| l.op().dropout() > 0.0)

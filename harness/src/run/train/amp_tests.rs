@@ -157,3 +157,27 @@ fn pytorch_111739s_first_step_overflow_is_skipped_not_reported() {
     let h = o.trace.rows[1].headroom.unwrap();
     assert!((h - (65504.0f64 / 32768.0).log2()).abs() < 1e-12, "{h}");
 }
+
+#[test]
+fn headroom_holds_each_layer_output_against_the_dtype_it_is_held_in() {
+    // x = 10⁴ through a linear layer of weight and bias 1: 10001, which f16 holds as 10000 (its
+    // spacing there is 8), log2(65504 / 10000) = 2.7 bits below f16's largest, under the 4-bit
+    // threshold; in f32 it is 114.8 bits below 3.4e38. Then `x * 1e-4` brings it to about 1
+    // against a target of 1, so every other value (the loss, the scaled gradients) is small.
+    let body = |precision: &str| {
+        format!(
+            "[data]\ninputs = {{ kind = \"values\", rows = [[10000.0]] }}\ntargets = {{ kind = \"values\", values = [1.0] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1{precision} }}, {{ type = \"expr\", expr = \"x * 1e-4\" }}]\n[loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 1e-9\n[train]\nepochs = 1\nprecision = \"amp_f16\""
+        )
+    };
+    let low = run(&scenario(&body("")));
+    assert_eq!(low.outcome, Status::Finite);
+    let h = low.trace.rows[0].headroom.unwrap();
+    assert!((h - (65504.0f64 / 10000.0).log2()).abs() < 1e-12, "{h}");
+    assert!(low.warnings.iter().any(|w| w.starts_with("headroom fell to 2.7 bits at step 1") && w.contains("against f16's largest 65504")), "{:?}", low.warnings);
+    // Kept in f32, the same 10001 is far from f32's largest: no warning, and the row's headroom
+    // is the smallest of the rest (the expression's output, in f32 too, and the gradients in f16).
+    let kept = run(&scenario(&body(", precision = \"f32\"")));
+    assert_eq!(kept.outcome, Status::Finite);
+    assert!(!kept.warnings.iter().any(|w| w.starts_with("headroom")), "{:?}", kept.warnings);
+    assert!(kept.trace.rows[0].headroom.unwrap() > 4.0, "{:?}", kept.trace.rows[0].headroom);
+}

@@ -140,7 +140,7 @@ impl Runner<'_> {
             for (i, st) in g_stats.iter().enumerate() {
                 self.check(at, Phase::Backward, &names.grads[i], *st, grads[i].dims());
             }
-            self.note_margins(at, &mut row, &g_stats, &grads);
+            self.note_margins(at, &mut row, (&g_stats, &grads), &model.output_dtypes());
             let x = &micro[micro.len() - 1].x;
             self.explain(at, Phase::Backward, &|r, _| {
                 let inputs: Vec<&Tensor> = (0..outs.len()).map(|l| model.input_of(l, x, &outs)).collect();

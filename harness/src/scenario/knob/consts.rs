@@ -8,7 +8,9 @@
 //! constant, so draws, the screening sweep and `nanhunt margins` move each constant alone
 //! and report each by its own key. A constant moves on a log scale where it is positive,
 //! down to below half the dtype's smallest subnormal (an epsilon that rounds to 0 guards nothing),
-//! and on a linear one otherwise. The constants are those of `[loss]` (`kind = "expr"` or a
+//! and on a linear one otherwise; one passed to a parameter PyTorch bounds to [0, 1]
+//! (`label_smoothing=`, focal's `alpha`: the table of `ops::expr::domains`) moves linearly
+//! over [0, 1], so no draw is a value the check refuses. The constants are those of `[loss]` (`kind = "expr"` or a
 //! named loss that takes them) and of the top-level `expr` layers.
 
 use std::collections::BTreeMap;
@@ -16,7 +18,10 @@ use std::collections::BTreeMap;
 use super::def::{around, Ctx, Def, Domain, End, Spec};
 use super::value::{intern, scale_of, ConstAt, ConstRange, Constant, Fields, KnobValue, Scale, Value};
 use crate::ops::diagnosis::Limits;
-use crate::scenario::{Layer, Scenario};
+use crate::ops::expr::domains::{self, Bound};
+use crate::ops::expr::funcs::Func;
+use crate::ops::expr::parse::parse;
+use crate::scenario::{Layer, LossKind, Scenario};
 
 /// The loss's constants, where its kind reads them.
 fn loss_consts(s: &Scenario) -> Option<&BTreeMap<String, f64>> {
@@ -67,26 +72,45 @@ impl Def for Const {
         table_mut(s, c.at).map(|v| *v = c.value).is_some()
     }
     fn domain(c: &Ctx) -> Option<Domain> {
-        let ranges: Vec<ConstRange> = all(c.base)
-            .into_iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(at, v)| {
-                let (low, high) = if v > 0.0 {
-                    // As an epsilon's range, down to where it rounds to 0 in the dtype: a quarter
-                    // of its smallest subnormal (half of it is the tie, which the scan's log
-                    // steps can miss by a last place and round up).
-                    let (a, b) = around(v, c.decades);
-                    (a.min(Limits::of(c.base.train.dtype).min_subnormal / 4.0), b)
-                } else {
-                    // Not positive: a linear range, 10× the value's size (at least 1) either side.
-                    let w = 10.0 * v.abs().max(1.0);
-                    (v - w, v + w)
-                };
-                ConstRange { at, scale: scale_of(v), low, high }
-            })
-            .collect();
+        let ranges: Vec<ConstRange> = all(c.base).into_iter().filter(|(_, v)| v.is_finite()).map(|(at, v)| range(c, at, v)).collect();
         (!ranges.is_empty()).then_some(Domain::Consts(ranges))
     }
+}
+
+/// The range of the constant `at`, of value `v`. One passed to a parameter bounded to [0, 1]
+/// (`label_smoothing`, `ops::expr::domains`) moves linearly over [0, 1]; any other positive one
+/// on a log scale, down to where it rounds to 0 in the dtype (as an epsilon's range: a quarter of
+/// the smallest subnormal, half of it being the tie, which the scan's log steps can miss by a last
+/// place and round up), which keeps a positive parameter (`temperature`) positive; one not positive
+/// linearly, 10× its size (at least 1) either side.
+fn range(c: &Ctx, at: ConstAt, v: f64) -> ConstRange {
+    let bounds = bounds(c.base, at);
+    if bounds.contains(&Bound::Unit) && Bound::Unit.holds(v) {
+        return ConstRange { at, scale: Scale::Linear, low: 0.0, high: 1.0 };
+    }
+    let (low, high) = if v > 0.0 {
+        let (a, b) = around(v, c.decades);
+        (a.min(Limits::of(c.base.train.dtype).min_subnormal / 4.0), b)
+    } else {
+        let w = 10.0 * v.abs().max(1.0);
+        (v - w, v + w)
+    };
+    ConstRange { at, scale: scale_of(v), low, high }
+}
+
+/// The domains of the parameters the constant `at` is passed to: in the expression it belongs
+/// to, or, for `focal` and `info_nce`, the loss's parameter it is.
+fn bounds(s: &Scenario, at: ConstAt) -> Vec<Bound> {
+    let text = match at.layer {
+        None if s.loss.kind == LossKind::Focal => return domains::of(Func::Focal, at.name).into_iter().collect(),
+        None if s.loss.kind == LossKind::InfoNce => return domains::of(Func::InfoNce, at.name).into_iter().collect(),
+        None => s.loss.expr.as_deref(),
+        Some(i) => match s.model.layers.get(usize::from(i)).map(Layer::untagged) {
+            Some(Layer::Expr(e)) => Some(e.expr.as_str()),
+            Some(_) | None => None,
+        },
+    };
+    text.and_then(|t| parse(t).ok()).map(|ast| domains::fed(&ast, at.name)).unwrap_or_default()
 }
 
 /// The names fuzzer bytes draw a constant's from (the fuzz targets do not draw this knob).

@@ -154,3 +154,37 @@ fn candidates_around_an_sgd_base_set_only_knobs_that_apply() {
     }
     assert!(refused > 0, "some draws set a knob another makes meaningless");
 }
+
+#[test]
+fn a_constant_passed_as_label_smoothing_is_drawn_only_inside_zero_to_one() {
+    // `label_smoothing=ls` with ls = 0.1: on a log scale 3 decades up it reached 100, past
+    // PyTorch's [0, 1], and every such candidate was a check error in errors.jsonl.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers/expr_named_losses_ignored_batch.toml");
+    let mut b = crate::scenario::load(&path).unwrap();
+    b.loss.expr = Some("cross_entropy(p, y, label_smoothing=ls) + 0.01 * mean(p ** T)".into());
+    b.loss.consts = [("ls".to_string(), 0.1), ("T".to_string(), 2.0)].into_iter().collect();
+    assert!(crate::scenario::validate(&b).is_empty());
+    let space = Space::of(&b);
+    let Some(Domain::Consts(ranges)) = space.domain(Knob::Const) else { panic!("the loss's constants are knobs") };
+    let ls = ranges.iter().find(|r| r.at.name == "ls").unwrap();
+    assert_eq!((ls.scale, ls.low, ls.high), (Scale::Linear, 0.0, 1.0));
+    // A constant fed to no bounded parameter keeps its log range 3 decades up.
+    let t = ranges.iter().find(|r| r.at.name == "T").unwrap();
+    assert_eq!((t.scale, t.high), (Scale::Log, 2000.0));
+    let mut runner = seeded_runner(7);
+    let mut seen = 0;
+    for space in [space.clone(), space.narrowed(1.0)] {
+        let strategy = space.mutation();
+        let corners = space.corners().into_iter().flatten();
+        for m in (0..400).map(|_| draw(&strategy, &mut runner)).chain(corners) {
+            let Value::Const(c) = m.value else { continue };
+            if c.at.name == "ls" {
+                seen += 1;
+                assert!((0.0..=1.0).contains(&c.value), "{m}");
+                let s = crate::search::mutation::mutate(&b, std::slice::from_ref(&m)).expect("applies");
+                assert!(crate::scenario::validate(&s).is_empty(), "{m}");
+            }
+        }
+    }
+    assert!(seen > 20, "{seen} draws of ls");
+}
