@@ -145,8 +145,8 @@ impl Kernel<3> for Rows {
 }
 
 /// The log-softmax over the last dimension of f16 or bf16 logits `p` on the CPU, as PyTorch's
-/// CPU `log_softmax` of a half tensor: the value computed in f32 and rounded once
-/// (`activation::log_softmax_along`), and the backward `g − exp(out)·Σg` computed in f32 from
+/// CPU `log_softmax` of a half tensor: the value computed in f32, its sum of exponentials and
+/// their log rounded to the dtype (`activation::log_softmax_along`), and the backward `g − exp(out)·Σg` computed in f32 from
 /// the rounded output `out` and rounded once (`_log_softmax_backward_data`), where the composed
 /// ops' backward would read the unrounded softmax. Other dtypes and devices: the composed form.
 pub(crate) fn half_log_softmax(p: &Tensor) -> Result<Tensor> {
