@@ -45,7 +45,7 @@ pub(super) fn bce_logits_elements(p: &Tensor, y: &Tensor) -> Result<Tensor> {
 /// Cross-entropy through log-softmax (stable), one-hot (probability) targets: the fused CPU
 /// kernel (`kernel::cross_entropy`) in f32 and f64, one loss per row; in f16 and bf16 PyTorch's
 /// `cross_entropy_loss_prob_target` (`LossNLL.cpp`) stage by stage: `log_softmax` computed in f32
-/// as PyTorch's CPU kernel rounds it (its backward from the rounded output, `half_log_softmax`), each product
+/// as PyTorch's CPU kernel rounds it (its backward from the rounded output, as `log_softmax_along`'s), each product
 /// `log_softmax(p)·y` rounded to the dtype, and the reduction over
 /// every product at once ([`Terms::Whole`]: PyTorch 2.15 gives the mean of 20 f16 rows of loss
 /// 3420 as +Inf, their half sum 68400 being past 65504).
@@ -54,7 +54,7 @@ pub(super) fn cross_entropy(p: &Tensor, y: &Tensor) -> Result<Terms> {
         // One value per row, summed over classes: reduced over the rows.
         return Ok(Terms::Elements(crate::run::kernel::cross_entropy::rows(p, y)?));
     }
-    let logp = crate::run::kernel::cross_entropy::half_log_softmax(p)?;
+    let logp = crate::run::kernel::activation::log_softmax_along(p, D::Minus1)?;
     Ok(Terms::Whole(logp.mul(y)?.neg()?))
 }
 

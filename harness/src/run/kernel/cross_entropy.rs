@@ -144,42 +144,6 @@ impl Kernel<3> for Rows {
     }
 }
 
-/// The log-softmax over the last dimension of f16 or bf16 logits `p` on the CPU, as PyTorch's
-/// CPU `log_softmax` of a half tensor: the value computed in f32, its sum of exponentials and
-/// their log rounded to the dtype (`activation::log_softmax_along`), and the backward `g − exp(out)·Σg` computed in f32 from
-/// the rounded output `out` and rounded once (`_log_softmax_backward_data`), where the composed
-/// ops' backward would read the unrounded softmax. Other dtypes and devices: the composed form.
-pub(crate) fn half_log_softmax(p: &Tensor) -> Result<Tensor> {
-    let out = super::activation::log_softmax_along(p, candle_core::D::Minus1)?;
-    if !(p.device().is_cpu() && matches!(p.dtype(), candle_core::DType::F16 | candle_core::DType::BF16)) {
-        return Ok(out);
-    }
-    Ok(p.apply_op2(&out.detach().contiguous()?, HalfLogSoftmax)?)
-}
-
-/// `(p, out)` to `out`, with log-softmax's backward wrt `p` from `out`.
-struct HalfLogSoftmax;
-
-impl CustomOp2 for HalfLogSoftmax {
-    fn name(&self) -> &'static str {
-        "half-log-softmax"
-    }
-
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, out: &CpuStorage, ol: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        match ol.contiguous_offsets() {
-            Some((0, end)) if end == ol.shape().elem_count() => Ok((out.clone(), ol.shape().clone())),
-            _ => candle_core::bail!("half-log-softmax: the output is not contiguous from its start"),
-        }
-    }
-
-    fn bwd(&self, p: &Tensor, _: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (out, g) = (res.to_dtype(candle_core::DType::F32)?, grad.to_dtype(candle_core::DType::F32)?);
-        let total = g.sum_keepdim(candle_core::D::Minus1)?;
-        let dp = (g - out.exp()?.broadcast_mul(&total)?)?;
-        Ok((Some(dp.to_dtype(p.dtype())?), None))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor, Var};
