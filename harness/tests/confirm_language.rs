@@ -1,5 +1,6 @@
 //! The model language's constructs confirmed against a real PyTorch 2.15 (feature
-//! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, a preprocessing
+//! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, a half cross-entropy
+//! of one-hot targets whose summed terms overflow before the mean, a preprocessing
 //! expression and a chain of preprocessing steps, an expression reading an earlier named
 //! output, a loss expression reading the padding mask and `ctc` with per-row input lengths,
 //! each failing scenario where PyTorch fails and its fix finite where PyTorch is, from
@@ -49,6 +50,18 @@ fn a_projection_kept_in_f32_under_f16_autocast_agrees_with_pytorch() {
     assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
     assert_eq!(torch_first(&c), (1, nanhunt::Phase::Forward, "layers.0.linear.output".into()));
     let c = confirmed("amp_f16_projection_overflow_fix_precision_f32");
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn a_half_one_hot_cross_entropy_whose_sum_overflows_agrees_with_pytorch() {
+    // PyTorch 2.15: pure-f16 `F.cross_entropy` of one-hot targets rounds the batch's summed terms
+    // to f16 before the mean divides them, so the loss is inf at step 1; under autocast
+    // cross-entropy runs in f32 and the run stays finite.
+    let c = confirmed("cross_entropy_f16_mean_overflow");
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Loss, "loss".into()));
+    let c = confirmed("cross_entropy_f16_mean_overflow_fix_amp");
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
 }
 
