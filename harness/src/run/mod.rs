@@ -158,6 +158,19 @@ pub(crate) fn dtype(d: DTypeName) -> DType {
     }
 }
 
+/// The scenario dtype a candle dtype stands for: none for the integer and 8-bit dtypes, which
+/// no scenario computes in.
+pub(crate) fn dtype_name(d: DType) -> Option<DTypeName> {
+    match d {
+        DType::F32 => Some(DTypeName::F32),
+        DType::F64 => Some(DTypeName::F64),
+        DType::F16 => Some(DTypeName::F16),
+        DType::BF16 => Some(DTypeName::Bf16),
+        // Candle's `DType` is `#[non_exhaustive]`: the integer and 8-bit dtypes, and any it adds.
+        _ => None,
+    }
+}
+
 /// Runs a scenario, returning `Err` only when it cannot be run at all. Training runs on a
 /// thread whose stack holds its graph (`stack`); a code model's graph is known only once it
 /// runs, so all of its run does, on [`stack::CODE_STACK`].

@@ -41,7 +41,7 @@ impl Runner<'_> {
     pub(super) fn note_margins(&mut self, at: At, row: &mut TraceRow, (g_stats, grads): (&[Stats], &[Tensor]), dtypes: &[DType]) {
         let finite = |m: f64| if m.is_finite() { m } else { 0.0 };
         let low = self.compute_dtype();
-        let held = |l: usize| dtypes.get(l).and_then(|d| [DTypeName::F32, DTypeName::F64, DTypeName::F16, DTypeName::Bf16].into_iter().find(|n| crate::run::dtype(*n) == *d)).unwrap_or(low);
+        let held = |l: usize| dtypes.get(l).and_then(|d| crate::run::dtype_name(*d)).unwrap_or(low);
         // With a loss scaler the gradients lived scaled in the low dtype: their headroom is that
         // of the scaled values (what overflows and makes the scaler skip).
         let scale = row.loss_scale.unwrap_or(1.0);
