@@ -16,6 +16,7 @@ use super::grad;
 use crate::error::Result;
 use crate::ops::rounding::{Rounding, Unary};
 use crate::ops::Elementwise;
+use crate::run::opmath::in_f32;
 
 /// Evaluates `ir` reading `inputs` (in the slots the check gave them), in `dtype`.
 pub fn eval(ir: &Ir, inputs: &[Tensor], dtype: DType) -> Result<Tensor> {
@@ -145,16 +146,22 @@ fn select(xs: &[Tensor]) -> Result<Tensor> {
 /// A reduction over `b.dims`, as PyTorch's.
 fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
     let d = &b.dims[..];
+    // f16 and bf16 sums accumulate in f32 and round once, as PyTorch's CPU reductions
+    // (`acc_type`): Candle's own half sum rounds at every addition (66 f16 rows of 1000 would
+    // be inf where `torch.mean` gives 1000). Variance, std and norm do the same (`grad.rs`).
+    let wide = |g: &dyn Fn(&Tensor) -> Result<Tensor>| in_f32(x, |x| g(x));
     let kept = match f {
-        Func::Sum => x.sum_keepdim(d)?,
-        Func::Mean => x.mean_keepdim(d)?,
+        Func::Sum => wide(&|x| Ok(x.sum_keepdim(d)?))?,
+        Func::Mean => wide(&|x| Ok(x.mean_keepdim(d)?))?,
         Func::Amax => grad::extreme(x, d, true)?,
         Func::Amin => grad::extreme(x, d, false)?,
         Func::Logsumexp => {
             let m = grad::extreme_value(&x.detach(), d, true)?;
-            // PyTorch's `logsumexp` shifts by the maximum, or by 0 where that is infinite.
+            // PyTorch's `logsumexp` shifts by the maximum, or by 0 where that is infinite, and
+            // computes each step in the input's dtype (its sum accumulating in f32).
             let m = m.abs()?.eq(f64::INFINITY)?.where_cond(&m.zeros_like()?, &m)?;
-            x.broadcast_sub(&m)?.exp()?.sum_keepdim(d)?.log()?.broadcast_add(&m)?
+            let e = x.broadcast_sub(&m)?.exp()?;
+            in_f32(&e, |e| Ok(e.sum_keepdim(d)?))?.log()?.broadcast_add(&m)?
         }
         Func::Var => grad::variance(x, d, b.lo.unwrap_or(1.0))?,
         Func::Std => grad::std(x, d, b.lo.unwrap_or(1.0))?,
@@ -198,7 +205,8 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
     match f {
         Func::Softmax => crate::run::kernel::activation::softmax_along(x, dim),
         Func::LogSoftmax => crate::run::kernel::activation::log_softmax_along(x, dim),
-        Func::Cumsum => Ok(x.cumsum(dim)?),
+        // PyTorch accumulates a half cumsum in f32 and rounds each output once.
+        Func::Cumsum => in_f32(x, |x| Ok(x.cumsum(dim)?)),
         Func::Abs
         | Func::Exp
         | Func::Log

@@ -9,14 +9,18 @@
 //! - `cosine_similarity` (`aten/src/ATen/native/Distance.cpp`): each operand over its own norm,
 //!   the norm clamped to `eps` in place under `NoGradGuard`, so the gradient flows as if unclamped.
 //!
-//! `var` is the chain rule of `sum((x − mean)²) / (n − correction)`, as PyTorch's
-//! `var_backward` (`2 (x − mean) / (n − correction) · grad`).
+//! - `var` (`var_backward`): `((2 / (n − correction)) · grad) · (x − mean)`, with no term through
+//!   the mean (its chain rule would add one that is 0 only in exact arithmetic).
+//!
+//! A half input's value is computed in f32 and rounded once, as PyTorch's CPU reductions
+//! accumulate in f32; the backward's steps run in the input's dtype from the rounded values.
 
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::error::Result;
+use crate::run::opmath::in_f32;
 
 /// A function from the output's gradient (`keepdim`'s shape) to the input's.
 pub(crate) type Backward = Arc<dyn Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync>;
@@ -74,35 +78,54 @@ pub fn extreme_value(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
     Ok(m)
 }
 
-/// `var` over `dims` with `correction`, kept: `sum((x − mean)²) / (n − correction)`.
+/// `var` over `dims` with `correction`, kept: `sum((x − mean)²) / (n − correction)`, computed in
+/// f32 for a half type and rounded once (PyTorch's CPU reduction accumulates in f32); its
+/// gradient PyTorch's `var_backward`, `((2 / (n − correction)) · grad) · (x − mean)`, each step
+/// in the input's dtype, with no term through the mean.
 pub fn variance(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
+    let v = x.detach();
+    let var = in_f32(&v, |v| variance_value(v, dims, correction))?;
+    with_grad(x, &var, var_backward(&v, dims, correction)?)
+}
+
+/// The variance's value, in `x`'s own dtype.
+fn variance_value(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
     let d = x.broadcast_sub(&x.mean_keepdim(dims)?)?;
     Ok((d.sqr()?.sum_keepdim(dims)? / (count(x, dims) as f64 - correction))?)
 }
 
-/// `std` over `dims` with `correction`, kept; its gradient is 0 where it is 0 (PyTorch's `std_backward`).
+/// PyTorch's `var_backward` of `v` (detached): `((2 / (n − correction)) · grad) · (v − mean)`.
+fn var_backward(v: &Tensor, dims: &[usize], correction: f64) -> Result<Backward> {
+    let dev = v.broadcast_sub(&in_f32(v, |v| Ok(v.mean_keepdim(dims)?))?)?;
+    let scale = 2.0 / (count(v, dims) as f64 - correction);
+    // A half tensor times a Python float multiplies in f32 (PyTorch's opmath), where Candle's
+    // affine would round the scale to the half type first.
+    Ok(Arc::new(move |g| dev.broadcast_mul(&in_f32(g, |g| Ok((g * scale)?)).map_err(candle_core::Error::wrap)?)))
+}
+
+/// `std` over `dims` with `correction`, kept, in f32 for a half type and rounded once; its
+/// gradient PyTorch's `std_backward`: `var_backward(grad / (2·std))`, with 0 where the std is 0.
 pub fn std(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
     let v = x.detach();
-    let s = variance(&v, dims, correction)?.sqrt()?;
-    let dev = v.broadcast_sub(&v.mean_keepdim(dims)?)?;
-    let scale = 2.0 / (count(x, dims) as f64 - correction);
+    let s = in_f32(&v, |v| Ok(variance_value(v, dims, correction)?.sqrt()?))?;
+    let var_grad = var_backward(&v, dims, correction)?;
     let (s2, zero) = ((&s * 2.0)?, s.eq(0.0)?);
     with_grad(
         x,
         &s,
         Arc::new(move |g| {
             let q = g.broadcast_div(&s2)?;
-            let q = zero.where_cond(&q.zeros_like()?, &q)?;
-            dev.broadcast_mul(&q)? * scale
+            var_grad(&zero.where_cond(&q.zeros_like()?, &q)?)
         }),
     )
 }
 
-/// The 2-norm over `dims`, kept; its gradient is `grad · (x / norm)` with the quotient 0 where
-/// the norm is 0 (a NaN arriving gradient still gives NaN there, as PyTorch's `norm_backward`).
+/// The 2-norm over `dims`, kept, in f32 for a half type and rounded once; its gradient is
+/// `grad · (x / norm)` from the rounded norm, with the quotient 0 where the norm is 0 (a NaN
+/// arriving gradient still gives NaN there, as PyTorch's `norm_backward`).
 pub fn norm(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let v = x.detach();
-    let n = v.sqr()?.sum_keepdim(dims)?.sqrt()?;
+    let n = in_f32(&v, |v| Ok(v.sqr()?.sum_keepdim(dims)?.sqrt()?))?;
     let q = v.broadcast_div(&n)?;
     let q = n.eq(0.0)?.broadcast_as(q.shape())?.where_cond(&q.zeros_like()?, &q)?;
     with_grad(x, &n, Arc::new(move |g| q.broadcast_mul(g)))

@@ -35,9 +35,10 @@ fn precedence_is_pythons() {
     assert!(matches!(&a.kind, Kind::Neg(inner) if matches!(inner.kind, Kind::Bin(BinOp::Pow, ..))), "{a:?}");
     assert_eq!(parse::parse("a - b - c").unwrap().to_string(), "(a - b) - c");
     assert_eq!(parse::parse("a ** b ** c").unwrap().to_string(), "a ** (b ** c)");
-    assert_eq!(parse::parse("2 ** -1 * x").unwrap().to_string(), "(2.0 ** (-1.0)) * x");
+    assert_eq!(parse::parse("2 ** -1 * x").unwrap().to_string(), "(2 ** (-1)) * x");
+    assert_eq!(parse::parse("x ** 0.5 + 1e20").unwrap().to_string(), "(x ** 0.5) + 1e20");
     assert_eq!(parse::parse("a + b * c @ d < e").unwrap().to_string(), "(a + ((b * c) @ d)) < e");
-    assert_eq!(parse::parse("f(a, dim=(0, 1), keepdim=true)").unwrap().to_string(), "f(a, dim=(0.0, 1.0), keepdim=true)");
+    assert_eq!(parse::parse("f(a, dim=(0, 1), keepdim=true)").unwrap().to_string(), "f(a, dim=(0, 1), keepdim=true)");
 }
 
 #[test]
@@ -250,4 +251,40 @@ fn cosine_similarity_of_half_rows_takes_its_norms_in_f32() {
     // eps = 1e-8 is 0 in f16: a zero target row is 0/0 = NaN (PyTorch 2.15: nan).
     let (l, _, _) = cosine_loss(&[[1.0, 2.0, 0.0], [0.5, 0.1, 0.0]], &[[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], candle_core::DType::F16);
     assert!(l.is_nan(), "{l}");
+}
+
+/// `text` over a column `x` of `rows` copies of `v` in `dtype`: its value (flattened) and the
+/// gradient of its sum wrt `x`'s first row.
+fn column_in(text: &str, rows: usize, v: &[f64], dtype: candle_core::DType) -> (Vec<f64>, f64) {
+    let values: Vec<f64> = (0..rows).map(|i| v[i % v.len()]).collect();
+    let t = Tensor::from_vec(values, (rows, 1), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+    let var = Var::from_tensor(&t).unwrap();
+    let c = compile(text, &[("x".into(), flat(1))], &BTreeMap::new()).unwrap_or_else(|e| panic!("{text}: {e}"));
+    let y = eval::eval(&c.ir, &[var.as_tensor().clone()], dtype).unwrap();
+    let g = y.to_dtype(candle_core::DType::F32).unwrap().sum_all().unwrap().backward().unwrap();
+    let first = g.get(var.as_tensor()).map_or(0.0, |t| t.to_dtype(candle_core::DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()[0]);
+    (y.to_dtype(candle_core::DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap(), first)
+}
+
+#[test]
+fn half_reductions_accumulate_in_f32_as_pytorchs() {
+    // PyTorch 2.15 on the CPU (its reductions accumulate half values in f32 and round once):
+    // f16 mean of 66 rows of 1000 = 1000 (a half running sum passes 65504 at row 66), their sum
+    // inf; bf16 sum of 512 ones = 512 and mean 1 (a bf16 running sum stalls at 256), cumsum's
+    // last 512, logsumexp of 512 zeros 6.25; f16 std and var of 33 pairs [1000, 1001]
+    // 0.50390625 and 0.25390625; f16 norm of 300 rows of 20 (sum of squares 120000) 346.5.
+    // Gradients at the first row: the f16 mean's 0.0151519775390625 (1/66 rounded), std's
+    // −0.01526641845703125, var's −0.015380859375 (`var_backward` in f16 from the rounded
+    // mean), the norm's 0.057708740234375 (from the rounded norm 346.5).
+    use candle_core::DType::{BF16, F16};
+    let value = |text: &str, rows: usize, v: &[f64], dt| column_in(text, rows, v, dt).0;
+    assert_eq!(column_in("mean(x, dim=0)", 66, &[1000.0], F16), (vec![1000.0], 0.0151519775390625));
+    assert_eq!(value("sum(x, dim=0)", 66, &[1000.0], F16), [f64::INFINITY]);
+    assert_eq!(value("sum(x, dim=0)", 512, &[1.0], BF16), [512.0]);
+    assert_eq!(value("mean(x, dim=0)", 512, &[1.0], BF16), [1.0]);
+    assert_eq!(value("cumsum(x, dim=0)", 512, &[1.0], BF16)[511], 512.0);
+    assert_eq!(value("logsumexp(x * 0, dim=0)", 512, &[1.0], BF16), [6.25]);
+    assert_eq!(column_in("std(x, dim=0)", 66, &[1000.0, 1001.0], F16), (vec![0.50390625], -0.01526641845703125));
+    assert_eq!(column_in("var(x, dim=0)", 66, &[1000.0, 1001.0], F16), (vec![0.25390625], -0.015380859375));
+    assert_eq!(column_in("norm(x, dim=0)", 300, &[20.0], F16), (vec![346.5], 0.057708740234375));
 }
