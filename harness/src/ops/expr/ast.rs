@@ -146,6 +146,9 @@ impl Ast {
 impl fmt::Display for Ast {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            // A whole number as Python writes an int (`dim=-1`, `(-1, 4)`), which torch's
+            // integer arguments need; anything else as a float literal.
+            Kind::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => write!(f, "{}", *v as i64),
             Kind::Num(v) => write!(f, "{v:?}"),
             Kind::Bool(b) => write!(f, "{b}"),
             Kind::Str(s) => write!(f, "'{s}'"),
