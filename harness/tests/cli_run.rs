@@ -113,10 +113,16 @@ fn same_traces_at_one_and_two_threads(dir: &tempfile::TempDir, paths: &[std::pat
 
 /// The fused recurrent layers (issue 31) at 1 and 2 threads: the Elman RNN over 100 steps, a
 /// GRU, stacked relu LSTMs with recurrent dropout (NaN at step 8, the trace up to it), and
-/// stacked GRUs with recurrent dropout returning every state.
+/// stacked GRUs with recurrent dropout returning every state, and the benchmark's language
+/// model (an embedding read by an LSTM, which projects the table's used rows: `kernel::gather`).
 #[test]
 fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
     let dir = tempdir();
+    let lm = dir.path().join("lm.toml");
+    let model = r#"layers = [{ type = "embedding", dim = 64 }, { type = "lstm", hidden = 128, return_sequences = true }, { type = "linear", out = 64 }]"#;
+    let data = "inputs = { kind = \"tokens\", vocab = 64 }\ntargets = { kind = \"next_token\" }";
+    let rest = "[loss]\nkind = \"cross_entropy\"\n[optimizer]\nkind = \"adam\"\nlr = 1e-3\n[train]\nepochs = 2\nbatch_size = 16\n";
+    std::fs::write(&lm, format!("name = \"lm\"\nseed = 0\n[data]\nn = 64\nseq_len = 32\n{data}\n[model]\n{model}\n{rest}")).unwrap();
     let gru_dropout = dir.path().join("gru_dropout.toml");
     let text = std::fs::read_to_string(repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml")).unwrap().replace(
         r#"{ type = "gru", hidden = 64 },"#,
@@ -128,6 +134,7 @@ fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
         repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml"),
         repo().join("scenarios/real/keras13221_lstm_relu_recurrent_dropout.toml"),
         gru_dropout,
+        lm,
     ];
     same_traces_at_one_and_two_threads(&dir, &paths);
 }

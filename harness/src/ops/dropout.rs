@@ -91,7 +91,19 @@ mod tests {
         let x = Tensor::ones((2, 3, 50), DType::F32, &Device::Cpu).unwrap();
         let (state, dropout) = (RefCell::new(None), RefCell::new(Some(ChaCha8Rng::seed_from_u64(7))));
         let run = |training, round| {
-            let cx = Cx { part: Part::Whole, params: Params::Prepared(&[]), others: &[], mask: None, training, round, inner: Inner::Off, storage: DType::F32, dropout: &dropout, state: &state };
+            let cx = Cx {
+                part: Part::Whole,
+                params: Params::Prepared(&[]),
+                others: &[],
+                mask: None,
+                training,
+                round,
+                inner: Inner::Off,
+                storage: DType::F32,
+                dropout: &dropout,
+                state: &state,
+                table: None,
+            };
             let y = Dropout { p: 0.3 }.forward(&x, &cx).unwrap();
             assert_eq!(y.dims(), x.dims());
             y.flatten_all().unwrap().to_vec1::<f32>().unwrap()

@@ -3,6 +3,8 @@
 //! (GPT-2's `wpe`). Both tables start `N(0, 1)`; the kernels are `run::model::sequence`.
 //! Neither is on an autocast list; with an f32 parameter, each computes in f32 under
 //! autocast, as PyTorch's type promotion does (`run::model::autocast`'s `prepare`).
+//! An `rnn`, `lstm` or `gru` reading the embedding's output unchanged projects the table's rows
+//! itself (`ops::Cx::table`, `run::kernel::gather`); the output is still made, for the watch.
 
 use candle_core::Tensor;
 

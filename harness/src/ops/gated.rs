@@ -92,7 +92,7 @@ impl<const LSTM: bool> Op for Gated<LSTM> {
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let drop = cx.dropout_mask(x.dims()[0], self.hidden, self.recurrent_dropout, x)?;
-        let run = recurrent::Run { activation: self.activation, sequences: self.return_sequences, dropout: drop.as_ref() };
+        let run = recurrent::Run { activation: self.activation, sequences: self.return_sequences, dropout: drop.as_ref(), table: cx.table };
         let weights = (cx.param(0), cx.param(1), cx.param(2), cx.param(3));
         if LSTM {
             recurrent::lstm(x, weights, self.hidden, &run)

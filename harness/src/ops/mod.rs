@@ -16,7 +16,7 @@
 use crate::scenario::DTypeName;
 pub use diagnosis::{Limits, Rule};
 pub use elementwise::Elementwise;
-pub use op::{Cx, Inner, Op, Params, Rounding, State, Torch};
+pub use op::{Cx, Inner, Op, Params, Rounding, State, Table, Torch};
 
 pub mod attention;
 pub mod clamp;

@@ -138,6 +138,20 @@ pub struct Cx<'a> {
     pub dropout: &'a RefCell<Option<ChaCha8Rng>>,
     /// This node's state across forwards.
     pub state: &'a State,
+    /// Its main input's token ids and table, when that input is an embedding's output read
+    /// unchanged (no op between, no autocast, not the diagnosis's tapped re-run, which needs
+    /// the output's gradient): an op may compute from the table's rows instead of from `x`
+    /// (the recurrent layers' input projection, `run::kernel::gather`).
+    pub table: Option<Table<'a>>,
+}
+
+/// Token ids `(batch, seq)` and the embedding table `(vocab, dim)` whose rows they pick.
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a> {
+    /// The token ids.
+    pub ids: &'a Tensor,
+    /// The table.
+    pub table: &'a Tensor,
 }
 
 impl Cx<'_> {
@@ -159,5 +173,17 @@ impl Cx<'_> {
 #[cfg(test)]
 pub(crate) fn with_cx<R>(f: impl FnOnce(&Cx<'_>) -> R) -> R {
     let (dropout, state) = (RefCell::new(None), RefCell::new(None));
-    f(&Cx { part: Part::Whole, params: Params::Prepared(&[]), others: &[], mask: None, training: true, round: None, inner: Inner::Off, storage: DType::F32, dropout: &dropout, state: &state })
+    f(&Cx {
+        part: Part::Whole,
+        params: Params::Prepared(&[]),
+        others: &[],
+        mask: None,
+        training: true,
+        round: None,
+        inner: Inner::Off,
+        table: None,
+        storage: DType::F32,
+        dropout: &dropout,
+        state: &state,
+    })
 }

@@ -51,7 +51,7 @@ impl Op for Rnn {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        crate::run::model::recurrent::rnn(x, cx.param(0), cx.param(1), cx.param(2), cx.param(3))
+        crate::run::model::recurrent::rnn(x, (cx.param(0), cx.param(1), cx.param(2), cx.param(3)), cx.table)
     }
 
     fn autocast(&self, _: Part) -> Autocast {

@@ -1,7 +1,7 @@
 //! Every custom CPU kernel, one file each. The fused recurrent layers (`recurrent`,
 //! the RNN, LSTM and GRU over the whole sequence, their cells' arithmetic in `cells`,
 //! their vectorised `tanh` and `sigmoid` in `vmath`, their buffers reused across steps
-//! through `spare`).
+//! through `spare`; `gather`, their input projection from an embedding's table rows).
 //! The fused kernels of the layers that
 //! dominate a transformer's step: the dense layer (`linear`, `bias`),
 //! attention's per-head products (`heads`), its masked softmax, GELU, layer
@@ -45,6 +45,7 @@ pub(crate) mod ctc;
 pub(crate) mod elementwise;
 pub(crate) mod flawed_square;
 pub(crate) mod gates;
+pub(crate) mod gather;
 pub(crate) mod gelu;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;

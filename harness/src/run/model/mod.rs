@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
-use crate::ops::{Cx, Params, State};
+use crate::ops::{Cx, Params, State, Table};
 use crate::run::net::{Net, Param, Wide, Wrt};
 use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
@@ -61,6 +61,9 @@ pub struct Model {
     logical: RefCell<Vec<DType>>,
     /// How many times each node's output is read (as a main input or another one).
     readers: Vec<usize>,
+    /// For each node, the embedding node whose output is its main input, unchanged (see
+    /// [`Model::table_of`]).
+    tables: Vec<Option<usize>>,
 }
 
 impl Model {
@@ -93,6 +96,7 @@ impl Model {
             rounded: false,
             logical: RefCell::new(Vec::new()),
             readers: readers(&plan.nodes),
+            tables: tables(&plan.nodes),
         })
     }
 
@@ -117,12 +121,23 @@ impl Model {
             if training && node.layer.op().dropout() > 0.0 {
                 self.drawn.borrow_mut()[i] = self.dropout.borrow().clone();
             }
-            let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i] };
+            let table = self.table_of(i, x, &outs, taps.is_none());
+            let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i], table };
             let out = self.finish(node, node.layer.op().forward(h, &cx)?, round)?;
             outs.push(self.tapped(out, taps.as_deref_mut())?);
         }
         *self.logical.borrow_mut() = logical;
         Ok(outs)
+    }
+
+    /// The token ids and table behind node `i`'s main input when it is an embedding's output
+    /// read unchanged (`ops::Cx::table`): outside autocast (which prepares the table and the
+    /// input apart) and the tapped re-run (whose taps need the embedding output's gradient,
+    /// which an op computing from the table does not make).
+    fn table_of<'t>(&'t self, i: usize, x: &'t Tensor, outs: &'t [Tensor], untapped: bool) -> Option<Table<'t>> {
+        let j = self.tables[i].filter(|_| untapped && self.autocast.is_none())?;
+        let node = &self.nodes[j];
+        Some(Table { ids: read(node.input(), x, outs), table: self.params[node.params.start].var.as_tensor() })
     }
 
     /// `out` with a tap whose slot goes to `taps`, if the forward taps (see `tap`).
@@ -239,6 +254,16 @@ fn read<'t>(input: Input, x: &'t Tensor, outs: &'t [Tensor]) -> &'t Tensor {
         Input::Model => x,
         Input::Node(j) => &outs[j],
     }
+}
+
+/// For each node, the embedding node whose output is its main input (the decision to compute
+/// from the table's rows is the reading op's: `ops::Cx::table`).
+fn tables(nodes: &[Node]) -> Vec<Option<usize>> {
+    let embedding = |input: Input| match input {
+        Input::Node(j) if matches!(nodes[j].layer, Layer::Embedding(_)) => Some(j),
+        Input::Node(_) | Input::Model => None,
+    };
+    nodes.iter().map(|n| embedding(n.input())).collect()
 }
 
 /// How many times each node's output is read (once per input of a node that names it).

@@ -15,9 +15,11 @@
 use candle_core::{Tensor, D};
 
 use crate::error::Result;
+use crate::ops::Table;
 use crate::run::kernel::bias::bias_add;
 use crate::run::kernel::cells::Cell;
 use crate::run::kernel::gates;
+use crate::run::kernel::gather::{rows_linear, Rows};
 use crate::run::kernel::recurrent::recurrence;
 use crate::scenario::RnnActivation;
 
@@ -56,6 +58,8 @@ pub(crate) struct Run<'a> {
     pub sequences: bool,
     /// The recurrent dropout mask, if the step draws one.
     pub dropout: Option<&'a Tensor>,
+    /// The embedding behind the input, when it is read unchanged (`ops::Cx::table`).
+    pub table: Option<Table<'a>>,
 }
 
 fn act(a: RnnActivation, t: &Tensor) -> Result<Tensor> {
@@ -68,8 +72,17 @@ fn act(a: RnnActivation, t: &Tensor) -> Result<Tensor> {
 /// The input gates of every step at once, `(batch, seq, gates·H)`: `x W_ih + b_ih`. Where the
 /// recurrence is fused, one op with its own backward (`linear_bias_last`: the same bits, without
 /// the reshapes, the product and the bias add whose zero gradients Candle's backward makes and adds).
-fn input_gates(x: &Tensor, w_ih: &Tensor, b_ih: &Tensor) -> Result<Tensor> {
+/// When `x` is an embedding's output read unchanged (`table`) and the batch uses at most half as
+/// many table rows as it has positions, from the used rows of the table (`gather::rows_linear`:
+/// the same forward bits, a backward of `|U|` rows instead of `batch·seq`, summed in another order).
+fn input_gates(x: &Tensor, w_ih: &Tensor, b_ih: &Tensor, table: Option<Table>) -> Result<Tensor> {
     if fused(&[x, w_ih, b_ih]) {
+        if let Some(t) = table.filter(|t| fused(&[t.table, w_ih]) && t.table.rank() == 2) {
+            let rows = Rows::new(t.ids, t.table.dims()[0])?;
+            if rows.pays() {
+                return rows_linear(&rows, t.table, w_ih, b_ih);
+            }
+        }
         return crate::run::kernel::linear::linear_bias_last(x, w_ih, b_ih);
     }
     let (b, seq, f) = x.dims3()?;
@@ -95,7 +108,7 @@ fn output(states: Vec<Tensor>, sequences: bool) -> Result<Tensor> {
 /// `c = σ(f)·c + σ(i)·act(g)`, `h = σ(o)·act(c)` (PyTorch's `LSTMCell`, act = tanh).
 pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
-    let gi = input_gates(x, w_ih, b_ih)?;
+    let gi = input_gates(x, w_ih, b_ih, run.table)?;
     if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
         return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Lstm(run.activation), run.sequences);
     }
@@ -120,7 +133,7 @@ pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, r
 /// `z = σ(gi_z + gh_z)`, `n = act(gi_n + r·gh_n)`, `h = n + z·(h − n)` (PyTorch's `GRUCell`).
 pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
-    let gi = input_gates(x, w_ih, b_ih)?;
+    let gi = input_gates(x, w_ih, b_ih, run.table)?;
     if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
         return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Gru(run.activation), run.sequences);
     }
@@ -141,10 +154,11 @@ pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, ru
 }
 
 /// Elman RNN over `(batch, seq, features)`: `h = tanh(x W_ih + b_ih + h W_hh + b_hh)`, last `h` out.
-pub(crate) fn rnn(x: &Tensor, w_ih: &Tensor, w_hh: &Tensor, b_ih: &Tensor, b_hh: &Tensor) -> Result<Tensor> {
+/// `table`: the embedding behind `x`, when it is read unchanged (`ops::Cx::table`).
+pub(crate) fn rnn(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, table: Option<Table>) -> Result<Tensor> {
     let seq = x.dims3()?.1;
     // The input projection of every time step at once, and both biases.
-    let xw = bias_add(&input_gates(x, w_ih, b_ih)?, b_hh)?;
+    let xw = bias_add(&input_gates(x, w_ih, b_ih, table)?, b_hh)?;
     if fused(&[&xw, w_hh]) {
         return recurrence(&xw, w_hh, None, None, Cell::Rnn, false);
     }
@@ -274,9 +288,9 @@ mod tests {
         let m = mask.map(|m| Tensor::from_vec(m.to_vec(), (b, h), &dev).unwrap().to_dtype(dtype).unwrap());
         let weights = (w_ih.as_tensor(), w_hh.as_tensor(), b_ih.as_tensor(), b_hh.as_tensor());
         let out = match kind {
-            Kind::Rnn => super::rnn(x.as_tensor(), weights.0, weights.1, weights.2, weights.3),
-            Kind::Lstm(activation) => super::lstm(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref() }),
-            Kind::Gru(activation) => super::gru(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref() }),
+            Kind::Rnn => super::rnn(x.as_tensor(), weights, None),
+            Kind::Lstm(activation) => super::lstm(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref(), table: None }),
+            Kind::Gru(activation) => super::gru(x.as_tensor(), weights, h, &super::Run { activation, sequences, dropout: m.as_ref(), table: None }),
         }
         .unwrap();
         let grads = (out.sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
@@ -334,9 +348,9 @@ mod tests {
                 };
                 let (x, w_ih, w_hh, b_ih, b_hh) = (var(&[b, s, f], 0.3, 1.0), var(&[f, g], 1.1, 0.1), var(&[h, g], 2.3, 0.1), var(&[g], 0.7, 0.1), var(&[g], 1.9, 0.1));
                 let weights = (w_ih.as_tensor(), w_hh.as_tensor(), b_ih.as_tensor(), b_hh.as_tensor());
-                let run = super::Run { activation: RnnActivation::Tanh, sequences: true, dropout: None };
+                let run = super::Run { activation: RnnActivation::Tanh, sequences: true, dropout: None, table: None };
                 let out = match kind {
-                    Kind::Rnn => super::rnn(x.as_tensor(), weights.0, weights.1, weights.2, weights.3),
+                    Kind::Rnn => super::rnn(x.as_tensor(), weights, None),
                     Kind::Lstm(_) => super::lstm(x.as_tensor(), weights, h, &run),
                     Kind::Gru(_) => super::gru(x.as_tensor(), weights, h, &run),
                 }

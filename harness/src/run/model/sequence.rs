@@ -154,4 +154,55 @@ mod tests {
             assert_eq!(wide(g.get(h.as_tensor()).unwrap()), [1.0, 0.0, 0.0, 1.0, 0.0, 0.0], "{dtype:?}");
         }
     }
+
+    /// An embedding read by an LSTM, a GRU or an RNN: the forward computes the input projection
+    /// from the table's used rows (`run::kernel::gather`) and the tapped re-run, which needs the
+    /// embedding output's gradient, from the output. Every output has the same bits; so does
+    /// every gradient but the table's and `W_ih`'s, which the fused backward sums per row
+    /// first: those agree to 2⁻¹⁸ of their largest value (f32).
+    #[test]
+    fn a_recurrent_layer_reads_an_embeddings_table_with_the_same_forward_bits() {
+        use rand::SeedableRng;
+
+        use crate::ops::gated::{Gru, Lstm};
+        use crate::ops::linear::Linear;
+        use crate::ops::rnn::Rnn;
+        use crate::run::net::Net;
+        use crate::scenario::{plan, InShape, Init, Layer, ModelSpec, RnnActivation};
+        let (dev, (b, s, vocab)) = (Device::Cpu, (4, 10, 12));
+        let recurrent = [
+            Layer::Lstm(Lstm { hidden: 6, return_sequences: true, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None }),
+            Layer::Gru(Gru { hidden: 6, return_sequences: false, activation: RnnActivation::Tanh, recurrent_dropout: 0.0, init: None }),
+            Layer::Rnn(Rnn { hidden: 6, init: None }),
+        ];
+        for layer in recurrent {
+            let layers = vec![Layer::Embedding(crate::ops::embedding::Embedding { dim: 8 }), layer, Layer::Linear(Linear { out: 5, init: None })];
+            let spec = ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None };
+            let p = plan(&spec, InShape { features: 1, seq_len: Some(s), vocab: Some(vocab), image: None }).unwrap();
+            let m = crate::run::model::Model::new(&spec, &p, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3), DType::F32, &dev).unwrap();
+            let ids = Tensor::from_vec((0..b * s).map(|i| ((i * 7 + 3) % vocab) as u32).collect::<Vec<_>>(), (b, s), &dev).unwrap();
+            let run = |tapped: bool| {
+                let (outs, slots) = if tapped { m.forward_tapped(&ids, None).unwrap() } else { (m.forward(&ids, None).unwrap(), Vec::new()) };
+                let grads = outs.last().unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let g: Vec<Vec<f32>> = m.params.iter().map(|q| bits(grads.get(q.var.as_tensor()).unwrap())).collect();
+                (outs.iter().map(bits).collect::<Vec<_>>(), g, slots.first().and_then(crate::run::model::recorded).is_some())
+            };
+            let ((fused, fg, _), (plain, pg, seen)) = (run(false), run(true));
+            let name = spec.layers[1].op().torch();
+            assert!(seen, "{name:?}: the tapped re-run has the embedding output's gradient");
+            assert!(fused.iter().zip(&plain).all(|(a, c)| a.iter().map(|v| v.to_bits()).eq(c.iter().map(|v| v.to_bits()))), "{name:?}: an output differs");
+            let same = |a: &[f32], c: &[f32]| a.iter().map(|v| v.to_bits()).eq(c.iter().map(|v| v.to_bits()));
+            assert!(!same(&fg[1], &pg[1]), "{name:?}: W_ih's gradient has the composed bits: did the table path run?");
+            for (k, (a, c)) in fg.iter().zip(&pg).enumerate() {
+                if k == 0 || k == 1 {
+                    let top = c.iter().fold(0.0f32, |t, v| t.max(v.abs()));
+                    let worst = a.iter().zip(c).fold(0.0f32, |t, (x, y)| t.max((x - y).abs()));
+                    assert!(top > 0.0 && worst <= top * 2f32.powi(-18), "{name:?}, parameter {k}: {worst} against {top}");
+                } else {
+                    assert!(same(a, c), "{name:?}, parameter {k} differs");
+                }
+            }
+        }
+    }
 }

@@ -75,6 +75,7 @@ impl Model {
             storage: DType::F64,
             dropout: &dropout,
             state: &state,
+            table: None,
         };
         let out = node.layer.op().forward(&wides[0], &cx)?;
         Ok(Some(NodeF64 { out, inputs, var }))
