@@ -253,7 +253,10 @@ fn cosine_similarity_of_half_rows_takes_its_norms_in_f32() {
 }
 
 /// A layer stack of `(expression, name, consts)` layers over 3 features, planned.
-fn plan_of(layers: &[(&str, Option<&str>, &[(&str, f64)])]) -> std::result::Result<crate::scenario::Plan, (String, String)> {
+/// A layer of [`plan_of`]: its expression, its output's name, its constants.
+type Spec<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, f64)]);
+
+fn plan_of(layers: &[Spec<'_>]) -> std::result::Result<crate::scenario::Plan, (String, String)> {
     use crate::scenario::{plan, InShape, Init, Layer, ModelSpec, Tagged};
     let layers = layers
         .iter()
