@@ -150,13 +150,15 @@ pub(crate) fn check_text(scenario: &Scenario, src: &str, origin: &str) -> Result
     }
 }
 
-/// Where an expression's error is written: a `message` starting "column N:" about the layer or
-/// loss at `key` points at the N-th character of its `expr` string (one line, no escapes before it).
+/// Where an expression's error is written: a `message` starting "column N:" about the layer,
+/// loss or preprocessing step at `key` points at the N-th character of its `expr` string's value,
+/// found in the raw literal (escapes, multi-line strings: `toml_string`).
 fn expression_at(src: &str, key: &str, message: &str) -> Option<(usize, usize)> {
     let col: usize = message.strip_prefix("column ")?.split(':').next()?.parse().ok()?;
     let dotted = if key.ends_with(".expr") { key.to_string() } else { format!("{key}.expr") };
-    let (line, quote) = line_col(src, spanned(src, &dotted, true)?);
-    Some((line, quote + col))
+    let span = spanned(src, &dotted, true)?;
+    let inside = super::toml_string::raw_offset(src.get(span.clone())?, col.checked_sub(1)?)?;
+    Some(line_col(src, span.start + inside))
 }
 
 /// 1-based line and column of a byte offset.
@@ -182,12 +184,12 @@ pub(crate) fn locate_key(src: &str, dotted: &str) -> Option<(usize, usize)> {
 /// The byte offset of a dotted key in the parsed document (of the key itself in a table, of
 /// the element in an array), or of its deepest written parent.
 fn spanned_key(src: &str, dotted: &str) -> Option<usize> {
-    spanned(src, dotted, false)
+    spanned(src, dotted, false).map(|s| s.start)
 }
 
-/// The byte offset of a dotted key in the parsed document, or with `value` of the value it
+/// The byte span of a dotted key in the parsed document, or with `value` of the value it
 /// holds (an array's element either way); else of its deepest written parent.
-fn spanned(src: &str, dotted: &str, value_span: bool) -> Option<usize> {
+fn spanned(src: &str, dotted: &str, value_span: bool) -> Option<std::ops::Range<usize>> {
     use toml::de::{DeTable, DeValue};
     let root = DeTable::parse(src).ok()?;
     let mut value: &DeValue = &DeValue::Table(root.get_ref().clone());
@@ -196,12 +198,12 @@ fn spanned(src: &str, dotted: &str, value_span: bool) -> Option<usize> {
         match value {
             DeValue::Table(t) => {
                 let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
-                at = Some(if value_span { v.span().start } else { k.span().start });
+                at = Some(if value_span { v.span() } else { k.span() });
                 value = v.get_ref();
             }
             DeValue::Array(a) => {
                 let v = a.get(part.parse::<usize>().ok()?)?;
-                at = Some(v.span().start);
+                at = Some(v.span());
                 value = v.get_ref();
             }
             _ => break,
@@ -387,6 +389,66 @@ lr = 0.1
         let err = load(&p).unwrap_err().to_string();
         assert!(err.contains("outside the scenario's folder") && err.contains("--allow-outside-paths"), "{err}");
         load_with(&p, &LoadOptions { allow_outside_paths: true, ..LoadOptions::default() }).unwrap();
+    }
+
+    /// The scenario `GOOD` with its model's layers `layers` (and `extra` after `[data]`'s keys).
+    fn with_layers(layers: &str, extra: &str) -> String {
+        let good = "layers = [{ type = \"linear\", out = 1 }, { type = \"sigmoid\" }]";
+        GOOD.replace(good, layers).replace("targets = { kind = \"binary\" }", &format!("targets = {{ kind = \"binary\" }}{extra}"))
+    }
+
+    fn error_of(src: &str) -> String {
+        from_str(src, "f.toml").unwrap_err().to_string()
+    }
+
+    /// The 1-based column of the first `needle` on the 1-based line `line` of `src`: the hand count.
+    fn col_of(src: &str, line: usize, needle: &str) -> usize {
+        let l = src.lines().nth(line - 1).unwrap();
+        l[..l.find(needle).unwrap()].chars().count() + 1
+    }
+
+    #[test]
+    fn an_expressions_error_points_inside_the_string_as_written() {
+        let one = with_layers(r#"layers = [{ type = "expr", expr = "x + 1 + lgo(x)" }, { type = "linear", out = 1 }, { type = "sigmoid" }]"#, "");
+        let at = |src: &str, line: usize, needle: &str| format!("f.toml:{line}:{}: invalid `model.layers.0`: column ", col_of(src, line, needle));
+        assert!(error_of(&one).starts_with(&(at(&one, 9, "lgo") + "9: unknown function `lgo`")), "{}", error_of(&one));
+        // Escapes: `\u0061` is one character of the value and six of the file; `\t` one and two.
+        let esc = one.replace("x + 1 + lgo(x)", r"x + \u0061bs(x) + lgo(x)");
+        assert!(error_of(&esc).starts_with(&(at(&esc, 9, "lgo") + "14: ")), "{}", error_of(&esc));
+        let tab = one.replace("x + 1 + lgo(x)", r"x +\tlgo(x)");
+        assert!(error_of(&tab).starts_with(&(at(&tab, 9, "lgo") + "5: ")), "{}", error_of(&tab));
+        // A literal string has no escapes: its `\t` is a backslash (which no expression holds) and a `t`.
+        let lit = one.replace(r#""x + 1 + lgo(x)""#, r"'x +\tlgo(x)'");
+        let syntax = |src: &str, col: usize| format!("f.toml:9:{}: invalid `model.layers.0.expr`: column {col}: ", col_of(src, 9, "\\"));
+        assert!(error_of(&lit).starts_with(&syntax(&lit, 4)), "{}", error_of(&lit));
+        let lit = one.replace(r#""x + 1 + lgo(x)""#, r"'x + \u0061bs(x) + lgo(x)'");
+        assert!(error_of(&lit).starts_with(&syntax(&lit, 5)), "{}", error_of(&lit));
+        // A multi-line string: the line and column of `lgo`, the newline after the opening quotes dropped.
+        let ml = with_layers("layers = [\n  { type = \"expr\", expr = \"\"\"\nmean(x, dim=-1, keepdim=true)\n  + 0.1 * lgo(abs(x) + 1)\n\"\"\" },\n  { type = \"sigmoid\" },\n]", "");
+        assert!(error_of(&ml).starts_with(&(at(&ml, 12, "lgo") + "41: ")), "{}", error_of(&ml));
+        // A line-ending backslash continues without its newline and the next line's indentation.
+        let cont = ml.replace("keepdim=true)\n", "keepdim=true) \\\n    ");
+        assert!(error_of(&cont).starts_with(&(at(&cont, 12, "lgo") + "39: ")), "{}", error_of(&cont));
+        let mll = ml.replace("\"\"\"", "'''");
+        assert!(error_of(&mll).starts_with(&(at(&mll, 12, "lgo") + "41: ")), "{}", error_of(&mll));
+    }
+
+    #[test]
+    fn a_preprocessing_expressions_error_has_its_location() {
+        let src = with_layers(r#"layers = [{ type = "linear", out = 1 }, { type = "sigmoid" }]"#, "\n[[data.preprocess]]\nexpr = \"log1p(abs(x)) + lgo1p(x)\"");
+        let err = error_of(&src);
+        let want = format!("f.toml:9:{}: invalid `data.preprocess.0.expr`: column 17: unknown function `lgo1p`, did you mean `log1p`?", col_of(&src, 9, "lgo1p"));
+        assert!(err.starts_with(&want), "{err}");
+        // A step must keep the inputs' shape (rows of 2 features here).
+        let err = error_of(&src.replace("log1p(abs(x)) + lgo1p(x)", "mean(x, dim=0)"));
+        assert!(err.starts_with("f.toml:9:1: ") && err.contains("makes (2,), and a preprocessing step keeps the inputs' shape (batch, 2)"), "{err}");
+    }
+
+    #[test]
+    fn a_constant_with_an_outputs_name_is_refused_at_the_constant() {
+        let src = with_layers(r#"layers = [{ type = "linear", out = 1, name = "T" }, { type = "expr", expr = "x / T", consts = { T = 0.07 } }, { type = "sigmoid" }]"#, "");
+        let want = format!("f.toml:9:{}: invalid `model.layers.1.consts.T`: the constant `T` has the name of an earlier output", col_of(&src, 9, "T = 0.07"));
+        assert!(error_of(&src).starts_with(&want), "{}", error_of(&src));
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod search;
 mod shape;
 mod sizes;
 mod tensor_id;
+mod toml_string;
 mod training;
 mod validate;
 

@@ -293,6 +293,12 @@ impl Planner<'_> {
         self.named.iter().find(|(n, _, _)| n == name).map(|(_, i, s)| (*i, *s))
     }
 
+    /// Makes the error the layer being planned returns name its field `field` (`consts.T`)
+    /// rather than the layer.
+    pub fn fail_at(&mut self, field: &str) {
+        self.nested = Some(format!("{}.{field}", self.at.key));
+    }
+
     /// The names given to outputs so far.
     pub fn output_names(&self) -> Vec<String> {
         self.named.iter().map(|(n, _, _)| n.clone()).collect()

@@ -84,6 +84,8 @@ pub struct Env<'a> {
     pub inputs: &'a [(String, Dims)],
     /// `consts`.
     pub consts: &'a BTreeMap<String, f64>,
+    /// Every earlier named output it could read (an unknown name's message lists and suggests them).
+    pub named: &'a [String],
 }
 
 impl Env<'_> {
@@ -113,10 +115,26 @@ impl Env<'_> {
         if let Some(v) = self.consts.get(n) {
             return Ok(Ir { op: IrOp::Const(*v), col, dims: Vec::new() });
         }
-        let known = self.inputs.iter().map(|(m, _)| m.as_str()).chain(self.consts.keys().map(String::as_str));
+        // The inputs proper (`x`; `p`, `y`, `mask`), then the named outputs, then the constants.
+        let named: Vec<&str> = self.named.iter().map(String::as_str).chain(self.inputs.iter().map(|(m, _)| m.as_str()).filter(|m| !matches!(*m, "x" | "p" | "y" | "mask"))).collect();
+        let mut named: Vec<&str> = named.into_iter().fold(Vec::new(), |mut v, m| {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+            v
+        });
+        named.sort_unstable();
+        let own: Vec<&str> = self.inputs.iter().map(|(m, _)| m.as_str()).filter(|m| matches!(*m, "x" | "p" | "y" | "mask")).collect();
+        let consts: Vec<&str> = self.consts.keys().map(String::as_str).collect();
+        let known = own.iter().chain(&named).chain(&consts).copied();
         let hint = nearest(n, known).map_or_else(String::new, |m| format!(", did you mean `{m}`?"));
-        let have: Vec<&str> = self.inputs.iter().map(|(m, _)| m.as_str()).collect();
-        Err(Problem { col, message: format!("unknown name `{n}`{hint} (the expression reads {}, and the constants in `consts`)", have.join(", ")) })
+        let list = |what: &str, names: &[&str]| match names {
+            [] => format!("no {what}"),
+            _ => format!("the {what} {}", names.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")),
+        };
+        let own = own.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
+        let readable = format!("{own}, {}, and {}", list("named outputs", &named), list("constants", &consts));
+        Err(Problem { col, message: format!("unknown name `{n}`{hint} (the expression can read {readable})") })
     }
 
     fn binary(&self, op: BinOp, x: &Ast, y: &Ast, col: usize) -> Result<Ir, Problem> {
@@ -183,7 +201,9 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
         Family::Reduce => {
             let mut ds = b.params.ints("dim").unwrap_or_default().into_iter().map(|d| wrap(d, rank, col)).collect::<Result<Vec<_>, _>>()?;
             ds.sort_unstable();
-            ds.dedup();
+            if let Some(w) = ds.windows(2).find(|w| w[0] == w[1]) {
+                return Err(Problem { col, message: format!("dim {} appears multiple times in the list of dims (PyTorch refuses it)", w[0]) });
+            }
             b.dims = if ds.is_empty() { (0..rank).collect() } else { ds };
             b.keepdim = b.params.flag("keepdim");
             b.lo = Some(match f {

@@ -175,6 +175,27 @@ impl Func {
         }
     }
 
+    /// What is wrong with `v` as its dimension parameter `key` (`dim`, `dim0`, `dim1`), in
+    /// PyTorch's words: an int, or for a reduction also a tuple of ints; `None` if it fits or
+    /// `key` is not a dimension.
+    pub fn dim_problem(self, key: &str, v: &Value) -> Option<String> {
+        if !matches!(key, "dim" | "dim0" | "dim1") {
+            return None;
+        }
+        let tuples = self.family() == Family::Reduce;
+        let want = if tuples { "must be int or a tuple of ints" } else { "must be int" };
+        let int = |x: f64| x.is_finite() && x.fract() == 0.0;
+        match v {
+            Value::Num(x) if int(*x) => None,
+            Value::Num(_) => Some(format!("{want}, not float")),
+            Value::Bool(_) => Some(format!("{want}, not bool")),
+            Value::Str(_) => Some(format!("{want}, not str")),
+            Value::Tuple(_) if !tuples => Some(format!("{want}, not tuple")),
+            Value::Tuple(t) if t.iter().all(|x| int(*x)) => None,
+            Value::Tuple(_) => Some("must be a tuple of ints, and holds a float".into()),
+        }
+    }
+
     /// The function called `name`, or the error naming the nearest one ("did you mean `log`?").
     pub fn named(name: &str, col: usize) -> Result<Func, Problem> {
         name.parse().map_err(|_| {
@@ -284,6 +305,9 @@ impl Params {
             let Some(v) = constant(a, consts)? else {
                 return Err(Problem { col: a.col, message: format!("`{key}` of `{name}` must be a constant, and `{a}` reads a tensor") });
             };
+            if let Some(wrong) = f.dim_problem(key, &v) {
+                return Err(Problem { col: a.col, message: format!("{name}(): argument '{key}' {wrong} (PyTorch's TypeError)") });
+            }
             if given.insert(key, v).is_some() {
                 return Err(Problem { col: a.col, message: format!("`{name}` gets `{key}` twice") });
             }

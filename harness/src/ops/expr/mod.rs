@@ -67,9 +67,26 @@ pub struct Checked {
 /// Parses `text` and checks it reading `inputs` (name and shape, in slot order) and `consts`;
 /// errors carry the column inside the expression ("column 14: unknown function `lgo`, did you mean `log`?").
 pub fn compile(text: &str, inputs: &[(String, Dims)], consts: &BTreeMap<String, f64>) -> std::result::Result<Checked, String> {
+    compile_naming(text, inputs, consts, &[])
+}
+
+/// [`compile`], where `named` are all the earlier named outputs the expression could read
+/// (an unknown name's message lists them and suggests the nearest).
+pub fn compile_naming(text: &str, inputs: &[(String, Dims)], consts: &BTreeMap<String, f64>, named: &[String]) -> std::result::Result<Checked, String> {
     let ast = parse::parse(text).map_err(|e| e.to_string())?;
-    let ir = Env { inputs, consts }.check(&ast).map_err(|e| e.to_string())?;
+    let ir = Env { inputs, consts, named }.check(&ast).map_err(|e| e.to_string())?;
     Ok(Checked { ir, names: inputs.iter().map(|(n, _)| n.clone()).collect() })
+}
+
+/// Checks a preprocessing step's expression over `x`, the inputs of shape `input` (rows first):
+/// it must keep that shape.
+pub fn compile_step(text: &str, consts: &BTreeMap<String, f64>, input: &[Dim]) -> std::result::Result<Checked, String> {
+    let checked = compile(text, &[("x".to_string(), input.to_vec())], consts)?;
+    if checked.ir.dims != input {
+        let (made, want) = (check::describe(&checked.ir.dims), check::describe(input));
+        return Err(format!("the expression makes {made}, and a preprocessing step keeps the inputs' shape {want}"));
+    }
+    Ok(checked)
 }
 
 /// A layer's shape as the expression sees it: the batch first.
@@ -105,8 +122,14 @@ impl Expr {
 
     /// Checks it reading `x` of `x` and the named outputs `others` (in [`Expr::reads`]'s order).
     fn compiled(&self, x: Dims, others: Vec<Dims>) -> std::result::Result<Checked, String> {
-        let inputs: Vec<(String, Dims)> = std::iter::once(("x".to_string(), x)).chain(self.reads().into_iter().zip(others)).collect();
-        compile(&self.expr, &inputs, &self.consts)
+        self.compiled_naming(x, self.reads().into_iter().zip(others).collect(), &[])
+    }
+
+    /// Checks it reading `x` of `x` and the named outputs `others` (name and shape), where
+    /// `named` are all the outputs it could read.
+    fn compiled_naming(&self, x: Dims, others: Vec<(String, Dims)>, named: &[String]) -> std::result::Result<Checked, String> {
+        let inputs: Vec<(String, Dims)> = std::iter::once(("x".to_string(), x)).chain(others).collect();
+        compile_naming(&self.expr, &inputs, &self.consts, named)
     }
 }
 
@@ -143,20 +166,24 @@ impl Op for Expr {
     }
 
     fn plan(&self, p: &mut Planner<'_>, input: Shape) -> std::result::Result<Shape, String> {
+        let known = p.output_names();
+        // A constant would hide the output of its name: refused at the constant.
+        if let Some(k) = self.consts.keys().find(|k| known.contains(k)) {
+            p.fail_at(&format!("consts.{k}"));
+            return Err(format!("the constant `{k}` has the name of an earlier output (`name = \"{k}\"`): the expression could not tell them apart; rename one"));
+        }
         let mut inputs = vec![p.input()];
         let mut others = Vec::new();
         for n in self.reads() {
             // An unknown name is reported by the check below, with its column.
             let Some((at, shape)) = p.output_named(&n) else { continue };
             inputs.push(at);
-            others.push(dims_of(shape));
+            others.push((n, dims_of(shape)));
         }
-        if others.len() < self.reads().len() {
-            let known = p.output_names();
-            let missing: Vec<String> = self.reads().into_iter().filter(|n| !known.contains(n)).collect();
-            return Err(self.compiled(dims_of(input), others).err().unwrap_or_else(|| format!("unknown name `{}`", missing.join("`, `"))));
+        let checked = self.compiled_naming(dims_of(input), others, &known)?;
+        if let Some(missing) = self.reads().into_iter().find(|n| !known.contains(n)) {
+            return Err(format!("unknown name `{missing}`"));
         }
-        let checked = self.compiled(dims_of(input), others)?;
         let out = shape_of(&checked.ir.dims)?;
         p.node(Part::Whole, "", &inputs, out);
         Ok(out)

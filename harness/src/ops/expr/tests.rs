@@ -44,7 +44,7 @@ fn precedence_is_pythons() {
 #[test]
 fn errors_give_the_column_inside_the_expression() {
     assert_eq!(err("x + log(x) * lgo(x)"), "column 14: unknown function `lgo`, did you mean `log`?");
-    assert_eq!(err("x / (x + epss)"), "column 10: unknown name `epss`, did you mean `eps`? (the expression reads x, and the constants in `consts`)");
+    assert_eq!(err("x / (x + epss)"), "column 10: unknown name `epss`, did you mean `eps`? (the expression can read `x`, no named outputs, and the constants `eps`)");
     assert!(err("x + * 2").starts_with("column 5: "), "{}", err("x + * 2"));
     assert!(err("sum(x, dim=1, keepdims=true)").starts_with("column 24: `sum` takes no argument `keepdims`, did you mean `keepdim`?"), "{}", err("sum(x, dim=1, keepdims=true)"));
     assert!(err("x < x < x").contains("comparisons do not chain"), "{}", err("x < x < x"));
@@ -182,7 +182,7 @@ fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
     // A name read before it is given, and a shape that does not broadcast, are plan errors with columns.
     let spec2 = ModelSpec { layers: vec![named("x * g", None)], ..spec.clone() };
     let (key, m) = plan(&spec2, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap_err();
-    assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression reads x, and the constants in `consts`)"));
+    assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression can read `x`, no named outputs, and no constants)"));
     let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new() };
     assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0.0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
     assert_eq!((autocast_of("x @ x"), autocast_of("exp(x) @ x"), autocast_of("relu(x)")), (Autocast::Low, Autocast::F32, Autocast::Same));
@@ -287,4 +287,73 @@ fn half_reductions_accumulate_in_f32_as_pytorchs() {
     assert_eq!(column_in("std(x, dim=0)", 66, &[1000.0, 1001.0], F16), (vec![0.50390625], -0.01526641845703125));
     assert_eq!(column_in("var(x, dim=0)", 66, &[1000.0, 1001.0], F16), (vec![0.25390625], -0.015380859375));
     assert_eq!(column_in("norm(x, dim=0)", 300, &[20.0], F16), (vec![346.5], 0.057708740234375));
+}
+
+/// A layer stack of `(expression, name, consts)` layers over 3 features, planned.
+/// A layer of [`plan_of`]: its expression, its output's name, its constants.
+type Spec<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, f64)]);
+
+fn plan_of(layers: &[Spec<'_>]) -> std::result::Result<crate::scenario::Plan, (String, String)> {
+    use crate::scenario::{plan, InShape, Init, Layer, ModelSpec, Tagged};
+    let layers = layers
+        .iter()
+        .map(|(e, name, consts)| {
+            let layer = Layer::Expr(Expr { expr: (*e).into(), consts: consts.iter().map(|(k, v)| ((*k).to_string(), *v)).collect() });
+            match name {
+                Some(n) => Layer::Tagged(Box::new(Tagged { layer, name: Some((*n).into()), precision: None })),
+                None => layer,
+            }
+        })
+        .collect();
+    plan(&ModelSpec { init: Init::Torch, layers, init_scale: 1.0, code: None, onnx: None }, InShape { features: 3, seq_len: None, vocab: None, image: None })
+}
+
+#[test]
+fn an_unknown_name_suggests_and_lists_what_can_be_read() {
+    let (key, m) = plan_of(&[("relu(x)", Some("gate"), &[]), ("x * 2", Some("h"), &[]), ("x * gaet", None, &[("eps", 1e-6)])]).unwrap_err();
+    assert_eq!(key, "layers.2");
+    assert_eq!(m, "column 5: unknown name `gaet`, did you mean `gate`? (the expression can read `x`, the named outputs `gate`, `h`, and the constants `eps`)");
+    // A missing name before a found one: the found one keeps its own shape (no misaligned inputs).
+    let (_, m) = plan_of(&[("x", Some("a"), &[]), ("gaet * a", None, &[])]).unwrap_err();
+    assert!(m.starts_with("column 1: unknown name `gaet`") && m.contains("the named outputs `a`"), "{m}");
+    // A loss reads p, y (and mask): no named outputs.
+    let inputs = [("p".to_string(), flat(3)), ("y".to_string(), flat(3))];
+    let m = compile("mean((p - yy) ** 2)", &inputs, &BTreeMap::new()).unwrap_err();
+    assert_eq!(m, "column 11: unknown name `yy` (the expression can read `p`, `y`, no named outputs, and no constants)");
+}
+
+#[test]
+fn a_constant_named_as_an_output_is_refused_at_the_constant() {
+    let (key, m) = plan_of(&[("x * 2", Some("T"), &[]), ("x / T", None, &[("T", 0.07)])]).unwrap_err();
+    assert_eq!(key, "layers.1.consts.T");
+    assert!(m.contains("constant `T`") && m.contains("name = \"T\""), "{m}");
+    // Without the clash both plan.
+    plan_of(&[("x * 2", Some("U"), &[]), ("x / T + U", None, &[("T", 0.07)])]).unwrap();
+}
+
+#[test]
+fn dims_are_checked_as_pytorch_checks_them() {
+    // PyTorch 2.15: torch.sum(x, dim=(0, 0)) -> RuntimeError "dim 0 appears multiple times in the list of dims";
+    // so for dim=(-1, 1) on a 2-d tensor ("dim 1 ..."), and for mean, std, amax, logsumexp, norm.
+    assert_eq!(err("sum(x, dim=(0, 0))"), "column 1: dim 0 appears multiple times in the list of dims (PyTorch refuses it)");
+    assert_eq!(err("x - mean(x, dim=(-1, 1), keepdim=true)"), "column 5: dim 1 appears multiple times in the list of dims (PyTorch refuses it)");
+    for f in ["std", "amax", "logsumexp", "norm", "var", "amin"] {
+        assert!(err(&format!("x * {f}(x, dim=(1, 1))")).contains("dim 1 appears multiple times"), "{f}");
+    }
+    // PyTorch 2.15: torch.cumsum(x, dim=(0, 1)) -> TypeError "cumsum(): argument 'dim' must be int, not tuple";
+    // softmax, log_softmax and cosine_similarity alike; softmax(x, dim=1.5) "... must be int, not float";
+    // transpose(x, 0.5, 1) "argument 'dim0' (position 2) must be int, not float"; softmax(x, dim=True) "... not bool".
+    assert_eq!(err("cumsum(x, dim=(0, 1))"), "column 15: cumsum(): argument 'dim' must be int, not tuple (PyTorch's TypeError)");
+    assert!(err("softmax(x, dim=(0, 1))").contains("softmax(): argument 'dim' must be int, not tuple"));
+    assert!(err("log_softmax(x, dim=(1,))").contains("log_softmax(): argument 'dim' must be int, not tuple"));
+    assert!(err("x * cosine_similarity(x, x, dim=(0, 1))").contains("cosine_similarity(): argument 'dim' must be int, not tuple"));
+    assert_eq!(err("softmax(x, dim=1.5)"), "column 16: softmax(): argument 'dim' must be int, not float (PyTorch's TypeError)");
+    assert!(err("softmax(x, dim=true)").contains("must be int, not bool"));
+    assert!(err("transpose(x, 0.5, 1)").contains("transpose(): argument 'dim0' must be int, not float"));
+    // A reduction takes a tuple, of ints: PyTorch 2.15's sum(x, dim=1.5) is a TypeError, and so is dim=(0, 1.5).
+    assert!(err("sum(x, dim=1.5)").contains("sum(): argument 'dim' must be int or a tuple of ints, not float"));
+    assert!(err("sum(x, dim=(0, 1.5))").contains("sum(): argument 'dim' must be a tuple of ints"));
+    // What PyTorch accepts still checks: distinct dims, and one int where one is taken.
+    compile("x * sum(x, dim=(0, -1))", &[("x".into(), flat(3))], &BTreeMap::new()).unwrap();
+    compile("softmax(x, dim=-1) + cumsum(x, dim=1)", &[("x".into(), flat(3))], &BTreeMap::new()).unwrap();
 }

@@ -96,11 +96,7 @@ fn expression(text: &str, consts: &BTreeMap<String, f64>, fold: &mut Fold, shape
         let err = |e: crate::error::Error| format!("expression `{text}`: {e}");
         let t = Tensor::from_vec(x.values.clone(), dims.as_slice(), &Device::Cpu).map_err(|e| err(e.into()))?;
         let input = crate::ops::expr::dims_of_tensor(&t);
-        let checked = crate::ops::expr::compile(text, &[("x".to_string(), input.clone())], consts)?;
-        if checked.ir.dims != input {
-            let (made, want) = (crate::ops::expr::check::describe(&checked.ir.dims), crate::ops::expr::check::describe(&input));
-            return Err(format!("the expression makes {made}, and a preprocessing step keeps the inputs' shape {want}"));
-        }
+        let checked = crate::ops::expr::compile_step(text, consts, &input)?;
         let out = crate::ops::expr::eval::eval(&checked.ir, &[t], DType::F64).and_then(|o| Ok(o.flatten_all()?.to_vec1::<f64>()?)).map_err(err)?;
         x.values = out;
     }

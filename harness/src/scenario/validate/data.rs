@@ -78,7 +78,7 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         inject(&format!("data.inject.{i}"), inj, d, out);
     }
     for (i, step) in d.preprocess.iter().enumerate() {
-        preprocess(&format!("data.preprocess.{i}"), step, out);
+        preprocess(&format!("data.preprocess.{i}"), step, d, out);
     }
 }
 
@@ -315,7 +315,7 @@ fn inject(key: &str, inj: &Injection, d: &DataSpec, out: &mut Vec<Problem>) {
     }
 }
 
-fn preprocess(key: &str, step: &Preprocess, out: &mut Vec<Problem>) {
+fn preprocess(key: &str, step: &Preprocess, d: &DataSpec, out: &mut Vec<Problem>) {
     match step {
         Preprocess::Clip { min, max, .. } => {
             if min.is_nan() {
@@ -330,10 +330,16 @@ fn preprocess(key: &str, step: &Preprocess, out: &mut Vec<Problem>) {
         }
         Preprocess::Reciprocal { guard: Some(g), .. } => finite(out, &format!("{key}.guard"), *g),
         Preprocess::Log { epsilon: Some(e), .. } => non_negative(out, &format!("{key}.epsilon"), *e),
-        // Its shapes are checked on the data (`run::data`); here its text and constants, as a layer's.
+        // Its text and constants, as a layer's; then its names, calls and shapes over the
+        // inputs, where their shape is known without reading files (else on the data, `run::data`).
         Preprocess::Expr { expr, consts } => {
             let op = crate::ops::expr::Expr { expr: expr.clone(), consts: consts.clone() };
-            out.extend(crate::ops::Op::check(&op).into_iter().map(|(field, m)| problem(format!("{key}.{field}"), m)));
+            let found = crate::ops::Op::check(&op);
+            let shape = input_shape(d).filter(|s| s.vocab.is_none() && found.is_empty());
+            out.extend(found.into_iter().map(|(field, m)| problem(format!("{key}.{field}"), m)));
+            if let Some(Err(m)) = shape.map(|s| crate::ops::expr::compile_step(expr, consts, &crate::ops::expr::dims_of(s.shape()))) {
+                out.push(problem(format!("{key}.expr"), m));
+            }
         }
         _ => {}
     }
