@@ -42,15 +42,21 @@ fn torch_first(c: &Confirmation) -> (usize, nanhunt::Phase, String) {
     (p.step, p.phase, p.tensor.to_string())
 }
 
+/// `{stem}` confirmed in PyTorch, first non-finite at `first` (step, phase, tensor) in both, and
+/// `{stem}{fix}` finite in both with agreeing losses.
+fn fails_and_fix_holds(stem: &str, (step, phase, tensor): (usize, nanhunt::Phase, &str), fix: &str) {
+    let c = confirmed(stem);
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (step, phase, tensor.to_string()));
+    let c = confirmed(&format!("{stem}{fix}"));
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
 #[test]
 fn a_projection_kept_in_f32_under_f16_autocast_agrees_with_pytorch() {
     // PyTorch 2.15: the projection under CPU autocast to f16 gives inf at step 1, and the same
     // module under `torch.autocast(..., enabled=False)` on `x.float()` stays finite.
-    let c = confirmed("amp_f16_projection_overflow");
-    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
-    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Forward, "layers.0.linear.output".into()));
-    let c = confirmed("amp_f16_projection_overflow_fix_precision_f32");
-    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    fails_and_fix_holds("amp_f16_projection_overflow", (1, nanhunt::Phase::Forward, "layers.0.linear.output"), "_fix_precision_f32");
 }
 
 #[test]
@@ -58,11 +64,7 @@ fn a_half_one_hot_cross_entropy_whose_sum_overflows_agrees_with_pytorch() {
     // PyTorch 2.15: pure-f16 `F.cross_entropy` of one-hot targets rounds the batch's summed terms
     // to f16 before the mean divides them, so the loss is inf at step 1; under autocast
     // cross-entropy runs in f32 and the run stays finite.
-    let c = confirmed("cross_entropy_f16_mean_overflow");
-    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
-    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Loss, "loss".into()));
-    let c = confirmed("cross_entropy_f16_mean_overflow_fix_amp");
-    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    fails_and_fix_holds("cross_entropy_f16_mean_overflow", (1, nanhunt::Phase::Loss, "loss"), "_fix_amp");
 }
 
 #[test]

@@ -147,19 +147,8 @@ mod tests {
         let (dropout, state): (_, State) = (RefCell::new(None), RefCell::new(None));
         let op = BatchNorm { eps: 1e-5, momentum: 0.1 };
         let run = |training| {
-            let cx = Cx {
-                part: Part::Whole,
-                params: Params::Prepared(&params),
-                others: &[],
-                mask: None,
-                training,
-                round: None,
-                inner: Inner::Off,
-                storage: DType::F64,
-                dropout: &dropout,
-                state: &state,
-                table: None,
-            };
+            let (part, params, round, inner, storage) = (Part::Whole, Params::Prepared(&params), None, Inner::Off, DType::F64);
+            let cx = Cx { part, params, others: &[], mask: None, training, round, inner, storage, dropout: &dropout, state: &state, table: None };
             op.forward(&x, &cx).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap()
         };
         let close = |a: Vec<f64>, b: &[f64]| assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-13), "{a:?} vs {b:?}");
