@@ -24,13 +24,13 @@ pub(crate) fn raw_offset(raw: &str, index: usize) -> Option<usize> {
     }
     let mut left = index;
     loop {
+        let rest = raw.get(at..end)?;
         if basic && multi {
-            if let Some(n) = continuation(&raw[at..end]) {
+            if let Some(n) = continuation(rest) {
                 at += n;
                 continue;
             }
         }
-        let rest = raw.get(at..end)?;
         if left == 0 || rest.is_empty() {
             return Some(at);
         }
@@ -108,5 +108,7 @@ mod tests {
         assert_eq!(raw_offset("12", 0), None);
         assert_eq!(raw_offset("", 0), None);
         assert_eq!(raw_offset("\"", 0), None);
+        // Cut short after an opening `"""` and its newline: no value to walk, and no panic.
+        assert_eq!(raw_offset("\"\"\"\n\"\"", 0), None);
     }
 }

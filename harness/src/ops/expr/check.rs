@@ -116,15 +116,10 @@ impl Env<'_> {
             return Ok(Ir { op: IrOp::Const(*v), col, dims: Vec::new() });
         }
         // The inputs proper (`x`; `p`, `y`, `mask`), then the named outputs, then the constants.
-        let named: Vec<&str> = self.named.iter().map(String::as_str).chain(self.inputs.iter().map(|(m, _)| m.as_str()).filter(|m| !matches!(*m, "x" | "p" | "y" | "mask"))).collect();
-        let mut named: Vec<&str> = named.into_iter().fold(Vec::new(), |mut v, m| {
-            if !v.contains(&m) {
-                v.push(m);
-            }
-            v
-        });
+        let (own, read): (Vec<&str>, Vec<&str>) = self.inputs.iter().map(|(m, _)| m.as_str()).partition(|m| matches!(*m, "x" | "p" | "y" | "mask"));
+        let mut named: Vec<&str> = self.named.iter().map(String::as_str).chain(read).collect();
         named.sort_unstable();
-        let own: Vec<&str> = self.inputs.iter().map(|(m, _)| m.as_str()).filter(|m| matches!(*m, "x" | "p" | "y" | "mask")).collect();
+        named.dedup();
         let consts: Vec<&str> = self.consts.keys().map(String::as_str).collect();
         let known = own.iter().chain(&named).chain(&consts).copied();
         let hint = nearest(n, known).map_or_else(String::new, |m| format!(", did you mean `{m}`?"));

@@ -149,10 +149,9 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
     // f16 and bf16 sums accumulate in f32 and round once, as PyTorch's CPU reductions
     // (`acc_type`): Candle's own half sum rounds at every addition (66 f16 rows of 1000 would
     // be inf where `torch.mean` gives 1000). Variance, std and norm do the same (`grad.rs`).
-    let wide = |g: &dyn Fn(&Tensor) -> Result<Tensor>| in_f32(x, |x| g(x));
     let kept = match f {
-        Func::Sum => wide(&|x| Ok(x.sum_keepdim(d)?))?,
-        Func::Mean => wide(&|x| Ok(x.mean_keepdim(d)?))?,
+        Func::Sum => in_f32(x, |x| Ok(x.sum_keepdim(d)?))?,
+        Func::Mean => in_f32(x, |x| Ok(x.mean_keepdim(d)?))?,
         Func::Amax => grad::extreme(x, d, true)?,
         Func::Amin => grad::extreme(x, d, false)?,
         Func::Logsumexp => {
