@@ -134,3 +134,29 @@ fn check_neighbourhood_never_lists_the_base_as_a_mutant() {
         }
     }
 }
+
+#[test]
+fn margins_measure_a_constant_of_an_expression_inside_a_residual_block() {
+    // issue 28's audit: an `expr` layer's constant inside a residual block was no knob. Here the
+    // block is relu then an L2-normalize, `x / clamp(norm(x), min=eps)`: the rows whose two relu
+    // units are both 0 have norm 0, finite while eps guards the division (0 / eps = 0) and
+    // 0 / 0 = NaN once eps rounds to 0 in f32, at or below 2⁻¹⁵⁰ (the tie, rounded to even).
+    let text = "name = \"nested_eps\"\nseed = 0\n[data]\nn = 64\nfeatures = 4\ninputs = { kind = \"normal\" }\ntargets = { kind = \"linear\", noise = 0.1 }\n\
+                [model]\nlayers = [\n  { type = \"linear\", out = 2 },\n  { type = \"residual\", layers = [\n    { type = \"relu\" },\n    \
+                { type = \"expr\", expr = \"x / clamp(norm(x, dim=-1, keepdim=true), min=eps)\", consts = { eps = 1e-12 } },\n  ] },\n  { type = \"linear\", out = 1 },\n]\n\
+                [loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n[train]\nbatch_size = 32\n[search]\nknobs = [\"consts\"]\n";
+    let dir = tempdir();
+    let p = write(dir.path(), "nested.toml", text);
+    let out = nanhunt(&["margins", p.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "a finite base: {}{}", stdout(&out), stderr(&out));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let knobs = m["knobs"].as_array().unwrap();
+    assert_eq!(knobs.len(), 1, "{m}");
+    let eps = &knobs[0];
+    assert_eq!((eps["knob"].as_str(), eps["constant"].as_str(), eps["base"].as_f64()), (Some("consts"), Some("model.layers.1.layers.1.consts.eps"), Some(1e-12)), "{eps}");
+    let flips = eps["lower"]["flips_at"].as_f64().expect("eps flips below");
+    assert!(flips > 0.0 && flips <= 2f64.powi(-150) && eps["lower"]["stays_finite_at"].as_f64().is_some_and(|v| v > 2f64.powi(-150)), "{eps}");
+    assert!(eps["upper"].is_null() && eps["upper_unsearched"].is_null(), "a larger eps guards as well: {eps}");
+    let table = stdout(&nanhunt(&["margins", p.to_str().unwrap()]));
+    assert!(table.lines().any(|l| l.trim_start().starts_with("model.layers.1.layers.1.consts.eps")), "{table}");
+}

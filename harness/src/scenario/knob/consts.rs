@@ -11,12 +11,13 @@
 //! and on a linear one otherwise; one passed to a parameter PyTorch bounds to [0, 1]
 //! (`label_smoothing=`, focal's `alpha`: the table of `ops::expr::domains`) moves linearly
 //! over [0, 1], so no draw is a value the check refuses. The constants are those of `[loss]` (`kind = "expr"` or a
-//! named loss that takes them) and of the top-level `expr` layers.
+//! named loss that takes them) and of every `expr` layer, top-level or inside residual blocks at any depth
+//! (`model.layers.1.layers.0.consts.eps`).
 
 use std::collections::BTreeMap;
 
 use super::def::{around, Ctx, Def, Domain, End, Spec};
-use super::value::{intern, scale_of, ConstAt, ConstRange, Constant, Fields, KnobValue, Scale, Value};
+use super::value::{intern, intern_path, scale_of, ConstAt, ConstRange, Constant, Fields, KnobValue, Scale, Value};
 use crate::ops::diagnosis::Limits;
 use crate::ops::expr::domains::{self, Bound};
 use crate::ops::expr::funcs::Func;
@@ -28,22 +29,59 @@ fn loss_consts(s: &Scenario) -> Option<&BTreeMap<String, f64>> {
     s.loss.kind.takes_consts().then_some(&s.loss.consts)
 }
 
-/// Every constant of `s` with its value: the loss's, then each top-level `expr` layer's in order.
+/// Every constant of `s` with its value: the loss's, then each `expr` layer's in file order,
+/// those inside residual blocks (at any depth) where the block is.
 pub fn all(s: &Scenario) -> Vec<(ConstAt, f64)> {
-    let mut out: Vec<(ConstAt, f64)> = loss_consts(s).into_iter().flatten().map(|(k, v)| (ConstAt { layer: None, name: intern(k) }, *v)).collect();
+    let mut out: Vec<(ConstAt, f64)> = loss_consts(s).into_iter().flatten().map(|(k, v)| (ConstAt { layer: None, within: &[], name: intern(k) }, *v)).collect();
     for (i, l) in s.model.layers.iter().enumerate().take(usize::from(u16::MAX)) {
-        if let Layer::Expr(e) = l.untagged() {
-            out.extend(e.consts.iter().map(|(k, v)| (ConstAt { layer: Some(i as u16), name: intern(k) }, *v)));
-        }
+        walk(l, (i as u16, &mut Vec::new()), &mut out);
     }
     out
+}
+
+/// The constants of layer `l` (top-level index `top`, at `path` inside its residual blocks) and of
+/// the layers it holds, appended to `out`.
+fn walk(l: &Layer, (top, path): (u16, &mut Vec<u16>), out: &mut Vec<(ConstAt, f64)>) {
+    let l = l.untagged();
+    if let Layer::Expr(e) = l {
+        let within = intern_path(path);
+        out.extend(e.consts.iter().map(|(k, v)| (ConstAt { layer: Some(top), within, name: intern(k) }, *v)));
+    }
+    if let Layer::Residual(r) = l {
+        for (j, inner) in r.layers.iter().enumerate().take(usize::from(u16::MAX)) {
+            path.push(j as u16);
+            walk(inner, (top, path), out);
+            path.pop();
+        }
+    }
+}
+
+/// The layer `at` names (its top-level layer, then down the residual blocks of `at.within`),
+/// if `s` has it; none for the loss's.
+fn layer_at(s: &Scenario, at: ConstAt) -> Option<&Layer> {
+    let mut l = s.model.layers.get(usize::from(at.layer?))?.untagged();
+    for &j in at.within {
+        let Layer::Residual(r) = l else { return None };
+        l = r.layers.get(usize::from(j))?.untagged();
+    }
+    Some(l)
+}
+
+/// [`layer_at`], to change.
+fn layer_at_mut(s: &mut Scenario, at: ConstAt) -> Option<&mut Layer> {
+    let mut l = s.model.layers.get_mut(usize::from(at.layer?))?.untagged_mut();
+    for &j in at.within {
+        let Layer::Residual(r) = l else { return None };
+        l = r.layers.get_mut(usize::from(j))?.untagged_mut();
+    }
+    Some(l)
 }
 
 /// The table holding the constant `at` names, if `s` has it.
 fn table_mut(s: &mut Scenario, at: ConstAt) -> Option<&mut f64> {
     let table = match at.layer {
         None => Some(&mut s.loss.consts).filter(|_| s.loss.kind.takes_consts()),
-        Some(i) => match s.model.layers.get_mut(usize::from(i)).map(Layer::untagged_mut) {
+        Some(_) => match layer_at_mut(s, at) {
             Some(Layer::Expr(e)) => Some(&mut e.consts),
             Some(_) | None => None,
         },
@@ -105,7 +143,7 @@ fn bounds(s: &Scenario, at: ConstAt) -> Vec<Bound> {
         None if s.loss.kind == LossKind::Focal => return domains::of(Func::Focal, at.name).into_iter().collect(),
         None if s.loss.kind == LossKind::InfoNce => return domains::of(Func::InfoNce, at.name).into_iter().collect(),
         None => s.loss.expr.as_deref(),
-        Some(i) => match s.model.layers.get(usize::from(i)).map(Layer::untagged) {
+        Some(_) => match layer_at(s, at) {
             Some(Layer::Expr(e)) => Some(e.expr.as_str()),
             Some(_) | None => None,
         },
@@ -121,7 +159,7 @@ impl<'a> arbitrary::Arbitrary<'a> for Constant {
         let layer = <Option<u16>>::arbitrary(u)?;
         let name = *u.choose(&FUZZ_NAMES)?;
         let value = f64::arbitrary(u)?;
-        Ok(Constant { at: ConstAt { layer, name }, value, scale: scale_of(value) })
+        Ok(Constant { at: ConstAt { layer, within: &[], name }, value, scale: scale_of(value) })
     }
 }
 
@@ -155,6 +193,7 @@ impl KnobValue for Constant {
     fn read(f: &Fields) -> Result<Self, String> {
         let name = f.name.as_deref().ok_or_else(|| "missing field `name`".to_string())?;
         let value: f64 = serde_json::from_value(f.value.clone()).map_err(|e| e.to_string())?;
-        Ok(Constant { at: ConstAt { layer: f.layer, name: intern(name) }, value, scale: f.scale.unwrap_or_else(|| scale_of(value)) })
+        let within = if f.within.is_empty() || f.layer.is_some() { intern_path(&f.within) } else { return Err("field `within` without `layer`".to_string()) };
+        Ok(Constant { at: ConstAt { layer: f.layer, within, name: intern(name) }, value, scale: f.scale.unwrap_or_else(|| scale_of(value)) })
     }
 }

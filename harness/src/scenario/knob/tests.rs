@@ -2,7 +2,7 @@
 //! reads back what it sets on a bundled scenario it applies to.
 
 use super::*;
-use crate::scenario::{load, InjectValue, Scenario, SearchSpec, SplitSel};
+use crate::scenario::{load, InjectValue, Layer, Scenario, SearchSpec, SplitSel};
 
 /// Every bundled scenario but the fuzz corpus, loaded.
 fn bundled() -> Vec<Scenario> {
@@ -178,7 +178,7 @@ fn each_constant_is_a_knob_named_by_its_own_key() {
     assert_eq!((r.at.to_string().as_str(), r.scale, r.high), ("model.layers.2.consts.eps", Scale::Log, 1e-9));
     // Down to where an f32 epsilon rounds to 0: below 2⁻¹⁵⁰.
     assert!(r.low < 2f64.powi(-150) && r.low > 0.0, "{r:?}");
-    let at = |name: &str, layer: Option<u16>| ConstAt { layer, name: intern(name) };
+    let at = |name: &str, layer: Option<u16>| ConstAt { layer, within: &[], name: intern(name) };
     assert!((Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: at("eps", Some(2)), value: 1e-30, scale: Scale::Log })));
     assert_eq!(crate::scenario::const_value(&s, at("eps", Some(2))), Some(1e-30));
     // A constant the scenario does not have, or a layer that is no expression, is refused.
@@ -214,4 +214,40 @@ fn label_smoothing_and_the_ignored_fraction_are_knobs_of_class_index_targets() {
     // Neither applies to one-hot targets under another loss.
     let other = load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/real/tf38457_f16_tanh_bce.toml")).unwrap();
     assert!(!Knob::LabelSmoothing.applies(&other) && !Knob::IgnoreFraction.applies(&other));
+}
+
+#[test]
+fn constants_inside_residual_blocks_are_knobs_at_any_depth() {
+    // issue 28's audit: `model.layers.1.layers.1.consts.eps` (an expression inside a residual
+    // block) was no knob. Here one block holds an L2-normalize, and a block inside it a scale.
+    let text = "name = \"nested\"\nseed = 0\n[data]\nn = 8\nfeatures = 4\ninputs = { kind = \"normal\" }\ntargets = { kind = \"linear\", noise = 0.1 }\n\
+                [model]\nlayers = [\n  { type = \"linear\", out = 4 },\n  { type = \"residual\", layers = [\n    { type = \"linear\", out = 4 },\n    \
+                { type = \"expr\", expr = \"x / clamp(norm(x, dim=-1, keepdim=true), min=eps)\", consts = { eps = 1e-12 } },\n    \
+                { type = \"residual\", layers = [{ type = \"expr\", expr = \"x * s\", consts = { s = -0.5 }, name = \"scaled\" }] },\n  ] },\n  \
+                { type = \"expr\", expr = \"x / T\", consts = { T = 0.07 } },\n  { type = \"linear\", out = 1 },\n]\n\
+                [loss]\nkind = \"mse\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\n";
+    let mut s = crate::scenario::from_str(text, "nested.toml").unwrap();
+    let keys: Vec<(String, f64)> = super::consts::all(&s).into_iter().map(|(at, v)| (at.to_string(), v)).collect();
+    let want = [("model.layers.1.layers.1.consts.eps", 1e-12), ("model.layers.1.layers.2.layers.0.consts.s", -0.5), ("model.layers.2.consts.T", 0.07)];
+    assert_eq!(keys, want.map(|(k, v)| (k.to_string(), v)));
+    // Each has its range: the epsilon on a log scale down past f32's smallest subnormal 2⁻¹⁴⁹, the
+    // negative scale linearly 10 either side (10 × max(|−0.5|, 1)), as a top-level constant.
+    let spec = SearchSpec::default();
+    let ctx = Ctx { base: &s, spec: &spec, decades: 3.0, narrow: 2.0 };
+    let Some(Domain::Consts(ranges)) = (Knob::Const.entry().domain)(&ctx) else { panic!("the nested constants are knobs") };
+    assert_eq!(ranges.iter().map(|r| r.at.to_string()).collect::<Vec<_>>(), want.map(|(k, _)| k.to_string()));
+    assert!(ranges[0].scale == Scale::Log && ranges[0].low < 2f64.powi(-149) && ranges[0].high == 1e-9, "{:?}", ranges[0]);
+    assert_eq!((ranges[1].scale, ranges[1].low, ranges[1].high), (Scale::Linear, -10.5, 9.5));
+    // Set, they read back, in the file's table; a path that reaches no expression is refused.
+    let (eps, deep) = (ranges[0].at, ranges[1].at);
+    assert!((Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: eps, value: 1e-30, scale: Scale::Log })));
+    assert!((Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: deep, value: 3.0, scale: Scale::Linear })));
+    assert_eq!((crate::scenario::const_value(&s, eps), crate::scenario::const_value(&s, deep)), (Some(1e-30), Some(3.0)));
+    let Layer::Residual(r) = s.model.layers[1].untagged() else { panic!("layer 1 is the block") };
+    let Layer::Expr(e) = r.layers[1].untagged() else { panic!("its layer 1 is the expression") };
+    assert_eq!(e.consts.get("eps"), Some(&1e-30));
+    let at = |layer: u16, within: &'static [u16]| ConstAt { layer: Some(layer), within, name: intern("eps") };
+    for wrong in [at(1, &[]), at(1, &[0]), at(1, &[1, 0]), at(1, &[5]), at(2, &[1])] {
+        assert!(!(Knob::Const.entry().set)(&mut s, &Value::Const(Constant { at: wrong, value: 1.0, scale: Scale::Log })), "{wrong}");
+    }
 }

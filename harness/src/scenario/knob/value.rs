@@ -151,6 +151,9 @@ pub struct Fields {
     /// A constant's layer (`consts`; none: the loss's).
     #[serde(default)]
     pub layer: Option<u16>,
+    /// A constant's place inside the residual blocks of that layer (`consts`; absent: the layer itself).
+    #[serde(default)]
+    pub within: Vec<u16>,
     /// A constant's name (`consts`).
     #[serde(default)]
     pub name: Option<String>,
@@ -314,22 +317,29 @@ impl KnobValue for Added {
 
 // ---- The named constants' values (the `consts` knob's definition is `consts.rs`).
 
-/// Where one constant lives: the `consts` of the loss or of a top-level layer, and its name.
+/// Where one constant lives: the `consts` of the loss or of an `expr` layer, at any depth of
+/// residual blocks, and its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConstAt {
-    /// The index in `[model] layers` of the layer whose `consts` hold it; none: the loss's.
+    /// The index in `[model] layers` of the layer whose `consts` hold it, or of the residual
+    /// block that holds that layer; none: the loss's.
     pub layer: Option<u16>,
+    /// The path from `layer` down residual blocks to the `expr` layer: its index in each block's
+    /// `layers`, outermost first (interned, [`intern_path`]); empty: `layer` itself.
+    pub within: &'static [u16],
     /// Its name (interned, so that a mutation's value stays `Copy`).
     pub name: &'static str,
 }
 
 impl std::fmt::Display for ConstAt {
-    /// `loss.consts.eps`, `model.layers.2.consts.T`.
+    /// `loss.consts.eps`, `model.layers.2.consts.T`, `model.layers.1.layers.0.consts.eps`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.layer {
-            None => write!(f, "loss.consts.{}", self.name),
-            Some(i) => write!(f, "model.layers.{i}.consts.{}", self.name),
+        let Some(i) = self.layer else { return write!(f, "loss.consts.{}", self.name) };
+        write!(f, "model.layers.{i}")?;
+        for j in self.within {
+            write!(f, ".layers.{j}")?;
         }
+        write!(f, ".consts.{}", self.name)
     }
 }
 
@@ -376,6 +386,23 @@ pub fn intern(name: &str) -> &'static str {
     }
     let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
     names.insert(leaked);
+    leaked
+}
+
+/// The paths inside residual blocks seen so far, each leaked once (few: those scenarios nest).
+static PATHS: Mutex<BTreeSet<&'static [u16]>> = Mutex::new(BTreeSet::new());
+
+/// `path` as a `&'static [u16]`, the same one for equal paths (the empty one without leaking).
+pub fn intern_path(path: &[u16]) -> &'static [u16] {
+    if path.is_empty() {
+        return &[];
+    }
+    let mut paths = PATHS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = paths.get(path) {
+        return p;
+    }
+    let leaked: &'static [u16] = Box::leak(path.to_vec().into_boxed_slice());
+    paths.insert(leaked);
     leaked
 }
 

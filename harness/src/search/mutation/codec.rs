@@ -1,6 +1,6 @@
 //! A mutation's encodings: the file format of corpora, findings and reports
 //! (`{"knob": "optimizer.lr", "value": 0.01}`, with `feature` for `data.scale`
-//! `what` and `split` for `data.inject`, `layer`, `name` and `scale` for `consts`), and fuzzer bytes (`arbitrary`:
+//! `what` and `split` for `data.inject`, `layer`, `within` (inside residual blocks, where not empty), `name` and `scale` for `consts`), and fuzzer bytes (`arbitrary`:
 //! a knob, then a value of its type, as the derive on the former enum of one
 //! variant per knob decoded them, so saved fuzz inputs decode as before).
 
@@ -31,6 +31,9 @@ impl Serialize for Mutation {
             }
             Value::Const(Constant { at, value, scale }) => {
                 m.serialize_entry("layer", &at.layer)?;
+                if !at.within.is_empty() {
+                    m.serialize_entry("within", at.within)?;
+                }
                 m.serialize_entry("name", at.name)?;
                 m.serialize_entry("scale", &scale)?;
                 m.serialize_entry("value", &value)?;

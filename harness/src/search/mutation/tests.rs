@@ -242,7 +242,7 @@ fn fuzzer_bytes_decode_as_the_derived_enum_did() {
 #[test]
 fn a_constant_is_shown_saved_and_normalized_by_its_own_key() {
     use crate::scenario::{intern, ConstAt, Constant};
-    let eps = |layer: Option<u16>, value: f64| Mutation::new(Knob::Const, Constant { at: ConstAt { layer, name: intern("eps") }, value, scale: Scale::Log });
+    let eps = |layer: Option<u16>, value: f64| Mutation::new(Knob::Const, Constant { at: ConstAt { layer, within: &[], name: intern("eps") }, value, scale: Scale::Log });
     assert_eq!(eps(Some(2), 1e-30).to_string(), "model.layers.2.consts.eps = 1e-30");
     assert_eq!(eps(None, 0.5).to_string(), "loss.consts.eps = 0.5");
     let text = serde_json::to_string(&eps(Some(2), 0.25)).unwrap();
@@ -252,4 +252,13 @@ fn a_constant_is_shown_saved_and_normalized_by_its_own_key() {
     // Two constants are two settings; the same one set twice keeps its last value.
     assert_eq!(normalize(&[eps(Some(2), 1.0), eps(None, 2.0), eps(Some(2), 3.0)]), [eps(None, 2.0), eps(Some(2), 3.0)]);
     assert_eq!(eps(Some(2), 1e-30).numeric(), Some((1e-30, Scale::Log)));
+    // One inside a residual block (layer 1's `layers.0`, then that block's `layers.2`) is saved
+    // with its path, read back, and is another setting than layer 1's own.
+    let inner = |value: f64| Mutation::new(Knob::Const, Constant { at: ConstAt { layer: Some(1), within: &[0, 2], name: intern("eps") }, value, scale: Scale::Log });
+    assert_eq!(inner(0.5).to_string(), "model.layers.1.layers.0.layers.2.consts.eps = 0.5");
+    let text = serde_json::to_string(&inner(0.5)).unwrap();
+    assert_eq!(text, r#"{"knob":"consts","layer":1,"within":[0,2],"name":"eps","scale":"log","value":0.5}"#);
+    assert_eq!(serde_json::from_str::<Mutation>(&text).unwrap(), inner(0.5));
+    assert_eq!(normalize(&[inner(1.0), eps(Some(1), 2.0), inner(3.0)]), [eps(Some(1), 2.0), inner(3.0)]);
+    assert!(serde_json::from_str::<Mutation>(r#"{"knob":"consts","within":[0],"name":"eps","value":1.0}"#).unwrap_err().to_string().contains("`within` without `layer`"));
 }
