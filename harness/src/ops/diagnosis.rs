@@ -11,7 +11,8 @@ use crate::scenario::DTypeName;
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Rule {
-    /// A finite computation exceeded the dtype's largest value.
+    /// A finite computation exceeded the dtype's largest value (also where the backward then
+    /// multiplies that ∞ by an exact 0, a `where`'s unselected `exp`: the dtype lost it to its range).
     Overflow,
     /// `log` of exactly 0 (a probability of exactly 0 or 1).
     LogOfZero,
@@ -25,7 +26,7 @@ pub enum Rule {
     DerivativeAtZero,
     /// A function outside its domain (`log` or `sqrt` of a negative number).
     OutsideDomain,
-    /// `0 · ∞` in the chain rule: an upstream gradient of exactly 0 times an infinite derivative.
+    /// `0 · ∞` in the chain rule: an upstream gradient of exactly 0 times a derivative infinite at exactly 0.
     ZeroTimesInf,
     /// Non-finite values already in the data, before any step.
     DataNotFinite,

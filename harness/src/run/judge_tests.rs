@@ -198,3 +198,25 @@ fn an_op_finite_alone_in_f64_in_a_run_that_fails_in_f64_too_is_math_and_says_bot
         v.reason
     );
 }
+
+#[test]
+fn a_where_whose_unselected_exp_overflows_is_an_overflow_in_the_why_and_the_verdict() {
+    // issue 28's audit: where(x > 100, exp(x*100), x) at x = 1.28 (a linear of weight 1 on the
+    // input 1.28) selects x; exp(128) is past ln(f32 max) = 88.72, +inf, and the 0 that `where`
+    // sends it makes 0 · inf = NaN (PyTorch 2.15: x.grad is nan in f32; in f64, where e¹²⁸ =
+    // 3.9e55 is finite, x.grad = 2 · 1.28 = 2.56, the MSE's gradient through the selected x).
+    let layers = "{ type = \"linear\", out = 1, init = { kind = \"constant\", value = 1.0 } }, { type = \"expr\", expr = \"where(x > 100, exp(x*100), x)\" }";
+    let s = from_str(
+        &format!("name = \"t\"\n[data]\ninputs = {{ kind = \"values\", rows = [[1.28]] }}\ntargets = {{ kind = \"values\", values = [0.0] }}\n[model]\nlayers = [{layers}]\n{MSE_SGD}"),
+        "t.toml",
+    )
+    .unwrap();
+    let o = run_with(&s, &RunOptions { verdict: true, ..RunOptions::default() });
+    let c = o.cause.as_ref().expect("a rule explains it");
+    assert_eq!((c.rule, c.op.as_str()), (Rule::Overflow, "layers.1.expr (backward)"), "{c}");
+    assert!(c.reason.contains("exp(128) overflowed f32 to +∞") && c.reason.contains("does not select"), "{}", c.reason);
+    let v = o.verdict.expect("a verdict");
+    assert_eq!((v.key().as_str(), v.op.as_str()), ("precision/overflow", "layers.1.expr (backward)"), "{v}");
+    let value = v.op_f64.as_ref().and_then(|c| c.value).expect("finite in f64");
+    assert!((value - 2.0 * f64::from(1.28f32)).abs() < 1e-12, "{value}");
+}

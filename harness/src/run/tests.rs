@@ -219,14 +219,15 @@ fn expressions_are_diagnosed_naming_the_sub_expression_and_column() {
     // tensorflow#3290 (PyTorch 2.15 also has a NaN square root in `layers.0.expr.output` at
     // step 1): the one-pass variance rounds negative, and its `sqrt` starts at column 38 of the
     // expression (counted by hand). pytorch#68425: `where`'s unselected `exp(x)`, column 15,
-    // overflows f32 for x > ln(3.4e38) = 88.7 and gets 0 back: 0 · ∞ = NaN (PyTorch 2.15 too).
+    // overflows f32 for x > ln(3.4e38) = 88.7 and gets 0 back: 0 · ∞ = NaN (PyTorch 2.15 too),
+    // an overflow of f32's range.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let load = |f: &str| crate::scenario::load(&root.join("scenarios/real").join(f)).unwrap();
     let c = run(&load("tf3290_moments_negative_variance.toml")).cause.expect("a rule explains it");
     assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::OutsideDomain, "layers.0.expr"));
     assert!(c.reason.starts_with("sqrt of a negative number -") && c.reason.contains("(column 38)"), "{}", c.reason);
     let c = run(&load("pt68425_where_exp_unselected_branch.toml")).cause.expect("a rule explains it");
-    assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::ZeroTimesInf, "layers.1.expr (backward)"));
+    assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::Overflow, "layers.1.expr (backward)"));
     assert!(c.reason.contains("`exp(x)` (column 15)") && c.reason.contains("does not select"), "{}", c.reason);
 }
 

@@ -63,7 +63,7 @@ pub enum Loss {
     /// A value that is not 0 rounds to 0 in the dtype (then log 0, 1/0, 0·∞).
     Underflow,
     /// Lost inside the op, where no rule says how: an intermediate value overflowed or
-    /// underflowed (the unselected `exp` of a `where`), or a difference cancelled.
+    /// underflowed, or a difference cancelled.
     Rounding,
 }
 

@@ -12,7 +12,10 @@
 //! Forward: from the result down, the non-finite node whose operands are all finite. Backward:
 //! from the result's gradient down, the first node whose operand's gradient is non-finite while
 //! the gradient arriving at the node is finite (a `where`'s unselected branch receives 0 there,
-//! and `0 · ∞` is NaN, as in PyTorch's autograd).
+//! and `0 · ∞` is NaN, as in PyTorch's autograd). Its rule is how the dtype lost the value, as
+//! the f64 verdict classes it: a derivative infinite at exactly 0 is `zero_times_inf` (the 0 an
+//! underflow where a wider dtype keeps it), a value that overflowed to ∞ (the unselected
+//! `exp(x)` above ln(max)) is an `overflow`.
 
 use candle_core::{DType, Tensor, Var};
 
@@ -290,9 +293,16 @@ fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Te
         }
     }
     let found = match &n.ir.op {
-        IrOp::Call(Func::Exp, ..) if v.is_some_and(f64::is_infinite) && gi == 0.0 => {
-            (Rule::ZeroTimesInf, format!("in the backward of {name}, element {e}: exp({}) overflowed {dt} to +∞, and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN", h(x)))
-        }
+        // The dtype lost the value to its range: exp's +∞ is an overflow (finite in a wider dtype),
+        // which the exact 0 arriving makes NaN; the verdict's class, an overflow, says the same.
+        IrOp::Call(Func::Exp, ..) if v.is_some_and(f64::is_infinite) && gi == 0.0 => (
+            Rule::Overflow,
+            format!(
+                "in the backward of {name}, element {e}: exp({}) overflowed {dt} to +∞ (above ln(max) = {}), and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN",
+                h(x),
+                h(lim.max.ln())
+            ),
+        ),
         IrOp::Bin(BinOp::Div, ..) if at(&tape.nodes[n.kids[1]].value, gc, e) == Some(0.0) => {
             (Rule::DivisionByZero, format!("in the backward of {name}, element {e}: the derivative divides by the divisor, exactly 0{}", tape.source(n.kids[1], 0.0)))
         }
@@ -304,7 +314,7 @@ fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Te
                     format!("in the backward of {name}, element {e}: the gradient of its operand is {} from finite values (arriving {}), beyond {dt}'s largest value {}", h(bad), h(gi), h(lim.max)),
                 )
             } else if gi == 0.0 && v.is_some_and(f64::is_infinite) {
-                (Rule::ZeroTimesInf, format!("in the backward of {name}, element {e}: its value is infinite and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN"))
+                (Rule::Overflow, format!("in the backward of {name}, element {e}: its value overflowed {dt} to ±∞ and the gradient arriving is exactly 0{unselected}: 0 · ∞ is NaN"))
             } else {
                 return None;
             }

@@ -53,9 +53,15 @@ fn backward_names_the_node_whose_derivative_is_infinite() {
     assert_eq!(rule, Rule::DerivativeAtZero);
     assert!(r.contains("element 1"), "{r}");
     // where's unselected exp(100) = +∞ gets 0 back: 0 · ∞ = NaN (PyTorch 2.15: x.grad NaN).
+    // The ∞ is exp's overflow of f32 (e¹⁰⁰ = 2.69e43 is finite in f64): an overflow.
     let (rule, r) = why("where(x <= 0, exp(x), 1 + x)", &t(&[&[100.0]]), true);
-    assert_eq!(rule, Rule::ZeroTimesInf);
-    assert!(r.contains("`exp(x)` (column 19)") && r.contains("does not select"), "{r}");
+    assert_eq!(rule, Rule::Overflow);
+    assert!(r.contains("`exp(x)` (column 19)") && r.contains("does not select") && r.contains("exp(100) overflowed f32 to +∞ (above ln(max) = 88.7)"), "{r}");
+    // issue 28's audit: where(x > 100, exp(x*100), x) at x = 1.28 selects x, and exp(128) is
+    // past ln(3.4028e38) = 88.72: the same overflow, named at `exp(x * 100)` (column 15).
+    let (rule, r) = why("where(x > 100, exp(x*100), x)", &t(&[&[1.28]]), true);
+    assert_eq!(rule, Rule::Overflow);
+    assert!(r.contains("`exp(x * 100)` (column 20)") && r.contains("exp(128) overflowed f32"), "{r}");
     // x / (x − 1) at x = 1: the divisor is 0 in the derivative.
     let (rule, _) = why("x / (x - 1)", &t(&[&[1.0]]), true);
     assert_eq!(rule, Rule::DivisionByZero);
