@@ -232,6 +232,20 @@ fn expressions_are_diagnosed_naming_the_sub_expression_and_column() {
 }
 
 #[test]
+fn an_all_ignored_cross_entropy_says_why() {
+    // layers/cross_entropy_all_ignored_batch and layers/expr_named_losses_ignored_batch: a batch
+    // of 2 rows whose labels are both -100 (80% are) is 0/0 = NaN at step 1 (PyTorch 2.15 too), as
+    // `[loss] kind` and inside an expression.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers");
+    let load = |f: &str| crate::scenario::load(&root.join(f)).unwrap();
+    for (file, op) in [("cross_entropy_all_ignored_batch.toml", "loss (cross_entropy)"), ("expr_named_losses_ignored_batch.toml", "loss (expr)")] {
+        let c = run(&load(file)).cause.expect("a rule explains it");
+        assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::DivisionByZero, op), "{file}: {c}");
+        assert!(c.reason.contains("every target of the batch (2 of 2) is ignore_index -100") && c.reason.contains("0 / 0 = NaN") && c.reason.contains("fix:"), "{file}: {}", c.reason);
+    }
+}
+
+#[test]
 fn an_expression_loss_that_reads_the_mask_lists_it_with_the_prediction_and_targets() {
     // `sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)` over the second batch,
     // rows 5 to 8 of length 0: the 16 mask entries are all 0 (the scenario's header), so

@@ -222,6 +222,15 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     let (dt, lim) = (<&str>::from(tape.dtype), Limits::of(tape.dtype));
     let name = tape.name(k);
     let h = crate::human;
+    // A named loss reduced to one number explains its own formula (`ops::loss::explain`:
+    // `cross_entropy` whose every target is ignored).
+    if let (IrOp::Call(_, _, b), &[p, y]) = (&n.ir.op, &n.kids[..]) {
+        if let Some(call) = b.loss.as_deref().filter(|c| c.reduce == super::losses::Reduce::Scalar) {
+            if let Ok(Some((rule, why))) = crate::ops::loss::explain(&call.spec, &tape.nodes[p].value, &tape.nodes[y].value, tape.dtype) {
+                return Some((rule, format!("{name}: {why}")));
+            }
+        }
+    }
     let found = match &n.ir.op {
         IrOp::Call(Func::Log, ..) if x == 0.0 => (Rule::LogOfZero, format!("log of exactly 0 at {name}, element {e}: it is −∞{}", tape.source(n.kids[0], x))),
         IrOp::Call(Func::Log1p, ..) if x == -1.0 => (Rule::LogOfZero, format!("log1p of exactly −1 (log of 0) at {name}, element {e}: it is −∞")),

@@ -114,3 +114,13 @@ fn a_masked_mean_over_all_padding_names_the_mask() {
     assert_eq!(rule, Rule::DivisionByZero);
     assert!(r.contains("element 1: 0 / 0 = NaN: `sum(mask, dim=1)` is 0: row 1 of the batch is all padding (1 of 2 rows are)"), "{r}");
 }
+
+#[test]
+fn a_named_loss_in_the_expression_explains_its_own_nan() {
+    // cross_entropy(p, y) over two rows whose targets are both -100: the mean over no row is
+    // 0 / 0 = NaN (PyTorch 2.15: nan), named at the call, column 1.
+    let (p, y) = (t(&[&[1.0, 2.0, 0.5], &[0.3, -1.0, 2.0]]), t(&[&[-100.0], &[-100.0]]));
+    let (rule, r) = why_named("cross_entropy(p, y, label_smoothing=0.1) + 0.01 * mean(p ** 2)", &[("p", &p), ("y", &y)], false);
+    assert_eq!(rule, Rule::DivisionByZero);
+    assert!(r.starts_with("`cross_entropy(p, y, label_smoothing=0.1)` (column 1): every target of the batch (2 of 2) is ignore_index -100") && r.contains("0 / 0 = NaN"), "{r}");
+}

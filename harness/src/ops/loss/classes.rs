@@ -108,6 +108,29 @@ pub(super) fn cross_entropy_rows(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result
     Ok(rows.reshape(&p.dims()[..p.rank().saturating_sub(1)])?)
 }
 
+/// Why the cross-entropy of logits `p` against class indices `y` is NaN from finite logits: every
+/// target of the batch is `ignore_index`, so the mean over the targets kept (PyTorch's `nll_loss`,
+/// and label smoothing's term alike) divides a sum over no row by a weight of 0: 0 / 0 = NaN, with
+/// a zero gradient (PyTorch 2.15). `None` for a sum (0 over no row), one-hot targets, a target out
+/// of bounds (the loss's error), or a batch with a real label.
+pub fn all_ignored(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Explained> {
+    let k = p.dims().last().copied().unwrap_or(1);
+    if s.reduction != Reduction::Mean || !super::indexes(p.elem_count(), k, y.elem_count()) {
+        return Ok(None);
+    }
+    let Ok((_, kept)) = targets(s, y, k) else { return Ok(None) };
+    if kept.is_empty() || kept.contains(&true) {
+        return Ok(None);
+    }
+    let n = kept.len();
+    let smoothing = if s.label_smoothing.is_some_and(|e| e > 0.0) { " (label smoothing's term divides by the same 0)" } else { "" };
+    let reason = format!(
+        "every target of the batch ({n} of {n}) is ignore_index {}, so cross_entropy's mean over the targets not ignored divides a sum over no row by a weight of 0: 0 / 0 = NaN{smoothing}, as PyTorch's gives (with a zero gradient); fix: skip a batch with no real label, reduce by the sum (0 for such a batch; `loss.sum() / max(1, kept)`), or make sure every batch holds a real label",
+        ignore_index(s)
+    );
+    Ok(Some((Rule::DivisionByZero, reason)))
+}
+
 /// Why the cross-entropy of logits `p` against targets `y` went non-finite in dtype `d` although
 /// every row's loss is finite: their reduction passed `d`'s largest value. With class indices,
 /// PyTorch's `nll_loss` adds the kept rows' losses in the input's own dtype (`nll.rs`: in f16 and

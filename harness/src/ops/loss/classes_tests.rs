@@ -127,6 +127,28 @@ fn a_batch_whose_every_target_is_ignored_is_nan_with_a_zero_gradient() {
 }
 
 #[test]
+fn a_batch_whose_every_target_is_ignored_is_explained_as_0_over_0() {
+    use crate::ops::diagnosis::Rule;
+    let p = Tensor::new(&P, &Device::Cpu).unwrap();
+    // PyTorch 2.15: F.cross_entropy(p, full(-100)) = nan; with ignore_index=-1 and smoothing 0.1
+    // over targets of -1, nan too.
+    let (rule, why) = super::all_ignored(&spec(None, Reduction::Mean), &p, &column(&[-100.0; 4])).unwrap().expect("every target is ignored");
+    assert_eq!(rule, Rule::DivisionByZero);
+    assert!(
+        why.starts_with("every target of the batch (4 of 4) is ignore_index -100, so cross_entropy's mean over the targets not ignored divides a sum over no row by a weight of 0: 0 / 0 = NaN"),
+        "{why}"
+    );
+    assert!(why.contains("fix: skip a batch with no real label, reduce by the sum") && !why.contains("label smoothing"), "{why}");
+    let own = LossSpec { ignore_index: Some(-1), ..spec(Some(0.1), Reduction::Mean) };
+    let (_, why) = super::all_ignored(&own, &p, &column(&[-1.0; 4])).unwrap().expect("every target is ignored");
+    assert!(why.contains("(4 of 4) is ignore_index -1") && why.contains("label smoothing's term divides by the same 0"), "{why}");
+    // One real label, a sum (0 over no row), or one-hot targets: no such rule.
+    assert_eq!(super::all_ignored(&spec(None, Reduction::Mean), &p, &column(&[-100.0, 2.0, -100.0, -100.0])).unwrap(), None);
+    assert_eq!(super::all_ignored(&spec(None, Reduction::Sum), &p, &column(&[-100.0; 4])).unwrap(), None);
+    assert_eq!(super::all_ignored(&spec(None, Reduction::Mean), &p, &Tensor::zeros((4, 3), DType::F64, &Device::Cpu).unwrap()).unwrap(), None);
+}
+
+#[test]
 fn half_logits_with_label_smoothing_round_as_pytorch() {
     // PyTorch 2.15, f16 logits, targets [0, -100, 2, 1], label_smoothing 0.1: 1.3212890625, and
     // these gradients bit for bit (the backward from the rounded log-softmax, as PyTorch's).

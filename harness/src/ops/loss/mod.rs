@@ -213,6 +213,32 @@ fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
     }))
 }
 
+/// Why the scalar loss of kind `s.kind` of finite predictions `p` and targets `y` is not finite
+/// in dtype `d`, where its kind explains its own formula: `cross_entropy` whose every target is
+/// `ignore_index` (0/0) or whose rows' sum overflows (`classes.rs`). `None` for the other kinds, and where no rule applies.
+pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeName) -> Result<Explained> {
+    match s.kind {
+        LossKind::CrossEntropy => match classes::all_ignored(s, p, y)? {
+            Some(found) => Ok(Some(found)),
+            None => classes::overflow(s, p, y, d),
+        },
+        LossKind::Expr
+        | LossKind::Mse
+        | LossKind::Mae
+        | LossKind::Huber
+        | LossKind::Bce
+        | LossKind::BceTorch
+        | LossKind::BceLogits
+        | LossKind::NaiveCrossEntropy
+        | LossKind::MeanAbsRatio
+        | LossKind::KlDiv
+        | LossKind::KlDivLogTarget
+        | LossKind::Focal
+        | LossKind::InfoNce
+        | LossKind::Ctc => Ok(None),
+    }
+}
+
 /// The scalar loss of kind `s.kind` (not `expr`) of predictions `p` against targets `y`.
 pub fn kind_loss(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
     let terms = match made(s, p, y)? {
