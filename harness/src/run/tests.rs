@@ -232,10 +232,11 @@ fn expressions_are_diagnosed_naming_the_sub_expression_and_column() {
 }
 
 #[test]
-fn an_all_ignored_cross_entropy_says_why() {
+fn an_all_ignored_cross_entropy_and_an_f16_info_nce_say_why() {
     // layers/cross_entropy_all_ignored_batch and layers/expr_named_losses_ignored_batch: a batch
     // of 2 rows whose labels are both -100 (80% are) is 0/0 = NaN at step 1 (PyTorch 2.15 too), as
-    // `[loss] kind` and inside an expression.
+    // `[loss] kind` and inside an expression. layers/info_nce_f16_small_temperature: logits of
+    // embeddings with dot products of thousands over T = 0.01 pass f16's 65504 (PyTorch 2.15: nan).
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/layers");
     let load = |f: &str| crate::scenario::load(&root.join(f)).unwrap();
     for (file, op) in [("cross_entropy_all_ignored_batch.toml", "loss (cross_entropy)"), ("expr_named_losses_ignored_batch.toml", "loss (expr)")] {
@@ -243,6 +244,9 @@ fn an_all_ignored_cross_entropy_says_why() {
         assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::DivisionByZero, op), "{file}: {c}");
         assert!(c.reason.contains("every target of the batch (2 of 2) is ignore_index -100") && c.reason.contains("0 / 0 = NaN") && c.reason.contains("fix:"), "{file}: {}", c.reason);
     }
+    let c = run(&load("info_nce_f16_small_temperature.toml")).cause.expect("a rule explains it");
+    assert_eq!((c.rule, c.op.as_str()), (crate::run::cause::Rule::Overflow, "loss (info_nce)"), "{c}");
+    assert!(c.reason.contains("temperature T = 0.01") && c.reason.contains("past f16's largest value 65504") && c.reason.contains("∞ − ∞ = NaN"), "{}", c.reason);
 }
 
 #[test]

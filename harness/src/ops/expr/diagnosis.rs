@@ -223,7 +223,7 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     let name = tape.name(k);
     let h = crate::human;
     // A named loss reduced to one number explains its own formula (`ops::loss::explain`:
-    // `cross_entropy` whose every target is ignored).
+    // `cross_entropy` whose every target is ignored, `info_nce` whose logits overflow).
     if let (IrOp::Call(_, _, b), &[p, y]) = (&n.ir.op, &n.kids[..]) {
         if let Some(call) = b.loss.as_deref().filter(|c| c.reduce == super::losses::Reduce::Scalar) {
             if let Ok(Some((rule, why))) = crate::ops::loss::explain(&call.spec, &tape.nodes[p].value, &tape.nodes[y].value, tape.dtype) {

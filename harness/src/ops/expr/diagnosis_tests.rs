@@ -123,4 +123,10 @@ fn a_named_loss_in_the_expression_explains_its_own_nan() {
     let (rule, r) = why_named("cross_entropy(p, y, label_smoothing=0.1) + 0.01 * mean(p ** 2)", &[("p", &p), ("y", &y)], false);
     assert_eq!(rule, Rule::DivisionByZero);
     assert!(r.starts_with("`cross_entropy(p, y, label_smoothing=0.1)` (column 1): every target of the batch (2 of 2) is ignore_index -100") && r.contains("0 / 0 = NaN"), "{r}");
+    // info_nce(p, y, temperature=0.01) in f16: 30 · 25 / 0.01 = 75000 > 65504 (PyTorch 2.15: nan).
+    let h = |rows: &[&[f32]]| t(rows).to_dtype(candle_core::DType::F16).unwrap();
+    let (z, k) = (h(&[&[30.0, 0.0], &[0.0, 1.0]]), h(&[&[25.0, 0.0], &[0.0, 1.0]]));
+    let (rule, r) = explain("info_nce(p, y, temperature=0.01)", &BTreeMap::new(), &[("p", &z), ("y", &k)], None, DTypeName::F16).unwrap().expect("a rule explains it");
+    assert_eq!(rule, Rule::Overflow);
+    assert!(r.contains("(column 1): the logit of row 0 against row 0") && r.contains("75000 is past f16's largest value 65504"), "{r}");
 }

@@ -215,13 +215,15 @@ fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
 
 /// Why the scalar loss of kind `s.kind` of finite predictions `p` and targets `y` is not finite
 /// in dtype `d`, where its kind explains its own formula: `cross_entropy` whose every target is
-/// `ignore_index` (0/0) or whose rows' sum overflows (`classes.rs`). `None` for the other kinds, and where no rule applies.
+/// `ignore_index` (0/0) or whose rows' sum overflows (`classes.rs`), `info_nce` whose logits
+/// overflow (`named.rs`). `None` for the other kinds, and where no rule applies.
 pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeName) -> Result<Explained> {
     match s.kind {
         LossKind::CrossEntropy => match classes::all_ignored(s, p, y)? {
             Some(found) => Ok(Some(found)),
             None => classes::overflow(s, p, y, d),
         },
+        LossKind::InfoNce => named::info_nce_overflow(s, p, y, d),
         LossKind::Expr
         | LossKind::Mse
         | LossKind::Mae
@@ -234,7 +236,6 @@ pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeNa
         | LossKind::KlDiv
         | LossKind::KlDivLogTarget
         | LossKind::Focal
-        | LossKind::InfoNce
         | LossKind::Ctc => Ok(None),
     }
 }

@@ -11,17 +11,17 @@ use candle_core::{Tensor, D};
 
 use super::Terms;
 use crate::error::Result;
+use crate::ops::diagnosis::{Limits, Rule};
 use crate::ops::normalize::normalize;
-use crate::ops::py;
+use crate::ops::{py, Explained};
 use crate::run::kernel::activation::log_softmax_along;
-use crate::scenario::{LossSpec, Named, Reduction};
+use crate::scenario::{DTypeName, LossKind, LossSpec, Named, Reduction};
 
 /// torchvision's defaults for `sigmoid_focal_loss`: γ = 2, α = 0.25.
 const FOCAL: [(&str, f64); 2] = [("gamma", 2.0), ("alpha", 0.25)];
 
 /// The constants `kind`'s formula reads, with their defaults (PyTorch's or torchvision's).
-pub(super) fn consts_of(kind: crate::scenario::LossKind) -> &'static [(&'static str, f64)] {
-    use crate::scenario::LossKind;
+pub(super) fn consts_of(kind: LossKind) -> &'static [(&'static str, f64)] {
     match kind {
         LossKind::Focal => &FOCAL,
         // No default temperature in PyTorch: SimCLR's 0.07 is common, and the point is to set it.
@@ -111,13 +111,58 @@ pub(super) fn focal_elements_torch(s: &LossSpec) -> String {
 /// layer's kernel and backward): a zero embedding gives 0 logits and a gradient of `g / 1e-12`
 /// (0 in f16, where the eps is 0: NaN), as in PyTorch.
 pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
-    let t = constant(s, "temperature");
-    let (p, y) = if s.normalized { (normalize(p, 2.0, NORMALIZE_EPS)?, normalize(y, 2.0, NORMALIZE_EPS)?) } else { (p.clone(), y.clone()) };
-    let logits = (p.matmul(&y.t()?)? / t)?;
+    let (logits, _) = info_nce_logits(s, p, y)?;
     let n = p.dim(0)?;
     let labels = Tensor::arange(0u32, n as u32, p.device())?.unsqueeze(1)?;
     let picked = log_softmax_along(&logits, D::Minus1)?.gather(&labels, 1)?.squeeze(1)?;
     Ok(Terms::Nll(picked.neg()?))
+}
+
+/// [`info_nce`]'s logits `p @ yᵀ / T` in the inputs' dtype, and the embeddings they are of
+/// (`F.normalize`d with `normalized`).
+fn info_nce_logits(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<(Tensor, (Tensor, Tensor))> {
+    let t = constant(s, "temperature");
+    let (p, y) = if s.normalized { (normalize(p, 2.0, NORMALIZE_EPS)?, normalize(y, 2.0, NORMALIZE_EPS)?) } else { (p.clone(), y.clone()) };
+    Ok(((p.matmul(&y.t()?)? / t)?, (p, y)))
+}
+
+/// Why [`info_nce`] of finite embeddings `p` and `y` is not finite in dtype `d`: a logit
+/// `p_i · y_j / T` past `d`'s largest value, ±∞ in `d` (a small temperature in f16, as people
+/// report), which makes its row's log-softmax `∞ − ∞` = NaN (+∞) or, as the row's positive,
+/// its loss +∞ (−∞); else the cross-entropy of finite logits whose reduction overflows
+/// (`classes.rs`'s rule, on the logits against `arange(batch)`). `None` if neither.
+pub(super) fn info_nce_overflow(s: &LossSpec, p: &Tensor, y: &Tensor, d: DTypeName) -> Result<Explained> {
+    let (logits, (a, b)) = info_nce_logits(s, p, y)?;
+    let values = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?) };
+    let (l, a, b) = (values(&logits)?, values(&a)?, values(&b)?);
+    if a.iter().chain(&b).any(|v| !v.is_finite()) {
+        return Ok(None);
+    }
+    let n = p.dim(0)?;
+    let Some(at) = l.iter().position(|v| !v.is_finite()) else {
+        let spec = LossSpec { kind: LossKind::CrossEntropy, reduction: s.reduction, ..LossSpec::default() };
+        let labels = Tensor::arange(0u32, n as u32, p.device())?.to_dtype(logits.dtype())?.unsqueeze(1)?;
+        return Ok(super::classes::overflow(&spec, &logits, &labels, d)?.map(|(rule, why)| (rule, format!("the logits p @ y.T / T are finite; {why}"))));
+    };
+    let (i, j) = (at / n.max(1), at % n.max(1));
+    let w = a.len() / n.max(1);
+    let dot: f64 = (0..w).map(|k| a[i * w + k] * b[j * w + k]).sum();
+    let t = constant(s, "temperature");
+    let (dt, max, h) = (<&str>::from(d), Limits::of(d).max, crate::human);
+    let count = l.iter().filter(|v| !v.is_finite()).count();
+    let past = if dot.abs() > max {
+        format!("the dot product {} is already past {dt}'s largest value {}", h(dot), h(max))
+    } else {
+        format!("{} / {} = {} is past {dt}'s largest value {}", h(dot), h(t), h(dot / t), h(max))
+    };
+    let then = if l[at] > 0.0 { "and the log-softmax of a row holding +∞ is ∞ − ∞ = NaN" } else { "and where it is the row's positive (its diagonal) the row's loss −log_softmax is +∞" };
+    let reason = format!(
+        "the logit of row {i} against row {j}, p_{i} · y_{j} / T with temperature T = {}: {past}, so it is {} in {dt} ({count} of the {} logits are), {then}; fix: a larger temperature, normalized = true (|logit| ≤ 1/T), or the logits in f32",
+        h(t),
+        h(l[at]),
+        n * n
+    );
+    Ok(Some((Rule::Overflow, reason)))
 }
 
 /// `F.normalize`'s default eps.
@@ -154,6 +199,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::super::Loss;
+    use super::info_nce_overflow;
     use crate::scenario::{LossKind, LossSpec, Reduction};
 
     fn spec(kind: LossKind, consts: &[(&str, f64)], reduction: Reduction) -> LossSpec {
@@ -229,6 +275,36 @@ mod tests {
         let h = |v: &[[f32; 2]; 2]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
         let l = Loss(spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean)).apply(&h(&[[30.0, 0.0], [0.0, 1.0]]), &h(&[[25.0, 0.0], [0.0, 1.0]])).unwrap();
         assert!(l.to_dtype(candle_core::DType::F32).unwrap().to_scalar::<f32>().unwrap().is_nan());
+    }
+
+    #[test]
+    fn info_nce_names_the_logit_that_overflows_f16_and_a_sum_of_rows_past_it() {
+        use crate::ops::diagnosis::Rule;
+        use crate::scenario::DTypeName;
+        let h = |v: &[[f32; 2]; 2]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
+        // T = 0.01: row 0's logit against row 0 is 30 · 25 / 0.01 = 75000 > 65504, inf in f16,
+        // the only one of the 4 (the others 0, 0 and 1 · 1 / 0.01 = 100); PyTorch 2.15: logits
+        // [[inf, 0], [0, 100]] and the loss nan.
+        let s = spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean);
+        let (rule, why) = info_nce_overflow(&s, &h(&[[30.0, 0.0], [0.0, 1.0]]), &h(&[[25.0, 0.0], [0.0, 1.0]]), DTypeName::F16).unwrap().expect("the logit overflows");
+        assert_eq!(rule, Rule::Overflow);
+        assert!(
+            why.starts_with(
+                "the logit of row 0 against row 0, p_0 · y_0 / T with temperature T = 0.01: 750 / 0.01 = 75000 is past f16's largest value 65504, so it is inf in f16 (1 of the 4 logits are)"
+            ),
+            "{why}"
+        );
+        assert!(why.contains("∞ − ∞ = NaN") && why.contains("fix: a larger temperature"), "{why}");
+        // T = 1, rows [200, 0], [0, 200] against [0, 200], [200, 0]: the positives' logits are 0 and
+        // the others 40000, finite in f16, so each row's loss is 40000, and their f16 sum 80000 is
+        // past 65504 (PyTorch 2.15: rows [40000, 40000], the mean inf).
+        let s = spec(LossKind::InfoNce, &[("temperature", 1.0)], Reduction::Mean);
+        let (rule, why) = info_nce_overflow(&s, &h(&[[200.0, 0.0], [0.0, 200.0]]), &h(&[[0.0, 200.0], [200.0, 0.0]]), DTypeName::F16).unwrap().expect("the sum overflows");
+        assert_eq!(rule, Rule::Overflow);
+        assert!(why.starts_with("the logits p @ y.T / T are finite; every row's loss is finite (the largest, row 0, 40000)") && why.contains("their sum 80000"), "{why}");
+        // In f32 both are finite: no rule.
+        let f = |v: &[[f32; 2]; 2]| Tensor::new(v, &Device::Cpu).unwrap();
+        assert_eq!(info_nce_overflow(&s, &f(&[[200.0, 0.0], [0.0, 200.0]]), &f(&[[0.0, 200.0], [200.0, 0.0]]), DTypeName::F32).unwrap(), None);
     }
 
     #[test]

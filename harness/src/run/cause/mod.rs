@@ -268,12 +268,12 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
             Ok(Some(cause(rule, op, reason, operands)))
         }
         // The kind explains its own formula (`ops::loss::explain`).
-        LossKind::CrossEntropy => {
+        LossKind::CrossEntropy | LossKind::InfoNce => {
             let found = crate::ops::loss::explain(spec, p, y, d)?;
             found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
         LossKind::Ctc => ctc::infeasible(spec, (p, y, mask), d),
-        LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce => Ok(None),
+        LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal => Ok(None),
     }
 }
 
