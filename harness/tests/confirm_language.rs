@@ -1,5 +1,6 @@
 //! The model language's constructs confirmed against a real PyTorch 2.15 (feature
-//! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, a half cross-entropy
+//! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, an expression under
+//! autocast computing op by op (a one-pass variance), a half cross-entropy
 //! of one-hot targets whose summed terms overflow before the mean, a preprocessing
 //! expression and a chain of preprocessing steps, an expression reading an earlier named
 //! output, a loss expression reading the padding mask and `ctc` with per-row input lengths,
@@ -57,6 +58,15 @@ fn a_projection_kept_in_f32_under_f16_autocast_agrees_with_pytorch() {
     // PyTorch 2.15: the projection under CPU autocast to f16 gives inf at step 1, and the same
     // module under `torch.autocast(..., enabled=False)` on `x.float()` stays finite.
     fails_and_fix_holds("amp_f16_projection_overflow", (1, nanhunt::Phase::Forward, "layers.0.linear.output"), "_fix_precision_f32");
+}
+
+#[test]
+fn a_one_pass_variance_expression_under_f16_autocast_agrees_with_pytorch_op_by_op() {
+    // PyTorch 2.15: under CPU autocast to f16 each op of the expression runs apart, so after the
+    // f16 projection `x*x` and `m*m` are f16 and overflow, and `E[x²] − E[x]²` is inf − inf =
+    // NaN at step 1; the same layer under `torch.autocast(..., enabled=False)` on `x.float()`
+    // stays finite.
+    fails_and_fix_holds("expr_one_pass_variance_amp_f16", (1, nanhunt::Phase::Forward, "layers.1.expr.output"), "_fix_precision_f32");
 }
 
 #[test]

@@ -74,12 +74,14 @@ pub enum Rounding {
     /// output (attention's scores).
     Projections,
     /// It runs on real half tensors even in f32 storage, rounding at every step inside (the
-    /// recurrent cells, the convolutions).
+    /// recurrent cells, the convolutions; an expression, which reads each input in the dtype it
+    /// holds and gives its result in its own).
     HalfTensors,
 }
 
 /// How attention's inner tensors meet autocast: not at all, rounded to the low dtype in f32
-/// storage, or cast to it (see `run::model::autocast`).
+/// storage, or cast to it (see `run::model::autocast`); for an expression, `Cast` is autocast
+/// per node inside (`ops::expr::amp`), `Off` none (no autocast, or a layer kept in f32).
 #[derive(Debug, Clone, Copy)]
 pub enum Inner {
     /// No autocast.
@@ -130,7 +132,7 @@ pub struct Cx<'a> {
     pub training: bool,
     /// The low dtype this node's values are rounded to in f32 storage, if any.
     pub round: Option<DType>,
-    /// How attention's inner tensors meet autocast.
+    /// How attention's inner tensors (an expression's nodes) meet autocast.
     pub inner: Inner,
     /// The dtype the model's parameters are stored in.
     pub storage: DType,

@@ -75,6 +75,11 @@ pub(crate) trait Net {
     /// or a code model).
     fn output_dtypes(&self) -> Vec<DType>;
 
+    /// Under autocast, the dtypes node `l`'s inputs hold as the last forward read them, as
+    /// PyTorch holds them (its main input first, then [`Net::others_of`]'s); empty where it
+    /// computes without autocast (no autocast, a layer kept in f32, a code model).
+    fn read_dtypes(&self, l: usize) -> Vec<DType>;
+
     /// Sets the stream the next training forward draws its dropout masks from
     /// (`rng::dropout_stream(seed, fold, step)`), so masks depend only on the step.
     fn dropout_step(&self, rng: ChaCha8Rng);

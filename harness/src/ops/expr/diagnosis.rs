@@ -16,12 +16,17 @@
 //! the f64 verdict classes it: a derivative infinite at exactly 0 is `zero_times_inf` (the 0 an
 //! underflow where a wider dtype keeps it), a value that overflowed to ∞ (the unselected
 //! `exp(x)` above ln(max)) is an `overflow`.
+//!
+//! Under autocast ([`explain_amp`]) each node is evaluated in its own dtype, as `amp.rs` runs
+//! it, so the node named may be an overflow of the low dtype (`x * x` past f16's 65504), and
+//! each rule reads the limits of its node's dtype.
 
 use candle_core::{DType, Tensor, Var};
 
+use super::amp::{Amp, Value};
 use super::ast::{Ast, BinOp, Kind};
 use super::check::{Ir, IrOp};
-use super::eval::eval;
+use super::eval::{alone, eval, operands};
 use super::funcs::Func;
 use crate::error::Result;
 use crate::ops::diagnosis::{Limits, Rule};
@@ -34,6 +39,8 @@ struct Node<'a> {
     /// Its text as written (the parse tree's), or the checked node's if none matches.
     text: String,
     value: Tensor,
+    /// Its dtype under autocast (`None`: a number, which does not promote).
+    kind: Option<DType>,
     /// Its operands' indices in the tape.
     kids: Vec<usize>,
     parent: Option<usize>,
@@ -47,16 +54,8 @@ struct Tape<'a> {
     names: &'a [String],
     /// The inputs, by slot.
     inputs: &'a [Tensor],
-}
-
-/// The operands of a checked node.
-fn operands(ir: &Ir) -> Vec<&Ir> {
-    match &ir.op {
-        IrOp::Input(_) | IrOp::Const(_) => Vec::new(),
-        IrOp::Neg(a) | IrOp::Pow(a, _) => vec![a],
-        IrOp::Bin(_, a, b) => vec![a, b],
-        IrOp::Call(_, xs, _) => xs.iter().collect(),
-    }
+    /// Autocast, node by node (`amp.rs`), if the expression ran under it.
+    amp: Option<Amp>,
 }
 
 /// The parse tree's operands matching `operands(ir)`, where the shapes agree.
@@ -71,23 +70,10 @@ fn ast_operands<'a>(ast: Option<&'a Ast>, ir: &Ir) -> Vec<Option<&'a Ast>> {
     (0..n).map(|i| found.get(i).copied()).collect()
 }
 
-/// `ir` with its operands replaced by inputs 0, 1, ...: the node alone, over its operands' values.
-fn alone(ir: &Ir) -> Ir {
-    let slot = |i: usize, a: &Ir| Box::new(Ir { op: IrOp::Input(i), col: a.col, dims: a.dims.clone() });
-    let op = match &ir.op {
-        IrOp::Input(_) | IrOp::Const(_) => ir.op.clone(),
-        IrOp::Neg(a) => IrOp::Neg(slot(0, a)),
-        IrOp::Pow(a, e) => IrOp::Pow(slot(0, a), *e),
-        IrOp::Bin(op, a, b) => IrOp::Bin(*op, slot(0, a), slot(1, b)),
-        IrOp::Call(f, xs, b) => IrOp::Call(*f, xs.iter().enumerate().map(|(i, a)| *slot(i, a)).collect(), b.clone()),
-    };
-    Ir { op, col: ir.col, dims: ir.dims.clone() }
-}
-
 impl<'a> Tape<'a> {
     /// Evaluates `ir` (parsed as `ast`) over `inputs` (named `names`) node by node.
-    fn new(ir: &'a Ir, ast: Option<&'a Ast>, (names, inputs): (&'a [String], &'a [Tensor]), dtype: DTypeName) -> Result<Self> {
-        let mut t = Tape { nodes: Vec::new(), dtype, names, inputs };
+    fn new(ir: &'a Ir, ast: Option<&'a Ast>, (names, inputs): (&'a [String], &'a [Tensor]), dtype: DTypeName, amp: Option<Amp>) -> Result<Self> {
+        let mut t = Tape { nodes: Vec::new(), dtype, names, inputs, amp };
         t.push(ir, ast, inputs)?;
         Ok(t)
     }
@@ -95,11 +81,16 @@ impl<'a> Tape<'a> {
     fn push(&mut self, ir: &'a Ir, ast: Option<&'a Ast>, inputs: &[Tensor]) -> Result<usize> {
         let kids = operands(ir).into_iter().zip(ast_operands(ast, ir)).map(|(k, a)| self.push(k, a, inputs)).collect::<Result<Vec<_>>>()?;
         let dt = inputs.first().map_or(DType::F32, Tensor::dtype);
-        let value = match &ir.op {
-            IrOp::Input(_) | IrOp::Const(_) => eval(ir, inputs, dt)?,
-            IrOp::Neg(_) | IrOp::Pow(..) | IrOp::Bin(..) | IrOp::Call(..) => {
+        let (value, kind) = match (&self.amp, &ir.op) {
+            (Some(amp), IrOp::Input(_) | IrOp::Const(_)) => amp.value(ir, &Amp::values(inputs)?).map(|v| (v.t, v.dtype))?,
+            (Some(amp), IrOp::Neg(_) | IrOp::Pow(..) | IrOp::Bin(..) | IrOp::Call(..)) => {
+                let vals = kids.iter().map(|&k| self.value(k, self.nodes[k].value.clone())).collect::<Vec<_>>();
+                amp.node(ir, &vals).map(|v| (v.t, v.dtype))?
+            }
+            (None, IrOp::Input(_) | IrOp::Const(_)) => (eval(ir, inputs, dt)?, Some(dt)),
+            (None, IrOp::Neg(_) | IrOp::Pow(..) | IrOp::Bin(..) | IrOp::Call(..)) => {
                 let vals: Vec<Tensor> = kids.iter().map(|&k| self.nodes[k].value.clone()).collect();
-                eval(&alone(ir), &vals, dt)?
+                (eval(&alone(ir), &vals, dt)?, Some(dt))
             }
         };
         let text = ast.map_or_else(|| format!("node at column {}", ir.col), |a| a.to_string());
@@ -107,8 +98,24 @@ impl<'a> Tape<'a> {
         for &k in &kids {
             self.nodes[k].parent = Some(me);
         }
-        self.nodes.push(Node { ir, text, value, kids, parent: None });
+        self.nodes.push(Node { ir, text, value, kind, kids, parent: None });
         Ok(me)
+    }
+
+    /// Node `k`'s value as `t` (its own tensor, or a variable of it), with its dtype under autocast.
+    fn value(&self, k: usize, t: Tensor) -> Value {
+        Value { t, dtype: self.nodes[k].kind }
+    }
+
+    /// The dtype whose limits node `k`'s rules read: its own under autocast, else the run's.
+    fn dtype_of(&self, k: usize) -> DTypeName {
+        match (self.amp, self.nodes[k].value.dtype()) {
+            (None, _) => self.dtype,
+            (Some(_), DType::F16) => DTypeName::F16,
+            (Some(_), DType::BF16) => DTypeName::Bf16,
+            (Some(_), DType::F64) => DTypeName::F64,
+            (Some(_), _) => DTypeName::F32,
+        }
     }
 
     /// The gradients of node `k`'s operands when `g` arrives at its output (PyTorch's backward of the node alone).
@@ -116,7 +123,10 @@ impl<'a> Tape<'a> {
         let n = &self.nodes[k];
         let vars = n.kids.iter().map(|&c| Var::from_tensor(&self.nodes[c].value)).collect::<candle_core::Result<Vec<_>>>()?;
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-        let out = eval(&alone(n.ir), &ts, n.value.dtype())?;
+        let out = match &self.amp {
+            Some(amp) => amp.node(n.ir, &n.kids.iter().zip(&ts).map(|(&c, t)| self.value(c, t.clone())).collect::<Vec<_>>())?.t,
+            None => eval(&alone(n.ir), &ts, n.value.dtype())?,
+        };
         let store = out.broadcast_mul(g)?.sum_all()?.backward()?;
         Ok(vars.iter().map(|v| store.get(v.as_tensor()).cloned()).collect())
     }
@@ -192,9 +202,9 @@ fn at(t: &Tensor, like: &Tensor, i: usize) -> Option<f64> {
 
 /// Why `text` (the expression as written) made a non-finite value over `inputs` (in the
 /// slots `ir` reads, named `names`), in `dtype`: the first sub-expression at fault and its rule.
-fn forward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), dtype: DTypeName) -> Result<Explained> {
+fn forward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), (dtype, amp): (DTypeName, Option<Amp>)) -> Result<Explained> {
     let ast = super::parse::parse(text).ok();
-    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
+    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype, amp)?;
     let Some(mut k) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
     if first_bad(&tape.nodes[k].value)?.is_none() {
         return Ok(None);
@@ -219,7 +229,8 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     let xs: Vec<Option<f64>> = n.kids.iter().map(|&c| at(&tape.nodes[c].value, &n.value, e)).collect();
     let x = xs.first().copied().flatten().unwrap_or(f64::NAN);
     let v = values(&n.value).ok().and_then(|v| v.get(e).copied()).unwrap_or(f64::NAN);
-    let (dt, lim) = (<&str>::from(tape.dtype), Limits::of(tape.dtype));
+    let d = tape.dtype_of(k);
+    let (dt, lim) = (<&str>::from(d), Limits::of(d));
     let name = tape.name(k);
     let h = crate::human;
     // A named loss reduced to one number explains its own formula (`ops::loss::explain`:
@@ -255,9 +266,9 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
 /// Why the gradient of `text`'s inputs (named, as [`forward`]'s) went non-finite when
 /// `upstream` (finite, in the result's shape) arrives at its result: the first node whose
 /// operand's gradient is non-finite, and its rule.
-fn backward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), upstream: &Tensor, dtype: DTypeName) -> Result<Explained> {
+fn backward(text: &str, ir: &Ir, inputs: (&[String], &[Tensor]), upstream: &Tensor, (dtype, amp): (DTypeName, Option<Amp>)) -> Result<Explained> {
     let ast = super::parse::parse(text).ok();
-    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype)?;
+    let tape = Tape::new(ir, ast.as_ref(), inputs, dtype, amp)?;
     let Some(root) = tape.nodes.len().checked_sub(1) else { return Ok(None) };
     let mut grads: Vec<Option<Tensor>> = vec![None; tape.nodes.len()];
     grads[root] = Some(upstream.to_dtype(tape.nodes[root].value.dtype())?.broadcast_as(tape.nodes[root].value.shape())?.contiguous()?);
@@ -287,7 +298,9 @@ fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Te
     let v = at(&n.value, gc, e);
     let gi = at(g, gc, e).unwrap_or(f64::NAN);
     let name = tape.name(k);
-    let (dt, lim, h) = (<&str>::from(tape.dtype), Limits::of(tape.dtype), crate::human);
+    // The gradient overflows in its operand's dtype; a derivative is its node's.
+    let (d, dc) = (tape.dtype_of(k), tape.dtype_of(c));
+    let (dt, lim, h) = (<&str>::from(dc), Limits::of(dc), crate::human);
     let unselected = if gi == 0.0 { unselected_by(tape, k) } else { String::new() };
     let derivative = match &n.ir.op {
         IrOp::Call(Func::Sqrt, ..) => Some("sqrt's derivative 1/(2√x)".to_string()),
@@ -296,8 +309,8 @@ fn backward_rule(tape: &Tape<'_>, (k, c): (usize, usize), (g, gc): (&Tensor, &Te
         IrOp::Pow(_, p) if *p < 1.0 => Some(format!("the derivative of x**{} ({}·x**{})", h(*p), h(*p), h(p - 1.0))),
         _ => None,
     };
-    if let Some(d) = derivative {
-        if let Some((rule, why)) = crate::ops::infinite_at_zero(&d, &Facts::at(x, gi, tape.dtype)) {
+    if let Some(derivative) = derivative {
+        if let Some((rule, why)) = crate::ops::infinite_at_zero(&derivative, &Facts::at(x, gi, d)) {
             return Some((rule, format!("in the backward of {name}, element {e}: {why}{unselected}")));
         }
     }
@@ -348,11 +361,37 @@ fn unselected_by(tape: &Tape<'_>, mut k: usize) -> String {
 /// `dtype`. None if it does not check against these inputs (it reads a name not given).
 pub fn explain<S: AsRef<str>>(text: &str, consts: &std::collections::BTreeMap<String, f64>, inputs: &[(S, &Tensor)], upstream: Option<&Tensor>, dtype: DTypeName) -> Result<Explained> {
     let (ts, _) = super::promoted(inputs.iter().map(|(_, t)| (*t).clone()).collect())?;
+    explain_tensors(text, consts, (inputs, ts), upstream, (dtype, None))
+}
+
+/// [`explain`] for an expression that ran under autocast to `low` (`amp.rs`), whose inputs hold
+/// the dtypes `holds` (in f32 storage they may be f32 tensors of low values): each node in its own dtype.
+pub fn explain_amp<S: AsRef<str>>(
+    text: &str,
+    consts: &std::collections::BTreeMap<String, f64>,
+    inputs: &[(S, &Tensor)],
+    upstream: Option<&Tensor>,
+    (low, holds): (DType, &[DType]),
+) -> Result<Explained> {
+    let ts = inputs.iter().enumerate().map(|(i, (_, t))| crate::run::kernel::cast::cast(t, holds.get(i).copied().unwrap_or(t.dtype()))).collect::<Result<Vec<_>>>()?;
+    let amp = Amp::of(&ts, low);
+    let dtype = if low == DType::BF16 { DTypeName::Bf16 } else { DTypeName::F16 };
+    explain_tensors(text, consts, (inputs, ts), upstream, (dtype, Some(amp)))
+}
+
+/// [`explain`] over the inputs' tensors `ts` as the expression read them.
+fn explain_tensors<S: AsRef<str>>(
+    text: &str,
+    consts: &std::collections::BTreeMap<String, f64>,
+    (inputs, ts): (&[(S, &Tensor)], Vec<Tensor>),
+    upstream: Option<&Tensor>,
+    how: (DTypeName, Option<Amp>),
+) -> Result<Explained> {
     let named: Vec<(String, super::check::Dims)> = inputs.iter().zip(&ts).map(|((n, _), t)| (n.as_ref().to_string(), super::dims_of_tensor(t))).collect();
     let Ok(c) = super::compile(text, &named, consts) else { return Ok(None) };
     match upstream {
-        None => forward(text, &c.ir, (&c.names, &ts), dtype),
-        Some(g) => backward(text, &c.ir, (&c.names, &ts), g, dtype),
+        None => forward(text, &c.ir, (&c.names, &ts), how),
+        Some(g) => backward(text, &c.ir, (&c.names, &ts), g, how),
     }
 }
 

@@ -239,3 +239,26 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
         | Func::InfoNce => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
     }
 }
+
+/// The operands of a checked node.
+pub(super) fn operands(ir: &Ir) -> Vec<&Ir> {
+    match &ir.op {
+        IrOp::Input(_) | IrOp::Const(_) => Vec::new(),
+        IrOp::Neg(a) | IrOp::Pow(a, _) => vec![a],
+        IrOp::Bin(_, a, b) => vec![a, b],
+        IrOp::Call(_, xs, _) => xs.iter().collect(),
+    }
+}
+
+/// `ir` with its operands replaced by inputs 0, 1, ...: the node alone, over its operands' values.
+pub(super) fn alone(ir: &Ir) -> Ir {
+    let slot = |i: usize, a: &Ir| Box::new(Ir { op: IrOp::Input(i), col: a.col, dims: a.dims.clone() });
+    let op = match &ir.op {
+        IrOp::Input(_) | IrOp::Const(_) => ir.op.clone(),
+        IrOp::Neg(a) => IrOp::Neg(slot(0, a)),
+        IrOp::Pow(a, e) => IrOp::Pow(slot(0, a), *e),
+        IrOp::Bin(op, a, b) => IrOp::Bin(*op, slot(0, a), slot(1, b)),
+        IrOp::Call(f, xs, b) => IrOp::Call(*f, xs.iter().enumerate().map(|(i, a)| *slot(i, a)).collect(), b.clone()),
+    };
+    Ir { op, col: ir.col, dims: ir.dims.clone() }
+}

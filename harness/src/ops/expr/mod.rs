@@ -10,6 +10,7 @@
 //! with PyTorch's broadcasting (`check.rs`), before training; `eval.rs` runs it, with
 //! PyTorch's forward and backward (`grad.rs` where PyTorch's backward is not the chain rule;
 //! `losses.rs`, the named losses, through the loss op's kernels);
+//! `amp.rs` runs it under autocast, each node in the dtype PyTorch's autocast gives its op;
 //! `torch.rs` writes the same expression as PyTorch calls for `repro.py`; `diagnosis.rs` names
 //! the sub-expression that made a non-finite value or gradient, for the cause engine.
 
@@ -17,10 +18,11 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
 
-use super::{Autocast, Cx, Op, Rounding, Torch};
+use super::{Autocast, Cx, Inner, Op, Rounding, Torch};
 use crate::error::Result;
 use crate::scenario::{Part, Planner, Shape};
 
+pub mod amp;
 pub mod ast;
 pub mod check;
 pub mod diagnosis;
@@ -214,17 +216,27 @@ impl Op for Expr {
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
         let all: Vec<Tensor> = std::iter::once(x.clone()).chain(cx.others.iter().cloned()).collect();
-        let (all, dtype) = promoted(all)?;
-        let checked = self.compiled(dims_of_tensor(&all[0]), all[1..].iter().map(dims_of_tensor).collect()).map_err(|m| crate::ops::unplanned(format!("expression `{}`: {m}", self.expr)))?;
-        eval::eval(&checked.ir, &all, dtype)
+        let checked =
+            |all: &[Tensor]| self.compiled(dims_of_tensor(&all[0]), all[1..].iter().map(dims_of_tensor).collect()).map_err(|m| crate::ops::unplanned(format!("expression `{}`: {m}", self.expr)));
+        match cx.inner {
+            // Under autocast each node computes in its own dtype, as PyTorch runs each op (`amp.rs`).
+            Inner::Cast(low) => amp::eval(&checked(&all)?.ir, &all, low),
+            Inner::Off | Inner::Round(_) => {
+                let (all, dtype) = promoted(all)?;
+                eval::eval(&checked(&all)?.ir, &all, dtype)
+            }
+        }
     }
 
+    /// On no list as a whole: under autocast each of its nodes has its own class (`amp.rs`).
     fn autocast(&self, _: Part) -> Autocast {
-        autocast_of(&self.expr)
+        Autocast::Same
     }
 
+    /// It reads its inputs as tensors of the dtypes PyTorch holds them in, and rounds at every
+    /// node inside (`amp.rs`); its output's dtype is its result's.
     fn rounding(&self, _: Part) -> Rounding {
-        Rounding::Outside
+        Rounding::HalfTensors
     }
 
     /// Explained by `run::cause` from all its inputs, node by node (`diagnosis.rs`).
@@ -244,25 +256,6 @@ impl Op for Expr {
     fn torch(&self) -> Torch {
         let text = parse::parse(&self.expr).map(|a| torch::python(&a, &self.consts, "x")).unwrap_or_else(|e| format!("None  # {e}"));
         Torch::Expr(text)
-    }
-}
-
-/// Where an expression computes under autocast: in f32 if it calls a function of autocast's
-/// f32 list (exp, log, softmax, sum, ...), else in the low dtype if it multiplies matrices,
-/// else in its input's dtype. (PyTorch decides per op; one node has one class.)
-pub fn autocast_of(text: &str) -> Autocast {
-    let Ok(a) = parse::parse(text) else { return Autocast::Same };
-    let (mut f32, mut low) = (false, false);
-    a.walk(&mut |n| match &n.kind {
-        ast::Kind::Call(name, ..) => f32 |= name.parse::<funcs::Func>().is_ok_and(funcs::Func::f32_under_autocast),
-        ast::Kind::Bin(ast::BinOp::MatMul, ..) => low = true,
-        ast::Kind::Bin(ast::BinOp::Pow, ..) => f32 = true,
-        ast::Kind::Num(_) | ast::Kind::Bool(_) | ast::Kind::Str(_) | ast::Kind::Name(_) | ast::Kind::Neg(_) | ast::Kind::Bin(..) | ast::Kind::Tuple(_) => {}
-    });
-    match (f32, low) {
-        (true, _) => Autocast::F32,
-        (false, true) => Autocast::Low,
-        (false, false) => Autocast::Same,
     }
 }
 

@@ -30,7 +30,9 @@ DTYPE = DTYPES[SCENARIO["dtype"]]
 # list casts linear, matmul and convolution to LOW; the ops on CUDA's fp32 list that CPU's
 # leaves out (softmax, norms, exp, log, pow, softplus, reciprocal, losses) are cast to f32
 # by hand below, so the casts are CUDA's, as nanhunt's: each node's class ("low", "f32" or
-# "same") is nanhunt's own, written into SCENARIO["nodes"] by the exporter.
+# "same") is nanhunt's own, written into SCENARIO["nodes"] by the exporter. An expression
+# layer is one line of torch calls, each an op of its own under autocast: CudaF32List casts
+# the operands of those on CUDA's list up.
 LOW = {"amp_f16": torch.float16, "amp_bf16": torch.bfloat16}.get(SCENARIO.get("precision", "f32"))
 # Each plan node by name: its parameters, autocast class and, for an op of nanhunt's registry
 # (every elementwise layer), its PyTorch expression of `x`.
@@ -171,15 +173,34 @@ class BatchNorm(nn.Module):
         return torch.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training, self.momentum, self.eps, False)
 
 
-class Fn(nn.Module):
-    """An elementwise function or an expression as a layer (reading x and earlier named outputs)."""
+class CudaF32List(torch.overrides.TorchFunctionMode):
+    """Under CPU autocast, the calls on CUDA's autocast f32 list that CPU's list leaves in their
+    input's dtype (exp, log, log1p, rsqrt, softplus, pow, sum, logsumexp, norm, softmax,
+    log_softmax, cumsum, cosine_similarity, the losses) get their operands cast up to f32, as
+    nanhunt computes an expression's nodes (ops/expr/amp.rs). Outside autocast, nothing."""
 
-    def __init__(self, f):
+    NAMES = {"exp", "log", "log1p", "rsqrt", "softplus", "pow", "__pow__", "__rpow__", "sum", "logsumexp", "norm", "softmax", "log_softmax", "cumsum", "cosine_similarity",
+             "cross_entropy", "kl_div", "mse_loss", "binary_cross_entropy_with_logits"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if torch.is_autocast_enabled("cpu") and getattr(func, "__name__", "") in self.NAMES:
+            up = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            args, kwargs = tuple(up(a) for a in args), {k: up(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)
+
+
+class Fn(nn.Module):
+    """An elementwise function or an expression as a layer (reading x and earlier named outputs);
+    an expression's calls under autocast in the dtypes of CUDA's lists (`CudaF32List`)."""
+
+    def __init__(self, f, per_op=False):
         super().__init__()
-        self.f = f
+        self.f, self.per_op = f, per_op
 
     def forward(self, x, *others):
-        return self.f(x, *others)
+        with CudaF32List() if self.per_op else contextlib.nullcontext():
+            return self.f(x, *others)
 
 
 class Residual(nn.Module):
@@ -378,7 +399,7 @@ def layer(spec, width, seq, name):
     # An op of nanhunt's registry: its expression of x (and of the earlier named outputs it
     # reads), with torch, F and the custom Functions above.
     args = ", ".join(["x"] + [n for n, _ in NODES[name].get("reads") or []])
-    return Fn(eval(f"lambda {args}: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare})), width
+    return Fn(eval(f"lambda {args}: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare}), per_op=kind == "expr"), width
 
 
 class Model(nn.Module):

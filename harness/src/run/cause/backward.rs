@@ -35,7 +35,8 @@ fn values(t: &Tensor) -> Result<Vec<f64>> {
 /// that of `reader`, the node that reads `l`'s output, or the loss's if none does. `outs` are
 /// the nodes' outputs, `others` what the reader reads besides `l`'s output (an expression's
 /// named outputs), `upstream` the finite gradient of the reader's output, `y` the targets and
-/// `mask` the padding mask (an expression loss reads it).
+/// `mask` the padding mask (an expression loss reads it); `amp`, under autocast, the low dtype
+/// and the dtypes the reader's inputs hold.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn born(
     layers: &[Layer],
@@ -45,7 +46,7 @@ pub(crate) fn born(
     (outs, others): (&[Tensor], &[&Tensor]),
     upstream: Option<&Tensor>,
     (spec, y, mask): (&LossSpec, &Tensor, Option<&Tensor>),
-    d: DTypeName,
+    (d, amp): (DTypeName, super::Amp<'_>),
 ) -> Result<Option<Cause>> {
     let Some(h) = outs.get(l) else { return Ok(None) };
     let lim = Limits::of(d);
@@ -60,7 +61,7 @@ pub(crate) fn born(
     let (x, gi) = (input.at.unwrap_or(f64::NAN), grad.at.unwrap_or(f64::NAN));
     // An expression is explained node by node, naming the sub-expression (and a named output it reads).
     if let Layer::Expr(e) = layer {
-        let found = crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &super::expr_inputs(e, h, others), Some(g), d)?;
+        let found = super::explain_expr(e, &super::expr_inputs(e, h, others), Some(g), (d, amp))?;
         return Ok(found.map(|(rule, reason)| cause(rule, op_name, reason, vec![input, grad])));
     }
     let found = op.explain_backward(&Facts { x, grad: gi, dtype: d, lim, read: grad.read(), index: i, dims: h.dims(), training: true });

@@ -173,8 +173,16 @@ pub fn precursors(s: &crate::Scenario) -> Vec<String> {
 /// The output of node `node` (the `part` of `layer` it computes) went non-finite in the forward
 /// pass (in evaluation unless `training`); `input` is what it read, `others` what else it read
 /// (an expression's named outputs), `params` the node's parameters (a linear layer's output is
-/// computed exactly from them, `product.rs`).
-pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, others, params): (&Tensor, &[&Tensor], &[Tensor]), index: usize, d: DTypeName, training: bool) -> Result<Option<Cause>> {
+/// computed exactly from them, `product.rs`); `amp`, under autocast, the low dtype and the
+/// dtypes its inputs hold (an expression is explained node by node in their dtypes).
+pub(crate) fn forward(
+    node: &str,
+    (layer, part): (&Layer, Part),
+    (input, others, params): (&Tensor, &[&Tensor], &[Tensor]),
+    index: usize,
+    (d, amp): (DTypeName, Amp<'_>),
+    training: bool,
+) -> Result<Option<Cause>> {
     if let (Layer::Linear(_), [w, b]) = (layer, params) {
         if let Some(c) = product::linear_output(node, input, (w, b), index, d)? {
             return Ok(Some(c));
@@ -184,7 +192,7 @@ pub(crate) fn forward(node: &str, (layer, part): (&Layer, Part), (input, others,
     let x = operand("input", input, Some(index), d)?;
     // An expression is explained node by node, naming the sub-expression (and a named output it reads).
     if let Layer::Expr(e) = layer {
-        let found = crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, &expr_inputs(e, input, others), None, d)?;
+        let found = explain_expr(e, &expr_inputs(e, input, others), None, (d, amp))?;
         return Ok(found.map(|(rule, reason)| cause(rule, node, reason, vec![x])));
     }
     let at = x.at.unwrap_or(f64::NAN);
@@ -199,6 +207,18 @@ pub(crate) fn expr_inputs<'t>(e: &crate::ops::expr::Expr, input: &'t Tensor, oth
     let reads = e.reads();
     let named = (reads.len() == others.len()).then(|| reads.into_iter().zip(others.iter().copied())).into_iter().flatten();
     std::iter::once(("x".to_string(), input)).chain(named).collect()
+}
+
+/// Under autocast, the low dtype and the dtypes a node's inputs hold (main input first).
+pub(crate) type Amp<'a> = Option<(candle_core::DType, &'a [candle_core::DType])>;
+
+/// Why expression layer `e` over `inputs` made a non-finite value (`upstream` None) or input
+/// gradient, node by node: in `d`, or under autocast (`amp`) each node in its own dtype.
+pub(crate) fn explain_expr(e: &crate::ops::expr::Expr, inputs: &[(String, &Tensor)], upstream: Option<&Tensor>, (d, amp): (DTypeName, Amp<'_>)) -> Result<crate::ops::Explained> {
+    match amp {
+        Some(a) => crate::ops::expr::diagnosis::explain_amp(&e.expr, &e.consts, inputs, upstream, a),
+        None => crate::ops::expr::diagnosis::explain(&e.expr, &e.consts, inputs, upstream, d),
+    }
 }
 
 /// A loss expression's inputs by name: `p`, `y`, and the padding `mask` if the data is padded.

@@ -156,6 +156,11 @@ impl Net for CodeNet {
         Vec::new()
     }
 
+    /// Its layers are its code's: none computes under nanhunt's autocast.
+    fn read_dtypes(&self, _: usize) -> Vec<DType> {
+        Vec::new()
+    }
+
     /// Always: the forward may call [`Watch::dropout`].
     fn has_dropout(&self) -> bool {
         true

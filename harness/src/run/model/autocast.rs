@@ -25,6 +25,9 @@
 //! the low dtype rounds its inputs (its casts) and its output. Recurrent cells
 //! and convolutions, which round inside, run on real half tensors instead, and
 //! other devices do everything that way; a test holds the two to the same bits.
+//! An expression runs on half tensors too, on no list as a whole: it reads each input
+//! as a tensor of the dtype it holds, gives each of its nodes its own op's dtype
+//! (`ops::expr::amp`), and its output holds its result's dtype (`settle`).
 
 use candle_core::{DType, Tensor};
 
@@ -131,11 +134,14 @@ impl super::Model {
         let var = |k: usize| self.params[k].var.as_tensor();
         if !self.rounded || rounding == Rounding::HalfTensors {
             let dt = |d: DType| if d == DType::U32 { d } else { target(policy, low, d) };
-            let input = if scores { input.clone() } else { cast(input, dt(input.dtype()))? };
+            // In f32 storage a low input is a half tensor again here (an expression, on no list,
+            // computes from the dtype its input holds).
+            let from = if self.rounded { li } else { input.dtype() };
+            let input = if scores { input.clone() } else { cast(input, dt(from))? };
             let params = node.params.clone().map(|k| cast(var(k), dt(DType::F32))).collect::<Result<Vec<_>>>()?;
             logical.push(dt(li));
             // A layer kept in f32 (`precision`) casts nothing down inside either.
-            let inner = if self.rounded || node.precision.is_some() { Inner::Off } else { Inner::Cast(low) };
+            let inner = if node.precision.is_some() { Inner::Off } else { Inner::Cast(low) };
             return Ok(Prepared { input, params: Some(params), round: None, inner });
         }
         let computes = match node.part {
@@ -165,10 +171,23 @@ impl super::Model {
     /// rounds its own (attention's mix, per projection) takes it as it comes.
     pub(super) fn operand(&self, node: &Node, input: Input, t: &Tensor, logical: &[DType]) -> Result<Tensor> {
         let Input::Node(j) = input else { return Ok(t.clone()) };
-        let outside = rounding(&node.layer, node.part) == Rounding::Outside;
+        let how = rounding(&node.layer, node.part);
         match (self.rounded, self.autocast, logical.get(j).copied()) {
-            (true, Some(low), Some(l)) if outside && l == low && self.readers[j] > 1 => round(t, low),
+            (true, Some(low), Some(l)) if how == Rounding::Outside && l == low && self.readers[j] > 1 => round(t, low),
+            // An op on half tensors (an expression reading a named output) reads it as one.
+            (true, Some(low), Some(l)) if how == Rounding::HalfTensors && l == low && node.precision.is_none() => cast(t, low),
             _ => Ok(t.clone()),
+        }
+    }
+
+    /// Node `i`'s output's logical dtype, once it computed `out`: an op on half tensors and on
+    /// no list (an expression, whose nodes have their own classes) holds its result's dtype.
+    pub(super) fn settle(&self, i: usize, out: &Tensor, logical: &mut [DType]) {
+        let node = &self.nodes[i];
+        if self.autocast.is_some() && rounding(&node.layer, node.part) == Rounding::HalfTensors && node_policy(node) == Policy::Same {
+            if let Some(l) = logical.get_mut(i) {
+                *l = out.dtype();
+            }
         }
     }
 
@@ -203,12 +222,25 @@ mod tests {
         assert_eq!(policy(&Layer::Residual(Residual { layers: Vec::new() }), Part::Sum), Policy::Same);
     }
 
-    #[test]
-    fn a_layer_kept_in_f32_does_not_overflow_where_its_f16_autocast_does() {
+    /// The first value of each output, and the output dtypes, of a model of `layers` (one
+    /// input feature) on `x` under f16 autocast, in f32 storage or on half tensors.
+    fn under_f16(layers: &[Layer], x: &Tensor, half_tensors: bool) -> (Vec<f32>, Vec<DType>) {
         use crate::run::net::Net;
-        use crate::scenario::{plan, InShape, Init, ModelSpec, Tagged};
+        use crate::scenario::{plan, InShape, Init, ModelSpec};
         use rand::SeedableRng;
         let dev = candle_core::Device::Cpu;
+        HALF_TENSORS.with(|h| h.set(half_tensors));
+        let s = ModelSpec { init: Init::Torch, layers: layers.to_vec(), init_scale: 1.0, code: None, onnx: None };
+        let p = plan(&s, InShape { features: 1, seq_len: None, vocab: None, image: None }).unwrap();
+        let m = super::super::Model::new(&s, &p, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(Some(DType::F16), &dev);
+        let v = m.forward(x, None).unwrap().iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]).collect();
+        HALF_TENSORS.with(|h| h.set(false));
+        (v, m.output_dtypes())
+    }
+
+    #[test]
+    fn a_layer_kept_in_f32_does_not_overflow_where_its_f16_autocast_does() {
+        use crate::scenario::{Init, Tagged};
         // 300 · 300 = 90000 > 65504, f16's largest finite value: the product is inf in f16 and
         // exactly 90000 in f32, then / 1000 = 90. PyTorch 2.15: a bias-free nn.Linear(1, 1) of
         // weight 300 on [[300.]] under torch.autocast("cpu", dtype=torch.float16) gives
@@ -217,18 +249,33 @@ mod tests {
         let linear = Layer::Linear(Linear { out: 1, init: Some(Init::Constant { value: 300.0 }) });
         let scaled = Layer::Expr(crate::ops::expr::Expr { expr: "x / 1000".into(), consts: Default::default() });
         let keep = Layer::Tagged(Box::new(Tagged { layer: linear.clone(), name: None, precision: Some(LayerPrecision::F32) }));
-        let x = Tensor::new(&[[300f32]], &dev).unwrap();
+        let x = Tensor::new(&[[300f32]], &candle_core::Device::Cpu).unwrap();
         for half_tensors in [false, true] {
-            HALF_TENSORS.with(|h| h.set(half_tensors));
-            let outs = |first: &Layer| {
-                let s = ModelSpec { init: Init::Torch, layers: vec![first.clone(), scaled.clone()], init_scale: 1.0, code: None, onnx: None };
-                let p = plan(&s, InShape { features: 1, seq_len: None, vocab: None, image: None }).unwrap();
-                let m = super::super::Model::new(&s, &p, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0), DType::F32, &dev).unwrap().with_autocast(Some(DType::F16), &dev);
-                m.forward(&x, None).unwrap().iter().map(|t| t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]).collect::<Vec<f32>>()
-            };
-            assert_eq!(outs(&linear), [f32::INFINITY, f32::INFINITY], "half tensors: {half_tensors}");
-            assert_eq!(outs(&keep), [90000.0, 90.0], "half tensors: {half_tensors}");
+            assert_eq!(under_f16(&[linear.clone(), scaled.clone()], &x, half_tensors).0, [f32::INFINITY, f32::INFINITY], "half tensors: {half_tensors}");
+            assert_eq!(under_f16(&[keep.clone(), scaled.clone()], &x, half_tensors).0, [90000.0, 90.0], "half tensors: {half_tensors}");
         }
-        HALF_TENSORS.with(|h| h.set(false));
+    }
+
+    #[test]
+    fn an_expression_computes_per_node_under_autocast_and_in_f32_when_kept() {
+        use crate::scenario::{Init, Tagged};
+        // PyTorch 2.15: a bias-free nn.Linear(1, 1) of weight 1 on [[0.5]] under
+        // torch.autocast("cpu", dtype=torch.float16) gives tensor([[0.5]], dtype=torch.float16);
+        // then `x*S*S - x*S*S + x` (S = 1000.0) gives tensor([[nan]], dtype=torch.float16)
+        // (5e5 is inf in f16), and `torch.exp(x.float())` tensor([[1.6487212181]]) (f32, on
+        // CUDA's f32 list; 1.6487212181091309 printed in full). Inside
+        // torch.autocast("cpu", enabled=False) on x.float() the cancellation gives tensor([[0.5]]).
+        let linear = Layer::Linear(Linear { out: 1, init: Some(Init::Constant { value: 1.0 }) });
+        let consts = std::collections::BTreeMap::from([("S".to_string(), 1000.0)]);
+        let cancel = Layer::Expr(crate::ops::expr::Expr { expr: "x*S*S - x*S*S + x".into(), consts });
+        let exp = Layer::Expr(crate::ops::expr::Expr { expr: "exp(x)".into(), consts: Default::default() });
+        let keep = Layer::Tagged(Box::new(Tagged { layer: cancel.clone(), name: None, precision: Some(LayerPrecision::F32) }));
+        let x = Tensor::new(&[[0.5f32]], &candle_core::Device::Cpu).unwrap();
+        for half_tensors in [false, true] {
+            let (v, dtypes) = under_f16(&[linear.clone(), cancel.clone()], &x, half_tensors);
+            assert!(v[1].is_nan() && dtypes == [DType::F16, DType::F16], "half tensors: {half_tensors}: {v:?} {dtypes:?}");
+            assert_eq!(under_f16(&[linear.clone(), exp.clone()], &x, half_tensors), (vec![0.5, 1.648_721_2], vec![DType::F16, DType::F32]), "half tensors: {half_tensors}");
+            assert_eq!(under_f16(&[linear.clone(), keep.clone()], &x, half_tensors), (vec![0.5, 0.5], vec![DType::F16, DType::F32]), "half tensors: {half_tensors}");
+        }
     }
 }

@@ -123,7 +123,9 @@ impl Model {
             }
             let table = self.table_of(i, x, &outs, taps.is_none());
             let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i], table };
-            let out = self.finish(node, node.layer.op().forward(h, &cx)?, round)?;
+            let out = node.layer.op().forward(h, &cx)?;
+            self.settle(i, &out, &mut logical);
+            let out = self.finish(node, out, round)?;
             outs.push(self.tapped(out, taps.as_deref_mut())?);
         }
         *self.logical.borrow_mut() = logical;
@@ -197,6 +199,13 @@ impl Net for Model {
             Some(_) => self.logical.borrow().clone(),
             None => Vec::new(),
         }
+    }
+
+    /// Under autocast, the dtypes node `l`'s inputs held in the last forward (the model's input: f32).
+    fn read_dtypes(&self, l: usize) -> Vec<DType> {
+        let Some(node) = self.nodes.get(l).filter(|n| self.autocast.is_some() && n.precision.is_none()) else { return Vec::new() };
+        let logical = self.logical.borrow();
+        node.inputs.iter().map(|i| if let Input::Node(j) = i { logical.get(*j).copied().unwrap_or(DType::F32) } else { DType::F32 }).collect()
     }
 
     /// Whether any node draws dropout masks.

@@ -27,6 +27,13 @@ impl Runner<'_> {
         self.s.train.precision.low().unwrap_or(self.s.train.dtype)
     }
 
+    /// The compute dtype, and under autocast the low dtype with `holds`, the dtypes a node's
+    /// inputs hold (`Net::read_dtypes`; empty for a node computing without autocast).
+    pub(super) fn amp<'h>(&self, holds: &'h [candle_core::DType]) -> (crate::scenario::DTypeName, cause::Amp<'h>) {
+        let low = self.s.train.precision.low().filter(|_| !holds.is_empty());
+        (self.compute_dtype(), low.map(|d| (crate::run::dtype(d), holds)))
+    }
+
     /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
     /// stability bound on the learning rate that can be computed from the data.
     pub(super) fn linear_sgd_mse(&self) -> bool {
@@ -45,7 +52,8 @@ impl Runner<'_> {
         let Some((l, layer)) = self.names.outputs.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
         let params = self.params_of(model, l);
-        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.compute_dtype(), true)
+        let holds = model.read_dtypes(l);
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.amp(&holds), true)
     }
 
     /// The cause of a validation output (`validation.*`): the layer that made it in evaluation.
@@ -53,7 +61,8 @@ impl Runner<'_> {
         let Some((l, layer)) = self.names.validation.iter().position(|n| *n == f.tensor).and_then(|l| Some((l, model.layers().get(l)?))) else { return Ok(None) };
         let Some(&part) = self.names.parts.get(l) else { return Ok(None) };
         let params = self.params_of(model, l);
-        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.compute_dtype(), false)
+        let holds = model.read_dtypes(l);
+        cause::forward(&self.names.nodes[l], (layer, part), (model.input_of(l, x, outs), &model.others_of(l, x, outs), &params), f.index, self.amp(&holds), false)
     }
 
     /// The parameters of node `l`, as tensors.
