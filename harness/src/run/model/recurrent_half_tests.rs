@@ -75,11 +75,14 @@ fn differing(a: &[Vec<u16>], b: &[&[u16]]) -> Vec<usize> {
     a.iter().zip(b).map(|(x, y)| if x.len() == y.len() { x.iter().zip(y.iter()).filter(|(p, q)| p != q).count() } else { usize::MAX }).collect()
 }
 
-/// The four cases: (kind, scales, masked, every state returned, PyTorch's bits in f16, in bf16).
 /// PyTorch's bits of the six tensors [`half_run`] returns.
 type Bits = [&'static [u16]; 6];
 
-fn cases() -> [(Kind, (f64, f64), bool, bool, Bits, Bits); 4] {
+/// A case: the layer, its scales, masked, every state returned, PyTorch's bits in f16 and in bf16.
+type Case = (Kind, (f64, f64), bool, bool, Bits, Bits);
+
+/// The four cases.
+fn cases() -> [Case; 4] {
     use RnnActivation::{Relu, Tanh};
     [
         (Kind::Rnn, (1.0, 0.6), false, false, RNN_TANH_F16, RNN_TANH_BF16),
