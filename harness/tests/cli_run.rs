@@ -139,6 +139,29 @@ fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
     same_traces_at_one_and_two_threads(&dir, &paths);
 }
 
+/// The fused recurrence in half types (issue 31) at 1 and 2 threads: the Elman RNN over 100
+/// steps in f16, stacked relu LSTMs with recurrent dropout in bf16, and stacked GRUs with
+/// recurrent dropout under `amp_f16` (the cells on real half tensors) and `amp_bf16`.
+#[test]
+fn half_recurrent_traces_are_bit_identical_at_one_and_two_threads() {
+    let dir = tempdir();
+    let gru = std::fs::read_to_string(repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml"))
+        .unwrap()
+        .replace(r#"{ type = "gru", hidden = 64 },"#, r#"{ type = "gru", hidden = 64, recurrent_dropout = 0.3, return_sequences = true }, { type = "gru", hidden = 16, recurrent_dropout = 0.3 },"#);
+    let sources = [
+        ("rnn_f16", std::fs::read_to_string(repo().join("scenarios/real/rnn_sgd_long_sequences.toml")).unwrap(), "dtype = \"f16\""),
+        ("lstm_bf16", std::fs::read_to_string(repo().join("scenarios/real/keras13221_lstm_relu_recurrent_dropout.toml")).unwrap(), "dtype = \"bf16\""),
+        ("gru_amp_f16", gru.clone(), "precision = \"amp_f16\""),
+        ("gru_amp_bf16", gru, "precision = \"amp_bf16\""),
+    ];
+    let paths = sources.map(|(name, text, line)| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text.replacen("[train]\n", &format!("[train]\n{line}\n"), 1)).unwrap();
+        path
+    });
+    same_traces_at_one_and_two_threads(&dir, &paths);
+}
+
 /// The fused batch norm (issue 31) at 1 and 2 threads: BatchNorm2d after each convolution of
 /// the CNN, and BatchNorm1d over features (pt1381's fix, full batches, and pt1381 itself, whose
 /// single-row batch makes the running variance NaN and validation fail at step 4).

@@ -1,5 +1,5 @@
 //! Every custom CPU kernel, one file each. The fused recurrent layers (`recurrent`,
-//! the RNN, LSTM and GRU over the whole sequence, their cells' arithmetic in `cells`,
+//! the RNN, LSTM and GRU over the whole sequence, their products in `recurrent_gemm`, their cells' arithmetic in `cells`,
 //! their vectorised `tanh` and `sigmoid` in `vmath`, their buffers reused across steps
 //! through `spare`; `gather`, their input projection from an embedding's table rows).
 //! The fused kernels of the layers that
@@ -54,6 +54,7 @@ pub(crate) mod pointwise;
 pub(crate) mod pool;
 mod real;
 pub(crate) mod recurrent;
+mod recurrent_gemm;
 pub(crate) mod relu;
 pub(crate) mod softmax;
 pub(crate) mod spare;

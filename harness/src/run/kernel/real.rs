@@ -87,6 +87,16 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> + D
     fn tanh(self) -> Self;
     /// `1 / (e⁻ˣ + 1)` of the recurrent cells: `vmath`'s in f32, with the standard library's `exp` in f64.
     fn sigmoid(self) -> Self;
+    /// The value in f32 (exact for f16 and bf16; inlined, where `to_f64` is not).
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self.to_f64() as f32
+    }
+    /// An f32 value rounded once to this type.
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        Self::from_f64(f64::from(v))
+    }
     /// [`Real::tanh`] of every value in place (f32's vectorised).
     #[inline(always)]
     fn tanh_all(v: &mut [Self]) {
@@ -235,6 +245,16 @@ macro_rules! half_real {
             #[inline(always)]
             fn sigmoid(self) -> Self {
                 <$t>::from_f32(Real::sigmoid(self.to_f32()))
+            }
+
+            #[inline(always)]
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+
+            #[inline(always)]
+            fn from_f32(v: f32) -> Self {
+                <$t>::from_f32(v)
             }
         }
     };

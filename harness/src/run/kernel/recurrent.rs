@@ -1,12 +1,15 @@
 //! The fused recurrence of the registry's `rnn`, `lstm` and `gru` on the CPU, in
-//! f32 and f64: one op over the whole sequence, its input projection for every
+//! f32, f64, f16 and bf16: one op over the whole sequence, its input projection for every
 //! step computed before it (one op with its own backward, `linear::linear_bias_last`), and a
 //! hand-written backward through time. Per step it makes the recurrent product
-//! with gemm called as Candle's matmul calls it, then each row's cell
-//! (`cells.rs`); it keeps the states and the gates the backward reads, which
-//! runs the steps in reverse with PyTorch's formulas and Candle's order of
-//! additions, so the states and the gradients are the bits of the composed path
-//! (`run::model::recurrent`, which half dtypes and other devices keep).
+//! (`recurrent_gemm.rs`), then each row's cell (`cells.rs`); it keeps the states and
+//! the gates the backward reads, which runs the steps in reverse with PyTorch's formulas.
+//! In f32 and f64 the products are gemm called as Candle's matmul calls it and the sums
+//! are in Candle's order, so the states and the gradients are the bits of the composed
+//! path (`run::model::recurrent`, which other devices keep). In f16 and bf16 every op
+//! is PyTorch's CPU op on a half tensor (`aten/src/ATen/native/RNN.cpp`'s cells and
+//! their autograd: each computed in f32 and rounded once), which the composed path,
+//! rounding twice in places, is not.
 //!
 //! Composed, a 100-step sequence was some 20 Candle ops a step each way, every
 //! one allocating its result and, in the backward, a zero gradient to add into.
@@ -17,15 +20,18 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Storage, Tensor};
 
 use super::cells::{Back, Cell, Step};
-use super::{contiguous, dispatch, spare, Kernel, Real};
+use super::recurrent_gemm::{adds_after, is_half, product, reads_transposed, transposed, Wide};
+use super::{contiguous, dispatch, spare, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// The recurrence of `cell` over its input gates `gi` `(batch, seq, G·H)` with the recurrent
 /// weights `w_hh` `(H, G·H)`, the recurrent bias `b_hh` `(G·H)` (`None` for the RNN, whose
 /// input holds both biases) and the recurrent dropout mask `(batch, H)` on the state fed
-/// back: every state `(batch, seq, H)`, or the last `(batch, H)`. CPU tensors in f32 or f64.
+/// back: every state `(batch, seq, H)`, or the last `(batch, H)`. CPU tensors of one float
+/// type. With `b_hh` the first state's zeros are multiplied too (an RNN in a half type
+/// takes its `b_hh` here, as PyTorch's `linear_hh` adds it, not in its input).
 pub(crate) fn recurrence(gi: &Tensor, w_hh: &Tensor, b_hh: Option<&Tensor>, mask: Option<&Tensor>, cell: Cell, sequences: bool) -> Result<Tensor> {
-    let op = Recurrence { cell, sequences, mask: mask.map(Tensor::contiguous).transpose()?, kept: Mutex::new(None) };
+    let op = Recurrence { cell, sequences, biased: b_hh.is_some(), mask: mask.map(Tensor::contiguous).transpose()?, kept: Mutex::new(None) };
     let (gi, w) = (gi.contiguous()?, w_hh.contiguous()?);
     Ok(match b_hh {
         Some(b) => gi.apply_op3(&w, &b.contiguous()?, op)?,
@@ -45,6 +51,8 @@ struct Dims {
 struct Recurrence {
     cell: Cell,
     sequences: bool,
+    /// Whether it has a recurrent bias (and so a product of the first state's zeros).
+    biased: bool,
     mask: Option<Tensor>,
     /// Every state, then every step's kept values, time-major (`(seq, batch, H)` and
     /// `(seq, batch, kept·H)`), a `Vec<T>` set by the forward (a `spare`, given back on drop).
@@ -54,14 +62,22 @@ struct Recurrence {
 impl Drop for Recurrence {
     fn drop(&mut self) {
         let Ok(Some(kept)) = self.kept.get_mut().map(Option::take) else { return };
-        match kept.downcast::<Vec<f32>>() {
-            Ok(v) => spare::give(*v),
-            Err(k) => {
-                if let Ok(v) = k.downcast::<Vec<f64>>() {
-                    spare::give(*v);
-                }
-            }
+        let kept = match give::<f32>(kept).and_then(give::<f64>).and_then(give::<half::f16>) {
+            Some(k) => k,
+            None => return,
+        };
+        give::<half::bf16>(kept);
+    }
+}
+
+/// Gives `kept` back as a spare if it is a `Vec<T>`, else returns it.
+fn give<T: Send + 'static>(kept: Box<dyn Any + Send>) -> Option<Box<dyn Any + Send>> {
+    match kept.downcast::<Vec<T>>() {
+        Ok(v) => {
+            spare::give(*v);
+            None
         }
+        Err(k) => Some(k),
     }
 }
 
@@ -157,82 +173,6 @@ impl CustomOp3 for Recurrence {
     }
 }
 
-/// `dst = a · b` for `a` `(m, k)` and `b` `(k, n)` given by their row and column strides,
-/// `dst` row-major: gemm called as Candle's matmul calls it, so the bits are its. With `add`,
-/// `dst += a · b`: gemm adds its rounded sum to each value, one more rounding, the bits of
-/// adding the product after (see [`adds_after`]).
-fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T], usize, usize), b: (&[T], usize, usize), dst: &mut [T], add: bool) -> candle_core::Result<()> {
-    let last = |(v, rs, cs): (&[T], usize, usize), rows: usize, cols: usize| rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len();
-    if dst.len() != m * n || !last(a, m, k) || !last(b, k, n) || !matches!(T::DTYPE, candle_core::DType::F32 | candle_core::DType::F64) {
-        candle_core::bail!("recurrence: a product of {m}×{k} by {k}×{n} does not fit");
-    }
-    if m * n == 0 {
-        return Ok(());
-    }
-    if k == 0 {
-        if !add {
-            dst.fill(T::zero());
-        }
-        return Ok(());
-    }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: the factors' strides stay inside their slices and `dst` holds m·n initialised
-    // values (checked above); gemm takes f32 and f64 (checked above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            add,
-            a.0.as_ptr(),
-            a.2 as isize,
-            a.1 as isize,
-            b.0.as_ptr(),
-            b.2 as isize,
-            b.1 as isize,
-            if add { T::one() } else { T::zero() },
-            T::one(),
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
-}
-
-/// Whether gemm adding the weights' gradient `hᵀ · dr` (`(rows, ·)` over a depth of `depth`)
-/// into the sum gives the bits of adding its rounded product after: its general kernels round
-/// the product and then add it (`dst + acc`), but at a depth of 2 or less, or for one row, it
-/// fuses each multiply into the add (`fma(a, b, dst)`), so the product is made alone there.
-fn adds_after(rows: usize, depth: usize) -> bool {
-    rows > 1 && depth > 2
-}
-
-/// Whether the state's gradient `dr · Wᵀ` (batch `b`, hidden `h`) reads a row-major copy of
-/// `Wᵀ` with the bits of the strided view of `W`: gemm's general kernels, which both take
-/// here, sum each value over the gates in order, and packing `W` only moves values; but for
-/// one row, a hidden size of 2 or less, or 256 values or fewer in all, gemm picks dot-product
-/// or matrix-vector kernels by the factors' layout, which sum in other orders.
-fn reads_transposed(b: usize, h: usize) -> bool {
-    b > 1 && h > 2 && b * h > 256
-}
-
-/// The transpose of the row-major `(rows, cols)` matrix `w`, row-major.
-fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut t = vec![T::zero(); rows * cols];
-    for (i, row) in w.chunks_exact(cols).enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            t[j * rows + i] = *v;
-        }
-    }
-    t
-}
-
 /// `h ⊙ mask` into `out`, or `h` itself without a mask.
 fn masked<'a, T: Real>(h: &'a [T], mask: Option<&[T]>, out: &'a mut [T]) -> &'a [T] {
     match mask {
@@ -266,6 +206,7 @@ struct Forward<'a> {
 impl<const N: usize> Kernel<N> for Forward<'_> {
     /// The output, and the states and kept values for the backward (a `Vec<T>`).
     type Out = (CpuStorage, Box<dyn Any + Send>);
+    const DTYPES: Dtypes = Dtypes::Floats;
 
     fn name(&self) -> &str {
         "recurrence"
@@ -280,6 +221,7 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
         let mut kept = spare::take::<T>(s * b * (h + kh));
         let (states, keeps) = kept.split_at_mut(s * b * h);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * gh], vec![T::zero(); b * h], vec![T::zero(); b * h]);
+        let mut wide = is_half::<T>().then(|| Wide::new(w, bias, (b, h, gh)));
         for t in 0..s {
             let (done, now) = states.split_at_mut(t * b * h);
             let prev = t.checked_sub(1).map(|p| &done[p * b * h..]);
@@ -289,15 +231,19 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
                 (None, Some(_)) => Some(&zeros[..]),
                 (None, None) => None,
             };
-            if let Some(fed) = fed {
-                product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec, false)?;
-            }
-            if let Some(bias) = bias {
-                for row in rec.chunks_exact_mut(gh) {
-                    for (r, c) in row.iter_mut().zip(bias) {
-                        *r += *c;
+            match (fed, &mut wide) {
+                (Some(fed), Some(wide)) => wide.gates(fed, b, &mut rec)?,
+                (Some(fed), None) => {
+                    product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec, false)?;
+                    if let Some(bias) = bias {
+                        for row in rec.chunks_exact_mut(gh) {
+                            for (r, c) in row.iter_mut().zip(bias) {
+                                *r += *c;
+                            }
+                        }
                     }
                 }
+                (None, _) => {}
             }
             let (kdone, know) = keeps.split_at_mut(t * b * kh);
             for r in 0..b {
@@ -337,6 +283,7 @@ struct Backward<'a> {
 impl Kernel<2> for Backward<'_> {
     /// The gradients of the input gates, the recurrent weights and (gated cells) the bias.
     type Out = (Tensor, Tensor, Option<Tensor>);
+    const DTYPES: Dtypes = Dtypes::Floats;
 
     fn name(&self) -> &str {
         "recurrence backward"
@@ -344,7 +291,7 @@ impl Kernel<2> for Backward<'_> {
 
     fn run<T: Real>(&self, [grad, w]: [&[T]; 2]) -> candle_core::Result<Self::Out> {
         let Some(kept) = self.kept.downcast_ref::<Vec<T>>() else { candle_core::bail!("recurrence backward: the forward ran in another dtype") };
-        let (Dims { b, s, h }, cell, sequences) = (self.d, self.op.cell, self.op.sequences);
+        let (Dims { b, s, h }, cell, sequences, biased) = (self.d, self.op.cell, self.op.sequences, self.op.biased);
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
         let mask = mask_of::<T>(self.mask, b * h)?;
         if kept.len() != s * b * (h + kh) || w.len() != h * gh || grad.len() != if sequences { b * s * h } else { b * h } {
@@ -358,8 +305,10 @@ impl Kernel<2> for Backward<'_> {
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
         // `Wᵀ` `(G·H, H)` row-major, once: read through a strided view, gemm packed (transposed) all
         // of `W` again at every step, some 40% of a language model's step (perf, AVX-512).
-        let wt = reads_transposed(b, h).then(|| transposed(w, h, gh));
+        let wt = (!is_half::<T>() && reads_transposed(b, h)).then(|| transposed(w, h, gh));
+        let mut wide = is_half::<T>().then(|| Wide::new(w, None, (b, h, gh)));
         for t in (0..s).rev() {
+            let last = t + 1 == s;
             let prev = t.checked_sub(1).map(|p| &states[p * b * h..][..b * h]);
             for r in 0..b {
                 let out = match (sequences, t + 1 == s) {
@@ -379,7 +328,9 @@ impl Kernel<2> for Backward<'_> {
                 back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
             }
             std::mem::swap(&mut carry, &mut next_carry);
-            if cell != Cell::Rnn {
+            if let (true, Some(wide)) = (biased, &mut wide) {
+                wide.bias_grad(&dr, &mut db, last);
+            } else if biased {
                 // The bias's gradient: this step's column sums, added to the steps' after it.
                 sums.fill(T::zero());
                 for row in dr.chunks_exact(gh) {
@@ -395,10 +346,12 @@ impl Kernel<2> for Backward<'_> {
             // state is zeros, multiplied too); the previous state's `dr · Wᵀ`.
             let fed = match prev {
                 Some(p) => masked(p, mask, &mut hm),
-                None if cell == Cell::Rnn => continue,
+                None if !biased => continue,
                 None => &zeros[..],
             };
-            if adds_after(h, b) {
+            if let Some(wide) = &mut wide {
+                wide.weights_grad(fed, &dr, b, &mut dw, last)?;
+            } else if adds_after(h, b) {
                 product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut dw, true)?;
             } else {
                 product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw, false)?;
@@ -409,16 +362,17 @@ impl Kernel<2> for Backward<'_> {
             if prev.is_none() {
                 continue;
             }
-            match &wt {
-                Some(wt) => product((b, h, gh), (&dr, gh, 1), (wt, h, 1), &mut rec, false)?,
-                None => product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec, false)?,
+            match (&mut wide, &wt) {
+                (Some(wide), _) => wide.state_grad(&dr, b, &mut rec)?,
+                (None, Some(wt)) => product((b, h, gh), (&dr, gh, 1), (wt, h, 1), &mut rec, false)?,
+                (None, None) => product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec, false)?,
             }
             if let Some(m) = mask {
                 rec.iter_mut().zip(m).for_each(|(g, m)| *g *= *m);
             }
         }
         let cpu = &Device::Cpu;
-        let db = (cell != Cell::Rnn).then(|| Tensor::from_vec(db, gh, cpu)).transpose()?;
+        let db = biased.then(|| Tensor::from_vec(db, gh, cpu)).transpose()?;
         Ok((Tensor::from_vec(dgi, (b, s, gh), cpu)?, Tensor::from_vec(dw, (h, gh), cpu)?, db))
     }
 }

@@ -6,26 +6,36 @@
 //! in PyTorch's order of operations), Keras's `activation` and `recurrent_dropout`,
 //! and `return_sequences`.
 //!
-//! On the CPU in f32 and f64 the recurrence after the input projection is one fused op
-//! (`run::kernel::recurrent`), with the same bits; half dtypes (autocast runs the cells on
-//! real half tensors) and other devices compose it from Candle's ops step by step, here, with
+//! On the CPU the recurrence after the input projection is one fused op
+//! (`run::kernel::recurrent`): in f32 and f64 with the bits composed here, in f16 and bf16
+//! (pure, or autocast, which runs the cells on real half tensors) with PyTorch's CPU
+//! rounding op by op, which the composed form misses in places (it rounds `h W` before adding
+//! `b_hh`, Candle's tanh and sigmoid gradients round each of their ops, and an RNN adds `b_hh`
+//! to its input). Other devices compose it from Candle's ops step by step, here, with
 //! the fused cells' `tanh` and `sigmoid` (`run::kernel::gates`, through `vmath`; f16 and bf16 computed in f32
 //! and rounded once, as PyTorch's opmath does).
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use crate::error::Result;
 use crate::ops::Table;
 use crate::run::kernel::bias::bias_add;
+use crate::run::kernel::cast::{cast, round};
 use crate::run::kernel::cells::Cell;
 use crate::run::kernel::gates;
 use crate::run::kernel::gather::{rows_linear, Rows};
 use crate::run::kernel::recurrent::recurrence;
+use crate::run::kernel::{takes, Dtypes};
 use crate::scenario::RnnActivation;
 
-/// Whether the fused recurrence takes these tensors: all on the CPU in one of f32 and f64.
+/// Whether the fused products take these tensors: all on the CPU in one of f32 and f64.
 fn fused(ts: &[&Tensor]) -> bool {
     ts.iter().all(|t| crate::run::kernel::handles(t) && t.dtype() == ts[0].dtype()) && !composed()
+}
+
+/// Whether the fused recurrence takes these tensors: all on the CPU in one float type.
+fn fused_cells(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| takes(t, Dtypes::Floats) && t.dtype() == ts[0].dtype()) && !composed()
 }
 
 #[cfg(test)]
@@ -86,8 +96,21 @@ fn input_gates(x: &Tensor, w_ih: &Tensor, b_ih: &Tensor, table: Option<Table>) -
         return crate::run::kernel::linear::linear_bias_last(x, w_ih, b_ih);
     }
     let (b, seq, f) = x.dims3()?;
+    if let (DType::F16 | DType::BF16, true) = (x.dtype(), fused_cells(&[x, w_ih, b_ih])) {
+        return half_input_gates(&x.reshape((b * seq, f))?, w_ih, b_ih)?.reshape((b, seq, w_ih.dims()[1])).map_err(Into::into);
+    }
     let flat = x.reshape((b * seq, f))?;
     Ok(bias_add(&flat.matmul(w_ih)?, b_ih)?.reshape((b, seq, w_ih.dims()[1]))?)
+}
+
+/// `x W + b` of a half type's rows `x` as PyTorch's CPU makes it for a batch-first
+/// `nn.LSTM`/`nn.GRU`/`nn.RNN` (`F.linear` of the transposed input: `matmul`, then the bias
+/// added in place): the product summed in f32 and rounded once, then the bias added and
+/// rounded again; backward, each gradient summed in f32 (over every step at once) and rounded once.
+fn half_input_gates(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (dt, f32) = (x.dtype(), DType::F32);
+    let product = round(&cast(x, f32)?.matmul(&cast(w, f32)?)?, dt)?;
+    cast(&bias_add(&product, &cast(b, f32)?)?, dt)
 }
 
 /// The recurrent gates `h W_hh + b_hh`, with the dropout mask on `h`.
@@ -109,7 +132,7 @@ fn output(states: Vec<Tensor>, sequences: bool) -> Result<Tensor> {
 pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih, run.table)?;
-    if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
+    if fused_cells(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
         return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Lstm(run.activation), run.sequences);
     }
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
@@ -134,7 +157,7 @@ pub(crate) fn lstm(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, r
 pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, run: &Run) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
     let gi = input_gates(x, w_ih, b_ih, run.table)?;
-    if fused(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
+    if fused_cells(&[&gi, w_hh, b_hh]) && run.dropout.is_none_or(|m| m.dtype() == gi.dtype()) {
         return recurrence(&gi, w_hh, Some(b_hh), run.dropout, Cell::Gru(run.activation), run.sequences);
     }
     let mut h = Tensor::zeros((b, hidden), x.dtype(), x.device())?;
@@ -157,8 +180,13 @@ pub(crate) fn gru(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, hidden: usize, ru
 /// `table`: the embedding behind `x`, when it is read unchanged (`ops::Cx::table`).
 pub(crate) fn rnn(x: &Tensor, (w_ih, w_hh, b_ih, b_hh): Gates, table: Option<Table>) -> Result<Tensor> {
     let seq = x.dims3()?.1;
+    let gi = input_gates(x, w_ih, b_ih, table)?;
+    // A half type's as PyTorch's `linear_hh` adds `b_hh`, on the recurrent product.
+    if matches!(gi.dtype(), DType::F16 | DType::BF16) && fused_cells(&[&gi, w_hh, b_hh]) {
+        return recurrence(&gi, w_hh, Some(b_hh), None, Cell::Rnn, false);
+    }
     // The input projection of every time step at once, and both biases.
-    let xw = bias_add(&input_gates(x, w_ih, b_ih, table)?, b_hh)?;
+    let xw = bias_add(&gi, b_hh)?;
     if fused(&[&xw, w_hh]) {
         return recurrence(&xw, w_hh, None, None, Cell::Rnn, false);
     }
@@ -439,3 +467,7 @@ mod tests {
         assert!(err.contains("an empty sequence"), "{err}");
     }
 }
+
+#[cfg(test)]
+#[path = "recurrent_half_tests.rs"]
+mod half_tests;

@@ -1,0 +1,192 @@
+//! The fused recurrence's products (`recurrent.rs`): in f32 and f64 gemm called as Candle's
+//! matmul calls it, so the states and gradients are the composed path's bits; in f16 and bf16
+//! ([`Wide`]) as PyTorch's CPU `addmm` and `mm` make them for a half tensor: the factors
+//! widened to f32, summed in f32 (the recurrent gates with their bias, `linear_hh` being one
+//! `addmm`) and rounded once; the weights' and the bias's gradient rounded once a step and
+//! added across the steps in the half type, latest step first, as autograd accumulates them.
+
+use candle_core::DType;
+
+use super::Real;
+
+/// `dst = a · b` for `a` `(m, k)` and `b` `(k, n)` given by their row and column strides,
+/// `dst` row-major: gemm called as Candle's matmul calls it, so the bits are its. With `add`,
+/// `dst += a · b`: gemm adds its rounded sum to each value, one more rounding, the bits of
+/// adding the product after (see [`adds_after`]).
+pub(super) fn product<T: candle_core::WithDType>((m, n, k): (usize, usize, usize), a: (&[T], usize, usize), b: (&[T], usize, usize), dst: &mut [T], add: bool) -> candle_core::Result<()> {
+    let last = |(v, rs, cs): (&[T], usize, usize), rows: usize, cols: usize| rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len();
+    if dst.len() != m * n || !last(a, m, k) || !last(b, k, n) || !matches!(T::DTYPE, candle_core::DType::F32 | candle_core::DType::F64) {
+        candle_core::bail!("recurrence: a product of {m}×{k} by {k}×{n} does not fit");
+    }
+    if m * n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !add {
+            dst.fill(T::zero());
+        }
+        return Ok(());
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the factors' strides stay inside their slices and `dst` holds m·n initialised
+    // values (checked above); gemm takes f32 and f64 (checked above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            add,
+            a.0.as_ptr(),
+            a.2 as isize,
+            a.1 as isize,
+            b.0.as_ptr(),
+            b.2 as isize,
+            b.1 as isize,
+            if add { T::one() } else { T::zero() },
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// Whether gemm adding the weights' gradient `hᵀ · dr` (`(rows, ·)` over a depth of `depth`)
+/// into the sum gives the bits of adding its rounded product after: its general kernels round
+/// the product and then add it (`dst + acc`), but at a depth of 2 or less, or for one row, it
+/// fuses each multiply into the add (`fma(a, b, dst)`), so the product is made alone there.
+pub(super) fn adds_after(rows: usize, depth: usize) -> bool {
+    rows > 1 && depth > 2
+}
+
+/// Whether the state's gradient `dr · Wᵀ` (batch `b`, hidden `h`) reads a row-major copy of
+/// `Wᵀ` with the bits of the strided view of `W`: gemm's general kernels, which both take
+/// here, sum each value over the gates in order, and packing `W` only moves values; but for
+/// one row, a hidden size of 2 or less, or 256 values or fewer in all, gemm picks dot-product
+/// or matrix-vector kernels by the factors' layout, which sum in other orders.
+pub(super) fn reads_transposed(b: usize, h: usize) -> bool {
+    b > 1 && h > 2 && b * h > 256
+}
+
+/// The transpose of the row-major `(rows, cols)` matrix `w`, row-major.
+pub(super) fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut t = vec![T::zero(); rows * cols];
+    for (i, row) in w.chunks_exact(cols).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j * rows + i] = *v;
+        }
+    }
+    t
+}
+
+/// Whether `T` is a half type (f16 or bf16), whose recurrence follows PyTorch's half kernels.
+#[inline(always)]
+pub(crate) fn is_half<T: Real>() -> bool {
+    matches!(T::DTYPE, DType::F16 | DType::BF16)
+}
+
+/// `v` widened to f32 into `out` (exact for f16 and bf16).
+fn widen<T: Real>(v: &[T], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = Real::to_f32(*x);
+    }
+}
+
+/// An f32 value rounded once to `T`.
+#[inline(always)]
+fn narrow<T: Real>(x: f32) -> T {
+    T::from_f32(x)
+}
+
+/// A half recurrence's products in f32: its weights `W` `(H, G·H)` and `Wᵀ`, its recurrent
+/// bias, widened once, and scratch for one step's factors and sum.
+pub(crate) struct Wide {
+    w: Vec<f32>,
+    wt: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    /// One step's left factor and right factor (`(batch, ·)`), and its sum.
+    left: Vec<f32>,
+    right: Vec<f32>,
+    sum: Vec<f32>,
+    h: usize,
+    gh: usize,
+}
+
+impl Wide {
+    /// The products of a batch of `b` rows through `w` `(h, gh)` with `bias` `(gh)`.
+    pub(crate) fn new<T: Real>(w: &[T], bias: Option<&[T]>, (b, h, gh): (usize, usize, usize)) -> Self {
+        let mut w32 = vec![0.0; h * gh];
+        widen(w, &mut w32);
+        let wt = transposed(&w32, h, gh);
+        let bias = bias.map(|v| {
+            let mut out = vec![0.0; gh];
+            widen(v, &mut out);
+            out
+        });
+        let n = b * gh.max(h);
+        Wide { w: w32, wt, bias, left: vec![0.0; n], right: vec![0.0; n], sum: vec![0.0; (b * gh).max(h * gh)], h, gh }
+    }
+
+    /// The recurrent gates `fed · W + b` of the `b` rows of `fed` `(b, H)` into `rec` `(b, G·H)`:
+    /// PyTorch's `linear_hh`, one `addmm` (the bias copied into the sum first), rounded once.
+    pub(crate) fn gates<T: Real>(&mut self, fed: &[T], b: usize, rec: &mut [T]) -> candle_core::Result<()> {
+        let (h, gh) = (self.h, self.gh);
+        let (left, sum) = (&mut self.left[..b * h], &mut self.sum[..b * gh]);
+        widen(fed, left);
+        if let Some(bias) = &self.bias {
+            sum.chunks_exact_mut(gh).for_each(|row| row.copy_from_slice(bias));
+        }
+        product((b, gh, h), (left, h, 1), (&self.w, gh, 1), sum, self.bias.is_some())?;
+        rec.iter_mut().zip(sum.iter()).for_each(|(r, s)| *r = narrow(*s));
+        Ok(())
+    }
+
+    /// The fed state's gradient `dr · Wᵀ` `(b, H)` from the gates' `dr` `(b, G·H)` (`mm`), rounded once.
+    pub(crate) fn state_grad<T: Real>(&mut self, dr: &[T], b: usize, out: &mut [T]) -> candle_core::Result<()> {
+        let (h, gh) = (self.h, self.gh);
+        let (right, sum) = (&mut self.right[..b * gh], &mut self.sum[..b * h]);
+        widen(dr, right);
+        product((b, h, gh), (right, gh, 1), (&self.wt, h, 1), sum, false)?;
+        out.iter_mut().zip(sum.iter()).for_each(|(o, s)| *o = narrow(*s));
+        Ok(())
+    }
+
+    /// The weights' gradient of one step, `fedᵀ · dr` `(H, G·H)` rounded once, added to `dw`
+    /// (`first`: the latest step, which `dw` takes as it is).
+    pub(crate) fn weights_grad<T: Real>(&mut self, fed: &[T], dr: &[T], b: usize, dw: &mut [T], first: bool) -> candle_core::Result<()> {
+        let (h, gh) = (self.h, self.gh);
+        let (left, right, sum) = (&mut self.left[..b * h], &mut self.right[..b * gh], &mut self.sum[..h * gh]);
+        widen(fed, left);
+        widen(dr, right);
+        product((h, gh, b), (left, 1, h), (right, gh, 1), sum, false)?;
+        accumulate(dw, sum, first);
+        Ok(())
+    }
+
+    /// The bias's gradient of one step, the column sums of `dr` `(b, G·H)` in f32 rounded once,
+    /// added to `db` (`first` as in [`Wide::weights_grad`]).
+    pub(crate) fn bias_grad<T: Real>(&mut self, dr: &[T], db: &mut [T], first: bool) {
+        let sum = &mut self.sum[..self.gh];
+        sum.fill(0.0);
+        for row in dr.chunks_exact(self.gh) {
+            for (s, v) in sum.iter_mut().zip(row) {
+                *s += Real::to_f32(*v);
+            }
+        }
+        accumulate(db, sum, first);
+    }
+}
+
+/// `acc + round(v)` in `T` (or `round(v)` for the first step's).
+fn accumulate<T: Real>(acc: &mut [T], v: &[f32], first: bool) {
+    for (a, s) in acc.iter_mut().zip(v) {
+        let s: T = narrow(*s);
+        *a = if first { s } else { *a + s };
+    }
+}
