@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 pub use super::ast::Problem;
 use super::ast::{Ast, BinOp, Kind};
-use super::funcs::{arith, nearest, Family, Func, Params, Value};
+use super::funcs::{arith, builtin, nearest, Family, Func, Params, Value};
 use super::losses::{self, LossCall, Reads, Reduce};
 
 /// One dimension of a shape: the batch (whatever its size), or a known size.
@@ -112,8 +112,8 @@ impl Env<'_> {
         if let Some(i) = self.inputs.iter().position(|(m, _)| m == n) {
             return Ok(Ir { op: IrOp::Input(i), col, dims: self.inputs[i].1.clone() });
         }
-        if let Some(v) = self.consts.get(n) {
-            return Ok(Ir { op: IrOp::Const(*v), col, dims: Vec::new() });
+        if let Some(v) = self.consts.get(n).copied().or_else(|| builtin(n)) {
+            return Ok(Ir { op: IrOp::Const(v), col, dims: Vec::new() });
         }
         // The inputs proper (`x`; `p`, `y`, `mask`), then the named outputs, then the constants.
         let (own, read): (Vec<&str>, Vec<&str>) = self.inputs.iter().map(|(m, _)| m.as_str()).partition(|m| matches!(*m, "x" | "p" | "y" | "mask"));
@@ -205,8 +205,8 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
                 Func::Norm => b.params.num("p").unwrap_or(2.0),
                 _ => b.params.num("correction").unwrap_or(1.0),
             });
-            if f == Func::Norm && b.lo != Some(2.0) {
-                return Err(Problem { col, message: "`norm` supports p=2 only for now".into() });
+            if f == Func::Norm && b.lo.is_some_and(f64::is_nan) {
+                return Err(Problem { col, message: "`p` of `norm` must be a number (0, 1, 2, inf, -inf or any other), got NaN".into() });
             }
             reduced(x, &b.dims, b.keepdim)
         }

@@ -3,8 +3,8 @@
 //! already follow PyTorch; compositions get their backward from Candle's autograd, which
 //! applies the same chain rule as PyTorch's, so a NaN in `where`'s unselected branch still
 //! reaches its input as `NaN · 0 = NaN`. Where PyTorch's backward is not the chain rule of
-//! its forward, the gradient is set by hand (`grad.rs`): `norm` and `std` give 0 (not NaN)
-//! at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
+//! its forward, the gradient is set by hand (`grad.rs`, `norm.rs`): `norm` (every `p`) and
+//! `std` give 0 (not NaN) at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
 //! `cosine_similarity` clamps its norms to `eps` without a gradient, as ATen does.
 
 use candle_core::{DType, Tensor};
@@ -164,7 +164,7 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         }
         Func::Var => grad::variance(x, d, b.lo.unwrap_or(1.0))?,
         Func::Std => grad::std(x, d, b.lo.unwrap_or(1.0))?,
-        Func::Norm => grad::norm(x, d)?,
+        Func::Norm => super::norm::norm(x, d, b.lo.unwrap_or(2.0))?,
         Func::Abs
         | Func::Exp
         | Func::Log

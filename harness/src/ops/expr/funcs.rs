@@ -55,7 +55,7 @@ pub enum Func {
     Std,
     /// `torch.var(x, dim=, keepdim=, correction=1)`
     Var,
-    /// `torch.norm(x, p=2, dim=, keepdim=)` (p = 2 only)
+    /// `torch.norm(x, p=2, dim=, keepdim=)`: `torch.linalg.vector_norm` of any `p` (`0`, `1`, `2`, `inf`, `-inf`, any other)
     Norm,
     /// `torch.softmax(x, dim=)`
     Softmax,
@@ -239,7 +239,7 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
         Kind::Num(v) => Some(Value::Num(*v)),
         Kind::Bool(b) => Some(Value::Bool(*b)),
         Kind::Str(s) => Some(Value::Str(s.clone())),
-        Kind::Name(n) => consts.get(n).map(|v| Value::Num(*v)),
+        Kind::Name(n) => consts.get(n).copied().or_else(|| builtin(n)).map(Value::Num),
         Kind::Neg(x) => num(x)?.map(|v| Value::Num(-v)),
         Kind::Bin(op, x, y) => match (num(x)?, num(y)?) {
             (Some(u), Some(v)) => Some(Value::Num(arith(*op, u, v))),
@@ -257,6 +257,12 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
             Some(Value::Tuple(out))
         }
     })
+}
+
+/// The numbers the language names without a constant: `inf` (Python's `math.inf`, for
+/// `norm(x, p=inf)`). A constant of `consts` of that name comes first.
+pub fn builtin(name: &str) -> Option<f64> {
+    (name == "inf").then_some(f64::INFINITY)
 }
 
 /// `u op v` on numbers, as Python computes it on floats (comparisons give 1 or 0).

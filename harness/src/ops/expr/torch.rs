@@ -18,7 +18,7 @@ pub fn python(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
         Kind::Num(v) => py(*v),
         Kind::Bool(b) => if *b { "True" } else { "False" }.into(),
         Kind::Str(s) => format!("'{s}'"),
-        Kind::Name(n) => consts.get(n).map_or_else(|| n.clone(), |v| py(*v)),
+        Kind::Name(n) => consts.get(n).copied().or_else(|| super::funcs::builtin(n)).map_or_else(|| n.clone(), py),
         Kind::Neg(x) => format!("(-{})", go(x)),
         Kind::Bin(op, x, y) if op.compares() => format!("({} {} {}).to({main}.dtype)", go(x), op.symbol(), go(y)),
         Kind::Bin(op, x, y) => format!("({} {} {})", go(x), op.symbol(), go(y)),
