@@ -160,8 +160,12 @@ impl Env<'_> {
             return Err(Problem { col, message: format!("`{name}` needs {n} tensor operand(s), and gets {}", args.len()) });
         }
         let params = Params::bind(f, name, col, &args[n..], kwargs, self.consts)?;
-        let operands = args[..n].iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+        let mut operands = args[..n].iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
         let (bound, dims) = resolve(f, params, &operands, col)?;
+        // `ctc` reads its input lengths from the padding mask, as `[loss] kind = "ctc"` does.
+        if let (Func::Ctc, Some(m)) = (f, self.inputs.iter().position(|(m, _)| m == "mask")) {
+            operands.push(Ir { op: IrOp::Input(m), col, dims: self.inputs[m].1.clone() });
+        }
         Ok(Ir { op: IrOp::Call(f, operands, bound), col, dims })
     }
 }
@@ -259,14 +263,17 @@ fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Resu
             }
         }
         Reads::Embeddings if p.len() != 2 || p != y => return Err(bad("reads two batches of embeddings of one width (batch, d)")),
+        Reads::Labels if p.len() != 3 || y.len() != 2 || !matches!(p[2], Dim::N(k) if k >= 2) => {
+            return Err(bad("reads log-probabilities (batch, steps, classes) and label rows (batch, length) padded with the blank"))
+        }
         Reads::Alike if p != y => return Err(bad("reads a prediction and targets of one shape")),
-        Reads::Embeddings | Reads::Alike => {}
+        Reads::Embeddings | Reads::Alike | Reads::Labels => {}
     }
     Ok(match (call.reduce, call.reads) {
         (Reduce::None, Reads::Alike) => p.to_vec(),
         // One loss per row or position: the prediction without its classes.
         (Reduce::None, Reads::Classes) => p[..p.len() - 1].to_vec(),
-        (Reduce::None, Reads::Embeddings) => vec![Dim::Batch],
+        (Reduce::None, Reads::Embeddings | Reads::Labels) => vec![Dim::Batch],
         (Reduce::Scalar | Reduce::Elements, _) => Vec::new(),
     })
 }

@@ -67,7 +67,7 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
         }
         Family::Pair => grad::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
         Family::Loss => match &b.loss {
-            Some(call) => super::losses::eval(call, x, &xs[1]),
+            Some(call) => super::losses::eval(call, x, &xs[1], xs.get(2)),
             None => Err(crate::ops::unplanned(format!("`{}` without its loss", <&str>::from(f)))),
         },
     }
@@ -109,7 +109,8 @@ fn pointwise(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
     };
     op.forward(x)
 }
@@ -190,7 +191,8 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
     };
     if b.keepdim {
         return Ok(kept);
@@ -236,6 +238,7 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
     }
 }

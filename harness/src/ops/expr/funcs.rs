@@ -82,6 +82,11 @@ pub enum Func {
     /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))`, of
     /// `F.normalize(p)` and `F.normalize(y)` with `normalized=True`
     InfoNce,
+    /// `F.ctc_loss(p.transpose(0, 1), y, input_lengths, target_lengths, blank=0,
+    /// reduction='mean', zero_infinity=False)` of `(batch, steps, classes)` log-probabilities and
+    /// label rows padded with the blank; the lengths from the data, as `[loss] kind = "ctc"` takes
+    /// them (the padding mask's row sums, the labels before the blank)
+    Ctc,
 }
 
 /// What a function does to its operands' shapes.
@@ -118,7 +123,7 @@ impl Func {
             Transpose => Family::Transpose,
             Reshape => Family::Reshape,
             CosineSimilarity => Family::Pair,
-            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => Family::Loss,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => Family::Loss,
         }
     }
 
@@ -127,7 +132,7 @@ impl Func {
         use Func::*;
         match self {
             Where => 3,
-            CosineSimilarity | CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => 2,
+            CosineSimilarity | CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => 2,
             Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Clamp | Sum | Mean | Amax | Amin | Logsumexp | Std | Var | Norm | Softmax | LogSoftmax
             | Transpose | Reshape | Cumsum => 1,
         }
@@ -151,6 +156,7 @@ impl Func {
             Focal => &["alpha", "gamma", "reduction"],
             Mse | BceWithLogits => &["reduction"],
             InfoNce => &["temperature", "reduction", "normalized"],
+            Ctc => &["blank", "reduction", "zero_infinity"],
         }
     }
 
@@ -170,7 +176,7 @@ impl Func {
         use Func::*;
         match self {
             Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum | CosineSimilarity => true,
-            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => true,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => true,
             Abs | Sqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Clamp | Where | Mean | Amax | Amin | Std | Var | Transpose | Reshape => false,
         }
     }

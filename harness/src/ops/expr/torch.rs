@@ -33,7 +33,9 @@ fn call(name: &str, args: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<St
     let mut parts: Vec<String> = args[..n].iter().map(|a| python(a, consts, main)).collect();
     if let (Family::Loss, [a, b]) = (f.family(), &parts[..]) {
         let call = Params::bind(f, name, 1, &args[n..], kwargs, consts).and_then(|p| losses::call_of(f, name, &p, 1));
-        return call.map_or_else(|e| format!("None  # {e}"), |c| losses::python(&c, a, b));
+        // `repro.py`'s loss reads `mask` (None without padding); a layer has none.
+        let mask = if main == "p" { "mask" } else { "None" };
+        return call.map_or_else(|e| format!("None  # {e}"), |c| losses::python(&c, a, b, mask));
     }
     if f == Func::Where {
         if let Some(c) = parts.first_mut() {
