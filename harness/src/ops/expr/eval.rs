@@ -65,7 +65,7 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
             let shape: Vec<usize> = std::iter::once(x.dim(0)?).chain(b.shape.iter().copied()).collect();
             Ok(x.contiguous()?.reshape(shape)?)
         }
-        Family::Pair => grad::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
+        Family::Pair => super::norm::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
         Family::Loss => match &b.loss {
             Some(call) => super::losses::eval(call, x, &xs[1], xs.get(2)),
             None => Err(crate::ops::unplanned(format!("`{}` without its loss", <&str>::from(f)))),

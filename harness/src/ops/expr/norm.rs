@@ -15,6 +15,8 @@
 //! - `1 < p < 2`: `sgn(x) · |x|^(p−1) · (grad / norm^(p−1))`, the quotient 0 where the norm is 0;
 //! - `p > 2`: `x · |x|^(p−2) · (grad / norm^(p−1))`, the same mask.
 //!
+//! `cosine_similarity` is here too: each operand over its own 2-norm, clamped to `eps`.
+//!
 //! So an f16 `p = 3` norm of large values has a finite value and a NaN gradient (`x·|x|` and
 //! `norm²` overflow to ∞, `grad / ∞ = 0`, `∞ · 0`), as in PyTorch.
 
@@ -125,6 +127,36 @@ fn backward(v: &Tensor, n: &Tensor, dims: &[usize], p: f64) -> Result<Backward> 
             scaled.broadcast_mul(&q)
         })
     })
+}
+
+/// `torch.cosine_similarity(x1, x2, dim, eps)` as PyTorch 2.15's ATen computes it: the operands
+/// broadcast, each divided by its 2-norm over `dim` (kept) clamped to at least `eps`, the
+/// products summed over `dim`. The clamp has no gradient (ATen's `clamp_min_` under
+/// `NoGradGuard`): the norm's gradient is its unclamped one, 0 at a zero norm. So a zero vector's
+/// similarity is 0, and its gradient `x2 / (eps · ‖x2‖)`, about 1e8 times. A half type computes
+/// in f32 and rounds once, with `eps` rounded to it first (so 1e-8 is 0 in f16, and a zero row
+/// 0/0 = NaN, as in PyTorch): Candle's quotient rule squares the divisor, which f16 underflows.
+pub fn cosine_similarity(x1: &Tensor, x2: &Tensor, dim: usize, eps: f64) -> Result<Tensor> {
+    let shape = x1.shape().broadcast_shape_binary_op(x2.shape(), "cosine_similarity")?;
+    let dtype = x1.dtype();
+    let eps = Tensor::new(eps, x1.device())?.to_dtype(dtype)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let wide = |x: &Tensor| -> Result<Tensor> { crate::run::kernel::cast::cast(&x.broadcast_as(&shape)?.contiguous()?, wider(dtype)) };
+    let unit = |x: &Tensor| -> Result<Tensor> {
+        let n = norm(x, &[dim], 2.0)?;
+        let clamped = n.detach().clamp(eps, f64::INFINITY)?;
+        let n = with_grad(&n, &clamped, Arc::new(|g| Ok(g.clone())))?;
+        Ok(x.broadcast_div(&n)?)
+    };
+    let out = unit(&wide(x1)?)?.mul(&unit(&wide(x2)?)?)?.sum(dim)?;
+    crate::run::kernel::cast::cast(&out, dtype)
+}
+
+/// f32 for the half types, else the dtype itself.
+fn wider(d: candle_core::DType) -> candle_core::DType {
+    match d {
+        candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
+        other => other,
+    }
 }
 
 #[cfg(test)]
