@@ -95,6 +95,7 @@ impl Env<'_> {
         let ir = |op, dims| Ok(Ir { op, col, dims });
         match &a.kind {
             Kind::Num(v) => ir(IrOp::Const(*v), Vec::new()),
+            Kind::Int(i) => ir(IrOp::Const(*i as f64), Vec::new()),
             Kind::Bool(_) => Err(Problem { col, message: "`true` and `false` are for keyword arguments such as `keepdim`".into() }),
             Kind::Str(_) => Err(Problem { col, message: "a string is for keyword arguments such as a loss's `reduction='sum'`".into() }),
             Kind::Tuple(_) => Err(Problem { col, message: "a tuple is for `dim=` or a `reshape`'s shape, not a value".into() }),

@@ -202,6 +202,40 @@ impl Func {
         }
     }
 
+    /// What is wrong with the argument `a` (of value `v`) as parameter `key` by its Python type,
+    /// in PyTorch's words (its `TypeError`), with the column at fault: an integer parameter
+    /// (`dim`, `dim0`, `dim1`, a `reshape`'s `shape`, `ignore_index`, `blank`) refuses a float
+    /// (`1.0`, `1e0`, `4 / 2`), a boolean one (`keepdim`, `log_target`, `zero_infinity`,
+    /// `normalized`) anything but `true`/`false`. A constant of `consts` is an int when whole (TOML
+    /// `consts` are numbers without Python's two types).
+    pub fn type_problem(self, key: &str, a: &Ast, v: &Value, consts: &BTreeMap<String, f64>) -> Option<(usize, String)> {
+        let name: &str = self.into();
+        let kind = |a: &Ast| if float_typed(a, consts) { "float" } else { "int" };
+        match (key, v, &a.kind) {
+            ("keepdim" | "log_target" | "zero_infinity" | "normalized", Value::Bool(_), _) => None,
+            ("keepdim" | "log_target" | "zero_infinity" | "normalized", _, _) => {
+                let got = match v {
+                    Value::Num(_) => kind(a),
+                    Value::Str(_) => "str",
+                    Value::Tuple(_) => "tuple",
+                    Value::Bool(_) => "bool",
+                };
+                Some((a.col, format!("{name}(): argument '{key}' must be bool, not {got}")))
+            }
+            ("shape", _, Kind::Tuple(items)) => {
+                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'shape' must be tuple of ints, but found element of type float at pos {i}")))
+            }
+            ("dim", _, Kind::Tuple(items)) if self.family() == Family::Reduce => {
+                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'dim' must be a tuple of ints, and holds a float at pos {i}")))
+            }
+            ("dim" | "dim0" | "dim1" | "shape" | "ignore_index" | "blank", Value::Num(_), _) if float_typed(a, consts) => {
+                let want = if self.family() == Family::Reduce && key == "dim" { "must be int or a tuple of ints" } else { "must be int" };
+                Some((a.col, format!("{name}(): argument '{key}' {want}, not float")))
+            }
+            _ => None,
+        }
+    }
+
     /// The function called `name`, or the error naming the nearest one ("did you mean `log`?").
     pub fn named(name: &str, col: usize) -> Result<Func, Problem> {
         name.parse().map_err(|_| {
@@ -243,6 +277,7 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
     };
     Ok(match &a.kind {
         Kind::Num(v) => Some(Value::Num(*v)),
+        Kind::Int(i) => Some(Value::Num(*i as f64)),
         Kind::Bool(b) => Some(Value::Bool(*b)),
         Kind::Str(s) => Some(Value::Str(s.clone())),
         Kind::Name(n) => consts.get(n).copied().or_else(|| builtin(n)).map(Value::Num),
@@ -263,6 +298,22 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
             Some(Value::Tuple(out))
         }
     })
+}
+
+/// Whether Python makes `a` a float rather than an int (or a bool): a float literal, `inf`, a
+/// quotient (`/` is true division), or arithmetic with a float in it, or an int to a negative
+/// power. A constant of `consts` counts as an int (see [`Func::type_problem`]).
+pub fn float_typed(a: &Ast, consts: &BTreeMap<String, f64>) -> bool {
+    match &a.kind {
+        Kind::Num(_) => true,
+        Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Tuple(_) | Kind::Call(..) => false,
+        Kind::Name(n) => !consts.contains_key(n) && builtin(n).is_some(),
+        Kind::Neg(x) => float_typed(x, consts),
+        Kind::Bin(op, _, _) if op.compares() => false,
+        Kind::Bin(BinOp::Div, _, _) => true,
+        Kind::Bin(BinOp::Pow, x, y) => float_typed(x, consts) || float_typed(y, consts) || matches!(constant(y, consts), Ok(Some(Value::Num(e))) if e < 0.0),
+        Kind::Bin(_, x, y) => float_typed(x, consts) || float_typed(y, consts),
+    }
 }
 
 /// The numbers the language names without a constant: `inf` (Python's `math.inf`, for
@@ -317,6 +368,9 @@ impl Params {
             let Some(v) = constant(a, consts)? else {
                 return Err(Problem { col: a.col, message: format!("`{key}` of `{name}` must be a constant, and `{a}` reads a tensor") });
             };
+            if let Some((at, wrong)) = f.type_problem(key, a, &v, consts) {
+                return Err(Problem { col: at, message: format!("{wrong} (PyTorch's TypeError)") });
+            }
             if let Some(wrong) = f.dim_problem(key, &v) {
                 return Err(Problem { col: a.col, message: format!("{name}(): argument '{key}' {wrong} (PyTorch's TypeError)") });
             }
@@ -365,3 +419,7 @@ impl Params {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "funcs_tests.rs"]
+mod tests;

@@ -258,7 +258,7 @@ pub fn autocast_of(text: &str) -> Autocast {
         ast::Kind::Call(name, ..) => f32 |= name.parse::<funcs::Func>().is_ok_and(funcs::Func::f32_under_autocast),
         ast::Kind::Bin(ast::BinOp::MatMul, ..) => low = true,
         ast::Kind::Bin(ast::BinOp::Pow, ..) => f32 = true,
-        ast::Kind::Num(_) | ast::Kind::Bool(_) | ast::Kind::Str(_) | ast::Kind::Name(_) | ast::Kind::Neg(_) | ast::Kind::Bin(..) | ast::Kind::Tuple(_) => {}
+        ast::Kind::Num(_) | ast::Kind::Int(_) | ast::Kind::Bool(_) | ast::Kind::Str(_) | ast::Kind::Name(_) | ast::Kind::Neg(_) | ast::Kind::Bin(..) | ast::Kind::Tuple(_) => {}
     });
     match (f32, low) {
         (true, _) => Autocast::F32,

@@ -16,6 +16,7 @@ pub fn python(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
     let go = |b: &Ast| python(b, consts, main);
     match &a.kind {
         Kind::Num(v) => py(*v),
+        Kind::Int(i) => i.to_string(),
         Kind::Bool(b) => if *b { "True" } else { "False" }.into(),
         Kind::Str(s) => format!("'{s}'"),
         Kind::Name(n) => consts.get(n).copied().or_else(|| super::funcs::builtin(n)).map_or_else(|| n.clone(), py),
