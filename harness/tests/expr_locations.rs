@@ -64,3 +64,15 @@ fn unknown_names_and_hidden_outputs_say_what_can_be_read() {
     let err = refused(&text);
     assert!(err.contains(&at(&text, 10, "T = 0.07")) && err.contains("`model.layers.1.consts.T`: the constant `T`"), "{err}");
 }
+
+#[test]
+fn a_float_where_pytorch_takes_an_int_points_at_the_literal() {
+    // PyTorch 2.15: torch.sum(x, dim=1.0) and torch.reshape(x, (-1, 2.0)) raise a TypeError;
+    // nanhunt refuses them before training, at the literal's line and column.
+    let text = scenario("[{ type = \"linear\", out = 4 }, { type = \"expr\", expr = \"x - mean(x, dim=1.0, keepdim=true)\" }, { type = \"linear\", out = 1 }]", "");
+    let err = refused(&text);
+    assert!(err.contains(&at(&text, 10, "1.0")) && err.contains("column 17: mean(): argument 'dim' must be int or a tuple of ints, not float"), "{err}");
+    let text = scenario("[{ type = \"linear\", out = 4 }, { type = \"expr\", expr = \"reshape(x, (-1, 2, 2.0))\" }, { type = \"linear\", out = 1 }]", "");
+    let err = refused(&text);
+    assert!(err.contains(&at(&text, 10, "2.0")) && err.contains("reshape(): argument 'shape' must be tuple of ints, but found element of type float at pos 2"), "{err}");
+}

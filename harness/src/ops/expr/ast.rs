@@ -31,8 +31,11 @@ pub struct Ast {
 /// The kinds of node.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// A number literal (`2`, `1e-12`, `.5`).
+    /// A float literal (`2.0`, `1e-12`, `.5`, `1e0`): Python's `float`.
     Num(f64),
+    /// An integer literal (`2`, `0`; `-1` is `Neg(Int(1))`): Python's `int`, which PyTorch's
+    /// integer arguments (`dim`, a `reshape`'s sizes) take and a float literal is refused for.
+    Int(i64),
     /// `true` or `false` (`True`, `False`), for keyword arguments such as `keepdim`.
     Bool(bool),
     /// A string in quotes (`'sum'`), for keyword arguments such as a loss's `reduction`.
@@ -126,7 +129,7 @@ impl Ast {
     pub fn walk(&self, f: &mut dyn FnMut(&Ast)) {
         f(self);
         match &self.kind {
-            Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
+            Kind::Num(_) | Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
             Kind::Neg(a) => a.walk(f),
             Kind::Bin(_, a, b) => {
                 a.walk(f);
@@ -146,9 +149,8 @@ impl Ast {
 impl fmt::Display for Ast {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            // A whole number as Python writes an int (`dim=-1`, `(-1, 4)`), which torch's
-            // integer arguments need; anything else as a float literal.
-            Kind::Num(v) if v.fract() == 0.0 && v.abs() < 1e15 => write!(f, "{}", *v as i64),
+            // Each literal as it was written: an int as an int, a float as a float (`2.0`).
+            Kind::Int(i) => write!(f, "{i}"),
             Kind::Num(v) => write!(f, "{v:?}"),
             Kind::Bool(b) => write!(f, "{b}"),
             Kind::Str(s) => write!(f, "'{s}'"),
@@ -173,7 +175,7 @@ impl fmt::Display for Paren<'_> {
         match self.0.kind {
             Kind::Bin(..) | Kind::Neg(_) => write!(f, "({})", self.0),
             Kind::Num(v) if v < 0.0 => write!(f, "({})", self.0),
-            Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) | Kind::Call(..) | Kind::Tuple(_) => write!(f, "{}", self.0),
+            Kind::Num(_) | Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) | Kind::Call(..) | Kind::Tuple(_) => write!(f, "{}", self.0),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 pub use super::ast::Problem;
 use super::ast::{Ast, BinOp, Kind};
-use super::funcs::{arith, nearest, Family, Func, Params, Value};
+use super::funcs::{arith, builtin, nearest, Family, Func, Params, Value};
 use super::losses::{self, LossCall, Reads, Reduce};
 
 /// One dimension of a shape: the batch (whatever its size), or a known size.
@@ -95,6 +95,7 @@ impl Env<'_> {
         let ir = |op, dims| Ok(Ir { op, col, dims });
         match &a.kind {
             Kind::Num(v) => ir(IrOp::Const(*v), Vec::new()),
+            Kind::Int(i) => ir(IrOp::Const(*i as f64), Vec::new()),
             Kind::Bool(_) => Err(Problem { col, message: "`true` and `false` are for keyword arguments such as `keepdim`".into() }),
             Kind::Str(_) => Err(Problem { col, message: "a string is for keyword arguments such as a loss's `reduction='sum'`".into() }),
             Kind::Tuple(_) => Err(Problem { col, message: "a tuple is for `dim=` or a `reshape`'s shape, not a value".into() }),
@@ -112,8 +113,8 @@ impl Env<'_> {
         if let Some(i) = self.inputs.iter().position(|(m, _)| m == n) {
             return Ok(Ir { op: IrOp::Input(i), col, dims: self.inputs[i].1.clone() });
         }
-        if let Some(v) = self.consts.get(n) {
-            return Ok(Ir { op: IrOp::Const(*v), col, dims: Vec::new() });
+        if let Some(v) = self.consts.get(n).copied().or_else(|| builtin(n)) {
+            return Ok(Ir { op: IrOp::Const(v), col, dims: Vec::new() });
         }
         // The inputs proper (`x`; `p`, `y`, `mask`), then the named outputs, then the constants.
         let (own, read): (Vec<&str>, Vec<&str>) = self.inputs.iter().map(|(m, _)| m.as_str()).partition(|m| matches!(*m, "x" | "p" | "y" | "mask"));
@@ -160,8 +161,12 @@ impl Env<'_> {
             return Err(Problem { col, message: format!("`{name}` needs {n} tensor operand(s), and gets {}", args.len()) });
         }
         let params = Params::bind(f, name, col, &args[n..], kwargs, self.consts)?;
-        let operands = args[..n].iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
+        let mut operands = args[..n].iter().map(|a| self.check(a)).collect::<Result<Vec<_>, _>>()?;
         let (bound, dims) = resolve(f, params, &operands, col)?;
+        // `ctc` reads its input lengths from the padding mask, as `[loss] kind = "ctc"` does.
+        if let (Func::Ctc, Some(m)) = (f, self.inputs.iter().position(|(m, _)| m == "mask")) {
+            operands.push(Ir { op: IrOp::Input(m), col, dims: self.inputs[m].1.clone() });
+        }
         Ok(Ir { op: IrOp::Call(f, operands, bound), col, dims })
     }
 }
@@ -205,8 +210,8 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
                 Func::Norm => b.params.num("p").unwrap_or(2.0),
                 _ => b.params.num("correction").unwrap_or(1.0),
             });
-            if f == Func::Norm && b.lo != Some(2.0) {
-                return Err(Problem { col, message: "`norm` supports p=2 only for now".into() });
+            if f == Func::Norm && b.lo.is_some_and(f64::is_nan) {
+                return Err(Problem { col, message: "`p` of `norm` must be a number (0, 1, 2, inf, -inf or any other), got NaN".into() });
             }
             reduced(x, &b.dims, b.keepdim)
         }
@@ -259,14 +264,17 @@ fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Resu
             }
         }
         Reads::Embeddings if p.len() != 2 || p != y => return Err(bad("reads two batches of embeddings of one width (batch, d)")),
+        Reads::Labels if p.len() != 3 || y.len() != 2 || !matches!(p[2], Dim::N(k) if k >= 2) => {
+            return Err(bad("reads log-probabilities (batch, steps, classes) and label rows (batch, length) padded with the blank"))
+        }
         Reads::Alike if p != y => return Err(bad("reads a prediction and targets of one shape")),
-        Reads::Embeddings | Reads::Alike => {}
+        Reads::Embeddings | Reads::Alike | Reads::Labels => {}
     }
     Ok(match (call.reduce, call.reads) {
         (Reduce::None, Reads::Alike) => p.to_vec(),
         // One loss per row or position: the prediction without its classes.
         (Reduce::None, Reads::Classes) => p[..p.len() - 1].to_vec(),
-        (Reduce::None, Reads::Embeddings) => vec![Dim::Batch],
+        (Reduce::None, Reads::Embeddings | Reads::Labels) => vec![Dim::Batch],
         (Reduce::Scalar | Reduce::Elements, _) => Vec::new(),
     })
 }

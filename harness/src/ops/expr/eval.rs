@@ -3,8 +3,8 @@
 //! already follow PyTorch; compositions get their backward from Candle's autograd, which
 //! applies the same chain rule as PyTorch's, so a NaN in `where`'s unselected branch still
 //! reaches its input as `NaN · 0 = NaN`. Where PyTorch's backward is not the chain rule of
-//! its forward, the gradient is set by hand (`grad.rs`): `norm` and `std` give 0 (not NaN)
-//! at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
+//! its forward, the gradient is set by hand (`grad.rs`, `norm.rs`): `norm` (every `p`) and
+//! `std` give 0 (not NaN) at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
 //! `cosine_similarity` clamps its norms to `eps` without a gradient, as ATen does.
 
 use candle_core::{DType, Tensor};
@@ -65,9 +65,9 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
             let shape: Vec<usize> = std::iter::once(x.dim(0)?).chain(b.shape.iter().copied()).collect();
             Ok(x.contiguous()?.reshape(shape)?)
         }
-        Family::Pair => grad::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
+        Family::Pair => super::norm::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),
         Family::Loss => match &b.loss {
-            Some(call) => super::losses::eval(call, x, &xs[1]),
+            Some(call) => super::losses::eval(call, x, &xs[1], xs.get(2)),
             None => Err(crate::ops::unplanned(format!("`{}` without its loss", <&str>::from(f)))),
         },
     }
@@ -109,7 +109,8 @@ fn pointwise(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => return Err(crate::ops::unplanned(format!("`{}` as an elementwise function", <&str>::from(f)))),
     };
     op.forward(x)
 }
@@ -164,7 +165,7 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         }
         Func::Var => grad::variance(x, d, b.lo.unwrap_or(1.0))?,
         Func::Std => grad::std(x, d, b.lo.unwrap_or(1.0))?,
-        Func::Norm => grad::norm(x, d)?,
+        Func::Norm => super::norm::norm(x, d, b.lo.unwrap_or(2.0))?,
         Func::Abs
         | Func::Exp
         | Func::Log
@@ -190,7 +191,8 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => return Err(crate::ops::unplanned(format!("`{}` as a reduction", <&str>::from(f)))),
     };
     if b.keepdim {
         return Ok(kept);
@@ -236,7 +238,8 @@ fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
         | Func::Focal
         | Func::Mse
         | Func::BceWithLogits
-        | Func::InfoNce => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
+        | Func::InfoNce
+        | Func::Ctc => Err(crate::ops::unplanned(format!("`{}` along a dimension", <&str>::from(f)))),
     }
 }
 

@@ -55,7 +55,7 @@ pub enum Func {
     Std,
     /// `torch.var(x, dim=, keepdim=, correction=1)`
     Var,
-    /// `torch.norm(x, p=2, dim=, keepdim=)` (p = 2 only)
+    /// `torch.norm(x, p=2, dim=, keepdim=)`: `torch.linalg.vector_norm` of any `p` (`0`, `1`, `2`, `inf`, `-inf`, any other)
     Norm,
     /// `torch.softmax(x, dim=)`
     Softmax,
@@ -82,6 +82,11 @@ pub enum Func {
     /// The contrastive loss `F.cross_entropy(p @ y.T / temperature, arange(batch))`, of
     /// `F.normalize(p)` and `F.normalize(y)` with `normalized=True`
     InfoNce,
+    /// `F.ctc_loss(p.transpose(0, 1), y, input_lengths, target_lengths, blank=0,
+    /// reduction='mean', zero_infinity=False)` of `(batch, steps, classes)` log-probabilities and
+    /// label rows padded with the blank; the lengths from the data, as `[loss] kind = "ctc"` takes
+    /// them (the padding mask's row sums, the labels before the blank)
+    Ctc,
 }
 
 /// What a function does to its operands' shapes.
@@ -118,7 +123,7 @@ impl Func {
             Transpose => Family::Transpose,
             Reshape => Family::Reshape,
             CosineSimilarity => Family::Pair,
-            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => Family::Loss,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => Family::Loss,
         }
     }
 
@@ -127,7 +132,7 @@ impl Func {
         use Func::*;
         match self {
             Where => 3,
-            CosineSimilarity | CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => 2,
+            CosineSimilarity | CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => 2,
             Abs | Exp | Log | Log1p | Sqrt | Rsqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Softplus | Clamp | Sum | Mean | Amax | Amin | Logsumexp | Std | Var | Norm | Softmax | LogSoftmax
             | Transpose | Reshape | Cumsum => 1,
         }
@@ -151,6 +156,7 @@ impl Func {
             Focal => &["alpha", "gamma", "reduction"],
             Mse | BceWithLogits => &["reduction"],
             InfoNce => &["temperature", "reduction", "normalized"],
+            Ctc => &["blank", "reduction", "zero_infinity"],
         }
     }
 
@@ -170,7 +176,7 @@ impl Func {
         use Func::*;
         match self {
             Exp | Log | Log1p | Rsqrt | Softplus | Sum | Logsumexp | Norm | Softmax | LogSoftmax | Cumsum | CosineSimilarity => true,
-            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce => true,
+            CrossEntropy | KlDiv | Focal | Mse | BceWithLogits | InfoNce | Ctc => true,
             Abs | Sqrt | Sigmoid | Logsigmoid | Tanh | Relu | Gelu | Clamp | Where | Mean | Amax | Amin | Std | Var | Transpose | Reshape => false,
         }
     }
@@ -193,6 +199,40 @@ impl Func {
             Value::Tuple(_) if !tuples => Some(format!("{want}, not tuple")),
             Value::Tuple(t) if t.iter().all(|x| int(*x)) => None,
             Value::Tuple(_) => Some("must be a tuple of ints, and holds a float".into()),
+        }
+    }
+
+    /// What is wrong with the argument `a` (of value `v`) as parameter `key` by its Python type,
+    /// in PyTorch's words (its `TypeError`), with the column at fault: an integer parameter
+    /// (`dim`, `dim0`, `dim1`, a `reshape`'s `shape`, `ignore_index`, `blank`) refuses a float
+    /// (`1.0`, `1e0`, `4 / 2`), a boolean one (`keepdim`, `log_target`, `zero_infinity`,
+    /// `normalized`) anything but `true`/`false`. A constant of `consts` is an int when whole (TOML
+    /// `consts` are numbers without Python's two types).
+    pub fn type_problem(self, key: &str, a: &Ast, v: &Value, consts: &BTreeMap<String, f64>) -> Option<(usize, String)> {
+        let name: &str = self.into();
+        let kind = |a: &Ast| if float_typed(a, consts) { "float" } else { "int" };
+        match (key, v, &a.kind) {
+            ("keepdim" | "log_target" | "zero_infinity" | "normalized", Value::Bool(_), _) => None,
+            ("keepdim" | "log_target" | "zero_infinity" | "normalized", _, _) => {
+                let got = match v {
+                    Value::Num(_) => kind(a),
+                    Value::Str(_) => "str",
+                    Value::Tuple(_) => "tuple",
+                    Value::Bool(_) => "bool",
+                };
+                Some((a.col, format!("{name}(): argument '{key}' must be bool, not {got}")))
+            }
+            ("shape", _, Kind::Tuple(items)) => {
+                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'shape' must be tuple of ints, but found element of type float at pos {i}")))
+            }
+            ("dim", _, Kind::Tuple(items)) if self.family() == Family::Reduce => {
+                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'dim' must be a tuple of ints, and holds a float at pos {i}")))
+            }
+            ("dim" | "dim0" | "dim1" | "shape" | "ignore_index" | "blank", Value::Num(_), _) if float_typed(a, consts) => {
+                let want = if self.family() == Family::Reduce && key == "dim" { "must be int or a tuple of ints" } else { "must be int" };
+                Some((a.col, format!("{name}(): argument '{key}' {want}, not float")))
+            }
+            _ => None,
         }
     }
 
@@ -237,9 +277,10 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
     };
     Ok(match &a.kind {
         Kind::Num(v) => Some(Value::Num(*v)),
+        Kind::Int(i) => Some(Value::Num(*i as f64)),
         Kind::Bool(b) => Some(Value::Bool(*b)),
         Kind::Str(s) => Some(Value::Str(s.clone())),
-        Kind::Name(n) => consts.get(n).map(|v| Value::Num(*v)),
+        Kind::Name(n) => consts.get(n).copied().or_else(|| builtin(n)).map(Value::Num),
         Kind::Neg(x) => num(x)?.map(|v| Value::Num(-v)),
         Kind::Bin(op, x, y) => match (num(x)?, num(y)?) {
             (Some(u), Some(v)) => Some(Value::Num(arith(*op, u, v))),
@@ -257,6 +298,28 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
             Some(Value::Tuple(out))
         }
     })
+}
+
+/// Whether Python makes `a` a float rather than an int (or a bool): a float literal, `inf`, a
+/// quotient (`/` is true division), or arithmetic with a float in it, or an int to a negative
+/// power. A constant of `consts` counts as an int (see [`Func::type_problem`]).
+pub fn float_typed(a: &Ast, consts: &BTreeMap<String, f64>) -> bool {
+    match &a.kind {
+        Kind::Num(_) => true,
+        Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Tuple(_) | Kind::Call(..) => false,
+        Kind::Name(n) => !consts.contains_key(n) && builtin(n).is_some(),
+        Kind::Neg(x) => float_typed(x, consts),
+        Kind::Bin(op, _, _) if op.compares() => false,
+        Kind::Bin(BinOp::Div, _, _) => true,
+        Kind::Bin(BinOp::Pow, x, y) => float_typed(x, consts) || float_typed(y, consts) || matches!(constant(y, consts), Ok(Some(Value::Num(e))) if e < 0.0),
+        Kind::Bin(_, x, y) => float_typed(x, consts) || float_typed(y, consts),
+    }
+}
+
+/// The numbers the language names without a constant: `inf` (Python's `math.inf`, for
+/// `norm(x, p=inf)`). A constant of `consts` of that name comes first.
+pub fn builtin(name: &str) -> Option<f64> {
+    (name == "inf").then_some(f64::INFINITY)
 }
 
 /// `u op v` on numbers, as Python computes it on floats (comparisons give 1 or 0).
@@ -305,6 +368,9 @@ impl Params {
             let Some(v) = constant(a, consts)? else {
                 return Err(Problem { col: a.col, message: format!("`{key}` of `{name}` must be a constant, and `{a}` reads a tensor") });
             };
+            if let Some((at, wrong)) = f.type_problem(key, a, &v, consts) {
+                return Err(Problem { col: at, message: format!("{wrong} (PyTorch's TypeError)") });
+            }
             if let Some(wrong) = f.dim_problem(key, &v) {
                 return Err(Problem { col: a.col, message: format!("{name}(): argument '{key}' {wrong} (PyTorch's TypeError)") });
             }
@@ -353,3 +419,7 @@ impl Params {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "funcs_tests.rs"]
+mod tests;

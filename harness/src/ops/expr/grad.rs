@@ -1,13 +1,11 @@
 //! The reductions whose PyTorch backward is not the chain rule of their forward, each a value
 //! computed without a graph and its input's gradient set by hand (`derivatives.yaml`,
 //! `FunctionsManual.cpp`):
-//! - `norm` (p = 2, `norm_backward`): `grad · (x / norm)`, with the quotient 0 where the norm
-//!   is 0, so a zero row gets 0, where `sqrt(sum(x²))`'s chain rule gives NaN;
+//! - `norm` (`norm_backward`, every `p`): in `norm.rs`;
 //! - `std` (`std_backward`): `var_backward(grad / (2·std))` with 0 where the std is 0;
 //! - `amax`/`amin` (`evenly_distribute_backward`): the gradient shared evenly among the
 //!   elements equal to the extreme (Candle's `max` gives each tie all of it);
-//! - `cosine_similarity` (`aten/src/ATen/native/Distance.cpp`): each operand over its own norm,
-//!   the norm clamped to `eps` in place under `NoGradGuard`, so the gradient flows as if unclamped.
+//! - `cosine_similarity` (`aten/src/ATen/native/Distance.cpp`): in `norm.rs`, beside the norm it divides by.
 //!
 //! - `var` (`var_backward`): `((2 / (n − correction)) · grad) · (x − mean)`, with no term through
 //!   the mean (its chain rule would add one that is 0 only in exact arithmetic).
@@ -118,45 +116,4 @@ pub fn std(x: &Tensor, dims: &[usize], correction: f64) -> Result<Tensor> {
             var_grad(&zero.where_cond(&q.zeros_like()?, &q)?)
         }),
     )
-}
-
-/// The 2-norm over `dims`, kept, in f32 for a half type and rounded once; its gradient is
-/// `grad · (x / norm)` from the rounded norm, with the quotient 0 where the norm is 0 (a NaN
-/// arriving gradient still gives NaN there, as PyTorch's `norm_backward`).
-pub fn norm(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
-    let v = x.detach();
-    let n = in_f32(&v, |v| Ok(v.sqr()?.sum_keepdim(dims)?.sqrt()?))?;
-    let q = v.broadcast_div(&n)?;
-    let q = n.eq(0.0)?.broadcast_as(q.shape())?.where_cond(&q.zeros_like()?, &q)?;
-    with_grad(x, &n, Arc::new(move |g| q.broadcast_mul(g)))
-}
-
-/// `torch.cosine_similarity(x1, x2, dim, eps)` as PyTorch 2.15's ATen computes it: the operands
-/// broadcast, each divided by its 2-norm over `dim` (kept) clamped to at least `eps`, the
-/// products summed over `dim`. The clamp has no gradient (ATen's `clamp_min_` under
-/// `NoGradGuard`): the norm's gradient is its unclamped one, 0 at a zero norm. So a zero vector's
-/// similarity is 0, and its gradient `x2 / (eps · ‖x2‖)`, about 1e8 times. A half type computes
-/// in f32 and rounds once, with `eps` rounded to it first (so 1e-8 is 0 in f16, and a zero row
-/// 0/0 = NaN, as in PyTorch): Candle's quotient rule squares the divisor, which f16 underflows.
-pub fn cosine_similarity(x1: &Tensor, x2: &Tensor, dim: usize, eps: f64) -> Result<Tensor> {
-    let shape = x1.shape().broadcast_shape_binary_op(x2.shape(), "cosine_similarity")?;
-    let dtype = x1.dtype();
-    let eps = Tensor::new(eps, x1.device())?.to_dtype(dtype)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let wide = |x: &Tensor| -> Result<Tensor> { crate::run::kernel::cast::cast(&x.broadcast_as(&shape)?.contiguous()?, wider(dtype)) };
-    let unit = |x: &Tensor| -> Result<Tensor> {
-        let n = norm(x, &[dim])?;
-        let clamped = n.detach().clamp(eps, f64::INFINITY)?;
-        let n = with_grad(&n, &clamped, Arc::new(|g| Ok(g.clone())))?;
-        Ok(x.broadcast_div(&n)?)
-    };
-    let out = unit(&wide(x1)?)?.mul(&unit(&wide(x2)?)?)?.sum(dim)?;
-    crate::run::kernel::cast::cast(&out, dtype)
-}
-
-/// f32 for the half types, else the dtype itself.
-fn wider(d: candle_core::DType) -> candle_core::DType {
-    match d {
-        candle_core::DType::F16 | candle_core::DType::BF16 => candle_core::DType::F32,
-        other => other,
-    }
 }

@@ -1,13 +1,17 @@
 //! The named losses an expression may call, `cross_entropy(p, y, ignore_index=-100,
 //! label_smoothing=0.0)`, `kl_div(p, y, log_target=False, reduction='mean')`,
 //! `focal(p, y, alpha=0.25, gamma=2, reduction='none')` (torchvision's `sigmoid_focal_loss`),
-//! `mse(p, y)`, `bce_with_logits(p, y)` and `info_nce(p, y, temperature=0.07, normalized=False)`,
-//! each with its PyTorch defaults: a call becomes the loss kind's [`LossSpec`] and runs the loss
+//! `mse(p, y)`, `bce_with_logits(p, y)`, `info_nce(p, y, temperature=0.07, normalized=False)` and
+//! `ctc(p, y, blank=0, reduction='mean', zero_infinity=False)`, each with its PyTorch defaults: a call becomes the loss kind's [`LossSpec`] and runs the loss
 //! op's own kernel (`ops::loss::kind_loss`), so its value, its backward and its PyTorch line are
 //! the `[loss] kind`'s. `reduction='none'` gives one term per element (`mse`, `bce_with_logits`,
 //! `kl_div`, `focal`), per row or position (`cross_entropy`, 0 where the target is ignored: a
 //! masked mean is `sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)`) or per row
-//! (`info_nce`); `kl_div`'s `'mean'` is PyTorch's mean over elements, `'batchmean'` the KL divergence.
+//! (`info_nce`, `ctc`: its negative log-likelihood per sequence); `kl_div`'s `'mean'` is PyTorch's
+//! mean over elements, `'batchmean'` the KL divergence. `ctc` reads `(batch, steps, classes)`
+//! log-probabilities and label rows padded with the blank, and its input lengths from the padding
+//! mask when the loss expression reads padded data (the check passes it `mask` as a third operand),
+//! as `[loss] kind = "ctc"` does; the data's label sequences pad with the expression's blank.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +43,8 @@ pub enum Reads {
     Embeddings,
     /// A prediction and targets of one shape.
     Alike,
+    /// `(batch, steps, classes)` log-probabilities and `(batch, length)` label rows (`ctc`).
+    Labels,
 }
 
 /// A named loss call: the loss it runs and how it reduces.
@@ -63,6 +69,7 @@ enum Named {
     Mse,
     BceWithLogits,
     InfoNce,
+    Ctc,
 }
 
 /// The named loss `f` is, if it is one.
@@ -74,6 +81,7 @@ fn named(f: Func) -> Option<Named> {
         Func::Mse => Named::Mse,
         Func::BceWithLogits => Named::BceWithLogits,
         Func::InfoNce => Named::InfoNce,
+        Func::Ctc => Named::Ctc,
         Func::Abs
         | Func::Exp
         | Func::Log
@@ -108,7 +116,7 @@ fn named(f: Func) -> Option<Named> {
 /// The reductions a named loss takes, its default first (PyTorch's, or torchvision's `'none'` for `focal`).
 fn reductions(n: Named) -> &'static [&'static str] {
     match n {
-        Named::CrossEntropy | Named::InfoNce => &["mean", "sum", "none"],
+        Named::CrossEntropy | Named::InfoNce | Named::Ctc => &["mean", "sum", "none"],
         Named::KlDiv => &["mean", "batchmean", "sum", "none"],
         Named::Focal => &["none", "mean", "sum"],
         Named::Mse | Named::BceWithLogits => &["mean", "sum", "none"],
@@ -162,6 +170,15 @@ pub fn call_of(f: Func, name: &str, params: &Params, col: usize) -> std::result:
             spec.normalized = params.flag("normalized");
             LossKind::InfoNce
         }
+        Named::Ctc => {
+            let blank = finite(params, "blank", 0.0, col)?;
+            if blank.fract() != 0.0 || !(0.0..=1e9).contains(&blank) {
+                return Err(Problem { col, message: format!("`{name}` takes a class index ≥ 0 as its blank, got {blank}") });
+            }
+            spec.blank = Some(blank as usize);
+            spec.zero_infinity = params.flag("zero_infinity");
+            LossKind::Ctc
+        }
     };
     let reduce = match reduction.as_str() {
         "none" => Reduce::None,
@@ -171,13 +188,21 @@ pub fn call_of(f: Func, name: &str, params: &Params, col: usize) -> std::result:
     let reads = match n {
         Named::CrossEntropy => Reads::Classes,
         Named::InfoNce => Reads::Embeddings,
+        Named::Ctc => Reads::Labels,
         Named::KlDiv | Named::Focal | Named::Mse | Named::BceWithLogits => Reads::Alike,
     };
     Ok(LossCall { spec, reduce, reduction, reads })
 }
 
-/// The call's value: the loss kind's kernel on the prediction `p` and targets `y`.
-pub fn eval(call: &LossCall, p: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// The call's value: the loss kind's kernel on the prediction `p` and targets `y` (and `ctc`'s
+/// padding `mask`, when the expression reads padded data).
+pub fn eval(call: &LossCall, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    if call.spec.kind == LossKind::Ctc {
+        return match call.reduce {
+            Reduce::None => crate::ops::loss::ctc_sequences(&call.spec, p, y, mask),
+            Reduce::Scalar | Reduce::Elements => crate::ops::loss::Loss(call.spec.clone()).apply_masked(p, y, mask),
+        };
+    }
     let terms = || crate::ops::loss::kind_elements(&call.spec, p, y)?.ok_or_else(|| crate::ops::unplanned(format!("`{}` has no reduction='none'", <&str>::from(call.spec.kind))));
     match call.reduce {
         Reduce::Scalar => crate::ops::loss::kind_loss(&call.spec, p, y),
@@ -187,8 +212,9 @@ pub fn eval(call: &LossCall, p: &Tensor, y: &Tensor) -> Result<Tensor> {
 }
 
 /// The call in PyTorch, of the Python expressions `a` (the prediction) and `b` (the targets):
-/// the loss kind's own line, as a function of `p` and `y` applied to them.
-pub fn python(call: &LossCall, a: &str, b: &str) -> String {
+/// the loss kind's own line, as a function of `p` and `y` applied to them; `ctc`'s also of the
+/// padding mask, `mask` (`repro.py`'s, `None` without padding; `None` in a layer).
+pub fn python(call: &LossCall, a: &str, b: &str, mask: &str) -> String {
     let body = match (call.spec.kind, call.reduce) {
         (LossKind::KlDiv | LossKind::KlDivLogTarget, _) => {
             let log_target = if call.spec.kind == LossKind::KlDivLogTarget { "True" } else { "False" };
@@ -197,9 +223,42 @@ pub fn python(call: &LossCall, a: &str, b: &str) -> String {
         (_, Reduce::None) => crate::ops::loss::kind_torch_elements(&call.spec),
         (_, Reduce::Scalar | Reduce::Elements) => crate::ops::loss::kind_torch(&call.spec),
     };
+    if call.spec.kind == LossKind::Ctc {
+        return format!("(lambda p, y, mask: {body})({a}, {b}, {mask})");
+    }
     format!("(lambda p, y: {body})({a}, {b})")
+}
+
+/// The blank the data's label sequences pad with: the loss's `blank`, or for an expression the
+/// blank of the `ctc(...)` it calls, or PyTorch's default 0.
+pub fn blank(s: &LossSpec) -> usize {
+    match (s.kind, s.blank) {
+        (_, Some(b)) => b,
+        (LossKind::Expr, None) => s.expr.as_deref().and_then(|t| ctc_blank(t, &s.consts)).unwrap_or(0),
+        (_, None) => 0,
+    }
+}
+
+/// The blank of the first `ctc(...)` the expression `text` calls (with `consts`), if it calls one
+/// whose parameters bind: the class the data's label sequences pad with.
+pub fn ctc_blank(text: &str, consts: &BTreeMap<String, f64>) -> Option<usize> {
+    let ast = super::parse::parse(text).ok()?;
+    let mut found = None;
+    ast.walk(&mut |a| {
+        let super::ast::Kind::Call(name, args, kwargs) = &a.kind else { return };
+        if found.is_some() || name != "ctc" || args.len() < 2 {
+            return;
+        }
+        let call = Params::bind(Func::Ctc, name, a.col, &args[2..], kwargs, consts).and_then(|p| call_of(Func::Ctc, name, &p, a.col));
+        found = call.ok().and_then(|c| c.spec.blank);
+    });
+    found
 }
 
 #[cfg(test)]
 #[path = "losses_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "losses_ctc_tests.rs"]
+mod ctc_tests;

@@ -31,6 +31,7 @@ pub mod eval;
 pub mod funcs;
 pub(crate) mod grad;
 pub mod losses;
+pub mod norm;
 pub mod parse;
 pub mod torch;
 
@@ -119,7 +120,7 @@ fn shape_of(d: &[Dim]) -> std::result::Result<Shape, String> {
 impl Expr {
     /// The names it reads besides `x` and its constants (earlier named outputs), in order of first use.
     pub fn reads(&self) -> Vec<String> {
-        parse::parse(&self.expr).map(|a| a.names().into_iter().map(|(n, _)| n).filter(|n| n != "x" && !self.consts.contains_key(n)).collect()).unwrap_or_default()
+        parse::parse(&self.expr).map(|a| a.names().into_iter().map(|(n, _)| n).filter(|n| n != "x" && !self.consts.contains_key(n) && funcs::builtin(n).is_none()).collect()).unwrap_or_default()
     }
 
     /// Checks it reading `x` of `x` and the named outputs `others` (in [`Expr::reads`]'s order).

@@ -68,7 +68,7 @@ pub fn column(text: &str, offset: usize) -> usize {
 
 fn depth(a: &Ast) -> usize {
     let below = match &a.kind {
-        Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => 0,
+        Kind::Num(_) | Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => 0,
         Kind::Neg(x) => depth(x),
         Kind::Bin(_, x, y) => depth(x).max(depth(y)),
         Kind::Call(_, args, kw) => args.iter().chain(kw.iter().map(|(_, v)| v)).map(depth).max().unwrap_or(0),
@@ -98,7 +98,7 @@ fn fail(what: &'static str) -> ErrMode<ContextError> {
 fn to_columns(a: &mut Ast, text: &str) {
     a.col = column(text, a.col);
     match &mut a.kind {
-        Kind::Num(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
+        Kind::Num(_) | Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Name(_) => {}
         Kind::Neg(x) => to_columns(x, text),
         Kind::Bin(_, x, y) => {
             to_columns(x, text);
@@ -196,8 +196,11 @@ fn atom(i: &mut In<'_>, d: usize) -> ModalResult<Ast> {
     let first = i.chars().next();
     match first {
         Some(c) if c.is_ascii_digit() || c == '.' => {
-            let v: f64 = float.context(expected("a number")).parse_next(i)?;
-            Ok(Ast { kind: Kind::Num(v), col })
+            let (v, written): (f64, &str) = float.with_taken().context(expected("a number")).parse_next(i)?;
+            // Written without `.` or an exponent, it is an int, as Python reads it (one too
+            // large for 64 bits stays a float: no PyTorch integer argument takes it).
+            let int = written.chars().all(|c| c.is_ascii_digit()).then(|| written.parse::<i64>().ok()).flatten();
+            Ok(Ast { kind: int.map_or(Kind::Num(v), Kind::Int), col })
         }
         Some(c) if c.is_ascii_alphabetic() || c == '_' => name_or_call(i, col, d),
         Some('(') => group(i, col, d),

@@ -156,7 +156,7 @@ fn a_focal_loss_expression_matches_pytorch_and_overflows_where_it_does() {
         assert!(close(v, value), "{v} vs PyTorch {value}");
         assert!(close(g[0], -0.010727743618190289) && close(g[1], 0.046419139951467514) && close(g[2], grad), "{g:?}");
     }
-    assert_eq!(loss.torch_expr(), "torch.mean(((((-y) * ((1.0 - p) ** 2.0)) * torch.log(p)) - (((1.0 - y) * (p ** 2.0)) * torch.log((1.0 - p)))))");
+    assert_eq!(loss.torch_expr(), "torch.mean(((((-y) * ((1 - p) ** 2.0)) * torch.log(p)) - (((1 - y) * (p ** 2.0)) * torch.log((1 - p)))))");
     let bad = crate::ops::loss::expr::checked(&loss.0, flat(1), flat(1), None);
     assert!(bad.is_ok());
     let per_row = crate::scenario::LossSpec { expr: Some("(p - y)**2".into()), ..loss.0.clone() };
@@ -184,7 +184,7 @@ fn a_layer_reads_earlier_named_outputs_and_exports_one_torch_line() {
     let (key, m) = plan(&spec2, InShape { features: 3, seq_len: None, vocab: None, image: None }).unwrap_err();
     assert_eq!((key.as_str(), m.as_str()), ("layers.0", "column 5: unknown name `g` (the expression can read `x`, no named outputs, and no constants)"));
     let op = Expr { expr: "where(x > 0, log(x), clamp(x, min=-1))".into(), consts: BTreeMap::new() };
-    assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0.0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
+    assert_eq!(op.torch(), Torch::Expr("torch.where(((x > 0).to(x.dtype) != 0), torch.log(x), torch.clamp(x, min=-1))".into()));
     // Under autocast each node has its own class (`amp.rs`); the layer as a whole is on no list.
     assert_eq!((op.autocast(Part::Whole), op.rounding(Part::Whole)), (Autocast::Same, Rounding::HalfTensors));
 }
@@ -232,7 +232,7 @@ fn cosine_similarity_clamps_each_norm_without_a_gradient_as_aten() {
     }
     assert_eq!(
         crate::ops::loss::Loss(crate::scenario::LossSpec { kind: crate::scenario::LossKind::Expr, expr: Some("mean(1 - cosine_similarity(p, y))".into()), ..Default::default() }).torch_expr(),
-        "torch.mean((1.0 - torch.cosine_similarity(p, y)))"
+        "torch.mean((1 - torch.cosine_similarity(p, y)))"
     );
     let e = compile("cosine_similarity(x, x, dim=2)", &[("x".into(), flat(3))], &BTreeMap::new()).unwrap_err();
     assert!(e.contains("dimension 2 is out of range"), "{e}");

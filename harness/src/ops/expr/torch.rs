@@ -16,9 +16,10 @@ pub fn python(a: &Ast, consts: &BTreeMap<String, f64>, main: &str) -> String {
     let go = |b: &Ast| python(b, consts, main);
     match &a.kind {
         Kind::Num(v) => py(*v),
+        Kind::Int(i) => i.to_string(),
         Kind::Bool(b) => if *b { "True" } else { "False" }.into(),
         Kind::Str(s) => format!("'{s}'"),
-        Kind::Name(n) => consts.get(n).map_or_else(|| n.clone(), |v| py(*v)),
+        Kind::Name(n) => consts.get(n).copied().or_else(|| super::funcs::builtin(n)).map_or_else(|| n.clone(), py),
         Kind::Neg(x) => format!("(-{})", go(x)),
         Kind::Bin(op, x, y) if op.compares() => format!("({} {} {}).to({main}.dtype)", go(x), op.symbol(), go(y)),
         Kind::Bin(op, x, y) => format!("({} {} {})", go(x), op.symbol(), go(y)),
@@ -33,7 +34,9 @@ fn call(name: &str, args: &[Ast], kwargs: &[(String, Ast)], consts: &BTreeMap<St
     let mut parts: Vec<String> = args[..n].iter().map(|a| python(a, consts, main)).collect();
     if let (Family::Loss, [a, b]) = (f.family(), &parts[..]) {
         let call = Params::bind(f, name, 1, &args[n..], kwargs, consts).and_then(|p| losses::call_of(f, name, &p, 1));
-        return call.map_or_else(|e| format!("None  # {e}"), |c| losses::python(&c, a, b));
+        // `repro.py`'s loss reads `mask` (None without padding); a layer has none.
+        let mask = if main == "p" { "mask" } else { "None" };
+        return call.map_or_else(|e| format!("None  # {e}"), |c| losses::python(&c, a, b, mask));
     }
     if f == Func::Where {
         if let Some(c) = parts.first_mut() {

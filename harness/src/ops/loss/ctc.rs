@@ -86,9 +86,11 @@ fn run<T: Float + candle_core::WithDType>(p: &Tensor, targets: &[Vec<usize>], le
     Ok((nll, grad))
 }
 
-/// The loss of log-probabilities `p` `(batch, steps, classes)` against label rows `y`, each
-/// row's input length its unpadded positions under the padding `mask` (every step without one).
-pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// Each sequence's negative log-likelihood `(batch,)` (PyTorch's `reduction='none'`), with its
+/// gradient, of log-probabilities `p` `(batch, steps, classes)` against label rows `y`, each row's
+/// input length its unpadded positions under the padding `mask` (every step without one); and
+/// the target lengths.
+fn sequences(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<(Tensor, Vec<usize>)> {
     let (batch, steps, classes) = p.dims3().map_err(|_| invalid("loss.kind", format!("`ctc` reads log-probabilities (batch, steps, classes), and the prediction is {:?}", p.dims())))?;
     let blank = s.blank.unwrap_or(0);
     if steps == 0 || blank >= classes {
@@ -108,9 +110,21 @@ pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -
         d => return Err(invalid("train.dtype", format!("\"ctc_loss_cpu\" not implemented for '{d:?}' (PyTorch's CPU CTC loss computes in f32 or f64: use autocast, `precision = \"amp_f16\"`)"))),
     };
     let nll = crate::ops::expr::grad::with_grad(p, &value, Arc::new(move |g| grad.broadcast_mul(&g.reshape((g.elem_count(), 1, 1))?)))?;
+    Ok((nll, targets.iter().map(Vec::len).collect()))
+}
+
+/// [`sequences`]' losses alone: `F.ctc_loss(..., reduction='none')`.
+pub fn per_sequence(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    Ok(sequences(s, p, y, mask)?.0)
+}
+
+/// The loss of log-probabilities `p` `(batch, steps, classes)` against label rows `y`, each
+/// row's input length its unpadded positions under the padding `mask` (every step without one).
+pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (nll, targets) = sequences(s, p, y, mask)?;
     match s.reduction {
         Reduction::Mean => {
-            let lengths: Vec<f64> = targets.iter().map(|t| t.len().max(1) as f64).collect();
+            let lengths: Vec<f64> = targets.iter().map(|t| (*t).max(1) as f64).collect();
             let lengths = Tensor::new(lengths, p.device())?.to_dtype(p.dtype())?;
             crate::run::opmath::mean_all(&nll.div(&lengths)?)
         }
@@ -122,10 +136,14 @@ pub(super) fn ctc(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -
 /// padding mask's row sums (every step without padding), the target lengths counted as the
 /// labels that are not the blank.
 pub(super) fn torch(s: &LossSpec) -> String {
+    torch_reducing(s, reduction(s))
+}
+
+/// [`torch`] with PyTorch's `reduction` argument `r` (`'none'` for [`per_sequence`]).
+pub(super) fn torch_reducing(s: &LossSpec, r: &str) -> String {
     let blank = s.blank.unwrap_or(0);
     format!(
-        "F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long) if mask is None else (mask != 0).sum(-1), (y != {blank}).sum(-1), blank={blank}, reduction={}, zero_infinity={})",
-        reduction(s),
+        "F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long) if mask is None else (mask != 0).sum(-1), (y != {blank}).sum(-1), blank={blank}, reduction={r}, zero_infinity={})",
         if s.zero_infinity { "True" } else { "False" }
     )
 }

@@ -31,6 +31,7 @@ mod regression;
 mod stand_in;
 
 pub use classes::overflow as cross_entropy_overflow;
+pub use ctc::per_sequence as ctc_sequences;
 pub use indices::{ignore_index, indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
 
@@ -319,7 +320,8 @@ pub fn kind_torch_elements(s: &LossSpec) -> String {
         LossKind::Focal => named::focal_elements_torch(s),
         LossKind::CrossEntropy => classes::torch_rows(s),
         LossKind::InfoNce => named::info_nce_torch(s, "'none'"),
-        LossKind::Mae | LossKind::Huber | LossKind::MeanAbsRatio | LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::Expr | LossKind::Ctc => kind_torch(s),
+        LossKind::Ctc => ctc::torch_reducing(s, "'none'"),
+        LossKind::Mae | LossKind::Huber | LossKind::MeanAbsRatio | LossKind::Bce | LossKind::BceTorch | LossKind::NaiveCrossEntropy | LossKind::Expr => kind_torch(s),
     }
 }
 

@@ -180,7 +180,7 @@ class CudaF32List(torch.overrides.TorchFunctionMode):
     nanhunt computes an expression's nodes (ops/expr/amp.rs). Outside autocast, nothing."""
 
     NAMES = {"exp", "log", "log1p", "rsqrt", "softplus", "pow", "__pow__", "__rpow__", "sum", "logsumexp", "norm", "softmax", "log_softmax", "cumsum", "cosine_similarity",
-             "cross_entropy", "kl_div", "mse_loss", "binary_cross_entropy_with_logits"}
+             "cross_entropy", "kl_div", "mse_loss", "binary_cross_entropy_with_logits", "ctc_loss", "linalg_vector_norm"}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

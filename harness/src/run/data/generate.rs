@@ -137,7 +137,7 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64, loss
             Table { rows: n, cols: 1, values }
         }
         TargetSpec::Sequences { k, length, min_length } => {
-            let blank = loss.blank.unwrap_or(0);
+            let blank = crate::ops::expr::losses::blank(loss);
             let mut values = vec![blank as f64; n * length];
             for row in values.chunks_exact_mut(*length) {
                 let len = rng.random_range(*min_length..=*length);
