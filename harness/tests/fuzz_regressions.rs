@@ -59,3 +59,14 @@ fn scenario_seq_len_max_with_next_token_targets_is_an_error_at_the_row() {
     let problems = nanhunt::scenario::validate(&nanhunt::scenario::parse_str(text, "n.toml").unwrap());
     assert!(problems.iter().any(|p| p.key == "data.inputs.rows.0"), "{problems:?}");
 }
+
+/// `expr` target, first finding: `reshape(x, (-1,1,1,1, 1,-- 1,1, 1,-- 3))` (a rank-9 result,
+/// `--1` being 1) checked, then Candle panicked subtracting it ("rank 9 exceeds MAX_DIMS=8").
+/// The checker refuses a reshape past 8 dimensions (`ops::expr::check`); 8 still evaluates.
+#[test]
+fn expr_reshape_to_rank_9_is_refused_not_a_panic() {
+    let text = String::from_utf8(input("expr-reshape-rank-9.txt")).unwrap();
+    assert!(!nanhunt::ops::expr::fuzz_one(&text), "refused, so not evaluated");
+    assert!(!nanhunt::ops::expr::fuzz_one("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 1, 3)) - x"));
+    assert!(nanhunt::ops::expr::fuzz_one("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 3)) - 1"), "rank 8 evaluates");
+}

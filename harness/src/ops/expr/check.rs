@@ -295,6 +295,10 @@ fn reduced(x: &[Dim], dims: &[usize], keepdim: bool) -> Dims {
         .collect()
 }
 
+/// The most dimensions a tensor may have: Candle's strided iteration takes at most 8
+/// (`candle_core::nditer`'s `MAX_DIMS`) and panics past it.
+const MAX_RANK: usize = 8;
+
 /// A reshape keeping the batch: its shape's first entry must be -1 (the batch, as PyTorch infers it).
 fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
     let shape = match b.params.given.get("shape") {
@@ -308,6 +312,9 @@ fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
     let asked: usize = rest.clone().map(|v| v as usize).product();
     if !valid || asked != per {
         return Err(Problem { col, message: format!("nanhunt reshapes keep the batch: write the shape as (-1, sizes...) whose sizes multiply to {per} (the input is {})", describe(x)) });
+    }
+    if shape.len() > MAX_RANK {
+        return Err(Problem { col, message: format!("a reshape to {} dimensions: nanhunt's tensors have at most {MAX_RANK} (Candle's limit)", shape.len()) });
     }
     b.shape = rest.map(|v| v as usize).collect();
     Ok(std::iter::once(Dim::Batch).chain(b.shape.iter().map(|n| Dim::N(*n))).collect())

@@ -53,3 +53,10 @@ fn a_float_where_pytorch_takes_an_int_is_refused_at_its_column() {
         assert_eq!(err(ok), "", "{ok}");
     }
 }
+
+#[test]
+fn a_reshape_past_candles_8_dimensions_is_refused_at_its_column() {
+    // The fuzz target's first finding (`tests/fuzz_regressions.rs`): Candle panics on a rank-9 tensor.
+    assert_eq!(err("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 1, 4)) - x"), "column 1: a reshape to 9 dimensions: nanhunt's tensors have at most 8 (Candle's limit)");
+    assert_eq!(err("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 4))"), "");
+}
