@@ -70,3 +70,13 @@ fn expr_reshape_to_rank_9_is_refused_not_a_panic() {
     assert!(!nanhunt::ops::expr::fuzz_one("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 1, 3)) - x"));
     assert!(nanhunt::ops::expr::fuzz_one("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 3)) - 1"), "rank 8 evaluates");
 }
+
+/// `expr` target, second finding: `h/0<+reshape(x,(1,1,1, 2,1, 2**18888**3))`: the size
+/// `2**18888**3` is inf, cast to usize::MAX, and the product of the sizes overflowed (a panic
+/// with overflow checks on) before the shape was refused. The product is checked now.
+#[test]
+fn expr_reshape_to_an_infinite_size_is_refused_not_an_overflow() {
+    let text = String::from_utf8(input("expr-reshape-size-overflow.txt")).unwrap();
+    assert!(!nanhunt::ops::expr::fuzz_one(&text), "refused, so not evaluated");
+    assert!(!nanhunt::ops::expr::fuzz_one("reshape(x, (-1, 2**62, 2**62))"), "sizes whose product overflows");
+}

@@ -309,8 +309,9 @@ fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
     let per: usize = x.iter().skip(1).map(|d| if let Dim::N(n) = d { *n } else { 0 }).product();
     let rest = shape.iter().skip(1).copied();
     let valid = x.first() == Some(&Dim::Batch) && !x[1..].contains(&Dim::Batch) && shape.first() == Some(&-1.0) && rest.clone().all(|v| v >= 1.0 && v.fract() == 0.0);
-    let asked: usize = rest.clone().map(|v| v as usize).product();
-    if !valid || asked != per {
+    // Checked: a huge size (`2**18888**3` is inf, cast to usize::MAX) must not overflow the product.
+    let asked = rest.clone().try_fold(1usize, |p, v| p.checked_mul(v as usize));
+    if !valid || asked != Some(per) {
         return Err(Problem { col, message: format!("nanhunt reshapes keep the batch: write the shape as (-1, sizes...) whose sizes multiply to {per} (the input is {})", describe(x)) });
     }
     if shape.len() > MAX_RANK {
