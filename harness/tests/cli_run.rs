@@ -100,7 +100,8 @@ fn same_traces_at_one_and_two_threads(dir: &tempfile::TempDir, paths: &[std::pat
     for path in paths {
         let traces: Vec<Vec<u8>> = ["1", "2"]
             .map(|threads| {
-                let t = dir.path().join(format!("{threads}.csv"));
+                // One trace file per scenario and thread count: a run that writes none cannot pass on another's.
+                let t = dir.path().join(format!("{}-{threads}.csv", path.file_stem().unwrap().to_string_lossy()));
                 let out = nanhunt(&["--threads", threads, "run", path.to_str().unwrap(), "--trace", t.to_str().unwrap()]);
                 assert!(out.status.code().is_some(), "{}{}", stdout(&out), stderr(&out));
                 std::fs::read(&t).unwrap()
@@ -145,9 +146,10 @@ fn recurrent_traces_are_bit_identical_at_one_and_two_threads() {
 #[test]
 fn half_recurrent_traces_are_bit_identical_at_one_and_two_threads() {
     let dir = tempdir();
-    let gru = std::fs::read_to_string(repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml"))
-        .unwrap()
+    let base = std::fs::read_to_string(repo().join("scenarios/layers/gru_unscaled_targets_sgd.toml")).unwrap();
+    let gru = base
         .replace(r#"{ type = "gru", hidden = 64 },"#, r#"{ type = "gru", hidden = 64, recurrent_dropout = 0.3, return_sequences = true }, { type = "gru", hidden = 16, recurrent_dropout = 0.3 },"#);
+    assert_ne!(gru, base, "the GRU edit must apply");
     let sources = [
         ("rnn_f16", std::fs::read_to_string(repo().join("scenarios/real/rnn_sgd_long_sequences.toml")).unwrap(), "dtype = \"f16\""),
         ("lstm_bf16", std::fs::read_to_string(repo().join("scenarios/real/keras13221_lstm_relu_recurrent_dropout.toml")).unwrap(), "dtype = \"bf16\""),
@@ -156,7 +158,9 @@ fn half_recurrent_traces_are_bit_identical_at_one_and_two_threads() {
     ];
     let paths = sources.map(|(name, text, line)| {
         let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text.replacen("[train]\n", &format!("[train]\n{line}\n"), 1)).unwrap();
+        let edited = text.replacen("[train]\n", &format!("[train]\n{line}\n"), 1);
+        assert_ne!(edited, text, "{name}: the precision edit must apply");
+        std::fs::write(&path, edited).unwrap();
         path
     });
     same_traces_at_one_and_two_threads(&dir, &paths);

@@ -27,7 +27,8 @@ use crate::scenario::RnnActivation;
 /// The cell a fused recurrence computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cell {
-    /// Elman: `h = tanh(xw_t + h W)`, its input holding both biases.
+    /// Elman: `h = tanh(xw_t + h W)`, its input holding both biases in f32 and f64; in the half
+    /// types `b_hh` is added to the recurrent product, as PyTorch's `linear_hh`.
     Rnn,
     /// LSTM (`i, f, g, o`) with this activation.
     Lstm(RnnActivation),
@@ -116,7 +117,8 @@ fn passed<T: Real>(g: T) -> T {
 }
 
 /// One step of one row: its input gates `x` (`G·H`), its recurrent gates `r` (`G·H`: `h W`
-/// for the RNN, `h W + b` for the gated cells; `None` at the RNN's first step), the previous
+/// for the RNN in f32 and f64, `h W + b` for the gated cells and every half-type cell; `None`
+/// at the f32/f64 RNN's first step), the previous
 /// state `prev` (`H`) and kept values `before` (an LSTM's cell state at `4H..5H`); writes the
 /// state `h` (`H`) and the kept values `keep`.
 pub(crate) struct Step<'a, T> {
@@ -216,7 +218,8 @@ pub(crate) struct Back<'a, T> {
 
 impl<T: Real> Back<'_, T> {
     /// The state's gradient: a GRU's from `h − n`, the product, then the output (Candle's
-    /// backward visits the stacked output's `unsqueeze` after the next step's nodes).
+    /// backward visits the stacked output's `unsqueeze` after the next step's nodes); in the
+    /// half types the output first, as PyTorch's autograd adds them.
     #[inline(always)]
     fn dh(&self, cell: Cell, j: usize) -> T {
         let out = self.out.map_or(T::zero(), |o| o[j]);

@@ -15,8 +15,8 @@
 //! optimizer `update`, and PyTorch's CTC loss recursions (`ctc`). `conv` (im2col one sample at a time and gemm) and `pool`
 //! (tiling max and mean pools) are the image layers', `batch_norm` (one pass each way, over features or image channels) their normalisation. `cast` converts to and from the half types in one pass,
 //! and `flawed_square` is the one custom op with a deliberately wrong backward
-//! (seed 002 ex3). Other devices (and half dtypes, for the products) keep the
-//! composed forms.
+//! (seed 002 ex3). Other devices (and half dtypes, for the products other than the
+//! recurrence's, `recurrent_gemm.rs`) keep the composed forms.
 //!
 //! Each kernel is written once over [`Real`] and reached through
 //! [`dispatch`], the one match from a storage's dtype to the kernel's type

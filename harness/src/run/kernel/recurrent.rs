@@ -328,8 +328,11 @@ impl Kernel<2> for Backward<'_> {
                 back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
             }
             std::mem::swap(&mut carry, &mut next_carry);
+            if let Some(wide) = &mut wide {
+                wide.load_dr(&dr, b);
+            }
             if let (true, Some(wide)) = (biased, &mut wide) {
-                wide.bias_grad(&dr, &mut db, last);
+                wide.bias_grad(b, &mut db, last);
             } else if biased {
                 // The bias's gradient: this step's column sums, added to the steps' after it.
                 sums.fill(T::zero());
@@ -350,7 +353,7 @@ impl Kernel<2> for Backward<'_> {
                 None => &zeros[..],
             };
             if let Some(wide) = &mut wide {
-                wide.weights_grad(fed, &dr, b, &mut dw, last)?;
+                wide.weights_grad(fed, b, &mut dw, last)?;
             } else if adds_after(h, b) {
                 product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut dw, true)?;
             } else {
@@ -363,7 +366,7 @@ impl Kernel<2> for Backward<'_> {
                 continue;
             }
             match (&mut wide, &wt) {
-                (Some(wide), _) => wide.state_grad(&dr, b, &mut rec)?,
+                (Some(wide), _) => wide.state_grad(b, &mut rec)?,
                 (None, Some(wt)) => product((b, h, gh), (&dr, gh, 1), (wt, h, 1), &mut rec, false)?,
                 (None, None) => product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec, false)?,
             }

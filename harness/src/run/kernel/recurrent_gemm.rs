@@ -134,49 +134,55 @@ impl Wide {
     }
 
     /// The recurrent gates `fed · W + b` of the `b` rows of `fed` `(b, H)` into `rec` `(b, G·H)`:
-    /// PyTorch's `linear_hh`, one `addmm` (the bias copied into the sum first), rounded once.
+    /// PyTorch's `linear_hh`, one `addmm` (the bias added to the finished f32 sum, whatever kernel
+    /// gemm picks for the shape), rounded once.
     pub(crate) fn gates<T: Real>(&mut self, fed: &[T], b: usize, rec: &mut [T]) -> candle_core::Result<()> {
         let (h, gh) = (self.h, self.gh);
         let (left, sum) = (&mut self.left[..b * h], &mut self.sum[..b * gh]);
         widen(fed, left);
-        if let Some(bias) = &self.bias {
-            sum.chunks_exact_mut(gh).for_each(|row| row.copy_from_slice(bias));
+        product((b, gh, h), (left, h, 1), (&self.w, gh, 1), sum, false)?;
+        match &self.bias {
+            Some(bias) => rec.chunks_exact_mut(gh).zip(sum.chunks_exact(gh)).for_each(|(r, s)| r.iter_mut().zip(s).zip(bias).for_each(|((r, s), c)| *r = narrow(*s + *c))),
+            None => rec.iter_mut().zip(sum.iter()).for_each(|(r, s)| *r = narrow(*s)),
         }
-        product((b, gh, h), (left, h, 1), (&self.w, gh, 1), sum, self.bias.is_some())?;
-        rec.iter_mut().zip(sum.iter()).for_each(|(r, s)| *r = narrow(*s));
         Ok(())
     }
 
-    /// The fed state's gradient `dr · Wᵀ` `(b, H)` from the gates' `dr` `(b, G·H)` (`mm`), rounded once.
-    pub(crate) fn state_grad<T: Real>(&mut self, dr: &[T], b: usize, out: &mut [T]) -> candle_core::Result<()> {
+    /// One backward step's gates gradient `dr` `(b, G·H)`, widened once for the three products
+    /// that read it ([`Wide::bias_grad`], [`Wide::weights_grad`], [`Wide::state_grad`]).
+    pub(crate) fn load_dr<T: Real>(&mut self, dr: &[T], b: usize) {
+        widen(dr, &mut self.right[..b * self.gh]);
+    }
+
+    /// The fed state's gradient `dr · Wᵀ` `(b, H)` from the loaded `dr` (`mm`), rounded once.
+    pub(crate) fn state_grad<T: Real>(&mut self, b: usize, out: &mut [T]) -> candle_core::Result<()> {
         let (h, gh) = (self.h, self.gh);
-        let (right, sum) = (&mut self.right[..b * gh], &mut self.sum[..b * h]);
-        widen(dr, right);
+        let (right, sum) = (&self.right[..b * gh], &mut self.sum[..b * h]);
         product((b, h, gh), (right, gh, 1), (&self.wt, h, 1), sum, false)?;
         out.iter_mut().zip(sum.iter()).for_each(|(o, s)| *o = narrow(*s));
         Ok(())
     }
 
-    /// The weights' gradient of one step, `fedᵀ · dr` `(H, G·H)` rounded once, added to `dw`
-    /// (`first`: the latest step, which `dw` takes as it is).
-    pub(crate) fn weights_grad<T: Real>(&mut self, fed: &[T], dr: &[T], b: usize, dw: &mut [T], first: bool) -> candle_core::Result<()> {
+    /// The weights' gradient of one step, `fedᵀ · dr` `(H, G·H)` from the loaded `dr`, rounded
+    /// once, added to `dw` (`first`: the latest step, which `dw` takes as it is).
+    pub(crate) fn weights_grad<T: Real>(&mut self, fed: &[T], b: usize, dw: &mut [T], first: bool) -> candle_core::Result<()> {
         let (h, gh) = (self.h, self.gh);
-        let (left, right, sum) = (&mut self.left[..b * h], &mut self.right[..b * gh], &mut self.sum[..h * gh]);
+        let (left, right, sum) = (&mut self.left[..b * h], &self.right[..b * gh], &mut self.sum[..h * gh]);
         widen(fed, left);
-        widen(dr, right);
         product((h, gh, b), (left, 1, h), (right, gh, 1), sum, false)?;
         accumulate(dw, sum, first);
         Ok(())
     }
 
-    /// The bias's gradient of one step, the column sums of `dr` `(b, G·H)` in f32 rounded once,
+    /// The bias's gradient of one step, the column sums of the loaded `dr` in f32 rounded once,
     /// added to `db` (`first` as in [`Wide::weights_grad`]).
-    pub(crate) fn bias_grad<T: Real>(&mut self, dr: &[T], db: &mut [T], first: bool) {
-        let sum = &mut self.sum[..self.gh];
+    pub(crate) fn bias_grad<T: Real>(&mut self, b: usize, db: &mut [T], first: bool) {
+        let gh = self.gh;
+        let sum = &mut self.sum[..gh];
         sum.fill(0.0);
-        for row in dr.chunks_exact(self.gh) {
+        for row in self.right[..b * gh].chunks_exact(gh) {
             for (s, v) in sum.iter_mut().zip(row) {
-                *s += Real::to_f32(*v);
+                *s += *v;
             }
         }
         accumulate(db, sum, first);

@@ -114,15 +114,13 @@ fn the_fused_half_recurrence_gives_pytorchs_bits() {
 /// (it rounds `h W` before adding `b_hh`, rounds each op of Candle's tanh and sigmoid
 /// gradients, makes the input projection's product in gemm's f16 and sums a bias's gradient
 /// in the half type, and adds the RNN's `b_hh` to its input), where the fused recurrence
-/// follows PyTorch. The counts are of the values of each tensor differing from PyTorch's.
+/// follows PyTorch (the counts seen, per tensor: 0–30 values).
 #[test]
 fn the_composed_half_recurrence_differs_from_pytorch_where_the_fused_one_follows_it() {
-    let want: [[[usize; 6]; 2]; 4] =
-        [[[3, 6, 0, 4, 1, 2], [3, 9, 3, 5, 2, 2]], [[1, 7, 18, 18, 10, 6], [2, 5, 16, 21, 9, 7]], [[5, 10, 16, 22, 7, 8], [1, 6, 13, 14, 7, 6]], [[2, 5, 16, 30, 9, 7], [0, 4, 4, 7, 4, 4]]];
-    for ((kind, scales, masked, sequences, f16_want, bf16_want), counts) in cases().into_iter().zip(want) {
-        for ((dtype, torch), count) in [(DType::F16, f16_want), (DType::BF16, bf16_want)].into_iter().zip(counts) {
+    for (kind, scales, masked, sequences, f16_want, bf16_want) in cases() {
+        for (dtype, torch) in [(DType::F16, f16_want), (DType::BF16, bf16_want)] {
             let got = composed(kind, dtype, scales, masked, sequences);
-            assert_eq!(differing(&got, &torch), count, "{kind:?} {dtype:?}: composed values differing from PyTorch per tensor");
+            assert_ne!(differing(&got, &torch), [0; 6], "{kind:?} {dtype:?}: the composed path now gives PyTorch's bits; it could take the fused path's place");
         }
     }
 }
