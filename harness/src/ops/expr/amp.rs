@@ -82,8 +82,10 @@ impl Amp {
     /// result cast to its dtype.
     pub fn node(&self, ir: &Ir, kids: &[Value]) -> Result<Value> {
         let dtype = self.computes(ir, &kids.iter().map(|k| k.dtype).collect::<Vec<_>>());
-        let low = dtype == Some(self.low);
-        let up = |k: &Value| if low && k.dtype == Some(DType::F32) { round(&k.t, self.low) } else { cast(&k.t, DType::F32) };
+        // Only an op of the lower-precision list (`@`) casts its f32 operands down; a comparison
+        // whose mask takes the low dtype compares its operands as they are (promoted).
+        let down = matches!(ir.op, IrOp::Bin(BinOp::MatMul, ..));
+        let up = |k: &Value| if down && k.dtype == Some(DType::F32) { round(&k.t, self.low) } else { cast(&k.t, DType::F32) };
         let ts = kids.iter().map(up).collect::<Result<Vec<_>>>()?;
         let out = super::eval::eval(&alone(ir), &ts, DType::F32)?;
         Ok(Value { t: cast(&out, dtype.unwrap_or(DType::F32))?, dtype })

@@ -154,3 +154,14 @@ fn the_diagnosis_names_the_node_that_overflows_the_low_dtype() {
     // In f32 (no autocast) the same expression is finite: nothing to explain.
     assert_eq!(super::super::diagnosis::explain("x*S*S - x*S*S + x", &consts, &[("x", &x)], None, crate::scenario::DTypeName::F32).unwrap(), None);
 }
+
+#[test]
+fn a_comparison_of_mixed_dtypes_compares_in_f32_and_gives_the_mask_in_the_main_dtype() {
+    // PyTorch 2.15 under torch.autocast("cpu", dtype=torch.float16): x = [[1.0, 1.0]] (f16),
+    // h = [[1.0001, 0.9999]] (f32): `(x >= h).to(x.dtype)` is [[0., 1.]] (f16). Rounding h to
+    // f16 first (1.0, 1.0) would give [[1., 1.]].
+    let x: In<'_> = ("x", &[1.0, 1.0], &[1, 2], F16);
+    let h: In<'_> = ("h", &[1.0001, 0.9999], &[1, 2], F32);
+    let (out, _) = run("x >= h", &[x, h], &[], F16);
+    check(&out, (F16, &[0.0, 1.0]));
+}
