@@ -210,8 +210,9 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
                 Func::Norm => b.params.num("p").unwrap_or(2.0),
                 _ => b.params.num("correction").unwrap_or(1.0),
             });
-            if f == Func::Norm && b.lo.is_some_and(f64::is_nan) {
-                return Err(Problem { col, message: "`p` of `norm` must be a number (0, 1, 2, inf, -inf or any other), got NaN".into() });
+            let p_given = b.params.given.get("p");
+            if f == Func::Norm && (b.lo.is_some_and(f64::is_nan) || matches!(p_given, Some(Value::Str(_) | Value::Tuple(_)))) {
+                return Err(Problem { col, message: "`p` of `norm` must be a number (0, 1, 2, inf, -inf or any other): nanhunt has no matrix norms ('fro', 'nuc')".into() });
             }
             reduced(x, &b.dims, b.keepdim)
         }
@@ -266,6 +267,9 @@ fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Resu
         Reads::Embeddings if p.len() != 2 || p != y => return Err(bad("reads two batches of embeddings of one width (batch, d)")),
         Reads::Labels if p.len() != 3 || y.len() != 2 || !matches!(p[2], Dim::N(k) if k >= 2) => {
             return Err(bad("reads log-probabilities (batch, steps, classes) and label rows (batch, length) padded with the blank"))
+        }
+        Reads::Labels if matches!(p[2], Dim::N(k) if call.spec.blank.unwrap_or(0) >= k) => {
+            return Err(bad("takes a blank that is one of its classes (blank < the last dimension of its log-probabilities)"))
         }
         Reads::Alike if p != y => return Err(bad("reads a prediction and targets of one shape")),
         Reads::Embeddings | Reads::Alike | Reads::Labels => {}

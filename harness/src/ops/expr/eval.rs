@@ -149,7 +149,7 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
     let d = &b.dims[..];
     // f16 and bf16 sums accumulate in f32 and round once, as PyTorch's CPU reductions
     // (`acc_type`): Candle's own half sum rounds at every addition (66 f16 rows of 1000 would
-    // be inf where `torch.mean` gives 1000). Variance, std and norm do the same (`grad.rs`).
+    // be inf where `torch.mean` gives 1000). Variance and std do the same (`grad.rs`), norm too (`norm.rs`).
     let kept = match f {
         Func::Sum => in_f32(x, |x| Ok(x.sum_keepdim(d)?))?,
         Func::Mean => in_f32(x, |x| Ok(x.mean_keepdim(d)?))?,

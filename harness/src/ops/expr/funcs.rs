@@ -302,12 +302,12 @@ pub fn constant(a: &Ast, consts: &BTreeMap<String, f64>) -> Result<Option<Value>
 
 /// Whether Python makes `a` a float rather than an int (or a bool): a float literal, `inf`, a
 /// quotient (`/` is true division), or arithmetic with a float in it, or an int to a negative
-/// power. A constant of `consts` counts as an int (see [`Func::type_problem`]).
+/// power. A constant of `consts` counts as an int where it is whole (see [`Func::type_problem`]).
 pub fn float_typed(a: &Ast, consts: &BTreeMap<String, f64>) -> bool {
     match &a.kind {
         Kind::Num(_) => true,
         Kind::Int(_) | Kind::Bool(_) | Kind::Str(_) | Kind::Tuple(_) | Kind::Call(..) => false,
-        Kind::Name(n) => !consts.contains_key(n) && builtin(n).is_some(),
+        Kind::Name(n) => consts.get(n).map_or(builtin(n).is_some(), |v| v.fract() != 0.0),
         Kind::Neg(x) => float_typed(x, consts),
         Kind::Bin(op, _, _) if op.compares() => false,
         Kind::Bin(BinOp::Div, _, _) => true,

@@ -60,3 +60,23 @@ fn a_reshape_past_candles_8_dimensions_is_refused_at_its_column() {
     assert_eq!(err("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 1, 4)) - x"), "column 1: a reshape to 9 dimensions: nanhunt's tensors have at most 8 (Candle's limit)");
     assert_eq!(err("reshape(x, (-1, 1, 1, 1, 1, 1, 1, 4))"), "");
 }
+
+#[test]
+fn a_constant_is_an_int_only_where_it_is_whole() {
+    let inputs = [("x".to_string(), vec![Dim::Batch, Dim::N(4)])];
+    let consts = BTreeMap::from([("one".to_string(), 1.0), ("half".to_string(), 0.5)]);
+    assert!(compile("sum(x, dim=one)", &inputs, &consts).is_ok());
+    let e = compile("sum(x, dim=half)", &inputs, &consts).map(|_| ()).unwrap_err();
+    assert!(e.contains("float"), "{e}");
+}
+
+#[test]
+fn a_matrix_norms_name_and_a_blank_outside_the_classes_are_refused_when_checked() {
+    // torch.norm(x, p='nuc') is a matrix norm nanhunt does not have; it must not fall back to p = 2.
+    assert!(err("norm(x, p='nuc')").contains("`p` of `norm` must be a number"), "{}", err("norm(x, p='nuc')"));
+    assert!(err("norm(x, p=(1, 2))").contains("`p` of `norm` must be a number"));
+    // F.ctc_loss needs blank < C; h has 4 classes (PyTorch 2.15: "blank must be in label range").
+    let e = err("ctc(h, x, blank=4)");
+    assert!(e.contains("takes a blank that is one of its classes"), "{e}");
+    assert_eq!(err("ctc(h, x, blank=3)"), "");
+}

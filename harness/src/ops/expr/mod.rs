@@ -8,7 +8,7 @@
 //! comparisons giving 0/1 masks, calls with keyword arguments, with Python's precedence. Its
 //! functions (`funcs.rs`) are PyTorch's, by name and semantics; shapes are checked in the plan
 //! with PyTorch's broadcasting (`check.rs`), before training; `eval.rs` runs it, with
-//! PyTorch's forward and backward (`grad.rs` where PyTorch's backward is not the chain rule;
+//! PyTorch's forward and backward (`grad.rs` and `norm.rs` where PyTorch's backward is not the chain rule;
 //! `losses.rs`, the named losses, through the loss op's kernels);
 //! `amp.rs` runs it under autocast, each node in the dtype PyTorch's autocast gives its op;
 //! `torch.rs` writes the same expression as PyTorch calls for `repro.py`; `diagnosis.rs` names

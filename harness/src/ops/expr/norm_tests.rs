@@ -56,7 +56,7 @@ fn every_p_gives_pytorchs_value_and_gradient() {
         let (n, g) = run(&text, &X, &[1.0, -2.0], DType::F32);
         assert!(same(&n, &value) && same(&g, &grad), "{text}: {n:?} {g:?}");
     }
-    // Positionally, as torch.norm(x, 1, -1), and with a constant: the same.
+    // Positionally, as torch.norm(x, 1, -1): the same.
     assert_eq!(run("norm(x, 1, -1)", &X, &[1.0, -2.0], DType::F32).0, [4.0, 7.0]);
 }
 

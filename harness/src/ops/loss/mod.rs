@@ -30,7 +30,6 @@ mod probability;
 mod regression;
 mod stand_in;
 
-pub use classes::overflow as cross_entropy_overflow;
 pub use ctc::per_sequence as ctc_sequences;
 pub use indices::{ignore_index, indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
