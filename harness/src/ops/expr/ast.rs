@@ -162,6 +162,8 @@ impl fmt::Display for Ast {
                 let items = args.iter().map(|a| a.to_string()).chain(kwargs.iter().map(|(k, v)| format!("{k}={v}")));
                 write!(f, "{})", items.collect::<Vec<_>>().join(", "))
             }
+            // A tuple of one is Python's `(x,)`: `(x)` would be the number.
+            Kind::Tuple(items) if items.len() == 1 => write!(f, "({},)", items[0]),
             Kind::Tuple(items) => write!(f, "({})", items.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")),
         }
     }

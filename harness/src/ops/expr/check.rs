@@ -1,6 +1,8 @@
 //! Checking an expression before anything runs: names resolved (the inputs, then `consts`),
 //! calls bound to their functions, and every node's shape worked out with PyTorch's
-//! broadcasting, the batch dimension kept symbolic. The result is the tree `eval` runs.
+//! broadcasting, the batch dimension kept symbolic (also when a reshape folds it with other
+//! dimensions, `reshape(p, (-1, V))` of `(batch, T, V)` making `(batch*T, V)`). The result is
+//! the tree `eval` runs.
 
 use std::collections::BTreeMap;
 
@@ -9,21 +11,55 @@ use super::ast::{Ast, BinOp, Kind};
 use super::funcs::{arith, builtin, nearest, Family, Func, Params, Value};
 use super::losses::{self, LossCall, Reads, Reduce};
 
-/// One dimension of a shape: the batch (whatever its size), or a known size.
+/// One dimension of a shape: the batch (whatever its size), the batch folded with known
+/// sizes, or a known size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dim {
     /// The batch dimension.
     Batch,
+    /// The batch times a known factor of 2 or more: `reshape(p, (-1, V))` of `(batch, T, V)`
+    /// makes `(batch*T, V)` (`Folded(T)`). The batch's size is not known when the check runs
+    /// (and the last batch may be smaller), so it broadcasts only with the same fold or 1.
+    Folded(usize),
     /// A known size.
     N(usize),
+}
+
+impl Dim {
+    /// How many times the batch it holds: 1 for the batch, `k` for a fold of `k`, `None` for a known size.
+    pub fn rows(self) -> Option<usize> {
+        match self {
+            Dim::Batch => Some(1),
+            Dim::Folded(k) => Some(k),
+            Dim::N(_) => None,
+        }
+    }
+
+    /// The batch times `k`: the batch itself for 1.
+    pub(super) fn batch_times(k: usize) -> Dim {
+        if k == 1 {
+            Dim::Batch
+        } else {
+            Dim::Folded(k)
+        }
+    }
+
+    /// In words: `batch`, `batch*32` or the size.
+    pub(super) fn word(self) -> String {
+        match self {
+            Dim::Batch => "batch".into(),
+            Dim::Folded(k) => format!("batch*{k}"),
+            Dim::N(n) => n.to_string(),
+        }
+    }
 }
 
 /// A shape, outermost dimension first (the batch, for an input).
 pub type Dims = Vec<Dim>;
 
-/// The shape in words, e.g. `(batch, 4)`.
+/// The shape in words, e.g. `(batch, 4)` or `(batch*32, 64)`.
 pub fn describe(d: &[Dim]) -> String {
-    let parts: Vec<String> = d.iter().map(|d| if let Dim::N(n) = d { n.to_string() } else { "batch".into() }).collect();
+    let parts: Vec<String> = d.iter().map(|d| d.word()).collect();
     if parts.len() == 1 {
         return format!("({},)", parts[0]);
     }
@@ -70,7 +106,7 @@ pub struct Bound {
     pub lo: Option<f64>,
     /// `max` of a clamp.
     pub hi: Option<f64>,
-    /// A reshape's target, the batch first.
+    /// A reshape's sizes after its leading -1 (the dimension holding the batch, which PyTorch infers).
     pub shape: Vec<usize>,
     /// The parameters as written, for the PyTorch export.
     pub params: Params,
@@ -228,7 +264,7 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
             out.swap(d0, d1);
             out
         }
-        Family::Reshape => reshape(x, &mut b, col)?,
+        Family::Reshape => super::fold::reshape(x, &mut b, col)?,
         Family::Pair => {
             // PyTorch's defaults: dim 1, eps 1e-8; the operands broadcast, then `dim` goes.
             let both = broadcast(x, &ops[1].dims).map_err(|message| Problem { col, message })?;
@@ -250,8 +286,12 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
 fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Result<Dims, Problem> {
     let bad = |what: &str| Problem { col, message: format!("`{}` {what}, and gets {} and {}", <&str>::from(f), describe(p), describe(y)) };
     let per_row = |d: &[Dim]| -> Option<usize> { d.iter().skip(1).map(|d| if let Dim::N(n) = d { Some(*n) } else { None }).product() };
-    if p.first() != Some(&Dim::Batch) || y.first() != Some(&Dim::Batch) {
-        return Err(bad("reads a batch of predictions and a batch of targets (the batch first)"));
+    // The batch, or a folded batch (`(batch*T, C)` rows), first, and the same in both.
+    if p.first().and_then(|d| d.rows()).is_none() || p.first() != y.first() {
+        return Err(bad("reads a batch of predictions and a batch of targets (the batch, or one folded alike, first in both)"));
+    }
+    if call.reads == Reads::Labels && p[0] != Dim::Batch {
+        return Err(bad("reads sequences of the batch, whose lengths are the padding mask's rows: the batch first, not folded"));
     }
     match call.reads {
         Reads::Classes => {
@@ -278,7 +318,7 @@ fn loss_dims(f: Func, call: &LossCall, p: &[Dim], y: &[Dim], col: usize) -> Resu
         (Reduce::None, Reads::Alike) => p.to_vec(),
         // One loss per row or position: the prediction without its classes.
         (Reduce::None, Reads::Classes) => p[..p.len() - 1].to_vec(),
-        (Reduce::None, Reads::Embeddings | Reads::Labels) => vec![Dim::Batch],
+        (Reduce::None, Reads::Embeddings | Reads::Labels) => vec![p[0]],
         (Reduce::Scalar | Reduce::Elements, _) => Vec::new(),
     })
 }
@@ -299,32 +339,6 @@ fn reduced(x: &[Dim], dims: &[usize], keepdim: bool) -> Dims {
         .collect()
 }
 
-/// The most dimensions a tensor may have: Candle's strided iteration takes at most 8
-/// (`candle_core::nditer`'s `MAX_DIMS`) and panics past it.
-const MAX_RANK: usize = 8;
-
-/// A reshape keeping the batch: its shape's first entry must be -1 (the batch, as PyTorch infers it).
-fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
-    let shape = match b.params.given.get("shape") {
-        Some(Value::Tuple(t)) => t.clone(),
-        Some(Value::Num(v)) => vec![*v],
-        Some(Value::Bool(_) | Value::Str(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
-    };
-    let per: usize = x.iter().skip(1).map(|d| if let Dim::N(n) = d { *n } else { 0 }).product();
-    let rest = shape.iter().skip(1).copied();
-    let valid = x.first() == Some(&Dim::Batch) && !x[1..].contains(&Dim::Batch) && shape.first() == Some(&-1.0) && rest.clone().all(|v| v >= 1.0 && v.fract() == 0.0);
-    // Checked: a huge size (`2**18888**3` is inf, cast to usize::MAX) must not overflow the product.
-    let asked = rest.clone().try_fold(1usize, |p, v| p.checked_mul(v as usize));
-    if !valid || asked != Some(per) {
-        return Err(Problem { col, message: format!("nanhunt reshapes keep the batch: write the shape as (-1, sizes...) whose sizes multiply to {per} (the input is {})", describe(x)) });
-    }
-    if shape.len() > MAX_RANK {
-        return Err(Problem { col, message: format!("a reshape to {} dimensions: nanhunt's tensors have at most {MAX_RANK} (Candle's limit)", shape.len()) });
-    }
-    b.shape = rest.map(|v| v as usize).collect();
-    Ok(std::iter::once(Dim::Batch).chain(b.shape.iter().map(|n| Dim::N(*n))).collect())
-}
-
 /// PyTorch's broadcast of two shapes (aligned at their last dimensions), or why they do not broadcast.
 pub fn broadcast(a: &[Dim], b: &[Dim]) -> Result<Dims, String> {
     let n = a.len().max(b.len());
@@ -333,6 +347,13 @@ pub fn broadcast(a: &[Dim], b: &[Dim]) -> Result<Dims, String> {
         .map(|i| match (at(a, i), at(b, i)) {
             (u, v) if u == v => Ok(u),
             (Dim::N(1), v) | (v, Dim::N(1)) => Ok(v),
+            (u @ Dim::Folded(_), v) | (v, u @ Dim::Folded(_)) => Err(format!(
+                "shapes {} and {} do not broadcast: {} against {} (a folded batch matches only the same fold, or 1: nanhunt checks before it knows the batch size)",
+                describe(a),
+                describe(b),
+                u.word(),
+                v.word()
+            )),
             _ => Err(format!("shapes {} and {} do not broadcast (PyTorch's rules: sizes equal or 1, from the last dimension)", describe(a), describe(b))),
         })
         .collect()

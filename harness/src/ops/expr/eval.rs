@@ -62,7 +62,9 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
         Family::Along => along(f, x, b.dims[0]),
         Family::Transpose => Ok(x.transpose(b.dims[0], b.dims[1])?),
         Family::Reshape => {
-            let shape: Vec<usize> = std::iter::once(x.dim(0)?).chain(b.shape.iter().copied()).collect();
+            // The -1 first, as PyTorch infers it: the batch (times the fold the check worked out).
+            let rest: usize = b.shape.iter().product();
+            let shape: Vec<usize> = std::iter::once(x.elem_count() / rest.max(1)).chain(b.shape.iter().copied()).collect();
             Ok(x.contiguous()?.reshape(shape)?)
         }
         Family::Pair => super::norm::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),

@@ -7,7 +7,7 @@
 //! The language (`parse.rs`, `ast.rs`): numbers, names, `+ - * / ** @`, unary minus,
 //! comparisons giving 0/1 masks, calls with keyword arguments, with Python's precedence. Its
 //! functions (`funcs.rs`) are PyTorch's, by name and semantics; shapes are checked in the plan
-//! with PyTorch's broadcasting (`check.rs`), before training; `eval.rs` runs it, with
+//! with PyTorch's broadcasting (`check.rs`; a reshape folding the batch, `fold.rs`), before training; `eval.rs` runs it, with
 //! PyTorch's forward and backward (`grad.rs` and `norm.rs` where PyTorch's backward is not the chain rule;
 //! `losses.rs`, the named losses, through the loss op's kernels);
 //! `amp.rs` runs it under autocast, each node in the dtype PyTorch's autocast gives its op;
@@ -28,6 +28,7 @@ pub mod check;
 pub mod diagnosis;
 pub mod domains;
 pub mod eval;
+pub mod fold;
 pub mod funcs;
 pub(crate) mod grad;
 pub mod losses;
@@ -187,6 +188,7 @@ impl Op for Expr {
         if let Some(missing) = self.reads().into_iter().find(|n| !known.contains(n)) {
             return Err(format!("unknown name `{missing}`"));
         }
+        fold::unfolded(&checked.ir).map_err(|e| e.to_string())?;
         let out = shape_of(&checked.ir.dims)?;
         p.node(Part::Whole, "", &inputs, out);
         Ok(out)
