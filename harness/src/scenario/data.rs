@@ -213,6 +213,26 @@ pub enum TargetSpec {
     /// Language modelling on token inputs: the target at each position is the next token,
     /// one-hot over the vocabulary, so predictions are `(batch, seq, vocab)`.
     NextToken,
+    /// Language modelling on token inputs with the next token at each position as its class
+    /// index, `(batch, seq)`, as a PyTorch user's `labels` (`F.cross_entropy(logits.view(-1, V),
+    /// labels.view(-1))`); ignored positions hold the loss's `ignore_index` (-100 by default).
+    NextTokenLabels {
+        /// Chance that a position is ignored.
+        #[serde(default)]
+        ignore_fraction: f64,
+        /// The prompt's length of each row, in order: its first positions are ignored, as
+        /// instruction tuning masks the prompt (a prompt of `seq_len` or more ignores the whole row).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        prompt_lengths: Vec<usize>,
+    },
+}
+
+impl TargetSpec {
+    /// Whether it is made from token rows holding one more id than `seq_len` (each position's
+    /// next token): `next_token` and `next_token_labels`.
+    pub fn next_token(&self) -> bool {
+        matches!(self, TargetSpec::NextToken | TargetSpec::NextTokenLabels { .. })
+    }
 }
 
 /// One row of explicit targets: a bare number or a list.

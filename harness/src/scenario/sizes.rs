@@ -23,6 +23,7 @@ pub fn target_width(d: &DataSpec) -> Option<usize> {
     match &d.inputs {
         InputSpec::Csv { targets, .. } => Some(targets.len()),
         InputSpec::Tokens { vocab, .. } if d.targets == Some(TargetSpec::NextToken) => Some(d.seq_len?.saturating_mul(*vocab)),
+        InputSpec::Tokens { .. } if matches!(d.targets, Some(TargetSpec::NextTokenLabels { .. })) => d.seq_len,
         _ => d.targets.as_ref().and_then(target_spec_width),
     }
 }
@@ -38,7 +39,7 @@ pub(crate) fn target_spec_width(t: &TargetSpec) -> Option<usize> {
             TargetRow::One(_) => 1,
             TargetRow::Many(v) => v.len(),
         },
-        TargetSpec::NextToken => return None,
+        TargetSpec::NextToken | TargetSpec::NextTokenLabels { .. } => return None,
     })
 }
 

@@ -67,7 +67,8 @@ fn explicit(t: &TargetSpec) -> Option<Vec<Vec<f64>>> {
         | TargetSpec::Uniform { .. }
         | TargetSpec::Normal { .. }
         | TargetSpec::Linear { .. }
-        | TargetSpec::NextToken => None,
+        | TargetSpec::NextToken
+        | TargetSpec::NextTokenLabels { .. } => None,
     }
 }
 

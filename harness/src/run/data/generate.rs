@@ -21,7 +21,16 @@ pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec
             (x, Some(y))
         }
         InputSpec::Tokens { vocab, rows } => {
-            let (x, y) = tokens(*vocab, rows, n, seq, targets == Some(&TargetSpec::NextToken), rng).map_err(|(k, m)| invalid(s, &k, m))?;
+            let next = targets.is_some_and(TargetSpec::next_token);
+            let (x, ids) = tokens(*vocab, rows, n, seq, next, rng).map_err(|(k, m)| invalid(s, &k, m))?;
+            let y = match targets {
+                Some(TargetSpec::NextToken) => Some(one_hot(&ids, seq, *vocab)),
+                Some(TargetSpec::NextTokenLabels { ignore_fraction, prompt_lengths }) => {
+                    let ignored = crate::ops::loss::ignore_index(&s.loss) as f64;
+                    Some(next_labels(&ids, *ignore_fraction, prompt_lengths, ignored, rng).map_err(|m| invalid(s, "data.targets.prompt_lengths", m))?)
+                }
+                _ => None,
+            };
             (x, y)
         }
     };
@@ -32,7 +41,7 @@ pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec
     scale(d, &mut x, features).map_err(|(key, m)| invalid(s, &key, m))?;
     let y = match (csv_y, targets) {
         (Some(y), _) => y,
-        (None, Some(TargetSpec::NextToken)) => return Err(invalid(s, "data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })")),
+        (None, Some(t)) if t.next_token() => return Err(invalid(s, "data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })")),
         (None, Some(t)) => make_targets(t, &x, rng, s.seed, &s.loss),
         (None, None) => return Err(invalid(s, "data.targets", "missing")),
     };
@@ -46,9 +55,12 @@ pub(super) fn make(d: &DataSpec, inputs: &InputSpec, targets: Option<&TargetSpec
     Ok((Split { x, y, mask: None }, features))
 }
 
-/// Token rows as ids, with their next-token targets (one-hot, `seq × vocab` per row) when asked.
-/// Synthetic rows count up from a random start by a per-row step of 1 to 3, mod `vocab`.
-fn tokens(vocab: usize, rows: &[Vec<u32>], n: Option<usize>, seq: usize, next: bool, rng: &mut ChaCha8Rng) -> std::result::Result<(Table, Option<Table>), (String, String)> {
+/// Every row's token ids.
+type Ids = Vec<Vec<usize>>;
+
+/// Token rows as ids (`seq` inputs per row), and every row's ids with its last one's next
+/// token when `next`. Synthetic rows count up from a random start by a per-row step of 1 to 3, mod `vocab`.
+fn tokens(vocab: usize, rows: &[Vec<u32>], n: Option<usize>, seq: usize, next: bool, rng: &mut ChaCha8Rng) -> std::result::Result<(Table, Ids), (String, String)> {
     let len = seq + usize::from(next);
     let ids: Vec<Vec<usize>> = if rows.is_empty() {
         (0..n.unwrap_or(0))
@@ -70,16 +82,38 @@ fn tokens(vocab: usize, rows: &[Vec<u32>], n: Option<usize>, seq: usize, next: b
         }
     }
     let x = Table { rows: ids.len(), cols: seq, values: ids.iter().flat_map(|r| r[..seq].iter().map(|&t| t as f64)).collect() };
-    let y = next.then(|| {
-        let mut values = vec![0.0; ids.len() * seq * vocab];
-        for (i, r) in ids.iter().enumerate() {
-            for (t, &id) in r[1..].iter().enumerate() {
-                values[(i * seq + t) * vocab + id] = 1.0;
-            }
+    Ok((x, ids))
+}
+
+/// `next_token` targets: each position's next token one-hot over the vocabulary, `seq × vocab` per row.
+fn one_hot(ids: &[Vec<usize>], seq: usize, vocab: usize) -> Table {
+    let mut values = vec![0.0; ids.len() * seq * vocab];
+    for (i, r) in ids.iter().enumerate() {
+        for (t, &id) in r[1..].iter().enumerate() {
+            values[(i * seq + t) * vocab + id] = 1.0;
         }
-        Table { rows: ids.len(), cols: seq * vocab, values }
-    });
-    Ok((x, y))
+    }
+    Table { rows: ids.len(), cols: seq * vocab, values }
+}
+
+/// `next_token_labels` targets: each position's next token as its index, `seq` per row, or
+/// `ignored` (the loss's `ignore_index`) in a row's first `prompt_lengths` positions and at a
+/// drawn `ignore_fraction` of the others (one draw per position, row by row, whether or not
+/// the prompt covers it, so a prompt does not move the later draws).
+fn next_labels(ids: &[Vec<usize>], ignore_fraction: f64, prompt_lengths: &[usize], ignored: f64, rng: &mut ChaCha8Rng) -> std::result::Result<Table, String> {
+    if !prompt_lengths.is_empty() && prompt_lengths.len() != ids.len() {
+        return Err(format!("has {} prompt lengths for {} rows: give one per row", prompt_lengths.len(), ids.len()));
+    }
+    let seq = ids.first().map_or(0, |r| r.len() - 1);
+    let mut values = Vec::with_capacity(ids.len() * seq);
+    for (i, r) in ids.iter().enumerate() {
+        let prompt = prompt_lengths.get(i).copied().unwrap_or(0);
+        for (t, &id) in r[1..].iter().enumerate() {
+            let drawn = rng.random::<f64>() < ignore_fraction;
+            values.push(if t < prompt || drawn { ignored } else { id as f64 });
+        }
+    }
+    Ok(Table { rows: ids.len(), cols: seq, values })
 }
 
 fn draw(n: Option<usize>, d: &DataSpec, rng: &mut ChaCha8Rng, mut f: impl FnMut(&mut ChaCha8Rng) -> f64) -> Table {
@@ -158,7 +192,7 @@ fn make_targets(t: &TargetSpec, x: &Table, rng: &mut ChaCha8Rng, seed: u64, loss
             let values = (0..n).map(|r| x.row(r).iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() + noise * normal(rng)).collect();
             Table { rows: n, cols: 1, values }
         }
-        TargetSpec::NextToken => unreachable!("made with the token rows"),
+        TargetSpec::NextToken | TargetSpec::NextTokenLabels { .. } => unreachable!("made with the token rows"),
         TargetSpec::Values { values } => {
             let rows: Vec<Vec<f64>> = values
                 .iter()

@@ -162,3 +162,31 @@ fn an_expression_step_standardizes_each_split_by_its_own_statistics_unguarded() 
     let e = build(&scenario(&format!("{data}\n[[data.preprocess]]\nexpr = \"mean(x, dim=0)\""))).unwrap_err().to_string();
     assert!(e.contains("data.preprocess.0") && e.contains("makes (2,), and a preprocessing step keeps the inputs' shape (batch, 2)"), "{e}");
 }
+
+#[test]
+fn next_token_labels_are_the_next_ids_with_a_drawn_fraction_and_the_prompts_ignored() {
+    let data = "n = 400\nseq_len = 4\ninputs = { kind = \"tokens\", vocab = 8 }\ntargets = { kind = \"next_token_labels\", ignore_fraction = 0.25 }";
+    let d = build(&scenario(data)).unwrap();
+    let (x, y) = (&d.folds[0].train.x, &d.folds[0].train.y);
+    assert_eq!((y.rows, y.cols), (400, 4));
+    let ignored = y.values.iter().filter(|v| **v == -100.0).count();
+    // 1600 positions at 0.25: 400 expected, σ ≈ 17.3; within 3σ.
+    assert!((348..=452).contains(&ignored), "{ignored} of 1600 ignored");
+    // A kept label is the next position's input id (the last position's is the row's extra id).
+    for r in 0..400 {
+        for t in 0..3 {
+            let v = y.row(r)[t];
+            assert!(v == -100.0 || v == x.row(r)[t + 1], "row {r} position {t}: {v} vs {:?}", x.row(r));
+        }
+    }
+    // Deterministic: the same scenario draws the same labels.
+    assert_eq!(build(&scenario(data)).unwrap().folds[0].train.y.values, y.values);
+    // Explicit prompts: row 1's first 2 positions ignored, row 2's prompt covers the whole row.
+    let rows = "n = 3\nseq_len = 4\ninputs = { kind = \"tokens\", vocab = 8, rows = [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6], [3, 4, 5, 6, 7]] }";
+    let d = build(&scenario(&format!("{rows}\ntargets = {{ kind = \"next_token_labels\", prompt_lengths = [0, 2, 9] }}"))).unwrap();
+    assert_eq!(d.folds[0].train.y.values, [2.0, 3.0, 4.0, 5.0, -100.0, -100.0, 5.0, 6.0, -100.0, -100.0, -100.0, -100.0]);
+    let short = scenario(&format!("{rows}\ntargets = {{ kind = \"next_token_labels\", prompt_lengths = [1, 2] }}"));
+    let problems = crate::scenario::validate(&short);
+    assert!(problems.iter().any(|p| p.key == "data.targets.prompt_lengths" && p.message == "has 2 prompt lengths for 3 rows: give one per row"), "{problems:?}");
+    assert!(build(&short).unwrap_err().to_string().contains("has 2 prompt lengths for 3 rows"));
+}

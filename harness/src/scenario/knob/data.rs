@@ -127,7 +127,7 @@ impl Def for TargetScale {
     const SPEC: Spec = Spec { scale: Some(Scale::Log), margin: true, by_default: true, riskier: End::High, within: None };
     /// Not for class indices or label sequences (`labels`, `sequences`), which name classes.
     fn applies(s: &Scenario) -> bool {
-        !matches!(s.data.targets, Some(TargetSpec::Labels { .. } | TargetSpec::Sequences { .. }))
+        !matches!(s.data.targets, Some(TargetSpec::Labels { .. } | TargetSpec::NextTokenLabels { .. } | TargetSpec::Sequences { .. }))
     }
     fn get(s: &Scenario) -> Option<f64> {
         Some(s.data.target_scale)
@@ -214,8 +214,8 @@ impl Def for SeqLen {
     }
 }
 
-/// `data.targets.ignore_fraction` of drawn class-index targets (`kind = "labels"`): the chance
-/// that a row's target is the loss's `ignore_index`. More is riskier: a batch whose every target
+/// `data.targets.ignore_fraction` of drawn class-index targets (`kind = "labels"`, and per
+/// position `kind = "next_token_labels"`): the chance that a row's (a position's) target is the loss's `ignore_index`. More is riskier: a batch whose every target
 /// is ignored is 0/0 = NaN in a mean `cross_entropy`, as in PyTorch.
 pub struct IgnoreFraction;
 
@@ -223,14 +223,14 @@ impl Def for IgnoreFraction {
     type Value = f64;
     const SPEC: Spec = Spec { scale: Some(Scale::Linear), margin: true, by_default: true, riskier: End::High, within: Some((0.0, 1.0)) };
     fn applies(s: &Scenario) -> bool {
-        matches!(s.data.targets, Some(TargetSpec::Labels { .. }))
+        matches!(s.data.targets, Some(TargetSpec::Labels { .. } | TargetSpec::NextTokenLabels { .. }))
     }
     fn get(s: &Scenario) -> Option<f64> {
-        let Some(TargetSpec::Labels { ignore_fraction, .. }) = s.data.targets else { return None };
+        let Some(TargetSpec::Labels { ignore_fraction, .. } | TargetSpec::NextTokenLabels { ignore_fraction, .. }) = s.data.targets else { return None };
         Some(ignore_fraction)
     }
     fn set(s: &mut Scenario, v: f64) -> bool {
-        let Some(TargetSpec::Labels { ignore_fraction, .. }) = &mut s.data.targets else { return false };
+        let Some(TargetSpec::Labels { ignore_fraction, .. } | TargetSpec::NextTokenLabels { ignore_fraction, .. }) = &mut s.data.targets else { return false };
         *ignore_fraction = v;
         true
     }

@@ -23,8 +23,8 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         out.push(problem("data.features", "must be at least 1"));
     }
     finite(out, "data.target_scale", d.target_scale);
-    if d.target_scale != 1.0 && matches!(d.targets, Some(TargetSpec::Labels { .. } | TargetSpec::Sequences { .. })) {
-        out.push(problem("data.target_scale", "class indices and labels (`labels`, `sequences`) are not numbers to scale: remove it"));
+    if d.target_scale != 1.0 && matches!(d.targets, Some(TargetSpec::Labels { .. } | TargetSpec::NextTokenLabels { .. } | TargetSpec::Sequences { .. })) {
+        out.push(problem("data.target_scale", "class indices and labels (`labels`, `next_token_labels`, `sequences`) are not numbers to scale: remove it"));
     }
     if d.seq_len == Some(0) {
         out.push(problem("data.seq_len", "must be at least 1"));
@@ -66,7 +66,7 @@ pub(super) fn data(d: &DataSpec, out: &mut Vec<Problem>) {
         (_, None) => out.push(problem("data.targets", "missing: say how targets are made")),
         (_, Some(t)) => targets("data.targets", t, rows_of(&d.inputs).or(d.n), out),
     }
-    if d.targets == Some(TargetSpec::NextToken) && !matches!(d.inputs, InputSpec::Tokens { .. }) {
+    if d.targets.as_ref().is_some_and(TargetSpec::next_token) && !matches!(d.inputs, InputSpec::Tokens { .. }) {
         out.push(problem("data.targets", "next_token targets need token inputs (inputs = { kind = \"tokens\", vocab = ... })"));
     }
     padding(d, out);
@@ -122,7 +122,7 @@ fn inputs(key: &str, i: &InputSpec, d: &DataSpec, out: &mut Vec<Problem>) {
             if rows.is_empty() && d.n.unwrap_or(0) == 0 && key == "data.inputs" {
                 out.push(problem("data.n", "synthetic token rows need `n` ≥ 1 rows"));
             }
-            let next = d.targets == Some(TargetSpec::NextToken);
+            let next = d.targets.as_ref().is_some_and(TargetSpec::next_token);
             let want = d.seq_len.map(|s| s.saturating_add(usize::from(next)));
             for (i, r) in rows.iter().enumerate() {
                 if want.is_some_and(|w| w != r.len()) {
@@ -190,6 +190,14 @@ fn targets(key: &str, t: &TargetSpec, rows: Option<usize>, out: &mut Vec<Problem
             }
             if !(0.0..=1.0).contains(ignore_fraction) {
                 out.push(problem(format!("{key}.ignore_fraction"), format!("must be in [0, 1], got {ignore_fraction}")));
+            }
+        }
+        TargetSpec::NextTokenLabels { ignore_fraction, prompt_lengths } => {
+            if !(0.0..=1.0).contains(ignore_fraction) {
+                out.push(problem(format!("{key}.ignore_fraction"), format!("must be in [0, 1], got {ignore_fraction}")));
+            }
+            if let Some(n) = rows.filter(|n| !prompt_lengths.is_empty() && *n != prompt_lengths.len()) {
+                out.push(problem(format!("{key}.prompt_lengths"), format!("has {} prompt lengths for {n} rows: give one per row", prompt_lengths.len())));
             }
         }
         TargetSpec::Uniform { low, high, outputs } => {
