@@ -4,8 +4,9 @@
 //! of one-hot targets whose summed terms overflow before the mean, a preprocessing
 //! expression and a chain of preprocessing steps, an expression reading an earlier named
 //! output, a loss expression reading the padding mask and `ctc` with per-row input lengths,
+//! and a language model's loss over a batch folded with its positions (`reshape(p, (-1, V))`),
 //! each failing scenario where PyTorch fails and its fix finite where PyTorch is, from
-//! `scenarios/layers/`.
+//! `scenarios/layers/` (and `scenarios/real/` for the last).
 #![cfg(feature = "torch-tests")]
 
 mod common;
@@ -171,4 +172,26 @@ fn per_row_losses_and_normalized_info_nce_export_and_agree_with_pytorch() {
         nanhunt::scenario::LossSpec { kind: nanhunt::scenario::LossKind::Expr, expr: Some("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))".into()), ..Default::default() };
     let c = confirmed_scenario(&s);
     assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+}
+
+#[test]
+fn a_language_models_folded_loss_over_per_token_labels_agrees_with_pytorch() {
+    // verl's SFT loss as it writes it, `sum(CrossEntropyLoss(reduction='none')(logits.view(-1, V),
+    // labels.view(-1)) * loss_mask) / sum(loss_mask)` (repro.py: `torch.reshape(p, shape=(-1, 16,))`):
+    // the third batch's prompts fill the sequences, 0/0 = NaN in `loss` at step 3 in PyTorch 2.15;
+    // divided by sum(mask) + 1e-8 it stays finite with agreeing losses.
+    let real = |stem: &str| nanhunt::load(&common::repo().join(format!("scenarios/real/{stem}.toml"))).unwrap();
+    let c = confirmed_scenario(&real("verl785_sft_truncated_all_masked"));
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (3, nanhunt::Phase::Loss, "loss".into()));
+    let mut fix = real("verl785_sft_truncated_all_masked_fix_eps");
+    let c = confirmed_scenario(&fix);
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    // The plain form, F.cross_entropy(logits.view(-1, V), labels.view(-1)) with a drawn fifth of
+    // the tokens ignored besides the prompts, agrees too.
+    fix.loss.expr = Some("cross_entropy(reshape(p, (-1, 16)), reshape(y, (-1,)), ignore_index=-100)".into());
+    fix.data.targets = Some(nanhunt::scenario::TargetSpec::NextTokenLabels { ignore_fraction: 0.2, prompt_lengths: vec![2; 16] });
+    let c = confirmed_scenario(&fix);
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    assert!(c.compared >= 4, "{c}");
 }
