@@ -36,7 +36,7 @@ impl Dim {
     }
 
     /// The batch times `k`: the batch itself for 1.
-    pub(super) fn batch_times(k: usize) -> Dim {
+    fn batch_times(k: usize) -> Dim {
         if k == 1 {
             Dim::Batch
         } else {
@@ -264,7 +264,7 @@ fn resolve(f: Func, params: Params, ops: &[Ir], col: usize) -> Result<(Bound, Di
             out.swap(d0, d1);
             out
         }
-        Family::Reshape => super::fold::reshape(x, &mut b, col)?,
+        Family::Reshape => reshape(x, &mut b, col)?,
         Family::Pair => {
             // PyTorch's defaults: dim 1, eps 1e-8; the operands broadcast, then `dim` goes.
             let both = broadcast(x, &ops[1].dims).map_err(|message| Problem { col, message })?;
@@ -337,6 +337,54 @@ fn reduced(x: &[Dim], dims: &[usize], keepdim: bool) -> Dims {
             }
         })
         .collect()
+}
+
+/// The most dimensions a tensor may have: Candle's strided iteration takes at most 8
+/// (`candle_core::nditer`'s `MAX_DIMS`) and panics past it.
+const MAX_RANK: usize = 8;
+
+/// A reshape: its shape's first entry must be -1, the dimension holding the batch, which
+/// PyTorch infers; the sizes after it must divide the elements per batch row, so the result
+/// holds the batch times their quotient (`(-1, 64)` of `(batch, 32, 64)` is `(batch*32, 64)`,
+/// `(-1, 32)` of `(batch*32,)` is `(batch, 32)` again).
+fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
+    let shape = match b.params.given.get("shape") {
+        Some(Value::Tuple(t)) => t.clone(),
+        Some(Value::Num(v)) => vec![*v],
+        Some(Value::Bool(_) | Value::Str(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
+    };
+    let rows: Vec<usize> = x.iter().filter_map(|d| d.rows()).collect();
+    let [k] = rows[..] else {
+        return Err(Problem { col, message: format!("nanhunt reshapes a tensor that holds the batch in one dimension, and the input is {}", describe(x)) });
+    };
+    // Checked: a huge size (`2**18888**3` is inf, cast to usize::MAX) must not overflow a product.
+    let per = x.iter().try_fold(k, |p, d| if let Dim::N(n) = d { p.checked_mul(*n) } else { Some(p) });
+    let rest = shape.iter().skip(1).copied();
+    if shape.first() != Some(&-1.0) || rest.clone().any(|v| v == -1.0) {
+        let per = per.map_or_else(|| "the elements per batch row".into(), |n| n.to_string());
+        return Err(Problem {
+            col,
+            message: format!("write the shape as (-1, sizes...), the -1 first: nanhunt checks shapes before it knows the batch size (and the last batch may be smaller), so the dimension PyTorch infers must be the one holding the batch (the input is {}, {per} elements per batch row)", describe(x)),
+        });
+    }
+    let asked = rest.clone().try_fold(1usize, |p, v| if v >= 1.0 && v.fract() == 0.0 { p.checked_mul(v as usize) } else { None });
+    let (Some(per), Some(asked)) = (per, asked) else {
+        return Err(Problem { col, message: format!("a reshape's sizes after -1 are whole numbers of at least 1 (the input is {})", describe(x)) });
+    };
+    if per % asked != 0 {
+        return Err(Problem {
+            col,
+            message: format!(
+                "the sizes after -1 multiply to {asked}, which does not divide the {per} elements per batch row of {}: write (-1, sizes...) whose sizes multiply to {per} or a divisor of it",
+                describe(x)
+            ),
+        });
+    }
+    if shape.len() > MAX_RANK {
+        return Err(Problem { col, message: format!("a reshape to {} dimensions: nanhunt's tensors have at most {MAX_RANK} (Candle's limit)", shape.len()) });
+    }
+    b.shape = rest.map(|v| v as usize).collect();
+    Ok(std::iter::once(Dim::batch_times(per / asked)).chain(b.shape.iter().map(|n| Dim::N(*n))).collect())
 }
 
 /// PyTorch's broadcast of two shapes (aligned at their last dimensions), or why they do not broadcast.

@@ -7,7 +7,7 @@
 //! The language (`parse.rs`, `ast.rs`): numbers, names, `+ - * / ** @`, unary minus,
 //! comparisons giving 0/1 masks, calls with keyword arguments, with Python's precedence. Its
 //! functions (`funcs.rs`) are PyTorch's, by name and semantics; shapes are checked in the plan
-//! with PyTorch's broadcasting (`check.rs`; a reshape folding the batch, `fold.rs`), before training; `eval.rs` runs it, with
+//! with PyTorch's broadcasting (`check.rs`, a reshape folding the batch too; a layer refuses a folded output, `fold.rs`), before training; `eval.rs` runs it, with
 //! PyTorch's forward and backward (`grad.rs` and `norm.rs` where PyTorch's backward is not the chain rule;
 //! `losses.rs`, the named losses, through the loss op's kernels);
 //! `amp.rs` runs it under autocast, each node in the dtype PyTorch's autocast gives its op;
