@@ -29,7 +29,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Stora
 use super::bias::sums;
 use super::cells::{Back, Cell, Step};
 use super::recurrent_gemm::{is_half, product, reads_transposed, transposed, weights_grad, Wide};
-use super::{contiguous, dispatch, spare, Dtypes, Kernel, Real};
+use super::{avx2, contiguous, dispatch, spare, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// The recurrence of `cell` over its input gates `gi` `(batch, seq, G·H)` with the recurrent
@@ -221,8 +221,26 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
     }
 
     fn run<T: Real>(&self, v: [&[T]; N]) -> candle_core::Result<Self::Out> {
+        self.sequence(v[0], v[1], v.get(2).copied())
+    }
+
+    fn run_f32(&self, v: [&[f32]; N]) -> candle_core::Result<Self::Out> {
+        forward32(self, v[0], v[1], v.get(2).copied())
+    }
+}
+
+avx2! {
+    /// [`Forward::sequence`] in f32, its cells' loops vectorised (`avx2!`: the same bits).
+    fn forward32(k: &Forward<'_>, gi: &[f32], w: &[f32], bias: Option<&[f32]>) -> candle_core::Result<(CpuStorage, Box<dyn Any + Send>)> {
+        k.sequence(gi, w, bias)
+    }
+}
+
+impl Forward<'_> {
+    /// The forward of the input gates `gi` through the weights `w` and the bias.
+    #[inline(always)]
+    fn sequence<T: Real>(&self, gi: &[T], w: &[T], bias: Option<&[T]>) -> candle_core::Result<(CpuStorage, Box<dyn Any + Send>)> {
         let (Dims { b, s, h }, cell) = (self.d, self.op.cell);
-        let (gi, w, bias) = (v[0], v[1], v.get(2).copied());
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
         let mask = mask_of::<T>(self.mask, b * h)?;
         // Every value is written below before it is read, so a spare's old values do not matter.
@@ -298,6 +316,25 @@ impl Kernel<2> for Backward<'_> {
     }
 
     fn run<T: Real>(&self, [grad, w]: [&[T]; 2]) -> candle_core::Result<Self::Out> {
+        self.through_time(grad, w)
+    }
+
+    fn run_f32(&self, [grad, w]: [&[f32]; 2]) -> candle_core::Result<Self::Out> {
+        backward32(self, grad, w)
+    }
+}
+
+avx2! {
+    /// [`Backward::through_time`] in f32, its cells' loops vectorised (`avx2!`: the same bits).
+    fn backward32(k: &Backward<'_>, grad: &[f32], w: &[f32]) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        k.through_time(grad, w)
+    }
+}
+
+impl Backward<'_> {
+    /// The backward from the output's gradient `grad` and the weights `w`.
+    #[inline(always)]
+    fn through_time<T: Real>(&self, grad: &[T], w: &[T]) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let Some(kept) = self.kept.downcast_ref::<Vec<T>>() else { candle_core::bail!("recurrence backward: the forward ran in another dtype") };
         let (Dims { b, s, h }, cell, sequences, biased) = (self.d, self.op.cell, self.op.sequences, self.op.biased);
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
@@ -336,6 +373,7 @@ impl Kernel<2> for Backward<'_> {
                     prev: prev.map(|p| &p[r * h..][..h]),
                     keep: &keeps[(t * b + r) * kh..][..kh],
                     before: t.checked_sub(1).map(|p| &keeps[(p * b + r) * kh..][..kh]),
+                    zeros: &zeros[..h],
                 };
                 back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
             }
@@ -379,3 +417,7 @@ impl Kernel<2> for Backward<'_> {
         Ok((Tensor::from_vec(dgi, (b, s, gh), cpu)?, Tensor::from_vec(dw, (h, gh), cpu)?, db))
     }
 }
+
+#[cfg(test)]
+#[path = "recurrent_tests.rs"]
+mod tests;

@@ -112,3 +112,18 @@ fn a_gated_cells_first_step_multiplies_its_zero_state() {
         }
     }
 }
+
+/// The blocked transpose moves each value to its transposed place, sizes not a multiple of
+/// its blocks included.
+#[test]
+fn the_transpose_moves_every_value() {
+    for (rows, cols) in [(1, 1), (37, 21), (16, 32), (128, 512)] {
+        let w: Vec<f32> = (0..rows * cols).map(|k| k as f32).collect();
+        let t = super::transposed(&w, rows, cols);
+        for i in 0..rows {
+            for j in 0..cols {
+                assert_eq!(t[j * rows + i], (i * cols + j) as f32, "{rows}×{cols}: [{i}][{j}]");
+            }
+        }
+    }
+}
