@@ -7,7 +7,10 @@
 //! and `return_sequences`.
 //!
 //! On the CPU the recurrence after the input projection is one fused op
-//! (`run::kernel::recurrent`): in f32 and f64 with the bits composed here, in f16 and bf16
+//! (`run::kernel::recurrent`): in f32 and f64 with the bits composed here but for the recurrent
+//! weights' and a gated cell's recurrent bias's gradients, one product over every step
+//! (`recurrent_gemm::weights_grad`; PyTorch's f32 `nn.LSTM` runs oneDNN, in an order of its
+//! own, and its RNN and GRU sum per step), in f16 and bf16
 //! (pure, or autocast, which runs the cells on real half tensors) with PyTorch's CPU
 //! rounding op by op, which the composed form misses in places (it rounds `h W` before adding
 //! `b_hh`, Candle's tanh and sigmoid gradients round each of their ops, and an RNN adds `b_hh`
@@ -369,7 +372,8 @@ mod tests {
     /// composed ones summed in another order ([`same_sum`]).
     #[test]
     fn the_fused_recurrence_gives_the_composed_bits() {
-        let (b, s, h) = (3, 7, 5);
+        // 17 units: one block of 16 of the vectorised cells and one left over.
+        let (b, s, h) = (3, 7, 17);
         let mask: Vec<f64> = (0..b * h).map(|i| if i % 3 == 1 { 0.0 } else { 1.0 / 0.7 }).collect();
         let kinds = [Kind::Rnn, Kind::Lstm(RnnActivation::Tanh), Kind::Lstm(RnnActivation::Relu), Kind::Gru(RnnActivation::Tanh), Kind::Gru(RnnActivation::Relu)];
         for dtype in [DType::F32, DType::F64] {
