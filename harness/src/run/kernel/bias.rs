@@ -34,7 +34,7 @@ fn forward<T: Real>(h: &[T], b: &[T]) -> Vec<T> {
 
 /// Column sums of `g` (rows of `n`), row after row.
 #[inline(always)]
-fn sums<T: Real>(g: &[T], n: usize) -> Vec<T> {
+pub(crate) fn sums<T: Real>(g: &[T], n: usize) -> Vec<T> {
     let mut out = vec![T::zero(); n];
     for row in g.chunks_exact(n) {
         for j in 0..n {

@@ -5,8 +5,15 @@
 //! (`recurrent_gemm.rs`), then each row's cell (`cells.rs`); it keeps the states and
 //! the gates the backward reads, which runs the steps in reverse with PyTorch's formulas.
 //! In f32 and f64 the products are gemm called as Candle's matmul calls it and the sums
-//! are in Candle's order, so the states and the gradients are the bits of the composed
-//! path (`run::model::recurrent`, which other devices keep). In f16 and bf16 every op
+//! are in Candle's order, so the states and the input gates' gradient are the bits of the
+//! composed path (`run::model::recurrent`, which other devices keep); the recurrent
+//! weights' and bias's gradients are one product and one column sum over every step at the
+//! end (`recurrent_gemm::weights_grad`), not one a step as the composed path and PyTorch's
+//! RNN and GRU loop (`RNN.cpp`) add them: the same terms in another order, differing in the
+//! last bits. PyTorch 2.15's f32 `nn.LSTM` on the CPU runs oneDNN's RNN (`use_mkldnn`;
+//! `MkldnnRnnLayerBackward0`), whose weights' gradient is one sum over the iterations: on
+//! the language model's sizes it errs from the exact sum as one f32 product does (mean 6.7e-8
+//! against 5.6e-8; a per-step sum 2.9e-8) and equals neither order's bits. In f16 and bf16 every op
 //! is PyTorch's CPU op on a half tensor (`aten/src/ATen/native/RNN.cpp`'s cells and
 //! their autograd: each computed in f32 and rounded once), which the composed path,
 //! rounding twice in places, is not.
@@ -19,9 +26,10 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Storage, Tensor};
 
+use super::bias::sums;
 use super::cells::{Back, Cell, Step};
-use super::recurrent_gemm::{adds_after, is_half, product, reads_transposed, transposed, Wide};
-use super::{contiguous, dispatch, spare, Dtypes, Kernel, Real};
+use super::recurrent_gemm::{is_half, product, reads_transposed, transposed, weights_grad, Wide};
+use super::{avx2, contiguous, dispatch, spare, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// The recurrence of `cell` over its input gates `gi` `(batch, seq, G·H)` with the recurrent
@@ -213,8 +221,26 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
     }
 
     fn run<T: Real>(&self, v: [&[T]; N]) -> candle_core::Result<Self::Out> {
+        self.sequence(v[0], v[1], v.get(2).copied())
+    }
+
+    fn run_f32(&self, v: [&[f32]; N]) -> candle_core::Result<Self::Out> {
+        forward32(self, v[0], v[1], v.get(2).copied())
+    }
+}
+
+avx2! {
+    /// [`Forward::sequence`] in f32, its cells' loops vectorised (`avx2!`: the same bits).
+    fn forward32(k: &Forward<'_>, gi: &[f32], w: &[f32], bias: Option<&[f32]>) -> candle_core::Result<(CpuStorage, Box<dyn Any + Send>)> {
+        k.sequence(gi, w, bias)
+    }
+}
+
+impl Forward<'_> {
+    /// The forward of the input gates `gi` through the weights `w` and the bias.
+    #[inline(always)]
+    fn sequence<T: Real>(&self, gi: &[T], w: &[T], bias: Option<&[T]>) -> candle_core::Result<(CpuStorage, Box<dyn Any + Send>)> {
         let (Dims { b, s, h }, cell) = (self.d, self.op.cell);
-        let (gi, w, bias) = (v[0], v[1], v.get(2).copied());
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
         let mask = mask_of::<T>(self.mask, b * h)?;
         // Every value is written below before it is read, so a spare's old values do not matter.
@@ -234,7 +260,7 @@ impl<const N: usize> Kernel<N> for Forward<'_> {
             match (fed, &mut wide) {
                 (Some(fed), Some(wide)) => wide.gates(fed, b, &mut rec)?,
                 (Some(fed), None) => {
-                    product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec, false)?;
+                    product((b, gh, h), (fed, h, 1), (w, gh, 1), &mut rec)?;
                     if let Some(bias) = bias {
                         for row in rec.chunks_exact_mut(gh) {
                             for (r, c) in row.iter_mut().zip(bias) {
@@ -290,6 +316,25 @@ impl Kernel<2> for Backward<'_> {
     }
 
     fn run<T: Real>(&self, [grad, w]: [&[T]; 2]) -> candle_core::Result<Self::Out> {
+        self.through_time(grad, w)
+    }
+
+    fn run_f32(&self, [grad, w]: [&[f32]; 2]) -> candle_core::Result<Self::Out> {
+        backward32(self, grad, w)
+    }
+}
+
+avx2! {
+    /// [`Backward::through_time`] in f32, its cells' loops vectorised (`avx2!`: the same bits).
+    fn backward32(k: &Backward<'_>, grad: &[f32], w: &[f32]) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+        k.through_time(grad, w)
+    }
+}
+
+impl Backward<'_> {
+    /// The backward from the output's gradient `grad` and the weights `w`.
+    #[inline(always)]
+    fn through_time<T: Real>(&self, grad: &[T], w: &[T]) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let Some(kept) = self.kept.downcast_ref::<Vec<T>>() else { candle_core::bail!("recurrence backward: the forward ran in another dtype") };
         let (Dims { b, s, h }, cell, sequences, biased) = (self.d, self.op.cell, self.op.sequences, self.op.biased);
         let (gh, kh) = (cell.gates() * h, cell.kept() * h);
@@ -299,8 +344,11 @@ impl Kernel<2> for Backward<'_> {
         }
         let (states, keeps) = kept.split_at(s * b * h);
         let (mut dgi, mut dw, mut db) = (vec![T::zero(); b * s * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
-        let pw_len = if adds_after(h, b) { 0 } else { h * gh };
-        let (mut dr, mut pw, mut sums) = (vec![T::zero(); b * gh], vec![T::zero(); pw_len], vec![T::zero(); gh]);
+        // Every step's recurrent gates' gradient `dr`, time-major `(seq, batch, G·H)`: in f32 and
+        // f64 the weights' and the bias's gradients are one product and one column sum over all of
+        // them at the end; a half type's are made and added a step at a time, as PyTorch's loop does.
+        // Every value is written below before it is read, so a spare's old values do not matter.
+        let mut drs = spare::take::<T>(s * b * gh);
         let (mut carry, mut next_carry) = (vec![T::zero(); b * h], vec![T::zero(); b * h]);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
         // `Wᵀ` `(G·H, H)` row-major, once: read through a strided view, gemm packed (transposed) all
@@ -310,8 +358,9 @@ impl Kernel<2> for Backward<'_> {
         for t in (0..s).rev() {
             let last = t + 1 == s;
             let prev = t.checked_sub(1).map(|p| &states[p * b * h..][..b * h]);
+            let dr = &mut drs[t * b * gh..][..b * gh];
             for r in 0..b {
-                let out = match (sequences, t + 1 == s) {
+                let out = match (sequences, last) {
                     (true, _) => Some(&grad[(r * s + t) * h..][..h]),
                     (false, true) => Some(&grad[r * h..][..h]),
                     (false, false) => None,
@@ -324,58 +373,51 @@ impl Kernel<2> for Backward<'_> {
                     prev: prev.map(|p| &p[r * h..][..h]),
                     keep: &keeps[(t * b + r) * kh..][..kh],
                     before: t.checked_sub(1).map(|p| &keeps[(p * b + r) * kh..][..kh]),
+                    zeros: &zeros[..h],
                 };
                 back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
             }
             std::mem::swap(&mut carry, &mut next_carry);
             if let Some(wide) = &mut wide {
-                wide.load_dr(&dr, b);
-            }
-            if let (true, Some(wide)) = (biased, &mut wide) {
-                wide.bias_grad(b, &mut db, last);
-            } else if biased {
-                // The bias's gradient: this step's column sums, added to the steps' after it.
-                sums.fill(T::zero());
-                for row in dr.chunks_exact(gh) {
-                    for (s, v) in sums.iter_mut().zip(row) {
-                        *s += *v;
-                    }
+                // A half type's weights' and bias's gradients, this step's added to the steps' after
+                // it (a gated cell's first state is zeros, multiplied too).
+                wide.load_dr(dr, b);
+                if biased {
+                    wide.bias_grad(b, &mut db, last);
                 }
-                for (d, v) in db.iter_mut().zip(&sums) {
-                    *d += *v;
-                }
-            }
-            // The weights' gradient `hᵀ · dr`, added to the steps' after it (a gated cell's first
-            // state is zeros, multiplied too); the previous state's `dr · Wᵀ`.
-            let fed = match prev {
-                Some(p) => masked(p, mask, &mut hm),
-                None if !biased => continue,
-                None => &zeros[..],
-            };
-            if let Some(wide) = &mut wide {
+                let fed = match prev {
+                    Some(p) => masked(p, mask, &mut hm),
+                    None if !biased => continue,
+                    None => &zeros[..],
+                };
                 wide.weights_grad(fed, b, &mut dw, last)?;
-            } else if adds_after(h, b) {
-                product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut dw, true)?;
-            } else {
-                product((h, gh, b), (fed, 1, h), (&dr, gh, 1), &mut pw, false)?;
-                for (d, v) in dw.iter_mut().zip(&pw) {
-                    *d += *v;
-                }
             }
             if prev.is_none() {
                 continue;
             }
+            // The previous state's gradient `dr · Wᵀ`.
             match (&mut wide, &wt) {
                 (Some(wide), _) => wide.state_grad(b, &mut rec)?,
-                (None, Some(wt)) => product((b, h, gh), (&dr, gh, 1), (wt, h, 1), &mut rec, false)?,
-                (None, None) => product((b, h, gh), (&dr, gh, 1), (w, 1, gh), &mut rec, false)?,
+                (None, Some(wt)) => product((b, h, gh), (dr, gh, 1), (wt, h, 1), &mut rec)?,
+                (None, None) => product((b, h, gh), (dr, gh, 1), (w, 1, gh), &mut rec)?,
             }
             if let Some(m) = mask {
                 rec.iter_mut().zip(m).for_each(|(g, m)| *g *= *m);
             }
         }
+        if wide.is_none() {
+            dw = weights_grad((b, s, h, gh), biased, states, mask, &drs)?;
+            if biased {
+                db = sums(&drs, gh);
+            }
+        }
+        spare::give(drs);
         let cpu = &Device::Cpu;
         let db = biased.then(|| Tensor::from_vec(db, gh, cpu)).transpose()?;
         Ok((Tensor::from_vec(dgi, (b, s, gh), cpu)?, Tensor::from_vec(dw, (h, gh), cpu)?, db))
     }
 }
+
+#[cfg(test)]
+#[path = "recurrent_tests.rs"]
+mod tests;

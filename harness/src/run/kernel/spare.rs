@@ -1,7 +1,8 @@
 //! Spare buffers kept from one training step to the next, per thread: the fused
 //! recurrence's states and gates (`recurrent.rs`), megabytes a layer, which it
 //! takes in its forward and gives back when its op is dropped after the backward,
-//! and a convolution's column buffers (`conv.rs`), taken and given back within
+//! its backward's gate gradients and fed states (taken and given back within the
+//! backward), and a convolution's column buffers (`conv.rs`), taken and given back within
 //! each pass (zeroing them was a pass over memory per call for nothing).
 //!
 //! Blocks of a megabyte and more go to the system allocator (`nanhunt::alloc`),
