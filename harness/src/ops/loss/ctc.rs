@@ -113,6 +113,33 @@ fn sequences(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Res
     Ok((nll, targets.iter().map(Vec::len).collect()))
 }
 
+/// Why `ctc`'s loss is infinite: the first row whose input steps (its unpadded positions under
+/// the padding `mask`, PyTorch's `input_lengths`, or every step) cannot emit its labels in `y`,
+/// each label a step and each pair of equal labels back to back a blank between them. No
+/// alignment exists, the target's probability is 0, and −log 0 = +∞, as PyTorch's `ctc_loss`
+/// gives without `zero_infinity` (which makes it 0, so it is never the cause then). The row and
+/// the reason; the `[loss] kind = "ctc"` and a `ctc(p, y)` inside an expression both say it.
+pub fn infeasible(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Option<(usize, String)>> {
+    let (Ok((batch, steps, _)), Ok(rows)) = (p.dims3(), y.to_dtype(DType::F64).and_then(|y| y.to_vec2::<f64>())) else { return Ok(None) };
+    let Ok(lengths) = input_lengths(mask, batch, steps) else { return Ok(None) };
+    if s.zero_infinity {
+        return Ok(None);
+    }
+    let blank = s.blank.unwrap_or(0) as f64;
+    for (r, (row, &len)) in rows.iter().zip(&lengths).enumerate() {
+        let labels: Vec<f64> = row.iter().copied().take_while(|v| *v != blank).collect();
+        let repeats = labels.windows(2).filter(|w| w[0] == w[1]).count();
+        let need = labels.len() + repeats;
+        if len >= need {
+            continue;
+        }
+        let pairs = if repeats > 0 { format!(" ({repeats} pair(s) of equal labels back to back need a blank between)") } else { String::new() };
+        let n = labels.len();
+        return Ok(Some((r, format!("row {r} has {len} input step(s) and its {n} label(s) need {need}{pairs}: no alignment exists, the target's probability is 0 and its loss −log 0 = +∞ (PyTorch's ctc_loss without zero_infinity)"))));
+    }
+    Ok(None)
+}
+
 /// [`sequences`]' losses alone: `F.ctc_loss(..., reduction='none')`.
 pub fn per_sequence(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     Ok(sequences(s, p, y, mask)?.0)

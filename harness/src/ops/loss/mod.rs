@@ -30,7 +30,7 @@ mod probability;
 mod regression;
 mod stand_in;
 
-pub use ctc::per_sequence as ctc_sequences;
+pub use ctc::{infeasible as ctc_infeasible, per_sequence as ctc_sequences};
 pub use indices::{ignore_index, indexes, reads_indices, IGNORE_INDEX};
 pub use stand_in::stand_ins;
 
@@ -213,17 +213,19 @@ fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
     }))
 }
 
-/// Why the scalar loss of kind `s.kind` of finite predictions `p` and targets `y` is not finite
-/// in dtype `d`, where its kind explains its own formula: `cross_entropy` whose every target is
-/// `ignore_index` (0/0) or whose rows' sum overflows (`classes.rs`), `info_nce` whose logits
-/// overflow (`named.rs`). `None` for the other kinds, and where no rule applies.
-pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeName) -> Result<Explained> {
+/// Why the scalar loss of kind `s.kind` of finite predictions `p` and targets `y` (under the
+/// padding `mask`) is not finite in dtype `d`, where its kind explains its own formula:
+/// `cross_entropy` whose every target is `ignore_index` (0/0) or whose rows' sum overflows
+/// (`classes.rs`), `info_nce` whose logits overflow (`named.rs`), `ctc` with a row too short for
+/// its labels (`ctc.rs`). `None` for the other kinds, and where no rule applies.
+pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>, d: crate::scenario::DTypeName) -> Result<Explained> {
     match s.kind {
         LossKind::CrossEntropy => match classes::all_ignored(s, p, y)? {
             Some(found) => Ok(Some(found)),
             None => classes::overflow(s, p, y, d),
         },
         LossKind::InfoNce => named::info_nce_overflow(s, p, y, d),
+        LossKind::Ctc => Ok(ctc::infeasible(s, p, y, mask)?.map(|(_, why)| (super::diagnosis::Rule::LogOfZero, why))),
         LossKind::Expr
         | LossKind::Mse
         | LossKind::Mae
@@ -235,8 +237,7 @@ pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeNa
         | LossKind::MeanAbsRatio
         | LossKind::KlDiv
         | LossKind::KlDivLogTarget
-        | LossKind::Focal
-        | LossKind::Ctc => Ok(None),
+        | LossKind::Focal => Ok(None),
     }
 }
 

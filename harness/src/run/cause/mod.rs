@@ -24,7 +24,6 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, Optimize
 
 mod backward;
 pub(crate) mod chain;
-mod ctc;
 mod probability;
 mod product;
 
@@ -289,10 +288,15 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
         }
         // The kind explains its own formula (`ops::loss::explain`).
         LossKind::CrossEntropy | LossKind::InfoNce => {
-            let found = crate::ops::loss::explain(spec, p, y, d)?;
+            let found = crate::ops::loss::explain(spec, p, y, mask, d)?;
             found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
         }
-        LossKind::Ctc => ctc::infeasible(spec, (p, y, mask), d),
+        // The loss says which row cannot align (`ops::loss::ctc_infeasible`); its operands start there.
+        LossKind::Ctc => {
+            let Some((r, reason)) = crate::ops::loss::ctc_infeasible(spec, p, y, mask)? else { return Ok(None) };
+            let at = |t: &Tensor| t.dims().iter().skip(1).product::<usize>() * r;
+            Ok(Some(cause(Rule::LogOfZero, op, reason, vec![operand("p", p, Some(at(p)), d)?, operand("y", y, Some(at(y)), d)?])))
+        }
         LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal => Ok(None),
     }
 }
