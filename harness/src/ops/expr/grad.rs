@@ -107,8 +107,12 @@ pub fn cumsum(x: &Tensor, dim: usize) -> Result<Tensor> {
     with_grad(x, &value, Arc::new(move |g| running_sum(g, dim, true).map_err(candle_core::Error::wrap)))
 }
 
-/// The running sum of `t` along `dim` (from the end with `reverse`), accumulated as ATen's.
+/// The running sum of `t` along `dim` (from the end with `reverse`), accumulated as ATen's;
+/// a 0-d `t` (whose `dim` is 0 or −1, as PyTorch allows) is its own running sum.
 fn running_sum(t: &Tensor, dim: usize, reverse: bool) -> Result<Tensor> {
+    if t.rank() == 0 {
+        return Ok(t.clone());
+    }
     let last = t.rank() - 1;
     let moved = t.transpose(dim, last)?.contiguous()?;
     let n = moved.dim(last)?;

@@ -72,6 +72,9 @@ const PYTORCH: &[Row] = &[
     ("cumsum(x, dim=-1)", [1.0, INF, -INF, 3.0], &[1.0, INF, NAN, NAN], [4.0, 3.0, 2.0, 1.0]),
     // f32's running sum is f64 (ATen's CPU `acc_type`): 1e8 + 1 − 1e8 is 1, not 0.
     ("cumsum(x, dim=-1)", [1e8, 1.0, -1e8, 1.0], &[1e8, 1e8, 1.0, 2.0], [4.0, 3.0, 2.0, 1.0]),
+    // A 0-d tensor's cumsum (dim 0 or −1) is the tensor itself.
+    ("cumsum(sum(x), dim=0)", [1.0, NAN, 2.0, 3.0], &[NAN], [1.0; 4]),
+    ("cumsum(sum(x), dim=-1)", [1.0, 2.0, 3.0, 4.0], &[10.0], [1.0; 4]),
     ("std(x, dim=-1)", [1.0, NAN, 2.0, 3.0], &[NAN], [NAN; 4]),
     ("var(x, dim=-1)", [1.0, 2.0, INF, 3.0], &[NAN], [-INF, -INF, NAN, -INF]),
     ("sum(x)", [1.0, NAN, 2.0, 3.0], &[NAN], [1.0; 4]),
