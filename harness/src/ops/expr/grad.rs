@@ -66,30 +66,43 @@ fn count(x: &Tensor, dims: &[usize]) -> usize {
 pub fn extreme(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
     let v = x.detach();
     let m = extreme_value(&v, dims, max)?;
-    let hit = v.broadcast_eq(&m)?.to_dtype(x.dtype())?;
-    let ties = hit.sum_keepdim(dims)?;
-    with_grad(x, &m, Arc::new(move |g| g.broadcast_div(&ties)?.broadcast_mul(&hit)))
+    with_grad(x, &m, scale_grad_by_count(&v.broadcast_eq(&m)?, dims, x.dtype())?)
+}
+
+/// ATen's `scale_grad_by_count(grad, mask, dims)`: `(grad / mask.sum(dims, keepdim)) · mask`,
+/// for a 0/1 `mask` (u8) over `x` of `dtype`. ATen counts in int64 and converts the count to
+/// `dtype` once (a sum of ones in bf16 would stall at 256, in f16 at 2048); here the count is
+/// an f32 sum, exact to 2^24 elements. Shared by `amax`/`amin` and `norm`'s `p = ±∞`.
+pub(crate) fn scale_grad_by_count(mask: &Tensor, dims: &[usize], dtype: DType) -> Result<Backward> {
+    let count = mask.to_dtype(DType::F32)?.sum_keepdim(dims)?.to_dtype(dtype)?;
+    let mask = mask.to_dtype(dtype)?;
+    Ok(Arc::new(move |g| g.broadcast_div(&count)?.broadcast_mul(&mask)))
 }
 
 /// The maximum (`max` true) or minimum of `x` over `dims`, kept, without a gradient of its
 /// own: NaN where the reduced set holds a NaN, as ATen's `amax`/`amin` (Candle's `max` keeps a
-/// NaN only in the first position: `NaN < v` and `v < NaN` are both false).
+/// NaN only in the first position: `NaN < v` and `v < NaN` are both false). The NaN test is
+/// `run::opmath::max`'s, `x != x` reduced by `max`, in u8.
 pub fn extreme_value(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
-    let mut m = x.detach();
+    let (mut m, mut nan) = (x.detach(), x.ne(x)?);
     for &d in dims {
         m = if max { m.max_keepdim(d)? } else { m.min_keepdim(d)? };
+        nan = nan.max_keepdim(d)?;
     }
-    let nan = x.ne(x)?.to_dtype(DType::F32)?.sum_keepdim(dims)?.gt(0.0)?;
     Ok(nan.where_cond(&Tensor::new(f64::NAN, x.device())?.to_dtype(x.dtype())?.broadcast_as(m.shape())?, &m)?)
 }
 
 /// `logsumexp` over `dims`, kept, as ATen's: the maximum (0 where it is infinite) taken out,
 /// the exponentials summed (in f32 for a half type, rounded once), the log, the maximum added
 /// back, each step in `x`'s dtype; its gradient `logsumexp_backward`, `grad · exp(x − result)`
-/// (NaN where `x` and the result are the same infinity).
+/// (NaN where `x` and the result are the same infinity). Candle's plain `max` serves: a NaN in
+/// the set makes its `exp(x − m)` NaN whatever maximum `m` is, so the sum and result are NaN.
 pub fn logsumexp(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
     let v = x.detach();
-    let m = extreme_value(&v, dims, true)?;
+    let mut m = v.clone();
+    for &d in dims {
+        m = m.max_keepdim(d)?;
+    }
     let m = m.abs()?.eq(f64::INFINITY)?.where_cond(&m.zeros_like()?, &m)?;
     let e = v.broadcast_sub(&m)?.exp()?;
     let out = in_f32(&e, |e| Ok(e.sum_keepdim(dims)?))?.log()?.broadcast_add(&m)?;

@@ -161,3 +161,16 @@ fn cumsum_accumulates_as_atens_and_its_gradient_is_the_sum_from_the_end() {
     assert_eq!(upstream(&[2048.0, 1.0, 1.0, -2048.0], DType::F16), [2.0, -2046.0, -2047.0, -2048.0]);
     assert_eq!(upstream(&[2048.0, 1.0, 1.0, -2048.0], DType::BF16), [2.0, -2048.0, -2048.0, -2048.0]);
 }
+
+#[test]
+fn ties_share_the_gradient_by_a_count_that_does_not_round_in_the_half_type() {
+    // PyTorch 2.15 (`scale_grad_by_count` counts in int64, converts once): the gradient of
+    // amin over 300 tied bf16 zeros is 0.003326416015625 each (bf16 of 1/300; a bf16 sum of
+    // the ties stalls at 256, giving 1/256 = 0.00390625), of vector_norm(ord=inf) over 300
+    // bf16 ones the same, of amax over 3000 f16 zeros 0.0003333091735839844 (f16 of 1/3000;
+    // an f16 sum stalls at 2048).
+    let grad = |text: &str, x: f32, n: usize, dt: DType| run(text, &[&vec![x; n]], dt).1;
+    assert!(grad("amin(x, dim=-1)", 0.0, 300, DType::BF16).iter().all(|g| *g == 0.003326416015625));
+    assert!(grad("norm(x, p=inf, dim=-1)", 1.0, 300, DType::BF16).iter().all(|g| *g == 0.003326416015625));
+    assert!(grad("amax(x, dim=-1)", 0.0, 3000, DType::F16).iter().all(|g| *g == 0.0003333091735839844));
+}
