@@ -195,7 +195,8 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
     Ok(kept.reshape(shape)?)
 }
 
-/// softmax, log_softmax or cumsum along `dim`: the maximum subtracted (and held constant) first.
+/// softmax or log_softmax along `dim` (the maximum subtracted, and held constant, first), or
+/// cumsum's running sum (`grad::cumsum`).
 fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
     match f {
         Func::Softmax => crate::run::kernel::activation::softmax_along(x, dim),

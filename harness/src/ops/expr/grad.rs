@@ -1,5 +1,6 @@
 //! The reductions whose PyTorch backward is not the chain rule of their forward, each a value
-//! computed without a graph and its input's gradient set by hand (`derivatives.yaml`,
+//! computed without a graph (and off Candle's own kernels where those differ from ATen's) and its
+//! input's gradient set by hand (`derivatives.yaml`,
 //! `FunctionsManual.cpp`):
 //! - `norm` (`norm_backward`, every `p`): in `norm.rs`;
 //! - `std` (`std_backward`): `var_backward(grad / (2·std))` with 0 where the std is 0;
@@ -13,7 +14,9 @@
 //!   the mean (its chain rule would add one that is 0 only in exact arithmetic).
 //!
 //! A half input's value is computed in f32 and rounded once, as PyTorch's CPU reductions
-//! accumulate in f32; the backward's steps run in the input's dtype from the rounded values.
+//! accumulate in f32; the backward's steps run in the input's dtype from the rounded values,
+//! except where ATen's own backward accumulates wider: `cumsum`'s running sum (f32 for a half
+//! type, f64 for f32) and `scale_grad_by_count`'s count (an integer, converted once).
 
 use std::sync::Arc;
 
