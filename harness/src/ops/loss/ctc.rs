@@ -119,15 +119,15 @@ fn sequences(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Res
 /// alignment exists, the target's probability is 0, and −log 0 = +∞, as PyTorch's `ctc_loss`
 /// gives without `zero_infinity` (which makes it 0, so it is never the cause then). The row and
 /// the reason; the `[loss] kind = "ctc"` and a `ctc(p, y)` inside an expression both say it.
-pub fn infeasible(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Option<(usize, String)>> {
-    let (Ok((batch, steps, _)), Ok(rows)) = (p.dims3(), y.to_dtype(DType::F64).and_then(|y| y.to_vec2::<f64>())) else { return Ok(None) };
-    let Ok(lengths) = input_lengths(mask, batch, steps) else { return Ok(None) };
+/// `None` too where the targets or the mask are not the loss's (its own error says why).
+pub fn infeasible(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Option<(usize, String)> {
     if s.zero_infinity {
-        return Ok(None);
+        return None;
     }
-    let blank = s.blank.unwrap_or(0) as f64;
-    for (r, (row, &len)) in rows.iter().zip(&lengths).enumerate() {
-        let labels: Vec<f64> = row.iter().copied().take_while(|v| *v != blank).collect();
+    let (batch, steps, classes) = p.dims3().ok()?;
+    let rows = labels(y, classes, s.blank.unwrap_or(0)).ok()?;
+    let lengths = input_lengths(mask, batch, steps).ok()?;
+    for (r, (labels, &len)) in rows.iter().zip(&lengths).enumerate() {
         let repeats = labels.windows(2).filter(|w| w[0] == w[1]).count();
         let need = labels.len() + repeats;
         if len >= need {
@@ -135,9 +135,9 @@ pub fn infeasible(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -
         }
         let pairs = if repeats > 0 { format!(" ({repeats} pair(s) of equal labels back to back need a blank between)") } else { String::new() };
         let n = labels.len();
-        return Ok(Some((r, format!("row {r} has {len} input step(s) and its {n} label(s) need {need}{pairs}: no alignment exists, the target's probability is 0 and its loss −log 0 = +∞ (PyTorch's ctc_loss without zero_infinity)"))));
+        return Some((r, format!("row {r} has {len} input step(s) and its {n} label(s) need {need}{pairs}: no alignment exists, the target's probability is 0 and its loss −log 0 = +∞ (PyTorch's ctc_loss without zero_infinity)")));
     }
-    Ok(None)
+    None
 }
 
 /// [`sequences`]' losses alone: `F.ctc_loss(..., reduction='none')`.

@@ -286,16 +286,12 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
             }
             Ok(Some(cause(rule, op, reason, operands)))
         }
-        // The kind explains its own formula (`ops::loss::explain`).
-        LossKind::CrossEntropy | LossKind::InfoNce => {
-            let found = crate::ops::loss::explain(spec, p, y, mask, d)?;
-            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
-        }
-        // The loss says which row cannot align (`ops::loss::ctc_infeasible`); its operands start there.
-        LossKind::Ctc => {
-            let Some((r, reason)) = crate::ops::loss::ctc_infeasible(spec, p, y, mask)? else { return Ok(None) };
-            let at = |t: &Tensor| t.dims().iter().skip(1).product::<usize>() * r;
-            Ok(Some(cause(Rule::LogOfZero, op, reason, vec![operand("p", p, Some(at(p)), d)?, operand("y", y, Some(at(y)), d)?])))
+        // The kind explains its own formula (`ops::loss::explain`); where it names a row (`ctc`'s
+        // that cannot align), the operands start there.
+        LossKind::CrossEntropy | LossKind::InfoNce | LossKind::Ctc => {
+            let Some((rule, reason, row)) = crate::ops::loss::explain(spec, p, y, mask, d, true)? else { return Ok(None) };
+            let at = |t: &Tensor| row.map(|r| t.dims().iter().skip(1).product::<usize>() * r);
+            Ok(Some(cause(rule, op, reason, vec![operand("p", p, at(p), d)?, operand("y", y, at(y), d)?])))
         }
         LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal => Ok(None),
     }
