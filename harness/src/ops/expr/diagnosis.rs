@@ -233,11 +233,13 @@ fn forward_rule(tape: &Tape<'_>, k: usize, e: usize) -> Explained {
     let (dt, lim) = (<&str>::from(d), Limits::of(d));
     let name = tape.name(k);
     let h = crate::human;
-    // A named loss reduced to one number explains its own formula (`ops::loss::explain`:
-    // `cross_entropy` whose every target is ignored, `info_nce` whose logits overflow).
-    if let (IrOp::Call(_, _, b), &[p, y]) = (&n.ir.op, &n.kids[..]) {
-        if let Some(call) = b.loss.as_deref().filter(|c| c.reduce == super::losses::Reduce::Scalar) {
-            if let Ok(Some((rule, why))) = crate::ops::loss::explain(&call.spec, &tape.nodes[p].value, &tape.nodes[y].value, tape.dtype) {
+    // A named loss explains its own formula (`ops::loss::explain`, told whether the call reduces
+    // to one number: its kind decides what it can say then), as the `[loss] kind` of its name.
+    if let (IrOp::Call(_, _, b), &[p, y, ref mask @ ..]) = (&n.ir.op, &n.kids[..]) {
+        if let Some(call) = b.loss.as_deref() {
+            let mask = mask.first().map(|&m| &tape.nodes[m].value);
+            let scalar = call.reduce == super::losses::Reduce::Scalar;
+            if let Ok(Some((rule, why, _))) = crate::ops::loss::explain(&call.spec, &tape.nodes[p].value, &tape.nodes[y].value, mask, tape.dtype, scalar) {
                 return Some((rule, format!("{name}: {why}")));
             }
         }

@@ -130,3 +130,20 @@ fn a_named_loss_in_the_expression_explains_its_own_nan() {
     assert_eq!(rule, Rule::Overflow);
     assert!(r.contains("(column 1): the logit of row 0 against row 0") && r.contains("75000 is past f16's largest value 65504"), "{r}");
 }
+
+#[test]
+fn an_infinite_ctc_in_the_expression_names_the_row_that_cannot_align() {
+    // log-probabilities of 2 rows, 3 steps, 3 classes; labels [1, 1] and [2]; row 0 padded to
+    // 2 steps, where [1, 1] needs 3 (a blank between the repeats): no alignment, −log 0 = +∞
+    // (PyTorch 2.15's F.ctc_loss(..., reduction='none') gives [inf, 1.5041]), the same why
+    // as `[loss] kind = "ctc"`.
+    let p = Tensor::full((1.0f32 / 3.0).ln(), (2, 3, 3), &Device::Cpu).unwrap();
+    let y = t(&[&[1.0, 1.0, 0.0], &[2.0, 0.0, 0.0]]);
+    let mask = t(&[&[1.0, 1.0, 0.0], &[1.0, 1.0, 1.0]]);
+    for text in ["ctc(p, y)", "sum(ctc(p, y, reduction='none'))"] {
+        let (rule, r) = why_named(text, &[("p", &p), ("y", &y), ("mask", &mask)], false);
+        assert_eq!(rule, Rule::LogOfZero, "{text}");
+        let at = if text.starts_with("sum") { "`ctc(p, y, reduction='none')` (column 5)" } else { "`ctc(p, y)` (column 1)" };
+        assert!(r.starts_with(&format!("{at}: row 0 has 2 input step(s) and its 2 label(s) need 3")), "{r}");
+    }
+}

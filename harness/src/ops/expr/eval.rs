@@ -4,7 +4,8 @@
 //! applies the same chain rule as PyTorch's, so a NaN in `where`'s unselected branch still
 //! reaches its input as `NaN · 0 = NaN`. Where PyTorch's backward is not the chain rule of
 //! its forward, the gradient is set by hand (`grad.rs`, `norm.rs`): `norm` (every `p`) and
-//! `std` give 0 (not NaN) at a zero norm or deviation, `amax`/`amin` share the gradient among ties, and
+//! `std` give 0 (not NaN) at a zero norm or deviation, `amax`/`amin` share the gradient among ties
+//! (and give NaN for a set holding one, as does `logsumexp`), `cumsum` is a running sum, and
 //! `cosine_similarity` clamps its norms to `eps` without a gradient, as ATen does.
 
 use candle_core::{DType, Tensor};
@@ -157,14 +158,7 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
         Func::Mean => in_f32(x, |x| Ok(x.mean_keepdim(d)?))?,
         Func::Amax => grad::extreme(x, d, true)?,
         Func::Amin => grad::extreme(x, d, false)?,
-        Func::Logsumexp => {
-            let m = grad::extreme_value(&x.detach(), d, true)?;
-            // PyTorch's `logsumexp` shifts by the maximum, or by 0 where that is infinite, and
-            // computes each step in the input's dtype (its sum accumulating in f32).
-            let m = m.abs()?.eq(f64::INFINITY)?.where_cond(&m.zeros_like()?, &m)?;
-            let e = x.broadcast_sub(&m)?.exp()?;
-            in_f32(&e, |e| Ok(e.sum_keepdim(d)?))?.log()?.broadcast_add(&m)?
-        }
+        Func::Logsumexp => grad::logsumexp(x, d)?,
         Func::Var => grad::variance(x, d, b.lo.unwrap_or(1.0))?,
         Func::Std => grad::std(x, d, b.lo.unwrap_or(1.0))?,
         Func::Norm => super::norm::norm(x, d, b.lo.unwrap_or(2.0))?,
@@ -203,13 +197,13 @@ fn reduce(f: Func, x: &Tensor, b: &Bound) -> Result<Tensor> {
     Ok(kept.reshape(shape)?)
 }
 
-/// softmax, log_softmax or cumsum along `dim`: the maximum subtracted (and held constant) first.
+/// softmax or log_softmax along `dim` (the maximum subtracted, and held constant, first), or
+/// cumsum's running sum (`grad::cumsum`).
 fn along(f: Func, x: &Tensor, dim: usize) -> Result<Tensor> {
     match f {
         Func::Softmax => crate::run::kernel::activation::softmax_along(x, dim),
         Func::LogSoftmax => crate::run::kernel::activation::log_softmax_along(x, dim),
-        // PyTorch accumulates a half cumsum in f32 and rounds each output once.
-        Func::Cumsum => in_f32(x, |x| Ok(x.cumsum(dim)?)),
+        Func::Cumsum => grad::cumsum(x, dim),
         Func::Abs
         | Func::Exp
         | Func::Log

@@ -181,36 +181,21 @@ impl Func {
         }
     }
 
-    /// What is wrong with `v` as its dimension parameter `key` (`dim`, `dim0`, `dim1`), in
-    /// PyTorch's words: an int, or for a reduction also a tuple of ints; `None` if it fits or
-    /// `key` is not a dimension.
-    pub fn dim_problem(self, key: &str, v: &Value) -> Option<String> {
-        if !matches!(key, "dim" | "dim0" | "dim1") {
-            return None;
-        }
-        let tuples = self.family() == Family::Reduce;
-        let want = if tuples { "must be int or a tuple of ints" } else { "must be int" };
-        let int = |x: f64| x.is_finite() && x.fract() == 0.0;
-        match v {
-            Value::Num(x) if int(*x) => None,
-            Value::Num(_) => Some(format!("{want}, not float")),
-            Value::Bool(_) => Some(format!("{want}, not bool")),
-            Value::Str(_) => Some(format!("{want}, not str")),
-            Value::Tuple(_) if !tuples => Some(format!("{want}, not tuple")),
-            Value::Tuple(t) if t.iter().all(|x| int(*x)) => None,
-            Value::Tuple(_) => Some("must be a tuple of ints, and holds a float".into()),
-        }
-    }
-
     /// What is wrong with the argument `a` (of value `v`) as parameter `key` by its Python type,
     /// in PyTorch's words (its `TypeError`), with the column at fault: an integer parameter
     /// (`dim`, `dim0`, `dim1`, a `reshape`'s `shape`, `ignore_index`, `blank`) refuses a float
-    /// (`1.0`, `1e0`, `4 / 2`), a boolean one (`keepdim`, `log_target`, `zero_infinity`,
-    /// `normalized`) anything but `true`/`false`. A constant of `consts` is an int when whole (TOML
-    /// `consts` are numbers without Python's two types).
+    /// (`1.0`, `1e0`, `4 / 2`), a dimension also a bool or a string, and a tuple unless a
+    /// reduction's `dim` (a tuple of ints); a boolean one (`keepdim`, `log_target`,
+    /// `zero_infinity`, `normalized`) anything but `true`/`false`. A constant of `consts` is an
+    /// int when whole (TOML `consts` are numbers without Python's two types).
     pub fn type_problem(self, key: &str, a: &Ast, v: &Value, consts: &BTreeMap<String, f64>) -> Option<(usize, String)> {
         let name: &str = self.into();
         let kind = |a: &Ast| if float_typed(a, consts) { "float" } else { "int" };
+        let int = |x: f64| x.is_finite() && x.fract() == 0.0;
+        let tuples = self.family() == Family::Reduce && key == "dim";
+        let want = if tuples { "must be int or a tuple of ints" } else { "must be int" };
+        let wrong = |col: usize, what: String| Some((col, format!("{name}(): argument '{key}' {what}")));
+        let dim = matches!(key, "dim" | "dim0" | "dim1");
         match (key, v, &a.kind) {
             ("keepdim" | "log_target" | "zero_infinity" | "normalized", Value::Bool(_), _) => None,
             ("keepdim" | "log_target" | "zero_infinity" | "normalized", _, _) => {
@@ -220,18 +205,20 @@ impl Func {
                     Value::Tuple(_) => "tuple",
                     Value::Bool(_) => "bool",
                 };
-                Some((a.col, format!("{name}(): argument '{key}' must be bool, not {got}")))
+                wrong(a.col, format!("must be bool, not {got}"))
             }
             ("shape", _, Kind::Tuple(items)) => {
-                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'shape' must be tuple of ints, but found element of type float at pos {i}")))
+                let i = items.iter().position(|it| float_typed(it, consts))?;
+                wrong(items[i].col, format!("must be tuple of ints, but found element of type float at pos {i}"))
             }
-            ("dim", _, Kind::Tuple(items)) if self.family() == Family::Reduce => {
-                items.iter().position(|it| float_typed(it, consts)).map(|i| (items[i].col, format!("{name}(): argument 'dim' must be a tuple of ints, and holds a float at pos {i}")))
+            ("dim", Value::Tuple(t), Kind::Tuple(items)) if tuples => {
+                let i = items.iter().position(|it| float_typed(it, consts)).or_else(|| t.iter().position(|x| !int(*x)))?;
+                wrong(items.get(i).map_or(a.col, |it| it.col), format!("must be a tuple of ints, and holds a float at pos {i}"))
             }
-            ("dim" | "dim0" | "dim1" | "shape" | "ignore_index" | "blank", Value::Num(_), _) if float_typed(a, consts) => {
-                let want = if self.family() == Family::Reduce && key == "dim" { "must be int or a tuple of ints" } else { "must be int" };
-                Some((a.col, format!("{name}(): argument '{key}' {want}, not float")))
-            }
+            ("dim" | "dim0" | "dim1" | "shape" | "ignore_index" | "blank", Value::Num(x), _) if float_typed(a, consts) || !int(*x) => wrong(a.col, format!("{want}, not float")),
+            (_, Value::Bool(_), _) if dim => wrong(a.col, format!("{want}, not bool")),
+            (_, Value::Str(_), _) if dim => wrong(a.col, format!("{want}, not str")),
+            (_, Value::Tuple(_), _) if dim && !tuples => wrong(a.col, format!("{want}, not tuple")),
             _ => None,
         }
     }
@@ -370,9 +357,6 @@ impl Params {
             };
             if let Some((at, wrong)) = f.type_problem(key, a, &v, consts) {
                 return Err(Problem { col: at, message: format!("{wrong} (PyTorch's TypeError)") });
-            }
-            if let Some(wrong) = f.dim_problem(key, &v) {
-                return Err(Problem { col: a.col, message: format!("{name}(): argument '{key}' {wrong} (PyTorch's TypeError)") });
             }
             if given.insert(key, v).is_some() {
                 return Err(Problem { col: a.col, message: format!("`{name}` gets `{key}` twice") });

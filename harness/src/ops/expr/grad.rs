@@ -1,21 +1,26 @@
 //! The reductions whose PyTorch backward is not the chain rule of their forward, each a value
-//! computed without a graph and its input's gradient set by hand (`derivatives.yaml`,
+//! computed without a graph (and off Candle's own kernels where those differ from ATen's) and its
+//! input's gradient set by hand (`derivatives.yaml`,
 //! `FunctionsManual.cpp`):
 //! - `norm` (`norm_backward`, every `p`): in `norm.rs`;
 //! - `std` (`std_backward`): `var_backward(grad / (2·std))` with 0 where the std is 0;
-//! - `amax`/`amin` (`evenly_distribute_backward`): the gradient shared evenly among the
-//!   elements equal to the extreme (Candle's `max` gives each tie all of it);
+//! - `amax`/`amin` (`scale_grad_by_count`): the gradient shared evenly among the elements
+//!   equal to the extreme (Candle's `max` gives each tie all of it), NaN where a NaN wins;
+//! - `logsumexp` (`logsumexp_backward`): `grad · exp(x − result)`;
+//! - `cumsum` (`cumsum_backward`): the running sum from the end, each accumulated as ATen's;
 //! - `cosine_similarity` (`aten/src/ATen/native/Distance.cpp`): in `norm.rs`, beside the norm it divides by.
 //!
 //! - `var` (`var_backward`): `((2 / (n − correction)) · grad) · (x − mean)`, with no term through
 //!   the mean (its chain rule would add one that is 0 only in exact arithmetic).
 //!
 //! A half input's value is computed in f32 and rounded once, as PyTorch's CPU reductions
-//! accumulate in f32; the backward's steps run in the input's dtype from the rounded values.
+//! accumulate in f32; the backward's steps run in the input's dtype from the rounded values,
+//! except where ATen's own backward accumulates wider: `cumsum`'s running sum (f32 for a half
+//! type, f64 for f32) and `scale_grad_by_count`'s count (an integer, converted once).
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
 use crate::error::Result;
 use crate::run::opmath::in_f32;
@@ -57,23 +62,93 @@ fn count(x: &Tensor, dims: &[usize]) -> usize {
     dims.iter().map(|&d| x.dims()[d]).product()
 }
 
-/// `amax` (`max` true) or `amin` over `dims`, kept: ties share the gradient evenly.
+/// `amax` (`max` true) or `amin` over `dims`, kept: a NaN in the reduced set gives NaN, and
+/// the gradient is ATen's `scale_grad_by_count`, `(grad / count) · mask` with `mask` where `x`
+/// equals the result: ties share it evenly, and a NaN result's row is NaN (`x == NaN` holds
+/// nowhere, so `grad / 0`, times 0).
 pub fn extreme(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
     let v = x.detach();
     let m = extreme_value(&v, dims, max)?;
-    let hit = v.broadcast_eq(&m)?.to_dtype(x.dtype())?;
-    let ties = hit.sum_keepdim(dims)?;
-    let share = hit.broadcast_div(&ties)?;
-    with_grad(x, &m, Arc::new(move |g| share.broadcast_mul(g)))
+    with_grad(x, &m, scale_grad_by_count(&v.broadcast_eq(&m)?, dims, x.dtype())?)
 }
 
-/// The maximum (`max` true) or minimum of `x` over `dims`, kept, without a gradient of its own.
+/// ATen's `scale_grad_by_count(grad, mask, dims)`: `(grad / mask.sum(dims, keepdim)) · mask`,
+/// for a 0/1 `mask` (u8) over `x` of `dtype`. ATen counts in int64 and converts the count to
+/// `dtype` once (a sum of ones in bf16 would stall at 256, in f16 at 2048); here the count is
+/// an f32 sum, exact to 2^24 elements. Shared by `amax`/`amin` and `norm`'s `p = ±∞`.
+pub(crate) fn scale_grad_by_count(mask: &Tensor, dims: &[usize], dtype: DType) -> Result<Backward> {
+    let count = mask.to_dtype(DType::F32)?.sum_keepdim(dims)?.to_dtype(dtype)?;
+    let mask = mask.to_dtype(dtype)?;
+    Ok(Arc::new(move |g| g.broadcast_div(&count)?.broadcast_mul(&mask)))
+}
+
+/// The maximum (`max` true) or minimum of `x` over `dims`, kept, without a gradient of its
+/// own: NaN where the reduced set holds a NaN, as ATen's `amax`/`amin` (Candle's `max` keeps a
+/// NaN only in the first position: `NaN < v` and `v < NaN` are both false). The NaN test is
+/// `run::opmath::max`'s, `x != x` reduced by `max`, in u8.
 pub fn extreme_value(x: &Tensor, dims: &[usize], max: bool) -> Result<Tensor> {
-    let mut m = x.detach();
+    let (mut m, mut nan) = (x.detach(), x.ne(x)?);
     for &d in dims {
         m = if max { m.max_keepdim(d)? } else { m.min_keepdim(d)? };
+        nan = nan.max_keepdim(d)?;
     }
-    Ok(m)
+    Ok(nan.where_cond(&Tensor::new(f64::NAN, x.device())?.to_dtype(x.dtype())?.broadcast_as(m.shape())?, &m)?)
+}
+
+/// `logsumexp` over `dims`, kept, as ATen's: the maximum (0 where it is infinite) taken out,
+/// the exponentials summed (in f32 for a half type, rounded once), the log, the maximum added
+/// back, each step in `x`'s dtype; its gradient `logsumexp_backward`, `grad · exp(x − result)`
+/// (NaN where `x` and the result are the same infinity). Candle's plain `max` serves: a NaN in
+/// the set makes its `exp(x − m)` NaN whatever maximum `m` is, so the sum and result are NaN.
+pub fn logsumexp(x: &Tensor, dims: &[usize]) -> Result<Tensor> {
+    let v = x.detach();
+    let mut m = v.clone();
+    for &d in dims {
+        m = m.max_keepdim(d)?;
+    }
+    let m = m.abs()?.eq(f64::INFINITY)?.where_cond(&m.zeros_like()?, &m)?;
+    let e = v.broadcast_sub(&m)?.exp()?;
+    let out = in_f32(&e, |e| Ok(e.sum_keepdim(dims)?))?.log()?.broadcast_add(&m)?;
+    let share = v.broadcast_sub(&out)?.exp()?;
+    with_grad(x, &out, Arc::new(move |g| g.broadcast_mul(&share)))
+}
+
+/// `cumsum` along `dim` as ATen's CPU kernel: one running sum in `acc_type` (f64 for f32 and
+/// f64, f32 for the half types), each output rounded once from it, so a NaN or ±∞ reaches only
+/// the outputs after it (Candle's `cumsum` is a product with a triangle of ones, where
+/// `∞ · 0` and `NaN · 0` reach every output). Its gradient is `cumsum_backward`, the same sum
+/// taken from the end (`grad.flip(dim).cumsum(dim).flip(dim)`).
+pub fn cumsum(x: &Tensor, dim: usize) -> Result<Tensor> {
+    let value = running_sum(&x.detach(), dim, false)?;
+    with_grad(x, &value, Arc::new(move |g| running_sum(g, dim, true).map_err(candle_core::Error::wrap)))
+}
+
+/// The running sum of `t` along `dim` (from the end with `reverse`), accumulated as ATen's;
+/// a 0-d `t` (whose `dim` is 0 or −1, as PyTorch allows) is its own running sum.
+fn running_sum(t: &Tensor, dim: usize, reverse: bool) -> Result<Tensor> {
+    if t.rank() == 0 {
+        return Ok(t.clone());
+    }
+    let last = t.rank() - 1;
+    let moved = t.transpose(dim, last)?.contiguous()?;
+    let n = moved.dim(last)?;
+    let half = matches!(t.dtype(), DType::F16 | DType::BF16);
+    // f32 sums of f32 values are the f64 sums rounded to f32 (53 ≥ 2·24 + 2 bits).
+    let acc = |a: f64| if half { a as f32 as f64 } else { a };
+    let mut vals = moved.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    for row in vals.chunks_mut(n.max(1)) {
+        let mut s = 0.0;
+        let mut add = |v: &mut f64| {
+            s = acc(s + *v);
+            *v = s;
+        };
+        match reverse {
+            false => row.iter_mut().for_each(&mut add),
+            true => row.iter_mut().rev().for_each(&mut add),
+        }
+    }
+    let out = Tensor::from_vec(vals, moved.shape(), t.device())?.to_dtype(t.dtype())?;
+    Ok(out.transpose(dim, last)?.contiguous()?)
 }
 
 /// `var` over `dims` with `correction`, kept: `sum((x − mean)²) / (n − correction)`, computed in

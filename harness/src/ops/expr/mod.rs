@@ -39,6 +39,10 @@ pub mod torch;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+#[path = "nan_tests.rs"]
+mod nan_tests;
+
 use check::{Dim, Dims, Env, Ir};
 
 /// An expression layer: `expr` over `x` and earlier named outputs, with constants `consts`.

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
-use super::grad::{with_grad, Backward};
+use super::grad::{extreme_value, scale_grad_by_count, with_grad, Backward};
 use crate::error::Result;
 use crate::run::opmath::in_f32;
 
@@ -46,13 +46,8 @@ fn value(x: &Tensor, dims: &[usize], p: f64) -> Result<Tensor> {
     } else if p == 2.0 {
         x.sqr()?.sum_keepdim(dims)?.sqrt()?
     } else if p.is_infinite() {
-        let mut m = a.clone();
-        for &d in dims {
-            m = if p > 0.0 { m.max_keepdim(d)? } else { m.min_keepdim(d)? };
-        }
-        // A NaN wins, as ATen's `amax`/`amin` (Candle's skips one after the first position).
-        let nan = x.ne(x)?.to_dtype(x.dtype())?.sum_keepdim(dims)?.gt(0.0)?;
-        nan.where_cond(&Tensor::new(f64::NAN, x.device())?.to_dtype(x.dtype())?.broadcast_as(m.shape())?, &m)?
+        // A NaN wins, as ATen's `amax`/`amin`.
+        extreme_value(&a, dims, p > 0.0)?
     } else {
         a.powf(p)?.sum_keepdim(dims)?.powf(1.0 / p)?
     })
@@ -110,10 +105,9 @@ fn backward(v: &Tensor, n: &Tensor, dims: &[usize], p: f64) -> Result<Backward> 
         Arc::new(move |g| q.broadcast_mul(g))
     } else if p.is_infinite() {
         let a = v.abs()?;
-        let mask = a.broadcast_eq(&n)?.to_dtype(v.dtype())?.maximum(&a.ne(&a)?.to_dtype(v.dtype())?)?;
-        let count = mask.sum_keepdim(dims)?;
+        let scale = scale_grad_by_count(&a.broadcast_eq(&n)?.maximum(&a.ne(&a)?)?, dims, v.dtype())?;
         let s = sgn(v)?;
-        Arc::new(move |g| s.mul(&g.broadcast_div(&count)?.broadcast_mul(&mask)?))
+        Arc::new(move |g| s.mul(&scale(g)?))
     } else if p < 1.0 {
         let scaled = sgn(v)?.mul(&zero_where(&v.eq(0.0)?, &pow(&v.abs()?, p - 1.0)?)?)?;
         let np = pow(&n, 1.0 - p)?;

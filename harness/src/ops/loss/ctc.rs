@@ -113,6 +113,33 @@ fn sequences(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Res
     Ok((nll, targets.iter().map(Vec::len).collect()))
 }
 
+/// Why `ctc`'s loss is infinite: the first row whose input steps (its unpadded positions under
+/// the padding `mask`, PyTorch's `input_lengths`, or every step) cannot emit its labels in `y`,
+/// each label a step and each pair of equal labels back to back a blank between them. No
+/// alignment exists, the target's probability is 0, and −log 0 = +∞, as PyTorch's `ctc_loss`
+/// gives without `zero_infinity` (which makes it 0, so it is never the cause then). The row and
+/// the reason; the `[loss] kind = "ctc"` and a `ctc(p, y)` inside an expression both say it.
+/// `None` too where the targets or the mask are not the loss's (its own error says why).
+pub fn infeasible(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Option<(usize, String)> {
+    if s.zero_infinity {
+        return None;
+    }
+    let (batch, steps, classes) = p.dims3().ok()?;
+    let rows = labels(y, classes, s.blank.unwrap_or(0)).ok()?;
+    let lengths = input_lengths(mask, batch, steps).ok()?;
+    for (r, (labels, &len)) in rows.iter().zip(&lengths).enumerate() {
+        let repeats = labels.windows(2).filter(|w| w[0] == w[1]).count();
+        let need = labels.len() + repeats;
+        if len >= need {
+            continue;
+        }
+        let pairs = if repeats > 0 { format!(" ({repeats} pair(s) of equal labels back to back need a blank between)") } else { String::new() };
+        let n = labels.len();
+        return Some((r, format!("row {r} has {len} input step(s) and its {n} label(s) need {need}{pairs}: no alignment exists, the target's probability is 0 and its loss −log 0 = +∞ (PyTorch's ctc_loss without zero_infinity)")));
+    }
+    None
+}
+
 /// [`sequences`]' losses alone: `F.ctc_loss(..., reduction='none')`.
 pub fn per_sequence(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     Ok(sequences(s, p, y, mask)?.0)

@@ -143,3 +143,27 @@ const SHORT_SUM: [f64; 28] = [
     0.27689527348401904,
     -0.513467920752474,
 ];
+
+#[test]
+fn a_row_with_fewer_input_steps_than_its_labels_need_is_named() {
+    // Uniform log-probabilities over 3 classes, 3 steps; targets [1, 1] (3 steps: a blank
+    // between the repeats) and [1, 2] (2 steps), the blank 0 padding (counting by hand).
+    let p = Tensor::full((1.0f64 / 3.0).ln(), (2, 3, 3), &Device::Cpu).unwrap();
+    let y = Tensor::new(&[[1.0f64, 1.0, 0.0], [1.0, 2.0, 0.0]], &Device::Cpu).unwrap();
+    let s = spec(Reduction::Mean, false);
+    // Every step an input: both fit.
+    assert!(super::infeasible(&s, &p, &y, None).is_none());
+    // Row 0 padded to 2 steps: [1, 1] needs 3.
+    let mask = Tensor::new(&[[1.0f64, 1.0, 0.0], [1.0, 1.0, 0.0]], &Device::Cpu).unwrap();
+    let (row, why) = super::infeasible(&s, &p, &y, Some(&mask)).expect("row 0");
+    assert_eq!(row, 0);
+    assert!(why.starts_with("row 0 has 2 input step(s) and its 2 label(s) need 3 (1 pair(s)"), "{why}");
+    // The kind's explanation names the row, reduced to one number or not (`reduction='none'`).
+    for scalar in [true, false] {
+        let said = super::super::explain(&s, &p, &y, Some(&mask), crate::scenario::DTypeName::F64, scalar).unwrap().expect("explained");
+        assert_eq!(said, (crate::ops::Rule::LogOfZero, why.clone(), Some(0)));
+    }
+    // zero_infinity makes such a row 0: not the cause.
+    let zero = spec(Reduction::Mean, true);
+    assert!(super::infeasible(&zero, &p, &y, Some(&mask)).is_none());
+}

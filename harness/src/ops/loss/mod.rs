@@ -213,17 +213,28 @@ fn made(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Made> {
     }))
 }
 
-/// Why the scalar loss of kind `s.kind` of finite predictions `p` and targets `y` is not finite
-/// in dtype `d`, where its kind explains its own formula: `cross_entropy` whose every target is
-/// `ignore_index` (0/0) or whose rows' sum overflows (`classes.rs`), `info_nce` whose logits
-/// overflow (`named.rs`). `None` for the other kinds, and where no rule applies.
-pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeName) -> Result<Explained> {
+/// A loss kind's own explanation: the rule, the reason, and the row it names (the operands
+/// are shown from there), if it names one.
+pub type Why = Option<(super::diagnosis::Rule, String, Option<usize>)>;
+
+/// Why the loss of kind `s.kind` of finite predictions `p` and targets `y` (under the padding
+/// `mask`) is not finite in dtype `d`, where its kind explains its own formula; `scalar` says
+/// whether the loss is reduced to one number (`false` for a named loss inside an expression
+/// with `reduction='none'` or an elementwise mean), and each kind decides what it can say then:
+/// `cross_entropy` whose every target is `ignore_index` (0/0) or whose rows' sum overflows
+/// (`classes.rs`) and `info_nce` whose logits overflow (`named.rs`) only of the scalar loss,
+/// `ctc` with a row too short for its labels (`ctc.rs`, naming the row) reduced or not. `None`
+/// for the other kinds, and where no rule applies.
+pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>, d: crate::scenario::DTypeName, scalar: bool) -> Result<Why> {
+    let whole = |e: Explained| e.map(|(rule, why)| (rule, why, None));
     match s.kind {
+        LossKind::CrossEntropy | LossKind::InfoNce if !scalar => Ok(None),
         LossKind::CrossEntropy => match classes::all_ignored(s, p, y)? {
-            Some(found) => Ok(Some(found)),
-            None => classes::overflow(s, p, y, d),
+            Some(found) => Ok(whole(Some(found))),
+            None => Ok(whole(classes::overflow(s, p, y, d)?)),
         },
-        LossKind::InfoNce => named::info_nce_overflow(s, p, y, d),
+        LossKind::InfoNce => Ok(whole(named::info_nce_overflow(s, p, y, d)?)),
+        LossKind::Ctc => Ok(ctc::infeasible(s, p, y, mask).map(|(r, why)| (super::diagnosis::Rule::LogOfZero, why, Some(r)))),
         LossKind::Expr
         | LossKind::Mse
         | LossKind::Mae
@@ -235,8 +246,7 @@ pub fn explain(s: &LossSpec, p: &Tensor, y: &Tensor, d: crate::scenario::DTypeNa
         | LossKind::MeanAbsRatio
         | LossKind::KlDiv
         | LossKind::KlDivLogTarget
-        | LossKind::Focal
-        | LossKind::Ctc => Ok(None),
+        | LossKind::Focal => Ok(None),
     }
 }
 

@@ -274,7 +274,8 @@ impl Kind {
             Log => x.log()?,
             Tanh => x.tanh()?,
             Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,
-            Relu => x.relu()?,
+            // PyTorch's relu (NaN passes; Candle's `relu` is `f32::max(x, 0)`, which makes NaN 0).
+            Relu => crate::run::kernel::relu::relu(x)?,
             Abs => x.abs()?,
             Gelu => x.gelu_erf()?,
             MatMul => x.contiguous()?.broadcast_matmul(&xs[1].contiguous()?)?,

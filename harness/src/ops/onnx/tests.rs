@@ -101,3 +101,16 @@ fn a_nan_from_finite_scores_in_a_minus_inf_masked_softmax_is_a_fully_masked_row(
     assert_eq!(k.explain_forward(&Facts { read: Read { infinite: 1, ..f.read }, ..f }), None);
     assert_eq!(Kind::Softmax { axis: -1 }.explain_forward(&f), None);
 }
+
+#[test]
+fn relu_lets_nan_through_forward_and_backward_as_torch_relu() {
+    // PyTorch 2.15: torch.relu([nan, -1, 2, -0.0]) = [nan, 0, 2, -0.0], and the gradient of its
+    // sum [1, 0, 1, 0] (`threshold_backward` passes it where the output is NaN). Candle's `relu`
+    // would make the NaN 0.
+    let x = Var::from_tensor(&t(&[f64::NAN, -1.0, 2.0, -0.0], &[4])).unwrap();
+    let y = Kind::Relu.eval(&[x.as_tensor().clone()], &mut |_, _| Ok(None)).unwrap();
+    let v = y.to_vec1::<f64>().unwrap();
+    assert!(v[0].is_nan() && v[1..] == [0.0, 2.0, 0.0] && v[3].is_sign_negative(), "{v:?}");
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f64>().unwrap(), [1.0, 0.0, 1.0, 0.0]);
+}

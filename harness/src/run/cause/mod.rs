@@ -24,7 +24,6 @@ use crate::scenario::{DTypeName, Layer, LossKind, LossSpec, OptimState, Optimize
 
 mod backward;
 pub(crate) mod chain;
-mod ctc;
 mod probability;
 mod product;
 
@@ -287,12 +286,13 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
             }
             Ok(Some(cause(rule, op, reason, operands)))
         }
-        // The kind explains its own formula (`ops::loss::explain`).
-        LossKind::CrossEntropy | LossKind::InfoNce => {
-            let found = crate::ops::loss::explain(spec, p, y, d)?;
-            found.map(|(rule, reason)| Ok(cause(rule, op, reason, vec![operand("p", p, None, d)?, operand("y", y, None, d)?]))).transpose()
+        // The kind explains its own formula (`ops::loss::explain`); where it names a row (`ctc`'s
+        // that cannot align), the operands start there.
+        LossKind::CrossEntropy | LossKind::InfoNce | LossKind::Ctc => {
+            let Some((rule, reason, row)) = crate::ops::loss::explain(spec, p, y, mask, d, true)? else { return Ok(None) };
+            let at = |t: &Tensor| row.map(|r| t.dims().iter().skip(1).product::<usize>() * r);
+            Ok(Some(cause(rule, op, reason, vec![operand("p", p, at(p), d)?, operand("y", y, at(y), d)?])))
         }
-        LossKind::Ctc => ctc::infeasible(spec, (p, y, mask), d),
         LossKind::BceTorch | LossKind::BceLogits | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal => Ok(None),
     }
 }
