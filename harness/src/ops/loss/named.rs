@@ -15,7 +15,7 @@ use crate::ops::diagnosis::{Limits, Rule};
 use crate::ops::normalize::normalize;
 use crate::ops::{py, Explained};
 use crate::run::kernel::activation::log_softmax_along;
-use crate::run::opmath::in_f32;
+use crate::run::opmath::{div_scalar, in_f32};
 use crate::scenario::{DTypeName, LossKind, LossSpec, Named, Reduction};
 
 /// torchvision's defaults for `sigmoid_focal_loss`: γ = 2, α = 0.25.
@@ -127,7 +127,7 @@ pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
 fn info_nce_logits(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<(Tensor, (Tensor, Tensor))> {
     let t = constant(s, "temperature");
     let (p, y) = if s.normalized { (normalize(p, 2.0, NORMALIZE_EPS)?, normalize(y, 2.0, NORMALIZE_EPS)?) } else { (p.clone(), y.clone()) };
-    let logits = in_f32(&p.matmul(&y.t()?)?, |z| Ok(z.broadcast_div(&Tensor::new(t, z.device())?.to_dtype(z.dtype())?)?))?;
+    let logits = in_f32(&p.matmul(&y.t()?)?, |z| div_scalar(z, t))?;
     Ok((logits, (p, y)))
 }
 
@@ -246,6 +246,25 @@ mod tests {
     }
 
     #[test]
+    fn kl_div_batchmean_rounds_the_sum_to_the_dtype_then_divides_by_the_rows() {
+        use candle_core::DType;
+        let s = spec(LossKind::KlDiv, &[], Reduction::Mean);
+        let value = |p: &[[f32; 2]], d: DType| {
+            let p = Tensor::from_vec(p.concat(), (p.len(), 2), &Device::Cpu).unwrap().to_dtype(d).unwrap();
+            Loss(s.clone()).apply(&p, &p.ones_like().unwrap()).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        };
+        // Targets 1: each term is −p, the sum 5 exactly over 3 rows. PyTorch 2.15: f32
+        // 1.6666666269302368 (5 / 3; 5 · f32(1/3) is 1.6666667461395264), f64 1.6666666666666667
+        // (5 · (1/3) is 1.6666666666666665).
+        let p = [[-1.0, -1.0], [-1.0, -1.0], [-1.0, 0.0]];
+        assert_eq!(value(&p, DType::F32), 1.6666666269302368);
+        assert_eq!(value(&p, DType::F64), 1.6666666666666667);
+        // f16: the terms 20000 · 3 + 10000 sum to 70000, past 65504: PyTorch 2.15's batchmean is
+        // inf (the sum is rounded to f16 before the division; in f32 it is 35000).
+        assert_eq!(value(&[[-20000.0, -20000.0], [-20000.0, -10000.0]], DType::F16), f64::INFINITY);
+    }
+
+    #[test]
     fn focal_is_torchvisions_sigmoid_focal_loss() {
         let (x, t): (&[&[f64]], &[&[f64]]) = (&[&[0.5], &[-1.0], &[2.0], &[-3.0]], &[&[1.0], &[0.0], &[0.0], &[1.0]]);
         // PyTorch 2.15 (f64), torchvision's formula, α 0.25, γ 2, mean: 0.4907539151457746.
@@ -284,8 +303,8 @@ mod tests {
 
     #[test]
     fn info_nce_in_f16_divides_by_the_temperature_as_pytorch() {
-        // PyTorch 2.15 (f16): z @ k.T / 10.0 divides in f32 and rounds once: 3.0009765625 / 10 is
-        // 0.300048828125, where multiplying by f16's 0.1 (0.0999755859375) gives 0.2998046875;
+        // PyTorch 2.15 (f16): z @ k.T / 10.0 divides in f32 and rounds once: z0 · k0 = 3.0 exactly,
+        // and 3.0 / 10 = 0.3 is f16's 0.300048828125, where multiplying by f16's 0.1 (0.0999755859375) gives 0.2998046875;
         // the loss is 1.193359375 either way, and z.grad is PyTorch's, not the product's
         // (0.0040740966796875 and 0.0439453125 in its first column).
         let h = |v: &[[f32; 2]; 3]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
