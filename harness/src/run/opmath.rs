@@ -48,7 +48,14 @@ pub(crate) fn widen(t: &Tensor) -> Result<Tensor> {
 
 /// `t / n`, a true division (PyTorch's `sum(…).div_(n)`; Candle's `t / n` multiplies by `1/n`).
 pub(crate) fn div_count(t: &Tensor, n: usize) -> Result<Tensor> {
-    Ok(t.broadcast_div(&Tensor::new(n as f64, t.device())?.to_dtype(t.dtype())?)?)
+    div_scalar(t, n as f64)
+}
+
+/// `t / v`, a true division by `v` rounded to `t`'s dtype (PyTorch's `t / v` by a Python number;
+/// Candle's `t / v` multiplies by `1/v`, which can differ in the last place). For f16 and bf16,
+/// call it inside [`in_f32`], where PyTorch divides (`div_true_kernel`'s opmath).
+pub(crate) fn div_scalar(t: &Tensor, v: f64) -> Result<Tensor> {
+    Ok(t.broadcast_div(&Tensor::new(v, t.device())?.to_dtype(t.dtype())?)?)
 }
 
 /// The mean over `dims` as PyTorch's CPU `mean` computes it: the sum (in f32 for f16 and

@@ -267,11 +267,12 @@ pub fn kind_loss(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Tensor> {
                 Reduction::Sum => Ok(sum),
             }
         }
-        // `batchmean`: PyTorch's sum, divided by the rows.
+        // `batchmean`: PyTorch's `sum() / size(0)`, the sum rounded to the dtype (∞ in f16 past
+        // 65504) and then truly divided by the rows (in f32 for f16 and bf16), as `Whole`.
         Terms::Batch(e) => match s.reduction {
             Reduction::Mean => {
-                let rows = e.dims().first().copied().unwrap_or(1).max(1) as f64;
-                in_f32(&e, |e| Ok((e.sum_all()? / rows)?))
+                let sum = in_f32(&e, |t| Ok(t.sum_all()?))?;
+                in_f32(&sum, |t| div_count(t, e.dims().first().copied().unwrap_or(1).max(1)))
             }
             Reduction::Sum => reduce(Reduction::Sum, &e),
         },

@@ -15,6 +15,7 @@ use crate::ops::diagnosis::{Limits, Rule};
 use crate::ops::normalize::normalize;
 use crate::ops::{py, Explained};
 use crate::run::kernel::activation::log_softmax_along;
+use crate::run::opmath::{div_scalar, in_f32};
 use crate::scenario::{DTypeName, LossKind, LossSpec, Named, Reduction};
 
 /// torchvision's defaults for `sigmoid_focal_loss`: γ = 2, α = 0.25.
@@ -119,11 +120,15 @@ pub(super) fn info_nce(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<Terms> {
 }
 
 /// [`info_nce`]'s logits `p @ yᵀ / T` in the inputs' dtype, and the embeddings they are of
-/// (`F.normalize`d with `normalized`).
+/// (`F.normalize`d with `normalized`). The division is PyTorch's by a Python float: a true
+/// division, in f32 for f16 and bf16 and rounded once (`div_true_kernel`), in its backward too;
+/// Candle's `t / T` multiplies by `1/T` rounded to the dtype, 0.1 as f16's 0.0999755859375,
+/// which moved the f16 gradient norm by 3e-4 from PyTorch's.
 fn info_nce_logits(s: &LossSpec, p: &Tensor, y: &Tensor) -> Result<(Tensor, (Tensor, Tensor))> {
     let t = constant(s, "temperature");
     let (p, y) = if s.normalized { (normalize(p, 2.0, NORMALIZE_EPS)?, normalize(y, 2.0, NORMALIZE_EPS)?) } else { (p.clone(), y.clone()) };
-    Ok(((p.matmul(&y.t()?)? / t)?, (p, y)))
+    let logits = in_f32(&p.matmul(&y.t()?)?, |z| div_scalar(z, t))?;
+    Ok((logits, (p, y)))
 }
 
 /// Why [`info_nce`] of finite embeddings `p` and `y` is not finite in dtype `d`: a logit
@@ -241,6 +246,25 @@ mod tests {
     }
 
     #[test]
+    fn kl_div_batchmean_rounds_the_sum_to_the_dtype_then_divides_by_the_rows() {
+        use candle_core::DType;
+        let s = spec(LossKind::KlDiv, &[], Reduction::Mean);
+        let value = |p: &[[f32; 2]], d: DType| {
+            let p = Tensor::from_vec(p.concat(), (p.len(), 2), &Device::Cpu).unwrap().to_dtype(d).unwrap();
+            Loss(s.clone()).apply(&p, &p.ones_like().unwrap()).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+        };
+        // Targets 1: each term is −p, the sum 5 exactly over 3 rows. PyTorch 2.15: f32
+        // 1.6666666269302368 (5 / 3; 5 · f32(1/3) is 1.6666667461395264), f64 1.6666666666666667
+        // (5 · (1/3) is 1.6666666666666665).
+        let p = [[-1.0, -1.0], [-1.0, -1.0], [-1.0, 0.0]];
+        assert_eq!(value(&p, DType::F32), 1.6666666269302368);
+        assert_eq!(value(&p, DType::F64), 1.6666666666666667);
+        // f16: the terms 20000 · 3 + 10000 sum to 70000, past 65504: PyTorch 2.15's batchmean is
+        // inf (the sum is rounded to f16 before the division; in f32 it is 35000).
+        assert_eq!(value(&[[-20000.0, -20000.0], [-20000.0, -10000.0]], DType::F16), f64::INFINITY);
+    }
+
+    #[test]
     fn focal_is_torchvisions_sigmoid_focal_loss() {
         let (x, t): (&[&[f64]], &[&[f64]]) = (&[&[0.5], &[-1.0], &[2.0], &[-3.0]], &[&[1.0], &[0.0], &[0.0], &[1.0]]);
         // PyTorch 2.15 (f64), torchvision's formula, α 0.25, γ 2, mean: 0.4907539151457746.
@@ -275,6 +299,25 @@ mod tests {
         let h = |v: &[[f32; 2]; 2]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
         let l = Loss(spec(LossKind::InfoNce, &[("temperature", 0.01)], Reduction::Mean)).apply(&h(&[[30.0, 0.0], [0.0, 1.0]]), &h(&[[25.0, 0.0], [0.0, 1.0]])).unwrap();
         assert!(l.to_dtype(candle_core::DType::F32).unwrap().to_scalar::<f32>().unwrap().is_nan());
+    }
+
+    #[test]
+    fn info_nce_in_f16_divides_by_the_temperature_as_pytorch() {
+        // PyTorch 2.15 (f16): z @ k.T / 10.0 divides in f32 and rounds once: z0 · k0 = 3.0 exactly,
+        // and 3.0 / 10 = 0.3 is f16's 0.300048828125, where multiplying by f16's 0.1 (0.0999755859375) gives 0.2998046875;
+        // the loss is 1.193359375 either way, and z.grad is PyTorch's, not the product's
+        // (0.0040740966796875 and 0.0439453125 in its first column).
+        let h = |v: &[[f32; 2]; 3]| Tensor::new(v, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F16).unwrap();
+        let z = Var::from_tensor(&h(&[[3.0, -1.5], [0.5, 2.0], [-2.5, 1.0]])).unwrap();
+        let k = h(&[[1.25, 0.5], [-0.75, 2.5], [2.0, -1.0]]);
+        let s = spec(LossKind::InfoNce, &[("temperature", 10.0)], Reduction::Mean);
+        let (logits, _) = super::info_nce_logits(&s, z.as_tensor(), &k).unwrap();
+        let f64s = |t: &Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(f64s(&logits)[..2], [0.300048828125, -0.60009765625]);
+        let l = Loss(s).apply(z.as_tensor(), &k).unwrap();
+        assert_eq!(f64s(&l), [1.193359375]);
+        let g = l.backward().unwrap().get(z.as_tensor()).map(f64s).unwrap();
+        assert_eq!(g, [0.00405120849609375, -0.017242431640625, 0.043975830078125, -0.05010986328125, -0.05621337890625, 0.076416015625]);
     }
 
     #[test]

@@ -22,6 +22,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+# One thread: PyTorch cuts a tensor of 32768 elements or more into one chunk per thread, each with
+# its own scalar tail (an f16/bf16 `add(…, alpha)` rounds its tail otherwise); nanhunt takes one.
+torch.set_num_threads(1)
+
 SCENARIO = json.loads(r"""@SCENARIO@""")
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf16": torch.bfloat16}

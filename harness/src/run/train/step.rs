@@ -15,6 +15,7 @@ use super::{At, Batch, Runner};
 use crate::error::Result;
 use crate::run::cause::{self, Cause, Rule};
 use crate::run::net::Net;
+use crate::run::opmath::div_count;
 use crate::run::optim::{self, Optimizer};
 use crate::run::outcome::{Kind, Location, Stagnation};
 use crate::run::trace::TraceRow;
@@ -68,7 +69,7 @@ impl Runner<'_> {
             }
             let mut seed = loss;
             if divide {
-                seed = seed.broadcast_div(&Tensor::new(k as f32, seed.device())?.to_dtype(seed.dtype())?)?;
+                seed = div_count(&seed, k)?;
             }
             if let Some(sc) = scale {
                 seed = seed.affine(f64::from(sc), 0.0)?;
