@@ -72,7 +72,8 @@ impl Runner<'_> {
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
                     let others = reader.map(|r| model.others_of(r, x, outs)).unwrap_or_default();
-                    let holds = reader.map(|r| model.read_dtypes(r)).unwrap_or_default();
+                    // The loss reads the prediction as autocast left it (`loss_holds`).
+                    let holds = reader.map_or_else(|| self.loss_holds(model), |r| model.read_dtypes(r));
                     self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, (outs, &others), upstream.as_ref(), (&s.loss, y, b.mask.as_ref()), self.amp(&holds)).ok().flatten();
                     self.check_birth(Wrt::Output(l), model, (b, outs, slots), seed);
                     return Ok(());
