@@ -79,10 +79,11 @@ fn a_contrastive_loss_expression_under_f16_autocast_agrees_with_pytorch_op_by_op
 }
 
 #[test]
-fn named_losses_in_expressions_under_f16_autocast_compute_whole_in_f32_as_in_pytorch() {
+fn named_losses_in_expressions_under_f16_autocast_compute_whole_in_f32_and_repro_agrees() {
     // nanhunt computes a named loss called in an expression as one op of autocast's f32 list,
     // its `@` too; repro.py runs its formula in `f32_loss`, outside autocast on its operands cast
-    // up. As the loss, `info_nce(p, y, temperature=0.05)` of the contrastive pair's embeddings:
+    // up. For info_nce this is nanhunt's convention, not PyTorch's autocast of the formula (whose
+    // `@` runs in f16): the test checks repro.py agrees with nanhunt's convention. As the loss, `info_nce(p, y, temperature=0.05)` of the contrastive pair's embeddings:
     // PyTorch 2.15 stays finite (its `@` in f16 would be inf, as the expression's is).
     let text = std::fs::read_to_string(common::repo().join("scenarios/layers/expr_contrastive_logits_amp_f16.toml")).unwrap();
     let written = "expr = \"mean(logsumexp(p @ transpose(y, 0, 1) / T, dim=1) - sum(p * y, dim=1) / T)\"\nconsts = { T = 0.05 }";

@@ -225,7 +225,10 @@ pub fn python(call: &LossCall, a: &str, b: &str, mask: &str) -> String {
         (_, Reduce::Scalar | Reduce::Elements) => crate::ops::loss::kind_torch(&call.spec),
     };
     // One op of autocast's f32 list, as nanhunt computes it (`Func::f32_under_autocast`):
-    // `repro.py`'s `f32_loss` runs it outside autocast on its operands cast up.
+    // `repro.py`'s `f32_loss` runs it outside autocast on its operands cast up. PyTorch's own
+    // autocast for mse, kl_div, bce_with_logits, cross_entropy and ctc (CUDA's f32 list); for
+    // info_nce and focal, formulas in PyTorch whose `@` / `sigmoid` run in f16, nanhunt's
+    // convention: a user writes the formula out for PyTorch's per-op autocast.
     if call.spec.kind == LossKind::Ctc {
         return format!("f32_loss(lambda p, y, mask: {body}, {a}, {b}, {mask})");
     }

@@ -150,7 +150,8 @@ impl Op for Loss {
         self.apply_masked(x, y, cx.mask)
     }
 
-    /// Every loss is on autocast's f32 list.
+    /// Every loss is on autocast's f32 list, except a `[loss] expr`: under autocast it computes
+    /// node by node (`apply_autocast`), each in its op's dtype.
     fn autocast(&self, _: Part) -> Autocast {
         Autocast::F32
     }

@@ -28,7 +28,7 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf1
 DTYPE = DTYPES[SCENARIO["dtype"]]
 # Mixed precision (train.precision = amp_*): the forward runs under torch.autocast, whose CPU
 # list casts linear, matmul and convolution to LOW; the ops on CUDA's fp32 list that CPU's
-# leaves out (softmax, norms, exp, log, pow, softplus, reciprocal, losses) are cast to f32
+# leaves out (softmax, norms, exp, log, pow, softplus, reciprocal) are cast to f32
 # by hand below, so the casts are CUDA's, as nanhunt's: each node's class ("low", "f32" or
 # "same") is nanhunt's own, written into SCENARIO["nodes"] by the exporter. An expression
 # layer, and a loss expression, is one line of torch calls, each an op of its own under
@@ -175,10 +175,9 @@ class BatchNorm(nn.Module):
 
 class CudaF32List(torch.overrides.TorchFunctionMode):
     """Under CPU autocast, the calls on CUDA's autocast f32 list that CPU's list leaves in their
-    input's dtype (exp, log, log1p, rsqrt, softplus, pow, sum, logsumexp, norm, softmax,
-    log_softmax, cumsum, cosine_similarity) get their operands cast up to f32, as nanhunt
-    computes an expression's nodes (ops/expr/amp.rs, whose list the exporter writes here).
-    Outside autocast, nothing. A named loss runs whole in f32 (`f32_loss`)."""
+    input's dtype (the names in SCENARIO["autocast_f32"], nanhunt's list as ops/expr/amp.rs's
+    torch_f32_names exports it) get their operands cast up to f32, as nanhunt computes an
+    expression's nodes. Outside autocast, nothing. A named loss runs whole in f32 (`f32_loss`)."""
 
     NAMES = set(SCENARIO["autocast_f32"])
 
@@ -193,7 +192,10 @@ class CudaF32List(torch.overrides.TorchFunctionMode):
 def f32_loss(f, *args):
     """A named loss of an expression (`cross_entropy(p, y)`, `info_nce(p, y)`, ...), one op of
     autocast's f32 list in nanhunt: under autocast, its formula runs outside autocast on its
-    operands cast up (its `@` too, as `F.cross_entropy` of f32 logits); outside, as written."""
+    operands cast up; outside, as written. For mse, kl_div, bce_with_logits, cross_entropy and
+    ctc this is PyTorch's own autocast (CUDA's f32 list); for info_nce and focal, formulas in
+    PyTorch (their `@` / `torch.sigmoid` would run in f16), it is nanhunt's convention: write the
+    formula out in the expression for PyTorch's per-op autocast."""
     if not torch.is_autocast_enabled("cpu"):
         return f(*args)
     with torch.autocast("cpu", enabled=False):
