@@ -81,6 +81,9 @@ impl Amp {
             _ if promoted(0).is_none() => None,
             IrOp::Pow(..) | IrOp::Bin(BinOp::Pow, ..) => Some(DType::F32),
             IrOp::Bin(BinOp::MatMul, ..) => Some(self.low),
+            // A number over a tensor is `Tensor.__rdiv__`, `self.reciprocal() * other`, and
+            // `reciprocal` is on CUDA's f32 list: f32.
+            IrOp::Bin(BinOp::Div, ..) if kids.first() == Some(&None) => Some(DType::F32),
             IrOp::Bin(op, ..) if op.compares() => Some(self.main),
             IrOp::Call(f, ..) if f.f32_under_autocast() => Some(DType::F32),
             IrOp::Neg(_) | IrOp::Bin(..) | IrOp::Call(..) => promoted(0),
@@ -97,7 +100,12 @@ impl Amp {
         let down = matches!(ir.op, IrOp::Bin(BinOp::MatMul, ..));
         let up = |k: &Value| if down && k.dtype == Some(DType::F32) { round(&k.t, self.low) } else { cast(&k.t, DType::F32) };
         let ts = kids.iter().map(up).collect::<Result<Vec<_>>>()?;
-        let out = super::eval::eval(&alone(ir), &ts, DType::F32)?;
+        // A number over a tensor is PyTorch's `x.reciprocal() * c`: two roundings in f32.
+        let rdiv = matches!(ir.op, IrOp::Bin(BinOp::Div, ..)) && matches!(kids, [c, x] if c.dtype.is_none() && x.dtype.is_some());
+        let out = match ts.as_slice() {
+            [c, x] if rdiv => x.recip()?.broadcast_mul(c)?,
+            _ => super::eval::eval(&alone(ir), &ts, DType::F32)?,
+        };
         Ok(Value { t: cast(&out, dtype.unwrap_or(DType::F32))?, dtype })
     }
 
@@ -119,13 +127,14 @@ impl Amp {
 /// [`Amp::computes`] puts in f32 (the list's one source: `export-torch` writes it into the
 /// script's `CudaF32List`, which casts their operands up under CPU autocast): each function on
 /// the f32 list by its name (`torch.exp`, `F.softplus`), `norm`'s `torch.linalg.vector_norm`
-/// too, and `**` (`pow`, `__pow__`, `__rpow__`). A named loss is written whole inside the
+/// too, `**` (`pow`, `__pow__`, `__rpow__`) and a number over a tensor (`__rdiv__`, which
+/// `__rtruediv__` is at runtime). A named loss is written whole inside the
 /// script's `f32_loss` (`losses::python`), which keeps all of it out of autocast.
 pub fn torch_f32_names() -> Vec<&'static str> {
     use strum::VariantArray;
     let funcs = Func::VARIANTS.iter().filter(|f| f.f32_under_autocast() && f.family() != super::funcs::Family::Loss);
     let mut names: Vec<&'static str> = funcs.map(|&f| <&'static str>::from(f)).collect();
-    names.extend(["linalg_vector_norm", "pow", "__pow__", "__rpow__"]);
+    names.extend(["linalg_vector_norm", "pow", "__pow__", "__rpow__", "__rdiv__"]);
     names
 }
 
