@@ -27,13 +27,17 @@ pub fn checked(s: &LossSpec, p: Dims, y: Dims, mask: Option<Dims>) -> std::resul
     Ok(c)
 }
 
+/// The expression compiled over `all`, the tensors `p`, `y` (and `mask`) it reads.
+fn compiled(s: &LossSpec, all: &[Tensor]) -> Result<Checked> {
+    checked(s, dims_of_tensor(&all[0]), dims_of_tensor(&all[1]), all.get(2).map(dims_of_tensor)).map_err(|message| Error::Invalid { location: "loss".into(), key: "expr".into(), message })
+}
+
 /// The loss of predictions `p` against targets `y` (and the padding `mask`, if any).
 pub fn apply(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     let mut all = vec![p.clone(), y.clone()];
     all.extend(mask.cloned());
     let (all, dtype) = promoted(all)?;
-    let c = checked(s, dims_of_tensor(&all[0]), dims_of_tensor(&all[1]), all.get(2).map(dims_of_tensor)).map_err(|message| Error::Invalid { location: "loss".into(), key: "expr".into(), message })?;
-    eval::eval(&c.ir, &all, dtype)
+    eval::eval(&compiled(s, &all)?.ir, &all, dtype)
 }
 
 /// The loss under autocast to `low`, each node in its op's dtype (`ops::expr::amp`), as PyTorch
@@ -43,8 +47,7 @@ pub fn apply(s: &LossSpec, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> Res
 pub fn apply_amp(s: &LossSpec, (p, held): (&Tensor, DType), y: &Tensor, mask: Option<&Tensor>, low: DType) -> Result<Tensor> {
     let mut all = vec![crate::run::kernel::cast::cast(p, held)?, y.clone()];
     all.extend(mask.cloned());
-    let c = checked(s, dims_of_tensor(&all[0]), dims_of_tensor(&all[1]), all.get(2).map(dims_of_tensor)).map_err(|message| Error::Invalid { location: "loss".into(), key: "expr".into(), message })?;
-    crate::ops::expr::amp::eval(&c.ir, &all, low)
+    crate::ops::expr::amp::eval(&compiled(s, &all)?.ir, &all, low)
 }
 
 /// Its problems as the loss's `check` reports them.
