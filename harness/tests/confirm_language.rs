@@ -1,6 +1,7 @@
 //! The model language's constructs confirmed against a real PyTorch 2.15 (feature
 //! `torch-tests`, as `confirm.rs`): a layer kept in f32 under autocast, an expression under
-//! autocast computing op by op (a one-pass variance), a half cross-entropy
+//! autocast computing op by op (a one-pass variance), a loss expression computing op by op
+//! under autocast (contrastive logits in f16), a half cross-entropy
 //! of one-hot targets whose summed terms overflow before the mean, a preprocessing
 //! expression and a chain of preprocessing steps, an expression reading an earlier named
 //! output, a loss expression reading the padding mask and `ctc` with per-row input lengths,
@@ -68,6 +69,36 @@ fn a_one_pass_variance_expression_under_f16_autocast_agrees_with_pytorch_op_by_o
     // NaN at step 1; the same layer under `torch.autocast(..., enabled=False)` on `x.float()`
     // stays finite.
     fails_and_fix_holds("expr_one_pass_variance_amp_f16", (1, nanhunt::Phase::Forward, "layers.1.expr.output"), "_fix_precision_f32");
+}
+
+#[test]
+fn a_contrastive_loss_expression_under_f16_autocast_agrees_with_pytorch_op_by_op() {
+    // PyTorch 2.15: the loss computed inside `torch.autocast("cpu", dtype=torch.float16)` runs
+    // each op apart, so `p @ y.T / T` is f16 and passes 65504, and the loss is inf at step 1;
+    // on `p.float()` under `torch.autocast(..., enabled=False)` it stays finite.
+    fails_and_fix_holds("expr_contrastive_logits_amp_f16", (1, nanhunt::Phase::Loss, "loss"), "_fix_precision_f32");
+}
+
+#[test]
+fn named_losses_in_expressions_under_f16_autocast_compute_whole_in_f32_and_repro_agrees() {
+    // nanhunt computes a named loss called in an expression as one op of autocast's f32 list,
+    // its `@` too; repro.py runs its formula in `f32_loss`, outside autocast on its operands cast
+    // up. For info_nce this is nanhunt's convention, not PyTorch's autocast of the formula (whose
+    // `@` runs in f16): the test checks repro.py agrees with nanhunt's convention. As the loss, `info_nce(p, y, temperature=0.05)` of the contrastive pair's embeddings:
+    // PyTorch 2.15 stays finite (its `@` in f16 would be inf, as the expression's is).
+    let text = std::fs::read_to_string(common::repo().join("scenarios/layers/expr_contrastive_logits_amp_f16.toml")).unwrap();
+    let written = "expr = \"mean(logsumexp(p @ transpose(y, 0, 1) / T, dim=1) - sum(p * y, dim=1) / T)\"\nconsts = { T = 0.05 }";
+    assert!(text.contains(written));
+    let loss = text.replace(written, "expr = \"info_nce(p, y, temperature=0.05)\"");
+    let c = confirmed_scenario(&nanhunt::scenario::from_str(&loss, "info_nce_loss").unwrap());
+    assert_eq!((c.verdict, c.loss_differs), (TorchVerdict::BothFinite, None), "{c}");
+    // In a layer, `x * info_nce(x, x, temperature=0.05)`: the f32 loss is a zero-dimensional
+    // tensor, which does not promote the f16 `x` (PyTorch's result_type), so the product passes
+    // 65504 in f16: both go non-finite in the layer's output at step 1.
+    let layer = text.replace("    { type = \"linear\", out = 16 },\n]", "    { type = \"linear\", out = 16 },\n    { type = \"expr\", expr = \"x * info_nce(x, x, temperature=0.05)\" },\n]");
+    let c = confirmed_scenario(&nanhunt::scenario::from_str(&layer.replace(written, "expr = \"mean((p - y) ** 2)\""), "info_nce_layer").unwrap());
+    assert_eq!(c.verdict, TorchVerdict::Confirmed, "{c}");
+    assert_eq!(torch_first(&c), (1, nanhunt::Phase::Forward, "layers.1.expr.output".into()));
 }
 
 #[test]

@@ -63,7 +63,7 @@ pub(crate) trait Net {
     fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)>;
 
     /// The prediction as the loss reads it (under autocast, in f32: every loss is on autocast's
-    /// f32 list).
+    /// f32 list, except a `[loss] expr`, which casts its `p` back and computes node by node).
     fn to_loss(&self, pred: &Tensor) -> Result<Tensor>;
 
     /// Whether a training forward may draw dropout masks.

@@ -54,6 +54,11 @@ pub struct LossSpec {
     /// their similarities.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub normalized: bool,
+    /// A loss expression's own precision under autocast: `"f32"` computes it in f32 on the
+    /// prediction cast up (`loss(p.float(), y)` outside autocast); absent, each node in its
+    /// op's autocast dtype, as a loss computed inside the `torch.autocast` block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<super::LayerPrecision>,
 }
 
 /// The supported losses.
@@ -336,6 +341,7 @@ impl Default for LossSpec {
             zero_infinity: false,
             normalized: false,
             from_model: None,
+            precision: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - `**` and the functions of the f32 list (`exp`, `log`, `sum`, `softmax`, `norm`, the named
 //!   losses, ...: [`Func::f32_under_autocast`]) cast their operands up and return f32;
 //! - every other op runs in its operands' dtype by PyTorch's type promotion (an f16 and an f32
-//!   tensor give f32), where a number (a literal or a constant of `consts`) is a Python
+//!   tensor give f32, but an f16 tensor and an f32 zero-dimensional one, a full reduction, give
+//!   f16: dimensioned tensors win), where a number (a literal or a constant of `consts`) is a Python
 //!   scalar, which promotes nothing ("wrapped number": an f16 tensor times 1000.0 is f16);
 //!   a comparison's mask takes the main input's dtype (as the export writes it).
 //!
@@ -62,18 +63,30 @@ impl Amp {
 
     /// The dtype node `ir` computes in, from its operands' dtypes `kids`.
     pub fn computes(&self, ir: &Ir, kids: &[Option<DType>]) -> Option<DType> {
-        // PyTorch's promotion of tensors of two dtypes: the wider, f32 over a half type.
-        let promoted = |ds: &[Option<DType>]| ds.iter().flatten().copied().reduce(|a, b| if a == b { a } else { DType::F32 });
+        // PyTorch's promotion of tensors of two dtypes: the wider, f32 over a half type. A
+        // zero-dimensional tensor (a full reduction, `sum(x)`) takes part only where no operand
+        // has dimensions: of one category (floats), the dimensioned tensors' dtype wins, so an
+        // f16 `x` times an f32 `sum(x)` is f16 (`result_type`'s dimensioned-over-zero-dim rule).
+        let ops = operands(ir);
+        let dimensioned = |i: usize| ops.get(i).is_none_or(|o| !o.dims.is_empty());
+        let promoted = |from: usize| {
+            let ds: Vec<(usize, DType)> = kids.iter().enumerate().skip(from).filter_map(|(i, d)| Some((i, (*d)?))).collect();
+            let wide = ds.iter().any(|&(i, _)| dimensioned(i));
+            ds.into_iter().filter(|&(i, _)| !wide || dimensioned(i)).map(|(_, d)| d).reduce(|a, b| if a == b { a } else { DType::F32 })
+        };
         match &ir.op {
             IrOp::Input(_) | IrOp::Const(_) => kids.first().copied().flatten(),
             // `torch.where(c, 1.0, 0.0)` is a tensor of the default dtype.
-            IrOp::Call(Func::Where, ..) if kids.len() == 3 => Some(promoted(&kids[1..]).unwrap_or(DType::F32)),
-            _ if promoted(kids).is_none() => None,
+            IrOp::Call(Func::Where, ..) if kids.len() == 3 => Some(promoted(1).unwrap_or(DType::F32)),
+            _ if promoted(0).is_none() => None,
             IrOp::Pow(..) | IrOp::Bin(BinOp::Pow, ..) => Some(DType::F32),
             IrOp::Bin(BinOp::MatMul, ..) => Some(self.low),
+            // A number over a tensor is `Tensor.__rdiv__`, `self.reciprocal() * other`, and
+            // `reciprocal` is on CUDA's f32 list: f32.
+            IrOp::Bin(BinOp::Div, ..) if kids.first() == Some(&None) => Some(DType::F32),
             IrOp::Bin(op, ..) if op.compares() => Some(self.main),
             IrOp::Call(f, ..) if f.f32_under_autocast() => Some(DType::F32),
-            IrOp::Neg(_) | IrOp::Bin(..) | IrOp::Call(..) => promoted(kids),
+            IrOp::Neg(_) | IrOp::Bin(..) | IrOp::Call(..) => promoted(0),
         }
     }
 
@@ -87,7 +100,12 @@ impl Amp {
         let down = matches!(ir.op, IrOp::Bin(BinOp::MatMul, ..));
         let up = |k: &Value| if down && k.dtype == Some(DType::F32) { round(&k.t, self.low) } else { cast(&k.t, DType::F32) };
         let ts = kids.iter().map(up).collect::<Result<Vec<_>>>()?;
-        let out = super::eval::eval(&alone(ir), &ts, DType::F32)?;
+        // A number over a tensor is PyTorch's `x.reciprocal() * c`: two roundings in f32.
+        let rdiv = matches!(ir.op, IrOp::Bin(BinOp::Div, ..)) && matches!(kids, [c, x] if c.dtype.is_none() && x.dtype.is_some());
+        let out = match ts.as_slice() {
+            [c, x] if rdiv => x.recip()?.broadcast_mul(c)?,
+            _ => super::eval::eval(&alone(ir), &ts, DType::F32)?,
+        };
         Ok(Value { t: cast(&out, dtype.unwrap_or(DType::F32))?, dtype })
     }
 
@@ -103,6 +121,21 @@ impl Amp {
             }
         }
     }
+}
+
+/// The names under which PyTorch's function mode sees the calls `repro.py` makes for the nodes
+/// [`Amp::computes`] puts in f32 (the list's one source: `export-torch` writes it into the
+/// script's `CudaF32List`, which casts their operands up under CPU autocast): each function on
+/// the f32 list by its name (`torch.exp`, `F.softplus`), `norm`'s `torch.linalg.vector_norm`
+/// too, `**` (`pow`, `__pow__`, `__rpow__`) and a number over a tensor (`__rdiv__`, which
+/// `__rtruediv__` is at runtime). A named loss is written whole inside the
+/// script's `f32_loss` (`losses::python`), which keeps all of it out of autocast.
+pub fn torch_f32_names() -> Vec<&'static str> {
+    use strum::VariantArray;
+    let funcs = Func::VARIANTS.iter().filter(|f| f.f32_under_autocast() && f.family() != super::funcs::Family::Loss);
+    let mut names: Vec<&'static str> = funcs.map(|&f| <&'static str>::from(f)).collect();
+    names.extend(["linalg_vector_norm", "pow", "__pow__", "__rpow__", "__rdiv__"]);
+    names
 }
 
 /// A float dtype for a tensor's (ids, kept as floats by nanhunt, count as f32).

@@ -165,3 +165,62 @@ fn a_comparison_of_mixed_dtypes_compares_in_f32_and_gives_the_mask_in_the_main_d
     let (out, _) = run("x >= h", &[x, h], &[], F16);
     check(&out, (F16, &[0.0, 1.0]));
 }
+
+#[test]
+fn the_f32_names_repro_py_casts_up_are_cuda_autocasts_f32_list() {
+    // PyTorch 2.15's aten/src/ATen/autocast_mode.h: exp, log, log1p, rsqrt, pow, softplus,
+    // cosine_similarity and logsumexp in AT_FORALL_FP32; softmax, log_softmax, cumsum, sum and
+    // linalg_vector_norm (torch.norm's) in AT_FORALL_FP32_SET_OPT_DTYPE; `**` is Tensor.__pow__
+    // and __rpow__ to Python's function mode; `c / x` is Tensor.__rdiv__ (torch/_tensor.py:
+    // `self.reciprocal() * other`, `__rtruediv__ = __rdiv__`), reciprocal in AT_FORALL_FP32.
+    let mut got = super::torch_f32_names();
+    got.sort_unstable();
+    let mut want = [
+        "exp",
+        "log",
+        "log1p",
+        "rsqrt",
+        "pow",
+        "__pow__",
+        "__rpow__",
+        "__rdiv__",
+        "softplus",
+        "cosine_similarity",
+        "logsumexp",
+        "softmax",
+        "log_softmax",
+        "cumsum",
+        "sum",
+        "norm",
+        "linalg_vector_norm",
+    ];
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_full_reduction_does_not_promote_a_tensor_with_dimensions() {
+    // PyTorch 2.15, x = [300., 2.] in f16, under torch.autocast("cpu", dtype=torch.float16)
+    // with sum cast up (CUDA's f32 list): x * torch.sum(x) is tensor([inf, 604.],
+    // dtype=torch.float16) (an f32 zero-dim tensor does not promote an f16 one with dimensions:
+    // 300 · 302 = 90600 > 65504); torch.sum(x) * torch.sum(x) is tensor(91204.) (f32);
+    // torch.where(x > 100, x, torch.sum(x)) is tensor([300., 302.], dtype=torch.float16).
+    let x: In<'_> = ("x", &[300.0, 2.0], &[2], F16);
+    check(&run("x * sum(x)", &[x], &[], F16).0, (F16, &[f32::INFINITY, 604.0]));
+    check(&run("sum(x) * sum(x)", &[x], &[], F16).0, (F32, &[91204.0]));
+    check(&run("where(x > 100, x, sum(x))", &[x], &[], F16).0, (F16, &[300.0, 302.0]));
+}
+
+#[test]
+fn a_number_over_a_tensor_computes_in_f32_as_its_reciprocal_is_on_the_f32_list() {
+    // PyTorch 2.15: `10.0 / x` is Tensor.__rdiv__, `x.reciprocal() * 10.0`, and reciprocal is on
+    // CUDA's f32 list. x = [1e-4, 3.0, -7.0] in f16 under torch.autocast("cpu", float16) with x
+    // cast up by hand (CUDA's casts): [99983.40625, 3.3333334922790527, -1.4285714626312256]
+    // (f32), x.grad [-inf, -1.111328125, -0.2041015625] (f16: -10/x² = -1e9 is -inf in f16).
+    // In f16 (CPU's list) the first would be inf. `x / 10.0` stays f16.
+    let x: In<'_> = ("x", &[1e-4, 3.0, -7.0], &[3], F16);
+    let (out, grads) = run("10.0 / x", &[x], &[], F16);
+    check(&out, (F32, &[99983.40625, 3.3333334922790527, -1.4285714626312256]));
+    check(&grads[0], (F16, &[f32::NEG_INFINITY, -1.111328125, -0.2041015625]));
+    assert_eq!(run("x / 10.0", &[x], &[], F16).0 .0, F16);
+}

@@ -172,6 +172,8 @@ impl Func {
     }
 
     /// On autocast's f32 list (PyTorch's `autocast_mode.h`): it computes in f32 under autocast.
+    /// `Focal` and `InfoNce` are formulas in PyTorch (no entry of the list): computing them
+    /// whole in f32 is nanhunt's convention.
     pub fn f32_under_autocast(self) -> bool {
         use Func::*;
         match self {

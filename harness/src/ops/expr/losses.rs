@@ -212,8 +212,9 @@ pub fn eval(call: &LossCall, p: &Tensor, y: &Tensor, mask: Option<&Tensor>) -> R
 }
 
 /// The call in PyTorch, of the Python expressions `a` (the prediction) and `b` (the targets):
-/// the loss kind's own line, as a function of `p` and `y` applied to them; `ctc`'s also of the
-/// padding mask, `mask` (`repro.py`'s, `None` without padding; `None` in a layer).
+/// the loss kind's own line, as a function of `p` and `y` applied to them by `repro.py`'s
+/// `f32_loss` (under autocast: in f32, outside autocast); `ctc`'s also of the padding mask,
+/// `mask` (`repro.py`'s, `None` without padding; `None` in a layer).
 pub fn python(call: &LossCall, a: &str, b: &str, mask: &str) -> String {
     let body = match (call.spec.kind, call.reduce) {
         (LossKind::KlDiv | LossKind::KlDivLogTarget, _) => {
@@ -223,10 +224,15 @@ pub fn python(call: &LossCall, a: &str, b: &str, mask: &str) -> String {
         (_, Reduce::None) => crate::ops::loss::kind_torch_elements(&call.spec),
         (_, Reduce::Scalar | Reduce::Elements) => crate::ops::loss::kind_torch(&call.spec),
     };
+    // One op of autocast's f32 list, as nanhunt computes it (`Func::f32_under_autocast`):
+    // `repro.py`'s `f32_loss` runs it outside autocast on its operands cast up. PyTorch's own
+    // autocast for mse, kl_div, bce_with_logits, cross_entropy and ctc (CUDA's f32 list); for
+    // info_nce and focal, formulas in PyTorch whose `@` / `sigmoid` run in f16, nanhunt's
+    // convention: a user writes the formula out for PyTorch's per-op autocast.
     if call.spec.kind == LossKind::Ctc {
-        return format!("(lambda p, y, mask: {body})({a}, {b}, {mask})");
+        return format!("f32_loss(lambda p, y, mask: {body}, {a}, {b}, {mask})");
     }
-    format!("(lambda p, y: {body})({a}, {b})")
+    format!("f32_loss(lambda p, y: {body}, {a}, {b})")
 }
 
 /// The blank the data's label sequences pad with: the loss's `blank`, or for an expression the

@@ -107,7 +107,7 @@ fn ctc_in_an_expression_checks_its_shapes_and_writes_pytorchs_call() {
     let py = super::super::torch::python(&ast, &BTreeMap::new(), "p");
     assert_eq!(
         py,
-        "(lambda p, y, mask: F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long) if mask is None else (mask != 0).sum(-1), (y != 2).sum(-1), blank=2, reduction='none', zero_infinity=False))(p, y, mask)"
+        "f32_loss(lambda p, y, mask: F.ctc_loss(p.transpose(0, 1), y.long(), torch.full((p.shape[0],), p.shape[1], dtype=torch.long) if mask is None else (mask != 0).sum(-1), (y != 2).sum(-1), blank=2, reduction='none', zero_infinity=False), p, y, mask)"
     );
     // The data's label sequences pad with the expression's blank.
     let spec = crate::scenario::LossSpec { kind: crate::scenario::LossKind::Expr, expr: Some("ctc(p, y, blank=b)".into()), consts: BTreeMap::from([("b".into(), 3.0)]), ..Default::default() };

@@ -128,12 +128,12 @@ fn an_all_ignored_batch_is_nan_inside_an_expression_as_in_pytorch() {
 #[test]
 fn the_pytorch_line_is_the_loss_kinds_own_applied_to_the_operands() {
     let line = Loss(spec("cross_entropy(p, y, label_smoothing=0.1) + 0.1 * mean(p ** 2)")).torch_expr();
-    assert!(line.starts_with("((lambda p, y: (F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-100, label_smoothing=0.1, reduction='mean')"), "{line}");
-    assert!(line.ends_with(")(p, y) + (0.1 * torch.mean((p ** 2))))"), "{line}");
+    assert!(line.starts_with("(f32_loss(lambda p, y: (F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-100, label_smoothing=0.1, reduction='mean')"), "{line}");
+    assert!(line.ends_with("), p, y) + (0.1 * torch.mean((p ** 2))))"), "{line}");
     let kl = Loss(spec("kl_div(log_softmax(p, dim=-1), y, reduction='batchmean')")).torch_expr();
-    assert_eq!(kl, "(lambda p, y: F.kl_div(p, y, reduction='batchmean', log_target=False))(torch.log_softmax(p, dim=-1), y)");
+    assert_eq!(kl, "f32_loss(lambda p, y: F.kl_div(p, y, reduction='batchmean', log_target=False), torch.log_softmax(p, dim=-1), y)");
     let mse = Loss(spec("sum(mse(p, y, reduction='none'))")).torch_expr();
-    assert_eq!(mse, "torch.sum((lambda p, y: F.mse_loss(p, y, reduction='none'))(p, y))");
+    assert_eq!(mse, "torch.sum(f32_loss(lambda p, y: F.mse_loss(p, y, reduction='none'), p, y))");
 }
 
 #[test]
@@ -307,14 +307,14 @@ fn the_reduction_none_and_normalized_pytorch_lines() {
     let ce = Loss(spec("sum(cross_entropy(p, y, reduction='none') * mask) / sum(mask)")).torch_expr();
     assert!(
         ce.starts_with(
-            "(torch.sum(((lambda p, y: (F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-100, label_smoothing=0.0, reduction='none').reshape(p.shape[:-1]) if "
+            "(torch.sum((f32_loss(lambda p, y: (F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1).long(), ignore_index=-100, label_smoothing=0.0, reduction='none').reshape(p.shape[:-1]) if "
         ),
         "{ce}"
     );
     assert!(
-        ce.contains("else F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing=0.0, reduction='none').reshape(p.shape[:-1])))(p, y) * mask)) / torch.sum(mask))"),
+        ce.contains("else F.cross_entropy(p.reshape(-1, p.shape[-1]), y.reshape(-1, p.shape[-1]), label_smoothing=0.0, reduction='none').reshape(p.shape[:-1])), p, y) * mask)) / torch.sum(mask))"),
         "{ce}"
     );
     let nce = Loss(spec("mean(info_nce(p, y, temperature=0.1, normalized=true, reduction='none'))")).torch_expr();
-    assert_eq!(nce, "torch.mean((lambda p, y: F.cross_entropy(F.normalize(p, dim=-1) @ F.normalize(y, dim=-1).T / 0.1, torch.arange(p.shape[0]), reduction='none'))(p, y))");
+    assert_eq!(nce, "torch.mean(f32_loss(lambda p, y: F.cross_entropy(F.normalize(p, dim=-1) @ F.normalize(y, dim=-1).T / 0.1, torch.arange(p.shape[0]), reduction='none'), p, y))");
 }

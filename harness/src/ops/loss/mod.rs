@@ -13,7 +13,7 @@
 //! loss from its inputs (`run::cause::loss`). `stand_in.rs` is the `loss.kind` knob's hook:
 //! which other kinds can take a scenario's loss's place on its model and data.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor, D};
 
 use super::{py, Autocast, Cx, Explained, Facts, Op, Rounding, Torch};
 use crate::error::{Error, Result};
@@ -64,6 +64,20 @@ impl Loss {
         kind_loss(&self.0, p, y)
     }
 
+    /// The scalar loss as the training loop computes it, under autocast to `low` with the
+    /// prediction holding `held` (`autocast`, `None` without). An expression computes inside
+    /// the autocast block, as the AMP recipe writes `loss = loss_fn(model(x), y)`: each node in
+    /// its op's dtype (`ops::expr::amp`), from `p` in the dtype it holds; its own
+    /// `precision = "f32"` computes it in f32, as every named kind does: those are on CUDA's f32
+    /// list (`mse_loss`, `cross_entropy`, `kl_div`, ...), or read as `loss(p.float(), y)` where
+    /// their formula has an op that is not (`bce`'s `1 - p`, `focal`'s sigmoid, `info_nce`'s `@`).
+    pub fn apply_autocast(&self, p: &Tensor, y: &Tensor, mask: Option<&Tensor>, autocast: Option<(DType, DType)>) -> Result<Tensor> {
+        match autocast {
+            Some((low, held)) if self.0.kind == LossKind::Expr && self.0.precision.is_none() => expr::apply_amp(&self.0, (p, held), y, mask, low),
+            Some(_) | None => self.apply_masked(p, y, mask),
+        }
+    }
+
     /// Its PyTorch expression of the prediction `p` and targets `y` (`torch` and `F` in scope).
     pub fn torch_expr(&self) -> String {
         if self.0.kind == LossKind::Expr {
@@ -86,6 +100,9 @@ impl Op for Loss {
         }
         out.extend(classes::problems(l));
         out.extend(ctc::problems(l));
+        if l.precision.is_some() && l.kind != LossKind::Expr {
+            out.push(("precision", "only `kind = \"expr\"` takes `precision`: the named losses compute in f32 under autocast already".into()));
+        }
         if l.normalized && l.kind != LossKind::InfoNce {
             out.push(("normalized", "only `info_nce` takes `normalized`".into()));
         }
@@ -133,7 +150,8 @@ impl Op for Loss {
         self.apply_masked(x, y, cx.mask)
     }
 
-    /// Every loss is on autocast's f32 list.
+    /// Every loss is on autocast's f32 list, except a `[loss] expr`: under autocast it computes
+    /// node by node (`apply_autocast`), each in its op's dtype.
     fn autocast(&self, _: Part) -> Autocast {
         Autocast::F32
     }

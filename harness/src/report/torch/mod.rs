@@ -204,6 +204,7 @@ fn settings(s: &Scenario, data: &data::Dataset) -> Result<serde_json::Value> {
         "loss_torch": crate::ops::loss::Loss(s.loss.clone()).torch_expr(),
         "optimizer": s.optimizer,
         "precision": t.precision.name(),
+        "autocast_f32": crate::ops::expr::amp::torch_f32_names(),
         "train": { "epochs": t.epochs, "batch_size": t.batch_size, "shuffle": t.shuffle, "max_steps": t.max_steps, "accumulate": t.accumulate, "schedule": t.schedule, "loss_scale": t.loss_scale },
     }))
 }

@@ -32,11 +32,11 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf1
 DTYPE = DTYPES[SCENARIO["dtype"]]
 # Mixed precision (train.precision = amp_*): the forward runs under torch.autocast, whose CPU
 # list casts linear, matmul and convolution to LOW; the ops on CUDA's fp32 list that CPU's
-# leaves out (softmax, norms, exp, log, pow, softplus, reciprocal, losses) are cast to f32
+# leaves out (softmax, norms, exp, log, pow, softplus, reciprocal) are cast to f32
 # by hand below, so the casts are CUDA's, as nanhunt's: each node's class ("low", "f32" or
 # "same") is nanhunt's own, written into SCENARIO["nodes"] by the exporter. An expression
-# layer is one line of torch calls, each an op of its own under autocast: CudaF32List casts
-# the operands of those on CUDA's list up.
+# layer, and a loss expression, is one line of torch calls, each an op of its own under
+# autocast: CudaF32List casts the operands of those on CUDA's list up.
 LOW = {"amp_f16": torch.float16, "amp_bf16": torch.bfloat16}.get(SCENARIO.get("precision", "f32"))
 # Each plan node by name: its parameters, autocast class and, for an op of nanhunt's registry
 # (every elementwise layer), its PyTorch expression of `x`.
@@ -179,12 +179,11 @@ class BatchNorm(nn.Module):
 
 class CudaF32List(torch.overrides.TorchFunctionMode):
     """Under CPU autocast, the calls on CUDA's autocast f32 list that CPU's list leaves in their
-    input's dtype (exp, log, log1p, rsqrt, softplus, pow, sum, logsumexp, norm, softmax,
-    log_softmax, cumsum, cosine_similarity, the losses) get their operands cast up to f32, as
-    nanhunt computes an expression's nodes (ops/expr/amp.rs). Outside autocast, nothing."""
+    input's dtype (the names in SCENARIO["autocast_f32"], nanhunt's list as ops/expr/amp.rs's
+    torch_f32_names exports it) get their operands cast up to f32, as nanhunt computes an
+    expression's nodes. Outside autocast, nothing. A named loss runs whole in f32 (`f32_loss`)."""
 
-    NAMES = {"exp", "log", "log1p", "rsqrt", "softplus", "pow", "__pow__", "__rpow__", "sum", "logsumexp", "norm", "softmax", "log_softmax", "cumsum", "cosine_similarity",
-             "cross_entropy", "kl_div", "mse_loss", "binary_cross_entropy_with_logits", "ctc_loss", "linalg_vector_norm"}
+    NAMES = set(SCENARIO["autocast_f32"])
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -192,6 +191,19 @@ class CudaF32List(torch.overrides.TorchFunctionMode):
             up = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
             args, kwargs = tuple(up(a) for a in args), {k: up(v) for k, v in kwargs.items()}
         return func(*args, **kwargs)
+
+
+def f32_loss(f, *args):
+    """A named loss of an expression (`cross_entropy(p, y)`, `info_nce(p, y)`, ...), one op of
+    autocast's f32 list in nanhunt: under autocast, its formula runs outside autocast on its
+    operands cast up; outside, as written. For mse, kl_div, bce_with_logits, cross_entropy and
+    ctc this is PyTorch's own autocast (CUDA's f32 list); for info_nce and focal, formulas in
+    PyTorch (their `@` / `torch.sigmoid` would run in f16), it is nanhunt's convention: write the
+    formula out in the expression for PyTorch's per-op autocast."""
+    if not torch.is_autocast_enabled("cpu"):
+        return f(*args)
+    with torch.autocast("cpu", enabled=False):
+        return f(*(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args))
 
 
 class Fn(nn.Module):
@@ -403,7 +415,7 @@ def layer(spec, width, seq, name):
     # An op of nanhunt's registry: its expression of x (and of the earlier named outputs it
     # reads), with torch, F and the custom Functions above.
     args = ", ".join(["x"] + [n for n, _ in NODES[name].get("reads") or []])
-    return Fn(eval(f"lambda {args}: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare}), per_op=kind == "expr"), width
+    return Fn(eval(f"lambda {args}: " + expr, {"torch": torch, "F": F, "FlawedSquare": FlawedSquare, "f32_loss": f32_loss}), per_op=kind == "expr"), width
 
 
 class Model(nn.Module):
@@ -423,9 +435,16 @@ class Model(nn.Module):
 def loss_fn(spec, p, y, mask=None):
     """The loss as nanhunt computes it: the expression of the prediction p and targets y that
     nanhunt's loss node exports (PyTorch's own functions where nanhunt follows them: huber,
-    bce_torch, bce_logits; the formulas where the formula is the point: the naive BCE)."""
+    bce_torch, bce_logits; the formulas where the formula is the point: the naive BCE).
+    Under autocast a loss expression runs inside the autocast block, as the AMP recipe computes
+    `loss_fn(model(x), y)`: each op apart, on p as the model left it (unless its own
+    precision is "f32"); a named kind runs in f32 on p.float(), outside autocast."""
+    names = {"torch": torch, "F": F, "f32_loss": f32_loss}
+    if LOW is not None and spec["kind"] == "expr" and spec.get("precision") != "f32":
+        with torch.autocast("cpu", dtype=LOW), CudaF32List():
+            return eval(SCENARIO["loss_torch"], names, {"p": p, "y": y, "mask": mask})
     p = p.float() if LOW is not None else p
-    return eval(SCENARIO["loss_torch"], {"torch": torch, "F": F}, {"p": p, "y": y, "mask": mask})
+    return eval(SCENARIO["loss_torch"], names, {"p": p, "y": y, "mask": mask})
 
 
 def optimizer(spec, params):

@@ -50,7 +50,7 @@ pub(crate) fn born(
 ) -> Result<Option<Cause>> {
     let Some(h) = outs.get(l) else { return Ok(None) };
     let lim = Limits::of(d);
-    let Some(r) = reader else { return loss_backward(spec, (h, y, mask), i, d) };
+    let Some(r) = reader else { return loss_backward(spec, (h, y, mask), i, (d, amp)) };
     let Some(g) = upstream else { return Ok(None) };
     // The op's backward explains itself (`Op::explain_backward`).
     let (Some(layer), Some(node)) = (layers.get(r), nodes.get(r)) else { return Ok(None) };
@@ -69,7 +69,7 @@ pub(crate) fn born(
 }
 
 /// The loss's backward made the predictions' gradient non-finite at flat index `i`.
-fn loss_backward(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), i: usize, d: DTypeName) -> Result<Option<Cause>> {
+fn loss_backward(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), i: usize, (d, amp): (DTypeName, super::Amp<'_>)) -> Result<Option<Cause>> {
     let (pv, yv) = (values(p)?, values(y)?);
     let (Some(&pi), Some(&yi)) = (pv.get(i), yv.get(i)) else { return Ok(None) };
     let (dt, lim) = (<&str>::from(d), Limits::of(d));
@@ -119,7 +119,7 @@ fn loss_backward(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tenso
         LossKind::MeanAbsRatio => (super::round(yi.abs() + eps, d) == 0.0)
             .then(|| (Rule::DivisionByZero, format!("the gradient of |p − y| / |y| divides by |y| = 0 in row {}", i / p.dims().last().copied().unwrap_or(1).max(1)))),
         // An expression is diagnosed node by node, the gradient 1 arriving at the loss.
-        LossKind::Expr => crate::ops::expr::diagnosis::explain(spec.expr.as_deref().unwrap_or(""), &spec.consts, &super::loss_inputs(p, y, mask), Some(&Tensor::ones((), p.dtype(), p.device())?), d)?,
+        LossKind::Expr => super::explain_loss_expr(spec, &super::loss_inputs(p, y, mask), Some(&Tensor::ones((), p.dtype(), p.device())?), (d, amp))?,
         LossKind::Mae | LossKind::BceLogits | LossKind::CrossEntropy | LossKind::KlDiv | LossKind::KlDivLogTarget | LossKind::Focal | LossKind::InfoNce | LossKind::Ctc => None,
     };
     found.map(|(rule, reason)| Ok(cause(rule, op, reason, inputs()?))).transpose()

@@ -220,6 +220,17 @@ pub(crate) fn explain_expr(e: &crate::ops::expr::Expr, inputs: &[(String, &Tenso
     }
 }
 
+/// Why loss expression `spec` over `inputs` made a non-finite value (`upstream` None) or input
+/// gradient, node by node: in `d`, or under autocast (`amp`, unless its own precision is f32)
+/// each node in its own dtype.
+pub(crate) fn explain_loss_expr(spec: &LossSpec, inputs: &[(String, &Tensor)], upstream: Option<&Tensor>, (d, amp): (DTypeName, Amp<'_>)) -> Result<crate::ops::Explained> {
+    let text = spec.expr.as_deref().unwrap_or("");
+    match amp.filter(|_| spec.precision.is_none()) {
+        Some(a) => crate::ops::expr::diagnosis::explain_amp(text, &spec.consts, inputs, upstream, a),
+        None => crate::ops::expr::diagnosis::explain(text, &spec.consts, inputs, upstream, d),
+    }
+}
+
 /// A loss expression's inputs by name: `p`, `y`, and the padding `mask` if the data is padded.
 pub(crate) fn loss_inputs<'t>(p: &'t Tensor, y: &'t Tensor, mask: Option<&'t Tensor>) -> Vec<(String, &'t Tensor)> {
     [("p", Some(p)), ("y", Some(y)), ("mask", mask)].into_iter().filter_map(|(n, t)| Some((n.to_string(), t?))).collect()
@@ -252,7 +263,9 @@ fn cast_down(input: &Tensor, x: &Operand, d: DTypeName) -> Option<(Rule, String)
 /// The loss went non-finite. `p` and `y` are predictions and targets, `mask` the padding mask
 /// (an expression loss reads it); `logits` is what the layer before the predictions read (the
 /// sigmoid's input), if there is one.
-pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), logits: Option<&Tensor>, d: DTypeName) -> Result<Option<Cause>> {
+/// Under autocast (`amp`: the low dtype and the dtypes `p`, `y` and `mask` hold) an expression
+/// computed each node in its op's dtype (`Loss::apply_autocast`), and is explained so.
+pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Tensor>), logits: Option<&Tensor>, (d, amp): (DTypeName, Amp<'_>)) -> Result<Option<Cause>> {
     let pv = p.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
     let yv = y.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
     let dt: &str = d.into();
@@ -277,7 +290,7 @@ pub(crate) fn loss(spec: &LossSpec, (p, y, mask): (&Tensor, &Tensor, Option<&Ten
         LossKind::Mae => summed(spec, &pv, &yv, op, d, inputs),
         LossKind::Expr => {
             let text = spec.expr.as_deref().unwrap_or("");
-            let Some((rule, reason)) = crate::ops::expr::diagnosis::explain(text, &spec.consts, &loss_inputs(p, y, mask), None, d)? else { return Ok(None) };
+            let Some((rule, reason)) = explain_loss_expr(spec, &loss_inputs(p, y, mask), None, (d, amp))? else { return Ok(None) };
             // The padding mask too, where the expression reads it (a masked mean's `sum(mask)`).
             let reads_mask = crate::ops::expr::parse::parse(text).is_ok_and(|a| a.names().iter().any(|(n, _)| n == "mask"));
             let mut operands = vec![operand("p", p, None, d)?, operand("y", y, None, d)?];
@@ -515,16 +528,16 @@ mod tests {
         let p = Tensor::new(&[[1e19f32], [1e19], [-1e19], [-1e19]], &dev).unwrap();
         let y = Tensor::zeros((4, 1), candle_core::DType::F32, &dev).unwrap();
         let spec: LossSpec = toml::from_str("kind = \"mse\"").unwrap();
-        let c = loss(&spec, (&p, &y, None), None, DTypeName::F32).unwrap().expect("a rule explains it");
+        let c = loss(&spec, (&p, &y, None), None, (DTypeName::F32, None)).unwrap().expect("a rule explains it");
         assert_eq!(c.rule, Rule::Overflow);
         assert!(c.reason.contains("sum over 4 values is 4e38") && c.reason.contains("before the mean divides by 4"), "{}", c.reason);
-        assert!(loss(&spec, (&(&p / 2.0).unwrap(), &y, None), None, DTypeName::F32).unwrap().is_none());
+        assert!(loss(&spec, (&(&p / 2.0).unwrap(), &y, None), None, (DTypeName::F32, None)).unwrap().is_none());
         // f16 sums in f32: errors of 200 give a mean of 40000 in PyTorch 2.15, so no rule; a sum
         // of four absolute errors of 20000 is 80000 > 65504, inf in PyTorch 2.15's f16 l1_loss.
         let h = Tensor::new(&[[200f32], [200.0], [-200.0], [-200.0]], &dev).unwrap();
-        assert!(loss(&spec, (&h, &y, None), None, DTypeName::F16).unwrap().is_none());
+        assert!(loss(&spec, (&h, &y, None), None, (DTypeName::F16, None)).unwrap().is_none());
         let mae: LossSpec = toml::from_str("kind = \"mae\"\nreduction = \"sum\"").unwrap();
-        let c = loss(&mae, (&(h * 100.0).unwrap(), &y, None), None, DTypeName::F16).unwrap().expect("mae's sum");
+        let c = loss(&mae, (&(h * 100.0).unwrap(), &y, None), None, (DTypeName::F16, None)).unwrap().expect("mae's sum");
         assert!(c.reason.contains("is 80000") && !c.reason.contains("mean divides"), "{}", c.reason);
     }
 }

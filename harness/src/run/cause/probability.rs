@@ -212,16 +212,16 @@ mod tests {
         let s = spec(LossKind::Bce, Some(1e-7), Some(1e-7));
         let (p, y) = (t(&[1.0], 1, DType::F16), t(&[151.0], 1, DType::F16));
         assert_eq!(value(&s, &p, &y), f64::NEG_INFINITY);
-        let c = loss(&s, (&p, &y, None), None, DTypeName::F16).unwrap().expect("explained");
+        let c = loss(&s, (&p, &y, None), None, (DTypeName::F16, None)).unwrap().expect("explained");
         assert_eq!(c.rule, Rule::OneMinusEpsRoundsToOne, "{c}");
         for fact in ["1 − 1e-7 rounds to 1 in f16", "weight 1 − y = -150 is negative (target 151", "1 + 1e-7 rounds to 1 in f16"] {
             assert!(c.reason.contains(fact), "`{fact}` in {c}");
         }
         // With targets in [0, 1] the term is +∞ and no sign is mentioned.
-        let c = loss(&s, (&p, &t(&[0.0], 1, DType::F16), None), None, DTypeName::F16).unwrap().unwrap();
+        let c = loss(&s, (&p, &t(&[0.0], 1, DType::F16), None), None, (DTypeName::F16, None)).unwrap().unwrap();
         assert!(c.reason.contains("log(1 − p) = log 0; 1 + 1e-7 rounds to 1") && !c.reason.contains("negative"), "{c}");
         // In f32 the epsilon survives (1 + 1e-7 = 1.00000012), the log is finite: no diagnosis.
-        assert_eq!(loss(&s, (&t(&[1.0], 1, DType::F32), &t(&[0.0], 1, DType::F32), None), None, DTypeName::F32).unwrap(), None);
+        assert_eq!(loss(&s, (&t(&[1.0], 1, DType::F32), &t(&[0.0], 1, DType::F32), None), None, (DTypeName::F32, None)).unwrap(), None);
     }
 
     #[test]
@@ -232,11 +232,11 @@ mod tests {
         let s = spec(LossKind::Bce, None, None);
         let (p, y) = (t(&[0.25], 1, DType::F16), t(&[60000.0], 1, DType::F16));
         assert!(!value(&s, &p, &y).is_finite());
-        let c = loss(&s, (&p, &y, None), None, DTypeName::F16).unwrap().expect("explained");
+        let c = loss(&s, (&p, &y, None), None, (DTypeName::F16, None)).unwrap().expect("explained");
         assert_eq!(c.rule, Rule::Overflow, "{c}");
         assert!(c.reason.contains("= -6.59e4, beyond f16's largest value 65504") && c.reason.contains("targets reach 60000"), "{c}");
         // A prediction outside [0, 1] takes the log of a negative number.
-        let c = loss(&s, (&t(&[-0.5], 1, DType::F32), &t(&[1.0], 1, DType::F32), None), None, DTypeName::F32).unwrap().unwrap();
+        let c = loss(&s, (&t(&[-0.5], 1, DType::F32), &t(&[1.0], 1, DType::F32), None), None, (DTypeName::F32, None)).unwrap().unwrap();
         assert_eq!(c.rule, Rule::OutsideDomain, "{c}");
     }
 
@@ -248,13 +248,13 @@ mod tests {
         let s = spec(LossKind::NaiveCrossEntropy, None, None);
         let (z, y) = (t(&[-60.0, 50.0], 1, DType::F32), t(&[0.0, 1.0], 1, DType::F32));
         assert!(value(&s, &z, &y).is_nan());
-        let c = loss(&s, (&z, &y, None), None, DTypeName::F32).unwrap().expect("explained");
+        let c = loss(&s, (&z, &y, None), None, (DTypeName::F32, None)).unwrap().expect("explained");
         assert_eq!(c.rule, Rule::LogOfZero, "{c}");
         for fact in ["row 0, class 0", "exp(-60) / Σ exp = 8.76e-27 / 5.18e21 rounds to 0 in f32", "110 below the row's largest, 50", "0·log 0 = 0·(−∞) = NaN"] {
             assert!(c.reason.contains(fact), "`{fact}` in {c}");
         }
         // exp(100) is past f32's ln(max) = 88.7: ∞/∞.
-        let c = loss(&s, (&t(&[100.0, 0.0], 1, DType::F32), &y, None), None, DTypeName::F32).unwrap().expect("explained");
+        let c = loss(&s, (&t(&[100.0, 0.0], 1, DType::F32), &y, None), None, (DTypeName::F32, None)).unwrap().expect("explained");
         assert_eq!(c.rule, Rule::Overflow, "{c}");
         assert!(c.reason.contains("exp(100) overflows f32") && c.reason.contains("88.7"), "{c}");
     }

@@ -5,7 +5,7 @@
 //! `AT_FORALL_FP32_SET_OPT_DTYPE`), where mixed-precision training mostly runs:
 //! `linear`, `matmul`/`bmm`, the convolutions and the recurrent cells compute in the
 //! low dtype; `softmax`, `layer_norm`, `exp`, `log`, `pow`, `reciprocal`, `softplus`
-//! and every loss compute in f32. PyTorch's CPU list is shorter (no softmax, norms,
+//! and every loss except a `[loss] expr` (node by node, `ops/expr/amp.rs`) compute in f32. PyTorch's CPU list is shorter (no softmax, norms,
 //! exp, log or pow: they run in their input's dtype there); nanhunt follows CUDA's on
 //! every device, and the exporter writes each node's class into `repro.py`, which casts by it.
 //! The registry's ops give their own class (`Op::autocast`); `policy` answers for the rest.

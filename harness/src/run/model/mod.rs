@@ -180,7 +180,8 @@ impl Net for Model {
         Ok((outs, slots))
     }
 
-    /// The model's output as the loss reads it, in f32 (every loss is on autocast's f32 list):
+    /// The model's output as the loss reads it, in f32 (every loss is on autocast's f32 list,
+    /// except a `[loss] expr`, which computes node by node from `p` as the model left it):
     /// cast up, or, in f32 storage, rounded to the low dtype if that is what it holds (the cast's
     /// gradient is then rounded, as PyTorch's `.float()` backward rounds it).
     fn to_loss(&self, pred: &Tensor) -> Result<Tensor> {

@@ -72,8 +72,15 @@ impl Runner<'_> {
                     let upstream = reader.and_then(|r| slots.get(r)).and_then(recorded);
                     let s = self.s;
                     let others = reader.map(|r| model.others_of(r, x, outs)).unwrap_or_default();
-                    let holds = reader.map(|r| model.read_dtypes(r)).unwrap_or_default();
-                    self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, (outs, &others), upstream.as_ref(), (&s.loss, y, b.mask.as_ref()), self.amp(&holds)).ok().flatten();
+                    // The loss reads the prediction as autocast left it (`loss_holds`) and computes
+                    // in the training dtype, not the low one (a named kind, `precision = "f32"`), as
+                    // `loss_cause` explains the forward.
+                    let holds = reader.map_or_else(|| self.loss_holds(model), |r| model.read_dtypes(r));
+                    let amp = match reader {
+                        Some(_) => self.amp(&holds),
+                        None => (s.train.dtype, self.loss_autocast(model).map(|(low, _)| (low, holds.as_slice()))),
+                    };
+                    self.cause = cause::born(model.layers(), &names.nodes, (l, reader), bad.0, (outs, &others), upstream.as_ref(), (&s.loss, y, b.mask.as_ref()), amp).ok().flatten();
                     self.check_birth(Wrt::Output(l), model, (b, outs, slots), seed);
                     return Ok(());
                 }

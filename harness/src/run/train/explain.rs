@@ -34,6 +34,19 @@ impl Runner<'_> {
         (self.compute_dtype(), low.map(|d| (crate::run::dtype(d), holds)))
     }
 
+    /// Under autocast, the low dtype and the dtype the prediction holds (the last node's output's,
+    /// as the last forward left it; f32 for the model's input), which a loss expression reads.
+    pub(super) fn loss_autocast(&self, model: &dyn Net) -> Option<(candle_core::DType, candle_core::DType)> {
+        let low = crate::run::dtype(self.s.train.precision.low()?);
+        Some((low, model.output_dtypes().last().copied().unwrap_or(candle_core::DType::F32)))
+    }
+
+    /// Under autocast, the dtypes a loss expression's inputs hold (`p`'s, then `y` and `mask` in
+    /// f32); empty without.
+    pub(super) fn loss_holds(&self, model: &dyn Net) -> Vec<candle_core::DType> {
+        self.loss_autocast(model).map_or_else(Vec::new, |(_, held)| vec![held, candle_core::DType::F32, candle_core::DType::F32])
+    }
+
     /// Whether the model is one linear layer trained by plain SGD on the MSE: a quadratic with a
     /// stability bound on the learning rate that can be computed from the data.
     pub(super) fn linear_sgd_mse(&self) -> bool {
@@ -84,7 +97,8 @@ impl Runner<'_> {
         let pred = outs.last().unwrap_or(x);
         let n = model.layers().len();
         let logits = (n >= 1 && matches!(model.layers()[n - 1], Layer::Sigmoid(_))).then(|| model.input_of(n - 1, x, outs));
-        cause::loss(&s.loss, (pred, y, mask), logits, s.train.dtype)
+        let holds = self.loss_holds(model);
+        cause::loss(&s.loss, (pred, y, mask), logits, (s.train.dtype, self.loss_autocast(model).map(|(low, _)| (low, holds.as_slice()))))
     }
 
     /// Once the run has ended: a first non-finite value that came after the run diverged (the

@@ -426,7 +426,7 @@ impl Runner<'_> {
             self.explain(at, Phase::Validation, &|r, f| r.validation_cause(f, model, x, &outs));
             self.widen(at, Phase::Validation, &|r, f| r.forward_f64(f, model, x, &outs, b.mask.as_ref(), false));
         }
-        let loss = self.loss.apply_masked(&model.to_loss(outs.last().unwrap_or(x))?, y, b.mask.as_ref())?;
+        let loss = self.loss.apply_autocast(&model.to_loss(outs.last().unwrap_or(x))?, y, b.mask.as_ref(), self.loss_autocast(model))?;
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {
             self.flag(at, Phase::Validation, &TensorId::Loss.validation(), (0, value), &[], 1);

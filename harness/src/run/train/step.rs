@@ -56,7 +56,7 @@ impl Runner<'_> {
                 self.widen(at, Phase::Forward, &|r, f| r.forward_f64(f, model, x, &outs, b.mask.as_ref(), true));
             }
             let pred = model.to_loss(outs.last().unwrap_or(x))?;
-            let loss = self.loss.apply_masked(&pred, y, b.mask.as_ref())?;
+            let loss = self.loss.apply_autocast(&pred, y, b.mask.as_ref(), self.loss_autocast(model))?;
             let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             row.train_loss += if divide { value / k as f64 } else { value };
             if !value.is_finite() {

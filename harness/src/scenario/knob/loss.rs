@@ -37,6 +37,7 @@ impl Def for Kind {
         let ce = v == LossKind::CrossEntropy;
         l.ignore_index = l.ignore_index.filter(|_| ce);
         l.label_smoothing = l.label_smoothing.filter(|_| ce);
+        l.precision = l.precision.filter(|_| v == LossKind::Expr);
         true
     }
     fn domain(c: &Ctx) -> Option<Domain> {

@@ -50,6 +50,10 @@ pub fn validate(s: &Scenario) -> Vec<Problem> {
     // A layer's own f32 precision cannot hold where every parameter is stored in half.
     let half = s.train.precision == Precision::F32 && matches!(s.train.dtype, DTypeName::F16 | DTypeName::Bf16);
     model(&s.model, half, &mut out);
+    // Only for an expression: a named kind's `precision` is refused by `Loss::check` already.
+    if let (Some(p), true, LossKind::Expr) = (s.loss.precision, half, s.loss.kind) {
+        out.push(problem("loss.precision", format!("`precision = \"{}\"` keeps the loss out of autocast, and here there is none (train.dtype is f16 or bf16): use train.precision = \"amp_f16\" or \"amp_bf16\" with train.dtype = \"f32\", or leave it out", p.name())));
+    }
     // A code model's shapes are known only once it is built (`run::code`).
     let plan = input_shape(&s.data).filter(|_| s.model.code.is_none()).map(|input| plan(&s.model, input));
     match &plan {
