@@ -6,8 +6,8 @@
 //! tensors, no copy into the variable), gathering the watch's stats of the
 //! gradient and the new parameter on the way. It performs exactly the tensor
 //! path's operations, in the same order and the same precision (`x·mul + add`
-//! for each affine, as Candle does), so both give the same bits; a test holds
-//! them to it.
+//! for each affine, as Candle does, and SGD's `add(x, alpha=a)` as PyTorch's
+//! one fused multiply-add), so both give the same bits; a test holds them to it.
 
 use std::cell::{Cell, RefCell};
 
@@ -133,7 +133,7 @@ impl InplaceOp2 for InPlace<'_> {
         let (Some((a, b)), Some((c, d))) = (dst_l.contiguous_offsets(), src_l.contiguous_offsets()) else { candle_core::bail!("the fused update needs contiguous tensors") };
         let stats = match (dst, src, &mut *self.buffers.borrow_mut()) {
             (CpuStorage::F32(p), CpuStorage::F32(g), Buffers::F32(m, v)) => in_place(self.o, self.step, (&mut p[a..b], &g[c..d], m, v), self.watch, compute32),
-            (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, (&mut p[a..b], &g[c..d], m, v), self.watch, compute::<f64>),
+            (CpuStorage::F64(p), CpuStorage::F64(g), Buffers::F64(m, v)) => in_place(self.o, self.step, (&mut p[a..b], &g[c..d], m, v), self.watch, compute64),
             _ => candle_core::bail!("the fused update needs f32 or f64 parameter, gradient and state alike"),
         };
         self.stats.set(stats);
@@ -175,23 +175,44 @@ fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, (p, g, m, v): (&mut
     })
 }
 
+/// `x·a + b` rounded once, as PyTorch's CPU `b.add(x, alpha=a)` in f32 and f64 (a fused
+/// multiply-add at every position; a vector instruction where the CPU has FMA).
+pub(crate) trait MulAdd: Sized {
+    /// `self·a + b`, rounded once.
+    fn fma(self, a: Self, b: Self) -> Self;
+}
+
+impl MulAdd for f32 {
+    #[inline(always)]
+    fn fma(self, a: f32, b: f32) -> f32 {
+        self.mul_add(a, b)
+    }
+}
+
+impl MulAdd for f64 {
+    #[inline(always)]
+    fn fma(self, a: f64, b: f64) -> f64 {
+        self.mul_add(a, b)
+    }
+}
+
 /// The update of one block, written into `new_p` and the new states (empty
 /// where [`state`] says the kind keeps none). A missing
 /// state is read as zeros, which gives the same bits as the tensor path's first
 /// step (`0·β + x = x`, signed zeros included, since `x` is itself `y·c + 0`).
 /// Every loop is a plain loop over slices so that it vectorises.
 #[inline(always)]
-fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
+fn compute<T: Real + MulAdd>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
     let n = p.len();
     // Whether the new state holds a non-finite value, folded into the update's own loop: an OR
     // of booleans, which (unlike a float sum) still vectorises.
     let mut bad = false;
     let zero = T::from_f64(0.0);
     let (lr, wd, mom) = (T::from_f64(o.lr), T::from_f64(o.weight_decay), T::from_f64(o.momentum));
-    // Coupled L2 (SGD, Adam, RMSprop): g ← g + (p·wd + 0).
+    // Coupled L2 (SGD, Adam, RMSprop): g ← p·wd + g in one rounding (PyTorch's `g.add(p, alpha=wd)`).
     let coupled;
     let g = if o.weight_decay != 0.0 && o.kind != OptimizerKind::Adamw {
-        coupled = p.iter().zip(g).map(|(&p, &g)| g + (p * wd + zero)).collect::<Vec<T>>();
+        coupled = p.iter().zip(g).map(|(&p, &g)| p.fma(wd, g)).collect::<Vec<T>>();
         &coupled[..]
     } else {
         g
@@ -199,17 +220,19 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
     match o.kind {
         OptimizerKind::Sgd if o.momentum != 0.0 => {
             for i in 0..n {
-                // buf ← (m·mom + 0) + g; on the first step the tensor path takes g itself.
+                // buf ← (m·mom + 0) + g; on the first step the tensor path takes g itself. Then
+                // PyTorch's fused multiply-adds: nesterov's d ← b·mom + g, and p ← d·(−lr) + p.
                 let b = if step == 1 { g[i] } else { (m[i] * mom + zero) + g[i] };
-                let d = if o.nesterov { g[i] + (b * mom + zero) } else { b };
-                p[i] -= d * lr + zero;
+                let d = if o.nesterov { b.fma(mom, g[i]) } else { b };
+                p[i] = d.fma(-lr, p[i]);
                 m[i] = b;
                 bad |= !b.finite();
             }
         }
         OptimizerKind::Sgd => {
+            // PyTorch's `p.add_(g, alpha=-lr)`: p ← g·(−lr) + p in one rounding.
             for (p, &g) in p.iter_mut().zip(g) {
-                *p -= g * lr + zero;
+                *p = g.fma(-lr, *p);
             }
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
@@ -255,8 +278,16 @@ fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mu
 
 super::avx2! {
     /// [`compute`] in f32 with AVX-512 or AVX2 where the CPU has them: every operation is one
-    /// IEEE operation per element (no sum, no fused multiply-add), so the width changes no bit.
+    /// IEEE operation per element (no sum; a fused multiply-add is one rounding at any width,
+    /// `f32::mul_add` where there are no vectors), so the width changes no bit.
     fn compute32(o: &OptimizerSpec, step: usize, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+        compute(o, step, p, g, m, v)
+    }
+}
+
+super::avx2! {
+    /// [`compute`] in f64, with vector fused multiply-adds where the CPU has them (as [`compute32`]).
+    fn compute64(o: &OptimizerSpec, step: usize, p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]) -> bool {
         compute(o, step, p, g, m, v)
     }
 }
@@ -293,6 +324,58 @@ mod tests {
             let plain = steps_at(0, kind);
             assert_eq!(steps_at(1, kind), plain, "{kind}: AVX2");
             assert_eq!(steps_at(2, kind), plain, "{kind}: AVX-512");
+        }
+    }
+
+    /// 35 f32 values in ±[1/4, 8) with scattered mantissas, from integers alone (as gen.py below).
+    fn draw_bits(k: u64) -> Vec<f32> {
+        let mant = |i: u64| (((i * i * 7919 + i * (k + 1) * 31337 + k * 104_729) * 2_654_435_761) >> 9) % 0x80_0000;
+        (0..35u64).map(|i| f32::from_bits(((0x3E80_0000 + (((i + k) % 5) << 23) + mant(i)) | ((i % 2) << 31)) as u32)).collect()
+    }
+
+    /// f32 SGD (lr 0.1) rounds as PyTorch's CPU `add(x, alpha=a)`, one fused multiply-add, at
+    /// every tier: plain for one step, and momentum 0.9 with weight decay 0.01 (and nesterov)
+    /// for two. The bits are PyTorch 2.15's (CPU, `torch.optim.SGD`), from this script:
+    /// ```python
+    /// import torch, numpy as np
+    /// def draw(k):
+    ///     i = np.arange(35, dtype=np.uint64)
+    ///     mant = ((i * i * 7919 + i * (k + 1) * 31337 + k * 104729) * 2654435761 >> 9) % 0x800000
+    ///     bits = (0x3E800000 + (((i + k) % 5) << 23) + mant) | ((i % 2) << 31)
+    ///     return torch.from_numpy(bits.astype(np.uint32).view(np.float32).copy())
+    /// p0, g1, g2 = draw(0), draw(1), draw(2)
+    /// for cfg in [dict(), dict(momentum=0.9, weight_decay=0.01), dict(momentum=0.9, weight_decay=0.01, nesterov=True)]:
+    ///     q = p0.clone().requires_grad_(True)
+    ///     opt = torch.optim.SGD([q], lr=0.1, **cfg)
+    ///     for g in ([g1] if not cfg else [g1, g2]):
+    ///         q.grad = g.clone(); opt.step()
+    ///     print([hex(b) for b in q.detach().numpy().view(np.uint32)])
+    /// ```
+    #[test]
+    fn sgd_rounds_as_pytorch_fma() {
+        #[rustfmt::skip]
+        let cases: [(&str, usize, [u32; 35]); 3] = [
+            ("", 1, [0x3e48a1de, 0xbf135c73, 0x3fa0d90e, 0xc03ff9f0, 0x40d9066d, 0xbeccc228, 0x3f20cfe2, 0xbfb9b518, 0x3fc87d2e, 0xc0898f75, 0x3e87d807, 0xbece9cba, 0x3f8b9c30, 0xc05b27e5, 0x4080f436, 0xbe95928c, 0x3f007180, 0xbfb027ee, 0x400b1c3f, 0xc0c0017d, 0x3e38b03e, 0xbed87290, 0x3f8dbeb9, 0xc00db53f, 0x40c6b74d, 0xbe6b84af, 0x3f110c1d, 0xbfbdfa2b, 0x4049594d, 0xc09448d5, 0x3ec8379e, 0xbeddd400, 0x3fc0da43, 0xc03e0868, 0x40a982e5]),
+            ("momentum = 0.9\nweight_decay = 0.01", 2, [0x3cf8599a, 0xbdfe7b29, 0x3e6b8d11, 0xc01050a4, 0x40d52cbd, 0xbe3b1f21, 0x3e07bbd5, 0xbf2bbb6b, 0x3f56c981, 0xc0866965, 0x3d7d34a1, 0x3dc705ba, 0x3e713acf, 0xc0380bec, 0x407a043e, 0xbd8765c6, 0x3dfcf55a, 0xbf33801a, 0x3fcfb9f9, 0xc0bc156e, 0xbd47175b, 0xbdc4c740, 0x3e94d944, 0xbfe6d682, 0x40c268bb, 0x3d1c1b69, 0x3e0446dc, 0xbec321c2, 0x402bb30d, 0xc09010b1, 0x3dd2375d, 0x3d9b25ac, 0x3f4677a1, 0xc00f79c5, 0x40a6333e]),
+            ("momentum = 0.9\nweight_decay = 0.01\nnesterov = true", 2, [0xbdf28558, 0x3e8fd829, 0xbf312ea2, 0xbfcb72f2, 0x40d1e850, 0x3c47103f, 0xbea000db, 0x3cf02c4a, 0x3e40549e, 0xc083b44e, 0xbdf78450, 0x3f0c05b6, 0xbf084561, 0xc018bcd0, 0x40732777, 0x3e0c2139, 0xbe5d2913, 0xbdc3c0ab, 0x3f90b88c, 0xc0b8bb1c, 0xbe823114, 0x3e49fb64, 0xbee2775d, 0xbfb7e84a, 0x40beb723, 0x3e8ed881, 0xbe8705f7, 0x3f1bfd61, 0x40114612, 0xc08c67c8, 0xbe200f99, 0x3f08780d, 0x3df3fcf4, 0xbfcbbd82, 0x40a36061]),
+        ];
+        let (p0, grads) = (draw_bits(0), [draw_bits(1), draw_bits(2)]);
+        // The two-rounding form `p − g·lr` misses PyTorch's bits in places (4 of the 35).
+        let two: Vec<u32> = p0.iter().zip(&grads[0]).map(|(p, g)| (p - g * 0.1f32).to_bits()).collect();
+        assert_ne!(two, cases[0].2);
+        for tier in 0..=2 {
+            for (knobs, steps, want) in &cases {
+                crate::run::kernel::WIDEST.with(|w| w.set(tier));
+                let spec: OptimizerSpec = toml::from_str(&format!("kind = \"sgd\"\nlr = 0.1\n{knobs}")).unwrap();
+                let p = Tensor::new(p0.clone(), &Device::Cpu).unwrap();
+                let (mut state, mut stats) = (None, None);
+                for (step, g) in grads.iter().take(*steps).enumerate() {
+                    assert!(update(&spec, step + 1, &p, &Tensor::new(g.clone(), &Device::Cpu).unwrap(), &mut state, false, &mut stats).unwrap());
+                }
+                crate::run::kernel::WIDEST.with(|w| w.set(2));
+                let got: Vec<u32> = p.to_vec1::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
+                assert_eq!(&got, want, "{knobs:?} at tier {tier}");
+            }
         }
     }
 

@@ -112,7 +112,7 @@ fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Ten
     }
     let lr = o.lr;
     // Coupled L2 (SGD, Adam, RMSprop): g ← g + wd·p.
-    let g = if o.weight_decay != 0.0 && o.kind != OptimizerKind::Adamw { (g + p.affine(o.weight_decay, 0.0)?)? } else { g.clone() };
+    let g = if o.weight_decay != 0.0 && o.kind != OptimizerKind::Adamw { add_scaled(g, p, o.weight_decay)? } else { g.clone() };
     Ok(match o.kind {
         OptimizerKind::Sgd => {
             if o.momentum != 0.0 {
@@ -121,10 +121,10 @@ fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Ten
                     None => g.clone(),
                     Some(b) => (b.affine(o.momentum, 0.0)? + &g)?,
                 };
-                let d = if o.nesterov { (&g + buf.affine(o.momentum, 0.0)?)? } else { buf.clone() };
-                ((p - d.affine(lr, 0.0)?)?, Some(buf), None)
+                let d = if o.nesterov { add_scaled(&g, &buf, o.momentum)? } else { buf.clone() };
+                (add_scaled(p, &d, -lr)?, Some(buf), None)
             } else {
-                ((p - g.affine(lr, 0.0)?)?, None, None)
+                (add_scaled(p, &g, -lr)?, None, None)
             }
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
@@ -150,6 +150,22 @@ fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Ten
             }
         }
     })
+}
+
+/// `c + s·a` as PyTorch's CPU `c.add(a, alpha=s)` computes it in f32 and f64: one fused
+/// multiply-add (`s` rounded to the dtype first), as the fused update does. Other devices
+/// (and dtypes) take Candle's two roundings, `c + (a·s + 0)`.
+fn add_scaled(c: &Tensor, a: &Tensor, s: f64) -> Result<Tensor> {
+    fn fma<T: candle_core::WithDType + fused::MulAdd>(c: &Tensor, a: &Tensor, s: f64) -> Result<Tensor> {
+        let s = T::from_f64(s);
+        let v: Vec<T> = a.flatten_all()?.to_vec1::<T>()?.into_iter().zip(c.flatten_all()?.to_vec1::<T>()?).map(|(a, c)| a.fma(s, c)).collect();
+        Ok(Tensor::from_vec(v, c.shape(), c.device())?)
+    }
+    match (c.device().is_cpu(), c.dtype()) {
+        (true, candle_core::DType::F32) => fma::<f32>(c, a, s),
+        (true, candle_core::DType::F64) => fma::<f64>(c, a, s),
+        _ => Ok((c + a.affine(s, 0.0)?)?),
+    }
 }
 
 /// `beta·prev + (1 − beta)·x`, starting from zero.
