@@ -202,6 +202,16 @@ mod tests {
     }
 
     #[test]
+    fn addcmul_is_fused_as_pytorchs() {
+        // PyTorch 2.15, f16: s = [0.0232696533203125], g = [-5.46875],
+        // s.addcmul_(g, g, value=0.001) is 0.053192138671875; unfused, s + f32(0.001·g)·g rounds to
+        // 0.05316162109375.
+        let r = rounder(DType::F16);
+        assert_eq!(r(addcmul(0.023_269_653_320_312_5, 0.001, -5.46875)), 0.053_192_138_671_875);
+        assert_eq!(r(0.023_269_653_320_312_5_f32 + 0.001 * -5.46875 * -5.46875), 0.053_161_621_093_75);
+    }
+
+    #[test]
     fn clipping_an_f16_norm_past_max_zeroes_the_gradients() {
         // PyTorch 2.15, f16: grads [60000] and [60000]; the total norm 84853 is +Inf in f16, so
         // clip_coef = 1 / (inf + 1e-6) = 0 and clip_grad_norm_(params, 1.0) leaves [0] and [0].
