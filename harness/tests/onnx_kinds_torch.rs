@@ -74,7 +74,7 @@ const TORCH: &str = r#"
 import json, math, sys
 import torch
 template = open(sys.argv[1]).read()
-scenario = {"dtype": "f64", "precision": "f32", "nodes": [{"name": "n", "key": "n", "autocast": "same"}]}
+scenario = {"dtype": "f64", "precision": "f32", "nodes": [{"name": "n", "key": "n", "autocast": "same"}], "autocast_f32": []}
 g = {"__name__": "repro"}
 exec(template.replace("@SCENARIO@", json.dumps(scenario)), g)
 clean = lambda v: v if math.isfinite(v) else str(v)
