@@ -77,27 +77,17 @@ pub(crate) fn normalize(x: &Tensor, p: f64, eps: f64) -> Result<Tensor> {
 
 /// The accumulation type of a norm (PyTorch's opmath): f32, or f64 for f64 tensors.
 trait Acc: Real {
-    /// `self · a + b`, rounded once.
-    fn fma(self, a: Self, b: Self) -> Self;
     /// `self^e`.
     fn pow(self, e: Self) -> Self;
 }
 
 impl Acc for f32 {
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-
     fn pow(self, e: Self) -> Self {
         self.powf(e)
     }
 }
 
 impl Acc for f64 {
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-
     fn pow(self, e: Self) -> Self {
         self.powf(e)
     }

@@ -354,9 +354,12 @@ fn reshape(x: &[Dim], b: &mut Bound, col: usize) -> Result<Dims, Problem> {
         Some(Value::Bool(_) | Value::Str(_)) | None => return Err(Problem { col, message: "a reshape's shape is a tuple of sizes, e.g. (-1, 4)".into() }),
     };
     let rows: Vec<usize> = x.iter().filter_map(|d| d.rows()).collect();
-    let [k] = rows[..] else {
-        return Err(Problem { col, message: format!("nanhunt reshapes a tensor that holds the batch in one dimension, and the input is {}", describe(x)) });
+    // The batch (or a fold of it) first: after a transpose that moved it, a fold would mix
+    // positions of different examples in one row.
+    let ([k], Some(_)) = (&rows[..], x.first().and_then(|d| d.rows())) else {
+        return Err(Problem { col, message: format!("nanhunt reshapes a tensor that holds the batch in its first dimension, and only there, and the input is {}", describe(x)) });
     };
+    let k = *k;
     // Checked: a huge size (`2**18888**3` is inf, cast to usize::MAX) must not overflow a product.
     let per = x.iter().try_fold(k, |p, d| if let Dim::N(n) = d { p.checked_mul(*n) } else { Some(p) });
     let rest = shape.iter().skip(1).copied();

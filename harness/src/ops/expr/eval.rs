@@ -65,7 +65,7 @@ fn call(f: Func, xs: &[Tensor], b: &Bound) -> Result<Tensor> {
         Family::Reshape => {
             // The -1 first, as PyTorch infers it: the batch (times the fold the check worked out).
             let rest: usize = b.shape.iter().product();
-            let shape: Vec<usize> = std::iter::once(x.elem_count() / rest.max(1)).chain(b.shape.iter().copied()).collect();
+            let shape: Vec<usize> = std::iter::once(x.elem_count() / rest).chain(b.shape.iter().copied()).collect();
             Ok(x.contiguous()?.reshape(shape)?)
         }
         Family::Pair => super::norm::cosine_similarity(x, &xs[1], b.dims[0], b.lo.unwrap_or(1e-8)),

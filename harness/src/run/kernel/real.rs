@@ -70,6 +70,9 @@ pub(crate) fn erf_f32(x: f32) -> f32 {
 /// vectorisable `exp` and `erf`, f64 with the exact ones, f16 and bf16 through f32 (rounded once,
 /// as PyTorch's opmath computes them).
 pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> + Default {
+    /// `self·a + b` rounded once (PyTorch's CPU `b.add(x, alpha=a)` in f32 and f64, and its
+    /// norms' accumulation): an FMA instruction in the `avx2!` tiers, libm's `fma` in the plain one.
+    fn fma(self, a: Self, b: Self) -> Self;
     /// Square root.
     fn sqrt(self) -> Self;
     /// `eˣ`.
@@ -110,6 +113,11 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> + D
 }
 
 impl Real for f32 {
+    #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
+
     #[inline(always)]
     fn sqrt(self) -> Self {
         f32::sqrt(self)
@@ -163,6 +171,11 @@ impl Real for f32 {
 
 impl Real for f64 {
     #[inline(always)]
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
+
+    #[inline(always)]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
     }
@@ -207,6 +220,11 @@ impl Real for f64 {
 macro_rules! half_real {
     ($t:ty) => {
         impl Real for $t {
+            #[inline(always)]
+            fn fma(self, a: Self, b: Self) -> Self {
+                <$t>::from_f32(self.to_f32().mul_add(a.to_f32(), b.to_f32()))
+            }
+
             #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::from_f32(Real::sqrt(self.to_f32()))

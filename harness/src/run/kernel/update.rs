@@ -175,34 +175,13 @@ fn in_place<T: Real + Block>(o: &OptimizerSpec, step: usize, (p, g, m, v): (&mut
     })
 }
 
-/// `x·a + b` rounded once, as PyTorch's CPU `b.add(x, alpha=a)` in f32 and f64 (a fused
-/// multiply-add at every position; a vector instruction where the CPU has FMA).
-pub(crate) trait MulAdd: Sized {
-    /// `self·a + b`, rounded once.
-    fn fma(self, a: Self, b: Self) -> Self;
-}
-
-impl MulAdd for f32 {
-    #[inline(always)]
-    fn fma(self, a: f32, b: f32) -> f32 {
-        self.mul_add(a, b)
-    }
-}
-
-impl MulAdd for f64 {
-    #[inline(always)]
-    fn fma(self, a: f64, b: f64) -> f64 {
-        self.mul_add(a, b)
-    }
-}
-
 /// The update of one block, written into `new_p` and the new states (empty
 /// where [`state`] says the kind keeps none). A missing
 /// state is read as zeros, which gives the same bits as the tensor path's first
 /// step (`0·β + x = x`, signed zeros included, since `x` is itself `y·c + 0`).
 /// Every loop is a plain loop over slices so that it vectorises.
 #[inline(always)]
-fn compute<T: Real + MulAdd>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
+fn compute<T: Real>(o: &OptimizerSpec, step: usize, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) -> bool {
     let n = p.len();
     // Whether the new state holds a non-finite value, folded into the update's own loop: an OR
     // of booleans, which (unlike a float sum) still vectorises.

@@ -156,7 +156,7 @@ fn update(o: &OptimizerSpec, step: usize, p: &Tensor, g: &Tensor, m: Option<&Ten
 /// multiply-add (`s` rounded to the dtype first), as the fused update does. Other devices
 /// (and dtypes) take Candle's two roundings, `c + (a·s + 0)`.
 fn add_scaled(c: &Tensor, a: &Tensor, s: f64) -> Result<Tensor> {
-    fn fma<T: candle_core::WithDType + fused::MulAdd>(c: &Tensor, a: &Tensor, s: f64) -> Result<Tensor> {
+    fn fma<T: crate::run::kernel::Real>(c: &Tensor, a: &Tensor, s: f64) -> Result<Tensor> {
         let s = T::from_f64(s);
         let v: Vec<T> = a.flatten_all()?.to_vec1::<T>()?.into_iter().zip(c.flatten_all()?.to_vec1::<T>()?).map(|(a, c)| a.fma(s, c)).collect();
         Ok(Tensor::from_vec(v, c.shape(), c.device())?)
