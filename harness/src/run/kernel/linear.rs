@@ -69,6 +69,44 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+impl<T: Copy> Mat<'_, T> {
+    /// Its values row-major, copied in blocks of 16 × 16 (see [`Mat::write_row_major`]).
+    pub(crate) fn row_major(&self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        self.write_row_major(&mut out.spare_capacity_mut()[..self.rows * self.cols]);
+        // SAFETY: `write_row_major` wrote every one of the rows × cols values.
+        unsafe { out.set_len(self.rows * self.cols) };
+        out
+    }
+
+    /// Writes its values row-major into `out` (rows × cols long), in blocks of 16 × 16 so
+    /// that both the reads and the writes stay in a few cache lines whatever the strides (a
+    /// transposed view read value by value puts each write in another line).
+    fn write_row_major(&self, out: &mut [std::mem::MaybeUninit<T>]) {
+        const B: usize = 16;
+        assert_eq!(out.len(), self.rows * self.cols, "a row-major copy's length");
+        for i0 in (0..self.rows).step_by(B) {
+            for j0 in (0..self.cols).step_by(B) {
+                for j in j0..(j0 + B).min(self.cols) {
+                    for i in i0..(i0 + B).min(self.rows) {
+                        out[i * self.cols + j].write(self.v[i * self.rs + j * self.cs]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether gemm computes `a · b` (`m × k` times `k × n`, row-major out) with its general
+/// kernels, which sum each value over the depth in the same order whatever the factors'
+/// layouts, so that a row-major copy of a factor gives the same bits. For one row or column,
+/// a depth of 2 or less, or 256 values or fewer in all, gemm picks dot-product, matrix-vector
+/// or small kernels by the layouts, which sum in other orders (`gemm-common` 0.19,
+/// `gemm_basic_generic`).
+pub(crate) fn general_kernels(m: usize, k: usize, n: usize) -> bool {
+    m > 1 && n > 1 && k > 2 && m * n > 256
+}
+
 /// Checks that `a · b` fits `len` values and that the strides stay inside both factors.
 fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -81,11 +119,57 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 
 /// gemm of checked, non-empty factors into `dst` (row-major), added to it with `accumulate`.
 ///
+/// gemm computes a row-major product as its transpose `bᵀ aᵀ`, packing `bᵀ` as its left
+/// factor; when `b` is a transposed view (`g Wᵀ`, a convolution's `g colsᵀ`), that packing
+/// gathers its `k · n` values one by one (`pack_generic_inner_loop`: 21% of a 10-1024-1024-1
+/// MLP's step, its `g Wᵀ` gathering a 4 MB `W`). When `a` has fewer rows than `b`, the
+/// product is made column-major instead (gemm then packs `a`'s `m · k`) and moved to `dst`
+/// in blocks: the same sums in the same order where gemm's general kernels run
+/// ([`general_kernels`]; its depth blocks do not depend on the orientation).
+///
 /// # Safety
 /// [`check`] passed, `m·n·k > 0`, `dst` is valid for `m·n` writes (and reads with
 /// `accumulate`), and T is f32 or f64.
 unsafe fn gemm_into<T: candle_core::WithDType>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.cs != 1 && a.cs == 1 && m < k && general_kernels(m, k, n) {
+        let mut t = Vec::<T>::with_capacity(m * n);
+        if accumulate {
+            // SAFETY: with `accumulate` the caller's `dst` holds m·n values.
+            let d = unsafe { std::slice::from_raw_parts(dst, m * n) };
+            Mat::new(d, m, n).t().write_row_major(&mut t.spare_capacity_mut()[..m * n]);
+        }
+        // SAFETY: `t` has room for m·n values, column-major (m, n); read only with `accumulate`,
+        // when they were written just above; the factors as the caller checked them.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                t.as_mut_ptr(),
+                m as isize,
+                1,
+                accumulate,
+                a.v.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.v.as_ptr(),
+                b.cs as isize,
+                b.rs as isize,
+                T::one(),
+                T::one(),
+                false,
+                false,
+                false,
+                parallelism(),
+            );
+            t.set_len(m * n);
+        }
+        // SAFETY: the caller's `dst` is valid for m·n writes.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<std::mem::MaybeUninit<T>>(), m * n) };
+        Mat::new(&t, n, m).t().write_row_major(out);
+        return;
+    }
     gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.v.as_ptr(), a.cs as isize, a.rs as isize, b.v.as_ptr(), b.cs as isize, b.rs as isize, T::one(), T::one(), false, false, false, parallelism())
 }
 
@@ -322,6 +406,39 @@ mod tests {
         let fused = super::linear(&x, &w, &b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let composed = x.matmul(&w).unwrap().broadcast_add(&b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), composed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    }
+
+    /// A product with a transposed factor, made column-major and moved (and with `accumulate`,
+    /// added to a destination moved there and back), gives gemm's bits for the strided view
+    /// itself, on shapes around the sizes where gemm picks other kernels (one row or column,
+    /// depth 2, 256 values) and past its depth block of 512; and each value is the dot
+    /// product it should be (within f32's rounding of the f64 sum).
+    #[test]
+    fn a_transposed_factor_keeps_gemms_bits() {
+        let vals = |n: usize, p: f32| (0..n).map(|i| (p + 0.77 * i as f32).sin() * 3.3).collect::<Vec<f32>>();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (m, k, n) in [(1, 9, 40), (40, 9, 1), (20, 2, 30), (16, 5, 16), (16, 30, 16), (16, 30, 17), (40, 300, 200), (7, 700, 45), (70, 700, 3), (33, 17, 65)] {
+            let a = vals(m * k, 0.3);
+            let w = vals(n * k, 1.1); // `b` is the transpose of this row-major (n, k) matrix
+            let start = vals(m * n, 2.7);
+            let ours = super::product(super::Mat::new(&a, m, k), super::Mat::new(&w, n, k).t()).unwrap();
+            let mut added = start.clone();
+            super::product_into(super::Mat::new(&a, m, k), super::Mat::new(&w, n, k).t(), &mut added).unwrap();
+            let (mut strided, mut strided_added) = (vec![0.0f32; m * n], start.clone());
+            for (dst, read) in [(&mut strided, false), (&mut strided_added, true)] {
+                // SAFETY: sizes as allocated; the strides address `a` (m, k) and `w`ᵀ (k, n) inside their slices.
+                unsafe {
+                    gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, read, a.as_ptr(), 1, k as isize, w.as_ptr(), k as isize, 1, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
+                }
+            }
+            assert_eq!(bits(&ours), bits(&strided), "{m}×{k}×{n}");
+            assert_eq!(bits(&added), bits(&strided_added), "{m}×{k}×{n} added");
+            for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
+                let exact: f64 = (0..k).map(|d| f64::from(a[i * k + d]) * f64::from(w[j * k + d])).sum();
+                let scale: f64 = (0..k).map(|d| (f64::from(a[i * k + d]) * f64::from(w[j * k + d])).abs()).sum();
+                assert!((f64::from(ours[i * n + j]) - exact).abs() <= scale * k as f64 * 6e-8, "{m}×{k}×{n} at ({i}, {j})");
+            }
+        }
     }
 
     /// `linear_bias_last` gives the bits of Candle's product then the bias add, forward and

@@ -94,21 +94,10 @@ pub(super) fn reads_transposed(b: usize, h: usize) -> bool {
     b > 1 && h > 2 && b * h > 256
 }
 
-/// The transpose of the row-major `(rows, cols)` matrix `w`, row-major, in blocks of 16 × 16
-/// (value by value, each write fell in another cache line: 1.6% of a language model's step).
+/// The transpose of the row-major `(rows, cols)` matrix `w`, row-major (a blocked copy: value
+/// by value, each write fell in another cache line: 1.6% of a language model's step).
 pub(super) fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {
-    const B: usize = 16;
-    let mut t = vec![T::zero(); rows * cols];
-    for i0 in (0..rows).step_by(B) {
-        for j0 in (0..cols).step_by(B) {
-            for i in i0..(i0 + B).min(rows) {
-                for j in j0..(j0 + B).min(cols) {
-                    t[j * rows + i] = w[i * cols + j];
-                }
-            }
-        }
-    }
-    t
+    super::linear::Mat::new(w, rows, cols).t().row_major()
 }
 
 /// Whether `T` is a half type (f16 or bf16), whose recurrence follows PyTorch's half kernels.
