@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
 use crate::run::model::Slot;
+use crate::run::watch::Stats;
 use crate::scenario::Layer;
 
 /// A named trainable tensor.
@@ -53,6 +54,12 @@ pub(crate) trait Net {
     /// Runs a training forward and returns every output, in order (the prediction last).
     /// `mask` is `(batch, seq)`, 1 where a position holds data (`data.padding`).
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>>;
+
+    /// [`Net::forward`] and each output's [`extent`](crate::run::watch::extent), the watch's scan,
+    /// taken as soon as the output is computed, while it is still in the CPU's cache (scanned
+    /// after the whole forward, the tiny GPT's outputs came back from memory: 6% of its step,
+    /// perf). The same outputs and extents, bit for bit.
+    fn forward_watched(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Stats>)>;
 
     /// Runs the model in evaluation mode (no dropout; batch norm uses its running statistics).
     fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>>;

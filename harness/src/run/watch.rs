@@ -70,8 +70,8 @@ pub fn extent(t: &Tensor) -> Result<Stats> {
     stats(t)
 }
 
-/// The largest `bits & 0x7fff_ffff` of a slice (0 if empty), over independent lanes so it
-/// vectorises (with AVX2 where the CPU has it; a maximum does not depend on the order).
+/// The largest `bits & 0x7fff_ffff` of a slice (0 if empty), over independent lanes (in AVX2
+/// intrinsics where the CPU has it; a maximum does not depend on the order).
 fn max_magnitude_bits(v: &[f32]) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
@@ -81,10 +81,28 @@ fn max_magnitude_bits(v: &[f32]) -> u32 {
     max_magnitude_bits_any(v)
 }
 
+/// [`max_magnitude_bits`] 32 values a round, in four registers of eight lanes. Written in
+/// intrinsics: the compiler vectorised the plain loop across its chunks, one element at a time
+/// (`vpinsrd`), which made the watch's scan of layer outputs 4–6% of the tiny GPT's step (perf).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn max_magnitude_bits_avx2(v: &[f32]) -> u32 {
-    max_magnitude_bits_any(v)
+    use std::arch::x86_64::*;
+    let abs = _mm256_set1_epi32(0x7fff_ffff);
+    let mut m = [_mm256_setzero_si256(); 4];
+    let rounds = v.chunks_exact(32);
+    let rest = rounds.remainder();
+    for r in rounds {
+        for (k, mk) in m.iter_mut().enumerate() {
+            // SAFETY: `r` holds 32 f32, so values 8k..8k + 8 are inside it; the load is unaligned.
+            let x = _mm256_loadu_si256(r.as_ptr().add(8 * k).cast());
+            *mk = _mm256_max_epu32(*mk, _mm256_and_si256(x, abs));
+        }
+    }
+    let top = _mm256_max_epu32(_mm256_max_epu32(m[0], m[1]), _mm256_max_epu32(m[2], m[3]));
+    let mut lanes = [0u32; 8];
+    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), top);
+    lanes.into_iter().chain(rest.iter().map(|x| x.to_bits() & 0x7fff_ffff)).max().unwrap_or(0)
 }
 
 #[inline(always)]
@@ -359,6 +377,27 @@ mod tests {
             let (e, s) = (extent(&t).unwrap(), stats(&t).unwrap());
             assert_eq!((e.max_abs, e.first_bad.map(|b| b.0)), (s.max_abs, s.first_bad.map(|b| b.0)), "{v:?}");
         }
+    }
+
+    /// The scan's largest magnitude bits equal a plain maximum of `|x|` over lengths around its
+    /// 32-value rounds, with the largest value in every position (first, inside a round, in the
+    /// remainder) and negative, and with a NaN or an infinity anywhere (which sort above).
+    #[test]
+    fn magnitude_scan_is_the_plain_maximum() {
+        for len in [0usize, 1, 7, 31, 32, 33, 64, 95, 1000, 1027] {
+            let base: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+            for at in [0, len / 3, len.saturating_sub(1)].into_iter().filter(|&a| a < len) {
+                for top in [-7.5f32, 7.5, f32::NAN, f32::NEG_INFINITY] {
+                    let mut v = base.clone();
+                    v[at] = top;
+                    let plain = v.iter().map(|x| x.abs().to_bits()).fold(0, u32::max);
+                    assert_eq!(max_magnitude_bits(&v), plain, "len {len}, {top} at {at}");
+                    assert_eq!(max_magnitude_bits_any(&v), plain, "len {len}, {top} at {at}");
+                }
+            }
+            assert_eq!(max_magnitude_bits(&base), base.iter().map(|x| x.abs().to_bits()).fold(0, u32::max), "len {len}");
+        }
+        assert_eq!(f32::from_bits(max_magnitude_bits(&[0.25, -3.0, 2.0])), 3.0);
     }
 
     #[test]

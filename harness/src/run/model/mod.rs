@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 use crate::ops::{Cx, Params, State, Table};
 use crate::run::net::{Net, Param, Wide, Wrt};
+use crate::run::watch::{extent, Stats};
 use crate::scenario::{Input, Layer, ModelSpec, Node, Plan, Role};
 
 pub(crate) mod attention;
@@ -108,7 +109,10 @@ impl Model {
         self
     }
 
-    fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, training: bool) -> Result<Vec<Tensor>> {
+    /// The forward over every node; with `taps`, each output tapped (see `tap`); with `extents`,
+    /// each output's watch scan ([`extent`]) taken as soon as it is computed (see
+    /// [`Net::forward_watched`]).
+    fn forward_with(&self, x: &Tensor, mask: Option<&Tensor>, mut taps: Option<&mut Vec<Slot>>, mut extents: Option<&mut Vec<Stats>>, training: bool) -> Result<Vec<Tensor>> {
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.nodes.len());
         let mut logical: Vec<DType> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
@@ -125,8 +129,11 @@ impl Model {
             let cx = Cx { part: node.part, params, others: &others, mask, training, round, inner, storage: self.storage, dropout: &self.dropout, state: &self.states[i], table };
             let out = node.layer.op().forward(h, &cx)?;
             self.settle(i, &out, &mut logical);
-            let out = self.finish(node, out, round)?;
-            outs.push(self.tapped(out, taps.as_deref_mut())?);
+            let out = self.tapped(self.finish(node, out, round)?, taps.as_deref_mut())?;
+            if let Some(e) = extents.as_deref_mut() {
+                e.push(extent(&out)?);
+            }
+            outs.push(out);
         }
         *self.logical.borrow_mut() = logical;
         Ok(outs)
@@ -164,19 +171,27 @@ impl Net for Model {
     /// Runs the model and returns every node's output, in order. `mask` is `(batch, seq)`, 1
     /// where a position holds data (`data.padding`).
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        self.forward_with(x, mask, None, true)
+        self.forward_with(x, mask, None, None, true)
+    }
+
+    /// [`Net::forward`] with each node's output scanned by the watch right after the node
+    /// computes it.
+    fn forward_watched(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Stats>)> {
+        let mut extents = Vec::with_capacity(self.nodes.len());
+        let outs = self.forward_with(x, mask, None, Some(&mut extents), true)?;
+        Ok((outs, extents))
     }
 
     /// Runs the model in evaluation mode (batch norm uses its running statistics), for validation.
     fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
-        self.forward_with(x, mask, None, false)
+        self.forward_with(x, mask, None, None, false)
     }
 
     /// Runs the model with a tap on every node output, so that backward leaves each output's
     /// gradient in its slot (see `tap`); the values are those of [`Net::forward`], bit for bit.
     fn forward_tapped(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Slot>)> {
         let mut slots = Vec::with_capacity(self.nodes.len());
-        let outs = self.forward_with(x, mask, Some(&mut slots), true)?;
+        let outs = self.forward_with(x, mask, Some(&mut slots), None, true)?;
         Ok((outs, slots))
     }
 

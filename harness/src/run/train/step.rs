@@ -43,12 +43,28 @@ impl Runner<'_> {
             if model.has_dropout() {
                 model.dropout_step(crate::run::rng::dropout_stream(s.seed, at.fold, (at.step - 1) * k + j + 1));
             }
-            let (outs, slots) = if tapping { model.forward_tapped(x, b.mask.as_ref())? } else { (model.forward(x, b.mask.as_ref())?, Vec::new()) };
+            // With the watch on, each output is scanned as the forward computes it (the tapped
+            // re-run's outputs after it).
+            let (outs, slots, extents) = match (tapping, watch) {
+                (true, _) => {
+                    let (outs, slots) = model.forward_tapped(x, b.mask.as_ref())?;
+                    (outs, slots, Vec::new())
+                }
+                (false, true) => {
+                    let (outs, extents) = model.forward_watched(x, b.mask.as_ref())?;
+                    (outs, Vec::new(), extents)
+                }
+                (false, false) => (model.forward(x, b.mask.as_ref())?, Vec::new(), Vec::new()),
+            };
             if watch {
                 let names = self.names.clone();
                 row.max_abs.resize(outs.len(), 0.0);
                 for (l, (o, name)) in outs.iter().zip(&names.outputs).enumerate() {
-                    let st = self.check(at, Phase::Forward, name, extent(o)?, o.dims());
+                    let scanned = match extents.get(l) {
+                        Some(st) => *st,
+                        None => extent(o)?,
+                    };
+                    let st = self.check(at, Phase::Forward, name, scanned, o.dims());
                     row.max_abs[l] = if j == 0 { st.max_abs } else { row.max_abs[l].max(st.max_abs) };
                     self.note_rows(name, o)?;
                 }
