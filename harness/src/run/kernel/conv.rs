@@ -139,6 +139,10 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
 /// row tap `i`, the band of padded rows it read gets its column taps' gradients, then the band
 /// is added into the rows. Taps go last to first, the order in which Candle's backward visited
 /// the composed path's `index_select`s (in reverse of their creation) and added their gradients.
+///
+/// With stride 1 each band value is summed in registers and added into its row at once
+/// ([`band_into`]): a band held in memory and added into tap by tap, shifted by one value per
+/// column tap, made each vector add wait on the stores before it.
 fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
     let ([_, c, h, w], [_, kh, kw], [sh, sw], [ph, pw], [oh, ow]) = (g.x, g.k, g.stride, g.pad, g.o);
     let n = oh * ow;
@@ -146,23 +150,64 @@ fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
         for i in (0..kh).rev() {
             for oy in 0..oh {
                 let Some(iy) = Geom::at(oy, i, sh, ph, h) else { continue };
+                let taps = &cg[(ci * kh + i) * kw * n + oy * ow..];
+                let d = &mut dx[(ci * h + iy) * w..][..w];
+                if sw == 1 {
+                    band_into(taps, [n, ow, kw, pw], d);
+                    continue;
+                }
                 band.fill(T::zero());
                 for j in (0..kw).rev() {
-                    let row = &cg[((ci * kh + i) * kw + j) * n + oy * ow..][..ow];
-                    if sw == 1 {
-                        // The same adds, in a form the compiler vectorises.
-                        band[j..][..ow].iter_mut().zip(row).for_each(|(b, v)| *b += *v);
-                    } else {
-                        for (ox, v) in row.iter().enumerate() {
-                            band[ox * sw + j] += *v;
-                        }
+                    for (ox, v) in taps[j * n..][..ow].iter().enumerate() {
+                        band[ox * sw + j] += *v;
                     }
                 }
-                for (d, b) in dx[(ci * h + iy) * w..][..w].iter_mut().zip(&band[pw..]) {
+                for (d, b) in d.iter_mut().zip(&band[pw..]) {
                     *d += *b;
                 }
             }
         }
+    }
+}
+
+/// Stride 1: `d[x] += Σ_j taps[j·n + x + pw − j]` over the column taps `j` last to first (those
+/// inside the row of `ow` outputs), the sum from +0: the band's value, with the same adds in the
+/// same order, then added into the row. Where every tap is inside the row, 8 values at a time
+/// as vectors (loads from the columns' gradient, which nothing writes meanwhile).
+#[inline(always)]
+fn band_into<T: Real>(taps: &[T], [n, ow, kw, pw]: [usize; 4], d: &mut [T]) {
+    const B: usize = 8;
+    let one = |x: usize, d: &mut T| {
+        let mut s = T::zero();
+        for j in (0..kw).rev() {
+            if let Some(o) = (x + pw).checked_sub(j).filter(|o| *o < ow) {
+                s += taps[j * n + o];
+            }
+        }
+        *d += s;
+    };
+    // Outputs `lo..hi` read every tap inside the row.
+    let lo = (kw - 1).saturating_sub(pw).min(d.len());
+    let hi = ow.saturating_sub(pw).min(d.len()).max(lo);
+    let mut x = 0;
+    while x < lo {
+        one(x, &mut d[x]);
+        x += 1;
+    }
+    while x + B <= hi {
+        let mut s = [T::zero(); B];
+        for j in (0..kw).rev() {
+            let r: &[T; B] = taps[j * n + x + pw - j..][..B].try_into().expect("B values");
+            s = std::array::from_fn(|l| s[l] + r[l]);
+        }
+        let dd: &mut [T; B] = (&mut d[x..x + B]).try_into().expect("B values");
+        let a = *dd;
+        *dd = std::array::from_fn(|l| a[l] + s[l]);
+        x += B;
+    }
+    while x < d.len() {
+        one(x, &mut d[x]);
+        x += 1;
     }
 }
 
@@ -328,7 +373,7 @@ impl CustomOp3 for Backward {
 mod tests {
     use candle_core::{Device, Tensor, Var};
 
-    use super::{conv, copy_short};
+    use super::{band_into, conv, copy_short};
 
     /// f32 values whose sums round: `sin(0.37·i + p)·3`.
     fn wavy(n: usize, p: f32) -> Vec<f32> {
@@ -355,6 +400,29 @@ mod tests {
                 u[(s * 11 + o) * 20..][..20].iter().for_each(|v| want += *v);
             }
             assert_eq!(got.to_bits(), want.to_bits(), "channel {o}: {got} vs {want}");
+        }
+    }
+
+    /// Stride 1's band summed in registers gives the bits of the band built in memory (+0, each
+    /// column tap's row added last tap first, then the band added into the row), for rows of
+    /// 1 to 20 outputs (around the vectors of 8), kernels of 1 to 4 and paddings 0 to 2.
+    #[test]
+    fn band_sums_in_registers_give_the_bits_of_the_band_in_memory() {
+        for (ow, kw, pw) in (1..=20usize).flat_map(|ow| (1..=4usize).flat_map(move |kw| (0..=2usize).map(move |pw| (ow, kw, pw)))) {
+            let Some(w) = (ow + kw - 1).checked_sub(2 * pw).filter(|w| *w > 0) else { continue };
+            let n = ow + 3;
+            let taps = wavy(kw * n, ow as f32 + kw as f32 * 0.1);
+            let start = wavy(w, 0.7);
+            let mut band = vec![0.0f32; w + 2 * pw];
+            for j in (0..kw).rev() {
+                for (ox, v) in taps[j * n..][..ow].iter().enumerate() {
+                    band[ox + j] += *v;
+                }
+            }
+            let want: Vec<u32> = start.iter().zip(&band[pw..]).map(|(d, b)| (*d + *b).to_bits()).collect();
+            let mut got = start.clone();
+            band_into(&taps, [n, ow, kw, pw], &mut got);
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "ow {ow} kw {kw} pw {pw}");
         }
     }
 
