@@ -139,6 +139,10 @@ fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
 /// row tap `i`, the band of padded rows it read gets its column taps' gradients, then the band
 /// is added into the rows. Taps go last to first, the order in which Candle's backward visited
 /// the composed path's `index_select`s (in reverse of their creation) and added their gradients.
+///
+/// With stride 1 each band value is summed in registers and added into its row at once
+/// ([`band_into`]): a band held in memory and added into tap by tap, shifted by one value per
+/// column tap, made each vector add wait on the stores before it.
 fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
     let ([_, c, h, w], [_, kh, kw], [sh, sw], [ph, pw], [oh, ow]) = (g.x, g.k, g.stride, g.pad, g.o);
     let n = oh * ow;
@@ -146,23 +150,64 @@ fn col2im<T: Real>(g: &Geom, cg: &[T], dx: &mut [T], band: &mut [T]) {
         for i in (0..kh).rev() {
             for oy in 0..oh {
                 let Some(iy) = Geom::at(oy, i, sh, ph, h) else { continue };
+                let taps = &cg[(ci * kh + i) * kw * n + oy * ow..];
+                let d = &mut dx[(ci * h + iy) * w..][..w];
+                if sw == 1 {
+                    band_into(taps, [n, ow, kw, pw], d);
+                    continue;
+                }
                 band.fill(T::zero());
                 for j in (0..kw).rev() {
-                    let row = &cg[((ci * kh + i) * kw + j) * n + oy * ow..][..ow];
-                    if sw == 1 {
-                        // The same adds, in a form the compiler vectorises.
-                        band[j..][..ow].iter_mut().zip(row).for_each(|(b, v)| *b += *v);
-                    } else {
-                        for (ox, v) in row.iter().enumerate() {
-                            band[ox * sw + j] += *v;
-                        }
+                    for (ox, v) in taps[j * n..][..ow].iter().enumerate() {
+                        band[ox * sw + j] += *v;
                     }
                 }
-                for (d, b) in dx[(ci * h + iy) * w..][..w].iter_mut().zip(&band[pw..]) {
+                for (d, b) in d.iter_mut().zip(&band[pw..]) {
                     *d += *b;
                 }
             }
         }
+    }
+}
+
+/// Stride 1: `d[x] += Σ_j taps[j·n + x + pw − j]` over the column taps `j` last to first (those
+/// inside the row of `ow` outputs), the sum from +0: the band's value, with the same adds in the
+/// same order, then added into the row. Where every tap is inside the row, 8 values at a time
+/// as vectors (loads from the columns' gradient, which nothing writes meanwhile).
+#[inline(always)]
+fn band_into<T: Real>(taps: &[T], [n, ow, kw, pw]: [usize; 4], d: &mut [T]) {
+    const B: usize = 8;
+    let one = |x: usize, d: &mut T| {
+        let mut s = T::zero();
+        for j in (0..kw).rev() {
+            if let Some(o) = (x + pw).checked_sub(j).filter(|o| *o < ow) {
+                s += taps[j * n + o];
+            }
+        }
+        *d += s;
+    };
+    // Outputs `lo..hi` read every tap inside the row.
+    let lo = (kw - 1).saturating_sub(pw).min(d.len());
+    let hi = ow.saturating_sub(pw).min(d.len()).max(lo);
+    let mut x = 0;
+    while x < lo {
+        one(x, &mut d[x]);
+        x += 1;
+    }
+    while x + B <= hi {
+        let mut s = [T::zero(); B];
+        for j in (0..kw).rev() {
+            let r: &[T; B] = taps[j * n + x + pw - j..][..B].try_into().expect("B values");
+            s = std::array::from_fn(|l| s[l] + r[l]);
+        }
+        let dd: &mut [T; B] = (&mut d[x..x + B]).try_into().expect("B values");
+        let a = *dd;
+        *dd = std::array::from_fn(|l| a[l] + s[l]);
+        x += B;
+    }
+    while x < d.len() {
+        one(x, &mut d[x]);
+        x += 1;
     }
 }
 
@@ -194,16 +239,20 @@ impl Kernel<3> for Forward {
         if bias.len() != out {
             candle_core::bail!("conv: a bias of {} for {out} channels", bias.len());
         }
-        let mut y = vec![T::zero(); b * out * n];
-        let mut cols = spare::take::<T>(g.column_values());
-        for (s, ys) in y.chunks_exact_mut((out * n).max(1)).enumerate().take(b) {
+        // The output is written once, never zeroed first: each sample's product goes to a spare
+        // buffer and its rows are appended with the bias added (a zeroing pass over the output
+        // was a twentieth of a small CNN's step, perf, issue 31).
+        let mut y = Vec::with_capacity(b * out * n);
+        let (mut cols, mut ys) = (spare::take::<T>(g.column_values()), spare::take::<T>(out * n));
+        for s in 0..b {
             im2col(g, &x[s * c * h * w..][..c * h * w], &mut cols);
-            product_to(Mat::new(k, out, g.taps()), Mat::new(&cols, g.taps(), n), ys)?;
-            for (row, bv) in ys.chunks_exact_mut(n.max(1)).zip(bias) {
-                row.iter_mut().for_each(|v| *v += *bv);
+            product_to(Mat::new(k, out, g.taps()), Mat::new(&cols, g.taps(), n), &mut ys)?;
+            for (row, bv) in ys.chunks_exact(n.max(1)).zip(bias) {
+                y.extend(row.iter().map(|v| *v + *bv));
             }
         }
         spare::give(cols);
+        spare::give(ys);
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -245,14 +294,24 @@ impl Backward {
         let (out, n) = (self.g.k[0], self.g.positions());
         // Channels in blocks of L, their sums in registers, each channel's row read in order: each
         // sum takes its values in the same order as one channel at a time would (the flat order).
+        // The rows are read P positions at a time and transposed into P blocks of L channels, so
+        // the adds are vector adds (reading one value of each row in turn went one add at a time).
         const L: usize = 8;
+        const P: usize = 8;
         let mut db = vec![T::zero(); out];
-        let full = out / L * L;
+        let (full, whole) = (out / L * L, n / P * P);
         for sample in grad.chunks_exact((out * n).max(1)) {
             for (o0, d) in (0..full).step_by(L).zip(db.chunks_exact_mut(L)) {
                 let rows: [&[T]; L] = std::array::from_fn(|l| &sample[(o0 + l) * n..][..n]);
                 let mut acc: [T; L] = std::array::from_fn(|l| d[l]);
-                for p in 0..n {
+                for p0 in (0..whole).step_by(P) {
+                    let tile: [&[T; P]; L] = std::array::from_fn(|l| rows[l][p0..p0 + P].try_into().expect("P values"));
+                    let cols: [[T; L]; P] = std::array::from_fn(|j| std::array::from_fn(|l| tile[l][j]));
+                    for col in &cols {
+                        acc = std::array::from_fn(|l| acc[l] + col[l]);
+                    }
+                }
+                for p in whole..n {
                     for (a, row) in acc.iter_mut().zip(&rows) {
                         *a += row[p];
                     }
@@ -312,7 +371,60 @@ impl CustomOp3 for Backward {
 
 #[cfg(test)]
 mod tests {
-    use super::copy_short;
+    use candle_core::{Device, Tensor, Var};
+
+    use super::{band_into, conv, copy_short};
+
+    /// f32 values whose sums round: `sin(0.37·i + p)·3`.
+    fn wavy(n: usize, p: f32) -> Vec<f32> {
+        (0..n).map(|i| (0.37 * i as f32 + p).sin() * 3.0).collect()
+    }
+
+    /// The bias's gradient over 11 channels (a block of 8 and 3 more) and 20 positions (two
+    /// transposed tiles of 8 and 4 more) is each channel's upstream gradient summed in f32 in
+    /// the flat order (sample by sample, position by position), as a plain loop adds it.
+    #[test]
+    fn bias_gradient_is_the_flat_order_sum_of_each_channel() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::from_vec(wavy(3 * 2 * 5 * 6, 0.1), (3, 2, 5, 6), &dev).unwrap()).unwrap();
+        let k = Var::from_tensor(&Tensor::from_vec(wavy(11 * 2 * 2 * 2, 1.3), (11, 2, 2, 2), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::from_vec(wavy(11, 2.2), 11, &dev).unwrap()).unwrap();
+        let y = conv(x.as_tensor(), k.as_tensor(), b.as_tensor(), [1, 1], [0, 0]).unwrap();
+        assert_eq!(y.dims(), [3, 11, 4, 5]);
+        let u = wavy(3 * 11 * 20, 0.9);
+        let g = (&y * Tensor::from_vec(u.clone(), (3, 11, 4, 5), &dev).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        let db = g.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        for (o, got) in db.iter().enumerate() {
+            let mut want = 0.0f32;
+            for s in 0..3 {
+                u[(s * 11 + o) * 20..][..20].iter().for_each(|v| want += *v);
+            }
+            assert_eq!(got.to_bits(), want.to_bits(), "channel {o}: {got} vs {want}");
+        }
+    }
+
+    /// Stride 1's band summed in registers gives the bits of the band built in memory (+0, each
+    /// column tap's row added last tap first, then the band added into the row), for rows of
+    /// 1 to 20 outputs (around the vectors of 8), kernels of 1 to 4 and paddings 0 to 2.
+    #[test]
+    fn band_sums_in_registers_give_the_bits_of_the_band_in_memory() {
+        for (ow, kw, pw) in (1..=20usize).flat_map(|ow| (1..=4usize).flat_map(move |kw| (0..=2usize).map(move |pw| (ow, kw, pw)))) {
+            let Some(w) = (ow + kw - 1).checked_sub(2 * pw).filter(|w| *w > 0) else { continue };
+            let n = ow + 3;
+            let taps = wavy(kw * n, ow as f32 + kw as f32 * 0.1);
+            let start = wavy(w, 0.7);
+            let mut band = vec![0.0f32; w + 2 * pw];
+            for j in (0..kw).rev() {
+                for (ox, v) in taps[j * n..][..ow].iter().enumerate() {
+                    band[ox + j] += *v;
+                }
+            }
+            let want: Vec<u32> = start.iter().zip(&band[pw..]).map(|(d, b)| (*d + *b).to_bits()).collect();
+            let mut got = start.clone();
+            band_into(&taps, [n, ow, kw, pw], &mut got);
+            assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want, "ow {ow} kw {kw} pw {pw}");
+        }
+    }
 
     #[test]
     fn short_copies_copy_every_value_of_every_length() {
