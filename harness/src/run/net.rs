@@ -58,8 +58,11 @@ pub(crate) trait Net {
     /// [`Net::forward`] and each output's [`extent`](crate::run::watch::extent), the watch's scan,
     /// taken as soon as the output is computed, while it is still in the CPU's cache (scanned
     /// after the whole forward, the tiny GPT's outputs came back from memory: 6% of its step,
-    /// perf). The same outputs and extents, bit for bit.
-    fn forward_watched(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Stats>)>;
+    /// perf). The same outputs and extents, bit for bit. By default no extents: the step scans
+    /// the outputs after the forward (a code model's come back from its `forward` together).
+    fn forward_watched(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Stats>)> {
+        Ok((self.forward(x, mask)?, Vec::new()))
+    }
 
     /// Runs the model in evaluation mode (no dropout; batch norm uses its running statistics).
     fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>>;

@@ -18,7 +18,6 @@ use super::store::ParamStore;
 use crate::error::{Error, Result};
 use crate::run::model::Slot;
 use crate::run::net::{Net, Param, Wide, Wrt};
-use crate::run::watch::{extent, Stats};
 use crate::scenario::Layer;
 
 /// Builds a model from a store (type-erased, so a scenario can carry any model).
@@ -133,14 +132,6 @@ impl Net for CodeNet {
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {
         self.outputs(x, mask, true)
-    }
-
-    /// The outputs of [`Net::forward`], scanned once all are computed (a code model's checked
-    /// tensors come back from its `forward` together).
-    fn forward_watched(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Stats>)> {
-        let outs = self.outputs(x, mask, true)?;
-        let extents = outs.iter().map(extent).collect::<Result<Vec<_>>>()?;
-        Ok((outs, extents))
     }
 
     fn forward_eval(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Vec<Tensor>> {

@@ -205,4 +205,22 @@ mod tests {
         assert!(cdf[0] == 0.0 && cdf[x.len() - 1] == 1.0 && (cdf[2049] - 0.5).abs() < 1e-7, "Φ's tails and middle");
         assert_eq!(bits(&super::backward32(&x, Some(&cdf), &g)), bits(&super::backward32(&x, None, &g)));
     }
+
+    /// The op's f32 forward keeps `Φ(x)` for its backward (the path the step takes): set by the
+    /// forward, one value per input value (the length the backward checks), each `Φ` of its
+    /// input (as `cdf32` computes it); a second forward on the same op is refused rather than
+    /// replacing it.
+    #[test]
+    fn the_forward_keeps_cdf_for_the_backward() {
+        use super::super::Kernel;
+        let op = super::Gelu::default();
+        let x: Vec<f32> = (0..37).map(|i| i as f32 * 0.3 - 5.0).collect();
+        op.run_f32([&x]).unwrap();
+        let kept = op.cdf.get().expect("the forward kept Φ");
+        assert_eq!(kept.len(), x.len());
+        for (c, v) in kept.iter().zip(&x) {
+            assert_eq!(c.to_bits(), super::cdf32(*v).to_bits(), "Φ({v})");
+        }
+        assert!(op.run_f32([&x]).is_err(), "a second forward on one op");
+    }
 }

@@ -97,6 +97,13 @@ impl<T: Copy> Mat<'_, T> {
     }
 }
 
+/// Initialised values as slots to overwrite (sound: every slot written holds a whole `T`, and
+/// `T: Copy` drops nothing).
+fn as_uninit<T: Copy>(v: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and only initialised values are written through it.
+    unsafe { &mut *(v as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
+}
+
 /// Whether gemm computes `a · b` (`m × k` times `k × n`, row-major out) with its general
 /// kernels, which sum each value over the depth in the same order whatever the factors'
 /// layouts, so that a row-major copy of a factor gives the same bits. For one row or column,
@@ -122,25 +129,28 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 /// gemm computes a row-major product as its transpose `bᵀ aᵀ`, packing `bᵀ` as its left
 /// factor; when `b` is a transposed view (`g Wᵀ`, a convolution's `g colsᵀ`), that packing
 /// gathers its `k · n` values one by one (`pack_generic_inner_loop`: 21% of a 10-1024-1024-1
-/// MLP's step, its `g Wᵀ` gathering a 4 MB `W`). When `a` has fewer rows than `b`, the
-/// product is made column-major instead (gemm then packs `a`'s `m · k`) and moved to `dst`
-/// in blocks: the same sums in the same order where gemm's general kernels run
-/// ([`general_kernels`]; its depth blocks do not depend on the orientation).
+/// MLP's step, its `g Wᵀ` gathering a 4 MB `W`). Where gathering `a`'s `m · k` values and
+/// moving the `m · n` of the product costs less, the product is made column-major instead
+/// (gemm then packs `a`) and moved to `dst` in blocks: the same sums in the same order where
+/// gemm's general kernels run ([`general_kernels`]; its depth blocks do not depend on the
+/// orientation).
 ///
 /// # Safety
 /// [`check`] passed, `m·n·k > 0`, `dst` is valid for `m·n` writes (and reads with
 /// `accumulate`), and T is f32 or f64.
-unsafe fn gemm_into<T: candle_core::WithDType>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
+unsafe fn gemm_into<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.cs != 1 && a.cs == 1 && m < k && general_kernels(m, k, n) {
-        let mut t = Vec::<T>::with_capacity(m * n);
+    if b.cs != 1 && a.cs == 1 && m * (k + n) < k * n && general_kernels(m, k, n) {
+        // A spare (a convolution makes this product once per sample): its old values are
+        // overwritten by the move below or by gemm before they are read.
+        let mut t = super::spare::take::<T>(m * n);
         if accumulate {
             // SAFETY: with `accumulate` the caller's `dst` holds m·n values.
             let d = unsafe { std::slice::from_raw_parts(dst, m * n) };
-            Mat::new(d, m, n).t().write_row_major(&mut t.spare_capacity_mut()[..m * n]);
+            Mat::new(d, m, n).t().write_row_major(as_uninit(&mut t));
         }
-        // SAFETY: `t` has room for m·n values, column-major (m, n); read only with `accumulate`,
-        // when they were written just above; the factors as the caller checked them.
+        // SAFETY: `t` holds m·n values, column-major (m, n), read only with `accumulate`; the
+        // factors as the caller checked them.
         unsafe {
             gemm::gemm(
                 m,
@@ -163,18 +173,18 @@ unsafe fn gemm_into<T: candle_core::WithDType>(a: &Mat<T>, b: &Mat<T>, dst: *mut
                 false,
                 parallelism(),
             );
-            t.set_len(m * n);
         }
         // SAFETY: the caller's `dst` is valid for m·n writes.
         let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<std::mem::MaybeUninit<T>>(), m * n) };
         Mat::new(&t, n, m).t().write_row_major(out);
+        super::spare::give(t);
         return;
     }
     gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.v.as_ptr(), a.cs as isize, a.rs as isize, b.v.as_ptr(), b.cs as isize, b.rs as isize, T::one(), T::one(), false, false, false, parallelism())
 }
 
 /// `out += a · b`, `out` row-major.
-fn product_into<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
+fn product_into<T: candle_core::WithDType + Default>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
     check(&a, &b, out.len())?;
     if out.is_empty() || a.cols == 0 {
         return Ok(());
@@ -185,7 +195,7 @@ fn product_into<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) 
 }
 
 /// `out = a · b`, `out` row-major, written by gemm without reading it.
-pub(crate) fn product_to<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
+pub(crate) fn product_to<T: candle_core::WithDType + Default>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<()> {
     check(&a, &b, out.len())?;
     if out.is_empty() || a.cols == 0 {
         out.fill(T::zero());
@@ -197,7 +207,7 @@ pub(crate) fn product_to<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>, out: &
 }
 
 /// `a · b`, row-major, written by gemm without a zeroing pass first.
-fn product<T: candle_core::WithDType>(a: Mat<T>, b: Mat<T>) -> candle_core::Result<Vec<T>> {
+fn product<T: candle_core::WithDType + Default>(a: Mat<T>, b: Mat<T>) -> candle_core::Result<Vec<T>> {
     let len = a.rows * b.cols;
     check(&a, &b, len)?;
     if len == 0 || a.cols == 0 {
@@ -238,7 +248,7 @@ struct Forward {
 }
 
 impl Forward {
-    fn product<T: candle_core::WithDType>(&self, x: &[T], w: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
+    fn product<T: candle_core::WithDType + Default>(&self, x: &[T], w: &[T], b: &[T]) -> candle_core::Result<Vec<T>> {
         let (rows, input, out) = self.n;
         if b.len() != out {
             candle_core::bail!("linear: a bias of {} for {out} outputs", b.len());
@@ -321,7 +331,7 @@ enum Grad {
 }
 
 impl Grad {
-    fn product<T: candle_core::WithDType>(&self, a: &[T], al: &Layout, b: &[T], bl: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
+    fn product<T: candle_core::WithDType + Default>(&self, a: &[T], al: &Layout, b: &[T], bl: &Layout) -> candle_core::Result<(Vec<T>, Shape)> {
         match self {
             Grad::Input => {
                 let (input, out) = bl.shape().dims2()?;
@@ -417,7 +427,7 @@ mod tests {
     fn a_transposed_factor_keeps_gemms_bits() {
         let vals = |n: usize, p: f32| (0..n).map(|i| (p + 0.77 * i as f32).sin() * 3.3).collect::<Vec<f32>>();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (m, k, n) in [(1, 9, 40), (40, 9, 1), (20, 2, 30), (16, 5, 16), (16, 30, 16), (16, 30, 17), (40, 300, 200), (7, 700, 45), (70, 700, 3), (33, 17, 65)] {
+        for (m, k, n) in [(1, 9, 40), (40, 9, 1), (20, 2, 30), (16, 5, 16), (16, 30, 16), (16, 30, 17), (3, 40, 90), (2, 300, 129), (40, 300, 200), (7, 700, 45), (70, 700, 3), (33, 17, 65)] {
             let a = vals(m * k, 0.3);
             let w = vals(n * k, 1.1); // `b` is the transpose of this row-major (n, k) matrix
             let start = vals(m * n, 2.7);

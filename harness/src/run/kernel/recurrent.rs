@@ -28,7 +28,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Shape, Stora
 
 use super::bias::sums;
 use super::cells::{Back, Cell, Step};
-use super::recurrent_gemm::{is_half, product, reads_transposed, transposed, weights_grad, Wide};
+use super::recurrent_gemm::{is_half, product, transposed, weights_grad, Wide};
 use super::{avx2, contiguous, dispatch, spare, Dtypes, Kernel, Real};
 use crate::error::Result;
 
@@ -352,8 +352,10 @@ impl Backward<'_> {
         let (mut carry, mut next_carry) = (vec![T::zero(); b * h], vec![T::zero(); b * h]);
         let (mut rec, mut hm, zeros) = (vec![T::zero(); b * h], vec![T::zero(); b * h], vec![T::zero(); b * h]);
         // `Wᵀ` `(G·H, H)` row-major, once: read through a strided view, gemm packed (transposed) all
-        // of `W` again at every step, some 40% of a language model's step (perf, AVX-512).
-        let wt = (!is_half::<T>() && reads_transposed(b, h)).then(|| transposed(w, h, gh));
+        // of `W` again at every step, some 40% of a language model's step (perf, AVX-512). The
+        // same bits where gemm's general kernels run, which sum over the gates in order whatever
+        // the layout (packing only moves values).
+        let wt = (!is_half::<T>() && super::linear::general_kernels(b, gh, h)).then(|| transposed(w, h, gh));
         let mut wide = is_half::<T>().then(|| Wide::new(w, None, (b, h, gh)));
         for t in (0..s).rev() {
             let last = t + 1 == s;

@@ -85,15 +85,6 @@ pub(super) fn weights_grad<T: Real>((b, s, h, gh): (usize, usize, usize, usize),
     Ok(dw)
 }
 
-/// Whether the state's gradient `dr · Wᵀ` (batch `b`, hidden `h`) reads a row-major copy of
-/// `Wᵀ` with the bits of the strided view of `W`: gemm's general kernels, which both take
-/// here, sum each value over the gates in order, and packing `W` only moves values; but for
-/// one row, a hidden size of 2 or less, or 256 values or fewer in all, gemm picks dot-product
-/// or matrix-vector kernels by the factors' layout, which sum in other orders.
-pub(super) fn reads_transposed(b: usize, h: usize) -> bool {
-    b > 1 && h > 2 && b * h > 256
-}
-
 /// The transpose of the row-major `(rows, cols)` matrix `w`, row-major (a blocked copy: value
 /// by value, each write fell in another cache line: 1.6% of a language model's step).
 pub(super) fn transposed<T: Real>(w: &[T], rows: usize, cols: usize) -> Vec<T> {

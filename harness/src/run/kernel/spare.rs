@@ -2,8 +2,9 @@
 //! recurrence's states and gates (`recurrent.rs`), megabytes a layer, which it
 //! takes in its forward and gives back when its op is dropped after the backward,
 //! its backward's gate gradients and fed states (taken and given back within the
-//! backward), and a convolution's column buffers (`conv.rs`), taken and given back within
-//! each pass (zeroing them was a pass over memory per call for nothing).
+//! backward), a convolution's column buffers and per-sample products (`conv.rs`), and a
+//! product made column-major before it is moved (`linear.rs`), each taken and given back
+//! within its pass (zeroing them was a pass over memory per call for nothing).
 //!
 //! Blocks of a megabyte and more go to the system allocator (`nanhunt::alloc`),
 //! which maps fresh zeroed pages for each and unmaps them on free: page faults
