@@ -187,7 +187,7 @@ fn band_into<T: Real>(taps: &[T], [n, ow, kw, pw]: [usize; 4], d: &mut [T]) {
         *d += s;
     };
     // Outputs `lo..hi` read every tap inside the row.
-    let lo = (kw - 1).saturating_sub(pw).min(d.len());
+    let lo = kw.saturating_sub(1 + pw).min(d.len());
     let hi = ow.saturating_sub(pw).min(d.len()).max(lo);
     let mut x = 0;
     while x < lo {

@@ -97,13 +97,6 @@ impl<T: Copy> Mat<'_, T> {
     }
 }
 
-/// Initialised values as slots to overwrite (sound: every slot written holds a whole `T`, and
-/// `T: Copy` drops nothing).
-fn as_uninit<T: Copy>(v: &mut [T]) -> &mut [std::mem::MaybeUninit<T>] {
-    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and only initialised values are written through it.
-    unsafe { &mut *(v as *mut [T] as *mut [std::mem::MaybeUninit<T>]) }
-}
-
 /// Whether gemm computes `a · b` (`m × k` times `k × n`, row-major out) with its general
 /// kernels, which sum each value over the depth in the same order whatever the factors'
 /// layouts, so that a row-major copy of a factor gives the same bits. For one row or column,
@@ -131,7 +124,8 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 /// gathers its `k · n` values one by one (`pack_generic_inner_loop`: 21% of a 10-1024-1024-1
 /// MLP's step, its `g Wᵀ` gathering a 4 MB `W`). Where gathering `a`'s `m · k` values and
 /// moving the `m · n` of the product costs less, the product is made column-major instead
-/// (gemm then packs `a`) and moved to `dst` in blocks: the same sums in the same order where
+/// (gemm then packs `a`) and moved to `dst` in blocks (not with `accumulate`, which only the
+/// forward's bias rows take, on a row-major `W`): the same sums in the same order where
 /// gemm's general kernels run ([`general_kernels`]; its depth blocks do not depend on the
 /// orientation).
 ///
@@ -140,17 +134,12 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 /// `accumulate`), and T is f32 or f64.
 unsafe fn gemm_into<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.cs != 1 && a.cs == 1 && m * (k + n) < k * n && general_kernels(m, k, n) {
-        // A spare (a convolution makes this product once per sample): its old values are
-        // overwritten by the move below or by gemm before they are read.
+    if !accumulate && b.cs != 1 && a.cs == 1 && m * (k + n) < k * n && general_kernels(m, k, n) {
+        // A spare (a convolution makes this product once per sample): gemm overwrites its old
+        // values without reading them.
         let mut t = super::spare::take::<T>(m * n);
-        if accumulate {
-            // SAFETY: with `accumulate` the caller's `dst` holds m·n values.
-            let d = unsafe { std::slice::from_raw_parts(dst, m * n) };
-            Mat::new(d, m, n).t().write_row_major(as_uninit(&mut t));
-        }
-        // SAFETY: `t` holds m·n values, column-major (m, n), read only with `accumulate`; the
-        // factors as the caller checked them.
+        // SAFETY: `t` holds m·n values, column-major (m, n), written and not read; the factors
+        // as the caller checked them.
         unsafe {
             gemm::gemm(
                 m,
@@ -159,7 +148,7 @@ unsafe fn gemm_into<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>,
                 t.as_mut_ptr(),
                 m as isize,
                 1,
-                accumulate,
+                false,
                 a.v.as_ptr(),
                 a.cs as isize,
                 a.rs as isize,
@@ -418,9 +407,8 @@ mod tests {
         assert_eq!(fused.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), composed.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     }
 
-    /// A product with a transposed factor, made column-major and moved (and with `accumulate`,
-    /// added to a destination moved there and back), gives gemm's bits for the strided view
-    /// itself, on shapes around the sizes where gemm picks other kernels (one row or column,
+    /// A product with a transposed factor, made column-major and moved, gives gemm's bits for
+    /// the strided view itself, on shapes around the sizes where gemm picks other kernels (one row or column,
     /// depth 2, 256 values) and past its depth block of 512; and each value is the dot
     /// product it should be (within f32's rounding of the f64 sum).
     #[test]
@@ -430,19 +418,13 @@ mod tests {
         for (m, k, n) in [(1, 9, 40), (40, 9, 1), (20, 2, 30), (16, 5, 16), (16, 30, 16), (16, 30, 17), (3, 40, 90), (2, 300, 129), (40, 300, 200), (7, 700, 45), (70, 700, 3), (33, 17, 65)] {
             let a = vals(m * k, 0.3);
             let w = vals(n * k, 1.1); // `b` is the transpose of this row-major (n, k) matrix
-            let start = vals(m * n, 2.7);
             let ours = super::product(super::Mat::new(&a, m, k), super::Mat::new(&w, n, k).t()).unwrap();
-            let mut added = start.clone();
-            super::product_into(super::Mat::new(&a, m, k), super::Mat::new(&w, n, k).t(), &mut added).unwrap();
-            let (mut strided, mut strided_added) = (vec![0.0f32; m * n], start.clone());
-            for (dst, read) in [(&mut strided, false), (&mut strided_added, true)] {
-                // SAFETY: sizes as allocated; the strides address `a` (m, k) and `w`ᵀ (k, n) inside their slices.
-                unsafe {
-                    gemm::gemm(m, n, k, dst.as_mut_ptr(), 1, n as isize, read, a.as_ptr(), 1, k as isize, w.as_ptr(), k as isize, 1, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
-                }
+            let mut strided = vec![0.0f32; m * n];
+            // SAFETY: sizes as allocated; the strides address `a` (m, k) and `w`ᵀ (k, n) inside their slices.
+            unsafe {
+                gemm::gemm(m, n, k, strided.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize, w.as_ptr(), k as isize, 1, 1.0, 1.0, false, false, false, gemm::Parallelism::None);
             }
             assert_eq!(bits(&ours), bits(&strided), "{m}×{k}×{n}");
-            assert_eq!(bits(&added), bits(&strided_added), "{m}×{k}×{n} added");
             for (i, j) in [(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
                 let exact: f64 = (0..k).map(|d| f64::from(a[i * k + d]) * f64::from(w[j * k + d])).sum();
                 let scale: f64 = (0..k).map(|d| (f64::from(a[i * k + d]) * f64::from(w[j * k + d])).abs()).sum();
