@@ -53,6 +53,24 @@ pub fn first_gradients(s: &Scenario, x: &[Vec<f64>], y: &[Vec<f64>]) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    /// The patched candle-core (`vendor/README.md`) takes a tensor's first gradient as it is, as
+    /// PyTorch's autograd does, and sums the later ones. PyTorch 2.15: with `x = [1., 2.]`
+    /// (requires_grad) and `c = [-0., 3.]`, `(x * c).sum().backward()` gives `x.grad = [-0., 3.]`
+    /// (the sign of the zero kept), and `(x * c + x * c)` gives `[-0., 6.]`. Candle 0.11.1 as
+    /// published added the first gradient to a tensor of zeros: `0 + (-0.)` is `+0.`.
+    #[test]
+    fn the_backward_takes_a_first_gradient_as_it_is_and_sums_the_rest() {
+        use candle_core::{Device, Tensor, Var};
+        let x = Var::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
+        let c = Tensor::new(&[-0.0f32, 3.0], &Device::Cpu).unwrap();
+        let once = x.as_tensor().mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<f32> = once.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!((g[0].to_bits(), g[1]), ((-0.0f32).to_bits(), 3.0));
+        let twice = (x.as_tensor().mul(&c).unwrap() + x.as_tensor().mul(&c).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g: Vec<f32> = twice.get(x.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!((g[0].to_bits(), g[1]), ((-0.0f32).to_bits(), 6.0));
+    }
+
     #[test]
     fn init_scale_multiplies_an_imported_models_file_weights() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/onnx/mlp.toml");
