@@ -10,7 +10,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
-use super::{dispatch, Dtypes, Kernel, Real};
+use super::{avx2, dispatch, Dtypes, Kernel, Real};
 use crate::error::Result;
 
 /// `relu(x)` with PyTorch's forward and backward.
@@ -22,6 +22,7 @@ pub(crate) fn relu(h: &Tensor) -> Result<Tensor> {
 }
 
 /// The forward: `x < 0 ? 0 : x` (NaN and −0 unchanged).
+#[inline(always)]
 fn forward<T: Real>(x: T) -> T {
     if x < T::zero() {
         T::zero()
@@ -31,6 +32,7 @@ fn forward<T: Real>(x: T) -> T {
 }
 
 /// The backward: `output ≤ 0 ? +0 : grad` (a NaN output passes the gradient).
+#[inline(always)]
 fn backward<T: Real>(grad: T, out: T) -> T {
     if out <= T::zero() {
         T::zero()
@@ -68,6 +70,18 @@ impl CustomOp2 for ReluBackward {
     }
 }
 
+avx2! {
+    fn forward32(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|x| forward(*x)).collect()
+    }
+}
+
+avx2! {
+    fn backward32(g: &[f32], out: &[f32]) -> Vec<f32> {
+        g.iter().zip(out).map(|(g, o)| backward(*g, *o)).collect()
+    }
+}
+
 impl Kernel<1> for Relu {
     type Out = CpuStorage;
     const DTYPES: Dtypes = Dtypes::Floats;
@@ -78,6 +92,10 @@ impl Kernel<1> for Relu {
 
     fn run<T: Real>(&self, [x]: [&[T]; 1]) -> candle_core::Result<CpuStorage> {
         Ok(T::to_cpu_storage_owned(x.iter().map(|x| forward(*x)).collect()))
+    }
+
+    fn run_f32(&self, [x]: [&[f32]; 1]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(forward32(x)))
     }
 }
 
@@ -91,6 +109,10 @@ impl Kernel<2> for ReluBackward {
 
     fn run<T: Real>(&self, [g, out]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
         Ok(T::to_cpu_storage_owned(g.iter().zip(out).map(|(g, o)| backward(*g, *o)).collect()))
+    }
+
+    fn run_f32(&self, [g, out]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        Ok(CpuStorage::F32(backward32(g, out)))
     }
 }
 
@@ -111,5 +133,26 @@ mod tests {
         let g = (y * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(gx.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), [1.0f32, 0.0, 0.0, 0.0, 3.0].map(f32::to_bits));
+    }
+
+    /// Each tier (AVX-512, AVX2, plain) gives, bit for bit, the definitions written out here:
+    /// `x < 0 ? +0 : x` and `out <= 0 ? +0 : grad`, over NaN, ±inf, ±0, subnormals and lengths
+    /// around the vector widths.
+    #[test]
+    fn every_tier_gives_the_written_out_bits() {
+        use crate::run::kernel::WIDEST;
+        let special = [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e-45, -1e-45, 2.5, -3.5, f32::MAX, f32::MIN];
+        for n in [0usize, 1, 7, 8, 15, 16, 17, 33, 100] {
+            let x: Vec<f32> = (0..n).map(|i| special[(i * 7) % special.len()]).collect();
+            let g: Vec<f32> = (0..n).map(|i| special[(i * 5 + 3) % special.len()]).collect();
+            let want_f: Vec<u32> = x.iter().map(|&v| if v < 0.0 { 0.0f32 } else { v }.to_bits()).collect();
+            let want_b: Vec<u32> = g.iter().zip(&x).map(|(&g, &o)| if o <= 0.0 { 0.0f32 } else { g }.to_bits()).collect();
+            for tier in [2u8, 1, 0] {
+                WIDEST.with(|w| w.set(tier));
+                assert_eq!(forward32(&x).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_f, "forward, tier {tier}, n {n}");
+                assert_eq!(backward32(&g, &x).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want_b, "backward, tier {tier}, n {n}");
+            }
+            WIDEST.with(|w| w.set(2));
+        }
     }
 }
