@@ -150,8 +150,9 @@ pub(crate) mod tests {
         assert!(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y)), "\n got {a:?}\nwant {b:?}");
     }
 
-    /// [`same`] for gradients, where −0 and +0 are equal: Candle's backward adds each gradient to
-    /// a tensor of zeros, so a −0 that PyTorch hands on arrives as +0, whatever the op computed.
+    /// [`same`] for gradients, where −0 and +0 are equal: some of Candle's own ops' backward
+    /// rules still add a gradient to a tensor of zeros (`vendor/README.md`), so a −0 that
+    /// PyTorch hands on may arrive as +0.
     pub(crate) fn same_grad(a: &[f64], b: &[f64]) {
         let eq = |x: &f64, y: &f64| (x.is_nan() && y.is_nan()) || x == y;
         assert!(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| eq(x, y)), "\n got {a:?}\nwant {b:?}");

@@ -729,8 +729,8 @@ impl GradStore {
     }
 
     /// Adds `grad` to `tensor`'s gradient, or takes it as that gradient when there is none yet
-    /// (instead of adding it to a new tensor of zeros), if it is contiguous and of the tensor's
-    /// shape and dtype. nanhunt's one change to candle-core 0.11.1 (`vendor/README.md`).
+    /// (instead of adding it to a new tensor of zeros), if it is contiguous, of the tensor's
+    /// shape and dtype, and does not share the tensor's storage. nanhunt's one change to candle-core 0.11.1 (`vendor/README.md`).
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
@@ -738,7 +738,9 @@ impl GradStore {
                 *entry.get_mut() = sum;
             }
             Entry::Vacant(entry) => {
-                let grad = if grad.is_contiguous() && grad.shape() == tensor.shape() && grad.dtype() == tensor.dtype() {
+                let own = grad.is_contiguous() && grad.shape() == tensor.shape() && grad.dtype() == tensor.dtype();
+                // Never the tensor's own storage (a custom op's `bwd` returning its input).
+                let grad = if own && !grad.same_storage(tensor) {
                     grad.clone()
                 } else {
                     tensor.zeros_like()?.add(grad)?

@@ -5,8 +5,9 @@
 //! non-finite gradient is born (in the loss's backward, or in an activation's),
 //! the diagnosis re-runs the failing step with a tap on each layer output: the
 //! forward copies the values, the backward records the incoming gradient and
-//! passes it on unchanged. Candle adds each propagated gradient to zeros, so
-//! the input's gradient is `0 + g`, bit for bit what it is without the tap.
+//! passes it on unchanged, so the input's gradient is `g` itself (the patched
+//! Candle takes a first gradient as it is, `vendor/README.md`), bit for bit
+//! what it is without the tap.
 
 use std::sync::{Arc, Mutex};
 
