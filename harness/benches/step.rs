@@ -105,10 +105,14 @@ fn torch() -> Option<(f64, f64, f64)> {
 // embedding + LSTM language model, each against PyTorch eager on one thread
 // (`bench/torch_step.py --family recurrent`).
 
-/// A bundled scenario's text with `from` replaced by `to`, parsed.
-fn edited(dir: &str, name: &str, from: &str, to: &str) -> Scenario {
+/// A bundled scenario's text with each `from` replaced by its `to`, parsed.
+fn edited(dir: &str, name: &str, edits: &[(&str, &str)]) -> Scenario {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(dir).join(format!("{name}.toml"));
-    let text = std::fs::read_to_string(&p).expect("bundled scenario").replace(from, to);
+    let mut text = std::fs::read_to_string(&p).expect("bundled scenario");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name}: `{from}` to edit");
+        text = text.replace(from, to);
+    }
     nanhunt::scenario::from_str(&text, name).expect("edited scenario")
 }
 
@@ -139,12 +143,12 @@ batch_size = 16
 fn recurrent_table(us: &dyn Fn(f64) -> String) {
     let text = torch_output(&["--family", "recurrent"]).unwrap_or_default();
     let field = |model: &str| text.lines().find(|l| l.split_whitespace().nth(1) == Some(model))?.split("us_per_step=").nth(1)?.trim().parse::<f64>().ok();
-    let lstm = |p: &str| edited("real", "keras13221_lstm_relu_recurrent_dropout_fix_tanh", "recurrent_dropout = 0.2", &format!("recurrent_dropout = {p}"));
+    let lstm = |p: &str| edited("real", "keras13221_lstm_relu_recurrent_dropout_fix_tanh", &[("recurrent_dropout = 0.2", &format!("recurrent_dropout = {p}"))]);
     let rows = [
         ("Elman RNN 4→32, 100 steps, batch 32, SGD", load("rnn_sgd_long_sequences"), "rnn", None, 4, 24),
         ("2 LSTMs 16→32→32, 100 steps, batch 32, Adam", lstm("0.0"), "lstm", Some("lstm_cells"), 2, 10),
         ("the same with recurrent dropout 0.2", lstm("0.2"), "lstm", Some("lstm_cells_dropout"), 2, 10),
-        ("GRU 4→64, 30 steps, batch 32, SGD", edited("layers", "gru_unscaled_targets_sgd", "lr = 1.0", "lr = 0.001"), "gru", None, 4, 24),
+        ("GRU 4→64, 30 steps, batch 32, SGD", edited("layers", "gru_unscaled_targets_sgd", &[("lr = 1.0", "lr = 0.001"), ("std = 1.0e8", "std = 100.0")]), "gru", None, 4, 24),
         ("embedding 64 → LSTM 128 → linear 64, 32 tokens, batch 16, Adam", nanhunt::scenario::from_str(LSTM_LM, "lstm_lm").expect("the LM scenario"), "lstm_lm", None, 4, 24),
     ];
     println!("| recurrent model | PyTorch fused module | PyTorch cell loop | nanhunt watch off | nanhunt watch on | watch cost | watch on vs fused | watch on vs cell loop |");
