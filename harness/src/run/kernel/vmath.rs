@@ -167,21 +167,21 @@ fn sigmoid_fast(x: f32) -> (f32, bool) {
 const BLOCK: usize = 64;
 
 /// `fast` of every value of `v`, or `exact` of every value of a block where `fast` doubts one.
+/// The inputs are kept as the same loop overwrites them (a block computed aside and copied in
+/// called `memmove`: 1.1% of a language model's step).
 #[inline(always)]
 fn checked(v: &mut [f32], fast: impl Fn(f32) -> (f32, bool), exact: impl Fn(f32) -> f32) {
+    let mut kept = [0.0; BLOCK];
     for block in v.chunks_mut(BLOCK) {
-        let mut out = [0.0; BLOCK];
-        let out = &mut out[..block.len()];
         let mut doubt = false;
-        for (o, x) in out.iter_mut().zip(block.iter()) {
+        for (x, k) in block.iter_mut().zip(kept.iter_mut()) {
+            *k = *x;
             let (y, d) = fast(*x);
-            *o = y;
+            *x = y;
             doubt |= d;
         }
         if doubt {
-            block.iter_mut().for_each(|x| *x = exact(*x));
-        } else {
-            block.copy_from_slice(out);
+            block.iter_mut().zip(kept).for_each(|(x, k)| *x = exact(k));
         }
     }
 }
