@@ -283,12 +283,18 @@ impl Forward<'_> {
             }
         }
         let out = if self.op.sequences {
-            let mut out = vec![T::zero(); b * s * h];
+            // Batch-major, every value copied into uninitialised memory.
+            let mut out = Vec::with_capacity(b * s * h);
+            let dst = &mut out.spare_capacity_mut()[..b * s * h];
             for (t, step) in states.chunks_exact(b * h).enumerate() {
                 for (r, row) in step.chunks_exact(h).enumerate() {
-                    out[(r * s + t) * h..][..h].copy_from_slice(row);
+                    dst[(r * s + t) * h..][..h].iter_mut().zip(row).for_each(|(o, v)| {
+                        o.write(*v);
+                    });
                 }
             }
+            // SAFETY: the capacity is b·s·H, and the s steps' b rows of H values were copied in.
+            unsafe { out.set_len(b * s * h) };
             out
         } else {
             states[(s - 1) * b * h..].to_vec()
@@ -343,7 +349,12 @@ impl Backward<'_> {
             candle_core::bail!("recurrence backward: sizes do not match the forward's");
         }
         let (states, keeps) = kept.split_at(s * b * h);
-        let (mut dgi, mut dw, mut db) = (vec![T::zero(); b * s * gh], vec![T::zero(); h * gh], vec![T::zero(); gh]);
+        // The input gates' gradient, `(batch, seq, G·H)`, written a row's step at a time from `dx`
+        // into uninitialised memory (zeroing it first was a megabyte's pass for nothing).
+        let (mut dgi, mut dx) = (Vec::with_capacity(b * s * gh), vec![T::zero(); gh]);
+        let dgi_out = &mut dgi.spare_capacity_mut()[..b * s * gh];
+        // A half type's weights' and bias's gradients, added a step at a time.
+        let (mut dw, mut db) = if is_half::<T>() { (vec![T::zero(); h * gh], vec![T::zero(); gh]) } else { (Vec::new(), Vec::new()) };
         // Every step's recurrent gates' gradient `dr`, time-major `(seq, batch, G·H)`: in f32 and
         // f64 the weights' and the bias's gradients are one product and one column sum over all of
         // them at the end; a half type's are made and added a step at a time, as PyTorch's loop does.
@@ -377,7 +388,10 @@ impl Backward<'_> {
                     before: t.checked_sub(1).map(|p| &keeps[(p * b + r) * kh..][..kh]),
                     zeros: &zeros[..h],
                 };
-                back.backward(cell, &mut dgi[(r * s + t) * gh..][..gh], &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
+                back.backward(cell, &mut dx, &mut dr[r * gh..][..gh], &mut next_carry[r * h..][..h]);
+                for (o, v) in dgi_out[(r * s + t) * gh..][..gh].iter_mut().zip(&dx) {
+                    o.write(*v);
+                }
             }
             std::mem::swap(&mut carry, &mut next_carry);
             if let Some(wide) = &mut wide {
@@ -414,6 +428,8 @@ impl Backward<'_> {
             }
         }
         spare::give(drs);
+        // SAFETY: the capacity is b·s·G·H, and every row's every step copied its G·H values in above.
+        unsafe { dgi.set_len(b * s * gh) };
         let cpu = &Device::Cpu;
         let db = biased.then(|| Tensor::from_vec(db, gh, cpu)).transpose()?;
         Ok((Tensor::from_vec(dgi, (b, s, gh), cpu)?, Tensor::from_vec(dw, (h, gh), cpu)?, db))

@@ -12,6 +12,13 @@
 //! NaN; `sigmoid(x)` is 0 from x = −88.7228 down, where f32's `e⁻ˣ` overflows (PyTorch 2.15's
 //! `torch.sigmoid(-100.)` is 0.0, not the true 3.7e-44), subnormal just above, `sigmoid(∞) = 1`.
 //!
+//! The slice forms reach the same bits by a shorter road: the same f64 values to within
+//! 1e-13 by fused multiply-adds (some 40% fewer operations), trusted where rounding them to
+//! f32 cannot be decided by so small an error (not within [`TIE`] f64 ulps of a halfway
+//! point); a block of [`BLOCK`] values with one that is not (one value in some 30 000, and
+//! every f32 subnormal result) is computed again the scalar way. A test over every one of
+//! the 2³² f32 inputs finds both forms the scalar functions' bits (`--ignored`, release).
+//!
 //! The fused cells (`cells.rs`, through `Real::tanh` and `Real::sigmoid`) and the composed
 //! recurrent path (`run::model::recurrent`, through the Candle ops `tanh` and `sigmoid` of
 //! `gates.rs`, in every float dtype on the CPU: f64 exact, f16 and bf16 from f32 rounded once)
@@ -85,10 +92,104 @@ pub(crate) fn sigmoid_f32(x: f32) -> f32 {
     }
 }
 
+/// How near, in f64 ulps, a fast value may come to a halfway point between two f32 values
+/// and still be rounded: 2¹⁴ ulps, 2 to 4e-12 relative, far above the two forms' errors
+/// (series truncated at 6e-15 and 4e-14 relative, and some ulps of rounding); the exhaustive
+/// test is the proof.
+const TIE: u64 = 1 << 14;
+
+/// Whether `v`, positive and in f32's normal range, lies within [`TIE`] f64 ulps of a halfway
+/// point of rounding to f32 (its 29 low mantissa bits near `2²⁸`).
+#[inline(always)]
+fn near_tie(v: f64) -> bool {
+    let low = v.to_bits() & ((1 << 29) - 1);
+    low.wrapping_sub((1 << 28) - TIE) < 2 * TIE
+}
+
+/// `eᶻ = 2ⁿ·eʳ` for `|z| ≤ 708`, reduced with fused multiply-adds: `(r, 2ⁿ)` (the product
+/// `n·LN2_HI` is exact, so its fused form is [`exp_f64`]'s; `n` may differ from its by one).
+#[inline(always)]
+fn reduce(z: f64) -> (f64, f64) {
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    let t = z.mul_add(std::f64::consts::LOG2_E, ROUND);
+    let n = t - ROUND;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, z));
+    (r, f64::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(1023) << 52))
+}
+
+/// The polynomial with coefficients `coefs` (the highest power's first) at `r`, by fused
+/// Horner steps.
+#[inline(always)]
+fn horner(r: f64, coefs: &[f64]) -> f64 {
+    coefs[1..].iter().fold(coefs[0], |p, &c| p.mul_add(r, c))
+}
+
+/// `1/k!` for `k = 11` down to 0.
+const INV_FACT: [f64; 12] = [1.0 / 39_916_800.0, 1.0 / 3_628_800.0, 1.0 / 362_880.0, 1.0 / 40_320.0, 1.0 / 5_040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+
+/// [`tanh_f32`]'s value by the short road, and whether it is not to be trusted (near a tie, or
+/// an f32 subnormal): `e²ʸ − 1` for `y = min(|x|, 10)` as `2ⁿ·(eʳ − 1) + (2ⁿ − 1)`, `eʳ − 1`
+/// by its Taylor series to `r¹¹/11!` (so no cancellation near 0, and no second formula there),
+/// then `(e²ʸ − 1)/(e²ʸ + 1)`.
+#[inline(always)]
+fn tanh_fast(x: f32) -> (f32, bool) {
+    let y2 = f64::from(x).abs().min(10.0) * 2.0;
+    let (r, s) = reduce(y2);
+    let em = s.mul_add(horner(r, &INV_FACT[..11]) * r, s - 1.0);
+    let t = em / (em + 2.0);
+    let doubt = near_tie(t) | ((t < f64::from(f32::MIN_POSITIVE)) & (t != 0.0));
+    (if x.is_nan() { x } else { (t as f32).copysign(x) }, doubt)
+}
+
+/// [`sigmoid_f32`]'s value by the short road, and whether it is not to be trusted: `e⁻ˣ` to
+/// `r¹¹/11!` as [`exp_f64`] but fused, doubted near a tie unless under `2⁻²⁵`, where `1 + e`
+/// is 1 in f32 whichever way `e` rounds (and f32 subnormals lie far below).
+#[inline(always)]
+fn sigmoid_fast(x: f32) -> (f32, bool) {
+    let (r, s) = reduce((-f64::from(x)).clamp(-200.0, 200.0));
+    let e = horner(r, &INV_FACT) * s;
+    let doubt = near_tie(e) & (e > 2.980_232_238_769_531_2e-8);
+    let v = 1.0 / (1.0 + e as f32);
+    (
+        if x.is_nan() {
+            x
+        } else if x <= SIGMOID_ZERO {
+            0.0
+        } else {
+            v
+        },
+        doubt,
+    )
+}
+
+/// The values a slice form computes and checks together.
+const BLOCK: usize = 64;
+
+/// `fast` of every value of `v`, or `exact` of every value of a block where `fast` doubts one.
+/// The inputs are kept as the same loop overwrites them (a block computed aside and copied in
+/// called `memmove`: 1.1% of a language model's step).
+#[inline(always)]
+fn checked(v: &mut [f32], fast: impl Fn(f32) -> (f32, bool), exact: impl Fn(f32) -> f32) {
+    let mut kept = [0.0; BLOCK];
+    for block in v.chunks_mut(BLOCK) {
+        let mut doubt = false;
+        for (x, k) in block.iter_mut().zip(kept.iter_mut()) {
+            *k = *x;
+            let (y, d) = fast(*x);
+            *x = y;
+            doubt |= d;
+        }
+        if doubt {
+            block.iter_mut().zip(kept).for_each(|(x, k)| *x = exact(k));
+        }
+    }
+}
+
 avx2! {
     /// [`tanh_f32`] of every value in place.
     fn tanh_all_f32(v: &mut [f32]) -> usize {
-        v.iter_mut().for_each(|x| *x = tanh_f32(*x));
+        checked(v, tanh_fast, tanh_f32);
         v.len()
     }
 }
@@ -96,7 +197,7 @@ avx2! {
 avx2! {
     /// [`sigmoid_f32`] of every value in place.
     fn sigmoid_all_f32(v: &mut [f32]) -> usize {
-        v.iter_mut().for_each(|x| *x = sigmoid_f32(*x));
+        checked(v, sigmoid_fast, sigmoid_f32);
         v.len()
     }
 }
@@ -187,11 +288,60 @@ mod tests {
         assert_eq!((sigmoid_f32(0.0), sigmoid_f32(f32::NEG_INFINITY), sigmoid_f32(f32::INFINITY), sigmoid_f32(100.0)), (0.5, 0.0, 1.0, 1.0));
     }
 
+    /// A value halfway between two f32 values, and those within [`TIE`] ulps of it, are near a
+    /// tie; an f32 value itself and values [`TIE`] ulps above it or more below are not.
+    #[test]
+    fn near_tie_marks_the_halfway_points() {
+        for a in [1.0f32, 0.3, 0.999_999_94, 1.5e-30, 3.0e38] {
+            let half = (f64::from(a) + f64::from(f32::from_bits(a.to_bits() + 1))) / 2.0;
+            let at = |d: i64| f64::from_bits(half.to_bits().wrapping_add_signed(d));
+            assert!(near_tie(half) && near_tie(at(1 - TIE as i64)) && near_tie(at(TIE as i64 - 1)), "{a}");
+            assert!(!near_tie(f64::from(a)) && !near_tie(at(-(TIE as i64) - 1)) && !near_tie(at(TIE as i64)), "{a}");
+        }
+    }
+
+    /// The slice forms against the scalar functions (unfused f64 arithmetic) on every 4099th
+    /// f32 and a dense sweep of [−12, 12]; the short road is taken for nearly every value.
+    #[test]
+    fn the_slice_forms_give_the_scalar_bits_and_seldom_doubt() {
+        let xs: Vec<f32> = (0..=u32::MAX / 4099).map(|i| f32::from_bits(i * 4099)).chain((-1_200_000..=1_200_000).map(|i| i as f32 * 1e-5)).collect();
+        let (mut t, mut s) = (xs.clone(), xs.clone());
+        tanh_all(&mut t);
+        sigmoid_all(&mut s);
+        for ((x, t), s) in xs.iter().zip(&t).zip(&s) {
+            assert_eq!(t.to_bits(), tanh_f32(*x).to_bits(), "tanh({x:e})");
+            assert_eq!(s.to_bits(), sigmoid_f32(*x).to_bits(), "sigmoid({x:e})");
+        }
+        let sweep = &xs[xs.len() - 2_400_001..];
+        let doubts = |f: fn(f32) -> (f32, bool)| sweep.iter().filter(|x| f(**x).1).count();
+        let (dt, ds) = (doubts(tanh_fast), doubts(sigmoid_fast));
+        assert!(dt > 0 && ds > 0 && dt * 5_000 < sweep.len() && ds * 5_000 < sweep.len(), "doubted {dt} and {ds} of {}", sweep.len());
+    }
+
+    /// Every f32 input: the slice forms give the scalar functions' bits (some 30 s in release:
+    /// `cargo test --release -p nanhunt every_f32 -- --ignored`).
+    #[test]
+    #[ignore = "exhaustive over the 2^32 f32 values: run in release"]
+    fn the_slice_forms_give_the_scalar_bits_for_every_f32() {
+        let mut x = vec![0.0f32; 1 << 16];
+        for hi in 0..1u32 << 16 {
+            x.iter_mut().enumerate().for_each(|(lo, v)| *v = f32::from_bits(hi << 16 | lo as u32));
+            let (mut t, mut s) = (x.clone(), x.clone());
+            tanh_all(&mut t);
+            sigmoid_all(&mut s);
+            for ((x, t), s) in x.iter().zip(&t).zip(&s) {
+                assert_eq!(t.to_bits(), tanh_f32(*x).to_bits(), "tanh({x:e})");
+                assert_eq!(s.to_bits(), sigmoid_f32(*x).to_bits(), "sigmoid({x:e})");
+            }
+        }
+    }
+
     /// The AVX-512, AVX2 and plain slice loops give the scalar function's bits.
     #[test]
     fn every_tier_gives_the_scalar_bits() {
         let mut v: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin() * (i % 13) as f32 * 9.0).collect();
-        v.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30, -95.0, 1e-3]);
+        // A subnormal makes its block take the scalar road.
+        v.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-30, -95.0, 1e-3, f32::from_bits(3)]);
         let scalar: Vec<[u32; 2]> = v.iter().map(|&x| [tanh_f32(x).to_bits(), sigmoid_f32(x).to_bits()]).collect();
         for tier in [0, 1, 2] {
             WIDEST.with(|w| w.set(tier));
