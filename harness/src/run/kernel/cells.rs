@@ -105,8 +105,10 @@ fn sigmoid_grad<T: Real>(g: T, y: T) -> T {
     }
 }
 
-/// A gradient passed through an add: Candle adds it to a zero gradient (which makes −0
-/// +0), PyTorch passes it on as it is.
+/// A gradient passed through an add, as the composed path's gradient arrives: +0 for −0 in
+/// f32 and f64, where Candle's backward sums it with zeros (the gates' narrows pad each
+/// chunk's gradient with zeros, a non-contiguous one is added to zeros: `vendor/README.md`);
+/// PyTorch passes it on as it is.
 #[inline(always)]
 fn passed<T: Real>(g: T) -> T {
     if is_half::<T>() {
