@@ -43,40 +43,74 @@ pub(crate) fn masked_softmax(scores: &Tensor, mask: Mask) -> Result<Tensor> {
 /// Values the row loops take at a time: the exponentials and quotients run over whole groups
 /// (the keys from `limit` up to the next group's end are fill, all with one value), and the
 /// groups past the last one the row's data reaches take that value computed once.
-const GROUP: usize = 8;
+const GROUP: usize = 16;
+
+/// Rows the forward takes at a time, each phase (the maxima, the exponentials, the sums, the
+/// quotients) over all of them before the next: a row's max and sum are chains of dependent
+/// operations (lane by lane, then folded), and the division waits on the sum, so one row
+/// after another mostly waited; a block's chains are independent and overlap.
+const BLOCK: usize = 8;
+
+/// A row's place in a block: the keys it sees, its max, and whether it is a safe row of zeros.
+#[derive(Clone, Copy)]
+struct RowPlan<T> {
+    limit: usize,
+    max: T,
+    zeros: bool,
+}
 
 /// Softmax of each row of `x` (rows of `seq` scores) under the mask.
 #[inline(always)]
 fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
-    let fill = T::from_f64(m.fill);
-    // Each row appended (not zeroed first), then computed in place.
+    let (fill, len) = (T::from_f64(m.fill), x.len());
+    let x = &x[..len / seq * seq];
+    // Each block's rows appended in one copy (not zeroed first), then computed in place.
     let mut out = Vec::with_capacity(x.len());
-    for (r, row) in x.chunks_exact(seq).enumerate() {
-        let limit = m.limit(r / (m.heads * seq), seq, r % seq);
+    for (blk, xs) in x.chunks(seq * BLOCK).enumerate() {
         let at = out.len();
-        out.extend_from_slice(row);
-        let o = &mut out[at..];
-        // The largest of the keys and (where any is masked) the fill: the value the whole
-        // row's max gives (the sign of a zero max may differ, which no `v − max` sees).
-        let max = super::max(&row[..limit]);
-        let max = if limit < seq && fill > max { fill } else { max };
-        if m.safe && max.to_f64() == f64::NEG_INFINITY {
-            o.iter_mut().for_each(|v| *v = T::zero());
-            continue;
+        out.extend_from_slice(xs);
+        let mut plan = [RowPlan { limit: 0, max: fill, zeros: false }; BLOCK];
+        for (i, (row, p)) in xs.chunks_exact(seq).zip(plan.iter_mut()).enumerate() {
+            let r = blk * BLOCK + i;
+            let limit = m.limit(r / (m.heads * seq), seq, r % seq);
+            // The largest of the keys and (where any is masked) the fill: the value the whole
+            // row's max gives (the sign of a zero max may differ, which no `v − max` sees).
+            let max = super::max(&row[..limit]);
+            let max = if limit < seq && fill > max { fill } else { max };
+            *p = RowPlan { limit, max, zeros: m.safe && max.to_f64() == f64::NEG_INFINITY };
         }
-        masked_row(o, limit, fill, max);
+        let o = &mut out[at..];
+        let mut masked = [None; BLOCK];
+        for ((row, p), e) in o.chunks_exact_mut(seq).zip(&plan).zip(masked.iter_mut()) {
+            if p.zeros {
+                row.fill(T::zero());
+            } else {
+                *e = exponentials(row, p.limit, fill, p.max);
+            }
+        }
+        let mut sums = [T::one(); BLOCK];
+        for ((row, p), s) in o.chunks_exact(seq).zip(&plan).zip(sums.iter_mut()) {
+            if !p.zeros {
+                *s = super::sum(row);
+            }
+        }
+        for (((row, p), e), &sum) in o.chunks_exact_mut(seq).zip(&plan).zip(masked).zip(&sums) {
+            if !p.zeros {
+                quotients(row, p.limit, e, sum);
+            }
+        }
     }
-    out.resize(x.len(), T::zero());
+    out.resize(len, T::zero());
     out
 }
 
-/// One row's softmax in place, its keys from `limit` on masked: `eᵛ⁻ᵐᵃˣ / Σ`, with the sum over
-/// the whole row in [`super::sum`]'s order, as if every masked key held `fill`. Those past the
-/// data's last group share one exponential and one quotient, computed once (a plain row of
-/// all -inf: -inf − (-inf) is NaN, as torch.softmax gives).
+/// The keys in place of a row whose keys from `limit` on are masked: `eᵛ⁻ᵐᵃˣ` as if every
+/// masked key held `fill`, over the groups of [`GROUP`] the data reaches (the fill padding the
+/// last); the keys past them share one exponential, computed once and returned (a plain row
+/// of all -inf: -inf − (-inf) is NaN, as torch.softmax gives).
 #[inline(always)]
-fn masked_row<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) {
-    let covered = limit.div_ceil(GROUP).saturating_mul(GROUP).min(o.len());
+fn exponentials<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) -> Option<T> {
+    let covered = covered(limit, o.len());
     let (head, tail) = o.split_at_mut(covered);
     head[limit..].fill(fill);
     in_groups(head, |v| *v = (*v - max).exp());
@@ -84,12 +118,24 @@ fn masked_row<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) {
     if let Some(e) = masked {
         tail.fill(e);
     }
-    let sum = super::sum(o);
-    let (head, tail) = o.split_at_mut(covered);
+    masked
+}
+
+/// Divides a row of [`exponentials`] by their sum (over the whole row, in [`super::sum`]'s
+/// order), the keys past the covered groups by one quotient of their shared value.
+#[inline(always)]
+fn quotients<T: Real>(o: &mut [T], limit: usize, masked: Option<T>, sum: T) {
+    let (head, tail) = o.split_at_mut(covered(limit, o.len()));
     in_groups(head, |v| *v /= sum);
     if let Some(e) = masked {
         tail.fill(e / sum);
     }
+}
+
+/// The keys up to the end of the [`GROUP`] that key `limit − 1` is in (a row of `seq`).
+#[inline(always)]
+fn covered(limit: usize, seq: usize) -> usize {
+    limit.div_ceil(GROUP).saturating_mul(GROUP).min(seq)
 }
 
 /// `f` on every value of `v`, [`GROUP`] at a time (so the loop vectorises whatever the length).
@@ -288,6 +334,42 @@ mod tests {
             }
         }
         assert_eq!(cases, 9 * 16);
+    }
+
+    /// The backward's bits are `p·(g − Σ g·p)` value by value, 0 at every masked key (by its own
+    /// test), over rows that fill blocks and leave a partial one, f64 and f32 at every tier.
+    #[test]
+    fn the_backward_gives_the_bits_of_the_value_by_value_gradient() {
+        for seq in [1, 5, 9, 17, 32] {
+            let (batch, heads) = (3, 2);
+            let m = Mask { heads, causal: true, lengths: Some(vec![seq, seq / 2, 0]), fill: f64::NEG_INFINITY, safe: true };
+            let p64: Vec<f64> = (0..batch * heads * seq * seq).map(|i| ((i as f64 * 0.37).sin() + 1.0) / seq as f64).collect();
+            let g64: Vec<f64> = (0..p64.len()).map(|i| (i as f64 * 1.31).cos() * 3.0).collect();
+            let want = |p: &[f64], g: &[f64]| -> Vec<f64> {
+                let mut out = Vec::new();
+                for (r, (pr, gr)) in p.chunks_exact(seq).zip(g.chunks_exact(seq)).enumerate() {
+                    let (b, i) = (r / (heads * seq), r % seq);
+                    let dot = super::super::dot(pr, gr);
+                    out.extend((0..seq).map(|j| if j > i || j >= [seq, seq / 2, 0][b] { 0.0 } else { pr[j] * (gr[j] - dot) }));
+                }
+                out
+            };
+            let bits64 = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+            assert_eq!(bits64(backward(&p64, &g64, seq, &m)), bits64(want(&p64, &g64)), "f64 seq {seq}");
+            let (p32, g32): (Vec<f32>, Vec<f32>) = (p64.iter().map(|&v| v as f32).collect(), g64.iter().map(|&v| v as f32).collect());
+            let mut want32 = Vec::new();
+            for (r, (pr, gr)) in p32.chunks_exact(seq).zip(g32.chunks_exact(seq)).enumerate() {
+                let (b, i) = (r / (heads * seq), r % seq);
+                let dot = super::super::dot(pr, gr);
+                want32.extend((0..seq).map(|j| if j > i || j >= [seq, seq / 2, 0][b] { 0.0f32 } else { pr[j] * (gr[j] - dot) }).map(f32::to_bits));
+            }
+            for tier in [0, 1, 2] {
+                WIDEST.with(|w| w.set(tier));
+                let got: Vec<u32> = backward32(&p32, &g32, seq, &m).into_iter().map(f32::to_bits).collect();
+                WIDEST.with(|w| w.set(2));
+                assert_eq!(got, want32, "f32 tier {tier} seq {seq}");
+            }
+        }
     }
 
     /// The cases above reach what they are meant to: NaN rows (a NaN score is ignored by the max
