@@ -40,12 +40,9 @@ pub(crate) fn linear_rounded(x: &Tensor, w: &Tensor, b: &Tensor, low: candle_cor
 }
 
 /// gemm's parallelism as Candle's products choose it: its thread count. gemm splits the
-/// output, not the sums, so the bits do not depend on it. The count is read once: Candle reads
-/// the environment on every call (a lock and a scan of it, 0.3% of the tiny GPT's step by perf,
-/// for every product), and the CLI sets it before any tensor is made.
+/// output, not the sums, so the bits do not depend on it.
 fn parallelism() -> gemm::Parallelism {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    match *THREADS.get_or_init(candle_core::utils::get_num_threads) {
+    match candle_core::utils::get_num_threads() {
         n if n > 1 => gemm::Parallelism::Rayon(n),
         _ => gemm::Parallelism::None,
     }
