@@ -202,6 +202,52 @@ mod tests {
         }
     }
 
+    /// The blocked kernels (8 rows' sums first) give the bits of the plain row-by-row loop
+    /// written out here with the same formulas, over 19 rows (two whole blocks and a partial
+    /// one) of widths 5 and 20, in f64 and in f32 at every tier, `dγ` and `dβ` summed over all
+    /// the blocks.
+    #[test]
+    fn blocks_of_rows_give_the_row_by_row_bits() {
+        use super::{backward, backward32, forward, forward32, moments, row_sums, Real};
+        fn reference<T: Real>(x: &[T], w: &[T], b: &[T], g: &[T], eps: f64) -> [Vec<T>; 4] {
+            let d = w.len();
+            let n = T::from_f64(d as f64);
+            let (mut y, mut dx, mut dw, mut db) = (vec![], vec![], vec![T::zero(); d], vec![T::zero(); d]);
+            for (row, gr) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
+                let (mean, rstd) = moments(row, T::from_f64(eps));
+                let shift = T::zero() - rstd * mean;
+                y.extend((0..d).map(|j| (row[j] * rstd + shift) * w[j] + b[j]));
+                let [mean, rstd, ds, dsum] = row_sums(row, gr, w, T::from_f64(eps));
+                let bb = (dsum * mean - ds) * rstd * rstd * rstd / n;
+                let c = T::zero() - bb * mean - dsum * rstd / n;
+                for j in 0..d {
+                    dx.push(rstd * gr[j] * w[j] + bb * row[j] + c);
+                    dw[j] += gr[j] * (row[j] - mean) * rstd;
+                    db[j] += gr[j];
+                }
+            }
+            [y, dx, dw, db]
+        }
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for d in [5usize, 20] {
+            let v = |k: f64, len: usize| (0..len).map(|i| (k + i as f64 * 0.37).sin() * (1.0 + (i % 7) as f64)).collect::<Vec<f64>>();
+            let (x, w, b, g) = (v(1.0, 19 * d), v(2.0, d), v(3.0, d), v(4.0, 19 * d));
+            let want = reference(&x, &w, &b, &g, 1e-5);
+            let (dx, dw, db) = backward(&x, &w, &g, 1e-5);
+            assert_eq!([forward(&x, &w, &b, 1e-5), dx, dw, db].map(|t| bits(&t)), want.map(|t| bits(&t)), "f64, width {d}");
+            let f = |t: &[f64]| t.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+            let (x, w, b, g) = (f(&x), f(&w), f(&b), f(&g));
+            let want = reference(&x, &w, &b, &g, 1e-5).map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            for tier in [2u8, 1, 0] {
+                crate::run::kernel::WIDEST.with(|t| t.set(tier));
+                let (dx, dw, db) = backward32(&x, &w, &g, 1e-5);
+                let got = [forward32(&x, &w, &b, 1e-5), dx, dw, db].map(|t| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+                crate::run::kernel::WIDEST.with(|t| t.set(2));
+                assert_eq!(got, want, "f32, width {d}, tier {tier}");
+            }
+        }
+    }
+
     /// `y`, `x.grad`, `w.grad`, `b.grad`, flattened.
     const WANT: [f64; 18] = [
         -0.43452076572514886,

@@ -16,8 +16,10 @@
 //! 1e-13 by fused multiply-adds (some 40% fewer operations), trusted where rounding them to
 //! f32 cannot be decided by so small an error (not within [`TIE`] f64 ulps of a halfway
 //! point); a block of [`BLOCK`] values with one that is not (one value in some 30 000, and
-//! every f32 subnormal result) is computed again the scalar way. A test over every one of
-//! the 2³² f32 inputs finds both forms the scalar functions' bits (`--ignored`, release).
+//! for tanh, every f32 subnormal result) is computed again the scalar way. A test over every one of
+//! the 2³² f32 inputs finds both forms the scalar functions' bits (`--ignored`, release; `.ci/run`
+//! runs it, at the widest tier the CPU has: the others compute the same correctly rounded
+//! fused multiply-adds, the plain tier through the library's `fma` where the CPU has none).
 //!
 //! The fused cells (`cells.rs`, through `Real::tanh` and `Real::sigmoid`) and the composed
 //! recurrent path (`run::model::recurrent`, through the Candle ops `tanh` and `sigmoid` of
@@ -166,7 +168,7 @@ fn sigmoid_fast(x: f32) -> (f32, bool) {
 /// The values a slice form computes and checks together.
 const BLOCK: usize = 64;
 
-/// A block's inputs, kept for the rare redo, on a cache line of their own: zeroing a block
+/// A block's inputs (256 bytes), kept for the rare redo, starting on a cache line: zeroing a block
 /// split across lines at each call (the call's stack decides where it starts) took a third of
 /// the sigmoid's time in one LSTM run and none in another on the same values (perf, Intel Xeon).
 #[repr(align(64))]
