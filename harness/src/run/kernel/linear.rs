@@ -85,6 +85,9 @@ impl<T: Copy> Mat<'_, T> {
     fn write_row_major(&self, out: &mut [std::mem::MaybeUninit<T>]) {
         const B: usize = 16;
         assert_eq!(out.len(), self.rows * self.cols, "a row-major copy's length");
+        if self.rs == 1 && self.write_transposed(out) {
+            return;
+        }
         for i0 in (0..self.rows).step_by(B) {
             for j0 in (0..self.cols).step_by(B) {
                 for j in j0..(j0 + B).min(self.cols) {
@@ -94,6 +97,23 @@ impl<T: Copy> Mat<'_, T> {
                 }
             }
         }
+    }
+}
+
+impl<T: Copy> Mat<'_, T> {
+    /// [`Mat::write_row_major`] of a transposed row-major matrix (`rs` 1) of 4-byte values:
+    /// 8 × 8 blocks in AVX registers (`transpose.rs`), the rows and columns past them value by
+    /// value; `false` (nothing written) without AVX2 or for other values.
+    fn write_transposed(&self, out: &mut [std::mem::MaybeUninit<T>]) -> bool {
+        let (rows, cols) = (self.rows, self.cols);
+        let Some((r8, c8)) = super::transpose::blocks(self.v, self.cs, (rows, cols), out) else { return false };
+        for (i, row) in out.chunks_exact_mut(cols).enumerate() {
+            let from = if i < r8 { c8 } else { 0 };
+            for (j, o) in row.iter_mut().enumerate().skip(from) {
+                o.write(self.v[i + j * self.cs]);
+            }
+        }
+        true
     }
 }
 

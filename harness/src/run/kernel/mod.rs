@@ -58,6 +58,7 @@ mod recurrent_gemm;
 pub(crate) mod relu;
 pub(crate) mod softmax;
 pub(crate) mod spare;
+mod transpose;
 pub(crate) mod update;
 pub(crate) mod vmath;
 
