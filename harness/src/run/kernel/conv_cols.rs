@@ -10,33 +10,45 @@ use super::Real;
 pub(super) fn im2col<T: Real>(g: &Geom, x: &[T], cols: &mut [T]) {
     let ([_, c, h, w], [_, kh, kw], [sh, sw], [ph, pw], [oh, ow]) = (g.x, g.k, g.stride, g.pad, g.o);
     let n = oh * ow;
-    for ((ci, i), j) in (0..c).flat_map(|ci| (0..kh).map(move |i| (ci, i))).flat_map(|p| (0..kw).map(move |j| (p, j))) {
-        let row = &mut cols[((ci * kh + i) * kw + j) * n..][..n];
-        if [sh, sw, ph, pw] == [1, 1, 0, 0] {
-            // Every tap inside the image: output row `oy` reads input row `oy + i` from `j` on.
-            let plane = &x[ci * h * w..][..h * w];
-            for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-                copy_short(dst, &plane[(oy + i) * w + j..][..ow]);
+    if [sh, sw, ph, pw] == [1, 1, 0, 0] {
+        // Every tap inside the image: output row `oy` of tap `(i, j)` reads input row `oy + i`
+        // from `j` on (nested loops: a `flat_map` over the taps was a call per tap, perf).
+        for (ci, plane) in x.chunks_exact(h * w).take(c).enumerate() {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let row = &mut cols[((ci * kh + i) * kw + j) * n..][..n];
+                    for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                        copy_short(dst, &plane[(oy + i) * w + j..][..ow]);
+                    }
+                }
             }
-            continue;
         }
-        // The outputs whose input `ox·sw + j − pw` is inside the row: `lo..hi`; the rest read
-        // padding. (Divisions, out of the loop over the rows: a row may be a dozen values.)
-        let hi = (w + pw).saturating_sub(j).div_ceil(sw).min(ow);
-        let lo = pw.saturating_sub(j).div_ceil(sw).min(hi);
-        for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
-            let Some(iy) = Geom::at(oy, i, sh, ph, h) else {
-                dst.fill(T::zero());
-                continue;
-            };
-            let src = &x[(ci * h + iy) * w..][..w];
-            dst[..lo].fill(T::zero());
-            dst[hi..].fill(T::zero());
-            if sw == 1 && lo < hi {
-                copy_short(&mut dst[lo..hi], &src[lo + j - pw..hi + j - pw]);
-            } else {
-                for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                    *d = src[ox * sw + j - pw];
+        return;
+    }
+    for ci in 0..c {
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut cols[((ci * kh + i) * kw + j) * n..][..n];
+                // The outputs whose input `ox·sw + j − pw` is inside the row: `lo..hi`; the
+                // rest read padding. (Divisions, out of the loop over the rows: a row may be
+                // a dozen values.)
+                let hi = (w + pw).saturating_sub(j).div_ceil(sw).min(ow);
+                let lo = pw.saturating_sub(j).div_ceil(sw).min(hi);
+                for (oy, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let Some(iy) = Geom::at(oy, i, sh, ph, h) else {
+                        dst.fill(T::zero());
+                        continue;
+                    };
+                    let src = &x[(ci * h + iy) * w..][..w];
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    if sw == 1 && lo < hi {
+                        copy_short(&mut dst[lo..hi], &src[lo + j - pw..hi + j - pw]);
+                    } else {
+                        for (ox, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
+                            *d = src[ox * sw + j - pw];
+                        }
+                    }
                 }
             }
         }
@@ -118,7 +130,9 @@ pub(super) fn band_into<T: Real>(taps: &[T], [n, ow, kw, pw]: [usize; 4], d: &mu
         // Taps `j ≤ x + pw` (the output `x + pw − j` is not negative) and `j > x + pw − ow`.
         let (top, bottom) = ((x + pw).min(kw - 1), (x + pw + 1).saturating_sub(ow));
         let mut s = T::zero();
-        for j in (bottom..=top).rev() {
+        let mut j = top + 1;
+        while j > bottom {
+            j -= 1;
             s += taps[j * n + x + pw - j];
         }
         *d += s;
