@@ -1,8 +1,58 @@
-//! A convolution's columns (`conv.rs`): im2col, one sample's inputs copied to the rows of its
-//! kernel taps, and col2im, the columns' gradient added back into the input's.
+//! A convolution's geometry and columns (`conv.rs`): im2col, one sample's inputs copied to the
+//! rows of its kernel taps, and col2im, the columns' gradient added back into the input's.
 
-use super::conv::Geom;
 use super::Real;
+
+/// The sizes of one convolution: input `(b, c, h, w)`, kernel `(out, c, kh, kw)`, strides,
+/// paddings and the output's `(oh, ow)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geom {
+    /// Samples, input channels, height, width.
+    pub(crate) x: [usize; 4],
+    /// Output channels, kernel height and width.
+    pub(crate) k: [usize; 3],
+    /// Strides (rows, columns).
+    pub(crate) stride: [usize; 2],
+    /// Zeros added (top and bottom, left and right).
+    pub(crate) pad: [usize; 2],
+    /// Output height and width.
+    pub(crate) o: [usize; 2],
+}
+
+impl Geom {
+    /// The geometry of `x` `(b, c, h, w)` convolved by `k` `(out, c, kh, kw)`, or why it does not fit.
+    pub(crate) fn new(x: [usize; 4], k: [usize; 4], stride: [usize; 2], pad: [usize; 2]) -> candle_core::Result<Self> {
+        let side = |n: usize, kk: usize, s: usize, p: usize| (n + 2 * p).checked_sub(kk).filter(|_| s > 0).map(|r| r / s + 1);
+        let (Some(oh), Some(ow)) = (side(x[2], k[2], stride[0], pad[0]), side(x[3], k[3], stride[1], pad[1])) else {
+            candle_core::bail!("conv: a {}×{} kernel does not fit a {}×{} input padded by {pad:?}", k[2], k[3], x[2], x[3]);
+        };
+        if k[1] != x[1] {
+            candle_core::bail!("conv: a kernel over {} channels for an input of {}", k[1], x[1]);
+        }
+        Ok(Self { x, k: [k[0], k[2], k[3]], stride, pad, o: [oh, ow] })
+    }
+
+    /// Rows of one sample's columns: `c·kh·kw`.
+    pub(super) fn taps(&self) -> usize {
+        self.x[1] * self.k[1] * self.k[2]
+    }
+
+    /// Output positions of one sample: `oh·ow`.
+    pub(super) fn positions(&self) -> usize {
+        self.o[0] * self.o[1]
+    }
+
+    /// Values of the column buffer (one sample's columns; the backward holds a second for their
+    /// gradient): the bound on what the kernel allocates besides its inputs and outputs.
+    pub(crate) fn column_values(&self) -> usize {
+        self.taps() * self.positions()
+    }
+
+    /// The input position `o·s + t − p` along one dimension, if it is inside the input.
+    pub(super) fn at(o: usize, t: usize, s: usize, p: usize, n: usize) -> Option<usize> {
+        (o * s + t).checked_sub(p).filter(|i| *i < n)
+    }
+}
 
 /// One sample's columns: row `(ci, i, j)` holds, for each output position, the input it reads
 /// through tap `(i, j)` of channel `ci` (0 in the padding).
