@@ -1,15 +1,17 @@
 //! Convolution as one op forward and one backward (`ops::conv`; a conv1d is a conv2d of
 //! height 1), in f32 and f64 on the CPU: per sample, im2col (`conv_cols.rs`) into its slot of
-//! `c·kh·kw × oh·ow` values ([`Geom::column_values`]), then one gemm. When a backward will
-//! follow, the forward keeps the whole batch's columns for it (a spare, `spare.rs`, every
-//! value written before it is read; `ops::conv`'s memory estimate counts them, each row's
-//! columns): the backward's kernel gradient reads them instead of running im2col again (a
-//! second im2col over the batch was a twelfth of a small CNN's step, perf, issue 31), and its
-//! input gradient is written over each sample's once read. Without a backward (an
-//! evaluation), one sample's buffer serves the batch. The backward makes the bias's sums, the
-//! weight's gradient `g colsᵀ` (per sample, added sample by sample) and the input's, `Wᵀ g`
-//! scattered back (col2im); the input's is skipped when nothing upstream needs it (the
-//! model's input). Both passes run in the `avx2!` tiers (elementwise, the same bits).
+//! `c·kh·kw × oh·ow` values ([`Geom::column_values`]), then one gemm. When a backward can
+//! follow (an operand is tracked), the forward keeps the whole batch's columns for it (a
+//! spare, `spare.rs`, every value written before it is read; `ops::conv`'s memory estimate
+//! counts them, each row's columns): the backward's kernel gradient reads them instead of
+//! running im2col again (a second im2col over the batch was a twelfth of a small CNN's step,
+//! perf, issue 31), and its input gradient is written over each sample's once read. A forward
+//! no backward follows (validation over tracked weights) gives them back when its op drops;
+//! with nothing tracked one sample's buffer serves the batch. The backward makes the bias's
+//! sums, the weight's gradient `g colsᵀ` (per sample, added sample by sample) and the
+//! input's, `Wᵀ g` scattered back (col2im); the input's is skipped when nothing upstream
+//! needs it (the model's input). Both passes run in the `avx2!` tiers (elementwise, the same
+//! bits).
 //!
 //! Composed in Candle (the path f16 and bf16 keep, `run::model::conv`), the columns of the
 //! whole batch were built by an `index_select` per kernel tap and stacked, and the backward
@@ -33,7 +35,7 @@ use crate::error::Result;
 
 /// `x` convolved by `k` plus `bias` for `x` `(b, c, h, w)`, `k` `(out, c, kh, kw)`: `(b, out, oh, ow)`.
 pub(crate) fn conv(x: &Tensor, k: &Tensor, bias: &Tensor, stride: [usize; 2], pad: [usize; 2]) -> Result<Tensor> {
-    // The batch's columns are kept for the backward only if there will be one.
+    // The batch's columns are kept for the backward only if one can follow (an operand is tracked).
     let keep = x.track_op() || k.track_op() || bias.track_op();
     Ok(x.contiguous()?.apply_op3(&k.contiguous()?, &bias.contiguous()?, Conv { stride, pad, keep, kept: Mutex::new(None) })?)
 }
