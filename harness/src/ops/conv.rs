@@ -88,7 +88,7 @@ impl Op for Conv1d {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        crate::run::model::conv::conv1d(x, cx.param(0), cx.param(1), self.stride, self.padding)
+        crate::run::model::conv::conv1d(x, cx.param(0), cx.param(1), self.stride, self.padding, cx.training)
     }
 
     fn autocast(&self, _: Part) -> Autocast {
@@ -143,7 +143,7 @@ impl Op for Conv2d {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        crate::run::model::conv::conv2d(x, cx.param(0), cx.param(1), self.stride, self.padding)
+        crate::run::model::conv::conv2d(x, cx.param(0), cx.param(1), self.stride, self.padding, cx.training)
     }
 
     fn autocast(&self, _: Part) -> Autocast {
@@ -172,7 +172,9 @@ fn params(p: &mut Planner<'_>, shape: Vec<usize>, fan_in: usize, fan_out: usize,
 /// The values of a convolution's column buffer over `c` channels, a `kh × kw` kernel and
 /// `positions` outputs: `c·kh·kw·positions`, one sample's columns. `run::kernel::conv` keeps
 /// every sample's from the forward to the backward, which writes the columns' gradient over
-/// each sample's once read, so counted once per row (`Op::held`) they are what it holds.
+/// each sample's once read, so counted once per row (`Op::held`) they are what it holds (in
+/// f16 and bf16 the kernel computes in f32, so its columns take twice the bytes counted; the
+/// estimate's allowance for gradients and temporaries, four times the values, covers them).
 fn columns(c: usize, kh: usize, kw: usize, positions: u128) -> u128 {
     product(&[u(c), u(kh), u(kw), positions])
 }

@@ -1,13 +1,13 @@
 //! Convolution as one op forward and one backward (`ops::conv`; a conv1d is a conv2d of
 //! height 1), in f32 and f64 on the CPU: per sample, im2col (`conv_cols.rs`) into its slot of
-//! `c·kh·kw × oh·ow` values ([`Geom::column_values`]), then one gemm. When a backward can
-//! follow (an operand is tracked), the forward keeps the whole batch's columns for it (a
+//! `c·kh·kw × oh·ow` values ([`Geom::column_values`]), then one gemm. A training forward whose
+//! backward can follow (an operand is tracked) keeps the whole batch's columns for it (a
 //! spare, `spare.rs`, every value written before it is read; `ops::conv`'s memory estimate
 //! counts them, each row's columns): the backward's kernel gradient reads them instead of
 //! running im2col again (a second im2col over the batch was a twelfth of a small CNN's step,
-//! perf, issue 31), and its input gradient is written over each sample's once read. A forward
-//! no backward follows (validation over tracked weights) gives them back when its op drops;
-//! with nothing tracked one sample's buffer serves the batch. The backward makes the bias's
+//! perf, issue 31), and its input gradient is written over each sample's once read. An
+//! evaluation forward (its batch the whole validation split) keeps none, nor one with nothing
+//! tracked: one sample's buffer serves the batch; a backward that finds none makes them again. The backward makes the bias's
 //! sums, the weight's gradient `g colsᵀ` (per sample, added sample by sample) and the
 //! input's, `Wᵀ g` scattered back (col2im); the input's is skipped when nothing upstream
 //! needs it (the model's input). Both passes run in the `avx2!` tiers (elementwise, the same
@@ -19,7 +19,8 @@
 //! step was page faults of those buffers and the adds (perf, issue 31). The arithmetic here is
 //! the composed path's, in its order: the same per-sample gemm (`out × c·k² · c·k² × oh·ow`),
 //! the bias added after it, the batch's weight gradients summed sample by sample, the bias's
-//! sums in the flat order Candle's `sum` takes, and each input gradient summed over the row
+//! sums in the flat order Candle's `sum` takes over a batch (for a batch of one, whose sum runs
+//! over the last dimension alone, Candle vectorises it in another order), and each input gradient summed over the row
 //! taps of its bands, each band over its column taps. f32 products accumulate in f32, as
 //! PyTorch's CPU convolution does.
 
@@ -33,10 +34,13 @@ use super::linear::{product_either, product_to, Mat};
 use super::{avx2, dispatch, spare, Kernel, Real};
 use crate::error::Result;
 
-/// `x` convolved by `k` plus `bias` for `x` `(b, c, h, w)`, `k` `(out, c, kh, kw)`: `(b, out, oh, ow)`.
-pub(crate) fn conv(x: &Tensor, k: &Tensor, bias: &Tensor, stride: [usize; 2], pad: [usize; 2]) -> Result<Tensor> {
-    // The batch's columns are kept for the backward only if one can follow (an operand is tracked).
-    let keep = x.track_op() || k.track_op() || bias.track_op();
+/// `x` convolved by `k` plus `bias` for `x` `(b, c, h, w)`, `k` `(out, c, kh, kw)`: `(b, out, oh, ow)`;
+/// `training`: a training forward, whose backward follows.
+pub(crate) fn conv(x: &Tensor, k: &Tensor, bias: &Tensor, stride: [usize; 2], pad: [usize; 2], training: bool) -> Result<Tensor> {
+    // The batch's columns are kept for the backward only in training and if one can follow (an
+    // operand is tracked): an evaluation forward's parameters are tracked too, and its batch is
+    // the whole validation split, which the memory estimate does not count columns for.
+    let keep = training && (x.track_op() || k.track_op() || bias.track_op());
     Ok(x.contiguous()?.apply_op3(&k.contiguous()?, &bias.contiguous()?, Conv { stride, pad, keep, kept: Mutex::new(None) })?)
 }
 
@@ -345,7 +349,7 @@ mod tests {
         let x = Var::from_tensor(&Tensor::from_vec(wavy(3 * 2 * 5 * 6, 0.1), (3, 2, 5, 6), &dev).unwrap()).unwrap();
         let k = Var::from_tensor(&Tensor::from_vec(wavy(11 * 2 * 2 * 2, 1.3), (11, 2, 2, 2), &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::from_vec(wavy(11, 2.2), 11, &dev).unwrap()).unwrap();
-        let y = conv(x.as_tensor(), k.as_tensor(), b.as_tensor(), [1, 1], [0, 0]).unwrap();
+        let y = conv(x.as_tensor(), k.as_tensor(), b.as_tensor(), [1, 1], [0, 0], true).unwrap();
         assert_eq!(y.dims(), [3, 11, 4, 5]);
         let u = wavy(3 * 11 * 20, 0.9);
         let g = (&y * Tensor::from_vec(u.clone(), (3, 11, 4, 5), &dev).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
@@ -376,15 +380,22 @@ mod tests {
                 let x = Tensor::from_vec(wavy(3 * 2 * 9 * 11, 0.1), (3, 2, 9, 11), &dev).unwrap();
                 let k = Tensor::from_vec(wavy(5 * 2 * 3 * 3, 1.3), (5, 2, 3, 3), &dev).unwrap();
                 let b = Tensor::from_vec(wavy(5, 2.2), 5, &dev).unwrap();
-                let plain = conv(&x, &k, &b, stride, pad).unwrap();
+                let plain = conv(&x, &k, &b, stride, pad, true).unwrap();
                 let (xv, kv, bv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&k).unwrap(), Var::from_tensor(&b).unwrap());
-                let y = conv(xv.as_tensor(), kv.as_tensor(), bv.as_tensor(), stride, pad).unwrap();
+                let y = conv(xv.as_tensor(), kv.as_tensor(), bv.as_tensor(), stride, pad, true).unwrap();
                 assert_eq!(bits(&plain), bits(&y), "tier {tier}, stride {stride:?}: the output without kept columns");
+                // An evaluation forward over tracked operands keeps nothing: its backward, if one
+                // runs, makes the columns again, to the same bits as the training forward's.
+                let eval = conv(xv.as_tensor(), kv.as_tensor(), bv.as_tensor(), stride, pad, false).unwrap();
+                assert_eq!(bits(&eval), bits(&y), "tier {tier}, stride {stride:?}: the evaluation forward");
+                let up_eval = Tensor::from_vec(wavy(eval.elem_count(), 0.9), eval.shape(), &dev).unwrap();
+                let eval_grads = (&eval * up_eval).unwrap().sum_all().unwrap().backward().unwrap();
                 let up = Tensor::from_vec(wavy(y.elem_count(), 0.9), y.shape(), &dev).unwrap();
                 let loss = (&y * up).unwrap().sum_all().unwrap();
                 let grads = |g: candle_core::backprop::GradStore| [&xv, &kv, &bv].map(|v| bits(g.get(v.as_tensor()).unwrap()));
                 let (kept, again) = (grads(loss.backward().unwrap()), grads(loss.backward().unwrap()));
                 assert_eq!(kept, again, "tier {tier}, stride {stride:?}: gradients from kept columns and from im2col again");
+                assert_eq!(kept, grads(eval_grads), "tier {tier}, stride {stride:?}: gradients after an evaluation forward");
                 runs.push((bits(&y), kept));
             }
             tiers.push(runs);

@@ -42,8 +42,8 @@ impl Geom {
         self.o[0] * self.o[1]
     }
 
-    /// Values of the column buffer (one sample's columns; the backward holds a second for their
-    /// gradient): the bound on what the kernel allocates besides its inputs and outputs.
+    /// Values of one sample's columns: a training forward keeps the batch's (this times the
+    /// batch), which its backward overwrites with their gradient, one sample's at a time.
     pub(crate) fn column_values(&self) -> usize {
         self.taps() * self.positions()
     }
