@@ -1,8 +1,8 @@
 //! `conv1d` and `conv2d`: convolutions over sequences (the width as channels, as
 //! `torch.nn.Conv1d` sees a transposed sequence) and over images (`torch.nn.Conv2d`,
 //! square kernel), their kernels kept in PyTorch's layout `(out, in, k)` and
-//! `(out, in, k, k)`. The kernel (im2col one sample at a time and one gemm, forward
-//! and backward) is `run::kernel::conv`, reached through `run::model::conv`; half
+//! `(out, in, k, k)`. The kernel (im2col and one gemm per sample, forward and
+//! backward, the forward's columns kept for the backward) is `run::kernel::conv`, reached through `run::model::conv`; half
 //! tensors (under autocast too) are computed in f32 and rounded once, as PyTorch's CPU
 //! convolution computes bf16 (and f16's forward).
 
@@ -88,7 +88,7 @@ impl Op for Conv1d {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        crate::run::model::conv::conv1d(x, cx.param(0), cx.param(1), self.stride, self.padding)
+        crate::run::model::conv::conv1d(x, cx.param(0), cx.param(1), self.stride, self.padding, cx.training)
     }
 
     fn autocast(&self, _: Part) -> Autocast {
@@ -143,7 +143,7 @@ impl Op for Conv2d {
     }
 
     fn forward(&self, x: &Tensor, cx: &Cx<'_>) -> Result<Tensor> {
-        crate::run::model::conv::conv2d(x, cx.param(0), cx.param(1), self.stride, self.padding)
+        crate::run::model::conv::conv2d(x, cx.param(0), cx.param(1), self.stride, self.padding, cx.training)
     }
 
     fn autocast(&self, _: Part) -> Autocast {
@@ -170,10 +170,11 @@ fn params(p: &mut Planner<'_>, shape: Vec<usize>, fan_in: usize, fan_out: usize,
 }
 
 /// The values of a convolution's column buffer over `c` channels, a `kh × kw` kernel and
-/// `positions` outputs: `c·kh·kw·positions`, one sample's columns (`run::kernel::conv` takes
-/// the batch one sample at a time and reuses the buffer for the columns' gradient). The kernel
-/// allocates it once per step whatever the batch; `Op::held` counts values per row, so the
-/// estimate counts it once per row, an upper bound by the batch's factor.
+/// `positions` outputs: `c·kh·kw·positions`, one sample's columns. `run::kernel::conv` keeps
+/// every sample's from the forward to the backward, which writes the columns' gradient over
+/// each sample's once read, so counted once per row (`Op::held`) they are what it holds (in
+/// f16 and bf16 the kernel computes in f32, so its columns take twice the bytes counted; the
+/// estimate's allowance for gradients and temporaries, four times the values, covers them).
 fn columns(c: usize, kh: usize, kw: usize, positions: u128) -> u128 {
     product(&[u(c), u(kh), u(kw), positions])
 }
@@ -305,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn memory_counts_the_output_copies_and_one_samples_columns() {
+    fn memory_counts_the_output_copies_and_each_samples_columns() {
         // Conv1d k = 3, p = 1 over (8, 2) to (4, 2): the output and its two transposed copies
         // 3·4·2, the input's transposed copy 8·2, the columns 2·3·4 = 24 + 16 + 24.
         let (input, output) = (Shape::Seq { len: 8, width: 2 }, Shape::Seq { len: 4, width: 2 });

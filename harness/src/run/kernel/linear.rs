@@ -154,35 +154,12 @@ fn check<T>(a: &Mat<T>, b: &Mat<T>, len: usize) -> candle_core::Result<()> {
 /// `accumulate`), and T is f32 or f64.
 unsafe fn gemm_into<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>, dst: *mut T, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if !accumulate && b.cs != 1 && a.cs == 1 && m * (k + n) < k * n && general_kernels(m, k, n) {
+    if !accumulate && column_major_first(a, b) {
         // A spare (a convolution makes this product once per sample): gemm overwrites its old
         // values without reading them.
         let mut t = super::spare::take::<T>(m * n);
-        // SAFETY: `t` holds m·n values, column-major (m, n), written and not read; the factors
-        // as the caller checked them.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                t.as_mut_ptr(),
-                m as isize,
-                1,
-                false,
-                a.v.as_ptr(),
-                a.cs as isize,
-                a.rs as isize,
-                b.v.as_ptr(),
-                b.cs as isize,
-                b.rs as isize,
-                T::one(),
-                T::one(),
-                false,
-                false,
-                false,
-                parallelism(),
-            );
-        }
+        // SAFETY: `t` holds m·n values; the factors as the caller checked them.
+        unsafe { gemm_column_major(a, b, t.as_mut_ptr()) };
         // SAFETY: the caller's `dst` is valid for m·n writes.
         let out = unsafe { std::slice::from_raw_parts_mut(dst.cast::<std::mem::MaybeUninit<T>>(), m * n) };
         Mat::new(&t, n, m).t().write_row_major(out);
@@ -190,6 +167,46 @@ unsafe fn gemm_into<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>,
         return;
     }
     gemm::gemm(m, n, k, dst, 1, n as isize, accumulate, a.v.as_ptr(), a.cs as isize, a.rs as isize, b.v.as_ptr(), b.cs as isize, b.rs as isize, T::one(), T::one(), false, false, false, parallelism())
+}
+
+/// Whether [`gemm_into`] makes `a · b` column-major and moves it (see there).
+fn column_major_first<T>(a: &Mat<T>, b: &Mat<T>) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    b.cs != 1 && a.cs == 1 && m * (k + n) < k * n && general_kernels(m, k, n)
+}
+
+/// gemm of checked, non-empty factors into `dst` column-major (`(n, m)` row-major), not read.
+///
+/// # Safety
+/// As [`gemm_into`], `dst` valid for `m·n` writes.
+unsafe fn gemm_column_major<T: candle_core::WithDType + Default>(a: &Mat<T>, b: &Mat<T>, dst: *mut T) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        gemm::gemm(m, n, k, dst, m as isize, 1, false, a.v.as_ptr(), a.cs as isize, a.rs as isize, b.v.as_ptr(), b.cs as isize, b.rs as isize, T::one(), T::one(), false, false, false, parallelism());
+    }
+}
+
+/// `a · b` into `out` with [`product_to`]'s bits, in the orientation gemm makes it in before
+/// [`product_to`] would move it: `true` if `out` holds it column-major (the product's transpose,
+/// `(n, m)` row-major), `false` if row-major. For a sum of such products (a convolution's
+/// kernel gradient over the batch), added value by value in either layout and moved once.
+pub(crate) fn product_either<T: candle_core::WithDType + Default>(a: Mat<T>, b: Mat<T>, out: &mut [T]) -> candle_core::Result<bool> {
+    check(&a, &b, out.len())?;
+    if out.is_empty() || a.cols == 0 {
+        out.fill(T::zero());
+        return Ok(false);
+    }
+    let cm = column_major_first(&a, &b);
+    // SAFETY: checked just above; `out` holds m·n values, each written by gemm; gemm supports T (f32 and f64).
+    unsafe {
+        if cm {
+            gemm_column_major(&a, &b, out.as_mut_ptr());
+        } else {
+            gemm_into(&a, &b, out.as_mut_ptr(), false);
+        }
+    }
+    Ok(cm)
 }
 
 /// `out += a · b`, `out` row-major.
@@ -450,6 +467,26 @@ mod tests {
                 let scale: f64 = (0..k).map(|d| (f64::from(a[i * k + d]) * f64::from(w[j * k + d])).abs()).sum();
                 assert!((f64::from(ours[i * n + j]) - exact).abs() <= scale * k as f64 * 6e-8, "{m}×{k}×{n} at ({i}, {j})");
             }
+        }
+    }
+
+    /// [`super::product_either`] gives [`super::product_to`]'s bits, row-major or (then said so)
+    /// column-major, on shapes taking each: a transposed right factor that gemm's general kernels
+    /// take column-major first, one too small for them (256 values), and a row-major one.
+    #[test]
+    fn either_orientation_gives_the_bits_of_product_to() {
+        let vals = |n: usize, p: f32| (0..n).map(|i| (p + 0.77 * i as f32).sin() * 3.3).collect::<Vec<f32>>();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (m, k, n, transposed, column_major) in [(32, 121, 144, true, true), (16, 676, 9, true, false), (16, 30, 16, true, false), (32, 121, 144, false, false)] {
+            let (a, w) = (vals(m * k, 0.3), vals(n * k, 1.1));
+            let b = || if transposed { super::Mat::new(&w, n, k).t() } else { super::Mat::new(&w, k, n) };
+            let mut want = vec![0.0f32; m * n];
+            super::product_to(super::Mat::new(&a, m, k), b(), &mut want).unwrap();
+            let mut got = vec![0.0f32; m * n];
+            let cm = super::product_either(super::Mat::new(&a, m, k), b(), &mut got).unwrap();
+            assert_eq!(cm, column_major, "{m}×{k}×{n}");
+            let got = if cm { super::Mat::new(&got, n, m).t().row_major() } else { got };
+            assert_eq!(bits(&got), bits(&want), "{m}×{k}×{n}");
         }
     }
 

@@ -12,7 +12,7 @@
 //! activations through one [`pointwise::Pointwise`] (`f(x)` and `df(x)`),
 //! `elementwise` (clamp, abs, and the element-by-element maps the registry's
 //! ops share), `activation` (softplus, softmax), `bce_torch`, and the one-pass
-//! optimizer `update`, and PyTorch's CTC loss recursions (`ctc`). `conv` (im2col one sample at a time and gemm) and `pool`
+//! optimizer `update`, and PyTorch's CTC loss recursions (`ctc`). `conv` (im2col and gemm per sample, the columns kept for the backward) and `pool`
 //! (tiling max and mean pools) are the image layers', `batch_norm` (one pass each way, over features or image channels) their normalisation. `cast` converts to and from the half types in one pass,
 //! and `flawed_square` is the one custom op with a deliberately wrong backward
 //! (seed 002 ex3). Other devices (and half dtypes, for the products other than the
@@ -40,6 +40,7 @@ pub(crate) mod bias;
 pub(crate) mod cast;
 pub(crate) mod cells;
 pub(crate) mod conv;
+mod conv_cols;
 pub(crate) mod cross_entropy;
 pub(crate) mod ctc;
 pub(crate) mod elementwise;

@@ -2,9 +2,10 @@
 //! recurrence's states and gates (`recurrent.rs`), megabytes a layer, which it
 //! takes in its forward and gives back when its op is dropped after the backward,
 //! its backward's gate gradients and fed states (taken and given back within the
-//! backward), a convolution's column buffers and per-sample products (`conv.rs`), and a
-//! product made column-major before it is moved (`linear.rs`), each taken and given back
-//! within its pass (zeroing them was a pass over memory per call for nothing).
+//! backward), a convolution's columns (`conv.rs`: the batch's, taken in its forward and given
+//! back after its backward or when its op is dropped, and per-sample products), and a
+//! product made column-major before it is moved (`linear.rs`), these taken and given back
+//! within their pass (zeroing them was a pass over memory per call for nothing).
 //!
 //! Blocks of a megabyte and more go to the system allocator (`nanhunt::alloc`),
 //! which maps fresh zeroed pages for each and unmaps them on free: page faults
