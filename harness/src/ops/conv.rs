@@ -2,9 +2,10 @@
 //! `torch.nn.Conv1d` sees a transposed sequence) and over images (`torch.nn.Conv2d`,
 //! square kernel), their kernels kept in PyTorch's layout `(out, in, k)` and
 //! `(out, in, k, k)`. The kernel (im2col and one gemm per sample, forward and
-//! backward, the forward's columns kept for the backward) is `run::kernel::conv`, reached through `run::model::conv`; half
-//! tensors (under autocast too) are computed in f32 and rounded once, as PyTorch's CPU
-//! convolution computes bf16 (and f16's forward).
+//! backward, the forward's columns kept for the backward) is `run::kernel::conv`,
+//! reached through `run::model::conv`; half tensors (under autocast too) are computed
+//! in f32 and rounded once, as PyTorch's CPU convolution computes bf16 (and f16's
+//! forward).
 
 use candle_core::Tensor;
 

@@ -7,11 +7,11 @@
 //! running im2col again (a second im2col over the batch was a twelfth of a small CNN's step,
 //! perf, issue 31), and its input gradient is written over each sample's once read. An
 //! evaluation forward (its batch the whole validation split) keeps none, nor one with nothing
-//! tracked: one sample's buffer serves the batch; a backward that finds none makes them again. The backward makes the bias's
-//! sums, the weight's gradient `g colsᵀ` (per sample, added sample by sample) and the
-//! input's, `Wᵀ g` scattered back (col2im); the input's is skipped when nothing upstream
-//! needs it (the model's input). Both passes run in the `avx2!` tiers (elementwise, the same
-//! bits).
+//! tracked: one sample's buffer serves the batch; a backward that finds none makes them again.
+//! The backward makes the bias's sums, the weight's gradient `g colsᵀ` (per sample, added
+//! sample by sample) and the input's, `Wᵀ g` scattered back (col2im); the input's is skipped
+//! when nothing upstream needs it (the model's input). Both passes run in the `avx2!` tiers
+//! (elementwise, the same bits).
 //!
 //! Composed in Candle (the path f16 and bf16 keep, `run::model::conv`), the columns of the
 //! whole batch were built by an `index_select` per kernel tap and stacked, and the backward
@@ -20,8 +20,8 @@
 //! the composed path's, in its order: the same per-sample gemm (`out × c·k² · c·k² × oh·ow`),
 //! the bias added after it, the batch's weight gradients summed sample by sample, the bias's
 //! sums in the flat order Candle's `sum` takes over a batch (for a batch of one, whose sum runs
-//! over the last dimension alone, Candle vectorises it in another order), and each input gradient summed over the row
-//! taps of its bands, each band over its column taps. f32 products accumulate in f32, as
+//! over the last dimension alone, Candle vectorises it in another order), and each input
+//! gradient summed over the row taps of its bands, each band over its column taps. f32 products accumulate in f32, as
 //! PyTorch's CPU convolution does.
 
 use std::any::Any;
@@ -195,10 +195,11 @@ impl Drop for Backward {
     }
 }
 
-/// The backward on slices, with the forward's columns of the batch if kept (`cols`, `b` samples'),
-/// else a buffer of one sample's that im2col fills again for each. Per sample: the kernel's
-/// gradient `g colsᵀ` added in (in the layout gemm makes it in, [`product_either`]), then, if `input`, the columns' gradient `Wᵀ g` written over
-/// the sample's columns (read for the last time) and added back into the input's (col2im).
+/// The backward on slices, with the forward's columns of the batch if kept (`cols`, `b`
+/// samples'), else a buffer of one sample's that im2col fills again for each. Per sample: the
+/// kernel's gradient `g colsᵀ` added in (in the layout gemm makes it in, [`product_either`]),
+/// then, if `input`, the columns' gradient `Wᵀ g` written over the sample's columns (read for
+/// the last time) and added back into the input's (col2im).
 #[inline(always)]
 fn backward<T: Real>(g: &Geom, input: bool, [x, k, grad]: [&[T]; 3], cols: Option<Vec<T>>) -> candle_core::Result<(Vec<T>, Vec<T>)> {
     let ([b, c, h, w], out, n, taps, cv) = (g.x, g.k[0], g.positions(), g.taps(), g.column_values());
@@ -242,7 +243,7 @@ avx2! {
 }
 
 /// The bias's gradient: each channel's sum over the batch and positions, in the flat order
-/// of `(b, out, positions)` (as Candle's `sum` adds).
+/// of `(b, out, positions)` (as Candle's `sum` adds over a batch of more than one).
 #[inline(always)]
 fn bias_sums<T: Real>(g: &Geom, grad: &[T]) -> Vec<T> {
     let (out, n) = (g.k[0], g.positions());
@@ -334,11 +335,7 @@ mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::conv;
-
-    /// f32 values whose sums round: `sin(0.37·i + p)·3`.
-    fn wavy(n: usize, p: f32) -> Vec<f32> {
-        (0..n).map(|i| (0.37 * i as f32 + p).sin() * 3.0).collect()
-    }
+    use crate::run::kernel::conv_cols::tests::wavy;
 
     /// The bias's gradient over 11 channels (a block of 8 and 3 more) and 20 positions (two
     /// transposed tiles of 8 and 4 more) is each channel's upstream gradient summed in f32 in

@@ -213,11 +213,11 @@ pub(super) fn band_into<T: Real>(taps: &[T], [n, ow, kw, pw]: [usize; 4], d: &mu
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{band_into, copy_short};
 
-    /// f32 values whose sums round: `sin(0.37·i + p)·3`.
-    fn wavy(n: usize, p: f32) -> Vec<f32> {
+    /// f32 values whose sums round: `sin(0.37·i + p)·3` (the convolution's tests share them).
+    pub(in crate::run::kernel) fn wavy(n: usize, p: f32) -> Vec<f32> {
         (0..n).map(|i| (0.37 * i as f32 + p).sin() * 3.0).collect()
     }
 
