@@ -12,7 +12,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use super::{dispatch, Kernel, Real};
+use super::{dispatch, head_product, Kernel, Real};
 use crate::error::Result;
 
 /// `scale · q_h k_hᵀ`, `(batch, heads, seq, seq)`, of `q` and `k` `(batch, seq, width)`.
@@ -98,6 +98,17 @@ impl Product {
         }
     }
 
+    /// The output's length, after checking that every head's views of the factors (of `lens`
+    /// values) and of the output stay inside them.
+    fn check(&self, (m, n, k): (usize, usize, usize), (lv, rv, ov): (View, View, View), lens: (usize, usize)) -> candle_core::Result<usize> {
+        let len = self.shape().elem_count();
+        let span = |v: View, rows: usize, cols: usize| v.at(self.batch - 1, self.heads - 1) + (rows - 1) * v.rs + (cols - 1) * v.cs;
+        if self.batch == 0 || m == 0 || n == 0 || k == 0 || span(lv, m, k) >= lens.0 || span(rv, k, n) >= lens.1 || span(ov, m, n) >= len {
+            candle_core::bail!("attention product {:?}: sizes do not match {:?}", self.kind, (self.batch, self.seq, self.heads, self.width));
+        }
+        Ok(len)
+    }
+
     fn shape(&self) -> Shape {
         match self.kind {
             Kind::Scores | Kind::MixGradP => (self.batch, self.heads, self.seq, self.seq).into(),
@@ -108,12 +119,8 @@ impl Product {
     /// Every head's product, one after another.
     fn products<T: candle_core::WithDType>(&self, lhs: &[T], rhs: &[T]) -> candle_core::Result<Vec<T>> {
         let ((m, n, k), lv, rv, ov) = self.plan();
-        let len = self.shape().elem_count();
-        let span = |v: View, rows: usize, cols: usize| v.at(self.batch - 1, self.heads - 1) + (rows - 1) * v.rs + (cols - 1) * v.cs;
         // Every view stays inside its tensor: what makes the raw pointers below sound.
-        if self.batch == 0 || m == 0 || n == 0 || k == 0 || span(lv, m, k) >= lhs.len() || span(rv, k, n) >= rhs.len() || span(ov, m, n) >= len {
-            candle_core::bail!("attention product {:?}: sizes do not match {:?}", self.kind, (self.batch, self.seq, self.heads, self.width));
-        }
+        let len = self.check((m, n, k), (lv, rv, ov), (lhs.len(), rhs.len()))?;
         // Not zeroed first: the heads' results tile the output, and gemm writes each without
         // reading it (a zeroing pass cost as much as a small product).
         let mut out: Vec<T> = Vec::with_capacity(len);
@@ -188,6 +195,29 @@ impl Kernel<2> for Product {
 
     fn run<T: Real>(&self, [a, b]: [&[T]; 2]) -> candle_core::Result<CpuStorage> {
         Ok(T::to_cpu_storage_owned(self.products(a, b)?))
+    }
+
+    /// f32: the direct product at the sizes it takes (`head_product.rs`: gemm's bits), else gemm.
+    fn run_f32(&self, [a, b]: [&[f32]; 2]) -> candle_core::Result<CpuStorage> {
+        let ((m, n, k), lv, rv, ov) = self.plan();
+        if !head_product::takes(m, n, k) {
+            return self.run([a, b]);
+        }
+        let len = self.check((m, n, k), (lv, rv, ov), (a.len(), b.len()))?;
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        let dst = &mut out.spare_capacity_mut()[..len];
+        let scale = self.scale as f32;
+        let at = |v: View, b: usize, h: usize| head_product::At { start: v.at(b, h), rs: v.rs, cs: v.cs };
+        for b_ in 0..self.batch {
+            for h in 0..self.heads {
+                if !head_product::product((m, n, k), (a, at(lv, b_, h)), (b, at(rv, b_, h)), (&mut *dst, at(ov, b_, h)), scale) {
+                    candle_core::bail!("attention product {:?}: a head's view leaves its tensor", self.kind);
+                }
+            }
+        }
+        // SAFETY: every (example, head) block was written above, and the blocks cover the output.
+        unsafe { out.set_len(len) };
+        Ok(CpuStorage::F32(out))
     }
 }
 

@@ -48,6 +48,7 @@ pub(crate) mod flawed_square;
 pub(crate) mod gates;
 pub(crate) mod gather;
 pub(crate) mod gelu;
+mod head_product;
 pub(crate) mod heads;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
