@@ -1,7 +1,10 @@
 //! Attention's masked softmax in one pass each way: scores at masked keys
 //! (after the query with `causal`, past the row's length with padding) are
 //! replaced by the fill, then softmax over each row, as `masked_fill` then
-//! `torch.softmax` (or `torch._safe_softmax`, whose fully masked rows are 0).
+//! `torch.softmax` (or `torch._safe_softmax`, whose fully masked rows are 0):
+//! each exponential times the reciprocal of the row's sum, as PyTorch's CPU
+//! kernel over the last dimension computes it (`_vec_softmax_lastdim`:
+//! `tmp_sum = 1 / tmp_sum`, then `x * tmp_sum`), not divided by the sum.
 //! The backward is softmax's, `p·(g − Σ g·p)`, with 0 at masked keys, which is
 //! what `masked_fill`'s backward gives them.
 
@@ -47,7 +50,7 @@ const GROUP: usize = 16;
 
 /// Rows the forward takes at a time, each phase (the maxima, the exponentials, the sums, the
 /// quotients) over all of them before the next: a row's max and sum are chains of dependent
-/// operations (lane by lane, then folded), and the division waits on the sum, so one row
+/// operations (lane by lane, then folded), and the products wait on the sum, so one row
 /// after another mostly waited; a block's chains are independent and overlap.
 const BLOCK: usize = 8;
 
@@ -121,14 +124,17 @@ fn exponentials<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) -> Option<T
     masked
 }
 
-/// Divides a row of [`exponentials`] by their sum (over the whole row, in [`super::sum`]'s
-/// order), the keys past the covered groups by one quotient of their shared value.
+/// Multiplies a row of [`exponentials`] by the reciprocal of their sum (over the whole row, in
+/// [`super::sum`]'s order), rounded once, as PyTorch does (one division a row, not one a value:
+/// the divisions were a tenth of the tiny GPT's softmax, perf); the keys past the covered groups
+/// by one product of their shared value.
 #[inline(always)]
 fn quotients<T: Real>(o: &mut [T], limit: usize, masked: Option<T>, sum: T) {
     let (head, tail) = o.split_at_mut(covered(limit, o.len()));
-    in_groups(head, |v| *v /= sum);
+    let r = T::one() / sum;
+    in_groups(head, |v| *v = *v * r);
     if let Some(e) = masked {
-        tail.fill(e / sum);
+        tail.fill(e * r);
     }
 }
 
@@ -256,7 +262,7 @@ mod tests {
     /// (or `torch._safe_softmax`) define it: each key masked by its own test (after the query,
     /// or at or past its example's length), every masked key holding the fill, then the max,
     /// `exp(v − max)` of every value, their sum (in the kernels' order, [`super::super::sum`]),
-    /// and every quotient.
+    /// and every value times the reciprocal of the sum.
     fn reference<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
         let mut out = Vec::new();
         for (r, row) in x.chunks_exact(seq).enumerate() {
@@ -271,8 +277,8 @@ mod tests {
             for v in &mut o {
                 *v = (*v - max).exp();
             }
-            let sum = super::super::sum(&o);
-            out.extend(o.iter().map(|&v| v / sum));
+            let r = T::one() / super::super::sum(&o);
+            out.extend(o.iter().map(|&v| v * r));
         }
         out
     }
