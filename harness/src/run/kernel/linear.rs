@@ -288,9 +288,14 @@ impl Forward {
             }
             return Ok(y);
         }
+        // The bias in every row, copied in doubling blocks (one row, two, four, ...): copied row
+        // by row, the fill was 2.7% of the tiny GPT's step, a fifth more (perf, Intel Xeon).
         let mut y = Vec::with_capacity(rows * out);
-        for _ in 0..rows {
+        if rows > 0 {
             y.extend_from_slice(b);
+        }
+        while y.len() < rows * out {
+            y.extend_from_within(..y.len().min(rows * out - y.len()));
         }
         product_into(Mat::new(x, rows, input), Mat::new(w, input, out), &mut y)?;
         Ok(y)
