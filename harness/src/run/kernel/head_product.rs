@@ -7,7 +7,9 @@
 //! each value is that chain, in a tile of rows by one or two 16-lane registers held in
 //! registers over the whole depth (the right factor copied row-major first where it is a
 //! transposed view). A test holds it to gemm's bits over every layout attention uses and a grid
-//! of sizes. Without AVX-512 the products stay gemm's.
+//! of sizes. One thing may differ: which NaN comes out where two NaNs meet in one chain (x86
+//! returns the first NaN operand, and the two kernels order an FMA's operands differently); a
+//! NaN is a NaN to the watch and the trace. Without AVX-512 the products stay gemm's.
 
 use std::mem::MaybeUninit;
 
@@ -20,15 +22,20 @@ pub(super) const MAX_K: usize = 64;
 /// A matrix inside a slice: its first value, row stride and column stride.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct At {
+    /// The index of its first value.
     pub(super) start: usize,
+    /// From one row to the next.
     pub(super) rs: usize,
+    /// From one column to the next.
     pub(super) cs: usize,
 }
 
 impl At {
-    /// The index of its last value, for `rows × cols` (both at least 1).
-    fn last(&self, rows: usize, cols: usize) -> usize {
-        self.start + (rows - 1) * self.rs + (cols - 1) * self.cs
+    /// Whether its `rows × cols` values (both at least 1) are inside a slice of `len`, the
+    /// arithmetic checked (a stride that overflows is outside).
+    fn inside(&self, rows: usize, cols: usize, len: usize) -> bool {
+        let last = (rows - 1).checked_mul(self.rs).and_then(|r| (cols - 1).checked_mul(self.cs).and_then(|c| r.checked_add(c)));
+        last.and_then(|l| l.checked_add(self.start)).is_some_and(|l| l < len)
     }
 }
 
@@ -42,8 +49,8 @@ pub(super) fn takes(m: usize, n: usize, k: usize) -> bool {
 /// written) views that leave their slices.
 pub(super) fn product(dims: (usize, usize, usize), a: (&[f32], At), b: (&[f32], At), out: (&mut [MaybeUninit<f32>], At), scale: f32) -> bool {
     let (m, n, k) = dims;
-    let inside = m * n * k > 0 && a.1.last(m, k) < a.0.len() && b.1.last(k, n) < b.0.len() && out.1.cs == 1 && out.1.last(m, n) < out.0.len();
-    if !takes(m, n, k) || !inside {
+    // `takes` first: it bounds n and k, and m·n > 256 (so m ≥ 1).
+    if !takes(m, n, k) || !(a.1.inside(m, k, a.0.len()) && b.1.inside(k, n, b.0.len()) && out.1.cs == 1 && out.1.inside(m, n, out.0.len())) {
         return false;
     }
     // The right factor row-major: as it is, or its transposed view copied (8 × 8 blocks).
@@ -177,8 +184,9 @@ mod tests {
     /// Every layout attention's six products use (a factor contiguous along the depth or
     /// across it, the result row-major), over a grid of the sizes the direct product takes
     /// (full and short tiles, masked columns), at scales 1 and 1/√8: gemm's bits, value for
-    /// value, on values whose products and sums round, with NaN and infinity among them; and
-    /// nothing written outside the result's view.
+    /// value, on values whose products and sums round, with a NaN and an infinity among them
+    /// (one NaN source a chain: see the module's doc); and nothing written outside the
+    /// result's view.
     #[test]
     fn the_direct_product_gives_gemms_bits() {
         if !(crate::run::kernel::has_avx512()) {
@@ -219,15 +227,26 @@ mod tests {
         assert_eq!(checked, 9 * 4 * 2);
     }
 
-    /// Views that leave their slices are refused, nothing written.
+    /// Views that leave their slices are refused, nothing written: past the end by one value,
+    /// by a row, by a stride whose arithmetic overflows, and a result that is not row-major.
     #[test]
     fn views_outside_their_slices_are_refused() {
+        if !(crate::run::kernel::has_avx512()) {
+            eprintln!("no AVX-512: the direct product takes nothing, nothing to refuse");
+            return;
+        }
         let (a, b) = (vec![1.0f32; 32 * 16], vec![1.0f32; 16 * 32]);
         let mut out = vec![MaybeUninit::new(0.0f32); 32 * 32];
         let (la, lb, o) = (At { start: 0, rs: 16, cs: 1 }, At { start: 0, rs: 32, cs: 1 }, At { start: 0, rs: 32, cs: 1 });
+        // The sizes alone are taken: each refusal below is the views'.
+        assert!(takes(32, 32, 16) && takes(32, 32, 17) && takes(33, 32, 16));
+        assert!(product((32, 32, 16), (&a, la), (&b, lb), (&mut out, o), 1.0));
+        out.fill(MaybeUninit::new(0.0));
         assert!(!product((32, 32, 17), (&a, la), (&b, lb), (&mut out, o), 1.0));
         assert!(!product((32, 32, 16), (&a, At { start: 1, ..la }), (&b, lb), (&mut out, o), 1.0));
         assert!(!product((33, 32, 16), (&a, la), (&b, lb), (&mut out, o), 1.0));
+        assert!(!product((32, 32, 16), (&a, At { rs: usize::MAX / 8, ..la }), (&b, lb), (&mut out, o), 1.0));
+        assert!(!product((32, 32, 16), (&a, la), (&b, At { start: usize::MAX, ..lb }), (&mut out, o), 1.0));
         assert!(!product((32, 32, 16), (&a, la), (&b, lb), (&mut out, At { cs: 2, ..o }), 1.0));
         // SAFETY: initialised to 0 above.
         assert!(out.iter().all(|v| unsafe { v.assume_init() } == 0.0));

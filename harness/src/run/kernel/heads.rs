@@ -103,7 +103,10 @@ impl Product {
     fn check(&self, (m, n, k): (usize, usize, usize), (lv, rv, ov): (View, View, View), lens: (usize, usize)) -> candle_core::Result<usize> {
         let len = self.shape().elem_count();
         let span = |v: View, rows: usize, cols: usize| v.at(self.batch - 1, self.heads - 1) + (rows - 1) * v.rs + (cols - 1) * v.cs;
-        if self.batch == 0 || m == 0 || n == 0 || k == 0 || span(lv, m, k) >= lens.0 || span(rv, k, n) >= lens.1 || span(ov, m, n) >= len {
+        // The heads tile the width (`ops::attention` refuses a width they do not divide): else
+        // the output's last columns would be left unwritten.
+        let tiled = self.heads > 0 && self.width % self.heads == 0;
+        if !tiled || self.batch == 0 || m == 0 || n == 0 || k == 0 || span(lv, m, k) >= lens.0 || span(rv, k, n) >= lens.1 || span(ov, m, n) >= len {
             candle_core::bail!("attention product {:?}: sizes do not match {:?}", self.kind, (self.batch, self.seq, self.heads, self.width));
         }
         Ok(len)
@@ -271,6 +274,32 @@ mod tests {
         let gc = loss(&comp_s, &comp_y).backward().unwrap();
         for t in [q.as_tensor(), k.as_tensor(), v.as_tensor(), probs.as_tensor()] {
             close(gf.get(t).unwrap(), gc.get(t).unwrap());
+        }
+    }
+
+    /// In f32 on a CPU with AVX-512 the products are `head_product`'s: each of the six gives
+    /// gemm's bits (the generic path, `run`) in every example's and head's block, on the tiny
+    /// GPT's sizes (2 examples, 4 heads of 16, 32 positions) and a scale that rounds.
+    #[test]
+    fn the_direct_products_give_gemms_bits_in_every_head() {
+        if !crate::run::kernel::has_avx512() {
+            eprintln!("no AVX-512: f32 products are gemm's, nothing to compare");
+            return;
+        }
+        let (batch, seq, heads, width) = (2, 32, 4, 64);
+        let f32s = |n: usize, phase: f64| -> Vec<f32> { values(n, phase).iter().map(|v| (v * 3.0) as f32).collect() };
+        let (x1, x2, sq) = (f32s(batch * seq * width, 0.3), f32s(batch * seq * width, 1.1), f32s(batch * heads * seq * seq, 2.9));
+        for kind in [Kind::Scores, Kind::ScoresGradQ, Kind::ScoresGradK, Kind::Mix, Kind::MixGradP, Kind::MixGradV] {
+            let op = Product { kind, batch, seq, heads, width, scale: 1.0 / 3f64.sqrt() };
+            let lhs = if matches!(kind, Kind::Scores | Kind::MixGradP) { &x1 } else { &sq };
+            let bits = |s: CpuStorage| match s {
+                CpuStorage::F32(v) => v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                _ => panic!("{kind:?}: not f32 out"),
+            };
+            let (direct, by_gemm) = (bits(op.run_f32([lhs, &x2]).unwrap()), bits(op.run([lhs.as_slice(), &x2]).unwrap()));
+            assert_eq!(direct.len(), op.shape().elem_count());
+            let first = direct.iter().zip(&by_gemm).position(|(a, b)| a != b);
+            assert_eq!(first, None, "{kind:?}: the first value that differs from gemm's");
         }
     }
 

@@ -43,13 +43,13 @@ pub(crate) fn masked_softmax(scores: &Tensor, mask: Mask) -> Result<Tensor> {
     crate::run::opmath::in_f32(scores, |s| Ok(s.contiguous()?.apply_op1(Softmax(mask))?))
 }
 
-/// Values the row loops take at a time: the exponentials and quotients run over whole groups
+/// Values the row loops take at a time: the exponentials and products run over whole groups
 /// (the keys from `limit` up to the next group's end are fill, all with one value), and the
 /// groups past the last one the row's data reaches take that value computed once.
 const GROUP: usize = 16;
 
 /// Rows the forward takes at a time, each phase (the maxima, the exponentials, the sums, the
-/// quotients) over all of them before the next: a row's max and sum are chains of dependent
+/// products) over all of them before the next: a row's max and sum are chains of dependent
 /// operations (lane by lane, then folded), and the products wait on the sum, so one row
 /// after another mostly waited; a block's chains are independent and overlap.
 const BLOCK: usize = 8;
@@ -99,7 +99,7 @@ fn forward<T: Real>(x: &[T], seq: usize, m: &Mask) -> Vec<T> {
         }
         for (((row, p), e), &sum) in o.chunks_exact_mut(seq).zip(&plan).zip(masked).zip(&sums) {
             if !p.zeros {
-                quotients(row, p.limit, e, sum);
+                normalise(row, p.limit, e, sum);
             }
         }
     }
@@ -129,7 +129,7 @@ fn exponentials<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) -> Option<T
 /// the divisions were a tenth of the tiny GPT's softmax, perf); the keys past the covered groups
 /// by one product of their shared value.
 #[inline(always)]
-fn quotients<T: Real>(o: &mut [T], limit: usize, masked: Option<T>, sum: T) {
+fn normalise<T: Real>(o: &mut [T], limit: usize, masked: Option<T>, sum: T) {
     let (head, tail) = o.split_at_mut(covered(limit, o.len()));
     let r = T::one() / sum;
     in_groups(head, |v| *v = *v * r);
@@ -401,5 +401,35 @@ mod tests {
         assert!(r[4..].iter().all(|&v| v.to_bits() == 0) && (r.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{r:?}");
         let finite = forward32(&x, seq, &Mask { fill: f64::from(f32::MIN), ..m });
         assert_eq!(finite.chunks_exact(seq).nth(3).map(|r| r.to_vec()), Some(r.to_vec()), "the finite fill's row 3");
+    }
+
+    /// PyTorch 2.15 (CPU, one thread): `torch.softmax(torch.tensor([[0, a]]), -1)`, bit for bit,
+    /// for rows where the exponential times the reciprocal of the sum and the exponential divided
+    /// by the sum round apart (with torch's own `exp(a)`; e.g. at a = -2.6978672 dividing gives
+    /// 0.063099325, PyTorch 0.06309933). Over 200 000 such rows PyTorch's values were the
+    /// product's in 91% and the quotient's in 4% (the rest: its softmax's exp and `torch.exp`
+    /// differ), so these are rows where the formula, not the exponential, decides.
+    #[test]
+    fn rows_where_dividing_rounds_differently_match_pytorch() {
+        let rows: [(f32, [f32; 2]); 8] = [
+            (-2.6978672, [0.93690073, 0.06309933]),
+            (-0.027385002, [0.50684583, 0.4931542]),
+            (-0.33585575, [0.58318347, 0.4168165]),
+            (-0.28319672, [0.5703298, 0.42967027]),
+            (-6.504593, [0.9985057, 0.0014943137]),
+            (-5.2535434, [0.9947982, 0.005201757]),
+            (-3.1024187, [0.95699245, 0.0430076]),
+            (-1.1493263, [0.75938785, 0.24061216]),
+        ];
+        let x: Vec<f32> = rows.iter().flat_map(|&(a, _)| [0.0, a]).collect();
+        let m = Mask { heads: 1, causal: false, lengths: None, fill: f64::NEG_INFINITY, safe: false };
+        for tier in [2u8, 1, 0] {
+            WIDEST.with(|w| w.set(tier));
+            let got = forward32(&x, 2, &m);
+            WIDEST.with(|w| w.set(2));
+            for ((a, want), got) in rows.iter().zip(got.chunks_exact(2)) {
+                assert_eq!([got[0].to_bits(), got[1].to_bits()], want.map(f32::to_bits), "a = {a}, tier {tier}: {got:?} vs PyTorch {want:?}");
+            }
+        }
     }
 }
