@@ -23,13 +23,21 @@ pub(crate) fn softmax(h: &Tensor) -> Result<Tensor> {
     softmax_along(h, D::Minus1)
 }
 
-/// Softmax over `dim`, its maximum subtracted (and held constant) first.
+/// Softmax over `dim`, its maximum subtracted (and held constant) first. As PyTorch's CPU
+/// kernels: over the last dimension each exponential times the reciprocal of the sum
+/// (`_vec_softmax_lastdim`: `tmp_sum = 1 / tmp_sum`, then `x * tmp_sum`), over another divided
+/// by the sum (`_vec_softmax`).
 pub(crate) fn softmax_along<T: Dim + Copy>(h: &Tensor, dim: T) -> Result<Tensor> {
+    let last = dim.to_index(h.shape(), "softmax")? + 1 == h.rank();
     // As `torch.softmax`: an f16 or bf16 input is computed in f32 and rounded once.
     crate::run::opmath::in_f32(h, |h| {
         let max = h.max_keepdim(dim)?.detach();
         let e = h.broadcast_sub(&max)?.exp()?;
-        Ok(e.broadcast_div(&e.sum_keepdim(dim)?)?)
+        let sum = e.sum_keepdim(dim)?;
+        Ok(match last {
+            true => e.broadcast_mul(&sum.recip()?)?,
+            false => e.broadcast_div(&sum)?,
+        })
     })
 }
 
@@ -143,5 +151,22 @@ mod tests {
         assert_eq!(softplus(&x).unwrap().to_vec1::<f64>().unwrap(), vec![2f64.ln(), 30.0]);
         let s = softmax(&Tensor::new(&[[0.0f64, 3f64.ln()]], &Device::Cpu).unwrap()).unwrap().to_vec2::<f64>().unwrap();
         assert!((s[0][0] - 0.25).abs() < 1e-15 && (s[0][1] - 0.75).abs() < 1e-15, "{s:?}");
+    }
+
+    /// PyTorch 2.15 (CPU, one thread): the softmax of rows [0, a] over the last dimension
+    /// multiplies by the reciprocal of the sum, and of the same rows as columns over dimension 0
+    /// divides by it; for these a the two round apart in the second probability's last bit.
+    #[test]
+    fn softmax_multiplies_over_the_last_dimension_and_divides_over_another_as_pytorch() {
+        let a = [-2.6978672f32, -0.027385002, -0.33585575, -0.28319672, -6.504593, -5.2535434, -3.1024187, -1.1493263];
+        let last = [0.06309933f32, 0.4931542, 0.4168165, 0.42967027, 0.0014943137, 0.005201757, 0.0430076, 0.24061216];
+        let other = [0.063099325f32, 0.49315417, 0.41681653, 0.42967024, 0.0014943136, 0.0052017574, 0.043007597, 0.24061215];
+        let rows = Tensor::from_vec(a.iter().flat_map(|&a| [0.0f32, a]).collect::<Vec<_>>(), (8, 2), &Device::Cpu).unwrap();
+        let by_last = softmax_along(&rows, D::Minus1).unwrap().to_vec2::<f32>().unwrap();
+        let by_first = softmax_along(&rows.t().unwrap().contiguous().unwrap(), 0).unwrap().to_vec2::<f32>().unwrap();
+        for i in 0..a.len() {
+            assert_eq!(by_last[i][1].to_bits(), last[i].to_bits(), "a = {}: {} vs PyTorch {} (last dimension)", a[i], by_last[i][1], last[i]);
+            assert_eq!(by_first[1][i].to_bits(), other[i].to_bits(), "a = {}: {} vs PyTorch {} (dimension 0)", a[i], by_first[1][i], other[i]);
+        }
     }
 }
