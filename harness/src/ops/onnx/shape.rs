@@ -37,7 +37,7 @@ pub fn reshaped(dims: &[usize], shape: &[i64]) -> Result<Vec<usize>> {
     }
     let known: usize = out.iter().product();
     if let Some(i) = free {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return bail(format!("Reshape: {dims:?} does not fit {shape:?}"));
         }
         out[i] = total / known;

@@ -74,7 +74,7 @@ pub(crate) struct Sequence<'a, T> {
 impl<T: Float> Sequence<'_, T> {
     /// The label at position `s` of the extended target (blanks at the even positions).
     fn prime(&self, s: usize) -> usize {
-        if s % 2 == 0 {
+        if s.is_multiple_of(2) {
             self.blank
         } else {
             self.targets[s / 2]

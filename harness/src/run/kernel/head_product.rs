@@ -49,8 +49,11 @@ pub(super) fn takes(m: usize, n: usize, k: usize) -> bool {
 /// written) views that leave their slices.
 pub(super) fn product(dims: (usize, usize, usize), a: (&[f32], At), b: (&[f32], At), out: (&mut [MaybeUninit<f32>], At), scale: f32) -> bool {
     let (m, n, k) = dims;
-    // `takes` first: it bounds n and k, and m·n > 256 (so m ≥ 1).
-    if !takes(m, n, k) || !(a.1.inside(m, k, a.0.len()) && b.1.inside(k, n, b.0.len()) && out.1.cs == 1 && out.1.inside(m, n, out.0.len())) {
+    // `takes` first: it bounds n and k, and m·n > 256 (so m ≥ 1), which `inside` needs.
+    if !takes(m, n, k) {
+        return false;
+    }
+    if !(a.1.inside(m, k, a.0.len()) && b.1.inside(k, n, b.0.len()) && out.1.cs == 1 && out.1.inside(m, n, out.0.len())) {
         return false;
     }
     // The right factor row-major: as it is, or its transposed view copied (8 × 8 blocks).

@@ -105,7 +105,7 @@ impl Product {
         let span = |v: View, rows: usize, cols: usize| v.at(self.batch - 1, self.heads - 1) + (rows - 1) * v.rs + (cols - 1) * v.cs;
         // The heads tile the width (`ops::attention` refuses a width they do not divide): else
         // the output's last columns would be left unwritten.
-        let tiled = self.heads > 0 && self.width % self.heads == 0;
+        let tiled = self.heads > 0 && self.width.is_multiple_of(self.heads);
         if !tiled || self.batch == 0 || m == 0 || n == 0 || k == 0 || span(lv, m, k) >= lens.0 || span(rv, k, n) >= lens.1 || span(ov, m, n) >= len {
             candle_core::bail!("attention product {:?}: sizes do not match {:?}", self.kind, (self.batch, self.seq, self.heads, self.width));
         }

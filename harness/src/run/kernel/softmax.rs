@@ -132,7 +132,7 @@ fn exponentials<T: Real>(o: &mut [T], limit: usize, fill: T, max: T) -> Option<T
 fn normalise<T: Real>(o: &mut [T], limit: usize, masked: Option<T>, sum: T) {
     let (head, tail) = o.split_at_mut(covered(limit, o.len()));
     let r = T::one() / sum;
-    in_groups(head, |v| *v = *v * r);
+    in_groups(head, |v| *v *= r);
     if let Some(e) = masked {
         tail.fill(e * r);
     }

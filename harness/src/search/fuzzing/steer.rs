@@ -182,7 +182,7 @@ fn seq_layer(u: &mut Unstructured, len: usize, w: usize) -> Result<(Layer, Shape
             }
         }
         5 => {
-            let heads = if w % 2 == 0 { *u.choose(&[1, 2])? } else { 1 };
+            let heads = if w.is_multiple_of(2) { *u.choose(&[1, 2])? } else { 1 };
             let attention = Layer::Attention(Attention { heads, causal: u.arbitrary()?, mask_fill: u.arbitrary()?, softmax: u.arbitrary()? });
             (Layer::Residual(Residual { layers: vec![Layer::LayerNorm(LayerNorm { eps: 1e-5 }), attention] }), Shape::Seq(len, w))
         }

@@ -53,7 +53,7 @@ fn ddmin_returns_a_one_minimal_row_set() {
 /// not with 34 (3.4e38). Halving keeps the first 256 rows (all 40 hot ones); neither of their
 /// halves holds 35, and a 1-minimal set of 35 would take more runs than the row budget has left.
 fn many_hot_rows() -> Scenario {
-    let hot = |i: usize| i % 6 == 0 && i < 240;
+    let hot = |i: usize| i.is_multiple_of(6) && i < 240;
     let rows: Vec<&str> = (0..1024).map(|i| if hot(i) { "[1e37, 0.0]" } else { "[0.5, 0.5]" }).collect();
     let text = format!(
         "name = \"many\"\n[data]\ninputs = {{ kind = \"values\", rows = [{}] }}\ntargets = {{ kind = \"values\", values = [{}] }}\n[model]\ninit = {{ kind = \"constant\", value = 1.0 }}\nlayers = [{{ type = \"linear\", out = 1 }}]\n[loss]\nkind = \"mae\"\n[optimizer]\nkind = \"sgd\"\nlr = 0.01",
