@@ -56,20 +56,13 @@ pub(super) fn product(dims: (usize, usize, usize), a: (&[f32], At), b: (&[f32], 
     if !(a.1.inside(m, k, a.0.len()) && b.1.inside(k, n, b.0.len()) && out.1.cs == 1 && out.1.inside(m, n, out.0.len())) {
         return false;
     }
-    // The right factor row-major: as it is, or its transposed view copied (8 × 8 blocks).
+    // The right factor row-major: as it is, or its view copied (a transposed one in 8 × 8 blocks).
     let mut copy = [MaybeUninit::<f32>::uninit(); MAX_K * MAX_N];
     let (rhs, rs): (&[f32], usize) = if b.1.cs == 1 {
         (&b.0[b.1.start..], b.1.rs)
     } else {
-        let dst = &mut copy[..k * n];
-        let done = if b.1.rs == 1 { super::transpose::blocks(&b.0[b.1.start..], b.1.cs, (k, n), dst).unwrap_or((0, 0)) } else { (0, 0) };
-        for (kk, row) in dst.chunks_exact_mut(n).enumerate() {
-            let from = if kk < done.0 { done.1 } else { 0 };
-            for (j, v) in row.iter_mut().enumerate().skip(from) {
-                v.write(b.0[b.1.start + kk * b.1.rs + j * b.1.cs]);
-            }
-        }
-        // SAFETY: all k·n values were written just above (the blocks, then the rest).
+        super::linear::Mat::strided(&b.0[b.1.start..], (k, n), (b.1.rs, b.1.cs)).write_row_major(&mut copy[..k * n]);
+        // SAFETY: `write_row_major` wrote all k·n values.
         (unsafe { std::slice::from_raw_parts(copy.as_ptr().cast::<f32>(), k * n) }, n)
     };
     #[cfg(target_arch = "x86_64")]

@@ -63,6 +63,11 @@ impl<'a, T> Mat<'a, T> {
         Self { v, rows, cols, rs: cols, cs: 1 }
     }
 
+    /// A `(rows, cols)` view of `v` with row stride `rs` and column stride `cs`.
+    pub(super) fn strided(v: &'a [T], (rows, cols): (usize, usize), (rs, cs): (usize, usize)) -> Self {
+        Self { v, rows, cols, rs, cs }
+    }
+
     /// The transpose (a view: the strides swap).
     pub(crate) fn t(self) -> Self {
         Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
@@ -82,7 +87,7 @@ impl<T: Copy> Mat<'_, T> {
     /// Writes its values row-major into `out` (rows × cols long), in blocks of 16 × 16 so
     /// that both the reads and the writes stay in a few cache lines whatever the strides (a
     /// transposed view read value by value puts each write in another line).
-    fn write_row_major(&self, out: &mut [std::mem::MaybeUninit<T>]) {
+    pub(super) fn write_row_major(&self, out: &mut [std::mem::MaybeUninit<T>]) {
         const B: usize = 16;
         assert_eq!(out.len(), self.rows * self.cols, "a row-major copy's length");
         if self.rs == 1 && self.write_transposed(out) {
